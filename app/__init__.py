@@ -1,0 +1,1 @@
+"""Threadline: reps' mailboxes become one shared, company-wide contact timeline."""

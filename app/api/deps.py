@@ -1,0 +1,71 @@
+"""Shared FastAPI dependencies: runtime, database connection, the calling user."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Iterator
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from app.models import ApiToken, User
+from app.runtime import Runtime
+from app.services.orgs import hash_token
+
+_bearer = HTTPBearer(auto_error=False, description="A personal access token (`threadline user token EMAIL`).")
+T, U = ApiToken.__table__, User.__table__
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_conn(rt: RuntimeDep) -> Iterator[Connection]:
+    with rt.engine.connect() as conn:
+        yield conn
+
+
+ConnDep = Annotated[Connection, Depends(get_conn)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: int
+    org_id: int
+    email: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def get_caller(conn: ConnDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+    if creds is None or not creds.credentials:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    row = conn.execute(
+        select(U.c.id, U.c.org_id, U.c.email, U.c.role)
+        .join(T, T.c.user_id == U.c.id)
+        .where(T.c.token_hash == hash_token(creds.credentials), T.c.revoked_at.is_(None), U.c.active.is_(True))
+    ).first()
+    if row is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return Caller(row.id, row.org_id, row.email, row.role)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def require_admin(caller: CallerDep) -> Caller:
+    if not caller.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "admin role required")
+    return caller
+
+
+AdminDep = Annotated[Caller, Depends(require_admin)]

@@ -1,0 +1,98 @@
+"""Response shapes (they also document the API at /docs)."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+
+class CompanyRef(BaseModel):
+    id: int
+    name: str
+    domain: str
+
+
+class ContactCard(BaseModel):
+    id: int
+    name: str
+    email: str
+    emails: list[str]
+    title: str | None
+    phone: str | None
+    stage: str | None
+    tags: list[str]
+    owner_id: int | None
+    company: CompanyRef | None
+
+
+class Colleague(BaseModel):
+    id: int
+    name: str
+    email: str
+    interactions: int
+    last_interaction_at: datetime | None
+
+
+class Summary(BaseModel):
+    emails_in: int
+    emails_out: int
+    meetings: int
+    first_interaction_at: datetime | None
+    last_interaction_at: datetime | None
+    colleagues: list[Colleague]
+
+
+class Person(BaseModel):
+    address: str
+    name: str | None
+    role: str
+    contact_id: int | None = None
+
+
+class ColleagueRef(BaseModel):
+    id: int
+    name: str | None
+    address: str
+
+
+class Sender(BaseModel):
+    address: str
+    name: str | None
+
+
+class TimelineItem(BaseModel):
+    id: int
+    kind: str
+    occurred_at: datetime
+    direction: str
+    subject: str | None
+    snippet: str | None
+    thread_key: str
+    sender: Sender | None = None
+    colleagues: list[ColleagueRef]
+    participants: list[Person]
+
+
+class TimelinePage(BaseModel):
+    items: list[TimelineItem]
+    next_cursor: str | None
+
+
+class Lookup(BaseModel):
+    contact: ContactCard
+    summary: Summary
+    timeline: TimelinePage
+
+
+class ContactHit(BaseModel):
+    id: int
+    name: str
+    email: str
+    company: str | None
+
+
+class CompanyDetail(BaseModel):
+    id: int
+    name: str
+    domain: str
+    contacts: list[ContactHit | dict]

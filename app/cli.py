@@ -1,0 +1,288 @@
+"""`threadline` — the admin's command line."""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from datetime import datetime
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.db import session
+from app.runtime import Runtime, open_runtime
+from app.services import orgs as org_service
+from app.services.orgs import Invalid, NotFound
+
+app = typer.Typer(help="Threadline: reps' mailboxes become one shared contact timeline.", no_args_is_help=True,
+                  add_completion=False)
+org_app = typer.Typer(help="The organisation.", no_args_is_help=True)
+user_app = typer.Typer(help="Reps and admins.", no_args_is_help=True)
+mailbox_app = typer.Typer(help="Mailboxes to sync.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(org_app, name="org")
+app.add_typer(user_app, name="user")
+app.add_typer(mailbox_app, name="mailbox")
+app.add_typer(db_app, name="db")
+out = Console()
+err = Console(stderr=True)
+OrgOpt = Annotated[Optional[int], typer.Option("--org", help="Organisation id (needed only when there are several).")]
+
+
+def _rt() -> Runtime:
+    return open_runtime()
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _json_default(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+# -- db -----------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration (the app also does this on start)."""
+    rt = _rt()
+    out.print(f"database is up to date: {rt.settings.database_url.split('@')[-1]}")
+
+
+# -- org ------------------------------------------------------------------------
+@org_app.command("init")
+def org_init(name: Annotated[str, typer.Option("--name", help="Company name.")],
+             domain: Annotated[list[str], typer.Option("--domain", help="An internal email domain (repeatable).")]) -> None:
+    """Create the organisation with its internal email domains."""
+    rt = _rt()
+    with session(rt.engine) as s:
+        try:
+            org = org_service.create_org(s, name, domain)
+        except Invalid as exc:
+            _fail(str(exc))
+        out.print(f"organisation {org.id} created: {org.name} ({', '.join(org.internal_domains)})")
+
+
+# -- users ----------------------------------------------------------------------
+@user_app.command("add")
+def user_add(email: str, name: Annotated[str, typer.Option(help="Display name.")] = "",
+             admin: Annotated[bool, typer.Option("--admin", help="Give the admin role.")] = False,
+             alias: Annotated[list[str], typer.Option("--alias", help="Another address of this user (repeatable).")] = [],
+             org: OrgOpt = None) -> None:
+    """Add a rep (or an admin with --admin)."""
+    rt = _rt()
+    with session(rt.engine) as s:
+        try:
+            o = org_service.the_org(s, org)
+            user = org_service.add_user(s, o, email, name=name, admin=admin, aliases=alias)
+        except (Invalid, NotFound) as exc:
+            _fail(str(exc))
+        out.print(f"user {user.id} added: {user.email} ({user.role})")
+
+
+@user_app.command("token")
+def user_token(email: str, name: Annotated[str, typer.Option(help="What the token is for.")] = "cli",
+               org: OrgOpt = None) -> None:
+    """Issue a personal access token for the API and the sidebar (shown once)."""
+    rt = _rt()
+    with session(rt.engine) as s:
+        try:
+            user = org_service.find_user(s, org_service.the_org(s, org).id, email)
+        except (Invalid, NotFound) as exc:
+            _fail(str(exc))
+        token = org_service.issue_token(s, user, name)
+    out.print(token, highlight=False)
+
+
+# -- mailboxes ------------------------------------------------------------------
+@mailbox_app.command("add-imap")
+def mailbox_add_imap(
+    owner: Annotated[str, typer.Option(help="The rep whose mailbox this is.")],
+    host: Annotated[str, typer.Option(help="IMAP server host name.")],
+    username: Annotated[str, typer.Option(help="IMAP login name.")],
+    port: Annotated[int, typer.Option(help="IMAP port.")] = 993,
+    security: Annotated[str, typer.Option(help="tls | starttls | none")] = "tls",
+    org: OrgOpt = None,
+) -> None:
+    """Add an IMAP mailbox. The password comes from THREADLINE_IMAP_PASSWORD or a prompt, never argv."""
+    from app.services import mailboxes
+
+    password = os.environ.get("THREADLINE_IMAP_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            _fail("set THREADLINE_IMAP_PASSWORD or run in a terminal to be prompted")
+        password = getpass.getpass(f"IMAP password for {username}: ")
+    rt = _rt()
+    with session(rt.engine) as s:
+        try:
+            o = org_service.the_org(s, org)
+            mb = mailboxes.add_imap(s, rt.box, o, owner=owner, host=host, port=port, security=security,
+                                    username=username, password=password)
+        except (Invalid, NotFound) as exc:
+            _fail(str(exc))
+        out.print(f"mailbox {mb.id} added for {owner}; run `threadline sync --once --mailbox {mb.id}`")
+
+
+@mailbox_app.command("list")
+def mailbox_list(org: OrgOpt = None,
+                 as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Every mailbox with its status, stage and last error."""
+    from sqlmodel import select
+
+    from app.models import Mailbox
+    from app.services import mailboxes
+
+    rt = _rt()
+    with session(rt.engine) as s:
+        try:
+            o = org_service.the_org(s, org)
+        except (Invalid, NotFound) as exc:
+            _fail(str(exc))
+        rows = [mailboxes.describe(s, m) for m in s.exec(select(Mailbox).where(Mailbox.org_id == o.id)
+                                                          .order_by(Mailbox.id)).all()]
+    if as_json:
+        out.print_json(json.dumps(rows, default=_json_default))
+        return
+    table = Table("id", "owner", "server", "status", "stage", "imported", "skipped", "last success", "last error")
+    for r in rows:
+        table.add_row(str(r["id"]), r["owner"] or "", r["server"] or "", r["status"], r["stage"],
+                      str(r["messages_imported"]), str(sum(r["skipped"].values())),
+                      r["last_success_at"].strftime("%Y-%m-%d %H:%M") if r["last_success_at"] else "never",
+                      (r["last_error"] or "")[:80])
+    out.print(table)
+
+
+# -- sync -----------------------------------------------------------------------
+@app.command("sync")
+def sync_cmd(once: Annotated[bool, typer.Option("--once", help="Sync every due mailbox once and exit.")] = False,
+             mailbox: Annotated[Optional[int], typer.Option("--mailbox", help="Only this mailbox.")] = None) -> None:
+    """Sync mailboxes now (a progress bar on a terminal, a summary at the end)."""
+    from sqlmodel import select
+
+    from app.models import Mailbox
+    from sync.engine import sync_mailbox
+
+    if not once:
+        _fail("use `threadline sync --once` here, or `threadline worker` to keep syncing")
+    rt = _rt()
+    with session(rt.engine) as s:
+        query = select(Mailbox.id).where(Mailbox.status != "paused").order_by(Mailbox.id)
+        if mailbox is not None:
+            query = select(Mailbox.id).where(Mailbox.id == mailbox)
+        ids = list(s.exec(query).all())
+    if mailbox is not None and not ids:
+        _fail(f"no mailbox {mailbox}")
+    failed = 0
+    for mid in ids:
+        report = _run_with_progress(rt, mid, sync_mailbox)
+        if report is None:
+            out.print(f"mailbox {mid}: busy (another worker is syncing it)")
+            continue
+        rate = report.imported / report.seconds if report.seconds else 0
+        line = (f"mailbox {mid}: {'ok' if report.ok else 'FAILED'} — {report.imported} copies imported "
+                f"({report.new_interactions} new interactions), {report.skipped} skipped, {report.bad} unreadable, "
+                f"{report.seconds:.1f}s ({rate:,.0f} msg/s)")
+        if report.folders_failed:
+            line += f"; folders failed: {'; '.join(report.folders_failed)}"
+        if report.error:
+            line += f"; error: {report.error}"
+            failed += 1
+        out.print(line, highlight=False)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _run_with_progress(rt: Runtime, mailbox_id: int, sync_mailbox):
+    kwargs = dict(worker=rt.settings.worker_id, lease_seconds=rt.settings.sync_lease_seconds)
+    if not out.is_terminal:
+        return sync_mailbox(rt.engine, rt.box, mailbox_id, **kwargs)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("mailbox {task.fields[mid]}: {task.completed:,.0f} imported"),
+                  TimeElapsedColumn(), console=out, transient=True) as bar:
+        task = bar.add_task("sync", total=None, mid=mailbox_id)
+        return sync_mailbox(rt.engine, rt.box, mailbox_id, progress=lambda r: bar.update(task, completed=r.imported),
+                            **kwargs)
+
+
+@app.command("timeline")
+def timeline_cmd(email: str, limit: Annotated[int, typer.Option(help="How many interactions.")] = 20,
+                 as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+                 org: OrgOpt = None) -> None:
+    """Show what the company knows about one person."""
+    from app.services.timeline import lookup
+
+    rt = _rt()
+    with session(rt.engine) as s:
+        try:
+            o = org_service.the_org(s, org)
+        except (Invalid, NotFound) as exc:
+            _fail(str(exc))
+    with rt.engine.connect() as conn:
+        data = lookup(conn, o.id, email, limit)
+    if data is None:
+        _fail(f"no contact with the address {email}", code=2)
+    if as_json:
+        out.print_json(json.dumps(data, default=_json_default))
+        return
+    c, sm = data["contact"], data["summary"]
+    out.print(f"[bold]{c['name'] or c['email']}[/bold] <{c['email']}>"
+              + (f" — {c['company']['name']} ({c['company']['domain']})" if c["company"] else ""), highlight=False)
+    out.print(f"emails in {sm['emails_in']}, out {sm['emails_out']}, meetings {sm['meetings']}; "
+              f"first {sm['first_interaction_at']:%Y-%m-%d}, last {sm['last_interaction_at']:%Y-%m-%d}"
+              if sm["first_interaction_at"] else "no interactions yet", highlight=False)
+    if sm["colleagues"]:
+        out.print("known by: " + ", ".join(f"{k['name'] or k['email']} ({k['interactions']})" for k in sm["colleagues"]),
+                  highlight=False)
+    table = Table("when", "dir", "subject", "colleagues")
+    for item in data["timeline"]["items"]:
+        table.add_row(f"{item['occurred_at']:%Y-%m-%d %H:%M}", item["direction"], item["subject"] or "",
+                      ", ".join(k["name"] or k["address"] for k in item["colleagues"]))
+    out.print(table)
+
+
+# -- processes ------------------------------------------------------------------
+@app.command("serve")
+def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+              port: Annotated[int, typer.Option(help="Port.")] = 8000,
+              demo: Annotated[bool, typer.Option("--demo", help="Load a generated demo company first.")] = False,
+              scheduler: Annotated[bool, typer.Option(help="Run the sync scheduler in this process.")] = True) -> None:
+    """Run the web app (API, sidebar, admin) and, by default, the sync scheduler."""
+    import uvicorn
+
+    from app.api import create_app
+
+    rt = _rt()
+    if demo:
+        from app.demo.seed import seed_demo
+
+        info = seed_demo(rt, out)
+        out.print(f"demo organisation ready: {info}", highlight=False)
+    api = create_app(rt, run_scheduler=scheduler)
+    out.print(f"Threadline is running: open http://{host}:{port}/docs (API)"
+              + (f" — try http://{host}:{port}/api/lookup?email=... with the token printed above" if demo else ""),
+              highlight=False)
+    uvicorn.run(api, host=host, port=port, log_level="warning")
+
+
+@app.command("worker")
+def worker_cmd() -> None:
+    """Run only the sync scheduler (for deployments that split web and sync)."""
+    from sync.scheduler import run_forever
+
+    rt = _rt()
+    out.print(f"worker {rt.settings.worker_id} syncing due mailboxes; Ctrl-C to stop")
+    run_forever(rt)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

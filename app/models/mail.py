@@ -1,0 +1,67 @@
+"""Mailboxes, their per-folder cursors and what their sync could not import."""
+from datetime import datetime
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.models.base import utcnow
+
+# sync_stage is the machine's state (what the engine is doing); status is what
+# users see. They are separate so a crash mid-run cannot leave a mailbox
+# looking healthy, and a lease can expire without touching the user's view.
+SYNC_STAGES = ("idle", "running")
+STATUSES = ("pending", "importing", "active", "failed", "paused")
+
+
+class Mailbox(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id", index=True)
+    owner_id: int = Field(foreign_key="app_user.id", index=True)
+    kind: str = "imap"
+    # Connection settings without secrets (host, port, security, username, ...).
+    config: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    secret_enc: str | None = None
+    sync_stage: str = "idle"
+    status: str = "pending"
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    next_sync_at: datetime | None = Field(default=None, index=True)
+    failure_count: int = 0
+    last_error: str | None = None
+    last_error_kind: str | None = None
+    last_error_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    last_success_at: datetime | None = None
+    messages_imported: int = 0
+    # reason -> count of messages deliberately not stored (bulk, internal, ...)
+    skipped: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class FolderState(SQLModel, table=True):
+    """Persisted state of one folder; the cursor is the connector's own, stored as given."""
+    __table_args__ = (UniqueConstraint("mailbox_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    mailbox_id: int = Field(foreign_key="mailbox.id", index=True)
+    name: str
+    role: str = "other"  # inbox | sent | archive | other
+    selected: bool = True
+    cursor: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    backfill_done: bool = False
+    messages: int = 0
+    status: str = "ok"  # ok | error
+    last_error: str | None = None
+    last_synced_at: datetime | None = None
+
+
+class SyncIssue(SQLModel, table=True):
+    """A message that could not be imported, with the reason, shown to admins."""
+    __table_args__ = (UniqueConstraint("mailbox_id", "folder", "remote_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    mailbox_id: int = Field(foreign_key="mailbox.id", index=True)
+    folder: str
+    remote_id: str
+    reason: str
+    created_at: datetime = Field(default_factory=utcnow)

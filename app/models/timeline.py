@@ -1,0 +1,96 @@
+"""The shared timeline: contacts, companies, interactions and who took part."""
+from datetime import datetime
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.models.base import utcnow
+
+
+class Company(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("org_id", "domain"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    domain: str  # registrable domain, e.g. example.co.uk
+    name: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Contact(SQLModel, table=True):
+    __table_args__ = (Index("ix_contact_org_search", "org_id", "search_name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    name: str = ""
+    search_name: str = ""  # lower-cased name for prefix search
+    primary_email: str
+    company_id: int | None = Field(default=None, foreign_key="company.id", index=True)
+    title: str | None = None
+    phone: str | None = None
+    stage: str | None = None
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    owner_id: int | None = Field(default=None, foreign_key="app_user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ContactAddress(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("org_id", "address"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    contact_id: int = Field(foreign_key="contact.id", index=True)
+    address: str  # normalised, lower-case
+
+
+class Interaction(SQLModel, table=True):
+    """One email or meeting, stored once per organisation however many reps saw it."""
+    __table_args__ = (
+        UniqueConstraint("org_id", "message_key"),
+        Index("ix_interaction_thread", "org_id", "thread_key"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    kind: str = "email"  # email | meeting
+    message_key: str  # Message-ID, or a digest of the headers when there is none
+    occurred_at: datetime
+    direction: str  # in | out
+    subject: str | None = None
+    snippet: str | None = None
+    thread_key: str
+    from_address: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Participant(SQLModel, table=True):
+    """A contact or colleague on an interaction.
+
+    occurred_at and company_id are copied from the interaction and contact so
+    that a contact's (or company's) timeline is one index range scan.
+    """
+    __table_args__ = (
+        UniqueConstraint("interaction_id", "address"),
+        Index("ix_participant_contact_time", "contact_id", "occurred_at", "interaction_id"),
+        Index("ix_participant_company_time", "company_id", "occurred_at", "interaction_id"),
+        Index("ix_participant_user_time", "user_id", "occurred_at"),
+        Index("ix_participant_org_address", "org_id", "address"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    interaction_id: int = Field(foreign_key="interaction.id")
+    occurred_at: datetime
+    address: str
+    name: str | None = None
+    role: str  # from | to | cc | bcc
+    contact_id: int | None = Field(default=None, foreign_key="contact.id")
+    company_id: int | None = Field(default=None, foreign_key="company.id")
+    user_id: int | None = Field(default=None, foreign_key="app_user.id")
+
+
+class InteractionSource(SQLModel, table=True):
+    """One mailbox copy of an interaction: where it was seen, exactly."""
+    __table_args__ = (UniqueConstraint("mailbox_id", "folder_id", "remote_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    interaction_id: int = Field(foreign_key="interaction.id", index=True)
+    mailbox_id: int = Field(foreign_key="mailbox.id")
+    folder_id: int = Field(foreign_key="folderstate.id")
+    # The provider's id of this copy: "UIDVALIDITY/UID" for IMAP.
+    remote_id: str

@@ -1,0 +1,43 @@
+"""Runtime settings, read from the environment once per process.
+
+Everything has a working default so `threadline serve --demo` runs on a fresh
+machine: data lives in ./data (SQLite in WAL mode plus the secret key file).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    secret_key: str | None = None  # THREADLINE_SECRET_KEY; else a key file in data_dir
+    public_url: str = "http://127.0.0.1:8000"
+    worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+    sync_lease_seconds: int = 300
+    scheduler_tick_seconds: float = 5.0
+    idle_enabled: bool = True
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    data_dir = Path(env.get("THREADLINE_DATA_DIR", "data")).resolve()
+    url = env.get("THREADLINE_DATABASE_URL") or f"sqlite:///{data_dir / 'threadline.db'}"
+    return Settings(
+        data_dir=data_dir,
+        database_url=url,
+        secret_key=env.get("THREADLINE_SECRET_KEY") or None,
+        public_url=env.get("THREADLINE_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+        sync_lease_seconds=int(env.get("THREADLINE_SYNC_LEASE_SECONDS", "300")),
+        scheduler_tick_seconds=float(env.get("THREADLINE_SCHEDULER_TICK", "5")),
+        idle_enabled=env.get("THREADLINE_IDLE", "1") not in ("0", "false", "no"),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

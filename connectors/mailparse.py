@@ -1,0 +1,228 @@
+"""Fast, forgiving parsing of RFC 5322 header blocks into MessageRecords.
+
+The standard library's full parser is correct but slow (it builds a Message
+object and header objects); the sync needs a handful of fields from each of
+hundreds of thousands of messages. So the block is split with one regular
+expression and only the fields we use are decoded, with the standard
+library's address and date helpers doing the hard parts.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import quopri
+import re
+from datetime import datetime, timezone
+from email.header import decode_header
+from email.utils import getaddresses, mktime_tz, parsedate_tz
+
+from connectors.base import BadDataError, MessageRecord
+
+_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.M)
+_UNFOLD = re.compile(r"\r?\n(?=[ \t])")
+_MSGID = re.compile(r"<([^<>\s]+)>")
+_WS = re.compile(r"\s+")
+_WANTED = {
+    b"from", b"to", b"cc", b"bcc", b"subject", b"date", b"message-id", b"in-reply-to",
+    b"references", b"list-unsubscribe", b"list-id", b"precedence", b"auto-submitted",
+    b"x-autoreply", b"x-autorespond", b"content-type", b"content-transfer-encoding",
+}
+MAX_FIELD = 64 * 1024  # a header longer than this is cut, not trusted whole
+MAX_ADDRESSES = 500
+
+
+def _text(raw: bytes) -> str:
+    raw = raw.replace(b"\x00", b"")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def header_fields(block: bytes) -> dict[str, str]:
+    """Wanted fields of a header block, unfolded; the first occurrence wins."""
+    out: dict[str, str] = {}
+    end = block.find(b"\r\n\r\n")
+    if end < 0:
+        end = block.find(b"\n\n")
+    if end >= 0:
+        block = block[:end]
+    for m in _FIELD.finditer(block):
+        name = m.group(1).lower()
+        if name in _WANTED:
+            key = name.decode()
+            if key not in out:
+                value = m.group(2)[:MAX_FIELD]
+                out[key] = _UNFOLD.sub("", _text(value)).strip()
+    return out
+
+
+def decode_words(value: str) -> str:
+    """Decode RFC 2047 encoded-words; unknown charsets and broken encodings degrade to text."""
+    if "=?" not in value:
+        return value
+    try:
+        parts = decode_header(value)
+    except (ValueError, binascii.Error, AssertionError, IndexError):
+        return value
+    out = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            out.append(chunk)
+            continue
+        try:
+            out.append(chunk.decode(charset or "ascii"))
+        except (LookupError, UnicodeDecodeError):
+            out.append(chunk.decode("utf-8", "replace"))
+    # decode_header keeps the spaces of plain runs and drops those between
+    # adjacent encoded words, as RFC 2047 asks; concatenation is the whole job.
+    return _WS.sub(" ", "".join(out)).strip()
+
+
+def addresses(value: str | None) -> list[tuple[str, str]]:
+    if not value:
+        return []
+    pairs = getaddresses([value])[:MAX_ADDRESSES]
+    out = []
+    for name, addr in pairs:
+        if not addr or "@" not in addr:
+            continue
+        out.append((decode_words(name).strip() if name else "", addr.strip()))
+    return out
+
+
+def parse_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_tz(value)
+        if parsed is None:
+            return None
+        stamp = mktime_tz(parsed)
+        return datetime.fromtimestamp(stamp, timezone.utc)
+    except (ValueError, OverflowError, OSError, TypeError, IndexError):
+        return None
+
+
+def message_ids(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return _MSGID.findall(value)
+
+
+def fallback_key(fields: dict[str, str]) -> str:
+    """A deterministic key for a message without Message-ID, the same in every mailbox."""
+    basis = "\x1f".join(fields.get(k, "") for k in ("from", "to", "cc", "date", "subject"))
+    return "sha256:" + hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def is_bulk(fields: dict[str, str]) -> bool:
+    if "list-unsubscribe" in fields or "list-id" in fields:
+        return True
+    if fields.get("precedence", "").lower() in ("bulk", "list", "junk"):
+        return True
+    auto = fields.get("auto-submitted", "").lower()
+    if auto and auto != "no":
+        return True
+    return "x-autoreply" in fields or "x-autorespond" in fields
+
+
+def parse_message_headers(remote_id: str, block: bytes, internaldate: datetime | None,
+                          snippet: str | None = None) -> MessageRecord:
+    """Turn one header block into a MessageRecord, or raise BadDataError with the reason."""
+    if not block or not block.strip():
+        raise BadDataError("no header block: empty or not an email message")
+    fields = header_fields(block)
+    if not fields:
+        raise BadDataError("no parsable header fields")
+    sender = addresses(fields.get("from"))
+    if not sender:
+        raw = fields.get("from")
+        raise BadDataError(f"missing or invalid From header: {raw[:80]!r}" if raw else "missing From header")
+    date = parse_date(fields.get("date")) or internaldate
+    if date is None:
+        raise BadDataError("no usable Date header and no INTERNALDATE")
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=timezone.utc)
+    ids = message_ids(fields.get("message-id"))
+    key = ids[0] if ids else fallback_key(fields)
+    refs = message_ids(fields.get("references"))
+    reply = message_ids(fields.get("in-reply-to"))
+    return MessageRecord(
+        remote_id=remote_id,
+        message_key=key[:500],
+        date=date,
+        from_=sender[:1],
+        to=addresses(fields.get("to")),
+        cc=addresses(fields.get("cc")),
+        bcc=addresses(fields.get("bcc")),
+        subject=decode_words(fields.get("subject", ""))[:998],
+        in_reply_to=reply[0] if reply else None,
+        references=refs[:100],
+        bulk=is_bulk(fields),
+        snippet=snippet,
+    )
+
+
+# --- snippets -------------------------------------------------------------------
+
+_BOUNDARY = re.compile(r'boundary\s*=\s*"?([^";]+)"?', re.I)
+_CHARSET = re.compile(r'charset\s*=\s*"?([^";\s]+)"?', re.I)
+_TAGS = re.compile(r"<[^>]*>")
+SNIPPET_CHARS = 200
+
+
+def snippet_from_body(fields: dict[str, str], body: bytes) -> str | None:
+    """Best-effort plain-text snippet from the first bytes of a body.
+
+    Handles single-part text and the first text/plain (or text/html) part of a
+    multipart body; anything else has no snippet rather than a wrong one.
+    """
+    ctype = fields.get("content-type", "text/plain")
+    cte = fields.get("content-transfer-encoding", "7bit")
+    for _ in range(3):  # descend nested multiparts a little
+        if not ctype.lower().startswith("multipart/"):
+            break
+        m = _BOUNDARY.search(ctype)
+        if not m:
+            return None
+        sep = b"--" + m.group(1).strip().encode("latin-1", "ignore")
+        pieces = body.split(sep)
+        chosen = None
+        for piece in pieces[1:]:
+            head, _, rest = piece.partition(b"\r\n\r\n") if b"\r\n\r\n" in piece else piece.partition(b"\n\n")
+            pf = header_fields(head.strip(b"\r\n") + b"\r\n\r\n")
+            pt = pf.get("content-type", "text/plain").lower()
+            if pt.startswith(("text/plain", "multipart/")) or (chosen is None and pt.startswith("text/html")):
+                chosen = (pf, rest)
+                if not pt.startswith("text/html"):
+                    break
+        if chosen is None:
+            return None
+        fields, body = chosen
+        ctype = fields.get("content-type", "text/plain")
+        cte = fields.get("content-transfer-encoding", "7bit")
+    if not ctype.lower().startswith("text/"):
+        return None
+    cte = cte.lower().strip()
+    if cte == "quoted-printable":
+        body = quopri.decodestring(body)
+    elif cte == "base64":
+        data = re.sub(rb"[^A-Za-z0-9+/]", b"", body)
+        data = data[: len(data) // 4 * 4]
+        try:
+            body = base64.b64decode(data)
+        except (binascii.Error, ValueError):
+            return None
+    m = _CHARSET.search(ctype)
+    charset = m.group(1) if m else "utf-8"
+    try:
+        text = body.decode(charset, "replace")
+    except LookupError:
+        text = body.decode("utf-8", "replace")
+    if ctype.lower().startswith("text/html"):
+        text = _TAGS.sub(" ", text)
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(">")]
+    text = _WS.sub(" ", " ".join(lines)).strip().replace("\ufffd", "")
+    return text[:SNIPPET_CHARS] or None

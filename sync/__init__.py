@@ -1,0 +1,1 @@
+"""The sync engine, the ingest pipeline and scheduling."""

@@ -1,0 +1,91 @@
+"""Addresses: normalisation, who is internal, automated senders, company domains."""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import tldextract
+from email_validator import EmailNotValidError, validate_email
+
+# Public-suffix data bundled with tldextract; no network at run time.
+_extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+FREE_MAIL_DOMAINS = frozenset("""
+gmail.com googlemail.com outlook.com hotmail.com hotmail.co.uk hotmail.fr hotmail.de live.com live.co.uk msn.com
+yahoo.com yahoo.co.uk yahoo.fr yahoo.de yahoo.co.jp ymail.com rocketmail.com aol.com icloud.com me.com mac.com
+proton.me protonmail.com pm.me gmx.com gmx.de gmx.net gmx.at gmx.ch web.de t-online.de freenet.de mail.com
+zoho.com yandex.com yandex.ru mail.ru inbox.ru list.ru bk.ru qq.com 163.com 126.com sina.com naver.com daum.net
+fastmail.com fastmail.fm hey.com tutanota.com tuta.io orange.fr wanadoo.fr free.fr laposte.net sfr.fr libero.it
+virgilio.it alice.it btinternet.com sky.com virginmedia.com ntlworld.com bigpond.com optusnet.com.au
+comcast.net verizon.net att.net sbcglobal.net cox.net charter.net earthlink.net juno.com seznam.cz wp.pl o2.pl
+interia.pl onet.pl rediffmail.com mail.bg abv.bg
+""".split())
+
+_AUTOMATED_LOCAL = re.compile(
+    r"^(no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|mailer[-_.]daemon|postmaster|bounces?|"
+    r"notifications?|notify|alerts?|automated|auto[-_.]?confirm|newsletters?|news|marketing|"
+    r"digest|updates?|billing[-_.]?noreply|system)([+\-_.].*)?$",
+    re.I,
+)
+
+
+@lru_cache(maxsize=200_000)
+def normalise(address: str) -> str | None:
+    """Lower-cased, syntax-checked address, or None when it is not an address.
+
+    Syntax only: a CRM must never do DNS look-ups per participant.
+    """
+    address = address.strip().strip("<>").strip()
+    if not address or len(address) > 254 or "@" not in address:
+        return None
+    try:
+        result = validate_email(address, check_deliverability=False, allow_smtputf8=True,
+                                allow_quoted_local=True, allow_display_name=False)
+    except EmailNotValidError:
+        return None
+    return result.normalized.lower()
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2]
+
+
+def is_internal(address: str, internal_domains: frozenset[str]) -> bool:
+    domain = domain_of(address)
+    if domain in internal_domains:
+        return True
+    # subdomains of an internal domain (eu.ourco.com) are internal too
+    return any(domain.endswith("." + d) for d in internal_domains)
+
+
+def is_automated_sender(address: str) -> bool:
+    return bool(_AUTOMATED_LOCAL.match(address.partition("@")[0]))
+
+
+@lru_cache(maxsize=50_000)
+def registrable_domain(domain: str) -> str | None:
+    ext = _extract(domain)
+    if not ext.suffix or not ext.domain:
+        return None
+    return f"{ext.domain}.{ext.suffix}"
+
+
+def company_domain(address: str, free_mail: frozenset[str] = FREE_MAIL_DOMAINS) -> str | None:
+    """The registrable domain a company is keyed by; None for free-mail and odd domains."""
+    domain = domain_of(address)
+    reg = registrable_domain(domain)
+    if reg is None or reg in free_mail or domain in free_mail:
+        return None
+    return reg
+
+
+def company_name(domain: str) -> str:
+    label = domain.split(".", 1)[0]
+    return " ".join(part.capitalize() for part in re.split(r"[-_]+", label) if part) or domain
+
+
+def display_name(name: str, address: str) -> str:
+    name = (name or "").strip().strip('"').strip("'").strip()
+    if not name or name.lower() == address or "@" in name:
+        return ""
+    return name[:200]

@@ -1,0 +1,377 @@
+"""The sync engine: claim a mailbox, pull from its connector, ingest, commit rows
+and cursor together, release.
+
+Exactly-once comes from two things working together: every batch's rows and
+the cursor that covers them commit in one transaction (a crash loses at most
+an uncommitted batch, which is fetched again), and every row is keyed so that
+a replayed batch writes nothing twice.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterator
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from app.crypto import SecretBox
+from app.db import insert_ignore, write_transaction
+from app.models import FolderState, InteractionSource, Mailbox, Organisation, SyncIssue, User, UserAlias
+from connectors.base import AuthError, Batch, ConnectorError, Folder, ThrottledError
+from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
+
+log = logging.getLogger("threadline.sync")
+MAILBOX = Mailbox.__table__
+FOLDER = FolderState.__table__
+ROLE_ORDER = {"inbox": 0, "sent": 1, "archive": 2, "other": 3}
+MAX_BACKOFF = 3600
+
+
+class LeaseLost(Exception):
+    """Another worker took the mailbox over (our lease expired): stop writing."""
+
+
+@dataclass
+class RunReport:
+    mailbox_id: int
+    ok: bool = False
+    imported: int = 0
+    new_interactions: int = 0
+    skipped: int = 0
+    bad: int = 0
+    folders_failed: list[str] = field(default_factory=list)
+    error: str | None = None
+    error_kind: str | None = None
+    seconds: float = 0.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# -- claiming -----------------------------------------------------------------
+
+def claim(engine: Engine, mailbox_id: int, worker: str, lease_seconds: int, *, now: datetime | None = None) -> bool:
+    """Atomically take a mailbox for one run; a conditional UPDATE works on SQLite and PostgreSQL."""
+    now = now or utcnow()
+    with write_transaction(engine) as conn:
+        res = conn.execute(
+            update(MAILBOX)
+            .where(MAILBOX.c.id == mailbox_id, MAILBOX.c.status != "paused",
+                   or_(MAILBOX.c.sync_stage != "running", MAILBOX.c.lease_until.is_(None),
+                       MAILBOX.c.lease_until < now))
+            .values(sync_stage="running", lease_owner=worker, lease_until=now + timedelta(seconds=lease_seconds),
+                    last_attempt_at=now)
+        )
+        return res.rowcount == 1
+
+
+def due_mailboxes(engine: Engine, now: datetime | None = None) -> list[int]:
+    now = now or utcnow()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(MAILBOX.c.id).where(
+                MAILBOX.c.status != "paused",
+                or_(MAILBOX.c.next_sync_at.is_(None), MAILBOX.c.next_sync_at <= now),
+                or_(MAILBOX.c.sync_stage != "running", MAILBOX.c.lease_until < now),
+            ).order_by(MAILBOX.c.next_sync_at.is_(None).desc(), MAILBOX.c.next_sync_at)
+        )
+        return [r[0] for r in rows]
+
+
+def request_sync(engine: Engine, mailbox_id: int) -> None:
+    """Make a mailbox due now (new mail pushed by IDLE, an admin's 'sync now')."""
+    with write_transaction(engine) as conn:
+        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mailbox_id).values(next_sync_at=utcnow()))
+
+
+# -- context --------------------------------------------------------------------
+
+def org_context(conn, org_id: int) -> OrgContext:
+    org = conn.execute(select(Organisation.__table__).where(Organisation.__table__.c.id == org_id)).one()
+    users: dict[str, int] = {}
+    for uid, email in conn.execute(select(User.__table__.c.id, User.__table__.c.email)
+                                   .where(User.__table__.c.org_id == org_id)):
+        users[email.lower()] = uid
+    for uid, alias in conn.execute(select(UserAlias.__table__.c.user_id, UserAlias.__table__.c.address)
+                                   .where(UserAlias.__table__.c.org_id == org_id)):
+        users[alias.lower()] = uid
+    return OrgContext(
+        org_id=org_id, internal_domains=frozenset(d.lower() for d in org.internal_domains),
+        users_by_address=users, contact_policy=org.contact_policy, visibility=org.visibility,
+        bulk_detection=org.bulk_detection,
+    )
+
+
+# -- one run --------------------------------------------------------------------
+
+ConnectorFactory = Callable[[dict, SecretBox, OrgContext], object]
+
+
+def default_connector(mailbox: dict, box: SecretBox, org: OrgContext):
+    if mailbox["kind"] == "imap":
+        from connectors.imap import ImapConnector, ImapSettings
+
+        cfg = mailbox["config"]
+        settings = ImapSettings(host=cfg["host"], port=int(cfg["port"]), security=cfg.get("security", "tls"),
+                                username=cfg["username"], batch_size=int(cfg.get("batch_size", 1000)))
+        password = box.decrypt(mailbox["secret_enc"]) if mailbox["secret_enc"] else ""
+        return ImapConnector(settings, password, want_snippet=org.visibility == "snippet")
+    if mailbox["kind"] == "demo":
+        from connectors.demo import DemoConnector
+
+        return DemoConnector(mailbox["config"], mailbox["config"]["owner"])
+    raise ConnectorError(f"unknown mailbox kind {mailbox['kind']!r}")
+
+
+def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str = "cli",
+                 lease_seconds: int = 300, connector_factory: ConnectorFactory = default_connector,
+                 progress: Callable[[RunReport], None] | None = None, now: datetime | None = None) -> RunReport | None:
+    """Sync one mailbox once. Returns None when another worker holds it."""
+    if not claim(engine, mailbox_id, worker, lease_seconds):
+        return None
+    started = time.monotonic()
+    report = RunReport(mailbox_id)
+    connector = None
+    retry_after: float | None = None
+    with engine.connect() as conn:
+        mailbox = conn.execute(select(MAILBOX).where(MAILBOX.c.id == mailbox_id)).mappings().one()
+        org = org_context(conn, mailbox["org_id"])
+        owner_email = conn.execute(select(User.__table__.c.email)
+                                   .where(User.__table__.c.id == mailbox["owner_id"])).scalar_one().lower()
+        backfill_days = conn.execute(select(Organisation.__table__.c.backfill_days)
+                                     .where(Organisation.__table__.c.id == mailbox["org_id"])).scalar_one()
+        interval = conn.execute(select(Organisation.__table__.c.sync_interval_seconds)
+                                .where(Organisation.__table__.c.id == mailbox["org_id"])).scalar_one()
+    since = (now or datetime.now(timezone.utc)) - timedelta(days=backfill_days)
+    if mailbox["status"] in ("pending", "failed") and mailbox["last_success_at"] is None:
+        _set(engine, mailbox_id, worker, status="importing")
+    try:
+        connector = connector_factory(dict(mailbox), box, org)
+        folders = connector.list_folders()
+        states = _upsert_folders(engine, mailbox, folders)
+        for folder, state in states:
+            if not state["selected"]:
+                continue
+            mbx = MailboxContext(mailbox_id, state["id"], mailbox["owner_id"], owner_email)
+            try:
+                batches = _prefetch(connector.fetch_changes(folder, state["cursor"], since))
+                for batch in batches:
+                    _commit_batch(engine, org, mbx, worker, lease_seconds, folder, batch, report)
+                    if progress:
+                        progress(report)
+                _folder_ok(engine, state["id"])
+            except (AuthError, ThrottledError, LeaseLost):
+                raise
+            except ConnectorError as exc:
+                if exc.kind == "transient":
+                    raise
+                _folder_failed(engine, state["id"], str(exc), report, folder.name)
+            except Exception as exc:  # noqa: BLE001 - one broken folder never stops the others
+                log.exception("folder %s of mailbox %s failed", folder.name, mailbox_id)
+                _folder_failed(engine, state["id"], f"{type(exc).__name__}: {exc}", report, folder.name)
+        report.ok = True
+    except LeaseLost:
+        report.error, report.error_kind = "another worker took over this mailbox", "lease"
+    except ConnectorError as exc:
+        report.error, report.error_kind = str(exc), exc.kind
+        retry_after = exc.retry_after
+    except Exception as exc:  # noqa: BLE001 - a run must always release its claim
+        log.exception("sync of mailbox %s failed", mailbox_id)
+        report.error, report.error_kind = f"internal error: {type(exc).__name__}: {exc}", "internal"
+    finally:
+        if connector is not None:
+            try:
+                connector.close()
+            except Exception:  # noqa: BLE001
+                pass
+    report.seconds = time.monotonic() - started
+    if report.error_kind != "lease":
+        _finish(engine, mailbox_id, worker, report, interval, retry_after=retry_after)
+    return report
+
+
+def _prefetch(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
+    """Fetch the next batch from the server while the current one is ingested.
+
+    The queue is bounded, so memory stays flat however big the mailbox.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="imap-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def _upsert_folders(engine: Engine, mailbox, folders: list[Folder]) -> list[tuple[Folder, dict]]:
+    with write_transaction(engine) as conn:
+        insert_ignore(conn, FOLDER, [
+            {"org_id": mailbox["org_id"], "mailbox_id": mailbox["id"], "name": f.name, "role": f.role,
+             "selected": f.role != "skip", "cursor": {}, "backfill_done": False, "messages": 0, "status": "ok"}
+            for f in folders
+        ])
+        rows = conn.execute(select(FOLDER).where(FOLDER.c.mailbox_id == mailbox["id"])).mappings().all()
+    by_name = {r["name"]: dict(r) for r in rows}
+    pairs = [(f, by_name[f.name]) for f in folders if f.name in by_name]
+    pairs.sort(key=lambda p: (ROLE_ORDER.get(p[0].role, 9), p[0].name))
+    return pairs
+
+
+def _commit_batch(engine: Engine, org: OrgContext, mbx: MailboxContext, worker: str, lease_seconds: int,
+                  folder: Folder, batch: Batch, report: RunReport) -> None:
+    for attempt in range(5):
+        try:
+            with write_transaction(engine) as conn:
+                result = _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch)
+            break
+        except IntegrityError:
+            # Another mailbox of the same organisation inserted the same message or
+            # contact at the same moment; the retry finds their rows and links to them.
+            if attempt == 4:
+                raise
+        except OperationalError as exc:
+            if "locked" not in str(exc).lower() or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    report.imported += result.imported
+    report.new_interactions += result.new_interactions
+    report.skipped += sum(result.skipped.values())
+    report.bad += len(batch.bad)
+
+
+def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> IngestResult:
+    now = utcnow()
+    # Fencing: write only while we still hold the lease.
+    held = conn.execute(
+        update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id, MAILBOX.c.lease_owner == worker)
+        .values(lease_until=now + timedelta(seconds=lease_seconds))
+    ).rowcount
+    if held != 1:
+        raise LeaseLost()
+    if batch.reset:
+        # UIDVALIDITY changed: the old UIDs mean nothing now. The interactions stay;
+        # the new listing re-links every copy by its message key.
+        conn.execute(delete(InteractionSource.__table__).where(
+            InteractionSource.__table__.c.mailbox_id == mbx.mailbox_id,
+            InteractionSource.__table__.c.folder_id == mbx.folder_id))
+        conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(messages=0))
+    result = ingest(conn, org, mbx, batch.records)
+    insert_ignore(conn, SyncIssue.__table__, [
+        {"org_id": org.org_id, "mailbox_id": mbx.mailbox_id, "folder": folder.name, "remote_id": b.remote_id,
+         "reason": b.reason[:500], "created_at": now} for b in batch.bad
+    ])
+    values = {"cursor": batch.cursor, "last_synced_at": now, "messages": FOLDER.c.messages + result.imported}
+    if batch.backfill_done:
+        values["backfill_done"] = True
+    conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(**values))
+    skipped_now = dict(result.skipped)
+    if batch.bad:
+        skipped_now["unreadable"] = skipped_now.get("unreadable", 0) + len(batch.bad)
+    if skipped_now:
+        current = conn.execute(select(MAILBOX.c.skipped).where(MAILBOX.c.id == mbx.mailbox_id)).scalar_one() or {}
+        merged = dict(current)
+        for reason, n in skipped_now.items():
+            merged[reason] = merged.get(reason, 0) + n
+        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id).values(skipped=merged))
+    if result.imported:
+        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id)
+                     .values(messages_imported=MAILBOX.c.messages_imported + result.imported))
+    return result
+
+
+def _folder_ok(engine: Engine, folder_id: int) -> None:
+    with write_transaction(engine) as conn:
+        conn.execute(update(FOLDER).where(FOLDER.c.id == folder_id, FOLDER.c.status != "ok")
+                     .values(status="ok", last_error=None))
+
+
+def _folder_failed(engine: Engine, folder_id: int, reason: str, report: RunReport, name: str) -> None:
+    report.folders_failed.append(f"{name}: {reason}")
+    with write_transaction(engine) as conn:
+        conn.execute(update(FOLDER).where(FOLDER.c.id == folder_id).values(status="error", last_error=reason[:500]))
+
+
+def _set(engine: Engine, mailbox_id: int, worker: str, **values) -> None:
+    with write_transaction(engine) as conn:
+        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mailbox_id, MAILBOX.c.lease_owner == worker)
+                     .values(**values))
+
+
+def backoff_seconds(failures: int) -> int:
+    return min(MAX_BACKOFF, 30 * 2 ** max(0, failures - 1))
+
+
+def _finish(engine: Engine, mailbox_id: int, worker: str, report: RunReport, interval: int,
+            retry_after: float | None) -> None:
+    now = utcnow()
+    with write_transaction(engine) as conn:
+        row = conn.execute(select(MAILBOX.c.failure_count, MAILBOX.c.status)
+                           .where(MAILBOX.c.id == mailbox_id)).one()
+        values: dict = {"sync_stage": "idle", "lease_owner": None, "lease_until": None}
+        if report.ok:
+            all_done = conn.execute(
+                select(FOLDER.c.id).where(FOLDER.c.mailbox_id == mailbox_id, FOLDER.c.selected.is_(True),
+                                          FOLDER.c.backfill_done.is_(False))
+            ).first() is None
+            folder_note = "; ".join(report.folders_failed) or None
+            values.update(status="active" if all_done else "importing", last_success_at=now, failure_count=0,
+                          next_sync_at=now + timedelta(seconds=interval),
+                          last_error=(f"some folders could not be synced: {folder_note}" if folder_note else None),
+                          last_error_kind=("folder" if folder_note else None),
+                          last_error_at=(now if folder_note else None))
+        else:
+            failures = row.failure_count + 1
+            wait = retry_after if retry_after else backoff_seconds(failures)
+            values.update(status="failed", failure_count=failures, last_error=_plain(report),
+                          last_error_kind=report.error_kind, last_error_at=now,
+                          next_sync_at=now + timedelta(seconds=wait))
+        if row.status == "paused":
+            values.pop("status", None)
+        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mailbox_id,
+                                           or_(MAILBOX.c.lease_owner == worker, MAILBOX.c.lease_owner.is_(None)))
+                     .values(**values))
+
+
+def _plain(report: RunReport) -> str:
+    """The last error in plain words plus what fixes it."""
+    msg = report.error or "unknown error"
+    if report.error_kind == "auth":
+        return f"{msg}. Fix: update the mailbox password (threadline mailbox set-password)."
+    if report.error_kind == "transient":
+        return f"{msg}. Threadline retries automatically; check the host, port and security if it persists."
+    if report.error_kind == "throttled":
+        return f"{msg}. The server asked us to slow down; Threadline waits and retries."
+    return msg

@@ -1,0 +1,278 @@
+"""The ingest pipeline: normalised records in, timeline rows out.
+
+One call handles one batch inside the caller's transaction, with bulk
+statements (a few queries per batch, none per message). Every write is
+idempotent: interactions are unique per (organisation, message key), copies
+per (mailbox, folder, remote id), participants per (interaction, address), so
+replaying a batch after a crash changes nothing.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from app.db import insert_ignore
+from app.models import Company, Contact, ContactAddress, Interaction, InteractionSource, Participant
+from connectors.base import MessageRecord
+from sync import addresses as addr
+
+INTERACTION = Interaction.__table__
+PARTICIPANT = Participant.__table__
+SOURCE = InteractionSource.__table__
+CONTACT = Contact.__table__
+CONTACT_ADDRESS = ContactAddress.__table__
+COMPANY = Company.__table__
+ROLE_ORDER = {"from": 0, "to": 1, "cc": 2, "bcc": 3}
+IN_CHUNK = 500  # bound IN (...) lists for both databases
+
+
+@dataclass(frozen=True)
+class OrgContext:
+    org_id: int
+    internal_domains: frozenset[str]
+    users_by_address: dict[str, int]  # users' emails and aliases -> user id
+    contact_policy: str = "exchanged"
+    visibility: str = "snippet"
+    bulk_detection: bool = True
+    free_mail: frozenset[str] = addr.FREE_MAIL_DOMAINS
+
+
+@dataclass(frozen=True)
+class MailboxContext:
+    mailbox_id: int
+    folder_id: int
+    owner_id: int
+    owner_address: str
+
+
+@dataclass
+class IngestResult:
+    imported: int = 0  # copies recorded (new interactions or new copies of known ones)
+    new_interactions: int = 0
+    new_contacts: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class _Prepared:
+    record: MessageRecord
+    direction: str
+    people: list[tuple[str, str, str]]  # (address, name, role), internal and external
+    external: list[str]
+    bulk: bool
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _internal(org: OrgContext, address: str) -> bool:
+    return address in org.users_by_address or addr.is_internal(address, org.internal_domains)
+
+
+def prepare(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> _Prepared | str:
+    """Classify one record, or return the reason it is not kept."""
+    people: dict[str, tuple[str, str]] = {}
+    for role, pairs in (("from", record.from_), ("to", record.to), ("cc", record.cc), ("bcc", record.bcc)):
+        for name, raw in pairs:
+            address = addr.normalise(raw)
+            if address and address not in people:
+                people[address] = (addr.display_name(name, address), role)
+    sender = next((a for a, (_, role) in people.items() if role == "from"), None)
+    if sender is None:
+        return "invalid sender address"
+    external = [a for a in people if not _internal(org, a)]
+    if not external:
+        return "internal"
+    direction = "out" if _internal(org, sender) else "in"
+    bulk = org.bulk_detection and (record.bulk or (direction == "in" and addr.is_automated_sender(sender)))
+    if mbx.owner_address not in people:
+        # The owner got it without being named (Bcc, a list): still their copy.
+        people[mbx.owner_address] = ("", "bcc")
+    return _Prepared(record, direction, [(a, n, r) for a, (n, r) in people.items()], external, bulk)
+
+
+def _wanted_contacts(org: OrgContext, p: _Prepared) -> Iterable[str]:
+    """External addresses the organisation's policy turns into contacts."""
+    if p.bulk or org.contact_policy == "none":
+        return ()
+    roles = {a: r for a, _, r in p.people}
+    if org.contact_policy == "all":
+        return p.external
+    if p.direction == "out":
+        return [a for a in p.external if roles[a] in ("to", "cc", "bcc")]
+    if org.contact_policy == "exchanged":
+        return [a for a in p.external if roles[a] == "from"]
+    return ()
+
+
+def _chunked(items: list, size: int = IN_CHUNK):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _existing_contacts(conn: Connection, org_id: int, addresses: list[str]) -> dict[str, tuple[int, int | None]]:
+    found: dict[str, tuple[int, int | None]] = {}
+    for chunk in _chunked(addresses):
+        rows = conn.execute(
+            select(CONTACT_ADDRESS.c.address, CONTACT.c.id, CONTACT.c.company_id)
+            .join(CONTACT, CONTACT.c.id == CONTACT_ADDRESS.c.contact_id)
+            .where(CONTACT_ADDRESS.c.org_id == org_id, CONTACT_ADDRESS.c.address.in_(chunk))
+        )
+        for address, contact_id, company_id in rows:
+            found[address] = (contact_id, company_id)
+    return found
+
+
+def _companies(conn: Connection, org: OrgContext, domains: set[str]) -> dict[str, int]:
+    if not domains:
+        return {}
+    insert_ignore(conn, COMPANY, [
+        {"org_id": org.org_id, "domain": d, "name": addr.company_name(d), "created_at": _now()} for d in sorted(domains)
+    ])
+    out = {}
+    for chunk in _chunked(sorted(domains)):
+        rows = conn.execute(select(COMPANY.c.domain, COMPANY.c.id)
+                            .where(COMPANY.c.org_id == org.org_id, COMPANY.c.domain.in_(chunk)))
+        out.update(dict(rows.all()))
+    return out
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def create_contacts(conn: Connection, org: OrgContext, wanted: dict[str, str]) -> dict[str, tuple[int, int | None]]:
+    """Create contacts (and their companies) for address -> display name; returns their ids.
+
+    Participants recorded before the contact existed are linked to it, so a
+    person who becomes a contact later brings their whole history along.
+    """
+    if not wanted:
+        return {}
+    domains = {d for d in (addr.company_domain(a, org.free_mail) for a in wanted) if d}
+    company_ids = _companies(conn, org, domains)
+    now = _now()
+    made: dict[str, tuple[int, int | None]] = {}
+    ordered = sorted(wanted)
+    rows = []
+    for address in ordered:
+        name = wanted[address]
+        domain = addr.company_domain(address, org.free_mail)
+        rows.append({"org_id": org.org_id, "name": name, "search_name": name.lower(), "primary_email": address,
+                     "company_id": company_ids.get(domain) if domain else None, "tags": [], "created_at": now})
+    result = conn.execute(CONTACT.insert().returning(CONTACT.c.id, sort_by_parameter_order=True), rows)
+    ids = [r[0] for r in result]
+    for address, contact_id, row in zip(ordered, ids, rows):
+        made[address] = (contact_id, row["company_id"])
+    conn.execute(CONTACT_ADDRESS.insert(),
+                 [{"org_id": org.org_id, "contact_id": made[a][0], "address": a} for a in ordered])
+    conn.execute(
+        update(PARTICIPANT)
+        .where(PARTICIPANT.c.org_id == org.org_id, PARTICIPANT.c.address == _bind("b_address"),
+               PARTICIPANT.c.contact_id.is_(None))
+        .values(contact_id=_bind("b_contact"), company_id=_bind("b_company")),
+        [{"b_address": a, "b_contact": c, "b_company": co} for a, (c, co) in made.items()],
+    )
+    return made
+
+
+def _bind(name: str):
+    from sqlalchemy import bindparam
+
+    return bindparam(name)
+
+
+def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list[MessageRecord]) -> IngestResult:
+    result = IngestResult()
+    prepared: list[_Prepared] = []
+    for record in records:
+        p = prepare(org, mbx, record)
+        if isinstance(p, str):
+            result.skipped[p] += 1
+        else:
+            prepared.append(p)
+    if not prepared:
+        return result
+
+    # Contacts: known ones, plus the ones the policy creates now.
+    all_external = sorted({a for p in prepared for a in p.external})
+    contacts = _existing_contacts(conn, org.org_id, all_external)
+    wanted: dict[str, str] = {}
+    for p in prepared:
+        names = {a: n for a, n, _ in p.people}
+        for a in _wanted_contacts(org, p):
+            if a not in contacts and (a not in wanted or (not wanted[a] and names[a])):
+                wanted[a] = names[a]
+    contacts.update(create_contacts(conn, org, wanted))
+    result.new_contacts = len(wanted)
+
+    # Bulk mail is kept only when it involves someone already a contact.
+    kept = []
+    for p in prepared:
+        if p.bulk and not any(a in contacts for a in p.external):
+            result.skipped["bulk or automated"] += 1
+        else:
+            kept.append(p)
+    if not kept:
+        return result
+
+    # Interactions: one per message key per organisation.
+    keys = sorted({p.record.message_key for p in kept})
+    existing: dict[str, int] = {}
+    for chunk in _chunked(keys):
+        rows = conn.execute(select(INTERACTION.c.message_key, INTERACTION.c.id)
+                            .where(INTERACTION.c.org_id == org.org_id, INTERACTION.c.message_key.in_(chunk)))
+        existing.update(dict(rows.all()))
+    fresh: dict[str, _Prepared] = {}
+    for p in kept:
+        if p.record.message_key not in existing and p.record.message_key not in fresh:
+            fresh[p.record.message_key] = p
+    if fresh:
+        now = _now()
+        rows = []
+        for key, p in fresh.items():
+            r = p.record
+            rows.append({
+                "org_id": org.org_id, "kind": "email", "message_key": key, "occurred_at": _utc(r.date),
+                "direction": p.direction,
+                "subject": r.subject if org.visibility in ("subject", "snippet") else None,
+                "snippet": r.snippet if org.visibility == "snippet" else None,
+                "thread_key": (r.references[0] if r.references else r.in_reply_to or key)[:500],
+                "from_address": p.people[0][0] if p.people and p.people[0][2] == "from" else None,
+                "created_at": now,
+            })
+        ids = conn.execute(INTERACTION.insert().returning(INTERACTION.c.id, sort_by_parameter_order=True), rows)
+        for key, (iid,) in zip(fresh, ids):
+            existing[key] = iid
+        result.new_interactions = len(fresh)
+
+    # Participants (new interactions: everyone; known ones: this copy's colleagues
+    # and anyone new) and the copy itself.
+    participants, sources = [], []
+    for p in kept:
+        iid = existing[p.record.message_key]
+        occurred = _utc(p.record.date)
+        for address, name, role in p.people:
+            user_id = org.users_by_address.get(address)
+            if user_id is None and _internal(org, address):
+                continue  # internal but not a user (a shared alias): not a person to track
+            contact = contacts.get(address)
+            participants.append({
+                "org_id": org.org_id, "interaction_id": iid, "occurred_at": occurred, "address": address,
+                "name": name or None, "role": role, "user_id": user_id,
+                "contact_id": contact[0] if contact else None, "company_id": contact[1] if contact else None,
+            })
+        sources.append({"org_id": org.org_id, "interaction_id": iid, "mailbox_id": mbx.mailbox_id,
+                        "folder_id": mbx.folder_id, "remote_id": p.record.remote_id})
+    insert_ignore(conn, PARTICIPANT, participants)
+    insert_ignore(conn, SOURCE, sources)
+    result.imported = len(sources)
+    return result
