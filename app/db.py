@@ -82,3 +82,39 @@ def upgrade(url: str) -> None:
 
 def session(engine: Engine) -> Session:
     return Session(engine, expire_on_commit=False)
+
+
+def db_time(conn: Connection, value):
+    """A datetime as this database stores it, for the raw bulk path below.
+
+    On SQLite it must be the exact text SQLAlchemy writes (UTC, microseconds),
+    because range queries compare those strings.
+    """
+    from datetime import timezone
+
+    if value is None or conn.dialect.name != "sqlite":
+        return value
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def bulk_insert_ignore(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """Insert many plain rows, skipping ones that hit a unique key, without the
+    per-row bookkeeping of the ORM or Core executemany (the ingest hot path).
+    Values must already be in database form (see db_time)."""
+    if not rows:
+        return
+    cols = ", ".join(columns)
+    if conn.dialect.name == "sqlite":
+        marks = ", ".join("?" * len(columns))
+        conn.exec_driver_sql(f"INSERT OR IGNORE INTO {table.name} ({cols}) VALUES ({marks})", rows)
+        return
+    from psycopg2.extras import execute_values
+
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        execute_values(cursor, f"INSERT INTO {table.name} ({cols}) VALUES %s ON CONFLICT DO NOTHING", rows,
+                       page_size=1000)
+    finally:
+        cursor.close()

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Iterator
 
 from connectors.base import BadDataError, BadRecord, Batch, Folder
-from connectors.mailparse import header_fields, parse_message_headers, snippet_from_body
+from connectors.mailparse import parse_message_headers
 
 FOLDERS = (Folder("INBOX", "inbox"), Folder("Sent", "sent"), Folder("Archive", "archive"))
 
@@ -37,8 +37,8 @@ class DemoConnector:
                 continue
             head, _, body = m.raw.partition(b"\r\n\r\n")
             try:
-                snippet = snippet_from_body(header_fields(head + b"\r\n\r\n"), body[:2048])
-                records.append(parse_message_headers(f"demo/{position}", head + b"\r\n\r\n", m.internaldate, snippet))
+                records.append(parse_message_headers(f"demo/{position}", head + b"\r\n\r\n", m.internaldate,
+                                                     body[:2048]))
             except BadDataError as exc:
                 bad.append(BadRecord(f"demo/{position}", str(exc)))
             if len(records) + len(bad) >= self.batch_size:

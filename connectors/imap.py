@@ -25,13 +25,15 @@ from imapclient import exceptions as imap_errors
 from connectors.base import (
     AuthError, BadDataError, BadRecord, Batch, ConnectorError, Folder, MessageRecord, TransientError,
 )
-from connectors.mailparse import header_fields, parse_message_headers, snippet_from_body
+from connectors.imapfetch import parse_internaldate, read_fetch, send_fetch
+from connectors.mailparse import parse_message_headers
 
 HEADER_FIELDS = (
     "FROM TO CC BCC SUBJECT DATE MESSAGE-ID IN-REPLY-TO REFERENCES LIST-UNSUBSCRIBE LIST-ID "
     "PRECEDENCE AUTO-SUBMITTED X-AUTOREPLY X-AUTORESPOND CONTENT-TYPE CONTENT-TRANSFER-ENCODING"
 )
 HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})]"
+_HEADER_KEY = f"BODY[HEADER.FIELDS ({HEADER_FIELDS})]".encode()
 SNIPPET_BYTES = 2048
 
 _SKIP_FLAGS = {b"\\noselect", b"\\nonexistent", b"\\junk", b"\\trash", b"\\drafts", b"\\all", b"\\flagged", b"\\important"}
@@ -213,8 +215,7 @@ class ImapConnector:
         top = int(cursor["top_uid"])
         # 1. New mail since last time, oldest first so top_uid only ever grows.
         new_uids = [u for u in self._search(["UID", f"{top + 1}:*"], folder) if u > top]
-        for chunk in _chunks(sorted(new_uids), self.settings.batch_size):
-            records, bad = self._fetch(folder, status["uidvalidity"], chunk)
+        for chunk, records, bad in self._batches(folder, status["uidvalidity"], sorted(new_uids)):
             cursor = {**cursor, **base, "top_uid": max(chunk)}
             yield Batch(records, bad, dict(cursor))
         # 2. Backfill inside the window, newest first, so the sidebar is useful early.
@@ -225,8 +226,7 @@ class ImapConnector:
                 criteria = ["UID", f"1:{low - 1}", "SINCE", since.date()]
                 old_uids = [u for u in self._search(criteria, folder) if u < low]
             old_uids.sort(reverse=True)
-            for chunk in _chunks(old_uids, self.settings.batch_size):
-                records, bad = self._fetch(folder, status["uidvalidity"], chunk)
+            for chunk, records, bad in self._batches(folder, status["uidvalidity"], old_uids):
                 cursor = {**cursor, **base, "low_uid": min(chunk)}
                 yield Batch(records, bad, dict(cursor))
             cursor = {**cursor, **base, "low_uid": cursor.get("low_uid") or low, "backfill_done": True}
@@ -240,33 +240,49 @@ class ImapConnector:
         except BaseException as exc:  # noqa: BLE001
             raise translate(exc, f"searching folder {folder.name!r}") from exc
 
-    def _fetch(self, folder: Folder, uidvalidity: int, uids: list[int]) -> tuple[list[MessageRecord], list[BadRecord]]:
-        client = self.connect()
-        items = ["INTERNALDATE", HEADER_ITEM]
-        body_key = None
+    def _fetch_items(self) -> str:
+        items = f"UID INTERNALDATE {HEADER_ITEM}"
         if self.want_snippet:
-            body_key = f"BODY[TEXT]<0>".encode()
-            items.append(f"BODY.PEEK[TEXT]<0.{SNIPPET_BYTES}>")
+            items += f" BODY.PEEK[TEXT]<0.{SNIPPET_BYTES}>"
+        return items
+
+    def _batches(self, folder: Folder, uidvalidity: int, uids: list[int]) -> Iterator[tuple[list[int], list, list]]:
+        """Fetch uids in batches, keeping the next batch's FETCH in flight while the
+        caller works on the current one."""
+        chunks = list(_chunks(uids, self.settings.batch_size))
+        if not chunks:
+            return
+        imap = self.connect()._imap  # imapclient has no public handle; see imapfetch.py
+        items = self._fetch_items()
+        what = f"fetching from folder {folder.name!r}"
         try:
-            response = client.fetch(uids, items)
+            pending = send_fetch(imap, chunks[0], items)
         except BaseException as exc:  # noqa: BLE001
-            raise translate(exc, f"fetching from folder {folder.name!r}") from exc
+            raise translate(exc, what) from exc
+        for i, chunk in enumerate(chunks):
+            try:
+                response = read_fetch(imap, pending)
+                if i + 1 < len(chunks):
+                    pending = send_fetch(imap, chunks[i + 1], items)
+            except BaseException as exc:  # noqa: BLE001
+                raise translate(exc, what) from exc
+            records, bad = self._records(uidvalidity, chunk, response)
+            yield chunk, records, bad
+
+    @staticmethod
+    def _records(uidvalidity: int, uids: list[int], response: dict) -> tuple[list[MessageRecord], list[BadRecord]]:
         records, bad = [], []
-        header_key = f"BODY[HEADER.FIELDS ({HEADER_FIELDS})]".encode()
         for uid in uids:
-            remote_id = f"{uidvalidity}/{uid}"
             data = response.get(uid)
             if data is None:  # expunged between SEARCH and FETCH
                 continue
-            block = data.get(header_key) or b""
-            internaldate = data.get(b"INTERNALDATE")
-            if internaldate is not None and internaldate.tzinfo is None:
-                internaldate = internaldate.astimezone(timezone.utc)
+            remote_id = f"{uidvalidity}/{uid}"
+            raw_date = data.get(b"INTERNALDATE")
             try:
-                snippet = None
-                if body_key is not None and data.get(body_key):
-                    snippet = snippet_from_body(header_fields(block), data[body_key])
-                records.append(parse_message_headers(remote_id, block, internaldate, snippet))
+                records.append(parse_message_headers(
+                    remote_id, data.get(_HEADER_KEY) or b"",
+                    (lambda: parse_internaldate(raw_date)) if raw_date else None,
+                    data.get(b"BODY[TEXT]<0>")))
             except BadDataError as exc:
                 bad.append(BadRecord(remote_id, str(exc)))
             except Exception as exc:  # noqa: BLE001 - one message never stops the folder

@@ -13,20 +13,20 @@ import binascii
 import hashlib
 import quopri
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.header import decode_header
 from email.utils import getaddresses, mktime_tz, parsedate_tz
 
 from connectors.base import BadDataError, MessageRecord
 
-_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.M)
+_FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.M)
 _UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _WS = re.compile(r"\s+")
 _WANTED = {
-    b"from", b"to", b"cc", b"bcc", b"subject", b"date", b"message-id", b"in-reply-to",
-    b"references", b"list-unsubscribe", b"list-id", b"precedence", b"auto-submitted",
-    b"x-autoreply", b"x-autorespond", b"content-type", b"content-transfer-encoding",
+    "from", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to",
+    "references", "list-unsubscribe", "list-id", "precedence", "auto-submitted",
+    "x-autoreply", "x-autorespond", "content-type", "content-transfer-encoding",
 }
 MAX_FIELD = 64 * 1024  # a header longer than this is cut, not trusted whole
 MAX_ADDRESSES = 500
@@ -48,13 +48,11 @@ def header_fields(block: bytes) -> dict[str, str]:
         end = block.find(b"\n\n")
     if end >= 0:
         block = block[:end]
-    for m in _FIELD.finditer(block):
-        name = m.group(1).lower()
-        if name in _WANTED:
-            key = name.decode()
-            if key not in out:
-                value = m.group(2)[:MAX_FIELD]
-                out[key] = _UNFOLD.sub("", _text(value)).strip()
+    for m in _FIELD.finditer(_text(block)):
+        key = m.group(1).lower()
+        if key in _WANTED and key not in out:
+            value = m.group(2)[:MAX_FIELD]
+            out[key] = (_UNFOLD.sub("", value) if "\n" in value else value).strip()
     return out
 
 
@@ -80,10 +78,42 @@ def decode_words(value: str) -> str:
     return _WS.sub(" ", "".join(out)).strip()
 
 
+# `Name <a@b>`, `"Name" <a@b>` or a bare `a@b`: nearly every address list is made
+# only of these; anything fancier (comments, groups, quoted commas) takes the
+# standard library's full RFC 5322 parser.
+_SIMPLE_ADDRESS = re.compile(r'\s*(?:"([^"\\]*)"|([^"<>,;:()\\@]*?))\s*<([^<>\s"(),;:\\]+@[^<>\s"(),;:\\]+)>\s*'
+                             r'|\s*([^<>\s"(),;:\\]+@[^<>\s"(),;:\\]+)\s*')
+
+
+def _simple_addresses(value: str) -> list[tuple[str, str]] | None:
+    if "(" in value or ";" in value or "\\" in value or value.count('"') % 2:
+        return None
+    out = []
+    pos, end = 0, len(value)
+    while pos < end:
+        m = _SIMPLE_ADDRESS.match(value, pos)
+        if m is None:
+            return None
+        pos = m.end()
+        if pos < end:
+            if value[pos] != ",":
+                return None
+            pos += 1
+        if m.group(3):
+            out.append(((m.group(1) if m.group(1) is not None else m.group(2) or "").strip(), m.group(3)))
+        else:
+            out.append(("", m.group(4)))
+        if len(out) >= MAX_ADDRESSES:
+            break
+    return out
+
+
 def addresses(value: str | None) -> list[tuple[str, str]]:
     if not value:
         return []
-    pairs = getaddresses([value])[:MAX_ADDRESSES]
+    pairs = _simple_addresses(value)
+    if pairs is None:
+        pairs = getaddresses([value])[:MAX_ADDRESSES]
     out = []
     for name, addr in pairs:
         if not addr or "@" not in addr:
@@ -92,9 +122,26 @@ def addresses(value: str | None) -> list[tuple[str, str]]:
     return out
 
 
+_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
+                                          "dec"), 1)}
+_RFC_DATE = re.compile(r"\s*(?:[A-Za-z]{3},\s*)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+(\d\d):(\d\d)(?::(\d\d))?\s+"
+                       r"([+-])(\d\d)(\d\d)\b")
+
+
 def parse_date(value: str | None) -> datetime | None:
     if not value:
         return None
+    m = _RFC_DATE.match(value)
+    if m:  # the canonical form; odd ones go to the standard library
+        day, mon, year, hh, mi, ss, sign, oh, om = m.groups()
+        month = _MONTHS.get(mon.lower())
+        if month:
+            try:
+                local = datetime(int(year), month, int(day), int(hh), int(mi), int(ss or 0), tzinfo=timezone.utc)
+                offset = timedelta(hours=int(oh), minutes=int(om))
+                return local - offset if sign == "+" else local + offset
+            except ValueError:
+                pass
     try:
         parsed = parsedate_tz(value)
         if parsed is None:
@@ -128,9 +175,13 @@ def is_bulk(fields: dict[str, str]) -> bool:
     return "x-autoreply" in fields or "x-autorespond" in fields
 
 
-def parse_message_headers(remote_id: str, block: bytes, internaldate: datetime | None,
-                          snippet: str | None = None) -> MessageRecord:
-    """Turn one header block into a MessageRecord, or raise BadDataError with the reason."""
+def parse_message_headers(remote_id: str, block: bytes, internaldate=None, body: bytes | None = None) -> MessageRecord:
+    """Turn one header block (and optionally the first bytes of the body, for a
+    snippet) into a MessageRecord, or raise BadDataError with the reason.
+
+    internaldate may be a datetime or a callable giving one: it is needed only
+    when the Date header is missing or unreadable.
+    """
     if not block or not block.strip():
         raise BadDataError("no header block: empty or not an email message")
     fields = header_fields(block)
@@ -140,7 +191,9 @@ def parse_message_headers(remote_id: str, block: bytes, internaldate: datetime |
     if not sender:
         raw = fields.get("from")
         raise BadDataError(f"missing or invalid From header: {raw[:80]!r}" if raw else "missing From header")
-    date = parse_date(fields.get("date")) or internaldate
+    date = parse_date(fields.get("date"))
+    if date is None:
+        date = internaldate() if callable(internaldate) else internaldate
     if date is None:
         raise BadDataError("no usable Date header and no INTERNALDATE")
     if date.tzinfo is None:
@@ -161,7 +214,7 @@ def parse_message_headers(remote_id: str, block: bytes, internaldate: datetime |
         in_reply_to=reply[0] if reply else None,
         references=refs[:100],
         bulk=is_bulk(fields),
-        snippet=snippet,
+        snippet=snippet_from_body(fields, body) if body else None,
     )
 
 
@@ -223,6 +276,14 @@ def snippet_from_body(fields: dict[str, str], body: bytes) -> str | None:
         text = body.decode("utf-8", "replace")
     if ctype.lower().startswith("text/html"):
         text = _TAGS.sub(" ", text)
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(">")]
-    text = _WS.sub(" ", " ".join(lines)).strip().replace("\ufffd", "")
+    kept, size = [], 0
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(">"):
+            continue
+        kept.append(line)
+        size += len(line) + 1
+        if size > SNIPPET_CHARS:
+            break
+    text = _WS.sub(" ", " ".join(kept)).strip().replace("\ufffd", "")
     return text[:SNIPPET_CHARS] or None

@@ -29,6 +29,17 @@ _AUTOMATED_LOCAL = re.compile(
 )
 
 
+# Plain ASCII dot-atom addresses on ordinary host names: by far the common case,
+# and checking them with one regular expression is a hundred times faster than
+# the full validator. Everything else (quoted local parts, IDN, odd TLDs) goes
+# through email-validator.
+_PLAIN = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+_SPECIAL_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test", "internal", "home", "lan"})
+
+
 @lru_cache(maxsize=200_000)
 def normalise(address: str) -> str | None:
     """Lower-cased, syntax-checked address, or None when it is not an address.
@@ -38,6 +49,9 @@ def normalise(address: str) -> str | None:
     address = address.strip().strip("<>").strip()
     if not address or len(address) > 254 or "@" not in address:
         return None
+    if _PLAIN.fullmatch(address) and len(address.partition("@")[0]) <= 64:
+        if address.rpartition(".")[2].lower() not in _SPECIAL_TLDS:
+            return address.lower()
     try:
         result = validate_email(address, check_deliverability=False, allow_smtputf8=True,
                                 allow_quoted_local=True, allow_display_name=False)

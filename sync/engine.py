@@ -161,7 +161,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
                 continue
             mbx = MailboxContext(mailbox_id, state["id"], mailbox["owner_id"], owner_email)
             try:
-                batches = _prefetch(connector.fetch_changes(folder, state["cursor"], since))
+                batches = connector.fetch_changes(folder, state["cursor"], since)
                 for batch in batches:
                     _commit_batch(engine, org, mbx, worker, lease_seconds, folder, batch, report)
                     if progress:

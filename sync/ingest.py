@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
-from app.db import insert_ignore
+from app.db import bulk_insert_ignore, db_time, insert_ignore
 from app.models import Company, Contact, ContactAddress, Interaction, InteractionSource, Participant
 from connectors.base import MessageRecord
 from sync import addresses as addr
@@ -27,7 +27,11 @@ SOURCE = InteractionSource.__table__
 CONTACT = Contact.__table__
 CONTACT_ADDRESS = ContactAddress.__table__
 COMPANY = Company.__table__
-ROLE_ORDER = {"from": 0, "to": 1, "cc": 2, "bcc": 3}
+INTERACTION_COLUMNS = ("org_id", "kind", "message_key", "occurred_at", "direction", "subject", "snippet",
+                       "thread_key", "from_address", "created_at")
+PARTICIPANT_COLUMNS = ("org_id", "interaction_id", "occurred_at", "address", "name", "role", "user_id",
+                       "contact_id", "company_id")
+SOURCE_COLUMNS = ("org_id", "interaction_id", "mailbox_id", "folder_id", "remote_id")
 IN_CHUNK = 500  # bound IN (...) lists for both databases
 
 
@@ -168,10 +172,11 @@ def create_contacts(conn: Connection, org: OrgContext, wanted: dict[str, str]) -
         domain = addr.company_domain(address, org.free_mail)
         rows.append({"org_id": org.org_id, "name": name, "search_name": name.lower(), "primary_email": address,
                      "company_id": company_ids.get(domain) if domain else None, "tags": [], "created_at": now})
-    result = conn.execute(CONTACT.insert().returning(CONTACT.c.id, sort_by_parameter_order=True), rows)
-    ids = [r[0] for r in result]
-    for address, contact_id, row in zip(ordered, ids, rows):
-        made[address] = (contact_id, row["company_id"])
+    # RETURNING without an order guarantee lets both databases batch the rows
+    # into multi-row INSERTs; each row carries its own key back.
+    by_email = {row["primary_email"]: row for row in rows}
+    for contact_id, email in conn.execute(CONTACT.insert().returning(CONTACT.c.id, CONTACT.c.primary_email), rows):
+        made[email] = (contact_id, by_email[email]["company_id"])
     conn.execute(CONTACT_ADDRESS.insert(),
                  [{"org_id": org.org_id, "contact_id": made[a][0], "address": a} for a in ordered])
     conn.execute(
@@ -224,55 +229,46 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     if not kept:
         return result
 
-    # Interactions: one per message key per organisation.
-    keys = sorted({p.record.message_key for p in kept})
-    existing: dict[str, int] = {}
-    for chunk in _chunked(keys):
-        rows = conn.execute(select(INTERACTION.c.message_key, INTERACTION.c.id)
-                            .where(INTERACTION.c.org_id == org.org_id, INTERACTION.c.message_key.in_(chunk)))
-        existing.update(dict(rows.all()))
-    fresh: dict[str, _Prepared] = {}
+    # Interactions: one per message key per organisation. Insert-or-ignore, then
+    # read the ids back: that covers new, known and concurrently-added alike.
+    now = db_time(conn, _now())
+    rows, seen = [], set()
     for p in kept:
-        if p.record.message_key not in existing and p.record.message_key not in fresh:
-            fresh[p.record.message_key] = p
-    if fresh:
-        now = _now()
-        rows = []
-        for key, p in fresh.items():
-            r = p.record
-            rows.append({
-                "org_id": org.org_id, "kind": "email", "message_key": key, "occurred_at": _utc(r.date),
-                "direction": p.direction,
-                "subject": r.subject if org.visibility in ("subject", "snippet") else None,
-                "snippet": r.snippet if org.visibility == "snippet" else None,
-                "thread_key": (r.references[0] if r.references else r.in_reply_to or key)[:500],
-                "from_address": p.people[0][0] if p.people and p.people[0][2] == "from" else None,
-                "created_at": now,
-            })
-        ids = conn.execute(INTERACTION.insert().returning(INTERACTION.c.id, sort_by_parameter_order=True), rows)
-        for key, (iid,) in zip(fresh, ids):
-            existing[key] = iid
-        result.new_interactions = len(fresh)
+        r = p.record
+        if r.message_key in seen:
+            continue
+        seen.add(r.message_key)
+        rows.append((
+            org.org_id, "email", r.message_key, db_time(conn, r.date), p.direction,
+            r.subject if org.visibility in ("subject", "snippet") else None,
+            r.snippet if org.visibility == "snippet" else None,
+            (r.references[0] if r.references else r.in_reply_to or r.message_key)[:500],
+            p.people[0][0] if p.people and p.people[0][2] == "from" else None, now,
+        ))
+    highest_before = conn.execute(select(func.coalesce(func.max(INTERACTION.c.id), 0))).scalar_one()
+    bulk_insert_ignore(conn, INTERACTION, INTERACTION_COLUMNS, rows)
+    existing: dict[str, int] = {}
+    for chunk in _chunked(sorted(seen)):
+        found = conn.execute(select(INTERACTION.c.message_key, INTERACTION.c.id)
+                             .where(INTERACTION.c.org_id == org.org_id, INTERACTION.c.message_key.in_(chunk)))
+        existing.update(dict(found.all()))
+    result.new_interactions = sum(1 for iid in existing.values() if iid > highest_before)
 
     # Participants (new interactions: everyone; known ones: this copy's colleagues
     # and anyone new) and the copy itself.
     participants, sources = [], []
     for p in kept:
         iid = existing[p.record.message_key]
-        occurred = _utc(p.record.date)
+        occurred = db_time(conn, p.record.date)
         for address, name, role in p.people:
             user_id = org.users_by_address.get(address)
             if user_id is None and _internal(org, address):
                 continue  # internal but not a user (a shared alias): not a person to track
             contact = contacts.get(address)
-            participants.append({
-                "org_id": org.org_id, "interaction_id": iid, "occurred_at": occurred, "address": address,
-                "name": name or None, "role": role, "user_id": user_id,
-                "contact_id": contact[0] if contact else None, "company_id": contact[1] if contact else None,
-            })
-        sources.append({"org_id": org.org_id, "interaction_id": iid, "mailbox_id": mbx.mailbox_id,
-                        "folder_id": mbx.folder_id, "remote_id": p.record.remote_id})
-    insert_ignore(conn, PARTICIPANT, participants)
-    insert_ignore(conn, SOURCE, sources)
+            participants.append((org.org_id, iid, occurred, address, name or None, role, user_id,
+                                 contact[0] if contact else None, contact[1] if contact else None))
+        sources.append((org.org_id, iid, mbx.mailbox_id, mbx.folder_id, p.record.remote_id))
+    bulk_insert_ignore(conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants)
+    bulk_insert_ignore(conn, SOURCE, SOURCE_COLUMNS, sources)
     result.imported = len(sources)
     return result
