@@ -9,8 +9,6 @@ a replayed batch writes nothing twice.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -114,15 +112,15 @@ def org_context(conn, org_id: int) -> OrgContext:
 ConnectorFactory = Callable[[dict, SecretBox, OrgContext], object]
 
 
-def default_connector(mailbox: dict, box: SecretBox, org: OrgContext):
+def build_connector(mailbox: dict, password: str, want_snippet: bool):
+    """A connector from plain, picklable values (also used in the fetch child process)."""
     if mailbox["kind"] == "imap":
         from connectors.imap import ImapConnector, ImapSettings
 
         cfg = mailbox["config"]
         settings = ImapSettings(host=cfg["host"], port=int(cfg["port"]), security=cfg.get("security", "tls"),
                                 username=cfg["username"], batch_size=int(cfg.get("batch_size", 1000)))
-        password = box.decrypt(mailbox["secret_enc"]) if mailbox["secret_enc"] else ""
-        return ImapConnector(settings, password, want_snippet=org.visibility == "snippet")
+        return ImapConnector(settings, password, want_snippet=want_snippet)
     if mailbox["kind"] == "demo":
         from connectors.demo import DemoConnector
 
@@ -130,10 +128,48 @@ def default_connector(mailbox: dict, box: SecretBox, org: OrgContext):
     raise ConnectorError(f"unknown mailbox kind {mailbox['kind']!r}")
 
 
+def _connector_args(mailbox: dict, box: SecretBox, org: OrgContext) -> tuple:
+    public = {k: v for k, v in mailbox.items() if k in ("id", "kind", "config")}
+    password = box.decrypt(mailbox["secret_enc"]) if mailbox.get("secret_enc") else ""
+    return public, password, org.visibility == "snippet"
+
+
+def default_connector(mailbox: dict, box: SecretBox, org: OrgContext):
+    return build_connector(*_connector_args(mailbox, box, org))
+
+
+def _events(connector, work: list[tuple[Folder, dict]], since: datetime) -> Iterator[tuple]:
+    """The same event stream the child process produces, run in this process."""
+    for folder, cursor in work:
+        try:
+            for batch in connector.fetch_changes(folder, cursor, since):
+                yield ("batch", folder.name, batch)
+            yield ("folder_done", folder.name)
+        except ConnectorError as exc:
+            if exc.kind in ("auth", "transient", "throttled"):
+                raise
+            yield ("folder_error", folder.name, exc.kind, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one broken folder never stops the others
+            log.exception("folder %s failed", folder.name)
+            yield ("folder_error", folder.name, "internal", f"{type(exc).__name__}: {exc}")
+
+
+def _needs_import(engine: Engine, mailbox_id: int) -> bool:
+    with engine.connect() as conn:
+        states = conn.execute(select(FOLDER.c.backfill_done).where(FOLDER.c.mailbox_id == mailbox_id,
+                                                                   FOLDER.c.selected.is_(True))).scalars().all()
+    return not states or not all(states)
+
+
 def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str = "cli",
-                 lease_seconds: int = 300, connector_factory: ConnectorFactory = default_connector,
+                 lease_seconds: int = 300, connector_factory: ConnectorFactory | None = None,
+                 fetch_in_child: bool | None = None,
                  progress: Callable[[RunReport], None] | None = None, now: datetime | None = None) -> RunReport | None:
-    """Sync one mailbox once. Returns None when another worker holds it."""
+    """Sync one mailbox once. Returns None when another worker holds it.
+
+    A first import fetches in a child process (see pipeline.py) so fetching and
+    ingesting use both cores; small incremental runs stay in this process.
+    """
     if not claim(engine, mailbox_id, worker, lease_seconds):
         return None
     started = time.monotonic()
@@ -141,41 +177,53 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
     connector = None
     retry_after: float | None = None
     with engine.connect() as conn:
-        mailbox = conn.execute(select(MAILBOX).where(MAILBOX.c.id == mailbox_id)).mappings().one()
+        mailbox = dict(conn.execute(select(MAILBOX).where(MAILBOX.c.id == mailbox_id)).mappings().one())
         org = org_context(conn, mailbox["org_id"])
         owner_email = conn.execute(select(User.__table__.c.email)
                                    .where(User.__table__.c.id == mailbox["owner_id"])).scalar_one().lower()
-        backfill_days = conn.execute(select(Organisation.__table__.c.backfill_days)
-                                     .where(Organisation.__table__.c.id == mailbox["org_id"])).scalar_one()
-        interval = conn.execute(select(Organisation.__table__.c.sync_interval_seconds)
-                                .where(Organisation.__table__.c.id == mailbox["org_id"])).scalar_one()
-    since = (now or datetime.now(timezone.utc)) - timedelta(days=backfill_days)
+        settings = conn.execute(select(Organisation.__table__.c.backfill_days,
+                                       Organisation.__table__.c.sync_interval_seconds)
+                                .where(Organisation.__table__.c.id == mailbox["org_id"])).one()
+    since = (now or datetime.now(timezone.utc)) - timedelta(days=settings.backfill_days)
     if mailbox["status"] in ("pending", "failed") and mailbox["last_success_at"] is None:
         _set(engine, mailbox_id, worker, status="importing")
+    if fetch_in_child is None:
+        fetch_in_child = connector_factory is None and mailbox["kind"] == "imap" and _needs_import(engine, mailbox_id)
     try:
-        connector = connector_factory(dict(mailbox), box, org)
+        if fetch_in_child:
+            from sync.pipeline import ChildFetcher
+
+            connector = ChildFetcher(_connector_args(mailbox, box, org))
+        else:
+            connector = (connector_factory or default_connector)(mailbox, box, org)
         folders = connector.list_folders()
         states = _upsert_folders(engine, mailbox, folders)
-        for folder, state in states:
-            if not state["selected"]:
+        work = [(folder, state["cursor"]) for folder, state in states if state["selected"]]
+        state_by_name = {folder.name: (folder, state) for folder, state in states}
+        stream = connector.run(work, since) if fetch_in_child else _events(connector, work, since)
+        broken: set[str] = set()
+        for event in stream:
+            kind, name = event[0], event[1]
+            folder, state = state_by_name[name]
+            if name in broken:
                 continue
-            mbx = MailboxContext(mailbox_id, state["id"], mailbox["owner_id"], owner_email)
-            try:
-                batches = connector.fetch_changes(folder, state["cursor"], since)
-                for batch in batches:
-                    _commit_batch(engine, org, mbx, worker, lease_seconds, folder, batch, report)
-                    if progress:
-                        progress(report)
-                _folder_ok(engine, state["id"])
-            except (AuthError, ThrottledError, LeaseLost):
-                raise
-            except ConnectorError as exc:
-                if exc.kind == "transient":
+            if kind == "batch":
+                mbx = MailboxContext(mailbox_id, state["id"], mailbox["owner_id"], owner_email)
+                try:
+                    _commit_batch(engine, org, mbx, worker, lease_seconds, folder, event[2], report)
+                except LeaseLost:
                     raise
-                _folder_failed(engine, state["id"], str(exc), report, folder.name)
-            except Exception as exc:  # noqa: BLE001 - one broken folder never stops the others
-                log.exception("folder %s of mailbox %s failed", folder.name, mailbox_id)
-                _folder_failed(engine, state["id"], f"{type(exc).__name__}: {exc}", report, folder.name)
+                except Exception as exc:  # noqa: BLE001 - one broken folder never stops the others
+                    log.exception("folder %s of mailbox %s failed", name, mailbox_id)
+                    broken.add(name)
+                    _folder_failed(engine, state["id"], f"{type(exc).__name__}: {exc}", report, name)
+                if progress:
+                    progress(report)
+            elif kind == "folder_done":
+                _folder_ok(engine, state["id"])
+            elif kind == "folder_error":
+                broken.add(name)
+                _folder_failed(engine, state["id"], event[3], report, name)
         report.ok = True
     except LeaseLost:
         report.error, report.error_kind = "another worker took over this mailbox", "lease"
@@ -193,47 +241,8 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
                 pass
     report.seconds = time.monotonic() - started
     if report.error_kind != "lease":
-        _finish(engine, mailbox_id, worker, report, interval, retry_after=retry_after)
+        _finish(engine, mailbox_id, worker, report, settings.sync_interval_seconds, retry_after=retry_after)
     return report
-
-
-def _prefetch(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
-    """Fetch the next batch from the server while the current one is ingested.
-
-    The queue is bounded, so memory stays flat however big the mailbox.
-    """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def produce():
-        try:
-            for item in batches:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            q.put(exc)
-
-    thread = threading.Thread(target=produce, name="imap-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=30)
 
 
 def _upsert_folders(engine: Engine, mailbox, folders: list[Folder]) -> list[tuple[Folder, dict]]:
