@@ -97,7 +97,7 @@ def prepare(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> _Pre
         return "internal"
     direction = "out" if _internal(org, sender) else "in"
     bulk = org.bulk_detection and (record.bulk or (direction == "in" and addr.is_automated_sender(sender)))
-    if mbx.owner_address not in people:
+    if not any(org.users_by_address.get(a) == mbx.owner_id for a in people):
         # The owner got it without being named (Bcc, a list): still their copy.
         people[mbx.owner_address] = ("", "bcc")
     return _Prepared(record, direction, [(a, n, r) for a, (n, r) in people.items()], external, bulk)
