@@ -1,0 +1,146 @@
+"""Exactly once under faults: dropped connections, killed processes, bad
+credentials, unreachable servers. Each run that recovers must converge to
+exactly the timeline a clean run gives."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from app.demo.mailgen import generate
+from tests.world import NOW, make_world, message
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _fill(imap_user, n: int) -> None:
+    corpus, messages = generate(seed=11, n_messages=n, reps=2)
+    imap_user.create_folder("Sent")
+    items = [(m.raw, m.folder if m.folder in ("INBOX", "Sent") else "INBOX", m.internaldate)
+             for m in messages if m.mailbox == corpus.reps[0][1]]
+    imap_user.deliver_many(items)
+    return corpus
+
+
+def _world_for(tmp_path, corpus, name):
+    return make_world(tmp_path / name, domains=corpus.internal_domains, reps=[(e, n) for n, e in corpus.reps])
+
+
+def _small_batches(world, mailbox_id, size=40):
+    with world.rt.engine.begin() as conn:
+        cfg = json.loads(conn.execute(text("SELECT config FROM mailbox WHERE id = :id"), {"id": mailbox_id}).scalar())
+        cfg["batch_size"] = size
+        conn.execute(text("UPDATE mailbox SET config = :c WHERE id = :id"), {"c": json.dumps(cfg), "id": mailbox_id})
+
+
+@pytest.fixture
+def mailbox(imap_user, tmp_path):
+    corpus = _fill(imap_user, 1500)
+    clean = _world_for(tmp_path, corpus, "clean")
+    clean_id = clean.add_imap(corpus.reps[0][1], imap_user)
+    assert clean.sync(clean_id).ok
+    return corpus, clean.snapshot()
+
+
+@pytest.mark.parametrize("in_child", [True, False], ids=["child-fetch", "inline-fetch"])
+def test_connection_cut_mid_fetch_converges(mailbox, imap_user, fault_proxy, tmp_path, in_child):
+    corpus, expected = mailbox
+    proxy = fault_proxy(imap_user)
+    world = _world_for(tmp_path, corpus, "faulty")
+    mid = world.add_imap(corpus.reps[0][1], imap_user, port=proxy.port)
+    _small_batches(world, mid)
+    proxy.cut_after(120_000)
+
+    first = world.sync(mid, fetch_in_child=in_child)
+    assert not first.ok and first.error_kind == "transient"
+    assert first.imported > 0  # some batches committed before the cut
+    status, error, next_at = world.sql("SELECT status, last_error, next_sync_at FROM mailbox")[0]
+    assert status == "failed" and "connection" in error.lower() and next_at is not None
+
+    proxy.heal()
+    second = world.sync(mid, fetch_in_child=in_child)
+    assert second.ok
+    assert world.snapshot() == expected
+    assert world.sql("SELECT status, last_error FROM mailbox")[0] == ("active", None)
+
+
+def test_killed_process_converges(mailbox, imap_user, tmp_path):
+    corpus, expected = mailbox
+    world = _world_for(tmp_path, corpus, "killed")
+    mid = world.add_imap(corpus.reps[0][1], imap_user)
+    _small_batches(world, mid, size=20)
+    env = dict(os.environ, THREADLINE_DATA_DIR=str(world.rt.settings.data_dir), THREADLINE_IDLE="0",
+               THREADLINE_SYNC_LEASE_SECONDS="2")
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "sync", "--once", "--mailbox", str(mid)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not world.scalar("SELECT messages_imported FROM mailbox"):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = world.scalar("SELECT count(*) FROM interactionsource")
+    assert 0 < partial
+    assert world.sql("SELECT sync_stage FROM mailbox") == [("running",)]  # the dead run still holds a lease
+
+    assert world.sync(mid) is None  # the lease is honoured while it lasts
+    time.sleep(2.2)
+    report = world.sync(mid)
+    assert report is not None and report.ok
+    assert world.snapshot() == expected
+
+
+def test_wrong_password_fails_with_a_readable_reason_then_recovers(world_factory, imap_user):
+    world = world_factory()
+    imap_user.deliver(message("x@cust.com", "alice@ourco.com", msgid="pw@cust"))
+    mid = world.add_imap("alice@ourco.com", imap_user, password="not-the-password")
+    report = world.sync(mid)
+    assert not report.ok and report.error_kind == "auth"
+    status, kind, error, failures = world.sql("SELECT status, last_error_kind, last_error, failure_count FROM mailbox")[0]
+    assert (status, kind, failures) == ("failed", "auth", 1)
+    assert "password" in error.lower()
+    assert imap_user.password not in error and "not-the-password" not in error
+
+    again = world.sync(mid)
+    assert world.sql("SELECT failure_count FROM mailbox")[0][0] == 2
+    # backoff grows with each failure
+    last, nxt = world.sql("SELECT last_error_at, next_sync_at FROM mailbox")[0]
+    assert not again.ok and nxt > last
+
+    from app.db import session
+    from app.models import Mailbox
+    with session(world.rt.engine) as s:
+        mb = s.get(Mailbox, mid)
+        mb.secret_enc = world.rt.box.encrypt(imap_user.password)
+        s.add(mb)
+        s.commit()
+    assert world.sync(mid).ok
+    assert world.sql("SELECT status, failure_count, last_error FROM mailbox")[0] == ("active", 0, None)
+
+
+def test_unreachable_server_is_a_transient_failure(world_factory, fault_proxy, imap_user):
+    world = world_factory()
+    proxy = fault_proxy(imap_user)
+    proxy.refuse(True)
+    mid = world.add_imap("alice@ourco.com", imap_user, port=proxy.port)
+    report = world.sync(mid)
+    assert not report.ok and report.error_kind == "transient"
+    assert world.sql("SELECT status FROM mailbox") == [("failed",)]
+
+
+def test_backoff_grows_and_is_capped():
+    from sync.engine import MAX_BACKOFF, backoff_seconds
+    waits = [backoff_seconds(n) for n in range(1, 12)]
+    assert waits == sorted(waits) and waits[0] == 30 and waits[-1] == MAX_BACKOFF
+
+
+@pytest.fixture
+def world_factory(tmp_path):
+    return lambda: make_world(tmp_path)

@@ -1,0 +1,137 @@
+"""Claims, leases and scheduling, on SQLite and on a real PostgreSQL; IDLE push."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from sync.engine import claim, due_mailboxes, request_sync, utcnow
+from tests.world import make_world, message
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request, tmp_path):
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    return make_world(tmp_path, url=url)
+
+
+def _mailbox(world, imap_user):
+    return world.add_imap("alice@ourco.com", imap_user)
+
+
+def test_only_one_of_many_racing_workers_claims(world, imap_user):
+    mid = _mailbox(world, imap_user)
+    barrier = threading.Barrier(8)
+    wins = []
+
+    def race(n):
+        barrier.wait()
+        if claim(world.rt.engine, mid, f"worker-{n}", 60):
+            wins.append(n)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert world.sql("SELECT sync_stage, lease_owner FROM mailbox")[0] == ("running", f"worker-{wins[0]}")
+
+
+def test_expired_lease_can_be_taken_over_and_fences_the_old_worker(world, imap_user):
+    mid = _mailbox(world, imap_user)
+    assert claim(world.rt.engine, mid, "old", 60)
+    assert not claim(world.rt.engine, mid, "new", 60)
+    assert claim(world.rt.engine, mid, "new", 60, now=utcnow() + timedelta(seconds=61))
+    imap_user.deliver(message("x@cust.com", "alice@ourco.com", msgid="lease@cust"))
+    # a full run by "new" ... while "old" would be refused at its next batch commit
+    from sync.engine import LeaseLost, _write_batch
+    from sync.ingest import MailboxContext
+    from connectors.base import Batch, Folder
+    with world.rt.engine.begin() as conn:
+        with pytest.raises(LeaseLost):
+            _write_batch(conn, None, MailboxContext(mid, 0, 0, ""), "old", 60, Folder("INBOX", "inbox"),
+                         Batch([], [], {}))
+
+
+def test_due_mailboxes_and_request_sync(world, imap_user):
+    mid = _mailbox(world, imap_user)
+    assert mid in due_mailboxes(world.rt.engine)  # never synced: due
+    imap_user.deliver(message("x@cust.com", "alice@ourco.com", msgid="due@cust"))
+    assert world.sync(mid).ok
+    assert mid not in due_mailboxes(world.rt.engine)  # next run is an interval away
+    request_sync(world.rt.engine, mid)
+    assert mid in due_mailboxes(world.rt.engine)
+    with world.rt.engine.begin() as conn:
+        from sqlalchemy import text
+        conn.execute(text("UPDATE mailbox SET status = 'paused'"))
+    assert mid not in due_mailboxes(world.rt.engine)
+
+
+def test_full_sync_on_this_database(world, imap_user_factory):
+    a, b = imap_user_factory(), imap_user_factory()
+    from tests.world import NOW
+    raw = message("Eve <eve@cust.de>", "alice@ourco.com", "Grüße", cc="bob@ourco.com", msgid="pg@cust",
+                  when=NOW - timedelta(hours=5))
+    a.deliver(raw)
+    b.deliver(raw)
+    a.deliver(message("alice@ourco.com", "eve@cust.de", "Re: Grüße", msgid="pg2@ourco",
+                      extra="In-Reply-To: <pg@cust>", when=NOW - timedelta(hours=1)))
+    ma, mb = world.add_imap("alice@ourco.com", a), world.add_imap("bob@ourco.com", b)
+    assert world.sync(ma).ok and world.sync(mb).ok
+    assert world.scalar("SELECT count(*) FROM interaction") == 2
+    assert world.scalar("SELECT count(*) FROM interactionsource") == 3
+    assert world.sql("SELECT subject FROM interaction ORDER BY occurred_at") == [("Grüße",), ("Re: Grüße",)]
+    from app.services.timeline import lookup
+    with world.rt.engine.connect() as conn:
+        data = lookup(conn, world.org_id, "EVE@cust.de")
+    assert data["summary"]["emails_in"] == 1 and data["summary"]["emails_out"] == 1
+    assert {c["email"] for c in data["summary"]["colleagues"]} == {"alice@ourco.com", "bob@ourco.com"}
+
+
+def test_two_mailboxes_syncing_at_once_never_duplicate(world, imap_user_factory):
+    users = [imap_user_factory() for _ in range(2)]
+    for i in range(60):
+        raw = message(f"c{i % 7}@cust{i % 3}.com", "alice@ourco.com", f"S{i}", cc="bob@ourco.com", msgid=f"conc{i}@x")
+        for u in users:
+            u.deliver(raw)
+    ids = [world.add_imap(owner, u) for owner, u in zip(("alice@ourco.com", "bob@ourco.com"), users)]
+    reports = []
+    threads = [threading.Thread(target=lambda m=m: reports.append(world.sync(m, fetch_in_child=False))) for m in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.ok for r in reports)
+    assert world.scalar("SELECT count(*) FROM interaction") == 60
+    assert world.scalar("SELECT count(*) FROM interactionsource") == 120
+    assert world.scalar("SELECT count(*) FROM contactaddress") == len({(i % 7, i % 3) for i in range(60)})
+
+
+def test_idle_push_reaches_the_timeline_within_two_seconds(tmp_path, imap_user):
+    from sync.scheduler import SyncService
+
+    world = make_world(tmp_path)
+    imap_user.deliver(message("first@cust.com", "alice@ourco.com", msgid="idle0@cust"))
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    assert world.sync(mid).ok
+    service = SyncService(world.rt, idle=True)
+    service.start()
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and mid not in service.watchers:
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the watcher enter IDLE
+        imap_user.deliver(message("pushed@cust.com", "alice@ourco.com", msgid="idle1@cust"))
+        sent = time.monotonic()
+        while time.monotonic() - sent < 5:
+            if world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'idle1@cust'"):
+                break
+            time.sleep(0.02)
+        elapsed = time.monotonic() - sent
+    finally:
+        service.stop()
+    assert world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'idle1@cust'") == 1
+    assert elapsed < 2.0, f"new mail took {elapsed:.2f}s to reach the timeline"
