@@ -14,6 +14,7 @@ import hashlib
 import quopri
 import re
 from datetime import datetime, timedelta, timezone
+from email.errors import HeaderParseError
 from email.header import decode_header
 from email.utils import getaddresses, mktime_tz, parsedate_tz
 
@@ -62,7 +63,7 @@ def decode_words(value: str) -> str:
         return value
     try:
         parts = decode_header(value)
-    except (ValueError, binascii.Error, AssertionError, IndexError):
+    except (ValueError, binascii.Error, AssertionError, IndexError, HeaderParseError):
         return value
     out = []
     for chunk, charset in parts:
@@ -244,6 +245,8 @@ def snippet_from_body(fields: dict[str, str], body: bytes) -> str | None:
         pieces = body.split(sep)
         chosen = None
         for piece in pieces[1:]:
+            if piece.startswith(b"--"):  # the closing delimiter
+                break
             head, _, rest = piece.partition(b"\r\n\r\n") if b"\r\n\r\n" in piece else piece.partition(b"\n\n")
             pf = header_fields(head.strip(b"\r\n") + b"\r\n\r\n")
             pt = pf.get("content-type", "text/plain").lower()
@@ -262,8 +265,8 @@ def snippet_from_body(fields: dict[str, str], body: bytes) -> str | None:
     if cte == "quoted-printable":
         body = quopri.decodestring(body)
     elif cte == "base64":
-        data = re.sub(rb"[^A-Za-z0-9+/]", b"", body)
-        data = data[: len(data) // 4 * 4]
+        data = re.sub(rb"[^A-Za-z0-9+/=]", b"", body).split(b"=", 1)[0]
+        data = data[: len(data) // 4 * 4] if b"=" not in body else data + b"=" * (-len(data) % 4)
         try:
             body = base64.b64decode(data)
         except (binascii.Error, ValueError):
