@@ -179,6 +179,7 @@ class ImapConnector:
 
     def folder_status(self, name: str) -> dict:
         client = self.connect()
+        self._unselect()  # STATUS of the selected mailbox may be stale (RFC 3501 6.3.10)
         items = [b"UIDNEXT", b"UIDVALIDITY", b"MESSAGES"]
         if b"CONDSTORE" in self.capabilities:
             items.append(b"HIGHESTMODSEQ")
@@ -233,6 +234,15 @@ class ImapConnector:
             yield Batch([], [], dict(cursor), backfill_done=True)
         elif cursor.get("uidnext") != status["uidnext"] or cursor.get("highestmodseq") != status.get("highestmodseq"):
             yield Batch([], [], {**cursor, **base})
+
+    def _unselect(self) -> None:
+        client = self._client
+        if client is None or not getattr(client, "_imap", None) or client._imap.state != "SELECTED":
+            return
+        try:
+            client.unselect_folder() if b"UNSELECT" in self.capabilities else client.close_folder()
+        except BaseException as exc:  # noqa: BLE001
+            raise translate(exc, "closing a folder") from exc
 
     def _search(self, criteria: list, folder: Folder) -> list[int]:
         try:

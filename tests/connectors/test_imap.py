@@ -1,0 +1,81 @@
+"""The IMAP connector on its own: folder roles, batches and cursors, errors."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from connectors.base import AuthError, TransientError
+from connectors.imap import ImapConnector, ImapSettings, classify_folder
+from tests.world import NOW, message
+
+
+@pytest.mark.parametrize("name,flags,delim,role", [
+    ("INBOX", (), "/", "inbox"),
+    ("Sent Items", (), "/", "sent"),
+    ("Gesendete Elemente", (), "/", "sent"),
+    ("[Gmail]/Sent Mail", (b"\\Sent",), "/", "sent"),
+    ("[Gmail]/All Mail", (b"\\All",), "/", "skip"),
+    ("Archive", (), ".", "archive"),
+    ("Deleted Items", (), "/", "skip"),
+    ("Junk E-mail", (), "/", "skip"),
+    ("Trash/Old deals", (), "/", "skip"),
+    ("Weird", (b"\\Noselect",), "/", "skip"),
+    ("Customers/Acme", (), "/", "other"),
+    ("Stuff", (b"\\Junk",), "/", "skip"),
+])
+def test_folder_roles(name, flags, delim, role):
+    assert classify_folder(name, flags, delim) == role
+
+
+def _connector(imap_user, **kw) -> ImapConnector:
+    settings = ImapSettings(imap_user.host, imap_user.port, "none", imap_user.username, batch_size=kw.pop("batch", 3))
+    return ImapConnector(settings, kw.pop("password", imap_user.password), **kw)
+
+
+def test_batches_new_mail_first_then_backfill_newest_first(imap_user):
+    for i in range(7):
+        imap_user.deliver(message(f"p{i}@cust.com", "me@ourco.com", f"M{i}", msgid=f"b{i}@x"),
+                          internaldate=NOW - timedelta(days=7 - i))
+    conn = _connector(imap_user)
+    inbox = next(f for f in conn.list_folders() if f.role == "inbox")
+    since = NOW - timedelta(days=365)
+    batches = list(conn.fetch_changes(inbox, {}, since))
+    keys = [[r.message_key for r in b.records] for b in batches]
+    assert keys[:3] == [["b6@x", "b5@x", "b4@x"], ["b3@x", "b2@x", "b1@x"], ["b0@x"]]
+    assert batches[-1].backfill_done and batches[-1].cursor["backfill_done"]
+    cursor = batches[-1].cursor
+    assert list(conn.fetch_changes(inbox, cursor, since)) == []  # nothing changed: no work at all
+
+    imap_user.deliver(message("new@cust.com", "me@ourco.com", "New", msgid="b7@x"))
+    more = list(conn.fetch_changes(inbox, cursor, since))
+    assert [r.message_key for b in more for r in b.records] == ["b7@x"]
+    conn.close()
+
+
+def test_snippet_is_fetched_only_when_wanted(imap_user):
+    imap_user.deliver(message("p@cust.com", "me@ourco.com", "S", msgid="s@x", body="The snippet text.\n"))
+    for want, expected in ((True, "The snippet text."), (False, None)):
+        conn = _connector(imap_user, want_snippet=want)
+        inbox = next(f for f in conn.list_folders() if f.role == "inbox")
+        (batch, *_rest) = list(conn.fetch_changes(inbox, {}, NOW - timedelta(days=30)))
+        assert batch.records[0].snippet == expected
+        conn.close()
+
+
+def test_wrong_password_is_an_auth_error(imap_user):
+    with pytest.raises(AuthError, match="password"):
+        _connector(imap_user, password="wrong").list_folders()
+
+
+def test_closed_port_is_transient(imap_user):
+    from tests.servers import free_port
+    settings = ImapSettings("127.0.0.1", free_port(), "none", "x")
+    with pytest.raises(TransientError, match="refused"):
+        ImapConnector(settings, "pw").list_folders()
+
+
+def test_tls_to_a_plain_server_is_transient(imap_user):
+    settings = ImapSettings(imap_user.host, imap_user.port, "tls", imap_user.username, timeout=5)
+    with pytest.raises(TransientError):
+        ImapConnector(settings, imap_user.password).list_folders()
