@@ -71,7 +71,8 @@ def find_contact_id(conn: Connection, org_id: int, email: str) -> int | None:
 def summary(conn: Connection, org_id: int, contact_id: int) -> dict:
     base = and_(P.c.contact_id == contact_id, P.c.org_id == org_id)
     counts = conn.execute(
-        select(I.c.kind, I.c.direction, func.count(), func.min(I.c.occurred_at), func.max(I.c.occurred_at))
+        select(I.c.kind, I.c.direction, func.count(func.distinct(I.c.id)), func.min(I.c.occurred_at),
+               func.max(I.c.occurred_at))
         .select_from(P.join(I, I.c.id == P.c.interaction_id))
         .where(base).group_by(I.c.kind, I.c.direction)
     ).all()
@@ -88,7 +89,8 @@ def summary(conn: Connection, org_id: int, contact_id: int) -> dict:
             out["last_interaction_at"] = last
     mine = P.alias("mine")
     colleagues = conn.execute(
-        select(U.c.id, U.c.name, U.c.email, func.count(), func.max(mine.c.occurred_at))
+        select(U.c.id, U.c.name, U.c.email, func.count(func.distinct(mine.c.interaction_id)),
+               func.max(mine.c.occurred_at))
         .select_from(P.join(mine, mine.c.interaction_id == P.c.interaction_id).join(U, U.c.id == mine.c.user_id))
         .where(base, mine.c.user_id.is_not(None))
         .group_by(U.c.id, U.c.name, U.c.email)
