@@ -113,11 +113,7 @@ def mailbox_add_imap(
     """Add an IMAP mailbox. The password comes from THREADLINE_IMAP_PASSWORD or a prompt, never argv."""
     from app.services import mailboxes
 
-    password = os.environ.get("THREADLINE_IMAP_PASSWORD")
-    if password is None:
-        if not sys.stdin.isatty():
-            _fail("set THREADLINE_IMAP_PASSWORD or run in a terminal to be prompted")
-        password = getpass.getpass(f"IMAP password for {username}: ")
+    password = _password(f"IMAP password for {username}: ")
     rt = _rt()
     with session(rt.engine) as s:
         try:
@@ -127,6 +123,36 @@ def mailbox_add_imap(
         except (Invalid, NotFound) as exc:
             _fail(str(exc))
         out.print(f"mailbox {mb.id} added for {owner}; run `threadline sync --once --mailbox {mb.id}`")
+
+
+def _password(prompt: str) -> str:
+    password = os.environ.get("THREADLINE_IMAP_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            _fail("set THREADLINE_IMAP_PASSWORD or run in a terminal to be prompted")
+        password = getpass.getpass(prompt)
+    return password
+
+
+@mailbox_app.command("set-password")
+def mailbox_set_password(mailbox_id: int, org: OrgOpt = None) -> None:
+    """Replace a mailbox's password (THREADLINE_IMAP_PASSWORD or a prompt) and sync it again soon."""
+    from app.services import mailboxes
+    from sync.engine import request_sync
+
+    password = _password(f"new IMAP password for mailbox {mailbox_id}: ")
+    rt = _rt()
+    with session(rt.engine) as s:
+        try:
+            mb = mailboxes.get_mailbox(s, org_service.the_org(s, org).id, mailbox_id)
+        except (Invalid, NotFound) as exc:
+            _fail(str(exc))
+        mb.secret_enc = rt.box.encrypt(password)
+        mb.failure_count = 0
+        s.add(mb)
+        s.commit()
+    request_sync(rt.engine, mailbox_id)
+    out.print(f"password of mailbox {mailbox_id} replaced; it will be synced at the next tick")
 
 
 @mailbox_app.command("list")

@@ -30,6 +30,8 @@ def make_engine(url: str, **kwargs) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.execute("PRAGMA cache_size=-65536")
+            # Checkpoint every ~40 MB of WAL instead of 4 MB: far fewer fsyncs during imports.
+            cur.execute("PRAGMA wal_autocheckpoint=10000")
             cur.close()
             # pysqlite's own transaction handling defers BEGIN; SQLAlchemy's
             # documented recipe makes writers take the lock up front instead.

@@ -571,12 +571,20 @@ _Q_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345
 _QMAP = tuple(chr(b) if b in _Q_SAFE else ("_" if b == 32 else "=%02X" % b) for b in range(256))
 
 
+_QCHAR: dict[str, str] = {}
+
+
 def _q_words(text: str, upper: bool = False) -> list[str]:
     """RFC 2047 Q encoded-words (phrase-safe), each at most 75 characters."""
     head = "=?UTF-8?Q?" if upper else "=?utf-8?q?"
+    whole = "".join(map(_QMAP.__getitem__, text.encode("utf-8")))
+    if len(whole) <= 63:
+        return [head + whole + "?="]
     words, cur, curlen = [], [], 0
     for ch in text:
-        enc = "".join([_QMAP[b] for b in ch.encode("utf-8")])
+        enc = _QCHAR.get(ch)
+        if enc is None:
+            enc = _QCHAR[ch] = "".join(map(_QMAP.__getitem__, ch.encode("utf-8")))
         if cur and curlen + len(enc) > 63:
             words.append(head + "".join(cur) + "?=")
             cur, curlen = [], 0
@@ -590,15 +598,18 @@ def _q_words(text: str, upper: bool = False) -> list[str]:
 def _b_words(text: str, upper: bool = False) -> list[str]:
     """RFC 2047 B encoded-words, at most 45 octets (60 base64 chars) each."""
     head = "=?UTF-8?B?" if upper else "=?utf-8?b?"
+    data = text.encode("utf-8")
+    if len(data) <= 45:
+        return [head + binascii.b2a_base64(data, newline=False).decode("ascii") + "?="]
     words, cur = [], bytearray()
     for ch in text:
         b = ch.encode("utf-8")
         if cur and len(cur) + len(b) > 45:
-            words.append(head + base64.b64encode(bytes(cur)).decode() + "?=")
+            words.append(head + binascii.b2a_base64(bytes(cur), newline=False).decode("ascii") + "?=")
             cur = bytearray()
         cur += b
     if cur:
-        words.append(head + base64.b64encode(bytes(cur)).decode() + "?=")
+        words.append(head + binascii.b2a_base64(bytes(cur), newline=False).decode("ascii") + "?=")
     return words
 
 
@@ -890,14 +901,18 @@ def _build_world(seed: int, n_reps: int, companies, days: int, now: datetime):
         used_domains: set[str] = set()
         used_names: set[str] = set()
         attempts = 0
+        # every corpus has these TLDs (the first companies get one each)
+        forced = [".com", ".co.uk", ".de", ".io", ".com.au", ".es", ".dk"]
         while len(comp_rows) < companies:
             attempts += 1
-            tld = _wchoice(rng, tld_items, tld_cum)
+            if len(comp_rows) < len(forced):
+                tld = forced[len(comp_rows)]
+            else:
+                tld = _wchoice(rng, tld_items, tld_cum)
             meta = _TLD_BY_NAME[tld]
             suffix = rng.choice(meta[1])
             if rng.random() < 0.12:
                 a, b = rng.sample(_LAST[:20] + _LAST[35:], 2)
-                a, b = a.replace("ü", "u"), b
                 base = "%s & %s" % (a, b)
                 suffix = {"": "", "Inc.": "LLP", "LLC": "LLP", "Corp.": "LLP"}.get(suffix, suffix)
                 dom = _ascii_slug(a) + _ascii_slug(b)
@@ -912,15 +927,17 @@ def _build_world(seed: int, n_reps: int, companies, days: int, now: datetime):
                 else:
                     dom = _ascii_slug(p) + _ascii_slug(s)
             domain = dom + tld
-            if attempts > companies * 50:
-                domain = "%s%d%s" % (dom, attempts, tld)
-                base = "%s %d" % (base, attempts)
+            if attempts > 30:  # name space getting crowded (thousands of companies)
+                domain = "%s%d%s" % (dom, len(comp_rows), tld)
+                base = "%s %d" % (base, len(comp_rows))
             if domain in used_domains or base in used_names:
                 continue
+            attempts = 0
             used_domains.add(domain)
             used_names.add(base)
             name = base + (" " + suffix if suffix else "")
             comp_rows.append((name, domain, tld))
+        rng.shuffle(comp_rows)
     else:
         for name, domain in companies:
             tld = next((t for t in sorted(tld_items, key=len, reverse=True) if domain.endswith(t)),
@@ -1119,14 +1136,15 @@ class _Generator:
 
     def _idbytes(self, n: int) -> bytes:
         self.seq += 1
+        # random bytes + a bijective scramble of the sequence number: unique, random-looking
         return self.rng.getrandbits(8 * (n - 4)).to_bytes(n - 4, "big") + \
-            (self.seq & 0xFFFFFFFF).to_bytes(4, "big")
+            ((self.seq * 0x9E3779B1) & 0xFFFFFFFF).to_bytes(4, "big")
 
     def _message_id(self, sender: _Person) -> str:
         m = sender.mailer
         if m == "gmail":
-            tail = base64.b64encode(self._idbytes(30)).decode().replace("/", "_")
-            return "<CA%s@mail.gmail.com>" % tail
+            tail = binascii.b2a_base64(self._idbytes(30), newline=False).decode("ascii")
+            return "<CA%s@mail.gmail.com>" % tail.replace("/", "_")
         if m == "outlook":
             srv, host = sender.outlook_srv
             return "<%s%s@%s>" % (srv, self._idbytes(16).hex().upper(), host)
@@ -1232,7 +1250,7 @@ class _Generator:
         if hi > n:
             hi = n
         k = lo + int(rnd() * (hi - lo + 1))
-        start = int(rnd() * (n - k + 1))
+        start = 0 if first_msg and rnd() < 0.6 else int(rnd() * (n - k + 1))
         # consecutive template lines read like one coherent email
         if k > 3:
             body = "\r\n".join(pool[start:start + 2]) + "\r\n\r\n" + \
@@ -1283,7 +1301,10 @@ class _Generator:
         if irt:
             head.append(f"In-Reply-To: {irt}\r\nReferences: {CRLF_SP.join(refs)}\r\n")
         pst = 2 if style == 2 else (1 if style == 1 else 0)
-        head.append(f"Subject: {self._subject_hdr(subject, style)}\r\n")
+        subj = self.subj_cache.get((subject, style))
+        if subj is None:
+            subj = self._subject_hdr(subject, style)
+        head.append(f"Subject: {subj}\r\n")
         head.append(sender.from_line[pst])
         head.append(to[0].to_line[pst] if len(to) == 1 else
                     f"To: {_fold_addrs(4, [p.addr[pst] for p in to])}\r\n")
@@ -1340,10 +1361,15 @@ class _Generator:
                 p1, cte1 = b2a_qp(full.encode()), "quoted-printable"
             else:
                 p1, cte1 = full.encode(), "7bit"
-            if always_qp or not html.isascii():
+            if always_qp:
                 p2, cte2 = b2a_qp(html.encode()), "quoted-printable"
-            else:
+            elif html.isascii():
                 p2, cte2 = html.encode(), "7bit"
+            elif m == "gmail" or m == "bulk":
+                # HTML can carry non-ASCII as character references (&#233;): 7bit
+                p2, cte2 = html.encode("ascii", "xmlcharrefreplace"), "7bit"
+            else:
+                p2, cte2 = b2a_qp(html.encode()), "quoted-printable"
             head.append(f'Content-Type: multipart/alternative;\r\n\tboundary="{bnd}"\r\n\r\n'
                         f'--{bnd}\r\nContent-Type: text/plain; charset="UTF-8"\r\n'
                         f"Content-Transfer-Encoding: {cte1}\r\n\r\n")
@@ -1471,9 +1497,9 @@ class _Generator:
 
     def _start(self, ts: int, budget: int) -> list[Message]:
         r = self.rng.random()
-        if r < 0.145 or budget < 2 and r < 0.5:
+        if r < 0.18 or budget < 2 and r < 0.5:
             return self._bulk(ts)
-        if r < 0.235 and len(self.reps) > 1:
+        if r < 0.25 and len(self.reps) > 1:
             return self._start_internal(ts, budget)
         return self._start_external(ts, budget)
 
@@ -1538,21 +1564,28 @@ class _Generator:
         th.ids = [mid]
         th.last_sender, th.last_to, th.last_cc, th.last_ts = sender, to, cc, ts
         th.last_text = text
-        self._remember(mid, th.subject, sender, to, ts, text)
+        self._remember(mid, th.subject, sender, to, cc, ts, text)
         self._schedule(th, ts)
         return self._copies(raw, mid, sender, rcpts, ts, "external", None)
 
-    def _remember(self, mid, subject, sender, to, ts, text):
+    def _remember(self, mid, subject, sender, to, cc, ts, text):
         rec = self.recent_ext
-        rec.append((mid, subject, sender, to, ts, text))
+        rec.append((mid, subject, sender, to, cc, ts, text))
         if len(rec) > 64:
             del rec[:32]
 
     def _start_internal(self, ts: int, budget: int) -> list[Message]:
         rng = self.rng
         rnd = rng.random
-        sender = rng.choice(self.reps)
-        others = [p for p in self.reps if p is not sender]
+        fwd = None
+        insiders: list[_Person] = []
+        if self.recent_ext and rnd() < 0.25:
+            # forward a recent customer email from the mailbox of someone who had it
+            fwd = rng.choice(self.recent_ext)
+            insiders = [p for p in (fwd[2], *fwd[3], *fwd[4]) if p.internal]
+        sender = rng.choice(insiders) if insiders else rng.choice(self.reps)
+        others = [p for p in self.reps if p is not sender and p not in insiders] or \
+            [p for p in self.reps if p is not sender]
         to = [rng.choice(others)]
         if len(others) > 2 and rnd() < 0.2:
             to.append(rng.choice([p for p in others if p is not to[0]]))
@@ -1568,9 +1601,7 @@ class _Generator:
         th.ctx = ctx = self._ctx(ci)
         ctx["contact"] = rng.choice(self.contacts_by_company[ci]).name
         th.max_rounds = rng.choice((1, 1, 2, 2, 2, 3, 4))
-        fwd = None
-        if self.recent_ext and rnd() < 0.25:
-            fwd = rng.choice(self.recent_ext)
+        if fwd is not None:
             th.subject = "Fwd: " + fwd[1]
         else:
             _, subj_t, _ = _wchoice(rng, _SUBJ_INTERNAL, self.subj_int_cum)
@@ -1579,7 +1610,7 @@ class _Generator:
         text = self._text("int", ctx, sender, to[0].first, "en", False, True)
         th.last_text = text
         if fwd is not None:
-            f_mid, f_subj, f_sender, f_to, f_ts, f_text = fwd
+            f_mid, f_subj, f_sender, f_to, _, f_ts, f_text = fwd
             text = ("%s,\r\n\r\nFYI – see below, can you take this one?\r\n\r\n%s\r\n\r\n"
                     "---------- Forwarded message ---------\r\nFrom: %s <%s>\r\nDate: %s\r\n"
                     "Subject: %s\r\nTo: %s\r\n\r\n%s" % (
@@ -1692,7 +1723,7 @@ class _Generator:
         th.last_sender, th.last_to, th.last_cc, th.last_ts = replier, to, cc, ts
         th.last_text = text
         if th.kind == "external":
-            self._remember(mid, subject, replier, to, ts, text)
+            self._remember(mid, subject, replier, to, cc, ts, text)
         self._schedule(th, ts)
         return self._copies(raw, mid, replier, rcpts, ts, th.kind, parent)
 
