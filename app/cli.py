@@ -27,8 +27,9 @@ app.add_typer(org_app, name="org")
 app.add_typer(user_app, name="user")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(db_app, name="db")
-out = Console()
-err = Console(stderr=True)
+# Piped or logged output must not be wrapped at rich's default 80 columns.
+out = Console() if sys.stdout.isatty() else Console(width=250, soft_wrap=True)
+err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=250, soft_wrap=True)
 OrgOpt = Annotated[Optional[int], typer.Option("--org", help="Organisation id (needed only when there are several).")]
 
 

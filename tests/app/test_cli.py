@@ -1,0 +1,375 @@
+"""The `threadline` command line, run for real: `python -m app.cli ...` in
+subprocesses against a temporary data directory and a real Dovecot.
+
+Starting the CLI costs a second or more of imports, so the scenarios run once
+per module, the independent ones side by side, and the tests below check what
+they recorded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.app._mail import new_imap_user, remove_imap_users, rfc5322
+
+ROOT = Path(__file__).resolve().parents[2]
+JANE = "jane@sub.acme.co.uk"
+LONG_SUBJECT = "Quarterly review" + " and a very long subject line" * 6
+
+
+@dataclass
+class Scenario:
+    data_dir: Path
+    imap: object
+    steps: dict[str, subprocess.CompletedProcess] = field(default_factory=dict)
+
+    def run(self, name: str, *args: str, password: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("THREADLINE_", "FORCE_COLOR", "TTY_", "COLUMNS"))}
+        env.update(THREADLINE_DATA_DIR=str(self.data_dir), THREADLINE_IDLE="0")
+        if password is not None:
+            env["THREADLINE_IMAP_PASSWORD"] = password
+        proc = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout)
+        self.steps[name] = proc
+        return proc
+
+
+def _flat(text: str) -> str:
+    """Rich wraps at the console width when not on a terminal; compare text with whitespace collapsed."""
+    return " ".join(text.split())
+
+
+def _add_imap_args(s: Scenario) -> list[str]:
+    return ["mailbox", "add-imap", "--owner", "alice@ourco.com", "--host", s.imap.host, "--port", str(s.imap.port),
+            "--security", "none", "--username", s.imap.username]
+
+
+def _main_scenario(s: Scenario) -> None:
+    s.run("org_init", "org", "init", "--name", "OurCo", "--domain", "ourco.com", "--domain", "ourco.co.uk")
+    s.run("user_add", "user", "add", "alice@ourco.com", "--name", "Alice Adams", "--admin",
+          "--alias", "alice.adams@ourco.com")
+    with ThreadPoolExecutor(2) as pool:  # independent of each other
+        token = pool.submit(s.run, "user_token", "user", "token", "alice@ourco.com")
+        add = pool.submit(s.run, "add", *_add_imap_args(s), password=s.imap.password)
+        token.result(), add.result()
+    s.run("sync", "sync", "--once")
+    readers = {
+        "list": ("mailbox", "list"),
+        "list_json": ("mailbox", "list", "--json"),
+        "timeline_json": ("timeline", JANE, "--json"),
+        "timeline": ("timeline", JANE),
+    }
+    with ThreadPoolExecutor(len(readers)) as pool:
+        list(pool.map(lambda kv: s.run(kv[0], *kv[1]), readers.items()))
+
+
+def _wrong_password_scenario(s: Scenario) -> None:
+    # Set up in-process (the main scenario covers those commands): starting the CLI costs seconds.
+    from app.db import session
+    from app.runtime import open_runtime
+    from app.services import mailboxes, orgs
+    from app.settings import load_settings
+
+    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(s.data_dir)}))
+    with session(rt.engine) as db:
+        org = orgs.create_org(db, "OurCo", ["ourco.com"])
+        orgs.add_user(db, org, "alice@ourco.com")
+    s.run("add_no_env", *_add_imap_args(s))
+    with session(rt.engine) as db:
+        mailboxes.add_imap(db, rt.box, orgs.the_org(db), owner="alice@ourco.com", host=s.imap.host,
+                           port=s.imap.port, security="none", username=s.imap.username,
+                           password=s.imap.password + "-wrong")
+    rt.engine.dispose()
+    s.run("sync", "sync", "--once")
+    s.run("list_json", "mailbox", "list", "--json")
+
+
+HELP_DRIVER = r"""
+import contextlib, io, json, runpy, sys
+results = {}
+for argv in json.loads(sys.argv[1]):
+    sys.argv = ["threadline", *argv]
+    buf = io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(buf):
+        try:
+            runpy.run_module("app.cli", run_name="__main__", alter_sys=False)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    results[" ".join(argv)] = [code, buf.getvalue()]
+with open(OUT, "w") as fh:
+    json.dump(results, fh)
+"""
+
+
+def _command_paths() -> list[list[str]]:
+    """Every group and command of the CLI, read from its click tree (so new commands are covered)."""
+    import typer.main
+
+    from app.cli import app
+
+    paths: list[list[str]] = [[]]
+
+    def walk(cmd, prefix):
+        if hasattr(cmd, "commands"):  # a group (typer may vendor its own click)
+            for name, sub in cmd.commands.items():
+                paths.append(prefix + [name])
+                walk(sub, prefix + [name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def _help_run(tmp: Path) -> dict:
+    out = tmp / "help.json"
+    argvs = [p + ["--help"] for p in _command_paths()]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
+    env.update(THREADLINE_DATA_DIR=str(tmp / "help-data"), THREADLINE_IDLE="0")
+    driver = f"OUT = {str(out)!r}\n" + HELP_DRIVER
+    proc = subprocess.run([sys.executable, "-c", driver, json.dumps(argvs)], cwd=ROOT, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return {"results": json.loads(out.read_text()), "paths": argvs}
+
+
+@pytest.fixture(scope="module")
+def cli(dovecot, tmp_path_factory):
+    created: list[str] = []
+    base = (datetime.now(timezone.utc) - timedelta(days=10)).replace(microsecond=0)
+    main = Scenario(tmp_path_factory.mktemp("cli-main"), new_imap_user(dovecot, created))
+    wrong = Scenario(tmp_path_factory.mktemp("cli-wrong"), new_imap_user(dovecot, created))
+    u = main.imap
+    u.create_folder("Sent")
+    u.deliver(rfc5322(frm='"Jane Doe" <jane@sub.acme.co.uk>', to="alice@ourco.com", subject=LONG_SUBJECT,
+                      date=base, mid="c1@acme", body="Can we meet next week?\r\n"), internaldate=base)
+    u.deliver(rfc5322(frm="Alice Adams <alice@ourco.com>", to='"Jane Doe" <jane@sub.acme.co.uk>',
+                      subject="Re: Quarterly review", date=base + timedelta(days=1), mid="c2@ourco",
+                      in_reply_to="c1@acme"), folder="Sent", internaldate=base + timedelta(days=1))
+    u.deliver(rfc5322(frm="Pat <pat@gmail.com>", to="alice.adams@ourco.com", subject="Hi", date=base + timedelta(days=2),
+                      mid="c3@gmail"), internaldate=base + timedelta(days=2))
+    u.deliver(rfc5322(frm="news@acme.co.uk", to="alice@ourco.com", subject="Newsletter", date=base, mid="c4@acme",
+                      headers=("Precedence: bulk",)), internaldate=base)
+    u.deliver(rfc5322(frm=None, to="alice@ourco.com", subject="Nobody sent this", date=base, mid="c5@x"),
+              internaldate=base)
+    wrong.imap.deliver(rfc5322(frm="jane@sub.acme.co.uk", to="alice@ourco.com", subject="x", date=base, mid="w1@x"),
+                       internaldate=base)
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(_main_scenario, main), pool.submit(_wrong_password_scenario, wrong),
+                   pool.submit(_help_run, tmp_path_factory.mktemp("cli-help"))]
+        helps = [f.result() for f in futures][-1]
+    yield {"main": main, "wrong": wrong, "help": helps}
+    remove_imap_users(dovecot, created)
+
+
+def _ok(s: Scenario, name: str) -> str:
+    proc = s.steps[name]
+    assert proc.returncode == 0, (name, proc.returncode, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
+# -- setup commands -------------------------------------------------------------------
+
+def test_org_init(cli):
+    out = _flat(_ok(cli["main"], "org_init"))
+    assert re.search(r"organisation \d+ created: OurCo \(ourco\.co\.uk, ourco\.com\)", out), out
+
+
+def test_user_add_with_admin_and_alias(cli):
+    out = _flat(_ok(cli["main"], "user_add"))
+    assert re.search(r"user \d+ added: alice@ourco\.com \(admin\)", out), out
+    db = sqlite3.connect(f"file:{cli['main'].data_dir / 'threadline.db'}?mode=ro", uri=True)
+    try:
+        users = db.execute("SELECT email, role FROM app_user").fetchall()
+        aliases = db.execute("SELECT a.address, u.email FROM useralias a JOIN app_user u ON u.id = a.user_id").fetchall()
+    finally:
+        db.close()
+    assert users == [("alice@ourco.com", "admin")]
+    assert aliases == [("alice.adams@ourco.com", "alice@ourco.com")]
+
+
+def test_user_token_is_a_working_api_token(cli):
+    from fastapi.testclient import TestClient
+
+    from app.api import create_app
+    from app.runtime import open_runtime
+    from app.settings import load_settings
+
+    token = _ok(cli["main"], "user_token").strip()
+    assert re.fullmatch(r"tl_[A-Za-z0-9_-]{20,}", token), token
+    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(cli["main"].data_dir)}))
+    try:
+        with TestClient(create_app(rt)) as client:
+            r = client.get("/api/lookup", params={"email": JANE}, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text
+            assert r.json()["contact"]["email"] == JANE
+            assert client.get("/api/lookup", params={"email": JANE},
+                              headers={"Authorization": "Bearer tl_wrong"}).status_code == 401
+    finally:
+        rt.engine.dispose()
+
+
+def test_mailbox_add_imap(cli):
+    out = _flat(_ok(cli["main"], "add"))
+    assert re.search(r"mailbox \d+ added for alice@ourco\.com", out), out
+
+
+def test_mailbox_add_imap_without_password_and_terminal_fails_clearly(cli):
+    proc = cli["wrong"].steps["add_no_env"]
+    assert proc.returncode != 0
+    text = _flat(proc.stdout + proc.stderr)
+    assert "THREADLINE_IMAP_PASSWORD" in text, text
+    assert "Traceback" not in proc.stderr
+    # and it did not add a mailbox anyway: the only one is the one added after, with the wrong password
+    rows = json.loads(_ok(cli["wrong"], "list_json"))
+    assert len(rows) == 1
+
+
+# -- the password stays secret ------------------------------------------------------------
+
+def test_password_never_stored_or_printed_in_clear(cli):
+    for scenario in (cli["main"], cli["wrong"]):
+        secrets = [scenario.imap.password, scenario.imap.password + "-wrong"]
+        files = [p for p in scenario.data_dir.iterdir() if p.name.startswith("threadline.db")]
+        assert any(p.name == "threadline.db" for p in files)
+        for p in files:  # the database and its WAL / shared-memory files
+            data = p.read_bytes()
+            for secret in secrets:
+                assert secret.encode() not in data, p
+        for name, proc in scenario.steps.items():
+            for secret in secrets:
+                assert secret not in proc.stdout + proc.stderr, name
+
+
+# -- sync ------------------------------------------------------------------------------------
+
+def test_sync_once_prints_a_summary_with_counts(cli):
+    out = _flat(_ok(cli["main"], "sync"))
+    m = re.search(r"mailbox (\d+): ok — (\d+) copies imported \((\d+) new interactions\), (\d+) skipped, "
+                  r"(\d+) unreadable", out)
+    assert m, out
+    # INBOX: jane, pat, bulk newsletter (skipped), no From (unreadable); Sent: the reply
+    assert tuple(int(g) for g in m.groups()[1:]) == (3, 3, 1, 1), out
+    assert "error" not in out.lower()
+
+
+def test_sync_summary_is_one_line_per_mailbox(cli):
+    """A summary line is what cron mails and log collectors keep: it must not be cut into pieces
+    when stdout is not a terminal (rich then assumes 80 columns)."""
+    lines = [line for line in _ok(cli["main"], "sync").splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert re.match(r"mailbox \d+: ok — .* unreadable, .*msg/s\)$", lines[0]), lines
+
+
+def test_mailbox_list_table(cli):
+    """The human table, as printed to a pipe or a log (80 columns): who owns the mailbox, its
+    server and its state must be readable, not cut to 'alice@…'."""
+    main = cli["main"]
+    text = _ok(main, "list")
+    assert "active" in text and "idle" in text, text
+    for expected in ("alice@ourco.com", f"{main.imap.host}:{main.imap.port}"):
+        assert expected in text, (expected, text)
+
+
+def test_mailbox_list_json(cli):
+    main = cli["main"]
+    rows = json.loads(_ok(main, "list_json"))
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["owner"] == "alice@ourco.com"
+    assert row["username"] == main.imap.username
+    assert row["server"] == f"{main.imap.host}:{main.imap.port}"
+    assert (row["status"], row["stage"], row["healthy"]) == ("active", "idle", True)
+    assert row["messages_imported"] == 3
+    assert row["skipped"] == {"bulk or automated": 1, "unreadable": 1}
+    assert row["last_error"] is None
+    assert datetime.fromisoformat(row["last_success_at"]).year >= 2000
+
+
+def test_timeline_json(cli):
+    data = json.loads(_ok(cli["main"], "timeline_json"))
+    card = data["contact"]
+    assert (card["email"], card["name"]) == (JANE, "Jane Doe")
+    assert card["company"]["domain"] == "acme.co.uk"
+    assert data["summary"]["emails_in"] == 1 and data["summary"]["emails_out"] == 1
+    assert [c["email"] for c in data["summary"]["colleagues"]] == ["alice@ourco.com"]
+    items = data["timeline"]["items"]
+    assert [i["subject"] for i in items] == ["Re: Quarterly review", LONG_SUBJECT]  # long values survive intact
+    assert [i["direction"] for i in items] == ["out", "in"]
+    stamps = [datetime.fromisoformat(i["occurred_at"]) for i in items]
+    assert stamps == sorted(stamps, reverse=True)
+
+
+def test_timeline_human_readable(cli):
+    out = _flat(_ok(cli["main"], "timeline"))
+    assert "Jane Doe" in out and JANE in out and "Acme" in out
+    assert "emails in 1, out 1" in out
+    assert "Alice Adams (2)" in out
+
+
+# -- a wrong password ----------------------------------------------------------------------------
+
+def test_wrong_password_sync_fails_with_a_readable_reason(cli):
+    proc = cli["wrong"].steps["sync"]
+    assert proc.returncode != 0, proc.stdout
+    out = _flat(proc.stdout + proc.stderr)
+    assert "FAILED" in out, out
+    assert "login refused" in out and "username and password" in out, out
+    assert "Traceback" not in proc.stderr
+
+
+def test_wrong_password_shows_in_mailbox_list(cli):
+    rows = json.loads(_ok(cli["wrong"], "list_json"))
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["status"] == "failed"
+    assert row["stage"] == "idle"
+    assert row["healthy"] is False
+    assert row["last_error_kind"] == "auth"
+    assert "login refused" in row["last_error"] and "username and password" in row["last_error"]
+    assert row["messages_imported"] == 0
+
+
+def test_wrong_password_advice_names_a_real_command(cli):
+    """The fix printed for an auth failure must be a command this CLI actually has."""
+    import typer.main
+
+    from app.cli import app
+
+    row = json.loads(_ok(cli["wrong"], "list_json"))[0]
+    hinted = re.findall(r"threadline ((?:[a-z][a-z-]*)(?: [a-z][a-z-]*)*)", row["last_error"])
+    cmd = typer.main.get_command(app)
+    for phrase in hinted:
+        node = cmd
+        for word in phrase.split():
+            if not hasattr(node, "commands"):
+                break
+            assert word in node.commands, f"last_error advises `threadline {phrase}`, but there is no {word!r} command"
+            node = node.commands[word]
+
+
+# -- help ---------------------------------------------------------------------------------------------
+
+def test_help_of_every_command(cli):
+    results = cli["help"]["results"]
+    assert len(results) >= 14, sorted(results)
+    for argv, (code, text) in results.items():
+        assert code == 0, (argv, code, text)
+        assert "Usage" in text, (argv, text)
+    for expected in ("org init --help", "user add --help", "user token --help", "mailbox add-imap --help",
+                     "mailbox list --help", "sync --help", "timeline --help", "serve --help", "worker --help"):
+        assert expected in results, expected
+    add_help = _flat(results["mailbox add-imap --help"][1])
+    assert "--password" not in add_help  # never on argv
+    assert "THREADLINE_IMAP_PASSWORD" in add_help
+

@@ -1,0 +1,165 @@
+"""Shared pytest fixtures: real Dovecot / Postgres servers and a fault proxy.
+
+Fixtures
+--------
+dovecot              session  Dovecot, no SPECIAL-USE
+dovecot_special_use  session  Dovecot with \\Sent \\Drafts \\Trash \\Junk \\Archive declared
+imap_user            function fresh random user on ``dovecot`` -> ImapUser
+imap_user_factory    function ``make(server=None, password=None) -> ImapUser`` (several users,
+                              or users on ``dovecot_special_use``)
+postgres             session  Postgres cluster (``.url``, ``.create_database()``)
+postgres_url         function URL of a fresh, empty database on ``postgres``
+fault_proxy          function factory ``make(target_or_host, port=None) -> FaultProxy``
+
+Missing server software makes these fixtures *fail* (not skip): a green run
+must mean the integration tests really ran.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Callable, NamedTuple
+
+import pytest
+
+from tests.servers import (
+    Dovecot,
+    FaultProxy,
+    Postgres,
+    ServerBinaryMissing,
+    ServerError,
+    memory_tmpdir,
+)
+
+# Maildirs on tmpfs when there is room: creating many small files on a busy
+# disk is the slowest part of mailbox-heavy tests.
+_IN_MEMORY = memory_tmpdir(2 << 30) is not None
+
+
+class ImapUser(NamedTuple):
+    """A mailbox on a test Dovecot. Unpacks as ``host, port, username, password, dovecot``."""
+
+    host: str
+    port: int
+    username: str
+    password: str
+    dovecot: Dovecot
+
+    def connect(self, *, login: bool = True, timeout: float = 10.0, port: int | None = None,
+                host: str | None = None):
+        """An ``imapclient.IMAPClient`` (plain TCP), logged in unless ``login=False``."""
+        import imapclient
+
+        client = imapclient.IMAPClient(host or self.host, port or self.port, ssl=False, timeout=timeout)
+        if login:
+            client.login(self.username, self.password)
+        return client
+
+    def deliver(self, raw: bytes, folder: str = "INBOX", internaldate=None, flags=""):
+        return self.dovecot.deliver(self.username, raw, folder=folder, internaldate=internaldate, flags=flags)
+
+    def deliver_many(self, items):
+        return self.dovecot.deliver_many(self.username, items)
+
+    def create_folder(self, name: str, **kw):
+        return self.dovecot.create_folder(self.username, name, **kw)
+
+    def delete_folder(self, name: str):
+        return self.dovecot.delete_folder(self.username, name)
+
+    def recreate_folder(self, name: str, **kw):
+        return self.dovecot.recreate_folder(self.username, name, **kw)
+
+    @property
+    def maildir(self):
+        return self.dovecot.maildir(self.username)
+
+
+def _start_or_fail(server, what: str):
+    try:
+        return server.start()
+    except ServerBinaryMissing as e:
+        pytest.fail(f"{what} is required for these tests but not installed: {e}", pytrace=False)
+    except ServerError as e:
+        pytest.fail(f"could not start {what}: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def dovecot(tmp_path_factory) -> Dovecot:
+    server = _start_or_fail(
+        Dovecot(tmp_path_factory.mktemp("dovecot"), special_use=False, in_memory=_IN_MEMORY), "Dovecot"
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot_special_use(tmp_path_factory) -> Dovecot:
+    server = _start_or_fail(
+        Dovecot(tmp_path_factory.mktemp("dovecot-special-use"), special_use=True, in_memory=_IN_MEMORY),
+        "Dovecot (SPECIAL-USE)",
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def imap_user_factory(dovecot) -> Callable[..., ImapUser]:
+    created: list[tuple[Dovecot, str]] = []
+
+    def make(server: Dovecot | None = None, password: str | None = None, username: str | None = None) -> ImapUser:
+        server = server or dovecot
+        username = username or f"u{secrets.token_hex(5)}"
+        password = password or secrets.token_urlsafe(12)
+        server.add_user(username, password)
+        created.append((server, username))
+        return ImapUser(server.host, server.port, username, password, server)
+
+    yield make
+    for server, username in created:
+        try:
+            server.remove_user(username)  # kicks its sessions, deletes the Maildir
+        except Exception:  # pragma: no cover - best effort cleanup
+            pass
+
+
+@pytest.fixture
+def imap_user(imap_user_factory) -> ImapUser:
+    return imap_user_factory()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory) -> Postgres:
+    server = _start_or_fail(Postgres(tmp_path_factory.mktemp("postgres")), "PostgreSQL")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    name = f"t_{secrets.token_hex(6)}"
+    url = postgres.create_database(name)
+    yield url
+    try:
+        postgres.drop_database(name)
+    except Exception:  # pragma: no cover
+        pass
+
+
+@pytest.fixture
+def fault_proxy() -> Callable[..., FaultProxy]:
+    """Factory: ``fault_proxy(dovecot)`` / ``fault_proxy(imap_user)`` / ``fault_proxy(host, port)``."""
+    proxies: list[FaultProxy] = []
+
+    def make(target, port: int | None = None) -> FaultProxy:
+        if port is None:
+            host, port = target.host, target.port
+        else:
+            host = target
+        proxy = FaultProxy(host, port).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()
