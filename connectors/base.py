@@ -62,7 +62,8 @@ class MessageRecord:
     subject: str
     in_reply_to: str | None
     references: list[str]
-    bulk: bool = False
+    bulk: bool = False  # newsletters, mailing lists, machine-generated mail
+    auto_reply: bool = False  # out-of-office and similar answers from a person's mailbox
     snippet: str | None = None
 
 

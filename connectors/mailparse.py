@@ -165,15 +165,18 @@ def fallback_key(fields: dict[str, str]) -> str:
     return "sha256:" + hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
+def is_auto_reply(fields: dict[str, str]) -> bool:
+    return (fields.get("auto-submitted", "").lower().startswith("auto-replied")
+            or "x-autoreply" in fields or "x-autorespond" in fields)
+
+
 def is_bulk(fields: dict[str, str]) -> bool:
     if "list-unsubscribe" in fields or "list-id" in fields:
         return True
     if fields.get("precedence", "").lower() in ("bulk", "list", "junk"):
         return True
     auto = fields.get("auto-submitted", "").lower()
-    if auto and auto != "no":
-        return True
-    return "x-autoreply" in fields or "x-autorespond" in fields
+    return bool(auto) and auto != "no" and not is_auto_reply(fields)
 
 
 def parse_message_headers(remote_id: str, block: bytes, internaldate=None, body: bytes | None = None) -> MessageRecord:
@@ -215,6 +218,7 @@ def parse_message_headers(remote_id: str, block: bytes, internaldate=None, body:
         in_reply_to=reply[0] if reply else None,
         references=refs[:100],
         bulk=is_bulk(fields),
+        auto_reply=is_auto_reply(fields),
         snippet=snippet_from_body(fields, body) if body else None,
     )
 

@@ -68,7 +68,7 @@ class _Prepared:
     direction: str
     people: list[tuple[str, str, str]]  # (address, name, role), internal and external
     external: list[str]
-    bulk: bool
+    auto_reply: bool  # kept on the timeline, but never creates contacts
 
 
 def _utc(value: datetime) -> datetime:
@@ -96,16 +96,19 @@ def prepare(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> _Pre
     if not external:
         return "internal"
     direction = "out" if _internal(org, sender) else "in"
-    bulk = org.bulk_detection and (record.bulk or (direction == "in" and addr.is_automated_sender(sender)))
+    # Decided from the message alone, never from what is already stored, so any
+    # order of import (batches, crashes, several mailboxes) gives the same timeline.
+    if org.bulk_detection and (record.bulk or (direction == "in" and addr.is_automated_sender(sender))):
+        return "bulk or automated"
     if not any(org.users_by_address.get(a) == mbx.owner_id for a in people):
         # The owner got it without being named (Bcc, a list): still their copy.
         people[mbx.owner_address] = ("", "bcc")
-    return _Prepared(record, direction, [(a, n, r) for a, (n, r) in people.items()], external, bulk)
+    return _Prepared(record, direction, [(a, n, r) for a, (n, r) in people.items()], external, record.auto_reply)
 
 
 def _wanted_contacts(org: OrgContext, p: _Prepared) -> Iterable[str]:
     """External addresses the organisation's policy turns into contacts."""
-    if p.bulk or org.contact_policy == "none":
+    if p.auto_reply or org.contact_policy == "none":
         return ()
     roles = {a: r for a, _, r in p.people}
     if org.contact_policy == "all":
@@ -122,17 +125,22 @@ def _chunked(items: list, size: int = IN_CHUNK):
         yield items[i:i + size]
 
 
-def _existing_contacts(conn: Connection, org_id: int, addresses: list[str]) -> dict[str, tuple[int, int | None]]:
+def _existing_contacts(conn: Connection, org_id: int, addresses: list[str]
+                       ) -> tuple[dict[str, tuple[int, int | None]], set[str]]:
+    """Known contacts by address, and the addresses whose contact has no name yet."""
     found: dict[str, tuple[int, int | None]] = {}
+    unnamed: set[str] = set()
     for chunk in _chunked(addresses):
         rows = conn.execute(
-            select(CONTACT_ADDRESS.c.address, CONTACT.c.id, CONTACT.c.company_id)
+            select(CONTACT_ADDRESS.c.address, CONTACT.c.id, CONTACT.c.company_id, CONTACT.c.name)
             .join(CONTACT, CONTACT.c.id == CONTACT_ADDRESS.c.contact_id)
             .where(CONTACT_ADDRESS.c.org_id == org_id, CONTACT_ADDRESS.c.address.in_(chunk))
         )
-        for address, contact_id, company_id in rows:
+        for address, contact_id, company_id, name in rows:
             found[address] = (contact_id, company_id)
-    return found
+            if not name:
+                unnamed.add(address)
+    return found, unnamed
 
 
 def _companies(conn: Connection, org: OrgContext, domains: set[str]) -> dict[str, int]:
@@ -209,25 +217,25 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
 
     # Contacts: known ones, plus the ones the policy creates now.
     all_external = sorted({a for p in prepared for a in p.external})
-    contacts = _existing_contacts(conn, org.org_id, all_external)
+    contacts, unnamed = _existing_contacts(conn, org.org_id, all_external)
     wanted: dict[str, str] = {}
+    named: dict[str, str] = {}
     for p in prepared:
         names = {a: n for a, n, _ in p.people}
         for a in _wanted_contacts(org, p):
             if a not in contacts and (a not in wanted or (not wanted[a] and names[a])):
                 wanted[a] = names[a]
+            elif a in unnamed and names[a] and a not in named:
+                named[a] = names[a]
     contacts.update(create_contacts(conn, org, wanted))
     result.new_contacts = len(wanted)
+    if named:
+        # The first name seen wins, whichever batch it arrives in.
+        conn.execute(update(CONTACT).where(CONTACT.c.id == _bind("b_id"), CONTACT.c.name == "")
+                     .values(name=_bind("b_name"), search_name=_bind("b_search")),
+                     [{"b_id": contacts[a][0], "b_name": n, "b_search": n.lower()} for a, n in named.items()])
 
-    # Bulk mail is kept only when it involves someone already a contact.
-    kept = []
-    for p in prepared:
-        if p.bulk and not any(a in contacts for a in p.external):
-            result.skipped["bulk or automated"] += 1
-        else:
-            kept.append(p)
-    if not kept:
-        return result
+    kept = prepared
 
     # Interactions: one per message key per organisation. Insert-or-ignore, then
     # read the ids back: that covers new, known and concurrently-added alike.
