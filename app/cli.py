@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from app.db import session
+from app.db import read_only, session
 from app.runtime import Runtime, open_runtime
 from app.services import orgs as org_service
 from app.services.orgs import Invalid, NotFound
@@ -250,7 +250,7 @@ def timeline_cmd(email: str, limit: Annotated[int, typer.Option(help="How many i
             o = org_service.the_org(s, org)
         except (Invalid, NotFound) as exc:
             _fail(str(exc))
-    with rt.engine.connect() as conn:
+    with read_only(rt.engine) as conn:
         data = lookup(conn, o.id, email, limit)
     if data is None:
         _fail(f"no contact with the address {email}", code=2)

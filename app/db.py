@@ -39,7 +39,11 @@ def make_engine(url: str, **kwargs) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # noqa: ANN001
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+            # A deferred transaction that reads and then writes fails at once with
+            # "database is locked" if another connection committed meanwhile; so
+            # every transaction takes the write lock up front (writers queue on
+            # busy_timeout) except those opened by read_only() for pure reads.
+            conn.exec_driver_sql("BEGIN" if conn.info.get("readonly") else "BEGIN IMMEDIATE")
 
         return engine
     if "poolclass" not in kwargs:
@@ -49,15 +53,21 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that intends to write: on SQLite it takes the write lock at BEGIN,
-    so two writers queue instead of failing half-way with 'database is locked'."""
+    """One transaction that writes (on SQLite it holds the write lock from BEGIN)."""
+    with engine.begin() as conn:
+        yield conn
+
+
+@contextmanager
+def read_only(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only: on SQLite its transactions never take the
+    write lock, so API reads go on while a sync commits."""
     with engine.connect() as conn:
-        conn.info["write"] = True
+        conn.info["readonly"] = True
         try:
-            with conn.begin():
-                yield conn
+            yield conn
         finally:
-            conn.info.pop("write", None)
+            conn.info.pop("readonly", None)
 
 
 def insert_ignore(conn: Connection, table: Table, rows: list[dict]) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.crypto import SecretBox
-from app.db import insert_ignore, write_transaction
+from app.db import insert_ignore, read_only, write_transaction
 from app.models import FolderState, InteractionSource, Mailbox, Organisation, SyncIssue, User, UserAlias
 from connectors.base import AuthError, Batch, ConnectorError, Folder, ThrottledError
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
@@ -72,7 +72,7 @@ def claim(engine: Engine, mailbox_id: int, worker: str, lease_seconds: int, *, n
 
 def due_mailboxes(engine: Engine, now: datetime | None = None) -> list[int]:
     now = now or utcnow()
-    with engine.connect() as conn:
+    with read_only(engine) as conn:
         rows = conn.execute(
             select(MAILBOX.c.id).where(
                 MAILBOX.c.status != "paused",
@@ -155,7 +155,7 @@ def _events(connector, work: list[tuple[Folder, dict]], since: datetime) -> Iter
 
 
 def _needs_import(engine: Engine, mailbox_id: int) -> bool:
-    with engine.connect() as conn:
+    with read_only(engine) as conn:
         states = conn.execute(select(FOLDER.c.backfill_done).where(FOLDER.c.mailbox_id == mailbox_id,
                                                                    FOLDER.c.selected.is_(True))).scalars().all()
     return not states or not all(states)
@@ -176,7 +176,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
     report = RunReport(mailbox_id)
     connector = None
     retry_after: float | None = None
-    with engine.connect() as conn:
+    with read_only(engine) as conn:
         mailbox = dict(conn.execute(select(MAILBOX).where(MAILBOX.c.id == mailbox_id)).mappings().one())
         org = org_context(conn, mailbox["org_id"])
         owner_email = conn.execute(select(User.__table__.c.email)

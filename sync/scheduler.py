@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
+from app.db import read_only
 from app.models import Mailbox
 from app.runtime import Runtime
 from connectors.base import ConnectorError
@@ -59,7 +60,7 @@ class IdleWatcher(threading.Thread):
 
     def _connector(self):
         rt = self.service.rt
-        with rt.engine.connect() as conn:
+        with read_only(rt.engine) as conn:
             mailbox = conn.execute(select(MAILBOX).where(MAILBOX.c.id == self.mailbox_id)).mappings().one()
             org = org_context(conn, mailbox["org_id"])
         return default_connector(dict(mailbox), rt.box, org)
@@ -130,7 +131,7 @@ class SyncService:
                 self.running.discard(mailbox_id)
 
     def _ensure_watchers(self) -> None:
-        with self.rt.engine.connect() as conn:
+        with read_only(self.rt.engine) as conn:
             wanted = set(conn.execute(select(MAILBOX.c.id).where(
                 MAILBOX.c.kind == "imap", MAILBOX.c.status.in_(("importing", "active")))).scalars())
         for mailbox_id in wanted - set(self.watchers):

@@ -9,7 +9,7 @@ from email.utils import format_datetime
 
 from sqlalchemy import text
 
-from app.db import session
+from app.db import read_only, session
 from app.runtime import Runtime, open_runtime
 from app.services import mailboxes, orgs
 from app.settings import load_settings
@@ -40,11 +40,11 @@ class World:
         return sync_mailbox(self.rt.engine, self.rt.box, mailbox_id, **kw)
 
     def sql(self, query: str, **params):
-        with self.rt.engine.connect() as conn:
+        with read_only(self.rt.engine) as conn:
             return conn.execute(text(query), params).all()
 
     def scalar(self, query: str, **params):
-        with self.rt.engine.connect() as conn:
+        with read_only(self.rt.engine) as conn:
             return conn.execute(text(query), params).scalar()
 
     def set_org(self, **values) -> None:
@@ -73,7 +73,7 @@ def make_world(tmp_path, *, url: str | None = None, name: str = "OurCo", domains
 def snapshot(engine, org_id: int) -> dict:
     """Everything on the timeline, without surrogate ids, for comparing two runs."""
     def rows(sql):
-        with engine.connect() as conn:
+        with read_only(engine) as conn:
             return sorted(tuple(r) for r in conn.execute(text(sql), {"org": org_id}).all())
 
     return {

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from app.db import read_only
 from app.models import ApiToken, User
 from app.runtime import Runtime
 from app.services.orgs import hash_token
@@ -25,7 +26,7 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 def get_conn(rt: RuntimeDep) -> Iterator[Connection]:
-    with rt.engine.connect() as conn:
+    with read_only(rt.engine) as conn:
         yield conn
 
 
