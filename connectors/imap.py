@@ -12,7 +12,6 @@ Cursor per folder (stored by the engine as given):
 from __future__ import annotations
 
 import imaplib
-import re
 import socket
 import ssl
 from dataclasses import dataclass

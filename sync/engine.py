@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from app.crypto import SecretBox
 from app.db import insert_ignore, read_only, write_transaction
 from app.models import FolderState, InteractionSource, Mailbox, Organisation, SyncIssue, User, UserAlias
-from connectors.base import AuthError, Batch, ConnectorError, Folder, ThrottledError
+from connectors.base import Batch, ConnectorError, Folder
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
 
 log = logging.getLogger("threadline.sync")

@@ -101,7 +101,7 @@ def summary(conn: Connection, org_id: int, contact_id: int) -> dict:
     return out
 
 
-def _page(conn: Connection, org_id: int, where, order_cols, cursor: str | None, limit: int) -> dict:
+def _page(conn: Connection, org_id: int, where, cursor: str | None, limit: int) -> dict:
     limit = max(1, min(limit, MAX_PAGE))
     query = select(P.c.interaction_id, P.c.occurred_at).where(P.c.org_id == org_id, where)
     if cursor:
@@ -158,12 +158,12 @@ def interactions(conn: Connection, org_id: int, ids: list[int]) -> list[dict]:
 
 def contact_timeline(conn: Connection, org_id: int, contact_id: int, cursor: str | None = None,
                      limit: int = 20) -> dict:
-    return _page(conn, org_id, P.c.contact_id == contact_id, None, cursor, limit)
+    return _page(conn, org_id, P.c.contact_id == contact_id, cursor, limit)
 
 
 def company_timeline(conn: Connection, org_id: int, company_id: int, cursor: str | None = None,
                      limit: int = 20) -> dict:
-    return _page(conn, org_id, P.c.company_id == company_id, None, cursor, limit)
+    return _page(conn, org_id, P.c.company_id == company_id, cursor, limit)
 
 
 def company(conn: Connection, org_id: int, company_id: int) -> dict | None:
