@@ -132,11 +132,14 @@ def interactions(conn: Connection, org_id: int, ids: list[int]) -> list[dict]:
     if not ids:
         return []
     rows = conn.execute(select(I).where(I.c.id.in_(ids), I.c.org_id == org_id)).mappings().all()
-    people = conn.execute(
-        select(P.c.interaction_id, P.c.address, P.c.name, P.c.role, P.c.contact_id, P.c.user_id, U.c.name.label("uname"))
+    # Filtering on interaction_id alone keeps the planner on the (interaction_id,
+    # address) index; the organisation is checked on each row instead.
+    people = [p for p in conn.execute(
+        select(P.c.interaction_id, P.c.org_id, P.c.address, P.c.name, P.c.role, P.c.contact_id, P.c.user_id,
+               U.c.name.label("uname"))
         .outerjoin(U, U.c.id == P.c.user_id)
-        .where(P.c.interaction_id.in_(ids), P.c.org_id == org_id).order_by(P.c.id)
-    ).all()
+        .where(P.c.interaction_id.in_(ids)).order_by(P.c.id)
+    ).all() if p.org_id == org_id]
     by_id: dict[int, list] = {i: [] for i in ids}
     for p in people:
         by_id[p.interaction_id].append(p)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 11:27:09.741630
+Create Date: 2026-11-23 12:22:09.529723
 """
 from alembic import op
 import sqlalchemy as sa
@@ -209,10 +209,10 @@ def upgrade() -> None:
     sa.UniqueConstraint('interaction_id', 'address')
     )
     with op.batch_alter_table('participant', schema=None) as batch_op:
-        batch_op.create_index('ix_participant_company_time', ['company_id', 'occurred_at', 'interaction_id'], unique=False)
-        batch_op.create_index('ix_participant_contact_time', ['contact_id', 'occurred_at', 'interaction_id'], unique=False)
+        batch_op.create_index('ix_participant_company_time', ['org_id', 'company_id', 'occurred_at', 'interaction_id'], unique=False)
+        batch_op.create_index('ix_participant_contact_time', ['org_id', 'contact_id', 'occurred_at', 'interaction_id'], unique=False)
         batch_op.create_index('ix_participant_org_address', ['org_id', 'address'], unique=False)
-        batch_op.create_index('ix_participant_user_time', ['user_id', 'occurred_at'], unique=False)
+        batch_op.create_index('ix_participant_user_time', ['org_id', 'user_id', 'occurred_at'], unique=False)
 
     op.create_table('syncissue',
     sa.Column('id', sa.Integer(), nullable=False),
