@@ -71,7 +71,6 @@ class Participant(SQLModel, table=True):
         # then always picks these over the address index, statistics or not.
         Index("ix_participant_contact_time", "org_id", "contact_id", "occurred_at", "interaction_id"),
         Index("ix_participant_company_time", "org_id", "company_id", "occurred_at", "interaction_id"),
-        Index("ix_participant_user_time", "org_id", "user_id", "occurred_at"),
         Index("ix_participant_org_address", "org_id", "address"),
     )
     id: int | None = Field(default=None, primary_key=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 12:22:09.529723
+Create Date: 2026-11-23 12:30:21.077339
 """
 from alembic import op
 import sqlalchemy as sa
@@ -212,7 +212,6 @@ def upgrade() -> None:
         batch_op.create_index('ix_participant_company_time', ['org_id', 'company_id', 'occurred_at', 'interaction_id'], unique=False)
         batch_op.create_index('ix_participant_contact_time', ['org_id', 'contact_id', 'occurred_at', 'interaction_id'], unique=False)
         batch_op.create_index('ix_participant_org_address', ['org_id', 'address'], unique=False)
-        batch_op.create_index('ix_participant_user_time', ['org_id', 'user_id', 'occurred_at'], unique=False)
 
     op.create_table('syncissue',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -261,7 +260,6 @@ def downgrade() -> None:
 
     op.drop_table('syncissue')
     with op.batch_alter_table('participant', schema=None) as batch_op:
-        batch_op.drop_index('ix_participant_user_time')
         batch_op.drop_index('ix_participant_org_address')
         batch_op.drop_index('ix_participant_contact_time')
         batch_op.drop_index('ix_participant_company_time')
