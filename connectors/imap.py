@@ -33,7 +33,8 @@ HEADER_FIELDS = (
 )
 HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})]"
 _HEADER_KEY = f"BODY[HEADER.FIELDS ({HEADER_FIELDS})]".encode()
-SNIPPET_BYTES = 2048
+# Enough for a 200-character snippet after a multipart preamble and part headers.
+SNIPPET_BYTES = 1024
 
 _SKIP_FLAGS = {b"\\noselect", b"\\nonexistent", b"\\junk", b"\\trash", b"\\drafts", b"\\all", b"\\flagged", b"\\important"}
 _ROLE_FLAGS = {b"\\sent": "sent", b"\\archive": "archive"}

@@ -240,6 +240,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     # Interactions: one per message key per organisation. Insert-or-ignore, then
     # read the ids back: that covers new, known and concurrently-added alike.
     now = db_time(conn, _now())
+    occurred = {id(p): db_time(conn, p.record.date) for p in kept}
     rows, seen = [], set()
     for p in kept:
         r = p.record
@@ -247,7 +248,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             continue
         seen.add(r.message_key)
         rows.append((
-            org.org_id, "email", r.message_key, db_time(conn, r.date), p.direction,
+            org.org_id, "email", r.message_key, occurred[id(p)], p.direction,
             r.subject if org.visibility in ("subject", "snippet") else None,
             r.snippet if org.visibility == "snippet" else None,
             (r.references[0] if r.references else r.in_reply_to or r.message_key)[:500],
@@ -267,13 +268,13 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     participants, sources = [], []
     for p in kept:
         iid = existing[p.record.message_key]
-        occurred = db_time(conn, p.record.date)
+        at = occurred[id(p)]
         for address, name, role in p.people:
             user_id = org.users_by_address.get(address)
             if user_id is None and _internal(org, address):
                 continue  # internal but not a user (a shared alias): not a person to track
             contact = contacts.get(address)
-            participants.append((org.org_id, iid, occurred, address, name or None, role, user_id,
+            participants.append((org.org_id, iid, at, address, name or None, role, user_id,
                                  contact[0] if contact else None, contact[1] if contact else None))
         sources.append((org.org_id, iid, mbx.mailbox_id, mbx.folder_id, p.record.remote_id))
     bulk_insert_ignore(conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants)
