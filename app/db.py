@@ -18,6 +18,9 @@ def make_engine(url: str, **kwargs) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if "poolclass" not in kwargs:
+            # FastAPI runs sync endpoints on a 40-thread pool; let each have a connection.
+            kwargs.update(pool_size=20, max_overflow=20)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs)
 
         @event.listens_for(engine, "connect")
