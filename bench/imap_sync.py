@@ -1,0 +1,512 @@
+#!/usr/bin/env python
+"""Initial IMAP sync: Threadline against mbsync on the same Dovecot mailbox.
+
+    .venv/bin/python bench/imap_sync.py [--messages 100000] [--reps 6] [--keep]
+
+1. Builds ONE rep's mailbox of exactly N messages (INBOX, Sent, Archive) with
+   app.demo.mailgen and writes it into a private Dovecot's Maildir
+   (tests.servers.Dovecot). Not measured.
+2. Measures, one after the other on the same warm server:
+   a) mbsync (isync) pulling every folder into a fresh local Maildir;
+   b) Threadline's first sync into a fresh SQLite database, run as its own
+      process (`python -m app.cli sync --once --mailbox ID`);
+   both under /usr/bin/time -v, with the whole process tree's memory sampled.
+3. A no-change re-sync: once as a process (wall time incl. interpreter start)
+   and several times in-process with a timing wrapper around the connector,
+   so the IMAP part (connect+login, LIST, STATUS per folder) is timed alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = str(Path(__file__).resolve().parent.parent)
+sys.path.insert(0, REPO)
+
+from bench._util import (  # noqa: E402
+    PYTHON, code_fingerprint, machine_summary, median, run_measured, table, tree_cpu_seconds, uptime_line, verdict,
+)
+
+MBSYNC = "/usr/bin/mbsync"
+CODE = ["app/*.py", "app/models/*.py", "app/services/*.py", "sync/*.py", "connectors/*.py", "migrations/versions/*.py"]
+PASSWORD = "bench-secret"
+TARGET_RATIO, MUST_RATIO, TARGET_RSS_MB, TARGET_NOCHANGE_MS = 5.0, 3.0, 300.0, 50.0
+
+
+def log(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+# -- corpus ------------------------------------------------------------------------
+
+def pick_mailbox(seed: int, reps: int, companies: int, n: int) -> tuple[str, float]:
+    """The rep whose mailbox gets the biggest share of the stream, and that share."""
+    from app.demo.mailgen import generate
+
+    probe = min(max(n, 5000), 30000)
+    _, it = generate(seed=seed, n_messages=probe, reps=reps, companies=companies)
+    per = Counter(m.mailbox for m in it)
+    rep, count = per.most_common(1)[0]
+    return rep, count / probe
+
+
+def build_mailbox(dv, user: str, seed: int, reps: int, companies: int, n: int):
+    """Deliver exactly n messages of one rep's mailbox; returns (corpus, rep, per-folder counts, bytes)."""
+    from app.demo.mailgen import generate
+
+    rep, share = pick_mailbox(seed, reps, companies, n)
+    margin = 1.04
+    while True:
+        total = int(math.ceil(n / share * margin)) + 200
+        corpus, it = generate(seed=seed, n_messages=total, reps=reps, companies=companies)
+        folders: Counter = Counter()
+        size = 0
+
+        def items():
+            nonlocal size
+            got = 0
+            for m in it:
+                if m.mailbox != rep:
+                    continue
+                folders[m.folder] += 1
+                size += len(m.raw)
+                yield m.raw, m.folder, m.internaldate, "S"
+                got += 1
+                if got == n:
+                    return
+
+        dv.add_user(user, PASSWORD)
+        dv.deliver_many(user, items(), atomic=False)
+        if sum(folders.values()) == n:
+            return corpus, rep, dict(folders), size, total
+        log(f"  only {sum(folders.values())} of {n} messages for {rep} in {total} generated; retrying with more")
+        dv.remove_user(user)
+        margin *= 1.15
+
+
+def dovecot_cpu(dv) -> float:
+    pid = dv._read_master_pid()
+    return tree_cpu_seconds(pid) if pid else 0.0
+
+
+def measured_with_server(dv, argv, **kw):
+    before = dovecot_cpu(dv)
+    m = run_measured(argv, **kw)
+    m.extra["dovecot_cpu"] = dovecot_cpu(dv) - before
+    return m
+
+
+def cpu_line(m) -> str:
+    parts = [f"{name} {cpu:.2f}s" for name, cpu in m.extra.get("cpu_by_process", []) if cpu >= 0.01]
+    return f"CPU: {'; '.join(parts) or 'n/a'}; Dovecot {m.extra.get('dovecot_cpu', 0):.2f}s"
+
+
+def profile_in_process(data_dir: Path, corpus, rep: str, host: str, port: int, user: str, top: int = 30) -> None:
+    """One more first sync, single process (fetch_in_child=False) under cProfile."""
+    import cProfile
+    import io
+    import pstats
+
+    from app.runtime import open_runtime
+    from app.settings import load_settings
+    from sync.engine import sync_mailbox
+
+    mailbox_id = setup_threadline(data_dir, corpus, rep, host, port, user)
+    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir), "THREADLINE_IDLE": "0"}))
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    report = sync_mailbox(rt.engine, rt.box, mailbox_id, worker="bench-profile", fetch_in_child=False)
+    prof.disable()
+    wall = time.perf_counter() - t0
+    rt.engine.dispose()
+    log(f"    single-process sync under cProfile: {wall:.1f}s, imported {report.imported}, ok={report.ok}")
+    for key in ("tottime", "cumulative"):
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).strip_dirs().sort_stats(key).print_stats(top)
+        text = buf.getvalue()
+        start = text.find("   ncalls")
+        log(f"    -- top {top} by {key} --")
+        log("    " + text[start:].strip().replace("\n", "\n    "))
+
+
+# -- mbsync ------------------------------------------------------------------------------
+
+def mbsync_rc(work: Path, host: str, port: int, user: str, fsync: str = "no", name: str = "mbsync") -> Path:
+    near = work / f"{name}-maildir"
+    near.mkdir()
+    rc = work / f"{name}rc"
+    rc.write_text(f"""\
+# FSync yes (isync's default) fsyncs every message file: ~16 ms each on this disk.
+FSync {fsync}
+
+IMAPAccount bench
+Host {host}
+Port {port}
+User {user}
+Pass {PASSWORD}
+SSLType None
+AuthMechs LOGIN PLAIN
+
+IMAPStore bench-far
+Account bench
+
+MaildirStore bench-near
+Path {near}/
+Inbox {near}/INBOX
+SubFolders Verbatim
+
+Channel bench
+Far :bench-far:
+Near :bench-near:
+Patterns *
+Create Near
+Sync Pull
+Expunge None
+CopyArrivalDate yes
+SyncState *
+""")
+    return rc
+
+
+def count_maildir_files(root: Path) -> int:
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        if os.path.basename(dirpath) in ("cur", "new"):
+            n += len(filenames)
+    return n
+
+
+# -- Threadline -------------------------------------------------------------------------------
+
+def setup_threadline(data_dir: Path, corpus, rep: str, host: str, port: int, user: str) -> int:
+    from app.db import session
+    from app.runtime import open_runtime
+    from app.services import mailboxes, orgs
+    from app.settings import load_settings
+
+    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir)}))
+    with session(rt.engine) as s:
+        org = orgs.create_org(s, corpus.org_name, list(corpus.internal_domains))
+        for r in corpus.reps:
+            orgs.add_user(s, org, r.email, name=r.name, admin=r.email in corpus.admins)
+        mb = mailboxes.add_imap(s, rt.box, org, owner=rep, host=host, port=port, security="none",
+                                username=user, password=PASSWORD)
+        mailbox_id = mb.id
+    rt.engine.dispose()
+    return mailbox_id
+
+
+def threadline_env(data_dir: Path) -> dict:
+    env = dict(os.environ)
+    env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0", PYTHONPATH=REPO,
+               COLUMNS="200", TERM="dumb")
+    return env
+
+
+def db_counts(db_path: Path) -> dict:
+    con = sqlite3.connect(db_path)
+    try:
+        out = {}
+        for t in ("interaction", "participant", "contact", "contactaddress", "company", "interactionsource",
+                  "syncissue"):
+            out[t] = con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        row = con.execute("SELECT status, messages_imported, skipped, last_error FROM mailbox").fetchone()
+        out["mailbox"] = {"status": row[0], "messages_imported": row[1], "skipped": row[2], "last_error": row[3]}
+        out["folders"] = con.execute("SELECT name, role, messages, backfill_done, status FROM folderstate "
+                                     "ORDER BY name").fetchall()
+        out["participants_linked"] = con.execute(
+            "SELECT count(*) FROM participant WHERE contact_id IS NOT NULL").fetchone()[0]
+        return out
+    finally:
+        con.close()
+
+
+class TimedConnector:
+    """Wraps a connector and adds up the time spent in its IMAP calls."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.t: Counter = Counter()
+
+    def list_folders(self):
+        t0 = time.perf_counter()
+        self.inner.connect()
+        t1 = time.perf_counter()
+        folders = self.inner.list_folders()
+        t2 = time.perf_counter()
+        self.t["connect+login"] += t1 - t0
+        self.t["LIST"] += t2 - t1
+        return folders
+
+    def fetch_changes(self, folder, cursor, since):
+        gen = self.inner.fetch_changes(folder, cursor, since)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(gen)
+            except StopIteration:
+                self.t["fetch_changes (STATUS...)"] += time.perf_counter() - t0
+                return
+            self.t["fetch_changes (STATUS...)"] += time.perf_counter() - t0
+            self.t["batches"] += 1
+            yield batch
+
+    def close(self):
+        t0 = time.perf_counter()
+        self.inner.close()
+        self.t["LOGOUT"] += time.perf_counter() - t0
+
+    @property
+    def imap_seconds(self) -> float:
+        return self.t["connect+login"] + self.t["LIST"] + self.t["fetch_changes (STATUS...)"]
+
+
+def nochange_in_process(data_dir: Path, mailbox_id: int, runs: int) -> list[dict]:
+    from app.runtime import open_runtime
+    from app.settings import load_settings
+    from sync.engine import default_connector, sync_mailbox
+
+    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir), "THREADLINE_IDLE": "0"}))
+    results = []
+    for _ in range(runs):
+        made: list[TimedConnector] = []
+
+        def factory(mailbox, box, org):
+            c = TimedConnector(default_connector(mailbox, box, org))
+            made.append(c)
+            return c
+
+        t0 = time.perf_counter()
+        report = sync_mailbox(rt.engine, rt.box, mailbox_id, worker="bench", connector_factory=factory)
+        wall = time.perf_counter() - t0
+        tc = made[0]
+        results.append({"wall": wall, "imap": tc.imap_seconds, "parts": dict(tc.t), "ok": report.ok,
+                        "imported": report.imported, "error": report.error})
+    rt.engine.dispose()
+    return results
+
+
+# -- main ---------------------------------------------------------------------------------
+
+def run_mbsync(dv, work: Path, user: str, fsync: str, name: str, n: int):
+    rc = mbsync_rc(work, dv.host, dv.port, user, fsync, name=name)
+    m = measured_with_server(dv, [MBSYNC, "-c", str(rc), "-a"], cwd=str(work))
+    pulled = count_maildir_files(work / f"{name}-maildir")
+    log(f"    mbsync FSync {fsync}: rc={m.returncode} {m.seconds:.2f}s = {n / m.seconds:,.0f} msg/s, "
+        f"max RSS {m.maxrss_mb:.1f} MB, {pulled:,} messages in the local Maildir; "
+        f"load {m.load_before} -> {m.load_after}; CPU user {m.user_s:.2f}s + system {m.sys_s:.2f}s; {cpu_line(m)}")
+    if m.returncode != 0 or pulled != n:
+        log(f"    mbsync stderr: {m.stderr.strip()[-2000:]}")
+        raise SystemExit("error: mbsync did not pull the whole mailbox")
+    # removed only at the end: deleting 100k files now would load the disk during the next run
+    return m
+
+
+def run_threadline(dv, work: Path, corpus, rep: str, user: str, name: str, n: int, *, verbose: bool):
+    data_dir = work / name
+    mailbox_id = setup_threadline(data_dir, corpus, rep, dv.host, dv.port, user)
+    argv = [PYTHON, "-m", "app.cli", "sync", "--once", "--mailbox", str(mailbox_id)]
+    m = measured_with_server(dv, argv, env=threadline_env(data_dir), cwd=REPO)
+    log(f"    Threadline: rc={m.returncode} {m.seconds:.2f}s = {n / m.seconds:,.0f} msg/s, "
+        f"peak PSS {m.tree_pss_mb:.0f} MB (RSS sum {m.tree_rss_mb:.0f} MB, {m.tree_procs} processes, largest "
+        f"{m.tree_single_mb:.0f} MB); load {m.load_before} -> {m.load_after}; {cpu_line(m)}")
+    log("      " + m.stdout.strip().replace("\n", "\n      "))
+    if m.returncode != 0:
+        log(f"    stderr: {m.stderr.strip()[-3000:]}")
+        raise SystemExit("error: Threadline's sync failed")
+    em = re.search(r"([\d.]+)s \(([\d,]+) msg/s\)", m.stdout)
+    m.extra["engine_s"] = float(em.group(1)) if em else float("nan")
+    counts = db_counts(data_dir / "threadline.db")
+    mbx = counts["mailbox"]
+    try:
+        skipped = sum(json.loads(mbx["skipped"] or "{}").values())
+    except ValueError:
+        skipped = 0
+    seen = mbx["messages_imported"] + skipped
+    ok = (counts["interaction"] > 0 and counts["contact"] > 0 and counts["company"] > 0
+          and counts["participant"] > 0 and seen == n and mbx["status"] == "active")
+    m.extra.update(counts=counts, ok=ok, data_dir=data_dir, mailbox_id=mailbox_id, argv=argv)
+    if verbose or not ok:
+        log(f"      database: {counts['interaction']:,} interactions, {counts['participant']:,} participants "
+            f"({counts['participants_linked']:,} linked to contacts), {counts['contact']:,} contacts "
+            f"({counts['contactaddress']:,} addresses), {counts['company']:,} companies, "
+            f"{counts['interactionsource']:,} mailbox copies, {counts['syncissue']} unreadable")
+        log(f"      mailbox: status={mbx['status']} imported={mbx['messages_imported']:,} skipped={mbx['skipped']} "
+            f"error={mbx['last_error']}; folders (name, role, messages, backfill_done, status): {counts['folders']}")
+        log(f"      check: imported + skipped = {seen:,} of {n:,} messages; interactions, contacts, companies and "
+            f"participants built: {'yes' if ok else 'NO'}")
+    return m
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=100_000, help="messages in the mailbox (default 100000)")
+    ap.add_argument("--reps", type=int, default=6, help="sales reps in the generated company (default 6)")
+    ap.add_argument("--companies", type=int, default=None,
+                    help="customer companies in the corpus (default max(40, messages/1000))")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved mbsync/Threadline rounds; medians are reported (default 3)")
+    ap.add_argument("--nochange-runs", type=int, default=5, help="in-process no-change re-syncs (default 5)")
+    ap.add_argument("--fsync-baseline", action="store_true",
+                    help="also run mbsync once with isync's default FSync yes (an fsync per message)")
+    ap.add_argument("--profile", action="store_true",
+                    help="afterwards, profile one more first sync in a single process (cProfile)")
+    ap.add_argument("--local-dir", default=None,
+                    help="where mbsync's Maildirs and Threadline's databases go (default: a temp dir under $TMPDIR, "
+                         "next to Dovecot's data; e.g. /dev/shm to take the disk out of the comparison)")
+    ap.add_argument("--keep", action="store_true", help="keep Dovecot's data and the temp dirs")
+    args = ap.parse_args()
+    n = args.messages
+    companies = args.companies or max(40, n // 1000)
+
+    from tests.servers import Dovecot
+
+    if not os.access(MBSYNC, os.X_OK):
+        log(f"error: {MBSYNC} not found (Debian: apt-get install isync)")
+        return 2
+
+    log("== IMAP initial sync: Threadline vs mbsync ==")
+    log(machine_summary())
+    log(f"uptime: {uptime_line()}")
+    log(f"mbsync: {os.popen(MBSYNC + ' --version').read().strip()}; "
+        f"dovecot: {os.popen('dovecot --version').read().strip()}")
+    log("code measured: " + code_fingerprint(CODE))
+
+    work = Path(tempfile.mkdtemp(prefix="tlbench-imap-"))
+    os.chmod(work, 0o755)
+    local = Path(tempfile.mkdtemp(prefix="tlbench-local-", dir=args.local_dir)) if args.local_dir else work
+    dv = Dovecot(work, special_use=True, keep_data=args.keep)
+    try:
+        # -- build (not measured) ---------------------------------------------------------
+        t0 = time.perf_counter()
+        dv.start()
+        user = "rep"
+        corpus, rep, folders, size, generated = build_mailbox(dv, user, args.seed, args.reps, companies, n)
+        status = {f: dv.mailbox_status(user, f, "messages")["messages"] for f in sorted(folders)}
+        build_s = time.perf_counter() - t0
+        log(f"\nbuilt the mailbox of {rep} (IMAP user {user!r} on {dv.host}:{dv.port}): {n:,} messages, "
+            f"{size / n / 1024:.1f} KiB mean, {size / 2**20:.0f} MiB total; delivered {folders}, "
+            f"Dovecot sees {status}; corpus: {args.reps} reps, {companies} companies, {len(corpus.contacts)} "
+            f"contacts ({generated:,} copies generated to fill one mailbox); took {build_s:.1f}s (not measured)")
+        if sum(status.values()) != n:
+            log("error: Dovecot does not see every delivered message")
+            return 1
+        # One unmeasured pass first, so no measured run pays for Dovecot building
+        # its indexes or for reading the files from disk.
+        log(f"local side (mbsync's Maildir, Threadline's SQLite): {local} "
+            f"({os.popen('df -T ' + str(local) + ' | tail -1').read().split()[1]})")
+        log("\nwarm-up (not measured):")
+        run_mbsync(dv, local, user, "no", "warmup", n)
+
+        # -- a) + b) interleaved rounds --------------------------------------------------------
+        mbs, tls = [], []
+        for r in range(1, args.rounds + 1):
+            log(f"\nround {r}/{args.rounds} ... uptime: {uptime_line()}")
+            order = ("mbsync", "threadline") if r % 2 else ("threadline", "mbsync")
+            for tool in order:
+                if tool == "mbsync":
+                    mbs.append(run_mbsync(dv, local, user, "no", f"mbsync{r}", n))
+                else:
+                    tls.append(run_threadline(dv, local, corpus, rep, user, f"threadline{r}", n,
+                                              verbose=r == args.rounds))
+        fs = None
+        if args.fsync_baseline:
+            log(f"\nmbsync with isync's default FSync yes ... uptime: {uptime_line()}")
+            fs = run_mbsync(dv, local, user, "yes", "mbsync-fsync", n)
+
+        # -- c) no-change re-sync ------------------------------------------------------
+        last = tls[-1]
+        log(f"\nno-change re-sync ... uptime: {uptime_line()}")
+        again = run_measured(last.extra["argv"], env=threadline_env(last.extra["data_dir"]), cwd=REPO)
+        log(f"    as a process: rc={again.returncode} {again.seconds * 1000:.0f} ms wall (interpreter start and "
+            f"imports included), max RSS {again.maxrss_mb:.1f} MB; {again.stdout.strip()}")
+        runs = nochange_in_process(last.extra["data_dir"], last.extra["mailbox_id"], args.nochange_runs)
+        for i, r in enumerate(runs, 1):
+            parts = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in r["parts"].items() if k != "batches")
+            log(f"    in-process run {i}: sync_mailbox {r['wall'] * 1000:.1f} ms, IMAP {r['imap'] * 1000:.1f} ms "
+                f"({parts}; {r['parts'].get('batches', 0)} batches), imported {r['imported']}, ok={r['ok']}"
+                + (f", error {r['error']}" if r["error"] else ""))
+        nc_wall = median([r["wall"] for r in runs])
+        nc_imap = median([r["imap"] for r in runs])
+        nc_ok = all(r["ok"] and r["imported"] == 0 for r in runs)
+
+        # -- report ----------------------------------------------------------------------
+        mb_s = median([m.seconds for m in mbs])
+        tl_s = median([m.seconds for m in tls])
+        ratios = [(n / t.seconds) / (n / m.seconds) for m, t in zip(mbs, tls)]
+        ratio = (n / tl_s) / (n / mb_s)
+        tl_mem = max(m.tree_pss_mb for m in tls)
+        counts = last.extra["counts"]
+        ok_counts = all(t.extra["ok"] for t in tls)
+        engine_s = median([t.extra["engine_s"] for t in tls])
+        log("\n== results ==")
+        log(f"{n:,} messages ({size / 2**20:.0f} MiB) in one mailbox, {args.rounds} interleaved round(s), "
+            f"medians; {machine_summary()}")
+        rows = [
+            ["mbsync (full messages, FSync no)", n, mb_s, n / mb_s, median([m.cpu_s for m in mbs]),
+             median([m.extra["dovecot_cpu"] for m in mbs]), max(m.maxrss_mb for m in mbs),
+             "runs: " + ", ".join(f"{m.seconds:.1f}s" for m in mbs)],
+            ["Threadline first sync", n, tl_s, n / tl_s, median([m.cpu_s for m in tls]),
+             median([m.extra["dovecot_cpu"] for m in tls]), tl_mem,
+             "runs: " + ", ".join(f"{m.seconds:.1f}s" for m in tls)
+             + f"; memory = PSS sum of its {max(m.tree_procs for m in tls)} processes"],
+        ]
+        if fs is not None:
+            rows.insert(1, ["mbsync (isync default FSync yes)", n, fs.seconds, n / fs.seconds, fs.cpu_s,
+                            fs.extra["dovecot_cpu"], fs.maxrss_mb, "1 run"])
+        log(table(["tool", "messages", "seconds", "messages/s", "CPU s", "Dovecot CPU s", "peak RSS MB", "note"],
+                  rows, align="lrrrrrrl"))
+        log(f"(Threadline's own report, without interpreter start-up, median: {engine_s:.1f}s = "
+            f"{n / engine_s:,.0f} msg/s)")
+        log("")
+        fig = [
+            ["Threadline / mbsync (FSync no) messages/s", f"{ratio:.2f}x (rounds: "
+             + ", ".join(f"{x:.2f}" for x in ratios) + ")",
+             f">= {TARGET_RATIO:.0f}x (must >= {MUST_RATIO:.0f}x)",
+             "MET" if ratio >= TARGET_RATIO else ("must-level only" if ratio >= MUST_RATIO else "MISSED")],
+        ]
+        if fs is not None:
+            r2 = (n / tl_s) / (n / fs.seconds)
+            fig.append(["Threadline / mbsync (FSync yes) messages/s", f"{r2:.2f}x",
+                        f">= {TARGET_RATIO:.0f}x (must >= {MUST_RATIO:.0f}x)",
+                        "MET" if r2 >= TARGET_RATIO else ("must-level only" if r2 >= MUST_RATIO else "MISSED")])
+        fig += [
+            ["Threadline peak memory (PSS, all processes, max)", f"{tl_mem:.0f} MB", f"< {TARGET_RSS_MB:.0f} MB",
+             verdict(tl_mem < TARGET_RSS_MB)],
+            ["no-change re-sync: IMAP work (median)", f"{nc_imap * 1000:.1f} ms", f"< {TARGET_NOCHANGE_MS:.0f} ms",
+             verdict(nc_imap * 1000 < TARGET_NOCHANGE_MS and nc_ok)],
+            ["no-change re-sync: sync_mailbox wall (median)", f"{nc_wall * 1000:.1f} ms", "-", "-"],
+            ["no-change re-sync: whole `threadline sync` process", f"{again.seconds * 1000:.0f} ms", "-", "-"],
+            ["database built (interactions/participants/contacts/companies)",
+             f"{counts['interaction']:,}/{counts['participant']:,}/{counts['contact']:,}/{counts['company']:,}",
+             "> 0 each, every message seen", verdict(ok_counts)],
+        ]
+        log(table(["figure", "measured", "target", "verdict"], fig, align="lrll"))
+        log(f"uptime at the end: {uptime_line()}")
+        if args.profile:
+            log("\n[profile] where a first sync spends its time")
+            profile_in_process(local / "threadline-profile", corpus, rep, dv.host, dv.port, user)
+        return 0
+    finally:
+        dv.stop()
+        if args.keep:
+            log(f"\nkept: {work} {local if local != work else ''}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(local, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
