@@ -84,6 +84,16 @@ class Batch:
     extra: dict = field(default_factory=dict)
 
 
+def close_quietly(connector) -> None:
+    """Close a connector at the end of a run; the link may already be gone."""
+    if connector is None:
+        return
+    try:
+        connector.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
 class MailConnector(Protocol):
     def list_folders(self) -> list[Folder]: ...
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from app.crypto import SecretBox
 from app.db import insert_ignore, read_only, write_transaction
 from app.models import FolderState, InteractionSource, Mailbox, Organisation, SyncIssue, User, UserAlias
-from connectors.base import Batch, ConnectorError, Folder
+from connectors.base import Batch, ConnectorError, Folder, close_quietly
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
 
 log = logging.getLogger("threadline.sync")
@@ -234,11 +234,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
         log.exception("sync of mailbox %s failed", mailbox_id)
         report.error, report.error_kind = f"internal error: {type(exc).__name__}: {exc}", "internal"
     finally:
-        if connector is not None:
-            try:
-                connector.close()
-            except Exception:  # noqa: BLE001
-                pass
+        close_quietly(connector)
     report.seconds = time.monotonic() - started
     if report.error_kind != "lease":
         _finish(engine, mailbox_id, worker, report, settings.sync_interval_seconds, retry_after=retry_after)

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from connectors.base import ConnectorError, Folder, TransientError
+from connectors.base import ConnectorError, Folder, TransientError, close_quietly
 
 _HEADER = struct.Struct("!I")
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,11 +71,7 @@ def child_main() -> None:
     except BaseException as exc:  # noqa: BLE001
         _write(out, ("fatal", "TransientError", f"fetch process failed: {type(exc).__name__}: {exc}", None))
     finally:
-        if connector is not None:
-            try:
-                connector.close()
-            except Exception:  # noqa: BLE001
-                pass
+        close_quietly(connector)
 
 
 class ChildFetcher:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from app.db import read_only
 from app.models import Mailbox
 from app.runtime import Runtime
-from connectors.base import ConnectorError
+from connectors.base import ConnectorError, close_quietly
 from sync.engine import default_connector, due_mailboxes, org_context, request_sync, sync_mailbox
 
 log = logging.getLogger("threadline.scheduler")
@@ -67,11 +67,7 @@ class IdleWatcher(threading.Thread):
 
     def _drop(self) -> None:
         connector, self.connector = self.connector, None
-        if connector is not None:
-            try:
-                connector.close()
-            except Exception:  # noqa: BLE001
-                pass
+        close_quietly(connector)
 
     def stop(self) -> None:
         self.stop_event.set()
