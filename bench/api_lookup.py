@@ -508,7 +508,8 @@ def main() -> int:
     log("== API lookup under load ==")
     log(machine_summary())
     log(f"uptime: {uptime_line()}")
-    log("code measured: " + code_fingerprint(CODE))
+    code_at_start = code_fingerprint(CODE)
+    log("code measured: " + code_at_start)
     work = Path(tempfile.mkdtemp(prefix="tlbench-api-"))
     data_dir = work / "data"
     data_dir.mkdir()
@@ -678,6 +679,10 @@ def main() -> int:
             + (" -- close to saturation, the throughput figures may be the generator's limit" if gen_max > 0.85
                else " (not the bottleneck)"))
         log(f"uptime at the end: {uptime_line()}")
+        code_at_end = code_fingerprint(CODE)
+        if code_at_end != code_at_start:
+            log(f"WARNING: the application code changed during the run ({code_at_start} -> {code_at_end}); "
+                f"later phases measured the newer code")
         if args.profile_request:
             log(f"\n[profile] one lookup request's CPU, {'after ANALYZE' if analyzed else 'database as built'}")
             profile_requests(data_dir, token, emails, 300, args.seed)

@@ -382,7 +382,8 @@ def main() -> int:
     log(f"uptime: {uptime_line()}")
     log(f"mbsync: {os.popen(MBSYNC + ' --version').read().strip()}; "
         f"dovecot: {os.popen('dovecot --version').read().strip()}")
-    log("code measured: " + code_fingerprint(CODE))
+    code_at_start = code_fingerprint(CODE)
+    log("code measured: " + code_at_start)
 
     work = Path(tempfile.mkdtemp(prefix="tlbench-imap-"))
     os.chmod(work, 0o755)
@@ -495,6 +496,10 @@ def main() -> int:
         ]
         log(table(["figure", "measured", "target", "verdict"], fig, align="lrll"))
         log(f"uptime at the end: {uptime_line()}")
+        code_at_end = code_fingerprint(CODE)
+        if code_at_end != code_at_start:
+            log(f"WARNING: the application code changed during the run ({code_at_start} -> {code_at_end}); "
+                f"later phases measured the newer code")
         if args.profile:
             log("\n[profile] where a first sync spends its time")
             profile_in_process(local / "threadline-profile", corpus, rep, dv.host, dv.port, user)
