@@ -288,3 +288,12 @@ def test_special_use_folders_are_recognised(world, imap_user_factory, dovecot_sp
     roles = dict(world.sql("SELECT name, role FROM folderstate"))
     assert roles["Sent"] == "sent" and roles["Archive"] == "archive" and roles["INBOX"] == "inbox"
     assert {roles["Junk"], roles["Trash"], roles["Drafts"]} == {"skip"}
+
+
+def test_sqlite_planner_statistics_are_refreshed_after_new_mail(world, imap_user):
+    imap_user.deliver(message("stats@cust.com", "alice@ourco.com", msgid="stats@cust"))
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    assert not world.sql("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'")
+    world.sync(mid)
+    tables = {r[0] for r in world.sql("SELECT tbl FROM sqlite_stat1")}
+    assert {"participant", "interaction", "contactaddress"} <= tables
