@@ -1,6 +1,7 @@
 """Shared FastAPI dependencies: runtime, database connection, the calling user."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Iterator
 
@@ -25,12 +26,14 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_conn(rt: RuntimeDep) -> Iterator[Connection]:
+# Connections are opened inside each endpoint (read_conn), not by a `yield`
+# dependency: FastAPI tears those down on its thread pool, so under overload
+# requests holding pooled connections would wait for threads held by requests
+# waiting for connections.
+@contextmanager
+def read_conn(rt: Runtime) -> Iterator[Connection]:
     with read_only(rt.engine) as conn:
         yield conn
-
-
-ConnDep = Annotated[Connection, Depends(get_conn)]
 
 
 @dataclass(frozen=True)
@@ -45,15 +48,16 @@ class Caller:
         return self.role == "admin"
 
 
-def get_caller(conn: ConnDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+def get_caller(rt: RuntimeDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
     if creds is None or not creds.credentials:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
-    row = conn.execute(
-        select(U.c.id, U.c.org_id, U.c.email, U.c.role)
-        .join(T, T.c.user_id == U.c.id)
-        .where(T.c.token_hash == hash_token(creds.credentials), T.c.revoked_at.is_(None), U.c.active.is_(True))
-    ).first()
+    with read_only(rt.engine) as conn:
+        row = conn.execute(
+            select(U.c.id, U.c.org_id, U.c.email, U.c.role)
+            .join(T, T.c.user_id == U.c.id)
+            .where(T.c.token_hash == hash_token(creds.credentials), T.c.revoked_at.is_(None), U.c.active.is_(True))
+        ).first()
     if row is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token",
                             headers={"WWW-Authenticate": "Bearer"})
