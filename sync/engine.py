@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.crypto import SecretBox
 from app.db import insert_ignore, read_only, write_transaction
+from app.models.base import utcnow
 from app.models import FolderState, InteractionSource, Mailbox, Organisation, SyncIssue, User, UserAlias
 from connectors.base import Batch, ConnectorError, Folder, close_quietly
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
@@ -47,10 +48,6 @@ class RunReport:
     error: str | None = None
     error_kind: str | None = None
     seconds: float = 0.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # -- claiming -----------------------------------------------------------------

@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from app.db import bulk_insert_ignore, db_time, insert_ignore
+from app.models.base import utcnow
 from app.models import Company, Contact, ContactAddress, Interaction, InteractionSource, Participant
 from connectors.base import MessageRecord
 from sync import addresses as addr
@@ -147,7 +148,7 @@ def _companies(conn: Connection, org: OrgContext, domains: set[str]) -> dict[str
     if not domains:
         return {}
     insert_ignore(conn, COMPANY, [
-        {"org_id": org.org_id, "domain": d, "name": addr.company_name(d), "created_at": _now()} for d in sorted(domains)
+        {"org_id": org.org_id, "domain": d, "name": addr.company_name(d), "created_at": utcnow()} for d in sorted(domains)
     ])
     out = {}
     for chunk in _chunked(sorted(domains)):
@@ -155,10 +156,6 @@ def _companies(conn: Connection, org: OrgContext, domains: set[str]) -> dict[str
                             .where(COMPANY.c.org_id == org.org_id, COMPANY.c.domain.in_(chunk)))
         out.update(dict(rows.all()))
     return out
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def create_contacts(conn: Connection, org: OrgContext, wanted: dict[str, str]) -> dict[str, tuple[int, int | None]]:
@@ -171,7 +168,7 @@ def create_contacts(conn: Connection, org: OrgContext, wanted: dict[str, str]) -
         return {}
     domains = {d for d in (addr.company_domain(a, org.free_mail) for a in wanted) if d}
     company_ids = _companies(conn, org, domains)
-    now = _now()
+    now = utcnow()
     made: dict[str, tuple[int, int | None]] = {}
     ordered = sorted(wanted)
     rows = []
@@ -239,7 +236,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
 
     # Interactions: one per message key per organisation. Insert-or-ignore, then
     # read the ids back: that covers new, known and concurrently-added alike.
-    now = db_time(conn, _now())
+    now = db_time(conn, utcnow())
     occurred = {id(p): db_time(conn, p.record.date) for p in kept}
     rows, seen = [], set()
     for p in kept:

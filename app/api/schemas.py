@@ -91,8 +91,15 @@ class ContactHit(BaseModel):
     company: str | None
 
 
+class CompanyContact(BaseModel):
+    id: int
+    name: str
+    email: str
+    title: str | None
+
+
 class CompanyDetail(BaseModel):
     id: int
     name: str
     domain: str
-    contacts: list[ContactHit | dict]
+    contacts: list[CompanyContact]

@@ -118,11 +118,12 @@ def test_generated_corpus_across_reps_is_exact(world, imap_user_factory, tmp_pat
     w = make_world(tmp_path / "corpus", domains=corpus.internal_domains, reps=[(e, n) for n, e in corpus.reps])
     boxes = {email: imap_user_factory() for _, email in corpus.reps}
     per_box = {email: [] for email in boxes}
+    folders = {email: {"INBOX"} for email in boxes}
     keys = set()
     for m in messages:
-        if m.folder != "INBOX":
-            boxes[m.mailbox].create_folder(m.folder) if m.folder not in per_box.setdefault(("folders", m.mailbox), set()) else None
-            per_box[("folders", m.mailbox)].add(m.folder)
+        if m.folder not in folders[m.mailbox]:
+            boxes[m.mailbox].create_folder(m.folder)
+            folders[m.mailbox].add(m.folder)
         per_box[m.mailbox].append((m.raw, m.folder, m.internaldate))
         keys.add(m.message_id.strip("<>"))
     for email, box in boxes.items():

@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from app.demo.mailgen import generate
-from tests.world import NOW, make_world, message
+from tests.world import make_world, message
 
 ROOT = Path(__file__).resolve().parents[2]
 

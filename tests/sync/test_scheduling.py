@@ -45,8 +45,7 @@ def test_expired_lease_can_be_taken_over_and_fences_the_old_worker(world, imap_u
     assert claim(world.rt.engine, mid, "old", 60)
     assert not claim(world.rt.engine, mid, "new", 60)
     assert claim(world.rt.engine, mid, "new", 60, now=utcnow() + timedelta(seconds=61))
-    imap_user.deliver(message("x@cust.com", "alice@ourco.com", msgid="lease@cust"))
-    # a full run by "new" ... while "old" would be refused at its next batch commit
+    # "old" is refused at its next batch commit: it can no longer write.
     from sync.engine import LeaseLost, _write_batch
     from sync.ingest import MailboxContext
     from connectors.base import Batch, Folder
