@@ -68,6 +68,41 @@ class MessageRecord:
 
 
 @dataclass(slots=True)
+class Attendee:
+    address: str  # raw, as the source gave it; ingest normalises
+    name: str = ""
+    role: str = "attendee"  # organizer | attendee | optional
+    response: str = "needs-action"  # accepted | declined | tentative | needs-action
+
+
+@dataclass(slots=True)
+class MeetingRecord:
+    """One meeting (or one occurrence of a recurring one), from any calendar source.
+
+    The same meeting seen through CalDAV, an invitation in mail, several reps'
+    calendars or Microsoft Graph has the same (uid, recurrence_id) and becomes
+    one interaction whose key is meeting_key(uid, recurrence_id).
+    """
+    remote_id: str  # this copy's id at the source (event href or id, plus occurrence)
+    uid: str  # iCalendar UID (Graph: the series' iCalUId)
+    recurrence_id: str | None  # occurrence's original start, UTC ISO 8601 (None for single events)
+    start: datetime  # aware UTC
+    end: datetime | None
+    subject: str
+    organizer: Attendee | None
+    attendees: list[Attendee]
+    status: str = "confirmed"  # confirmed | tentative | cancelled
+    location: str | None = None
+    sequence: int = 0
+    method: str | None = None  # iMIP: REQUEST | REPLY | CANCEL (None for calendar copies)
+
+
+def meeting_key(uid: str, recurrence_id: str | None) -> str:
+    key = f"ical:{uid.strip()}"
+    return f"{key}/{recurrence_id}" if recurrence_id else key
+
+
+@dataclass(slots=True)
 class BadRecord:
     remote_id: str
     reason: str
@@ -76,9 +111,11 @@ class BadRecord:
 @dataclass
 class Batch:
     """Records plus the cursor that covers them: the engine commits both together."""
-    records: list[MessageRecord]
+    records: list[MessageRecord | MeetingRecord]
     bad: list[BadRecord]
     cursor: dict
+    # remote ids that left this folder or calendar (deleted, moved away)
+    removed: list[str] = field(default_factory=list)
     backfill_done: bool = False
     reset: bool = False  # cursor was invalidated: copies recorded under the old cursor are stale
     extra: dict = field(default_factory=dict)

@@ -17,7 +17,9 @@ class Mailbox(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id", index=True)
     owner_id: int = Field(foreign_key="app_user.id", index=True)
-    kind: str = "imap"
+    kind: str = "imap"  # imap | m365 | caldav | demo (a calendar account is a mailbox of calendars)
+    # For kind m365 with tenant-wide (application) access: the tenant app it uses.
+    tenant_ref: int | None = Field(default=None, foreign_key="m365tenant.id")
     # Connection settings without secrets (host, port, security, username, ...).
     config: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     secret_enc: str | None = None
@@ -64,4 +66,31 @@ class SyncIssue(SQLModel, table=True):
     folder: str
     remote_id: str
     reason: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class M365Tenant(SQLModel, table=True):
+    """An Entra app registration with application permissions for one tenant."""
+    __table_args__ = (UniqueConstraint("org_id", "tenant_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id", index=True)
+    tenant_id: str
+    client_id: str
+    auth_kind: str = "secret"  # secret | certificate
+    # Client secret, or the PEM private key plus thumbprint for a certificate, encrypted.
+    secret_enc: str | None = None
+    # authority / graph_url overrides (national clouds, the test fake)
+    config: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class GraphSubscription(SQLModel, table=True):
+    """A Microsoft Graph change-notification subscription kept alive for a mailbox."""
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    mailbox_id: int = Field(foreign_key="mailbox.id", index=True)
+    subscription_id: str = Field(unique=True)
+    resource: str
+    client_state_enc: str
+    expires_at: datetime
     created_at: datetime = Field(default_factory=utcnow)

@@ -1,7 +1,7 @@
 """Organisation, its users and their credentials."""
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models.base import utcnow
@@ -21,6 +21,13 @@ class Organisation(SQLModel, table=True):
     backfill_days: int = 365
     sync_interval_seconds: int = 300
     bulk_detection: bool = True
+    # None means the built-in list (sync/addresses.py FREE_MAIL_DOMAINS).
+    free_mail_domains: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Calendar window: how far back and ahead meetings are synced.
+    calendar_past_days: int = 365
+    calendar_future_days: int = 180
+    # Microsoft Entra tenant whose signed-in users map to this organisation.
+    entra_tenant_id: str | None = Field(default=None, unique=True)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -33,6 +40,8 @@ class User(SQLModel, table=True):
     name: str = ""
     role: str = "rep"  # rep | admin
     active: bool = True
+    # Entra ID object id (oid claim) once the user has signed in with Microsoft.
+    entra_object_id: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -54,3 +63,37 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+
+
+class ExclusionRule(SQLModel, table=True):
+    """"Never log" an address or a domain (subdomains included), org-wide or for one rep."""
+    __table_args__ = (UniqueConstraint("org_id", "user_id", "kind", "value"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id", index=True)
+    user_id: int | None = Field(default=None, foreign_key="app_user.id")  # None: whole organisation
+    kind: str  # address | domain
+    value: str  # normalised, lower-case
+    created_by: int | None = Field(default=None, foreign_key="app_user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ErasedPerson(SQLModel, table=True):
+    """Tombstone of an erased person: only a keyed hash of the address is kept,
+    so a later sync can recognise them without storing who they were."""
+    __table_args__ = (UniqueConstraint("org_id", "address_hash"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    address_hash: str
+    erased_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what, when: admins read this in the console."""
+    __table_args__ = (Index("ix_auditevent_org_at", "org_id", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    actor_id: int | None = Field(default=None, foreign_key="app_user.id")  # None: the CLI or the system
+    action: str  # e.g. person.erase, rule.add, mailbox.remove
+    target: str = ""
+    detail: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    at: datetime = Field(default_factory=utcnow)

@@ -48,14 +48,26 @@ class Interaction(SQLModel, table=True):
     )
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
-    kind: str = "email"  # email | meeting
-    message_key: str  # Message-ID, or a digest of the headers when there is none
+    kind: str = "email"  # email | meeting | note | task
+    # email: Message-ID (or a digest of the headers); meeting: "ical:" UID [+ "/" recurrence id];
+    # note/task: "note:" + a random id
+    message_key: str
     occurred_at: datetime
     direction: str  # in | out
     subject: str | None = None
     snippet: str | None = None
     thread_key: str
     from_address: str | None = None
+    # meetings
+    ends_at: datetime | None = None
+    location: str | None = None
+    status: str | None = None  # confirmed | tentative | cancelled
+    sequence: int = 0  # iCalendar SEQUENCE: an older copy never overwrites a newer one
+    # notes and tasks
+    body: str | None = None
+    author_id: int | None = Field(default=None, foreign_key="app_user.id")
+    due_at: datetime | None = None
+    done_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -79,7 +91,8 @@ class Participant(SQLModel, table=True):
     occurred_at: datetime
     address: str
     name: str | None = None
-    role: str  # from | to | cc | bcc
+    role: str  # from | to | cc | bcc | organizer | attendee | optional | about (notes, tasks)
+    response: str | None = None  # meetings: accepted | declined | tentative | needs-action
     contact_id: int | None = Field(default=None, foreign_key="contact.id")
     company_id: int | None = Field(default=None, foreign_key="company.id")
     user_id: int | None = Field(default=None, foreign_key="app_user.id")
@@ -95,3 +108,24 @@ class InteractionSource(SQLModel, table=True):
     folder_id: int = Field(foreign_key="folderstate.id")
     # The provider's id of this copy: "UIDVALIDITY/UID" for IMAP.
     remote_id: str
+
+
+class ContactStats(SQLModel, table=True):
+    """A contact's relationship summary, kept current at ingest (sync/stats.py)
+    so a lookup reads one row instead of aggregating the whole history."""
+    contact_id: int = Field(foreign_key="contact.id", primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    emails_in: int = 0
+    emails_out: int = 0
+    meetings: int = 0
+    first_email_at: datetime | None = None
+    last_email_at: datetime | None = None
+
+
+class ContactColleague(SQLModel, table=True):
+    """How many emails one colleague exchanged with a contact, and the latest."""
+    contact_id: int = Field(foreign_key="contact.id", primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id", primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    interactions: int = 0
+    last_at: datetime | None = None
