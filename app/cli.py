@@ -307,6 +307,10 @@ def worker_cmd() -> None:
     run_forever(rt)
 
 
+# Commands for the other sources and for administration live in their own modules.
+from app import cli_admin, cli_calendar, cli_m365  # noqa: E402,F401 - they register on `app`
+
+
 def main() -> None:
     app()
 

@@ -10,6 +10,9 @@ imap_user_factory    function ``make(server=None, password=None) -> ImapUser`` (
 postgres             session  Postgres cluster (``.url``, ``.create_database()``)
 postgres_url         function URL of a fresh, empty database on ``postgres``
 fault_proxy          function factory ``make(target_or_host, port=None) -> FaultProxy``
+live_app             function factory ``serve(world, run_scheduler=False) -> base URL`` (uvicorn, loopback)
+browser              session  headless Debian Chromium driven by Playwright
+page                 function a fresh browser context + page (320x800 unless resized)
 
 Missing server software makes these fixtures *fail* (not skip): a green run
 must mean the integration tests really ran.
@@ -23,6 +26,9 @@ from typing import Callable, NamedTuple
 import pytest
 
 from tests.servers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    AppServer,
     Dovecot,
     FaultProxy,
     Postgres,
@@ -163,3 +169,42 @@ def fault_proxy() -> Callable[..., FaultProxy]:
     yield make
     for proxy in proxies:
         proxy.stop()
+
+
+@pytest.fixture
+def live_app():
+    """Factory: ``serve(world, run_scheduler=False)`` starts the app for that world; returns its URL."""
+    servers: list[AppServer] = []
+
+    def serve(world, run_scheduler: bool = False) -> str:
+        from app.api import create_app
+
+        server = AppServer(create_app(world.rt, run_scheduler=run_scheduler)).start()
+        servers.append(server)
+        return server.url
+
+    yield serve
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    import os
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium is required for the page tests but {CHROMIUM} is missing", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 320, "height": 800})
+    pg = context.new_page()
+    yield pg
+    context.close()

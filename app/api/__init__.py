@@ -28,6 +28,16 @@ def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:
     app.state.runtime = rt
     for module in (contacts, companies, mailboxes):
         app.include_router(module.router)
+    # Routers of the panel, the admin console and Microsoft Graph notifications
+    # register themselves here as they are added.
+    for name in ("activity", "people", "addin", "panel", "admin", "admin_pages", "graph_webhooks", "metrics"):
+        try:
+            module = __import__(f"app.api.{name}", fromlist=["router"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"app.api.{name}":
+                raise
+            continue
+        app.include_router(module.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness for load balancers")
     def healthz() -> dict:

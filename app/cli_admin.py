@@ -1,0 +1,2 @@
+"""Administration commands: rules, privacy, audit, key rotation."""
+from __future__ import annotations

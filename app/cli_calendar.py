@@ -1,0 +1,2 @@
+"""`threadline calendar ...`: calendar accounts (CalDAV)."""
+from __future__ import annotations

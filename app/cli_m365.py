@@ -1,0 +1,2 @@
+"""Microsoft 365 commands: tenant apps and Graph mailboxes."""
+from __future__ import annotations
