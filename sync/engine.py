@@ -21,7 +21,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from app.crypto import SecretBox
 from app.db import insert_ignore, read_only, write_transaction
 from app.models.base import utcnow
-from app.models import FolderState, InteractionSource, Mailbox, Organisation, SyncIssue, User, UserAlias
+from app.models import (FolderState, InteractionSource, M365Tenant, Mailbox, Organisation, SyncIssue, User,
+                        UserAlias)
 from connectors.base import Batch, ConnectorError, Folder, close_quietly
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
 
@@ -122,13 +123,29 @@ def build_connector(mailbox: dict, password: str, want_snippet: bool):
         from connectors.demo import DemoConnector
 
         return DemoConnector(mailbox["config"], mailbox["config"]["owner"])
+    if mailbox["kind"] == "m365":
+        from connectors.graph import build
+
+        return build(mailbox, password, want_snippet)
+    if mailbox["kind"] == "caldav":
+        from connectors.caldav import build
+
+        return build(mailbox, password, want_snippet)
     raise ConnectorError(f"unknown mailbox kind {mailbox['kind']!r}")
 
 
 def _connector_args(mailbox: dict, box: SecretBox, org: OrgContext) -> tuple:
-    public = {k: v for k, v in mailbox.items() if k in ("id", "kind", "config")}
-    password = box.decrypt(mailbox["secret_enc"]) if mailbox.get("secret_enc") else ""
-    return public, password, org.visibility == "snippet"
+    """(public settings, secret, want_snippet): plain values a connector is built from.
+
+    public holds id, kind, config, owner (the owner's address), window (calendar
+    days back and ahead) and, for a Microsoft 365 tenant-wide mailbox, tenant
+    (tenant_id, client_id, auth_kind, config); the secret is then the tenant
+    app's credential rather than the mailbox's own.
+    """
+    public = {k: v for k, v in mailbox.items() if k in ("id", "kind", "config", "owner", "window", "tenant")}
+    secret_enc = mailbox.get("tenant_secret_enc") or mailbox.get("secret_enc")
+    secret = box.decrypt(secret_enc) if secret_enc else ""
+    return public, secret, org.visibility == "snippet"
 
 
 def default_connector(mailbox: dict, box: SecretBox, org: OrgContext):
@@ -179,8 +196,18 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
         owner_email = conn.execute(select(User.__table__.c.email)
                                    .where(User.__table__.c.id == mailbox["owner_id"])).scalar_one().lower()
         settings = conn.execute(select(Organisation.__table__.c.backfill_days,
-                                       Organisation.__table__.c.sync_interval_seconds)
+                                       Organisation.__table__.c.sync_interval_seconds,
+                                       Organisation.__table__.c.calendar_past_days,
+                                       Organisation.__table__.c.calendar_future_days)
                                 .where(Organisation.__table__.c.id == mailbox["org_id"])).one()
+        mailbox["owner"] = owner_email
+        mailbox["window"] = {"past_days": settings.calendar_past_days, "future_days": settings.calendar_future_days}
+        if mailbox.get("tenant_ref"):
+            tenant = conn.execute(select(M365Tenant.__table__)
+                                  .where(M365Tenant.__table__.c.id == mailbox["tenant_ref"],
+                                         M365Tenant.__table__.c.org_id == mailbox["org_id"])).mappings().one()
+            mailbox["tenant"] = {k: tenant[k] for k in ("tenant_id", "client_id", "auth_kind", "config")}
+            mailbox["tenant_secret_enc"] = tenant["secret_enc"]
     since = (now or datetime.now(timezone.utc)) - timedelta(days=settings.backfill_days)
     if mailbox["status"] in ("pending", "failed") and mailbox["last_success_at"] is None:
         _set(engine, mailbox_id, worker, status="importing")
@@ -231,6 +258,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
         log.exception("sync of mailbox %s failed", mailbox_id)
         report.error, report.error_kind = f"internal error: {type(exc).__name__}: {exc}", "internal"
     finally:
+        _keep_rotated_secret(engine, box, mailbox, connector)
         close_quietly(connector)
     report.seconds = time.monotonic() - started
     if report.error_kind != "lease":
@@ -238,6 +266,16 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
     if report.new_interactions:
         refresh_planner_statistics(engine)
     return report
+
+
+def _keep_rotated_secret(engine: Engine, box: SecretBox, mailbox: dict, connector) -> None:
+    """Providers rotate refresh tokens; a connector exposes the new one as
+    `updated_secret` and it is stored (encrypted) whatever the run's outcome."""
+    fresh = getattr(connector, "updated_secret", None)
+    if not fresh or mailbox.get("tenant_ref"):
+        return
+    with write_transaction(engine) as conn:
+        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mailbox["id"]).values(secret_enc=box.encrypt(fresh)))
 
 
 def refresh_planner_statistics(engine: Engine) -> None:
