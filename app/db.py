@@ -135,3 +135,33 @@ def bulk_insert_ignore(conn: Connection, table: Table, columns: tuple[str, ...],
                        page_size=1000)
     finally:
         cursor.close()
+
+
+def bulk_insert_ignore_returning(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple],
+                                 returning: tuple[str, ...], chunk: int = 500) -> list[tuple]:
+    """Like bulk_insert_ignore, but returns `returning` columns of the rows that
+    were really inserted (rows hitting a unique key are left out), so callers can
+    count exactly what is new even with several writers at once."""
+    if not rows:
+        return []
+    cols, ret = ", ".join(columns), ", ".join(returning)
+    out: list[tuple] = []
+    if conn.dialect.name == "sqlite":
+        one = "(" + ", ".join("?" * len(columns)) + ")"
+        for i in range(0, len(rows), chunk):
+            part = rows[i:i + chunk]
+            sql = (f"INSERT OR IGNORE INTO {table.name} ({cols}) VALUES {', '.join([one] * len(part))} "
+                   f"RETURNING {ret}")
+            flat = [v for row in part for v in row]
+            out.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(flat)).fetchall())
+        return out
+    from psycopg2.extras import execute_values
+
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        result = execute_values(cursor, f"INSERT INTO {table.name} ({cols}) VALUES %s ON CONFLICT DO NOTHING "
+                                        f"RETURNING {ret}", rows, page_size=chunk, fetch=True)
+        out.extend(tuple(r) for r in result)
+    finally:
+        cursor.close()
+    return out

@@ -21,6 +21,10 @@ class Settings:
     sync_lease_seconds: int = 300
     scheduler_tick_seconds: float = 5.0
     idle_enabled: bool = True
+    # Microsoft Entra ID sign-in for the Outlook add-in (nested app authentication).
+    entra_client_id: str | None = None  # THREADLINE_ENTRA_CLIENT_ID: the API's app registration (token audience)
+    entra_scope: str = "access_as_user"  # THREADLINE_ENTRA_SCOPE: the delegated scope the token must carry
+    entra_authority: str = "https://login.microsoftonline.com"  # THREADLINE_ENTRA_AUTHORITY (JWKS and issuer base)
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -35,6 +39,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         sync_lease_seconds=int(env.get("THREADLINE_SYNC_LEASE_SECONDS", "300")),
         scheduler_tick_seconds=float(env.get("THREADLINE_SCHEDULER_TICK", "5")),
         idle_enabled=env.get("THREADLINE_IDLE", "1") not in ("0", "false", "no"),
+        entra_client_id=env.get("THREADLINE_ENTRA_CLIENT_ID") or None,
+        entra_scope=env.get("THREADLINE_ENTRA_SCOPE") or "access_as_user",
+        entra_authority=(env.get("THREADLINE_ENTRA_AUTHORITY") or "https://login.microsoftonline.com").rstrip("/"),
     )
 
 

@@ -24,6 +24,8 @@ from app.models.base import utcnow
 from app.models import (FolderState, InteractionSource, M365Tenant, Mailbox, Organisation, SyncIssue, User,
                         UserAlias)
 from connectors.base import Batch, ConnectorError, Folder, close_quietly
+from sync import exclusions
+from sync.addresses import FREE_MAIL_DOMAINS
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
 
 log = logging.getLogger("threadline.sync")
@@ -102,6 +104,9 @@ def org_context(conn, org_id: int) -> OrgContext:
         org_id=org_id, internal_domains=frozenset(d.lower() for d in org.internal_domains),
         users_by_address=users, contact_policy=org.contact_policy, visibility=org.visibility,
         bulk_detection=org.bulk_detection,
+        free_mail=(frozenset(d.lower() for d in org.free_mail_domains) if org.free_mail_domains is not None
+                   else FREE_MAIL_DOMAINS),
+        exclusions=exclusions.load(conn, org_id),
     )
 
 

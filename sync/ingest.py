@@ -16,11 +16,13 @@ from typing import Iterable
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
-from app.db import bulk_insert_ignore, db_time, insert_ignore
+from app.db import bulk_insert_ignore, bulk_insert_ignore_returning, db_time, insert_ignore
 from app.models.base import utcnow
 from app.models import Company, Contact, ContactAddress, Interaction, InteractionSource, Participant
 from connectors.base import MessageRecord
 from sync import addresses as addr
+from sync import stats
+from sync.exclusions import Exclusions
 
 INTERACTION = Interaction.__table__
 PARTICIPANT = Participant.__table__
@@ -45,6 +47,7 @@ class OrgContext:
     visibility: str = "snippet"
     bulk_detection: bool = True
     free_mail: frozenset[str] = addr.FREE_MAIL_DOMAINS
+    exclusions: Exclusions = Exclusions()
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,18 @@ def prepare(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> _Pre
     external = [a for a in people if not _internal(org, a)]
     if not external:
         return "internal"
+    ex = org.exclusions
+    if ex.erased:
+        gone = [a for a in external if ex.is_erased(org.org_id, a)]
+        if gone:
+            # An erased person never comes back, not even as a bare address.
+            for a in gone:
+                del people[a]
+            external = [a for a in external if a not in gone]
+            if not external:
+                return "erased person"
+    if (ex.org or ex.by_user) and any(ex.excluded(a, mbx.owner_id) for a in external):
+        return "excluded by rule"
     direction = "out" if _internal(org, sender) else "in"
     # Decided from the message alone, never from what is already stored, so any
     # order of import (batches, crashes, several mailboxes) gives the same timeline.
@@ -274,7 +289,20 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             participants.append((org.org_id, iid, at, address, name or None, role, user_id,
                                  contact[0] if contact else None, contact[1] if contact else None))
         sources.append((org.org_id, iid, mbx.mailbox_id, mbx.folder_id, p.record.remote_id))
-    bulk_insert_ignore(conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants)
+    known = sorted({iid for iid in existing.values() if iid <= highest_before})
+    before: dict[int, list[tuple[int | None, int | None]]] = {}
+    for chunk in _chunked(known):
+        for iid, contact_id, user_id in conn.execute(
+                select(PARTICIPANT.c.interaction_id, PARTICIPANT.c.contact_id, PARTICIPANT.c.user_id)
+                .where(PARTICIPANT.c.interaction_id.in_(chunk))):
+            before.setdefault(iid, []).append((contact_id, user_id))
+    inserted = bulk_insert_ignore_returning(conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants,
+                                            ("interaction_id", "contact_id", "user_id"))
     bulk_insert_ignore(conn, SOURCE, SOURCE_COLUMNS, sources)
+    facts = {existing[p.record.message_key]: (p.direction, occurred[id(p)]) for p in kept}
+    stats.add_email_deltas(conn, org.org_id, inserted, facts, before)
+    if wanted:
+        # New contacts may have brought older participations along: count them from scratch.
+        stats.recompute(conn, org.org_id, [contacts[a][0] for a in wanted])
     result.imported = len(sources)
     return result

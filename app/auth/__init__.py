@@ -1,0 +1,1 @@
+"""Sign-in methods other than personal access tokens (Microsoft Entra ID)."""

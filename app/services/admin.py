@@ -1,0 +1,109 @@
+"""Shared building blocks of the admin operations (rules, privacy, mailbox removal):
+removing interactions from the timeline and whatever is left orphaned by that."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from sqlalchemy import and_, delete, exists, select, update
+from sqlalchemy.engine import Connection
+
+from app.models import (Company, Contact, ContactAddress, ContactColleague, ContactStats, Interaction,
+                        InteractionSource, Participant)
+
+I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
+C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
+STATS, COLLEAGUE = ContactStats.__table__, ContactColleague.__table__
+CHUNK = 500
+
+
+def chunks(items: list, size: int = CHUNK):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def address_matches(column, kind: str, value: str):
+    """SQL condition: an address column equals the address, or is in the domain or one of its subdomains."""
+    if kind == "address":
+        return column == value
+    esc = like_escape(value)
+    return column.like(f"%@{esc}", escape="\\") | column.like(f"%@%.{esc}", escape="\\")
+
+
+def delete_interactions(conn: Connection, org_id: int, interaction_ids: Iterable[int]) -> tuple[int, set[int]]:
+    """Delete these interactions with their participants and copies.
+
+    Returns how many were deleted and the contacts that took part in them (so the
+    caller can drop the orphans and refresh the summaries of the others)."""
+    ids = sorted(set(interaction_ids))
+    contacts: set[int] = set()
+    removed = 0
+    for part in chunks(ids):
+        contacts.update(c for c in conn.execute(
+            select(P.c.contact_id).distinct().where(P.c.org_id == org_id, P.c.interaction_id.in_(part),
+                                                    P.c.contact_id.is_not(None))).scalars())
+        conn.execute(delete(S).where(S.c.org_id == org_id, S.c.interaction_id.in_(part)))
+        conn.execute(delete(P).where(P.c.org_id == org_id, P.c.interaction_id.in_(part)))
+        removed += conn.execute(delete(I).where(I.c.org_id == org_id, I.c.id.in_(part))).rowcount
+    return removed, contacts
+
+
+def delete_contacts(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> set[int]:
+    """Delete contacts with their addresses and summaries; participants pointing at them are unlinked.
+    Returns the companies they belonged to."""
+    ids = sorted(set(contact_ids))
+    companies: set[int] = set()
+    for part in chunks(ids):
+        companies.update(c for c in conn.execute(select(C.c.company_id).distinct().where(
+            C.c.org_id == org_id, C.c.id.in_(part), C.c.company_id.is_not(None))).scalars())
+        conn.execute(update(P).where(P.c.org_id == org_id, P.c.contact_id.in_(part))
+                     .values(contact_id=None, company_id=None))
+        conn.execute(delete(STATS).where(STATS.c.org_id == org_id, STATS.c.contact_id.in_(part)))
+        conn.execute(delete(COLLEAGUE).where(COLLEAGUE.c.org_id == org_id, COLLEAGUE.c.contact_id.in_(part)))
+        conn.execute(delete(CA).where(CA.c.org_id == org_id, CA.c.contact_id.in_(part)))
+        conn.execute(delete(C).where(C.c.org_id == org_id, C.c.id.in_(part)))
+    return companies
+
+
+def drop_empty_companies(conn: Connection, org_id: int, company_ids: Iterable[int]) -> int:
+    """Delete those of these companies that no contact and no participant refers to any more."""
+    removed = 0
+    for part in chunks(sorted(set(company_ids))):
+        removed += conn.execute(delete(CO).where(
+            CO.c.org_id == org_id, CO.c.id.in_(part),
+            ~exists().where(C.c.company_id == CO.c.id),
+            ~exists().where(P.c.company_id == CO.c.id))).rowcount
+    return removed
+
+
+def orphaned(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> set[int]:
+    """Those of these contacts that take part in no interaction any more."""
+    found: set[int] = set()
+    for part in chunks(sorted(set(contact_ids))):
+        found.update(conn.execute(select(C.c.id).where(
+            C.c.org_id == org_id, C.c.id.in_(part),
+            ~exists().where(and_(P.c.contact_id == C.c.id, P.c.org_id == org_id)))).scalars())
+    return found
+
+
+def refresh_stats(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> None:
+    ids = sorted(set(contact_ids))
+    if not ids:
+        return
+    from sync.stats import recompute
+
+    recompute(conn, org_id, ids)
+
+
+def remove_from_timeline(conn: Connection, org_id: int, interaction_ids: Iterable[int]) -> dict:
+    """Delete interactions, then the contacts left with no participation and their emptied companies,
+    and refresh the summaries of the contacts that remain. One transaction: the caller's."""
+    removed, touched = delete_interactions(conn, org_id, interaction_ids)
+    gone = orphaned(conn, org_id, touched)
+    companies = delete_contacts(conn, org_id, gone)
+    dropped = drop_empty_companies(conn, org_id, companies)
+    refresh_stats(conn, org_id, touched - gone)
+    return {"removed_interactions": removed, "removed_contacts": len(gone), "removed_companies": dropped}

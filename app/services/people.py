@@ -1,0 +1,147 @@
+"""Contacts edited by reps from the sidebar: create, edit fields and tags, the
+lifecycle stage, and "never log" for one rep.
+
+Every function takes the caller's organisation id and touches nothing else;
+an id from another organisation is simply "not found".
+"""
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from app.models import Contact, ContactAddress, User
+from app.services import audit, timeline
+from sync import addresses as addr
+
+C, CA, U = Contact.__table__, ContactAddress.__table__, User.__table__
+
+# The lifecycle stages, in order: the one list the API, the sidebar and the docs use.
+STAGES: tuple[str, ...] = ("lead", "qualified", "opportunity", "customer", "churned")
+MAX_TAGS, MAX_TAG_CHARS = 20, 40
+TEXT_LIMITS = {"name": 200, "title": 200, "phone": 50}
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Invalid(ValueError):
+    pass
+
+
+class Conflict(ValueError):
+    def __init__(self, message: str, contact_id: int):
+        super().__init__(message)
+        self.contact_id = contact_id
+
+
+def clean_stage(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    value = value.strip().lower()
+    if value not in STAGES:
+        raise Invalid(f"stage must be one of {', '.join(STAGES)}")
+    return value
+
+
+def clean_tags(values: list[str]) -> list[str]:
+    out: list[str] = []
+    for raw in values:
+        tag = " ".join(str(raw).split())[:MAX_TAG_CHARS]
+        if tag and tag.lower() not in (t.lower() for t in out):
+            out.append(tag)
+    if len(out) > MAX_TAGS:
+        raise Invalid(f"at most {MAX_TAGS} tags")
+    return out
+
+
+def _clean_text(field: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = " ".join(value.split())
+    return value[:TEXT_LIMITS[field]] or None
+
+
+def _check_owner(conn: Connection, org_id: int, owner_id: int | None) -> None:
+    if owner_id is None:
+        return
+    found = conn.execute(select(U.c.id).where(U.c.id == owner_id, U.c.org_id == org_id, U.c.active.is_(True))).first()
+    if found is None:
+        raise Invalid("the owner must be an active user of this organisation")
+
+
+def create_contact(conn: Connection, org_id: int, actor_id: int, *, email: str, name: str = "",
+                   title: str | None = None, phone: str | None = None, stage: str | None = None,
+                   tags: list[str] = (), owner_id: int | None = None) -> int:
+    """A new contact for an external address, with its company from the domain
+    (as the sync makes them), linked to any mail already stored with that address."""
+    from sync import stats
+    from sync.engine import org_context
+    from sync.ingest import create_contacts
+
+    address = addr.normalise(email or "")
+    if address is None:
+        raise Invalid("not a valid email address")
+    org = org_context(conn, org_id)
+    if address in org.users_by_address or addr.is_internal(address, org.internal_domains):
+        raise Invalid("this address belongs to your organisation, not to a contact")
+    existing = conn.execute(select(CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address == address)).scalar()
+    if existing is not None:
+        raise Conflict("this address is already a contact", existing)
+    stage = clean_stage(stage)
+    tags = clean_tags(list(tags))
+    _check_owner(conn, org_id, owner_id)
+    made = create_contacts(conn, org, {address: _clean_text("name", name) or ""})
+    contact_id = made[address][0]
+    conn.execute(update(C).where(C.c.id == contact_id, C.c.org_id == org_id).values(
+        title=_clean_text("title", title), phone=_clean_text("phone", phone), stage=stage, tags=tags,
+        owner_id=owner_id))
+    # Mail stored before the address became a contact is now linked to it.
+    stats.recompute(conn, org_id, [contact_id])
+    audit.record(conn, org_id, actor_id, "contact.create", f"contact:{contact_id}", {"source": "sidebar"})
+    return contact_id
+
+
+EDITABLE = ("name", "title", "phone", "stage", "tags", "owner_id")
+
+
+def update_contact(conn: Connection, org_id: int, actor_id: int, contact_id: int, changes: dict) -> dict:
+    """Apply the given fields (only those present); returns the contact card."""
+    if timeline.contact_card(conn, org_id, contact_id) is None:
+        raise NotFound("no such contact")
+    values: dict = {}
+    for field, value in changes.items():
+        if field not in EDITABLE:
+            raise Invalid(f"{field} cannot be edited")
+        if field == "name":
+            values["name"] = _clean_text("name", value) or ""
+            values["search_name"] = values["name"].lower()
+        elif field in ("title", "phone"):
+            values[field] = _clean_text(field, value)
+        elif field == "stage":
+            values["stage"] = clean_stage(value)
+        elif field == "tags":
+            values["tags"] = clean_tags(list(value or []))
+        elif field == "owner_id":
+            _check_owner(conn, org_id, value)
+            values["owner_id"] = value
+    if values:
+        conn.execute(update(C).where(C.c.id == contact_id, C.c.org_id == org_id).values(**values))
+        audit.record(conn, org_id, actor_id, "contact.update", f"contact:{contact_id}",
+                     {"fields": sorted(k for k in values if k != "search_name")})
+    return timeline.contact_card(conn, org_id, contact_id)
+
+
+def never_log(conn: Connection, org_id: int, user_id: int, *, email: str, scope: str = "address") -> dict:
+    """The rep's own "never log" rule for an address (or its whole domain): stored
+    idempotently, matching stored mail removed and audited (app.services.rules)."""
+    from app.services import rules
+
+    address = addr.normalise(email or "")
+    if address is None:
+        raise Invalid("not a valid email address")
+    if scope not in ("address", "domain"):
+        raise Invalid("scope must be address or domain")
+    value = address if scope == "address" else addr.domain_of(address)
+    rules.add_rule(conn, org_id, kind=scope, value=value, user_id=user_id, actor_id=user_id)
+    return {"kind": scope, "value": value}

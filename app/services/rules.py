@@ -1,0 +1,116 @@
+""""Never log" rules: addresses and domains (subdomains included), org-wide or for one rep.
+
+Adding a rule also removes what is already stored: an org-wide rule every
+interaction with a matching participant; a rep's rule the matching interactions
+that were seen only through that rep's mailboxes. Contacts left with no
+participation go too. The ingest side (sync/exclusions.py) keeps new mail out.
+
+Removing a rule resets the folder cursors of the mailboxes it covered, so the
+next sync reads them again and brings the excluded mail back (rows are keyed, so
+nothing already stored is duplicated).
+"""
+from __future__ import annotations
+
+from sqlalchemy import and_, delete, exists, insert, select
+from sqlalchemy.engine import Connection
+
+from app.models import ExclusionRule, InteractionSource, Mailbox, Organisation, Participant, User, UserAlias
+from app.services import audit
+from app.services.admin import address_matches, remove_from_timeline
+from app.services.orgs import Invalid, NotFound, clean_address, clean_domain
+
+R, P, S, M = ExclusionRule.__table__, Participant.__table__, InteractionSource.__table__, Mailbox.__table__
+U, UA, O = User.__table__, UserAlias.__table__, Organisation.__table__
+KINDS = ("address", "domain")
+
+
+def guess_kind(value: str) -> str:
+    return "address" if "@" in value.strip().lstrip("@") else "domain"
+
+
+def normalise_rule(kind: str, value: str) -> str:
+    if kind not in KINDS:
+        raise Invalid(f"kind must be one of {', '.join(KINDS)}")
+    if kind == "address":
+        return clean_address(value)
+    domain = clean_domain(value.strip().removeprefix("*."))
+    if "@" in domain:
+        raise Invalid(f"not a domain name: {value!r}")
+    return domain
+
+
+def _check_not_internal(conn: Connection, org_id: int, kind: str, value: str) -> None:
+    domains = conn.execute(select(O.c.internal_domains).where(O.c.id == org_id)).scalar_one_or_none()
+    if domains is None:
+        raise NotFound(f"no organisation {org_id}")
+    target = value.rpartition("@")[2]
+    for d in domains:
+        d = d.lower()
+        if target == d or target.endswith("." + d):
+            raise Invalid(f"{value} is internal to the organisation: internal mail is never logged anyway")
+    if kind == "address":
+        own = conn.execute(select(U.c.id).where(U.c.org_id == org_id, U.c.email == value)).first() or \
+            conn.execute(select(UA.c.id).where(UA.c.org_id == org_id, UA.c.address == value)).first()
+        if own:
+            raise Invalid(f"{value} is a colleague's address, not an external one")
+
+
+def _rule_dict(row) -> dict:
+    return {"id": row.id, "kind": row.kind, "value": row.value, "user_id": row.user_id,
+            "created_by": row.created_by, "created_at": row.created_at}
+
+
+def add_rule(conn: Connection, org_id: int, *, kind: str, value: str, user_id: int | None,
+             actor_id: int | None) -> dict:
+    """Add a rule (idempotent) and remove the matching interactions already stored."""
+    value = normalise_rule(kind, value)
+    _check_not_internal(conn, org_id, kind, value)
+    if user_id is not None:
+        if conn.execute(select(U.c.id).where(U.c.id == user_id, U.c.org_id == org_id)).first() is None:
+            raise NotFound(f"no user {user_id} in this organisation")
+    scope = R.c.user_id.is_(None) if user_id is None else R.c.user_id == user_id
+    existing = conn.execute(select(R.c.id).where(R.c.org_id == org_id, scope, R.c.kind == kind,
+                                                 R.c.value == value)).scalar()
+    if existing is None:
+        existing = conn.execute(insert(R).values(org_id=org_id, user_id=user_id, kind=kind, value=value,
+                                                 created_by=actor_id)).inserted_primary_key[0]
+    match = and_(P.c.org_id == org_id, P.c.user_id.is_(None), address_matches(P.c.address, kind, value))
+    query = select(P.c.interaction_id).distinct().where(match)
+    if user_id is not None:
+        theirs = select(M.c.id).where(M.c.org_id == org_id, M.c.owner_id == user_id)
+        query = query.where(
+            exists().where(S.c.interaction_id == P.c.interaction_id, S.c.mailbox_id.in_(theirs)),
+            ~exists().where(S.c.interaction_id == P.c.interaction_id, S.c.mailbox_id.not_in(theirs)))
+    ids = list(conn.execute(query).scalars())
+    outcome = remove_from_timeline(conn, org_id, ids)
+    audit.record(conn, org_id, actor_id, "rule.add", f"{kind}:{value}",
+                 {"rule_id": existing, "user_id": user_id, **outcome})
+    return {"id": existing, "kind": kind, "value": value, "user_id": user_id,
+            "removed_interactions": outcome["removed_interactions"]}
+
+
+def remove_rule(conn: Connection, org_id: int, rule_id: int, *, actor_id: int | None) -> None:
+    """Delete the rule; the mailboxes it covered are read again from the start at their next sync,
+    which brings the mail it kept out back (keyed rows: nothing is duplicated)."""
+    row = conn.execute(select(R).where(R.c.id == rule_id, R.c.org_id == org_id)).first()
+    if row is None:
+        raise NotFound(f"no rule {rule_id}")
+    conn.execute(delete(R).where(R.c.id == rule_id, R.c.org_id == org_id))
+    query = select(M.c.id).where(M.c.org_id == org_id)
+    if row.user_id is not None:
+        query = query.where(M.c.owner_id == row.user_id)
+    from app.services.mailboxes import reset_folders
+
+    mailbox_ids = list(conn.execute(query).scalars())
+    reset_folders(conn, org_id, mailbox_ids)
+    audit.record(conn, org_id, actor_id, "rule.remove", f"{row.kind}:{row.value}",
+                 {"rule_id": rule_id, "user_id": row.user_id, "resynced_mailboxes": mailbox_ids})
+
+
+def list_rules(conn: Connection, org_id: int, user_id: int | None = None) -> list[dict]:
+    """Every rule of the organisation, or (with user_id) the org-wide ones plus that rep's."""
+    query = (select(R, U.c.email.label("user_email")).outerjoin(U, U.c.id == R.c.user_id)
+             .where(R.c.org_id == org_id).order_by(R.c.user_id.is_not(None), R.c.kind, R.c.value))
+    if user_id is not None:
+        query = query.where((R.c.user_id.is_(None)) | (R.c.user_id == user_id))
+    return [{**_rule_dict(r), "user_email": r.user_email} for r in conn.execute(query)]

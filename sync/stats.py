@@ -1,0 +1,130 @@
+"""Per-contact relationship summaries, kept current as the timeline changes.
+
+A lookup must not aggregate a contact's whole history (a busy contact has
+thousands of interactions), so ContactStats and ContactColleague hold the
+counts. Ingest adds exact deltas for the participant rows it really inserted;
+anything that removes or rewrites history (rules, erasure, meeting changes)
+calls recompute() for the contacts it touched. recompute() is also the
+definition the tests check the deltas against.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Iterable
+
+from sqlalchemy import delete, text
+from sqlalchemy.engine import Connection
+
+from app.db import db_time
+from app.models import ContactColleague, ContactStats
+from app.models.base import utcnow
+
+STATS = ContactStats.__table__
+COLLEAGUE = ContactColleague.__table__
+CHUNK = 500
+
+_STATS_SQL = """
+INSERT INTO contactstats (contact_id, org_id, emails_in, emails_out, meetings, first_email_at, last_email_at)
+SELECT p.contact_id, p.org_id,
+       COUNT(DISTINCT CASE WHEN i.kind = 'email' AND i.direction = 'in' THEN i.id END),
+       COUNT(DISTINCT CASE WHEN i.kind = 'email' AND i.direction = 'out' THEN i.id END),
+       COUNT(DISTINCT CASE WHEN i.kind = 'meeting' AND COALESCE(i.status, '') <> 'cancelled' THEN i.id END),
+       MIN(CASE WHEN i.kind = 'email' THEN i.occurred_at END),
+       MAX(CASE WHEN i.kind = 'email' THEN i.occurred_at END)
+FROM participant p JOIN interaction i ON i.id = p.interaction_id
+WHERE p.org_id = :org AND p.contact_id IN ({ids})
+GROUP BY p.contact_id, p.org_id
+"""
+
+# Colleagues: emails and meetings that took place (not cancelled, not in the future).
+_COLLEAGUE_SQL = """
+INSERT INTO contactcolleague (contact_id, user_id, org_id, interactions, last_at)
+SELECT c.contact_id, u.user_id, c.org_id, COUNT(DISTINCT c.interaction_id), MAX(c.occurred_at)
+FROM participant c
+JOIN participant u ON u.interaction_id = c.interaction_id AND u.user_id IS NOT NULL
+JOIN interaction i ON i.id = c.interaction_id
+WHERE c.org_id = :org AND c.contact_id IN ({ids})
+  AND (i.kind = 'email' OR (i.kind = 'meeting' AND COALESCE(i.status, '') <> 'cancelled' AND i.occurred_at <= :now))
+GROUP BY c.contact_id, u.user_id, c.org_id
+"""
+
+
+def recompute(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> None:
+    """Rebuild the summaries of these contacts from the timeline itself."""
+    ids = sorted({int(c) for c in contact_ids if c is not None})
+    now = db_time(conn, utcnow())
+    for i in range(0, len(ids), CHUNK):
+        part = ids[i:i + CHUNK]
+        conn.execute(delete(STATS).where(STATS.c.org_id == org_id, STATS.c.contact_id.in_(part)))
+        conn.execute(delete(COLLEAGUE).where(COLLEAGUE.c.org_id == org_id, COLLEAGUE.c.contact_id.in_(part)))
+        id_list = ", ".join(str(c) for c in part)  # integers only: safe to inline
+        conn.execute(text(_STATS_SQL.format(ids=id_list)), {"org": org_id})
+        conn.execute(text(_COLLEAGUE_SQL.format(ids=id_list)), {"org": org_id, "now": now})
+
+
+def _earliest(conn: Connection, a: str, b: str) -> str:
+    if conn.dialect.name == "postgresql":
+        return f"LEAST({a}, {b})"
+    return f"MIN(COALESCE({a}, {b}), COALESCE({b}, {a}))"
+
+
+def _latest(conn: Connection, a: str, b: str) -> str:
+    if conn.dialect.name == "postgresql":
+        return f"GREATEST({a}, {b})"
+    return f"MAX(COALESCE({a}, {b}), COALESCE({b}, {a}))"
+
+
+def add_email_deltas(conn: Connection, org_id: int, new_rows: list[tuple], interactions: dict[int, tuple],
+                     existing_people: dict[int, list[tuple[int | None, int | None]]]) -> None:
+    """Add what newly inserted email participants change.
+
+    new_rows: (interaction_id, contact_id, user_id) of participant rows just inserted.
+    interactions: interaction_id -> (direction, occurred_at in database form).
+    existing_people: interaction_id -> [(contact_id, user_id)] of rows that were
+    already stored before this batch (only for interactions that had some).
+    """
+    stats: dict[int, list] = {}
+    pairs: dict[tuple[int, int], list] = {}
+    new_by_interaction: dict[int, list[tuple[int | None, int | None]]] = defaultdict(list)
+    for iid, contact_id, user_id in new_rows:
+        new_by_interaction[iid].append((contact_id, user_id))
+    for iid, new_people in new_by_interaction.items():
+        direction, at = interactions[iid]
+        old_people = existing_people.get(iid, [])
+        new_contacts = {c for c, _ in new_people if c is not None}
+        new_users = {u for _, u in new_people if u is not None}
+        old_contacts = {c for c, _ in old_people if c is not None}
+        old_users = {u for _, u in old_people if u is not None}
+        for c in new_contacts - old_contacts:
+            s = stats.setdefault(c, [0, 0, at, at])
+            s[0 if direction == "in" else 1] += 1
+            s[2], s[3] = min(s[2], at), max(s[3], at)
+        fresh_pairs = {(c, u) for c in new_contacts | old_contacts for u in new_users | old_users}
+        fresh_pairs -= {(c, u) for c in old_contacts for u in old_users}
+        for pair in fresh_pairs:
+            p = pairs.setdefault(pair, [0, at])
+            p[0] += 1
+            p[1] = max(p[1], at)
+    if stats:
+        conn.exec_driver_sql(
+            "INSERT INTO contactstats (contact_id, org_id, emails_in, emails_out, meetings, first_email_at, "
+            f"last_email_at) VALUES ({_marks(conn, 7)}) ON CONFLICT (contact_id) DO UPDATE SET "
+            "emails_in = contactstats.emails_in + excluded.emails_in, "
+            "emails_out = contactstats.emails_out + excluded.emails_out, "
+            f"first_email_at = {_earliest(conn, 'contactstats.first_email_at', 'excluded.first_email_at')}, "
+            f"last_email_at = {_latest(conn, 'contactstats.last_email_at', 'excluded.last_email_at')}",
+            [(c, org_id, s[0], s[1], 0, s[2], s[3]) for c, s in sorted(stats.items())])
+    if pairs:
+        conn.exec_driver_sql(
+            "INSERT INTO contactcolleague (contact_id, user_id, org_id, interactions, last_at) "
+            f"VALUES ({_marks(conn, 5)}) ON CONFLICT (contact_id, user_id) DO UPDATE SET "
+            "interactions = contactcolleague.interactions + excluded.interactions, "
+            f"last_at = {_latest(conn, 'contactcolleague.last_at', 'excluded.last_at')}",
+            [(c, u, org_id, p[0], p[1]) for (c, u), p in sorted(pairs.items())])
+
+
+def _marks(conn: Connection, n: int) -> str:
+    return ", ".join(["?" if conn.dialect.name == "sqlite" else "%s"] * n)
+
+
