@@ -23,10 +23,11 @@ from app.db import insert_ignore, read_only, write_transaction
 from app.models.base import utcnow
 from app.models import (FolderState, InteractionSource, M365Tenant, Mailbox, Organisation, SyncIssue, User,
                         UserAlias)
-from connectors.base import Batch, ConnectorError, Folder, close_quietly
+from connectors.base import Batch, ConnectorError, Folder, MeetingRecord, MessageRecord, close_quietly
 from sync import exclusions
 from sync.addresses import FREE_MAIL_DOMAINS
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
+from sync.meetings import ingest_meetings, remove_copies
 
 log = logging.getLogger("threadline.sync")
 MAILBOX = Mailbox.__table__
@@ -349,7 +350,17 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> Ingest
             InteractionSource.__table__.c.mailbox_id == mbx.mailbox_id,
             InteractionSource.__table__.c.folder_id == mbx.folder_id))
         conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(messages=0))
-    result = ingest(conn, org, mbx, batch.records)
+    mail = [r for r in batch.records if isinstance(r, MessageRecord)]
+    meetings = [r for r in batch.records if isinstance(r, MeetingRecord)]
+    result = ingest(conn, org, mbx, mail)
+    if meetings:
+        more = ingest_meetings(conn, org, mbx, meetings)
+        result.imported += more.imported
+        result.new_interactions += more.new_interactions
+        result.new_contacts += more.new_contacts
+        result.skipped.update(more.skipped)
+    if batch.removed:
+        remove_copies(conn, org.org_id, mbx, batch.removed)
     insert_ignore(conn, SyncIssue.__table__, [
         {"org_id": org.org_id, "mailbox_id": mbx.mailbox_id, "folder": folder.name, "remote_id": b.remote_id,
          "reason": b.reason[:500], "created_at": now} for b in batch.bad

@@ -141,7 +141,7 @@ def _chunked(items: list, size: int = IN_CHUNK):
         yield items[i:i + size]
 
 
-def _existing_contacts(conn: Connection, org_id: int, addresses: list[str]
+def existing_contacts(conn: Connection, org_id: int, addresses: list[str]
                        ) -> tuple[dict[str, tuple[int, int | None]], set[str]]:
     """Known contacts by address, and the addresses whose contact has no name yet."""
     found: dict[str, tuple[int, int | None]] = {}
@@ -229,7 +229,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
 
     # Contacts: known ones, plus the ones the policy creates now.
     all_external = sorted({a for p in prepared for a in p.external})
-    contacts, unnamed = _existing_contacts(conn, org.org_id, all_external)
+    contacts, unnamed = existing_contacts(conn, org.org_id, all_external)
     wanted: dict[str, str] = {}
     named: dict[str, str] = {}
     for p in prepared:

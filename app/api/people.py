@@ -1,0 +1,95 @@
+"""Contacts created and edited from the sidebar, and a rep's "never log"."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from app.api.deps import CallerDep, RuntimeDep, read_conn
+from app.db import write_transaction
+from app.models import Organisation, User
+from app.services import people, timeline
+
+router = APIRouter(tags=["contacts"])
+Tag = Annotated[str, Field(max_length=200)]
+
+
+class ContactIn(BaseModel):
+    email: Annotated[str, Field(min_length=3, max_length=320)]
+    name: Annotated[str, Field(max_length=300)] = ""
+    title: Annotated[str | None, Field(max_length=300)] = None
+    phone: Annotated[str | None, Field(max_length=100)] = None
+    stage: str | None = None
+    tags: Annotated[list[Tag], Field(max_length=100)] = []
+    owner_id: int | None = None
+
+
+class ContactPatch(BaseModel):
+    name: Annotated[str | None, Field(max_length=300)] = None
+    title: Annotated[str | None, Field(max_length=300)] = None
+    phone: Annotated[str | None, Field(max_length=100)] = None
+    stage: str | None = None
+    tags: Annotated[list[Tag] | None, Field(max_length=100)] = None
+    owner_id: int | None = None
+
+
+class NeverLogIn(BaseModel):
+    email: Annotated[str, Field(min_length=3, max_length=320)]
+    scope: Literal["address", "domain"] = "address"
+
+
+def _unprocessable(exc: Exception) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+
+
+@router.get("/api/me", summary="Who the token belongs to (the sidebar's sign-in check)")
+def me(caller: CallerDep, rt: RuntimeDep) -> dict:
+    with read_conn(rt) as conn:
+        row = conn.execute(select(User.__table__.c.name, Organisation.__table__.c.name.label("org"))
+                           .join(Organisation.__table__, Organisation.__table__.c.id == User.__table__.c.org_id)
+                           .where(User.__table__.c.id == caller.user_id)).first()
+    return {"id": caller.user_id, "email": caller.email, "name": row.name if row else "",
+            "organisation": row.org if row else "", "role": caller.role, "stages": list(people.STAGES)}
+
+
+@router.get("/api/stages", summary="The lifecycle stages, in order")
+def stages() -> list[str]:
+    return list(people.STAGES)
+
+
+@router.post("/api/contacts", status_code=201, summary="Create a contact (company from the address's domain)")
+def create(caller: CallerDep, rt: RuntimeDep, body: ContactIn):
+    try:
+        with write_transaction(rt.engine) as conn:
+            contact_id = people.create_contact(conn, caller.org_id, caller.user_id, email=body.email, name=body.name,
+                                               title=body.title, phone=body.phone, stage=body.stage,
+                                               tags=body.tags, owner_id=body.owner_id)
+            return timeline.contact_card(conn, caller.org_id, contact_id)
+    except people.Conflict as exc:
+        return JSONResponse({"detail": str(exc), "contact_id": exc.contact_id}, status_code=409)
+    except people.Invalid as exc:
+        raise _unprocessable(exc) from None
+
+
+@router.patch("/api/contacts/{contact_id}", summary="Edit a contact's fields, tags, stage or owner")
+def edit(caller: CallerDep, rt: RuntimeDep, contact_id: int, body: ContactPatch) -> dict:
+    changes = {k: getattr(body, k) for k in body.model_fields_set}
+    try:
+        with write_transaction(rt.engine) as conn:
+            return people.update_contact(conn, caller.org_id, caller.user_id, contact_id, changes)
+    except people.NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except people.Invalid as exc:
+        raise _unprocessable(exc) from None
+
+
+@router.post("/api/never-log", status_code=201, summary="Never log this address (or domain) from my mail")
+def never_log(caller: CallerDep, rt: RuntimeDep, body: NeverLogIn) -> dict:
+    try:
+        with write_transaction(rt.engine) as conn:
+            return people.never_log(conn, caller.org_id, caller.user_id, email=body.email, scope=body.scope)
+    except people.Invalid as exc:
+        raise _unprocessable(exc) from None

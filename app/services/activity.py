@@ -1,0 +1,187 @@
+"""What reps add to a contact's timeline from the sidebar: notes, follow-up
+tasks (and marking them done), and an email logged by hand when its mailbox is
+not synced.
+
+Notes and tasks are interactions (kind note/task, message key "note:" + a
+random id) with one participant row, role "about", carrying the contact, its
+company and occurred_at, so they sit on the contact's and the company's
+timeline like any email. Everything is scoped to the caller's organisation.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from app.models import Contact, Interaction, Participant, User
+from app.models.base import utcnow
+from app.services import timeline
+from connectors.base import MessageRecord
+from connectors.mailparse import message_ids
+from sync import addresses as addr
+
+C, I, P, U = Contact.__table__, Interaction.__table__, Participant.__table__, User.__table__
+MAX_BODY = 20_000
+MAX_SUBJECT = 500
+SNIPPET_CHARS = 200
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Invalid(ValueError):
+    pass
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SNIPPET_CHARS else flat[:SNIPPET_CHARS - 1] + "…"
+
+
+def item(conn: Connection, org_id: int, interaction_id: int) -> dict | None:
+    """One timeline item in the lookup's item shape (timeline.interactions plus the
+    note/task/meeting fields, whichever of them the timeline service does not fill yet)."""
+    found = timeline.interactions(conn, org_id, [interaction_id])
+    if not found:
+        return None
+    out = dict(found[0])
+    row = conn.execute(select(I.c.body, I.c.due_at, I.c.done_at, I.c.author_id, I.c.ends_at, I.c.location, I.c.status,
+                              U.c.name.label("author_name"), U.c.email.label("author_email"))
+                       .outerjoin(U, U.c.id == I.c.author_id)
+                       .where(I.c.id == interaction_id, I.c.org_id == org_id)).first()
+    out.setdefault("body", row.body)
+    out.setdefault("due_at", _aware(row.due_at))
+    out.setdefault("done_at", _aware(row.done_at))
+    out.setdefault("ends_at", _aware(row.ends_at))
+    out.setdefault("location", row.location)
+    out.setdefault("status", row.status)
+    out.setdefault("author", {"id": row.author_id, "name": row.author_name, "email": row.author_email}
+                   if row.author_id else None)
+    return out
+
+
+def _contact(conn: Connection, org_id: int, contact_id: int):
+    row = conn.execute(select(C.c.id, C.c.name, C.c.primary_email, C.c.company_id)
+                       .where(C.c.id == contact_id, C.c.org_id == org_id)).first()
+    if row is None:
+        raise NotFound("no such contact")
+    return row
+
+
+def _add(conn: Connection, org_id: int, author_id: int, contact_id: int, *, kind: str, subject: str | None,
+         body: str | None, due_at: datetime | None = None) -> dict:
+    contact = _contact(conn, org_id, contact_id)
+    now = utcnow()
+    key = f"note:{uuid.uuid4().hex}"
+    text = body or subject or ""
+    iid = conn.execute(insert(I).values(
+        org_id=org_id, kind=kind, message_key=key, occurred_at=now, direction="out", subject=subject,
+        snippet=_snippet(text) if text else None, thread_key=key, from_address=None, body=body,
+        author_id=author_id, due_at=_aware(due_at), created_at=now,
+    ).returning(I.c.id)).scalar_one()
+    conn.execute(insert(P).values(
+        org_id=org_id, interaction_id=iid, occurred_at=now, address=contact.primary_email, name=contact.name or None,
+        role="about", contact_id=contact.id, company_id=contact.company_id, user_id=None,
+    ))
+    return item(conn, org_id, iid)
+
+
+def add_note(conn: Connection, org_id: int, author_id: int, contact_id: int, body: str) -> dict:
+    body = (body or "").strip()
+    if not body:
+        raise Invalid("the note is empty")
+    if len(body) > MAX_BODY:
+        raise Invalid(f"a note holds at most {MAX_BODY} characters")
+    return _add(conn, org_id, author_id, contact_id, kind="note", subject=None, body=body)
+
+
+def add_task(conn: Connection, org_id: int, author_id: int, contact_id: int, title: str,
+             due_at: datetime | None, body: str | None = None) -> dict:
+    title = " ".join((title or "").split())
+    if not title:
+        raise Invalid("the task needs a title")
+    if len(title) > MAX_SUBJECT:
+        raise Invalid(f"a task title holds at most {MAX_SUBJECT} characters")
+    body = (body or "").strip() or None
+    if body and len(body) > MAX_BODY:
+        raise Invalid(f"a task description holds at most {MAX_BODY} characters")
+    return _add(conn, org_id, author_id, contact_id, kind="task", subject=title, body=body, due_at=due_at)
+
+
+def update_task(conn: Connection, org_id: int, task_id: int, *, done: bool | None = None,
+                title: str | None = None, due_at: datetime | None = None, clear_due: bool = False) -> dict:
+    row = conn.execute(select(I.c.id, I.c.done_at).where(I.c.id == task_id, I.c.org_id == org_id,
+                                                          I.c.kind == "task")).first()
+    if row is None:
+        raise NotFound("no such task")
+    values: dict = {}
+    if done is not None:
+        values["done_at"] = (row.done_at or utcnow()) if done else None
+    if title is not None:
+        title = " ".join(title.split())
+        if not title:
+            raise Invalid("the task needs a title")
+        values["subject"] = title[:MAX_SUBJECT]
+        values["snippet"] = _snippet(title)
+    if due_at is not None or clear_due:
+        values["due_at"] = _aware(due_at)
+    if values:
+        conn.execute(update(I).where(I.c.id == task_id, I.c.org_id == org_id).values(**values))
+    return item(conn, org_id, task_id)
+
+
+# -- logging an email by hand -----------------------------------------------------------
+
+def message_key(internet_message_id: str) -> str:
+    """The key a sync of the same message would give it (connectors/mailparse.py):
+    the first <id> inside the header value, without the brackets."""
+    value = (internet_message_id or "").strip()
+    ids = message_ids(value)
+    if ids:
+        return ids[0][:500]
+    if value and not any(c.isspace() or c in "<>" for c in value):
+        return value[:500]  # some clients hand the id over without its brackets
+    raise Invalid("the message has no usable Internet message id")
+
+
+def _pairs(people: list[dict] | None) -> list[tuple[str, str]]:
+    return [(str(p.get("name") or ""), str(p.get("email") or "")) for p in (people or []) if p.get("email")]
+
+
+def log_email(conn: Connection, org_id: int, user_id: int, user_email: str, *, internet_message_id: str,
+              subject: str, sender: dict, to: list[dict], cc: list[dict], date: datetime,
+              snippet: str | None = None) -> dict:
+    """Put one email the rep is reading on the timeline, through the sync's own ingest,
+    keyed by its Message-ID so a later sync of the same mail links to it instead of
+    duplicating it. Returns {"interaction_id", "created", "reason"}."""
+    from sync.engine import org_context
+    from sync.ingest import MailboxContext, ingest
+
+    key = message_key(internet_message_id)
+    if not sender or not addr.normalise(str(sender.get("email") or "")):
+        raise Invalid("the message has no valid sender")
+    record = MessageRecord(
+        remote_id=f"manual:{key}"[:500], message_key=key, date=_aware(date) or utcnow(),
+        from_=_pairs([sender]), to=_pairs(to), cc=_pairs(cc), bcc=[], subject=(subject or "")[:998],
+        in_reply_to=None, references=[], snippet=_snippet(snippet) if snippet else None,
+    )
+    existing = conn.execute(select(I.c.id).where(I.c.org_id == org_id, I.c.message_key == key)).scalar()
+    org = org_context(conn, org_id)
+    # No mailbox and no folder: the rep logs it by hand, so no copy row is written.
+    # The rep is the "owner" (named on the mail, or recorded as Bcc like a synced copy).
+    mbx = MailboxContext(mailbox_id=None, folder_id=None, owner_id=user_id, owner_address=user_email)
+    result = ingest(conn, org, mbx, [record])
+    iid = conn.execute(select(I.c.id).where(I.c.org_id == org_id, I.c.message_key == key)).scalar()
+    reason = next(iter(result.skipped), None) if iid is None else None
+    return {"interaction_id": iid, "created": existing is None and iid is not None, "reason": reason}
