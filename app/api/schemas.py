@@ -22,7 +22,14 @@ class ContactCard(BaseModel):
     stage: str | None
     tags: list[str]
     owner_id: int | None
+    owner: "UserRef | None" = None
     company: CompanyRef | None
+
+
+class UserRef(BaseModel):
+    id: int
+    name: str | None
+    email: str | None = None
 
 
 class Colleague(BaseModel):
@@ -47,12 +54,14 @@ class Person(BaseModel):
     name: str | None
     role: str
     contact_id: int | None = None
+    response: str | None = None  # meetings: accepted | declined | tentative | needs-action
 
 
 class ColleagueRef(BaseModel):
     id: int
     name: str | None
     address: str
+    response: str | None = None
 
 
 class Sender(BaseModel):
@@ -71,6 +80,15 @@ class TimelineItem(BaseModel):
     sender: Sender | None = None
     colleagues: list[ColleagueRef]
     participants: list[Person]
+    # meetings
+    ends_at: datetime | None = None
+    location: str | None = None
+    status: str | None = None
+    # notes and tasks
+    body: str | None = None
+    author: UserRef | None = None
+    due_at: datetime | None = None
+    done_at: datetime | None = None
 
 
 class TimelinePage(BaseModel):
@@ -78,9 +96,19 @@ class TimelinePage(BaseModel):
     next_cursor: str | None
 
 
+class CompanyContact(BaseModel):
+    id: int
+    name: str
+    email: str
+    title: str | None
+
+
 class Lookup(BaseModel):
     contact: ContactCard
     summary: Summary
+    next_meeting: TimelineItem | None
+    last_meeting: TimelineItem | None
+    company_contacts: list[CompanyContact]
     timeline: TimelinePage
 
 
@@ -91,15 +119,11 @@ class ContactHit(BaseModel):
     company: str | None
 
 
-class CompanyContact(BaseModel):
-    id: int
-    name: str
-    email: str
-    title: str | None
-
-
 class CompanyDetail(BaseModel):
     id: int
     name: str
     domain: str
     contacts: list[CompanyContact]
+
+
+ContactCard.model_rebuild()

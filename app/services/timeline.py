@@ -7,12 +7,14 @@ straight off the participant indexes.
 from __future__ import annotations
 
 import base64
+import json
 from datetime import datetime, timezone
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 
 from app.models import Company, Contact, ContactAddress, Interaction, Participant, User
+from app.db import db_time
 from sync.addresses import normalise
 
 C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
@@ -44,20 +46,55 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def contact_card(conn: Connection, org_id: int, contact_id: int) -> dict | None:
-    row = conn.execute(select(C, CO.c.name.label("company_name"), CO.c.domain.label("company_domain"))
-                       .outerjoin(CO, CO.c.id == C.c.company_id)
-                       .where(C.c.id == contact_id, C.c.org_id == org_id)).mappings().first()
-    if row is None:
+def _sql(conn: Connection, sql: str, params: tuple = ()) -> list:
+    """Run hand-written SQL straight on the driver: the lookup path is hot, and
+    compiling SQLAlchemy statements cost more than running them (bench/api_lookup.py)."""
+    if conn.dialect.name != "sqlite":
+        sql = _PG_SQL.get(sql) or _PG_SQL.setdefault(sql, sql.replace("?", "%s"))
+    return conn.exec_driver_sql(sql, params).fetchall()
+
+
+_PG_SQL: dict[str, str] = {}
+
+
+def _ts(value) -> datetime | None:
+    """A stored time as an aware UTC datetime (SQLite hands back text)."""
+    if value is None:
         return None
-    emails = [r[0] for r in conn.execute(select(CA.c.address).where(CA.c.contact_id == contact_id,
-                                                                     CA.c.org_id == org_id).order_by(CA.c.id))]
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _param_time(conn: Connection, value: datetime):
+    return db_time(conn, value.astimezone(timezone.utc))
+
+
+_CARD_SQL = """
+SELECT c.id, c.name, c.primary_email, c.title, c.phone, c.stage, c.tags, c.owner_id, u.name, u.email,
+       c.company_id, co.name, co.domain
+FROM contact c LEFT JOIN company co ON co.id = c.company_id LEFT JOIN app_user u ON u.id = c.owner_id
+WHERE c.id = ? AND c.org_id = ?
+"""
+
+
+def contact_card(conn: Connection, org_id: int, contact_id: int) -> dict | None:
+    rows = _sql(conn, _CARD_SQL, (contact_id, org_id))
+    if not rows:
+        return None
+    (cid, name, email, title, phone, stage, tags, owner_id, owner_name, owner_email, company_id, company_name,
+     company_domain) = rows[0]
+    emails = [r[0] for r in _sql(conn, "SELECT address FROM contactaddress WHERE contact_id = ? AND org_id = ? "
+                                       "ORDER BY id", (contact_id, org_id))]
+    if isinstance(tags, str):
+        tags = json.loads(tags)
     return {
-        "id": row["id"], "name": row["name"], "email": row["primary_email"], "emails": emails,
-        "title": row["title"], "phone": row["phone"], "stage": row["stage"], "tags": list(row["tags"] or []),
-        "owner_id": row["owner_id"],
-        "company": ({"id": row["company_id"], "name": row["company_name"], "domain": row["company_domain"]}
-                    if row["company_id"] else None),
+        "id": cid, "name": name, "email": email, "emails": emails, "title": title, "phone": phone, "stage": stage,
+        "tags": list(tags or []), "owner_id": owner_id,
+        "owner": {"id": owner_id, "name": owner_name, "email": owner_email} if owner_id else None,
+        "company": {"id": company_id, "name": company_name, "domain": company_domain} if company_id else None,
     }
 
 
@@ -65,53 +102,53 @@ def find_contact_id(conn: Connection, org_id: int, email: str) -> int | None:
     address = normalise(email)
     if address is None:
         return None
-    return conn.execute(select(CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address == address)).scalar()
+    rows = _sql(conn, "SELECT contact_id FROM contactaddress WHERE org_id = ? AND address = ?", (org_id, address))
+    return rows[0][0] if rows else None
 
 
 def summary(conn: Connection, org_id: int, contact_id: int) -> dict:
-    base = and_(P.c.contact_id == contact_id, P.c.org_id == org_id)
-    counts = conn.execute(
-        select(I.c.kind, I.c.direction, func.count(func.distinct(I.c.id)), func.min(I.c.occurred_at),
-               func.max(I.c.occurred_at))
-        .select_from(P.join(I, I.c.id == P.c.interaction_id))
-        .where(base).group_by(I.c.kind, I.c.direction)
-    ).all()
-    out = {"emails_in": 0, "emails_out": 0, "meetings": 0, "first_interaction_at": None, "last_interaction_at": None}
-    for kind, direction, n, first, last in counts:
-        if kind == "email":
-            out["emails_in" if direction == "in" else "emails_out"] += n
-        elif kind == "meeting":
-            out["meetings"] += n
-        first, last = _aware(first), _aware(last)
-        if first and (out["first_interaction_at"] is None or first < out["first_interaction_at"]):
-            out["first_interaction_at"] = first
-        if last and (out["last_interaction_at"] is None or last > out["last_interaction_at"]):
-            out["last_interaction_at"] = last
-    mine = P.alias("mine")
-    colleagues = conn.execute(
-        select(U.c.id, U.c.name, U.c.email, func.count(func.distinct(mine.c.interaction_id)),
-               func.max(mine.c.occurred_at))
-        .select_from(P.join(mine, mine.c.interaction_id == P.c.interaction_id).join(U, U.c.id == mine.c.user_id))
-        .where(base, mine.c.user_id.is_not(None))
-        .group_by(U.c.id, U.c.name, U.c.email)
-        .order_by(func.max(mine.c.occurred_at).desc())
-    ).all()
-    out["colleagues"] = [{"id": uid, "name": name, "email": email, "interactions": n, "last_interaction_at": _aware(last)}
-                         for uid, name, email, n, last in colleagues]
-    return out
+    """Counts and colleagues, read from the summaries kept at ingest (sync/stats.py)."""
+    rows = _sql(conn, "SELECT emails_in, emails_out, meetings, first_email_at, last_email_at FROM contactstats "
+                      "WHERE contact_id = ? AND org_id = ?", (contact_id, org_id))
+    emails_in, emails_out, meetings, first, last = rows[0] if rows else (0, 0, 0, None, None)
+    now = datetime.now(timezone.utc)
+    # Meetings that took place count as interactions too; future ones do not.
+    bounds = _sql(conn, """
+        SELECT MIN(p.occurred_at), MAX(p.occurred_at) FROM participant p JOIN interaction i ON i.id = p.interaction_id
+        WHERE p.org_id = ? AND p.contact_id = ? AND i.kind = 'meeting' AND p.occurred_at <= ?
+              AND COALESCE(i.status, '') <> 'cancelled'""", (org_id, contact_id, _param_time(conn, now))) \
+        if meetings else [(None, None)]
+    first, last = _ts(first), _ts(last)
+    m_first, m_last = _ts(bounds[0][0]), _ts(bounds[0][1])
+    colleagues = _sql(conn, """
+        SELECT u.id, u.name, u.email, k.interactions, k.last_at FROM contactcolleague k
+        JOIN app_user u ON u.id = k.user_id
+        WHERE k.contact_id = ? AND k.org_id = ? ORDER BY k.last_at DESC, u.id LIMIT 20""", (contact_id, org_id))
+    return {
+        "emails_in": emails_in, "emails_out": emails_out, "meetings": meetings,
+        "first_interaction_at": min((t for t in (first, m_first) if t), default=None),
+        "last_interaction_at": max((t for t in (last, m_last) if t), default=None),
+        "colleagues": [{"id": uid, "name": name, "email": email, "interactions": n, "last_interaction_at": _ts(at)}
+                       for uid, name, email, n, at in colleagues],
+    }
 
 
-def _page(conn: Connection, org_id: int, where, cursor: str | None, limit: int) -> dict:
+def _page(conn: Connection, org_id: int, column: str, owner_id: int, cursor: str | None, limit: int) -> dict:
     limit = max(1, min(limit, MAX_PAGE))
-    query = select(P.c.interaction_id, P.c.occurred_at).where(P.c.org_id == org_id, where)
+    sql = f"SELECT interaction_id, occurred_at FROM participant WHERE org_id = ? AND {column} = ?"
+    params: tuple = (org_id, owner_id)
     if cursor:
         at, iid = decode_cursor(cursor)
-        query = query.where(tuple_(P.c.occurred_at, P.c.interaction_id) < tuple_(at, iid))
-    rows = conn.execute(query.order_by(P.c.occurred_at.desc(), P.c.interaction_id.desc()).limit(limit * 2 + 1)).all()
+        sql += " AND (occurred_at, interaction_id) < (?, ?)"
+        params += (_param_time(conn, at), iid)
+    sql += " ORDER BY occurred_at DESC, interaction_id DESC LIMIT ?"
+    rows = _sql(conn, sql, params + (limit * 2 + 1,))
     ids: list[int] = []
+    seen: set[int] = set()
     last = None
     for iid, at in rows:
-        if iid not in ids:
+        if iid not in seen:
+            seen.add(iid)
             ids.append(iid)
             last = (at, iid)
         if len(ids) == limit + 1:
@@ -124,51 +161,58 @@ def _page(conn: Connection, org_id: int, where, cursor: str | None, limit: int) 
         tail = items[-1]
         next_cursor = encode_cursor(tail["occurred_at"], tail["id"])
     elif len(rows) == limit * 2 + 1 and last:
-        next_cursor = encode_cursor(_aware(last[0]), last[1])
+        next_cursor = encode_cursor(_ts(last[0]), last[1])
     return {"items": items, "next_cursor": next_cursor}
+
+
+_ITEM_COLUMNS = ("id, org_id, kind, occurred_at, direction, subject, snippet, thread_key, ends_at, location, status, "
+                 "body, author_id, due_at, done_at")
 
 
 def interactions(conn: Connection, org_id: int, ids: list[int]) -> list[dict]:
     if not ids:
         return []
-    # By primary key only (an org_id condition here lures SQLite onto an org-wide
-    # index); the organisation is checked on each row.
-    rows = [r for r in conn.execute(select(I).where(I.c.id.in_(ids))).mappings().all() if r["org_id"] == org_id]
-    # Filtering on interaction_id alone keeps the planner on the (interaction_id,
-    # address) index; the organisation is checked on each row instead.
-    people = [p for p in conn.execute(
-        select(P.c.interaction_id, P.c.org_id, P.c.address, P.c.name, P.c.role, P.c.contact_id, P.c.user_id,
-               U.c.name.label("uname"))
-        .outerjoin(U, U.c.id == P.c.user_id)
-        .where(P.c.interaction_id.in_(ids)).order_by(P.c.id)
-    ).all() if p.org_id == org_id]
+    marks = ", ".join("?" * len(ids))
+    # By primary key only (an org_id condition lures SQLite onto an org-wide
+    # index); the organisation is checked on each row instead.
+    rows = [r for r in _sql(conn, f"SELECT {_ITEM_COLUMNS} FROM interaction WHERE id IN ({marks})", tuple(ids))
+            if r[1] == org_id]
+    people = [p for p in _sql(conn, f"""
+        SELECT p.interaction_id, p.org_id, p.address, p.name, p.role, p.contact_id, p.user_id, u.name, p.response
+        FROM participant p LEFT JOIN app_user u ON u.id = p.user_id
+        WHERE p.interaction_id IN ({marks}) ORDER BY p.id""", tuple(ids)) if p[1] == org_id]
     by_id: dict[int, list] = {i: [] for i in ids}
     for p in people:
-        by_id[p.interaction_id].append(p)
+        by_id[p[0]].append(p)
+    authors = {r[12] for r in rows if r[12]}
+    names = dict(_sql(conn, f"SELECT id, name FROM app_user WHERE id IN ({', '.join('?' * len(authors))})",
+                      tuple(authors))) if authors else {}
     order = {iid: n for n, iid in enumerate(ids)}
     out = []
-    for r in sorted(rows, key=lambda r: order[r["id"]]):
-        ps = by_id[r["id"]]
-        sender = next((p for p in ps if p.role == "from"), None)
+    for r in sorted(rows, key=lambda r: order[r[0]]):
+        ps = by_id[r[0]]
+        sender = next((p for p in ps if p[4] in ("from", "organizer")), None)
         out.append({
-            "id": r["id"], "kind": r["kind"], "occurred_at": _aware(r["occurred_at"]), "direction": r["direction"],
-            "subject": r["subject"], "snippet": r["snippet"], "thread_key": r["thread_key"],
-            "sender": ({"address": sender.address, "name": sender.uname or sender.name} if sender else None),
-            "colleagues": [{"id": p.user_id, "name": p.uname, "address": p.address} for p in ps if p.user_id],
-            "participants": [{"address": p.address, "name": p.uname or p.name, "role": p.role,
-                              "contact_id": p.contact_id} for p in ps if not p.user_id],
+            "id": r[0], "kind": r[2], "occurred_at": _ts(r[3]), "direction": r[4], "subject": r[5],
+            "snippet": r[6], "thread_key": r[7], "ends_at": _ts(r[8]), "location": r[9], "status": r[10],
+            "body": r[11], "due_at": _ts(r[13]), "done_at": _ts(r[14]),
+            "author": {"id": r[12], "name": names.get(r[12])} if r[12] else None,
+            "sender": ({"address": sender[2], "name": sender[7] or sender[3]} if sender else None),
+            "colleagues": [{"id": p[6], "name": p[7], "address": p[2], "response": p[8]} for p in ps if p[6]],
+            "participants": [{"address": p[2], "name": p[7] or p[3], "role": p[4], "contact_id": p[5],
+                              "response": p[8]} for p in ps if not p[6]],
         })
     return out
 
 
 def contact_timeline(conn: Connection, org_id: int, contact_id: int, cursor: str | None = None,
                      limit: int = 20) -> dict:
-    return _page(conn, org_id, P.c.contact_id == contact_id, cursor, limit)
+    return _page(conn, org_id, "contact_id", contact_id, cursor, limit)
 
 
 def company_timeline(conn: Connection, org_id: int, company_id: int, cursor: str | None = None,
                      limit: int = 20) -> dict:
-    return _page(conn, org_id, P.c.company_id == company_id, cursor, limit)
+    return _page(conn, org_id, "company_id", company_id, cursor, limit)
 
 
 def company(conn: Connection, org_id: int, company_id: int) -> dict | None:
@@ -182,13 +226,39 @@ def company(conn: Connection, org_id: int, company_id: int) -> dict | None:
             "contacts": [{"id": c.id, "name": c.name, "email": c.primary_email, "title": c.title} for c in contacts]}
 
 
+def _meeting(conn: Connection, org_id: int, contact_id: int, now: datetime, upcoming: bool) -> dict | None:
+    """The contact's next (or latest past) meeting that is not cancelled."""
+    op, order = (">", "ASC") if upcoming else ("<=", "DESC")
+    rows = _sql(conn, f"""
+        SELECT p.interaction_id FROM participant p JOIN interaction i ON i.id = p.interaction_id
+        WHERE p.org_id = ? AND p.contact_id = ? AND p.occurred_at {op} ? AND i.kind = 'meeting'
+              AND COALESCE(i.status, '') <> 'cancelled'
+        ORDER BY p.occurred_at {order}, p.interaction_id {order} LIMIT 1""",
+                (org_id, contact_id, _param_time(conn, now)))
+    if not rows:
+        return None
+    found = interactions(conn, org_id, [rows[0][0]])
+    return found[0] if found else None
+
+
 def lookup(conn: Connection, org_id: int, email: str, limit: int = 20) -> dict | None:
     """Everything the sidebar shows for one address, in one call."""
     contact_id = find_contact_id(conn, org_id, email)
     if contact_id is None:
         return None
     card = contact_card(conn, org_id, contact_id)
-    return {"contact": card, "summary": summary(conn, org_id, contact_id),
+    facts = summary(conn, org_id, contact_id)
+    now = datetime.now(timezone.utc)
+    colleagues_at_company = []
+    if card["company"]:
+        colleagues_at_company = [
+            {"id": r[0], "name": r[1], "email": r[2], "title": r[3]}
+            for r in _sql(conn, "SELECT id, name, primary_email, title FROM contact WHERE org_id = ? AND company_id = ? "
+                                "AND id <> ? ORDER BY id LIMIT 10", (org_id, card["company"]["id"], contact_id))]
+    return {"contact": card, "summary": facts,
+            "next_meeting": _meeting(conn, org_id, contact_id, now, upcoming=True),
+            "last_meeting": _meeting(conn, org_id, contact_id, now, upcoming=False) if facts["meetings"] else None,
+            "company_contacts": colleagues_at_company,
             "timeline": contact_timeline(conn, org_id, contact_id, None, limit)}
 
 
