@@ -24,7 +24,7 @@ from app.models.base import utcnow
 from app.models import (FolderState, InteractionSource, M365Tenant, Mailbox, Organisation, SyncIssue, User,
                         UserAlias)
 from connectors.base import Batch, ConnectorError, Folder, MeetingRecord, MessageRecord, close_quietly
-from sync import exclusions
+from sync import exclusions, metrics
 from sync.addresses import FREE_MAIL_DOMAINS
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
 from sync.meetings import ingest_meetings, remove_copies
@@ -269,6 +269,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
     report.seconds = time.monotonic() - started
     if report.error_kind != "lease":
         _finish(engine, mailbox_id, worker, report, settings.sync_interval_seconds, retry_after=retry_after)
+    metrics.observe_run(report)
     if report.new_interactions:
         refresh_planner_statistics(engine)
     return report
