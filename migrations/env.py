@@ -21,6 +21,12 @@ def run_online() -> None:
 
     engine = make_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # SQLite alters a table by copying it and dropping the old one; with
+            # foreign keys on, dropping a referenced table fails. Off for the
+            # migration (the pragma is ignored inside a transaction, so it is
+            # set on the raw connection before SQLAlchemy begins one).
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
         context.configure(connection=connection, target_metadata=target_metadata,
                           render_as_batch=connection.dialect.name == "sqlite")
         with context.begin_transaction():

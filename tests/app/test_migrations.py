@@ -86,3 +86,40 @@ def test_downgrade_to_base_and_back(backend, tmp_path, request):
         assert _diff(engine) == []
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_0002_computes_summaries_of_an_existing_timeline(backend, tmp_path, request):
+    """A database filled under 0001 gets its contact summaries on upgrade."""
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    command.upgrade(alembic_config(url), "0001")
+    engine = make_engine(url)
+    t = "'2026-01-0{d} 10:00:00'"
+    try:
+        with engine.begin() as conn:
+            for sql in (
+                "INSERT INTO organisation (id, name, internal_domains, contact_policy, visibility, backfill_days, "
+                "sync_interval_seconds, bulk_detection, created_at) VALUES (1, 'Old', '[\"ourco.com\"]', 'exchanged', "
+                f"'snippet', 365, 300, true, {t.format(d=1)})",
+                f"INSERT INTO app_user (id, org_id, email, name, role, active, created_at) VALUES "
+                f"(1, 1, 'alice@ourco.com', 'Alice', 'rep', true, {t.format(d=1)})",
+                f"INSERT INTO contact (id, org_id, name, search_name, primary_email, tags, created_at) VALUES "
+                f"(1, 1, 'Carol', 'carol', 'carol@acme.com', '[]', {t.format(d=1)})",
+                *(f"INSERT INTO interaction (id, org_id, kind, message_key, occurred_at, direction, thread_key, "
+                  f"created_at) VALUES ({i}, 1, 'email', 'm{i}', {t.format(d=i)}, '{d}', 'm{i}', {t.format(d=i)})"
+                  for i, d in ((1, "in"), (2, "out"), (3, "in"))),
+                *(f"INSERT INTO participant (org_id, interaction_id, occurred_at, address, role, contact_id, user_id) "
+                  f"VALUES (1, {i}, {t.format(d=i)}, '{a}', 'to', {c}, {u})"
+                  for i in (1, 2, 3) for a, c, u in (("carol@acme.com", 1, "NULL"), ("alice@ourco.com", "NULL", 1))),
+            ):
+                conn.execute(text(sql))
+        upgrade(url)
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT emails_in, emails_out, meetings, first_email_at, last_email_at "
+                                    "FROM contactstats WHERE contact_id = 1")).one()
+            colleague = conn.execute(text("SELECT user_id, interactions FROM contactcolleague")).all()
+        assert row[:3] == (2, 1, 0)
+        assert str(row[3]).startswith("2026-01-01") and str(row[4]).startswith("2026-01-03")
+        assert colleague == [(1, 3)]
+    finally:
+        engine.dispose()
