@@ -52,8 +52,8 @@ class OrgContext:
 
 @dataclass(frozen=True)
 class MailboxContext:
-    mailbox_id: int
-    folder_id: int
+    mailbox_id: int | None  # None when a rep logs a message by hand
+    folder_id: int | None
     owner_id: int
     owner_address: str
 
@@ -288,7 +288,8 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             contact = contacts.get(address)
             participants.append((org.org_id, iid, at, address, name or None, role, user_id,
                                  contact[0] if contact else None, contact[1] if contact else None))
-        sources.append((org.org_id, iid, mbx.mailbox_id, mbx.folder_id, p.record.remote_id))
+        if mbx.mailbox_id is not None:  # None: logged by hand from the sidebar, no mailbox copy
+            sources.append((org.org_id, iid, mbx.mailbox_id, mbx.folder_id, p.record.remote_id))
     known = sorted({iid for iid in existing.values() if iid <= highest_before})
     before: dict[int, list[tuple[int | None, int | None]]] = {}
     for chunk in _chunked(known):
@@ -304,5 +305,5 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     if wanted:
         # New contacts may have brought older participations along: count them from scratch.
         stats.recompute(conn, org.org_id, [contacts[a][0] for a in wanted])
-    result.imported = len(sources)
+    result.imported = len(sources) if mbx.mailbox_id is not None else len(kept)
     return result
