@@ -278,7 +278,10 @@ def timeline_cmd(email: str, limit: Annotated[int, typer.Option(help="How many i
 def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
               port: Annotated[int, typer.Option(help="Port.")] = 8000,
               demo: Annotated[bool, typer.Option("--demo", help="Load a generated demo company first.")] = False,
-              scheduler: Annotated[bool, typer.Option(help="Run the sync scheduler in this process.")] = True) -> None:
+              scheduler: Annotated[bool, typer.Option(help="Run the sync scheduler in this process.")] = True,
+              https: Annotated[bool, typer.Option("--https", help="Serve HTTPS with a self-signed certificate for "
+                                                  "localhost (made in the data dir on first use), for trying the "
+                                                  "Outlook add-in locally.")] = False) -> None:
     """Run the web app (API, sidebar, admin) and, by default, the sync scheduler."""
     import uvicorn
 
@@ -291,10 +294,60 @@ def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] =
         info = seed_demo(rt, out)
         out.print(f"demo organisation ready: {info}", highlight=False)
     api = create_app(rt, run_scheduler=scheduler)
-    out.print(f"Threadline is running: open http://{host}:{port}/docs (API)"
-              + (f" — try http://{host}:{port}/api/lookup?email=... with the token printed above" if demo else ""),
+    tls = {}
+    scheme = "http"
+    if https:
+        cert, key = _local_certificate(rt.settings.data_dir, host)
+        tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        scheme = "https"
+        out.print(f"HTTPS with the self-signed certificate {cert} (trust it once in your OS or browser); the Outlook "
+                  f"add-in manifest is at {scheme}://localhost:{port}/addin/manifest.xml when "
+                  f"THREADLINE_PUBLIC_URL={scheme}://localhost:{port}", highlight=False)
+    out.print(f"Threadline is running: open {scheme}://{host}:{port}/docs (API), {scheme}://{host}:{port}/panel (sidebar)"
+              + (f" — try {scheme}://{host}:{port}/api/lookup?email=... with the token printed above" if demo else ""),
               highlight=False)
-    uvicorn.run(api, host=host, port=port, log_level="warning")
+    uvicorn.run(api, host=host, port=port, log_level="warning", **tls)
+
+
+def _local_certificate(data_dir, host: str):
+    """A self-signed certificate for localhost (and the listen address), created once in the data dir."""
+    import ipaddress
+    from datetime import timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    folder = data_dir / "tls"
+    cert_path, key_path = folder / "localhost.crt", folder / "localhost.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    folder.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    try:
+        ip = ipaddress.ip_address(host)
+        if str(ip) not in ("127.0.0.1", "0.0.0.0", "::"):
+            names.append(x509.IPAddress(ip))
+    except ValueError:
+        if host and host != "localhost":
+            names.append(x509.DNSName(host))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Threadline local"),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Threadline (self-signed)")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(key, hashes.SHA256()))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    os.chmod(key_path, 0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
 
 
 @app.command("worker")
@@ -316,4 +369,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m app.cli`, this file is __main__; the command modules
+    # register on the importable `app.cli`, so that is the one to run.
+    from app.cli import main as _main
+
+    _main()

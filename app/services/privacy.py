@@ -149,7 +149,8 @@ def to_vcard(export: dict) -> str:
     if contact.get("tags"):
         lines.append("CATEGORIES:" + ",".join(_vtext(t) for t in contact["tags"]))
     count = len(export.get("interactions", []))
-    lines.append(f"NOTE:{_vtext(f'{count} interactions stored by Threadline (exported {export['exported_at']})')}")
+    note = f"{count} interactions stored by Threadline (exported {export['exported_at']})"
+    lines.append(f"NOTE:{_vtext(note)}")
     lines.append("PRODID:-//Threadline//Privacy export//EN")
     lines.append("END:VCARD")
     return "\r\n".join(_fold(line) for line in lines) + "\r\n"
@@ -169,26 +170,21 @@ def erase_person(conn: Connection, org_id: int, email: str, *, actor_id: int | N
             others.c.org_id == org_id, others.c.interaction_id.in_(part), others.c.user_id.is_(None),
             others.c.address.not_in(addresses))).scalars())
         only_them.extend(i for i in part if i not in shared)
-    touched = set(conn.execute(select(P.c.contact_id).distinct().where(
-        P.c.org_id == org_id, P.c.address.in_(addresses), P.c.contact_id.is_not(None))).scalars())
-    if contact_id is not None:
-        touched.add(contact_id)
+    from app.services.admin import delete_contacts, drop_empty_companies
+
+    erased_contacts = set(conn.execute(select(CA.c.contact_id).distinct()
+                                       .where(CA.c.org_id == org_id, CA.c.address.in_(addresses))).scalars())
+    companies = set(conn.execute(select(C.c.company_id).distinct().where(
+        C.c.org_id == org_id, C.c.id.in_(erased_contacts), C.c.company_id.is_not(None))).scalars())
+    companies |= set(conn.execute(select(P.c.company_id).distinct().where(
+        P.c.org_id == org_id, P.c.address.in_(addresses), P.c.company_id.is_not(None))).scalars())
     outcome = remove_from_timeline(conn, org_id, only_them)
     # Their remaining participations (in interactions shared with other people), and any trace in headers.
     for part in chunks(sorted(theirs)):
         conn.execute(delete(P).where(P.c.org_id == org_id, P.c.interaction_id.in_(part), P.c.address.in_(addresses)))
     conn.execute(update(I).where(I.c.org_id == org_id, I.c.from_address.in_(addresses)).values(from_address=None))
-    from app.services.admin import delete_contacts, drop_empty_companies, refresh_stats
-
-    erased_contacts = set(conn.execute(select(C.c.id).where(C.c.org_id == org_id, C.c.id.in_(touched))
-                                       .where(exists().where(and_(CA.c.contact_id == C.c.id,
-                                                                  CA.c.address.in_(addresses))))).scalars())
-    if contact_id is not None:
-        erased_contacts.add(contact_id)
-    companies = delete_contacts(conn, org_id, erased_contacts)
+    companies |= delete_contacts(conn, org_id, erased_contacts)
     removed_companies = drop_empty_companies(conn, org_id, companies) + outcome["removed_companies"]
-    refresh_stats(conn, org_id, set(conn.execute(select(C.c.id).where(C.c.org_id == org_id,
-                                                                      C.c.id.in_(touched))).scalars()))
     hashes = [erased_hash(org_id, a) for a in addresses]
     known = set(conn.execute(select(E.c.address_hash).where(E.c.org_id == org_id, E.c.address_hash.in_(hashes)))
                 .scalars())
@@ -197,8 +193,8 @@ def erase_person(conn: Connection, org_id: int, email: str, *, actor_id: int | N
         conn.execute(insert(E), [{"org_id": org_id, "address_hash": h,
                                   "erased_at": datetime.now(timezone.utc)} for h in new])
     result = {"addresses": len(addresses), "removed_interactions": outcome["removed_interactions"],
-              "removed_participations": len(theirs), "removed_contacts": len(erased_contacts) + outcome[
-                  "removed_contacts"], "removed_companies": removed_companies}
+              "removed_participations": len(theirs), "removed_contacts": len(erased_contacts),
+              "removed_companies": removed_companies}
     # The audit log keeps no address of the erased person: only the first hash, to match a later request.
     audit.record(conn, org_id, actor_id, "person.erase", f"erased person {hashes[0][:16]}", result)
     return result

@@ -1,0 +1,531 @@
+"""The admin console at /admin: server-rendered pages (Jinja2, autoescaped), admins only.
+
+Sign-in: the admin pastes a personal access token on /admin/login. The console
+then keeps a signed session cookie (HttpOnly, SameSite=Strict, Secure on https)
+holding the user id, the token's id (not the token: revoking the token ends the
+session), an expiry and a CSRF token. Every form posts that CSRF token back
+(synchronizer token). Scripts may also call the pages with an
+`Authorization: Bearer` header (no cookie, so no CSRF check is needed).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import select
+from sqlmodel import Session
+
+from app.api.admin import export_response, start_sync
+from app.api.deps import Caller, get_caller, get_runtime
+from app.db import read_only, write_transaction
+from app.models import ApiToken, User
+from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
+from app.services import audit, mailboxes, orgs, privacy, rules
+from app.services.orgs import Invalid, NotFound, hash_token
+from sync.addresses import FREE_MAIL_DOMAINS
+
+ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin"
+COOKIE, LOGIN_COOKIE = "tl_admin", "tl_login"
+SESSION_SECONDS = 8 * 3600
+router = APIRouter(prefix="/admin", include_in_schema=False)
+_bearer = HTTPBearer(auto_error=False)
+T, U = ApiToken.__table__, User.__table__
+
+env = Environment(loader=FileSystemLoader(str(ADMIN_DIR / "templates")),
+                  autoescape=select_autoescape(default=True, default_for_string=True))
+
+
+def _when(value) -> str:
+    if not value:
+        return "never"
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+env.filters["when"] = _when
+env.filters["pretty_json"] = lambda v: json.dumps(v, indent=1, sort_keys=True, default=str)
+
+OK_MESSAGES = {
+    "org": "Organisation settings saved.", "user": "User added.", "updated": "User updated.",
+    "deactivated": "User deactivated: their tokens are revoked and their mailboxes paused.",
+    "reactivated": "User reactivated.", "alias": "Alias added.", "alias_removed": "Alias removed.",
+    "revoked": "Token revoked.", "added": "Mailbox added. Press Sync now to import it.",
+    "paused": "Mailbox paused.", "resumed": "Mailbox resumed.",
+    "resync": "Folder cursors reset: the next sync reads the whole mailbox again (no duplicates).",
+    "sync": "Sync started.", "password": "Password replaced.", "removed": "Mailbox removed.",
+    "rule": "Rule added.", "rule_removed": "Rule removed: the next sync brings that mail back.",
+    "filters": "Filter settings saved.", "erased": "Person erased.",
+}
+
+
+# -- sessions -------------------------------------------------------------------------
+
+def _key(request: Request) -> bytes:
+    return get_runtime(request).box.derive("admin-console-session")
+
+
+def _sign(request: Request, data: dict) -> str:
+    payload = base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
+    mac = hmac.new(_key(request), payload.encode(), hashlib.sha256).hexdigest()
+    return f"{payload}.{mac}"
+
+
+def _unsign(request: Request, value: str | None) -> dict | None:
+    if not value or "." not in value:
+        return None
+    payload, _, mac = value.rpartition(".")
+    good = hmac.new(_key(request), payload.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(mac, good):
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("e", 0) < time.time():
+        return None
+    return data
+
+
+def _secure(request: Request) -> bool:
+    rt = get_runtime(request)
+    return request.url.scheme == "https" or rt.settings.public_url.startswith("https://")
+
+
+class Console:
+    """The signed-in admin of this request."""
+
+    def __init__(self, caller: Caller, csrf: str | None, name: str):
+        self.caller, self.csrf, self.name = caller, csrf, name
+
+    @property
+    def org_id(self) -> int:
+        return self.caller.org_id
+
+    @property
+    def user_id(self) -> int:
+        return self.caller.user_id
+
+
+def _from_session(request: Request) -> tuple[Caller, str] | None:
+    data = _unsign(request, request.cookies.get(COOKIE))
+    if data is None:
+        return None
+    rt = get_runtime(request)
+    with read_only(rt.engine) as conn:
+        row = conn.execute(select(U.c.id, U.c.org_id, U.c.email, U.c.role).join(T, T.c.user_id == U.c.id)
+                           .where(T.c.id == data.get("t"), U.c.id == data.get("u"), T.c.revoked_at.is_(None),
+                                  U.c.active.is_(True))).first()
+    if row is None:
+        return None
+    return Caller(row.id, row.org_id, row.email, row.role), data.get("c")
+
+
+def console(request: Request, creds: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Console:
+    if creds is not None and creds.credentials:
+        caller, csrf = get_caller(get_runtime(request), creds), None  # 401 on a bad token
+    else:
+        found = _from_session(request)
+        if found is None:
+            raise HTTPException(303, "sign in first", headers={"Location": "/admin/login"})
+        caller, csrf = found
+    if not caller.is_admin:
+        raise HTTPException(403, "the console is for admins")
+    if request.method == "POST" and csrf is not None:
+        # Session-authenticated form: it must carry this session's CSRF token (checked in _form()).
+        request.state.csrf_expected = csrf
+    return Console(caller, csrf, caller.email)
+
+
+async def _form(request: Request) -> dict:
+    form = await request.form()
+    expected = getattr(request.state, "csrf_expected", None)
+    if expected is not None and not hmac.compare_digest(str(form.get("csrf", "")), expected):
+        raise HTTPException(403, "the form expired or came from elsewhere (CSRF check failed): reload the page")
+    return {k: v for k, v in form.multi_items()} | {"_multi": form}
+
+
+def render(request: Request, name: str, con: Console | None, status: int = 200, **ctx) -> HTMLResponse:
+    ok = request.query_params.get("ok")
+    ctx.setdefault("message", OK_MESSAGES.get(ok) if ok else None)
+    html = env.get_template(name).render(request=request, me=con, csrf=(con.csrf or "") if con else "", **ctx)
+    resp = HTMLResponse(html, status_code=status)
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["Content-Security-Policy"] = "default-src 'self'; frame-ancestors 'none'; form-action 'self'"
+    return resp
+
+
+def back(url: str, ok: str) -> RedirectResponse:
+    return RedirectResponse(f"{url}?ok={ok}", status_code=303)
+
+
+# -- sign in / out -------------------------------------------------------------------
+
+@router.get("/login")
+def login_page(request: Request) -> HTMLResponse:
+    nonce = secrets.token_urlsafe(24)
+    resp = render(request, "login.html", None, login_csrf=nonce)
+    resp.set_cookie(LOGIN_COOKIE, nonce, max_age=1800, httponly=True, samesite="strict", secure=_secure(request),
+                    path="/admin")
+    return resp
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await request.form()
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    if not nonce or not hmac.compare_digest(str(form.get("csrf", "")), nonce):
+        return render(request, "login.html", None, status=403, login_csrf=nonce,
+                      error="The sign-in form expired; try again.")
+    token = str(form.get("token", "")).strip()
+    rt = get_runtime(request)
+    with read_only(rt.engine) as conn:
+        row = conn.execute(select(T.c.id, U.c.id.label("uid"), U.c.role).join(U, U.c.id == T.c.user_id)
+                           .where(T.c.token_hash == hash_token(token), T.c.revoked_at.is_(None),
+                                  U.c.active.is_(True))).first() if token else None
+    if row is None:
+        return render(request, "login.html", None, status=401, login_csrf=nonce,
+                      error="That token is not valid (revoked, or its user is deactivated).")
+    if row.role != "admin":
+        return render(request, "login.html", None, status=403, login_csrf=nonce,
+                      error="This token belongs to a rep: the console is for admins.")
+    data = {"u": row.uid, "t": row.id, "c": secrets.token_urlsafe(24), "e": int(time.time()) + SESSION_SECONDS}
+    resp = RedirectResponse("/admin", status_code=303)
+    resp.set_cookie(COOKIE, _sign(request, data), max_age=SESSION_SECONDS, httponly=True, samesite="strict",
+                    secure=_secure(request), path="/admin")
+    resp.delete_cookie(LOGIN_COOKIE, path="/admin")
+    return resp
+
+
+@router.post("/logout")
+async def logout(request: Request, con: Console = Depends(console)) -> Response:
+    await _form(request)
+    resp = RedirectResponse("/admin/login", status_code=303)
+    resp.delete_cookie(COOKIE, path="/admin")
+    return resp
+
+
+@router.get("/static/admin.css")
+def stylesheet() -> Response:
+    return Response((ADMIN_DIR / "static" / "admin.css").read_text(), media_type="text/css",
+                    headers={"Cache-Control": "max-age=3600"})
+
+
+# -- sync health (home) -------------------------------------------------------------------
+
+@router.get("")
+def home(request: Request, con: Console = Depends(console)) -> HTMLResponse:
+    rt = get_runtime(request)
+    with Session(rt.engine) as s:
+        rows = mailboxes.health(s, con.org_id)
+    return render(request, "health.html", con, rows=rows)
+
+
+@router.get("/mailboxes/new")
+def new_mailbox(request: Request, con: Console = Depends(console)) -> HTMLResponse:
+    return _mailbox_form(request, con)
+
+
+def _mailbox_form(request, con, status: int = 200, **ctx) -> HTMLResponse:
+    rt = get_runtime(request)
+    with read_only(rt.engine) as conn:
+        users = [u for u in orgs.list_users(conn, con.org_id) if u["active"]]
+    import importlib.util
+
+    extras = {"m365": importlib.util.find_spec("app.services.m365") is not None,
+              "caldav": importlib.util.find_spec("app.services.calendars") is not None}
+    ctx.setdefault("values", {"port": 993, "security": "tls"})
+    return render(request, "mailbox_new.html", con, status=status, users=users, extras=extras, **ctx)
+
+
+@router.post("/mailboxes/test")
+async def test_mailbox(request: Request, con: Console = Depends(console)) -> HTMLResponse:
+    form = await _form(request)
+    values = {k: form.get(k, "") for k in ("owner", "host", "port", "security", "username")}
+    steps = mailboxes.test_imap_connection(values["host"], values["port"], values["security"], values["username"],
+                                           str(form.get("password", "")))
+    return _mailbox_form(request, con, values=values, steps=steps)
+
+
+@router.post("/mailboxes")
+async def add_mailbox(request: Request, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    values = {k: form.get(k, "") for k in ("owner", "host", "port", "security", "username")}
+    rt = get_runtime(request)
+    try:
+        port = int(values["port"] or 0)
+    except ValueError:
+        return _mailbox_form(request, con, status=422, values=values, error=f"not a port number: {values['port']}")
+    with Session(rt.engine, expire_on_commit=False) as s:
+        try:
+            org = orgs.the_org(s, con.org_id)
+            mb = mailboxes.add_imap(s, rt.box, org, owner=values["owner"], host=values["host"], port=port,
+                                    security=values["security"], username=values["username"],
+                                    password=str(form.get("password", "")))
+        except (Invalid, NotFound) as exc:
+            return _mailbox_form(request, con, status=422, values=values, error=str(exc))
+    with write_transaction(rt.engine) as conn:
+        audit.record(conn, con.org_id, con.user_id, "mailbox.add", f"mailbox {mb.id} (imap {values['username']})",
+                     {"host": values["host"], "owner": values["owner"]})
+    return back(f"/admin/mailboxes/{mb.id}", "added")
+
+
+@router.get("/mailboxes/{mailbox_id}")
+def mailbox_page(request: Request, mailbox_id: int, con: Console = Depends(console)) -> HTMLResponse:
+    rt = get_runtime(request)
+    with Session(rt.engine) as s:
+        rows = mailboxes.health(s, con.org_id, mailbox_id)
+        if not rows:
+            raise HTTPException(404, f"no mailbox {mailbox_id}")
+        detail = mailboxes.describe(s, mailboxes.get_mailbox(s, con.org_id, mailbox_id), with_folders=True)
+    return render(request, "mailbox.html", con, mb=rows[0], folders=detail["folders"], unreadable=detail["unreadable"])
+
+
+@router.post("/mailboxes/{mailbox_id}/{action}")
+async def mailbox_action(request: Request, mailbox_id: int, action: str, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    rt = get_runtime(request)
+    simple = {"pause": (mailboxes.pause, "paused"), "resume": (mailboxes.resume, "resumed"),
+              "resync": (mailboxes.resync, "resync")}
+    try:
+        if action in simple:
+            fn, ok = simple[action]
+            with write_transaction(rt.engine) as conn:
+                fn(conn, con.org_id, mailbox_id, actor_id=con.user_id)
+            return back(f"/admin/mailboxes/{mailbox_id}", ok)
+        if action == "sync":
+            start_sync(request, rt, con.org_id, mailbox_id, con.user_id)
+            return back(f"/admin/mailboxes/{mailbox_id}", "sync")
+        if action == "password":
+            with write_transaction(rt.engine) as conn:
+                mailboxes.set_password(conn, rt.box, con.org_id, mailbox_id, str(form.get("password", "")),
+                                       actor_id=con.user_id)
+            return back(f"/admin/mailboxes/{mailbox_id}", "password")
+        if action == "remove":
+            with write_transaction(rt.engine) as conn:
+                mailboxes.remove(conn, con.org_id, mailbox_id, purge=form.get("purge") == "1", actor_id=con.user_id)
+            return back("/admin", "removed")
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except Invalid as exc:
+        raise HTTPException(422, str(exc)) from exc
+    raise HTTPException(404, f"no action {action}")
+
+
+# -- organisation ---------------------------------------------------------------------------
+
+def _split(text: str) -> list[str]:
+    return [p for p in text.replace(",", " ").split() if p]
+
+
+@router.get("/org")
+def org_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
+    with read_only(get_runtime(request).engine) as conn:
+        org = orgs.org_settings(conn, con.org_id)
+    return render(request, "org.html", con, org=org, policies=CONTACT_POLICIES, levels=VISIBILITY_LEVELS)
+
+
+@router.post("/org")
+async def org_save(request: Request, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    changes = {k: form.get(k) for k in ("name", "contact_policy", "visibility", "backfill_days",
+                                        "sync_interval_seconds", "calendar_past_days", "calendar_future_days")
+               if form.get(k) not in (None, "")}
+    if "internal_domains" in form:
+        changes["internal_domains"] = _split(str(form["internal_domains"]))
+    try:
+        with write_transaction(get_runtime(request).engine) as conn:
+            orgs.update_org(conn, con.org_id, changes, actor_id=con.user_id)
+    except Invalid as exc:
+        with read_only(get_runtime(request).engine) as conn:
+            org = orgs.org_settings(conn, con.org_id)
+        return render(request, "org.html", con, status=422, org=org, policies=CONTACT_POLICIES,
+                      levels=VISIBILITY_LEVELS, error=str(exc))
+    return back("/admin/org", "org")
+
+
+# -- users ------------------------------------------------------------------------------------
+
+@router.get("/users")
+def users_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
+    return _users(request, con)
+
+
+def _users(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResponse:
+    with read_only(get_runtime(request).engine) as conn:
+        users = orgs.list_users(conn, con.org_id)
+    return render(request, "users.html", con, status=status, users=users, **ctx)
+
+
+@router.post("/users")
+async def users_add(request: Request, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    try:
+        with write_transaction(get_runtime(request).engine) as conn:
+            orgs.create_user(conn, con.org_id, str(form.get("email", "")), name=str(form.get("name", "")),
+                             role=str(form.get("role", "rep")), aliases=_split(str(form.get("aliases", ""))),
+                             actor_id=con.user_id)
+    except (Invalid, NotFound) as exc:
+        return _users(request, con, status=422, error=str(exc))
+    return back("/admin/users", "user")
+
+
+@router.post("/users/{user_id}/{action}")
+async def user_action(request: Request, user_id: int, action: str, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    rt = get_runtime(request)
+    try:
+        with write_transaction(rt.engine) as conn:
+            if action == "update":
+                orgs.update_user(conn, con.org_id, user_id, name=form.get("name"), role=form.get("role") or None,
+                                 actor_id=con.user_id)
+                ok = "updated"
+            elif action in ("deactivate", "reactivate"):
+                orgs.update_user(conn, con.org_id, user_id, active=action == "reactivate", actor_id=con.user_id)
+                ok = action + "d"
+            elif action == "alias":
+                orgs.add_alias(conn, con.org_id, user_id, str(form.get("address", "")), actor_id=con.user_id)
+                ok = "alias"
+            elif action == "token":
+                issued = orgs.create_token(conn, con.org_id, user_id, str(form.get("name", "")),
+                                           actor_id=con.user_id)
+                email = orgs.get_user(conn, con.org_id, user_id).email
+            else:
+                raise HTTPException(404, f"no action {action}")
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except Invalid as exc:
+        return _users(request, con, status=422, error=str(exc))
+    if action == "token":
+        return _users(request, con, new_token={"token": issued["token"], "email": email, "name": issued["name"]})
+    return back("/admin/users", ok)
+
+
+@router.post("/aliases/{alias_id}/delete")
+async def alias_delete(request: Request, alias_id: int, con: Console = Depends(console)) -> Response:
+    await _form(request)
+    try:
+        with write_transaction(get_runtime(request).engine) as conn:
+            orgs.remove_alias(conn, con.org_id, alias_id, actor_id=con.user_id)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return back("/admin/users", "alias_removed")
+
+
+@router.post("/tokens/{token_id}/revoke")
+async def token_revoke(request: Request, token_id: int, con: Console = Depends(console)) -> Response:
+    await _form(request)
+    try:
+        with write_transaction(get_runtime(request).engine) as conn:
+            orgs.revoke_token(conn, con.org_id, token_id, actor_id=con.user_id)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return back("/admin/users", "revoked")
+
+
+# -- rules ---------------------------------------------------------------------------------------
+
+def _rules(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResponse:
+    with read_only(get_runtime(request).engine) as conn:
+        ctx.update(rules=rules.list_rules(conn, con.org_id), users=orgs.list_users(conn, con.org_id),
+                   org=orgs.org_settings(conn, con.org_id))
+    return render(request, "rules.html", con, status=status, builtin_free=sorted(FREE_MAIL_DOMAINS), **ctx)
+
+
+@router.get("/rules")
+def rules_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
+    return _rules(request, con)
+
+
+@router.post("/rules")
+async def rules_add(request: Request, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    value = str(form.get("value", ""))
+    user = str(form.get("user_id", "") or "")
+    try:
+        with write_transaction(get_runtime(request).engine) as conn:
+            result = rules.add_rule(conn, con.org_id, kind=str(form.get("kind") or rules.guess_kind(value)),
+                                    value=value, user_id=int(user) if user.isdigit() else None,
+                                    actor_id=con.user_id)
+    except (Invalid, NotFound) as exc:
+        return _rules(request, con, status=422, error=str(exc))
+    return _rules(request, con, message=f"Rule added for {result['value']}: "
+                                        f"{result['removed_interactions']} stored interactions removed.")
+
+
+@router.post("/rules/settings")
+async def rules_settings(request: Request, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    changes = {"bulk_detection": form.get("bulk_detection") == "1",
+               "free_mail_domains": None if form.get("free_mail_builtin") == "1"
+               else _split(str(form.get("free_mail_domains", "")))}
+    try:
+        with write_transaction(get_runtime(request).engine) as conn:
+            orgs.update_org(conn, con.org_id, changes, actor_id=con.user_id)
+    except Invalid as exc:
+        return _rules(request, con, status=422, error=str(exc))
+    return back("/admin/rules", "filters")
+
+
+@router.post("/rules/{rule_id}/delete")
+async def rules_delete(request: Request, rule_id: int, con: Console = Depends(console)) -> Response:
+    await _form(request)
+    try:
+        with write_transaction(get_runtime(request).engine) as conn:
+            rules.remove_rule(conn, con.org_id, rule_id, actor_id=con.user_id)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return back("/admin/rules", "rule_removed")
+
+
+# -- privacy and audit --------------------------------------------------------------------------
+
+@router.get("/privacy")
+def privacy_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
+    return render(request, "privacy.html", con)
+
+
+@router.post("/privacy/export")
+async def privacy_export(request: Request, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    fmt = "vcard" if form.get("format") == "vcard" else "json"
+    try:
+        return export_response(get_runtime(request), con.caller, str(form.get("email", "")), fmt)
+    except HTTPException as exc:
+        return render(request, "privacy.html", con, status=exc.status_code, error=exc.detail)
+
+
+@router.post("/privacy/erase")
+async def privacy_erase(request: Request, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    if form.get("confirm") != "1":
+        return render(request, "privacy.html", con, status=422,
+                      error="Tick the box to confirm: erasing cannot be undone.")
+    try:
+        with write_transaction(get_runtime(request).engine) as conn:
+            result = privacy.erase_person(conn, con.org_id, str(form.get("email", "")), actor_id=con.user_id)
+    except Invalid as exc:
+        return render(request, "privacy.html", con, status=422, error=str(exc))
+    return render(request, "privacy.html", con, erased=result, message="Person erased.")
+
+
+@router.get("/audit")
+def audit_page(request: Request, con: Console = Depends(console), action: Optional[str] = None,
+               before_id: Optional[int] = None) -> HTMLResponse:
+    with read_only(get_runtime(request).engine) as conn:
+        events = audit.list_events(conn, con.org_id, limit=100, action=action or None, before_id=before_id)
+    return render(request, "audit.html", con, events=events, action=action or "")

@@ -1,0 +1,96 @@
+"""/metrics in the Prometheus text format, and the API latency middleware.
+
+Served metrics: mailboxes by organisation id and status (read from the database
+at scrape time), the sync counters and duration histogram (sync/metrics.py) and
+API request latency by method, route template and status class. Labels never
+carry an address, a name or a subject.
+
+Set THREADLINE_METRICS_TOKEN to require `Authorization: Bearer <that token>`
+on /metrics; without it the endpoint is open (as usual for a scrape target on
+a private network). Read at request time, so it can be changed with a restart
+of nothing but the environment.
+"""
+from __future__ import annotations
+
+import hmac
+import os
+import time
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+from app.db import read_only
+from app.models import Mailbox
+from app.models.mail import STATUSES
+from sync.metrics import REGISTRY
+
+router = APIRouter(tags=["ops"])
+
+API_LATENCY = Histogram("threadline_http_request_duration_seconds", "API request latency.",
+                        ["method", "route", "status"], registry=REGISTRY,
+                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+class RequestLatency:
+    """Pure ASGI middleware timing every HTTP request; labelled by route template, not the raw path."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            API_LATENCY.labels(method=scope.get("method", ""), route=template,
+                               status=f"{status['code'] // 100}xx").observe(time.perf_counter() - started)
+
+
+class _MailboxCollector:
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        gauge = GaugeMetricFamily("threadline_mailboxes", "Mailboxes by organisation and status.",
+                                  labels=["org", "status"])
+        M = Mailbox.__table__
+        with read_only(self.engine) as conn:
+            rows = conn.execute(select(M.c.org_id, M.c.status, func.count()).group_by(M.c.org_id, M.c.status)).all()
+        counts = {(str(o), s): n for o, s, n in rows}
+        for org in sorted({o for o, _ in counts}):
+            for status in STATUSES:
+                gauge.add_metric([org, status], counts.get((org, status), 0))
+        yield gauge
+
+
+def _authorised(request: Request) -> bool:
+    expected = os.environ.get("THREADLINE_METRICS_TOKEN")
+    if not expected:
+        return True
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected.encode())
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    if not _authorised(request):
+        raise HTTPException(401, "metrics token required", headers={"WWW-Authenticate": "Bearer"})
+    local = CollectorRegistry(auto_describe=False)
+    local.register(_MailboxCollector(request.app.state.runtime.engine))
+    body = generate_latest(REGISTRY) + generate_latest(local)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,294 @@
+"""Every route of the app, enumerated from app.routes, called with no token, a rep,
+an admin, and an admin of another organisation.
+
+A route missing from EXPECT fails the test: whoever adds a route decides here who
+may call it. Path ids always point at the first organisation's objects (fresh ones
+per call, so destructive routes can run), which the other organisation must never
+reach (404/403) and whose data must never appear in its responses.
+"""
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timezone
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import insert, text
+
+from app.api import create_app
+from app.db import session, write_transaction
+from app.models import Company, Contact, ContactAddress, Interaction, Participant
+from app.services import mailboxes, orgs, rules
+from tests.world import make_world
+
+PUBLIC, USER, ADMIN, CONSOLE, WEBHOOK = "public", "user", "admin", "console", "webhook"
+ORG1_MARKERS = ("ourco.com", "acme-org1.com", "Org1 secret subject")
+_n = itertools.count(1)
+
+
+def uniq(prefix: str = "n") -> str:
+    return f"{prefix}{next(_n)}"
+
+
+def imap_body():
+    return {"host": "127.0.0.1", "port": 1, "security": "none", "username": "u", "password": "pw-matrix"}
+
+
+EXPECT: dict[tuple[str, str], dict] = {
+    ("GET", "/openapi.json"): {"auth": PUBLIC},
+    ("GET", "/docs"): {"auth": PUBLIC},
+    ("GET", "/docs/oauth2-redirect"): {"auth": PUBLIC},
+    ("GET", "/redoc"): {"auth": PUBLIC},
+    ("GET", "/healthz"): {"auth": PUBLIC},
+    ("GET", "/metrics"): {"auth": PUBLIC},
+    # the timeline and the rep's own tools
+    ("GET", "/api/lookup"): {"auth": USER, "query": {"email": "jane@acme-org1.com"}},
+    ("GET", "/api/contacts"): {"auth": USER, "query": {"q": "jane"}},
+    ("GET", "/api/contacts/{contact_id}"): {"auth": USER},
+    ("GET", "/api/contacts/{contact_id}/timeline"): {"auth": USER},
+    ("GET", "/api/companies/{company_id}"): {"auth": USER},
+    ("GET", "/api/companies/{company_id}/timeline"): {"auth": USER},
+    ("GET", "/api/mailboxes"): {"auth": USER},
+    ("GET", "/api/mailboxes/{mailbox_id}"): {"auth": USER, "rep_ok": (404,)},  # a rep sees only their own
+    ("POST", "/api/mailboxes/{mailbox_id}/sync"): {"auth": USER, "rep_ok": (404,)},
+    ("POST", "/api/contacts/{contact_id}/notes"): {"auth": USER, "json": {"body": "a note"}},
+    ("POST", "/api/contacts/{contact_id}/tasks"): {"auth": USER, "json": {"body": "a task"}},
+    ("PATCH", "/api/tasks/{task_id}"): {"auth": USER, "json": {"done": True}},
+    ("POST", "/api/log-email"): {"auth": USER, "json": {}},
+    ("GET", "/api/me"): {"auth": USER},
+    ("GET", "/api/stages"): {"auth": PUBLIC},  # the fixed list of pipeline stages
+    ("POST", "/api/contacts"): {"auth": USER, "json": {}},
+    ("PATCH", "/api/contacts/{contact_id}"): {"auth": USER, "json": {}},
+    ("POST", "/api/never-log"): {"auth": USER, "json": {}},
+    # Outlook add-in and sidebar assets (the sidebar authenticates its API calls itself)
+    ("GET", "/addin/icon-{size}.png"): {"auth": PUBLIC},
+    ("GET", "/addin/manifest.xml"): {"auth": PUBLIC},
+    ("GET", "/panel"): {"auth": PUBLIC},
+    ("GET", "/panel/contact/{contact_id}"): {"auth": PUBLIC},
+    ("GET", "/panel/outlook"): {"auth": PUBLIC},
+    ("GET", "/panel/signin"): {"auth": PUBLIC},
+    ("GET", "/panel/static/{name}"): {"auth": PUBLIC},
+    ("GET", "/panel/config.json"): {"auth": PUBLIC},
+    # Microsoft Graph calls these; they authenticate by clientState, not by user
+    ("POST", "/graph/notifications"): {"auth": WEBHOOK},
+    ("POST", "/graph/lifecycle"): {"auth": WEBHOOK},
+    # administration API
+    ("GET", "/api/admin/org"): {"auth": ADMIN},
+    ("PATCH", "/api/admin/org"): {"auth": ADMIN, "json": {"backfill_days": 200}},
+    ("GET", "/api/admin/users"): {"auth": ADMIN},
+    ("POST", "/api/admin/users"): {"auth": ADMIN, "json": lambda: {"email": f"{uniq()}@ourco.com"}},
+    ("PATCH", "/api/admin/users/{user_id}"): {"auth": ADMIN, "json": {"name": "Renamed"}},
+    ("POST", "/api/admin/users/{user_id}/deactivate"): {"auth": ADMIN},
+    ("POST", "/api/admin/users/{user_id}/aliases"): {"auth": ADMIN, "json": lambda: {"address": f"{uniq('a')}@ourco.com"}},
+    ("DELETE", "/api/admin/aliases/{alias_id}"): {"auth": ADMIN},
+    ("POST", "/api/admin/users/{user_id}/tokens"): {"auth": ADMIN, "json": {"name": "matrix"}},
+    ("DELETE", "/api/admin/tokens/{token_id}"): {"auth": ADMIN},
+    ("GET", "/api/admin/mailboxes"): {"auth": ADMIN},
+    ("POST", "/api/admin/mailboxes/test-imap"): {"auth": ADMIN, "json": imap_body},
+    ("POST", "/api/admin/mailboxes/imap"): {"auth": ADMIN, "json": lambda: {**imap_body(), "owner": "rep@ourco.com"},
+                                            "other": (404,)},
+    ("GET", "/api/admin/mailboxes/{mailbox_id}"): {"auth": ADMIN},
+    ("POST", "/api/admin/mailboxes/{mailbox_id}/pause"): {"auth": ADMIN},
+    ("POST", "/api/admin/mailboxes/{mailbox_id}/resume"): {"auth": ADMIN},
+    ("POST", "/api/admin/mailboxes/{mailbox_id}/resync"): {"auth": ADMIN},
+    ("POST", "/api/admin/mailboxes/{mailbox_id}/sync"): {"auth": ADMIN},
+    ("PUT", "/api/admin/mailboxes/{mailbox_id}/password"): {"auth": ADMIN, "json": {"password": "pw-matrix"}},
+    ("DELETE", "/api/admin/mailboxes/{mailbox_id}"): {"auth": ADMIN},
+    ("GET", "/api/admin/rules"): {"auth": ADMIN},
+    ("POST", "/api/admin/rules"): {"auth": ADMIN, "json": lambda: {"value": f"{uniq('d')}.example"}},
+    ("DELETE", "/api/admin/rules/{rule_id}"): {"auth": ADMIN},
+    ("POST", "/api/admin/privacy/export"): {"auth": ADMIN, "json": {"email": "jane@acme-org1.com"}},
+    ("POST", "/api/admin/privacy/erase"): {"auth": ADMIN, "json": lambda: {"email": f"{uniq('x')}@gone.example",
+                                                                           "confirm": True}},
+    ("GET", "/api/admin/audit"): {"auth": ADMIN},
+    # the console
+    ("GET", "/admin/login"): {"auth": PUBLIC},
+    ("POST", "/admin/login"): {"auth": PUBLIC},  # without the sign-in form's cookie: 403 for everyone
+    ("GET", "/admin/static/admin.css"): {"auth": PUBLIC},
+    ("POST", "/admin/logout"): {"auth": CONSOLE},
+    ("GET", "/admin"): {"auth": CONSOLE},
+    ("GET", "/admin/mailboxes/new"): {"auth": CONSOLE},
+    ("POST", "/admin/mailboxes/test"): {"auth": CONSOLE, "form": {**imap_body(), "owner": "rep@ourco.com"}},
+    ("POST", "/admin/mailboxes"): {"auth": CONSOLE, "form": {**imap_body(), "owner": "rep@ourco.com"},
+                                   "other": (422,)},
+    ("GET", "/admin/mailboxes/{mailbox_id}"): {"auth": CONSOLE},
+    ("POST", "/admin/mailboxes/{mailbox_id}/{action}"): {"auth": CONSOLE, "params": {"action": "pause"}},
+    ("GET", "/admin/org"): {"auth": CONSOLE},
+    ("POST", "/admin/org"): {"auth": CONSOLE, "form": {"backfill_days": "300"}},
+    ("GET", "/admin/users"): {"auth": CONSOLE},
+    ("POST", "/admin/users"): {"auth": CONSOLE, "form": lambda: {"email": f"{uniq()}@ourco.com"}},
+    ("POST", "/admin/users/{user_id}/{action}"): {"auth": CONSOLE, "params": {"action": "update"},
+                                                  "form": {"name": "Renamed"}},
+    ("POST", "/admin/aliases/{alias_id}/delete"): {"auth": CONSOLE},
+    ("POST", "/admin/tokens/{token_id}/revoke"): {"auth": CONSOLE},
+    ("GET", "/admin/rules"): {"auth": CONSOLE},
+    ("POST", "/admin/rules"): {"auth": CONSOLE, "form": lambda: {"value": f"{uniq('d')}.example"}},
+    ("POST", "/admin/rules/settings"): {"auth": CONSOLE, "form": {"bulk_detection": "1", "free_mail_builtin": "1"}},
+    ("POST", "/admin/rules/{rule_id}/delete"): {"auth": CONSOLE},
+    ("GET", "/admin/privacy"): {"auth": CONSOLE},
+    ("POST", "/admin/privacy/export"): {"auth": CONSOLE, "form": {"email": "jane@acme-org1.com"}},
+    ("POST", "/admin/privacy/erase"): {"auth": CONSOLE, "form": lambda: {"email": f"{uniq('x')}@gone.example",
+                                                                         "confirm": "1"}},
+    ("GET", "/admin/audit"): {"auth": CONSOLE},
+}
+
+
+def all_routes(routes, prefix: str = ""):
+    """(method, path) of every route, including those of included routers."""
+    for r in routes:
+        if hasattr(r, "original_router"):  # FastAPI's lazily included router
+            yield from all_routes(r.original_router.routes, prefix + r.include_context.prefix)
+        elif hasattr(r, "routes") and not hasattr(r, "methods"):  # a Mount
+            yield from all_routes(r.routes, prefix + getattr(r, "path", ""))
+        else:
+            for method in sorted(set(getattr(r, "methods", None) or {"WEBSOCKET"}) - {"HEAD"}):
+                yield method, prefix + r.path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    w = make_world(tmp_path_factory.mktemp("matrix"), reps=(("rep@ourco.com", "Rep One"),))
+    admin_id = w.add_user("boss@ourco.com", "Boss", admin=True)
+    with session(w.rt.engine) as s:
+        org2 = orgs.create_org(s, "Other Org", ["other.org"])
+        other_admin = orgs.add_user(s, org2, "admin@other.org", admin=True)
+        rep = orgs.find_user(s, w.org_id, "rep@ourco.com")
+        tokens = {"rep": orgs.issue_token(s, rep), "admin": orgs.issue_token(s, s.get(orgs.User, admin_id)),
+                  "other": orgs.issue_token(s, other_admin)}
+    now = datetime.now(timezone.utc)
+    with write_transaction(w.rt.engine) as conn:
+        company = conn.execute(insert(Company.__table__).values(org_id=w.org_id, domain="acme-org1.com",
+                                                                name="Acme Org1", created_at=now)).inserted_primary_key[0]
+        contact = conn.execute(insert(Contact.__table__).values(
+            org_id=w.org_id, name="Jane Org1", search_name="jane org1", primary_email="jane@acme-org1.com",
+            company_id=company, tags=[], created_at=now)).inserted_primary_key[0]
+        conn.execute(insert(ContactAddress.__table__).values(org_id=w.org_id, contact_id=contact,
+                                                             address="jane@acme-org1.com"))
+        iid = conn.execute(insert(Interaction.__table__).values(
+            org_id=w.org_id, kind="email", message_key="m1@acme-org1.com", occurred_at=now, direction="in",
+            subject="Org1 secret subject", thread_key="m1@acme-org1.com", from_address="jane@acme-org1.com",
+            created_at=now)).inserted_primary_key[0]
+        conn.execute(insert(Participant.__table__).values(org_id=w.org_id, interaction_id=iid, occurred_at=now,
+                                                          address="jane@acme-org1.com", role="from",
+                                                          contact_id=contact, company_id=company))
+        task = conn.execute(insert(Interaction.__table__).values(
+            org_id=w.org_id, kind="task", message_key="note:matrix-task", occurred_at=now, direction="out",
+            body="Org1 secret subject task", thread_key="note:matrix-task", author_id=admin_id,
+            created_at=now)).inserted_primary_key[0]
+    client = TestClient(create_app(w.rt))
+    yield {"w": w, "client": client, "tokens": tokens, "contact": contact, "company": company, "task": task}
+    client.close()
+
+
+def fresh_param(env, name: str):
+    w = env["w"]
+    if name == "contact_id":
+        return env["contact"]
+    if name == "company_id":
+        return env["company"]
+    if name == "task_id":
+        return env["task"]
+    if name == "mailbox_id":
+        with session(w.rt.engine) as s:
+            org = orgs.the_org(s, w.org_id)
+            return mailboxes.add_imap(s, w.rt.box, org, owner="rep@ourco.com", host="127.0.0.1", port=1,
+                                      security="none", username="matrix", password="pw-matrix").id
+    with write_transaction(w.rt.engine) as conn:
+        if name == "user_id":
+            return orgs.create_user(conn, w.org_id, f"{uniq('u')}@ourco.com", actor_id=None)
+        if name == "alias_id":
+            uid = orgs.user_id_by_email(conn, w.org_id, "rep@ourco.com")
+            return orgs.add_alias(conn, w.org_id, uid, f"{uniq('al')}@ourco.com", actor_id=None)
+        if name == "token_id":
+            uid = orgs.create_user(conn, w.org_id, f"{uniq('t')}@ourco.com", actor_id=None)
+            return orgs.create_token(conn, w.org_id, uid, "m", actor_id=None)["id"]
+        if name == "rule_id":
+            return rules.add_rule(conn, w.org_id, kind="domain", value=f"{uniq('r')}.example", user_id=None,
+                                  actor_id=None)["id"]
+    return {"size": "64", "name": "panel.css"}.get(name, "x")
+
+
+def call(env, method: str, path: str, spec: dict, who: str | None):
+    params = dict(spec.get("params", {}))
+    names = [seg[1:-1] for seg in path.replace("}", "}/").split("/") if seg.startswith("{")]
+    url = path
+    has_ids = False
+    for name in names:
+        value = params.get(name)
+        if value is None:
+            value = fresh_param(env, name)
+            has_ids = has_ids or name.endswith("_id")
+        url = url.replace("{" + name + "}", str(value))
+    kwargs = {"params": spec.get("query"), "follow_redirects": False}
+    body = spec.get("json")
+    if body is not None:
+        kwargs["json"] = body() if callable(body) else body
+    form = spec.get("form")
+    if form is not None:
+        kwargs["data"] = form() if callable(form) else form
+    elif method in ("POST", "PUT", "PATCH") and body is None and spec["auth"] == CONSOLE:
+        kwargs["data"] = {}
+    headers = {"Authorization": f"Bearer {env['tokens'][who]}"} if who else {}
+    resp = env["client"].request(method, url, headers=headers, **kwargs)
+    return resp, has_ids
+
+
+def test_every_route_has_an_expectation(env):
+    app = env["client"].app
+    routes = set(all_routes(app.routes))
+    missing = sorted(routes - set(EXPECT))
+    assert not missing, f"routes without an access expectation (add them to EXPECT): {missing}"
+    assert ("GET", "/admin") in routes and ("GET", "/api/admin/org") in routes
+
+
+@pytest.mark.parametrize("key", sorted(EXPECT), ids=lambda k: f"{k[0]} {k[1]}")
+def test_access(env, key):
+    method, path = key
+    if key not in set(all_routes(env["client"].app.routes)):
+        pytest.fail(f"{method} {path} is in EXPECT but not a route any more: remove it")
+    spec = EXPECT[key]
+    auth = spec["auth"]
+    results = {who: call(env, method, path, spec, who) for who in (None, "rep", "other", "admin")}
+    status = {who: r.status_code for who, (r, _) in results.items()}
+    assert all(s < 500 for s in status.values()), status
+    anon, _ = results[None]
+    if auth == PUBLIC:
+        assert status[None] not in (401,) or path == "/metrics", status
+        return
+    if auth == WEBHOOK:
+        assert len({s // 100 for s in status.values()}) == 1, f"a webhook must not depend on the caller: {status}"
+        return
+    if auth == CONSOLE:
+        assert status[None] == 303 and anon.headers["location"] == "/admin/login", status
+    else:
+        assert status[None] == 401, status
+    rep_ok = spec.get("rep_ok", ())
+    if auth in (ADMIN, CONSOLE):
+        assert status["rep"] == 403, status
+        assert 200 <= status["admin"] < 400, (status, results["admin"][0].text[:300])
+    else:
+        assert status["rep"] not in (401, 403) or status["rep"] in rep_ok, status
+        assert status["admin"] not in (401, 403), status
+    other, has_ids = results["other"]
+    if has_ids:
+        assert status["other"] in ((404, 403, 422) if auth == USER else (404, 403)), status
+    elif "other" in spec:
+        assert status["other"] in spec["other"], status
+    sent = str(other.request.url) + other.request.content.decode("utf-8", "replace")
+    for marker in (m for m in ORG1_MARKERS if m not in sent):  # echoing the caller's own input is no leak
+        assert marker not in other.text, f"{method} {path} leaked {marker!r} to another organisation"
+
+
+def test_a_deactivated_user_and_a_revoked_token_get_nothing(env):
+    w, client = env["w"], env["client"]
+    with write_transaction(w.rt.engine) as conn:
+        uid = orgs.create_user(conn, w.org_id, f"{uniq('gone')}@ourco.com", role="admin", actor_id=None)
+        token = orgs.create_token(conn, w.org_id, uid, "t", actor_id=None)
+    h = {"Authorization": f"Bearer {token['token']}"}
+    assert client.get("/api/admin/org", headers=h).status_code == 200
+    with write_transaction(w.rt.engine) as conn:
+        orgs.revoke_token(conn, w.org_id, token["id"], actor_id=None)
+    assert client.get("/api/admin/org", headers=h).status_code == 401
+    assert client.get("/admin", headers=h, follow_redirects=False).status_code == 401
+    rows = w.sql("SELECT token_hash FROM apitoken WHERE id = :i", i=token["id"])
+    assert rows and token["token"] not in rows[0][0]

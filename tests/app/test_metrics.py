@@ -1,0 +1,55 @@
+"""/metrics (Prometheus text) and /healthz."""
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.api import create_app
+from tests.world import make_world, message
+
+
+def _samples(text: str) -> dict:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_and_health(tmp_path, imap_user, monkeypatch):
+    w = make_world(tmp_path)
+    imap_user.deliver(message("Jane <jane@acme.com>", "alice@ourco.com", "Secret subject", msgid="x1@acme"))
+    ok_box = w.add_imap("alice@ourco.com", imap_user)
+    bad_box = w.add_imap("bob@ourco.com", imap_user, password="wrong")
+    client = TestClient(create_app(w.rt))
+    before = _samples(client.get("/metrics").text)
+    good, bad = w.sync(ok_box), w.sync(bad_box)
+    # the engine calls sync.metrics.observe_run after every run
+    client.get("/healthz")
+    resp = client.get("/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    after = _samples(resp.text)
+    org = str(w.org_id)
+    assert after[("threadline_mailboxes", (("org", org), ("status", "active")))] == 1
+    assert after[("threadline_mailboxes", (("org", org), ("status", "failed")))] == 1
+
+    def delta(name, labels=()):
+        return after.get((name, labels), 0) - before.get((name, labels), 0)
+
+    assert delta("threadline_sync_messages_total") == good.imported >= 1
+    assert delta("threadline_sync_errors_total", (("kind", "auth"),)) == 1
+    assert delta("threadline_sync_duration_seconds_count") == 2
+    assert delta("threadline_http_request_duration_seconds_count",
+                 (("method", "GET"), ("route", "/healthz"), ("status", "2xx"))) == 1
+    assert "jane" not in resp.text and "Secret subject" not in resp.text and "acme" not in resp.text
+
+    monkeypatch.setenv("THREADLINE_METRICS_TOKEN", "scrape-me")
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 200
+
+    assert client.get("/healthz").json() == {"ok": True}
+    w.rt.engine.dispose()
+    from sqlalchemy import create_engine
+
+    w.rt.engine = create_engine(f"sqlite:///{tmp_path}/missing-dir/x.db")
+    assert client.get("/healthz").status_code == 503

@@ -1,0 +1,87 @@
+"""Privacy requests against a timeline filled by a real IMAP sync (Dovecot): export
+(JSON and vCard 4.0) and erasure, which a later re-sync must not undo."""
+from __future__ import annotations
+
+import json
+
+from fastapi.testclient import TestClient
+
+from app.api import create_app
+from app.db import session, write_transaction
+from app.services import mailboxes, orgs, privacy
+from sync.exclusions import erased_hash
+from tests.world import make_world, message
+
+
+def test_export_and_erase_survive_a_real_resync(tmp_path, imap_user):
+    w = make_world(tmp_path)
+    admin = w.add_user("boss@ourco.com", "Boss", admin=True)
+    imap_user.deliver(message("Erin Gone <erin@solocorp.com>", "alice@ourco.com", "Only Erin", msgid="e1@solo"))
+    imap_user.deliver(message("alice@ourco.com", "erin@solocorp.com", "Reply to Erin", msgid="e2@ourco"))
+    imap_user.deliver(message("Erin Gone <erin@solocorp.com>", "alice@ourco.com", "Erin and Sam",
+                              cc="Sam Stay <sam@sharedcorp.com>", msgid="e3@solo"))
+    imap_user.deliver(message("Sam Stay <sam@sharedcorp.com>", "alice@ourco.com", "Only Sam", msgid="s1@shared"))
+    mid = w.add_imap("alice@ourco.com", imap_user)
+    assert w.sync(mid).ok
+    with session(w.rt.engine) as s:
+        token = orgs.issue_token(s, s.get(orgs.User, admin))
+    client = TestClient(create_app(w.rt))
+    h = {"Authorization": f"Bearer {token}"}
+
+    exported = client.post("/api/admin/privacy/export", headers=h, json={"email": "ERIN@solocorp.com"})
+    assert exported.status_code == 200
+    data = exported.json()
+    assert data["contact"]["name"] == "Erin Gone" and data["contact"]["company"]["domain"] == "solocorp.com"
+    assert sorted(i["subject"] for i in data["interactions"]) == ["Erin and Sam", "Only Erin", "Reply to Erin"]
+    card = client.post("/api/admin/privacy/export", headers=h, json={"email": "erin@solocorp.com", "format": "vcard"})
+    assert card.headers["content-type"].startswith("text/vcard")
+    lines = card.text.split("\r\n")
+    assert lines[:3] == ["BEGIN:VCARD", "VERSION:4.0", "FN:Erin Gone"] and lines[-2] == "END:VCARD"
+    assert "EMAIL;PREF=1:erin@solocorp.com" in lines and "ORG:" + data["contact"]["company"]["name"] in lines
+
+    assert client.post("/api/admin/privacy/erase", headers=h, json={"email": "erin@solocorp.com"}).status_code == 422
+    erased = client.post("/api/admin/privacy/erase", headers=h, json={"email": "erin@solocorp.com", "confirm": True})
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["removed_interactions"] == 2
+
+    def state():
+        return {
+            "subjects": sorted(r[0] for r in w.sql("SELECT subject FROM interaction")),
+            "erin": w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@solocorp.com'")
+            + w.scalar("SELECT count(*) FROM contactaddress WHERE address = 'erin@solocorp.com'")
+            + w.scalar("SELECT count(*) FROM interaction WHERE from_address = 'erin@solocorp.com'"),
+            "companies": sorted(r[0] for r in w.sql("SELECT domain FROM company")),
+            "contacts": sorted(r[0] for r in w.sql("SELECT primary_email FROM contact")),
+        }
+
+    after = state()
+    # the shared message stays (Sam is on it), without Erin; the company solocorp.com is gone
+    assert after == {"subjects": ["Erin and Sam", "Only Sam"], "erin": 0, "companies": ["sharedcorp.com"],
+                     "contacts": ["sam@sharedcorp.com"]}
+    assert w.scalar("SELECT count(*) FROM erasedperson WHERE address_hash = :h",
+                    h=erased_hash(w.org_id, "erin@solocorp.com")) == 1
+    # the audit log records the erasure without the address
+    events = client.get("/api/admin/audit", headers=h).json()
+    erase = next(e for e in events if e["action"] == "person.erase")
+    assert "erin" not in json.dumps(erase).lower()
+
+    # A real re-sync from scratch (every message read again) does not bring Erin back.
+    with write_transaction(w.rt.engine) as conn:
+        mailboxes.resync(conn, w.org_id, mid, actor_id=None)
+    imap_user.deliver(message("Erin Gone <erin@solocorp.com>", "alice@ourco.com", "Erin again", msgid="e4@solo"))
+    report = w.sync(mid)
+    assert report.ok
+    assert state() == after
+    again = client.post("/api/admin/privacy/export", headers=h, json={"email": "erin@solocorp.com"}).json()
+    assert again["contact"] is None and again["interactions"] == [] and again["erased_at"]
+
+
+def test_vcard_escapes_and_folds():
+    export = {"address": "a@b.example", "exported_at": "2024-01-01T00:00:00+00:00", "interactions": [],
+              "contact": {"name": "Doe, Jane; \"Q\"", "primary_email": "a@b.example", "addresses": ["a@b.example"],
+                          "company": {"name": "X" * 120, "domain": "b.example"}, "title": None, "phone": None,
+                          "tags": []}}
+    text = privacy.to_vcard(export)
+    assert "FN:Doe\\, Jane\\; \"Q\"" in text
+    assert all(len(line.encode()) <= 75 for line in text.split("\r\n"))
+    assert "\r\n X" in text  # the long ORG line is folded
