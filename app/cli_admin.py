@@ -73,13 +73,14 @@ def org_set(
     builtin_free_mail: Annotated[bool, typer.Option("--builtin-free-mail", help="Go back to the built-in free-mail list.")] = False,
     calendar_past_days: Annotated[Optional[int], typer.Option(help="Calendar days back.")] = None,
     calendar_future_days: Annotated[Optional[int], typer.Option(help="Calendar days ahead.")] = None,
+    entra_tenant: Annotated[Optional[str], typer.Option(help="Microsoft Entra tenant id for sidebar sign-in ('' clears).")] = None,
     org: OrgOpt = None,
 ) -> None:
     """Change organisation settings (only the options given)."""
     changes = {"name": name, "internal_domains": domain or None, "contact_policy": policy, "visibility": visibility,
                "backfill_days": backfill_days, "sync_interval_seconds": sync_interval,
                "bulk_detection": bulk_detection, "calendar_past_days": calendar_past_days,
-               "calendar_future_days": calendar_future_days}
+               "calendar_future_days": calendar_future_days, "entra_tenant_id": entra_tenant}
     changes = {k: v for k, v in changes.items() if v is not None}
     if builtin_free_mail:
         changes["free_mail_domains"] = None

@@ -56,7 +56,7 @@ def me(caller: CallerDep, rt: RuntimeDep) -> dict:
 
 
 @router.get("/api/stages", summary="The lifecycle stages, in order")
-def stages() -> list[str]:
+def stages(caller: CallerDep) -> list[str]:
     return list(people.STAGES)
 
 

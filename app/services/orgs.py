@@ -1,6 +1,8 @@
 """Organisations, users, aliases and personal access tokens."""
 from __future__ import annotations
 
+import re
+
 import hashlib
 import secrets
 from datetime import datetime, timezone
@@ -127,7 +129,7 @@ from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS  # noqa: E402
 _O, _U, _UA, _T = Organisation.__table__, User.__table__, UserAlias.__table__, ApiToken.__table__
 ROLES = ("rep", "admin")
 ORG_FIELDS = ("name", "internal_domains", "contact_policy", "visibility", "backfill_days", "sync_interval_seconds",
-              "bulk_detection", "free_mail_domains", "calendar_past_days", "calendar_future_days")
+              "bulk_detection", "free_mail_domains", "calendar_past_days", "calendar_future_days", "entra_tenant_id")
 
 
 def org_settings(conn: Connection, org_id: int) -> dict:
@@ -185,6 +187,12 @@ def clean_org_changes(changes: dict) -> dict:
             out[key] = bool(value)
         elif key == "free_mail_domains":
             out[key] = None if value is None else sorted({clean_domain(d) for d in value if str(d).strip()})
+        elif key == "entra_tenant_id":
+            # The Microsoft Entra directory (tenant) id whose signed-in users belong here.
+            tid = str(value).strip().lower()
+            if tid and not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", tid):
+                raise Invalid("the Entra tenant id is a GUID (Directory (tenant) ID in the Entra admin centre)")
+            out[key] = tid or None
     return out
 
 

@@ -143,5 +143,10 @@ def never_log(conn: Connection, org_id: int, user_id: int, *, email: str, scope:
     if scope not in ("address", "domain"):
         raise Invalid("scope must be address or domain")
     value = address if scope == "address" else addr.domain_of(address)
-    rules.add_rule(conn, org_id, kind=scope, value=value, user_id=user_id, actor_id=user_id)
-    return {"kind": scope, "value": value}
+    from app.services import orgs
+
+    try:
+        rule = rules.add_rule(conn, org_id, kind=scope, value=value, user_id=user_id, actor_id=user_id)
+    except (orgs.Invalid, orgs.NotFound) as exc:
+        raise Invalid(str(exc)) from None
+    return {"kind": rule["kind"], "value": rule["value"], "removed_interactions": rule.get("removed_interactions", 0)}

@@ -56,7 +56,7 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("PATCH", "/api/tasks/{task_id}"): {"auth": USER, "json": {"done": True}},
     ("POST", "/api/log-email"): {"auth": USER, "json": {}},
     ("GET", "/api/me"): {"auth": USER},
-    ("GET", "/api/stages"): {"auth": PUBLIC},  # the fixed list of pipeline stages
+    ("GET", "/api/stages"): {"auth": USER},  # the fixed list of pipeline stages
     ("POST", "/api/contacts"): {"auth": USER, "json": {}},
     ("PATCH", "/api/contacts/{contact_id}"): {"auth": USER, "json": {}},
     ("POST", "/api/never-log"): {"auth": USER, "json": {}},

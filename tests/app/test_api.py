@@ -499,7 +499,9 @@ def test_revoking_a_token_takes_effect_immediately(world):
 
 @pytest.mark.parametrize("who", ["carol", "dave"])
 def test_other_organisation_sees_nothing_of_ours_on_any_route(world, who):
-    for method, path in _api_routes(world):
+    # Reads here, against a timeline built by a real sync; every route, writes
+    # included, is in tests/app/test_access_matrix.py.
+    for method, path in [r for r in _api_routes(world) if r[0] == "GET" and not r[1].startswith("/api/admin")]:
         url = _fill(world, path)
         r = world.client.request(method, url, params=QUERY, headers=world.h(who))
         assert r.status_code in (200, 404), (method, url, r.status_code, r.text)

@@ -373,3 +373,17 @@ def test_help_of_every_command(cli):
     assert "--password" not in add_help  # never on argv
     assert "THREADLINE_IMAP_PASSWORD" in add_help
 
+
+
+def test_org_set_entra_tenant_connects_microsoft_sign_in(cli):
+    s = cli["main"]
+    tid = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    bad = s.run("entra_bad", "org", "set", "--entra-tenant", "not-a-guid")
+    assert bad.returncode != 0 and "GUID" in _flat(bad.stderr)
+    s.run("entra", "org", "set", "--entra-tenant", tid.upper())
+    _ok(s, "entra")
+    db = sqlite3.connect(f"file:{s.data_dir / 'threadline.db'}?mode=ro", uri=True)
+    try:
+        assert db.execute("SELECT entra_tenant_id FROM organisation").fetchall() == [(tid,)]
+    finally:
+        db.close()

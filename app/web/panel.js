@@ -1,0 +1,744 @@
+/* Threadline sidebar: the Outlook task pane (/panel/outlook) and the standalone
+   panel (/panel?email=..., /panel/contact/{id}).
+
+   Safety: every value that comes from an email or the API is put on the page
+   with textContent / attribute setters, never innerHTML. Tokens live in
+   localStorage (standalone) or Office roamingSettings (Outlook), never in URLs.
+   Speed: one call (GET /api/lookup) gives card, summary and the first page. */
+(function () {
+  "use strict";
+
+  const MSAL_URL = "https://cdn.jsdelivr.net/npm/@azure/msal-browser@3.27.0/lib/msal-browser.min.js";
+  const TOKEN_KEY = "threadline.token";
+  const body = document.body;
+  const mode = body.dataset.mode; // outlook | panel
+  const inOutlook = mode === "outlook";
+  const main = document.getElementById("main");
+  const statusBox = document.getElementById("status");
+
+  const state = {
+    config: null,
+    configPromise: null,
+    token: null,
+    entra: null, // {token, expires}
+    msal: null,
+    mail: null, // the Outlook item, reduced
+    people: [], // external participants of the mail [{email, name}]
+    email: null, // the person shown
+    contact: null,
+    nextCursor: null,
+    loadingPage: false,
+    seq: 0,
+    me: null,
+    observer: null,
+  };
+
+  // -- DOM helpers (text only) -------------------------------------------------------
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (k === "dataset") Object.assign(node.dataset, v);
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+  function say(message, kind) {
+    statusBox.textContent = message || "";
+    statusBox.className = "status" + (kind ? " " + kind : "");
+  }
+  let uid = 0;
+  function field(labelText, input) {
+    const id = input.id || ("f" + (++uid));
+    input.id = id;
+    return [el("label", { for: id, text: labelText }), input];
+  }
+  function fmtDate(value, withTime) {
+    if (!value) return "—";
+    const d = new Date(value);
+    if (isNaN(d)) return "—";
+    const opts = { year: "numeric", month: "short", day: "numeric" };
+    if (withTime) { opts.hour = "2-digit"; opts.minute = "2-digit"; }
+    return d.toLocaleString(undefined, opts);
+  }
+  function ago(value) {
+    if (!value) return "never";
+    const days = Math.round((Date.now() - new Date(value).getTime()) / 86400000);
+    if (days <= 0) return "today";
+    if (days === 1) return "yesterday";
+    if (days < 60) return days + " days ago";
+    if (days < 730) return Math.round(days / 30) + " months ago";
+    return Math.round(days / 365) + " years ago";
+  }
+  function domainOf(address) { return (address || "").split("@").pop().toLowerCase(); }
+
+  // -- storage and tokens --------------------------------------------------------------
+  function storedToken() {
+    try {
+      if (inOutlook && window.Office && Office.context && Office.context.roamingSettings) {
+        const t = Office.context.roamingSettings.get("threadlineToken");
+        if (t) return t;
+      }
+    } catch (e) { /* not in Outlook */ }
+    try { return localStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
+  }
+  function storeToken(token) {
+    state.token = token;
+    try { token ? localStorage.setItem(TOKEN_KEY, token) : localStorage.removeItem(TOKEN_KEY); } catch (e) { /* private mode */ }
+    try {
+      if (inOutlook && window.Office && Office.context && Office.context.roamingSettings) {
+        if (token) Office.context.roamingSettings.set("threadlineToken", token);
+        else Office.context.roamingSettings.remove("threadlineToken");
+        Office.context.roamingSettings.saveAsync(function () {});
+      }
+    } catch (e) { /* ignore */ }
+  }
+
+  function config() {
+    if (!state.configPromise) {
+      state.configPromise = fetch("/panel/config.json", { headers: { Accept: "application/json" } })
+        .then(r => r.json()).then(c => (state.config = c))
+        .catch(() => (state.config = { stages: [], entra: null }));
+    }
+    return state.configPromise;
+  }
+
+  function loadScript(src) {
+    return new Promise((resolve, reject) => {
+      const s = document.createElement("script");
+      s.src = src; s.crossOrigin = "anonymous";
+      s.onload = resolve; s.onerror = () => reject(new Error("could not load " + src));
+      document.head.appendChild(s);
+    });
+  }
+
+  // Microsoft 365: nested app authentication, falling back to the Office dialog API.
+  async function entraToken(interactive) {
+    const cfg = await config();
+    if (!inOutlook || !cfg.entra) return null;
+    if (state.entra && state.entra.expires - Date.now() > 120000) return state.entra.token;
+    const scopes = [cfg.entra.scope_uri];
+    const naa = Office.context.requirements && Office.context.requirements.isSetSupported &&
+      Office.context.requirements.isSetSupported("NestedAppAuth", "1.1");
+    if (naa) {
+      if (!state.msal) {
+        await loadScript(MSAL_URL);
+        state.msal = await window.msal.createNestablePublicClientApplication({
+          auth: { clientId: cfg.entra.client_id, authority: cfg.entra.authority + "/common" },
+        });
+      }
+      let result;
+      try {
+        result = await state.msal.acquireTokenSilent({ scopes });
+      } catch (e) {
+        if (!interactive) return null;
+        result = await state.msal.acquireTokenPopup({ scopes });
+      }
+      state.entra = { token: result.accessToken, expires: result.expiresOn ? new Date(result.expiresOn).getTime() : Date.now() + 3000000 };
+      return state.entra.token;
+    }
+    if (!interactive) return null;
+    return new Promise((resolve, reject) => {
+      Office.context.ui.displayDialogAsync(location.origin + "/panel/signin", { height: 60, width: 30 }, res => {
+        if (res.status !== "succeeded" && res.status !== Office.AsyncResultStatus.Succeeded) {
+          reject(new Error("could not open the sign-in window")); return;
+        }
+        const dialog = res.value;
+        dialog.addEventHandler(Office.EventType.DialogMessageReceived, arg => {
+          dialog.close();
+          try {
+            const msg = JSON.parse(arg.message);
+            if (msg.error) { reject(new Error(msg.error)); return; }
+            state.entra = { token: msg.token, expires: msg.expires || Date.now() + 3000000 };
+            resolve(msg.token);
+          } catch (e) { reject(e); }
+        });
+      });
+    });
+  }
+
+  async function bearer() {
+    if (state.token) return state.token;
+    const stored = storedToken();
+    if (stored) { state.token = stored; return stored; }
+    try { return await entraToken(false); } catch (e) { return null; }
+  }
+
+  class ApiError extends Error {
+    constructor(status, detail) { super(detail || ("HTTP " + status)); this.status = status; }
+  }
+
+  async function api(method, path, payload) {
+    const token = await bearer();
+    if (!token) throw new ApiError(401, "Sign in to see this person's history.");
+    const headers = { Accept: "application/json", Authorization: "Bearer " + token };
+    const init = { method, headers, cache: "no-store" };
+    if (payload !== undefined) { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(payload); }
+    const r = await fetch(path, init);
+    let data = null;
+    try { data = await r.json(); } catch (e) { data = null; }
+    if (!r.ok) {
+      const detail = data && typeof data.detail === "string" ? data.detail : ("HTTP " + r.status);
+      const err = new ApiError(r.status, detail);
+      err.data = data;
+      throw err;
+    }
+    return data;
+  }
+
+  function lookupPath(email) {
+    // The exact request bench/sidebar.py measures: email only, "@" left as is.
+    return "/api/lookup?email=" + encodeURIComponent(email).replace(/%40/g, "@");
+  }
+
+  // -- sign-in ---------------------------------------------------------------------------
+  function showSignIn(message) {
+    state.seq++;
+    body.dataset.state = "signin";
+    clear(main);
+    const input = el("input", { type: "password", autocomplete: "off", spellcheck: "false", name: "token" });
+    const err = el("p", { class: "error", role: "alert", text: message || "" });
+    const form = el("form", {
+      onsubmit: async ev => {
+        ev.preventDefault();
+        const token = input.value.trim();
+        if (!token) { err.textContent = "Paste your personal access token."; return; }
+        storeToken(token);
+        start();
+      },
+    },
+    field("Personal access token", input),
+    el("p", { class: "muted", text: "Ask your admin for one (threadline user token you@company.com). It is kept on this device." }),
+    el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Save token" })));
+    main.append(el("h1", { text: "Sign in to Threadline" }), err);
+    if (inOutlook && state.config && state.config.entra) {
+      main.append(el("div", { class: "actions" }, el("button", {
+        type: "button", class: "primary", text: "Sign in with Microsoft",
+        onclick: async () => {
+          try { storeToken(null); await entraToken(true); start(); }
+          catch (e) { err.textContent = "Microsoft sign-in failed: " + e.message; }
+        },
+      })), el("p", { class: "muted", text: "Not on Microsoft 365? Use a personal access token:" }));
+    }
+    main.append(form);
+    input.focus();
+  }
+
+  // -- the mail being read (Outlook) ------------------------------------------------------
+  function addr(a) { return a && a.emailAddress ? { email: String(a.emailAddress).toLowerCase(), name: a.displayName || "" } : null; }
+
+  function readItem() {
+    const item = Office.context.mailbox.item;
+    if (!item) return null;
+    const me = ((Office.context.mailbox.userProfile || {}).emailAddress || "").toLowerCase();
+    const from = addr(item.from || item.sender);
+    const to = (item.to || []).map(addr).filter(Boolean);
+    const cc = (item.cc || []).map(addr).filter(Boolean);
+    const ownDomain = domainOf(me);
+    const seen = new Set();
+    const people = [];
+    for (const p of [from, ...to, ...cc]) {
+      if (!p || seen.has(p.email) || p.email === me || (ownDomain && domainOf(p.email) === ownDomain)) continue;
+      seen.add(p.email);
+      people.push(p);
+    }
+    const created = item.dateTimeCreated instanceof Date ? item.dateTimeCreated : (item.dateTimeCreated ? new Date(item.dateTimeCreated) : null);
+    return {
+      from, to, cc, people,
+      subject: item.subject || "",
+      internetMessageId: item.internetMessageId || "",
+      conversationId: item.conversationId || "",
+      date: created && !isNaN(created) ? created.toISOString() : null,
+    };
+  }
+
+  function onItemChanged() {
+    state.mail = readItem();
+    if (!state.mail) {
+      state.seq++;
+      body.dataset.state = "empty";
+      clear(main);
+      main.append(el("p", { class: "muted", text: "Select an email to see who it is from." }));
+      return;
+    }
+    state.people = state.mail.people;
+    if (!state.people.length) {
+      state.seq++;
+      body.dataset.state = "internal";
+      clear(main);
+      main.append(el("h1", { text: state.mail.subject || "(no subject)" }),
+        el("p", { class: "muted", text: "Only people from your organisation are on this email." }));
+      return;
+    }
+    show(state.people[0].email);
+  }
+
+  // -- theme ---------------------------------------------------------------------------------
+  function luminance(hex) {
+    const m = /^#?([0-9a-f]{6})$/i.exec(String(hex || "").trim());
+    if (!m) return 1;
+    const n = parseInt(m[1], 16);
+    const c = [(n >> 16) & 255, (n >> 8) & 255, n & 255].map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+    return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+  }
+  function applyOfficeTheme(theme) {
+    theme = theme || (Office.context && Office.context.officeTheme);
+    if (!theme || !theme.bodyBackgroundColor) return;
+    const dark = luminance(theme.bodyBackgroundColor) < 0.25;
+    body.classList.toggle("dark", dark);
+    const root = body.style; // inline: wins over the .dark defaults
+    root.setProperty("--bg", theme.bodyBackgroundColor);
+    if (theme.bodyForegroundColor) root.setProperty("--fg", theme.bodyForegroundColor);
+    if (theme.controlBackgroundColor) root.setProperty("--ctl-bg", theme.controlBackgroundColor);
+    if (theme.controlForegroundColor) root.setProperty("--ctl-fg", theme.controlForegroundColor);
+    body.dataset.theme = dark ? "dark" : "light";
+  }
+
+  // -- showing a person -------------------------------------------------------------------------
+  async function show(email) {
+    const seq = ++state.seq;
+    state.email = email;
+    body.dataset.state = "loading";
+    body.dataset.email = email;
+    say("");
+    performance.clearMarks(); performance.clearMeasures();
+    performance.mark("tl:request");
+    let data;
+    try {
+      [data] = await Promise.all([api("GET", lookupPath(email)), config()]);
+    } catch (e) {
+      if (seq !== state.seq) return;
+      if (e.status === 404) {
+        performance.mark("tl:api");
+        await config();
+        if (seq !== state.seq) return;
+        renderUnknown(email);
+        paintMark();
+        return;
+      }
+      if (e.status === 401) {
+        await config();
+        if (seq !== state.seq) return;
+        storeToken(null);
+        showSignIn(e.message);
+        return;
+      }
+      body.dataset.state = "error";
+      clear(main);
+      main.append(el("p", { class: "error", role: "alert", text: "Could not load: " + e.message }),
+        el("button", { type: "button", text: "Try again", onclick: () => show(email) }));
+      return;
+    }
+    if (seq !== state.seq) return; // the rep moved on to another mail
+    performance.mark("tl:api");
+    render(data);
+    paintMark();
+  }
+
+  function paintMark() {
+    requestAnimationFrame(() => {
+      performance.mark("tl:painted");
+      try { performance.measure("tl:first-useful-paint", "tl:api", "tl:painted"); } catch (e) { /* marks cleared */ }
+    });
+  }
+
+  function peopleSwitcher() {
+    if (state.people.length < 2) return null;
+    return el("nav", { class: "people", "aria-label": "People on this email" },
+      state.people.map(p => el("button", {
+        type: "button", "aria-pressed": p.email === state.email ? "true" : "false",
+        title: p.email, text: p.name || p.email, onclick: () => show(p.email),
+      })));
+  }
+
+  function fullLink(contactId) {
+    if (body.classList.contains("full")) return null;
+    return el("a", { class: "full-link", href: "/panel/contact/" + encodeURIComponent(contactId), target: "_blank", rel: "noopener", text: "Open full record ↗" });
+  }
+
+  function render(data) {
+    const c = data.contact;
+    const s = data.summary || {};
+    state.contact = c;
+    body.dataset.state = "ready";
+    body.dataset.contactId = c.id;
+    clear(main);
+    const stages = (state.config && state.config.stages) || [];
+
+    // Card
+    const stageSelect = el("select", { name: "stage", onchange: ev => patchContact({ stage: ev.target.value || null }, "Stage saved") },
+      el("option", { value: "", text: "—" }), stages.map(st => el("option", { value: st, text: st, selected: c.stage === st })));
+    const company = c.company ? el("span", { class: "chip company", title: c.company.domain, text: c.company.name }) : null;
+    const facts = el("dl", { class: "facts" },
+      el("dt", { text: "Email" }), el("dd", {}, el("a", { href: "mailto:" + c.email, text: c.email })),
+      c.phone ? [el("dt", { text: "Phone" }), el("dd", {}, el("a", { href: "tel:" + c.phone.replace(/[^+0-9]/g, ""), text: c.phone }))] : null,
+      el("dt", { text: "Owner" }), el("dd", { class: "owner" }, c.owner ? (c.owner.name || c.owner.email) : [
+        el("span", { class: "muted", text: "nobody yet · " }),
+        el("button", { type: "button", class: "link take-owner", text: "make me the owner", onclick: async () => {
+          try {
+            const me = await api("GET", "/api/me");
+            await patchContact({ owner_id: me.id }, "You own this contact now");
+          } catch (e) { say("Not saved: " + e.message, "error"); }
+        } })]),
+      el("dt", { text: "Tags" }), el("dd", { class: "tags" }, (c.tags || []).length ? c.tags.map(t => el("span", { class: "chip", text: t })) : el("span", { class: "muted", text: "none" })));
+    const card = el("section", { class: "card", "aria-labelledby": "contact-name" },
+      peopleSwitcher(),
+      el("h1", { id: "contact-name", text: c.name || c.email }),
+      el("p", { class: "row" }, c.title ? el("span", { class: "title", text: c.title }) : null, company),
+      facts,
+      el("div", { class: "row" }, ...field("Lifecycle stage", stageSelect)),
+      el("div", { class: "actions" },
+        el("button", { type: "button", text: "Edit", "aria-expanded": "false", onclick: ev => toggleForm(ev.currentTarget, editForm(c)) }),
+        el("button", { type: "button", text: "Add note", "aria-expanded": "false", onclick: ev => toggleForm(ev.currentTarget, noteForm(c)) }),
+        el("button", { type: "button", text: "Add task", "aria-expanded": "false", onclick: ev => toggleForm(ev.currentTarget, taskForm(c)) })),
+      el("div", { id: "form-slot" }),
+      mailActions(c.email),
+      fullLink(c.id));
+    main.append(card);
+
+    // Summary
+    const colleagues = s.colleagues || [];
+    main.append(el("section", { "aria-labelledby": "h-summary" },
+      el("h2", { id: "h-summary", text: "Relationship" }),
+      el("div", { class: "stats" },
+        el("div", {}, el("strong", { text: s.emails_in || 0 }), el("span", { text: "emails in" })),
+        el("div", {}, el("strong", { text: s.emails_out || 0 }), el("span", { text: "emails out" })),
+        el("div", {}, el("strong", { text: s.meetings || 0 }), el("span", { text: "meetings" }))),
+      el("p", { class: "meta" }, "First contact ", fmtDate(s.first_interaction_at), " · last ", ago(s.last_interaction_at)),
+      colleagues.length ? el("ul", { class: "plain colleagues", "aria-label": "Colleagues who know them" },
+        colleagues.map(k => el("li", {}, el("span", { text: k.name || k.email }),
+          el("span", { class: "meta", text: " · " + k.interactions + (k.interactions === 1 ? " interaction, " : " interactions, ") + ago(k.last_interaction_at) })))) :
+        el("p", { class: "muted", text: "No colleague has emailed them yet." })));
+
+    if (data.next_meeting) {
+      const m = data.next_meeting;
+      main.append(el("section", { "aria-labelledby": "h-next" }, el("h2", { id: "h-next", text: "Next meeting" }),
+        el("p", { class: "subject", text: m.subject || "(no title)" }),
+        el("p", { class: "meta", text: fmtDate(m.occurred_at, true) + (m.location ? " · " + m.location : "") })));
+    }
+
+    // Timeline
+    const list = el("ol", { class: "timeline", id: "timeline", "aria-label": "Timeline, newest first" });
+    const more = el("button", { type: "button", class: "sentinel", text: "Load older", onclick: () => loadMore() });
+    main.append(el("section", { "aria-labelledby": "h-timeline" }, el("h2", { id: "h-timeline", text: "Timeline" }), list, more));
+    const tl = data.timeline || { items: [], next_cursor: null };
+    tl.items.forEach(it => list.append(itemNode(it)));
+    if (!tl.items.length) list.append(el("li", { class: "muted empty", text: "Nothing yet." }));
+    setCursor(tl.next_cursor, more);
+
+    // Company
+    const others = (data.company_contacts || []).filter(p => p.id !== c.id);
+    if (c.company && others.length) {
+      main.append(el("section", { "aria-labelledby": "h-company" },
+        el("h2", { id: "h-company", text: "Also at " + c.company.name }),
+        el("ul", { class: "plain company-contacts" }, others.map(p => el("li", {},
+          el("button", { type: "button", class: "link", text: p.name || p.email, onclick: () => openPerson(p.email) }),
+          p.title ? el("span", { class: "meta", text: " · " + p.title }) : null)))));
+    }
+  }
+
+  function openPerson(email) {
+    if (!state.people.some(p => p.email === email)) state.people = state.people.concat([{ email, name: "" }]);
+    show(email);
+  }
+
+  function setCursor(cursor, button) {
+    state.nextCursor = cursor;
+    button = button || main.querySelector(".sentinel");
+    if (!button) return;
+    button.hidden = !cursor;
+    if (state.observer) state.observer.disconnect();
+    if (cursor && "IntersectionObserver" in window) {
+      state.observer = new IntersectionObserver(entries => { if (entries.some(e => e.isIntersecting)) loadMore(); }, { rootMargin: "200px" });
+      state.observer.observe(button);
+    }
+  }
+
+  async function loadMore() {
+    if (!state.nextCursor || state.loadingPage || !state.contact) return;
+    const seq = state.seq;
+    state.loadingPage = true;
+    try {
+      const page = await api("GET", "/api/contacts/" + encodeURIComponent(state.contact.id) + "/timeline?cursor=" + encodeURIComponent(state.nextCursor));
+      if (seq !== state.seq) return;
+      const list = document.getElementById("timeline");
+      page.items.forEach(it => list.append(itemNode(it)));
+      setCursor(page.next_cursor);
+    } catch (e) {
+      say("Could not load older items: " + e.message, "error");
+    } finally {
+      state.loadingPage = false;
+    }
+  }
+
+  const KIND = { email: "Email", meeting: "Meeting", note: "Note", task: "Task" };
+
+  function itemNode(it) {
+    const kind = it.kind === "email" ? (it.direction === "in" ? "Email received" : "Email sent") : (KIND[it.kind] || it.kind);
+    const li = el("li", { class: "item item-" + it.kind, dataset: { id: it.id, kind: it.kind } });
+    const when = el("span", { class: "meta", text: fmtDate(it.occurred_at, true) });
+    li.append(el("div", { class: "row" }, el("span", { class: "kind", text: kind }), when));
+    if (it.kind === "task") {
+      const box = el("input", { type: "checkbox", checked: !!it.done_at, onchange: ev => setTaskDone(it, ev.target, li) });
+      li.classList.toggle("done", !!it.done_at);
+      li.append(el("label", { class: "inline" }, box, el("span", { class: "subject", text: it.subject || "(task)" })));
+      li.append(el("p", { class: "meta due", text: it.due_at ? "Due " + fmtDate(it.due_at) : "No due date" }));
+      if (it.body) li.append(el("p", { class: "body", text: it.body }));
+    } else if (it.kind === "note") {
+      li.append(el("p", { class: "body", text: it.body || it.snippet || "" }));
+    } else {
+      li.append(el("p", { class: "subject", text: it.subject || "(no subject)" }));
+      if (it.snippet) li.append(el("p", { class: "snippet", text: it.snippet }));
+      const who = [];
+      if (it.sender) who.push("From " + (it.sender.name || it.sender.address));
+      const sender = it.sender ? it.sender.address : null;
+      const others = (it.colleagues || []).filter(k => k.address !== sender);
+      if (others.length) who.push("with " + others.map(k => k.name || k.address).join(", "));
+      if (it.location) who.push(it.location);
+      if (who.length) li.append(el("p", { class: "meta", text: who.join(" · ") }));
+    }
+    if (it.author && (it.kind === "note" || it.kind === "task")) li.append(el("p", { class: "meta", text: "by " + (it.author.name || it.author.email) }));
+    return li;
+  }
+
+  function prependItem(it) {
+    const list = document.getElementById("timeline");
+    if (!list) return;
+    const empty = list.querySelector(".empty");
+    if (empty) empty.remove();
+    list.prepend(itemNode(it));
+  }
+
+  async function setTaskDone(it, box, li) {
+    box.disabled = true;
+    try {
+      const updated = await api("PATCH", "/api/tasks/" + encodeURIComponent(it.id), { done: box.checked });
+      it.done_at = updated.done_at;
+      li.classList.toggle("done", !!updated.done_at);
+      say(updated.done_at ? "Task done" : "Task reopened", "okay");
+    } catch (e) {
+      box.checked = !box.checked;
+      say("Could not update the task: " + e.message, "error");
+    } finally {
+      box.disabled = false;
+    }
+  }
+
+  // -- forms ---------------------------------------------------------------------------------
+  function toggleForm(button, form) {
+    const slot = document.getElementById("form-slot");
+    const open = button.getAttribute("aria-expanded") === "true";
+    main.querySelectorAll(".card .actions button[aria-expanded]").forEach(b => b.setAttribute("aria-expanded", "false"));
+    clear(slot);
+    if (open) return;
+    button.setAttribute("aria-expanded", "true");
+    slot.append(form);
+    const first = form.querySelector("input, textarea, select");
+    if (first) first.focus();
+  }
+  function closeForms() {
+    const slot = document.getElementById("form-slot");
+    if (slot) clear(slot);
+    main.querySelectorAll(".card .actions button[aria-expanded]").forEach(b => b.setAttribute("aria-expanded", "false"));
+  }
+  function submitting(form, busy) { form.querySelectorAll("button, input, textarea, select").forEach(n => { n.disabled = busy; }); }
+
+  function editForm(c) {
+    const name = el("input", { name: "name", value: c.name || "", autocomplete: "off" });
+    const title = el("input", { name: "title", value: c.title || "", autocomplete: "off" });
+    const phone = el("input", { name: "phone", type: "tel", value: c.phone || "", autocomplete: "off" });
+    const tags = el("input", { name: "tags", value: (c.tags || []).join(", "), autocomplete: "off" });
+    const form = el("form", { class: "edit-form", "aria-label": "Edit contact", onsubmit: async ev => {
+      ev.preventDefault();
+      await patchContact({
+        name: name.value, title: title.value || null, phone: phone.value || null,
+        tags: tags.value.split(",").map(t => t.trim()).filter(Boolean),
+      }, "Contact saved", form);
+    } },
+    field("Name", name), field("Title", title), field("Phone", phone), field("Tags (comma separated)", tags),
+    el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Save" }),
+      el("button", { type: "button", text: "Cancel", onclick: closeForms })));
+    return form;
+  }
+
+  async function patchContact(changes, done, form) {
+    if (form) submitting(form, true);
+    try {
+      await api("PATCH", "/api/contacts/" + encodeURIComponent(state.contact.id), changes);
+      say(done, "okay");
+      await show(state.email);
+      say(done, "okay");
+    } catch (e) {
+      if (form) submitting(form, false);
+      say("Not saved: " + e.message, "error");
+    }
+  }
+
+  function noteForm(c) {
+    const text = el("textarea", { name: "note", required: true, maxlength: 20000 });
+    const form = el("form", { class: "note-form", "aria-label": "Add a note", onsubmit: async ev => {
+      ev.preventDefault();
+      if (!text.value.trim()) { say("The note is empty.", "error"); return; }
+      submitting(form, true);
+      try {
+        const it = await api("POST", "/api/contacts/" + encodeURIComponent(c.id) + "/notes", { body: text.value });
+        closeForms(); prependItem(it); say("Note added", "okay");
+      } catch (e) { submitting(form, false); say("Note not saved: " + e.message, "error"); }
+    } },
+    field("Note (your colleagues see it)", text),
+    el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Add note" }),
+      el("button", { type: "button", text: "Cancel", onclick: closeForms })));
+    return form;
+  }
+
+  function taskForm(c) {
+    const title = el("input", { name: "title", required: true, maxlength: 500, autocomplete: "off", value: "Follow up" + (c.name ? " with " + c.name : "") });
+    const due = el("input", { name: "due", type: "date" });
+    const inDays = new Date(Date.now() + 3 * 86400000);
+    due.value = inDays.toISOString().slice(0, 10);
+    const form = el("form", { class: "task-form", "aria-label": "Add a follow-up task", onsubmit: async ev => {
+      ev.preventDefault();
+      submitting(form, true);
+      const dueAt = due.value ? new Date(due.value + "T09:00:00").toISOString() : null;
+      try {
+        const it = await api("POST", "/api/contacts/" + encodeURIComponent(c.id) + "/tasks", { title: title.value, due_at: dueAt });
+        closeForms(); prependItem(it); say("Task created", "okay");
+      } catch (e) { submitting(form, false); say("Task not saved: " + e.message, "error"); }
+    } },
+    field("Task", title), field("Due", due),
+    el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Create task" }),
+      el("button", { type: "button", text: "Cancel", onclick: closeForms })));
+    return form;
+  }
+
+  // Log this email / never log: actions on the mail and its sender.
+  function mailActions(email) {
+    const row = el("div", { class: "actions mail-actions" });
+    if (inOutlook && state.mail && state.mail.internetMessageId) {
+      row.append(el("button", { type: "button", class: "log-email", text: "Log this email", onclick: logEmail }));
+    }
+    let armed = false;
+    const never = el("button", { type: "button", class: "danger never-log", text: "Never log " + email, onclick: async () => {
+      if (!armed) { armed = true; never.textContent = "Confirm: never log " + email; return; }
+      never.disabled = true;
+      try {
+        await api("POST", "/api/never-log", { email, scope: "address" });
+        say("Mail with " + email + " is no longer logged from your mailbox.", "okay");
+        await show(email);
+        say("Mail with " + email + " is no longer logged from your mailbox.", "okay");
+      } catch (e) { never.disabled = false; say("Not saved: " + e.message, "error"); }
+    } });
+    row.append(never);
+    return row;
+  }
+
+  async function logEmail(ev) {
+    const m = state.mail;
+    const button = ev.currentTarget;
+    button.disabled = true;
+    try {
+      const out = await api("POST", "/api/log-email", {
+        internet_message_id: m.internetMessageId, subject: m.subject, from: m.from,
+        to: m.to, cc: m.cc, date: m.date, conversation_id: m.conversationId || null,
+      });
+      if (!out.logged) { say("Not logged: " + (out.reason || "this email is not kept"), "error"); button.disabled = false; return; }
+      const msg = out.created ? "Email logged to the timeline" : "This email was already on the timeline";
+      await show(state.email);
+      say(msg, "okay");
+    } catch (e) { button.disabled = false; say("Not logged: " + e.message, "error"); }
+  }
+
+  // -- an unknown sender ----------------------------------------------------------------------
+  function renderUnknown(email) {
+    body.dataset.state = "unknown";
+    state.contact = null;
+    clear(main);
+    const person = state.people.find(p => p.email === email) || { email, name: "" };
+    const stages = (state.config && state.config.stages) || [];
+    const name = el("input", { name: "name", value: person.name || "", autocomplete: "off" });
+    const title = el("input", { name: "title", autocomplete: "off" });
+    const phone = el("input", { name: "phone", type: "tel", autocomplete: "off" });
+    const stage = el("select", { name: "stage" }, el("option", { value: "", text: "—" }), stages.map(s => el("option", { value: s, text: s, selected: s === "lead" })));
+    const err = el("p", { class: "error", role: "alert" });
+    const form = el("form", { class: "add-contact", "aria-label": "Add as contact", onsubmit: async ev => {
+      ev.preventDefault();
+      submitting(form, true);
+      try {
+        await api("POST", "/api/contacts", { email, name: name.value, title: title.value || null, phone: phone.value || null, stage: stage.value || null });
+        await show(email);
+        say("Contact added", "okay");
+      } catch (e) {
+        submitting(form, false);
+        if (e.status === 409) { show(email); return; }
+        err.textContent = "Not added: " + e.message;
+      }
+    } },
+    el("p", { class: "muted" }, "Company: from ", el("strong", { text: domainOf(email) })),
+    field("Name", name), field("Title", title), field("Phone", phone), field("Lifecycle stage", stage), err,
+    el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Add as contact" })));
+    main.append(peopleSwitcher() || "",
+      el("h1", { text: person.name || email }),
+      el("p", { class: "muted" }, el("span", { class: "unknown-email", text: email }), " is not in Threadline yet."),
+      form, mailActions(email));
+  }
+
+  // -- start --------------------------------------------------------------------------------------
+  function start() {
+    config();
+    if (inOutlook) { onItemChanged(); return; }
+    const params = new URLSearchParams(location.search);
+    const match = /^\/panel\/contact\/(\d+)\/?$/.exec(location.pathname);
+    if (match || params.get("full") === "1") body.classList.add("full");
+    if (match) {
+      api("GET", "/api/contacts/" + match[1]).then(c => { state.people = [{ email: c.email, name: c.name }]; show(c.email); })
+        .catch(e => {
+          if (e.status === 401) { storeToken(null); showSignIn(e.message); return; }
+          body.dataset.state = "error"; clear(main); main.append(el("p", { class: "error", role: "alert", text: e.message }));
+        });
+      return;
+    }
+    const email = (params.get("email") || "").trim();
+    if (!email) {
+      if (!(state.token || storedToken())) { showSignIn(""); return; }
+      body.dataset.state = "empty";
+      clear(main);
+      const input = el("input", { type: "email", name: "email", autocomplete: "off" });
+      main.append(el("h1", { text: "Threadline" }), el("form", { onsubmit: ev => {
+        ev.preventDefault();
+        history.replaceState(null, "", "/panel?email=" + encodeURIComponent(input.value.trim()));
+        state.people = [{ email: input.value.trim().toLowerCase(), name: "" }];
+        show(input.value.trim().toLowerCase());
+      } }, field("Look up an email address", input), el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Look up" }))));
+      return;
+    }
+    state.people = [{ email: email.toLowerCase(), name: "" }];
+    if (!(state.token || storedToken())) { showSignIn(""); return; }
+    show(email.toLowerCase());
+  }
+
+  if (inOutlook && !window.Office) {
+    body.dataset.state = "error";
+    clear(main);
+    main.append(el("p", { class: "error", role: "alert", text: "Office.js could not be loaded: check the connection to appsforoffice.microsoft.com." }));
+  } else if (inOutlook) {
+    Office.onReady(() => {
+      applyOfficeTheme();
+      const mbx = Office.context.mailbox;
+      mbx.addHandlerAsync(Office.EventType.ItemChanged, onItemChanged);
+      if (Office.EventType.OfficeThemeChanged) {
+        try { mbx.addHandlerAsync(Office.EventType.OfficeThemeChanged, ev => applyOfficeTheme(ev.officeTheme), () => {}); } catch (e) { /* Mailbox < 1.14 */ }
+      }
+      start();
+    });
+  } else {
+    start();
+  }
+})();

@@ -1,0 +1,331 @@
+"""The sidebar in real headless Chromium against the app served on loopback.
+
+Office.js is replaced by tests/app/office_stub.js: Playwright intercepts the
+CDN URL and serves the stand-in, which provides Office.onReady, the mailbox
+item and ItemChanged. Every other external request is blocked, so nothing
+leaves the machine. One world (module scope) and one browser (session) serve
+all tests; each test gets a fresh browser context.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime, time, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.api import create_app
+from tests.app.test_activity_api import JANE, MARK, NOW, SAM, XSS_SUBJECT, seed
+from tests.servers import AppServer
+
+OFFICE_JS = "https://appsforoffice.microsoft.com/lib/1/hosted/office.js"
+STUB = (Path(__file__).parent / "office_stub.js").read_text()
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+LIGHT = {"bodyBackgroundColor": "#FFFFFF", "bodyForegroundColor": "#242424",
+         "controlBackgroundColor": "#F5F5F5", "controlForegroundColor": "#242424"}
+DARK = {"bodyBackgroundColor": "#1F1F1F", "bodyForegroundColor": "#FFFFFF",
+        "controlBackgroundColor": "#2B2B2B", "controlForegroundColor": "#FFFFFF"}
+ALICE = {"displayName": "Alice Rep", "emailAddress": "alice@ourco.com"}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    sd = seed(tmp_path_factory.mktemp("panel"))
+    server = AppServer(create_app(sd.rt)).start()
+    yield sd, server.url
+    server.stop()
+    sd.rt.engine.dispose()
+
+
+def mail(frm: tuple[str, str], subject: str = "Re: Proposal", *, cc=(), key: str | None = None) -> dict:
+    return {"from": {"displayName": frm[0], "emailAddress": frm[1]}, "to": [ALICE],
+            "cc": [{"displayName": n, "emailAddress": a} for n, a in cc], "subject": subject,
+            "internetMessageId": f"<{key or 'k-' + frm[1]}>", "conversationId": "AAQkAD" + frm[1],
+            "dateTimeCreated": (NOW - timedelta(hours=1)).isoformat()}
+
+
+def open_pane(page, base: str, item: dict | None, *, token: str | None, theme: dict | None = LIGHT):
+    """The Outlook task pane with the Office.js stand-in; the token as the add-in keeps it (roamingSettings)."""
+    page.route("**/*", lambda route: route.abort() if not route.request.url.startswith(base)
+               else route.continue_())
+    page.route(OFFICE_JS, lambda route: route.fulfill(status=200, body=STUB, content_type="text/javascript"))
+    init = {"item": item, "theme": theme, "userProfile": ALICE,
+            "roaming": {"threadlineToken": token} if token else {}}
+    page.add_init_script(f"window.__OFFICE_INIT = {json.dumps(init)};")
+    page.goto(f"{base}/panel/outlook")
+
+
+def wait_state(page, state: str, email: str | None = None):
+    sel = f'body[data-state="{state}"]' + (f'[data-email="{email}"]' if email else "")
+    page.wait_for_selector(sel, timeout=10_000)
+
+
+def api(base: str, sd, who: str, method: str, path: str, **kw):
+    return httpx.request(method, base + path, headers=sd.h(who), timeout=10, **kw)
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+def test_card_summary_timeline_for_a_known_sender_and_infinite_scroll(site, page):
+    sd, base = site
+    open_pane(page, base, mail(("Jane Doe", JANE), cc=[("Mark Roe", MARK)]), token=sd.tokens["alice"])
+    wait_state(page, "ready", JANE)
+    assert page.locator("h1").inner_text() == "Jane Doe"
+    assert page.locator(".chip.company").inner_text() == "Acme"
+    stats = page.locator(".stats strong").all_inner_texts()
+    assert stats == ["20", "11", "0"]  # 20 in, 10 out from alice + 1 from bob
+    assert "Bob Rep" in page.locator(".colleagues").inner_text()
+    assert "Alice Rep" in page.locator(".colleagues").inner_text()
+    # First useful paint well under 300 ms after the API answered.
+    paint = page.evaluate("performance.getEntriesByName('tl:first-useful-paint')[0].duration")
+    assert 0 <= paint < 300, paint
+    # One API call for card + summary + first page.
+    items = page.locator("#timeline > li")
+    assert items.count() == 20
+    assert page.locator("#timeline .subject").first.inner_text() == "Pricing from Bob"
+    # Infinite scroll: the rest arrives by cursor pages.
+    page.locator(".sentinel").scroll_into_view_if_needed()
+    page.wait_for_function("() => document.querySelectorAll('#timeline > li').length === 31", timeout=10_000)
+    assert page.locator(".sentinel").is_hidden()
+    assert page.locator("#timeline .subject").last.inner_text() == "Proposal 0"
+    # Fits 320 px: no horizontal scrolling.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 320
+    # Every form control has a label.
+    unlabeled = page.evaluate("""[...document.querySelectorAll('input, select, textarea')]
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).length""")
+    assert unlabeled == 0
+    # Other people at the same company.
+    assert "Mark Roe" in page.locator(".company-contacts").inner_text()
+    # The full record opens on a page of its own.
+    href = page.locator("a.full-link").get_attribute("href")
+    assert href.startswith("/panel/contact/")
+
+
+def test_switching_person_and_mail_updates_the_pane(site, page):
+    sd, base = site
+    open_pane(page, base, mail(("Jane Doe", JANE), cc=[("Mark Roe", MARK)]), token=sd.tokens["alice"])
+    wait_state(page, "ready", JANE)
+    buttons = page.locator("nav.people button")
+    assert buttons.all_inner_texts() == ["Jane Doe", "Mark Roe"]
+    buttons.nth(1).click()
+    wait_state(page, "ready", MARK)
+    assert page.locator("h1").inner_text() == "Mark Roe"
+    assert page.locator("nav.people button[aria-pressed=true]").inner_text() == "Mark Roe"
+    # Outlook selects another mail: ItemChanged.
+    page.evaluate("item => window.__officeStub.selectItem(item)", mail(("Sam Spam", SAM), "Buy now"))
+    wait_state(page, "ready", SAM)
+    assert page.locator("h1").inner_text() == "Sam Spam"
+    assert page.locator("nav.people").count() == 0
+    # Two quick changes: the pane ends on the last one, whatever order the answers come in.
+    page.evaluate("""([a, b]) => { window.__officeStub.selectItem(a); window.__officeStub.selectItem(b); }""",
+                  [mail(("Jane Doe", JANE)), mail(("Mark Roe", MARK))])
+    wait_state(page, "ready", MARK)
+    page.wait_for_timeout(300)
+    assert page.locator("h1").inner_text() == "Mark Roe"
+    # Nothing selected (pinned pane, empty folder): item is null.
+    page.evaluate("window.__officeStub.selectItem(null)")
+    wait_state(page, "empty")
+    assert "Select an email" in page.locator("main").inner_text()
+
+
+def test_subject_with_markup_is_shown_as_text(site, page):
+    sd, base = site
+    xss_name = '<img src=x onerror="window.__xss=2">Evil'
+    open_pane(page, base, mail(("Jane Doe", JANE), XSS_SUBJECT), token=sd.tokens["alice"])
+    wait_state(page, "ready", JANE)
+    assert page.get_by_text(XSS_SUBJECT, exact=True).is_visible()
+    # An unknown sender whose display name carries markup.
+    page.evaluate("item => window.__officeStub.selectItem(item)", mail((xss_name, "evil@badco.io"), XSS_SUBJECT))
+    wait_state(page, "unknown", "evil@badco.io")
+    assert page.locator("h1").inner_text() == xss_name
+    assert page.locator("input[name=name]").input_value() == xss_name
+    page.wait_for_timeout(200)
+    assert page.locator("img, b, script:not([src])").count() == 0
+    assert page.evaluate("typeof window.__xss") == "undefined"
+
+
+# -- acting ----------------------------------------------------------------------------------
+
+def test_add_note_and_task_mark_done_edit_stage_and_tags(site, page):
+    sd, base = site
+    open_pane(page, base, mail(("Jane Doe", JANE)), token=sd.tokens["alice"])
+    wait_state(page, "ready", JANE)
+    jane_id = int(page.evaluate("document.body.dataset.contactId"))
+    # Keyboard only: open the note form, type, submit.
+    page.get_by_role("button", name="Add note", exact=True).focus()
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.name") == "note"
+    page.keyboard.type("Wants a pilot in Q3 <b>soon</b>")
+    page.locator("form.note-form button[type=submit]").click()
+    first = page.locator("#timeline > li").first
+    first.wait_for()
+    page.wait_for_function("() => document.querySelector('#timeline > li').dataset.kind === 'note'")
+    assert "Wants a pilot in Q3 <b>soon</b>" in first.inner_text()
+    # A colleague sees it at once.
+    seen = api(base, sd, "bob", "GET", "/api/lookup", params={"email": JANE}).json()
+    assert seen["timeline"]["items"][0]["kind"] == "note"
+    assert (seen["timeline"]["items"][0].get("body") or seen["timeline"]["items"][0]["snippet"]).startswith(
+        "Wants a pilot in Q3")
+    # A follow-up task with a due date, then done.
+    page.get_by_role("button", name="Add task", exact=True).click()
+    page.locator("form.task-form input[name=title]").fill("Send the pilot plan")
+    page.locator("form.task-form input[name=due]").fill((NOW + timedelta(days=7)).date().isoformat())
+    page.locator("form.task-form button[type=submit]").click()
+    page.wait_for_function("() => document.querySelector('#timeline > li').dataset.kind === 'task'")
+    task = page.locator("#timeline > li").first
+    assert "Send the pilot plan" in task.inner_text() and "Due" in task.inner_text()
+    task_id = int(task.get_attribute("data-id"))
+    task.locator("input[type=checkbox]").check()
+    page.wait_for_selector(f'#timeline > li[data-id="{task_id}"].done')
+    assert sd.world.scalar("SELECT done_at FROM interaction WHERE id = :i", i=task_id) is not None
+    due = datetime.fromisoformat(str(sd.world.scalar("SELECT due_at FROM interaction WHERE id = :i", i=task_id)))
+    chosen = datetime.combine((NOW + timedelta(days=7)).date(), time(9, 0))
+    assert abs(due.replace(tzinfo=None) - chosen) <= timedelta(hours=14)  # 09:00 in the browser's time zone
+    # Lifecycle stage from the fixed list.
+    options = page.locator("select[name=stage] option").all_inner_texts()
+    assert options == ["—", "lead", "qualified", "opportunity", "customer", "churned"]
+    page.locator("select[name=stage]").select_option("customer")
+    page.wait_for_selector("#status:has-text('Stage saved')")
+    wait_state(page, "ready", JANE)
+    assert sd.world.scalar("SELECT stage FROM contact WHERE id = :i", i=jane_id) == "customer"
+    # Edit fields and tags.
+    page.get_by_role("button", name="Edit", exact=True).click()
+    page.locator("form.edit-form input[name=title]").fill("Head of Data")
+    page.locator("form.edit-form input[name=tags]").fill("pilot, emea")
+    page.locator("form.edit-form button[type=submit]").click()
+    page.wait_for_selector("#status:has-text('Contact saved')")
+    page.wait_for_function("() => document.querySelectorAll('.tags .chip').length === 2")
+    assert page.locator(".tags .chip").all_inner_texts() == ["pilot", "emea"]
+    assert page.locator(".title").inner_text() == "Head of Data"
+    assert page.locator("select[name=stage]").input_value() == "customer"
+    # Nobody owns Jane yet: the rep takes her.
+    page.locator("button.take-owner").click()
+    page.wait_for_selector("#status:has-text('You own this contact now')")
+    assert sd.world.scalar("SELECT owner_id FROM contact WHERE id = :i", i=jane_id) == sd.users["alice"]
+    page.wait_for_selector("dd.owner:has-text('Alice Rep')")
+
+
+def test_unknown_sender_added_as_contact_in_one_click(site, page):
+    sd, base = site
+    open_pane(page, base, mail(("Una Known", "una@newco.io"), "Hello"), token=sd.tokens["alice"])
+    wait_state(page, "unknown", "una@newco.io")
+    assert "is not in Threadline yet" in page.locator("main").inner_text()
+    assert page.locator("form.add-contact input[name=name]").input_value() == "Una Known"
+    page.get_by_role("button", name="Add as contact").click()
+    wait_state(page, "ready", "una@newco.io")
+    assert page.locator("h1").inner_text() == "Una Known"
+    assert page.locator(".chip.company").inner_text() == "Newco"
+    r = api(base, sd, "bob", "GET", "/api/lookup", params={"email": "una@newco.io"})
+    assert r.status_code == 200 and r.json()["contact"]["stage"] == "lead"
+
+
+def test_log_this_email_when_the_mailbox_is_not_synced(site, page):
+    sd, base = site
+    item = mail(("Lou Logged", "lou@logged.io"), "Quote request", key="quote.1@logged.io")
+    open_pane(page, base, item, token=sd.tokens["alice"])
+    wait_state(page, "unknown", "lou@logged.io")
+    page.get_by_role("button", name="Log this email").click()
+    wait_state(page, "ready", "lou@logged.io")
+    page.wait_for_selector("#status:has-text('Email logged')")
+    assert page.locator("#timeline .subject").first.inner_text() == "Quote request"
+    assert sd.world.scalar("SELECT COUNT(*) FROM interaction WHERE message_key = 'quote.1@logged.io'") == 1
+
+
+def test_never_log_the_sender(site, page):
+    sd, base = site
+    open_pane(page, base, mail(("Sam Spam", SAM), "Buy now"), token=sd.tokens["alice"])
+    wait_state(page, "ready", SAM)
+    button = page.locator("button.never-log")
+    button.click()
+    assert button.inner_text() == f"Confirm: never log {SAM}"
+    button.click()
+    # Sam's mail is gone (it was only in alice's mailbox) and so is the contact.
+    wait_state(page, "unknown", SAM)
+    page.wait_for_selector("#status:has-text('no longer logged')")
+    assert sd.world.sql("SELECT user_id, kind, value FROM exclusionrule WHERE value = :v", v=SAM) == [
+        (sd.users["alice"], "address", SAM)]
+
+
+# -- sign-in ------------------------------------------------------------------------------------
+
+def test_tokens_refused_and_other_organisation_sees_nothing(site, page, browser):
+    sd, base = site
+    # A made-up token: the pane asks to sign in again, with the server's reason.
+    open_pane(page, base, mail(("Jane Doe", JANE)), token="tl_made-up-token")
+    wait_state(page, "signin")
+    assert "invalid or revoked token" in page.locator("main").inner_text()
+    assert "Proposal" not in page.locator("body").inner_text()
+    # A personal access token entered once, kept in the add-in's roaming settings.
+    page.get_by_label("Personal access token").fill(sd.tokens["alice"])
+    page.get_by_role("button", name="Save token").click()
+    wait_state(page, "ready", JANE)
+    assert page.evaluate("window.__officeStub.roaming.threadlineToken") == sd.tokens["alice"]
+    # Another organisation's token: Jane is unknown there, none of OurCo's data shows.
+    context = browser.new_context(viewport={"width": 320, "height": 800})
+    page = context.new_page()
+    open_pane(page, base, mail(("Jane Doe", JANE)), token=sd.tokens["carol"])
+    wait_state(page, "unknown", JANE)
+    text = page.locator("body").inner_text()
+    assert "Proposal" not in text and "Acme" not in text and "Bob Rep" not in text
+    jane_id = api(base, sd, "alice", "GET", "/api/lookup", params={"email": JANE}).json()["contact"]["id"]
+    r = api(base, sd, "carol", "POST", f"/api/contacts/{jane_id}/notes", json={"body": "sneaky"})
+    assert r.status_code == 404
+    context.close()
+
+
+# -- standalone panel, themes, screenshots --------------------------------------------------------
+
+def test_standalone_panel_with_csp_and_dark_scheme(site, browser):
+    sd, base = site
+    context = browser.new_context(viewport={"width": 320, "height": 800}, color_scheme="dark")
+    try:
+        page = context.new_page()
+        page.add_init_script(f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens['alice'])});")
+        response = page.goto(f"{base}/panel?email={JANE}")
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "default-src 'none'" in csp and "frame-ancestors 'self'" in csp
+        wait_state(page, "ready", JANE)
+        assert page.locator("h1").inner_text() == "Jane Doe"
+        bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert bg == "rgb(31, 31, 31)", bg
+        # The full record on a page of its own.
+        jane_id = page.evaluate("document.body.dataset.contactId")
+        page.goto(f"{base}/panel/contact/{jane_id}")
+        wait_state(page, "ready", JANE)
+        assert page.evaluate("document.body.classList.contains('full')")
+        # CORS: only the app's own origin and Outlook's hosts.
+        ok = httpx.options(f"{base}/api/lookup", headers={"Origin": "https://outlook.office.com",
+                                                          "Access-Control-Request-Method": "GET"})
+        assert ok.headers.get("access-control-allow-origin") == "https://outlook.office.com"
+        bad = httpx.options(f"{base}/api/lookup", headers={"Origin": "https://evil.example",
+                                                           "Access-Control-Request-Method": "GET"})
+        assert "access-control-allow-origin" not in bad.headers
+    finally:
+        context.close()
+
+
+def test_outlook_themes_light_and_dark_with_screenshots(site, page, tmp_path):
+    sd, base = site
+    jane_id = api(base, sd, "alice", "GET", "/api/lookup", params={"email": JANE}).json()["contact"]["id"]
+    r = api(base, sd, "alice", "PATCH", f"/api/contacts/{jane_id}", json={
+        "title": "Head of Data", "phone": "+44 20 7946 0018", "tags": ["pilot", "emea"], "stage": "opportunity",
+        "owner_id": sd.users["alice"]})
+    assert r.status_code == 200
+    open_pane(page, base, mail(("Jane Doe", JANE), cc=[("Mark Roe", MARK)]), token=sd.tokens["alice"], theme=LIGHT)
+    wait_state(page, "ready", JANE)
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(255, 255, 255)"
+    page.screenshot(path=str(tmp_path / "sidebar-light.png"))
+    # Outlook switches to its dark theme (OfficeThemeChanged).
+    page.evaluate("t => window.__officeStub.setTheme(t)", DARK)
+    page.wait_for_function("() => document.body.dataset.theme === 'dark'")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(31, 31, 31)"
+    assert page.evaluate("getComputedStyle(document.querySelector('h1')).color") == "rgb(255, 255, 255)"
+    page.screenshot(path=str(tmp_path / "sidebar-dark.png"))
+    for name in ("sidebar-light.png", "sidebar-dark.png"):
+        assert (tmp_path / name).stat().st_size > 5_000
+        # THREADLINE_UPDATE_SCREENSHOTS=1 refreshes the pictures in docs/.
+        if os.environ.get("THREADLINE_UPDATE_SCREENSHOTS") == "1":
+            shutil.copyfile(tmp_path / name, DOCS / name)
