@@ -134,9 +134,9 @@ def _from_session(request: Request) -> tuple[Caller, str] | None:
     return Caller(row.id, row.org_id, row.email, row.role), data.get("c")
 
 
-def console(request: Request, creds: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Console:
+async def console(request: Request, creds: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Console:
     if creds is not None and creds.credentials:
-        caller, csrf = get_caller(get_runtime(request), creds), None  # 401 on a bad token
+        caller, csrf = await get_caller(get_runtime(request), creds), None  # 401 on a bad token
     else:
         found = _from_session(request)
         if found is None:

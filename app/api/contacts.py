@@ -6,7 +6,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from app.api.deps import CallerDep, RuntimeDep, read_conn
+from app.api.deps import CallerDep, RuntimeDep, read_conn, run_db
 from app.api.schemas import ContactCard, ContactHit, Lookup, TimelinePage
 from app.services import timeline
 
@@ -15,10 +15,9 @@ router = APIRouter(tags=["contacts"])
 
 @router.get("/api/lookup", response_model=Lookup, summary="Everything known about one email address",
             responses={404: {"description": "no contact with this address"}})
-def lookup(caller: CallerDep, rt: RuntimeDep, email: Annotated[str, Query(max_length=320)],
-           limit: Annotated[int, Query(ge=1, le=100)] = 20):
-    with read_conn(rt) as conn:
-        data = timeline.lookup(conn, caller.org_id, email, limit)
+async def lookup(caller: CallerDep, rt: RuntimeDep, email: Annotated[str, Query(max_length=320)],
+                 limit: Annotated[int, Query(ge=1, le=100)] = 20):
+    data = await run_db(rt, timeline.lookup, caller.org_id, email, limit)
     if data is None:
         raise HTTPException(404, "no contact with this address")
     # The sidebar's hot path: the service builds exactly the documented shape,
