@@ -1,2 +1,147 @@
 """Microsoft 365 commands: tenant apps and Graph mailboxes."""
 from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from app.cli import OrgOpt, _fail, _rt, err, mailbox_app, out
+from app.db import session
+from app.services import orgs as org_service
+from app.services.orgs import Invalid, NotFound
+
+SECRET_ENV = "THREADLINE_M365_CLIENT_SECRET"
+AuthorityOpt = Annotated[Optional[str], typer.Option(
+    "--authority", help="Sign-in authority URL (national clouds); default https://login.microsoftonline.com/TENANT.")]
+GraphUrlOpt = Annotated[Optional[str], typer.Option(
+    "--graph-url", help="Graph endpoint (national clouds); default https://graph.microsoft.com/v1.0.")]
+
+
+def add_m365_tenant(
+    tenant_id: Annotated[str, typer.Option("--tenant-id", help="Directory (tenant) id or domain.")],
+    client_id: Annotated[str, typer.Option("--client-id", help="Application (client) id of the app registration.")],
+    certificate: Annotated[Optional[Path], typer.Option(
+        "--certificate", help="PEM file with the certificate's private key (instead of a client secret).")] = None,
+    thumbprint: Annotated[Optional[str], typer.Option("--thumbprint", help="The certificate's thumbprint.")] = None,
+    authority: AuthorityOpt = None,
+    graph_url: GraphUrlOpt = None,
+    check: Annotated[bool, typer.Option(help="Fetch a token now to prove the credential works.")] = True,
+    org: OrgOpt = None,
+) -> None:
+    """Connect a Microsoft 365 tenant with an app registration (application permissions).
+
+    The client secret comes from THREADLINE_M365_CLIENT_SECRET or a prompt, never argv.
+    Running it again for the same tenant replaces the credential (e.g. a rotated secret)."""
+    from app.services import m365
+
+    secret = pem = None
+    if certificate is not None:
+        try:
+            pem = certificate.read_text()
+        except OSError as exc:
+            _fail(f"cannot read the certificate file: {exc.strerror}")
+    else:
+        secret = os.environ.get(SECRET_ENV)
+        if secret is None:
+            if not sys.stdin.isatty():
+                _fail(f"set {SECRET_ENV} or run in a terminal to be prompted (or pass --certificate)")
+            secret = getpass.getpass(f"client secret of app {client_id}: ")
+    rt = _rt()
+    with session(rt.engine) as s:
+        try:
+            o = org_service.the_org(s, org)
+            tenant = m365.add_tenant(s, rt.box, o, tenant_id=tenant_id, client_id=client_id, secret=secret,
+                                     certificate_pem=pem, thumbprint=thumbprint, authority=authority,
+                                     graph_url=graph_url, check=check)
+        except (Invalid, NotFound) as exc:
+            _fail(str(exc))
+        out.print(f"tenant {tenant.id} ready: {tenant.tenant_id} (app {tenant.client_id}, {tenant.auth_kind}); add "
+                  f"reps with `threadline mailbox add-m365 --owner REP --tenant {tenant.tenant_id}` or --all-reps",
+                  highlight=False)
+
+
+def add_m365(
+    owner: Annotated[Optional[str], typer.Option(help="The rep whose mailbox this is.")] = None,
+    tenant: Annotated[Optional[str], typer.Option(
+        "--tenant", help="Use this tenant app (tenant id or number): no sign-in by the rep.")] = None,
+    all_reps: Annotated[bool, typer.Option("--all-reps", help="With --tenant: every enabled rep.")] = False,
+    user: Annotated[Optional[str], typer.Option(
+        "--user", help="With --tenant: the mailbox address if it differs from the rep's address.")] = None,
+    client_id: Annotated[Optional[str], typer.Option(
+        "--client-id", help="Without --tenant: the public client app the rep signs in to (device code).")] = None,
+    tenant_id: Annotated[str, typer.Option("--tenant-id", help="Without --tenant: the rep's tenant.")] = "organizations",
+    imap: Annotated[bool, typer.Option("--imap", help="Read mail over Exchange Online IMAP (XOAUTH2) instead of "
+                                                      "Graph (no calendar).")] = False,
+    authority: AuthorityOpt = None,
+    graph_url: GraphUrlOpt = None,
+    org: OrgOpt = None,
+) -> None:
+    """Add a rep's Microsoft 365 mailbox: tenant-wide (--tenant) or by the rep signing in (--client-id)."""
+    from app.services import m365
+
+    if not owner and not all_reps:
+        _fail("pass --owner REP (or --tenant ... --all-reps)")
+    if tenant is None and not client_id:
+        _fail("pass --tenant TENANT (tenant-wide app) or --client-id APP (the rep signs in)")
+    rt = _rt()
+    if tenant is not None:
+        with session(rt.engine) as s:
+            try:
+                o = org_service.the_org(s, org)
+                t = m365.find_tenant(s, o.id, tenant)
+                if all_reps:
+                    added = m365.add_all_reps(s, o, t)
+                else:
+                    added = [m365.add_tenant_mailbox(s, o, owner=owner, tenant=t, user=user, imap=imap)]
+            except (Invalid, NotFound) as exc:
+                _fail(str(exc))
+            for mb in added:
+                out.print(f"mailbox {mb.id} added for {mb.config['user']} through tenant {t.tenant_id}",
+                          highlight=False)
+            if not added:
+                out.print("every enabled rep already has a mailbox through this tenant")
+        return
+    if all_reps:
+        _fail("--all-reps needs --tenant: each rep signs in for their own mailbox")
+    with session(rt.engine) as s:
+        try:
+            o = org_service.the_org(s, org)
+            org_service.find_user(s, o.id, owner)
+        except (Invalid, NotFound) as exc:
+            _fail(str(exc))
+    try:
+        username, cache = m365.device_sign_in(client_id, tenant_id, lambda msg: err.print(msg, highlight=False),
+                                              authority=authority, imap=imap)
+    except Invalid as exc:
+        _fail(str(exc))
+    with session(rt.engine) as s:
+        try:
+            o = org_service.the_org(s, org)
+            mb = m365.add_delegated_mailbox(s, rt.box, o, owner=owner, client_id=client_id, tenant_id=tenant_id,
+                                            username=username, token_cache=cache, authority=authority,
+                                            graph_url=graph_url, imap=imap)
+        except (Invalid, NotFound) as exc:
+            _fail(str(exc))
+        out.print(f"mailbox {mb.id} connected for {owner} (signed in as {username}); run "
+                  f"`threadline sync --once --mailbox {mb.id}`", highlight=False)
+
+
+def _register() -> None:
+    """Register on app.cli's mailbox group; under `python -m app.cli` that module is
+    __main__ and `app.cli` is a second copy, so register on both."""
+    targets = [mailbox_app]
+    main = sys.modules.get("__main__")
+    main_group = getattr(main, "mailbox_app", None)
+    if main_group is not None and main_group is not mailbox_app and \
+            Path(getattr(main, "__file__", "") or "").name == "cli.py":
+        targets.append(main_group)
+    for group in targets:
+        group.command("add-m365-tenant")(add_m365_tenant)
+        group.command("add-m365")(add_m365)
+
+
+_register()

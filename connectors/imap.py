@@ -11,7 +11,11 @@ Cursor per folder (stored by the engine as given):
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import imaplib
+import quopri
+import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -22,10 +26,11 @@ from imapclient import IMAPClient
 from imapclient import exceptions as imap_errors
 
 from connectors.base import (
-    AuthError, BadDataError, BadRecord, Batch, ConnectorError, Folder, MessageRecord, TransientError,
+    AuthError, BadDataError, BadRecord, Batch, ConnectorError, Folder, MeetingRecord, MessageRecord, TransientError,
 )
-from connectors.imapfetch import parse_internaldate, read_fetch, send_fetch
+from connectors.imapfetch import FetchFailed, calendar_part, parse_internaldate, read_fetch, read_structures, send_fetch
 from connectors.mailparse import parse_message_headers
+from connectors import ical
 
 HEADER_FIELDS = (
     "FROM TO CC BCC SUBJECT DATE MESSAGE-ID IN-REPLY-TO REFERENCES LIST-UNSUBSCRIBE LIST-ID "
@@ -35,6 +40,14 @@ HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})]"
 _HEADER_KEY = f"BODY[HEADER.FIELDS ({HEADER_FIELDS})]".encode()
 # Enough for a 200-character snippet after a multipart preamble and part headers.
 SNIPPET_BYTES = 1024
+# Invitations (iMIP): only multipart messages can carry a text/calendar part next to
+# the text, so only they get a BODYSTRUCTURE (one FETCH per batch, not per message);
+# a single-part text/calendar message is read whole. See _invitations().
+_CONTENT_TYPE = re.compile(rb"^content-type:[ \t]*(?:\r?\n[ \t]+)?([a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+)"
+                           rb"(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+_METHOD_PARAM = re.compile(rb'method\s*=\s*"?([A-Za-z-]+)', re.I)
+_CHARSET_PARAM = re.compile(rb'charset\s*=\s*"?([^";\s]+)', re.I)
+_CTE = re.compile(rb"^content-transfer-encoding:[ \t]*([A-Za-z0-9-]+)", re.I | re.M)
 
 _SKIP_FLAGS = {b"\\noselect", b"\\nonexistent", b"\\junk", b"\\trash", b"\\drafts", b"\\all", b"\\flagged", b"\\important"}
 _ROLE_FLAGS = {b"\\sent": "sent", b"\\archive": "archive"}
@@ -111,9 +124,10 @@ def _msg(exc: BaseException) -> str:
 
 class ImapConnector:
     def __init__(self, settings: ImapSettings, password: str, *, want_snippet: bool = True,
-                 ssl_context: ssl.SSLContext | None = None):
+                 ssl_context: ssl.SSLContext | None = None, oauth2_token=None):
         self.settings = settings
         self._password = password
+        self._oauth2_token = oauth2_token  # callable giving an OAuth access token (SASL XOAUTH2) instead of LOGIN
         self.want_snippet = want_snippet
         self._ssl_context = ssl_context
         self._client: IMAPClient | None = None
@@ -136,7 +150,10 @@ class ImapConnector:
         try:
             if s.security == "starttls":
                 client.starttls(self._ssl_context or ssl.create_default_context())
-            client.login(s.username, self._password)
+            if self._oauth2_token is not None:
+                client.oauth2_login(s.username, self._oauth2_token())
+            else:
+                client.login(s.username, self._password)
             self.capabilities = set(client.capabilities())
             if b"CONDSTORE" in self.capabilities:
                 client.enable("CONDSTORE")
@@ -258,7 +275,13 @@ class ImapConnector:
 
     def _batches(self, folder: Folder, uidvalidity: int, uids: list[int]) -> Iterator[tuple[list[int], list, list]]:
         """Fetch uids in batches, keeping the next batch's FETCH in flight while the
-        caller works on the current one."""
+        caller works on the current one.
+
+        Invitations: after a batch's headers are read, its multipart messages get one
+        BODYSTRUCTURE FETCH and the text/calendar parts found one BODY.PEEK[section]
+        FETCH per distinct section, before the next batch's FETCH is sent. Only one
+        command is ever in flight: Dovecot runs pipelined FETCHes in parallel and
+        interleaves their untagged answers, which this lean reader cannot tell apart."""
         chunks = list(_chunks(uids, self.settings.batch_size))
         if not chunks:
             return
@@ -272,12 +295,74 @@ class ImapConnector:
         for i, chunk in enumerate(chunks):
             try:
                 response = read_fetch(imap, pending)
+                parts = {}
+                if self.want_invitations:
+                    multipart, single = _calendar_candidates(response)
+                    if multipart or single:
+                        parts = self._invitation_parts(imap, multipart, single)
                 if i + 1 < len(chunks):
                     pending = send_fetch(imap, chunks[i + 1], items)
             except BaseException as exc:  # noqa: BLE001
                 raise translate(exc, what) from exc
             records, bad = self._records(uidvalidity, chunk, response)
+            if parts:
+                self._add_meetings(uidvalidity, parts, records, bad)
             yield chunk, records, bad
+
+    # -- invitations (iMIP) -----------------------------------------------------
+    want_invitations = True
+    # The calendar window for expanding recurring invitations ({past_days, future_days};
+    # None: connectors.ical's defaults). The engine may set it from mailbox["window"].
+    calendar_window: dict | None = None
+
+    def _invitation_parts(self, imap, multipart: list[int], single: dict) -> dict:
+        """uid -> (part info, raw bytes or None when too large), one command at a time."""
+        wanted: dict[int, tuple[str, dict]] = dict(single)
+        if multipart:
+            try:
+                structures = read_structures(imap, send_fetch(imap, multipart, "BODYSTRUCTURE"))
+            except FetchFailed:  # the server would not say: no invitations from this batch
+                structures = {}
+            for uid, structure in structures.items():
+                found = calendar_part(structure)
+                if found:
+                    wanted[uid] = found
+        out: dict[int, tuple[dict, bytes | None]] = {}
+        by_section: dict[str, list[int]] = {}
+        for uid, (section, info) in wanted.items():
+            if info.get("size", 0) > ical.MAX_ICS_BYTES:
+                out[uid] = (info, None)  # too large to read: recorded as bad
+                continue
+            by_section.setdefault(section, []).append(uid)
+        for section, uids in sorted(by_section.items()):
+            key = f"BODY[{section}]".encode()
+            try:
+                answer = read_fetch(imap, send_fetch(imap, uids, f"BODY.PEEK[{section}]"))
+            except FetchFailed:
+                answer = {}
+            for uid, values in answer.items():
+                if uid in wanted:
+                    out[uid] = (wanted[uid][1], values.get(key))
+        return out
+
+    def _add_meetings(self, uidvalidity: int, parts: dict, records: list, bad: list) -> None:
+        window = ical.Window.of_mailbox(self.calendar_window)
+        for uid, (info, raw) in sorted(parts.items()):
+            base = f"{uidvalidity}/{uid}#ics"
+            if raw is None:
+                size = info.get("size", 0)
+                bad.append(BadRecord(base, f"invitation not read: calendar part of {size:,} bytes" if size
+                                     else "invitation not read: calendar part missing"))
+                continue
+            try:
+                data = _decode_part(raw, info.get("encoding", "7bit"), info.get("charset") or "utf-8")
+                parsed = ical.meetings_from_ics(data, base_id=base, window=window, method=info.get("method") or "",
+                                                window_singles=False)
+            except Exception as exc:  # noqa: BLE001 - one invitation never stops the folder
+                bad.append(BadRecord(base, f"unreadable invitation: {type(exc).__name__}: {exc}"[:300]))
+                continue
+            records.extend(parsed.records)
+            bad.extend(parsed.bad)
 
     @staticmethod
     def _records(uidvalidity: int, uids: list[int], response: dict) -> tuple[list[MessageRecord], list[BadRecord]]:
@@ -313,6 +398,47 @@ class ImapConnector:
         except BaseException as exc:  # noqa: BLE001
             raise translate(exc, "waiting for new mail (IDLE)") from exc
         return any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
+
+
+def _calendar_candidates(response: dict) -> tuple[list[int], dict]:
+    """From a batch's header blocks: multipart messages (need a BODYSTRUCTURE) and
+    single-part text/calendar messages (uid -> ("TEXT", part info))."""
+    multipart, single = [], {}
+    for uid, values in response.items():
+        block = values.get(_HEADER_KEY)
+        if not block:
+            continue
+        m = _CONTENT_TYPE.search(block)
+        if not m:
+            continue
+        ctype = m.group(1).lower()
+        if ctype.startswith(b"multipart/"):
+            multipart.append(uid)
+        elif ctype in (b"text/calendar", b"application/ics"):
+            params = m.group(2)
+            method = _METHOD_PARAM.search(params)
+            charset = _CHARSET_PARAM.search(params)
+            cte = _CTE.search(block)
+            single[uid] = ("TEXT", {"type": tuple(ctype.split(b"/", 1)), "size": 0,
+                                    "method": method.group(1).decode().upper() if method else "",
+                                    "charset": charset.group(1).decode("ascii", "replace") if charset else "utf-8",
+                                    "encoding": cte.group(1).decode().lower() if cte else "7bit"})
+    return sorted(multipart), single
+
+
+def _decode_part(raw: bytes, encoding: str, charset: str) -> str:
+    if encoding == "base64":
+        data = re.sub(rb"[^A-Za-z0-9+/=]", b"", raw)
+        try:
+            raw = base64.b64decode(data + b"=" * (-len(data) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise BadDataError(f"invitation with broken base64: {exc}") from exc
+    elif encoding == "quoted-printable":
+        raw = quopri.decodestring(raw)
+    try:
+        return raw.decode(charset, "replace")
+    except LookupError:
+        return raw.decode("utf-8", "replace")
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:

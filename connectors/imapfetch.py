@@ -118,3 +118,131 @@ def read_fetch(imap: imaplib.IMAP4, tag: bytes) -> dict[int, dict]:
         if date:
             values[b"INTERNALDATE"] = date.group(1)
         out[int(uid.group(1))] = values
+
+
+# --- BODYSTRUCTURE (invitations in mail) -------------------------------------------
+
+_MAY_BE_CALENDAR = re.compile(rb'"(?:calendar|ics)"', re.I)
+_TOKEN = re.compile(rb'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|([^\s()"]+))')
+
+
+def read_structures(imap: imaplib.IMAP4, tag: bytes) -> dict[int, list]:
+    """Read the answer to `UID FETCH ... (BODYSTRUCTURE)`: uid -> the structure as
+    nested lists (strings as bytes, NIL as None). Literals are kept in place."""
+    out: dict[int, list] = {}
+    readline, read = imap.readline, imap.read
+    while True:
+        line = readline()
+        if not line:
+            raise imaplib.IMAP4.abort("connection closed during FETCH")
+        if line.startswith(tag + b" "):
+            status = line[len(tag) + 1:].split(b" ", 1)[0].upper()
+            if status != b"OK":
+                raise FetchFailed(line.decode("utf-8", "replace").strip())
+            return out
+        segments: list = []
+        m = _LITERAL_END.search(line)
+        while m:
+            segments.append(line[:m.start()])
+            segments.append(bytearray(read(int(m.group(1)))))  # a literal: one string token
+            line = readline()
+            m = _LITERAL_END.search(line)
+        segments.append(line)
+        if not _FETCH_START.match(segments[0] if isinstance(segments[0], bytes) else b""):
+            continue
+        # Most structures hold no calendar part: skip them without parsing.
+        if not any(_MAY_BE_CALENDAR.search(seg) for seg in segments if not isinstance(seg, bytearray)):
+            continue
+        try:
+            items = _parse_segments(segments)
+        except (ValueError, IndexError):
+            continue
+        # items: ["*", n, "FETCH", [key, value, key, value...]]
+        fetch = next((x for x in items if isinstance(x, list)), None)
+        if not fetch:
+            continue
+        pairs = dict(zip(fetch[0::2], fetch[1::2]))
+        uid, structure = None, None
+        for key, value in pairs.items():
+            if isinstance(key, bytes) and key.upper() == b"UID":
+                uid = int(value)
+            elif isinstance(key, bytes) and key.upper() == b"BODYSTRUCTURE":
+                structure = value
+        if uid is not None and isinstance(structure, list):
+            out[uid] = structure
+
+
+def _parse_segments(segments: list) -> list:
+    tokens: list = []
+    for seg in segments:
+        if isinstance(seg, bytearray):
+            tokens.append(("s", bytes(seg)))
+            continue
+        pos, end = 0, len(seg.rstrip(b"\r\n"))
+        while pos < end:
+            m = _TOKEN.match(seg, pos)
+            if not m or m.end() == pos:
+                break
+            pos = m.end()
+            if m.group(1):
+                tokens.append(("(", None))
+            elif m.group(2):
+                tokens.append((")", None))
+            elif m.group(3) is not None:
+                tokens.append(("s", re.sub(rb"\\(.)", rb"\1", m.group(3))))
+            elif m.group(4):
+                atom = m.group(4)
+                tokens.append(("s", None if atom.upper() == b"NIL" else atom))
+    stack: list[list] = [[]]
+    for kind, value in tokens:
+        if kind == "(":
+            stack.append([])
+        elif kind == ")":
+            done = stack.pop()
+            stack[-1].append(done)
+        else:
+            stack[-1].append(value)
+    while len(stack) > 1:  # unbalanced: close what is open
+        done = stack.pop()
+        stack[-1].append(done)
+    return stack[0]
+
+
+def calendar_part(structure: list, prefix: str = "") -> tuple[str, dict] | None:
+    """The section ("2", "1.3") and details of the first text/calendar part of a
+    BODYSTRUCTURE (application/ics if there is none), outside attached messages."""
+    found = _find_parts(structure, prefix)
+    for wanted in ((b"text", b"calendar"), (b"application", b"ics")):
+        for section, info in found:
+            if info["type"] == wanted:
+                return section, info
+    return None
+
+
+def _find_parts(body: list, prefix: str) -> list[tuple[str, dict]]:
+    if not body:
+        return []
+    if isinstance(body[0], list):  # multipart: children, then the subtype
+        out = []
+        n = 0
+        for child in body:
+            if not isinstance(child, list):
+                break
+            n += 1
+            out += _find_parts(child, f"{prefix}{n}." if prefix else f"{n}.")
+        return out
+    section = prefix[:-1] if prefix else "1"
+    mtype = (body[0] or b"").lower() if isinstance(body[0], bytes) else b""
+    subtype = (body[1] or b"").lower() if len(body) > 1 and isinstance(body[1], bytes) else b""
+    if (mtype, subtype) not in ((b"text", b"calendar"), (b"application", b"ics")):
+        return []
+    params = body[2] if len(body) > 2 and isinstance(body[2], list) else []
+    pmap = {(k or b"").lower(): (v or b"") for k, v in zip(params[0::2], params[1::2]) if isinstance(k, bytes)}
+    encoding = body[5] if len(body) > 5 and isinstance(body[5], bytes) else b"7bit"
+    try:
+        size = int(body[6]) if len(body) > 6 and body[6] is not None else 0
+    except (TypeError, ValueError):
+        size = 0
+    return [(section, {"type": (mtype, subtype), "charset": pmap.get(b"charset", b"utf-8").decode("ascii", "replace"),
+                       "method": pmap.get(b"method", b"").decode("ascii", "replace").upper(),
+                       "encoding": encoding.decode("ascii", "replace").lower(), "size": size})]

@@ -127,9 +127,13 @@ class DelegatedTokenSource:
             except ValueError as exc:
                 raise AuthError("the stored Microsoft 365 sign-in is unreadable; reconnect the mailbox with "
                                 "`threadline mailbox add-m365 --owner ... --client-id ...`") from exc
+        self._refresh_tokens = self._rt_secrets()
         self._app = None
         self.updated_secret: str | None = None
         self._lock = threading.Lock()
+
+    def _rt_secrets(self) -> set[str]:
+        return {rt.get("secret") for rt in self.cache.search(msal.TokenCache.CredentialType.REFRESH_TOKEN)}
 
     def app(self) -> msal.PublicClientApplication:
         if self._app is None:
@@ -152,7 +156,7 @@ class DelegatedTokenSource:
                                                              force_refresh=force_refresh)
             except requests.RequestException as exc:
                 raise TransientError(f"cannot reach the Microsoft sign-in service: {type(exc).__name__}") from exc
-            if self.cache.has_state_changed:
+            if self._rt_secrets() != self._refresh_tokens:  # rotated: the stored secret must follow
                 self.updated_secret = self.cache.serialize()
             if not result or "access_token" not in result:
                 raise _explain(result or {"error": "invalid_grant", "error_description": "no usable refresh token"},
@@ -173,16 +177,11 @@ def start_device_flow(client_id: str, tenant_id: str, *, authority: str | None =
     return app, flow, cache
 
 
-def finish_device_flow(app: msal.PublicClientApplication, flow: dict, cache: msal.SerializableTokenCache,
-                       extra_scopes: list[str] | None = None) -> tuple[str, str]:
+def finish_device_flow(app: msal.PublicClientApplication, flow: dict,
+                       cache: msal.SerializableTokenCache) -> tuple[str, str]:
     """Wait for the person to sign in; returns (their username, the serialized cache to store)."""
     result = app.acquire_token_by_device_flow(flow)
     if "access_token" not in result:
         raise _explain(result, delegated=True)
     username = (result.get("id_token_claims") or {}).get("preferred_username", "")
-    if extra_scopes:  # e.g. IMAP: one refresh token covers both resources
-        accounts = app.get_accounts()
-        more = app.acquire_token_silent_with_error(extra_scopes, account=accounts[0]) if accounts else None
-        if not more or "access_token" not in more:
-            raise _explain(more or {}, delegated=True)
     return username, cache.serialize()

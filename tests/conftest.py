@@ -13,6 +13,8 @@ fault_proxy          function factory ``make(target_or_host, port=None) -> Fault
 live_app             function factory ``serve(world, run_scheduler=False) -> base URL`` (uvicorn, loopback)
 browser              session  headless Debian Chromium driven by Playwright
 page                 function a fresh browser context + page (320x800 unless resized)
+radicale             session  Radicale CalDAV server (htpasswd, plain passwords)
+caldav_user          function fresh random user with an empty calendar on ``radicale`` -> CalDavUser
 
 Missing server software makes these fixtures *fail* (not skip): a green run
 must mean the integration tests really ran.
@@ -208,3 +210,54 @@ def page(browser):
     pg = context.new_page()
     yield pg
     context.close()
+
+
+# -- CalDAV ----------------------------------------------------------------------
+
+class CalDavUser(NamedTuple):
+    """A user with one empty calendar on the test Radicale."""
+
+    username: str
+    password: str
+    calendar: str  # collection name, e.g. "calendar"
+    radicale: "Radicale"
+
+    @property
+    def url(self) -> str:
+        """The server root: what an admin gives `threadline calendar add-caldav --url`."""
+        return self.radicale.url
+
+    @property
+    def calendar_url(self) -> str:
+        return self.radicale.calendar_url(self.username, self.calendar)
+
+    def put(self, name: str, ics, calendar: str | None = None) -> str:
+        return self.radicale.put_event(self.username, self.password, calendar or self.calendar, name, ics)
+
+    def delete(self, name: str, calendar: str | None = None) -> None:
+        self.radicale.delete_event(self.username, self.password, calendar or self.calendar, name)
+
+    def make_calendar(self, calendar: str, **kw) -> str:
+        return self.radicale.make_calendar(self.username, self.password, calendar, **kw)
+
+
+@pytest.fixture(scope="session")
+def radicale(tmp_path_factory):
+    from tests.servers import Radicale
+
+    server = _start_or_fail(Radicale(tmp_path_factory.mktemp("radicale")), "Radicale")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def caldav_user(radicale) -> CalDavUser:
+    username = f"c{secrets.token_hex(5)}"
+    password = secrets.token_urlsafe(12)
+    radicale.add_user(username, password)
+    radicale.make_calendar(username, password, "calendar", display_name="Work")
+    yield CalDavUser(username, password, "calendar", radicale)
+    try:
+        radicale.remove_user(username)
+    except Exception:  # pragma: no cover - best effort cleanup
+        pass

@@ -1799,7 +1799,6 @@ delay = 0.01
 type = owner_only
 [storage]
 filesystem_folder = {self.storage}
-_filesystem_fsync = False
 [web]
 type = none
 [logging]

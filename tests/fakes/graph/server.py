@@ -155,7 +155,8 @@ class FakeGraph:
         base = system.read_bytes() if system.exists() and system != self.ca_bundle else b""
         self.ca_bundle.write_bytes(base + b"\n" + self.ca.cert_pem.bytes())
         config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", lifespan="off",
-                                ssl_keyfile=str(key_file), ssl_certfile=str(cert_file), access_log=False)
+                                ssl_keyfile=str(key_file), ssl_certfile=str(cert_file), access_log=False,
+                                timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="fake-graph", daemon=True)
         self._thread.start()
@@ -165,15 +166,18 @@ class FakeGraph:
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+            self._server.force_exit = True  # msal and httpx pools keep connections alive
             self._thread.join(timeout=10)
 
     # -- test helpers: identities -----------------------------------------------
     def register_app(self, client_id: str | None = None, secret: str | None = None, *,
-                     thumbprint: str | None = None) -> tuple[str, str]:
+                     thumbprint: str | None = None, public_key_pem: bytes | None = None) -> tuple[str, str]:
+        """An app registration with a client secret, or with a certificate (its SHA-1
+        thumbprint in hex and the public key the client assertion must verify with)."""
         client_id = client_id or secrets.token_hex(8)
         secret = secret if secret is not None or thumbprint else secrets.token_urlsafe(24)
         with self.lock:
-            self.apps[client_id] = {"secret": secret, "thumbprint": thumbprint}
+            self.apps[client_id] = {"secret": secret, "thumbprint": thumbprint, "public_key": public_key_pem}
         return client_id, secret
 
     def register_public_client(self, client_id: str | None = None) -> str:
@@ -297,19 +301,22 @@ class FakeGraph:
                   time_zone: str = "UTC", organizer: tuple[str, str] = ("Alice", "alice@ourco.com"),
                   attendees: list[tuple[str, str, str, str]] = (), location: str = "", cancelled: bool = False,
                   ical_uid: str | None = None, event_type: str = "singleInstance", series_master_id: str | None = None,
-                  original_start: datetime | None = None, event_id: str | None = None) -> str:
-        """attendees: (name, address, type required|optional|resource, response)."""
+                  original_start: datetime | None = None, event_id: str | None = None,
+                  all_day: bool = False) -> str:
+        """attendees: (name, address, type required|optional|resource, response).
+        all_day: start/end are dates at local midnight in time_zone, isAllDay true."""
         box = self.mailbox(user)
-        end = end or start + timedelta(minutes=30)
+        end = end or start + (timedelta(days=1) if all_day else timedelta(minutes=30))
         eid = event_id or ("AAMkEv" + secrets.token_hex(10))
         ev = {"@odata.type": "#microsoft.graph.event", "id": eid,
               "iCalUId": ical_uid or ("040000008200E00074C5B7101A82E008" + secrets.token_hex(24).upper()),
-              "subject": subject, "type": event_type, "isCancelled": cancelled, "isAllDay": False,
+              "subject": subject, "type": event_type, "isCancelled": cancelled, "isAllDay": all_day,
               "seriesMasterId": series_master_id,
               "originalStart": (original_start.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
                                 if original_start else None),
-              "start": {"dateTime": _local(start, time_zone), "timeZone": time_zone},
-              "end": {"dateTime": _local(end, time_zone), "timeZone": time_zone},
+              "start": {"dateTime": _local(start, time_zone, all_day), "timeZone": time_zone},
+              "end": {"dateTime": _local(end, time_zone, all_day), "timeZone": time_zone},
+              "originalStartTimeZone": time_zone,
               "location": {"displayName": location},
               "organizer": {"emailAddress": {"name": organizer[0], "address": organizer[1]}},
               "attendees": [{"type": t, "status": {"response": r, "time": "0001-01-01T00:00:00Z"},
@@ -465,12 +472,17 @@ class FakeGraph:
                     return _oauth_error("unauthorized_client", f"AADSTS700016: Application with identifier "
                                         f"'{client_id}' was not found in the directory.")
                 if reg["thumbprint"]:
+                    import jwt
+
                     assertion = form.get("client_assertion", "")
+                    x5t = base64.urlsafe_b64encode(bytes.fromhex(reg["thumbprint"])).decode()
                     try:
-                        header = json.loads(base64.urlsafe_b64decode(assertion.split(".")[0] + "=="))
-                    except Exception:  # noqa: BLE001
-                        header = {}
-                    if header.get("x5t") != reg["thumbprint"]:
+                        header = jwt.get_unverified_header(assertion)
+                        claims = jwt.decode(assertion, reg["public_key"], algorithms=["PS256", "RS256"],
+                                            options={"verify_aud": False})
+                    except Exception:  # noqa: BLE001 - any failure is a bad assertion
+                        header, claims = {}, {}
+                    if header.get("x5t", "").rstrip("=") != x5t.rstrip("=") or claims.get("iss") != client_id:
                         return _oauth_error("invalid_client", "AADSTS700027: Client assertion contains an invalid "
                                             "signature.", 401)
                 elif form.get("client_secret") != reg["secret"]:
@@ -485,7 +497,7 @@ class FakeGraph:
                     return _oauth_error("authorization_pending", "AADSTS70016: OAuth 2.0 device flow error. "
                                         "Authorization is pending.")
                 del fake.device_codes[form["device_code"]]
-                return fake._issue(tenant, flow["client_id"], flow["user"], scope, refresh=True)
+                return fake._issue(tenant, flow["client_id"], flow["user"], scope or flow["scope"], refresh=True)
             if grant == "refresh_token":
                 entry = fake.refresh_tokens.get(form.get("refresh_token", ""))
                 if entry is None:
@@ -793,8 +805,10 @@ _WINDOWS = {"Pacific Standard Time": "America/Los_Angeles", "W. Europe Standard 
             "Eastern Standard Time": "America/New_York", "GMT Standard Time": "Europe/London"}
 
 
-def _local(dt: datetime, zone: str) -> str:
+def _local(dt: datetime, zone: str, date_only: bool = False) -> str:
     from zoneinfo import ZoneInfo
 
+    if date_only:  # an all-day event's date, written as local midnight
+        return dt.strftime("%Y-%m-%dT00:00:00.0000000")
     tz = timezone.utc if zone == "UTC" else ZoneInfo(_WINDOWS.get(zone, zone))
     return dt.astimezone(tz).replace(tzinfo=None).strftime("%Y-%m-%dT%H:%M:%S.0000000")

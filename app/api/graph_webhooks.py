@@ -1,0 +1,90 @@
+"""Microsoft Graph change and lifecycle notifications.
+
+Graph first validates each URL by POSTing ?validationToken=...: the answer is
+that token, text/plain, 200, within 10 seconds. Notifications are answered
+202 at once; the work (making the mailbox due, renewing a subscription)
+happens after the answer. Items whose clientState does not match the stored
+(encrypted) one are ignored.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.responses import PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+log = logging.getLogger("threadline.graph_webhooks")
+router = APIRouter(tags=["microsoft-graph"])
+MAX_BODY = 1 << 20
+
+
+def _validation(request: Request) -> Response | None:
+    token = request.query_params.get("validationToken")
+    if token is None:
+        return None
+    return PlainTextResponse(token[:1024], status_code=200)
+
+
+async def _items(request: Request):
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data.get("value") if isinstance(data, dict) else None
+
+
+def _wake(request: Request) -> None:
+    service = getattr(request.app.state, "sync_service", None)
+    if service is not None:
+        service.wake()
+
+
+@router.post("/graph/notifications", include_in_schema=False)
+async def notifications(request: Request, background: BackgroundTasks) -> Response:
+    answer = _validation(request)
+    if answer is not None:
+        return answer
+    items = await _items(request)
+    if items is None:
+        return Response(status_code=400)
+    rt = request.app.state.runtime
+
+    def act() -> None:
+        from sync.engine import request_sync
+        from sync.graph_push import verified
+
+        for mailbox_id in sorted({mid for _, mid in verified(rt, items)}):
+            request_sync(rt.engine, mailbox_id)
+        _wake(request)
+
+    background.add_task(run_in_threadpool, act)
+    return Response(status_code=202)
+
+
+@router.post("/graph/lifecycle", include_in_schema=False)
+async def lifecycle(request: Request, background: BackgroundTasks) -> Response:
+    answer = _validation(request)
+    if answer is not None:
+        return answer
+    items = await _items(request)
+    if items is None:
+        return Response(status_code=400)
+    rt = request.app.state.runtime
+
+    def act() -> None:
+        from sync.graph_push import handle_lifecycle, verified
+
+        for item, mailbox_id in verified(rt, items):
+            try:
+                handle_lifecycle(rt, item, mailbox_id)
+            except Exception:  # noqa: BLE001 - one item never stops the others
+                log.exception("Graph lifecycle notification for mailbox %s failed", mailbox_id)
+        _wake(request)
+
+    background.add_task(run_in_threadpool, act)
+    return Response(status_code=202)

@@ -1,0 +1,81 @@
+"""Calendar accounts (CalDAV): adding one for a rep, describing them.
+
+A calendar account is a Mailbox of kind "caldav" (config {url, username}, the
+password encrypted in secret_enc); each of its calendars is a FolderState with
+role "calendar", created by the first sync.
+"""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from sqlmodel import Session, select
+
+from app.crypto import SecretBox
+from app.models import FolderState, Mailbox, Organisation, SyncIssue, User
+from app.services.orgs import Invalid, find_user
+
+
+def check_url(url: str) -> str:
+    url = (url or "").strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Invalid(f"not a CalDAV URL (http:// or https://): {url!r}")
+    return url
+
+
+def probe(url: str, username: str, password: str, owner: str | None = None) -> list[str]:
+    """Log in and list the account's calendars now; raises a ConnectorError (auth,
+    transient, ...) when that fails. Returns the calendars' paths."""
+    from connectors.base import close_quietly
+    from connectors.caldav import CalDavConnector
+
+    conn = CalDavConnector(url, username, password, owner=owner, timeout=30)
+    try:
+        return [f.name for f in conn.list_folders()]
+    finally:
+        close_quietly(conn)
+
+
+def add_caldav(session: Session, box: SecretBox, org: Organisation, *, owner: str, url: str, username: str,
+               password: str, sync: str = "auto") -> Mailbox:
+    url = check_url(url)
+    if not username.strip():
+        raise Invalid("the CalDAV username is required")
+    if sync not in ("auto", "ctag"):
+        raise Invalid("sync must be auto (sync-token where offered) or ctag")
+    user = find_user(session, org.id, owner)
+    config = {"url": url, "username": username.strip()}
+    if sync != "auto":
+        config["sync"] = sync
+    mailbox = Mailbox(org_id=org.id, owner_id=user.id, kind="caldav", config=config,
+                      secret_enc=box.encrypt(password))
+    session.add(mailbox)
+    session.commit()
+    session.refresh(mailbox)
+    return mailbox
+
+
+def describe_all(session: Session, org_id: int) -> list[dict]:
+    """Every calendar account of the organisation with its calendars and health."""
+    out = []
+    accounts = session.exec(select(Mailbox).where(Mailbox.org_id == org_id, Mailbox.kind == "caldav")
+                            .order_by(Mailbox.id)).all()
+    for mb in accounts:
+        owner = session.get(User, mb.owner_id)
+        folders = session.exec(select(FolderState).where(FolderState.mailbox_id == mb.id)
+                               .order_by(FolderState.name)).all()
+        issues = session.exec(select(SyncIssue).where(SyncIssue.mailbox_id == mb.id)
+                              .order_by(SyncIssue.id.desc()).limit(20)).all()
+        out.append({
+            "id": mb.id, "owner": owner.email if owner else None, "url": mb.config.get("url"),
+            "username": mb.config.get("username"), "status": mb.status, "stage": mb.sync_stage,
+            "healthy": mb.status == "active" and not mb.last_error,
+            "last_success_at": mb.last_success_at, "next_sync_at": mb.next_sync_at,
+            "last_error": mb.last_error, "last_error_kind": mb.last_error_kind,
+            "meetings_imported": mb.messages_imported, "skipped": dict(mb.skipped or {}),
+            "calendars": [{"name": f.name, "selected": f.selected, "status": f.status, "last_error": f.last_error,
+                           "copies": f.messages, "synced": f.backfill_done, "last_synced_at": f.last_synced_at,
+                           "mode": (f.cursor or {}).get("mode")} for f in folders],
+            "unreadable": [{"calendar": i.folder, "remote_id": i.remote_id, "reason": i.reason} for i in issues],
+        })
+    return out

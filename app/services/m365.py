@@ -1,0 +1,164 @@
+"""Microsoft 365: tenant app registrations and Graph (or Exchange IMAP) mailboxes.
+
+Two ways to connect a rep's mailbox:
+- tenant-wide: an Entra app with application permissions (Mail.Read,
+  Calendars.Read, admin consent) reads every enabled rep's mailbox; the app's
+  client secret or certificate is stored encrypted on the M365Tenant row;
+- delegated: the rep signs in once with the device-code flow; the msal token
+  cache (refresh token) is the mailbox's encrypted secret.
+"""
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from sqlmodel import Session, select
+
+from app.crypto import SecretBox
+from app.models import M365Tenant, Mailbox, Organisation, User, UserAlias
+from app.services.orgs import Invalid, NotFound, clean_address, find_user
+from connectors.base import ConnectorError
+from connectors.m365auth import (
+    GRAPH_USER_SCOPES, IMAP_USER_SCOPES, AppTokenSource, finish_device_flow, start_device_flow,
+)
+
+EXCHANGE_IMAP = {"host": "outlook.office365.com", "port": 993, "security": "tls"}
+
+
+def _clean_url(value: str | None, what: str) -> str | None:
+    if not value:
+        return None
+    value = value.strip().rstrip("/")
+    if not value.startswith("https://"):
+        raise Invalid(f"the {what} must be an https:// URL")
+    return value
+
+
+def add_tenant(session: Session, box: SecretBox, org: Organisation, *, tenant_id: str, client_id: str,
+               secret: str | None = None, certificate_pem: str | None = None, thumbprint: str | None = None,
+               authority: str | None = None, graph_url: str | None = None, check: bool = True) -> M365Tenant:
+    """Add (or update) a tenant app; with check, a token is fetched first so a wrong
+    secret, tenant or missing consent is reported now rather than at the first sync."""
+    tenant_id, client_id = tenant_id.strip(), client_id.strip()
+    if not tenant_id or not client_id:
+        raise Invalid("the tenant id and the client (application) id are required")
+    if certificate_pem:
+        if not thumbprint:
+            raise Invalid("a certificate needs its thumbprint (--thumbprint, hex SHA-1 as Entra shows it)")
+        auth_kind = "certificate"
+        credential_text = json.dumps({"private_key": certificate_pem, "thumbprint": thumbprint.replace(":", "")})
+        credential = json.loads(credential_text)
+    elif secret:
+        auth_kind, credential_text, credential = "secret", secret, secret
+    else:
+        raise Invalid("a client secret or a certificate is required")
+    config = {k: v for k, v in (("authority", _clean_url(authority, "authority")),
+                                ("graph_url", _clean_url(graph_url, "Graph URL"))) if v}
+    if check:
+        try:
+            AppTokenSource(tenant_id, client_id, credential, authority=config.get("authority")).token(
+                force_refresh=True)
+        except ConnectorError as exc:
+            raise Invalid(f"Microsoft Entra did not give the app a token: {exc}") from exc
+    tenant = session.exec(select(M365Tenant).where(M365Tenant.org_id == org.id,
+                                                   M365Tenant.tenant_id == tenant_id)).first()
+    if tenant is None:
+        tenant = M365Tenant(org_id=org.id, tenant_id=tenant_id, client_id=client_id)
+    tenant.client_id, tenant.auth_kind, tenant.config = client_id, auth_kind, config
+    tenant.secret_enc = box.encrypt(credential_text)
+    session.add(tenant)
+    session.commit()
+    session.refresh(tenant)
+    return tenant
+
+
+def find_tenant(session: Session, org_id: int, ref: str) -> M365Tenant:
+    ref = str(ref).strip()
+    query = select(M365Tenant).where(M365Tenant.org_id == org_id)
+    found = session.exec(query.where(M365Tenant.tenant_id == ref)).first()
+    if found is None and ref.isdigit():
+        found = session.exec(query.where(M365Tenant.id == int(ref))).first()
+    if found is None:
+        raise NotFound(f"no Microsoft 365 tenant {ref!r}: add it with `threadline mailbox add-m365-tenant`")
+    return found
+
+
+def _existing(session: Session, owner: User, *, tenant_ref: int | None, protocol: str) -> Mailbox | None:
+    for mb in session.exec(select(Mailbox).where(Mailbox.owner_id == owner.id, Mailbox.kind == "m365")).all():
+        if (mb.config or {}).get("protocol", "graph") == protocol and mb.tenant_ref == tenant_ref:
+            return mb
+    return None
+
+
+def add_tenant_mailbox(session: Session, org: Organisation, *, owner: str, tenant: M365Tenant,
+                       user: str | None = None, imap: bool = False) -> Mailbox:
+    """A rep's mailbox read with the tenant app's application permissions."""
+    rep = find_user(session, org.id, owner)
+    if not rep.active:
+        raise Invalid(f"{rep.email} is disabled")
+    protocol = "imap" if imap else "graph"
+    if _existing(session, rep, tenant_ref=tenant.id, protocol=protocol):
+        raise Invalid(f"{rep.email} already has a Microsoft 365 mailbox through this tenant")
+    config: dict = {"mode": "app", "protocol": protocol, "user": clean_address(user or rep.email)}
+    if imap:
+        config.update(EXCHANGE_IMAP, username=config["user"])
+    mailbox = Mailbox(org_id=org.id, owner_id=rep.id, kind="m365", tenant_ref=tenant.id, config=config)
+    session.add(mailbox)
+    session.commit()
+    session.refresh(mailbox)
+    return mailbox
+
+
+def add_all_reps(session: Session, org: Organisation, tenant: M365Tenant) -> list[Mailbox]:
+    """One tenant-wide mailbox for every enabled rep who has none through this tenant yet."""
+    added = []
+    for rep in session.exec(select(User).where(User.org_id == org.id, User.active.is_(True)).order_by(User.id)):
+        if _existing(session, rep, tenant_ref=tenant.id, protocol="graph") is None:
+            added.append(add_tenant_mailbox(session, org, owner=rep.email, tenant=tenant))
+    return added
+
+
+def device_sign_in(client_id: str, tenant_id: str, show: Callable[[str], None], *, authority: str | None = None,
+                   imap: bool = False) -> tuple[str, str]:
+    """Run the device-code flow: `show` gets the sign-in instructions; returns
+    (signed-in username, serialized token cache)."""
+    try:
+        app, flow, cache = start_device_flow(client_id, tenant_id, authority=_clean_url(authority, "authority"),
+                                             scopes=IMAP_USER_SCOPES if imap else GRAPH_USER_SCOPES)
+        show(flow["message"])
+        return finish_device_flow(app, flow, cache)
+    except ConnectorError as exc:
+        raise Invalid(f"Microsoft sign-in failed: {exc}") from exc
+    except ValueError as exc:  # msal: unusable authority
+        raise Invalid(f"Microsoft sign-in failed: {exc}") from exc
+
+
+def add_delegated_mailbox(session: Session, box: SecretBox, org: Organisation, *, owner: str, client_id: str,
+                          tenant_id: str, username: str, token_cache: str, authority: str | None = None,
+                          graph_url: str | None = None, imap: bool = False) -> Mailbox:
+    """A rep's own sign-in (delegated Mail.Read + Calendars.Read, or IMAP)."""
+    rep = find_user(session, org.id, owner)
+    signed_in = clean_address(username) if username else ""
+    aliases = {a.lower() for a in session.exec(select(UserAlias.address).where(UserAlias.user_id == rep.id))}
+    if signed_in and signed_in != rep.email and signed_in not in aliases:
+        raise Invalid(f"the sign-in was for {signed_in}, not {rep.email}: sign in with the rep's own account "
+                      f"(or add {signed_in} as an alias of {rep.email})")
+    protocol = "imap" if imap else "graph"
+    config: dict = {"mode": "delegated", "protocol": protocol, "client_id": client_id.strip(),
+                    "tenant_id": tenant_id.strip() or "organizations", "user": signed_in or rep.email}
+    for key, value in (("authority", _clean_url(authority, "authority")),
+                       ("graph_url", _clean_url(graph_url, "Graph URL"))):
+        if value:
+            config[key] = value
+    if imap:
+        config.update(EXCHANGE_IMAP, username=config["user"])
+    mailbox = _existing(session, rep, tenant_ref=None, protocol=protocol)
+    if mailbox is None:
+        mailbox = Mailbox(org_id=org.id, owner_id=rep.id, kind="m365")
+    else:  # reconnecting: keep the folders and cursors, replace the sign-in
+        mailbox.failure_count = 0
+    mailbox.config, mailbox.secret_enc = config, box.encrypt(token_cache)
+    session.add(mailbox)
+    session.commit()
+    session.refresh(mailbox)
+    return mailbox

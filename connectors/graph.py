@@ -1,0 +1,706 @@
+"""Microsoft 365 connector: mail and calendar through Microsoft Graph delta queries
+(or Exchange Online IMAP with XOAUTH2, reusing the IMAP connector).
+
+Folders: every mail folder except the ones Exchange marks by well-known name
+as junk, deleted, drafts, outbox and the like (locale-proof), plus one folder
+"calendar:Calendar" with role "calendar" for calendarView/delta.
+
+Cursor per folder (stored by the engine as given):
+  id          the Graph folder id the links below belong to (mail folders)
+  next_link   the next page of an unfinished round (absolute URL, followed verbatim)
+  delta_link  the state token of the last finished round
+  window      [start, end] of the calendar window the links belong to (calendar)
+  masters     series master id -> its iCalUId (calendar, a small cache)
+
+A round ends at @odata.deltaLink. An expired state (410, SyncStateNotFound,
+resyncRequired) restarts that folder from scratch with reset=True: the engine
+drops the folder's copies and every record is re-linked by its key.
+
+Graph gives delta no internet headers: In-Reply-To/References, List-Id and
+Auto-Submitted are unknown here, so threads are keyed per message, bulk mail
+is caught only by the sender patterns the ingest pipeline applies to every
+source, and auto-replies by Exchange's localized subject prefixes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Callable, Iterator
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+
+from connectors.base import (
+    Attendee, AuthError, BadDataError, BadRecord, Batch, ConnectorError, CursorExpiredError, Folder, MeetingRecord,
+    MessageRecord, ThrottledError, TransientError,
+)
+from connectors.m365auth import (
+    IMAP_APP_SCOPES, IMAP_USER_SCOPES, AppTokenSource, DelegatedTokenSource, parse_credential,
+)
+from connectors.mailparse import message_ids
+
+DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
+MAX_CONCURRENT = 4  # Graph: at most 4 concurrent requests per app and mailbox
+PAGE_SIZE = 1000
+CALENDAR_FOLDER = "calendar:Calendar"
+MESSAGE_FIELDS = ("internetMessageId", "subject", "from", "sender", "toRecipients", "ccRecipients", "bccRecipients",
+                  "receivedDateTime", "sentDateTime", "conversationId")
+ROLE_BY_WELL_KNOWN = {"inbox": "inbox", "sentitems": "sent", "archive": "archive"}
+SKIP_WELL_KNOWN = ("deleteditems", "junkemail", "drafts", "outbox", "conversationhistory", "syncissues",
+                   "conflicts", "localfailures", "serverfailures", "clutter", "scheduled")
+EXPIRED_CODES = {"syncstatenotfound", "resyncrequired", "syncstateinvalid"}
+AUTO_REPLY_PREFIXES = ("automatic reply:", "auto reply:", "autoreply:", "out of office:", "automatische antwort:",
+                       "réponse automatique", "respuesta automática:", "risposta automatica:", "autosvar:",
+                       "automatisch antwoord:", "resposta automática:")
+RESPONSES = {"accepted": "accepted", "declined": "declined", "tentativelyaccepted": "tentative",
+             "none": "needs-action", "notresponded": "needs-action", "organizer": "accepted"}
+# Windows zone names Outlook writes into events, with their IANA counterparts (CLDR).
+WINDOWS_ZONES = {
+    "UTC": "UTC", "Coordinated Universal Time": "UTC", "GMT Standard Time": "Europe/London",
+    "Greenwich Standard Time": "Atlantic/Reykjavik", "W. Europe Standard Time": "Europe/Berlin",
+    "Central Europe Standard Time": "Europe/Budapest", "Romance Standard Time": "Europe/Paris",
+    "Central European Standard Time": "Europe/Warsaw", "E. Europe Standard Time": "Europe/Chisinau",
+    "FLE Standard Time": "Europe/Kiev", "GTB Standard Time": "Europe/Bucharest", "Russian Standard Time":
+    "Europe/Moscow", "Turkey Standard Time": "Europe/Istanbul", "Israel Standard Time": "Asia/Jerusalem",
+    "South Africa Standard Time": "Africa/Johannesburg", "Arabian Standard Time": "Asia/Dubai",
+    "India Standard Time": "Asia/Kolkata", "China Standard Time": "Asia/Shanghai", "Singapore Standard Time":
+    "Asia/Singapore", "Tokyo Standard Time": "Asia/Tokyo", "Korea Standard Time": "Asia/Seoul",
+    "AUS Eastern Standard Time": "Australia/Sydney", "New Zealand Standard Time": "Pacific/Auckland",
+    "Eastern Standard Time": "America/New_York", "Central Standard Time": "America/Chicago",
+    "Mountain Standard Time": "America/Denver", "US Mountain Standard Time": "America/Phoenix",
+    "Pacific Standard Time": "America/Los_Angeles", "Alaskan Standard Time": "America/Anchorage",
+    "Hawaiian Standard Time": "Pacific/Honolulu", "Atlantic Standard Time": "America/Halifax",
+    "E. South America Standard Time": "America/Sao_Paulo", "Argentina Standard Time": "America/Buenos_Aires",
+    "Canada Central Standard Time": "America/Regina", "Mexico Standard Time": "America/Mexico_City",
+}
+
+_gates: dict[str, threading.BoundedSemaphore] = {}
+_gates_lock = threading.Lock()
+
+
+def mailbox_gate(key: str) -> threading.BoundedSemaphore:
+    """One semaphore per mailbox in this process: every connector, subscription
+    job and prefetch for that mailbox shares the 4 slots."""
+    with _gates_lock:
+        gate = _gates.get(key)
+        if gate is None:
+            gate = _gates[key] = threading.BoundedSemaphore(MAX_CONCURRENT)
+        return gate
+
+
+@lru_cache(maxsize=8)
+def _ssl_context(cafile: str | None) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=cafile) if cafile else True
+
+
+def _verify() -> ssl.SSLContext | bool:
+    # The same trust store msal (requests) uses, so one setting covers both.
+    return _ssl_context(os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None)
+
+
+def build(mailbox: dict, secret: str, want_snippet: bool):
+    """A connector from the engine's plain values (see sync.engine._connector_args)."""
+    cfg = dict(mailbox.get("config") or {})
+    tenant = mailbox.get("tenant")
+    imap = cfg.get("protocol") == "imap"
+    owner = cfg.get("user") or mailbox.get("owner") or ""
+    if tenant:
+        tcfg = tenant.get("config") or {}
+        tokens = AppTokenSource(tenant["tenant_id"], tenant["client_id"],
+                                parse_credential(tenant.get("auth_kind") or "secret", secret),
+                                authority=tcfg.get("authority"), scopes=IMAP_APP_SCOPES if imap else None)
+        graph_url = tcfg.get("graph_url") or DEFAULT_GRAPH_URL
+        user_path = f"/users/{quote(owner, safe='@')}"
+    else:
+        if not cfg.get("client_id"):
+            raise AuthError("this Microsoft 365 mailbox has no app registration; reconnect it with "
+                            "`threadline mailbox add-m365 --owner ... --client-id ...`")
+        tokens = DelegatedTokenSource(cfg["client_id"], cfg.get("tenant_id") or "organizations", secret,
+                                      authority=cfg.get("authority"), username=cfg.get("user"),
+                                      scopes=IMAP_USER_SCOPES if imap else None)
+        graph_url = cfg.get("graph_url") or DEFAULT_GRAPH_URL
+        user_path = "/me"
+    if imap:
+        return exchange_imap(cfg, owner, tokens, want_snippet)
+    return GraphConnector(graph_url=graph_url, user_path=user_path, tokens=tokens, want_snippet=want_snippet,
+                          mailbox_key=f"{graph_url}|{owner.lower()}", window=mailbox.get("window"),
+                          page_size=int(cfg.get("page_size", PAGE_SIZE)),
+                          max_retry_wait=float(cfg.get("max_retry_wait", 60)))
+
+
+def exchange_imap(cfg: dict, owner: str, tokens, want_snippet: bool):
+    """Exchange Online IMAP with an OAuth access token (SASL XOAUTH2)."""
+    from connectors.imap import ImapConnector, ImapSettings
+
+    class ExchangeImapConnector(ImapConnector):
+        @property
+        def updated_secret(self):
+            return tokens.updated_secret
+
+        def connect(self):
+            try:
+                return super().connect()
+            except AuthError as exc:
+                if "username and password" not in str(exc):
+                    raise
+                raise AuthError("Exchange Online refused the OAuth sign-in (XOAUTH2) for "
+                                f"{self.settings.username}: reconnect the mailbox (run `threadline mailbox add-m365 "
+                                "--imap ...` again) and check that IMAP is enabled for it") from exc
+
+    settings = ImapSettings(host=cfg.get("host", "outlook.office365.com"), port=int(cfg.get("port", 993)),
+                            security=cfg.get("security", "tls"), username=cfg.get("username") or owner,
+                            batch_size=int(cfg.get("batch_size", 1000)))
+    return ExchangeImapConnector(settings, "", want_snippet=want_snippet, oauth2_token=tokens.token)
+
+
+class GraphConnector:
+    def __init__(self, *, graph_url: str, user_path: str, tokens, want_snippet: bool, mailbox_key: str,
+                 window: dict | None = None, page_size: int = PAGE_SIZE, max_retries: int = 3,
+                 max_retry_wait: float = 60.0, sleep: Callable[[float], None] = time.sleep):
+        self.graph_url = graph_url.rstrip("/")
+        self.user_path = user_path
+        self.tokens = tokens
+        self.want_snippet = want_snippet
+        self.window = window or {"past_days": 90, "future_days": 180}
+        self.page_size = page_size
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self._sleep = sleep
+        self.gate = mailbox_gate(mailbox_key)
+        self.http = httpx.Client(verify=_verify(), timeout=httpx.Timeout(60.0, connect=15.0),
+                                 limits=httpx.Limits(max_connections=MAX_CONCURRENT,
+                                                     max_keepalive_connections=MAX_CONCURRENT),
+                                 headers={"Accept": "application/json", "User-Agent": "Threadline"})
+        self._pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENT, thread_name_prefix="graph")
+        self._token: str | None = None
+        self._token_lock = threading.Lock()
+        self._folder_ids: dict[str, str] = {}
+        # Measurements (benchmarks, tests): time inside HTTP calls (prefetches
+        # overlap the engine's work), time the caller actually waited for Graph,
+        # requests made, throttling waits.
+        self.http_seconds = 0.0
+        self.wait_seconds = 0.0
+        self.requests = 0
+        self.throttle_waits: list[float] = []
+
+    def __repr__(self) -> str:
+        return f"GraphConnector({self.graph_url}{self.user_path})"
+
+    @property
+    def updated_secret(self) -> str | None:
+        return self.tokens.updated_secret
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.http.close()
+
+    # -- HTTP -----------------------------------------------------------------
+    def _access_token(self, *, force_refresh: bool = False) -> str:
+        with self._token_lock:
+            if self._token is None or force_refresh:
+                self._token = self.tokens.token(force_refresh=force_refresh)
+            return self._token
+
+    def call(self, method: str, url: str, *, what: str, json_body: dict | None = None,
+             headers: dict | None = None) -> httpx.Response:
+        """One Graph request: at most 4 in flight per mailbox, Retry-After honoured
+        a few times, one token refresh on 401, errors mapped to the shared kinds."""
+        if not url.startswith("https://") and not url.startswith("http://"):
+            url = self.graph_url + url
+        refreshed = False
+        attempt = 0
+        while True:
+            token = self._access_token()
+            sent = {"Authorization": f"Bearer {token}", **(headers or {})}
+            started = time.perf_counter()
+            try:
+                with self.gate:
+                    resp = self.http.request(method, url, headers=sent, json=json_body)
+                    resp.read()
+            except httpx.TimeoutException as exc:
+                raise TransientError(f"Microsoft Graph did not answer in time while {what}") from exc
+            except httpx.HTTPError as exc:
+                raise TransientError(f"cannot reach Microsoft Graph while {what}: {type(exc).__name__}: "
+                                     f"{str(exc)[:200]}") from exc
+            finally:
+                spent = time.perf_counter() - started
+                self.http_seconds += spent
+                self.requests += 1
+                if not threading.current_thread().name.startswith("graph"):
+                    self.wait_seconds += spent  # the caller itself waited (not a prefetch)
+            status = resp.status_code
+            if status < 300:
+                return resp
+            code, message = _graph_error(resp)
+            if status in (429, 503, 504) or code == "ApplicationThrottled":
+                wait = _retry_after(resp, attempt)
+                if attempt < self.max_retries and wait <= self.max_retry_wait:
+                    attempt += 1
+                    self.throttle_waits.append(wait)
+                    self._sleep(wait)
+                    continue
+                raise ThrottledError(f"Microsoft Graph is throttling this mailbox ({status} {code or ''}) while "
+                                     f"{what}; retrying after {wait:.0f} s", retry_after=wait)
+            if status == 401 and not refreshed:
+                refreshed = True
+                self._access_token(force_refresh=True)
+                continue
+            raise self._error(status, code, message, what)
+
+    def _error(self, status: int, code: str, message: str, what: str) -> ConnectorError:
+        detail = f"{code}: {message}"[:300] if code else f"HTTP {status}"
+        if status == 410 or code.lower() in EXPIRED_CODES:
+            return CursorExpiredError(f"the sync state expired while {what} ({detail})")
+        if status == 401:
+            return AuthError(f"Microsoft Graph refused the access token ({detail}): the sign-in expired or was "
+                             f"revoked; reconnect the mailbox (delegated: `threadline mailbox add-m365 --owner ... "
+                             f"--client-id ...`; tenant-wide: check the app's secret and admin consent)")
+        if status == 403:
+            text = message.lower()
+            if ("accesspolicy" in text.replace(" ", "") or "access to odata is disabled" in text
+                    or "application access policy" in text):
+                return AuthError(
+                    f"Microsoft 365 blocks this app from {self.user_path.rsplit('/', 1)[-1]}: an Exchange "
+                    f"application access policy denies it ({detail}). Fix: add this mailbox to the group the "
+                    f"policy allows (New-ApplicationAccessPolicy / Test-ApplicationAccessPolicy in Exchange "
+                    f"Online PowerShell), or remove the mailbox from Threadline")
+            return AuthError(f"Microsoft Graph denied access while {what} ({detail}): grant the app Mail.Read and "
+                             f"Calendars.Read with admin consent, then reconnect")
+        if status == 404 and code in ("ErrorInvalidUser", "MailboxNotEnabledForRESTAPI", "ResourceNotFound",
+                                      "ErrorNonExistentMailbox"):
+            return AuthError(f"Microsoft 365 has no usable mailbox here ({detail}): check the rep's address and "
+                             f"licence, then reconnect")
+        if status >= 500:
+            return TransientError(f"Microsoft Graph failed while {what} ({detail})")
+        return BadDataError(f"Microsoft Graph refused the request while {what} ({detail})")
+
+    def get_json(self, url: str, *, what: str, headers: dict | None = None) -> dict:
+        resp = self.call("GET", url, what=what, headers=headers)
+        try:
+            data = json.loads(resp.content)
+        except ValueError as exc:
+            raise BadDataError(f"Microsoft Graph sent an unreadable answer while {what} (invalid JSON)") from exc
+        if not isinstance(data, dict):
+            raise BadDataError(f"Microsoft Graph sent an unexpected answer while {what} (not an object)")
+        return data
+
+    def _prefer(self, *extra: str) -> dict:
+        return {"Prefer": ", ".join((f"odata.maxpagesize={self.page_size}", 'IdType="ImmutableId"') + extra)}
+
+    # -- folders ----------------------------------------------------------------
+    def list_folders(self) -> list[Folder]:
+        from connectors.imap import ARCHIVE_NAMES, SENT_NAMES, SKIP_NAMES
+
+        well_known = self._well_known_ids()
+        folders: list[Folder] = []
+        queue: list[tuple[str, str, str | None]] = [(f"{self.user_path}/mailFolders", "", None)]
+        while queue and len(folders) < 1000:
+            url, prefix, inherited = queue.pop(0)
+            url += "?$top=250&$select=id,displayName,childFolderCount,isHidden"
+            for item in self._all_pages(url, what="listing mail folders"):
+                fid, name = item.get("id"), str(item.get("displayName") or "").strip()
+                if not fid or not name or item.get("isHidden"):
+                    continue
+                wk = well_known.get(fid)
+                if wk in SKIP_WELL_KNOWN or inherited == "skip":
+                    role = "skip"
+                elif wk in ROLE_BY_WELL_KNOWN:
+                    role = ROLE_BY_WELL_KNOWN[wk]
+                elif inherited == "archive" or (not prefix and name.lower() in ARCHIVE_NAMES):
+                    role = "archive"
+                elif name.lower() in SKIP_NAMES:
+                    role = "skip"
+                elif not prefix and name.lower() in SENT_NAMES and "sentitems" not in well_known.values():
+                    role = "sent"
+                else:
+                    role = "other"
+                path = f"{prefix}{name}"
+                self._folder_ids[path] = fid
+                folders.append(Folder(name=path, role=role, flags=(f"id:{fid}",) + ((f"wk:{wk}",) if wk else ())))
+                if role != "skip" and int(item.get("childFolderCount") or 0) > 0 and prefix.count("/") < 5:
+                    queue.append((f"{self.user_path}/mailFolders/{quote(fid)}/childFolders", path + "/",
+                                  "archive" if role == "archive" else None))
+        folders.append(Folder(name=CALENDAR_FOLDER, role="calendar", flags=("calendar",)))
+        return folders
+
+    def _well_known_ids(self) -> dict[str, str]:
+        """folder id -> well-known name, resolved by GET mailFolders/{name} (locale-proof)."""
+        names = ("inbox", "sentitems", "archive") + SKIP_WELL_KNOWN
+
+        def one(name: str):
+            try:
+                data = self.get_json(f"{self.user_path}/mailFolders/{name}?$select=id", what=f"finding {name}")
+            except BadDataError:  # not every mailbox has every well-known folder
+                return None
+            return data.get("id"), name
+
+        out = {}
+        waited = time.perf_counter()
+        for found in self._pool.map(one, names):
+            if found and found[0]:
+                out[found[0]] = found[1]
+        self.wait_seconds += time.perf_counter() - waited
+        return out
+
+    def _all_pages(self, url: str, *, what: str) -> Iterator[dict]:
+        for _ in range(1000):
+            page = self.get_json(url, what=what)
+            value = page.get("value")
+            if not isinstance(value, list):
+                raise BadDataError(f"Microsoft Graph sent a page without a value list while {what}")
+            yield from (v for v in value if isinstance(v, dict))
+            url = page.get("@odata.nextLink")
+            if not url:
+                return
+
+    # -- changes ------------------------------------------------------------------
+    def fetch_changes(self, folder: Folder, cursor: dict, since: datetime) -> Iterator[Batch]:
+        if folder.role == "calendar":
+            yield from self._calendar_changes(cursor)
+            return
+        fid = next((f[3:] for f in folder.flags if f.startswith("id:")), None) or self._folder_ids.get(folder.name)
+        if not fid:
+            raise BadDataError(f"folder {folder.name!r} has no Graph id")
+        cursor = dict(cursor or {})
+        reset = False
+        if cursor and cursor.get("id") != fid:  # deleted and re-created under the same name
+            cursor, reset = {}, True
+        select = ",".join(MESSAGE_FIELDS + (("bodyPreview",) if self.want_snippet else ()))
+        stamp = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def fresh() -> str:
+            return (f"{self.user_path}/mailFolders/{quote(fid)}/messages/delta?$select={select}"
+                    f"&$filter=receivedDateTime ge {stamp}")
+
+        yield from self._rounds(cursor.get("next_link") or cursor.get("delta_link") or fresh(), fresh,
+                                {"id": fid}, self._messages, reset, what=f"syncing folder {folder.name!r}",
+                                incremental=bool(cursor.get("delta_link") or cursor.get("incremental")))
+
+    def _rounds(self, url: str, fresh: Callable[[], str], base: dict, convert, reset: bool, *, what: str,
+                incremental: bool, headers: dict | None = None) -> Iterator[Batch]:
+        """Follow nextLinks verbatim up to the deltaLink; the next page is fetched while
+        the engine ingests the current one. An expired state restarts once from scratch."""
+        headers = headers or self._prefer()
+        restarted = False
+        if reset:
+            incremental = False
+            yield Batch([], [], {**base}, reset=True)
+            reset = False
+        pending: Future = self._pool.submit(self.get_json, url, what=what, headers=headers)
+        try:
+            while True:
+                waited = time.perf_counter()
+                try:
+                    page = pending.result()
+                except CursorExpiredError:
+                    if restarted:
+                        raise
+                    restarted, incremental = True, False
+                    yield Batch([], [], {**base}, reset=True)
+                    pending = self._pool.submit(self.get_json, fresh(), what=what, headers=headers)
+                    continue
+                finally:
+                    self.wait_seconds += time.perf_counter() - waited
+                value = page.get("value")
+                next_link, delta_link = page.get("@odata.nextLink"), page.get("@odata.deltaLink")
+                if not isinstance(value, list):
+                    raise BadDataError(f"Microsoft Graph sent a page without a value list while {what}")
+                if not next_link and not delta_link:
+                    raise BadDataError(f"Microsoft Graph sent a page with neither nextLink nor deltaLink while {what}")
+                if next_link:
+                    pending = self._pool.submit(self.get_json, next_link, what=what, headers=headers)
+                records, bad, removed = convert(value, incremental, base)
+                if next_link:
+                    cursor = {**base, "next_link": next_link, "incremental": incremental}
+                else:
+                    cursor = {**base, "delta_link": delta_link}
+                yield Batch(records, bad, cursor, removed=removed, backfill_done=bool(delta_link))
+                if delta_link:
+                    return
+        finally:
+            pending.cancel()
+
+    def _messages(self, items: list, incremental: bool, base: dict):
+        records, bad, removed = [], [], []
+        for item in items:
+            rid = item.get("id") if isinstance(item, dict) else None
+            if not rid:
+                bad.append(BadRecord("?", "message without an id"))
+                continue
+            if "@removed" in item:
+                removed.append(rid)
+                continue
+            try:
+                records.append(self._message(rid, item))
+            except BadDataError as exc:
+                bad.append(BadRecord(rid, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - one message never stops the folder
+                bad.append(BadRecord(rid, f"unreadable message: {type(exc).__name__}: {exc}"[:300]))
+        return records, bad, removed
+
+    def _message(self, rid: str, item: dict) -> MessageRecord:
+        sender = _address(item.get("from")) or _address(item.get("sender"))
+        if sender is None:
+            raise BadDataError("missing or invalid sender")
+        date = _parse_time(item.get("sentDateTime")) or _parse_time(item.get("receivedDateTime"))
+        if date is None:
+            raise BadDataError("no usable sentDateTime or receivedDateTime")
+        subject = str(item.get("subject") or "")[:998]
+        preview = item.get("bodyPreview") if self.want_snippet else None
+        return MessageRecord(
+            remote_id=rid, message_key=message_key(item, sender, date, subject), date=date, from_=[sender],
+            to=_addresses(item.get("toRecipients")), cc=_addresses(item.get("ccRecipients")),
+            bcc=_addresses(item.get("bccRecipients")), subject=subject, in_reply_to=None, references=[],
+            auto_reply=subject.lower().startswith(AUTO_REPLY_PREFIXES),
+            snippet=" ".join(str(preview).split())[:200] or None if preview else None)
+
+    # -- calendar -------------------------------------------------------------------
+    def _calendar_changes(self, cursor: dict) -> Iterator[Batch]:
+        cursor = dict(cursor or {})
+        now = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = now - timedelta(days=int(self.window.get("past_days", 90)))
+        end = now + timedelta(days=int(self.window.get("future_days", 180)) + 1)
+        window = cursor.get("window")
+        if window:
+            old_start = datetime.fromisoformat(window[0].replace("Z", "+00:00"))
+            # The window slides: a week later, start a fresh round over the new one.
+            # Ids are stable, so re-listing re-links copies without duplicating anything.
+            if abs((start - old_start).days) >= 7:
+                cursor = {"masters": cursor.get("masters", {})}
+                window = None
+        if not window:
+            window = [start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")]
+        self._masters = dict(cursor.get("masters") or {})
+        win = list(window)
+
+        def fresh() -> str:
+            return f"{self.user_path}/calendarView/delta?startDateTime={win[0]}&endDateTime={win[1]}"
+
+        base = {"window": win, "masters": self._masters}
+        for batch in self._rounds(cursor.get("next_link") or cursor.get("delta_link") or fresh(), fresh, base,
+                                  self._events, False, what="syncing the calendar",
+                                  incremental=bool(cursor.get("delta_link") or cursor.get("incremental"))):
+            if len(self._masters) > 2000:  # keep the cursor small; misses are looked up again
+                self._masters = dict(list(self._masters.items())[-1000:])
+            batch.cursor["masters"] = dict(self._masters)
+            yield batch
+
+    def _events(self, items: list, incremental: bool, base: dict):
+        records, bad, removed = [], [], []
+        wanted = {str(i.get("seriesMasterId")) for i in items if isinstance(i, dict) and i.get("seriesMasterId")
+                  and "@removed" not in i and i.get("type") in ("occurrence", "exception")}
+        self._lookup_masters(wanted - set(self._masters))
+        for item in items:
+            rid = item.get("id") if isinstance(item, dict) else None
+            if not rid:
+                bad.append(BadRecord("?", "event without an id"))
+                continue
+            if "@removed" in item:
+                removed.append(rid)
+                continue
+            if item.get("type") == "seriesMaster":
+                continue
+            try:
+                record = self._event(rid, item)
+            except BadDataError as exc:
+                bad.append(BadRecord(rid, str(exc)))
+                continue
+            except Exception as exc:  # noqa: BLE001
+                bad.append(BadRecord(rid, f"unreadable event: {type(exc).__name__}: {exc}"[:300]))
+                continue
+            if record is None:
+                if incremental:  # attendees all gone: no longer a meeting with anyone
+                    removed.append(rid)
+                continue
+            records.append(record)
+        return records, bad, removed
+
+    def _lookup_masters(self, ids: set[str]) -> None:
+        def one(master_id: str):
+            try:
+                data = self.get_json(f"{self.user_path}/events/{quote(master_id)}?$select=iCalUId,type",
+                                     what="reading a recurring meeting's series")
+            except BadDataError:
+                return master_id, None
+            return master_id, data.get("iCalUId")
+
+        waited = time.perf_counter()
+        for master_id, uid in self._pool.map(one, sorted(ids)):
+            if uid:
+                self._masters[master_id] = uid
+        self.wait_seconds += time.perf_counter() - waited
+
+    def _event(self, rid: str, item: dict) -> MeetingRecord | None:
+        attendees = []
+        for a in item.get("attendees") or []:
+            if not isinstance(a, dict) or a.get("type") == "resource":
+                continue  # rooms and equipment
+            addr = _address(a)
+            if addr is None:
+                continue
+            response = RESPONSES.get(str((a.get("status") or {}).get("response") or "none").lower(), "needs-action")
+            attendees.append(Attendee(address=addr[1], name=addr[0],
+                                      role="optional" if a.get("type") == "optional" else "attendee",
+                                      response=response))
+        if not attendees:
+            return None
+        kind = item.get("type") or "singleInstance"
+        if kind in ("occurrence", "exception"):
+            master = item.get("seriesMasterId")
+            uid = self._masters.get(str(master)) if master else None
+            if not uid:
+                raise BadDataError(f"recurring meeting whose series {master!r} cannot be read")
+            original = _parse_time(item.get("originalStart")) or _event_time(item.get("start"))
+            if original is None:
+                raise BadDataError("occurrence without originalStart")
+            if item.get("isAllDay"):  # keyed by its date, like an iCalendar VALUE=DATE recurrence id
+                local = original.astimezone(zone(item.get("originalStartTimeZone")
+                                                 or (item.get("start") or {}).get("timeZone") or "UTC"))
+                original = datetime(local.year, local.month, local.day, tzinfo=timezone.utc)
+            recurrence_id = original.strftime("%Y-%m-%dT%H:%M:%SZ")
+        else:
+            uid = item.get("iCalUId")
+            if not uid:
+                raise BadDataError("event without iCalUId")
+            recurrence_id = None
+        all_day = bool(item.get("isAllDay"))
+        start = _event_time(item.get("start"), all_day=all_day)
+        if start is None:
+            raise BadDataError("event without a readable start")
+        org = _address(item.get("organizer"))
+        location = ((item.get("location") or {}).get("displayName") or "").strip() or None
+        return MeetingRecord(
+            remote_id=rid, uid=str(uid), recurrence_id=recurrence_id, start=start,
+            end=_event_time(item.get("end"), all_day=all_day),
+            subject=str(item.get("subject") or "")[:998],
+            organizer=Attendee(address=org[1], name=org[0], role="organizer", response="accepted") if org else None,
+            attendees=attendees, status="cancelled" if item.get("isCancelled") else "confirmed", location=location)
+
+    # -- push subscriptions ------------------------------------------------------------
+    def subscription_resources(self) -> list[str]:
+        path = self.user_path.lstrip("/")
+        return [f"{path}/mailFolders('inbox')/messages", f"{path}/events"]
+
+    def create_subscription(self, resource: str, notification_url: str, lifecycle_url: str, client_state: str,
+                            expires: datetime) -> dict:
+        resp = self.call("POST", "/subscriptions", what="creating a change subscription", json_body={
+            "changeType": "created,updated,deleted", "notificationUrl": notification_url,
+            "lifecycleNotificationUrl": lifecycle_url, "resource": resource, "clientState": client_state,
+            "expirationDateTime": expires.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        return resp.json()
+
+    def renew_subscription(self, subscription_id: str, expires: datetime) -> dict:
+        resp = self.call("PATCH", f"/subscriptions/{quote(subscription_id)}", what="renewing a change subscription",
+                         json_body={"expirationDateTime": expires.astimezone(timezone.utc)
+                                    .strftime("%Y-%m-%dT%H:%M:%SZ")})
+        return resp.json()
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        try:
+            self.call("DELETE", f"/subscriptions/{quote(subscription_id)}", what="deleting a change subscription")
+        except (BadDataError, AuthError):
+            pass  # already gone
+
+
+# -- helpers --------------------------------------------------------------------------
+
+def _graph_error(resp: httpx.Response) -> tuple[str, str]:
+    try:
+        err = resp.json().get("error")
+    except (ValueError, AttributeError):
+        return "", resp.text[:200]
+    if isinstance(err, dict):
+        return str(err.get("code") or ""), str(err.get("message") or "")
+    return str(err or ""), ""
+
+
+def _retry_after(resp: httpx.Response, attempt: int) -> float:
+    raw = resp.headers.get("Retry-After", "")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return float(min(60, 2 ** (attempt + 1)))
+
+
+def _address(value) -> tuple[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    email = value.get("emailAddress") or {}
+    addr = str(email.get("address") or "").strip()
+    if "@" not in addr:
+        return None
+    return str(email.get("name") or "").strip(), addr
+
+
+def _addresses(values) -> list[tuple[str, str]]:
+    out = []
+    for v in values or []:
+        a = _address(v)
+        if a:
+            out.append(a)
+    return out[:500]
+
+
+def _parse_time(value) -> datetime | None:
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+
+def zone(name: str):
+    name = (name or "UTC").strip()
+    if name in ("UTC", "tzone://Microsoft/Utc", "Etc/UTC", "GMT"):
+        return timezone.utc
+    try:
+        return ZoneInfo(WINDOWS_ZONES.get(name, name))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise BadDataError(f"unknown time zone {name!r}") from exc
+
+
+def _event_time(value, *, all_day: bool = False) -> datetime | None:
+    """Graph's dateTimeTimeZone: a local wall time plus the zone it is in. All-day
+    events are dates: midnight UTC of the date, as connectors.ical reads VALUE=DATE."""
+    if not isinstance(value, dict) or not value.get("dateTime"):
+        return None
+    raw = str(value["dateTime"])
+    if "." in raw:  # Graph writes 7 fractional digits; Python reads up to 6
+        head, frac = raw.split(".", 1)
+        raw = f"{head}.{frac[:6]}"
+    try:
+        local = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise BadDataError(f"unreadable event time {value['dateTime']!r}") from exc
+    if all_day:
+        return datetime(local.year, local.month, local.day, tzinfo=timezone.utc)
+    if local.tzinfo is None:
+        local = local.replace(tzinfo=zone(value.get("timeZone") or "UTC"))
+    return local.astimezone(timezone.utc)
+
+
+def message_key(item: dict, sender: tuple[str, str], date: datetime, subject: str) -> str:
+    """internetMessageId reduced exactly as connectors.mailparse reduces Message-ID
+    (the text inside the first <...>), so IMAP and Graph copies share one key."""
+    raw = str(item.get("internetMessageId") or "").strip()
+    ids = message_ids(raw)
+    if ids:
+        return ids[0][:500]
+    if raw and " " not in raw and "<" not in raw and ">" not in raw:
+        return raw[:500]
+    # No Message-ID (rare: drafts, some system mail). Graph has no raw headers, so
+    # this cannot match mailparse's fallback; it is stable across Graph mailboxes.
+    import hashlib
+
+    basis = "\x1f".join([sender[1].lower(), ",".join(a for _, a in _addresses(item.get("toRecipients"))),
+                         date.strftime("%Y-%m-%dT%H:%M:%SZ"), subject])
+    return "sha256:graph:" + hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()[:40]

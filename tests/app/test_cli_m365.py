@@ -1,0 +1,87 @@
+"""`threadline mailbox add-m365-tenant` / `add-m365`, run for real in subprocesses
+against a temporary data directory and the fake Graph + Entra authority."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
+from tests.world import make_world
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(data_dir: Path, *args: str, secret: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("THREADLINE_", "FORCE_COLOR", "COLUMNS"))}
+    env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0")
+    if secret is not None:
+        env["THREADLINE_M365_CLIENT_SECRET"] = secret
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def both(*calls):
+    """Independent CLI runs side by side (each costs a second or two of imports)."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [f.result() for f in [pool.submit(*c) for c in calls]]
+
+
+def test_connect_a_tenant_and_a_delegated_mailbox_then_sync(graph, tmp_path):
+    make_world(tmp_path, reps=(("alice@ourco.com", "Alice"), ("bob@ourco.com", "Bob"), ("carol@ourco.com", "Carol")))
+    data = tmp_path / "data"  # the world's data directory: the CLI works on the same database and key
+    for user in ("alice@ourco.com", "bob@ourco.com", "carol@ourco.com"):
+        graph.add_message(user, internet_message_id=f"<hello-{user}>", subject="Hello", to=[("", user)],
+                          sender=("Carla", "carla@acme.com"))
+    client_id, secret = graph.register_app()
+    where = ("--authority", graph.authority, "--graph-url", graph.graph_url)
+    tenant_args = ("mailbox", "add-m365-tenant", "--tenant-id", graph.tenant, "--client-id", client_id, *where)
+
+    no_secret, wrong = both((run, data, *tenant_args), (lambda: run(data, *tenant_args, secret="wrong-secret-value"),))
+    assert no_secret.returncode == 1 and "THREADLINE_M365_CLIENT_SECRET" in flat(no_secret.stderr)
+    assert wrong.returncode == 1 and "invalid_client" in flat(wrong.stderr)
+    assert "wrong-secret-value" not in wrong.stdout + wrong.stderr
+
+    ok = run(data, *tenant_args, secret=secret)
+    assert ok.returncode == 0, ok.stderr
+    assert f"ready: {graph.tenant}" in flat(ok.stdout) and secret not in ok.stdout + ok.stderr
+
+    one = run(data, "mailbox", "add-m365", "--owner", "alice@ourco.com", "--tenant", graph.tenant)
+    assert one.returncode == 0 and "for alice@ourco.com through tenant" in flat(one.stdout), one.stderr
+    rest = run(data, "mailbox", "add-m365", "--tenant", graph.tenant, "--all-reps")
+    assert rest.returncode == 0 and flat(rest.stdout).count("added for") == 2  # bob and carol; alice had one
+
+    graph.device_user = "carol@ourco.com"
+    public = graph.register_public_client()
+    again, signed = both((run, data, "mailbox", "add-m365", "--owner", "alice@ourco.com", "--tenant", graph.tenant),
+                         (run, data, "mailbox", "add-m365", "--owner", "carol@ourco.com", "--client-id", public,
+                          "--tenant-id", graph.tenant, *where))
+    assert again.returncode == 1 and "already has" in flat(again.stderr)
+    assert signed.returncode == 0, signed.stderr
+    assert "enter the code" in flat(signed.stderr) and "signed in as carol@ourco.com" in flat(signed.stdout)
+
+    graph.device_user = "bob@ourco.com"  # signs in with the wrong account for carol
+    mismatch, synced = both((run, data, "mailbox", "add-m365", "--owner", "carol@ourco.com", "--client-id", public,
+                             "--tenant-id", graph.tenant, *where), (run, data, "sync", "--once"))
+    assert mismatch.returncode == 1 and "not carol@ourco.com" in flat(mismatch.stderr)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert flat(synced.stdout).count(": ok") == 4
+
+    db = sqlite3.connect(data / "threadline.db")
+    try:
+        kinds = db.execute("SELECT kind, tenant_ref IS NOT NULL, secret_enc IS NOT NULL FROM mailbox "
+                           "ORDER BY id").fetchall()
+        assert kinds == [("m365", 1, 0)] * 3 + [("m365", 0, 1)]
+        assert db.execute("SELECT count(*) FROM interaction").fetchone()[0] == 3
+        stored = db.execute("SELECT secret_enc FROM m365tenant").fetchone()[0]
+        dump = "\n".join(db.iterdump())
+    finally:
+        db.close()
+    assert stored and secret not in dump and "RefreshToken" not in dump

@@ -1,0 +1,479 @@
+"""The Microsoft Graph connector against the fake Graph + Entra authority (real HTTPS, real msal)."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from app.services import m365
+from connectors.base import AuthError, BadDataError, CursorExpiredError, MeetingRecord, ThrottledError, meeting_key
+from connectors.graph import CALENDAR_FOLDER, build
+from connectors.mailparse import parse_message_headers
+from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
+from tests.fakes.graph.imap import FakeOAuthImap
+
+USER = "alice@ourco.com"
+LONG_AGO = datetime.now(timezone.utc) - timedelta(days=365)
+
+
+def tenant_mailbox(graph, *, user=USER, page_size=10, window=None, **config):
+    client_id, secret = graph.register_app()
+    mailbox = {"id": 1, "kind": "m365", "owner": user, "window": window or {"past_days": 30, "future_days": 60},
+               "config": {"user": user, "page_size": page_size, **config},
+               "tenant": {"tenant_id": graph.tenant, "client_id": client_id, "auth_kind": "secret",
+                          "config": {"authority": graph.authority, "graph_url": graph.graph_url}}}
+    return mailbox, secret
+
+
+def delegated_mailbox(graph, *, user=USER, imap=False, **config):
+    graph.mailbox(user)
+    graph.device_user = user
+    client_id = graph.register_public_client()
+    shown = []
+    username, cache = m365.device_sign_in(client_id, graph.tenant, shown.append, authority=graph.authority, imap=imap)
+    assert username == user and "enter the code" in shown[0]
+    mailbox = {"id": 2, "kind": "m365", "owner": user, "window": {"past_days": 30, "future_days": 60},
+               "config": {"mode": "delegated", "client_id": client_id, "tenant_id": graph.tenant,
+                          "authority": graph.authority, "graph_url": graph.graph_url, "user": user, "page_size": 10,
+                          **config}}
+    return mailbox, cache
+
+
+def folder(connector, name):
+    return next(f for f in connector.list_folders() if f.name == name)
+
+
+def drain(connector, fold, cursor=None):
+    return list(connector.fetch_changes(fold, cursor or {}, LONG_AGO))
+
+
+def test_app_only_token_and_folder_roles(graph):
+    graph.add_folder(USER, "Customers", parent=graph.folder_id(USER, "inbox"))
+    graph.add_folder(USER, "2025", parent=graph.folder_id(USER, "archive"))
+    graph.add_folder(USER, "Old", parent=graph.folder_id(USER, "deleteditems"))
+    graph.add_folder(USER, "RSS Feeds")
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        roles = {f.name: f.role for f in c.list_folders()}
+    finally:
+        c.close()
+    assert "client_credentials" in graph.token_requests
+    assert roles == {"Inbox": "inbox", "Inbox/Customers": "other", "Sent Items": "sent", "Archive": "archive",
+                     "Archive/2025": "archive", "Deleted Items": "skip", "Junk Email": "skip", "Drafts": "skip",
+                     "Outbox": "skip", "Conversation History": "skip", "RSS Feeds": "skip",
+                     CALENDAR_FOLDER: "calendar"}
+    # Children of skipped folders are not even listed.
+    assert not any("Old" in path for _, path in graph.requests if "childFolders" in path and "deleted" in path)
+
+
+def test_delta_rounds_pages_removals_and_cursor(graph):
+    ids = [graph.add_message(USER, subject=f"S{i}", to=[("Alice", USER)], preview=f"preview {i}") for i in range(25)]
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        inbox = folder(c, "Inbox")
+        batches = drain(c, inbox)
+        assert [len(b.records) for b in batches] == [10, 10, 5]
+        assert [b.backfill_done for b in batches] == [False, False, True]
+        assert "next_link" in batches[0].cursor and batches[0].cursor["next_link"].startswith(graph.url)
+        final = batches[-1].cursor
+        assert set(final) == {"id", "delta_link"} and "$deltatoken=" in final["delta_link"]
+        assert sorted(r.remote_id for b in batches for r in b.records) == sorted(ids)
+        assert all(r.snippet is None for b in batches for r in b.records)
+        delta_calls = [p for _, p in graph.requests if "/messages/delta" in p and "$select=" in p]
+        assert delta_calls and "bodyPreview" not in delta_calls[0] and "internetMessageId" in delta_calls[0]
+        assert "receivedDateTime ge" in delta_calls[0].replace("%20", " ")
+
+        # Next round: one new, one changed, one deleted, one moved to the Archive.
+        new = graph.add_message(USER, subject="New one")
+        graph.update_message(USER, ids[3], subject="S3 edited")
+        graph.delete_message(USER, ids[4])
+        graph.move_message(USER, ids[5], "archive")
+        again = drain(c, inbox, final)
+        assert sorted(r.remote_id for b in again for r in b.records) == sorted([new, ids[3]])
+        assert sorted(x for b in again for x in b.removed) == sorted([ids[4], ids[5]])
+        assert again[-1].backfill_done and "delta_link" in again[-1].cursor
+        archived = drain(c, folder(c, "Archive"))
+        assert [r.remote_id for b in archived for r in b.records] == [ids[5]]  # immutable id survives the move
+
+        # Nothing changed: one request, no records.
+        before = len(graph.requests)
+        quiet = drain(c, inbox, again[-1].cursor)
+        assert [len(b.records) for b in quiet] == [0] and len(graph.requests) == before + 1
+    finally:
+        c.close()
+
+
+def test_resume_from_a_next_link_after_a_crash(graph):
+    for i in range(25):
+        graph.add_message(USER, subject=f"S{i}")
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=True)
+    try:
+        inbox = folder(c, "Inbox")
+        stream = c.fetch_changes(inbox, {}, LONG_AGO)
+        first = next(stream)
+        stream.close()  # the run died after committing the first batch
+        rest = drain(c, inbox, first.cursor)
+        assert [len(b.records) for b in rest] == [10, 5]
+        got = {r.remote_id for r in first.records} | {r.remote_id for b in rest for r in b.records}
+        assert len(got) == 25
+        assert all(r.snippet for b in rest for r in b.records)
+    finally:
+        c.close()
+
+
+def test_message_fields_and_key_match_imap(graph):
+    graph.add_message(USER, internet_message_id="<CAF=Abc.123+x@mail.gmail.com>", subject="Pricing",
+                      sender=("Carla Buyer", "carla@acme.com"), to=[("Alice Rep", USER)],
+                      cc=[("", "dan@acme.com")], sent=datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc),
+                      preview="  Hello\r\n  Alice,   the price is ...")
+    graph.add_message(USER, subject="Automatic reply: Pricing", sender=("Bob", "bob@acme.com"))
+    graph.add_message(USER, internet_message_id="", subject="No id")
+    bad = graph.add_message(USER, subject="Broken", extra={"from": None, "sender": None})
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=True)
+    try:
+        batches = drain(c, folder(c, "Inbox"))
+    finally:
+        c.close()
+    records = {r.subject: r for b in batches for r in b.records}
+    bads = [x for b in batches for x in b.bad]
+    pricing = records["Pricing"]
+    imap_copy = parse_message_headers("1/1", b"From: carla@acme.com\r\nDate: Sun, 1 Mar 2026 09:30:00 +0000\r\n"
+                                      b"Message-ID: <CAF=Abc.123+x@mail.gmail.com>\r\n\r\n")
+    assert pricing.message_key == imap_copy.message_key == "CAF=Abc.123+x@mail.gmail.com"
+    assert pricing.from_ == [("Carla Buyer", "carla@acme.com")] and pricing.to == [("Alice Rep", USER)]
+    assert pricing.cc == [("", "dan@acme.com")] and pricing.date == datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
+    assert pricing.snippet == "Hello Alice, the price is ..." and not pricing.auto_reply
+    assert records["Automatic reply: Pricing"].auto_reply
+    assert records["No id"].message_key.startswith("sha256:graph:")
+    assert [x.remote_id for x in bads] == [bad] and "sender" in bads[0].reason
+
+
+def test_expired_delta_state_restarts_the_folder_with_reset(graph):
+    ids = [graph.add_message(USER, subject=f"S{i}") for i in range(12)]
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        inbox = folder(c, "Inbox")
+        cursor = drain(c, inbox)[-1].cursor
+        graph.delete_message(USER, ids[0])
+        graph.expire_delta_tokens(USER)  # 410 SyncStateNotFound on the stored deltaLink
+        batches = drain(c, inbox, cursor)
+    finally:
+        c.close()
+    assert batches[0].reset and batches[0].records == [] and batches[0].cursor == {"id": cursor["id"]}
+    assert not any(b.reset for b in batches[1:])
+    assert sorted(r.remote_id for b in batches for r in b.records) == sorted(ids[1:])
+    assert "delta_link" in batches[-1].cursor and batches[-1].backfill_done
+    assert any(p for _, p in graph.requests if "$deltatoken" in p)
+
+
+def test_expired_state_twice_in_a_row_is_cursor_expired(graph):
+    graph.add_message(USER)
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        inbox = folder(c, "Inbox")
+        graph.inject("/messages/delta", 410, {"error": {"code": "SyncStateNotFound", "message": "gone"}}, times=2)
+        with pytest.raises(CursorExpiredError):
+            drain(c, inbox)
+    finally:
+        c.close()
+
+
+def test_throttling_retry_after_is_honoured(graph):
+    graph.add_message(USER)
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        inbox = folder(c, "Inbox")
+        graph.inject("/messages/delta", 429, {"error": {"code": "ApplicationThrottled", "message": "Application is "
+                                                        "over its MailboxConcurrency limit."}},
+                     headers={"Retry-After": "1"})
+        graph.inject("/messages/delta", 503, {"error": {"code": "ServiceUnavailable", "message": "busy"}},
+                     headers={"Retry-After": "1"})
+        started = time.monotonic()
+        batches = drain(c, inbox)
+        assert time.monotonic() - started >= 2.0
+        assert c.throttle_waits == [1.0, 1.0] and len(batches[-1].records) == 1
+    finally:
+        c.close()
+
+
+def test_persistent_throttling_raises_with_retry_after(graph):
+    graph.add_message(USER)
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        inbox = folder(c, "Inbox")
+        graph.inject("/messages/delta", 503, {"error": {"code": "ServiceUnavailable", "message": "busy"}},
+                     headers={"Retry-After": "0"}, times=10)
+        with pytest.raises(ThrottledError) as info:
+            drain(c, inbox)
+        assert c.throttle_waits == [0.0, 0.0, 0.0]
+        graph.faults.clear()
+        graph.inject("/messages/delta", 429, {"error": {"code": "TooManyRequests", "message": "slow down"}},
+                     headers={"Retry-After": "120"})
+        with pytest.raises(ThrottledError) as info:  # longer than we wait inside a run: hand it to the engine
+            drain(c, inbox)
+        assert info.value.retry_after == 120 and info.value.kind == "throttled"
+    finally:
+        c.close()
+
+
+def test_never_more_than_four_concurrent_requests_per_mailbox(graph):
+    for i in range(30):
+        graph.add_message(USER, subject=f"S{i}")
+    mailbox, secret = tenant_mailbox(graph, page_size=5)
+    graph.delay = 0.03
+    errors, connectors = [], [build(mailbox, secret, want_snippet=False) for _ in range(5)]
+
+    def run(c):
+        try:
+            inbox = folder(c, "Inbox")
+            drain(c, inbox)
+            drain(c, folder(c, CALENDAR_FOLDER))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in connectors]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for c in connectors:
+        c.close()
+    assert errors == []
+    assert 2 <= graph.max_inflight[USER] <= 4  # the fake answers 429 above 4; it never had to
+    assert sum(len(c.throttle_waits) for c in connectors) == 0
+
+
+def test_app_only_expired_access_token_is_renewed_once(graph):
+    graph.add_message(USER)
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    inbox = folder(c, "Inbox")
+    c.close()
+    graph.expire_access_tokens()  # msal still holds the old token in its cache
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        assert len(drain(c, inbox)[-1].records) == 1
+    finally:
+        c.close()
+    assert graph.token_requests.count("client_credentials") == 2
+
+
+def test_wrong_client_secret_is_an_auth_error(graph):
+    mailbox, _ = tenant_mailbox(graph)
+    graph.mailbox(USER)
+    c = build(mailbox, "not-the-secret", want_snippet=False)
+    try:
+        with pytest.raises(AuthError) as info:
+            c.list_folders()
+    finally:
+        c.close()
+    assert "invalid_client" in str(info.value) and "reconnect" in str(info.value)
+    assert "not-the-secret" not in str(info.value)
+
+
+def test_application_access_policy_is_a_clear_auth_error(graph):
+    graph.add_message(USER)
+    graph.block_user(USER)
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        with pytest.raises(AuthError) as info:
+            c.list_folders()
+    finally:
+        c.close()
+    text = str(info.value)
+    assert "application access policy" in text and USER in text and "ApplicationAccessPolicy" in text
+
+
+def test_delegated_sign_in_rotation_and_revocation(graph):
+    graph.add_message(USER, subject="Mine")
+    mailbox, cache = delegated_mailbox(graph)
+    c = build(mailbox, cache, want_snippet=False)
+    try:
+        assert [r.subject for b in drain(c, folder(c, "Inbox")) for r in b.records] == ["Mine"]
+        assert any("/v1.0/me/" in p for _, p in graph.requests)
+        assert c.updated_secret is None  # the access token in the cache was still good
+    finally:
+        c.close()
+    graph.expire_access_tokens()
+    c = build(mailbox, cache, want_snippet=False)
+    try:
+        c.list_folders()  # 401 -> refresh with the refresh token -> retry
+        rotated = c.updated_secret
+    finally:
+        c.close()
+    assert "refresh_token" in graph.token_requests and rotated and rotated != cache
+    graph.expire_access_tokens()
+    graph.revoke_refresh_tokens(USER)
+    c = build(mailbox, rotated, want_snippet=False)
+    try:
+        with pytest.raises(AuthError) as info:
+            c.list_folders()
+    finally:
+        c.close()
+    assert "reconnect" in str(info.value) and "invalid_grant" in str(info.value)
+
+
+def test_malformed_pages_are_bad_data(graph):
+    graph.add_message(USER)
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        inbox = folder(c, "Inbox")
+        graph.inject("/messages/delta", 200, "{not json", times=1)
+        with pytest.raises(BadDataError, match="invalid JSON"):
+            drain(c, inbox)
+        graph.inject("/messages/delta", 200, {"@odata.deltaLink": graph.url + "/x"}, times=1)
+        with pytest.raises(BadDataError, match="value"):
+            drain(c, inbox)
+        graph.inject("/messages/delta", 200, {"value": []}, times=1)
+        with pytest.raises(BadDataError, match="nextLink"):
+            drain(c, inbox)
+        assert len(drain(c, inbox)[-1].records) == 1  # the folder recovers on the next try
+    finally:
+        c.close()
+
+
+def test_calendar_events_become_meetings(graph):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    carla = ("Carla Buyer", "carla@acme.com", "required", "accepted")
+    dan = ("Dan", "dan@acme.com", "optional", "tentativelyAccepted")
+    room = ("Room 1", "room1@ourco.com", "resource", "accepted")
+    eve = ("Eve", "eve@acme.com", "required", "notResponded")
+    local_start = now + timedelta(days=3)
+    single = graph.add_event(USER, subject="Demo", start=local_start, time_zone="Pacific Standard Time",
+                             attendees=[carla, dan, room, eve], location="Zoom", ical_uid="UID-SINGLE")
+    cancelled = graph.add_event(USER, subject="Cancelled", start=now + timedelta(days=4), time_zone="Europe/Berlin",
+                                attendees=[carla], cancelled=True)
+    graph.add_event(USER, subject="Focus time", start=now + timedelta(days=1))  # nobody else: not a meeting
+    offsite_day = datetime(now.year, now.month, now.day, tzinfo=timezone.utc) + timedelta(days=6)
+    offsite = graph.add_event(USER, subject="Offsite", start=offsite_day, all_day=True,
+                              time_zone="W. Europe Standard Time", attendees=[carla])
+    graph.add_event(USER, subject="Too old", start=now - timedelta(days=90), attendees=[carla])
+    starts = [now + timedelta(days=d) for d in (1, 8, 15)]
+    master, occ = graph.add_series(USER, subject="Weekly", starts=starts, ical_uid="UID-SERIES",
+                                   exceptions={1: starts[1] + timedelta(hours=2)}, attendees=[carla])
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        cal = folder(c, CALENDAR_FOLDER)
+        assert cal.role == "calendar"
+        batches = drain(c, cal)
+        meetings = {r.remote_id: r for b in batches for r in b.records}
+        assert all(isinstance(r, MeetingRecord) for r in meetings.values())
+        assert set(meetings) == {single, cancelled, offsite, *occ}
+        # All-day: the date at midnight UTC (as connectors.ical reads VALUE=DATE), whatever the zone.
+        assert (meetings[offsite].start, meetings[offsite].end) == (offsite_day, offsite_day + timedelta(days=1))
+        demo = meetings[single]
+        assert demo.uid == "UID-SINGLE" and demo.recurrence_id is None and demo.location == "Zoom"
+        assert demo.start == local_start and demo.end == local_start + timedelta(minutes=30)
+        assert demo.start.tzinfo is not None and demo.start.utcoffset() == timedelta(0)
+        assert [(a.address, a.role, a.response) for a in demo.attendees] == [
+            ("carla@acme.com", "attendee", "accepted"), ("dan@acme.com", "optional", "tentative"),
+            ("eve@acme.com", "attendee", "needs-action")]
+        assert demo.organizer.address == USER and demo.organizer.role == "organizer"
+        assert meetings[cancelled].status == "cancelled" and meetings[cancelled].start == now + timedelta(days=4)
+        series = [meetings[i] for i in occ]
+        assert {m.uid for m in series} == {"UID-SERIES"}  # not each occurrence's own iCalUId
+        assert [m.recurrence_id for m in series] == [s.strftime("%Y-%m-%dT%H:%M:%SZ") for s in starts]
+        assert series[1].start == starts[1] + timedelta(hours=2)  # the moved exception keeps its original key
+        assert meeting_key(series[0].uid, series[0].recurrence_id) == \
+            f"ical:UID-SERIES/{starts[0].strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        assert sum(1 for _, p in graph.requests if f"/events/{master}" in p) == 1
+
+        # Next round: an occurrence deleted, an event loses its attendees, one new.
+        graph.delete_event(USER, occ[2])
+        graph.update_event(USER, cancelled, attendees=[])
+        new = graph.add_event(USER, subject="New", start=now + timedelta(days=5), attendees=[dan])
+        again = drain(c, cal, batches[-1].cursor)
+        assert [r.remote_id for b in again for r in b.records] == [new]
+        assert sorted(x for b in again for x in b.removed) == sorted([occ[2], cancelled])
+        assert sum(1 for _, p in graph.requests if f"/events/{master}" in p) == 1  # master uid kept in the cursor
+    finally:
+        c.close()
+
+
+def test_exchange_imap_with_xoauth2(graph):
+    imap = FakeOAuthImap(graph).start()
+    try:
+        mailbox, cache = delegated_mailbox(graph, imap=True, protocol="imap", host=imap.host, port=imap.port,
+                                           security="none", username=USER)
+        c = build(mailbox, cache, want_snippet=False)
+        try:
+            roles = {f.name: f.role for f in c.list_folders()}
+        finally:
+            c.close()
+        assert roles == {"INBOX": "inbox", "Sent Items": "sent", "Junk Email": "skip"}
+        assert imap.logins == [USER]
+        graph.expire_access_tokens()
+        graph.revoke_refresh_tokens(USER)
+        c = build(mailbox, cache, want_snippet=False)
+        try:
+            with pytest.raises(AuthError, match="reconnect"):
+                c.list_folders()
+        finally:
+            c.close()
+        assert imap.failures >= 1
+    finally:
+        imap.stop()
+
+
+def test_certificate_credential(graph):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    thumbprint = "1F" * 20
+    client_id, _ = graph.register_app(thumbprint=thumbprint, public_key_pem=public)
+    graph.add_message(USER, subject="By certificate")
+    import json as _json
+
+    mailbox = {"id": 3, "kind": "m365", "owner": USER, "window": {"past_days": 1, "future_days": 1},
+               "config": {"user": USER},
+               "tenant": {"tenant_id": graph.tenant, "client_id": client_id, "auth_kind": "certificate",
+                          "config": {"authority": graph.authority, "graph_url": graph.graph_url}}}
+    c = build(mailbox, _json.dumps({"private_key": private, "thumbprint": thumbprint}), want_snippet=False)
+    try:
+        assert [r.subject for b in drain(c, folder(c, "Inbox")) for r in b.records] == ["By certificate"]
+    finally:
+        c.close()
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    c = build(mailbox, _json.dumps({"private_key": other, "thumbprint": thumbprint}), want_snippet=False)
+    try:
+        with pytest.raises(AuthError, match="invalid_client"):
+            c.list_folders()
+    finally:
+        c.close()
+
+
+def test_calendar_window_slides_with_a_fresh_round(graph):
+    now = datetime.now(timezone.utc)
+    graph.add_event(USER, subject="Soon", start=now + timedelta(days=2),
+                    attendees=[("Carla", "carla@acme.com", "required", "accepted")])
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        cal = folder(c, CALENDAR_FOLDER)
+        cursor = drain(c, cal)[-1].cursor
+        assert drain(c, cal, cursor)[-1].records == []  # same window: only changes
+        old = dict(cursor, window=["2020-01-01T00:00:00Z", "2020-09-01T00:00:00Z"])
+        again = drain(c, cal, old)  # a stale window: listed afresh over today's window
+        assert [r.subject for b in again for r in b.records] == ["Soon"] and not any(b.reset for b in again)
+        assert again[-1].cursor["window"] == cursor["window"]
+    finally:
+        c.close()

@@ -1,0 +1,286 @@
+"""Microsoft 365 mailboxes end to end: services add them, sync.engine syncs them
+from the fake Graph into a real database, push notifications make them due."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from app.db import session
+from app.models.base import utcnow
+from app.services import m365, orgs
+from sync import graph_push
+from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
+from tests.world import NOW, make_world, message
+
+ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
+CARLA = ("Carla Buyer", "carla@acme.com")
+
+
+@pytest.fixture
+def world(tmp_path):
+    return make_world(tmp_path)
+
+
+def add_tenant(world, graph, **kw):
+    client_id, secret = graph.register_app()
+    with session(world.rt.engine) as s:
+        org = orgs.the_org(s, world.org_id)
+        tenant = m365.add_tenant(s, world.rt.box, org, tenant_id=graph.tenant, client_id=client_id, secret=secret,
+                                 authority=graph.authority, graph_url=graph.graph_url, **kw)
+        return tenant.id
+
+
+def add_tenant_mailbox(world, graph, owner=ALICE, tenant_id=None):
+    graph.mailbox(owner)
+    tenant_id = tenant_id or add_tenant(world, graph)
+    with session(world.rt.engine) as s:
+        org = orgs.the_org(s, world.org_id)
+        tenant = m365.find_tenant(s, world.org_id, str(tenant_id))
+        return m365.add_tenant_mailbox(s, org, owner=owner, tenant=tenant).id
+
+
+def add_delegated_mailbox(world, graph, owner=ALICE):
+    graph.mailbox(owner)
+    graph.device_user = owner
+    client_id = graph.register_public_client()
+    username, cache = m365.device_sign_in(client_id, graph.tenant, lambda _: None, authority=graph.authority)
+    with session(world.rt.engine) as s:
+        org = orgs.the_org(s, world.org_id)
+        return m365.add_delegated_mailbox(s, world.rt.box, org, owner=owner, client_id=client_id,
+                                          tenant_id=graph.tenant, username=username, token_cache=cache,
+                                          authority=graph.authority, graph_url=graph.graph_url).id
+
+
+def as_utc(value) -> datetime:
+    """SQLite hands raw SQL datetimes back as text."""
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(str(value))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def mailbox_row(world, mailbox_id):
+    return world.sql("SELECT status, last_error, last_error_kind, next_sync_at, secret_enc, messages_imported "
+                     "FROM mailbox WHERE id = :i", i=mailbox_id)[0]
+
+
+def test_tenant_mailbox_syncs_mail_and_meetings(world, graph):
+    mid = add_tenant_mailbox(world, graph)
+    inbound = graph.add_message(ALICE, internet_message_id="<deal-1@acme.com>", subject="Pricing", sender=CARLA,
+                                to=[("Alice Rep", ALICE)], preview="Can we talk about the price?")
+    graph.add_message(ALICE, "sentitems", internet_message_id="<re-deal-1@ourco.com>", subject="Re: Pricing",
+                      sender=("Alice Rep", ALICE), to=[CARLA])
+    graph.add_message(ALICE, "junkemail", internet_message_id="<spam@x.com>", subject="Win", sender=("X", "x@x.com"))
+    graph.add_event(ALICE, subject="Demo", start=NOW + timedelta(days=2), organizer=("Alice Rep", ALICE),
+                    attendees=[(*CARLA, "required", "accepted")], ical_uid="UID-DEMO")
+    report = world.sync(mid)
+    assert report.ok and report.error is None, report
+    row = mailbox_row(world, mid)
+    assert row.status == "active" and row.last_error is None
+    inter = world.sql("SELECT kind, message_key, direction, subject, snippet FROM interaction ORDER BY message_key")
+    assert [(i.kind, i.message_key, i.direction, i.subject) for i in inter] == [
+        ("email", "deal-1@acme.com", "in", "Pricing"), ("meeting", "ical:UID-DEMO", inter[1].direction, "Demo"),
+        ("email", "re-deal-1@ourco.com", "out", "Re: Pricing")]
+    assert inter[0].snippet == "Can we talk about the price?"
+    assert world.scalar("SELECT count(*) FROM contactaddress WHERE address = 'carla@acme.com'") == 1
+    folders = {r.name: (r.role, r.selected, r.backfill_done) for r in
+               world.sql("SELECT name, role, selected, backfill_done FROM folderstate WHERE mailbox_id = :m", m=mid)}
+    assert folders["Junk Email"] == ("skip", False, False) and folders["calendar:Calendar"][0] == "calendar"
+    assert folders["Inbox"] == ("inbox", True, True)
+
+    # Second run: a new message and a deleted one; the deleted copy's source row goes.
+    graph.add_message(ALICE, internet_message_id="<deal-2@acme.com>", subject="Contract", sender=CARLA,
+                      to=[("Alice Rep", ALICE)])
+    graph.delete_message(ALICE, inbound)
+    before = len(graph.requests)
+    report = world.sync(mid)
+    assert report.ok and report.new_interactions == 1
+    assert world.scalar("SELECT count(*) FROM interactionsource WHERE remote_id = :r", r=inbound) == 0
+    assert world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'deal-1@acme.com'") == 1  # mail stays
+    delta_calls = [p for _, p in graph.requests[before:] if "delta" in p]
+    assert delta_calls and all("$deltatoken=" in p for p in delta_calls)
+
+
+def test_same_message_over_imap_and_graph_is_one_interaction(world, graph, imap_user):
+    raw = message('"Carla Buyer" <carla@acme.com>', "Alice Rep <alice@ourco.com>", "Both ways",
+                  msgid="Both.Ways-42@acme.com")
+    imap_user.deliver(raw)
+    imap_box = world.add_imap(BOB, imap_user)
+    graph_box = add_tenant_mailbox(world, graph, owner=ALICE)
+    graph.add_message(ALICE, internet_message_id="<Both.Ways-42@acme.com>", subject="Both ways", sender=CARLA,
+                      to=[("Alice Rep", ALICE)], sent=NOW - timedelta(days=1))
+    assert world.sync(imap_box, fetch_in_child=False).ok
+    assert world.sync(graph_box).ok
+    rows = world.sql("SELECT i.id, s.mailbox_id FROM interaction i JOIN interactionsource s ON s.interaction_id = i.id "
+                     "WHERE i.message_key = 'Both.Ways-42@acme.com'")
+    assert len({r.id for r in rows}) == 1 and sorted(r.mailbox_id for r in rows) == sorted([imap_box, graph_box])
+    assert world.scalar("SELECT count(*) FROM interaction") == 1
+
+
+def test_recurring_meeting_in_two_reps_calendars_is_one_interaction_per_occurrence(world, graph):
+    tenant = add_tenant(world, graph)
+    boxes = [add_tenant_mailbox(world, graph, owner=o, tenant_id=tenant) for o in (ALICE, BOB)]
+    starts = [NOW + timedelta(days=d) for d in (1, 8)]
+    for owner in (ALICE, BOB):
+        graph.add_series(owner, subject="Weekly sync", starts=starts, ical_uid="UID-WEEKLY",
+                         organizer=("Carla Buyer", "carla@acme.com"),
+                         attendees=[("Alice", ALICE, "required", "accepted"), ("Bob", BOB, "required", "declined")])
+    for mid in boxes:
+        assert world.sync(mid).ok
+    keys = [r.message_key for r in world.sql("SELECT message_key FROM interaction WHERE kind = 'meeting' "
+                                             "ORDER BY message_key")]
+    assert keys == [f"ical:UID-WEEKLY/{s.strftime('%Y-%m-%dT%H:%M:%SZ')}" for s in starts]
+    assert world.scalar("SELECT count(*) FROM interactionsource") == 4
+
+
+def test_expired_delta_state_resyncs_without_duplicates(world, graph):
+    mid = add_tenant_mailbox(world, graph)
+    ids = [graph.add_message(ALICE, internet_message_id=f"<m{i}@acme.com>", subject=f"S{i}", sender=CARLA,
+                             to=[("Alice", ALICE)]) for i in range(5)]
+    assert world.sync(mid).ok
+    first = world.snapshot()
+    graph.delete_message(ALICE, ids[0])  # while the state is gone: only a full re-listing notices
+    graph.expire_delta_tokens(ALICE)
+    report = world.sync(mid)
+    assert report.ok and report.new_interactions == 0
+    after = world.snapshot()
+    assert after["interactions"] == first["interactions"]
+    gone = [s for s in first["sources"] if s[3] == ids[0]]
+    assert after["sources"] == sorted(set(first["sources"]) - set(gone)) and len(gone) == 1
+    assert any("$deltatoken" in p for _, p in graph.requests)
+
+
+def test_throttling_beyond_patience_backs_off_with_retry_after(world, graph):
+    mid = add_tenant_mailbox(world, graph)
+    graph.add_message(ALICE, sender=CARLA)
+    graph.inject("/mailFolders", 429, {"error": {"code": "ApplicationThrottled", "message": "Application is over "
+                                                 "its MailboxConcurrency limit."}}, headers={"Retry-After": "300"})
+    report = world.sync(mid)
+    assert not report.ok and report.error_kind == "throttled"
+    row = mailbox_row(world, mid)
+    assert row.status == "failed" and row.last_error_kind == "throttled"
+    wait = as_utc(row.next_sync_at) - utcnow()
+    assert timedelta(seconds=280) < wait <= timedelta(seconds=300)
+    assert world.sync(mid).ok  # next time it goes through
+
+
+def test_unreadable_folder_page_is_isolated(world, graph):
+    mid = add_tenant_mailbox(world, graph)
+    graph.add_message(ALICE, internet_message_id="<ok@acme.com>", sender=CARLA, to=[("Alice", ALICE)])
+    graph.add_message(ALICE, "sentitems", internet_message_id="<sent@ourco.com>", sender=("Alice", ALICE), to=[CARLA])
+    sent_id = graph.folder_id(ALICE, "sentitems")
+    graph.inject(f"/mailFolders/{sent_id}/messages/delta", 200, "<html>proxy error</html>", times=1)
+    report = world.sync(mid)
+    assert report.ok and any("Sent Items" in f for f in report.folders_failed)
+    assert world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'ok@acme.com'") == 1
+    status = world.sql("SELECT status, last_error FROM folderstate WHERE mailbox_id = :m AND name = 'Sent Items'",
+                       m=mid)[0]
+    assert status.status == "error" and "invalid JSON" in status.last_error
+    assert world.sync(mid).ok
+    assert world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'sent@ourco.com'") == 1
+
+
+def test_delegated_mailbox_rotated_token_is_kept_and_revocation_says_reconnect(world, graph):
+    mid = add_delegated_mailbox(world, graph)
+    graph.add_message(ALICE, internet_message_id="<d1@acme.com>", sender=CARLA, to=[("Alice", ALICE)])
+    assert world.sync(mid).ok
+    stored = mailbox_row(world, mid).secret_enc
+    graph.expire_access_tokens()
+    assert world.sync(mid).ok
+    rotated = mailbox_row(world, mid).secret_enc
+    assert rotated != stored
+    assert world.rt.box.decrypt(rotated) != world.rt.box.decrypt(stored)
+    assert "RefreshToken" in world.rt.box.decrypt(rotated)
+    graph.expire_access_tokens()
+    graph.revoke_refresh_tokens(ALICE)
+    report = world.sync(mid)
+    row = mailbox_row(world, mid)
+    assert not report.ok and row.status == "failed" and row.last_error_kind == "auth"
+    assert "reconnect" in row.last_error and "add-m365" in row.last_error
+
+
+def test_application_access_policy_fails_the_mailbox_with_its_name(world, graph):
+    mid = add_tenant_mailbox(world, graph)
+    graph.block_user(ALICE)
+    report = world.sync(mid)
+    row = mailbox_row(world, mid)
+    assert not report.ok and row.last_error_kind == "auth" and "application access policy" in row.last_error
+
+
+# -- push --------------------------------------------------------------------------------
+
+PUBLIC = "https://crm.ourco.example"
+
+
+def wait_until(check, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def test_push_subscriptions_notifications_and_lifecycle(world, graph, live_app):
+    mid = add_tenant_mailbox(world, graph)
+    assert graph_push.ensure_subscriptions(world.rt)["created"] == 0  # http public URL: polling only
+    world.rt.settings = dataclasses.replace(world.rt.settings, public_url=PUBLIC)
+    app_url = live_app(world)
+    graph.notification_rewrite = (PUBLIC, app_url)
+    summary = graph_push.ensure_subscriptions(world.rt)
+    assert summary == {"created": 2, "renewed": 0, "deleted": 0, "failed": {}}
+    subs = world.sql("SELECT subscription_id, resource, expires_at, client_state_enc FROM graphsubscription "
+                     "ORDER BY resource")
+    assert [s.resource for s in subs] == [f"users/{ALICE}/events", f"users/{ALICE}/mailFolders('inbox')/messages"]
+    for s in subs:  # Graph holds the plain clientState; we hold it encrypted
+        assert graph.subscriptions[s.subscription_id]["clientState"] == world.rt.box.decrypt(s.client_state_enc)
+        assert graph.subscriptions[s.subscription_id]["notificationUrl"] == f"{PUBLIC}/graph/notifications"
+    assert graph_push.ensure_subscriptions(world.rt)["created"] == 0  # idempotent
+
+    far = utcnow() + timedelta(hours=5)
+
+    def park():
+        with world.rt.engine.begin() as conn:
+            conn.execute(text("UPDATE mailbox SET next_sync_at = :t WHERE id = :m"), {"t": far, "m": mid})
+
+    def due():
+        return as_utc(mailbox_row(world, mid).next_sync_at) < utcnow() + timedelta(minutes=1)
+
+    inbox_sub = subs[1].subscription_id
+    park()
+    forged = graph.notify(inbox_sub, client_state="guessed")
+    assert forged.status_code == 202
+    time.sleep(0.3)
+    assert not due()
+    answer = graph.notify(inbox_sub)
+    assert answer.status_code == 202 and wait_until(due)
+
+    # Renewal before expiry.
+    later = utcnow() + timedelta(days=1, hours=12)
+    summary = graph_push.ensure_subscriptions(world.rt, now=later)
+    assert summary["renewed"] == 2 and summary["created"] == 0
+    assert graph.subscriptions[inbox_sub]["expirationDateTime"] > (utcnow() + timedelta(days=3)).strftime("%Y-%m-%dT")
+
+    # Lifecycle: reauthorizationRequired -> renewed now; missed -> sync; subscriptionRemoved -> a new one.
+    events_sub = subs[0].subscription_id
+    graph.subscriptions[events_sub]["expirationDateTime"] = "2000-01-01T00:00:00Z"
+    assert graph.notify(events_sub, lifecycle_event="reauthorizationRequired").status_code == 202
+    assert wait_until(lambda: graph.subscriptions[events_sub]["expirationDateTime"] > "2001")
+
+    park()
+    assert graph.notify(inbox_sub, lifecycle_event="missed").status_code == 202
+    assert wait_until(due)
+    graph.notify(inbox_sub, lifecycle_event="subscriptionRemoved")
+    assert wait_until(lambda: world.scalar("SELECT count(*) FROM graphsubscription WHERE subscription_id = :s",
+                                           s=inbox_sub) == 0)
+    assert world.scalar("SELECT count(*) FROM graphsubscription") == 2
+
+    # The validation handshake itself: the token echoed as text/plain.
+    import httpx
+
+    echo = httpx.post(app_url + "/graph/notifications?validationToken=Validation%3A%20Testing%20123")
+    assert echo.status_code == 200 and echo.text == "Validation: Testing 123"
+    assert echo.headers["content-type"].startswith("text/plain")
