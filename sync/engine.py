@@ -21,10 +21,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from app.crypto import SecretBox
 from app.db import insert_ignore, read_only, write_transaction
 from app.models.base import utcnow
-from app.models import (FolderState, InteractionSource, M365Tenant, Mailbox, Organisation, SyncIssue, User,
-                        UserAlias)
+from app.models import (FolderState, Interaction, InteractionSource, M365Tenant, Mailbox, Organisation, Participant,
+                        SyncIssue, User, UserAlias)
 from connectors.base import Batch, ConnectorError, Folder, MeetingRecord, MessageRecord, close_quietly
-from sync import exclusions, metrics
+from sync import exclusions, metrics, stats
 from sync.addresses import FREE_MAIL_DOMAINS
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
 from sync.meetings import ingest_meetings, remove_copies
@@ -49,6 +49,7 @@ class RunReport:
     skipped: int = 0
     bad: int = 0
     folders_failed: list[str] = field(default_factory=list)
+    reset_folders: set[str] = field(default_factory=set)  # cursor invalidated and re-listed in this run
     error: str | None = None
     error_kind: str | None = None
     seconds: float = 0.0
@@ -124,7 +125,10 @@ def build_connector(mailbox: dict, password: str, want_snippet: bool):
         cfg = mailbox["config"]
         settings = ImapSettings(host=cfg["host"], port=int(cfg["port"]), security=cfg.get("security", "tls"),
                                 username=cfg["username"], batch_size=int(cfg.get("batch_size", 1000)))
-        return ImapConnector(settings, password, want_snippet=want_snippet)
+        connector = ImapConnector(settings, password, want_snippet=want_snippet)
+        # Recurring invitations found in mail are expanded over the organisation's calendar window.
+        connector.calendar_window = mailbox.get("window")
+        return connector
     if mailbox["kind"] == "demo":
         from connectors.demo import DemoConnector
 
@@ -251,6 +255,8 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
                     progress(report)
             elif kind == "folder_done":
                 _folder_ok(engine, state["id"])
+                if name in report.reset_folders:
+                    _drop_meetings_without_copies(engine, mailbox["org_id"])
             elif kind == "folder_error":
                 broken.add(name)
                 _folder_failed(engine, state["id"], event[3], report, name)
@@ -329,6 +335,8 @@ def _commit_batch(engine: Engine, org: OrgContext, mbx: MailboxContext, worker: 
             if "locked" not in str(exc).lower() or attempt == 4:
                 raise
             time.sleep(0.2 * (attempt + 1))
+    if batch.reset:
+        report.reset_folders.add(folder.name)
     report.imported += result.imported
     report.new_interactions += result.new_interactions
     report.skipped += sum(result.skipped.values())
@@ -385,6 +393,26 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> Ingest
     return result
 
 
+def _drop_meetings_without_copies(engine: Engine, org_id: int) -> None:
+    """After a folder was listed again from scratch (its cursor had expired), a
+    meeting deleted meanwhile has no copy left anywhere: it leaves the timeline,
+    as it would have had the deletion been seen."""
+    I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
+    with write_transaction(engine) as conn:
+        orphans = conn.execute(select(I.c.id).where(
+            I.c.org_id == org_id, I.c.kind == "meeting",
+            ~select(S.c.id).where(S.c.interaction_id == I.c.id).exists())).scalars().all()
+        if not orphans:
+            return
+        for i in range(0, len(orphans), 500):
+            part = orphans[i:i + 500]
+            contacts = conn.execute(select(P.c.contact_id).where(P.c.interaction_id.in_(part),
+                                                                 P.c.contact_id.is_not(None))).scalars().all()
+            conn.execute(delete(P).where(P.c.interaction_id.in_(part)))
+            conn.execute(delete(I).where(I.c.id.in_(part)))
+            stats.recompute(conn, org_id, contacts)
+
+
 def _folder_ok(engine: Engine, folder_id: int) -> None:
     with write_transaction(engine) as conn:
         conn.execute(update(FOLDER).where(FOLDER.c.id == folder_id, FOLDER.c.status != "ok")
@@ -411,7 +439,7 @@ def _finish(engine: Engine, mailbox_id: int, worker: str, report: RunReport, int
             retry_after: float | None) -> None:
     now = utcnow()
     with write_transaction(engine) as conn:
-        row = conn.execute(select(MAILBOX.c.failure_count, MAILBOX.c.status)
+        row = conn.execute(select(MAILBOX.c.failure_count, MAILBOX.c.status, MAILBOX.c.kind)
                            .where(MAILBOX.c.id == mailbox_id)).one()
         values: dict = {"sync_stage": "idle", "lease_owner": None, "lease_until": None}
         if report.ok:
@@ -428,7 +456,7 @@ def _finish(engine: Engine, mailbox_id: int, worker: str, report: RunReport, int
         else:
             failures = row.failure_count + 1
             wait = retry_after if retry_after else backoff_seconds(failures)
-            values.update(status="failed", failure_count=failures, last_error=_plain(report),
+            values.update(status="failed", failure_count=failures, last_error=_plain(report, row.kind),
                           last_error_kind=report.error_kind, last_error_at=now,
                           next_sync_at=now + timedelta(seconds=wait))
         if row.status == "paused":
@@ -438,10 +466,12 @@ def _finish(engine: Engine, mailbox_id: int, worker: str, report: RunReport, int
                      .values(**values))
 
 
-def _plain(report: RunReport) -> str:
+def _plain(report: RunReport, kind: str = "imap") -> str:
     """The last error in plain words plus what fixes it."""
     msg = report.error or "unknown error"
     if report.error_kind == "auth":
+        if "reconnect" in msg.lower() or kind in ("m365", "caldav"):
+            return msg if msg.endswith(".") else f"{msg}."  # the connector already says what to do
         return f"{msg}. Fix: update the mailbox password (threadline mailbox set-password)."
     if report.error_kind == "transient":
         return f"{msg}. Threadline retries automatically; check the host, port and security if it persists."

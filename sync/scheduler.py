@@ -93,7 +93,21 @@ class SyncService:
     def start(self) -> None:
         self.scheduler.add_job(self.tick, "interval", seconds=self.rt.settings.scheduler_tick_seconds, id="tick",
                                max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
+        from sync import graph_push
+
+        if graph_push.push_enabled(self.rt):
+            # Microsoft Graph subscriptions live at most ~3 days for mail: renew well before.
+            self.scheduler.add_job(self._renew_subscriptions, "interval", minutes=30, id="graph-subscriptions",
+                                   max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
         self.scheduler.start()
+
+    def _renew_subscriptions(self) -> None:
+        from sync import graph_push
+
+        try:
+            graph_push.ensure_subscriptions(self.rt)
+        except Exception:  # noqa: BLE001 - polling still syncs every mailbox
+            log.exception("could not renew Microsoft Graph subscriptions")
 
     def wake(self) -> None:
         try:

@@ -134,3 +134,19 @@ def test_idle_push_reaches_the_timeline_within_two_seconds(tmp_path, imap_user):
         service.stop()
     assert world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'idle1@cust'") == 1
     assert elapsed < 2.0, f"new mail took {elapsed:.2f}s to reach the timeline"
+
+
+@pytest.mark.parametrize("public_url, renews", [("https://crm.ourco.com", True), ("http://127.0.0.1:8000", False)])
+def test_graph_subscriptions_are_renewed_only_with_a_public_https_url(tmp_path, public_url, renews):
+    import dataclasses
+
+    from sync.scheduler import SyncService
+
+    world = make_world(tmp_path)
+    world.rt.settings = dataclasses.replace(world.rt.settings, public_url=public_url)
+    service = SyncService(world.rt, idle=False)
+    service.start()
+    try:
+        assert (service.scheduler.get_job("graph-subscriptions") is not None) is renews
+    finally:
+        service.stop()
