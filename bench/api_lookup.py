@@ -16,7 +16,7 @@
    reported):
    a) open loop: a fixed arrival rate (500/s) of lookups of random contacts,
       latency counted from each request's scheduled send time;
-   b) closed loop: 32 clients back to back, on the lookup and on /healthz.
+   b) closed loop: 32 clients back to back, on the lookup and on the trivial /livez.
 3. Also times the lookup's SQL in-process for typical and for the busiest
    contacts, with SQLite's query plans, so slow statements are easy to name.
 """
@@ -620,8 +620,8 @@ def main() -> int:
         log(f"\n[b] closed loop, {args.concurrency} clients, {args.duration:.0f}s each ... uptime: {uptime_line()}")
         closed_lookup = phase("closed", "lookup", concurrency=args.concurrency)
         log(describe("lookup, closed loop", closed_lookup))
-        closed_health = phase("closed", "/healthz", concurrency=args.concurrency)
-        log(describe("/healthz, closed loop", closed_health))
+        closed_health = phase("closed", "/livez", concurrency=args.concurrency)
+        log(describe("/livez, closed loop", closed_health))
 
         analyzed = None
         if args.also_analyzed:
@@ -653,7 +653,7 @@ def main() -> int:
         log(f"{args.contacts:,} contacts, {args.interactions:,} interactions, {info['participants']:,} participants; "
             f"uvicorn {args.workers} worker(s); {machine_summary()}")
         phases = [(f"lookup, open loop {args.rate:.0f}/s", open_r), ("lookup, closed loop", closed_lookup),
-                  ("/healthz, closed loop", closed_health)]
+                  ("/livez, closed loop", closed_health)]
         if analyzed:
             phases += [(f"after ANALYZE: lookup, open loop {args.rate:.0f}/s", analyzed["open"]),
                        ("after ANALYZE: lookup, closed loop", analyzed["closed"]),
@@ -671,7 +671,7 @@ def main() -> int:
             [f"open loop {args.rate:.0f}/s: p99 latency", ms_unit(open_r['p99_ms']), f"< {TARGET_P99_MS:.0f} ms",
              verdict(open_r["p99_ms"] < TARGET_P99_MS and errs(open_r) == 0)],
             ["open loop: errors", f"{errs(open_r):,} of {open_r['requests']:,}", "0", verdict(errs(open_r) == 0)],
-            ["closed loop: lookup / healthz throughput",
+            ["closed loop: lookup / livez throughput",
              f"{closed_lookup['throughput']:,.1f} / {closed_health['throughput']:,.0f} = {ratio:.3f}",
              f">= {TARGET_RATIO}", verdict(ratio >= TARGET_RATIO)],
             ["in-process lookup (no HTTP), random contacts p50 / p99",
@@ -682,7 +682,7 @@ def main() -> int:
             figures += [
                 ["after ANALYZE: open loop p99", ms_unit(analyzed['open']['p99_ms']), f"< {TARGET_P99_MS:.0f} ms",
                  verdict(analyzed["open"]["p99_ms"] < TARGET_P99_MS and errs(analyzed["open"]) == 0)],
-                ["after ANALYZE: lookup / healthz throughput", f"{a_ratio:.3f}", f">= {TARGET_RATIO}",
+                ["after ANALYZE: lookup / livez throughput", f"{a_ratio:.3f}", f">= {TARGET_RATIO}",
                  verdict(a_ratio >= TARGET_RATIO)],
             ]
         log(table(["figure", "measured", "target", "verdict"], figures, align="lrll"))

@@ -11,7 +11,7 @@ load generator bench/_loadgen.py) and measures:
      call for card + summary + first timeline page, with the same query string
      (app/web/panel.js lookupPath: the address percent-encoded, "@" kept, no
      other parameter); target p99 < 20 ms;
-  b) closed loop, 32 clients: that lookup against the trivial /healthz;
+  b) closed loop, 32 clients: that lookup against the trivial /livez;
   c) closed loop, 32 clients: the pane's own files (/panel/outlook,
      /panel/static/panel.js, /panel/static/panel.css, /panel/config.json).
 """
@@ -133,8 +133,8 @@ def main() -> int:
         log(f"\n[b] closed loop, {args.concurrency} clients")
         closed_lookup = phase("closed", "lookup", concurrency=args.concurrency)
         log(describe("lookup, closed loop", closed_lookup))
-        closed_health = phase("closed", "/healthz", concurrency=args.concurrency)
-        log(describe("/healthz, closed loop", closed_health))
+        closed_health = phase("closed", "/livez", concurrency=args.concurrency)
+        log(describe("/livez, closed loop", closed_health))
         log(f"\n[c] the pane's files, closed loop, {args.concurrency} clients")
         assets = {}
         for path in ASSETS:
@@ -147,13 +147,13 @@ def main() -> int:
         ratio = closed_lookup["throughput"] / closed_health["throughput"] if closed_health["throughput"] else 0.0
         rows = [[name, r["ok"], errs(r), r["throughput"], ms(r["p50_ms"]), ms(r["p99_ms"]), ms(r["max_ms"])]
                 for name, r in [(f"lookup open {args.rate:.0f}/s", open_r), ("lookup closed", closed_lookup),
-                                ("/healthz closed", closed_health)] + list(assets.items())]
+                                ("/livez closed", closed_health)] + list(assets.items())]
         log("\n== results ==")
         log(table(["phase", "ok", "errors", "req/s", "p50 ms", "p99 ms", "max ms"], rows))
         figures = [
             [f"pane lookup, open loop {args.rate:.0f}/s: p99", ms_unit(open_r["p99_ms"]), f"< {TARGET_P99_MS:.0f} ms",
              verdict(open_r["p99_ms"] < TARGET_P99_MS and errs(open_r) == 0)],
-            ["pane lookup / healthz throughput (closed loop)", f"{ratio:.3f}", f">= {TARGET_RATIO}",
+            ["pane lookup / livez throughput (closed loop)", f"{ratio:.3f}", f">= {TARGET_RATIO}",
              verdict(ratio >= TARGET_RATIO)],
             ["static files: errors", str(sum(errs(r) for r in assets.values())), "0",
              verdict(all(errs(r) == 0 for r in assets.values()))],

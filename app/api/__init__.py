@@ -2,11 +2,22 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
 
-from app.api import companies, contacts, mailboxes
+from app.api import (activity, addin, admin, admin_pages, companies, contacts, graph_webhooks, mailboxes, metrics,
+                     panel, people)
+from app.db import read_only
 from app.runtime import Runtime
+
+ROUTERS = (contacts, companies, mailboxes, activity, people, addin, panel, admin, admin_pages, graph_webhooks,
+           metrics)
+OUTLOOK_ORIGINS = ("https://outlook.office.com", "https://outlook.office365.com", "https://outlook.live.com",
+                   "https://outlook.cloud.microsoft")
 
 
 def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:
@@ -26,45 +37,27 @@ def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:
     app = FastAPI(title="Threadline", version="0.1.0", lifespan=lifespan,
                   description="The shared contact timeline built from your team's mailboxes.")
     app.state.runtime = rt
-    from app.api.metrics import RequestLatency  # API latency histogram (served at /metrics)
-
-    app.add_middleware(RequestLatency)
+    app.add_middleware(metrics.RequestLatency)  # API latency histogram, served at /metrics
     # Cross-origin calls only from the app's own origin and Outlook's hosts (the
     # sidebar itself is same-origin); bearer tokens, never cookies.
-    from fastapi.middleware.cors import CORSMiddleware
-    from urllib.parse import urlsplit
-
     own = urlsplit(rt.settings.public_url)
-    app.add_middleware(CORSMiddleware, allow_origins=[f"{own.scheme}://{own.netloc}", "https://outlook.office.com",
-                                                      "https://outlook.office365.com", "https://outlook.live.com",
-                                                      "https://outlook.cloud.microsoft"],
+    app.add_middleware(CORSMiddleware, allow_origins=[f"{own.scheme}://{own.netloc}", *OUTLOOK_ORIGINS],
                        allow_methods=["GET", "POST", "PATCH", "DELETE"],
                        allow_headers=["Authorization", "Content-Type"], allow_credentials=False, max_age=600)
-    for module in (contacts, companies, mailboxes):
-        app.include_router(module.router)
-    # Routers of the panel, the admin console and Microsoft Graph notifications
-    # register themselves here as they are added.
-    for name in ("activity", "people", "addin", "panel", "admin", "admin_pages", "graph_webhooks", "metrics"):
-        try:
-            module = __import__(f"app.api.{name}", fromlist=["router"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"app.api.{name}":
-                raise
-            continue
+    for module in ROUTERS:
         app.include_router(module.router)
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness for load balancers: 503 when the database is unreachable")
+    @app.get("/healthz", tags=["ops"], summary="Health for load balancers: 503 when the database is unreachable")
     def healthz():
-        from fastapi.responses import JSONResponse
-        from sqlalchemy import text
-
-        from app.db import read_only
-
         try:
             with read_only(rt.engine) as conn:
                 conn.execute(text("SELECT 1"))
         except Exception:  # noqa: BLE001 - any failure means not healthy
             return JSONResponse({"ok": False, "database": "unreachable"}, status_code=503)
+        return {"ok": True}
+
+    @app.get("/livez", tags=["ops"], summary="Liveness: the process answers (no database work)")
+    def livez():
         return {"ok": True}
 
     return app

@@ -40,6 +40,7 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("GET", "/docs/oauth2-redirect"): {"auth": PUBLIC},
     ("GET", "/redoc"): {"auth": PUBLIC},
     ("GET", "/healthz"): {"auth": PUBLIC},
+    ("GET", "/livez"): {"auth": PUBLIC},
     ("GET", "/metrics"): {"auth": PUBLIC},
     # the timeline and the rep's own tools
     ("GET", "/api/lookup"): {"auth": USER, "query": {"email": "jane@acme-org1.com"}},
