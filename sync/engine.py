@@ -49,7 +49,8 @@ class RunReport:
     skipped: int = 0
     bad: int = 0
     folders_failed: list[str] = field(default_factory=list)
-    reset_folders: set[str] = field(default_factory=set)  # cursor invalidated and re-listed in this run
+    # meetings whose copies a re-listed folder dropped, by folder: re-linked or, at the end, removed
+    relisted_meetings: dict[str, set[int]] = field(default_factory=dict)
     error: str | None = None
     error_kind: str | None = None
     seconds: float = 0.0
@@ -255,8 +256,8 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
                     progress(report)
             elif kind == "folder_done":
                 _folder_ok(engine, state["id"])
-                if name in report.reset_folders:
-                    _drop_meetings_without_copies(engine, mailbox["org_id"])
+                if name in report.relisted_meetings:
+                    _drop_meetings_without_copies(engine, mailbox["org_id"], report.relisted_meetings.pop(name))
             elif kind == "folder_error":
                 broken.add(name)
                 _folder_failed(engine, state["id"], event[3], report, name)
@@ -324,7 +325,7 @@ def _commit_batch(engine: Engine, org: OrgContext, mbx: MailboxContext, worker: 
     for attempt in range(5):
         try:
             with write_transaction(engine) as conn:
-                result = _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch)
+                result, relisted = _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch)
             break
         except IntegrityError:
             # Another mailbox of the same organisation inserted the same message or
@@ -336,14 +337,14 @@ def _commit_batch(engine: Engine, org: OrgContext, mbx: MailboxContext, worker: 
                 raise
             time.sleep(0.2 * (attempt + 1))
     if batch.reset:
-        report.reset_folders.add(folder.name)
+        report.relisted_meetings.setdefault(folder.name, set()).update(relisted)
     report.imported += result.imported
     report.new_interactions += result.new_interactions
     report.skipped += sum(result.skipped.values())
     report.bad += len(batch.bad)
 
 
-def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> IngestResult:
+def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[IngestResult, list[int]]:
     now = utcnow()
     # Fencing: write only while we still hold the lease.
     held = conn.execute(
@@ -352,9 +353,16 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> Ingest
     ).rowcount
     if held != 1:
         raise LeaseLost()
+    relisted: list[int] = []
     if batch.reset:
-        # UIDVALIDITY changed: the old UIDs mean nothing now. The interactions stay;
-        # the new listing re-links every copy by its message key.
+        # The folder's ids mean nothing now (UIDVALIDITY changed, a delta state
+        # expired). The interactions stay; the new listing re-links every copy by
+        # its key, and meetings it no longer lists are removed when it is done.
+        S = InteractionSource.__table__
+        relisted = conn.execute(
+            select(S.c.interaction_id).join(Interaction.__table__, Interaction.__table__.c.id == S.c.interaction_id)
+            .where(S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id,
+                   Interaction.__table__.c.kind == "meeting")).scalars().all()
         conn.execute(delete(InteractionSource.__table__).where(
             InteractionSource.__table__.c.mailbox_id == mbx.mailbox_id,
             InteractionSource.__table__.c.folder_id == mbx.folder_id))
@@ -390,18 +398,20 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> Ingest
     if result.imported:
         conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id)
                      .values(messages_imported=MAILBOX.c.messages_imported + result.imported))
-    return result
+    return result, relisted
 
 
-def _drop_meetings_without_copies(engine: Engine, org_id: int) -> None:
+def _drop_meetings_without_copies(engine: Engine, org_id: int, candidates: set[int]) -> None:
     """After a folder was listed again from scratch (its cursor had expired), a
-    meeting deleted meanwhile has no copy left anywhere: it leaves the timeline,
-    as it would have had the deletion been seen."""
+    meeting it held that was deleted meanwhile has no copy left anywhere: it
+    leaves the timeline, as it would have had the deletion been seen."""
     I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
+    if not candidates:
+        return
     with write_transaction(engine) as conn:
-        orphans = conn.execute(select(I.c.id).where(
-            I.c.org_id == org_id, I.c.kind == "meeting",
-            ~select(S.c.id).where(S.c.interaction_id == I.c.id).exists())).scalars().all()
+        orphans = [iid for iid in sorted(candidates) if conn.execute(
+            select(I.c.id).where(I.c.id == iid, I.c.org_id == org_id, I.c.kind == "meeting",
+                                 ~select(S.c.id).where(S.c.interaction_id == I.c.id).exists())).first()]
         if not orphans:
             return
         for i in range(0, len(orphans), 500):

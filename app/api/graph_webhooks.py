@@ -24,13 +24,21 @@ def _validation(request: Request) -> Response | None:
     token = request.query_params.get("validationToken")
     if token is None:
         return None
-    return PlainTextResponse(token[:1024], status_code=200)
+    return PlainTextResponse(token[:1024], status_code=200, headers={"X-Content-Type-Options": "nosniff"})
 
 
 async def _items(request: Request):
-    body = await request.body()
-    if len(body) > MAX_BODY:
+    # This endpoint is public: never hold more than MAX_BODY of a body in memory.
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
         return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    body = b"".join(chunks)
     try:
         data = json.loads(body)
     except ValueError:

@@ -85,6 +85,8 @@ def create_contact(conn: Connection, org_id: int, actor_id: int, *, email: str, 
     org = org_context(conn, org_id)
     if address in org.users_by_address or addr.is_internal(address, org.internal_domains):
         raise Invalid("this address belongs to your organisation, not to a contact")
+    if org.exclusions.is_erased(org_id, address):
+        raise Invalid("this person asked to be erased; they cannot be added again")
     existing = conn.execute(select(CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address == address)).scalar()
     if existing is not None:
         raise Conflict("this address is already a contact", existing)

@@ -14,12 +14,14 @@ from __future__ import annotations
 from sqlalchemy import and_, delete, exists, insert, select
 from sqlalchemy.engine import Connection
 
-from app.models import ExclusionRule, InteractionSource, Mailbox, Organisation, Participant, User, UserAlias
+from app.models import (ExclusionRule, Interaction, InteractionSource, Mailbox, Organisation, Participant, User,
+                        UserAlias)
 from app.services import audit
 from app.services.admin import address_matches, remove_from_timeline
 from app.services.orgs import Invalid, NotFound, clean_address, clean_domain
 
 R, P, S, M = ExclusionRule.__table__, Participant.__table__, InteractionSource.__table__, Mailbox.__table__
+I = Interaction.__table__
 U, UA, O = User.__table__, UserAlias.__table__, Organisation.__table__
 KINDS = ("address", "domain")
 
@@ -74,7 +76,11 @@ def add_rule(conn: Connection, org_id: int, *, kind: str, value: str, user_id: i
     if existing is None:
         existing = conn.execute(insert(R).values(org_id=org_id, user_id=user_id, kind=kind, value=value,
                                                  created_by=actor_id)).inserted_primary_key[0]
-    match = and_(P.c.org_id == org_id, P.c.user_id.is_(None), address_matches(P.c.address, kind, value))
+    # Mail and meetings only: notes and tasks are the reps' own work, and a rule
+    # (which can be removed again) must never destroy it.
+    synced = select(I.c.id).where(I.c.org_id == org_id, I.c.kind.in_(("email", "meeting")))
+    match = and_(P.c.org_id == org_id, P.c.user_id.is_(None), address_matches(P.c.address, kind, value),
+                 P.c.interaction_id.in_(synced))
     query = select(P.c.interaction_id).distinct().where(match)
     if user_id is not None:
         theirs = select(M.c.id).where(M.c.org_id == org_id, M.c.owner_id == user_id)

@@ -211,7 +211,7 @@ def test_edit_contact_fields_tags_stage_and_owner(client, sd):
     assert client.patch(f"/api/contacts/{jane}", json={"stage": "won"}, headers=sd.h("alice")).status_code == 422
     assert client.patch(f"/api/contacts/{jane}", json={"owner_id": sd.users["carol"]},
                         headers=sd.h("alice")).status_code == 422
-    assert client.get("/api/stages").json() == ["lead", "qualified", "opportunity", "customer", "churned"]
+    assert client.get("/api/stages", headers=sd.h("alice")).json() == ["lead", "qualified", "opportunity", "customer", "churned"]
     assert sd.world.scalar("SELECT COUNT(*) FROM auditevent WHERE action = 'contact.update'") >= 1
 
 

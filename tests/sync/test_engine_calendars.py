@@ -37,3 +37,17 @@ def test_reconnect_advice_is_kept_for_calendar_accounts(tmp_path):
     status, error = world.sql("SELECT status, last_error FROM mailbox WHERE id = :i", i=box)[0]
     assert status == "failed"
     assert "reconnect" in error and "set-password" not in error
+
+
+def test_relisting_one_calendar_never_touches_meetings_kept_from_a_removed_mailbox(tmp_path):
+    world = make_world(tmp_path)
+    alice, bob = _calendar(world, "alice@ourco.com"), _calendar(world, "bob@ourco.com")
+    assert world.sync(alice, connector_factory=lambda *a: ScriptedCalendar([batch(meeting("a", uid="kept@acme.com"))])).ok
+    # Alice left; her mailbox was removed without purge: the meeting stays, with no copy.
+    with world.rt.engine.begin() as conn:
+        from sqlalchemy import text
+
+        conn.execute(text("DELETE FROM interactionsource WHERE mailbox_id = :m"), {"m": alice})
+    relisted = Batch(records=[meeting("b", uid="bobs@acme.com")], bad=[], cursor={}, backfill_done=True, reset=True)
+    assert world.sync(bob, connector_factory=lambda *a: ScriptedCalendar([relisted])).ok
+    assert sorted(m[0] for m in _meetings(world)) == ["ical:bobs@acme.com", "ical:kept@acme.com"]
