@@ -20,7 +20,8 @@ router = APIRouter(include_in_schema=False)
 WEB = Path(__file__).resolve().parent.parent / "web"
 STATIC = {"panel.js": "text/javascript", "panel.css": "text/css", "signin.js": "text/javascript"}
 OFFICE_JS = "https://appsforoffice.microsoft.com"
-MSAL_CDN = "https://cdn.jsdelivr.net"
+# The exact file, not the whole CDN: a CSP source with a path allows only it.
+MSAL_CDN = "https://cdn.jsdelivr.net/npm/@azure/msal-browser@3.27.0/lib/msal-browser.min.js"
 LOGIN = "https://login.microsoftonline.com"
 # Where Outlook on the web and the new Outlook host add-in frames.
 OUTLOOK_FRAMERS = ("https://outlook.office.com", "https://outlook.office365.com", "https://outlook.live.com",

@@ -9,6 +9,8 @@
   "use strict";
 
   const MSAL_URL = "https://cdn.jsdelivr.net/npm/@azure/msal-browser@3.27.0/lib/msal-browser.min.js";
+  // Subresource integrity of that exact file (from the npm package): a changed CDN copy is refused.
+  const MSAL_SRI = "sha384-8zg7Eb13Jv4vByCkXozj1LKSUykPghS+Zp1Q9BA8lYkMDbushxoDjh+RQ+4r1DNd";
   const TOKEN_KEY = "threadline.token";
   const body = document.body;
   const mode = body.dataset.mode; // outlook | panel
@@ -114,7 +116,7 @@
   function loadScript(src) {
     return new Promise((resolve, reject) => {
       const s = document.createElement("script");
-      s.src = src; s.crossOrigin = "anonymous";
+      s.src = src; s.crossOrigin = "anonymous"; s.integrity = MSAL_SRI;
       s.onload = resolve; s.onerror = () => reject(new Error("could not load " + src));
       document.head.appendChild(s);
     });

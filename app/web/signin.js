@@ -4,6 +4,8 @@
 (function () {
   "use strict";
   const MSAL_URL = "https://cdn.jsdelivr.net/npm/@azure/msal-browser@3.27.0/lib/msal-browser.min.js";
+  // Subresource integrity of that exact file (from the npm package): a changed CDN copy is refused.
+  const MSAL_SRI = "sha384-8zg7Eb13Jv4vByCkXozj1LKSUykPghS+Zp1Q9BA8lYkMDbushxoDjh+RQ+4r1DNd";
   function fail(message) {
     document.getElementById("error").textContent = message;
     try { Office.context.ui.messageParent(JSON.stringify({ error: message })); } catch (e) { /* not in a dialog */ }
@@ -17,7 +19,7 @@
   function loadScript(src) {
     return new Promise((resolve, reject) => {
       const s = document.createElement("script");
-      s.src = src; s.crossOrigin = "anonymous"; s.onload = resolve;
+      s.src = src; s.crossOrigin = "anonymous"; s.integrity = MSAL_SRI; s.onload = resolve;
       s.onerror = () => reject(new Error("could not load MSAL.js"));
       document.head.appendChild(s);
     });
