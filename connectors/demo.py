@@ -2,13 +2,16 @@
 real engine (claims, batches, cursors, ingest) without any mail server."""
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+from datetime import datetime, timedelta
 from typing import Iterator
 
-from connectors.base import BadDataError, BadRecord, Batch, Folder
+from connectors.base import Attendee, BadDataError, BadRecord, Batch, Folder, MeetingRecord
 from connectors.mailparse import parse_message_headers
 
-FOLDERS = (Folder("INBOX", "inbox"), Folder("Sent", "sent"), Folder("Archive", "archive"))
+CALENDAR = Folder("calendar:Demo", "calendar")
+FOLDERS = (Folder("INBOX", "inbox"), Folder("Sent", "sent"), Folder("Archive", "archive"), CALENDAR)
+MEETING_EVERY = 12  # one external thread in twelve led to a meeting
 
 
 class DemoConnector:
@@ -29,7 +32,33 @@ class DemoConnector:
                 n += 1
                 yield n, m
 
+    def _meetings(self) -> Iterator[MeetingRecord]:
+        """Meetings that follow some of the rep's customer threads: a call two
+        days after the first mail, and for the latest threads one next week, so
+        the demo shows past and upcoming meetings. Derived from the mail, so
+        every rep on a thread gets the same meeting (one interaction)."""
+        now = datetime.fromisoformat(self.config["generated_at"])
+        for _, m in (pair for folder in ("INBOX", "Sent", "Archive") for pair in self._messages(folder)):
+            if m.kind != "external" or m.in_reply_to:
+                continue
+            digest = hashlib.sha256(m.message_id.encode()).hexdigest()
+            if int(digest[:8], 16) % MEETING_EVERY:
+                continue
+            head = parse_message_headers("demo", m.raw.partition(b"\r\n\r\n")[0] + b"\r\n\r\n", m.internaldate)
+            people = [Attendee(a, n) for n, a in head.from_ + head.to + head.cc]
+            fresh = now - m.internaldate < timedelta(days=10)
+            day = (m.internaldate + timedelta(days=9 if fresh else 2)).replace(hour=9 + int(digest[8], 16) % 8,
+                                                                              minute=0, second=0, microsecond=0)
+            yield MeetingRecord(
+                remote_id=f"demo-meeting/{digest[:16]}", uid=f"{digest[:24]}@demo.threadline", recurrence_id=None,
+                start=day, end=day + timedelta(minutes=30), subject=f"Call: {head.subject.removeprefix('Re: ')}",
+                organizer=people[0] if people else None, attendees=people[1:], location="Video call")
+
     def fetch_changes(self, folder: Folder, cursor: dict, since: datetime) -> Iterator[Batch]:
+        if folder == CALENDAR:
+            if not cursor.get("done"):
+                yield Batch(list(self._meetings()), [], {"done": True}, backfill_done=True)
+            return
         done = int(cursor.get("position", 0))
         records, bad, position = [], [], done
         for position, m in self._messages(folder.name):

@@ -35,3 +35,14 @@ def test_demo_seed_builds_a_usable_timeline_once(tmp_path, monkeypatch):
     client = TestClient(create_app(rt))
     found = client.get("/api/lookup", params={"email": email}, headers={"Authorization": f"Bearer {token}"})
     assert found.status_code == 200 and found.json()["timeline"]["items"]
+    # Meetings too, past and upcoming, each once however many reps were on it.
+    with rt.engine.connect() as conn:
+        meetings = conn.execute(text("SELECT message_key, occurred_at > CURRENT_TIMESTAMP FROM interaction "
+                                     "WHERE kind = 'meeting'")).all()
+        invited = conn.execute(text("SELECT c.primary_email FROM participant p JOIN contact c ON c.id = p.contact_id "
+                                    "JOIN interaction i ON i.id = p.interaction_id WHERE i.kind = 'meeting' "
+                                    "AND i.occurred_at > CURRENT_TIMESTAMP LIMIT 1")).scalar()
+    assert meetings and len({k for k, _ in meetings}) == len(meetings)
+    assert any(up for _, up in meetings) and not all(up for _, up in meetings)
+    card = client.get("/api/lookup", params={"email": invited}, headers={"Authorization": f"Bearer {token}"}).json()
+    assert card["next_meeting"]["kind"] == "meeting" and card["summary"]["meetings"] >= 1
