@@ -38,6 +38,7 @@ HEADER_FIELDS = (
 )
 HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})]"
 _HEADER_KEY = f"BODY[HEADER.FIELDS ({HEADER_FIELDS})]".encode()
+FIRST_BATCH = 200
 # Enough for a 200-character snippet after a multipart preamble and part headers.
 SNIPPET_BYTES = 1024
 # Invitations (iMIP): only multipart messages can carry a text/calendar part next to
@@ -282,7 +283,11 @@ class ImapConnector:
         FETCH per distinct section, before the next batch's FETCH is sent. Only one
         command is ever in flight: Dovecot runs pipelined FETCHes in parallel and
         interleaves their untagged answers, which this lean reader cannot tell apart."""
-        chunks = list(_chunks(uids, self.settings.batch_size))
+        size = self.settings.batch_size
+        # A smaller first batch: whoever ingests starts sooner (it has nothing
+        # else to do until the first batch arrives); later batches overlap anyway.
+        first = min(size, max(FIRST_BATCH, size // 4))
+        chunks = list(_chunks(uids[:first], first)) + list(_chunks(uids[first:], size))
         if not chunks:
             return
         imap = self.connect()._imap  # imapclient has no public handle; see imapfetch.py

@@ -49,22 +49,63 @@ def header_fields(block: bytes) -> dict[str, str]:
         end = block.find(b"\n\n")
     if end >= 0:
         block = block[:end]
-    for m in _FIELD.finditer(_text(block)):
-        key = m.group(1).lower()
-        if key in _WANTED and key not in out:
-            value = m.group(2)[:MAX_FIELD]
-            out[key] = (_UNFOLD.sub("", value) if "\n" in value else value).strip()
+    current, parts = "", None  # the wanted field being read and its lines
+    for line in _text(block).split("\n"):
+        if line and line[0] in " \t":  # a continuation line
+            if parts is not None:
+                parts.append(line)
+            continue
+        if parts is not None:
+            out[current] = _unfolded(parts)
+            parts = None
+        key, colon, value = line.partition(":")
+        if colon:
+            # the wanted names are plain field names, so membership also checks the syntax
+            key = key.rstrip(" \t")
+            name = key.lower()
+            if name in _WANTED and name not in out and key.isascii():
+                current, parts = name, [value]
+    if parts is not None:
+        out[current] = _unfolded(parts)
     return out
+
+
+def _unfolded(parts: list[str]) -> str:
+    if len(parts) == 1:
+        return parts[0][:MAX_FIELD].strip()
+    return _UNFOLD.sub("", "\n".join(parts)[:MAX_FIELD]).strip()
+
+
+_CACHE_MAX = 20_000  # entries per cache; cleared when full (the same people and subjects repeat)
+_CACHEABLE = 1_000  # longer values are parsed every time, never kept
+_decoded: dict[str, str] = {}
 
 
 def decode_words(value: str) -> str:
     """Decode RFC 2047 encoded-words; unknown charsets and broken encodings degrade to text."""
     if "=?" not in value:
         return value
+    out = _decoded.get(value)
+    if out is None:
+        out = _decode_fast(value)
+        if out is None:
+            out = _decode_slow(value)
+        if len(value) <= _CACHEABLE:
+            if len(_decoded) >= _CACHE_MAX:
+                _decoded.clear()
+            _decoded[value] = out
+    return out
+
+
+def _decode_slow(value: str) -> str:
     try:
         parts = decode_header(value)
     except (ValueError, binascii.Error, AssertionError, IndexError, HeaderParseError):
         return value
+    return _join(parts)
+
+
+def _join(parts) -> str:
     out = []
     for chunk, charset in parts:
         if isinstance(chunk, str):
@@ -77,6 +118,78 @@ def decode_words(value: str) -> str:
     # decode_header keeps the spaces of plain runs and drops those between
     # adjacent encoded words, as RFC 2047 asks; concatenation is the whole job.
     return _WS.sub(" ", "".join(out)).strip()
+
+
+# Strict encoded words only; whenever the standard library could read the value
+# differently (spaces or '?' inside a word, empty charset, line breaks, non-ASCII
+# text) the fast path steps aside and decode_header does the job.
+_EW = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e]")
+
+
+def _decode_fast(value: str) -> str | None:
+    """What decode_header + _join give, for the common shapes; None: use them."""
+    if not value.isascii() or _LINE_BREAKS.search(value):
+        return None
+    words: list = []  # [text or bytes, charset or None (plain text)]
+    pos = 0
+    for m in _EW.finditer(value):
+        gap = value[pos:m.start()]
+        if "=?" in gap:
+            return None
+        if pos == 0:
+            gap = gap.lstrip()
+        if gap:
+            words.append([gap, None])
+        charset, enc, payload = m.groups()
+        if enc in "qQ":
+            data = payload.replace("_", " ")
+            if "=" in data:
+                pieces = data.split("=")
+                buf = bytearray(pieces[0].encode("ascii"))
+                for piece in pieces[1:]:
+                    h = piece[:2]
+                    if len(h) == 2 and h[0] in _HEX and h[1] in _HEX:
+                        buf.append(int(h, 16))
+                        buf += piece[2:].encode("ascii")
+                    else:
+                        buf += b"=" + piece.encode("ascii")
+                raw = bytes(buf)
+            else:
+                raw = data.encode("ascii")
+        else:
+            pad = len(payload) % 4
+            if pad:
+                payload += "==="[:4 - pad]
+            try:
+                raw = binascii.a2b_base64(payload.encode("ascii"))
+            except binascii.Error:
+                return None
+        words.append([raw, charset.lower()])
+        pos = m.end()
+    if pos == 0:
+        return None
+    tail = value[pos:]
+    if "=?" in tail:
+        return None
+    if tail:
+        words.append([tail, None])
+    # whitespace alone between two encoded words goes (RFC 2047 6.2)
+    kept = [w for n, w in enumerate(words)
+            if not (w[1] is None and 0 < n < len(words) - 1 and words[n - 1][1] is not None
+                    and words[n + 1][1] is not None and w[0].isspace())]
+    collapsed = []
+    for word, charset in kept:
+        if charset is None:
+            word = word.encode("ascii")
+        if collapsed and collapsed[-1][1] == charset:
+            collapsed[-1][0] += (b" " + word) if charset is None else word
+        else:
+            collapsed.append([word, charset])
+    return _join(collapsed)
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 # `Name <a@b>`, `"Name" <a@b>` or a bare `a@b`: nearly every address list is made
@@ -109,9 +222,23 @@ def _simple_addresses(value: str) -> list[tuple[str, str]] | None:
     return out
 
 
+_parsed_addresses: dict[str, tuple] = {}
+
+
 def addresses(value: str | None) -> list[tuple[str, str]]:
     if not value:
         return []
+    out = _parsed_addresses.get(value)
+    if out is None:
+        out = _addresses(value)
+        if len(value) <= _CACHEABLE:
+            if len(_parsed_addresses) >= _CACHE_MAX:
+                _parsed_addresses.clear()
+            _parsed_addresses[value] = out
+    return list(out)
+
+
+def _addresses(value: str) -> tuple:
     pairs = _simple_addresses(value)
     if pairs is None:
         pairs = getaddresses([value])[:MAX_ADDRESSES]
@@ -120,7 +247,7 @@ def addresses(value: str | None) -> list[tuple[str, str]]:
         if not addr or "@" not in addr:
             continue
         out.append((decode_words(name).strip() if name else "", addr.strip()))
-    return out
+    return tuple(out)
 
 
 _MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",

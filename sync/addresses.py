@@ -2,13 +2,30 @@
 from __future__ import annotations
 
 import re
+import threading
 from functools import lru_cache
 
-import tldextract
-from email_validator import EmailNotValidError, validate_email
+_extractor = None
+_extractor_lock = threading.Lock()
 
-# Public-suffix data bundled with tldextract; no network at run time.
-_extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+def _extract(domain: str):
+    """Public-suffix split with the data bundled with tldextract; no network at run
+    time. Imported on first use: tldextract pulls in requests, which costs every
+    process (the CLI, the fetch child) half a second at start-up otherwise."""
+    global _extractor
+    if _extractor is None:
+        with _extractor_lock:
+            if _extractor is None:
+                import tldextract
+
+                _extractor = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    return _extractor(domain)
+
+
+def warm_up() -> None:
+    """Load the public-suffix data now (e.g. in a thread while waiting for the server)."""
+    registrable_domain("example.com")
 
 FREE_MAIL_DOMAINS = frozenset("""
 gmail.com googlemail.com outlook.com hotmail.com hotmail.co.uk hotmail.fr hotmail.de live.com live.co.uk msn.com
@@ -52,6 +69,8 @@ def normalise(address: str) -> str | None:
     if _PLAIN.fullmatch(address) and len(address.partition("@")[0]) <= 64:
         if address.rpartition(".")[2].lower() not in _SPECIAL_TLDS:
             return address.lower()
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         result = validate_email(address, check_deliverability=False, allow_smtputf8=True,
                                 allow_quoted_local=True, allow_display_name=False)

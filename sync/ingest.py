@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from app.db import bulk_insert_ignore, bulk_insert_ignore_returning, db_time, insert_ignore
@@ -36,6 +36,7 @@ PARTICIPANT_COLUMNS = ("org_id", "interaction_id", "occurred_at", "address", "na
                        "contact_id", "company_id")
 SOURCE_COLUMNS = ("org_id", "interaction_id", "mailbox_id", "folder_id", "remote_id")
 IN_CHUNK = 500  # bound IN (...) lists for both databases
+INSERT_CHUNK = 1000  # rows per multi-row INSERT ... RETURNING (10 columns: 10,000 parameters)
 
 
 @dataclass(frozen=True)
@@ -85,18 +86,64 @@ def _internal(org: OrgContext, address: str) -> bool:
     return address in org.users_by_address or addr.is_internal(address, org.internal_domains)
 
 
+# Per organisation of the last call: address -> internal?, and the classification
+# of each distinct set of addresses. A sync asks about the same few hundred
+# addresses, and the same participant lists, tens of thousands of times.
+_memo: tuple = (None, {}, {})
+
+
+def _memos(org: OrgContext) -> tuple[dict[str, bool], dict[tuple, tuple | str]]:
+    global _memo
+    memo_org, internal, classified = _memo
+    if memo_org is not org or len(internal) > 100_000 or len(classified) > 50_000:
+        internal, classified = {}, {}
+        _memo = (org, internal, classified)
+    return internal, classified
+
+
+def _internal_map(org: OrgContext) -> dict[str, bool]:
+    return _memos(org)[0]
+
+
 def prepare(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> _Prepared | str:
     """Classify one record, or return the reason it is not kept."""
+    _, classified = _memos(org)
+    key = (mbx.owner_id, mbx.owner_address, tuple(record.from_), tuple(record.to), tuple(record.cc),
+           tuple(record.bcc))
+    found = classified.get(key)
+    if found is None:
+        found = classified[key] = _classify(org, mbx, record)
+    if isinstance(found, str):
+        return found
+    people, external, direction, automated = found
+    # Decided from the message alone, never from what is already stored, so any
+    # order of import (batches, crashes, several mailboxes) gives the same timeline.
+    if org.bulk_detection and (record.bulk or automated):
+        return "bulk or automated"
+    return _Prepared(record, direction, people, external, record.auto_reply)
+
+
+def _classify(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> tuple | str:
+    """What prepare() decides from the addresses alone: the reason to drop the
+    message, or (people, external, direction, automated sender)."""
     people: dict[str, tuple[str, str]] = {}
+    normalise, display_name = addr.normalise, addr.display_name
     for role, pairs in (("from", record.from_), ("to", record.to), ("cc", record.cc), ("bcc", record.bcc)):
         for name, raw in pairs:
-            address = addr.normalise(raw)
+            address = normalise(raw)
             if address and address not in people:
-                people[address] = (addr.display_name(name, address), role)
+                people[address] = (display_name(name, address) if name else "", role)
     sender = next((a for a, (_, role) in people.items() if role == "from"), None)
     if sender is None:
         return "invalid sender address"
-    external = [a for a in people if not _internal(org, a)]
+    internal = _internal_map(org)
+    external = []
+    for a in people:
+        known = internal.get(a)
+        if known is None:
+            known = internal[a] = _internal(org, a)
+        if not known:
+            external.append(a)
     if not external:
         return "internal"
     ex = org.exclusions
@@ -111,15 +158,16 @@ def prepare(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> _Pre
                 return "erased person"
     if (ex.org or ex.by_user) and any(ex.excluded(a, mbx.owner_id) for a in external):
         return "excluded by rule"
-    direction = "out" if _internal(org, sender) else "in"
-    # Decided from the message alone, never from what is already stored, so any
-    # order of import (batches, crashes, several mailboxes) gives the same timeline.
-    if org.bulk_detection and (record.bulk or (direction == "in" and addr.is_automated_sender(sender))):
-        return "bulk or automated"
-    if not any(org.users_by_address.get(a) == mbx.owner_id for a in people):
+    direction = "out" if internal[sender] else "in"
+    automated = direction == "in" and addr.is_automated_sender(sender)
+    users, owner_id = org.users_by_address, mbx.owner_id
+    for a in people:
+        if users.get(a) == owner_id:
+            break
+    else:
         # The owner got it without being named (Bcc, a list): still their copy.
         people[mbx.owner_address] = ("", "bcc")
-    return _Prepared(record, direction, [(a, n, r) for a, (n, r) in people.items()], external, record.auto_reply)
+    return [(a, n, r) for a, (n, r) in people.items()], external, direction, automated
 
 
 def _wanted_contacts(org: OrgContext, p: _Prepared) -> Iterable[str]:
@@ -249,58 +297,78 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
 
     kept = prepared
 
-    # Interactions: one per message key per organisation. Insert-or-ignore, then
-    # read the ids back: that covers new, known and concurrently-added alike.
+    # Interactions: one per message key per organisation. Insert-or-ignore with
+    # RETURNING tells exactly which are new (also with other writers at once);
+    # only keys that were already stored are read back.
     now = db_time(conn, utcnow())
-    occurred = {id(p): db_time(conn, p.record.date) for p in kept}
+    occurred = [db_time(conn, p.record.date) for p in kept]
     rows, seen = [], set()
-    for p in kept:
+    want_subject, want_snippet = org.visibility in ("subject", "snippet"), org.visibility == "snippet"
+    for p, at in zip(kept, occurred):
         r = p.record
         if r.message_key in seen:
             continue
         seen.add(r.message_key)
         rows.append((
-            org.org_id, "email", r.message_key, occurred[id(p)], p.direction,
-            r.subject if org.visibility in ("subject", "snippet") else None,
-            r.snippet if org.visibility == "snippet" else None,
+            org.org_id, "email", r.message_key, at, p.direction,
+            r.subject if want_subject else None,
+            r.snippet if want_snippet else None,
             (r.references[0] if r.references else r.in_reply_to or r.message_key)[:500],
             p.people[0][0] if p.people and p.people[0][2] == "from" else None, now,
         ))
-    highest_before = conn.execute(select(func.coalesce(func.max(INTERACTION.c.id), 0))).scalar_one()
-    bulk_insert_ignore(conn, INTERACTION, INTERACTION_COLUMNS, rows)
-    existing: dict[str, int] = {}
-    for chunk in _chunked(sorted(seen)):
+    existing: dict[str, int] = dict(bulk_insert_ignore_returning(conn, INTERACTION, INTERACTION_COLUMNS, rows,
+                                                                 ("message_key", "id"), chunk=INSERT_CHUNK))
+    result.new_interactions = len(existing)
+    new_ids = set(existing.values())
+    missing = sorted(seen.difference(existing))
+    for chunk in _chunked(missing):
         found = conn.execute(select(INTERACTION.c.message_key, INTERACTION.c.id)
                              .where(INTERACTION.c.org_id == org.org_id, INTERACTION.c.message_key.in_(chunk)))
         existing.update(dict(found.all()))
-    result.new_interactions = sum(1 for iid in existing.values() if iid > highest_before)
 
     # Participants (new interactions: everyone; known ones: this copy's colleagues
-    # and anyone new) and the copy itself.
-    participants, sources = [], []
-    for p in kept:
+    # and anyone new) and the copy itself. A new interaction has no participant
+    # rows yet (they reference it), so what is inserted for it is known here
+    # without reading anything back; rows for known interactions use RETURNING.
+    fresh, fresh_keys, participants, sources = [], set(), [], []
+    inserted: list[tuple] = []
+    users, org_id, internal = org.users_by_address, org.org_id, _internal_map(org)
+    for p, at in zip(kept, occurred):
         iid = existing[p.record.message_key]
-        at = occurred[id(p)]
+        is_new = iid in new_ids
         for address, name, role in p.people:
-            user_id = org.users_by_address.get(address)
-            if user_id is None and _internal(org, address):
-                continue  # internal but not a user (a shared alias): not a person to track
+            user_id = users.get(address)
+            if user_id is None:
+                known = internal.get(address)
+                if known is None:
+                    known = internal[address] = _internal(org, address)
+                if known:
+                    continue  # internal but not a user (a shared alias): not a person to track
             contact = contacts.get(address)
-            participants.append((org.org_id, iid, at, address, name or None, role, user_id,
-                                 contact[0] if contact else None, contact[1] if contact else None))
+            row = (org_id, iid, at, address, name or None, role, user_id,
+                   contact[0] if contact else None, contact[1] if contact else None)
+            if is_new:
+                if (iid, address) in fresh_keys:
+                    continue
+                fresh_keys.add((iid, address))
+                fresh.append(row)
+                inserted.append((iid, row[7], user_id))
+            else:
+                participants.append(row)
         if mbx.mailbox_id is not None:  # None: logged by hand from the sidebar, no mailbox copy
-            sources.append((org.org_id, iid, mbx.mailbox_id, mbx.folder_id, p.record.remote_id))
-    known = sorted({iid for iid in existing.values() if iid <= highest_before})
+            sources.append((org_id, iid, mbx.mailbox_id, mbx.folder_id, p.record.remote_id))
+    known = sorted({iid for iid in existing.values() if iid not in new_ids})
     before: dict[int, list[tuple[int | None, int | None]]] = {}
     for chunk in _chunked(known):
         for iid, contact_id, user_id in conn.execute(
                 select(PARTICIPANT.c.interaction_id, PARTICIPANT.c.contact_id, PARTICIPANT.c.user_id)
                 .where(PARTICIPANT.c.interaction_id.in_(chunk))):
             before.setdefault(iid, []).append((contact_id, user_id))
-    inserted = bulk_insert_ignore_returning(conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants,
-                                            ("interaction_id", "contact_id", "user_id"))
+    bulk_insert_ignore(conn, PARTICIPANT, PARTICIPANT_COLUMNS, fresh)
+    inserted += bulk_insert_ignore_returning(conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants,
+                                             ("interaction_id", "contact_id", "user_id"))
     bulk_insert_ignore(conn, SOURCE, SOURCE_COLUMNS, sources)
-    facts = {existing[p.record.message_key]: (p.direction, occurred[id(p)]) for p in kept}
+    facts = {existing[p.record.message_key]: (p.direction, at) for p, at in zip(kept, occurred)}
     stats.add_email_deltas(conn, org.org_id, inserted, facts, before)
     if wanted:
         # New contacts may have brought older participations along: count them from scratch.

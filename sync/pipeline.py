@@ -14,25 +14,120 @@ whatever script happens to be running here.
 """
 from __future__ import annotations
 
+import io
+import logging
 import os
 import pickle
+import queue
 import struct
 import subprocess
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from connectors.base import ConnectorError, Folder, TransientError, close_quietly
+from connectors.base import ConnectorError, Folder, MessageRecord, TransientError, close_quietly
 
 _HEADER = struct.Struct("!I")
 ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("threadline.sync")
+
+
+def _reduce_record(r: MessageRecord):
+    # A plain constructor call: much cheaper on both sides than the generic
+    # pickling of a slots dataclass (which walks dataclasses.fields() per object).
+    return MessageRecord, (r.remote_id, r.message_key, r.date, r.from_, r.to, r.cc, r.bcc, r.subject, r.in_reply_to,
+                           r.references, r.bulk, r.auto_reply, r.snippet)
+
+
+_DISPATCH = {MessageRecord: _reduce_record}
+
+
+def _dumps(event) -> bytes:
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _DISPATCH
+    pickler.dump(event)
+    return buf.getvalue()
 
 
 def _write(stream: BinaryIO, event) -> None:
-    data = pickle.dumps(event, protocol=pickle.HIGHEST_PROTOCOL)
+    data = _dumps(event)
     stream.write(_HEADER.pack(len(data)) + data)
     stream.flush()
+
+
+class _BackgroundWriter:
+    """Writes events to the pipe from a thread, up to `depth` events behind, so
+    the child parses the next batch while the parent is still reading the last
+    one (the pipe alone holds only 64 KiB: about a tenth of a batch)."""
+
+    def __init__(self, stream: BinaryIO, depth: int = 2):
+        self._stream = stream
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pipe-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            data = self._queue.get()
+            if data is None:
+                return
+            if self.error is not None:
+                continue  # drain: the reader is gone
+            try:
+                self._stream.write(_HEADER.pack(len(data)) + data)
+                self._stream.flush()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                self.error = exc
+
+    def write(self, event) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put(_dumps(event))
+
+    def close(self) -> None:
+        """Wait until everything queued is written (or the pipe broke)."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _build_connector(public: dict, password: str, want_snippet: bool):
+    """The IMAP connector without importing the engine (SQLAlchemy, the models):
+    the parent waits for the folder list, so the child's start-up is on the
+    critical path. Other kinds are built by the engine's own factory."""
+    if public.get("kind") == "imap":
+        from connectors.imap import ImapConnector, ImapSettings
+
+        cfg = public["config"]
+        settings = ImapSettings(host=cfg["host"], port=int(cfg["port"]), security=cfg.get("security", "tls"),
+                                username=cfg["username"], batch_size=int(cfg.get("batch_size", 1000)))
+        connector = ImapConnector(settings, password, want_snippet=want_snippet)
+        connector.calendar_window = public.get("window")
+        return connector
+    from sync.engine import build_connector
+
+    return build_connector(public, password, want_snippet)
+
+
+def _events(connector, work: list[tuple[Folder, dict]], since: datetime) -> Iterator[tuple]:
+    """sync.engine._events, without importing the engine."""
+    for folder, cursor in work:
+        try:
+            for batch in connector.fetch_changes(folder, cursor, since):
+                yield ("batch", folder.name, batch)
+            yield ("folder_done", folder.name)
+        except ConnectorError as exc:
+            if exc.kind in ("auth", "transient", "throttled"):
+                raise
+            yield ("folder_error", folder.name, exc.kind, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one broken folder never stops the others
+            log.exception("folder %s failed", folder.name)
+            yield ("folder_error", folder.name, "internal", f"{type(exc).__name__}: {exc}")
 
 
 def _read(stream: BinaryIO):
@@ -47,22 +142,22 @@ def _read(stream: BinaryIO):
 
 
 def child_main() -> None:
-    from sync.engine import build_connector
-
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write to the event pipe
     connector = None
     try:
-        connector = build_connector(*_read(inp))
+        connector = _build_connector(*_read(inp))
         _write(out, ("folders", connector.list_folders()))
         plan = _read(inp)
         if not plan:
             return
         work, since = plan
-        from sync.engine import _events
-
-        for event in _events(connector, work, since):
-            _write(out, event)
+        writer = _BackgroundWriter(out)
+        try:
+            for event in _events(connector, work, since):
+                writer.write(event)
+        finally:
+            writer.close()
         _write(out, ("done",))
     except ConnectorError as exc:
         _write(out, ("fatal", type(exc).__name__, str(exc), exc.retry_after))
@@ -74,6 +169,15 @@ def child_main() -> None:
         close_quietly(connector)
 
 
+def _warm_up() -> None:
+    try:
+        from sync import addresses
+
+        addresses.warm_up()
+    except Exception:  # noqa: BLE001 - an optimisation only; the ingest loads it when needed
+        pass
+
+
 class ChildFetcher:
     """list_folders and fetch_changes of one connector, run in a child process."""
 
@@ -83,6 +187,9 @@ class ChildFetcher:
                                       stdout=subprocess.PIPE, cwd=str(ROOT), env=env)
         # The password travels over the pipe, never in argv or the environment.
         _write(self._proc.stdin, factory_args)
+        # While the child starts and logs in this process only waits: load what the
+        # first batch's ingest needs (the public-suffix list) meanwhile.
+        threading.Thread(target=_warm_up, name="ingest-warm-up", daemon=True).start()
 
     def _next(self):
         event = _read(self._proc.stdout)

@@ -9,7 +9,6 @@ definition the tests check the deltas against.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import datetime
 from typing import Iterable
 
@@ -86,26 +85,48 @@ def add_email_deltas(conn: Connection, org_id: int, new_rows: list[tuple], inter
     """
     stats: dict[int, list] = {}
     pairs: dict[tuple[int, int], list] = {}
-    new_by_interaction: dict[int, list[tuple[int | None, int | None]]] = defaultdict(list)
+    new_by_interaction: dict[int, tuple[list, list]] = {}
     for iid, contact_id, user_id in new_rows:
-        new_by_interaction[iid].append((contact_id, user_id))
-    for iid, new_people in new_by_interaction.items():
+        entry = new_by_interaction.get(iid)
+        if entry is None:
+            entry = new_by_interaction[iid] = ([], [])
+        if contact_id is not None:
+            entry[0].append(contact_id)
+        if user_id is not None:
+            entry[1].append(user_id)
+    for iid, (contacts_now, users_now) in new_by_interaction.items():
         direction, at = interactions[iid]
-        old_people = existing_people.get(iid, [])
-        new_contacts = {c for c, _ in new_people if c is not None}
-        new_users = {u for _, u in new_people if u is not None}
-        old_contacts = {c for c, _ in old_people if c is not None}
-        old_users = {u for _, u in old_people if u is not None}
-        for c in new_contacts - old_contacts:
-            s = stats.setdefault(c, [0, 0, at, at])
-            s[0 if direction == "in" else 1] += 1
-            s[2], s[3] = min(s[2], at), max(s[3], at)
-        fresh_pairs = {(c, u) for c in new_contacts | old_contacts for u in new_users | old_users}
-        fresh_pairs -= {(c, u) for c in old_contacts for u in old_users}
+        old_people = existing_people.get(iid)
+        if not old_people:
+            # The common case (a new interaction): every contact and every pair is new.
+            added_contacts = set(contacts_now)
+            users = set(users_now)
+            fresh_pairs = [(c, u) for c in added_contacts for u in users]
+        else:
+            new_contacts, new_users = set(contacts_now), set(users_now)
+            old_contacts = {c for c, _ in old_people if c is not None}
+            old_users = {u for _, u in old_people if u is not None}
+            added_contacts = new_contacts - old_contacts
+            fresh_pairs = {(c, u) for c in new_contacts | old_contacts for u in new_users | old_users}
+            fresh_pairs -= {(c, u) for c in old_contacts for u in old_users}
+        slot = 0 if direction == "in" else 1
+        for c in added_contacts:
+            s = stats.get(c)
+            if s is None:
+                stats[c] = s = [0, 0, at, at]
+            s[slot] += 1
+            if at < s[2]:
+                s[2] = at
+            if at > s[3]:
+                s[3] = at
         for pair in fresh_pairs:
-            p = pairs.setdefault(pair, [0, at])
-            p[0] += 1
-            p[1] = max(p[1], at)
+            p = pairs.get(pair)
+            if p is None:
+                pairs[pair] = [1, at]
+            else:
+                p[0] += 1
+                if at > p[1]:
+                    p[1] = at
     if stats:
         conn.exec_driver_sql(
             "INSERT INTO contactstats (contact_id, org_id, emails_in, emails_out, meetings, first_email_at, "
