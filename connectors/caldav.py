@@ -41,7 +41,7 @@ import hashlib
 import logging
 import socket
 import ssl
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterator
 from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.sax.saxutils import escape

@@ -26,7 +26,7 @@ from imapclient import IMAPClient
 from imapclient import exceptions as imap_errors
 
 from connectors.base import (
-    AuthError, BadDataError, BadRecord, Batch, ConnectorError, Folder, MeetingRecord, MessageRecord, TransientError,
+    AuthError, BadDataError, BadRecord, Batch, ConnectorError, Folder, MessageRecord, TransientError,
 )
 from connectors.imapfetch import FetchFailed, calendar_part, parse_internaldate, read_fetch, read_structures, send_fetch
 from connectors.mailparse import parse_message_headers
@@ -352,6 +352,8 @@ class ImapConnector:
 
     def _add_meetings(self, uidvalidity: int, parts: dict, records: list, bad: list) -> None:
         window = ical.Window.of_mailbox(self.calendar_window)
+        senders = {r.remote_id: (r.from_[0][1].strip().lower() if r.from_ else None)
+                   for r in records if isinstance(r, MessageRecord)}
         for uid, (info, raw) in sorted(parts.items()):
             base = f"{uidvalidity}/{uid}#ics"
             if raw is None:
@@ -366,7 +368,14 @@ class ImapConnector:
             except Exception as exc:  # noqa: BLE001 - one invitation never stops the folder
                 bad.append(BadRecord(base, f"unreadable invitation: {type(exc).__name__}: {exc}"[:300]))
                 continue
-            records.extend(parsed.records)
+            sender = senders.get(f"{uidvalidity}/{uid}")
+            for meeting in parsed.records:
+                trusted = _from_its_author(meeting, sender)
+                if trusted is None:
+                    bad.append(BadRecord(meeting.remote_id, f"invitation ignored: sent by {sender or 'nobody'}, "
+                                                            "not by the meeting's organiser or the replying attendee"))
+                else:
+                    records.append(trusted)
             bad.extend(parsed.bad)
 
     @staticmethod
@@ -453,3 +462,21 @@ def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
 
 def since_date(days: int, now: datetime | None = None) -> datetime:
     return (now or datetime.now(timezone.utc)) - timedelta(days=days)
+
+
+def _from_its_author(meeting, sender: str | None):
+    """An invitation may only speak for whoever sent it: a REQUEST or CANCEL
+    must come from the organiser, a REPLY only changes the sender's own answer.
+    Anyone can mail a rep an .ics with a known UID; without this check they
+    could move, cancel or rewrite a customer meeting. Returns the record to
+    keep (a REPLY trimmed to the sender), or None."""
+    if not sender:
+        return None
+    if meeting.method == "REPLY":
+        own = [a for a in meeting.attendees if a.address.strip().lower() == sender]
+        if not own:
+            return None
+        meeting.attendees = own
+        return meeting
+    organizer = meeting.organizer.address.strip().lower() if meeting.organizer else None
+    return meeting if organizer == sender else None

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterator
+from typing import Callable
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Engine
@@ -24,6 +24,7 @@ from app.models.base import utcnow
 from app.models import (FolderState, Interaction, InteractionSource, M365Tenant, Mailbox, Organisation, Participant,
                         SyncIssue, User, UserAlias)
 from connectors.base import Batch, ConnectorError, Folder, MeetingRecord, MessageRecord, close_quietly
+from connectors.factory import build_connector, events
 from sync import exclusions, metrics, stats
 from sync.addresses import FREE_MAIL_DOMAINS
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
@@ -118,33 +119,6 @@ def org_context(conn, org_id: int) -> OrgContext:
 ConnectorFactory = Callable[[dict, SecretBox, OrgContext], object]
 
 
-def build_connector(mailbox: dict, password: str, want_snippet: bool):
-    """A connector from plain, picklable values (also used in the fetch child process)."""
-    if mailbox["kind"] == "imap":
-        from connectors.imap import ImapConnector, ImapSettings
-
-        cfg = mailbox["config"]
-        settings = ImapSettings(host=cfg["host"], port=int(cfg["port"]), security=cfg.get("security", "tls"),
-                                username=cfg["username"], batch_size=int(cfg.get("batch_size", 1000)))
-        connector = ImapConnector(settings, password, want_snippet=want_snippet)
-        # Recurring invitations found in mail are expanded over the organisation's calendar window.
-        connector.calendar_window = mailbox.get("window")
-        return connector
-    if mailbox["kind"] == "demo":
-        from connectors.demo import DemoConnector
-
-        return DemoConnector(mailbox["config"], mailbox["config"]["owner"])
-    if mailbox["kind"] == "m365":
-        from connectors.graph import build
-
-        return build(mailbox, password, want_snippet)
-    if mailbox["kind"] == "caldav":
-        from connectors.caldav import build
-
-        return build(mailbox, password, want_snippet)
-    raise ConnectorError(f"unknown mailbox kind {mailbox['kind']!r}")
-
-
 def _connector_args(mailbox: dict, box: SecretBox, org: OrgContext) -> tuple:
     """(public settings, secret, want_snippet): plain values a connector is built from.
 
@@ -161,22 +135,6 @@ def _connector_args(mailbox: dict, box: SecretBox, org: OrgContext) -> tuple:
 
 def default_connector(mailbox: dict, box: SecretBox, org: OrgContext):
     return build_connector(*_connector_args(mailbox, box, org))
-
-
-def _events(connector, work: list[tuple[Folder, dict]], since: datetime) -> Iterator[tuple]:
-    """The same event stream the child process produces, run in this process."""
-    for folder, cursor in work:
-        try:
-            for batch in connector.fetch_changes(folder, cursor, since):
-                yield ("batch", folder.name, batch)
-            yield ("folder_done", folder.name)
-        except ConnectorError as exc:
-            if exc.kind in ("auth", "transient", "throttled"):
-                raise
-            yield ("folder_error", folder.name, exc.kind, str(exc))
-        except Exception as exc:  # noqa: BLE001 - one broken folder never stops the others
-            log.exception("folder %s failed", folder.name)
-            yield ("folder_error", folder.name, "internal", f"{type(exc).__name__}: {exc}")
 
 
 def _needs_import(engine: Engine, mailbox_id: int) -> bool:
@@ -235,7 +193,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
         states = _upsert_folders(engine, mailbox, folders)
         work = [(folder, state["cursor"]) for folder, state in states if state["selected"]]
         state_by_name = {folder.name: (folder, state) for folder, state in states}
-        stream = connector.run(work, since) if fetch_in_child else _events(connector, work, since)
+        stream = connector.run(work, since) if fetch_in_child else events(connector, work, since)
         broken: set[str] = set()
         for event in stream:
             kind, name = event[0], event[1]

@@ -59,7 +59,8 @@ def _mailbox_values(conn, mailbox_id: int) -> tuple[dict, object]:
 
 
 def _connector(rt: Runtime, mailbox: dict, org):
-    from sync.engine import build_connector, _connector_args
+    from connectors.factory import build_connector
+    from sync.engine import _connector_args
 
     return build_connector(*_connector_args(mailbox, rt.box, org))
 

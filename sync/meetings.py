@@ -6,13 +6,29 @@ recurrence id, so every copy lands on the same interaction. A copy with a
 lower SEQUENCE than the stored one never overwrites the newer details; a
 REPLY only changes the replying attendee's answer. Removing the last copy of
 a meeting removes it from the timeline.
+
+A REPLY or CANCEL without a recurrence id (iMIP for the whole series, key
+`ical:UID`) applies to every stored occurrence of that UID (`ical:UID/<rid>`)
+as well as to a single event stored under `ical:UID`: a CANCEL marks each of
+them cancelled unless it holds a newer SEQUENCE, a REPLY sets the replying
+attendee's answer on each. Only when nothing of that UID is stored does it
+become an interaction of its own, as before.
+
+One call handles one batch with a constant number of statements (IN lists of
+at most IN_CHUNK): the batch's records are grouped by key, each group is folded
+in Python, in order, into the final state of its interaction and participants
+(exactly what applying the records one after another would leave), and that
+state is written with bulk statements.
 """
 from __future__ import annotations
 
-from sqlalchemy import delete, select, update
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.engine import Connection
 
-from app.db import insert_ignore
+from app.db import bulk_insert_ignore, bulk_insert_ignore_returning, db_time
 from app.models import Interaction, InteractionSource, Participant
 from app.models.base import utcnow
 from connectors.base import Attendee, MeetingRecord, meeting_key
@@ -23,6 +39,14 @@ from sync.ingest import (IngestResult, MailboxContext, OrgContext, _internal, _u
 
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
 MAX_ATTENDEES = 500
+IN_CHUNK = 500  # bound IN (...) lists for both databases
+SERIES_CHUNK = 50  # series prefixes per statement (each is one OR branch)
+DETAILS = ("occurred_at", "ends_at", "direction", "subject", "location", "status", "sequence")
+STORED = (I.c.id, I.c.message_key) + tuple(I.c[c] for c in DETAILS)
+INSERT_COLUMNS = ("org_id", "kind", "message_key", "thread_key", "from_address", "created_at") + DETAILS
+PARTICIPANT_COLUMNS = ("org_id", "interaction_id", "occurred_at", "address", "name", "role", "response", "user_id",
+                       "contact_id", "company_id")
+SOURCE_COLUMNS = ("org_id", "interaction_id", "mailbox_id", "folder_id", "remote_id")
 
 
 def _people(org: OrgContext, mbx: MailboxContext, rec: MeetingRecord) -> dict[str, tuple[str, str, str | None]]:
@@ -66,89 +90,327 @@ def prepare(org: OrgContext, mbx: MailboxContext, rec: MeetingRecord) -> dict | 
     return {"people": people, "external": external, "direction": direction, "status": status}
 
 
+# -- the fold: a key's records, in order, into one final state ---------------------------------
+
+@dataclass(slots=True)
+class _Item:
+    """One kept record of the batch."""
+    index: int
+    rec: MeetingRecord
+    p: dict
+    key: str
+    series: bool  # a REPLY/CANCEL without recurrence id: also meant for the series' occurrences
+
+
+@dataclass(slots=True)
+class _Person:
+    response: str | None
+    contact_id: int | None
+    new: tuple | None = None  # (name, role, user_id, contact_id, company_id): a row to insert
+    changed: bool = False  # a stored row whose response changed
+
+
+@dataclass
+class _State:
+    """What a key's interaction and participants become after the batch."""
+    key: str
+    stored: dict | None  # the stored interaction (id, message_key, DETAILS), None if new
+    cols: dict = field(default_factory=dict)  # the interaction's columns after the batch
+    create: bool = False
+    people: dict[str, _Person] = field(default_factory=dict)
+    gone: set[str] = field(default_factory=set)  # stored rows to delete
+    sources: list[tuple[int, str]] = field(default_factory=list)  # (record index, remote id) of its copies
+
+
+def _norm(value):
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value
+
+
+def _details(org: OrgContext, rec: MeetingRecord, p: dict) -> dict:
+    subject_ok = org.visibility in ("subject", "snippet")
+    return {"occurred_at": _utc(rec.start), "ends_at": _utc(rec.end) if rec.end else None,
+            "direction": p["direction"], "subject": rec.subject if subject_ok else None,
+            "location": (rec.location or None) if subject_ok else None, "status": p["status"],
+            "sequence": rec.sequence}
+
+
+def _fold(org: OrgContext, mbx: MailboxContext, contacts: dict, key: str, stored: dict | None,
+          stored_people: dict[str, tuple[str | None, int | None]], steps: list[tuple[_Item, bool]],
+          touched: set[int], known: dict) -> _State:
+    """Apply a key's records in batch order, as one statement each would have.
+
+    steps: (item, whole) where whole is False for a series REPLY/CANCEL applied
+    to one of the series' occurrences. known: address -> (user id, contact) or
+    False, filled as people are met (one batch's cache).
+    """
+    st = _State(key, stored)
+    if stored is not None:
+        st.cols = {c: _norm(stored[c]) for c in DETAILS}
+        st.people = {a: _Person(resp, cid) for a, (resp, cid) in stored_people.items()}
+    exists = stored is not None
+    for item, whole in steps:
+        rec, p = item.rec, item.p
+        if not whole and rec.method == "CANCEL":
+            # The series is cancelled: this occurrence too, unless it was changed later.
+            if rec.sequence >= st.cols["sequence"]:
+                st.cols["status"], st.cols["sequence"] = "cancelled", rec.sequence
+            continue
+        newer = existed = False
+        if not exists:
+            st.cols, st.create, exists, newer = _details(org, rec, p), True, True, True
+        else:
+            existed = True
+            if whole and rec.method != "REPLY" and rec.sequence >= st.cols["sequence"]:
+                newer = True
+                st.cols.update(_details(org, rec, p))
+        if whole:
+            st.sources.append((item.index, rec.remote_id[:900]))
+        people = p["people"]
+        for address, (name, role, response) in people.items():
+            who = known.get(address)
+            if who is None:
+                user_id = org.users_by_address.get(address)
+                # A room or a shared address is not a person: False.
+                who = known[address] = (user_id is not None or not _internal(org, address)) and (
+                    user_id, contacts.get(address))
+            if not who:
+                continue
+            user_id, contact = who
+            if contact:
+                touched.add(contact[0])
+            cur = st.people.get(address)
+            if cur is not None:
+                if response and (newer or rec.method == "REPLY") and cur.response != response:
+                    cur.response = response
+                    cur.changed = cur.new is None
+                continue
+            if rec.method == "REPLY" and existed:
+                continue  # a reply answers for someone invited; it never adds people to a known meeting
+            st.people[address] = _Person(response, contact[0] if contact else None,
+                                         new=(name or None, role, user_id, contact[0] if contact else None,
+                                              contact[1] if contact else None))
+        if newer and existed and rec.method in (None, "REQUEST"):
+            # A newer full copy is the attendee list: people taken off it leave.
+            for a in [a for a in st.people if a not in people and a != mbx.owner_address]:
+                gone = st.people.pop(a)
+                if gone.contact_id:
+                    touched.add(gone.contact_id)
+                if gone.new is None:
+                    st.gone.add(a)
+    return st
+
+
+# -- reading what is stored --------------------------------------------------------------------
+
+def _chunks(items: list, size: int = IN_CHUNK):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _load_keys(conn: Connection, org_id: int, keys: list[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for part in _chunks(sorted(keys)):
+        for row in conn.execute(select(*STORED).where(I.c.org_id == org_id, I.c.message_key.in_(part))).mappings():
+            out[row["message_key"]] = dict(row)
+    return out
+
+
+def _series_condition(conn: Connection, base: str):
+    """message_key is an occurrence of the series whose key is base ('ical:UID')."""
+    prefix = base + "/"
+    if conn.dialect.name == "sqlite":
+        # SQLite's LIKE ignores case (UIDs do not): a byte-wise range is exact, and uses the index.
+        return and_(I.c.message_key >= prefix, I.c.message_key < base + "0")
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return I.c.message_key.like(escaped + "%", escape="\\")
+
+
+def _load_series(conn: Connection, org_id: int, bases: list[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for part in _chunks(sorted(bases), SERIES_CHUNK):
+        query = select(*STORED).where(I.c.org_id == org_id, I.c.kind == "meeting",
+                                      or_(*[_series_condition(conn, b) for b in part]))
+        for row in conn.execute(query).mappings():
+            out[row["message_key"]] = dict(row)
+    return out
+
+
+def _load_people(conn: Connection, ids: list[int]) -> dict[int, dict[str, tuple[str | None, int | None]]]:
+    out: dict[int, dict[str, tuple[str | None, int | None]]] = {}
+    for part in _chunks(sorted(ids)):
+        for iid, address, response, contact_id in conn.execute(
+                select(P.c.interaction_id, P.c.address, P.c.response, P.c.contact_id)
+                .where(P.c.interaction_id.in_(part))):
+            out.setdefault(iid, {})[address] = (response, contact_id)
+    return out
+
+
+def _plan(items: list[_Item], stored_keys: set[str], bases: set[str]) -> dict[str, list[tuple[_Item, bool]]]:
+    """Each key's steps in batch order; a series REPLY/CANCEL goes to every
+    occurrence of its UID known at that point (stored, or seen earlier in the
+    batch) and to the series key itself if that is known or nothing else is."""
+    present = set(stored_keys)
+    occurrences: dict[str, set[str]] = {b: set() for b in bases}
+
+    def note(k: str) -> None:  # k is an occurrence of every series key that is a prefix of it up to a "/"
+        at = k.find("/")
+        while at != -1:
+            if k[:at] in occurrences:
+                occurrences[k[:at]].add(k)
+            at = k.find("/", at + 1)
+
+    for k in stored_keys:
+        note(k)
+    plan: dict[str, list[tuple[_Item, bool]]] = {}
+    for item in items:
+        if item.series:
+            occ = sorted(occurrences.get(item.key, ()))
+            for k in occ:
+                plan.setdefault(k, []).append((item, False))
+            if item.key in present or not occ:
+                plan.setdefault(item.key, []).append((item, True))
+                present.add(item.key)
+            continue
+        plan.setdefault(item.key, []).append((item, True))
+        present.add(item.key)
+        if occurrences:
+            note(item.key)
+    return plan
+
+
+# -- the batch ---------------------------------------------------------------------------------
+
 def ingest_meetings(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list[MeetingRecord]
                     ) -> IngestResult:
     result = IngestResult()
-    touched_contacts: set[int] = set()
-    prepared = []
+    touched: set[int] = set()
+    items: list[_Item] = []
     for rec in records:
         p = prepare(org, mbx, rec)
         if isinstance(p, str):
             result.skipped[p] += 1
-        else:
-            prepared.append((rec, p))
-    if not prepared:
+            continue
+        series = rec.recurrence_id is None and rec.method in ("REPLY", "CANCEL")
+        items.append(_Item(len(items), rec, p, meeting_key(rec.uid, rec.recurrence_id)[:900], series))
+    if not items:
         return result
-    all_external = sorted({a for _, p in prepared for a in p["external"]})
+    all_external = sorted({a for it in items for a in it.p["external"]})
     contacts, _ = existing_contacts(conn, org.org_id, all_external)
     if org.contact_policy != "none":
         wanted: dict[str, str] = {}
-        for _, p in prepared:
-            for a in p["external"]:
+        for it in items:
+            for a in it.p["external"]:
                 if a not in contacts and not wanted.get(a):
-                    wanted[a] = p["people"][a][0]
+                    wanted[a] = it.p["people"][a][0]
         made = create_contacts(conn, org, wanted)
         contacts.update(made)
         result.new_contacts = len(made)
-        touched_contacts.update(c for c, _ in made.values())
-    now = utcnow()
-    for rec, p in prepared:
-        key = meeting_key(rec.uid, rec.recurrence_id)[:900]
-        start = _utc(rec.start)
-        row = conn.execute(select(I.c.id, I.c.sequence, I.c.occurred_at).where(I.c.org_id == org.org_id,
-                                                                               I.c.message_key == key)).first()
-        details = {
-            "occurred_at": start, "ends_at": _utc(rec.end) if rec.end else None, "direction": p["direction"],
-            "subject": rec.subject if org.visibility in ("subject", "snippet") else None,
-            "location": (rec.location or None) if org.visibility in ("subject", "snippet") else None,
-            "status": p["status"], "sequence": rec.sequence,
-        }
-        newer = False
-        if row is None:
-            insert_ignore(conn, I, [{"org_id": org.org_id, "kind": "meeting", "message_key": key,
-                                     "thread_key": key, "from_address": None, "created_at": now, **details}])
-            iid = conn.execute(select(I.c.id).where(I.c.org_id == org.org_id, I.c.message_key == key)).scalar_one()
-            result.new_interactions += 1
-            newer = True
+        touched.update(c for c, _ in made.values())
+
+    # What is stored: the batch's keys, and every occurrence of a series a REPLY/CANCEL is for.
+    bases = {it.key for it in items if it.series}
+    stored = _load_keys(conn, org.org_id, list({it.key for it in items}))
+    if bases:
+        stored.update(_load_series(conn, org.org_id, list(bases)))
+    plan = _plan(items, set(stored), bases)
+    people = _load_people(conn, [stored[k]["id"] for k in plan if k in stored])
+    states: dict[str, _State] = {}
+    known: dict = {}
+    for key, steps in plan.items():
+        row = stored.get(key)
+        states[key] = _fold(org, mbx, contacts, key, row, people.get(row["id"], {}) if row else {}, steps, touched,
+                             known)
+
+    # New interactions: insert-or-ignore, ids back for the rows really inserted. A key
+    # another writer inserted meanwhile is read and folded again over what it stored.
+    ids = {key: st.stored["id"] for key, st in states.items() if st.stored is not None}
+    now = db_time(conn, utcnow())
+    pending = [st for st in states.values() if st.create]
+    for attempt in range(4):
+        if not pending:
+            break
+        if attempt == 3:
+            raise RuntimeError("meetings: interactions kept disappearing while being inserted")
+        rows = [(org.org_id, "meeting", st.key, st.key, None, now,
+                 *[db_time(conn, st.cols[c]) if c in ("occurred_at", "ends_at") else st.cols[c] for c in DETAILS])
+                for st in pending]
+        inserted = dict((k, i) for i, k in bulk_insert_ignore_returning(conn, I, INSERT_COLUMNS, rows,
+                                                                        ("id", "message_key")))
+        ids.update(inserted)
+        result.new_interactions += len(inserted)
+        lost = [st.key for st in pending if st.key not in inserted]
+        pending = []
+        if not lost:
+            break
+        found = _load_keys(conn, org.org_id, lost)
+        found_people = _load_people(conn, [r["id"] for r in found.values()])
+        for key in lost:
+            row = found.get(key)
+            st = _fold(org, mbx, contacts, key, row, found_people.get(row["id"], {}) if row else {}, plan[key],
+                       touched, known)
+            states[key] = st
+            if row is None:
+                pending.append(st)
+            else:
+                ids[key] = row["id"]
+
+    # Changed interactions, and participants moved with their meeting (the timeline index uses it).
+    full, status_only, moved = [], [], []
+    for key, st in states.items():
+        if st.create or st.stored is None:
+            continue
+        before = {c: _norm(st.stored[c]) for c in DETAILS}
+        changed = {c for c in DETAILS if st.cols[c] != before[c]}
+        if not changed:
+            continue
+        iid = ids[key]
+        if changed <= {"status", "sequence"}:
+            status_only.append({"b_id": iid, "b_status": st.cols["status"], "b_sequence": st.cols["sequence"]})
         else:
-            iid = row.id
-            if rec.method != "REPLY" and rec.sequence >= row.sequence:
-                newer = True
-                conn.execute(update(I).where(I.c.id == iid).values(**details))
-                conn.execute(update(P).where(P.c.interaction_id == iid).values(occurred_at=start))
-            elif rec.method == "CANCEL" and rec.sequence >= row.sequence:
-                conn.execute(update(I).where(I.c.id == iid).values(status="cancelled"))
-        at = conn.execute(select(I.c.occurred_at).where(I.c.id == iid)).scalar_one()
-        stored = {r.address: r for r in conn.execute(select(P.c.address, P.c.response, P.c.contact_id)
-                                                      .where(P.c.interaction_id == iid))}
-        rows = []
-        for address, (name, role, response) in p["people"].items():
-            user_id = org.users_by_address.get(address)
-            if user_id is None and _internal(org, address):
-                continue  # a room or a shared address, not a person
-            contact = contacts.get(address)
-            if contact:
-                touched_contacts.add(contact[0])
-            if address in stored:
-                if response and (newer or rec.method == "REPLY") and stored[address].response != response:
-                    conn.execute(update(P).where(P.c.interaction_id == iid, P.c.address == address)
-                                 .values(response=response))
-                continue
-            rows.append({"org_id": org.org_id, "interaction_id": iid, "occurred_at": at, "address": address,
-                         "name": name or None, "role": role, "response": response, "user_id": user_id,
-                         "contact_id": contact[0] if contact else None,
-                         "company_id": contact[1] if contact else None})
-        insert_ignore(conn, P, rows)
-        if newer and rec.method in (None, "REQUEST") and row is not None:
-            # A newer full copy is the attendee list: people taken off it leave.
-            gone = [a for a, r in stored.items() if a not in p["people"] and a != mbx.owner_address]
-            if gone:
-                touched_contacts.update(r.contact_id for a, r in stored.items() if a in gone and r.contact_id)
-                conn.execute(delete(P).where(P.c.interaction_id == iid, P.c.address.in_(gone)))
-        insert_ignore(conn, S, [{"org_id": org.org_id, "interaction_id": iid, "mailbox_id": mbx.mailbox_id,
-                                 "folder_id": mbx.folder_id, "remote_id": rec.remote_id[:900]}])
-        result.imported += 1
-    stats.recompute(conn, org.org_id, touched_contacts)
+            full.append({"b_id": iid, **{f"b_{c}": st.cols[c] for c in DETAILS}})
+        if "occurred_at" in changed:
+            moved.append({"b_iid": iid, "b_at": st.cols["occurred_at"]})
+        if changed & {"occurred_at", "status"}:
+            # Counts and colleagues depend on both: everyone on it is recounted.
+            touched.update(pp.contact_id for pp in st.people.values() if pp.contact_id and pp.new is None)
+    if full:
+        conn.execute(update(I).where(I.c.id == bindparam("b_id"))
+                     .values(**{c: bindparam(f"b_{c}") for c in DETAILS}), full)
+    if status_only:
+        conn.execute(update(I).where(I.c.id == bindparam("b_id"))
+                     .values(status=bindparam("b_status"), sequence=bindparam("b_sequence")), status_only)
+    if moved:
+        conn.execute(update(P).where(P.c.interaction_id == bindparam("b_iid")).values(occurred_at=bindparam("b_at")),
+                     moved)
+
+    # Participants: people taken off, answers changed, people added; then the copies.
+    gone, answers, new_rows, sources = [], [], [], []
+    for key, st in states.items():
+        iid = ids[key]
+        at = db_time(conn, st.cols["occurred_at"])
+        gone.extend({"b_iid": iid, "b_address": a} for a in sorted(st.gone))
+        for address, pp in st.people.items():
+            if pp.new is not None:
+                name, role, user_id, contact_id, company_id = pp.new
+                new_rows.append((org.org_id, iid, at, address, name, role, pp.response, user_id, contact_id,
+                                 company_id))
+            elif pp.changed:
+                answers.append({"b_iid": iid, "b_address": address, "b_response": pp.response})
+        if mbx.mailbox_id is not None:
+            sources.extend((n, (org.org_id, iid, mbx.mailbox_id, mbx.folder_id, r)) for n, r in st.sources)
+    if gone:
+        conn.execute(delete(P).where(P.c.interaction_id == bindparam("b_iid"), P.c.address == bindparam("b_address")),
+                     gone)
+    if answers:
+        conn.execute(update(P).where(P.c.interaction_id == bindparam("b_iid"), P.c.address == bindparam("b_address"))
+                     .values(response=bindparam("b_response")), answers)
+    bulk_insert_ignore(conn, P, PARTICIPANT_COLUMNS, new_rows)
+    # In record order: of two records with one remote id, the first one's copy is kept.
+    bulk_insert_ignore(conn, S, SOURCE_COLUMNS, [row for _, row in sorted(sources, key=lambda s: s[0])])
+    result.imported = len(items)
+    stats.recompute(conn, org.org_id, touched)
     return result
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from connectors.base import ConnectorError, Folder, MessageRecord, TransientError, close_quietly
+from connectors.factory import build_connector, events
 
 _HEADER = struct.Struct("!I")
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,40 +97,6 @@ class _BackgroundWriter:
             raise self.error
 
 
-def _build_connector(public: dict, password: str, want_snippet: bool):
-    """The IMAP connector without importing the engine (SQLAlchemy, the models):
-    the parent waits for the folder list, so the child's start-up is on the
-    critical path. Other kinds are built by the engine's own factory."""
-    if public.get("kind") == "imap":
-        from connectors.imap import ImapConnector, ImapSettings
-
-        cfg = public["config"]
-        settings = ImapSettings(host=cfg["host"], port=int(cfg["port"]), security=cfg.get("security", "tls"),
-                                username=cfg["username"], batch_size=int(cfg.get("batch_size", 1000)))
-        connector = ImapConnector(settings, password, want_snippet=want_snippet)
-        connector.calendar_window = public.get("window")
-        return connector
-    from sync.engine import build_connector
-
-    return build_connector(public, password, want_snippet)
-
-
-def _events(connector, work: list[tuple[Folder, dict]], since: datetime) -> Iterator[tuple]:
-    """sync.engine._events, without importing the engine."""
-    for folder, cursor in work:
-        try:
-            for batch in connector.fetch_changes(folder, cursor, since):
-                yield ("batch", folder.name, batch)
-            yield ("folder_done", folder.name)
-        except ConnectorError as exc:
-            if exc.kind in ("auth", "transient", "throttled"):
-                raise
-            yield ("folder_error", folder.name, exc.kind, str(exc))
-        except Exception as exc:  # noqa: BLE001 - one broken folder never stops the others
-            log.exception("folder %s failed", folder.name)
-            yield ("folder_error", folder.name, "internal", f"{type(exc).__name__}: {exc}")
-
-
 def _read(stream: BinaryIO):
     head = stream.read(_HEADER.size)
     if len(head) < _HEADER.size:
@@ -146,7 +113,7 @@ def child_main() -> None:
     sys.stdout = sys.stderr  # nothing else may write to the event pipe
     connector = None
     try:
-        connector = _build_connector(*_read(inp))
+        connector = build_connector(*_read(inp))
         _write(out, ("folders", connector.list_folders()))
         plan = _read(inp)
         if not plan:
@@ -154,7 +121,7 @@ def child_main() -> None:
         work, since = plan
         writer = _BackgroundWriter(out)
         try:
-            for event in _events(connector, work, since):
+            for event in events(connector, work, since):
                 writer.write(event)
         finally:
             writer.close()

@@ -9,7 +9,6 @@ definition the tests check the deltas against.
 """
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import delete, text

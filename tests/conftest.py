@@ -34,6 +34,7 @@ from tests.servers import (
     Dovecot,
     FaultProxy,
     Postgres,
+    Radicale,
     ServerBinaryMissing,
     ServerError,
     memory_tmpdir,
@@ -243,8 +244,6 @@ class CalDavUser(NamedTuple):
 
 @pytest.fixture(scope="session")
 def radicale(tmp_path_factory):
-    from tests.servers import Radicale
-
     server = _start_or_fail(Radicale(tmp_path_factory.mktemp("radicale")), "Radicale")
     yield server
     server.stop()

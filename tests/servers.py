@@ -55,6 +55,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 __all__ = [
+    "AppServer",
+    "Radicale",
     "ServerError",
     "ServerBinaryMissing",
     "free_port",

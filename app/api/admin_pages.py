@@ -15,7 +15,7 @@ import hmac
 import json
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 from typing import Optional
 

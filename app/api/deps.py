@@ -8,7 +8,6 @@ from typing import Annotated, Iterator
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from app.db import read_only

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import and_, delete, exists, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from app.models import (Company, Contact, ContactAddress, ContactStats, ErasedPerson, ExclusionRule, Interaction,

@@ -72,7 +72,7 @@ def test_request_reply_cancel_from_mail(imap_user):
     imap_user.deliver(message("x@ext.com", "alice@ourco.com", "Plain mail", msgid="plain@x"))
     imap_user.deliver(invitation(req, msgid="req@ext.com"))
     imap_user.deliver(invitation(reply, method="REPLY", msgid="reply@ext.com", attach_ics=False,
-                                 encoding="quoted-printable"))
+                                 encoding="quoted-printable", frm="Carl <carl@ext.com>"))
     imap_user.deliver(single_part_invitation(cancel, msgid="cancel@ext.com", method="CANCEL"))
 
     messages, meetings, bad, batches = fetch_all(imap_user)
@@ -165,3 +165,23 @@ def test_many_batches_with_invitations_keep_order(imap_user):
         for b in batches:  # each invitation travels with its message's batch
             keys = {r.remote_id for r in b.records if isinstance(r, MessageRecord)}
             assert all(m.remote_id[:-4] in keys for m in b.records if isinstance(m, MeetingRecord))
+
+
+def test_an_invitation_only_speaks_for_its_sender(imap_user):
+    """Anyone can mail an .ics with a known UID: a REQUEST or CANCEL counts only
+    from the organiser, a REPLY only for the sender's own answer."""
+    spoofed = vcalendar(event("demo@ext.com", stamp(SOON + timedelta(days=3)), organizer="bob@ext.com", sequence=9,
+                              attendees=(("alice@ourco.com", "NEEDS-ACTION"),), summary="Moved!"), method="REQUEST")
+    sneaky_reply = vcalendar(event("demo@ext.com", stamp(SOON), organizer="bob@ext.com",
+                                   attendees=(("carl@ext.com", "DECLINED"), ("mallory@evil.com", "ACCEPTED"))),
+                             method="REPLY")
+    imap_user.deliver(invitation(spoofed, msgid="spoof@evil.com", frm="Bob <mallory@evil.com>"))
+    imap_user.deliver(invitation(sneaky_reply, method="REPLY", msgid="sneaky@evil.com", frm="mallory@evil.com"))
+    messages, meetings, bad, _ = fetch_all(imap_user)
+    assert sorted(m.message_key for m in messages) == ["sneaky@evil.com", "spoof@evil.com"]
+    assert [b.reason for b in bad] == ["invitation ignored: sent by mallory@evil.com, not by the meeting's "
+                                       "organiser or the replying attendee"]
+    # The reply is kept, but only for the sender's own line.
+    [reply] = meetings
+    assert reply.method == "REPLY" and [(a.address, a.response) for a in reply.attendees] == [
+        ("mallory@evil.com", "accepted")]
