@@ -165,3 +165,45 @@ def bulk_insert_ignore_returning(conn: Connection, table: Table, columns: tuple[
     finally:
         cursor.close()
     return out
+
+
+class SqliteReader:
+    """A plain sqlite3 connection for the API's hottest reads (token check,
+    lookup), one per thread. Going through SQLAlchemy's pool and execution
+    context cost more than the statements themselves (bench/api_lookup.py
+    --profile-request). Read-only at the SQLite level (query_only), and each
+    use is one snapshot: BEGIN ... COMMIT around the statements."""
+
+    class _Dialect:
+        name = "sqlite"
+
+    dialect = _Dialect()
+
+    def __init__(self, path: str):
+        import sqlite3
+
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
+        for pragma in ("PRAGMA query_only=ON", "PRAGMA busy_timeout=60000", "PRAGMA cache_size=-65536"):
+            self._conn.execute(pragma)
+
+    def rows(self, sql: str, params: tuple = ()) -> list:
+        return self._conn.execute(sql, params).fetchall()
+
+    @contextmanager
+    def snapshot(self) -> Iterator["SqliteReader"]:
+        self._conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL (None for other databases or in-memory SQLite)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1]
+    return path if path and path != ":memory:" else None

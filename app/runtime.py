@@ -1,12 +1,13 @@
 """Process-wide wiring: settings -> engine (migrated) + secret box."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
 from app.crypto import SecretBox, secret_box
-from app.db import make_engine, upgrade
+from app.db import SqliteReader, make_engine, sqlite_path, upgrade
 from app.settings import Settings, get_settings
 
 
@@ -15,6 +16,17 @@ class Runtime:
     settings: Settings
     engine: Engine
     box: SecretBox
+    _readers: threading.local = field(default_factory=threading.local, repr=False)
+
+    def sqlite_reader(self) -> SqliteReader | None:
+        """This thread's plain SQLite connection for hot reads; None on PostgreSQL."""
+        path = sqlite_path(self.settings.database_url)
+        if path is None:
+            return None
+        reader = getattr(self._readers, "reader", None)
+        if reader is None:
+            reader = self._readers.reader = SqliteReader(path)
+        return reader
 
 
 def open_runtime(settings: Settings | None = None, *, migrate: bool = True) -> Runtime:

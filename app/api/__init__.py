@@ -57,7 +57,7 @@ def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:
         return {"ok": True}
 
     @app.get("/livez", tags=["ops"], summary="Liveness: the process answers (no database work)")
-    def livez():
+    async def livez():
         return {"ok": True}
 
     return app

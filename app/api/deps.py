@@ -77,21 +77,27 @@ _TOKEN_SQL = ("SELECT u.id, u.org_id, u.email, u.role FROM apitoken t JOIN app_u
               "WHERE t.token_hash = ? AND t.revoked_at IS NULL AND u.active = ?")
 
 
-def _token_owner(conn: Connection, token_hash: str):
-    sql = _TOKEN_SQL if conn.dialect.name == "sqlite" else _TOKEN_SQL.replace("?", "%s")
-    return conn.exec_driver_sql(sql, (token_hash, True)).first()
+def _token_owner(conn, token_hash: str):
+    if conn.dialect.name == "sqlite":
+        rows = conn.rows(_TOKEN_SQL, (token_hash, True))
+        return rows[0] if rows else None
+    return conn.exec_driver_sql(_TOKEN_SQL.replace("?", "%s"), (token_hash, True)).first()
 
 
 async def run_db(rt: Runtime, func, *args):
-    """Run a short read: inline on SQLite, where it is a few index probes of CPU
-    (a hop to the thread pool costs more than the query), on the thread pool
-    for PostgreSQL, where it waits on the network."""
+    """Run a short read. On SQLite it runs inline on this thread's plain
+    connection (app/db.py SqliteReader): a few index probes of CPU, where a hop
+    to the thread pool or SQLAlchemy's machinery cost more than the query. On
+    PostgreSQL it runs on the thread pool, since it waits on the network."""
+    reader = rt.sqlite_reader()
+    if reader is not None:
+        with reader.snapshot():
+            return func(reader, *args)
+
     def call():
         with read_only(rt.engine) as conn:
             return func(conn, *args)
 
-    if rt.engine.dialect.name == "sqlite":
-        return call()
     return await run_in_threadpool(call)
 
 

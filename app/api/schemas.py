@@ -106,6 +106,7 @@ class CompanyContact(BaseModel):
 class Lookup(BaseModel):
     contact: ContactCard
     summary: Summary
+    upcoming: list[TimelineItem]  # the next meetings (at most 5), soonest first; the timeline holds the past
     next_meeting: TimelineItem | None
     last_meeting: TimelineItem | None
     company_contacts: list[CompanyContact]

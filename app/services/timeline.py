@@ -14,12 +14,13 @@ from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 
 from app.models import Company, Contact, ContactAddress, Interaction, Participant, User
-from app.db import db_time
+from app.db import SqliteReader, db_time
 from sync.addresses import normalise
 
 C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
 I, P, U = Interaction.__table__, Participant.__table__, User.__table__
 MAX_PAGE = 100
+UPCOMING = 5  # upcoming meetings a lookup lists
 
 
 class BadCursor(ValueError):
@@ -46,9 +47,12 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def _sql(conn: Connection, sql: str, params: tuple = ()) -> list:
+def _sql(conn, sql: str, params: tuple = ()) -> list:
     """Run hand-written SQL straight on the driver: the lookup path is hot, and
-    compiling SQLAlchemy statements cost more than running them (bench/api_lookup.py)."""
+    compiling SQLAlchemy statements cost more than running them (bench/api_lookup.py).
+    conn is a SQLAlchemy Connection or, on the API's hot path, app.db.SqliteReader."""
+    if isinstance(conn, SqliteReader):
+        return conn.rows(sql, params)
     if conn.dialect.name != "sqlite":
         sql = _PG_SQL.get(sql) or _PG_SQL.setdefault(sql, sql.replace("?", "%s"))
     return conn.exec_driver_sql(sql, params).fetchall()
@@ -72,22 +76,27 @@ def _param_time(conn: Connection, value: datetime):
     return db_time(conn, value.astimezone(timezone.utc))
 
 
-_CARD_SQL = """
-SELECT c.id, c.name, c.primary_email, c.title, c.phone, c.stage, c.tags, c.owner_id, u.name, u.email,
-       c.company_id, co.name, co.domain
-FROM contact c LEFT JOIN company co ON co.id = c.company_id LEFT JOIN app_user u ON u.id = c.owner_id
-WHERE c.id = ? AND c.org_id = ?
-"""
+_CARD_COLUMNS = """c.id, c.name, c.primary_email, c.title, c.phone, c.stage, c.tags, c.owner_id, u.name, u.email,
+       c.company_id, co.name, co.domain,
+       s.emails_in, s.emails_out, s.meetings, s.first_email_at, s.last_email_at"""
+_CARD_JOINS = """LEFT JOIN company co ON co.id = c.company_id LEFT JOIN app_user u ON u.id = c.owner_id
+LEFT JOIN contactstats s ON s.contact_id = c.id"""
+_CARD_SQL = f"SELECT {_CARD_COLUMNS} FROM contact c {_CARD_JOINS} WHERE c.id = ? AND c.org_id = ?"
+# The lookup's first statement: address -> card, company, owner and counts at once.
+_CARD_BY_ADDRESS_SQL = (f"SELECT {_CARD_COLUMNS} FROM contactaddress a JOIN contact c ON c.id = a.contact_id "
+                        f"{_CARD_JOINS} WHERE a.org_id = ? AND a.address = ?")
 
 
 def contact_card(conn: Connection, org_id: int, contact_id: int) -> dict | None:
     rows = _sql(conn, _CARD_SQL, (contact_id, org_id))
-    if not rows:
-        return None
+    return _card(conn, org_id, rows[0]) if rows else None
+
+
+def _card(conn, org_id: int, row) -> dict:
     (cid, name, email, title, phone, stage, tags, owner_id, owner_name, owner_email, company_id, company_name,
-     company_domain) = rows[0]
+     company_domain) = row[:13]
     emails = [r[0] for r in _sql(conn, "SELECT address FROM contactaddress WHERE contact_id = ? AND org_id = ? "
-                                       "ORDER BY id", (contact_id, org_id))]
+                                       "ORDER BY id", (cid, org_id))]
     if isinstance(tags, str):
         tags = json.loads(tags)
     return {
@@ -98,19 +107,17 @@ def contact_card(conn: Connection, org_id: int, contact_id: int) -> dict | None:
     }
 
 
-def find_contact_id(conn: Connection, org_id: int, email: str) -> int | None:
-    address = normalise(email)
-    if address is None:
-        return None
-    rows = _sql(conn, "SELECT contact_id FROM contactaddress WHERE org_id = ? AND address = ?", (org_id, address))
-    return rows[0][0] if rows else None
-
-
-def summary(conn: Connection, org_id: int, contact_id: int) -> dict:
-    """Counts and colleagues, read from the summaries kept at ingest (sync/stats.py)."""
-    rows = _sql(conn, "SELECT emails_in, emails_out, meetings, first_email_at, last_email_at FROM contactstats "
-                      "WHERE contact_id = ? AND org_id = ?", (contact_id, org_id))
-    emails_in, emails_out, meetings, first, last = rows[0] if rows else (0, 0, 0, None, None)
+def summary(conn: Connection, org_id: int, contact_id: int, counts: tuple | None = None) -> dict:
+    """Counts and colleagues, read from the summaries kept at ingest (sync/stats.py).
+    counts: the contactstats columns when the caller already read them."""
+    if counts is None:
+        rows = _sql(conn, "SELECT emails_in, emails_out, meetings, first_email_at, last_email_at FROM contactstats "
+                          "WHERE contact_id = ? AND org_id = ?", (contact_id, org_id))
+        counts = rows[0] if rows else None
+    if counts is None or counts[0] is None:
+        return {"emails_in": 0, "emails_out": 0, "meetings": 0, "first_interaction_at": None,
+                "last_interaction_at": None, "colleagues": []}
+    emails_in, emails_out, meetings, first, last = counts
     now = datetime.now(timezone.utc)
     # Meetings that took place count as interactions too; future ones do not.
     bounds = _sql(conn, """
@@ -133,7 +140,8 @@ def summary(conn: Connection, org_id: int, contact_id: int) -> dict:
     }
 
 
-def _page(conn: Connection, org_id: int, column: str, owner_id: int, cursor: str | None, limit: int) -> dict:
+def _page(conn: Connection, org_id: int, column: str, owner_id: int, cursor: str | None, limit: int,
+          extra: list[int] | None = None, until: datetime | None = None) -> dict:
     limit = max(1, min(limit, MAX_PAGE))
     sql = f"SELECT interaction_id, occurred_at FROM participant WHERE org_id = ? AND {column} = ?"
     params: tuple = (org_id, owner_id)
@@ -141,6 +149,9 @@ def _page(conn: Connection, org_id: int, column: str, owner_id: int, cursor: str
         at, iid = decode_cursor(cursor)
         sql += " AND (occurred_at, interaction_id) < (?, ?)"
         params += (_param_time(conn, at), iid)
+    elif until is not None:
+        sql += " AND occurred_at <= ?"
+        params += (_param_time(conn, until),)
     sql += " ORDER BY occurred_at DESC, interaction_id DESC LIMIT ?"
     rows = _sql(conn, sql, params + (limit * 2 + 1,))
     ids: list[int] = []
@@ -155,14 +166,19 @@ def _page(conn: Connection, org_id: int, column: str, owner_id: int, cursor: str
             break
     more = len(ids) > limit
     ids = ids[:limit]
-    items = interactions(conn, org_id, ids)
+    page_ids = set(ids)
+    found = interactions(conn, org_id, ids + [i for i in dict.fromkeys(extra or ()) if i not in page_ids])
+    items = [i for i in found if i["id"] in page_ids]
     next_cursor = None
     if more and items:
         tail = items[-1]
         next_cursor = encode_cursor(tail["occurred_at"], tail["id"])
     elif len(rows) == limit * 2 + 1 and last:
         next_cursor = encode_cursor(_ts(last[0]), last[1])
-    return {"items": items, "next_cursor": next_cursor}
+    page = {"items": items, "next_cursor": next_cursor}
+    if extra is not None:
+        page["extra"] = {i["id"]: i for i in found}
+    return page
 
 
 _ITEM_COLUMNS = ("id, org_id, kind, occurred_at, direction, subject, snippet, thread_key, ends_at, location, status, "
@@ -206,8 +222,10 @@ def interactions(conn: Connection, org_id: int, ids: list[int]) -> list[dict]:
 
 
 def contact_timeline(conn: Connection, org_id: int, contact_id: int, cursor: str | None = None,
-                     limit: int = 20) -> dict:
-    return _page(conn, org_id, "contact_id", contact_id, cursor, limit)
+                     limit: int = 20, extra: list[int] | None = None) -> dict:
+    """A page of the contact's timeline; with extra, also those interactions
+    (read together) under page["extra"] by id."""
+    return _page(conn, org_id, "contact_id", contact_id, cursor, limit, extra)
 
 
 def company_timeline(conn: Connection, org_id: int, company_id: int, cursor: str | None = None,
@@ -226,28 +244,32 @@ def company(conn: Connection, org_id: int, company_id: int) -> dict | None:
             "contacts": [{"id": c.id, "name": c.name, "email": c.primary_email, "title": c.title} for c in contacts]}
 
 
-def _meeting(conn: Connection, org_id: int, contact_id: int, now: datetime, upcoming: bool) -> dict | None:
-    """The contact's next (or latest past) meeting that is not cancelled."""
+def _meeting_ids(conn: Connection, org_id: int, contact_id: int, now: datetime, upcoming: bool,
+                 limit: int = 1) -> list[int]:
+    """The contact's next (or latest past) meetings that are not cancelled."""
     op, order = (">", "ASC") if upcoming else ("<=", "DESC")
     rows = _sql(conn, f"""
         SELECT p.interaction_id FROM participant p JOIN interaction i ON i.id = p.interaction_id
         WHERE p.org_id = ? AND p.contact_id = ? AND p.occurred_at {op} ? AND i.kind = 'meeting'
               AND COALESCE(i.status, '') <> 'cancelled'
-        ORDER BY p.occurred_at {order}, p.interaction_id {order} LIMIT 1""",
-                (org_id, contact_id, _param_time(conn, now)))
-    if not rows:
-        return None
-    found = interactions(conn, org_id, [rows[0][0]])
-    return found[0] if found else None
+        ORDER BY p.occurred_at {order}, p.interaction_id {order} LIMIT ?""",
+                (org_id, contact_id, _param_time(conn, now), limit))
+    return [r[0] for r in rows]
 
 
 def lookup(conn: Connection, org_id: int, email: str, limit: int = 20) -> dict | None:
-    """Everything the sidebar shows for one address, in one call."""
-    contact_id = find_contact_id(conn, org_id, email)
-    if contact_id is None:
+    """Everything the sidebar shows for one address, in one call (and as few
+    statements as it takes: this is the API's hottest path)."""
+    address = normalise(email)
+    if address is None:
         return None
-    card = contact_card(conn, org_id, contact_id)
-    facts = summary(conn, org_id, contact_id)
+    rows = _sql(conn, _CARD_BY_ADDRESS_SQL, (org_id, address))
+    if not rows:
+        return None
+    row = rows[0]
+    card = _card(conn, org_id, row)
+    contact_id = card["id"]
+    facts = summary(conn, org_id, contact_id, counts=row[13:18])
     now = datetime.now(timezone.utc)
     colleagues_at_company = []
     if card["company"]:
@@ -255,11 +277,18 @@ def lookup(conn: Connection, org_id: int, email: str, limit: int = 20) -> dict |
             {"id": r[0], "name": r[1], "email": r[2], "title": r[3]}
             for r in _sql(conn, "SELECT id, name, primary_email, title FROM contact WHERE org_id = ? AND company_id = ? "
                                 "AND id <> ? ORDER BY id LIMIT 10", (org_id, card["company"]["id"], contact_id))]
-    return {"contact": card, "summary": facts,
-            "next_meeting": _meeting(conn, org_id, contact_id, now, upcoming=True),
-            "last_meeting": _meeting(conn, org_id, contact_id, now, upcoming=False) if facts["meetings"] else None,
-            "company_contacts": colleagues_at_company,
-            "timeline": contact_timeline(conn, org_id, contact_id, None, limit)}
+    upcoming, last = [], []
+    if facts["meetings"]:
+        upcoming = _meeting_ids(conn, org_id, contact_id, now, upcoming=True, limit=UPCOMING)
+        last = _meeting_ids(conn, org_id, contact_id, now, upcoming=False)
+    # The timeline is what happened; upcoming meetings are listed apart. One
+    # read of the items serves the page and the meetings.
+    page = _page(conn, org_id, "contact_id", contact_id, None, limit, extra=upcoming + last, until=now)
+    by_id = page.pop("extra")
+    coming = [by_id[i] for i in upcoming if i in by_id]
+    return {"contact": card, "summary": facts, "upcoming": coming,
+            "next_meeting": coming[0] if coming else None, "last_meeting": by_id.get(last[0]) if last else None,
+            "company_contacts": colleagues_at_company, "timeline": page}
 
 
 def search_contacts(conn: Connection, org_id: int, q: str, limit: int = 20) -> list[dict]:

@@ -420,11 +420,19 @@
           el("span", { class: "meta", text: " · " + k.interactions + (k.interactions === 1 ? " interaction, " : " interactions, ") + ago(k.last_interaction_at) })))) :
         el("p", { class: "muted", text: "No colleague has emailed them yet." })));
 
-    if (data.next_meeting) {
-      const m = data.next_meeting;
-      main.append(el("section", { "aria-labelledby": "h-next" }, el("h2", { id: "h-next", text: "Next meeting" }),
-        el("p", { class: "subject", text: m.subject || "(no title)" }),
-        el("p", { class: "meta", text: fmtDate(m.occurred_at, true) + (m.location ? " · " + m.location : "") })));
+    // Upcoming meetings, apart from the timeline (which holds what already happened).
+    const upcoming = data.upcoming || (data.next_meeting ? [data.next_meeting] : []);
+    if (upcoming.length) {
+      main.append(el("section", { "aria-labelledby": "h-next" },
+        el("h2", { id: "h-next", text: upcoming.length === 1 ? "Next meeting" : "Upcoming meetings" }),
+        el("ul", { class: "plain upcoming" }, upcoming.map(m => el("li", {},
+          el("p", { class: "subject", text: m.subject || "(no title)" }),
+          el("p", { class: "meta", text: fmtDate(m.occurred_at, true) + (m.location ? " · " + m.location : "") }))))));
+    }
+    if (data.last_meeting) {
+      const m = data.last_meeting;
+      main.append(el("p", { class: "meta last-meeting" }, "Last meeting: ", el("span", { text: m.subject || "(no title)" }),
+        " · " + fmtDate(m.occurred_at, true)));
     }
 
     // Timeline
