@@ -22,12 +22,14 @@ from typing import Optional
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
 from sqlmodel import Session
 
-from app.api.admin import export_response, start_sync
-from app.api.deps import Caller, get_caller, get_runtime
+from app.api.admin import (add_caldav_account, add_m365_mailboxes, add_m365_tenant, export_response, start_sync,
+                           with_sources)
+from app.api.deps import Caller, caller_from, get_runtime
 from app.db import read_only, write_transaction
 from app.models import ApiToken, User
 from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
@@ -69,7 +71,11 @@ OK_MESSAGES = {
     "sync": "Sync started.", "password": "Password replaced.", "removed": "Mailbox removed.",
     "rule": "Rule added.", "rule_removed": "Rule removed: the next sync brings that mail back.",
     "filters": "Filter settings saved.", "erased": "Person erased.",
+    "caldav_added": "Calendar account added. Press Sync now to import its meetings.",
+    "tenant": "Microsoft 365 tenant connected: now add its reps' mailboxes below.",
+    "m365_all": "Microsoft 365 mailboxes added for every enabled rep who had none through this tenant.",
 }
+SOURCE_KINDS = ("imap", "caldav", "m365")
 
 
 # -- sessions -------------------------------------------------------------------------
@@ -136,7 +142,7 @@ def _from_session(request: Request) -> tuple[Caller, str] | None:
 
 async def console(request: Request, creds: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Console:
     if creds is not None and creds.credentials:
-        caller, csrf = await get_caller(get_runtime(request), creds), None  # 401 on a bad token
+        caller, csrf = await caller_from(get_runtime(request), creds), None  # 401 on a bad token
     else:
         found = _from_session(request)
         if found is None:
@@ -231,25 +237,28 @@ def stylesheet() -> Response:
 def home(request: Request, con: Console = Depends(console)) -> HTMLResponse:
     rt = get_runtime(request)
     with Session(rt.engine) as s:
-        rows = mailboxes.health(s, con.org_id)
+        rows = with_sources(s, con.org_id, mailboxes.health(s, con.org_id))
     return render(request, "health.html", con, rows=rows)
 
 
 @router.get("/mailboxes/new")
-def new_mailbox(request: Request, con: Console = Depends(console)) -> HTMLResponse:
-    return _mailbox_form(request, con)
+def new_mailbox(request: Request, con: Console = Depends(console), kind: str = "imap") -> HTMLResponse:
+    return _mailbox_form(request, con, kind=kind if kind in SOURCE_KINDS else "imap")
 
 
-def _mailbox_form(request, con, status: int = 200, **ctx) -> HTMLResponse:
+def _mailbox_form(request, con, status: int = 200, *, kind: str = "imap", **ctx) -> HTMLResponse:
+    """The add-a-source page, one tab per kind. Form values come back on errors, never
+    a password or a client secret."""
+    from app.services import m365
+
     rt = get_runtime(request)
     with read_only(rt.engine) as conn:
         users = [u for u in orgs.list_users(conn, con.org_id) if u["active"]]
-    import importlib.util
-
-    extras = {"m365": importlib.util.find_spec("app.services.m365") is not None,
-              "caldav": importlib.util.find_spec("app.services.calendars") is not None}
-    ctx.setdefault("values", {"port": 993, "security": "tls"})
-    return render(request, "mailbox_new.html", con, status=status, users=users, extras=extras, **ctx)
+    with Session(rt.engine) as s:
+        tenants = m365.list_tenants(s, con.org_id)
+    ctx.setdefault("values", {"port": 993, "security": "tls"} if kind == "imap" else {})
+    return render(request, "mailbox_new.html", con, status=status, users=users, kind=kind, tenants=tenants,
+                  **ctx)
 
 
 @router.post("/mailboxes/test")
@@ -258,7 +267,7 @@ async def test_mailbox(request: Request, con: Console = Depends(console)) -> HTM
     values = {k: form.get(k, "") for k in ("owner", "host", "port", "security", "username")}
     steps = mailboxes.test_imap_connection(values["host"], values["port"], values["security"], values["username"],
                                            str(form.get("password", "")))
-    return _mailbox_form(request, con, values=values, steps=steps)
+    return _mailbox_form(request, con, kind="imap", values=values, steps=steps)
 
 
 @router.post("/mailboxes")
@@ -269,7 +278,8 @@ async def add_mailbox(request: Request, con: Console = Depends(console)) -> Resp
     try:
         port = int(values["port"] or 0)
     except ValueError:
-        return _mailbox_form(request, con, status=422, values=values, error=f"not a port number: {values['port']}")
+        return _mailbox_form(request, con, status=422, kind="imap", values=values,
+                             error=f"not a port number: {values['port']}")
     with Session(rt.engine, expire_on_commit=False) as s:
         try:
             org = orgs.the_org(s, con.org_id)
@@ -277,11 +287,58 @@ async def add_mailbox(request: Request, con: Console = Depends(console)) -> Resp
                                     security=values["security"], username=values["username"],
                                     password=str(form.get("password", "")))
         except (Invalid, NotFound) as exc:
-            return _mailbox_form(request, con, status=422, values=values, error=str(exc))
+            return _mailbox_form(request, con, status=422, kind="imap", values=values, error=str(exc))
     with write_transaction(rt.engine) as conn:
         audit.record(conn, con.org_id, con.user_id, "mailbox.add", f"mailbox {mb.id} (imap {values['username']})",
                      {"host": values["host"], "owner": values["owner"]})
     return back(f"/admin/mailboxes/{mb.id}", "added")
+
+
+@router.post("/mailboxes/caldav")
+async def add_caldav(request: Request, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    values = {k: str(form.get(k, "")) for k in ("owner", "url", "username", "sync")}
+    values["check"] = form.get("check") == "1"
+    try:
+        added = await run_in_threadpool(  # the check logs in to the CalDAV server
+            add_caldav_account, get_runtime(request), con, owner=values["owner"], url=values["url"],
+            username=values["username"], password=str(form.get("password", "")), check=values["check"],
+            sync=values["sync"] or "auto")
+    except (Invalid, NotFound) as exc:
+        return _mailbox_form(request, con, status=422, kind="caldav", values=values, error=str(exc))
+    return back(f"/admin/mailboxes/{added['id']}", "caldav_added")
+
+
+@router.post("/m365/tenants")
+async def add_tenant(request: Request, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    values = {k: str(form.get(k, "")).strip() for k in ("tenant_id", "client_id", "authority", "graph_url")}
+    values["check"] = form.get("check") == "1"
+    try:
+        await run_in_threadpool(  # the check asks Microsoft Entra for a token
+            add_m365_tenant, get_runtime(request), con, tenant_id=values["tenant_id"],
+            client_id=values["client_id"], secret=str(form.get("client_secret", "")),
+            authority=values["authority"] or None, graph_url=values["graph_url"] or None, check=values["check"])
+    except (Invalid, NotFound) as exc:
+        return _mailbox_form(request, con, status=422, kind="m365", values=values, error=str(exc))
+    return RedirectResponse("/admin/mailboxes/new?kind=m365&ok=tenant", status_code=303)
+
+
+@router.post("/mailboxes/m365")
+async def add_m365(request: Request, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    values = {k: str(form.get(k, "")).strip() for k in ("tenant", "owner", "user")}
+    values["imap"] = form.get("imap") == "1"
+    all_reps = values["owner"] == "*"
+    try:
+        added = add_m365_mailboxes(get_runtime(request), con, tenant=values["tenant"],
+                                   owner=None if all_reps else values["owner"], all_reps=all_reps,
+                                   user=values["user"] or None, imap=values["imap"])
+    except (Invalid, NotFound) as exc:
+        return _mailbox_form(request, con, status=422, kind="m365", values=values, error=str(exc))
+    if all_reps or len(added) != 1:
+        return back("/admin", "m365_all")
+    return back(f"/admin/mailboxes/{added[0]['id']}", "added")
 
 
 @router.get("/mailboxes/{mailbox_id}")
@@ -291,6 +348,7 @@ def mailbox_page(request: Request, mailbox_id: int, con: Console = Depends(conso
         rows = mailboxes.health(s, con.org_id, mailbox_id)
         if not rows:
             raise HTTPException(404, f"no mailbox {mailbox_id}")
+        with_sources(s, con.org_id, rows)
         detail = mailboxes.describe(s, mailboxes.get_mailbox(s, con.org_id, mailbox_id), with_folders=True)
     return render(request, "mailbox.html", con, mb=rows[0], folders=detail["folders"], unreadable=detail["unreadable"])
 

@@ -48,9 +48,13 @@ class Caller:
         return self.role == "admin"
 
 
-async def get_caller(rt: RuntimeDep,
+async def get_caller(request: Request,
                      creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
     """The calling user, from a personal access token or (Outlook add-in) a Microsoft Entra ID access token."""
+    return await caller_from(request.app.state.runtime, creds)
+
+
+async def caller_from(rt: Runtime, creds: HTTPAuthorizationCredentials | None) -> Caller:
     if creds is None or not creds.credentials:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
