@@ -266,6 +266,9 @@ def timeline_cmd(email: str, limit: Annotated[int, typer.Option(help="How many i
     if sm["colleagues"]:
         out.print("known by: " + ", ".join(f"{k['name'] or k['email']} ({k['interactions']})" for k in sm["colleagues"]),
                   highlight=False)
+    for m in data["upcoming"]:
+        out.print(f"upcoming: {m['occurred_at']:%Y-%m-%d %H:%M} {m['subject'] or '(no title)'}"
+                  + (f" — {m['location']}" if m.get("location") else ""), highlight=False)
     table = Table("when", "dir", "subject", "colleagues")
     for item in data["timeline"]["items"]:
         table.add_row(f"{item['occurred_at']:%Y-%m-%d %H:%M}", item["direction"], item["subject"] or "",

@@ -41,26 +41,14 @@ def add_caldav(
 ) -> None:
     """Add a rep's CalDAV account. The password comes from THREADLINE_CALDAV_PASSWORD or a prompt, never argv."""
     from app.services import calendars
-    from connectors.base import ConnectorError
 
     password = _password(f"CalDAV password for {username}: ")
     rt = _rt()
     with session(rt.engine) as s:
         try:
             o = org_service.the_org(s, org)
-            org_service.find_user(s, o.id, owner)
-            calendars.check_url(url)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
-        found: list[str] = []
-        if check:
-            try:
-                found = calendars.probe(url, username, password, owner)
-            except ConnectorError as exc:
-                _fail(f"cannot use this CalDAV account ({exc.kind}): {exc}")
-        try:
-            mb = calendars.add_caldav(s, rt.box, o, owner=owner, url=url, username=username, password=password,
-                                      sync=sync)
+            mb, found = calendars.connect_caldav(s, rt.box, o, owner=owner, url=url, username=username,
+                                                 password=password, check=check, sync=sync)
         except (Invalid, NotFound) as exc:
             _fail(str(exc))
     if check:

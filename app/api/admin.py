@@ -9,15 +9,36 @@ from contextlib import contextmanager
 from typing import Iterator, Literal, Optional
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from app.api.deps import AdminDep, RuntimeDep, read_conn
 from app.db import write_transaction
-from app.services import audit, mailboxes, orgs, privacy, rules
+from app.services import audit, calendars, mailboxes, orgs, privacy, rules
 from app.services.orgs import Invalid, NotFound
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+class RedactedRoute(APIRoute):
+    """Validation errors without the `input` FastAPI echoes by default: on these routes
+    a request body can carry a password or a client secret, which must never come back
+    in a response (a missing field's `input` is the whole body)."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
+                raise RequestValidationError(errors) from None
+
+        return route
+
+
+router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=RedactedRoute)
 
 
 @contextmanager
@@ -198,10 +219,31 @@ class NewPassword(BaseModel):
     password: str
 
 
+def with_sources(session: Session, org_id: int, rows: list[dict]) -> list[dict]:
+    """Add to health rows what identifies each mailbox's source, per kind, never a secret:
+    `account` (who signs in) and `location` (where), plus for CalDAV the `url`, for
+    Microsoft 365 the `tenant`, `user`, `mode` (app | delegated) and `protocol`."""
+    for row in rows:
+        mb = mailboxes.get_mailbox(session, org_id, row["id"])
+        if mb.kind == "caldav":
+            row.update(calendars.account_facts(mb))
+            row["account"], row["location"] = row["username"], row["url"]
+        elif mb.kind == "m365":
+            from app.services import m365
+
+            row.update(m365.mailbox_facts(session, mb))
+            row["account"] = row["user"]
+            row["location"] = (f"tenant {row['tenant']}" if row["mode"] == "app"
+                               else f"delegated sign-in ({row['tenant'] or 'organizations'})")
+        else:
+            row["account"], row["location"] = row.get("username"), row.get("server")
+    return rows
+
+
 @router.get("/mailboxes", summary="Sync health: one row per mailbox")
 def health(caller: AdminDep, rt: RuntimeDep) -> list[dict]:
     with Session(rt.engine) as s:
-        return mailboxes.health(s, caller.org_id)
+        return with_sources(s, caller.org_id, mailboxes.health(s, caller.org_id))
 
 
 @router.post("/mailboxes/test-imap", summary="Try DNS, TCP, TLS, login and folder listing; report each step")
@@ -229,12 +271,147 @@ def add_imap(caller: AdminDep, rt: RuntimeDep, body: NewImapMailbox) -> dict:
     return result
 
 
+class NewCalDavAccount(BaseModel):
+    owner: str = Field(..., description="The rep's email address")
+    url: str = Field(..., description="CalDAV server or account URL (http:// or https://)")
+    username: str
+    password: str = Field(..., json_schema_extra={"writeOnly": True})
+    check: bool = Field(True, description="Log in and list the calendars first; nothing is stored if that fails")
+    sync: Literal["auto", "ctag"] = "auto"
+
+
+def add_caldav_account(rt, caller, *, owner: str, url: str, username: str, password: str, check: bool,
+                       sync: str = "auto") -> dict:
+    """Shared by the API and the console; Invalid/NotFound propagate (nothing stored then)."""
+    with Session(rt.engine, expire_on_commit=False) as s:
+        org = orgs.the_org(s, caller.org_id)
+        mb, found = calendars.connect_caldav(s, rt.box, org, owner=owner, url=url, username=username,
+                                             password=password, check=check, sync=sync)
+        result = with_sources(s, caller.org_id, [mailboxes.describe(s, mb)])[0]
+    # The session is closed first: on SQLite it would hold the write lock the audit entry needs.
+    with write_transaction(rt.engine) as conn:
+        audit.record(conn, caller.org_id, caller.user_id, "mailbox.add",
+                     f"mailbox {mb.id} (caldav {mb.config['username']})",
+                     {"url": mb.config["url"], "owner": owner, "checked": check})
+    return {**result, "calendars": found}
+
+
+@router.post("/mailboxes/caldav", status_code=201,
+             summary="Add a rep's CalDAV calendar account (check=true logs in and lists the calendars first; "
+                     "the password is stored encrypted)")
+def add_caldav(caller: AdminDep, rt: RuntimeDep, body: NewCalDavAccount) -> dict:
+    try:
+        return add_caldav_account(rt, caller, owner=body.owner, url=body.url, username=body.username,
+                                  password=body.password, check=body.check, sync=body.sync)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except Invalid as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+class NewM365Tenant(BaseModel):
+    tenant_id: str = Field(..., description="Directory (tenant) id or domain")
+    client_id: str = Field(..., description="Application (client) id of the app registration")
+    client_secret: str = Field(..., json_schema_extra={"writeOnly": True})
+    authority: Optional[str] = Field(None, description="Sign-in authority URL (national clouds); "
+                                                       "default https://login.microsoftonline.com/TENANT")
+    graph_url: Optional[str] = Field(None, description="Graph endpoint (national clouds); "
+                                                       "default https://graph.microsoft.com/v1.0")
+    check: bool = Field(True, description="Fetch a token from Microsoft Entra first; nothing is stored if that fails")
+
+
+class NewM365Mailboxes(BaseModel):
+    tenant: str = Field(..., description="A connected tenant: its tenant id or its number")
+    owner: Optional[str] = Field(None, description="The rep's email address (or all_reps=true)")
+    all_reps: bool = Field(False, description="Every enabled rep without a mailbox through this tenant yet")
+    user: Optional[str] = Field(None, description="The mailbox address if it differs from the rep's address")
+    imap: bool = Field(False, description="Read mail over Exchange Online IMAP instead of Graph (no calendar)")
+
+
+def add_m365_tenant(rt, caller, *, tenant_id: str, client_id: str, secret: str, authority: str | None,
+                    graph_url: str | None, check: bool) -> dict:
+    """Connect (or re-key) a tenant app; shared by the API and the console."""
+    from app.services import m365
+
+    with Session(rt.engine, expire_on_commit=False) as s:
+        org = orgs.the_org(s, caller.org_id)
+        s.commit()  # on SQLite a transaction holds the write lock: not over the request to Microsoft
+        tenant = m365.add_tenant(s, rt.box, org, tenant_id=tenant_id, client_id=client_id, secret=secret,
+                                 authority=authority or None, graph_url=graph_url or None, check=check)
+        result = m365.describe_tenant(tenant)
+    with write_transaction(rt.engine) as conn:
+        audit.record(conn, caller.org_id, caller.user_id, "m365.tenant_add",
+                     f"m365 tenant {tenant.id} ({tenant.tenant_id})",
+                     {"client_id": tenant.client_id, "auth_kind": tenant.auth_kind, "checked": check})
+    return result
+
+
+def add_m365_mailboxes(rt, caller, *, tenant: str, owner: str | None, all_reps: bool, user: str | None = None,
+                       imap: bool = False) -> list[dict]:
+    """A rep's tenant-wide mailbox, or one for every enabled rep; shared by the API and the console."""
+    from app.services import m365
+
+    if not all_reps and not (owner or "").strip():
+        raise Invalid("give the rep (owner) or choose all reps")
+    with Session(rt.engine, expire_on_commit=False) as s:
+        org = orgs.the_org(s, caller.org_id)
+        t = m365.find_tenant(s, caller.org_id, tenant)
+        if all_reps:
+            added = m365.add_all_reps(s, org, t)
+        else:
+            added = [m365.add_tenant_mailbox(s, org, owner=owner, tenant=t, user=user or None, imap=imap)]
+        result = with_sources(s, caller.org_id, [mailboxes.describe(s, mb) for mb in added])
+        tenant_name = t.tenant_id
+    with write_transaction(rt.engine) as conn:
+        for mb, row in zip(added, result):
+            audit.record(conn, caller.org_id, caller.user_id, "mailbox.add", f"mailbox {mb.id} (m365 {row['user']})",
+                         {"tenant": tenant_name, "owner": row["owner"], "protocol": row["protocol"],
+                          "all_reps": all_reps})
+    return result
+
+
+@router.get("/m365/tenants", summary="Connected Microsoft 365 tenant apps (never their credentials)")
+def list_m365_tenants(caller: AdminDep, rt: RuntimeDep) -> list[dict]:
+    from app.services import m365
+
+    with Session(rt.engine) as s:
+        return m365.list_tenants(s, caller.org_id)
+
+
+@router.post("/m365/tenants", status_code=201,
+             summary="Connect a Microsoft 365 tenant app (application permissions) or replace its secret; "
+                     "check=true fetches a token first")
+def add_tenant(caller: AdminDep, rt: RuntimeDep, body: NewM365Tenant) -> dict:
+    try:
+        return add_m365_tenant(rt, caller, tenant_id=body.tenant_id, client_id=body.client_id,
+                               secret=body.client_secret, authority=body.authority, graph_url=body.graph_url,
+                               check=body.check)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except Invalid as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+@router.post("/mailboxes/m365", status_code=201,
+             summary="Add Microsoft 365 mailboxes read through a connected tenant app: one rep, or all_reps "
+                     "(a rep's own device-code sign-in is CLI only: threadline mailbox add-m365 --client-id)")
+def add_m365(caller: AdminDep, rt: RuntimeDep, body: NewM365Mailboxes) -> list[dict]:
+    try:
+        return add_m365_mailboxes(rt, caller, tenant=body.tenant, owner=body.owner, all_reps=body.all_reps,
+                                  user=body.user, imap=body.imap)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except Invalid as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
 @router.get("/mailboxes/{mailbox_id}", summary="One mailbox: health, folders with cursors, unreadable messages")
 def mailbox_detail(caller: AdminDep, rt: RuntimeDep, mailbox_id: int) -> dict:
     with Session(rt.engine) as s:
         rows = mailboxes.health(s, caller.org_id, mailbox_id)
         if not rows:
             raise HTTPException(404, f"no mailbox {mailbox_id}")
+        with_sources(s, caller.org_id, rows)
         detail = mailboxes.describe(s, mailboxes.get_mailbox(s, caller.org_id, mailbox_id), with_folders=True)
         return {**rows[0], **{k: detail[k] for k in ("folders", "unreadable")}}
 

@@ -252,10 +252,12 @@ def _mailbox_form(request, con, status: int = 200, *, kind: str = "imap", **ctx)
     from app.services import m365
 
     rt = get_runtime(request)
+    # Read-only: this page is also rendered while a failed add's session still holds
+    # the SQLite write lock (an ordinary Session would wait for it).
     with read_only(rt.engine) as conn:
         users = [u for u in orgs.list_users(conn, con.org_id) if u["active"]]
-    with Session(rt.engine) as s:
-        tenants = m365.list_tenants(s, con.org_id)
+        with Session(bind=conn) as s:
+            tenants = m365.list_tenants(s, con.org_id)
     ctx.setdefault("values", {"port": 993, "security": "tls"} if kind == "imap" else {})
     return render(request, "mailbox_new.html", con, status=status, users=users, kind=kind, tenants=tenants,
                   **ctx)

@@ -23,6 +23,15 @@ def check_url(url: str) -> str:
     return url
 
 
+def _check_settings(url: str, username: str, sync: str) -> str:
+    url = check_url(url)
+    if not (username or "").strip():
+        raise Invalid("the CalDAV username is required")
+    if sync not in ("auto", "ctag"):
+        raise Invalid("sync must be auto (sync-token where offered) or ctag")
+    return url
+
+
 def probe(url: str, username: str, password: str, owner: str | None = None) -> list[str]:
     """Log in and list the account's calendars now; raises a ConnectorError (auth,
     transient, ...) when that fails. Returns the calendars' paths."""
@@ -36,13 +45,39 @@ def probe(url: str, username: str, password: str, owner: str | None = None) -> l
         close_quietly(conn)
 
 
+def connect_caldav(session: Session, box: SecretBox, org: Organisation, *, owner: str, url: str, username: str,
+                   password: str, check: bool = True, sync: str = "auto") -> tuple[Mailbox, list[str]]:
+    """Add a rep's CalDAV account the way every front end does (CLI, API, console):
+    the owner and URL are checked first; with `check`, log in and list the calendars
+    now, and store nothing if that fails (Invalid, naming the error kind). Returns the
+    account and the calendars found (empty without `check`). The password is never
+    part of any message."""
+    from connectors.base import ConnectorError
+
+    find_user(session, org.id, owner)
+    url = _check_settings(url, username, sync)
+    found: list[str] = []
+    if check:
+        # End the transaction first: on SQLite each one holds the write lock (BEGIN
+        # IMMEDIATE), which must not wait on a remote server.
+        session.commit()
+        try:
+            found = probe(url, username, password, owner)
+        except ConnectorError as exc:
+            raise Invalid(f"cannot use this CalDAV account ({exc.kind}): {exc}") from exc
+    mailbox = add_caldav(session, box, org, owner=owner, url=url, username=username, password=password, sync=sync)
+    return mailbox, found
+
+
+def account_facts(mailbox: Mailbox) -> dict:
+    """What identifies a CalDAV account on the admin pages (never the password)."""
+    config = mailbox.config or {}
+    return {"url": config.get("url"), "username": config.get("username"), "sync_mode": config.get("sync", "auto")}
+
+
 def add_caldav(session: Session, box: SecretBox, org: Organisation, *, owner: str, url: str, username: str,
                password: str, sync: str = "auto") -> Mailbox:
-    url = check_url(url)
-    if not username.strip():
-        raise Invalid("the CalDAV username is required")
-    if sync not in ("auto", "ctag"):
-        raise Invalid("sync must be auto (sync-token where offered) or ctag")
+    url = _check_settings(url, username, sync)
     user = find_user(session, org.id, owner)
     config = {"url": url, "username": username.strip()}
     if sync != "auto":

@@ -83,6 +83,36 @@ def find_tenant(session: Session, org_id: int, ref: str) -> M365Tenant:
     return found
 
 
+def list_tenants(session: Session, org_id: int) -> list[dict]:
+    """The organisation's tenant apps with their mailbox counts (never the credential)."""
+    tenants = session.exec(select(M365Tenant).where(M365Tenant.org_id == org_id).order_by(M365Tenant.id)).all()
+    out = []
+    for t in tenants:
+        count = len(session.exec(select(Mailbox.id).where(Mailbox.org_id == org_id,
+                                                          Mailbox.tenant_ref == t.id)).all())
+        out.append(describe_tenant(t) | {"mailboxes": count})
+    return out
+
+
+def describe_tenant(tenant: M365Tenant) -> dict:
+    config = tenant.config or {}
+    return {"id": tenant.id, "tenant_id": tenant.tenant_id, "client_id": tenant.client_id,
+            "auth_kind": tenant.auth_kind, "authority": config.get("authority"),
+            "graph_url": config.get("graph_url"), "created_at": tenant.created_at}
+
+
+def mailbox_facts(session: Session, mailbox: Mailbox) -> dict:
+    """What identifies a Microsoft 365 mailbox on the admin pages: the tenant, the
+    mailbox address, app or delegated access, Graph or IMAP (never a secret)."""
+    config = mailbox.config or {}
+    tenant = session.get(M365Tenant, mailbox.tenant_ref) if mailbox.tenant_ref else None
+    if tenant is not None and tenant.org_id != mailbox.org_id:
+        tenant = None
+    return {"tenant": tenant.tenant_id if tenant else config.get("tenant_id"),
+            "tenant_ref": tenant.id if tenant else None, "user": config.get("user"),
+            "mode": config.get("mode", "app"), "protocol": config.get("protocol", "graph")}
+
+
 def _existing(session: Session, owner: User, *, tenant_ref: int | None, protocol: str) -> Mailbox | None:
     for mb in session.exec(select(Mailbox).where(Mailbox.owner_id == owner.id, Mailbox.kind == "m365")).all():
         if (mb.config or {}).get("protocol", "graph") == protocol and mb.tenant_ref == tenant_ref:

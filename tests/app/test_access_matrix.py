@@ -18,7 +18,7 @@ from sqlalchemy import insert, text
 from app.api import create_app
 from app.db import session, write_transaction
 from app.models import Company, Contact, ContactAddress, Interaction, Participant
-from app.services import mailboxes, orgs, rules
+from app.services import m365, mailboxes, orgs, rules
 from tests.world import make_world
 
 PUBLIC, USER, ADMIN, CONSOLE, WEBHOOK = "public", "user", "admin", "console", "webhook"
@@ -32,6 +32,13 @@ def uniq(prefix: str = "n") -> str:
 
 def imap_body():
     return {"host": "127.0.0.1", "port": 1, "security": "none", "username": "u", "password": "pw-matrix"}
+
+
+def caldav_body():  # check off: nothing listens there
+    return {"owner": "rep@ourco.com", "url": "http://127.0.0.1:1/", "username": "u", "password": "pw-matrix"}
+
+
+MATRIX_TENANT = "matrix-tenant"  # connected for the first organisation by the env fixture
 
 
 EXPECT: dict[tuple[str, str], dict] = {
@@ -95,6 +102,14 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/api/admin/mailboxes/{mailbox_id}/sync"): {"auth": ADMIN},
     ("PUT", "/api/admin/mailboxes/{mailbox_id}/password"): {"auth": ADMIN, "json": {"password": "pw-matrix"}},
     ("DELETE", "/api/admin/mailboxes/{mailbox_id}"): {"auth": ADMIN},
+    ("POST", "/api/admin/mailboxes/caldav"): {"auth": ADMIN, "json": lambda: {**caldav_body(), "check": False},
+                                              "other": (404,)},
+    ("GET", "/api/admin/m365/tenants"): {"auth": ADMIN},
+    ("POST", "/api/admin/m365/tenants"): {"auth": ADMIN, "json": lambda: {"tenant_id": uniq("tn"), "client_id": "app",
+                                                                          "client_secret": "s-matrix",
+                                                                          "check": False}},
+    ("POST", "/api/admin/mailboxes/m365"): {"auth": ADMIN, "json": {"tenant": MATRIX_TENANT, "all_reps": True},
+                                            "other": (404,)},
     ("GET", "/api/admin/rules"): {"auth": ADMIN},
     ("POST", "/api/admin/rules"): {"auth": ADMIN, "json": lambda: {"value": f"{uniq('d')}.example"}},
     ("DELETE", "/api/admin/rules/{rule_id}"): {"auth": ADMIN},
@@ -113,6 +128,11 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/admin/mailboxes"): {"auth": CONSOLE, "form": {**imap_body(), "owner": "rep@ourco.com"},
                                    "other": (422,)},
     ("GET", "/admin/mailboxes/{mailbox_id}"): {"auth": CONSOLE},
+    ("POST", "/admin/mailboxes/caldav"): {"auth": CONSOLE, "form": caldav_body, "other": (422,)},
+    ("POST", "/admin/m365/tenants"): {"auth": CONSOLE, "form": lambda: {"tenant_id": uniq("tn"), "client_id": "app",
+                                                                        "client_secret": "s-matrix"}},
+    ("POST", "/admin/mailboxes/m365"): {"auth": CONSOLE, "form": {"tenant": MATRIX_TENANT, "owner": "*"},
+                                        "other": (422,)},
     ("POST", "/admin/mailboxes/{mailbox_id}/{action}"): {"auth": CONSOLE, "params": {"action": "pause"}},
     ("GET", "/admin/org"): {"auth": CONSOLE},
     ("POST", "/admin/org"): {"auth": CONSOLE, "form": {"backfill_days": "300"}},
@@ -156,6 +176,8 @@ def env(tmp_path_factory):
         rep = orgs.find_user(s, w.org_id, "rep@ourco.com")
         tokens = {"rep": orgs.issue_token(s, rep), "admin": orgs.issue_token(s, s.get(orgs.User, admin_id)),
                   "other": orgs.issue_token(s, other_admin)}
+        m365.add_tenant(s, w.rt.box, orgs.the_org(s, w.org_id), tenant_id=MATRIX_TENANT, client_id="matrix-app",
+                        secret="s-matrix", check=False)
     now = datetime.now(timezone.utc)
     with write_transaction(w.rt.engine) as conn:
         company = conn.execute(insert(Company.__table__).values(org_id=w.org_id, domain="acme-org1.com",

@@ -61,6 +61,10 @@ def test_add_caldav_sync_and_list(tmp_path, caldav_user):
     assert "password" not in json.dumps(row)
 
     timeline = json.loads(cli(d, "timeline", "jane@acme.com", "--json").stdout)
-    assert [(i["subject"]) for i in timeline["timeline"]["items"]] == ["Demo"]
+    # The meeting is ahead: listed apart from the timeline, which holds what already happened.
+    assert [i["subject"] for i in timeline["upcoming"]] == ["Demo"] and timeline["timeline"]["items"] == []
+    assert timeline["next_meeting"]["subject"] == "Demo"
+    text = cli(d, "timeline", "jane@acme.com").stdout
+    assert "upcoming:" in text and "Demo" in text
     table = cli(d, "calendar", "list")
     assert table.returncode == 0 and "alice@ourco.com" in table.stdout and "active" in table.stdout
