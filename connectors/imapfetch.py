@@ -75,8 +75,10 @@ def send_fetch(imap: imaplib.IMAP4, uids: list[int], items: str) -> bytes:
     return tag
 
 
-def read_fetch(imap: imaplib.IMAP4, tag: bytes) -> dict[int, dict]:
-    out: dict[int, dict] = {}
+def _responses(imap: imaplib.IMAP4, tag: bytes):
+    """The untagged responses to the command `tag`, each as its lines and literals
+    in order: [line, literal, line, ..., line] (a literal follows the line that
+    announced it). Returns at the tagged OK; raises on NO/BAD or a closed link."""
     readline, read = imap.readline, imap.read
     while True:
         line = readline()
@@ -86,29 +88,29 @@ def read_fetch(imap: imaplib.IMAP4, tag: bytes) -> dict[int, dict]:
             status = line[len(tag) + 1:].split(b" ", 1)[0].upper()
             if status != b"OK":
                 raise FetchFailed(line.decode("utf-8", "replace").strip())
-            return out
-        if not _FETCH_START.match(line):
-            # Another untagged response (EXISTS, EXPUNGE, FLAGS): may still carry a literal.
+            return
+        parts = [line]
+        m = _LITERAL_END.search(line)
+        while m:
+            parts.append(read(int(m.group(1))))
+            line = readline()
+            parts.append(line)
             m = _LITERAL_END.search(line)
-            while m:
-                read(int(m.group(1)))
-                line = readline()
-                m = _LITERAL_END.search(line)
-            continue
-        text_parts = []
+        yield parts
+
+
+def read_fetch(imap: imaplib.IMAP4, tag: bytes) -> dict[int, dict]:
+    out: dict[int, dict] = {}
+    for parts in _responses(imap, tag):
+        if not _FETCH_START.match(parts[0]):
+            continue  # another untagged response (EXISTS, EXPUNGE, FLAGS)
+        lines = parts[0::2]
         values: dict = {}
-        while True:
-            m = _LITERAL_END.search(line)
-            if not m:
-                text_parts.append(line)
-                break
-            section = _SECTION_BEFORE_LITERAL.search(line)
-            literal = read(int(m.group(1)))
+        for announcing, literal in zip(lines, parts[1::2]):
+            section = _SECTION_BEFORE_LITERAL.search(announcing)
             if section:
                 values[section.group(1).upper()] = literal
-            text_parts.append(line[:m.start()])
-            line = readline()
-        text = b" ".join(text_parts)
+        text = b" ".join(line[:m.start()] if (m := _LITERAL_END.search(line)) else line for line in lines)
         uid = _UID.search(text)
         if not uid:
             continue  # an unsolicited FETCH (flag change) without UID
@@ -118,6 +120,7 @@ def read_fetch(imap: imaplib.IMAP4, tag: bytes) -> dict[int, dict]:
         if date:
             values[b"INTERNALDATE"] = date.group(1)
         out[int(uid.group(1))] = values
+    return out
 
 
 # --- BODYSTRUCTURE (invitations in mail) -------------------------------------------
@@ -130,26 +133,12 @@ def read_structures(imap: imaplib.IMAP4, tag: bytes) -> dict[int, list]:
     """Read the answer to `UID FETCH ... (BODYSTRUCTURE)`: uid -> the structure as
     nested lists (strings as bytes, NIL as None). Literals are kept in place."""
     out: dict[int, list] = {}
-    readline, read = imap.readline, imap.read
-    while True:
-        line = readline()
-        if not line:
-            raise imaplib.IMAP4.abort("connection closed during FETCH")
-        if line.startswith(tag + b" "):
-            status = line[len(tag) + 1:].split(b" ", 1)[0].upper()
-            if status != b"OK":
-                raise FetchFailed(line.decode("utf-8", "replace").strip())
-            return out
-        segments: list = []
-        m = _LITERAL_END.search(line)
-        while m:
-            segments.append(line[:m.start()])
-            segments.append(bytearray(read(int(m.group(1)))))  # a literal: one string token
-            line = readline()
-            m = _LITERAL_END.search(line)
-        segments.append(line)
-        if not _FETCH_START.match(segments[0] if isinstance(segments[0], bytes) else b""):
+    for parts in _responses(imap, tag):
+        if not _FETCH_START.match(parts[0]):
             continue
+        # Lines lose the literal announcement; a literal is one string token.
+        segments = [bytearray(p) if i % 2 else (p[:m.start()] if (m := _LITERAL_END.search(p)) else p)
+                    for i, p in enumerate(parts)]
         # Most structures hold no calendar part: skip them without parsing.
         if not any(_MAY_BE_CALENDAR.search(seg) for seg in segments if not isinstance(seg, bytearray)):
             continue
@@ -170,6 +159,7 @@ def read_structures(imap: imaplib.IMAP4, tag: bytes) -> dict[int, list]:
                 structure = value
         if uid is not None and isinstance(structure, list):
             out[uid] = structure
+    return out
 
 
 def _parse_segments(segments: list) -> list:
