@@ -52,8 +52,9 @@ def _wake(request: Request) -> None:
         service.wake()
 
 
-@router.post("/graph/notifications", include_in_schema=False)
-async def notifications(request: Request, background: BackgroundTasks) -> Response:
+async def _accept(request: Request, background: BackgroundTasks, handle) -> Response:
+    """Graph's contract for both endpoints: echo a validationToken, else take the
+    items and answer 202 at once; `handle(rt, items)` runs afterwards."""
     answer = _validation(request)
     if answer is not None:
         return answer
@@ -63,36 +64,36 @@ async def notifications(request: Request, background: BackgroundTasks) -> Respon
     rt = request.app.state.runtime
 
     def act() -> None:
-        from sync.engine import request_sync
-        from sync.graph_push import verified
-
-        for mailbox_id in sorted({mid for _, mid in verified(rt, items)}):
-            request_sync(rt.engine, mailbox_id)
+        handle(rt, items)
         _wake(request)
 
     background.add_task(run_in_threadpool, act)
     return Response(status_code=202)
+
+
+def _sync_changed(rt, items) -> None:
+    from sync.engine import request_sync
+    from sync.graph_push import verified
+
+    for mailbox_id in sorted({mid for _, mid in verified(rt, items)}):
+        request_sync(rt.engine, mailbox_id)
+
+
+def _lifecycle_events(rt, items) -> None:
+    from sync.graph_push import handle_lifecycle, verified
+
+    for item, mailbox_id in verified(rt, items):
+        try:
+            handle_lifecycle(rt, item, mailbox_id)
+        except Exception:  # noqa: BLE001 - one item never stops the others
+            log.exception("Graph lifecycle notification for mailbox %s failed", mailbox_id)
+
+
+@router.post("/graph/notifications", include_in_schema=False)
+async def notifications(request: Request, background: BackgroundTasks) -> Response:
+    return await _accept(request, background, _sync_changed)
 
 
 @router.post("/graph/lifecycle", include_in_schema=False)
 async def lifecycle(request: Request, background: BackgroundTasks) -> Response:
-    answer = _validation(request)
-    if answer is not None:
-        return answer
-    items = await _items(request)
-    if items is None:
-        return Response(status_code=400)
-    rt = request.app.state.runtime
-
-    def act() -> None:
-        from sync.graph_push import handle_lifecycle, verified
-
-        for item, mailbox_id in verified(rt, items):
-            try:
-                handle_lifecycle(rt, item, mailbox_id)
-            except Exception:  # noqa: BLE001 - one item never stops the others
-                log.exception("Graph lifecycle notification for mailbox %s failed", mailbox_id)
-        _wake(request)
-
-    background.add_task(run_in_threadpool, act)
-    return Response(status_code=202)
+    return await _accept(request, background, _lifecycle_events)
