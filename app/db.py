@@ -207,3 +207,17 @@ def sqlite_path(url: str) -> str | None:
         return None
     path = url.split("///", 1)[-1]
     return path if path and path != ":memory:" else None
+
+
+_PG_SQL: dict[str, str] = {}
+
+
+def raw_rows(conn, sql: str, params: tuple = ()) -> list:
+    """Rows of hand-written SQL (with ? placeholders) run straight on the driver,
+    for hot reads where compiling SQLAlchemy statements costs more than running
+    them. conn is a SQLAlchemy Connection or a SqliteReader."""
+    if isinstance(conn, SqliteReader):
+        return conn.rows(sql, params)
+    if conn.dialect.name != "sqlite":
+        sql = _PG_SQL.get(sql) or _PG_SQL.setdefault(sql, sql.replace("?", "%s"))
+    return conn.exec_driver_sql(sql, params).fetchall()

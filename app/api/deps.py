@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Connection
 
-from app.db import read_only
+from app.db import raw_rows, read_only
 from app.models import ApiToken, User
 from app.runtime import Runtime
 from app.services.orgs import TOKEN_PREFIX, hash_token
@@ -82,10 +82,8 @@ _TOKEN_SQL = ("SELECT u.id, u.org_id, u.email, u.role FROM apitoken t JOIN app_u
 
 
 def _token_owner(conn, token_hash: str):
-    if conn.dialect.name == "sqlite":
-        rows = conn.rows(_TOKEN_SQL, (token_hash, True))
-        return rows[0] if rows else None
-    return conn.exec_driver_sql(_TOKEN_SQL.replace("?", "%s"), (token_hash, True)).first()
+    rows = raw_rows(conn, _TOKEN_SQL, (token_hash, True))
+    return rows[0] if rows else None
 
 
 async def run_db(rt: Runtime, func, *args):

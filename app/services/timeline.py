@@ -14,7 +14,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 
 from app.models import Company, Contact, ContactAddress, Interaction, Participant, User
-from app.db import SqliteReader, db_time
+from app.db import db_time, raw_rows as _sql
 from sync.addresses import normalise
 
 C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
@@ -39,26 +39,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         return datetime.fromisoformat(stamp), int(iid)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadCursor("invalid page cursor") from exc
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def _sql(conn, sql: str, params: tuple = ()) -> list:
-    """Run hand-written SQL straight on the driver: the lookup path is hot, and
-    compiling SQLAlchemy statements cost more than running them (bench/api_lookup.py).
-    conn is a SQLAlchemy Connection or, on the API's hot path, app.db.SqliteReader."""
-    if isinstance(conn, SqliteReader):
-        return conn.rows(sql, params)
-    if conn.dialect.name != "sqlite":
-        sql = _PG_SQL.get(sql) or _PG_SQL.setdefault(sql, sql.replace("?", "%s"))
-    return conn.exec_driver_sql(sql, params).fetchall()
-
-
-_PG_SQL: dict[str, str] = {}
 
 
 def _ts(value) -> datetime | None:
