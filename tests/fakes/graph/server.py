@@ -750,14 +750,20 @@ class FakeGraph:
         offset, ids = state["offset"], state["ids"]
         chunk = ids[offset:offset + size]
         parts = []
+        # Without Prefer: IdType="ImmutableId" Graph hands out ids that change when
+        # a message moves to another folder; the fake makes them folder-bound too.
+        immutable = kind != "messages" or 'idtype="immutableid"' in request.headers.get("prefer", "").lower()
+
+        def visible(item_id: str) -> str:
+            return item_id if immutable else f"{state['folder']}~{item_id}"
         with self.lock:
             for item_id in chunk:
                 if kind == "messages":
                     live = box.messages[state["folder"]].get(item_id)
                     if live is None:
                         if item_id in box.removed[state["folder"]]:
-                            parts.append(b'{"@odata.type":"#microsoft.graph.message","id":' + json.dumps(item_id)
-                                         .encode() + b',"@removed":{"reason":"deleted"}}')
+                            parts.append(b'{"@odata.type":"#microsoft.graph.message","id":' + json.dumps(
+                                visible(item_id)).encode() + b',"@removed":{"reason":"deleted"}}')
                         continue
                 else:
                     live = box.events.get(item_id)
@@ -767,10 +773,11 @@ class FakeGraph:
                                          .encode() + b',"@removed":{"reason":"deleted"}}')
                         continue
                 seq, item = live
-                key = (item_id, seq, state["select"])
+                key = (item_id, seq, state["select"], immutable)
                 raw = self.page_cache.get(key)
                 if raw is None:
                     clean = {k: v for k, v in item.items() if not k.startswith("_") and v is not None}
+                    clean["id"] = visible(item_id)
                     raw = json.dumps(self._select(clean, state["select"]), separators=(",", ":")).encode()
                     self.page_cache[key] = raw
                 parts.append(raw)
@@ -793,11 +800,11 @@ class FakeGraph:
             for items in box.messages.values():
                 for mid, (seq, item) in items.items():
                     clean = {k: v for k, v in item.items() if not k.startswith("_") and v is not None}
-                    self.page_cache[(mid, seq, select)] = json.dumps(self._select(clean, select),
+                    self.page_cache[(mid, seq, select, True)] = json.dumps(self._select(clean, select),
                                                                      separators=(",", ":")).encode()
             for eid, (seq, item) in box.events.items():
                 clean = {k: v for k, v in item.items() if not k.startswith("_") and v is not None}
-                self.page_cache[(eid, seq, None)] = json.dumps(clean, separators=(",", ":")).encode()
+                self.page_cache[(eid, seq, None, True)] = json.dumps(clean, separators=(",", ":")).encode()
 
 
 # Windows zone names Outlook writes, for the events the fake creates in a local zone.
