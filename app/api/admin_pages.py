@@ -15,6 +15,7 @@ import hmac
 import json
 import secrets
 import time
+from contextlib import contextmanager
 from datetime import timezone
 from pathlib import Path
 from typing import Optional
@@ -475,25 +476,29 @@ async def user_action(request: Request, user_id: int, action: str, con: Console 
     return back("/admin/users", ok)
 
 
+@contextmanager
+def _changing(request: Request):
+    """A write transaction whose NotFound (another organisation's id, or a stale page) answers 404."""
+    try:
+        with write_transaction(get_runtime(request).engine) as conn:
+            yield conn
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
 @router.post("/aliases/{alias_id}/delete")
 async def alias_delete(request: Request, alias_id: int, con: Console = Depends(console)) -> Response:
     await _form(request)
-    try:
-        with write_transaction(get_runtime(request).engine) as conn:
-            orgs.remove_alias(conn, con.org_id, alias_id, actor_id=con.user_id)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    with _changing(request) as conn:
+        orgs.remove_alias(conn, con.org_id, alias_id, actor_id=con.user_id)
     return back("/admin/users", "alias_removed")
 
 
 @router.post("/tokens/{token_id}/revoke")
 async def token_revoke(request: Request, token_id: int, con: Console = Depends(console)) -> Response:
     await _form(request)
-    try:
-        with write_transaction(get_runtime(request).engine) as conn:
-            orgs.revoke_token(conn, con.org_id, token_id, actor_id=con.user_id)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    with _changing(request) as conn:
+        orgs.revoke_token(conn, con.org_id, token_id, actor_id=con.user_id)
     return back("/admin/users", "revoked")
 
 
@@ -544,11 +549,8 @@ async def rules_settings(request: Request, con: Console = Depends(console)) -> R
 @router.post("/rules/{rule_id}/delete")
 async def rules_delete(request: Request, rule_id: int, con: Console = Depends(console)) -> Response:
     await _form(request)
-    try:
-        with write_transaction(get_runtime(request).engine) as conn:
-            rules.remove_rule(conn, con.org_id, rule_id, actor_id=con.user_id)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    with _changing(request) as conn:
+        rules.remove_rule(conn, con.org_id, rule_id, actor_id=con.user_id)
     return back("/admin/rules", "rule_removed")
 
 
