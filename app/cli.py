@@ -42,6 +42,14 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _the_org(s, org: int | None):
+    """The organisation the command is about, or a clear error."""
+    try:
+        return org_service.the_org(s, org)
+    except (Invalid, NotFound) as exc:
+        _fail(str(exc))
+
+
 def _json_default(value):
     if isinstance(value, datetime):
         return value.isoformat()
@@ -167,10 +175,7 @@ def mailbox_list(org: OrgOpt = None,
 
     rt = _rt()
     with session(rt.engine) as s:
-        try:
-            o = org_service.the_org(s, org)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
+        o = _the_org(s, org)
         rows = [mailboxes.describe(s, m) for m in s.exec(select(Mailbox).where(Mailbox.org_id == o.id)
                                                           .order_by(Mailbox.id)).all()]
     if as_json:
@@ -246,10 +251,7 @@ def timeline_cmd(email: str, limit: Annotated[int, typer.Option(help="How many i
 
     rt = _rt()
     with session(rt.engine) as s:
-        try:
-            o = org_service.the_org(s, org)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
+        o = _the_org(s, org)
     with read_only(rt.engine) as conn:
         data = lookup(conn, o.id, email, limit)
     if data is None:

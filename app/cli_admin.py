@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from app.cli import _fail, _json_default, _rt, app, err, mailbox_app, org_app, out, user_app, OrgOpt  # noqa: F401
+from app.cli import _fail, _json_default, _rt, _the_org, app, err, mailbox_app, org_app, out, user_app, OrgOpt  # noqa: F401
 from app.db import read_only, session, write_transaction
 from app.services import orgs as org_service
 from app.services.orgs import Invalid, NotFound
@@ -26,10 +26,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 def _org_id(rt, org: int | None) -> int:
     with session(rt.engine) as s:
-        try:
-            return org_service.the_org(s, org).id
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
+        return _the_org(s, org).id
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from app.cli import OrgOpt, _fail, _json_default, _rt, app, err, out
+from app.cli import OrgOpt, _fail, _json_default, _rt, _the_org, app, err, out
 from app.db import session
 from app.services import orgs as org_service
 from app.services.orgs import Invalid, NotFound
@@ -65,10 +65,7 @@ def list_calendars(org: OrgOpt = None,
 
     rt = _rt()
     with session(rt.engine) as s:
-        try:
-            o = org_service.the_org(s, org)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
+        o = _the_org(s, org)
         rows = calendars.describe_all(s, o.id)
     if as_json:
         out.print_json(json.dumps(rows, default=_json_default))
