@@ -51,3 +51,12 @@ def test_relisting_one_calendar_never_touches_meetings_kept_from_a_removed_mailb
     relisted = Batch(records=[meeting("b", uid="bobs@acme.com")], bad=[], cursor={}, backfill_done=True, reset=True)
     assert world.sync(bob, connector_factory=lambda *a: ScriptedCalendar([relisted])).ok
     assert sorted(m[0] for m in _meetings(world)) == ["ical:bobs@acme.com", "ical:kept@acme.com"]
+
+
+def test_invitations_in_mail_use_the_organisations_calendar_window():
+    from connectors.factory import build_connector
+
+    window = {"past_days": 30, "future_days": 7}
+    mailbox = {"kind": "imap", "config": {"host": "imap.example.com", "port": 993, "username": "u"},
+               "window": window}
+    assert build_connector(mailbox, "secret", want_snippet=False).calendar_window == window
