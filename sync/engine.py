@@ -21,14 +21,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from app.crypto import SecretBox
 from app.db import insert_ignore, read_only, write_transaction
 from app.models.base import utcnow
-from app.models import (FolderState, Interaction, InteractionSource, M365Tenant, Mailbox, Organisation, Participant,
-                        SyncIssue, User, UserAlias)
+from app.models import (FolderState, Interaction, InteractionSource, M365Tenant, Mailbox, Organisation, SyncIssue,
+                        User, UserAlias)
 from connectors.base import Batch, ConnectorError, Folder, MeetingRecord, MessageRecord, close_quietly
 from connectors.factory import build_connector, events
-from sync import exclusions, metrics, stats
+from sync import exclusions, metrics
 from sync.addresses import FREE_MAIL_DOMAINS
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
-from sync.meetings import ingest_meetings, remove_copies
+from sync.meetings import drop_meetings_without_copies, ingest_meetings, remove_copies
 
 log = logging.getLogger("threadline.sync")
 MAILBOX = Mailbox.__table__
@@ -363,22 +363,9 @@ def _drop_meetings_without_copies(engine: Engine, org_id: int, candidates: set[i
     """After a folder was listed again from scratch (its cursor had expired), a
     meeting it held that was deleted meanwhile has no copy left anywhere: it
     leaves the timeline, as it would have had the deletion been seen."""
-    I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
-    if not candidates:
-        return
-    with write_transaction(engine) as conn:
-        orphans = [iid for iid in sorted(candidates) if conn.execute(
-            select(I.c.id).where(I.c.id == iid, I.c.org_id == org_id, I.c.kind == "meeting",
-                                 ~select(S.c.id).where(S.c.interaction_id == I.c.id).exists())).first()]
-        if not orphans:
-            return
-        for i in range(0, len(orphans), 500):
-            part = orphans[i:i + 500]
-            contacts = conn.execute(select(P.c.contact_id).where(P.c.interaction_id.in_(part),
-                                                                 P.c.contact_id.is_not(None))).scalars().all()
-            conn.execute(delete(P).where(P.c.interaction_id.in_(part)))
-            conn.execute(delete(I).where(I.c.id.in_(part)))
-            stats.recompute(conn, org_id, contacts)
+    if candidates:
+        with write_transaction(engine) as conn:
+            drop_meetings_without_copies(conn, org_id, candidates)
 
 
 def _folder_ok(engine: Engine, folder_id: int) -> None:

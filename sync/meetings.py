@@ -427,15 +427,23 @@ def remove_copies(conn: Connection, org_id: int, mbx: MailboxContext, remote_ids
             S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id, S.c.remote_id.in_(part))).scalars())
         conn.execute(delete(S).where(S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id,
                                      S.c.remote_id.in_(part)))
-    if not affected:
-        return 0
-    orphans = [iid for iid in sorted(affected)
-               if conn.execute(select(I.c.kind).where(I.c.id == iid, I.c.org_id == org_id)).scalar() == "meeting"
-               and conn.execute(select(S.c.id).where(S.c.interaction_id == iid).limit(1)).first() is None]
-    if orphans:
+    return drop_meetings_without_copies(conn, org_id, affected)
+
+
+def drop_meetings_without_copies(conn: Connection, org_id: int, candidates: set[int]) -> int:
+    """Of these interactions, the meetings no calendar or mailbox holds any more
+    leave the timeline (with their people, and the summaries are recounted)."""
+    dropped = 0
+    for part in _chunks(sorted(candidates)):
+        orphans = conn.execute(select(I.c.id).where(
+            I.c.id.in_(part), I.c.org_id == org_id, I.c.kind == "meeting",
+            ~select(S.c.id).where(S.c.interaction_id == I.c.id).exists())).scalars().all()
+        if not orphans:
+            continue
         contacts = set(conn.execute(select(P.c.contact_id).where(P.c.interaction_id.in_(orphans),
                                                                  P.c.contact_id.is_not(None))).scalars())
         conn.execute(delete(P).where(P.c.interaction_id.in_(orphans)))
         conn.execute(delete(I).where(I.c.id.in_(orphans)))
         stats.recompute(conn, org_id, contacts)
-    return len(orphans)
+        dropped += len(orphans)
+    return dropped
