@@ -295,16 +295,14 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
                      .values(name=_bind("b_name"), search_name=_bind("b_search")),
                      [{"b_id": contacts[a][0], "b_name": n, "b_search": n.lower()} for a, n in named.items()])
 
-    kept = prepared
-
     # Interactions: one per message key per organisation. Insert-or-ignore with
     # RETURNING tells exactly which are new (also with other writers at once);
     # only keys that were already stored are read back.
     now = db_time(conn, utcnow())
-    occurred = [db_time(conn, p.record.date) for p in kept]
+    occurred = [db_time(conn, p.record.date) for p in prepared]
     rows, seen = [], set()
     want_subject, want_snippet = org.visibility in ("subject", "snippet"), org.visibility == "snippet"
-    for p, at in zip(kept, occurred):
+    for p, at in zip(prepared, occurred):
         r = p.record
         if r.message_key in seen:
             continue
@@ -333,7 +331,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     fresh, fresh_keys, participants, sources = [], set(), [], []
     inserted: list[tuple] = []
     users, org_id, internal = org.users_by_address, org.org_id, _internal_map(org)
-    for p, at in zip(kept, occurred):
+    for p, at in zip(prepared, occurred):
         iid = existing[p.record.message_key]
         is_new = iid in new_ids
         for address, name, role in p.people:
@@ -368,10 +366,10 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     inserted += bulk_insert_ignore_returning(conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants,
                                              ("interaction_id", "contact_id", "user_id"))
     bulk_insert_ignore(conn, SOURCE, SOURCE_COLUMNS, sources)
-    facts = {existing[p.record.message_key]: (p.direction, at) for p, at in zip(kept, occurred)}
+    facts = {existing[p.record.message_key]: (p.direction, at) for p, at in zip(prepared, occurred)}
     stats.add_email_deltas(conn, org.org_id, inserted, facts, before)
     if wanted:
         # New contacts may have brought older participations along: count them from scratch.
         stats.recompute(conn, org.org_id, [contacts[a][0] for a in wanted])
-    result.imported = len(sources) if mbx.mailbox_id is not None else len(kept)
+    result.imported = len(sources) if mbx.mailbox_id is not None else len(prepared)
     return result
