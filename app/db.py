@@ -167,6 +167,9 @@ def bulk_insert_ignore_returning(conn: Connection, table: Table, columns: tuple[
     return out
 
 
+READER_MMAP_BYTES = 1 << 30
+
+
 class SqliteReader:
     """A plain sqlite3 connection for the API's hottest reads (token check,
     lookup), one per thread. Going through SQLAlchemy's pool and execution
@@ -182,8 +185,12 @@ class SqliteReader:
     def __init__(self, path: str):
         import sqlite3
 
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
-        for pragma in ("PRAGMA query_only=ON", "PRAGMA busy_timeout=60000", "PRAGMA cache_size=-65536"):
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60,
+                                     cached_statements=256)
+        # mmap: pages are read straight from the OS page cache instead of being
+        # copied in by read(); on a large database that was a third of a lookup.
+        for pragma in ("PRAGMA query_only=ON", "PRAGMA busy_timeout=60000", "PRAGMA cache_size=-65536",
+                       f"PRAGMA mmap_size={READER_MMAP_BYTES}"):
             self._conn.execute(pragma)
 
     def rows(self, sql: str, params: tuple = ()) -> list:

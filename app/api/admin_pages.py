@@ -30,7 +30,7 @@ from sqlmodel import Session
 
 from app.api.admin import (add_caldav_account, add_m365_mailboxes, add_m365_tenant, export_response, start_sync,
                            with_sources)
-from app.api.deps import Caller, caller_from, get_runtime
+from app.api.deps import Caller, caller_from, runtime_of
 from app.db import read_only, write_transaction
 from app.models import ApiToken, User
 from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
@@ -82,7 +82,7 @@ SOURCE_KINDS = ("imap", "caldav", "m365")
 # -- sessions -------------------------------------------------------------------------
 
 def _key(request: Request) -> bytes:
-    return get_runtime(request).box.derive("admin-console-session")
+    return runtime_of(request).box.derive("admin-console-session")
 
 
 def _sign(request: Request, data: dict) -> str:
@@ -108,7 +108,7 @@ def _unsign(request: Request, value: str | None) -> dict | None:
 
 
 def _secure(request: Request) -> bool:
-    rt = get_runtime(request)
+    rt = runtime_of(request)
     return request.url.scheme == "https" or rt.settings.public_url.startswith("https://")
 
 
@@ -131,7 +131,7 @@ def _from_session(request: Request) -> tuple[Caller, str] | None:
     data = _unsign(request, request.cookies.get(COOKIE))
     if data is None:
         return None
-    rt = get_runtime(request)
+    rt = runtime_of(request)
     with read_only(rt.engine) as conn:
         row = conn.execute(select(U.c.id, U.c.org_id, U.c.email, U.c.role).join(T, T.c.user_id == U.c.id)
                            .where(T.c.id == data.get("t"), U.c.id == data.get("u"), T.c.revoked_at.is_(None),
@@ -143,7 +143,7 @@ def _from_session(request: Request) -> tuple[Caller, str] | None:
 
 async def console(request: Request, creds: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Console:
     if creds is not None and creds.credentials:
-        caller, csrf = await caller_from(get_runtime(request), creds), None  # 401 on a bad token
+        caller, csrf = await caller_from(runtime_of(request), creds), None  # 401 on a bad token
     else:
         found = _from_session(request)
         if found is None:
@@ -199,7 +199,7 @@ async def login(request: Request) -> Response:
         return render(request, "login.html", None, status=403, login_csrf=nonce,
                       error="The sign-in form expired; try again.")
     token = str(form.get("token", "")).strip()
-    rt = get_runtime(request)
+    rt = runtime_of(request)
     with read_only(rt.engine) as conn:
         row = conn.execute(select(T.c.id, U.c.id.label("uid"), U.c.role).join(U, U.c.id == T.c.user_id)
                            .where(T.c.token_hash == hash_token(token), T.c.revoked_at.is_(None),
@@ -236,7 +236,7 @@ def stylesheet() -> Response:
 
 @router.get("")
 def home(request: Request, con: Console = Depends(console)) -> HTMLResponse:
-    rt = get_runtime(request)
+    rt = runtime_of(request)
     with Session(rt.engine) as s:
         rows = with_sources(s, con.org_id, mailboxes.health(s, con.org_id))
     return render(request, "health.html", con, rows=rows)
@@ -252,7 +252,7 @@ def _mailbox_form(request, con, status: int = 200, *, kind: str = "imap", **ctx)
     a password or a client secret."""
     from app.services import m365
 
-    rt = get_runtime(request)
+    rt = runtime_of(request)
     # Read-only: this page is also rendered while a failed add's session still holds
     # the SQLite write lock (an ordinary Session would wait for it).
     with read_only(rt.engine) as conn:
@@ -277,7 +277,7 @@ async def test_mailbox(request: Request, con: Console = Depends(console)) -> HTM
 async def add_mailbox(request: Request, con: Console = Depends(console)) -> Response:
     form = await _form(request)
     values = {k: form.get(k, "") for k in ("owner", "host", "port", "security", "username")}
-    rt = get_runtime(request)
+    rt = runtime_of(request)
     try:
         port = int(values["port"] or 0)
     except ValueError:
@@ -304,7 +304,7 @@ async def add_caldav(request: Request, con: Console = Depends(console)) -> Respo
     values["check"] = form.get("check") == "1"
     try:
         added = await run_in_threadpool(  # the check logs in to the CalDAV server
-            add_caldav_account, get_runtime(request), con, owner=values["owner"], url=values["url"],
+            add_caldav_account, runtime_of(request), con, owner=values["owner"], url=values["url"],
             username=values["username"], password=str(form.get("password", "")), check=values["check"],
             sync=values["sync"] or "auto")
     except (Invalid, NotFound) as exc:
@@ -319,7 +319,7 @@ async def add_tenant(request: Request, con: Console = Depends(console)) -> Respo
     values["check"] = form.get("check") == "1"
     try:
         await run_in_threadpool(  # the check asks Microsoft Entra for a token
-            add_m365_tenant, get_runtime(request), con, tenant_id=values["tenant_id"],
+            add_m365_tenant, runtime_of(request), con, tenant_id=values["tenant_id"],
             client_id=values["client_id"], secret=str(form.get("client_secret", "")),
             authority=values["authority"] or None, graph_url=values["graph_url"] or None, check=values["check"])
     except (Invalid, NotFound) as exc:
@@ -334,7 +334,7 @@ async def add_m365(request: Request, con: Console = Depends(console)) -> Respons
     values["imap"] = form.get("imap") == "1"
     all_reps = values["owner"] == "*"
     try:
-        added = add_m365_mailboxes(get_runtime(request), con, tenant=values["tenant"],
+        added = add_m365_mailboxes(runtime_of(request), con, tenant=values["tenant"],
                                    owner=None if all_reps else values["owner"], all_reps=all_reps,
                                    user=values["user"] or None, imap=values["imap"])
     except (Invalid, NotFound) as exc:
@@ -346,7 +346,7 @@ async def add_m365(request: Request, con: Console = Depends(console)) -> Respons
 
 @router.get("/mailboxes/{mailbox_id}")
 def mailbox_page(request: Request, mailbox_id: int, con: Console = Depends(console)) -> HTMLResponse:
-    rt = get_runtime(request)
+    rt = runtime_of(request)
     with Session(rt.engine) as s:
         rows = mailboxes.health(s, con.org_id, mailbox_id)
         if not rows:
@@ -359,7 +359,7 @@ def mailbox_page(request: Request, mailbox_id: int, con: Console = Depends(conso
 @router.post("/mailboxes/{mailbox_id}/{action}")
 async def mailbox_action(request: Request, mailbox_id: int, action: str, con: Console = Depends(console)) -> Response:
     form = await _form(request)
-    rt = get_runtime(request)
+    rt = runtime_of(request)
     simple = {"pause": (mailboxes.pause, "paused"), "resume": (mailboxes.resume, "resumed"),
               "resync": (mailboxes.resync, "resync")}
     try:
@@ -395,7 +395,7 @@ def _split(text: str) -> list[str]:
 
 @router.get("/org")
 def org_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
-    with read_only(get_runtime(request).engine) as conn:
+    with read_only(runtime_of(request).engine) as conn:
         org = orgs.org_settings(conn, con.org_id)
     return render(request, "org.html", con, org=org, policies=CONTACT_POLICIES, levels=VISIBILITY_LEVELS)
 
@@ -409,10 +409,10 @@ async def org_save(request: Request, con: Console = Depends(console)) -> Respons
     if "internal_domains" in form:
         changes["internal_domains"] = _split(str(form["internal_domains"]))
     try:
-        with write_transaction(get_runtime(request).engine) as conn:
+        with write_transaction(runtime_of(request).engine) as conn:
             orgs.update_org(conn, con.org_id, changes, actor_id=con.user_id)
     except Invalid as exc:
-        with read_only(get_runtime(request).engine) as conn:
+        with read_only(runtime_of(request).engine) as conn:
             org = orgs.org_settings(conn, con.org_id)
         return render(request, "org.html", con, status=422, org=org, policies=CONTACT_POLICIES,
                       levels=VISIBILITY_LEVELS, error=str(exc))
@@ -427,7 +427,7 @@ def users_page(request: Request, con: Console = Depends(console)) -> HTMLRespons
 
 
 def _users(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResponse:
-    with read_only(get_runtime(request).engine) as conn:
+    with read_only(runtime_of(request).engine) as conn:
         users = orgs.list_users(conn, con.org_id)
     return render(request, "users.html", con, status=status, users=users, **ctx)
 
@@ -436,7 +436,7 @@ def _users(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResp
 async def users_add(request: Request, con: Console = Depends(console)) -> Response:
     form = await _form(request)
     try:
-        with write_transaction(get_runtime(request).engine) as conn:
+        with write_transaction(runtime_of(request).engine) as conn:
             orgs.create_user(conn, con.org_id, str(form.get("email", "")), name=str(form.get("name", "")),
                              role=str(form.get("role", "rep")), aliases=_split(str(form.get("aliases", ""))),
                              actor_id=con.user_id)
@@ -448,7 +448,7 @@ async def users_add(request: Request, con: Console = Depends(console)) -> Respon
 @router.post("/users/{user_id}/{action}")
 async def user_action(request: Request, user_id: int, action: str, con: Console = Depends(console)) -> Response:
     form = await _form(request)
-    rt = get_runtime(request)
+    rt = runtime_of(request)
     try:
         with write_transaction(rt.engine) as conn:
             if action == "update":
@@ -480,7 +480,7 @@ async def user_action(request: Request, user_id: int, action: str, con: Console 
 def _changing(request: Request):
     """A write transaction whose NotFound (another organisation's id, or a stale page) answers 404."""
     try:
-        with write_transaction(get_runtime(request).engine) as conn:
+        with write_transaction(runtime_of(request).engine) as conn:
             yield conn
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
@@ -505,7 +505,7 @@ async def token_revoke(request: Request, token_id: int, con: Console = Depends(c
 # -- rules ---------------------------------------------------------------------------------------
 
 def _rules(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResponse:
-    with read_only(get_runtime(request).engine) as conn:
+    with read_only(runtime_of(request).engine) as conn:
         ctx.update(rules=rules.list_rules(conn, con.org_id), users=orgs.list_users(conn, con.org_id),
                    org=orgs.org_settings(conn, con.org_id))
     return render(request, "rules.html", con, status=status, builtin_free=sorted(FREE_MAIL_DOMAINS), **ctx)
@@ -522,7 +522,7 @@ async def rules_add(request: Request, con: Console = Depends(console)) -> Respon
     value = str(form.get("value", ""))
     user = str(form.get("user_id", "") or "")
     try:
-        with write_transaction(get_runtime(request).engine) as conn:
+        with write_transaction(runtime_of(request).engine) as conn:
             result = rules.add_rule(conn, con.org_id, kind=str(form.get("kind") or rules.guess_kind(value)),
                                     value=value, user_id=int(user) if user.isdigit() else None,
                                     actor_id=con.user_id)
@@ -539,7 +539,7 @@ async def rules_settings(request: Request, con: Console = Depends(console)) -> R
                "free_mail_domains": None if form.get("free_mail_builtin") == "1"
                else _split(str(form.get("free_mail_domains", "")))}
     try:
-        with write_transaction(get_runtime(request).engine) as conn:
+        with write_transaction(runtime_of(request).engine) as conn:
             orgs.update_org(conn, con.org_id, changes, actor_id=con.user_id)
     except Invalid as exc:
         return _rules(request, con, status=422, error=str(exc))
@@ -566,7 +566,7 @@ async def privacy_export(request: Request, con: Console = Depends(console)) -> R
     form = await _form(request)
     fmt = "vcard" if form.get("format") == "vcard" else "json"
     try:
-        return export_response(get_runtime(request), con.caller, str(form.get("email", "")), fmt)
+        return export_response(runtime_of(request), con.caller, str(form.get("email", "")), fmt)
     except HTTPException as exc:
         return render(request, "privacy.html", con, status=exc.status_code, error=exc.detail)
 
@@ -578,7 +578,7 @@ async def privacy_erase(request: Request, con: Console = Depends(console)) -> Re
         return render(request, "privacy.html", con, status=422,
                       error="Tick the box to confirm: erasing cannot be undone.")
     try:
-        with write_transaction(get_runtime(request).engine) as conn:
+        with write_transaction(runtime_of(request).engine) as conn:
             result = privacy.erase_person(conn, con.org_id, str(form.get("email", "")), actor_id=con.user_id)
     except Invalid as exc:
         return render(request, "privacy.html", con, status=422, error=str(exc))
@@ -588,6 +588,6 @@ async def privacy_erase(request: Request, con: Console = Depends(console)) -> Re
 @router.get("/audit")
 def audit_page(request: Request, con: Console = Depends(console), action: Optional[str] = None,
                before_id: Optional[int] = None) -> HTMLResponse:
-    with read_only(get_runtime(request).engine) as conn:
+    with read_only(runtime_of(request).engine) as conn:
         events = audit.list_events(conn, con.org_id, limit=100, action=action or None, before_id=before_id)
     return render(request, "audit.html", con, events=events, action=action or "")

@@ -19,7 +19,13 @@ _bearer = HTTPBearer(auto_error=False, description="A personal access token (`th
 T, U = ApiToken.__table__, User.__table__
 
 
-def get_runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+# async on purpose: FastAPI runs a plain `def` dependency on its thread pool,
+# and that hop cost the lookup more than its SQL (bench/api_lookup.py).
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
@@ -70,7 +76,7 @@ async def caller_from(rt: Runtime, creds: HTTPAuthorizationCredentials | None) -
                 raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"Microsoft sign-in refused: {exc}",
                                     headers={"WWW-Authenticate": "Bearer"}) from None
             return Caller(user.user_id, user.org_id, user.email, user.role)
-    row = await run_db(rt, _token_owner, hash_token(token))
+    row = await run_db(rt, _token_owner, hash_token(token), snapshot=False)
     if row is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -86,13 +92,16 @@ def _token_owner(conn, token_hash: str):
     return rows[0] if rows else None
 
 
-async def run_db(rt: Runtime, func, *args):
+async def run_db(rt: Runtime, func, *args, snapshot: bool = True):
     """Run a short read. On SQLite it runs inline on this thread's plain
     connection (app/db.py SqliteReader): a few index probes of CPU, where a hop
     to the thread pool or SQLAlchemy's machinery cost more than the query. On
-    PostgreSQL it runs on the thread pool, since it waits on the network."""
+    PostgreSQL it runs on the thread pool, since it waits on the network.
+    snapshot=False for a single statement, which is consistent on its own."""
     reader = rt.sqlite_reader()
     if reader is not None:
+        if not snapshot:
+            return func(reader, *args)
         with reader.snapshot():
             return func(reader, *args)
 
