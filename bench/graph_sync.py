@@ -11,9 +11,13 @@
    pages through the same deltas (every folder, then calendarView/delta) with
    the same page size, parsing each page's JSON and nothing else.
 3. Threadline, its own process: the tenant and mailbox added through
-   app.services.m365, then sync.engine.sync_mailbox into a fresh SQLite database.
-   The connector reports the time the engine actually waited for Graph
-   (blocked on a page; prefetching hides the rest) and the time inside HTTP calls.
+   app.services.m365, then sync.engine.sync_mailbox into a fresh SQLite database,
+   in one process with an instrumented connector. The connector reports the
+   time the engine actually waited for Graph (blocked on a page; prefetching
+   hides the rest) and the time inside HTTP calls.
+4. Threadline as shipped, its own process: the same, but sync_mailbox picks the
+   fetch child for the first import as in production; the benchmark times how
+   long the engine was blocked reading the child's pipe.
 Both children report their own peak RSS (ru_maxrss).
 """
 from __future__ import annotations
@@ -132,14 +136,18 @@ def baseline(info: dict, page_size: int) -> None:
 
 # -- 3. Threadline ------------------------------------------------------------------------------
 
-def threadline(info: dict, page_size: int, tmp: str) -> None:
+def threadline(info: dict, page_size: int, tmp: str, shipped: bool = False) -> None:
+    """shipped: sync_mailbox as the product runs a first import (connector in the
+    fetch child, sync/pipeline.py); otherwise in one process with an
+    instrumented connector, for the breakdown."""
     from app.db import session
     from app.runtime import open_runtime
     from app.services import m365, orgs
     from app.settings import load_settings
     from sync import engine
 
-    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(Path(tmp) / "data"), "THREADLINE_IDLE": "0"}))
+    data = Path(tmp) / ("data-shipped" if shipped else "data-in-process")
+    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data), "THREADLINE_IDLE": "0"}))
     with session(rt.engine) as s:
         org = orgs.create_org(s, "OurCo", ["ourco.com"])
         for email in (USER, "bob@ourco.com", "cleo@ourco.com"):
@@ -171,9 +179,40 @@ def threadline(info: dict, page_size: int, tmp: str) -> None:
         connector.fetch_changes = timed
         return connector
 
+    blocked = [0.0]
+    if shipped:
+        from sync import pipeline
+
+        read = pipeline._read
+
+        def timed_read(stream):
+            t0 = time.perf_counter()
+            try:
+                return read(stream)
+            finally:
+                blocked[0] += time.perf_counter() - t0
+
+        pipeline._read = timed_read
+    sampler = None
+    if shipped:
+        from bench._util import TreeSampler
+
+        sampler = TreeSampler(os.getpid())
+        sampler.start()
     started = time.perf_counter()
-    report = engine.sync_mailbox(rt.engine, rt.box, mailbox_id, connector_factory=factory)
+    report = engine.sync_mailbox(rt.engine, rt.box, mailbox_id, connector_factory=None if shipped else factory)
     seconds = time.perf_counter() - started
+    if shipped:
+        sampler.stop()
+        with rt.engine.connect() as conn:
+            from sqlalchemy import text
+
+            n = conn.execute(text("SELECT count(*) FROM interaction")).scalar()
+        print(json.dumps({"seconds": seconds, "ok": report.ok, "error": report.error, "interactions": n,
+                          "blocked": blocked[0], "rss_mb": peak_rss_mb(), "tree_pss_mb": sampler.peak_pss_mb,
+                          "tree_rss_mb": sampler.peak_rss_mb,
+                          "child_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}), flush=True)
+        return
     c = seen[0]
     with rt.engine.connect() as conn:
         from sqlalchemy import text
@@ -207,6 +246,7 @@ def main() -> None:
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--baseline", help=argparse.SUPPRESS)
     ap.add_argument("--threadline", help=argparse.SUPPRESS)
+    ap.add_argument("--shipped", help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -215,6 +255,8 @@ def main() -> None:
         return baseline(json.loads(args.baseline), args.page_size)
     if args.threadline:
         return threadline(json.loads(args.threadline), args.page_size, args.tmp)
+    if args.shipped:
+        return threadline(json.loads(args.shipped), args.page_size, args.tmp, shipped=True)
 
     log(f"# Graph initial sync: {args.messages:,} messages + {args.events:,} events, page size {args.page_size:,}")
     log(machine_summary())
@@ -229,12 +271,15 @@ def main() -> None:
             log(f"fake Graph ready in {time.perf_counter() - built:.1f} s (not measured)")
             base = child("baseline", info, args, tmp)
             tl = child("threadline", info, args, tmp)
+            shipped = child("shipped", info, args, tmp)
         finally:
             server.stdin.write("\n")
             server.stdin.flush()
             server.wait(timeout=30)
-    if not tl["ok"]:
-        raise SystemExit(f"Threadline's sync failed: {tl}")
+    if not tl["ok"] or not shipped["ok"]:
+        raise SystemExit(f"Threadline's sync failed: {tl} / {shipped}")
+    if shipped["interactions"] != tl["interactions"]:
+        raise SystemExit(f"the two runs stored different timelines: {shipped['interactions']} / {tl['interactions']}")
     total = args.messages + args.events
     mail_s = sum(v for k, v in tl["per_folder"].items() if k != "calendar")
     cal_s = tl["per_folder"].get("calendar", 0.0)
@@ -251,6 +296,16 @@ def main() -> None:
         ["peak RSS (MB)", base["rss_mb"], tl["rss_mb"]],
     ]
     log(table(["", "baseline (httpx paging only)", "Threadline initial sync"], rows))
+    log("")
+    log(table(["Threadline as shipped (first import: connector in the fetch child)", ""], [
+        ["wall time (s)", shipped["seconds"]],
+        ["items / s (messages + events over wall time)", total / shipped["seconds"]],
+        ["engine blocked on the fetch child (s, share of wall)",
+         f"{shipped['blocked']:.1f} s, {100 * shipped['blocked'] / shipped['seconds']:.0f}%"],
+        ["peak memory (MB): PSS of both processes (RSS sum)",
+         f"{shipped['tree_pss_mb']:.0f} ({shipped['tree_rss_mb']:.0f})"],
+        ["peak RSS (MB) of each: engine, fetch child", f"{shipped['rss_mb']:.0f}, {shipped['child_rss_mb']:.0f}"],
+    ]))
     log(f"Threadline stored {tl['interactions']:,} interactions ({tl['meetings']:,} meetings), {tl['sources']:,} "
         f"copies; {tl['imported']:,} copies imported, {tl['skipped']:,} skipped by policy, {tl['bad']} unreadable; "
         f"baseline paged {base['items']:,} items in {base['pages']} pages")

@@ -137,6 +137,10 @@ def default_connector(mailbox: dict, box: SecretBox, org: OrgContext):
     return build_connector(*_connector_args(mailbox, box, org))
 
 
+# Mail sources whose first import is large enough to be worth a second process.
+FETCH_IN_CHILD = ("imap", "m365")
+
+
 def _needs_import(engine: Engine, mailbox_id: int) -> bool:
     with read_only(engine) as conn:
         states = conn.execute(select(FOLDER.c.backfill_done).where(FOLDER.c.mailbox_id == mailbox_id,
@@ -181,7 +185,8 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
     if mailbox["status"] in ("pending", "failed") and mailbox["last_success_at"] is None:
         _set(engine, mailbox_id, worker, status="importing")
     if fetch_in_child is None:
-        fetch_in_child = connector_factory is None and mailbox["kind"] == "imap" and _needs_import(engine, mailbox_id)
+        fetch_in_child = (connector_factory is None and mailbox["kind"] in FETCH_IN_CHILD
+                          and _needs_import(engine, mailbox_id))
     try:
         if fetch_in_child:
             from sync.pipeline import ChildFetcher

@@ -112,11 +112,20 @@ def child_main() -> None:
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write to the event pipe
     connector = None
+
+    def send_secret() -> None:
+        # A provider may rotate the refresh token during the run; the parent
+        # stores it (encrypted) whatever the outcome, as for an in-process run.
+        fresh = getattr(connector, "updated_secret", None)
+        if fresh:
+            _write(out, ("secret", fresh))
+
     try:
         connector = build_connector(*_read(inp))
         _write(out, ("folders", connector.list_folders()))
         plan = _read(inp)
         if not plan:
+            send_secret()
             return
         work, since = plan
         writer = _BackgroundWriter(out)
@@ -125,12 +134,15 @@ def child_main() -> None:
                 writer.write(event)
         finally:
             writer.close()
+        send_secret()
         _write(out, ("done",))
     except ConnectorError as exc:
+        send_secret()
         _write(out, ("fatal", type(exc).__name__, str(exc), exc.retry_after))
     except BrokenPipeError:
         pass
     except BaseException as exc:  # noqa: BLE001
+        send_secret()
         _write(out, ("fatal", "TransientError", f"fetch process failed: {type(exc).__name__}: {exc}", None))
     finally:
         close_quietly(connector)
@@ -158,8 +170,13 @@ class ChildFetcher:
         # first batch's ingest needs (the public-suffix list) meanwhile.
         threading.Thread(target=_warm_up, name="ingest-warm-up", daemon=True).start()
 
+    updated_secret: str | None = None
+
     def _next(self):
         event = _read(self._proc.stdout)
+        while event is not None and event[0] == "secret":
+            self.updated_secret = event[1]
+            event = _read(self._proc.stdout)
         if event is None:
             code = self._proc.wait(timeout=10)
             raise TransientError(f"fetch process ended unexpectedly (exit code {code})")

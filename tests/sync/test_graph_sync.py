@@ -284,3 +284,34 @@ def test_push_subscriptions_notifications_and_lifecycle(world, graph, live_app):
     echo = httpx.post(app_url + "/graph/notifications?validationToken=Validation%3A%20Testing%20123")
     assert echo.status_code == 200 and echo.text == "Validation: Testing 123"
     assert echo.headers["content-type"].startswith("text/plain")
+
+
+def test_first_import_fetches_in_a_child_process_and_keeps_its_rotated_token(world, graph, monkeypatch):
+    """A first Graph import runs its connector in the fetch child (sync/pipeline.py);
+    a refresh token rotated there still reaches the database."""
+    from sync import pipeline
+
+    started = []
+    real = pipeline.ChildFetcher
+
+    class Counting(real):
+        def __init__(self, args):
+            started.append(args[0]["kind"])
+            super().__init__(args)
+
+    monkeypatch.setattr(pipeline, "ChildFetcher", Counting)
+    mid = add_delegated_mailbox(world, graph)
+    for n in range(3):
+        graph.add_message(ALICE, internet_message_id=f"<c{n}@acme.com>", sender=CARLA, to=[("Alice", ALICE)])
+    stored = mailbox_row(world, mid).secret_enc
+    graph.expire_access_tokens()
+    report = world.sync(mid)
+    assert report.ok and report.new_interactions == 3
+    assert started == ["m365"]
+    rotated = mailbox_row(world, mid).secret_enc
+    assert world.rt.box.decrypt(rotated) != world.rt.box.decrypt(stored)
+    assert "RefreshToken" in world.rt.box.decrypt(rotated)
+    # Incremental runs stay in this process.
+    graph.add_message(ALICE, internet_message_id="<c9@acme.com>", sender=CARLA, to=[("Alice", ALICE)])
+    assert world.sync(mid).new_interactions == 1
+    assert started == ["m365"]
