@@ -321,15 +321,15 @@ def privacy_export(email: str,
                    org: OrgOpt = None) -> None:
     """Everything stored about one address (JSON), or their card (vCard 4.0)."""
     from app.services import audit, privacy
-    from sync.exclusions import erased_hash
+    from sync.exclusions import person_tag
 
     if fmt not in ("json", "vcard"):
         _fail("--format must be json or vcard")
     rt = _rt()
     oid = _org_id(rt, org)
     with _writing(rt) as conn:
-        data = privacy.export_person(conn, oid, email)
-        audit.record(conn, oid, None, "person.export", f"person {erased_hash(oid, data['address'])[:16]}",
+        data = privacy.export_person(conn, oid, email, rt.box)
+        audit.record(conn, oid, None, "person.export", f"person {person_tag(conn, rt.box, oid, data['address'])}",
                      {"format": fmt})
     text = privacy.to_vcard(data) if fmt == "vcard" else json.dumps(data, indent=2, default=str)
     if output:
@@ -350,7 +350,7 @@ def privacy_erase(email: str, yes: Annotated[bool, typer.Option("--yes", help="C
     rt = _rt()
     oid = _org_id(rt, org)
     with _writing(rt) as conn:
-        r = privacy.erase_person(conn, oid, email, actor_id=None)
+        r = privacy.erase_person(conn, oid, email, actor_id=None, box=rt.box)
     out.print(f"erased: {r['removed_interactions']} interactions, {r['removed_participations']} participations, "
               f"{r['removed_contacts']} contacts, {r['removed_companies']} companies removed; "
               "later syncs will not bring them back")

@@ -102,7 +102,7 @@ def secret_box(settings: Settings) -> SecretBox:
 
 # Every encrypted column: (table, id column, secret column).
 ENCRYPTED_COLUMNS = (("mailbox", "id", "secret_enc"), ("m365tenant", "id", "secret_enc"),
-                     ("graphsubscription", "id", "client_state_enc"))
+                     ("graphsubscription", "id", "client_state_enc"), ("organisation", "id", "erasure_key_enc"))
 
 
 def rotate_key(settings: Settings, engine) -> dict:

@@ -95,7 +95,8 @@ def request_sync(engine: Engine, mailbox_id: int) -> None:
 
 # -- context --------------------------------------------------------------------
 
-def org_context(conn, org_id: int) -> OrgContext:
+def org_context(conn, org_id: int, box: SecretBox) -> OrgContext:
+    """Everything ingest needs about an organisation; box decrypts the key of its erasure tombstones."""
     org = conn.execute(select(Organisation.__table__).where(Organisation.__table__.c.id == org_id)).one()
     users: dict[str, int] = {}
     for uid, email in conn.execute(select(User.__table__.c.id, User.__table__.c.email)
@@ -110,7 +111,7 @@ def org_context(conn, org_id: int) -> OrgContext:
         bulk_detection=org.bulk_detection,
         free_mail=(frozenset(d.lower() for d in org.free_mail_domains) if org.free_mail_domains is not None
                    else FREE_MAIL_DOMAINS),
-        exclusions=exclusions.load(conn, org_id),
+        exclusions=exclusions.load(conn, org_id, box),
     )
 
 
@@ -165,7 +166,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
     retry_after: float | None = None
     with read_only(engine) as conn:
         mailbox = dict(conn.execute(select(MAILBOX).where(MAILBOX.c.id == mailbox_id)).mappings().one())
-        org = org_context(conn, mailbox["org_id"])
+        org = org_context(conn, mailbox["org_id"], box)
         owner_email = conn.execute(select(User.__table__.c.email)
                                    .where(User.__table__.c.id == mailbox["owner_id"])).scalar_one().lower()
         settings = conn.execute(select(Organisation.__table__.c.backfill_days,

@@ -2,21 +2,64 @@
 
 Rules come in two scopes: the whole organisation, or one rep (their own
 mailboxes only). A domain rule covers its subdomains. An erased person is known
-only by a hash of their address, so the tombstone does not keep who they were.
+only by a keyed hash of their address (HMAC-SHA256 under a random per-organisation
+key kept encrypted with the secret box), so the tombstone does not keep who they
+were, and a copy of the database alone cannot test a guessed address against it.
+The key is stored rather than derived from the box's key, so that rotating
+THREADLINE_SECRET_KEY re-encrypts it and never orphans a tombstone.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from app.models import ErasedPerson, ExclusionRule
+from app.crypto import SecretBox
+from app.models import ErasedPerson, ExclusionRule, Organisation
+
+KEYED_PREFIX = "k1:"
+ORG = Organisation.__table__
 
 
-def erased_hash(org_id: int, address: str) -> str:
+def erased_hash(key: bytes, org_id: int, address: str) -> str:
+    digest = hmac.new(key, f"{org_id}:{address.strip().lower()}".encode(), hashlib.sha256).hexdigest()
+    return KEYED_PREFIX + digest
+
+
+def legacy_erased_hash(org_id: int, address: str) -> str:
+    """The unkeyed form written before migration 0003; still matched, never written."""
     return hashlib.sha256(f"threadline-erased:{org_id}:{address.strip().lower()}".encode()).hexdigest()
+
+
+def erasure_key(conn: Connection, box: SecretBox, org_id: int, *, create: bool = False) -> bytes | None:
+    """The organisation's tombstone key; with create, made on first use (in the caller's transaction)."""
+    stored = conn.execute(select(ORG.c.erasure_key_enc).where(ORG.c.id == org_id)).scalar()
+    if stored:
+        return bytes.fromhex(box.decrypt(stored))
+    if not create:
+        return None
+    key = secrets.token_bytes(32)
+    conn.execute(update(ORG).where(ORG.c.id == org_id, ORG.c.erasure_key_enc.is_(None))
+                 .values(erasure_key_enc=box.encrypt(key.hex())))
+    # Another writer may have made one first: use whichever is stored.
+    return bytes.fromhex(box.decrypt(conn.execute(select(ORG.c.erasure_key_enc).where(ORG.c.id == org_id)).scalar()))
+
+
+def person_tag(conn: Connection, box: SecretBox, org_id: int, address: str) -> str:
+    """How the audit log names a person without their address: the start of their keyed hash."""
+    return erased_hash(erasure_key(conn, box, org_id, create=True), org_id, address)[len(KEYED_PREFIX):][:16]
+
+
+def tombstone_hashes(key: bytes | None, org_id: int, address: str) -> list[str]:
+    """Every form a tombstone of this address may have been written in."""
+    forms = [legacy_erased_hash(org_id, address)]
+    if key is not None:
+        forms.insert(0, erased_hash(key, org_id, address))
+    return forms
 
 
 @dataclass(frozen=True)
@@ -45,6 +88,7 @@ class Exclusions:
     org: RuleSet = RuleSet()
     by_user: dict[int, RuleSet] = field(default_factory=dict)
     erased: frozenset[str] = frozenset()
+    erasure_key: bytes | None = field(default=None, repr=False)
 
     def excluded(self, address: str, owner_id: int | None) -> bool:
         """A message involving this address is not logged (for this owner's mailbox)."""
@@ -54,10 +98,12 @@ class Exclusions:
         return bool(rules) and rules.matches(address)
 
     def is_erased(self, org_id: int, address: str) -> bool:
-        return bool(self.erased) and erased_hash(org_id, address) in self.erased
+        if not self.erased:
+            return False
+        return any(h in self.erased for h in tombstone_hashes(self.erasure_key, org_id, address))
 
 
-def load(conn: Connection, org_id: int) -> Exclusions:
+def load(conn: Connection, org_id: int, box: SecretBox) -> Exclusions:
     rule = ExclusionRule.__table__
     org_rules: dict[str, set[str]] = {"address": set(), "domain": set()}
     users: dict[int, dict[str, set[str]]] = {}
@@ -72,4 +118,5 @@ def load(conn: Connection, org_id: int) -> Exclusions:
         org=RuleSet(frozenset(org_rules["address"]), frozenset(org_rules["domain"])),
         by_user={u: RuleSet(frozenset(r["address"]), frozenset(r["domain"])) for u, r in users.items()},
         erased=hashes,
+        erasure_key=erasure_key(conn, box, org_id) if hashes else None,
     )

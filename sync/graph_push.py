@@ -39,12 +39,12 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-def _mailbox_values(conn, mailbox_id: int) -> tuple[dict, object]:
+def _mailbox_values(conn, box, mailbox_id: int) -> tuple[dict, object]:
     """The same plain values sync_mailbox gives a connector."""
     from sync.engine import org_context
 
     mailbox = dict(conn.execute(select(MAILBOX).where(MAILBOX.c.id == mailbox_id)).mappings().one())
-    org = org_context(conn, mailbox["org_id"])
+    org = org_context(conn, mailbox["org_id"], box)
     mailbox["owner"] = conn.execute(select(User.__table__.c.email)
                                     .where(User.__table__.c.id == mailbox["owner_id"])).scalar_one().lower()
     o = conn.execute(select(Organisation.__table__.c.calendar_past_days, Organisation.__table__.c.calendar_future_days)
@@ -88,7 +88,7 @@ def ensure_subscriptions(rt: Runtime, *, now: datetime | None = None) -> dict:
         due = [s for s in mine if _aware(s["expires_at"]) - now < RENEW_BEFORE]
         try:
             with read_only(rt.engine) as conn:
-                mailbox, org = _mailbox_values(conn, box["id"])
+                mailbox, org = _mailbox_values(conn, rt.box, box["id"])
             connector = _connector(rt, mailbox, org)
         except ConnectorError as exc:
             summary["failed"][box["id"]] = str(exc)
@@ -150,7 +150,7 @@ def _drop_all(rt: Runtime, mailbox_id: int, subs: list[dict]) -> int:
     connector = None
     try:
         with read_only(rt.engine) as conn:
-            mailbox, org = _mailbox_values(conn, mailbox_id)
+            mailbox, org = _mailbox_values(conn, rt.box, mailbox_id)
         connector = _connector(rt, mailbox, org)
         for sub in subs:
             connector.delete_subscription(sub["subscription_id"])
@@ -206,7 +206,7 @@ def handle_lifecycle(rt: Runtime, item: dict, mailbox_id: int) -> None:
         row = conn.execute(select(SUB).where(SUB.c.subscription_id == sid)).mappings().first()
         if row is None:
             return
-        mailbox, org = _mailbox_values(conn, mailbox_id)
+        mailbox, org = _mailbox_values(conn, rt.box, mailbox_id)
     connector = None
     try:
         connector = _connector(rt, mailbox, org)

@@ -62,7 +62,7 @@ class IdleWatcher(threading.Thread):
         rt = self.service.rt
         with read_only(rt.engine) as conn:
             mailbox = conn.execute(select(MAILBOX).where(MAILBOX.c.id == self.mailbox_id)).mappings().one()
-            org = org_context(conn, mailbox["org_id"])
+            org = org_context(conn, mailbox["org_id"], rt.box)
         return default_connector(dict(mailbox), rt.box, org)
 
     def _drop(self) -> None:

@@ -90,7 +90,7 @@ def log_email(caller: CallerDep, rt: RuntimeDep, mail: LogEmailIn) -> dict:
     try:
         with write_transaction(rt.engine) as conn:
             out = activity.log_email(
-                conn, caller.org_id, caller.user_id, caller.email, internet_message_id=mail.internet_message_id,
+                conn, caller.org_id, caller.user_id, caller.email, box=rt.box, internet_message_id=mail.internet_message_id,
                 subject=mail.subject, sender=mail.sender.model_dump(), to=[a.model_dump() for a in mail.to],
                 cc=[a.model_dump() for a in mail.cc], date=mail.date, snippet=mail.snippet)
     except activity.Invalid as exc:

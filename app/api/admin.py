@@ -498,12 +498,12 @@ class EraseRequest(BaseModel):
 
 
 def export_response(rt, caller, email: str, fmt: str) -> Response:
-    from sync.exclusions import erased_hash
+    from sync.exclusions import person_tag
 
     with tx(rt) as conn:
-        data = privacy.export_person(conn, caller.org_id, email)
+        data = privacy.export_person(conn, caller.org_id, email, rt.box)
         audit.record(conn, caller.org_id, caller.user_id, "person.export",
-                     f"person {erased_hash(caller.org_id, data['address'])[:16]}", {"format": fmt})
+                     f"person {person_tag(conn, rt.box, caller.org_id, data['address'])}", {"format": fmt})
     import json
 
     stem = "person-export"
@@ -524,7 +524,7 @@ def erase_person(caller: AdminDep, rt: RuntimeDep, body: EraseRequest) -> dict:
     if not body.confirm:
         raise HTTPException(422, "erasing cannot be undone: send confirm=true")
     with tx(rt) as conn:
-        return privacy.erase_person(conn, caller.org_id, body.email, actor_id=caller.user_id)
+        return privacy.erase_person(conn, caller.org_id, body.email, actor_id=caller.user_id, box=rt.box)
 
 
 # -- audit -----------------------------------------------------------------------------------

@@ -578,8 +578,10 @@ async def privacy_erase(request: Request, con: Console = Depends(console)) -> Re
         return render(request, "privacy.html", con, status=422,
                       error="Tick the box to confirm: erasing cannot be undone.")
     try:
-        with write_transaction(runtime_of(request).engine) as conn:
-            result = privacy.erase_person(conn, con.org_id, str(form.get("email", "")), actor_id=con.user_id)
+        rt = runtime_of(request)
+        with write_transaction(rt.engine) as conn:
+            result = privacy.erase_person(conn, con.org_id, str(form.get("email", "")), actor_id=con.user_id,
+                                          box=rt.box)
     except Invalid as exc:
         return render(request, "privacy.html", con, status=422, error=str(exc))
     return render(request, "privacy.html", con, erased=result, message="Person erased.")

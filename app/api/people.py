@@ -64,7 +64,8 @@ def stages(caller: CallerDep) -> list[str]:
 def create(caller: CallerDep, rt: RuntimeDep, body: ContactIn):
     try:
         with write_transaction(rt.engine) as conn:
-            contact_id = people.create_contact(conn, caller.org_id, caller.user_id, email=body.email, name=body.name,
+            contact_id = people.create_contact(conn, caller.org_id, caller.user_id, box=rt.box, email=body.email,
+                                               name=body.name,
                                                title=body.title, phone=body.phone, stage=body.stage,
                                                tags=body.tags, owner_id=body.owner_id)
             return timeline.contact_card(conn, caller.org_id, contact_id)

@@ -28,6 +28,9 @@ class Organisation(SQLModel, table=True):
     calendar_future_days: int = 180
     # Microsoft Entra tenant whose signed-in users map to this organisation.
     entra_tenant_id: str | None = Field(default=None, unique=True)
+    # The key of erasure tombstones (sync/exclusions.py), random, encrypted with
+    # the secret box; made at the first erasure or export.
+    erasure_key_enc: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -159,7 +159,7 @@ def _pairs(people: list[dict] | None) -> list[tuple[str, str]]:
     return [(str(p.get("name") or ""), str(p.get("email") or "")) for p in (people or []) if p.get("email")]
 
 
-def log_email(conn: Connection, org_id: int, user_id: int, user_email: str, *, internet_message_id: str,
+def log_email(conn: Connection, org_id: int, user_id: int, user_email: str, *, box, internet_message_id: str,
               subject: str, sender: dict, to: list[dict], cc: list[dict], date: datetime,
               snippet: str | None = None) -> dict:
     """Put one email the rep is reading on the timeline, through the sync's own ingest,
@@ -177,7 +177,7 @@ def log_email(conn: Connection, org_id: int, user_id: int, user_email: str, *, i
         in_reply_to=None, references=[], snippet=_snippet(snippet) if snippet else None,
     )
     existing = conn.execute(select(I.c.id).where(I.c.org_id == org_id, I.c.message_key == key)).scalar()
-    org = org_context(conn, org_id)
+    org = org_context(conn, org_id, box)
     # No mailbox and no folder: the rep logs it by hand, so no copy row is written.
     # The rep is the "owner" (named on the mail, or recorded as Bcc like a synced copy).
     mbx = MailboxContext(mailbox_id=None, folder_id=None, owner_id=user_id, owner_address=user_email)

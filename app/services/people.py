@@ -70,7 +70,7 @@ def _check_owner(conn: Connection, org_id: int, owner_id: int | None) -> None:
         raise Invalid("the owner must be an active user of this organisation")
 
 
-def create_contact(conn: Connection, org_id: int, actor_id: int, *, email: str, name: str = "",
+def create_contact(conn: Connection, org_id: int, actor_id: int, *, box, email: str, name: str = "",
                    title: str | None = None, phone: str | None = None, stage: str | None = None,
                    tags: list[str] = (), owner_id: int | None = None) -> int:
     """A new contact for an external address, with its company from the domain
@@ -82,7 +82,7 @@ def create_contact(conn: Connection, org_id: int, actor_id: int, *, email: str, 
     address = addr.normalise(email or "")
     if address is None:
         raise Invalid("not a valid email address")
-    org = org_context(conn, org_id)
+    org = org_context(conn, org_id, box)
     if address in org.users_by_address or addr.is_internal(address, org.internal_domains):
         raise Invalid("this address belongs to your organisation, not to a contact")
     if org.exclusions.is_erased(org_id, address):

@@ -2,22 +2,25 @@
 
 Erasing removes their contact, every address of it, their participations, the
 interactions that involve no other external person, their company if nothing
-else is left in it, and writes a tombstone (a keyed hash of each address, see
-sync/exclusions.py) so no later sync brings them back.
+else is left in it, the "never log" rules naming their addresses, and their
+addresses from the audit log; it writes a tombstone (a keyed hash of each
+address, see sync/exclusions.py) so no later sync brings them back.
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import String, cast, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from app.models import (Company, Contact, ContactAddress, ContactStats, ErasedPerson, ExclusionRule, Interaction,
-                        InteractionSource, Mailbox, Participant, User)
+from app.crypto import SecretBox
+
+from app.models import (AuditEvent, Company, Contact, ContactAddress, ContactStats, ErasedPerson, ExclusionRule,
+                        Interaction, InteractionSource, Mailbox, Participant, User)
 from app.services import audit
 from app.services.admin import chunks, remove_from_timeline
 from app.services.orgs import clean_address
-from sync.exclusions import erased_hash
+from sync.exclusions import erased_hash, erasure_key, tombstone_hashes
 
 C, CA, CO, I, P = (Contact.__table__, ContactAddress.__table__, Company.__table__, Interaction.__table__,
                    Participant.__table__)
@@ -44,7 +47,7 @@ def _addresses(conn: Connection, org_id: int, address: str) -> tuple[int | None,
     return contact_id, sorted(set(found) | {address})
 
 
-def export_person(conn: Connection, org_id: int, email: str) -> dict:
+def export_person(conn: Connection, org_id: int, email: str, box: SecretBox) -> dict:
     """Everything Threadline stores about one person, as plain JSON-able data."""
     address = clean_address(email)
     contact_id, addresses = _addresses(conn, org_id, address)
@@ -90,8 +93,9 @@ def export_person(conn: Connection, org_id: int, email: str) -> dict:
     rules = [{"id": r.id, "kind": r.kind, "value": r.value, "scope": "organisation" if r.user_id is None else "rep"}
              for r in conn.execute(select(R).where(R.c.org_id == org_id, R.c.kind == "address",
                                                    R.c.value.in_(addresses)))]
-    erased = conn.execute(select(E.c.erased_at).where(E.c.org_id == org_id,
-                                                      E.c.address_hash == erased_hash(org_id, address))).scalar()
+    forms = tombstone_hashes(erasure_key(conn, box, org_id), org_id, address)
+    erased = conn.execute(select(func.min(E.c.erased_at)).where(E.c.org_id == org_id,
+                                                                E.c.address_hash.in_(forms))).scalar()
     return {"address": address, "exported_at": _iso(datetime.now(timezone.utc)), "contact": contact,
             "interactions": interactions, "exclusion_rules": rules,
             "erased_at": _iso(erased) if erased else None}
@@ -156,7 +160,7 @@ def to_vcard(export: dict) -> str:
     return "\r\n".join(_fold(line) for line in lines) + "\r\n"
 
 
-def erase_person(conn: Connection, org_id: int, email: str, *, actor_id: int | None) -> dict:
+def erase_person(conn: Connection, org_id: int, email: str, *, actor_id: int | None, box: SecretBox) -> dict:
     """Erase one person (all addresses of their contact) and leave a tombstone. One transaction: the caller's."""
     address = clean_address(email)
     contact_id, addresses = _addresses(conn, org_id, address)
@@ -185,16 +189,58 @@ def erase_person(conn: Connection, org_id: int, email: str, *, actor_id: int | N
     conn.execute(update(I).where(I.c.org_id == org_id, I.c.from_address.in_(addresses)).values(from_address=None))
     companies |= delete_contacts(conn, org_id, erased_contacts)
     removed_companies = drop_empty_companies(conn, org_id, companies) + outcome["removed_companies"]
-    hashes = [erased_hash(org_id, a) for a in addresses]
+    key = erasure_key(conn, box, org_id, create=True)
+    hashes = [erased_hash(key, org_id, a) for a in addresses]
     known = set(conn.execute(select(E.c.address_hash).where(E.c.org_id == org_id, E.c.address_hash.in_(hashes)))
                 .scalars())
     new = [h for h in hashes if h not in known]
     if new:
         conn.execute(insert(E), [{"org_id": org_id, "address_hash": h,
                                   "erased_at": datetime.now(timezone.utc)} for h in new])
+    # A "never log" rule for them would keep their address in clear; the tombstone does its job now.
+    rules = conn.execute(delete(R).where(R.c.org_id == org_id, R.c.kind == "address", R.c.value.in_(addresses)))
+    tag = f"erased person {hashes[0][len('k1:'):][:16]}"
+    scrubbed = _scrub_audit(conn, org_id, addresses, tag)
     result = {"addresses": len(addresses), "removed_interactions": outcome["removed_interactions"],
               "removed_participations": len(theirs), "removed_contacts": len(erased_contacts),
-              "removed_companies": removed_companies}
-    # The audit log keeps no address of the erased person: only the first hash, to match a later request.
-    audit.record(conn, org_id, actor_id, "person.erase", f"erased person {hashes[0][:16]}", result)
+              "removed_companies": removed_companies, "removed_rules": rules.rowcount or 0,
+              "scrubbed_audit_events": scrubbed}
+    # The audit log keeps no address of the erased person: only the start of the keyed hash.
+    audit.record(conn, org_id, actor_id, "person.erase", tag, result)
     return result
+
+
+def _replace_all(value, addresses: list[str], tag: str):
+    if isinstance(value, str):
+        lowered = value.lower()
+        for a in addresses:
+            start = lowered.find(a)
+            while start >= 0:
+                value = value[:start] + tag + value[start + len(a):]
+                lowered = value.lower()
+                start = lowered.find(a, start + len(tag))
+        return value
+    if isinstance(value, list):
+        return [_replace_all(v, addresses, tag) for v in value]
+    if isinstance(value, dict):
+        return {k: _replace_all(v, addresses, tag) for k, v in value.items()}
+    return value
+
+
+def _scrub_audit(conn: Connection, org_id: int, addresses: list[str], tag: str) -> int:
+    """Earlier audit events naming one of these addresses name the tag instead."""
+    A = AuditEvent.__table__
+
+    def like(column, a: str):
+        escaped = a.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return func.lower(column).like(f"%{escaped}%", escape="\\")
+
+    found = conn.execute(select(A.c.id, A.c.target, A.c.detail).where(
+        A.c.org_id == org_id,
+        or_(*[like(A.c.target, a) for a in addresses], *[like(cast(A.c.detail, String), a) for a in addresses]),
+    )).all()
+    for row in found:
+        conn.execute(update(A).where(A.c.id == row.id).values(
+            target=_replace_all(row.target or "", addresses, tag)[:500],
+            detail=_replace_all(dict(row.detail or {}), addresses, tag)))
+    return len(found)

@@ -53,7 +53,7 @@ class Seed:
                                cc=list(cc), bcc=[], subject=subject, in_reply_to=None, references=[],
                                snippet=f"snippet of {subject}"[:200])
         with write_transaction(self.rt.engine) as conn:
-            ingest(conn, org_context(conn, self.world.org_id), MailboxContext(mbx, folder, uid, email), [record])
+            ingest(conn, org_context(conn, self.world.org_id, self.world.rt.box), MailboxContext(mbx, folder, uid, email), [record])
         return key
 
 

@@ -9,7 +9,9 @@ from fastapi.testclient import TestClient
 from app.api import create_app
 from app.db import session, write_transaction
 from app.services import mailboxes, orgs, privacy
-from sync.exclusions import erased_hash
+from app.crypto import rotate_key, secret_box
+from app.db import read_only
+from sync.exclusions import erased_hash, erasure_key, legacy_erased_hash
 from tests.world import make_world, message
 
 
@@ -58,8 +60,15 @@ def test_export_and_erase_survive_a_real_resync(tmp_path, imap_user):
     # the shared message stays (Sam is on it), without Erin; the company solocorp.com is gone
     assert after == {"subjects": ["Erin and Sam", "Only Sam"], "erin": 0, "companies": ["sharedcorp.com"],
                      "contacts": ["sam@sharedcorp.com"]}
+    with read_only(w.rt.engine) as conn:
+        key = erasure_key(conn, w.rt.box, w.org_id)
+    # The tombstone is keyed: its hash cannot be recomputed from the address alone.
     assert w.scalar("SELECT count(*) FROM erasedperson WHERE address_hash = :h",
-                    h=erased_hash(w.org_id, "erin@solocorp.com")) == 1
+                    h=erased_hash(key, w.org_id, "erin@solocorp.com")) == 1
+    assert w.scalar("SELECT count(*) FROM erasedperson WHERE address_hash = :h",
+                    h=legacy_erased_hash(w.org_id, "erin@solocorp.com")) == 0
+    stored_key = w.scalar("SELECT erasure_key_enc FROM organisation WHERE id = :o", o=w.org_id)
+    assert stored_key and key.hex() not in stored_key
     # the audit log records the erasure without the address
     events = client.get("/api/admin/audit", headers=h).json()
     erase = next(e for e in events if e["action"] == "person.erase")
@@ -85,3 +94,68 @@ def test_vcard_escapes_and_folds():
     assert "FN:Doe\\, Jane\\; \"Q\"" in text
     assert all(len(line.encode()) <= 75 for line in text.split("\r\n"))
     assert "\r\n X" in text  # the long ORG line is folded
+
+
+def _erin_world(tmp_path, imap_user):
+    w = make_world(tmp_path)
+    admin = w.add_user("boss@ourco.com", "Boss", admin=True)
+    imap_user.deliver(message("Erin Gone <erin@solocorp.com>", "alice@ourco.com", "Hello", msgid="e1@solo"))
+    mid = w.add_imap("alice@ourco.com", imap_user)
+    assert w.sync(mid).ok
+    with session(w.rt.engine) as s:
+        token = orgs.issue_token(s, s.get(orgs.User, admin))
+    return w, mid, TestClient(create_app(w.rt)), {"Authorization": f"Bearer {token}"}
+
+
+def test_erasure_removes_the_rules_and_audit_entries_that_name_the_person(tmp_path, imap_user):
+    w, mid, client, h = _erin_world(tmp_path, imap_user)
+    rule = client.post("/api/admin/rules", headers=h, json={"kind": "address", "value": "Erin@solocorp.com"})
+    assert rule.status_code in (200, 201), rule.text
+    assert client.post("/api/admin/rules", headers=h, json={"kind": "domain", "value": "spam.example"}).status_code \
+        in (200, 201)
+    client.post("/api/admin/privacy/export", headers=h, json={"email": "erin@solocorp.com"})
+    before = json.dumps(client.get("/api/admin/audit", headers=h).json()).lower()
+    assert "erin@solocorp.com" in before  # the rule's audit entry named her
+
+    erased = client.post("/api/admin/privacy/erase", headers=h, json={"email": "erin@solocorp.com", "confirm": True})
+    assert erased.status_code == 200 and erased.json()["removed_rules"] == 1
+    assert erased.json()["scrubbed_audit_events"] >= 1
+    assert [r[0] for r in w.sql("SELECT value FROM exclusionrule")] == ["spam.example"]
+    after = client.get("/api/admin/audit", headers=h).json()
+    assert "erin@solocorp.com" not in json.dumps(after).lower()
+    tags = {e["target"] for e in after if e["action"] in ("person.erase", "rule.add")}
+    assert any(t.startswith("erased person ") for t in tags)
+    # Still never synced again, now without the rule.
+    imap_user.deliver(message("Erin Gone <erin@solocorp.com>", "alice@ourco.com", "Again", msgid="e2@solo"))
+    assert w.sync(mid).ok
+    assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@solocorp.com'") == 0
+
+
+def test_tombstones_written_before_keys_existed_still_keep_people_out(tmp_path, imap_user):
+    w = make_world(tmp_path)
+    with write_transaction(w.rt.engine) as conn:
+        from sqlalchemy import text
+
+        conn.execute(text("INSERT INTO erasedperson (org_id, address_hash, erased_at) VALUES (:o, :h, :t)"),
+                     {"o": w.org_id, "h": legacy_erased_hash(w.org_id, "old@gone.example"), "t": "2026-01-01 00:00:00"})
+    imap_user.deliver(message("Old <old@gone.example>", "alice@ourco.com", "Back?", msgid="o1@gone"))
+    imap_user.deliver(message("New <new@here.example>", "alice@ourco.com", "Hi", msgid="n1@here"))
+    mid = w.add_imap("alice@ourco.com", imap_user)
+    assert w.sync(mid).ok
+    assert [r[0] for r in w.sql("SELECT primary_email FROM contact")] == ["new@here.example"]
+    with read_only(w.rt.engine) as conn:
+        assert privacy.export_person(conn, w.org_id, "old@gone.example", w.rt.box)["erased_at"]
+
+
+def test_tombstones_survive_a_key_rotation(tmp_path, imap_user):
+    w, mid, client, h = _erin_world(tmp_path, imap_user)
+    assert client.post("/api/admin/privacy/erase", headers=h,
+                       json={"email": "erin@solocorp.com", "confirm": True}).status_code == 200
+    counts = rotate_key(w.rt.settings, w.rt.engine)
+    assert counts["organisation.erasure_key_enc"] == 1
+    w.rt.box = secret_box(w.rt.settings)  # what a restarted process loads: only the new key
+    with write_transaction(w.rt.engine) as conn:
+        mailboxes.resync(conn, w.org_id, mid, actor_id=None)
+    assert w.sync(mid).ok
+    assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@solocorp.com'") == 0
+    assert w.scalar("SELECT count(*) FROM contact") == 0

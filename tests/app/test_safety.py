@@ -19,10 +19,10 @@ def test_an_erased_person_cannot_be_added_again_by_hand(tmp_path):
     world = make_world(tmp_path)
     alice = _user(world, "alice@ourco.com")
     with write_transaction(world.rt.engine) as conn:
-        people.create_contact(conn, world.org_id, alice, email="jane@acme.com", name="Jane")
-        privacy.erase_person(conn, world.org_id, "jane@acme.com", actor_id=alice)
+        people.create_contact(conn, world.org_id, alice, box=world.rt.box, email="jane@acme.com", name="Jane")
+        privacy.erase_person(conn, world.org_id, "jane@acme.com", actor_id=alice, box=world.rt.box)
     with write_transaction(world.rt.engine) as conn, pytest.raises(people.Invalid, match="erased"):
-        people.create_contact(conn, world.org_id, alice, email="Jane@ACME.com", name="Jane Again")
+        people.create_contact(conn, world.org_id, alice, box=world.rt.box, email="Jane@ACME.com", name="Jane Again")
     assert world.scalar("SELECT COUNT(*) FROM contact") == 0
 
 
@@ -30,7 +30,7 @@ def test_a_never_log_rule_keeps_the_reps_notes_and_tasks(tmp_path):
     world = make_world(tmp_path)
     alice = _user(world, "alice@ourco.com")
     with write_transaction(world.rt.engine) as conn:
-        jane = people.create_contact(conn, world.org_id, alice, email="jane@acme.com", name="Jane")
+        jane = people.create_contact(conn, world.org_id, alice, box=world.rt.box, email="jane@acme.com", name="Jane")
         activity.add_note(conn, world.org_id, alice, jane, "Prefers calls on Tuesdays")
         rules.add_rule(conn, world.org_id, kind="domain", value="acme.com", user_id=None, actor_id=alice)
     assert world.sql("SELECT kind, body FROM interaction") == [("note", "Prefers calls on Tuesdays")]

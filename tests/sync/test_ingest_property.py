@@ -29,7 +29,7 @@ MESSAGES = st.one_of(
 def test_ingest_never_raises_on_arbitrary_input(tmp_path):
     world = make_world(tmp_path)
     with world.rt.engine.connect() as conn:
-        org = org_context(conn, world.org_id)
+        org = org_context(conn, world.org_id, world.rt.box)
     from sqlalchemy import text
     with world.rt.engine.begin() as conn:
         conn.execute(text("INSERT INTO mailbox (org_id, owner_id, kind, config, sync_stage, status, failure_count, "
