@@ -9,14 +9,12 @@ session), an expiry and a CSRF token. Every form posts that CSRF token back
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import secrets
-import time
 from contextlib import contextmanager
-from datetime import timezone
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -25,14 +23,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import select
+from sqlalchemy import delete, insert, or_, select, update
 from sqlmodel import Session
 
 from app.api.admin import (add_caldav_account, add_m365_mailboxes, add_m365_tenant, export_response, start_sync,
                            with_sources)
 from app.api.deps import Caller, caller_from, runtime_of
 from app.db import read_only, write_transaction
-from app.models import ApiToken, User
+from app.models import ApiToken, ConsoleSession, User
+from app.models.base import utcnow
 from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
 from app.services import audit, mailboxes, orgs, privacy, rules
 from app.services.orgs import Invalid, NotFound, hash_token
@@ -43,7 +42,7 @@ COOKIE, LOGIN_COOKIE = "tl_admin", "tl_login"
 SESSION_SECONDS = 8 * 3600
 router = APIRouter(prefix="/admin", include_in_schema=False)
 _bearer = HTTPBearer(auto_error=False)
-T, U = ApiToken.__table__, User.__table__
+T, U, CS = ApiToken.__table__, User.__table__, ConsoleSession.__table__
 
 env = Environment(loader=FileSystemLoader(str(ADMIN_DIR / "templates")),
                   autoescape=select_autoescape(default=True, default_for_string=True))
@@ -81,30 +80,24 @@ SOURCE_KINDS = ("imap", "caldav", "m365")
 
 # -- sessions -------------------------------------------------------------------------
 
-def _key(request: Request) -> bytes:
-    return runtime_of(request).box.derive("admin-console-session")
+# A session is a row (app/models/org.py ConsoleSession): the cookie carries a
+# random id whose SHA-256 is stored, so signing out, revoking the token or
+# deactivating the user ends it on the server, and a copy of the database holds
+# no usable cookie.
+
+def _session_hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
-def _sign(request: Request, data: dict) -> str:
-    payload = base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
-    mac = hmac.new(_key(request), payload.encode(), hashlib.sha256).hexdigest()
-    return f"{payload}.{mac}"
-
-
-def _unsign(request: Request, value: str | None) -> dict | None:
-    if not value or "." not in value:
-        return None
-    payload, _, mac = value.rpartition(".")
-    good = hmac.new(_key(request), payload.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(mac, good):
-        return None
-    try:
-        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.get("e", 0) < time.time():
-        return None
-    return data
+def _start_session(conn, org_id: int, user_id: int, token_id: int) -> tuple[str, str]:
+    """A new session: (cookie value, CSRF token). Sessions that ended or expired are cleared on the way."""
+    now = utcnow()
+    conn.execute(delete(CS).where(or_(CS.c.expires_at < now, CS.c.ended_at.is_not(None))))
+    value, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+    conn.execute(insert(CS).values(session_hash=_session_hash(value), org_id=org_id, user_id=user_id,
+                                   token_id=token_id, csrf=csrf, created_at=now,
+                                   expires_at=now + timedelta(seconds=SESSION_SECONDS)))
+    return value, csrf
 
 
 def _secure(request: Request) -> bool:
@@ -128,17 +121,19 @@ class Console:
 
 
 def _from_session(request: Request) -> tuple[Caller, str] | None:
-    data = _unsign(request, request.cookies.get(COOKIE))
-    if data is None:
+    value = request.cookies.get(COOKIE)
+    if not value:
         return None
     rt = runtime_of(request)
     with read_only(rt.engine) as conn:
-        row = conn.execute(select(U.c.id, U.c.org_id, U.c.email, U.c.role).join(T, T.c.user_id == U.c.id)
-                           .where(T.c.id == data.get("t"), U.c.id == data.get("u"), T.c.revoked_at.is_(None),
+        row = conn.execute(select(U.c.id, U.c.org_id, U.c.email, U.c.role, CS.c.csrf)
+                           .join(CS, CS.c.user_id == U.c.id).join(T, T.c.id == CS.c.token_id)
+                           .where(CS.c.session_hash == _session_hash(value), CS.c.ended_at.is_(None),
+                                  CS.c.expires_at > utcnow(), T.c.user_id == U.c.id, T.c.revoked_at.is_(None),
                                   U.c.active.is_(True))).first()
     if row is None:
         return None
-    return Caller(row.id, row.org_id, row.email, row.role), data.get("c")
+    return Caller(row.id, row.org_id, row.email, row.role), row.csrf
 
 
 async def console(request: Request, creds: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Console:
@@ -201,7 +196,7 @@ async def login(request: Request) -> Response:
     token = str(form.get("token", "")).strip()
     rt = runtime_of(request)
     with read_only(rt.engine) as conn:
-        row = conn.execute(select(T.c.id, U.c.id.label("uid"), U.c.role).join(U, U.c.id == T.c.user_id)
+        row = conn.execute(select(T.c.id, U.c.id.label("uid"), U.c.org_id, U.c.role).join(U, U.c.id == T.c.user_id)
                            .where(T.c.token_hash == hash_token(token), T.c.revoked_at.is_(None),
                                   U.c.active.is_(True))).first() if token else None
     if row is None:
@@ -210,9 +205,10 @@ async def login(request: Request) -> Response:
     if row.role != "admin":
         return render(request, "login.html", None, status=403, login_csrf=nonce,
                       error="This token belongs to a rep: the console is for admins.")
-    data = {"u": row.uid, "t": row.id, "c": secrets.token_urlsafe(24), "e": int(time.time()) + SESSION_SECONDS}
+    with write_transaction(rt.engine) as conn:
+        value, _ = _start_session(conn, row.org_id, row.uid, row.id)
     resp = RedirectResponse("/admin", status_code=303)
-    resp.set_cookie(COOKIE, _sign(request, data), max_age=SESSION_SECONDS, httponly=True, samesite="strict",
+    resp.set_cookie(COOKIE, value, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
                     secure=_secure(request), path="/admin")
     resp.delete_cookie(LOGIN_COOKIE, path="/admin")
     return resp
@@ -221,6 +217,11 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request, con: Console = Depends(console)) -> Response:
     await _form(request)
+    value = request.cookies.get(COOKIE)
+    if value:
+        with write_transaction(runtime_of(request).engine) as conn:
+            conn.execute(update(CS).where(CS.c.session_hash == _session_hash(value), CS.c.ended_at.is_(None))
+                         .values(ended_at=utcnow()))
     resp = RedirectResponse("/admin/login", status_code=303)
     resp.delete_cookie(COOKIE, path="/admin")
     return resp

@@ -1,5 +1,6 @@
 """All tables, grouped by domain. Import from here so metadata is complete."""
-from app.models.org import ApiToken, AuditEvent, ErasedPerson, ExclusionRule, Organisation, User, UserAlias
+from app.models.org import (ApiToken, AuditEvent, ConsoleSession, ErasedPerson, ExclusionRule, Organisation, User,
+                            UserAlias)
 from app.models.mail import FolderState, GraphSubscription, M365Tenant, Mailbox, SyncIssue
 from app.models.timeline import (Company, Contact, ContactAddress, ContactColleague, ContactStats, Interaction,
                                  InteractionSource, Participant)
@@ -8,7 +9,7 @@ from sqlmodel import SQLModel
 metadata = SQLModel.metadata
 
 __all__ = [
-    "ApiToken", "AuditEvent", "ErasedPerson", "ExclusionRule", "Organisation", "User", "UserAlias",
+    "ApiToken", "AuditEvent", "ConsoleSession", "ErasedPerson", "ExclusionRule", "Organisation", "User", "UserAlias",
     "FolderState", "GraphSubscription", "M365Tenant", "Mailbox", "SyncIssue",
     "Company", "Contact", "ContactAddress", "ContactColleague", "ContactStats", "Interaction",
     "InteractionSource", "Participant",

@@ -68,6 +68,20 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in admin console session. The cookie holds a random id; only its
+    SHA-256 is stored, and signing out ends the session here, not just in the browser."""
+    id: int | None = Field(default=None, primary_key=True)
+    session_hash: str = Field(unique=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    token_id: int = Field(foreign_key="apitoken.id")  # the token signed in with: revoking it ends the session
+    csrf: str
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    ended_at: datetime | None = None
+
+
 class ExclusionRule(SQLModel, table=True):
     """"Never log" an address or a domain (subdomains included), org-wide or for one rep."""
     __table_args__ = (UniqueConstraint("org_id", "user_id", "kind", "value"),)
