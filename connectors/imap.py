@@ -50,8 +50,12 @@ _METHOD_PARAM = re.compile(rb'method\s*=\s*"?([A-Za-z-]+)', re.I)
 _CHARSET_PARAM = re.compile(rb'charset\s*=\s*"?([^";\s]+)', re.I)
 _CTE = re.compile(rb"^content-transfer-encoding:[ \t]*([A-Za-z0-9-]+)", re.I | re.M)
 
-_SKIP_FLAGS = {b"\\noselect", b"\\nonexistent", b"\\junk", b"\\trash", b"\\drafts", b"\\all", b"\\flagged", b"\\important"}
-_ROLE_FLAGS = {b"\\sent": "sent", b"\\archive": "archive"}
+# \Flagged and \Important are views of mail stored elsewhere. \All is not
+# skipped: Gmail keeps archived mail only there ("All Mail"), so skipping it
+# silently lost every conversation a rep had archived; the copies it shares
+# with INBOX or labels become extra source rows of the same interaction.
+_SKIP_FLAGS = {b"\\noselect", b"\\nonexistent", b"\\junk", b"\\trash", b"\\drafts", b"\\flagged", b"\\important"}
+_ROLE_FLAGS = {b"\\sent": "sent", b"\\archive": "archive", b"\\all": "archive"}
 # Names mail clients and servers give these folders when SPECIAL-USE is absent.
 SENT_NAMES = {"sent", "sent items", "sent messages", "sent mail", "gesendet", "gesendete elemente",
               "gesendete objekte", "envoyés", "éléments envoyés", "enviados", "elementos enviados", "inviata", "posta inviata"}

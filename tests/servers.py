@@ -430,6 +430,8 @@ _SPECIAL_USE_MAILBOXES = (
     ("Trash", "\\Trash"),
     ("Junk", "\\Junk"),
     ("Archive", "\\Archive"),
+    ("All Mail", "\\All"),  # Gmail's shape: every message the rep kept, labels or not
+    ("Starred", "\\Flagged"),
 )
 
 _FLAG_LETTERS = {

@@ -298,3 +298,24 @@ def test_sqlite_planner_statistics_are_refreshed_after_new_mail(world, imap_user
     world.sync(mid)
     tables = {r[0] for r in world.sql("SELECT tbl FROM sqlite_stat1")}
     assert {"participant", "interaction", "contactaddress"} <= tables
+
+
+def test_gmail_shape_archived_mail_in_all_mail_is_imported_once(world, imap_user_factory, dovecot_special_use):
+    """Gmail keeps an archived conversation only in "All Mail" (\\All); mail still
+    in the Inbox is in both. Both reach the timeline, each as one interaction."""
+    user = imap_user_factory(server=dovecot_special_use)
+    for name in ("Sent", "All Mail", "Starred"):
+        user.create_folder(name)
+    archived = message("Ann <ann@acme.com>", "alice@ourco.com", "Archived deal", msgid="arch1@acme")
+    current = message("Ann <ann@acme.com>", "alice@ourco.com", "Still in inbox", msgid="cur1@acme")
+    user.deliver(archived, folder="All Mail")
+    user.deliver(current, folder="INBOX")
+    user.deliver(current, folder="All Mail")
+    user.deliver(current, folder="Starred")
+    mid = world.add_imap("alice@ourco.com", user)
+    assert world.sync(mid).ok
+    roles = dict(world.sql("SELECT name, role FROM folderstate"))
+    assert roles["All Mail"] == "archive" and roles["Starred"] == "skip"
+    rows = world.sql("SELECT i.subject, count(s.id) FROM interaction i JOIN interactionsource s "
+                     "ON s.interaction_id = i.id GROUP BY i.id, i.subject ORDER BY i.subject")
+    assert [tuple(r) for r in rows] == [("Archived deal", 1), ("Still in inbox", 2)]
