@@ -58,12 +58,24 @@ _SKIP_FLAGS = {b"\\noselect", b"\\nonexistent", b"\\junk", b"\\trash", b"\\draft
 _ROLE_FLAGS = {b"\\sent": "sent", b"\\archive": "archive", b"\\all": "archive"}
 # Names mail clients and servers give these folders when SPECIAL-USE is absent.
 SENT_NAMES = {"sent", "sent items", "sent messages", "sent mail", "gesendet", "gesendete elemente",
-              "gesendete objekte", "envoyés", "éléments envoyés", "enviados", "elementos enviados", "inviata", "posta inviata"}
-ARCHIVE_NAMES = {"archive", "archives", "archiv", "all mail", "archivio", "archivo"}
+              "gesendete objekte", "envoyés", "éléments envoyés", "messages envoyés", "enviados", "elementos enviados",
+              "inviata", "posta inviata", "verzonden", "verzonden items", "verzonden berichten", "itens enviados",
+              "enviadas", "wysłane", "skickat", "skickade objekt", "sendt", "sendte elementer", "lähetetyt"}
+ARCHIVE_NAMES = {"archive", "archives", "archiv", "all mail", "archivio", "archivo", "archief", "arquivo"}
+# Drafts matter most: synced, a rep's unsent drafts would show up as mail they sent.
 SKIP_NAMES = {"junk", "junk e-mail", "junk email", "spam", "bulk mail", "trash", "deleted items", "deleted messages",
-              "bin", "papierkorb", "corbeille", "drafts", "draft", "entwürfe", "brouillons", "outbox", "notes",
-              "sync issues", "conflicts", "local failures", "server failures", "rss feeds", "conversation history",
-              "calendar", "contacts", "tasks", "journal", "templates"}
+              "bin", "papierkorb", "gelöschte elemente", "gelöschte objekte", "corbeille", "éléments supprimés",
+              "courrier indésirable", "drafts", "draft", "entwürfe", "brouillons", "outbox", "postausgang",
+              "boîte d'envoi", "notes", "sync issues", "conflicts", "local failures", "server failures", "rss feeds",
+              "conversation history", "calendar", "contacts", "tasks", "journal", "templates",
+              # Spanish, Portuguese, Italian, Dutch, Polish, Nordic
+              "papelera", "elementos eliminados", "correo no deseado", "borradores", "bandeja de salida",
+              "lixeira", "lixo", "itens excluídos", "lixo eletrônico", "rascunhos", "caixa de saída",
+              "cestino", "posta eliminata", "posta indesiderata", "bozze", "posta in uscita",
+              "prullenbak", "verwijderde items", "ongewenste e-mail", "concepten", "postvak uit",
+              "kosz", "elementy usunięte", "wiadomości-śmieci", "kopie robocze", "skrzynka nadawcza",
+              "papperskorgen", "borttagna objekt", "skräppost", "utkast", "utkorgen", "papirkurv", "slettede elementer",
+              "søppelpost", "kladder", "roskakori", "luonnokset"}
 
 
 @dataclass(frozen=True)

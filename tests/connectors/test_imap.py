@@ -25,6 +25,15 @@ from tests.world import NOW, message
     ("Weird", (b"\\Noselect",), "/", "skip"),
     ("Customers/Acme", (), "/", "other"),
     ("Stuff", (b"\\Junk",), "/", "skip"),
+    # Servers without SPECIAL-USE, in other languages: drafts would otherwise pass for sent mail.
+    ("INBOX.Concepten", (), ".", "skip"),
+    ("Rascunhos", (), "/", "skip"),
+    ("Borradores", (), "/", "skip"),
+    ("INBOX/Éléments supprimés", (), "/", "skip"),
+    ("Verwijderde items", (), "/", "skip"),
+    ("Lixo Eletrônico", (), "/", "skip"),
+    ("Itens Enviados", (), "/", "sent"),
+    ("INBOX.Verzonden items", (), ".", "sent"),
 ])
 def test_folder_roles(name, flags, delim, role):
     assert classify_folder(name, flags, delim) == role
