@@ -130,6 +130,45 @@ def add_m365(
                   f"`threadline sync --once --mailbox {mb.id}`", highlight=False)
 
 
+def list_m365_tenants(org: OrgOpt = None) -> None:
+    """The connected tenant apps, with how many mailboxes read through each (never their credentials)."""
+    from app.services import m365
+
+    rt = _rt()
+    with session(rt.engine) as s:
+        try:
+            o = org_service.the_org(s, org)
+        except (Invalid, NotFound) as exc:
+            _fail(str(exc))
+        tenants = m365.list_tenants(s, o.id)
+    if not tenants:
+        out.print("no Microsoft 365 tenant connected")
+    for t in tenants:
+        out.print(f"{t['id']}  {t['tenant_id']}  app {t['client_id']}  {t['auth_kind']}  "
+                  f"{t['mailboxes']} mailbox(es)", highlight=False)
+
+
+def remove_m365_tenant(
+    tenant: Annotated[str, typer.Argument(help="The tenant id, or its number in `threadline mailbox list-m365-tenants`.")],
+    org: OrgOpt = None,
+) -> None:
+    """Forget a tenant app and its stored credential (refused while mailboxes read through it)."""
+    from app.services import audit, m365
+
+    rt = _rt()
+    with session(rt.engine) as s:
+        try:
+            o = org_service.the_org(s, org)
+            facts = m365.remove_tenant(s, o.id, tenant)
+        except (Invalid, NotFound) as exc:
+            _fail(str(exc))
+        audit.record(s.connection(), o.id, None, "m365.tenant_remove",
+                     f"m365 tenant {facts['id']} ({facts['tenant_id']})", {"client_id": facts["client_id"]})
+        s.commit()
+    out.print(f"tenant {facts['tenant_id']} removed with its credential; delete the app registration (or its "
+              "secret) in Microsoft Entra too", highlight=False)
+
+
 def _register() -> None:
     """Register on app.cli's mailbox group; under `python -m app.cli` that module is
     __main__ and `app.cli` is a second copy, so register on both."""
@@ -142,6 +181,8 @@ def _register() -> None:
     for group in targets:
         group.command("add-m365-tenant")(add_m365_tenant)
         group.command("add-m365")(add_m365)
+        group.command("list-m365-tenants")(list_m365_tenants)
+        group.command("remove-m365-tenant")(remove_m365_tenant)
 
 
 _register()

@@ -392,6 +392,30 @@ def add_tenant(caller: AdminDep, rt: RuntimeDep, body: NewM365Tenant) -> dict:
         raise HTTPException(422, str(exc)) from exc
 
 
+@router.delete("/m365/tenants/{tenant}", status_code=204,
+               summary="Forget a tenant app and its credential (refused while mailboxes read through it)")
+def remove_tenant(caller: AdminDep, rt: RuntimeDep, tenant: str) -> Response:
+    remove_m365_tenant(rt, caller, tenant)
+    return Response(status_code=204)
+
+
+def remove_m365_tenant(rt, caller, tenant: str) -> dict:
+    """Shared by the API and the console: 404 unknown, 409 while mailboxes use it."""
+    from app.services import m365
+
+    with Session(rt.engine) as s:
+        try:
+            facts = m365.remove_tenant(s, caller.org_id, tenant)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except Invalid as exc:
+            raise HTTPException(409, str(exc)) from exc
+        audit.record(s.connection(), caller.org_id, caller.user_id, "m365.tenant_remove",
+                     f"m365 tenant {facts['id']} ({facts['tenant_id']})", {"client_id": facts["client_id"]})
+        s.commit()
+    return facts
+
+
 @router.post("/mailboxes/m365", status_code=201,
              summary="Add Microsoft 365 mailboxes read through a connected tenant app: one rep, or all_reps "
                      "(a rep's own device-code sign-in is CLI only: threadline mailbox add-m365 --client-id)")

@@ -1,10 +1,11 @@
 """The admin console at /admin: server-rendered pages (Jinja2, autoescaped), admins only.
 
 Sign-in: the admin pastes a personal access token on /admin/login. The console
-then keeps a signed session cookie (HttpOnly, SameSite=Strict, Secure on https)
-holding the user id, the token's id (not the token: revoking the token ends the
-session), an expiry and a CSRF token. Every form posts that CSRF token back
-(synchronizer token). Scripts may also call the pages with an
+then keeps a session on the server (a consolesession row: user, the token's id,
+expiry, CSRF token) and gives the browser only a random id for it (HttpOnly,
+SameSite=Strict, Secure on https). Signing out, revoking the token or
+deactivating the user ends the session. Every form posts the session's CSRF
+token back (synchronizer token). Scripts may also call the pages with an
 `Authorization: Bearer` header (no cookie, so no CSRF check is needed).
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import delete, insert, or_, select, update
 from sqlmodel import Session
 
-from app.api.admin import (add_caldav_account, add_m365_mailboxes, add_m365_tenant, export_response, start_sync,
+from app.api.admin import (add_caldav_account, add_m365_mailboxes, add_m365_tenant, export_response,
+                           remove_m365_tenant, start_sync,
                            with_sources)
 from app.api.deps import Caller, caller_from, runtime_of
 from app.db import read_only, write_transaction
@@ -73,6 +75,8 @@ OK_MESSAGES = {
     "filters": "Filter settings saved.", "erased": "Person erased.",
     "caldav_added": "Calendar account added. Press Sync now to import its meetings.",
     "tenant": "Microsoft 365 tenant connected: now add its reps' mailboxes below.",
+    "tenant_removed": "Tenant app removed, with its credential. Delete the app registration or its secret in "
+                      "Microsoft Entra too.",
     "m365_all": "Microsoft 365 mailboxes added for every enabled rep who had none through this tenant.",
 }
 SOURCE_KINDS = ("imap", "caldav", "m365")
@@ -311,6 +315,16 @@ async def add_caldav(request: Request, con: Console = Depends(console)) -> Respo
     except (Invalid, NotFound) as exc:
         return _mailbox_form(request, con, status=422, kind="caldav", values=values, error=str(exc))
     return back(f"/admin/mailboxes/{added['id']}", "caldav_added")
+
+
+@router.post("/m365/tenants/{tenant_id}/remove")
+async def remove_tenant(request: Request, tenant_id: int, con: Console = Depends(console)) -> Response:
+    await _form(request)
+    try:
+        remove_m365_tenant(runtime_of(request), con, str(tenant_id))
+    except HTTPException as exc:
+        return _mailbox_form(request, con, status=exc.status_code, kind="m365", values={}, error=str(exc.detail))
+    return RedirectResponse("/admin/mailboxes/new?kind=m365&ok=tenant_removed", status_code=303)
 
 
 @router.post("/m365/tenants")

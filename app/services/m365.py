@@ -83,6 +83,23 @@ def find_tenant(session: Session, org_id: int, ref: str) -> M365Tenant:
     return found
 
 
+def remove_tenant(session: Session, org_id: int, ref: str) -> dict:
+    """Forget a tenant app and its credential. Refused while mailboxes still read
+    through it: removing those first is a decision about their timeline (keep or purge).
+    The app registration itself lives in Microsoft Entra: delete it or its secret there too."""
+    tenant = find_tenant(session, org_id, ref)
+    using = session.exec(select(Mailbox.id).where(Mailbox.org_id == org_id, Mailbox.tenant_ref == tenant.id)
+                         .order_by(Mailbox.id)).all()
+    if using:
+        ids = ", ".join(str(i) for i in using)
+        raise Invalid(f"tenant {tenant.tenant_id} still has {len(using)} mailbox(es) ({ids}): remove them first "
+                      "(`threadline mailbox remove ID`, or Remove on each mailbox's page)")
+    facts = describe_tenant(tenant)
+    session.delete(tenant)
+    session.flush()  # the caller commits, with its audit record
+    return facts
+
+
 def list_tenants(session: Session, org_id: int) -> list[dict]:
     """The organisation's tenant apps with their mailbox counts (never the credential)."""
     tenants = session.exec(select(M365Tenant).where(M365Tenant.org_id == org_id).order_by(M365Tenant.id)).all()

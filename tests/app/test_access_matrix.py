@@ -108,6 +108,7 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/api/admin/m365/tenants"): {"auth": ADMIN, "json": lambda: {"tenant_id": uniq("tn"), "client_id": "app",
                                                                           "client_secret": "s-matrix",
                                                                           "check": False}},
+    ("DELETE", "/api/admin/m365/tenants/{tenant}"): {"auth": ADMIN, "other": (404,)},
     ("POST", "/api/admin/mailboxes/m365"): {"auth": ADMIN, "json": {"tenant": MATRIX_TENANT, "all_reps": True},
                                             "other": (404,)},
     ("GET", "/api/admin/rules"): {"auth": ADMIN},
@@ -131,6 +132,7 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/admin/mailboxes/caldav"): {"auth": CONSOLE, "form": caldav_body, "other": (422,)},
     ("POST", "/admin/m365/tenants"): {"auth": CONSOLE, "form": lambda: {"tenant_id": uniq("tn"), "client_id": "app",
                                                                         "client_secret": "s-matrix"}},
+    ("POST", "/admin/m365/tenants/{tenant_id}/remove"): {"auth": CONSOLE},
     ("POST", "/admin/mailboxes/m365"): {"auth": CONSOLE, "form": {"tenant": MATRIX_TENANT, "owner": "*"},
                                         "other": (422,)},
     ("POST", "/admin/mailboxes/{mailbox_id}/{action}"): {"auth": CONSOLE, "params": {"action": "pause"}},
@@ -211,6 +213,11 @@ def fresh_param(env, name: str):
         return env["company"]
     if name == "task_id":
         return env["task"]
+    if name in ("tenant", "tenant_id"):  # a fresh tenant app of organisation 1, without mailboxes
+        with session(w.rt.engine) as s:
+            t = m365.add_tenant(s, w.rt.box, orgs.the_org(s, w.org_id), tenant_id=uniq("tr"), client_id="app",
+                                secret="s-matrix", check=False)
+            return t.tenant_id if name == "tenant" else t.id
     if name == "mailbox_id":
         with session(w.rt.engine) as s:
             org = orgs.the_org(s, w.org_id)

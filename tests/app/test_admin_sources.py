@@ -183,6 +183,25 @@ def test_m365_tenant_and_mailboxes_through_the_api(env, graph, caplog):
     no_secret(secret, *seen, ok)
     assert secret not in caplog.text and "Not-the-secret-99" not in caplog.text
 
+    # Removing the tenant: refused while mailboxes read through it, then its credential is gone.
+    boxes = sorted([row["id"]] + [r["id"] for r in rest.json()])
+    busy = client.delete(f"/api/admin/m365/tenants/{graph.tenant}")
+    assert busy.status_code == 409 and all(str(i) in busy.json()["detail"] for i in boxes), busy.text
+    assert client.delete(f"/api/admin/m365/tenants/{graph.tenant}", headers=other).status_code == 404
+    page = client.post(f"/admin/m365/tenants/{t['id']}/remove", data={})
+    assert page.status_code == 409 and "remove them first" in page.text
+    assert 'action="/admin/m365/tenants/' not in client.get("/admin/mailboxes/new?kind=m365").text
+    for mailbox_id in boxes:
+        assert client.delete(f"/api/admin/mailboxes/{mailbox_id}").status_code == 200
+    assert f'action="/admin/m365/tenants/{t["id"]}/remove"' in client.get("/admin/mailboxes/new?kind=m365").text
+    removed = client.post(f"/admin/m365/tenants/{t['id']}/remove", data={}, follow_redirects=False)
+    assert removed.status_code == 303 and removed.headers["location"].endswith("ok=tenant_removed")
+    assert client.get("/api/admin/m365/tenants").json() == []
+    assert w.scalar("SELECT count(*) FROM m365tenant") == 0
+    assert client.delete(f"/api/admin/m365/tenants/{graph.tenant}").status_code == 404
+    gone = [e for e in client.get("/api/admin/audit").json() if e["action"] == "m365.tenant_remove"]
+    assert len(gone) == 1 and graph.tenant in gone[0]["target"]
+
 
 def test_console_adds_a_caldav_account(tmp_path, caldav_user, live_app, page):
     w = make_world(tmp_path)

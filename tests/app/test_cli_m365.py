@@ -85,3 +85,19 @@ def test_connect_a_tenant_and_a_delegated_mailbox_then_sync(graph, tmp_path):
     finally:
         db.close()
     assert stored and secret not in dump and "RefreshToken" not in dump
+
+    # The tenant is listed with its mailboxes; it cannot be removed while they read through it.
+    listed = run(data, "mailbox", "list-m365-tenants")
+    assert listed.returncode == 0 and f"{graph.tenant}" in flat(listed.stdout) and "3 mailbox(es)" in flat(listed.stdout)
+    refused = run(data, "mailbox", "remove-m365-tenant", graph.tenant)
+    assert refused.returncode == 1 and "remove them first" in flat(refused.stderr)
+    for mailbox_id in (1, 2, 3):
+        assert run(data, "mailbox", "remove", str(mailbox_id)).returncode == 0
+    removed = run(data, "mailbox", "remove-m365-tenant", graph.tenant)
+    assert removed.returncode == 0 and "removed with its credential" in flat(removed.stdout), removed.stderr
+    db = sqlite3.connect(data / "threadline.db")
+    try:
+        assert db.execute("SELECT count(*) FROM m365tenant").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM auditevent WHERE action = 'm365.tenant_remove'").fetchone()[0] == 1
+    finally:
+        db.close()
