@@ -28,7 +28,10 @@ from imapclient import exceptions as imap_errors
 from connectors.base import (
     AuthError, BadDataError, BadRecord, Batch, ConnectorError, Folder, MessageRecord, TransientError,
 )
-from connectors.imapfetch import FetchFailed, calendar_part, parse_internaldate, read_fetch, read_structures, send_fetch
+from connectors.imapfetch import (
+    HEADER_FIELDS_KEY as _HEADER_KEY, FetchFailed, calendar_part, parse_internaldate, read_fetch, read_structures,
+    send_fetch,
+)
 from connectors.mailparse import parse_message_headers
 from connectors import ical
 
@@ -37,7 +40,11 @@ HEADER_FIELDS = (
     "PRECEDENCE AUTO-SUBMITTED X-AUTOREPLY X-AUTORESPOND CONTENT-TYPE CONTENT-TRANSFER-ENCODING"
 )
 HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})]"
-_HEADER_KEY = f"BODY[HEADER.FIELDS ({HEADER_FIELDS})]".encode()
+# A UID SEARCH answer is one line: a large folder's (Gmail's All Mail: 100,000s of
+# UIDs) passes imaplib's 1 MB line limit.
+imaplib._MAXLINE = max(imaplib._MAXLINE, 64 << 20)
+# NO codes (RFC 5530) that mean "try again later", not "this message is broken".
+_TRANSIENT_CODES = (b"[UNAVAILABLE]", b"[LIMIT]", b"[INUSE]", b"[OVERQUOTA]", b"[SERVERBUG]")
 FIRST_BATCH = 200
 # Enough for a 200-character snippet after a multipart preamble and part headers.
 SNIPPET_BYTES = 1024
@@ -172,7 +179,7 @@ class ImapConnector:
             else:
                 client.login(s.username, self._password)
             self.capabilities = set(client.capabilities())
-            if b"CONDSTORE" in self.capabilities:
+            if b"CONDSTORE" in self.capabilities and b"ENABLE" in self.capabilities:
                 client.enable("CONDSTORE")
         except BaseException as exc:  # noqa: BLE001
             try:
@@ -285,7 +292,11 @@ class ImapConnector:
             raise translate(exc, f"searching folder {folder.name!r}") from exc
 
     def _fetch_items(self) -> str:
-        items = f"UID INTERNALDATE {HEADER_ITEM}"
+        # FLAGS (and Gmail's labels) to leave out drafts: Gmail's All Mail holds them,
+        # often with only the \Draft label.
+        items = f"UID FLAGS INTERNALDATE {HEADER_ITEM}"
+        if b"X-GM-EXT-1" in self.capabilities:
+            items += " X-GM-LABELS"
         if self.want_snippet:
             items += f" BODY.PEEK[TEXT]<0.{SNIPPET_BYTES}>"
         return items
@@ -314,8 +325,12 @@ class ImapConnector:
         except BaseException as exc:  # noqa: BLE001
             raise translate(exc, what) from exc
         for i, chunk in enumerate(chunks):
+            refused: list[BadRecord] = []
             try:
-                response = read_fetch(imap, pending)
+                try:
+                    response = read_fetch(imap, pending)
+                except FetchFailed as exc:
+                    response, refused = self._salvage(imap, folder, uidvalidity, chunk, items, exc)
                 parts = {}
                 if self.want_invitations:
                     multipart, single = _calendar_candidates(response)
@@ -326,9 +341,33 @@ class ImapConnector:
             except BaseException as exc:  # noqa: BLE001
                 raise translate(exc, what) from exc
             records, bad = self._records(uidvalidity, chunk, response)
+            bad.extend(refused)
             if parts:
                 self._add_meetings(uidvalidity, parts, records, bad)
             yield chunk, records, bad
+
+    @staticmethod
+    def _salvage(imap, folder: Folder, uidvalidity: int, chunk: list[int], items: str,
+                 failure: FetchFailed) -> tuple[dict, list[BadRecord]]:
+        """A batch's FETCH ended with NO (Gmail and Yahoo do so when one message is
+        broken on their side): keep what came, fetch the rest one by one, and record
+        only the messages the server still refuses. A "try later" code, or every
+        message refused, is a transient failure instead: nothing is skipped."""
+        if any(code in str(failure).encode().upper() for code in _TRANSIENT_CODES):
+            raise TransientError(f"the server refused to send mail from folder {folder.name!r} for now: {failure}")
+        response = dict(failure.partial)
+        refused: list[BadRecord] = []
+        for uid in [u for u in chunk if _HEADER_KEY not in response.get(u, {})]:
+            try:
+                response.update(read_fetch(imap, send_fetch(imap, [uid], items)))
+            except FetchFailed as exc:
+                if any(code in str(exc).encode().upper() for code in _TRANSIENT_CODES):
+                    raise TransientError(f"the server refused to send mail from folder {folder.name!r} for now: "
+                                         f"{exc}") from exc
+                refused.append(BadRecord(f"{uidvalidity}/{uid}", f"the server would not send this message: {exc}"[:300]))
+        if refused and len(refused) == len(chunk) > 1:
+            raise TransientError(f"the server refused every message of a batch in folder {folder.name!r}: {failure}")
+        return response, refused
 
     # -- invitations (iMIP) -----------------------------------------------------
     want_invitations = True
@@ -400,6 +439,8 @@ class ImapConnector:
         for uid in uids:
             data = response.get(uid)
             if data is None:  # expunged between SEARCH and FETCH
+                continue
+            if data.get(b"DRAFT"):  # not sent: never on the timeline
                 continue
             remote_id = f"{uidvalidity}/{uid}"
             raw_date = data.get(b"INTERNALDATE")

@@ -18,16 +18,34 @@ _FETCH_START = re.compile(rb"^\* \d+ FETCH \(", re.I)
 _LITERAL_END = re.compile(rb"\{(\d+)\}\r\n$")
 _UID = re.compile(rb"\bUID (\d+)", re.I)
 _INTERNALDATE = re.compile(rb'\bINTERNALDATE "([^"]+)"', re.I)
-# The section a value belongs to: BODY[...] or BODY[...]<origin>, then its value.
-_SECTION_VALUE = re.compile(rb'(BODY\[[^\]]*\](?:<\d+>)?) (?:"((?:[^"\\]|\\.)*)"|NIL)', re.I)
-_SECTION_BEFORE_LITERAL = re.compile(rb"(BODY\[[^\]]*\](?:<\d+>)?) \{\d+\}\r\n$", re.I)
+# The section a value belongs to: BODY[...] or BODY[...]<origin> (some servers
+# echo <origin.length>), then its value.
+_SECTION_VALUE = re.compile(rb'(BODY\[[^\]]*\](?:<\d+(?:\.\d+)?>)?) (?:"((?:[^"\\]|\\.)*)"|NIL)', re.I)
+_SECTION_BEFORE_LITERAL = re.compile(rb"(BODY\[[^\]]*\](?:<\d+(?:\.\d+)?>)?) \{\d+\}\r\n$", re.I)
+_PARTIAL = re.compile(rb"<(\d+)(?:\.\d+)?>$")
+# FLAGS (...) and Gmail's X-GM-LABELS (...): lists of atoms and quoted strings.
+_FLAG_LIST = re.compile(rb'\b(FLAGS|X-GM-LABELS) \(((?:[^()"]|"(?:[^"\\]|\\.)*")*)\)', re.I)
+_DRAFT = re.compile(rb'(?:^|\s)"?\\{1,2}Draft"?(?=\s|$)', re.I)
 _MONTHS = {m: i for i, m in enumerate(
     (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"), 1)}
 _DATE = re.compile(rb"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
 
 
+HEADER_FIELDS_KEY = b"BODY[HEADER.FIELDS]"
+
+
+def section_key(raw: bytes) -> bytes:
+    """One name per section, however the server echoes it: servers differ in case,
+    in quoting or ordering the HEADER.FIELDS list, and in echoing <origin.length>."""
+    key = raw.upper()
+    if key.startswith(b"BODY[HEADER.FIELDS"):
+        return HEADER_FIELDS_KEY
+    return _PARTIAL.sub(rb"<\1>", key)
+
+
 class FetchFailed(imaplib.IMAP4.error):
-    pass
+    """The server ended a FETCH with NO or BAD. partial: what it did send before."""
+    partial: dict = {}
 
 
 def parse_internaldate(value: bytes) -> datetime | None:
@@ -100,26 +118,36 @@ def _responses(imap: imaplib.IMAP4, tag: bytes):
 
 
 def read_fetch(imap: imaplib.IMAP4, tag: bytes) -> dict[int, dict]:
+    """uid -> {section key (see section_key): bytes, b"INTERNALDATE": raw, b"DRAFT": True
+    when FLAGS or X-GM-LABELS say \\Draft}. Raises FetchFailed (with .partial) on NO/BAD."""
     out: dict[int, dict] = {}
-    for parts in _responses(imap, tag):
-        if not _FETCH_START.match(parts[0]):
-            continue  # another untagged response (EXISTS, EXPUNGE, FLAGS)
-        lines = parts[0::2]
-        values: dict = {}
-        for announcing, literal in zip(lines, parts[1::2]):
-            section = _SECTION_BEFORE_LITERAL.search(announcing)
-            if section:
-                values[section.group(1).upper()] = literal
-        text = b" ".join(line[:m.start()] if (m := _LITERAL_END.search(line)) else line for line in lines)
-        uid = _UID.search(text)
-        if not uid:
-            continue  # an unsolicited FETCH (flag change) without UID
-        for sm in _SECTION_VALUE.finditer(text):
-            values.setdefault(sm.group(1).upper(), sm.group(2) or b"")
-        date = _INTERNALDATE.search(text)
-        if date:
-            values[b"INTERNALDATE"] = date.group(1)
-        out[int(uid.group(1))] = values
+    try:
+        for parts in _responses(imap, tag):
+            if not _FETCH_START.match(parts[0]):
+                continue  # another untagged response (EXISTS, EXPUNGE, FLAGS)
+            lines = parts[0::2]
+            values: dict = {}
+            for announcing, literal in zip(lines, parts[1::2]):
+                section = _SECTION_BEFORE_LITERAL.search(announcing)
+                if section:
+                    values[section_key(section.group(1))] = literal
+            text = b" ".join(line[:m.start()] if (m := _LITERAL_END.search(line)) else line for line in lines)
+            uid = _UID.search(text)
+            if not uid:
+                continue  # an unsolicited FETCH (flag change) without UID
+            for sm in _SECTION_VALUE.finditer(text):
+                values.setdefault(section_key(sm.group(1)), sm.group(2) or b"")
+            date = _INTERNALDATE.search(text)
+            if date:
+                values[b"INTERNALDATE"] = date.group(1)
+            if any(_DRAFT.search(m.group(2)) for m in _FLAG_LIST.finditer(text)):
+                values[b"DRAFT"] = True
+            # A server may split one message's items over several FETCH responses, or
+            # send an unsolicited one (a flag change, with CONDSTORE) after it: merge.
+            out.setdefault(int(uid.group(1)), {}).update(values)
+    except FetchFailed as exc:
+        exc.partial = out
+        raise
     return out
 
 

@@ -292,6 +292,13 @@ def fallback_key(fields: dict[str, str]) -> str:
     return "sha256:" + hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
+_EARLIEST_PLAUSIBLE = datetime(1990, 1, 1, tzinfo=timezone.utc)
+
+
+def _plausible(date: datetime) -> bool:
+    return _EARLIEST_PLAUSIBLE <= date <= datetime.now(timezone.utc) + timedelta(days=1)
+
+
 def is_auto_reply(fields: dict[str, str]) -> bool:
     return (fields.get("auto-submitted", "").lower().startswith("auto-replied")
             or "x-autoreply" in fields or "x-autorespond" in fields)
@@ -323,12 +330,18 @@ def parse_message_headers(remote_id: str, block: bytes, internaldate=None, body:
         raw = fields.get("from")
         raise BadDataError(f"missing or invalid From header: {raw[:80]!r}" if raw else "missing From header")
     date = parse_date(fields.get("date"))
-    if date is None:
-        date = internaldate() if callable(internaldate) else internaldate
+    if date is not None and date.tzinfo is None:
+        date = date.replace(tzinfo=timezone.utc)
+    if date is None or not _plausible(date):
+        # A missing Date, or a sender's broken clock (2099, 1970): the server's
+        # arrival time instead, else the header date capped at now.
+        received = internaldate() if callable(internaldate) else internaldate
+        if received is not None:
+            date = received if received.tzinfo else received.replace(tzinfo=timezone.utc)
+        elif date is not None:
+            date = min(date, datetime.now(timezone.utc))
     if date is None:
         raise BadDataError("no usable Date header and no INTERNALDATE")
-    if date.tzinfo is None:
-        date = date.replace(tzinfo=timezone.utc)
     ids = message_ids(fields.get("message-id"))
     key = ids[0] if ids else fallback_key(fields)
     refs = message_ids(fields.get("references"))

@@ -312,6 +312,9 @@ def test_gmail_shape_archived_mail_in_all_mail_is_imported_once(world, imap_user
     user.deliver(current, folder="INBOX")
     user.deliver(current, folder="All Mail")
     user.deliver(current, folder="Starred")
+    # A draft kept in All Mail was never sent: it is not mail to anyone.
+    draft = message("alice@ourco.com", "Bo <bo@prospect.com>", "Unsent proposal", msgid="draft1@ourco")
+    user.deliver(draft, folder="All Mail", flags="\\Draft")
     mid = world.add_imap("alice@ourco.com", user)
     assert world.sync(mid).ok
     roles = dict(world.sql("SELECT name, role FROM folderstate"))
@@ -319,3 +322,4 @@ def test_gmail_shape_archived_mail_in_all_mail_is_imported_once(world, imap_user
     rows = world.sql("SELECT i.subject, count(s.id) FROM interaction i JOIN interactionsource s "
                      "ON s.interaction_id = i.id GROUP BY i.id, i.subject ORDER BY i.subject")
     assert [tuple(r) for r in rows] == [("Archived deal", 1), ("Still in inbox", 2)]
+    assert world.scalar("SELECT count(*) FROM contact WHERE primary_email = 'bo@prospect.com'") == 0
