@@ -50,8 +50,11 @@ DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 MAX_CONCURRENT = 4  # Graph: at most 4 concurrent requests per app and mailbox
 PAGE_SIZE = 1000
 CALENDAR_FOLDER = "calendar:Calendar"
+# What a plain occurrence takes from its series master (see _events).
+SERIES_FIELDS = ("subject", "organizer", "attendees", "location", "isCancelled", "isAllDay", "originalStartTimeZone")
+MASTER_FIELDS = ",".join(("iCalUId", "type") + SERIES_FIELDS)
 MESSAGE_FIELDS = ("internetMessageId", "subject", "from", "sender", "toRecipients", "ccRecipients", "bccRecipients",
-                  "receivedDateTime", "sentDateTime", "conversationId")
+                  "receivedDateTime", "sentDateTime", "conversationId", "isDraft")
 ROLE_BY_WELL_KNOWN = {"inbox": "inbox", "sentitems": "sent", "archive": "archive"}
 SKIP_WELL_KNOWN = ("deleteditems", "junkemail", "drafts", "outbox", "conversationhistory", "syncissues",
                    "conflicts", "localfailures", "serverfailures", "clutter", "scheduled")
@@ -182,6 +185,10 @@ class GraphConnector:
         self._token: str | None = None
         self._token_lock = threading.Lock()
         self._folder_ids: dict[str, str] = {}
+        # Series masters: id -> iCalUId (also kept in the calendar cursor) and, for
+        # this run only, id -> the fields its plain occurrences take from it.
+        self._masters: dict[str, str] = {}
+        self._master_info: dict[str, dict] = {}
         # Measurements (benchmarks, tests): time inside HTTP calls (prefetches
         # overlap the engine's work), time the caller actually waited for Graph,
         # requests made, throttling waits.
@@ -373,14 +380,17 @@ class GraphConnector:
         if cursor and cursor.get("id") != fid:  # deleted and re-created under the same name
             cursor, reset = {}, True
         select = ",".join(MESSAGE_FIELDS + (("bodyPreview",) if self.want_snippet else ()))
-        stamp = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
         def fresh() -> str:
-            return (f"{self.user_path}/mailFolders/{quote(fid)}/messages/delta?$select={select}"
-                    f"&$filter=receivedDateTime ge {stamp}")
+            # No $filter on receivedDateTime: Graph then returns at most 5,000 messages
+            # (documented), silently. The backfill window is applied here instead.
+            return f"{self.user_path}/mailFolders/{quote(fid)}/messages/delta?$select={select}"
+
+        def convert(items: list, incremental: bool, base: dict):
+            return self._messages(items, incremental, base, None if incremental else since)
 
         yield from self._rounds(cursor.get("next_link") or cursor.get("delta_link") or fresh(), fresh,
-                                {"id": fid}, self._messages, reset, what=f"syncing folder {folder.name!r}",
+                                {"id": fid}, convert, reset, what=f"syncing folder {folder.name!r}",
                                 incremental=bool(cursor.get("delta_link") or cursor.get("incremental")))
 
     def _rounds(self, url: str, fresh: Callable[[], str], base: dict, convert, reset: bool, *, what: str,
@@ -427,7 +437,8 @@ class GraphConnector:
         finally:
             pending.cancel()
 
-    def _messages(self, items: list, incremental: bool, base: dict):
+    def _messages(self, items: list, incremental: bool, base: dict, since: datetime | None = None):
+        """since: the backfill window's start, for a first round (older mail is passed over)."""
         records, bad, removed = [], [], []
         for item in items:
             rid = item.get("id") if isinstance(item, dict) else None
@@ -437,6 +448,12 @@ class GraphConnector:
             if "@removed" in item:
                 removed.append(rid)
                 continue
+            if item.get("isDraft") is True:
+                continue  # never sent: not mail to anyone
+            if since is not None:
+                received = _parse_time(item.get("receivedDateTime"))
+                if received is not None and received < since:
+                    continue
             try:
                 records.append(self._message(rid, item))
             except BadDataError as exc:
@@ -494,9 +511,14 @@ class GraphConnector:
 
     def _events(self, items: list, incremental: bool, base: dict):
         records, bad, removed = [], [], []
-        wanted = {str(i.get("seriesMasterId")) for i in items if isinstance(i, dict) and i.get("seriesMasterId")
-                  and "@removed" not in i and i.get("type") in ("occurrence", "exception")}
-        self._lookup_masters(wanted - set(self._masters))
+        live = [i for i in items if isinstance(i, dict) and i.get("seriesMasterId") and "@removed" not in i
+                and i.get("type") in ("occurrence", "exception")]
+        # Every instance needs its series' iCalUId (kept in the cursor); a plain
+        # occurrence also needs the series' subject, people and place, since
+        # calendarView/delta gives it only id, seriesMasterId, type, start and end.
+        need = {str(i["seriesMasterId"]) for i in live} - set(self._masters)
+        need |= {str(i["seriesMasterId"]) for i in live if _sparse(i)} - set(self._master_info)
+        self._lookup_masters(need)
         for item in items:
             rid = item.get("id") if isinstance(item, dict) else None
             if not rid:
@@ -525,19 +547,25 @@ class GraphConnector:
     def _lookup_masters(self, ids: set[str]) -> None:
         def one(master_id: str):
             try:
-                data = self.get_json(f"{self.user_path}/events/{quote(master_id)}?$select=iCalUId,type",
+                data = self.get_json(f"{self.user_path}/events/{quote(master_id)}?$select={MASTER_FIELDS}",
                                      what="reading a recurring meeting's series")
             except BadDataError:
                 return master_id, None
-            return master_id, data.get("iCalUId")
+            return master_id, data
 
         waited = time.perf_counter()
-        for master_id, uid in self._pool.map(one, sorted(ids)):
-            if uid:
-                self._masters[master_id] = uid
+        for master_id, data in self._pool.map(one, sorted(ids)):
+            if data and data.get("iCalUId"):
+                self._masters[master_id] = data["iCalUId"]
+                self._master_info[master_id] = {k: data[k] for k in SERIES_FIELDS if k in data}
         self.wait_seconds += time.perf_counter() - waited
 
     def _event(self, rid: str, item: dict) -> MeetingRecord | None:
+        if _sparse(item):
+            series = self._master_info.get(str(item.get("seriesMasterId")))
+            if series is None:
+                raise BadDataError(f"recurring meeting whose series {item.get('seriesMasterId')!r} cannot be read")
+            item = {**series, **item}
         attendees = []
         for a in item.get("attendees") or []:
             if not isinstance(a, dict) or a.get("type") == "resource":
@@ -627,6 +655,11 @@ def _retry_after(resp: httpx.Response, attempt: int) -> float:
         return max(0.0, float(raw))
     except ValueError:
         return float(min(60, 2 ** (attempt + 1)))
+
+
+def _sparse(item: dict) -> bool:
+    """A plain occurrence as calendarView/delta lists it: no people, no subject."""
+    return item.get("type") == "occurrence" and "attendees" not in item and "subject" not in item
 
 
 def _address(value) -> tuple[str, str] | None:

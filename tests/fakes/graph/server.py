@@ -52,6 +52,9 @@ def _oauth_error(error: str, description: str, status: int = 400) -> Response:
                          "timestamp": _iso(datetime.now(timezone.utc))}, status_code=status)
 
 
+FILTERED_DELTA_CAP = 5000  # messages a $filter-ed delta returns at most
+
+
 @dataclass
 class Token:
     audience: str  # graph | imap
@@ -306,6 +309,17 @@ class FakeGraph:
         """attendees: (name, address, type required|optional|resource, response).
         all_day: start/end are dates at local midnight in time_zone, isAllDay true."""
         box = self.mailbox(user)
+        eid, ev = self._event(subject=subject, start=start, end=end, time_zone=time_zone, organizer=organizer,
+                              attendees=attendees, location=location, cancelled=cancelled, ical_uid=ical_uid,
+                              event_type=event_type, series_master_id=series_master_id,
+                              original_start=original_start, event_id=event_id, all_day=all_day)
+        with self.lock:
+            box.events[eid] = (box.tick(), ev)
+        return eid
+
+    @staticmethod
+    def _event(*, subject, start, end, time_zone, organizer, attendees, location, cancelled, ical_uid, event_type,
+               series_master_id, original_start, event_id, all_day) -> tuple[str, dict]:
         end = end or start + (timedelta(days=1) if all_day else timedelta(minutes=30))
         eid = event_id or ("AAMkEv" + secrets.token_hex(10))
         ev = {"@odata.type": "#microsoft.graph.event", "id": eid,
@@ -324,19 +338,26 @@ class FakeGraph:
               "_start": start.astimezone(timezone.utc), "_end": end.astimezone(timezone.utc)}
         if original_start is None:
             ev.pop("originalStart")
-        with self.lock:
-            box.events[eid] = (box.tick(), ev)
-        return eid
+        return eid, ev
 
     def add_series(self, user: str, *, subject: str, starts: list[datetime], ical_uid: str | None = None,
                    exceptions: dict[int, datetime] | None = None, **kw) -> tuple[str, list[str]]:
-        """A recurring series: a master (not in calendarView) and one instance per start.
-        exceptions maps an index to the moved start of that occurrence."""
+        """A recurring series: a master (not in calendarView, read by id) holding the
+        series' subject, organizer, attendees and location, and one instance per start.
+        exceptions maps an index to the moved start of that occurrence. As in Graph,
+        calendarView/delta lists plain occurrences with only their id, seriesMasterId,
+        type, start and end; exceptions come with every property."""
         box = self.mailbox(user)
         master_id = "AAMkMaster" + secrets.token_hex(8)
         uid = ical_uid or ("040000008200E00074C5B7101A82E008" + secrets.token_hex(24).upper())
+        _, master = self._event(
+            subject=subject, start=starts[0], end=kw.get("end"), time_zone=kw.get("time_zone", "UTC"),
+            organizer=kw.get("organizer", ("Alice", "alice@ourco.com")), attendees=kw.get("attendees", ()),
+            location=kw.get("location", ""), cancelled=kw.get("cancelled", False), ical_uid=uid,
+            event_type="seriesMaster", series_master_id=None, original_start=None, event_id=master_id,
+            all_day=kw.get("all_day", False))
         with self.lock:
-            box.masters[master_id] = {"id": master_id, "iCalUId": uid, "subject": subject, "type": "seriesMaster"}
+            box.masters[master_id] = master
         ids = []
         for i, original in enumerate(starts):
             moved = (exceptions or {}).get(i)
@@ -545,6 +566,7 @@ class FakeGraph:
         def get_event(request: Request, eid: str, uid: str = ""):
             box = box_of(request)
             ev = box.masters.get(eid) or (box.events.get(eid) or (None, None))[1]
+            ev = {k: v for k, v in ev.items() if v is not None} if ev is not None else None
             if ev is None:
                 return _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
             return fake._select({k: v for k, v in ev.items() if not k.startswith("_")},
@@ -742,6 +764,10 @@ class FakeGraph:
                 if since:  # removed events come back whatever their time
                     ids += [(seq, eid) for eid, seq in box.removed_events.items() if seq > since]
             ids.sort()
+            if ge is not None:
+                # "Applying $filter in a delta query returns only up to 5,000 messages."
+                # (Microsoft Graph docs, delta-query-messages)
+                ids = ids[:FILTERED_DELTA_CAP]
             return {"user": box.user, "kind": kind, "folder": fid, "since": since, "round_seq": box.seq,
                     "select": select, "ge": ge, "window": window, "ids": [i for _, i in ids], "offset": 0,
                     "generation": box.generation}
@@ -777,6 +803,11 @@ class FakeGraph:
                 raw = self.page_cache.get(key)
                 if raw is None:
                     clean = {k: v for k, v in item.items() if not k.startswith("_") and v is not None}
+                    if kind == "events" and item.get("type") == "occurrence":
+                        # What Graph's calendarView/delta gives a plain occurrence; the
+                        # rest is on its series master (microsoft-graph-docs #7632, #22197).
+                        clean = {k: clean[k] for k in ("@odata.type", "id", "seriesMasterId", "type", "start", "end")
+                                 if k in clean}
                     clean["id"] = visible(item_id)
                     raw = json.dumps(self._select(clean, state["select"]), separators=(",", ":")).encode()
                     self.page_cache[key] = raw
