@@ -11,9 +11,33 @@ class ConnectorError(Exception):
 
     kind = "transient"
 
-    def __init__(self, message: str, *, retry_after: float | None = None):
+    def __init__(self, message: str, *, retry_after: float | str | None = None):
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = retry_after_seconds(retry_after)
+
+
+def retry_after_seconds(value) -> float | None:
+    """A Retry-After as seconds, whatever form it came in: a number, a numeric
+    string, or an HTTP date (RFC 9110 10.2.3). None when absent or unreadable."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return max(0.0, float(value))
+    text = str(value).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    from datetime import datetime, timezone
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 class AuthError(ConnectorError):

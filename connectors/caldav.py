@@ -125,8 +125,9 @@ class CalDavConnector:
         status = int(resp.status)
         if status == 429 or status == 503:
             retry = resp.headers.get("Retry-After") if resp.headers else None
-            raise ThrottledError(f"the CalDAV server asked us to slow down ({status})",
-                                 retry_after=float(retry) if retry and str(retry).isdigit() else None)
+            raise ThrottledError(f"the CalDAV server asked us to slow down ({status})", retry_after=retry)
+        if status == 501:  # e.g. a REPORT this server does not implement: a fact, not an outage
+            raise BadDataError(f"the CalDAV server does not implement {method} here (501)")
         if status >= 500:
             raise TransientError(f"the CalDAV server failed ({status}) while {what or method}")
         if status == 404:
@@ -202,6 +203,14 @@ class CalDavConnector:
     def fetch_changes(self, folder: Folder, cursor: dict, since: datetime | None = None) -> Iterator[Batch]:
         """Batches of meeting records and removals; the last one carries the new
         token/ctag and backfill_done. Nothing changed: no batch at all."""
+        try:
+            yield from self._changes(folder, cursor)
+        except AuthError as exc:
+            # The login worked (the calendars were just listed): this calendar alone
+            # is closed to the account, e.g. shared as free/busy only. The others go on.
+            raise BadDataError(f"the account may not read calendar {folder.name!r}: {exc}") from exc
+
+    def _changes(self, folder: Folder, cursor: dict) -> Iterator[Batch]:
         cal_url = self._calendar_url(folder)
         cal_path = urlsplit(cal_url).path
         window = self.window()
@@ -224,10 +233,12 @@ class CalDavConnector:
                 log.info("sync token of %s no longer valid: full listing", folder.name)
                 changed, deleted, token, complete = self._sync_collection(cal_url, cal_path, None)
                 full = True
-            except BadDataError as exc:
+            except (BadDataError, AuthError) as exc:
+                # 403 (RFC 3253: REPORT not supported), 501, or an answer without a token.
                 if cursor.get("token"):
                     raise
-                # No RFC 6578 here after all: ctag + etags from now on.
+                # No RFC 6578 here after all: ctag + etags from now on. (A login that
+                # really fails fails again on the ctag request.)
                 log.info("sync-collection refused on %s (%s): ctag mode", folder.name, exc)
                 mode = state["mode"] = "ctag"
                 changed = deleted = None
@@ -382,7 +393,9 @@ class CalDavConnector:
         return out
 
     def _multiget(self, cal_url: str, cal_path: str, members: list[str]) -> dict[str, tuple[str, str]]:
-        hrefs = "".join(f"<D:href>{escape(quote(cal_path + m))}</D:href>" for m in members)
+        # cal_path is as the server wrote it (already percent-encoded, e.g. Google's
+        # /caldav/v2/alice%40gmail.com/events/) and members are decoded names.
+        hrefs = "".join(f"<D:href>{escape(quote(unquote(cal_path) + m))}</D:href>" for m in members)
         body = ('<?xml version="1.0" encoding="utf-8"?>'
                 '<C:calendar-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
                 f"<D:prop><D:getetag/><C:calendar-data/></D:prop>{hrefs}</C:calendar-multiget>")
@@ -465,7 +478,7 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
                          "check the username and password")
     if isinstance(exc, dav_error.RateLimitError):
         return ThrottledError(f"the CalDAV server asked us to slow down while {what}",
-                              retry_after=getattr(exc, "retry_after", None))
+                              retry_after=getattr(exc, "retry_after_seconds", None) or getattr(exc, "retry_after", None))
     if isinstance(exc, dav_error.NotFoundError):
         return BadDataError(f"not found on the CalDAV server while {what}")
     if isinstance(exc, dav_error.DAVError):

@@ -200,3 +200,67 @@ def test_closed_port_is_transient():
 
     with pytest.raises(TransientError):
         CalDavConnector(f"http://127.0.0.1:{free_port()}/", "x", "y", timeout=5).list_folders()
+
+
+@pytest.mark.parametrize("sync_token", [True, False], ids=["sync-token", "ctag"])
+def test_addresses_with_characters_that_need_escaping(radicale, sync_token):
+    """Google, iCloud and Radicale put the account's address (and calendar names with
+    spaces) in calendar URLs: percent-encoded by the server, read back as they are."""
+    import secrets
+
+    from tests.conftest import CalDavUser
+
+    username, password = f"rep.{secrets.token_hex(3)}@ourco.com", secrets.token_urlsafe(12)
+    radicale.add_user(username, password)
+    radicale.make_calendar(username, password, "calendar", display_name="Work")
+    try:
+        user = CalDavUser(username, password, "calendar", radicale)
+        user.put("a%20b.ics", vcalendar(event("a@x", stamp(SOON), summary="Demo")))
+        conn = connector(user, use_sync_token=sync_token)
+        records, removed, bad, cursor, _ = sync(conn, calendar_folder(conn), {})
+        assert [(r.uid, r.subject) for r in records] == [("a@x", "Demo")] and bad == [] and removed == []
+    finally:
+        radicale.remove_user(username)
+
+
+def test_rate_limits_give_a_number_of_seconds_however_the_server_wrote_it():
+    from email.utils import format_datetime
+
+    from caldav.lib.error import RateLimitError
+
+    from connectors.base import ThrottledError, retry_after_seconds
+    from connectors.caldav import translate
+
+    assert retry_after_seconds("120") == 120.0 and retry_after_seconds(7) == 7.0
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+    in_a_minute = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=60), usegmt=True)
+    assert 50 <= retry_after_seconds(in_a_minute) <= 61
+    err = translate(RateLimitError(url="https://dav.example/", reason="Too Many Requests", retry_after="120"),
+                    "listing events")
+    assert isinstance(err, ThrottledError) and err.retry_after == 120.0
+
+
+@pytest.mark.parametrize("refusal", ["403", "501"])
+def test_a_server_refusing_sync_collection_is_read_in_ctag_mode(caldav_user, refusal):
+    """SabreDAV-style servers without RFC 6578 answer the REPORT with 403
+    (DAV:supported-report) or 501: the calendar is read by ctag and etags instead.
+    Radicale does support it, so the refusal is put in front of the real server."""
+    from connectors.base import AuthError, BadDataError
+
+    caldav_user.put("a.ics", vcalendar(event("a@x", stamp(SOON), summary="Demo")))
+    conn = connector(caldav_user, use_sync_token=True)
+    real = conn._request
+
+    def refusing(method, url, body="", headers=None, what=""):
+        if "sync-collection" in what:
+            if refusal == "403":
+                raise AuthError("the CalDAV server refused the login while listing changes (403 Forbidden)")
+            raise BadDataError("the CalDAV server does not implement REPORT here (501)")
+        return real(method, url, body, headers, what)
+
+    conn._request = refusing
+    records, removed, bad, cursor, _ = sync(conn, calendar_folder(conn), {})
+    assert [r.uid for r in records] == ["a@x"] and cursor["mode"] == "ctag"
+    caldav_user.put("b.ics", vcalendar(event("b@x", stamp(SOON), summary="More")))
+    records, *_ = sync(conn, calendar_folder(conn), cursor)
+    assert [r.uid for r in records] == ["b@x"]
