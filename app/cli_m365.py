@@ -115,7 +115,7 @@ def add_m365(
             _fail(str(exc))
     try:
         username, cache = m365.device_sign_in(client_id, tenant_id, lambda msg: err.print(msg, highlight=False),
-                                              authority=authority, imap=imap)
+                                              authority=authority, imap=imap, graph_url=graph_url)
     except Invalid as exc:
         _fail(str(exc))
     with session(rt.engine) as s:

@@ -42,7 +42,7 @@ from connectors.base import (
     MessageRecord, ThrottledError, TransientError,
 )
 from connectors.m365auth import (
-    IMAP_APP_SCOPES, IMAP_USER_SCOPES, AppTokenSource, DelegatedTokenSource, parse_credential,
+    IMAP_APP_SCOPES, IMAP_USER_SCOPES, AppTokenSource, DelegatedTokenSource, graph_scopes, parse_credential,
 )
 from connectors.mailparse import message_ids
 
@@ -116,19 +116,20 @@ def build(mailbox: dict, secret: str, want_snippet: bool):
     owner = cfg.get("user") or mailbox.get("owner") or ""
     if tenant:
         tcfg = tenant.get("config") or {}
+        graph_url = tcfg.get("graph_url") or DEFAULT_GRAPH_URL
         tokens = AppTokenSource(tenant["tenant_id"], tenant["client_id"],
                                 parse_credential(tenant.get("auth_kind") or "secret", secret),
-                                authority=tcfg.get("authority"), scopes=IMAP_APP_SCOPES if imap else None)
-        graph_url = tcfg.get("graph_url") or DEFAULT_GRAPH_URL
+                                authority=tcfg.get("authority"),
+                                scopes=IMAP_APP_SCOPES if imap else graph_scopes(graph_url, delegated=False))
         user_path = f"/users/{quote(owner, safe='@')}"
     else:
         if not cfg.get("client_id"):
             raise AuthError("this Microsoft 365 mailbox has no app registration; reconnect it with "
                             "`threadline mailbox add-m365 --owner ... --client-id ...`")
+        graph_url = cfg.get("graph_url") or DEFAULT_GRAPH_URL
         tokens = DelegatedTokenSource(cfg["client_id"], cfg.get("tenant_id") or "organizations", secret,
                                       authority=cfg.get("authority"), username=cfg.get("user"),
-                                      scopes=IMAP_USER_SCOPES if imap else None)
-        graph_url = cfg.get("graph_url") or DEFAULT_GRAPH_URL
+                                      scopes=IMAP_USER_SCOPES if imap else graph_scopes(graph_url, delegated=True))
         user_path = "/me"
     if imap:
         return exchange_imap(cfg, owner, tokens, want_snippet)
@@ -582,19 +583,19 @@ class GraphConnector:
         kind = item.get("type") or "singleInstance"
         if kind in ("occurrence", "exception"):
             master = item.get("seriesMasterId")
-            uid = self._masters.get(str(master)) if master else None
+            uid = original_uid(self._masters.get(str(master)) or "") if master else None
             if not uid:
                 raise BadDataError(f"recurring meeting whose series {master!r} cannot be read")
             original = _parse_time(item.get("originalStart")) or _event_time(item.get("start"))
             if original is None:
                 raise BadDataError("occurrence without originalStart")
             if item.get("isAllDay"):  # keyed by its date, like an iCalendar VALUE=DATE recurrence id
-                local = original.astimezone(zone(item.get("originalStartTimeZone")
-                                                 or (item.get("start") or {}).get("timeZone") or "UTC"))
+                local = original.astimezone(_first_zone(item.get("originalStartTimeZone"),
+                                                        (item.get("start") or {}).get("timeZone")))
                 original = datetime(local.year, local.month, local.day, tzinfo=timezone.utc)
             recurrence_id = original.strftime("%Y-%m-%dT%H:%M:%SZ")
         else:
-            uid = item.get("iCalUId")
+            uid = original_uid(str(item.get("iCalUId") or ""))
             if not uid:
                 raise BadDataError("event without iCalUId")
             recurrence_id = None
@@ -695,10 +696,53 @@ def zone(name: str):
     name = (name or "UTC").strip()
     if name in ("UTC", "tzone://Microsoft/Utc", "Etc/UTC", "GMT"):
         return timezone.utc
+    from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON  # CLDR's full Windows -> IANA table
+
     try:
-        return ZoneInfo(WINDOWS_ZONES.get(name, name))
+        return ZoneInfo(WINDOWS_ZONES.get(name) or WINDOWS_TO_OLSON.get(name) or name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise BadDataError(f"unknown time zone {name!r}") from exc
+
+
+_GLOBAL_OBJECT_CLASS = "040000008200E00074C5B7101A82E008"
+
+
+def original_uid(value: str) -> str:
+    """The iCalendar UID a meeting had before Exchange stored it.
+
+    A meeting organised outside Exchange (Google, Zoho, any CalDAV server) gets an
+    iCalUId that wraps the organiser's UID ([MS-OXOCAL] PidLidGlobalObjectId: class
+    id 16 bytes, instance date 4, creation time 8, reserved 8, data size 4
+    little-endian, then the data, which is b"vCal-Uid", a 4-byte version and the
+    UID up to a NUL). Unwrapped, it is the same key the invitation in mail and the
+    organiser's CalDAV calendar give, so the copies are one meeting."""
+    text = value.strip()
+    if len(text) < 96 or not text.upper().startswith(_GLOBAL_OBJECT_CLASS):
+        return text
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return text
+    size = int.from_bytes(raw[36:40], "little")
+    data = raw[40:40 + size]
+    if not data.startswith(b"vCal-Uid") or len(data) <= 12:
+        return text
+    uid = data[12:].split(b"\x00", 1)[0]
+    try:
+        return uid.decode("utf-8") or text
+    except UnicodeDecodeError:
+        return text
+
+
+def _first_zone(*names: str | None):
+    """The first of these zones that is known ("tzone://Microsoft/Custom" is not), else UTC."""
+    for name in names:
+        if name:
+            try:
+                return zone(name)
+            except BadDataError:
+                continue
+    return timezone.utc
 
 
 def _event_time(value, *, all_day: bool = False) -> datetime | None:

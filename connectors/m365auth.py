@@ -25,6 +25,22 @@ from connectors.base import AuthError, TransientError
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 GRAPH_APP_SCOPES = ["https://graph.microsoft.com/.default"]
 GRAPH_USER_SCOPES = ["https://graph.microsoft.com/Mail.Read", "https://graph.microsoft.com/Calendars.Read"]
+
+
+# Graph in the national clouds is its own resource: a token for graph.microsoft.com
+# is refused there. (https://learn.microsoft.com/graph/deployments)
+NATIONAL_GRAPH_HOSTS = ("graph.microsoft.us", "dod-graph.microsoft.us", "microsoftgraph.chinacloudapi.cn")
+
+
+def graph_scopes(graph_url: str | None, *, delegated: bool) -> list[str]:
+    """Scopes for the Graph a mailbox uses (the global service unless a national cloud's host)."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(graph_url or "").hostname or "").lower()
+    if host not in NATIONAL_GRAPH_HOSTS:
+        return list(GRAPH_USER_SCOPES if delegated else GRAPH_APP_SCOPES)
+    origin = f"https://{host}"
+    return [f"{origin}/Mail.Read", f"{origin}/Calendars.Read"] if delegated else [f"{origin}/.default"]
 IMAP_USER_SCOPES = ["https://outlook.office.com/IMAP.AccessAsUser.All"]
 IMAP_APP_SCOPES = ["https://outlook.office365.com/.default"]
 TIMEOUT = 30

@@ -19,7 +19,7 @@ from app.models import M365Tenant, Mailbox, Organisation, User, UserAlias
 from app.services.orgs import Invalid, NotFound, clean_address, find_user
 from connectors.base import ConnectorError
 from connectors.m365auth import (
-    GRAPH_USER_SCOPES, IMAP_USER_SCOPES, AppTokenSource, finish_device_flow, start_device_flow,
+    IMAP_USER_SCOPES, AppTokenSource, finish_device_flow, graph_scopes, start_device_flow,
 )
 
 EXCHANGE_IMAP = {"host": "outlook.office365.com", "port": 993, "security": "tls"}
@@ -56,8 +56,8 @@ def add_tenant(session: Session, box: SecretBox, org: Organisation, *, tenant_id
                                 ("graph_url", _clean_url(graph_url, "Graph URL"))) if v}
     if check:
         try:
-            AppTokenSource(tenant_id, client_id, credential, authority=config.get("authority")).token(
-                force_refresh=True)
+            AppTokenSource(tenant_id, client_id, credential, authority=config.get("authority"),
+                           scopes=graph_scopes(config.get("graph_url"), delegated=False)).token(force_refresh=True)
         except ConnectorError as exc:
             raise Invalid(f"Microsoft Entra did not give the app a token: {exc}") from exc
     tenant = session.exec(select(M365Tenant).where(M365Tenant.org_id == org.id,
@@ -166,12 +166,13 @@ def add_all_reps(session: Session, org: Organisation, tenant: M365Tenant) -> lis
 
 
 def device_sign_in(client_id: str, tenant_id: str, show: Callable[[str], None], *, authority: str | None = None,
-                   imap: bool = False) -> tuple[str, str]:
+                   imap: bool = False, graph_url: str | None = None) -> tuple[str, str]:
     """Run the device-code flow: `show` gets the sign-in instructions; returns
     (signed-in username, serialized token cache)."""
     try:
         app, flow, cache = start_device_flow(client_id, tenant_id, authority=_clean_url(authority, "authority"),
-                                             scopes=IMAP_USER_SCOPES if imap else GRAPH_USER_SCOPES)
+                                             scopes=IMAP_USER_SCOPES if imap
+                                             else graph_scopes(graph_url, delegated=True))
         show(flow["message"])
         return finish_device_flow(app, flow, cache)
     except ConnectorError as exc:

@@ -498,3 +498,30 @@ def test_calendar_window_slides_with_a_fresh_round(graph):
         assert again[-1].cursor["window"] == cursor["window"]
     finally:
         c.close()
+
+
+def test_national_clouds_ask_for_their_own_graph():
+    from connectors.m365auth import graph_scopes
+
+    assert graph_scopes(None, delegated=False) == ["https://graph.microsoft.com/.default"]
+    assert graph_scopes("https://graph.microsoft.us/v1.0", delegated=False) == ["https://graph.microsoft.us/.default"]
+    assert graph_scopes("https://microsoftgraph.chinacloudapi.cn/v1.0", delegated=True) == [
+        "https://microsoftgraph.chinacloudapi.cn/Mail.Read", "https://microsoftgraph.chinacloudapi.cn/Calendars.Read"]
+    assert graph_scopes("https://127.0.0.1:8443/v1.0", delegated=False) == ["https://graph.microsoft.com/.default"]
+    mailbox = {"id": 1, "kind": "m365", "owner": USER, "config": {"user": USER},
+               "tenant": {"tenant_id": "t", "client_id": "c", "auth_kind": "secret",
+                          "config": {"graph_url": "https://graph.microsoft.us/v1.0",
+                                     "authority": "https://login.microsoftonline.us/t"}}}
+    c = build(mailbox, "secret", want_snippet=False)
+    try:
+        assert c.tokens.scopes == ["https://graph.microsoft.us/.default"]
+    finally:
+        c.close()
+
+
+def test_recurring_all_day_exception_in_a_zone_outside_the_short_table():
+    from connectors.graph import _first_zone, zone
+
+    assert str(zone("SE Asia Standard Time")) == "Asia/Bangkok"
+    assert str(zone("W. Australia Standard Time")) == "Australia/Perth"
+    assert str(_first_zone("tzone://Microsoft/Custom", "Pacific Standard Time")) == "America/Los_Angeles"

@@ -315,3 +315,30 @@ def test_first_import_fetches_in_a_child_process_and_keeps_its_rotated_token(wor
     graph.add_message(ALICE, internet_message_id="<c9@acme.com>", sender=CARLA, to=[("Alice", ALICE)])
     assert world.sync(mid).new_interactions == 1
     assert started == ["m365"]
+
+
+def test_meeting_organised_outside_exchange_is_one_meeting_from_graph_and_from_the_invitation(world, graph, imap_user):
+    """A customer on Google invites Alice (Microsoft 365) and Bob (IMAP): Graph shows
+    Alice's copy under an Exchange-wrapped iCalUId, Bob's mail carries the invitation
+    with the organiser's own UID. Both are the same meeting."""
+    from tests.connectors.test_ical import event, stamp, vcalendar
+    from tests.connectors.test_imip import invitation
+
+    google_uid = "7kq3m2v9ab0cd1ef2gh3@google.com"
+    data = b"vCal-Uid" + (1).to_bytes(4, "little") + google_uid.encode() + b"\x00"
+    wrapped = (bytes.fromhex("040000008200E00074C5B7101A82E008") + bytes(20) + len(data).to_bytes(4, "little")
+               + data).hex().upper()
+    start = (NOW + timedelta(days=3)).replace(minute=0, second=0)
+    people = [("Alice", ALICE, "required", "accepted"), ("Bob", BOB, "required", "none")]
+    graph.add_event(ALICE, subject="Renewal", start=start, organizer=CARLA, attendees=people, ical_uid=wrapped)
+    req = event(google_uid, stamp(start), end=stamp(start + timedelta(minutes=30)), organizer="carla@acme.com",
+                summary="Renewal", attendees=((ALICE, "ACCEPTED"), (BOB, "NEEDS-ACTION")))
+    imap_user.deliver(invitation(vcalendar(req, method="REQUEST"), msgid="renewal@google.com", frm="carla@acme.com",
+                                 to=BOB))
+    graph_box = add_tenant_mailbox(world, graph, owner=ALICE)
+    imap_box = world.add_imap(BOB, imap_user)
+    assert world.sync(graph_box).ok and world.sync(imap_box, fetch_in_child=False).ok
+    meetings = world.sql("SELECT message_key FROM interaction WHERE kind = 'meeting'")
+    assert [m.message_key for m in meetings] == [f"ical:{google_uid}"]
+    assert world.scalar("SELECT count(*) FROM interactionsource s JOIN interaction i ON i.id = s.interaction_id "
+                        "WHERE i.kind = 'meeting'") == 2
