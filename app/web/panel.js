@@ -7,6 +7,7 @@
    Speed: one call (GET /api/lookup) gives card, summary and the first page. */
 (function () {
   "use strict";
+  if (window.__threadlineUnsupported) return;  // legacy.js has explained why
 
   const MSAL_URL = "https://cdn.jsdelivr.net/npm/@azure/msal-browser@3.27.0/lib/msal-browser.min.js";
   // Subresource integrity of that exact file (from the npm package): a changed CDN copy is refused.
@@ -46,7 +47,8 @@
       else if (k === "dataset") Object.assign(node.dataset, v);
       else node.setAttribute(k, v === true ? "" : String(v));
     }
-    for (const child of children.flat()) {
+    // Not children.flat(): EdgeHTML (older Outlook desktop) lacks it.
+    for (const child of [].concat(...children)) {
       if (child === null || child === undefined || child === false) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }

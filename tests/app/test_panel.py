@@ -329,3 +329,23 @@ def test_outlook_themes_light_and_dark_with_screenshots(site, page, tmp_path):
         # THREADLINE_UPDATE_SCREENSHOTS=1 refreshes the pictures in docs/.
         if os.environ.get("THREADLINE_UPDATE_SCREENSHOTS") == "1":
             shutil.copyfile(tmp_path / name, DOCS / name)
+
+
+def test_an_outlook_too_old_for_the_pane_says_so_instead_of_loading_forever(site, browser):
+    """Outlook 2016/2019 show add-ins in Internet Explorer 11: stand-in, a page
+    without fetch/Promise/Symbol. The pane explains instead of spinning."""
+    sd, base = site
+    context = browser.new_context(viewport={"width": 320, "height": 600})
+    try:
+        page = context.new_page()
+        page.add_init_script("delete window.fetch; window.Symbol = undefined;")
+        page.goto(f"{base}/panel?email={JANE}")
+        text = page.locator("main").inner_text(timeout=5000)
+        assert "Internet Explorer" in text and "/panel" in text
+        modern = context.new_page()
+        modern.add_init_script(f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens['alice'])});")
+        modern.goto(f"{base}/panel?email={JANE}")
+        wait_state(modern, "ready", JANE)
+        assert "Internet Explorer" not in modern.locator("main").inner_text()
+    finally:
+        context.close()
