@@ -91,6 +91,22 @@ def static(name: str) -> Response:
     return Response(_read(name), media_type=f"{STATIC[name]}; charset=utf-8", headers=SECURITY)
 
 
+def _signin_tenant(rt) -> str:
+    """Where reps sign in: the one connected tenant (a single-tenant app registration,
+    Entra's default, refuses /common and /organizations with AADSTS50194), or any
+    work account when several organisations share this server (a multi-tenant app)."""
+    from sqlalchemy import select
+
+    from app.db import read_only
+    from app.models import Organisation
+
+    O = Organisation.__table__
+    with read_only(rt.engine) as conn:
+        tenants = conn.execute(select(O.c.entra_tenant_id).where(O.c.entra_tenant_id.is_not(None))
+                               .limit(2)).scalars().all()
+    return tenants[0] if len(tenants) == 1 else "organizations"
+
+
 @router.get("/panel/config.json")
 def panel_config(rt: RuntimeDep) -> JSONResponse:
     """What the pane needs before signing in: the lifecycle stages and the Entra app (no secrets)."""
@@ -98,5 +114,6 @@ def panel_config(rt: RuntimeDep) -> JSONResponse:
     entra = None
     if s.entra_client_id:
         entra = {"client_id": s.entra_client_id, "scope": s.entra_scope,
-                 "scope_uri": f"api://{s.entra_client_id}/{s.entra_scope}", "authority": s.entra_authority}
+                 "scope_uri": f"api://{s.entra_client_id}/{s.entra_scope}", "authority": s.entra_authority,
+                 "tenant": _signin_tenant(rt)}
     return JSONResponse({"stages": list(STAGES), "entra": entra}, headers=SECURITY)

@@ -136,7 +136,7 @@
       if (!state.msal) {
         await loadScript(MSAL_URL);
         state.msal = await window.msal.createNestablePublicClientApplication({
-          auth: { clientId: cfg.entra.client_id, authority: cfg.entra.authority + "/common" },
+          auth: { clientId: cfg.entra.client_id, authority: cfg.entra.authority + "/" + (cfg.entra.tenant || "organizations") },
         });
       }
       let result;

@@ -30,7 +30,7 @@
       if (!cfg.entra) { fail("Microsoft sign-in is not configured on this server."); return; }
       await loadScript(MSAL_URL);
       const pca = new window.msal.PublicClientApplication({
-        auth: { clientId: cfg.entra.client_id, authority: cfg.entra.authority + "/organizations",
+        auth: { clientId: cfg.entra.client_id, authority: cfg.entra.authority + "/" + (cfg.entra.tenant || "organizations"),
                 redirectUri: location.origin + "/panel/signin" },
         cache: { cacheLocation: "sessionStorage" },
       });

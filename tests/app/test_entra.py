@@ -174,3 +174,22 @@ def test_personal_access_tokens_still_work_beside_entra(env):
     r = env["client"].get("/api/me", headers={"Authorization": "Bearer tl_revoked-or-made-up"})
     assert r.status_code == 401 and r.json()["detail"] == "invalid or revoked token"
     assert env["client"].get("/api/me").json()["detail"] == "missing bearer token"
+
+
+def test_the_pane_signs_in_at_the_connected_tenant_or_any_work_account(env):
+    """A single-tenant app registration refuses /common and /organizations (AADSTS50194):
+    with one connected tenant the pane signs in there; with several, anywhere."""
+    client, rt = env["client"], env["rt"]
+    assert client.get("/panel/config.json").json()["entra"]["tenant"] == TENANT
+    with session(rt.engine) as s:
+        extra = orgs.create_org(s, "Second", ["second.example"])
+        extra.entra_tenant_id = OTHER_TENANT
+        s.add(extra)
+        s.commit()
+        extra_id = extra.id
+    try:
+        assert client.get("/panel/config.json").json()["entra"]["tenant"] == "organizations"
+    finally:
+        with session(rt.engine) as s:
+            s.delete(s.get(orgs.Organisation, extra_id))
+            s.commit()
