@@ -89,6 +89,11 @@ class MessageRecord:
     bulk: bool = False  # newsletters, mailing lists, machine-generated mail
     auto_reply: bool = False  # out-of-office and similar answers from a person's mailbox
     snippet: str | None = None
+    # Why bulk: some of "list-id", "list-unsubscribe", "precedence", "auto-submitted"
+    # (ingest weighs them: a rep's own sequence mail, an internal group's mail).
+    bulk_signals: tuple[str, ...] = ()
+    list_id: str | None = None  # the List-Id's identifier, e.g. "sales.ourco.com"
+    reply_to: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

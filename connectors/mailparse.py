@@ -25,7 +25,7 @@ _UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _WS = re.compile(r"\s+")
 _WANTED = {
-    "from", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to",
+    "from", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id", "in-reply-to",
     "references", "list-unsubscribe", "list-id", "precedence", "auto-submitted",
     "x-autoreply", "x-autorespond", "content-type", "content-transfer-encoding",
 }
@@ -305,12 +305,33 @@ def is_auto_reply(fields: dict[str, str]) -> bool:
 
 
 def is_bulk(fields: dict[str, str]) -> bool:
-    if "list-unsubscribe" in fields or "list-id" in fields:
-        return True
+    return bool(bulk_signals(fields))
+
+
+def bulk_signals(fields: dict[str, str]) -> tuple[str, ...]:
+    """The headers that mark a message as list or machine mail."""
+    found = []
+    if "list-id" in fields:
+        found.append("list-id")
+    if "list-unsubscribe" in fields:
+        found.append("list-unsubscribe")
     if fields.get("precedence", "").lower() in ("bulk", "list", "junk"):
-        return True
+        found.append("precedence")
     auto = fields.get("auto-submitted", "").lower()
-    return bool(auto) and auto != "no" and not is_auto_reply(fields)
+    if auto and auto != "no" and not is_auto_reply(fields):
+        found.append("auto-submitted")
+    return tuple(found)
+
+
+_LIST_ID = re.compile(r"<([^<>\s]+)>")
+
+
+def list_identifier(value: str | None) -> str | None:
+    """RFC 2919: the list-id inside the angle brackets, e.g. "sales.ourco.com"."""
+    if not value:
+        return None
+    m = _LIST_ID.search(value)
+    return m.group(1).strip().lower()[:255] if m else None
 
 
 def parse_message_headers(remote_id: str, block: bytes, internaldate=None, body: bytes | None = None) -> MessageRecord:
@@ -357,9 +378,12 @@ def parse_message_headers(remote_id: str, block: bytes, internaldate=None, body:
         subject=decode_words(fields.get("subject", ""))[:998],
         in_reply_to=reply[0] if reply else None,
         references=refs[:100],
-        bulk=is_bulk(fields),
+        bulk=bool(signals := bulk_signals(fields)),
         auto_reply=is_auto_reply(fields),
         snippet=snippet_from_body(fields, body) if body else None,
+        bulk_signals=signals,
+        list_id=list_identifier(fields.get("list-id")),
+        reply_to=addresses(fields.get("reply-to"))[:5],
     )
 
 

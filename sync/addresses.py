@@ -91,8 +91,16 @@ def is_internal(address: str, internal_domains: frozenset[str]) -> bool:
     return any(domain.endswith("." + d) for d in internal_domains)
 
 
+# The same words as one part of a longer local part: drive-shares-dm-noreply@,
+# calendar-notification@, jira+bounces@.
+_AUTOMATED_PART = re.compile(
+    r"(^|[-_.+])(no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|mailer[-_.]daemon|bounces?|notifications?)"
+    r"([-_.+]|$)", re.I)
+
+
 def is_automated_sender(address: str) -> bool:
-    return bool(_AUTOMATED_LOCAL.match(address.partition("@")[0]))
+    local = address.partition("@")[0]
+    return bool(_AUTOMATED_LOCAL.match(local) or _AUTOMATED_PART.search(local))
 
 
 @lru_cache(maxsize=50_000)

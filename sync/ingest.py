@@ -109,7 +109,7 @@ def prepare(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> _Pre
     """Classify one record, or return the reason it is not kept."""
     _, classified = _memos(org)
     key = (mbx.owner_id, mbx.owner_address, tuple(record.from_), tuple(record.to), tuple(record.cc),
-           tuple(record.bcc))
+           tuple(record.bcc), tuple(record.reply_to))
     found = classified.get(key)
     if found is None:
         found = classified[key] = _classify(org, mbx, record)
@@ -118,9 +118,25 @@ def prepare(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> _Pre
     people, external, direction, automated = found
     # Decided from the message alone, never from what is already stored, so any
     # order of import (batches, crashes, several mailboxes) gives the same timeline.
-    if org.bulk_detection and (record.bulk or automated):
+    if org.bulk_detection and (automated or (record.bulk and _bulk(org, record, direction))):
         return "bulk or automated"
     return _Prepared(record, direction, people, external, record.auto_reply)
+
+
+def _bulk(org: OrgContext, record: MessageRecord, direction: str) -> bool:
+    """Whether the list headers really mean list mail. Not when the list is the
+    organisation's own (a customer writing to a sales@ group), and not
+    List-Unsubscribe alone on mail a rep sent (sales sequence tools add it)."""
+    signals = set(record.bulk_signals) or {"unspecified"}
+    if record.list_id and _internal_list(org, record.list_id):
+        signals -= {"list-id", "list-unsubscribe", "precedence"}
+    if direction == "out":
+        signals.discard("list-unsubscribe")
+    return bool(signals)
+
+
+def _internal_list(org: OrgContext, list_id: str) -> bool:
+    return any(list_id == d or list_id.endswith("." + d) for d in org.internal_domains)
 
 
 def _classify(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> tuple | str:
@@ -137,6 +153,11 @@ def _classify(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> tu
     if sender is None:
         return "invalid sender address"
     internal = _internal_map(org)
+    if record.reply_to and sender not in org.users_by_address and _is_internal(org, internal, sender):
+        # A group (sales@) that rewrote the From of a customer whose domain has a
+        # strict DMARC policy: "'Jane' via Sales <sales@ourco.com>", Jane in Reply-To.
+        people = _unwrap_group_sender(org, internal, people, sender, record.reply_to)
+        sender = next(a for a, (_, role) in people.items() if role == "from")
     external = []
     for a in people:
         known = internal.get(a)
@@ -168,6 +189,26 @@ def _classify(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> tu
         # The owner got it without being named (Bcc, a list): still their copy.
         people[mbx.owner_address] = ("", "bcc")
     return [(a, n, r) for a, (n, r) in people.items()], external, direction, automated
+
+
+def _is_internal(org: OrgContext, internal: dict[str, bool], address: str) -> bool:
+    known = internal.get(address)
+    if known is None:
+        known = internal[address] = _internal(org, address)
+    return known
+
+
+def _unwrap_group_sender(org, internal, people: dict, group: str, reply_to) -> dict:
+    for name, raw in reply_to:
+        address = addr.normalise(raw)
+        if address and not _is_internal(org, internal, address):
+            group_name = people[group][0]
+            if not name and " via " in group_name:
+                name = group_name.rsplit(" via ", 1)[0].strip().strip("'\"")
+            rest = {a: v for a, v in people.items() if a not in (address, group)}
+            return {address: (addr.display_name(name, address) if name else "", "from"),
+                    group: ("", "to"), **rest}
+    return people
 
 
 def _wanted_contacts(org: OrgContext, p: _Prepared) -> Iterable[str]:

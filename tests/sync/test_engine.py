@@ -164,6 +164,34 @@ def test_internal_bulk_and_free_mail_rules(world, imap_user):
     assert skipped == {"internal": 1, "bulk or automated": 2}
 
 
+
+def test_list_headers_on_personal_mail_do_not_drop_it(world, imap_user):
+    """A customer writing to the team's own Google Group (sales@), the same when the
+    group rewrote the From because of the customer's DMARC policy, and a rep's
+    sequence mail carrying List-Unsubscribe are all kept; real list mail is not."""
+    group = "List-Id: <sales.ourco.com>\r\nList-Unsubscribe: <mailto:sales+unsubscribe@ourco.com>\r\nPrecedence: list"
+    imap_user.deliver(message("Ann Buyer <ann@acme.com>", "Sales <sales@ourco.com>", "Pricing please",
+                              msgid="grp1@acme", extra=group))
+    imap_user.deliver(message("'Jane Doe' via Sales <sales@ourco.com>", "Sales <sales@ourco.com>", "Renewal",
+                              msgid="grp2@bigcorp", extra=group + "\r\nReply-To: Jane Doe <jane@bigcorp.com>"))
+    imap_user.deliver(message("Alice Rep <alice@ourco.com>", "Tom <tom@prospect.com>", "Quick question",
+                              msgid="seq1@ourco", extra="List-Unsubscribe: <https://tool.example/u/123>"),
+                      folder="Sent")
+    imap_user.deliver(message("news@vendor.com", "alice@ourco.com", "Digest", msgid="list1@vendor",
+                              extra="List-Id: <digest.vendor.com>\r\nList-Unsubscribe: <mailto:u@vendor.com>"))
+    imap_user.deliver(message("promo@shop.com", "alice@ourco.com", "Sale", msgid="promo1@shop",
+                              extra="List-Unsubscribe: <mailto:u@shop.com>"))
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    assert world.sync(mid).ok
+    kept = {r.message_key: r.direction for r in world.sql("SELECT message_key, direction FROM interaction")}
+    assert kept == {"grp1@acme": "in", "grp2@bigcorp": "in", "seq1@ourco": "out"}
+    senders = dict(world.sql("SELECT i.message_key, p.address FROM participant p JOIN interaction i "
+                             "ON i.id = p.interaction_id WHERE p.role = 'from'"))
+    assert senders["grp2@bigcorp"] == "jane@bigcorp.com"  # not the group
+    assert world.scalar("SELECT name FROM contact WHERE primary_email = 'jane@bigcorp.com'") == "Jane Doe"
+    assert {r[0] for r in world.sql("SELECT primary_email FROM contact")} == {
+        "ann@acme.com", "jane@bigcorp.com", "tom@prospect.com"}
+
 def test_contact_policy_exchanged_skips_strangers_in_cc(world, imap_user):
     imap_user.deliver(message("ann@cust.com", "alice@ourco.com", "Hi", cc="stranger@other.com", msgid="p1@cust"))
     mid = world.add_imap("alice@ourco.com", imap_user)
