@@ -34,13 +34,19 @@ _DATE = re.compile(rb"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) (
 HEADER_FIELDS_KEY = b"BODY[HEADER.FIELDS]"
 
 
+_SECTION_KEYS: dict[bytes, bytes] = {}
+
+
 def section_key(raw: bytes) -> bytes:
     """One name per section, however the server echoes it: servers differ in case,
     in quoting or ordering the HEADER.FIELDS list, and in echoing <origin.length>."""
-    key = raw.upper()
-    if key.startswith(b"BODY[HEADER.FIELDS"):
-        return HEADER_FIELDS_KEY
-    return _PARTIAL.sub(rb"<\1>", key)
+    key = _SECTION_KEYS.get(raw)
+    if key is None:
+        key = raw.upper()
+        key = HEADER_FIELDS_KEY if key.startswith(b"BODY[HEADER.FIELDS") else _PARTIAL.sub(rb"<\1>", key)
+        if len(_SECTION_KEYS) < 256:  # a session echoes a handful of distinct forms
+            _SECTION_KEYS[raw] = key
+    return key
 
 
 class FetchFailed(imaplib.IMAP4.error):
@@ -140,7 +146,7 @@ def read_fetch(imap: imaplib.IMAP4, tag: bytes) -> dict[int, dict]:
             date = _INTERNALDATE.search(text)
             if date:
                 values[b"INTERNALDATE"] = date.group(1)
-            if any(_DRAFT.search(m.group(2)) for m in _FLAG_LIST.finditer(text)):
+            if b"raft" in text and any(_DRAFT.search(m.group(2)) for m in _FLAG_LIST.finditer(text)):
                 values[b"DRAFT"] = True
             # A server may split one message's items over several FETCH responses, or
             # send an unsolicited one (a flag change, with CONDSTORE) after it: merge.

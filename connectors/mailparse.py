@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import quopri
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from email.errors import HeaderParseError
 from email.header import decode_header
@@ -295,8 +296,15 @@ def fallback_key(fields: dict[str, str]) -> str:
 _EARLIEST_PLAUSIBLE = datetime(1990, 1, 1, tzinfo=timezone.utc)
 
 
+_latest = [float("-inf"), _EARLIEST_PLAUSIBLE]  # [monotonic time of computing, now + 1 day]
+
+
 def _plausible(date: datetime) -> bool:
-    return _EARLIEST_PLAUSIBLE <= date <= datetime.now(timezone.utc) + timedelta(days=1)
+    # The upper bound is recomputed once a minute, not per message (the hot path).
+    tick = time.monotonic()
+    if tick - _latest[0] > 60:
+        _latest[0], _latest[1] = tick, datetime.now(timezone.utc) + timedelta(days=1)
+    return _EARLIEST_PLAUSIBLE <= date <= _latest[1]
 
 
 def is_auto_reply(fields: dict[str, str]) -> bool:
