@@ -262,7 +262,8 @@ class CalDavConnector:
             return
         to_read = list(dict.fromkeys(changed))
         if moved:
-            # The window moved: recurring members may have new occurrences in it.
+            # The window moved: recurring members may have new occurrences in it, and
+            # single events beyond the old window may now be inside.
             seen = set(to_read)
             to_read += [m for m, v in items.items() if v[1] and m not in seen and m not in deleted]
         # 1. Members that are gone.
@@ -326,8 +327,11 @@ class CalDavConnector:
             records += parsed.records
             bad += parsed.bad
             digest = etags.get(member) or (_etag_digest(etag) if mode == "ctag" else "")
-            if mode == "ctag" or new_ids or parsed.recurring:
-                items[member] = [digest, 1 if parsed.recurring else 0, new_ids]
+            # Kept, and read again whenever the window moves (see _changes): series, whose
+            # occurrences enter the window, and single events booked beyond it, which
+            # nothing else would bring back once the window reaches them.
+            if mode == "ctag" or new_ids or parsed.recurring or parsed.after_window:
+                items[member] = [digest, 1 if parsed.recurring or parsed.after_window else 0, new_ids]
             else:
                 items.pop(member, None)
         return records, bad, removed

@@ -103,6 +103,8 @@ class Parsed:
     recurring: bool = False
     # a single event that lies wholly before the window: history, not a removal
     before_window: bool = False
+    # a single event that starts after the window: read again when the window reaches it
+    after_window: bool = False
 
 
 class IcalError(ValueError):
@@ -349,6 +351,7 @@ def _group(out: Parsed, cal, uid: str, comps: list, bid: str, window: Window, ow
         s, e = _utc(start), _utc(end)
         if window_singles and (max(s, e) < window.start or s >= window.end):
             out.before_window = out.before_window or max(s, e) < window.start
+            out.after_window = out.after_window or s >= window.end
             return
         records.append(_record(master, uid=uid, rid=None, start=start, end=end, bid=bid, method=method, bad=bad))
     elif master is None or master.get("RRULE") is None and master.get("RDATE") is None:

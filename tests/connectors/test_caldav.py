@@ -264,3 +264,21 @@ def test_a_server_refusing_sync_collection_is_read_in_ctag_mode(caldav_user, ref
     caldav_user.put("b.ics", vcalendar(event("b@x", stamp(SOON), summary="More")))
     records, *_ = sync(conn, calendar_folder(conn), cursor)
     assert [r.uid for r in records] == ["b@x"]
+
+
+@pytest.mark.parametrize("sync_token", [True, False], ids=["sync-token", "ctag"])
+def test_a_meeting_booked_beyond_the_window_arrives_when_the_window_reaches_it(caldav_user, sync_token):
+    window = {"past_days": 30, "future_days": 30}
+    far = (NOW + timedelta(days=40)).replace(hour=10)
+    caldav_user.put("far.ics", vcalendar(event("far@x", stamp(far), summary="Renewal talk")))
+    conn = connector(caldav_user, window=window, use_sync_token=sync_token)
+    cal = calendar_folder(conn)
+    records, _, _, cursor, _ = sync(conn, cal, {})
+    assert records == []  # 40 days ahead, the window ends at 30
+    # Nothing changes on the server; 15 days later the event is inside the window.
+    later = connector(caldav_user, window=window, use_sync_token=sync_token,
+                      now=datetime.now(timezone.utc) + timedelta(days=15))
+    records, removed, bad, _, _ = sync(later, cal, cursor)
+    assert [(r.uid, r.subject) for r in records] == [("far@x", "Renewal talk")] and removed == [] and bad == []
+    later.close()
+    conn.close()
