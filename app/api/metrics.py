@@ -6,13 +6,15 @@ API request latency by method, route template and status class. Labels never
 carry an address, a name or a subject.
 
 Set THREADLINE_METRICS_TOKEN to require `Authorization: Bearer <that token>`
-on /metrics; without it the endpoint is open (as usual for a scrape target on
-a private network). Read at request time, so it can be changed with a restart
-of nothing but the environment.
+on /metrics. Without it, /metrics answers only scrapers on this host or a
+private network that reach the app directly: a request that came through a
+reverse proxy (X-Forwarded-For, Forwarded) is refused, since the app's public
+address is usually such a proxy. Read at request time.
 """
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 import time
 
@@ -80,16 +82,28 @@ class _MailboxCollector:
 def _authorised(request: Request) -> bool:
     expected = os.environ.get("THREADLINE_METRICS_TOKEN")
     if not expected:
-        return True
+        return _direct_and_private(request)
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected.encode())
 
 
+def _direct_and_private(request: Request) -> bool:
+    if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
+        return False
+    try:
+        client = ipaddress.ip_address(request.client.host if request.client else "")
+    except ValueError:
+        return False
+    return client.is_loopback or client.is_private
+
+
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
     if not _authorised(request):
-        raise HTTPException(401, "metrics token required", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, "metrics token required (THREADLINE_METRICS_TOKEN), or scrape from this host "
+                                 "or a private network without a proxy in between",
+                            headers={"WWW-Authenticate": "Bearer"})
     local = CollectorRegistry(auto_describe=False)
     local.register(_MailboxCollector(request.app.state.runtime.engine))
     body = generate_latest(REGISTRY) + generate_latest(local)

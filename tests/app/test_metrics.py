@@ -21,7 +21,8 @@ def test_metrics_and_health(tmp_path, imap_user, monkeypatch):
     imap_user.deliver(message("Jane <jane@acme.com>", "alice@ourco.com", "Secret subject", msgid="x1@acme"))
     ok_box = w.add_imap("alice@ourco.com", imap_user)
     bad_box = w.add_imap("bob@ourco.com", imap_user, password="wrong")
-    client = TestClient(create_app(w.rt))
+    app = create_app(w.rt)
+    client = TestClient(app, client=("127.0.0.1", 50000))  # a scraper on this host
     before = _samples(client.get("/metrics").text)
     good, bad = w.sync(ok_box), w.sync(bad_box)
     # the engine calls sync.metrics.observe_run after every run
@@ -42,6 +43,11 @@ def test_metrics_and_health(tmp_path, imap_user, monkeypatch):
     assert delta("threadline_http_request_duration_seconds_count",
                  (("method", "GET"), ("route", "/healthz"), ("status", "2xx"))) == 1
     assert "jane" not in resp.text and "Secret subject" not in resp.text and "acme" not in resp.text
+
+    # Without a token: not through a reverse proxy, not from the internet.
+    assert client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 401
+    assert TestClient(app, client=("8.8.8.8", 50000)).get("/metrics").status_code == 401
+    assert TestClient(app, client=("10.1.2.3", 50000)).get("/metrics").status_code == 200
 
     monkeypatch.setenv("THREADLINE_METRICS_TOKEN", "scrape-me")
     assert client.get("/metrics").status_code == 401

@@ -32,7 +32,7 @@ def test_no_secret_leaks_and_key_rotation(tmp_path, imap_user, caplog):
                                                          auth_kind="secret", config={},
                                                          secret_enc=w.rt.box.encrypt(CLIENT_SECRET)))
     assert w.sync(mid).ok
-    client = TestClient(create_app(w.rt))
+    client = TestClient(create_app(w.rt), client=("127.0.0.1", 50000))  # local, so /metrics answers too
     h = {"Authorization": f"Bearer {pat}"}
     bodies = [client.get(u, headers=h).text for u in ("/api/admin/mailboxes", f"/api/admin/mailboxes/{mid}",
                                                      "/api/admin/users", "/api/admin/audit", "/api/mailboxes",
