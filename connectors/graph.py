@@ -44,7 +44,7 @@ from connectors.base import (
 from connectors.m365auth import (
     IMAP_APP_SCOPES, IMAP_USER_SCOPES, AppTokenSource, DelegatedTokenSource, graph_scopes, parse_credential,
 )
-from connectors.mailparse import message_ids
+from connectors.mailparse import message_ids, message_key_for
 
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 MAX_CONCURRENT = 4  # Graph: at most 4 concurrent requests per app and mailbox
@@ -771,9 +771,9 @@ def message_key(item: dict, sender: tuple[str, str], date: datetime, subject: st
     raw = str(item.get("internetMessageId") or "").strip()
     ids = message_ids(raw)
     if ids:
-        return ids[0][:500]
+        return message_key_for(ids[0], sender[1], date, subject)
     if raw and " " not in raw and "<" not in raw and ">" not in raw:
-        return raw[:500]
+        return message_key_for(raw, sender[1], date, subject)
     # No Message-ID (rare: drafts, some system mail). Graph has no raw headers, so
     # this cannot match mailparse's fallback; it is stable across Graph mailboxes.
     import hashlib

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import quopri
 import re
 import time
@@ -287,6 +288,36 @@ def message_ids(value: str | None) -> list[str]:
     return _MSGID.findall(value)
 
 
+_WEAK_DOMAINS = {"localhost", "localhost.localdomain", "localdomain", "local", "example.com"}
+
+
+def is_weak_message_id(msgid: str) -> bool:
+    """Message-IDs that senders are known to reuse for different messages: scripts,
+    printers and appliances write things like <1@localhost> or <12345>."""
+    left, at, right = msgid.rpartition("@")
+    if not at:
+        return True
+    right = right.strip("[]").lower()
+    if right in _WEAK_DOMAINS or (left.isdigit() and len(left) <= 6):
+        return True
+    try:
+        ipaddress.ip_address(right)  # an address instead of a host name: an appliance
+        return True
+    except ValueError:
+        return False
+
+
+def message_key_for(msgid: str, sender_address: str, date: datetime, subject: str) -> str:
+    """The interaction key of a message with this Message-ID. A weak ID is qualified by
+    sender, minute and subject, so two messages sharing it stay apart while copies of
+    one message (any mailbox, IMAP or Graph) still meet. Used by every mail connector."""
+    if not is_weak_message_id(msgid):
+        return msgid[:500]
+    basis = "\x1f".join([sender_address.strip().lower(), date.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M"),
+                          " ".join(subject.split())])
+    return f"{msgid[:400]}#{hashlib.sha256(basis.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+
+
 def fallback_key(fields: dict[str, str]) -> str:
     """A deterministic key for a message without Message-ID, the same in every mailbox."""
     basis = "\x1f".join(fields.get(k, "") for k in ("from", "to", "cc", "date", "subject"))
@@ -372,7 +403,8 @@ def parse_message_headers(remote_id: str, block: bytes, internaldate=None, body:
     if date is None:
         raise BadDataError("no usable Date header and no INTERNALDATE")
     ids = message_ids(fields.get("message-id"))
-    key = ids[0] if ids else fallback_key(fields)
+    subject = decode_words(fields.get("subject", ""))[:998]
+    key = message_key_for(ids[0], sender[0][1], date, subject) if ids else fallback_key(fields)
     refs = message_ids(fields.get("references"))
     reply = message_ids(fields.get("in-reply-to"))
     return MessageRecord(
@@ -383,7 +415,7 @@ def parse_message_headers(remote_id: str, block: bytes, internaldate=None, body:
         to=addresses(fields.get("to")),
         cc=addresses(fields.get("cc")),
         bcc=addresses(fields.get("bcc")),
-        subject=decode_words(fields.get("subject", ""))[:998],
+        subject=subject,
         in_reply_to=reply[0] if reply else None,
         references=refs[:100],
         bulk=bool(signals := bulk_signals(fields)),

@@ -342,3 +342,20 @@ def test_meeting_organised_outside_exchange_is_one_meeting_from_graph_and_from_t
     assert [m.message_key for m in meetings] == [f"ical:{google_uid}"]
     assert world.scalar("SELECT count(*) FROM interactionsource s JOIN interaction i ON i.id = s.interaction_id "
                         "WHERE i.kind = 'meeting'") == 2
+
+
+def test_reused_message_ids_keep_different_mail_apart_and_copies_together(world, graph, imap_user):
+    """Printers and scripts reuse IDs like <1@localhost>: two different messages with
+    it stay two interactions; one such message in an IMAP and a Graph mailbox is one."""
+    when = (NOW - timedelta(days=2)).replace(second=0)
+    imap_user.deliver(message("Scanner <scan@acme.com>", "bob@ourco.com", "Scan 1", msgid="1@localhost", when=when))
+    imap_user.deliver(message("Printer <print@other.com>", "bob@ourco.com", "Job done", msgid="1@localhost",
+                              when=when - timedelta(days=1)))
+    imap_box = world.add_imap(BOB, imap_user)
+    graph_box = add_tenant_mailbox(world, graph, owner=ALICE)
+    graph.add_message(ALICE, internet_message_id="<1@localhost>", subject="Scan 1", sender=("Scanner", "scan@acme.com"),
+                      to=[("Bob", BOB), ("Alice", ALICE)], sent=when)
+    assert world.sync(imap_box, fetch_in_child=False).ok and world.sync(graph_box).ok
+    rows = world.sql("SELECT i.subject, count(s.id) FROM interaction i JOIN interactionsource s "
+                     "ON s.interaction_id = i.id GROUP BY i.id, i.subject ORDER BY i.subject")
+    assert [tuple(r) for r in rows] == [("Job done", 1), ("Scan 1", 2)]
