@@ -300,6 +300,8 @@ def is_weak_message_id(msgid: str) -> bool:
     right = right.strip("[]").lower()
     if right in _WEAK_DOMAINS or (left.isdigit() and len(left) <= 6):
         return True
+    if not (right[:1].isdigit() or ":" in right):  # the hot path: an ordinary host name
+        return False
     try:
         ipaddress.ip_address(right)  # an address instead of a host name: an appliance
         return True

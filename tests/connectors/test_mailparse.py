@@ -135,3 +135,14 @@ def test_internaldate_and_uid_sets():
     assert parse_internaldate(b'02-Nov-2026 10:00:00 +0100') == datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
     assert parse_internaldate(b"nonsense") is None
     assert _uid_set([5, 1, 2, 3, 9, 10, 7]) == "1:3,5,7,9:10"
+
+
+@pytest.mark.parametrize("msgid,weak", [
+    ("1@localhost", True), ("12345", True), ("42@mail.acme.com", True), ("abcdef@[10.0.0.1]", True),
+    ("abc@::1", True), ("CAF=abc123@mail.gmail.com", False), ("20261102.ABC@ourco.com", False),
+    ("x1@acme", False), ("4f2a9c@2fa.example.org", False),
+])
+def test_which_message_ids_senders_reuse(msgid, weak):
+    from connectors.mailparse import is_weak_message_id
+
+    assert is_weak_message_id(msgid) is weak
