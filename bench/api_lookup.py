@@ -417,6 +417,21 @@ def profile_requests(data_dir: Path, token: str, emails: list[str], n: int, seed
 
 # -- server and load ------------------------------------------------------------------------
 
+def issue_bench_token(data_dir: Path, info: dict) -> str:
+    """A personal access token for the first rep of the database build_db made."""
+    from app.db import session
+    from app.runtime import open_runtime
+    from app.services.orgs import find_user, issue_token
+    from app.settings import load_settings
+
+    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir)}))
+    try:
+        with session(rt.engine) as s:
+            return issue_token(s, find_user(s, 1, info["users"][1][2]), name="bench")
+    finally:
+        rt.engine.dispose()
+
+
 def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -541,15 +556,7 @@ def main() -> int:
             f"max {a['max']}; {a['with_100_plus']:,} contacts with >= 100, {a['with_1000_plus']:,} with >= 1000, "
             f"{a['with_none']:,} with none")
 
-        from app.db import session
-        from app.runtime import open_runtime
-        from app.services.orgs import find_user, issue_token
-        from app.settings import load_settings
-
-        rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir)}))
-        with session(rt.engine) as s:
-            token = issue_token(s, find_user(s, 1, info["users"][1][2]), name="bench")
-        rt.engine.dispose()
+        token = issue_bench_token(data_dir, info)
         emails = info["contact_email"][1:]
         emails_file = work / "emails.txt"
         emails_file.write_text("\n".join(emails) + "\n")

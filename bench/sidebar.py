@@ -34,7 +34,7 @@ sys.path.insert(0, REPO)
 from bench._api_server import FIRST_ROUTE  # noqa: E402
 from bench._util import machine_summary, table, uptime_line, verdict  # noqa: E402
 from bench.api_lookup import (  # noqa: E402
-    build_db, describe, ms, ms_unit, run_load, start_server, stop_server,
+    build_db, describe, issue_bench_token, ms, ms_unit, run_load, start_server, stop_server,
 )
 
 TARGET_P99_MS, TARGET_RATIO = 20.0, 0.5
@@ -97,15 +97,7 @@ def main() -> int:
         info = build_db(db_path, args.contacts, args.interactions, args.users, args.seed)
         log(f"built {args.contacts:,} contacts / {args.interactions:,} interactions in "
             f"{time.perf_counter() - t0:.1f}s (not measured)")
-        from app.db import session
-        from app.runtime import open_runtime
-        from app.services.orgs import find_user, issue_token
-        from app.settings import load_settings
-
-        rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir)}))
-        with session(rt.engine) as s:
-            token = issue_token(s, find_user(s, 1, info["users"][1][2]), name="bench")
-        rt.engine.dispose()
+        token = issue_bench_token(data_dir, info)
         emails = info["contact_email"][1:]
         check_same_call(emails)
         emails_file = work / "emails.txt"
