@@ -31,9 +31,18 @@ def test_a_never_log_rule_keeps_the_reps_notes_and_tasks(tmp_path):
     alice = _user(world, "alice@ourco.com")
     with write_transaction(world.rt.engine) as conn:
         jane = people.create_contact(conn, world.org_id, alice, box=world.rt.box, email="jane@acme.com", name="Jane")
+        activity.log_email(conn, world.org_id, alice, "alice@ourco.com", box=world.rt.box,
+                           internet_message_id="<hello@acme.com>", subject="Hello",
+                           sender={"email": "jane@acme.com", "name": "Jane"}, to=[{"email": "alice@ourco.com"}],
+                           cc=[], date=None)
         activity.add_note(conn, world.org_id, alice, jane, "Prefers calls on Tuesdays")
+        activity.add_task(conn, world.org_id, alice, jane, "Send the proposal", None)
+    assert sorted(r[0] for r in world.sql("SELECT kind FROM interaction")) == ["email", "note", "task"]
+    with write_transaction(world.rt.engine) as conn:
         rules.add_rule(conn, world.org_id, kind="domain", value="acme.com", user_id=None, actor_id=alice)
-    assert world.sql("SELECT kind, body FROM interaction") == [("note", "Prefers calls on Tuesdays")]
+    # The email from Jane is gone; what the rep wrote stays.
+    assert sorted(tuple(r) for r in world.sql("SELECT kind, COALESCE(body, subject) FROM interaction")) == [
+        ("note", "Prefers calls on Tuesdays"), ("task", "Send the proposal")]
     assert world.scalar("SELECT COUNT(*) FROM contact") == 1
 
 

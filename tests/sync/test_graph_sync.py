@@ -255,6 +255,12 @@ def test_push_subscriptions_notifications_and_lifecycle(world, graph, live_app):
     assert forged.status_code == 202
     time.sleep(0.3)
     assert not due()
+    # The same decision without the timing: a guessed clientState matches nothing.
+    real_state = world.rt.box.decrypt(world.scalar(
+        "SELECT client_state_enc FROM graphsubscription WHERE subscription_id = :s", s=inbox_sub))
+    assert graph_push.verified(world.rt, [{"subscriptionId": inbox_sub, "clientState": "guessed"}]) == []
+    assert [m for _, m in graph_push.verified(world.rt, [{"subscriptionId": inbox_sub,
+                                                            "clientState": real_state}])] == [mid]
     answer = graph.notify(inbox_sub)
     assert answer.status_code == 202 and wait_until(due)
 
