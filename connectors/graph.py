@@ -50,6 +50,8 @@ DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 MAX_CONCURRENT = 4  # Graph: at most 4 concurrent requests per app and mailbox
 PAGE_SIZE = 1000
 CALENDAR_FOLDER = "calendar:Calendar"
+# What each Graph mailbox subscribes to for change notifications.
+SUBSCRIBED = ("mailFolders('inbox')/messages", "events")
 # What a plain occurrence takes from its series master (see _events).
 SERIES_FIELDS = ("subject", "organizer", "attendees", "location", "isCancelled", "isAllDay", "originalStartTimeZone")
 MASTER_FIELDS = ",".join(("iCalUId", "type") + SERIES_FIELDS)
@@ -615,7 +617,7 @@ class GraphConnector:
     # -- push subscriptions ------------------------------------------------------------
     def subscription_resources(self) -> list[str]:
         path = self.user_path.lstrip("/")
-        return [f"{path}/mailFolders('inbox')/messages", f"{path}/events"]
+        return [f"{path}/{r}" for r in SUBSCRIBED]
 
     def create_subscription(self, resource: str, notification_url: str, lifecycle_url: str, client_state: str,
                             expires: datetime) -> dict:

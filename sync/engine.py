@@ -134,6 +134,26 @@ def _connector_args(mailbox: dict, box: SecretBox, org: OrgContext) -> tuple:
     return public, secret, org.visibility == "snippet"
 
 
+def load_mailbox(conn, box: SecretBox, mailbox_id: int):
+    """(mailbox row as a dict with owner, window and, for a tenant-wide Microsoft 365
+    mailbox, its tenant; the organisation's context; the organisation's sync settings)."""
+    mailbox = dict(conn.execute(select(MAILBOX).where(MAILBOX.c.id == mailbox_id)).mappings().one())
+    org = org_context(conn, mailbox["org_id"], box)
+    O = Organisation.__table__
+    settings = conn.execute(select(O.c.backfill_days, O.c.sync_interval_seconds, O.c.calendar_past_days,
+                                   O.c.calendar_future_days).where(O.c.id == mailbox["org_id"])).one()
+    mailbox["owner"] = conn.execute(select(User.__table__.c.email)
+                                    .where(User.__table__.c.id == mailbox["owner_id"])).scalar_one().lower()
+    mailbox["window"] = {"past_days": settings.calendar_past_days, "future_days": settings.calendar_future_days}
+    if mailbox.get("tenant_ref"):
+        T = M365Tenant.__table__
+        tenant = conn.execute(select(T).where(T.c.id == mailbox["tenant_ref"], T.c.org_id == mailbox["org_id"])
+                              ).mappings().one()
+        mailbox["tenant"] = {k: tenant[k] for k in ("tenant_id", "client_id", "auth_kind", "config")}
+        mailbox["tenant_secret_enc"] = tenant["secret_enc"]
+    return mailbox, org, settings
+
+
 def default_connector(mailbox: dict, box: SecretBox, org: OrgContext):
     return build_connector(*_connector_args(mailbox, box, org))
 
@@ -165,23 +185,8 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
     connector = None
     retry_after: float | None = None
     with read_only(engine) as conn:
-        mailbox = dict(conn.execute(select(MAILBOX).where(MAILBOX.c.id == mailbox_id)).mappings().one())
-        org = org_context(conn, mailbox["org_id"], box)
-        owner_email = conn.execute(select(User.__table__.c.email)
-                                   .where(User.__table__.c.id == mailbox["owner_id"])).scalar_one().lower()
-        settings = conn.execute(select(Organisation.__table__.c.backfill_days,
-                                       Organisation.__table__.c.sync_interval_seconds,
-                                       Organisation.__table__.c.calendar_past_days,
-                                       Organisation.__table__.c.calendar_future_days)
-                                .where(Organisation.__table__.c.id == mailbox["org_id"])).one()
-        mailbox["owner"] = owner_email
-        mailbox["window"] = {"past_days": settings.calendar_past_days, "future_days": settings.calendar_future_days}
-        if mailbox.get("tenant_ref"):
-            tenant = conn.execute(select(M365Tenant.__table__)
-                                  .where(M365Tenant.__table__.c.id == mailbox["tenant_ref"],
-                                         M365Tenant.__table__.c.org_id == mailbox["org_id"])).mappings().one()
-            mailbox["tenant"] = {k: tenant[k] for k in ("tenant_id", "client_id", "auth_kind", "config")}
-            mailbox["tenant_secret_enc"] = tenant["secret_enc"]
+        mailbox, org, settings = load_mailbox(conn, box, mailbox_id)
+    owner_email = mailbox["owner"]
     since = (now or datetime.now(timezone.utc)) - timedelta(days=settings.backfill_days)
     if mailbox["status"] in ("pending", "failed") and mailbox["last_success_at"] is None:
         _set(engine, mailbox_id, worker, status="importing")

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import delete, select, update
 
 from app.db import read_only, write_transaction
-from app.models import GraphSubscription, M365Tenant, Mailbox, Organisation, User
+from app.models import GraphSubscription, Mailbox
 from app.models.base import utcnow
 from app.runtime import Runtime
 from connectors.base import ConnectorError, close_quietly
@@ -41,28 +41,16 @@ def _aware(dt: datetime) -> datetime:
 
 def _mailbox_values(conn, box, mailbox_id: int) -> tuple[dict, object]:
     """The same plain values sync_mailbox gives a connector."""
-    from sync.engine import org_context
+    from sync.engine import load_mailbox
 
-    mailbox = dict(conn.execute(select(MAILBOX).where(MAILBOX.c.id == mailbox_id)).mappings().one())
-    org = org_context(conn, mailbox["org_id"], box)
-    mailbox["owner"] = conn.execute(select(User.__table__.c.email)
-                                    .where(User.__table__.c.id == mailbox["owner_id"])).scalar_one().lower()
-    o = conn.execute(select(Organisation.__table__.c.calendar_past_days, Organisation.__table__.c.calendar_future_days)
-                     .where(Organisation.__table__.c.id == mailbox["org_id"])).one()
-    mailbox["window"] = {"past_days": o.calendar_past_days, "future_days": o.calendar_future_days}
-    if mailbox.get("tenant_ref"):
-        t = conn.execute(select(M365Tenant.__table__).where(M365Tenant.__table__.c.id == mailbox["tenant_ref"])
-                         ).mappings().one()
-        mailbox["tenant"] = {k: t[k] for k in ("tenant_id", "client_id", "auth_kind", "config")}
-        mailbox["tenant_secret_enc"] = t["secret_enc"]
+    mailbox, org, _ = load_mailbox(conn, box, mailbox_id)
     return mailbox, org
 
 
 def _connector(rt: Runtime, mailbox: dict, org):
-    from connectors.factory import build_connector
-    from sync.engine import _connector_args
+    from sync.engine import default_connector
 
-    return build_connector(*_connector_args(mailbox, rt.box, org))
+    return default_connector(mailbox, rt.box, org)
 
 
 def _graph_mailboxes(conn) -> list[dict]:
@@ -86,6 +74,10 @@ def ensure_subscriptions(rt: Runtime, *, now: datetime | None = None) -> dict:
                 summary["deleted"] += _drop_all(rt, box["id"], mine)
             continue
         due = [s for s in mine if _aware(s["expires_at"]) - now < RENEW_BEFORE]
+        from connectors.graph import SUBSCRIBED
+
+        if not due and len({s["resource"] for s in mine}) >= len(SUBSCRIBED):
+            continue  # most runs: nothing to create or renew, so no connector is built
         try:
             with read_only(rt.engine) as conn:
                 mailbox, org = _mailbox_values(conn, rt.box, box["id"])
