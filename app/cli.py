@@ -134,11 +134,12 @@ def mailbox_add_imap(
         out.print(f"mailbox {mb.id} added for {owner}; run `threadline sync --once --mailbox {mb.id}`")
 
 
-def _password(prompt: str) -> str:
-    password = os.environ.get("THREADLINE_IMAP_PASSWORD")
+def _password(prompt: str, env: str = "THREADLINE_IMAP_PASSWORD", hint: str = "") -> str:
+    """A secret from the environment variable env, else a prompt; never from argv."""
+    password = os.environ.get(env)
     if password is None:
         if not sys.stdin.isatty():
-            _fail("set THREADLINE_IMAP_PASSWORD or run in a terminal to be prompted")
+            _fail(f"set {env} or run in a terminal to be prompted{hint}")
         password = getpass.getpass(prompt)
     return password
 

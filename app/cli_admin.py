@@ -386,7 +386,7 @@ def secrets_rotate_key() -> None:
 
     rt = _rt()
     try:
-        counts = rt.engine and rotate_key(rt.settings, rt.engine)
+        counts = rotate_key(rt.settings, rt.engine)
     except SecretError as exc:
         _fail(str(exc))
     with write_transaction(rt.engine) as conn:

@@ -1,16 +1,13 @@
 """`threadline calendar ...`: calendar accounts (CalDAV)."""
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import sys
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from app.cli import OrgOpt, _fail, _json_default, _rt, _the_org, app, err, out
+from app.cli import OrgOpt, _fail, _json_default, _password, _rt, _the_org, app, err, out
 from app.db import session
 from app.services import orgs as org_service
 from app.services.orgs import Invalid, NotFound
@@ -18,15 +15,6 @@ from app.services.orgs import Invalid, NotFound
 PASSWORD_ENV = "THREADLINE_CALDAV_PASSWORD"
 calendar_app = typer.Typer(help="Calendar accounts (CalDAV) whose meetings join the timeline.", no_args_is_help=True)
 app.add_typer(calendar_app, name="calendar")
-
-
-def _password(prompt: str) -> str:
-    password = os.environ.get(PASSWORD_ENV)
-    if password is None:
-        if not sys.stdin.isatty():
-            _fail(f"set {PASSWORD_ENV} or run in a terminal to be prompted")
-        password = getpass.getpass(prompt)
-    return password
 
 
 @calendar_app.command("add-caldav")
@@ -42,7 +30,7 @@ def add_caldav(
     """Add a rep's CalDAV account. The password comes from THREADLINE_CALDAV_PASSWORD or a prompt, never argv."""
     from app.services import calendars
 
-    password = _password(f"CalDAV password for {username}: ")
+    password = _password(f"CalDAV password for {username}: ", PASSWORD_ENV)
     rt = _rt()
     with session(rt.engine) as s:
         try:

@@ -1,15 +1,13 @@
 """Microsoft 365 commands: tenant apps and Graph mailboxes."""
 from __future__ import annotations
 
-import getpass
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from app.cli import OrgOpt, _fail, _rt, err, mailbox_app, out
+from app.cli import OrgOpt, _fail, _password, _rt, err, mailbox_app, out
 from app.db import session
 from app.services import orgs as org_service
 from app.services.orgs import Invalid, NotFound
@@ -45,11 +43,7 @@ def add_m365_tenant(
         except OSError as exc:
             _fail(f"cannot read the certificate file: {exc.strerror}")
     else:
-        secret = os.environ.get(SECRET_ENV)
-        if secret is None:
-            if not sys.stdin.isatty():
-                _fail(f"set {SECRET_ENV} or run in a terminal to be prompted (or pass --certificate)")
-            secret = getpass.getpass(f"client secret of app {client_id}: ")
+        secret = _password(f"client secret of app {client_id}: ", SECRET_ENV, " (or pass --certificate)")
     rt = _rt()
     with session(rt.engine) as s:
         try:

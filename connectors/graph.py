@@ -39,7 +39,7 @@ import httpx
 
 from connectors.base import (
     Attendee, AuthError, BadDataError, BadRecord, Batch, ConnectorError, CursorExpiredError, Folder, MeetingRecord,
-    MessageRecord, ThrottledError, TransientError,
+    MessageRecord, ThrottledError, TransientError, retry_after_seconds,
 )
 from connectors.m365auth import (
     IMAP_APP_SCOPES, IMAP_USER_SCOPES, AppTokenSource, DelegatedTokenSource, graph_scopes, parse_credential,
@@ -653,11 +653,9 @@ def _graph_error(resp: httpx.Response) -> tuple[str, str]:
 
 
 def _retry_after(resp: httpx.Response, attempt: int) -> float:
-    raw = resp.headers.get("Retry-After", "")
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return float(min(60, 2 ** (attempt + 1)))
+    """The server's Retry-After (seconds or an HTTP date), else exponential backoff."""
+    told = retry_after_seconds(resp.headers.get("Retry-After"))
+    return told if told is not None else float(min(60, 2 ** (attempt + 1)))
 
 
 def _sparse(item: dict) -> bool:

@@ -22,7 +22,6 @@ from email.utils import getaddresses, mktime_tz, parsedate_tz
 
 from connectors.base import BadDataError, MessageRecord
 
-_FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.M)
 _UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _WS = re.compile(r"\s+")
@@ -364,14 +363,11 @@ def bulk_signals(fields: dict[str, str]) -> tuple[str, ...]:
     return tuple(found)
 
 
-_LIST_ID = re.compile(r"<([^<>\s]+)>")
-
-
 def list_identifier(value: str | None) -> str | None:
     """RFC 2919: the list-id inside the angle brackets, e.g. "sales.ourco.com"."""
     if not value:
         return None
-    m = _LIST_ID.search(value)
+    m = _MSGID.search(value)  # the same <token> syntax as a Message-ID
     return m.group(1).strip().lower()[:255] if m else None
 
 

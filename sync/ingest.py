@@ -158,13 +158,7 @@ def _classify(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> tu
         # strict DMARC policy: "'Jane' via Sales <sales@ourco.com>", Jane in Reply-To.
         people = _unwrap_group_sender(org, internal, people, sender, record.reply_to)
         sender = next(a for a, (_, role) in people.items() if role == "from")
-    external = []
-    for a in people:
-        known = internal.get(a)
-        if known is None:
-            known = internal[a] = _internal(org, a)
-        if not known:
-            external.append(a)
+    external = [a for a in people if not _is_internal(org, internal, a)]
     if not external:
         return "internal"
     ex = org.exclusions
@@ -377,12 +371,8 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
         is_new = iid in new_ids
         for address, name, role in p.people:
             user_id = users.get(address)
-            if user_id is None:
-                known = internal.get(address)
-                if known is None:
-                    known = internal[address] = _internal(org, address)
-                if known:
-                    continue  # internal but not a user (a shared alias): not a person to track
+            if user_id is None and _is_internal(org, internal, address):
+                continue  # internal but not a user (a shared alias): not a person to track
             contact = contacts.get(address)
             row = (org_id, iid, at, address, name or None, role, user_id,
                    contact[0] if contact else None, contact[1] if contact else None)

@@ -15,7 +15,7 @@ attendee's answer on each. Only when nothing of that UID is stored does it
 become an interaction of its own, as before.
 
 One call handles one batch with a constant number of statements (IN lists of
-at most IN_CHUNK): the batch's records are grouped by key, each group is folded
+at most ingest.IN_CHUNK): the batch's records are grouped by key, each group is folded
 in Python, in order, into the final state of its interaction and participants
 (exactly what applying the records one after another would leave), and that
 state is written with bulk statements.
@@ -23,7 +23,7 @@ state is written with bulk statements.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.engine import Connection
@@ -34,12 +34,11 @@ from app.models.base import utcnow
 from connectors.base import Attendee, MeetingRecord, meeting_key
 from sync import addresses as addr
 from sync import stats
-from sync.ingest import (IngestResult, MailboxContext, OrgContext, _internal, _utc, create_contacts,
+from sync.ingest import (IngestResult, MailboxContext, OrgContext, _chunked, _internal, _utc, create_contacts,
                          existing_contacts)
 
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
 MAX_ATTENDEES = 500
-IN_CHUNK = 500  # bound IN (...) lists for both databases
 SERIES_CHUNK = 50  # series prefixes per statement (each is one OR branch)
 DETAILS = ("occurred_at", "ends_at", "direction", "subject", "location", "status", "sequence")
 STORED = (I.c.id, I.c.message_key) + tuple(I.c[c] for c in DETAILS)
@@ -123,9 +122,7 @@ class _State:
 
 
 def _norm(value):
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    return value
+    return _utc(value) if isinstance(value, datetime) else value
 
 
 def _details(org: OrgContext, rec: MeetingRecord, p: dict) -> dict:
@@ -204,14 +201,9 @@ def _fold(org: OrgContext, mbx: MailboxContext, contacts: dict, key: str, stored
 
 # -- reading what is stored --------------------------------------------------------------------
 
-def _chunks(items: list, size: int = IN_CHUNK):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
 def _load_keys(conn: Connection, org_id: int, keys: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
-    for part in _chunks(sorted(keys)):
+    for part in _chunked(sorted(keys)):
         for row in conn.execute(select(*STORED).where(I.c.org_id == org_id, I.c.message_key.in_(part))).mappings():
             out[row["message_key"]] = dict(row)
     return out
@@ -229,7 +221,7 @@ def _series_condition(conn: Connection, base: str):
 
 def _load_series(conn: Connection, org_id: int, bases: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
-    for part in _chunks(sorted(bases), SERIES_CHUNK):
+    for part in _chunked(sorted(bases), SERIES_CHUNK):
         query = select(*STORED).where(I.c.org_id == org_id, I.c.kind == "meeting",
                                       or_(*[_series_condition(conn, b) for b in part]))
         for row in conn.execute(query).mappings():
@@ -239,7 +231,7 @@ def _load_series(conn: Connection, org_id: int, bases: list[str]) -> dict[str, d
 
 def _load_people(conn: Connection, ids: list[int]) -> dict[int, dict[str, tuple[str | None, int | None]]]:
     out: dict[int, dict[str, tuple[str | None, int | None]]] = {}
-    for part in _chunks(sorted(ids)):
+    for part in _chunked(sorted(ids)):
         for iid, address, response, contact_id in conn.execute(
                 select(P.c.interaction_id, P.c.address, P.c.response, P.c.contact_id)
                 .where(P.c.interaction_id.in_(part))):
@@ -434,7 +426,7 @@ def drop_meetings_without_copies(conn: Connection, org_id: int, candidates: set[
     """Of these interactions, the meetings no calendar or mailbox holds any more
     leave the timeline (with their people, and the summaries are recounted)."""
     dropped = 0
-    for part in _chunks(sorted(candidates)):
+    for part in _chunked(sorted(candidates)):
         orphans = conn.execute(select(I.c.id).where(
             I.c.id.in_(part), I.c.org_id == org_id, I.c.kind == "meeting",
             ~select(S.c.id).where(S.c.interaction_id == I.c.id).exists())).scalars().all()

@@ -11,13 +11,12 @@ from sqlalchemy import text
 
 from app.api import (activity, addin, admin, admin_pages, companies, contacts, graph_webhooks, mailboxes, metrics,
                      panel, people)
+from app.api.panel import OUTLOOK_ORIGINS
 from app.db import read_only
 from app.runtime import Runtime
 
 ROUTERS = (contacts, companies, mailboxes, activity, people, addin, panel, admin, admin_pages, graph_webhooks,
            metrics)
-OUTLOOK_ORIGINS = ("https://outlook.office.com", "https://outlook.office365.com", "https://outlook.live.com",
-                   "https://outlook.cloud.microsoft")
 
 
 def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:

@@ -25,8 +25,11 @@ OFFICE_JS = "https://appsforoffice.microsoft.com"
 MSAL_CDN = "https://cdn.jsdelivr.net/npm/@azure/msal-browser@3.27.0/lib/msal-browser.min.js"
 LOGIN = "https://login.microsoftonline.com"
 # Where Outlook on the web and the new Outlook host add-in frames.
-OUTLOOK_FRAMERS = ("https://outlook.office.com", "https://outlook.office365.com", "https://outlook.live.com",
-                   "https://outlook.cloud.microsoft", "https://*.outlook.com", "https://*.office.com")
+# Outlook's web hosts: the only cross-origin callers of the API (CORS) and, with
+# their subdomains, the only pages that may frame the pane.
+OUTLOOK_ORIGINS = ("https://outlook.office.com", "https://outlook.office365.com", "https://outlook.live.com",
+                   "https://outlook.cloud.microsoft")
+OUTLOOK_FRAMERS = (*OUTLOOK_ORIGINS, "https://*.outlook.com", "https://*.office.com")
 
 
 def _csp(*, outlook: bool) -> str:

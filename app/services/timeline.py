@@ -215,10 +215,8 @@ def interactions(conn: Connection, org_id: int, ids: list[int]) -> list[dict]:
 
 
 def contact_timeline(conn: Connection, org_id: int, contact_id: int, cursor: str | None = None,
-                     limit: int = 20, extra: list[int] | None = None) -> dict:
-    """A page of the contact's timeline; with extra, also those interactions
-    (read together) under page["extra"] by id."""
-    return _page(conn, org_id, "contact_id", contact_id, cursor, limit, extra)
+                     limit: int = 20) -> dict:
+    return _page(conn, org_id, "contact_id", contact_id, cursor, limit)
 
 
 def company_timeline(conn: Connection, org_id: int, company_id: int, cursor: str | None = None,
