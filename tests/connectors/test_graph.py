@@ -295,6 +295,33 @@ def test_application_access_policy_is_a_clear_auth_error(graph):
     assert "application access policy" in text and USER in text and "ApplicationAccessPolicy" in text
 
 
+
+@pytest.mark.parametrize("case", ["denied", "no-mailbox", "token-refused"])
+def test_graph_refusals_say_what_to_do(graph, case):
+    """Each way Graph refuses a mailbox is an auth error naming the fix, so the
+    mailbox shows as failed with it (the engine keeps the text as last_error)."""
+    graph.add_message(USER)
+    user = USER
+    if case == "denied":
+        graph.inject("/mailFolders", 403, {"error": {"code": "ErrorAccessDenied", "message": "Access is denied."}})
+    elif case == "no-mailbox":
+        user = "ghost@ourco.com"  # no such user in the tenant: the fake answers 404 ErrorInvalidUser
+    else:  # refused even after a fresh token
+        graph.inject("/mailFolders", 401, {"error": {"code": "InvalidAuthenticationToken",
+                                                     "message": "Access token validation failure."}}, times=50)
+    mailbox, secret = tenant_mailbox(graph, user=user)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        with pytest.raises(AuthError) as info:
+            c.list_folders()
+    finally:
+        c.close()
+    text = str(info.value)
+    expected = {"denied": "grant the app Mail.Read and Calendars.Read with admin consent",
+                "no-mailbox": "check the rep's address and licence",
+                "token-refused": "reconnect the mailbox"}[case]
+    assert expected in text and "reconnect" in text
+
 def test_delegated_sign_in_rotation_and_revocation(graph):
     graph.add_message(USER, subject="Mine")
     mailbox, cache = delegated_mailbox(graph)

@@ -284,6 +284,22 @@ def test_push_subscriptions_notifications_and_lifecycle(world, graph, live_app):
                                            s=inbox_sub) == 0)
     assert world.scalar("SELECT count(*) FROM graphsubscription") == 2
 
+    # A subscription Graph dropped without telling us: the renewal's 404 makes a new one.
+    gone = world.sql("SELECT subscription_id FROM graphsubscription ORDER BY id")[0][0]
+    with graph.lock:
+        del graph.subscriptions[gone]
+    summary = graph_push.ensure_subscriptions(world.rt, now=utcnow() + timedelta(days=3))
+    assert summary["renewed"] == 2 and not summary["failed"]
+    now_ids = {r[0] for r in world.sql("SELECT subscription_id FROM graphsubscription")}
+    assert gone not in now_ids and len(now_ids) == 2 and now_ids <= set(graph.subscriptions)
+
+    # A paused mailbox gives its subscriptions up, on our side and on Graph's.
+    with world.rt.engine.begin() as conn:
+        conn.execute(text("UPDATE mailbox SET status = 'paused' WHERE id = :m"), {"m": mid})
+    assert graph_push.ensure_subscriptions(world.rt)["deleted"] == 2
+    assert world.scalar("SELECT count(*) FROM graphsubscription") == 0
+    assert not (now_ids & set(graph.subscriptions))
+
     # The validation handshake itself: the token echoed as text/plain.
     import httpx
 
