@@ -15,7 +15,8 @@ from rich.table import Table
 from app.db import read_only, session
 from app.runtime import Runtime, open_runtime
 from app.services import orgs as org_service
-from app.services.orgs import Invalid, NotFound
+from app.services.actor import Actor
+from app.services.errors import ServiceError, exit_code
 
 app = typer.Typer(help="Threadline: reps' mailboxes become one shared contact timeline.", no_args_is_help=True,
                   add_completion=False)
@@ -43,11 +44,17 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _the_org(s, org: int | None):
-    """The organisation the command is about, or a clear error."""
-    try:
-        return org_service.the_org(s, org)
-    except (Invalid, NotFound) as exc:
-        _fail(str(exc))
+    """The organisation the command is about (a clear error when there is none, or several)."""
+    return org_service.the_org(s, org)
+
+
+def _org_id(rt: Runtime, org: int | None) -> int:
+    return org_service.the_org_id(rt, org)
+
+
+def _operator(rt: Runtime, org: int | None) -> Actor:
+    """Who a CLI command acts as: the server's operator, in the organisation it is about."""
+    return Actor.operator(_org_id(rt, org))
 
 
 def _json_default(value):
@@ -70,12 +77,9 @@ def org_init(name: Annotated[str, typer.Option("--name", help="Company name.")],
              domain: Annotated[list[str], typer.Option("--domain", help="An internal email domain (repeatable).")]) -> None:
     """Create the organisation with its internal email domains."""
     rt = _rt()
-    with session(rt.engine) as s:
-        try:
-            org = org_service.create_org(s, name, domain)
-        except Invalid as exc:
-            _fail(str(exc))
-        out.print(f"organisation {org.id} created: {org.name} ({', '.join(org.internal_domains)})")
+    org = org_service.create_org(rt, name, domain)
+    out.print(f"organisation {org['id']} created: {org['name']} ({', '.join(org['internal_domains'])})",
+              highlight=False)
 
 
 # -- users ----------------------------------------------------------------------
@@ -86,13 +90,9 @@ def user_add(email: str, name: Annotated[str, typer.Option(help="Display name.")
              org: OrgOpt = None) -> None:
     """Add a rep (or an admin with --admin)."""
     rt = _rt()
-    with session(rt.engine) as s:
-        try:
-            o = org_service.the_org(s, org)
-            user = org_service.add_user(s, o, email, name=name, admin=admin, aliases=alias)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
-        out.print(f"user {user.id} added: {user.email} ({user.role})")
+    user = org_service.create_user(rt, _operator(rt, org), email, name=name, role="admin" if admin else "rep",
+                                   aliases=alias)
+    out.print(f"user {user['id']} added: {user['email']} ({user['role']})", highlight=False)
 
 
 @user_app.command("token")
@@ -100,13 +100,10 @@ def user_token(email: str, name: Annotated[str, typer.Option(help="What the toke
                org: OrgOpt = None) -> None:
     """Issue a personal access token for the API and the sidebar (shown once)."""
     rt = _rt()
-    with session(rt.engine) as s:
-        try:
-            user = org_service.find_user(s, org_service.the_org(s, org).id, email)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
-        token = org_service.issue_token(s, user, name)
-    out.print(token, highlight=False)
+    actor = _operator(rt, org)
+    with read_only(rt.engine) as conn:
+        user_id = org_service.user_id_by_email(conn, actor.org_id, email)
+    out.print(org_service.create_token(rt, actor, user_id, name)["token"], highlight=False)
 
 
 # -- mailboxes ------------------------------------------------------------------
@@ -124,14 +121,10 @@ def mailbox_add_imap(
 
     password = _password(f"IMAP password for {username}: ")
     rt = _rt()
-    with session(rt.engine) as s:
-        try:
-            o = org_service.the_org(s, org)
-            mb = mailboxes.add_imap(s, rt.box, o, owner=owner, host=host, port=port, security=security,
-                                    username=username, password=password)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
-        out.print(f"mailbox {mb.id} added for {owner}; run `threadline sync --once --mailbox {mb.id}`")
+    mb = mailboxes.add_imap(rt, _operator(rt, org), owner=owner, host=host, port=port, security=security,
+                            username=username, password=password)
+    out.print(f"mailbox {mb['id']} added for {owner}; run `threadline sync --once --mailbox {mb['id']}`",
+              highlight=False)
 
 
 def _password(prompt: str, env: str = "THREADLINE_IMAP_PASSWORD", hint: str = "") -> str:
@@ -148,20 +141,10 @@ def _password(prompt: str, env: str = "THREADLINE_IMAP_PASSWORD", hint: str = ""
 def mailbox_set_password(mailbox_id: int, org: OrgOpt = None) -> None:
     """Replace a mailbox's password (THREADLINE_IMAP_PASSWORD or a prompt) and sync it again soon."""
     from app.services import mailboxes
-    from sync.engine import request_sync
 
     password = _password(f"new IMAP password for mailbox {mailbox_id}: ")
     rt = _rt()
-    with session(rt.engine) as s:
-        try:
-            mb = mailboxes.get_mailbox(s, org_service.the_org(s, org).id, mailbox_id)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
-        mb.secret_enc = rt.box.encrypt(password)
-        mb.failure_count = 0
-        s.add(mb)
-        s.commit()
-    request_sync(rt.engine, mailbox_id)
+    mailboxes.set_password(rt, _operator(rt, org), mailbox_id, password)
     out.print(f"password of mailbox {mailbox_id} replaced; it will be synced at the next tick")
 
 
@@ -371,7 +354,14 @@ from app import cli_admin, cli_calendar, cli_m365  # noqa: E402,F401 - they regi
 
 
 def main() -> None:
-    app()
+    """Run a command; a use case's refusal (app/services/errors.py) is printed as one line
+    and becomes the exit code of its kind, the CLI's one mapping of the error vocabulary."""
+    try:
+        app()
+    except ServiceError as exc:
+        err.print("error: ", style="red", end="")
+        err.print(exc.reason, markup=False, highlight=False, emoji=False)
+        raise SystemExit(exit_code(exc)) from None
 
 
 if __name__ == "__main__":

@@ -1,19 +1,19 @@
 """Administration commands: rules, privacy, audit, key rotation, and the admin side
-of organisations, users and mailboxes. Actions are audited with no actor (the CLI)."""
+of organisations, users and mailboxes. Each command calls its use case in
+app/services as the server's operator (audited with no actor id, shown as "system")."""
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from app.cli import _fail, _json_default, _rt, _the_org, app, err, mailbox_app, org_app, out, user_app, OrgOpt  # noqa: F401
-from app.db import read_only, session, write_transaction
+from app.cli import (_fail, _json_default, _operator, _org_id, _rt, app, err, mailbox_app, org_app, out, user_app,
+                     OrgOpt)  # noqa: F401
+from app.db import read_only, session
 from app.services import orgs as org_service
-from app.services.orgs import Invalid, NotFound
 
 rule_app = typer.Typer(help='"Never log" rules (addresses and domains).', no_args_is_help=True)
 privacy_app = typer.Typer(help="Export or erase everything about one person.", no_args_is_help=True)
@@ -22,20 +22,6 @@ app.add_typer(rule_app, name="rule")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(secrets_app, name="secrets")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _org_id(rt, org: int | None) -> int:
-    with session(rt.engine) as s:
-        return _the_org(s, org).id
-
-
-@contextmanager
-def _writing(rt):
-    try:
-        with write_transaction(rt.engine) as conn:
-            yield conn
-    except (Invalid, NotFound) as exc:
-        _fail(str(exc))
 
 
 def _print_json(data) -> None:
@@ -86,9 +72,7 @@ def org_set(
     if not changes:
         _fail("nothing to change: see `threadline org set --help`")
     rt = _rt()
-    oid = _org_id(rt, org)
-    with _writing(rt) as conn:
-        data = org_service.update_org(conn, oid, changes, actor_id=None)
+    data = org_service.update_org(rt, _operator(rt, org), changes)
     out.print("organisation updated: " + ", ".join(f"{k}={data[k]}" for k in changes), highlight=False)
 
 
@@ -111,12 +95,15 @@ def user_list(org: OrgOpt = None, as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
+def _user_id(rt, oid: int, email: str) -> int:
+    with read_only(rt.engine) as conn:
+        return org_service.user_id_by_email(conn, oid, email)
+
+
 def _set_user(email: str, org: int | None, **values) -> str:
     rt = _rt()
-    oid = _org_id(rt, org)
-    with _writing(rt) as conn:
-        uid = org_service.user_id_by_email(conn, oid, email)
-        org_service.update_user(conn, oid, uid, actor_id=None, **values)
+    actor = _operator(rt, org)
+    org_service.update_user(rt, actor, _user_id(rt, actor.org_id, email), **values)
     return email
 
 
@@ -145,9 +132,8 @@ def user_role(email: str, role: Annotated[str, typer.Argument(help="rep | admin"
 def user_alias(email: str, alias: str, org: OrgOpt = None) -> None:
     """Add another address of a user."""
     rt = _rt()
-    oid = _org_id(rt, org)
-    with _writing(rt) as conn:
-        org_service.add_alias(conn, oid, org_service.user_id_by_email(conn, oid, email), alias, actor_id=None)
+    actor = _operator(rt, org)
+    org_service.add_alias(rt, actor, _user_id(rt, actor.org_id, email), alias)
     out.print(f"alias {alias} added to {email}", highlight=False)
 
 
@@ -161,25 +147,19 @@ def user_revoke_token(
     if (token_id is None) == (all_of is None):
         _fail("give a token id, or --all EMAIL")
     rt = _rt()
-    oid = _org_id(rt, org)
-    with _writing(rt) as conn:
-        if token_id is not None:
-            org_service.revoke_token(conn, oid, token_id, actor_id=None)
-            out.print(f"token {token_id} revoked")
-            return
-        uid = org_service.user_id_by_email(conn, oid, all_of)
-        ids = [t["id"] for u in org_service.list_users(conn, oid) if u["id"] == uid for t in u["tokens"] if t["active"]]
-        for tid in ids:
-            org_service.revoke_token(conn, oid, tid, actor_id=None)
-    out.print(f"{len(ids)} token(s) of {all_of} revoked", highlight=False)
+    actor = _operator(rt, org)
+    if token_id is not None:
+        org_service.revoke_token(rt, actor, token_id)
+        out.print(f"token {token_id} revoked")
+        return
+    count = org_service.revoke_user_tokens(rt, actor, _user_id(rt, actor.org_id, all_of))
+    out.print(f"{count} token(s) of {all_of} revoked", highlight=False)
 
 
 # -- mailboxes ----------------------------------------------------------------------------------
 def _mailbox_op(mailbox_id: int, org: int | None, fn, done: str, **kw) -> dict | None:
     rt = _rt()
-    oid = _org_id(rt, org)
-    with _writing(rt) as conn:
-        result = fn(conn, oid, mailbox_id, actor_id=None, **kw)
+    result = fn(rt, _operator(rt, org), mailbox_id, **kw)
     out.print(done, highlight=False)
     return result
 
@@ -238,10 +218,7 @@ def mailbox_test(
         rt = _rt()
         oid = _org_id(rt, org)
         with session(rt.engine) as s:
-            try:
-                mb = mailboxes.get_mailbox(s, oid, mailbox_id)
-            except NotFound as exc:
-                _fail(str(exc))
+            mb = mailboxes.get_mailbox(s, oid, mailbox_id)
             if mb.kind != "imap":
                 _fail(f"mailbox {mailbox_id} is not an IMAP mailbox")
             cfg, password = dict(mb.config), rt.box.decrypt(mb.secret_enc) if mb.secret_enc else ""
@@ -268,11 +245,9 @@ def rule_add(value: Annotated[str, typer.Argument(help="someone@example.com, or 
     from app.services import rules
 
     rt = _rt()
-    oid = _org_id(rt, org)
-    with _writing(rt) as conn:
-        uid = org_service.user_id_by_email(conn, oid, rep) if rep else None
-        result = rules.add_rule(conn, oid, kind=kind or rules.guess_kind(value), value=value, user_id=uid,
-                                actor_id=None)
+    actor = _operator(rt, org)
+    uid = _user_id(rt, actor.org_id, rep) if rep else None
+    result = rules.add_rule(rt, actor, value=value, kind=kind, user_id=uid)
     out.print(f"rule {result['id']} ({result['kind']} {result['value']}"
               f"{' for ' + rep if rep else ', whole organisation'}): "
               f"{result['removed_interactions']} stored interactions removed", highlight=False)
@@ -284,9 +259,7 @@ def rule_remove(rule_id: int, org: OrgOpt = None) -> None:
     from app.services import rules
 
     rt = _rt()
-    oid = _org_id(rt, org)
-    with _writing(rt) as conn:
-        rules.remove_rule(conn, oid, rule_id, actor_id=None)
+    rules.remove_rule(rt, _operator(rt, org), rule_id)
     out.print(f"rule {rule_id} removed; affected mailboxes are re-read at their next sync")
 
 
@@ -299,10 +272,7 @@ def rule_list(rep: Annotated[Optional[str], typer.Option("--rep", help="Org-wide
     rt = _rt()
     oid = _org_id(rt, org)
     with read_only(rt.engine) as conn:
-        try:
-            uid = org_service.user_id_by_email(conn, oid, rep) if rep else None
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
+        uid = org_service.user_id_by_email(conn, oid, rep) if rep else None
         rows = rules.list_rules(conn, oid, uid)
     if as_json:
         _print_json(rows)
@@ -320,17 +290,10 @@ def privacy_export(email: str,
                    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None,
                    org: OrgOpt = None) -> None:
     """Everything stored about one address (JSON), or their card (vCard 4.0)."""
-    from app.services import audit, privacy
-    from sync.exclusions import person_tag
+    from app.services import privacy
 
-    if fmt not in ("json", "vcard"):
-        _fail("--format must be json or vcard")
     rt = _rt()
-    oid = _org_id(rt, org)
-    with _writing(rt) as conn:
-        data = privacy.export_person(conn, oid, email, rt.box)
-        audit.record(conn, oid, None, "person.export", f"person {person_tag(conn, rt.box, oid, data['address'])}",
-                     {"format": fmt})
+    data = privacy.export_person(rt, _operator(rt, org), email, fmt)
     text = privacy.to_vcard(data) if fmt == "vcard" else json.dumps(data, indent=2, default=str)
     if output:
         output.write_text(text, encoding="utf-8")
@@ -346,11 +309,9 @@ def privacy_erase(email: str, yes: Annotated[bool, typer.Option("--yes", help="C
     from app.services import privacy
 
     if not yes:
-        _fail("erasing cannot be undone: add --yes")
+        _fail("erasing cannot be undone: add --yes", 2)
     rt = _rt()
-    oid = _org_id(rt, org)
-    with _writing(rt) as conn:
-        r = privacy.erase_person(conn, oid, email, actor_id=None, box=rt.box)
+    r = privacy.erase_person(rt, _operator(rt, org), email, confirm=True)
     out.print(f"erased: {r['removed_interactions']} interactions, {r['removed_participations']} participations, "
               f"{r['removed_contacts']} contacts, {r['removed_companies']} companies removed; "
               "later syncs will not bring them back")
@@ -382,19 +343,13 @@ def audit_cmd(limit: Annotated[int, typer.Option(help="How many events.")] = 50,
 @secrets_app.command("rotate-key")
 def secrets_rotate_key() -> None:
     """New encryption key; every stored secret re-encrypted in one transaction; old key kept until done."""
-    from app.crypto import SecretError, rotate_key
+    from app.crypto import SecretError
+
+    from app.services.secrets import rotate
 
     rt = _rt()
     try:
-        counts = rotate_key(rt.settings, rt.engine)
+        counts = rotate(rt)
     except SecretError as exc:
         _fail(str(exc))
-    with write_transaction(rt.engine) as conn:
-        from sqlalchemy import select
-
-        from app.models import Organisation
-        from app.services import audit
-
-        for (oid,) in conn.execute(select(Organisation.__table__.c.id)):
-            audit.record(conn, oid, None, "secrets.rotate_key", "secret.key", counts)
     out.print("key rotated; re-encrypted " + ", ".join(f"{n} {k}" for k, n in counts.items()), highlight=False)

@@ -7,10 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from app.cli import OrgOpt, _fail, _json_default, _password, _rt, _the_org, app, err, out
+from app.cli import OrgOpt, _json_default, _operator, _password, _rt, _the_org, app, err, out
 from app.db import session
-from app.services import orgs as org_service
-from app.services.orgs import Invalid, NotFound
 
 PASSWORD_ENV = "THREADLINE_CALDAV_PASSWORD"
 calendar_app = typer.Typer(help="Calendar accounts (CalDAV) whose meetings join the timeline.", no_args_is_help=True)
@@ -32,16 +30,12 @@ def add_caldav(
 
     password = _password(f"CalDAV password for {username}: ", PASSWORD_ENV)
     rt = _rt()
-    with session(rt.engine) as s:
-        try:
-            o = org_service.the_org(s, org)
-            mb, found = calendars.connect_caldav(s, rt.box, o, owner=owner, url=url, username=username,
-                                                 password=password, check=check, sync=sync)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
+    mb = calendars.add_caldav(rt, _operator(rt, org), owner=owner, url=url, username=username, password=password,
+                              check=check, sync=sync)
+    found = mb["calendars"]
     if check:
         out.print(f"found {len(found)} calendar(s): {', '.join(found) or 'none'}", highlight=False)
-    out.print(f"calendar account {mb.id} added for {owner}; run `threadline sync --once --mailbox {mb.id}`",
+    out.print(f"calendar account {mb['id']} added for {owner}; run `threadline sync --once --mailbox {mb['id']}`",
               highlight=False)
 
 

@@ -7,10 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from app.cli import OrgOpt, _fail, _password, _rt, err, mailbox_app, out
+from app.cli import OrgOpt, _fail, _operator, _password, _rt, err, mailbox_app, out
 from app.db import session
 from app.services import orgs as org_service
-from app.services.orgs import Invalid, NotFound
 
 SECRET_ENV = "THREADLINE_M365_CLIENT_SECRET"
 AuthorityOpt = Annotated[Optional[str], typer.Option(
@@ -45,17 +44,12 @@ def add_m365_tenant(
     else:
         secret = _password(f"client secret of app {client_id}: ", SECRET_ENV, " (or pass --certificate)")
     rt = _rt()
-    with session(rt.engine) as s:
-        try:
-            o = org_service.the_org(s, org)
-            tenant = m365.add_tenant(s, rt.box, o, tenant_id=tenant_id, client_id=client_id, secret=secret,
-                                     certificate_pem=pem, thumbprint=thumbprint, authority=authority,
-                                     graph_url=graph_url, check=check)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
-        out.print(f"tenant {tenant.id} ready: {tenant.tenant_id} (app {tenant.client_id}, {tenant.auth_kind}); add "
-                  f"reps with `threadline mailbox add-m365 --owner REP --tenant {tenant.tenant_id}` or --all-reps",
-                  highlight=False)
+    t = m365.add_tenant(rt, _operator(rt, org), tenant_id=tenant_id, client_id=client_id, secret=secret,
+                        certificate_pem=pem, thumbprint=thumbprint, authority=authority, graph_url=graph_url,
+                        check=check)
+    out.print(f"tenant {t['id']} ready: {t['tenant_id']} (app {t['client_id']}, {t['auth_kind']}); add "
+              f"reps with `threadline mailbox add-m365 --owner REP --tenant {t['tenant_id']}` or --all-reps",
+              highlight=False)
 
 
 def add_m365(
@@ -83,45 +77,25 @@ def add_m365(
         _fail("pass --tenant TENANT (tenant-wide app) or --client-id APP (the rep signs in)")
     rt = _rt()
     if tenant is not None:
-        with session(rt.engine) as s:
-            try:
-                o = org_service.the_org(s, org)
-                t = m365.find_tenant(s, o.id, tenant)
-                if all_reps:
-                    added = m365.add_all_reps(s, o, t)
-                else:
-                    added = [m365.add_tenant_mailbox(s, o, owner=owner, tenant=t, user=user, imap=imap)]
-            except (Invalid, NotFound) as exc:
-                _fail(str(exc))
-            for mb in added:
-                out.print(f"mailbox {mb.id} added for {mb.config['user']} through tenant {t.tenant_id}",
-                          highlight=False)
-            if not added:
-                out.print("every enabled rep already has a mailbox through this tenant")
+        added = m365.add_tenant_mailboxes(rt, _operator(rt, org), tenant=tenant, owner=owner, all_reps=all_reps,
+                                          user=user, imap=imap)
+        for mb in added:
+            out.print(f"mailbox {mb['id']} added for {mb['user']} through tenant {mb['tenant']}", highlight=False)
+        if not added:
+            out.print("every enabled rep already has a mailbox through this tenant")
         return
     if all_reps:
         _fail("--all-reps needs --tenant: each rep signs in for their own mailbox")
+    actor = _operator(rt, org)
     with session(rt.engine) as s:
-        try:
-            o = org_service.the_org(s, org)
-            org_service.find_user(s, o.id, owner)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
-    try:
-        username, cache = m365.device_sign_in(client_id, tenant_id, lambda msg: err.print(msg, highlight=False),
-                                              authority=authority, imap=imap, graph_url=graph_url)
-    except Invalid as exc:
-        _fail(str(exc))
-    with session(rt.engine) as s:
-        try:
-            o = org_service.the_org(s, org)
-            mb = m365.add_delegated_mailbox(s, rt.box, o, owner=owner, client_id=client_id, tenant_id=tenant_id,
-                                            username=username, token_cache=cache, authority=authority,
-                                            graph_url=graph_url, imap=imap)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
-        out.print(f"mailbox {mb.id} connected for {owner} (signed in as {username}); run "
-                  f"`threadline sync --once --mailbox {mb.id}`", highlight=False)
+        org_service.find_user(s, actor.org_id, owner)  # a wrong owner is refused before the sign-in
+    username, cache = m365.device_sign_in(client_id, tenant_id, lambda msg: err.print(msg, highlight=False),
+                                          authority=authority, imap=imap, graph_url=graph_url)
+    mb = m365.add_delegated_mailbox(rt, actor, owner=owner, client_id=client_id, tenant_id=tenant_id,
+                                    username=username, token_cache=cache, authority=authority,
+                                    graph_url=graph_url, imap=imap)
+    out.print(f"mailbox {mb['id']} connected for {owner} (signed in as {username}); run "
+              f"`threadline sync --once --mailbox {mb['id']}`", highlight=False)
 
 
 def list_m365_tenants(org: OrgOpt = None) -> None:
@@ -129,12 +103,7 @@ def list_m365_tenants(org: OrgOpt = None) -> None:
     from app.services import m365
 
     rt = _rt()
-    with session(rt.engine) as s:
-        try:
-            o = org_service.the_org(s, org)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
-        tenants = m365.list_tenants(s, o.id)
+    tenants = m365.tenants(rt.engine, _operator(rt, org).org_id)
     if not tenants:
         out.print("no Microsoft 365 tenant connected")
     for t in tenants:
@@ -147,18 +116,10 @@ def remove_m365_tenant(
     org: OrgOpt = None,
 ) -> None:
     """Forget a tenant app and its stored credential (refused while mailboxes read through it)."""
-    from app.services import audit, m365
+    from app.services import m365
 
     rt = _rt()
-    with session(rt.engine) as s:
-        try:
-            o = org_service.the_org(s, org)
-            facts = m365.remove_tenant(s, o.id, tenant)
-        except (Invalid, NotFound) as exc:
-            _fail(str(exc))
-        audit.record(s.connection(), o.id, None, "m365.tenant_remove",
-                     f"m365 tenant {facts['id']} ({facts['tenant_id']})", {"client_id": facts["client_id"]})
-        s.commit()
+    facts = m365.remove_tenant(rt, _operator(rt, org), tenant)
     out.print(f"tenant {facts['tenant_id']} removed with its credential; delete the app registration (or its "
               "secret) in Microsoft Entra too", highlight=False)
 

@@ -421,8 +421,9 @@ def issue_bench_token(data_dir: Path, info: dict) -> str:
     """A personal access token for the first rep of the database build_db made."""
     from app.db import session
     from app.runtime import open_runtime
-    from app.services.orgs import find_user, issue_token
+    from app.services.orgs import find_user
     from app.settings import load_settings
+    from tests.factories import issue_token
 
     rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir)}))
     try:

@@ -38,6 +38,7 @@ REPO = str(Path(__file__).resolve().parent.parent)
 sys.path.insert(0, REPO)
 
 from bench._util import PYTHON, code_fingerprint, machine_summary, table  # noqa: E402
+from tests import factories  # noqa: E402
 
 USER = "alice@ourco.com"
 CODE = ["connectors/graph.py", "connectors/m365auth.py", "sync/*.py", "app/services/m365.py", "app/db.py"]
@@ -142,20 +143,25 @@ def threadline(info: dict, page_size: int, tmp: str, shipped: bool = False) -> N
     instrumented connector, for the breakdown."""
     from app.db import session
     from app.runtime import open_runtime
-    from app.services import m365, orgs
+    from app.models import Mailbox
+    from app.services import m365
+    from app.services.actor import Actor
     from app.settings import load_settings
     from sync import engine
 
     data = Path(tmp) / ("data-shipped" if shipped else "data-in-process")
     rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data), "THREADLINE_IDLE": "0"}))
     with session(rt.engine) as s:
-        org = orgs.create_org(s, "OurCo", ["ourco.com"])
+        org = factories.create_org(s, "OurCo", ["ourco.com"])
         for email in (USER, "bob@ourco.com", "cleo@ourco.com"):
-            orgs.add_user(s, org, email)
-        tenant = m365.add_tenant(s, rt.box, org, tenant_id=info["tenant"], client_id=info["client_id"],
-                                 secret=info["secret"], authority=info["authority"], graph_url=info["graph_url"],
-                                 check=False)
-        mailbox = m365.add_tenant_mailbox(s, org, owner=USER, tenant=tenant)
+            factories.add_user(s, org, email)
+        org_id = org.id
+    actor = Actor.operator(org_id)
+    tenant = m365.add_tenant(rt, actor, tenant_id=info["tenant"], client_id=info["client_id"], secret=info["secret"],
+                             authority=info["authority"], graph_url=info["graph_url"], check=False)
+    added = m365.add_tenant_mailboxes(rt, actor, tenant=tenant["tenant_id"], owner=USER)[0]
+    with session(rt.engine) as s:
+        mailbox = s.get(Mailbox, added["id"])
         mailbox.config = {**mailbox.config, "page_size": page_size}
         s.add(mailbox)
         s.commit()

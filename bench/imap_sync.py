@@ -36,6 +36,7 @@ sys.path.insert(0, REPO)
 from bench._util import (  # noqa: E402
     PYTHON, code_fingerprint, machine_summary, median, run_measured, table, tree_cpu_seconds, uptime_line, verdict,
 )
+from tests import factories  # noqa: E402
 
 MBSYNC = "/usr/bin/mbsync"
 CODE = ["app/*.py", "app/models/*.py", "app/services/*.py", "sync/*.py", "connectors/*.py", "migrations/versions/*.py"]
@@ -192,17 +193,18 @@ def count_maildir_files(root: Path) -> int:
 def setup_threadline(data_dir: Path, corpus, rep: str, host: str, port: int, user: str) -> int:
     from app.db import session
     from app.runtime import open_runtime
-    from app.services import mailboxes, orgs
+    from app.services import mailboxes
+    from app.services.actor import Actor
     from app.settings import load_settings
 
     rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir)}))
     with session(rt.engine) as s:
-        org = orgs.create_org(s, corpus.org_name, list(corpus.internal_domains))
+        org = factories.create_org(s, corpus.org_name, list(corpus.internal_domains))
         for r in corpus.reps:
-            orgs.add_user(s, org, r.email, name=r.name, admin=r.email in corpus.admins)
-        mb = mailboxes.add_imap(s, rt.box, org, owner=rep, host=host, port=port, security="none",
-                                username=user, password=PASSWORD)
-        mailbox_id = mb.id
+            factories.add_user(s, org, r.email, name=r.name, admin=r.email in corpus.admins)
+        org_id = org.id
+    mailbox_id = mailboxes.add_imap(rt, Actor.operator(org_id), owner=rep, host=host, port=port, security="none",
+                                    username=user, password=PASSWORD)["id"]
     rt.engine.dispose()
     return mailbox_id
 

@@ -14,6 +14,8 @@ from app.runtime import Runtime, open_runtime
 from app.services import mailboxes, orgs
 from app.settings import load_settings
 from sync.engine import sync_mailbox
+from app.services.actor import Actor
+from tests import factories
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -26,15 +28,13 @@ class World:
     def add_user(self, email: str, name: str = "", admin: bool = False, aliases=()) -> int:
         with session(self.rt.engine) as s:
             org = orgs.the_org(s, self.org_id)
-            return orgs.add_user(s, org, email, name=name, admin=admin, aliases=list(aliases)).id
+            return factories.add_user(s, org, email, name=name, admin=admin, aliases=list(aliases)).id
 
     def add_imap(self, owner: str, imap_user, *, port: int | None = None, password: str | None = None) -> int:
-        with session(self.rt.engine) as s:
-            org = orgs.the_org(s, self.org_id)
-            mb = mailboxes.add_imap(s, self.rt.box, org, owner=owner, host=imap_user.host,
-                                    port=port or imap_user.port, security="none", username=imap_user.username,
-                                    password=password or imap_user.password)
-            return mb.id
+        mb = mailboxes.add_imap(self.rt, Actor.operator(self.org_id), owner=owner, host=imap_user.host,
+                                port=port or imap_user.port, security="none", username=imap_user.username,
+                                password=password or imap_user.password)
+        return mb["id"]
 
     def sync(self, mailbox_id: int, **kw):
         return sync_mailbox(self.rt.engine, self.rt.box, mailbox_id, **kw)
@@ -63,9 +63,9 @@ def make_world(tmp_path, *, url: str | None = None, name: str = "OurCo", domains
         env["THREADLINE_DATABASE_URL"] = url
     rt = open_runtime(load_settings(env))
     with session(rt.engine) as s:
-        org = orgs.create_org(s, name, list(domains))
+        org = factories.create_org(s, name, list(domains))
         for email, rep_name in reps:
-            orgs.add_user(s, org, email, name=rep_name)
+            factories.add_user(s, org, email, name=rep_name)
         org_id = org.id
     return World(rt, org_id)
 

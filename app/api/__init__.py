@@ -14,6 +14,7 @@ from app.api import (activity, addin, admin, admin_pages, companies, contacts, g
 from app.api.panel import OUTLOOK_ORIGINS
 from app.db import read_only
 from app.runtime import Runtime
+from app.services.errors import ServiceError, http_status
 
 ROUTERS = (contacts, companies, mailboxes, activity, people, addin, panel, admin, admin_pages, graph_webhooks,
            metrics)
@@ -45,6 +46,11 @@ def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:
                        allow_headers=["Authorization", "Content-Type"], allow_credentials=False, max_age=600)
     for module in ROUTERS:
         app.include_router(module.router)
+
+    # The one place a service's refusal becomes HTTP (app/services/errors.py): nothing was committed.
+    @app.exception_handler(ServiceError)
+    async def service_error(request, exc: ServiceError):
+        return JSONResponse(exc.as_dict(), status_code=http_status(exc))
 
     @app.get("/healthz", tags=["ops"], summary="Health for load balancers: 503 when the database is unreachable")
     def healthz():

@@ -4,12 +4,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.api.deps import CallerDep, RuntimeDep
-from app.db import write_transaction
 from app.services import activity
+from app.services.actor import Actor
 
 router = APIRouter(tags=["activity"])
 
@@ -49,50 +49,26 @@ class LogEmailIn(BaseModel):
     model_config = {"populate_by_name": True}
 
 
-def _bad(exc: Exception) -> HTTPException:
-    if isinstance(exc, activity.NotFound):
-        return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
-
-
 @router.post("/api/contacts/{contact_id}/notes", status_code=201, summary="Add a note to a contact's timeline")
 def add_note(caller: CallerDep, rt: RuntimeDep, contact_id: int, note: NoteIn) -> dict:
-    try:
-        with write_transaction(rt.engine) as conn:
-            return activity.add_note(conn, caller.org_id, caller.user_id, contact_id, note.body)
-    except (activity.NotFound, activity.Invalid) as exc:
-        raise _bad(exc) from None
+    return activity.add_note(rt, Actor.of(caller), contact_id, note.body)
 
 
 @router.post("/api/contacts/{contact_id}/tasks", status_code=201, summary="Create a follow-up task for a contact")
 def add_task(caller: CallerDep, rt: RuntimeDep, contact_id: int, task: TaskIn) -> dict:
-    try:
-        with write_transaction(rt.engine) as conn:
-            return activity.add_task(conn, caller.org_id, caller.user_id, contact_id, task.title, task.due_at,
-                                     task.body)
-    except (activity.NotFound, activity.Invalid) as exc:
-        raise _bad(exc) from None
+    return activity.add_task(rt, Actor.of(caller), contact_id, task.title, task.due_at, task.body)
 
 
 @router.patch("/api/tasks/{task_id}", summary="Mark a task done (or not), rename it, move its due date")
 def update_task(caller: CallerDep, rt: RuntimeDep, task_id: int, patch: TaskPatch) -> dict:
     fields = patch.model_fields_set
-    try:
-        with write_transaction(rt.engine) as conn:
-            return activity.update_task(conn, caller.org_id, task_id, done=patch.done, title=patch.title,
-                                        due_at=patch.due_at, clear_due="due_at" in fields and patch.due_at is None)
-    except (activity.NotFound, activity.Invalid) as exc:
-        raise _bad(exc) from None
+    return activity.update_task(rt, Actor.of(caller), task_id, done=patch.done, title=patch.title,
+                                due_at=patch.due_at, clear_due="due_at" in fields and patch.due_at is None)
 
 
 @router.post("/api/log-email", summary="Log the email being read to the timeline (its mailbox is not synced)")
 def log_email(caller: CallerDep, rt: RuntimeDep, mail: LogEmailIn) -> dict:
-    try:
-        with write_transaction(rt.engine) as conn:
-            out = activity.log_email(
-                conn, caller.org_id, caller.user_id, caller.email, box=rt.box, internet_message_id=mail.internet_message_id,
-                subject=mail.subject, sender=mail.sender.model_dump(), to=[a.model_dump() for a in mail.to],
-                cc=[a.model_dump() for a in mail.cc], date=mail.date, snippet=mail.snippet)
-    except activity.Invalid as exc:
-        raise _bad(exc) from None
+    out = activity.log_email(rt, Actor.of(caller), internet_message_id=mail.internet_message_id,
+                             subject=mail.subject, sender=mail.sender.model_dump(), to=[a.model_dump() for a in mail.to],
+                             cc=[a.model_dump() for a in mail.cc], date=mail.date, snippet=mail.snippet)
     return {"logged": out["interaction_id"] is not None, **out}

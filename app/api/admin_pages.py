@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import json
 import secrets
-from contextlib import contextmanager
 from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Optional
@@ -25,18 +24,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import delete, insert, or_, select, update
-from sqlmodel import Session
 
-from app.api.admin import (add_caldav_account, add_m365_mailboxes, add_m365_tenant, export_response,
-                           remove_m365_tenant, start_sync,
-                           with_sources)
+from app.api.admin import export_download, scheduler_of
 from app.api.deps import Caller, caller_from, runtime_of
 from app.db import read_only, write_transaction
 from app.models import ApiToken, ConsoleSession, User
 from app.models.base import utcnow
 from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
-from app.services import audit, mailboxes, orgs, privacy, rules
-from app.services.orgs import Invalid, NotFound, hash_token
+from app.services import audit, calendars, m365, mailboxes, orgs, privacy, rules
+from app.services.actor import Actor
+from app.services.errors import NotFound, ServiceError, http_status
+from app.services.orgs import hash_token
 from sync.addresses import FREE_MAIL_DOMAINS
 
 ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin"
@@ -123,6 +121,10 @@ class Console:
     def user_id(self) -> int:
         return self.caller.user_id
 
+    @property
+    def actor(self) -> Actor:
+        return Actor.of(self.caller)
+
 
 def _from_session(request: Request) -> tuple[Caller, str] | None:
     value = request.cookies.get(COOKIE)
@@ -177,6 +179,13 @@ def render(request: Request, name: str, con: Console | None, status: int = 200, 
 
 def back(url: str, ok: str) -> RedirectResponse:
     return RedirectResponse(f"{url}?ok={ok}", status_code=303)
+
+
+def refused(exc: ServiceError) -> dict:
+    """How the console shows a service's refusal: the page again, with the reason as its
+    flash message and the HTTP status the API would give. (Actions with no page to show
+    again let the error through to the app's one handler.)"""
+    return {"status": http_status(exc), "error": exc.reason, "error_field": exc.field}
 
 
 # -- sign in / out -------------------------------------------------------------------
@@ -241,10 +250,7 @@ def stylesheet() -> Response:
 
 @router.get("")
 def home(request: Request, con: Console = Depends(console)) -> HTMLResponse:
-    rt = runtime_of(request)
-    with Session(rt.engine) as s:
-        rows = with_sources(s, con.org_id, mailboxes.health(s, con.org_id))
-    return render(request, "health.html", con, rows=rows)
+    return render(request, "health.html", con, rows=mailboxes.health_page(runtime_of(request).engine, con.org_id))
 
 
 @router.get("/mailboxes/new")
@@ -255,26 +261,20 @@ def new_mailbox(request: Request, con: Console = Depends(console), kind: str = "
 def _mailbox_form(request, con, status: int = 200, *, kind: str = "imap", **ctx) -> HTMLResponse:
     """The add-a-source page, one tab per kind. Form values come back on errors, never
     a password or a client secret."""
-    from app.services import m365
-
     rt = runtime_of(request)
-    # Read-only: this page is also rendered while a failed add's session still holds
-    # the SQLite write lock (an ordinary Session would wait for it).
     with read_only(rt.engine) as conn:
         users = [u for u in orgs.list_users(conn, con.org_id) if u["active"]]
-        with Session(bind=conn) as s:
-            tenants = m365.list_tenants(s, con.org_id)
     ctx.setdefault("values", {"port": 993, "security": "tls"} if kind == "imap" else {})
-    return render(request, "mailbox_new.html", con, status=status, users=users, kind=kind, tenants=tenants,
-                  **ctx)
+    return render(request, "mailbox_new.html", con, status=status, users=users, kind=kind,
+                  tenants=m365.tenants(rt.engine, con.org_id), **ctx)
 
 
 @router.post("/mailboxes/test")
 async def test_mailbox(request: Request, con: Console = Depends(console)) -> HTMLResponse:
     form = await _form(request)
     values = {k: form.get(k, "") for k in ("owner", "host", "port", "security", "username")}
-    steps = mailboxes.test_imap_connection(values["host"], values["port"], values["security"], values["username"],
-                                           str(form.get("password", "")))
+    steps = await run_in_threadpool(mailboxes.test_imap_connection, values["host"], values["port"],
+                                    values["security"], values["username"], str(form.get("password", "")))
     return _mailbox_form(request, con, kind="imap", values=values, steps=steps)
 
 
@@ -282,24 +282,18 @@ async def test_mailbox(request: Request, con: Console = Depends(console)) -> HTM
 async def add_mailbox(request: Request, con: Console = Depends(console)) -> Response:
     form = await _form(request)
     values = {k: form.get(k, "") for k in ("owner", "host", "port", "security", "username")}
-    rt = runtime_of(request)
     try:
         port = int(values["port"] or 0)
     except ValueError:
         return _mailbox_form(request, con, status=422, kind="imap", values=values,
                              error=f"not a port number: {values['port']}")
-    with Session(rt.engine, expire_on_commit=False) as s:
-        try:
-            org = orgs.the_org(s, con.org_id)
-            mb = mailboxes.add_imap(s, rt.box, org, owner=values["owner"], host=values["host"], port=port,
-                                    security=values["security"], username=values["username"],
-                                    password=str(form.get("password", "")))
-        except (Invalid, NotFound) as exc:
-            return _mailbox_form(request, con, status=422, kind="imap", values=values, error=str(exc))
-    with write_transaction(rt.engine) as conn:
-        audit.record(conn, con.org_id, con.user_id, "mailbox.add", f"mailbox {mb.id} (imap {values['username']})",
-                     {"host": values["host"], "owner": values["owner"]})
-    return back(f"/admin/mailboxes/{mb.id}", "added")
+    try:
+        mb = mailboxes.add_imap(runtime_of(request), con.actor, owner=values["owner"], host=values["host"],
+                                port=port, security=values["security"], username=values["username"],
+                                password=str(form.get("password", "")))
+    except ServiceError as exc:
+        return _mailbox_form(request, con, kind="imap", values=values, **refused(exc))
+    return back(f"/admin/mailboxes/{mb['id']}", "added")
 
 
 @router.post("/mailboxes/caldav")
@@ -309,11 +303,11 @@ async def add_caldav(request: Request, con: Console = Depends(console)) -> Respo
     values["check"] = form.get("check") == "1"
     try:
         added = await run_in_threadpool(  # the check logs in to the CalDAV server
-            add_caldav_account, runtime_of(request), con, owner=values["owner"], url=values["url"],
-            username=values["username"], password=str(form.get("password", "")), check=values["check"],
-            sync=values["sync"] or "auto")
-    except (Invalid, NotFound) as exc:
-        return _mailbox_form(request, con, status=422, kind="caldav", values=values, error=str(exc))
+            lambda: calendars.add_caldav(runtime_of(request), con.actor, owner=values["owner"], url=values["url"],
+                                         username=values["username"], password=str(form.get("password", "")),
+                                         check=values["check"], sync=values["sync"] or "auto"))
+    except ServiceError as exc:
+        return _mailbox_form(request, con, kind="caldav", values=values, **refused(exc))
     return back(f"/admin/mailboxes/{added['id']}", "caldav_added")
 
 
@@ -321,9 +315,9 @@ async def add_caldav(request: Request, con: Console = Depends(console)) -> Respo
 async def remove_tenant(request: Request, tenant_id: int, con: Console = Depends(console)) -> Response:
     await _form(request)
     try:
-        remove_m365_tenant(runtime_of(request), con, str(tenant_id))
-    except HTTPException as exc:
-        return _mailbox_form(request, con, status=exc.status_code, kind="m365", values={}, error=str(exc.detail))
+        m365.remove_tenant(runtime_of(request), con.actor, str(tenant_id))
+    except ServiceError as exc:
+        return _mailbox_form(request, con, kind="m365", values={}, **refused(exc))
     return RedirectResponse("/admin/mailboxes/new?kind=m365&ok=tenant_removed", status_code=303)
 
 
@@ -334,11 +328,12 @@ async def add_tenant(request: Request, con: Console = Depends(console)) -> Respo
     values["check"] = form.get("check") == "1"
     try:
         await run_in_threadpool(  # the check asks Microsoft Entra for a token
-            add_m365_tenant, runtime_of(request), con, tenant_id=values["tenant_id"],
-            client_id=values["client_id"], secret=str(form.get("client_secret", "")),
-            authority=values["authority"] or None, graph_url=values["graph_url"] or None, check=values["check"])
-    except (Invalid, NotFound) as exc:
-        return _mailbox_form(request, con, status=422, kind="m365", values=values, error=str(exc))
+            lambda: m365.add_tenant(runtime_of(request), con.actor, tenant_id=values["tenant_id"],
+                                    client_id=values["client_id"], secret=str(form.get("client_secret", "")),
+                                    authority=values["authority"] or None, graph_url=values["graph_url"] or None,
+                                    check=values["check"]))
+    except ServiceError as exc:
+        return _mailbox_form(request, con, kind="m365", values=values, **refused(exc))
     return RedirectResponse("/admin/mailboxes/new?kind=m365&ok=tenant", status_code=303)
 
 
@@ -349,11 +344,11 @@ async def add_m365(request: Request, con: Console = Depends(console)) -> Respons
     values["imap"] = form.get("imap") == "1"
     all_reps = values["owner"] == "*"
     try:
-        added = add_m365_mailboxes(runtime_of(request), con, tenant=values["tenant"],
-                                   owner=None if all_reps else values["owner"], all_reps=all_reps,
-                                   user=values["user"] or None, imap=values["imap"])
-    except (Invalid, NotFound) as exc:
-        return _mailbox_form(request, con, status=422, kind="m365", values=values, error=str(exc))
+        added = m365.add_tenant_mailboxes(runtime_of(request), con.actor, tenant=values["tenant"],
+                                          owner=None if all_reps else values["owner"], all_reps=all_reps,
+                                          user=values["user"] or None, imap=values["imap"])
+    except ServiceError as exc:
+        return _mailbox_form(request, con, kind="m365", values=values, **refused(exc))
     if all_reps or len(added) != 1:
         return back("/admin", "m365_all")
     return back(f"/admin/mailboxes/{added[0]['id']}", "added")
@@ -361,14 +356,8 @@ async def add_m365(request: Request, con: Console = Depends(console)) -> Respons
 
 @router.get("/mailboxes/{mailbox_id}")
 def mailbox_page(request: Request, mailbox_id: int, con: Console = Depends(console)) -> HTMLResponse:
-    rt = runtime_of(request)
-    with Session(rt.engine) as s:
-        rows = mailboxes.health(s, con.org_id, mailbox_id)
-        if not rows:
-            raise HTTPException(404, f"no mailbox {mailbox_id}")
-        with_sources(s, con.org_id, rows)
-        detail = mailboxes.describe(s, mailboxes.get_mailbox(s, con.org_id, mailbox_id), with_folders=True)
-    return render(request, "mailbox.html", con, mb=rows[0], folders=detail["folders"], unreadable=detail["unreadable"])
+    mb = mailboxes.mailbox_detail(runtime_of(request).engine, con.org_id, mailbox_id)
+    return render(request, "mailbox.html", con, mb=mb, folders=mb["folders"], unreadable=mb["unreadable"])
 
 
 @router.post("/mailboxes/{mailbox_id}/{action}")
@@ -377,28 +366,19 @@ async def mailbox_action(request: Request, mailbox_id: int, action: str, con: Co
     rt = runtime_of(request)
     simple = {"pause": (mailboxes.pause, "paused"), "resume": (mailboxes.resume, "resumed"),
               "resync": (mailboxes.resync, "resync")}
-    try:
-        if action in simple:
-            fn, ok = simple[action]
-            with write_transaction(rt.engine) as conn:
-                fn(conn, con.org_id, mailbox_id, actor_id=con.user_id)
-            return back(f"/admin/mailboxes/{mailbox_id}", ok)
-        if action == "sync":
-            start_sync(request, rt, con.org_id, mailbox_id, con.user_id)
-            return back(f"/admin/mailboxes/{mailbox_id}", "sync")
-        if action == "password":
-            with write_transaction(rt.engine) as conn:
-                mailboxes.set_password(conn, rt.box, con.org_id, mailbox_id, str(form.get("password", "")),
-                                       actor_id=con.user_id)
-            return back(f"/admin/mailboxes/{mailbox_id}", "password")
-        if action == "remove":
-            with write_transaction(rt.engine) as conn:
-                mailboxes.remove(conn, con.org_id, mailbox_id, purge=form.get("purge") == "1", actor_id=con.user_id)
-            return back("/admin", "removed")
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except Invalid as exc:
-        raise HTTPException(422, str(exc)) from exc
+    if action in simple:
+        fn, ok = simple[action]
+        fn(rt, con.actor, mailbox_id)
+        return back(f"/admin/mailboxes/{mailbox_id}", ok)
+    if action == "sync":
+        mailboxes.sync_now(rt, con.actor, mailbox_id, scheduler=scheduler_of(request))
+        return back(f"/admin/mailboxes/{mailbox_id}", "sync")
+    if action == "password":
+        mailboxes.set_password(rt, con.actor, mailbox_id, str(form.get("password", "")))
+        return back(f"/admin/mailboxes/{mailbox_id}", "password")
+    if action == "remove":
+        mailboxes.remove(rt, con.actor, mailbox_id, purge=form.get("purge") == "1")
+        return back("/admin", "removed")
     raise HTTPException(404, f"no action {action}")
 
 
@@ -408,11 +388,16 @@ def _split(text: str) -> list[str]:
     return [p for p in text.replace(",", " ").split() if p]
 
 
-@router.get("/org")
-def org_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
+def _org_page(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResponse:
     with read_only(runtime_of(request).engine) as conn:
         org = orgs.org_settings(conn, con.org_id)
-    return render(request, "org.html", con, org=org, policies=CONTACT_POLICIES, levels=VISIBILITY_LEVELS)
+    return render(request, "org.html", con, status=status, org=org, policies=CONTACT_POLICIES,
+                  levels=VISIBILITY_LEVELS, **ctx)
+
+
+@router.get("/org")
+def org_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
+    return _org_page(request, con)
 
 
 @router.post("/org")
@@ -424,13 +409,9 @@ async def org_save(request: Request, con: Console = Depends(console)) -> Respons
     if "internal_domains" in form:
         changes["internal_domains"] = _split(str(form["internal_domains"]))
     try:
-        with write_transaction(runtime_of(request).engine) as conn:
-            orgs.update_org(conn, con.org_id, changes, actor_id=con.user_id)
-    except Invalid as exc:
-        with read_only(runtime_of(request).engine) as conn:
-            org = orgs.org_settings(conn, con.org_id)
-        return render(request, "org.html", con, status=422, org=org, policies=CONTACT_POLICIES,
-                      levels=VISIBILITY_LEVELS, error=str(exc))
+        orgs.update_org(runtime_of(request), con.actor, changes)
+    except ServiceError as exc:
+        return _org_page(request, con, **refused(exc))
     return back("/admin/org", "org")
 
 
@@ -451,12 +432,10 @@ def _users(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResp
 async def users_add(request: Request, con: Console = Depends(console)) -> Response:
     form = await _form(request)
     try:
-        with write_transaction(runtime_of(request).engine) as conn:
-            orgs.create_user(conn, con.org_id, str(form.get("email", "")), name=str(form.get("name", "")),
-                             role=str(form.get("role", "rep")), aliases=_split(str(form.get("aliases", ""))),
-                             actor_id=con.user_id)
-    except (Invalid, NotFound) as exc:
-        return _users(request, con, status=422, error=str(exc))
+        orgs.create_user(runtime_of(request), con.actor, str(form.get("email", "")), name=str(form.get("name", "")),
+                         role=str(form.get("role", "rep")), aliases=_split(str(form.get("aliases", ""))))
+    except ServiceError as exc:
+        return _users(request, con, **refused(exc))
     return back("/admin/users", "user")
 
 
@@ -465,55 +444,39 @@ async def user_action(request: Request, user_id: int, action: str, con: Console 
     form = await _form(request)
     rt = runtime_of(request)
     try:
-        with write_transaction(rt.engine) as conn:
-            if action == "update":
-                orgs.update_user(conn, con.org_id, user_id, name=form.get("name"), role=form.get("role") or None,
-                                 actor_id=con.user_id)
-                ok = "updated"
-            elif action in ("deactivate", "reactivate"):
-                orgs.update_user(conn, con.org_id, user_id, active=action == "reactivate", actor_id=con.user_id)
-                ok = action + "d"
-            elif action == "alias":
-                orgs.add_alias(conn, con.org_id, user_id, str(form.get("address", "")), actor_id=con.user_id)
-                ok = "alias"
-            elif action == "token":
-                issued = orgs.create_token(conn, con.org_id, user_id, str(form.get("name", "")),
-                                           actor_id=con.user_id)
-                email = orgs.get_user(conn, con.org_id, user_id).email
-            else:
-                raise HTTPException(404, f"no action {action}")
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except Invalid as exc:
-        return _users(request, con, status=422, error=str(exc))
-    if action == "token":
-        return _users(request, con, new_token={"token": issued["token"], "email": email, "name": issued["name"]})
+        if action == "update":
+            orgs.update_user(rt, con.actor, user_id, name=form.get("name"), role=form.get("role") or None)
+            ok = "updated"
+        elif action in ("deactivate", "reactivate"):
+            orgs.update_user(rt, con.actor, user_id, active=action == "reactivate")
+            ok = action + "d"
+        elif action == "alias":
+            orgs.add_alias(rt, con.actor, user_id, str(form.get("address", "")))
+            ok = "alias"
+        elif action == "token":
+            issued = orgs.create_token(rt, con.actor, user_id, str(form.get("name", "")))
+            return _users(request, con, new_token={"token": issued["token"], "email": issued["email"],
+                                                   "name": issued["name"]})
+        else:
+            raise HTTPException(404, f"no action {action}")
+    except ServiceError as exc:
+        if isinstance(exc, NotFound):  # the user in the address: a plain 404, not the list again
+            raise
+        return _users(request, con, **refused(exc))
     return back("/admin/users", ok)
-
-
-@contextmanager
-def _changing(request: Request):
-    """A write transaction whose NotFound (another organisation's id, or a stale page) answers 404."""
-    try:
-        with write_transaction(runtime_of(request).engine) as conn:
-            yield conn
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
 
 
 @router.post("/aliases/{alias_id}/delete")
 async def alias_delete(request: Request, alias_id: int, con: Console = Depends(console)) -> Response:
     await _form(request)
-    with _changing(request) as conn:
-        orgs.remove_alias(conn, con.org_id, alias_id, actor_id=con.user_id)
+    orgs.remove_alias(runtime_of(request), con.actor, alias_id)
     return back("/admin/users", "alias_removed")
 
 
 @router.post("/tokens/{token_id}/revoke")
 async def token_revoke(request: Request, token_id: int, con: Console = Depends(console)) -> Response:
     await _form(request)
-    with _changing(request) as conn:
-        orgs.revoke_token(conn, con.org_id, token_id, actor_id=con.user_id)
+    orgs.revoke_token(runtime_of(request), con.actor, token_id)
     return back("/admin/users", "revoked")
 
 
@@ -534,15 +497,13 @@ def rules_page(request: Request, con: Console = Depends(console)) -> HTMLRespons
 @router.post("/rules")
 async def rules_add(request: Request, con: Console = Depends(console)) -> Response:
     form = await _form(request)
-    value = str(form.get("value", ""))
     user = str(form.get("user_id", "") or "")
     try:
-        with write_transaction(runtime_of(request).engine) as conn:
-            result = rules.add_rule(conn, con.org_id, kind=str(form.get("kind") or rules.guess_kind(value)),
-                                    value=value, user_id=int(user) if user.isdigit() else None,
-                                    actor_id=con.user_id)
-    except (Invalid, NotFound) as exc:
-        return _rules(request, con, status=422, error=str(exc))
+        result = rules.add_rule(runtime_of(request), con.actor, value=str(form.get("value", "")),
+                                kind=str(form.get("kind") or "") or None,
+                                user_id=int(user) if user.isdigit() else None)
+    except ServiceError as exc:
+        return _rules(request, con, **refused(exc))
     return _rules(request, con, message=f"Rule added for {result['value']}: "
                                         f"{result['removed_interactions']} stored interactions removed.")
 
@@ -554,18 +515,16 @@ async def rules_settings(request: Request, con: Console = Depends(console)) -> R
                "free_mail_domains": None if form.get("free_mail_builtin") == "1"
                else _split(str(form.get("free_mail_domains", "")))}
     try:
-        with write_transaction(runtime_of(request).engine) as conn:
-            orgs.update_org(conn, con.org_id, changes, actor_id=con.user_id)
-    except Invalid as exc:
-        return _rules(request, con, status=422, error=str(exc))
+        orgs.update_org(runtime_of(request), con.actor, changes)
+    except ServiceError as exc:
+        return _rules(request, con, **refused(exc))
     return back("/admin/rules", "filters")
 
 
 @router.post("/rules/{rule_id}/delete")
 async def rules_delete(request: Request, rule_id: int, con: Console = Depends(console)) -> Response:
     await _form(request)
-    with _changing(request) as conn:
-        rules.remove_rule(conn, con.org_id, rule_id, actor_id=con.user_id)
+    rules.remove_rule(runtime_of(request), con.actor, rule_id)
     return back("/admin/rules", "rule_removed")
 
 
@@ -581,9 +540,10 @@ async def privacy_export(request: Request, con: Console = Depends(console)) -> R
     form = await _form(request)
     fmt = "vcard" if form.get("format") == "vcard" else "json"
     try:
-        return export_response(runtime_of(request), con.caller, str(form.get("email", "")), fmt)
-    except HTTPException as exc:
-        return render(request, "privacy.html", con, status=exc.status_code, error=exc.detail)
+        return export_download(privacy.export_person(runtime_of(request), con.actor, str(form.get("email", "")),
+                                                     fmt), fmt)
+    except ServiceError as exc:
+        return render(request, "privacy.html", con, **refused(exc))
 
 
 @router.post("/privacy/erase")
@@ -593,12 +553,9 @@ async def privacy_erase(request: Request, con: Console = Depends(console)) -> Re
         return render(request, "privacy.html", con, status=422,
                       error="Tick the box to confirm: erasing cannot be undone.")
     try:
-        rt = runtime_of(request)
-        with write_transaction(rt.engine) as conn:
-            result = privacy.erase_person(conn, con.org_id, str(form.get("email", "")), actor_id=con.user_id,
-                                          box=rt.box)
-    except Invalid as exc:
-        return render(request, "privacy.html", con, status=422, error=str(exc))
+        result = privacy.erase_person(runtime_of(request), con.actor, str(form.get("email", "")), confirm=True)
+    except ServiceError as exc:
+        return render(request, "privacy.html", con, **refused(exc))
     return render(request, "privacy.html", con, erased=result, message="Person erased.")
 
 

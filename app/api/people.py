@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from app.api.deps import CallerDep, RuntimeDep, read_conn
-from app.db import write_transaction
 from app.models import Organisation, User
-from app.services import people, timeline
+from app.services import people
+from app.services.actor import Actor
 
 router = APIRouter(tags=["contacts"])
 Tag = Annotated[str, Field(max_length=200)]
@@ -41,10 +40,6 @@ class NeverLogIn(BaseModel):
     scope: Literal["address", "domain"] = "address"
 
 
-def _unprocessable(exc: Exception) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
-
-
 @router.get("/api/me", summary="Who the token belongs to (the sidebar's sign-in check)")
 def me(caller: CallerDep, rt: RuntimeDep) -> dict:
     with read_conn(rt) as conn:
@@ -62,35 +57,16 @@ def stages(caller: CallerDep) -> list[str]:
 
 @router.post("/api/contacts", status_code=201, summary="Create a contact (company from the address's domain)")
 def create(caller: CallerDep, rt: RuntimeDep, body: ContactIn):
-    try:
-        with write_transaction(rt.engine) as conn:
-            contact_id = people.create_contact(conn, caller.org_id, caller.user_id, box=rt.box, email=body.email,
-                                               name=body.name,
-                                               title=body.title, phone=body.phone, stage=body.stage,
-                                               tags=body.tags, owner_id=body.owner_id)
-            return timeline.contact_card(conn, caller.org_id, contact_id)
-    except people.Conflict as exc:
-        return JSONResponse({"detail": str(exc), "contact_id": exc.contact_id}, status_code=409)
-    except people.Invalid as exc:
-        raise _unprocessable(exc) from None
+    return people.create_contact(rt, Actor.of(caller), email=body.email, name=body.name, title=body.title,
+                                 phone=body.phone, stage=body.stage, tags=body.tags, owner_id=body.owner_id)
 
 
 @router.patch("/api/contacts/{contact_id}", summary="Edit a contact's fields, tags, stage or owner")
 def edit(caller: CallerDep, rt: RuntimeDep, contact_id: int, body: ContactPatch) -> dict:
     changes = {k: getattr(body, k) for k in body.model_fields_set}
-    try:
-        with write_transaction(rt.engine) as conn:
-            return people.update_contact(conn, caller.org_id, caller.user_id, contact_id, changes)
-    except people.NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    except people.Invalid as exc:
-        raise _unprocessable(exc) from None
+    return people.update_contact(rt, Actor.of(caller), contact_id, changes)
 
 
 @router.post("/api/never-log", status_code=201, summary="Never log this address (or domain) from my mail")
 def never_log(caller: CallerDep, rt: RuntimeDep, body: NeverLogIn) -> dict:
-    try:
-        with write_transaction(rt.engine) as conn:
-            return people.never_log(conn, caller.org_id, caller.user_id, email=body.email, scope=body.scope)
-    except people.Invalid as exc:
-        raise _unprocessable(exc) from None
+    return people.never_log(rt, Actor.of(caller), email=body.email, scope=body.scope)

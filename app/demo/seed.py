@@ -9,6 +9,7 @@ from app.db import session
 from app.models import Mailbox, Organisation, User
 from app.runtime import Runtime
 from app.services import orgs
+from app.services.actor import Actor
 from sync.engine import sync_mailbox
 
 DEMO_SEED = 7
@@ -21,19 +22,24 @@ def seed_demo(rt: Runtime, console=None) -> str:
     corpus, _ = generate(seed=DEMO_SEED, n_messages=DEMO_MESSAGES)
     with session(rt.engine) as s:
         org = s.exec(select(Organisation).where(Organisation.name == corpus.org_name)).first()
-        if org is None:
-            org = orgs.create_org(s, corpus.org_name, list(corpus.internal_domains))
-            generated_at = datetime.now(timezone.utc).isoformat()
+        org_id = org.id if org is not None else None
+    if org_id is None:
+        # The demo company is set up through the same use cases as a real one (audited).
+        org_id = orgs.create_org(rt, corpus.org_name, list(corpus.internal_domains))["id"]
+        actor = Actor.operator(org_id)
+        generated_at = datetime.now(timezone.utc).isoformat()
+        with session(rt.engine) as s:
             for n, (name, email) in enumerate(corpus.reps):
-                user = orgs.add_user(s, org, email, name=name, admin=n == 0)
-                s.add(Mailbox(org_id=org.id, owner_id=user.id, kind="demo",
+                user = orgs.create_user(rt, actor, email, name=name, role="admin" if n == 0 else "rep")
+                s.add(Mailbox(org_id=org_id, owner_id=user["id"], kind="demo",
                               config={"seed": DEMO_SEED, "messages": DEMO_MESSAGES, "generated_at": generated_at,
                                       "owner": email}))
             s.commit()
-        admin = s.exec(select(User).where(User.org_id == org.id, User.role == "admin").order_by(User.id)).first()
-        mailbox_ids = s.exec(select(Mailbox.id).where(Mailbox.org_id == org.id, Mailbox.kind == "demo")).all()
-        token = orgs.issue_token(s, admin, "demo")
-        org_name = org.name
+    with session(rt.engine) as s:
+        admin = s.exec(select(User).where(User.org_id == org_id, User.role == "admin").order_by(User.id)).first()
+        mailbox_ids = s.exec(select(Mailbox.id).where(Mailbox.org_id == org_id, Mailbox.kind == "demo")).all()
+        org_name = s.get(Organisation, org_id).name
+    token = orgs.create_token(rt, Actor.operator(org_id), admin.id, "demo")["token"]
     for mailbox_id in mailbox_ids:
         report = sync_mailbox(rt.engine, rt.box, mailbox_id, worker=rt.settings.worker_id)
         if console is not None and report is not None:

@@ -17,7 +17,9 @@ from sqlalchemy.engine import Connection
 
 from app.models import Contact, Interaction, Participant, User
 from app.models.base import utcnow
-from app.services import timeline
+from app.services import audit, timeline
+from app.services.actor import Actor, changing
+from app.services.errors import Invalid, NotFound
 from connectors.base import MessageRecord
 from connectors.mailparse import message_ids
 from sync import addresses as addr
@@ -26,14 +28,6 @@ C, I, P, U = Contact.__table__, Interaction.__table__, Participant.__table__, Us
 MAX_BODY = 20_000
 MAX_SUBJECT = 500
 SNIPPET_CHARS = 200
-
-
-class NotFound(LookupError):
-    pass
-
-
-class Invalid(ValueError):
-    pass
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -97,48 +91,58 @@ def _add(conn: Connection, org_id: int, author_id: int, contact_id: int, *, kind
     return item(conn, org_id, iid)
 
 
-def add_note(conn: Connection, org_id: int, author_id: int, contact_id: int, body: str) -> dict:
+def add_note(rt, actor: Actor, contact_id: int, body: str) -> dict:
     body = (body or "").strip()
     if not body:
-        raise Invalid("the note is empty")
+        raise Invalid("the note is empty", field="body")
     if len(body) > MAX_BODY:
-        raise Invalid(f"a note holds at most {MAX_BODY} characters")
-    return _add(conn, org_id, author_id, contact_id, kind="note", subject=None, body=body)
+        raise Invalid(f"a note holds at most {MAX_BODY} characters", field="body")
+    with changing(rt.engine, actor, admin=False) as conn:
+        out = _add(conn, actor.org_id, actor.user_id, contact_id, kind="note", subject=None, body=body)
+        audit.record(conn, actor.org_id, actor.user_id, "note.add", f"contact:{contact_id}", {"note_id": out["id"]})
+        return out
 
 
-def add_task(conn: Connection, org_id: int, author_id: int, contact_id: int, title: str,
-             due_at: datetime | None, body: str | None = None) -> dict:
+def add_task(rt, actor: Actor, contact_id: int, title: str, due_at: datetime | None,
+             body: str | None = None) -> dict:
     title = " ".join((title or "").split())
     if not title:
-        raise Invalid("the task needs a title")
+        raise Invalid("the task needs a title", field="title")
     if len(title) > MAX_SUBJECT:
-        raise Invalid(f"a task title holds at most {MAX_SUBJECT} characters")
+        raise Invalid(f"a task title holds at most {MAX_SUBJECT} characters", field="title")
     body = (body or "").strip() or None
     if body and len(body) > MAX_BODY:
-        raise Invalid(f"a task description holds at most {MAX_BODY} characters")
-    return _add(conn, org_id, author_id, contact_id, kind="task", subject=title, body=body, due_at=due_at)
+        raise Invalid(f"a task description holds at most {MAX_BODY} characters", field="body")
+    with changing(rt.engine, actor, admin=False) as conn:
+        out = _add(conn, actor.org_id, actor.user_id, contact_id, kind="task", subject=title, body=body,
+                   due_at=due_at)
+        audit.record(conn, actor.org_id, actor.user_id, "task.add", f"contact:{contact_id}", {"task_id": out["id"]})
+        return out
 
 
-def update_task(conn: Connection, org_id: int, task_id: int, *, done: bool | None = None,
-                title: str | None = None, due_at: datetime | None = None, clear_due: bool = False) -> dict:
-    row = conn.execute(select(I.c.id, I.c.done_at).where(I.c.id == task_id, I.c.org_id == org_id,
-                                                          I.c.kind == "task")).first()
-    if row is None:
-        raise NotFound("no such task")
-    values: dict = {}
-    if done is not None:
-        values["done_at"] = (row.done_at or utcnow()) if done else None
-    if title is not None:
-        title = " ".join(title.split())
-        if not title:
-            raise Invalid("the task needs a title")
-        values["subject"] = title[:MAX_SUBJECT]
-        values["snippet"] = _snippet(title)
-    if due_at is not None or clear_due:
-        values["due_at"] = _aware(due_at)
-    if values:
-        conn.execute(update(I).where(I.c.id == task_id, I.c.org_id == org_id).values(**values))
-    return item(conn, org_id, task_id)
+def update_task(rt, actor: Actor, task_id: int, *, done: bool | None = None, title: str | None = None,
+                due_at: datetime | None = None, clear_due: bool = False) -> dict:
+    with changing(rt.engine, actor, admin=False) as conn:
+        org_id = actor.org_id
+        row = conn.execute(select(I.c.id, I.c.done_at).where(I.c.id == task_id, I.c.org_id == org_id,
+                                                              I.c.kind == "task")).first()
+        if row is None:
+            raise NotFound("no such task")
+        values: dict = {}
+        if done is not None:
+            values["done_at"] = (row.done_at or utcnow()) if done else None
+        if title is not None:
+            title = " ".join(title.split())
+            if not title:
+                raise Invalid("the task needs a title", field="title")
+            values["subject"] = title[:MAX_SUBJECT]
+            values["snippet"] = _snippet(title)
+        if due_at is not None or clear_due:
+            values["due_at"] = _aware(due_at)
+        if values:
+            conn.execute(update(I).where(I.c.id == task_id, I.c.org_id == org_id).values(**values))
+            audit.record(conn, org_id, actor.user_id, "task.update", f"task:{task_id}", {"fields": sorted(values)})
+        return item(conn, org_id, task_id)
 
 
 # -- logging an email by hand -----------------------------------------------------------
@@ -152,16 +156,15 @@ def message_key(internet_message_id: str) -> str:
         return ids[0][:500]
     if value and not any(c.isspace() or c in "<>" for c in value):
         return value[:500]  # some clients hand the id over without its brackets
-    raise Invalid("the message has no usable Internet message id")
+    raise Invalid("the message has no usable Internet message id", field="internet_message_id")
 
 
 def _pairs(people: list[dict] | None) -> list[tuple[str, str]]:
     return [(str(p.get("name") or ""), str(p.get("email") or "")) for p in (people or []) if p.get("email")]
 
 
-def log_email(conn: Connection, org_id: int, user_id: int, user_email: str, *, box, internet_message_id: str,
-              subject: str, sender: dict, to: list[dict], cc: list[dict], date: datetime,
-              snippet: str | None = None) -> dict:
+def log_email(rt, actor: Actor, *, internet_message_id: str, subject: str, sender: dict, to: list[dict],
+              cc: list[dict], date: datetime, snippet: str | None = None) -> dict:
     """Put one email the rep is reading on the timeline, through the sync's own ingest,
     keyed by its Message-ID so a later sync of the same mail links to it instead of
     duplicating it. Returns {"interaction_id", "created", "reason"}."""
@@ -170,18 +173,24 @@ def log_email(conn: Connection, org_id: int, user_id: int, user_email: str, *, b
 
     key = message_key(internet_message_id)
     if not sender or not addr.normalise(str(sender.get("email") or "")):
-        raise Invalid("the message has no valid sender")
+        raise Invalid("the message has no valid sender", field="sender")
     record = MessageRecord(
         remote_id=f"manual:{key}"[:500], message_key=key, date=_aware(date) or utcnow(),
         from_=_pairs([sender]), to=_pairs(to), cc=_pairs(cc), bcc=[], subject=(subject or "")[:998],
         in_reply_to=None, references=[], snippet=_snippet(snippet) if snippet else None,
     )
-    existing = conn.execute(select(I.c.id).where(I.c.org_id == org_id, I.c.message_key == key)).scalar()
-    org = org_context(conn, org_id, box)
-    # No mailbox and no folder: the rep logs it by hand, so no copy row is written.
-    # The rep is the "owner" (named on the mail, or recorded as Bcc like a synced copy).
-    mbx = MailboxContext(mailbox_id=None, folder_id=None, owner_id=user_id, owner_address=user_email)
-    result = ingest(conn, org, mbx, [record])
-    iid = conn.execute(select(I.c.id).where(I.c.org_id == org_id, I.c.message_key == key)).scalar()
-    reason = next(iter(result.skipped), None) if iid is None else None
-    return {"interaction_id": iid, "created": existing is None and iid is not None, "reason": reason}
+    with changing(rt.engine, actor, admin=False) as conn:
+        org_id = actor.org_id
+        user_email = conn.execute(select(U.c.email).where(U.c.id == actor.user_id)).scalar()
+        existing = conn.execute(select(I.c.id).where(I.c.org_id == org_id, I.c.message_key == key)).scalar()
+        org = org_context(conn, org_id, rt.box)
+        # No mailbox and no folder: the rep logs it by hand, so no copy row is written.
+        # The rep is the "owner" (named on the mail, or recorded as Bcc like a synced copy).
+        mbx = MailboxContext(mailbox_id=None, folder_id=None, owner_id=actor.user_id, owner_address=user_email)
+        result = ingest(conn, org, mbx, [record])
+        iid = conn.execute(select(I.c.id).where(I.c.org_id == org_id, I.c.message_key == key)).scalar()
+        reason = next(iter(result.skipped), None) if iid is None else None
+        created = existing is None and iid is not None
+        audit.record(conn, org_id, actor.user_id, "email.log", f"interaction:{iid}" if iid else "skipped",
+                     {"created": created, "reason": reason})
+        return {"interaction_id": iid, "created": created, "reason": reason}

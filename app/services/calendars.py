@@ -10,25 +10,27 @@ from urllib.parse import urlsplit
 
 from sqlmodel import Session, select
 
-from app.crypto import SecretBox
-from app.models import FolderState, Mailbox, Organisation, SyncIssue, User
-from app.services.orgs import Invalid, find_user
+from app.models import FolderState, Mailbox, SyncIssue, User
+from app.services import audit
+from app.services.actor import Actor, changing
+from app.services.errors import Invalid
+from app.services.mailboxes import describe, insert_mailbox, owner_id, with_sources
 
 
 def check_url(url: str) -> str:
     url = (url or "").strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise Invalid(f"not a CalDAV URL (http:// or https://): {url!r}")
+        raise Invalid(f"not a CalDAV URL (http:// or https://): {url!r}", field="url")
     return url
 
 
 def _check_settings(url: str, username: str, sync: str) -> str:
     url = check_url(url)
     if not (username or "").strip():
-        raise Invalid("the CalDAV username is required")
+        raise Invalid("the CalDAV username is required", field="username")
     if sync not in ("auto", "ctag"):
-        raise Invalid("sync must be auto (sync-token where offered) or ctag")
+        raise Invalid("sync must be auto (sync-token where offered) or ctag", field="sync")
     return url
 
 
@@ -45,49 +47,41 @@ def probe(url: str, username: str, password: str, owner: str | None = None) -> l
         close_quietly(conn)
 
 
-def connect_caldav(session: Session, box: SecretBox, org: Organisation, *, owner: str, url: str, username: str,
-                   password: str, check: bool = True, sync: str = "auto") -> tuple[Mailbox, list[str]]:
-    """Add a rep's CalDAV account the way every front end does (CLI, API, console):
-    the owner and URL are checked first; with `check`, log in and list the calendars
-    now, and store nothing if that fails (Invalid, naming the error kind). Returns the
-    account and the calendars found (empty without `check`). The password is never
-    part of any message."""
+def add_caldav(rt, actor: Actor, *, owner: str, url: str, username: str, password: str, check: bool = True,
+               sync: str = "auto") -> dict:
+    """Add a rep's CalDAV account: the owner and URL are checked first; with `check`, log in
+    and list the calendars now, and store nothing if that fails (Invalid, naming the error
+    kind). Returns the account as described on the admin pages, with `calendars` found
+    (empty without `check`). The password is never part of any message."""
     from connectors.base import ConnectorError
 
-    find_user(session, org.id, owner)
     url = _check_settings(url, username, sync)
+    with changing(rt.engine, actor) as conn:  # refuse a wrong owner before reaching the server
+        owner_id(conn, actor.org_id, owner)
     found: list[str] = []
     if check:
-        # End the transaction first: on SQLite each one holds the write lock (BEGIN
-        # IMMEDIATE), which must not wait on a remote server.
-        session.commit()
+        # Outside any transaction: on SQLite each one holds the write lock, which must
+        # not wait on a remote server.
         try:
             found = probe(url, username, password, owner)
         except ConnectorError as exc:
-            raise Invalid(f"cannot use this CalDAV account ({exc.kind}): {exc}") from exc
-    mailbox = add_caldav(session, box, org, owner=owner, url=url, username=username, password=password, sync=sync)
-    return mailbox, found
+            raise Invalid(f"cannot use this CalDAV account ({exc.kind}): {exc}", field="url") from exc
+    config = {"url": url, "username": username.strip()}
+    if sync != "auto":
+        config["sync"] = sync
+    with changing(rt.engine, actor) as conn:
+        mid = insert_mailbox(conn, org_id=actor.org_id, owner_id=owner_id(conn, actor.org_id, owner), kind="caldav",
+                             config=config, secret_enc=rt.box.encrypt(password))
+        audit.record(conn, actor.org_id, actor.user_id, "mailbox.add", f"mailbox {mid} (caldav {config['username']})",
+                     {"url": url, "owner": owner, "checked": check})
+    with Session(rt.engine) as s:
+        return with_sources(s, actor.org_id, [describe(s, s.get(Mailbox, mid))])[0] | {"calendars": found}
 
 
 def account_facts(mailbox: Mailbox) -> dict:
     """What identifies a CalDAV account on the admin pages (never the password)."""
     config = mailbox.config or {}
     return {"url": config.get("url"), "username": config.get("username"), "sync_mode": config.get("sync", "auto")}
-
-
-def add_caldav(session: Session, box: SecretBox, org: Organisation, *, owner: str, url: str, username: str,
-               password: str, sync: str = "auto") -> Mailbox:
-    url = _check_settings(url, username, sync)
-    user = find_user(session, org.id, owner)
-    config = {"url": url, "username": username.strip()}
-    if sync != "auto":
-        config["sync"] = sync
-    mailbox = Mailbox(org_id=org.id, owner_id=user.id, kind="caldav", config=config,
-                      secret_enc=box.encrypt(password))
-    session.add(mailbox)
-    session.commit()
-    session.refresh(mailbox)
-    return mailbox
 
 
 def describe_all(session: Session, org_id: int) -> list[dict]:

@@ -14,9 +14,11 @@ from typing import Callable
 
 from sqlmodel import Session, select
 
-from app.crypto import SecretBox
-from app.models import M365Tenant, Mailbox, Organisation, User, UserAlias
-from app.services.orgs import Invalid, NotFound, clean_address, find_user
+from app.models import M365Tenant, Mailbox, User, UserAlias
+from app.services import audit
+from app.services.actor import Actor, changing_session
+from app.services.errors import Conflict, Invalid, NotFound
+from app.services.orgs import clean_address, find_user
 from connectors.base import ConnectorError
 from connectors.m365auth import (
     IMAP_USER_SCOPES, AppTokenSource, finish_device_flow, graph_scopes, start_device_flow,
@@ -30,28 +32,30 @@ def _clean_url(value: str | None, what: str) -> str | None:
         return None
     value = value.strip().rstrip("/")
     if not value.startswith("https://"):
-        raise Invalid(f"the {what} must be an https:// URL")
+        raise Invalid(f"the {what} must be an https:// URL", field=what.replace(" ", "_").lower())
     return value
 
 
-def add_tenant(session: Session, box: SecretBox, org: Organisation, *, tenant_id: str, client_id: str,
-               secret: str | None = None, certificate_pem: str | None = None, thumbprint: str | None = None,
-               authority: str | None = None, graph_url: str | None = None, check: bool = True) -> M365Tenant:
+def add_tenant(rt, actor: Actor, *, tenant_id: str, client_id: str, secret: str | None = None,
+               certificate_pem: str | None = None, thumbprint: str | None = None, authority: str | None = None,
+               graph_url: str | None = None, check: bool = True) -> dict:
     """Add (or update) a tenant app; with check, a token is fetched first so a wrong
     secret, tenant or missing consent is reported now rather than at the first sync."""
     tenant_id, client_id = tenant_id.strip(), client_id.strip()
     if not tenant_id or not client_id:
-        raise Invalid("the tenant id and the client (application) id are required")
+        raise Invalid("the tenant id and the client (application) id are required",
+                      field="client_id" if tenant_id else "tenant_id")
     if certificate_pem:
         if not thumbprint:
-            raise Invalid("a certificate needs its thumbprint (--thumbprint, hex SHA-1 as Entra shows it)")
+            raise Invalid("a certificate needs its thumbprint (--thumbprint, hex SHA-1 as Entra shows it)",
+                          field="thumbprint")
         auth_kind = "certificate"
         credential_text = json.dumps({"private_key": certificate_pem, "thumbprint": thumbprint.replace(":", "")})
         credential = json.loads(credential_text)
     elif secret:
         auth_kind, credential_text, credential = "secret", secret, secret
     else:
-        raise Invalid("a client secret or a certificate is required")
+        raise Invalid("a client secret or a certificate is required", field="client_secret")
     config = {k: v for k, v in (("authority", _clean_url(authority, "authority")),
                                 ("graph_url", _clean_url(graph_url, "Graph URL"))) if v}
     if check:
@@ -59,17 +63,20 @@ def add_tenant(session: Session, box: SecretBox, org: Organisation, *, tenant_id
             AppTokenSource(tenant_id, client_id, credential, authority=config.get("authority"),
                            scopes=graph_scopes(config.get("graph_url"), delegated=False)).token(force_refresh=True)
         except ConnectorError as exc:
-            raise Invalid(f"Microsoft Entra did not give the app a token: {exc}") from exc
-    tenant = session.exec(select(M365Tenant).where(M365Tenant.org_id == org.id,
-                                                   M365Tenant.tenant_id == tenant_id)).first()
-    if tenant is None:
-        tenant = M365Tenant(org_id=org.id, tenant_id=tenant_id, client_id=client_id)
-    tenant.client_id, tenant.auth_kind, tenant.config = client_id, auth_kind, config
-    tenant.secret_enc = box.encrypt(credential_text)
-    session.add(tenant)
-    session.commit()
-    session.refresh(tenant)
-    return tenant
+            raise Invalid(f"Microsoft Entra did not give the app a token: {exc}", field="client_secret") from exc
+    with changing_session(rt.engine, actor) as session:
+        tenant = session.exec(select(M365Tenant).where(M365Tenant.org_id == actor.org_id,
+                                                       M365Tenant.tenant_id == tenant_id)).first()
+        if tenant is None:
+            tenant = M365Tenant(org_id=actor.org_id, tenant_id=tenant_id, client_id=client_id)
+        tenant.client_id, tenant.auth_kind, tenant.config = client_id, auth_kind, config
+        tenant.secret_enc = rt.box.encrypt(credential_text)
+        session.add(tenant)
+        session.flush()
+        audit.record(session.connection(), actor.org_id, actor.user_id, "m365.tenant_add",
+                     f"m365 tenant {tenant.id} ({tenant.tenant_id})",
+                     {"client_id": tenant.client_id, "auth_kind": tenant.auth_kind, "checked": check})
+        return describe_tenant(tenant)
 
 
 def find_tenant(session: Session, org_id: int, ref: str) -> M365Tenant:
@@ -83,21 +90,24 @@ def find_tenant(session: Session, org_id: int, ref: str) -> M365Tenant:
     return found
 
 
-def remove_tenant(session: Session, org_id: int, ref: str) -> dict:
+def remove_tenant(rt, actor: Actor, ref: str) -> dict:
     """Forget a tenant app and its credential. Refused while mailboxes still read
     through it: removing those first is a decision about their timeline (keep or purge).
     The app registration itself lives in Microsoft Entra: delete it or its secret there too."""
-    tenant = find_tenant(session, org_id, ref)
-    using = session.exec(select(Mailbox.id).where(Mailbox.org_id == org_id, Mailbox.tenant_ref == tenant.id)
-                         .order_by(Mailbox.id)).all()
-    if using:
-        ids = ", ".join(str(i) for i in using)
-        raise Invalid(f"tenant {tenant.tenant_id} still has {len(using)} mailbox(es) ({ids}): remove them first "
-                      "(`threadline mailbox remove ID`, or Remove on each mailbox's page)")
-    facts = describe_tenant(tenant)
-    session.delete(tenant)
-    session.flush()  # the caller commits, with its audit record
-    return facts
+    with changing_session(rt.engine, actor) as session:
+        tenant = find_tenant(session, actor.org_id, ref)
+        using = session.exec(select(Mailbox.id).where(Mailbox.org_id == actor.org_id,
+                                                      Mailbox.tenant_ref == tenant.id).order_by(Mailbox.id)).all()
+        if using:
+            ids = ", ".join(str(i) for i in using)
+            raise Conflict(f"tenant {tenant.tenant_id} still has {len(using)} mailbox(es) ({ids}): remove them "
+                           "first (`threadline mailbox remove ID`, or Remove on each mailbox's page)")
+        facts = describe_tenant(tenant)
+        session.delete(tenant)
+        session.flush()
+        audit.record(session.connection(), actor.org_id, actor.user_id, "m365.tenant_remove",
+                     f"m365 tenant {facts['id']} ({facts['tenant_id']})", {"client_id": facts["client_id"]})
+        return facts
 
 
 def list_tenants(session: Session, org_id: int) -> list[dict]:
@@ -109,6 +119,11 @@ def list_tenants(session: Session, org_id: int) -> list[dict]:
                                                           Mailbox.tenant_ref == t.id)).all())
         out.append(describe_tenant(t) | {"mailboxes": count})
     return out
+
+
+def tenants(engine, org_id: int) -> list[dict]:
+    with Session(engine) as s:
+        return list_tenants(s, org_id)
 
 
 def describe_tenant(tenant: M365Tenant) -> dict:
@@ -137,32 +152,50 @@ def _existing(session: Session, owner: User, *, tenant_ref: int | None, protocol
     return None
 
 
-def add_tenant_mailbox(session: Session, org: Organisation, *, owner: str, tenant: M365Tenant,
-                       user: str | None = None, imap: bool = False) -> Mailbox:
-    """A rep's mailbox read with the tenant app's application permissions."""
-    rep = find_user(session, org.id, owner)
+def _new_tenant_mailbox(session: Session, org_id: int, rep: User, tenant: M365Tenant, *, user: str | None = None,
+                        imap: bool = False) -> Mailbox:
     if not rep.active:
-        raise Invalid(f"{rep.email} is disabled")
+        raise Conflict(f"{rep.email} is deactivated", field="owner")
     protocol = "imap" if imap else "graph"
     if _existing(session, rep, tenant_ref=tenant.id, protocol=protocol):
-        raise Invalid(f"{rep.email} already has a Microsoft 365 mailbox through this tenant")
-    config: dict = {"mode": "app", "protocol": protocol, "user": clean_address(user or rep.email)}
+        raise Conflict(f"{rep.email} already has a Microsoft 365 mailbox through this tenant", field="owner")
+    config: dict = {"mode": "app", "protocol": protocol, "user": clean_address(user or rep.email, "user")}
     if imap:
         config.update(EXCHANGE_IMAP, username=config["user"])
-    mailbox = Mailbox(org_id=org.id, owner_id=rep.id, kind="m365", tenant_ref=tenant.id, config=config)
+    mailbox = Mailbox(org_id=org_id, owner_id=rep.id, kind="m365", tenant_ref=tenant.id, config=config)
     session.add(mailbox)
-    session.commit()
-    session.refresh(mailbox)
+    session.flush()
     return mailbox
 
 
-def add_all_reps(session: Session, org: Organisation, tenant: M365Tenant) -> list[Mailbox]:
-    """One tenant-wide mailbox for every enabled rep who has none through this tenant yet."""
-    added = []
-    for rep in session.exec(select(User).where(User.org_id == org.id, User.active.is_(True)).order_by(User.id)):
-        if _existing(session, rep, tenant_ref=tenant.id, protocol="graph") is None:
-            added.append(add_tenant_mailbox(session, org, owner=rep.email, tenant=tenant))
-    return added
+def add_tenant_mailboxes(rt, actor: Actor, *, tenant: str, owner: str | None = None, all_reps: bool = False,
+                         user: str | None = None, imap: bool = False) -> list[dict]:
+    """Mailboxes read with a tenant app's application permissions: one rep's, or (all_reps)
+    one for every enabled user who has none through this tenant yet. One audit record
+    lists what was added."""
+    from app.services.mailboxes import describe, with_sources
+
+    if not all_reps and not (owner or "").strip():
+        raise Invalid("give the rep (owner) or choose all reps", field="owner")
+    with changing_session(rt.engine, actor) as session:
+        try:  # the tenant and the rep are values in the request: unknown ones make it invalid
+            t = find_tenant(session, actor.org_id, tenant)
+            rep = None if all_reps else find_user(session, actor.org_id, owner)
+        except NotFound as exc:
+            raise Invalid(exc.reason, field="owner" if exc.reason.startswith("no user") else "tenant") from None
+        if all_reps:
+            reps = session.exec(select(User).where(User.org_id == actor.org_id, User.active.is_(True))
+                                .order_by(User.id)).all()
+            added = [_new_tenant_mailbox(session, actor.org_id, rep, t) for rep in reps
+                     if _existing(session, rep, tenant_ref=t.id, protocol="graph") is None]
+        else:
+            added = [_new_tenant_mailbox(session, actor.org_id, rep, t, user=user, imap=imap)]
+        rows = with_sources(session, actor.org_id, [describe(session, mb) for mb in added])
+        audit.record(session.connection(), actor.org_id, actor.user_id, "mailbox.add",
+                     f"m365 tenant {t.tenant_id}: " + ", ".join(f"mailbox {r['id']} ({r['user']})" for r in rows),
+                     {"tenant": t.tenant_id, "all_reps": all_reps, "mailboxes": [r["id"] for r in rows],
+                      "protocol": "imap" if imap else "graph"})
+        return rows
 
 
 def device_sign_in(client_id: str, tenant_id: str, show: Callable[[str], None], *, authority: str | None = None,
@@ -181,16 +214,28 @@ def device_sign_in(client_id: str, tenant_id: str, show: Callable[[str], None], 
         raise Invalid(f"Microsoft sign-in failed: {exc}") from exc
 
 
-def add_delegated_mailbox(session: Session, box: SecretBox, org: Organisation, *, owner: str, client_id: str,
-                          tenant_id: str, username: str, token_cache: str, authority: str | None = None,
-                          graph_url: str | None = None, imap: bool = False) -> Mailbox:
-    """A rep's own sign-in (delegated Mail.Read + Calendars.Read, or IMAP)."""
-    rep = find_user(session, org.id, owner)
+def add_delegated_mailbox(rt, actor: Actor, *, owner: str, client_id: str, tenant_id: str, username: str,
+                          token_cache: str, authority: str | None = None, graph_url: str | None = None,
+                          imap: bool = False) -> dict:
+    """A rep's own sign-in (delegated Mail.Read + Calendars.Read, or IMAP); signing in again
+    for the same rep reconnects their mailbox and keeps its folders and cursors."""
+    with changing_session(rt.engine, actor) as session:
+        return _store_delegated(session, rt.box, actor, owner=owner, client_id=client_id, tenant_id=tenant_id,
+                                username=username, token_cache=token_cache, authority=authority,
+                                graph_url=graph_url, imap=imap)
+
+
+def _store_delegated(session: Session, box, actor: Actor, *, owner: str, client_id: str, tenant_id: str,
+                     username: str, token_cache: str, authority: str | None, graph_url: str | None,
+                     imap: bool) -> dict:
+    from app.services.mailboxes import describe, with_sources
+
+    rep = find_user(session, actor.org_id, owner)
     signed_in = clean_address(username) if username else ""
     aliases = {a.lower() for a in session.exec(select(UserAlias.address).where(UserAlias.user_id == rep.id))}
     if signed_in and signed_in != rep.email and signed_in not in aliases:
         raise Invalid(f"the sign-in was for {signed_in}, not {rep.email}: sign in with the rep's own account "
-                      f"(or add {signed_in} as an alias of {rep.email})")
+                      f"(or add {signed_in} as an alias of {rep.email})", field="owner")
     protocol = "imap" if imap else "graph"
     config: dict = {"mode": "delegated", "protocol": protocol, "client_id": client_id.strip(),
                     "tenant_id": tenant_id.strip() or "organizations", "user": signed_in or rep.email}
@@ -201,12 +246,15 @@ def add_delegated_mailbox(session: Session, box: SecretBox, org: Organisation, *
     if imap:
         config.update(EXCHANGE_IMAP, username=config["user"])
     mailbox = _existing(session, rep, tenant_ref=None, protocol=protocol)
+    reconnect = mailbox is not None
     if mailbox is None:
-        mailbox = Mailbox(org_id=org.id, owner_id=rep.id, kind="m365")
+        mailbox = Mailbox(org_id=actor.org_id, owner_id=rep.id, kind="m365")
     else:  # reconnecting: keep the folders and cursors, replace the sign-in
         mailbox.failure_count = 0
     mailbox.config, mailbox.secret_enc = config, box.encrypt(token_cache)
     session.add(mailbox)
-    session.commit()
-    session.refresh(mailbox)
-    return mailbox
+    session.flush()
+    audit.record(session.connection(), actor.org_id, actor.user_id,
+                 "mailbox.reconnect" if reconnect else "mailbox.add", f"mailbox {mailbox.id} (m365 {config['user']})",
+                 {"mode": "delegated", "protocol": protocol, "owner": rep.email})
+    return with_sources(session, actor.org_id, [describe(session, mailbox)])[0]

@@ -1,31 +1,62 @@
-"""Adding and describing mailboxes."""
+"""Mailboxes: adding one, describing its health, and the admin's operations on it
+(pause, resume, re-sync, sync now, new password, remove)."""
 from __future__ import annotations
+
+import threading
 
 from sqlmodel import Session, select
 
-from app.crypto import SecretBox
 from app.models import FolderState, Mailbox, Organisation, SyncIssue, User
-from app.services.orgs import Invalid, NotFound, find_user
+from app.services.actor import Actor, changing
+from app.services.errors import Conflict, Invalid, NotFound
+from app.services.orgs import clean_address
 
 SECURITY = ("tls", "starttls", "none")
 
 
-def add_imap(session: Session, box: SecretBox, org: Organisation, *, owner: str, host: str, port: int,
-             security: str, username: str, password: str) -> Mailbox:
+def _check_imap_settings(host: str, port: int, security: str) -> None:
     if security not in SECURITY:
-        raise Invalid(f"security must be one of {', '.join(SECURITY)}")
-    if not host.strip():
-        raise Invalid("the IMAP host is required")
-    if not 0 < port < 65536:
-        raise Invalid(f"not a port number: {port}")
-    user = find_user(session, org.id, owner)
-    mailbox = Mailbox(org_id=org.id, owner_id=user.id, kind="imap",
-                      config={"host": host.strip(), "port": port, "security": security, "username": username},
-                      secret_enc=box.encrypt(password))
-    session.add(mailbox)
-    session.commit()
-    session.refresh(mailbox)
-    return mailbox
+        raise Invalid(f"security must be one of {', '.join(SECURITY)}", field="security")
+    if not (host or "").strip():
+        raise Invalid("the IMAP host is required", field="host")
+    if not 0 < int(port) < 65536:
+        raise Invalid(f"not a port number: {port}", field="port")
+
+
+def owner_id(conn, org_id: int, email: str, field: str = "owner") -> int:
+    """The id of the organisation's user with this address (a mailbox's owner)."""
+    address = clean_address(email, field)
+    uid = conn.execute(_select(User.__table__.c.id).where(User.__table__.c.org_id == org_id,
+                                                          User.__table__.c.email == address)).scalar()
+    if uid is None:  # a value in the request, not the resource addressed: the request is invalid
+        raise Invalid(f"no user {address} in this organisation", field=field)
+    return uid
+
+
+def insert_mailbox(conn, **fields) -> int:
+    """A Mailbox row written in the caller's transaction, with the model's defaults."""
+    with Session(bind=conn) as s:
+        mailbox = Mailbox(**fields)
+        s.add(mailbox)
+        s.flush()
+        return mailbox.id
+
+
+def add_imap(rt, actor: Actor, *, owner: str, host: str, port: int, security: str, username: str,
+             password: str) -> dict:
+    """An IMAP mailbox for a rep; the password is stored encrypted, never shown again."""
+    _check_imap_settings(host, port, security)
+    if not (username or "").strip():
+        raise Invalid("the IMAP username is required", field="username")
+    with changing(rt.engine, actor) as conn:
+        uid = owner_id(conn, actor.org_id, owner)
+        config = {"host": host.strip(), "port": int(port), "security": security, "username": username.strip()}
+        mid = insert_mailbox(conn, org_id=actor.org_id, owner_id=uid, kind="imap", config=config,
+                             secret_enc=rt.box.encrypt(password))
+        audit.record(conn, actor.org_id, actor.user_id, "mailbox.add", f"mailbox {mid} (imap {config['username']})",
+                     {"host": config["host"], "owner": owner})
+    with Session(rt.engine) as s:
+        return describe(s, s.get(Mailbox, mid))
 
 
 def get_mailbox(session: Session, org_id: int, mailbox_id: int) -> Mailbox:
@@ -67,7 +98,8 @@ import socket  # noqa: E402
 import ssl  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 
-from sqlalchemy import delete as _delete, exists as _exists, select as _select, update as _update  # noqa: E402
+from sqlalchemy import delete as _delete, exists as _exists, select as _select  # noqa: E402
+from sqlalchemy import update as _update  # noqa: E402
 from sqlalchemy.engine import Connection  # noqa: E402
 
 from app.models import GraphSubscription, InteractionSource  # noqa: E402
@@ -182,58 +214,90 @@ def _target(row) -> str:
     return f"mailbox {row.id} ({row.kind} {cfg.get('username') or cfg.get('owner') or ''})".replace(" )", ")")
 
 
-def pause(conn: Connection, org_id: int, mailbox_id: int, *, actor_id: int | None) -> None:
-    row = _one(conn, org_id, mailbox_id)
-    conn.execute(_update(MB).where(MB.c.id == mailbox_id).values(status="paused"))
-    audit.record(conn, org_id, actor_id, "mailbox.pause", _target(row))
+def pause(rt, actor: Actor, mailbox_id: int) -> None:
+    with changing(rt.engine, actor) as conn:
+        row = _one(conn, actor.org_id, mailbox_id)
+        conn.execute(_update(MB).where(MB.c.id == mailbox_id).values(status="paused"))
+        audit.record(conn, actor.org_id, actor.user_id, "mailbox.pause", _target(row))
 
 
-def resume(conn: Connection, org_id: int, mailbox_id: int, *, actor_id: int | None) -> None:
-    row = _one(conn, org_id, mailbox_id)
-    pending = conn.execute(_select(FS.c.id).where(FS.c.mailbox_id == mailbox_id, FS.c.selected.is_(True),
-                                                  FS.c.backfill_done.is_(False))).first()
-    status = "pending" if row.last_success_at is None else ("importing" if pending else "active")
-    if row.status == "paused":
-        conn.execute(_update(MB).where(MB.c.id == mailbox_id)
-                     .values(status=status, next_sync_at=utcnow(), failure_count=0))
-    audit.record(conn, org_id, actor_id, "mailbox.resume", _target(row))
+def resume(rt, actor: Actor, mailbox_id: int) -> None:
+    with changing(rt.engine, actor) as conn:
+        row = _one(conn, actor.org_id, mailbox_id)
+        pending = conn.execute(_select(FS.c.id).where(FS.c.mailbox_id == mailbox_id, FS.c.selected.is_(True),
+                                                      FS.c.backfill_done.is_(False))).first()
+        status = "pending" if row.last_success_at is None else ("importing" if pending else "active")
+        if row.status == "paused":
+            conn.execute(_update(MB).where(MB.c.id == mailbox_id)
+                         .values(status=status, next_sync_at=utcnow(), failure_count=0))
+        audit.record(conn, actor.org_id, actor.user_id, "mailbox.resume", _target(row))
 
 
-def resync(conn: Connection, org_id: int, mailbox_id: int, *, actor_id: int | None) -> None:
-    row = _one(conn, org_id, mailbox_id)
-    reset_folders(conn, org_id, [mailbox_id])
-    audit.record(conn, org_id, actor_id, "mailbox.resync", _target(row))
+def resync(rt, actor: Actor, mailbox_id: int) -> None:
+    with changing(rt.engine, actor) as conn:
+        row = _one(conn, actor.org_id, mailbox_id)
+        reset_folders(conn, actor.org_id, [mailbox_id])
+        audit.record(conn, actor.org_id, actor.user_id, "mailbox.resync", _target(row))
 
 
-def set_password(conn: Connection, box: SecretBox, org_id: int, mailbox_id: int, password: str, *,
-                 actor_id: int | None) -> None:
-    row = _one(conn, org_id, mailbox_id)
+def sync_now(rt, actor: Actor, mailbox_id: int, *, scheduler=None, background: bool = True) -> str:
+    """'Sync now': mark the mailbox due, then wake this process's scheduler when it runs one
+    (`queued`), else sync in a background thread (`started`) or right here (`done`)."""
+    from sync.engine import request_sync, sync_mailbox
+
+    with changing(rt.engine, actor) as conn:
+        row = _one(conn, actor.org_id, mailbox_id)
+        if row.status == "paused":
+            raise Conflict("the mailbox is paused: resume it first")
+        audit.record(conn, actor.org_id, actor.user_id, "mailbox.sync_now", _target(row))
+    request_sync(rt.engine, mailbox_id)
+    if scheduler is not None:
+        scheduler.wake()
+        return "queued"
+
+    def run() -> None:  # the engine records the run's metrics itself (sync/metrics.py)
+        sync_mailbox(rt.engine, rt.box, mailbox_id, worker=rt.settings.worker_id,
+                     lease_seconds=rt.settings.sync_lease_seconds)
+
+    if background:
+        threading.Thread(target=run, name=f"sync-now-{mailbox_id}", daemon=True).start()
+        return "started"
+    run()
+    return "done"
+
+
+def set_password(rt, actor: Actor, mailbox_id: int, password: str) -> None:
+    """A new password (or app password) for the mailbox; it is synced again soon."""
     if not password:
-        raise Invalid("the password is empty")
-    conn.execute(_update(MB).where(MB.c.id == mailbox_id)
-                 .values(secret_enc=box.encrypt(password), failure_count=0, next_sync_at=utcnow()))
-    audit.record(conn, org_id, actor_id, "mailbox.set_password", _target(row))
+        raise Invalid("the password is empty", field="password")
+    with changing(rt.engine, actor) as conn:
+        row = _one(conn, actor.org_id, mailbox_id)
+        conn.execute(_update(MB).where(MB.c.id == mailbox_id)
+                     .values(secret_enc=rt.box.encrypt(password), failure_count=0, next_sync_at=utcnow()))
+        audit.record(conn, actor.org_id, actor.user_id, "mailbox.set_password", _target(row))
 
 
-def remove(conn: Connection, org_id: int, mailbox_id: int, *, purge: bool = False, actor_id: int | None) -> dict:
+def remove(rt, actor: Actor, mailbox_id: int, *, purge: bool = False) -> dict:
     """Remove a mailbox. The timeline keeps every interaction unless `purge`, which removes the
     interactions seen only through this mailbox (and contacts left with nothing)."""
     from app.services.admin import remove_from_timeline
 
-    row = _one(conn, org_id, mailbox_id)
-    outcome = {"removed_interactions": 0, "removed_contacts": 0, "removed_companies": 0}
-    if purge:
-        other = SRC.alias("other")
-        only_here = (_select(SRC.c.interaction_id).distinct()
-                     .where(SRC.c.org_id == org_id, SRC.c.mailbox_id == mailbox_id,
-                            ~_exists().where(other.c.interaction_id == SRC.c.interaction_id,
-                                             other.c.mailbox_id != mailbox_id)))
-        outcome = remove_from_timeline(conn, org_id, list(conn.execute(only_here).scalars()))
-    for table in (SRC, ISSUE, GSUB, FS):
-        conn.execute(_delete(table).where(table.c.mailbox_id == mailbox_id))
-    conn.execute(_delete(MB).where(MB.c.id == mailbox_id, MB.c.org_id == org_id))
-    audit.record(conn, org_id, actor_id, "mailbox.remove", _target(row), {"purge": purge, **outcome})
-    return outcome
+    with changing(rt.engine, actor) as conn:
+        org_id = actor.org_id
+        row = _one(conn, org_id, mailbox_id)
+        outcome = {"removed_interactions": 0, "removed_contacts": 0, "removed_companies": 0}
+        if purge:
+            other = SRC.alias("other")
+            only_here = (_select(SRC.c.interaction_id).distinct()
+                         .where(SRC.c.org_id == org_id, SRC.c.mailbox_id == mailbox_id,
+                                ~_exists().where(other.c.interaction_id == SRC.c.interaction_id,
+                                                 other.c.mailbox_id != mailbox_id)))
+            outcome = remove_from_timeline(conn, org_id, list(conn.execute(only_here).scalars()))
+        for table in (SRC, ISSUE, GSUB, FS):
+            conn.execute(_delete(table).where(table.c.mailbox_id == mailbox_id))
+        conn.execute(_delete(MB).where(MB.c.id == mailbox_id, MB.c.org_id == org_id))
+        audit.record(conn, org_id, actor.user_id, "mailbox.remove", _target(row), {"purge": purge, **outcome})
+        return outcome
 
 
 def test_imap_connection(host: str, port: int, security: str, username: str, password: str, *,
@@ -324,3 +388,41 @@ def test_imap_connection(host: str, port: int, security: str, username: str, pas
                 except Exception:  # noqa: BLE001
                     pass
     return steps
+
+
+def with_sources(session: Session, org_id: int, rows: list[dict]) -> list[dict]:
+    """Add to health rows what identifies each mailbox's source, per kind, never a secret:
+    `account` (who signs in) and `location` (where), plus for CalDAV the `url`, for
+    Microsoft 365 the `tenant`, `user`, `mode` (app | delegated) and `protocol`."""
+    from app.services import calendars, m365
+
+    for row in rows:
+        mb = get_mailbox(session, org_id, row["id"])
+        if mb.kind == "caldav":
+            row.update(calendars.account_facts(mb))
+            row["account"], row["location"] = row["username"], row["url"]
+        elif mb.kind == "m365":
+            row.update(m365.mailbox_facts(session, mb))
+            row["account"] = row["user"]
+            row["location"] = (f"tenant {row['tenant']}" if row["mode"] == "app"
+                               else f"delegated sign-in ({row['tenant'] or 'organizations'})")
+        else:
+            row["account"], row["location"] = row.get("username"), row.get("server")
+    return rows
+
+
+def health_page(engine, org_id: int) -> list[dict]:
+    """The sync health table: every mailbox of the organisation with its source."""
+    with Session(engine) as s:
+        return with_sources(s, org_id, health(s, org_id))
+
+
+def mailbox_detail(engine, org_id: int, mailbox_id: int) -> dict:
+    """One mailbox's health row with its folders (and their cursors) and unreadable messages."""
+    with Session(engine) as s:
+        rows = health(s, org_id, mailbox_id)
+        if not rows:
+            raise NotFound(f"no mailbox {mailbox_id}")
+        with_sources(s, org_id, rows)
+        detail = describe(s, get_mailbox(s, org_id, mailbox_id), with_folders=True)
+        return {**rows[0], "folders": detail["folders"], "unreadable": detail["unreadable"]}

@@ -11,6 +11,8 @@ from sqlalchemy.engine import Connection
 
 from app.models import Contact, ContactAddress, User
 from app.services import audit, timeline
+from app.services.actor import Actor, changing
+from app.services.errors import Conflict, Invalid, NotFound
 from sync import addresses as addr
 
 C, CA, U = Contact.__table__, ContactAddress.__table__, User.__table__
@@ -21,26 +23,12 @@ MAX_TAGS, MAX_TAG_CHARS = 20, 40
 TEXT_LIMITS = {"name": 200, "title": 200, "phone": 50}
 
 
-class NotFound(LookupError):
-    pass
-
-
-class Invalid(ValueError):
-    pass
-
-
-class Conflict(ValueError):
-    def __init__(self, message: str, contact_id: int):
-        super().__init__(message)
-        self.contact_id = contact_id
-
-
 def clean_stage(value: str | None) -> str | None:
     if value is None or value == "":
         return None
     value = value.strip().lower()
     if value not in STAGES:
-        raise Invalid(f"stage must be one of {', '.join(STAGES)}")
+        raise Invalid(f"stage must be one of {', '.join(STAGES)}", field="stage")
     return value
 
 
@@ -51,7 +39,7 @@ def clean_tags(values: list[str]) -> list[str]:
         if tag and tag.lower() not in (t.lower() for t in out):
             out.append(tag)
     if len(out) > MAX_TAGS:
-        raise Invalid(f"at most {MAX_TAGS} tags")
+        raise Invalid(f"at most {MAX_TAGS} tags", field="tags")
     return out
 
 
@@ -67,29 +55,39 @@ def _check_owner(conn: Connection, org_id: int, owner_id: int | None) -> None:
         return
     found = conn.execute(select(U.c.id).where(U.c.id == owner_id, U.c.org_id == org_id, U.c.active.is_(True))).first()
     if found is None:
-        raise Invalid("the owner must be an active user of this organisation")
+        raise Invalid("the owner must be an active user of this organisation", field="owner_id")
 
 
-def create_contact(conn: Connection, org_id: int, actor_id: int, *, box, email: str, name: str = "",
-                   title: str | None = None, phone: str | None = None, stage: str | None = None,
-                   tags: list[str] = (), owner_id: int | None = None) -> int:
+def create_contact(rt, actor: Actor, *, email: str, name: str = "", title: str | None = None,
+                   phone: str | None = None, stage: str | None = None, tags: list[str] = (),
+                   owner_id: int | None = None) -> dict:
     """A new contact for an external address, with its company from the domain
-    (as the sync makes them), linked to any mail already stored with that address."""
+    (as the sync makes them), linked to any mail already stored with that address.
+    Returns its card."""
+    with changing(rt.engine, actor, admin=False) as conn:
+        contact_id = _create_contact(conn, actor.org_id, actor.user_id, box=rt.box, email=email, name=name,
+                                     title=title, phone=phone, stage=stage, tags=tags, owner_id=owner_id)
+        return timeline.contact_card(conn, actor.org_id, contact_id)
+
+
+def _create_contact(conn: Connection, org_id: int, actor_id: int | None, *, box, email: str, name: str,
+                    title: str | None, phone: str | None, stage: str | None, tags: list[str],
+                    owner_id: int | None) -> int:
     from sync import stats
     from sync.engine import org_context
     from sync.ingest import create_contacts
 
     address = addr.normalise(email or "")
     if address is None:
-        raise Invalid("not a valid email address")
+        raise Invalid("not a valid email address", field="email")
     org = org_context(conn, org_id, box)
     if address in org.users_by_address or addr.is_internal(address, org.internal_domains):
-        raise Invalid("this address belongs to your organisation, not to a contact")
+        raise Invalid("this address belongs to your organisation, not to a contact", field="email")
     if org.exclusions.is_erased(org_id, address):
-        raise Invalid("this person asked to be erased; they cannot be added again")
+        raise Invalid("this person asked to be erased; they cannot be added again", field="email")
     existing = conn.execute(select(CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address == address)).scalar()
     if existing is not None:
-        raise Conflict("this address is already a contact", existing)
+        raise Conflict("this address is already a contact", field="email", facts={"contact_id": existing})
     stage = clean_stage(stage)
     tags = clean_tags(list(tags))
     _check_owner(conn, org_id, owner_id)
@@ -107,14 +105,19 @@ def create_contact(conn: Connection, org_id: int, actor_id: int, *, box, email: 
 EDITABLE = ("name", "title", "phone", "stage", "tags", "owner_id")
 
 
-def update_contact(conn: Connection, org_id: int, actor_id: int, contact_id: int, changes: dict) -> dict:
+def update_contact(rt, actor: Actor, contact_id: int, changes: dict) -> dict:
     """Apply the given fields (only those present); returns the contact card."""
+    with changing(rt.engine, actor, admin=False) as conn:
+        return _update_contact(conn, actor.org_id, actor.user_id, contact_id, changes)
+
+
+def _update_contact(conn: Connection, org_id: int, actor_id: int | None, contact_id: int, changes: dict) -> dict:
     if timeline.contact_card(conn, org_id, contact_id) is None:
         raise NotFound("no such contact")
     values: dict = {}
     for field, value in changes.items():
         if field not in EDITABLE:
-            raise Invalid(f"{field} cannot be edited")
+            raise Invalid(f"{field} cannot be edited", field=field)
         if field == "name":
             values["name"] = _clean_text("name", value) or ""
             values["search_name"] = values["name"].lower()
@@ -134,21 +137,20 @@ def update_contact(conn: Connection, org_id: int, actor_id: int, contact_id: int
     return timeline.contact_card(conn, org_id, contact_id)
 
 
-def never_log(conn: Connection, org_id: int, user_id: int, *, email: str, scope: str = "address") -> dict:
+def never_log(rt, actor: Actor, *, email: str, scope: str = "address") -> dict:
     """The rep's own "never log" rule for an address (or its whole domain): stored
     idempotently, matching stored mail removed and audited (app.services.rules)."""
     from app.services import rules
 
     address = addr.normalise(email or "")
     if address is None:
-        raise Invalid("not a valid email address")
+        raise Invalid("not a valid email address", field="email")
     if scope not in ("address", "domain"):
-        raise Invalid("scope must be address or domain")
+        raise Invalid("scope must be address or domain", field="scope")
     value = address if scope == "address" else addr.domain_of(address)
-    from app.services import orgs
-
-    try:
-        rule = rules.add_rule(conn, org_id, kind=scope, value=value, user_id=user_id, actor_id=user_id)
-    except (orgs.Invalid, orgs.NotFound) as exc:
-        raise Invalid(str(exc)) from None
+    with changing(rt.engine, actor, admin=False) as conn:
+        try:
+            rule = rules.store_rule(conn, actor, kind=scope, value=value, user_id=actor.user_id)
+        except Invalid as exc:  # the rule's wording names its `value`; the rep typed an email
+            raise Invalid(exc.reason, field="email") from None
     return {"kind": rule["kind"], "value": rule["value"], "removed_interactions": rule.get("removed_interactions", 0)}

@@ -18,6 +18,8 @@ from app.crypto import SecretBox
 from app.models import (AuditEvent, Company, Contact, ContactAddress, ContactStats, ErasedPerson, ExclusionRule,
                         Interaction, InteractionSource, Mailbox, Participant, User)
 from app.services import audit
+from app.services.actor import Actor, changing
+from app.services.errors import Invalid
 from app.services.admin import chunks, remove_from_timeline
 from app.services.orgs import clean_address
 from sync.exclusions import erased_hash, erasure_key, tombstone_hashes
@@ -47,7 +49,21 @@ def _addresses(conn: Connection, org_id: int, address: str) -> tuple[int | None,
     return contact_id, sorted(set(found) | {address})
 
 
-def export_person(conn: Connection, org_id: int, email: str, box: SecretBox) -> dict:
+def export_person(rt, actor: Actor, email: str, fmt: str = "json") -> dict:
+    """A data-subject access request: everything stored about one person. Reading personal
+    data is itself audited (the entry names the person only by their keyed hash)."""
+    from sync.exclusions import person_tag
+
+    if fmt not in ("json", "vcard"):
+        raise Invalid("format must be json or vcard", field="format")
+    with changing(rt.engine, actor) as conn:
+        data = collect_person(conn, actor.org_id, email, rt.box)
+        audit.record(conn, actor.org_id, actor.user_id, "person.export",
+                     f"person {person_tag(conn, rt.box, actor.org_id, data['address'])}", {"format": fmt})
+        return data
+
+
+def collect_person(conn: Connection, org_id: int, email: str, box: SecretBox) -> dict:
     """Everything Threadline stores about one person, as plain JSON-able data."""
     address = clean_address(email)
     contact_id, addresses = _addresses(conn, org_id, address)
@@ -160,8 +176,15 @@ def to_vcard(export: dict) -> str:
     return "\r\n".join(_fold(line) for line in lines) + "\r\n"
 
 
-def erase_person(conn: Connection, org_id: int, email: str, *, actor_id: int | None, box: SecretBox) -> dict:
-    """Erase one person (all addresses of their contact) and leave a tombstone. One transaction: the caller's."""
+def erase_person(rt, actor: Actor, email: str, *, confirm: bool = False) -> dict:
+    """Erase one person (all addresses of their contact) and leave a tombstone, in one transaction."""
+    if not confirm:
+        raise Invalid("erasing cannot be undone: confirm it", field="confirm")
+    with changing(rt.engine, actor) as conn:
+        return _erase(conn, actor.org_id, email, actor_id=actor.user_id, box=rt.box)
+
+
+def _erase(conn: Connection, org_id: int, email: str, *, actor_id: int | None, box: SecretBox) -> dict:
     address = clean_address(email)
     contact_id, addresses = _addresses(conn, org_id, address)
     # Interactions they took part in; those with no other external person go entirely.

@@ -17,8 +17,10 @@ from sqlalchemy.engine import Connection
 from app.models import (ExclusionRule, Interaction, InteractionSource, Mailbox, Organisation, Participant, User,
                         UserAlias)
 from app.services import audit
+from app.services.actor import Actor, changing
 from app.services.admin import address_matches, remove_from_timeline
-from app.services.orgs import Invalid, NotFound, clean_address, clean_domain
+from app.services.errors import Invalid, NotFound
+from app.services.orgs import clean_address, clean_domain
 
 R, P, S, M = ExclusionRule.__table__, Participant.__table__, InteractionSource.__table__, Mailbox.__table__
 I = Interaction.__table__
@@ -32,12 +34,12 @@ def guess_kind(value: str) -> str:
 
 def normalise_rule(kind: str, value: str) -> str:
     if kind not in KINDS:
-        raise Invalid(f"kind must be one of {', '.join(KINDS)}")
+        raise Invalid(f"kind must be one of {', '.join(KINDS)}", field="kind")
     if kind == "address":
-        return clean_address(value)
-    domain = clean_domain(value.strip().removeprefix("*."))
+        return clean_address(value, "value")
+    domain = clean_domain(value.strip().removeprefix("*."), "value")
     if "@" in domain:
-        raise Invalid(f"not a domain name: {value!r}")
+        raise Invalid(f"not a domain name: {value!r}", field="value")
     return domain
 
 
@@ -49,12 +51,13 @@ def _check_not_internal(conn: Connection, org_id: int, kind: str, value: str) ->
     for d in domains:
         d = d.lower()
         if target == d or target.endswith("." + d):
-            raise Invalid(f"{value} is internal to the organisation: internal mail is never logged anyway")
+            raise Invalid(f"{value} is internal to the organisation: internal mail is never logged anyway",
+                          field="value")
     if kind == "address":
         own = conn.execute(select(U.c.id).where(U.c.org_id == org_id, U.c.email == value)).first() or \
             conn.execute(select(UA.c.id).where(UA.c.org_id == org_id, UA.c.address == value)).first()
         if own:
-            raise Invalid(f"{value} is a colleague's address, not an external one")
+            raise Invalid(f"{value} is a colleague's address, not an external one", field="value")
 
 
 def _rule_dict(row) -> dict:
@@ -62,14 +65,21 @@ def _rule_dict(row) -> dict:
             "created_by": row.created_by, "created_at": row.created_at}
 
 
-def add_rule(conn: Connection, org_id: int, *, kind: str, value: str, user_id: int | None,
-             actor_id: int | None) -> dict:
-    """Add a rule (idempotent) and remove the matching interactions already stored."""
+def add_rule(rt, actor: Actor, *, value: str, kind: str | None = None, user_id: int | None = None) -> dict:
+    """An admin's rule, org-wide or (user_id) for one rep's mailboxes."""
+    with changing(rt.engine, actor) as conn:
+        return store_rule(conn, actor, kind=kind or guess_kind(value), value=value, user_id=user_id)
+
+
+def store_rule(conn: Connection, actor: Actor, *, kind: str, value: str, user_id: int | None) -> dict:
+    """Add a rule (idempotent) and remove the matching interactions already stored, in the
+    caller's checked transaction; writes the one audit record."""
+    org_id, actor_id = actor.org_id, actor.user_id
     value = normalise_rule(kind, value)
     _check_not_internal(conn, org_id, kind, value)
     if user_id is not None:
         if conn.execute(select(U.c.id).where(U.c.id == user_id, U.c.org_id == org_id)).first() is None:
-            raise NotFound(f"no user {user_id} in this organisation")
+            raise NotFound(f"no user {user_id} in this organisation", field="user_id")
     scope = R.c.user_id.is_(None) if user_id is None else R.c.user_id == user_id
     existing = conn.execute(select(R.c.id).where(R.c.org_id == org_id, scope, R.c.kind == kind,
                                                  R.c.value == value)).scalar()
@@ -95,9 +105,14 @@ def add_rule(conn: Connection, org_id: int, *, kind: str, value: str, user_id: i
             "removed_interactions": outcome["removed_interactions"]}
 
 
-def remove_rule(conn: Connection, org_id: int, rule_id: int, *, actor_id: int | None) -> None:
+def remove_rule(rt, actor: Actor, rule_id: int) -> None:
     """Delete the rule; the mailboxes it covered are read again from the start at their next sync,
     which brings the mail it kept out back (keyed rows: nothing is duplicated)."""
+    with changing(rt.engine, actor) as conn:
+        _remove_rule(conn, actor.org_id, rule_id, actor.user_id)
+
+
+def _remove_rule(conn: Connection, org_id: int, rule_id: int, actor_id: int | None) -> None:
     row = conn.execute(select(R).where(R.c.id == rule_id, R.c.org_id == org_id)).first()
     if row is None:
         raise NotFound(f"no rule {rule_id}")

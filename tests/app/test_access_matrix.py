@@ -20,6 +20,8 @@ from app.db import session, write_transaction
 from app.models import Company, Contact, ContactAddress, Interaction, Participant
 from app.services import m365, mailboxes, orgs, rules
 from tests.world import make_world
+from app.services.actor import Actor
+from tests import factories
 
 PUBLIC, USER, ADMIN, CONSOLE, WEBHOOK = "public", "user", "admin", "console", "webhook"
 ORG1_MARKERS = ("ourco.com", "acme-org1.com", "Org1 secret subject")
@@ -94,7 +96,7 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("GET", "/api/admin/mailboxes"): {"auth": ADMIN},
     ("POST", "/api/admin/mailboxes/test-imap"): {"auth": ADMIN, "json": imap_body},
     ("POST", "/api/admin/mailboxes/imap"): {"auth": ADMIN, "json": lambda: {**imap_body(), "owner": "rep@ourco.com"},
-                                            "other": (404,)},
+                                            "other": (422,)},
     ("GET", "/api/admin/mailboxes/{mailbox_id}"): {"auth": ADMIN},
     ("POST", "/api/admin/mailboxes/{mailbox_id}/pause"): {"auth": ADMIN},
     ("POST", "/api/admin/mailboxes/{mailbox_id}/resume"): {"auth": ADMIN},
@@ -103,14 +105,14 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("PUT", "/api/admin/mailboxes/{mailbox_id}/password"): {"auth": ADMIN, "json": {"password": "pw-matrix"}},
     ("DELETE", "/api/admin/mailboxes/{mailbox_id}"): {"auth": ADMIN},
     ("POST", "/api/admin/mailboxes/caldav"): {"auth": ADMIN, "json": lambda: {**caldav_body(), "check": False},
-                                              "other": (404,)},
+                                              "other": (422,)},
     ("GET", "/api/admin/m365/tenants"): {"auth": ADMIN},
     ("POST", "/api/admin/m365/tenants"): {"auth": ADMIN, "json": lambda: {"tenant_id": uniq("tn"), "client_id": "app",
                                                                           "client_secret": "s-matrix",
                                                                           "check": False}},
     ("DELETE", "/api/admin/m365/tenants/{tenant}"): {"auth": ADMIN, "other": (404,)},
     ("POST", "/api/admin/mailboxes/m365"): {"auth": ADMIN, "json": {"tenant": MATRIX_TENANT, "all_reps": True},
-                                            "other": (404,)},
+                                            "other": (422,)},
     ("GET", "/api/admin/rules"): {"auth": ADMIN},
     ("POST", "/api/admin/rules"): {"auth": ADMIN, "json": lambda: {"value": f"{uniq('d')}.example"}},
     ("DELETE", "/api/admin/rules/{rule_id}"): {"auth": ADMIN},
@@ -173,13 +175,13 @@ def env(tmp_path_factory):
     w = make_world(tmp_path_factory.mktemp("matrix"), reps=(("rep@ourco.com", "Rep One"),))
     admin_id = w.add_user("boss@ourco.com", "Boss", admin=True)
     with session(w.rt.engine) as s:
-        org2 = orgs.create_org(s, "Other Org", ["other.org"])
-        other_admin = orgs.add_user(s, org2, "admin@other.org", admin=True)
+        org2 = factories.create_org(s, "Other Org", ["other.org"])
+        other_admin = factories.add_user(s, org2, "admin@other.org", admin=True)
         rep = orgs.find_user(s, w.org_id, "rep@ourco.com")
-        tokens = {"rep": orgs.issue_token(s, rep), "admin": orgs.issue_token(s, s.get(orgs.User, admin_id)),
-                  "other": orgs.issue_token(s, other_admin)}
-        m365.add_tenant(s, w.rt.box, orgs.the_org(s, w.org_id), tenant_id=MATRIX_TENANT, client_id="matrix-app",
-                        secret="s-matrix", check=False)
+        tokens = {"rep": factories.issue_token(s, rep), "admin": factories.issue_token(s, s.get(orgs.User, admin_id)),
+                  "other": factories.issue_token(s, other_admin)}
+    m365.add_tenant(w.rt, Actor.operator(w.org_id), tenant_id=MATRIX_TENANT, client_id="matrix-app",
+                    secret="s-matrix", check=False)
     now = datetime.now(timezone.utc)
     with write_transaction(w.rt.engine) as conn:
         company = conn.execute(insert(Company.__table__).values(org_id=w.org_id, domain="acme-org1.com",
@@ -213,28 +215,24 @@ def fresh_param(env, name: str):
         return env["company"]
     if name == "task_id":
         return env["task"]
+    op = Actor.operator(w.org_id)
     if name in ("tenant", "tenant_id"):  # a fresh tenant app of organisation 1, without mailboxes
-        with session(w.rt.engine) as s:
-            t = m365.add_tenant(s, w.rt.box, orgs.the_org(s, w.org_id), tenant_id=uniq("tr"), client_id="app",
-                                secret="s-matrix", check=False)
-            return t.tenant_id if name == "tenant" else t.id
+        t = m365.add_tenant(w.rt, op, tenant_id=uniq("tr"), client_id="app", secret="s-matrix", check=False)
+        return t["tenant_id"] if name == "tenant" else t["id"]
     if name == "mailbox_id":
-        with session(w.rt.engine) as s:
-            org = orgs.the_org(s, w.org_id)
-            return mailboxes.add_imap(s, w.rt.box, org, owner="rep@ourco.com", host="127.0.0.1", port=1,
-                                      security="none", username="matrix", password="pw-matrix").id
-    with write_transaction(w.rt.engine) as conn:
-        if name == "user_id":
-            return orgs.create_user(conn, w.org_id, f"{uniq('u')}@ourco.com", actor_id=None)
-        if name == "alias_id":
+        return mailboxes.add_imap(w.rt, op, owner="rep@ourco.com", host="127.0.0.1", port=1, security="none",
+                                  username="matrix", password="pw-matrix")["id"]
+    if name == "user_id":
+        return orgs.create_user(w.rt, op, f"{uniq('u')}@ourco.com")["id"]
+    if name == "alias_id":
+        with write_transaction(w.rt.engine) as conn:
             uid = orgs.user_id_by_email(conn, w.org_id, "rep@ourco.com")
-            return orgs.add_alias(conn, w.org_id, uid, f"{uniq('al')}@ourco.com", actor_id=None)
-        if name == "token_id":
-            uid = orgs.create_user(conn, w.org_id, f"{uniq('t')}@ourco.com", actor_id=None)
-            return orgs.create_token(conn, w.org_id, uid, "m", actor_id=None)["id"]
-        if name == "rule_id":
-            return rules.add_rule(conn, w.org_id, kind="domain", value=f"{uniq('r')}.example", user_id=None,
-                                  actor_id=None)["id"]
+        return orgs.add_alias(w.rt, op, uid, f"{uniq('al')}@ourco.com")["id"]
+    if name == "token_id":
+        uid = orgs.create_user(w.rt, op, f"{uniq('t')}@ourco.com")["id"]
+        return orgs.create_token(w.rt, op, uid, "m")["id"]
+    if name == "rule_id":
+        return rules.add_rule(w.rt, op, kind="domain", value=f"{uniq('r')}.example")["id"]
     return {"size": "64", "name": "panel.css"}.get(name, "x")
 
 
@@ -311,13 +309,12 @@ def test_access(env, key):
 
 def test_a_deactivated_user_and_a_revoked_token_get_nothing(env):
     w, client = env["w"], env["client"]
-    with write_transaction(w.rt.engine) as conn:
-        uid = orgs.create_user(conn, w.org_id, f"{uniq('gone')}@ourco.com", role="admin", actor_id=None)
-        token = orgs.create_token(conn, w.org_id, uid, "t", actor_id=None)
+    op = Actor.operator(w.org_id)
+    uid = orgs.create_user(w.rt, op, f"{uniq('gone')}@ourco.com", role="admin")["id"]
+    token = orgs.create_token(w.rt, op, uid, "t")
     h = {"Authorization": f"Bearer {token['token']}"}
     assert client.get("/api/admin/org", headers=h).status_code == 200
-    with write_transaction(w.rt.engine) as conn:
-        orgs.revoke_token(conn, w.org_id, token["id"], actor_id=None)
+    orgs.revoke_token(w.rt, op, token["id"])
     assert client.get("/api/admin/org", headers=h).status_code == 401
     assert client.get("/admin", headers=h, follow_redirects=False).status_code == 401
     rows = w.sql("SELECT token_hash FROM apitoken WHERE id = :i", i=token["id"])

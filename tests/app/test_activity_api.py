@@ -22,6 +22,7 @@ from connectors.base import MessageRecord
 from sync.engine import org_context
 from sync.ingest import MailboxContext, ingest
 from tests.world import make_world
+from tests import factories
 
 XSS_SUBJECT = "<img src=x onerror=\"window.__xss=1\"> quote & <b>terms</b>"
 JANE, MARK, SAM, UNA = "jane@acme.com", "mark@acme.com", "sam@spammy.io", "una@newco.io"
@@ -77,11 +78,11 @@ def seed(tmp_path, *, jane_messages: int = 30) -> Seed:
         for key, email in (("alice", "alice@ourco.com"), ("bob", "bob@ourco.com")):
             user = orgs.find_user(s, w.org_id, email)
             users[key] = user.id
-            tokens[key] = orgs.issue_token(s, user, "test")
-        org2 = orgs.create_org(s, "OtherCo", ["otherco.com"])
-        carol = orgs.add_user(s, org2, "carol@otherco.com", name="Carol")
+            tokens[key] = factories.issue_token(s, user, "test")
+        org2 = factories.create_org(s, "OtherCo", ["otherco.com"])
+        carol = factories.add_user(s, org2, "carol@otherco.com", name="Carol")
         users["carol"] = carol.id
-        tokens["carol"] = orgs.issue_token(s, carol, "test")
+        tokens["carol"] = factories.issue_token(s, carol, "test")
         assert org1.id == w.org_id
     sd = Seed(w, tokens, users)
     for rep in ("alice", "bob"):

@@ -8,14 +8,15 @@ import time
 from app.db import session
 from app.services import orgs
 from tests.world import make_world, message
+from tests import factories
 
 
 def test_console_mailbox_lifecycle(tmp_path, imap_user, live_app, page):
     w = make_world(tmp_path)
     admin = w.add_user("boss@ourco.com", "Boss <b>", admin=True)
     with session(w.rt.engine) as s:
-        token = orgs.issue_token(s, s.get(orgs.User, admin))
-        rep_token = orgs.issue_token(s, orgs.find_user(s, w.org_id, "alice@ourco.com"))
+        token = factories.issue_token(s, s.get(orgs.User, admin))
+        rep_token = factories.issue_token(s, orgs.find_user(s, w.org_id, "alice@ourco.com"))
     imap_user.deliver(message("Jane <jane@acme.com>", "alice@ourco.com", "<script>alert(1)</script> Hello",
                               msgid="c1@acme"))
     base = live_app(w)

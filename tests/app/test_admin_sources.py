@@ -16,6 +16,7 @@ from sync.engine import sync_mailbox
 from tests.connectors.test_ical import event, stamp, vcalendar
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.world import make_world
+from tests import factories
 
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
 SOON = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
@@ -26,9 +27,9 @@ def env(tmp_path):
     w = make_world(tmp_path)
     admin = w.add_user("boss@ourco.com", "Boss", admin=True)
     with session(w.rt.engine) as s:
-        token = orgs.issue_token(s, s.get(orgs.User, admin))
-        other = orgs.create_org(s, "Other Org", ["other.org"])
-        other_token = orgs.issue_token(s, orgs.add_user(s, other, "admin@other.org", admin=True))
+        token = factories.issue_token(s, s.get(orgs.User, admin))
+        other = factories.create_org(s, "Other Org", ["other.org"])
+        other_token = factories.issue_token(s, factories.add_user(s, other, "admin@other.org", admin=True))
     client = TestClient(create_app(w.rt))
     client.headers["Authorization"] = f"Bearer {token}"
     yield w, client, token, {"Authorization": f"Bearer {other_token}"}
@@ -54,14 +55,14 @@ def test_caldav_account_through_the_api_checks_stores_and_syncs(env, caldav_user
     no_secret("Wrong-pass-1234", wrong)
     assert client.get("/api/admin/mailboxes").json() == []  # nothing stored
     seen.append(client.post("/api/admin/mailboxes/caldav", json={**body, "owner": "nobody@ourco.com"}))
-    assert seen[-1].status_code == 404
+    assert seen[-1].status_code == 422 and seen[-1].json()["field"] == "owner"
     seen.append(client.post("/api/admin/mailboxes/caldav", json={**body, "url": "ftp://x"}))
     assert seen[-1].status_code == 422
     seen.append(client.post("/api/admin/mailboxes/caldav", json={"password": caldav_user.password}))
     assert seen[-1].status_code == 422  # a validation error without the body echoed back
     # another organisation cannot add one for this organisation's rep
     seen.append(client.post("/api/admin/mailboxes/caldav", json=body, headers=other))
-    assert seen[-1].status_code == 404
+    assert seen[-1].status_code == 422 and seen[-1].json()["field"] == "owner"
 
     added = client.post("/api/admin/mailboxes/caldav", json=body)
     assert added.status_code == 201, added.text
@@ -143,11 +144,12 @@ def test_m365_tenant_and_mailboxes_through_the_api(env, graph, caplog):
     assert (row["kind"], row["owner"], row["tenant"], row["user"], row["mode"], row["protocol"]) == (
         "m365", ALICE, graph.tenant, ALICE, "app", "graph")
     again = client.post("/api/admin/mailboxes/m365", json={"tenant": graph.tenant, "owner": ALICE})
-    assert again.status_code == 422 and "already" in again.json()["detail"]
-    assert client.post("/api/admin/mailboxes/m365", json={"tenant": "nope", "owner": ALICE}).status_code == 404
+    assert again.status_code == 409 and "already" in again.json()["detail"]  # Conflict: fine request, existing state
+    nope = client.post("/api/admin/mailboxes/m365", json={"tenant": "nope", "owner": ALICE})
+    assert nope.status_code == 422 and nope.json()["field"] == "tenant"  # a value in the body, not the resource
     assert client.post("/api/admin/mailboxes/m365", json={"tenant": graph.tenant}).status_code == 422
     assert client.post("/api/admin/mailboxes/m365", json={"tenant": graph.tenant, "all_reps": True},
-                       headers=other).status_code == 404
+                       headers=other).status_code == 422
     rest = client.post("/api/admin/mailboxes/m365", json={"tenant": str(t["id"]), "all_reps": True})
     assert rest.status_code == 201
     assert BOB in {r["owner"] for r in rest.json()} and ALICE not in {r["owner"] for r in rest.json()}
@@ -179,7 +181,9 @@ def test_m365_tenant_and_mailboxes_through_the_api(env, graph, caplog):
     events = client.get("/api/admin/audit").json()
     assert [e["action"] for e in events].count("m365.tenant_add") == 2
     adds = [e for e in events if e["action"] == "mailbox.add"]
-    assert len(adds) == 1 + len(rest.json()) and all(e["detail"]["tenant"] == graph.tenant for e in adds)
+    # one use case, one record: the single mailbox, then every rep's at once (listed in one entry)
+    assert len(adds) == 2 and all(e["detail"]["tenant"] == graph.tenant for e in adds)
+    assert sorted(adds[0]["detail"]["mailboxes"]) == sorted(m["id"] for m in rest.json())
     no_secret(secret, *seen, ok)
     assert secret not in caplog.text and "Not-the-secret-99" not in caplog.text
 
@@ -207,7 +211,7 @@ def test_console_adds_a_caldav_account(tmp_path, caldav_user, live_app, page):
     w = make_world(tmp_path)
     admin = w.add_user("boss@ourco.com", "Boss", admin=True)
     with session(w.rt.engine) as s:
-        token = orgs.issue_token(s, s.get(orgs.User, admin))
+        token = factories.issue_token(s, s.get(orgs.User, admin))
     base = live_app(w)
     page.set_viewport_size({"width": 1200, "height": 900})
     page.goto(base + "/admin/login")

@@ -25,6 +25,8 @@ from app.settings import load_settings
 from sync.engine import sync_mailbox
 from tests.app._mail import new_imap_user, remove_imap_users, rfc5322
 from tests.conftest import ImapUser
+from app.services.actor import Actor
+from tests import factories
 
 XSS_SUBJECT = 'Quote <img src=x onerror=alert(1)> & "friends"'
 XSS_BODY = "<script>alert('x')</script> see the attached quote\r\n"
@@ -131,8 +133,8 @@ def world(dovecot, tmp_path_factory):
 
     tokens, user_ids, mailbox_ids = {}, {}, {}
     with session(rt.engine) as s:
-        org1 = orgs.create_org(s, "OurCo", ["ourco.com"])
-        org2 = orgs.create_org(s, "OtherCo", ["otherco.com"])
+        org1 = factories.create_org(s, "OurCo", ["ourco.com"])
+        org2 = factories.create_org(s, "OtherCo", ["otherco.com"])
         people = {
             "alice": (org1, "alice@ourco.com", "Alice Adams", False, ["alice.adams@ourco.com"]),
             "bob": (org1, "bob@ourco.com", "Bob Brown", False, []),
@@ -143,21 +145,21 @@ def world(dovecot, tmp_path_factory):
             "dave": (org2, "dave@otherco.com", "Dave", True, []),
         }
         for key, (org, email, name, admin, aliases) in people.items():
-            user = orgs.add_user(s, org, email, name=name, admin=admin, aliases=aliases)
+            user = factories.add_user(s, org, email, name=name, admin=admin, aliases=aliases)
             user_ids[key] = user.id
-            tokens[key] = orgs.issue_token(s, user, "test")
-        orgs.revoke_tokens(s, s.get(User, user_ids["revoked"]))
+            tokens[key] = factories.issue_token(s, user, "test")
+        factories.revoke_tokens(s, s.get(User, user_ids["revoked"]))
         left = s.get(User, user_ids["inactive"])
         left.active = False
         s.add(left)
         s.commit()
-        for key in ("alice", "bob", "carol", "dave"):
-            u = imap[key]
-            org = org1 if key in ("alice", "bob") else org2
-            mb = mailbox_service.add_imap(s, rt.box, org, owner=people[key][1], host=u.host, port=u.port,
-                                          security="none", username=u.username, password=u.password)
-            mailbox_ids[key] = mb.id
-        org1_id = org1.id
+        org1_id, org2_id = org1.id, org2.id
+    for key in ("alice", "bob", "carol", "dave"):
+        u = imap[key]
+        actor = Actor.operator(org1_id if key in ("alice", "bob") else org2_id)
+        mb = mailbox_service.add_imap(rt, actor, owner=people[key][1], host=u.host, port=u.port,
+                                      security="none", username=u.username, password=u.password)
+        mailbox_ids[key] = mb["id"]
 
     for key in ("alice", "bob", "carol", "dave"):
         report = sync_mailbox(rt.engine, rt.box, mailbox_ids[key])
@@ -488,11 +490,11 @@ def test_every_api_route_needs_a_token(world):
 
 def test_revoking_a_token_takes_effect_immediately(world):
     with session(world.rt.engine) as s:
-        user = orgs.add_user(s, orgs.the_org(s, world.org1_id), "temp@ourco.com", admin=True)
-        token = orgs.issue_token(s, user)
+        user = factories.add_user(s, orgs.the_org(s, world.org1_id), "temp@ourco.com", admin=True)
+        token = factories.issue_token(s, user)
         h = {"Authorization": f"Bearer {token}"}
         assert world.client.get("/api/mailboxes", headers=h).status_code == 200
-        assert orgs.revoke_tokens(s, user) == 1
+        assert factories.revoke_tokens(s, user) == 1
     assert world.client.get("/api/mailboxes", headers=h).status_code == 401
     assert world.client.get("/api/lookup", params={"email": JANE}, headers=h).status_code == 401
 

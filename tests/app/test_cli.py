@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.app._mail import new_imap_user, remove_imap_users, rfc5322
+from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]
 JANE = "jane@sub.acme.co.uk"
@@ -79,17 +80,17 @@ def _wrong_password_scenario(s: Scenario) -> None:
     from app.db import session
     from app.runtime import open_runtime
     from app.services import mailboxes, orgs
+    from app.services.actor import Actor
     from app.settings import load_settings
 
     rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(s.data_dir)}))
     with session(rt.engine) as db:
-        org = orgs.create_org(db, "OurCo", ["ourco.com"])
-        orgs.add_user(db, org, "alice@ourco.com")
+        org_id = factories.create_org(db, "OurCo", ["ourco.com"]).id
+        factories.add_user(db, db.get(orgs.Organisation, org_id), "alice@ourco.com")
     s.run("add_no_env", *_add_imap_args(s))
-    with session(rt.engine) as db:
-        mailboxes.add_imap(db, rt.box, orgs.the_org(db), owner="alice@ourco.com", host=s.imap.host,
-                           port=s.imap.port, security="none", username=s.imap.username,
-                           password=s.imap.password + "-wrong")
+    mailboxes.add_imap(rt, Actor.operator(org_id), owner="alice@ourco.com", host=s.imap.host,
+                       port=s.imap.port, security="none", username=s.imap.username,
+                       password=s.imap.password + "-wrong")
     rt.engine.dispose()
     s.run("sync", "sync", "--once")
     s.run("list_json", "mailbox", "list", "--json")

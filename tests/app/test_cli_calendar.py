@@ -39,7 +39,7 @@ def test_add_caldav_sync_and_list(tmp_path, caldav_user):
            "--username", caldav_user.username]
 
     wrong = cli(d, *add, password="not-the-password")
-    assert wrong.returncode == 1 and "auth" in wrong.stderr and "username and password" in wrong.stderr
+    assert wrong.returncode == 2 and "auth" in wrong.stderr and "username and password" in wrong.stderr
     no_password = cli(d, *add)
     assert no_password.returncode == 1 and "THREADLINE_CALDAV_PASSWORD" in no_password.stderr
     assert json.loads(cli(d, "calendar", "list", "--json").stdout) == []  # nothing stored

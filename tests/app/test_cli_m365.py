@@ -46,7 +46,7 @@ def test_connect_a_tenant_and_a_delegated_mailbox_then_sync(graph, tmp_path):
 
     no_secret, wrong = both((run, data, *tenant_args), (lambda: run(data, *tenant_args, secret="wrong-secret-value"),))
     assert no_secret.returncode == 1 and "THREADLINE_M365_CLIENT_SECRET" in flat(no_secret.stderr)
-    assert wrong.returncode == 1 and "invalid_client" in flat(wrong.stderr)
+    assert wrong.returncode == 2 and "invalid_client" in flat(wrong.stderr)
     assert "wrong-secret-value" not in wrong.stdout + wrong.stderr
 
     ok = run(data, *tenant_args, secret=secret)
@@ -63,14 +63,14 @@ def test_connect_a_tenant_and_a_delegated_mailbox_then_sync(graph, tmp_path):
     again, signed = both((run, data, "mailbox", "add-m365", "--owner", "alice@ourco.com", "--tenant", graph.tenant),
                          (run, data, "mailbox", "add-m365", "--owner", "carol@ourco.com", "--client-id", public,
                           "--tenant-id", graph.tenant, *where))
-    assert again.returncode == 1 and "already has" in flat(again.stderr)
+    assert again.returncode == 5 and "already has" in flat(again.stderr)
     assert signed.returncode == 0, signed.stderr
     assert "enter the code" in flat(signed.stderr) and "signed in as carol@ourco.com" in flat(signed.stdout)
 
     graph.device_user = "bob@ourco.com"  # signs in with the wrong account for carol
     mismatch, synced = both((run, data, "mailbox", "add-m365", "--owner", "carol@ourco.com", "--client-id", public,
                              "--tenant-id", graph.tenant, *where), (run, data, "sync", "--once"))
-    assert mismatch.returncode == 1 and "not carol@ourco.com" in flat(mismatch.stderr)
+    assert mismatch.returncode == 2 and "not carol@ourco.com" in flat(mismatch.stderr)
     assert synced.returncode == 0, synced.stdout + synced.stderr
     assert flat(synced.stdout).count(": ok") == 4
 
@@ -90,7 +90,7 @@ def test_connect_a_tenant_and_a_delegated_mailbox_then_sync(graph, tmp_path):
     listed = run(data, "mailbox", "list-m365-tenants")
     assert listed.returncode == 0 and f"{graph.tenant}" in flat(listed.stdout) and "3 mailbox(es)" in flat(listed.stdout)
     refused = run(data, "mailbox", "remove-m365-tenant", graph.tenant)
-    assert refused.returncode == 1 and "remove them first" in flat(refused.stderr)
+    assert refused.returncode == 5 and "remove them first" in flat(refused.stderr)
     for mailbox_id in (1, 2, 3):
         assert run(data, "mailbox", "remove", str(mailbox_id)).returncode == 0
     removed = run(data, "mailbox", "remove-m365-tenant", graph.tenant)

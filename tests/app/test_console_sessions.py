@@ -11,6 +11,7 @@ from app.api import create_app
 from app.db import session, write_transaction
 from app.services import orgs
 from tests.world import make_world
+from tests import factories
 
 
 def _sign_in(client: TestClient, token: str) -> str:
@@ -41,7 +42,7 @@ def test_sign_out_revocation_and_deactivation_end_sessions_on_the_server(tmp_pat
     boss = w.add_user("boss@ourco.com", "Boss", admin=True)
     with session(w.rt.engine) as s:
         user = s.get(orgs.User, boss)
-        first, second, third = (orgs.issue_token(s, user, name=n) for n in ("a", "b", "c"))
+        first, second, third = (factories.issue_token(s, user, name=n) for n in ("a", "b", "c"))
     app = create_app(w.rt)
 
     client = TestClient(app)

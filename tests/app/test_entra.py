@@ -21,6 +21,7 @@ from app.db import session
 from app.runtime import open_runtime
 from app.services import orgs
 from app.settings import load_settings
+from tests import factories
 
 TENANT = str(uuid.UUID(int=0x11112222333344445555666677778888))
 OTHER_TENANT = str(uuid.UUID(int=0x99990000aaaabbbbccccddddeeeeffff))
@@ -79,15 +80,15 @@ def env(tmp_path_factory):
                               "THREADLINE_ENTRA_AUTHORITY": authority.url})
     rt = open_runtime(settings)
     with session(rt.engine) as s:
-        org = orgs.create_org(s, "OurCo", ["ourco.com"])
+        org = factories.create_org(s, "OurCo", ["ourco.com"])
         org.entra_tenant_id = TENANT
         s.add(org)
         s.commit()
-        alice = orgs.add_user(s, org, "alice@ourco.com", name="Alice")
-        bob = orgs.add_user(s, org, "bob@ourco.com", name="Bob")
-        pat = orgs.issue_token(s, bob, "pat")
-        other = orgs.create_org(s, "Elsewhere", ["elsewhere.com"])
-        orgs.add_user(s, other, "alice@elsewhere.com")
+        alice = factories.add_user(s, org, "alice@ourco.com", name="Alice")
+        bob = factories.add_user(s, org, "bob@ourco.com", name="Bob")
+        pat = factories.issue_token(s, bob, "pat")
+        other = factories.create_org(s, "Elsewhere", ["elsewhere.com"])
+        factories.add_user(s, other, "alice@elsewhere.com")
         ids = {"alice": alice.id, "bob": bob.id, "org": org.id}
     entra.clear_key_cache()
     client = TestClient(create_app(rt))
@@ -182,7 +183,7 @@ def test_the_pane_signs_in_at_the_connected_tenant_or_any_work_account(env):
     client, rt = env["client"], env["rt"]
     assert client.get("/panel/config.json").json()["entra"]["tenant"] == TENANT
     with session(rt.engine) as s:
-        extra = orgs.create_org(s, "Second", ["second.example"])
+        extra = factories.create_org(s, "Second", ["second.example"])
         extra.entra_tenant_id = OTHER_TENANT
         s.add(extra)
         s.commit()

@@ -13,6 +13,8 @@ from app.crypto import rotate_key, secret_box
 from app.db import read_only
 from sync.exclusions import erased_hash, erasure_key, legacy_erased_hash
 from tests.world import make_world, message
+from app.services.actor import Actor
+from tests import factories
 
 
 def test_export_and_erase_survive_a_real_resync(tmp_path, imap_user):
@@ -26,7 +28,7 @@ def test_export_and_erase_survive_a_real_resync(tmp_path, imap_user):
     mid = w.add_imap("alice@ourco.com", imap_user)
     assert w.sync(mid).ok
     with session(w.rt.engine) as s:
-        token = orgs.issue_token(s, s.get(orgs.User, admin))
+        token = factories.issue_token(s, s.get(orgs.User, admin))
     client = TestClient(create_app(w.rt))
     h = {"Authorization": f"Bearer {token}"}
 
@@ -75,8 +77,7 @@ def test_export_and_erase_survive_a_real_resync(tmp_path, imap_user):
     assert "erin" not in json.dumps(erase).lower()
 
     # A real re-sync from scratch (every message read again) does not bring Erin back.
-    with write_transaction(w.rt.engine) as conn:
-        mailboxes.resync(conn, w.org_id, mid, actor_id=None)
+    mailboxes.resync(w.rt, Actor.operator(w.org_id), mid)
     imap_user.deliver(message("Erin Gone <erin@solocorp.com>", "alice@ourco.com", "Erin again", msgid="e4@solo"))
     report = w.sync(mid)
     assert report.ok
@@ -103,7 +104,7 @@ def _erin_world(tmp_path, imap_user):
     mid = w.add_imap("alice@ourco.com", imap_user)
     assert w.sync(mid).ok
     with session(w.rt.engine) as s:
-        token = orgs.issue_token(s, s.get(orgs.User, admin))
+        token = factories.issue_token(s, s.get(orgs.User, admin))
     return w, mid, TestClient(create_app(w.rt)), {"Authorization": f"Bearer {token}"}
 
 
@@ -144,7 +145,7 @@ def test_tombstones_written_before_keys_existed_still_keep_people_out(tmp_path, 
     assert w.sync(mid).ok
     assert [r[0] for r in w.sql("SELECT primary_email FROM contact")] == ["new@here.example"]
     with read_only(w.rt.engine) as conn:
-        assert privacy.export_person(conn, w.org_id, "old@gone.example", w.rt.box)["erased_at"]
+        assert privacy.collect_person(conn, w.org_id, "old@gone.example", w.rt.box)["erased_at"]
 
 
 def test_tombstones_survive_a_key_rotation(tmp_path, imap_user):
@@ -154,8 +155,7 @@ def test_tombstones_survive_a_key_rotation(tmp_path, imap_user):
     counts = rotate_key(w.rt.settings, w.rt.engine)
     assert counts["organisation.erasure_key_enc"] == 1
     w.rt.box = secret_box(w.rt.settings)  # what a restarted process loads: only the new key
-    with write_transaction(w.rt.engine) as conn:
-        mailboxes.resync(conn, w.org_id, mid, actor_id=None)
+    mailboxes.resync(w.rt, Actor.operator(w.org_id), mid)
     assert w.sync(mid).ok
     assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@solocorp.com'") == 0
     assert w.scalar("SELECT count(*) FROM contact") == 0

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.db import write_transaction
 from app.services import rules
-from app.services.orgs import Invalid
+from app.services.actor import Actor
+from app.services.errors import Invalid
 from tests.world import make_world, message
 
 
@@ -39,16 +39,14 @@ def test_org_wide_domain_rule_removes_subdomains_and_survives_a_resync(world):
     w = world
     assert keys(w) == {"m1@acme", "m2@acme", "m3@other", "m4@acme", "m5@acme"}
     assert {"jane@acme.com", "joe@sales.acme.com"} <= contacts(w)
-    with write_transaction(w.rt.engine) as conn:
-        result = rules.add_rule(conn, w.org_id, kind="domain", value=" ACME.com ", user_id=None, actor_id=None)
+    result = rules.add_rule(w.rt, Actor.operator(w.org_id), kind="domain", value=" ACME.com ")
     assert result["value"] == "acme.com" and result["removed_interactions"] == 4
     assert keys(w) == {"m3@other"}
     assert contacts(w) == {"pat@other.com"}
     assert w.scalar("SELECT count(*) FROM participant WHERE address LIKE '%acme.com'") == 0
     assert w.scalar("SELECT count(*) FROM company WHERE domain = 'acme.com'") == 0
     # idempotent
-    with write_transaction(w.rt.engine) as conn:
-        again = rules.add_rule(conn, w.org_id, kind="domain", value="acme.com", user_id=None, actor_id=None)
+    again = rules.add_rule(w.rt, Actor.operator(w.org_id), kind="domain", value="acme.com")
     assert again["id"] == result["id"] and again["removed_interactions"] == 0
     assert w.scalar("SELECT count(*) FROM exclusionrule") == 1
     assert w.scalar("SELECT count(*) FROM auditevent WHERE action = 'rule.add'") == 2
@@ -56,13 +54,11 @@ def test_org_wide_domain_rule_removes_subdomains_and_survives_a_resync(world):
     # A re-sync from scratch does not bring the excluded mail back ...
     from app.services import mailboxes
 
-    with write_transaction(w.rt.engine) as conn:
-        mailboxes.resync(conn, w.org_id, w.mailbox_a, actor_id=None)
+    mailboxes.resync(w.rt, Actor.operator(w.org_id), w.mailbox_a)
     assert w.sync(w.mailbox_a).ok
     assert keys(w) == {"m3@other"}
     # ... and removing the rule does, without duplicates.
-    with write_transaction(w.rt.engine) as conn:
-        rules.remove_rule(conn, w.org_id, result["id"], actor_id=None)
+    rules.remove_rule(w.rt, Actor.operator(w.org_id), result["id"])
     assert w.scalar("SELECT count(*) FROM folderstate WHERE cursor != '{}'") == 0
     for mid in (w.mailbox_a, w.mailbox_b):
         assert w.sync(mid).ok
@@ -79,9 +75,7 @@ def _conn(w):
 
 def test_rep_rule_removes_only_what_that_rep_alone_saw(world):
     w = world
-    with write_transaction(w.rt.engine) as conn:
-        result = rules.add_rule(conn, w.org_id, kind="address", value="Jane@Acme.com", user_id=w.alice,
-                                actor_id=None)
+    result = rules.add_rule(w.rt, Actor.operator(w.org_id), kind="address", value="Jane@Acme.com", user_id=w.alice)
     assert result["removed_interactions"] == 1
     # m1 was only in Alice's mailbox; m5 was also in Bob's, m4 only in Bob's.
     assert keys(w) == {"m2@acme", "m3@other", "m4@acme", "m5@acme"}
@@ -96,8 +90,7 @@ def test_rep_rule_removes_only_what_that_rep_alone_saw(world):
 
 def test_rules_are_validated(world):
     w = world
-    with write_transaction(w.rt.engine) as conn:
-        for kind, value in (("domain", "ourco.com"), ("domain", "eu.ourco.com"), ("address", "alice@ourco.com"),
-                            ("domain", "nodot"), ("address", "not an address"), ("bogus", "x.com")):
-            with pytest.raises(Invalid):
-                rules.add_rule(conn, w.org_id, kind=kind, value=value, user_id=None, actor_id=None)
+    for kind, value in (("domain", "ourco.com"), ("domain", "eu.ourco.com"), ("address", "alice@ourco.com"),
+                        ("domain", "nodot"), ("address", "not an address"), ("bogus", "x.com")):
+        with pytest.raises(Invalid):
+            rules.add_rule(w.rt, Actor.operator(w.org_id), kind=kind, value=value)

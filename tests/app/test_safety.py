@@ -6,8 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api import create_app
-from app.db import write_transaction
 from app.services import activity, people, privacy, rules
+from app.services.actor import Actor
+from app.services.errors import Invalid
 from tests.world import make_world
 
 
@@ -18,28 +19,26 @@ def _user(world, email):
 def test_an_erased_person_cannot_be_added_again_by_hand(tmp_path):
     world = make_world(tmp_path)
     alice = _user(world, "alice@ourco.com")
-    with write_transaction(world.rt.engine) as conn:
-        people.create_contact(conn, world.org_id, alice, box=world.rt.box, email="jane@acme.com", name="Jane")
-        privacy.erase_person(conn, world.org_id, "jane@acme.com", actor_id=alice, box=world.rt.box)
-    with write_transaction(world.rt.engine) as conn, pytest.raises(people.Invalid, match="erased"):
-        people.create_contact(conn, world.org_id, alice, box=world.rt.box, email="Jane@ACME.com", name="Jane Again")
+    rep = Actor(world.org_id, alice, "rep")
+    people.create_contact(world.rt, rep, email="jane@acme.com", name="Jane")
+    privacy.erase_person(world.rt, Actor.operator(world.org_id), "jane@acme.com", confirm=True)
+    with pytest.raises(Invalid, match="erased"):
+        people.create_contact(world.rt, rep, email="Jane@ACME.com", name="Jane Again")
     assert world.scalar("SELECT COUNT(*) FROM contact") == 0
 
 
 def test_a_never_log_rule_keeps_the_reps_notes_and_tasks(tmp_path):
     world = make_world(tmp_path)
     alice = _user(world, "alice@ourco.com")
-    with write_transaction(world.rt.engine) as conn:
-        jane = people.create_contact(conn, world.org_id, alice, box=world.rt.box, email="jane@acme.com", name="Jane")
-        activity.log_email(conn, world.org_id, alice, "alice@ourco.com", box=world.rt.box,
-                           internet_message_id="<hello@acme.com>", subject="Hello",
-                           sender={"email": "jane@acme.com", "name": "Jane"}, to=[{"email": "alice@ourco.com"}],
-                           cc=[], date=None)
-        activity.add_note(conn, world.org_id, alice, jane, "Prefers calls on Tuesdays")
-        activity.add_task(conn, world.org_id, alice, jane, "Send the proposal", None)
+    me = Actor(world.org_id, alice, "rep")
+    jane = people.create_contact(world.rt, me, email="jane@acme.com", name="Jane")["id"]
+    activity.log_email(world.rt, me, internet_message_id="<hello@acme.com>", subject="Hello",
+                       sender={"email": "jane@acme.com", "name": "Jane"}, to=[{"email": "alice@ourco.com"}],
+                       cc=[], date=None)
+    activity.add_note(world.rt, me, jane, "Prefers calls on Tuesdays")
+    activity.add_task(world.rt, me, jane, "Send the proposal", None)
     assert sorted(r[0] for r in world.sql("SELECT kind FROM interaction")) == ["email", "note", "task"]
-    with write_transaction(world.rt.engine) as conn:
-        rules.add_rule(conn, world.org_id, kind="domain", value="acme.com", user_id=None, actor_id=alice)
+    rules.add_rule(world.rt, Actor.operator(world.org_id), kind="domain", value="acme.com")
     # The email from Jane is gone; what the rep wrote stays.
     assert sorted(tuple(r) for r in world.sql("SELECT kind, COALESCE(body, subject) FROM interaction")) == [
         ("note", "Prefers calls on Tuesdays"), ("task", "Send the proposal")]

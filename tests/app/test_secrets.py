@@ -15,6 +15,7 @@ from app.models import M365Tenant
 from app.runtime import open_runtime
 from app.services import orgs
 from tests.world import make_world, message
+from tests import factories
 
 CLIENT_SECRET = "client-secret-Zq7Wv3xK"
 
@@ -24,7 +25,7 @@ def test_no_secret_leaks_and_key_rotation(tmp_path, imap_user, caplog):
     w = make_world(tmp_path)
     admin = w.add_user("boss@ourco.com", admin=True)
     with session(w.rt.engine) as s:
-        pat = orgs.issue_token(s, s.get(orgs.User, admin))
+        pat = factories.issue_token(s, s.get(orgs.User, admin))
     imap_user.deliver(message("Jane <jane@acme.com>", "alice@ourco.com", "Hello", msgid="s1@acme"))
     mid = w.add_imap("alice@ourco.com", imap_user)
     with write_transaction(w.rt.engine) as conn:

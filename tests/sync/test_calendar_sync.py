@@ -11,9 +11,11 @@ import pytest
 
 from app.db import session
 from app.services import calendars, orgs
+from app.services.actor import Actor
 from tests.connectors.test_ical import event, stamp, vcalendar
 from tests.connectors.test_imip import invitation
 from tests.world import NOW, make_world, message
+from tests import factories
 
 SOON = NOW.replace(minute=0, second=0) + timedelta(days=4)
 RID = "%Y-%m-%dT%H:%M:%SZ"
@@ -25,10 +27,9 @@ def world(tmp_path):
 
 
 def add_caldav(world, owner: str, user, password: str | None = None, **kw) -> int:
-    with session(world.rt.engine) as s:
-        org = orgs.the_org(s, world.org_id)
-        return calendars.add_caldav(s, world.rt.box, org, owner=owner, url=user.url, username=user.username,
-                                    password=password or user.password, **kw).id
+    kw.setdefault("check", False)
+    return calendars.add_caldav(world.rt, Actor.operator(world.org_id), owner=owner, url=user.url,
+                                username=user.username, password=password or user.password, **kw)["id"]
 
 
 def meetings(world) -> dict[str, tuple]:
@@ -115,7 +116,7 @@ def test_one_meeting_from_two_calendars_and_an_invitation_is_one_interaction(wor
     bob_cal.put("other-name.ics", vcalendar(series))
     # Carol only has IMAP: the invitation in her inbox.
     with session(world.rt.engine) as s:
-        orgs.add_user(s, orgs.the_org(s, world.org_id), "carol@ourco.com", name="Carol")
+        factories.add_user(s, orgs.the_org(s, world.org_id), "carol@ourco.com", name="Carol")
     imap_user.deliver(invitation(vcalendar(series, method="REQUEST"), msgid="inv-shared@acme.com",
                                  frm="carla@acme.com", to="carol@ourco.com"))
     ids = [add_caldav(world, "alice@ourco.com", alice_cal), add_caldav(world, "bob@ourco.com", bob_cal),

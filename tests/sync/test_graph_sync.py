@@ -12,6 +12,7 @@ from sqlalchemy import text
 from app.db import session
 from app.models.base import utcnow
 from app.services import m365, orgs
+from app.services.actor import Actor
 from sync import graph_push
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.world import NOW, make_world, message
@@ -27,20 +28,16 @@ def world(tmp_path):
 
 def add_tenant(world, graph, **kw):
     client_id, secret = graph.register_app()
-    with session(world.rt.engine) as s:
-        org = orgs.the_org(s, world.org_id)
-        tenant = m365.add_tenant(s, world.rt.box, org, tenant_id=graph.tenant, client_id=client_id, secret=secret,
-                                 authority=graph.authority, graph_url=graph.graph_url, **kw)
-        return tenant.id
+    tenant = m365.add_tenant(world.rt, Actor.operator(world.org_id), tenant_id=graph.tenant, client_id=client_id,
+                             secret=secret, authority=graph.authority, graph_url=graph.graph_url, **kw)
+    return tenant["id"]
 
 
 def add_tenant_mailbox(world, graph, owner=ALICE, tenant_id=None):
     graph.mailbox(owner)
     tenant_id = tenant_id or add_tenant(world, graph)
-    with session(world.rt.engine) as s:
-        org = orgs.the_org(s, world.org_id)
-        tenant = m365.find_tenant(s, world.org_id, str(tenant_id))
-        return m365.add_tenant_mailbox(s, org, owner=owner, tenant=tenant).id
+    return m365.add_tenant_mailboxes(world.rt, Actor.operator(world.org_id), tenant=str(tenant_id),
+                                     owner=owner)[0]["id"]
 
 
 def add_delegated_mailbox(world, graph, owner=ALICE):
@@ -48,11 +45,9 @@ def add_delegated_mailbox(world, graph, owner=ALICE):
     graph.device_user = owner
     client_id = graph.register_public_client()
     username, cache = m365.device_sign_in(client_id, graph.tenant, lambda _: None, authority=graph.authority)
-    with session(world.rt.engine) as s:
-        org = orgs.the_org(s, world.org_id)
-        return m365.add_delegated_mailbox(s, world.rt.box, org, owner=owner, client_id=client_id,
-                                          tenant_id=graph.tenant, username=username, token_cache=cache,
-                                          authority=graph.authority, graph_url=graph.graph_url).id
+    return m365.add_delegated_mailbox(world.rt, Actor.operator(world.org_id), owner=owner, client_id=client_id,
+                                      tenant_id=graph.tenant, username=username, token_cache=cache,
+                                      authority=graph.authority, graph_url=graph.graph_url)["id"]
 
 
 def as_utc(value) -> datetime:
