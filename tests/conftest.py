@@ -84,6 +84,20 @@ class ImapUser(NamedTuple):
         return self.dovecot.maildir(self.username)
 
 
+# Two tiers. A test that needs a real server (Dovecot, PostgreSQL, Radicale, Chromium, the
+# Graph fake, the app on a port) or runs the CLI in subprocesses is marked `servers`:
+# `./run test -m "not servers"` is the fast tier for the edit-test loop; `./run test`
+# runs everything, as CI does.
+SERVER_FIXTURES = frozenset({"dovecot", "dovecot_special_use", "postgres", "radicale", "browser", "fake_graph_server",
+                             "live_app", "fault_proxy"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
+
 def _start_or_fail(server, what: str):
     try:
         return server.start()

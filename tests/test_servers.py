@@ -15,6 +15,8 @@ from imapclient.exceptions import IMAPClientError
 
 from tests.servers import Dovecot, _pid_alive, _pids_with_title_prefix, free_port, wait_for_port
 
+pytestmark = pytest.mark.servers  # real servers or the CLI in subprocesses
+
 MSG = (
     b"From: Alice <alice@example.com>\n"
     b"To: rep@corp.example\n"

@@ -6,7 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import pytest
+
 from pathlib import Path
+
+pytestmark = pytest.mark.servers  # real servers or the CLI in subprocesses
 
 ROOT = Path(__file__).resolve().parents[2]
 

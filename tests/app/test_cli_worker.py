@@ -8,9 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+import pytest
+
 from pathlib import Path
 
 from tests.world import message
+
+pytestmark = pytest.mark.servers  # real servers or the CLI in subprocesses
 
 ROOT = Path(__file__).resolve().parents[2]
 

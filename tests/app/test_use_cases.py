@@ -197,6 +197,7 @@ def _cli(data_dir: Path, *args: str, env: dict | None = None) -> subprocess.Comp
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.servers  # runs the CLI in subprocesses
 def test_the_cli_audits_refuses_alias_collisions_and_deactivated_users_like_the_api(tmp_path):
     assert _cli(tmp_path, "org", "init", "--name", "OurCo", "--domain", "ourco.com").returncode == 0
     assert _cli(tmp_path, "user", "add", "alice@ourco.com", "--admin", "--alias", "al@ourco.com").returncode == 0
