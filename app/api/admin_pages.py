@@ -198,7 +198,8 @@ async def console(request: Request, creds: Optional[HTTPAuthorizationCredentials
 async def _form(request: Request) -> dict:
     form = await request.form()
     expected = getattr(request.state, "csrf_expected", None)
-    if expected is not None and not hmac.compare_digest(str(form.get("csrf", "")), expected):
+    # Bytes: compare_digest refuses (500) non-ASCII str, and a form may send anything.
+    if expected is not None and not hmac.compare_digest(str(form.get("csrf", "")).encode(), expected.encode()):
         raise HTTPException(403, "the form expired or came from elsewhere (CSRF check failed): reload the page")
     return {k: v for k, v in form.multi_items()} | {"_multi": form}
 

@@ -235,3 +235,19 @@ def test_a_sign_in_needs_a_pre_session_value_the_console_issued_to_a_form_of_its
 
     assert post(genuine, genuine, **{"Sec-Fetch-Site": "same-origin"}).status_code == 303
     assert post(genuine, genuine, Origin="http://testserver").status_code == 303
+
+
+def test_console_forms_still_need_the_sessions_csrf_token_and_an_odd_one_is_refused_not_a_crash(tmp_path):
+    w, ours, _, _ = _two_orgs(tmp_path)
+    client = TestClient(create_app(w.rt))
+    form = client.get("/admin/login")
+    field = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    assert client.post("/admin/login", data={"csrf": field, "token": ours}, follow_redirects=False).status_code == 303
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/admin/org").text).group(1)
+    for wrong in ({}, {"csrf": "x" * len(csrf)}, {"csrf": "é"}):
+        assert client.post("/admin/org", data={**wrong, "name": "Renamed"}).status_code == 403, wrong
+    assert client.post("/admin/login", data={"csrf": "é", "token": ours}).status_code == 403
+    assert w.scalar("SELECT name FROM organisation WHERE id = :o", o=w.org_id) == "OurCo"
+    saved = client.post("/admin/org", data={"csrf": csrf, "name": "Renamed"}, follow_redirects=False)
+    assert saved.status_code == 303 and w.scalar("SELECT name FROM organisation WHERE id = :o", o=w.org_id) == "Renamed"
+    assert "Renamed" in client.get("/admin").text  # the header follows the organisation's name
