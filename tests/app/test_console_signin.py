@@ -224,6 +224,8 @@ def test_a_sign_in_needs_a_pre_session_value_the_console_issued_to_a_form_of_its
     assert post(forged, forged).status_code == 403
     stale = admin_pages._new_login_value(w.rt, now=time.time() - admin_pages.LOGIN_SECONDS - 5)
     assert post(stale, stale).status_code == 403
+    huge = "9" * 5000 + f".{nonce}.{mac}"  # int() refuses numbers this long: still a plain refusal
+    assert post(huge, huge).status_code == 403
     assert post(genuine, admin_pages._new_login_value(w.rt)).status_code == 403  # the form must match the cookie
     # Posted by a page of another origin (another port, a sibling subdomain): refused even with a genuine value.
     assert post(genuine, genuine, **{"Sec-Fetch-Site": "same-site"}).status_code == 403
