@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import secrets
 import threading
 import time
 from contextlib import contextmanager
@@ -21,7 +22,8 @@ from fastapi.testclient import TestClient
 from app.api import admin_pages, create_app
 from app.cli import _local_certificate
 from app.db import session
-from app.services import orgs
+from app.models import ApiToken, Organisation, User
+from app.services.orgs import TOKEN_PREFIX, hash_token
 from tests.servers import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, AppServer, free_port
 from tests.world import make_world
 
@@ -29,16 +31,25 @@ CONSOLE_HOST = "console.test"  # mapped to 127.0.0.1 inside Chromium; not a loop
 MALLORY = "boss@mallory.example"
 
 
+def _token(s, org_id: int, user_id: int) -> str:
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    s.add(ApiToken(org_id=org_id, user_id=user_id, token_hash=hash_token(token)))
+    s.commit()
+    return token
+
+
 def _two_orgs(tmp_path):
     """Our organisation with its admin, and Mallory's on the same server. Returns (world, our token, hers, her org)."""
     w = make_world(tmp_path, name="OurCo")
     boss = w.add_user("boss@ourco.com", "Boss", admin=True)
     with session(w.rt.engine) as s:
-        ours = orgs.issue_token(s, s.get(orgs.User, boss))
-        other = orgs.create_org(s, "Mallory Ltd", ["mallory.example"])
-        theirs = orgs.issue_token(s, orgs.add_user(s, other, MALLORY, admin=True))
-        other_id = other.id
-    return w, ours, theirs, other_id
+        other = Organisation(name="Mallory Ltd", internal_domains=["mallory.example"])
+        s.add(other)
+        s.commit()
+        mallory = User(org_id=other.id, email=MALLORY, role="admin")
+        s.add(mallory)
+        s.commit()
+        return w, _token(s, w.org_id, boss), _token(s, other.id, mallory.id), other.id
 
 
 @contextmanager
