@@ -12,6 +12,8 @@ secret readable, and running it again finishes the job.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -74,6 +76,7 @@ def load_keys(settings: Settings) -> list[bytes]:
 class SecretBox:
     def __init__(self, key: bytes | list[bytes]):
         keys = [key] if isinstance(key, bytes) else list(key)
+        self._primary = keys[0]
         self._fernet = MultiFernet([Fernet(k) for k in keys])
 
     def encrypt(self, plaintext: str) -> str:
@@ -84,6 +87,10 @@ class SecretBox:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken as exc:
             raise SecretError("stored secret cannot be decrypted: wrong THREADLINE_SECRET_KEY?") from exc
+
+    def derive(self, purpose: str) -> bytes:
+        """A separate key for another use (the console's sign-in forms), derived from the current key."""
+        return hmac.new(self._primary, f"threadline:{purpose}".encode(), hashlib.sha256).digest()
 
     def __repr__(self) -> str:  # never show key material
         return "SecretBox(<hidden>)"

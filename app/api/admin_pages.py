@@ -3,10 +3,13 @@
 Sign-in: the admin pastes a personal access token on /admin/login. The console
 then keeps a session on the server (a consolesession row: user, the token's id,
 expiry, CSRF token) and gives the browser only a random id for it (HttpOnly,
-SameSite=Strict, Secure on https). Signing out, revoking the token or
-deactivating the user ends the session. Every form posts the session's CSRF
-token back (synchronizer token). Scripts may also call the pages with an
-`Authorization: Bearer` header (no cookie, so no CSRF check is needed).
+SameSite=Strict; over HTTPS `__Host-` prefixed and Secure). Signing out,
+revoking the token or deactivating the user ends the session. Every form posts
+the session's CSRF token back (synchronizer token). Scripts may also call the
+pages with an `Authorization: Bearer` header (no cookie, so no CSRF check is needed).
+
+A session begins only from a sign-in form this console served: see "sign in / out"
+for why, and for what plain HTTP cannot protect.
 """
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -28,7 +33,7 @@ from sqlalchemy import delete, insert, or_, select, update
 from app.api.admin import export_download, scheduler_of
 from app.api.deps import Caller, caller_from, runtime_of
 from app.db import read_only, write_transaction
-from app.models import ApiToken, ConsoleSession, User
+from app.models import ApiToken, ConsoleSession, Organisation, User
 from app.models.base import utcnow
 from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
 from app.services import audit, calendars, m365, mailboxes, orgs, privacy, rules
@@ -39,10 +44,10 @@ from sync.addresses import FREE_MAIL_DOMAINS
 
 ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin"
 COOKIE, LOGIN_COOKIE = "tl_admin", "tl_login"
-SESSION_SECONDS = 8 * 3600
+SESSION_SECONDS, LOGIN_SECONDS = 8 * 3600, 1800
 router = APIRouter(prefix="/admin", include_in_schema=False)
 _bearer = HTTPBearer(auto_error=False)
-T, U, CS = ApiToken.__table__, User.__table__, ConsoleSession.__table__
+T, U, CS, O = ApiToken.__table__, User.__table__, ConsoleSession.__table__, Organisation.__table__
 
 env = Environment(loader=FileSystemLoader(str(ADMIN_DIR / "templates")),
                   autoescape=select_autoescape(default=True, default_for_string=True))
@@ -107,11 +112,35 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https" or rt.settings.public_url.startswith("https://")
 
 
+# Cookies do not separate ports, and a sibling subdomain may set cookies for the
+# whole parent domain, so any page served next to the console could write a
+# cookie named like the console's. Over HTTPS the console's cookies are named
+# `__Host-…` and sent Secure, Path=/, without Domain: a browser takes such a
+# cookie only from a secure response of this very host, so a plain-http page on
+# another port or a sibling subdomain cannot plant one, and the console reads no
+# other name. Plain HTTP (local use) has no such guarantee: see README.
+
+def _cookie_name(request: Request, base: str) -> str:
+    return "__Host-" + base if _secure(request) else base
+
+
+def _set_cookie(resp: Response, request: Request, base: str, value: str, max_age: int) -> None:
+    secure = _secure(request)
+    resp.set_cookie(_cookie_name(request, base), value, max_age=max_age, httponly=True, samesite="strict",
+                    secure=secure, path="/" if secure else "/admin")
+
+
+def _drop_cookie(resp: Response, request: Request, base: str) -> None:
+    secure = _secure(request)  # a __Host- cookie is only replaced by one with the same attributes
+    resp.delete_cookie(_cookie_name(request, base), path="/" if secure else "/admin", secure=secure, httponly=True,
+                       samesite="strict")
+
+
 class Console:
     """The signed-in admin of this request."""
 
-    def __init__(self, caller: Caller, csrf: str | None, name: str):
-        self.caller, self.csrf, self.name = caller, csrf, name
+    def __init__(self, caller: Caller, csrf: str | None, name: str, org_name: str):
+        self.caller, self.csrf, self.name, self.org_name = caller, csrf, name, org_name
 
     @property
     def org_id(self) -> int:
@@ -126,42 +155,53 @@ class Console:
         return Actor.of(self.caller)
 
 
-def _from_session(request: Request) -> tuple[Caller, str] | None:
-    value = request.cookies.get(COOKIE)
+def _from_session(request: Request) -> tuple[Caller, str, str] | None:
+    """(caller, CSRF token, organisation name) of the session cookie, if it is a live session.
+
+    Only the cookie name of this scheme is read: over HTTPS the `__Host-` one, which
+    only this host's own secure responses can have set, i.e. the sign-in POST below.
+    A session id under the plain name, even a real session of another organisation's
+    admin, is ignored there (it may have been planted by a page on another port)."""
+    value = request.cookies.get(_cookie_name(request, COOKIE))
     if not value:
         return None
     rt = runtime_of(request)
     with read_only(rt.engine) as conn:
-        row = conn.execute(select(U.c.id, U.c.org_id, U.c.email, U.c.role, CS.c.csrf)
+        row = conn.execute(select(U.c.id, U.c.org_id, U.c.email, U.c.role, CS.c.csrf, O.c.name.label("org_name"))
                            .join(CS, CS.c.user_id == U.c.id).join(T, T.c.id == CS.c.token_id)
+                           .join(O, O.c.id == U.c.org_id)
                            .where(CS.c.session_hash == _session_hash(value), CS.c.ended_at.is_(None),
                                   CS.c.expires_at > utcnow(), T.c.user_id == U.c.id, T.c.revoked_at.is_(None),
                                   U.c.active.is_(True))).first()
     if row is None:
         return None
-    return Caller(row.id, row.org_id, row.email, row.role), row.csrf
+    return Caller(row.id, row.org_id, row.email, row.role), row.csrf, row.org_name
 
 
 async def console(request: Request, creds: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Console:
     if creds is not None and creds.credentials:
-        caller, csrf = await caller_from(runtime_of(request), creds), None  # 401 on a bad token
+        rt = runtime_of(request)
+        caller, csrf = await caller_from(rt, creds), None  # 401 on a bad token
+        with read_only(rt.engine) as conn:
+            org_name = conn.execute(select(O.c.name).where(O.c.id == caller.org_id)).scalar_one()
     else:
         found = _from_session(request)
         if found is None:
             raise HTTPException(303, "sign in first", headers={"Location": "/admin/login"})
-        caller, csrf = found
+        caller, csrf, org_name = found
     if not caller.is_admin:
         raise HTTPException(403, "the console is for admins")
     if request.method == "POST" and csrf is not None:
         # Session-authenticated form: it must carry this session's CSRF token (checked in _form()).
         request.state.csrf_expected = csrf
-    return Console(caller, csrf, caller.email)
+    return Console(caller, csrf, caller.email, org_name)
 
 
 async def _form(request: Request) -> dict:
     form = await request.form()
     expected = getattr(request.state, "csrf_expected", None)
-    if expected is not None and not hmac.compare_digest(str(form.get("csrf", "")), expected):
+    # Bytes: compare_digest refuses (500) non-ASCII str, and a form may send anything.
+    if expected is not None and not hmac.compare_digest(str(form.get("csrf", "")).encode(), expected.encode()):
         raise HTTPException(403, "the form expired or came from elsewhere (CSRF check failed): reload the page")
     return {k: v for k, v in form.multi_items()} | {"_multi": form}
 
@@ -190,53 +230,105 @@ def refused(exc: ServiceError) -> dict:
 
 # -- sign in / out -------------------------------------------------------------------
 
+# Login CSRF: a page next to the console (another port of the same host, a sibling
+# subdomain) must not be able to sign this browser in to an account of its
+# choosing, e.g. its author's admin account of another organisation, where the
+# victim would then type mailbox passwords and rules. So a session begins only
+# from a sign-in form the console served to this browser:
+# - the form step issues a pre-session value (issue time, random, HMAC under a key
+#   derived from the secret key, so only the server can make one and it expires)
+#   as a cookie and as the form's hidden field; the POST needs both, equal, valid;
+# - the POST must come from a page of the console's own origin (Sec-Fetch-Site, or
+#   Origin from browsers without it): the other page could have fetched a genuine
+#   pre-session value for itself and planted it, but it cannot make the browser
+#   say the form was posted from here;
+# - success issues a fresh random session id (nothing the browser brought is
+#   reused, so a planted id cannot be fixed in) and drops the pre-session value.
+# Over HTTPS both cookies are `__Host-` ones that no other page can plant (see
+# _cookie_name). Over plain HTTP a page on another port can still plant a real
+# session id of its author's (no cookie is safe from it there), which is why the
+# console must be served over HTTPS in production and shows its organisation's
+# name in the header.
+
+def _login_mac(rt, issued: str, nonce: str) -> str:
+    return hmac.new(rt.box.derive("console sign-in form"), f"{issued}.{nonce}".encode(), hashlib.sha256).hexdigest()
+
+
+def _new_login_value(rt, now: float | None = None) -> str:
+    issued, nonce = str(int(time.time() if now is None else now)), secrets.token_urlsafe(24)
+    return f"{issued}.{nonce}.{_login_mac(rt, issued, nonce)}"
+
+
+def _login_value_ok(rt, value: str) -> bool:
+    issued, _, rest = value.partition(".")
+    nonce, _, mac = rest.partition(".")
+    if not (issued.isascii() and issued.isdigit() and len(issued) < 16 and nonce and mac):
+        return False
+    fresh = -60 <= time.time() - int(issued) <= LOGIN_SECONDS  # a minute of clock skew between processes
+    return fresh and hmac.compare_digest(mac.encode(), _login_mac(rt, issued, nonce).encode())
+
+
+def _posted_from_this_console(request: Request) -> bool:
+    """Whether the browser says the form was posted by a page of the console's own origin.
+    Clients that send neither header are not browsers a page could have led here."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site == "same-origin"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    own = {request.headers.get("host", ""), urlsplit(runtime_of(request).settings.public_url).netloc}
+    return urlsplit(origin).netloc in own - {""}
+
+
+def _login_form(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
+    """The sign-in page with a new pre-session value (never one the browser brought)."""
+    value = _new_login_value(runtime_of(request))
+    resp = render(request, "login.html", None, status=status, login_csrf=value, error=error)
+    _set_cookie(resp, request, LOGIN_COOKIE, value, LOGIN_SECONDS)
+    return resp
+
+
 @router.get("/login")
 def login_page(request: Request) -> HTMLResponse:
-    nonce = secrets.token_urlsafe(24)
-    resp = render(request, "login.html", None, login_csrf=nonce)
-    resp.set_cookie(LOGIN_COOKIE, nonce, max_age=1800, httponly=True, samesite="strict", secure=_secure(request),
-                    path="/admin")
-    return resp
+    return _login_form(request)
 
 
 @router.post("/login")
 async def login(request: Request) -> Response:
     form = await request.form()
-    nonce = request.cookies.get(LOGIN_COOKIE, "")
-    if not nonce or not hmac.compare_digest(str(form.get("csrf", "")), nonce):
-        return render(request, "login.html", None, status=403, login_csrf=nonce,
-                      error="The sign-in form expired; try again.")
-    token = str(form.get("token", "")).strip()
     rt = runtime_of(request)
+    value = request.cookies.get(_cookie_name(request, LOGIN_COOKIE), "")
+    if not (_posted_from_this_console(request) and _login_value_ok(rt, value)
+            and hmac.compare_digest(str(form.get("csrf", "")).encode(), value.encode())):
+        return _login_form(request, 403, "The sign-in form expired or came from elsewhere; try again here.")
+    token = str(form.get("token", "")).strip()
     with read_only(rt.engine) as conn:
         row = conn.execute(select(T.c.id, U.c.id.label("uid"), U.c.org_id, U.c.role).join(U, U.c.id == T.c.user_id)
                            .where(T.c.token_hash == hash_token(token), T.c.revoked_at.is_(None),
                                   U.c.active.is_(True))).first() if token else None
     if row is None:
-        return render(request, "login.html", None, status=401, login_csrf=nonce,
-                      error="That token is not valid (revoked, or its user is deactivated).")
+        return _login_form(request, 401, "That token is not valid (revoked, or its user is deactivated).")
     if row.role != "admin":
-        return render(request, "login.html", None, status=403, login_csrf=nonce,
-                      error="This token belongs to a rep: the console is for admins.")
+        return _login_form(request, 403, "This token belongs to a rep: the console is for admins.")
     with write_transaction(rt.engine) as conn:
-        value, _ = _start_session(conn, row.org_id, row.uid, row.id)
+        session_id, _ = _start_session(conn, row.org_id, row.uid, row.id)
     resp = RedirectResponse("/admin", status_code=303)
-    resp.set_cookie(COOKIE, value, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
-                    secure=_secure(request), path="/admin")
-    resp.delete_cookie(LOGIN_COOKIE, path="/admin")
+    _set_cookie(resp, request, COOKIE, session_id, SESSION_SECONDS)
+    _drop_cookie(resp, request, LOGIN_COOKIE)
     return resp
 
 
 @router.post("/logout")
 async def logout(request: Request, con: Console = Depends(console)) -> Response:
     await _form(request)
-    value = request.cookies.get(COOKIE)
+    value = request.cookies.get(_cookie_name(request, COOKIE))
     if value:
         with write_transaction(runtime_of(request).engine) as conn:
             conn.execute(update(CS).where(CS.c.session_hash == _session_hash(value), CS.c.ended_at.is_(None))
                          .values(ended_at=utcnow()))
     resp = RedirectResponse("/admin/login", status_code=303)
-    resp.delete_cookie(COOKIE, path="/admin")
+    _drop_cookie(resp, request, COOKIE)
     return resp
 
 
