@@ -23,7 +23,7 @@ Properties of the stream:
   all copies of the next email, a single-copy bulk email is produced instead,
   so a shared email is never yielded to only some of its mailboxes.
 
-``python -m app.demo.mailgen --n 1000`` prints statistics.
+``python -m demodata --n 1000`` prints statistics.
 """
 from __future__ import annotations
 
@@ -2061,7 +2061,7 @@ def _stats(seed, n, reps, companies, days, now) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m app.demo.mailgen",
+    ap = argparse.ArgumentParser(prog="python -m demodata",
                                  description="Generate the demo email corpus and print stats.")
     ap.add_argument("--n", type=int, default=2000, help="mailbox copies to generate")
     ap.add_argument("--seed", type=int, default=1)
@@ -2110,6 +2110,3 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                        time.perf_counter() - t0))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
