@@ -236,38 +236,6 @@ def remove(conn: Connection, org_id: int, mailbox_id: int, *, purge: bool = Fals
     return outcome
 
 
-def test_imap_connection(host: str, port: int, security: str, username: str, password: str, *,
-                         timeout: float = 10.0) -> list[dict]:
-    """Try each step of reaching an IMAP mailbox and report exactly which one fails.
-
-    Steps: dns, tcp, tls, login, folders. Each is {"step", "ok", "detail"}; ok is
-    None for steps not tried because an earlier one failed. The password is never
-    part of any detail."""
-    steps = [{"step": s, "ok": None, "detail": "not tried"} for s in ("dns", "tcp", "tls", "login", "folders")]
-    by = {s["step"]: s for s in steps}
-
-    def done(name: str, outcome: tuple[bool, str]) -> bool:
-        by[name].update(ok=outcome[0], detail=outcome[1])
-        return outcome[0]
-
-    host = (host or "").strip()
-    port, problem = _checked_settings(port, security)
-    if problem:
-        done("dns", (False, problem))
-        return steps
-    if not (done("dns", _resolve(host, port)) and done("tcp", _reach(host, port, timeout))):
-        return steps
-    client, greeting = _greet(host, port, security, timeout)
-    if not done("tls", greeting):
-        return steps
-    try:
-        if done("login", _login(client, username, password)):
-            done("folders", _list_folders(client))
-    finally:
-        _close(client)
-    return steps
-
-
 def _checked_settings(port, security: str) -> tuple[int, str | None]:
     """The port as a number, and what is wrong with the settings if anything (reported on the dns step)."""
     if security not in SECURITY:
@@ -354,3 +322,35 @@ def _close(client) -> None:
             client.shutdown()
         except Exception:  # noqa: BLE001
             pass
+
+
+def test_imap_connection(host: str, port: int, security: str, username: str, password: str, *,
+                         timeout: float = 10.0) -> list[dict]:
+    """Try each step of reaching an IMAP mailbox and report exactly which one fails.
+
+    Steps: dns, tcp, tls, login, folders. Each is {"step", "ok", "detail"}; ok is
+    None for steps not tried because an earlier one failed. The password is never
+    part of any detail."""
+    steps = [{"step": s, "ok": None, "detail": "not tried"} for s in ("dns", "tcp", "tls", "login", "folders")]
+    by = {s["step"]: s for s in steps}
+
+    def done(name: str, outcome: tuple[bool, str]) -> bool:
+        by[name].update(ok=outcome[0], detail=outcome[1])
+        return outcome[0]
+
+    host = (host or "").strip()
+    port, problem = _checked_settings(port, security)
+    if problem:
+        done("dns", (False, problem))
+        return steps
+    if not (done("dns", _resolve(host, port)) and done("tcp", _reach(host, port, timeout))):
+        return steps
+    client, greeting = _greet(host, port, security, timeout)
+    if not done("tls", greeting):
+        return steps
+    try:
+        if done("login", _login(client, username, password)):
+            done("folders", _list_folders(client))
+    finally:
+        _close(client)
+    return steps
