@@ -278,7 +278,7 @@ def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] =
 
     rt = _rt()
     if demo:
-        from app.demo.seed import seed_demo
+        from app.services.demo import seed_demo
 
         info = seed_demo(rt, out)
         out.print(f"demo organisation ready: {info}", highlight=False)

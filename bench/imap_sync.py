@@ -4,7 +4,7 @@
     .venv/bin/python bench/imap_sync.py [--messages 100000] [--reps 6] [--keep]
 
 1. Builds ONE rep's mailbox of exactly N messages (INBOX, Sent, Archive) with
-   app.demo.mailgen and writes it into a private Dovecot's Maildir
+   demodata and writes it into a private Dovecot's Maildir
    (tests.servers.Dovecot). Not measured.
 2. Measures, one after the other on the same warm server:
    a) mbsync (isync) pulling every folder into a fresh local Maildir;
@@ -52,7 +52,7 @@ def log(msg: str = "") -> None:
 
 def pick_mailbox(seed: int, reps: int, companies: int, n: int) -> tuple[str, float]:
     """The rep whose mailbox gets the biggest share of the stream, and that share."""
-    from app.demo.mailgen import generate
+    from demodata import generate
 
     probe = min(max(n, 5000), 30000)
     _, it = generate(seed=seed, n_messages=probe, reps=reps, companies=companies)
@@ -63,7 +63,7 @@ def pick_mailbox(seed: int, reps: int, companies: int, n: int) -> tuple[str, flo
 
 def build_mailbox(dv, user: str, seed: int, reps: int, companies: int, n: int):
     """Deliver exactly n messages of one rep's mailbox; returns (corpus, rep, per-folder counts, bytes)."""
-    from app.demo.mailgen import generate
+    from demodata import generate
 
     rep, share = pick_mailbox(seed, reps, companies, n)
     margin = 1.04

@@ -22,7 +22,7 @@ class DemoConnector:
         return list(FOLDERS)
 
     def _messages(self, folder: str):
-        from app.demo.mailgen import generate
+        from demodata import generate
 
         now = datetime.fromisoformat(self.config["generated_at"])
         _, messages = generate(seed=self.config["seed"], n_messages=self.config["messages"], now=now)

@@ -22,8 +22,8 @@ from sqlalchemy import delete, select, update
 from app.db import read_only, write_transaction
 from app.models import GraphSubscription, Mailbox
 from app.models.base import utcnow
-from app.runtime import Runtime
 from connectors.base import ConnectorError, close_quietly
+from sync.runtime import Runtime
 
 log = logging.getLogger("threadline.graph_push")
 SUB, MAILBOX = GraphSubscription.__table__, Mailbox.__table__

@@ -274,49 +274,88 @@ def _plan(items: list[_Item], stored_keys: set[str], bases: set[str]) -> dict[st
 
 # -- the batch ---------------------------------------------------------------------------------
 
+@dataclass
+class _Batch:
+    """What the phases of one ingest_meetings call share."""
+    conn: Connection
+    org: OrgContext
+    mbx: MailboxContext
+    result: IngestResult = field(default_factory=IngestResult)
+    contacts: dict = field(default_factory=dict)  # address -> (contact id, company id)
+    touched: set[int] = field(default_factory=set)  # contacts whose summaries are recounted
+    known: dict = field(default_factory=dict)  # _fold's cache of the people met
+
+    def fold(self, key: str, row: dict | None, people: dict, steps: list[tuple[_Item, bool]]) -> _State:
+        return _fold(self.org, self.mbx, self.contacts, key, row, people, steps, self.touched, self.known)
+
+
 def ingest_meetings(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list[MeetingRecord]
                     ) -> IngestResult:
-    result = IngestResult()
-    touched: set[int] = set()
+    batch = _Batch(conn, org, mbx)
+    items = _kept_items(batch, records)
+    if not items:
+        return batch.result
+    _link_contacts(batch, items)
+    plan, states = _fold_over_stored(batch, items)
+    ids = _insert_new(batch, plan, states)
+    _update_changed(batch, states, ids)
+    _write_participants_and_copies(batch, states, ids)
+    batch.result.imported = len(items)
+    stats.recompute(conn, org.org_id, batch.touched)
+    return batch.result
+
+
+def _kept_items(batch: _Batch, records: list[MeetingRecord]) -> list[_Item]:
+    """The records worth keeping, each with its key; the others are counted as skipped with their reason."""
     items: list[_Item] = []
     for rec in records:
-        p = prepare(org, mbx, rec)
+        p = prepare(batch.org, batch.mbx, rec)
         if isinstance(p, str):
-            result.skipped[p] += 1
+            batch.result.skipped[p] += 1
             continue
         series = rec.recurrence_id is None and rec.method in ("REPLY", "CANCEL")
         items.append(_Item(len(items), rec, p, meeting_key(rec.uid, rec.recurrence_id)[:900], series))
-    if not items:
-        return result
+    return items
+
+
+def _link_contacts(batch: _Batch, items: list[_Item]) -> None:
+    """Contacts of the external people: the existing ones, and new ones as the organisation's policy says."""
+    org = batch.org
     all_external = sorted({a for it in items for a in it.p["external"]})
-    contacts, _ = existing_contacts(conn, org.org_id, all_external)
+    batch.contacts, _ = existing_contacts(batch.conn, org.org_id, all_external)
     if org.contact_policy != "none":
         wanted: dict[str, str] = {}
         for it in items:
             for a in it.p["external"]:
-                if a not in contacts and not wanted.get(a):
+                if a not in batch.contacts and not wanted.get(a):
                     wanted[a] = it.p["people"][a][0]
-        made = create_contacts(conn, org, wanted)
-        contacts.update(made)
-        result.new_contacts = len(made)
-        touched.update(c for c, _ in made.values())
+        made = create_contacts(batch.conn, org, wanted)
+        batch.contacts.update(made)
+        batch.result.new_contacts = len(made)
+        batch.touched.update(c for c, _ in made.values())
 
-    # What is stored: the batch's keys, and every occurrence of a series a REPLY/CANCEL is for.
+
+def _fold_over_stored(batch: _Batch, items: list[_Item]) -> tuple[dict, dict[str, _State]]:
+    """Each key's records folded over what is stored: the batch's keys, and every occurrence of a series a
+    REPLY/CANCEL is for."""
+    conn, org_id = batch.conn, batch.org.org_id
     bases = {it.key for it in items if it.series}
-    stored = _load_keys(conn, org.org_id, list({it.key for it in items}))
+    stored = _load_keys(conn, org_id, list({it.key for it in items}))
     if bases:
-        stored.update(_load_series(conn, org.org_id, list(bases)))
+        stored.update(_load_series(conn, org_id, list(bases)))
     plan = _plan(items, set(stored), bases)
     people = _load_people(conn, [stored[k]["id"] for k in plan if k in stored])
     states: dict[str, _State] = {}
-    known: dict = {}
     for key, steps in plan.items():
         row = stored.get(key)
-        states[key] = _fold(org, mbx, contacts, key, row, people.get(row["id"], {}) if row else {}, steps, touched,
-                             known)
+        states[key] = batch.fold(key, row, people.get(row["id"], {}) if row else {}, steps)
+    return plan, states
 
-    # New interactions: insert-or-ignore, ids back for the rows really inserted. A key
-    # another writer inserted meanwhile is read and folded again over what it stored.
+
+def _insert_new(batch: _Batch, plan: dict, states: dict[str, _State]) -> dict[str, int]:
+    """New interactions: insert-or-ignore, ids back for the rows really inserted. A key another writer
+    inserted meanwhile is read and folded again over what it stored. Returns every key's interaction id."""
+    conn, org_id = batch.conn, batch.org.org_id
     ids = {key: st.stored["id"] for key, st in states.items() if st.stored is not None}
     now = db_time(conn, utcnow())
     pending = [st for st in states.values() if st.create]
@@ -325,30 +364,32 @@ def ingest_meetings(conn: Connection, org: OrgContext, mbx: MailboxContext, reco
             break
         if attempt == 3:
             raise RuntimeError("meetings: interactions kept disappearing while being inserted")
-        rows = [(org.org_id, "meeting", st.key, st.key, None, now,
+        rows = [(org_id, "meeting", st.key, st.key, None, now,
                  *[db_time(conn, st.cols[c]) if c in ("occurred_at", "ends_at") else st.cols[c] for c in DETAILS])
                 for st in pending]
         inserted = dict((k, i) for i, k in bulk_insert_ignore_returning(conn, I, INSERT_COLUMNS, rows,
                                                                         ("id", "message_key")))
         ids.update(inserted)
-        result.new_interactions += len(inserted)
+        batch.result.new_interactions += len(inserted)
         lost = [st.key for st in pending if st.key not in inserted]
         pending = []
         if not lost:
             break
-        found = _load_keys(conn, org.org_id, lost)
+        found = _load_keys(conn, org_id, lost)
         found_people = _load_people(conn, [r["id"] for r in found.values()])
         for key in lost:
             row = found.get(key)
-            st = _fold(org, mbx, contacts, key, row, found_people.get(row["id"], {}) if row else {}, plan[key],
-                       touched, known)
+            st = batch.fold(key, row, found_people.get(row["id"], {}) if row else {}, plan[key])
             states[key] = st
             if row is None:
                 pending.append(st)
             else:
                 ids[key] = row["id"]
+    return ids
 
-    # Changed interactions, and participants moved with their meeting (the timeline index uses it).
+
+def _update_changed(batch: _Batch, states: dict[str, _State], ids: dict[str, int]) -> None:
+    """Changed interactions, and participants moved with their meeting (the timeline index uses it)."""
     full, status_only, moved = [], [], []
     for key, st in states.items():
         if st.create or st.stored is None:
@@ -366,7 +407,8 @@ def ingest_meetings(conn: Connection, org: OrgContext, mbx: MailboxContext, reco
             moved.append({"b_iid": iid, "b_at": st.cols["occurred_at"]})
         if changed & {"occurred_at", "status"}:
             # Counts and colleagues depend on both: everyone on it is recounted.
-            touched.update(pp.contact_id for pp in st.people.values() if pp.contact_id and pp.new is None)
+            batch.touched.update(pp.contact_id for pp in st.people.values() if pp.contact_id and pp.new is None)
+    conn = batch.conn
     if full:
         conn.execute(update(I).where(I.c.id == bindparam("b_id"))
                      .values(**{c: bindparam(f"b_{c}") for c in DETAILS}), full)
@@ -377,7 +419,10 @@ def ingest_meetings(conn: Connection, org: OrgContext, mbx: MailboxContext, reco
         conn.execute(update(P).where(P.c.interaction_id == bindparam("b_iid")).values(occurred_at=bindparam("b_at")),
                      moved)
 
-    # Participants: people taken off, answers changed, people added; then the copies.
+
+def _write_participants_and_copies(batch: _Batch, states: dict[str, _State], ids: dict[str, int]) -> None:
+    """Participants: people taken off, answers changed, people added; then the copies."""
+    conn, org_id, mbx = batch.conn, batch.org.org_id, batch.mbx
     gone, answers, new_rows, sources = [], [], [], []
     for key, st in states.items():
         iid = ids[key]
@@ -386,12 +431,12 @@ def ingest_meetings(conn: Connection, org: OrgContext, mbx: MailboxContext, reco
         for address, pp in st.people.items():
             if pp.new is not None:
                 name, role, user_id, contact_id, company_id = pp.new
-                new_rows.append((org.org_id, iid, at, address, name, role, pp.response, user_id, contact_id,
+                new_rows.append((org_id, iid, at, address, name, role, pp.response, user_id, contact_id,
                                  company_id))
             elif pp.changed:
                 answers.append({"b_iid": iid, "b_address": address, "b_response": pp.response})
         if mbx.mailbox_id is not None:
-            sources.extend((n, (org.org_id, iid, mbx.mailbox_id, mbx.folder_id, r)) for n, r in st.sources)
+            sources.extend((n, (org_id, iid, mbx.mailbox_id, mbx.folder_id, r)) for n, r in st.sources)
     if gone:
         conn.execute(delete(P).where(P.c.interaction_id == bindparam("b_iid"), P.c.address == bindparam("b_address")),
                      gone)
@@ -401,9 +446,6 @@ def ingest_meetings(conn: Connection, org: OrgContext, mbx: MailboxContext, reco
     bulk_insert_ignore(conn, P, PARTICIPANT_COLUMNS, new_rows)
     # In record order: of two records with one remote id, the first one's copy is kept.
     bulk_insert_ignore(conn, S, SOURCE_COLUMNS, [row for _, row in sorted(sources, key=lambda s: s[0])])
-    result.imported = len(items)
-    stats.recompute(conn, org.org_id, touched)
-    return result
 
 
 def remove_copies(conn: Connection, org_id: int, mbx: MailboxContext, remote_ids: list[str]) -> int:

@@ -18,9 +18,9 @@ from sqlalchemy import select
 
 from app.db import read_only
 from app.models import Mailbox
-from app.runtime import Runtime
 from connectors.base import ConnectorError, close_quietly
 from sync.engine import default_connector, due_mailboxes, org_context, request_sync, sync_mailbox
+from sync.runtime import Runtime
 
 log = logging.getLogger("threadline.scheduler")
 MAILBOX = Mailbox.__table__

@@ -1,4 +1,4 @@
-"""Smoke tests for the real-server fixtures in tests/servers.py + conftest.py."""
+"""Smoke tests for the real-server fixtures in tests/servers/ + conftest.py."""
 
 from __future__ import annotations
 

@@ -9,13 +9,13 @@ happens after the answer. Items whose clientState does not match the stored
 from __future__ import annotations
 
 import json
-import logging
 
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-log = logging.getLogger("threadline.graph_webhooks")
+from app.services import graph_notifications
+
 router = APIRouter(tags=["microsoft-graph"])
 MAX_BODY = 1 << 20
 
@@ -71,29 +71,11 @@ async def _accept(request: Request, background: BackgroundTasks, handle) -> Resp
     return Response(status_code=202)
 
 
-def _sync_changed(rt, items) -> None:
-    from sync.engine import request_sync
-    from sync.graph_push import verified
-
-    for mailbox_id in sorted({mid for _, mid in verified(rt, items)}):
-        request_sync(rt.engine, mailbox_id)
-
-
-def _lifecycle_events(rt, items) -> None:
-    from sync.graph_push import handle_lifecycle, verified
-
-    for item, mailbox_id in verified(rt, items):
-        try:
-            handle_lifecycle(rt, item, mailbox_id)
-        except Exception:  # noqa: BLE001 - one item never stops the others
-            log.exception("Graph lifecycle notification for mailbox %s failed", mailbox_id)
-
-
 @router.post("/graph/notifications", include_in_schema=False)
 async def notifications(request: Request, background: BackgroundTasks) -> Response:
-    return await _accept(request, background, _sync_changed)
+    return await _accept(request, background, graph_notifications.changes_notified)
 
 
 @router.post("/graph/lifecycle", include_in_schema=False)
 async def lifecycle(request: Request, background: BackgroundTasks) -> Response:
-    return await _accept(request, background, _lifecycle_events)
+    return await _accept(request, background, graph_notifications.lifecycle_notified)

@@ -300,6 +300,94 @@ def remove(rt, actor: Actor, mailbox_id: int, *, purge: bool = False) -> dict:
         return outcome
 
 
+def _checked_settings(port, security: str) -> tuple[int, str | None]:
+    """The port as a number, and what is wrong with the settings if anything (reported on the dns step)."""
+    if security not in SECURITY:
+        return 0, f"security must be one of {', '.join(SECURITY)}"
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        return 0, f"not a port number: {port}"
+    if not 0 < number < 65536:
+        return 0, f"not a port number: {number}"
+    return number, None
+
+
+def _resolve(host: str, port: int) -> tuple[bool, str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        return False, f"cannot resolve {host!r}: {exc.strerror if hasattr(exc, 'strerror') and exc.strerror else exc}"
+    addresses = sorted({i[4][0] for i in infos})
+    return True, f"{host} resolves to {', '.join(addresses[:4])}"
+
+
+def _reach(host: str, port: int, timeout: float) -> tuple[bool, str]:
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.close()
+    except (socket.timeout, TimeoutError):
+        return False, f"no answer from {host}:{port} within {timeout:.0f} s (firewall, or wrong port?)"
+    except OSError as exc:
+        return False, f"cannot connect to {host}:{port}: {exc.strerror or exc} (is the port right?)"
+    return True, f"connected to {host}:{port}"
+
+
+def _greet(host: str, port: int, security: str, timeout: float):
+    """The tls step: (an IMAP client past the greeting and TLS or STARTTLS, outcome); no client on failure."""
+    from imapclient import IMAPClient
+
+    client = None
+    try:
+        client = IMAPClient(host, port=port, ssl=security == "tls", timeout=timeout)
+        if security == "starttls":
+            client.starttls(ssl.create_default_context())
+    except ssl.SSLError as exc:
+        _close(client)
+        return None, (False, f"TLS handshake failed: {exc.reason or exc} (wrong security setting or certificate)")
+    except Exception as exc:  # noqa: BLE001 - reported to the admin
+        _close(client)
+        what = "TLS" if security != "none" else "IMAP greeting"
+        return None, (False, f"{what} failed: {type(exc).__name__}: {str(exc)[:200]}"
+                      " (is this an IMAP port with this security setting?)")
+    return client, (True, {"tls": "TLS established", "starttls": "STARTTLS established",
+                           "none": "no encryption requested (security none): connected in plain text"}[security])
+
+
+def _login(client, username: str, password: str) -> tuple[bool, str]:
+    from imapclient.exceptions import LoginError
+
+    try:
+        client.login(username, password)
+    except LoginError as exc:
+        text = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        return False, f"login refused for {username}: wrong username or password ({text[:200]})"
+    except Exception as exc:  # noqa: BLE001
+        return False, f"login failed: {type(exc).__name__}: {str(exc)[:200]}"
+    return True, f"logged in as {username}"
+
+
+def _list_folders(client) -> tuple[bool, str]:
+    try:
+        folders = client.list_folders()
+        names = [f[2] if isinstance(f[2], str) else f[2].decode("utf-8", "replace") for f in folders]
+    except Exception as exc:  # noqa: BLE001
+        return False, f"listing folders failed: {type(exc).__name__}: {str(exc)[:200]}"
+    return True, f"{len(names)} folders: {', '.join(sorted(names)[:8])}" + (" …" if len(names) > 8 else "")
+
+
+def _close(client) -> None:
+    if client is None:
+        return
+    try:
+        client.logout()
+    except Exception:  # noqa: BLE001
+        try:
+            client.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def test_imap_connection(host: str, port: int, security: str, username: str, password: str, *,
                          timeout: float = 10.0) -> list[dict]:
     """Try each step of reaching an IMAP mailbox and report exactly which one fails.
@@ -310,83 +398,25 @@ def test_imap_connection(host: str, port: int, security: str, username: str, pas
     steps = [{"step": s, "ok": None, "detail": "not tried"} for s in ("dns", "tcp", "tls", "login", "folders")]
     by = {s["step"]: s for s in steps}
 
-    def done(name: str, ok: bool, detail: str) -> bool:
-        by[name].update(ok=ok, detail=detail)
-        return ok
+    def done(name: str, outcome: tuple[bool, str]) -> bool:
+        by[name].update(ok=outcome[0], detail=outcome[1])
+        return outcome[0]
 
     host = (host or "").strip()
-    if security not in SECURITY:
-        done("dns", False, f"security must be one of {', '.join(SECURITY)}")
+    port, problem = _checked_settings(port, security)
+    if problem:
+        done("dns", (False, problem))
+        return steps
+    if not (done("dns", _resolve(host, port)) and done("tcp", _reach(host, port, timeout))):
+        return steps
+    client, greeting = _greet(host, port, security, timeout)
+    if not done("tls", greeting):
         return steps
     try:
-        port = int(port)
-        if not 0 < port < 65536:
-            raise ValueError
-    except (TypeError, ValueError):
-        done("dns", False, f"not a port number: {port}")
-        return steps
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = sorted({i[4][0] for i in infos})
-        done("dns", True, f"{host} resolves to {', '.join(addresses[:4])}")
-    except (socket.gaierror, UnicodeError, ValueError) as exc:
-        done("dns", False, f"cannot resolve {host!r}: {exc.strerror if hasattr(exc, 'strerror') and exc.strerror else exc}")
-        return steps
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-        sock.close()
-        done("tcp", True, f"connected to {host}:{port}")
-    except (socket.timeout, TimeoutError):
-        done("tcp", False, f"no answer from {host}:{port} within {timeout:.0f} s (firewall, or wrong port?)")
-        return steps
-    except OSError as exc:
-        done("tcp", False, f"cannot connect to {host}:{port}: {exc.strerror or exc} (is the port right?)")
-        return steps
-    from imapclient import IMAPClient
-    from imapclient.exceptions import LoginError
-
-    client = None
-    try:
-        try:
-            client = IMAPClient(host, port=port, ssl=security == "tls", timeout=timeout)
-            if security == "starttls":
-                client.starttls(ssl.create_default_context())
-        except ssl.SSLError as exc:
-            done("tls", False, f"TLS handshake failed: {exc.reason or exc} (wrong security setting or certificate)")
-            return steps
-        except Exception as exc:  # noqa: BLE001 - reported to the admin
-            what = "TLS" if security != "none" else "IMAP greeting"
-            done("tls", False, f"{what} failed: {type(exc).__name__}: {str(exc)[:200]}"
-                 + (" (is this an IMAP port with this security setting?)"))
-            return steps
-        done("tls", True, {"tls": "TLS established", "starttls": "STARTTLS established",
-                           "none": "no encryption requested (security none): connected in plain text"}[security])
-        try:
-            client.login(username, password)
-            done("login", True, f"logged in as {username}")
-        except LoginError as exc:
-            text = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-            done("login", False, f"login refused for {username}: wrong username or password ({text[:200]})")
-            return steps
-        except Exception as exc:  # noqa: BLE001
-            done("login", False, f"login failed: {type(exc).__name__}: {str(exc)[:200]}")
-            return steps
-        try:
-            folders = client.list_folders()
-            names = [f[2] if isinstance(f[2], str) else f[2].decode("utf-8", "replace") for f in folders]
-            done("folders", True, f"{len(names)} folders: {', '.join(sorted(names)[:8])}"
-                 + (" …" if len(names) > 8 else ""))
-        except Exception as exc:  # noqa: BLE001
-            done("folders", False, f"listing folders failed: {type(exc).__name__}: {str(exc)[:200]}")
+        if done("login", _login(client, username, password)):
+            done("folders", _list_folders(client))
     finally:
-        if client is not None:
-            try:
-                client.logout()
-            except Exception:  # noqa: BLE001
-                try:
-                    client.shutdown()
-                except Exception:  # noqa: BLE001
-                    pass
+        _close(client)
     return steps
 
 

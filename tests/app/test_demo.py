@@ -6,15 +6,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from app.api import create_app
-from app.demo import seed
+from app.services import demo
 from app.runtime import open_runtime
 from app.settings import load_settings
 
 
 def test_demo_seed_builds_a_usable_timeline_once(tmp_path, monkeypatch):
-    monkeypatch.setattr(seed, "DEMO_MESSAGES", 600)
+    monkeypatch.setattr(demo, "DEMO_MESSAGES", 600)
     rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(tmp_path), "THREADLINE_IDLE": "0"}))
-    info = seed.seed_demo(rt)
+    info = demo.seed_demo(rt)
     token = info.rsplit("API token ", 1)[1]
 
     def counts():
@@ -29,7 +29,7 @@ def test_demo_seed_builds_a_usable_timeline_once(tmp_path, monkeypatch):
         email = conn.execute(text("SELECT primary_email FROM contact ORDER BY id LIMIT 1")).scalar()
     assert status == ["active"]
 
-    seed.seed_demo(rt)
+    demo.seed_demo(rt)
     assert counts() == first
 
     client = TestClient(create_app(rt))

@@ -8,7 +8,7 @@ from email.utils import getaddresses
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from app.demo.mailgen import generate, malformed_messages
+from demodata import generate, malformed_messages
 from connectors.base import BadDataError
 from connectors.imapfetch import _uid_set, parse_internaldate
 from connectors.mailparse import addresses, decode_words, is_bulk, header_fields, parse_date, parse_message_headers, snippet_from_body

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from app.demo.mailgen import generate, malformed_messages
+from demodata import generate, malformed_messages
 from tests.world import NOW, make_world, message
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from app.demo.mailgen import generate
+from demodata import generate
 from tests.world import make_world, message
 
 ROOT = Path(__file__).resolve().parents[2]

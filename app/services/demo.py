@@ -17,7 +17,7 @@ DEMO_MESSAGES = 4000
 
 
 def seed_demo(rt: Runtime, console=None) -> str:
-    from app.demo.mailgen import generate
+    from demodata import generate
 
     corpus, _ = generate(seed=DEMO_SEED, n_messages=DEMO_MESSAGES)
     with session(rt.engine) as s:

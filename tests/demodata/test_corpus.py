@@ -1,4 +1,4 @@
-"""Properties of the demo email corpus generator (app/demo/mailgen.py)."""
+"""Properties of the demo email corpus generator (demodata/)."""
 from __future__ import annotations
 
 import email
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from app.demo import mailgen  # noqa: E402
-from app.demo.mailgen import Corpus, Message, generate, malformed_messages, write_maildir  # noqa: E402
+import demodata  # noqa: E402
+from demodata import Corpus, Message, generate, malformed_messages, write_maildir  # noqa: E402
 
 NOW = datetime(2025, 6, 15, 12, 0, tzinfo=timezone.utc)
 N = 1500
@@ -448,11 +448,11 @@ def test_write_maildir_counts_every_message(tmp_path):
 
 def test_cli_prints_stats(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "app.demo.mailgen", "--n", "300", "--now", NOW.isoformat(),
+        [sys.executable, "-m", "demodata", "--n", "300", "--now", NOW.isoformat(),
          "--maildir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True).stdout
     assert "messages/s" in out and "per folder" in out and "bulk" in out and "internal" in out
     for _, rep_email in generate(seed=1, n_messages=0, now=NOW)[0].reps:
         assert rep_email in out
     assert any(p.is_dir() for p in tmp_path.iterdir())
-    assert mailgen.main(["--n", "50", "--now", NOW.isoformat()]) == 0
+    assert demodata.main(["--n", "50", "--now", NOW.isoformat()]) == 0
