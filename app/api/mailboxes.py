@@ -6,7 +6,7 @@ from app.api.deps import CallerDep, RuntimeDep
 from app.models import Mailbox
 from app.services import mailboxes
 from app.services.orgs import NotFound
-from sync.engine import request_sync
+from app.services.actor import Actor
 
 router = APIRouter(tags=["mailboxes"])
 
@@ -38,12 +38,5 @@ def get_mailbox(caller: CallerDep, rt: RuntimeDep, mailbox_id: int) -> dict:
 
 @router.post("/api/mailboxes/{mailbox_id}/sync", status_code=202, summary="Sync this mailbox as soon as possible")
 def sync_now(caller: CallerDep, rt: RuntimeDep, mailbox_id: int) -> dict:
-    with Session(rt.engine) as s:
-        try:
-            mailbox = mailboxes.get_mailbox(s, caller.org_id, mailbox_id)
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from exc
-        if not _visible(caller, mailbox):
-            raise HTTPException(404, f"no mailbox {mailbox_id}")
-    request_sync(rt.engine, mailbox_id)
+    mailboxes.sync_now(rt, Actor.of(caller), mailbox_id, start=False)
     return {"queued": True}

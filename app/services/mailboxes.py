@@ -240,19 +240,26 @@ def resync(rt, actor: Actor, mailbox_id: int) -> None:
         audit.record(conn, actor.org_id, actor.user_id, "mailbox.resync", _target(row))
 
 
-def sync_now(rt, actor: Actor, mailbox_id: int, *, scheduler=None, background: bool = True) -> str:
-    """'Sync now': mark the mailbox due, then wake this process's scheduler when it runs one
-    (`queued`), else sync in a background thread (`started`) or right here (`done`)."""
+def sync_now(rt, actor: Actor, mailbox_id: int, *, scheduler=None, start: bool = True,
+             background: bool = True) -> str:
+    """'Sync now' (an admin for any mailbox, a rep for their own): mark the mailbox due, then
+    wake this process's scheduler when it runs one (`queued`); else, with `start`, sync in a
+    background thread (`started`) or right here (`done`); without, leave it to the workers
+    (`queued`)."""
     from sync.engine import request_sync, sync_mailbox
 
-    with changing(rt.engine, actor) as conn:
+    with changing(rt.engine, actor, admin=False) as conn:
         row = _one(conn, actor.org_id, mailbox_id)
+        if actor.role != "admin" and row.owner_id != actor.user_id:
+            raise NotFound(f"no mailbox {mailbox_id}")  # a colleague's mailbox is not the rep's to see
         if row.status == "paused":
             raise Conflict("the mailbox is paused: resume it first")
         audit.record(conn, actor.org_id, actor.user_id, "mailbox.sync_now", _target(row))
     request_sync(rt.engine, mailbox_id)
     if scheduler is not None:
         scheduler.wake()
+        return "queued"
+    if not start:
         return "queued"
 
     def run() -> None:  # the engine records the run's metrics itself (sync/metrics.py)

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from app.services import activity, calendars, m365, mailboxes, orgs, people, privacy, rules
 from app.services.actor import Actor
-from app.services.errors import Conflict, Forbidden
+from app.services.errors import Conflict, Forbidden, NotFound
 from tests import factories
 from tests.world import make_world
 
@@ -78,6 +78,7 @@ CASES = {
     "mailboxes.pause": lambda w: (lambda mid: lambda a: mailboxes.pause(w.rt, a, mid))(_mailbox(w)),
     "mailboxes.resume": lambda w: (lambda mid: lambda a: mailboxes.resume(w.rt, a, mid))(_mailbox(w)),
     "mailboxes.resync": lambda w: (lambda mid: lambda a: mailboxes.resync(w.rt, a, mid))(_mailbox(w)),
+    # a rep may sync their own mailbox (alice's, as the rep actor is alice); an admin any
     "mailboxes.sync_now": lambda w: (lambda mid: lambda a: mailboxes.sync_now(w.rt, a, mid, scheduler=Scheduler()))(
         _mailbox(w)),
     "mailboxes.set_password": lambda w: (lambda mid: lambda a: mailboxes.set_password(w.rt, a, mid, "new-pw"))(
@@ -115,7 +116,7 @@ CASES = {
         sender={"email": "jane@client.example", "name": "Jane"}, to=[{"email": "alice@ourco.com"}], cc=[],
         date=datetime(2026, 1, 5, tzinfo=timezone.utc)),
 }
-REP_CASES = {k for k in CASES if k.split(".")[0] in ("people", "activity")}
+REP_CASES = {k for k in CASES if k.split(".")[0] in ("people", "activity")} | {"mailboxes.sync_now"}
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +227,16 @@ def test_the_cli_audits_refuses_alias_collisions_and_deactivated_users_like_the_
                        "mailbox.set_password", "m365.tenant_add"], actions
     assert all(e["actor"] == "system" for e in events)
     assert "s3cret" not in json.dumps(events) and "second" not in json.dumps(events)
+
+
+def test_a_rep_may_sync_only_their_own_mailbox_and_never_a_paused_one(w):
+    theirs = mailboxes.add_imap(w.rt, w.op, owner="bob@ourco.com", host="127.0.0.1", port=1, security="none",
+                                username=uniq("bob"), password="pw")["id"]
+    with pytest.raises(NotFound):
+        mailboxes.sync_now(w.rt, w.actors["rep"], theirs, scheduler=Scheduler())
+    mine = _mailbox(w)
+    mailboxes.pause(w.rt, w.op, mine)
+    with pytest.raises(Conflict, match="paused"):
+        mailboxes.sync_now(w.rt, w.actors["rep"], mine, scheduler=Scheduler())
+    mailboxes.resume(w.rt, w.op, mine)
+    assert mailboxes.sync_now(w.rt, w.actors["rep"], mine, scheduler=Scheduler()) == "queued"
