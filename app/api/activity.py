@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
 from app.api.deps import CallerDep, RuntimeDep
+from app.api.schemas import LoggedEmail, TimelineItem
 from app.db import write_transaction
 from app.services import activity
 
@@ -55,8 +56,9 @@ def _bad(exc: Exception) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
 
 
-@router.post("/api/contacts/{contact_id}/notes", status_code=201, summary="Add a note to a contact's timeline")
-def add_note(caller: CallerDep, rt: RuntimeDep, contact_id: int, note: NoteIn) -> dict:
+@router.post("/api/contacts/{contact_id}/notes", status_code=201, response_model=TimelineItem,
+             summary="Add a note to a contact's timeline")
+def add_note(caller: CallerDep, rt: RuntimeDep, contact_id: int, note: NoteIn) -> Any:
     try:
         with write_transaction(rt.engine) as conn:
             return activity.add_note(conn, caller.org_id, caller.user_id, contact_id, note.body)
@@ -64,8 +66,9 @@ def add_note(caller: CallerDep, rt: RuntimeDep, contact_id: int, note: NoteIn) -
         raise _bad(exc) from None
 
 
-@router.post("/api/contacts/{contact_id}/tasks", status_code=201, summary="Create a follow-up task for a contact")
-def add_task(caller: CallerDep, rt: RuntimeDep, contact_id: int, task: TaskIn) -> dict:
+@router.post("/api/contacts/{contact_id}/tasks", status_code=201, response_model=TimelineItem,
+             summary="Create a follow-up task for a contact")
+def add_task(caller: CallerDep, rt: RuntimeDep, contact_id: int, task: TaskIn) -> Any:
     try:
         with write_transaction(rt.engine) as conn:
             return activity.add_task(conn, caller.org_id, caller.user_id, contact_id, task.title, task.due_at,
@@ -74,8 +77,9 @@ def add_task(caller: CallerDep, rt: RuntimeDep, contact_id: int, task: TaskIn) -
         raise _bad(exc) from None
 
 
-@router.patch("/api/tasks/{task_id}", summary="Mark a task done (or not), rename it, move its due date")
-def update_task(caller: CallerDep, rt: RuntimeDep, task_id: int, patch: TaskPatch) -> dict:
+@router.patch("/api/tasks/{task_id}", response_model=TimelineItem,
+              summary="Mark a task done (or not), rename it, move its due date")
+def update_task(caller: CallerDep, rt: RuntimeDep, task_id: int, patch: TaskPatch) -> Any:
     fields = patch.model_fields_set
     try:
         with write_transaction(rt.engine) as conn:
@@ -85,8 +89,9 @@ def update_task(caller: CallerDep, rt: RuntimeDep, task_id: int, patch: TaskPatc
         raise _bad(exc) from None
 
 
-@router.post("/api/log-email", summary="Log the email being read to the timeline (its mailbox is not synced)")
-def log_email(caller: CallerDep, rt: RuntimeDep, mail: LogEmailIn) -> dict:
+@router.post("/api/log-email", response_model=LoggedEmail,
+             summary="Log the email being read to the timeline (its mailbox is not synced)")
+def log_email(caller: CallerDep, rt: RuntimeDep, mail: LogEmailIn) -> Any:
     try:
         with write_transaction(rt.engine) as conn:
             out = activity.log_email(

@@ -89,11 +89,12 @@ def _lifecycle_events(rt, items) -> None:
             log.exception("Graph lifecycle notification for mailbox %s failed", mailbox_id)
 
 
-@router.post("/graph/notifications", include_in_schema=False)
+# Text, not JSON: the validation token echoed, or an empty 202/400.
+@router.post("/graph/notifications", response_class=PlainTextResponse, include_in_schema=False)
 async def notifications(request: Request, background: BackgroundTasks) -> Response:
     return await _accept(request, background, _sync_changed)
 
 
-@router.post("/graph/lifecycle", include_in_schema=False)
+@router.post("/graph/lifecycle", response_class=PlainTextResponse, include_in_schema=False)
 async def lifecycle(request: Request, background: BackgroundTasks) -> Response:
     return await _accept(request, background, _lifecycle_events)
