@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -282,7 +283,9 @@ def _answer(route, kwargs: dict) -> Any:
     """What the endpoint itself returns, before FastAPI fits it to the model, as JSON."""
     value = route.endpoint(**kwargs)
     if inspect.iscoroutine(value):
-        value = asyncio.run(value)
+        # On a thread of its own: an earlier test may leave an event loop running on this one.
+        with ThreadPoolExecutor(1) as pool:
+            value = pool.submit(asyncio.run, value).result()
     if isinstance(value, Response):
         return json.loads(value.body)
     return TypeAdapter(Any).dump_python(value, mode="json")
