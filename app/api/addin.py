@@ -70,7 +70,7 @@ def icon(size: int) -> bytes:
     return png(size, size, rows)
 
 
-@router.get("/addin/icon-{size}.png", summary="Add-in icon", include_in_schema=False)
+@router.get("/addin/icon-{size}.png", summary="Add-in icon", response_class=Response, include_in_schema=False)
 def icon_png(size: int) -> Response:
     if size not in ICON_SIZES:
         raise HTTPException(404, "no icon of that size")
@@ -202,7 +202,12 @@ def manifest_xml(public_url: str) -> str:
 """
 
 
-@router.get("/addin/manifest.xml", summary="The Outlook add-in manifest for this server (sideload it in Outlook)")
+@router.get("/addin/manifest.xml", summary="The Outlook add-in manifest for this server (sideload it in Outlook)",
+            response_class=Response,
+            responses={200: {"description": "the manifest, as a download",
+                             "content": {"application/xml": {"schema": {"type": "string"}}}},
+                       409: {"description": "the public URL is not HTTPS (the fix, in words)",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def manifest(rt: RuntimeDep) -> Response:
     try:
         xml = manifest_xml(rt.settings.public_url)

@@ -333,7 +333,8 @@ def export_download(data: dict, fmt: str) -> Response:
 
 @router.post("/privacy/export", summary="Everything stored about one address (JSON or vCard 4.0)",
              response_class=Response,
-             responses={200: {"content": {"application/json": {}, "text/vcard": {}},
+             responses={200: {"content": {"application/json": {"schema": {"type": "object"}},
+                                          "text/vcard": {"schema": {"type": "string"}}},
                               "description": "A file: the person's data as JSON, or their vCard"}})
 def export_person(caller: AdminDep, rt: RuntimeDep, body: PersonRequest) -> Response:
     return export_download(privacy.export_person(rt, Actor.of(caller), body.email, body.format), body.format)

@@ -45,7 +45,7 @@ from sync.addresses import FREE_MAIL_DOMAINS
 ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin"
 COOKIE, LOGIN_COOKIE = "tl_admin", "tl_login"
 SESSION_SECONDS, LOGIN_SECONDS = 8 * 3600, 1800
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = APIRouter(prefix="/admin", include_in_schema=False, default_response_class=HTMLResponse)
 _bearer = HTTPBearer(auto_error=False)
 T, U, CS, O = ApiToken.__table__, User.__table__, ConsoleSession.__table__, Organisation.__table__
 

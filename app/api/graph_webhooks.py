@@ -71,11 +71,12 @@ async def _accept(request: Request, background: BackgroundTasks, handle) -> Resp
     return Response(status_code=202)
 
 
-@router.post("/graph/notifications", include_in_schema=False)
+# Text, not JSON: the validation token echoed, or an empty 202/400.
+@router.post("/graph/notifications", response_class=PlainTextResponse, include_in_schema=False)
 async def notifications(request: Request, background: BackgroundTasks) -> Response:
     return await _accept(request, background, graph_notifications.changes_notified)
 
 
-@router.post("/graph/lifecycle", include_in_schema=False)
+@router.post("/graph/lifecycle", response_class=PlainTextResponse, include_in_schema=False)
 async def lifecycle(request: Request, background: BackgroundTasks) -> Response:
     return await _accept(request, background, graph_notifications.lifecycle_notified)

@@ -19,6 +19,7 @@ import os
 import time
 
 from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
@@ -98,7 +99,7 @@ def _direct_and_private(request: Request) -> bool:
     return client.is_loopback or client.is_private
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse, include_in_schema=False)
 def metrics(request: Request) -> Response:
     if not _authorised(request):
         raise HTTPException(401, "metrics token required (THREADLINE_METRICS_TOKEN), or scrape from this host "

@@ -11,12 +11,14 @@ from functools import lru_cache
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from app.api.deps import RuntimeDep
+from app.api.schemas import EntraConfig, PanelConfig
 from app.services.people import STAGES
 
-router = APIRouter(include_in_schema=False)
+# The pages and their files stay out of /docs; the one JSON route is in it.
+router = APIRouter(tags=["sidebar"])
 WEB = Path(__file__).resolve().parent.parent / "web"
 STATIC = {"panel.js": "text/javascript", "panel.css": "text/css", "signin.js": "text/javascript",
           "legacy.js": "text/javascript"}
@@ -63,31 +65,31 @@ def _page(name: str, *, outlook: bool) -> Response:
                     headers={**SECURITY, "Content-Security-Policy": _csp(outlook=outlook)})
 
 
-@router.get("/panel")
+@router.get("/panel", response_class=HTMLResponse, include_in_schema=False)
 def panel() -> Response:
     """The standalone panel: /panel?email=someone@example.com (add &full=1 for full width)."""
     return _page("panel.html", outlook=False)
 
 
-@router.get("/panel/contact/{contact_id}")
+@router.get("/panel/contact/{contact_id}", response_class=HTMLResponse, include_in_schema=False)
 def contact_page(contact_id: int) -> Response:
     """A contact's full record on a page of its own."""
     return _page("panel.html", outlook=False)
 
 
-@router.get("/panel/outlook")
+@router.get("/panel/outlook", response_class=HTMLResponse, include_in_schema=False)
 def outlook_pane() -> Response:
     """The Outlook task pane (the manifest's SourceLocation): the panel plus Office.js."""
     return _page("outlook.html", outlook=True)
 
 
-@router.get("/panel/signin")
+@router.get("/panel/signin", response_class=HTMLResponse, include_in_schema=False)
 def signin_dialog() -> Response:
     """Microsoft sign-in in an Office dialog, for hosts without nested app authentication."""
     return _page("signin.html", outlook=True)
 
 
-@router.get("/panel/static/{name}")
+@router.get("/panel/static/{name}", response_class=Response, include_in_schema=False)  # JS and CSS
 def static(name: str) -> Response:
     if name not in STATIC:
         raise HTTPException(404, "not found")
@@ -111,12 +113,13 @@ def _signin_tenant(rt) -> str:
 
 
 @router.get("/panel/config.json")
-def panel_config(rt: RuntimeDep) -> JSONResponse:
+def panel_config(rt: RuntimeDep, response: Response) -> PanelConfig:
     """What the pane needs before signing in: the lifecycle stages and the Entra app (no secrets)."""
     s = rt.settings
     entra = None
     if s.entra_client_id:
-        entra = {"client_id": s.entra_client_id, "scope": s.entra_scope,
-                 "scope_uri": f"api://{s.entra_client_id}/{s.entra_scope}", "authority": s.entra_authority,
-                 "tenant": _signin_tenant(rt)}
-    return JSONResponse({"stages": list(STAGES), "entra": entra}, headers=SECURITY)
+        entra = EntraConfig(client_id=s.entra_client_id, scope=s.entra_scope,
+                            scope_uri=f"api://{s.entra_client_id}/{s.entra_scope}", authority=s.entra_authority,
+                            tenant=_signin_tenant(rt))
+    response.headers.update(SECURITY)
+    return PanelConfig(stages=list(STAGES), entra=entra)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Optional
 
 from pydantic import BaseModel
 
@@ -30,6 +31,12 @@ class UserRef(BaseModel):
     id: int
     name: str | None
     email: str | None = None
+
+
+class Author(BaseModel):
+    """Who wrote a note or task (timeline items carry no author address)."""
+    id: int
+    name: str | None
 
 
 class Colleague(BaseModel):
@@ -86,7 +93,7 @@ class TimelineItem(BaseModel):
     status: str | None = None
     # notes and tasks
     body: str | None = None
-    author: UserRef | None = None
+    author: Author | None = None
     due_at: datetime | None = None
     done_at: datetime | None = None
 
@@ -125,6 +132,107 @@ class CompanyDetail(BaseModel):
     name: str
     domain: str
     contacts: list[CompanyContact]
+
+
+class ContactConflict(BaseModel):
+    """409 from creating a contact: the address is already one, here is its id."""
+    detail: str
+    error: str = "conflict"
+    field: Optional[str] = None
+    contact_id: int
+
+
+class Me(BaseModel):
+    id: int
+    email: str
+    name: str
+    organisation: str
+    role: str  # rep | admin
+    stages: list[str]
+
+
+class NeverLogRule(BaseModel):
+    kind: str  # address | domain
+    value: str
+    removed_interactions: int
+
+
+class LoggedEmail(BaseModel):
+    logged: bool
+    interaction_id: int | None
+    created: bool  # false: the email was already on the timeline
+    reason: str | None  # why it was not kept: "internal", "excluded by rule", "bulk or automated", ...
+
+
+# -- mailboxes (app/services/mailboxes.describe) ----------------------------------------
+
+class MailboxStatus(BaseModel):
+    id: int
+    kind: str  # imap | m365 | caldav | demo
+    owner: str | None
+    server: str | None  # host:port, IMAP only
+    username: str | None
+    status: str  # pending | importing | active | failed | paused
+    stage: str  # idle | running
+    healthy: bool
+    last_success_at: datetime | None
+    last_attempt_at: datetime | None
+    next_sync_at: datetime | None
+    last_error: str | None
+    last_error_kind: str | None
+    messages_imported: int
+    skipped: dict[str, int]  # messages not kept, by reason
+
+
+class FolderStatus(BaseModel):
+    name: str
+    role: str  # inbox | sent | archive | other
+    selected: bool
+    status: str  # ok | error
+    last_error: str | None
+    messages: int
+    backfill_done: bool
+    cursor: dict[str, Any]  # the connector's own resume point (IMAP UIDs, Graph delta links, ...)
+    last_synced_at: datetime | None
+
+
+class Unreadable(BaseModel):
+    folder: str
+    remote_id: str
+    reason: str
+
+
+class MailboxDetail(MailboxStatus):
+    folders: list[FolderStatus]
+    unreadable: list[Unreadable]  # the latest 50
+
+
+class Queued(BaseModel):
+    queued: bool
+
+
+# -- the sidebar's configuration and the health checks ---------------------------------
+
+class EntraConfig(BaseModel):
+    client_id: str
+    scope: str
+    scope_uri: str
+    authority: str
+    tenant: str  # the one connected tenant, or "organizations"
+
+
+class PanelConfig(BaseModel):
+    stages: list[str]
+    entra: EntraConfig | None  # null: Microsoft sign-in is not configured
+
+
+class Health(BaseModel):
+    ok: bool
+
+
+class Unhealthy(BaseModel):
+    ok: bool
+    database: str
 
 
 ContactCard.model_rebuild()
