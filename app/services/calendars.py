@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from sqlmodel import Session, select
 
 from app.crypto import SecretBox
-from app.models import FolderState, Mailbox, Organisation, SyncIssue, User
+from app.models import FolderState, Mailbox, MailboxStatus, Organisation, SyncIssue, User
 from app.services.orgs import Invalid, find_user
 
 
@@ -53,6 +53,7 @@ def connect_caldav(session: Session, box: SecretBox, org: Organisation, *, owner
     account and the calendars found (empty without `check`). The password is never
     part of any message."""
     from connectors.base import ConnectorError
+    from sync.fixes import explain_error
 
     find_user(session, org.id, owner)
     url = _check_settings(url, username, sync)
@@ -64,7 +65,7 @@ def connect_caldav(session: Session, box: SecretBox, org: Organisation, *, owner
         try:
             found = probe(url, username, password, owner)
         except ConnectorError as exc:
-            raise Invalid(f"cannot use this CalDAV account ({exc.kind}): {exc}") from exc
+            raise Invalid(f"cannot use this CalDAV account ({exc.kind}): {explain_error(exc, 'caldav')}") from exc
     mailbox = add_caldav(session, box, org, owner=owner, url=url, username=username, password=password, sync=sync)
     return mailbox, found
 
@@ -104,7 +105,7 @@ def describe_all(session: Session, org_id: int) -> list[dict]:
         out.append({
             "id": mb.id, "owner": owner.email if owner else None, "url": mb.config.get("url"),
             "username": mb.config.get("username"), "status": mb.status, "stage": mb.sync_stage,
-            "healthy": mb.status == "active" and not mb.last_error,
+            "healthy": mb.status == MailboxStatus.ACTIVE and not mb.last_error,
             "last_success_at": mb.last_success_at, "next_sync_at": mb.next_sync_at,
             "last_error": mb.last_error, "last_error_kind": mb.last_error_kind,
             "meetings_imported": mb.messages_imported, "skipped": dict(mb.skipped or {}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from app.crypto import SecretBox
-from app.models import FolderState, Mailbox, Organisation, SyncIssue, User
+from app.models import FolderState, Mailbox, MailboxStatus, Organisation, SyncIssue, User
 from app.services.orgs import Invalid, NotFound, find_user
 
 SECURITY = ("tls", "starttls", "none")
@@ -43,7 +43,7 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
         "server": f"{mailbox.config.get('host')}:{mailbox.config.get('port')}" if mailbox.kind == "imap" else None,
         "username": mailbox.config.get("username"),
         "status": mailbox.status, "stage": mailbox.sync_stage,
-        "healthy": mailbox.status == "active" and not mailbox.last_error,
+        "healthy": mailbox.status == MailboxStatus.ACTIVE and not mailbox.last_error,
         "last_success_at": mailbox.last_success_at, "last_attempt_at": mailbox.last_attempt_at,
         "next_sync_at": mailbox.next_sync_at,
         "last_error": mailbox.last_error, "last_error_kind": mailbox.last_error_kind,
@@ -73,29 +73,14 @@ from sqlalchemy.engine import Connection  # noqa: E402
 from app.models import GraphSubscription, InteractionSource  # noqa: E402
 from app.models.base import utcnow  # noqa: E402
 from app.services import audit  # noqa: E402
+from sync.fixes import RunError, fix_text  # noqa: E402
 
 MB, FS, SRC = Mailbox.__table__, FolderState.__table__, InteractionSource.__table__
 ISSUE, GSUB = SyncIssue.__table__, GraphSubscription.__table__
 
-# What an admin does about each kind of error (sync/engine.py error kinds).
-FIXES = {
-    "auth": "Update the mailbox password (console: mailbox page → New password; CLI: threadline mailbox "
-            "set-password ID). For Microsoft 365, connect the account again.",
-    "transient": "Check the server name, port and security setting, and that the server is up; "
-                 "Threadline retries automatically.",
-    "throttled": "Nothing to do: the server asked Threadline to slow down and it retries later.",
-    "cursor_expired": "Re-sync the mailbox from scratch.",
-    "bad_data": "Some messages could not be read; see the unreadable list on the mailbox page.",
-    "folder": "Some folders failed; see their errors on the mailbox page, then Sync now.",
-    "lease": "Another worker was syncing this mailbox; nothing to do.",
-    "internal": "An internal error; check the server log and report it.",
-}
-
-
-def fix_for(kind: str | None) -> str | None:
-    if not kind:
-        return None
-    return FIXES.get(kind, "Check the error above, then Sync now.")
+def fix_for(kind: str | None, source: str | None = None) -> str | None:
+    """What an admin does about a mailbox's last error kind (the table is sync/fixes.py)."""
+    return fix_text(kind, source)
 
 
 def _aware(value):
@@ -107,12 +92,12 @@ def _aware(value):
 def health_label(row: dict, interval: int, now: datetime | None = None) -> str:
     """healthy | failing | paused | importing | pending | behind: a failing mailbox is never healthy."""
     now = now or utcnow()
-    if row["status"] == "paused":
+    if row["status"] == MailboxStatus.PAUSED:
         return "paused"
-    if row["status"] == "failed" or row.get("last_error") or row.get("folder_errors"):
+    if row["status"] == MailboxStatus.FAILED or row.get("last_error") or row.get("folder_errors"):
         return "failing"
-    if row["status"] in ("pending", "importing"):
-        return row["status"]
+    if row["status"] in (MailboxStatus.PENDING, MailboxStatus.IMPORTING):
+        return str(row["status"])
     last = _aware(row.get("last_success_at"))
     if last is None:
         return "pending"
@@ -153,8 +138,8 @@ def health(session: Session, org_id: int, mailbox_id: int | None = None) -> list
         row["lag"] = human_lag(row["lag_seconds"])
         row["health"] = health_label(row, interval, now)
         row["healthy"] = row["health"] == "healthy"
-        kind = mb.last_error_kind or ("folder" if bad_folders else None)
-        row["fix"] = fix_for(kind)
+        kind = mb.last_error_kind or (RunError.FOLDER if bad_folders else None)
+        row["fix"] = fix_for(kind, mb.kind)
         rows.append(row)
     return rows
 
@@ -184,7 +169,7 @@ def _target(row) -> str:
 
 def pause(conn: Connection, org_id: int, mailbox_id: int, *, actor_id: int | None) -> None:
     row = _one(conn, org_id, mailbox_id)
-    conn.execute(_update(MB).where(MB.c.id == mailbox_id).values(status="paused"))
+    conn.execute(_update(MB).where(MB.c.id == mailbox_id).values(status=MailboxStatus.PAUSED))
     audit.record(conn, org_id, actor_id, "mailbox.pause", _target(row))
 
 
@@ -192,8 +177,9 @@ def resume(conn: Connection, org_id: int, mailbox_id: int, *, actor_id: int | No
     row = _one(conn, org_id, mailbox_id)
     pending = conn.execute(_select(FS.c.id).where(FS.c.mailbox_id == mailbox_id, FS.c.selected.is_(True),
                                                   FS.c.backfill_done.is_(False))).first()
-    status = "pending" if row.last_success_at is None else ("importing" if pending else "active")
-    if row.status == "paused":
+    status = (MailboxStatus.PENDING if row.last_success_at is None
+              else MailboxStatus.IMPORTING if pending else MailboxStatus.ACTIVE)
+    if row.status == MailboxStatus.PAUSED:
         conn.execute(_update(MB).where(MB.c.id == mailbox_id)
                      .values(status=status, next_sync_at=utcnow(), failure_count=0))
     audit.record(conn, org_id, actor_id, "mailbox.resume", _target(row))
