@@ -66,10 +66,14 @@ def test_app_only_token_and_folder_roles(graph):
     mailbox, secret = tenant_mailbox(graph)
     c = build(mailbox, secret, want_snippet=False)
     try:
-        roles = {f.name: f.role for f in c.list_folders()}
+        folders = c.list_folders()
     finally:
         c.close()
+    roles = {f.name: f.role for f in folders}
     assert "client_credentials" in graph.token_requests
+    # Graph's ids are the folders' remote ids (fetching never looks them up again), not flags.
+    inbox = next(f for f in folders if f.name == "Inbox")
+    assert inbox.remote_id == graph.folder_id(USER, "inbox") and inbox.flags == ("wk:inbox",)
     assert roles == {"Inbox": "inbox", "Inbox/Customers": "other", "Sent Items": "sent", "Archive": "archive",
                      "Archive/2025": "archive", "Deleted Items": "skip", "Junk Email": "skip", "Drafts": "skip",
                      "Outbox": "skip", "Conversation History": "skip", "RSS Feeds": "skip",
@@ -517,6 +521,21 @@ def test_certificate_credential(graph):
     try:
         with pytest.raises(AuthError, match="invalid_client"):
             c.list_folders()
+    finally:
+        c.close()
+
+
+def test_calendar_reads_the_same_default_window_as_caldav_365_days_back(graph):
+    now = datetime.now(timezone.utc)
+    carla = ("Carla", "carla@acme.com", "required", "accepted")
+    kept = graph.add_event(USER, subject="Last autumn", start=now - timedelta(days=200), attendees=[carla])
+    graph.add_event(USER, subject="Too old", start=now - timedelta(days=400), attendees=[carla])
+    mailbox, secret = tenant_mailbox(graph)
+    unset = ConnectorSpec("m365", mailbox.config, owner=USER, tenant=mailbox.tenant)  # no window given
+    assert unset.window == CalendarWindow(past_days=365, future_days=180)
+    c = build(unset, secret, want_snippet=False)
+    try:
+        assert [r.remote_id for b in drain(c, folder(c, CALENDAR_FOLDER)) for r in b.records] == [kept]
     finally:
         c.close()
 
