@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from app.models import Contact, Interaction, InteractionKind, Participant, User
+from app.models import Contact, Interaction, Participant, User
 from app.models.base import utcnow
 from app.services import timeline
 from connectors.base import MessageRecord
@@ -103,7 +103,7 @@ def add_note(conn: Connection, org_id: int, author_id: int, contact_id: int, bod
         raise Invalid("the note is empty")
     if len(body) > MAX_BODY:
         raise Invalid(f"a note holds at most {MAX_BODY} characters")
-    return _add(conn, org_id, author_id, contact_id, kind=InteractionKind.NOTE, subject=None, body=body)
+    return _add(conn, org_id, author_id, contact_id, kind="note", subject=None, body=body)
 
 
 def add_task(conn: Connection, org_id: int, author_id: int, contact_id: int, title: str,
@@ -116,14 +116,13 @@ def add_task(conn: Connection, org_id: int, author_id: int, contact_id: int, tit
     body = (body or "").strip() or None
     if body and len(body) > MAX_BODY:
         raise Invalid(f"a task description holds at most {MAX_BODY} characters")
-    return _add(conn, org_id, author_id, contact_id, kind=InteractionKind.TASK, subject=title, body=body,
-                due_at=due_at)
+    return _add(conn, org_id, author_id, contact_id, kind="task", subject=title, body=body, due_at=due_at)
 
 
 def update_task(conn: Connection, org_id: int, task_id: int, *, done: bool | None = None,
                 title: str | None = None, due_at: datetime | None = None, clear_due: bool = False) -> dict:
     row = conn.execute(select(I.c.id, I.c.done_at).where(I.c.id == task_id, I.c.org_id == org_id,
-                                                          I.c.kind == InteractionKind.TASK)).first()
+                                                          I.c.kind == "task")).first()
     if row is None:
         raise NotFound("no such task")
     values: dict = {}

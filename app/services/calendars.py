@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from sqlmodel import Session, select
 
 from app.crypto import SecretBox
-from app.models import FolderState, Mailbox, MailboxStatus, Organisation, SyncIssue, User
+from app.models import FolderState, Mailbox, Organisation, SyncIssue, User
 from app.services.orgs import Invalid, find_user
 
 
@@ -105,7 +105,7 @@ def describe_all(session: Session, org_id: int) -> list[dict]:
         out.append({
             "id": mb.id, "owner": owner.email if owner else None, "url": mb.config.get("url"),
             "username": mb.config.get("username"), "status": mb.status, "stage": mb.sync_stage,
-            "healthy": mb.status == MailboxStatus.ACTIVE and not mb.last_error,
+            "healthy": mb.status == "active" and not mb.last_error,
             "last_success_at": mb.last_success_at, "next_sync_at": mb.next_sync_at,
             "last_error": mb.last_error, "last_error_kind": mb.last_error_kind,
             "meetings_imported": mb.messages_imported, "skipped": dict(mb.skipped or {}),

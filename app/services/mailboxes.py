@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from app.crypto import SecretBox
-from app.models import FolderState, Mailbox, MailboxStatus, Organisation, SyncIssue, User
+from app.models import FolderState, Mailbox, Organisation, SyncIssue, User
 from app.services.orgs import Invalid, NotFound, find_user
 
 SECURITY = ("tls", "starttls", "none")
@@ -43,7 +43,7 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
         "server": f"{mailbox.config.get('host')}:{mailbox.config.get('port')}" if mailbox.kind == "imap" else None,
         "username": mailbox.config.get("username"),
         "status": mailbox.status, "stage": mailbox.sync_stage,
-        "healthy": mailbox.status == MailboxStatus.ACTIVE and not mailbox.last_error,
+        "healthy": mailbox.status == "active" and not mailbox.last_error,
         "last_success_at": mailbox.last_success_at, "last_attempt_at": mailbox.last_attempt_at,
         "next_sync_at": mailbox.next_sync_at,
         "last_error": mailbox.last_error, "last_error_kind": mailbox.last_error_kind,
@@ -92,12 +92,12 @@ def _aware(value):
 def health_label(row: dict, interval: int, now: datetime | None = None) -> str:
     """healthy | failing | paused | importing | pending | behind: a failing mailbox is never healthy."""
     now = now or utcnow()
-    if row["status"] == MailboxStatus.PAUSED:
+    if row["status"] == "paused":
         return "paused"
-    if row["status"] == MailboxStatus.FAILED or row.get("last_error") or row.get("folder_errors"):
+    if row["status"] == "failed" or row.get("last_error") or row.get("folder_errors"):
         return "failing"
-    if row["status"] in (MailboxStatus.PENDING, MailboxStatus.IMPORTING):
-        return str(row["status"])
+    if row["status"] in ("pending", "importing"):
+        return row["status"]
     last = _aware(row.get("last_success_at"))
     if last is None:
         return "pending"
@@ -169,7 +169,7 @@ def _target(row) -> str:
 
 def pause(conn: Connection, org_id: int, mailbox_id: int, *, actor_id: int | None) -> None:
     row = _one(conn, org_id, mailbox_id)
-    conn.execute(_update(MB).where(MB.c.id == mailbox_id).values(status=MailboxStatus.PAUSED))
+    conn.execute(_update(MB).where(MB.c.id == mailbox_id).values(status="paused"))
     audit.record(conn, org_id, actor_id, "mailbox.pause", _target(row))
 
 
@@ -177,9 +177,8 @@ def resume(conn: Connection, org_id: int, mailbox_id: int, *, actor_id: int | No
     row = _one(conn, org_id, mailbox_id)
     pending = conn.execute(_select(FS.c.id).where(FS.c.mailbox_id == mailbox_id, FS.c.selected.is_(True),
                                                   FS.c.backfill_done.is_(False))).first()
-    status = (MailboxStatus.PENDING if row.last_success_at is None
-              else MailboxStatus.IMPORTING if pending else MailboxStatus.ACTIVE)
-    if row.status == MailboxStatus.PAUSED:
+    status = "pending" if row.last_success_at is None else ("importing" if pending else "active")
+    if row.status == "paused":
         conn.execute(_update(MB).where(MB.c.id == mailbox_id)
                      .values(status=status, next_sync_at=utcnow(), failure_count=0))
     audit.record(conn, org_id, actor_id, "mailbox.resume", _target(row))

@@ -296,15 +296,14 @@ def update_user(conn: Connection, org_id: int, user_id: int, *, name: str | None
     conn.execute(_update(_U).where(_U.c.id == user_id, _U.c.org_id == org_id).values(**values))
     detail = {k: v for k, v in values.items()}
     if values.get("active") is False:
-        from app.models import Mailbox, MailboxStatus
+        from app.models import Mailbox
 
         mb = Mailbox.__table__
         detail["tokens_revoked"] = conn.execute(
             _update(_T).where(_T.c.user_id == user_id, _T.c.org_id == org_id, _T.c.revoked_at.is_(None))
             .values(revoked_at=utcnow_())).rowcount
         detail["mailboxes_paused"] = conn.execute(
-            _update(mb).where(mb.c.owner_id == user_id, mb.c.org_id == org_id)
-            .values(status=MailboxStatus.PAUSED)).rowcount
+            _update(mb).where(mb.c.owner_id == user_id, mb.c.org_id == org_id).values(status="paused")).rowcount
     action = "user.deactivate" if values.get("active") is False else (
         "user.reactivate" if values.get("active") is True else "user.update")
     audit.record(conn, org_id, actor_id, action, row.email, detail)
