@@ -18,7 +18,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from app.crypto import SecretBox
+from app.crypto import SecretBox, SecretError
 from app.db import insert_ignore, read_only, write_transaction
 from app.models.base import utcnow
 from app.models import (FolderState, Interaction, InteractionSource, M365Tenant, Mailbox, MailboxStatus, Organisation,
@@ -175,8 +175,14 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
     report = RunReport(mailbox_id)
     connector = None
     retry_after: float | None = None
-    with read_only(engine) as conn:
-        mailbox, spec, org, settings = load_mailbox(conn, box, mailbox_id)
+    try:
+        with read_only(engine) as conn:
+            mailbox, spec, org, settings = load_mailbox(conn, box, mailbox_id)
+    except SecretError as exc:  # the connector's secret is unreadable (a wrong key): fail the run, release it
+        report.error, report.error_kind = f"internal error: SecretError: {exc}", RunError.INTERNAL
+        _finish(engine, mailbox_id, worker, report, 0, retry_after=None)
+        metrics.observe_run(report)
+        return report
     owner_email = spec.owner
     since = (now or datetime.now(timezone.utc)) - timedelta(days=settings.backfill_days)
     if mailbox["status"] in (MailboxStatus.PENDING, MailboxStatus.FAILED) and mailbox["last_success_at"] is None:

@@ -64,3 +64,18 @@ def test_one_table_gives_every_fix(kind, source, fix, expected):
     assert expected.lower() in text.lower() and text[0].isupper() and text.endswith(".")
     assert explain("login refused", kind, source, fix) == f"login refused. {text}"
     assert fix_text(None, source) is None
+
+
+def test_an_unreadable_stored_secret_fails_the_run_and_releases_the_mailbox(tmp_path, imap_user):
+    # The spec is built (and the secret decrypted) before the connector: a secret
+    # the key cannot open must still end as a failed run an admin sees.
+    world = make_world(tmp_path)
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    with world.rt.engine.begin() as conn:
+        from sqlalchemy import text
+
+        conn.execute(text("UPDATE mailbox SET secret_enc = 'not-a-fernet-token' WHERE id = :m"), {"m": mid})
+    report = world.sync(mid)
+    assert not report.ok and report.error_kind == RunError.INTERNAL
+    status, stage, kind, error = world.sql("SELECT status, sync_stage, last_error_kind, last_error FROM mailbox")[0]
+    assert (status, stage, kind) == ("failed", "idle", "internal") and "THREADLINE_SECRET_KEY" in error
