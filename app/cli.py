@@ -181,14 +181,14 @@ def sync_cmd(once: Annotated[bool, typer.Option("--once", help="Sync every due m
     """Sync mailboxes now (a progress bar on a terminal, a summary at the end)."""
     from sqlmodel import select
 
-    from app.models import Mailbox
+    from app.models import Mailbox, MailboxStatus
     from sync.engine import sync_mailbox
 
     if not once:
         _fail("use `threadline sync --once` here, or `threadline worker` to keep syncing")
     rt = _rt()
     with session(rt.engine) as s:
-        query = select(Mailbox.id).where(Mailbox.status != "paused").order_by(Mailbox.id)
+        query = select(Mailbox.id).where(Mailbox.status != MailboxStatus.PAUSED).order_by(Mailbox.id)
         if mailbox is not None:
             query = select(Mailbox.id).where(Mailbox.id == mailbox)
         ids = list(s.exec(query).all())

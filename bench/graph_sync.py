@@ -147,6 +147,7 @@ def threadline(info: dict, page_size: int, tmp: str, shipped: bool = False) -> N
     from app.services import m365
     from app.services.actor import Actor
     from app.settings import load_settings
+    from connectors.factory import build_connector
     from sync import engine
 
     data = Path(tmp) / ("data-shipped" if shipped else "data-in-process")
@@ -168,8 +169,8 @@ def threadline(info: dict, page_size: int, tmp: str, shipped: bool = False) -> N
         mailbox_id = mailbox.id
     seen, per_folder = [], {}
 
-    def factory(mb, box, org_ctx):
-        connector = engine.default_connector(mb, box, org_ctx)
+    def factory(spec):
+        connector = build_connector(spec)
         seen.append(connector)
         fetch = connector.fetch_changes
 

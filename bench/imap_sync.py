@@ -277,15 +277,16 @@ class TimedConnector:
 def nochange_in_process(data_dir: Path, mailbox_id: int, runs: int) -> list[dict]:
     from app.runtime import open_runtime
     from app.settings import load_settings
-    from sync.engine import default_connector, sync_mailbox
+    from connectors.factory import build_connector
+    from sync.engine import sync_mailbox
 
     rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir), "THREADLINE_IDLE": "0"}))
     results = []
     for _ in range(runs):
         made: list[TimedConnector] = []
 
-        def factory(mailbox, box, org):
-            c = TimedConnector(default_connector(mailbox, box, org))
+        def factory(spec):
+            c = TimedConnector(build_connector(spec))
             made.append(c)
             return c
 

@@ -1,19 +1,46 @@
-"""The shape every connector shares: folders, batches of records, cursors, errors."""
+"""The shape every connector shares: what a connector is built from
+(ConnectorSpec, CalendarWindow), folders, batches of records, cursors, errors
+(ErrorKind, Fix)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Iterator, Protocol
+from datetime import datetime, time, timedelta, timezone
+from enum import StrEnum
+from typing import Iterator, NamedTuple, Protocol
+
+
+class ErrorKind(StrEnum):
+    """The five kinds of failure the engine tells apart (stored as Mailbox.last_error_kind)."""
+    AUTH = "auth"  # credentials refused or revoked: a person must act
+    TRANSIENT = "transient"  # network trouble, server unavailable: retried with backoff
+    THROTTLED = "throttled"  # the provider asked us to slow down
+    CURSOR_EXPIRED = "cursor_expired"  # the stored cursor is no longer valid
+    BAD_DATA = "bad_data"  # one item (or one folder) cannot be understood
+
+
+class Fix(StrEnum):
+    """What a person has to do, when the connector knows better than its error kind.
+    The words shown to people are in sync/fixes.py, keyed by this code and the source."""
+    PASSWORD = "password"  # the server refused the username or password
+    SIGN_IN = "sign_in"  # a person's Microsoft 365 sign-in expired, was revoked or is missing
+    APP_CREDENTIAL = "app_credential"  # Entra rejected (or we cannot read) the tenant app's credential
+    CONSENT = "consent"  # the app lacks Mail.Read / Calendars.Read with admin consent
+    ACCESS_POLICY = "access_policy"  # an Exchange application access policy excludes this mailbox
+    NO_MAILBOX = "no_mailbox"  # the provider has no usable mailbox for this address (address, licence)
+    IMAP_SIGN_IN = "imap_sign_in"  # Exchange Online refused the OAuth (XOAUTH2) IMAP login
 
 
 class ConnectorError(Exception):
-    """Base of the few error kinds the engine understands."""
+    """Base of the few error kinds the engine understands. The message says what
+    happened; `kind` and `fix` are values the engine acts on (never words in the
+    message)."""
 
-    kind = "transient"
+    kind = ErrorKind.TRANSIENT
 
-    def __init__(self, message: str, *, retry_after: float | str | None = None):
+    def __init__(self, message: str, *, retry_after: float | str | None = None, fix: Fix | None = None):
         super().__init__(message)
         self.retry_after = retry_after_seconds(retry_after)
+        self.fix = fix
 
 
 def retry_after_seconds(value) -> float | None:
@@ -28,7 +55,6 @@ def retry_after_seconds(value) -> float | None:
         return max(0.0, float(text))
     except ValueError:
         pass
-    from datetime import datetime, timezone
     from email.utils import parsedate_to_datetime
 
     try:
@@ -42,34 +68,84 @@ def retry_after_seconds(value) -> float | None:
 
 class AuthError(ConnectorError):
     """Credentials refused or revoked: a person must act."""
-    kind = "auth"
+    kind = ErrorKind.AUTH
 
 
 class TransientError(ConnectorError):
     """Network trouble, server unavailable: retry with backoff."""
-    kind = "transient"
+    kind = ErrorKind.TRANSIENT
 
 
 class ThrottledError(ConnectorError):
     """The provider asked us to slow down (retry_after seconds)."""
-    kind = "throttled"
+    kind = ErrorKind.THROTTLED
 
 
 class CursorExpiredError(ConnectorError):
     """The stored cursor is no longer valid; the folder must be re-listed."""
-    kind = "cursor_expired"
+    kind = ErrorKind.CURSOR_EXPIRED
 
 
 class BadDataError(ConnectorError):
     """One item cannot be understood; the rest of the sync carries on."""
-    kind = "bad_data"
+    kind = ErrorKind.BAD_DATA
+
+
+ERRORS: dict[ErrorKind, type[ConnectorError]] = {cls.kind: cls for cls in (
+    AuthError, TransientError, ThrottledError, CursorExpiredError, BadDataError)}
+
+
+def error_of(kind: str, message: str, *, retry_after: float | None = None, fix: str | None = None) -> ConnectorError:
+    """The error of this kind again (the fetch child sends errors over a pipe as values)."""
+    return ERRORS.get(kind, TransientError)(message, retry_after=retry_after, fix=Fix(fix) if fix else None)
+
+
+@dataclass(frozen=True)
+class CalendarWindow:
+    """How far back and ahead calendars are read, in days: the organisation's
+    setting (Organisation.calendar_past_days / calendar_future_days)."""
+    past_days: int = 365
+    future_days: int = 180
+
+    def bounds(self, now: datetime | None = None) -> tuple[datetime, datetime]:
+        """[start, end) in whole days (midnight UTC), so the window moves once a
+        day rather than at every run; end is the day after the last one."""
+        now = now or datetime.now(timezone.utc)
+        today = datetime.combine(now.astimezone(timezone.utc).date(), time(0), tzinfo=timezone.utc)
+        return today - timedelta(days=int(self.past_days)), today + timedelta(days=int(self.future_days) + 1)
+
+
+@dataclass(frozen=True)
+class TenantSpec:
+    """A Microsoft 365 tenant app (application permissions) a mailbox is read through."""
+    tenant_id: str
+    client_id: str
+    auth_kind: str = "secret"  # secret | certificate
+    config: dict = field(default_factory=dict)  # authority / graph_url overrides
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    """Everything a connector is built from (connectors/factory.py): plain values,
+    so it pickles to the fetch child process (sync/pipeline.py) unchanged."""
+    kind: str  # imap | m365 | caldav | demo
+    config: dict  # the mailbox's connection settings, no secrets
+    # The mailbox's password or token cache, or for a tenant-wide Microsoft 365
+    # mailbox the tenant app's credential. Never in a repr.
+    secret: str = field(default="", repr=False)
+    mailbox_id: int | None = None
+    owner: str = ""  # the owner's address, lower case
+    window: CalendarWindow = CalendarWindow()
+    tenant: TenantSpec | None = None
+    want_snippet: bool = False
 
 
 @dataclass(frozen=True)
 class Folder:
     name: str
-    role: str  # inbox | sent | archive | other | skip
-    flags: tuple[str, ...] = ()
+    role: str  # inbox | sent | archive | other | skip | calendar
+    flags: tuple[str, ...] = ()  # what the source says about it (IMAP: \Sent, \HasChildren ...)
+    remote_id: str | None = None  # the source's id for it where that is not the name (Graph id, CalDAV URL)
 
 
 @dataclass(slots=True)
@@ -148,6 +224,29 @@ class Batch:
     backfill_done: bool = False
     reset: bool = False  # cursor was invalidated: copies recorded under the old cursor are stale
     extra: dict = field(default_factory=dict)
+
+
+# What a run reads from a connector, folder by folder (connectors.factory.events,
+# or the fetch child process): typed, and cheap to pickle.
+class FolderBatch(NamedTuple):
+    """Records (and the cursor covering them) of one folder, to commit together."""
+    folder: str
+    batch: Batch
+
+
+class FolderDone(NamedTuple):
+    """The folder was read to its end without error."""
+    folder: str
+
+
+class FolderFailed(NamedTuple):
+    """The folder failed; the other folders carry on."""
+    folder: str
+    kind: ErrorKind | None  # None: an unexpected exception (a bug), not a ConnectorError
+    reason: str
+
+
+SyncEvent = FolderBatch | FolderDone | FolderFailed
 
 
 def close_quietly(connector) -> None:

@@ -1,5 +1,6 @@
-"""CalDAV connector: a rep's calendars become folders (role "calendar"), their
-meetings MeetingRecords (connectors/ical.py does the iCalendar part).
+"""CalDAV connector: a rep's calendars become folders (role "calendar", named by
+their path on the server, their URL as Folder.remote_id), their meetings
+MeetingRecords (connectors/ical.py does the iCalendar part).
 
 Transport, authentication and discovery use the caldav library (DAVClient,
 principal, calendar-home-set); the few REPORT/PROPFIND bodies whose cost
@@ -27,6 +28,7 @@ Cursor per calendar (stored by the engine as given):
   token     the sync token the items below are complete for (sync mode)
   ctag      the ctag they are complete for (ctag mode)
   win       [first day, day after last] of the window recurring events were expanded in
+            (the organisation's CalendarWindow on the day of the run)
   items     member -> [etag digest ("" in sync mode), recurring 0/1, [recurrence ids emitted]]
             ("" stands for a single event's record). Members that gave nothing and
             need no tracking are left out in sync mode.
@@ -47,8 +49,8 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.sax.saxutils import escape
 
 from connectors.base import (
-    AuthError, BadDataError, Batch, ConnectorError, CursorExpiredError, Folder, MeetingRecord, ThrottledError,
-    TransientError,
+    AuthError, BadDataError, Batch, CalendarWindow, ConnectorError, ConnectorSpec, CursorExpiredError, ErrorKind, Fix,
+    Folder, MeetingRecord, ThrottledError, TransientError,
 )
 from connectors.ical import Window, meetings_from_ics, parse_rid, remote_id
 
@@ -70,13 +72,13 @@ def _etag_digest(etag: str | None) -> str:
 
 class CalDavConnector:
     def __init__(self, url: str, username: str, password: str, *, owner: str | None = None,
-                 window: dict | None = None, use_sync_token: bool = True, chunk: int = 200,
+                 window: CalendarWindow = CalendarWindow(), use_sync_token: bool = True, chunk: int = 200,
                  timeout: float = 60.0, now: datetime | None = None):
         self.url = url if url.endswith("/") else url + "/"
         self.username = username
         self._password = password
         self.owner = (owner or "").lower() or None
-        self.window_settings = window or {}
+        self.window_settings = window
         self.use_sync_token = use_sync_token
         self.chunk = chunk
         self.timeout = timeout
@@ -175,7 +177,8 @@ class CalDavConnector:
                 path += "/"
             self._calendars[path] = urljoin(home, href)
             display = (props.get(f"{_D}displayname").text or "").strip() if props.get(f"{_D}displayname") is not None else ""
-            folders.append(Folder(name=path, role="calendar", flags=(f"displayname={display}",) if display else ()))
+            folders.append(Folder(name=path, role="calendar", flags=(f"displayname={display}",) if display else (),
+                                  remote_id=self._calendars[path]))
         return folders
 
     def _home_set(self) -> str:
@@ -191,14 +194,15 @@ class CalDavConnector:
         return str(home) if str(home).endswith("/") else f"{home}/"
 
     def _calendar_url(self, folder: Folder) -> str:
-        if folder.name not in self._calendars:
+        url = folder.remote_id or self._calendars.get(folder.name)
+        if not url:  # a folder known only by its path (stored before, or made by hand)
             base = urlsplit(self.url)
             return f"{base.scheme}://{base.netloc}{quote(folder.name)}"
-        return self._calendars[folder.name]
+        return url
 
     # -- changes --------------------------------------------------------------
     def window(self) -> Window:
-        return Window.of_mailbox(self.window_settings, self._now)
+        return Window.of(self.window_settings, self._now)
 
     def fetch_changes(self, folder: Folder, cursor: dict, since: datetime | None = None) -> Iterator[Batch]:
         """Batches of meeting records and removals; the last one carries the new
@@ -464,7 +468,7 @@ def _member(href: str, cal_path: str) -> str | None:
 
 
 class _TokenRefused(ConnectorError):
-    kind = "cursor_expired"
+    kind = ErrorKind.CURSOR_EXPIRED
 
 
 def translate(exc: BaseException, what: str) -> ConnectorError:
@@ -478,8 +482,7 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
         if "valid-sync-token" in pre:
             return _TokenRefused(f"sync token refused while {what}")
         status = str(getattr(exc, "reason", "") or exc)
-        return AuthError(f"the CalDAV server refused the login while {what} ({status[:120]}): "
-                         "check the username and password")
+        return AuthError(f"the CalDAV server refused the login while {what} ({status[:120]})", fix=Fix.PASSWORD)
     if isinstance(exc, dav_error.RateLimitError):
         return ThrottledError(f"the CalDAV server asked us to slow down while {what}",
                               retry_after=getattr(exc, "retry_after_seconds", None) or getattr(exc, "retry_after", None))
@@ -501,11 +504,12 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
     return TransientError(f"unexpected failure while {what}: {name}: {str(exc)[:200]}")
 
 
-def build(mailbox: dict, secret: str, want_snippet: bool = True) -> CalDavConnector:
-    """The engine's factory: mailbox holds config {url, username}, owner and window."""
-    cfg = mailbox.get("config") or {}
-    return CalDavConnector(cfg["url"], cfg["username"], secret, owner=mailbox.get("owner"),
-                           window=mailbox.get("window"), use_sync_token=cfg.get("sync", "auto") != "ctag",
+def build(spec: ConnectorSpec) -> CalDavConnector:
+    """A connector from its spec: config holds url, username and optionally sync
+    ("ctag" to ignore sync tokens) and chunk; the secret is the password."""
+    cfg = spec.config or {}
+    return CalDavConnector(cfg["url"], cfg["username"], spec.secret, owner=spec.owner or None,
+                           window=spec.window, use_sync_token=cfg.get("sync", "auto") != "ctag",
                            chunk=int(cfg.get("chunk", 200)))
 
 

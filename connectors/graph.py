@@ -2,14 +2,17 @@
 (or Exchange Online IMAP with XOAUTH2, reusing the IMAP connector).
 
 Folders: every mail folder except the ones Exchange marks by well-known name
-as junk, deleted, drafts, outbox and the like (locale-proof), plus one folder
-"calendar:Calendar" with role "calendar" for calendarView/delta.
+as junk, deleted, drafts, outbox and the like (locale-proof), named by its path
+of display names, its Graph id as Folder.remote_id; plus one folder
+"calendar:Calendar" with role "calendar" for calendarView/delta over the
+organisation's CalendarWindow.
 
 Cursor per folder (stored by the engine as given):
   id          the Graph folder id the links below belong to (mail folders)
   next_link   the next page of an unfinished round (absolute URL, followed verbatim)
   delta_link  the state token of the last finished round
-  window      [start, end] of the calendar window the links belong to (calendar)
+  window      [start, end] of the calendar window the links belong to (calendar);
+              once the window has moved a week, a fresh round starts over the new one
   masters     series master id -> its iCalUId (calendar, a small cache)
 
 A round ends at @odata.deltaLink. An expired state (410, SyncStateNotFound,
@@ -29,7 +32,7 @@ import ssl
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Callable, Iterator
 from urllib.parse import quote
@@ -38,8 +41,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 
 from connectors.base import (
-    Attendee, AuthError, BadDataError, BadRecord, Batch, ConnectorError, CursorExpiredError, Folder, MeetingRecord,
-    MessageRecord, ThrottledError, TransientError, retry_after_seconds,
+    Attendee, AuthError, BadDataError, BadRecord, Batch, CalendarWindow, ConnectorError, ConnectorSpec,
+    CursorExpiredError, Fix, Folder, MeetingRecord, MessageRecord, ThrottledError, TransientError,
+    retry_after_seconds,
 )
 from connectors.m365auth import (
     IMAP_APP_SCOPES, IMAP_USER_SCOPES, AppTokenSource, DelegatedTokenSource, graph_scopes, parse_credential,
@@ -110,33 +114,34 @@ def _verify() -> ssl.SSLContext | bool:
     return _ssl_context(os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None)
 
 
-def build(mailbox: dict, secret: str, want_snippet: bool):
-    """A connector from the engine's plain values (see sync.engine._connector_args)."""
-    cfg = dict(mailbox.get("config") or {})
-    tenant = mailbox.get("tenant")
+def build(spec: ConnectorSpec):
+    """A connector from its spec: a delegated mailbox's config holds client_id (and
+    tenant_id, user, authority, graph_url), its secret is the token cache; a
+    tenant-wide one has spec.tenant and the tenant app's credential as secret."""
+    cfg = dict(spec.config or {})
+    tenant = spec.tenant
     imap = cfg.get("protocol") == "imap"
-    owner = cfg.get("user") or mailbox.get("owner") or ""
+    owner = cfg.get("user") or spec.owner or ""
     if tenant:
-        tcfg = tenant.get("config") or {}
+        tcfg = tenant.config or {}
         graph_url = tcfg.get("graph_url") or DEFAULT_GRAPH_URL
-        tokens = AppTokenSource(tenant["tenant_id"], tenant["client_id"],
-                                parse_credential(tenant.get("auth_kind") or "secret", secret),
+        tokens = AppTokenSource(tenant.tenant_id, tenant.client_id,
+                                parse_credential(tenant.auth_kind or "secret", spec.secret),
                                 authority=tcfg.get("authority"),
                                 scopes=IMAP_APP_SCOPES if imap else graph_scopes(graph_url, delegated=False))
         user_path = f"/users/{quote(owner, safe='@')}"
     else:
         if not cfg.get("client_id"):
-            raise AuthError("this Microsoft 365 mailbox has no app registration; reconnect it with "
-                            "`threadline mailbox add-m365 --owner ... --client-id ...`")
+            raise AuthError("this Microsoft 365 mailbox has no app registration", fix=Fix.SIGN_IN)
         graph_url = cfg.get("graph_url") or DEFAULT_GRAPH_URL
-        tokens = DelegatedTokenSource(cfg["client_id"], cfg.get("tenant_id") or "organizations", secret,
+        tokens = DelegatedTokenSource(cfg["client_id"], cfg.get("tenant_id") or "organizations", spec.secret,
                                       authority=cfg.get("authority"), username=cfg.get("user"),
                                       scopes=IMAP_USER_SCOPES if imap else graph_scopes(graph_url, delegated=True))
         user_path = "/me"
     if imap:
-        return exchange_imap(cfg, owner, tokens, want_snippet)
-    return GraphConnector(graph_url=graph_url, user_path=user_path, tokens=tokens, want_snippet=want_snippet,
-                          mailbox_key=f"{graph_url}|{owner.lower()}", window=mailbox.get("window"),
+        return exchange_imap(cfg, owner, tokens, spec.want_snippet)
+    return GraphConnector(graph_url=graph_url, user_path=user_path, tokens=tokens, want_snippet=spec.want_snippet,
+                          mailbox_key=f"{graph_url}|{owner.lower()}", window=spec.window,
                           page_size=int(cfg.get("page_size", PAGE_SIZE)),
                           max_retry_wait=float(cfg.get("max_retry_wait", 60)))
 
@@ -154,11 +159,10 @@ def exchange_imap(cfg: dict, owner: str, tokens, want_snippet: bool):
             try:
                 return super().connect()
             except AuthError as exc:
-                if "username and password" not in str(exc):
+                if exc.fix != Fix.PASSWORD:
                     raise
-                raise AuthError("Exchange Online refused the OAuth sign-in (XOAUTH2) for "
-                                f"{self.settings.username}: reconnect the mailbox (run `threadline mailbox add-m365 "
-                                "--imap ...` again) and check that IMAP is enabled for it") from exc
+                raise AuthError(f"Exchange Online refused the OAuth sign-in (XOAUTH2) for {self.settings.username}",
+                                fix=Fix.IMAP_SIGN_IN) from exc
 
     settings = ImapSettings(host=cfg.get("host", "outlook.office365.com"), port=int(cfg.get("port", 993)),
                             security=cfg.get("security", "tls"), username=cfg.get("username") or owner,
@@ -168,13 +172,13 @@ def exchange_imap(cfg: dict, owner: str, tokens, want_snippet: bool):
 
 class GraphConnector:
     def __init__(self, *, graph_url: str, user_path: str, tokens, want_snippet: bool, mailbox_key: str,
-                 window: dict | None = None, page_size: int = PAGE_SIZE, max_retries: int = 3,
+                 window: CalendarWindow = CalendarWindow(), page_size: int = PAGE_SIZE, max_retries: int = 3,
                  max_retry_wait: float = 60.0, sleep: Callable[[float], None] = time.sleep):
         self.graph_url = graph_url.rstrip("/")
         self.user_path = user_path
         self.tokens = tokens
         self.want_snippet = want_snippet
-        self.window = window or {"past_days": 90, "future_days": 180}
+        self.window = window
         self.page_size = page_size
         self.max_retries = max_retries
         self.max_retry_wait = max_retry_wait
@@ -270,23 +274,18 @@ class GraphConnector:
             return CursorExpiredError(f"the sync state expired while {what} ({detail})")
         if status == 401:
             return AuthError(f"Microsoft Graph refused the access token ({detail}): the sign-in expired or was "
-                             f"revoked; reconnect the mailbox (delegated: `threadline mailbox add-m365 --owner ... "
-                             f"--client-id ...`; tenant-wide: check the app's secret and admin consent)")
+                             f"revoked", fix=Fix.SIGN_IN if self.user_path == "/me" else Fix.APP_CREDENTIAL)
         if status == 403:
             text = message.lower()
             if ("accesspolicy" in text.replace(" ", "") or "access to odata is disabled" in text
                     or "application access policy" in text):
                 return AuthError(
                     f"Microsoft 365 blocks this app from {self.user_path.rsplit('/', 1)[-1]}: an Exchange "
-                    f"application access policy denies it ({detail}). Fix: add this mailbox to the group the "
-                    f"policy allows (New-ApplicationAccessPolicy / Test-ApplicationAccessPolicy in Exchange "
-                    f"Online PowerShell), or remove the mailbox from Threadline")
-            return AuthError(f"Microsoft Graph denied access while {what} ({detail}): grant the app Mail.Read and "
-                             f"Calendars.Read with admin consent, then reconnect")
+                    f"application access policy denies it ({detail})", fix=Fix.ACCESS_POLICY)
+            return AuthError(f"Microsoft Graph denied access while {what} ({detail})", fix=Fix.CONSENT)
         if status == 404 and code in ("ErrorInvalidUser", "MailboxNotEnabledForRESTAPI", "ResourceNotFound",
                                       "ErrorNonExistentMailbox"):
-            return AuthError(f"Microsoft 365 has no usable mailbox here ({detail}): check the rep's address and "
-                             f"licence, then reconnect")
+            return AuthError(f"Microsoft 365 has no usable mailbox here ({detail})", fix=Fix.NO_MAILBOX)
         if status >= 500:
             return TransientError(f"Microsoft Graph failed while {what} ({detail})")
         return BadDataError(f"Microsoft Graph refused the request while {what} ({detail})")
@@ -333,11 +332,11 @@ class GraphConnector:
                     role = "other"
                 path = f"{prefix}{name}"
                 self._folder_ids[path] = fid
-                folders.append(Folder(name=path, role=role, flags=(f"id:{fid}",) + ((f"wk:{wk}",) if wk else ())))
+                folders.append(Folder(name=path, role=role, flags=(f"wk:{wk}",) if wk else (), remote_id=fid))
                 if role != "skip" and int(item.get("childFolderCount") or 0) > 0 and prefix.count("/") < 5:
                     queue.append((f"{self.user_path}/mailFolders/{quote(fid)}/childFolders", path + "/",
                                   "archive" if role == "archive" else None))
-        folders.append(Folder(name=CALENDAR_FOLDER, role="calendar", flags=("calendar",)))
+        folders.append(Folder(name=CALENDAR_FOLDER, role="calendar"))
         return folders
 
     def _well_known_ids(self) -> dict[str, str]:
@@ -375,7 +374,7 @@ class GraphConnector:
         if folder.role == "calendar":
             yield from self._calendar_changes(cursor)
             return
-        fid = next((f[3:] for f in folder.flags if f.startswith("id:")), None) or self._folder_ids.get(folder.name)
+        fid = folder.remote_id or self._folder_ids.get(folder.name)
         if not fid:
             raise BadDataError(f"folder {folder.name!r} has no Graph id")
         cursor = dict(cursor or {})
@@ -484,9 +483,7 @@ class GraphConnector:
     # -- calendar -------------------------------------------------------------------
     def _calendar_changes(self, cursor: dict) -> Iterator[Batch]:
         cursor = dict(cursor or {})
-        now = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-        start = now - timedelta(days=int(self.window.get("past_days", 90)))
-        end = now + timedelta(days=int(self.window.get("future_days", 180)) + 1)
+        start, end = self.window.bounds()
         window = cursor.get("window")
         if window:
             old_start = datetime.fromisoformat(window[0].replace("Z", "+00:00"))

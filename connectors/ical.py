@@ -31,13 +31,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from connectors.base import Attendee, BadRecord, MeetingRecord
+from connectors.base import Attendee, BadRecord, CalendarWindow, MeetingRecord
 
 MAX_ATTENDEES = 500
 MAX_OCCURRENCES = 1000  # per series inside the window
 MAX_ICS_BYTES = 2 * 1024 * 1024
-DEFAULT_PAST_DAYS = 365
-DEFAULT_FUTURE_DAYS = 180
 METHODS = ("REQUEST", "REPLY", "CANCEL")
 _RESPONSES = {"ACCEPTED": "accepted", "DECLINED": "declined", "TENTATIVE": "tentative",
               "NEEDS-ACTION": "needs-action", "DELEGATED": "declined"}
@@ -71,23 +69,13 @@ def parse_rid(rid: str) -> datetime:
 
 @dataclass(frozen=True)
 class Window:
+    """The dates a CalendarWindow covers at one moment: events are read in [start, end)."""
     start: datetime  # aware UTC
     end: datetime
 
     @classmethod
-    def around(cls, now: datetime | None = None, past_days: int | None = None,
-               future_days: int | None = None) -> "Window":
-        """The sync window, whole days so that it moves once a day, not at every run."""
-        now = now or datetime.now(timezone.utc)
-        today = datetime.combine(now.astimezone(timezone.utc).date(), time(0), tzinfo=timezone.utc)
-        past = DEFAULT_PAST_DAYS if past_days is None else int(past_days)
-        future = DEFAULT_FUTURE_DAYS if future_days is None else int(future_days)
-        return cls(today - timedelta(days=past), today + timedelta(days=future + 1))
-
-    @classmethod
-    def of_mailbox(cls, window: dict | None, now: datetime | None = None) -> "Window":
-        window = window or {}
-        return cls.around(now, window.get("past_days"), window.get("future_days"))
+    def of(cls, setting: CalendarWindow | None = None, now: datetime | None = None) -> "Window":
+        return cls(*(setting or CalendarWindow()).bounds(now))
 
     def key(self) -> list[str]:
         return [self.start.date().isoformat(), self.end.date().isoformat()]

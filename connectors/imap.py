@@ -26,7 +26,8 @@ from imapclient import IMAPClient
 from imapclient import exceptions as imap_errors
 
 from connectors.base import (
-    AuthError, BadDataError, BadRecord, Batch, ConnectorError, Folder, MessageRecord, TransientError,
+    AuthError, BadDataError, BadRecord, Batch, CalendarWindow, ConnectorError, Fix, Folder, MessageRecord,
+    TransientError,
 )
 from connectors.imapfetch import (
     HEADER_FIELDS_KEY as _HEADER_KEY, FetchFailed, calendar_part, parse_internaldate, read_fetch, read_structures,
@@ -123,7 +124,7 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
     if isinstance(exc, ConnectorError):
         return exc
     if isinstance(exc, imap_errors.LoginError):
-        return AuthError(f"login refused by the server ({_msg(exc)}): check the username and password")
+        return AuthError(f"login refused by the server ({_msg(exc)})", fix=Fix.PASSWORD)
     if isinstance(exc, ssl.SSLError):
         return TransientError(f"TLS failed while {what}: {_msg(exc)}")
     if isinstance(exc, socket.gaierror):
@@ -371,9 +372,9 @@ class ImapConnector:
 
     # -- invitations (iMIP) -----------------------------------------------------
     want_invitations = True
-    # The calendar window for expanding recurring invitations ({past_days, future_days};
-    # None: connectors.ical's defaults). The engine may set it from mailbox["window"].
-    calendar_window: dict | None = None
+    # The calendar window recurring invitations are expanded over; the factory sets
+    # the organisation's (ConnectorSpec.window).
+    calendar_window: CalendarWindow = CalendarWindow()
 
     def _invitation_parts(self, imap, multipart: list[int], single: dict) -> dict:
         """uid -> (part info, raw bytes or None when too large), one command at a time."""
@@ -406,7 +407,7 @@ class ImapConnector:
         return out
 
     def _add_meetings(self, uidvalidity: int, parts: dict, records: list, bad: list) -> None:
-        window = ical.Window.of_mailbox(self.calendar_window)
+        window = ical.Window.of(self.calendar_window)
         senders = {r.remote_id: (r.from_[0][1].strip().lower() if r.from_ else None)
                    for r in records if isinstance(r, MessageRecord)}
         for uid, (info, raw) in sorted(parts.items()):

@@ -20,7 +20,7 @@ import threading
 import msal
 import requests
 
-from connectors.base import AuthError, TransientError
+from connectors.base import AuthError, Fix, TransientError
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 GRAPH_APP_SCOPES = ["https://graph.microsoft.com/.default"]
@@ -67,24 +67,21 @@ def parse_credential(auth_kind: str, secret: str):
             data = json.loads(secret)
             return {"private_key": data["private_key"], "thumbprint": data["thumbprint"]}
         except (ValueError, KeyError, TypeError) as exc:
-            raise AuthError("the stored certificate credential is unreadable: add the tenant again with "
-                            "`threadline mailbox add-m365-tenant --certificate ...`") from exc
+            raise AuthError("the stored certificate credential is unreadable", fix=Fix.APP_CREDENTIAL) from exc
     return secret
 
 
 def _explain(result: dict, *, delegated: bool) -> AuthError | TransientError:
     error = result.get("error", "")
     desc = (result.get("error_description") or "").split("\r\n")[0].split("\n")[0][:300]
+    fix = Fix.SIGN_IN if delegated else Fix.APP_CREDENTIAL
     if error in ("invalid_grant", "interaction_required", "expired_token"):
-        return AuthError(f"Microsoft 365 sign-in has expired or was revoked ({error}: {desc}); reconnect the "
-                         f"mailbox: run `threadline mailbox add-m365 --owner ... --client-id ...` again and sign in")
+        return AuthError(f"Microsoft 365 sign-in has expired or was revoked ({error}: {desc})", fix=fix)
     if error in ("invalid_client", "unauthorized_client"):
-        what = "the mailbox" if delegated else "the tenant app (a new client secret or certificate)"
-        return AuthError(f"Microsoft Entra rejected the application ({error}: {desc}); reconnect {what}: run "
-                         f"`threadline mailbox add-m365-tenant` again with the current credential")
+        return AuthError(f"Microsoft Entra rejected the application ({error}: {desc})", fix=fix)
     if error in ("temporarily_unavailable", "server_error"):
         return TransientError(f"Microsoft Entra is unavailable ({error}: {desc})")
-    return AuthError(f"Microsoft Entra refused the token request ({error or 'no token'}: {desc}); reconnect the mailbox")
+    return AuthError(f"Microsoft Entra refused the token request ({error or 'no token'}: {desc})", fix=fix)
 
 
 class AppTokenSource:
@@ -141,8 +138,7 @@ class DelegatedTokenSource:
             try:
                 self.cache.deserialize(cache_json)
             except ValueError as exc:
-                raise AuthError("the stored Microsoft 365 sign-in is unreadable; reconnect the mailbox with "
-                                "`threadline mailbox add-m365 --owner ... --client-id ...`") from exc
+                raise AuthError("the stored Microsoft 365 sign-in is unreadable", fix=Fix.SIGN_IN) from exc
         self._refresh_tokens = self._rt_secrets()
         self._app = None
         self.updated_secret: str | None = None
@@ -165,8 +161,7 @@ class DelegatedTokenSource:
             app = self.app()
             accounts = app.get_accounts(username=self.username) or app.get_accounts()
             if not accounts:
-                raise AuthError("no Microsoft 365 sign-in is stored for this mailbox; reconnect it: run "
-                                "`threadline mailbox add-m365 --owner ... --client-id ...` and sign in")
+                raise AuthError("no Microsoft 365 sign-in is stored for this mailbox", fix=Fix.SIGN_IN)
             try:
                 result = app.acquire_token_silent_with_error(self.scopes, account=accounts[0],
                                                              force_refresh=force_refresh)

@@ -18,15 +18,17 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from app.crypto import SecretBox
+from app.crypto import SecretBox, SecretError
 from app.db import insert_ignore, read_only, write_transaction
 from app.models.base import utcnow
-from app.models import (FolderState, Interaction, InteractionSource, M365Tenant, Mailbox, Organisation, SyncIssue,
-                        User, UserAlias)
-from connectors.base import Batch, ConnectorError, Folder, MeetingRecord, MessageRecord, close_quietly
+from app.models import (FolderState, Interaction, InteractionSource, M365Tenant, Mailbox, MailboxStatus, Organisation,
+                        SyncIssue, SyncStage, User, UserAlias)
+from connectors.base import (Batch, CalendarWindow, ConnectorError, ConnectorSpec, Folder, FolderBatch, FolderDone,
+                             FolderFailed, MeetingRecord, MessageRecord, TenantSpec, close_quietly)
 from connectors.factory import build_connector, events
 from sync import exclusions, metrics
 from sync.addresses import FREE_MAIL_DOMAINS
+from sync.fixes import RunError, explain_error
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
 from sync.meetings import drop_meetings_without_copies, ingest_meetings, remove_copies
 
@@ -117,45 +119,34 @@ def org_context(conn, org_id: int, box: SecretBox) -> OrgContext:
 
 # -- one run --------------------------------------------------------------------
 
-ConnectorFactory = Callable[[dict, SecretBox, OrgContext], object]
-
-
-def _connector_args(mailbox: dict, box: SecretBox, org: OrgContext) -> tuple:
-    """(public settings, secret, want_snippet): plain values a connector is built from.
-
-    public holds id, kind, config, owner (the owner's address), window (calendar
-    days back and ahead) and, for a Microsoft 365 tenant-wide mailbox, tenant
-    (tenant_id, client_id, auth_kind, config); the secret is then the tenant
-    app's credential rather than the mailbox's own.
-    """
-    public = {k: v for k, v in mailbox.items() if k in ("id", "kind", "config", "owner", "window", "tenant")}
-    secret_enc = mailbox.get("tenant_secret_enc") or mailbox.get("secret_enc")
-    secret = box.decrypt(secret_enc) if secret_enc else ""
-    return public, secret, org.visibility == "snippet"
+ConnectorFactory = Callable[[ConnectorSpec], object]
 
 
 def load_mailbox(conn, box: SecretBox, mailbox_id: int):
-    """(mailbox row as a dict with owner, window and, for a tenant-wide Microsoft 365
-    mailbox, its tenant; the organisation's context; the organisation's sync settings)."""
+    """(the mailbox row as a dict; the ConnectorSpec its connector is built from;
+    the organisation's context; the organisation's sync settings).
+
+    For a tenant-wide Microsoft 365 mailbox the spec holds the tenant, and its
+    secret is the tenant app's credential rather than the mailbox's own."""
     mailbox = dict(conn.execute(select(MAILBOX).where(MAILBOX.c.id == mailbox_id)).mappings().one())
     org = org_context(conn, mailbox["org_id"], box)
     O = Organisation.__table__
     settings = conn.execute(select(O.c.backfill_days, O.c.sync_interval_seconds, O.c.calendar_past_days,
                                    O.c.calendar_future_days).where(O.c.id == mailbox["org_id"])).one()
-    mailbox["owner"] = conn.execute(select(User.__table__.c.email)
-                                    .where(User.__table__.c.id == mailbox["owner_id"])).scalar_one().lower()
-    mailbox["window"] = {"past_days": settings.calendar_past_days, "future_days": settings.calendar_future_days}
+    owner = conn.execute(select(User.__table__.c.email)
+                         .where(User.__table__.c.id == mailbox["owner_id"])).scalar_one().lower()
+    tenant, secret_enc = None, mailbox["secret_enc"]
     if mailbox.get("tenant_ref"):
         T = M365Tenant.__table__
-        tenant = conn.execute(select(T).where(T.c.id == mailbox["tenant_ref"], T.c.org_id == mailbox["org_id"])
-                              ).mappings().one()
-        mailbox["tenant"] = {k: tenant[k] for k in ("tenant_id", "client_id", "auth_kind", "config")}
-        mailbox["tenant_secret_enc"] = tenant["secret_enc"]
-    return mailbox, org, settings
-
-
-def default_connector(mailbox: dict, box: SecretBox, org: OrgContext):
-    return build_connector(*_connector_args(mailbox, box, org))
+        row = conn.execute(select(T).where(T.c.id == mailbox["tenant_ref"], T.c.org_id == mailbox["org_id"])
+                           ).mappings().one()
+        tenant = TenantSpec(row["tenant_id"], row["client_id"], row["auth_kind"], dict(row["config"] or {}))
+        secret_enc = row["secret_enc"] or secret_enc
+    spec = ConnectorSpec(kind=mailbox["kind"], config=dict(mailbox["config"] or {}),
+                         secret=box.decrypt(secret_enc) if secret_enc else "", mailbox_id=mailbox_id, owner=owner,
+                         window=CalendarWindow(settings.calendar_past_days, settings.calendar_future_days),
+                         tenant=tenant, want_snippet=org.visibility == "snippet")
+    return mailbox, spec, org, settings
 
 
 # Mail sources whose first import is large enough to be worth a second process.
@@ -184,12 +175,18 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
     report = RunReport(mailbox_id)
     connector = None
     retry_after: float | None = None
-    with read_only(engine) as conn:
-        mailbox, org, settings = load_mailbox(conn, box, mailbox_id)
-    owner_email = mailbox["owner"]
+    try:
+        with read_only(engine) as conn:
+            mailbox, spec, org, settings = load_mailbox(conn, box, mailbox_id)
+    except SecretError as exc:  # the connector's secret is unreadable (a wrong key): fail the run, release it
+        report.error, report.error_kind = f"internal error: SecretError: {exc}", RunError.INTERNAL
+        _finish(engine, mailbox_id, worker, report, 0, retry_after=None)
+        metrics.observe_run(report)
+        return report
+    owner_email = spec.owner
     since = (now or datetime.now(timezone.utc)) - timedelta(days=settings.backfill_days)
-    if mailbox["status"] in ("pending", "failed") and mailbox["last_success_at"] is None:
-        _set(engine, mailbox_id, worker, status="importing")
+    if mailbox["status"] in (MailboxStatus.PENDING, MailboxStatus.FAILED) and mailbox["last_success_at"] is None:
+        _set(engine, mailbox_id, worker, status=MailboxStatus.IMPORTING)
     if fetch_in_child is None:
         fetch_in_child = (connector_factory is None and mailbox["kind"] in FETCH_IN_CHILD
                           and _needs_import(engine, mailbox_id))
@@ -197,9 +194,9 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
         if fetch_in_child:
             from sync.pipeline import ChildFetcher
 
-            connector = ChildFetcher(_connector_args(mailbox, box, org))
+            connector = ChildFetcher(spec)
         else:
-            connector = (connector_factory or default_connector)(mailbox, box, org)
+            connector = (connector_factory or build_connector)(spec)
         folders = connector.list_folders()
         states = _upsert_folders(engine, mailbox, folders)
         work = [(folder, state["cursor"]) for folder, state in states if state["selected"]]
@@ -207,14 +204,14 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
         stream = connector.run(work, since) if fetch_in_child else events(connector, work, since)
         broken: set[str] = set()
         for event in stream:
-            kind, name = event[0], event[1]
+            name = event.folder
             folder, state = state_by_name[name]
             if name in broken:
                 continue
-            if kind == "batch":
+            if isinstance(event, FolderBatch):
                 mbx = MailboxContext(mailbox_id, state["id"], mailbox["owner_id"], owner_email)
                 try:
-                    _commit_batch(engine, org, mbx, worker, lease_seconds, folder, event[2], report)
+                    _commit_batch(engine, org, mbx, worker, lease_seconds, folder, event.batch, report)
                 except LeaseLost:
                     raise
                 except Exception as exc:  # noqa: BLE001 - one broken folder never stops the others
@@ -223,27 +220,28 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
                     _folder_failed(engine, state["id"], f"{type(exc).__name__}: {exc}", report, name)
                 if progress:
                     progress(report)
-            elif kind == "folder_done":
+            elif isinstance(event, FolderDone):
                 _folder_ok(engine, state["id"])
                 if name in report.relisted_meetings:
                     _drop_meetings_without_copies(engine, mailbox["org_id"], report.relisted_meetings.pop(name))
-            elif kind == "folder_error":
+            elif isinstance(event, FolderFailed):
                 broken.add(name)
-                _folder_failed(engine, state["id"], event[3], report, name)
+                _folder_failed(engine, state["id"], event.reason, report, name)
         report.ok = True
     except LeaseLost:
-        report.error, report.error_kind = "another worker took over this mailbox", "lease"
+        report.error, report.error_kind = "another worker took over this mailbox", RunError.LEASE
     except ConnectorError as exc:
-        report.error, report.error_kind = str(exc), exc.kind
+        # What happened, then what fixes it (sync/fixes.py), by the error's kind and fix code.
+        report.error, report.error_kind = explain_error(exc, spec.kind), exc.kind
         retry_after = exc.retry_after
     except Exception as exc:  # noqa: BLE001 - a run must always release its claim
         log.exception("sync of mailbox %s failed", mailbox_id)
-        report.error, report.error_kind = f"internal error: {type(exc).__name__}: {exc}", "internal"
+        report.error, report.error_kind = f"internal error: {type(exc).__name__}: {exc}", RunError.INTERNAL
     finally:
         _keep_rotated_secret(engine, box, mailbox, connector)
         close_quietly(connector)
     report.seconds = time.monotonic() - started
-    if report.error_kind != "lease":
+    if report.error_kind != RunError.LEASE:
         _finish(engine, mailbox_id, worker, report, settings.sync_interval_seconds, retry_after=retry_after)
     metrics.observe_run(report)
     if report.new_interactions:
@@ -405,42 +403,31 @@ def _finish(engine: Engine, mailbox_id: int, worker: str, report: RunReport, int
             retry_after: float | None) -> None:
     now = utcnow()
     with write_transaction(engine) as conn:
-        row = conn.execute(select(MAILBOX.c.failure_count, MAILBOX.c.status, MAILBOX.c.kind)
+        row = conn.execute(select(MAILBOX.c.failure_count, MAILBOX.c.status)
                            .where(MAILBOX.c.id == mailbox_id)).one()
-        values: dict = {"sync_stage": "idle", "lease_owner": None, "lease_until": None}
+        values: dict = {"sync_stage": SyncStage.IDLE, "lease_owner": None, "lease_until": None}
         if report.ok:
             all_done = conn.execute(
                 select(FOLDER.c.id).where(FOLDER.c.mailbox_id == mailbox_id, FOLDER.c.selected.is_(True),
                                           FOLDER.c.backfill_done.is_(False))
             ).first() is None
             folder_note = "; ".join(report.folders_failed) or None
-            values.update(status="active" if all_done else "importing", last_success_at=now, failure_count=0,
+            values.update(status=MailboxStatus.ACTIVE if all_done else MailboxStatus.IMPORTING,
+                          last_success_at=now, failure_count=0,
                           next_sync_at=now + timedelta(seconds=interval),
                           last_error=(f"some folders could not be synced: {folder_note}" if folder_note else None),
-                          last_error_kind=("folder" if folder_note else None),
+                          last_error_kind=(RunError.FOLDER if folder_note else None),
                           last_error_at=(now if folder_note else None))
         else:
             failures = row.failure_count + 1
             wait = retry_after if retry_after else backoff_seconds(failures)
-            values.update(status="failed", failure_count=failures, last_error=_plain(report, row.kind),
+            values.update(status=MailboxStatus.FAILED, failure_count=failures,
+                          last_error=report.error or "unknown error",
                           last_error_kind=report.error_kind, last_error_at=now,
                           next_sync_at=now + timedelta(seconds=wait))
-        if row.status == "paused":
+        if row.status == MailboxStatus.PAUSED:
             values.pop("status", None)
         conn.execute(update(MAILBOX).where(MAILBOX.c.id == mailbox_id,
                                            or_(MAILBOX.c.lease_owner == worker, MAILBOX.c.lease_owner.is_(None)))
                      .values(**values))
 
-
-def _plain(report: RunReport, kind: str = "imap") -> str:
-    """The last error in plain words plus what fixes it."""
-    msg = report.error or "unknown error"
-    if report.error_kind == "auth":
-        if "reconnect" in msg.lower() or kind in ("m365", "caldav"):
-            return msg if msg.endswith(".") else f"{msg}."  # the connector already says what to do
-        return f"{msg}. Fix: update the mailbox password (threadline mailbox set-password)."
-    if report.error_kind == "transient":
-        return f"{msg}. Threadline retries automatically; check the host, port and security if it persists."
-    if report.error_kind == "throttled":
-        return f"{msg}. The server asked us to slow down; Threadline waits and retries."
-    return msg

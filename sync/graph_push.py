@@ -20,9 +20,10 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import delete, select, update
 
 from app.db import read_only, write_transaction
-from app.models import GraphSubscription, Mailbox
+from app.models import GraphSubscription, Mailbox, MailboxStatus
 from app.models.base import utcnow
-from connectors.base import ConnectorError, close_quietly
+from connectors.base import ConnectorError, ConnectorSpec, close_quietly
+from connectors.factory import build_connector
 from sync.runtime import Runtime
 
 log = logging.getLogger("threadline.graph_push")
@@ -39,18 +40,12 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-def _mailbox_values(conn, box, mailbox_id: int) -> tuple[dict, object]:
-    """The same plain values sync_mailbox gives a connector."""
+def _mailbox_values(conn, box, mailbox_id: int) -> tuple[dict, ConnectorSpec]:
+    """The mailbox row and the same ConnectorSpec sync_mailbox builds its connector from."""
     from sync.engine import load_mailbox
 
-    mailbox, org, _ = load_mailbox(conn, box, mailbox_id)
-    return mailbox, org
-
-
-def _connector(rt: Runtime, mailbox: dict, org):
-    from sync.engine import default_connector
-
-    return default_connector(mailbox, rt.box, org)
+    mailbox, spec, _, _ = load_mailbox(conn, box, mailbox_id)
+    return mailbox, spec
 
 
 def _graph_mailboxes(conn) -> list[dict]:
@@ -69,7 +64,7 @@ def ensure_subscriptions(rt: Runtime, *, now: datetime | None = None) -> dict:
         subs = [dict(r._mapping) for r in conn.execute(select(SUB))]
     for box in boxes:
         mine = [s for s in subs if s["mailbox_id"] == box["id"]]
-        if box["status"] == "paused":
+        if box["status"] == MailboxStatus.PAUSED:
             if mine:
                 summary["deleted"] += _drop_all(rt, box["id"], mine)
             continue
@@ -80,8 +75,8 @@ def ensure_subscriptions(rt: Runtime, *, now: datetime | None = None) -> dict:
             continue  # most runs: nothing to create or renew, so no connector is built
         try:
             with read_only(rt.engine) as conn:
-                mailbox, org = _mailbox_values(conn, rt.box, box["id"])
-            connector = _connector(rt, mailbox, org)
+                mailbox, spec = _mailbox_values(conn, rt.box, box["id"])
+            connector = build_connector(spec)
         except ConnectorError as exc:
             summary["failed"][box["id"]] = str(exc)
             continue
@@ -142,8 +137,8 @@ def _drop_all(rt: Runtime, mailbox_id: int, subs: list[dict]) -> int:
     connector = None
     try:
         with read_only(rt.engine) as conn:
-            mailbox, org = _mailbox_values(conn, rt.box, mailbox_id)
-        connector = _connector(rt, mailbox, org)
+            mailbox, spec = _mailbox_values(conn, rt.box, mailbox_id)
+        connector = build_connector(spec)
         for sub in subs:
             connector.delete_subscription(sub["subscription_id"])
     except ConnectorError as exc:
@@ -198,10 +193,10 @@ def handle_lifecycle(rt: Runtime, item: dict, mailbox_id: int) -> None:
         row = conn.execute(select(SUB).where(SUB.c.subscription_id == sid)).mappings().first()
         if row is None:
             return
-        mailbox, org = _mailbox_values(conn, rt.box, mailbox_id)
+        mailbox, spec = _mailbox_values(conn, rt.box, mailbox_id)
     connector = None
     try:
-        connector = _connector(rt, mailbox, org)
+        connector = build_connector(spec)
         if event == "reauthorizationRequired":
             _renew_or_recreate(rt, connector, mailbox, dict(row), utcnow())
         else:

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from app.db import bulk_insert_ignore, bulk_insert_ignore_returning, db_time, insert_ignore
+from app.models.timeline import InteractionKind
 from app.models.base import utcnow
 from app.models import Company, Contact, ContactAddress, Interaction, InteractionSource, Participant
 from connectors.base import MessageRecord
@@ -343,7 +344,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             continue
         seen.add(r.message_key)
         rows.append((
-            org.org_id, "email", r.message_key, at, p.direction,
+            org.org_id, InteractionKind.EMAIL, r.message_key, at, p.direction,
             r.subject if want_subject else None,
             r.snippet if want_snippet else None,
             (r.references[0] if r.references else r.in_reply_to or r.message_key)[:500],

@@ -29,7 +29,7 @@ from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from app.db import bulk_insert_ignore, bulk_insert_ignore_returning, db_time
-from app.models import Interaction, InteractionSource, Participant
+from app.models import Interaction, InteractionKind, InteractionSource, Participant
 from app.models.base import utcnow
 from connectors.base import Attendee, MeetingRecord, meeting_key
 from sync import addresses as addr
@@ -222,7 +222,7 @@ def _series_condition(conn: Connection, base: str):
 def _load_series(conn: Connection, org_id: int, bases: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for part in _chunked(sorted(bases), SERIES_CHUNK):
-        query = select(*STORED).where(I.c.org_id == org_id, I.c.kind == "meeting",
+        query = select(*STORED).where(I.c.org_id == org_id, I.c.kind == InteractionKind.MEETING,
                                       or_(*[_series_condition(conn, b) for b in part]))
         for row in conn.execute(query).mappings():
             out[row["message_key"]] = dict(row)
@@ -364,7 +364,7 @@ def _insert_new(batch: _Batch, plan: dict, states: dict[str, _State]) -> dict[st
             break
         if attempt == 3:
             raise RuntimeError("meetings: interactions kept disappearing while being inserted")
-        rows = [(org_id, "meeting", st.key, st.key, None, now,
+        rows = [(org_id, InteractionKind.MEETING, st.key, st.key, None, now,
                  *[db_time(conn, st.cols[c]) if c in ("occurred_at", "ends_at") else st.cols[c] for c in DETAILS])
                 for st in pending]
         inserted = dict((k, i) for i, k in bulk_insert_ignore_returning(conn, I, INSERT_COLUMNS, rows,
@@ -470,7 +470,7 @@ def drop_meetings_without_copies(conn: Connection, org_id: int, candidates: set[
     dropped = 0
     for part in _chunked(sorted(candidates)):
         orphans = conn.execute(select(I.c.id).where(
-            I.c.id.in_(part), I.c.org_id == org_id, I.c.kind == "meeting",
+            I.c.id.in_(part), I.c.org_id == org_id, I.c.kind == InteractionKind.MEETING,
             ~select(S.c.id).where(S.c.interaction_id == I.c.id).exists())).scalars().all()
         if not orphans:
             continue

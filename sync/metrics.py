@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from sync.fixes import RunError
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 RUNS = Counter("threadline_sync_runs", "Mailbox sync runs, by outcome.", ["outcome"], registry=REGISTRY)
@@ -34,6 +36,6 @@ def observe_run(report) -> None:
         if not report.ok:
             ERRORS.labels(kind=report.error_kind or "unknown").inc()
         for _ in report.folders_failed:
-            ERRORS.labels(kind="folder").inc()
+            ERRORS.labels(kind=RunError.FOLDER).inc()
     except Exception:  # noqa: BLE001 - pragma: no cover
         pass

@@ -27,7 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from connectors.base import ConnectorError, Folder, MessageRecord, TransientError, close_quietly
+from connectors.base import (ConnectorError, ConnectorSpec, ErrorKind, Folder, MessageRecord, SyncEvent,
+                             TransientError, close_quietly, error_of)
 from connectors.factory import build_connector, events
 
 _HEADER = struct.Struct("!I")
@@ -109,6 +110,10 @@ def _read(stream: BinaryIO):
 
 
 def child_main() -> None:
+    """Pipe protocol: the parent sends a ConnectorSpec, then (work, since) or None
+    (folders only); the child answers ("folders", list), then SyncEvents, then
+    ("done",), or ("fatal", ErrorKind, message, retry_after, Fix) at any point;
+    ("secret", new secret) may come before either end."""
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write to the event pipe
     connector = None
@@ -121,7 +126,7 @@ def child_main() -> None:
             _write(out, ("secret", fresh))
 
     try:
-        connector = build_connector(*_read(inp))
+        connector = build_connector(_read(inp))
         _write(out, ("folders", connector.list_folders()))
         plan = _read(inp)
         if not plan:
@@ -138,14 +143,20 @@ def child_main() -> None:
         _write(out, ("done",))
     except ConnectorError as exc:
         send_secret()
-        _write(out, ("fatal", type(exc).__name__, str(exc), exc.retry_after))
+        _write(out, ("fatal", exc.kind, str(exc), exc.retry_after, exc.fix))
     except BrokenPipeError:
         pass
     except BaseException as exc:  # noqa: BLE001
         send_secret()
-        _write(out, ("fatal", "TransientError", f"fetch process failed: {type(exc).__name__}: {exc}", None))
+        _write(out, ("fatal", ErrorKind.TRANSIENT, f"fetch process failed: {type(exc).__name__}: {exc}", None, None))
     finally:
         close_quietly(connector)
+
+
+def _tag(message) -> str | None:
+    """A control message's tag ("folders", "secret", "done", "fatal"); None for a
+    SyncEvent, whose first field is a folder name (a NamedTuple, never a plain tuple)."""
+    return message[0] if type(message) is tuple else None
 
 
 def _warm_up() -> None:
@@ -160,12 +171,12 @@ def _warm_up() -> None:
 class ChildFetcher:
     """list_folders and fetch_changes of one connector, run in a child process."""
 
-    def __init__(self, factory_args: tuple):
+    def __init__(self, spec: ConnectorSpec):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         self._proc = subprocess.Popen([sys.executable, "-m", "sync.pipeline"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, cwd=str(ROOT), env=env)
         # The password travels over the pipe, never in argv or the environment.
-        _write(self._proc.stdin, factory_args)
+        _write(self._proc.stdin, spec)
         # While the child starts and logs in this process only waits: load what the
         # first batch's ingest needs (the public-suffix list) meanwhile.
         threading.Thread(target=_warm_up, name="ingest-warm-up", daemon=True).start()
@@ -174,31 +185,29 @@ class ChildFetcher:
 
     def _next(self):
         event = _read(self._proc.stdout)
-        while event is not None and event[0] == "secret":
+        while _tag(event) == "secret":
             self.updated_secret = event[1]
             event = _read(self._proc.stdout)
         if event is None:
             code = self._proc.wait(timeout=10)
             raise TransientError(f"fetch process ended unexpectedly (exit code {code})")
-        if event[0] == "fatal":
-            _, kind, message, retry_after = event
-            import connectors.base as base
-
-            raise getattr(base, kind, TransientError)(message, retry_after=retry_after)
+        if _tag(event) == "fatal":
+            _, kind, message, retry_after, fix = event
+            raise error_of(kind, message, retry_after=retry_after, fix=fix)
         return event
 
     def list_folders(self) -> list[Folder]:
         event = self._next()
-        if event[0] != "folders":
-            raise TransientError(f"fetch process answered {event[0]!r} instead of the folder list")
+        if _tag(event) != "folders":
+            raise TransientError(f"fetch process answered {type(event).__name__} instead of the folder list")
         return event[1]
 
-    def run(self, work: list[tuple[Folder, dict]], since: datetime) -> Iterator[tuple]:
-        """Yields ("batch", name, Batch) / ("folder_done", name) / ("folder_error", name, kind, msg)."""
+    def run(self, work: list[tuple[Folder, dict]], since: datetime) -> Iterator[SyncEvent]:
+        """The child's events() for this work, as they come."""
         _write(self._proc.stdin, (work, since))
         while True:
             event = self._next()
-            if event[0] == "done":
+            if _tag(event) == "done":
                 return
             yield event
 

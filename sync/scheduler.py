@@ -17,9 +17,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
 from app.db import read_only
-from app.models import Mailbox
+from app.models import Mailbox, MailboxStatus
 from connectors.base import ConnectorError, close_quietly
-from sync.engine import default_connector, due_mailboxes, org_context, request_sync, sync_mailbox
+from connectors.factory import build_connector
+from sync.engine import due_mailboxes, load_mailbox, request_sync, sync_mailbox
 from sync.runtime import Runtime
 
 log = logging.getLogger("threadline.scheduler")
@@ -61,9 +62,8 @@ class IdleWatcher(threading.Thread):
     def _connector(self):
         rt = self.service.rt
         with read_only(rt.engine) as conn:
-            mailbox = conn.execute(select(MAILBOX).where(MAILBOX.c.id == self.mailbox_id)).mappings().one()
-            org = org_context(conn, mailbox["org_id"], rt.box)
-        return default_connector(dict(mailbox), rt.box, org)
+            _, spec, _, _ = load_mailbox(conn, rt.box, self.mailbox_id)
+        return build_connector(spec)
 
     def _drop(self) -> None:
         connector, self.connector = self.connector, None
@@ -143,7 +143,8 @@ class SyncService:
     def _ensure_watchers(self) -> None:
         with read_only(self.rt.engine) as conn:
             wanted = set(conn.execute(select(MAILBOX.c.id).where(
-                MAILBOX.c.kind == "imap", MAILBOX.c.status.in_(("importing", "active")))).scalars())
+                MAILBOX.c.kind == "imap",
+                MAILBOX.c.status.in_((MailboxStatus.IMPORTING, MailboxStatus.ACTIVE)))).scalars())
         for mailbox_id in wanted - set(self.watchers):
             watcher = IdleWatcher(self, mailbox_id)
             self.watchers[mailbox_id] = watcher

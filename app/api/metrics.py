@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from app.db import read_only
 from app.models import Mailbox
-from app.models.mail import STATUSES
+from app.models.mail import MailboxStatus
 from sync.metrics import REGISTRY
 
 router = APIRouter(tags=["ops"])
@@ -75,7 +75,7 @@ class _MailboxCollector:
             rows = conn.execute(select(M.c.org_id, M.c.status, func.count()).group_by(M.c.org_id, M.c.status)).all()
         counts = {(str(o), s): n for o, s, n in rows}
         for org in sorted({o for o, _ in counts}):
-            for status in STATUSES:
+            for status in MailboxStatus:
                 gauge.add_metric([org, status], counts.get((org, status), 0))
         yield gauge
 

@@ -1,5 +1,6 @@
 """Mailboxes, their per-folder cursors and what their sync could not import."""
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -9,8 +10,18 @@ from app.models.base import utcnow
 # sync_stage is the machine's state (what the engine is doing); status is what
 # users see. They are separate so a crash mid-run cannot leave a mailbox
 # looking healthy, and a lease can expire without touching the user's view.
-SYNC_STAGES = ("idle", "running")
-STATUSES = ("pending", "importing", "active", "failed", "paused")
+# StrEnums equal their strings, so the columns stay plain text.
+class SyncStage(StrEnum):
+    IDLE = "idle"
+    RUNNING = "running"  # a worker holds the lease
+
+
+class MailboxStatus(StrEnum):
+    PENDING = "pending"  # never synced yet
+    IMPORTING = "importing"  # synced, backfill still going
+    ACTIVE = "active"  # every folder imported
+    FAILED = "failed"  # the last run failed (last_error, last_error_kind)
+    PAUSED = "paused"  # an admin paused it, or its owner was deactivated
 
 
 class Mailbox(SQLModel, table=True):
@@ -23,14 +34,14 @@ class Mailbox(SQLModel, table=True):
     # Connection settings without secrets (host, port, security, username, ...).
     config: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     secret_enc: str | None = None
-    sync_stage: str = "idle"
-    status: str = "pending"
+    sync_stage: str = SyncStage.IDLE
+    status: str = MailboxStatus.PENDING
     lease_owner: str | None = None
     lease_until: datetime | None = None
     next_sync_at: datetime | None = Field(default=None, index=True)
     failure_count: int = 0
     last_error: str | None = None
-    last_error_kind: str | None = None
+    last_error_kind: str | None = None  # connectors.base.ErrorKind or sync.fixes.RunError
     last_error_at: datetime | None = None
     last_attempt_at: datetime | None = None
     last_success_at: datetime | None = None

@@ -1,5 +1,6 @@
 """The shared timeline: contacts, companies, interactions and who took part."""
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -40,6 +41,13 @@ class ContactAddress(SQLModel, table=True):
     address: str  # normalised, lower-case
 
 
+class InteractionKind(StrEnum):
+    EMAIL = "email"
+    MEETING = "meeting"
+    NOTE = "note"
+    TASK = "task"
+
+
 class Interaction(SQLModel, table=True):
     """One email or meeting, stored once per organisation however many reps saw it."""
     __table_args__ = (
@@ -48,7 +56,7 @@ class Interaction(SQLModel, table=True):
     )
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
-    kind: str = "email"  # email | meeting | note | task
+    kind: str = InteractionKind.EMAIL
     # email: Message-ID (or a digest of the headers); meeting: "ical:" UID [+ "/" recurrence id];
     # note/task: "note:" + a random id
     message_key: str

@@ -54,6 +54,7 @@ def add_caldav(rt, actor: Actor, *, owner: str, url: str, username: str, passwor
     kind). Returns the account as described on the admin pages, with `calendars` found
     (empty without `check`). The password is never part of any message."""
     from connectors.base import ConnectorError
+    from sync.fixes import explain_error
 
     url = _check_settings(url, username, sync)
     with changing(rt.engine, actor) as conn:  # refuse a wrong owner before reaching the server
@@ -65,7 +66,8 @@ def add_caldav(rt, actor: Actor, *, owner: str, url: str, username: str, passwor
         try:
             found = probe(url, username, password, owner)
         except ConnectorError as exc:
-            raise Invalid(f"cannot use this CalDAV account ({exc.kind}): {exc}", field="url") from exc
+            raise Invalid(f"cannot use this CalDAV account ({exc.kind}): {explain_error(exc, 'caldav')}",
+                          field="url") from exc
     config = {"url": url, "username": username.strip()}
     if sync != "auto":
         config["sync"] = sync

@@ -23,6 +23,7 @@ from connectors.base import ConnectorError
 from connectors.m365auth import (
     IMAP_USER_SCOPES, AppTokenSource, finish_device_flow, graph_scopes, start_device_flow,
 )
+from sync.fixes import explain_error
 
 EXCHANGE_IMAP = {"host": "outlook.office365.com", "port": 993, "security": "tls"}
 
@@ -63,7 +64,8 @@ def add_tenant(rt, actor: Actor, *, tenant_id: str, client_id: str, secret: str 
             AppTokenSource(tenant_id, client_id, credential, authority=config.get("authority"),
                            scopes=graph_scopes(config.get("graph_url"), delegated=False)).token(force_refresh=True)
         except ConnectorError as exc:
-            raise Invalid(f"Microsoft Entra did not give the app a token: {exc}", field="client_secret") from exc
+            raise Invalid(f"Microsoft Entra did not give the app a token: {explain_error(exc, 'm365')}",
+                          field="client_secret") from exc
     with changing_session(rt.engine, actor) as session:
         tenant = session.exec(select(M365Tenant).where(M365Tenant.org_id == actor.org_id,
                                                        M365Tenant.tenant_id == tenant_id)).first()
@@ -209,7 +211,7 @@ def device_sign_in(client_id: str, tenant_id: str, show: Callable[[str], None], 
         show(flow["message"])
         return finish_device_flow(app, flow, cache)
     except ConnectorError as exc:
-        raise Invalid(f"Microsoft sign-in failed: {exc}") from exc
+        raise Invalid(f"Microsoft sign-in failed: {explain_error(exc, 'm365')}") from exc
     except ValueError as exc:  # msal: unusable authority
         raise Invalid(f"Microsoft sign-in failed: {exc}") from exc
 

@@ -105,29 +105,14 @@ from sqlalchemy.engine import Connection  # noqa: E402
 from app.models import GraphSubscription, InteractionSource  # noqa: E402
 from app.models.base import utcnow  # noqa: E402
 from app.services import audit  # noqa: E402
+from sync.fixes import RunError, fix_text  # noqa: E402
 
 MB, FS, SRC = Mailbox.__table__, FolderState.__table__, InteractionSource.__table__
 ISSUE, GSUB = SyncIssue.__table__, GraphSubscription.__table__
 
-# What an admin does about each kind of error (sync/engine.py error kinds).
-FIXES = {
-    "auth": "Update the mailbox password (console: mailbox page → New password; CLI: threadline mailbox "
-            "set-password ID). For Microsoft 365, connect the account again.",
-    "transient": "Check the server name, port and security setting, and that the server is up; "
-                 "Threadline retries automatically.",
-    "throttled": "Nothing to do: the server asked Threadline to slow down and it retries later.",
-    "cursor_expired": "Re-sync the mailbox from scratch.",
-    "bad_data": "Some messages could not be read; see the unreadable list on the mailbox page.",
-    "folder": "Some folders failed; see their errors on the mailbox page, then Sync now.",
-    "lease": "Another worker was syncing this mailbox; nothing to do.",
-    "internal": "An internal error; check the server log and report it.",
-}
-
-
-def fix_for(kind: str | None) -> str | None:
-    if not kind:
-        return None
-    return FIXES.get(kind, "Check the error above, then Sync now.")
+def fix_for(kind: str | None, source: str | None = None) -> str | None:
+    """What an admin does about a mailbox's last error kind (the table is sync/fixes.py)."""
+    return fix_text(kind, source)
 
 
 def _aware(value):
@@ -185,8 +170,8 @@ def health(session: Session, org_id: int, mailbox_id: int | None = None) -> list
         row["lag"] = human_lag(row["lag_seconds"])
         row["health"] = health_label(row, interval, now)
         row["healthy"] = row["health"] == "healthy"
-        kind = mb.last_error_kind or ("folder" if bad_folders else None)
-        row["fix"] = fix_for(kind)
+        kind = mb.last_error_kind or (RunError.FOLDER if bad_folders else None)
+        row["fix"] = fix_for(kind, mb.kind)
         rows.append(row)
     return rows
 

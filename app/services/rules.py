@@ -14,8 +14,8 @@ from __future__ import annotations
 from sqlalchemy import and_, delete, exists, insert, select
 from sqlalchemy.engine import Connection
 
-from app.models import (ExclusionRule, Interaction, InteractionSource, Mailbox, Organisation, Participant, User,
-                        UserAlias)
+from app.models import (ExclusionRule, Interaction, InteractionKind, InteractionSource, Mailbox, Organisation,
+                        Participant, User, UserAlias)
 from app.services import audit
 from app.services.actor import Actor, changing
 from app.services.admin import address_matches, remove_from_timeline
@@ -88,7 +88,7 @@ def store_rule(conn: Connection, actor: Actor, *, kind: str, value: str, user_id
                                                  created_by=actor_id)).inserted_primary_key[0]
     # Mail and meetings only: notes and tasks are the reps' own work, and a rule
     # (which can be removed again) must never destroy it.
-    synced = select(I.c.id).where(I.c.org_id == org_id, I.c.kind.in_(("email", "meeting")))
+    synced = select(I.c.id).where(I.c.org_id == org_id, I.c.kind.in_((InteractionKind.EMAIL, InteractionKind.MEETING)))
     match = and_(P.c.org_id == org_id, P.c.user_id.is_(None), address_matches(P.c.address, kind, value),
                  P.c.interaction_id.in_(synced))
     query = select(P.c.interaction_id).distinct().where(match)

@@ -7,8 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from connectors.base import AuthError, TransientError
+from connectors.base import AuthError, CalendarWindow, Fix, TransientError
 from connectors.caldav import CalDavConnector
+from sync.fixes import explain_error
 from tests.connectors.test_ical import event, stamp, vcalendar
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0, second=0, minute=0)
@@ -48,6 +49,8 @@ def test_discovery_lists_event_calendars_only(caldav_user):
     assert sorted(f.name for f in folders) == [f"/{caldav_user.username}/calendar/", f"/{caldav_user.username}/team/"]
     assert {f.role for f in folders} == {"calendar"}
     assert ("displayname=Team meetings",) in [f.flags for f in folders]
+    # Each calendar carries its URL, so fetching never has to rebuild it from the name.
+    assert all(f.remote_id and f.remote_id.startswith("http") and f.remote_id.endswith(f.name) for f in folders)
     conn.close()
 
 
@@ -132,7 +135,7 @@ def test_time_zones_through_the_server(caldav_user):
     caldav_user.put("tz.ics", vcalendar(event("tz@x", ";TZID=America/New_York:20300710T100000",
                                               end=";TZID=America/New_York:20300710T110000")))
     caldav_user.put("win.ics", vcalendar(event("win@x", ";TZID=W. Europe Standard Time:20300110T100000")))
-    conn = connector(caldav_user, window={"past_days": 30, "future_days": 365 * 6})
+    conn = connector(caldav_user, window=CalendarWindow(30, 365 * 6))
     records, _, bad, _, _ = sync(conn, calendar_folder(conn), {})
     assert bad == []
     assert {r.uid: r.start for r in records} == {"tz@x": datetime(2030, 7, 10, 14, 0, tzinfo=timezone.utc),
@@ -143,7 +146,7 @@ def test_time_zones_through_the_server(caldav_user):
 def test_endless_series_bounded_by_the_window_and_window_moves(caldav_user):
     start = NOW.replace(hour=9) - timedelta(days=20)
     caldav_user.put("w.ics", vcalendar(weekly("w@x", start)))  # no end
-    window = {"past_days": 30, "future_days": 30}
+    window = CalendarWindow(30, 30)
     conn = connector(caldav_user, window=window)
     cal = calendar_folder(conn)
     records, _, _, cursor, _ = sync(conn, cal, {})
@@ -191,8 +194,9 @@ def test_large_calendar_comes_in_chunks_and_the_token_only_at_the_end(caldav_use
 
 
 def test_wrong_password_is_an_auth_error(caldav_user):
-    with pytest.raises(AuthError, match="username and password"):
+    with pytest.raises(AuthError) as info:
         connector(caldav_user, password="wrong").list_folders()
+    assert info.value.fix == Fix.PASSWORD and "username and password" in explain_error(info.value, "caldav")
 
 
 def test_closed_port_is_transient():
@@ -268,7 +272,7 @@ def test_a_server_refusing_sync_collection_is_read_in_ctag_mode(caldav_user, ref
 
 @pytest.mark.parametrize("sync_token", [True, False], ids=["sync-token", "ctag"])
 def test_a_meeting_booked_beyond_the_window_arrives_when_the_window_reaches_it(caldav_user, sync_token):
-    window = {"past_days": 30, "future_days": 30}
+    window = CalendarWindow(30, 30)
     far = (NOW + timedelta(days=40)).replace(hour=10)
     caldav_user.put("far.ics", vcalendar(event("far@x", stamp(far), summary="Renewal talk")))
     conn = connector(caldav_user, window=window, use_sync_token=sync_token)

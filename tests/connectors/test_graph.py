@@ -8,8 +8,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from app.services import m365
-from connectors.base import AuthError, BadDataError, CursorExpiredError, MeetingRecord, ThrottledError, meeting_key
-from connectors.graph import CALENDAR_FOLDER, build
+from dataclasses import replace
+
+from connectors import graph as graph_connector
+from connectors.base import (AuthError, BadDataError, CalendarWindow, ConnectorSpec, CursorExpiredError, Fix,
+                             MeetingRecord, TenantSpec, ThrottledError, meeting_key)
+from connectors.graph import CALENDAR_FOLDER
+from sync.fixes import explain_error
 from connectors.mailparse import parse_message_headers
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.fakes.graph.imap import FakeOAuthImap
@@ -18,12 +23,16 @@ USER = "alice@ourco.com"
 LONG_AGO = datetime.now(timezone.utc) - timedelta(days=365)
 
 
+def build(spec: ConnectorSpec, secret: str, want_snippet: bool):
+    return graph_connector.build(replace(spec, secret=secret, want_snippet=want_snippet))
+
+
 def tenant_mailbox(graph, *, user=USER, page_size=10, window=None, **config):
     client_id, secret = graph.register_app()
-    mailbox = {"id": 1, "kind": "m365", "owner": user, "window": window or {"past_days": 30, "future_days": 60},
-               "config": {"user": user, "page_size": page_size, **config},
-               "tenant": {"tenant_id": graph.tenant, "client_id": client_id, "auth_kind": "secret",
-                          "config": {"authority": graph.authority, "graph_url": graph.graph_url}}}
+    mailbox = ConnectorSpec("m365", {"user": user, "page_size": page_size, **config}, mailbox_id=1, owner=user,
+                            window=window or CalendarWindow(30, 60),
+                            tenant=TenantSpec(graph.tenant, client_id, "secret",
+                                              {"authority": graph.authority, "graph_url": graph.graph_url}))
     return mailbox, secret
 
 
@@ -34,10 +43,10 @@ def delegated_mailbox(graph, *, user=USER, imap=False, **config):
     shown = []
     username, cache = m365.device_sign_in(client_id, graph.tenant, shown.append, authority=graph.authority, imap=imap)
     assert username == user and "enter the code" in shown[0]
-    mailbox = {"id": 2, "kind": "m365", "owner": user, "window": {"past_days": 30, "future_days": 60},
-               "config": {"mode": "delegated", "client_id": client_id, "tenant_id": graph.tenant,
-                          "authority": graph.authority, "graph_url": graph.graph_url, "user": user, "page_size": 10,
-                          **config}}
+    mailbox = ConnectorSpec("m365", {"mode": "delegated", "client_id": client_id, "tenant_id": graph.tenant,
+                                     "authority": graph.authority, "graph_url": graph.graph_url, "user": user,
+                                     "page_size": 10, **config},
+                            mailbox_id=2, owner=user, window=CalendarWindow(30, 60))
     return mailbox, cache
 
 
@@ -57,10 +66,14 @@ def test_app_only_token_and_folder_roles(graph):
     mailbox, secret = tenant_mailbox(graph)
     c = build(mailbox, secret, want_snippet=False)
     try:
-        roles = {f.name: f.role for f in c.list_folders()}
+        folders = c.list_folders()
     finally:
         c.close()
+    roles = {f.name: f.role for f in folders}
     assert "client_credentials" in graph.token_requests
+    # Graph's ids are the folders' remote ids (fetching never looks them up again), not flags.
+    inbox = next(f for f in folders if f.name == "Inbox")
+    assert inbox.remote_id == graph.folder_id(USER, "inbox") and inbox.flags == ("wk:inbox",)
     assert roles == {"Inbox": "inbox", "Inbox/Customers": "other", "Sent Items": "sent", "Archive": "archive",
                      "Archive/2025": "archive", "Deleted Items": "skip", "Junk Email": "skip", "Drafts": "skip",
                      "Outbox": "skip", "Conversation History": "skip", "RSS Feeds": "skip",
@@ -277,7 +290,8 @@ def test_wrong_client_secret_is_an_auth_error(graph):
             c.list_folders()
     finally:
         c.close()
-    assert "invalid_client" in str(info.value) and "reconnect" in str(info.value)
+    assert "invalid_client" in str(info.value) and info.value.fix == Fix.APP_CREDENTIAL
+    assert "add-m365-tenant" in explain_error(info.value, "m365")
     assert "not-the-secret" not in str(info.value)
 
 
@@ -291,15 +305,15 @@ def test_application_access_policy_is_a_clear_auth_error(graph):
             c.list_folders()
     finally:
         c.close()
-    text = str(info.value)
-    assert "application access policy" in text and USER in text and "ApplicationAccessPolicy" in text
+    assert "application access policy" in str(info.value) and USER in str(info.value)
+    assert info.value.fix == Fix.ACCESS_POLICY and "ApplicationAccessPolicy" in explain_error(info.value, "m365")
 
 
 
 @pytest.mark.parametrize("case", ["denied", "no-mailbox", "token-refused"])
 def test_graph_refusals_say_what_to_do(graph, case):
-    """Each way Graph refuses a mailbox is an auth error naming the fix, so the
-    mailbox shows as failed with it (the engine keeps the text as last_error)."""
+    """Each way Graph refuses a mailbox is an auth error carrying its fix code, so
+    the mailbox shows as failed with that fix (the engine explains it in last_error)."""
     graph.add_message(USER)
     user = USER
     if case == "denied":
@@ -316,11 +330,11 @@ def test_graph_refusals_say_what_to_do(graph, case):
             c.list_folders()
     finally:
         c.close()
-    text = str(info.value)
-    expected = {"denied": "grant the app Mail.Read and Calendars.Read with admin consent",
-                "no-mailbox": "check the rep's address and licence",
-                "token-refused": "reconnect the mailbox"}[case]
-    assert expected in text and "reconnect" in text
+    fix, expected = {"denied": (Fix.CONSENT, "grant the app Mail.Read and Calendars.Read with admin consent"),
+                     "no-mailbox": (Fix.NO_MAILBOX, "check the rep's address and licence"),
+                     "token-refused": (Fix.APP_CREDENTIAL, "client secret or certificate")}[case]
+    assert info.value.fix == fix
+    assert expected.lower() in explain_error(info.value, "m365").lower()
 
 def test_delegated_sign_in_rotation_and_revocation(graph):
     graph.add_message(USER, subject="Mine")
@@ -348,7 +362,8 @@ def test_delegated_sign_in_rotation_and_revocation(graph):
             c.list_folders()
     finally:
         c.close()
-    assert "reconnect" in str(info.value) and "invalid_grant" in str(info.value)
+    assert "invalid_grant" in str(info.value) and info.value.fix == Fix.SIGN_IN
+    assert "reconnect" in explain_error(info.value, "m365") and "add-m365" in explain_error(info.value, "m365")
 
 
 def test_malformed_pages_are_bad_data(graph):
@@ -467,10 +482,12 @@ def test_exchange_imap_with_xoauth2(graph):
         graph.revoke_refresh_tokens(USER)
         c = build(mailbox, cache, want_snippet=False)
         try:
-            with pytest.raises(AuthError, match="reconnect"):
+            with pytest.raises(AuthError) as info:
                 c.list_folders()
         finally:
             c.close()
+        assert info.value.fix in (Fix.IMAP_SIGN_IN, Fix.SIGN_IN)
+        assert "reconnect" in explain_error(info.value, "m365")
         assert imap.failures >= 1
     finally:
         imap.stop()
@@ -490,10 +507,9 @@ def test_certificate_credential(graph):
     graph.add_message(USER, subject="By certificate")
     import json as _json
 
-    mailbox = {"id": 3, "kind": "m365", "owner": USER, "window": {"past_days": 1, "future_days": 1},
-               "config": {"user": USER},
-               "tenant": {"tenant_id": graph.tenant, "client_id": client_id, "auth_kind": "certificate",
-                          "config": {"authority": graph.authority, "graph_url": graph.graph_url}}}
+    mailbox = ConnectorSpec("m365", {"user": USER}, mailbox_id=3, owner=USER, window=CalendarWindow(1, 1),
+                            tenant=TenantSpec(graph.tenant, client_id, "certificate",
+                                              {"authority": graph.authority, "graph_url": graph.graph_url}))
     c = build(mailbox, _json.dumps({"private_key": private, "thumbprint": thumbprint}), want_snippet=False)
     try:
         assert [r.subject for b in drain(c, folder(c, "Inbox")) for r in b.records] == ["By certificate"]
@@ -505,6 +521,21 @@ def test_certificate_credential(graph):
     try:
         with pytest.raises(AuthError, match="invalid_client"):
             c.list_folders()
+    finally:
+        c.close()
+
+
+def test_calendar_reads_the_same_default_window_as_caldav_365_days_back(graph):
+    now = datetime.now(timezone.utc)
+    carla = ("Carla", "carla@acme.com", "required", "accepted")
+    kept = graph.add_event(USER, subject="Last autumn", start=now - timedelta(days=200), attendees=[carla])
+    graph.add_event(USER, subject="Too old", start=now - timedelta(days=400), attendees=[carla])
+    mailbox, secret = tenant_mailbox(graph)
+    unset = ConnectorSpec("m365", mailbox.config, owner=USER, tenant=mailbox.tenant)  # no window given
+    assert unset.window == CalendarWindow(past_days=365, future_days=180)
+    c = build(unset, secret, want_snippet=False)
+    try:
+        assert [r.remote_id for b in drain(c, folder(c, CALENDAR_FOLDER)) for r in b.records] == [kept]
     finally:
         c.close()
 
@@ -535,10 +566,9 @@ def test_national_clouds_ask_for_their_own_graph():
     assert graph_scopes("https://microsoftgraph.chinacloudapi.cn/v1.0", delegated=True) == [
         "https://microsoftgraph.chinacloudapi.cn/Mail.Read", "https://microsoftgraph.chinacloudapi.cn/Calendars.Read"]
     assert graph_scopes("https://127.0.0.1:8443/v1.0", delegated=False) == ["https://graph.microsoft.com/.default"]
-    mailbox = {"id": 1, "kind": "m365", "owner": USER, "config": {"user": USER},
-               "tenant": {"tenant_id": "t", "client_id": "c", "auth_kind": "secret",
-                          "config": {"graph_url": "https://graph.microsoft.us/v1.0",
-                                     "authority": "https://login.microsoftonline.us/t"}}}
+    mailbox = ConnectorSpec("m365", {"user": USER}, mailbox_id=1, owner=USER,
+                            tenant=TenantSpec("t", "c", "secret", {"graph_url": "https://graph.microsoft.us/v1.0",
+                                                                   "authority": "https://login.microsoftonline.us/t"}))
     c = build(mailbox, "secret", want_snippet=False)
     try:
         assert c.tokens.scopes == ["https://graph.microsoft.us/.default"]

@@ -8,13 +8,13 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from connectors.base import meeting_key
+from connectors.base import CalendarWindow, meeting_key
 from connectors.ical import (
     MAX_ATTENDEES, MAX_OCCURRENCES, Window, meetings_from_ics, recurrence_id_utc,
 )
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
-WINDOW = Window.around(NOW)  # 2024-06-01 .. 2025-11-29
+WINDOW = Window.of(now=NOW)  # 2024-06-01 .. 2025-11-29
 
 
 def stamp(dt: datetime) -> str:
@@ -208,10 +208,10 @@ def test_invitation_to_one_occurrence_has_its_recurrence_id():
 
 
 def test_window_moves_a_day_at_a_time():
-    a = Window.around(datetime(2025, 6, 1, 0, 5, tzinfo=timezone.utc))
-    b = Window.around(datetime(2025, 6, 1, 23, 55, tzinfo=timezone.utc))
-    c = Window.around(datetime(2025, 6, 2, 0, 5, tzinfo=timezone.utc))
+    a = Window.of(now=datetime(2025, 6, 1, 0, 5, tzinfo=timezone.utc))
+    b = Window.of(now=datetime(2025, 6, 1, 23, 55, tzinfo=timezone.utc))
+    c = Window.of(now=datetime(2025, 6, 2, 0, 5, tzinfo=timezone.utc))
     assert a == b and a.key() != c.key()
-    assert a.end - a.start == timedelta(days=365 + 180 + 1)
-    w = Window.of_mailbox({"past_days": 10, "future_days": 5}, NOW)
+    assert a.end - a.start == timedelta(days=365 + 180 + 1)  # the one default: CalendarWindow()
+    w = Window.of(CalendarWindow(past_days=10, future_days=5), NOW)
     assert (w.start.date().isoformat(), w.end.date().isoformat()) == ("2025-05-22", "2025-06-07")

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from connectors.base import AuthError, TransientError
+from connectors.base import AuthError, Fix, TransientError
 from connectors.imap import ImapConnector, ImapSettings, classify_folder
 from tests.world import NOW, message
 
@@ -74,9 +74,10 @@ def test_snippet_is_fetched_only_when_wanted(imap_user):
         conn.close()
 
 
-def test_wrong_password_is_an_auth_error(imap_user):
-    with pytest.raises(AuthError, match="password"):
+def test_wrong_password_is_an_auth_error_whose_fix_is_the_password(imap_user):
+    with pytest.raises(AuthError, match="login refused") as info:
         _connector(imap_user, password="wrong").list_folders()
+    assert info.value.fix == Fix.PASSWORD
 
 
 def test_closed_port_is_transient(imap_user):

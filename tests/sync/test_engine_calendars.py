@@ -1,8 +1,9 @@
 """Engine rules around calendar sources: a re-listed calendar drops meetings
-deleted meanwhile, and reconnect advice is not replaced by password advice."""
+deleted meanwhile, the advice for an auth failure follows the connector's fix
+code, and calendars are read over the organisation's window."""
 from __future__ import annotations
 
-from connectors.base import AuthError, Batch
+from connectors.base import AuthError, Batch, CalendarWindow, ConnectorSpec, Fix
 from tests.sync.test_meetings import ScriptedCalendar, _calendar, _meetings, batch, meeting
 from tests.world import make_world
 
@@ -24,19 +25,29 @@ def test_relisting_after_an_expired_cursor_drops_meetings_deleted_meanwhile(tmp_
                         "WHERE i.message_key = 'ical:gone@acme.com'") == 0
 
 
-class Revoked(ScriptedCalendar):
+class Refused(ScriptedCalendar):
+    fix: Fix | None = None
+
     def list_folders(self):
-        raise AuthError("the calendar sign-in was revoked: reconnect with `threadline calendar add-caldav`")
+        raise AuthError("the calendar server refused us", fix=self.fix)
 
 
-def test_reconnect_advice_is_kept_for_calendar_accounts(tmp_path):
+class Revoked(Refused):
+    fix = Fix.SIGN_IN
+
+
+def test_the_connectors_fix_code_chooses_the_advice_not_words_in_its_message(tmp_path):
     world = make_world(tmp_path)
     box = _calendar(world, "alice@ourco.com")
     report = world.sync(box, connector_factory=lambda *a: Revoked([]))
     assert not report.ok and report.error_kind == "auth"
     status, error = world.sql("SELECT status, last_error FROM mailbox WHERE id = :i", i=box)[0]
-    assert status == "failed"
-    assert "reconnect" in error and "set-password" not in error
+    assert status == "failed" and error.startswith("the calendar server refused us. ")
+    assert "reconnect" in error and "add-m365" in error and "set-password" not in error
+    # The same words without a fix code: a refused login, for a calendar account as for IMAP.
+    assert not world.sync(box, connector_factory=lambda *a: Refused([])).ok
+    error = world.scalar("SELECT last_error FROM mailbox WHERE id = :i", i=box)
+    assert "username and password" in error and "set-password" in error and "add-m365" not in error
 
 
 def test_relisting_one_calendar_never_touches_meetings_kept_from_a_removed_mailbox(tmp_path):
@@ -53,10 +64,20 @@ def test_relisting_one_calendar_never_touches_meetings_kept_from_a_removed_mailb
     assert sorted(m[0] for m in _meetings(world)) == ["ical:bobs@acme.com", "ical:kept@acme.com"]
 
 
-def test_invitations_in_mail_use_the_organisations_calendar_window():
-    from connectors.factory import build_connector
+def test_invitations_in_mail_use_the_organisations_calendar_window(tmp_path):
+    from types import SimpleNamespace
 
-    window = {"past_days": 30, "future_days": 7}
-    mailbox = {"kind": "imap", "config": {"host": "imap.example.com", "port": 993, "username": "u"},
-               "window": window}
-    assert build_connector(mailbox, "secret", want_snippet=False).calendar_window == window
+    from connectors.factory import build_connector
+    from sync.engine import load_mailbox
+
+    world = make_world(tmp_path)
+    world.set_org(calendar_past_days=30, calendar_future_days=7)
+    server = SimpleNamespace(host="imap.example.com", port=993, username="alice", password="secret")
+    box = world.add_imap("alice@ourco.com", server)
+    with world.rt.engine.connect() as conn:
+        _, spec, _, _ = load_mailbox(conn, world.rt.box, box)
+    assert spec.window == CalendarWindow(past_days=30, future_days=7) and spec.secret == "secret"
+    assert "secret" not in repr(spec)
+    assert build_connector(spec).calendar_window == CalendarWindow(30, 7)
+    default = ConnectorSpec("imap", {"host": "imap.example.com", "port": 993, "username": "u"})
+    assert build_connector(default).calendar_window == CalendarWindow(365, 180)

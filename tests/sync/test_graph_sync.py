@@ -312,9 +312,9 @@ def test_first_import_fetches_in_a_child_process_and_keeps_its_rotated_token(wor
     real = pipeline.ChildFetcher
 
     class Counting(real):
-        def __init__(self, args):
-            started.append(args[0]["kind"])
-            super().__init__(args)
+        def __init__(self, spec):
+            started.append(spec.kind)
+            super().__init__(spec)
 
     monkeypatch.setattr(pipeline, "ChildFetcher", Counting)
     mid = add_delegated_mailbox(world, graph)
