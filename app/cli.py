@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from app.db import read_only, session
 from app.runtime import Runtime, open_runtime
@@ -28,9 +29,14 @@ app.add_typer(org_app, name="org")
 app.add_typer(user_app, name="user")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(db_app, name="db")
+# Everything printed is plain text: folder names, server errors, subjects and people's
+# names come from servers and mail, and rich would read "[/old]" as markup (and fail)
+# or ":calendar:" as an emoji. Where a style is wanted it is given as Text with a style.
+PLAIN = {"markup": False, "emoji": False, "highlight": False}
 # Piped or logged output must not be wrapped at rich's default 80 columns.
-out = Console() if sys.stdout.isatty() else Console(width=250, soft_wrap=True)
-err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=250, soft_wrap=True)
+out = Console(**PLAIN) if sys.stdout.isatty() else Console(width=250, soft_wrap=True, **PLAIN)
+err = (Console(stderr=True, **PLAIN) if sys.stderr.isatty()
+       else Console(stderr=True, width=250, soft_wrap=True, **PLAIN))
 OrgOpt = Annotated[Optional[int], typer.Option("--org", help="Organisation id (needed only when there are several).")]
 
 
@@ -39,7 +45,7 @@ def _rt() -> Runtime:
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(Text.assemble(("error:", "red"), f" {message}"))
     raise typer.Exit(code)
 
 
@@ -219,8 +225,9 @@ def _run_with_progress(rt: Runtime, mailbox_id: int, sync_mailbox):
         return sync_mailbox(rt.engine, rt.box, mailbox_id, **kwargs)
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(SpinnerColumn(), TextColumn("mailbox {task.fields[mid]}: {task.completed:,.0f} imported"),
-                  TimeElapsedColumn(), console=out, transient=True) as bar:
+    columns = (SpinnerColumn(), TextColumn("mailbox {task.fields[mid]}: {task.completed:,.0f} imported", markup=False),
+               TimeElapsedColumn())
+    with Progress(*columns, console=out, transient=True) as bar:
         task = bar.add_task("sync", total=None, mid=mailbox_id)
         return sync_mailbox(rt.engine, rt.box, mailbox_id, progress=lambda r: bar.update(task, completed=r.imported),
                             **kwargs)
@@ -244,8 +251,8 @@ def timeline_cmd(email: str, limit: Annotated[int, typer.Option(help="How many i
         out.print_json(json.dumps(data, default=_json_default))
         return
     c, sm = data["contact"], data["summary"]
-    out.print(f"[bold]{c['name'] or c['email']}[/bold] <{c['email']}>"
-              + (f" — {c['company']['name']} ({c['company']['domain']})" if c["company"] else ""), highlight=False)
+    out.print(Text.assemble((c["name"] or c["email"], "bold"), f" <{c['email']}>"
+                            + (f" — {c['company']['name']} ({c['company']['domain']})" if c["company"] else "")))
     out.print(f"emails in {sm['emails_in']}, out {sm['emails_out']}, meetings {sm['meetings']}; "
               f"first {sm['first_interaction_at']:%Y-%m-%d}, last {sm['last_interaction_at']:%Y-%m-%d}"
               if sm["first_interaction_at"] else "no interactions yet", highlight=False)

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from app.cli import (_fail, _json_default, _operator, _org_id, _rt, app, err, mailbox_app, org_app, out, user_app,
                      OrgOpt)  # noqa: F401
@@ -229,9 +230,8 @@ def mailbox_test(
         password = _password(f"IMAP password for {username}: ")
     steps = mailboxes.test_imap_connection(host, port, security, username, password)
     for s in steps:
-        mark = {True: "[green]ok[/green]", False: "[red]FAILED[/red]", None: "[dim]not tried[/dim]"}[s["ok"]]
-        out.print(f"{s['step']:8} {mark}  ", end="")
-        out.print(s["detail"], highlight=False, markup=False)
+        mark = {True: ("ok", "green"), False: ("FAILED", "red"), None: ("not tried", "dim")}[s["ok"]]
+        out.print(Text.assemble(f"{s['step']:8} ", mark, "  ", s["detail"]))
     raise typer.Exit(0 if all(s["ok"] for s in steps) else 1)
 
 

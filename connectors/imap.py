@@ -157,6 +157,7 @@ class ImapConnector:
         self._ssl_context = ssl_context
         self._client: IMAPClient | None = None
         self.capabilities: set[bytes] = set()
+        self.qresync = False
 
     def __repr__(self) -> str:
         s = self.settings
@@ -180,8 +181,12 @@ class ImapConnector:
             else:
                 client.login(s.username, self._password)
             self.capabilities = set(client.capabilities())
-            if b"CONDSTORE" in self.capabilities and b"ENABLE" in self.capabilities:
-                client.enable("CONDSTORE")
+            if b"ENABLE" in self.capabilities:
+                # QRESYNC (which includes CONDSTORE) tells which UIDs left a folder.
+                if b"QRESYNC" in self.capabilities:
+                    self.qresync = b"QRESYNC" in client.enable("QRESYNC")
+                elif b"CONDSTORE" in self.capabilities:
+                    client.enable("CONDSTORE")
         except BaseException as exc:  # noqa: BLE001
             try:
                 client.shutdown()
@@ -251,6 +256,11 @@ class ImapConnector:
             raise translate(exc, f"opening folder {folder.name!r}") from exc
         base = {"uidvalidity": status["uidvalidity"], "uidnext": status["uidnext"],
                 "highestmodseq": status.get("highestmodseq")}
+        # Messages expunged since last time, before anything else: the batch keeps the
+        # old cursor, so an interrupted run still fetches what came in meanwhile.
+        removed = self._vanished(folder, cursor, status) if cursor else []
+        if removed:
+            yield Batch([], [], dict(cursor), removed=removed)
         if not cursor:
             cursor = {**base, "top_uid": status["uidnext"] - 1, "low_uid": None, "backfill_done": False}
             if reset:
@@ -276,6 +286,32 @@ class ImapConnector:
             yield Batch([], [], dict(cursor), backfill_done=True)
         elif cursor.get("uidnext") != status["uidnext"] or cursor.get("highestmodseq") != status.get("highestmodseq"):
             yield Batch([], [], {**cursor, **base})
+
+    def _vanished(self, folder: Folder, cursor: dict, status: dict) -> list[str]:
+        """Remote ids of the messages expunged since the cursor's HIGHESTMODSEQ, between
+        its lowest and highest imported UID (RFC 7162 VANISHED). Servers without QRESYNC
+        do not say; their copies stay until the folder is read again from scratch."""
+        since, top = cursor.get("highestmodseq"), int(cursor.get("top_uid") or 0)
+        low = int(cursor.get("low_uid") or 1)
+        if not self.qresync or since is None or since == status.get("highestmodseq") or top < low:
+            return []
+        imap = self.connect()._imap  # imapclient cannot pass the VANISHED modifier; see imapfetch.py
+        try:
+            imap.untagged_responses.pop("VANISHED", None)
+            typ, data = imap.uid("FETCH", f"{low}:{top}", "(UID)", f"(CHANGEDSINCE {int(since)} VANISHED)")
+            if typ != "OK":
+                raise imaplib.IMAP4.error(data[-1] if data else typ)
+            answers = imap.untagged_responses.pop("VANISHED", [])
+        except BaseException as exc:  # noqa: BLE001
+            raise translate(exc, f"reading what left folder {folder.name!r}") from exc
+        uids: set[int] = set()
+        for answer in answers:
+            text = answer.decode("ascii", "replace") if isinstance(answer, bytes) else str(answer)
+            for part in text.replace("(EARLIER)", "").strip().split(","):
+                first, _, last = part.strip().partition(":")
+                a, b = sorted((int(first), int(last or first)))
+                uids.update(range(max(a, low), min(b, top) + 1))
+        return [f"{status['uidvalidity']}/{uid}" for uid in sorted(uids)]
 
     def _unselect(self) -> None:
         client = self._client

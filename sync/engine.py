@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -26,7 +27,7 @@ from app.models import (FolderState, Interaction, InteractionSource, M365Tenant,
 from connectors.base import (Batch, CalendarWindow, ConnectorError, ConnectorSpec, Folder, FolderBatch, FolderDone,
                              FolderFailed, MeetingRecord, MessageRecord, TenantSpec, close_quietly)
 from connectors.factory import build_connector, events
-from sync import exclusions, metrics
+from sync import copies, exclusions, metrics
 from sync.addresses import FREE_MAIL_DOMAINS
 from sync.fixes import RunError, explain_error
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
@@ -321,6 +322,7 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
     if held != 1:
         raise LeaseLost()
     relisted: list[int] = []
+    changes: Counter = Counter()  # folder id -> copies added minus copies removed by this batch
     if batch.reset:
         # The folder's ids mean nothing now (UIDVALIDITY changed, a delta state
         # expired). The interactions stay; the new listing re-links every copy by
@@ -330,10 +332,7 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
             select(S.c.interaction_id).join(Interaction.__table__, Interaction.__table__.c.id == S.c.interaction_id)
             .where(S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id,
                    Interaction.__table__.c.kind == "meeting")).scalars().all()
-        conn.execute(delete(InteractionSource.__table__).where(
-            InteractionSource.__table__.c.mailbox_id == mbx.mailbox_id,
-            InteractionSource.__table__.c.folder_id == mbx.folder_id))
-        conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(messages=0))
+        changes.subtract(copies.delete(conn, S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id))
     mail = [r for r in batch.records if isinstance(r, MessageRecord)]
     meetings = [r for r in batch.records if isinstance(r, MeetingRecord)]
     result = ingest(conn, org, mbx, mail)
@@ -343,16 +342,19 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
         result.new_interactions += more.new_interactions
         result.new_contacts += more.new_contacts
         result.skipped.update(more.skipped)
+        result.copies.update(more.copies)
+    changes.update(result.copies)
     if batch.removed:
-        remove_copies(conn, org.org_id, mbx, batch.removed)
+        changes.subtract(remove_copies(conn, org.org_id, mbx, batch.removed))
     insert_ignore(conn, SyncIssue.__table__, [
         {"org_id": org.org_id, "mailbox_id": mbx.mailbox_id, "folder": folder.name, "remote_id": b.remote_id,
          "reason": b.reason[:500], "created_at": now} for b in batch.bad
     ])
-    values = {"cursor": batch.cursor, "last_synced_at": now, "messages": FOLDER.c.messages + result.imported}
+    values = {"cursor": batch.cursor, "last_synced_at": now}
     if batch.backfill_done:
         values["backfill_done"] = True
     conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(**values))
+    copies.count_changed(conn, changes)
     skipped_now = dict(result.skipped)
     if batch.bad:
         skipped_now["unreadable"] = skipped_now.get("unreadable", 0) + len(batch.bad)

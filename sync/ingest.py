@@ -19,15 +19,14 @@ from sqlalchemy.engine import Connection
 from app.db import bulk_insert_ignore, bulk_insert_ignore_returning, db_time, insert_ignore
 from app.models.timeline import InteractionKind
 from app.models.base import utcnow
-from app.models import Company, Contact, ContactAddress, Interaction, InteractionSource, Participant
+from app.models import Company, Contact, ContactAddress, Interaction, Participant
 from connectors.base import MessageRecord
 from sync import addresses as addr
-from sync import stats
+from sync import copies, stats
 from sync.exclusions import Exclusions
 
 INTERACTION = Interaction.__table__
 PARTICIPANT = Participant.__table__
-SOURCE = InteractionSource.__table__
 CONTACT = Contact.__table__
 CONTACT_ADDRESS = ContactAddress.__table__
 COMPANY = Company.__table__
@@ -35,7 +34,6 @@ INTERACTION_COLUMNS = ("org_id", "kind", "message_key", "occurred_at", "directio
                        "thread_key", "from_address", "created_at")
 PARTICIPANT_COLUMNS = ("org_id", "interaction_id", "occurred_at", "address", "name", "role", "user_id",
                        "contact_id", "company_id")
-SOURCE_COLUMNS = ("org_id", "interaction_id", "mailbox_id", "folder_id", "remote_id")
 IN_CHUNK = 500  # bound IN (...) lists for both databases
 INSERT_CHUNK = 1000  # rows per multi-row INSERT ... RETURNING (10 columns: 10,000 parameters)
 
@@ -66,6 +64,7 @@ class IngestResult:
     new_interactions: int = 0
     new_contacts: int = 0
     skipped: Counter = field(default_factory=Counter)
+    copies: Counter = field(default_factory=Counter)  # folder id -> copy rows this batch inserted
 
 
 @dataclass
@@ -397,7 +396,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     bulk_insert_ignore(conn, PARTICIPANT, PARTICIPANT_COLUMNS, fresh)
     inserted += bulk_insert_ignore_returning(conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants,
                                              ("interaction_id", "contact_id", "user_id"))
-    bulk_insert_ignore(conn, SOURCE, SOURCE_COLUMNS, sources)
+    result.copies = copies.insert(conn, sources)
     facts = {existing[p.record.message_key]: (p.direction, at) for p, at in zip(prepared, occurred)}
     stats.add_email_deltas(conn, org.org_id, inserted, facts, before)
     if wanted:

@@ -22,6 +22,7 @@ state is written with bulk statements.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,7 +34,7 @@ from app.models import Interaction, InteractionKind, InteractionSource, Particip
 from app.models.base import utcnow
 from connectors.base import Attendee, MeetingRecord, meeting_key
 from sync import addresses as addr
-from sync import stats
+from sync import copies, stats
 from sync.ingest import (IngestResult, MailboxContext, OrgContext, _chunked, _internal, _utc, create_contacts,
                          existing_contacts)
 
@@ -45,7 +46,6 @@ STORED = (I.c.id, I.c.message_key) + tuple(I.c[c] for c in DETAILS)
 INSERT_COLUMNS = ("org_id", "kind", "message_key", "thread_key", "from_address", "created_at") + DETAILS
 PARTICIPANT_COLUMNS = ("org_id", "interaction_id", "occurred_at", "address", "name", "role", "response", "user_id",
                        "contact_id", "company_id")
-SOURCE_COLUMNS = ("org_id", "interaction_id", "mailbox_id", "folder_id", "remote_id")
 
 
 def _people(org: OrgContext, mbx: MailboxContext, rec: MeetingRecord) -> dict[str, tuple[str, str, str | None]]:
@@ -445,23 +445,22 @@ def _write_participants_and_copies(batch: _Batch, states: dict[str, _State], ids
                      .values(response=bindparam("b_response")), answers)
     bulk_insert_ignore(conn, P, PARTICIPANT_COLUMNS, new_rows)
     # In record order: of two records with one remote id, the first one's copy is kept.
-    bulk_insert_ignore(conn, S, SOURCE_COLUMNS, [row for _, row in sorted(sources, key=lambda s: s[0])])
+    batch.result.copies = copies.insert(conn, [row for _, row in sorted(sources, key=lambda s: s[0])])
 
 
-def remove_copies(conn: Connection, org_id: int, mbx: MailboxContext, remote_ids: list[str]) -> int:
+def remove_copies(conn: Connection, org_id: int, mbx: MailboxContext, remote_ids: list[str]) -> Counter:
     """Copies that left a folder or calendar. A meeting with no copy left leaves
     the timeline; an email stays (the company keeps what it learnt) unless an
-    admin purges it."""
-    if not remote_ids:
-        return 0
+    admin purges it. Returns folder id -> copies deleted."""
+    removed: Counter = Counter()
     affected: set[int] = set()
     for i in range(0, len(remote_ids), 500):
         part = remote_ids[i:i + 500]
-        affected.update(conn.execute(select(S.c.interaction_id).where(
-            S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id, S.c.remote_id.in_(part))).scalars())
-        conn.execute(delete(S).where(S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id,
-                                     S.c.remote_id.in_(part)))
-    return drop_meetings_without_copies(conn, org_id, affected)
+        mine = (S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id, S.c.remote_id.in_(part))
+        affected.update(conn.execute(select(S.c.interaction_id).where(*mine)).scalars())
+        removed.update(copies.delete(conn, *mine))
+    drop_meetings_without_copies(conn, org_id, affected)
+    return removed
 
 
 def drop_meetings_without_copies(conn: Connection, org_id: int, candidates: set[int]) -> int:

@@ -2,6 +2,7 @@
 removing interactions from the timeline and whatever is left orphaned by that."""
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterable
 
 from sqlalchemy import and_, delete, exists, select, update
@@ -9,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from app.models import (Company, Contact, ContactAddress, ContactColleague, ContactStats, Interaction,
                         InteractionSource, Participant)
+from sync import copies
 
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
 C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
@@ -33,22 +35,25 @@ def address_matches(column, kind: str, value: str):
     return column.like(f"%@{esc}", escape="\\") | column.like(f"%@%.{esc}", escape="\\")
 
 
-def delete_interactions(conn: Connection, org_id: int, interaction_ids: Iterable[int]) -> tuple[int, set[int]]:
+def delete_interactions(conn: Connection, org_id: int, interaction_ids: Iterable[int]
+                        ) -> tuple[int, set[int], Counter]:
     """Delete these interactions with their participants and copies.
 
-    Returns how many were deleted and the contacts that took part in them (so the
-    caller can drop the orphans and refresh the summaries of the others)."""
+    Returns how many were deleted, the contacts that took part in them (so the
+    caller can drop the orphans and refresh the summaries of the others) and
+    folder id -> copies deleted (for the folders' counts)."""
     ids = sorted(set(interaction_ids))
     contacts: set[int] = set()
     removed = 0
+    gone: Counter = Counter()
     for part in chunks(ids):
         contacts.update(c for c in conn.execute(
             select(P.c.contact_id).distinct().where(P.c.org_id == org_id, P.c.interaction_id.in_(part),
                                                     P.c.contact_id.is_not(None))).scalars())
-        conn.execute(delete(S).where(S.c.org_id == org_id, S.c.interaction_id.in_(part)))
+        gone.update(copies.delete(conn, S.c.org_id == org_id, S.c.interaction_id.in_(part)))
         conn.execute(delete(P).where(P.c.org_id == org_id, P.c.interaction_id.in_(part)))
         removed += conn.execute(delete(I).where(I.c.org_id == org_id, I.c.id.in_(part))).rowcount
-    return removed, contacts
+    return removed, contacts, gone
 
 
 def delete_contacts(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> set[int]:
@@ -101,9 +106,12 @@ def refresh_stats(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> 
 def remove_from_timeline(conn: Connection, org_id: int, interaction_ids: Iterable[int]) -> dict:
     """Delete interactions, then the contacts left with no participation and their emptied companies,
     and refresh the summaries of the contacts that remain. One transaction: the caller's."""
-    removed, touched = delete_interactions(conn, org_id, interaction_ids)
+    removed, touched, folders = delete_interactions(conn, org_id, interaction_ids)
     gone = orphaned(conn, org_id, touched)
     companies = delete_contacts(conn, org_id, gone)
     dropped = drop_empty_companies(conn, org_id, companies)
     refresh_stats(conn, org_id, touched - gone)
+    # Last, as a sync batch writes its folder's row last: neither then holds a folder
+    # row while it waits for rows the other holds.
+    copies.count_changed(conn, {fid: -n for fid, n in folders.items()})
     return {"removed_interactions": removed, "removed_contacts": len(gone), "removed_companies": dropped}

@@ -178,11 +178,12 @@ def health(session: Session, org_id: int, mailbox_id: int | None = None) -> list
 
 def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None:
     """Forget where each folder's sync stood, so the next run reads everything again.
-    Interactions stay (keyed rows: re-reading duplicates nothing); counters restart."""
+    Interactions and copies stay (keyed rows: re-reading duplicates nothing), and so
+    does each folder's count of its copies; the mailbox's counters restart."""
     if not mailbox_ids:
         return
     conn.execute(_update(FS).where(FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids))
-                 .values(cursor={}, backfill_done=False, messages=0, status="ok", last_error=None))
+                 .values(cursor={}, backfill_done=False, status="ok", last_error=None))
     conn.execute(_update(MB).where(MB.c.org_id == org_id, MB.c.id.in_(mailbox_ids))
                  .values(messages_imported=0, skipped={}, next_sync_at=utcnow(), failure_count=0))
 

@@ -3,6 +3,8 @@ head, a second upgrade changes nothing, and the migrated schema is exactly
 what the models declare (what `alembic revision --autogenerate` would see)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -88,38 +90,73 @@ def test_downgrade_to_base_and_back(backend, tmp_path, request):
         engine.dispose()
 
 
+def _org_and_alice(at: str) -> tuple[str, str]:
+    return ("INSERT INTO organisation (id, name, internal_domains, contact_policy, visibility, backfill_days, "
+            "sync_interval_seconds, bulk_detection, created_at) VALUES (1, 'Old', '[\"ourco.com\"]', 'exchanged', "
+            f"'snippet', 365, 300, true, {at})",
+            f"INSERT INTO app_user (id, org_id, email, name, role, active, created_at) VALUES "
+            f"(1, 1, 'alice@ourco.com', 'Alice', 'rep', true, {at})")
+
+
+@contextmanager
+def _old_database(backend: str, tmp_path, request, revision: str, rows):
+    """A database migrated to `revision` and filled by `rows` (INSERT statements): yields (url, engine)."""
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    command.upgrade(alembic_config(url), revision)
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for sql in rows:
+                conn.execute(text(sql))
+        yield url, engine
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_0002_computes_summaries_of_an_existing_timeline(backend, tmp_path, request):
     """A database filled under 0001 gets its contact summaries on upgrade."""
-    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
-    command.upgrade(alembic_config(url), "0001")
-    engine = make_engine(url)
     t = "'2026-01-0{d} 10:00:00'"
-    try:
-        with engine.begin() as conn:
-            for sql in (
-                "INSERT INTO organisation (id, name, internal_domains, contact_policy, visibility, backfill_days, "
-                "sync_interval_seconds, bulk_detection, created_at) VALUES (1, 'Old', '[\"ourco.com\"]', 'exchanged', "
-                f"'snippet', 365, 300, true, {t.format(d=1)})",
-                f"INSERT INTO app_user (id, org_id, email, name, role, active, created_at) VALUES "
-                f"(1, 1, 'alice@ourco.com', 'Alice', 'rep', true, {t.format(d=1)})",
-                f"INSERT INTO contact (id, org_id, name, search_name, primary_email, tags, created_at) VALUES "
-                f"(1, 1, 'Carol', 'carol', 'carol@acme.com', '[]', {t.format(d=1)})",
-                *(f"INSERT INTO interaction (id, org_id, kind, message_key, occurred_at, direction, thread_key, "
-                  f"created_at) VALUES ({i}, 1, 'email', 'm{i}', {t.format(d=i)}, '{d}', 'm{i}', {t.format(d=i)})"
-                  for i, d in ((1, "in"), (2, "out"), (3, "in"))),
-                *(f"INSERT INTO participant (org_id, interaction_id, occurred_at, address, role, contact_id, user_id) "
-                  f"VALUES (1, {i}, {t.format(d=i)}, '{a}', 'to', {c}, {u})"
-                  for i in (1, 2, 3) for a, c, u in (("carol@acme.com", 1, "NULL"), ("alice@ourco.com", "NULL", 1))),
-            ):
-                conn.execute(text(sql))
+    rows = (
+        *_org_and_alice(t.format(d=1)),
+        f"INSERT INTO contact (id, org_id, name, search_name, primary_email, tags, created_at) VALUES "
+        f"(1, 1, 'Carol', 'carol', 'carol@acme.com', '[]', {t.format(d=1)})",
+        *(f"INSERT INTO interaction (id, org_id, kind, message_key, occurred_at, direction, thread_key, "
+          f"created_at) VALUES ({i}, 1, 'email', 'm{i}', {t.format(d=i)}, '{d}', 'm{i}', {t.format(d=i)})"
+          for i, d in ((1, "in"), (2, "out"), (3, "in"))),
+        *(f"INSERT INTO participant (org_id, interaction_id, occurred_at, address, role, contact_id, user_id) "
+          f"VALUES (1, {i}, {t.format(d=i)}, '{a}', 'to', {c}, {u})"
+          for i in (1, 2, 3) for a, c, u in (("carol@acme.com", 1, "NULL"), ("alice@ourco.com", "NULL", 1))),
+    )
+    with _old_database(backend, tmp_path, request, "0001", rows) as (url, engine):
         upgrade(url)
         with engine.connect() as conn:
             row = conn.execute(text("SELECT emails_in, emails_out, meetings, first_email_at, last_email_at "
                                     "FROM contactstats WHERE contact_id = 1")).one()
             colleague = conn.execute(text("SELECT user_id, interactions FROM contactcolleague")).all()
-        assert row[:3] == (2, 1, 0)
-        assert str(row[3]).startswith("2026-01-01") and str(row[4]).startswith("2026-01-03")
-        assert colleague == [(1, 3)]
-    finally:
-        engine.dispose()
+    assert row[:3] == (2, 1, 0)
+    assert str(row[3]).startswith("2026-01-01") and str(row[4]).startswith("2026-01-03")
+    assert colleague == [(1, 3)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_0005_recounts_folder_messages_from_the_copies_stored(backend, tmp_path, request):
+    """Counts that grew past the copies (removals never subtracted) are set right on upgrade."""
+    t = "'2026-01-01 10:00:00'"
+    rows = (
+        *_org_and_alice(t),
+        "INSERT INTO mailbox (id, org_id, owner_id, kind, config, sync_stage, status, failure_count, "
+        f"messages_imported, skipped, created_at) VALUES (1, 1, 1, 'imap', '{{}}', 'idle', 'active', 0, 9, '{{}}', {t})",
+        *(f"INSERT INTO folderstate (id, org_id, mailbox_id, name, role, selected, cursor, backfill_done, "
+          f"messages, status) VALUES ({i}, 1, 1, '{name}', 'other', true, '{{}}', true, {n}, 'ok')"
+          for i, name, n in ((1, "INBOX", 5), (2, "Archive", 1), (3, "Empty", 0))),
+        *(f"INSERT INTO interaction (id, org_id, kind, message_key, occurred_at, direction, thread_key, "
+          f"created_at) VALUES ({i}, 1, 'email', 'm{i}', {t}, 'in', 'm{i}', {t})" for i in (1, 2, 3)),
+        *(f"INSERT INTO interactionsource (org_id, interaction_id, mailbox_id, folder_id, remote_id) "
+          f"VALUES (1, {i}, 1, {f}, '1/{i}')" for i, f in ((1, 1), (2, 1), (3, 2))),
+    )
+    with _old_database(backend, tmp_path, request, "0004", rows) as (url, engine):
+        upgrade(url)
+        with engine.connect() as conn:
+            counts = conn.execute(text("SELECT name, messages FROM folderstate ORDER BY id")).all()
+    assert counts == [("INBOX", 2), ("Archive", 1), ("Empty", 0)]

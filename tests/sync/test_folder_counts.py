@@ -1,0 +1,205 @@
+"""Each folder's message count (folderstate.messages, the "Messages" on the mailbox
+page) equals the copies stored for that folder after every way copies come and
+go: an IMAP expunge or UIDVALIDITY change (Dovecot), a Graph deletion or move
+(the Graph fake), a CalDAV deletion (Radicale), a "never log" rule, an erasure,
+a resync and a replayed batch. On SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from app.db import write_transaction
+from sync import copies
+from tests.connectors.test_ical import event, stamp, vcalendar
+from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
+from tests.sync.test_calendar_sync import add_caldav
+from tests.sync.test_graph_sync import CARLA, add_tenant_mailbox
+from tests.sync.test_meetings import _calendar, _run, batch, meeting
+from tests.world import NOW, make_world, message
+
+ROOT = Path(__file__).resolve().parents[2]
+ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request, tmp_path):
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    return make_world(tmp_path, url=url)
+
+
+def counts(world, mailbox_id: int) -> dict[str, tuple[int, int]]:
+    """folder name -> (count shown, copies stored), for every folder of the mailbox."""
+    return {r[0]: (r[1], r[2]) for r in world.sql(
+        "SELECT f.name, f.messages, (SELECT count(*) FROM interactionsource s WHERE s.folder_id = f.id) "
+        "FROM folderstate f WHERE f.mailbox_id = :m", m=mailbox_id)}
+
+
+def assert_exact(world, *mailbox_ids: int) -> None:
+    for mid in mailbox_ids:
+        wrong = {name: c for name, c in counts(world, mid).items() if c[0] != c[1]}
+        assert wrong == {}, f"mailbox {mid}: folder (count shown, copies stored)"
+
+
+def admin(world, *args: str) -> None:
+    """An admin's command, as they would run it (`threadline ...`) on the world's database."""
+    settings = world.rt.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
+    env.update(THREADLINE_DATA_DIR=str(settings.data_dir), THREADLINE_DATABASE_URL=settings.database_url,
+               THREADLINE_IDLE="0")
+    proc = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def expunge(imap_user, folder: str, uids: list[int]) -> None:
+    client = imap_user.connect()
+    client.select_folder(folder)
+    client.delete_messages(uids)
+    client.expunge()
+    client.logout()
+
+
+def test_an_imap_expunge_takes_the_copy_and_the_count_down(world, imap_user):
+    for i in (1, 2, 3):
+        imap_user.deliver(message("Carla <carla@acme.com>", ALICE, f"Offer {i}", msgid=f"offer-{i}@acme.com"))
+    mid = world.add_imap(ALICE, imap_user)
+    assert world.sync(mid).ok
+    assert counts(world, mid)["INBOX"] == (3, 3)
+
+    expunge(imap_user, "INBOX", [2])
+    assert world.sync(mid).ok
+    assert counts(world, mid)["INBOX"] == (2, 2)
+    # The mail stays on the timeline (the company keeps what it learnt); only the copy goes.
+    assert world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'offer-2@acme.com'") == 1
+
+    expunge(imap_user, "INBOX", [1, 3])
+    imap_user.deliver(message("Carla <carla@acme.com>", ALICE, "Offer 4", msgid="offer-4@acme.com"))
+    assert world.sync(mid).ok
+    assert counts(world, mid)["INBOX"] == (1, 1)
+    assert_exact(world, mid)
+
+
+def test_a_new_uidvalidity_leaves_the_count_of_what_the_folder_holds_now(world, imap_user):
+    imap_user.create_folder("Archive")
+    for i in (1, 2):
+        imap_user.deliver(message("Carla <carla@acme.com>", ALICE, f"Old {i}", msgid=f"old-{i}@acme.com"),
+                          folder="Archive")
+    mid = world.add_imap(ALICE, imap_user)
+    assert world.sync(mid).ok
+    assert counts(world, mid)["Archive"] == (2, 2)
+
+    imap_user.recreate_folder("Archive")
+    imap_user.deliver(message("Carla <carla@acme.com>", ALICE, "Old 1", msgid="old-1@acme.com"), folder="Archive")
+    assert world.sync(mid).ok
+    assert counts(world, mid)["Archive"] == (1, 1)
+    assert_exact(world, mid)
+
+
+def test_a_graph_deletion_or_move_takes_the_count_down(world, graph):
+    mid = add_tenant_mailbox(world, graph)
+    archived = graph.add_message(ALICE, "archive", internet_message_id="<old-deal@acme.com>", subject="Old deal",
+                                 sender=CARLA, to=[("Alice Rep", ALICE)])
+    inbox = graph.add_message(ALICE, internet_message_id="<new-deal@acme.com>", subject="New deal", sender=CARLA,
+                              to=[("Alice Rep", ALICE)])
+    demo = graph.add_event(ALICE, subject="Demo", start=NOW + timedelta(days=2), organizer=("Alice Rep", ALICE),
+                           attendees=[(*CARLA, "required", "accepted")], ical_uid="UID-DEMO")
+    assert world.sync(mid).ok
+    before = counts(world, mid)
+    assert (before["Archive"], before["Inbox"], before["calendar:Calendar"]) == ((1, 1), (1, 1), (1, 1))
+
+    graph.delete_message(ALICE, archived)  # the only message of the folder
+    graph.delete_event(ALICE, demo)
+    assert world.sync(mid).ok
+    after = counts(world, mid)
+    assert (after["Archive"], after["Inbox"], after["calendar:Calendar"]) == ((0, 0), (1, 1), (0, 0))
+
+    graph.move_message(ALICE, inbox, "archive")
+    assert world.sync(mid).ok
+    moved = counts(world, mid)
+    assert (moved["Archive"], moved["Inbox"]) == ((1, 1), (0, 0))
+    assert_exact(world, mid)
+
+
+def test_a_caldav_deletion_takes_the_count_down(world, caldav_user):
+    soon = NOW.replace(minute=0, second=0) + timedelta(days=4)
+    caldav_user.put("demo.ics", vcalendar(event("demo@ourco.com", stamp(soon), summary="Demo",
+                                                attendees=(("carla@acme.com", "ACCEPTED"),))))
+    caldav_user.put("weekly.ics", vcalendar(event("weekly@ourco.com", stamp(soon + timedelta(hours=3)),
+                                                  summary="Weekly", attendees=(("dan@client.io", "ACCEPTED"),),
+                                                  extra="RRULE:FREQ=WEEKLY;COUNT=3")))
+    mid = add_caldav(world, ALICE, caldav_user)
+    assert world.sync(mid).ok
+    [(name, before)] = counts(world, mid).items()
+    assert before == (4, 4)  # one event and three occurrences
+
+    caldav_user.delete("weekly.ics")
+    assert world.sync(mid).ok
+    assert counts(world, mid) == {name: (1, 1)}
+    caldav_user.delete("demo.ics")
+    assert world.sync(mid).ok
+    assert counts(world, mid) == {name: (0, 0)}
+
+
+def test_a_replayed_batch_counts_its_copies_once(world):
+    box = _calendar(world, ALICE)
+    same = batch(meeting("e1"), meeting("e2", uid="m-2@acme.com"))
+    _run(world, box, same)
+    _run(world, box, same)  # as after a crash between commit and the cursor's use
+    assert counts(world, box) == {"calendar:Work": (2, 2)}
+    _run(world, box, batch(removed=["e1", "e1", "gone-long-ago"]))
+    _run(world, box, batch(removed=["e1"]))
+    assert counts(world, box) == {"calendar:Work": (1, 1)}
+
+
+def test_rules_erasure_and_resync_keep_every_folder_count_exact(world, imap_user_factory):
+    a, b = imap_user_factory(), imap_user_factory()
+    a.deliver(message("Jane <jane@acme.com>", ALICE, "Only Alice", msgid="m1@acme"))
+    a.deliver(message("Pat <pat@other.com>", ALICE, "Unrelated", msgid="m2@other"))
+    a.deliver(message("Erin <erin@third.com>", ALICE, "Erase me", msgid="m3@third"))
+    both = message("Jane <jane@acme.com>", ALICE, "Both saw it", cc=BOB, msgid="m4@acme")
+    a.deliver(both)
+    b.deliver(both)
+    b.deliver(message("Erin <erin@third.com>", BOB, "Erase me too", msgid="m5@third"))
+    box_a, box_b = world.add_imap(ALICE, a), world.add_imap(BOB, b)
+    for mid in (box_a, box_b):
+        assert world.sync(mid).ok
+    assert (counts(world, box_a)["INBOX"], counts(world, box_b)["INBOX"]) == ((4, 4), (2, 2))
+
+    admin(world, "rule", "add", "acme.com")
+    assert (counts(world, box_a)["INBOX"], counts(world, box_b)["INBOX"]) == ((2, 2), (1, 1))
+    admin(world, "privacy", "erase", "erin@third.com", "--yes")
+    assert (counts(world, box_a)["INBOX"], counts(world, box_b)["INBOX"]) == ((1, 1), (0, 0))
+    admin(world, "mailbox", "resync", str(box_a))
+    assert counts(world, box_a)["INBOX"] == (1, 1)  # the copies stay, and so does their count
+    assert world.sync(box_a).ok
+    assert counts(world, box_a)["INBOX"] == (1, 1)
+    assert_exact(world, box_a, box_b)
+
+
+def test_two_writers_deleting_the_same_copy_take_it_from_the_count_once(world):
+    box = _calendar(world, ALICE)
+    _run(world, box, batch(meeting("e1"), meeting("e2", uid="m-2@acme.com")))
+    engine, S = world.rt.engine, copies.S
+
+    def remove() -> None:
+        with write_transaction(engine) as conn:
+            gone = copies.delete(conn, S.c.mailbox_id == box, S.c.remote_id == "e1")
+            copies.count_changed(conn, {fid: -n for fid, n in gone.items()})
+
+    with write_transaction(engine) as conn:  # the first writer holds its deletion open ...
+        gone = copies.delete(conn, S.c.mailbox_id == box, S.c.remote_id == "e1")
+        copies.count_changed(conn, {fid: -n for fid, n in gone.items()})
+        second = threading.Thread(target=remove)
+        second.start()  # ... while the second one waits for it (row lock, or SQLite's write lock)
+        time.sleep(0.5)
+        assert second.is_alive()
+    second.join(timeout=30)
+    assert not second.is_alive()
+    assert counts(world, box) == {"calendar:Work": (1, 1)}
