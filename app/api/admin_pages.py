@@ -37,6 +37,7 @@ from app.models.base import utcnow
 from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
 from app.services import audit, mailboxes, orgs, privacy, rules
 from app.services.orgs import Invalid, NotFound, hash_token
+from app.textsafe import shown
 from sync.addresses import FREE_MAIL_DOMAINS
 
 ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin"
@@ -62,6 +63,7 @@ def _when(value) -> str:
 
 env.filters["when"] = _when
 env.filters["pretty_json"] = lambda v: json.dumps(v, indent=1, sort_keys=True, default=str)
+env.filters["shown"] = shown  # values from mail: bidirectional controls neutralised (app/textsafe.py)
 
 OK_MESSAGES = {
     "org": "Organisation settings saved.", "user": "User added.", "updated": "User updated.",

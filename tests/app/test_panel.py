@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -145,6 +146,25 @@ def test_subject_with_markup_is_shown_as_text(site, page):
     page.wait_for_timeout(200)
     assert page.locator("img, b, script:not([src])").count() == 0
     assert page.evaluate("typeof window.__xss") == "undefined"
+
+
+def test_a_name_and_subject_that_reverse_themselves_are_shown_in_their_real_order(site, page):
+    sd, base = site
+    rlo, rlm = "\u202e", "\u200f"
+    anna = (f"{rlm}Anna {rlo}GNP.exe", "anna@bidi.io")  # drawn as "Anna exe.PNG" if left alone
+    sd.deliver("alice", frm=anna, to=[("Alice Rep", "alice@ourco.com")], subject=f"Invoice {rlo}GNP.exe",
+               when=NOW - timedelta(hours=5))
+    open_pane(page, base, mail(anna, f"Invoice {rlo}GNP.exe"), token=sd.tokens["alice"])
+    wait_state(page, "ready", "anna@bidi.io")
+    assert page.locator("h1").inner_text() == "Anna [U+202E]GNP.exe"
+    assert page.locator("#timeline .subject").first.inner_text() == "Invoice [U+202E]GNP.exe"
+    assert not re.search("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]", page.locator("body").inner_text())
+    # On screen only: the data, and the edit form that writes them back, keep the original.
+    card = api(base, sd, "alice", "GET", "/api/lookup", params={"email": "anna@bidi.io"}).json()
+    assert card["contact"]["name"] == f"{rlm}Anna {rlo}GNP.exe"
+    assert card["timeline"]["items"][0]["subject"] == f"Invoice {rlo}GNP.exe"
+    page.click("text=Edit")
+    assert page.locator("input[name=name]").input_value() == f"{rlm}Anna {rlo}GNP.exe"
 
 
 # -- acting ----------------------------------------------------------------------------------
