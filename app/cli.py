@@ -277,7 +277,9 @@ def timeline_cmd(email: str, limit: Annotated[int, typer.Option(help="How many i
                         + (f" — {m['location']}" if m.get("location") else "")), highlight=False)
     table = Table("when", "dir", "subject", "colleagues")
     for item in data["timeline"]["items"]:
-        table.add_row(f"{item['occurred_at']:%Y-%m-%d %H:%M}", item["direction"], shown(item["subject"] or ""),
+        table.add_row(f"{item['occurred_at']:%Y-%m-%d %H:%M}",
+                      item["direction"] + (" (unverified sender)" if item.get("unverified_sender") else ""),
+                      shown(item["subject"] or ""),
                       shown(", ".join(k["name"] or k["address"] for k in item["colleagues"])))
     out.print(table)
 

@@ -124,11 +124,14 @@ def _connector_args(mailbox: dict, box: SecretBox, org: OrgContext) -> tuple:
     """(public settings, secret, want_snippet): plain values a connector is built from.
 
     public holds id, kind, config, owner (the owner's address), window (calendar
-    days back and ahead) and, for a Microsoft 365 tenant-wide mailbox, tenant
-    (tenant_id, client_id, auth_kind, config); the secret is then the tenant
-    app's credential rather than the mailbox's own.
+    days back and ahead), internal (the organisation's domains and users'
+    addresses: a connector may look closer at mail claiming them) and, for a
+    Microsoft 365 tenant-wide mailbox, tenant (tenant_id, client_id, auth_kind,
+    config); the secret is then the tenant app's credential rather than the
+    mailbox's own.
     """
     public = {k: v for k, v in mailbox.items() if k in ("id", "kind", "config", "owner", "window", "tenant")}
+    public["internal"] = {"domains": sorted(org.internal_domains), "addresses": sorted(org.users_by_address)}
     secret_enc = mailbox.get("tenant_secret_enc") or mailbox.get("secret_enc")
     secret = box.decrypt(secret_enc) if secret_enc else ""
     return public, secret, org.visibility == "snippet"
@@ -212,7 +215,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
             if name in broken:
                 continue
             if kind == "batch":
-                mbx = MailboxContext(mailbox_id, state["id"], mailbox["owner_id"], owner_email)
+                mbx = MailboxContext(mailbox_id, state["id"], mailbox["owner_id"], owner_email, folder.role)
                 try:
                     _commit_batch(engine, org, mbx, worker, lease_seconds, folder, event[2], report)
                 except LeaseLost:

@@ -507,7 +507,10 @@
     const kind = it.kind === "email" ? (it.direction === "in" ? "Email received" : "Email sent") : (KIND[it.kind] || it.kind);
     const li = el("li", { class: "item item-" + it.kind, dataset: { id: it.id, kind: it.kind } });
     const when = el("span", { class: "meta", text: fmtDate(it.occurred_at, true) });
-    li.append(el("div", { class: "row" }, el("span", { class: "kind", text: kind }), when));
+    // The From names a colleague, but nothing shows they sent it: possibly forged.
+    const unverified = it.unverified_sender ? el("span", { class: "chip unverified",
+      title: "The sender claims to be from your organisation, but this was not confirmed", text: "Unverified sender" }) : null;
+    li.append(el("div", { class: "row" }, el("span", { class: "kind", text: kind }), unverified, when));
     if (it.kind === "task") {
       const box = el("input", { type: "checkbox", checked: !!it.done_at, onchange: ev => setTaskDone(it, ev.target, li) });
       li.classList.toggle("done", !!it.done_at);

@@ -167,6 +167,27 @@ def test_a_name_and_subject_that_reverse_themselves_are_shown_in_their_real_orde
     assert page.locator("input[name=name]").input_value() == f"{rlm}Anna {rlo}GNP.exe"
 
 
+def test_mail_claiming_a_colleague_without_proof_shows_as_received_from_an_unverified_sender(site, page):
+    sd, base = site
+    vic = ("Vic Tim", "vic@phish-target.io")
+    sd.deliver("alice", frm=vic, to=[("Alice Rep", "alice@ourco.com")], subject="Hello Alice",
+               when=NOW - timedelta(hours=8))
+    # In Alice's inbox, claiming Bob; nothing vouches for it (no Sent copy, no trusted stamp).
+    sd.deliver("alice", frm=("Bob Rep", "bob@ourco.com"), to=[("Alice Rep", "alice@ourco.com")], cc=[vic],
+               subject="Wire the deposit today", when=NOW - timedelta(hours=4))
+    open_pane(page, base, mail(vic, "Hello Alice"), token=sd.tokens["alice"])
+    wait_state(page, "ready", vic[1])
+    forged = page.locator("#timeline > li").first
+    assert forged.locator(".subject").inner_text() == "Wire the deposit today"
+    assert forged.locator(".kind").inner_text().lower() == "email received"
+    assert forged.locator(".chip.unverified").inner_text() == "Unverified sender"
+    assert "From Bob Rep" in forged.inner_text()
+    assert page.locator(".stats strong").all_inner_texts() == ["2", "0", "0"]
+    colleagues = page.locator(".colleagues").inner_text()
+    assert "Alice Rep" in colleagues and "Bob Rep" not in colleagues
+    assert page.locator("#timeline > li").nth(1).locator(".chip.unverified").count() == 0
+
+
 # -- acting ----------------------------------------------------------------------------------
 
 def test_add_note_and_task_mark_done_edit_stage_and_tags(site, page):
