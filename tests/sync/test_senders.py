@@ -17,7 +17,7 @@ from connectors.base import MessageRecord
 from sync import pipeline
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.sync.test_graph_sync import add_tenant_mailbox
-from tests.sync.test_stats import _recounted, _tables
+from tests.sync.test_stats import _recounted, _tables, db_url  # noqa: F401 - the fixture: SQLite and PostgreSQL
 from tests.world import NOW, make_world, message
 
 RECEIVED = ("Received: from mail.evil-corp.example (mail.evil-corp.example [203.0.113.7])\r\n"
@@ -51,8 +51,8 @@ def with_sent_folder(factory):
 
 
 def test_a_forged_colleague_in_someone_elses_inbox_is_received_mail_from_an_unverified_sender(tmp_path,
-                                                                                              imap_user_factory):
-    w = make_world(tmp_path)
+                                                                                              imap_user_factory, db_url):
+    w = make_world(tmp_path, url=db_url)
     w.set_org(contact_policy="sent")
     alice = with_sent_folder(imap_user_factory)
     alice.deliver(message("Alice Rep <alice@ourco.com>", "Known Person <known@partner.example>", "Intro",
@@ -88,11 +88,12 @@ def test_a_forged_colleague_in_someone_elses_inbox_is_received_mail_from_an_unve
     assert [c["email"] for c in card["summary"]["colleagues"]] == ["alice@ourco.com"]
 
 
-def test_a_colleagues_mail_counts_once_as_their_sent_mail_when_their_sent_folder_has_it(tmp_path,
-                                                                                        imap_user_factory):
+def test_a_colleagues_mail_counts_once_as_their_sent_mail_when_their_sent_folder_has_it(tmp_path, imap_user_factory,
+                                                                                        request, db_url):
     worlds = {}
     for run in ("inbox copy first", "sent copy first"):
-        w = make_world(tmp_path / run.replace(" ", "-"))
+        url = request.getfixturevalue("postgres").create_database() if db_url else None
+        w = make_world(tmp_path / run.replace(" ", "-"), url=url)
         w.set_org(contact_policy="sent")
         alice, bob = imap_user_factory(), with_sent_folder(imap_user_factory)
         shared = dict(frm="Bob Rep <bob@ourco.com>", to="alice@ourco.com", subject="Quote for Acme",
