@@ -43,7 +43,9 @@ HEADER_FIELDS = (
 HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})]"
 # Whether a message has any Received field (it came over SMTP: sync/senders.py)
 # costs one byte: "R", or the blank line ending an empty selection. The fields
-# themselves are kilobytes per message.
+# themselves are kilobytes per message. Measured with AUTHENTICATION-RESULTS
+# above (bench/imap_sync, 10,000 messages, 3 rounds each, same load): Dovecot
+# CPU 0.29 -> 0.34 s, Threadline's two processes 2.69 -> 2.85 s.
 RECEIVED_ITEM = "BODY.PEEK[HEADER.FIELDS (RECEIVED)]<0.1>"
 # A UID SEARCH answer is one line: a large folder's (Gmail's All Mail: 100,000s of
 # UIDs) passes imaplib's 1 MB line limit.
