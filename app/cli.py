@@ -250,22 +250,26 @@ def timeline_cmd(email: str, limit: Annotated[int, typer.Option(help="How many i
     if as_json:
         out.print_json(json.dumps(data, default=_json_default))
         return
+    from app.textsafe import shown  # names and subjects come from mail: no bidirectional tricks on the terminal
+
     c, sm = data["contact"], data["summary"]
-    out.print(Text.assemble((c["name"] or c["email"], "bold"), f" <{c['email']}>"
-                            + (f" — {c['company']['name']} ({c['company']['domain']})" if c["company"] else "")))
+    out.print(Text.assemble((shown(c["name"] or c["email"]), "bold"), shown(f" <{c['email']}>"
+                            + (f" — {c['company']['name']} ({c['company']['domain']})" if c["company"] else ""))))
     out.print(f"emails in {sm['emails_in']}, out {sm['emails_out']}, meetings {sm['meetings']}; "
               f"first {sm['first_interaction_at']:%Y-%m-%d}, last {sm['last_interaction_at']:%Y-%m-%d}"
               if sm["first_interaction_at"] else "no interactions yet", highlight=False)
     if sm["colleagues"]:
-        out.print("known by: " + ", ".join(f"{k['name'] or k['email']} ({k['interactions']})" for k in sm["colleagues"]),
-                  highlight=False)
+        out.print(shown("known by: " + ", ".join(f"{k['name'] or k['email']} ({k['interactions']})"
+                                                 for k in sm["colleagues"])), highlight=False)
     for m in data["upcoming"]:
-        out.print(f"upcoming: {m['occurred_at']:%Y-%m-%d %H:%M} {m['subject'] or '(no title)'}"
-                  + (f" — {m['location']}" if m.get("location") else ""), highlight=False)
+        out.print(shown(f"upcoming: {m['occurred_at']:%Y-%m-%d %H:%M} {m['subject'] or '(no title)'}"
+                        + (f" — {m['location']}" if m.get("location") else "")), highlight=False)
     table = Table("when", "dir", "subject", "colleagues")
     for item in data["timeline"]["items"]:
-        table.add_row(f"{item['occurred_at']:%Y-%m-%d %H:%M}", item["direction"], item["subject"] or "",
-                      ", ".join(k["name"] or k["address"] for k in item["colleagues"]))
+        table.add_row(f"{item['occurred_at']:%Y-%m-%d %H:%M}",
+                      item["direction"] + (" (unverified sender)" if item.get("unverified_sender") else ""),
+                      shown(item["subject"] or ""),
+                      shown(", ".join(k["name"] or k["address"] for k in item["colleagues"])))
     out.print(table)
 
 

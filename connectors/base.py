@@ -138,6 +138,9 @@ class ConnectorSpec:
     window: CalendarWindow = CalendarWindow()
     tenant: TenantSpec | None = None
     want_snippet: bool = False
+    # The organisation's domains and users' addresses ({"domains": [...], "addresses": [...]}):
+    # a connector may look closer at mail claiming to come from them (sync/senders.py).
+    internal: dict | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,11 @@ class MessageRecord:
     bulk_signals: tuple[str, ...] = ()
     list_id: str | None = None  # the List-Id's identifier, e.g. "sales.ourco.com"
     reply_to: list[tuple[str, str]] = field(default_factory=list)
+    # What the transport says about who sent it; ingest weighs it when the From
+    # claims someone of the organisation (sync/senders.py).
+    relayed: bool | None = None  # carries a Received field (came over SMTP); None: the source cannot tell
+    auth_results: tuple[str, ...] = ()  # Authentication-Results values, topmost (newest) first
+    internal_submission: bool = False  # Exchange: submitted by an authenticated sender of the organisation
 
 
 @dataclass(slots=True)

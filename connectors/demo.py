@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Iterator
 
 from connectors.base import Attendee, BadDataError, BadRecord, Batch, Folder, MeetingRecord
-from connectors.mailparse import parse_message_headers
+from connectors.mailparse import has_received, parse_message_headers
 
 CALENDAR = Folder("calendar:Demo", "calendar")
 FOLDERS = (Folder("INBOX", "inbox"), Folder("Sent", "sent"), Folder("Archive", "archive"), CALENDAR)
@@ -67,7 +67,7 @@ class DemoConnector:
             head, _, body = m.raw.partition(b"\r\n\r\n")
             try:
                 records.append(parse_message_headers(f"demo/{position}", head + b"\r\n\r\n", m.internaldate,
-                                                     body[:2048]))
+                                                     body[:2048], relayed=has_received(head)))
             except BadDataError as exc:
                 bad.append(BadRecord(f"demo/{position}", str(exc)))
             if len(records) + len(bad) >= self.batch_size:

@@ -22,7 +22,11 @@ drops the folder's copies and every record is re-linked by its key.
 Graph gives delta no internet headers: In-Reply-To/References, List-Id and
 Auto-Submitted are unknown here, so threads are keyed per message, bulk mail
 is caught only by the sender patterns the ingest pipeline applies to every
-source, and auto-replies by Exchange's localized subject prefixes.
+source, and auto-replies by Exchange's localized subject prefixes. Mail whose
+From claims someone of the organisation, with someone outside it among the
+recipients, is the exception: its headers are read with one more request
+(`$select=internetMessageHeaders`), for what Exchange says about the sender
+(see _transport_facts and sync/senders.py).
 """
 from __future__ import annotations
 
@@ -142,6 +146,7 @@ def build(spec: ConnectorSpec):
         return exchange_imap(cfg, owner, tokens, spec.want_snippet)
     return GraphConnector(graph_url=graph_url, user_path=user_path, tokens=tokens, want_snippet=spec.want_snippet,
                           mailbox_key=f"{graph_url}|{owner.lower()}", window=spec.window,
+                          owner=owner, internal=spec.internal,
                           page_size=int(cfg.get("page_size", PAGE_SIZE)),
                           max_retry_wait=float(cfg.get("max_retry_wait", 60)))
 
@@ -173,9 +178,14 @@ def exchange_imap(cfg: dict, owner: str, tokens, want_snippet: bool):
 class GraphConnector:
     def __init__(self, *, graph_url: str, user_path: str, tokens, want_snippet: bool, mailbox_key: str,
                  window: CalendarWindow = CalendarWindow(), page_size: int = PAGE_SIZE, max_retries: int = 3,
-                 max_retry_wait: float = 60.0, sleep: Callable[[float], None] = time.sleep):
+                 max_retry_wait: float = 60.0, sleep: Callable[[float], None] = time.sleep, owner: str = "",
+                 internal: dict | None = None):
         self.graph_url = graph_url.rstrip("/")
         self.user_path = user_path
+        self.owner = owner.strip().lower()
+        # The organisation's domains and users' addresses (sync.engine._connector_args).
+        self.internal_domains = tuple((internal or {}).get("domains") or ())
+        self.internal_addresses = frozenset((internal or {}).get("addresses") or ())
         self.tokens = tokens
         self.want_snippet = want_snippet
         self.window = window
@@ -389,7 +399,9 @@ class GraphConnector:
             return f"{self.user_path}/mailFolders/{quote(fid)}/messages/delta?$select={select}"
 
         def convert(items: list, incremental: bool, base: dict):
-            return self._messages(items, incremental, base, None if incremental else since)
+            records, bad, removed = self._messages(items, incremental, base, None if incremental else since)
+            self._transport_facts(records, folder.role)
+            return records, bad, removed
 
         yield from self._rounds(cursor.get("next_link") or cursor.get("delta_link") or fresh(), fresh,
                                 {"id": fid}, convert, reset, what=f"syncing folder {folder.name!r}",
@@ -479,6 +491,45 @@ class GraphConnector:
             bcc=_addresses(item.get("bccRecipients")), subject=subject, in_reply_to=None, references=[],
             auto_reply=subject.lower().startswith(AUTO_REPLY_PREFIXES),
             snippet=" ".join(str(preview).split())[:200] or None if preview else None)
+
+    def _claims_internal(self, address: str) -> bool:
+        address = address.strip().lower()
+        domain = address.rpartition("@")[2]
+        return address in self.internal_addresses or any(domain == d or domain.endswith("." + d)
+                                                         for d in self.internal_domains)
+
+    def _transport_facts(self, records: list[MessageRecord], role: str) -> None:
+        """Read the internet headers of mail claiming a sender of the organisation and
+        written to someone outside it (the only mail whose sender matters to ingest;
+        the owner's own Sent Items vouch for themselves), a request each, four at once.
+
+        Kept: whether there is a Received field, the Authentication-Results, and
+        Exchange's X-MS-Exchange-Organization-AuthAs. "Internal" there means an
+        authenticated sender of the organisation submitted the message; mail from
+        outside says "Anonymous", and Exchange's header firewall strips any
+        X-MS-Exchange-Organization-* field a sender wrote before it can be stored,
+        so Graph's copy of the header is Exchange's own word."""
+        wanted = []
+        for r in records:
+            sender = r.from_[0][1].strip().lower()
+            if (role == "sent" and sender == self.owner) or not self._claims_internal(sender):
+                continue
+            if any(not self._claims_internal(a) for _, a in r.to + r.cc + r.bcc):
+                wanted.append(r)
+        what = "reading the internet headers of mail from a colleague"
+        asked = [(r, self._pool.submit(self.get_json, f"{self.user_path}/messages/{quote(r.remote_id, safe='')}"
+                                       "?$select=internetMessageHeaders", what=what)) for r in wanted]
+        for r, answer in asked:
+            try:
+                headers = answer.result().get("internetMessageHeaders") or []
+            except BadDataError:
+                continue  # gone meanwhile, or refused: nothing vouches for the sender
+            fields = [(str(h.get("name") or "").lower(), str(h.get("value") or "")) for h in headers
+                      if isinstance(h, dict)]
+            r.relayed = any(name == "received" for name, _ in fields)
+            r.auth_results = tuple(v for name, v in fields if name == "authentication-results")[:5]
+            r.internal_submission = any(name == "x-ms-exchange-organization-authas" and v.strip().lower() == "internal"
+                                        for name, v in fields)
 
     # -- calendar -------------------------------------------------------------------
     def _calendar_changes(self, cursor: dict) -> Iterator[Batch]:

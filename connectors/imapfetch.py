@@ -32,6 +32,8 @@ _DATE = re.compile(rb"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) (
 
 
 HEADER_FIELDS_KEY = b"BODY[HEADER.FIELDS]"
+# The first byte of the Received fields alone (see connectors/imap.py: RECEIVED_ITEM).
+RECEIVED_KEY = b"BODY[HEADER.FIELDS (RECEIVED)]"
 
 
 _SECTION_KEYS: dict[bytes, bytes] = {}
@@ -43,7 +45,11 @@ def section_key(raw: bytes) -> bytes:
     key = _SECTION_KEYS.get(raw)
     if key is None:
         key = raw.upper()
-        key = HEADER_FIELDS_KEY if key.startswith(b"BODY[HEADER.FIELDS") else _PARTIAL.sub(rb"<\1>", key)
+        if key.startswith(b"BODY[HEADER.FIELDS"):
+            names = key[key.find(b"(") + 1:key.find(b")")].replace(b'"', b"").split()
+            key = RECEIVED_KEY if names == [b"RECEIVED"] else HEADER_FIELDS_KEY
+        else:
+            key = _PARTIAL.sub(rb"<\1>", key)
         if len(_SECTION_KEYS) < 256:  # a session echoes a handful of distinct forms
             _SECTION_KEYS[raw] = key
     return key

@@ -28,8 +28,11 @@ _WS = re.compile(r"\s+")
 _WANTED = {
     "from", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id", "in-reply-to",
     "references", "list-unsubscribe", "list-id", "precedence", "auto-submitted",
-    "x-autoreply", "x-autorespond", "content-type", "content-transfer-encoding",
+    "x-autoreply", "x-autorespond", "content-type", "content-transfer-encoding", "authentication-results",
 }
+# Fields whose every occurrence counts (joined by "\n", newest first), up to MAX_REPEATS.
+_REPEATED = frozenset({"authentication-results"})
+MAX_REPEATS = 5
 MAX_FIELD = 64 * 1024  # a header longer than this is cut, not trusted whole
 MAX_ADDRESSES = 500
 
@@ -43,7 +46,7 @@ def _text(raw: bytes) -> str:
 
 
 def header_fields(block: bytes) -> dict[str, str]:
-    """Wanted fields of a header block, unfolded; the first occurrence wins."""
+    """Wanted fields of a header block, unfolded; the first occurrence wins (see _REPEATED)."""
     out: dict[str, str] = {}
     end = block.find(b"\r\n\r\n")
     if end < 0:
@@ -57,18 +60,25 @@ def header_fields(block: bytes) -> dict[str, str]:
                 parts.append(line)
             continue
         if parts is not None:
-            out[current] = _unfolded(parts)
+            _keep(out, current, parts)
             parts = None
         key, colon, value = line.partition(":")
         if colon:
             # the wanted names are plain field names, so membership also checks the syntax
             key = key.rstrip(" \t")
             name = key.lower()
-            if name in _WANTED and name not in out and key.isascii():
+            if name in _WANTED and (name not in out or name in _REPEATED) and key.isascii():
                 current, parts = name, [value]
     if parts is not None:
-        out[current] = _unfolded(parts)
+        _keep(out, current, parts)
     return out
+
+
+def _keep(out: dict[str, str], name: str, parts: list[str]) -> None:
+    if name not in out:
+        out[name] = _unfolded(parts)
+    elif out[name].count("\n") < MAX_REPEATS - 1:
+        out[name] += "\n" + _unfolded(parts)  # unfolded values hold no line breaks
 
 
 def _unfolded(parts: list[str]) -> str:
@@ -371,12 +381,14 @@ def list_identifier(value: str | None) -> str | None:
     return m.group(1).strip().lower()[:255] if m else None
 
 
-def parse_message_headers(remote_id: str, block: bytes, internaldate=None, body: bytes | None = None) -> MessageRecord:
+def parse_message_headers(remote_id: str, block: bytes, internaldate=None, body: bytes | None = None, *,
+                          relayed: bool | None = None) -> MessageRecord:
     """Turn one header block (and optionally the first bytes of the body, for a
     snippet) into a MessageRecord, or raise BadDataError with the reason.
 
     internaldate may be a datetime or a callable giving one: it is needed only
-    when the Date header is missing or unreadable.
+    when the Date header is missing or unreadable. relayed: whether the message
+    carries a Received field, when the caller knows (see has_received).
     """
     if not block or not block.strip():
         raise BadDataError("no header block: empty or not an email message")
@@ -422,7 +434,19 @@ def parse_message_headers(remote_id: str, block: bytes, internaldate=None, body:
         bulk_signals=signals,
         list_id=list_identifier(fields.get("list-id")),
         reply_to=addresses(fields.get("reply-to"))[:5],
+        relayed=relayed,
+        auth_results=tuple(auth.split("\n")) if (auth := fields.get("authentication-results")) else (),
     )
+
+
+_RECEIVED = re.compile(rb"(?:^|\n)received[ \t]*:", re.I)
+
+
+def has_received(header: bytes) -> bool:
+    """Whether a complete header block has a Received field: every SMTP server that
+    takes a message in adds one (RFC 5321 4.4), so a message without any never
+    came over SMTP; it was put into the mailbox by a client of the mailbox."""
+    return _RECEIVED.search(header) is not None
 
 
 # --- snippets -------------------------------------------------------------------
@@ -496,3 +520,62 @@ def snippet_from_body(fields: dict[str, str], body: bytes) -> str | None:
             break
     text = _WS.sub(" ", " ".join(kept)).strip().replace("\ufffd", "")
     return text[:SNIPPET_CHARS] or None
+
+
+# --- Authentication-Results (RFC 8601) --------------------------------------------
+
+_AROUND_EQUALS = re.compile(r"\s*([=.])\s*")
+
+
+def _split_outside(text: str, separators: str, drop_comments: bool) -> list[str]:
+    """Split at separators outside quoted strings, dropping (nested) comments."""
+    parts, buf, depth, quoted, escaped = [], [], 0, False, False
+    for ch in text:
+        if escaped:
+            escaped = False
+            if not depth:
+                buf.append(ch)
+            continue
+        if ch == "\\" and (quoted or depth):
+            escaped = True
+            continue
+        if quoted:
+            buf.append(ch)
+            quoted = ch != '"'
+        elif drop_comments and ch == "(":
+            depth += 1
+        elif depth:
+            if ch == ")":
+                depth -= 1
+                if not depth:
+                    buf.append(" ")
+        elif ch in separators:
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+            quoted = ch == '"'
+    parts.append("".join(buf))
+    return parts
+
+
+def authentication_results(value: str) -> tuple[str, list[tuple[str, str, dict[str, str]]]] | None:
+    """One Authentication-Results value: (authserv-id, [(method, result, {ptype.property: value})]),
+    lower-cased; None when it has no authserv-id (Exchange Online writes none)."""
+    pieces = _split_outside(value[:MAX_FIELD], ";", True)
+    head = pieces[0].split()
+    if not head or "=" in head[0]:
+        return None
+    results = []
+    for piece in pieces[1:]:
+        tokens = _AROUND_EQUALS.sub(r"\1", piece).split()
+        if not tokens or "=" not in tokens[0]:
+            continue
+        method, _, result = tokens[0].lower().partition("=")
+        props = {}
+        for token in tokens[1:]:
+            key, eq, val = token.partition("=")
+            if eq and "." in key:
+                props[key.lower()] = val.strip('"').lower()
+        results.append((method.split("/", 1)[0], result, props))
+    return head[0].strip('"').lower(), results

@@ -146,7 +146,8 @@ def load_mailbox(conn, box: SecretBox, mailbox_id: int):
     spec = ConnectorSpec(kind=mailbox["kind"], config=dict(mailbox["config"] or {}),
                          secret=box.decrypt(secret_enc) if secret_enc else "", mailbox_id=mailbox_id, owner=owner,
                          window=CalendarWindow(settings.calendar_past_days, settings.calendar_future_days),
-                         tenant=tenant, want_snippet=org.visibility == "snippet")
+                         tenant=tenant, want_snippet=org.visibility == "snippet",
+                         internal={"domains": sorted(org.internal_domains), "addresses": sorted(org.users_by_address)})
     return mailbox, spec, org, settings
 
 
@@ -210,7 +211,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
             if name in broken:
                 continue
             if isinstance(event, FolderBatch):
-                mbx = MailboxContext(mailbox_id, state["id"], mailbox["owner_id"], owner_email)
+                mbx = MailboxContext(mailbox_id, state["id"], mailbox["owner_id"], owner_email, folder.role)
                 try:
                     _commit_batch(engine, org, mbx, worker, lease_seconds, folder, event.batch, report)
                 except LeaseLost:

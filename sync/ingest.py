@@ -22,7 +22,7 @@ from app.models.base import utcnow
 from app.models import Company, Contact, ContactAddress, Interaction, Participant
 from connectors.base import MessageRecord
 from sync import addresses as addr
-from sync import copies, stats
+from sync import copies, senders, stats
 from sync.exclusions import Exclusions
 
 INTERACTION = Interaction.__table__
@@ -31,7 +31,7 @@ CONTACT = Contact.__table__
 CONTACT_ADDRESS = ContactAddress.__table__
 COMPANY = Company.__table__
 INTERACTION_COLUMNS = ("org_id", "kind", "message_key", "occurred_at", "direction", "subject", "snippet",
-                       "thread_key", "from_address", "created_at")
+                       "thread_key", "from_address", "created_at", "unverified_sender")
 PARTICIPANT_COLUMNS = ("org_id", "interaction_id", "occurred_at", "address", "name", "role", "user_id",
                        "contact_id", "company_id")
 IN_CHUNK = 500  # bound IN (...) lists for both databases
@@ -56,6 +56,7 @@ class MailboxContext:
     folder_id: int | None
     owner_id: int
     owner_address: str
+    folder_role: str | None = None  # inbox | sent | archive | other; None when logged by hand
 
 
 @dataclass
@@ -74,6 +75,7 @@ class _Prepared:
     people: list[tuple[str, str, str]]  # (address, name, role), internal and external
     external: list[str]
     auto_reply: bool  # kept on the timeline, but never creates contacts
+    unverified: bool = False  # claims an internal sender nothing vouched for (sync/senders.py): kept as received
 
 
 def _utc(value: datetime) -> datetime:
@@ -116,11 +118,17 @@ def prepare(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> _Pre
     if isinstance(found, str):
         return found
     people, external, direction, automated = found
+    unverified = False
+    if direction == "out":
+        sender = next(a for a, _, role in people if role == "from")
+        if not senders.vouched(record, sender, org.users_by_address.get(sender) == mbx.owner_id, mbx.folder_role,
+                               org.internal_domains):
+            direction, unverified, automated = "in", True, addr.is_automated_sender(sender)
     # Decided from the message alone, never from what is already stored, so any
     # order of import (batches, crashes, several mailboxes) gives the same timeline.
     if org.bulk_detection and (automated or (record.bulk and _bulk(org, record, direction))):
         return "bulk or automated"
-    return _Prepared(record, direction, people, external, record.auto_reply)
+    return _Prepared(record, direction, people, external, record.auto_reply, unverified)
 
 
 def _bulk(org: OrgContext, record: MessageRecord, direction: str) -> bool:
@@ -309,6 +317,9 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             prepared.append(p)
     if not prepared:
         return result
+    if any(p.unverified for p in prepared):
+        # Two copies of one message in a batch: the vouched-for one makes the row.
+        prepared.sort(key=lambda p: p.unverified)
 
     # Contacts: known ones, plus the ones the policy creates now.
     all_external = sorted({a for p in prepared for a in p.external})
@@ -335,29 +346,36 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     # only keys that were already stored are read back.
     now = db_time(conn, utcnow())
     occurred = [db_time(conn, p.record.date) for p in prepared]
-    rows, seen = [], set()
+    rows, seen = [], {}  # seen: message key -> the direction its row gets
     want_subject, want_snippet = org.visibility in ("subject", "snippet"), org.visibility == "snippet"
     for p, at in zip(prepared, occurred):
         r = p.record
         if r.message_key in seen:
             continue
-        seen.add(r.message_key)
+        seen[r.message_key] = p.direction
         rows.append((
             org.org_id, InteractionKind.EMAIL, r.message_key, at, p.direction,
             r.subject if want_subject else None,
             r.snippet if want_snippet else None,
             (r.references[0] if r.references else r.in_reply_to or r.message_key)[:500],
-            p.people[0][0] if p.people and p.people[0][2] == "from" else None, now,
+            p.people[0][0] if p.people and p.people[0][2] == "from" else None, now, p.unverified,
         ))
     existing: dict[str, int] = dict(bulk_insert_ignore_returning(conn, INTERACTION, INTERACTION_COLUMNS, rows,
                                                                  ("message_key", "id"), chunk=INSERT_CHUNK))
     result.new_interactions = len(existing)
     new_ids = set(existing.values())
-    missing = sorted(seen.difference(existing))
+    direction_of = {iid: seen[key] for key, iid in existing.items()}  # as stored, for the summaries
+    unverified_ids: set[int] = set()
+    missing = sorted(seen.keys() - existing.keys())
     for chunk in _chunked(missing):
-        found = conn.execute(select(INTERACTION.c.message_key, INTERACTION.c.id)
+        found = conn.execute(select(INTERACTION.c.message_key, INTERACTION.c.id, INTERACTION.c.direction,
+                                    INTERACTION.c.unverified_sender)
                              .where(INTERACTION.c.org_id == org.org_id, INTERACTION.c.message_key.in_(chunk)))
-        existing.update(dict(found.all()))
+        for key, iid, direction, unverified in found:
+            existing[key], direction_of[iid] = iid, direction
+            if unverified:
+                unverified_ids.add(iid)
+    upgraded = _vouch_for_stored(conn, org, prepared, existing, unverified_ids, direction_of)
 
     # Participants (new interactions: everyone; known ones: this copy's colleagues
     # and anyone new) and the copy itself. A new interaction has no participant
@@ -371,7 +389,11 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
         is_new = iid in new_ids
         for address, name, role in p.people:
             user_id = users.get(address)
-            if user_id is None and _is_internal(org, internal, address):
+            if p.unverified and role == "from":
+                if direction_of[iid] == "out":
+                    continue  # another copy vouched for the sender: that copy's From row stands
+                user_id = None  # who the mail claims, shown as such; never credited to a colleague
+            elif user_id is None and _is_internal(org, internal, address):
                 continue  # internal but not a user (a shared alias): not a person to track
             contact = contacts.get(address)
             row = (org_id, iid, at, address, name or None, role, user_id,
@@ -397,10 +419,46 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     inserted += bulk_insert_ignore_returning(conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants,
                                              ("interaction_id", "contact_id", "user_id"))
     result.copies = copies.insert(conn, sources)
-    facts = {existing[p.record.message_key]: (p.direction, at) for p, at in zip(prepared, occurred)}
+    facts = {existing[p.record.message_key]: (direction_of[existing[p.record.message_key]], at)
+             for p, at in zip(prepared, occurred)}
     stats.add_email_deltas(conn, org.org_id, inserted, facts, before)
-    if wanted:
-        # New contacts may have brought older participations along: count them from scratch.
-        stats.recompute(conn, org.org_id, [contacts[a][0] for a in wanted])
+    recount = [contacts[a][0] for a in wanted]  # new contacts may have brought older participations along
+    for chunk in _chunked(sorted(upgraded)):  # received mail that turned out to be a colleague's sent mail
+        recount += conn.execute(select(PARTICIPANT.c.contact_id).where(
+            PARTICIPANT.c.interaction_id.in_(chunk), PARTICIPANT.c.contact_id.is_not(None))).scalars().all()
+    if recount:
+        stats.recompute(conn, org.org_id, recount)
     result.imported = len(sources) if mbx.mailbox_id is not None else len(prepared)
     return result
+
+
+def _vouch_for_stored(conn: Connection, org: OrgContext, prepared: list[_Prepared], existing: dict[str, int],
+                      unverified_ids: set[int], direction_of: dict[int, str]) -> set[int]:
+    """Stored mail from an unverified sender that a copy in this batch vouches for
+    (the colleague's own Sent copy, say) becomes that colleague's sent mail: the
+    same interaction, direction out, the From row credited to them. Returns the
+    interactions changed (their contacts' summaries are recounted)."""
+    changed: dict[int, str] = {}
+    for p in prepared:
+        iid = existing[p.record.message_key]
+        if iid in unverified_ids and not p.unverified and p.direction == "out" and iid not in changed:
+            changed[iid] = next(a for a, _, role in p.people if role == "from")
+    if not changed:
+        return set()
+    conn.execute(update(INTERACTION).where(INTERACTION.c.id == _bind("b_id"))
+                 .values(direction="out", unverified_sender=False), [{"b_id": i} for i in sorted(changed)])
+    credited = [{"b_id": i, "b_address": a, "b_user": org.users_by_address[a]}
+                for i, a in sorted(changed.items()) if a in org.users_by_address]
+    if credited:
+        conn.execute(update(PARTICIPANT).where(PARTICIPANT.c.interaction_id == _bind("b_id"),
+                                               PARTICIPANT.c.address == _bind("b_address"), PARTICIPANT.c.role == "from")
+                     .values(user_id=_bind("b_user")), credited)
+    shared = [{"b_id": i, "b_address": a} for i, a in sorted(changed.items()) if a not in org.users_by_address]
+    if shared:
+        # A vouched-for mail from an internal address that is nobody's (a shared alias) has no From row.
+        conn.execute(PARTICIPANT.delete().where(PARTICIPANT.c.interaction_id == _bind("b_id"),
+                                                PARTICIPANT.c.address == _bind("b_address"),
+                                                PARTICIPANT.c.role == "from"), shared)
+    for iid in changed:
+        direction_of[iid] = "out"
+    return set(changed)

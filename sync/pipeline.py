@@ -40,7 +40,8 @@ def _reduce_record(r: MessageRecord):
     # A plain constructor call: much cheaper on both sides than the generic
     # pickling of a slots dataclass (which walks dataclasses.fields() per object).
     return MessageRecord, (r.remote_id, r.message_key, r.date, r.from_, r.to, r.cc, r.bcc, r.subject, r.in_reply_to,
-                           r.references, r.bulk, r.auto_reply, r.snippet, r.bulk_signals, r.list_id, r.reply_to)
+                           r.references, r.bulk, r.auto_reply, r.snippet, r.bulk_signals, r.list_id, r.reply_to,
+                           r.relayed, r.auth_results, r.internal_submission)
 
 
 _DISPATCH = {MessageRecord: _reduce_record}

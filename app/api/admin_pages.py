@@ -40,6 +40,7 @@ from app.services import audit, calendars, m365, mailboxes, orgs, privacy, rules
 from app.services.actor import Actor
 from app.services.errors import NotFound, ServiceError, http_status
 from app.services.orgs import hash_token
+from app.textsafe import shown
 from sync.addresses import FREE_MAIL_DOMAINS
 
 ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin"
@@ -65,6 +66,7 @@ def _when(value) -> str:
 
 env.filters["when"] = _when
 env.filters["pretty_json"] = lambda v: json.dumps(v, indent=1, sort_keys=True, default=str)
+env.filters["shown"] = shown  # values from mail: bidirectional controls neutralised (app/textsafe.py)
 
 OK_MESSAGES = {
     "org": "Organisation settings saved.", "user": "User added.", "updated": "User updated.",

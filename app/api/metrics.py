@@ -9,7 +9,8 @@ Set THREADLINE_METRICS_TOKEN to require `Authorization: Bearer <that token>`
 on /metrics. Without it, /metrics answers only scrapers on this host or a
 private network that reach the app directly: a request that came through a
 reverse proxy (X-Forwarded-For, Forwarded) is refused, since the app's public
-address is usually such a proxy. Read at request time.
+address is usually such a proxy (any of the forwarding headers proxies and CDNs
+add: see FORWARDING_HEADERS). Read at request time.
 """
 from __future__ import annotations
 
@@ -89,8 +90,23 @@ def _authorised(request: Request) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected.encode())
 
 
+# Headers a reverse proxy, load balancer or CDN adds to say whom it forwards for.
+# nginx's usual set-up sends only X-Real-IP, Cloudflare CF-Connecting-IP, Akamai
+# True-Client-IP, Fastly Fastly-Client-IP: any one of them (or any X-Forwarded-*)
+# means the request came through a proxy, so the peer address is the proxy's.
+FORWARDING_HEADERS = frozenset({
+    "forwarded", "via", "x-real-ip", "true-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-client-ip",
+    "x-cluster-client-ip", "client-ip", "x-original-forwarded-for", "x-proxyuser-ip", "x-envoy-external-address",
+    "x-azure-clientip", "x-azure-socketip", "x-appengine-user-ip", "x-remote-ip", "x-remote-addr", "x-originating-ip",
+})
+
+
+def came_through_proxy(headers) -> bool:
+    return any(name in FORWARDING_HEADERS or name.startswith("x-forwarded-") for name in headers.keys())
+
+
 def _direct_and_private(request: Request) -> bool:
-    if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
+    if came_through_proxy(request.headers):
         return False
     try:
         client = ipaddress.ip_address(request.client.host if request.client else "")

@@ -85,6 +85,10 @@ class TimelineItem(BaseModel):
     snippet: str | None
     thread_key: str
     sender: Sender | None = None
+    # The From names someone of the organisation but nothing vouched for it (a
+    # forgery, or internal mail not yet seen in the sender's own Sent folder):
+    # kept as received, the sender shown as claimed, not credited as a colleague.
+    unverified_sender: bool = False
     colleagues: list[ColleagueRef]
     participants: list[Person]
     # meetings

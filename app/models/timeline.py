@@ -2,7 +2,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, false as sa_false
 from sqlmodel import Field, SQLModel
 
 from app.models.base import utcnow
@@ -66,6 +66,9 @@ class Interaction(SQLModel, table=True):
     snippet: str | None = None
     thread_key: str
     from_address: str | None = None
+    # email: the From names someone of the organisation, but nothing vouched for it
+    # (sync/senders.py), so it is kept as received, not as their sent mail
+    unverified_sender: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
     # meetings
     ends_at: datetime | None = None
     location: str | None = None

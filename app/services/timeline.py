@@ -175,7 +175,7 @@ def _page(conn: Connection, org_id: int, column: str, owner_id: int, cursor: str
 
 
 _ITEM_COLUMNS = ("id, org_id, kind, occurred_at, direction, subject, snippet, thread_key, ends_at, location, status, "
-                 "body, author_id, due_at, done_at")
+                 "body, author_id, due_at, done_at, unverified_sender")
 
 
 def interactions(conn: Connection, org_id: int, ids: list[int]) -> list[dict]:
@@ -204,7 +204,7 @@ def interactions(conn: Connection, org_id: int, ids: list[int]) -> list[dict]:
         out.append({
             "id": r[0], "kind": r[2], "occurred_at": _ts(r[3]), "direction": r[4], "subject": r[5],
             "snippet": r[6], "thread_key": r[7], "ends_at": _ts(r[8]), "location": r[9], "status": r[10],
-            "body": r[11], "due_at": _ts(r[13]), "done_at": _ts(r[14]),
+            "body": r[11], "due_at": _ts(r[13]), "done_at": _ts(r[14]), "unverified_sender": bool(r[15]),
             "author": {"id": r[12], "name": names.get(r[12])} if r[12] else None,
             "sender": ({"address": sender[2], "name": sender[7] or sender[3]} if sender else None),
             "colleagues": [{"id": p[6], "name": p[7], "address": p[2], "response": p[8]} for p in ps if p[6]],

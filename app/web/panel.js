@@ -37,26 +37,36 @@
   };
 
   // -- DOM helpers (text only) -------------------------------------------------------
+  // Bidirectional controls in names and subjects ("\u202eGNP.exe" drawn as "exe.PNG"):
+  // what reorders text shows as a visible [U+202E], the invisible marks go. Only on
+  // screen; form values and what is sent back keep the original (as app/textsafe.py).
+  const BIDI_REORDERING = /[\u202A-\u202E\u2066-\u2069]/g;
+  const BIDI_MARKS = /[\u200E\u200F\u061C]/g;
+  function shown(text) {
+    return String(text).replace(BIDI_MARKS, "")
+      .replace(BIDI_REORDERING, c => "[U+" + c.charCodeAt(0).toString(16).toUpperCase() + "]");
+  }
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
       if (v === null || v === undefined || v === false) continue;
       if (k === "class") node.className = v;
-      else if (k === "text") node.textContent = v;
+      else if (k === "text") node.textContent = shown(v);
       else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
       else if (k === "dataset") Object.assign(node.dataset, v);
+      else if (k === "title" || k === "aria-label") node.setAttribute(k, shown(v));
       else node.setAttribute(k, v === true ? "" : String(v));
     }
     // Not children.flat(): EdgeHTML (older Outlook desktop) lacks it.
     for (const child of [].concat(...children)) {
       if (child === null || child === undefined || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+      node.append(child instanceof Node ? child : document.createTextNode(shown(child)));
     }
     return node;
   }
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
   function say(message, kind) {
-    statusBox.textContent = message || "";
+    statusBox.textContent = shown(message || "");
     statusBox.className = "status" + (kind ? " " + kind : "");
   }
   let uid = 0;
@@ -497,7 +507,10 @@
     const kind = it.kind === "email" ? (it.direction === "in" ? "Email received" : "Email sent") : (KIND[it.kind] || it.kind);
     const li = el("li", { class: "item item-" + it.kind, dataset: { id: it.id, kind: it.kind } });
     const when = el("span", { class: "meta", text: fmtDate(it.occurred_at, true) });
-    li.append(el("div", { class: "row" }, el("span", { class: "kind", text: kind }), when));
+    // The From names a colleague, but nothing shows they sent it: possibly forged.
+    const unverified = it.unverified_sender ? el("span", { class: "chip unverified",
+      title: "The sender claims to be from your organisation, but this was not confirmed", text: "Unverified sender" }) : null;
+    li.append(el("div", { class: "row" }, el("span", { class: "kind", text: kind }), unverified, when));
     if (it.kind === "task") {
       const box = el("input", { type: "checkbox", checked: !!it.done_at, onchange: ev => setTaskDone(it, ev.target, li) });
       li.classList.toggle("done", !!it.done_at);

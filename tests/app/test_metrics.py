@@ -1,6 +1,7 @@
 """/metrics (Prometheus text) and /healthz."""
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -59,3 +60,33 @@ def test_metrics_and_health(tmp_path, imap_user, monkeypatch):
 
     w.rt.engine = create_engine(f"sqlite:///{tmp_path}/missing-dir/x.db")
     assert client.get("/healthz").status_code == 503
+
+
+# Every header a common reverse proxy, load balancer or CDN adds to name the client.
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "True-Client-IP", "CF-Connecting-IP",
+                 "Fastly-Client-IP", "X-Client-IP", "X-Cluster-Client-IP", "X-Forwarded-Host", "X-Forwarded-Proto",
+                 "X-Forwarded-Port", "X-Forwarded-Server", "Via", "Client-IP", "X-Original-Forwarded-For",
+                 "X-Envoy-External-Address", "X-Azure-ClientIP", "X-AppEngine-User-IP")
+
+
+@pytest.fixture(scope="module")
+def local_scraper(tmp_path_factory):
+    w = make_world(tmp_path_factory.mktemp("metrics-proxy"))
+    yield TestClient(create_app(w.rt), client=("127.0.0.1", 50000))
+    w.rt.engine.dispose()
+
+
+def test_a_local_scraper_without_forwarding_headers_is_answered(local_scraper, monkeypatch):
+    monkeypatch.delenv("THREADLINE_METRICS_TOKEN", raising=False)
+    assert local_scraper.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize("header", PROXY_HEADERS)
+def test_a_request_carrying_any_proxy_forwarding_header_is_refused_without_a_token(local_scraper, monkeypatch,
+                                                                                    header):
+    # The proxy itself connects from this host; the header says it forwards someone else.
+    monkeypatch.delenv("THREADLINE_METRICS_TOKEN", raising=False)
+    value = "for=203.0.113.9" if header == "Forwarded" else ("1.1 proxy" if header == "Via" else "203.0.113.9")
+    resp = local_scraper.get("/metrics", headers={header: value})
+    assert resp.status_code == 401, header
+    assert "threadline_mailboxes" not in resp.text

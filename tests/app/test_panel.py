@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -145,6 +146,46 @@ def test_subject_with_markup_is_shown_as_text(site, page):
     page.wait_for_timeout(200)
     assert page.locator("img, b, script:not([src])").count() == 0
     assert page.evaluate("typeof window.__xss") == "undefined"
+
+
+def test_a_name_and_subject_that_reverse_themselves_are_shown_in_their_real_order(site, page):
+    sd, base = site
+    rlo, rlm = "\u202e", "\u200f"
+    anna = (f"{rlm}Anna {rlo}GNP.exe", "anna@bidi.io")  # drawn as "Anna exe.PNG" if left alone
+    sd.deliver("alice", frm=anna, to=[("Alice Rep", "alice@ourco.com")], subject=f"Invoice {rlo}GNP.exe",
+               when=NOW - timedelta(hours=5))
+    open_pane(page, base, mail(anna, f"Invoice {rlo}GNP.exe"), token=sd.tokens["alice"])
+    wait_state(page, "ready", "anna@bidi.io")
+    assert page.locator("h1").inner_text() == "Anna [U+202E]GNP.exe"
+    assert page.locator("#timeline .subject").first.inner_text() == "Invoice [U+202E]GNP.exe"
+    assert not re.search("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]", page.locator("body").inner_text())
+    # On screen only: the data, and the edit form that writes them back, keep the original.
+    card = api(base, sd, "alice", "GET", "/api/lookup", params={"email": "anna@bidi.io"}).json()
+    assert card["contact"]["name"] == f"{rlm}Anna {rlo}GNP.exe"
+    assert card["timeline"]["items"][0]["subject"] == f"Invoice {rlo}GNP.exe"
+    page.click("text=Edit")
+    assert page.locator("input[name=name]").input_value() == f"{rlm}Anna {rlo}GNP.exe"
+
+
+def test_mail_claiming_a_colleague_without_proof_shows_as_received_from_an_unverified_sender(site, page):
+    sd, base = site
+    vic = ("Vic Tim", "vic@phish-target.io")
+    sd.deliver("alice", frm=vic, to=[("Alice Rep", "alice@ourco.com")], subject="Hello Alice",
+               when=NOW - timedelta(hours=8))
+    # In Alice's inbox, claiming Bob; nothing vouches for it (no Sent copy, no trusted stamp).
+    sd.deliver("alice", frm=("Bob Rep", "bob@ourco.com"), to=[("Alice Rep", "alice@ourco.com")], cc=[vic],
+               subject="Wire the deposit today", when=NOW - timedelta(hours=4))
+    open_pane(page, base, mail(vic, "Hello Alice"), token=sd.tokens["alice"])
+    wait_state(page, "ready", vic[1])
+    forged = page.locator("#timeline > li").first
+    assert forged.locator(".subject").inner_text() == "Wire the deposit today"
+    assert forged.locator(".kind").inner_text().lower() == "email received"
+    assert forged.locator(".chip.unverified").inner_text() == "Unverified sender"
+    assert "From Bob Rep" in forged.inner_text()
+    assert page.locator(".stats strong").all_inner_texts() == ["2", "0", "0"]
+    colleagues = page.locator(".colleagues").inner_text()
+    assert "Alice Rep" in colleagues and "Bob Rep" not in colleagues
+    assert page.locator("#timeline > li").nth(1).locator(".chip.unverified").count() == 0
 
 
 # -- acting ----------------------------------------------------------------------------------

@@ -146,3 +146,31 @@ def test_which_message_ids_senders_reuse(msgid, weak):
     from connectors.mailparse import is_weak_message_id
 
     assert is_weak_message_id(msgid) is weak
+
+
+def test_every_authentication_results_field_is_kept_newest_first_up_to_a_bound():
+    from connectors.mailparse import MAX_REPEATS, authentication_results
+
+    head = "".join(f"Authentication-Results: mx{n}.ourco.com;\r\n dmarc=pass header.from=ourco.com\r\n"
+                   for n in range(MAX_REPEATS + 3))
+    block = (head + "From: Bob <bob@ourco.com>\r\nTo: a@acme.com\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n"
+             "Message-ID: <ar@x>\r\n\r\n").encode()
+    record = parse_message_headers("1/1", block, INTERNAL)
+    assert [authentication_results(v)[0] for v in record.auth_results] == [f"mx{n}.ourco.com"
+                                                                           for n in range(MAX_REPEATS)]
+    assert record.relayed is None  # a HEADER.FIELDS subset cannot tell; the IMAP connector says
+
+
+def test_authentication_results_are_read_through_comments_quotes_and_spacing():
+    from connectors.mailparse import authentication_results
+
+    assert authentication_results(
+        'mx.ourco.com 1; dkim = pass (good; signature) header . d = "ourco.com" header.s=s1;'
+        ' spf=pass (mx.ourco.com: domain of "x;y" (nested) designates 10.0.0.8) smtp.mailfrom=bob@ourco.com;'
+        ' dmarc=fail reason="policy; quarantine" header.from=ourco.com') == ("mx.ourco.com", [
+            ("dkim", "pass", {"header.d": "ourco.com", "header.s": "s1"}),
+            ("spf", "pass", {"smtp.mailfrom": "bob@ourco.com"}),
+            ("dmarc", "fail", {"header.from": "ourco.com"})])
+    assert authentication_results("mx.google.com; none") == ("mx.google.com", [])
+    # Exchange Online writes no authserv-id: nothing says whose verdict it is.
+    assert authentication_results("spf=pass (sender IP is 40.107.1.1) smtp.mailfrom=ourco.com") is None

@@ -238,7 +238,8 @@ class FakeGraph:
                     subject: str = "Hello", sender: tuple[str, str] = ("Carla", "carla@acme.com"),
                     to: list[tuple[str, str]] = (), cc: list[tuple[str, str]] = (), bcc=(),
                     sent: datetime | None = None, received: datetime | None = None, preview: str = "Hi there",
-                    message_id: str | None = None, extra: dict | None = None) -> str:
+                    message_id: str | None = None, extra: dict | None = None,
+                    headers: list[tuple[str, str]] | None = None) -> str:
         box = self.mailbox(user)
         fid = self.folder_id(user, folder)
         sent = sent or datetime.now(timezone.utc) - timedelta(hours=1)
@@ -257,6 +258,10 @@ class FakeGraph:
                "from": rcpt([sender])[0], "sender": rcpt([sender])[0],
                "toRecipients": rcpt(to), "ccRecipients": rcpt(cc), "bccRecipients": rcpt(bcc),
                "body": {"contentType": "html", "content": f"<html><body>{preview}</body></html>"}}
+        if headers is not None:
+            # What Exchange stored with the message as it arrived; mail a client
+            # saved (Sent Items, drafts) has none.
+            msg["internetMessageHeaders"] = [{"name": n, "value": v} for n, v in headers]
         msg.update(extra or {})
         with self.lock:
             box.messages[fid][mid] = (box.tick(), msg)
@@ -556,6 +561,23 @@ class FakeGraph:
         def messages_delta(request: Request, fid: str, uid: str = ""):
             return fake._delta(request, box_of(request), "messages", fid)
 
+        @app.get("/v1.0/users/{uid}/messages/{mid}")
+        @app.get("/v1.0/me/messages/{mid}")
+        def get_message(request: Request, mid: str, uid: str = ""):
+            box = box_of(request)
+            plain = mid.rpartition("~")[2]  # an id bound to its folder (no ImmutableId), see _page
+            with fake.lock:
+                found = next((m for items in box.messages.values() if (m := items.get(plain)) is not None), None)
+            if found is None:
+                return _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+            item = {k: v for k, v in found[1].items() if not k.startswith("_") and v is not None}
+            item["id"] = mid
+            select = request.query_params.get("$select")
+            if not select or "internetMessageHeaders" not in select.split(","):
+                # "Returned only on applying a $select query option."
+                item.pop("internetMessageHeaders", None)
+            return fake._select(item, select)
+
         @app.get("/v1.0/users/{uid}/calendarView/delta")
         @app.get("/v1.0/me/calendarView/delta")
         def calendar_delta(request: Request, uid: str = ""):
@@ -802,7 +824,8 @@ class FakeGraph:
                 key = (item_id, seq, state["select"], immutable)
                 raw = self.page_cache.get(key)
                 if raw is None:
-                    clean = {k: v for k, v in item.items() if not k.startswith("_") and v is not None}
+                    clean = {k: v for k, v in item.items() if not k.startswith("_") and v is not None
+                             and k != "internetMessageHeaders"}  # delta never returns them
                     if kind == "events" and item.get("type") == "occurrence":
                         # What Graph's calendarView/delta gives a plain occurrence; the
                         # rest is on its series master (microsoft-graph-docs #7632, #22197).
