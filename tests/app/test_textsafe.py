@@ -12,6 +12,7 @@ from app.api import create_app
 from app.db import session
 from app.services import orgs
 from app.textsafe import shown
+from tests import factories
 from tests.app.test_console_sessions import _sign_in
 from tests.world import make_world, message
 
@@ -51,7 +52,7 @@ def test_the_console_shows_a_folder_named_with_controls_in_its_real_order(tmp_pa
     w = make_world(tmp_path)
     admin = w.add_user("boss@ourco.com", "Boss", admin=True)
     with session(w.rt.engine) as s:
-        token = orgs.issue_token(s, s.get(orgs.User, admin))
+        token = factories.issue_token(s, s.get(orgs.User, admin))
     with imap_user.connect() as client:
         client.create_folder(f"Deals {RLO}FDP tcartnoc")
     mid = w.add_imap("alice@ourco.com", imap_user)
