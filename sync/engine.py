@@ -9,6 +9,7 @@ a replayed batch writes nothing twice.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -16,7 +17,7 @@ from typing import Callable
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from app.crypto import SecretBox
 from app.db import insert_ignore, read_only, write_transaction
@@ -35,6 +36,7 @@ MAILBOX = Mailbox.__table__
 FOLDER = FolderState.__table__
 ROLE_ORDER = {"inbox": 0, "sent": 1, "archive": 2, "other": 3}
 MAX_BACKOFF = 3600
+COMMIT_ATTEMPTS = 8  # a batch that collides with another writer: about 5 s of retries in all
 
 
 class LeaseLost(Exception):
@@ -220,7 +222,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
                 except Exception as exc:  # noqa: BLE001 - one broken folder never stops the others
                     log.exception("folder %s of mailbox %s failed", name, mailbox_id)
                     broken.add(name)
-                    _folder_failed(engine, state["id"], f"{type(exc).__name__}: {exc}", report, name)
+                    _folder_failed(engine, state["id"], _describe(exc), report, name)
                 if progress:
                     progress(report)
             elif kind == "folder_done":
@@ -238,7 +240,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
         retry_after = exc.retry_after
     except Exception as exc:  # noqa: BLE001 - a run must always release its claim
         log.exception("sync of mailbox %s failed", mailbox_id)
-        report.error, report.error_kind = f"internal error: {type(exc).__name__}: {exc}", "internal"
+        report.error, report.error_kind = f"internal error: {_describe(exc)}", "internal"
     finally:
         _keep_rotated_secret(engine, box, mailbox, connector)
         close_quietly(connector)
@@ -249,6 +251,15 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
     if report.new_interactions:
         refresh_planner_statistics(engine)
     return report
+
+
+def _describe(exc: BaseException) -> str:
+    """An unexpected failure in words an admin sees. A database error's own text
+    carries the SQL statement and its parameters (addresses, subjects): only the
+    log gets those."""
+    if isinstance(exc, DBAPIError):
+        return f"database error ({type(exc.orig).__name__}); the next run tries again"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _keep_rotated_secret(engine: Engine, box: SecretBox, mailbox: dict, connector) -> None:
@@ -289,22 +300,31 @@ def _upsert_folders(engine: Engine, mailbox, folders: list[Folder]) -> list[tupl
     return pairs
 
 
+def _conflict(exc: DBAPIError) -> bool:
+    """Whether a failed write lost a race with another writer and succeeds if tried again:
+    a key written at the same moment, a deadlock or serialization failure, a busy SQLite."""
+    if isinstance(exc, IntegrityError):
+        return True
+    return getattr(exc.orig, "pgcode", None) in ("40001", "40P01") or "locked" in str(exc.orig).lower()
+
+
 def _commit_batch(engine: Engine, org: OrgContext, mbx: MailboxContext, worker: str, lease_seconds: int,
                   folder: Folder, batch: Batch, report: RunReport) -> None:
-    for attempt in range(5):
+    for attempt in range(COMMIT_ATTEMPTS):
         try:
             with write_transaction(engine) as conn:
                 result, relisted = _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch)
             break
-        except IntegrityError:
-            # Another mailbox of the same organisation inserted the same message or
-            # contact at the same moment; the retry finds their rows and links to them.
-            if attempt == 4:
+        except (IntegrityError, OperationalError) as exc:
+            # Ingest's locks keep writers of one organisation from colliding; this is
+            # the safety net. A collision rolls the whole batch back, so retrying is
+            # safe; the pause (with jitter, so two losers do not meet again) lets the
+            # other writer commit first.
+            if attempt == COMMIT_ATTEMPTS - 1 or not _conflict(exc):
                 raise
-        except OperationalError as exc:
-            if "locked" not in str(exc).lower() or attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))
+            log.warning("mailbox %s, folder %s: the batch met another writer (%s); trying again",
+                        mbx.mailbox_id, folder.name, type(exc.orig).__name__)
+            time.sleep(min(2.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.5))
     if batch.reset:
         report.relisted_meetings.setdefault(folder.name, set()).update(relisted)
     report.imported += result.imported

@@ -296,10 +296,11 @@ def ingest_meetings(conn: Connection, org: OrgContext, mbx: MailboxContext, reco
             for a in it.p["external"]:
                 if a not in contacts and not wanted.get(a):
                     wanted[a] = it.p["people"][a][0]
-        made = create_contacts(conn, org, wanted)
+        created: set[str] = set()
+        made = create_contacts(conn, org, wanted, created=created)
         contacts.update(made)
-        result.new_contacts = len(made)
-        touched.update(c for c, _ in made.values())
+        result.new_contacts = len(created)
+        touched.update(made[a][0] for a in created)
 
     # What is stored: the batch's keys, and every occurrence of a series a REPLY/CANCEL is for.
     bases = {it.key for it in items if it.series}

@@ -1,0 +1,162 @@
+"""Several writers at once: what two reps' batches do when their transactions
+overlap must equal what they do one after the other, on SQLite and on
+PostgreSQL (where writers really run at the same time)."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from app.db import write_transaction
+from connectors.base import MessageRecord
+from sync import stats
+from sync.engine import org_context
+from sync.ingest import MailboxContext, ingest
+from tests.world import NOW, make_world
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request):
+    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+
+
+def _record(key: str, frm: str, to: list[str], cc: list[str] = (), days: int = 1) -> MessageRecord:
+    return MessageRecord(remote_id=f"1/{key}", message_key=key, date=NOW - timedelta(days=days), from_=[("", frm)],
+                         to=[("", a) for a in to], cc=[("", a) for a in cc], bcc=[], subject=key, in_reply_to=None,
+                         references=[])
+
+
+def _rep(world, email: str) -> MailboxContext:
+    uid = world.scalar("SELECT id FROM app_user WHERE email = :e", e=email)
+    return MailboxContext(None, None, uid, email)  # logged without a mailbox copy: no IMAP needed
+
+
+def _wait_until_blocked_or_done(world, thread: threading.Thread, timeout: float = 20.0) -> None:
+    """Let the other writer run as far as it can while the first transaction is open."""
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        if world.rt.engine.dialect.name == "sqlite":
+            time.sleep(0.5)  # one writer at a time: it can only be waiting for the lock
+            return
+        if world.scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"):
+            return
+        time.sleep(0.02)
+
+
+def _kept_and_recounted(world):
+    def tables():
+        return (world.sql("SELECT c.primary_email, s.emails_in, s.emails_out, s.first_email_at, s.last_email_at "
+                          "FROM contactstats s JOIN contact c ON c.id = s.contact_id ORDER BY 1"),
+                world.sql("SELECT c.primary_email, u.email, k.interactions, k.last_at FROM contactcolleague k "
+                          "JOIN contact c ON c.id = k.contact_id JOIN app_user u ON u.id = k.user_id ORDER BY 1, 2"))
+    kept = tables()
+    with write_transaction(world.rt.engine) as conn:
+        ids = [r[0] for r in conn.execute(text("SELECT id FROM contact WHERE org_id = :o"), {"o": world.org_id})]
+        stats.recompute(conn, world.org_id, ids)
+    return kept, tables()
+
+
+def test_a_contact_made_by_another_rep_while_a_batch_is_open_gets_that_batch_s_mail(tmp_path, db_url):
+    world = make_world(tmp_path, url=db_url)
+    # Alice's batch: Carol writes, Dave is only in Cc (not a contact yet).
+    cc_dave = _record("cc-dave@beta.org", "carol@acme.com", ["alice@ourco.com"], cc=["dave@beta.org"], days=2)
+    # Bob's batch: Bob writes to Dave, which makes Dave a contact.
+    to_dave = _record("to-dave@ourco.com", "bob@ourco.com", ["dave@beta.org"])
+    alice, bob = _rep(world, "alice@ourco.com"), _rep(world, "bob@ourco.com")
+
+    def bob_batch():
+        with write_transaction(world.rt.engine) as conn:
+            ingest(conn, org_context(conn, world.org_id, world.rt.box), bob, [to_dave])
+
+    other = threading.Thread(target=bob_batch)
+    with write_transaction(world.rt.engine) as conn:
+        ingest(conn, org_context(conn, world.org_id, world.rt.box), alice, [cc_dave])
+        other.start()
+        _wait_until_blocked_or_done(world, other)
+    other.join(60)
+    assert not other.is_alive()
+
+    dave = world.scalar("SELECT contact_id FROM contactaddress WHERE address = 'dave@beta.org'")
+    timeline = world.sql("SELECT i.message_key FROM participant p JOIN interaction i ON i.id = p.interaction_id "
+                         "WHERE p.contact_id = :c ORDER BY 1", c=dave)
+    assert timeline == [("cc-dave@beta.org",), ("to-dave@ourco.com",)]
+    assert not world.sql("SELECT p.address FROM participant p JOIN contactaddress a ON a.address = p.address "
+                         "WHERE p.contact_id IS NULL")
+    kept, recounted = _kept_and_recounted(world)
+    assert kept == recounted
+    assert [r[:3] for r in kept[0]] == [("carol@acme.com", 1, 0), ("dave@beta.org", 1, 1)]
+
+
+class UniqueViolation(Exception):
+    """Stands for the driver's error (its text names the key and the address)."""
+
+
+class DataError(Exception):
+    pass
+
+
+def _failing_ingest(monkeypatch, times: int, error):
+    import sync.engine as engine
+
+    real, calls = engine.ingest, []
+
+    def ingest_or_fail(conn, *args, **kw):
+        calls.append(1)
+        if len(calls) <= times:
+            raise error()
+        return real(conn, *args, **kw)
+
+    monkeypatch.setattr(engine, "ingest", ingest_or_fail)
+    return calls
+
+
+def _collision():
+    from sqlalchemy.exc import IntegrityError
+
+    return IntegrityError("INSERT INTO contactaddress (org_id, contact_id, address) VALUES (%(org_id)s, "
+                          "%(contact_id)s, %(address)s)", {"org_id": 1, "contact_id": 7, "address": "dave@beta.org"},
+                          UniqueViolation('duplicate key value violates unique constraint '
+                                          '"contactaddress_org_id_address_key"'))
+
+
+def test_a_batch_that_collides_with_another_writer_again_and_again_is_retried_not_failed(
+        tmp_path, db_url, imap_user, monkeypatch):
+    from tests.world import message
+
+    world = make_world(tmp_path, url=db_url)
+    imap_user.deliver(message("Dave <dave@beta.org>", "alice@ourco.com", "Hello", msgid="coll@beta.org"))
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    calls = _failing_ingest(monkeypatch, 6, _collision)
+
+    report = world.sync(mid, fetch_in_child=False)
+
+    assert report.ok and not report.folders_failed and len(calls) > 6
+    assert world.sql("SELECT status, last_error FROM mailbox") == [("active", None)]
+    assert world.sql("SELECT status, last_error FROM folderstate WHERE name = 'INBOX'") == [("ok", None)]
+    assert world.sql("SELECT message_key FROM interaction") == [("coll@beta.org",)]
+
+
+def test_a_database_error_shows_the_admin_no_sql_and_no_parameters(tmp_path, db_url, imap_user, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from tests.world import message
+
+    world = make_world(tmp_path, url=db_url)
+    imap_user.deliver(message("Dave <dave@beta.org>", "alice@ourco.com", "Hello", msgid="sql@beta.org"))
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    _failing_ingest(monkeypatch, 100, lambda: OperationalError(
+        "INSERT INTO participant (address) VALUES (%(address)s)", {"address": "dave@beta.org"},
+        DataError("value too long for type character varying")))
+
+    report = world.sync(mid, fetch_in_child=False)
+
+    assert report.folders_failed
+    folder_error = world.scalar("SELECT last_error FROM folderstate WHERE name = 'INBOX'")
+    mailbox_error = world.scalar("SELECT last_error FROM mailbox")
+    for shown in (folder_error, mailbox_error, *report.folders_failed):
+        assert "database error" in shown
+        assert "INSERT" not in shown and "dave@beta.org" not in shown and "%(" not in shown
