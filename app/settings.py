@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from app import process
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -17,7 +19,7 @@ class Settings:
     database_url: str
     secret_key: str | None = None  # THREADLINE_SECRET_KEY; else a key file in data_dir
     public_url: str = "http://127.0.0.1:8000"
-    worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+    worker_id: str = field(default_factory=process.worker_id)  # host:pid:pid-namespace (see app/process.py)
     sync_lease_seconds: int = 300
     scheduler_tick_seconds: float = 5.0
     idle_enabled: bool = True

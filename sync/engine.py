@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from app.crypto import SecretBox
 from app.db import insert_ignore, read_only, write_transaction
 from app.models.base import utcnow
+from app.process import holder_gone
 from app.models import (FolderState, Interaction, InteractionSource, M365Tenant, Mailbox, Organisation, SyncIssue,
                         User, UserAlias)
 from connectors.base import Batch, ConnectorError, Folder, MeetingRecord, MessageRecord, close_quietly
@@ -61,29 +62,49 @@ class RunReport:
 
 # -- claiming -----------------------------------------------------------------
 
-def claim(engine: Engine, mailbox_id: int, worker: str, lease_seconds: int, *, now: datetime | None = None) -> bool:
-    """Atomically take a mailbox for one run; a conditional UPDATE works on SQLite and PostgreSQL."""
+def claim(engine: Engine, mailbox_id: int, worker: str, lease_seconds: int, *, now: datetime | None = None,
+          force: bool = False) -> bool:
+    """Atomically take a mailbox for one run; a conditional UPDATE works on SQLite and PostgreSQL.
+
+    A free or expired lease is taken, and so is one whose holder process is gone
+    from this host (killed: it cannot write any more) or, with force, any lease
+    (an operator's explicit takeover: a live holder is fenced out at its next batch).
+    """
     now = now or utcnow()
     with write_transaction(engine) as conn:
+        free = [MAILBOX.c.sync_stage != "running", MAILBOX.c.lease_until.is_(None), MAILBOX.c.lease_until < now]
+        holder = conn.execute(select(MAILBOX.c.lease_owner).where(MAILBOX.c.id == mailbox_id,
+                                                                  MAILBOX.c.sync_stage == "running")).scalar()
+        if holder is not None and (force or holder_gone(holder)):
+            free.append(MAILBOX.c.lease_owner == holder)  # that holder only: a newer one keeps it
         res = conn.execute(
             update(MAILBOX)
-            .where(MAILBOX.c.id == mailbox_id, MAILBOX.c.status != "paused",
-                   or_(MAILBOX.c.sync_stage != "running", MAILBOX.c.lease_until.is_(None),
-                       MAILBOX.c.lease_until < now))
+            .where(MAILBOX.c.id == mailbox_id, MAILBOX.c.status != "paused", or_(*free))
             .values(sync_stage="running", lease_owner=worker, lease_until=now + timedelta(seconds=lease_seconds),
                     last_attempt_at=now)
         )
         return res.rowcount == 1
 
 
+def lease_holder(engine: Engine, mailbox_id: int) -> tuple[str | None, datetime | None]:
+    """(holder, until) of a mailbox's lease, for telling an operator who is syncing it."""
+    with read_only(engine) as conn:
+        row = conn.execute(select(MAILBOX.c.lease_owner, MAILBOX.c.lease_until)
+                           .where(MAILBOX.c.id == mailbox_id, MAILBOX.c.sync_stage == "running")).first()
+    return (row.lease_owner, row.lease_until) if row else (None, None)
+
+
 def due_mailboxes(engine: Engine, now: datetime | None = None) -> list[int]:
     now = now or utcnow()
     with read_only(engine) as conn:
+        holders = conn.execute(select(MAILBOX.c.lease_owner).distinct()
+                               .where(MAILBOX.c.sync_stage == "running")).scalars().all()
+        gone = [h for h in holders if holder_gone(h)]
         rows = conn.execute(
             select(MAILBOX.c.id).where(
                 MAILBOX.c.status != "paused",
                 or_(MAILBOX.c.next_sync_at.is_(None), MAILBOX.c.next_sync_at <= now),
-                or_(MAILBOX.c.sync_stage != "running", MAILBOX.c.lease_until < now),
+                or_(MAILBOX.c.sync_stage != "running", MAILBOX.c.lease_until < now, MAILBOX.c.lease_owner.in_(gone)),
             ).order_by(MAILBOX.c.next_sync_at.is_(None).desc(), MAILBOX.c.next_sync_at)
         )
         return [r[0] for r in rows]
@@ -173,14 +194,14 @@ def _needs_import(engine: Engine, mailbox_id: int) -> bool:
 
 def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str = "cli",
                  lease_seconds: int = 300, connector_factory: ConnectorFactory | None = None,
-                 fetch_in_child: bool | None = None,
+                 fetch_in_child: bool | None = None, force: bool = False,
                  progress: Callable[[RunReport], None] | None = None, now: datetime | None = None) -> RunReport | None:
-    """Sync one mailbox once. Returns None when another worker holds it.
+    """Sync one mailbox once. Returns None when another worker holds it (force: take it over; see claim).
 
     A first import fetches in a child process (see pipeline.py) so fetching and
     ingesting use both cores; small incremental runs stay in this process.
     """
-    if not claim(engine, mailbox_id, worker, lease_seconds):
+    if not claim(engine, mailbox_id, worker, lease_seconds, force=force):
         return None
     started = time.monotonic()
     report = RunReport(mailbox_id)
