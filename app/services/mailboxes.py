@@ -281,6 +281,8 @@ def test_imap_connection(host: str, port: int, security: str, username: str, pas
     from imapclient import IMAPClient
     from imapclient.exceptions import LoginError
 
+    from connectors.imap import login_link_broke
+
     client = None
     try:
         try:
@@ -302,7 +304,10 @@ def test_imap_connection(host: str, port: int, security: str, username: str, pas
             done("login", True, f"logged in as {username}")
         except LoginError as exc:
             text = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-            done("login", False, f"login refused for {username}: wrong username or password ({text[:200]})")
+            if login_link_broke(exc):
+                done("login", False, f"the connection was lost during login ({text[:200]}); try again")
+            else:
+                done("login", False, f"login refused for {username}: wrong username or password ({text[:200]})")
             return steps
         except Exception as exc:  # noqa: BLE001
             done("login", False, f"login failed: {type(exc).__name__}: {str(exc)[:200]}")

@@ -135,6 +135,26 @@ def test_unreachable_server_is_a_transient_failure(world_factory, fault_proxy, i
     assert world.sql("SELECT status FROM mailbox") == [("failed",)]
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_login_cut_by_the_network_is_shown_as_transient_not_as_a_wrong_password(tmp_path, request, database,
+                                                                                   fault_proxy, imap_user):
+    url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
+    world = make_world(tmp_path, url=url)
+    proxy = fault_proxy(imap_user)
+    client = imap_user.connect(login=False, port=proxy.port)  # how many bytes come before the answer to LOGIN
+    time.sleep(0.2)
+    before_login = proxy.bytes_s2c
+    client.shutdown()
+    mid = world.add_imap("alice@ourco.com", imap_user, port=proxy.port)
+    proxy.cut_after(before_login + 3)
+
+    report = world.sync(mid, fetch_in_child=False)
+
+    assert not report.ok and report.error_kind == "transient" and proxy.cuts == 1
+    kind, error = world.sql("SELECT last_error_kind, last_error FROM mailbox")[0]
+    assert kind == "transient" and "password" not in error.lower() and "retries automatically" in error
+
+
 def test_backoff_grows_and_is_capped():
     from sync.engine import MAX_BACKOFF, backoff_seconds
     waits = [backoff_seconds(n) for n in range(1, 12)]
