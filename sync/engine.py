@@ -376,6 +376,7 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
         conn.execute(delete(InteractionSource.__table__).where(
             InteractionSource.__table__.c.mailbox_id == mbx.mailbox_id,
             InteractionSource.__table__.c.folder_id == mbx.folder_id))
+        _forget_folder_counts(conn, mbx, folder.name)
         conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(messages=0))
     mail = [r for r in batch.records if isinstance(r, MessageRecord)]
     meetings = [r for r in batch.records if isinstance(r, MeetingRecord)]
@@ -401,14 +402,36 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
         skipped_now["unreadable"] = skipped_now.get("unreadable", 0) + len(batch.bad)
     if skipped_now:
         current = conn.execute(select(MAILBOX.c.skipped).where(MAILBOX.c.id == mbx.mailbox_id)).scalar_one() or {}
-        merged = dict(current)
-        for reason, n in skipped_now.items():
-            merged[reason] = merged.get(reason, 0) + n
-        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id).values(skipped=merged))
+        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id)
+                     .values(skipped=_add_counts(current, skipped_now)))
+        mine = conn.execute(select(FOLDER.c.skipped).where(FOLDER.c.id == mbx.folder_id)).scalar_one() or {}
+        conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(skipped=_add_counts(mine, skipped_now)))
     if result.imported:
         conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id)
                      .values(messages_imported=MAILBOX.c.messages_imported + result.imported))
     return result, relisted
+
+
+def _add_counts(counts: dict, more: dict, sign: int = 1) -> dict:
+    merged = dict(counts)
+    for reason, n in more.items():
+        merged[reason] = merged.get(reason, 0) + sign * n
+    return {reason: n for reason, n in merged.items() if n > 0}
+
+
+def _forget_folder_counts(conn, mbx: MailboxContext, folder_name: str) -> None:
+    """A folder read again from scratch (new ids) takes back from the mailbox's
+    counters what it had counted, and its unreadable messages (listed under the
+    old ids) go: the new listing counts and lists them again."""
+    messages, skipped = conn.execute(select(FOLDER.c.messages, FOLDER.c.skipped)
+                                     .where(FOLDER.c.id == mbx.folder_id)).one()
+    current = conn.execute(select(MAILBOX.c.skipped).where(MAILBOX.c.id == mbx.mailbox_id)).scalar_one() or {}
+    conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id).values(
+        messages_imported=MAILBOX.c.messages_imported - (messages or 0),
+        skipped=_add_counts(current, skipped or {}, -1)))
+    conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(skipped={}))
+    conn.execute(delete(SyncIssue.__table__).where(SyncIssue.__table__.c.mailbox_id == mbx.mailbox_id,
+                                                   SyncIssue.__table__.c.folder == folder_name))
 
 
 def _drop_meetings_without_copies(engine: Engine, org_id: int, candidates: set[int]) -> None:

@@ -164,3 +164,37 @@ def test_backoff_grows_and_is_capped():
 @pytest.fixture
 def world_factory(tmp_path):
     return lambda: make_world(tmp_path)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_counters_and_unreadable_list_describe_the_mailbox_after_any_number_of_uidvalidity_resets(
+        tmp_path, request, database, imap_user):
+    from app.demo.mailgen import malformed_messages
+
+    url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
+    world = make_world(tmp_path, url=url)
+    mail = [message(f"p{i}@ext.com", "alice@ourco.com", f"S{i}", msgid=f"r{i}@ext") for i in range(4)]
+    mail.append(message("bob@ourco.com", "alice@ourco.com", "Lunch?", msgid="internal@ourco"))  # skipped: internal
+    mail += [raw or b"\r\n" for _, raw in malformed_messages()]  # unreadable, or skipped with a reason
+
+    def fill():
+        for raw in mail:
+            imap_user.deliver(raw, folder="Archive")
+
+    def counters():
+        imported, skipped = world.sql("SELECT messages_imported, skipped FROM mailbox")[0]
+        skipped = json.loads(skipped) if isinstance(skipped, str) else skipped
+        unreadable = sorted(r[0] for r in world.sql("SELECT reason FROM syncissue"))
+        return imported, skipped, unreadable, world.scalar("SELECT messages FROM folderstate WHERE name = 'Archive'")
+
+    imap_user.create_folder("Archive")
+    fill()
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    assert world.sync(mid).ok
+    first = counters()
+    assert first[0] >= 4 and first[1]["internal"] == 1 and first[2] and first[3] == first[0]
+    for _ in range(3):
+        imap_user.recreate_folder("Archive")  # a new UIDVALIDITY, the same mail
+        fill()
+        assert world.sync(mid).ok
+        assert counters() == first
