@@ -160,3 +160,148 @@ def test_a_database_error_shows_the_admin_no_sql_and_no_parameters(tmp_path, db_
     for shown in (folder_error, mailbox_error, *report.folders_failed):
         assert "database error" in shown
         assert "INSERT" not in shown and "dave@beta.org" not in shown and "%(" not in shown
+
+
+# -- several `threadline worker` processes, killed at random, against one serial run ------------
+
+def _everything(world) -> dict:
+    """Every table an import writes, by natural keys (ids differ between runs)."""
+    q = world.sql
+    return {
+        "interactions": q("SELECT message_key, kind, direction, subject, snippet, thread_key, from_address, "
+                          "occurred_at FROM interaction ORDER BY 1"),
+        "participants": q("SELECT i.message_key, p.address, p.name, p.role, u.email, c.primary_email, co.domain, "
+                          "p.occurred_at FROM participant p JOIN interaction i ON i.id = p.interaction_id "
+                          "LEFT JOIN app_user u ON u.id = p.user_id LEFT JOIN contact c ON c.id = p.contact_id "
+                          "LEFT JOIN company co ON co.id = p.company_id ORDER BY 1, 2"),
+        "copies": q("SELECT i.message_key, s.mailbox_id, f.name, s.remote_id FROM interactionsource s "
+                    "JOIN interaction i ON i.id = s.interaction_id JOIN folderstate f ON f.id = s.folder_id "
+                    "ORDER BY 2, 3, 4"),
+        "contacts": q("SELECT a.address, c.name, c.primary_email, co.domain FROM contactaddress a "
+                      "JOIN contact c ON c.id = a.contact_id LEFT JOIN company co ON co.id = c.company_id ORDER BY 1"),
+        "contacts without address": q("SELECT c.primary_email FROM contact c WHERE NOT EXISTS "
+                                      "(SELECT 1 FROM contactaddress a WHERE a.contact_id = c.id)"),
+        "companies": q("SELECT domain, name FROM company ORDER BY 1"),
+        "contactstats": q("SELECT c.primary_email, s.emails_in, s.emails_out, s.meetings, s.first_email_at, "
+                          "s.last_email_at FROM contactstats s JOIN contact c ON c.id = s.contact_id ORDER BY 1"),
+        "contactcolleague": q("SELECT c.primary_email, u.email, k.interactions, k.last_at FROM contactcolleague k "
+                              "JOIN contact c ON c.id = k.contact_id JOIN app_user u ON u.id = k.user_id "
+                              "ORDER BY 1, 2"),
+        "mailboxes": q("SELECT id, status, sync_stage, messages_imported, skipped, last_error FROM mailbox ORDER BY 1"),
+        "folders": q("SELECT mailbox_id, name, messages, skipped, status FROM folderstate ORDER BY 1, 2"),
+    }
+
+
+def _rep_mailboxes(imap_user_factory, messages) -> dict:
+    boxes, per_box, folders = {}, {}, {}
+    for m in messages:
+        if m.mailbox not in boxes:
+            boxes[m.mailbox], per_box[m.mailbox], folders[m.mailbox] = imap_user_factory(), [], {"INBOX"}
+        if m.folder not in folders[m.mailbox]:
+            boxes[m.mailbox].create_folder(m.folder)
+            folders[m.mailbox].add(m.folder)
+        per_box[m.mailbox].append((m.raw, m.folder, m.internaldate))
+    for email, box in boxes.items():
+        box.deliver_many(per_box[email])
+    return dict(sorted(boxes.items()))
+
+
+def _corpus_world(tmp_path, name, url, corpus, boxes, batch_size):
+    import json as _json
+
+    world = make_world(tmp_path / name, url=url, domains=corpus.internal_domains,
+                       reps=[(e, n) for n, e in corpus.reps])
+    ids = [world.add_imap(email, box) for email, box in boxes.items()]
+    with world.rt.engine.begin() as conn:
+        for mid in ids:
+            cfg = conn.execute(text("SELECT config FROM mailbox WHERE id = :i"), {"i": mid}).scalar()
+            cfg = _json.loads(cfg) if isinstance(cfg, str) else cfg
+            conn.execute(text("UPDATE mailbox SET config = CAST(:c AS json) WHERE id = :i"),
+                         {"c": _json.dumps({**cfg, "batch_size": batch_size}), "i": mid})
+    return world, ids
+
+
+def test_several_workers_killed_at_random_on_postgresql_import_exactly_what_one_process_does(
+        tmp_path, postgres, imap_user_factory):
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from app.demo.mailgen import generate
+
+    corpus, messages = generate(seed=21, n_messages=900, reps=3)
+    boxes = _rep_mailboxes(imap_user_factory, list(messages))
+    serial, serial_ids = _corpus_world(tmp_path, "serial", postgres.create_database(), corpus, boxes, 25)
+    for mid in serial_ids:
+        assert serial.sync(mid, fetch_in_child=False).ok
+    expected = _everything(serial)
+    assert len(expected["contactcolleague"]) > len(expected["contacts"]) > 20  # reps share contacts
+
+    world, ids = _corpus_world(tmp_path, "workers", postgres.create_database(), corpus, boxes, 25)
+    env = dict(os.environ, THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),
+               THREADLINE_DATABASE_URL=world.rt.settings.database_url, THREADLINE_IDLE="0",
+               THREADLINE_SCHEDULER_TICK="0.2", THREADLINE_SYNC_LEASE_SECONDS="300")
+    root = Path(__file__).resolve().parents[2]
+    workers, logs = [], []
+
+    def start_worker():
+        log = open(tmp_path / f"worker{len(logs)}.log", "w+")
+        logs.append(log)
+        workers.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=root, env=env,
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+    def imported():
+        return world.scalar("SELECT coalesce(sum(messages_imported), 0) FROM mailbox")
+
+    def done():
+        return world.sql("SELECT status, sync_stage FROM mailbox") == [("active", "idle")] * len(ids)
+
+    chance = random.Random(21)
+    total = sum(row[3] for row in expected["mailboxes"])
+    kills = 0
+    try:
+        for _ in range(3):
+            start_worker()
+        deadline = time.monotonic() + 150
+        for share in (0.2, 0.45, 0.7):  # kill a worker that holds a mailbox while batches are being written
+            while imported() < share * total and not done() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(chance.uniform(0, 0.3))
+            if done():
+                break
+            holders = {o.split(":")[1] for (o,) in world.sql("SELECT lease_owner FROM mailbox WHERE lease_owner "
+                                                             "IS NOT NULL")}
+            alive = [w for w in workers if w.poll() is None]
+            victim = chance.choice([w for w in alive if str(w.pid) in holders] or alive)
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait()
+            kills += 1
+            start_worker()
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert done(), world.sql("SELECT id, status, sync_stage, lease_owner, last_error FROM mailbox")
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGTERM)
+        for w in workers:
+            try:
+                w.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(w.pid, signal.SIGKILL)
+    assert kills == 3
+    output = ""
+    for log in logs:
+        log.seek(0)
+        output += log.read()
+    assert "Traceback" not in output and "UniqueViolation" not in output, output[-3000:]
+    assert "met another writer" not in output, output[-3000:]
+
+    got = _everything(world)
+    for table in expected:
+        assert got[table] == expected[table], table
+    kept, recounted = _kept_and_recounted(world)
+    assert kept == recounted
