@@ -91,6 +91,34 @@ def test_a_contact_made_by_another_rep_while_a_batch_is_open_gets_that_batch_s_m
     assert [r[:3] for r in kept[0]] == [("carol@acme.com", 1, 0), ("dave@beta.org", 1, 1)]
 
 
+def test_two_reps_adding_people_to_the_same_stored_message_at_once_keep_every_colleague_pair(tmp_path, db_url):
+    world = make_world(tmp_path, url=db_url)
+    alice, bob = _rep(world, "alice@ourco.com"), _rep(world, "bob@ourco.com")
+
+    def batch(rep, *records):
+        with write_transaction(world.rt.engine) as conn:
+            ingest(conn, org_context(conn, world.org_id, world.rt.box), rep, list(records))
+
+    batch(alice, _record("dave-1@beta.org", "dave@beta.org", ["alice@ourco.com"], days=3))  # Dave is a contact
+    batch(alice, _record("m@acme.com", "carol@acme.com", ["alice@ourco.com"]))  # stored: Carol and Alice
+    with_dave = _record("m@acme.com", "carol@acme.com", ["alice@ourco.com"])
+    with_dave.bcc = [("", "dave@beta.org")]  # a copy that shows Dave in Bcc
+    bobs_copy = _record("m@acme.com", "carol@acme.com", ["alice@ourco.com"])  # Bob got it without being named
+
+    other = threading.Thread(target=batch, args=(bob, bobs_copy))
+    with write_transaction(world.rt.engine) as conn:
+        ingest(conn, org_context(conn, world.org_id, world.rt.box), alice, [with_dave])
+        other.start()
+        _wait_until_blocked_or_done(world, other)
+    other.join(60)
+    assert not other.is_alive()
+
+    kept, recounted = _kept_and_recounted(world)
+    assert kept == recounted
+    assert [r[:3] for r in kept[1]] == [("carol@acme.com", "alice@ourco.com", 1), ("carol@acme.com", "bob@ourco.com", 1),
+                                        ("dave@beta.org", "alice@ourco.com", 2), ("dave@beta.org", "bob@ourco.com", 1)]
+
+
 class UniqueViolation(Exception):
     """Stands for the driver's error (its text names the key and the address)."""
 
