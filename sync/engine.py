@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from app.crypto import SecretBox
 from app.db import insert_ignore, read_only, write_transaction
 from app.models.base import utcnow
-from app.process import holder_gone
+from app.settings import holder_gone
 from app.models import (FolderState, Interaction, InteractionSource, M365Tenant, Mailbox, Organisation, SyncIssue,
                         User, UserAlias)
 from connectors.base import Batch, ConnectorError, Folder, MeetingRecord, MessageRecord, close_quietly

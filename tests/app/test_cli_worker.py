@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app import process
+from app import settings as process
 from connectors.base import Batch, Folder
 from sync.engine import LeaseLost, _write_batch, claim
 from sync.ingest import MailboxContext

@@ -59,7 +59,7 @@ def test_a_mailbox_whose_holder_died_on_this_host_is_due_and_taken_over_at_once(
     import os
     import subprocess
 
-    from app import process
+    from app import settings as process
 
     mid = _mailbox(world, imap_user)
     gone = subprocess.Popen(["true"])
