@@ -75,30 +75,13 @@ def cli_world(request, tmp_path):
     return world, env
 
 
-def _small_batches(world, mailbox_id: int, size: int) -> None:
-    from sqlalchemy import select, update
-
-    from app.models import Mailbox
-
-    mb = Mailbox.__table__
-    with world.rt.engine.begin() as conn:
-        cfg = conn.execute(select(mb.c.config).where(mb.c.id == mailbox_id)).scalar()
-        conn.execute(update(mb).where(mb.c.id == mailbox_id).values(config={**cfg, "batch_size": size}))
-
-
 def test_a_killed_sync_once_is_taken_over_at_once_by_the_next_run(cli_world, imap_user):
     world, env = cli_world
     imap_user.deliver_many([(message(f"c{i % 40}@cust{i % 7}.com", "alice@ourco.com", f"S{i}", msgid=f"k{i}@cust"),
                              "INBOX", None) for i in range(600)])
     mid = world.add_imap("alice@ourco.com", imap_user)
-    _small_batches(world, mid, 10)
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "sync", "--once", "--mailbox", str(mid)], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 90
-    while time.time() < deadline and not world.scalar("SELECT messages_imported FROM mailbox"):
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    world.set_batch_size(mid, 10)
+    world.kill_cli_sync_midway(mid, env)
     assert world.sql("SELECT sync_stage FROM mailbox") == [("running",)]  # the dead run's lease: 300 s to go
 
     started = time.monotonic()

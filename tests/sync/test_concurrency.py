@@ -47,6 +47,23 @@ def _wait_until_blocked_or_done(world, thread: threading.Thread, timeout: float 
         time.sleep(0.02)
 
 
+def _batch(world, rep: MailboxContext, records: list[MessageRecord]) -> None:
+    with write_transaction(world.rt.engine) as conn:
+        ingest(conn, org_context(conn, world.org_id, world.rt.box), rep, records)
+
+
+def _second_while_first_is_open(world, first: tuple, second: tuple) -> None:
+    """The first (rep, records) batch is written and its transaction held open while
+    the second runs as far as it can; then the first commits and the second ends."""
+    other = threading.Thread(target=_batch, args=(world, *second))
+    with write_transaction(world.rt.engine) as conn:
+        ingest(conn, org_context(conn, world.org_id, world.rt.box), *first)
+        other.start()
+        _wait_until_blocked_or_done(world, other)
+    other.join(60)
+    assert not other.is_alive()
+
+
 def _kept_and_recounted(world):
     def tables():
         return (world.sql("SELECT c.primary_email, s.emails_in, s.emails_out, s.first_email_at, s.last_email_at "
@@ -68,17 +85,7 @@ def test_a_contact_made_by_another_rep_while_a_batch_is_open_gets_that_batch_s_m
     to_dave = _record("to-dave@ourco.com", "bob@ourco.com", ["dave@beta.org"])
     alice, bob = _rep(world, "alice@ourco.com"), _rep(world, "bob@ourco.com")
 
-    def bob_batch():
-        with write_transaction(world.rt.engine) as conn:
-            ingest(conn, org_context(conn, world.org_id, world.rt.box), bob, [to_dave])
-
-    other = threading.Thread(target=bob_batch)
-    with write_transaction(world.rt.engine) as conn:
-        ingest(conn, org_context(conn, world.org_id, world.rt.box), alice, [cc_dave])
-        other.start()
-        _wait_until_blocked_or_done(world, other)
-    other.join(60)
-    assert not other.is_alive()
+    _second_while_first_is_open(world, (alice, [cc_dave]), (bob, [to_dave]))
 
     dave = world.scalar("SELECT contact_id FROM contactaddress WHERE address = 'dave@beta.org'")
     timeline = world.sql("SELECT i.message_key FROM participant p JOIN interaction i ON i.id = p.interaction_id "
@@ -94,24 +101,13 @@ def test_a_contact_made_by_another_rep_while_a_batch_is_open_gets_that_batch_s_m
 def test_two_reps_adding_people_to_the_same_stored_message_at_once_keep_every_colleague_pair(tmp_path, db_url):
     world = make_world(tmp_path, url=db_url)
     alice, bob = _rep(world, "alice@ourco.com"), _rep(world, "bob@ourco.com")
-
-    def batch(rep, *records):
-        with write_transaction(world.rt.engine) as conn:
-            ingest(conn, org_context(conn, world.org_id, world.rt.box), rep, list(records))
-
-    batch(alice, _record("dave-1@beta.org", "dave@beta.org", ["alice@ourco.com"], days=3))  # Dave is a contact
-    batch(alice, _record("m@acme.com", "carol@acme.com", ["alice@ourco.com"]))  # stored: Carol and Alice
+    _batch(world, alice, [_record("dave-1@beta.org", "dave@beta.org", ["alice@ourco.com"], days=3)])  # a contact
+    _batch(world, alice, [_record("m@acme.com", "carol@acme.com", ["alice@ourco.com"])])  # stored: Carol, Alice
     with_dave = _record("m@acme.com", "carol@acme.com", ["alice@ourco.com"])
     with_dave.bcc = [("", "dave@beta.org")]  # a copy that shows Dave in Bcc
     bobs_copy = _record("m@acme.com", "carol@acme.com", ["alice@ourco.com"])  # Bob got it without being named
 
-    other = threading.Thread(target=batch, args=(bob, bobs_copy))
-    with write_transaction(world.rt.engine) as conn:
-        ingest(conn, org_context(conn, world.org_id, world.rt.box), alice, [with_dave])
-        other.start()
-        _wait_until_blocked_or_done(world, other)
-    other.join(60)
-    assert not other.is_alive()
+    _second_while_first_is_open(world, (alice, [with_dave]), (bob, [bobs_copy]))
 
     kept, recounted = _kept_and_recounted(world)
     assert kept == recounted
@@ -235,17 +231,11 @@ def _rep_mailboxes(imap_user_factory, messages) -> dict:
 
 
 def _corpus_world(tmp_path, name, url, corpus, boxes, batch_size):
-    import json as _json
-
     world = make_world(tmp_path / name, url=url, domains=corpus.internal_domains,
                        reps=[(e, n) for n, e in corpus.reps])
     ids = [world.add_imap(email, box) for email, box in boxes.items()]
-    with world.rt.engine.begin() as conn:
-        for mid in ids:
-            cfg = conn.execute(text("SELECT config FROM mailbox WHERE id = :i"), {"i": mid}).scalar()
-            cfg = _json.loads(cfg) if isinstance(cfg, str) else cfg
-            conn.execute(text("UPDATE mailbox SET config = CAST(:c AS json) WHERE id = :i"),
-                         {"c": _json.dumps({**cfg, "batch_size": batch_size}), "i": mid})
+    for mid in ids:
+        world.set_batch_size(mid, batch_size)
     return world, ids
 
 

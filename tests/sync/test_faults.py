@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from app.demo.mailgen import generate
 from tests.world import make_world, message
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fill(imap_user, n: int) -> None:
@@ -79,15 +73,8 @@ def test_killed_process_converges(mailbox, imap_user, tmp_path):
     world = _world_for(tmp_path, corpus, "killed")
     mid = world.add_imap(corpus.reps[0][1], imap_user)
     _small_batches(world, mid, size=20)
-    env = dict(os.environ, THREADLINE_DATA_DIR=str(world.rt.settings.data_dir), THREADLINE_IDLE="0",
-               THREADLINE_SYNC_LEASE_SECONDS="300")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "sync", "--once", "--mailbox", str(mid)], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not world.scalar("SELECT messages_imported FROM mailbox"):
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    world.kill_cli_sync_midway(mid, dict(os.environ, THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),
+                                         THREADLINE_IDLE="0", THREADLINE_SYNC_LEASE_SECONDS="300"))
     partial = world.scalar("SELECT count(*) FROM interactionsource")
     assert 0 < partial
     assert world.sql("SELECT sync_stage FROM mailbox") == [("running",)]  # the dead run still holds a lease
