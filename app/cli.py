@@ -183,12 +183,17 @@ def mailbox_list(org: OrgOpt = None,
 # -- sync -----------------------------------------------------------------------
 @app.command("sync")
 def sync_cmd(once: Annotated[bool, typer.Option("--once", help="Sync every due mailbox once and exit.")] = False,
-             mailbox: Annotated[Optional[int], typer.Option("--mailbox", help="Only this mailbox.")] = None) -> None:
-    """Sync mailboxes now (a progress bar on a terminal, a summary at the end)."""
+             mailbox: Annotated[Optional[int], typer.Option("--mailbox", help="Only this mailbox.")] = None,
+             force: Annotated[bool, typer.Option(
+                 "--force", help="Take a mailbox over even while another worker holds it (that worker is stopped "
+                                 "at its next batch). A holder killed on this host is taken over without it.")
+             ] = False) -> None:
+    """Sync mailboxes now (a progress bar on a terminal, a summary at the end).
+    Exits 1 if any mailbox failed or could not be synced because another worker holds it."""
     from sqlmodel import select
 
     from app.models import Mailbox, MailboxStatus
-    from sync.engine import sync_mailbox
+    from sync.engine import lease_holder, sync_mailbox
 
     if not once:
         _fail("use `threadline sync --once` here, or `threadline worker` to keep syncing")
@@ -202,9 +207,13 @@ def sync_cmd(once: Annotated[bool, typer.Option("--once", help="Sync every due m
         _fail(f"no mailbox {mailbox}")
     failed = 0
     for mid in ids:
-        report = _run_with_progress(rt, mid, sync_mailbox)
+        report = _run_with_progress(rt, mid, sync_mailbox, force=force)
         if report is None:
-            out.print(f"mailbox {mid}: busy (another worker is syncing it)")
+            holder, until = lease_holder(rt.engine, mid)
+            held = f" ({holder}, lease until {until:%H:%M:%S} UTC)" if holder and until else ""
+            out.print(f"mailbox {mid}: NOT synced, another worker is syncing it{held}; "
+                      "if that worker is gone, run again with --force", highlight=False)
+            failed += 1
             continue
         rate = report.imported / report.seconds if report.seconds else 0
         line = (f"mailbox {mid}: {'ok' if report.ok else 'FAILED'} — {report.imported} copies imported "
@@ -219,8 +228,8 @@ def sync_cmd(once: Annotated[bool, typer.Option("--once", help="Sync every due m
     raise typer.Exit(1 if failed else 0)
 
 
-def _run_with_progress(rt: Runtime, mailbox_id: int, sync_mailbox):
-    kwargs = dict(worker=rt.settings.worker_id, lease_seconds=rt.settings.sync_lease_seconds)
+def _run_with_progress(rt: Runtime, mailbox_id: int, sync_mailbox, force: bool = False):
+    kwargs = dict(worker=rt.settings.worker_id, lease_seconds=rt.settings.sync_lease_seconds, force=force)
     if not out.is_terminal:
         return sync_mailbox(rt.engine, rt.box, mailbox_id, **kwargs)
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

@@ -81,6 +81,20 @@ def insert_ignore(conn: Connection, table: Table, rows: list[dict]) -> None:
     conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
 
 
+def advisory_locks(conn: Connection, keys: list[tuple[int, bool]]) -> None:
+    """PostgreSQL transaction-level advisory locks, (64-bit key, exclusive?) in the
+    order given, in one statement; released at commit or rollback. Callers pass
+    keys in one global order so that two writers never wait for each other in a
+    cycle. SQLite has a single writer anyway: nothing to do."""
+    if conn.dialect.name != "postgresql" or not keys:
+        return
+    conn.exec_driver_sql(
+        "SELECT CASE WHEN x THEN pg_advisory_xact_lock(k) ELSE pg_advisory_xact_lock_shared(k) END "
+        "FROM unnest(%(k)s::bigint[], %(x)s::boolean[]) AS t(k, x)",
+        {"k": [k for k, _ in keys], "x": [x for _, x in keys]},
+    ).fetchall()
+
+
 def alembic_config(url: str):
     from alembic.config import Config
 

@@ -1,4 +1,5 @@
-"""Runtime settings, read from the environment once per process.
+"""Runtime settings, read from the environment once per process; and who this
+worker is, for sync leases (see holder_gone at the end).
 
 Everything has a working default so `threadline serve --demo` runs on a fresh
 machine: data lives in ./data (SQLite in WAL mode plus the secret key file).
@@ -17,7 +18,7 @@ class Settings:
     database_url: str
     secret_key: str | None = None  # THREADLINE_SECRET_KEY; else a key file in data_dir
     public_url: str = "http://127.0.0.1:8000"
-    worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+    worker_id: str = field(default_factory=lambda: worker_id())  # host:pid:pid-space, see holder_gone
     sync_lease_seconds: int = 300
     scheduler_tick_seconds: float = 5.0
     idle_enabled: bool = True
@@ -48,3 +49,44 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return load_settings()
+
+
+# -- who holds a sync lease ---------------------------------------------------------
+# A lease names its holder as host:pid:pid-space, the pid space being this boot of
+# the machine and its process namespace (two machines may share a host name, and
+# containers sharing one have their own pids). A holder in this pid space whose
+# process no longer runs was killed: its lease can be taken over at once instead
+# of when it expires. A reused pid can only make a dead holder look alive (its
+# lease then expires as before), never a live one look dead.
+
+def _pid_space() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()[:8]
+        return f"{boot}-{os.readlink('/proc/self/ns/pid').rsplit('[', 1)[-1].rstrip(']')}"
+    except OSError:
+        return "-"
+
+
+def worker_id() -> str:
+    return f"{os.uname().nodename}:{os.getpid()}:{_pid_space()}"
+
+
+def holder_gone(owner: str | None) -> bool:
+    """Whether the lease holder `owner` (a worker_id) is known to be dead."""
+    host, _, rest = (owner or "").partition(":")
+    pid, _, space = rest.partition(":")
+    if not pid.isdigit() or host != os.uname().nodename or space in ("-", "") or space != _pid_space():
+        return False
+    return not _running(int(pid))
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: assume it runs
+    return state not in (b"Z", b"X")  # a killed process its parent has not reaped yet

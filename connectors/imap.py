@@ -131,6 +131,8 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
     if isinstance(exc, ConnectorError):
         return exc
     if isinstance(exc, imap_errors.LoginError):
+        if login_link_broke(exc):
+            return TransientError(f"connection lost while {what}: {_msg(exc)}")
         return AuthError(f"login refused by the server ({_msg(exc)})", fix=Fix.PASSWORD)
     if isinstance(exc, ssl.SSLError):
         return TransientError(f"TLS failed while {what}: {_msg(exc)}")
@@ -145,6 +147,14 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
     if isinstance(exc, imaplib.IMAP4.error):
         return BadDataError(f"server refused while {what}: {_msg(exc)}")
     return TransientError(f"unexpected failure while {what}: {type(exc).__name__}: {_msg(exc)}")
+
+
+def login_link_broke(exc: BaseException) -> bool:
+    """Whether a LoginError means the connection failed, not that the server said no.
+    imapclient raises LoginError for both; a broken link is the exception it was
+    raised from (imaplib's abort, or a socket error)."""
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, (imaplib.IMAP4.abort, OSError, EOFError))
 
 
 def _msg(exc: BaseException) -> str:

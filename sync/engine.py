@@ -9,19 +9,21 @@ a replayed batch writes nothing twice.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from app.crypto import SecretBox, SecretError
 from app.db import insert_ignore, read_only, write_transaction
 from app.models.base import utcnow
+from app.settings import holder_gone
 from app.models import (FolderState, Interaction, InteractionSource, M365Tenant, Mailbox, MailboxStatus, Organisation,
                         SyncIssue, SyncStage, User, UserAlias)
 from connectors.base import (Batch, CalendarWindow, ConnectorError, ConnectorSpec, Folder, FolderBatch, FolderDone,
@@ -38,6 +40,7 @@ MAILBOX = Mailbox.__table__
 FOLDER = FolderState.__table__
 ROLE_ORDER = {"inbox": 0, "sent": 1, "archive": 2, "other": 3}
 MAX_BACKOFF = 3600
+COMMIT_ATTEMPTS = 8  # a batch that collides with another writer: about 5 s of retries in all
 
 
 class LeaseLost(Exception):
@@ -62,29 +65,49 @@ class RunReport:
 
 # -- claiming -----------------------------------------------------------------
 
-def claim(engine: Engine, mailbox_id: int, worker: str, lease_seconds: int, *, now: datetime | None = None) -> bool:
-    """Atomically take a mailbox for one run; a conditional UPDATE works on SQLite and PostgreSQL."""
+def claim(engine: Engine, mailbox_id: int, worker: str, lease_seconds: int, *, now: datetime | None = None,
+          force: bool = False) -> bool:
+    """Atomically take a mailbox for one run; a conditional UPDATE works on SQLite and PostgreSQL.
+
+    A free or expired lease is taken, and so is one whose holder process is gone
+    from this host (killed: it cannot write any more) or, with force, any lease
+    (an operator's explicit takeover: a live holder is fenced out at its next batch).
+    """
     now = now or utcnow()
     with write_transaction(engine) as conn:
+        free = [MAILBOX.c.sync_stage != "running", MAILBOX.c.lease_until.is_(None), MAILBOX.c.lease_until < now]
+        holder = conn.execute(select(MAILBOX.c.lease_owner).where(MAILBOX.c.id == mailbox_id,
+                                                                  MAILBOX.c.sync_stage == "running")).scalar()
+        if holder is not None and (force or holder_gone(holder)):
+            free.append(MAILBOX.c.lease_owner == holder)  # that holder only: a newer one keeps it
         res = conn.execute(
             update(MAILBOX)
-            .where(MAILBOX.c.id == mailbox_id, MAILBOX.c.status != "paused",
-                   or_(MAILBOX.c.sync_stage != "running", MAILBOX.c.lease_until.is_(None),
-                       MAILBOX.c.lease_until < now))
+            .where(MAILBOX.c.id == mailbox_id, MAILBOX.c.status != "paused", or_(*free))
             .values(sync_stage="running", lease_owner=worker, lease_until=now + timedelta(seconds=lease_seconds),
                     last_attempt_at=now)
         )
         return res.rowcount == 1
 
 
+def lease_holder(engine: Engine, mailbox_id: int) -> tuple[str | None, datetime | None]:
+    """(holder, until) of a mailbox's lease, for telling an operator who is syncing it."""
+    with read_only(engine) as conn:
+        row = conn.execute(select(MAILBOX.c.lease_owner, MAILBOX.c.lease_until)
+                           .where(MAILBOX.c.id == mailbox_id, MAILBOX.c.sync_stage == "running")).first()
+    return (row.lease_owner, row.lease_until) if row else (None, None)
+
+
 def due_mailboxes(engine: Engine, now: datetime | None = None) -> list[int]:
     now = now or utcnow()
     with read_only(engine) as conn:
+        holders = conn.execute(select(MAILBOX.c.lease_owner).distinct()
+                               .where(MAILBOX.c.sync_stage == "running")).scalars().all()
+        gone = [h for h in holders if holder_gone(h)]
         rows = conn.execute(
             select(MAILBOX.c.id).where(
                 MAILBOX.c.status != "paused",
                 or_(MAILBOX.c.next_sync_at.is_(None), MAILBOX.c.next_sync_at <= now),
-                or_(MAILBOX.c.sync_stage != "running", MAILBOX.c.lease_until < now),
+                or_(MAILBOX.c.sync_stage != "running", MAILBOX.c.lease_until < now, MAILBOX.c.lease_owner.in_(gone)),
             ).order_by(MAILBOX.c.next_sync_at.is_(None).desc(), MAILBOX.c.next_sync_at)
         )
         return [r[0] for r in rows]
@@ -164,14 +187,14 @@ def _needs_import(engine: Engine, mailbox_id: int) -> bool:
 
 def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str = "cli",
                  lease_seconds: int = 300, connector_factory: ConnectorFactory | None = None,
-                 fetch_in_child: bool | None = None,
+                 fetch_in_child: bool | None = None, force: bool = False,
                  progress: Callable[[RunReport], None] | None = None, now: datetime | None = None) -> RunReport | None:
-    """Sync one mailbox once. Returns None when another worker holds it.
+    """Sync one mailbox once. Returns None when another worker holds it (force: take it over; see claim).
 
     A first import fetches in a child process (see pipeline.py) so fetching and
     ingesting use both cores; small incremental runs stay in this process.
     """
-    if not claim(engine, mailbox_id, worker, lease_seconds):
+    if not claim(engine, mailbox_id, worker, lease_seconds, force=force):
         return None
     started = time.monotonic()
     report = RunReport(mailbox_id)
@@ -219,7 +242,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
                 except Exception as exc:  # noqa: BLE001 - one broken folder never stops the others
                     log.exception("folder %s of mailbox %s failed", name, mailbox_id)
                     broken.add(name)
-                    _folder_failed(engine, state["id"], f"{type(exc).__name__}: {exc}", report, name)
+                    _folder_failed(engine, state["id"], _describe(exc), report, name)
                 if progress:
                     progress(report)
             elif isinstance(event, FolderDone):
@@ -238,7 +261,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
         retry_after = exc.retry_after
     except Exception as exc:  # noqa: BLE001 - a run must always release its claim
         log.exception("sync of mailbox %s failed", mailbox_id)
-        report.error, report.error_kind = f"internal error: {type(exc).__name__}: {exc}", RunError.INTERNAL
+        report.error, report.error_kind = f"internal error: {_describe(exc)}", RunError.INTERNAL
     finally:
         _keep_rotated_secret(engine, box, mailbox, connector)
         close_quietly(connector)
@@ -249,6 +272,15 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
     if report.new_interactions:
         refresh_planner_statistics(engine)
     return report
+
+
+def _describe(exc: BaseException) -> str:
+    """An unexpected failure in words an admin sees. A database error's own text
+    carries the SQL statement and its parameters (addresses, subjects): only the
+    log gets those."""
+    if isinstance(exc, DBAPIError):
+        return f"database error ({type(exc.orig).__name__}); the next run tries again"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _keep_rotated_secret(engine: Engine, box: SecretBox, mailbox: dict, connector) -> None:
@@ -289,22 +321,31 @@ def _upsert_folders(engine: Engine, mailbox, folders: list[Folder]) -> list[tupl
     return pairs
 
 
+def _conflict(exc: DBAPIError) -> bool:
+    """Whether a failed write lost a race with another writer and succeeds if tried again:
+    a key written at the same moment, a deadlock or serialization failure, a busy SQLite."""
+    if isinstance(exc, IntegrityError):
+        return True
+    return getattr(exc.orig, "pgcode", None) in ("40001", "40P01") or "locked" in str(exc.orig).lower()
+
+
 def _commit_batch(engine: Engine, org: OrgContext, mbx: MailboxContext, worker: str, lease_seconds: int,
                   folder: Folder, batch: Batch, report: RunReport) -> None:
-    for attempt in range(5):
+    for attempt in range(COMMIT_ATTEMPTS):
         try:
             with write_transaction(engine) as conn:
                 result, relisted = _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch)
             break
-        except IntegrityError:
-            # Another mailbox of the same organisation inserted the same message or
-            # contact at the same moment; the retry finds their rows and links to them.
-            if attempt == 4:
+        except (IntegrityError, OperationalError) as exc:
+            # Ingest's locks keep writers of one organisation from colliding; this is
+            # the safety net. A collision rolls the whole batch back, so retrying is
+            # safe; the pause (with jitter, so two losers do not meet again) lets the
+            # other writer commit first.
+            if attempt == COMMIT_ATTEMPTS - 1 or not _conflict(exc):
                 raise
-        except OperationalError as exc:
-            if "locked" not in str(exc).lower() or attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))
+            log.warning("mailbox %s, folder %s: the batch met another writer (%s); trying again",
+                        mbx.mailbox_id, folder.name, type(exc.orig).__name__)
+            time.sleep(min(2.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.5))
     if batch.reset:
         report.relisted_meetings.setdefault(folder.name, set()).update(relisted)
     report.imported += result.imported
@@ -334,6 +375,7 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
             .where(S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id,
                    Interaction.__table__.c.kind == "meeting")).scalars().all()
         changes.subtract(copies.delete(conn, S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id))
+        _forget_folder_counts(conn, mbx, folder.name)
     mail = [r for r in batch.records if isinstance(r, MessageRecord)]
     meetings = [r for r in batch.records if isinstance(r, MeetingRecord)]
     result = ingest(conn, org, mbx, mail)
@@ -361,14 +403,36 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
         skipped_now["unreadable"] = skipped_now.get("unreadable", 0) + len(batch.bad)
     if skipped_now:
         current = conn.execute(select(MAILBOX.c.skipped).where(MAILBOX.c.id == mbx.mailbox_id)).scalar_one() or {}
-        merged = dict(current)
-        for reason, n in skipped_now.items():
-            merged[reason] = merged.get(reason, 0) + n
-        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id).values(skipped=merged))
+        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id)
+                     .values(skipped=_add_counts(current, skipped_now)))
+        mine = conn.execute(select(FOLDER.c.skipped).where(FOLDER.c.id == mbx.folder_id)).scalar_one() or {}
+        conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(skipped=_add_counts(mine, skipped_now)))
     if result.imported:
         conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id)
                      .values(messages_imported=MAILBOX.c.messages_imported + result.imported))
     return result, relisted
+
+
+def _add_counts(counts: dict, more: dict, sign: int = 1) -> dict:
+    merged = dict(counts)
+    for reason, n in more.items():
+        merged[reason] = merged.get(reason, 0) + sign * n
+    return {reason: n for reason, n in merged.items() if n > 0}
+
+
+def _forget_folder_counts(conn, mbx: MailboxContext, folder_name: str) -> None:
+    """A folder read again from scratch (new ids) takes back from the mailbox's
+    counters what it had counted, and its unreadable messages (listed under the
+    old ids) go: the new listing counts and lists them again."""
+    messages, skipped = conn.execute(select(FOLDER.c.messages, FOLDER.c.skipped)
+                                     .where(FOLDER.c.id == mbx.folder_id)).one()
+    current = conn.execute(select(MAILBOX.c.skipped).where(MAILBOX.c.id == mbx.mailbox_id)).scalar_one() or {}
+    conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id).values(
+        messages_imported=MAILBOX.c.messages_imported - (messages or 0),
+        skipped=_add_counts(current, skipped or {}, -1)))
+    conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(skipped={}))
+    conn.execute(delete(SyncIssue.__table__).where(SyncIssue.__table__.c.mailbox_id == mbx.mailbox_id,
+                                                   SyncIssue.__table__.c.folder == folder_name))
 
 
 def _drop_meetings_without_copies(engine: Engine, org_id: int, candidates: set[int]) -> None:

@@ -8,15 +8,17 @@ replaying a batch after a crash changes nothing.
 """
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from app.db import bulk_insert_ignore, bulk_insert_ignore_returning, db_time, insert_ignore
+from app.db import advisory_locks, bulk_insert_ignore, bulk_insert_ignore_returning, db_time, insert_ignore
 from app.models.timeline import InteractionKind
 from app.models.base import utcnow
 from app.models import Company, Contact, ContactAddress, Interaction, Participant
@@ -36,6 +38,10 @@ PARTICIPANT_COLUMNS = ("org_id", "interaction_id", "occurred_at", "address", "na
                        "contact_id", "company_id")
 IN_CHUNK = 500  # bound IN (...) lists for both databases
 INSERT_CHUNK = 1000  # rows per multi-row INSERT ... RETURNING (10 columns: 10,000 parameters)
+# PostgreSQL keeps every lock in one shared table of max_locks_per_transaction (64)
+# x max_connections (100) entries: a batch naming more strangers than this locks the
+# whole organisation instead of each address.
+ADDRESS_LOCKS_MAX = 500
 
 
 @dataclass(frozen=True)
@@ -250,6 +256,30 @@ def existing_contacts(conn: Connection, org_id: int, addresses: list[str]
     return found, unnamed
 
 
+def _lock_key(*parts) -> int:
+    digest = hashlib.blake2b("\0".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def lock_addresses(conn: Connection, org_id: int, exclusive, shared=()) -> None:
+    """On PostgreSQL, serialise per organisation and address the writers that make
+    an address a contact (exclusive) with those that record it without a contact
+    (shared), until each commits. Without this, a contact made by one worker links
+    only the committed participant rows: those another worker has written but not
+    yet committed would keep contact_id NULL for good. SQLite has one writer."""
+    if conn.dialect.name != "postgresql":
+        return
+    keys = {_lock_key(org_id, a): True for a in exclusive}
+    for a in shared:
+        keys.setdefault(_lock_key(org_id, a), False)
+    org_key = _lock_key("org", org_id)
+    if len(keys) > ADDRESS_LOCKS_MAX:
+        advisory_locks(conn, [(org_key, True)])
+    elif keys:
+        # The organisation's key first, then addresses in key order: one order for everyone.
+        advisory_locks(conn, [(org_key, False), *sorted(keys.items())])
+
+
 def _companies(conn: Connection, org: OrgContext, domains: set[str]) -> dict[str, int]:
     if not domains:
         return {}
@@ -264,14 +294,18 @@ def _companies(conn: Connection, org: OrgContext, domains: set[str]) -> dict[str
     return out
 
 
-def create_contacts(conn: Connection, org: OrgContext, wanted: dict[str, str]) -> dict[str, tuple[int, int | None]]:
+def create_contacts(conn: Connection, org: OrgContext, wanted: dict[str, str], *,
+                    created: set[str] | None = None) -> dict[str, tuple[int, int | None]]:
     """Create contacts (and their companies) for address -> display name; returns their ids.
+    `created` receives the addresses this call made: one another writer made
+    first is not made again, its contact's ids are returned.
 
     Participants recorded before the contact existed are linked to it, so a
     person who becomes a contact later brings their whole history along.
     """
     if not wanted:
         return {}
+    lock_addresses(conn, org.org_id, wanted)
     domains = {d for d in (addr.company_domain(a, org.free_mail) for a in wanted) if d}
     company_ids = _companies(conn, org, domains)
     now = utcnow()
@@ -288,15 +322,26 @@ def create_contacts(conn: Connection, org: OrgContext, wanted: dict[str, str]) -
     by_email = {row["primary_email"]: row for row in rows}
     for contact_id, email in conn.execute(CONTACT.insert().returning(CONTACT.c.id, CONTACT.c.primary_email), rows):
         made[email] = (contact_id, by_email[email]["company_id"])
-    conn.execute(CONTACT_ADDRESS.insert(),
-                 [{"org_id": org.org_id, "contact_id": made[a][0], "address": a} for a in ordered])
-    conn.execute(
-        update(PARTICIPANT)
-        .where(PARTICIPANT.c.org_id == org.org_id, PARTICIPANT.c.address == _bind("b_address"),
-               PARTICIPANT.c.contact_id.is_(None))
-        .values(contact_id=_bind("b_contact"), company_id=_bind("b_company")),
-        [{"b_address": a, "b_contact": c, "b_company": co} for a, (c, co) in made.items()],
-    )
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    won = set(conn.execute(
+        dialect.insert(CONTACT_ADDRESS).on_conflict_do_nothing().returning(CONTACT_ADDRESS.c.address),
+        [{"org_id": org.org_id, "contact_id": made[a][0], "address": a} for a in ordered]).scalars())
+    lost = [a for a in ordered if a not in won]
+    if lost:
+        # Another writer made these first (the locks above leave only writers that
+        # take none, none of which exists today): keep theirs, drop ours.
+        conn.execute(delete(CONTACT).where(CONTACT.c.id.in_([made.pop(a)[0] for a in lost])))
+        made.update(existing_contacts(conn, org.org_id, lost)[0])
+    if won:
+        conn.execute(
+            update(PARTICIPANT)
+            .where(PARTICIPANT.c.org_id == org.org_id, PARTICIPANT.c.address == _bind("b_address"),
+                   PARTICIPANT.c.contact_id.is_(None))
+            .values(contact_id=_bind("b_contact"), company_id=_bind("b_company")),
+            [{"b_address": a, "b_contact": made[a][0], "b_company": made[a][1]} for a in ordered if a in won],
+        )
+    if created is not None:
+        created.update(won)
     return made
 
 
@@ -304,6 +349,20 @@ def _bind(name: str):
     from sqlalchemy import bindparam
 
     return bindparam(name)
+
+
+def _stored_people(conn: Connection, interaction_ids: list[int]
+                   ) -> tuple[dict[int, list[tuple[int | None, int | None]]], set[tuple[int, str]]]:
+    """Committed participants of these interactions: iid -> [(contact, user)], and (iid, address) pairs."""
+    people: dict[int, list[tuple[int | None, int | None]]] = {}
+    keys: set[tuple[int, str]] = set()
+    for chunk in _chunked(interaction_ids):
+        for iid, address, contact_id, user_id in conn.execute(
+                select(PARTICIPANT.c.interaction_id, PARTICIPANT.c.address, PARTICIPANT.c.contact_id,
+                       PARTICIPANT.c.user_id).where(PARTICIPANT.c.interaction_id.in_(chunk))):
+            people.setdefault(iid, []).append((contact_id, user_id))
+            keys.add((iid, address))
+    return people, keys
 
 
 def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list[MessageRecord]) -> IngestResult:
@@ -324,6 +383,16 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     # Contacts: known ones, plus the ones the policy creates now.
     all_external = sorted({a for p in prepared for a in p.external})
     contacts, unnamed = existing_contacts(conn, org.org_id, all_external)
+    strangers = [a for a in all_external if a not in contacts]
+    if strangers and conn.dialect.name == "postgresql":
+        # Lock who this batch may make a contact, and who it records without one
+        # (see lock_addresses), then read again what others committed meanwhile.
+        candidates = {a for p in prepared for a in _wanted_contacts(org, p)}
+        lock_addresses(conn, org.org_id, [a for a in strangers if a in candidates],
+                       [a for a in strangers if a not in candidates])
+        found, found_unnamed = existing_contacts(conn, org.org_id, strangers)
+        contacts.update(found)
+        unnamed |= found_unnamed
     wanted: dict[str, str] = {}
     named: dict[str, str] = {}
     for p in prepared:
@@ -333,13 +402,16 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
                 wanted[a] = names[a]
             elif a in unnamed and names[a] and a not in named:
                 named[a] = names[a]
-    contacts.update(create_contacts(conn, org, wanted))
-    result.new_contacts = len(wanted)
+    created: set[str] = set()
+    contacts.update(create_contacts(conn, org, wanted, created=created))
+    result.new_contacts = len(created)
     if named:
-        # The first name seen wins, whichever batch it arrives in.
+        # The first name seen wins, whichever batch it arrives in (rows in id order:
+        # two writers naming the same contacts never wait for each other in a cycle).
         conn.execute(update(CONTACT).where(CONTACT.c.id == _bind("b_id"), CONTACT.c.name == "")
                      .values(name=_bind("b_name"), search_name=_bind("b_search")),
-                     [{"b_id": contacts[a][0], "b_name": n, "b_search": n.lower()} for a, n in named.items()])
+                     sorted(({"b_id": contacts[a][0], "b_name": n, "b_search": n.lower()} for a, n in named.items()),
+                            key=lambda r: r["b_id"]))
 
     # Interactions: one per message key per organisation. Insert-or-ignore with
     # RETURNING tells exactly which are new (also with other writers at once);
@@ -360,6 +432,10 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             (r.references[0] if r.references else r.in_reply_to or r.message_key)[:500],
             p.people[0][0] if p.people and p.people[0][2] == "from" else None, now, p.unverified,
         ))
+    if conn.dialect.name == "postgresql":
+        # Keys in one order for every writer: two batches sharing messages then
+        # never wait for each other's uncommitted rows in a cycle (a deadlock).
+        rows.sort(key=lambda r: r[2])
     existing: dict[str, int] = dict(bulk_insert_ignore_returning(conn, INTERACTION, INTERACTION_COLUMNS, rows,
                                                                  ("message_key", "id"), chunk=INSERT_CHUNK))
     result.new_interactions = len(existing)
@@ -409,12 +485,16 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
         if mbx.mailbox_id is not None:  # None: logged by hand from the sidebar, no mailbox copy
             sources.append((org_id, iid, mbx.mailbox_id, mbx.folder_id, p.record.remote_id))
     known = sorted({iid for iid in existing.values() if iid not in new_ids})
-    before: dict[int, list[tuple[int | None, int | None]]] = {}
-    for chunk in _chunked(known):
-        for iid, contact_id, user_id in conn.execute(
-                select(PARTICIPANT.c.interaction_id, PARTICIPANT.c.contact_id, PARTICIPANT.c.user_id)
-                .where(PARTICIPANT.c.interaction_id.in_(chunk))):
-            before.setdefault(iid, []).append((contact_id, user_id))
+    before, stored = _stored_people(conn, known)
+    adding = sorted({row[1] for row in participants if (row[1], row[3]) not in stored})
+    if adding and conn.dialect.name == "postgresql":
+        # Another worker may be adding people to the same stored messages (its copy
+        # names its own rep): neither would see the other's rows and both would miss
+        # the pairs between them. One at a time per message, then read again.
+        for chunk in _chunked(adding):
+            conn.execute(select(INTERACTION.c.id).where(INTERACTION.c.id.in_(chunk))
+                         .order_by(INTERACTION.c.id).with_for_update(key_share=True)).all()
+        before.update(_stored_people(conn, adding)[0])
     bulk_insert_ignore(conn, PARTICIPANT, PARTICIPANT_COLUMNS, fresh)
     inserted += bulk_insert_ignore_returning(conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants,
                                              ("interaction_id", "contact_id", "user_id"))
@@ -422,8 +502,10 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     facts = {existing[p.record.message_key]: (direction_of[existing[p.record.message_key]], at)
              for p, at in zip(prepared, occurred)}
     stats.add_email_deltas(conn, org.org_id, inserted, facts, before)
-    recount = [contacts[a][0] for a in wanted]  # new contacts may have brought older participations along
-    for chunk in _chunked(sorted(upgraded)):  # received mail that turned out to be a colleague's sent mail
+    # New contacts may have brought older participations along, and received mail that turned out
+    # to be a colleague's sent mail changes its people's summaries: count those from scratch.
+    recount = [contacts[a][0] for a in created]
+    for chunk in _chunked(sorted(upgraded)):
         recount += conn.execute(select(PARTICIPANT.c.contact_id).where(
             PARTICIPANT.c.interaction_id.in_(chunk), PARTICIPANT.c.contact_id.is_not(None))).scalars().all()
     if recount:

@@ -329,10 +329,11 @@ def _link_contacts(batch: _Batch, items: list[_Item]) -> None:
             for a in it.p["external"]:
                 if a not in batch.contacts and not wanted.get(a):
                     wanted[a] = it.p["people"][a][0]
-        made = create_contacts(batch.conn, org, wanted)
+        created: set[str] = set()
+        made = create_contacts(batch.conn, org, wanted, created=created)
         batch.contacts.update(made)
-        batch.result.new_contacts = len(made)
-        batch.touched.update(c for c, _ in made.values())
+        batch.result.new_contacts = len(created)
+        batch.touched.update(made[a][0] for a in created)
 
 
 def _fold_over_stored(batch: _Batch, items: list[_Item]) -> tuple[dict, dict[str, _State]]:

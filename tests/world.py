@@ -55,6 +55,36 @@ class World:
     def snapshot(self) -> dict:
         return snapshot(self.rt.engine, self.org_id)
 
+    def set_batch_size(self, mailbox_id: int, size: int) -> None:
+        """Smaller fetch batches: more commits, for faults to fall between."""
+        from sqlalchemy import select, update
+
+        from app.models import Mailbox
+
+        mb = Mailbox.__table__
+        with self.rt.engine.begin() as conn:
+            cfg = conn.execute(select(mb.c.config).where(mb.c.id == mailbox_id)).scalar()
+            conn.execute(update(mb).where(mb.c.id == mailbox_id).values(config={**cfg, "batch_size": size}))
+
+    def kill_cli_sync_midway(self, mailbox_id: int, env: dict) -> None:
+        """`threadline sync --once` for this mailbox, SIGKILLed once its first batch is committed."""
+        import os
+        import signal
+        import subprocess
+        import sys
+        import time
+        from pathlib import Path
+
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "sync", "--once", "--mailbox", str(mailbox_id)],
+                                cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 90
+        while time.time() < deadline and not self.scalar("SELECT messages_imported FROM mailbox WHERE id = :i",
+                                                          i=mailbox_id):
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
 
 def make_world(tmp_path, *, url: str | None = None, name: str = "OurCo", domains=("ourco.com",),
                reps=(("alice@ourco.com", "Alice Rep"), ("bob@ourco.com", "Bob Rep"))) -> World:

@@ -63,6 +63,8 @@ class FolderState(SQLModel, table=True):
     cursor: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     backfill_done: bool = False
     messages: int = 0
+    # reason -> this folder's share of the mailbox's skipped counts (taken back when its ids are reset)
+    skipped: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = "ok"  # ok | error
     last_error: str | None = None
     last_synced_at: datetime | None = None

@@ -183,7 +183,7 @@ def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None
     if not mailbox_ids:
         return
     conn.execute(_update(FS).where(FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids))
-                 .values(cursor={}, backfill_done=False, status="ok", last_error=None))
+                 .values(cursor={}, backfill_done=False, skipped={}, status="ok", last_error=None))
     conn.execute(_update(MB).where(MB.c.org_id == org_id, MB.c.id.in_(mailbox_ids))
                  .values(messages_imported=0, skipped={}, next_sync_at=utcnow(), failure_count=0))
 

@@ -91,8 +91,11 @@ def _create_contact(conn: Connection, org_id: int, actor_id: int | None, *, box,
     stage = clean_stage(stage)
     tags = clean_tags(list(tags))
     _check_owner(conn, org_id, owner_id)
-    made = create_contacts(conn, org, {address: _clean_text("name", name) or ""})
+    created: set[str] = set()
+    made = create_contacts(conn, org, {address: _clean_text("name", name) or ""}, created=created)
     contact_id = made[address][0]
+    if address not in created:  # a sync or another admin made it a moment ago
+        raise Conflict("this address is already a contact", contact_id)
     conn.execute(update(C).where(C.c.id == contact_id, C.c.org_id == org_id).values(
         title=_clean_text("title", title), phone=_clean_text("phone", phone), stage=stage, tags=tags,
         owner_id=owner_id))

@@ -12,7 +12,13 @@ import pytest
 
 from pathlib import Path
 
-from tests.world import message
+import pytest
+
+from app import settings as process
+from connectors.base import Batch, Folder
+from sync.engine import LeaseLost, _write_batch, claim
+from sync.ingest import MailboxContext
+from tests.world import make_world, message
 
 pytestmark = pytest.mark.servers  # real servers or the CLI in subprocesses
 
@@ -59,3 +65,53 @@ def test_worker_syncs_and_set_password_repairs(tmp_path, imap_user):
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=30)
     assert worker.returncode == 0, output
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cli_world(request, tmp_path):
+    """A world the CLI sees too: (world, env)."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    world = make_world(tmp_path, url=url)
+    env = dict(os.environ, THREADLINE_DATA_DIR=str(world.rt.settings.data_dir), THREADLINE_IDLE="0",
+               THREADLINE_SYNC_LEASE_SECONDS="300")
+    if url:
+        env["THREADLINE_DATABASE_URL"] = url
+    return world, env
+
+
+def test_a_killed_sync_once_is_taken_over_at_once_by_the_next_run(cli_world, imap_user):
+    world, env = cli_world
+    imap_user.deliver_many([(message(f"c{i % 40}@cust{i % 7}.com", "alice@ourco.com", f"S{i}", msgid=f"k{i}@cust"),
+                             "INBOX", None) for i in range(600)])
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    world.set_batch_size(mid, 10)
+    world.kill_cli_sync_midway(mid, env)
+    assert world.sql("SELECT sync_stage FROM mailbox") == [("running",)]  # the dead run's lease: 300 s to go
+
+    started = time.monotonic()
+    rerun = _cli(env, "sync", "--once", "--mailbox", str(mid))
+    assert f"mailbox {mid}: ok" in rerun.stdout, rerun.stdout
+    assert time.monotonic() - started < 120
+    assert world.sql("SELECT status, sync_stage FROM mailbox") == [("active", "idle")]
+    assert world.scalar("SELECT count(*) FROM interaction") == 600
+
+
+def test_sync_once_on_a_mailbox_a_live_worker_holds_is_not_a_success_until_forced(cli_world, imap_user):
+    world, env = cli_world
+    imap_user.deliver(message("Client <client@cust.com>", "alice@ourco.com", "Hello", msgid="held@cust"))
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    live_holder = process.worker_id()  # this test's own process: alive
+    assert claim(world.rt.engine, mid, live_holder, 300)
+
+    busy = _cli(env, "sync", "--once", "--mailbox", str(mid), check=False)
+    assert busy.returncode == 1, busy.stdout + busy.stderr
+    assert "NOT synced" in busy.stdout and live_holder in busy.stdout and "--force" in busy.stdout
+    assert world.scalar("SELECT count(*) FROM interaction") == 0
+
+    forced = _cli(env, "sync", "--once", "--mailbox", str(mid), "--force")
+    assert f"mailbox {mid}: ok" in forced.stdout
+    assert world.sql("SELECT message_key FROM interaction") == [("held@cust",)]
+    # The holder that was overruled can no longer write.
+    with world.rt.engine.begin() as conn, pytest.raises(LeaseLost):
+        _write_batch(conn, None, MailboxContext(mid, 0, 0, ""), live_holder, 60, Folder("INBOX", "inbox"),
+                     Batch([], [], {}))

@@ -91,3 +91,37 @@ def test_tls_to_a_plain_server_is_transient(imap_user):
     settings = ImapSettings(imap_user.host, imap_user.port, "tls", imap_user.username, timeout=5)
     with pytest.raises(TransientError):
         ImapConnector(settings, imap_user.password).list_folders()
+
+
+def _login_bytes(imap_user, proxy) -> tuple[int, int]:
+    """Bytes the server sends through the proxy before LOGIN (greeting, capabilities)
+    and up to the end of its answer to LOGIN."""
+    import time
+
+    client = imap_user.connect(login=False, port=proxy.port)
+    time.sleep(0.2)  # the proxy counts a chunk after passing it on
+    before = proxy.bytes_s2c
+    client.login(imap_user.username, imap_user.password)
+    time.sleep(0.2)
+    after = proxy.bytes_s2c
+    client.logout()
+    return before, after
+
+
+def test_a_connection_cut_during_login_is_transient_not_a_wrong_password(imap_user, fault_proxy):
+    proxy = fault_proxy(imap_user)
+    before, after = _login_bytes(imap_user, proxy)
+    assert after > before + 10
+    settings = ImapSettings(proxy.host, proxy.port, "none", imap_user.username, timeout=10)
+    for offset in (before, before + 1, before + 5, (before + after) // 2, after - 2, after - 1):
+        proxy.cut_after(offset)  # counted from the start of the next connection
+        with pytest.raises(TransientError) as caught:
+            ImapConnector(settings, imap_user.password).list_folders()
+        assert "password" not in str(caught.value), (offset, caught.value)
+        assert proxy.cuts, offset
+        proxy.heal()
+        proxy.cuts = 0
+    # The server's own refusal through the same proxy is still an auth error.
+    with pytest.raises(AuthError) as refused:
+        ImapConnector(settings, "not-the-password").list_folders()
+    assert refused.value.fix == Fix.PASSWORD  # the fix (check the password) travels as a value

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from demodata import generate
 from tests.world import make_world, message
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fill(imap_user, n: int) -> None:
@@ -79,22 +73,13 @@ def test_killed_process_converges(mailbox, imap_user, tmp_path):
     world = _world_for(tmp_path, corpus, "killed")
     mid = world.add_imap(corpus.reps[0][1], imap_user)
     _small_batches(world, mid, size=20)
-    env = dict(os.environ, THREADLINE_DATA_DIR=str(world.rt.settings.data_dir), THREADLINE_IDLE="0",
-               THREADLINE_SYNC_LEASE_SECONDS="2")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "sync", "--once", "--mailbox", str(mid)], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not world.scalar("SELECT messages_imported FROM mailbox"):
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    world.kill_cli_sync_midway(mid, dict(os.environ, THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),
+                                         THREADLINE_IDLE="0", THREADLINE_SYNC_LEASE_SECONDS="300"))
     partial = world.scalar("SELECT count(*) FROM interactionsource")
     assert 0 < partial
     assert world.sql("SELECT sync_stage FROM mailbox") == [("running",)]  # the dead run still holds a lease
 
-    assert world.sync(mid) is None  # the lease is honoured while it lasts
-    time.sleep(2.2)
-    report = world.sync(mid)
+    report = world.sync(mid)  # its holder is gone from this host: taken over at once
     assert report is not None and report.ok
     assert world.snapshot() == expected
 
@@ -137,6 +122,26 @@ def test_unreachable_server_is_a_transient_failure(world_factory, fault_proxy, i
     assert world.sql("SELECT status FROM mailbox") == [("failed",)]
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_login_cut_by_the_network_is_shown_as_transient_not_as_a_wrong_password(tmp_path, request, database,
+                                                                                   fault_proxy, imap_user):
+    url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
+    world = make_world(tmp_path, url=url)
+    proxy = fault_proxy(imap_user)
+    client = imap_user.connect(login=False, port=proxy.port)  # how many bytes come before the answer to LOGIN
+    time.sleep(0.2)
+    before_login = proxy.bytes_s2c
+    client.shutdown()
+    mid = world.add_imap("alice@ourco.com", imap_user, port=proxy.port)
+    proxy.cut_after(before_login + 3)
+
+    report = world.sync(mid, fetch_in_child=False)
+
+    assert not report.ok and report.error_kind == "transient" and proxy.cuts == 1
+    kind, error = world.sql("SELECT last_error_kind, last_error FROM mailbox")[0]
+    assert kind == "transient" and "password" not in error.lower() and "retries automatically" in error
+
+
 def test_backoff_grows_and_is_capped():
     from sync.engine import MAX_BACKOFF, backoff_seconds
     waits = [backoff_seconds(n) for n in range(1, 12)]
@@ -146,3 +151,37 @@ def test_backoff_grows_and_is_capped():
 @pytest.fixture
 def world_factory(tmp_path):
     return lambda: make_world(tmp_path)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_counters_and_unreadable_list_describe_the_mailbox_after_any_number_of_uidvalidity_resets(
+        tmp_path, request, database, imap_user):
+    from demodata.hostile import malformed_messages
+
+    url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
+    world = make_world(tmp_path, url=url)
+    mail = [message(f"p{i}@ext.com", "alice@ourco.com", f"S{i}", msgid=f"r{i}@ext") for i in range(4)]
+    mail.append(message("bob@ourco.com", "alice@ourco.com", "Lunch?", msgid="internal@ourco"))  # skipped: internal
+    mail += [raw or b"\r\n" for _, raw in malformed_messages()]  # unreadable, or skipped with a reason
+
+    def fill():
+        for raw in mail:
+            imap_user.deliver(raw, folder="Archive")
+
+    def counters():
+        imported, skipped = world.sql("SELECT messages_imported, skipped FROM mailbox")[0]
+        skipped = json.loads(skipped) if isinstance(skipped, str) else skipped
+        unreadable = sorted(r[0] for r in world.sql("SELECT reason FROM syncissue"))
+        return imported, skipped, unreadable, world.scalar("SELECT messages FROM folderstate WHERE name = 'Archive'")
+
+    imap_user.create_folder("Archive")
+    fill()
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    assert world.sync(mid).ok
+    first = counters()
+    assert first[0] >= 4 and first[1]["internal"] == 1 and first[2] and first[3] == first[0]
+    for _ in range(3):
+        imap_user.recreate_folder("Archive")  # a new UIDVALIDITY, the same mail
+        fill()
+        assert world.sync(mid).ok
+        assert counters() == first

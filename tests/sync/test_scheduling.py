@@ -55,6 +55,26 @@ def test_expired_lease_can_be_taken_over_and_fences_the_old_worker(world, imap_u
                          Batch([], [], {}))
 
 
+def test_a_mailbox_whose_holder_died_on_this_host_is_due_and_taken_over_at_once(world, imap_user):
+    import os
+    import subprocess
+
+    from app import settings as process
+
+    mid = _mailbox(world, imap_user)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host, _, namespace = process.worker_id().split(":")
+    assert claim(world.rt.engine, mid, f"{host}:{gone.pid}:{namespace}", 300)
+    assert mid in due_mailboxes(world.rt.engine)
+    assert claim(world.rt.engine, mid, "next", 300)
+    # A live holder (this process) and one on another host keep their lease until it expires.
+    for holder in (process.worker_id(), f"elsewhere:{os.getpid()}:{namespace}"):
+        assert claim(world.rt.engine, mid, holder, 300, force=True)
+        assert mid not in due_mailboxes(world.rt.engine)
+        assert not claim(world.rt.engine, mid, "next", 300)
+
+
 def test_due_mailboxes_and_request_sync(world, imap_user):
     mid = _mailbox(world, imap_user)
     assert mid in due_mailboxes(world.rt.engine)  # never synced: due
