@@ -437,16 +437,8 @@
         " · " + fmtDate(m.occurred_at, true)));
     }
 
-    // Timeline
-    const list = el("ol", { class: "timeline", id: "timeline", "aria-label": "Timeline, newest first" });
-    const more = el("button", { type: "button", class: "sentinel", text: "Load older", onclick: () => loadMore() });
-    main.append(el("section", { "aria-labelledby": "h-timeline" }, el("h2", { id: "h-timeline", text: "Timeline" }), list, more));
-    const tl = data.timeline || { items: [], next_cursor: null };
-    tl.items.forEach(it => list.append(itemNode(it)));
-    if (!tl.items.length) list.append(el("li", { class: "muted empty", text: "Nothing yet." }));
-    setCursor(tl.next_cursor, more);
-
-    // Company
+    // The company, above the timeline: the timeline pages in as the rep scrolls, so
+    // anything below it would keep moving out of reach.
     const others = (data.company_contacts || []).filter(p => p.id !== c.id);
     if (c.company && others.length) {
       main.append(el("section", { "aria-labelledby": "h-company" },
@@ -455,6 +447,15 @@
           el("button", { type: "button", class: "link", text: p.name || p.email, onclick: () => openPerson(p.email) }),
           p.title ? el("span", { class: "meta", text: " · " + p.title }) : null)))));
     }
+
+    // Timeline
+    const list = el("ol", { class: "timeline", id: "timeline", "aria-label": "Timeline, newest first" });
+    const more = el("button", { type: "button", class: "sentinel", text: "Load older", onclick: () => loadMore() });
+    main.append(el("section", { "aria-labelledby": "h-timeline" }, el("h2", { id: "h-timeline", text: "Timeline" }), list, more));
+    const tl = data.timeline || { items: [], next_cursor: null };
+    tl.items.forEach(it => list.append(itemNode(it)));
+    if (!tl.items.length) list.append(el("li", { class: "muted empty", text: "Nothing yet." }));
+    setCursor(tl.next_cursor, more);
   }
 
   function openPerson(email) {

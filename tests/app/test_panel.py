@@ -104,6 +104,19 @@ def test_card_summary_timeline_for_a_known_sender_and_infinite_scroll(site, page
     assert href.startswith("/panel/contact/")
 
 
+def test_the_company_section_sits_above_the_timeline_and_stays_put_while_it_pages_in(site, page):
+    sd, base = site
+    open_pane(page, base, mail(("Jane Doe", JANE)), token=sd.tokens["alice"])
+    wait_state(page, "ready", JANE)
+    top = lambda sel: page.evaluate(f"document.querySelector({sel!r}).getBoundingClientRect().top + scrollY")
+    company, timeline = top("#h-company"), top("#h-timeline")
+    assert company < timeline, (company, timeline)
+    assert company < 800  # on the first screen of the 320x800 pane
+    page.locator(".sentinel").scroll_into_view_if_needed()
+    page.wait_for_function("() => document.querySelectorAll('#timeline > li').length === 31", timeout=10_000)
+    assert top("#h-company") == company
+
+
 def test_switching_person_and_mail_updates_the_pane(site, page):
     sd, base = site
     open_pane(page, base, mail(("Jane Doe", JANE), cc=[("Mark Roe", MARK)]), token=sd.tokens["alice"])
