@@ -73,15 +73,8 @@
     if (withTime) { opts.hour = "2-digit"; opts.minute = "2-digit"; }
     return d.toLocaleString(undefined, opts);
   }
-  function ago(value) {
-    if (!value) return "never";
-    const days = Math.round((Date.now() - new Date(value).getTime()) / 86400000);
-    if (days <= 0) return "today";
-    if (days === 1) return "yesterday";
-    if (days < 60) return days + " days ago";
-    if (days < 730) return Math.round(days / 30) + " months ago";
-    return Math.round(days / 365) + " years ago";
-  }
+  // "today", "yesterday", "3 days ago": calendar days in the rep's time zone (dates.js).
+  function ago(value) { return window.ThreadlineDates.relativeDay(value); }
   function domainOf(address) { return (address || "").split("@").pop().toLowerCase(); }
 
   // -- storage and tokens --------------------------------------------------------------

@@ -117,6 +117,47 @@ def test_the_company_section_sits_above_the_timeline_and_stays_put_while_it_page
     assert top("#h-company") == company
 
 
+# The rep's clock: 09:00 on 31 March 2024 in Berlin, the morning summer time began.
+RELATIVE_DAYS = [
+    ("2024-03-30T22:44:00+01:00", "yesterday"),  # 10 hours ago, but yesterday
+    ("2024-03-30T16:52:00+01:00", "yesterday"),
+    ("2024-03-31T00:05:00+01:00", "today"),
+    ("2024-03-31T08:59:00+02:00", "today"),
+    ("2024-03-29T23:59:00+01:00", "2 days ago"),
+    ("2024-03-30T23:30:00Z", "today"),  # 01:30 in Berlin
+    ("2024-03-31T23:30:00+02:00", "today"),
+    ("2024-04-01T00:30:00+02:00", "tomorrow"),
+    ("2024-04-05T10:00:00+02:00", "in 5 days"),
+    ("2024-01-31T09:00:00+01:00", "2 months ago"),
+    ("2021-03-31T09:00:00+02:00", "3 years ago"),
+    (None, "never"),
+    ("not a date", "—"),
+]
+
+
+def test_relative_days_are_calendar_days_in_the_reps_time_zone(site, browser):
+    sd, base = site
+    context = browser.new_context(timezone_id="Europe/Berlin")
+    try:
+        page = context.new_page()
+        page.goto(f"{base}/panel")
+        got = page.evaluate("""cases => cases.map(([value]) =>
+            window.ThreadlineDates.relativeDay(value, '2024-03-31T09:00:00+02:00'))""", RELATIVE_DAYS)
+        assert list(zip([v for v, _ in RELATIVE_DAYS], got)) == [(v, want) for v, want in RELATIVE_DAYS]
+        # The pane uses it: Sam's last mail, two days ago, reads so in New York too.
+        context.close()
+        context = browser.new_context(timezone_id="America/New_York", viewport={"width": 320, "height": 800})
+        page = context.new_page()
+        page.add_init_script(f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens['alice'])});")
+        page.goto(f"{base}/panel?email={SAM}")
+        wait_state(page, "ready", SAM)
+        want = page.evaluate("v => window.ThreadlineDates.relativeDay(v)", (NOW - timedelta(days=2)).isoformat())
+        assert want in ("2 days ago", "yesterday", "3 days ago")
+        assert "last " + want in page.locator("#h-summary + .stats + .meta").inner_text()
+    finally:
+        context.close()
+
+
 def test_switching_person_and_mail_updates_the_pane(site, page):
     sd, base = site
     open_pane(page, base, mail(("Jane Doe", JANE), cc=[("Mark Roe", MARK)]), token=sd.tokens["alice"])
