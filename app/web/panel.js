@@ -34,6 +34,7 @@
     seq: 0,
     me: null,
     observer: null,
+    series: new Map(), // recurring meeting shown in the timeline: key -> {node, starts}
   };
 
   // -- DOM helpers (text only) -------------------------------------------------------
@@ -415,14 +416,27 @@
           el("span", { class: "meta", text: " · " + k.interactions + (k.interactions === 1 ? " interaction, " : " interactions, ") + ago(k.last_interaction_at) })))) :
         el("p", { class: "muted", text: "No colleague has emailed them yet." })));
 
-    // Upcoming meetings, apart from the timeline (which holds what already happened).
+    // Upcoming meetings, apart from the timeline (which holds what already happened);
+    // the occurrences of one recurring series are one entry.
     const upcoming = data.upcoming || (data.next_meeting ? [data.next_meeting] : []);
+    state.series = new Map();
     if (upcoming.length) {
+      const groups = groupSeries(upcoming);
+      const past = ((data.timeline || {}).items || []).filter(it => seriesKey(it));
       main.append(el("section", { "aria-labelledby": "h-next" },
-        el("h2", { id: "h-next", text: upcoming.length === 1 ? "Next meeting" : "Upcoming meetings" }),
-        el("ul", { class: "plain upcoming" }, upcoming.map(m => el("li", {},
-          el("p", { class: "subject", text: m.subject || "(no title)" }),
-          el("p", { class: "meta", text: fmtDate(m.occurred_at, true) + (m.location ? " · " + m.location : "") }))))));
+        el("h2", { id: "h-next", text: groups.length === 1 ? "Next meeting" : "Upcoming meetings" }),
+        el("ul", { class: "plain upcoming" }, groups.map(g => {
+          const m = g[0];
+          const key = seriesKey(m);
+          let when = fmtDate(m.occurred_at, true);
+          if (key) {
+            const starts = g.concat(past.filter(it => seriesKey(it) === key)).map(it => it.occurred_at);
+            when = (window.ThreadlineDates.cadence(starts) || "repeats") + ", next on " + when;
+          }
+          return el("li", { class: key ? "series" : null },
+            el("p", { class: "subject", text: m.subject || "(no title)" }),
+            el("p", { class: "meta", text: when + (m.location ? " · " + m.location : "") }));
+        }))));
     }
     if (data.last_meeting) {
       const m = data.last_meeting;
@@ -446,7 +460,7 @@
     const more = el("button", { type: "button", class: "sentinel", text: "Load older", onclick: () => loadMore() });
     main.append(el("section", { "aria-labelledby": "h-timeline" }, el("h2", { id: "h-timeline", text: "Timeline" }), list, more));
     const tl = data.timeline || { items: [], next_cursor: null };
-    tl.items.forEach(it => list.append(itemNode(it)));
+    appendItems(list, tl.items);
     if (!tl.items.length) list.append(el("li", { class: "muted empty", text: "Nothing yet." }));
     setCursor(tl.next_cursor, more);
   }
@@ -476,12 +490,57 @@
       const page = await api("GET", "/api/contacts/" + encodeURIComponent(state.contact.id) + "/timeline?cursor=" + encodeURIComponent(state.nextCursor));
       if (seq !== state.seq) return;
       const list = document.getElementById("timeline");
-      page.items.forEach(it => list.append(itemNode(it)));
+      appendItems(list, page.items);
       setCursor(page.next_cursor);
     } catch (e) {
       say("Could not load older items: " + e.message, "error");
     } finally {
       state.loadingPage = false;
+    }
+  }
+
+  // A recurring meeting's occurrences are keyed "ical:UID/<original start, UTC>"
+  // (connectors/base.py meeting_key; a meeting's thread_key is its key): the
+  // series is the part before the recurrence id. Single events have none.
+  const OCCURRENCE = /^(ical:.+)\/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
+  function seriesKey(it) {
+    const m = it.kind === "meeting" && OCCURRENCE.exec(it.thread_key || "");
+    return m ? m[1] : null;
+  }
+  function groupSeries(items) {
+    const groups = [], byKey = new Map();
+    for (const it of items) {
+      const key = seriesKey(it);
+      if (key && byKey.has(key)) { byKey.get(key).push(it); continue; }
+      const g = [it];
+      groups.push(g);
+      if (key) byKey.set(key, g);
+    }
+    return groups;
+  }
+
+  // Timeline items, newest first: a recurring meeting is shown once, at its latest
+  // occurrence, which lists the earlier ones (also those that arrive on later pages).
+  function appendItems(list, items) {
+    for (const it of items) {
+      const key = seriesKey(it);
+      const shown = key && state.series.get(key);
+      if (!shown) {
+        const node = itemNode(it);
+        list.append(node);
+        if (key) state.series.set(key, { node, starts: [it.occurred_at] });
+        continue;
+      }
+      shown.starts.push(it.occurred_at);
+      let box = shown.node.querySelector("details.occurrences");
+      if (!box) {
+        box = el("details", { class: "occurrences" }, el("summary"), el("ul", { class: "plain" },
+          el("li", { class: "meta", text: fmtDate(shown.starts[0], true) })));
+        shown.node.append(box);
+      }
+      box.querySelector("ul").append(el("li", { class: "meta", text: fmtDate(it.occurred_at, true) }));
+      const how = window.ThreadlineDates.cadence(shown.starts);
+      box.querySelector("summary").textContent = shown.starts.length + " occurrences" + (how ? ", " + how : "");
     }
   }
 

@@ -18,6 +18,11 @@ import httpx
 import pytest
 
 from app.api import create_app
+from app.db import write_transaction
+from connectors.base import Attendee, MeetingRecord
+from sync.engine import org_context
+from sync.ingest import MailboxContext
+from sync.meetings import ingest_meetings
 from tests.app.test_activity_api import JANE, MARK, NOW, SAM, XSS_SUBJECT, seed
 from tests.servers import AppServer
 
@@ -156,6 +161,59 @@ def test_relative_days_are_calendar_days_in_the_reps_time_zone(site, browser):
         assert "last " + want in page.locator("#h-summary + .stats + .meta").inner_text()
     finally:
         context.close()
+
+
+RITA = "rita@recur.io"
+
+
+def _weekly_series_with_rita(sd, past: int, coming: int) -> None:
+    """A weekly meeting alice holds with Rita: `past` occurrences held, `coming` ahead."""
+    first = datetime.combine((NOW - timedelta(weeks=past)).date(), time(10), tzinfo=NOW.tzinfo) + timedelta(days=1)
+    records = []
+    for week in range(past + coming):
+        at = first + timedelta(weeks=week)
+        rid = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        records.append(MeetingRecord(
+            remote_id=f"weekly.ics#{rid}", uid="weekly-1@recur.io", recurrence_id=rid, start=at,
+            end=at + timedelta(minutes=30), subject="Weekly check-in", location="Room 2",
+            organizer=Attendee("alice@ourco.com", "Alice Rep", "organizer", "accepted"),
+            attendees=[Attendee(RITA, "Rita Recur", "attendee", "accepted")]))
+    mbx, folder, uid, email = sd.mailboxes["alice"]
+    with write_transaction(sd.rt.engine) as conn:
+        ingest_meetings(conn, org_context(conn, sd.world.org_id, sd.rt.box), MailboxContext(mbx, folder, uid, email),
+                        records)
+
+
+def test_a_recurring_meeting_is_one_entry_every_week_next_on(site, page):
+    sd, base = site
+    sd.deliver("alice", frm=("Rita Recur", RITA), to=[("Alice Rep", "alice@ourco.com")], subject="Agenda",
+               when=NOW - timedelta(hours=3))
+    _weekly_series_with_rita(sd, past=6, coming=4)
+    open_pane(page, base, mail(("Rita Recur", RITA)), token=sd.tokens["alice"])
+    wait_state(page, "ready", RITA)
+    # Four upcoming occurrences: one entry, above the timeline.
+    upcoming = page.locator(".upcoming > li")
+    assert upcoming.count() == 1
+    assert page.locator("#h-next").inner_text().lower() == "next meeting"
+    assert upcoming.locator(".subject").inner_text() == "Weekly check-in"
+    assert upcoming.locator(".meta").inner_text().startswith("every week, next on ")
+    top = lambda sel: page.evaluate(f"document.querySelector({sel!r}).getBoundingClientRect().top")
+    assert top("#h-next") < top("#h-timeline")
+    # Six held: one timeline entry listing the six dates.
+    meetings = page.locator("#timeline > li.item-meeting")
+    assert meetings.count() == 1
+    assert meetings.locator("details.occurrences summary").inner_text() == "6 occurrences, every week"
+    assert meetings.locator("details.occurrences li").count() == 6
+    assert page.locator("#timeline > li").count() == 2  # and the email
+    # The cadence in words, from the occurrences' start times.
+    cases = [(["2024-01-01T10:00:00Z", "2024-01-08T10:00:00Z", "2024-01-15T10:00:00Z"], "every week"),
+             (["2024-01-01T10:00:00Z", "2024-01-15T10:00:00Z"], "every 2 weeks"),
+             (["2024-01-01T09:00:00Z", "2024-01-02T09:00:00Z"], "every day"),
+             (["2024-01-31T09:00:00Z", "2024-02-29T09:00:00Z", "2024-03-31T09:00:00Z"], "every month"),
+             (["2024-01-01T09:00:00Z", "2024-01-04T09:00:00Z", "2024-01-15T09:00:00Z"], ""),
+             (["2024-01-01T09:00:00Z"], "")]
+    got = page.evaluate("cases => cases.map(([starts]) => window.ThreadlineDates.cadence(starts))", cases)
+    assert got == [want for _, want in cases]
 
 
 def test_switching_person_and_mail_updates_the_pane(site, page):
