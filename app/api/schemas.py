@@ -113,6 +113,20 @@ class Lookup(BaseModel):
     timeline: TimelinePage
 
 
+class UnknownAddress(BaseModel):
+    email: str
+    name: str  # the name the address wrote under, else guessed from first.last@; "" when neither
+    company: CompanyRef | None  # the organisation's company of its domain, if any
+    company_contacts: list[CompanyContact]
+    colleagues: list[Colleague]  # who work with that company, latest first (interactions summed per person)
+    last_interaction: TimelineItem | None  # the company's latest
+
+
+class LookupMiss(BaseModel):
+    detail: str
+    unknown: UnknownAddress | None  # None for an address that is not valid
+
+
 class ContactHit(BaseModel):
     id: int
     name: str

@@ -318,7 +318,7 @@
         performance.mark("tl:api");
         await config();
         if (seq !== state.seq) return;
-        renderUnknown(email);
+        renderUnknown(email, e.data && e.data.unknown);
         paintMark();
         return;
       }
@@ -722,17 +722,20 @@
   }
 
   // -- an unknown sender ----------------------------------------------------------------------
-  function renderUnknown(email) {
+  // about: what the server knows around the address (GET /api/lookup's 404 body).
+  function renderUnknown(email, about) {
     body.dataset.state = "unknown";
     state.contact = null;
     clear(main);
+    about = about || {};
     const person = state.people.find(p => p.email === email) || { email, name: "" };
     const stages = (state.config && state.config.stages) || [];
-    const name = el("input", { name: "name", value: person.name || "", autocomplete: "off" });
+    const name = el("input", { name: "name", value: person.name || about.name || "", autocomplete: "off" });
     const title = el("input", { name: "title", autocomplete: "off" });
     const phone = el("input", { name: "phone", type: "tel", autocomplete: "off" });
     const stage = el("select", { name: "stage" }, el("option", { value: "", text: "—" }), stages.map(s => el("option", { value: s, text: s, selected: s === "lead" })));
     const err = el("p", { class: "error", role: "alert" });
+    const co = about.company;
     const form = el("form", { class: "add-contact", "aria-label": "Add as contact", onsubmit: async ev => {
       ev.preventDefault();
       submitting(form, true);
@@ -746,13 +749,33 @@
         err.textContent = "Not added: " + e.message;
       }
     } },
-    el("p", { class: "muted" }, "Company: from ", el("strong", { text: domainOf(email) })),
+    co ? el("p", { class: "muted" }, "Company: ", el("strong", { text: co.name }))
+      : el("p", { class: "muted" }, "Company: from ", el("strong", { text: domainOf(email) })),
     field("Name", name), field("Title", title), field("Phone", phone), field("Lifecycle stage", stage), err,
     el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Add as contact" })));
     main.append(peopleSwitcher() || "",
-      el("h1", { text: person.name || email }),
+      el("h1", { text: person.name || about.name || email }),
       el("p", { class: "muted" }, el("span", { class: "unknown-email", text: email }), " is not in Threadline yet."),
+      co ? companyContext(co, about) : null,
       form, mailActions(email));
+  }
+
+  // An unknown sender at a company the team already works with: who knows it, and the latest.
+  function companyContext(co, about) {
+    const colleagues = about.colleagues || [];
+    const last = about.last_interaction;
+    const people = about.company_contacts || [];
+    const names = colleagues.slice(0, 3).map(k => k.name || k.email).join(", ") + (colleagues.length > 3 ? ", …" : "");
+    return el("section", { class: "company-context", "aria-labelledby": "h-company" },
+      el("h2", { id: "h-company", text: "At " + co.name }),
+      el("p", { class: "colleague-count" }, colleagues.length
+        ? (colleagues.length === 1 ? "1 colleague works" : colleagues.length + " colleagues work") + " with " + co.name + ": " + names
+        : "No colleague has worked with " + co.name + " yet."),
+      last ? el("p", { class: "meta company-last" }, "Latest: ", el("span", { text: last.subject || KIND[last.kind] || last.kind }),
+        " · " + ago(last.occurred_at)) : null,
+      people.length ? el("ul", { class: "plain company-contacts", "aria-label": "Also at " + co.name }, people.map(p => el("li", {},
+        el("button", { type: "button", class: "link", text: p.name || p.email, onclick: () => openPerson(p.email) }),
+        p.title ? el("span", { class: "meta", text: " · " + p.title }) : null))) : null);
   }
 
   // -- start --------------------------------------------------------------------------------------

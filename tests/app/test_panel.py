@@ -334,6 +334,24 @@ def test_unknown_sender_added_as_contact_in_one_click(site, page):
     assert r.status_code == 200 and r.json()["contact"]["stage"] == "lead"
 
 
+def test_an_unknown_sender_at_a_known_company_shows_who_works_with_it_and_a_name(site, browser):
+    sd, base = site
+    context = browser.new_context(viewport={"width": 320, "height": 800})
+    try:
+        page = context.new_page()
+        page.add_init_script(f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens['alice'])});")
+        page.goto(f"{base}/panel?email=lena.lane@acme.com")  # no display name to go on: the address gives one
+        wait_state(page, "unknown", "lena.lane@acme.com")
+        assert page.locator("form.add-contact input[name=name]").input_value() == "Lena Lane"
+        assert page.locator(".colleague-count").inner_text() == "2 colleagues work with Acme: Alice Rep, Bob Rep"
+        assert page.locator(".company-last").inner_text().startswith("Latest: ")
+        assert "Jane Doe" in page.locator(".company-context .company-contacts").inner_text()
+        top = lambda sel: page.evaluate(f"document.querySelector({sel!r}).getBoundingClientRect().top")
+        assert top(".company-context") < top("form.add-contact")
+    finally:
+        context.close()
+
+
 def test_log_this_email_when_the_mailbox_is_not_synced(site, page):
     sd, base = site
     item = mail(("Lou Logged", "lou@logged.io"), "Quote request", key="quote.1@logged.io")
