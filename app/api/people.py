@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -65,6 +65,14 @@ def create(caller: CallerDep, rt: RuntimeDep, body: ContactIn):
 def edit(caller: CallerDep, rt: RuntimeDep, contact_id: int, body: ContactPatch) -> dict:
     changes = {k: getattr(body, k) for k in body.model_fields_set}
     return people.update_contact(rt, Actor.of(caller), contact_id, changes)
+
+
+@router.get("/api/never-log", summary="What never logging this address (or domain) would delete from my mail")
+def never_log_consequence(caller: CallerDep, rt: RuntimeDep,
+                          email: Annotated[str, Query(min_length=3, max_length=320)],
+                          scope: Literal["address", "domain"] = "address") -> dict:
+    with read_conn(rt) as conn:
+        return people.never_log_consequence(conn, caller.org_id, caller.user_id, email=email, scope=scope)
 
 
 @router.post("/api/never-log", status_code=201, summary="Never log this address (or domain) from my mail")

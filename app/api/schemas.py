@@ -114,7 +114,6 @@ class Lookup(BaseModel):
 
 
 class UnknownAddress(BaseModel):
-    email: str
     name: str  # the name the address wrote under, else guessed from first.last@; "" when neither
     company: CompanyRef | None  # the organisation's company of its domain, if any
     company_contacts: list[CompanyContact]

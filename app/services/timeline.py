@@ -304,7 +304,7 @@ def unknown_address(conn: Connection, org_id: int, email: str) -> dict | None:
         return None
     named = _sql(conn, "SELECT name FROM participant WHERE org_id = ? AND address = ? AND name IS NOT NULL "
                        "AND name <> '' ORDER BY id DESC LIMIT 1", (org_id, address))
-    out = {"email": address, "name": named[0][0] if named else _name_from_address(address), "company": None,
+    out = {"name": named[0][0] if named else _name_from_address(address), "company": None,
            "company_contacts": [], "colleagues": [], "last_interaction": None}
     domain = registrable_domain(domain_of(address))
     found = _sql(conn, "SELECT id, name, domain FROM company WHERE org_id = ? AND domain = ?",

@@ -684,25 +684,48 @@
     return form;
   }
 
-  // Log this email / never log: actions on the mail and its sender.
+  // Log this email / never log: actions on the mail and its sender. "Never log" deletes
+  // stored mail, so it sits in a menu that first says how much, and asks again.
   function mailActions(email) {
     const row = el("div", { class: "actions mail-actions" });
     if (inOutlook && state.mail && state.mail.internetMessageId) {
       row.append(el("button", { type: "button", class: "log-email", text: "Log this email", onclick: logEmail }));
     }
-    let armed = false;
-    const never = el("button", { type: "button", class: "danger never-log", text: "Never log " + email, onclick: async () => {
-      if (!armed) { armed = true; never.textContent = "Confirm: never log " + email; return; }
-      never.disabled = true;
+    const consequence = el("p", { class: "consequence", text: "Counting the stored emails with " + email + "…" });
+    const never = el("button", { type: "button", class: "danger never-log", disabled: true, text: "Never log " + email,
+      onclick: async () => {
+        never.disabled = true;
+        try {
+          await api("POST", "/api/never-log", { email, scope: "address" });
+          say("Mail with " + email + " is no longer logged from your mailbox.", "okay");
+          await show(email);
+          say("Mail with " + email + " is no longer logged from your mailbox.", "okay");
+        } catch (e) { never.disabled = false; say("Not saved: " + e.message, "error"); }
+      } });
+    const menu = el("details", { class: "menu more-actions" }, el("summary", { text: "More" }),
+      el("div", { class: "menu-body" }, consequence, never));
+    let counted = false;
+    menu.addEventListener("toggle", async () => {
+      if (!menu.open || counted) return;
+      counted = true;
       try {
-        await api("POST", "/api/never-log", { email, scope: "address" });
-        say("Mail with " + email + " is no longer logged from your mailbox.", "okay");
-        await show(email);
-        say("Mail with " + email + " is no longer logged from your mailbox.", "okay");
-      } catch (e) { never.disabled = false; say("Not saved: " + e.message, "error"); }
-    } });
-    row.append(never);
+        const n = await api("GET", "/api/never-log?email=" + encodeURIComponent(email));
+        const what = stored(n.emails, n.meetings, "email");
+        consequence.textContent = what ? "Deletes the " + stored(n.emails, n.meetings, "stored email") + " with " + email +
+          " that only your mailbox holds. " : "Nothing stored is deleted: no email with " + email + " is only in your mailbox. ";
+        consequence.textContent += "Their future mail to and from you is not logged. Colleagues' copies stay.";
+        never.textContent = what ? "Never log and delete " + what : "Never log " + email;
+        never.disabled = false;
+      } catch (e) {
+        consequence.textContent = "Never log is not available for " + email + ": " + e.message;
+      }
+    });
+    row.append(menu);
     return row;
+  }
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+  function stored(emails, meetings, emailWord) {
+    return [emails ? plural(emails, emailWord) : null, meetings ? plural(meetings, "meeting") : null].filter(Boolean).join(" and ");
   }
 
   async function logEmail(ev) {

@@ -70,6 +70,7 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/api/contacts"): {"auth": USER, "json": {}},
     ("PATCH", "/api/contacts/{contact_id}"): {"auth": USER, "json": {}},
     ("POST", "/api/never-log"): {"auth": USER, "json": {}},
+    ("GET", "/api/never-log"): {"auth": USER, "query": {"email": "jane@acme-org1.com"}},
     # Outlook add-in and sidebar assets (the sidebar authenticates its API calls itself)
     ("GET", "/addin/icon-{size}.png"): {"auth": PUBLIC},
     ("GET", "/addin/manifest.xml"): {"auth": PUBLIC},

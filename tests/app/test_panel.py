@@ -364,13 +364,28 @@ def test_log_this_email_when_the_mailbox_is_not_synced(site, page):
     assert sd.world.scalar("SELECT COUNT(*) FROM interaction WHERE message_key = 'quote.1@logged.io'") == 1
 
 
+def test_never_log_sits_in_a_menu_that_says_how_many_stored_emails_it_deletes(site, page):
+    sd, base = site
+    open_pane(page, base, mail(("Jane Doe", JANE)), token=sd.tokens["alice"])
+    wait_state(page, "ready", JANE)
+    assert page.locator("button.never-log").is_hidden()  # no red button under Edit
+    page.locator(".more-actions summary").click()
+    consequence = page.locator(".more-actions .consequence")
+    page.wait_for_function("() => !document.querySelector('.more-actions button.never-log').disabled")
+    # 31 emails with Jane; Bob's one is in his mailbox, not alice's.
+    assert consequence.inner_text().startswith(f"Deletes the 30 stored emails with {JANE} that only your mailbox holds.")
+    assert page.locator("button.never-log").inner_text() == "Never log and delete 30 emails"
+    assert sd.world.scalar("SELECT COUNT(*) FROM exclusionrule WHERE value = :v", v=JANE) == 0  # nothing done yet
+
+
 def test_never_log_the_sender(site, page):
     sd, base = site
     open_pane(page, base, mail(("Sam Spam", SAM), "Buy now"), token=sd.tokens["alice"])
     wait_state(page, "ready", SAM)
+    page.locator(".more-actions summary").click()
     button = page.locator("button.never-log")
-    button.click()
-    assert button.inner_text() == f"Confirm: never log {SAM}"
+    page.wait_for_function("() => !document.querySelector('.more-actions button.never-log').disabled")
+    assert "Deletes the 1 stored email with " + SAM in page.locator(".more-actions .consequence").inner_text()
     button.click()
     # Sam's mail is gone (it was only in alice's mailbox) and so is the contact.
     wait_state(page, "unknown", SAM)
@@ -457,6 +472,34 @@ def test_outlook_themes_light_and_dark_with_screenshots(site, page, tmp_path):
     for name in ("sidebar-light.png", "sidebar-dark.png"):
         assert (tmp_path / name).stat().st_size > 5_000
         # THREADLINE_UPDATE_SCREENSHOTS=1 refreshes the pictures in docs/.
+        if os.environ.get("THREADLINE_UPDATE_SCREENSHOTS") == "1":
+            shutil.copyfile(tmp_path / name, DOCS / name)
+
+
+def test_screenshots_of_the_pane_at_360_and_1280_px(site, browser, tmp_path):
+    """docs/pane-*.png: the standalone pane at 360 px and a full record at 1280 px, menus open.
+    THREADLINE_UPDATE_SCREENSHOTS=1 refreshes them."""
+    sd, base = site
+    jane_id = api(base, sd, "alice", "GET", "/api/lookup", params={"email": JANE}).json()["contact"]["id"]
+    shots = {"pane-360.png": (360, f"/panel?email={JANE}", "ready"),
+             "pane-1280.png": (1280, f"/panel/contact/{jane_id}", "ready"),
+             "pane-unknown-360.png": (360, "/panel?email=lena.lane@acme.com", "unknown")}
+    for name, (width, path, state) in shots.items():
+        context = browser.new_context(viewport={"width": width, "height": 900})
+        try:
+            page = context.new_page()
+            page.add_init_script(f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens['alice'])});")
+            page.goto(base + path)
+            wait_state(page, state)
+            if state == "ready":
+                page.locator(".more-actions summary").click()
+                page.wait_for_function("() => !document.querySelector('.more-actions button.never-log').disabled")
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            page.screenshot(path=str(tmp_path / name),
+                            clip={"x": 0, "y": 0, "width": width, "height": 900})
+        finally:
+            context.close()
+        assert 5_000 < (tmp_path / name).stat().st_size < 150_000
         if os.environ.get("THREADLINE_UPDATE_SCREENSHOTS") == "1":
             shutil.copyfile(tmp_path / name, DOCS / name)
 
