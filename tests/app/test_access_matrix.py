@@ -125,6 +125,7 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("GET", "/admin/login"): {"auth": PUBLIC},
     ("POST", "/admin/login"): {"auth": PUBLIC},  # without the sign-in form's cookie: 403 for everyone
     ("GET", "/admin/static/admin.css"): {"auth": PUBLIC},
+    ("GET", "/admin/static/admin.js"): {"auth": PUBLIC},
     ("POST", "/admin/logout"): {"auth": CONSOLE},
     ("GET", "/admin"): {"auth": CONSOLE},
     ("GET", "/admin/mailboxes/new"): {"auth": CONSOLE},
