@@ -91,6 +91,8 @@
   function storeToken(token) {
     state.token = token;
     try { token ? localStorage.setItem(TOKEN_KEY, token) : localStorage.removeItem(TOKEN_KEY); } catch (e) { /* private mode */ }
+    // Whoever signs in next on this browser does not see whom the last one looked at.
+    if (!token) try { localStorage.removeItem("threadline.recent"); } catch (e) { /* private mode */ }
     try {
       if (inOutlook && window.Office && Office.context && Office.context.roamingSettings) {
         if (token) Office.context.roamingSettings.set("threadlineToken", token);
@@ -366,6 +368,7 @@
     const c = data.contact;
     const s = data.summary || {};
     state.contact = c;
+    rememberPerson(c);
     body.dataset.state = "ready";
     body.dataset.contactId = c.id;
     clear(main);
@@ -801,6 +804,67 @@
         p.title ? el("span", { class: "meta", text: " · " + p.title }) : null))) : null);
   }
 
+  // -- finding someone (the standalone panel without ?email=) ------------------------------------
+  const RECENT_KEY = "threadline.recent";
+  function recentPeople() {
+    try { return JSON.parse(localStorage.getItem(RECENT_KEY) || "[]").filter(p => p && typeof p.email === "string"); }
+    catch (e) { return []; }
+  }
+  // The people this browser looked at last (names and addresses only), newest first.
+  function rememberPerson(c) {
+    if (inOutlook) return;
+    const entry = { email: c.email, name: c.name || "", company: c.company ? c.company.name : "" };
+    const list = [entry].concat(recentPeople().filter(p => p.email !== c.email)).slice(0, 8);
+    try { localStorage.setItem(RECENT_KEY, JSON.stringify(list)); } catch (e) { /* private mode */ }
+  }
+  function openFound(email) {
+    history.replaceState(null, "", "/panel?email=" + encodeURIComponent(email));
+    state.people = [{ email, name: "" }];
+    show(email);
+  }
+  function personList(label, cls, people) {
+    return el("ul", { class: "plain " + cls, "aria-label": label }, people.map(p => el("li", {},
+      el("button", { type: "button", class: "link", text: p.name || p.email, onclick: () => openFound(p.email) }),
+      el("span", { class: "meta", text: " · " + [p.name ? p.email : null, p.company].filter(Boolean).join(" · ") }))));
+  }
+  function showSearch() {
+    state.seq++;
+    body.dataset.state = "empty";
+    clear(main);
+    const input = el("input", { type: "search", name: "q", autocomplete: "off", spellcheck: "false", maxlength: 320 });
+    const found = el("div", { class: "search-results", "aria-live": "polite" });
+    let timer = null, asked = 0;
+    async function search() {
+      const q = input.value.trim();
+      const mine = ++asked;
+      clear(found);
+      if (q.length < 2) return;
+      try {
+        const hits = await api("GET", "/api/contacts?q=" + encodeURIComponent(q) + "&limit=10");
+        if (mine !== asked) return;
+        found.append(hits.length ? personList("Contacts found", "hits", hits)
+          : el("p", { class: "muted", text: q.includes("@") ? "No contact has this address: press Enter to look it up." : "No contact found." }));
+      } catch (e) {
+        if (e.status === 401) { storeToken(null); showSignIn(e.message); return; }
+        found.append(el("p", { class: "error", text: "Could not search: " + e.message }));
+      }
+    }
+    input.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(search, 200); });
+    const recent = recentPeople();
+    main.append(el("h1", { text: "Threadline" }), el("form", { role: "search", onsubmit: ev => {
+      ev.preventDefault();
+      const q = input.value.trim().toLowerCase();
+      if (q.includes("@")) { openFound(q); return; }
+      const first = found.querySelector("button");
+      if (first) first.click(); else search();
+    } }, field("Find a contact by name or email", input),
+    el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Find" }))),
+    found,
+    recent.length ? el("section", { "aria-labelledby": "h-recent" }, el("h2", { id: "h-recent", text: "Recently viewed" }),
+      personList("Recently viewed", "recent", recent)) : null);
+    input.focus();
+  }
+
   // -- start --------------------------------------------------------------------------------------
   function start() {
     config();
@@ -819,15 +883,7 @@
     const email = (params.get("email") || "").trim();
     if (!email) {
       if (!(state.token || storedToken())) { showSignIn(""); return; }
-      body.dataset.state = "empty";
-      clear(main);
-      const input = el("input", { type: "email", name: "email", autocomplete: "off" });
-      main.append(el("h1", { text: "Threadline" }), el("form", { onsubmit: ev => {
-        ev.preventDefault();
-        history.replaceState(null, "", "/panel?email=" + encodeURIComponent(input.value.trim()));
-        state.people = [{ email: input.value.trim().toLowerCase(), name: "" }];
-        show(input.value.trim().toLowerCase());
-      } }, field("Look up an email address", input), el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Look up" }))));
+      showSearch();
       return;
     }
     state.people = [{ email: email.toLowerCase(), name: "" }];

@@ -452,6 +452,35 @@ def test_standalone_panel_with_csp_and_dark_scheme(site, browser):
         context.close()
 
 
+def test_the_standalone_panel_finds_contacts_by_name_and_lists_the_recently_viewed(site, browser):
+    sd, base = site
+    context = browser.new_context(viewport={"width": 360, "height": 800})
+    try:
+        page = context.new_page()
+        page.add_init_script(f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens['alice'])});")
+        page.goto(f"{base}/panel")
+        wait_state(page, "empty")
+        assert page.locator("#h-recent").count() == 0  # nobody viewed yet
+        page.get_by_label("Find a contact by name or email").fill("jan")
+        hit = page.locator(".search-results .hits button").first
+        hit.wait_for(timeout=10_000)
+        assert hit.inner_text() == "Jane Doe"
+        assert "Acme" in page.locator(".search-results .hits li").first.inner_text()
+        hit.click()
+        wait_state(page, "ready", JANE)
+        page.goto(f"{base}/panel?email={MARK}")
+        wait_state(page, "ready", MARK)
+        page.goto(f"{base}/panel")
+        wait_state(page, "empty")
+        assert page.locator(".recent button").all_inner_texts() == ["Mark Roe", "Jane Doe"]
+        # An address typed in full opens straight away, known or not.
+        page.get_by_label("Find a contact by name or email").fill("nobody@newco.io")
+        page.keyboard.press("Enter")
+        wait_state(page, "unknown", "nobody@newco.io")
+    finally:
+        context.close()
+
+
 def test_outlook_themes_light_and_dark_with_screenshots(site, page, tmp_path):
     sd, base = site
     jane_id = api(base, sd, "alice", "GET", "/api/lookup", params={"email": JANE}).json()["contact"]["id"]
