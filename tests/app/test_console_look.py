@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,12 +18,14 @@ import pytest
 from sqlalchemy import insert
 from sqlmodel import select
 
+from app.api import create_app
 from app.db import session, write_transaction
 from app.models import FolderState, Mailbox
 from app.models.base import utcnow
 from app.services import orgs, rules
 from app.services.actor import Actor
 from tests import factories
+from tests.servers import AppServer
 from tests.world import make_world
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -41,7 +44,7 @@ def _mailbox(w, owner_id: int, **values) -> int:
 
 
 @pytest.fixture(scope="module")
-def console(tmp_path_factory, live_app_module):
+def console(tmp_path_factory):
     w = make_world(tmp_path_factory.mktemp("look"))
     boss = w.add_user("boss@ourco.com", "Bea Boss", admin=True)
     w.add_user("temp@ourco.com", "Tim Temp")
@@ -71,37 +74,26 @@ def console(tmp_path_factory, live_app_module):
     op = Actor.operator(w.org_id)
     rules.add_rule(w.rt, op, value="newsletter.example")
     rules.add_rule(w.rt, op, value="private@family.example", user_id=users["alice@ourco.com"])
-    base = live_app_module(w)
-    yield {"world": w, "base": base, "token": token, "users": users, "alice_box": alice_box}
+    server = AppServer(create_app(w.rt, run_scheduler=False)).start()
+    yield {"world": w, "base": server.url, "token": token, "users": users, "alice_box": alice_box}
+    server.stop()
     w.rt.engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def live_app_module():
-    from app.api import create_app
-    from tests.servers import AppServer
-
-    servers = []
-
-    def serve(world) -> str:
-        server = AppServer(create_app(world.rt, run_scheduler=False)).start()
-        servers.append(server)
-        return server.url
-
-    yield serve
-    for server in servers:
-        server.stop()
-
-
+@contextmanager
 def signed_in(browser, console, width: int, *, dark: bool = False, js: bool = True):
+    """A page of a fresh browser context, signed in to the console through its form."""
     context = browser.new_context(viewport={"width": width, "height": 800}, java_script_enabled=js,
                                   color_scheme="dark" if dark else "light")
-    page = context.new_page()
-    page.goto(console["base"] + "/admin/login")
-    page.fill("input[name=token]", console["token"])
-    page.click("button[type=submit]")
-    page.wait_for_url(console["base"] + "/admin")
-    return context, page
+    try:
+        page = context.new_page()
+        page.goto(console["base"] + "/admin/login")
+        page.fill("input[name=token]", console["token"])
+        page.click("button[type=submit]")
+        page.wait_for_url(console["base"] + "/admin")
+        yield page
+    finally:
+        context.close()
 
 
 def url(console, page_name: str) -> str:
@@ -136,17 +128,13 @@ def test_the_sign_in_page_is_styled_in_the_panes_look_not_browser_defaults(conso
 
 
 def test_the_console_follows_a_dark_system_theme(console, browser):
-    context, page = signed_in(browser, console, 1280, dark=True)
-    try:
+    with signed_in(browser, console, 1280, dark=True) as page:
         assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(24, 24, 24)"
         assert page.evaluate("getComputedStyle(document.querySelector('h1')).color") == "rgb(242, 242, 242)"
-    finally:
-        context.close()
 
 
 def test_the_health_table_uses_the_width_keeps_dates_on_one_line_and_names_the_owner_once(console, browser):
-    context, page = signed_in(browser, console, 1280)
-    try:
+    with signed_in(browser, console, 1280) as page:
         table = page.locator("#health").bounding_box()
         assert table["width"] >= 1280 - 2 * 20 - 2  # main's padding only
         assert single_line(page, "#health .when")
@@ -160,13 +148,10 @@ def test_the_health_table_uses_the_width_keeps_dates_on_one_line_and_names_the_o
         page.set_viewport_size({"width": 360, "height": 800})
         assert page.evaluate("document.documentElement.scrollWidth") <= 360
         assert page.locator("#health thead").is_hidden()  # rows become labelled cards
-    finally:
-        context.close()
 
 
 def test_the_mailbox_page_keeps_sync_cursors_in_technical_details_and_says_whether_it_is_syncing(console, browser):
-    context, page = signed_in(browser, console, 1280)
-    try:
+    with signed_in(browser, console, 1280) as page:
         page.goto(url(console, "mailbox"))
         main = page.inner_text("main")
         assert "uidvalidity" not in main.lower() and "highestmodseq" not in main.lower()
@@ -182,14 +167,11 @@ def test_the_mailbox_page_keeps_sync_cursors_in_technical_details_and_says_wheth
         assert page.locator("#resync").is_hidden()
         page.click("#resync-menu summary")
         assert "Nothing is duplicated" in page.inner_text("#resync-menu")
-    finally:
-        context.close()
 
 
 def test_the_users_page_keeps_deactivate_in_a_menu_that_spells_out_the_consequence(console, browser):
     w, users = console["world"], console["users"]
-    context, page = signed_in(browser, console, 1280)
-    try:
+    with signed_in(browser, console, 1280) as page:
         page.goto(url(console, "users"))
         assert page.locator("button.danger:visible").count() == 0
         assert page.locator("#users button:visible").count() == 0  # a Manage menu per row, no button grid
@@ -206,13 +188,10 @@ def test_the_users_page_keeps_deactivate_in_a_menu_that_spells_out_the_consequen
         page.wait_for_url("**/admin/users?ok=deactivated")
         assert w.scalar("SELECT active FROM app_user WHERE id = :i", i=users["temp@ourco.com"]) in (0, False)
         assert "deactivated" in page.locator("tr.user[data-email='temp@ourco.com']").inner_text()
-    finally:
-        context.close()
 
 
 def test_a_provider_preset_fills_in_server_port_and_security(console, browser):
-    context, page = signed_in(browser, console, 360)
-    try:
+    with signed_in(browser, console, 360) as page:
         page.goto(url(console, "add-mailbox"))
         page.fill("input[name=port]", "143")
         page.select_option("#preset", label="Fastmail")
@@ -221,39 +200,31 @@ def test_a_provider_preset_fills_in_server_port_and_security(console, browser):
         assert page.input_value("select[name=security]") == "tls"
         assert "app password" in page.inner_text("#preset-hint")
         assert page.evaluate("document.documentElement.scrollWidth") <= 360
-    finally:
-        context.close()
     # Without scripts the list would do nothing, so it is not shown; the form still works.
-    context, page = signed_in(browser, console, 1280, js=False)
-    try:
+    with signed_in(browser, console, 1280, js=False) as page:
         page.goto(url(console, "add-mailbox"))
         assert page.locator("#preset").is_hidden() and page.locator("input[name=host]").is_visible()
-    finally:
-        context.close()
 
 
 def test_screenshots_of_every_console_page(console, browser, tmp_path):
     """docs/console-<page>-<width>.png, at 1280 and 360 px, clipped to the first screen."""
+    def shoot(page, name: str, width: int) -> None:
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, name
+        out = tmp_path / f"console-{name}-{width}.png"
+        page.screenshot(path=str(out), clip={"x": 0, "y": 0, "width": width, "height": 800})
+        assert 3_000 < out.stat().st_size < 150_000, (out.name, out.stat().st_size)
+        if os.environ.get("THREADLINE_UPDATE_SCREENSHOTS") == "1":
+            shutil.copyfile(out, DOCS / out.name)
+
     for width in (1280, 360):
-        context, page = signed_in(browser, console, width)
-        try:
-            for name in PAGES:
-                if name == "signin":
-                    fresh = context.browser.new_context(viewport={"width": width, "height": 800})
-                    shot_page = fresh.new_page()
-                    shot_page.goto(url(console, name))
-                else:
-                    fresh, shot_page = None, page
-                    page.goto(url(console, name))
-                    if name == "users":
-                        page.locator("tr.user[data-email='alice@ourco.com'] details.manage summary").click()
-                assert shot_page.evaluate("document.documentElement.scrollWidth") <= width, name
-                out = tmp_path / f"console-{name}-{width}.png"
-                shot_page.screenshot(path=str(out), clip={"x": 0, "y": 0, "width": width, "height": 800})
-                if fresh:
-                    fresh.close()
-                assert 3_000 < out.stat().st_size < 150_000, (out.name, out.stat().st_size)
-                if os.environ.get("THREADLINE_UPDATE_SCREENSHOTS") == "1":
-                    shutil.copyfile(out, DOCS / out.name)
-        finally:
-            context.close()
+        context = browser.new_context(viewport={"width": width, "height": 800})
+        page = context.new_page()
+        page.goto(url(console, "signin"))
+        shoot(page, "signin", width)
+        context.close()
+        with signed_in(browser, console, width) as page:
+            for name in PAGES.keys() - {"signin"}:
+                page.goto(url(console, name))
+                if name == "users":
+                    page.locator("tr.user[data-email='alice@ourco.com'] details.manage summary").click()
+                shoot(page, name, width)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from datetime import datetime, time, timedelta
 from pathlib import Path
 
@@ -70,6 +71,19 @@ def wait_state(page, state: str, email: str | None = None):
 
 def api(base: str, sd, who: str, method: str, path: str, **kw):
     return httpx.request(method, base + path, headers=sd.h(who), timeout=10, **kw)
+
+
+@contextmanager
+def standalone(browser, sd, base: str, path: str, *, width: int = 320, who: str = "alice", **options):
+    """The standalone panel at `path` in a fresh context, with `who`'s token already stored."""
+    context = browser.new_context(viewport={"width": width, "height": 900}, **options)
+    try:
+        page = context.new_page()
+        page.add_init_script(f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens[who])});")
+        page.goto(base + path)
+        yield page
+    finally:
+        context.close()
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -149,18 +163,14 @@ def test_relative_days_are_calendar_days_in_the_reps_time_zone(site, browser):
         got = page.evaluate("""cases => cases.map(([value]) =>
             window.ThreadlineDates.relativeDay(value, '2024-03-31T09:00:00+02:00'))""", RELATIVE_DAYS)
         assert list(zip([v for v, _ in RELATIVE_DAYS], got)) == [(v, want) for v, want in RELATIVE_DAYS]
-        # The pane uses it: Sam's last mail, two days ago, reads so in New York too.
+    finally:
         context.close()
-        context = browser.new_context(timezone_id="America/New_York", viewport={"width": 320, "height": 800})
-        page = context.new_page()
-        page.add_init_script(f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens['alice'])});")
-        page.goto(f"{base}/panel?email={SAM}")
+    # The pane uses it: Sam's last mail, two days ago, reads so in New York too.
+    with standalone(browser, sd, base, f"/panel?email={SAM}", timezone_id="America/New_York") as page:
         wait_state(page, "ready", SAM)
         want = page.evaluate("v => window.ThreadlineDates.relativeDay(v)", (NOW - timedelta(days=2)).isoformat())
         assert want in ("2 days ago", "yesterday", "3 days ago")
         assert "last " + want in page.locator("#h-summary + .stats + .meta").inner_text()
-    finally:
-        context.close()
 
 
 RITA = "rita@recur.io"
@@ -336,11 +346,8 @@ def test_unknown_sender_added_as_contact_in_one_click(site, page):
 
 def test_an_unknown_sender_at_a_known_company_shows_who_works_with_it_and_a_name(site, browser):
     sd, base = site
-    context = browser.new_context(viewport={"width": 320, "height": 800})
-    try:
-        page = context.new_page()
-        page.add_init_script(f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens['alice'])});")
-        page.goto(f"{base}/panel?email=lena.lane@acme.com")  # no display name to go on: the address gives one
+    # No display name to go on (not in Outlook): the address gives one.
+    with standalone(browser, sd, base, "/panel?email=lena.lane@acme.com") as page:
         wait_state(page, "unknown", "lena.lane@acme.com")
         assert page.locator("form.add-contact input[name=name]").input_value() == "Lena Lane"
         assert page.locator(".colleague-count").inner_text() == "2 colleagues work with Acme: Alice Rep, Bob Rep"
@@ -348,8 +355,6 @@ def test_an_unknown_sender_at_a_known_company_shows_who_works_with_it_and_a_name
         assert "Jane Doe" in page.locator(".company-context .company-contacts").inner_text()
         top = lambda sel: page.evaluate(f"document.querySelector({sel!r}).getBoundingClientRect().top")
         assert top(".company-context") < top("form.add-contact")
-    finally:
-        context.close()
 
 
 def test_log_this_email_when_the_mailbox_is_not_synced(site, page):
@@ -454,11 +459,7 @@ def test_standalone_panel_with_csp_and_dark_scheme(site, browser):
 
 def test_the_standalone_panel_finds_contacts_by_name_and_lists_the_recently_viewed(site, browser):
     sd, base = site
-    context = browser.new_context(viewport={"width": 360, "height": 800})
-    try:
-        page = context.new_page()
-        page.add_init_script(f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens['alice'])});")
-        page.goto(f"{base}/panel")
+    with standalone(browser, sd, base, "/panel", width=360) as page:
         wait_state(page, "empty")
         assert page.locator("#h-recent").count() == 0  # nobody viewed yet
         page.get_by_label("Find a contact by name or email").fill("jan")
@@ -477,8 +478,6 @@ def test_the_standalone_panel_finds_contacts_by_name_and_lists_the_recently_view
         page.get_by_label("Find a contact by name or email").fill("nobody@newco.io")
         page.keyboard.press("Enter")
         wait_state(page, "unknown", "nobody@newco.io")
-    finally:
-        context.close()
 
 
 def test_outlook_themes_light_and_dark_with_screenshots(site, page, tmp_path):
@@ -514,20 +513,13 @@ def test_screenshots_of_the_pane_at_360_and_1280_px(site, browser, tmp_path):
              "pane-1280.png": (1280, f"/panel/contact/{jane_id}", "ready"),
              "pane-unknown-360.png": (360, "/panel?email=lena.lane@acme.com", "unknown")}
     for name, (width, path, state) in shots.items():
-        context = browser.new_context(viewport={"width": width, "height": 900})
-        try:
-            page = context.new_page()
-            page.add_init_script(f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens['alice'])});")
-            page.goto(base + path)
+        with standalone(browser, sd, base, path, width=width) as page:
             wait_state(page, state)
             if state == "ready":
                 page.locator(".more-actions summary").click()
                 page.wait_for_function("() => !document.querySelector('.more-actions button.never-log').disabled")
             assert page.evaluate("document.documentElement.scrollWidth") <= width
-            page.screenshot(path=str(tmp_path / name),
-                            clip={"x": 0, "y": 0, "width": width, "height": 900})
-        finally:
-            context.close()
+            page.screenshot(path=str(tmp_path / name), clip={"x": 0, "y": 0, "width": width, "height": 900})
         assert 5_000 < (tmp_path / name).stat().st_size < 150_000
         if os.environ.get("THREADLINE_UPDATE_SCREENSHOTS") == "1":
             shutil.copyfile(tmp_path / name, DOCS / name)
