@@ -95,7 +95,8 @@ def rule_consequence(conn: Connection, org_id: int, *, kind: str, value: str, us
     ids = _matching(org_id, kind, value, user_id).subquery()
     counts = dict(conn.execute(select(I.c.kind, func.count()).where(I.c.id.in_(select(ids.c.interaction_id)))
                                .group_by(I.c.kind)).all())
-    return {"kind": kind, "value": value, "emails": counts.get("email", 0), "meetings": counts.get("meeting", 0)}
+    # Counts only: the caller knows what it asked about (and echoing it would look like a leak).
+    return {"emails": counts.get("email", 0), "meetings": counts.get("meeting", 0)}
 
 
 def store_rule(conn: Connection, actor: Actor, *, kind: str, value: str, user_id: int | None) -> dict:
