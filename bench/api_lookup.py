@@ -319,12 +319,29 @@ def sql_profile(db_path: Path, emails: list[str], typical: str, busiest: list[st
             times.sort()
             out[label] = {"n": len(times), "p50_ms": percentile(times, 50) * 1000,
                           "p99_ms": percentile(times, 99) * 1000, "max_ms": times[-1] * 1000}
+        # An address that is no contact, at the company of a random or of the busiest contact:
+        # the pane's 404 asks timeline.unknown_address what is known around it.
+        unknown = {"new addresses at random companies": [rng.choice(emails) for _ in range(samples)],
+                   "new addresses at the busiest contacts' companies": busiest}
+        timeline.unknown_address(conn, 1, "warm.up@" + typical.partition("@")[2])  # loads the public-suffix list
+        for label, pool in unknown.items():
+            times = []
+            for e in pool:
+                t0 = time.perf_counter()
+                timeline.unknown_address(conn, 1, "new.person" + rng.choice("abcdefgh") + "@" + e.partition("@")[2])
+                times.append(time.perf_counter() - t0)
+            times.sort()
+            out[label] = {"n": len(times), "p50_ms": percentile(times, 50) * 1000,
+                          "p99_ms": percentile(times, 99) * 1000, "max_ms": times[-1] * 1000}
     engine.dispose()
     return out
 
 
 def print_sql_profile(prof: dict, typical_n: int, busiest_n: int) -> None:
-    for label in ("random contacts", "10 busiest contacts"):
+    for label in ("random contacts", "10 busiest contacts", "new addresses at random companies",
+                  "new addresses at the busiest contacts' companies"):
+        if label not in prof:
+            continue
         p = prof[label]
         log(f"    {label} ({p['n']} lookups): p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms, "
             f"max {p['max_ms']:.2f} ms")

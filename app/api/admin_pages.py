@@ -28,12 +28,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 
 from app.api.admin import export_download, scheduler_of
 from app.api.deps import Caller, caller_from, runtime_of
 from app.db import read_only, write_transaction
-from app.models import ApiToken, ConsoleSession, Organisation, User
+from app.models import ApiToken, ConsoleSession, Mailbox, Organisation, User
 from app.models.base import utcnow
 from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
 from app.services import audit, calendars, m365, mailboxes, orgs, privacy, rules
@@ -85,6 +85,19 @@ OK_MESSAGES = {
     "m365_all": "Microsoft 365 mailboxes added for every enabled rep who had none through this tenant.",
 }
 SOURCE_KINDS = ("imap", "caldav", "m365")
+# The add-mailbox form's provider list (admin.js fills the form from it): each
+# provider's published IMAP server, and what its accounts need to let IMAP in.
+IMAP_PRESETS = (
+    ("Fastmail", "imap.fastmail.com", 993, "tls", "Fastmail needs an app password (Settings → Privacy & Security)."),
+    ("Gmail / Google Workspace", "imap.gmail.com", 993, "tls",
+     "Google needs an app password (Google Account → Security), and IMAP allowed for Workspace accounts."),
+    ("iCloud Mail", "imap.mail.me.com", 993, "tls", "iCloud needs an app-specific password (account.apple.com)."),
+    ("Yahoo Mail", "imap.mail.yahoo.com", 993, "tls", "Yahoo needs an app password (Account security)."),
+    ("Zoho Mail", "imap.zoho.com", 993, "tls", "Zoho: turn IMAP access on in Mail settings; EU accounts use imap.zoho.eu."),
+    ("GMX", "imap.gmx.net", 993, "tls", "GMX: turn on POP3/IMAP access in the mailbox settings."),
+    ("OVHcloud", "ssl0.ovh.net", 993, "tls", ""),
+    ("IONOS", "imap.ionos.com", 993, "tls", "German IONOS accounts use imap.ionos.de."),
+)
 
 
 # -- sessions -------------------------------------------------------------------------
@@ -340,6 +353,13 @@ def stylesheet() -> Response:
                     headers={"Cache-Control": "max-age=3600"})
 
 
+@router.get("/static/admin.js")
+def script() -> Response:
+    """The console's one script: provider presets on the add-mailbox form (the pages work without it)."""
+    return Response((ADMIN_DIR / "static" / "admin.js").read_text(), media_type="text/javascript",
+                    headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"})
+
+
 # -- sync health (home) -------------------------------------------------------------------
 
 @router.get("")
@@ -359,7 +379,7 @@ def _mailbox_form(request, con, status: int = 200, *, kind: str = "imap", **ctx)
     with read_only(rt.engine) as conn:
         users = [u for u in orgs.list_users(conn, con.org_id) if u["active"]]
     ctx.setdefault("values", {"port": 993, "security": "tls"} if kind == "imap" else {})
-    return render(request, "mailbox_new.html", con, status=status, users=users, kind=kind,
+    return render(request, "mailbox_new.html", con, status=status, users=users, kind=kind, presets=IMAP_PRESETS,
                   tenants=m365.tenants(rt.engine, con.org_id), **ctx)
 
 
@@ -517,9 +537,13 @@ def users_page(request: Request, con: Console = Depends(console)) -> HTMLRespons
 
 
 def _users(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResponse:
+    mb = Mailbox.__table__
     with read_only(runtime_of(request).engine) as conn:
         users = orgs.list_users(conn, con.org_id)
-    return render(request, "users.html", con, status=status, users=users, **ctx)
+        # Deactivating pauses all of a user's mailboxes: the menu says how many.
+        owned = dict(conn.execute(select(mb.c.owner_id, func.count()).where(mb.c.org_id == con.org_id)
+                                  .group_by(mb.c.owner_id)).all())
+    return render(request, "users.html", con, status=status, users=users, mailboxes=owned, **ctx)
 
 
 @router.post("/users")

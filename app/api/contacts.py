@@ -5,19 +5,22 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, Response
 
 from app.api.deps import CallerDep, RuntimeDep, read_conn, run_db
-from app.api.schemas import ContactCard, ContactHit, Lookup, TimelinePage
+from app.api.schemas import ContactCard, ContactHit, Lookup, LookupMiss, TimelinePage
 from app.services import timeline
 
 router = APIRouter(tags=["contacts"])
 
 
 @router.get("/api/lookup", response_model=Lookup, summary="Everything known about one email address",
-            responses={404: {"description": "no contact with this address"}})
+            responses={404: {"model": LookupMiss, "description": "no contact with this address; `unknown` says what "
+                             "is known around it (its name, its company's people and colleagues)"}})
 async def lookup(caller: CallerDep, rt: RuntimeDep, email: Annotated[str, Query(max_length=320)],
                  limit: Annotated[int, Query(ge=1, le=100)] = 20):
     data = await run_db(rt, timeline.lookup, caller.org_id, email, limit)
     if data is None:
-        raise HTTPException(404, "no contact with this address")
+        about = await run_db(rt, timeline.unknown_address, caller.org_id, email)
+        return Response(orjson.dumps({"detail": "no contact with this address", "unknown": about}),
+                        status_code=404, media_type="application/json")
     # The sidebar's hot path: the service builds exactly the documented shape,
     # so it is encoded once here (orjson: datetimes as RFC 3339) instead of
     # validated field by field.

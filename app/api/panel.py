@@ -21,7 +21,7 @@ from app.services.people import STAGES
 router = APIRouter(tags=["sidebar"])
 WEB = Path(__file__).resolve().parent.parent / "web"
 STATIC = {"panel.js": "text/javascript", "panel.css": "text/css", "signin.js": "text/javascript",
-          "legacy.js": "text/javascript"}
+          "legacy.js": "text/javascript", "dates.js": "text/javascript"}
 OFFICE_JS = "https://appsforoffice.microsoft.com"
 # The exact file, not the whole CDN: a CSP source with a path allows only it.
 MSAL_CDN = "https://cdn.jsdelivr.net/npm/@azure/msal-browser@3.27.0/lib/msal-browser.min.js"

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from app.api.deps import CallerDep, RuntimeDep, read_conn
-from app.api.schemas import ContactCard, ContactConflict, Me, NeverLogRule
+from app.api.schemas import ContactCard, ContactConflict, Me, NeverLogConsequence, NeverLogRule
 from app.models import Organisation, User
 from app.services import people
 from app.services.actor import Actor
@@ -69,6 +69,15 @@ def create(caller: CallerDep, rt: RuntimeDep, body: ContactIn) -> Any:
 def edit(caller: CallerDep, rt: RuntimeDep, contact_id: int, body: ContactPatch) -> Any:
     changes = {k: getattr(body, k) for k in body.model_fields_set}
     return people.update_contact(rt, Actor.of(caller), contact_id, changes)
+
+
+@router.get("/api/never-log", response_model=NeverLogConsequence,
+            summary="What never logging this address (or domain) would delete from my mail")
+def never_log_consequence(caller: CallerDep, rt: RuntimeDep,
+                          email: Annotated[str, Query(min_length=3, max_length=320)],
+                          scope: Literal["address", "domain"] = "address") -> Any:
+    with read_conn(rt) as conn:
+        return people.never_log_consequence(conn, caller.org_id, caller.user_id, email=email, scope=scope)
 
 
 @router.post("/api/never-log", status_code=201, response_model=NeverLogRule,

@@ -124,6 +124,19 @@ class Lookup(BaseModel):
     timeline: TimelinePage
 
 
+class UnknownAddress(BaseModel):
+    name: str  # the name the address wrote under, else guessed from first.last@; "" when neither
+    company: CompanyRef | None  # the organisation's company of its domain, if any
+    company_contacts: list[CompanyContact]
+    colleagues: list[Colleague]  # who work with that company, latest first (interactions summed per person)
+    last_interaction: TimelineItem | None  # the company's latest
+
+
+class LookupMiss(BaseModel):
+    detail: str
+    unknown: UnknownAddress | None  # None for an address that is not valid
+
+
 class ContactHit(BaseModel):
     id: int
     name: str
@@ -136,6 +149,12 @@ class CompanyDetail(BaseModel):
     name: str
     domain: str
     contacts: list[CompanyContact]
+
+
+class NeverLogConsequence(BaseModel):
+    """What a "never log" rule would delete: stored mail and meetings only this rep's mailboxes hold."""
+    emails: int
+    meetings: int
 
 
 class ContactConflict(BaseModel):

@@ -140,17 +140,33 @@ def _update_contact(conn: Connection, org_id: int, actor_id: int | None, contact
     return timeline.contact_card(conn, org_id, contact_id)
 
 
-def never_log(rt, actor: Actor, *, email: str, scope: str = "address") -> dict:
-    """The rep's own "never log" rule for an address (or its whole domain): stored
-    idempotently, matching stored mail removed and audited (app.services.rules)."""
-    from app.services import rules
-
+def _never_log_value(email: str, scope: str) -> str:
+    """The rule's value for a rep's "never log": the address, or its domain."""
     address = addr.normalise(email or "")
     if address is None:
         raise Invalid("not a valid email address", field="email")
     if scope not in ("address", "domain"):
         raise Invalid("scope must be address or domain", field="scope")
-    value = address if scope == "address" else addr.domain_of(address)
+    return address if scope == "address" else addr.domain_of(address)
+
+
+def never_log_consequence(conn, org_id: int, user_id: int, *, email: str, scope: str = "address") -> dict:
+    """What a rep's "never log" would delete, to say so before they confirm it."""
+    from app.services import rules
+
+    value = _never_log_value(email, scope)
+    try:
+        return rules.rule_consequence(conn, org_id, kind=scope, value=value, user_id=user_id)
+    except Invalid as exc:  # the rule's wording names its `value`; the rep typed an email
+        raise Invalid(exc.reason, field="email") from None
+
+
+def never_log(rt, actor: Actor, *, email: str, scope: str = "address") -> dict:
+    """The rep's own "never log" rule for an address (or its whole domain): stored
+    idempotently, matching stored mail removed and audited (app.services.rules)."""
+    from app.services import rules
+
+    value = _never_log_value(email, scope)
     with changing(rt.engine, actor, admin=False) as conn:
         try:
             rule = rules.store_rule(conn, actor, kind=scope, value=value, user_id=actor.user_id)

@@ -11,7 +11,7 @@ nothing already stored is duplicated).
 """
 from __future__ import annotations
 
-from sqlalchemy import and_, delete, exists, insert, select
+from sqlalchemy import and_, delete, exists, func, insert, select
 from sqlalchemy.engine import Connection
 
 from app.models import (ExclusionRule, Interaction, InteractionKind, InteractionSource, Mailbox, Organisation,
@@ -71,6 +71,34 @@ def add_rule(rt, actor: Actor, *, value: str, kind: str | None = None, user_id: 
         return store_rule(conn, actor, kind=kind or guess_kind(value), value=value, user_id=user_id)
 
 
+def _matching(org_id: int, kind: str, value: str, user_id: int | None):
+    """The ids of the stored interactions a rule removes."""
+    # Mail and meetings only: notes and tasks are the reps' own work, and a rule
+    # (which can be removed again) must never destroy it.
+    synced = select(I.c.id).where(I.c.org_id == org_id, I.c.kind.in_((InteractionKind.EMAIL, InteractionKind.MEETING)))
+    match = and_(P.c.org_id == org_id, P.c.user_id.is_(None), address_matches(P.c.address, kind, value),
+                 P.c.interaction_id.in_(synced))
+    query = select(P.c.interaction_id).distinct().where(match)
+    if user_id is not None:
+        theirs = select(M.c.id).where(M.c.org_id == org_id, M.c.owner_id == user_id)
+        query = query.where(
+            exists().where(S.c.interaction_id == P.c.interaction_id, S.c.mailbox_id.in_(theirs)),
+            ~exists().where(S.c.interaction_id == P.c.interaction_id, S.c.mailbox_id.not_in(theirs)))
+    return query
+
+
+def rule_consequence(conn: Connection, org_id: int, *, kind: str, value: str, user_id: int | None) -> dict:
+    """What adding the rule would delete, before anyone confirms it: the stored emails
+    and meetings it matches (for a rep's rule, those seen only through their mailboxes)."""
+    value = normalise_rule(kind, value)
+    _check_not_internal(conn, org_id, kind, value)
+    ids = _matching(org_id, kind, value, user_id).subquery()
+    counts = dict(conn.execute(select(I.c.kind, func.count()).where(I.c.id.in_(select(ids.c.interaction_id)))
+                               .group_by(I.c.kind)).all())
+    # Counts only: the caller knows what it asked about (and echoing it would look like a leak).
+    return {"emails": counts.get("email", 0), "meetings": counts.get("meeting", 0)}
+
+
 def store_rule(conn: Connection, actor: Actor, *, kind: str, value: str, user_id: int | None) -> dict:
     """Add a rule (idempotent) and remove the matching interactions already stored, in the
     caller's checked transaction; writes the one audit record."""
@@ -86,18 +114,7 @@ def store_rule(conn: Connection, actor: Actor, *, kind: str, value: str, user_id
     if existing is None:
         existing = conn.execute(insert(R).values(org_id=org_id, user_id=user_id, kind=kind, value=value,
                                                  created_by=actor_id)).inserted_primary_key[0]
-    # Mail and meetings only: notes and tasks are the reps' own work, and a rule
-    # (which can be removed again) must never destroy it.
-    synced = select(I.c.id).where(I.c.org_id == org_id, I.c.kind.in_((InteractionKind.EMAIL, InteractionKind.MEETING)))
-    match = and_(P.c.org_id == org_id, P.c.user_id.is_(None), address_matches(P.c.address, kind, value),
-                 P.c.interaction_id.in_(synced))
-    query = select(P.c.interaction_id).distinct().where(match)
-    if user_id is not None:
-        theirs = select(M.c.id).where(M.c.org_id == org_id, M.c.owner_id == user_id)
-        query = query.where(
-            exists().where(S.c.interaction_id == P.c.interaction_id, S.c.mailbox_id.in_(theirs)),
-            ~exists().where(S.c.interaction_id == P.c.interaction_id, S.c.mailbox_id.not_in(theirs)))
-    ids = list(conn.execute(query).scalars())
+    ids = list(conn.execute(_matching(org_id, kind, value, user_id)).scalars())
     outcome = remove_from_timeline(conn, org_id, ids)
     audit.record(conn, org_id, actor_id, "rule.add", f"{kind}:{value}",
                  {"rule_id": existing, "user_id": user_id, **outcome})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import datetime, timezone
 
 from sqlalchemy import or_, select
@@ -15,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from app.models import Company, Contact, ContactAddress, Interaction, Participant, User
 from app.db import db_time, raw_rows as _sql
-from sync.addresses import normalise
+from sync.addresses import domain_of, normalise, registrable_domain
 
 C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
 I, P, U = Interaction.__table__, Participant.__table__, User.__table__
@@ -280,6 +281,59 @@ def lookup(conn: Connection, org_id: int, email: str, limit: int = 20) -> dict |
     return {"contact": card, "summary": facts, "upcoming": coming,
             "next_meeting": coming[0] if coming else None, "last_meeting": by_id.get(last[0]) if last else None,
             "company_contacts": colleagues_at_company, "timeline": page}
+
+
+_NAME_PART = re.compile(r"[a-z][a-z'-]*[a-z]")
+
+
+def _name_from_address(address: str) -> str:
+    """"Jane Doe" from jane.doe@ or jane_doe@; "" when the local part is not clearly a
+    first and last name (j.doe@, info@, sales2@)."""
+    parts = re.split(r"[._]", address.partition("@")[0])
+    if len(parts) not in (2, 3) or not all(_NAME_PART.fullmatch(p) for p in parts):
+        return ""
+    return " ".join(p[0].upper() + p[1:] for p in parts)
+
+
+def unknown_address(conn: Connection, org_id: int, email: str) -> dict | None:
+    """What is known around an address that is no contact (yet): the name it wrote
+    under, and its company's people, colleagues and latest interaction when the
+    organisation knows the company. Indexed reads only, like the lookup."""
+    address = normalise(email)
+    if address is None:
+        return None
+    named = _sql(conn, "SELECT name FROM participant WHERE org_id = ? AND address = ? AND name IS NOT NULL "
+                       "AND name <> '' ORDER BY id DESC LIMIT 1", (org_id, address))
+    out = {"name": named[0][0] if named else _name_from_address(address), "company": None,
+           "company_contacts": [], "colleagues": [], "last_interaction": None}
+    domain = registrable_domain(domain_of(address))
+    found = _sql(conn, "SELECT id, name, domain FROM company WHERE org_id = ? AND domain = ?",
+                 (org_id, domain)) if domain else []
+    if not found:
+        return out
+    company_id, name, domain = found[0]
+    out["company"] = {"id": company_id, "name": name, "domain": domain}
+    out["company_contacts"] = [
+        {"id": r[0], "name": r[1], "email": r[2], "title": r[3]}
+        for r in _sql(conn, "SELECT id, name, primary_email, title FROM contact WHERE org_id = ? AND company_id = ? "
+                            "ORDER BY id LIMIT 10", (org_id, company_id))]
+    # "+ 0" keeps SQLite on the company index: on org_id it scanned every contact of the
+    # organisation (240 ms at 100,000 contacts; 9 ms this way for a company of 900).
+    out["colleagues"] = [
+        {"id": uid, "name": uname, "email": uemail, "interactions": n, "last_interaction_at": _ts(at)}
+        for uid, uname, uemail, n, at in _sql(conn, """
+            SELECT u.id, u.name, u.email, SUM(k.interactions), MAX(k.last_at) FROM contact c
+            JOIN contactcolleague k ON k.contact_id = c.id JOIN app_user u ON u.id = k.user_id
+            WHERE c.company_id = ? AND c.org_id + 0 = ? AND k.org_id = ?
+            GROUP BY u.id, u.name, u.email ORDER BY MAX(k.last_at) DESC, u.id LIMIT 20""",
+                                                 (company_id, org_id, org_id))]
+    latest = _sql(conn, "SELECT interaction_id FROM participant WHERE org_id = ? AND company_id = ? AND occurred_at <= ? "
+                        "ORDER BY occurred_at DESC, interaction_id DESC LIMIT 1",
+                  (org_id, company_id, _param_time(conn, datetime.now(timezone.utc))))
+    if latest:
+        items = interactions(conn, org_id, [latest[0][0]])
+        out["last_interaction"] = items[0] if items else None
+    return out
 
 
 def search_contacts(conn: Connection, org_id: int, q: str, limit: int = 20) -> list[dict]:

@@ -34,6 +34,7 @@
     seq: 0,
     me: null,
     observer: null,
+    series: new Map(), // recurring meeting shown in the timeline: key -> {node, starts}
   };
 
   // -- DOM helpers (text only) -------------------------------------------------------
@@ -83,15 +84,8 @@
     if (withTime) { opts.hour = "2-digit"; opts.minute = "2-digit"; }
     return d.toLocaleString(undefined, opts);
   }
-  function ago(value) {
-    if (!value) return "never";
-    const days = Math.round((Date.now() - new Date(value).getTime()) / 86400000);
-    if (days <= 0) return "today";
-    if (days === 1) return "yesterday";
-    if (days < 60) return days + " days ago";
-    if (days < 730) return Math.round(days / 30) + " months ago";
-    return Math.round(days / 365) + " years ago";
-  }
+  // "today", "yesterday", "3 days ago": calendar days in the rep's time zone (dates.js).
+  function ago(value) { return window.ThreadlineDates.relativeDay(value); }
   function domainOf(address) { return (address || "").split("@").pop().toLowerCase(); }
 
   // -- storage and tokens --------------------------------------------------------------
@@ -107,6 +101,8 @@
   function storeToken(token) {
     state.token = token;
     try { token ? localStorage.setItem(TOKEN_KEY, token) : localStorage.removeItem(TOKEN_KEY); } catch (e) { /* private mode */ }
+    // Whoever signs in next on this browser does not see whom the last one looked at.
+    if (!token) try { localStorage.removeItem("threadline.recent"); } catch (e) { /* private mode */ }
     try {
       if (inOutlook && window.Office && Office.context && Office.context.roamingSettings) {
         if (token) Office.context.roamingSettings.set("threadlineToken", token);
@@ -334,7 +330,7 @@
         performance.mark("tl:api");
         await config();
         if (seq !== state.seq) return;
-        renderUnknown(email);
+        renderUnknown(email, e.data && e.data.unknown);
         paintMark();
         return;
       }
@@ -382,6 +378,7 @@
     const c = data.contact;
     const s = data.summary || {};
     state.contact = c;
+    rememberPerson(c);
     body.dataset.state = "ready";
     body.dataset.contactId = c.id;
     clear(main);
@@ -432,14 +429,27 @@
           el("span", { class: "meta", text: " · " + k.interactions + (k.interactions === 1 ? " interaction, " : " interactions, ") + ago(k.last_interaction_at) })))) :
         el("p", { class: "muted", text: "No colleague has emailed them yet." })));
 
-    // Upcoming meetings, apart from the timeline (which holds what already happened).
+    // Upcoming meetings, apart from the timeline (which holds what already happened);
+    // the occurrences of one recurring series are one entry.
     const upcoming = data.upcoming || (data.next_meeting ? [data.next_meeting] : []);
+    state.series = new Map();
     if (upcoming.length) {
+      const groups = groupSeries(upcoming);
+      const past = ((data.timeline || {}).items || []).filter(it => seriesKey(it));
       main.append(el("section", { "aria-labelledby": "h-next" },
-        el("h2", { id: "h-next", text: upcoming.length === 1 ? "Next meeting" : "Upcoming meetings" }),
-        el("ul", { class: "plain upcoming" }, upcoming.map(m => el("li", {},
-          el("p", { class: "subject", text: m.subject || "(no title)" }),
-          el("p", { class: "meta", text: fmtDate(m.occurred_at, true) + (m.location ? " · " + m.location : "") }))))));
+        el("h2", { id: "h-next", text: groups.length === 1 ? "Next meeting" : "Upcoming meetings" }),
+        el("ul", { class: "plain upcoming" }, groups.map(g => {
+          const m = g[0];
+          const key = seriesKey(m);
+          let when = fmtDate(m.occurred_at, true);
+          if (key) {
+            const starts = g.concat(past.filter(it => seriesKey(it) === key)).map(it => it.occurred_at);
+            when = (window.ThreadlineDates.cadence(starts) || "repeats") + ", next on " + when;
+          }
+          return el("li", { class: key ? "series" : null },
+            el("p", { class: "subject", text: m.subject || "(no title)" }),
+            el("p", { class: "meta", text: when + (m.location ? " · " + m.location : "") }));
+        }))));
     }
     if (data.last_meeting) {
       const m = data.last_meeting;
@@ -447,16 +457,8 @@
         " · " + fmtDate(m.occurred_at, true)));
     }
 
-    // Timeline
-    const list = el("ol", { class: "timeline", id: "timeline", "aria-label": "Timeline, newest first" });
-    const more = el("button", { type: "button", class: "sentinel", text: "Load older", onclick: () => loadMore() });
-    main.append(el("section", { "aria-labelledby": "h-timeline" }, el("h2", { id: "h-timeline", text: "Timeline" }), list, more));
-    const tl = data.timeline || { items: [], next_cursor: null };
-    tl.items.forEach(it => list.append(itemNode(it)));
-    if (!tl.items.length) list.append(el("li", { class: "muted empty", text: "Nothing yet." }));
-    setCursor(tl.next_cursor, more);
-
-    // Company
+    // The company, above the timeline: the timeline pages in as the rep scrolls, so
+    // anything below it would keep moving out of reach.
     const others = (data.company_contacts || []).filter(p => p.id !== c.id);
     if (c.company && others.length) {
       main.append(el("section", { "aria-labelledby": "h-company" },
@@ -465,6 +467,15 @@
           el("button", { type: "button", class: "link", text: p.name || p.email, onclick: () => openPerson(p.email) }),
           p.title ? el("span", { class: "meta", text: " · " + p.title }) : null)))));
     }
+
+    // Timeline
+    const list = el("ol", { class: "timeline", id: "timeline", "aria-label": "Timeline, newest first" });
+    const more = el("button", { type: "button", class: "sentinel", text: "Load older", onclick: () => loadMore() });
+    main.append(el("section", { "aria-labelledby": "h-timeline" }, el("h2", { id: "h-timeline", text: "Timeline" }), list, more));
+    const tl = data.timeline || { items: [], next_cursor: null };
+    appendItems(list, tl.items);
+    if (!tl.items.length) list.append(el("li", { class: "muted empty", text: "Nothing yet." }));
+    setCursor(tl.next_cursor, more);
   }
 
   function openPerson(email) {
@@ -492,12 +503,57 @@
       const page = await api("GET", "/api/contacts/" + encodeURIComponent(state.contact.id) + "/timeline?cursor=" + encodeURIComponent(state.nextCursor));
       if (seq !== state.seq) return;
       const list = document.getElementById("timeline");
-      page.items.forEach(it => list.append(itemNode(it)));
+      appendItems(list, page.items);
       setCursor(page.next_cursor);
     } catch (e) {
       say("Could not load older items: " + e.message, "error");
     } finally {
       state.loadingPage = false;
+    }
+  }
+
+  // A recurring meeting's occurrences are keyed "ical:UID/<original start, UTC>"
+  // (connectors/base.py meeting_key; a meeting's thread_key is its key): the
+  // series is the part before the recurrence id. Single events have none.
+  const OCCURRENCE = /^(ical:.+)\/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
+  function seriesKey(it) {
+    const m = it.kind === "meeting" && OCCURRENCE.exec(it.thread_key || "");
+    return m ? m[1] : null;
+  }
+  function groupSeries(items) {
+    const groups = [], byKey = new Map();
+    for (const it of items) {
+      const key = seriesKey(it);
+      if (key && byKey.has(key)) { byKey.get(key).push(it); continue; }
+      const g = [it];
+      groups.push(g);
+      if (key) byKey.set(key, g);
+    }
+    return groups;
+  }
+
+  // Timeline items, newest first: a recurring meeting is shown once, at its latest
+  // occurrence, which lists the earlier ones (also those that arrive on later pages).
+  function appendItems(list, items) {
+    for (const it of items) {
+      const key = seriesKey(it);
+      const shown = key && state.series.get(key);
+      if (!shown) {
+        const node = itemNode(it);
+        list.append(node);
+        if (key) state.series.set(key, { node, starts: [it.occurred_at] });
+        continue;
+      }
+      shown.starts.push(it.occurred_at);
+      let box = shown.node.querySelector("details.occurrences");
+      if (!box) {
+        box = el("details", { class: "occurrences" }, el("summary"), el("ul", { class: "plain" },
+          el("li", { class: "meta", text: fmtDate(shown.starts[0], true) })));
+        shown.node.append(box);
+      }
+      box.querySelector("ul").append(el("li", { class: "meta", text: fmtDate(it.occurred_at, true) }));
+      const how = window.ThreadlineDates.cadence(shown.starts);
+      box.querySelector("summary").textContent = shown.starts.length + " occurrences" + (how ? ", " + how : "");
     }
   }
 
@@ -644,25 +700,48 @@
     return form;
   }
 
-  // Log this email / never log: actions on the mail and its sender.
+  // Log this email / never log: actions on the mail and its sender. "Never log" deletes
+  // stored mail, so it sits in a menu that first says how much, and asks again.
   function mailActions(email) {
     const row = el("div", { class: "actions mail-actions" });
     if (inOutlook && state.mail && state.mail.internetMessageId) {
       row.append(el("button", { type: "button", class: "log-email", text: "Log this email", onclick: logEmail }));
     }
-    let armed = false;
-    const never = el("button", { type: "button", class: "danger never-log", text: "Never log " + email, onclick: async () => {
-      if (!armed) { armed = true; never.textContent = "Confirm: never log " + email; return; }
-      never.disabled = true;
+    const consequence = el("p", { class: "consequence", text: "Counting the stored emails with " + email + "…" });
+    const never = el("button", { type: "button", class: "danger never-log", disabled: true, text: "Never log " + email,
+      onclick: async () => {
+        never.disabled = true;
+        try {
+          await api("POST", "/api/never-log", { email, scope: "address" });
+          say("Mail with " + email + " is no longer logged from your mailbox.", "okay");
+          await show(email);
+          say("Mail with " + email + " is no longer logged from your mailbox.", "okay");
+        } catch (e) { never.disabled = false; say("Not saved: " + e.message, "error"); }
+      } });
+    const menu = el("details", { class: "menu more-actions" }, el("summary", { text: "More" }),
+      el("div", { class: "menu-body" }, consequence, never));
+    let counted = false;
+    menu.addEventListener("toggle", async () => {
+      if (!menu.open || counted) return;
+      counted = true;
       try {
-        await api("POST", "/api/never-log", { email, scope: "address" });
-        say("Mail with " + email + " is no longer logged from your mailbox.", "okay");
-        await show(email);
-        say("Mail with " + email + " is no longer logged from your mailbox.", "okay");
-      } catch (e) { never.disabled = false; say("Not saved: " + e.message, "error"); }
-    } });
-    row.append(never);
+        const n = await api("GET", "/api/never-log?email=" + encodeURIComponent(email));
+        const what = stored(n.emails, n.meetings, "email");
+        consequence.textContent = what ? "Deletes the " + stored(n.emails, n.meetings, "stored email") + " with " + email +
+          " that only your mailbox holds. " : "Nothing stored is deleted: no email with " + email + " is only in your mailbox. ";
+        consequence.textContent += "Their future mail to and from you is not logged. Colleagues' copies stay.";
+        never.textContent = what ? "Never log and delete " + what : "Never log " + email;
+        never.disabled = false;
+      } catch (e) {
+        consequence.textContent = "Never log is not available for " + email + ": " + e.message;
+      }
+    });
+    row.append(menu);
     return row;
+  }
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+  function stored(emails, meetings, emailWord) {
+    return [emails ? plural(emails, emailWord) : null, meetings ? plural(meetings, "meeting") : null].filter(Boolean).join(" and ");
   }
 
   async function logEmail(ev) {
@@ -682,17 +761,20 @@
   }
 
   // -- an unknown sender ----------------------------------------------------------------------
-  function renderUnknown(email) {
+  // about: what the server knows around the address (GET /api/lookup's 404 body).
+  function renderUnknown(email, about) {
     body.dataset.state = "unknown";
     state.contact = null;
     clear(main);
+    about = about || {};
     const person = state.people.find(p => p.email === email) || { email, name: "" };
     const stages = (state.config && state.config.stages) || [];
-    const name = el("input", { name: "name", value: person.name || "", autocomplete: "off" });
+    const name = el("input", { name: "name", value: person.name || about.name || "", autocomplete: "off" });
     const title = el("input", { name: "title", autocomplete: "off" });
     const phone = el("input", { name: "phone", type: "tel", autocomplete: "off" });
     const stage = el("select", { name: "stage" }, el("option", { value: "", text: "—" }), stages.map(s => el("option", { value: s, text: s, selected: s === "lead" })));
     const err = el("p", { class: "error", role: "alert" });
+    const co = about.company;
     const form = el("form", { class: "add-contact", "aria-label": "Add as contact", onsubmit: async ev => {
       ev.preventDefault();
       submitting(form, true);
@@ -706,13 +788,94 @@
         err.textContent = "Not added: " + e.message;
       }
     } },
-    el("p", { class: "muted" }, "Company: from ", el("strong", { text: domainOf(email) })),
+    co ? el("p", { class: "muted" }, "Company: ", el("strong", { text: co.name }))
+      : el("p", { class: "muted" }, "Company: from ", el("strong", { text: domainOf(email) })),
     field("Name", name), field("Title", title), field("Phone", phone), field("Lifecycle stage", stage), err,
     el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Add as contact" })));
     main.append(peopleSwitcher() || "",
-      el("h1", { text: person.name || email }),
+      el("h1", { text: person.name || about.name || email }),
       el("p", { class: "muted" }, el("span", { class: "unknown-email", text: email }), " is not in Threadline yet."),
+      co ? companyContext(co, about) : null,
       form, mailActions(email));
+  }
+
+  // An unknown sender at a company the team already works with: who knows it, and the latest.
+  function companyContext(co, about) {
+    const colleagues = about.colleagues || [];
+    const last = about.last_interaction;
+    const people = about.company_contacts || [];
+    const names = colleagues.slice(0, 3).map(k => k.name || k.email).join(", ") + (colleagues.length > 3 ? ", …" : "");
+    return el("section", { class: "company-context", "aria-labelledby": "h-company" },
+      el("h2", { id: "h-company", text: "At " + co.name }),
+      el("p", { class: "colleague-count" }, colleagues.length
+        ? (colleagues.length === 1 ? "1 colleague works" : colleagues.length + " colleagues work") + " with " + co.name + ": " + names
+        : "No colleague has worked with " + co.name + " yet."),
+      last ? el("p", { class: "meta company-last" }, "Latest: ", el("span", { text: last.subject || KIND[last.kind] || last.kind }),
+        " · " + ago(last.occurred_at)) : null,
+      people.length ? el("ul", { class: "plain company-contacts", "aria-label": "Also at " + co.name }, people.map(p => el("li", {},
+        el("button", { type: "button", class: "link", text: p.name || p.email, onclick: () => openPerson(p.email) }),
+        p.title ? el("span", { class: "meta", text: " · " + p.title }) : null))) : null);
+  }
+
+  // -- finding someone (the standalone panel without ?email=) ------------------------------------
+  const RECENT_KEY = "threadline.recent";
+  function recentPeople() {
+    try { return JSON.parse(localStorage.getItem(RECENT_KEY) || "[]").filter(p => p && typeof p.email === "string"); }
+    catch (e) { return []; }
+  }
+  // The people this browser looked at last (names and addresses only), newest first.
+  function rememberPerson(c) {
+    if (inOutlook) return;
+    const entry = { email: c.email, name: c.name || "", company: c.company ? c.company.name : "" };
+    const list = [entry].concat(recentPeople().filter(p => p.email !== c.email)).slice(0, 8);
+    try { localStorage.setItem(RECENT_KEY, JSON.stringify(list)); } catch (e) { /* private mode */ }
+  }
+  function openFound(email) {
+    history.replaceState(null, "", "/panel?email=" + encodeURIComponent(email));
+    state.people = [{ email, name: "" }];
+    show(email);
+  }
+  function personList(label, cls, people) {
+    return el("ul", { class: "plain " + cls, "aria-label": label }, people.map(p => el("li", {},
+      el("button", { type: "button", class: "link", text: p.name || p.email, onclick: () => openFound(p.email) }),
+      el("span", { class: "meta", text: " · " + [p.name ? p.email : null, p.company].filter(Boolean).join(" · ") }))));
+  }
+  function showSearch() {
+    state.seq++;
+    body.dataset.state = "empty";
+    clear(main);
+    const input = el("input", { type: "search", name: "q", autocomplete: "off", spellcheck: "false", maxlength: 320 });
+    const found = el("div", { class: "search-results", "aria-live": "polite" });
+    let timer = null, asked = 0;
+    async function search() {
+      const q = input.value.trim();
+      const mine = ++asked;
+      clear(found);
+      if (q.length < 2) return;
+      try {
+        const hits = await api("GET", "/api/contacts?q=" + encodeURIComponent(q) + "&limit=10");
+        if (mine !== asked) return;
+        found.append(hits.length ? personList("Contacts found", "hits", hits)
+          : el("p", { class: "muted", text: q.includes("@") ? "No contact has this address: press Enter to look it up." : "No contact found." }));
+      } catch (e) {
+        if (e.status === 401) { storeToken(null); showSignIn(e.message); return; }
+        found.append(el("p", { class: "error", text: "Could not search: " + e.message }));
+      }
+    }
+    input.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(search, 200); });
+    const recent = recentPeople();
+    main.append(el("h1", { text: "Threadline" }), el("form", { role: "search", onsubmit: ev => {
+      ev.preventDefault();
+      const q = input.value.trim().toLowerCase();
+      if (q.includes("@")) { openFound(q); return; }
+      const first = found.querySelector("button");
+      if (first) first.click(); else search();
+    } }, field("Find a contact by name or email", input),
+    el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Find" }))),
+    found,
+    recent.length ? el("section", { "aria-labelledby": "h-recent" }, el("h2", { id: "h-recent", text: "Recently viewed" }),
+      personList("Recently viewed", "recent", recent)) : null);
+    input.focus();
   }
 
   // -- start --------------------------------------------------------------------------------------
@@ -733,15 +896,7 @@
     const email = (params.get("email") || "").trim();
     if (!email) {
       if (!(state.token || storedToken())) { showSignIn(""); return; }
-      body.dataset.state = "empty";
-      clear(main);
-      const input = el("input", { type: "email", name: "email", autocomplete: "off" });
-      main.append(el("h1", { text: "Threadline" }), el("form", { onsubmit: ev => {
-        ev.preventDefault();
-        history.replaceState(null, "", "/panel?email=" + encodeURIComponent(input.value.trim()));
-        state.people = [{ email: input.value.trim().toLowerCase(), name: "" }];
-        show(input.value.trim().toLowerCase());
-      } }, field("Look up an email address", input), el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Look up" }))));
+      showSearch();
       return;
     }
     state.people = [{ email: email.toLowerCase(), name: "" }];

@@ -70,6 +70,7 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/api/contacts"): {"auth": USER, "json": {}},
     ("PATCH", "/api/contacts/{contact_id}"): {"auth": USER, "json": {}},
     ("POST", "/api/never-log"): {"auth": USER, "json": {}},
+    ("GET", "/api/never-log"): {"auth": USER, "query": {"email": "jane@acme-org1.com"}},
     # Outlook add-in and sidebar assets (the sidebar authenticates its API calls itself)
     ("GET", "/addin/icon-{size}.png"): {"auth": PUBLIC},
     ("GET", "/addin/manifest.xml"): {"auth": PUBLIC},
@@ -124,6 +125,7 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("GET", "/admin/login"): {"auth": PUBLIC},
     ("POST", "/admin/login"): {"auth": PUBLIC},  # without the sign-in form's cookie: 403 for everyone
     ("GET", "/admin/static/admin.css"): {"auth": PUBLIC},
+    ("GET", "/admin/static/admin.js"): {"auth": PUBLIC},
     ("POST", "/admin/logout"): {"auth": CONSOLE},
     ("GET", "/admin"): {"auth": CONSOLE},
     ("GET", "/admin/mailboxes/new"): {"auth": CONSOLE},

@@ -233,6 +233,38 @@ def test_create_contact_with_company_from_domain(client, sd):
     assert free.status_code == 201 and free.json()["company"] is None
 
 
+def test_an_unknown_address_at_a_known_company_comes_with_the_companys_context(tmp_path):
+    own = seed(tmp_path, jane_messages=2)
+    # Pat is only copied on Jane's mail: no contact, but the name Pat wrote under is stored.
+    own.deliver("alice", frm=("Jane Doe", JANE), to=[("Alice Rep", "alice@ourco.com")],
+                cc=[("Pat Example", "pat@acme.com")], subject="Intro to Pat", when=NOW - timedelta(hours=5))
+    with TestClient(create_app(own.rt)) as client:
+        r = client.get("/api/lookup", params={"email": "Lena.Lane@ACME.com"}, headers=own.h("alice"))
+        assert r.status_code == 404
+        assert r.json()["detail"] == "no contact with this address"
+        about = r.json()["unknown"]
+        assert about["name"] == "Lena Lane"  # from the address
+        assert about["company"]["name"] == "Acme"
+        assert {c["email"] for c in about["company_contacts"]} == {JANE, MARK}
+        assert {c["email"] for c in about["colleagues"]} == {"alice@ourco.com", "bob@ourco.com"}
+        assert about["last_interaction"]["subject"] == "Intro to Pat"
+        pat = client.get("/api/lookup", params={"email": "pat@acme.com"}, headers=own.h("alice"))
+        assert pat.status_code == 404 and pat.json()["unknown"]["name"] == "Pat Example"  # as it wrote
+        # Nothing to go on: no company, no guessed name.
+        none = client.get("/api/lookup", params={"email": "info@nowhere.example"}, headers=own.h("alice")).json()
+        assert none["unknown"]["name"] == "" and none["unknown"]["company"] is None
+        assert none["unknown"]["colleagues"] == [] and none["unknown"]["last_interaction"] is None
+        assert client.get("/api/lookup", params={"email": "not an address"}, headers=own.h("alice")).json() == {
+            "detail": "no contact with this address", "unknown": None}
+        # Another organisation learns nothing about OurCo's Acme.
+        theirs = client.get("/api/lookup", params={"email": "lena.lane@acme.com"}, headers=own.h("carol"))
+        assert theirs.status_code == 404
+        assert theirs.json()["unknown"]["company"] is None and theirs.json()["unknown"]["colleagues"] == []
+        assert "Acme" not in theirs.text and "Pat" not in client.get(
+            "/api/lookup", params={"email": "pat@acme.com"}, headers=own.h("carol")).text
+    own.rt.engine.dispose()
+
+
 # -- logging an email by hand --------------------------------------------------------------------
 
 def test_logged_email_is_not_duplicated_by_a_later_sync(client, sd):
@@ -266,6 +298,24 @@ def test_logged_email_is_not_duplicated_by_a_later_sync(client, sd):
 
 
 # -- never log ---------------------------------------------------------------------------------------
+
+def test_never_log_says_first_how_many_stored_emails_it_would_delete(tmp_path):
+    own = seed(tmp_path, jane_messages=3)
+    with TestClient(create_app(own.rt)) as client:
+        ask = lambda who, email: client.get("/api/never-log", params={"email": email}, headers=own.h(who))
+        assert ask("alice", JANE).json() == {"emails": 3, "meetings": 0}
+        assert ask("bob", JANE).json()["emails"] == 1  # "Pricing from Bob", in his mailbox only
+        assert ask("bob", SAM).json()["emails"] == 0
+        assert ask("carol", JANE).json()["emails"] == 0  # another organisation
+        bad = ask("alice", "bob@ourco.com")
+        assert bad.status_code == 422 and bad.json()["field"] == "email"
+        assert ask("alice", "not an address").status_code == 422
+        # Asking changes nothing.
+        assert own.world.scalar("SELECT COUNT(*) FROM exclusionrule") == 0
+        assert client.post("/api/never-log", json={"email": JANE}, headers=own.h("alice")).json()[
+            "removed_interactions"] == 3
+    own.rt.engine.dispose()
+
 
 def test_never_log_removes_the_reps_own_mail_and_is_idempotent(client, sd):
     assert _lookup(client, sd, "alice", SAM)["timeline"]["items"]

@@ -39,6 +39,7 @@ def test_lookup_reads_the_same_on_both_databases(tmp_path, imap_user_factory, db
         found = timeline.lookup(conn, world.org_id, "Carol.B@ACME-mail.com")
         card = timeline.contact_card(conn, world.org_id, carol)
         other_org = timeline.lookup(conn, world.org_id + 1, "carol@acme.com")
+        newcomer = timeline.unknown_address(conn, world.org_id, "erin.young@acme.com")
 
     assert other_org is None
     assert card == found["contact"]
@@ -54,3 +55,10 @@ def test_lookup_reads_the_same_on_both_databases(tmp_path, imap_user_factory, db
     assert [(i["subject"], i["direction"]) for i in items] == [("Re: Pricing", "out"), ("Pricing", "in")]
     assert items[1]["sender"] == {"address": "carol@acme.com", "name": "Carol Buyer"}
     assert items[0]["occurred_at"] == NOW - 4 * day and items[0]["occurred_at"].tzinfo is not None
+    # An address that is no contact, at Acme: the same context on both databases.
+    assert newcomer["name"] == "Erin Young" and newcomer["company"]["domain"] == "acme.com"
+    assert [c["email"] for c in newcomer["company_contacts"]] == ["carol@acme.com", "dan@acme.com"]
+    # summed per person: Pricing counts for Carol and for Dan
+    assert [(c["email"], c["interactions"]) for c in newcomer["colleagues"]] == [("alice@ourco.com", 4)]
+    assert newcomer["colleagues"][0]["last_interaction_at"] == NOW - 3 * day
+    assert newcomer["last_interaction"]["subject"] == "Hello"

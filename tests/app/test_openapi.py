@@ -267,6 +267,7 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
                                                        "task": TaskIn(title="Demo", due_at=NOW, body="Bring slides")},
         ("PATCH", "/api/tasks/{task_id}"): {**me, "task_id": ids["task"], "patch": TaskPatch(title="Send the quote v2")},
         ("POST", "/api/log-email"): {**me, "mail": mail},
+        ("GET", "/api/never-log"): {**me, "email": JANE, "scope": "address"},
         ("POST", "/api/never-log"): {**me, "body": NeverLogIn(email="nobody@unrelated.example", scope="domain")},
         ("GET", "/api/companies/{company_id}"): {**me, "company_id": company},
         ("GET", "/api/companies/{company_id}/timeline"): {**me, "company_id": company, "cursor": None, "limit": 100},

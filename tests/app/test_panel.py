@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from datetime import datetime, time, timedelta
 from pathlib import Path
 
@@ -19,6 +20,11 @@ import httpx
 import pytest
 
 from app.api import create_app
+from app.db import write_transaction
+from connectors.base import Attendee, MeetingRecord
+from sync.engine import org_context
+from sync.ingest import MailboxContext
+from sync.meetings import ingest_meetings
 from tests.app.test_activity_api import JANE, MARK, NOW, SAM, XSS_SUBJECT, seed
 from tests.servers import AppServer
 
@@ -68,6 +74,19 @@ def api(base: str, sd, who: str, method: str, path: str, **kw):
     return httpx.request(method, base + path, headers=sd.h(who), timeout=10, **kw)
 
 
+@contextmanager
+def standalone(browser, sd, base: str, path: str, *, width: int = 320, who: str = "alice", **options):
+    """The standalone panel at `path` in a fresh context, with `who`'s token already stored."""
+    context = browser.new_context(viewport={"width": width, "height": 900}, **options)
+    try:
+        page = context.new_page()
+        page.add_init_script(f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens[who])});")
+        page.goto(base + path)
+        yield page
+    finally:
+        context.close()
+
+
 # -- reading ----------------------------------------------------------------------------------
 
 def test_card_summary_timeline_for_a_known_sender_and_infinite_scroll(site, page):
@@ -103,6 +122,109 @@ def test_card_summary_timeline_for_a_known_sender_and_infinite_scroll(site, page
     # The full record opens on a page of its own.
     href = page.locator("a.full-link").get_attribute("href")
     assert href.startswith("/panel/contact/")
+
+
+def test_the_company_section_sits_above_the_timeline_and_stays_put_while_it_pages_in(site, page):
+    sd, base = site
+    open_pane(page, base, mail(("Jane Doe", JANE)), token=sd.tokens["alice"])
+    wait_state(page, "ready", JANE)
+    top = lambda sel: page.evaluate(f"document.querySelector({sel!r}).getBoundingClientRect().top + scrollY")
+    company, timeline = top("#h-company"), top("#h-timeline")
+    assert company < timeline, (company, timeline)
+    assert company < 800  # on the first screen of the 320x800 pane
+    page.locator(".sentinel").scroll_into_view_if_needed()
+    page.wait_for_function("() => document.querySelectorAll('#timeline > li').length === 31", timeout=10_000)
+    assert top("#h-company") == company
+
+
+# The rep's clock: 09:00 on 31 March 2024 in Berlin, the morning summer time began.
+RELATIVE_DAYS = [
+    ("2024-03-30T22:44:00+01:00", "yesterday"),  # 10 hours ago, but yesterday
+    ("2024-03-30T16:52:00+01:00", "yesterday"),
+    ("2024-03-31T00:05:00+01:00", "today"),
+    ("2024-03-31T08:59:00+02:00", "today"),
+    ("2024-03-29T23:59:00+01:00", "2 days ago"),
+    ("2024-03-30T23:30:00Z", "today"),  # 01:30 in Berlin
+    ("2024-03-31T23:30:00+02:00", "today"),
+    ("2024-04-01T00:30:00+02:00", "tomorrow"),
+    ("2024-04-05T10:00:00+02:00", "in 5 days"),
+    ("2024-01-31T09:00:00+01:00", "2 months ago"),
+    ("2021-03-31T09:00:00+02:00", "3 years ago"),
+    (None, "never"),
+    ("not a date", "—"),
+]
+
+
+def test_relative_days_are_calendar_days_in_the_reps_time_zone(site, browser):
+    sd, base = site
+    context = browser.new_context(timezone_id="Europe/Berlin")
+    try:
+        page = context.new_page()
+        page.goto(f"{base}/panel")
+        got = page.evaluate("""cases => cases.map(([value]) =>
+            window.ThreadlineDates.relativeDay(value, '2024-03-31T09:00:00+02:00'))""", RELATIVE_DAYS)
+        assert list(zip([v for v, _ in RELATIVE_DAYS], got)) == [(v, want) for v, want in RELATIVE_DAYS]
+    finally:
+        context.close()
+    # The pane uses it: Sam's last mail, two days ago, reads so in New York too.
+    with standalone(browser, sd, base, f"/panel?email={SAM}", timezone_id="America/New_York") as page:
+        wait_state(page, "ready", SAM)
+        want = page.evaluate("v => window.ThreadlineDates.relativeDay(v)", (NOW - timedelta(days=2)).isoformat())
+        assert want in ("2 days ago", "yesterday", "3 days ago")
+        assert "last " + want in page.locator("#h-summary + .stats + .meta").inner_text()
+
+
+RITA = "rita@recur.io"
+
+
+def _weekly_series_with_rita(sd, past: int, coming: int) -> None:
+    """A weekly meeting alice holds with Rita: `past` occurrences held, `coming` ahead."""
+    first = datetime.combine((NOW - timedelta(weeks=past)).date(), time(10), tzinfo=NOW.tzinfo) + timedelta(days=1)
+    records = []
+    for week in range(past + coming):
+        at = first + timedelta(weeks=week)
+        rid = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        records.append(MeetingRecord(
+            remote_id=f"weekly.ics#{rid}", uid="weekly-1@recur.io", recurrence_id=rid, start=at,
+            end=at + timedelta(minutes=30), subject="Weekly check-in", location="Room 2",
+            organizer=Attendee("alice@ourco.com", "Alice Rep", "organizer", "accepted"),
+            attendees=[Attendee(RITA, "Rita Recur", "attendee", "accepted")]))
+    mbx, folder, uid, email = sd.mailboxes["alice"]
+    with write_transaction(sd.rt.engine) as conn:
+        ingest_meetings(conn, org_context(conn, sd.world.org_id, sd.rt.box), MailboxContext(mbx, folder, uid, email),
+                        records)
+
+
+def test_a_recurring_meeting_is_one_entry_every_week_next_on(site, page):
+    sd, base = site
+    sd.deliver("alice", frm=("Rita Recur", RITA), to=[("Alice Rep", "alice@ourco.com")], subject="Agenda",
+               when=NOW - timedelta(hours=3))
+    _weekly_series_with_rita(sd, past=6, coming=4)
+    open_pane(page, base, mail(("Rita Recur", RITA)), token=sd.tokens["alice"])
+    wait_state(page, "ready", RITA)
+    # Four upcoming occurrences: one entry, above the timeline.
+    upcoming = page.locator(".upcoming > li")
+    assert upcoming.count() == 1
+    assert page.locator("#h-next").inner_text().lower() == "next meeting"
+    assert upcoming.locator(".subject").inner_text() == "Weekly check-in"
+    assert upcoming.locator(".meta").inner_text().startswith("every week, next on ")
+    top = lambda sel: page.evaluate(f"document.querySelector({sel!r}).getBoundingClientRect().top")
+    assert top("#h-next") < top("#h-timeline")
+    # Six held: one timeline entry listing the six dates.
+    meetings = page.locator("#timeline > li.item-meeting")
+    assert meetings.count() == 1
+    assert meetings.locator("details.occurrences summary").inner_text() == "6 occurrences, every week"
+    assert meetings.locator("details.occurrences li").count() == 6
+    assert page.locator("#timeline > li").count() == 2  # and the email
+    # The cadence in words, from the occurrences' start times.
+    cases = [(["2024-01-01T10:00:00Z", "2024-01-08T10:00:00Z", "2024-01-15T10:00:00Z"], "every week"),
+             (["2024-01-01T10:00:00Z", "2024-01-15T10:00:00Z"], "every 2 weeks"),
+             (["2024-01-01T09:00:00Z", "2024-01-02T09:00:00Z"], "every day"),
+             (["2024-01-31T09:00:00Z", "2024-02-29T09:00:00Z", "2024-03-31T09:00:00Z"], "every month"),
+             (["2024-01-01T09:00:00Z", "2024-01-04T09:00:00Z", "2024-01-15T09:00:00Z"], ""),
+             (["2024-01-01T09:00:00Z"], "")]
+    got = page.evaluate("cases => cases.map(([starts]) => window.ThreadlineDates.cadence(starts))", cases)
+    assert got == [want for _, want in cases]
 
 
 def test_switching_person_and_mail_updates_the_pane(site, page):
@@ -263,6 +385,19 @@ def test_unknown_sender_added_as_contact_in_one_click(site, page):
     assert r.status_code == 200 and r.json()["contact"]["stage"] == "lead"
 
 
+def test_an_unknown_sender_at_a_known_company_shows_who_works_with_it_and_a_name(site, browser):
+    sd, base = site
+    # No display name to go on (not in Outlook): the address gives one.
+    with standalone(browser, sd, base, "/panel?email=lena.lane@acme.com") as page:
+        wait_state(page, "unknown", "lena.lane@acme.com")
+        assert page.locator("form.add-contact input[name=name]").input_value() == "Lena Lane"
+        assert page.locator(".colleague-count").inner_text() == "2 colleagues work with Acme: Alice Rep, Bob Rep"
+        assert page.locator(".company-last").inner_text().startswith("Latest: ")
+        assert "Jane Doe" in page.locator(".company-context .company-contacts").inner_text()
+        top = lambda sel: page.evaluate(f"document.querySelector({sel!r}).getBoundingClientRect().top")
+        assert top(".company-context") < top("form.add-contact")
+
+
 def test_log_this_email_when_the_mailbox_is_not_synced(site, page):
     sd, base = site
     item = mail(("Lou Logged", "lou@logged.io"), "Quote request", key="quote.1@logged.io")
@@ -275,13 +410,28 @@ def test_log_this_email_when_the_mailbox_is_not_synced(site, page):
     assert sd.world.scalar("SELECT COUNT(*) FROM interaction WHERE message_key = 'quote.1@logged.io'") == 1
 
 
+def test_never_log_sits_in_a_menu_that_says_how_many_stored_emails_it_deletes(site, page):
+    sd, base = site
+    open_pane(page, base, mail(("Jane Doe", JANE)), token=sd.tokens["alice"])
+    wait_state(page, "ready", JANE)
+    assert page.locator("button.never-log").is_hidden()  # no red button under Edit
+    page.locator(".more-actions summary").click()
+    consequence = page.locator(".more-actions .consequence")
+    page.wait_for_function("() => !document.querySelector('.more-actions button.never-log').disabled")
+    # 31 emails with Jane; Bob's one is in his mailbox, not alice's.
+    assert consequence.inner_text().startswith(f"Deletes the 30 stored emails with {JANE} that only your mailbox holds.")
+    assert page.locator("button.never-log").inner_text() == "Never log and delete 30 emails"
+    assert sd.world.scalar("SELECT COUNT(*) FROM exclusionrule WHERE value = :v", v=JANE) == 0  # nothing done yet
+
+
 def test_never_log_the_sender(site, page):
     sd, base = site
     open_pane(page, base, mail(("Sam Spam", SAM), "Buy now"), token=sd.tokens["alice"])
     wait_state(page, "ready", SAM)
+    page.locator(".more-actions summary").click()
     button = page.locator("button.never-log")
-    button.click()
-    assert button.inner_text() == f"Confirm: never log {SAM}"
+    page.wait_for_function("() => !document.querySelector('.more-actions button.never-log').disabled")
+    assert "Deletes the 1 stored email with " + SAM in page.locator(".more-actions .consequence").inner_text()
     button.click()
     # Sam's mail is gone (it was only in alice's mailbox) and so is the contact.
     wait_state(page, "unknown", SAM)
@@ -348,6 +498,29 @@ def test_standalone_panel_with_csp_and_dark_scheme(site, browser):
         context.close()
 
 
+def test_the_standalone_panel_finds_contacts_by_name_and_lists_the_recently_viewed(site, browser):
+    sd, base = site
+    with standalone(browser, sd, base, "/panel", width=360) as page:
+        wait_state(page, "empty")
+        assert page.locator("#h-recent").count() == 0  # nobody viewed yet
+        page.get_by_label("Find a contact by name or email").fill("jan")
+        hit = page.locator(".search-results .hits button").first
+        hit.wait_for(timeout=10_000)
+        assert hit.inner_text() == "Jane Doe"
+        assert "Acme" in page.locator(".search-results .hits li").first.inner_text()
+        hit.click()
+        wait_state(page, "ready", JANE)
+        page.goto(f"{base}/panel?email={MARK}")
+        wait_state(page, "ready", MARK)
+        page.goto(f"{base}/panel")
+        wait_state(page, "empty")
+        assert page.locator(".recent button").all_inner_texts() == ["Mark Roe", "Jane Doe"]
+        # An address typed in full opens straight away, known or not.
+        page.get_by_label("Find a contact by name or email").fill("nobody@newco.io")
+        page.keyboard.press("Enter")
+        wait_state(page, "unknown", "nobody@newco.io")
+
+
 def test_outlook_themes_light_and_dark_with_screenshots(site, page, tmp_path):
     sd, base = site
     jane_id = api(base, sd, "alice", "GET", "/api/lookup", params={"email": JANE}).json()["contact"]["id"]
@@ -368,6 +541,27 @@ def test_outlook_themes_light_and_dark_with_screenshots(site, page, tmp_path):
     for name in ("sidebar-light.png", "sidebar-dark.png"):
         assert (tmp_path / name).stat().st_size > 5_000
         # THREADLINE_UPDATE_SCREENSHOTS=1 refreshes the pictures in docs/.
+        if os.environ.get("THREADLINE_UPDATE_SCREENSHOTS") == "1":
+            shutil.copyfile(tmp_path / name, DOCS / name)
+
+
+def test_screenshots_of_the_pane_at_360_and_1280_px(site, browser, tmp_path):
+    """docs/pane-*.png: the standalone pane at 360 px and a full record at 1280 px, menus open.
+    THREADLINE_UPDATE_SCREENSHOTS=1 refreshes them."""
+    sd, base = site
+    jane_id = api(base, sd, "alice", "GET", "/api/lookup", params={"email": JANE}).json()["contact"]["id"]
+    shots = {"pane-360.png": (360, f"/panel?email={JANE}", "ready"),
+             "pane-1280.png": (1280, f"/panel/contact/{jane_id}", "ready"),
+             "pane-unknown-360.png": (360, "/panel?email=lena.lane@acme.com", "unknown")}
+    for name, (width, path, state) in shots.items():
+        with standalone(browser, sd, base, path, width=width) as page:
+            wait_state(page, state)
+            if state == "ready":
+                page.locator(".more-actions summary").click()
+                page.wait_for_function("() => !document.querySelector('.more-actions button.never-log').disabled")
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            page.screenshot(path=str(tmp_path / name), clip={"x": 0, "y": 0, "width": width, "height": 900})
+        assert 5_000 < (tmp_path / name).stat().st_size < 150_000
         if os.environ.get("THREADLINE_UPDATE_SCREENSHOTS") == "1":
             shutil.copyfile(tmp_path / name, DOCS / name)
 
