@@ -74,10 +74,13 @@ def db_upgrade() -> None:
 # -- org ------------------------------------------------------------------------
 @org_app.command("init")
 def org_init(name: Annotated[str, typer.Option("--name", help="Company name.")],
-             domain: Annotated[list[str], typer.Option("--domain", help="An internal email domain (repeatable).")]) -> None:
+             domain: Annotated[list[str], typer.Option("--domain", help="An internal email domain (repeatable).")],
+             another: Annotated[bool, typer.Option("--another", help="Create a second organisation in this "
+                                                   "database on purpose (every command then needs --org).")] = False,
+             ) -> None:
     """Create the organisation with its internal email domains."""
     rt = _rt()
-    org = org_service.create_org(rt, name, domain)
+    org = org_service.create_org(rt, name, domain, another=another)
     out.print(f"organisation {org['id']} created: {org['name']} ({', '.join(org['internal_domains'])})",
               highlight=False)
 
@@ -266,7 +269,8 @@ def timeline_cmd(email: str, limit: Annotated[int, typer.Option(help="How many i
 @app.command("serve")
 def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
               port: Annotated[int, typer.Option(help="Port.")] = 8000,
-              demo: Annotated[bool, typer.Option("--demo", help="Load a generated demo company first.")] = False,
+              demo: Annotated[bool, typer.Option("--demo", help="Load a generated demo company first (kept in "
+                                                 "<data dir>/demo, apart from your own data).")] = False,
               scheduler: Annotated[bool, typer.Option(help="Run the sync scheduler in this process.")] = True,
               https: Annotated[bool, typer.Option("--https", help="Serve HTTPS with a self-signed certificate for "
                                                   "localhost (made in the data dir on first use), for trying the "
@@ -275,13 +279,20 @@ def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] =
     import uvicorn
 
     from app.api import create_app
+    from app.settings import demo_settings, get_settings
 
-    rt = _rt()
+    # The port first: a demo takes half a minute to seed, and must not print a token and
+    # "running" and then die because another process holds the port.
+    sock = _listen(host, port)
+    settings = demo_settings(get_settings()) if demo else get_settings()
+    rt = open_runtime(settings)
+    info = None
     if demo:
         from app.demo.seed import seed_demo
 
+        out.print(f"demo data in {settings.data_dir} (your own set-up uses {settings.data_dir.parent}, never this)",
+                  highlight=False)
         info = seed_demo(rt, out)
-        out.print(f"demo organisation ready: {info}", highlight=False)
     api = create_app(rt, run_scheduler=scheduler)
     tls = {}
     scheme = "http"
@@ -292,10 +303,46 @@ def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] =
         out.print(f"HTTPS with the self-signed certificate {cert} (trust it once in your OS or browser); the Outlook "
                   f"add-in manifest is at {scheme}://localhost:{port}/addin/manifest.xml when "
                   f"THREADLINE_PUBLIC_URL={scheme}://localhost:{port}", highlight=False)
-    out.print(f"Threadline is running: open {scheme}://{host}:{port}/docs (API), {scheme}://{host}:{port}/panel (sidebar)"
-              + (f" — try {scheme}://{host}:{port}/api/lookup?email=... with the token printed above" if demo else ""),
-              highlight=False)
-    uvicorn.run(api, host=host, port=port, log_level="warning", **tls)
+    shown = "127.0.0.1" if host in ("", "0.0.0.0") else ("[::1]" if host == "::" else host)
+    out.print(_running_banner(f"{scheme}://{shown}:{port}", info), highlight=False, markup=False)
+    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", **tls))
+    server.run(sockets=[sock])
+
+
+def _listen(host: str, port: int):
+    """The listening socket, taken before anything else; a clear error when the port is busy."""
+    import errno
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            _fail(f"port {port} on {host} is already in use (another Threadline, or another program): stop it, "
+                  f"or choose another port with --port {port + 1}")
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    return sock
+
+
+def _running_banner(base: str, demo: dict | None) -> str:
+    """Where to go now. For the demo: links that sign in with this start's token (in the
+    URL's fragment, which the browser never sends to the server or writes to its logs)."""
+    if demo is None:
+        return (f"Threadline is running:\n  admin console  {base}/admin\n  sidebar        {base}/panel\n"
+                f"  API            {base}/docs\nCtrl-C stops it.")
+    token = demo["token"]
+    customer = f"?email={demo['customer']}" if demo.get("customer") else ""
+    return (f"Threadline demo is running ({demo['org']}):\n"
+            f"  admin console  {base}/admin/login#token={token}\n"
+            f"                 (signs you in as {demo['admin']})\n"
+            f"  sidebar        {base}/panel{customer}#token={token}\n"
+            f"  API            {base}/docs, with the header Authorization: Bearer {token}\n"
+            "This start's token replaces the earlier demo tokens. Ctrl-C stops the demo; to set up your own "
+            "team, see README.md \"Setting it up for your team\" (your data stays apart from the demo's).")
 
 
 def _local_certificate(data_dir, host: str):

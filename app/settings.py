@@ -1,12 +1,13 @@
 """Runtime settings, read from the environment once per process.
 
 Everything has a working default so `threadline serve --demo` runs on a fresh
-machine: data lives in ./data (SQLite in WAL mode plus the secret key file).
+machine: data lives in ./data (SQLite in WAL mode plus the secret key file); the demo
+keeps its own in ./data/demo.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -43,6 +44,14 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         entra_scope=env.get("THREADLINE_ENTRA_SCOPE") or "access_as_user",
         entra_authority=(env.get("THREADLINE_ENTRA_AUTHORITY") or "https://login.microsoftonline.com").rstrip("/"),
     )
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """Where `serve --demo` keeps the demo company: its own folder and SQLite database
+    under the data dir, so a real set-up in the same place never mixes with it
+    (THREADLINE_DATABASE_URL is for the real data, never the demo)."""
+    data_dir = settings.data_dir / "demo"
+    return replace(settings, data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'threadline.db'}")
 
 
 @lru_cache(maxsize=1)

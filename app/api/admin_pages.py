@@ -338,6 +338,12 @@ def stylesheet() -> Response:
                     headers={"Cache-Control": "max-age=3600"})
 
 
+@router.get("/static/login.js")
+def login_script() -> Response:
+    return Response((ADMIN_DIR / "static" / "login.js").read_text(), media_type="text/javascript",
+                    headers={"Cache-Control": "max-age=3600"})
+
+
 # -- sync health (home) -------------------------------------------------------------------
 
 @router.get("")

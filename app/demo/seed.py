@@ -1,11 +1,15 @@
-"""`threadline serve --demo`: a generated company, synced through the real engine."""
+"""`threadline serve --demo`: a generated company, synced through the real engine.
+
+The demo lives in its own data folder (app/settings.py: demo_settings), never in the
+database a real organisation is set up in."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from sqlalchemy import text
 from sqlmodel import select
 
-from app.db import session
+from app.db import read_only, session
 from app.models import Mailbox, Organisation, User
 from app.runtime import Runtime
 from app.services import orgs
@@ -14,9 +18,13 @@ from sync.engine import sync_mailbox
 
 DEMO_SEED = 7
 DEMO_MESSAGES = 4000
+TOKEN_NAME = "demo"
 
 
-def seed_demo(rt: Runtime, console=None) -> str:
+def seed_demo(rt: Runtime, console=None) -> dict:
+    """Create (once) and sync the demo company. Returns what the demo prints: the organisation,
+    its admin, a fresh admin token (earlier demo tokens are revoked) and a customer worth
+    looking up."""
     from app.demo.mailgen import generate
 
     corpus, _ = generate(seed=DEMO_SEED, n_messages=DEMO_MESSAGES)
@@ -39,10 +47,19 @@ def seed_demo(rt: Runtime, console=None) -> str:
         admin = s.exec(select(User).where(User.org_id == org_id, User.role == "admin").order_by(User.id)).first()
         mailbox_ids = s.exec(select(Mailbox.id).where(Mailbox.org_id == org_id, Mailbox.kind == "demo")).all()
         org_name = s.get(Organisation, org_id).name
-    token = orgs.create_token(rt, Actor.operator(org_id), admin.id, "demo")["token"]
+    token = orgs.replace_token(rt, Actor.operator(org_id), admin.id, TOKEN_NAME)["token"]
     for mailbox_id in mailbox_ids:
         report = sync_mailbox(rt.engine, rt.box, mailbox_id, worker=rt.settings.worker_id)
         if console is not None and report is not None:
             console.print(f"  demo mailbox {mailbox_id}: {report.imported} messages imported "
                           f"({report.skipped} skipped as internal or bulk)", highlight=False)
-    return f"{org_name}; admin {admin.email}; API token {token}"
+    return {"org": org_name, "admin": admin.email, "token": token, "customer": busiest_customer(rt, org_id)}
+
+
+def busiest_customer(rt: Runtime, org_id: int) -> str | None:
+    """A customer worth opening first: at a company, with meetings, the most mail."""
+    with read_only(rt.engine) as conn:
+        return conn.execute(text(
+            "SELECT c.primary_email FROM contact c JOIN contactstats s ON s.contact_id = c.id "
+            "WHERE c.org_id = :org AND c.company_id IS NOT NULL "
+            "ORDER BY s.meetings > 0 DESC, s.emails_in + s.emails_out DESC, c.id LIMIT 1"), {"org": org_id}).scalar()

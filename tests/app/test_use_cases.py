@@ -69,6 +69,7 @@ CASES = {
     "orgs.remove_alias": lambda w: (lambda aid: lambda a: orgs.remove_alias(w.rt, a, aid))(
         orgs.add_alias(w.rt, w.op, _user(w), f"{uniq('al')}@ourco.com")["id"]),
     "orgs.create_token": lambda w: (lambda uid: lambda a: orgs.create_token(w.rt, a, uid, "t"))(_user(w)),
+    "orgs.replace_token": lambda w: (lambda uid: lambda a: orgs.replace_token(w.rt, a, uid, "demo"))(_user(w)),
     "orgs.revoke_token": lambda w: (lambda tid: lambda a: orgs.revoke_token(w.rt, a, tid))(
         orgs.create_token(w.rt, w.op, _user(w), "t")["id"]),
     "orgs.revoke_user_tokens": lambda w: (lambda uid: lambda a: orgs.revoke_user_tokens(w.rt, a, uid))(_user(w)),
@@ -178,7 +179,7 @@ def test_an_admin_use_case_refuses_a_rep(w, case):
 
 
 def test_creating_an_organisation_is_audited(w):
-    org = orgs.create_org(w.rt, "Fresh Co", ["fresh.example"])
+    org = orgs.create_org(w.rt, "Fresh Co", ["fresh.example"], another=True)
     assert w.scalar("SELECT count(*) FROM auditevent WHERE org_id = :o AND action = 'org.create'", o=org["id"]) == 1
 
 
