@@ -117,6 +117,8 @@ def mailbox_add_imap(
     username: Annotated[str, typer.Option(help="IMAP login name.")],
     port: Annotated[int, typer.Option(help="IMAP port.")] = 993,
     security: Annotated[str, typer.Option(help="tls | starttls | none")] = "tls",
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Connect and log in first; nothing is saved "
+                                        "if that fails.")] = True,
     org: OrgOpt = None,
 ) -> None:
     """Add an IMAP mailbox. The password comes from THREADLINE_IMAP_PASSWORD or a prompt, never argv."""
@@ -125,9 +127,10 @@ def mailbox_add_imap(
     password = _password(f"IMAP password for {username}: ")
     rt = _rt()
     mb = mailboxes.add_imap(rt, _operator(rt, org), owner=owner, host=host, port=port, security=security,
-                            username=username, password=password)
-    out.print(f"mailbox {mb['id']} added for {owner}; run `threadline sync --once --mailbox {mb['id']}`",
-              highlight=False)
+                            username=username, password=password, check=check)
+    out.print(f"mailbox {mb['id']} added for {owner}" + (" (connection tested: login and folders ok)" if check else
+                                                         " (not tested)")
+              + f"; run `threadline sync --once --mailbox {mb['id']}`", highlight=False)
 
 
 def _password(prompt: str, env: str = "THREADLINE_IMAP_PASSWORD", hint: str = "") -> str:
@@ -168,13 +171,38 @@ def mailbox_list(org: OrgOpt = None,
     if as_json:
         out.print_json(json.dumps(rows, default=_json_default))
         return
-    table = Table("id", "owner", "server", "status", "stage", "imported", "skipped", "last success", "last error")
+    if not rows:
+        out.print("no mailbox yet: add one with `threadline mailbox add-imap --owner REP`", highlight=False)
+    for block in mailbox_blocks(rows):
+        out.print(block)
+
+
+def mailbox_blocks(rows: list[dict]) -> list:
+    """One block per mailbox: a heading line, then label/value lines whose values wrap under
+    themselves, so the owner, the error and its fix stay whole on a narrow terminal."""
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.text import Text
+
+    blocks = []
     for r in rows:
-        table.add_row(str(r["id"]), r["owner"] or "", r["server"] or "", r["status"], r["stage"],
-                      str(r["messages_imported"]), str(sum(r["skipped"].values())),
-                      r["last_success_at"].strftime("%Y-%m-%d %H:%M") if r["last_success_at"] else "never",
-                      (r["last_error"] or "")[:80])
-    out.print(table)
+        where = r["server"] or r.get("username") or ""
+        heading = Text(f"#{r['id']} {r['kind']} · {r['owner'] or 'no owner'} · {r['status']}"
+                       + (" · syncing now" if r["stage"] == "running" else ""), style="bold")
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(overflow="fold")
+        if where:
+            grid.add_row("server", Text(where + (f" as {r['username']}" if r["server"] and r.get("username") else "")))
+        last = r["last_success_at"].strftime("%Y-%m-%d %H:%M") if r["last_success_at"] else "never"
+        grid.add_row("synced", Text(f"{r['messages_imported']:,} imported, {sum(r['skipped'].values()):,} skipped; "
+                                    f"last success {last}"))
+        if r["last_error"]:
+            grid.add_row("error", Text(r["last_error"]))
+        if r.get("fix"):
+            grid.add_row("fix", Text(r["fix"]))
+        blocks.append(Group(heading, Padding(grid, (0, 0, 0, 3), expand=False), Text("")))
+    return blocks
 
 
 # -- sync -----------------------------------------------------------------------

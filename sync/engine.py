@@ -433,14 +433,8 @@ def _finish(engine: Engine, mailbox_id: int, worker: str, report: RunReport, int
 
 
 def _plain(report: RunReport, kind: str = "imap") -> str:
-    """The last error in plain words plus what fixes it."""
-    msg = report.error or "unknown error"
-    if report.error_kind == "auth":
-        if "reconnect" in msg.lower() or kind in ("m365", "caldav"):
-            return msg if msg.endswith(".") else f"{msg}."  # the connector already says what to do
-        return f"{msg}. Fix: update the mailbox password (threadline mailbox set-password)."
-    if report.error_kind == "transient":
-        return f"{msg}. Threadline retries automatically; check the host, port and security if it persists."
-    if report.error_kind == "throttled":
-        return f"{msg}. The server asked us to slow down; Threadline waits and retries."
-    return msg
+    """The last error as one sentence in plain words. What fixes it is not repeated here:
+    the console, the API and `mailbox list` show it beside the error, once
+    (app/services/mailboxes.py: fix_for)."""
+    msg = (report.error or "unknown error").strip()
+    return msg if msg.endswith((".", "?", "!")) else f"{msg}."

@@ -385,12 +385,17 @@ async def add_mailbox(request: Request, con: Console = Depends(console)) -> Resp
     except ValueError:
         return _mailbox_form(request, con, status=422, kind="imap", values=values,
                              error=f"not a port number: {values['port']}")
+    values["check"] = form.get("check") == "1"
     try:
-        mb = mailboxes.add_imap(runtime_of(request), con.actor, owner=values["owner"], host=values["host"],
-                                port=port, security=values["security"], username=values["username"],
-                                password=str(form.get("password", "")))
+        mb = await run_in_threadpool(  # the check logs in to the IMAP server
+            lambda: mailboxes.add_imap(runtime_of(request), con.actor, owner=values["owner"], host=values["host"],
+                                       port=port, security=values["security"], username=values["username"],
+                                       password=str(form.get("password", "")), check=values["check"]))
     except ServiceError as exc:
-        return _mailbox_form(request, con, kind="imap", values=values, **refused(exc))
+        shown = refused(exc)
+        if exc.facts.get("steps"):  # the steps below say what failed: the flash need not repeat it
+            shown["error"] = "Nothing was saved: the connection test below failed."
+        return _mailbox_form(request, con, kind="imap", values=values, steps=exc.facts.get("steps"), **shown)
     return back(f"/admin/mailboxes/{mb['id']}", "added")
 
 

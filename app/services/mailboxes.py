@@ -43,11 +43,18 @@ def insert_mailbox(conn, **fields) -> int:
 
 
 def add_imap(rt, actor: Actor, *, owner: str, host: str, port: int, security: str, username: str,
-             password: str) -> dict:
-    """An IMAP mailbox for a rep; the password is stored encrypted, never shown again."""
+             password: str, check: bool = False) -> dict:
+    """An IMAP mailbox for a rep; the password is stored encrypted, never shown again.
+    With `check`, connect and log in first and store nothing if any step fails (Invalid,
+    naming the step, with every step's outcome in its facts)."""
     _check_imap_settings(host, port, security)
     if not (username or "").strip():
         raise Invalid("the IMAP username is required", field="username")
+    if check:
+        with changing(rt.engine, actor) as conn:  # refuse a wrong owner before reaching the server
+            owner_id(conn, actor.org_id, owner)
+        # Outside any transaction: on SQLite each holds the write lock, which must not wait on a server.
+        refuse_unless_reachable(test_imap_connection(host, port, security, username.strip(), password))
     with changing(rt.engine, actor) as conn:
         uid = owner_id(conn, actor.org_id, owner)
         config = {"host": host.strip(), "port": int(port), "security": security, "username": username.strip()}
@@ -78,6 +85,7 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
         "last_success_at": mailbox.last_success_at, "last_attempt_at": mailbox.last_attempt_at,
         "next_sync_at": mailbox.next_sync_at,
         "last_error": mailbox.last_error, "last_error_kind": mailbox.last_error_kind,
+        "fix": fix_for(mailbox.last_error_kind, mailbox.kind, mailbox.last_error),
         "messages_imported": mailbox.messages_imported, "skipped": dict(mailbox.skipped or {}),
     }
     if with_folders:
@@ -109,12 +117,12 @@ from app.services import audit  # noqa: E402
 MB, FS, SRC = Mailbox.__table__, FolderState.__table__, InteractionSource.__table__
 ISSUE, GSUB = SyncIssue.__table__, GraphSubscription.__table__
 
-# What an admin does about each kind of error (sync/engine.py error kinds).
+# What an admin does about each kind of error (sync/engine.py error kinds), shown once beside it.
 FIXES = {
-    "auth": "Update the mailbox password (console: mailbox page → New password; CLI: threadline mailbox "
-            "set-password ID). For Microsoft 365, connect the account again.",
-    "transient": "Check the server name, port and security setting, and that the server is up; "
-                 "Threadline retries automatically.",
+    "auth": "Type the mailbox's current password (or app password): console, the mailbox's page → New password; "
+            "CLI, threadline mailbox set-password ID.",
+    "transient": "Check that the server is up and that its name, port and security setting are right; "
+                 "Threadline retries by itself.",
     "throttled": "Nothing to do: the server asked Threadline to slow down and it retries later.",
     "cursor_expired": "Re-sync the mailbox from scratch.",
     "bad_data": "Some messages could not be read; see the unreadable list on the mailbox page.",
@@ -122,11 +130,18 @@ FIXES = {
     "lease": "Another worker was syncing this mailbox; nothing to do.",
     "internal": "An internal error; check the server log and report it.",
 }
+_M365_AUTH_FIX = "Connect the Microsoft 365 account again (Add mailbox → Microsoft 365)."
 
 
-def fix_for(kind: str | None) -> str | None:
+def fix_for(kind: str | None, mailbox_kind: str | None = None, error: str | None = None) -> str | None:
+    """What to do about an error, or None when there is nothing to add: no error, or an error
+    whose own text already says what to do (a connector's "reconnect …" advice)."""
     if not kind:
         return None
+    if error and any(w in error.lower() for w in ("reconnect", "fix:")):
+        return None
+    if kind == "auth" and mailbox_kind == "m365":
+        return _M365_AUTH_FIX
     return FIXES.get(kind, "Check the error above, then Sync now.")
 
 
@@ -186,7 +201,7 @@ def health(session: Session, org_id: int, mailbox_id: int | None = None) -> list
         row["health"] = health_label(row, interval, now)
         row["healthy"] = row["health"] == "healthy"
         kind = mb.last_error_kind or ("folder" if bad_folders else None)
-        row["fix"] = fix_for(kind)
+        row["fix"] = fix_for(kind, mb.kind, mb.last_error)
         rows.append(row)
     return rows
 
@@ -345,6 +360,8 @@ def test_imap_connection(host: str, port: int, security: str, username: str, pas
     from imapclient import IMAPClient
     from imapclient.exceptions import LoginError
 
+    from connectors.imap import server_text
+
     client = None
     try:
         try:
@@ -365,8 +382,9 @@ def test_imap_connection(host: str, port: int, security: str, username: str, pas
             client.login(username, password)
             done("login", True, f"logged in as {username}")
         except LoginError as exc:
-            text = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-            done("login", False, f"login refused for {username}: wrong username or password ({text[:200]})")
+            said = server_text(exc)[:200]
+            done("login", False, f"the server refused the login of {username}: wrong username or password"
+                 + (f" (it said: {said})" if said else ""))
             return steps
         except Exception as exc:  # noqa: BLE001
             done("login", False, f"login failed: {type(exc).__name__}: {str(exc)[:200]}")
@@ -388,6 +406,18 @@ def test_imap_connection(host: str, port: int, security: str, username: str, pas
                 except Exception:  # noqa: BLE001
                     pass
     return steps
+
+
+# Which form field a failed connection step points at.
+_STEP_FIELD = {"dns": "host", "tcp": "port", "tls": "security", "login": "password", "folders": None}
+
+
+def refuse_unless_reachable(steps: list[dict]) -> None:
+    """Raise Invalid naming the first failed step of a connection test (all steps in its facts)."""
+    failed = next((s for s in steps if s["ok"] is False), None)
+    if failed is not None:
+        raise Invalid(f"nothing was saved: the connection test failed at the {failed['step']} step: "
+                      f"{failed['detail']}", field=_STEP_FIELD[failed["step"]], facts={"steps": steps})
 
 
 def with_sources(session: Session, org_id: int, rows: list[dict]) -> list[dict]:

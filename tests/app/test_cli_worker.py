@@ -33,7 +33,8 @@ def test_worker_syncs_and_set_password_repairs(tmp_path, imap_user):
     _cli(env, "user", "add", "alice@ourco.com")
     imap_user.deliver(message("Client <client@cust.com>", "alice@ourco.com", "Hello", msgid="w1@cust"))
     _cli({**env, "THREADLINE_IMAP_PASSWORD": "wrong-password"}, "mailbox", "add-imap", "--owner", "alice@ourco.com",
-         "--host", imap_user.host, "--port", str(imap_user.port), "--security", "none", "--username", imap_user.username)
+         "--host", imap_user.host, "--port", str(imap_user.port), "--security", "none", "--username", imap_user.username,
+         "--no-check")  # a wrong password on purpose: the check would refuse it
 
     worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -215,7 +215,8 @@ def test_the_cli_audits_refuses_alias_collisions_and_deactivated_users_like_the_
     token = _cli(tmp_path, "user", "token", "alice@ourco.com")
     assert token.returncode == 0 and token.stdout.strip().startswith("tl_")
     added = _cli(tmp_path, "mailbox", "add-imap", "--owner", "alice@ourco.com", "--host", "127.0.0.1", "--port", "1",
-                 "--security", "none", "--username", "alice", env={"THREADLINE_IMAP_PASSWORD": "first"})
+                 "--security", "none", "--username", "alice", "--no-check",
+                 env={"THREADLINE_IMAP_PASSWORD": "first"})
     assert added.returncode == 0, added.stderr
     assert _cli(tmp_path, "mailbox", "set-password", "1", env={"THREADLINE_IMAP_PASSWORD": "second"}).returncode == 0
     tenant = _cli(tmp_path, "mailbox", "add-m365-tenant", "--tenant-id", "ourco.onmicrosoft.com", "--client-id", "app",
