@@ -309,6 +309,7 @@ def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] =
     from app.api import create_app
     from app.settings import demo_settings, get_settings
 
+    _log_to_stderr()
     # The port first: a demo takes half a minute to seed, and must not print a token and
     # "running" and then die because another process holds the port.
     sock = _listen(host, port)
@@ -335,6 +336,19 @@ def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] =
     out.print(_running_banner(f"{scheme}://{shown}:{port}", info), highlight=False, markup=False)
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", **tls))
     server.run(sockets=[sock])
+
+
+def _log_to_stderr() -> None:
+    """The long-running commands say what happens to mailboxes (a push connection lost, a sync
+    failing) on stderr, with the time: nothing was configured, so those lines were dropped."""
+    import logging
+
+    logger = logging.getLogger("threadline")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _listen(host: str, port: int):
@@ -419,6 +433,7 @@ def worker_cmd() -> None:
     """Run only the sync scheduler (for deployments that split web and sync)."""
     from sync.scheduler import run_forever
 
+    _log_to_stderr()
     rt = _rt()
     out.print(f"worker {rt.settings.worker_id} syncing due mailboxes; Ctrl-C to stop")
     run_forever(rt)

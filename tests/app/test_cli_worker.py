@@ -60,3 +60,6 @@ def test_worker_syncs_and_set_password_repairs(tmp_path, imap_user):
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=30)
     assert worker.returncode == 0, output
+    # The worker said so when the mailbox failed, with the time and the reason.
+    assert "WARNING threadline.scheduler: sync of mailbox 1 failed (auth)" in output, output
+    assert imap_user.password not in output and "wrong-password" not in output
