@@ -113,24 +113,35 @@ def user_token(email: str, name: Annotated[str, typer.Option(help="What the toke
 @mailbox_app.command("add-imap")
 def mailbox_add_imap(
     owner: Annotated[str, typer.Option(help="The rep whose mailbox this is.")],
-    host: Annotated[str, typer.Option(help="IMAP server host name.")],
-    username: Annotated[str, typer.Option(help="IMAP login name.")],
-    port: Annotated[int, typer.Option(help="IMAP port.")] = 993,
-    security: Annotated[str, typer.Option(help="tls | starttls | none")] = "tls",
+    email: Annotated[Optional[str], typer.Option(help="The mailbox's address (default: the owner's).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="IMAP server host name (default: found from the address: "
+                                                "DNS SRV records, the provider's autoconfig, its MX, known "
+                                                "providers).")] = None,
+    username: Annotated[Optional[str], typer.Option(help="IMAP login name (default: the address).")] = None,
+    port: Annotated[int, typer.Option(help="IMAP port (with --host).")] = 993,
+    security: Annotated[str, typer.Option(help="tls | starttls | none (with --host)")] = "tls",
     check: Annotated[bool, typer.Option("--check/--no-check", help="Connect and log in first; nothing is saved "
                                         "if that fails.")] = True,
     org: OrgOpt = None,
 ) -> None:
-    """Add an IMAP mailbox. The password comes from THREADLINE_IMAP_PASSWORD or a prompt, never argv."""
+    """Add an IMAP mailbox from its address and password (the server is found and tested), or
+    from --host etc. The password comes from THREADLINE_IMAP_PASSWORD or a prompt, never argv."""
     from app.services import mailboxes
 
-    password = _password(f"IMAP password for {username}: ")
+    password = _password(f"IMAP password for {username or email or owner}: ")
     rt = _rt()
-    mb = mailboxes.add_imap(rt, _operator(rt, org), owner=owner, host=host, port=port, security=security,
-                            username=username, password=password, check=check)
-    out.print(f"mailbox {mb['id']} added for {owner}" + (" (connection tested: login and folders ok)" if check else
-                                                         " (not tested)")
-              + f"; run `threadline sync --once --mailbox {mb['id']}`", highlight=False)
+    mb = mailboxes.connect_imap(rt, _operator(rt, org), owner=owner, email=email, password=password, host=host,
+                                port=port, security=security, username=username, check=check)
+    found = mb["found"]
+    if found:
+        out.print(f"found {found['host']}:{found['port']} ({found['security']}) in {found['source']}; "
+                  f"logged in as {found['username']}", highlight=False, markup=False)
+        if found["note"]:
+            out.print(found["note"], highlight=False, markup=False)
+    elif not check:
+        out.print("not tested (--no-check): the first sync will tell", highlight=False)
+    out.print(f"mailbox {mb['id']} added for {owner}; run `threadline sync --once --mailbox {mb['id']}`",
+              highlight=False, markup=False)
 
 
 def _password(prompt: str, env: str = "THREADLINE_IMAP_PASSWORD", hint: str = "") -> str:

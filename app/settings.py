@@ -26,6 +26,7 @@ class Settings:
     entra_client_id: str | None = None  # THREADLINE_ENTRA_CLIENT_ID: the API's app registration (token audience)
     entra_scope: str = "access_as_user"  # THREADLINE_ENTRA_SCOPE: the delegated scope the token must carry
     entra_authority: str = "https://login.microsoftonline.com"  # THREADLINE_ENTRA_AUTHORITY (JWKS and issuer base)
+    dns_server: str | None = None  # THREADLINE_DNS_SERVER: host[:port] for finding mail servers; else the system's
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -43,6 +44,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         entra_client_id=env.get("THREADLINE_ENTRA_CLIENT_ID") or None,
         entra_scope=env.get("THREADLINE_ENTRA_SCOPE") or "access_as_user",
         entra_authority=(env.get("THREADLINE_ENTRA_AUTHORITY") or "https://login.microsoftonline.com").rstrip("/"),
+        dns_server=env.get("THREADLINE_DNS_SERVER") or None,
     )
 
 

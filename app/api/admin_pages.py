@@ -71,6 +71,7 @@ OK_MESSAGES = {
     "deactivated": "User deactivated: their tokens are revoked and their mailboxes paused.",
     "reactivated": "User reactivated.", "alias": "Alias added.", "alias_removed": "Alias removed.",
     "revoked": "Token revoked.", "added": "Mailbox added. Press Sync now to import it.",
+    "added_found": "Server found and connection tested: mailbox added. Press Sync now to import it.",
     "paused": "Mailbox paused.", "resumed": "Mailbox resumed.",
     "resync": "Folder cursors reset: the next sync reads the whole mailbox again (no duplicates).",
     "sync": "Sync started.", "password": "Password replaced.", "removed": "Mailbox removed.",
@@ -83,6 +84,7 @@ OK_MESSAGES = {
     "m365_all": "Microsoft 365 mailboxes added for every enabled rep who had none through this tenant.",
 }
 SOURCE_KINDS = ("imap", "caldav", "m365")
+IMAP_FIELDS = ("owner", "email", "host", "port", "security", "username")
 
 
 # -- sessions -------------------------------------------------------------------------
@@ -370,33 +372,57 @@ def _mailbox_form(request, con, status: int = 200, *, kind: str = "imap", **ctx)
 @router.post("/mailboxes/test")
 async def test_mailbox(request: Request, con: Console = Depends(console)) -> HTMLResponse:
     form = await _form(request)
-    values = {k: form.get(k, "") for k in ("owner", "host", "port", "security", "username")}
-    steps = await run_in_threadpool(mailboxes.test_imap_connection, values["host"], values["port"],
-                                    values["security"], values["username"], str(form.get("password", "")))
-    return _mailbox_form(request, con, kind="imap", values=values, steps=steps)
+    values = {k: str(form.get(k, "")).strip() for k in IMAP_FIELDS}
+    values["check"] = form.get("check") == "1"
+    password = str(form.get("password", ""))
+    if values["host"]:
+        steps = await run_in_threadpool(mailboxes.test_imap_connection, values["host"], values["port"],
+                                        values["security"], values["username"] or values["email"] or values["owner"],
+                                        password)
+        return _mailbox_form(request, con, kind="imap", values=values, steps=steps)
+    try:  # no host: find it, and show where it was found
+        found = await run_in_threadpool(mailboxes.find_imap_server, runtime_of(request),
+                                        values["email"] or values["owner"], password)
+    except ServiceError as exc:
+        values.update(exc.facts.get("server") or {})
+        return _mailbox_form(request, con, kind="imap", values=values, steps=exc.facts.get("steps"), **refused(exc))
+    values.update({k: found[k] for k in ("host", "port", "security", "username")})
+    return _mailbox_form(request, con, kind="imap", values=values, steps=found["steps"],
+                         message=f"Found {found['host']}:{found['port']} ({found['security']}) in {found['source']}."
+                         + (f" {found['note']}" if found["note"] else ""))
+
+
+async def _connect_imap(request: Request, con: Console, form: dict) -> tuple[dict | None, dict]:
+    """The IMAP form's mailbox added (found from the address, or as typed): (mailbox, values),
+    or (None, what to show again) when refused. Shared by the add page and the first-run page."""
+    values = {k: str(form.get(k, "")).strip() for k in IMAP_FIELDS}
+    values["check"] = form.get("check") == "1"
+    try:
+        port = int(values["port"] or 993)
+    except ValueError:
+        return None, {"values": values, "status": 422, "error": f"not a port number: {values['port']}"}
+    try:
+        mb = await run_in_threadpool(  # finding the server and the check reach the network
+            lambda: mailboxes.connect_imap(runtime_of(request), con.actor, owner=values["owner"],
+                                           email=values["email"] or None, password=str(form.get("password", "")),
+                                           host=values["host"] or None, port=port,
+                                           security=values["security"] or "tls",
+                                           username=values["username"] or None, check=values["check"]))
+    except ServiceError as exc:
+        shown = refused(exc)
+        if exc.facts.get("steps"):  # the steps below say what failed: the flash need not repeat it
+            shown["error"] = "Nothing was saved: the connection test below failed." + (
+                f" {exc.reason}" if not values["host"] else "")
+        return None, {"values": values, "steps": exc.facts.get("steps"), **shown}
+    return mb, values
 
 
 @router.post("/mailboxes")
 async def add_mailbox(request: Request, con: Console = Depends(console)) -> Response:
-    form = await _form(request)
-    values = {k: form.get(k, "") for k in ("owner", "host", "port", "security", "username")}
-    try:
-        port = int(values["port"] or 0)
-    except ValueError:
-        return _mailbox_form(request, con, status=422, kind="imap", values=values,
-                             error=f"not a port number: {values['port']}")
-    values["check"] = form.get("check") == "1"
-    try:
-        mb = await run_in_threadpool(  # the check logs in to the IMAP server
-            lambda: mailboxes.add_imap(runtime_of(request), con.actor, owner=values["owner"], host=values["host"],
-                                       port=port, security=values["security"], username=values["username"],
-                                       password=str(form.get("password", "")), check=values["check"]))
-    except ServiceError as exc:
-        shown = refused(exc)
-        if exc.facts.get("steps"):  # the steps below say what failed: the flash need not repeat it
-            shown["error"] = "Nothing was saved: the connection test below failed."
-        return _mailbox_form(request, con, kind="imap", values=values, steps=exc.facts.get("steps"), **shown)
-    return back(f"/admin/mailboxes/{mb['id']}", "added")
+    mb, shown = await _connect_imap(request, con, await _form(request))
+    if mb is None:
+        return _mailbox_form(request, con, kind="imap", **shown)
+    return back(f"/admin/mailboxes/{mb['id']}", "added_found" if mb["found"] else "added")
 
 
 @router.post("/mailboxes/caldav")

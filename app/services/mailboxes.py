@@ -408,6 +408,56 @@ def test_imap_connection(host: str, port: int, security: str, username: str, pas
     return steps
 
 
+def connect_imap(rt, actor: Actor, *, owner: str, password: str, email: str | None = None,
+                 host: str | None = None, port: int = 993, security: str = "tls", username: str | None = None,
+                 check: bool = True) -> dict:
+    """Add a rep's IMAP mailbox from its address (default: the owner's) and password: the server
+    is found and tested (find_imap_server), or given by hand with `host` (tested unless not
+    `check`). Returns the mailbox as described, with `found` (the discovery, or None)."""
+    address = (email or "").strip() or owner
+    if (host or "").strip():
+        mb = add_imap(rt, actor, owner=owner, host=host, port=port, security=security,
+                      username=(username or "").strip() or address, password=password, check=check)
+        return mb | {"found": None}
+    with changing(rt.engine, actor) as conn:  # refuse a wrong owner (or actor) before reaching any server
+        owner_id(conn, actor.org_id, owner)
+    found = find_imap_server(rt, address, password)
+    mb = add_imap(rt, actor, owner=owner, host=found["host"], port=found["port"], security=found["security"],
+                  username=found["username"], password=password)  # just tested
+    return mb | {"found": found}
+
+
+def find_imap_server(rt, address: str, password: str) -> dict:
+    """Find where `address` is read over IMAP (connectors/discover.py) and log in to the
+    candidates in order until one accepts: {host, port, security, username, source, steps,
+    note}. Nothing is stored. Invalid (field "email") when nothing is found, when the
+    provider needs its own sign-in (Microsoft 365), or when the login is refused; the
+    admin can then give the server by hand."""
+    from connectors.discover import MICROSOFT, discover, resolver_for
+
+    address = clean_address(address, "email")
+    found = discover(address, resolver=resolver_for(rt.settings.dns_server))
+    domain = address.rpartition("@")[2]
+    if found.provider == MICROSOFT:
+        raise Invalid(found.note, field="email", facts={"provider": found.provider})
+    if not found.servers:
+        raise Invalid(f"could not find the IMAP server of {domain} (looked at {', '.join(found.looked_at)}): "
+                      "give the server's host, port and security by hand", field="host")
+    for server in found.servers:
+        steps = test_imap_connection(server.host, server.port, server.security, server.username, password)
+        failed = next((s for s in steps if s["ok"] is False), None)
+        if failed is None:
+            return {"host": server.host, "port": server.port, "security": server.security,
+                    "username": server.username, "source": server.source, "steps": steps, "note": found.note}
+        if failed["step"] in ("login", "folders"):  # the server is right; another would refuse the same login
+            break
+    where = f"{server.host}:{server.port} ({server.security}, from {server.source})"
+    raise Invalid(f"found {where}, but the connection test failed at the {failed['step']} step: {failed['detail']}"
+                  + (f". {found.note}" if found.note else ""), field=_STEP_FIELD[failed["step"]],
+                  facts={"steps": steps, "server": {"host": server.host, "port": server.port,
+                                                    "security": server.security, "username": server.username}})
+
+
 # Which form field a failed connection step points at.
 _STEP_FIELD = {"dns": "host", "tcp": "port", "tls": "security", "login": "password", "folders": None}
 

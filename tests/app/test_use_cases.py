@@ -76,6 +76,9 @@ CASES = {
     "mailboxes.add_imap": lambda w: lambda a: mailboxes.add_imap(
         w.rt, a, owner="alice@ourco.com", host="127.0.0.1", port=1, security="none", username=uniq("i"),
         password="pw"),
+    "mailboxes.connect_imap": lambda w: lambda a: mailboxes.connect_imap(
+        w.rt, a, owner="alice@ourco.com", password="pw", host="127.0.0.1", port=1, security="none",
+        username=uniq("c"), check=False),
     "mailboxes.pause": lambda w: (lambda mid: lambda a: mailboxes.pause(w.rt, a, mid))(_mailbox(w)),
     "mailboxes.resume": lambda w: (lambda mid: lambda a: mailboxes.resume(w.rt, a, mid))(_mailbox(w)),
     "mailboxes.resync": lambda w: (lambda mid: lambda a: mailboxes.resync(w.rt, a, mid))(_mailbox(w)),
