@@ -21,7 +21,7 @@ import time
 from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Optional
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -36,9 +36,9 @@ from app.db import read_only, write_transaction
 from app.models import ApiToken, ConsoleSession, Organisation, User
 from app.models.base import utcnow
 from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
-from app.services import audit, calendars, m365, mailboxes, orgs, privacy, rules
+from app.services import audit, calendars, m365, mailboxes, orgs, people, privacy, rules
 from app.services.actor import Actor
-from app.services.errors import NotFound, ServiceError, http_status
+from app.services.errors import Invalid, NotFound, ServiceError, http_status
 from app.services.orgs import hash_token
 from sync.addresses import FREE_MAIL_DOMAINS
 
@@ -71,6 +71,7 @@ OK_MESSAGES = {
     "deactivated": "User deactivated: their tokens are revoked and their mailboxes paused.",
     "reactivated": "User reactivated.", "alias": "Alias added.", "alias_removed": "Alias removed.",
     "revoked": "Token revoked.", "added": "Mailbox added. Press Sync now to import it.",
+    "connected": "Mailbox connected: its first import has started.",
     "added_found": "Server found and connection tested: mailbox added. Press Sync now to import it.",
     "paused": "Mailbox paused.", "resumed": "Mailbox resumed.",
     "resync": "Folder cursors reset: the next sync reads the whole mailbox again (no duplicates).",
@@ -350,7 +351,95 @@ def login_script() -> Response:
 
 @router.get("")
 def home(request: Request, con: Console = Depends(console)) -> HTMLResponse:
-    return render(request, "health.html", con, rows=mailboxes.health_page(runtime_of(request).engine, con.org_id))
+    rows = mailboxes.health_page(runtime_of(request).engine, con.org_id)
+    if not rows:  # nothing to sync yet: the first-run page is the home page
+        return _start(request, con)
+    return render(request, "health.html", con, rows=rows)
+
+
+# -- first run ---------------------------------------------------------------------------
+# From an organisation with no mailbox to a real customer in the sidebar: company domains,
+# reps (a token each, shown once), the first mailbox (found from its address), then the
+# first customer. Each step calls the same use cases as the other pages.
+
+def _start(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResponse:
+    rt = runtime_of(request)
+    with read_only(rt.engine) as conn:
+        org = orgs.org_settings(conn, con.org_id)
+        users = [u for u in orgs.list_users(conn, con.org_id) if u["active"]]
+        customer = people.first_customer(conn, con.org_id)
+    rows = mailboxes.health_page(rt.engine, con.org_id)
+    importing = bool(rows) and customer is None and any(r["health"] in ("pending", "importing") for r in rows)
+    ctx.setdefault("values", {"owner": con.name})
+    return render(request, "start.html", con, status=status, org=org, users=users, rows=rows, customer=customer,
+                  reps=[u for u in users if u["role"] == "rep"], refresh=importing, **ctx)
+
+
+@router.get("/start")
+def start_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
+    return _start(request, con)
+
+
+@router.post("/start/domains")
+async def start_domains(request: Request, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    changes = {"name": form.get("name") or None}
+    if "internal_domains" in form:
+        changes["internal_domains"] = _split(str(form["internal_domains"]))
+    try:
+        orgs.update_org(runtime_of(request), con.actor, changes)
+    except ServiceError as exc:
+        return _start(request, con, **refused(exc))
+    return back("/admin/start", "org")
+
+
+@router.post("/start/reps")
+async def start_reps(request: Request, con: Console = Depends(console)) -> Response:
+    """One rep per line ("Name <address>" or an address): each added and given a token, shown once."""
+    form = await _form(request)
+    rt = runtime_of(request)
+    invited: list[dict] = []
+    try:
+        wanted = [_rep_line(line) for line in str(form.get("reps", "")).splitlines() if line.strip()]
+        if not wanted:
+            raise Invalid("give at least one address, one per line", field="reps")
+        for name, address in wanted:
+            user = orgs.create_user(rt, con.actor, address, name=name, role="rep")
+            invited.append(orgs.create_token(rt, con.actor, user["id"], "first sign-in"))
+    except ServiceError as exc:  # the tokens already issued are shown all the same: they are shown once
+        return _start(request, con, invited=invited, **refused(exc))
+    return _start(request, con, invited=invited,
+                  message=f"{len(invited)} rep(s) added. Give each their token now: it is not shown again.")
+
+
+def _rep_line(line: str) -> tuple[str, str]:
+    from email.utils import parseaddr
+
+    name, address = parseaddr(line.strip())
+    return name.strip(), orgs.clean_address(address or line, "reps")
+
+
+@router.post("/start/mailbox")
+async def start_mailbox(request: Request, con: Console = Depends(console)) -> Response:
+    mb, shown = await _connect_imap(request, con, await _form(request))
+    if mb is None:
+        return _start(request, con, **shown)
+    mailboxes.sync_now(runtime_of(request), con.actor, mb["id"], scheduler=scheduler_of(request))
+    return back("/admin/start", "connected")
+
+
+@router.post("/start/sidebar")
+async def start_sidebar(request: Request, con: Console = Depends(console)) -> Response:
+    """A sidebar token for the admin (replacing the previous one made here) in a link that
+    signs this browser's sidebar in on the first customer."""
+    await _form(request)
+    rt = runtime_of(request)
+    issued = orgs.replace_token(rt, con.actor, con.user_id, "sidebar (first run)")
+    with read_only(rt.engine) as conn:
+        customer = people.first_customer(conn, con.org_id)
+    if customer is None:
+        return _start(request, con, status=409, error="No customer yet: wait for the first import.")
+    return _start(request, con, sidebar_link=f"/panel?email={quote(customer['email'])}#token={issued['token']}")
 
 
 @router.get("/mailboxes/new")

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import text
 from sqlmodel import select
 
 from app.db import read_only, session
 from app.models import Mailbox, Organisation, User
 from app.runtime import Runtime
-from app.services import orgs
+from app.services import orgs, people
 from app.services.actor import Actor
 from sync.engine import sync_mailbox
 
@@ -53,13 +52,6 @@ def seed_demo(rt: Runtime, console=None) -> dict:
         if console is not None and report is not None:
             console.print(f"  demo mailbox {mailbox_id}: {report.imported} messages imported "
                           f"({report.skipped} skipped as internal or bulk)", highlight=False)
-    return {"org": org_name, "admin": admin.email, "token": token, "customer": busiest_customer(rt, org_id)}
-
-
-def busiest_customer(rt: Runtime, org_id: int) -> str | None:
-    """A customer worth opening first: at a company, with meetings, the most mail."""
     with read_only(rt.engine) as conn:
-        return conn.execute(text(
-            "SELECT c.primary_email FROM contact c JOIN contactstats s ON s.contact_id = c.id "
-            "WHERE c.org_id = :org AND c.company_id IS NOT NULL "
-            "ORDER BY s.meetings > 0 DESC, s.emails_in + s.emails_out DESC, c.id LIMIT 1"), {"org": org_id}).scalar()
+        customer = people.first_customer(conn, org_id)
+    return {"org": org_name, "admin": admin.email, "token": token, "customer": customer and customer["email"]}

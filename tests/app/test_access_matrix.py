@@ -128,6 +128,12 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("GET", "/admin/static/login.js"): {"auth": PUBLIC},
     ("POST", "/admin/logout"): {"auth": CONSOLE},
     ("GET", "/admin"): {"auth": CONSOLE},
+    ("GET", "/admin/start"): {"auth": CONSOLE},
+    ("POST", "/admin/start/domains"): {"auth": CONSOLE},  # saved unchanged
+    ("POST", "/admin/start/reps"): {"auth": CONSOLE, "form": lambda: {"reps": f"{uniq('w')}@reps.example"}},
+    ("POST", "/admin/start/mailbox"): {"auth": CONSOLE, "form": {**imap_body(), "owner": "rep@ourco.com"},
+                                       "other": (422,)},
+    ("POST", "/admin/start/sidebar"): {"auth": CONSOLE, "other": (409,)},
     ("GET", "/admin/mailboxes/new"): {"auth": CONSOLE},
     ("POST", "/admin/mailboxes/test"): {"auth": CONSOLE, "form": {**imap_body(), "owner": "rep@ourco.com"}},
     ("POST", "/admin/mailboxes"): {"auth": CONSOLE, "form": {**imap_body(), "owner": "rep@ourco.com"},
