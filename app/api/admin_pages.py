@@ -382,15 +382,7 @@ def start_page(request: Request, con: Console = Depends(console)) -> HTMLRespons
 
 @router.post("/start/domains")
 async def start_domains(request: Request, con: Console = Depends(console)) -> Response:
-    form = await _form(request)
-    changes = {"name": form.get("name") or None}
-    if "internal_domains" in form:
-        changes["internal_domains"] = _split(str(form["internal_domains"]))
-    try:
-        orgs.update_org(runtime_of(request), con.actor, changes)
-    except ServiceError as exc:
-        return _start(request, con, **refused(exc))
-    return back("/admin/start", "org")
+    return _save_org(request, con, await _form(request), ("name",), _start, "/admin/start")
 
 
 @router.post("/start/reps")
@@ -620,17 +612,21 @@ def org_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
 
 @router.post("/org")
 async def org_save(request: Request, con: Console = Depends(console)) -> Response:
-    form = await _form(request)
-    changes = {k: form.get(k) for k in ("name", "contact_policy", "visibility", "backfill_days",
-                                        "sync_interval_seconds", "calendar_past_days", "calendar_future_days")
-               if form.get(k) not in (None, "")}
+    return _save_org(request, con, await _form(request),
+                     ("name", "contact_policy", "visibility", "backfill_days", "sync_interval_seconds",
+                      "calendar_past_days", "calendar_future_days"), _org_page, "/admin/org")
+
+
+def _save_org(request: Request, con: Console, form: dict, fields: tuple[str, ...], page, url: str) -> Response:
+    """The organisation's settings from a form (the fields given, and the domains when sent)."""
+    changes = {k: form.get(k) for k in fields if form.get(k) not in (None, "")}
     if "internal_domains" in form:
         changes["internal_domains"] = _split(str(form["internal_domains"]))
     try:
         orgs.update_org(runtime_of(request), con.actor, changes)
     except ServiceError as exc:
-        return _org_page(request, con, **refused(exc))
-    return back("/admin/org", "org")
+        return page(request, con, **refused(exc))
+    return back(url, "org")
 
 
 # -- users ------------------------------------------------------------------------------------
