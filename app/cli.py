@@ -80,10 +80,13 @@ def db_upgrade() -> None:
 # -- org ------------------------------------------------------------------------
 @org_app.command("init")
 def org_init(name: Annotated[str, typer.Option("--name", help="Company name.")],
-             domain: Annotated[list[str], typer.Option("--domain", help="An internal email domain (repeatable).")]) -> None:
+             domain: Annotated[list[str], typer.Option("--domain", help="An internal email domain (repeatable).")],
+             another: Annotated[bool, typer.Option("--another", help="Create a second organisation in this "
+                                                   "database on purpose (every command then needs --org).")] = False,
+             ) -> None:
     """Create the organisation with its internal email domains."""
     rt = _rt()
-    org = org_service.create_org(rt, name, domain)
+    org = org_service.create_org(rt, name, domain, another=another)
     out.print(f"organisation {org['id']} created: {org['name']} ({', '.join(org['internal_domains'])})",
               highlight=False)
 
@@ -116,21 +119,35 @@ def user_token(email: str, name: Annotated[str, typer.Option(help="What the toke
 @mailbox_app.command("add-imap")
 def mailbox_add_imap(
     owner: Annotated[str, typer.Option(help="The rep whose mailbox this is.")],
-    host: Annotated[str, typer.Option(help="IMAP server host name.")],
-    username: Annotated[str, typer.Option(help="IMAP login name.")],
-    port: Annotated[int, typer.Option(help="IMAP port.")] = 993,
-    security: Annotated[str, typer.Option(help="tls | starttls | none")] = "tls",
+    email: Annotated[Optional[str], typer.Option(help="The mailbox's address (default: the owner's).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="IMAP server host name (default: found from the address: "
+                                                "DNS SRV records, the provider's autoconfig, its MX, known "
+                                                "providers).")] = None,
+    username: Annotated[Optional[str], typer.Option(help="IMAP login name (default: the address).")] = None,
+    port: Annotated[int, typer.Option(help="IMAP port (with --host).")] = 993,
+    security: Annotated[str, typer.Option(help="tls | starttls | none (with --host)")] = "tls",
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Connect and log in first; nothing is saved "
+                                        "if that fails.")] = True,
     org: OrgOpt = None,
 ) -> None:
-    """Add an IMAP mailbox. The password comes from THREADLINE_IMAP_PASSWORD or a prompt, never argv."""
+    """Add an IMAP mailbox from its address and password (the server is found and tested), or
+    from --host etc. The password comes from THREADLINE_IMAP_PASSWORD or a prompt, never argv."""
     from app.services import mailboxes
 
-    password = _password(f"IMAP password for {username}: ")
+    password = _password(f"IMAP password for {username or email or owner}: ")
     rt = _rt()
-    mb = mailboxes.add_imap(rt, _operator(rt, org), owner=owner, host=host, port=port, security=security,
-                            username=username, password=password)
+    mb = mailboxes.connect_imap(rt, _operator(rt, org), owner=owner, email=email, password=password, host=host,
+                                port=port, security=security, username=username, check=check)
+    found = mb["found"]
+    if found:
+        out.print(f"found {found['host']}:{found['port']} ({found['security']}) in {found['source']}; "
+                  f"logged in as {found['username']}", highlight=False, markup=False)
+        if found["note"]:
+            out.print(found["note"], highlight=False, markup=False)
+    elif not check:
+        out.print("not tested (--no-check): the first sync will tell", highlight=False)
     out.print(f"mailbox {mb['id']} added for {owner}; run `threadline sync --once --mailbox {mb['id']}`",
-              highlight=False)
+              highlight=False, markup=False)
 
 
 def _password(prompt: str, env: str = "THREADLINE_IMAP_PASSWORD", hint: str = "") -> str:
@@ -171,13 +188,38 @@ def mailbox_list(org: OrgOpt = None,
     if as_json:
         out.print_json(json.dumps(rows, default=_json_default))
         return
-    table = Table("id", "owner", "server", "status", "stage", "imported", "skipped", "last success", "last error")
+    if not rows:
+        out.print("no mailbox yet: add one with `threadline mailbox add-imap --owner REP`", highlight=False)
+    for block in mailbox_blocks(rows):
+        out.print(block)
+
+
+def mailbox_blocks(rows: list[dict]) -> list:
+    """One block per mailbox: a heading line, then label/value lines whose values wrap under
+    themselves, so the owner, the error and its fix stay whole on a narrow terminal."""
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.text import Text
+
+    blocks = []
     for r in rows:
-        table.add_row(str(r["id"]), r["owner"] or "", r["server"] or "", r["status"], r["stage"],
-                      str(r["messages_imported"]), str(sum(r["skipped"].values())),
-                      r["last_success_at"].strftime("%Y-%m-%d %H:%M") if r["last_success_at"] else "never",
-                      (r["last_error"] or "")[:80])
-    out.print(table)
+        where = r["server"] or r.get("username") or ""
+        heading = Text(f"#{r['id']} {r['kind']} · {r['owner'] or 'no owner'} · {r['status']}"
+                       + (" · syncing now" if r["stage"] == "running" else ""), style="bold")
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(overflow="fold")
+        if where:
+            grid.add_row("server", Text(where + (f" as {r['username']}" if r["server"] and r.get("username") else "")))
+        last = r["last_success_at"].strftime("%Y-%m-%d %H:%M") if r["last_success_at"] else "never"
+        grid.add_row("synced", Text(f"{r['messages_imported']:,} imported, {sum(r['skipped'].values()):,} skipped; "
+                                    f"last success {last}"))
+        if r["last_error"]:
+            grid.add_row("error", Text(r["last_error"]))
+        if r.get("fix"):
+            grid.add_row("fix", Text(r["fix"]))
+        blocks.append(Group(heading, Padding(grid, (0, 0, 0, 3), expand=False), Text("")))
+    return blocks
 
 
 # -- sync -----------------------------------------------------------------------
@@ -286,7 +328,8 @@ def timeline_cmd(email: str, limit: Annotated[int, typer.Option(help="How many i
 @app.command("serve")
 def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
               port: Annotated[int, typer.Option(help="Port.")] = 8000,
-              demo: Annotated[bool, typer.Option("--demo", help="Load a generated demo company first.")] = False,
+              demo: Annotated[bool, typer.Option("--demo", help="Load a generated demo company first (kept in "
+                                                 "<data dir>/demo, apart from your own data).")] = False,
               scheduler: Annotated[bool, typer.Option(help="Run the sync scheduler in this process.")] = True,
               https: Annotated[bool, typer.Option("--https", help="Serve HTTPS with a self-signed certificate for "
                                                   "localhost (made in the data dir on first use), for trying the "
@@ -295,13 +338,21 @@ def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] =
     import uvicorn
 
     from app.api import create_app
+    from app.settings import demo_settings, get_settings
 
-    rt = _rt()
+    _log_to_stderr()
+    # The port first: a demo takes half a minute to seed, and must not print a token and
+    # "running" and then die because another process holds the port.
+    sock = _listen(host, port)
+    settings = demo_settings(get_settings()) if demo else get_settings()
+    rt = open_runtime(settings)
+    info = None
     if demo:
         from app.services.demo import seed_demo
 
+        out.print(f"demo data in {settings.data_dir} (your own set-up uses {settings.data_dir.parent}, never this)",
+                  highlight=False)
         info = seed_demo(rt, out)
-        out.print(f"demo organisation ready: {info}", highlight=False)
     api = create_app(rt, run_scheduler=scheduler)
     tls = {}
     scheme = "http"
@@ -312,10 +363,59 @@ def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] =
         out.print(f"HTTPS with the self-signed certificate {cert} (trust it once in your OS or browser); the Outlook "
                   f"add-in manifest is at {scheme}://localhost:{port}/addin/manifest.xml when "
                   f"THREADLINE_PUBLIC_URL={scheme}://localhost:{port}", highlight=False)
-    out.print(f"Threadline is running: open {scheme}://{host}:{port}/docs (API), {scheme}://{host}:{port}/panel (sidebar)"
-              + (f" — try {scheme}://{host}:{port}/api/lookup?email=... with the token printed above" if demo else ""),
-              highlight=False)
-    uvicorn.run(api, host=host, port=port, log_level="warning", **tls)
+    shown = "127.0.0.1" if host in ("", "0.0.0.0") else ("[::1]" if host == "::" else host)
+    out.print(_running_banner(f"{scheme}://{shown}:{port}", info), highlight=False, markup=False)
+    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", **tls))
+    server.run(sockets=[sock])
+
+
+def _log_to_stderr() -> None:
+    """The long-running commands say what happens to mailboxes (a push connection lost, a sync
+    failing) on stderr, with the time: nothing was configured, so those lines were dropped."""
+    import logging
+
+    logger = logging.getLogger("threadline")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _listen(host: str, port: int):
+    """The listening socket, taken before anything else; a clear error when the port is busy."""
+    import errno
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            _fail(f"port {port} on {host} is already in use (another Threadline, or another program): stop it, "
+                  f"or choose another port with --port {port + 1}")
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    return sock
+
+
+def _running_banner(base: str, demo: dict | None) -> str:
+    """Where to go now. For the demo: links that sign in with this start's token (in the
+    URL's fragment, which the browser never sends to the server or writes to its logs)."""
+    if demo is None:
+        return (f"Threadline is running:\n  admin console  {base}/admin\n  sidebar        {base}/panel\n"
+                f"  API            {base}/docs\nCtrl-C stops it.")
+    token = demo["token"]
+    customer = f"?email={demo['customer']}" if demo.get("customer") else ""
+    return (f"Threadline demo is running ({demo['org']}):\n"
+            f"  admin console  {base}/admin/login#token={token}\n"
+            f"                 (signs you in as {demo['admin']})\n"
+            f"  sidebar        {base}/panel{customer}#token={token}\n"
+            f"  API            {base}/docs, with the header Authorization: Bearer {token}\n"
+            "This start's token replaces the earlier demo tokens. Ctrl-C stops the demo; to set up your own "
+            "team, see README.md \"Setting it up for your team\" (your data stays apart from the demo's).")
 
 
 def _local_certificate(data_dir, host: str):
@@ -364,6 +464,7 @@ def worker_cmd() -> None:
     """Run only the sync scheduler (for deployments that split web and sync)."""
     from sync.scheduler import run_forever
 
+    _log_to_stderr()
     rt = _rt()
     out.print(f"worker {rt.settings.worker_id} syncing due mailboxes; Ctrl-C to stop")
     run_forever(rt)

@@ -2,12 +2,13 @@
 worker is, for sync leases (see holder_gone at the end).
 
 Everything has a working default so `threadline serve --demo` runs on a fresh
-machine: data lives in ./data (SQLite in WAL mode plus the secret key file).
+machine: data lives in ./data (SQLite in WAL mode plus the secret key file); the demo
+keeps its own in ./data/demo.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class Settings:
     entra_client_id: str | None = None  # THREADLINE_ENTRA_CLIENT_ID: the API's app registration (token audience)
     entra_scope: str = "access_as_user"  # THREADLINE_ENTRA_SCOPE: the delegated scope the token must carry
     entra_authority: str = "https://login.microsoftonline.com"  # THREADLINE_ENTRA_AUTHORITY (JWKS and issuer base)
+    dns_server: str | None = None  # THREADLINE_DNS_SERVER: host[:port] for finding mail servers; else the system's
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -43,7 +45,16 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         entra_client_id=env.get("THREADLINE_ENTRA_CLIENT_ID") or None,
         entra_scope=env.get("THREADLINE_ENTRA_SCOPE") or "access_as_user",
         entra_authority=(env.get("THREADLINE_ENTRA_AUTHORITY") or "https://login.microsoftonline.com").rstrip("/"),
+        dns_server=env.get("THREADLINE_DNS_SERVER") or None,
     )
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """Where `serve --demo` keeps the demo company: its own folder and SQLite database
+    under the data dir, so a real set-up in the same place never mixes with it
+    (THREADLINE_DATABASE_URL is for the real data, never the demo)."""
+    data_dir = settings.data_dir / "demo"
+    return replace(settings, data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'threadline.db'}")
 
 
 @lru_cache(maxsize=1)

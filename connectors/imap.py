@@ -11,6 +11,7 @@ Cursor per folder (stored by the engine as given):
 """
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import imaplib
@@ -158,10 +159,26 @@ def login_link_broke(exc: BaseException) -> bool:
 
 
 def _msg(exc: BaseException) -> str:
-    text = str(exc)
-    if isinstance(exc.args[0] if exc.args else None, bytes):
-        text = exc.args[0].decode("utf-8", "replace")
-    return text[:300] or type(exc).__name__
+    return server_text(exc)[:300] or type(exc).__name__
+
+
+_BYTES_REPR = re.compile(r"""^b(['"])(.*)\1$""", re.S)
+
+
+def server_text(exc: BaseException) -> str:
+    """What the server said, as words: imaplib keeps a server's answer as bytes, and
+    imapclient's LoginError wraps its str(), so admins were shown `b'[AUTHENTICATIONFAILED] …'`."""
+    first = exc.args[0] if exc.args else None
+    if isinstance(first, bytes):
+        return first.decode("utf-8", "replace").strip()
+    text = str(exc).strip()
+    quoted = _BYTES_REPR.match(text)
+    if quoted:
+        try:
+            return ast.literal_eval(text).decode("utf-8", "replace").strip()
+        except (ValueError, SyntaxError, UnicodeError):
+            return quoted.group(2)
+    return text
 
 
 class ImapConnector:

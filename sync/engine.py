@@ -498,3 +498,10 @@ def _finish(engine: Engine, mailbox_id: int, worker: str, report: RunReport, int
                                            or_(MAILBOX.c.lease_owner == worker, MAILBOX.c.lease_owner.is_(None)))
                      .values(**values))
 
+
+def _plain(report: RunReport, kind: str = "imap") -> str:
+    """The last error as one sentence in plain words. What fixes it is not repeated here:
+    the console, the API and `mailbox list` show it beside the error, once
+    (app/services/mailboxes.py: fix_for)."""
+    msg = (report.error or "unknown error").strip()
+    return msg if msg.endswith((".", "?", "!")) else f"{msg}."

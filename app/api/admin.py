@@ -155,6 +155,8 @@ class ImapSettingsIn(BaseModel):
 
 class NewImapMailbox(ImapSettingsIn):
     owner: str = Field(..., description="The rep's email address")
+    check: bool = Field(True, description="Connect and log in first; nothing is stored if that fails (422 with "
+                                          "every step in `steps`)")
 
 
 class NewPassword(BaseModel):
@@ -175,7 +177,8 @@ def test_imap(caller: AdminDep, body: ImapSettingsIn) -> ConnectionTest:
 @router.post("/mailboxes/imap", status_code=201, summary="Add an IMAP mailbox (the password is stored encrypted)")
 def add_imap(caller: AdminDep, rt: RuntimeDep, body: NewImapMailbox) -> MailboxRow:
     return mailboxes.add_imap(rt, Actor.of(caller), owner=body.owner, host=body.host, port=body.port,
-                              security=body.security, username=body.username, password=body.password)
+                              security=body.security, username=body.username, password=body.password,
+                              check=body.check)
 
 
 class NewCalDavAccount(BaseModel):

@@ -21,7 +21,7 @@ import time
 from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Optional
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -36,9 +36,9 @@ from app.db import read_only, write_transaction
 from app.models import ApiToken, ConsoleSession, Mailbox, Organisation, User
 from app.models.base import utcnow
 from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
-from app.services import audit, calendars, m365, mailboxes, orgs, privacy, rules
+from app.services import audit, calendars, m365, mailboxes, orgs, people, privacy, rules
 from app.services.actor import Actor
-from app.services.errors import NotFound, ServiceError, http_status
+from app.services.errors import Invalid, NotFound, ServiceError, http_status
 from app.services.orgs import hash_token
 from app.textsafe import shown
 from sync.addresses import FREE_MAIL_DOMAINS
@@ -73,6 +73,8 @@ OK_MESSAGES = {
     "deactivated": "User deactivated: their tokens are revoked and their mailboxes paused.",
     "reactivated": "User reactivated.", "alias": "Alias added.", "alias_removed": "Alias removed.",
     "revoked": "Token revoked.", "added": "Mailbox added. Press Sync now to import it.",
+    "connected": "Mailbox connected: its first import has started.",
+    "added_found": "Server found and connection tested: mailbox added. Press Sync now to import it.",
     "paused": "Mailbox paused.", "resumed": "Mailbox resumed.",
     "resync": "Folder cursors reset: the next sync reads the whole mailbox again (no duplicates).",
     "sync": "Sync started.", "password": "Password replaced.", "removed": "Mailbox removed.",
@@ -98,6 +100,8 @@ IMAP_PRESETS = (
     ("OVHcloud", "ssl0.ovh.net", 993, "tls", ""),
     ("IONOS", "imap.ionos.com", 993, "tls", "German IONOS accounts use imap.ionos.de."),
 )
+
+IMAP_FIELDS = ("owner", "email", "host", "port", "security", "username")
 
 
 # -- sessions -------------------------------------------------------------------------
@@ -360,11 +364,97 @@ def script() -> Response:
                     headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"})
 
 
+@router.get("/static/login.js")
+def login_script() -> Response:
+    return Response((ADMIN_DIR / "static" / "login.js").read_text(), media_type="text/javascript",
+                    headers={"Cache-Control": "max-age=3600"})
+
+
 # -- sync health (home) -------------------------------------------------------------------
 
 @router.get("")
 def home(request: Request, con: Console = Depends(console)) -> HTMLResponse:
-    return render(request, "health.html", con, rows=mailboxes.health_page(runtime_of(request).engine, con.org_id))
+    rows = mailboxes.health_page(runtime_of(request).engine, con.org_id)
+    if not rows:  # nothing to sync yet: the first-run page is the home page
+        return _start(request, con)
+    return render(request, "health.html", con, rows=rows)
+
+
+# -- first run ---------------------------------------------------------------------------
+# From an organisation with no mailbox to a real customer in the sidebar: company domains,
+# reps (a token each, shown once), the first mailbox (found from its address), then the
+# first customer. Each step calls the same use cases as the other pages.
+
+def _start(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResponse:
+    rt = runtime_of(request)
+    with read_only(rt.engine) as conn:
+        org = orgs.org_settings(conn, con.org_id)
+        users = [u for u in orgs.list_users(conn, con.org_id) if u["active"]]
+        customer = people.first_customer(conn, con.org_id)
+    rows = mailboxes.health_page(rt.engine, con.org_id)
+    importing = bool(rows) and customer is None and any(r["health"] in ("pending", "importing") for r in rows)
+    ctx.setdefault("values", {"owner": con.name})
+    return render(request, "start.html", con, status=status, org=org, users=users, rows=rows, customer=customer,
+                  reps=[u for u in users if u["role"] == "rep"], refresh=importing, **ctx)
+
+
+@router.get("/start")
+def start_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
+    return _start(request, con)
+
+
+@router.post("/start/domains")
+async def start_domains(request: Request, con: Console = Depends(console)) -> Response:
+    return _save_org(request, con, await _form(request), ("name",), _start, "/admin/start")
+
+
+@router.post("/start/reps")
+async def start_reps(request: Request, con: Console = Depends(console)) -> Response:
+    """One rep per line ("Name <address>" or an address): each added and given a token, shown once."""
+    form = await _form(request)
+    rt = runtime_of(request)
+    invited: list[dict] = []
+    try:
+        wanted = [_rep_line(line) for line in str(form.get("reps", "")).splitlines() if line.strip()]
+        if not wanted:
+            raise Invalid("give at least one address, one per line", field="reps")
+        for name, address in wanted:
+            user = orgs.create_user(rt, con.actor, address, name=name, role="rep")
+            invited.append(orgs.create_token(rt, con.actor, user["id"], "first sign-in"))
+    except ServiceError as exc:  # the tokens already issued are shown all the same: they are shown once
+        return _start(request, con, invited=invited, **refused(exc))
+    return _start(request, con, invited=invited,
+                  message=f"{len(invited)} rep(s) added. Give each their token now: it is not shown again.")
+
+
+def _rep_line(line: str) -> tuple[str, str]:
+    from email.utils import parseaddr
+
+    name, address = parseaddr(line.strip())
+    return name.strip(), orgs.clean_address(address or line, "reps")
+
+
+@router.post("/start/mailbox")
+async def start_mailbox(request: Request, con: Console = Depends(console)) -> Response:
+    mb, shown = await _connect_imap(request, con, await _form(request))
+    if mb is None:
+        return _start(request, con, **shown)
+    mailboxes.sync_now(runtime_of(request), con.actor, mb["id"], scheduler=scheduler_of(request))
+    return back("/admin/start", "connected")
+
+
+@router.post("/start/sidebar")
+async def start_sidebar(request: Request, con: Console = Depends(console)) -> Response:
+    """A sidebar token for the admin (replacing the previous one made here) in a link that
+    signs this browser's sidebar in on the first customer."""
+    await _form(request)
+    rt = runtime_of(request)
+    issued = orgs.replace_token(rt, con.actor, con.user_id, "sidebar (first run)")
+    with read_only(rt.engine) as conn:
+        customer = people.first_customer(conn, con.org_id)
+    if customer is None:
+        return _start(request, con, status=409, error="No customer yet: wait for the first import.")
+    return _start(request, con, sidebar_link=f"/panel?email={quote(customer['email'])}#token={issued['token']}")
 
 
 @router.get("/mailboxes/new")
@@ -386,28 +476,57 @@ def _mailbox_form(request, con, status: int = 200, *, kind: str = "imap", **ctx)
 @router.post("/mailboxes/test")
 async def test_mailbox(request: Request, con: Console = Depends(console)) -> HTMLResponse:
     form = await _form(request)
-    values = {k: form.get(k, "") for k in ("owner", "host", "port", "security", "username")}
-    steps = await run_in_threadpool(mailboxes.test_imap_connection, values["host"], values["port"],
-                                    values["security"], values["username"], str(form.get("password", "")))
-    return _mailbox_form(request, con, kind="imap", values=values, steps=steps)
+    values = {k: str(form.get(k, "")).strip() for k in IMAP_FIELDS}
+    values["check"] = form.get("check") == "1"
+    password = str(form.get("password", ""))
+    if values["host"]:
+        steps = await run_in_threadpool(mailboxes.test_imap_connection, values["host"], values["port"],
+                                        values["security"], values["username"] or values["email"] or values["owner"],
+                                        password)
+        return _mailbox_form(request, con, kind="imap", values=values, steps=steps)
+    try:  # no host: find it, and show where it was found
+        found = await run_in_threadpool(mailboxes.find_imap_server, runtime_of(request),
+                                        values["email"] or values["owner"], password)
+    except ServiceError as exc:
+        values.update(exc.facts.get("server") or {})
+        return _mailbox_form(request, con, kind="imap", values=values, steps=exc.facts.get("steps"), **refused(exc))
+    values.update({k: found[k] for k in ("host", "port", "security", "username")})
+    return _mailbox_form(request, con, kind="imap", values=values, steps=found["steps"],
+                         message=f"Found {found['host']}:{found['port']} ({found['security']}) in {found['source']}."
+                         + (f" {found['note']}" if found["note"] else ""))
+
+
+async def _connect_imap(request: Request, con: Console, form: dict) -> tuple[dict | None, dict]:
+    """The IMAP form's mailbox added (found from the address, or as typed): (mailbox, values),
+    or (None, what to show again) when refused. Shared by the add page and the first-run page."""
+    values = {k: str(form.get(k, "")).strip() for k in IMAP_FIELDS}
+    values["check"] = form.get("check") == "1"
+    try:
+        port = int(values["port"] or 993)
+    except ValueError:
+        return None, {"values": values, "status": 422, "error": f"not a port number: {values['port']}"}
+    try:
+        mb = await run_in_threadpool(  # finding the server and the check reach the network
+            lambda: mailboxes.connect_imap(runtime_of(request), con.actor, owner=values["owner"],
+                                           email=values["email"] or None, password=str(form.get("password", "")),
+                                           host=values["host"] or None, port=port,
+                                           security=values["security"] or "tls",
+                                           username=values["username"] or None, check=values["check"]))
+    except ServiceError as exc:
+        shown = refused(exc)
+        if exc.facts.get("steps"):  # the steps below say what failed: the flash need not repeat it
+            shown["error"] = "Nothing was saved: the connection test below failed." + (
+                f" {exc.reason}" if not values["host"] else "")
+        return None, {"values": values, "steps": exc.facts.get("steps"), **shown}
+    return mb, values
 
 
 @router.post("/mailboxes")
 async def add_mailbox(request: Request, con: Console = Depends(console)) -> Response:
-    form = await _form(request)
-    values = {k: form.get(k, "") for k in ("owner", "host", "port", "security", "username")}
-    try:
-        port = int(values["port"] or 0)
-    except ValueError:
-        return _mailbox_form(request, con, status=422, kind="imap", values=values,
-                             error=f"not a port number: {values['port']}")
-    try:
-        mb = mailboxes.add_imap(runtime_of(request), con.actor, owner=values["owner"], host=values["host"],
-                                port=port, security=values["security"], username=values["username"],
-                                password=str(form.get("password", "")))
-    except ServiceError as exc:
-        return _mailbox_form(request, con, kind="imap", values=values, **refused(exc))
-    return back(f"/admin/mailboxes/{mb['id']}", "added")
+    mb, shown = await _connect_imap(request, con, await _form(request))
+    if mb is None:
+        return _mailbox_form(request, con, kind="imap", **shown)
+    return back(f"/admin/mailboxes/{mb['id']}", "added_found" if mb["found"] else "added")
 
 
 @router.post("/mailboxes/caldav")
@@ -516,17 +635,21 @@ def org_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
 
 @router.post("/org")
 async def org_save(request: Request, con: Console = Depends(console)) -> Response:
-    form = await _form(request)
-    changes = {k: form.get(k) for k in ("name", "contact_policy", "visibility", "backfill_days",
-                                        "sync_interval_seconds", "calendar_past_days", "calendar_future_days")
-               if form.get(k) not in (None, "")}
+    return _save_org(request, con, await _form(request),
+                     ("name", "contact_policy", "visibility", "backfill_days", "sync_interval_seconds",
+                      "calendar_past_days", "calendar_future_days"), _org_page, "/admin/org")
+
+
+def _save_org(request: Request, con: Console, form: dict, fields: tuple[str, ...], page, url: str) -> Response:
+    """The organisation's settings from a form (the fields given, and the domains when sent)."""
+    changes = {k: form.get(k) for k in fields if form.get(k) not in (None, "")}
     if "internal_domains" in form:
         changes["internal_domains"] = _split(str(form["internal_domains"]))
     try:
         orgs.update_org(runtime_of(request), con.actor, changes)
     except ServiceError as exc:
-        return _org_page(request, con, **refused(exc))
-    return back("/admin/org", "org")
+        return page(request, con, **refused(exc))
+    return back(url, "org")
 
 
 # -- users ------------------------------------------------------------------------------------

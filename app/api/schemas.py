@@ -203,6 +203,7 @@ class MailboxStatus(BaseModel):
     next_sync_at: datetime | None
     last_error: str | None
     last_error_kind: str | None
+    fix: str | None = None  # what to do about last_error, in words (None: nothing to add)
     messages_imported: int
     skipped: dict[str, int]  # messages not kept, by reason
 

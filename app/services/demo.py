@@ -1,22 +1,29 @@
-"""`threadline serve --demo`: a generated company, synced through the real engine."""
+"""`threadline serve --demo`: a generated company, synced through the real engine.
+
+The demo lives in its own data folder (app/settings.py: demo_settings), never in the
+database a real organisation is set up in."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 from sqlmodel import select
 
-from app.db import session
+from app.db import read_only, session
 from app.models import Mailbox, Organisation, User
 from app.runtime import Runtime
-from app.services import orgs
+from app.services import orgs, people
 from app.services.actor import Actor
 from sync.engine import sync_mailbox
 
 DEMO_SEED = 7
 DEMO_MESSAGES = 4000
+TOKEN_NAME = "demo"
 
 
-def seed_demo(rt: Runtime, console=None) -> str:
+def seed_demo(rt: Runtime, console=None) -> dict:
+    """Create (once) and sync the demo company. Returns what the demo prints: the organisation,
+    its admin, a fresh admin token (earlier demo tokens are revoked) and a customer worth
+    looking up."""
     from demodata import generate
 
     corpus, _ = generate(seed=DEMO_SEED, n_messages=DEMO_MESSAGES)
@@ -39,10 +46,12 @@ def seed_demo(rt: Runtime, console=None) -> str:
         admin = s.exec(select(User).where(User.org_id == org_id, User.role == "admin").order_by(User.id)).first()
         mailbox_ids = s.exec(select(Mailbox.id).where(Mailbox.org_id == org_id, Mailbox.kind == "demo")).all()
         org_name = s.get(Organisation, org_id).name
-    token = orgs.create_token(rt, Actor.operator(org_id), admin.id, "demo")["token"]
+    token = orgs.replace_token(rt, Actor.operator(org_id), admin.id, TOKEN_NAME)["token"]
     for mailbox_id in mailbox_ids:
         report = sync_mailbox(rt.engine, rt.box, mailbox_id, worker=rt.settings.worker_id)
         if console is not None and report is not None:
             console.print(f"  demo mailbox {mailbox_id}: {report.imported} messages imported "
                           f"({report.skipped} skipped as internal or bulk)", highlight=False)
-    return f"{org_name}; admin {admin.email}; API token {token}"
+    with read_only(rt.engine) as conn:
+        customer = people.first_customer(conn, org_id)
+    return {"org": org_name, "admin": admin.email, "token": token, "customer": customer and customer["email"]}

@@ -43,11 +43,18 @@ def insert_mailbox(conn, **fields) -> int:
 
 
 def add_imap(rt, actor: Actor, *, owner: str, host: str, port: int, security: str, username: str,
-             password: str) -> dict:
-    """An IMAP mailbox for a rep; the password is stored encrypted, never shown again."""
+             password: str, check: bool = False) -> dict:
+    """An IMAP mailbox for a rep; the password is stored encrypted, never shown again.
+    With `check`, connect and log in first and store nothing if any step fails (Invalid,
+    naming the step, with every step's outcome in its facts)."""
     _check_imap_settings(host, port, security)
     if not (username or "").strip():
         raise Invalid("the IMAP username is required", field="username")
+    if check:
+        with changing(rt.engine, actor) as conn:  # refuse a wrong owner before reaching the server
+            owner_id(conn, actor.org_id, owner)
+        # Outside any transaction: on SQLite each holds the write lock, which must not wait on a server.
+        refuse_unless_reachable(test_imap_connection(host, port, security, username.strip(), password))
     with changing(rt.engine, actor) as conn:
         uid = owner_id(conn, actor.org_id, owner)
         config = {"host": host.strip(), "port": int(port), "security": security, "username": username.strip()}
@@ -78,6 +85,7 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
         "last_success_at": mailbox.last_success_at, "last_attempt_at": mailbox.last_attempt_at,
         "next_sync_at": mailbox.next_sync_at,
         "last_error": mailbox.last_error, "last_error_kind": mailbox.last_error_kind,
+        "fix": fix_for(mailbox.last_error_kind, mailbox.kind, mailbox.last_error),
         "messages_imported": mailbox.messages_imported, "skipped": dict(mailbox.skipped or {}),
     }
     if with_folders:
@@ -110,8 +118,11 @@ from sync.fixes import RunError, fix_text  # noqa: E402
 MB, FS, SRC = Mailbox.__table__, FolderState.__table__, InteractionSource.__table__
 ISSUE, GSUB = SyncIssue.__table__, GraphSubscription.__table__
 
-def fix_for(kind: str | None, source: str | None = None) -> str | None:
-    """What an admin does about a mailbox's last error kind (the table is sync/fixes.py)."""
+def fix_for(kind: str | None, source: str | None = None, error: str | None = None) -> str | None:
+    """What an admin does about a mailbox's last error kind (the table is sync/fixes.py), or None
+    when there is nothing to add: no error, or an error whose own text already says what to do."""
+    if error and any(w in error.lower() for w in ("reconnect", "fix:")):
+        return None
     return fix_text(kind, source)
 
 
@@ -171,7 +182,7 @@ def health(session: Session, org_id: int, mailbox_id: int | None = None) -> list
         row["health"] = health_label(row, interval, now)
         row["healthy"] = row["health"] == "healthy"
         kind = mb.last_error_kind or (RunError.FOLDER if bad_folders else None)
-        row["fix"] = fix_for(kind, mb.kind)
+        row["fix"] = fix_for(kind, mb.kind, mb.last_error)
         rows.append(row)
     return rows
 
@@ -350,11 +361,16 @@ def _greet(host: str, port: int, security: str, timeout: float):
 def _login(client, username: str, password: str) -> tuple[bool, str]:
     from imapclient.exceptions import LoginError
 
+    from connectors.imap import login_link_broke, server_text
+
     try:
         client.login(username, password)
     except LoginError as exc:
-        text = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        return False, f"login refused for {username}: wrong username or password ({text[:200]})"
+        said = server_text(exc)[:200]
+        if login_link_broke(exc):  # the network, not the server: the password may well be right
+            return False, f"the connection was lost during login ({said or 'no answer'}); try again"
+        return False, (f"the server refused the login of {username}: wrong username or password"
+                       + (f" (it said: {said})" if said else ""))
     except Exception as exc:  # noqa: BLE001
         return False, f"login failed: {type(exc).__name__}: {str(exc)[:200]}"
     return True, f"logged in as {username}"
@@ -411,6 +427,68 @@ def test_imap_connection(host: str, port: int, security: str, username: str, pas
     finally:
         _close(client)
     return steps
+
+
+def connect_imap(rt, actor: Actor, *, owner: str, password: str, email: str | None = None,
+                 host: str | None = None, port: int = 993, security: str = "tls", username: str | None = None,
+                 check: bool = True) -> dict:
+    """Add a rep's IMAP mailbox from its address (default: the owner's) and password: the server
+    is found and tested (find_imap_server), or given by hand with `host` (tested unless not
+    `check`). Returns the mailbox as described, with `found` (the discovery, or None)."""
+    address = (email or "").strip() or owner
+    if (host or "").strip():
+        mb = add_imap(rt, actor, owner=owner, host=host, port=port, security=security,
+                      username=(username or "").strip() or address, password=password, check=check)
+        return mb | {"found": None}
+    with changing(rt.engine, actor) as conn:  # refuse a wrong owner (or actor) before reaching any server
+        owner_id(conn, actor.org_id, owner)
+    found = find_imap_server(rt, address, password)
+    mb = add_imap(rt, actor, owner=owner, host=found["host"], port=found["port"], security=found["security"],
+                  username=found["username"], password=password)  # just tested
+    return mb | {"found": found}
+
+
+def find_imap_server(rt, address: str, password: str) -> dict:
+    """Find where `address` is read over IMAP (connectors/discover.py) and log in to the
+    candidates in order until one accepts: {host, port, security, username, source, steps,
+    note}. Nothing is stored. Invalid (field "email") when nothing is found, when the
+    provider needs its own sign-in (Microsoft 365), or when the login is refused; the
+    admin can then give the server by hand."""
+    from connectors.discover import MICROSOFT, discover, resolver_for
+
+    address = clean_address(address, "email")
+    found = discover(address, resolver=resolver_for(rt.settings.dns_server))
+    domain = address.rpartition("@")[2]
+    if found.provider == MICROSOFT:
+        raise Invalid(found.note, field="email", facts={"provider": found.provider})
+    if not found.servers:
+        raise Invalid(f"could not find the IMAP server of {domain} (looked at {', '.join(found.looked_at)}): "
+                      "give the server's host, port and security by hand", field="host")
+    for server in found.servers:
+        steps = test_imap_connection(server.host, server.port, server.security, server.username, password)
+        failed = next((s for s in steps if s["ok"] is False), None)
+        if failed is None:
+            return {"host": server.host, "port": server.port, "security": server.security,
+                    "username": server.username, "source": server.source, "steps": steps, "note": found.note}
+        if failed["step"] in ("login", "folders"):  # the server is right; another would refuse the same login
+            break
+    where = f"{server.host}:{server.port} ({server.security}, from {server.source})"
+    raise Invalid(f"found {where}, but the connection test failed at the {failed['step']} step: {failed['detail']}"
+                  + (f". {found.note}" if found.note else ""), field=_STEP_FIELD[failed["step"]],
+                  facts={"steps": steps, "server": {"host": server.host, "port": server.port,
+                                                    "security": server.security, "username": server.username}})
+
+
+# Which form field a failed connection step points at.
+_STEP_FIELD = {"dns": "host", "tcp": "port", "tls": "security", "login": "password", "folders": None}
+
+
+def refuse_unless_reachable(steps: list[dict]) -> None:
+    """Raise Invalid naming the first failed step of a connection test (all steps in its facts)."""
+    failed = next((s for s in steps if s["ok"] is False), None)
+    if failed is not None:
+        raise Invalid(f"nothing was saved: the connection test failed at the {failed['step']} step: "
+                      f"{failed['detail']}", field=_STEP_FIELD[failed["step"]], facts={"steps": steps})
 
 
 def with_sources(session: Session, org_id: int, rows: list[dict]) -> list[dict]:

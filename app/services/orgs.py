@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 
 from app.models import ApiToken, Mailbox, Organisation, User, UserAlias
 from app.models.base import utcnow
+from app.db import write_transaction
 from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
 from app.services import audit
 from app.services.actor import Actor, changing
@@ -44,18 +45,39 @@ ORG_FIELDS = ("name", "internal_domains", "contact_policy", "visibility", "backf
               "bulk_detection", "free_mail_domains", "calendar_past_days", "calendar_future_days", "entra_tenant_id")
 
 
-def create_org(rt, name: str, domains: list[str]) -> dict:
+def create_org(rt, name: str, domains: list[str], *, another: bool = False) -> dict:
     """The first step of every installation (`threadline org init`): there is no actor
-    yet, so the operator is recorded, as for every CLI action."""
+    yet, so the operator is recorded, as for every CLI action.
+
+    A database normally holds one organisation: with a second one, every command
+    needs --org. So a second one is created only when asked for (`another`); the
+    refusal says what is already there, and whether it is the demo company."""
     if not name.strip():
         raise Invalid("the organisation needs a name", field="name")
     if not domains:
         raise Invalid("give at least one internal domain (--domain ourco.com)", field="internal_domains")
     cleaned = sorted({clean_domain(d) for d in domains})
-    with rt.engine.begin() as conn:
+    with write_transaction(rt.engine) as conn:
+        existing = conn.execute(_select(_O.c.id, _O.c.name).order_by(_O.c.id).limit(1)).first()
+        if existing is not None and not another:
+            raise Conflict(_second_org_refusal(conn, existing, rt.settings.data_dir), field="org")
         org_id = conn.execute(_insert(_O).values(name=name.strip(), internal_domains=cleaned)).inserted_primary_key[0]
         audit.record(conn, org_id, None, "org.create", name.strip(), {"internal_domains": cleaned})
         return org_settings(conn, org_id)
+
+
+def _second_org_refusal(conn: Connection, existing, data_dir) -> str:
+    mb = Mailbox.__table__
+    demo = conn.execute(_select(mb.c.id).where(mb.c.org_id == existing.id, mb.c.kind == "demo").limit(1)).first()
+    where = f"this database ({data_dir})"
+    if demo is not None:
+        return (f"{where} holds the demo company {existing.name!r} (organisation {existing.id}), made by an earlier "
+                f"`./run demo`; the demo now keeps its own data in {data_dir / 'demo'}. Move the old data away "
+                f"(for example `mv {data_dir} {data_dir}.demo-old`) or set THREADLINE_DATA_DIR to a new folder, "
+                "then run `org init` again")
+    return (f"{where} already has the organisation {existing.name!r} (id {existing.id}): one database normally "
+            "serves one organisation, and with two every command needs --org ID. Use `threadline org set` to "
+            "change it, or add --another to create a second organisation on purpose")
 
 
 def the_org(session: Session, org_id: int | None = None) -> Organisation:
@@ -305,19 +327,42 @@ def remove_alias(rt, actor: Actor, alias_id: int) -> None:
         audit.record(conn, actor.org_id, actor.user_id, "user.alias_remove", row.email, {"alias": row.address})
 
 
+def _new_token(conn: Connection, actor: Actor, user, name: str) -> tuple[int, str]:
+    """Insert a token for an active user: (id, value). Only its hash is stored."""
+    if not user.active:
+        raise Conflict(f"{user.email} is deactivated: reactivate them first")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    tid = conn.execute(_insert(_T).values(org_id=actor.org_id, user_id=user.id, name=name,
+                                          token_hash=hash_token(token), created_at=utcnow())).inserted_primary_key[0]
+    return tid, token
+
+
 def create_token(rt, actor: Actor, user_id: int, name: str = "") -> dict:
     """A new personal access token; only its hash is stored, so the value is shown once."""
     name = name.strip()[:100]
     with changing(rt.engine, actor) as conn:
         row = get_user(conn, actor.org_id, user_id)
-        if not row.active:
-            raise Conflict(f"{row.email} is deactivated: reactivate them first")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        tid = conn.execute(_insert(_T).values(org_id=actor.org_id, user_id=user_id, name=name,
-                                              token_hash=hash_token(token), created_at=utcnow())
-                           ).inserted_primary_key[0]
+        tid, token = _new_token(conn, actor, row, name)
         audit.record(conn, actor.org_id, actor.user_id, "token.issue", row.email, {"token_id": tid, "name": name})
         return {"id": tid, "user_id": user_id, "email": row.email, "name": name, "token": token}
+
+
+def replace_token(rt, actor: Actor, user_id: int, name: str) -> dict:
+    """A new token named `name` for the user, revoking the user's earlier tokens of that name
+    in the same transaction (each `serve --demo` start prints a fresh one: the old ones must
+    not stay valid). Shown once, like every token."""
+    name = name.strip()[:100]
+    if not name:
+        raise Invalid("a token to replace needs a name", field="name")
+    with changing(rt.engine, actor) as conn:
+        row = get_user(conn, actor.org_id, user_id)
+        old = _T.c.user_id == user_id, _T.c.org_id == actor.org_id, _T.c.name == name, _T.c.revoked_at.is_(None)
+        replaced = list(conn.execute(_select(_T.c.id).where(*old).order_by(_T.c.id)).scalars())
+        conn.execute(_update(_T).where(*old).values(revoked_at=utcnow()))
+        tid, token = _new_token(conn, actor, row, name)
+        audit.record(conn, actor.org_id, actor.user_id, "token.issue", row.email,
+                     {"token_id": tid, "name": name, "replaced": replaced})
+        return {"id": tid, "user_id": user_id, "email": row.email, "name": name, "token": token, "replaced": replaced}
 
 
 def revoke_token(rt, actor: Actor, token_id: int) -> None:

@@ -173,3 +173,15 @@ def never_log(rt, actor: Actor, *, email: str, scope: str = "address") -> dict:
         except Invalid as exc:  # the rule's wording names its `value`; the rep typed an email
             raise Invalid(exc.reason, field="email") from None
     return {"kind": rule["kind"], "value": rule["value"], "removed_interactions": rule.get("removed_interactions", 0)}
+
+
+def first_customer(conn: Connection, org_id: int) -> dict | None:
+    """A customer worth opening first (the demo's links, the first-run page): at a company,
+    with meetings, with the most mail; any contact when none is at a company yet."""
+    from sqlalchemy import text
+
+    row = conn.execute(text(
+        "SELECT c.primary_email, c.name FROM contact c LEFT JOIN contactstats s ON s.contact_id = c.id "
+        "WHERE c.org_id = :org ORDER BY c.company_id IS NOT NULL DESC, COALESCE(s.meetings, 0) > 0 DESC, "
+        "COALESCE(s.emails_in + s.emails_out, 0) DESC, c.id LIMIT 1"), {"org": org_id}).first()
+    return {"email": row.primary_email, "name": row.name} if row else None

@@ -882,6 +882,9 @@
   function start() {
     config();
     if (inOutlook) { onItemChanged(); return; }
+    // A link with the token in its fragment (printed by `serve --demo`): keep it, drop it from the address.
+    const fragment = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+    if (fragment) { storeToken(decodeURIComponent(fragment[1])); history.replaceState(null, "", location.pathname + location.search); }
     const params = new URLSearchParams(location.search);
     const match = /^\/panel\/contact\/(\d+)\/?$/.exec(location.pathname);
     if (match || params.get("full") === "1") body.classList.add("full");

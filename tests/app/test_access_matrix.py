@@ -96,7 +96,8 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("DELETE", "/api/admin/tokens/{token_id}"): {"auth": ADMIN},
     ("GET", "/api/admin/mailboxes"): {"auth": ADMIN},
     ("POST", "/api/admin/mailboxes/test-imap"): {"auth": ADMIN, "json": imap_body},
-    ("POST", "/api/admin/mailboxes/imap"): {"auth": ADMIN, "json": lambda: {**imap_body(), "owner": "rep@ourco.com"},
+    ("POST", "/api/admin/mailboxes/imap"): {"auth": ADMIN, "json": lambda: {**imap_body(), "owner": "rep@ourco.com",
+                                                                         "check": False},  # nothing listens there
                                             "other": (422,)},
     ("GET", "/api/admin/mailboxes/{mailbox_id}"): {"auth": ADMIN},
     ("POST", "/api/admin/mailboxes/{mailbox_id}/pause"): {"auth": ADMIN},
@@ -126,8 +127,15 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/admin/login"): {"auth": PUBLIC},  # without the sign-in form's cookie: 403 for everyone
     ("GET", "/admin/static/admin.css"): {"auth": PUBLIC},
     ("GET", "/admin/static/admin.js"): {"auth": PUBLIC},
+    ("GET", "/admin/static/login.js"): {"auth": PUBLIC},
     ("POST", "/admin/logout"): {"auth": CONSOLE},
     ("GET", "/admin"): {"auth": CONSOLE},
+    ("GET", "/admin/start"): {"auth": CONSOLE},
+    ("POST", "/admin/start/domains"): {"auth": CONSOLE},  # saved unchanged
+    ("POST", "/admin/start/reps"): {"auth": CONSOLE, "form": lambda: {"reps": f"{uniq('w')}@reps.example"}},
+    ("POST", "/admin/start/mailbox"): {"auth": CONSOLE, "form": {**imap_body(), "owner": "rep@ourco.com"},
+                                       "other": (422,)},
+    ("POST", "/admin/start/sidebar"): {"auth": CONSOLE, "other": (409,)},
     ("GET", "/admin/mailboxes/new"): {"auth": CONSOLE},
     ("POST", "/admin/mailboxes/test"): {"auth": CONSOLE, "form": {**imap_body(), "owner": "rep@ourco.com"}},
     ("POST", "/admin/mailboxes"): {"auth": CONSOLE, "form": {**imap_body(), "owner": "rep@ourco.com"},

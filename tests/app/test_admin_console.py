@@ -50,6 +50,13 @@ def test_console_mailbox_lifecycle(tmp_path, imap_user, live_app, page):
     assert "ok" in page.inner_text("#test-steps li[data-step=tcp]")
     assert "definitely-wrong" not in page.content()
 
+    # Adding with the wrong password is refused by the check: nothing is stored.
+    page.fill("input[name=password]", "definitely-wrong")
+    page.click("#add")
+    assert "Nothing was saved" in page.inner_text("main")
+    assert "FAILED" in page.inner_text("#test-steps li[data-step=login]")
+    assert w.scalar("SELECT count(*) FROM mailbox") == 0
+
     page.fill("input[name=password]", imap_user.password)
     page.click("#test-connection")
     assert "ok" in page.inner_text("#test-steps li[data-step=folders]")
@@ -86,6 +93,14 @@ def test_console_mailbox_lifecycle(tmp_path, imap_user, live_app, page):
     assert page.inner_text("#health") == "failing"
     assert "password" in page.inner_text("#fix").lower()
     assert "wrong-again" not in page.content()
+    # The server's words, not Python's bytes, and the fix said once (not also inside the error).
+    error = page.inner_text("#last-error")
+    assert "[AUTHENTICATIONFAILED]" in error and "b'" not in error, error
+    assert page.inner_text("main").lower().count("set-password") == 1, page.inner_text("main")
+    page.goto(base + "/admin")
+    row = page.inner_text("#health tbody tr")
+    assert "b'" not in row and row.lower().count("set-password") == 1, row
+    page.click("#health a")
 
     page.click("#pause")
     assert page.inner_text("#status") == "paused"

@@ -88,6 +88,7 @@ def _wrong_password_scenario(s: Scenario) -> None:
         org_id = factories.create_org(db, "OurCo", ["ourco.com"]).id
         factories.add_user(db, db.get(orgs.Organisation, org_id), "alice@ourco.com")
     s.run("add_no_env", *_add_imap_args(s))
+    s.run("add_refused", *_add_imap_args(s), password=s.imap.password + "-wrong")
     mailboxes.add_imap(rt, Actor.operator(org_id), owner="alice@ourco.com", host=s.imap.host,
                        port=s.imap.port, security="none", username=s.imap.username,
                        password=s.imap.password + "-wrong")
@@ -277,7 +278,7 @@ def test_mailbox_list_table(cli):
     server and its state must be readable, not cut to 'alice@…'."""
     main = cli["main"]
     text = _ok(main, "list")
-    assert "active" in text and "idle" in text, text
+    assert "active" in text and "syncing now" not in text, text  # the stage shows only while a sync runs
     for expected in ("alice@ourco.com", f"{main.imap.host}:{main.imap.port}"):
         assert expected in text, (expected, text)
 
@@ -341,6 +342,23 @@ def test_wrong_password_shows_in_mailbox_list(cli):
     assert row["messages_imported"] == 0
 
 
+def test_add_imap_tests_the_login_first_and_saves_nothing_when_it_is_refused(cli):
+    proc = cli["wrong"].steps["add_refused"]
+    said = _flat(proc.stderr)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "nothing was saved" in said and "failed at the login step" in said, said
+    assert "wrong username or password" in said and "Authentication failed" in said, said
+    assert "b'" not in said and cli["wrong"].imap.password not in said and "Traceback" not in said
+    assert len(json.loads(_ok(cli["wrong"], "list_json"))) == 1  # only the mailbox added without the check
+
+
+def test_wrong_password_error_is_words_and_its_fix_is_given_once(cli):
+    row = json.loads(_ok(cli["wrong"], "list_json"))[0]
+    assert "b'" not in row["last_error"] and "[AUTHENTICATIONFAILED]" in row["last_error"], row["last_error"]
+    assert "set-password" in row["fix"] and "set-password" not in row["last_error"]
+    assert "Fix" not in row["last_error"]
+
+
 def test_wrong_password_advice_names_a_real_command(cli):
     """The fix printed for an auth failure must be a command this CLI actually has."""
     import typer.main
@@ -348,7 +366,7 @@ def test_wrong_password_advice_names_a_real_command(cli):
     from app.cli import app
 
     row = json.loads(_ok(cli["wrong"], "list_json"))[0]
-    hinted = re.findall(r"threadline ((?:[a-z][a-z-]*)(?: [a-z][a-z-]*)*)", row["last_error"])
+    hinted = re.findall(r"threadline ((?:[a-z][a-z-]*)(?: [a-z][a-z-]*)*)", row["last_error"] + " " + row["fix"])
     cmd = typer.main.get_command(app)
     for phrase in hinted:
         node = cmd
@@ -388,3 +406,29 @@ def test_org_set_entra_tenant_connects_microsoft_sign_in(cli):
         assert db.execute("SELECT entra_tenant_id FROM organisation").fetchall() == [(tid,)]
     finally:
         db.close()
+
+
+def test_mailbox_list_keeps_owner_error_and_fix_whole_on_a_100_column_terminal():
+    import io
+
+    from rich.console import Console
+
+    from app.cli import mailbox_blocks
+
+    error = ("connection refused while connecting: is the host and port right? The server at "
+             "imap.a-rather-long-hostname.example.com:993 did not accept the connection.")
+    row = {"id": 7, "kind": "imap", "owner": "bartholomew.longname@sales.ourcompany.example", "status": "failed",
+           "stage": "idle", "server": "imap.a-rather-long-hostname.example.com:993",
+           "username": "bartholomew.longname@sales.ourcompany.example", "messages_imported": 1234,
+           "skipped": {"bulk": 3}, "last_success_at": None, "last_error": error, "last_error_kind": "transient",
+           "fix": "Check that the server is up and that its name, port and security setting are right; "
+                  "Threadline retries by itself."}
+    buf = io.StringIO()
+    console = Console(file=buf, width=100, color_system=None)
+    for block in mailbox_blocks([row]):
+        console.print(block)
+    text = buf.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    flat = _flat(text)
+    for whole in (row["owner"], error, row["fix"], "1,234 imported"):
+        assert _flat(whole) in flat, text

@@ -39,7 +39,8 @@ def test_worker_syncs_and_set_password_repairs(tmp_path, imap_user):
     _cli(env, "user", "add", "alice@ourco.com")
     imap_user.deliver(message("Client <client@cust.com>", "alice@ourco.com", "Hello", msgid="w1@cust"))
     _cli({**env, "THREADLINE_IMAP_PASSWORD": "wrong-password"}, "mailbox", "add-imap", "--owner", "alice@ourco.com",
-         "--host", imap_user.host, "--port", str(imap_user.port), "--security", "none", "--username", imap_user.username)
+         "--host", imap_user.host, "--port", str(imap_user.port), "--security", "none", "--username", imap_user.username,
+         "--no-check")  # a wrong password on purpose: the check would refuse it
 
     worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -65,6 +66,9 @@ def test_worker_syncs_and_set_password_repairs(tmp_path, imap_user):
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=30)
     assert worker.returncode == 0, output
+    # The worker said so when the mailbox failed, with the time and the reason.
+    assert "WARNING threadline.scheduler: sync of mailbox 1 failed (auth)" in output, output
+    assert imap_user.password not in output and "wrong-password" not in output
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -351,3 +351,31 @@ def test_gmail_shape_archived_mail_in_all_mail_is_imported_once(world, imap_user
                      "ON s.interaction_id = i.id GROUP BY i.id, i.subject ORDER BY i.subject")
     assert [tuple(r) for r in rows] == [("Archived deal", 1), ("Still in inbox", 2)]
     assert world.scalar("SELECT count(*) FROM contact WHERE primary_email = 'bo@prospect.com'") == 0
+
+
+def test_a_stored_error_is_one_sentence_without_a_stray_period_and_without_the_fix():
+    from app.services.mailboxes import fix_for
+    from sync.engine import RunReport, _plain
+
+    refused = RunReport(1, error="connection refused while connecting: is the host and port right?",
+                        error_kind="transient")
+    assert _plain(refused) == "connection refused while connecting: is the host and port right?"
+    login = RunReport(1, error="login refused by the server ([AUTHENTICATIONFAILED] Authentication failed.): "
+                               "check the username and password", error_kind="auth")
+    assert _plain(login).endswith("username and password.") and "set-password" not in _plain(login)
+    assert "set-password" in fix_for("auth", "imap", _plain(login))
+    # A connector that already says what to do (Microsoft 365, CalDAV "reconnect …") gets no second fix.
+    assert fix_for("auth", "m365", "the sign-in expired; reconnect the mailbox: run threadline mailbox add-m365") is None
+
+
+def test_the_server_words_of_a_refused_login_are_shown_as_text_not_python_bytes():
+    from imapclient.exceptions import LoginError
+
+    from connectors.imap import server_text, translate
+
+    # imapclient wraps imaplib's bytes in str(): "b'[AUTHENTICATIONFAILED] Authentication failed.'"
+    wrapped = LoginError(str(b"[AUTHENTICATIONFAILED] Authentication failed."))
+    assert server_text(wrapped) == "[AUTHENTICATIONFAILED] Authentication failed."
+    assert "b'" not in str(translate(wrapped, "logging in"))
+    assert server_text(LoginError(b"[AUTH] nope")) == "[AUTH] nope"
+    assert server_text(OSError("plain words")) == "plain words"

@@ -170,3 +170,84 @@ def test_graph_subscriptions_are_renewed_only_with_a_public_https_url(tmp_path, 
         assert (service.scheduler.get_job("graph-subscriptions") is not None) is renews
     finally:
         service.stop()
+
+
+def _wait_for(condition, timeout: float, step: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    return None
+
+
+def _health(world, mid):
+    from app.db import session
+    from app.services import mailboxes
+
+    with session(world.rt.engine) as s:
+        return mailboxes.health(s, world.org_id, mid)[0]
+
+
+def _watching(service, mid) -> bool:
+    watcher = service.watchers.get(mid)
+    return watcher is not None and watcher.connector is not None and watcher.connector._client is not None
+
+
+@pytest.mark.servers  # its own Dovecot, to stop it
+def test_a_push_connection_lost_with_its_server_degrades_the_mailbox_within_a_minute_and_is_logged(tmp_path, caplog):
+    from tests.servers import Dovecot
+    from sync.scheduler import SyncService
+
+    server = Dovecot(tmp_path / "dovecot").start()
+    try:
+        server.add_user("alice", "pw-alice")
+        world = make_world(tmp_path)
+        mid = world.add_imap("alice@ourco.com", type("U", (), {"host": server.host, "port": server.port,
+                                                                "username": "alice", "password": "pw-alice"}))
+        assert world.sync(mid).ok and _health(world, mid)["health"] == "healthy"
+        service = SyncService(world.rt, idle=True)
+        service.start()
+        try:
+            assert _wait_for(lambda: _watching(service, mid), 15), "the IDLE watcher did not connect"
+            time.sleep(0.5)  # in IDLE
+            caplog.set_level("INFO", logger="threadline")
+            server.stop()
+            stopped = time.monotonic()
+            row = _wait_for(lambda: (lambda r: r if r["health"] != "healthy" else None)(_health(world, mid)), 60)
+            elapsed = time.monotonic() - stopped
+        finally:
+            service.stop()
+    finally:
+        server.stop()
+    assert row is not None, "the mailbox stayed healthy for a minute with its server down"
+    assert elapsed < 60 and row["health"] == "failing"
+    assert "connection" in row["last_error"] and row["fix"] and "b'" not in row["last_error"]
+    assert "retries" in row["fix"] and row["fix"] not in row["last_error"]
+    lost = [r for r in caplog.records if r.levelname == "WARNING" and f"mailbox {mid} lost" in r.getMessage()]
+    assert lost, [r.getMessage() for r in caplog.records]
+
+
+def test_a_stalled_push_connection_is_noticed_by_the_heartbeat(tmp_path, imap_user, fault_proxy):
+    from sync.scheduler import SyncService
+
+    proxy = fault_proxy(imap_user)
+    world = make_world(tmp_path)
+    mid = world.add_imap("alice@ourco.com", imap_user, port=proxy.port)
+    assert world.sync(mid).ok
+    # Heartbeat and answer time shortened for the test (30 s + 20 s in production).
+    service = SyncService(world.rt, idle=True, idle_timeout=2, idle_answer_seconds=3)
+    service.start()
+    try:
+        assert _wait_for(lambda: _watching(service, mid), 15)
+        time.sleep(0.5)
+        proxy.stall(True)  # the server neither answers nor closes: only a heartbeat can tell
+        row = _wait_for(lambda: (lambda r: r if r["health"] != "healthy" else None)(_health(world, mid)), 30)
+        assert row is not None and row["health"] == "failing" and row["last_error"]
+        proxy.heal()
+        # Back: the next sync clears the error.
+        assert _wait_for(lambda: _health(world, mid)["health"] == "healthy", 60), _health(world, mid)
+    finally:
+        proxy.heal()
+        service.stop()
