@@ -241,10 +241,11 @@ def sync_cmd(once: Annotated[bool, typer.Option("--once", help="Sync every due m
         _fail("use `threadline sync --once` here, or `threadline worker` to keep syncing")
     rt = _rt()
     with session(rt.engine) as s:
-        query = select(Mailbox.id).where(Mailbox.status != MailboxStatus.PAUSED).order_by(Mailbox.id)
+        query = select(Mailbox.id, Mailbox.kind).where(Mailbox.status != MailboxStatus.PAUSED).order_by(Mailbox.id)
         if mailbox is not None:
-            query = select(Mailbox.id).where(Mailbox.id == mailbox)
-        ids = list(s.exec(query).all())
+            query = select(Mailbox.id, Mailbox.kind).where(Mailbox.id == mailbox)
+        kinds = dict(s.exec(query).all())
+        ids = list(kinds)
     if mailbox is not None and not ids:
         _fail(f"no mailbox {mailbox}")
     failed = 0
@@ -264,7 +265,12 @@ def sync_cmd(once: Annotated[bool, typer.Option("--once", help="Sync every due m
         if report.folders_failed:
             line += f"; folders failed: {'; '.join(report.folders_failed)}"
         if report.error:
+            from app.services.mailboxes import fix_for
+
             line += f"; error: {report.error}"
+            todo = fix_for(report.error_kind, kinds.get(mid), report.error)
+            if todo:
+                line += f" Fix: {todo}"
             failed += 1
         out.print(line, highlight=False)
     raise typer.Exit(1 if failed else 0)

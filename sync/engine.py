@@ -26,7 +26,7 @@ from app.models.base import utcnow
 from app.settings import holder_gone
 from app.models import (FolderState, Interaction, InteractionSource, M365Tenant, Mailbox, MailboxStatus, Organisation,
                         SyncIssue, SyncStage, User, UserAlias)
-from connectors.base import (Batch, CalendarWindow, ConnectorError, ConnectorSpec, Folder, FolderBatch, FolderDone,
+from connectors.base import (Batch, Fix, CalendarWindow, ConnectorError, ConnectorSpec, Folder, FolderBatch, FolderDone,
                              FolderFailed, MeetingRecord, MessageRecord, TenantSpec, close_quietly)
 from connectors.factory import build_connector, events
 from sync import copies, exclusions, metrics
@@ -256,8 +256,13 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
     except LeaseLost:
         report.error, report.error_kind = "another worker took over this mailbox", RunError.LEASE
     except ConnectorError as exc:
-        # What happened, then what fixes it (sync/fixes.py), by the error's kind and fix code.
-        report.error, report.error_kind = explain_error(exc, spec.kind), exc.kind
+        # What happened, in one sentence. The fix is shown beside it by its kind
+        # (app/services/mailboxes.py: fix_for), never stored in it, except a fix code that
+        # says more than the kind does (Microsoft 365 consent, sign-in, access policy):
+        # there is no column for the code, so its words (sync/fixes.py) go with the message.
+        specific = exc.fix is not None and exc.fix != Fix.PASSWORD
+        report.error = explain_error(exc, spec.kind) if specific else _plain(str(exc))
+        report.error_kind = exc.kind
         retry_after = exc.retry_after
     except Exception as exc:  # noqa: BLE001 - a run must always release its claim
         log.exception("sync of mailbox %s failed", mailbox_id)
@@ -499,9 +504,7 @@ def _finish(engine: Engine, mailbox_id: int, worker: str, report: RunReport, int
                      .values(**values))
 
 
-def _plain(report: RunReport, kind: str = "imap") -> str:
-    """The last error as one sentence in plain words. What fixes it is not repeated here:
-    the console, the API and `mailbox list` show it beside the error, once
-    (app/services/mailboxes.py: fix_for)."""
-    msg = (report.error or "unknown error").strip()
+def _plain(message: str) -> str:
+    """An error as one sentence in plain words (what fixes it is shown beside it, once)."""
+    msg = (message or "unknown error").strip()
     return msg if msg.endswith((".", "?", "!")) else f"{msg}."

@@ -121,9 +121,10 @@ ISSUE, GSUB = SyncIssue.__table__, GraphSubscription.__table__
 def fix_for(kind: str | None, source: str | None = None, error: str | None = None) -> str | None:
     """What an admin does about a mailbox's last error kind (the table is sync/fixes.py), or None
     when there is nothing to add: no error, or an error whose own text already says what to do."""
-    if error and any(w in error.lower() for w in ("reconnect", "fix:")):
+    text = fix_text(kind, source)
+    if error and (any(w in error.lower() for w in ("reconnect", "fix:")) or (text and text.rstrip(".") in error)):
         return None
-    return fix_text(kind, source)
+    return text
 
 
 def _aware(value):

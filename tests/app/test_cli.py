@@ -338,7 +338,7 @@ def test_wrong_password_shows_in_mailbox_list(cli):
     assert row["stage"] == "idle"
     assert row["healthy"] is False
     assert row["last_error_kind"] == "auth"
-    assert "login refused" in row["last_error"] and "username and password" in row["last_error"]
+    assert "login refused" in row["last_error"] and "username and password" in row["fix"]
     assert row["messages_imported"] == 0
 
 

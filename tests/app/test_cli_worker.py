@@ -53,7 +53,7 @@ def test_worker_syncs_and_set_password_repairs(tmp_path, imap_user):
         while time.time() < deadline and status()["status"] != "failed":
             time.sleep(0.5)
         failed = status()
-        assert failed["status"] == "failed" and "password" in failed["last_error"]
+        assert failed["status"] == "failed" and failed["last_error_kind"] == "auth" and "login refused" in failed["last_error"]
 
         _cli({**env, "THREADLINE_IMAP_PASSWORD": imap_user.password}, "mailbox", "set-password", str(failed["id"]))
         deadline = time.time() + 60

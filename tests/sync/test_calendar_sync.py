@@ -209,7 +209,9 @@ def test_wrong_caldav_password_fails_the_account_with_auth(world, caldav_user):
     report = world.sync(mid)
     assert not report.ok and report.error_kind == "auth"
     status, kind, error = world.sql("SELECT status, last_error_kind, last_error FROM mailbox WHERE id = :m", m=mid)[0]
-    assert (status, kind) == ("failed", "auth") and "password" in error
+    from app.services.mailboxes import fix_for
+
+    assert (status, kind) == ("failed", "auth") and "password" in fix_for(kind, "caldav", error)
 
 
 def test_mail_without_invitations_is_unchanged(world, imap_user):

@@ -3,6 +3,7 @@ deleted meanwhile, the advice for an auth failure follows the connector's fix
 code, and calendars are read over the organisation's window."""
 from __future__ import annotations
 
+from app.services.mailboxes import fix_for
 from connectors.base import AuthError, Batch, CalendarWindow, ConnectorSpec, Fix
 from tests.sync.test_meetings import ScriptedCalendar, _calendar, _meetings, batch, meeting
 from tests.world import make_world
@@ -47,7 +48,9 @@ def test_the_connectors_fix_code_chooses_the_advice_not_words_in_its_message(tmp
     # The same words without a fix code: a refused login, for a calendar account as for IMAP.
     assert not world.sync(box, connector_factory=lambda *a: Refused([])).ok
     error = world.scalar("SELECT last_error FROM mailbox WHERE id = :i", i=box)
-    assert "username and password" in error and "set-password" in error and "add-m365" not in error
+    assert error == "the calendar server refused us."  # the fix is shown beside it, by its kind
+    todo = fix_for("auth", "caldav", error)
+    assert "username and password" in todo and "set-password" in todo and "add-m365" not in todo
 
 
 def test_relisting_one_calendar_never_touches_meetings_kept_from_a_removed_mailbox(tmp_path):

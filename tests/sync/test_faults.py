@@ -92,7 +92,9 @@ def test_wrong_password_fails_with_a_readable_reason_then_recovers(world_factory
     assert not report.ok and report.error_kind == "auth"
     status, kind, error, failures = world.sql("SELECT status, last_error_kind, last_error, failure_count FROM mailbox")[0]
     assert (status, kind, failures) == ("failed", "auth", 1)
-    assert "password" in error.lower()
+    from app.services.mailboxes import fix_for
+
+    assert "login refused" in error and "password" in fix_for("auth", "imap", error).lower()
     assert imap_user.password not in error and "not-the-password" not in error
 
     again = world.sync(mid)
@@ -139,7 +141,10 @@ def test_a_login_cut_by_the_network_is_shown_as_transient_not_as_a_wrong_passwor
 
     assert not report.ok and report.error_kind == "transient" and proxy.cuts == 1
     kind, error = world.sql("SELECT last_error_kind, last_error FROM mailbox")[0]
-    assert kind == "transient" and "password" not in error.lower() and "retries automatically" in error
+    from app.services.mailboxes import fix_for
+
+    todo = fix_for(kind, "imap", error)
+    assert kind == "transient" and "password" not in error.lower() + todo.lower() and "retries automatically" in todo
 
 
 def test_backoff_grows_and_is_capped():
