@@ -11,8 +11,20 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from app.cli import (_fail, _json_default, _operator, _org_id, _rt, app, err, mailbox_app, org_app, out, user_app,
-                     OrgOpt)  # noqa: F401
+from app.cli import (
+    OrgOpt,  # noqa: F401
+    _fail,
+    _json_default,
+    _operator,
+    _org_id,
+    _rt,
+    app,
+    err,
+    mailbox_app,
+    org_app,
+    out,
+    user_app,
+)
 from app.db import read_only, session
 from app.services import orgs as org_service
 
@@ -344,7 +356,6 @@ def audit_cmd(limit: Annotated[int, typer.Option(help="How many events.")] = 50,
 def secrets_rotate_key() -> None:
     """New encryption key; every stored secret re-encrypted in one transaction; old key kept until done."""
     from app.crypto import SecretError
-
     from app.services.secrets import rotate
 
     rt = _rt()

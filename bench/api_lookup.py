@@ -40,10 +40,18 @@ from pathlib import Path
 REPO = str(Path(__file__).resolve().parent.parent)
 sys.path.insert(0, REPO)
 
-from bench._util import (  # noqa: E402
-    PYTHON, TreeSampler, code_fingerprint, machine_summary, percentile, table, tree_cpu_seconds, uptime_line, verdict,
-)
 from bench._api_server import FIRST_ROUTE  # noqa: E402
+from bench._util import (  # noqa: E402
+    PYTHON,
+    TreeSampler,
+    code_fingerprint,
+    machine_summary,
+    percentile,
+    table,
+    tree_cpu_seconds,
+    uptime_line,
+    verdict,
+)
 
 TARGET_P99_MS, TARGET_RATIO = 20.0, 0.5
 CODE = ["app/*.py", "app/api/*.py", "app/models/*.py", "app/services/*.py", "migrations/versions/*.py"]

@@ -142,8 +142,8 @@ def threadline(info: dict, page_size: int, tmp: str, shipped: bool = False) -> N
     fetch child, sync/pipeline.py); otherwise in one process with an
     instrumented connector, for the breakdown."""
     from app.db import session
-    from app.runtime import open_runtime
     from app.models import Mailbox
+    from app.runtime import open_runtime
     from app.services import m365
     from app.services.actor import Actor
     from app.settings import load_settings

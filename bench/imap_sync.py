@@ -34,7 +34,15 @@ REPO = str(Path(__file__).resolve().parent.parent)
 sys.path.insert(0, REPO)
 
 from bench._util import (  # noqa: E402
-    PYTHON, code_fingerprint, machine_summary, median, run_measured, table, tree_cpu_seconds, uptime_line, verdict,
+    PYTHON,
+    code_fingerprint,
+    machine_summary,
+    median,
+    run_measured,
+    table,
+    tree_cpu_seconds,
+    uptime_line,
+    verdict,
 )
 from tests import factories  # noqa: E402
 

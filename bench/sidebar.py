@@ -34,7 +34,14 @@ sys.path.insert(0, REPO)
 from bench._api_server import FIRST_ROUTE  # noqa: E402
 from bench._util import machine_summary, table, uptime_line, verdict  # noqa: E402
 from bench.api_lookup import (  # noqa: E402
-    build_db, describe, issue_bench_token, ms, ms_unit, run_load, start_server, stop_server,
+    build_db,
+    describe,
+    issue_bench_token,
+    ms,
+    ms_unit,
+    run_load,
+    start_server,
+    stop_server,
 )
 
 TARGET_P99_MS, TARGET_RATIO = 20.0, 0.5

@@ -49,8 +49,19 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.sax.saxutils import escape
 
 from connectors.base import (
-    AuthError, BadDataError, Batch, CalendarWindow, ConnectorError, ConnectorSpec, CursorExpiredError, ErrorKind, Fix,
-    Folder, MeetingRecord, ThrottledError, TransientError,
+    AuthError,
+    BadDataError,
+    Batch,
+    CalendarWindow,
+    ConnectorError,
+    ConnectorSpec,
+    CursorExpiredError,
+    ErrorKind,
+    Fix,
+    Folder,
+    MeetingRecord,
+    ThrottledError,
+    TransientError,
 )
 from connectors.ical import Window, meetings_from_ics, parse_rid, remote_id
 

@@ -10,8 +10,16 @@ import logging
 from datetime import datetime
 from typing import Iterator
 
-from connectors.base import (ConnectorError, ConnectorSpec, ErrorKind, Folder, FolderBatch, FolderDone, FolderFailed,
-                             SyncEvent)
+from connectors.base import (
+    ConnectorError,
+    ConnectorSpec,
+    ErrorKind,
+    Folder,
+    FolderBatch,
+    FolderDone,
+    FolderFailed,
+    SyncEvent,
+)
 
 log = logging.getLogger("threadline.sync")
 

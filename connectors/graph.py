@@ -45,12 +45,30 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 
 from connectors.base import (
-    Attendee, AuthError, BadDataError, BadRecord, Batch, CalendarWindow, ConnectorError, ConnectorSpec,
-    CursorExpiredError, Fix, Folder, MeetingRecord, MessageRecord, ThrottledError, TransientError,
+    Attendee,
+    AuthError,
+    BadDataError,
+    BadRecord,
+    Batch,
+    CalendarWindow,
+    ConnectorError,
+    ConnectorSpec,
+    CursorExpiredError,
+    Fix,
+    Folder,
+    MeetingRecord,
+    MessageRecord,
+    ThrottledError,
+    TransientError,
     retry_after_seconds,
 )
 from connectors.m365auth import (
-    IMAP_APP_SCOPES, IMAP_USER_SCOPES, AppTokenSource, DelegatedTokenSource, graph_scopes, parse_credential,
+    IMAP_APP_SCOPES,
+    IMAP_USER_SCOPES,
+    AppTokenSource,
+    DelegatedTokenSource,
+    graph_scopes,
+    parse_credential,
 )
 from connectors.mailparse import message_ids, message_key_for
 

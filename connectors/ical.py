@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
+
 from connectors.base import Attendee, BadRecord, CalendarWindow, MeetingRecord
 
 MAX_ATTENDEES = 500

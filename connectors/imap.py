@@ -22,19 +22,32 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from imapclient import IMAPClient
-from imapclient import exceptions as imap_errors
+from imapclient import IMAPClient, exceptions as imap_errors
 
+from connectors import ical
 from connectors.base import (
-    AuthError, BadDataError, BadRecord, Batch, CalendarWindow, ConnectorError, Fix, Folder, MessageRecord,
+    AuthError,
+    BadDataError,
+    BadRecord,
+    Batch,
+    CalendarWindow,
+    ConnectorError,
+    Fix,
+    Folder,
+    MessageRecord,
     TransientError,
 )
 from connectors.imapfetch import (
-    HEADER_FIELDS_KEY as _HEADER_KEY, RECEIVED_KEY, FetchFailed, calendar_part, parse_internaldate, read_fetch,
-    read_structures, send_fetch,
+    HEADER_FIELDS_KEY as _HEADER_KEY,
+    RECEIVED_KEY,
+    FetchFailed,
+    calendar_part,
+    parse_internaldate,
+    read_fetch,
+    read_structures,
+    send_fetch,
 )
 from connectors.mailparse import parse_message_headers
-from connectors import ical
 
 HEADER_FIELDS = (
     "FROM TO CC BCC REPLY-TO SUBJECT DATE MESSAGE-ID IN-REPLY-TO REFERENCES LIST-UNSUBSCRIBE LIST-ID "

@@ -9,11 +9,37 @@ from __future__ import annotations
 import binascii
 from html import escape as _html_escape
 
-from demodata.encoding import (CRLF, CRLF_Q, CRLF_SP, _b_words, _date_hdr, _fold_addrs, _fold_ascii, _fold_words,
-                               _q_words, _qp, _quote_date)
-from demodata.vocabulary import (_AREAS, _CITIES, _CLOSE, _CLOSE_DE, _GREET, _GREET_DE, _HTML_OUTLOOK_OPEN,
-                                 _HTML_QUOTE_MID, _HTML_QUOTE_OPEN, _LINES, _LINES_DE, _MAILER_UA, _MONTHS_LONG,
-                                 _PRODUCTS, _TIMES, _WEEKDAY_NAMES)
+from demodata.encoding import (
+    CRLF,
+    CRLF_Q,
+    CRLF_SP,
+    _b_words,
+    _date_hdr,
+    _fold_addrs,
+    _fold_ascii,
+    _fold_words,
+    _q_words,
+    _qp,
+    _quote_date,
+)
+from demodata.vocabulary import (
+    _AREAS,
+    _CITIES,
+    _CLOSE,
+    _CLOSE_DE,
+    _GREET,
+    _GREET_DE,
+    _HTML_OUTLOOK_OPEN,
+    _HTML_QUOTE_MID,
+    _HTML_QUOTE_OPEN,
+    _LINES,
+    _LINES_DE,
+    _MAILER_UA,
+    _MONTHS_LONG,
+    _PRODUCTS,
+    _TIMES,
+    _WEEKDAY_NAMES,
+)
 from demodata.world import _Person
 
 

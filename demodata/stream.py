@@ -13,8 +13,19 @@ from demodata.draw import _cum, _FastRandom, _wchoice
 from demodata.encoding import _phrase, _quote_date
 from demodata.model import Corpus, Message
 from demodata.render import _Renderer
-from demodata.vocabulary import (_BULK_NEWS, _BULK_NOTIFY, _FIRST, _LAST, _MONTHS_LONG, _NEWS_TOPICS, _NOTIFY_LINES,
-                                 _SUBJ_IN, _SUBJ_INTERNAL, _SUBJ_OUT, _SUBJ_OUT_DE)
+from demodata.vocabulary import (
+    _BULK_NEWS,
+    _BULK_NOTIFY,
+    _FIRST,
+    _LAST,
+    _MONTHS_LONG,
+    _NEWS_TOPICS,
+    _NOTIFY_LINES,
+    _SUBJ_IN,
+    _SUBJ_INTERNAL,
+    _SUBJ_OUT,
+    _SUBJ_OUT_DE,
+)
 from demodata.world import _build_world, _Person
 
 UTC = timezone.utc

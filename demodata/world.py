@@ -7,9 +7,26 @@ from datetime import datetime
 from demodata.draw import _cum, _wchoice
 from demodata.encoding import _ascii_slug, _offstr, _phrase
 from demodata.model import Company, Contact, Corpus, Rep
-from demodata.vocabulary import (_BULK_NEWS, _BULK_NOTIFY, _CO_PREFIX, _CO_SECTOR, _FIRST, _FIXED_CONTACTS,
-                                 _FREEMAIL_MAILER, _FREEMAIL_WEIGHTS, _LAST, _REP_MAILER, _REP_POOL, _REP_TZ,
-                                 _TITLES, _TLD_BY_NAME, _TLDS, FREEMAIL_DOMAINS, ORG_DOMAIN, ORG_NAME)
+from demodata.vocabulary import (
+    _BULK_NEWS,
+    _BULK_NOTIFY,
+    _CO_PREFIX,
+    _CO_SECTOR,
+    _FIRST,
+    _FIXED_CONTACTS,
+    _FREEMAIL_MAILER,
+    _FREEMAIL_WEIGHTS,
+    _LAST,
+    _REP_MAILER,
+    _REP_POOL,
+    _REP_TZ,
+    _TITLES,
+    _TLD_BY_NAME,
+    _TLDS,
+    FREEMAIL_DOMAINS,
+    ORG_DOMAIN,
+    ORG_NAME,
+)
 
 
 class _Person:

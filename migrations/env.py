@@ -1,9 +1,9 @@
 from alembic import context
 from sqlalchemy import pool
+from sqlmodel import SQLModel
 
 import app.models  # noqa: F401 - registers every table
 from app.settings import load_settings
-from sqlmodel import SQLModel
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or load_settings().database_url

@@ -21,11 +21,34 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.crypto import SecretBox, SecretError
 from app.db import insert_ignore, read_only, write_transaction
+from app.models import (
+    FolderState,
+    Interaction,
+    InteractionSource,
+    M365Tenant,
+    Mailbox,
+    MailboxStatus,
+    Organisation,
+    SyncIssue,
+    SyncStage,
+    User,
+    UserAlias,
+)
 from app.models.base import utcnow
-from app.models import (FolderState, Interaction, InteractionSource, M365Tenant, Mailbox, MailboxStatus, Organisation,
-                        SyncIssue, SyncStage, User, UserAlias)
-from connectors.base import (Batch, CalendarWindow, ConnectorError, ConnectorSpec, Folder, FolderBatch, FolderDone,
-                             FolderFailed, MeetingRecord, MessageRecord, TenantSpec, close_quietly)
+from connectors.base import (
+    Batch,
+    CalendarWindow,
+    ConnectorError,
+    ConnectorSpec,
+    Folder,
+    FolderBatch,
+    FolderDone,
+    FolderFailed,
+    MeetingRecord,
+    MessageRecord,
+    TenantSpec,
+    close_quietly,
+)
 from connectors.factory import build_connector, events
 from sync import copies, exclusions, metrics
 from sync.addresses import FREE_MAIL_DOMAINS

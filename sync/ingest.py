@@ -17,12 +17,11 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from app.db import bulk_insert_ignore, bulk_insert_ignore_returning, db_time, insert_ignore
-from app.models.timeline import InteractionKind
-from app.models.base import utcnow
 from app.models import Company, Contact, ContactAddress, Interaction, Participant
+from app.models.base import utcnow
+from app.models.timeline import InteractionKind
 from connectors.base import MessageRecord
-from sync import addresses as addr
-from sync import copies, senders, stats
+from sync import addresses as addr, copies, senders, stats
 from sync.exclusions import Exclusions
 
 INTERACTION = Interaction.__table__

@@ -33,10 +33,17 @@ from app.db import bulk_insert_ignore, bulk_insert_ignore_returning, db_time
 from app.models import Interaction, InteractionKind, InteractionSource, Participant
 from app.models.base import utcnow
 from connectors.base import Attendee, MeetingRecord, meeting_key
-from sync import addresses as addr
-from sync import copies, stats
-from sync.ingest import (IngestResult, MailboxContext, OrgContext, _chunked, _internal, _utc, create_contacts,
-                         existing_contacts)
+from sync import addresses as addr, copies, stats
+from sync.ingest import (
+    IngestResult,
+    MailboxContext,
+    OrgContext,
+    _chunked,
+    _internal,
+    _utc,
+    create_contacts,
+    existing_contacts,
+)
 
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
 MAX_ATTENDEES = 500

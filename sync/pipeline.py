@@ -27,8 +27,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from connectors.base import (ConnectorError, ConnectorSpec, ErrorKind, Folder, MessageRecord, SyncEvent,
-                             TransientError, close_quietly, error_of)
+from connectors.base import (
+    ConnectorError,
+    ConnectorSpec,
+    ErrorKind,
+    Folder,
+    MessageRecord,
+    SyncEvent,
+    TransientError,
+    close_quietly,
+    error_of,
+)
 from connectors.factory import build_connector, events
 
 _HEADER = struct.Struct("!I")

@@ -12,9 +12,9 @@ from sqlalchemy import text
 from app.db import read_only, session
 from app.runtime import Runtime, open_runtime
 from app.services import mailboxes, orgs
+from app.services.actor import Actor
 from app.settings import load_settings
 from sync.engine import sync_mailbox
-from app.services.actor import Actor
 from tests import factories
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

@@ -9,8 +9,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from app.api import (activity, addin, admin, admin_pages, companies, contacts, graph_webhooks, mailboxes, metrics,
-                     panel, people)
+from app.api import (
+    activity,
+    addin,
+    admin,
+    admin_pages,
+    companies,
+    contacts,
+    graph_webhooks,
+    mailboxes,
+    metrics,
+    panel,
+    people,
+)
 from app.api.panel import OUTLOOK_ORIGINS
 from app.api.schemas import Health, Unhealthy
 from app.db import read_only

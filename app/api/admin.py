@@ -15,8 +15,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
-from app.api.admin_schemas import (AliasOut, AuditEventOut, ConnectionTest, ErasureOut, IssuedToken, MailboxRow, Ok,
-                                   OrgSettings, RemovedCounts, RuleOut, SyncStarted, TenantOut, UserOut)
+from app.api.admin_schemas import (
+    AliasOut,
+    AuditEventOut,
+    ConnectionTest,
+    ErasureOut,
+    IssuedToken,
+    MailboxRow,
+    Ok,
+    OrgSettings,
+    RemovedCounts,
+    RuleOut,
+    SyncStarted,
+    TenantOut,
+    UserOut,
+)
 from app.api.deps import AdminDep, RuntimeDep, read_conn
 from app.services import audit, calendars, m365, mailboxes, orgs, privacy, rules
 from app.services.actor import Actor

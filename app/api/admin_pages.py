@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import delete, insert, or_, select, update
+from starlette.concurrency import run_in_threadpool
 
 from app.api.admin import export_download, scheduler_of
 from app.api.deps import Caller, caller_from, runtime_of

@@ -8,8 +8,8 @@ from app.api.deps import CallerDep, RuntimeDep
 from app.api.schemas import MailboxDetail, MailboxStatus, Queued
 from app.models import Mailbox
 from app.services import mailboxes
-from app.services.orgs import NotFound
 from app.services.actor import Actor
+from app.services.orgs import NotFound
 
 router = APIRouter(tags=["mailboxes"])
 

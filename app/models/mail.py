@@ -7,6 +7,7 @@ from sqlmodel import Field, SQLModel
 
 from app.models.base import utcnow
 
+
 # sync_stage is the machine's state (what the engine is doing); status is what
 # users see. They are separate so a crash mid-run cannot leave a mailbox
 # looking healthy, and a lease can expire without touching the user's view.

@@ -8,8 +8,16 @@ from typing import Iterable
 from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.engine import Connection
 
-from app.models import (Company, Contact, ContactAddress, ContactColleague, ContactStats, Interaction,
-                        InteractionSource, Participant)
+from app.models import (
+    Company,
+    Contact,
+    ContactAddress,
+    ContactColleague,
+    ContactStats,
+    Interaction,
+    InteractionSource,
+    Participant,
+)
 from sync import copies
 
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__

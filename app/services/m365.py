@@ -21,7 +21,11 @@ from app.services.errors import Conflict, Invalid, NotFound
 from app.services.orgs import clean_address, find_user
 from connectors.base import ConnectorError
 from connectors.m365auth import (
-    IMAP_USER_SCOPES, AppTokenSource, finish_device_flow, graph_scopes, start_device_flow,
+    IMAP_USER_SCOPES,
+    AppTokenSource,
+    finish_device_flow,
+    graph_scopes,
+    start_device_flow,
 )
 from sync.fixes import explain_error
 

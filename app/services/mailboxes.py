@@ -98,8 +98,12 @@ import socket  # noqa: E402
 import ssl  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 
-from sqlalchemy import delete as _delete, exists as _exists, select as _select  # noqa: E402
-from sqlalchemy import update as _update  # noqa: E402
+from sqlalchemy import (  # noqa: E402
+    delete as _delete,
+    exists as _exists,
+    select as _select,
+    update as _update,  # noqa: E402
+)
 from sqlalchemy.engine import Connection  # noqa: E402
 
 from app.models import GraphSubscription, InteractionSource  # noqa: E402

@@ -14,13 +14,24 @@ from sqlalchemy import String, cast, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from app.crypto import SecretBox
-
-from app.models import (AuditEvent, Company, Contact, ContactAddress, ContactStats, ErasedPerson, ExclusionRule,
-                        Interaction, InteractionSource, Mailbox, Participant, User)
+from app.models import (
+    AuditEvent,
+    Company,
+    Contact,
+    ContactAddress,
+    ContactStats,
+    ErasedPerson,
+    ExclusionRule,
+    Interaction,
+    InteractionSource,
+    Mailbox,
+    Participant,
+    User,
+)
 from app.services import audit
 from app.services.actor import Actor, changing
-from app.services.errors import Invalid
 from app.services.admin import chunks, remove_from_timeline
+from app.services.errors import Invalid
 from app.services.orgs import clean_address
 from sync.exclusions import erased_hash, erasure_key, tombstone_hashes
 

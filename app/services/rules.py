@@ -14,8 +14,17 @@ from __future__ import annotations
 from sqlalchemy import and_, delete, exists, insert, select
 from sqlalchemy.engine import Connection
 
-from app.models import (ExclusionRule, Interaction, InteractionKind, InteractionSource, Mailbox, Organisation,
-                        Participant, User, UserAlias)
+from app.models import (
+    ExclusionRule,
+    Interaction,
+    InteractionKind,
+    InteractionSource,
+    Mailbox,
+    Organisation,
+    Participant,
+    User,
+    UserAlias,
+)
 from app.services import audit
 from app.services.actor import Actor, changing
 from app.services.admin import address_matches, remove_from_timeline

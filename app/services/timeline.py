@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 
-from app.models import Company, Contact, ContactAddress, Interaction, Participant, User
 from app.db import db_time, raw_rows as _sql
+from app.models import Company, Contact, ContactAddress, Interaction, Participant, User
 from sync.addresses import normalise
 
 C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__

@@ -8,10 +8,9 @@ Tombstones written before this revision are unkeyed hashes; they cannot be
 re-keyed (the addresses are gone by design), so they stay and are still
 matched (sync/exclusions.py: legacy_erased_hash).
 """
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-
+from alembic import op
 
 revision = '0003'
 down_revision = '0002'

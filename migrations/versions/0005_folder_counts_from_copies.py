@@ -10,7 +10,6 @@ delete of copies moves it exactly (sync/copies.py), so it is set right once.
 """
 from alembic import op
 
-
 revision = '0005'
 down_revision = '0004'
 branch_labels = None

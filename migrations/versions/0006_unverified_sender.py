@@ -7,9 +7,8 @@ Create Date: 2026-12-05 09:00:00
 Existing interactions keep false: what vouched for them (transport headers)
 was never stored, so they cannot be judged again.
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0006'
 down_revision = '0005'

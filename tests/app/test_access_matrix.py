@@ -13,15 +13,15 @@ from datetime import datetime, timezone
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 
 from app.api import create_app
 from app.db import session, write_transaction
 from app.models import Company, Contact, ContactAddress, Interaction, Participant
 from app.services import m365, mailboxes, orgs, rules
-from tests.world import make_world
 from app.services.actor import Actor
 from tests import factories
+from tests.world import make_world
 
 PUBLIC, USER, ADMIN, CONSOLE, WEBHOOK = "public", "user", "admin", "console", "webhook"
 ORG1_MARKERS = ("ourco.com", "acme-org1.com", "Org1 secret subject")

@@ -21,8 +21,8 @@ from app.services import orgs
 from connectors.base import MessageRecord
 from sync.engine import org_context
 from sync.ingest import MailboxContext, ingest
-from tests.world import make_world
 from tests import factories
+from tests.world import make_world
 
 XSS_SUBJECT = "<img src=x onerror=\"window.__xss=1\"> quote & <b>terms</b>"
 JANE, MARK, SAM, UNA = "jane@acme.com", "mark@acme.com", "sam@spammy.io", "una@newco.io"

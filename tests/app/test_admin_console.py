@@ -7,8 +7,8 @@ import time
 
 from app.db import session
 from app.services import orgs
-from tests.world import make_world, message
 from tests import factories
+from tests.world import make_world, message
 
 
 def test_console_mailbox_lifecycle(tmp_path, imap_user, live_app, page):

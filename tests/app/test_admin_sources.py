@@ -13,10 +13,10 @@ from app.api import create_app
 from app.db import session
 from app.services import orgs
 from sync.engine import sync_mailbox
+from tests import factories
 from tests.connectors.test_ical import event, stamp, vcalendar
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.world import make_world
-from tests import factories
 
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
 SOON = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)

@@ -19,14 +19,13 @@ from app.api import create_app
 from app.db import session
 from app.models import Interaction, Mailbox, User
 from app.runtime import open_runtime
-from app.services import mailboxes as mailbox_service
-from app.services import orgs
+from app.services import mailboxes as mailbox_service, orgs
+from app.services.actor import Actor
 from app.settings import load_settings
 from sync.engine import sync_mailbox
+from tests import factories
 from tests.app._mail import new_imap_user, remove_imap_users, rfc5322
 from tests.conftest import ImapUser
-from app.services.actor import Actor
-from tests import factories
 
 XSS_SUBJECT = 'Quote <img src=x onerror=alert(1)> & "friends"'
 XSS_BODY = "<script>alert('x')</script> see the attached quote\r\n"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.app._mail import new_imap_user, remove_imap_users, rfc5322
 from tests import factories
+from tests.app._mail import new_imap_user, remove_imap_users, rfc5322
 
 ROOT = Path(__file__).resolve().parents[2]
 JANE = "jane@sub.acme.co.uk"

@@ -6,9 +6,9 @@ import json
 import os
 import subprocess
 import sys
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 pytestmark = pytest.mark.servers  # real servers or the CLI in subprocesses
 

@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from tests.world import message
 

@@ -10,8 +10,8 @@ from sqlalchemy import text
 from app.api import create_app
 from app.db import session, write_transaction
 from app.services import orgs
-from tests.world import make_world
 from tests import factories
+from tests.world import make_world
 
 
 def _sign_in(client: TestClient, token: str) -> str:

@@ -6,8 +6,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from app.api import create_app
-from app.services import demo
 from app.runtime import open_runtime
+from app.services import demo
 from app.settings import load_settings
 
 

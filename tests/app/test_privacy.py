@@ -7,14 +7,13 @@ import json
 from fastapi.testclient import TestClient
 
 from app.api import create_app
-from app.db import session, write_transaction
-from app.services import mailboxes, orgs, privacy
 from app.crypto import rotate_key, secret_box
-from app.db import read_only
-from sync.exclusions import erased_hash, erasure_key, legacy_erased_hash
-from tests.world import make_world, message
+from app.db import read_only, session, write_transaction
+from app.services import mailboxes, orgs, privacy
 from app.services.actor import Actor
+from sync.exclusions import erased_hash, erasure_key, legacy_erased_hash
 from tests import factories
+from tests.world import make_world, message
 
 
 def test_export_and_erase_survive_a_real_resync(tmp_path, imap_user):

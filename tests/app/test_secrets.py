@@ -14,8 +14,8 @@ from app.db import session, write_transaction
 from app.models import M365Tenant
 from app.runtime import open_runtime
 from app.services import orgs
-from tests.world import make_world, message
 from tests import factories
+from tests.world import make_world, message
 
 CLIENT_SECRET = "client-secret-Zq7Wv3xK"
 

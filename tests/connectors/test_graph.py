@@ -3,19 +3,28 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from app.services import m365
-from dataclasses import replace
-
 from connectors import graph as graph_connector
-from connectors.base import (AuthError, BadDataError, CalendarWindow, ConnectorSpec, CursorExpiredError, Fix,
-                             MeetingRecord, TenantSpec, ThrottledError, meeting_key)
+from connectors.base import (
+    AuthError,
+    BadDataError,
+    CalendarWindow,
+    ConnectorSpec,
+    CursorExpiredError,
+    Fix,
+    MeetingRecord,
+    TenantSpec,
+    ThrottledError,
+    meeting_key,
+)
 from connectors.graph import CALENDAR_FOLDER
-from sync.fixes import explain_error
 from connectors.mailparse import parse_message_headers
+from sync.fixes import explain_error
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.fakes.graph.imap import FakeOAuthImap
 

@@ -10,7 +10,11 @@ from zoneinfo import ZoneInfo
 
 from connectors.base import CalendarWindow, meeting_key
 from connectors.ical import (
-    MAX_ATTENDEES, MAX_OCCURRENCES, Window, meetings_from_ics, recurrence_id_utc,
+    MAX_ATTENDEES,
+    MAX_OCCURRENCES,
+    Window,
+    meetings_from_ics,
+    recurrence_id_utc,
 )
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)

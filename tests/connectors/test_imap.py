@@ -1,7 +1,7 @@
 """The IMAP connector on its own: folder roles, batches and cursors, errors."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import quopri
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from email.utils import format_datetime
 
 from connectors.base import MeetingRecord, MessageRecord, meeting_key

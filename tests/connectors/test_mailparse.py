@@ -8,10 +8,18 @@ from email.utils import getaddresses
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from demodata import generate, malformed_messages
 from connectors.base import BadDataError
 from connectors.imapfetch import _uid_set, parse_internaldate
-from connectors.mailparse import addresses, decode_words, is_bulk, header_fields, parse_date, parse_message_headers, snippet_from_body
+from connectors.mailparse import (
+    addresses,
+    decode_words,
+    header_fields,
+    is_bulk,
+    parse_date,
+    parse_message_headers,
+    snippet_from_body,
+)
+from demodata import generate, malformed_messages
 
 INTERNAL = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 

@@ -1,7 +1,6 @@
 """The app itself served on a loopback port, and how tests start headless Chromium."""
 from __future__ import annotations
 
-
 from tests.servers.base import LOOPBACK, free_port, wait_for_port
 
 

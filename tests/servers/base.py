@@ -6,7 +6,6 @@ import socket
 import threading
 import time
 
-
 LOOPBACK = "127.0.0.1"
 OWNER_MARKER = "threadline-owner"
 RUNTIME_PREFIX = "threadline-"

@@ -16,10 +16,22 @@ from pathlib import Path
 from typing import Iterable
 
 from tests.servers.base import _USERNAME_RE, LOOPBACK, OWNER_MARKER, ServerBinaryMissing, ServerError, free_port
-from tests.servers.processes import (_descendants, _ensure_system_user, _find_binary, _kill, _make_runtime_root,
-                                     _pid_alive, _pids_with_title_prefix, _proc_cmdline, _register, _self_marker,
-                                     _tail, _unregister, _wait_dead, reap_orphans)
-
+from tests.servers.processes import (
+    _descendants,
+    _ensure_system_user,
+    _find_binary,
+    _kill,
+    _make_runtime_root,
+    _pid_alive,
+    _pids_with_title_prefix,
+    _proc_cmdline,
+    _register,
+    _self_marker,
+    _tail,
+    _unregister,
+    _wait_dead,
+    reap_orphans,
+)
 
 _SPECIAL_USE_MAILBOXES = (
     ("Sent", "\\Sent"),

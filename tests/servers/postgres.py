@@ -14,9 +14,20 @@ import threading
 from pathlib import Path
 
 from tests.servers.base import LOOPBACK, OWNER_MARKER, ServerBinaryMissing, ServerError, free_port
-from tests.servers.processes import (_descendants, _ensure_system_user, _find_binary, _kill, _make_runtime_root,
-                                     _pid_alive, _register, _self_marker, _tail, _unregister, _wait_dead,
-                                     reap_orphans)
+from tests.servers.processes import (
+    _descendants,
+    _ensure_system_user,
+    _find_binary,
+    _kill,
+    _make_runtime_root,
+    _pid_alive,
+    _register,
+    _self_marker,
+    _tail,
+    _unregister,
+    _wait_dead,
+    reap_orphans,
+)
 
 
 def _pg_bindir() -> str:

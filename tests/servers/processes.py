@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from tests.servers.base import OWNER_MARKER, RUNTIME_PREFIX, ServerBinaryMissing, ServerError, _SBIN_DIRS
+from tests.servers.base import _SBIN_DIRS, OWNER_MARKER, RUNTIME_PREFIX, ServerBinaryMissing, ServerError
 
 
 def _proc_stat(pid: int) -> tuple[str, int, int] | None:

@@ -12,10 +12,10 @@ import pytest
 from app.db import session
 from app.services import calendars, orgs
 from app.services.actor import Actor
+from tests import factories
 from tests.connectors.test_ical import event, stamp, vcalendar
 from tests.connectors.test_imip import invitation
 from tests.world import NOW, make_world, message
-from tests import factories
 
 SOON = NOW.replace(minute=0, second=0) + timedelta(days=4)
 RID = "%Y-%m-%dT%H:%M:%SZ"

@@ -9,9 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from app.db import session
 from app.models.base import utcnow
-from app.services import m365, orgs
+from app.services import m365
 from app.services.actor import Actor
 from sync import graph_push
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
