@@ -92,12 +92,12 @@ def org_init(name: Annotated[str, typer.Option("--name", help="Company name.")],
 @user_app.command("add")
 def user_add(email: str, name: Annotated[str, typer.Option(help="Display name.")] = "",
              admin: Annotated[bool, typer.Option("--admin", help="Give the admin role.")] = False,
-             alias: Annotated[list[str], typer.Option("--alias", help="Another address of this user (repeatable).")] = [],
+             alias: Annotated[list[str] | None, typer.Option("--alias", help="Another address of this user (repeatable).")] = None,
              org: OrgOpt = None) -> None:
     """Add a rep (or an admin with --admin)."""
     rt = _rt()
     user = org_service.create_user(rt, _operator(rt, org), email, name=name, role="admin" if admin else "rep",
-                                   aliases=alias)
+                                   aliases=alias or [])
     out.print(f"user {user['id']} added: {user['email']} ({user['role']})", highlight=False)
 
 

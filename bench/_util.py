@@ -313,7 +313,7 @@ def table(headers: list[str], rows: list[list], align: str | None = None) -> str
     align = align or ("l" + "r" * (len(headers) - 1))
     lines = []
     for n, r in enumerate(cells):
-        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)]
+        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align, strict=False)]
         lines.append("  ".join(parts).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))

@@ -338,7 +338,7 @@ def print_sql_profile(prof: dict, typical_n: int, busiest_n: int) -> None:
             f"max {p['max_ms']:.2f} ms")
     log(f"    the statements of one lookup: ms for a typical contact ({typical_n} interactions) | ms for the "
         f"busiest ({busiest_n}), SQL, SQLite's plan")
-    for t, b in zip(prof["typical_statements"], prof["busiest_statements"]):
+    for t, b in zip(prof["typical_statements"], prof["busiest_statements"], strict=False):
         log(f"      {t['ms']:9.2f} | {b['ms']:9.2f} ms  {t['sql'][:150]}")
         for line in t["plan"]:
             log(f"                              plan: {line}")

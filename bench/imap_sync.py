@@ -81,7 +81,7 @@ def build_mailbox(dv, user: str, seed: int, reps: int, companies: int, n: int):
         folders: Counter = Counter()
         size = 0
 
-        def items():
+        def items(it=it, folders=folders):
             nonlocal size
             got = 0
             for m in it:
@@ -190,7 +190,7 @@ SyncState *
 
 def count_maildir_files(root: Path) -> int:
     n = 0
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         if os.path.basename(dirpath) in ("cur", "new"):
             n += len(filenames)
     return n
@@ -293,7 +293,7 @@ def nochange_in_process(data_dir: Path, mailbox_id: int, runs: int) -> list[dict
     for _ in range(runs):
         made: list[TimedConnector] = []
 
-        def factory(spec):
+        def factory(spec, made=made):
             c = TimedConnector(build_connector(spec))
             made.append(c)
             return c
@@ -457,7 +457,7 @@ def main() -> int:
         # -- report ----------------------------------------------------------------------
         mb_s = median([m.seconds for m in mbs])
         tl_s = median([m.seconds for m in tls])
-        ratios = [(n / t.seconds) / (n / m.seconds) for m, t in zip(mbs, tls)]
+        ratios = [(n / t.seconds) / (n / m.seconds) for m, t in zip(mbs, tls, strict=True)]
         ratio = (n / tl_s) / (n / mb_s)
         tl_mem = max(m.tree_pss_mb for m in tls)
         counts = last.extra["counts"]

@@ -505,7 +505,7 @@ class ImapConnector:
             try:
                 records.append(parse_message_headers(
                     remote_id, data.get(_HEADER_KEY) or b"",
-                    (lambda: parse_internaldate(raw_date)) if raw_date else None,
+                    (lambda d=raw_date: parse_internaldate(d)) if raw_date else None,
                     data.get(b"BODY[TEXT]<0>"),
                     # anything but the blank line (or nothing: the server did not say) is a field
                     relayed=(received[:1] not in b"\r\n") if received else None))

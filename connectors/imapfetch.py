@@ -139,7 +139,7 @@ def read_fetch(imap: imaplib.IMAP4, tag: bytes) -> dict[int, dict]:
                 continue  # another untagged response (EXISTS, EXPUNGE, FLAGS)
             lines = parts[0::2]
             values: dict = {}
-            for announcing, literal in zip(lines, parts[1::2]):
+            for announcing, literal in zip(lines, parts[1::2], strict=False):  # the closing line has no literal
                 section = _SECTION_BEFORE_LITERAL.search(announcing)
                 if section:
                     values[section_key(section.group(1))] = literal
@@ -190,7 +190,7 @@ def read_structures(imap: imaplib.IMAP4, tag: bytes) -> dict[int, list]:
         fetch = next((x for x in items if isinstance(x, list)), None)
         if not fetch:
             continue
-        pairs = dict(zip(fetch[0::2], fetch[1::2]))
+        pairs = dict(zip(fetch[0::2], fetch[1::2], strict=False))  # a key without a value is dropped
         uid, structure = None, None
         for key, value in pairs.items():
             if isinstance(key, bytes) and key.upper() == b"UID":
@@ -267,7 +267,7 @@ def _find_parts(body: list, prefix: str) -> list[tuple[str, dict]]:
     if (mtype, subtype) not in ((b"text", b"calendar"), (b"application", b"ics")):
         return []
     params = body[2] if len(body) > 2 and isinstance(body[2], list) else []
-    pmap = {(k or b"").lower(): (v or b"") for k, v in zip(params[0::2], params[1::2]) if isinstance(k, bytes)}
+    pmap = {(k or b"").lower(): (v or b"") for k, v in zip(params[0::2], params[1::2], strict=False) if isinstance(k, bytes)}
     encoding = body[5] if len(body) > 5 and isinstance(body[5], bytes) else b"7bit"
     try:
         size = int(body[6]) if len(body) > 6 and body[6] is not None else 0

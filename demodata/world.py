@@ -158,7 +158,7 @@ def _build_world(seed: int, n_reps: int, companies, days: int, now: datetime):
 
     # per company: mail system, timezone, outlook tenant, owner rep
     company_meta = []
-    for ci, (cname, domain, tld) in enumerate(comp_rows):
+    for ci, (_cname, _domain, tld) in enumerate(comp_rows):
         meta = _TLD_BY_NAME.get(tld, _TLDS[0])
         system = rng.choices(["outlook", "gmail", "apple", "generic"], [45, 38, 7, 10])[0]
         srv = "%s%02dMB%04d" % (rng.choice(["DM6PR", "BN7PR", "CH2PR", "SA1PR", "AM0PR", "DB9PR",
@@ -207,7 +207,7 @@ def _build_world(seed: int, n_reps: int, companies, days: int, now: datetime):
         return "+1 (%d) 555-01%02d" % (rng.choice([212, 415, 617, 312, 512, 206, 303, 646]),
                                         rng.randint(0, 99))
 
-    for ci, (cname, domain, tld) in enumerate(comp_rows):
+    for ci, (cname, domain, _tld) in enumerate(comp_rows):
         meta = company_meta[ci]
         k = rng.choice([2, 2, 3, 3, 3, 4, 4, 5, 6])
         names = list(fixed_for.get(ci, []))

@@ -347,7 +347,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     occurred = [db_time(conn, p.record.date) for p in prepared]
     rows, seen = [], {}  # seen: message key -> the direction its row gets
     want_subject, want_snippet = org.visibility in ("subject", "snippet"), org.visibility == "snippet"
-    for p, at in zip(prepared, occurred):
+    for p, at in zip(prepared, occurred, strict=True):
         r = p.record
         if r.message_key in seen:
             continue
@@ -383,7 +383,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     fresh, fresh_keys, participants, sources = [], set(), [], []
     inserted: list[tuple] = []
     users, org_id, internal = org.users_by_address, org.org_id, _internal_map(org)
-    for p, at in zip(prepared, occurred):
+    for p, at in zip(prepared, occurred, strict=True):
         iid = existing[p.record.message_key]
         is_new = iid in new_ids
         for address, name, role in p.people:
@@ -419,7 +419,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
                                              ("interaction_id", "contact_id", "user_id"))
     result.copies = copies.insert(conn, sources)
     facts = {existing[p.record.message_key]: (direction_of[existing[p.record.message_key]], at)
-             for p, at in zip(prepared, occurred)}
+             for p, at in zip(prepared, occurred, strict=True)}
     stats.add_email_deltas(conn, org.org_id, inserted, facts, before)
     recount = [contacts[a][0] for a in wanted]  # new contacts may have brought older participations along
     for chunk in _chunked(sorted(upgraded)):  # received mail that turned out to be a colleague's sent mail

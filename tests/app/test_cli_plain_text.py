@@ -64,7 +64,7 @@ def printed(tmp_path, graph, imap_user):
                                     THREADLINE_CALDAV_PASSWORD="pw"),
     }
     with ThreadPoolExecutor(len(writers)) as pool:
-        out = dict(zip(writers, pool.map(lambda call: call(), writers.values())))
+        out = dict(zip(writers, pool.map(lambda call: call(), writers.values()), strict=True))
     # What a CalDAV server said about a calendar it names like that.
     with write_transaction(world.rt.engine) as conn:
         account = conn.execute(text("SELECT id FROM mailbox WHERE kind = 'caldav'")).scalar_one()
@@ -80,7 +80,7 @@ def printed(tmp_path, graph, imap_user):
         "calendar list json": ("calendar", "list", "--json"),
     }
     with ThreadPoolExecutor(4) as pool:
-        out.update(zip(commands, pool.map(lambda args: run(data, *args), commands.values())))
+        out.update(zip(commands, pool.map(lambda args: run(data, *args), commands.values()), strict=True))
         out["mailbox test"] = run(data, "mailbox", "test", "--host", imap_user.host, "--port", str(imap_user.port),
                                   "--security", "none", "--username", imap_user.username,
                                   THREADLINE_IMAP_PASSWORD="wrong")

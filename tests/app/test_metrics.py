@@ -26,6 +26,7 @@ def test_metrics_and_health(tmp_path, imap_user, monkeypatch):
     client = TestClient(app, client=("127.0.0.1", 50000))  # a scraper on this host
     before = _samples(client.get("/metrics").text)
     good, bad = w.sync(ok_box), w.sync(bad_box)
+    assert good.ok and not bad.ok
     # the engine calls sync.metrics.observe_run after every run
     client.get("/healthz")
     resp = client.get("/metrics")

@@ -134,7 +134,7 @@ level = warning
                             return self
                         except TimeoutError:
                             if time.monotonic() > deadline:
-                                raise ServerError(f"radicale not listening on {self.port}\n{_tail(self.log_path)}")
+                                raise ServerError(f"radicale not listening on {self.port}\n{_tail(self.log_path)}") from None
                 except ServerError:
                     self._terminate()
                     if "in use" not in _tail(self.log_path, 5) or self._fixed_port:

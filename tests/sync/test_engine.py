@@ -253,7 +253,7 @@ def test_backfill_window_and_newest_first(world, imap_user):
 
 def test_malformed_messages_are_recorded_and_never_stop_the_sync(world, imap_user):
     samples = malformed_messages()
-    for name, raw in samples:
+    for _name, raw in samples:
         imap_user.deliver(raw or b"\r\n")
     imap_user.deliver(message("good@cust.com", "alice@ourco.com", "Still fine", msgid="good@cust"))
     mid = world.add_imap("alice@ourco.com", imap_user)

@@ -96,7 +96,7 @@ def test_two_mailboxes_syncing_at_once_never_duplicate(world, imap_user_factory)
         raw = message(f"c{i % 7}@cust{i % 3}.com", "alice@ourco.com", f"S{i}", cc="bob@ourco.com", msgid=f"conc{i}@x")
         for u in users:
             u.deliver(raw)
-    ids = [world.add_imap(owner, u) for owner, u in zip(("alice@ourco.com", "bob@ourco.com"), users)]
+    ids = [world.add_imap(owner, u) for owner, u in zip(("alice@ourco.com", "bob@ourco.com"), users, strict=True)]
     reports = []
     threads = [threading.Thread(target=lambda m=m: reports.append(world.sync(m, fetch_in_child=False))) for m in ids]
     for t in threads:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import text
 
 from app.db import write_transaction
@@ -27,9 +28,6 @@ def _recounted(world):
         ids = [r[0] for r in conn.execute(text("SELECT id FROM contact WHERE org_id = :o"), {"o": world.org_id})]
         stats.recompute(conn, world.org_id, ids)
     return _tables(world)
-
-
-import pytest
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

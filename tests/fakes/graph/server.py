@@ -270,7 +270,7 @@ class FakeGraph:
     def update_message(self, user: str, message_id: str, **changes) -> None:
         box = self.mailbox(user)
         with self.lock:
-            for fid, items in box.messages.items():
+            for items in box.messages.values():
                 if message_id in items:
                     msg = dict(items[message_id][1], **changes)
                     items[message_id] = (box.tick(), msg)
