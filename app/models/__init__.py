@@ -3,25 +3,25 @@ from sqlmodel import SQLModel
 
 from app.models.mail import FolderState, GraphSubscription, M365Tenant, Mailbox, MailboxStatus, SyncIssue, SyncStage
 from app.models.org import (
-                            ApiToken,
-                            AuditEvent,
-                            ConsoleSession,
-                            ErasedPerson,
-                            ExclusionRule,
-                            Organisation,
-                            User,
-                            UserAlias,
+    ApiToken,
+    AuditEvent,
+    ConsoleSession,
+    ErasedPerson,
+    ExclusionRule,
+    Organisation,
+    User,
+    UserAlias,
 )
 from app.models.timeline import (
-                            Company,
-                            Contact,
-                            ContactAddress,
-                            ContactColleague,
-                            ContactStats,
-                            Interaction,
-                            InteractionKind,
-                            InteractionSource,
-                            Participant,
+    Company,
+    Contact,
+    ContactAddress,
+    ContactColleague,
+    ContactStats,
+    Interaction,
+    InteractionKind,
+    InteractionSource,
+    Participant,
 )
 
 metadata = SQLModel.metadata

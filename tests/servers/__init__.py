@@ -34,13 +34,13 @@ runtime directories and the reaping. Import from ``tests.servers``.
 """
 from tests.servers.appserver import CHROMIUM, CHROMIUM_ARGS, AppServer
 from tests.servers.base import (
-                                LOOPBACK,
-                                OWNER_MARKER,
-                                RUNTIME_PREFIX,
-                                ServerBinaryMissing,
-                                ServerError,
-                                free_port,
-                                wait_for_port,
+    LOOPBACK,
+    OWNER_MARKER,
+    RUNTIME_PREFIX,
+    ServerBinaryMissing,
+    ServerError,
+    free_port,
+    wait_for_port,
 )
 from tests.servers.dovecot import Dovecot, imap_utf7_encode
 from tests.servers.faultproxy import FaultProxy
