@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from enum import StrEnum
-from typing import Iterator, NamedTuple, Protocol
+from typing import Iterator, NamedTuple, Protocol, Sequence
 
 
 class ErrorKind(StrEnum):
@@ -91,7 +91,8 @@ class BadDataError(ConnectorError):
     kind = ErrorKind.BAD_DATA
 
 
-ERRORS: dict[ErrorKind, type[ConnectorError]] = {cls.kind: cls for cls in (
+# Keyed by ErrorKind, whose members equal their strings: the string a pipe carries finds its class.
+ERRORS: dict[str, type[ConnectorError]] = {cls.kind: cls for cls in (
     AuthError, TransientError, ThrottledError, CursorExpiredError, BadDataError)}
 
 
@@ -224,7 +225,7 @@ class BadRecord:
 @dataclass
 class Batch:
     """Records plus the cursor that covers them: the engine commits both together."""
-    records: list[MessageRecord | MeetingRecord]
+    records: Sequence[MessageRecord | MeetingRecord]  # Sequence: a list of one kind is one
     bad: list[BadRecord]
     cursor: dict
     # remote ids that left this folder or calendar (deleted, moved away)

@@ -187,7 +187,8 @@ class CalDavConnector:
             if not path.endswith("/"):
                 path += "/"
             self._calendars[path] = urljoin(home, href)
-            display = (props.get(f"{_D}displayname").text or "").strip() if props.get(f"{_D}displayname") is not None else ""
+            shown = props.get(f"{_D}displayname")
+            display = (shown.text or "").strip() if shown is not None else ""
             folders.append(Folder(name=path, role="calendar", flags=(f"displayname={display}",) if display else (),
                                   remote_id=self._calendars[path]))
         return folders

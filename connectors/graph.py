@@ -144,6 +144,7 @@ def build(spec: ConnectorSpec):
     tenant = spec.tenant
     imap = cfg.get("protocol") == "imap"
     owner = cfg.get("user") or spec.owner or ""
+    tokens: AppTokenSource | DelegatedTokenSource
     if tenant:
         tcfg = tenant.config or {}
         graph_url = tcfg.get("graph_url") or DEFAULT_GRAPH_URL
@@ -393,7 +394,7 @@ class GraphConnector:
             if not isinstance(value, list):
                 raise BadDataError(f"Microsoft Graph sent a page without a value list while {what}")
             yield from (v for v in value if isinstance(v, dict))
-            url = page.get("@odata.nextLink")
+            url = page.get("@odata.nextLink") or ""
             if not url:
                 return
 

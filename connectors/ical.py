@@ -333,7 +333,7 @@ def _group(out: Parsed, cal, uid: str, comps: list, bid: str, window: Window, ow
     bad: list[BadRecord] = []
     records: list[MeetingRecord] = []
     if not recurring:
-        if master.get("DTSTART") is None:
+        if master is None or master.get("DTSTART") is None:  # no master: every component overrides, so recurring
             raise _Bad("event without DTSTART")
         start = master.get("DTSTART").dt
         end = _end_of(master, start)

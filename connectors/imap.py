@@ -63,7 +63,7 @@ HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})]"
 RECEIVED_ITEM = "BODY.PEEK[HEADER.FIELDS (RECEIVED)]<0.1>"
 # A UID SEARCH answer is one line: a large folder's (Gmail's All Mail: 100,000s of
 # UIDs) passes imaplib's 1 MB line limit.
-imaplib._MAXLINE = max(imaplib._MAXLINE, 64 << 20)
+imaplib._MAXLINE = max(imaplib._MAXLINE, 64 << 20)  # type: ignore[attr-defined]  # private, so not in typeshed
 # NO codes (RFC 5530) that mean "try again later", not "this message is broken".
 _TRANSIENT_CODES = (b"[UNAVAILABLE]", b"[LIMIT]", b"[INUSE]", b"[OVERQUOTA]", b"[SERVERBUG]")
 FIRST_BATCH = 200

@@ -78,7 +78,9 @@ def parse_internaldate(value: bytes) -> datetime | None:
 
 def _uid_set(uids: list[int]) -> str:
     """Compact sequence set: 1:5,7,9:12."""
-    parts, start, prev = [], None, None
+    parts: list[str] = []
+    start: int | None = None
+    prev = 0  # read only once start is set
     for uid in sorted(uids):
         if start is None:
             start = prev = uid

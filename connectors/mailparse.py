@@ -189,7 +189,7 @@ def _decode_fast(value: str) -> str | None:
     kept = [w for n, w in enumerate(words)
             if not (w[1] is None and 0 < n < len(words) - 1 and words[n - 1][1] is not None
                     and words[n + 1][1] is not None and w[0].isspace())]
-    collapsed = []
+    collapsed: list[list] = []  # [bytes, charset or None]
     for word, charset in kept:
         if charset is None:
             word = word.encode("ascii")
@@ -338,14 +338,15 @@ def fallback_key(fields: dict[str, str]) -> str:
 _EARLIEST_PLAUSIBLE = datetime(1990, 1, 1, tzinfo=timezone.utc)
 
 
-_latest = [float("-inf"), _EARLIEST_PLAUSIBLE]  # [monotonic time of computing, now + 1 day]
+_latest: tuple[float, datetime] = (float("-inf"), _EARLIEST_PLAUSIBLE)  # (monotonic time of computing, now + 1 day)
 
 
 def _plausible(date: datetime) -> bool:
     # The upper bound is recomputed once a minute, not per message (the hot path).
+    global _latest
     tick = time.monotonic()
     if tick - _latest[0] > 60:
-        _latest[0], _latest[1] = tick, datetime.now(timezone.utc) + timedelta(days=1)
+        _latest = (tick, datetime.now(timezone.utc) + timedelta(days=1))
     return _EARLIEST_PLAUSIBLE <= date <= _latest[1]
 
 
