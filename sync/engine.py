@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Engine
@@ -198,7 +198,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
         return None
     started = time.monotonic()
     report = RunReport(mailbox_id)
-    connector = None
+    connector: Any = None  # a connector, or the ChildFetcher running one in a child process (duck-typed)
     retry_after: float | None = None
     try:
         with read_only(engine) as conn:

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
+from typing import Literal, overload
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
@@ -35,6 +36,10 @@ def legacy_erased_hash(org_id: int, address: str) -> str:
     return hashlib.sha256(f"threadline-erased:{org_id}:{address.strip().lower()}".encode()).hexdigest()
 
 
+@overload
+def erasure_key(conn: Connection, box: SecretBox, org_id: int, *, create: Literal[True]) -> bytes: ...
+@overload
+def erasure_key(conn: Connection, box: SecretBox, org_id: int, *, create: bool = False) -> bytes | None: ...
 def erasure_key(conn: Connection, box: SecretBox, org_id: int, *, create: bool = False) -> bytes | None:
     """The organisation's tombstone key; with create, made on first use (in the caller's transaction)."""
     stored = conn.execute(select(ORG.c.erasure_key_enc).where(ORG.c.id == org_id)).scalar()
@@ -46,7 +51,7 @@ def erasure_key(conn: Connection, box: SecretBox, org_id: int, *, create: bool =
     conn.execute(update(ORG).where(ORG.c.id == org_id, ORG.c.erasure_key_enc.is_(None))
                  .values(erasure_key_enc=box.encrypt(key.hex())))
     # Another writer may have made one first: use whichever is stored.
-    return bytes.fromhex(box.decrypt(conn.execute(select(ORG.c.erasure_key_enc).where(ORG.c.id == org_id)).scalar()))
+    return bytes.fromhex(box.decrypt(conn.execute(select(ORG.c.erasure_key_enc).where(ORG.c.id == org_id)).scalar_one()))
 
 
 def person_tag(conn: Connection, box: SecretBox, org_id: int, address: str) -> str:
@@ -95,7 +100,7 @@ class Exclusions:
         if self.org.matches(address):
             return True
         rules = self.by_user.get(owner_id) if owner_id is not None else None
-        return bool(rules) and rules.matches(address)
+        return rules is not None and rules.matches(address)  # an empty RuleSet matches nothing
 
     def is_erased(self, org_id: int, address: str) -> bool:
         if not self.erased:

@@ -16,6 +16,7 @@ import hmac
 import logging
 import secrets
 from datetime import datetime, timedelta, timezone
+from typing import TypedDict
 
 from sqlalchemy import delete, select, update
 
@@ -53,9 +54,16 @@ def _graph_mailboxes(conn) -> list[dict]:
     return [dict(r._mapping) for r in rows if (r.config or {}).get("protocol", "graph") == "graph"]
 
 
-def ensure_subscriptions(rt: Runtime, *, now: datetime | None = None) -> dict:
+class Summary(TypedDict):
+    created: int
+    renewed: int
+    deleted: int
+    failed: dict[int, str]  # mailbox id -> why
+
+
+def ensure_subscriptions(rt: Runtime, *, now: datetime | None = None) -> Summary:
     """Create missing and renew expiring subscriptions; drop those of paused mailboxes."""
-    summary = {"created": 0, "renewed": 0, "deleted": 0, "failed": {}}
+    summary: Summary = {"created": 0, "renewed": 0, "deleted": 0, "failed": {}}
     if not push_enabled(rt):
         return summary
     now = now or utcnow()

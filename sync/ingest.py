@@ -276,7 +276,7 @@ def create_contacts(conn: Connection, org: OrgContext, wanted: dict[str, str]) -
     now = utcnow()
     made: dict[str, tuple[int, int | None]] = {}
     ordered = sorted(wanted)
-    rows = []
+    rows: list[dict] = []
     for address in ordered:
         name = wanted[address]
         domain = addr.company_domain(address, org.free_mail)

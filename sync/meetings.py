@@ -430,7 +430,10 @@ def _update_changed(batch: _Batch, states: dict[str, _State], ids: dict[str, int
 def _write_participants_and_copies(batch: _Batch, states: dict[str, _State], ids: dict[str, int]) -> None:
     """Participants: people taken off, answers changed, people added; then the copies."""
     conn, org_id, mbx = batch.conn, batch.org.org_id, batch.mbx
-    gone, answers, new_rows, sources = [], [], [], []
+    gone: list[dict] = []
+    answers: list[dict] = []
+    new_rows: list[tuple] = []
+    sources: list[tuple[int, tuple]] = []  # (record's position, copy row)
     for key, st in states.items():
         iid = ids[key]
         at = db_time(conn, st.cols["occurred_at"])

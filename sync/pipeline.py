@@ -25,7 +25,7 @@ import sys
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import IO, Any, BinaryIO, Callable, Iterator, cast
 
 from connectors.base import (
     ConnectorError,
@@ -53,7 +53,7 @@ def _reduce_record(r: MessageRecord):
                            r.relayed, r.auth_results, r.internal_submission)
 
 
-_DISPATCH = {MessageRecord: _reduce_record}
+_DISPATCH: dict[type, Callable[[Any], Any]] = {MessageRecord: _reduce_record}
 
 
 def _dumps(event) -> bytes:
@@ -64,7 +64,7 @@ def _dumps(event) -> bytes:
     return buf.getvalue()
 
 
-def _write(stream: BinaryIO, event) -> None:
+def _write(stream: IO[bytes], event) -> None:
     data = _dumps(event)
     stream.write(_HEADER.pack(len(data)) + data)
     stream.flush()
@@ -108,7 +108,7 @@ class _BackgroundWriter:
             raise self.error
 
 
-def _read(stream: BinaryIO):
+def _read(stream: IO[bytes]):
     head = stream.read(_HEADER.size)
     if len(head) < _HEADER.size:
         return None
@@ -185,8 +185,10 @@ class ChildFetcher:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         self._proc = subprocess.Popen([sys.executable, "-m", "sync.pipeline"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, cwd=str(ROOT), env=env)
+        # The two pipes asked for above (Popen types them as optional).
+        self._to_child, self._from_child = cast(IO[bytes], self._proc.stdin), cast(IO[bytes], self._proc.stdout)
         # The password travels over the pipe, never in argv or the environment.
-        _write(self._proc.stdin, spec)
+        _write(self._to_child, spec)
         # While the child starts and logs in this process only waits: load what the
         # first batch's ingest needs (the public-suffix list) meanwhile.
         threading.Thread(target=_warm_up, name="ingest-warm-up", daemon=True).start()
@@ -194,10 +196,10 @@ class ChildFetcher:
     updated_secret: str | None = None
 
     def _next(self):
-        event = _read(self._proc.stdout)
+        event = _read(self._from_child)
         while _tag(event) == "secret":
             self.updated_secret = event[1]
-            event = _read(self._proc.stdout)
+            event = _read(self._from_child)
         if event is None:
             code = self._proc.wait(timeout=10)
             raise TransientError(f"fetch process ended unexpectedly (exit code {code})")
@@ -214,7 +216,7 @@ class ChildFetcher:
 
     def run(self, work: list[tuple[Folder, dict]], since: datetime) -> Iterator[SyncEvent]:
         """The child's events() for this work, as they come."""
-        _write(self._proc.stdin, (work, since))
+        _write(self._to_child, (work, since))
         while True:
             event = self._next()
             if _tag(event) == "done":
@@ -226,7 +228,7 @@ class ChildFetcher:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
-        for stream in (proc.stdin, proc.stdout):
+        for stream in (self._to_child, self._from_child):
             try:
                 stream.close()
             except OSError:

@@ -12,6 +12,7 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
@@ -22,6 +23,9 @@ from connectors.base import ConnectorError, close_quietly
 from connectors.factory import build_connector
 from sync.engine import due_mailboxes, load_mailbox, request_sync, sync_mailbox
 from sync.runtime import Runtime
+
+if TYPE_CHECKING:
+    from connectors.imap import ImapConnector
 
 log = logging.getLogger("threadline.scheduler")
 MAILBOX = Mailbox.__table__
@@ -34,7 +38,7 @@ class IdleWatcher(threading.Thread):
         super().__init__(name=f"idle-{mailbox_id}", daemon=True)
         self.service, self.mailbox_id = service, mailbox_id
         self.stop_event = threading.Event()
-        self.connector = None
+        self.connector: ImapConnector | None = None
 
     def run(self) -> None:
         failures = 0
@@ -71,10 +75,10 @@ class IdleWatcher(threading.Thread):
 
     def stop(self) -> None:
         self.stop_event.set()
-        connector = self.connector
-        if connector is not None and getattr(connector, "_client", None) is not None:
+        client = getattr(self.connector, "_client", None)
+        if client is not None:
             try:
-                connector._client.shutdown()  # unblock idle_check at once
+                client.shutdown()  # unblock idle_check at once
             except Exception:  # noqa: BLE001
                 pass
 

@@ -96,6 +96,7 @@ def add_email_deltas(conn: Connection, org_id: int, new_rows: list[tuple], inter
     for iid, (contacts_now, users_now) in new_by_interaction.items():
         direction, at = interactions[iid]
         old_people = existing_people.get(iid)
+        fresh_pairs: list[tuple[int, int]] | set[tuple[int, int]]
         if not old_people:
             # The common case (a new interaction): every contact and every pair is new.
             added_contacts = set(contacts_now)
