@@ -1,4 +1,5 @@
 """`threadline` — the admin's command line."""
+
 from __future__ import annotations
 
 import getpass
@@ -19,8 +20,9 @@ from app.services import orgs as org_service
 from app.services.actor import Actor
 from app.services.errors import ServiceError, exit_code
 
-app = typer.Typer(help="Threadline: reps' mailboxes become one shared contact timeline.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="Threadline: reps' mailboxes become one shared contact timeline.", no_args_is_help=True, add_completion=False
+)
 org_app = typer.Typer(help="The organisation.", no_args_is_help=True)
 user_app = typer.Typer(help="Reps and admins.", no_args_is_help=True)
 mailbox_app = typer.Typer(help="Mailboxes to sync.", no_args_is_help=True)
@@ -35,8 +37,7 @@ app.add_typer(db_app, name="db")
 PLAIN = {"markup": False, "emoji": False, "highlight": False}
 # Piped or logged output must not be wrapped at rich's default 80 columns.
 out = Console(**PLAIN) if sys.stdout.isatty() else Console(width=250, soft_wrap=True, **PLAIN)
-err = (Console(stderr=True, **PLAIN) if sys.stderr.isatty()
-       else Console(stderr=True, width=250, soft_wrap=True, **PLAIN))
+err = Console(stderr=True, **PLAIN) if sys.stderr.isatty() else Console(stderr=True, width=250, soft_wrap=True, **PLAIN)
 OrgOpt = Annotated[Optional[int], typer.Option("--org", help="Organisation id (needed only when there are several).")]
 
 
@@ -79,34 +80,48 @@ def db_upgrade() -> None:
 
 # -- org ------------------------------------------------------------------------
 @org_app.command("init")
-def org_init(name: Annotated[str, typer.Option("--name", help="Company name.")],
-             domain: Annotated[list[str], typer.Option("--domain", help="An internal email domain (repeatable).")],
-             another: Annotated[bool, typer.Option("--another", help="Create a second organisation in this "
-                                                   "database on purpose (every command then needs --org).")] = False,
-             ) -> None:
+def org_init(
+    name: Annotated[str, typer.Option("--name", help="Company name.")],
+    domain: Annotated[list[str], typer.Option("--domain", help="An internal email domain (repeatable).")],
+    another: Annotated[
+        bool,
+        typer.Option(
+            "--another",
+            help="Create a second organisation in this database on purpose (every command then needs --org).",
+        ),
+    ] = False,
+) -> None:
     """Create the organisation with its internal email domains."""
     rt = _rt()
     org = org_service.create_org(rt, name, domain, another=another)
-    out.print(f"organisation {org['id']} created: {org['name']} ({', '.join(org['internal_domains'])})",
-              highlight=False)
+    out.print(
+        f"organisation {org['id']} created: {org['name']} ({', '.join(org['internal_domains'])})", highlight=False
+    )
 
 
 # -- users ----------------------------------------------------------------------
 @user_app.command("add")
-def user_add(email: str, name: Annotated[str, typer.Option(help="Display name.")] = "",
-             admin: Annotated[bool, typer.Option("--admin", help="Give the admin role.")] = False,
-             alias: Annotated[list[str], typer.Option("--alias", help="Another address of this user (repeatable).")] = [],
-             org: OrgOpt = None) -> None:
+def user_add(
+    email: str,
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    admin: Annotated[bool, typer.Option("--admin", help="Give the admin role.")] = False,
+    alias: Annotated[
+        list[str] | None, typer.Option("--alias", help="Another address of this user (repeatable).")
+    ] = None,
+    org: OrgOpt = None,
+) -> None:
     """Add a rep (or an admin with --admin)."""
     rt = _rt()
-    user = org_service.create_user(rt, _operator(rt, org), email, name=name, role="admin" if admin else "rep",
-                                   aliases=alias)
+    user = org_service.create_user(
+        rt, _operator(rt, org), email, name=name, role="admin" if admin else "rep", aliases=alias or []
+    )
     out.print(f"user {user['id']} added: {user['email']} ({user['role']})", highlight=False)
 
 
 @user_app.command("token")
-def user_token(email: str, name: Annotated[str, typer.Option(help="What the token is for.")] = "cli",
-               org: OrgOpt = None) -> None:
+def user_token(
+    email: str, name: Annotated[str, typer.Option(help="What the token is for.")] = "cli", org: OrgOpt = None
+) -> None:
     """Issue a personal access token for the API and the sidebar (shown once)."""
     rt = _rt()
     actor = _operator(rt, org)
@@ -120,14 +135,20 @@ def user_token(email: str, name: Annotated[str, typer.Option(help="What the toke
 def mailbox_add_imap(
     owner: Annotated[str, typer.Option(help="The rep whose mailbox this is.")],
     email: Annotated[Optional[str], typer.Option(help="The mailbox's address (default: the owner's).")] = None,
-    host: Annotated[Optional[str], typer.Option(help="IMAP server host name (default: found from the address: "
-                                                "DNS SRV records, the provider's autoconfig, its MX, known "
-                                                "providers).")] = None,
+    host: Annotated[
+        Optional[str],
+        typer.Option(
+            help="IMAP server host name (default: found from the address: "
+            "DNS SRV records, the provider's autoconfig, its MX, known "
+            "providers)."
+        ),
+    ] = None,
     username: Annotated[Optional[str], typer.Option(help="IMAP login name (default: the address).")] = None,
     port: Annotated[int, typer.Option(help="IMAP port (with --host).")] = 993,
     security: Annotated[str, typer.Option(help="tls | starttls | none (with --host)")] = "tls",
-    check: Annotated[bool, typer.Option("--check/--no-check", help="Connect and log in first; nothing is saved "
-                                        "if that fails.")] = True,
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Connect and log in first; nothing is saved if that fails.")
+    ] = True,
     org: OrgOpt = None,
 ) -> None:
     """Add an IMAP mailbox from its address and password (the server is found and tested), or
@@ -136,18 +157,35 @@ def mailbox_add_imap(
 
     password = _password(f"IMAP password for {username or email or owner}: ")
     rt = _rt()
-    mb = mailboxes.connect_imap(rt, _operator(rt, org), owner=owner, email=email, password=password, host=host,
-                                port=port, security=security, username=username, check=check)
+    mb = mailboxes.connect_imap(
+        rt,
+        _operator(rt, org),
+        owner=owner,
+        email=email,
+        password=password,
+        host=host,
+        port=port,
+        security=security,
+        username=username,
+        check=check,
+    )
     found = mb["found"]
     if found:
-        out.print(f"found {found['host']}:{found['port']} ({found['security']}) in {found['source']}; "
-                  f"logged in as {found['username']}", highlight=False, markup=False)
+        out.print(
+            f"found {found['host']}:{found['port']} ({found['security']}) in {found['source']}; "
+            f"logged in as {found['username']}",
+            highlight=False,
+            markup=False,
+        )
         if found["note"]:
             out.print(found["note"], highlight=False, markup=False)
     elif not check:
         out.print("not tested (--no-check): the first sync will tell", highlight=False)
-    out.print(f"mailbox {mb['id']} added for {owner}; run `threadline sync --once --mailbox {mb['id']}`",
-              highlight=False, markup=False)
+    out.print(
+        f"mailbox {mb['id']} added for {owner}; run `threadline sync --once --mailbox {mb['id']}`",
+        highlight=False,
+        markup=False,
+    )
 
 
 def _password(prompt: str, env: str = "THREADLINE_IMAP_PASSWORD", hint: str = "") -> str:
@@ -172,8 +210,9 @@ def mailbox_set_password(mailbox_id: int, org: OrgOpt = None) -> None:
 
 
 @mailbox_app.command("list")
-def mailbox_list(org: OrgOpt = None,
-                 as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def mailbox_list(
+    org: OrgOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False
+) -> None:
     """Every mailbox with its status, stage and last error."""
     from sqlmodel import select
 
@@ -183,8 +222,10 @@ def mailbox_list(org: OrgOpt = None,
     rt = _rt()
     with session(rt.engine) as s:
         o = _the_org(s, org)
-        rows = [mailboxes.describe(s, m) for m in s.exec(select(Mailbox).where(Mailbox.org_id == o.id)
-                                                          .order_by(Mailbox.id)).all()]
+        rows = [
+            mailboxes.describe(s, m)
+            for m in s.exec(select(Mailbox).where(Mailbox.org_id == o.id).order_by(Mailbox.id)).all()
+        ]
     if as_json:
         out.print_json(json.dumps(rows, default=_json_default))
         return
@@ -204,16 +245,21 @@ def mailbox_blocks(rows: list[dict]) -> list:
     blocks = []
     for r in rows:
         where = r["server"] or r.get("username") or ""
-        heading = Text(f"#{r['id']} {r['kind']} · {r['owner'] or 'no owner'} · {r['status']}"
-                       + (" · syncing now" if r["stage"] == "running" else ""), style="bold")
+        heading = Text(
+            f"#{r['id']} {r['kind']} · {r['owner'] or 'no owner'} · {r['status']}"
+            + (" · syncing now" if r["stage"] == "running" else ""),
+            style="bold",
+        )
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="dim", no_wrap=True)
         grid.add_column(overflow="fold")
         if where:
             grid.add_row("server", Text(where + (f" as {r['username']}" if r["server"] and r.get("username") else "")))
         last = r["last_success_at"].strftime("%Y-%m-%d %H:%M") if r["last_success_at"] else "never"
-        grid.add_row("synced", Text(f"{r['messages_imported']:,} imported, {sum(r['skipped'].values()):,} skipped; "
-                                    f"last success {last}"))
+        grid.add_row(
+            "synced",
+            Text(f"{r['messages_imported']:,} imported, {sum(r['skipped'].values()):,} skipped; last success {last}"),
+        )
         if r["last_error"]:
             grid.add_row("error", Text(r["last_error"]))
         if r.get("fix"):
@@ -224,12 +270,18 @@ def mailbox_blocks(rows: list[dict]) -> list:
 
 # -- sync -----------------------------------------------------------------------
 @app.command("sync")
-def sync_cmd(once: Annotated[bool, typer.Option("--once", help="Sync every due mailbox once and exit.")] = False,
-             mailbox: Annotated[Optional[int], typer.Option("--mailbox", help="Only this mailbox.")] = None,
-             force: Annotated[bool, typer.Option(
-                 "--force", help="Take a mailbox over even while another worker holds it (that worker is stopped "
-                                 "at its next batch). A holder killed on this host is taken over without it.")
-             ] = False) -> None:
+def sync_cmd(
+    once: Annotated[bool, typer.Option("--once", help="Sync every due mailbox once and exit.")] = False,
+    mailbox: Annotated[Optional[int], typer.Option("--mailbox", help="Only this mailbox.")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Take a mailbox over even while another worker holds it (that worker is stopped "
+            "at its next batch). A holder killed on this host is taken over without it.",
+        ),
+    ] = False,
+) -> None:
     """Sync mailboxes now (a progress bar on a terminal, a summary at the end).
     Exits 1 if any mailbox failed or could not be synced because another worker holds it."""
     from sqlmodel import select
@@ -254,14 +306,19 @@ def sync_cmd(once: Annotated[bool, typer.Option("--once", help="Sync every due m
         if report is None:
             holder, until = lease_holder(rt.engine, mid)
             held = f" ({holder}, lease until {until:%H:%M:%S} UTC)" if holder and until else ""
-            out.print(f"mailbox {mid}: NOT synced, another worker is syncing it{held}; "
-                      "if that worker is gone, run again with --force", highlight=False)
+            out.print(
+                f"mailbox {mid}: NOT synced, another worker is syncing it{held}; "
+                "if that worker is gone, run again with --force",
+                highlight=False,
+            )
             failed += 1
             continue
         rate = report.imported / report.seconds if report.seconds else 0
-        line = (f"mailbox {mid}: {'ok' if report.ok else 'FAILED'} — {report.imported} copies imported "
-                f"({report.new_interactions} new interactions), {report.skipped} skipped, {report.bad} unreadable, "
-                f"{report.seconds:.1f}s ({rate:,.0f} msg/s)")
+        line = (
+            f"mailbox {mid}: {'ok' if report.ok else 'FAILED'} — {report.imported} copies imported "
+            f"({report.new_interactions} new interactions), {report.skipped} skipped, {report.bad} unreadable, "
+            f"{report.seconds:.1f}s ({rate:,.0f} msg/s)"
+        )
         if report.folders_failed:
             line += f"; folders failed: {'; '.join(report.folders_failed)}"
         if report.error:
@@ -282,18 +339,25 @@ def _run_with_progress(rt: Runtime, mailbox_id: int, sync_mailbox, force: bool =
         return sync_mailbox(rt.engine, rt.box, mailbox_id, **kwargs)
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    columns = (SpinnerColumn(), TextColumn("mailbox {task.fields[mid]}: {task.completed:,.0f} imported", markup=False),
-               TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("mailbox {task.fields[mid]}: {task.completed:,.0f} imported", markup=False),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=out, transient=True) as bar:
         task = bar.add_task("sync", total=None, mid=mailbox_id)
-        return sync_mailbox(rt.engine, rt.box, mailbox_id, progress=lambda r: bar.update(task, completed=r.imported),
-                            **kwargs)
+        return sync_mailbox(
+            rt.engine, rt.box, mailbox_id, progress=lambda r: bar.update(task, completed=r.imported), **kwargs
+        )
 
 
 @app.command("timeline")
-def timeline_cmd(email: str, limit: Annotated[int, typer.Option(help="How many interactions.")] = 20,
-                 as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-                 org: OrgOpt = None) -> None:
+def timeline_cmd(
+    email: str,
+    limit: Annotated[int, typer.Option(help="How many interactions.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    org: OrgOpt = None,
+) -> None:
     """Show what the company knows about one person."""
     from app.services.timeline import lookup
 
@@ -310,36 +374,69 @@ def timeline_cmd(email: str, limit: Annotated[int, typer.Option(help="How many i
     from app.textsafe import shown  # names and subjects come from mail: no bidirectional tricks on the terminal
 
     c, sm = data["contact"], data["summary"]
-    out.print(Text.assemble((shown(c["name"] or c["email"]), "bold"), shown(f" <{c['email']}>"
-                            + (f" — {c['company']['name']} ({c['company']['domain']})" if c["company"] else ""))))
-    out.print(f"emails in {sm['emails_in']}, out {sm['emails_out']}, meetings {sm['meetings']}; "
-              f"first {sm['first_interaction_at']:%Y-%m-%d}, last {sm['last_interaction_at']:%Y-%m-%d}"
-              if sm["first_interaction_at"] else "no interactions yet", highlight=False)
+    out.print(
+        Text.assemble(
+            (shown(c["name"] or c["email"]), "bold"),
+            shown(
+                f" <{c['email']}>" + (f" — {c['company']['name']} ({c['company']['domain']})" if c["company"] else "")
+            ),
+        )
+    )
+    out.print(
+        f"emails in {sm['emails_in']}, out {sm['emails_out']}, meetings {sm['meetings']}; "
+        f"first {sm['first_interaction_at']:%Y-%m-%d}, last {sm['last_interaction_at']:%Y-%m-%d}"
+        if sm["first_interaction_at"]
+        else "no interactions yet",
+        highlight=False,
+    )
     if sm["colleagues"]:
-        out.print(shown("known by: " + ", ".join(f"{k['name'] or k['email']} ({k['interactions']})"
-                                                 for k in sm["colleagues"])), highlight=False)
+        out.print(
+            shown(
+                "known by: " + ", ".join(f"{k['name'] or k['email']} ({k['interactions']})" for k in sm["colleagues"])
+            ),
+            highlight=False,
+        )
     for m in data["upcoming"]:
-        out.print(shown(f"upcoming: {m['occurred_at']:%Y-%m-%d %H:%M} {m['subject'] or '(no title)'}"
-                        + (f" — {m['location']}" if m.get("location") else "")), highlight=False)
+        out.print(
+            shown(
+                f"upcoming: {m['occurred_at']:%Y-%m-%d %H:%M} {m['subject'] or '(no title)'}"
+                + (f" — {m['location']}" if m.get("location") else "")
+            ),
+            highlight=False,
+        )
     table = Table("when", "dir", "subject", "colleagues")
     for item in data["timeline"]["items"]:
-        table.add_row(f"{item['occurred_at']:%Y-%m-%d %H:%M}",
-                      item["direction"] + (" (unverified sender)" if item.get("unverified_sender") else ""),
-                      shown(item["subject"] or ""),
-                      shown(", ".join(k["name"] or k["address"] for k in item["colleagues"])))
+        table.add_row(
+            f"{item['occurred_at']:%Y-%m-%d %H:%M}",
+            item["direction"] + (" (unverified sender)" if item.get("unverified_sender") else ""),
+            shown(item["subject"] or ""),
+            shown(", ".join(k["name"] or k["address"] for k in item["colleagues"])),
+        )
     out.print(table)
 
 
 # -- processes ------------------------------------------------------------------
 @app.command("serve")
-def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-              port: Annotated[int, typer.Option(help="Port.")] = 8000,
-              demo: Annotated[bool, typer.Option("--demo", help="Load a generated demo company first (kept in "
-                                                 "<data dir>/demo, apart from your own data).")] = False,
-              scheduler: Annotated[bool, typer.Option(help="Run the sync scheduler in this process.")] = True,
-              https: Annotated[bool, typer.Option("--https", help="Serve HTTPS with a self-signed certificate for "
-                                                  "localhost (made in the data dir on first use), for trying the "
-                                                  "Outlook add-in locally.")] = False) -> None:
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo", help="Load a generated demo company first (kept in <data dir>/demo, apart from your own data)."
+        ),
+    ] = False,
+    scheduler: Annotated[bool, typer.Option(help="Run the sync scheduler in this process.")] = True,
+    https: Annotated[
+        bool,
+        typer.Option(
+            "--https",
+            help="Serve HTTPS with a self-signed certificate for "
+            "localhost (made in the data dir on first use), for trying the "
+            "Outlook add-in locally.",
+        ),
+    ] = False,
+) -> None:
     """Run the web app (API, sidebar, admin) and, by default, the sync scheduler."""
     import uvicorn
 
@@ -356,8 +453,10 @@ def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] =
     if demo:
         from app.services.demo import seed_demo
 
-        out.print(f"demo data in {settings.data_dir} (your own set-up uses {settings.data_dir.parent}, never this)",
-                  highlight=False)
+        out.print(
+            f"demo data in {settings.data_dir} (your own set-up uses {settings.data_dir.parent}, never this)",
+            highlight=False,
+        )
         info = seed_demo(rt, out)
     api = create_app(rt, run_scheduler=scheduler)
     tls = {}
@@ -366,9 +465,12 @@ def serve_cmd(host: Annotated[str, typer.Option(help="Address to listen on.")] =
         cert, key = _local_certificate(rt.settings.data_dir, host)
         tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         scheme = "https"
-        out.print(f"HTTPS with the self-signed certificate {cert} (trust it once in your OS or browser); the Outlook "
-                  f"add-in manifest is at {scheme}://localhost:{port}/addin/manifest.xml when "
-                  f"THREADLINE_PUBLIC_URL={scheme}://localhost:{port}", highlight=False)
+        out.print(
+            f"HTTPS with the self-signed certificate {cert} (trust it once in your OS or browser); the Outlook "
+            f"add-in manifest is at {scheme}://localhost:{port}/addin/manifest.xml when "
+            f"THREADLINE_PUBLIC_URL={scheme}://localhost:{port}",
+            highlight=False,
+        )
     shown = "127.0.0.1" if host in ("", "0.0.0.0") else ("[::1]" if host == "::" else host)
     out.print(_running_banner(f"{scheme}://{shown}:{port}", info), highlight=False, markup=False)
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", **tls))
@@ -401,8 +503,10 @@ def _listen(host: str, port: int):
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            _fail(f"port {port} on {host} is already in use (another Threadline, or another program): stop it, "
-                  f"or choose another port with --port {port + 1}")
+            _fail(
+                f"port {port} on {host} is already in use (another Threadline, or another program): stop it, "
+                f"or choose another port with --port {port + 1}"
+            )
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     return sock
 
@@ -411,17 +515,21 @@ def _running_banner(base: str, demo: dict | None) -> str:
     """Where to go now. For the demo: links that sign in with this start's token (in the
     URL's fragment, which the browser never sends to the server or writes to its logs)."""
     if demo is None:
-        return (f"Threadline is running:\n  admin console  {base}/admin\n  sidebar        {base}/panel\n"
-                f"  API            {base}/docs\nCtrl-C stops it.")
+        return (
+            f"Threadline is running:\n  admin console  {base}/admin\n  sidebar        {base}/panel\n"
+            f"  API            {base}/docs\nCtrl-C stops it."
+        )
     token = demo["token"]
     customer = f"?email={demo['customer']}" if demo.get("customer") else ""
-    return (f"Threadline demo is running ({demo['org']}):\n"
-            f"  admin console  {base}/admin/login#token={token}\n"
-            f"                 (signs you in as {demo['admin']})\n"
-            f"  sidebar        {base}/panel{customer}#token={token}\n"
-            f"  API            {base}/docs, with the header Authorization: Bearer {token}\n"
-            "This start's token replaces the earlier demo tokens. Ctrl-C stops the demo; to set up your own "
-            "team, see README.md \"Setting it up for your team\" (your data stays apart from the demo's).")
+    return (
+        f"Threadline demo is running ({demo['org']}):\n"
+        f"  admin console  {base}/admin/login#token={token}\n"
+        f"                 (signs you in as {demo['admin']})\n"
+        f"  sidebar        {base}/panel{customer}#token={token}\n"
+        f"  API            {base}/docs, with the header Authorization: Bearer {token}\n"
+        "This start's token replaces the earlier demo tokens. Ctrl-C stops the demo; to set up your own "
+        'team, see README.md "Setting it up for your team" (your data stays apart from the demo\'s).'
+    )
 
 
 def _local_certificate(data_dir, host: str):
@@ -448,18 +556,29 @@ def _local_certificate(data_dir, host: str):
     except ValueError:
         if host and host != "localhost":
             names.append(x509.DNSName(host))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Threadline local"),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Threadline (self-signed)")])
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "Threadline local"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Threadline (self-signed)"),
+        ]
+    )
     now = datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=825))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(key, hashes.SHA256()))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=825))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     os.chmod(key_path, 0o600)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path

@@ -1,6 +1,7 @@
 """Administration commands: rules, privacy, audit, key rotation, and the admin side
 of organisations, users and mailboxes. Each command calls its use case in
 app/services as the server's operator (audited with no actor id, shown as "system")."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,20 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from app.cli import (_fail, _json_default, _operator, _org_id, _rt, app, err, mailbox_app, org_app, out, user_app,
-                     OrgOpt)  # noqa: F401
+from app.cli import (
+    OrgOpt,  # noqa: F401
+    _fail,
+    _json_default,
+    _operator,
+    _org_id,
+    _rt,
+    app,
+    err,
+    mailbox_app,
+    org_app,
+    out,
+    user_app,
+)
 from app.db import read_only, session
 from app.services import orgs as org_service
 
@@ -47,24 +60,43 @@ def org_show(org: OrgOpt = None, as_json: JsonOpt = False) -> None:
 @org_app.command("set")
 def org_set(
     name: Annotated[Optional[str], typer.Option(help="Company name.")] = None,
-    domain: Annotated[Optional[list[str]], typer.Option("--domain", help="Internal domain (repeatable; replaces the list).")] = None,
+    domain: Annotated[
+        Optional[list[str]], typer.Option("--domain", help="Internal domain (repeatable; replaces the list).")
+    ] = None,
     policy: Annotated[Optional[str], typer.Option(help="Contact policy: exchanged | sent | all | none.")] = None,
     visibility: Annotated[Optional[str], typer.Option(help="metadata | subject | snippet.")] = None,
     backfill_days: Annotated[Optional[int], typer.Option(help="How many days of history to import.")] = None,
     sync_interval: Annotated[Optional[int], typer.Option(help="Seconds between syncs of a mailbox.")] = None,
-    bulk_detection: Annotated[Optional[bool], typer.Option("--bulk-detection/--no-bulk-detection", help="Keep newsletters and automated mail out.")] = None,
-    free_mail: Annotated[Optional[list[str]], typer.Option("--free-mail", help="Free-mail domain (repeatable; replaces the list).")] = None,
-    builtin_free_mail: Annotated[bool, typer.Option("--builtin-free-mail", help="Go back to the built-in free-mail list.")] = False,
+    bulk_detection: Annotated[
+        Optional[bool],
+        typer.Option("--bulk-detection/--no-bulk-detection", help="Keep newsletters and automated mail out."),
+    ] = None,
+    free_mail: Annotated[
+        Optional[list[str]], typer.Option("--free-mail", help="Free-mail domain (repeatable; replaces the list).")
+    ] = None,
+    builtin_free_mail: Annotated[
+        bool, typer.Option("--builtin-free-mail", help="Go back to the built-in free-mail list.")
+    ] = False,
     calendar_past_days: Annotated[Optional[int], typer.Option(help="Calendar days back.")] = None,
     calendar_future_days: Annotated[Optional[int], typer.Option(help="Calendar days ahead.")] = None,
-    entra_tenant: Annotated[Optional[str], typer.Option(help="Microsoft Entra tenant id for sidebar sign-in ('' clears).")] = None,
+    entra_tenant: Annotated[
+        Optional[str], typer.Option(help="Microsoft Entra tenant id for sidebar sign-in ('' clears).")
+    ] = None,
     org: OrgOpt = None,
 ) -> None:
     """Change organisation settings (only the options given)."""
-    changes = {"name": name, "internal_domains": domain or None, "contact_policy": policy, "visibility": visibility,
-               "backfill_days": backfill_days, "sync_interval_seconds": sync_interval,
-               "bulk_detection": bulk_detection, "calendar_past_days": calendar_past_days,
-               "calendar_future_days": calendar_future_days, "entra_tenant_id": entra_tenant}
+    changes = {
+        "name": name,
+        "internal_domains": domain or None,
+        "contact_policy": policy,
+        "visibility": visibility,
+        "backfill_days": backfill_days,
+        "sync_interval_seconds": sync_interval,
+        "bulk_detection": bulk_detection,
+        "calendar_past_days": calendar_past_days,
+        "calendar_future_days": calendar_future_days,
+        "entra_tenant_id": entra_tenant,
+    }
     changes = {k: v for k, v in changes.items() if v is not None}
     if builtin_free_mail:
         changes["free_mail_domains"] = None
@@ -90,9 +122,15 @@ def user_list(org: OrgOpt = None, as_json: JsonOpt = False) -> None:
         return
     table = Table("id", "email", "name", "role", "active", "aliases", "tokens (id: name)")
     for u in users:
-        table.add_row(str(u["id"]), u["email"], u["name"], u["role"], "yes" if u["active"] else "no",
-                      " ".join(a["address"] for a in u["aliases"]),
-                      ", ".join(f"{t['id']}: {t['name'] or '-'}" for t in u["tokens"] if t["active"]))
+        table.add_row(
+            str(u["id"]),
+            u["email"],
+            u["name"],
+            u["role"],
+            "yes" if u["active"] else "no",
+            " ".join(a["address"] for a in u["aliases"]),
+            ", ".join(f"{t['id']}: {t['name'] or '-'}" for t in u["tokens"] if t["active"]),
+        )
     out.print(table)
 
 
@@ -186,14 +224,19 @@ def mailbox_resync(mailbox_id: int, org: OrgOpt = None) -> None:
     """Re-sync from scratch: folder cursors reset; stored interactions stay, nothing is duplicated."""
     from app.services import mailboxes
 
-    _mailbox_op(mailbox_id, org, mailboxes.resync,
-                f"mailbox {mailbox_id} will be read again from the start at its next sync")
+    _mailbox_op(
+        mailbox_id, org, mailboxes.resync, f"mailbox {mailbox_id} will be read again from the start at its next sync"
+    )
 
 
 @mailbox_app.command("remove")
-def mailbox_remove(mailbox_id: int, purge: Annotated[bool, typer.Option(
-        "--purge", help="Also remove the interactions seen only through this mailbox.")] = False,
-        org: OrgOpt = None) -> None:
+def mailbox_remove(
+    mailbox_id: int,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also remove the interactions seen only through this mailbox.")
+    ] = False,
+    org: OrgOpt = None,
+) -> None:
     """Remove a mailbox (the timeline keeps its interactions unless --purge)."""
     from app.services import mailboxes
 
@@ -237,10 +280,12 @@ def mailbox_test(
 
 # -- rules --------------------------------------------------------------------------------------
 @rule_app.command("add")
-def rule_add(value: Annotated[str, typer.Argument(help="someone@example.com, or a domain (subdomains included)")],
-             rep: Annotated[Optional[str], typer.Option("--rep", help="Only this rep's mailboxes.")] = None,
-             kind: Annotated[Optional[str], typer.Option(help="address | domain (guessed from the value)")] = None,
-             org: OrgOpt = None) -> None:
+def rule_add(
+    value: Annotated[str, typer.Argument(help="someone@example.com, or a domain (subdomains included)")],
+    rep: Annotated[Optional[str], typer.Option("--rep", help="Only this rep's mailboxes.")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="address | domain (guessed from the value)")] = None,
+    org: OrgOpt = None,
+) -> None:
     """Never log this address or domain; what is already stored is removed."""
     from app.services import rules
 
@@ -248,9 +293,12 @@ def rule_add(value: Annotated[str, typer.Argument(help="someone@example.com, or 
     actor = _operator(rt, org)
     uid = _user_id(rt, actor.org_id, rep) if rep else None
     result = rules.add_rule(rt, actor, value=value, kind=kind, user_id=uid)
-    out.print(f"rule {result['id']} ({result['kind']} {result['value']}"
-              f"{' for ' + rep if rep else ', whole organisation'}): "
-              f"{result['removed_interactions']} stored interactions removed", highlight=False)
+    out.print(
+        f"rule {result['id']} ({result['kind']} {result['value']}"
+        f"{' for ' + rep if rep else ', whole organisation'}): "
+        f"{result['removed_interactions']} stored interactions removed",
+        highlight=False,
+    )
 
 
 @rule_app.command("remove")
@@ -264,8 +312,11 @@ def rule_remove(rule_id: int, org: OrgOpt = None) -> None:
 
 
 @rule_app.command("list")
-def rule_list(rep: Annotated[Optional[str], typer.Option("--rep", help="Org-wide rules plus this rep's.")] = None,
-              org: OrgOpt = None, as_json: JsonOpt = False) -> None:
+def rule_list(
+    rep: Annotated[Optional[str], typer.Option("--rep", help="Org-wide rules plus this rep's.")] = None,
+    org: OrgOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Every rule."""
     from app.services import rules
 
@@ -285,10 +336,12 @@ def rule_list(rep: Annotated[Optional[str], typer.Option("--rep", help="Org-wide
 
 # -- privacy --------------------------------------------------------------------------------------
 @privacy_app.command("export")
-def privacy_export(email: str,
-                   fmt: Annotated[str, typer.Option("--format", help="json | vcard")] = "json",
-                   output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None,
-                   org: OrgOpt = None) -> None:
+def privacy_export(
+    email: str,
+    fmt: Annotated[str, typer.Option("--format", help="json | vcard")] = "json",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None,
+    org: OrgOpt = None,
+) -> None:
     """Everything stored about one address (JSON), or their card (vCard 4.0)."""
     from app.services import privacy
 
@@ -303,8 +356,11 @@ def privacy_export(email: str,
 
 
 @privacy_app.command("erase")
-def privacy_erase(email: str, yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
-                  org: OrgOpt = None) -> None:
+def privacy_erase(
+    email: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+    org: OrgOpt = None,
+) -> None:
     """Erase a person: contact, addresses, participations, interactions only with them; never synced again."""
     from app.services import privacy
 
@@ -312,16 +368,21 @@ def privacy_erase(email: str, yes: Annotated[bool, typer.Option("--yes", help="C
         _fail("erasing cannot be undone: add --yes", 2)
     rt = _rt()
     r = privacy.erase_person(rt, _operator(rt, org), email, confirm=True)
-    out.print(f"erased: {r['removed_interactions']} interactions, {r['removed_participations']} participations, "
-              f"{r['removed_contacts']} contacts, {r['removed_companies']} companies removed; "
-              "later syncs will not bring them back")
+    out.print(
+        f"erased: {r['removed_interactions']} interactions, {r['removed_participations']} participations, "
+        f"{r['removed_contacts']} contacts, {r['removed_companies']} companies removed; "
+        "later syncs will not bring them back"
+    )
 
 
 # -- audit ----------------------------------------------------------------------------------------
 @app.command("audit")
-def audit_cmd(limit: Annotated[int, typer.Option(help="How many events.")] = 50,
-              action: Annotated[Optional[str], typer.Option(help="Only this action (prefix with *: rule.*).")] = None,
-              org: OrgOpt = None, as_json: JsonOpt = False) -> None:
+def audit_cmd(
+    limit: Annotated[int, typer.Option(help="How many events.")] = 50,
+    action: Annotated[Optional[str], typer.Option(help="Only this action (prefix with *: rule.*).")] = None,
+    org: OrgOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """The audit log, newest first."""
     from app.services import audit
 
@@ -334,8 +395,13 @@ def audit_cmd(limit: Annotated[int, typer.Option(help="How many events.")] = 50,
         return
     table = Table("when", "who", "action", "target", "detail")
     for e in events:
-        table.add_row(f"{e['at']:%Y-%m-%d %H:%M:%S}", e["actor"] or str(e["actor_id"]), e["action"], e["target"],
-                      json.dumps(e["detail"], default=str)[:120])
+        table.add_row(
+            f"{e['at']:%Y-%m-%d %H:%M:%S}",
+            e["actor"] or str(e["actor_id"]),
+            e["action"],
+            e["target"],
+            json.dumps(e["detail"], default=str)[:120],
+        )
     out.print(table)
 
 
@@ -344,7 +410,6 @@ def audit_cmd(limit: Annotated[int, typer.Option(help="How many events.")] = 50,
 def secrets_rotate_key() -> None:
     """New encryption key; every stored secret re-encrypted in one transaction; old key kept until done."""
     from app.crypto import SecretError
-
     from app.services.secrets import rotate
 
     rt = _rt()

@@ -10,6 +10,7 @@ deletes the old one. Until that last step every key file present is tried for
 decryption (MultiFernet), so a rotation interrupted at any point leaves every
 secret readable, and running it again finishes the job.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -101,8 +102,12 @@ def secret_box(settings: Settings) -> SecretBox:
 
 
 # Every encrypted column: (table, id column, secret column).
-ENCRYPTED_COLUMNS = (("mailbox", "id", "secret_enc"), ("m365tenant", "id", "secret_enc"),
-                     ("graphsubscription", "id", "client_state_enc"), ("organisation", "id", "erasure_key_enc"))
+ENCRYPTED_COLUMNS = (
+    ("mailbox", "id", "secret_enc"),
+    ("m365tenant", "id", "secret_enc"),
+    ("graphsubscription", "id", "client_state_enc"),
+    ("organisation", "id", "erasure_key_enc"),
+)
 
 
 def rotate_key(settings: Settings, engine) -> dict:
@@ -116,8 +121,10 @@ def rotate_key(settings: Settings, engine) -> dict:
     from sqlalchemy import text
 
     if settings.secret_key:
-        raise SecretError("the key comes from THREADLINE_SECRET_KEY: rotate it by hand (decrypting needs the old "
-                          "key); key-file rotation only works with the key file in the data directory")
+        raise SecretError(
+            "the key comes from THREADLINE_SECRET_KEY: rotate it by hand (decrypting needs the old "
+            "key); key-file rotation only works with the key file in the data directory"
+        )
     base = _key_path(settings)
     old_keys = load_keys(settings)  # current (+ leftovers of an interrupted rotation)
     new_path, old_path = base.with_name(base.name + NEW_SUFFIX), base.with_name(base.name + OLD_SUFFIX)
@@ -136,8 +143,9 @@ def rotate_key(settings: Settings, engine) -> dict:
                 try:
                     fresh = rotator.rotate(token.encode()).decode()
                 except InvalidToken as exc:
-                    raise SecretError(f"{table} {row_id}: stored secret cannot be decrypted with the current key; "
-                                      "nothing was changed") from exc
+                    raise SecretError(
+                        f"{table} {row_id}: stored secret cannot be decrypted with the current key; nothing was changed"
+                    ) from exc
                 conn.execute(text(f"UPDATE {table} SET {col} = :v WHERE {id_col} = :i"), {"v": fresh, "i": row_id})
             counts[table + "." + col] = len(rows)
     os.replace(new_path, base)

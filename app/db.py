@@ -1,4 +1,5 @@
 """Engine creation, SQLite tuning, migrations on start, and a portable insert-or-ignore."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -145,14 +146,21 @@ def bulk_insert_ignore(conn: Connection, table: Table, columns: tuple[str, ...],
 
     cursor = conn.connection.driver_connection.cursor()
     try:
-        execute_values(cursor, f"INSERT INTO {table.name} ({cols}) VALUES %s ON CONFLICT DO NOTHING", rows,
-                       page_size=1000)
+        execute_values(
+            cursor, f"INSERT INTO {table.name} ({cols}) VALUES %s ON CONFLICT DO NOTHING", rows, page_size=1000
+        )
     finally:
         cursor.close()
 
 
-def bulk_insert_ignore_returning(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple],
-                                 returning: tuple[str, ...], chunk: int = 500) -> list[tuple]:
+def bulk_insert_ignore_returning(
+    conn: Connection,
+    table: Table,
+    columns: tuple[str, ...],
+    rows: list[tuple],
+    returning: tuple[str, ...],
+    chunk: int = 500,
+) -> list[tuple]:
     """Like bulk_insert_ignore, but returns `returning` columns of the rows that
     were really inserted (rows hitting a unique key are left out), so callers can
     count exactly what is new even with several writers at once."""
@@ -163,9 +171,8 @@ def bulk_insert_ignore_returning(conn: Connection, table: Table, columns: tuple[
     if conn.dialect.name == "sqlite":
         one = "(" + ", ".join("?" * len(columns)) + ")"
         for i in range(0, len(rows), chunk):
-            part = rows[i:i + chunk]
-            sql = (f"INSERT OR IGNORE INTO {table.name} ({cols}) VALUES {', '.join([one] * len(part))} "
-                   f"RETURNING {ret}")
+            part = rows[i : i + chunk]
+            sql = f"INSERT OR IGNORE INTO {table.name} ({cols}) VALUES {', '.join([one] * len(part))} RETURNING {ret}"
             flat = [v for row in part for v in row]
             out.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(flat)).fetchall())
         return out
@@ -173,8 +180,13 @@ def bulk_insert_ignore_returning(conn: Connection, table: Table, columns: tuple[
 
     cursor = conn.connection.driver_connection.cursor()
     try:
-        result = execute_values(cursor, f"INSERT INTO {table.name} ({cols}) VALUES %s ON CONFLICT DO NOTHING "
-                                        f"RETURNING {ret}", rows, page_size=chunk, fetch=True)
+        result = execute_values(
+            cursor,
+            f"INSERT INTO {table.name} ({cols}) VALUES %s ON CONFLICT DO NOTHING RETURNING {ret}",
+            rows,
+            page_size=chunk,
+            fetch=True,
+        )
         out.extend(tuple(r) for r in result)
     finally:
         cursor.close()
@@ -199,12 +211,17 @@ class SqliteReader:
     def __init__(self, path: str):
         import sqlite3
 
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60,
-                                     cached_statements=256)
+        self._conn = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=60, cached_statements=256
+        )
         # mmap: pages are read straight from the OS page cache instead of being
         # copied in by read(); on a large database that was a third of a lookup.
-        for pragma in ("PRAGMA query_only=ON", "PRAGMA busy_timeout=60000", "PRAGMA cache_size=-65536",
-                       f"PRAGMA mmap_size={READER_MMAP_BYTES}"):
+        for pragma in (
+            "PRAGMA query_only=ON",
+            "PRAGMA busy_timeout=60000",
+            "PRAGMA cache_size=-65536",
+            f"PRAGMA mmap_size={READER_MMAP_BYTES}",
+        ):
             self._conn.execute(pragma)
 
     def rows(self, sql: str, params: tuple = ()) -> list:

@@ -1,4 +1,5 @@
 """Process-wide wiring: settings -> engine (migrated) + secret box."""
+
 from __future__ import annotations
 
 import threading

@@ -5,6 +5,7 @@ Everything has a working default so `threadline serve --demo` runs on a fresh
 machine: data lives in ./data (SQLite in WAL mode plus the secret key file); the demo
 keeps its own in ./data/demo.
 """
+
 from __future__ import annotations
 
 import os
@@ -69,6 +70,7 @@ def get_settings() -> Settings:
 # process no longer runs was killed: its lease can be taken over at once instead
 # of when it expires. A reused pid can only make a dead holder look alive (its
 # lease then expires as before), never a live one look dead.
+
 
 def _pid_space() -> str:
     try:

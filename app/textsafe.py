@@ -10,6 +10,7 @@ become a visible "[U+202E]", so the text stays in its real order and the
 trick stays visible. The zero-width marks (LRM, RLM, ALM) are dropped: they
 only nudge neutral characters, and real right-to-left names use them.
 """
+
 from __future__ import annotations
 
 import re

@@ -6,6 +6,7 @@ Builds `app.api.create_app(open_runtime(settings))` without the sync scheduler.
 With more than one worker uvicorn needs an import string, so the app comes
 from the `make_app` factory below in every worker.
 """
+
 from __future__ import annotations
 
 import argparse

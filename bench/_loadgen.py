@@ -16,6 +16,7 @@ Modes:
 
 Prints one JSON object with the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +52,7 @@ class Conn:
         i = lower.find(b"\r\ncontent-length:")
         if i >= 0:
             j = lower.index(b"\r\n", i + 2)
-            length = int(lower[i + 17:j])
+            length = int(lower[i + 17 : j])
             if length:
                 await self.reader.readexactly(length)
         elif b"\r\ntransfer-encoding: chunked" in lower:
@@ -82,8 +83,13 @@ def build_requests(args) -> list[bytes]:
         rng = random.Random(args.seed)
         n = max(1, min(200_000, int(args.rate * args.duration) + 1000 if args.mode == "open" else 200_000))
         picks = (rng.choice(emails) for _ in range(n))
-        return [(f"GET /api/lookup?email={quote(e, safe='@')} HTTP/1.1\r\nHost: {host}\r\n{auth}"
-                 f"Accept: application/json\r\n\r\n").encode() for e in picks]
+        return [
+            (
+                f"GET /api/lookup?email={quote(e, safe='@')} HTTP/1.1\r\nHost: {host}\r\n{auth}"
+                f"Accept: application/json\r\n\r\n"
+            ).encode()
+            for e in picks
+        ]
     return [f"GET {args.path} HTTP/1.1\r\nHost: {host}\r\n{auth}Accept: application/json\r\n\r\n".encode()]
 
 
@@ -99,13 +105,20 @@ def summarise(lat: list[float], statuses: Counter, errors: Counter, wall: float,
     ok = statuses.get(200, 0)
     finite = [x for x in lat if x != float("inf")]
     return {
-        "requests": max(len(lat), len(finite) + sum(errors.values())), "ok": ok,
+        "requests": max(len(lat), len(finite) + sum(errors.values())),
+        "ok": ok,
         "non_200": {str(k): v for k, v in statuses.items() if k != 200},
-        "errors": dict(errors), "seconds": wall, "throughput": ok / wall if wall else 0.0,
-        "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "p999_ms": pct(99.9),
+        "errors": dict(errors),
+        "seconds": wall,
+        "throughput": ok / wall if wall else 0.0,
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "p999_ms": pct(99.9),
         "max_ms": lat[-1] * 1000 if lat else float("nan"),
         "mean_ms": sum(finite) / len(finite) * 1000 if finite else float("nan"),
-        "client_cpu_s": cpu, "client_cpu_util": cpu / wall if wall else 0.0,
+        "client_cpu_s": cpu,
+        "client_cpu_util": cpu / wall if wall else 0.0,
     }
 
 
@@ -225,11 +238,16 @@ async def open_loop(args, requests: list[bytes]) -> dict:
     wall = time.perf_counter() - t0
     out = summarise(lat, statuses, errors, wall, cpu_now() - cpu0)
     lags.sort()
-    out.update(mode="open", rate=args.rate, scheduled=total, send_seconds=sent_wall,
-               connections_opened_max=peak,
-               send_lag_p99_ms=lags[int(len(lags) * 0.99) - 1] * 1000 if lags else 0.0,
-               send_lag_max_ms=lags[-1] * 1000 if lags else 0.0,
-               offered_rate_achieved=total / sent_wall if sent_wall else 0.0)
+    out.update(
+        mode="open",
+        rate=args.rate,
+        scheduled=total,
+        send_seconds=sent_wall,
+        connections_opened_max=peak,
+        send_lag_p99_ms=lags[int(len(lags) * 0.99) - 1] * 1000 if lags else 0.0,
+        send_lag_max_ms=lags[-1] * 1000 if lags else 0.0,
+        offered_rate_achieved=total / sent_wall if sent_wall else 0.0,
+    )
     # throughput in open loop is the offered rate when the server keeps up
     out["throughput"] = out["ok"] / sent_wall if sent_wall else 0.0
     while idle:

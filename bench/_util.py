@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts: machine facts, measured child
 processes (wall time, CPU, peak memory of the whole process tree), tables."""
+
 from __future__ import annotations
 
 import os
@@ -21,6 +22,7 @@ GNU_TIME = "/usr/bin/time"
 
 
 # -- machine ---------------------------------------------------------------------
+
 
 def loadavg() -> str:
     try:
@@ -50,9 +52,11 @@ def cpu_model() -> str:
 
 
 def machine_summary() -> str:
-    return (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}: nproc={os.cpu_count()}, "
-            f"RAM={mem_total_mb() / 1024:.1f} GiB, CPU={cpu_model()}, "
-            f"Python {platform.python_version()}, kernel {platform.release()}, load average {loadavg()}")
+    return (
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}: nproc={os.cpu_count()}, "
+        f"RAM={mem_total_mb() / 1024:.1f} GiB, CPU={cpu_model()}, "
+        f"Python {platform.python_version()}, kernel {platform.release()}, load average {loadavg()}"
+    )
 
 
 def uptime_line() -> str:
@@ -81,6 +85,7 @@ def code_fingerprint(paths: list[str]) -> str:
 
 
 # -- process trees --------------------------------------------------------------------
+
 
 def _children(pid: int) -> list[int]:
     out: list[int] = []
@@ -240,8 +245,14 @@ class Measured:
         return self.user_s + self.sys_s
 
 
-def run_measured(argv: list[str], *, env: dict | None = None, cwd: str | os.PathLike | None = None,
-                 timeout: float | None = None, interval: float = 0.1) -> Measured:
+def run_measured(
+    argv: list[str],
+    *,
+    env: dict | None = None,
+    cwd: str | os.PathLike | None = None,
+    timeout: float | None = None,
+    interval: float = 0.1,
+) -> Measured:
     """Run argv under /usr/bin/time -v (when present) while sampling its process tree."""
     use_time = os.access(GNU_TIME, os.X_OK)
     with tempfile.NamedTemporaryFile("r", suffix=".time", delete=False) as tf:
@@ -295,6 +306,7 @@ def _time_field(text: str, label: str) -> float:
 
 # -- numbers and tables ---------------------------------------------------------------
 
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list (q in 0..100)."""
     if not sorted_values:
@@ -313,7 +325,7 @@ def table(headers: list[str], rows: list[list], align: str | None = None) -> str
     align = align or ("l" + "r" * (len(headers) - 1))
     lines = []
     for n, r in enumerate(cells):
-        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)]
+        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align, strict=False)]
         lines.append("  ".join(parts).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))

@@ -20,6 +20,7 @@ listing of the same Radicale calendars.
 A no-change re-sync must cost the same at 500 and at 5,000 events: one
 sync-collection REPORT per calendar (plus discovery), whatever the size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,15 @@ def build_calendar(n: int, recurring: float, seed: int) -> str:
     out = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//Threadline bench//EN"]
     for i in range(n):
         start = now + timedelta(days=rnd.randint(-360, 175), hours=rnd.randint(-6, 6))
-        lines = ["BEGIN:VEVENT", f"UID:bench-{seed}-{i}@ourco.com", "DTSTAMP:20250101T000000Z",
-                 f"DTSTART:{start:%Y%m%dT%H%M%SZ}", f"DTEND:{start + timedelta(minutes=45):%Y%m%dT%H%M%SZ}",
-                 f"SUMMARY:Meeting {i} with customer {i % 97}", "ORGANIZER;CN=Rep:mailto:rep@ourco.com"]
+        lines = [
+            "BEGIN:VEVENT",
+            f"UID:bench-{seed}-{i}@ourco.com",
+            "DTSTAMP:20250101T000000Z",
+            f"DTSTART:{start:%Y%m%dT%H%M%SZ}",
+            f"DTEND:{start + timedelta(minutes=45):%Y%m%dT%H%M%SZ}",
+            f"SUMMARY:Meeting {i} with customer {i % 97}",
+            "ORGANIZER;CN=Rep:mailto:rep@ourco.com",
+        ]
         for k in range(1 + i % 3):
             lines.append(f"ATTENDEE;CN=Person {k};PARTSTAT=ACCEPTED:mailto:p{(i + k) % 400}@customer{i % 97}.com")
         if rnd.random() < recurring:
@@ -127,6 +134,7 @@ def measure(rad, user: str, n: int, tmp: Path) -> dict:
     fig["bad"] = sum(len(b.bad) for b in batches)
     cursor = batches[-1].cursor
     import json
+
     fig["cursor_bytes"] = len(json.dumps(cursor))
     conn.requests = conn.bytes_in = 0
     fig["conn_nochange_s"], again = timed(lambda: list(conn.fetch_changes(folder, cursor)), runs=5)
@@ -137,16 +145,28 @@ def measure(rad, user: str, n: int, tmp: Path) -> dict:
     # c) the whole engine into SQLite
     world = make_world(tmp / f"w{n}", reps=(("rep@ourco.com", "Rep"),))
     with session(world.rt.engine) as s:
-        mid = calendars.add_caldav(s, world.rt.box, orgs.the_org(s, world.org_id), owner="rep@ourco.com",
-                                   url=rad.url, username=user, password=PASSWORD).id
+        mid = calendars.add_caldav(
+            s,
+            world.rt.box,
+            orgs.the_org(s, world.org_id),
+            owner="rep@ourco.com",
+            url=rad.url,
+            username=user,
+            password=PASSWORD,
+        ).id
     fig["engine_first_s"], report = timed(lambda: world.sync(mid))
     assert report.ok, report.error
     fig["engine_imported"], fig["engine_new"] = report.imported, report.new_interactions
     fig["engine_nochange_s"], report = timed(lambda: world.sync(mid), runs=5)
     assert report.ok and report.imported == 0
     # one new event, then re-sync
-    rad.put_event(user, PASSWORD, "calendar", "one-more.ics",
-                  build_calendar(1, 0.0, seed=10_000 + n).replace(f"bench-{10_000 + n}-0", "one-more"))
+    rad.put_event(
+        user,
+        PASSWORD,
+        "calendar",
+        "one-more.ics",
+        build_calendar(1, 0.0, seed=10_000 + n).replace(f"bench-{10_000 + n}-0", "one-more"),
+    )
     fig["engine_onechange_s"], report = timed(lambda: world.sync(mid))
     assert report.ok
     fig["engine_onechange_imported"] = report.imported
@@ -174,13 +194,22 @@ def main() -> int:
             rad.make_calendar(user, PASSWORD, "calendar")
             t = time.perf_counter()
             body = build_calendar(n, args.recurring, seed=n)
-            status, _, text = rad.request("PUT", f"/{user}/calendar/", user, PASSWORD, body,
-                                          {"Content-Type": "text/calendar; charset=utf-8"}, timeout=600)
+            status, _, text = rad.request(
+                "PUT",
+                f"/{user}/calendar/",
+                user,
+                PASSWORD,
+                body,
+                {"Content-Type": "text/calendar; charset=utf-8"},
+                timeout=600,
+            )
             if status not in (200, 201, 204):
                 log(f"error: uploading the calendar failed: {status} {text[:300]!r}")
                 return 1
-            log(f"calendar of {n:,} events ({int(n * args.recurring):,} weekly series without end, "
-                f"{len(body) / 1024:.0f} KiB) uploaded in {time.perf_counter() - t:.1f}s (not measured)")
+            log(
+                f"calendar of {n:,} events ({int(n * args.recurring):,} weekly series without end, "
+                f"{len(body) / 1024:.0f} KiB) uploaded in {time.perf_counter() - t:.1f}s (not measured)"
+            )
         for n in (args.small, args.events):
             log(f"\nmeasuring {n:,} events ... uptime: {uptime_line()}")
             figs.append(measure(rad, f"rep{n}", n, tmp))
@@ -190,14 +219,22 @@ def main() -> int:
         a, b = small.get(key + "_s"), big.get(key + "_s")
         ra, rb = small.get(key + "_req"), big.get(key + "_req")
         ba, bb = small.get(key + "_bytes"), big.get(key + "_bytes")
-        cells = [f"{name:<58}", f"{a * 1000:>9.1f} ms" if a is not None else "", f"{b * 1000:>10.1f} ms",
-                 f"{ra if ra is not None else '':>6}", f"{rb if rb is not None else '':>6}",
-                 f"{ba if ba is not None else '':>10}", f"{bb if bb is not None else '':>10}"]
+        cells = [
+            f"{name:<58}",
+            f"{a * 1000:>9.1f} ms" if a is not None else "",
+            f"{b * 1000:>10.1f} ms",
+            f"{ra if ra is not None else '':>6}",
+            f"{rb if rb is not None else '':>6}",
+            f"{ba if ba is not None else '':>10}",
+            f"{bb if bb is not None else '':>10}",
+        ]
         log("  ".join(cells))
 
     log(f"\n== results: {small['events']:,} vs {big['events']:,} events; {machine_summary()}")
-    log(f"{'':<58}  {'time ' + str(small['events']):>12}  {'time ' + str(big['events']):>13}  "
-        f"{'req':>6}  {'req':>6}  {'bytes':>10}  {'bytes':>10}")
+    log(
+        f"{'':<58}  {'time ' + str(small['events']):>12}  {'time ' + str(big['events']):>13}  "
+        f"{'req':>6}  {'req':>6}  {'bytes':>10}  {'bytes':>10}"
+    )
     row("baseline: caldav lib calendar.events() (full listing)", "lib_list")
     row("baseline: caldav lib sync-token re-list, nothing changed", "lib_nochange")
     row("Threadline connector: first sync (all batches)", "conn_first")
@@ -206,15 +243,19 @@ def main() -> int:
     row("Threadline engine: no-change re-sync incl. discovery (median 5)", "engine_nochange")
     row("Threadline engine: re-sync after one event added", "engine_onechange")
     for f in figs:
-        log(f"  {f['events']:,} events: {f['records']:,} meeting records (occurrences expanded in the window), "
+        log(
+            f"  {f['events']:,} events: {f['records']:,} meeting records (occurrences expanded in the window), "
             f"{f['bad']} bad; engine imported {f['engine_imported']:,} copies, {f['engine_new']:,} new "
             f"interactions; after one new event imported {f['engine_onechange_imported']}; cursor "
-            f"{f['cursor_bytes'] / 1024:.0f} KiB; the library listed {f['lib_list_n']:,} events")
+            f"{f['cursor_bytes'] / 1024:.0f} KiB; the library listed {f['lib_list_n']:,} events"
+        )
     ratio = big["conn_nochange_req"] / max(1, small["conn_nochange_req"])
-    log(f"no-change re-sync requests {small['conn_nochange_req']} vs {big['conn_nochange_req']} "
+    log(
+        f"no-change re-sync requests {small['conn_nochange_req']} vs {big['conn_nochange_req']} "
         f"({ratio:.1f}x for {big['events'] / small['events']:.0f}x the events); bytes "
         f"{small['conn_nochange_bytes']} vs {big['conn_nochange_bytes']}: "
-        f"{'O(changes), not O(events)' if ratio == 1 else 'GROWS WITH THE CALENDAR'}")
+        f"{'O(changes), not O(events)' if ratio == 1 else 'GROWS WITH THE CALENDAR'}"
+    )
     log(f"uptime at the end: {uptime_line()}")
     return 0
 

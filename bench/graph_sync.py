@@ -20,6 +20,7 @@
    long the engine was blocked reading the child's pipe.
 Both children report their own peak RSS (ru_maxrss).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,6 +57,7 @@ def peak_rss_mb() -> float:
 
 # -- 1. the fake, in its own process ------------------------------------------------------
 
+
 def serve_fake(n_messages: int, n_events: int, tmp: str) -> None:
     from tests.fakes.graph.server import FakeGraph
 
@@ -75,36 +77,74 @@ def serve_fake(n_messages: int, n_events: int, tmp: str) -> None:
         cc = [people[rnd.randrange(len(people))]] if rnd.random() < 0.3 else []
         if rnd.random() < 0.2:
             cc.append(colleagues[rnd.randrange(2)])
-        fake.add_message(USER, folder, internet_message_id=f"<m{i}.{rnd.getrandbits(40):x}@{sender[1].split('@')[1]}>",
-                         subject=f"Re: proposal {i % 5000} for {other[0]}", sender=sender, to=to, cc=cc, sent=when,
-                         preview="Thanks for the call yesterday, here is the revised proposal with the numbers we "
-                                 "discussed. Let me know what you think.")
+        fake.add_message(
+            USER,
+            folder,
+            internet_message_id=f"<m{i}.{rnd.getrandbits(40):x}@{sender[1].split('@')[1]}>",
+            subject=f"Re: proposal {i % 5000} for {other[0]}",
+            sender=sender,
+            to=to,
+            cc=cc,
+            sent=when,
+            preview="Thanks for the call yesterday, here is the revised proposal with the numbers we "
+            "discussed. Let me know what you think.",
+        )
     made = 0
     while made < n_events:
         start = (now + timedelta(days=rnd.randrange(-150, 150), hours=rnd.randrange(8, 17))).replace(minute=0, second=0)
-        guests = [(*people[rnd.randrange(len(people))], rnd.choice(["required", "optional"]),
-                   rnd.choice(["accepted", "declined", "tentativelyAccepted", "none"]))
-                  for _ in range(rnd.randrange(1, 4))]
+        guests = [
+            (
+                *people[rnd.randrange(len(people))],
+                rnd.choice(["required", "optional"]),
+                rnd.choice(["accepted", "declined", "tentativelyAccepted", "none"]),
+            )
+            for _ in range(rnd.randrange(1, 4))
+        ]
         if rnd.random() < 0.1 and n_events - made >= 10:
-            fake.add_series(USER, subject="Weekly check-in", starts=[start + timedelta(days=7 * k) for k in range(10)],
-                            organizer=me, attendees=guests, time_zone="W. Europe Standard Time")
+            fake.add_series(
+                USER,
+                subject="Weekly check-in",
+                starts=[start + timedelta(days=7 * k) for k in range(10)],
+                organizer=me,
+                attendees=guests,
+                time_zone="W. Europe Standard Time",
+            )
             made += 10
         else:
-            fake.add_event(USER, subject="Demo call", start=start, organizer=me, attendees=guests,
-                           time_zone=rnd.choice(["UTC", "Pacific Standard Time", "Europe/Berlin"]), location="Teams")
+            fake.add_event(
+                USER,
+                subject="Demo call",
+                start=start,
+                organizer=me,
+                attendees=guests,
+                time_zone=rnd.choice(["UTC", "Pacific Standard Time", "Europe/Berlin"]),
+                location="Teams",
+            )
             made += 1
     from connectors.graph import MESSAGE_FIELDS
 
     for want_snippet in (False, True):
         fake.prewarm(USER, ",".join(MESSAGE_FIELDS + (("bodyPreview",) if want_snippet else ())))
-    print(json.dumps({"authority": fake.authority, "graph_url": fake.graph_url, "tenant": fake.tenant,
-                      "client_id": client_id, "secret": secret, "ca_bundle": str(fake.ca_bundle),
-                      "token_url": f"{fake.authority}/oauth2/v2.0/token"}), flush=True)
+    print(
+        json.dumps(
+            {
+                "authority": fake.authority,
+                "graph_url": fake.graph_url,
+                "tenant": fake.tenant,
+                "client_id": client_id,
+                "secret": secret,
+                "ca_bundle": str(fake.ca_bundle),
+                "token_url": f"{fake.authority}/oauth2/v2.0/token",
+            }
+        ),
+        flush=True,
+    )
     sys.stdin.readline()  # until the parent is done
     fake.stop()
 
 
 # -- 2. the baseline --------------------------------------------------------------------------
+
 
 def baseline(info: dict, page_size: int) -> None:
     import httpx
@@ -113,37 +153,50 @@ def baseline(info: dict, page_size: int) -> None:
 
     started = time.perf_counter()
     with httpx.Client(verify=info["ca_bundle"], timeout=60) as http:
-        token = http.post(info["token_url"], data={"grant_type": "client_credentials", "client_id": info["client_id"],
-                                                   "client_secret": info["secret"],
-                                                   "scope": "https://graph.microsoft.com/.default"}).json()
-        auth = {"Authorization": f"Bearer {token['access_token']}",
-                "Prefer": f'odata.maxpagesize={page_size}, IdType="ImmutableId"'}
+        token = http.post(
+            info["token_url"],
+            data={
+                "grant_type": "client_credentials",
+                "client_id": info["client_id"],
+                "client_secret": info["secret"],
+                "scope": "https://graph.microsoft.com/.default",
+            },
+        ).json()
+        auth = {
+            "Authorization": f"Bearer {token['access_token']}",
+            "Prefer": f'odata.maxpagesize={page_size}, IdType="ImmutableId"',
+        }
         base = f"{info['graph_url']}/users/{USER}"
         select = ",".join(MESSAGE_FIELDS + ("bodyPreview",))
         items = pages = 0
         urls = [f"{base}/mailFolders/{wk}/messages/delta?$select={select}" for wk in ("inbox", "sentitems", "archive")]
         now = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-        urls.append(f"{base}/calendarView/delta?startDateTime={(now - timedelta(days=365)):%Y-%m-%dT%H:%M:%SZ}"
-                    f"&endDateTime={(now + timedelta(days=181)):%Y-%m-%dT%H:%M:%SZ}")
+        urls.append(
+            f"{base}/calendarView/delta?startDateTime={(now - timedelta(days=365)):%Y-%m-%dT%H:%M:%SZ}"
+            f"&endDateTime={(now + timedelta(days=181)):%Y-%m-%dT%H:%M:%SZ}"
+        )
         for url in urls:
             while url:
                 page = json.loads(http.get(url, headers=auth).content)
                 items += len(page["value"])
                 pages += 1
                 url = page.get("@odata.nextLink")
-    print(json.dumps({"seconds": time.perf_counter() - started, "items": items, "pages": pages,
-                      "rss_mb": peak_rss_mb()}), flush=True)
+    print(
+        json.dumps({"seconds": time.perf_counter() - started, "items": items, "pages": pages, "rss_mb": peak_rss_mb()}),
+        flush=True,
+    )
 
 
 # -- 3. Threadline ------------------------------------------------------------------------------
+
 
 def threadline(info: dict, page_size: int, tmp: str, shipped: bool = False) -> None:
     """shipped: sync_mailbox as the product runs a first import (connector in the
     fetch child, sync/pipeline.py); otherwise in one process with an
     instrumented connector, for the breakdown."""
     from app.db import session
-    from app.runtime import open_runtime
     from app.models import Mailbox
+    from app.runtime import open_runtime
     from app.services import m365
     from app.services.actor import Actor
     from app.settings import load_settings
@@ -158,8 +211,16 @@ def threadline(info: dict, page_size: int, tmp: str, shipped: bool = False) -> N
             factories.add_user(s, org, email)
         org_id = org.id
     actor = Actor.operator(org_id)
-    tenant = m365.add_tenant(rt, actor, tenant_id=info["tenant"], client_id=info["client_id"], secret=info["secret"],
-                             authority=info["authority"], graph_url=info["graph_url"], check=False)
+    tenant = m365.add_tenant(
+        rt,
+        actor,
+        tenant_id=info["tenant"],
+        client_id=info["client_id"],
+        secret=info["secret"],
+        authority=info["authority"],
+        graph_url=info["graph_url"],
+        check=False,
+    )
     added = m365.add_tenant_mailboxes(rt, actor, tenant=tenant["tenant_id"], owner=USER)[0]
     with session(rt.engine) as s:
         mailbox = s.get(Mailbox, added["id"])
@@ -215,31 +276,70 @@ def threadline(info: dict, page_size: int, tmp: str, shipped: bool = False) -> N
             from sqlalchemy import text
 
             n = conn.execute(text("SELECT count(*) FROM interaction")).scalar()
-        print(json.dumps({"seconds": seconds, "ok": report.ok, "error": report.error, "interactions": n,
-                          "blocked": blocked[0], "rss_mb": peak_rss_mb(), "tree_pss_mb": sampler.peak_pss_mb,
-                          "tree_rss_mb": sampler.peak_rss_mb,
-                          "child_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "seconds": seconds,
+                    "ok": report.ok,
+                    "error": report.error,
+                    "interactions": n,
+                    "blocked": blocked[0],
+                    "rss_mb": peak_rss_mb(),
+                    "tree_pss_mb": sampler.peak_pss_mb,
+                    "tree_rss_mb": sampler.peak_rss_mb,
+                    "child_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                }
+            ),
+            flush=True,
+        )
         return
     c = seen[0]
     with rt.engine.connect() as conn:
         from sqlalchemy import text
 
-        counts = {k: conn.execute(text(q)).scalar() for k, q in (
-            ("interactions", "SELECT count(*) FROM interaction"),
-            ("meetings", "SELECT count(*) FROM interaction WHERE kind = 'meeting'"),
-            ("sources", "SELECT count(*) FROM interactionsource"))}
-    print(json.dumps({"seconds": seconds, "ok": report.ok, "error": report.error, "imported": report.imported,
-                      "skipped": report.skipped, "bad": report.bad, "folders_failed": report.folders_failed,
-                      "wait": c.wait_seconds, "http": c.http_seconds, "per_folder": per_folder, "requests": c.requests,
-                      "rss_mb": peak_rss_mb(), **counts}), flush=True)
+        counts = {
+            k: conn.execute(text(q)).scalar()
+            for k, q in (
+                ("interactions", "SELECT count(*) FROM interaction"),
+                ("meetings", "SELECT count(*) FROM interaction WHERE kind = 'meeting'"),
+                ("sources", "SELECT count(*) FROM interactionsource"),
+            )
+        }
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "ok": report.ok,
+                "error": report.error,
+                "imported": report.imported,
+                "skipped": report.skipped,
+                "bad": report.bad,
+                "folders_failed": report.folders_failed,
+                "wait": c.wait_seconds,
+                "http": c.http_seconds,
+                "per_folder": per_folder,
+                "requests": c.requests,
+                "rss_mb": peak_rss_mb(),
+                **counts,
+            }
+        ),
+        flush=True,
+    )
 
 
 # -- driver ---------------------------------------------------------------------------------------
 
+
 def child(mode: str, info: dict, args, tmp: str) -> dict:
     env = dict(os.environ, REQUESTS_CA_BUNDLE=info["ca_bundle"])
-    proc = subprocess.run([PYTHON, __file__, f"--{mode}", json.dumps(info), "--page-size", str(args.page_size),
-                           "--tmp", tmp], env=env, cwd=REPO, capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(
+        [PYTHON, __file__, f"--{mode}", json.dumps(info), "--page-size", str(args.page_size), "--tmp", tmp],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if proc.returncode:
         raise SystemExit(f"{mode} failed:\n{proc.stdout}\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -270,9 +370,13 @@ def main() -> None:
     log(f"code {code_fingerprint(CODE)}")
     with tempfile.TemporaryDirectory(prefix="graph-bench-") as tmp:
         built = time.perf_counter()
-        server = subprocess.Popen([PYTHON, __file__, "--serve", "--messages", str(args.messages), "--events",
-                                   str(args.events), "--tmp", tmp], cwd=REPO, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            [PYTHON, __file__, "--serve", "--messages", str(args.messages), "--events", str(args.events), "--tmp", tmp],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             info = json.loads(server.stdout.readline())
             log(f"fake Graph ready in {time.perf_counter() - built:.1f} s (not measured)")
@@ -304,18 +408,32 @@ def main() -> None:
     ]
     log(table(["", "baseline (httpx paging only)", "Threadline initial sync"], rows))
     log("")
-    log(table(["Threadline as shipped (first import: connector in the fetch child)", ""], [
-        ["wall time (s)", shipped["seconds"]],
-        ["items / s (messages + events over wall time)", total / shipped["seconds"]],
-        ["engine blocked on the fetch child (s, share of wall)",
-         f"{shipped['blocked']:.1f} s, {100 * shipped['blocked'] / shipped['seconds']:.0f}%"],
-        ["peak memory (MB): PSS of both processes (RSS sum)",
-         f"{shipped['tree_pss_mb']:.0f} ({shipped['tree_rss_mb']:.0f})"],
-        ["peak RSS (MB) of each: engine, fetch child", f"{shipped['rss_mb']:.0f}, {shipped['child_rss_mb']:.0f}"],
-    ]))
-    log(f"Threadline stored {tl['interactions']:,} interactions ({tl['meetings']:,} meetings), {tl['sources']:,} "
+    log(
+        table(
+            ["Threadline as shipped (first import: connector in the fetch child)", ""],
+            [
+                ["wall time (s)", shipped["seconds"]],
+                ["items / s (messages + events over wall time)", total / shipped["seconds"]],
+                [
+                    "engine blocked on the fetch child (s, share of wall)",
+                    f"{shipped['blocked']:.1f} s, {100 * shipped['blocked'] / shipped['seconds']:.0f}%",
+                ],
+                [
+                    "peak memory (MB): PSS of both processes (RSS sum)",
+                    f"{shipped['tree_pss_mb']:.0f} ({shipped['tree_rss_mb']:.0f})",
+                ],
+                [
+                    "peak RSS (MB) of each: engine, fetch child",
+                    f"{shipped['rss_mb']:.0f}, {shipped['child_rss_mb']:.0f}",
+                ],
+            ],
+        )
+    )
+    log(
+        f"Threadline stored {tl['interactions']:,} interactions ({tl['meetings']:,} meetings), {tl['sources']:,} "
         f"copies; {tl['imported']:,} copies imported, {tl['skipped']:,} skipped by policy, {tl['bad']} unreadable; "
-        f"baseline paged {base['items']:,} items in {base['pages']} pages")
+        f"baseline paged {base['items']:,} items in {base['pages']} pages"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@
    and several times in-process with a timing wrapper around the connector,
    so the IMAP part (connect+login, LIST, STATUS per folder) is timed alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,15 @@ REPO = str(Path(__file__).resolve().parent.parent)
 sys.path.insert(0, REPO)
 
 from bench._util import (  # noqa: E402
-    PYTHON, code_fingerprint, machine_summary, median, run_measured, table, tree_cpu_seconds, uptime_line, verdict,
+    PYTHON,
+    code_fingerprint,
+    machine_summary,
+    median,
+    run_measured,
+    table,
+    tree_cpu_seconds,
+    uptime_line,
+    verdict,
 )
 from tests import factories  # noqa: E402
 
@@ -49,6 +58,7 @@ def log(msg: str = "") -> None:
 
 
 # -- corpus ------------------------------------------------------------------------
+
 
 def pick_mailbox(seed: int, reps: int, companies: int, n: int) -> tuple[str, float]:
     """The rep whose mailbox gets the biggest share of the stream, and that share."""
@@ -73,7 +83,7 @@ def build_mailbox(dv, user: str, seed: int, reps: int, companies: int, n: int):
         folders: Counter = Counter()
         size = 0
 
-        def items():
+        def items(it=it, folders=folders):
             nonlocal size
             got = 0
             for m in it:
@@ -143,6 +153,7 @@ def profile_in_process(data_dir: Path, corpus, rep: str, host: str, port: int, u
 
 # -- mbsync ------------------------------------------------------------------------------
 
+
 def mbsync_rc(work: Path, host: str, port: int, user: str, fsync: str = "no", name: str = "mbsync") -> Path:
     near = work / f"{name}-maildir"
     near.mkdir()
@@ -182,13 +193,14 @@ SyncState *
 
 def count_maildir_files(root: Path) -> int:
     n = 0
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         if os.path.basename(dirpath) in ("cur", "new"):
             n += len(filenames)
     return n
 
 
 # -- Threadline -------------------------------------------------------------------------------
+
 
 def setup_threadline(data_dir: Path, corpus, rep: str, host: str, port: int, user: str) -> int:
     from app.db import session
@@ -203,16 +215,16 @@ def setup_threadline(data_dir: Path, corpus, rep: str, host: str, port: int, use
         for r in corpus.reps:
             factories.add_user(s, org, r.email, name=r.name, admin=r.email in corpus.admins)
         org_id = org.id
-    mailbox_id = mailboxes.add_imap(rt, Actor.operator(org_id), owner=rep, host=host, port=port, security="none",
-                                    username=user, password=PASSWORD)["id"]
+    mailbox_id = mailboxes.add_imap(
+        rt, Actor.operator(org_id), owner=rep, host=host, port=port, security="none", username=user, password=PASSWORD
+    )["id"]
     rt.engine.dispose()
     return mailbox_id
 
 
 def threadline_env(data_dir: Path) -> dict:
     env = dict(os.environ)
-    env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0", PYTHONPATH=REPO,
-               COLUMNS="200", TERM="dumb")
+    env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0", PYTHONPATH=REPO, COLUMNS="200", TERM="dumb")
     return env
 
 
@@ -220,15 +232,24 @@ def db_counts(db_path: Path) -> dict:
     con = sqlite3.connect(db_path)
     try:
         out = {}
-        for t in ("interaction", "participant", "contact", "contactaddress", "company", "interactionsource",
-                  "syncissue"):
+        for t in (
+            "interaction",
+            "participant",
+            "contact",
+            "contactaddress",
+            "company",
+            "interactionsource",
+            "syncissue",
+        ):
             out[t] = con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
         row = con.execute("SELECT status, messages_imported, skipped, last_error FROM mailbox").fetchone()
         out["mailbox"] = {"status": row[0], "messages_imported": row[1], "skipped": row[2], "last_error": row[3]}
-        out["folders"] = con.execute("SELECT name, role, messages, backfill_done, status FROM folderstate "
-                                     "ORDER BY name").fetchall()
+        out["folders"] = con.execute(
+            "SELECT name, role, messages, backfill_done, status FROM folderstate ORDER BY name"
+        ).fetchall()
         out["participants_linked"] = con.execute(
-            "SELECT count(*) FROM participant WHERE contact_id IS NOT NULL").fetchone()[0]
+            "SELECT count(*) FROM participant WHERE contact_id IS NOT NULL"
+        ).fetchone()[0]
         return out
     finally:
         con.close()
@@ -285,7 +306,7 @@ def nochange_in_process(data_dir: Path, mailbox_id: int, runs: int) -> list[dict
     for _ in range(runs):
         made: list[TimedConnector] = []
 
-        def factory(spec):
+        def factory(spec, made=made):
             c = TimedConnector(build_connector(spec))
             made.append(c)
             return c
@@ -294,21 +315,32 @@ def nochange_in_process(data_dir: Path, mailbox_id: int, runs: int) -> list[dict
         report = sync_mailbox(rt.engine, rt.box, mailbox_id, worker="bench", connector_factory=factory)
         wall = time.perf_counter() - t0
         tc = made[0]
-        results.append({"wall": wall, "imap": tc.imap_seconds, "parts": dict(tc.t), "ok": report.ok,
-                        "imported": report.imported, "error": report.error})
+        results.append(
+            {
+                "wall": wall,
+                "imap": tc.imap_seconds,
+                "parts": dict(tc.t),
+                "ok": report.ok,
+                "imported": report.imported,
+                "error": report.error,
+            }
+        )
     rt.engine.dispose()
     return results
 
 
 # -- main ---------------------------------------------------------------------------------
 
+
 def run_mbsync(dv, work: Path, user: str, fsync: str, name: str, n: int):
     rc = mbsync_rc(work, dv.host, dv.port, user, fsync, name=name)
     m = measured_with_server(dv, [MBSYNC, "-c", str(rc), "-a"], cwd=str(work))
     pulled = count_maildir_files(work / f"{name}-maildir")
-    log(f"    mbsync FSync {fsync}: rc={m.returncode} {m.seconds:.2f}s = {n / m.seconds:,.0f} msg/s, "
+    log(
+        f"    mbsync FSync {fsync}: rc={m.returncode} {m.seconds:.2f}s = {n / m.seconds:,.0f} msg/s, "
         f"max RSS {m.maxrss_mb:.1f} MB, {pulled:,} messages in the local Maildir; "
-        f"load {m.load_before} -> {m.load_after}; CPU user {m.user_s:.2f}s + system {m.sys_s:.2f}s; {cpu_line(m)}")
+        f"load {m.load_before} -> {m.load_after}; CPU user {m.user_s:.2f}s + system {m.sys_s:.2f}s; {cpu_line(m)}"
+    )
     if m.returncode != 0 or pulled != n:
         log(f"    mbsync stderr: {m.stderr.strip()[-2000:]}")
         raise SystemExit("error: mbsync did not pull the whole mailbox")
@@ -321,9 +353,11 @@ def run_threadline(dv, work: Path, corpus, rep: str, user: str, name: str, n: in
     mailbox_id = setup_threadline(data_dir, corpus, rep, dv.host, dv.port, user)
     argv = [PYTHON, "-m", "app.cli", "sync", "--once", "--mailbox", str(mailbox_id)]
     m = measured_with_server(dv, argv, env=threadline_env(data_dir), cwd=REPO)
-    log(f"    Threadline: rc={m.returncode} {m.seconds:.2f}s = {n / m.seconds:,.0f} msg/s, "
+    log(
+        f"    Threadline: rc={m.returncode} {m.seconds:.2f}s = {n / m.seconds:,.0f} msg/s, "
         f"peak PSS {m.tree_pss_mb:.0f} MB (RSS sum {m.tree_rss_mb:.0f} MB, {m.tree_procs} processes, largest "
-        f"{m.tree_single_mb:.0f} MB); load {m.load_before} -> {m.load_after}; {cpu_line(m)}")
+        f"{m.tree_single_mb:.0f} MB); load {m.load_before} -> {m.load_after}; {cpu_line(m)}"
+    )
     log("      " + m.stdout.strip().replace("\n", "\n      "))
     if m.returncode != 0:
         log(f"    stderr: {m.stderr.strip()[-3000:]}")
@@ -337,18 +371,30 @@ def run_threadline(dv, work: Path, corpus, rep: str, user: str, name: str, n: in
     except ValueError:
         skipped = 0
     seen = mbx["messages_imported"] + skipped
-    ok = (counts["interaction"] > 0 and counts["contact"] > 0 and counts["company"] > 0
-          and counts["participant"] > 0 and seen == n and mbx["status"] == "active")
+    ok = (
+        counts["interaction"] > 0
+        and counts["contact"] > 0
+        and counts["company"] > 0
+        and counts["participant"] > 0
+        and seen == n
+        and mbx["status"] == "active"
+    )
     m.extra.update(counts=counts, ok=ok, data_dir=data_dir, mailbox_id=mailbox_id, argv=argv)
     if verbose or not ok:
-        log(f"      database: {counts['interaction']:,} interactions, {counts['participant']:,} participants "
+        log(
+            f"      database: {counts['interaction']:,} interactions, {counts['participant']:,} participants "
             f"({counts['participants_linked']:,} linked to contacts), {counts['contact']:,} contacts "
             f"({counts['contactaddress']:,} addresses), {counts['company']:,} companies, "
-            f"{counts['interactionsource']:,} mailbox copies, {counts['syncissue']} unreadable")
-        log(f"      mailbox: status={mbx['status']} imported={mbx['messages_imported']:,} skipped={mbx['skipped']} "
-            f"error={mbx['last_error']}; folders (name, role, messages, backfill_done, status): {counts['folders']}")
-        log(f"      check: imported + skipped = {seen:,} of {n:,} messages; interactions, contacts, companies and "
-            f"participants built: {'yes' if ok else 'NO'}")
+            f"{counts['interactionsource']:,} mailbox copies, {counts['syncissue']} unreadable"
+        )
+        log(
+            f"      mailbox: status={mbx['status']} imported={mbx['messages_imported']:,} skipped={mbx['skipped']} "
+            f"error={mbx['last_error']}; folders (name, role, messages, backfill_done, status): {counts['folders']}"
+        )
+        log(
+            f"      check: imported + skipped = {seen:,} of {n:,} messages; interactions, contacts, companies and "
+            f"participants built: {'yes' if ok else 'NO'}"
+        )
     return m
 
 
@@ -356,19 +402,28 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=100_000, help="messages in the mailbox (default 100000)")
     ap.add_argument("--reps", type=int, default=6, help="sales reps in the generated company (default 6)")
-    ap.add_argument("--companies", type=int, default=None,
-                    help="customer companies in the corpus (default max(40, messages/1000))")
+    ap.add_argument(
+        "--companies", type=int, default=None, help="customer companies in the corpus (default max(40, messages/1000))"
+    )
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="interleaved mbsync/Threadline rounds; medians are reported (default 3)")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="interleaved mbsync/Threadline rounds; medians are reported (default 3)"
+    )
     ap.add_argument("--nochange-runs", type=int, default=5, help="in-process no-change re-syncs (default 5)")
-    ap.add_argument("--fsync-baseline", action="store_true",
-                    help="also run mbsync once with isync's default FSync yes (an fsync per message)")
-    ap.add_argument("--profile", action="store_true",
-                    help="afterwards, profile one more first sync in a single process (cProfile)")
-    ap.add_argument("--local-dir", default=None,
-                    help="where mbsync's Maildirs and Threadline's databases go (default: a temp dir under $TMPDIR, "
-                         "next to Dovecot's data; e.g. /dev/shm to take the disk out of the comparison)")
+    ap.add_argument(
+        "--fsync-baseline",
+        action="store_true",
+        help="also run mbsync once with isync's default FSync yes (an fsync per message)",
+    )
+    ap.add_argument(
+        "--profile", action="store_true", help="afterwards, profile one more first sync in a single process (cProfile)"
+    )
+    ap.add_argument(
+        "--local-dir",
+        default=None,
+        help="where mbsync's Maildirs and Threadline's databases go (default: a temp dir under $TMPDIR, "
+        "next to Dovecot's data; e.g. /dev/shm to take the disk out of the comparison)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep Dovecot's data and the temp dirs")
     args = ap.parse_args()
     n = args.messages
@@ -383,8 +438,10 @@ def main() -> int:
     log("== IMAP initial sync: Threadline vs mbsync ==")
     log(machine_summary())
     log(f"uptime: {uptime_line()}")
-    log(f"mbsync: {os.popen(MBSYNC + ' --version').read().strip()}; "
-        f"dovecot: {os.popen('dovecot --version').read().strip()}")
+    log(
+        f"mbsync: {os.popen(MBSYNC + ' --version').read().strip()}; "
+        f"dovecot: {os.popen('dovecot --version').read().strip()}"
+    )
     code_at_start = code_fingerprint(CODE)
     log("code measured: " + code_at_start)
 
@@ -400,17 +457,21 @@ def main() -> int:
         corpus, rep, folders, size, generated = build_mailbox(dv, user, args.seed, args.reps, companies, n)
         status = {f: dv.mailbox_status(user, f, "messages")["messages"] for f in sorted(folders)}
         build_s = time.perf_counter() - t0
-        log(f"\nbuilt the mailbox of {rep} (IMAP user {user!r} on {dv.host}:{dv.port}): {n:,} messages, "
+        log(
+            f"\nbuilt the mailbox of {rep} (IMAP user {user!r} on {dv.host}:{dv.port}): {n:,} messages, "
             f"{size / n / 1024:.1f} KiB mean, {size / 2**20:.0f} MiB total; delivered {folders}, "
             f"Dovecot sees {status}; corpus: {args.reps} reps, {companies} companies, {len(corpus.contacts)} "
-            f"contacts ({generated:,} copies generated to fill one mailbox); took {build_s:.1f}s (not measured)")
+            f"contacts ({generated:,} copies generated to fill one mailbox); took {build_s:.1f}s (not measured)"
+        )
         if sum(status.values()) != n:
             log("error: Dovecot does not see every delivered message")
             return 1
         # One unmeasured pass first, so no measured run pays for Dovecot building
         # its indexes or for reading the files from disk.
-        log(f"local side (mbsync's Maildir, Threadline's SQLite): {local} "
-            f"({os.popen('df -T ' + str(local) + ' | tail -1').read().split()[1]})")
+        log(
+            f"local side (mbsync's Maildir, Threadline's SQLite): {local} "
+            f"({os.popen('df -T ' + str(local) + ' | tail -1').read().split()[1]})"
+        )
         log("\nwarm-up (not measured):")
         run_mbsync(dv, local, user, "no", "warmup", n)
 
@@ -423,8 +484,9 @@ def main() -> int:
                 if tool == "mbsync":
                     mbs.append(run_mbsync(dv, local, user, "no", f"mbsync{r}", n))
                 else:
-                    tls.append(run_threadline(dv, local, corpus, rep, user, f"threadline{r}", n,
-                                              verbose=r == args.rounds))
+                    tls.append(
+                        run_threadline(dv, local, corpus, rep, user, f"threadline{r}", n, verbose=r == args.rounds)
+                    )
         fs = None
         if args.fsync_baseline:
             log(f"\nmbsync with isync's default FSync yes ... uptime: {uptime_line()}")
@@ -434,14 +496,18 @@ def main() -> int:
         last = tls[-1]
         log(f"\nno-change re-sync ... uptime: {uptime_line()}")
         again = run_measured(last.extra["argv"], env=threadline_env(last.extra["data_dir"]), cwd=REPO)
-        log(f"    as a process: rc={again.returncode} {again.seconds * 1000:.0f} ms wall (interpreter start and "
-            f"imports included), max RSS {again.maxrss_mb:.1f} MB; {again.stdout.strip()}")
+        log(
+            f"    as a process: rc={again.returncode} {again.seconds * 1000:.0f} ms wall (interpreter start and "
+            f"imports included), max RSS {again.maxrss_mb:.1f} MB; {again.stdout.strip()}"
+        )
         runs = nochange_in_process(last.extra["data_dir"], last.extra["mailbox_id"], args.nochange_runs)
         for i, r in enumerate(runs, 1):
             parts = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in r["parts"].items() if k != "batches")
-            log(f"    in-process run {i}: sync_mailbox {r['wall'] * 1000:.1f} ms, IMAP {r['imap'] * 1000:.1f} ms "
+            log(
+                f"    in-process run {i}: sync_mailbox {r['wall'] * 1000:.1f} ms, IMAP {r['imap'] * 1000:.1f} ms "
                 f"({parts}; {r['parts'].get('batches', 0)} batches), imported {r['imported']}, ok={r['ok']}"
-                + (f", error {r['error']}" if r["error"] else ""))
+                + (f", error {r['error']}" if r["error"] else "")
+            )
         nc_wall = median([r["wall"] for r in runs])
         nc_imap = median([r["imap"] for r in runs])
         nc_ok = all(r["ok"] and r["imported"] == 0 for r in runs)
@@ -449,60 +515,115 @@ def main() -> int:
         # -- report ----------------------------------------------------------------------
         mb_s = median([m.seconds for m in mbs])
         tl_s = median([m.seconds for m in tls])
-        ratios = [(n / t.seconds) / (n / m.seconds) for m, t in zip(mbs, tls)]
+        ratios = [(n / t.seconds) / (n / m.seconds) for m, t in zip(mbs, tls, strict=True)]
         ratio = (n / tl_s) / (n / mb_s)
         tl_mem = max(m.tree_pss_mb for m in tls)
         counts = last.extra["counts"]
         ok_counts = all(t.extra["ok"] for t in tls)
         engine_s = median([t.extra["engine_s"] for t in tls])
         log("\n== results ==")
-        log(f"{n:,} messages ({size / 2**20:.0f} MiB) in one mailbox, {args.rounds} interleaved round(s), "
-            f"medians; {machine_summary()}")
+        log(
+            f"{n:,} messages ({size / 2**20:.0f} MiB) in one mailbox, {args.rounds} interleaved round(s), "
+            f"medians; {machine_summary()}"
+        )
         rows = [
-            ["mbsync (full messages, FSync no)", n, mb_s, n / mb_s, median([m.cpu_s for m in mbs]),
-             median([m.extra["dovecot_cpu"] for m in mbs]), max(m.maxrss_mb for m in mbs),
-             "runs: " + ", ".join(f"{m.seconds:.1f}s" for m in mbs)],
-            ["Threadline first sync", n, tl_s, n / tl_s, median([m.cpu_s for m in tls]),
-             median([m.extra["dovecot_cpu"] for m in tls]), tl_mem,
-             "runs: " + ", ".join(f"{m.seconds:.1f}s" for m in tls)
-             + f"; memory = PSS sum of its {max(m.tree_procs for m in tls)} processes"],
+            [
+                "mbsync (full messages, FSync no)",
+                n,
+                mb_s,
+                n / mb_s,
+                median([m.cpu_s for m in mbs]),
+                median([m.extra["dovecot_cpu"] for m in mbs]),
+                max(m.maxrss_mb for m in mbs),
+                "runs: " + ", ".join(f"{m.seconds:.1f}s" for m in mbs),
+            ],
+            [
+                "Threadline first sync",
+                n,
+                tl_s,
+                n / tl_s,
+                median([m.cpu_s for m in tls]),
+                median([m.extra["dovecot_cpu"] for m in tls]),
+                tl_mem,
+                "runs: "
+                + ", ".join(f"{m.seconds:.1f}s" for m in tls)
+                + f"; memory = PSS sum of its {max(m.tree_procs for m in tls)} processes",
+            ],
         ]
         if fs is not None:
-            rows.insert(1, ["mbsync (isync default FSync yes)", n, fs.seconds, n / fs.seconds, fs.cpu_s,
-                            fs.extra["dovecot_cpu"], fs.maxrss_mb, "1 run"])
-        log(table(["tool", "messages", "seconds", "messages/s", "CPU s", "Dovecot CPU s", "peak RSS MB", "note"],
-                  rows, align="lrrrrrrl"))
-        log(f"(Threadline's own report, without interpreter start-up, median: {engine_s:.1f}s = "
-            f"{n / engine_s:,.0f} msg/s)")
+            rows.insert(
+                1,
+                [
+                    "mbsync (isync default FSync yes)",
+                    n,
+                    fs.seconds,
+                    n / fs.seconds,
+                    fs.cpu_s,
+                    fs.extra["dovecot_cpu"],
+                    fs.maxrss_mb,
+                    "1 run",
+                ],
+            )
+        log(
+            table(
+                ["tool", "messages", "seconds", "messages/s", "CPU s", "Dovecot CPU s", "peak RSS MB", "note"],
+                rows,
+                align="lrrrrrrl",
+            )
+        )
+        log(
+            f"(Threadline's own report, without interpreter start-up, median: {engine_s:.1f}s = "
+            f"{n / engine_s:,.0f} msg/s)"
+        )
         log("")
         fig = [
-            ["Threadline / mbsync (FSync no) messages/s", f"{ratio:.2f}x (rounds: "
-             + ", ".join(f"{x:.2f}" for x in ratios) + ")",
-             f">= {TARGET_RATIO:.0f}x (must >= {MUST_RATIO:.0f}x)",
-             "MET" if ratio >= TARGET_RATIO else ("must-level only" if ratio >= MUST_RATIO else "MISSED")],
+            [
+                "Threadline / mbsync (FSync no) messages/s",
+                f"{ratio:.2f}x (rounds: " + ", ".join(f"{x:.2f}" for x in ratios) + ")",
+                f">= {TARGET_RATIO:.0f}x (must >= {MUST_RATIO:.0f}x)",
+                "MET" if ratio >= TARGET_RATIO else ("must-level only" if ratio >= MUST_RATIO else "MISSED"),
+            ],
         ]
         if fs is not None:
             r2 = (n / tl_s) / (n / fs.seconds)
-            fig.append(["Threadline / mbsync (FSync yes) messages/s", f"{r2:.2f}x",
-                        f">= {TARGET_RATIO:.0f}x (must >= {MUST_RATIO:.0f}x)",
-                        "MET" if r2 >= TARGET_RATIO else ("must-level only" if r2 >= MUST_RATIO else "MISSED")])
+            fig.append(
+                [
+                    "Threadline / mbsync (FSync yes) messages/s",
+                    f"{r2:.2f}x",
+                    f">= {TARGET_RATIO:.0f}x (must >= {MUST_RATIO:.0f}x)",
+                    "MET" if r2 >= TARGET_RATIO else ("must-level only" if r2 >= MUST_RATIO else "MISSED"),
+                ]
+            )
         fig += [
-            ["Threadline peak memory (PSS, all processes, max)", f"{tl_mem:.0f} MB", f"< {TARGET_RSS_MB:.0f} MB",
-             verdict(tl_mem < TARGET_RSS_MB)],
-            ["no-change re-sync: IMAP work (median)", f"{nc_imap * 1000:.1f} ms", f"< {TARGET_NOCHANGE_MS:.0f} ms",
-             verdict(nc_imap * 1000 < TARGET_NOCHANGE_MS and nc_ok)],
+            [
+                "Threadline peak memory (PSS, all processes, max)",
+                f"{tl_mem:.0f} MB",
+                f"< {TARGET_RSS_MB:.0f} MB",
+                verdict(tl_mem < TARGET_RSS_MB),
+            ],
+            [
+                "no-change re-sync: IMAP work (median)",
+                f"{nc_imap * 1000:.1f} ms",
+                f"< {TARGET_NOCHANGE_MS:.0f} ms",
+                verdict(nc_imap * 1000 < TARGET_NOCHANGE_MS and nc_ok),
+            ],
             ["no-change re-sync: sync_mailbox wall (median)", f"{nc_wall * 1000:.1f} ms", "-", "-"],
             ["no-change re-sync: whole `threadline sync` process", f"{again.seconds * 1000:.0f} ms", "-", "-"],
-            ["database built (interactions/participants/contacts/companies)",
-             f"{counts['interaction']:,}/{counts['participant']:,}/{counts['contact']:,}/{counts['company']:,}",
-             "> 0 each, every message seen", verdict(ok_counts)],
+            [
+                "database built (interactions/participants/contacts/companies)",
+                f"{counts['interaction']:,}/{counts['participant']:,}/{counts['contact']:,}/{counts['company']:,}",
+                "> 0 each, every message seen",
+                verdict(ok_counts),
+            ],
         ]
         log(table(["figure", "measured", "target", "verdict"], fig, align="lrll"))
         log(f"uptime at the end: {uptime_line()}")
         code_at_end = code_fingerprint(CODE)
         if code_at_end != code_at_start:
-            log(f"WARNING: the application code changed during the run ({code_at_start} -> {code_at_end}); "
-                f"later phases measured the newer code")
+            log(
+                f"WARNING: the application code changed during the run ({code_at_start} -> {code_at_end}); "
+                f"later phases measured the newer code"
+            )
         if args.profile:
             log("\n[profile] where a first sync spends its time")
             profile_in_process(local / "threadline-profile", corpus, rep, dv.host, dv.port, user)

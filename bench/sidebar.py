@@ -15,6 +15,7 @@ load generator bench/_loadgen.py) and measures:
   c) closed loop, 32 clients: the pane's own files (/panel/outlook,
      /panel/static/dates.js, /panel/static/panel.js, /panel/static/panel.css, /panel/config.json).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,12 +35,24 @@ sys.path.insert(0, REPO)
 from bench._api_server import FIRST_ROUTE  # noqa: E402
 from bench._util import machine_summary, table, uptime_line, verdict  # noqa: E402
 from bench.api_lookup import (  # noqa: E402
-    build_db, describe, issue_bench_token, ms, ms_unit, run_load, start_server, stop_server,
+    build_db,
+    describe,
+    issue_bench_token,
+    ms,
+    ms_unit,
+    run_load,
+    start_server,
+    stop_server,
 )
 
 TARGET_P99_MS, TARGET_RATIO = 20.0, 0.5
-ASSETS = ("/panel/outlook", "/panel/static/dates.js", "/panel/static/panel.js", "/panel/static/panel.css",
-          "/panel/config.json")
+ASSETS = (
+    "/panel/outlook",
+    "/panel/static/dates.js",
+    "/panel/static/panel.js",
+    "/panel/static/panel.css",
+    "/panel/config.json",
+)
 PANEL_JS = Path(REPO) / "app" / "web" / "panel.js"
 
 
@@ -96,8 +109,10 @@ def main() -> int:
     try:
         t0 = time.perf_counter()
         info = build_db(db_path, args.contacts, args.interactions, args.users, args.seed)
-        log(f"built {args.contacts:,} contacts / {args.interactions:,} interactions in "
-            f"{time.perf_counter() - t0:.1f}s (not measured)")
+        log(
+            f"built {args.contacts:,} contacts / {args.interactions:,} interactions in "
+            f"{time.perf_counter() - t0:.1f}s (not measured)"
+        )
         token = issue_bench_token(data_dir, info)
         emails = info["contact_email"][1:]
         check_same_call(emails)
@@ -109,14 +124,24 @@ def main() -> int:
             server, port = start_server(work, env, 1)
             try:
                 if path == "lookup":  # the pane's request answers, as the pane expects
-                    req = urllib.request.Request(f"http://127.0.0.1:{port}{pane_query(emails[0])}",
-                                                 headers={"Authorization": f"Bearer {token}"})
+                    req = urllib.request.Request(
+                        f"http://127.0.0.1:{port}{pane_query(emails[0])}", headers={"Authorization": f"Bearer {token}"}
+                    )
                     with urllib.request.urlopen(req, timeout=10) as r:
                         body = r.read()
                     if r.status != 200 or not re.search(rb'"timeline"\s*:', body):
                         raise SystemExit("the lookup did not answer with the sidebar's shape")
-                run_load(server.pid, port, token, emails_file, "closed", path, min(2.0, args.duration),
-                         concurrency=4, seed=99)  # warm-up
+                run_load(
+                    server.pid,
+                    port,
+                    token,
+                    emails_file,
+                    "closed",
+                    path,
+                    min(2.0, args.duration),
+                    concurrency=4,
+                    seed=99,
+                )  # warm-up
                 return run_load(server.pid, port, token, emails_file, mode, path, args.duration, **kw)
             finally:
                 stop_server(server)
@@ -141,21 +166,43 @@ def main() -> int:
             return sum(r["errors"].values()) + sum(r["non_200"].values())
 
         ratio = closed_lookup["throughput"] / closed_health["throughput"] if closed_health["throughput"] else 0.0
-        rows = [[name, r["ok"], errs(r), r["throughput"], ms(r["p50_ms"]), ms(r["p99_ms"]), ms(r["max_ms"])]
-                for name, r in [(f"lookup open {args.rate:.0f}/s", open_r), ("lookup closed", closed_lookup),
-                                ("/livez closed", closed_health), (f"{FIRST_ROUTE} closed", closed_first)]
-                + list(assets.items())]
+        rows = [
+            [name, r["ok"], errs(r), r["throughput"], ms(r["p50_ms"]), ms(r["p99_ms"]), ms(r["max_ms"])]
+            for name, r in [
+                (f"lookup open {args.rate:.0f}/s", open_r),
+                ("lookup closed", closed_lookup),
+                ("/livez closed", closed_health),
+                (f"{FIRST_ROUTE} closed", closed_first),
+            ]
+            + list(assets.items())
+        ]
         log("\n== results ==")
         log(table(["phase", "ok", "errors", "req/s", "p50 ms", "p99 ms", "max ms"], rows))
         figures = [
-            [f"pane lookup, open loop {args.rate:.0f}/s: p99", ms_unit(open_r["p99_ms"]), f"< {TARGET_P99_MS:.0f} ms",
-             verdict(open_r["p99_ms"] < TARGET_P99_MS and errs(open_r) == 0)],
-            ["pane lookup / livez throughput (closed loop)", f"{ratio:.3f}", f">= {TARGET_RATIO}",
-             verdict(ratio >= TARGET_RATIO)],
-            [f"pane lookup / {FIRST_ROUTE} (routing excluded; not the target's baseline)",
-             f"{closed_lookup['throughput'] / max(closed_first['throughput'], 1e-9):.3f}", "-", "-"],
-            ["static files: errors", str(sum(errs(r) for r in assets.values())), "0",
-             verdict(all(errs(r) == 0 for r in assets.values()))],
+            [
+                f"pane lookup, open loop {args.rate:.0f}/s: p99",
+                ms_unit(open_r["p99_ms"]),
+                f"< {TARGET_P99_MS:.0f} ms",
+                verdict(open_r["p99_ms"] < TARGET_P99_MS and errs(open_r) == 0),
+            ],
+            [
+                "pane lookup / livez throughput (closed loop)",
+                f"{ratio:.3f}",
+                f">= {TARGET_RATIO}",
+                verdict(ratio >= TARGET_RATIO),
+            ],
+            [
+                f"pane lookup / {FIRST_ROUTE} (routing excluded; not the target's baseline)",
+                f"{closed_lookup['throughput'] / max(closed_first['throughput'], 1e-9):.3f}",
+                "-",
+                "-",
+            ],
+            [
+                "static files: errors",
+                str(sum(errs(r) for r in assets.values())),
+                "0",
+                verdict(all(errs(r) == 0 for r in assets.values())),
+            ],
         ]
         log(table(["figure", "measured", "target", "verdict"], figures, align="lrll"))
         if args.smoke:

@@ -1,16 +1,18 @@
 """The shape every connector shares: what a connector is built from
 (ConnectorSpec, CalendarWindow), folders, batches of records, cursors, errors
 (ErrorKind, Fix)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from enum import StrEnum
-from typing import Iterator, NamedTuple, Protocol
+from typing import Iterator, NamedTuple, Protocol, Sequence
 
 
 class ErrorKind(StrEnum):
     """The five kinds of failure the engine tells apart (stored as Mailbox.last_error_kind)."""
+
     AUTH = "auth"  # credentials refused or revoked: a person must act
     TRANSIENT = "transient"  # network trouble, server unavailable: retried with backoff
     THROTTLED = "throttled"  # the provider asked us to slow down
@@ -21,6 +23,7 @@ class ErrorKind(StrEnum):
 class Fix(StrEnum):
     """What a person has to do, when the connector knows better than its error kind.
     The words shown to people are in sync/fixes.py, keyed by this code and the source."""
+
     PASSWORD = "password"  # the server refused the username or password
     SIGN_IN = "sign_in"  # a person's Microsoft 365 sign-in expired, was revoked or is missing
     APP_CREDENTIAL = "app_credential"  # Entra rejected (or we cannot read) the tenant app's credential
@@ -68,31 +71,38 @@ def retry_after_seconds(value) -> float | None:
 
 class AuthError(ConnectorError):
     """Credentials refused or revoked: a person must act."""
+
     kind = ErrorKind.AUTH
 
 
 class TransientError(ConnectorError):
     """Network trouble, server unavailable: retry with backoff."""
+
     kind = ErrorKind.TRANSIENT
 
 
 class ThrottledError(ConnectorError):
     """The provider asked us to slow down (retry_after seconds)."""
+
     kind = ErrorKind.THROTTLED
 
 
 class CursorExpiredError(ConnectorError):
     """The stored cursor is no longer valid; the folder must be re-listed."""
+
     kind = ErrorKind.CURSOR_EXPIRED
 
 
 class BadDataError(ConnectorError):
     """One item cannot be understood; the rest of the sync carries on."""
+
     kind = ErrorKind.BAD_DATA
 
 
-ERRORS: dict[ErrorKind, type[ConnectorError]] = {cls.kind: cls for cls in (
-    AuthError, TransientError, ThrottledError, CursorExpiredError, BadDataError)}
+# Keyed by ErrorKind, whose members equal their strings: the string a pipe carries finds its class.
+ERRORS: dict[str, type[ConnectorError]] = {
+    cls.kind: cls for cls in (AuthError, TransientError, ThrottledError, CursorExpiredError, BadDataError)
+}
 
 
 def error_of(kind: str, message: str, *, retry_after: float | None = None, fix: str | None = None) -> ConnectorError:
@@ -104,6 +114,7 @@ def error_of(kind: str, message: str, *, retry_after: float | None = None, fix: 
 class CalendarWindow:
     """How far back and ahead calendars are read, in days: the organisation's
     setting (Organisation.calendar_past_days / calendar_future_days)."""
+
     past_days: int = 365
     future_days: int = 180
 
@@ -118,6 +129,7 @@ class CalendarWindow:
 @dataclass(frozen=True)
 class TenantSpec:
     """A Microsoft 365 tenant app (application permissions) a mailbox is read through."""
+
     tenant_id: str
     client_id: str
     auth_kind: str = "secret"  # secret | certificate
@@ -128,6 +140,7 @@ class TenantSpec:
 class ConnectorSpec:
     """Everything a connector is built from (connectors/factory.py): plain values,
     so it pickles to the fetch child process (sync/pipeline.py) unchanged."""
+
     kind: str  # imap | m365 | caldav | demo
     config: dict  # the mailbox's connection settings, no secrets
     # The mailbox's password or token cache, or for a tenant-wide Microsoft 365
@@ -155,6 +168,7 @@ class Folder:
 class MessageRecord:
     """A message reduced to what the timeline needs. Addresses are raw (name, address)
     pairs as found in the headers; the ingest pipeline normalises them."""
+
     remote_id: str
     message_key: str
     date: datetime  # aware UTC
@@ -196,6 +210,7 @@ class MeetingRecord:
     calendars or Microsoft Graph has the same (uid, recurrence_id) and becomes
     one interaction whose key is meeting_key(uid, recurrence_id).
     """
+
     remote_id: str  # this copy's id at the source (event href or id, plus occurrence)
     uid: str  # iCalendar UID (Graph: the series' iCalUId)
     recurrence_id: str | None  # occurrence's original start, UTC ISO 8601 (None for single events)
@@ -224,7 +239,8 @@ class BadRecord:
 @dataclass
 class Batch:
     """Records plus the cursor that covers them: the engine commits both together."""
-    records: list[MessageRecord | MeetingRecord]
+
+    records: Sequence[MessageRecord | MeetingRecord]  # Sequence: a list of one kind is one
     bad: list[BadRecord]
     cursor: dict
     # remote ids that left this folder or calendar (deleted, moved away)
@@ -238,17 +254,20 @@ class Batch:
 # or the fetch child process): typed, and cheap to pickle.
 class FolderBatch(NamedTuple):
     """Records (and the cursor covering them) of one folder, to commit together."""
+
     folder: str
     batch: Batch
 
 
 class FolderDone(NamedTuple):
     """The folder was read to its end without error."""
+
     folder: str
 
 
 class FolderFailed(NamedTuple):
     """The folder failed; the other folders carry on."""
+
     folder: str
     kind: ErrorKind | None  # None: an unexpected exception (a bug), not a ConnectorError
     reason: str

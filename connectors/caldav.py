@@ -37,6 +37,7 @@ again (one multiget per `chunk` of them) so new occurrences appear. Occurrences
 that fall behind the window's start stay on the timeline as history and stay in
 the cursor, so deleting the whole series still removes them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,19 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.sax.saxutils import escape
 
 from connectors.base import (
-    AuthError, BadDataError, Batch, CalendarWindow, ConnectorError, ConnectorSpec, CursorExpiredError, ErrorKind, Fix,
-    Folder, MeetingRecord, ThrottledError, TransientError,
+    AuthError,
+    BadDataError,
+    Batch,
+    CalendarWindow,
+    ConnectorError,
+    ConnectorSpec,
+    CursorExpiredError,
+    ErrorKind,
+    Fix,
+    Folder,
+    MeetingRecord,
+    ThrottledError,
+    TransientError,
 )
 from connectors.ical import Window, meetings_from_ics, parse_rid, remote_id
 
@@ -71,9 +83,19 @@ def _etag_digest(etag: str | None) -> str:
 
 
 class CalDavConnector:
-    def __init__(self, url: str, username: str, password: str, *, owner: str | None = None,
-                 window: CalendarWindow = CalendarWindow(), use_sync_token: bool = True, chunk: int = 200,
-                 timeout: float = 60.0, now: datetime | None = None):
+    def __init__(
+        self,
+        url: str,
+        username: str,
+        password: str,
+        *,
+        owner: str | None = None,
+        window: CalendarWindow = CalendarWindow(),
+        use_sync_token: bool = True,
+        chunk: int = 200,
+        timeout: float = 60.0,
+        now: datetime | None = None,
+    ):
         self.url = url if url.endswith("/") else url + "/"
         self.username = username
         self._password = password
@@ -97,9 +119,15 @@ class CalDavConnector:
             import caldav
 
             try:
-                self._client = caldav.DAVClient(url=self.url, username=self.username, password=self._password,
-                                                timeout=int(self.timeout), enable_rfc6764=False,
-                                                require_tls=False, rate_limit_handle=False)
+                self._client = caldav.DAVClient(
+                    url=self.url,
+                    username=self.username,
+                    password=self._password,
+                    timeout=int(self.timeout),
+                    enable_rfc6764=False,
+                    require_tls=False,
+                    rate_limit_handle=False,
+                )
             except Exception as exc:  # noqa: BLE001
                 raise translate(exc, "connecting") from exc
         return self._client
@@ -149,17 +177,20 @@ class CalDavConnector:
         return tree
 
     def _propfind(self, url: str, props: str, depth: int, what: str):
-        body = ('<?xml version="1.0" encoding="utf-8"?>'
-                '<D:propfind xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" '
-                f'xmlns:CS="http://calendarserver.org/ns/"><D:prop>{props}</D:prop></D:propfind>')
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            '<D:propfind xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" '
+            f'xmlns:CS="http://calendarserver.org/ns/"><D:prop>{props}</D:prop></D:propfind>'
+        )
         return self._request("PROPFIND", url, body, {"Depth": str(depth)}, what)
 
     # -- folders --------------------------------------------------------------
     def list_folders(self) -> list[Folder]:
         """Every calendar of the account that can hold events."""
         home = self._home_set()
-        tree = self._propfind(home, "<D:resourcetype/><D:displayname/><C:supported-calendar-component-set/>", 1,
-                              "listing calendars")
+        tree = self._propfind(
+            home, "<D:resourcetype/><D:displayname/><C:supported-calendar-component-set/>", 1, "listing calendars"
+        )
         folders = []
         self._calendars = {}
         for resp in _responses(tree):
@@ -176,9 +207,16 @@ class CalDavConnector:
             if not path.endswith("/"):
                 path += "/"
             self._calendars[path] = urljoin(home, href)
-            display = (props.get(f"{_D}displayname").text or "").strip() if props.get(f"{_D}displayname") is not None else ""
-            folders.append(Folder(name=path, role="calendar", flags=(f"displayname={display}",) if display else (),
-                                  remote_id=self._calendars[path]))
+            shown = props.get(f"{_D}displayname")
+            display = (shown.text or "").strip() if shown is not None else ""
+            folders.append(
+                Folder(
+                    name=path,
+                    role="calendar",
+                    flags=(f"displayname={display}",) if display else (),
+                    remote_id=self._calendars[path],
+                )
+            )
         return folders
 
     def _home_set(self) -> str:
@@ -226,8 +264,13 @@ class CalDavConnector:
         mode = cursor.get("mode") or ("sync" if self.use_sync_token else "ctag")
         if mode == "sync" and not self.use_sync_token:
             mode = "ctag"
-        state: dict = {"v": CURSOR_VERSION, "mode": mode, "token": cursor.get("token"), "ctag": cursor.get("ctag"),
-                       "win": cursor.get("win")}
+        state: dict = {
+            "v": CURSOR_VERSION,
+            "mode": mode,
+            "token": cursor.get("token"),
+            "ctag": cursor.get("ctag"),
+            "win": cursor.get("win"),
+        }
         etags: dict[str, str] = {}  # member -> digest (ctag mode), for the new cursor
         full = False
         if mode == "sync":
@@ -283,7 +326,7 @@ class CalDavConnector:
                 return
             yield Batch([], [], _cursor(state), removed=removed)
         # 2. Changed members, read in chunks.
-        chunks = [to_read[i:i + self.chunk] for i in range(0, len(to_read), self.chunk)]
+        chunks = [to_read[i : i + self.chunk] for i in range(0, len(to_read), self.chunk)]
         for n, chunk in enumerate(chunks):
             records, bad, removed = self._read_chunk(cal_url, cal_path, chunk, items, etags, window, mode)
             if n + 1 < len(chunks):
@@ -302,8 +345,9 @@ class CalDavConnector:
             state["token"] = None
         return Batch(records, bad, _cursor(state), removed=removed, backfill_done=True)
 
-    def _read_chunk(self, cal_url: str, cal_path: str, members: list[str], items: dict, etags: dict,
-                    window: Window, mode: str):
+    def _read_chunk(
+        self, cal_url: str, cal_path: str, members: list[str], items: dict, etags: dict, window: Window, mode: str
+    ):
         data = self._multiget(cal_url, cal_path, members)
         records: list[MeetingRecord] = []
         bad = []
@@ -347,9 +391,11 @@ class CalDavConnector:
         deleted: set[str] = set()
         complete = True
         for _page in range(MAX_SYNC_PAGES):
-            body = ('<?xml version="1.0" encoding="utf-8"?><D:sync-collection xmlns:D="DAV:">'
-                    f"<D:sync-token>{escape(token or '')}</D:sync-token><D:sync-level>1</D:sync-level>"
-                    "<D:prop><D:getetag/></D:prop></D:sync-collection>")
+            body = (
+                '<?xml version="1.0" encoding="utf-8"?><D:sync-collection xmlns:D="DAV:">'
+                f"<D:sync-token>{escape(token or '')}</D:sync-token><D:sync-level>1</D:sync-level>"
+                "<D:prop><D:getetag/></D:prop></D:sync-collection>"
+            )
             tree = self._request("REPORT", cal_url, body, {"Depth": "1"}, "listing changes (sync-collection)")
             truncated = False
             for resp in _responses(tree):
@@ -404,9 +450,11 @@ class CalDavConnector:
         # cal_path is as the server wrote it (already percent-encoded, e.g. Google's
         # /caldav/v2/alice%40gmail.com/events/) and members are decoded names.
         hrefs = "".join(f"<D:href>{escape(quote(unquote(cal_path) + m))}</D:href>" for m in members)
-        body = ('<?xml version="1.0" encoding="utf-8"?>'
-                '<C:calendar-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
-                f"<D:prop><D:getetag/><C:calendar-data/></D:prop>{hrefs}</C:calendar-multiget>")
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            '<C:calendar-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+            f"<D:prop><D:getetag/><C:calendar-data/></D:prop>{hrefs}</C:calendar-multiget>"
+        )
         tree = self._request("REPORT", cal_url, body, {"Depth": "1"}, "reading events (calendar-multiget)")
         out = {}
         for resp in _responses(tree):
@@ -463,7 +511,7 @@ def _member(href: str, cal_path: str) -> str | None:
         base += "/"
     if not path.startswith(base):
         return None
-    rest = path[len(base):]
+    rest = path[len(base) :]
     return rest if rest and "/" not in rest.rstrip("/") and not rest.endswith("/") else None
 
 
@@ -484,8 +532,10 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
         status = str(getattr(exc, "reason", "") or exc)
         return AuthError(f"the CalDAV server refused the login while {what} ({status[:120]})", fix=Fix.PASSWORD)
     if isinstance(exc, dav_error.RateLimitError):
-        return ThrottledError(f"the CalDAV server asked us to slow down while {what}",
-                              retry_after=getattr(exc, "retry_after_seconds", None) or getattr(exc, "retry_after", None))
+        return ThrottledError(
+            f"the CalDAV server asked us to slow down while {what}",
+            retry_after=getattr(exc, "retry_after_seconds", None) or getattr(exc, "retry_after", None),
+        )
     if isinstance(exc, dav_error.NotFoundError):
         return BadDataError(f"not found on the CalDAV server while {what}")
     if isinstance(exc, dav_error.DAVError):
@@ -495,8 +545,15 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return TransientError(f"the CalDAV server did not answer in time while {what}")
     name = type(exc).__name__
-    if isinstance(exc, OSError) or name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout",
-                                            "ChunkedEncodingError", "ProtocolError", "RemoteDisconnected"):
+    if isinstance(exc, OSError) or name in (
+        "ConnectionError",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "Timeout",
+        "ChunkedEncodingError",
+        "ProtocolError",
+        "RemoteDisconnected",
+    ):
         return TransientError(f"cannot reach the CalDAV server while {what}: {str(exc)[:200]}")
     mod = type(exc).__module__ or ""
     if mod.startswith(("requests", "niquests", "urllib3", "urllib3_future", "http")):
@@ -508,9 +565,15 @@ def build(spec: ConnectorSpec) -> CalDavConnector:
     """A connector from its spec: config holds url, username and optionally sync
     ("ctag" to ignore sync tokens) and chunk; the secret is the password."""
     cfg = spec.config or {}
-    return CalDavConnector(cfg["url"], cfg["username"], spec.secret, owner=spec.owner or None,
-                           window=spec.window, use_sync_token=cfg.get("sync", "auto") != "ctag",
-                           chunk=int(cfg.get("chunk", 200)))
+    return CalDavConnector(
+        cfg["url"],
+        cfg["username"],
+        spec.secret,
+        owner=spec.owner or None,
+        window=spec.window,
+        use_sync_token=cfg.get("sync", "auto") != "ctag",
+        chunk=int(cfg.get("chunk", 200)),
+    )
 
 
 __all__ = ["CalDavConnector", "CursorExpiredError", "build", "translate"]

@@ -1,5 +1,6 @@
 """A connector over the generated demo corpus, so `serve --demo` exercises the
 real engine (claims, batches, cursors, ingest) without any mail server."""
+
 from __future__ import annotations
 
 import hashlib
@@ -47,12 +48,20 @@ class DemoConnector:
             head = parse_message_headers("demo", m.raw.partition(b"\r\n\r\n")[0] + b"\r\n\r\n", m.internaldate)
             people = [Attendee(a, n) for n, a in head.from_ + head.to + head.cc]
             fresh = now - m.internaldate < timedelta(days=10)
-            day = (m.internaldate + timedelta(days=9 if fresh else 2)).replace(hour=9 + int(digest[8], 16) % 8,
-                                                                              minute=0, second=0, microsecond=0)
+            day = (m.internaldate + timedelta(days=9 if fresh else 2)).replace(
+                hour=9 + int(digest[8], 16) % 8, minute=0, second=0, microsecond=0
+            )
             yield MeetingRecord(
-                remote_id=f"demo-meeting/{digest[:16]}", uid=f"{digest[:24]}@demo.threadline", recurrence_id=None,
-                start=day, end=day + timedelta(minutes=30), subject=f"Call: {head.subject.removeprefix('Re: ')}",
-                organizer=people[0] if people else None, attendees=people[1:], location="Video call")
+                remote_id=f"demo-meeting/{digest[:16]}",
+                uid=f"{digest[:24]}@demo.threadline",
+                recurrence_id=None,
+                start=day,
+                end=day + timedelta(minutes=30),
+                subject=f"Call: {head.subject.removeprefix('Re: ')}",
+                organizer=people[0] if people else None,
+                attendees=people[1:],
+                location="Video call",
+            )
 
     def fetch_changes(self, folder: Folder, cursor: dict, since: datetime) -> Iterator[Batch]:
         if folder == CALENDAR:
@@ -66,8 +75,11 @@ class DemoConnector:
                 continue
             head, _, body = m.raw.partition(b"\r\n\r\n")
             try:
-                records.append(parse_message_headers(f"demo/{position}", head + b"\r\n\r\n", m.internaldate,
-                                                     body[:2048], relayed=has_received(head)))
+                records.append(
+                    parse_message_headers(
+                        f"demo/{position}", head + b"\r\n\r\n", m.internaldate, body[:2048], relayed=has_received(head)
+                    )
+                )
             except BadDataError as exc:
                 bad.append(BadRecord(f"demo/{position}", str(exc)))
             if len(records) + len(bad) >= self.batch_size:

@@ -13,6 +13,7 @@ Every lookup has a short timeout (a few seconds in all). Plain-text IMAP is neve
 whatever a file says: the admin can still type such a server by hand. Nothing here touches the
 database; app/services/mailboxes.py tests the candidates before anything is saved.
 """
+
 from __future__ import annotations
 
 import ssl
@@ -24,8 +25,10 @@ import dns.resolver
 import httpx
 from defusedxml import ElementTree
 
-AUTOCONFIG_URLS = ("https://autoconfig.{domain}/mail/config-v1.1.xml?emailaddress={address}",
-                   "https://{domain}/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress={address}")
+AUTOCONFIG_URLS = (
+    "https://autoconfig.{domain}/mail/config-v1.1.xml?emailaddress={address}",
+    "https://{domain}/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress={address}",
+)
 MAX_CONFIG_BYTES = 256 * 1024
 MICROSOFT, GOOGLE = "microsoft365", "google"
 
@@ -67,8 +70,9 @@ _IONOS = _Known("IONOS", "imap.ionos.de")
 # Common providers by the domain of their own addresses.
 KNOWN_DOMAINS: dict[str, _Known] = {
     **dict.fromkeys(("gmail.com", "googlemail.com"), _GMAIL),
-    **dict.fromkeys(("outlook.com", "hotmail.com", "hotmail.co.uk", "hotmail.fr", "live.com", "live.fr", "msn.com"),
-                    _OUTLOOK),
+    **dict.fromkeys(
+        ("outlook.com", "hotmail.com", "hotmail.co.uk", "hotmail.fr", "live.com", "live.fr", "msn.com"), _OUTLOOK
+    ),
     **dict.fromkeys(("icloud.com", "me.com", "mac.com"), _ICLOUD),
     **dict.fromkeys(("yahoo.com", "yahoo.co.uk", "yahoo.fr", "yahoo.de", "ymail.com", "rocketmail.com"), _YAHOO),
     **dict.fromkeys(("fastmail.com", "fastmail.fm"), _FASTMAIL),
@@ -84,23 +88,29 @@ KNOWN_DOMAINS: dict[str, _Known] = {
 # Providers hosting other people's domains, by their MX host names (the name or a subdomain of it).
 KNOWN_MX: tuple[tuple[str, _Known], ...] = (
     ("mail.protection.outlook.com", _OUTLOOK),
-    ("aspmx.l.google.com", _GMAIL), ("googlemail.com", _GMAIL), ("smtp.google.com", _GMAIL),
+    ("aspmx.l.google.com", _GMAIL),
+    ("googlemail.com", _GMAIL),
+    ("smtp.google.com", _GMAIL),
     ("messagingengine.com", _FASTMAIL),
     ("mail.icloud.com", _ICLOUD),
     ("yahoodns.net", _YAHOO),
-    ("zoho.com", _Known("Zoho Mail", "imappro.zoho.com")), ("zoho.eu", _Known("Zoho Mail", "imappro.zoho.eu")),
+    ("zoho.com", _Known("Zoho Mail", "imappro.zoho.com")),
+    ("zoho.eu", _Known("Zoho Mail", "imappro.zoho.eu")),
     ("mail.ovh.net", _Known("OVHcloud", "ssl0.ovh.net")),
-    ("kundenserver.de", _IONOS), ("ionos.de", _IONOS), ("ionos.com", _Known("IONOS", "imap.ionos.com")),
+    ("kundenserver.de", _IONOS),
+    ("ionos.de", _IONOS),
+    ("ionos.com", _Known("IONOS", "imap.ionos.com")),
     ("ionos.co.uk", _Known("IONOS", "imap.ionos.co.uk")),
-    ("gmx.net", _GMX), ("web.de", _Known("WEB.DE", "imap.web.de")),
+    ("gmx.net", _GMX),
+    ("web.de", _Known("WEB.DE", "imap.web.de")),
 )
 _NOTES = {
     MICROSOFT: "Mail for {domain} is hosted by Microsoft 365 (or Outlook.com), which no longer accepts IMAP "
-               "passwords: connect it with a Microsoft 365 sign-in instead (console: Add mailbox → Microsoft 365; "
-               "CLI: threadline mailbox add-m365).",
+    "passwords: connect it with a Microsoft 365 sign-in instead (console: Add mailbox → Microsoft 365; "
+    "CLI: threadline mailbox add-m365).",
     GOOGLE: "Mail for {domain} is hosted by Google, which accepts IMAP only with an app password: the account's "
-            "owner creates one at https://myaccount.google.com/apppasswords (2-Step Verification must be on), "
-            "and that is the password to give here.",
+    "owner creates one at https://myaccount.google.com/apppasswords (2-Step Verification must be on), "
+    "and that is the password to give here.",
 }
 
 
@@ -123,8 +133,12 @@ def fetch_https(url: str, timeout: float = 3.0) -> str | None:
     if not url.startswith("https://"):
         return None
     try:
-        with httpx.Client(verify=ssl.create_default_context(), timeout=timeout, follow_redirects=True,
-                          max_redirects=3) as client, client.stream("GET", url) as answer:
+        with (
+            httpx.Client(
+                verify=ssl.create_default_context(), timeout=timeout, follow_redirects=True, max_redirects=3
+            ) as client,
+            client.stream("GET", url) as answer,
+        ):
             if answer.status_code != 200 or not str(answer.url).startswith("https://"):
                 return None
             body = b""
@@ -137,9 +151,13 @@ def fetch_https(url: str, timeout: float = 3.0) -> str | None:
         return None
 
 
-def discover(address: str, *, resolver: dns.resolver.Resolver | None = None,
-             fetch: Callable[[str], str | None] | None = None,
-             autoconfig_urls: tuple[str, ...] = AUTOCONFIG_URLS) -> Discovery:
+def discover(
+    address: str,
+    *,
+    resolver: dns.resolver.Resolver | None = None,
+    fetch: Callable[[str], str | None] | None = None,
+    autoconfig_urls: tuple[str, ...] = AUTOCONFIG_URLS,
+) -> Discovery:
     """Where the mailbox `address` is read over IMAP (see the module docstring)."""
     address = address.strip().lower()
     domain = address.rpartition("@")[2].rstrip(".")
@@ -187,8 +205,9 @@ def _srv(resolver: dns.resolver.Resolver, domain: str, address: str) -> list[Ima
         for r in records:
             host = r.target.to_text(omit_final_dot=True)
             if host and host != "." and r.port:  # "." : the service is explicitly not offered (RFC 6186)
-                servers.append(ImapServer(host.lower(), int(r.port), security, address,
-                                          f"the DNS SRV records of {domain}"))
+                servers.append(
+                    ImapServer(host.lower(), int(r.port), security, address, f"the DNS SRV records of {domain}")
+                )
     return servers
 
 
@@ -223,7 +242,10 @@ def parse_autoconfig(text: str, address: str) -> list[ImapServer]:
         if not host or security is None or not 0 < port < 65536:
             continue
         username = (node.findtext("username") or "%EMAILADDRESS%").strip()
-        username = (username.replace("%EMAILADDRESS%", address).replace("%EMAILLOCALPART%", local)
-                    .replace("%EMAILDOMAIN%", domain))
+        username = (
+            username.replace("%EMAILADDRESS%", address)
+            .replace("%EMAILLOCALPART%", local)
+            .replace("%EMAILDOMAIN%", domain)
+        )
         servers.append(ImapServer(host, port, security, username, f"the autoconfig file of {domain}"))
     return servers

@@ -4,14 +4,23 @@ Kept apart from the engine (and free of database imports) because the fetch
 child process (sync/pipeline.py) uses both and its start-up is on the critical
 path of a first import.
 """
+
 from __future__ import annotations
 
 import logging
 from datetime import datetime
 from typing import Iterator
 
-from connectors.base import (ConnectorError, ConnectorSpec, ErrorKind, Folder, FolderBatch, FolderDone, FolderFailed,
-                             SyncEvent)
+from connectors.base import (
+    ConnectorError,
+    ConnectorSpec,
+    ErrorKind,
+    Folder,
+    FolderBatch,
+    FolderDone,
+    FolderFailed,
+    SyncEvent,
+)
 
 log = logging.getLogger("threadline.sync")
 
@@ -22,8 +31,13 @@ def build_connector(spec: ConnectorSpec):
         from connectors.imap import ImapConnector, ImapSettings
 
         cfg = spec.config
-        settings = ImapSettings(host=cfg["host"], port=int(cfg["port"]), security=cfg.get("security", "tls"),
-                                username=cfg["username"], batch_size=int(cfg.get("batch_size", 1000)))
+        settings = ImapSettings(
+            host=cfg["host"],
+            port=int(cfg["port"]),
+            security=cfg.get("security", "tls"),
+            username=cfg["username"],
+            batch_size=int(cfg.get("batch_size", 1000)),
+        )
         connector = ImapConnector(settings, spec.secret, want_snippet=spec.want_snippet)
         # Recurring invitations found in mail are expanded over the organisation's calendar window.
         connector.calendar_window = spec.window

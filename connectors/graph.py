@@ -28,6 +28,7 @@ recipients, is the exception: its headers are read with one more request
 (`$select=internetMessageHeaders`), for what Exchange says about the sender
 (see _transport_facts and sync/senders.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -45,12 +46,30 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 
 from connectors.base import (
-    Attendee, AuthError, BadDataError, BadRecord, Batch, CalendarWindow, ConnectorError, ConnectorSpec,
-    CursorExpiredError, Fix, Folder, MeetingRecord, MessageRecord, ThrottledError, TransientError,
+    Attendee,
+    AuthError,
+    BadDataError,
+    BadRecord,
+    Batch,
+    CalendarWindow,
+    ConnectorError,
+    ConnectorSpec,
+    CursorExpiredError,
+    Fix,
+    Folder,
+    MeetingRecord,
+    MessageRecord,
+    ThrottledError,
+    TransientError,
     retry_after_seconds,
 )
 from connectors.m365auth import (
-    IMAP_APP_SCOPES, IMAP_USER_SCOPES, AppTokenSource, DelegatedTokenSource, graph_scopes, parse_credential,
+    IMAP_APP_SCOPES,
+    IMAP_USER_SCOPES,
+    AppTokenSource,
+    DelegatedTokenSource,
+    graph_scopes,
+    parse_credential,
 )
 from connectors.mailparse import message_ids, message_key_for
 
@@ -63,35 +82,92 @@ SUBSCRIBED = ("mailFolders('inbox')/messages", "events")
 # What a plain occurrence takes from its series master (see _events).
 SERIES_FIELDS = ("subject", "organizer", "attendees", "location", "isCancelled", "isAllDay", "originalStartTimeZone")
 MASTER_FIELDS = ",".join(("iCalUId", "type") + SERIES_FIELDS)
-MESSAGE_FIELDS = ("internetMessageId", "subject", "from", "sender", "toRecipients", "ccRecipients", "bccRecipients",
-                  "receivedDateTime", "sentDateTime", "conversationId", "isDraft")
+MESSAGE_FIELDS = (
+    "internetMessageId",
+    "subject",
+    "from",
+    "sender",
+    "toRecipients",
+    "ccRecipients",
+    "bccRecipients",
+    "receivedDateTime",
+    "sentDateTime",
+    "conversationId",
+    "isDraft",
+)
 ROLE_BY_WELL_KNOWN = {"inbox": "inbox", "sentitems": "sent", "archive": "archive"}
-SKIP_WELL_KNOWN = ("deleteditems", "junkemail", "drafts", "outbox", "conversationhistory", "syncissues",
-                   "conflicts", "localfailures", "serverfailures", "clutter", "scheduled")
+SKIP_WELL_KNOWN = (
+    "deleteditems",
+    "junkemail",
+    "drafts",
+    "outbox",
+    "conversationhistory",
+    "syncissues",
+    "conflicts",
+    "localfailures",
+    "serverfailures",
+    "clutter",
+    "scheduled",
+)
 EXPIRED_CODES = {"syncstatenotfound", "resyncrequired", "syncstateinvalid"}
-AUTO_REPLY_PREFIXES = ("automatic reply:", "auto reply:", "autoreply:", "out of office:", "automatische antwort:",
-                       "réponse automatique", "respuesta automática:", "risposta automatica:", "autosvar:",
-                       "automatisch antwoord:", "resposta automática:")
-RESPONSES = {"accepted": "accepted", "declined": "declined", "tentativelyaccepted": "tentative",
-             "none": "needs-action", "notresponded": "needs-action", "organizer": "accepted"}
+AUTO_REPLY_PREFIXES = (
+    "automatic reply:",
+    "auto reply:",
+    "autoreply:",
+    "out of office:",
+    "automatische antwort:",
+    "réponse automatique",
+    "respuesta automática:",
+    "risposta automatica:",
+    "autosvar:",
+    "automatisch antwoord:",
+    "resposta automática:",
+)
+RESPONSES = {
+    "accepted": "accepted",
+    "declined": "declined",
+    "tentativelyaccepted": "tentative",
+    "none": "needs-action",
+    "notresponded": "needs-action",
+    "organizer": "accepted",
+}
 # Windows zone names Outlook writes into events, with their IANA counterparts (CLDR).
 WINDOWS_ZONES = {
-    "UTC": "UTC", "Coordinated Universal Time": "UTC", "GMT Standard Time": "Europe/London",
-    "Greenwich Standard Time": "Atlantic/Reykjavik", "W. Europe Standard Time": "Europe/Berlin",
-    "Central Europe Standard Time": "Europe/Budapest", "Romance Standard Time": "Europe/Paris",
-    "Central European Standard Time": "Europe/Warsaw", "E. Europe Standard Time": "Europe/Chisinau",
-    "FLE Standard Time": "Europe/Kiev", "GTB Standard Time": "Europe/Bucharest", "Russian Standard Time":
-    "Europe/Moscow", "Turkey Standard Time": "Europe/Istanbul", "Israel Standard Time": "Asia/Jerusalem",
-    "South Africa Standard Time": "Africa/Johannesburg", "Arabian Standard Time": "Asia/Dubai",
-    "India Standard Time": "Asia/Kolkata", "China Standard Time": "Asia/Shanghai", "Singapore Standard Time":
-    "Asia/Singapore", "Tokyo Standard Time": "Asia/Tokyo", "Korea Standard Time": "Asia/Seoul",
-    "AUS Eastern Standard Time": "Australia/Sydney", "New Zealand Standard Time": "Pacific/Auckland",
-    "Eastern Standard Time": "America/New_York", "Central Standard Time": "America/Chicago",
-    "Mountain Standard Time": "America/Denver", "US Mountain Standard Time": "America/Phoenix",
-    "Pacific Standard Time": "America/Los_Angeles", "Alaskan Standard Time": "America/Anchorage",
-    "Hawaiian Standard Time": "Pacific/Honolulu", "Atlantic Standard Time": "America/Halifax",
-    "E. South America Standard Time": "America/Sao_Paulo", "Argentina Standard Time": "America/Buenos_Aires",
-    "Canada Central Standard Time": "America/Regina", "Mexico Standard Time": "America/Mexico_City",
+    "UTC": "UTC",
+    "Coordinated Universal Time": "UTC",
+    "GMT Standard Time": "Europe/London",
+    "Greenwich Standard Time": "Atlantic/Reykjavik",
+    "W. Europe Standard Time": "Europe/Berlin",
+    "Central Europe Standard Time": "Europe/Budapest",
+    "Romance Standard Time": "Europe/Paris",
+    "Central European Standard Time": "Europe/Warsaw",
+    "E. Europe Standard Time": "Europe/Chisinau",
+    "FLE Standard Time": "Europe/Kiev",
+    "GTB Standard Time": "Europe/Bucharest",
+    "Russian Standard Time": "Europe/Moscow",
+    "Turkey Standard Time": "Europe/Istanbul",
+    "Israel Standard Time": "Asia/Jerusalem",
+    "South Africa Standard Time": "Africa/Johannesburg",
+    "Arabian Standard Time": "Asia/Dubai",
+    "India Standard Time": "Asia/Kolkata",
+    "China Standard Time": "Asia/Shanghai",
+    "Singapore Standard Time": "Asia/Singapore",
+    "Tokyo Standard Time": "Asia/Tokyo",
+    "Korea Standard Time": "Asia/Seoul",
+    "AUS Eastern Standard Time": "Australia/Sydney",
+    "New Zealand Standard Time": "Pacific/Auckland",
+    "Eastern Standard Time": "America/New_York",
+    "Central Standard Time": "America/Chicago",
+    "Mountain Standard Time": "America/Denver",
+    "US Mountain Standard Time": "America/Phoenix",
+    "Pacific Standard Time": "America/Los_Angeles",
+    "Alaskan Standard Time": "America/Anchorage",
+    "Hawaiian Standard Time": "Pacific/Honolulu",
+    "Atlantic Standard Time": "America/Halifax",
+    "E. South America Standard Time": "America/Sao_Paulo",
+    "Argentina Standard Time": "America/Buenos_Aires",
+    "Canada Central Standard Time": "America/Regina",
+    "Mexico Standard Time": "America/Mexico_City",
 }
 
 _gates: dict[str, threading.BoundedSemaphore] = {}
@@ -126,29 +202,45 @@ def build(spec: ConnectorSpec):
     tenant = spec.tenant
     imap = cfg.get("protocol") == "imap"
     owner = cfg.get("user") or spec.owner or ""
+    tokens: AppTokenSource | DelegatedTokenSource
     if tenant:
         tcfg = tenant.config or {}
         graph_url = tcfg.get("graph_url") or DEFAULT_GRAPH_URL
-        tokens = AppTokenSource(tenant.tenant_id, tenant.client_id,
-                                parse_credential(tenant.auth_kind or "secret", spec.secret),
-                                authority=tcfg.get("authority"),
-                                scopes=IMAP_APP_SCOPES if imap else graph_scopes(graph_url, delegated=False))
+        tokens = AppTokenSource(
+            tenant.tenant_id,
+            tenant.client_id,
+            parse_credential(tenant.auth_kind or "secret", spec.secret),
+            authority=tcfg.get("authority"),
+            scopes=IMAP_APP_SCOPES if imap else graph_scopes(graph_url, delegated=False),
+        )
         user_path = f"/users/{quote(owner, safe='@')}"
     else:
         if not cfg.get("client_id"):
             raise AuthError("this Microsoft 365 mailbox has no app registration", fix=Fix.SIGN_IN)
         graph_url = cfg.get("graph_url") or DEFAULT_GRAPH_URL
-        tokens = DelegatedTokenSource(cfg["client_id"], cfg.get("tenant_id") or "organizations", spec.secret,
-                                      authority=cfg.get("authority"), username=cfg.get("user"),
-                                      scopes=IMAP_USER_SCOPES if imap else graph_scopes(graph_url, delegated=True))
+        tokens = DelegatedTokenSource(
+            cfg["client_id"],
+            cfg.get("tenant_id") or "organizations",
+            spec.secret,
+            authority=cfg.get("authority"),
+            username=cfg.get("user"),
+            scopes=IMAP_USER_SCOPES if imap else graph_scopes(graph_url, delegated=True),
+        )
         user_path = "/me"
     if imap:
         return exchange_imap(cfg, owner, tokens, spec.want_snippet)
-    return GraphConnector(graph_url=graph_url, user_path=user_path, tokens=tokens, want_snippet=spec.want_snippet,
-                          mailbox_key=f"{graph_url}|{owner.lower()}", window=spec.window,
-                          owner=owner, internal=spec.internal,
-                          page_size=int(cfg.get("page_size", PAGE_SIZE)),
-                          max_retry_wait=float(cfg.get("max_retry_wait", 60)))
+    return GraphConnector(
+        graph_url=graph_url,
+        user_path=user_path,
+        tokens=tokens,
+        want_snippet=spec.want_snippet,
+        mailbox_key=f"{graph_url}|{owner.lower()}",
+        window=spec.window,
+        owner=owner,
+        internal=spec.internal,
+        page_size=int(cfg.get("page_size", PAGE_SIZE)),
+        max_retry_wait=float(cfg.get("max_retry_wait", 60)),
+    )
 
 
 def exchange_imap(cfg: dict, owner: str, tokens, want_snippet: bool):
@@ -166,20 +258,38 @@ def exchange_imap(cfg: dict, owner: str, tokens, want_snippet: bool):
             except AuthError as exc:
                 if exc.fix != Fix.PASSWORD:
                     raise
-                raise AuthError(f"Exchange Online refused the OAuth sign-in (XOAUTH2) for {self.settings.username}",
-                                fix=Fix.IMAP_SIGN_IN) from exc
+                raise AuthError(
+                    f"Exchange Online refused the OAuth sign-in (XOAUTH2) for {self.settings.username}",
+                    fix=Fix.IMAP_SIGN_IN,
+                ) from exc
 
-    settings = ImapSettings(host=cfg.get("host", "outlook.office365.com"), port=int(cfg.get("port", 993)),
-                            security=cfg.get("security", "tls"), username=cfg.get("username") or owner,
-                            batch_size=int(cfg.get("batch_size", 1000)))
+    settings = ImapSettings(
+        host=cfg.get("host", "outlook.office365.com"),
+        port=int(cfg.get("port", 993)),
+        security=cfg.get("security", "tls"),
+        username=cfg.get("username") or owner,
+        batch_size=int(cfg.get("batch_size", 1000)),
+    )
     return ExchangeImapConnector(settings, "", want_snippet=want_snippet, oauth2_token=tokens.token)
 
 
 class GraphConnector:
-    def __init__(self, *, graph_url: str, user_path: str, tokens, want_snippet: bool, mailbox_key: str,
-                 window: CalendarWindow = CalendarWindow(), page_size: int = PAGE_SIZE, max_retries: int = 3,
-                 max_retry_wait: float = 60.0, sleep: Callable[[float], None] = time.sleep, owner: str = "",
-                 internal: dict | None = None):
+    def __init__(
+        self,
+        *,
+        graph_url: str,
+        user_path: str,
+        tokens,
+        want_snippet: bool,
+        mailbox_key: str,
+        window: CalendarWindow = CalendarWindow(),
+        page_size: int = PAGE_SIZE,
+        max_retries: int = 3,
+        max_retry_wait: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        owner: str = "",
+        internal: dict | None = None,
+    ):
         self.graph_url = graph_url.rstrip("/")
         self.user_path = user_path
         self.owner = owner.strip().lower()
@@ -194,10 +304,12 @@ class GraphConnector:
         self.max_retry_wait = max_retry_wait
         self._sleep = sleep
         self.gate = mailbox_gate(mailbox_key)
-        self.http = httpx.Client(verify=_verify(), timeout=httpx.Timeout(60.0, connect=15.0),
-                                 limits=httpx.Limits(max_connections=MAX_CONCURRENT,
-                                                     max_keepalive_connections=MAX_CONCURRENT),
-                                 headers={"Accept": "application/json", "User-Agent": "Threadline"})
+        self.http = httpx.Client(
+            verify=_verify(),
+            timeout=httpx.Timeout(60.0, connect=15.0),
+            limits=httpx.Limits(max_connections=MAX_CONCURRENT, max_keepalive_connections=MAX_CONCURRENT),
+            headers={"Accept": "application/json", "User-Agent": "Threadline"},
+        )
         self._pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENT, thread_name_prefix="graph")
         self._token: str | None = None
         self._token_lock = threading.Lock()
@@ -232,8 +344,9 @@ class GraphConnector:
                 self._token = self.tokens.token(force_refresh=force_refresh)
             return self._token
 
-    def call(self, method: str, url: str, *, what: str, json_body: dict | None = None,
-             headers: dict | None = None) -> httpx.Response:
+    def call(
+        self, method: str, url: str, *, what: str, json_body: dict | None = None, headers: dict | None = None
+    ) -> httpx.Response:
         """One Graph request: at most 4 in flight per mailbox, Retry-After honoured
         a few times, one token refresh on 401, errors mapped to the shared kinds."""
         if not url.startswith("https://") and not url.startswith("http://"):
@@ -251,8 +364,9 @@ class GraphConnector:
             except httpx.TimeoutException as exc:
                 raise TransientError(f"Microsoft Graph did not answer in time while {what}") from exc
             except httpx.HTTPError as exc:
-                raise TransientError(f"cannot reach Microsoft Graph while {what}: {type(exc).__name__}: "
-                                     f"{str(exc)[:200]}") from exc
+                raise TransientError(
+                    f"cannot reach Microsoft Graph while {what}: {type(exc).__name__}: {str(exc)[:200]}"
+                ) from exc
             finally:
                 spent = time.perf_counter() - started
                 self.http_seconds += spent
@@ -270,8 +384,11 @@ class GraphConnector:
                     self.throttle_waits.append(wait)
                     self._sleep(wait)
                     continue
-                raise ThrottledError(f"Microsoft Graph is throttling this mailbox ({status} {code or ''}) while "
-                                     f"{what}; retrying after {wait:.0f} s", retry_after=wait)
+                raise ThrottledError(
+                    f"Microsoft Graph is throttling this mailbox ({status} {code or ''}) while "
+                    f"{what}; retrying after {wait:.0f} s",
+                    retry_after=wait,
+                )
             if status == 401 and not refreshed:
                 refreshed = True
                 self._access_token(force_refresh=True)
@@ -283,18 +400,29 @@ class GraphConnector:
         if status == 410 or code.lower() in EXPIRED_CODES:
             return CursorExpiredError(f"the sync state expired while {what} ({detail})")
         if status == 401:
-            return AuthError(f"Microsoft Graph refused the access token ({detail}): the sign-in expired or was "
-                             f"revoked", fix=Fix.SIGN_IN if self.user_path == "/me" else Fix.APP_CREDENTIAL)
+            return AuthError(
+                f"Microsoft Graph refused the access token ({detail}): the sign-in expired or was revoked",
+                fix=Fix.SIGN_IN if self.user_path == "/me" else Fix.APP_CREDENTIAL,
+            )
         if status == 403:
             text = message.lower()
-            if ("accesspolicy" in text.replace(" ", "") or "access to odata is disabled" in text
-                    or "application access policy" in text):
+            if (
+                "accesspolicy" in text.replace(" ", "")
+                or "access to odata is disabled" in text
+                or "application access policy" in text
+            ):
                 return AuthError(
                     f"Microsoft 365 blocks this app from {self.user_path.rsplit('/', 1)[-1]}: an Exchange "
-                    f"application access policy denies it ({detail})", fix=Fix.ACCESS_POLICY)
+                    f"application access policy denies it ({detail})",
+                    fix=Fix.ACCESS_POLICY,
+                )
             return AuthError(f"Microsoft Graph denied access while {what} ({detail})", fix=Fix.CONSENT)
-        if status == 404 and code in ("ErrorInvalidUser", "MailboxNotEnabledForRESTAPI", "ResourceNotFound",
-                                      "ErrorNonExistentMailbox"):
+        if status == 404 and code in (
+            "ErrorInvalidUser",
+            "MailboxNotEnabledForRESTAPI",
+            "ResourceNotFound",
+            "ErrorNonExistentMailbox",
+        ):
             return AuthError(f"Microsoft 365 has no usable mailbox here ({detail})", fix=Fix.NO_MAILBOX)
         if status >= 500:
             return TransientError(f"Microsoft Graph failed while {what} ({detail})")
@@ -344,8 +472,13 @@ class GraphConnector:
                 self._folder_ids[path] = fid
                 folders.append(Folder(name=path, role=role, flags=(f"wk:{wk}",) if wk else (), remote_id=fid))
                 if role != "skip" and int(item.get("childFolderCount") or 0) > 0 and prefix.count("/") < 5:
-                    queue.append((f"{self.user_path}/mailFolders/{quote(fid)}/childFolders", path + "/",
-                                  "archive" if role == "archive" else None))
+                    queue.append(
+                        (
+                            f"{self.user_path}/mailFolders/{quote(fid)}/childFolders",
+                            path + "/",
+                            "archive" if role == "archive" else None,
+                        )
+                    )
         folders.append(Folder(name=CALENDAR_FOLDER, role="calendar"))
         return folders
 
@@ -375,7 +508,7 @@ class GraphConnector:
             if not isinstance(value, list):
                 raise BadDataError(f"Microsoft Graph sent a page without a value list while {what}")
             yield from (v for v in value if isinstance(v, dict))
-            url = page.get("@odata.nextLink")
+            url = page.get("@odata.nextLink") or ""
             if not url:
                 return
 
@@ -403,12 +536,28 @@ class GraphConnector:
             self._transport_facts(records, folder.role)
             return records, bad, removed
 
-        yield from self._rounds(cursor.get("next_link") or cursor.get("delta_link") or fresh(), fresh,
-                                {"id": fid}, convert, reset, what=f"syncing folder {folder.name!r}",
-                                incremental=bool(cursor.get("delta_link") or cursor.get("incremental")))
+        yield from self._rounds(
+            cursor.get("next_link") or cursor.get("delta_link") or fresh(),
+            fresh,
+            {"id": fid},
+            convert,
+            reset,
+            what=f"syncing folder {folder.name!r}",
+            incremental=bool(cursor.get("delta_link") or cursor.get("incremental")),
+        )
 
-    def _rounds(self, url: str, fresh: Callable[[], str], base: dict, convert, reset: bool, *, what: str,
-                incremental: bool, headers: dict | None = None) -> Iterator[Batch]:
+    def _rounds(
+        self,
+        url: str,
+        fresh: Callable[[], str],
+        base: dict,
+        convert,
+        reset: bool,
+        *,
+        what: str,
+        incremental: bool,
+        headers: dict | None = None,
+    ) -> Iterator[Batch]:
         """Follow nextLinks verbatim up to the deltaLink; the next page is fetched while
         the engine ingests the current one. An expired state restarts once from scratch."""
         headers = headers or self._prefer()
@@ -486,17 +635,26 @@ class GraphConnector:
         subject = str(item.get("subject") or "")[:998]
         preview = item.get("bodyPreview") if self.want_snippet else None
         return MessageRecord(
-            remote_id=rid, message_key=message_key(item, sender, date, subject), date=date, from_=[sender],
-            to=_addresses(item.get("toRecipients")), cc=_addresses(item.get("ccRecipients")),
-            bcc=_addresses(item.get("bccRecipients")), subject=subject, in_reply_to=None, references=[],
+            remote_id=rid,
+            message_key=message_key(item, sender, date, subject),
+            date=date,
+            from_=[sender],
+            to=_addresses(item.get("toRecipients")),
+            cc=_addresses(item.get("ccRecipients")),
+            bcc=_addresses(item.get("bccRecipients")),
+            subject=subject,
+            in_reply_to=None,
+            references=[],
             auto_reply=subject.lower().startswith(AUTO_REPLY_PREFIXES),
-            snippet=" ".join(str(preview).split())[:200] or None if preview else None)
+            snippet=" ".join(str(preview).split())[:200] or None if preview else None,
+        )
 
     def _claims_internal(self, address: str) -> bool:
         address = address.strip().lower()
         domain = address.rpartition("@")[2]
-        return address in self.internal_addresses or any(domain == d or domain.endswith("." + d)
-                                                         for d in self.internal_domains)
+        return address in self.internal_addresses or any(
+            domain == d or domain.endswith("." + d) for d in self.internal_domains
+        )
 
     def _transport_facts(self, records: list[MessageRecord], role: str) -> None:
         """Read the internet headers of mail claiming a sender of the organisation and
@@ -517,19 +675,30 @@ class GraphConnector:
             if any(not self._claims_internal(a) for _, a in r.to + r.cc + r.bcc):
                 wanted.append(r)
         what = "reading the internet headers of mail from a colleague"
-        asked = [(r, self._pool.submit(self.get_json, f"{self.user_path}/messages/{quote(r.remote_id, safe='')}"
-                                       "?$select=internetMessageHeaders", what=what)) for r in wanted]
+        asked = [
+            (
+                r,
+                self._pool.submit(
+                    self.get_json,
+                    f"{self.user_path}/messages/{quote(r.remote_id, safe='')}?$select=internetMessageHeaders",
+                    what=what,
+                ),
+            )
+            for r in wanted
+        ]
         for r, answer in asked:
             try:
                 headers = answer.result().get("internetMessageHeaders") or []
             except BadDataError:
                 continue  # gone meanwhile, or refused: nothing vouches for the sender
-            fields = [(str(h.get("name") or "").lower(), str(h.get("value") or "")) for h in headers
-                      if isinstance(h, dict)]
+            fields = [
+                (str(h.get("name") or "").lower(), str(h.get("value") or "")) for h in headers if isinstance(h, dict)
+            ]
             r.relayed = any(name == "received" for name, _ in fields)
             r.auth_results = tuple(v for name, v in fields if name == "authentication-results")[:5]
-            r.internal_submission = any(name == "x-ms-exchange-organization-authas" and v.strip().lower() == "internal"
-                                        for name, v in fields)
+            r.internal_submission = any(
+                name == "x-ms-exchange-organization-authas" and v.strip().lower() == "internal" for name, v in fields
+            )
 
     # -- calendar -------------------------------------------------------------------
     def _calendar_changes(self, cursor: dict) -> Iterator[Batch]:
@@ -552,9 +721,15 @@ class GraphConnector:
             return f"{self.user_path}/calendarView/delta?startDateTime={win[0]}&endDateTime={win[1]}"
 
         base = {"window": win, "masters": self._masters}
-        for batch in self._rounds(cursor.get("next_link") or cursor.get("delta_link") or fresh(), fresh, base,
-                                  self._events, False, what="syncing the calendar",
-                                  incremental=bool(cursor.get("delta_link") or cursor.get("incremental"))):
+        for batch in self._rounds(
+            cursor.get("next_link") or cursor.get("delta_link") or fresh(),
+            fresh,
+            base,
+            self._events,
+            False,
+            what="syncing the calendar",
+            incremental=bool(cursor.get("delta_link") or cursor.get("incremental")),
+        ):
             if len(self._masters) > 2000:  # keep the cursor small; misses are looked up again
                 self._masters = dict(list(self._masters.items())[-1000:])
             batch.cursor["masters"] = dict(self._masters)
@@ -562,8 +737,14 @@ class GraphConnector:
 
     def _events(self, items: list, incremental: bool, base: dict):
         records, bad, removed = [], [], []
-        live = [i for i in items if isinstance(i, dict) and i.get("seriesMasterId") and "@removed" not in i
-                and i.get("type") in ("occurrence", "exception")]
+        live = [
+            i
+            for i in items
+            if isinstance(i, dict)
+            and i.get("seriesMasterId")
+            and "@removed" not in i
+            and i.get("type") in ("occurrence", "exception")
+        ]
         # Every instance needs its series' iCalUId (kept in the cursor); a plain
         # occurrence also needs the series' subject, people and place, since
         # calendarView/delta gives it only id, seriesMasterId, type, start and end.
@@ -598,8 +779,10 @@ class GraphConnector:
     def _lookup_masters(self, ids: set[str]) -> None:
         def one(master_id: str):
             try:
-                data = self.get_json(f"{self.user_path}/events/{quote(master_id)}?$select={MASTER_FIELDS}",
-                                     what="reading a recurring meeting's series")
+                data = self.get_json(
+                    f"{self.user_path}/events/{quote(master_id)}?$select={MASTER_FIELDS}",
+                    what="reading a recurring meeting's series",
+                )
             except BadDataError:
                 return master_id, None
             return master_id, data
@@ -625,9 +808,14 @@ class GraphConnector:
             if addr is None:
                 continue
             response = RESPONSES.get(str((a.get("status") or {}).get("response") or "none").lower(), "needs-action")
-            attendees.append(Attendee(address=addr[1], name=addr[0],
-                                      role="optional" if a.get("type") == "optional" else "attendee",
-                                      response=response))
+            attendees.append(
+                Attendee(
+                    address=addr[1],
+                    name=addr[0],
+                    role="optional" if a.get("type") == "optional" else "attendee",
+                    response=response,
+                )
+            )
         if not attendees:
             return None
         kind = item.get("type") or "singleInstance"
@@ -640,8 +828,9 @@ class GraphConnector:
             if original is None:
                 raise BadDataError("occurrence without originalStart")
             if item.get("isAllDay"):  # keyed by its date, like an iCalendar VALUE=DATE recurrence id
-                local = original.astimezone(_first_zone(item.get("originalStartTimeZone"),
-                                                        (item.get("start") or {}).get("timeZone")))
+                local = original.astimezone(
+                    _first_zone(item.get("originalStartTimeZone"), (item.get("start") or {}).get("timeZone"))
+                )
                 original = datetime(local.year, local.month, local.day, tzinfo=timezone.utc)
             recurrence_id = original.strftime("%Y-%m-%dT%H:%M:%SZ")
         else:
@@ -656,29 +845,48 @@ class GraphConnector:
         org = _address(item.get("organizer"))
         location = ((item.get("location") or {}).get("displayName") or "").strip() or None
         return MeetingRecord(
-            remote_id=rid, uid=str(uid), recurrence_id=recurrence_id, start=start,
+            remote_id=rid,
+            uid=str(uid),
+            recurrence_id=recurrence_id,
+            start=start,
             end=_event_time(item.get("end"), all_day=all_day),
             subject=str(item.get("subject") or "")[:998],
             organizer=Attendee(address=org[1], name=org[0], role="organizer", response="accepted") if org else None,
-            attendees=attendees, status="cancelled" if item.get("isCancelled") else "confirmed", location=location)
+            attendees=attendees,
+            status="cancelled" if item.get("isCancelled") else "confirmed",
+            location=location,
+        )
 
     # -- push subscriptions ------------------------------------------------------------
     def subscription_resources(self) -> list[str]:
         path = self.user_path.lstrip("/")
         return [f"{path}/{r}" for r in SUBSCRIBED]
 
-    def create_subscription(self, resource: str, notification_url: str, lifecycle_url: str, client_state: str,
-                            expires: datetime) -> dict:
-        resp = self.call("POST", "/subscriptions", what="creating a change subscription", json_body={
-            "changeType": "created,updated,deleted", "notificationUrl": notification_url,
-            "lifecycleNotificationUrl": lifecycle_url, "resource": resource, "clientState": client_state,
-            "expirationDateTime": expires.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    def create_subscription(
+        self, resource: str, notification_url: str, lifecycle_url: str, client_state: str, expires: datetime
+    ) -> dict:
+        resp = self.call(
+            "POST",
+            "/subscriptions",
+            what="creating a change subscription",
+            json_body={
+                "changeType": "created,updated,deleted",
+                "notificationUrl": notification_url,
+                "lifecycleNotificationUrl": lifecycle_url,
+                "resource": resource,
+                "clientState": client_state,
+                "expirationDateTime": expires.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+        )
         return resp.json()
 
     def renew_subscription(self, subscription_id: str, expires: datetime) -> dict:
-        resp = self.call("PATCH", f"/subscriptions/{quote(subscription_id)}", what="renewing a change subscription",
-                         json_body={"expirationDateTime": expires.astimezone(timezone.utc)
-                                    .strftime("%Y-%m-%dT%H:%M:%SZ")})
+        resp = self.call(
+            "PATCH",
+            f"/subscriptions/{quote(subscription_id)}",
+            what="renewing a change subscription",
+            json_body={"expirationDateTime": expires.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
+        )
         return resp.json()
 
     def delete_subscription(self, subscription_id: str) -> None:
@@ -689,6 +897,7 @@ class GraphConnector:
 
 
 # -- helpers --------------------------------------------------------------------------
+
 
 def _graph_error(resp: httpx.Response) -> tuple[str, str]:
     try:
@@ -772,7 +981,7 @@ def original_uid(value: str) -> str:
     except ValueError:
         return text
     size = int.from_bytes(raw[36:40], "little")
-    data = raw[40:40 + size]
+    data = raw[40 : 40 + size]
     if not data.startswith(b"vCal-Uid") or len(data) <= 12:
         return text
     uid = data[12:].split(b"\x00", 1)[0]
@@ -826,6 +1035,12 @@ def message_key(item: dict, sender: tuple[str, str], date: datetime, subject: st
     # this cannot match mailparse's fallback; it is stable across Graph mailboxes.
     import hashlib
 
-    basis = "\x1f".join([sender[1].lower(), ",".join(a for _, a in _addresses(item.get("toRecipients"))),
-                         date.strftime("%Y-%m-%dT%H:%M:%SZ"), subject])
+    basis = "\x1f".join(
+        [
+            sender[1].lower(),
+            ",".join(a for _, a in _addresses(item.get("toRecipients"))),
+            date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            subject,
+        ]
+    )
     return "sha256:graph:" + hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()[:40]

@@ -27,21 +27,35 @@ window) or an attendee list longer than MAX_ATTENDEES (cut, and recorded) give
 a BadRecord with the reason. A series without an end is simply bounded by the
 window.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
+
 from connectors.base import Attendee, BadRecord, CalendarWindow, MeetingRecord
 
 MAX_ATTENDEES = 500
 MAX_OCCURRENCES = 1000  # per series inside the window
 MAX_ICS_BYTES = 2 * 1024 * 1024
 METHODS = ("REQUEST", "REPLY", "CANCEL")
-_RESPONSES = {"ACCEPTED": "accepted", "DECLINED": "declined", "TENTATIVE": "tentative",
-              "NEEDS-ACTION": "needs-action", "DELEGATED": "declined"}
+_RESPONSES = {
+    "ACCEPTED": "accepted",
+    "DECLINED": "declined",
+    "TENTATIVE": "tentative",
+    "NEEDS-ACTION": "needs-action",
+    "DELEGATED": "declined",
+}
 _STATUSES = {"CONFIRMED": "confirmed", "TENTATIVE": "tentative", "CANCELLED": "cancelled"}
-_FREQ_SECONDS = {"SECONDLY": 1, "MINUTELY": 60, "HOURLY": 3600, "DAILY": 86400, "WEEKLY": 7 * 86400,
-                 "MONTHLY": 28 * 86400, "YEARLY": 365 * 86400}
+_FREQ_SECONDS = {
+    "SECONDLY": 1,
+    "MINUTELY": 60,
+    "HOURLY": 3600,
+    "DAILY": 86400,
+    "WEEKLY": 7 * 86400,
+    "MONTHLY": 28 * 86400,
+    "YEARLY": 365 * 86400,
+}
 _TIME_PROPS = ("DTSTART", "DTEND", "RECURRENCE-ID", "EXDATE", "RDATE", "DUE")
 
 
@@ -70,6 +84,7 @@ def parse_rid(rid: str) -> datetime:
 @dataclass(frozen=True)
 class Window:
     """The dates a CalendarWindow covers at one moment: events are read in [start, end)."""
+
     start: datetime  # aware UTC
     end: datetime
 
@@ -84,6 +99,7 @@ class Window:
 @dataclass
 class Parsed:
     """What one iCalendar object gave."""
+
     records: list[MeetingRecord] = field(default_factory=list)
     bad: list[BadRecord] = field(default_factory=list)
     # recurrence ids of the records ("" for a single event)
@@ -123,8 +139,15 @@ def parse_calendar(data: bytes | str):
     return cal
 
 
-def meetings_from_ics(data: bytes | str, *, base_id: str, window: Window, owner: str | None = None,
-                      method: str | None = None, window_singles: bool = True) -> Parsed:
+def meetings_from_ics(
+    data: bytes | str,
+    *,
+    base_id: str,
+    window: Window,
+    owner: str | None = None,
+    method: str | None = None,
+    window_singles: bool = True,
+) -> Parsed:
     """Records for the VEVENTs of one iCalendar object (see the module docstring).
 
     method: None for a calendar copy (CalDAV); for iMIP the METHOD (from the part's
@@ -255,8 +278,9 @@ def _people(comp, bid: str, bad: list[BadRecord]) -> tuple[Attendee | None, list
                 organizer.response = response  # the organiser listed as attendee too: one participant
             continue
         seen.add(key)
-        people.append(Attendee(pair[0], pair[1], role="optional" if role == "OPT-PARTICIPANT" else "attendee",
-                               response=response))
+        people.append(
+            Attendee(pair[0], pair[1], role="optional" if role == "OPT-PARTICIPANT" else "attendee", response=response)
+        )
     return organizer, people
 
 
@@ -268,8 +292,9 @@ def _text(comp, name: str, limit: int) -> str | None:
     return text[:limit] or None
 
 
-def _record(comp, *, uid: str, rid: str | None, start, end, bid: str, method: str | None,
-            bad: list[BadRecord]) -> MeetingRecord:
+def _record(
+    comp, *, uid: str, rid: str | None, start, end, bid: str, method: str | None, bad: list[BadRecord]
+) -> MeetingRecord:
     organizer, attendees = _people(comp, bid, bad)
     status = _STATUSES.get(str(comp.get("STATUS") or "CONFIRMED").upper(), "confirmed")
     if method == "CANCEL":
@@ -282,10 +307,20 @@ def _record(comp, *, uid: str, rid: str | None, start, end, bid: str, method: st
     e = _utc(end) if end is not None else None
     if e is not None and e < s:
         e = s
-    return MeetingRecord(remote_id=remote_id(bid, rid), uid=uid, recurrence_id=rid, start=s, end=e,
-                         subject=_text(comp, "SUMMARY", 998) or "", organizer=organizer, attendees=attendees,
-                         status=status, location=_text(comp, "LOCATION", 500), sequence=max(0, sequence),
-                         method=method)
+    return MeetingRecord(
+        remote_id=remote_id(bid, rid),
+        uid=uid,
+        recurrence_id=rid,
+        start=s,
+        end=e,
+        subject=_text(comp, "SUMMARY", 998) or "",
+        organizer=organizer,
+        attendees=attendees,
+        status=status,
+        location=_text(comp, "LOCATION", 500),
+        sequence=max(0, sequence),
+        method=method,
+    )
 
 
 def _has_others(rec: MeetingRecord, owner: str | None) -> bool:
@@ -320,19 +355,29 @@ def _estimate(rule, span_seconds: float) -> float:
     return n
 
 
-def _group(out: Parsed, cal, uid: str, comps: list, bid: str, window: Window, owner: str | None,
-           method: str | None, window_singles: bool) -> None:
+def _group(
+    out: Parsed,
+    cal,
+    uid: str,
+    comps: list,
+    bid: str,
+    window: Window,
+    owner: str | None,
+    method: str | None,
+    window_singles: bool,
+) -> None:
     for comp in comps:
         _check_zones(comp)
     master = next((c for c in comps if c.get("RECURRENCE-ID") is None), None)
     overrides = [c for c in comps if c.get("RECURRENCE-ID") is not None]
-    recurring = bool(overrides) or (master is not None and (master.get("RRULE") is not None
-                                                             or master.get("RDATE") is not None))
+    recurring = bool(overrides) or (
+        master is not None and (master.get("RRULE") is not None or master.get("RDATE") is not None)
+    )
     out.recurring = out.recurring or recurring
     bad: list[BadRecord] = []
     records: list[MeetingRecord] = []
     if not recurring:
-        if master.get("DTSTART") is None:
+        if master is None or master.get("DTSTART") is None:  # no master: every component overrides, so recurring
             raise _Bad("event without DTSTART")
         start = master.get("DTSTART").dt
         end = _end_of(master, start)
@@ -349,8 +394,18 @@ def _group(out: Parsed, cal, uid: str, comps: list, bid: str, window: Window, ow
                 raise _Bad("event without DTSTART")
             start = comp.get("DTSTART").dt
             rid_value = comp.get("RECURRENCE-ID").dt if comp.get("RECURRENCE-ID") is not None else start
-            records.append(_record(comp, uid=uid, rid=recurrence_id_utc(_utc(rid_value)), start=start,
-                                   end=_end_of(comp, start), bid=bid, method=method, bad=bad))
+            records.append(
+                _record(
+                    comp,
+                    uid=uid,
+                    rid=recurrence_id_utc(_utc(rid_value)),
+                    start=start,
+                    end=_end_of(comp, start),
+                    bid=bid,
+                    method=method,
+                    bad=bad,
+                )
+            )
     else:
         records.extend(_expand(cal, uid, master, overrides, bid, window, method, bad))
     out.bad.extend(bad)
@@ -360,8 +415,9 @@ def _group(out: Parsed, cal, uid: str, comps: list, bid: str, window: Window, ow
             out.ids.append(rec.recurrence_id or "")
 
 
-def _expand(cal, uid: str, master, overrides: list, bid: str, window: Window, method: str | None,
-            bad: list[BadRecord]) -> list[MeetingRecord]:
+def _expand(
+    cal, uid: str, master, overrides: list, bid: str, window: Window, method: str | None, bad: list[BadRecord]
+) -> list[MeetingRecord]:
     import icalendar
     import recurring_ical_events
 
@@ -372,8 +428,10 @@ def _expand(cal, uid: str, master, overrides: list, bid: str, window: Window, me
     for rule in rules if isinstance(rules, list) else [rules] if rules is not None else []:
         estimate = _estimate(rule, span)
         if estimate > MAX_OCCURRENCES * 10:
-            raise _Bad(f"recurrence too dense to expand: about {estimate:,.0f} occurrences in the sync window "
-                       f"(RRULE {rule.to_ical().decode()[:80]})")
+            raise _Bad(
+                f"recurrence too dense to expand: about {estimate:,.0f} occurrences in the sync window "
+                f"(RRULE {rule.to_ical().decode()[:80]})"
+            )
     # Expand this UID alone (an iMIP object can carry several).
     one = icalendar.Calendar()
     for tz in cal.walk("VTIMEZONE"):
@@ -392,8 +450,9 @@ def _expand(cal, uid: str, master, overrides: list, bid: str, window: Window, me
             rid_value = occ.recurrence_ids[0] if occ.recurrence_ids else occ.start
             rid = recurrence_id_utc(_utc(rid_value))
             comp = by_rid.get(rid, master)
-            records.append(_record(comp, uid=uid, rid=rid, start=occ.start, end=occ.end, bid=bid, method=method,
-                                   bad=bad))
+            records.append(
+                _record(comp, uid=uid, rid=rid, start=occ.start, end=occ.end, bid=bid, method=method, bad=bad)
+            )
             if len(records) >= MAX_OCCURRENCES:
                 bad.append(BadRecord(bid, f"recurrence cut at {MAX_OCCURRENCES} occurrences in the sync window"))
                 done = True

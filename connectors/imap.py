@@ -9,6 +9,7 @@ Cursor per folder (stored by the engine as given):
   low_uid          newest-first backfill has imported everything in the window
                    from here up to top_uid; null before the first batch
 """
+
 from __future__ import annotations
 
 import ast
@@ -23,19 +24,32 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from imapclient import IMAPClient
-from imapclient import exceptions as imap_errors
+from imapclient import IMAPClient, exceptions as imap_errors
 
+from connectors import ical
 from connectors.base import (
-    AuthError, BadDataError, BadRecord, Batch, CalendarWindow, ConnectorError, Fix, Folder, MessageRecord,
+    AuthError,
+    BadDataError,
+    BadRecord,
+    Batch,
+    CalendarWindow,
+    ConnectorError,
+    Fix,
+    Folder,
+    MessageRecord,
     TransientError,
 )
 from connectors.imapfetch import (
-    HEADER_FIELDS_KEY as _HEADER_KEY, RECEIVED_KEY, FetchFailed, calendar_part, parse_internaldate, read_fetch,
-    read_structures, send_fetch,
+    HEADER_FIELDS_KEY as _HEADER_KEY,
+    RECEIVED_KEY,
+    FetchFailed,
+    calendar_part,
+    parse_internaldate,
+    read_fetch,
+    read_structures,
+    send_fetch,
 )
 from connectors.mailparse import parse_message_headers
-from connectors import ical
 
 HEADER_FIELDS = (
     "FROM TO CC BCC REPLY-TO SUBJECT DATE MESSAGE-ID IN-REPLY-TO REFERENCES LIST-UNSUBSCRIBE LIST-ID "
@@ -51,7 +65,7 @@ HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})]"
 RECEIVED_ITEM = "BODY.PEEK[HEADER.FIELDS (RECEIVED)]<0.1>"
 # A UID SEARCH answer is one line: a large folder's (Gmail's All Mail: 100,000s of
 # UIDs) passes imaplib's 1 MB line limit.
-imaplib._MAXLINE = max(imaplib._MAXLINE, 64 << 20)
+imaplib._MAXLINE = max(imaplib._MAXLINE, 64 << 20)  # type: ignore[attr-defined]  # private, so not in typeshed
 # NO codes (RFC 5530) that mean "try again later", not "this message is broken".
 _TRANSIENT_CODES = (b"[UNAVAILABLE]", b"[LIMIT]", b"[INUSE]", b"[OVERQUOTA]", b"[SERVERBUG]")
 FIRST_BATCH = 200
@@ -60,8 +74,11 @@ SNIPPET_BYTES = 1024
 # Invitations (iMIP): only multipart messages can carry a text/calendar part next to
 # the text, so only they get a BODYSTRUCTURE (one FETCH per batch, not per message);
 # a single-part text/calendar message is read whole. See _invitations().
-_CONTENT_TYPE = re.compile(rb"^content-type:[ \t]*(?:\r?\n[ \t]+)?([a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+)"
-                           rb"(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+_CONTENT_TYPE = re.compile(
+    rb"^content-type:[ \t]*(?:\r?\n[ \t]+)?([a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+)"
+    rb"(.*(?:\r?\n[ \t].*)*)",
+    re.I | re.M,
+)
 _METHOD_PARAM = re.compile(rb'method\s*=\s*"?([A-Za-z-]+)', re.I)
 _CHARSET_PARAM = re.compile(rb'charset\s*=\s*"?([^";\s]+)', re.I)
 _CTE = re.compile(rb"^content-transfer-encoding:[ \t]*([A-Za-z0-9-]+)", re.I | re.M)
@@ -73,25 +90,109 @@ _CTE = re.compile(rb"^content-transfer-encoding:[ \t]*([A-Za-z0-9-]+)", re.I | r
 _SKIP_FLAGS = {b"\\noselect", b"\\nonexistent", b"\\junk", b"\\trash", b"\\drafts", b"\\flagged", b"\\important"}
 _ROLE_FLAGS = {b"\\sent": "sent", b"\\archive": "archive", b"\\all": "archive"}
 # Names mail clients and servers give these folders when SPECIAL-USE is absent.
-SENT_NAMES = {"sent", "sent items", "sent messages", "sent mail", "gesendet", "gesendete elemente",
-              "gesendete objekte", "envoyés", "éléments envoyés", "messages envoyés", "enviados", "elementos enviados",
-              "inviata", "posta inviata", "verzonden", "verzonden items", "verzonden berichten", "itens enviados",
-              "enviadas", "wysłane", "skickat", "skickade objekt", "sendt", "sendte elementer", "lähetetyt"}
+SENT_NAMES = {
+    "sent",
+    "sent items",
+    "sent messages",
+    "sent mail",
+    "gesendet",
+    "gesendete elemente",
+    "gesendete objekte",
+    "envoyés",
+    "éléments envoyés",
+    "messages envoyés",
+    "enviados",
+    "elementos enviados",
+    "inviata",
+    "posta inviata",
+    "verzonden",
+    "verzonden items",
+    "verzonden berichten",
+    "itens enviados",
+    "enviadas",
+    "wysłane",
+    "skickat",
+    "skickade objekt",
+    "sendt",
+    "sendte elementer",
+    "lähetetyt",
+}
 ARCHIVE_NAMES = {"archive", "archives", "archiv", "all mail", "archivio", "archivo", "archief", "arquivo"}
 # Drafts matter most: synced, a rep's unsent drafts would show up as mail they sent.
-SKIP_NAMES = {"junk", "junk e-mail", "junk email", "spam", "bulk mail", "trash", "deleted items", "deleted messages",
-              "bin", "papierkorb", "gelöschte elemente", "gelöschte objekte", "corbeille", "éléments supprimés",
-              "courrier indésirable", "drafts", "draft", "entwürfe", "brouillons", "outbox", "postausgang",
-              "boîte d'envoi", "notes", "sync issues", "conflicts", "local failures", "server failures", "rss feeds",
-              "conversation history", "calendar", "contacts", "tasks", "journal", "templates",
-              # Spanish, Portuguese, Italian, Dutch, Polish, Nordic
-              "papelera", "elementos eliminados", "correo no deseado", "borradores", "bandeja de salida",
-              "lixeira", "lixo", "itens excluídos", "lixo eletrônico", "rascunhos", "caixa de saída",
-              "cestino", "posta eliminata", "posta indesiderata", "bozze", "posta in uscita",
-              "prullenbak", "verwijderde items", "ongewenste e-mail", "concepten", "postvak uit",
-              "kosz", "elementy usunięte", "wiadomości-śmieci", "kopie robocze", "skrzynka nadawcza",
-              "papperskorgen", "borttagna objekt", "skräppost", "utkast", "utkorgen", "papirkurv", "slettede elementer",
-              "søppelpost", "kladder", "roskakori", "luonnokset"}
+SKIP_NAMES = {
+    "junk",
+    "junk e-mail",
+    "junk email",
+    "spam",
+    "bulk mail",
+    "trash",
+    "deleted items",
+    "deleted messages",
+    "bin",
+    "papierkorb",
+    "gelöschte elemente",
+    "gelöschte objekte",
+    "corbeille",
+    "éléments supprimés",
+    "courrier indésirable",
+    "drafts",
+    "draft",
+    "entwürfe",
+    "brouillons",
+    "outbox",
+    "postausgang",
+    "boîte d'envoi",
+    "notes",
+    "sync issues",
+    "conflicts",
+    "local failures",
+    "server failures",
+    "rss feeds",
+    "conversation history",
+    "calendar",
+    "contacts",
+    "tasks",
+    "journal",
+    "templates",
+    # Spanish, Portuguese, Italian, Dutch, Polish, Nordic
+    "papelera",
+    "elementos eliminados",
+    "correo no deseado",
+    "borradores",
+    "bandeja de salida",
+    "lixeira",
+    "lixo",
+    "itens excluídos",
+    "lixo eletrônico",
+    "rascunhos",
+    "caixa de saída",
+    "cestino",
+    "posta eliminata",
+    "posta indesiderata",
+    "bozze",
+    "posta in uscita",
+    "prullenbak",
+    "verwijderde items",
+    "ongewenste e-mail",
+    "concepten",
+    "postvak uit",
+    "kosz",
+    "elementy usunięte",
+    "wiadomości-śmieci",
+    "kopie robocze",
+    "skrzynka nadawcza",
+    "papperskorgen",
+    "borttagna objekt",
+    "skräppost",
+    "utkast",
+    "utkorgen",
+    "papirkurv",
+    "slettede elementer",
+    "søppelpost",
+    "kladder",
+    "roskakori",
+    "luonnokset",
+}
 
 
 @dataclass(frozen=True)
@@ -182,8 +283,15 @@ def server_text(exc: BaseException) -> str:
 
 
 class ImapConnector:
-    def __init__(self, settings: ImapSettings, password: str, *, want_snippet: bool = True,
-                 ssl_context: ssl.SSLContext | None = None, oauth2_token=None):
+    def __init__(
+        self,
+        settings: ImapSettings,
+        password: str,
+        *,
+        want_snippet: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        oauth2_token=None,
+    ):
         self.settings = settings
         self._password = password
         self._oauth2_token = oauth2_token  # callable giving an OAuth access token (SASL XOAUTH2) instead of LOGIN
@@ -203,8 +311,9 @@ class ImapConnector:
             return self._client
         s = self.settings
         try:
-            client = IMAPClient(s.host, port=s.port, ssl=s.security == "tls", ssl_context=self._ssl_context,
-                                timeout=s.timeout)
+            client = IMAPClient(
+                s.host, port=s.port, ssl=s.security == "tls", ssl_context=self._ssl_context, timeout=s.timeout
+            )
         except BaseException as exc:  # noqa: BLE001 - translated
             raise translate(exc, "connecting") from exc
         try:
@@ -254,8 +363,13 @@ class ImapConnector:
             if isinstance(name, bytes):  # undecodable modified UTF-7: keep it usable
                 name = name.decode("utf-8", "replace")
             delim = delimiter.decode() if isinstance(delimiter, bytes) else delimiter
-            folders.append(Folder(name=name, role=classify_folder(name, tuple(flags), delim),
-                                  flags=tuple(f.decode("ascii", "replace") for f in flags)))
+            folders.append(
+                Folder(
+                    name=name,
+                    role=classify_folder(name, tuple(flags), delim),
+                    flags=tuple(f.decode("ascii", "replace") for f in flags),
+                )
+            )
         return folders
 
     def folder_status(self, name: str) -> dict:
@@ -278,9 +392,12 @@ class ImapConnector:
         reset = False
         if cursor and cursor.get("uidvalidity") != status["uidvalidity"]:
             cursor, reset = {}, True
-        unchanged = (cursor.get("uidnext") == status["uidnext"]
-                     and cursor.get("highestmodseq") == status.get("highestmodseq")
-                     and cursor.get("low_uid") is not None and cursor.get("backfill_done"))
+        unchanged = (
+            cursor.get("uidnext") == status["uidnext"]
+            and cursor.get("highestmodseq") == status.get("highestmodseq")
+            and cursor.get("low_uid") is not None
+            and cursor.get("backfill_done")
+        )
         if unchanged:
             return
         client = self.connect()
@@ -288,8 +405,11 @@ class ImapConnector:
             client.select_folder(folder.name, readonly=True)
         except BaseException as exc:  # noqa: BLE001
             raise translate(exc, f"opening folder {folder.name!r}") from exc
-        base = {"uidvalidity": status["uidvalidity"], "uidnext": status["uidnext"],
-                "highestmodseq": status.get("highestmodseq")}
+        base = {
+            "uidvalidity": status["uidvalidity"],
+            "uidnext": status["uidnext"],
+            "highestmodseq": status.get("highestmodseq"),
+        }
         # Messages expunged since last time, before anything else: the batch keeps the
         # old cursor, so an interrupted run still fetches what came in meanwhile.
         removed = self._vanished(folder, cursor, status) if cursor else []
@@ -418,8 +538,9 @@ class ImapConnector:
             yield chunk, records, bad
 
     @staticmethod
-    def _salvage(imap, folder: Folder, uidvalidity: int, chunk: list[int], items: str,
-                 failure: FetchFailed) -> tuple[dict, list[BadRecord]]:
+    def _salvage(
+        imap, folder: Folder, uidvalidity: int, chunk: list[int], items: str, failure: FetchFailed
+    ) -> tuple[dict, list[BadRecord]]:
         """A batch's FETCH ended with NO (Gmail and Yahoo do so when one message is
         broken on their side): keep what came, fetch the rest one by one, and record
         only the messages the server still refuses. A "try later" code, or every
@@ -433,9 +554,12 @@ class ImapConnector:
                 response.update(read_fetch(imap, send_fetch(imap, [uid], items)))
             except FetchFailed as exc:
                 if any(code in str(exc).encode().upper() for code in _TRANSIENT_CODES):
-                    raise TransientError(f"the server refused to send mail from folder {folder.name!r} for now: "
-                                         f"{exc}") from exc
-                refused.append(BadRecord(f"{uidvalidity}/{uid}", f"the server would not send this message: {exc}"[:300]))
+                    raise TransientError(
+                        f"the server refused to send mail from folder {folder.name!r} for now: {exc}"
+                    ) from exc
+                refused.append(
+                    BadRecord(f"{uidvalidity}/{uid}", f"the server would not send this message: {exc}"[:300])
+                )
         if refused and len(refused) == len(chunk) > 1:
             raise TransientError(f"the server refused every message of a batch in folder {folder.name!r}: {failure}")
         return response, refused
@@ -478,19 +602,29 @@ class ImapConnector:
 
     def _add_meetings(self, uidvalidity: int, parts: dict, records: list, bad: list) -> None:
         window = ical.Window.of(self.calendar_window)
-        senders = {r.remote_id: (r.from_[0][1].strip().lower() if r.from_ else None)
-                   for r in records if isinstance(r, MessageRecord)}
+        senders = {
+            r.remote_id: (r.from_[0][1].strip().lower() if r.from_ else None)
+            for r in records
+            if isinstance(r, MessageRecord)
+        }
         for uid, (info, raw) in sorted(parts.items()):
             base = f"{uidvalidity}/{uid}#ics"
             if raw is None:
                 size = info.get("size", 0)
-                bad.append(BadRecord(base, f"invitation not read: calendar part of {size:,} bytes" if size
-                                     else "invitation not read: calendar part missing"))
+                bad.append(
+                    BadRecord(
+                        base,
+                        f"invitation not read: calendar part of {size:,} bytes"
+                        if size
+                        else "invitation not read: calendar part missing",
+                    )
+                )
                 continue
             try:
                 data = _decode_part(raw, info.get("encoding", "7bit"), info.get("charset") or "utf-8")
-                parsed = ical.meetings_from_ics(data, base_id=base, window=window, method=info.get("method") or "",
-                                                window_singles=False)
+                parsed = ical.meetings_from_ics(
+                    data, base_id=base, window=window, method=info.get("method") or "", window_singles=False
+                )
             except Exception as exc:  # noqa: BLE001 - one invitation never stops the folder
                 bad.append(BadRecord(base, f"unreadable invitation: {type(exc).__name__}: {exc}"[:300]))
                 continue
@@ -498,8 +632,13 @@ class ImapConnector:
             for meeting in parsed.records:
                 trusted = _from_its_author(meeting, sender)
                 if trusted is None:
-                    bad.append(BadRecord(meeting.remote_id, f"invitation ignored: sent by {sender or 'nobody'}, "
-                                                            "not by the meeting's organiser or the replying attendee"))
+                    bad.append(
+                        BadRecord(
+                            meeting.remote_id,
+                            f"invitation ignored: sent by {sender or 'nobody'}, "
+                            "not by the meeting's organiser or the replying attendee",
+                        )
+                    )
                 else:
                     records.append(trusted)
             bad.extend(parsed.bad)
@@ -517,12 +656,16 @@ class ImapConnector:
             raw_date = data.get(b"INTERNALDATE")
             received = data.get(RECEIVED_KEY) or b""
             try:
-                records.append(parse_message_headers(
-                    remote_id, data.get(_HEADER_KEY) or b"",
-                    (lambda: parse_internaldate(raw_date)) if raw_date else None,
-                    data.get(b"BODY[TEXT]<0>"),
-                    # anything but the blank line (or nothing: the server did not say) is a field
-                    relayed=(received[:1] not in b"\r\n") if received else None))
+                records.append(
+                    parse_message_headers(
+                        remote_id,
+                        data.get(_HEADER_KEY) or b"",
+                        (lambda d=raw_date: parse_internaldate(d)) if raw_date else None,
+                        data.get(b"BODY[TEXT]<0>"),
+                        # anything but the blank line (or nothing: the server did not say) is a field
+                        relayed=(received[:1] not in b"\r\n") if received else None,
+                    )
+                )
             except BadDataError as exc:
                 bad.append(BadRecord(remote_id, str(exc)))
             except Exception as exc:  # noqa: BLE001 - one message never stops the folder
@@ -564,10 +707,16 @@ def _calendar_candidates(response: dict) -> tuple[list[int], dict]:
             method = _METHOD_PARAM.search(params)
             charset = _CHARSET_PARAM.search(params)
             cte = _CTE.search(block)
-            single[uid] = ("TEXT", {"type": tuple(ctype.split(b"/", 1)), "size": 0,
-                                    "method": method.group(1).decode().upper() if method else "",
-                                    "charset": charset.group(1).decode("ascii", "replace") if charset else "utf-8",
-                                    "encoding": cte.group(1).decode().lower() if cte else "7bit"})
+            single[uid] = (
+                "TEXT",
+                {
+                    "type": tuple(ctype.split(b"/", 1)),
+                    "size": 0,
+                    "method": method.group(1).decode().upper() if method else "",
+                    "charset": charset.group(1).decode("ascii", "replace") if charset else "utf-8",
+                    "encoding": cte.group(1).decode().lower() if cte else "7bit",
+                },
+            )
     return sorted(multipart), single
 
 
@@ -588,7 +737,7 @@ def _decode_part(raw: bytes, encoding: str, charset: str) -> str:
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def since_date(days: int, now: datetime | None = None) -> datetime:

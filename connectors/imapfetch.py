@@ -6,6 +6,7 @@ messages a second. Here the command is sent with imaplib's public send() and
 the answer read with its public readline()/read(), parsing only the shapes a
 FETCH answer can take: atoms, numbers, quoted strings, NIL, literals.
 """
+
 from __future__ import annotations
 
 import imaplib
@@ -26,8 +27,12 @@ _PARTIAL = re.compile(rb"<(\d+)(?:\.\d+)?>$")
 # FLAGS (...) and Gmail's X-GM-LABELS (...): lists of atoms and quoted strings.
 _FLAG_LIST = re.compile(rb'\b(FLAGS|X-GM-LABELS) \(((?:[^()"]|"(?:[^"\\]|\\.)*")*)\)', re.I)
 _DRAFT = re.compile(rb'(?:^|\s)"?\\{1,2}Draft"?(?=\s|$)', re.I)
-_MONTHS = {m: i for i, m in enumerate(
-    (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"), 1)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"), 1
+    )
+}
 _DATE = re.compile(rb"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
 
 
@@ -46,7 +51,7 @@ def section_key(raw: bytes) -> bytes:
     if key is None:
         key = raw.upper()
         if key.startswith(b"BODY[HEADER.FIELDS"):
-            names = key[key.find(b"(") + 1:key.find(b")")].replace(b'"', b"").split()
+            names = key[key.find(b"(") + 1 : key.find(b")")].replace(b'"', b"").split()
             key = RECEIVED_KEY if names == [b"RECEIVED"] else HEADER_FIELDS_KEY
         else:
             key = _PARTIAL.sub(rb"<\1>", key)
@@ -57,6 +62,7 @@ def section_key(raw: bytes) -> bytes:
 
 class FetchFailed(imaplib.IMAP4.error):
     """The server ended a FETCH with NO or BAD. partial: what it did send before."""
+
     partial: dict = {}
 
 
@@ -78,7 +84,9 @@ def parse_internaldate(value: bytes) -> datetime | None:
 
 def _uid_set(uids: list[int]) -> str:
     """Compact sequence set: 1:5,7,9:12."""
-    parts, start, prev = [], None, None
+    parts: list[str] = []
+    start: int | None = None
+    prev = 0  # read only once start is set
     for uid in sorted(uids):
         if start is None:
             start = prev = uid
@@ -115,7 +123,7 @@ def _responses(imap: imaplib.IMAP4, tag: bytes):
         if not line:
             raise imaplib.IMAP4.abort("connection closed during FETCH")
         if line.startswith(tag + b" "):
-            status = line[len(tag) + 1:].split(b" ", 1)[0].upper()
+            status = line[len(tag) + 1 :].split(b" ", 1)[0].upper()
             if status != b"OK":
                 raise FetchFailed(line.decode("utf-8", "replace").strip())
             return
@@ -139,11 +147,11 @@ def read_fetch(imap: imaplib.IMAP4, tag: bytes) -> dict[int, dict]:
                 continue  # another untagged response (EXISTS, EXPUNGE, FLAGS)
             lines = parts[0::2]
             values: dict = {}
-            for announcing, literal in zip(lines, parts[1::2]):
+            for announcing, literal in zip(lines, parts[1::2], strict=False):  # the closing line has no literal
                 section = _SECTION_BEFORE_LITERAL.search(announcing)
                 if section:
                     values[section_key(section.group(1))] = literal
-            text = b" ".join(line[:m.start()] if (m := _LITERAL_END.search(line)) else line for line in lines)
+            text = b" ".join(line[: m.start()] if (m := _LITERAL_END.search(line)) else line for line in lines)
             uid = _UID.search(text)
             if not uid:
                 continue  # an unsolicited FETCH (flag change) without UID
@@ -177,8 +185,10 @@ def read_structures(imap: imaplib.IMAP4, tag: bytes) -> dict[int, list]:
         if not _FETCH_START.match(parts[0]):
             continue
         # Lines lose the literal announcement; a literal is one string token.
-        segments = [bytearray(p) if i % 2 else (p[:m.start()] if (m := _LITERAL_END.search(p)) else p)
-                    for i, p in enumerate(parts)]
+        segments = [
+            bytearray(p) if i % 2 else (p[: m.start()] if (m := _LITERAL_END.search(p)) else p)
+            for i, p in enumerate(parts)
+        ]
         # Most structures hold no calendar part: skip them without parsing.
         if not any(_MAY_BE_CALENDAR.search(seg) for seg in segments if not isinstance(seg, bytearray)):
             continue
@@ -190,7 +200,7 @@ def read_structures(imap: imaplib.IMAP4, tag: bytes) -> dict[int, list]:
         fetch = next((x for x in items if isinstance(x, list)), None)
         if not fetch:
             continue
-        pairs = dict(zip(fetch[0::2], fetch[1::2]))
+        pairs = dict(zip(fetch[0::2], fetch[1::2], strict=False))  # a key without a value is dropped
         uid, structure = None, None
         for key, value in pairs.items():
             if isinstance(key, bytes) and key.upper() == b"UID":
@@ -267,12 +277,23 @@ def _find_parts(body: list, prefix: str) -> list[tuple[str, dict]]:
     if (mtype, subtype) not in ((b"text", b"calendar"), (b"application", b"ics")):
         return []
     params = body[2] if len(body) > 2 and isinstance(body[2], list) else []
-    pmap = {(k or b"").lower(): (v or b"") for k, v in zip(params[0::2], params[1::2]) if isinstance(k, bytes)}
+    pmap = {
+        (k or b"").lower(): (v or b"") for k, v in zip(params[0::2], params[1::2], strict=False) if isinstance(k, bytes)
+    }
     encoding = body[5] if len(body) > 5 and isinstance(body[5], bytes) else b"7bit"
     try:
         size = int(body[6]) if len(body) > 6 and body[6] is not None else 0
     except (TypeError, ValueError):
         size = 0
-    return [(section, {"type": (mtype, subtype), "charset": pmap.get(b"charset", b"utf-8").decode("ascii", "replace"),
-                       "method": pmap.get(b"method", b"").decode("ascii", "replace").upper(),
-                       "encoding": encoding.decode("ascii", "replace").lower(), "size": size})]
+    return [
+        (
+            section,
+            {
+                "type": (mtype, subtype),
+                "charset": pmap.get(b"charset", b"utf-8").decode("ascii", "replace"),
+                "method": pmap.get(b"method", b"").decode("ascii", "replace").upper(),
+                "encoding": encoding.decode("ascii", "replace").lower(),
+                "size": size,
+            },
+        )
+    ]

@@ -11,6 +11,7 @@ Two ways in:
 
 msal talks to the authority with `requests`, which trusts REQUESTS_CA_BUNDLE.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,6 +42,8 @@ def graph_scopes(graph_url: str | None, *, delegated: bool) -> list[str]:
         return list(GRAPH_USER_SCOPES if delegated else GRAPH_APP_SCOPES)
     origin = f"https://{host}"
     return [f"{origin}/Mail.Read", f"{origin}/Calendars.Read"] if delegated else [f"{origin}/.default"]
+
+
 IMAP_USER_SCOPES = ["https://outlook.office.com/IMAP.AccessAsUser.All"]
 IMAP_APP_SCOPES = ["https://outlook.office365.com/.default"]
 TIMEOUT = 30
@@ -87,8 +90,15 @@ def _explain(result: dict, *, delegated: bool) -> AuthError | TransientError:
 class AppTokenSource:
     """App-only tokens (client credentials) for a tenant app registration."""
 
-    def __init__(self, tenant_id: str, client_id: str, credential, *, authority: str | None = None,
-                 scopes: list[str] | None = None):
+    def __init__(
+        self,
+        tenant_id: str,
+        client_id: str,
+        credential,
+        *,
+        authority: str | None = None,
+        scopes: list[str] | None = None,
+    ):
         self.authority = authority_for(tenant_id, authority)
         self.client_id = client_id
         self._credential = credential
@@ -102,8 +112,9 @@ class AppTokenSource:
             app = _apps.get(self._key)
             if app is None:
                 try:
-                    app = msal.ConfidentialClientApplication(self.client_id, client_credential=self._credential,
-                                                             **_app_kwargs(self.authority))
+                    app = msal.ConfidentialClientApplication(
+                        self.client_id, client_credential=self._credential, **_app_kwargs(self.authority)
+                    )
                 except requests.RequestException as exc:
                     raise TransientError(f"cannot reach the Microsoft sign-in service: {type(exc).__name__}") from exc
                 except ValueError as exc:
@@ -127,8 +138,16 @@ class AppTokenSource:
 class DelegatedTokenSource:
     """A signed-in user's tokens from a serialized msal cache (the mailbox secret)."""
 
-    def __init__(self, client_id: str, tenant_id: str, cache_json: str, *, authority: str | None = None,
-                 scopes: list[str] | None = None, username: str | None = None):
+    def __init__(
+        self,
+        client_id: str,
+        tenant_id: str,
+        cache_json: str,
+        *,
+        authority: str | None = None,
+        scopes: list[str] | None = None,
+        username: str | None = None,
+    ):
         self.authority = authority_for(tenant_id or "organizations", authority)
         self.client_id = client_id
         self.scopes = scopes or GRAPH_USER_SCOPES
@@ -150,8 +169,9 @@ class DelegatedTokenSource:
     def app(self) -> msal.PublicClientApplication:
         if self._app is None:
             try:
-                self._app = msal.PublicClientApplication(self.client_id, token_cache=self.cache,
-                                                         **_app_kwargs(self.authority))
+                self._app = msal.PublicClientApplication(
+                    self.client_id, token_cache=self.cache, **_app_kwargs(self.authority)
+                )
             except requests.RequestException as exc:
                 raise TransientError(f"cannot reach the Microsoft sign-in service: {type(exc).__name__}") from exc
         return self._app
@@ -163,33 +183,37 @@ class DelegatedTokenSource:
             if not accounts:
                 raise AuthError("no Microsoft 365 sign-in is stored for this mailbox", fix=Fix.SIGN_IN)
             try:
-                result = app.acquire_token_silent_with_error(self.scopes, account=accounts[0],
-                                                             force_refresh=force_refresh)
+                result = app.acquire_token_silent_with_error(
+                    self.scopes, account=accounts[0], force_refresh=force_refresh
+                )
             except requests.RequestException as exc:
                 raise TransientError(f"cannot reach the Microsoft sign-in service: {type(exc).__name__}") from exc
             if self._rt_secrets() != self._refresh_tokens:  # rotated: the stored secret must follow
                 self.updated_secret = self.cache.serialize()
             if not result or "access_token" not in result:
-                raise _explain(result or {"error": "invalid_grant", "error_description": "no usable refresh token"},
-                               delegated=True)
+                raise _explain(
+                    result or {"error": "invalid_grant", "error_description": "no usable refresh token"}, delegated=True
+                )
             return result["access_token"]
 
 
-def start_device_flow(client_id: str, tenant_id: str, *, authority: str | None = None,
-                      scopes: list[str] | None = None) -> tuple[msal.PublicClientApplication, dict,
-                                                                msal.SerializableTokenCache]:
+def start_device_flow(
+    client_id: str, tenant_id: str, *, authority: str | None = None, scopes: list[str] | None = None
+) -> tuple[msal.PublicClientApplication, dict, msal.SerializableTokenCache]:
     """Begin a device-code sign-in; show flow["message"] to the person."""
     cache = msal.SerializableTokenCache()
-    app = msal.PublicClientApplication(client_id, token_cache=cache,
-                                       **_app_kwargs(authority_for(tenant_id or "organizations", authority)))
+    app = msal.PublicClientApplication(
+        client_id, token_cache=cache, **_app_kwargs(authority_for(tenant_id or "organizations", authority))
+    )
     flow = app.initiate_device_flow(scopes=scopes or GRAPH_USER_SCOPES)
     if "user_code" not in flow:
         raise AuthError(f"could not start the device sign-in: {flow.get('error')}: {flow.get('error_description')}")
     return app, flow, cache
 
 
-def finish_device_flow(app: msal.PublicClientApplication, flow: dict,
-                       cache: msal.SerializableTokenCache) -> tuple[str, str]:
+def finish_device_flow(
+    app: msal.PublicClientApplication, flow: dict, cache: msal.SerializableTokenCache
+) -> tuple[str, str]:
     """Wait for the person to sign in; returns (their username, the serialized cache to store)."""
     result = app.acquire_token_by_device_flow(flow)
     if "access_token" not in result:

@@ -6,6 +6,7 @@ hundreds of thousands of messages. So the block is split with one regular
 expression and only the fields we use are decoded, with the standard
 library's address and date helpers doing the hard parts.
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,9 +27,25 @@ _UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _WS = re.compile(r"\s+")
 _WANTED = {
-    "from", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id", "in-reply-to",
-    "references", "list-unsubscribe", "list-id", "precedence", "auto-submitted",
-    "x-autoreply", "x-autorespond", "content-type", "content-transfer-encoding", "authentication-results",
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "in-reply-to",
+    "references",
+    "list-unsubscribe",
+    "list-id",
+    "precedence",
+    "auto-submitted",
+    "x-autoreply",
+    "x-autorespond",
+    "content-type",
+    "content-transfer-encoding",
+    "authentication-results",
 }
 # Fields whose every occurrence counts (joined by "\n", newest first), up to MAX_REPEATS.
 _REPEATED = frozenset({"authentication-results"})
@@ -145,7 +162,7 @@ def _decode_fast(value: str) -> str | None:
     words: list = []  # [text or bytes, charset or None (plain text)]
     pos = 0
     for m in _EW.finditer(value):
-        gap = value[pos:m.start()]
+        gap = value[pos : m.start()]
         if "=?" in gap:
             return None
         if pos == 0:
@@ -171,7 +188,7 @@ def _decode_fast(value: str) -> str | None:
         else:
             pad = len(payload) % 4
             if pad:
-                payload += "==="[:4 - pad]
+                payload += "==="[: 4 - pad]
             try:
                 raw = binascii.a2b_base64(payload.encode("ascii"))
             except binascii.Error:
@@ -186,10 +203,18 @@ def _decode_fast(value: str) -> str | None:
     if tail:
         words.append([tail, None])
     # whitespace alone between two encoded words goes (RFC 2047 6.2)
-    kept = [w for n, w in enumerate(words)
-            if not (w[1] is None and 0 < n < len(words) - 1 and words[n - 1][1] is not None
-                    and words[n + 1][1] is not None and w[0].isspace())]
-    collapsed = []
+    kept = [
+        w
+        for n, w in enumerate(words)
+        if not (
+            w[1] is None
+            and 0 < n < len(words) - 1
+            and words[n - 1][1] is not None
+            and words[n + 1][1] is not None
+            and w[0].isspace()
+        )
+    ]
+    collapsed: list[list] = []  # [bytes, charset or None]
     for word, charset in kept:
         if charset is None:
             word = word.encode("ascii")
@@ -206,8 +231,10 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 # `Name <a@b>`, `"Name" <a@b>` or a bare `a@b`: nearly every address list is made
 # only of these; anything fancier (comments, groups, quoted commas) takes the
 # standard library's full RFC 5322 parser.
-_SIMPLE_ADDRESS = re.compile(r'\s*(?:"([^"\\]*)"|([^"<>,;:()\\@]*?))\s*<([^<>\s"(),;:\\]+@[^<>\s"(),;:\\]+)>\s*'
-                             r'|\s*([^<>\s"(),;:\\]+@[^<>\s"(),;:\\]+)\s*')
+_SIMPLE_ADDRESS = re.compile(
+    r'\s*(?:"([^"\\]*)"|([^"<>,;:()\\@]*?))\s*<([^<>\s"(),;:\\]+@[^<>\s"(),;:\\]+)>\s*'
+    r'|\s*([^<>\s"(),;:\\]+@[^<>\s"(),;:\\]+)\s*'
+)
 
 
 def _simple_addresses(value: str) -> list[tuple[str, str]] | None:
@@ -261,10 +288,13 @@ def _addresses(value: str) -> tuple:
     return tuple(out)
 
 
-_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
-                                          "dec"), 1)}
-_RFC_DATE = re.compile(r"\s*(?:[A-Za-z]{3},\s*)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+(\d\d):(\d\d)(?::(\d\d))?\s+"
-                       r"([+-])(\d\d)(\d\d)\b")
+_MONTHS = {
+    m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
+}
+_RFC_DATE = re.compile(
+    r"\s*(?:[A-Za-z]{3},\s*)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+(\d\d):(\d\d)(?::(\d\d))?\s+"
+    r"([+-])(\d\d)(\d\d)\b"
+)
 
 
 def parse_date(value: str | None) -> datetime | None:
@@ -324,8 +354,13 @@ def message_key_for(msgid: str, sender_address: str, date: datetime, subject: st
     one message (any mailbox, IMAP or Graph) still meet. Used by every mail connector."""
     if not is_weak_message_id(msgid):
         return msgid[:500]
-    basis = "\x1f".join([sender_address.strip().lower(), date.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M"),
-                          " ".join(subject.split())])
+    basis = "\x1f".join(
+        [
+            sender_address.strip().lower(),
+            date.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M"),
+            " ".join(subject.split()),
+        ]
+    )
     return f"{msgid[:400]}#{hashlib.sha256(basis.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
 
 
@@ -338,20 +373,24 @@ def fallback_key(fields: dict[str, str]) -> str:
 _EARLIEST_PLAUSIBLE = datetime(1990, 1, 1, tzinfo=timezone.utc)
 
 
-_latest = [float("-inf"), _EARLIEST_PLAUSIBLE]  # [monotonic time of computing, now + 1 day]
+_latest: tuple[float, datetime] = (float("-inf"), _EARLIEST_PLAUSIBLE)  # (monotonic time of computing, now + 1 day)
 
 
 def _plausible(date: datetime) -> bool:
     # The upper bound is recomputed once a minute, not per message (the hot path).
+    global _latest
     tick = time.monotonic()
     if tick - _latest[0] > 60:
-        _latest[0], _latest[1] = tick, datetime.now(timezone.utc) + timedelta(days=1)
+        _latest = (tick, datetime.now(timezone.utc) + timedelta(days=1))
     return _EARLIEST_PLAUSIBLE <= date <= _latest[1]
 
 
 def is_auto_reply(fields: dict[str, str]) -> bool:
-    return (fields.get("auto-submitted", "").lower().startswith("auto-replied")
-            or "x-autoreply" in fields or "x-autorespond" in fields)
+    return (
+        fields.get("auto-submitted", "").lower().startswith("auto-replied")
+        or "x-autoreply" in fields
+        or "x-autorespond" in fields
+    )
 
 
 def is_bulk(fields: dict[str, str]) -> bool:
@@ -381,8 +420,9 @@ def list_identifier(value: str | None) -> str | None:
     return m.group(1).strip().lower()[:255] if m else None
 
 
-def parse_message_headers(remote_id: str, block: bytes, internaldate=None, body: bytes | None = None, *,
-                          relayed: bool | None = None) -> MessageRecord:
+def parse_message_headers(
+    remote_id: str, block: bytes, internaldate=None, body: bytes | None = None, *, relayed: bool | None = None
+) -> MessageRecord:
     """Turn one header block (and optionally the first bytes of the body, for a
     snippet) into a MessageRecord, or raise BadDataError with the reason.
 

@@ -31,6 +31,7 @@ replies, bulk mail, copies), ``render`` (one email's bytes), ``encoding``
 (RFC 2047, folding, quoted-printable, dates), ``hostile`` (malformed samples),
 ``maildir`` (writing a Maildir++ tree), ``cli`` (``python -m demodata``).
 """
+
 from demodata.cli import main
 from demodata.hostile import malformed_messages
 from demodata.maildir import write_maildir
@@ -38,6 +39,13 @@ from demodata.model import Company, Contact, Corpus, Message, Rep
 from demodata.stream import generate
 
 __all__ = [
-    "Rep", "Company", "Contact", "Corpus", "Message",
-    "generate", "malformed_messages", "write_maildir", "main",
+    "Rep",
+    "Company",
+    "Contact",
+    "Corpus",
+    "Message",
+    "generate",
+    "malformed_messages",
+    "write_maildir",
+    "main",
 ]

@@ -1,4 +1,5 @@
 """When mail is sent: a recency- and business-hour-biased clock, and replies moved to working hours."""
+
 from __future__ import annotations
 
 import bisect
@@ -17,8 +18,33 @@ class _Clock:
     ~18 days back from ``now``; weekends at 12%; hours weighted by business
     hours at HQ (UTC-5).
     """
-    HW = (0.3, 0.2, 0.15, 0.15, 0.2, 0.4, 1.0, 2.5, 5.0, 8.0, 9.0, 9.0,
-          7.5, 8.0, 9.0, 8.5, 7.0, 5.0, 3.0, 2.2, 1.8, 1.4, 1.0, 0.6)
+
+    HW = (
+        0.3,
+        0.2,
+        0.15,
+        0.15,
+        0.2,
+        0.4,
+        1.0,
+        2.5,
+        5.0,
+        8.0,
+        9.0,
+        9.0,
+        7.5,
+        8.0,
+        9.0,
+        8.5,
+        7.0,
+        5.0,
+        3.0,
+        2.2,
+        1.8,
+        1.4,
+        1.0,
+        0.6,
+    )
 
     def __init__(self, now_ts: float, days: int, hq_off_min: int = HQ_OFFSET_MIN):
         off = hq_off_min * 60
@@ -33,9 +59,9 @@ class _Clock:
             start_local = today0 - age * 86400
             lo = 0.0
             hi = ht
-            if start_local < local_start:   # oldest, partial day
+            if start_local < local_start:  # oldest, partial day
                 lo = self._hcum(local_start - start_local)
-            if age == 0:                    # today, up to now
+            if age == 0:  # today, up to now
                 hi = self._hcum(local_now - today0)
             if hi - lo <= 0:
                 continue

@@ -1,4 +1,5 @@
 """Random draws: weighted choice over cumulative weights, and a faster random.Random."""
+
 from __future__ import annotations
 
 import bisect

@@ -1,4 +1,5 @@
 """Header and body encoding as real mailers write it: RFC 2047 words, folding, quoted-printable, dates."""
+
 from __future__ import annotations
 
 import binascii
@@ -13,9 +14,24 @@ CRLF_Q = "\r\n> "
 b2a_qp = binascii.b2a_qp
 
 
-_TRANSLIT = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "ø": "o", "Ø": "O",
-                           "å": "aa", "Å": "Aa", "æ": "ae", "Æ": "Ae", "ł": "l", "Ł": "L",
-                           "đ": "d", "þ": "th"})
+_TRANSLIT = str.maketrans(
+    {
+        "ä": "ae",
+        "ö": "oe",
+        "ü": "ue",
+        "ß": "ss",
+        "ø": "o",
+        "Ø": "O",
+        "å": "aa",
+        "Å": "Aa",
+        "æ": "ae",
+        "Æ": "Ae",
+        "ł": "l",
+        "Ł": "L",
+        "đ": "d",
+        "þ": "th",
+    }
+)
 
 
 def _ascii_slug(text: str) -> str:
@@ -142,8 +158,12 @@ def _date_hdr(ts: int, off_min: int, offstr: str, pad: bool) -> str:
     d = _DAY_CACHE.get(key)
     if d is None:
         tm = time.gmtime(day * 86400)
-        d = "%s, %s %s %d " % (_WD[tm.tm_wday], ("%02d" % tm.tm_mday) if pad else tm.tm_mday,
-                               _MON[tm.tm_mon - 1], tm.tm_year)
+        d = "%s, %s %s %d " % (
+            _WD[tm.tm_wday],
+            ("%02d" % tm.tm_mday) if pad else tm.tm_mday,
+            _MON[tm.tm_mon - 1],
+            tm.tm_year,
+        )
         if len(_DAY_CACHE) > 100000:
             _DAY_CACHE.clear()
         _DAY_CACHE[key] = d
@@ -156,8 +176,13 @@ def _quote_date(ts: int, off_min: int, style: str) -> str:
     tm = time.gmtime(ts + off_min * 60)
     if style == "gmail":
         h = tm.tm_hour % 12 or 12
-        return "%s, %s %d, %d at %d:%02d %s" % (_WD[tm.tm_wday], _MON[tm.tm_mon - 1], tm.tm_mday,
-                                               tm.tm_year, h, tm.tm_min,
-                                               "AM" if tm.tm_hour < 12 else "PM")
-    return "%d %s %d, at %02d:%02d" % (tm.tm_mday, _MON[tm.tm_mon - 1], tm.tm_year,
-                                       tm.tm_hour, tm.tm_min)
+        return "%s, %s %d, %d at %d:%02d %s" % (
+            _WD[tm.tm_wday],
+            _MON[tm.tm_mon - 1],
+            tm.tm_mday,
+            tm.tm_year,
+            h,
+            tm.tm_min,
+            "AM" if tm.tm_hour < 12 else "PM",
+        )
+    return "%d %s %d, at %02d:%02d" % (tm.tm_mday, _MON[tm.tm_mon - 1], tm.tm_year, tm.tm_hour, tm.tm_min)

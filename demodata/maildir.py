@@ -1,4 +1,5 @@
 """Writing one rep's messages into a Maildir++ tree (what Dovecot serves in tests and benchmarks)."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,14 @@ from demodata.model import Message
 class _MaildirWriter:
     """Writes one user's messages into a Maildir++ tree (INBOX at the root)."""
 
-    def __init__(self, root, owner_uid: int | None = None, owner_gid: int | None = None,
-                 crlf_to_lf: bool = False, host: str = "threadline-demo"):
+    def __init__(
+        self,
+        root,
+        owner_uid: int | None = None,
+        owner_gid: int | None = None,
+        crlf_to_lf: bool = False,
+        host: str = "threadline-demo",
+    ):
         self.root = os.fspath(root)
         self.uid = owner_uid
         self.gid = -1 if owner_gid is None else owner_gid
@@ -61,9 +68,16 @@ class _MaildirWriter:
             flags = ""
         while True:
             self.seq += 1
-            name = "%d.M%06dP%dQ%dR%s.%s,S=%d:2,%s" % (int(ts), self.seq % 1000000, self.pid,
-                                                        self.seq, self.token, self.host,
-                                                        len(data), flags)
+            name = "%d.M%06dP%dQ%dR%s.%s,S=%d:2,%s" % (
+                int(ts),
+                self.seq % 1000000,
+                self.pid,
+                self.seq,
+                self.token,
+                self.host,
+                len(data),
+                flags,
+            )
             path = os.path.join(d, name)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -92,9 +106,15 @@ class _MaildirWriter:
             self._chown(p)
 
 
-def write_maildir(root, messages: Iterable[Message], owner_uid: int | None = None, *,
-                  owner_gid: int | None = None, mailbox: str | None = None,
-                  crlf_to_lf: bool = False) -> dict[str, int]:
+def write_maildir(
+    root,
+    messages: Iterable[Message],
+    owner_uid: int | None = None,
+    *,
+    owner_gid: int | None = None,
+    mailbox: str | None = None,
+    crlf_to_lf: bool = False,
+) -> dict[str, int]:
     """Write ONE user's messages into a Maildir++ tree at ``root``.
 
     INBOX is the root maildir, other folders are ``.Folder`` sub-maildirs
@@ -116,8 +136,7 @@ def write_maildir(root, messages: Iterable[Message], owner_uid: int | None = Non
         elif m.mailbox != owner:
             if mailbox is not None:
                 continue
-            raise ValueError("write_maildir writes one user's mail: got %r after %r"
-                             % (m.mailbox, owner))
+            raise ValueError("write_maildir writes one user's mail: got %r after %r" % (m.mailbox, owner))
         w.add(m)
     w.finish()
     return dict(w.counts)

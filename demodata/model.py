@@ -1,4 +1,5 @@
 """The generated world's public shapes: reps, companies, contacts, the corpus and one message copy."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ class Contact(NamedTuple):
     ground truth); ``email`` uses that domain, or a free-mail domain
     (gmail.com, outlook.com, ...) for about 10% of contacts.
     """
+
     name: str
     email: str
     company_domain: str
@@ -43,12 +45,13 @@ class Contact(NamedTuple):
 @dataclass
 class Corpus:
     """The invented world the messages are drawn from."""
+
     org_name: str = "Northwind Analytics"
     internal_domains: list[str] = field(default_factory=lambda: ["northwind.io"])
     reps: list[Rep] = field(default_factory=list)
     companies: list[Company] = field(default_factory=list)
     contacts: list[Contact] = field(default_factory=list)
-    admins: list[str] = field(default_factory=list)          # rep emails with the admin role
+    admins: list[str] = field(default_factory=list)  # rep emails with the admin role
     account_owner: dict[str, str] = field(default_factory=dict)  # company domain -> rep email
     bulk_senders: list[tuple[str, str]] = field(default_factory=list)  # (name, email)
     seed: int = 1
@@ -84,6 +87,7 @@ class Message:
     (between reps only), "bulk" (newsletters, notifications) or "auto"
     (out-of-office auto replies); ``in_reply_to`` is the parent's Message-ID.
     """
+
     raw: bytes
     mailbox: str
     folder: str

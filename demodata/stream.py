@@ -1,4 +1,5 @@
 """The stream of messages: threads started and answered in time order, bulk mail, one copy per mailbox."""
+
 from __future__ import annotations
 
 import base64
@@ -13,17 +14,46 @@ from demodata.draw import _cum, _FastRandom, _wchoice
 from demodata.encoding import _phrase, _quote_date
 from demodata.model import Corpus, Message
 from demodata.render import _Renderer
-from demodata.vocabulary import (_BULK_NEWS, _BULK_NOTIFY, _FIRST, _LAST, _MONTHS_LONG, _NEWS_TOPICS, _NOTIFY_LINES,
-                                 _SUBJ_IN, _SUBJ_INTERNAL, _SUBJ_OUT, _SUBJ_OUT_DE)
+from demodata.vocabulary import (
+    _BULK_NEWS,
+    _BULK_NOTIFY,
+    _FIRST,
+    _LAST,
+    _MONTHS_LONG,
+    _NEWS_TOPICS,
+    _NOTIFY_LINES,
+    _SUBJ_IN,
+    _SUBJ_INTERNAL,
+    _SUBJ_OUT,
+    _SUBJ_OUT_DE,
+)
 from demodata.world import _build_world, _Person
 
 UTC = timezone.utc
 
 
 class _Thread:
-    __slots__ = ("kind", "subject", "subject_key", "ctx", "ids", "last_sender", "last_to",
-                 "last_cc", "last_ts", "last_text", "rounds", "max_rounds", "rep", "contact",
-                 "cc_contact", "cc_colleague", "company", "ooo_done", "lang")
+    __slots__ = (
+        "kind",
+        "subject",
+        "subject_key",
+        "ctx",
+        "ids",
+        "last_sender",
+        "last_to",
+        "last_cc",
+        "last_ts",
+        "last_text",
+        "rounds",
+        "max_rounds",
+        "rep",
+        "contact",
+        "cc_contact",
+        "cc_colleague",
+        "company",
+        "ooo_done",
+        "lang",
+    )
 
 
 _ROUNDS = [1] * 35 + [2] * 28 + [3] * 17 + [4] * 10 + [5] * 5 + [6, 6, 7, 8, 9]
@@ -46,8 +76,9 @@ class _Generator(_Renderer):
         self.now_ts = int(now.timestamp())
         self.n = n_messages
         self.days = days
-        (self.corpus, self.reps, self.comp_rows, self.company_meta,
-         self.contacts_by_company) = _build_world(seed, n_reps, companies, days, now)
+        (self.corpus, self.reps, self.comp_rows, self.company_meta, self.contacts_by_company) = _build_world(
+            seed, n_reps, companies, days, now
+        )
         self.rng = _FastRandom("mailgen-stream:%s" % seed)
         self.clock = _Clock(self.now_ts, days)
         self.seq = 0
@@ -69,7 +100,8 @@ class _Generator(_Renderer):
             self.dkim_pool.append(
                 ";\r\n        h=to:subject:message-id:date:from:mime-version;\r\n"
                 f"        bh={b[:43]}=;\r\n        b={b[43:113]}\r\n         {b[113:183]}\r\n"
-                f"         {b[183:253]}\r\n         {b[253:323]}\r\n         {b[323:377]}==\r\n")
+                f"         {b[183:253]}\r\n         {b[253:323]}\r\n         {b[323:377]}==\r\n"
+            )
         self._make_ctx_pool()
         self.recent_ext: list[tuple] = []  # ring buffer for forwards
         self.bulk_people = {}
@@ -80,13 +112,13 @@ class _Generator(_Renderer):
 
     # ---- copies ------------------------------------------------------------
 
-    def _copies(self, raw: bytes, mid: str, sender: _Person, rcpts: list[_Person], ts: int,
-                kind: str, irt: str | None) -> list[Message]:
+    def _copies(
+        self, raw: bytes, mid: str, sender: _Person, rcpts: list[_Person], ts: int, kind: str, irt: str | None
+    ) -> list[Message]:
         rnd = self.rng.random
         out = []
         if sender.internal:
-            out.append(Message(raw, sender.email, "Sent", datetime.fromtimestamp(ts, UTC), mid,
-                               kind, irt))
+            out.append(Message(raw, sender.email, "Sent", datetime.fromtimestamp(ts, UTC), mid, kind, irt))
             seen = [sender.email]
         else:
             seen = []
@@ -96,8 +128,17 @@ class _Generator(_Renderer):
                 its = ts + 1 + int(rnd() * 90)
                 if its > self.now_ts:
                     its = self.now_ts
-                out.append(Message(raw, p.email, "Archive" if rnd() < 0.04 else "INBOX",
-                                   datetime.fromtimestamp(its, UTC), mid, kind, irt))
+                out.append(
+                    Message(
+                        raw,
+                        p.email,
+                        "Archive" if rnd() < 0.04 else "INBOX",
+                        datetime.fromtimestamp(its, UTC),
+                        mid,
+                        kind,
+                        irt,
+                    )
+                )
         return out
 
     @staticmethod
@@ -126,51 +167,77 @@ class _Generator(_Renderer):
                 if key not in self.bulk_people:
                     if len(self.bulk_people) > 5000:
                         self.bulk_people.clear()
-                    self.bulk_people[key] = (_Person(cname, key, "", cname, 0, "bulk", False, ""),
-                                             "email." + domain)
+                    self.bulk_people[key] = (_Person(cname, key, "", cname, 0, "bulk", False, ""), "email." + domain)
                 sender, lu_host = self.bulk_people[key]
                 tm = time.gmtime(ts)
-                subject = "%s Newsletter – %s %d" % (self.short_names[ci],
-                                                     _MONTHS_LONG[tm.tm_mon - 1], tm.tm_year)
+                subject = "%s Newsletter – %s %d" % (self.short_names[ci], _MONTHS_LONG[tm.tm_mon - 1], tm.tm_year)
             else:
                 n_, e_, _ = _BULK_NEWS[rng.randrange(len(_BULK_NEWS))]
                 sender, lu_host = self.bulk_people[e_]
-                subject = "%s #%d: %s" % (n_, rng.randint(40, 320),
-                                          rng.choice(_NEWS_TOPICS).format_map(ctx))
+                subject = "%s #%d: %s" % (n_, rng.randint(40, 320), rng.choice(_NEWS_TOPICS).format_map(ctx))
             token = self._hex(24)
-            extra = ("List-Unsubscribe: <mailto:unsubscribe-%s@%s>,\r\n <https://%s/u/%s>\r\n"
-                     "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-                     "List-Id: %s <newsletter.%s>\r\nPrecedence: bulk\r\n"
-                     "X-Campaign-Id: %d\r\nFeedback-ID: %d:newsletter:esp\r\n" % (
-                         token, lu_host, lu_host, token, _phrase(sender.name, 0),
-                         sender.domain, rng.randint(10000, 99999), rng.randint(100, 999)))
-            text = ("Hi %s,\r\n\r\nThis week:\r\n%s.\r\nRead the full story on our blog:\r\n"
-                    "https://%s/p/%s\r\nPlus: three short reads picked by our editors.\r\n\r\n"
-                    "You're receiving this because you subscribed at\r\n%s.\r\n"
-                    "Unsubscribe: https://%s/u/%s" % (
-                        rep.first, subject.split(": ", 1)[-1], sender.domain, token[:10],
-                        sender.domain, lu_host, token))
-            html_extra = ('\r\n<table width="100%%" cellpadding="0" cellspacing="0">\r\n'
-                          '<tr><td style="padding:24px;\r\nfont-family:Helvetica,Arial,sans-serif">'
-                          '\r\n<a href="https://%s/p/%s">\r\nRead more</a></td></tr></table>\r\n'
-                          '<p style="font-size:11px;color:#888">\r\n'
-                          '<a href="https://%s/u/%s">\r\nUnsubscribe</a></p>' % (
-                              sender.domain, token[:10], lu_host, token))
+            extra = (
+                "List-Unsubscribe: <mailto:unsubscribe-%s@%s>,\r\n <https://%s/u/%s>\r\n"
+                "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+                "List-Id: %s <newsletter.%s>\r\nPrecedence: bulk\r\n"
+                "X-Campaign-Id: %d\r\nFeedback-ID: %d:newsletter:esp\r\n"
+                % (
+                    token,
+                    lu_host,
+                    lu_host,
+                    token,
+                    _phrase(sender.name, 0),
+                    sender.domain,
+                    rng.randint(10000, 99999),
+                    rng.randint(100, 999),
+                )
+            )
+            text = (
+                "Hi %s,\r\n\r\nThis week:\r\n%s.\r\nRead the full story on our blog:\r\n"
+                "https://%s/p/%s\r\nPlus: three short reads picked by our editors.\r\n\r\n"
+                "You're receiving this because you subscribed at\r\n%s.\r\n"
+                "Unsubscribe: https://%s/u/%s"
+                % (rep.first, subject.split(": ", 1)[-1], sender.domain, token[:10], sender.domain, lu_host, token)
+            )
+            html_extra = (
+                '\r\n<table width="100%%" cellpadding="0" cellspacing="0">\r\n'
+                '<tr><td style="padding:24px;\r\nfont-family:Helvetica,Arial,sans-serif">'
+                '\r\n<a href="https://%s/p/%s">\r\nRead more</a></td></tr></table>\r\n'
+                '<p style="font-size:11px;color:#888">\r\n'
+                '<a href="https://%s/u/%s">\r\nUnsubscribe</a></p>' % (sender.domain, token[:10], lu_host, token)
+            )
         else:  # notification
             n_, e_, subj_t = _BULK_NOTIFY[rng.randrange(len(_BULK_NOTIFY))]
             sender = self.bulk_people[e_][0]
             subject = subj_t.format_map(ctx)
             text = "Hello %s,\r\n\r\n%s.\r\n%s\r\n\r\n%s\r\n\r\nThe %s team" % (
-                rep.first, subject, rng.choice(_NOTIFY_LINES).format_map(ctx),
-                rng.choice(_NOTIFY_LINES).format_map(ctx), n_)
+                rep.first,
+                subject,
+                rng.choice(_NOTIFY_LINES).format_map(ctx),
+                rng.choice(_NOTIFY_LINES).format_map(ctx),
+                n_,
+            )
             html_extra = ""
             extra = "Auto-Submitted: auto-generated\r\nX-Auto-Response-Suppress: All\r\n"
             if rng.random() < 0.3:
                 extra += "Precedence: bulk\r\n"
         self.seq += 1
         mid = "<%s.%x.%d@%s>" % (self._hex(20), self.seq, ts, lu_host or ("mail." + sender.domain))
-        raw = self._assemble(sender, [rep], [], subject, ts, mid, None, [], text, None,
-                             extra=extra, inbound_trace=True, html_extra=html_extra)
+        raw = self._assemble(
+            sender,
+            [rep],
+            [],
+            subject,
+            ts,
+            mid,
+            None,
+            [],
+            text,
+            None,
+            extra=extra,
+            inbound_trace=True,
+            html_extra=html_extra,
+        )
         return self._copies(raw, mid, sender, [rep], ts, "bulk", None)
 
     def _start(self, ts: int, budget: int) -> list[Message]:
@@ -237,8 +304,9 @@ class _Generator(_Renderer):
             return self._bulk(ts)
         text = self._text(key, ctx, sender, to[0].first, th.lang, rnd() < 0.6, True)
         mid = self._message_id(sender)
-        raw = self._assemble(sender, to, cc, th.subject, ts, mid, None, [], text, None,
-                             inbound_trace=not sender.internal)
+        raw = self._assemble(
+            sender, to, cc, th.subject, ts, mid, None, [], text, None, inbound_trace=not sender.internal
+        )
         th.ids = [mid]
         th.last_sender, th.last_to, th.last_cc, th.last_ts = sender, to, cc, ts
         th.last_text = text
@@ -262,8 +330,9 @@ class _Generator(_Renderer):
             fwd = rng.choice(self.recent_ext)
             insiders = [p for p in (fwd[2], *fwd[3], *fwd[4]) if p.internal]
         sender = rng.choice(insiders) if insiders else rng.choice(self.reps)
-        others = [p for p in self.reps if p is not sender and p not in insiders] or \
-            [p for p in self.reps if p is not sender]
+        others = [p for p in self.reps if p is not sender and p not in insiders] or [
+            p for p in self.reps if p is not sender
+        ]
         to = [rng.choice(others)]
         if len(others) > 2 and rnd() < 0.2:
             to.append(rng.choice([p for p in others if p is not to[0]]))
@@ -289,12 +358,21 @@ class _Generator(_Renderer):
         th.last_text = text
         if fwd is not None:
             f_mid, f_subj, f_sender, f_to, _, f_ts, f_text = fwd
-            text = ("%s,\r\n\r\nFYI, see below. Can you take this one?\r\n\r\n%s\r\n\r\n"
-                    "---------- Forwarded message ---------\r\nFrom: %s <%s>\r\nDate: %s\r\n"
-                    "Subject: %s\r\nTo: %s\r\n\r\n%s" % (
-                        to[0].first, sender.first, f_sender.name, f_sender.email,
-                        _quote_date(f_ts, sender.off, "gmail"), f_subj,
-                        ", ".join("%s <%s>" % (p.name, p.email) for p in f_to), f_text))
+            text = (
+                "%s,\r\n\r\nFYI, see below. Can you take this one?\r\n\r\n%s\r\n\r\n"
+                "---------- Forwarded message ---------\r\nFrom: %s <%s>\r\nDate: %s\r\n"
+                "Subject: %s\r\nTo: %s\r\n\r\n%s"
+                % (
+                    to[0].first,
+                    sender.first,
+                    f_sender.name,
+                    f_sender.email,
+                    _quote_date(f_ts, sender.off, "gmail"),
+                    f_subj,
+                    ", ".join("%s <%s>" % (p.name, p.email) for p in f_to),
+                    f_text,
+                )
+            )
             th.last_text = text.split("\r\n---------- Forwarded", 1)[0]
         mid = self._message_id(sender)
         raw = self._assemble(sender, to, cc, th.subject, ts, mid, None, [], text, None)
@@ -311,11 +389,11 @@ class _Generator(_Renderer):
         if delay is None:
             r = rnd()
             if r < 0.3:
-                delay = 300 + rnd() * 3300            # within the hour
+                delay = 300 + rnd() * 3300  # within the hour
             elif r < 0.7:
-                delay = 3600 + rnd() * 7 * 3600       # same day
+                delay = 3600 + rnd() * 7 * 3600  # same day
             elif r < 0.95:
-                delay = 86400 + rnd() * 2 * 86400     # a day or two
+                delay = 86400 + rnd() * 2 * 86400  # a day or two
             else:
                 delay = 4 * 86400 + rnd() * 10 * 86400
         # who answers next
@@ -345,21 +423,31 @@ class _Generator(_Renderer):
         parent = th.ids[-1]
         prev_sender = th.last_sender
         # Out-of-office auto reply from a contact (does not advance the thread).
-        if (th.kind == "external" and not replier.internal and not th.ooo_done
-                and prev_sender.internal and rnd() < 0.04):
+        if th.kind == "external" and not replier.internal and not th.ooo_done and prev_sender.internal and rnd() < 0.04:
             th.ooo_done = True
             if self._n_copies(replier, [prev_sender]) > budget:
                 return self._bulk(ts)
             mid = self._message_id(replier)
-            text = ("Thank you for your email.\r\n\r\nI am out of the office until %s %s with"
-                    " limited access to email.\r\nFor urgent matters please contact our office."
-                    "\r\n\r\n%s" % (th.ctx["month"], th.ctx["day"], replier.name))
+            text = (
+                "Thank you for your email.\r\n\r\nI am out of the office until %s %s with"
+                " limited access to email.\r\nFor urgent matters please contact our office."
+                "\r\n\r\n%s" % (th.ctx["month"], th.ctx["day"], replier.name)
+            )
             refs = th.ids if len(th.ids) <= 10 else th.ids[:1] + th.ids[-9:]
-            raw = self._assemble(replier, [prev_sender], [], "Automatic reply: " + th.subject, ts,
-                                 mid, parent, refs, text, None,
-                                 extra="Auto-Submitted: auto-replied\r\n"
-                                       "X-Auto-Response-Suppress: All\r\n",
-                                 inbound_trace=True)
+            raw = self._assemble(
+                replier,
+                [prev_sender],
+                [],
+                "Automatic reply: " + th.subject,
+                ts,
+                mid,
+                parent,
+                refs,
+                text,
+                None,
+                extra="Auto-Submitted: auto-replied\r\nX-Auto-Response-Suppress: All\r\n",
+                inbound_trace=True,
+            )
             self._schedule(th, ts, delay=2 * 86400 + rnd() * 4 * 86400)
             return self._copies(raw, mid, replier, [prev_sender], ts, "auto", parent)
 
@@ -368,10 +456,8 @@ class _Generator(_Renderer):
         if cc and rnd() < 0.1:
             cc = []  # "reply" instead of "reply all"
         insert = ""
-        if (th.kind == "external" and not replier.internal and th.cc_contact is None
-                and rnd() < 0.08):
-            others = [p for p in self.contacts_by_company[th.company]
-                      if p is not replier and p is not th.contact]
+        if th.kind == "external" and not replier.internal and th.cc_contact is None and rnd() < 0.08:
+            others = [p for p in self.contacts_by_company[th.company] if p is not replier and p is not th.contact]
             if others:
                 looping = th.cc_contact = rng.choice(others)
                 cc.append(looping)
@@ -384,8 +470,7 @@ class _Generator(_Renderer):
             intent = "reply_rep" if replier.internal else "reply_contact"
         else:
             intent = "int"
-        text = self._text(intent, th.ctx, replier, prev_sender.first, th.lang, rnd() < 0.3,
-                          False, insert)
+        text = self._text(intent, th.ctx, replier, prev_sender.first, th.lang, rnd() < 0.3, False, insert)
         base = th.subject
         if base.startswith(("Re: ", "RE: ")):
             subject = base
@@ -395,8 +480,9 @@ class _Generator(_Renderer):
         ids = th.ids
         refs = ids if len(ids) <= 10 else ids[:1] + ids[-9:]
         quote = (prev_sender, th.last_ts, th.last_text, th.subject) if rnd() < 0.65 else None
-        raw = self._assemble(replier, to, cc, subject, ts, mid, parent, refs, text, quote,
-                             inbound_trace=not replier.internal)
+        raw = self._assemble(
+            replier, to, cc, subject, ts, mid, parent, refs, text, quote, inbound_trace=not replier.internal
+        )
         ids.append(mid)
         th.last_sender, th.last_to, th.last_cc, th.last_ts = replier, to, cc, ts
         th.last_text = text
@@ -429,8 +515,9 @@ class _Generator(_Renderer):
             used += len(msgs)
 
 
-def generate(seed: int = 1, n_messages: int = 2000, reps: int = 6, companies=None,
-             days: int = 365, now: datetime | None = None) -> tuple[Corpus, Iterator[Message]]:
+def generate(
+    seed: int = 1, n_messages: int = 2000, reps: int = 6, companies=None, days: int = 365, now: datetime | None = None
+) -> tuple[Corpus, Iterator[Message]]:
     """Build the world and return ``(corpus, iterator of Message)``.
 
     ``n_messages`` is the exact number of mailbox copies yielded. ``companies``

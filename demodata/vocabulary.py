@@ -2,6 +2,7 @@
 
 Everything here is data; names starting with "_" are shared inside demodata only.
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -10,11 +11,18 @@ ORG_NAME = "Northwind Analytics"
 ORG_DOMAIN = "northwind.io"
 HQ_OFFSET_MIN = -300  # New York, DST ignored
 
-FREEMAIL_DOMAINS = ("gmail.com", "outlook.com", "yahoo.com", "hotmail.co.uk",
-                    "icloud.com", "gmx.de", "web.de", "proton.me")
+FREEMAIL_DOMAINS = (
+    "gmail.com",
+    "outlook.com",
+    "yahoo.com",
+    "hotmail.co.uk",
+    "icloud.com",
+    "gmx.de",
+    "web.de",
+    "proton.me",
+)
 _FREEMAIL_WEIGHTS = (40, 20, 12, 6, 8, 5, 4, 5)
-_FREEMAIL_MAILER = {"gmail.com": "gmail", "outlook.com": "outlook", "hotmail.co.uk": "outlook",
-                    "icloud.com": "apple"}
+_FREEMAIL_MAILER = {"gmail.com": "gmail", "outlook.com": "outlook", "hotmail.co.uk": "outlook", "icloud.com": "apple"}
 
 _REP_POOL = [
     ("Alice Nguyen", "Head of Sales"),
@@ -31,56 +39,302 @@ _REP_POOL = [
     ("Tomás Ribeiro", "Solutions Engineer"),
 ]
 _REP_TZ = [-300, -300, -300, -480, 0, -300, -360, -480, 60, 0, 60, -300]
-_REP_MAILER = ["gmail", "gmail", "apple", "gmail", "outlook", "thunderbird", "gmail",
-               "gmail", "apple", "gmail", "gmail", "outlook"]
+_REP_MAILER = [
+    "gmail",
+    "gmail",
+    "apple",
+    "gmail",
+    "outlook",
+    "thunderbird",
+    "gmail",
+    "gmail",
+    "apple",
+    "gmail",
+    "gmail",
+    "outlook",
+]
 
 _FIRST = [
-    "James", "Emma", "Olivia", "Noah", "Sophie", "Lucas", "Mia", "Ethan", "Chloé", "Amelia",
-    "Jack", "Isla", "Oliver", "Grace", "Henry", "Ava", "Leo", "Nora", "Felix", "Lena",
-    "Jonas", "Anna", "Mateo", "Lucía", "Sofía", "François", "Amélie", "Björn", "Åsa",
-    "Łukasz", "Anaïs", "Renée", "Siobhán", "Niamh", "Raj", "Aisha", "Wei", "Mei", "Yuki",
-    "Hiroshi", "Omar", "Layla", "Tomás", "Inês", "Dmitri", "Katarzyna", "Eero", "Maëlle",
-    "David", "Sarah", "Michael", "Laura", "Daniel", "Rachel", "Tom", "Kate", "Sam",
-    "Priyanka", "Arjun", "Chen", "Kwame", "Ngozi", "Lars", "Ingrid", "Pablo", "Carmen",
-    "Jürgen", "Eleanor", "Rory", "Zara", "Nikolai", "Beatriz", "Hugo", "Matilda", "Ruth",
+    "James",
+    "Emma",
+    "Olivia",
+    "Noah",
+    "Sophie",
+    "Lucas",
+    "Mia",
+    "Ethan",
+    "Chloé",
+    "Amelia",
+    "Jack",
+    "Isla",
+    "Oliver",
+    "Grace",
+    "Henry",
+    "Ava",
+    "Leo",
+    "Nora",
+    "Felix",
+    "Lena",
+    "Jonas",
+    "Anna",
+    "Mateo",
+    "Lucía",
+    "Sofía",
+    "François",
+    "Amélie",
+    "Björn",
+    "Åsa",
+    "Łukasz",
+    "Anaïs",
+    "Renée",
+    "Siobhán",
+    "Niamh",
+    "Raj",
+    "Aisha",
+    "Wei",
+    "Mei",
+    "Yuki",
+    "Hiroshi",
+    "Omar",
+    "Layla",
+    "Tomás",
+    "Inês",
+    "Dmitri",
+    "Katarzyna",
+    "Eero",
+    "Maëlle",
+    "David",
+    "Sarah",
+    "Michael",
+    "Laura",
+    "Daniel",
+    "Rachel",
+    "Tom",
+    "Kate",
+    "Sam",
+    "Priyanka",
+    "Arjun",
+    "Chen",
+    "Kwame",
+    "Ngozi",
+    "Lars",
+    "Ingrid",
+    "Pablo",
+    "Carmen",
+    "Jürgen",
+    "Eleanor",
+    "Rory",
+    "Zara",
+    "Nikolai",
+    "Beatriz",
+    "Hugo",
+    "Matilda",
+    "Ruth",
 ]
 _LAST = [
-    "Smith", "Johnson", "Williams", "Brown", "Taylor", "Wilson", "Davies", "Evans", "Thomas",
-    "Roberts", "Müller", "Schneider", "Fischer", "Weber", "Becker", "Álvarez", "García",
-    "Martínez", "Fernández", "Núñez", "Østergaard", "Jørgensen", "Lindqvist", "Åkesson",
-    "Dubois", "Lefèvre", "Moreau", "Rossi", "Bianchi", "Kowalski", "Wiśniewski", "Dvořák",
-    "Novák", "O'Connor", "O'Sullivan", "Ó Briain", "MacLeod", "Patel", "Sharma", "Chen",
-    "Wang", "Tanaka", "Sato", "Kim", "Nguyen", "Okafor", "Mensah", "van der Berg", "de Vries",
-    "Jansen", "Costa", "Silva", "Santos", "Ivanova", "Petrov", "Cohen", "Haddad", "Murphy",
-    "Kelly", "Walsh", "Anderson", "Clark", "Lewis", "Walker", "Hall", "Young", "King",
-    "Wright", "Hughes", "Green", "Baker", "Adams", "Nelson", "Mitchell", "Brennan", "Lund",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Taylor",
+    "Wilson",
+    "Davies",
+    "Evans",
+    "Thomas",
+    "Roberts",
+    "Müller",
+    "Schneider",
+    "Fischer",
+    "Weber",
+    "Becker",
+    "Álvarez",
+    "García",
+    "Martínez",
+    "Fernández",
+    "Núñez",
+    "Østergaard",
+    "Jørgensen",
+    "Lindqvist",
+    "Åkesson",
+    "Dubois",
+    "Lefèvre",
+    "Moreau",
+    "Rossi",
+    "Bianchi",
+    "Kowalski",
+    "Wiśniewski",
+    "Dvořák",
+    "Novák",
+    "O'Connor",
+    "O'Sullivan",
+    "Ó Briain",
+    "MacLeod",
+    "Patel",
+    "Sharma",
+    "Chen",
+    "Wang",
+    "Tanaka",
+    "Sato",
+    "Kim",
+    "Nguyen",
+    "Okafor",
+    "Mensah",
+    "van der Berg",
+    "de Vries",
+    "Jansen",
+    "Costa",
+    "Silva",
+    "Santos",
+    "Ivanova",
+    "Petrov",
+    "Cohen",
+    "Haddad",
+    "Murphy",
+    "Kelly",
+    "Walsh",
+    "Anderson",
+    "Clark",
+    "Lewis",
+    "Walker",
+    "Hall",
+    "Young",
+    "King",
+    "Wright",
+    "Hughes",
+    "Green",
+    "Baker",
+    "Adams",
+    "Nelson",
+    "Mitchell",
+    "Brennan",
+    "Lund",
 ]
 # Names that must exist in every corpus (non-ASCII handling is tested on them).
 _FIXED_CONTACTS = [("Zoë Müller", ".de"), ("José Álvarez", ".es"), ("Søren Kierkegaard", ".dk")]
 
 _TITLES = [
-    "VP of Sales", "Head of Procurement", "CTO", "CFO", "Operations Manager",
-    "Director of Finance", "Head of Data", "IT Manager", "Chief Revenue Officer",
-    "Procurement Specialist", "Marketing Director", "Product Manager", "Senior Buyer", "COO",
-    "Head of Partnerships", "Data Engineer", "Office Manager", "General Counsel",
-    "Founder & CEO", "Revenue Operations Lead", "BI Analyst", "Head of Customer Success",
+    "VP of Sales",
+    "Head of Procurement",
+    "CTO",
+    "CFO",
+    "Operations Manager",
+    "Director of Finance",
+    "Head of Data",
+    "IT Manager",
+    "Chief Revenue Officer",
+    "Procurement Specialist",
+    "Marketing Director",
+    "Product Manager",
+    "Senior Buyer",
+    "COO",
+    "Head of Partnerships",
+    "Data Engineer",
+    "Office Manager",
+    "General Counsel",
+    "Founder & CEO",
+    "Revenue Operations Lead",
+    "BI Analyst",
+    "Head of Customer Success",
 ]
 
 _CO_PREFIX = [
-    "Bluefin", "Harbor", "Kestrel", "Pemberton", "Wattle", "Granite", "Lumen", "Cobalt",
-    "Tidewater", "Redwood", "Silverline", "Brightpath", "Ironbark", "Meridian", "Oakhurst",
-    "Quarry", "Sable", "Juniper", "Vantage", "Fjord", "Alder", "Beacon", "Cinder", "Driftwood",
-    "Elmstead", "Foxglove", "Gilded", "Halcyon", "Ivory", "Larkspur", "Marlowe", "Nimbus",
-    "Orchid", "Pinnacle", "Quill", "Rookwood", "Saffron", "Thistle", "Umber", "Verdant",
-    "Willow", "Yarrow", "Zephyr", "Aurora", "Bramble", "Copperleaf", "Dunmore", "Evergreen",
-    "Helix", "Kite", "Mistral", "Nordlicht", "Osprey", "Paragon", "Riverbend", "Stonegate",
-    "Tern", "Upland", "Vireo", "Wren", "Atlas", "Basalt", "Corvid", "Delta Rose", "Ember",
+    "Bluefin",
+    "Harbor",
+    "Kestrel",
+    "Pemberton",
+    "Wattle",
+    "Granite",
+    "Lumen",
+    "Cobalt",
+    "Tidewater",
+    "Redwood",
+    "Silverline",
+    "Brightpath",
+    "Ironbark",
+    "Meridian",
+    "Oakhurst",
+    "Quarry",
+    "Sable",
+    "Juniper",
+    "Vantage",
+    "Fjord",
+    "Alder",
+    "Beacon",
+    "Cinder",
+    "Driftwood",
+    "Elmstead",
+    "Foxglove",
+    "Gilded",
+    "Halcyon",
+    "Ivory",
+    "Larkspur",
+    "Marlowe",
+    "Nimbus",
+    "Orchid",
+    "Pinnacle",
+    "Quill",
+    "Rookwood",
+    "Saffron",
+    "Thistle",
+    "Umber",
+    "Verdant",
+    "Willow",
+    "Yarrow",
+    "Zephyr",
+    "Aurora",
+    "Bramble",
+    "Copperleaf",
+    "Dunmore",
+    "Evergreen",
+    "Helix",
+    "Kite",
+    "Mistral",
+    "Nordlicht",
+    "Osprey",
+    "Paragon",
+    "Riverbend",
+    "Stonegate",
+    "Tern",
+    "Upland",
+    "Vireo",
+    "Wren",
+    "Atlas",
+    "Basalt",
+    "Corvid",
+    "Delta Rose",
+    "Ember",
 ]
 _CO_SECTOR = [
-    "Logistics", "Health", "Robotics", "Foods", "Capital", "Energy", "Labs", "Retail",
-    "Software", "Freight", "Pharma", "Insurance", "Media", "Manufacturing", "Biotech",
-    "Outdoor", "Telecom", "Systems", "Supply", "Motors", "Textiles", "Hospitality",
-    "Learning", "Security", "Aerospace", "Water", "Homes", "Payments", "Dental", "Brewing",
+    "Logistics",
+    "Health",
+    "Robotics",
+    "Foods",
+    "Capital",
+    "Energy",
+    "Labs",
+    "Retail",
+    "Software",
+    "Freight",
+    "Pharma",
+    "Insurance",
+    "Media",
+    "Manufacturing",
+    "Biotech",
+    "Outdoor",
+    "Telecom",
+    "Systems",
+    "Supply",
+    "Motors",
+    "Textiles",
+    "Hospitality",
+    "Learning",
+    "Security",
+    "Aerospace",
+    "Water",
+    "Homes",
+    "Payments",
+    "Dental",
+    "Brewing",
 ]
 # tld, legal suffixes, weight, tz offsets (minutes), phone style, outlook region, language
 _TLDS = [
@@ -101,16 +355,43 @@ _TLDS = [
 ]
 _TLD_BY_NAME = {t[0]: t for t in _TLDS}
 
-_PRODUCTS = ["Northwind Insights", "Pipeline Pro", "the Analytics Suite", "Forecast Studio",
-             "Northwind Connect", "the Data Hub"]
-_AREAS = ["pipeline", "revenue", "churn", "inventory", "marketing attribution", "finance",
-          "ops", "supply chain", "customer health", "sales forecast"]
+_PRODUCTS = [
+    "Northwind Insights",
+    "Pipeline Pro",
+    "the Analytics Suite",
+    "Forecast Studio",
+    "Northwind Connect",
+    "the Data Hub",
+]
+_AREAS = [
+    "pipeline",
+    "revenue",
+    "churn",
+    "inventory",
+    "marketing attribution",
+    "finance",
+    "ops",
+    "supply chain",
+    "customer health",
+    "sales forecast",
+]
 _WEEKDAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
 _TIMES = ["9:30", "10am", "11:00", "1pm", "2:30pm", "3pm", "4:00", "noon"]
-_CITIES = ["London", "Berlin", "Sydney", "Toronto", "Austin", "Dublin", "München", "Zürich",
-           "Malmö", "São Paulo"]
-_MONTHS_LONG = ["January", "February", "March", "April", "May", "June", "July", "August",
-                "September", "October", "November", "December"]
+_CITIES = ["London", "Berlin", "Sydney", "Toronto", "Austin", "Dublin", "München", "Zürich", "Malmö", "São Paulo"]
+_MONTHS_LONG = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 # Subjects. Keys double as body intents.
 _SUBJ_OUT = [
@@ -157,8 +438,16 @@ _SUBJ_INTERNAL = [
     ("int", "Notes from {company} call", 3),
 ]
 
-_GREET = ["Hi {first},", "Hi {first},", "Hello {first},", "{first},", "Hey {first},",
-          "Dear {first},", "Hi {first}!", "Morning {first},"]
+_GREET = [
+    "Hi {first},",
+    "Hi {first},",
+    "Hello {first},",
+    "{first},",
+    "Hey {first},",
+    "Dear {first},",
+    "Hi {first}!",
+    "Morning {first},",
+]
 _GREET_DE = ["Hallo {first},", "Liebe/r {first},", "Hi {first},"]
 _CLOSE = ["Best,", "Thanks,", "Cheers,", "Kind regards,", "Best regards,", "Thanks!", "Talk soon,"]
 _CLOSE_DE = ["Viele Grüße,", "Beste Grüße,", "Danke und Grüße,"]
@@ -345,14 +634,14 @@ _LINES_DE = {
 }
 
 
-
 def _wrap_templates(pools: dict) -> None:
     """Hard-wrap template sentences like plain-text mailers do (~72 columns once
     the placeholders are filled in), so bodies rarely need QP soft breaks."""
     for key, lines in pools.items():
-        pools[key] = [textwrap.fill(ln, width=58, break_long_words=False,
-                                    break_on_hyphens=False).replace("\n", "\r\n")
-                      for ln in lines]
+        pools[key] = [
+            textwrap.fill(ln, width=58, break_long_words=False, break_on_hyphens=False).replace("\n", "\r\n")
+            for ln in lines
+        ]
 
 
 _wrap_templates(_LINES)
@@ -366,10 +655,15 @@ _BULK_NEWS = [
     ("DataOps Monthly", "editors@dataopsmonthly.com", "bounce.dataopsmonthly.com"),
 ]
 _NEWS_TOPICS = [
-    "Why forecast accuracy is the new north star", "10 cold email subject lines that still work",
-    "The state of RevOps in {year}", "Pricing pages that convert", "What we learned from 500 demos",
-    "Webinar: building a data-driven sales team", "Your {month} product update",
-    "AI in the sales stack: hype vs. reality", "How to run a QBR your customers enjoy",
+    "Why forecast accuracy is the new north star",
+    "10 cold email subject lines that still work",
+    "The state of RevOps in {year}",
+    "Pricing pages that convert",
+    "What we learned from 500 demos",
+    "Webinar: building a data-driven sales team",
+    "Your {month} product update",
+    "AI in the sales stack: hype vs. reality",
+    "How to run a QBR your customers enjoy",
 ]
 _BULK_NOTIFY = [
     ("Ledgerly Billing", "no-reply@billing.ledgerly.io", "Your invoice {inv} from Ledgerly is ready"),
@@ -395,13 +689,16 @@ _MAILER_UA = {
     "generic": "X-Mailer: Roundcube Webmail/1.6.6\r\n",
 }
 
-_HTML_QUOTE_OPEN = ('<br>\r\n<div class="gmail_quote">\r\n<div dir="ltr" '
-                    'class="gmail_attr">\r\n')
-_HTML_QUOTE_MID = ('<br></div>\r\n<blockquote class="gmail_quote"\r\n style="margin:0px 0px 0px'
-                   ' 0.8ex;\r\n border-left:1px solid rgb(204,204,204);\r\n padding-left:1ex">\r\n')
-_HTML_OUTLOOK_OPEN = ('<html><head>\r\n<meta http-equiv="Content-Type"\r\n content="text/html;'
-                      ' charset=utf-8">\r\n</head>\r\n<body>\r\n<div style="font-family:'
-                      ' Calibri,\r\n Arial, Helvetica, sans-serif; font-size: 11pt;">\r\n')
+_HTML_QUOTE_OPEN = '<br>\r\n<div class="gmail_quote">\r\n<div dir="ltr" class="gmail_attr">\r\n'
+_HTML_QUOTE_MID = (
+    '<br></div>\r\n<blockquote class="gmail_quote"\r\n style="margin:0px 0px 0px'
+    ' 0.8ex;\r\n border-left:1px solid rgb(204,204,204);\r\n padding-left:1ex">\r\n'
+)
+_HTML_OUTLOOK_OPEN = (
+    '<html><head>\r\n<meta http-equiv="Content-Type"\r\n content="text/html;'
+    ' charset=utf-8">\r\n</head>\r\n<body>\r\n<div style="font-family:'
+    ' Calibri,\r\n Arial, Helvetica, sans-serif; font-size: 11pt;">\r\n'
+)
 
 _WD = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MON = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

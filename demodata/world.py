@@ -1,4 +1,5 @@
 """The people and companies: reps, customer companies with their mail systems, and their contacts."""
+
 from __future__ import annotations
 
 import random
@@ -7,18 +8,54 @@ from datetime import datetime
 from demodata.draw import _cum, _wchoice
 from demodata.encoding import _ascii_slug, _offstr, _phrase
 from demodata.model import Company, Contact, Corpus, Rep
-from demodata.vocabulary import (_BULK_NEWS, _BULK_NOTIFY, _CO_PREFIX, _CO_SECTOR, _FIRST, _FIXED_CONTACTS,
-                                 _FREEMAIL_MAILER, _FREEMAIL_WEIGHTS, _LAST, _REP_MAILER, _REP_POOL, _REP_TZ,
-                                 _TITLES, _TLD_BY_NAME, _TLDS, FREEMAIL_DOMAINS, ORG_DOMAIN, ORG_NAME)
+from demodata.vocabulary import (
+    _BULK_NEWS,
+    _BULK_NOTIFY,
+    _CO_PREFIX,
+    _CO_SECTOR,
+    _FIRST,
+    _FIXED_CONTACTS,
+    _FREEMAIL_MAILER,
+    _FREEMAIL_WEIGHTS,
+    _LAST,
+    _REP_MAILER,
+    _REP_POOL,
+    _REP_TZ,
+    _TITLES,
+    _TLD_BY_NAME,
+    _TLDS,
+    FREEMAIL_DOMAINS,
+    ORG_DOMAIN,
+    ORG_NAME,
+)
 
 
 class _Person:
-    __slots__ = ("name", "email", "first", "domain", "off", "offstr", "mailer", "internal",
-                 "sig", "addr", "title", "company", "outlook_srv", "idx", "lang", "from_line",
-                 "to_line", "dkim_head", "trace")
+    __slots__ = (
+        "name",
+        "email",
+        "first",
+        "domain",
+        "off",
+        "offstr",
+        "mailer",
+        "internal",
+        "sig",
+        "addr",
+        "title",
+        "company",
+        "outlook_srv",
+        "idx",
+        "lang",
+        "from_line",
+        "to_line",
+        "dkim_head",
+        "trace",
+    )
 
-    def __init__(self, name, email, title, company, off, mailer, internal, phone, lang="en",
-                 display=None, outlook_srv=""):
+    def __init__(
+        self, name, email, title, company, off, mailer, internal, phone, lang="en", display=None, outlook_srv=""
+    ):
         self.name = name
         self.email = email
         self.first = name.split(" ")[0]
@@ -42,15 +79,27 @@ class _Person:
         self.from_line = tuple("From: %s\r\n" % a for a in self.addr)
         self.to_line = tuple("To: %s\r\n" % a for a in self.addr)
         dom = self.domain
-        self.dkim_head = ("DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=%s;\r\n"
-                          "        s=%s; t=" % (dom, "google" if dom == ORG_DOMAIN else "selector1"))
-        self.trace = ("Return-Path: <" + email + ">\r\nReceived: from mail-" + dom + " (mail-" + dom
-                      + " [%s])\r\n        by mx.northwind.io with ESMTPS id %s\r\n"
-                      "        (version=TLS1_3 cipher=TLS_AES_256_GCM_SHA384);\r\n        %s\r\n"
-                      "Authentication-Results: mx.northwind.io;\r\n       dkim=pass header.d="
-                      + dom + ";\r\n       spf=pass (domain of " + email + " designates %s as"
-                      " permitted sender) smtp.mailfrom=" + email + ";\r\n       dmarc=pass"
-                      " header.from=" + dom + "\r\n")
+        self.dkim_head = "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=%s;\r\n        s=%s; t=" % (
+            dom,
+            "google" if dom == ORG_DOMAIN else "selector1",
+        )
+        self.trace = (
+            "Return-Path: <"
+            + email
+            + ">\r\nReceived: from mail-"
+            + dom
+            + " (mail-"
+            + dom
+            + " [%s])\r\n        by mx.northwind.io with ESMTPS id %s\r\n"
+            "        (version=TLS1_3 cipher=TLS_AES_256_GCM_SHA384);\r\n        %s\r\n"
+            "Authentication-Results: mx.northwind.io;\r\n       dkim=pass header.d="
+            + dom
+            + ";\r\n       spf=pass (domain of "
+            + email
+            + " designates %s as"
+            " permitted sender) smtp.mailfrom=" + email + ";\r\n       dmarc=pass"
+            " header.from=" + dom + "\r\n"
+        )
 
 
 def _build_world(seed: int, n_reps: int, companies, days: int, now: datetime):
@@ -69,8 +118,9 @@ def _build_world(seed: int, n_reps: int, companies, days: int, now: datetime):
                 name = "%s %s" % (rng.choice(_FIRST), rng.choice(_LAST))
                 if all(name != r.name for r in reps):
                     break
-            title = rng.choice(["Account Executive", "Sales Development Rep",
-                                "Customer Success Manager", "Solutions Engineer"])
+            title = rng.choice(
+                ["Account Executive", "Sales Development Rep", "Customer Success Manager", "Solutions Engineer"]
+            )
         first = _ascii_slug(name.split(" ")[0])
         local = first
         if local in used_local:
@@ -80,9 +130,18 @@ def _build_world(seed: int, n_reps: int, companies, days: int, now: datetime):
             local = "%s%d" % (first, n)
             n += 1
         used_local.add(local)
-        reps.append(_Person(name, "%s@%s" % (local, org_domain), title, ORG_NAME,
-                            _REP_TZ[i % len(_REP_TZ)], _REP_MAILER[i % len(_REP_MAILER)], True,
-                            "+1 (646) 555-01%02d" % (10 + i % 90)))
+        reps.append(
+            _Person(
+                name,
+                "%s@%s" % (local, org_domain),
+                title,
+                ORG_NAME,
+                _REP_TZ[i % len(_REP_TZ)],
+                _REP_MAILER[i % len(_REP_MAILER)],
+                True,
+                "+1 (646) 555-01%02d" % (10 + i % 90),
+            )
+        )
 
     # companies
     tld_items = [t[0] for t in _TLDS]
@@ -133,26 +192,32 @@ def _build_world(seed: int, n_reps: int, companies, days: int, now: datetime):
         rng.shuffle(comp_rows)
     else:
         for name, domain in companies:
-            tld = next((t for t in sorted(tld_items, key=len, reverse=True) if domain.endswith(t)),
-                       ".com")
+            tld = next((t for t in sorted(tld_items, key=len, reverse=True) if domain.endswith(t)), ".com")
             comp_rows.append((name, domain, tld))
     if not comp_rows:
         raise ValueError("at least one company is required")
 
     # per company: mail system, timezone, outlook tenant, owner rep
     company_meta = []
-    for ci, (cname, domain, tld) in enumerate(comp_rows):
+    for ci, (_cname, _domain, tld) in enumerate(comp_rows):
         meta = _TLD_BY_NAME.get(tld, _TLDS[0])
         system = rng.choices(["outlook", "gmail", "apple", "generic"], [45, 38, 7, 10])[0]
-        srv = "%s%02dMB%04d" % (rng.choice(["DM6PR", "BN7PR", "CH2PR", "SA1PR", "AM0PR", "DB9PR",
-                                            "PA4PR", "SY4PR", "LO2P", "MW4PR"]),
-                                rng.randint(1, 19), rng.randint(1000, 9999))
+        srv = "%s%02dMB%04d" % (
+            rng.choice(["DM6PR", "BN7PR", "CH2PR", "SA1PR", "AM0PR", "DB9PR", "PA4PR", "SY4PR", "LO2P", "MW4PR"]),
+            rng.randint(1, 19),
+            rng.randint(1000, 9999),
+        )
         outlook_host = "%s.%s%02d.prod.outlook.com" % (srv, meta[5], rng.randint(1, 12))
-        company_meta.append({
-            "system": system, "off": rng.choice(meta[3]), "phone": meta[4],
-            "outlook": (srv, outlook_host), "lang": meta[6],
-            "owner": reps[ci % len(reps)] if len(reps) < 3 else reps[(ci % (len(reps) - 1)) + 1],
-        })
+        company_meta.append(
+            {
+                "system": system,
+                "off": rng.choice(meta[3]),
+                "phone": meta[4],
+                "outlook": (srv, outlook_host),
+                "lang": meta[6],
+                "owner": reps[ci % len(reps)] if len(reps) < 3 else reps[(ci % (len(reps) - 1)) + 1],
+            }
+        )
 
     # contacts
     freemail_cum = _cum(_FREEMAIL_WEIGHTS)
@@ -185,12 +250,10 @@ def _build_world(seed: int, n_reps: int, companies, days: int, now: datetime):
         if style == "dk":
             return "+45 %02d %02d %02d %02d" % tuple(rng.randint(10, 99) for _ in range(4))
         if style == "es":
-            return "+34 91 %03d %02d %02d" % (rng.randint(100, 999), rng.randint(0, 99),
-                                               rng.randint(0, 99))
-        return "+1 (%d) 555-01%02d" % (rng.choice([212, 415, 617, 312, 512, 206, 303, 646]),
-                                        rng.randint(0, 99))
+            return "+34 91 %03d %02d %02d" % (rng.randint(100, 999), rng.randint(0, 99), rng.randint(0, 99))
+        return "+1 (%d) 555-01%02d" % (rng.choice([212, 415, 617, 312, 512, 206, 303, 646]), rng.randint(0, 99))
 
-    for ci, (cname, domain, tld) in enumerate(comp_rows):
+    for ci, (cname, domain, _tld) in enumerate(comp_rows):
         meta = company_meta[ci]
         k = rng.choice([2, 2, 3, 3, 3, 4, 4, 5, 6])
         names = list(fixed_for.get(ci, []))
@@ -238,16 +301,29 @@ def _build_world(seed: int, n_reps: int, companies, days: int, now: datetime):
                 display = "%s, %s" % (last, first)
             elif r < 0.04:
                 display = ""  # bare address, no display name
-            p = _Person(name, email, title, cname, meta["off"], mailer, False, phone,
-                        lang=meta["lang"], display=display, outlook_srv=meta["outlook"])
+            p = _Person(
+                name,
+                email,
+                title,
+                cname,
+                meta["off"],
+                mailer,
+                False,
+                phone,
+                lang=meta["lang"],
+                display=display,
+                outlook_srv=meta["outlook"],
+            )
             p.idx = ci
             contacts_by_company[ci].append(p)
             contacts.append(p)
             contact_rows.append(Contact(name, email, domain, title, phone))
 
     for r_ in reps:
-        r_.outlook_srv = ("DM6PR04MB%04d" % rng.randint(1000, 9999),
-                          "DM6PR04MB%04d.namprd04.prod.outlook.com" % rng.randint(1000, 9999))
+        r_.outlook_srv = (
+            "DM6PR04MB%04d" % rng.randint(1000, 9999),
+            "DM6PR04MB%04d.namprd04.prod.outlook.com" % rng.randint(1000, 9999),
+        )
 
     corpus = Corpus(
         org_name=ORG_NAME,
@@ -258,6 +334,8 @@ def _build_world(seed: int, n_reps: int, companies, days: int, now: datetime):
         admins=[reps[0].email],
         account_owner={comp_rows[i][1]: company_meta[i]["owner"].email for i in range(len(comp_rows))},
         bulk_senders=[(n, e) for n, e, _ in _BULK_NEWS] + [(n, e) for n, e, _ in _BULK_NOTIFY],
-        seed=seed, days=days, now=now,
+        seed=seed,
+        days=days,
+        now=now,
     )
     return corpus, reps, comp_rows, company_meta, contacts_by_company

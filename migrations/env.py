@@ -1,9 +1,9 @@
 from alembic import context
 from sqlalchemy import pool
+from sqlmodel import SQLModel
 
 import app.models  # noqa: F401 - registers every table
 from app.settings import load_settings
-from sqlmodel import SQLModel
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or load_settings().database_url
@@ -27,8 +27,9 @@ def run_online() -> None:
             # migration (the pragma is ignored inside a transaction, so it is
             # set on the raw connection before SQLAlchemy begins one).
             connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
-        context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=connection.dialect.name == "sqlite")
+        context.configure(
+            connection=connection, target_metadata=target_metadata, render_as_batch=connection.dialect.name == "sqlite"
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -1,4 +1,5 @@
 """Addresses: normalisation, who is internal, automated senders, company domains."""
+
 from __future__ import annotations
 
 import re
@@ -27,7 +28,9 @@ def warm_up() -> None:
     """Load the public-suffix data now (e.g. in a thread while waiting for the server)."""
     registrable_domain("example.com")
 
-FREE_MAIL_DOMAINS = frozenset("""
+
+FREE_MAIL_DOMAINS = frozenset(
+    """
 gmail.com googlemail.com outlook.com hotmail.com hotmail.co.uk hotmail.fr hotmail.de live.com live.co.uk msn.com
 yahoo.com yahoo.co.uk yahoo.fr yahoo.de yahoo.co.jp ymail.com rocketmail.com aol.com icloud.com me.com mac.com
 proton.me protonmail.com pm.me gmx.com gmx.de gmx.net gmx.at gmx.ch web.de t-online.de freenet.de mail.com
@@ -36,7 +39,8 @@ fastmail.com fastmail.fm hey.com tutanota.com tuta.io orange.fr wanadoo.fr free.
 virgilio.it alice.it btinternet.com sky.com virginmedia.com ntlworld.com bigpond.com optusnet.com.au
 comcast.net verizon.net att.net sbcglobal.net cox.net charter.net earthlink.net juno.com seznam.cz wp.pl o2.pl
 interia.pl onet.pl rediffmail.com mail.bg abv.bg
-""".split())
+""".split()
+)
 
 _AUTOMATED_LOCAL = re.compile(
     r"^(no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|mailer[-_.]daemon|postmaster|bounces?|"
@@ -72,8 +76,9 @@ def normalise(address: str) -> str | None:
     from email_validator import EmailNotValidError, validate_email
 
     try:
-        result = validate_email(address, check_deliverability=False, allow_smtputf8=True,
-                                allow_quoted_local=True, allow_display_name=False)
+        result = validate_email(
+            address, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=True, allow_display_name=False
+        )
     except EmailNotValidError:
         return None
     return result.normalized.lower()
@@ -95,7 +100,9 @@ def is_internal(address: str, internal_domains: frozenset[str]) -> bool:
 # calendar-notification@, jira+bounces@.
 _AUTOMATED_PART = re.compile(
     r"(^|[-_.+])(no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|mailer[-_.]daemon|bounces?|notifications?)"
-    r"([-_.+]|$)", re.I)
+    r"([-_.+]|$)",
+    re.I,
+)
 
 
 def is_automated_sender(address: str) -> bool:

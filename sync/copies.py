@@ -7,6 +7,7 @@ RETURNING): a copy another writer inserted or removed at the same moment is
 never counted twice, and the caller adds the change to the folder's count in the
 same transaction as the rows.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -37,5 +38,9 @@ def count_changed(conn: Connection, changes: Mapping[int, int]) -> None:
     """Add each folder's change to its count, in folder order (two writers lock rows alike)."""
     rows = [{"b_id": fid, "b_n": n} for fid, n in sorted(changes.items()) if n]
     if rows:
-        conn.execute(update(FOLDER).where(FOLDER.c.id == bindparam("b_id"))
-                     .values(messages=FOLDER.c.messages + bindparam("b_n")), rows)
+        conn.execute(
+            update(FOLDER)
+            .where(FOLDER.c.id == bindparam("b_id"))
+            .values(messages=FOLDER.c.messages + bindparam("b_n")),
+            rows,
+        )

@@ -6,6 +6,7 @@ the cursor that covers them commit in one transaction (a crash loses at most
 an uncommitted batch, which is fetched again), and every row is keyed so that
 a replayed batch writes nothing twice.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Engine
@@ -22,12 +23,36 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from app.crypto import SecretBox, SecretError
 from app.db import insert_ignore, read_only, write_transaction
+from app.models import (
+    FolderState,
+    Interaction,
+    InteractionSource,
+    M365Tenant,
+    Mailbox,
+    MailboxStatus,
+    Organisation,
+    SyncIssue,
+    SyncStage,
+    User,
+    UserAlias,
+)
 from app.models.base import utcnow
 from app.settings import holder_gone
-from app.models import (FolderState, Interaction, InteractionSource, M365Tenant, Mailbox, MailboxStatus, Organisation,
-                        SyncIssue, SyncStage, User, UserAlias)
-from connectors.base import (Batch, Fix, CalendarWindow, ConnectorError, ConnectorSpec, Folder, FolderBatch, FolderDone,
-                             FolderFailed, MeetingRecord, MessageRecord, TenantSpec, close_quietly)
+from connectors.base import (
+    Batch,
+    CalendarWindow,
+    ConnectorError,
+    ConnectorSpec,
+    Fix,
+    Folder,
+    FolderBatch,
+    FolderDone,
+    FolderFailed,
+    MeetingRecord,
+    MessageRecord,
+    TenantSpec,
+    close_quietly,
+)
 from connectors.factory import build_connector, events
 from sync import copies, exclusions, metrics
 from sync.addresses import FREE_MAIL_DOMAINS
@@ -65,8 +90,16 @@ class RunReport:
 
 # -- claiming -----------------------------------------------------------------
 
-def claim(engine: Engine, mailbox_id: int, worker: str, lease_seconds: int, *, now: datetime | None = None,
-          force: bool = False) -> bool:
+
+def claim(
+    engine: Engine,
+    mailbox_id: int,
+    worker: str,
+    lease_seconds: int,
+    *,
+    now: datetime | None = None,
+    force: bool = False,
+) -> bool:
     """Atomically take a mailbox for one run; a conditional UPDATE works on SQLite and PostgreSQL.
 
     A free or expired lease is taken, and so is one whose holder process is gone
@@ -76,15 +109,20 @@ def claim(engine: Engine, mailbox_id: int, worker: str, lease_seconds: int, *, n
     now = now or utcnow()
     with write_transaction(engine) as conn:
         free = [MAILBOX.c.sync_stage != "running", MAILBOX.c.lease_until.is_(None), MAILBOX.c.lease_until < now]
-        holder = conn.execute(select(MAILBOX.c.lease_owner).where(MAILBOX.c.id == mailbox_id,
-                                                                  MAILBOX.c.sync_stage == "running")).scalar()
+        holder = conn.execute(
+            select(MAILBOX.c.lease_owner).where(MAILBOX.c.id == mailbox_id, MAILBOX.c.sync_stage == "running")
+        ).scalar()
         if holder is not None and (force or holder_gone(holder)):
             free.append(MAILBOX.c.lease_owner == holder)  # that holder only: a newer one keeps it
         res = conn.execute(
             update(MAILBOX)
             .where(MAILBOX.c.id == mailbox_id, MAILBOX.c.status != "paused", or_(*free))
-            .values(sync_stage="running", lease_owner=worker, lease_until=now + timedelta(seconds=lease_seconds),
-                    last_attempt_at=now)
+            .values(
+                sync_stage="running",
+                lease_owner=worker,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                last_attempt_at=now,
+            )
         )
         return res.rowcount == 1
 
@@ -92,23 +130,31 @@ def claim(engine: Engine, mailbox_id: int, worker: str, lease_seconds: int, *, n
 def lease_holder(engine: Engine, mailbox_id: int) -> tuple[str | None, datetime | None]:
     """(holder, until) of a mailbox's lease, for telling an operator who is syncing it."""
     with read_only(engine) as conn:
-        row = conn.execute(select(MAILBOX.c.lease_owner, MAILBOX.c.lease_until)
-                           .where(MAILBOX.c.id == mailbox_id, MAILBOX.c.sync_stage == "running")).first()
+        row = conn.execute(
+            select(MAILBOX.c.lease_owner, MAILBOX.c.lease_until).where(
+                MAILBOX.c.id == mailbox_id, MAILBOX.c.sync_stage == "running"
+            )
+        ).first()
     return (row.lease_owner, row.lease_until) if row else (None, None)
 
 
 def due_mailboxes(engine: Engine, now: datetime | None = None) -> list[int]:
     now = now or utcnow()
     with read_only(engine) as conn:
-        holders = conn.execute(select(MAILBOX.c.lease_owner).distinct()
-                               .where(MAILBOX.c.sync_stage == "running")).scalars().all()
+        holders = (
+            conn.execute(select(MAILBOX.c.lease_owner).distinct().where(MAILBOX.c.sync_stage == "running"))
+            .scalars()
+            .all()
+        )
         gone = [h for h in holders if holder_gone(h)]
         rows = conn.execute(
-            select(MAILBOX.c.id).where(
+            select(MAILBOX.c.id)
+            .where(
                 MAILBOX.c.status != "paused",
                 or_(MAILBOX.c.next_sync_at.is_(None), MAILBOX.c.next_sync_at <= now),
                 or_(MAILBOX.c.sync_stage != "running", MAILBOX.c.lease_until < now, MAILBOX.c.lease_owner.in_(gone)),
-            ).order_by(MAILBOX.c.next_sync_at.is_(None).desc(), MAILBOX.c.next_sync_at)
+            )
+            .order_by(MAILBOX.c.next_sync_at.is_(None).desc(), MAILBOX.c.next_sync_at)
         )
         return [r[0] for r in rows]
 
@@ -121,22 +167,33 @@ def request_sync(engine: Engine, mailbox_id: int) -> None:
 
 # -- context --------------------------------------------------------------------
 
+
 def org_context(conn, org_id: int, box: SecretBox) -> OrgContext:
     """Everything ingest needs about an organisation; box decrypts the key of its erasure tombstones."""
     org = conn.execute(select(Organisation.__table__).where(Organisation.__table__.c.id == org_id)).one()
     users: dict[str, int] = {}
-    for uid, email in conn.execute(select(User.__table__.c.id, User.__table__.c.email)
-                                   .where(User.__table__.c.org_id == org_id)):
+    for uid, email in conn.execute(
+        select(User.__table__.c.id, User.__table__.c.email).where(User.__table__.c.org_id == org_id)
+    ):
         users[email.lower()] = uid
-    for uid, alias in conn.execute(select(UserAlias.__table__.c.user_id, UserAlias.__table__.c.address)
-                                   .where(UserAlias.__table__.c.org_id == org_id)):
+    for uid, alias in conn.execute(
+        select(UserAlias.__table__.c.user_id, UserAlias.__table__.c.address).where(
+            UserAlias.__table__.c.org_id == org_id
+        )
+    ):
         users[alias.lower()] = uid
     return OrgContext(
-        org_id=org_id, internal_domains=frozenset(d.lower() for d in org.internal_domains),
-        users_by_address=users, contact_policy=org.contact_policy, visibility=org.visibility,
+        org_id=org_id,
+        internal_domains=frozenset(d.lower() for d in org.internal_domains),
+        users_by_address=users,
+        contact_policy=org.contact_policy,
+        visibility=org.visibility,
         bulk_detection=org.bulk_detection,
-        free_mail=(frozenset(d.lower() for d in org.free_mail_domains) if org.free_mail_domains is not None
-                   else FREE_MAIL_DOMAINS),
+        free_mail=(
+            frozenset(d.lower() for d in org.free_mail_domains)
+            if org.free_mail_domains is not None
+            else FREE_MAIL_DOMAINS
+        ),
         exclusions=exclusions.load(conn, org_id, box),
     )
 
@@ -155,22 +212,37 @@ def load_mailbox(conn, box: SecretBox, mailbox_id: int):
     mailbox = dict(conn.execute(select(MAILBOX).where(MAILBOX.c.id == mailbox_id)).mappings().one())
     org = org_context(conn, mailbox["org_id"], box)
     O = Organisation.__table__
-    settings = conn.execute(select(O.c.backfill_days, O.c.sync_interval_seconds, O.c.calendar_past_days,
-                                   O.c.calendar_future_days).where(O.c.id == mailbox["org_id"])).one()
-    owner = conn.execute(select(User.__table__.c.email)
-                         .where(User.__table__.c.id == mailbox["owner_id"])).scalar_one().lower()
+    settings = conn.execute(
+        select(O.c.backfill_days, O.c.sync_interval_seconds, O.c.calendar_past_days, O.c.calendar_future_days).where(
+            O.c.id == mailbox["org_id"]
+        )
+    ).one()
+    owner = (
+        conn.execute(select(User.__table__.c.email).where(User.__table__.c.id == mailbox["owner_id"]))
+        .scalar_one()
+        .lower()
+    )
     tenant, secret_enc = None, mailbox["secret_enc"]
     if mailbox.get("tenant_ref"):
         T = M365Tenant.__table__
-        row = conn.execute(select(T).where(T.c.id == mailbox["tenant_ref"], T.c.org_id == mailbox["org_id"])
-                           ).mappings().one()
+        row = (
+            conn.execute(select(T).where(T.c.id == mailbox["tenant_ref"], T.c.org_id == mailbox["org_id"]))
+            .mappings()
+            .one()
+        )
         tenant = TenantSpec(row["tenant_id"], row["client_id"], row["auth_kind"], dict(row["config"] or {}))
         secret_enc = row["secret_enc"] or secret_enc
-    spec = ConnectorSpec(kind=mailbox["kind"], config=dict(mailbox["config"] or {}),
-                         secret=box.decrypt(secret_enc) if secret_enc else "", mailbox_id=mailbox_id, owner=owner,
-                         window=CalendarWindow(settings.calendar_past_days, settings.calendar_future_days),
-                         tenant=tenant, want_snippet=org.visibility == "snippet",
-                         internal={"domains": sorted(org.internal_domains), "addresses": sorted(org.users_by_address)})
+    spec = ConnectorSpec(
+        kind=mailbox["kind"],
+        config=dict(mailbox["config"] or {}),
+        secret=box.decrypt(secret_enc) if secret_enc else "",
+        mailbox_id=mailbox_id,
+        owner=owner,
+        window=CalendarWindow(settings.calendar_past_days, settings.calendar_future_days),
+        tenant=tenant,
+        want_snippet=org.visibility == "snippet",
+        internal={"domains": sorted(org.internal_domains), "addresses": sorted(org.users_by_address)},
+    )
     return mailbox, spec, org, settings
 
 
@@ -180,15 +252,29 @@ FETCH_IN_CHILD = ("imap", "m365")
 
 def _needs_import(engine: Engine, mailbox_id: int) -> bool:
     with read_only(engine) as conn:
-        states = conn.execute(select(FOLDER.c.backfill_done).where(FOLDER.c.mailbox_id == mailbox_id,
-                                                                   FOLDER.c.selected.is_(True))).scalars().all()
+        states = (
+            conn.execute(
+                select(FOLDER.c.backfill_done).where(FOLDER.c.mailbox_id == mailbox_id, FOLDER.c.selected.is_(True))
+            )
+            .scalars()
+            .all()
+        )
     return not states or not all(states)
 
 
-def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str = "cli",
-                 lease_seconds: int = 300, connector_factory: ConnectorFactory | None = None,
-                 fetch_in_child: bool | None = None, force: bool = False,
-                 progress: Callable[[RunReport], None] | None = None, now: datetime | None = None) -> RunReport | None:
+def sync_mailbox(
+    engine: Engine,
+    box: SecretBox,
+    mailbox_id: int,
+    *,
+    worker: str = "cli",
+    lease_seconds: int = 300,
+    connector_factory: ConnectorFactory | None = None,
+    fetch_in_child: bool | None = None,
+    force: bool = False,
+    progress: Callable[[RunReport], None] | None = None,
+    now: datetime | None = None,
+) -> RunReport | None:
     """Sync one mailbox once. Returns None when another worker holds it (force: take it over; see claim).
 
     A first import fetches in a child process (see pipeline.py) so fetching and
@@ -198,7 +284,7 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
         return None
     started = time.monotonic()
     report = RunReport(mailbox_id)
-    connector = None
+    connector: Any = None  # a connector, or the ChildFetcher running one in a child process (duck-typed)
     retry_after: float | None = None
     try:
         with read_only(engine) as conn:
@@ -213,8 +299,9 @@ def sync_mailbox(engine: Engine, box: SecretBox, mailbox_id: int, *, worker: str
     if mailbox["status"] in (MailboxStatus.PENDING, MailboxStatus.FAILED) and mailbox["last_success_at"] is None:
         _set(engine, mailbox_id, worker, status=MailboxStatus.IMPORTING)
     if fetch_in_child is None:
-        fetch_in_child = (connector_factory is None and mailbox["kind"] in FETCH_IN_CHILD
-                          and _needs_import(engine, mailbox_id))
+        fetch_in_child = (
+            connector_factory is None and mailbox["kind"] in FETCH_IN_CHILD and _needs_import(engine, mailbox_id)
+        )
     try:
         if fetch_in_child:
             from sync.pipeline import ChildFetcher
@@ -314,11 +401,24 @@ def refresh_planner_statistics(engine: Engine) -> None:
 
 def _upsert_folders(engine: Engine, mailbox, folders: list[Folder]) -> list[tuple[Folder, dict]]:
     with write_transaction(engine) as conn:
-        insert_ignore(conn, FOLDER, [
-            {"org_id": mailbox["org_id"], "mailbox_id": mailbox["id"], "name": f.name, "role": f.role,
-             "selected": f.role != "skip", "cursor": {}, "backfill_done": False, "messages": 0, "status": "ok"}
-            for f in folders
-        ])
+        insert_ignore(
+            conn,
+            FOLDER,
+            [
+                {
+                    "org_id": mailbox["org_id"],
+                    "mailbox_id": mailbox["id"],
+                    "name": f.name,
+                    "role": f.role,
+                    "selected": f.role != "skip",
+                    "cursor": {},
+                    "backfill_done": False,
+                    "messages": 0,
+                    "status": "ok",
+                }
+                for f in folders
+            ],
+        )
         rows = conn.execute(select(FOLDER).where(FOLDER.c.mailbox_id == mailbox["id"])).mappings().all()
     by_name = {r["name"]: dict(r) for r in rows}
     pairs = [(f, by_name[f.name]) for f in folders if f.name in by_name]
@@ -334,8 +434,16 @@ def _conflict(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "pgcode", None) in ("40001", "40P01") or "locked" in str(exc.orig).lower()
 
 
-def _commit_batch(engine: Engine, org: OrgContext, mbx: MailboxContext, worker: str, lease_seconds: int,
-                  folder: Folder, batch: Batch, report: RunReport) -> None:
+def _commit_batch(
+    engine: Engine,
+    org: OrgContext,
+    mbx: MailboxContext,
+    worker: str,
+    lease_seconds: int,
+    folder: Folder,
+    batch: Batch,
+    report: RunReport,
+) -> None:
     for attempt in range(COMMIT_ATTEMPTS):
         try:
             with write_transaction(engine) as conn:
@@ -348,9 +456,13 @@ def _commit_batch(engine: Engine, org: OrgContext, mbx: MailboxContext, worker: 
             # other writer commit first.
             if attempt == COMMIT_ATTEMPTS - 1 or not _conflict(exc):
                 raise
-            log.warning("mailbox %s, folder %s: the batch met another writer (%s); trying again",
-                        mbx.mailbox_id, folder.name, type(exc.orig).__name__)
-            time.sleep(min(2.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.5))
+            log.warning(
+                "mailbox %s, folder %s: the batch met another writer (%s); trying again",
+                mbx.mailbox_id,
+                folder.name,
+                type(exc.orig).__name__,
+            )
+            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
     if batch.reset:
         report.relisted_meetings.setdefault(folder.name, set()).update(relisted)
     report.imported += result.imported
@@ -363,7 +475,8 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
     now = utcnow()
     # Fencing: write only while we still hold the lease.
     held = conn.execute(
-        update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id, MAILBOX.c.lease_owner == worker)
+        update(MAILBOX)
+        .where(MAILBOX.c.id == mbx.mailbox_id, MAILBOX.c.lease_owner == worker)
         .values(lease_until=now + timedelta(seconds=lease_seconds))
     ).rowcount
     if held != 1:
@@ -375,10 +488,19 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
         # expired). The interactions stay; the new listing re-links every copy by
         # its key, and meetings it no longer lists are removed when it is done.
         S = InteractionSource.__table__
-        relisted = conn.execute(
-            select(S.c.interaction_id).join(Interaction.__table__, Interaction.__table__.c.id == S.c.interaction_id)
-            .where(S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id,
-                   Interaction.__table__.c.kind == "meeting")).scalars().all()
+        relisted = (
+            conn.execute(
+                select(S.c.interaction_id)
+                .join(Interaction.__table__, Interaction.__table__.c.id == S.c.interaction_id)
+                .where(
+                    S.c.mailbox_id == mbx.mailbox_id,
+                    S.c.folder_id == mbx.folder_id,
+                    Interaction.__table__.c.kind == "meeting",
+                )
+            )
+            .scalars()
+            .all()
+        )
         changes.subtract(copies.delete(conn, S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id))
         _forget_folder_counts(conn, mbx, folder.name)
     mail = [r for r in batch.records if isinstance(r, MessageRecord)]
@@ -394,10 +516,21 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
     changes.update(result.copies)
     if batch.removed:
         changes.subtract(remove_copies(conn, org.org_id, mbx, batch.removed))
-    insert_ignore(conn, SyncIssue.__table__, [
-        {"org_id": org.org_id, "mailbox_id": mbx.mailbox_id, "folder": folder.name, "remote_id": b.remote_id,
-         "reason": b.reason[:500], "created_at": now} for b in batch.bad
-    ])
+    insert_ignore(
+        conn,
+        SyncIssue.__table__,
+        [
+            {
+                "org_id": org.org_id,
+                "mailbox_id": mbx.mailbox_id,
+                "folder": folder.name,
+                "remote_id": b.remote_id,
+                "reason": b.reason[:500],
+                "created_at": now,
+            }
+            for b in batch.bad
+        ],
+    )
     values = {"cursor": batch.cursor, "last_synced_at": now}
     if batch.backfill_done:
         values["backfill_done"] = True
@@ -408,13 +541,17 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
         skipped_now["unreadable"] = skipped_now.get("unreadable", 0) + len(batch.bad)
     if skipped_now:
         current = conn.execute(select(MAILBOX.c.skipped).where(MAILBOX.c.id == mbx.mailbox_id)).scalar_one() or {}
-        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id)
-                     .values(skipped=_add_counts(current, skipped_now)))
+        conn.execute(
+            update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id).values(skipped=_add_counts(current, skipped_now))
+        )
         mine = conn.execute(select(FOLDER.c.skipped).where(FOLDER.c.id == mbx.folder_id)).scalar_one() or {}
         conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(skipped=_add_counts(mine, skipped_now)))
     if result.imported:
-        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id)
-                     .values(messages_imported=MAILBOX.c.messages_imported + result.imported))
+        conn.execute(
+            update(MAILBOX)
+            .where(MAILBOX.c.id == mbx.mailbox_id)
+            .values(messages_imported=MAILBOX.c.messages_imported + result.imported)
+        )
     return result, relisted
 
 
@@ -429,15 +566,24 @@ def _forget_folder_counts(conn, mbx: MailboxContext, folder_name: str) -> None:
     """A folder read again from scratch (new ids) takes back from the mailbox's
     counters what it had counted, and its unreadable messages (listed under the
     old ids) go: the new listing counts and lists them again."""
-    messages, skipped = conn.execute(select(FOLDER.c.messages, FOLDER.c.skipped)
-                                     .where(FOLDER.c.id == mbx.folder_id)).one()
+    messages, skipped = conn.execute(
+        select(FOLDER.c.messages, FOLDER.c.skipped).where(FOLDER.c.id == mbx.folder_id)
+    ).one()
     current = conn.execute(select(MAILBOX.c.skipped).where(MAILBOX.c.id == mbx.mailbox_id)).scalar_one() or {}
-    conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id).values(
-        messages_imported=MAILBOX.c.messages_imported - (messages or 0),
-        skipped=_add_counts(current, skipped or {}, -1)))
+    conn.execute(
+        update(MAILBOX)
+        .where(MAILBOX.c.id == mbx.mailbox_id)
+        .values(
+            messages_imported=MAILBOX.c.messages_imported - (messages or 0),
+            skipped=_add_counts(current, skipped or {}, -1),
+        )
+    )
     conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(skipped={}))
-    conn.execute(delete(SyncIssue.__table__).where(SyncIssue.__table__.c.mailbox_id == mbx.mailbox_id,
-                                                   SyncIssue.__table__.c.folder == folder_name))
+    conn.execute(
+        delete(SyncIssue.__table__).where(
+            SyncIssue.__table__.c.mailbox_id == mbx.mailbox_id, SyncIssue.__table__.c.folder == folder_name
+        )
+    )
 
 
 def _drop_meetings_without_copies(engine: Engine, org_id: int, candidates: set[int]) -> None:
@@ -451,8 +597,9 @@ def _drop_meetings_without_copies(engine: Engine, org_id: int, candidates: set[i
 
 def _folder_ok(engine: Engine, folder_id: int) -> None:
     with write_transaction(engine) as conn:
-        conn.execute(update(FOLDER).where(FOLDER.c.id == folder_id, FOLDER.c.status != "ok")
-                     .values(status="ok", last_error=None))
+        conn.execute(
+            update(FOLDER).where(FOLDER.c.id == folder_id, FOLDER.c.status != "ok").values(status="ok", last_error=None)
+        )
 
 
 def _folder_failed(engine: Engine, folder_id: int, reason: str, report: RunReport, name: str) -> None:
@@ -463,45 +610,61 @@ def _folder_failed(engine: Engine, folder_id: int, reason: str, report: RunRepor
 
 def _set(engine: Engine, mailbox_id: int, worker: str, **values) -> None:
     with write_transaction(engine) as conn:
-        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mailbox_id, MAILBOX.c.lease_owner == worker)
-                     .values(**values))
+        conn.execute(
+            update(MAILBOX).where(MAILBOX.c.id == mailbox_id, MAILBOX.c.lease_owner == worker).values(**values)
+        )
 
 
 def backoff_seconds(failures: int) -> int:
     return min(MAX_BACKOFF, 30 * 2 ** max(0, failures - 1))
 
 
-def _finish(engine: Engine, mailbox_id: int, worker: str, report: RunReport, interval: int,
-            retry_after: float | None) -> None:
+def _finish(
+    engine: Engine, mailbox_id: int, worker: str, report: RunReport, interval: int, retry_after: float | None
+) -> None:
     now = utcnow()
     with write_transaction(engine) as conn:
-        row = conn.execute(select(MAILBOX.c.failure_count, MAILBOX.c.status)
-                           .where(MAILBOX.c.id == mailbox_id)).one()
+        row = conn.execute(select(MAILBOX.c.failure_count, MAILBOX.c.status).where(MAILBOX.c.id == mailbox_id)).one()
         values: dict = {"sync_stage": SyncStage.IDLE, "lease_owner": None, "lease_until": None}
         if report.ok:
-            all_done = conn.execute(
-                select(FOLDER.c.id).where(FOLDER.c.mailbox_id == mailbox_id, FOLDER.c.selected.is_(True),
-                                          FOLDER.c.backfill_done.is_(False))
-            ).first() is None
+            all_done = (
+                conn.execute(
+                    select(FOLDER.c.id).where(
+                        FOLDER.c.mailbox_id == mailbox_id,
+                        FOLDER.c.selected.is_(True),
+                        FOLDER.c.backfill_done.is_(False),
+                    )
+                ).first()
+                is None
+            )
             folder_note = "; ".join(report.folders_failed) or None
-            values.update(status=MailboxStatus.ACTIVE if all_done else MailboxStatus.IMPORTING,
-                          last_success_at=now, failure_count=0,
-                          next_sync_at=now + timedelta(seconds=interval),
-                          last_error=(f"some folders could not be synced: {folder_note}" if folder_note else None),
-                          last_error_kind=(RunError.FOLDER if folder_note else None),
-                          last_error_at=(now if folder_note else None))
+            values.update(
+                status=MailboxStatus.ACTIVE if all_done else MailboxStatus.IMPORTING,
+                last_success_at=now,
+                failure_count=0,
+                next_sync_at=now + timedelta(seconds=interval),
+                last_error=(f"some folders could not be synced: {folder_note}" if folder_note else None),
+                last_error_kind=(RunError.FOLDER if folder_note else None),
+                last_error_at=(now if folder_note else None),
+            )
         else:
             failures = row.failure_count + 1
             wait = retry_after if retry_after else backoff_seconds(failures)
-            values.update(status=MailboxStatus.FAILED, failure_count=failures,
-                          last_error=report.error or "unknown error",
-                          last_error_kind=report.error_kind, last_error_at=now,
-                          next_sync_at=now + timedelta(seconds=wait))
+            values.update(
+                status=MailboxStatus.FAILED,
+                failure_count=failures,
+                last_error=report.error or "unknown error",
+                last_error_kind=report.error_kind,
+                last_error_at=now,
+                next_sync_at=now + timedelta(seconds=wait),
+            )
         if row.status == MailboxStatus.PAUSED:
             values.pop("status", None)
-        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mailbox_id,
-                                           or_(MAILBOX.c.lease_owner == worker, MAILBOX.c.lease_owner.is_(None)))
-                     .values(**values))
+        conn.execute(
+            update(MAILBOX)
+            .where(MAILBOX.c.id == mailbox_id, or_(MAILBOX.c.lease_owner == worker, MAILBOX.c.lease_owner.is_(None)))
+            .values(**values)
+        )
 
 
 def _plain(message: str) -> str:

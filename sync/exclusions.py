@@ -8,12 +8,14 @@ were, and a copy of the database alone cannot test a guessed address against it.
 The key is stored rather than derived from the box's key, so that rotating
 THREADLINE_SECRET_KEY re-encrypts it and never orphans a tombstone.
 """
+
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
+from typing import Literal, overload
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
@@ -35,6 +37,10 @@ def legacy_erased_hash(org_id: int, address: str) -> str:
     return hashlib.sha256(f"threadline-erased:{org_id}:{address.strip().lower()}".encode()).hexdigest()
 
 
+@overload
+def erasure_key(conn: Connection, box: SecretBox, org_id: int, *, create: Literal[True]) -> bytes: ...
+@overload
+def erasure_key(conn: Connection, box: SecretBox, org_id: int, *, create: bool = False) -> bytes | None: ...
 def erasure_key(conn: Connection, box: SecretBox, org_id: int, *, create: bool = False) -> bytes | None:
     """The organisation's tombstone key; with create, made on first use (in the caller's transaction)."""
     stored = conn.execute(select(ORG.c.erasure_key_enc).where(ORG.c.id == org_id)).scalar()
@@ -43,15 +49,20 @@ def erasure_key(conn: Connection, box: SecretBox, org_id: int, *, create: bool =
     if not create:
         return None
     key = secrets.token_bytes(32)
-    conn.execute(update(ORG).where(ORG.c.id == org_id, ORG.c.erasure_key_enc.is_(None))
-                 .values(erasure_key_enc=box.encrypt(key.hex())))
+    conn.execute(
+        update(ORG)
+        .where(ORG.c.id == org_id, ORG.c.erasure_key_enc.is_(None))
+        .values(erasure_key_enc=box.encrypt(key.hex()))
+    )
     # Another writer may have made one first: use whichever is stored.
-    return bytes.fromhex(box.decrypt(conn.execute(select(ORG.c.erasure_key_enc).where(ORG.c.id == org_id)).scalar()))
+    return bytes.fromhex(
+        box.decrypt(conn.execute(select(ORG.c.erasure_key_enc).where(ORG.c.id == org_id)).scalar_one())
+    )
 
 
 def person_tag(conn: Connection, box: SecretBox, org_id: int, address: str) -> str:
     """How the audit log names a person without their address: the start of their keyed hash."""
-    return erased_hash(erasure_key(conn, box, org_id, create=True), org_id, address)[len(KEYED_PREFIX):][:16]
+    return erased_hash(erasure_key(conn, box, org_id, create=True), org_id, address)[len(KEYED_PREFIX) :][:16]
 
 
 def tombstone_hashes(key: bytes | None, org_id: int, address: str) -> list[str]:
@@ -95,7 +106,7 @@ class Exclusions:
         if self.org.matches(address):
             return True
         rules = self.by_user.get(owner_id) if owner_id is not None else None
-        return bool(rules) and rules.matches(address)
+        return rules is not None and rules.matches(address)  # an empty RuleSet matches nothing
 
     def is_erased(self, org_id: int, address: str) -> bool:
         if not self.erased:
@@ -107,8 +118,9 @@ def load(conn: Connection, org_id: int, box: SecretBox) -> Exclusions:
     rule = ExclusionRule.__table__
     org_rules: dict[str, set[str]] = {"address": set(), "domain": set()}
     users: dict[int, dict[str, set[str]]] = {}
-    for user_id, kind, value in conn.execute(select(rule.c.user_id, rule.c.kind, rule.c.value)
-                                             .where(rule.c.org_id == org_id)):
+    for user_id, kind, value in conn.execute(
+        select(rule.c.user_id, rule.c.kind, rule.c.value).where(rule.c.org_id == org_id)
+    ):
         target = org_rules if user_id is None else users.setdefault(user_id, {"address": set(), "domain": set()})
         if kind in target:
             target[kind].add(value.lower())

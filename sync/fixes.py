@@ -7,6 +7,7 @@ code or kind and by the source (the mailbox's kind), so the engine's last_error,
 the console's "How to fix", the API and the CLI all say the same thing, and
 connectors never name a command of the CLI.
 """
+
 from __future__ import annotations
 
 from enum import StrEnum
@@ -16,16 +17,21 @@ from connectors.base import ErrorKind, Fix
 
 class RunError(StrEnum):
     """What a run can end with besides a connector's ErrorKind (Mailbox.last_error_kind holds either)."""
+
     FOLDER = "folder"  # the run went on; some folders failed
     LEASE = "lease"  # another worker took the mailbox over
     INTERNAL = "internal"  # an unexpected exception: a fault in Threadline
 
 
 ANY = "*"  # any source
-_PASSWORD = ("check the username and password, then store the right one: `threadline mailbox set-password ID` "
-             "(console: the mailbox page, New password)")
-_SIGN_IN = ("sign in again to reconnect the mailbox: run `threadline mailbox add-m365 --owner REP --client-id APP` "
-            "(add --imap for an IMAP mailbox)")
+_PASSWORD = (
+    "check the username and password, then store the right one: `threadline mailbox set-password ID` "
+    "(console: the mailbox page, New password)"
+)
+_SIGN_IN = (
+    "sign in again to reconnect the mailbox: run `threadline mailbox add-m365 --owner REP --client-id APP` "
+    "(add --imap for an IMAP mailbox)"
+)
 
 # (fix code or error kind, source) -> what to do. A fix code wins over the kind;
 # a source's own line over ANY.
@@ -33,22 +39,22 @@ TEXTS: dict[tuple[str, str], str] = {
     (Fix.PASSWORD, ANY): _PASSWORD,
     (Fix.SIGN_IN, ANY): _SIGN_IN,
     (Fix.APP_CREDENTIAL, ANY): "check the tenant app's client secret or certificate and its admin consent, then "
-                               "add the tenant again with the current credential: `threadline mailbox "
-                               "add-m365-tenant --tenant-id ... --client-id ...`",
+    "add the tenant again with the current credential: `threadline mailbox "
+    "add-m365-tenant --tenant-id ... --client-id ...`",
     (Fix.CONSENT, ANY): "grant the app Mail.Read and Calendars.Read with admin consent, then reconnect the mailbox",
     (Fix.ACCESS_POLICY, ANY): "add this mailbox to the group the policy allows (New-ApplicationAccessPolicy / "
-                              "Test-ApplicationAccessPolicy in Exchange Online PowerShell), or remove the mailbox "
-                              "from Threadline",
+    "Test-ApplicationAccessPolicy in Exchange Online PowerShell), or remove the mailbox "
+    "from Threadline",
     (Fix.NO_MAILBOX, ANY): "check the rep's address and licence, then reconnect the mailbox",
     (Fix.IMAP_SIGN_IN, ANY): "check that IMAP is enabled for the mailbox, then reconnect it: run `threadline mailbox "
-                             "add-m365 --imap ...` again",
+    "add-m365 --imap ...` again",
     (ErrorKind.AUTH, ANY): _PASSWORD,
     (ErrorKind.AUTH, "m365"): "reconnect the account: `threadline mailbox add-m365` for a rep's own sign-in, "
-                              "`threadline mailbox add-m365-tenant` for a tenant app",
+    "`threadline mailbox add-m365-tenant` for a tenant app",
     (ErrorKind.TRANSIENT, ANY): "Threadline retries automatically; if it persists, check the server name, port and "
-                                "security setting, and that the server is up",
+    "security setting, and that the server is up",
     (ErrorKind.TRANSIENT, "m365"): "Threadline retries automatically; if it persists, check that Microsoft 365 is "
-                                   "reachable from this server",
+    "reachable from this server",
     (ErrorKind.THROTTLED, ANY): "nothing to do: the server asked Threadline to slow down; it waits and retries",
     (ErrorKind.CURSOR_EXPIRED, ANY): "re-sync the mailbox from scratch",
     (ErrorKind.BAD_DATA, ANY): "some messages could not be read; see the unreadable list on the mailbox page",

@@ -10,12 +10,14 @@ nothing but latency and polling remains the safety net.
 `ensure_subscriptions(rt)` creates missing subscriptions and renews those
 that expire within RENEW_BEFORE; run it from the scheduler every ~30 minutes.
 """
+
 from __future__ import annotations
 
 import hmac
 import logging
 import secrets
 from datetime import datetime, timedelta, timezone
+from typing import TypedDict
 
 from sqlalchemy import delete, select, update
 
@@ -53,9 +55,16 @@ def _graph_mailboxes(conn) -> list[dict]:
     return [dict(r._mapping) for r in rows if (r.config or {}).get("protocol", "graph") == "graph"]
 
 
-def ensure_subscriptions(rt: Runtime, *, now: datetime | None = None) -> dict:
+class Summary(TypedDict):
+    created: int
+    renewed: int
+    deleted: int
+    failed: dict[int, str]  # mailbox id -> why
+
+
+def ensure_subscriptions(rt: Runtime, *, now: datetime | None = None) -> Summary:
     """Create missing and renew expiring subscriptions; drop those of paused mailboxes."""
-    summary = {"created": 0, "renewed": 0, "deleted": 0, "failed": {}}
+    summary: Summary = {"created": 0, "renewed": 0, "deleted": 0, "failed": {}}
     if not push_enabled(rt):
         return summary
     now = now or utcnow()
@@ -112,10 +121,17 @@ def _create(rt: Runtime, connector, mailbox: dict, resource: str, now: datetime)
     sub = connector.create_subscription(resource, notify, lifecycle, state, expires)
     with write_transaction(rt.engine) as conn:
         conn.execute(delete(SUB).where(SUB.c.mailbox_id == mailbox["id"], SUB.c.resource == resource))
-        conn.execute(SUB.insert().values(org_id=mailbox["org_id"], mailbox_id=mailbox["id"],
-                                         subscription_id=sub["id"], resource=resource,
-                                         client_state_enc=rt.box.encrypt(state), expires_at=expires,
-                                         created_at=utcnow()))
+        conn.execute(
+            SUB.insert().values(
+                org_id=mailbox["org_id"],
+                mailbox_id=mailbox["id"],
+                subscription_id=sub["id"],
+                resource=resource,
+                client_state_enc=rt.box.encrypt(state),
+                expires_at=expires,
+                created_at=utcnow(),
+            )
+        )
     return sub["id"]
 
 
@@ -151,6 +167,7 @@ def _drop_all(rt: Runtime, mailbox_id: int, subs: list[dict]) -> int:
 
 
 # -- incoming notifications ------------------------------------------------------------
+
 
 def verified(rt: Runtime, items) -> list[tuple[dict, int]]:
     """(item, mailbox id) for each notification whose clientState matches its subscription."""

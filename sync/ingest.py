@@ -6,6 +6,7 @@ idempotent: interactions are unique per (organisation, message key), copies
 per (mailbox, folder, remote id), participants per (interaction, address), so
 replaying a batch after a crash changes nothing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,12 +20,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from app.db import advisory_locks, bulk_insert_ignore, bulk_insert_ignore_returning, db_time, insert_ignore
-from app.models.timeline import InteractionKind
-from app.models.base import utcnow
 from app.models import Company, Contact, ContactAddress, Interaction, Participant
+from app.models.base import utcnow
+from app.models.timeline import InteractionKind
 from connectors.base import MessageRecord
-from sync import addresses as addr
-from sync import copies, senders, stats
+from sync import addresses as addr, copies, senders, stats
 from sync.exclusions import Exclusions
 
 INTERACTION = Interaction.__table__
@@ -32,10 +32,30 @@ PARTICIPANT = Participant.__table__
 CONTACT = Contact.__table__
 CONTACT_ADDRESS = ContactAddress.__table__
 COMPANY = Company.__table__
-INTERACTION_COLUMNS = ("org_id", "kind", "message_key", "occurred_at", "direction", "subject", "snippet",
-                       "thread_key", "from_address", "created_at", "unverified_sender")
-PARTICIPANT_COLUMNS = ("org_id", "interaction_id", "occurred_at", "address", "name", "role", "user_id",
-                       "contact_id", "company_id")
+INTERACTION_COLUMNS = (
+    "org_id",
+    "kind",
+    "message_key",
+    "occurred_at",
+    "direction",
+    "subject",
+    "snippet",
+    "thread_key",
+    "from_address",
+    "created_at",
+    "unverified_sender",
+)
+PARTICIPANT_COLUMNS = (
+    "org_id",
+    "interaction_id",
+    "occurred_at",
+    "address",
+    "name",
+    "role",
+    "user_id",
+    "contact_id",
+    "company_id",
+)
 IN_CHUNK = 500  # bound IN (...) lists for both databases
 INSERT_CHUNK = 1000  # rows per multi-row INSERT ... RETURNING (10 columns: 10,000 parameters)
 # PostgreSQL keeps every lock in one shared table of max_locks_per_transaction (64)
@@ -116,8 +136,15 @@ def _internal_map(org: OrgContext) -> dict[str, bool]:
 def prepare(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> _Prepared | str:
     """Classify one record, or return the reason it is not kept."""
     _, classified = _memos(org)
-    key = (mbx.owner_id, mbx.owner_address, tuple(record.from_), tuple(record.to), tuple(record.cc),
-           tuple(record.bcc), tuple(record.reply_to))
+    key = (
+        mbx.owner_id,
+        mbx.owner_address,
+        tuple(record.from_),
+        tuple(record.to),
+        tuple(record.cc),
+        tuple(record.bcc),
+        tuple(record.reply_to),
+    )
     found = classified.get(key)
     if found is None:
         found = classified[key] = _classify(org, mbx, record)
@@ -127,8 +154,9 @@ def prepare(org: OrgContext, mbx: MailboxContext, record: MessageRecord) -> _Pre
     unverified = False
     if direction == "out":
         sender = next(a for a, _, role in people if role == "from")
-        if not senders.vouched(record, sender, org.users_by_address.get(sender) == mbx.owner_id, mbx.folder_role,
-                               org.internal_domains):
+        if not senders.vouched(
+            record, sender, org.users_by_address.get(sender) == mbx.owner_id, mbx.folder_role, org.internal_domains
+        ):
             direction, unverified, automated = "in", True, addr.is_automated_sender(sender)
     # Decided from the message alone, never from what is already stored, so any
     # order of import (batches, crashes, several mailboxes) gives the same timeline.
@@ -214,8 +242,7 @@ def _unwrap_group_sender(org, internal, people: dict, group: str, reply_to) -> d
             if not name and " via " in group_name:
                 name = group_name.rsplit(" via ", 1)[0].strip().strip("'\"")
             rest = {a: v for a, v in people.items() if a not in (address, group)}
-            return {address: (addr.display_name(name, address) if name else "", "from"),
-                    group: ("", "to"), **rest}
+            return {address: (addr.display_name(name, address) if name else "", "from"), group: ("", "to"), **rest}
     return people
 
 
@@ -235,11 +262,12 @@ def _wanted_contacts(org: OrgContext, p: _Prepared) -> Iterable[str]:
 
 def _chunked(items: list, size: int = IN_CHUNK):
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
-def existing_contacts(conn: Connection, org_id: int, addresses: list[str]
-                       ) -> tuple[dict[str, tuple[int, int | None]], set[str]]:
+def existing_contacts(
+    conn: Connection, org_id: int, addresses: list[str]
+) -> tuple[dict[str, tuple[int, int | None]], set[str]]:
     """Known contacts by address, and the addresses whose contact has no name yet."""
     found: dict[str, tuple[int, int | None]] = {}
     unnamed: set[str] = set()
@@ -283,19 +311,26 @@ def lock_addresses(conn: Connection, org_id: int, exclusive, shared=()) -> None:
 def _companies(conn: Connection, org: OrgContext, domains: set[str]) -> dict[str, int]:
     if not domains:
         return {}
-    insert_ignore(conn, COMPANY, [
-        {"org_id": org.org_id, "domain": d, "name": addr.company_name(d), "created_at": utcnow()} for d in sorted(domains)
-    ])
+    insert_ignore(
+        conn,
+        COMPANY,
+        [
+            {"org_id": org.org_id, "domain": d, "name": addr.company_name(d), "created_at": utcnow()}
+            for d in sorted(domains)
+        ],
+    )
     out = {}
     for chunk in _chunked(sorted(domains)):
-        rows = conn.execute(select(COMPANY.c.domain, COMPANY.c.id)
-                            .where(COMPANY.c.org_id == org.org_id, COMPANY.c.domain.in_(chunk)))
+        rows = conn.execute(
+            select(COMPANY.c.domain, COMPANY.c.id).where(COMPANY.c.org_id == org.org_id, COMPANY.c.domain.in_(chunk))
+        )
         out.update(dict(rows.all()))
     return out
 
 
-def create_contacts(conn: Connection, org: OrgContext, wanted: dict[str, str], *,
-                    created: set[str] | None = None) -> dict[str, tuple[int, int | None]]:
+def create_contacts(
+    conn: Connection, org: OrgContext, wanted: dict[str, str], *, created: set[str] | None = None
+) -> dict[str, tuple[int, int | None]]:
     """Create contacts (and their companies) for address -> display name; returns their ids.
     `created` receives the addresses this call made: one another writer made
     first is not made again, its contact's ids are returned.
@@ -311,21 +346,33 @@ def create_contacts(conn: Connection, org: OrgContext, wanted: dict[str, str], *
     now = utcnow()
     made: dict[str, tuple[int, int | None]] = {}
     ordered = sorted(wanted)
-    rows = []
+    rows: list[dict] = []
     for address in ordered:
         name = wanted[address]
         domain = addr.company_domain(address, org.free_mail)
-        rows.append({"org_id": org.org_id, "name": name, "search_name": name.lower(), "primary_email": address,
-                     "company_id": company_ids.get(domain) if domain else None, "tags": [], "created_at": now})
+        rows.append(
+            {
+                "org_id": org.org_id,
+                "name": name,
+                "search_name": name.lower(),
+                "primary_email": address,
+                "company_id": company_ids.get(domain) if domain else None,
+                "tags": [],
+                "created_at": now,
+            }
+        )
     # RETURNING without an order guarantee lets both databases batch the rows
     # into multi-row INSERTs; each row carries its own key back.
     by_email = {row["primary_email"]: row for row in rows}
     for contact_id, email in conn.execute(CONTACT.insert().returning(CONTACT.c.id, CONTACT.c.primary_email), rows):
         made[email] = (contact_id, by_email[email]["company_id"])
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    won = set(conn.execute(
-        dialect.insert(CONTACT_ADDRESS).on_conflict_do_nothing().returning(CONTACT_ADDRESS.c.address),
-        [{"org_id": org.org_id, "contact_id": made[a][0], "address": a} for a in ordered]).scalars())
+    won = set(
+        conn.execute(
+            dialect.insert(CONTACT_ADDRESS).on_conflict_do_nothing().returning(CONTACT_ADDRESS.c.address),
+            [{"org_id": org.org_id, "contact_id": made[a][0], "address": a} for a in ordered],
+        ).scalars()
+    )
     lost = [a for a in ordered if a not in won]
     if lost:
         # Another writer made these first (the locks above leave only writers that
@@ -335,8 +382,11 @@ def create_contacts(conn: Connection, org: OrgContext, wanted: dict[str, str], *
     if won:
         conn.execute(
             update(PARTICIPANT)
-            .where(PARTICIPANT.c.org_id == org.org_id, PARTICIPANT.c.address == _bind("b_address"),
-                   PARTICIPANT.c.contact_id.is_(None))
+            .where(
+                PARTICIPANT.c.org_id == org.org_id,
+                PARTICIPANT.c.address == _bind("b_address"),
+                PARTICIPANT.c.contact_id.is_(None),
+            )
             .values(contact_id=_bind("b_contact"), company_id=_bind("b_company")),
             [{"b_address": a, "b_contact": made[a][0], "b_company": made[a][1]} for a in ordered if a in won],
         )
@@ -351,15 +401,18 @@ def _bind(name: str):
     return bindparam(name)
 
 
-def _stored_people(conn: Connection, interaction_ids: list[int]
-                   ) -> tuple[dict[int, list[tuple[int | None, int | None]]], set[tuple[int, str]]]:
+def _stored_people(
+    conn: Connection, interaction_ids: list[int]
+) -> tuple[dict[int, list[tuple[int | None, int | None]]], set[tuple[int, str]]]:
     """Committed participants of these interactions: iid -> [(contact, user)], and (iid, address) pairs."""
     people: dict[int, list[tuple[int | None, int | None]]] = {}
     keys: set[tuple[int, str]] = set()
     for chunk in _chunked(interaction_ids):
         for iid, address, contact_id, user_id in conn.execute(
-                select(PARTICIPANT.c.interaction_id, PARTICIPANT.c.address, PARTICIPANT.c.contact_id,
-                       PARTICIPANT.c.user_id).where(PARTICIPANT.c.interaction_id.in_(chunk))):
+            select(
+                PARTICIPANT.c.interaction_id, PARTICIPANT.c.address, PARTICIPANT.c.contact_id, PARTICIPANT.c.user_id
+            ).where(PARTICIPANT.c.interaction_id.in_(chunk))
+        ):
             people.setdefault(iid, []).append((contact_id, user_id))
             keys.add((iid, address))
     return people, keys
@@ -388,8 +441,9 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
         # Lock who this batch may make a contact, and who it records without one
         # (see lock_addresses), then read again what others committed meanwhile.
         candidates = {a for p in prepared for a in _wanted_contacts(org, p)}
-        lock_addresses(conn, org.org_id, [a for a in strangers if a in candidates],
-                       [a for a in strangers if a not in candidates])
+        lock_addresses(
+            conn, org.org_id, [a for a in strangers if a in candidates], [a for a in strangers if a not in candidates]
+        )
         found, found_unnamed = existing_contacts(conn, org.org_id, strangers)
         contacts.update(found)
         unnamed |= found_unnamed
@@ -408,10 +462,15 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     if named:
         # The first name seen wins, whichever batch it arrives in (rows in id order:
         # two writers naming the same contacts never wait for each other in a cycle).
-        conn.execute(update(CONTACT).where(CONTACT.c.id == _bind("b_id"), CONTACT.c.name == "")
-                     .values(name=_bind("b_name"), search_name=_bind("b_search")),
-                     sorted(({"b_id": contacts[a][0], "b_name": n, "b_search": n.lower()} for a, n in named.items()),
-                            key=lambda r: r["b_id"]))
+        conn.execute(
+            update(CONTACT)
+            .where(CONTACT.c.id == _bind("b_id"), CONTACT.c.name == "")
+            .values(name=_bind("b_name"), search_name=_bind("b_search")),
+            sorted(
+                ({"b_id": contacts[a][0], "b_name": n, "b_search": n.lower()} for a, n in named.items()),
+                key=lambda r: int(r["b_id"]),  # type: ignore[call-overload]
+            ),
+        )
 
     # Interactions: one per message key per organisation. Insert-or-ignore with
     # RETURNING tells exactly which are new (also with other writers at once);
@@ -420,34 +479,47 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     occurred = [db_time(conn, p.record.date) for p in prepared]
     rows, seen = [], {}  # seen: message key -> the direction its row gets
     want_subject, want_snippet = org.visibility in ("subject", "snippet"), org.visibility == "snippet"
-    for p, at in zip(prepared, occurred):
+    for p, at in zip(prepared, occurred, strict=True):
         r = p.record
         if r.message_key in seen:
             continue
         seen[r.message_key] = p.direction
-        rows.append((
-            org.org_id, InteractionKind.EMAIL, r.message_key, at, p.direction,
-            r.subject if want_subject else None,
-            r.snippet if want_snippet else None,
-            (r.references[0] if r.references else r.in_reply_to or r.message_key)[:500],
-            p.people[0][0] if p.people and p.people[0][2] == "from" else None, now, p.unverified,
-        ))
+        rows.append(
+            (
+                org.org_id,
+                InteractionKind.EMAIL,
+                r.message_key,
+                at,
+                p.direction,
+                r.subject if want_subject else None,
+                r.snippet if want_snippet else None,
+                (r.references[0] if r.references else r.in_reply_to or r.message_key)[:500],
+                p.people[0][0] if p.people and p.people[0][2] == "from" else None,
+                now,
+                p.unverified,
+            )
+        )
     if conn.dialect.name == "postgresql":
         # Keys in one order for every writer: two batches sharing messages then
         # never wait for each other's uncommitted rows in a cycle (a deadlock).
         rows.sort(key=lambda r: r[2])
-    existing: dict[str, int] = dict(bulk_insert_ignore_returning(conn, INTERACTION, INTERACTION_COLUMNS, rows,
-                                                                 ("message_key", "id"), chunk=INSERT_CHUNK))
+    existing: dict[str, int] = dict(
+        bulk_insert_ignore_returning(
+            conn, INTERACTION, INTERACTION_COLUMNS, rows, ("message_key", "id"), chunk=INSERT_CHUNK
+        )
+    )
     result.new_interactions = len(existing)
     new_ids = set(existing.values())
     direction_of = {iid: seen[key] for key, iid in existing.items()}  # as stored, for the summaries
     unverified_ids: set[int] = set()
     missing = sorted(seen.keys() - existing.keys())
     for chunk in _chunked(missing):
-        found = conn.execute(select(INTERACTION.c.message_key, INTERACTION.c.id, INTERACTION.c.direction,
-                                    INTERACTION.c.unverified_sender)
-                             .where(INTERACTION.c.org_id == org.org_id, INTERACTION.c.message_key.in_(chunk)))
-        for key, iid, direction, unverified in found:
+        stored_rows = conn.execute(
+            select(
+                INTERACTION.c.message_key, INTERACTION.c.id, INTERACTION.c.direction, INTERACTION.c.unverified_sender
+            ).where(INTERACTION.c.org_id == org.org_id, INTERACTION.c.message_key.in_(chunk))
+        )
+        for key, iid, direction, unverified in stored_rows:
             existing[key], direction_of[iid] = iid, direction
             if unverified:
                 unverified_ids.add(iid)
@@ -460,7 +532,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     fresh, fresh_keys, participants, sources = [], set(), [], []
     inserted: list[tuple] = []
     users, org_id, internal = org.users_by_address, org.org_id, _internal_map(org)
-    for p, at in zip(prepared, occurred):
+    for p, at in zip(prepared, occurred, strict=True):
         iid = existing[p.record.message_key]
         is_new = iid in new_ids
         for address, name, role in p.people:
@@ -472,8 +544,17 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             elif user_id is None and _is_internal(org, internal, address):
                 continue  # internal but not a user (a shared alias): not a person to track
             contact = contacts.get(address)
-            row = (org_id, iid, at, address, name or None, role, user_id,
-                   contact[0] if contact else None, contact[1] if contact else None)
+            row = (
+                org_id,
+                iid,
+                at,
+                address,
+                name or None,
+                role,
+                user_id,
+                contact[0] if contact else None,
+                contact[1] if contact else None,
+            )
             if is_new:
                 if (iid, address) in fresh_keys:
                     continue
@@ -492,30 +573,50 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
         # names its own rep): neither would see the other's rows and both would miss
         # the pairs between them. One at a time per message, then read again.
         for chunk in _chunked(adding):
-            conn.execute(select(INTERACTION.c.id).where(INTERACTION.c.id.in_(chunk))
-                         .order_by(INTERACTION.c.id).with_for_update(key_share=True)).all()
+            conn.execute(
+                select(INTERACTION.c.id)
+                .where(INTERACTION.c.id.in_(chunk))
+                .order_by(INTERACTION.c.id)
+                .with_for_update(key_share=True)
+            ).all()
         before.update(_stored_people(conn, adding)[0])
     bulk_insert_ignore(conn, PARTICIPANT, PARTICIPANT_COLUMNS, fresh)
-    inserted += bulk_insert_ignore_returning(conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants,
-                                             ("interaction_id", "contact_id", "user_id"))
+    inserted += bulk_insert_ignore_returning(
+        conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants, ("interaction_id", "contact_id", "user_id")
+    )
     result.copies = copies.insert(conn, sources)
-    facts = {existing[p.record.message_key]: (direction_of[existing[p.record.message_key]], at)
-             for p, at in zip(prepared, occurred)}
+    facts = {
+        existing[p.record.message_key]: (direction_of[existing[p.record.message_key]], at)
+        for p, at in zip(prepared, occurred, strict=True)
+    }
     stats.add_email_deltas(conn, org.org_id, inserted, facts, before)
     # New contacts may have brought older participations along, and received mail that turned out
     # to be a colleague's sent mail changes its people's summaries: count those from scratch.
     recount = [contacts[a][0] for a in created]
     for chunk in _chunked(sorted(upgraded)):
-        recount += conn.execute(select(PARTICIPANT.c.contact_id).where(
-            PARTICIPANT.c.interaction_id.in_(chunk), PARTICIPANT.c.contact_id.is_not(None))).scalars().all()
+        recount += (
+            conn.execute(
+                select(PARTICIPANT.c.contact_id).where(
+                    PARTICIPANT.c.interaction_id.in_(chunk), PARTICIPANT.c.contact_id.is_not(None)
+                )
+            )
+            .scalars()
+            .all()
+        )
     if recount:
         stats.recompute(conn, org.org_id, recount)
     result.imported = len(sources) if mbx.mailbox_id is not None else len(prepared)
     return result
 
 
-def _vouch_for_stored(conn: Connection, org: OrgContext, prepared: list[_Prepared], existing: dict[str, int],
-                      unverified_ids: set[int], direction_of: dict[int, str]) -> set[int]:
+def _vouch_for_stored(
+    conn: Connection,
+    org: OrgContext,
+    prepared: list[_Prepared],
+    existing: dict[str, int],
+    unverified_ids: set[int],
+    direction_of: dict[int, str],
+) -> set[int]:
     """Stored mail from an unverified sender that a copy in this batch vouches for
     (the colleague's own Sent copy, say) becomes that colleague's sent mail: the
     same interaction, direction out, the From row credited to them. Returns the
@@ -527,20 +628,37 @@ def _vouch_for_stored(conn: Connection, org: OrgContext, prepared: list[_Prepare
             changed[iid] = next(a for a, _, role in p.people if role == "from")
     if not changed:
         return set()
-    conn.execute(update(INTERACTION).where(INTERACTION.c.id == _bind("b_id"))
-                 .values(direction="out", unverified_sender=False), [{"b_id": i} for i in sorted(changed)])
-    credited = [{"b_id": i, "b_address": a, "b_user": org.users_by_address[a]}
-                for i, a in sorted(changed.items()) if a in org.users_by_address]
+    conn.execute(
+        update(INTERACTION).where(INTERACTION.c.id == _bind("b_id")).values(direction="out", unverified_sender=False),
+        [{"b_id": i} for i in sorted(changed)],
+    )
+    credited = [
+        {"b_id": i, "b_address": a, "b_user": org.users_by_address[a]}
+        for i, a in sorted(changed.items())
+        if a in org.users_by_address
+    ]
     if credited:
-        conn.execute(update(PARTICIPANT).where(PARTICIPANT.c.interaction_id == _bind("b_id"),
-                                               PARTICIPANT.c.address == _bind("b_address"), PARTICIPANT.c.role == "from")
-                     .values(user_id=_bind("b_user")), credited)
+        conn.execute(
+            update(PARTICIPANT)
+            .where(
+                PARTICIPANT.c.interaction_id == _bind("b_id"),
+                PARTICIPANT.c.address == _bind("b_address"),
+                PARTICIPANT.c.role == "from",
+            )
+            .values(user_id=_bind("b_user")),
+            credited,
+        )
     shared = [{"b_id": i, "b_address": a} for i, a in sorted(changed.items()) if a not in org.users_by_address]
     if shared:
         # A vouched-for mail from an internal address that is nobody's (a shared alias) has no From row.
-        conn.execute(PARTICIPANT.delete().where(PARTICIPANT.c.interaction_id == _bind("b_id"),
-                                                PARTICIPANT.c.address == _bind("b_address"),
-                                                PARTICIPANT.c.role == "from"), shared)
+        conn.execute(
+            PARTICIPANT.delete().where(
+                PARTICIPANT.c.interaction_id == _bind("b_id"),
+                PARTICIPANT.c.address == _bind("b_address"),
+                PARTICIPANT.c.role == "from",
+            ),
+            shared,
+        )
     for iid in changed:
         direction_of[iid] = "out"
     return set(changed)

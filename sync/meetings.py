@@ -20,6 +20,7 @@ in Python, in order, into the final state of its interaction and participants
 (exactly what applying the records one after another would leave), and that
 state is written with bulk statements.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -33,10 +34,17 @@ from app.db import bulk_insert_ignore, bulk_insert_ignore_returning, db_time
 from app.models import Interaction, InteractionKind, InteractionSource, Participant
 from app.models.base import utcnow
 from connectors.base import Attendee, MeetingRecord, meeting_key
-from sync import addresses as addr
-from sync import copies, stats
-from sync.ingest import (IngestResult, MailboxContext, OrgContext, _chunked, _internal, _utc, create_contacts,
-                         existing_contacts)
+from sync import addresses as addr, copies, stats
+from sync.ingest import (
+    IngestResult,
+    MailboxContext,
+    OrgContext,
+    _chunked,
+    _internal,
+    _utc,
+    create_contacts,
+    existing_contacts,
+)
 
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
 MAX_ATTENDEES = 500
@@ -44,8 +52,18 @@ SERIES_CHUNK = 50  # series prefixes per statement (each is one OR branch)
 DETAILS = ("occurred_at", "ends_at", "direction", "subject", "location", "status", "sequence")
 STORED = (I.c.id, I.c.message_key) + tuple(I.c[c] for c in DETAILS)
 INSERT_COLUMNS = ("org_id", "kind", "message_key", "thread_key", "from_address", "created_at") + DETAILS
-PARTICIPANT_COLUMNS = ("org_id", "interaction_id", "occurred_at", "address", "name", "role", "response", "user_id",
-                       "contact_id", "company_id")
+PARTICIPANT_COLUMNS = (
+    "org_id",
+    "interaction_id",
+    "occurred_at",
+    "address",
+    "name",
+    "role",
+    "response",
+    "user_id",
+    "contact_id",
+    "company_id",
+)
 
 
 def _people(org: OrgContext, mbx: MailboxContext, rec: MeetingRecord) -> dict[str, tuple[str, str, str | None]]:
@@ -62,8 +80,11 @@ def _people(org: OrgContext, mbx: MailboxContext, rec: MeetingRecord) -> dict[st
                 name, old_role, _ = people[address]
                 people[address] = (name, old_role, a.response)  # the organiser also attends
             continue
-        people[address] = (addr.display_name(a.name, address), role, a.response if role != "organizer" else
-                           (a.response or "accepted"))
+        people[address] = (
+            addr.display_name(a.name, address),
+            role,
+            a.response if role != "organizer" else (a.response or "accepted"),
+        )
     return people
 
 
@@ -91,9 +112,11 @@ def prepare(org: OrgContext, mbx: MailboxContext, rec: MeetingRecord) -> dict | 
 
 # -- the fold: a key's records, in order, into one final state ---------------------------------
 
+
 @dataclass(slots=True)
 class _Item:
     """One kept record of the batch."""
+
     index: int
     rec: MeetingRecord
     p: dict
@@ -112,6 +135,7 @@ class _Person:
 @dataclass
 class _State:
     """What a key's interaction and participants become after the batch."""
+
     key: str
     stored: dict | None  # the stored interaction (id, message_key, DETAILS), None if new
     cols: dict = field(default_factory=dict)  # the interaction's columns after the batch
@@ -127,15 +151,28 @@ def _norm(value):
 
 def _details(org: OrgContext, rec: MeetingRecord, p: dict) -> dict:
     subject_ok = org.visibility in ("subject", "snippet")
-    return {"occurred_at": _utc(rec.start), "ends_at": _utc(rec.end) if rec.end else None,
-            "direction": p["direction"], "subject": rec.subject if subject_ok else None,
-            "location": (rec.location or None) if subject_ok else None, "status": p["status"],
-            "sequence": rec.sequence}
+    return {
+        "occurred_at": _utc(rec.start),
+        "ends_at": _utc(rec.end) if rec.end else None,
+        "direction": p["direction"],
+        "subject": rec.subject if subject_ok else None,
+        "location": (rec.location or None) if subject_ok else None,
+        "status": p["status"],
+        "sequence": rec.sequence,
+    }
 
 
-def _fold(org: OrgContext, mbx: MailboxContext, contacts: dict, key: str, stored: dict | None,
-          stored_people: dict[str, tuple[str | None, int | None]], steps: list[tuple[_Item, bool]],
-          touched: set[int], known: dict) -> _State:
+def _fold(
+    org: OrgContext,
+    mbx: MailboxContext,
+    contacts: dict,
+    key: str,
+    stored: dict | None,
+    stored_people: dict[str, tuple[str | None, int | None]],
+    steps: list[tuple[_Item, bool]],
+    touched: set[int],
+    known: dict,
+) -> _State:
     """Apply a key's records in batch order, as one statement each would have.
 
     steps: (item, whole) where whole is False for a series REPLY/CANCEL applied
@@ -171,7 +208,9 @@ def _fold(org: OrgContext, mbx: MailboxContext, contacts: dict, key: str, stored
                 user_id = org.users_by_address.get(address)
                 # A room or a shared address is not a person: False.
                 who = known[address] = (user_id is not None or not _internal(org, address)) and (
-                    user_id, contacts.get(address))
+                    user_id,
+                    contacts.get(address),
+                )
             if not who:
                 continue
             user_id, contact = who
@@ -185,9 +224,11 @@ def _fold(org: OrgContext, mbx: MailboxContext, contacts: dict, key: str, stored
                 continue
             if rec.method == "REPLY" and existed:
                 continue  # a reply answers for someone invited; it never adds people to a known meeting
-            st.people[address] = _Person(response, contact[0] if contact else None,
-                                         new=(name or None, role, user_id, contact[0] if contact else None,
-                                              contact[1] if contact else None))
+            st.people[address] = _Person(
+                response,
+                contact[0] if contact else None,
+                new=(name or None, role, user_id, contact[0] if contact else None, contact[1] if contact else None),
+            )
         if newer and existed and rec.method in (None, "REQUEST"):
             # A newer full copy is the attendee list: people taken off it leave.
             for a in [a for a in st.people if a not in people and a != mbx.owner_address]:
@@ -200,6 +241,7 @@ def _fold(org: OrgContext, mbx: MailboxContext, contacts: dict, key: str, stored
 
 
 # -- reading what is stored --------------------------------------------------------------------
+
 
 def _load_keys(conn: Connection, org_id: int, keys: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
@@ -222,8 +264,9 @@ def _series_condition(conn: Connection, base: str):
 def _load_series(conn: Connection, org_id: int, bases: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for part in _chunked(sorted(bases), SERIES_CHUNK):
-        query = select(*STORED).where(I.c.org_id == org_id, I.c.kind == InteractionKind.MEETING,
-                                      or_(*[_series_condition(conn, b) for b in part]))
+        query = select(*STORED).where(
+            I.c.org_id == org_id, I.c.kind == InteractionKind.MEETING, or_(*[_series_condition(conn, b) for b in part])
+        )
         for row in conn.execute(query).mappings():
             out[row["message_key"]] = dict(row)
     return out
@@ -233,8 +276,8 @@ def _load_people(conn: Connection, ids: list[int]) -> dict[int, dict[str, tuple[
     out: dict[int, dict[str, tuple[str | None, int | None]]] = {}
     for part in _chunked(sorted(ids)):
         for iid, address, response, contact_id in conn.execute(
-                select(P.c.interaction_id, P.c.address, P.c.response, P.c.contact_id)
-                .where(P.c.interaction_id.in_(part))):
+            select(P.c.interaction_id, P.c.address, P.c.response, P.c.contact_id).where(P.c.interaction_id.in_(part))
+        ):
             out.setdefault(iid, {})[address] = (response, contact_id)
     return out
 
@@ -274,9 +317,11 @@ def _plan(items: list[_Item], stored_keys: set[str], bases: set[str]) -> dict[st
 
 # -- the batch ---------------------------------------------------------------------------------
 
+
 @dataclass
 class _Batch:
     """What the phases of one ingest_meetings call share."""
+
     conn: Connection
     org: OrgContext
     mbx: MailboxContext
@@ -289,8 +334,9 @@ class _Batch:
         return _fold(self.org, self.mbx, self.contacts, key, row, people, steps, self.touched, self.known)
 
 
-def ingest_meetings(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list[MeetingRecord]
-                    ) -> IngestResult:
+def ingest_meetings(
+    conn: Connection, org: OrgContext, mbx: MailboxContext, records: list[MeetingRecord]
+) -> IngestResult:
     batch = _Batch(conn, org, mbx)
     items = _kept_items(batch, records)
     if not items:
@@ -365,11 +411,21 @@ def _insert_new(batch: _Batch, plan: dict, states: dict[str, _State]) -> dict[st
             break
         if attempt == 3:
             raise RuntimeError("meetings: interactions kept disappearing while being inserted")
-        rows = [(org_id, InteractionKind.MEETING, st.key, st.key, None, now,
-                 *[db_time(conn, st.cols[c]) if c in ("occurred_at", "ends_at") else st.cols[c] for c in DETAILS])
-                for st in pending]
-        inserted = dict((k, i) for i, k in bulk_insert_ignore_returning(conn, I, INSERT_COLUMNS, rows,
-                                                                        ("id", "message_key")))
+        rows = [
+            (
+                org_id,
+                InteractionKind.MEETING,
+                st.key,
+                st.key,
+                None,
+                now,
+                *[db_time(conn, st.cols[c]) if c in ("occurred_at", "ends_at") else st.cols[c] for c in DETAILS],
+            )
+            for st in pending
+        ]
+        inserted = dict(
+            (k, i) for i, k in bulk_insert_ignore_returning(conn, I, INSERT_COLUMNS, rows, ("id", "message_key"))
+        )
         ids.update(inserted)
         batch.result.new_interactions += len(inserted)
         lost = [st.key for st in pending if st.key not in inserted]
@@ -411,20 +467,29 @@ def _update_changed(batch: _Batch, states: dict[str, _State], ids: dict[str, int
             batch.touched.update(pp.contact_id for pp in st.people.values() if pp.contact_id and pp.new is None)
     conn = batch.conn
     if full:
-        conn.execute(update(I).where(I.c.id == bindparam("b_id"))
-                     .values(**{c: bindparam(f"b_{c}") for c in DETAILS}), full)
+        conn.execute(
+            update(I).where(I.c.id == bindparam("b_id")).values(**{c: bindparam(f"b_{c}") for c in DETAILS}), full
+        )
     if status_only:
-        conn.execute(update(I).where(I.c.id == bindparam("b_id"))
-                     .values(status=bindparam("b_status"), sequence=bindparam("b_sequence")), status_only)
+        conn.execute(
+            update(I)
+            .where(I.c.id == bindparam("b_id"))
+            .values(status=bindparam("b_status"), sequence=bindparam("b_sequence")),
+            status_only,
+        )
     if moved:
-        conn.execute(update(P).where(P.c.interaction_id == bindparam("b_iid")).values(occurred_at=bindparam("b_at")),
-                     moved)
+        conn.execute(
+            update(P).where(P.c.interaction_id == bindparam("b_iid")).values(occurred_at=bindparam("b_at")), moved
+        )
 
 
 def _write_participants_and_copies(batch: _Batch, states: dict[str, _State], ids: dict[str, int]) -> None:
     """Participants: people taken off, answers changed, people added; then the copies."""
     conn, org_id, mbx = batch.conn, batch.org.org_id, batch.mbx
-    gone, answers, new_rows, sources = [], [], [], []
+    gone: list[dict] = []
+    answers: list[dict] = []
+    new_rows: list[tuple] = []
+    sources: list[tuple[int, tuple]] = []  # (record's position, copy row)
     for key, st in states.items():
         iid = ids[key]
         at = db_time(conn, st.cols["occurred_at"])
@@ -432,18 +497,22 @@ def _write_participants_and_copies(batch: _Batch, states: dict[str, _State], ids
         for address, pp in st.people.items():
             if pp.new is not None:
                 name, role, user_id, contact_id, company_id = pp.new
-                new_rows.append((org_id, iid, at, address, name, role, pp.response, user_id, contact_id,
-                                 company_id))
+                new_rows.append((org_id, iid, at, address, name, role, pp.response, user_id, contact_id, company_id))
             elif pp.changed:
                 answers.append({"b_iid": iid, "b_address": address, "b_response": pp.response})
         if mbx.mailbox_id is not None:
             sources.extend((n, (org_id, iid, mbx.mailbox_id, mbx.folder_id, r)) for n, r in st.sources)
     if gone:
-        conn.execute(delete(P).where(P.c.interaction_id == bindparam("b_iid"), P.c.address == bindparam("b_address")),
-                     gone)
+        conn.execute(
+            delete(P).where(P.c.interaction_id == bindparam("b_iid"), P.c.address == bindparam("b_address")), gone
+        )
     if answers:
-        conn.execute(update(P).where(P.c.interaction_id == bindparam("b_iid"), P.c.address == bindparam("b_address"))
-                     .values(response=bindparam("b_response")), answers)
+        conn.execute(
+            update(P)
+            .where(P.c.interaction_id == bindparam("b_iid"), P.c.address == bindparam("b_address"))
+            .values(response=bindparam("b_response")),
+            answers,
+        )
     bulk_insert_ignore(conn, P, PARTICIPANT_COLUMNS, new_rows)
     # In record order: of two records with one remote id, the first one's copy is kept.
     batch.result.copies = copies.insert(conn, [row for _, row in sorted(sources, key=lambda s: s[0])])
@@ -456,7 +525,7 @@ def remove_copies(conn: Connection, org_id: int, mbx: MailboxContext, remote_ids
     removed: Counter = Counter()
     affected: set[int] = set()
     for i in range(0, len(remote_ids), 500):
-        part = remote_ids[i:i + 500]
+        part = remote_ids[i : i + 500]
         mine = (S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id, S.c.remote_id.in_(part))
         affected.update(conn.execute(select(S.c.interaction_id).where(*mine)).scalars())
         removed.update(copies.delete(conn, *mine))
@@ -469,13 +538,25 @@ def drop_meetings_without_copies(conn: Connection, org_id: int, candidates: set[
     leave the timeline (with their people, and the summaries are recounted)."""
     dropped = 0
     for part in _chunked(sorted(candidates)):
-        orphans = conn.execute(select(I.c.id).where(
-            I.c.id.in_(part), I.c.org_id == org_id, I.c.kind == InteractionKind.MEETING,
-            ~select(S.c.id).where(S.c.interaction_id == I.c.id).exists())).scalars().all()
+        orphans = (
+            conn.execute(
+                select(I.c.id).where(
+                    I.c.id.in_(part),
+                    I.c.org_id == org_id,
+                    I.c.kind == InteractionKind.MEETING,
+                    ~select(S.c.id).where(S.c.interaction_id == I.c.id).exists(),
+                )
+            )
+            .scalars()
+            .all()
+        )
         if not orphans:
             continue
-        contacts = set(conn.execute(select(P.c.contact_id).where(P.c.interaction_id.in_(orphans),
-                                                                 P.c.contact_id.is_not(None))).scalars())
+        contacts = set(
+            conn.execute(
+                select(P.c.contact_id).where(P.c.interaction_id.in_(orphans), P.c.contact_id.is_not(None))
+            ).scalars()
+        )
         conn.execute(delete(P).where(P.c.interaction_id.in_(orphans)))
         conn.execute(delete(I).where(I.c.id.in_(orphans)))
         stats.recompute(conn, org_id, contacts)

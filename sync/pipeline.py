@@ -12,6 +12,7 @@ the rows-and-cursor-in-one-transaction rule is unchanged. The child is a plain
 `python -m sync.pipeline` process, not multiprocessing, so it never re-imports
 whatever script happens to be running here.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,10 +26,19 @@ import sys
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import IO, Any, BinaryIO, Callable, Iterator, cast
 
-from connectors.base import (ConnectorError, ConnectorSpec, ErrorKind, Folder, MessageRecord, SyncEvent,
-                             TransientError, close_quietly, error_of)
+from connectors.base import (
+    ConnectorError,
+    ConnectorSpec,
+    ErrorKind,
+    Folder,
+    MessageRecord,
+    SyncEvent,
+    TransientError,
+    close_quietly,
+    error_of,
+)
 from connectors.factory import build_connector, events
 
 _HEADER = struct.Struct("!I")
@@ -39,12 +49,30 @@ log = logging.getLogger("threadline.sync")
 def _reduce_record(r: MessageRecord):
     # A plain constructor call: much cheaper on both sides than the generic
     # pickling of a slots dataclass (which walks dataclasses.fields() per object).
-    return MessageRecord, (r.remote_id, r.message_key, r.date, r.from_, r.to, r.cc, r.bcc, r.subject, r.in_reply_to,
-                           r.references, r.bulk, r.auto_reply, r.snippet, r.bulk_signals, r.list_id, r.reply_to,
-                           r.relayed, r.auth_results, r.internal_submission)
+    return MessageRecord, (
+        r.remote_id,
+        r.message_key,
+        r.date,
+        r.from_,
+        r.to,
+        r.cc,
+        r.bcc,
+        r.subject,
+        r.in_reply_to,
+        r.references,
+        r.bulk,
+        r.auto_reply,
+        r.snippet,
+        r.bulk_signals,
+        r.list_id,
+        r.reply_to,
+        r.relayed,
+        r.auth_results,
+        r.internal_submission,
+    )
 
 
-_DISPATCH = {MessageRecord: _reduce_record}
+_DISPATCH: dict[type, Callable[[Any], Any]] = {MessageRecord: _reduce_record}
 
 
 def _dumps(event) -> bytes:
@@ -55,7 +83,7 @@ def _dumps(event) -> bytes:
     return buf.getvalue()
 
 
-def _write(stream: BinaryIO, event) -> None:
+def _write(stream: IO[bytes], event) -> None:
     data = _dumps(event)
     stream.write(_HEADER.pack(len(data)) + data)
     stream.flush()
@@ -99,7 +127,7 @@ class _BackgroundWriter:
             raise self.error
 
 
-def _read(stream: BinaryIO):
+def _read(stream: IO[bytes]):
     head = stream.read(_HEADER.size)
     if len(head) < _HEADER.size:
         return None
@@ -174,10 +202,17 @@ class ChildFetcher:
 
     def __init__(self, spec: ConnectorSpec):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        self._proc = subprocess.Popen([sys.executable, "-m", "sync.pipeline"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, cwd=str(ROOT), env=env)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "sync.pipeline"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=str(ROOT),
+            env=env,
+        )
+        # The two pipes asked for above (Popen types them as optional).
+        self._to_child, self._from_child = cast(IO[bytes], self._proc.stdin), cast(IO[bytes], self._proc.stdout)
         # The password travels over the pipe, never in argv or the environment.
-        _write(self._proc.stdin, spec)
+        _write(self._to_child, spec)
         # While the child starts and logs in this process only waits: load what the
         # first batch's ingest needs (the public-suffix list) meanwhile.
         threading.Thread(target=_warm_up, name="ingest-warm-up", daemon=True).start()
@@ -185,10 +220,10 @@ class ChildFetcher:
     updated_secret: str | None = None
 
     def _next(self):
-        event = _read(self._proc.stdout)
+        event = _read(self._from_child)
         while _tag(event) == "secret":
             self.updated_secret = event[1]
-            event = _read(self._proc.stdout)
+            event = _read(self._from_child)
         if event is None:
             code = self._proc.wait(timeout=10)
             raise TransientError(f"fetch process ended unexpectedly (exit code {code})")
@@ -205,7 +240,7 @@ class ChildFetcher:
 
     def run(self, work: list[tuple[Folder, dict]], since: datetime) -> Iterator[SyncEvent]:
         """The child's events() for this work, as they come."""
-        _write(self._proc.stdin, (work, since))
+        _write(self._to_child, (work, since))
         while True:
             event = self._next()
             if _tag(event) == "done":
@@ -217,7 +252,7 @@ class ChildFetcher:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
-        for stream in (proc.stdin, proc.stdout):
+        for stream in (self._to_child, self._from_child):
             try:
                 stream.close()
             except OSError:

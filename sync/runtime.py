@@ -3,6 +3,7 @@
 A Protocol, so sync depends only on app's settings, db and crypto: app.runtime.Runtime (built by the
 CLI and the web app) is one, and a test or a benchmark can pass any object with these three values.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

@@ -5,6 +5,7 @@ sync_mailbox makes it safe for several processes (serve, worker) to tick at
 once. IMAP mailboxes also get an IDLE watcher so new mail is synced within
 seconds instead of waiting for the next interval.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +14,7 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select, update
@@ -24,6 +26,9 @@ from connectors.base import ConnectorError, close_quietly
 from connectors.factory import build_connector
 from sync.engine import due_mailboxes, load_mailbox, request_sync, sync_mailbox
 from sync.runtime import Runtime
+
+if TYPE_CHECKING:
+    from connectors.imap import ImapConnector
 
 log = logging.getLogger("threadline.scheduler")
 MAILBOX = Mailbox.__table__
@@ -48,7 +53,7 @@ class IdleWatcher(threading.Thread):
         super().__init__(name=f"idle-{mailbox_id}", daemon=True)
         self.service, self.mailbox_id = service, mailbox_id
         self.stop_event = threading.Event()
-        self.connector = None
+        self.connector: ImapConnector | None = None
         self.lost = False  # the push connection is down (logged once per outage)
 
     def run(self) -> None:
@@ -83,8 +88,11 @@ class IdleWatcher(threading.Thread):
             return
         if not self.lost:
             self.lost = True
-            log.warning("IDLE connection of mailbox %s lost: %s; marking it degraded and syncing it now to check",
-                        self.mailbox_id, exc)
+            log.warning(
+                "IDLE connection of mailbox %s lost: %s; marking it degraded and syncing it now to check",
+                self.mailbox_id,
+                exc,
+            )
             mark_connection_lost(self.service.rt.engine, self.mailbox_id, str(exc))
             request_sync(self.service.rt.engine, self.mailbox_id)
             self.service.wake()
@@ -106,10 +114,10 @@ class IdleWatcher(threading.Thread):
 
     def stop(self) -> None:
         self.stop_event.set()
-        connector = self.connector
-        if connector is not None and getattr(connector, "_client", None) is not None:
+        client = getattr(self.connector, "_client", None)
+        if client is not None:
             try:
-                connector._client.shutdown()  # unblock idle_check at once
+                client.shutdown()  # unblock idle_check at once
             except Exception:  # noqa: BLE001
                 pass
 
@@ -119,16 +127,31 @@ def mark_connection_lost(engine, mailbox_id: int, reason: str) -> None:
     is running (its outcome will say); the next successful sync clears it."""
     reason = reason.strip()
     with write_transaction(engine) as conn:
-        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mailbox_id,
-                                           MAILBOX.c.status.in_(("active", "importing")),
-                                           MAILBOX.c.sync_stage != "running")
-                     .values(last_error=reason if reason.endswith((".", "?", "!")) else reason + ".",
-                             last_error_kind="transient", last_error_at=utcnow()))
+        conn.execute(
+            update(MAILBOX)
+            .where(
+                MAILBOX.c.id == mailbox_id,
+                MAILBOX.c.status.in_(("active", "importing")),
+                MAILBOX.c.sync_stage != "running",
+            )
+            .values(
+                last_error=reason if reason.endswith((".", "?", "!")) else reason + ".",
+                last_error_kind="transient",
+                last_error_at=utcnow(),
+            )
+        )
 
 
 class SyncService:
-    def __init__(self, rt: Runtime, *, max_workers: int = 2, idle: bool | None = None,
-                 idle_timeout: float = IDLE_HEARTBEAT_SECONDS, idle_answer_seconds: float = IDLE_ANSWER_SECONDS):
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        max_workers: int = 2,
+        idle: bool | None = None,
+        idle_timeout: float = IDLE_HEARTBEAT_SECONDS,
+        idle_answer_seconds: float = IDLE_ANSWER_SECONDS,
+    ):
         self.rt = rt
         self.idle_enabled = rt.settings.idle_enabled if idle is None else idle
         self.idle_timeout, self.idle_answer_seconds = idle_timeout, idle_answer_seconds
@@ -139,14 +162,28 @@ class SyncService:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        self.scheduler.add_job(self.tick, "interval", seconds=self.rt.settings.scheduler_tick_seconds, id="tick",
-                               max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
+        self.scheduler.add_job(
+            self.tick,
+            "interval",
+            seconds=self.rt.settings.scheduler_tick_seconds,
+            id="tick",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(timezone.utc),
+        )
         from sync import graph_push
 
         if graph_push.push_enabled(self.rt):
             # Microsoft Graph subscriptions live at most ~3 days for mail: renew well before.
-            self.scheduler.add_job(self._renew_subscriptions, "interval", minutes=30, id="graph-subscriptions",
-                                   max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
+            self.scheduler.add_job(
+                self._renew_subscriptions,
+                "interval",
+                minutes=30,
+                id="graph-subscriptions",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=datetime.now(timezone.utc),
+            )
         self.scheduler.start()
 
     def _renew_subscriptions(self) -> None:
@@ -180,8 +217,13 @@ class SyncService:
 
     def _run(self, mailbox_id: int) -> None:
         try:
-            report = sync_mailbox(self.rt.engine, self.rt.box, mailbox_id, worker=self.rt.settings.worker_id,
-                                  lease_seconds=self.rt.settings.sync_lease_seconds)
+            report = sync_mailbox(
+                self.rt.engine,
+                self.rt.box,
+                mailbox_id,
+                worker=self.rt.settings.worker_id,
+                lease_seconds=self.rt.settings.sync_lease_seconds,
+            )
             if report is not None and not report.ok and report.error_kind != "lease":
                 log.warning("sync of mailbox %s failed (%s): %s", mailbox_id, report.error_kind, report.error)
         except Exception:  # noqa: BLE001
@@ -192,9 +234,13 @@ class SyncService:
 
     def _ensure_watchers(self) -> None:
         with read_only(self.rt.engine) as conn:
-            wanted = set(conn.execute(select(MAILBOX.c.id).where(
-                MAILBOX.c.kind == "imap",
-                MAILBOX.c.status.in_((MailboxStatus.IMPORTING, MailboxStatus.ACTIVE)))).scalars())
+            wanted = set(
+                conn.execute(
+                    select(MAILBOX.c.id).where(
+                        MAILBOX.c.kind == "imap", MAILBOX.c.status.in_((MailboxStatus.IMPORTING, MailboxStatus.ACTIVE))
+                    )
+                ).scalars()
+            )
         for mailbox_id in wanted - set(self.watchers):
             watcher = IdleWatcher(self, mailbox_id)
             self.watchers[mailbox_id] = watcher

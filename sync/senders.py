@@ -30,14 +30,16 @@ the checks) stays unverified until the sender's Sent copy is seen: the
 narrow reading of "no hop from outside the organisation", since telling the
 organisation's relays from others in Received fields needs their addresses.
 """
+
 from __future__ import annotations
 
 from connectors.base import MessageRecord
 from connectors.mailparse import authentication_results
 
 
-def vouched(record: MessageRecord, sender: str, owner_is_sender: bool, folder_role: str | None,
-            internal_domains: frozenset[str]) -> bool:
+def vouched(
+    record: MessageRecord, sender: str, owner_is_sender: bool, folder_role: str | None, internal_domains: frozenset[str]
+) -> bool:
     if owner_is_sender and folder_role == "sent":
         return True
     if record.relayed is False or (record.relayed is None and owner_is_sender):
@@ -79,11 +81,15 @@ def _vouches(values: tuple[str, ...], sender: str, internal_domains: frozenset[s
                 return False  # the organisation's own policy check failed: no other result outweighs it
             if result != "pass":
                 continue
-            named = {"dmarc": props.get("header.from"), "dkim": props.get("header.d") or props.get("header.i"),
-                     "spf": props.get("smtp.mailfrom")}.get(method)
+            named = {
+                "dmarc": props.get("header.from"),
+                "dkim": props.get("header.d") or props.get("header.i"),
+                "spf": props.get("smtp.mailfrom"),
+            }.get(method)
             if named:
                 named = named.rpartition("@")[2]
-                passed = passed or named == domain or any(_within(named, d) and _within(domain, d)
-                                                          for d in internal_domains)
+                passed = (
+                    passed or named == domain or any(_within(named, d) and _within(domain, d) for d in internal_domains)
+                )
         return passed  # the topmost trusted stamp decides; older ones may be forged
     return False

@@ -7,6 +7,7 @@ anything that removes or rewrites history (rules, erasure, meeting changes)
 calls recompute() for the contacts it touched. recompute() is also the
 definition the tests check the deltas against.
 """
+
 from __future__ import annotations
 
 from typing import Iterable
@@ -53,7 +54,7 @@ def recompute(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> None
     ids = sorted({int(c) for c in contact_ids if c is not None})
     now = db_time(conn, utcnow())
     for i in range(0, len(ids), CHUNK):
-        part = ids[i:i + CHUNK]
+        part = ids[i : i + CHUNK]
         conn.execute(delete(STATS).where(STATS.c.org_id == org_id, STATS.c.contact_id.in_(part)))
         conn.execute(delete(COLLEAGUE).where(COLLEAGUE.c.org_id == org_id, COLLEAGUE.c.contact_id.in_(part)))
         id_list = ", ".join(str(c) for c in part)  # integers only: safe to inline
@@ -73,8 +74,13 @@ def _latest(conn: Connection, a: str, b: str) -> str:
     return f"MAX(COALESCE({a}, {b}), COALESCE({b}, {a}))"
 
 
-def add_email_deltas(conn: Connection, org_id: int, new_rows: list[tuple], interactions: dict[int, tuple],
-                     existing_people: dict[int, list[tuple[int | None, int | None]]]) -> None:
+def add_email_deltas(
+    conn: Connection,
+    org_id: int,
+    new_rows: list[tuple],
+    interactions: dict[int, tuple],
+    existing_people: dict[int, list[tuple[int | None, int | None]]],
+) -> None:
     """Add what newly inserted email participants change.
 
     new_rows: (interaction_id, contact_id, user_id) of participant rows just inserted.
@@ -96,6 +102,7 @@ def add_email_deltas(conn: Connection, org_id: int, new_rows: list[tuple], inter
     for iid, (contacts_now, users_now) in new_by_interaction.items():
         direction, at = interactions[iid]
         old_people = existing_people.get(iid)
+        fresh_pairs: list[tuple[int, int]] | set[tuple[int, int]]
         if not old_people:
             # The common case (a new interaction): every contact and every pair is new.
             added_contacts = set(contacts_now)
@@ -134,17 +141,17 @@ def add_email_deltas(conn: Connection, org_id: int, new_rows: list[tuple], inter
             "emails_out = contactstats.emails_out + excluded.emails_out, "
             f"first_email_at = {_earliest(conn, 'contactstats.first_email_at', 'excluded.first_email_at')}, "
             f"last_email_at = {_latest(conn, 'contactstats.last_email_at', 'excluded.last_email_at')}",
-            [(c, org_id, s[0], s[1], 0, s[2], s[3]) for c, s in sorted(stats.items())])
+            [(c, org_id, s[0], s[1], 0, s[2], s[3]) for c, s in sorted(stats.items())],
+        )
     if pairs:
         conn.exec_driver_sql(
             "INSERT INTO contactcolleague (contact_id, user_id, org_id, interactions, last_at) "
             f"VALUES ({_marks(conn, 5)}) ON CONFLICT (contact_id, user_id) DO UPDATE SET "
             "interactions = contactcolleague.interactions + excluded.interactions, "
             f"last_at = {_latest(conn, 'contactcolleague.last_at', 'excluded.last_at')}",
-            [(c, u, org_id, p[0], p[1]) for (c, u), p in sorted(pairs.items())])
+            [(c, u, org_id, p[0], p[1]) for (c, u), p in sorted(pairs.items())],
+        )
 
 
 def _marks(conn: Connection, n: int) -> str:
     return ", ".join(["?" if conn.dialect.name == "sqlite" else "%s"] * n)
-
-

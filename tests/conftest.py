@@ -54,8 +54,7 @@ class ImapUser(NamedTuple):
     password: str
     dovecot: Dovecot
 
-    def connect(self, *, login: bool = True, timeout: float = 10.0, port: int | None = None,
-                host: str | None = None):
+    def connect(self, *, login: bool = True, timeout: float = 10.0, port: int | None = None, host: str | None = None):
         """An ``imapclient.IMAPClient`` (plain TCP), logged in unless ``login=False``."""
         import imapclient
 
@@ -88,8 +87,18 @@ class ImapUser(NamedTuple):
 # Graph fake, the app on a port) or runs the CLI in subprocesses is marked `servers`:
 # `./run test -m "not servers"` is the fast tier for the edit-test loop; `./run test`
 # runs everything, as CI does.
-SERVER_FIXTURES = frozenset({"dovecot", "dovecot_special_use", "postgres", "radicale", "browser", "fake_graph_server",
-                             "live_app", "fault_proxy"})
+SERVER_FIXTURES = frozenset(
+    {
+        "dovecot",
+        "dovecot_special_use",
+        "postgres",
+        "radicale",
+        "browser",
+        "fake_graph_server",
+        "live_app",
+        "fault_proxy",
+    }
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -228,6 +237,7 @@ def page(browser):
 
 
 # -- CalDAV ----------------------------------------------------------------------
+
 
 class CalDavUser(NamedTuple):
     """A user with one empty calendar on the test Radicale."""

@@ -3,6 +3,7 @@ straight into the database in the caller's Session, with no audit record.
 
 These are not the product's way in: the use cases in app/services (validated, audited)
 are, and tests of those call them. These only set the stage quickly."""
+
 from __future__ import annotations
 
 import secrets
@@ -22,8 +23,9 @@ def create_org(session: Session, name: str, domains: list[str]) -> Organisation:
     return org
 
 
-def add_user(session: Session, org: Organisation, email: str, *, name: str = "", admin: bool = False,
-             aliases: list[str] = ()) -> User:
+def add_user(
+    session: Session, org: Organisation, email: str, *, name: str = "", admin: bool = False, aliases: list[str] = ()
+) -> User:
     user = User(org_id=org.id, email=clean_address(email), name=name.strip(), role="admin" if admin else "rep")
     session.add(user)
     session.flush()

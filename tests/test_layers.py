@@ -1,4 +1,5 @@
 """The layers of docs/architecture.md hold: `lint-imports` checks the contracts in pyproject.toml."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,14 @@ PACKAGES = ("app", "sync", "connectors", "demodata")
 
 
 def lint_imports(cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).with_name("lint-imports")), "--no-cache", "--no-logo"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache", "--no-logo"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_every_import_respects_the_declared_layers():

@@ -1,6 +1,7 @@
 """Small builders shared by the tests: a runtime on a temp database, an
 organisation with reps, IMAP mailboxes on the test Dovecot, messages, and a
 canonical snapshot of the whole timeline for exact comparisons."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,9 +13,9 @@ from sqlalchemy import text
 from app.db import read_only, session
 from app.runtime import Runtime, open_runtime
 from app.services import mailboxes, orgs
+from app.services.actor import Actor
 from app.settings import load_settings
 from sync.engine import sync_mailbox
-from app.services.actor import Actor
 from tests import factories
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -31,9 +32,16 @@ class World:
             return factories.add_user(s, org, email, name=name, admin=admin, aliases=list(aliases)).id
 
     def add_imap(self, owner: str, imap_user, *, port: int | None = None, password: str | None = None) -> int:
-        mb = mailboxes.add_imap(self.rt, Actor.operator(self.org_id), owner=owner, host=imap_user.host,
-                                port=port or imap_user.port, security="none", username=imap_user.username,
-                                password=password or imap_user.password)
+        mb = mailboxes.add_imap(
+            self.rt,
+            Actor.operator(self.org_id),
+            owner=owner,
+            host=imap_user.host,
+            port=port or imap_user.port,
+            security="none",
+            username=imap_user.username,
+            password=password or imap_user.password,
+        )
         return mb["id"]
 
     def sync(self, mailbox_id: int, **kw):
@@ -75,19 +83,31 @@ class World:
         import time
         from pathlib import Path
 
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "sync", "--once", "--mailbox", str(mailbox_id)],
-                                cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "sync", "--once", "--mailbox", str(mailbox_id)],
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.time() + 90
-        while time.time() < deadline and not self.scalar("SELECT messages_imported FROM mailbox WHERE id = :i",
-                                                          i=mailbox_id):
+        while time.time() < deadline and not self.scalar(
+            "SELECT messages_imported FROM mailbox WHERE id = :i", i=mailbox_id
+        ):
             time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
-def make_world(tmp_path, *, url: str | None = None, name: str = "OurCo", domains=("ourco.com",),
-               reps=(("alice@ourco.com", "Alice Rep"), ("bob@ourco.com", "Bob Rep"))) -> World:
+def make_world(
+    tmp_path,
+    *,
+    url: str | None = None,
+    name: str = "OurCo",
+    domains=("ourco.com",),
+    reps=(("alice@ourco.com", "Alice Rep"), ("bob@ourco.com", "Bob Rep")),
+) -> World:
     env = {"THREADLINE_DATA_DIR": str(tmp_path / "data"), "THREADLINE_IDLE": "0"}
     if url:
         env["THREADLINE_DATABASE_URL"] = url
@@ -102,26 +122,44 @@ def make_world(tmp_path, *, url: str | None = None, name: str = "OurCo", domains
 
 def snapshot(engine, org_id: int) -> dict:
     """Everything on the timeline, without surrogate ids, for comparing two runs."""
+
     def rows(sql):
         with read_only(engine) as conn:
             return sorted(tuple(r) for r in conn.execute(text(sql), {"org": org_id}).all())
 
     return {
-        "interactions": rows("SELECT message_key, kind, direction, subject, snippet, thread_key, occurred_at "
-                             "FROM interaction WHERE org_id = :org"),
-        "participants": rows("SELECT i.message_key, p.address, p.role, p.user_id IS NOT NULL, p.contact_id IS NOT NULL "
-                             "FROM participant p JOIN interaction i ON i.id = p.interaction_id WHERE p.org_id = :org"),
-        "sources": rows("SELECT i.message_key, s.mailbox_id, f.name, s.remote_id FROM interactionsource s "
-                        "JOIN interaction i ON i.id = s.interaction_id JOIN folderstate f ON f.id = s.folder_id "
-                        "WHERE s.org_id = :org"),
-        "contacts": rows("SELECT a.address, c.name, co.domain FROM contactaddress a JOIN contact c ON c.id = a.contact_id "
-                         "LEFT JOIN company co ON co.id = c.company_id WHERE a.org_id = :org"),
+        "interactions": rows(
+            "SELECT message_key, kind, direction, subject, snippet, thread_key, occurred_at "
+            "FROM interaction WHERE org_id = :org"
+        ),
+        "participants": rows(
+            "SELECT i.message_key, p.address, p.role, p.user_id IS NOT NULL, p.contact_id IS NOT NULL "
+            "FROM participant p JOIN interaction i ON i.id = p.interaction_id WHERE p.org_id = :org"
+        ),
+        "sources": rows(
+            "SELECT i.message_key, s.mailbox_id, f.name, s.remote_id FROM interactionsource s "
+            "JOIN interaction i ON i.id = s.interaction_id JOIN folderstate f ON f.id = s.folder_id "
+            "WHERE s.org_id = :org"
+        ),
+        "contacts": rows(
+            "SELECT a.address, c.name, co.domain FROM contactaddress a JOIN contact c ON c.id = a.contact_id "
+            "LEFT JOIN company co ON co.id = c.company_id WHERE a.org_id = :org"
+        ),
         "companies": rows("SELECT domain, name FROM company WHERE org_id = :org"),
     }
 
 
-def message(frm: str, to: str, subject: str = "Hello", *, msgid: str | None = None, when: datetime | None = None,
-            cc: str | None = None, body: str = "Hi there,\nthis is the body.\n", extra: str = "") -> bytes:
+def message(
+    frm: str,
+    to: str,
+    subject: str = "Hello",
+    *,
+    msgid: str | None = None,
+    when: datetime | None = None,
+    cc: str | None = None,
+    body: str = "Hi there,\nthis is the body.\n",
+    extra: str = "",
+) -> bytes:
     when = when or NOW - timedelta(days=1)
     lines = [f"From: {frm}", f"To: {to}"]
     if cc:

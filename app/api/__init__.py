@@ -1,4 +1,5 @@
 """The FastAPI application."""
+
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
@@ -9,16 +10,26 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from app.api import (activity, addin, admin, admin_pages, companies, contacts, graph_webhooks, mailboxes, metrics,
-                     panel, people)
+from app.api import (
+    activity,
+    addin,
+    admin,
+    admin_pages,
+    companies,
+    contacts,
+    graph_webhooks,
+    mailboxes,
+    metrics,
+    panel,
+    people,
+)
 from app.api.panel import OUTLOOK_ORIGINS
 from app.api.schemas import Health, Unhealthy
 from app.db import read_only
 from app.runtime import Runtime
 from app.services.errors import ServiceError, http_status
 
-ROUTERS = (contacts, companies, mailboxes, activity, people, addin, panel, admin, admin_pages, graph_webhooks,
-           metrics)
+ROUTERS = (contacts, companies, mailboxes, activity, people, addin, panel, admin, admin_pages, graph_webhooks, metrics)
 
 
 def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:
@@ -35,16 +46,25 @@ def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:
         if service is not None:
             service.stop()
 
-    app = FastAPI(title="Threadline", version="0.1.0", lifespan=lifespan,
-                  description="The shared contact timeline built from your team's mailboxes.")
+    app = FastAPI(
+        title="Threadline",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="The shared contact timeline built from your team's mailboxes.",
+    )
     app.state.runtime = rt
     app.add_middleware(metrics.RequestLatency)  # API latency histogram, served at /metrics
     # Cross-origin calls only from the app's own origin and Outlook's hosts (the
     # sidebar itself is same-origin); bearer tokens, never cookies.
     own = urlsplit(rt.settings.public_url)
-    app.add_middleware(CORSMiddleware, allow_origins=[f"{own.scheme}://{own.netloc}", *OUTLOOK_ORIGINS],
-                       allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                       allow_headers=["Authorization", "Content-Type"], allow_credentials=False, max_age=600)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[f"{own.scheme}://{own.netloc}", *OUTLOOK_ORIGINS],
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type"],
+        allow_credentials=False,
+        max_age=600,
+    )
     for module in ROUTERS:
         app.include_router(module.router)
 
@@ -53,9 +73,13 @@ def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:
     async def service_error(request, exc: ServiceError):
         return JSONResponse(exc.as_dict(), status_code=http_status(exc))
 
-    @app.get("/healthz", tags=["ops"], summary="Health for load balancers: 503 when the database is unreachable",
-             response_model=Health,
-             responses={503: {"model": Unhealthy, "description": "the database is unreachable"}})
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        summary="Health for load balancers: 503 when the database is unreachable",
+        response_model=Health,
+        responses={503: {"model": Unhealthy, "description": "the database is unreachable"}},
+    )
     def healthz() -> Health | JSONResponse:
         try:
             with read_only(rt.engine) as conn:

@@ -1,4 +1,5 @@
 """Notes, follow-up tasks and hand-logged emails, added from the sidebar."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -38,6 +39,7 @@ class Address(BaseModel):
 
 class LogEmailIn(BaseModel):
     """The fields Office.js gives for the message being read (Office.context.mailbox.item)."""
+
     internet_message_id: Annotated[str, Field(min_length=1, max_length=1000)]
     subject: Annotated[str, Field(max_length=2000)] = ""
     sender: Address = Field(alias="from")
@@ -50,30 +52,59 @@ class LogEmailIn(BaseModel):
     model_config = {"populate_by_name": True}
 
 
-@router.post("/api/contacts/{contact_id}/notes", status_code=201, response_model=TimelineItem,
-             summary="Add a note to a contact's timeline")
+@router.post(
+    "/api/contacts/{contact_id}/notes",
+    status_code=201,
+    response_model=TimelineItem,
+    summary="Add a note to a contact's timeline",
+)
 def add_note(caller: CallerDep, rt: RuntimeDep, contact_id: int, note: NoteIn) -> Any:
     return activity.add_note(rt, Actor.of(caller), contact_id, note.body)
 
 
-@router.post("/api/contacts/{contact_id}/tasks", status_code=201, response_model=TimelineItem,
-             summary="Create a follow-up task for a contact")
+@router.post(
+    "/api/contacts/{contact_id}/tasks",
+    status_code=201,
+    response_model=TimelineItem,
+    summary="Create a follow-up task for a contact",
+)
 def add_task(caller: CallerDep, rt: RuntimeDep, contact_id: int, task: TaskIn) -> Any:
     return activity.add_task(rt, Actor.of(caller), contact_id, task.title, task.due_at, task.body)
 
 
-@router.patch("/api/tasks/{task_id}", response_model=TimelineItem,
-              summary="Mark a task done (or not), rename it, move its due date")
+@router.patch(
+    "/api/tasks/{task_id}",
+    response_model=TimelineItem,
+    summary="Mark a task done (or not), rename it, move its due date",
+)
 def update_task(caller: CallerDep, rt: RuntimeDep, task_id: int, patch: TaskPatch) -> Any:
     fields = patch.model_fields_set
-    return activity.update_task(rt, Actor.of(caller), task_id, done=patch.done, title=patch.title,
-                                due_at=patch.due_at, clear_due="due_at" in fields and patch.due_at is None)
+    return activity.update_task(
+        rt,
+        Actor.of(caller),
+        task_id,
+        done=patch.done,
+        title=patch.title,
+        due_at=patch.due_at,
+        clear_due="due_at" in fields and patch.due_at is None,
+    )
 
 
-@router.post("/api/log-email", response_model=LoggedEmail,
-             summary="Log the email being read to the timeline (its mailbox is not synced)")
+@router.post(
+    "/api/log-email",
+    response_model=LoggedEmail,
+    summary="Log the email being read to the timeline (its mailbox is not synced)",
+)
 def log_email(caller: CallerDep, rt: RuntimeDep, mail: LogEmailIn) -> Any:
-    out = activity.log_email(rt, Actor.of(caller), internet_message_id=mail.internet_message_id,
-                             subject=mail.subject, sender=mail.sender.model_dump(), to=[a.model_dump() for a in mail.to],
-                             cc=[a.model_dump() for a in mail.cc], date=mail.date, snippet=mail.snippet)
+    out = activity.log_email(
+        rt,
+        Actor.of(caller),
+        internet_message_id=mail.internet_message_id,
+        subject=mail.subject,
+        sender=mail.sender.model_dump(),
+        to=[a.model_dump() for a in mail.to],
+        cc=[a.model_dump() for a in mail.cc],
+        date=mail.date,
+        snippet=mail.snippet,
+    )
     return {"logged": out["interaction_id"] is not None, **out}

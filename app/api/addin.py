@@ -5,6 +5,7 @@ which Outlook requires to be HTTPS. It declares a mail read-mode task pane
 opened by a ribbon button, pinnable (SupportsPinning, VersionOverrides 1.1,
 Mailbox 1.5), with the ReadItem permission. Icons are drawn by code below.
 """
+
 from __future__ import annotations
 
 import struct
@@ -28,6 +29,7 @@ VERSION = "1.0.0.0"
 
 # -- icons: a tiny PNG encoder --------------------------------------------------------
 
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -40,8 +42,12 @@ def png(width: int, height: int, pixels: list[list[tuple[int, int, int, int]]]) 
         for r, g, b, a in row:
             raw += bytes((r, g, b, a))
     header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit RGBA
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(bytes(raw), 9))
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(bytes(raw), 9))
+        + _chunk(b"IEND", b"")
+    )
 
 
 @lru_cache(maxsize=len(ICON_SIZES))
@@ -64,7 +70,8 @@ def icon(size: int) -> bytes:
                 row.append((0, 0, 0, 0))
                 continue
             white = (s * 0.18 <= cx <= s * 0.82 and abs(cy - s * 0.5) <= line_half) or any(
-                (cx - kx) ** 2 + (cy - ky) ** 2 <= knot * knot for kx, ky in knots)
+                (cx - kx) ** 2 + (cy - ky) ** 2 <= knot * knot for kx, ky in knots
+            )
             row.append((255, 255, 255, 255) if white else (*BRAND, 255))
         rows.append(row)
     return png(size, size, rows)
@@ -79,6 +86,7 @@ def icon_png(size: int) -> Response:
 
 # -- the manifest ----------------------------------------------------------------------
 
+
 class NotHttps(ValueError):
     pass
 
@@ -89,7 +97,8 @@ def _base(public_url: str) -> str:
         raise NotHttps(
             f"Outlook loads add-ins over HTTPS only, and the public URL is {public_url!r}. Set "
             "THREADLINE_PUBLIC_URL to the https:// address reps reach this server at (behind a TLS proxy), "
-            "or for a local trial run `threadline serve --https` with THREADLINE_PUBLIC_URL=https://localhost:8000.")
+            "or for a local trial run `threadline serve --https` with THREADLINE_PUBLIC_URL=https://localhost:8000."
+        )
     return public_url.rstrip("/")
 
 
@@ -99,7 +108,7 @@ def _surface(base: str, version: str) -> str:
     pinning = "\n                  <SupportsPinning>true</SupportsPinning>" if version == "1.1" else ""
     images = "\n".join(f'              <bt:Image size="{n}" resid="Icon.{n}"/>' for n in (16, 32, 80))
     return f"""      <Requirements>
-        <bt:Sets DefaultMinVersion="{'1.5' if version == '1.1' else '1.3'}">
+        <bt:Sets DefaultMinVersion="{"1.5" if version == "1.1" else "1.3"}">
           <bt:Set Name="Mailbox"/>
         </bt:Sets>
       </Requirements>
@@ -202,16 +211,28 @@ def manifest_xml(public_url: str) -> str:
 """
 
 
-@router.get("/addin/manifest.xml", summary="The Outlook add-in manifest for this server (sideload it in Outlook)",
-            response_class=Response,
-            responses={200: {"description": "the manifest, as a download",
-                             "content": {"application/xml": {"schema": {"type": "string"}}}},
-                       409: {"description": "the public URL is not HTTPS (the fix, in words)",
-                             "content": {"text/plain": {"schema": {"type": "string"}}}}})
+@router.get(
+    "/addin/manifest.xml",
+    summary="The Outlook add-in manifest for this server (sideload it in Outlook)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the manifest, as a download",
+            "content": {"application/xml": {"schema": {"type": "string"}}},
+        },
+        409: {
+            "description": "the public URL is not HTTPS (the fix, in words)",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+    },
+)
 def manifest(rt: RuntimeDep) -> Response:
     try:
         xml = manifest_xml(rt.settings.public_url)
     except NotHttps as exc:
         return PlainTextResponse(str(exc), status_code=409)
-    return Response(xml, media_type="application/xml",
-                    headers={"Content-Disposition": 'attachment; filename="threadline-outlook.xml"'})
+    return Response(
+        xml,
+        media_type="application/xml",
+        headers={"Content-Disposition": 'attachment; filename="threadline-outlook.xml"'},
+    )

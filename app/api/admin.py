@@ -5,6 +5,7 @@ Each route is an adapter: it parses the request, calls the one service function 
 its use case (app/services, which validates, commits and audits) and returns the
 answer. Refusals (app/services/errors.py) become HTTP once, in app/api/__init__.py.
 The console (admin_pages.py) and the CLI call the same services."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
-from app.api.admin_schemas import (AliasOut, AuditEventOut, ConnectionTest, ErasureOut, IssuedToken, MailboxRow, Ok,
-                                   OrgSettings, RemovedCounts, RuleOut, SyncStarted, TenantOut, UserOut)
+from app.api.admin_schemas import (
+    AliasOut,
+    AuditEventOut,
+    ConnectionTest,
+    ErasureOut,
+    IssuedToken,
+    MailboxRow,
+    Ok,
+    OrgSettings,
+    RemovedCounts,
+    RuleOut,
+    SyncStarted,
+    TenantOut,
+    UserOut,
+)
 from app.api.deps import AdminDep, RuntimeDep, read_conn
 from app.services import audit, calendars, m365, mailboxes, orgs, privacy, rules
 from app.services.actor import Actor
@@ -50,6 +64,7 @@ def scheduler_of(request: Request):
 
 # -- organisation -----------------------------------------------------------------
 
+
 class OrgUpdate(BaseModel):
     name: Optional[str] = None
     internal_domains: Optional[list[str]] = None
@@ -61,7 +76,6 @@ class OrgUpdate(BaseModel):
     free_mail_domains: Optional[list[str]] = Field(None, description="null: the built-in list")
     calendar_past_days: Optional[int] = None
     calendar_future_days: Optional[int] = None
-
 
 
 @router.get("/org", summary="The organisation's settings")
@@ -76,6 +90,7 @@ def patch_org(caller: AdminDep, rt: RuntimeDep, body: OrgUpdate) -> OrgSettings:
 
 
 # -- users, aliases, tokens -----------------------------------------------------------
+
 
 class NewUser(BaseModel):
     email: str
@@ -131,8 +146,11 @@ def remove_alias(caller: AdminDep, rt: RuntimeDep, alias_id: int) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/users/{user_id}/tokens", status_code=201,
-             summary="Issue a personal access token (the value is in this response only)")
+@router.post(
+    "/users/{user_id}/tokens",
+    status_code=201,
+    summary="Issue a personal access token (the value is in this response only)",
+)
 def issue_token(caller: AdminDep, rt: RuntimeDep, user_id: int, body: NewToken) -> IssuedToken:
     return orgs.create_token(rt, Actor.of(caller), user_id, body.name)
 
@@ -145,6 +163,7 @@ def revoke_token(caller: AdminDep, rt: RuntimeDep, token_id: int) -> Response:
 
 # -- mailboxes ------------------------------------------------------------------------
 
+
 class ImapSettingsIn(BaseModel):
     host: str
     port: int = 993
@@ -155,8 +174,9 @@ class ImapSettingsIn(BaseModel):
 
 class NewImapMailbox(ImapSettingsIn):
     owner: str = Field(..., description="The rep's email address")
-    check: bool = Field(True, description="Connect and log in first; nothing is stored if that fails (422 with "
-                                          "every step in `steps`)")
+    check: bool = Field(
+        True, description="Connect and log in first; nothing is stored if that fails (422 with every step in `steps`)"
+    )
 
 
 class NewPassword(BaseModel):
@@ -176,9 +196,17 @@ def test_imap(caller: AdminDep, body: ImapSettingsIn) -> ConnectionTest:
 
 @router.post("/mailboxes/imap", status_code=201, summary="Add an IMAP mailbox (the password is stored encrypted)")
 def add_imap(caller: AdminDep, rt: RuntimeDep, body: NewImapMailbox) -> MailboxRow:
-    return mailboxes.add_imap(rt, Actor.of(caller), owner=body.owner, host=body.host, port=body.port,
-                              security=body.security, username=body.username, password=body.password,
-                              check=body.check)
+    return mailboxes.add_imap(
+        rt,
+        Actor.of(caller),
+        owner=body.owner,
+        host=body.host,
+        port=body.port,
+        security=body.security,
+        username=body.username,
+        password=body.password,
+        check=body.check,
+    )
 
 
 class NewCalDavAccount(BaseModel):
@@ -190,22 +218,35 @@ class NewCalDavAccount(BaseModel):
     sync: Literal["auto", "ctag"] = "auto"
 
 
-@router.post("/mailboxes/caldav", status_code=201,
-             summary="Add a rep's CalDAV calendar account (check=true logs in and lists the calendars first; "
-                     "the password is stored encrypted)")
+@router.post(
+    "/mailboxes/caldav",
+    status_code=201,
+    summary="Add a rep's CalDAV calendar account (check=true logs in and lists the calendars first; "
+    "the password is stored encrypted)",
+)
 def add_caldav(caller: AdminDep, rt: RuntimeDep, body: NewCalDavAccount) -> MailboxRow:
-    return calendars.add_caldav(rt, Actor.of(caller), owner=body.owner, url=body.url, username=body.username,
-                                password=body.password, check=body.check, sync=body.sync)
+    return calendars.add_caldav(
+        rt,
+        Actor.of(caller),
+        owner=body.owner,
+        url=body.url,
+        username=body.username,
+        password=body.password,
+        check=body.check,
+        sync=body.sync,
+    )
 
 
 class NewM365Tenant(BaseModel):
     tenant_id: str = Field(..., description="Directory (tenant) id or domain")
     client_id: str = Field(..., description="Application (client) id of the app registration")
     client_secret: str = Field(..., json_schema_extra={"writeOnly": True})
-    authority: Optional[str] = Field(None, description="Sign-in authority URL (national clouds); "
-                                                       "default https://login.microsoftonline.com/TENANT")
-    graph_url: Optional[str] = Field(None, description="Graph endpoint (national clouds); "
-                                                       "default https://graph.microsoft.com/v1.0")
+    authority: Optional[str] = Field(
+        None, description="Sign-in authority URL (national clouds); default https://login.microsoftonline.com/TENANT"
+    )
+    graph_url: Optional[str] = Field(
+        None, description="Graph endpoint (national clouds); default https://graph.microsoft.com/v1.0"
+    )
     check: bool = Field(True, description="Fetch a token from Microsoft Entra first; nothing is stored if that fails")
 
 
@@ -222,28 +263,51 @@ def list_m365_tenants(caller: AdminDep, rt: RuntimeDep) -> list[TenantOut]:
     return m365.tenants(rt.engine, caller.org_id)
 
 
-@router.post("/m365/tenants", status_code=201,
-             summary="Connect a Microsoft 365 tenant app (application permissions) or replace its secret; "
-                     "check=true fetches a token first")
+@router.post(
+    "/m365/tenants",
+    status_code=201,
+    summary="Connect a Microsoft 365 tenant app (application permissions) or replace its secret; "
+    "check=true fetches a token first",
+)
 def add_tenant(caller: AdminDep, rt: RuntimeDep, body: NewM365Tenant) -> TenantOut:
-    return m365.add_tenant(rt, Actor.of(caller), tenant_id=body.tenant_id, client_id=body.client_id,
-                           secret=body.client_secret, authority=body.authority or None,
-                           graph_url=body.graph_url or None, check=body.check)
+    return m365.add_tenant(
+        rt,
+        Actor.of(caller),
+        tenant_id=body.tenant_id,
+        client_id=body.client_id,
+        secret=body.client_secret,
+        authority=body.authority or None,
+        graph_url=body.graph_url or None,
+        check=body.check,
+    )
 
 
-@router.delete("/m365/tenants/{tenant}", status_code=204,
-               summary="Forget a tenant app and its credential (refused while mailboxes read through it)")
+@router.delete(
+    "/m365/tenants/{tenant}",
+    status_code=204,
+    summary="Forget a tenant app and its credential (refused while mailboxes read through it)",
+)
 def remove_tenant(caller: AdminDep, rt: RuntimeDep, tenant: str) -> Response:
     m365.remove_tenant(rt, Actor.of(caller), tenant)
     return Response(status_code=204)
 
 
-@router.post("/mailboxes/m365", status_code=201,
-             summary="Add Microsoft 365 mailboxes read through a connected tenant app: one rep, or all_reps "
-                     "(a rep's own device-code sign-in is CLI only: threadline mailbox add-m365 --client-id)")
+@router.post(
+    "/mailboxes/m365",
+    status_code=201,
+    summary="Add Microsoft 365 mailboxes read through a connected tenant app: one rep, or all_reps "
+    "(a rep's own device-code sign-in is CLI only: threadline mailbox add-m365 --client-id)",
+)
 def add_m365(caller: AdminDep, rt: RuntimeDep, body: NewM365Mailboxes) -> list[MailboxRow]:
-    return m365.add_tenant_mailboxes(rt, Actor.of(caller), tenant=body.tenant, owner=body.owner,
-                                     all_reps=body.all_reps, user=body.user, imap=body.imap)
+    return m365.add_tenant_mailboxes(
+        rt,
+        Actor.of(caller),
+        tenant=body.tenant,
+        owner=body.owner,
+        all_reps=body.all_reps,
+        user=body.user,
+        imap=body.imap,
+    )
 
 
 @router.get("/mailboxes/{mailbox_id}", summary="One mailbox: health, folders with cursors, unreadable messages")
@@ -263,8 +327,10 @@ def resume(caller: AdminDep, rt: RuntimeDep, mailbox_id: int) -> Ok:
     return Ok()
 
 
-@router.post("/mailboxes/{mailbox_id}/resync",
-             summary="Re-sync from scratch: folder cursors reset, stored interactions stay (no duplicates)")
+@router.post(
+    "/mailboxes/{mailbox_id}/resync",
+    summary="Re-sync from scratch: folder cursors reset, stored interactions stay (no duplicates)",
+)
 def resync(caller: AdminDep, rt: RuntimeDep, mailbox_id: int) -> Ok:
     mailboxes.resync(rt, Actor.of(caller), mailbox_id)
     return Ok()
@@ -281,13 +347,15 @@ def set_password(caller: AdminDep, rt: RuntimeDep, mailbox_id: int, body: NewPas
     return Ok()
 
 
-@router.delete("/mailboxes/{mailbox_id}", summary="Remove a mailbox; purge=true also removes the interactions "
-                                                   "seen only through it")
+@router.delete(
+    "/mailboxes/{mailbox_id}", summary="Remove a mailbox; purge=true also removes the interactions seen only through it"
+)
 def remove_mailbox(caller: AdminDep, rt: RuntimeDep, mailbox_id: int, purge: bool = False) -> RemovedCounts:
     return mailboxes.remove(rt, Actor.of(caller), mailbox_id, purge=purge)
 
 
 # -- rules -------------------------------------------------------------------------------
+
 
 class NewRule(BaseModel):
     value: str = Field(..., description="An address (never log this person) or a domain (subdomains included)")
@@ -314,6 +382,7 @@ def remove_rule(caller: AdminDep, rt: RuntimeDep, rule_id: int) -> Response:
 
 # -- privacy -------------------------------------------------------------------------------
 
+
 class PersonRequest(BaseModel):
     email: str
     format: Literal["json", "vcard"] = "json"
@@ -328,17 +397,32 @@ def export_download(data: dict, fmt: str) -> Response:
     """A privacy export as a file download (the API and the console)."""
     stem = "person-export"
     if fmt == "vcard":
-        return Response(privacy.to_vcard(data), media_type="text/vcard; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{stem}.vcf"'})
-    return Response(json.dumps(data, indent=2, default=str), media_type="application/json",
-                    headers={"Content-Disposition": f'attachment; filename="{stem}.json"'})
+        return Response(
+            privacy.to_vcard(data),
+            media_type="text/vcard; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{stem}.vcf"'},
+        )
+    return Response(
+        json.dumps(data, indent=2, default=str),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{stem}.json"'},
+    )
 
 
-@router.post("/privacy/export", summary="Everything stored about one address (JSON or vCard 4.0)",
-             response_class=Response,
-             responses={200: {"content": {"application/json": {"schema": {"type": "object"}},
-                                          "text/vcard": {"schema": {"type": "string"}}},
-                              "description": "A file: the person's data as JSON, or their vCard"}})
+@router.post(
+    "/privacy/export",
+    summary="Everything stored about one address (JSON or vCard 4.0)",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/vcard": {"schema": {"type": "string"}},
+            },
+            "description": "A file: the person's data as JSON, or their vCard",
+        }
+    },
+)
 def export_person(caller: AdminDep, rt: RuntimeDep, body: PersonRequest) -> Response:
     return export_download(privacy.export_person(rt, Actor.of(caller), body.email, body.format), body.format)
 
@@ -350,8 +434,14 @@ def erase_person(caller: AdminDep, rt: RuntimeDep, body: EraseRequest) -> Erasur
 
 # -- audit -----------------------------------------------------------------------------------
 
+
 @router.get("/audit", summary="The audit log, newest first")
-def audit_log(caller: AdminDep, rt: RuntimeDep, limit: int = Query(100, ge=1, le=1000),
-              action: Optional[str] = None, before_id: Optional[int] = None) -> list[AuditEventOut]:
+def audit_log(
+    caller: AdminDep,
+    rt: RuntimeDep,
+    limit: int = Query(100, ge=1, le=1000),
+    action: Optional[str] = None,
+    before_id: Optional[int] = None,
+) -> list[AuditEventOut]:
     with read_conn(rt) as conn:
         return audit.list_events(conn, caller.org_id, limit=limit, action=action, before_id=before_id)

@@ -11,6 +11,7 @@ pages with an `Authorization: Bearer` header (no cookie, so no CSRF check is nee
 A session begins only from a sign-in form this console served: see "sign in / out"
 for why, and for what plain HTTP cannot protect.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,9 +27,9 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import delete, func, insert, or_, select, update
+from starlette.concurrency import run_in_threadpool
 
 from app.api.admin import export_download, scheduler_of
 from app.api.deps import Caller, caller_from, runtime_of
@@ -50,8 +51,10 @@ router = APIRouter(prefix="/admin", include_in_schema=False, default_response_cl
 _bearer = HTTPBearer(auto_error=False)
 T, U, CS, O = ApiToken.__table__, User.__table__, ConsoleSession.__table__, Organisation.__table__
 
-env = Environment(loader=FileSystemLoader(str(ADMIN_DIR / "templates")),
-                  autoescape=select_autoescape(default=True, default_for_string=True))
+env = Environment(
+    loader=FileSystemLoader(str(ADMIN_DIR / "templates")),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+)
 
 
 def _when(value) -> str:
@@ -69,21 +72,31 @@ env.filters["pretty_json"] = lambda v: json.dumps(v, indent=1, sort_keys=True, d
 env.filters["shown"] = shown  # values from mail: bidirectional controls neutralised (app/textsafe.py)
 
 OK_MESSAGES = {
-    "org": "Organisation settings saved.", "user": "User added.", "updated": "User updated.",
+    "org": "Organisation settings saved.",
+    "user": "User added.",
+    "updated": "User updated.",
     "deactivated": "User deactivated: their tokens are revoked and their mailboxes paused.",
-    "reactivated": "User reactivated.", "alias": "Alias added.", "alias_removed": "Alias removed.",
-    "revoked": "Token revoked.", "added": "Mailbox added. Press Sync now to import it.",
+    "reactivated": "User reactivated.",
+    "alias": "Alias added.",
+    "alias_removed": "Alias removed.",
+    "revoked": "Token revoked.",
+    "added": "Mailbox added. Press Sync now to import it.",
     "connected": "Mailbox connected: its first import has started.",
     "added_found": "Server found and connection tested: mailbox added. Press Sync now to import it.",
-    "paused": "Mailbox paused.", "resumed": "Mailbox resumed.",
+    "paused": "Mailbox paused.",
+    "resumed": "Mailbox resumed.",
     "resync": "Folder cursors reset: the next sync reads the whole mailbox again (no duplicates).",
-    "sync": "Sync started.", "password": "Password replaced.", "removed": "Mailbox removed.",
-    "rule": "Rule added.", "rule_removed": "Rule removed: the next sync brings that mail back.",
-    "filters": "Filter settings saved.", "erased": "Person erased.",
+    "sync": "Sync started.",
+    "password": "Password replaced.",
+    "removed": "Mailbox removed.",
+    "rule": "Rule added.",
+    "rule_removed": "Rule removed: the next sync brings that mail back.",
+    "filters": "Filter settings saved.",
+    "erased": "Person erased.",
     "caldav_added": "Calendar account added. Press Sync now to import its meetings.",
     "tenant": "Microsoft 365 tenant connected: now add its reps' mailboxes below.",
     "tenant_removed": "Tenant app removed, with its credential. Delete the app registration or its secret in "
-                      "Microsoft Entra too.",
+    "Microsoft Entra too.",
     "m365_all": "Microsoft 365 mailboxes added for every enabled rep who had none through this tenant.",
 }
 SOURCE_KINDS = ("imap", "caldav", "m365")
@@ -91,11 +104,22 @@ SOURCE_KINDS = ("imap", "caldav", "m365")
 # provider's published IMAP server, and what its accounts need to let IMAP in.
 IMAP_PRESETS = (
     ("Fastmail", "imap.fastmail.com", 993, "tls", "Fastmail needs an app password (Settings → Privacy & Security)."),
-    ("Gmail / Google Workspace", "imap.gmail.com", 993, "tls",
-     "Google needs an app password (Google Account → Security), and IMAP allowed for Workspace accounts."),
+    (
+        "Gmail / Google Workspace",
+        "imap.gmail.com",
+        993,
+        "tls",
+        "Google needs an app password (Google Account → Security), and IMAP allowed for Workspace accounts.",
+    ),
     ("iCloud Mail", "imap.mail.me.com", 993, "tls", "iCloud needs an app-specific password (account.apple.com)."),
     ("Yahoo Mail", "imap.mail.yahoo.com", 993, "tls", "Yahoo needs an app password (Account security)."),
-    ("Zoho Mail", "imap.zoho.com", 993, "tls", "Zoho: turn IMAP access on in Mail settings; EU accounts use imap.zoho.eu."),
+    (
+        "Zoho Mail",
+        "imap.zoho.com",
+        993,
+        "tls",
+        "Zoho: turn IMAP access on in Mail settings; EU accounts use imap.zoho.eu.",
+    ),
     ("GMX", "imap.gmx.net", 993, "tls", "GMX: turn on POP3/IMAP access in the mailbox settings."),
     ("OVHcloud", "ssl0.ovh.net", 993, "tls", ""),
     ("IONOS", "imap.ionos.com", 993, "tls", "German IONOS accounts use imap.ionos.de."),
@@ -111,6 +135,7 @@ IMAP_FIELDS = ("owner", "email", "host", "port", "security", "username")
 # deactivating the user ends it on the server, and a copy of the database holds
 # no usable cookie.
 
+
 def _session_hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -120,9 +145,17 @@ def _start_session(conn, org_id: int, user_id: int, token_id: int) -> tuple[str,
     now = utcnow()
     conn.execute(delete(CS).where(or_(CS.c.expires_at < now, CS.c.ended_at.is_not(None))))
     value, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-    conn.execute(insert(CS).values(session_hash=_session_hash(value), org_id=org_id, user_id=user_id,
-                                   token_id=token_id, csrf=csrf, created_at=now,
-                                   expires_at=now + timedelta(seconds=SESSION_SECONDS)))
+    conn.execute(
+        insert(CS).values(
+            session_hash=_session_hash(value),
+            org_id=org_id,
+            user_id=user_id,
+            token_id=token_id,
+            csrf=csrf,
+            created_at=now,
+            expires_at=now + timedelta(seconds=SESSION_SECONDS),
+        )
+    )
     return value, csrf
 
 
@@ -139,20 +172,29 @@ def _secure(request: Request) -> bool:
 # another port or a sibling subdomain cannot plant one, and the console reads no
 # other name. Plain HTTP (local use) has no such guarantee: see README.
 
+
 def _cookie_name(request: Request, base: str) -> str:
     return "__Host-" + base if _secure(request) else base
 
 
 def _set_cookie(resp: Response, request: Request, base: str, value: str, max_age: int) -> None:
     secure = _secure(request)
-    resp.set_cookie(_cookie_name(request, base), value, max_age=max_age, httponly=True, samesite="strict",
-                    secure=secure, path="/" if secure else "/admin")
+    resp.set_cookie(
+        _cookie_name(request, base),
+        value,
+        max_age=max_age,
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+        path="/" if secure else "/admin",
+    )
 
 
 def _drop_cookie(resp: Response, request: Request, base: str) -> None:
     secure = _secure(request)  # a __Host- cookie is only replaced by one with the same attributes
-    resp.delete_cookie(_cookie_name(request, base), path="/" if secure else "/admin", secure=secure, httponly=True,
-                       samesite="strict")
+    resp.delete_cookie(
+        _cookie_name(request, base), path="/" if secure else "/admin", secure=secure, httponly=True, samesite="strict"
+    )
 
 
 class Console:
@@ -186,12 +228,20 @@ def _from_session(request: Request) -> tuple[Caller, str, str] | None:
         return None
     rt = runtime_of(request)
     with read_only(rt.engine) as conn:
-        row = conn.execute(select(U.c.id, U.c.org_id, U.c.email, U.c.role, CS.c.csrf, O.c.name.label("org_name"))
-                           .join(CS, CS.c.user_id == U.c.id).join(T, T.c.id == CS.c.token_id)
-                           .join(O, O.c.id == U.c.org_id)
-                           .where(CS.c.session_hash == _session_hash(value), CS.c.ended_at.is_(None),
-                                  CS.c.expires_at > utcnow(), T.c.user_id == U.c.id, T.c.revoked_at.is_(None),
-                                  U.c.active.is_(True))).first()
+        row = conn.execute(
+            select(U.c.id, U.c.org_id, U.c.email, U.c.role, CS.c.csrf, O.c.name.label("org_name"))
+            .join(CS, CS.c.user_id == U.c.id)
+            .join(T, T.c.id == CS.c.token_id)
+            .join(O, O.c.id == U.c.org_id)
+            .where(
+                CS.c.session_hash == _session_hash(value),
+                CS.c.ended_at.is_(None),
+                CS.c.expires_at > utcnow(),
+                T.c.user_id == U.c.id,
+                T.c.revoked_at.is_(None),
+                U.c.active.is_(True),
+            )
+        ).first()
     if row is None:
         return None
     return Caller(row.id, row.org_id, row.email, row.role), row.csrf, row.org_name
@@ -269,6 +319,7 @@ def refused(exc: ServiceError) -> dict:
 # console must be served over HTTPS in production and shows its organisation's
 # name in the header.
 
+
 def _login_mac(rt, issued: str, nonce: str) -> str:
     return hmac.new(rt.box.derive("console sign-in form"), f"{issued}.{nonce}".encode(), hashlib.sha256).hexdigest()
 
@@ -318,14 +369,23 @@ async def login(request: Request) -> Response:
     form = await request.form()
     rt = runtime_of(request)
     value = request.cookies.get(_cookie_name(request, LOGIN_COOKIE), "")
-    if not (_posted_from_this_console(request) and _login_value_ok(rt, value)
-            and hmac.compare_digest(str(form.get("csrf", "")).encode(), value.encode())):
+    if not (
+        _posted_from_this_console(request)
+        and _login_value_ok(rt, value)
+        and hmac.compare_digest(str(form.get("csrf", "")).encode(), value.encode())
+    ):
         return _login_form(request, 403, "The sign-in form expired or came from elsewhere; try again here.")
     token = str(form.get("token", "")).strip()
     with read_only(rt.engine) as conn:
-        row = conn.execute(select(T.c.id, U.c.id.label("uid"), U.c.org_id, U.c.role).join(U, U.c.id == T.c.user_id)
-                           .where(T.c.token_hash == hash_token(token), T.c.revoked_at.is_(None),
-                                  U.c.active.is_(True))).first() if token else None
+        row = (
+            conn.execute(
+                select(T.c.id, U.c.id.label("uid"), U.c.org_id, U.c.role)
+                .join(U, U.c.id == T.c.user_id)
+                .where(T.c.token_hash == hash_token(token), T.c.revoked_at.is_(None), U.c.active.is_(True))
+            ).first()
+            if token
+            else None
+        )
     if row is None:
         return _login_form(request, 401, "That token is not valid (revoked, or its user is deactivated).")
     if row.role != "admin":
@@ -344,8 +404,11 @@ async def logout(request: Request, con: Console = Depends(console)) -> Response:
     value = request.cookies.get(_cookie_name(request, COOKIE))
     if value:
         with write_transaction(runtime_of(request).engine) as conn:
-            conn.execute(update(CS).where(CS.c.session_hash == _session_hash(value), CS.c.ended_at.is_(None))
-                         .values(ended_at=utcnow()))
+            conn.execute(
+                update(CS)
+                .where(CS.c.session_hash == _session_hash(value), CS.c.ended_at.is_(None))
+                .values(ended_at=utcnow())
+            )
     resp = RedirectResponse("/admin/login", status_code=303)
     _drop_cookie(resp, request, COOKIE)
     return resp
@@ -353,24 +416,34 @@ async def logout(request: Request, con: Console = Depends(console)) -> Response:
 
 @router.get("/static/admin.css")
 def stylesheet() -> Response:
-    return Response((ADMIN_DIR / "static" / "admin.css").read_text(), media_type="text/css",
-                    headers={"Cache-Control": "max-age=3600"})
+    return Response(
+        (ADMIN_DIR / "static" / "admin.css").read_text(),
+        media_type="text/css",
+        headers={"Cache-Control": "max-age=3600"},
+    )
 
 
 @router.get("/static/admin.js")
 def script() -> Response:
     """The console's one script: provider presets on the add-mailbox form (the pages work without it)."""
-    return Response((ADMIN_DIR / "static" / "admin.js").read_text(), media_type="text/javascript",
-                    headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"})
+    return Response(
+        (ADMIN_DIR / "static" / "admin.js").read_text(),
+        media_type="text/javascript",
+        headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @router.get("/static/login.js")
 def login_script() -> Response:
-    return Response((ADMIN_DIR / "static" / "login.js").read_text(), media_type="text/javascript",
-                    headers={"Cache-Control": "max-age=3600"})
+    return Response(
+        (ADMIN_DIR / "static" / "login.js").read_text(),
+        media_type="text/javascript",
+        headers={"Cache-Control": "max-age=3600"},
+    )
 
 
 # -- sync health (home) -------------------------------------------------------------------
+
 
 @router.get("")
 def home(request: Request, con: Console = Depends(console)) -> HTMLResponse:
@@ -385,6 +458,7 @@ def home(request: Request, con: Console = Depends(console)) -> HTMLResponse:
 # reps (a token each, shown once), the first mailbox (found from its address), then the
 # first customer. Each step calls the same use cases as the other pages.
 
+
 def _start(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResponse:
     rt = runtime_of(request)
     with read_only(rt.engine) as conn:
@@ -394,8 +468,19 @@ def _start(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResp
     rows = mailboxes.health_page(rt.engine, con.org_id)
     importing = bool(rows) and customer is None and any(r["health"] in ("pending", "importing") for r in rows)
     ctx.setdefault("values", {"owner": con.name})
-    return render(request, "start.html", con, status=status, org=org, users=users, rows=rows, customer=customer,
-                  reps=[u for u in users if u["role"] == "rep"], refresh=importing, **ctx)
+    return render(
+        request,
+        "start.html",
+        con,
+        status=status,
+        org=org,
+        users=users,
+        rows=rows,
+        customer=customer,
+        reps=[u for u in users if u["role"] == "rep"],
+        refresh=importing,
+        **ctx,
+    )
 
 
 @router.get("/start")
@@ -423,8 +508,12 @@ async def start_reps(request: Request, con: Console = Depends(console)) -> Respo
             invited.append(orgs.create_token(rt, con.actor, user["id"], "first sign-in"))
     except ServiceError as exc:  # the tokens already issued are shown all the same: they are shown once
         return _start(request, con, invited=invited, **refused(exc))
-    return _start(request, con, invited=invited,
-                  message=f"{len(invited)} rep(s) added. Give each their token now: it is not shown again.")
+    return _start(
+        request,
+        con,
+        invited=invited,
+        message=f"{len(invited)} rep(s) added. Give each their token now: it is not shown again.",
+    )
 
 
 def _rep_line(line: str) -> tuple[str, str]:
@@ -469,8 +558,17 @@ def _mailbox_form(request, con, status: int = 200, *, kind: str = "imap", **ctx)
     with read_only(rt.engine) as conn:
         users = [u for u in orgs.list_users(conn, con.org_id) if u["active"]]
     ctx.setdefault("values", {"port": 993, "security": "tls"} if kind == "imap" else {})
-    return render(request, "mailbox_new.html", con, status=status, users=users, kind=kind, presets=IMAP_PRESETS,
-                  tenants=m365.tenants(rt.engine, con.org_id), **ctx)
+    return render(
+        request,
+        "mailbox_new.html",
+        con,
+        status=status,
+        users=users,
+        kind=kind,
+        presets=IMAP_PRESETS,
+        tenants=m365.tenants(rt.engine, con.org_id),
+        **ctx,
+    )
 
 
 @router.post("/mailboxes/test")
@@ -480,20 +578,32 @@ async def test_mailbox(request: Request, con: Console = Depends(console)) -> HTM
     values["check"] = form.get("check") == "1"
     password = str(form.get("password", ""))
     if values["host"]:
-        steps = await run_in_threadpool(mailboxes.test_imap_connection, values["host"], values["port"],
-                                        values["security"], values["username"] or values["email"] or values["owner"],
-                                        password)
+        steps = await run_in_threadpool(
+            mailboxes.test_imap_connection,
+            values["host"],
+            values["port"],
+            values["security"],
+            values["username"] or values["email"] or values["owner"],
+            password,
+        )
         return _mailbox_form(request, con, kind="imap", values=values, steps=steps)
     try:  # no host: find it, and show where it was found
-        found = await run_in_threadpool(mailboxes.find_imap_server, runtime_of(request),
-                                        values["email"] or values["owner"], password)
+        found = await run_in_threadpool(
+            mailboxes.find_imap_server, runtime_of(request), values["email"] or values["owner"], password
+        )
     except ServiceError as exc:
         values.update(exc.facts.get("server") or {})
         return _mailbox_form(request, con, kind="imap", values=values, steps=exc.facts.get("steps"), **refused(exc))
     values.update({k: found[k] for k in ("host", "port", "security", "username")})
-    return _mailbox_form(request, con, kind="imap", values=values, steps=found["steps"],
-                         message=f"Found {found['host']}:{found['port']} ({found['security']}) in {found['source']}."
-                         + (f" {found['note']}" if found["note"] else ""))
+    return _mailbox_form(
+        request,
+        con,
+        kind="imap",
+        values=values,
+        steps=found["steps"],
+        message=f"Found {found['host']}:{found['port']} ({found['security']}) in {found['source']}."
+        + (f" {found['note']}" if found["note"] else ""),
+    )
 
 
 async def _connect_imap(request: Request, con: Console, form: dict) -> tuple[dict | None, dict]:
@@ -507,16 +617,25 @@ async def _connect_imap(request: Request, con: Console, form: dict) -> tuple[dic
         return None, {"values": values, "status": 422, "error": f"not a port number: {values['port']}"}
     try:
         mb = await run_in_threadpool(  # finding the server and the check reach the network
-            lambda: mailboxes.connect_imap(runtime_of(request), con.actor, owner=values["owner"],
-                                           email=values["email"] or None, password=str(form.get("password", "")),
-                                           host=values["host"] or None, port=port,
-                                           security=values["security"] or "tls",
-                                           username=values["username"] or None, check=values["check"]))
+            lambda: mailboxes.connect_imap(
+                runtime_of(request),
+                con.actor,
+                owner=values["owner"],
+                email=values["email"] or None,
+                password=str(form.get("password", "")),
+                host=values["host"] or None,
+                port=port,
+                security=values["security"] or "tls",
+                username=values["username"] or None,
+                check=values["check"],
+            )
+        )
     except ServiceError as exc:
         shown = refused(exc)
         if exc.facts.get("steps"):  # the steps below say what failed: the flash need not repeat it
             shown["error"] = "Nothing was saved: the connection test below failed." + (
-                f" {exc.reason}" if not values["host"] else "")
+                f" {exc.reason}" if not values["host"] else ""
+            )
         return None, {"values": values, "steps": exc.facts.get("steps"), **shown}
     return mb, values
 
@@ -536,9 +655,17 @@ async def add_caldav(request: Request, con: Console = Depends(console)) -> Respo
     values["check"] = form.get("check") == "1"
     try:
         added = await run_in_threadpool(  # the check logs in to the CalDAV server
-            lambda: calendars.add_caldav(runtime_of(request), con.actor, owner=values["owner"], url=values["url"],
-                                         username=values["username"], password=str(form.get("password", "")),
-                                         check=values["check"], sync=values["sync"] or "auto"))
+            lambda: calendars.add_caldav(
+                runtime_of(request),
+                con.actor,
+                owner=values["owner"],
+                url=values["url"],
+                username=values["username"],
+                password=str(form.get("password", "")),
+                check=values["check"],
+                sync=values["sync"] or "auto",
+            )
+        )
     except ServiceError as exc:
         return _mailbox_form(request, con, kind="caldav", values=values, **refused(exc))
     return back(f"/admin/mailboxes/{added['id']}", "caldav_added")
@@ -561,10 +688,17 @@ async def add_tenant(request: Request, con: Console = Depends(console)) -> Respo
     values["check"] = form.get("check") == "1"
     try:
         await run_in_threadpool(  # the check asks Microsoft Entra for a token
-            lambda: m365.add_tenant(runtime_of(request), con.actor, tenant_id=values["tenant_id"],
-                                    client_id=values["client_id"], secret=str(form.get("client_secret", "")),
-                                    authority=values["authority"] or None, graph_url=values["graph_url"] or None,
-                                    check=values["check"]))
+            lambda: m365.add_tenant(
+                runtime_of(request),
+                con.actor,
+                tenant_id=values["tenant_id"],
+                client_id=values["client_id"],
+                secret=str(form.get("client_secret", "")),
+                authority=values["authority"] or None,
+                graph_url=values["graph_url"] or None,
+                check=values["check"],
+            )
+        )
     except ServiceError as exc:
         return _mailbox_form(request, con, kind="m365", values=values, **refused(exc))
     return RedirectResponse("/admin/mailboxes/new?kind=m365&ok=tenant", status_code=303)
@@ -577,9 +711,15 @@ async def add_m365(request: Request, con: Console = Depends(console)) -> Respons
     values["imap"] = form.get("imap") == "1"
     all_reps = values["owner"] == "*"
     try:
-        added = m365.add_tenant_mailboxes(runtime_of(request), con.actor, tenant=values["tenant"],
-                                          owner=None if all_reps else values["owner"], all_reps=all_reps,
-                                          user=values["user"] or None, imap=values["imap"])
+        added = m365.add_tenant_mailboxes(
+            runtime_of(request),
+            con.actor,
+            tenant=values["tenant"],
+            owner=None if all_reps else values["owner"],
+            all_reps=all_reps,
+            user=values["user"] or None,
+            imap=values["imap"],
+        )
     except ServiceError as exc:
         return _mailbox_form(request, con, kind="m365", values=values, **refused(exc))
     if all_reps or len(added) != 1:
@@ -597,8 +737,11 @@ def mailbox_page(request: Request, mailbox_id: int, con: Console = Depends(conso
 async def mailbox_action(request: Request, mailbox_id: int, action: str, con: Console = Depends(console)) -> Response:
     form = await _form(request)
     rt = runtime_of(request)
-    simple = {"pause": (mailboxes.pause, "paused"), "resume": (mailboxes.resume, "resumed"),
-              "resync": (mailboxes.resync, "resync")}
+    simple = {
+        "pause": (mailboxes.pause, "paused"),
+        "resume": (mailboxes.resume, "resumed"),
+        "resync": (mailboxes.resync, "resync"),
+    }
     if action in simple:
         fn, ok = simple[action]
         fn(rt, con.actor, mailbox_id)
@@ -617,6 +760,7 @@ async def mailbox_action(request: Request, mailbox_id: int, action: str, con: Co
 
 # -- organisation ---------------------------------------------------------------------------
 
+
 def _split(text: str) -> list[str]:
     return [p for p in text.replace(",", " ").split() if p]
 
@@ -624,8 +768,9 @@ def _split(text: str) -> list[str]:
 def _org_page(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResponse:
     with read_only(runtime_of(request).engine) as conn:
         org = orgs.org_settings(conn, con.org_id)
-    return render(request, "org.html", con, status=status, org=org, policies=CONTACT_POLICIES,
-                  levels=VISIBILITY_LEVELS, **ctx)
+    return render(
+        request, "org.html", con, status=status, org=org, policies=CONTACT_POLICIES, levels=VISIBILITY_LEVELS, **ctx
+    )
 
 
 @router.get("/org")
@@ -635,9 +780,22 @@ def org_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
 
 @router.post("/org")
 async def org_save(request: Request, con: Console = Depends(console)) -> Response:
-    return _save_org(request, con, await _form(request),
-                     ("name", "contact_policy", "visibility", "backfill_days", "sync_interval_seconds",
-                      "calendar_past_days", "calendar_future_days"), _org_page, "/admin/org")
+    return _save_org(
+        request,
+        con,
+        await _form(request),
+        (
+            "name",
+            "contact_policy",
+            "visibility",
+            "backfill_days",
+            "sync_interval_seconds",
+            "calendar_past_days",
+            "calendar_future_days",
+        ),
+        _org_page,
+        "/admin/org",
+    )
 
 
 def _save_org(request: Request, con: Console, form: dict, fields: tuple[str, ...], page, url: str) -> Response:
@@ -654,6 +812,7 @@ def _save_org(request: Request, con: Console, form: dict, fields: tuple[str, ...
 
 # -- users ------------------------------------------------------------------------------------
 
+
 @router.get("/users")
 def users_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
     return _users(request, con)
@@ -664,8 +823,11 @@ def _users(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResp
     with read_only(runtime_of(request).engine) as conn:
         users = orgs.list_users(conn, con.org_id)
         # Deactivating pauses all of a user's mailboxes: the menu says how many.
-        owned = dict(conn.execute(select(mb.c.owner_id, func.count()).where(mb.c.org_id == con.org_id)
-                                  .group_by(mb.c.owner_id)).all())
+        owned = dict(
+            conn.execute(
+                select(mb.c.owner_id, func.count()).where(mb.c.org_id == con.org_id).group_by(mb.c.owner_id)
+            ).all()
+        )
     return render(request, "users.html", con, status=status, users=users, mailboxes=owned, **ctx)
 
 
@@ -673,8 +835,14 @@ def _users(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResp
 async def users_add(request: Request, con: Console = Depends(console)) -> Response:
     form = await _form(request)
     try:
-        orgs.create_user(runtime_of(request), con.actor, str(form.get("email", "")), name=str(form.get("name", "")),
-                         role=str(form.get("role", "rep")), aliases=_split(str(form.get("aliases", ""))))
+        orgs.create_user(
+            runtime_of(request),
+            con.actor,
+            str(form.get("email", "")),
+            name=str(form.get("name", "")),
+            role=str(form.get("role", "rep")),
+            aliases=_split(str(form.get("aliases", ""))),
+        )
     except ServiceError as exc:
         return _users(request, con, **refused(exc))
     return back("/admin/users", "user")
@@ -696,8 +864,9 @@ async def user_action(request: Request, user_id: int, action: str, con: Console 
             ok = "alias"
         elif action == "token":
             issued = orgs.create_token(rt, con.actor, user_id, str(form.get("name", "")))
-            return _users(request, con, new_token={"token": issued["token"], "email": issued["email"],
-                                                   "name": issued["name"]})
+            return _users(
+                request, con, new_token={"token": issued["token"], "email": issued["email"], "name": issued["name"]}
+            )
         else:
             raise HTTPException(404, f"no action {action}")
     except ServiceError as exc:
@@ -723,10 +892,14 @@ async def token_revoke(request: Request, token_id: int, con: Console = Depends(c
 
 # -- rules ---------------------------------------------------------------------------------------
 
+
 def _rules(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResponse:
     with read_only(runtime_of(request).engine) as conn:
-        ctx.update(rules=rules.list_rules(conn, con.org_id), users=orgs.list_users(conn, con.org_id),
-                   org=orgs.org_settings(conn, con.org_id))
+        ctx.update(
+            rules=rules.list_rules(conn, con.org_id),
+            users=orgs.list_users(conn, con.org_id),
+            org=orgs.org_settings(conn, con.org_id),
+        )
     return render(request, "rules.html", con, status=status, builtin_free=sorted(FREE_MAIL_DOMAINS), **ctx)
 
 
@@ -740,21 +913,31 @@ async def rules_add(request: Request, con: Console = Depends(console)) -> Respon
     form = await _form(request)
     user = str(form.get("user_id", "") or "")
     try:
-        result = rules.add_rule(runtime_of(request), con.actor, value=str(form.get("value", "")),
-                                kind=str(form.get("kind") or "") or None,
-                                user_id=int(user) if user.isdigit() else None)
+        result = rules.add_rule(
+            runtime_of(request),
+            con.actor,
+            value=str(form.get("value", "")),
+            kind=str(form.get("kind") or "") or None,
+            user_id=int(user) if user.isdigit() else None,
+        )
     except ServiceError as exc:
         return _rules(request, con, **refused(exc))
-    return _rules(request, con, message=f"Rule added for {result['value']}: "
-                                        f"{result['removed_interactions']} stored interactions removed.")
+    return _rules(
+        request,
+        con,
+        message=f"Rule added for {result['value']}: {result['removed_interactions']} stored interactions removed.",
+    )
 
 
 @router.post("/rules/settings")
 async def rules_settings(request: Request, con: Console = Depends(console)) -> Response:
     form = await _form(request)
-    changes = {"bulk_detection": form.get("bulk_detection") == "1",
-               "free_mail_domains": None if form.get("free_mail_builtin") == "1"
-               else _split(str(form.get("free_mail_domains", "")))}
+    changes = {
+        "bulk_detection": form.get("bulk_detection") == "1",
+        "free_mail_domains": None
+        if form.get("free_mail_builtin") == "1"
+        else _split(str(form.get("free_mail_domains", ""))),
+    }
     try:
         orgs.update_org(runtime_of(request), con.actor, changes)
     except ServiceError as exc:
@@ -771,6 +954,7 @@ async def rules_delete(request: Request, rule_id: int, con: Console = Depends(co
 
 # -- privacy and audit --------------------------------------------------------------------------
 
+
 @router.get("/privacy")
 def privacy_page(request: Request, con: Console = Depends(console)) -> HTMLResponse:
     return render(request, "privacy.html", con)
@@ -781,8 +965,9 @@ async def privacy_export(request: Request, con: Console = Depends(console)) -> R
     form = await _form(request)
     fmt = "vcard" if form.get("format") == "vcard" else "json"
     try:
-        return export_download(privacy.export_person(runtime_of(request), con.actor, str(form.get("email", "")),
-                                                     fmt), fmt)
+        return export_download(
+            privacy.export_person(runtime_of(request), con.actor, str(form.get("email", "")), fmt), fmt
+        )
     except ServiceError as exc:
         return render(request, "privacy.html", con, **refused(exc))
 
@@ -791,8 +976,9 @@ async def privacy_export(request: Request, con: Console = Depends(console)) -> R
 async def privacy_erase(request: Request, con: Console = Depends(console)) -> Response:
     form = await _form(request)
     if form.get("confirm") != "1":
-        return render(request, "privacy.html", con, status=422,
-                      error="Tick the box to confirm: erasing cannot be undone.")
+        return render(
+            request, "privacy.html", con, status=422, error="Tick the box to confirm: erasing cannot be undone."
+        )
     try:
         result = privacy.erase_person(runtime_of(request), con.actor, str(form.get("email", "")), confirm=True)
     except ServiceError as exc:
@@ -801,8 +987,9 @@ async def privacy_erase(request: Request, con: Console = Depends(console)) -> Re
 
 
 @router.get("/audit")
-def audit_page(request: Request, con: Console = Depends(console), action: Optional[str] = None,
-               before_id: Optional[int] = None) -> HTMLResponse:
+def audit_page(
+    request: Request, con: Console = Depends(console), action: Optional[str] = None, before_id: Optional[int] = None
+) -> HTMLResponse:
     with read_only(runtime_of(request).engine) as conn:
         events = audit.list_events(conn, con.org_id, limit=100, action=action or None, before_id=before_id)
     return render(request, "audit.html", con, events=events, action=action or "")

@@ -1,6 +1,7 @@
 """What the administration API (/api/admin) answers: one model per kind of answer, so
 /docs describes it. Models declare the fields clients rely on; rows that grow with
 the source kind (a mailbox's health) keep their other fields (extra="allow")."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -64,6 +65,7 @@ class IssuedToken(BaseModel):
 
 class MailboxRow(BaseModel):
     """A mailbox (IMAP, Microsoft 365 or CalDAV account) as the health table shows it."""
+
     model_config = ConfigDict(extra="allow")
 
     id: int

@@ -1,4 +1,5 @@
 """Companies and their shared timeline."""
+
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
@@ -20,8 +21,13 @@ def company(caller: CallerDep, rt: RuntimeDep, company_id: int):
 
 
 @router.get("/api/companies/{company_id}/timeline", response_model=TimelinePage)
-def company_timeline(caller: CallerDep, rt: RuntimeDep, company_id: int, cursor: str | None = None,
-                     limit: Annotated[int, Query(ge=1, le=100)] = 20):
+def company_timeline(
+    caller: CallerDep,
+    rt: RuntimeDep,
+    company_id: int,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+):
     with read_conn(rt) as conn:
         if timeline.company(conn, caller.org_id, company_id) is None:
             raise HTTPException(404, "no such company")

@@ -1,4 +1,5 @@
 """Shared FastAPI dependencies: runtime, database connection, the calling user."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -54,16 +55,18 @@ class Caller:
         return self.role == "admin"
 
 
-async def get_caller(request: Request,
-                     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+async def get_caller(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Caller:
     """The calling user, from a personal access token or (Outlook add-in) a Microsoft Entra ID access token."""
     return await caller_from(request.app.state.runtime, creds)
 
 
 async def caller_from(rt: Runtime, creds: HTTPAuthorizationCredentials | None) -> Caller:
     if creds is None or not creds.credentials:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
     token = creds.credentials
     if rt.settings.entra_client_id and not token.startswith(TOKEN_PREFIX):
         from app.auth import entra
@@ -73,18 +76,24 @@ async def caller_from(rt: Runtime, creds: HTTPAuthorizationCredentials | None) -
                 # May fetch the tenant's signing keys: off the event loop.
                 user = await run_in_threadpool(entra.authenticate, rt.engine, rt.settings, token)
             except entra.EntraError as exc:
-                raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"Microsoft sign-in refused: {exc}",
-                                    headers={"WWW-Authenticate": "Bearer"}) from None
+                raise HTTPException(
+                    status.HTTP_401_UNAUTHORIZED,
+                    f"Microsoft sign-in refused: {exc}",
+                    headers={"WWW-Authenticate": "Bearer"},
+                ) from None
             return Caller(user.user_id, user.org_id, user.email, user.role)
     row = await run_db(rt, _token_owner, hash_token(token), snapshot=False)
     if row is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"}
+        )
     return Caller(*row)
 
 
-_TOKEN_SQL = ("SELECT u.id, u.org_id, u.email, u.role FROM apitoken t JOIN app_user u ON u.id = t.user_id "
-              "WHERE t.token_hash = ? AND t.revoked_at IS NULL AND u.active = ?")
+_TOKEN_SQL = (
+    "SELECT u.id, u.org_id, u.email, u.role FROM apitoken t JOIN app_user u ON u.id = t.user_id "
+    "WHERE t.token_hash = ? AND t.revoked_at IS NULL AND u.active = ?"
+)
 
 
 def _token_owner(conn, token_hash: str):

@@ -6,6 +6,7 @@ that token, text/plain, 200, within 10 seconds. Notifications are answered
 happens after the answer. Items whose clientState does not match the stored
 (encrypted) one are ignored.
 """
+
 from __future__ import annotations
 
 import json

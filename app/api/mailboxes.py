@@ -1,4 +1,5 @@
 """Mailbox sync status. Reps see their own mailboxes; admins see every one."""
+
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
@@ -8,8 +9,8 @@ from app.api.deps import CallerDep, RuntimeDep
 from app.api.schemas import MailboxDetail, MailboxStatus, Queued
 from app.models import Mailbox
 from app.services import mailboxes
-from app.services.orgs import NotFound
 from app.services.actor import Actor
+from app.services.orgs import NotFound
 
 router = APIRouter(tags=["mailboxes"])
 
@@ -27,8 +28,11 @@ def list_mailboxes(caller: CallerDep, rt: RuntimeDep) -> Any:
         return [mailboxes.describe(s, m) for m in s.exec(query).all()]
 
 
-@router.get("/api/mailboxes/{mailbox_id}", response_model=MailboxDetail,
-            summary="One mailbox with its folders, cursors and unreadable messages")
+@router.get(
+    "/api/mailboxes/{mailbox_id}",
+    response_model=MailboxDetail,
+    summary="One mailbox with its folders, cursors and unreadable messages",
+)
 def get_mailbox(caller: CallerDep, rt: RuntimeDep, mailbox_id: int) -> Any:
     with Session(rt.engine) as s:
         try:

@@ -12,6 +12,7 @@ reverse proxy (X-Forwarded-For, Forwarded) is refused, since the app's public
 address is usually such a proxy (any of the forwarding headers proxies and CDNs
 add: see FORWARDING_HEADERS). Read at request time.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -32,9 +33,13 @@ from sync.metrics import REGISTRY
 
 router = APIRouter(tags=["ops"])
 
-API_LATENCY = Histogram("threadline_http_request_duration_seconds", "API request latency.",
-                        ["method", "route", "status"], registry=REGISTRY,
-                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+API_LATENCY = Histogram(
+    "threadline_http_request_duration_seconds",
+    "API request latency.",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 
 class RequestLatency:
@@ -60,8 +65,9 @@ class RequestLatency:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            API_LATENCY.labels(method=scope.get("method", ""), route=template,
-                               status=f"{status['code'] // 100}xx").observe(time.perf_counter() - started)
+            API_LATENCY.labels(
+                method=scope.get("method", ""), route=template, status=f"{status['code'] // 100}xx"
+            ).observe(time.perf_counter() - started)
 
 
 class _MailboxCollector:
@@ -69,8 +75,9 @@ class _MailboxCollector:
         self.engine = engine
 
     def collect(self):
-        gauge = GaugeMetricFamily("threadline_mailboxes", "Mailboxes by organisation and status.",
-                                  labels=["org", "status"])
+        gauge = GaugeMetricFamily(
+            "threadline_mailboxes", "Mailboxes by organisation and status.", labels=["org", "status"]
+        )
         M = Mailbox.__table__
         with read_only(self.engine) as conn:
             rows = conn.execute(select(M.c.org_id, M.c.status, func.count()).group_by(M.c.org_id, M.c.status)).all()
@@ -94,11 +101,28 @@ def _authorised(request: Request) -> bool:
 # nginx's usual set-up sends only X-Real-IP, Cloudflare CF-Connecting-IP, Akamai
 # True-Client-IP, Fastly Fastly-Client-IP: any one of them (or any X-Forwarded-*)
 # means the request came through a proxy, so the peer address is the proxy's.
-FORWARDING_HEADERS = frozenset({
-    "forwarded", "via", "x-real-ip", "true-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-client-ip",
-    "x-cluster-client-ip", "client-ip", "x-original-forwarded-for", "x-proxyuser-ip", "x-envoy-external-address",
-    "x-azure-clientip", "x-azure-socketip", "x-appengine-user-ip", "x-remote-ip", "x-remote-addr", "x-originating-ip",
-})
+FORWARDING_HEADERS = frozenset(
+    {
+        "forwarded",
+        "via",
+        "x-real-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "client-ip",
+        "x-original-forwarded-for",
+        "x-proxyuser-ip",
+        "x-envoy-external-address",
+        "x-azure-clientip",
+        "x-azure-socketip",
+        "x-appengine-user-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+        "x-originating-ip",
+    }
+)
 
 
 def came_through_proxy(headers) -> bool:
@@ -118,9 +142,12 @@ def _direct_and_private(request: Request) -> bool:
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse, include_in_schema=False)
 def metrics(request: Request) -> Response:
     if not _authorised(request):
-        raise HTTPException(401, "metrics token required (THREADLINE_METRICS_TOKEN), or scrape from this host "
-                                 "or a private network without a proxy in between",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "metrics token required (THREADLINE_METRICS_TOKEN), or scrape from this host "
+            "or a private network without a proxy in between",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     local = CollectorRegistry(auto_describe=False)
     local.register(_MailboxCollector(request.app.state.runtime.engine))
     body = generate_latest(REGISTRY) + generate_latest(local)

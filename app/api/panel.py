@@ -5,6 +5,7 @@ Every page carries a Content-Security-Policy: scripts only from this origin
 (and, in the Outlook pane, Office.js and MSAL.js from their CDNs), no inline
 script, no plugins, framing only by Outlook (pane) or nobody else (panel).
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -20,8 +21,13 @@ from app.services.people import STAGES
 # The pages and their files stay out of /docs; the one JSON route is in it.
 router = APIRouter(tags=["sidebar"])
 WEB = Path(__file__).resolve().parent.parent / "web"
-STATIC = {"panel.js": "text/javascript", "panel.css": "text/css", "signin.js": "text/javascript",
-          "legacy.js": "text/javascript", "dates.js": "text/javascript"}
+STATIC = {
+    "panel.js": "text/javascript",
+    "panel.css": "text/css",
+    "signin.js": "text/javascript",
+    "legacy.js": "text/javascript",
+    "dates.js": "text/javascript",
+}
 OFFICE_JS = "https://appsforoffice.microsoft.com"
 # The exact file, not the whole CDN: a CSP source with a path allows only it.
 MSAL_CDN = "https://cdn.jsdelivr.net/npm/@azure/msal-browser@3.27.0/lib/msal-browser.min.js"
@@ -29,27 +35,33 @@ LOGIN = "https://login.microsoftonline.com"
 # Where Outlook on the web and the new Outlook host add-in frames.
 # Outlook's web hosts: the only cross-origin callers of the API (CORS) and, with
 # their subdomains, the only pages that may frame the pane.
-OUTLOOK_ORIGINS = ("https://outlook.office.com", "https://outlook.office365.com", "https://outlook.live.com",
-                   "https://outlook.cloud.microsoft")
+OUTLOOK_ORIGINS = (
+    "https://outlook.office.com",
+    "https://outlook.office365.com",
+    "https://outlook.live.com",
+    "https://outlook.cloud.microsoft",
+)
 OUTLOOK_FRAMERS = (*OUTLOOK_ORIGINS, "https://*.outlook.com", "https://*.office.com")
 
 
 def _csp(*, outlook: bool) -> str:
     scripts = "'self'" + (f" {OFFICE_JS} {MSAL_CDN}" if outlook else "")
     framers = "'self' " + " ".join(OUTLOOK_FRAMERS) if outlook else "'self'"
-    return "; ".join([
-        "default-src 'none'",
-        f"script-src {scripts}",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "font-src 'self'",
-        f"connect-src 'self' {LOGIN}" if outlook else "connect-src 'self'",
-        f"frame-src {OFFICE_JS} {LOGIN}" if outlook else "frame-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "object-src 'none'",
-        f"frame-ancestors {framers}",
-    ])
+    return "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src {scripts}",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "font-src 'self'",
+            f"connect-src 'self' {LOGIN}" if outlook else "connect-src 'self'",
+            f"frame-src {OFFICE_JS} {LOGIN}" if outlook else "frame-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "object-src 'none'",
+            f"frame-ancestors {framers}",
+        ]
+    )
 
 
 SECURITY = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
@@ -61,8 +73,11 @@ def _read(name: str) -> bytes:
 
 
 def _page(name: str, *, outlook: bool) -> Response:
-    return Response(_read(name), media_type="text/html; charset=utf-8",
-                    headers={**SECURITY, "Content-Security-Policy": _csp(outlook=outlook)})
+    return Response(
+        _read(name),
+        media_type="text/html; charset=utf-8",
+        headers={**SECURITY, "Content-Security-Policy": _csp(outlook=outlook)},
+    )
 
 
 @router.get("/panel", response_class=HTMLResponse, include_in_schema=False)
@@ -107,8 +122,9 @@ def _signin_tenant(rt) -> str:
 
     O = Organisation.__table__
     with read_only(rt.engine) as conn:
-        tenants = conn.execute(select(O.c.entra_tenant_id).where(O.c.entra_tenant_id.is_not(None))
-                               .limit(2)).scalars().all()
+        tenants = (
+            conn.execute(select(O.c.entra_tenant_id).where(O.c.entra_tenant_id.is_not(None)).limit(2)).scalars().all()
+        )
     return tenants[0] if len(tenants) == 1 else "organizations"
 
 
@@ -118,8 +134,12 @@ def panel_config(rt: RuntimeDep, response: Response) -> PanelConfig:
     s = rt.settings
     entra = None
     if s.entra_client_id:
-        entra = EntraConfig(client_id=s.entra_client_id, scope=s.entra_scope,
-                            scope_uri=f"api://{s.entra_client_id}/{s.entra_scope}", authority=s.entra_authority,
-                            tenant=_signin_tenant(rt))
+        entra = EntraConfig(
+            client_id=s.entra_client_id,
+            scope=s.entra_scope,
+            scope_uri=f"api://{s.entra_client_id}/{s.entra_scope}",
+            authority=s.entra_authority,
+            tenant=_signin_tenant(rt),
+        )
     response.headers.update(SECURITY)
     return PanelConfig(stages=list(STAGES), entra=entra)

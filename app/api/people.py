@@ -1,4 +1,5 @@
 """Contacts created and edited from the sidebar, and a rep's "never log"."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -44,11 +45,19 @@ class NeverLogIn(BaseModel):
 @router.get("/api/me", summary="Who the token belongs to (the sidebar's sign-in check)")
 def me(caller: CallerDep, rt: RuntimeDep) -> Me:
     with read_conn(rt) as conn:
-        row = conn.execute(select(User.__table__.c.name, Organisation.__table__.c.name.label("org"))
-                           .join(Organisation.__table__, Organisation.__table__.c.id == User.__table__.c.org_id)
-                           .where(User.__table__.c.id == caller.user_id)).first()
-    return Me(id=caller.user_id, email=caller.email, name=row.name if row else "",
-              organisation=row.org if row else "", role=caller.role, stages=list(people.STAGES))
+        row = conn.execute(
+            select(User.__table__.c.name, Organisation.__table__.c.name.label("org"))
+            .join(Organisation.__table__, Organisation.__table__.c.id == User.__table__.c.org_id)
+            .where(User.__table__.c.id == caller.user_id)
+        ).first()
+    return Me(
+        id=caller.user_id,
+        email=caller.email,
+        name=row.name if row else "",
+        organisation=row.org if row else "",
+        role=caller.role,
+        stages=list(people.STAGES),
+    )
 
 
 @router.get("/api/stages", summary="The lifecycle stages, in order")
@@ -56,31 +65,55 @@ def stages(caller: CallerDep) -> list[str]:
     return list(people.STAGES)
 
 
-@router.post("/api/contacts", status_code=201, response_model=ContactCard,
-             summary="Create a contact (company from the address's domain)",
-             responses={409: {"model": ContactConflict, "description": "the address is already a contact"}})
+@router.post(
+    "/api/contacts",
+    status_code=201,
+    response_model=ContactCard,
+    summary="Create a contact (company from the address's domain)",
+    responses={409: {"model": ContactConflict, "description": "the address is already a contact"}},
+)
 def create(caller: CallerDep, rt: RuntimeDep, body: ContactIn) -> Any:
-    return people.create_contact(rt, Actor.of(caller), email=body.email, name=body.name, title=body.title,
-                                 phone=body.phone, stage=body.stage, tags=body.tags, owner_id=body.owner_id)
+    return people.create_contact(
+        rt,
+        Actor.of(caller),
+        email=body.email,
+        name=body.name,
+        title=body.title,
+        phone=body.phone,
+        stage=body.stage,
+        tags=body.tags,
+        owner_id=body.owner_id,
+    )
 
 
-@router.patch("/api/contacts/{contact_id}", response_model=ContactCard,
-              summary="Edit a contact's fields, tags, stage or owner")
+@router.patch(
+    "/api/contacts/{contact_id}", response_model=ContactCard, summary="Edit a contact's fields, tags, stage or owner"
+)
 def edit(caller: CallerDep, rt: RuntimeDep, contact_id: int, body: ContactPatch) -> Any:
     changes = {k: getattr(body, k) for k in body.model_fields_set}
     return people.update_contact(rt, Actor.of(caller), contact_id, changes)
 
 
-@router.get("/api/never-log", response_model=NeverLogConsequence,
-            summary="What never logging this address (or domain) would delete from my mail")
-def never_log_consequence(caller: CallerDep, rt: RuntimeDep,
-                          email: Annotated[str, Query(min_length=3, max_length=320)],
-                          scope: Literal["address", "domain"] = "address") -> Any:
+@router.get(
+    "/api/never-log",
+    response_model=NeverLogConsequence,
+    summary="What never logging this address (or domain) would delete from my mail",
+)
+def never_log_consequence(
+    caller: CallerDep,
+    rt: RuntimeDep,
+    email: Annotated[str, Query(min_length=3, max_length=320)],
+    scope: Literal["address", "domain"] = "address",
+) -> Any:
     with read_conn(rt) as conn:
         return people.never_log_consequence(conn, caller.org_id, caller.user_id, email=email, scope=scope)
 
 
-@router.post("/api/never-log", status_code=201, response_model=NeverLogRule,
-             summary="Never log this address (or domain) from my mail")
+@router.post(
+    "/api/never-log",
+    status_code=201,
+    response_model=NeverLogRule,
+    summary="Never log this address (or domain) from my mail",
+)
 def never_log(caller: CallerDep, rt: RuntimeDep, body: NeverLogIn) -> Any:
     return people.never_log(rt, Actor.of(caller), email=body.email, scope=body.scope)

@@ -1,4 +1,5 @@
 """Response shapes (they also document the API at /docs)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -35,6 +36,7 @@ class UserRef(BaseModel):
 
 class Author(BaseModel):
     """Who wrote a note or task (timeline items carry no author address)."""
+
     id: int
     name: str | None
 
@@ -153,12 +155,14 @@ class CompanyDetail(BaseModel):
 
 class NeverLogConsequence(BaseModel):
     """What a "never log" rule would delete: stored mail and meetings only this rep's mailboxes hold."""
+
     emails: int
     meetings: int
 
 
 class ContactConflict(BaseModel):
     """409 from creating a contact: the address is already one, here is its id."""
+
     detail: str
     error: str = "conflict"
     field: Optional[str] = None
@@ -188,6 +192,7 @@ class LoggedEmail(BaseModel):
 
 
 # -- mailboxes (app/services/mailboxes.describe) ----------------------------------------
+
 
 class MailboxStatus(BaseModel):
     id: int
@@ -236,6 +241,7 @@ class Queued(BaseModel):
 
 
 # -- the sidebar's configuration and the health checks ---------------------------------
+
 
 class EntraConfig(BaseModel):
     client_id: str

@@ -15,6 +15,7 @@ and sends it as a bearer token; nothing else is trusted. The checks:
 
 Errors never contain the token.
 """
+
 from __future__ import annotations
 
 import re
@@ -104,8 +105,12 @@ def _verify(token: str, tid: str, settings: Settings) -> dict:
     client_id = settings.entra_client_id
     try:
         claims = jwt.decode(
-            token, key.key, algorithms=["RS256"], audience=[client_id, f"api://{client_id}"],
-            issuer=f"{authority}/{tid}/v2.0", leeway=LEEWAY_SECONDS,
+            token,
+            key.key,
+            algorithms=["RS256"],
+            audience=[client_id, f"api://{client_id}"],
+            issuer=f"{authority}/{tid}/v2.0",
+            leeway=LEEWAY_SECONDS,
             options={"require": ["exp", "nbf", "iat", "aud", "iss", "tid", "oid"]},
         )
     except jwt.ExpiredSignatureError as exc:
@@ -150,17 +155,23 @@ def authenticate(engine: Engine, settings: Settings, token: str) -> EntraUser:
         row = conn.execute(select(*cols).where(U.c.org_id == org_id, U.c.entra_object_id == oid)).first()
     if row is None:
         # First sign-in: bind the account by its sign-in name, once (a write, so only now).
-        login = next((str(claims[k]).strip().lower() for k in ("preferred_username", "email", "upn")
-                      if claims.get(k) and "@" in str(claims[k])), None)
+        login = next(
+            (
+                str(claims[k]).strip().lower()
+                for k in ("preferred_username", "email", "upn")
+                if claims.get(k) and "@" in str(claims[k])
+            ),
+            None,
+        )
         if login is None:
             raise EntraError("token names no user")
         with engine.begin() as conn:
-            row = conn.execute(select(*cols).where(U.c.org_id == org_id, U.c.email == login,
-                                                   U.c.entra_object_id.is_(None))).first()
+            row = conn.execute(
+                select(*cols).where(U.c.org_id == org_id, U.c.email == login, U.c.entra_object_id.is_(None))
+            ).first()
             if row is None:
                 raise EntraError("no Threadline user for this Microsoft account")
-            conn.execute(update(U).where(U.c.id == row.id, U.c.entra_object_id.is_(None))
-                         .values(entra_object_id=oid))
+            conn.execute(update(U).where(U.c.id == row.id, U.c.entra_object_id.is_(None)).values(entra_object_id=oid))
     if not row.active:
         raise EntraError("this user is deactivated")
     return EntraUser(row.id, row.org_id, row.email, row.role)

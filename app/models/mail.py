@@ -1,11 +1,13 @@
 """Mailboxes, their per-folder cursors and what their sync could not import."""
+
 from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import JSON, Column, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
-from app.models.base import utcnow
+from app.models.base import TableModel, utcnow
+
 
 # sync_stage is the machine's state (what the engine is doing); status is what
 # users see. They are separate so a crash mid-run cannot leave a mailbox
@@ -24,7 +26,7 @@ class MailboxStatus(StrEnum):
     PAUSED = "paused"  # an admin paused it, or its owner was deactivated
 
 
-class Mailbox(SQLModel, table=True):
+class Mailbox(TableModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id", index=True)
     owner_id: int = Field(foreign_key="app_user.id", index=True)
@@ -51,8 +53,9 @@ class Mailbox(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class FolderState(SQLModel, table=True):
+class FolderState(TableModel, table=True):
     """Persisted state of one folder; the cursor is the connector's own, stored as given."""
+
     __table_args__ = (UniqueConstraint("mailbox_id", "name"),)
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
@@ -70,8 +73,9 @@ class FolderState(SQLModel, table=True):
     last_synced_at: datetime | None = None
 
 
-class SyncIssue(SQLModel, table=True):
+class SyncIssue(TableModel, table=True):
     """A message that could not be imported, with the reason, shown to admins."""
+
     __table_args__ = (UniqueConstraint("mailbox_id", "folder", "remote_id"),)
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
@@ -82,8 +86,9 @@ class SyncIssue(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class M365Tenant(SQLModel, table=True):
+class M365Tenant(TableModel, table=True):
     """An Entra app registration with application permissions for one tenant."""
+
     __table_args__ = (UniqueConstraint("org_id", "tenant_id"),)
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id", index=True)
@@ -97,8 +102,9 @@ class M365Tenant(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class GraphSubscription(SQLModel, table=True):
+class GraphSubscription(TableModel, table=True):
     """A Microsoft Graph change-notification subscription kept alive for a mailbox."""
+
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
     mailbox_id: int = Field(foreign_key="mailbox.id", index=True)

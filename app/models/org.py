@@ -1,16 +1,17 @@
 """Organisation, its users and their credentials."""
+
 from datetime import datetime
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
-from app.models.base import utcnow
+from app.models.base import TableModel, utcnow
 
 CONTACT_POLICIES = ("exchanged", "sent", "all", "none")
 VISIBILITY_LEVELS = ("metadata", "subject", "snippet")
 
 
-class Organisation(SQLModel, table=True):
+class Organisation(TableModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str
     internal_domains: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -34,7 +35,7 @@ class Organisation(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class User(SQLModel, table=True):
+class User(TableModel, table=True):
     __tablename__ = "app_user"
     __table_args__ = (UniqueConstraint("org_id", "email"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -48,7 +49,7 @@ class User(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class UserAlias(SQLModel, table=True):
+class UserAlias(TableModel, table=True):
     __table_args__ = (UniqueConstraint("org_id", "address"),)
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
@@ -56,8 +57,9 @@ class UserAlias(SQLModel, table=True):
     address: str
 
 
-class ApiToken(SQLModel, table=True):
+class ApiToken(TableModel, table=True):
     """A personal access token; only its SHA-256 is stored."""
+
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
     user_id: int = Field(foreign_key="app_user.id", index=True)
@@ -68,9 +70,10 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
-class ConsoleSession(SQLModel, table=True):
+class ConsoleSession(TableModel, table=True):
     """A signed-in admin console session. The cookie holds a random id; only its
     SHA-256 is stored, and signing out ends the session here, not just in the browser."""
+
     id: int | None = Field(default=None, primary_key=True)
     session_hash: str = Field(unique=True)
     org_id: int = Field(foreign_key="organisation.id")
@@ -82,8 +85,9 @@ class ConsoleSession(SQLModel, table=True):
     ended_at: datetime | None = None
 
 
-class ExclusionRule(SQLModel, table=True):
-    """"Never log" an address or a domain (subdomains included), org-wide or for one rep."""
+class ExclusionRule(TableModel, table=True):
+    """ "Never log" an address or a domain (subdomains included), org-wide or for one rep."""
+
     __table_args__ = (UniqueConstraint("org_id", "user_id", "kind", "value"),)
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id", index=True)
@@ -94,9 +98,10 @@ class ExclusionRule(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class ErasedPerson(SQLModel, table=True):
+class ErasedPerson(TableModel, table=True):
     """Tombstone of an erased person: only a keyed hash of the address is kept,
     so a later sync can recognise them without storing who they were."""
+
     __table_args__ = (UniqueConstraint("org_id", "address_hash"),)
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
@@ -104,8 +109,9 @@ class ErasedPerson(SQLModel, table=True):
     erased_at: datetime = Field(default_factory=utcnow)
 
 
-class AuditEvent(SQLModel, table=True):
+class AuditEvent(TableModel, table=True):
     """Who did what, when: admins read this in the console."""
+
     __table_args__ = (Index("ix_auditevent_org_at", "org_id", "at"),)
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")

@@ -1,14 +1,15 @@
 """The shared timeline: contacts, companies, interactions and who took part."""
+
 from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint, false as sa_false
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
-from app.models.base import utcnow
+from app.models.base import TableModel, utcnow
 
 
-class Company(SQLModel, table=True):
+class Company(TableModel, table=True):
     __table_args__ = (UniqueConstraint("org_id", "domain"),)
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
@@ -17,7 +18,7 @@ class Company(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class Contact(SQLModel, table=True):
+class Contact(TableModel, table=True):
     __table_args__ = (Index("ix_contact_org_search", "org_id", "search_name"),)
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
@@ -33,7 +34,7 @@ class Contact(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class ContactAddress(SQLModel, table=True):
+class ContactAddress(TableModel, table=True):
     __table_args__ = (UniqueConstraint("org_id", "address"),)
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
@@ -48,8 +49,9 @@ class InteractionKind(StrEnum):
     TASK = "task"
 
 
-class Interaction(SQLModel, table=True):
+class Interaction(TableModel, table=True):
     """One email or meeting, stored once per organisation however many reps saw it."""
+
     __table_args__ = (
         UniqueConstraint("org_id", "message_key"),
         Index("ix_interaction_thread", "org_id", "thread_key"),
@@ -82,12 +84,13 @@ class Interaction(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class Participant(SQLModel, table=True):
+class Participant(TableModel, table=True):
     """A contact or colleague on an interaction.
 
     occurred_at and company_id are copied from the interaction and contact so
     that a contact's (or company's) timeline is one index range scan.
     """
+
     __table_args__ = (
         UniqueConstraint("interaction_id", "address"),
         # org_id leads so each lookup matches two equality columns: the planner
@@ -109,8 +112,9 @@ class Participant(SQLModel, table=True):
     user_id: int | None = Field(default=None, foreign_key="app_user.id")
 
 
-class InteractionSource(SQLModel, table=True):
+class InteractionSource(TableModel, table=True):
     """One mailbox copy of an interaction: where it was seen, exactly."""
+
     __table_args__ = (UniqueConstraint("mailbox_id", "folder_id", "remote_id"),)
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
@@ -121,9 +125,10 @@ class InteractionSource(SQLModel, table=True):
     remote_id: str
 
 
-class ContactStats(SQLModel, table=True):
+class ContactStats(TableModel, table=True):
     """A contact's relationship summary, kept current at ingest (sync/stats.py)
     so a lookup reads one row instead of aggregating the whole history."""
+
     contact_id: int = Field(foreign_key="contact.id", primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
     emails_in: int = 0
@@ -133,8 +138,9 @@ class ContactStats(SQLModel, table=True):
     last_email_at: datetime | None = None
 
 
-class ContactColleague(SQLModel, table=True):
+class ContactColleague(TableModel, table=True):
     """How many emails one colleague exchanged with a contact, and the latest."""
+
     contact_id: int = Field(foreign_key="contact.id", primary_key=True)
     user_id: int = Field(foreign_key="app_user.id", primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")

@@ -7,6 +7,7 @@ random id) with one participant row, role "about", carrying the contact, its
 company and occurred_at, so they sit on the contact's and the company's
 timeline like any email. Everything is scoped to the caller's organisation.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -40,7 +41,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 def _snippet(text: str) -> str:
     flat = " ".join(text.split())
-    return flat if len(flat) <= SNIPPET_CHARS else flat[:SNIPPET_CHARS - 1] + "…"
+    return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1] + "…"
 
 
 def item(conn: Connection, org_id: int, interaction_id: int) -> dict | None:
@@ -50,44 +51,89 @@ def item(conn: Connection, org_id: int, interaction_id: int) -> dict | None:
     if not found:
         return None
     out = dict(found[0])
-    row = conn.execute(select(I.c.body, I.c.due_at, I.c.done_at, I.c.author_id, I.c.ends_at, I.c.location, I.c.status,
-                              U.c.name.label("author_name"), U.c.email.label("author_email"))
-                       .outerjoin(U, U.c.id == I.c.author_id)
-                       .where(I.c.id == interaction_id, I.c.org_id == org_id)).first()
+    row = conn.execute(
+        select(
+            I.c.body,
+            I.c.due_at,
+            I.c.done_at,
+            I.c.author_id,
+            I.c.ends_at,
+            I.c.location,
+            I.c.status,
+            U.c.name.label("author_name"),
+            U.c.email.label("author_email"),
+        )
+        .outerjoin(U, U.c.id == I.c.author_id)
+        .where(I.c.id == interaction_id, I.c.org_id == org_id)
+    ).first()
     out.setdefault("body", row.body)
     out.setdefault("due_at", _aware(row.due_at))
     out.setdefault("done_at", _aware(row.done_at))
     out.setdefault("ends_at", _aware(row.ends_at))
     out.setdefault("location", row.location)
     out.setdefault("status", row.status)
-    out.setdefault("author", {"id": row.author_id, "name": row.author_name, "email": row.author_email}
-                   if row.author_id else None)
+    out.setdefault(
+        "author", {"id": row.author_id, "name": row.author_name, "email": row.author_email} if row.author_id else None
+    )
     return out
 
 
 def _contact(conn: Connection, org_id: int, contact_id: int):
-    row = conn.execute(select(C.c.id, C.c.name, C.c.primary_email, C.c.company_id)
-                       .where(C.c.id == contact_id, C.c.org_id == org_id)).first()
+    row = conn.execute(
+        select(C.c.id, C.c.name, C.c.primary_email, C.c.company_id).where(C.c.id == contact_id, C.c.org_id == org_id)
+    ).first()
     if row is None:
         raise NotFound("no such contact")
     return row
 
 
-def _add(conn: Connection, org_id: int, author_id: int, contact_id: int, *, kind: str, subject: str | None,
-         body: str | None, due_at: datetime | None = None) -> dict:
+def _add(
+    conn: Connection,
+    org_id: int,
+    author_id: int,
+    contact_id: int,
+    *,
+    kind: str,
+    subject: str | None,
+    body: str | None,
+    due_at: datetime | None = None,
+) -> dict:
     contact = _contact(conn, org_id, contact_id)
     now = utcnow()
     key = f"note:{uuid.uuid4().hex}"
     text = body or subject or ""
-    iid = conn.execute(insert(I).values(
-        org_id=org_id, kind=kind, message_key=key, occurred_at=now, direction="out", subject=subject,
-        snippet=_snippet(text) if text else None, thread_key=key, from_address=None, body=body,
-        author_id=author_id, due_at=_aware(due_at), created_at=now,
-    ).returning(I.c.id)).scalar_one()
-    conn.execute(insert(P).values(
-        org_id=org_id, interaction_id=iid, occurred_at=now, address=contact.primary_email, name=contact.name or None,
-        role="about", contact_id=contact.id, company_id=contact.company_id, user_id=None,
-    ))
+    iid = conn.execute(
+        insert(I)
+        .values(
+            org_id=org_id,
+            kind=kind,
+            message_key=key,
+            occurred_at=now,
+            direction="out",
+            subject=subject,
+            snippet=_snippet(text) if text else None,
+            thread_key=key,
+            from_address=None,
+            body=body,
+            author_id=author_id,
+            due_at=_aware(due_at),
+            created_at=now,
+        )
+        .returning(I.c.id)
+    ).scalar_one()
+    conn.execute(
+        insert(P).values(
+            org_id=org_id,
+            interaction_id=iid,
+            occurred_at=now,
+            address=contact.primary_email,
+            name=contact.name or None,
+            role="about",
+            contact_id=contact.id,
+            company_id=contact.company_id,
+            user_id=None,
+        )
+    )
     return item(conn, org_id, iid)
 
 
@@ -103,8 +149,7 @@ def add_note(rt, actor: Actor, contact_id: int, body: str) -> dict:
         return out
 
 
-def add_task(rt, actor: Actor, contact_id: int, title: str, due_at: datetime | None,
-             body: str | None = None) -> dict:
+def add_task(rt, actor: Actor, contact_id: int, title: str, due_at: datetime | None, body: str | None = None) -> dict:
     title = " ".join((title or "").split())
     if not title:
         raise Invalid("the task needs a title", field="title")
@@ -114,18 +159,26 @@ def add_task(rt, actor: Actor, contact_id: int, title: str, due_at: datetime | N
     if body and len(body) > MAX_BODY:
         raise Invalid(f"a task description holds at most {MAX_BODY} characters", field="body")
     with changing(rt.engine, actor, admin=False) as conn:
-        out = _add(conn, actor.org_id, actor.user_id, contact_id, kind="task", subject=title, body=body,
-                   due_at=due_at)
+        out = _add(conn, actor.org_id, actor.user_id, contact_id, kind="task", subject=title, body=body, due_at=due_at)
         audit.record(conn, actor.org_id, actor.user_id, "task.add", f"contact:{contact_id}", {"task_id": out["id"]})
         return out
 
 
-def update_task(rt, actor: Actor, task_id: int, *, done: bool | None = None, title: str | None = None,
-                due_at: datetime | None = None, clear_due: bool = False) -> dict:
+def update_task(
+    rt,
+    actor: Actor,
+    task_id: int,
+    *,
+    done: bool | None = None,
+    title: str | None = None,
+    due_at: datetime | None = None,
+    clear_due: bool = False,
+) -> dict:
     with changing(rt.engine, actor, admin=False) as conn:
         org_id = actor.org_id
-        row = conn.execute(select(I.c.id, I.c.done_at).where(I.c.id == task_id, I.c.org_id == org_id,
-                                                              I.c.kind == "task")).first()
+        row = conn.execute(
+            select(I.c.id, I.c.done_at).where(I.c.id == task_id, I.c.org_id == org_id, I.c.kind == "task")
+        ).first()
         if row is None:
             raise NotFound("no such task")
         values: dict = {}
@@ -147,6 +200,7 @@ def update_task(rt, actor: Actor, task_id: int, *, done: bool | None = None, tit
 
 # -- logging an email by hand -----------------------------------------------------------
 
+
 def message_key(internet_message_id: str) -> str:
     """The key a sync of the same message would give it (connectors/mailparse.py):
     the first <id> inside the header value, without the brackets."""
@@ -163,8 +217,18 @@ def _pairs(people: list[dict] | None) -> list[tuple[str, str]]:
     return [(str(p.get("name") or ""), str(p.get("email") or "")) for p in (people or []) if p.get("email")]
 
 
-def log_email(rt, actor: Actor, *, internet_message_id: str, subject: str, sender: dict, to: list[dict],
-              cc: list[dict], date: datetime, snippet: str | None = None) -> dict:
+def log_email(
+    rt,
+    actor: Actor,
+    *,
+    internet_message_id: str,
+    subject: str,
+    sender: dict,
+    to: list[dict],
+    cc: list[dict],
+    date: datetime,
+    snippet: str | None = None,
+) -> dict:
     """Put one email the rep is reading on the timeline, through the sync's own ingest,
     keyed by its Message-ID so a later sync of the same mail links to it instead of
     duplicating it. Returns {"interaction_id", "created", "reason"}."""
@@ -175,9 +239,17 @@ def log_email(rt, actor: Actor, *, internet_message_id: str, subject: str, sende
     if not sender or not addr.normalise(str(sender.get("email") or "")):
         raise Invalid("the message has no valid sender", field="sender")
     record = MessageRecord(
-        remote_id=f"manual:{key}"[:500], message_key=key, date=_aware(date) or utcnow(),
-        from_=_pairs([sender]), to=_pairs(to), cc=_pairs(cc), bcc=[], subject=(subject or "")[:998],
-        in_reply_to=None, references=[], snippet=_snippet(snippet) if snippet else None,
+        remote_id=f"manual:{key}"[:500],
+        message_key=key,
+        date=_aware(date) or utcnow(),
+        from_=_pairs([sender]),
+        to=_pairs(to),
+        cc=_pairs(cc),
+        bcc=[],
+        subject=(subject or "")[:998],
+        in_reply_to=None,
+        references=[],
+        snippet=_snippet(snippet) if snippet else None,
     )
     with changing(rt.engine, actor, admin=False) as conn:
         org_id = actor.org_id
@@ -191,6 +263,12 @@ def log_email(rt, actor: Actor, *, internet_message_id: str, subject: str, sende
         iid = conn.execute(select(I.c.id).where(I.c.org_id == org_id, I.c.message_key == key)).scalar()
         reason = next(iter(result.skipped), None) if iid is None else None
         created = existing is None and iid is not None
-        audit.record(conn, org_id, actor.user_id, "email.log", f"interaction:{iid}" if iid else "skipped",
-                     {"created": created, "reason": reason})
+        audit.record(
+            conn,
+            org_id,
+            actor.user_id,
+            "email.log",
+            f"interaction:{iid}" if iid else "skipped",
+            {"created": created, "reason": reason},
+        )
         return {"interaction_id": iid, "created": created, "reason": reason}

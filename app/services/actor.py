@@ -11,6 +11,7 @@ The CLI acts as the server's operator (`Actor.operator(org_id)`): whoever can ru
 it on the server already holds the database and the key, so there is no user to
 check; its audit entries carry no actor id and show as "system".
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager

@@ -1,5 +1,6 @@
 """Shared building blocks of the admin operations (rules, privacy, mailbox removal):
 removing interactions from the timeline and whatever is left orphaned by that."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -8,8 +9,16 @@ from typing import Iterable
 from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.engine import Connection
 
-from app.models import (Company, Contact, ContactAddress, ContactColleague, ContactStats, Interaction,
-                        InteractionSource, Participant)
+from app.models import (
+    Company,
+    Contact,
+    ContactAddress,
+    ContactColleague,
+    ContactStats,
+    Interaction,
+    InteractionSource,
+    Participant,
+)
 from sync import copies
 
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
@@ -20,7 +29,7 @@ CHUNK = 500
 
 def chunks(items: list, size: int = CHUNK):
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def like_escape(value: str) -> str:
@@ -35,8 +44,7 @@ def address_matches(column, kind: str, value: str):
     return column.like(f"%@{esc}", escape="\\") | column.like(f"%@%.{esc}", escape="\\")
 
 
-def delete_interactions(conn: Connection, org_id: int, interaction_ids: Iterable[int]
-                        ) -> tuple[int, set[int], Counter]:
+def delete_interactions(conn: Connection, org_id: int, interaction_ids: Iterable[int]) -> tuple[int, set[int], Counter]:
     """Delete these interactions with their participants and copies.
 
     Returns how many were deleted, the contacts that took part in them (so the
@@ -47,9 +55,14 @@ def delete_interactions(conn: Connection, org_id: int, interaction_ids: Iterable
     removed = 0
     gone: Counter = Counter()
     for part in chunks(ids):
-        contacts.update(c for c in conn.execute(
-            select(P.c.contact_id).distinct().where(P.c.org_id == org_id, P.c.interaction_id.in_(part),
-                                                    P.c.contact_id.is_not(None))).scalars())
+        contacts.update(
+            c
+            for c in conn.execute(
+                select(P.c.contact_id)
+                .distinct()
+                .where(P.c.org_id == org_id, P.c.interaction_id.in_(part), P.c.contact_id.is_not(None))
+            ).scalars()
+        )
         gone.update(copies.delete(conn, S.c.org_id == org_id, S.c.interaction_id.in_(part)))
         conn.execute(delete(P).where(P.c.org_id == org_id, P.c.interaction_id.in_(part)))
         removed += conn.execute(delete(I).where(I.c.org_id == org_id, I.c.id.in_(part))).rowcount
@@ -62,10 +75,17 @@ def delete_contacts(conn: Connection, org_id: int, contact_ids: Iterable[int]) -
     ids = sorted(set(contact_ids))
     companies: set[int] = set()
     for part in chunks(ids):
-        companies.update(c for c in conn.execute(select(C.c.company_id).distinct().where(
-            C.c.org_id == org_id, C.c.id.in_(part), C.c.company_id.is_not(None))).scalars())
-        conn.execute(update(P).where(P.c.org_id == org_id, P.c.contact_id.in_(part))
-                     .values(contact_id=None, company_id=None))
+        companies.update(
+            c
+            for c in conn.execute(
+                select(C.c.company_id)
+                .distinct()
+                .where(C.c.org_id == org_id, C.c.id.in_(part), C.c.company_id.is_not(None))
+            ).scalars()
+        )
+        conn.execute(
+            update(P).where(P.c.org_id == org_id, P.c.contact_id.in_(part)).values(contact_id=None, company_id=None)
+        )
         conn.execute(delete(STATS).where(STATS.c.org_id == org_id, STATS.c.contact_id.in_(part)))
         conn.execute(delete(COLLEAGUE).where(COLLEAGUE.c.org_id == org_id, COLLEAGUE.c.contact_id.in_(part)))
         conn.execute(delete(CA).where(CA.c.org_id == org_id, CA.c.contact_id.in_(part)))
@@ -77,10 +97,14 @@ def drop_empty_companies(conn: Connection, org_id: int, company_ids: Iterable[in
     """Delete those of these companies that no contact and no participant refers to any more."""
     removed = 0
     for part in chunks(sorted(set(company_ids))):
-        removed += conn.execute(delete(CO).where(
-            CO.c.org_id == org_id, CO.c.id.in_(part),
-            ~exists().where(C.c.company_id == CO.c.id),
-            ~exists().where(P.c.company_id == CO.c.id))).rowcount
+        removed += conn.execute(
+            delete(CO).where(
+                CO.c.org_id == org_id,
+                CO.c.id.in_(part),
+                ~exists().where(C.c.company_id == CO.c.id),
+                ~exists().where(P.c.company_id == CO.c.id),
+            )
+        ).rowcount
     return removed
 
 
@@ -88,9 +112,15 @@ def orphaned(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> set[i
     """Those of these contacts that take part in no interaction any more."""
     found: set[int] = set()
     for part in chunks(sorted(set(contact_ids))):
-        found.update(conn.execute(select(C.c.id).where(
-            C.c.org_id == org_id, C.c.id.in_(part),
-            ~exists().where(and_(P.c.contact_id == C.c.id, P.c.org_id == org_id)))).scalars())
+        found.update(
+            conn.execute(
+                select(C.c.id).where(
+                    C.c.org_id == org_id,
+                    C.c.id.in_(part),
+                    ~exists().where(and_(P.c.contact_id == C.c.id, P.c.org_id == org_id)),
+                )
+            ).scalars()
+        )
     return found
 
 

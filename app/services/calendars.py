@@ -4,6 +4,7 @@ A calendar account is a Mailbox of kind "caldav" (config {url, username}, the
 password encrypted in secret_enc); each of its calendars is a FolderState with
 role "calendar", created by the first sync.
 """
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -47,8 +48,9 @@ def probe(url: str, username: str, password: str, owner: str | None = None) -> l
         close_quietly(conn)
 
 
-def add_caldav(rt, actor: Actor, *, owner: str, url: str, username: str, password: str, check: bool = True,
-               sync: str = "auto") -> dict:
+def add_caldav(
+    rt, actor: Actor, *, owner: str, url: str, username: str, password: str, check: bool = True, sync: str = "auto"
+) -> dict:
     """Add a rep's CalDAV account: the owner and URL are checked first; with `check`, log in
     and list the calendars now, and store nothing if that fails (Invalid, naming the error
     kind). Returns the account as described on the admin pages, with `calendars` found
@@ -66,16 +68,29 @@ def add_caldav(rt, actor: Actor, *, owner: str, url: str, username: str, passwor
         try:
             found = probe(url, username, password, owner)
         except ConnectorError as exc:
-            raise Invalid(f"cannot use this CalDAV account ({exc.kind}): {explain_error(exc, 'caldav')}",
-                          field="url") from exc
+            raise Invalid(
+                f"cannot use this CalDAV account ({exc.kind}): {explain_error(exc, 'caldav')}", field="url"
+            ) from exc
     config = {"url": url, "username": username.strip()}
     if sync != "auto":
         config["sync"] = sync
     with changing(rt.engine, actor) as conn:
-        mid = insert_mailbox(conn, org_id=actor.org_id, owner_id=owner_id(conn, actor.org_id, owner), kind="caldav",
-                             config=config, secret_enc=rt.box.encrypt(password))
-        audit.record(conn, actor.org_id, actor.user_id, "mailbox.add", f"mailbox {mid} (caldav {config['username']})",
-                     {"url": url, "owner": owner, "checked": check})
+        mid = insert_mailbox(
+            conn,
+            org_id=actor.org_id,
+            owner_id=owner_id(conn, actor.org_id, owner),
+            kind="caldav",
+            config=config,
+            secret_enc=rt.box.encrypt(password),
+        )
+        audit.record(
+            conn,
+            actor.org_id,
+            actor.user_id,
+            "mailbox.add",
+            f"mailbox {mid} (caldav {config['username']})",
+            {"url": url, "owner": owner, "checked": check},
+        )
     with Session(rt.engine) as s:
         return with_sources(s, actor.org_id, [describe(s, s.get(Mailbox, mid))])[0] | {"calendars": found}
 
@@ -89,24 +104,46 @@ def account_facts(mailbox: Mailbox) -> dict:
 def describe_all(session: Session, org_id: int) -> list[dict]:
     """Every calendar account of the organisation with its calendars and health."""
     out = []
-    accounts = session.exec(select(Mailbox).where(Mailbox.org_id == org_id, Mailbox.kind == "caldav")
-                            .order_by(Mailbox.id)).all()
+    accounts = session.exec(
+        select(Mailbox).where(Mailbox.org_id == org_id, Mailbox.kind == "caldav").order_by(Mailbox.id)
+    ).all()
     for mb in accounts:
         owner = session.get(User, mb.owner_id)
-        folders = session.exec(select(FolderState).where(FolderState.mailbox_id == mb.id)
-                               .order_by(FolderState.name)).all()
-        issues = session.exec(select(SyncIssue).where(SyncIssue.mailbox_id == mb.id)
-                              .order_by(SyncIssue.id.desc()).limit(20)).all()
-        out.append({
-            "id": mb.id, "owner": owner.email if owner else None, "url": mb.config.get("url"),
-            "username": mb.config.get("username"), "status": mb.status, "stage": mb.sync_stage,
-            "healthy": mb.status == "active" and not mb.last_error,
-            "last_success_at": mb.last_success_at, "next_sync_at": mb.next_sync_at,
-            "last_error": mb.last_error, "last_error_kind": mb.last_error_kind,
-            "meetings_imported": mb.messages_imported, "skipped": dict(mb.skipped or {}),
-            "calendars": [{"name": f.name, "selected": f.selected, "status": f.status, "last_error": f.last_error,
-                           "copies": f.messages, "synced": f.backfill_done, "last_synced_at": f.last_synced_at,
-                           "mode": (f.cursor or {}).get("mode")} for f in folders],
-            "unreadable": [{"calendar": i.folder, "remote_id": i.remote_id, "reason": i.reason} for i in issues],
-        })
+        folders = session.exec(
+            select(FolderState).where(FolderState.mailbox_id == mb.id).order_by(FolderState.name)
+        ).all()
+        issues = session.exec(
+            select(SyncIssue).where(SyncIssue.mailbox_id == mb.id).order_by(SyncIssue.id.desc()).limit(20)
+        ).all()
+        out.append(
+            {
+                "id": mb.id,
+                "owner": owner.email if owner else None,
+                "url": mb.config.get("url"),
+                "username": mb.config.get("username"),
+                "status": mb.status,
+                "stage": mb.sync_stage,
+                "healthy": mb.status == "active" and not mb.last_error,
+                "last_success_at": mb.last_success_at,
+                "next_sync_at": mb.next_sync_at,
+                "last_error": mb.last_error,
+                "last_error_kind": mb.last_error_kind,
+                "meetings_imported": mb.messages_imported,
+                "skipped": dict(mb.skipped or {}),
+                "calendars": [
+                    {
+                        "name": f.name,
+                        "selected": f.selected,
+                        "status": f.status,
+                        "last_error": f.last_error,
+                        "copies": f.messages,
+                        "synced": f.backfill_done,
+                        "last_synced_at": f.last_synced_at,
+                        "mode": (f.cursor or {}).get("mode"),
+                    }
+                    for f in folders
+                ],
+                "unreadable": [{"calendar": i.folder, "remote_id": i.remote_id, "reason": i.reason} for i in issues],
+            }
+        )
     return out

@@ -2,6 +2,7 @@
 
 The demo lives in its own data folder (app/settings.py: demo_settings), never in the
 database a real organisation is set up in."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -38,9 +39,19 @@ def seed_demo(rt: Runtime, console=None) -> dict:
         with session(rt.engine) as s:
             for n, (name, email) in enumerate(corpus.reps):
                 user = orgs.create_user(rt, actor, email, name=name, role="admin" if n == 0 else "rep")
-                s.add(Mailbox(org_id=org_id, owner_id=user["id"], kind="demo",
-                              config={"seed": DEMO_SEED, "messages": DEMO_MESSAGES, "generated_at": generated_at,
-                                      "owner": email}))
+                s.add(
+                    Mailbox(
+                        org_id=org_id,
+                        owner_id=user["id"],
+                        kind="demo",
+                        config={
+                            "seed": DEMO_SEED,
+                            "messages": DEMO_MESSAGES,
+                            "generated_at": generated_at,
+                            "owner": email,
+                        },
+                    )
+                )
             s.commit()
     with session(rt.engine) as s:
         admin = s.exec(select(User).where(User.org_id == org_id, User.role == "admin").order_by(User.id)).first()
@@ -50,8 +61,11 @@ def seed_demo(rt: Runtime, console=None) -> dict:
     for mailbox_id in mailbox_ids:
         report = sync_mailbox(rt.engine, rt.box, mailbox_id, worker=rt.settings.worker_id)
         if console is not None and report is not None:
-            console.print(f"  demo mailbox {mailbox_id}: {report.imported} messages imported "
-                          f"({report.skipped} skipped as internal or bulk)", highlight=False)
+            console.print(
+                f"  demo mailbox {mailbox_id}: {report.imported} messages imported "
+                f"({report.skipped} skipped as internal or bulk)",
+                highlight=False,
+            )
     with read_only(rt.engine) as conn:
         customer = people.first_customer(conn, org_id)
     return {"org": org_name, "admin": admin.email, "token": token, "customer": customer and customer["email"]}

@@ -8,6 +8,7 @@ handler), the console's flash message (app/api/admin_pages.py), `EXIT_CODE` (app
 Invalid names the field at fault when there is one, so a form can point at it and
 an API client can read it without parsing the sentence.
 """
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 Only items whose clientState matches their subscription's count (sync/graph_push.py: verified).
 A change makes the mailbox due; the delta sync does the work.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,6 @@
 """Mailboxes: adding one, describing its health, and the admin's operations on it
 (pause, resume, re-sync, sync now, new password, remove)."""
+
 from __future__ import annotations
 
 import threading
@@ -26,8 +27,9 @@ def _check_imap_settings(host: str, port: int, security: str) -> None:
 def owner_id(conn, org_id: int, email: str, field: str = "owner") -> int:
     """The id of the organisation's user with this address (a mailbox's owner)."""
     address = clean_address(email, field)
-    uid = conn.execute(_select(User.__table__.c.id).where(User.__table__.c.org_id == org_id,
-                                                          User.__table__.c.email == address)).scalar()
+    uid = conn.execute(
+        _select(User.__table__.c.id).where(User.__table__.c.org_id == org_id, User.__table__.c.email == address)
+    ).scalar()
     if uid is None:  # a value in the request, not the resource addressed: the request is invalid
         raise Invalid(f"no user {address} in this organisation", field=field)
     return uid
@@ -42,8 +44,18 @@ def insert_mailbox(conn, **fields) -> int:
         return mailbox.id
 
 
-def add_imap(rt, actor: Actor, *, owner: str, host: str, port: int, security: str, username: str,
-             password: str, check: bool = False) -> dict:
+def add_imap(
+    rt,
+    actor: Actor,
+    *,
+    owner: str,
+    host: str,
+    port: int,
+    security: str,
+    username: str,
+    password: str,
+    check: bool = False,
+) -> dict:
     """An IMAP mailbox for a rep; the password is stored encrypted, never shown again.
     With `check`, connect and log in first and store nothing if any step fails (Invalid,
     naming the step, with every step's outcome in its facts)."""
@@ -58,10 +70,17 @@ def add_imap(rt, actor: Actor, *, owner: str, host: str, port: int, security: st
     with changing(rt.engine, actor) as conn:
         uid = owner_id(conn, actor.org_id, owner)
         config = {"host": host.strip(), "port": int(port), "security": security, "username": username.strip()}
-        mid = insert_mailbox(conn, org_id=actor.org_id, owner_id=uid, kind="imap", config=config,
-                             secret_enc=rt.box.encrypt(password))
-        audit.record(conn, actor.org_id, actor.user_id, "mailbox.add", f"mailbox {mid} (imap {config['username']})",
-                     {"host": config["host"], "owner": owner})
+        mid = insert_mailbox(
+            conn, org_id=actor.org_id, owner_id=uid, kind="imap", config=config, secret_enc=rt.box.encrypt(password)
+        )
+        audit.record(
+            conn,
+            actor.org_id,
+            actor.user_id,
+            "mailbox.add",
+            f"mailbox {mid} (imap {config['username']})",
+            {"host": config["host"], "owner": owner},
+        )
     with Session(rt.engine) as s:
         return describe(s, s.get(Mailbox, mid))
 
@@ -77,25 +96,44 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
     """What admins see: status and stage kept apart, errors in plain words, counters."""
     owner = session.get(User, mailbox.owner_id)
     out = {
-        "id": mailbox.id, "kind": mailbox.kind, "owner": owner.email if owner else None,
+        "id": mailbox.id,
+        "kind": mailbox.kind,
+        "owner": owner.email if owner else None,
         "server": f"{mailbox.config.get('host')}:{mailbox.config.get('port')}" if mailbox.kind == "imap" else None,
         "username": mailbox.config.get("username"),
-        "status": mailbox.status, "stage": mailbox.sync_stage,
+        "status": mailbox.status,
+        "stage": mailbox.sync_stage,
         "healthy": mailbox.status == "active" and not mailbox.last_error,
-        "last_success_at": mailbox.last_success_at, "last_attempt_at": mailbox.last_attempt_at,
+        "last_success_at": mailbox.last_success_at,
+        "last_attempt_at": mailbox.last_attempt_at,
         "next_sync_at": mailbox.next_sync_at,
-        "last_error": mailbox.last_error, "last_error_kind": mailbox.last_error_kind,
+        "last_error": mailbox.last_error,
+        "last_error_kind": mailbox.last_error_kind,
         "fix": fix_for(mailbox.last_error_kind, mailbox.kind, mailbox.last_error),
-        "messages_imported": mailbox.messages_imported, "skipped": dict(mailbox.skipped or {}),
+        "messages_imported": mailbox.messages_imported,
+        "skipped": dict(mailbox.skipped or {}),
     }
     if with_folders:
-        folders = session.exec(select(FolderState).where(FolderState.mailbox_id == mailbox.id)
-                               .order_by(FolderState.name)).all()
-        out["folders"] = [{"name": f.name, "role": f.role, "selected": f.selected, "status": f.status,
-                           "last_error": f.last_error, "messages": f.messages, "backfill_done": f.backfill_done,
-                           "cursor": f.cursor, "last_synced_at": f.last_synced_at} for f in folders]
-        issues = session.exec(select(SyncIssue).where(SyncIssue.mailbox_id == mailbox.id)
-                              .order_by(SyncIssue.id.desc()).limit(50)).all()
+        folders = session.exec(
+            select(FolderState).where(FolderState.mailbox_id == mailbox.id).order_by(FolderState.name)
+        ).all()
+        out["folders"] = [
+            {
+                "name": f.name,
+                "role": f.role,
+                "selected": f.selected,
+                "status": f.status,
+                "last_error": f.last_error,
+                "messages": f.messages,
+                "backfill_done": f.backfill_done,
+                "cursor": f.cursor,
+                "last_synced_at": f.last_synced_at,
+            }
+            for f in folders
+        ]
+        issues = session.exec(
+            select(SyncIssue).where(SyncIssue.mailbox_id == mailbox.id).order_by(SyncIssue.id.desc()).limit(50)
+        ).all()
         out["unreadable"] = [{"folder": i.folder, "remote_id": i.remote_id, "reason": i.reason} for i in issues]
     return out
 
@@ -106,8 +144,12 @@ import socket  # noqa: E402
 import ssl  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 
-from sqlalchemy import delete as _delete, exists as _exists, select as _select  # noqa: E402
-from sqlalchemy import update as _update  # noqa: E402
+from sqlalchemy import (  # noqa: E402
+    delete as _delete,
+    exists as _exists,
+    select as _select,
+    update as _update,  # noqa: E402
+)
 from sqlalchemy.engine import Connection  # noqa: E402
 
 from app.models import GraphSubscription, InteractionSource  # noqa: E402
@@ -117,6 +159,7 @@ from sync.fixes import RunError, fix_text  # noqa: E402
 
 MB, FS, SRC = Mailbox.__table__, FolderState.__table__, InteractionSource.__table__
 ISSUE, GSUB = SyncIssue.__table__, GraphSubscription.__table__
+
 
 def fix_for(kind: str | None, source: str | None = None, error: str | None = None) -> str | None:
     """What an admin does about a mailbox's last error kind (the table is sync/fixes.py), or None
@@ -174,8 +217,9 @@ def health(session: Session, org_id: int, mailbox_id: int | None = None) -> list
     rows = []
     for mb in session.exec(query).all():
         row = describe(session, mb)
-        bad_folders = session.exec(select(FolderState.name).where(FolderState.mailbox_id == mb.id,
-                                                                  FolderState.status == "error")).all()
+        bad_folders = session.exec(
+            select(FolderState.name).where(FolderState.mailbox_id == mb.id, FolderState.status == "error")
+        ).all()
         row["folder_errors"] = list(bad_folders)
         last = _aware(mb.last_success_at)
         row["lag_seconds"] = (now - last).total_seconds() if last else None
@@ -194,10 +238,16 @@ def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None
     does each folder's count of its copies; the mailbox's counters restart."""
     if not mailbox_ids:
         return
-    conn.execute(_update(FS).where(FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids))
-                 .values(cursor={}, backfill_done=False, skipped={}, status="ok", last_error=None))
-    conn.execute(_update(MB).where(MB.c.org_id == org_id, MB.c.id.in_(mailbox_ids))
-                 .values(messages_imported=0, skipped={}, next_sync_at=utcnow(), failure_count=0))
+    conn.execute(
+        _update(FS)
+        .where(FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids))
+        .values(cursor={}, backfill_done=False, skipped={}, status="ok", last_error=None)
+    )
+    conn.execute(
+        _update(MB)
+        .where(MB.c.org_id == org_id, MB.c.id.in_(mailbox_ids))
+        .values(messages_imported=0, skipped={}, next_sync_at=utcnow(), failure_count=0)
+    )
 
 
 def _one(conn: Connection, org_id: int, mailbox_id: int):
@@ -222,12 +272,16 @@ def pause(rt, actor: Actor, mailbox_id: int) -> None:
 def resume(rt, actor: Actor, mailbox_id: int) -> None:
     with changing(rt.engine, actor) as conn:
         row = _one(conn, actor.org_id, mailbox_id)
-        pending = conn.execute(_select(FS.c.id).where(FS.c.mailbox_id == mailbox_id, FS.c.selected.is_(True),
-                                                      FS.c.backfill_done.is_(False))).first()
+        pending = conn.execute(
+            _select(FS.c.id).where(
+                FS.c.mailbox_id == mailbox_id, FS.c.selected.is_(True), FS.c.backfill_done.is_(False)
+            )
+        ).first()
         status = "pending" if row.last_success_at is None else ("importing" if pending else "active")
         if row.status == "paused":
-            conn.execute(_update(MB).where(MB.c.id == mailbox_id)
-                         .values(status=status, next_sync_at=utcnow(), failure_count=0))
+            conn.execute(
+                _update(MB).where(MB.c.id == mailbox_id).values(status=status, next_sync_at=utcnow(), failure_count=0)
+            )
         audit.record(conn, actor.org_id, actor.user_id, "mailbox.resume", _target(row))
 
 
@@ -238,8 +292,7 @@ def resync(rt, actor: Actor, mailbox_id: int) -> None:
         audit.record(conn, actor.org_id, actor.user_id, "mailbox.resync", _target(row))
 
 
-def sync_now(rt, actor: Actor, mailbox_id: int, *, scheduler=None, start: bool = True,
-             background: bool = True) -> str:
+def sync_now(rt, actor: Actor, mailbox_id: int, *, scheduler=None, start: bool = True, background: bool = True) -> str:
     """'Sync now' (an admin for any mailbox, a rep for their own): mark the mailbox due, then
     wake this process's scheduler when it runs one (`queued`); else, with `start`, sync in a
     background thread (`started`) or right here (`done`); without, leave it to the workers
@@ -261,8 +314,9 @@ def sync_now(rt, actor: Actor, mailbox_id: int, *, scheduler=None, start: bool =
         return "queued"
 
     def run() -> None:  # the engine records the run's metrics itself (sync/metrics.py)
-        sync_mailbox(rt.engine, rt.box, mailbox_id, worker=rt.settings.worker_id,
-                     lease_seconds=rt.settings.sync_lease_seconds)
+        sync_mailbox(
+            rt.engine, rt.box, mailbox_id, worker=rt.settings.worker_id, lease_seconds=rt.settings.sync_lease_seconds
+        )
 
     if background:
         threading.Thread(target=run, name=f"sync-now-{mailbox_id}", daemon=True).start()
@@ -277,8 +331,11 @@ def set_password(rt, actor: Actor, mailbox_id: int, password: str) -> None:
         raise Invalid("the password is empty", field="password")
     with changing(rt.engine, actor) as conn:
         row = _one(conn, actor.org_id, mailbox_id)
-        conn.execute(_update(MB).where(MB.c.id == mailbox_id)
-                     .values(secret_enc=rt.box.encrypt(password), failure_count=0, next_sync_at=utcnow()))
+        conn.execute(
+            _update(MB)
+            .where(MB.c.id == mailbox_id)
+            .values(secret_enc=rt.box.encrypt(password), failure_count=0, next_sync_at=utcnow())
+        )
         audit.record(conn, actor.org_id, actor.user_id, "mailbox.set_password", _target(row))
 
 
@@ -293,10 +350,15 @@ def remove(rt, actor: Actor, mailbox_id: int, *, purge: bool = False) -> dict:
         outcome = {"removed_interactions": 0, "removed_contacts": 0, "removed_companies": 0}
         if purge:
             other = SRC.alias("other")
-            only_here = (_select(SRC.c.interaction_id).distinct()
-                         .where(SRC.c.org_id == org_id, SRC.c.mailbox_id == mailbox_id,
-                                ~_exists().where(other.c.interaction_id == SRC.c.interaction_id,
-                                                 other.c.mailbox_id != mailbox_id)))
+            only_here = (
+                _select(SRC.c.interaction_id)
+                .distinct()
+                .where(
+                    SRC.c.org_id == org_id,
+                    SRC.c.mailbox_id == mailbox_id,
+                    ~_exists().where(other.c.interaction_id == SRC.c.interaction_id, other.c.mailbox_id != mailbox_id),
+                )
+            )
             outcome = remove_from_timeline(conn, org_id, list(conn.execute(only_here).scalars()))
         for table in (SRC, ISSUE, GSUB, FS):
             conn.execute(_delete(table).where(table.c.mailbox_id == mailbox_id))
@@ -353,10 +415,18 @@ def _greet(host: str, port: int, security: str, timeout: float):
     except Exception as exc:  # noqa: BLE001 - reported to the admin
         _close(client)
         what = "TLS" if security != "none" else "IMAP greeting"
-        return None, (False, f"{what} failed: {type(exc).__name__}: {str(exc)[:200]}"
-                      " (is this an IMAP port with this security setting?)")
-    return client, (True, {"tls": "TLS established", "starttls": "STARTTLS established",
-                           "none": "no encryption requested (security none): connected in plain text"}[security])
+        return None, (
+            False,
+            f"{what} failed: {type(exc).__name__}: {str(exc)[:200]} (is this an IMAP port with this security setting?)",
+        )
+    return client, (
+        True,
+        {
+            "tls": "TLS established",
+            "starttls": "STARTTLS established",
+            "none": "no encryption requested (security none): connected in plain text",
+        }[security],
+    )
 
 
 def _login(client, username: str, password: str) -> tuple[bool, str]:
@@ -370,8 +440,10 @@ def _login(client, username: str, password: str) -> tuple[bool, str]:
         said = server_text(exc)[:200]
         if login_link_broke(exc):  # the network, not the server: the password may well be right
             return False, f"the connection was lost during login ({said or 'no answer'}); try again"
-        return False, (f"the server refused the login of {username}: wrong username or password"
-                       + (f" (it said: {said})" if said else ""))
+        return False, (
+            f"the server refused the login of {username}: wrong username or password"
+            + (f" (it said: {said})" if said else "")
+        )
     except Exception as exc:  # noqa: BLE001
         return False, f"login failed: {type(exc).__name__}: {str(exc)[:200]}"
     return True, f"logged in as {username}"
@@ -398,8 +470,9 @@ def _close(client) -> None:
             pass
 
 
-def test_imap_connection(host: str, port: int, security: str, username: str, password: str, *,
-                         timeout: float = 10.0) -> list[dict]:
+def test_imap_connection(
+    host: str, port: int, security: str, username: str, password: str, *, timeout: float = 10.0
+) -> list[dict]:
     """Try each step of reaching an IMAP mailbox and report exactly which one fails.
 
     Steps: dns, tcp, tls, login, folders. Each is {"step", "ok", "detail"}; ok is
@@ -430,22 +503,49 @@ def test_imap_connection(host: str, port: int, security: str, username: str, pas
     return steps
 
 
-def connect_imap(rt, actor: Actor, *, owner: str, password: str, email: str | None = None,
-                 host: str | None = None, port: int = 993, security: str = "tls", username: str | None = None,
-                 check: bool = True) -> dict:
+def connect_imap(
+    rt,
+    actor: Actor,
+    *,
+    owner: str,
+    password: str,
+    email: str | None = None,
+    host: str | None = None,
+    port: int = 993,
+    security: str = "tls",
+    username: str | None = None,
+    check: bool = True,
+) -> dict:
     """Add a rep's IMAP mailbox from its address (default: the owner's) and password: the server
     is found and tested (find_imap_server), or given by hand with `host` (tested unless not
     `check`). Returns the mailbox as described, with `found` (the discovery, or None)."""
     address = (email or "").strip() or owner
     if (host or "").strip():
-        mb = add_imap(rt, actor, owner=owner, host=host, port=port, security=security,
-                      username=(username or "").strip() or address, password=password, check=check)
+        mb = add_imap(
+            rt,
+            actor,
+            owner=owner,
+            host=host,
+            port=port,
+            security=security,
+            username=(username or "").strip() or address,
+            password=password,
+            check=check,
+        )
         return mb | {"found": None}
     with changing(rt.engine, actor) as conn:  # refuse a wrong owner (or actor) before reaching any server
         owner_id(conn, actor.org_id, owner)
     found = find_imap_server(rt, address, password)
-    mb = add_imap(rt, actor, owner=owner, host=found["host"], port=found["port"], security=found["security"],
-                  username=found["username"], password=password)  # just tested
+    mb = add_imap(
+        rt,
+        actor,
+        owner=owner,
+        host=found["host"],
+        port=found["port"],
+        security=found["security"],
+        username=found["username"],
+        password=password,
+    )  # just tested
     return mb | {"found": found}
 
 
@@ -463,21 +563,41 @@ def find_imap_server(rt, address: str, password: str) -> dict:
     if found.provider == MICROSOFT:
         raise Invalid(found.note, field="email", facts={"provider": found.provider})
     if not found.servers:
-        raise Invalid(f"could not find the IMAP server of {domain} (looked at {', '.join(found.looked_at)}): "
-                      "give the server's host, port and security by hand", field="host")
+        raise Invalid(
+            f"could not find the IMAP server of {domain} (looked at {', '.join(found.looked_at)}): "
+            "give the server's host, port and security by hand",
+            field="host",
+        )
     for server in found.servers:
         steps = test_imap_connection(server.host, server.port, server.security, server.username, password)
         failed = next((s for s in steps if s["ok"] is False), None)
         if failed is None:
-            return {"host": server.host, "port": server.port, "security": server.security,
-                    "username": server.username, "source": server.source, "steps": steps, "note": found.note}
+            return {
+                "host": server.host,
+                "port": server.port,
+                "security": server.security,
+                "username": server.username,
+                "source": server.source,
+                "steps": steps,
+                "note": found.note,
+            }
         if failed["step"] in ("login", "folders"):  # the server is right; another would refuse the same login
             break
     where = f"{server.host}:{server.port} ({server.security}, from {server.source})"
-    raise Invalid(f"found {where}, but the connection test failed at the {failed['step']} step: {failed['detail']}"
-                  + (f". {found.note}" if found.note else ""), field=_STEP_FIELD[failed["step"]],
-                  facts={"steps": steps, "server": {"host": server.host, "port": server.port,
-                                                    "security": server.security, "username": server.username}})
+    raise Invalid(
+        f"found {where}, but the connection test failed at the {failed['step']} step: {failed['detail']}"
+        + (f". {found.note}" if found.note else ""),
+        field=_STEP_FIELD[failed["step"]],
+        facts={
+            "steps": steps,
+            "server": {
+                "host": server.host,
+                "port": server.port,
+                "security": server.security,
+                "username": server.username,
+            },
+        },
+    )
 
 
 # Which form field a failed connection step points at.
@@ -488,8 +608,11 @@ def refuse_unless_reachable(steps: list[dict]) -> None:
     """Raise Invalid naming the first failed step of a connection test (all steps in its facts)."""
     failed = next((s for s in steps if s["ok"] is False), None)
     if failed is not None:
-        raise Invalid(f"nothing was saved: the connection test failed at the {failed['step']} step: "
-                      f"{failed['detail']}", field=_STEP_FIELD[failed["step"]], facts={"steps": steps})
+        raise Invalid(
+            f"nothing was saved: the connection test failed at the {failed['step']} step: {failed['detail']}",
+            field=_STEP_FIELD[failed["step"]],
+            facts={"steps": steps},
+        )
 
 
 def with_sources(session: Session, org_id: int, rows: list[dict]) -> list[dict]:
@@ -506,8 +629,11 @@ def with_sources(session: Session, org_id: int, rows: list[dict]) -> list[dict]:
         elif mb.kind == "m365":
             row.update(m365.mailbox_facts(session, mb))
             row["account"] = row["user"]
-            row["location"] = (f"tenant {row['tenant']}" if row["mode"] == "app"
-                               else f"delegated sign-in ({row['tenant'] or 'organizations'})")
+            row["location"] = (
+                f"tenant {row['tenant']}"
+                if row["mode"] == "app"
+                else f"delegated sign-in ({row['tenant'] or 'organizations'})"
+            )
         else:
             row["account"], row["location"] = row.get("username"), row.get("server")
     return rows

@@ -3,6 +3,7 @@
 Use cases (each: validation, one transaction, one audit record) take the runtime
 and an Actor (app/services/actor.py); the readers take a connection.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,9 +14,9 @@ from sqlalchemy import delete as _delete, insert as _insert, select as _select, 
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, select
 
+from app.db import write_transaction
 from app.models import ApiToken, Mailbox, Organisation, User, UserAlias
 from app.models.base import utcnow
-from app.db import write_transaction
 from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
 from app.services import audit
 from app.services.actor import Actor, changing
@@ -41,8 +42,19 @@ def clean_domain(value: str, field: str = "domain") -> str:
 
 _O, _U, _UA, _T = Organisation.__table__, User.__table__, UserAlias.__table__, ApiToken.__table__
 ROLES = ("rep", "admin")
-ORG_FIELDS = ("name", "internal_domains", "contact_policy", "visibility", "backfill_days", "sync_interval_seconds",
-              "bulk_detection", "free_mail_domains", "calendar_past_days", "calendar_future_days", "entra_tenant_id")
+ORG_FIELDS = (
+    "name",
+    "internal_domains",
+    "contact_policy",
+    "visibility",
+    "backfill_days",
+    "sync_interval_seconds",
+    "bulk_detection",
+    "free_mail_domains",
+    "calendar_past_days",
+    "calendar_future_days",
+    "entra_tenant_id",
+)
 
 
 def create_org(rt, name: str, domains: list[str], *, another: bool = False) -> dict:
@@ -71,13 +83,17 @@ def _second_org_refusal(conn: Connection, existing, data_dir) -> str:
     demo = conn.execute(_select(mb.c.id).where(mb.c.org_id == existing.id, mb.c.kind == "demo").limit(1)).first()
     where = f"this database ({data_dir})"
     if demo is not None:
-        return (f"{where} holds the demo company {existing.name!r} (organisation {existing.id}), made by an earlier "
-                f"`./run demo`; the demo now keeps its own data in {data_dir / 'demo'}. Move the old data away "
-                f"(for example `mv {data_dir} {data_dir}.demo-old`) or set THREADLINE_DATA_DIR to a new folder, "
-                "then run `org init` again")
-    return (f"{where} already has the organisation {existing.name!r} (id {existing.id}): one database normally "
-            "serves one organisation, and with two every command needs --org ID. Use `threadline org set` to "
-            "change it, or add --another to create a second organisation on purpose")
+        return (
+            f"{where} holds the demo company {existing.name!r} (organisation {existing.id}), made by an earlier "
+            f"`./run demo`; the demo now keeps its own data in {data_dir / 'demo'}. Move the old data away "
+            f"(for example `mv {data_dir} {data_dir}.demo-old`) or set THREADLINE_DATA_DIR to a new folder, "
+            "then run `org init` again"
+        )
+    return (
+        f"{where} already has the organisation {existing.name!r} (id {existing.id}): one database normally "
+        "serves one organisation, and with two every command needs --org ID. Use `threadline org set` to "
+        "change it, or add --another to create a second organisation on purpose"
+    )
 
 
 def the_org(session: Session, org_id: int | None = None) -> Organisation:
@@ -113,6 +129,7 @@ def hash_token(token: str) -> str:
 
 
 # -- administration (console, API and CLI share these) ----------------------------
+
 
 def org_settings(conn: Connection, org_id: int) -> dict:
     row = conn.execute(_select(_O).where(_O.c.id == org_id)).mappings().first()
@@ -195,8 +212,14 @@ def update_org(rt, actor: Actor, changes: dict) -> dict:
         changed = {k: v for k, v in values.items() if before.get(k) != v}
         if changed:  # a form saved unchanged is not an event
             conn.execute(_update(_O).where(_O.c.id == actor.org_id).values(**changed))
-            audit.record(conn, actor.org_id, actor.user_id, "org.update", before["name"],
-                         {"changed": {k: {"from": before.get(k), "to": v} for k, v in changed.items()}})
+            audit.record(
+                conn,
+                actor.org_id,
+                actor.user_id,
+                "org.update",
+                before["name"],
+                {"changed": {k: {"from": before.get(k), "to": v} for k, v in changed.items()}},
+            )
         return org_settings(conn, actor.org_id)
 
 
@@ -205,14 +228,34 @@ def list_users(conn: Connection, org_id: int) -> list[dict]:
     for row in conn.execute(_select(_UA).where(_UA.c.org_id == org_id).order_by(_UA.c.address)):
         aliases.setdefault(row.user_id, []).append({"id": row.id, "address": row.address})
     tokens: dict[int, list[dict]] = {}
-    for row in conn.execute(_select(_T.c.id, _T.c.user_id, _T.c.name, _T.c.created_at, _T.c.last_used_at,
-                                    _T.c.revoked_at).where(_T.c.org_id == org_id).order_by(_T.c.id)):
+    for row in conn.execute(
+        _select(_T.c.id, _T.c.user_id, _T.c.name, _T.c.created_at, _T.c.last_used_at, _T.c.revoked_at)
+        .where(_T.c.org_id == org_id)
+        .order_by(_T.c.id)
+    ):
         tokens.setdefault(row.user_id, []).append(
-            {"id": row.id, "name": row.name, "created_at": row.created_at, "last_used_at": row.last_used_at,
-             "revoked_at": row.revoked_at, "active": row.revoked_at is None})
-    return [{"id": r.id, "email": r.email, "name": r.name, "role": r.role, "active": r.active,
-             "created_at": r.created_at, "aliases": aliases.get(r.id, []), "tokens": tokens.get(r.id, [])}
-            for r in conn.execute(_select(_U).where(_U.c.org_id == org_id).order_by(_U.c.email))]
+            {
+                "id": row.id,
+                "name": row.name,
+                "created_at": row.created_at,
+                "last_used_at": row.last_used_at,
+                "revoked_at": row.revoked_at,
+                "active": row.revoked_at is None,
+            }
+        )
+    return [
+        {
+            "id": r.id,
+            "email": r.email,
+            "name": r.name,
+            "role": r.role,
+            "active": r.active,
+            "created_at": r.created_at,
+            "aliases": aliases.get(r.id, []),
+            "tokens": tokens.get(r.id, []),
+        }
+        for r in conn.execute(_select(_U).where(_U.c.org_id == org_id).order_by(_U.c.email))
+    ]
 
 
 def user_summary(conn: Connection, org_id: int, user_id: int) -> dict:
@@ -238,8 +281,10 @@ def user_id_by_email(conn: Connection, org_id: int, email: str) -> int:
 
 
 def _address_taken(conn: Connection, org_id: int, address: str) -> bool:
-    return bool(conn.execute(_select(_U.c.id).where(_U.c.org_id == org_id, _U.c.email == address)).first()
-                or conn.execute(_select(_UA.c.id).where(_UA.c.org_id == org_id, _UA.c.address == address)).first())
+    return bool(
+        conn.execute(_select(_U.c.id).where(_U.c.org_id == org_id, _U.c.email == address)).first()
+        or conn.execute(_select(_UA.c.id).where(_UA.c.org_id == org_id, _UA.c.address == address)).first()
+    )
 
 
 def _insert_alias(conn: Connection, org_id: int, user_id: int, address: str) -> tuple[int, str]:
@@ -250,8 +295,7 @@ def _insert_alias(conn: Connection, org_id: int, user_id: int, address: str) -> 
     return aid, address
 
 
-def create_user(rt, actor: Actor, email: str, *, name: str = "", role: str = "rep",
-                aliases: list[str] = ()) -> dict:
+def create_user(rt, actor: Actor, email: str, *, name: str = "", role: str = "rep", aliases: list[str] = ()) -> dict:
     """A rep or an admin, with their other addresses; refused when any address is taken."""
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}", field="role")
@@ -259,21 +303,29 @@ def create_user(rt, actor: Actor, email: str, *, name: str = "", role: str = "re
     with changing(rt.engine, actor) as conn:
         if _address_taken(conn, actor.org_id, address):
             raise Conflict(f"{address} is already a user or an alias", field="email")
-        uid = conn.execute(_insert(_U).values(org_id=actor.org_id, email=address, name=name.strip(), role=role,
-                                              active=True, created_at=utcnow())).inserted_primary_key[0]
+        uid = conn.execute(
+            _insert(_U).values(
+                org_id=actor.org_id, email=address, name=name.strip(), role=role, active=True, created_at=utcnow()
+            )
+        ).inserted_primary_key[0]
         added = [_insert_alias(conn, actor.org_id, uid, alias)[1] for alias in aliases]
-        audit.record(conn, actor.org_id, actor.user_id, "user.add", address,
-                     {"role": role, "user_id": uid, "aliases": added})
+        audit.record(
+            conn, actor.org_id, actor.user_id, "user.add", address, {"role": role, "user_id": uid, "aliases": added}
+        )
         return user_summary(conn, actor.org_id, uid)
 
 
 def _active_admins(conn: Connection, org_id: int) -> list[int]:
-    return list(conn.execute(_select(_U.c.id).where(_U.c.org_id == org_id, _U.c.role == "admin",
-                                                    _U.c.active.is_(True))).scalars())
+    return list(
+        conn.execute(
+            _select(_U.c.id).where(_U.c.org_id == org_id, _U.c.role == "admin", _U.c.active.is_(True))
+        ).scalars()
+    )
 
 
-def update_user(rt, actor: Actor, user_id: int, *, name: str | None = None, role: str | None = None,
-                active: bool | None = None) -> dict:
+def update_user(
+    rt, actor: Actor, user_id: int, *, name: str | None = None, role: str | None = None, active: bool | None = None
+) -> dict:
     """Change a user's name, role or active flag. Deactivating revokes their tokens and pauses
     their mailboxes; the last active admin cannot be demoted or deactivated."""
     with changing(rt.engine, actor) as conn:
@@ -288,8 +340,9 @@ def update_user(rt, actor: Actor, user_id: int, *, name: str | None = None, role
             values["role"] = role
         if active is not None and active != row.active:
             values["active"] = active
-        losing_admin = row.role == "admin" and row.active and (values.get("role") == "rep"
-                                                               or values.get("active") is False)
+        losing_admin = (
+            row.role == "admin" and row.active and (values.get("role") == "rep" or values.get("active") is False)
+        )
         if losing_admin and _active_admins(conn, org_id) == [user_id]:
             raise Conflict("this is the last active admin: make someone else an admin first")
         if not values:
@@ -299,12 +352,18 @@ def update_user(rt, actor: Actor, user_id: int, *, name: str | None = None, role
         if values.get("active") is False:
             mb = Mailbox.__table__
             detail["tokens_revoked"] = conn.execute(
-                _update(_T).where(_T.c.user_id == user_id, _T.c.org_id == org_id, _T.c.revoked_at.is_(None))
-                .values(revoked_at=utcnow())).rowcount
+                _update(_T)
+                .where(_T.c.user_id == user_id, _T.c.org_id == org_id, _T.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            ).rowcount
             detail["mailboxes_paused"] = conn.execute(
-                _update(mb).where(mb.c.owner_id == user_id, mb.c.org_id == org_id).values(status="paused")).rowcount
-        action = "user.deactivate" if values.get("active") is False else (
-            "user.reactivate" if values.get("active") is True else "user.update")
+                _update(mb).where(mb.c.owner_id == user_id, mb.c.org_id == org_id).values(status="paused")
+            ).rowcount
+        action = (
+            "user.deactivate"
+            if values.get("active") is False
+            else ("user.reactivate" if values.get("active") is True else "user.update")
+        )
         audit.record(conn, org_id, actor.user_id, action, row.email, detail)
         return user_summary(conn, org_id, user_id)
 
@@ -319,8 +378,11 @@ def add_alias(rt, actor: Actor, user_id: int, address: str) -> dict:
 
 def remove_alias(rt, actor: Actor, alias_id: int) -> None:
     with changing(rt.engine, actor) as conn:
-        row = conn.execute(_select(_UA, _U.c.email).join(_U, _U.c.id == _UA.c.user_id)
-                           .where(_UA.c.id == alias_id, _UA.c.org_id == actor.org_id)).first()
+        row = conn.execute(
+            _select(_UA, _U.c.email)
+            .join(_U, _U.c.id == _UA.c.user_id)
+            .where(_UA.c.id == alias_id, _UA.c.org_id == actor.org_id)
+        ).first()
         if row is None:
             raise NotFound(f"no alias {alias_id}")
         conn.execute(_delete(_UA).where(_UA.c.id == alias_id, _UA.c.org_id == actor.org_id))
@@ -332,8 +394,11 @@ def _new_token(conn: Connection, actor: Actor, user, name: str) -> tuple[int, st
     if not user.active:
         raise Conflict(f"{user.email} is deactivated: reactivate them first")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    tid = conn.execute(_insert(_T).values(org_id=actor.org_id, user_id=user.id, name=name,
-                                          token_hash=hash_token(token), created_at=utcnow())).inserted_primary_key[0]
+    tid = conn.execute(
+        _insert(_T).values(
+            org_id=actor.org_id, user_id=user.id, name=name, token_hash=hash_token(token), created_at=utcnow()
+        )
+    ).inserted_primary_key[0]
     return tid, token
 
 
@@ -360,15 +425,24 @@ def replace_token(rt, actor: Actor, user_id: int, name: str) -> dict:
         replaced = list(conn.execute(_select(_T.c.id).where(*old).order_by(_T.c.id)).scalars())
         conn.execute(_update(_T).where(*old).values(revoked_at=utcnow()))
         tid, token = _new_token(conn, actor, row, name)
-        audit.record(conn, actor.org_id, actor.user_id, "token.issue", row.email,
-                     {"token_id": tid, "name": name, "replaced": replaced})
+        audit.record(
+            conn,
+            actor.org_id,
+            actor.user_id,
+            "token.issue",
+            row.email,
+            {"token_id": tid, "name": name, "replaced": replaced},
+        )
         return {"id": tid, "user_id": user_id, "email": row.email, "name": name, "token": token, "replaced": replaced}
 
 
 def revoke_token(rt, actor: Actor, token_id: int) -> None:
     with changing(rt.engine, actor) as conn:
-        row = conn.execute(_select(_T.c.id, _T.c.revoked_at, _U.c.email).join(_U, _U.c.id == _T.c.user_id)
-                           .where(_T.c.id == token_id, _T.c.org_id == actor.org_id)).first()
+        row = conn.execute(
+            _select(_T.c.id, _T.c.revoked_at, _U.c.email)
+            .join(_U, _U.c.id == _T.c.user_id)
+            .where(_T.c.id == token_id, _T.c.org_id == actor.org_id)
+        ).first()
         if row is None:
             raise NotFound(f"no token {token_id}")
         if row.revoked_at is None:
@@ -380,7 +454,10 @@ def revoke_user_tokens(rt, actor: Actor, user_id: int) -> int:
     """Every token of one user (the CLI's `user revoke-token EMAIL`)."""
     with changing(rt.engine, actor) as conn:
         row = get_user(conn, actor.org_id, user_id)
-        count = conn.execute(_update(_T).where(_T.c.user_id == user_id, _T.c.org_id == actor.org_id,
-                                               _T.c.revoked_at.is_(None)).values(revoked_at=utcnow())).rowcount
+        count = conn.execute(
+            _update(_T)
+            .where(_T.c.user_id == user_id, _T.c.org_id == actor.org_id, _T.c.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        ).rowcount
         audit.record(conn, actor.org_id, actor.user_id, "token.revoke", row.email, {"all": True, "count": count})
         return count

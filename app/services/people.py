@@ -4,6 +4,7 @@ lifecycle stage, and "never log" for one rep.
 Every function takes the caller's organisation id and touches nothing else;
 an id from another organisation is simply "not found".
 """
+
 from __future__ import annotations
 
 from sqlalchemy import select, update
@@ -47,7 +48,7 @@ def _clean_text(field: str, value: str | None) -> str | None:
     if value is None:
         return None
     value = " ".join(value.split())
-    return value[:TEXT_LIMITS[field]] or None
+    return value[: TEXT_LIMITS[field]] or None
 
 
 def _check_owner(conn: Connection, org_id: int, owner_id: int | None) -> None:
@@ -58,21 +59,52 @@ def _check_owner(conn: Connection, org_id: int, owner_id: int | None) -> None:
         raise Invalid("the owner must be an active user of this organisation", field="owner_id")
 
 
-def create_contact(rt, actor: Actor, *, email: str, name: str = "", title: str | None = None,
-                   phone: str | None = None, stage: str | None = None, tags: list[str] = (),
-                   owner_id: int | None = None) -> dict:
+def create_contact(
+    rt,
+    actor: Actor,
+    *,
+    email: str,
+    name: str = "",
+    title: str | None = None,
+    phone: str | None = None,
+    stage: str | None = None,
+    tags: list[str] = (),
+    owner_id: int | None = None,
+) -> dict:
     """A new contact for an external address, with its company from the domain
     (as the sync makes them), linked to any mail already stored with that address.
     Returns its card."""
     with changing(rt.engine, actor, admin=False) as conn:
-        contact_id = _create_contact(conn, actor.org_id, actor.user_id, box=rt.box, email=email, name=name,
-                                     title=title, phone=phone, stage=stage, tags=tags, owner_id=owner_id)
+        contact_id = _create_contact(
+            conn,
+            actor.org_id,
+            actor.user_id,
+            box=rt.box,
+            email=email,
+            name=name,
+            title=title,
+            phone=phone,
+            stage=stage,
+            tags=tags,
+            owner_id=owner_id,
+        )
         return timeline.contact_card(conn, actor.org_id, contact_id)
 
 
-def _create_contact(conn: Connection, org_id: int, actor_id: int | None, *, box, email: str, name: str,
-                    title: str | None, phone: str | None, stage: str | None, tags: list[str],
-                    owner_id: int | None) -> int:
+def _create_contact(
+    conn: Connection,
+    org_id: int,
+    actor_id: int | None,
+    *,
+    box,
+    email: str,
+    name: str,
+    title: str | None,
+    phone: str | None,
+    stage: str | None,
+    tags: list[str],
+    owner_id: int | None,
+) -> int:
     from sync import stats
     from sync.engine import org_context
     from sync.ingest import create_contacts
@@ -96,9 +128,17 @@ def _create_contact(conn: Connection, org_id: int, actor_id: int | None, *, box,
     contact_id = made[address][0]
     if address not in created:  # a sync or another admin made it a moment ago
         raise Conflict("this address is already a contact", contact_id)
-    conn.execute(update(C).where(C.c.id == contact_id, C.c.org_id == org_id).values(
-        title=_clean_text("title", title), phone=_clean_text("phone", phone), stage=stage, tags=tags,
-        owner_id=owner_id))
+    conn.execute(
+        update(C)
+        .where(C.c.id == contact_id, C.c.org_id == org_id)
+        .values(
+            title=_clean_text("title", title),
+            phone=_clean_text("phone", phone),
+            stage=stage,
+            tags=tags,
+            owner_id=owner_id,
+        )
+    )
     # Mail stored before the address became a contact is now linked to it.
     stats.recompute(conn, org_id, [contact_id])
     audit.record(conn, org_id, actor_id, "contact.create", f"contact:{contact_id}", {"source": "sidebar"})
@@ -135,8 +175,14 @@ def _update_contact(conn: Connection, org_id: int, actor_id: int | None, contact
             values["owner_id"] = value
     if values:
         conn.execute(update(C).where(C.c.id == contact_id, C.c.org_id == org_id).values(**values))
-        audit.record(conn, org_id, actor_id, "contact.update", f"contact:{contact_id}",
-                     {"fields": sorted(k for k in values if k != "search_name")})
+        audit.record(
+            conn,
+            org_id,
+            actor_id,
+            "contact.update",
+            f"contact:{contact_id}",
+            {"fields": sorted(k for k in values if k != "search_name")},
+        )
     return timeline.contact_card(conn, org_id, contact_id)
 
 
@@ -180,8 +226,12 @@ def first_customer(conn: Connection, org_id: int) -> dict | None:
     with meetings, with the most mail; any contact when none is at a company yet."""
     from sqlalchemy import text
 
-    row = conn.execute(text(
-        "SELECT c.primary_email, c.name FROM contact c LEFT JOIN contactstats s ON s.contact_id = c.id "
-        "WHERE c.org_id = :org ORDER BY c.company_id IS NOT NULL DESC, COALESCE(s.meetings, 0) > 0 DESC, "
-        "COALESCE(s.emails_in + s.emails_out, 0) DESC, c.id LIMIT 1"), {"org": org_id}).first()
+    row = conn.execute(
+        text(
+            "SELECT c.primary_email, c.name FROM contact c LEFT JOIN contactstats s ON s.contact_id = c.id "
+            "WHERE c.org_id = :org ORDER BY c.company_id IS NOT NULL DESC, COALESCE(s.meetings, 0) > 0 DESC, "
+            "COALESCE(s.emails_in + s.emails_out, 0) DESC, c.id LIMIT 1"
+        ),
+        {"org": org_id},
+    ).first()
     return {"email": row.primary_email, "name": row.name} if row else None

@@ -1,4 +1,5 @@
 """Secrets at rest: rotating the key that encrypts every stored password and token."""
+
 from __future__ import annotations
 
 from sqlalchemy import select

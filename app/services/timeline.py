@@ -4,6 +4,7 @@ Every query takes the caller's organisation id; nothing here reads across
 organisations. Timelines page by (occurred_at, interaction id), newest first,
 straight off the participant indexes.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,8 +15,8 @@ from datetime import datetime, timezone
 from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 
-from app.models import Company, Contact, ContactAddress, Interaction, Participant, User
 from app.db import db_time, raw_rows as _sql
+from app.models import Company, Contact, ContactAddress, Interaction, Participant, User
 from sync.addresses import domain_of, normalise, registrable_domain
 
 C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
@@ -71,15 +72,19 @@ LEFT JOIN contactstats s ON s.contact_id = c.id"""
 # character no normalised address contains.
 _ADDRESSES = {
     "sqlite": "(SELECT group_concat(address, char(31)) FROM "
-              "(SELECT address FROM contactaddress x WHERE x.contact_id = c.id ORDER BY x.id))",
-    "postgresql": "(SELECT string_agg(address, chr(31) ORDER BY x.id) FROM contactaddress x "
-                  "WHERE x.contact_id = c.id)",
+    "(SELECT address FROM contactaddress x WHERE x.contact_id = c.id ORDER BY x.id))",
+    "postgresql": "(SELECT string_agg(address, chr(31) ORDER BY x.id) FROM contactaddress x WHERE x.contact_id = c.id)",
 }
-_CARD_SQL = {d: f"SELECT {_CARD_COLUMNS}, {a} FROM contact c {_CARD_JOINS} WHERE c.id = ? AND c.org_id = ?"
-             for d, a in _ADDRESSES.items()}
+_CARD_SQL = {
+    d: f"SELECT {_CARD_COLUMNS}, {a} FROM contact c {_CARD_JOINS} WHERE c.id = ? AND c.org_id = ?"
+    for d, a in _ADDRESSES.items()
+}
 # The lookup's first statement: address -> card, addresses, company, owner and counts at once.
-_CARD_BY_ADDRESS_SQL = {d: f"SELECT {_CARD_COLUMNS}, {a} FROM contactaddress a JOIN contact c ON c.id = a.contact_id "
-                           f"{_CARD_JOINS} WHERE a.org_id = ? AND a.address = ?" for d, a in _ADDRESSES.items()}
+_CARD_BY_ADDRESS_SQL = {
+    d: f"SELECT {_CARD_COLUMNS}, {a} FROM contactaddress a JOIN contact c ON c.id = a.contact_id "
+    f"{_CARD_JOINS} WHERE a.org_id = ? AND a.address = ?"
+    for d, a in _ADDRESSES.items()
+}
 
 
 def contact_card(conn: Connection, org_id: int, contact_id: int) -> dict | None:
@@ -88,14 +93,34 @@ def contact_card(conn: Connection, org_id: int, contact_id: int) -> dict | None:
 
 
 def _card(row) -> dict:
-    (cid, name, email, title, phone, stage, tags, owner_id, owner_name, owner_email, company_id, company_name,
-     company_domain) = row[:13]
+    (
+        cid,
+        name,
+        email,
+        title,
+        phone,
+        stage,
+        tags,
+        owner_id,
+        owner_name,
+        owner_email,
+        company_id,
+        company_name,
+        company_domain,
+    ) = row[:13]
     emails = row[18].split("\x1f") if row[18] else []
     if isinstance(tags, str):
         tags = json.loads(tags)
     return {
-        "id": cid, "name": name, "email": email, "emails": emails, "title": title, "phone": phone, "stage": stage,
-        "tags": list(tags or []), "owner_id": owner_id,
+        "id": cid,
+        "name": name,
+        "email": email,
+        "emails": emails,
+        "title": title,
+        "phone": phone,
+        "stage": stage,
+        "tags": list(tags or []),
+        "owner_id": owner_id,
         "owner": {"id": owner_id, "name": owner_name, "email": owner_email} if owner_id else None,
         "company": {"id": company_id, "name": company_name, "domain": company_domain} if company_id else None,
     }
@@ -105,37 +130,70 @@ def summary(conn: Connection, org_id: int, contact_id: int, counts: tuple | None
     """Counts and colleagues, read from the summaries kept at ingest (sync/stats.py).
     counts: the contactstats columns when the caller already read them."""
     if counts is None:
-        rows = _sql(conn, "SELECT emails_in, emails_out, meetings, first_email_at, last_email_at FROM contactstats "
-                          "WHERE contact_id = ? AND org_id = ?", (contact_id, org_id))
+        rows = _sql(
+            conn,
+            "SELECT emails_in, emails_out, meetings, first_email_at, last_email_at FROM contactstats "
+            "WHERE contact_id = ? AND org_id = ?",
+            (contact_id, org_id),
+        )
         counts = rows[0] if rows else None
     if counts is None or counts[0] is None:
-        return {"emails_in": 0, "emails_out": 0, "meetings": 0, "first_interaction_at": None,
-                "last_interaction_at": None, "colleagues": []}
+        return {
+            "emails_in": 0,
+            "emails_out": 0,
+            "meetings": 0,
+            "first_interaction_at": None,
+            "last_interaction_at": None,
+            "colleagues": [],
+        }
     emails_in, emails_out, meetings, first, last = counts
     now = datetime.now(timezone.utc)
     # Meetings that took place count as interactions too; future ones do not.
-    bounds = _sql(conn, """
+    bounds = (
+        _sql(
+            conn,
+            """
         SELECT MIN(p.occurred_at), MAX(p.occurred_at) FROM participant p JOIN interaction i ON i.id = p.interaction_id
         WHERE p.org_id = ? AND p.contact_id = ? AND i.kind = 'meeting' AND p.occurred_at <= ?
-              AND COALESCE(i.status, '') <> 'cancelled'""", (org_id, contact_id, _param_time(conn, now))) \
-        if meetings else [(None, None)]
+              AND COALESCE(i.status, '') <> 'cancelled'""",
+            (org_id, contact_id, _param_time(conn, now)),
+        )
+        if meetings
+        else [(None, None)]
+    )
     first, last = _ts(first), _ts(last)
     m_first, m_last = _ts(bounds[0][0]), _ts(bounds[0][1])
-    colleagues = _sql(conn, """
+    colleagues = _sql(
+        conn,
+        """
         SELECT u.id, u.name, u.email, k.interactions, k.last_at FROM contactcolleague k
         JOIN app_user u ON u.id = k.user_id
-        WHERE k.contact_id = ? AND k.org_id = ? ORDER BY k.last_at DESC, u.id LIMIT 20""", (contact_id, org_id))
+        WHERE k.contact_id = ? AND k.org_id = ? ORDER BY k.last_at DESC, u.id LIMIT 20""",
+        (contact_id, org_id),
+    )
     return {
-        "emails_in": emails_in, "emails_out": emails_out, "meetings": meetings,
+        "emails_in": emails_in,
+        "emails_out": emails_out,
+        "meetings": meetings,
         "first_interaction_at": min((t for t in (first, m_first) if t), default=None),
         "last_interaction_at": max((t for t in (last, m_last) if t), default=None),
-        "colleagues": [{"id": uid, "name": name, "email": email, "interactions": n, "last_interaction_at": _ts(at)}
-                       for uid, name, email, n, at in colleagues],
+        "colleagues": [
+            {"id": uid, "name": name, "email": email, "interactions": n, "last_interaction_at": _ts(at)}
+            for uid, name, email, n, at in colleagues
+        ],
     }
 
 
-def _page(conn: Connection, org_id: int, column: str, owner_id: int, cursor: str | None, limit: int,
-          extra: list[int] | None = None, until: datetime | None = None) -> dict:
+def _page(
+    conn: Connection,
+    org_id: int,
+    column: str,
+    owner_id: int,
+    cursor: str | None,
+    limit: int,
+    extra: list[int] | None = None,
+    until: datetime | None = None,
+) -> dict:
     limit = max(1, min(limit, MAX_PAGE))
     sql = f"SELECT interaction_id, occurred_at FROM participant WHERE org_id = ? AND {column} = ?"
     params: tuple = (org_id, owner_id)
@@ -175,8 +233,10 @@ def _page(conn: Connection, org_id: int, column: str, owner_id: int, cursor: str
     return page
 
 
-_ITEM_COLUMNS = ("id, org_id, kind, occurred_at, direction, subject, snippet, thread_key, ends_at, location, status, "
-                 "body, author_id, due_at, done_at, unverified_sender")
+_ITEM_COLUMNS = (
+    "id, org_id, kind, occurred_at, direction, subject, snippet, thread_key, ends_at, location, status, "
+    "body, author_id, due_at, done_at, unverified_sender"
+)
 
 
 def interactions(conn: Connection, org_id: int, ids: list[int]) -> list[dict]:
@@ -185,43 +245,75 @@ def interactions(conn: Connection, org_id: int, ids: list[int]) -> list[dict]:
     marks = ", ".join("?" * len(ids))
     # By primary key only (an org_id condition lures SQLite onto an org-wide
     # index); the organisation is checked on each row instead.
-    rows = [r for r in _sql(conn, f"SELECT {_ITEM_COLUMNS} FROM interaction WHERE id IN ({marks})", tuple(ids))
-            if r[1] == org_id]
-    people = [p for p in _sql(conn, f"""
+    rows = [
+        r
+        for r in _sql(conn, f"SELECT {_ITEM_COLUMNS} FROM interaction WHERE id IN ({marks})", tuple(ids))
+        if r[1] == org_id
+    ]
+    people = [
+        p
+        for p in _sql(
+            conn,
+            f"""
         SELECT p.interaction_id, p.org_id, p.address, p.name, p.role, p.contact_id, p.user_id, u.name, p.response
         FROM participant p LEFT JOIN app_user u ON u.id = p.user_id
-        WHERE p.interaction_id IN ({marks}) ORDER BY p.id""", tuple(ids)) if p[1] == org_id]
+        WHERE p.interaction_id IN ({marks}) ORDER BY p.id""",
+            tuple(ids),
+        )
+        if p[1] == org_id
+    ]
     by_id: dict[int, list] = {i: [] for i in ids}
     for p in people:
         by_id[p[0]].append(p)
     authors = {r[12] for r in rows if r[12]}
-    names = dict(_sql(conn, f"SELECT id, name FROM app_user WHERE id IN ({', '.join('?' * len(authors))})",
-                      tuple(authors))) if authors else {}
+    names = (
+        dict(_sql(conn, f"SELECT id, name FROM app_user WHERE id IN ({', '.join('?' * len(authors))})", tuple(authors)))
+        if authors
+        else {}
+    )
     order = {iid: n for n, iid in enumerate(ids)}
     out = []
     for r in sorted(rows, key=lambda r: order[r[0]]):
         ps = by_id[r[0]]
         sender = next((p for p in ps if p[4] in ("from", "organizer")), None)
-        out.append({
-            "id": r[0], "kind": r[2], "occurred_at": _ts(r[3]), "direction": r[4], "subject": r[5],
-            "snippet": r[6], "thread_key": r[7], "ends_at": _ts(r[8]), "location": r[9], "status": r[10],
-            "body": r[11], "due_at": _ts(r[13]), "done_at": _ts(r[14]), "unverified_sender": bool(r[15]),
-            "author": {"id": r[12], "name": names.get(r[12])} if r[12] else None,
-            "sender": ({"address": sender[2], "name": sender[7] or sender[3]} if sender else None),
-            "colleagues": [{"id": p[6], "name": p[7], "address": p[2], "response": p[8]} for p in ps if p[6]],
-            "participants": [{"address": p[2], "name": p[7] or p[3], "role": p[4], "contact_id": p[5],
-                              "response": p[8]} for p in ps if not p[6]],
-        })
+        out.append(
+            {
+                "id": r[0],
+                "kind": r[2],
+                "occurred_at": _ts(r[3]),
+                "direction": r[4],
+                "subject": r[5],
+                "snippet": r[6],
+                "thread_key": r[7],
+                "ends_at": _ts(r[8]),
+                "location": r[9],
+                "status": r[10],
+                "body": r[11],
+                "due_at": _ts(r[13]),
+                "done_at": _ts(r[14]),
+                "unverified_sender": bool(r[15]),
+                "author": {"id": r[12], "name": names.get(r[12])} if r[12] else None,
+                "sender": ({"address": sender[2], "name": sender[7] or sender[3]} if sender else None),
+                "colleagues": [{"id": p[6], "name": p[7], "address": p[2], "response": p[8]} for p in ps if p[6]],
+                "participants": [
+                    {"address": p[2], "name": p[7] or p[3], "role": p[4], "contact_id": p[5], "response": p[8]}
+                    for p in ps
+                    if not p[6]
+                ],
+            }
+        )
     return out
 
 
-def contact_timeline(conn: Connection, org_id: int, contact_id: int, cursor: str | None = None,
-                     limit: int = 20) -> dict:
+def contact_timeline(
+    conn: Connection, org_id: int, contact_id: int, cursor: str | None = None, limit: int = 20
+) -> dict:
     return _page(conn, org_id, "contact_id", contact_id, cursor, limit)
 
 
-def company_timeline(conn: Connection, org_id: int, company_id: int, cursor: str | None = None,
-                     limit: int = 20) -> dict:
+def company_timeline(
+    conn: Connection, org_id: int, company_id: int, cursor: str | None = None, limit: int = 20
+) -> dict:
     return _page(conn, org_id, "company_id", company_id, cursor, limit)
 
 
@@ -229,23 +321,34 @@ def company(conn: Connection, org_id: int, company_id: int) -> dict | None:
     row = conn.execute(select(CO).where(CO.c.id == company_id, CO.c.org_id == org_id)).mappings().first()
     if row is None:
         return None
-    contacts = conn.execute(select(C.c.id, C.c.name, C.c.primary_email, C.c.title)
-                            .where(C.c.company_id == company_id, C.c.org_id == org_id)
-                            .order_by(C.c.name, C.c.id).limit(200)).all()
-    return {"id": row["id"], "name": row["name"], "domain": row["domain"],
-            "contacts": [{"id": c.id, "name": c.name, "email": c.primary_email, "title": c.title} for c in contacts]}
+    contacts = conn.execute(
+        select(C.c.id, C.c.name, C.c.primary_email, C.c.title)
+        .where(C.c.company_id == company_id, C.c.org_id == org_id)
+        .order_by(C.c.name, C.c.id)
+        .limit(200)
+    ).all()
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "domain": row["domain"],
+        "contacts": [{"id": c.id, "name": c.name, "email": c.primary_email, "title": c.title} for c in contacts],
+    }
 
 
-def _meeting_ids(conn: Connection, org_id: int, contact_id: int, now: datetime, upcoming: bool,
-                 limit: int = 1) -> list[int]:
+def _meeting_ids(
+    conn: Connection, org_id: int, contact_id: int, now: datetime, upcoming: bool, limit: int = 1
+) -> list[int]:
     """The contact's next (or latest past) meetings that are not cancelled."""
     op, order = (">", "ASC") if upcoming else ("<=", "DESC")
-    rows = _sql(conn, f"""
+    rows = _sql(
+        conn,
+        f"""
         SELECT p.interaction_id FROM participant p JOIN interaction i ON i.id = p.interaction_id
         WHERE p.org_id = ? AND p.contact_id = ? AND p.occurred_at {op} ? AND i.kind = 'meeting'
               AND COALESCE(i.status, '') <> 'cancelled'
         ORDER BY p.occurred_at {order}, p.interaction_id {order} LIMIT ?""",
-                (org_id, contact_id, _param_time(conn, now), limit))
+        (org_id, contact_id, _param_time(conn, now), limit),
+    )
     return [r[0] for r in rows]
 
 
@@ -267,8 +370,13 @@ def lookup(conn: Connection, org_id: int, email: str, limit: int = 20) -> dict |
     if card["company"]:
         colleagues_at_company = [
             {"id": r[0], "name": r[1], "email": r[2], "title": r[3]}
-            for r in _sql(conn, "SELECT id, name, primary_email, title FROM contact WHERE org_id = ? AND company_id = ? "
-                                "AND id <> ? ORDER BY id LIMIT 10", (org_id, card["company"]["id"], contact_id))]
+            for r in _sql(
+                conn,
+                "SELECT id, name, primary_email, title FROM contact WHERE org_id = ? AND company_id = ? "
+                "AND id <> ? ORDER BY id LIMIT 10",
+                (org_id, card["company"]["id"], contact_id),
+            )
+        ]
     upcoming, last = [], []
     if facts["meetings"]:
         upcoming = _meeting_ids(conn, org_id, contact_id, now, upcoming=True, limit=UPCOMING)
@@ -278,16 +386,22 @@ def lookup(conn: Connection, org_id: int, email: str, limit: int = 20) -> dict |
     page = _page(conn, org_id, "contact_id", contact_id, None, limit, extra=upcoming + last, until=now)
     by_id = page.pop("extra")
     coming = [by_id[i] for i in upcoming if i in by_id]
-    return {"contact": card, "summary": facts, "upcoming": coming,
-            "next_meeting": coming[0] if coming else None, "last_meeting": by_id.get(last[0]) if last else None,
-            "company_contacts": colleagues_at_company, "timeline": page}
+    return {
+        "contact": card,
+        "summary": facts,
+        "upcoming": coming,
+        "next_meeting": coming[0] if coming else None,
+        "last_meeting": by_id.get(last[0]) if last else None,
+        "company_contacts": colleagues_at_company,
+        "timeline": page,
+    }
 
 
 _NAME_PART = re.compile(r"[a-z][a-z'-]*[a-z]")
 
 
 def _name_from_address(address: str) -> str:
-    """"Jane Doe" from jane.doe@ or jane_doe@; "" when the local part is not clearly a
+    """ "Jane Doe" from jane.doe@ or jane_doe@; "" when the local part is not clearly a
     first and last name (j.doe@, info@, sales2@)."""
     parts = re.split(r"[._]", address.partition("@")[0])
     if len(parts) not in (2, 3) or not all(_NAME_PART.fullmatch(p) for p in parts):
@@ -302,34 +416,58 @@ def unknown_address(conn: Connection, org_id: int, email: str) -> dict | None:
     address = normalise(email)
     if address is None:
         return None
-    named = _sql(conn, "SELECT name FROM participant WHERE org_id = ? AND address = ? AND name IS NOT NULL "
-                       "AND name <> '' ORDER BY id DESC LIMIT 1", (org_id, address))
-    out = {"name": named[0][0] if named else _name_from_address(address), "company": None,
-           "company_contacts": [], "colleagues": [], "last_interaction": None}
+    named = _sql(
+        conn,
+        "SELECT name FROM participant WHERE org_id = ? AND address = ? AND name IS NOT NULL "
+        "AND name <> '' ORDER BY id DESC LIMIT 1",
+        (org_id, address),
+    )
+    out = {
+        "name": named[0][0] if named else _name_from_address(address),
+        "company": None,
+        "company_contacts": [],
+        "colleagues": [],
+        "last_interaction": None,
+    }
     domain = registrable_domain(domain_of(address))
-    found = _sql(conn, "SELECT id, name, domain FROM company WHERE org_id = ? AND domain = ?",
-                 (org_id, domain)) if domain else []
+    found = (
+        _sql(conn, "SELECT id, name, domain FROM company WHERE org_id = ? AND domain = ?", (org_id, domain))
+        if domain
+        else []
+    )
     if not found:
         return out
     company_id, name, domain = found[0]
     out["company"] = {"id": company_id, "name": name, "domain": domain}
     out["company_contacts"] = [
         {"id": r[0], "name": r[1], "email": r[2], "title": r[3]}
-        for r in _sql(conn, "SELECT id, name, primary_email, title FROM contact WHERE org_id = ? AND company_id = ? "
-                            "ORDER BY id LIMIT 10", (org_id, company_id))]
+        for r in _sql(
+            conn,
+            "SELECT id, name, primary_email, title FROM contact WHERE org_id = ? AND company_id = ? "
+            "ORDER BY id LIMIT 10",
+            (org_id, company_id),
+        )
+    ]
     # "+ 0" keeps SQLite on the company index: on org_id it scanned every contact of the
     # organisation (240 ms at 100,000 contacts; 9 ms this way for a company of 900).
     out["colleagues"] = [
         {"id": uid, "name": uname, "email": uemail, "interactions": n, "last_interaction_at": _ts(at)}
-        for uid, uname, uemail, n, at in _sql(conn, """
+        for uid, uname, uemail, n, at in _sql(
+            conn,
+            """
             SELECT u.id, u.name, u.email, SUM(k.interactions), MAX(k.last_at) FROM contact c
             JOIN contactcolleague k ON k.contact_id = c.id JOIN app_user u ON u.id = k.user_id
             WHERE c.company_id = ? AND c.org_id + 0 = ? AND k.org_id = ?
             GROUP BY u.id, u.name, u.email ORDER BY MAX(k.last_at) DESC, u.id LIMIT 20""",
-                                                 (company_id, org_id, org_id))]
-    latest = _sql(conn, "SELECT interaction_id FROM participant WHERE org_id = ? AND company_id = ? AND occurred_at <= ? "
-                        "ORDER BY occurred_at DESC, interaction_id DESC LIMIT 1",
-                  (org_id, company_id, _param_time(conn, datetime.now(timezone.utc))))
+            (company_id, org_id, org_id),
+        )
+    ]
+    latest = _sql(
+        conn,
+        "SELECT interaction_id FROM participant WHERE org_id = ? AND company_id = ? AND occurred_at <= ? "
+        "ORDER BY occurred_at DESC, interaction_id DESC LIMIT 1",
+        (org_id, company_id, _param_time(conn, datetime.now(timezone.utc))),
+    )
     if latest:
         items = interactions(conn, org_id, [latest[0][0]])
         out["last_interaction"] = items[0] if items else None
@@ -348,6 +486,7 @@ def search_contacts(conn: Connection, org_id: int, q: str, limit: int = 20) -> l
         select(C.c.id, C.c.name, C.c.primary_email, CO.c.name.label("company"))
         .outerjoin(CO, CO.c.id == C.c.company_id)
         .where(C.c.org_id == org_id, or_(C.c.id.in_(by_name.limit(limit)), C.c.id.in_(by_email.limit(limit))))
-        .order_by(C.c.search_name, C.c.id).limit(limit)
+        .order_by(C.c.search_name, C.c.id)
+        .limit(limit)
     ).all()
     return [{"id": r.id, "name": r.name, "email": r.primary_email, "company": r.company} for r in rows]

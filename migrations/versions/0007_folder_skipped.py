@@ -5,21 +5,21 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-24 09:00:00
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0007'
-down_revision = '0006'
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('folderstate', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('skipped', sa.JSON(), nullable=False, server_default=sa.text("'{}'")))
+    with op.batch_alter_table("folderstate", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("skipped", sa.JSON(), nullable=False, server_default=sa.text("'{}'")))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('folderstate', schema=None) as batch_op:
-        batch_op.drop_column('skipped')
+    with op.batch_alter_table("folderstate", schema=None) as batch_op:
+        batch_op.drop_column("skipped")

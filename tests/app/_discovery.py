@@ -2,6 +2,7 @@
 STARTTLS with a certificate for `localhost` from a test CA, and a DNS server on loopback
 whose SRV record `_imap._tcp.<domain>` points at it (RFC 6186). Tests trust the CA through
 SSL_CERT_FILE and point Threadline at the DNS server with THREADLINE_DNS_SERVER."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

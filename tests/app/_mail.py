@@ -1,12 +1,23 @@
 """Helpers shared by the app tests: hand-written RFC 5322 messages."""
+
 from __future__ import annotations
 
 from datetime import datetime
 from email.utils import format_datetime
 
 
-def rfc5322(*, frm: str, to: str, subject: str, date: datetime | None, mid: str | None, cc: str | None = None,
-            headers: tuple[str, ...] = (), body: str = "Hello there.\r\n", in_reply_to: str | None = None) -> bytes:
+def rfc5322(
+    *,
+    frm: str,
+    to: str,
+    subject: str,
+    date: datetime | None,
+    mid: str | None,
+    cc: str | None = None,
+    headers: tuple[str, ...] = (),
+    body: str = "Hello there.\r\n",
+    in_reply_to: str | None = None,
+) -> bytes:
     lines = []
     if frm is not None:
         lines.append(f"From: {frm}")

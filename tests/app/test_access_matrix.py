@@ -6,6 +6,7 @@ may call it. Path ids always point at the first organisation's objects (fresh on
 per call, so destructive routes can run), which the other organisation must never
 reach (404/403) and whose data must never appear in its responses.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -13,15 +14,15 @@ from datetime import datetime, timezone
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 
 from app.api import create_app
 from app.db import session, write_transaction
 from app.models import Company, Contact, ContactAddress, Interaction, Participant
 from app.services import m365, mailboxes, orgs, rules
-from tests.world import make_world
 from app.services.actor import Actor
 from tests import factories
+from tests.world import make_world
 
 PUBLIC, USER, ADMIN, CONSOLE, WEBHOOK = "public", "user", "admin", "console", "webhook"
 ORG1_MARKERS = ("ourco.com", "acme-org1.com", "Org1 secret subject")
@@ -90,15 +91,20 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/api/admin/users"): {"auth": ADMIN, "json": lambda: {"email": f"{uniq()}@ourco.com"}},
     ("PATCH", "/api/admin/users/{user_id}"): {"auth": ADMIN, "json": {"name": "Renamed"}},
     ("POST", "/api/admin/users/{user_id}/deactivate"): {"auth": ADMIN},
-    ("POST", "/api/admin/users/{user_id}/aliases"): {"auth": ADMIN, "json": lambda: {"address": f"{uniq('a')}@ourco.com"}},
+    ("POST", "/api/admin/users/{user_id}/aliases"): {
+        "auth": ADMIN,
+        "json": lambda: {"address": f"{uniq('a')}@ourco.com"},
+    },
     ("DELETE", "/api/admin/aliases/{alias_id}"): {"auth": ADMIN},
     ("POST", "/api/admin/users/{user_id}/tokens"): {"auth": ADMIN, "json": {"name": "matrix"}},
     ("DELETE", "/api/admin/tokens/{token_id}"): {"auth": ADMIN},
     ("GET", "/api/admin/mailboxes"): {"auth": ADMIN},
     ("POST", "/api/admin/mailboxes/test-imap"): {"auth": ADMIN, "json": imap_body},
-    ("POST", "/api/admin/mailboxes/imap"): {"auth": ADMIN, "json": lambda: {**imap_body(), "owner": "rep@ourco.com",
-                                                                         "check": False},  # nothing listens there
-                                            "other": (422,)},
+    ("POST", "/api/admin/mailboxes/imap"): {
+        "auth": ADMIN,
+        "json": lambda: {**imap_body(), "owner": "rep@ourco.com", "check": False},  # nothing listens there
+        "other": (422,),
+    },
     ("GET", "/api/admin/mailboxes/{mailbox_id}"): {"auth": ADMIN},
     ("POST", "/api/admin/mailboxes/{mailbox_id}/pause"): {"auth": ADMIN},
     ("POST", "/api/admin/mailboxes/{mailbox_id}/resume"): {"auth": ADMIN},
@@ -106,21 +112,30 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/api/admin/mailboxes/{mailbox_id}/sync"): {"auth": ADMIN},
     ("PUT", "/api/admin/mailboxes/{mailbox_id}/password"): {"auth": ADMIN, "json": {"password": "pw-matrix"}},
     ("DELETE", "/api/admin/mailboxes/{mailbox_id}"): {"auth": ADMIN},
-    ("POST", "/api/admin/mailboxes/caldav"): {"auth": ADMIN, "json": lambda: {**caldav_body(), "check": False},
-                                              "other": (422,)},
+    ("POST", "/api/admin/mailboxes/caldav"): {
+        "auth": ADMIN,
+        "json": lambda: {**caldav_body(), "check": False},
+        "other": (422,),
+    },
     ("GET", "/api/admin/m365/tenants"): {"auth": ADMIN},
-    ("POST", "/api/admin/m365/tenants"): {"auth": ADMIN, "json": lambda: {"tenant_id": uniq("tn"), "client_id": "app",
-                                                                          "client_secret": "s-matrix",
-                                                                          "check": False}},
+    ("POST", "/api/admin/m365/tenants"): {
+        "auth": ADMIN,
+        "json": lambda: {"tenant_id": uniq("tn"), "client_id": "app", "client_secret": "s-matrix", "check": False},
+    },
     ("DELETE", "/api/admin/m365/tenants/{tenant}"): {"auth": ADMIN, "other": (404,)},
-    ("POST", "/api/admin/mailboxes/m365"): {"auth": ADMIN, "json": {"tenant": MATRIX_TENANT, "all_reps": True},
-                                            "other": (422,)},
+    ("POST", "/api/admin/mailboxes/m365"): {
+        "auth": ADMIN,
+        "json": {"tenant": MATRIX_TENANT, "all_reps": True},
+        "other": (422,),
+    },
     ("GET", "/api/admin/rules"): {"auth": ADMIN},
     ("POST", "/api/admin/rules"): {"auth": ADMIN, "json": lambda: {"value": f"{uniq('d')}.example"}},
     ("DELETE", "/api/admin/rules/{rule_id}"): {"auth": ADMIN},
     ("POST", "/api/admin/privacy/export"): {"auth": ADMIN, "json": {"email": "jane@acme-org1.com"}},
-    ("POST", "/api/admin/privacy/erase"): {"auth": ADMIN, "json": lambda: {"email": f"{uniq('x')}@gone.example",
-                                                                           "confirm": True}},
+    ("POST", "/api/admin/privacy/erase"): {
+        "auth": ADMIN,
+        "json": lambda: {"email": f"{uniq('x')}@gone.example", "confirm": True},
+    },
     ("GET", "/api/admin/audit"): {"auth": ADMIN},
     # the console
     ("GET", "/admin/login"): {"auth": PUBLIC},
@@ -133,27 +148,37 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("GET", "/admin/start"): {"auth": CONSOLE},
     ("POST", "/admin/start/domains"): {"auth": CONSOLE},  # saved unchanged
     ("POST", "/admin/start/reps"): {"auth": CONSOLE, "form": lambda: {"reps": f"{uniq('w')}@reps.example"}},
-    ("POST", "/admin/start/mailbox"): {"auth": CONSOLE, "form": {**imap_body(), "owner": "rep@ourco.com"},
-                                       "other": (422,)},
+    ("POST", "/admin/start/mailbox"): {
+        "auth": CONSOLE,
+        "form": {**imap_body(), "owner": "rep@ourco.com"},
+        "other": (422,),
+    },
     ("POST", "/admin/start/sidebar"): {"auth": CONSOLE, "other": (409,)},
     ("GET", "/admin/mailboxes/new"): {"auth": CONSOLE},
     ("POST", "/admin/mailboxes/test"): {"auth": CONSOLE, "form": {**imap_body(), "owner": "rep@ourco.com"}},
-    ("POST", "/admin/mailboxes"): {"auth": CONSOLE, "form": {**imap_body(), "owner": "rep@ourco.com"},
-                                   "other": (422,)},
+    ("POST", "/admin/mailboxes"): {"auth": CONSOLE, "form": {**imap_body(), "owner": "rep@ourco.com"}, "other": (422,)},
     ("GET", "/admin/mailboxes/{mailbox_id}"): {"auth": CONSOLE},
     ("POST", "/admin/mailboxes/caldav"): {"auth": CONSOLE, "form": caldav_body, "other": (422,)},
-    ("POST", "/admin/m365/tenants"): {"auth": CONSOLE, "form": lambda: {"tenant_id": uniq("tn"), "client_id": "app",
-                                                                        "client_secret": "s-matrix"}},
+    ("POST", "/admin/m365/tenants"): {
+        "auth": CONSOLE,
+        "form": lambda: {"tenant_id": uniq("tn"), "client_id": "app", "client_secret": "s-matrix"},
+    },
     ("POST", "/admin/m365/tenants/{tenant_id}/remove"): {"auth": CONSOLE},
-    ("POST", "/admin/mailboxes/m365"): {"auth": CONSOLE, "form": {"tenant": MATRIX_TENANT, "owner": "*"},
-                                        "other": (422,)},
+    ("POST", "/admin/mailboxes/m365"): {
+        "auth": CONSOLE,
+        "form": {"tenant": MATRIX_TENANT, "owner": "*"},
+        "other": (422,),
+    },
     ("POST", "/admin/mailboxes/{mailbox_id}/{action}"): {"auth": CONSOLE, "params": {"action": "pause"}},
     ("GET", "/admin/org"): {"auth": CONSOLE},
     ("POST", "/admin/org"): {"auth": CONSOLE, "form": {"backfill_days": "300"}},
     ("GET", "/admin/users"): {"auth": CONSOLE},
     ("POST", "/admin/users"): {"auth": CONSOLE, "form": lambda: {"email": f"{uniq()}@ourco.com"}},
-    ("POST", "/admin/users/{user_id}/{action}"): {"auth": CONSOLE, "params": {"action": "update"},
-                                                  "form": {"name": "Renamed"}},
+    ("POST", "/admin/users/{user_id}/{action}"): {
+        "auth": CONSOLE,
+        "params": {"action": "update"},
+        "form": {"name": "Renamed"},
+    },
     ("POST", "/admin/aliases/{alias_id}/delete"): {"auth": CONSOLE},
     ("POST", "/admin/tokens/{token_id}/revoke"): {"auth": CONSOLE},
     ("GET", "/admin/rules"): {"auth": CONSOLE},
@@ -162,8 +187,10 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/admin/rules/{rule_id}/delete"): {"auth": CONSOLE},
     ("GET", "/admin/privacy"): {"auth": CONSOLE},
     ("POST", "/admin/privacy/export"): {"auth": CONSOLE, "form": {"email": "jane@acme-org1.com"}},
-    ("POST", "/admin/privacy/erase"): {"auth": CONSOLE, "form": lambda: {"email": f"{uniq('x')}@gone.example",
-                                                                         "confirm": "1"}},
+    ("POST", "/admin/privacy/erase"): {
+        "auth": CONSOLE,
+        "form": lambda: {"email": f"{uniq('x')}@gone.example", "confirm": "1"},
+    },
     ("GET", "/admin/audit"): {"auth": CONSOLE},
 }
 
@@ -188,30 +215,70 @@ def env(tmp_path_factory):
         org2 = factories.create_org(s, "Other Org", ["other.org"])
         other_admin = factories.add_user(s, org2, "admin@other.org", admin=True)
         rep = orgs.find_user(s, w.org_id, "rep@ourco.com")
-        tokens = {"rep": factories.issue_token(s, rep), "admin": factories.issue_token(s, s.get(orgs.User, admin_id)),
-                  "other": factories.issue_token(s, other_admin)}
-    m365.add_tenant(w.rt, Actor.operator(w.org_id), tenant_id=MATRIX_TENANT, client_id="matrix-app",
-                    secret="s-matrix", check=False)
+        tokens = {
+            "rep": factories.issue_token(s, rep),
+            "admin": factories.issue_token(s, s.get(orgs.User, admin_id)),
+            "other": factories.issue_token(s, other_admin),
+        }
+    m365.add_tenant(
+        w.rt, Actor.operator(w.org_id), tenant_id=MATRIX_TENANT, client_id="matrix-app", secret="s-matrix", check=False
+    )
     now = datetime.now(timezone.utc)
     with write_transaction(w.rt.engine) as conn:
-        company = conn.execute(insert(Company.__table__).values(org_id=w.org_id, domain="acme-org1.com",
-                                                                name="Acme Org1", created_at=now)).inserted_primary_key[0]
-        contact = conn.execute(insert(Contact.__table__).values(
-            org_id=w.org_id, name="Jane Org1", search_name="jane org1", primary_email="jane@acme-org1.com",
-            company_id=company, tags=[], created_at=now)).inserted_primary_key[0]
-        conn.execute(insert(ContactAddress.__table__).values(org_id=w.org_id, contact_id=contact,
-                                                             address="jane@acme-org1.com"))
-        iid = conn.execute(insert(Interaction.__table__).values(
-            org_id=w.org_id, kind="email", message_key="m1@acme-org1.com", occurred_at=now, direction="in",
-            subject="Org1 secret subject", thread_key="m1@acme-org1.com", from_address="jane@acme-org1.com",
-            created_at=now)).inserted_primary_key[0]
-        conn.execute(insert(Participant.__table__).values(org_id=w.org_id, interaction_id=iid, occurred_at=now,
-                                                          address="jane@acme-org1.com", role="from",
-                                                          contact_id=contact, company_id=company))
-        task = conn.execute(insert(Interaction.__table__).values(
-            org_id=w.org_id, kind="task", message_key="note:matrix-task", occurred_at=now, direction="out",
-            body="Org1 secret subject task", thread_key="note:matrix-task", author_id=admin_id,
-            created_at=now)).inserted_primary_key[0]
+        company = conn.execute(
+            insert(Company.__table__).values(org_id=w.org_id, domain="acme-org1.com", name="Acme Org1", created_at=now)
+        ).inserted_primary_key[0]
+        contact = conn.execute(
+            insert(Contact.__table__).values(
+                org_id=w.org_id,
+                name="Jane Org1",
+                search_name="jane org1",
+                primary_email="jane@acme-org1.com",
+                company_id=company,
+                tags=[],
+                created_at=now,
+            )
+        ).inserted_primary_key[0]
+        conn.execute(
+            insert(ContactAddress.__table__).values(org_id=w.org_id, contact_id=contact, address="jane@acme-org1.com")
+        )
+        iid = conn.execute(
+            insert(Interaction.__table__).values(
+                org_id=w.org_id,
+                kind="email",
+                message_key="m1@acme-org1.com",
+                occurred_at=now,
+                direction="in",
+                subject="Org1 secret subject",
+                thread_key="m1@acme-org1.com",
+                from_address="jane@acme-org1.com",
+                created_at=now,
+            )
+        ).inserted_primary_key[0]
+        conn.execute(
+            insert(Participant.__table__).values(
+                org_id=w.org_id,
+                interaction_id=iid,
+                occurred_at=now,
+                address="jane@acme-org1.com",
+                role="from",
+                contact_id=contact,
+                company_id=company,
+            )
+        )
+        task = conn.execute(
+            insert(Interaction.__table__).values(
+                org_id=w.org_id,
+                kind="task",
+                message_key="note:matrix-task",
+                occurred_at=now,
+                direction="out",
+                body="Org1 secret subject task",
+                thread_key="note:matrix-task",
+                author_id=admin_id,
+                created_at=now,
+            )
+        ).inserted_primary_key[0]
     client = TestClient(create_app(w.rt))
     yield {"w": w, "client": client, "tokens": tokens, "contact": contact, "company": company, "task": task}
     client.close()
@@ -230,8 +297,16 @@ def fresh_param(env, name: str):
         t = m365.add_tenant(w.rt, op, tenant_id=uniq("tr"), client_id="app", secret="s-matrix", check=False)
         return t["tenant_id"] if name == "tenant" else t["id"]
     if name == "mailbox_id":
-        return mailboxes.add_imap(w.rt, op, owner="rep@ourco.com", host="127.0.0.1", port=1, security="none",
-                                  username="matrix", password="pw-matrix")["id"]
+        return mailboxes.add_imap(
+            w.rt,
+            op,
+            owner="rep@ourco.com",
+            host="127.0.0.1",
+            port=1,
+            security="none",
+            username="matrix",
+            password="pw-matrix",
+        )["id"]
     if name == "user_id":
         return orgs.create_user(w.rt, op, f"{uniq('u')}@ourco.com")["id"]
     if name == "alias_id":

@@ -5,6 +5,7 @@ The timeline is filled through the real ingest pipeline (sync/ingest.py) into
 a real mailbox/folder of each rep, without an IMAP server: the sidebar only
 cares about what ingest stores. `seed()` is shared with tests/app/test_panel.py.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -21,10 +22,10 @@ from app.services import orgs
 from connectors.base import MessageRecord
 from sync.engine import org_context
 from sync.ingest import MailboxContext, ingest
-from tests.world import make_world
 from tests import factories
+from tests.world import make_world
 
-XSS_SUBJECT = "<img src=x onerror=\"window.__xss=1\"> quote & <b>terms</b>"
+XSS_SUBJECT = '<img src=x onerror="window.__xss=1"> quote & <b>terms</b>'
 JANE, MARK, SAM, UNA = "jane@acme.com", "mark@acme.com", "sam@spammy.io", "una@newco.io"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -44,28 +45,73 @@ class Seed:
     def h(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
 
-    def deliver(self, rep: str, *, frm: tuple[str, str], to: list[tuple[str, str]], subject: str,
-                when: datetime, key: str | None = None, cc: list[tuple[str, str]] = ()) -> str:
+    def deliver(
+        self,
+        rep: str,
+        *,
+        frm: tuple[str, str],
+        to: list[tuple[str, str]],
+        subject: str,
+        when: datetime,
+        key: str | None = None,
+        cc: list[tuple[str, str]] = (),
+    ) -> str:
         """One message into a rep's mailbox through the real ingest (what a sync does)."""
         self.n += 1
         key = key or f"m{self.n}.{rep}@test"
         mbx, folder, uid, email = self.mailboxes[rep]
-        record = MessageRecord(remote_id=f"1/{self.n}", message_key=key, date=when, from_=[frm], to=list(to),
-                               cc=list(cc), bcc=[], subject=subject, in_reply_to=None, references=[],
-                               snippet=f"snippet of {subject}"[:200])
+        record = MessageRecord(
+            remote_id=f"1/{self.n}",
+            message_key=key,
+            date=when,
+            from_=[frm],
+            to=list(to),
+            cc=list(cc),
+            bcc=[],
+            subject=subject,
+            in_reply_to=None,
+            references=[],
+            snippet=f"snippet of {subject}"[:200],
+        )
         with write_transaction(self.rt.engine) as conn:
-            ingest(conn, org_context(conn, self.world.org_id, self.world.rt.box), MailboxContext(mbx, folder, uid, email), [record])
+            ingest(
+                conn,
+                org_context(conn, self.world.org_id, self.world.rt.box),
+                MailboxContext(mbx, folder, uid, email),
+                [record],
+            )
         return key
 
 
 def _mailbox(rt, org_id: int, owner_id: int) -> tuple[int, int]:
     with write_transaction(rt.engine) as conn:
-        mbx = conn.execute(insert(Mailbox.__table__).values(
-            org_id=org_id, owner_id=owner_id, kind="imap", config={}, skipped={}, status="paused",
-            sync_stage="idle", failure_count=0, messages_imported=0, created_at=NOW)).inserted_primary_key[0]
-        folder = conn.execute(insert(FolderState.__table__).values(
-            org_id=org_id, mailbox_id=mbx, name="INBOX", role="inbox", selected=True, cursor={},
-            backfill_done=True, messages=0, status="ok")).inserted_primary_key[0]
+        mbx = conn.execute(
+            insert(Mailbox.__table__).values(
+                org_id=org_id,
+                owner_id=owner_id,
+                kind="imap",
+                config={},
+                skipped={},
+                status="paused",
+                sync_stage="idle",
+                failure_count=0,
+                messages_imported=0,
+                created_at=NOW,
+            )
+        ).inserted_primary_key[0]
+        folder = conn.execute(
+            insert(FolderState.__table__).values(
+                org_id=org_id,
+                mailbox_id=mbx,
+                name="INBOX",
+                role="inbox",
+                selected=True,
+                cursor={},
+                backfill_done=True,
+                messages=0,
+                status="ok",
+            )
+        ).inserted_primary_key[0]
     return mbx, folder
 
 
@@ -96,10 +142,17 @@ def seed(tmp_path, *, jane_messages: int = 30) -> Seed:
             sd.deliver("alice", frm=alice, to=[jane], subject=f"Re: Proposal {i}", when=when)
         else:
             subject = XSS_SUBJECT if i == jane_messages - 3 else f"Proposal {i}"
-            sd.deliver("alice", frm=jane, to=[alice], cc=[("Mark Roe", MARK)] if i == jane_messages - 1 else [],
-                       subject=subject, when=when)
-    sd.deliver("bob", frm=("Bob Rep", "bob@ourco.com"), to=[jane], subject="Pricing from Bob",
-               when=NOW - timedelta(days=20))
+            sd.deliver(
+                "alice",
+                frm=jane,
+                to=[alice],
+                cc=[("Mark Roe", MARK)] if i == jane_messages - 1 else [],
+                subject=subject,
+                when=when,
+            )
+    sd.deliver(
+        "bob", frm=("Bob Rep", "bob@ourco.com"), to=[jane], subject="Pricing from Bob", when=NOW - timedelta(days=20)
+    )
     sd.deliver("alice", frm=("Mark Roe", MARK), to=[alice], subject="Hello from Mark", when=NOW - timedelta(days=3))
     sd.deliver("alice", frm=("Sam Spam", SAM), to=[alice], subject="Buy now", when=NOW - timedelta(days=2))
     return sd
@@ -131,10 +184,12 @@ def _contact_id(client, sd, email: str) -> int:
 
 # -- notes and tasks -----------------------------------------------------------------------
 
+
 def test_note_is_on_the_contact_and_company_timeline_for_colleagues(client, sd):
     jane = _contact_id(client, sd, JANE)
-    r = client.post(f"/api/contacts/{jane}/notes", json={"body": "Met at the fair.\nWants a pilot in Q3."},
-                    headers=sd.h("alice"))
+    r = client.post(
+        f"/api/contacts/{jane}/notes", json={"body": "Met at the fair.\nWants a pilot in Q3."}, headers=sd.h("alice")
+    )
     assert r.status_code == 201, r.text
     note = r.json()
     assert note["kind"] == "note" and note["body"] == "Met at the fair.\nWants a pilot in Q3."
@@ -148,17 +203,20 @@ def test_note_is_on_the_contact_and_company_timeline_for_colleagues(client, sd):
     company = _lookup(client, sd, "bob", JANE)["contact"]["company"]["id"]
     ctl = client.get(f"/api/companies/{company}/timeline", headers=sd.h("bob"))
     assert ctl.status_code == 200 and note["id"] in [i["id"] for i in ctl.json()["items"]]
-    key, role, contact_id = sd.world.sql("SELECT i.message_key, p.role, p.contact_id FROM interaction i "
-                                         "JOIN participant p ON p.interaction_id = i.id WHERE i.id = :i",
-                                         i=note["id"])[0]
+    key, role, contact_id = sd.world.sql(
+        "SELECT i.message_key, p.role, p.contact_id FROM interaction i "
+        "JOIN participant p ON p.interaction_id = i.id WHERE i.id = :i",
+        i=note["id"],
+    )[0]
     assert key.startswith("note:") and role == "about" and contact_id == jane
 
 
 def test_task_with_due_date_marked_done_and_reopened(client, sd):
     jane = _contact_id(client, sd, JANE)
     due = (NOW + timedelta(days=3)).isoformat()
-    r = client.post(f"/api/contacts/{jane}/tasks", json={"title": "Send the pilot plan", "due_at": due},
-                    headers=sd.h("alice"))
+    r = client.post(
+        f"/api/contacts/{jane}/tasks", json={"title": "Send the pilot plan", "due_at": due}, headers=sd.h("alice")
+    )
     assert r.status_code == 201, r.text
     task = r.json()
     assert task["kind"] == "task" and task["subject"] == "Send the pilot plan" and task["done_at"] is None
@@ -183,11 +241,13 @@ def test_other_organisation_gets_404_and_no_token_gets_401(client, sd):
     assert client.patch(f"/api/contacts/{jane}", json={"stage": "lead"}, headers=carol).status_code == 404
     assert client.get("/api/lookup", params={"email": JANE}, headers=carol).status_code == 404
     assert sd.world.scalar("SELECT done_at FROM interaction WHERE id = :i", i=task["id"]) is None
-    for method, url, body in (("post", f"/api/contacts/{jane}/notes", {"body": "x"}),
-                              ("patch", f"/api/contacts/{jane}", {"stage": "lead"}),
-                              ("post", "/api/contacts", {"email": "x@y.com"}),
-                              ("post", "/api/never-log", {"email": SAM}),
-                              ("post", "/api/log-email", {"internet_message_id": "<a@b>", "from": {"email": JANE}})):
+    for method, url, body in (
+        ("post", f"/api/contacts/{jane}/notes", {"body": "x"}),
+        ("patch", f"/api/contacts/{jane}", {"stage": "lead"}),
+        ("post", "/api/contacts", {"email": "x@y.com"}),
+        ("post", "/api/never-log", {"email": SAM}),
+        ("post", "/api/log-email", {"internet_message_id": "<a@b>", "from": {"email": JANE}}),
+    ):
         r = getattr(client, method)(url, json=body)
         assert r.status_code == 401, (url, r.text)
         r = getattr(client, method)(url, json=body, headers={"Authorization": "Bearer tl_not-a-real-token"})
@@ -196,29 +256,53 @@ def test_other_organisation_gets_404_and_no_token_gets_401(client, sd):
 
 # -- contacts ----------------------------------------------------------------------------------
 
+
 def test_edit_contact_fields_tags_stage_and_owner(client, sd):
     jane = _contact_id(client, sd, JANE)
-    r = client.patch(f"/api/contacts/{jane}", headers=sd.h("alice"), json={
-        "title": "  Head of   Data ", "phone": "+44 20 7946 0000", "stage": "Qualified",
-        "tags": ["pilot", " Pilot ", "emea", ""], "owner_id": sd.users["bob"]})
+    r = client.patch(
+        f"/api/contacts/{jane}",
+        headers=sd.h("alice"),
+        json={
+            "title": "  Head of   Data ",
+            "phone": "+44 20 7946 0000",
+            "stage": "Qualified",
+            "tags": ["pilot", " Pilot ", "emea", ""],
+            "owner_id": sd.users["bob"],
+        },
+    )
     assert r.status_code == 200, r.text
     card = r.json()
     assert (card["title"], card["phone"], card["stage"], card["tags"]) == (
-        "Head of Data", "+44 20 7946 0000", "qualified", ["pilot", "emea"])
+        "Head of Data",
+        "+44 20 7946 0000",
+        "qualified",
+        ["pilot", "emea"],
+    )
     seen = _lookup(client, sd, "bob", JANE)["contact"]
     assert seen["stage"] == "qualified" and seen["tags"] == ["pilot", "emea"]
     owner = seen.get("owner") or {"id": seen.get("owner_id")}
     assert owner["id"] == sd.users["bob"]
     assert client.patch(f"/api/contacts/{jane}", json={"stage": "won"}, headers=sd.h("alice")).status_code == 422
-    assert client.patch(f"/api/contacts/{jane}", json={"owner_id": sd.users["carol"]},
-                        headers=sd.h("alice")).status_code == 422
-    assert client.get("/api/stages", headers=sd.h("alice")).json() == ["lead", "qualified", "opportunity", "customer", "churned"]
+    assert (
+        client.patch(f"/api/contacts/{jane}", json={"owner_id": sd.users["carol"]}, headers=sd.h("alice")).status_code
+        == 422
+    )
+    assert client.get("/api/stages", headers=sd.h("alice")).json() == [
+        "lead",
+        "qualified",
+        "opportunity",
+        "customer",
+        "churned",
+    ]
     assert sd.world.scalar("SELECT COUNT(*) FROM auditevent WHERE action = 'contact.update'") >= 1
 
 
 def test_create_contact_with_company_from_domain(client, sd):
-    r = client.post("/api/contacts", headers=sd.h("alice"), json={
-        "email": " Una@NewCo.io ", "name": "Una Known", "title": "CTO", "stage": "lead", "tags": ["inbound"]})
+    r = client.post(
+        "/api/contacts",
+        headers=sd.h("alice"),
+        json={"email": " Una@NewCo.io ", "name": "Una Known", "title": "CTO", "stage": "lead", "tags": ["inbound"]},
+    )
     assert r.status_code == 201, r.text
     card = r.json()
     assert card["email"] == UNA and card["name"] == "Una Known" and card["company"]["domain"] == "newco.io"
@@ -236,8 +320,14 @@ def test_create_contact_with_company_from_domain(client, sd):
 def test_an_unknown_address_at_a_known_company_comes_with_the_companys_context(tmp_path):
     own = seed(tmp_path, jane_messages=2)
     # Pat is only copied on Jane's mail: no contact, but the name Pat wrote under is stored.
-    own.deliver("alice", frm=("Jane Doe", JANE), to=[("Alice Rep", "alice@ourco.com")],
-                cc=[("Pat Example", "pat@acme.com")], subject="Intro to Pat", when=NOW - timedelta(hours=5))
+    own.deliver(
+        "alice",
+        frm=("Jane Doe", JANE),
+        to=[("Alice Rep", "alice@ourco.com")],
+        cc=[("Pat Example", "pat@acme.com")],
+        subject="Intro to Pat",
+        when=NOW - timedelta(hours=5),
+    )
     with TestClient(create_app(own.rt)) as client:
         r = client.get("/api/lookup", params={"email": "Lena.Lane@ACME.com"}, headers=own.h("alice"))
         assert r.status_code == 404
@@ -255,42 +345,65 @@ def test_an_unknown_address_at_a_known_company_comes_with_the_companys_context(t
         assert none["unknown"]["name"] == "" and none["unknown"]["company"] is None
         assert none["unknown"]["colleagues"] == [] and none["unknown"]["last_interaction"] is None
         assert client.get("/api/lookup", params={"email": "not an address"}, headers=own.h("alice")).json() == {
-            "detail": "no contact with this address", "unknown": None}
+            "detail": "no contact with this address",
+            "unknown": None,
+        }
         # Another organisation learns nothing about OurCo's Acme.
         theirs = client.get("/api/lookup", params={"email": "lena.lane@acme.com"}, headers=own.h("carol"))
         assert theirs.status_code == 404
         assert theirs.json()["unknown"]["company"] is None and theirs.json()["unknown"]["colleagues"] == []
-        assert "Acme" not in theirs.text and "Pat" not in client.get(
-            "/api/lookup", params={"email": "pat@acme.com"}, headers=own.h("carol")).text
+        assert (
+            "Acme" not in theirs.text
+            and "Pat" not in client.get("/api/lookup", params={"email": "pat@acme.com"}, headers=own.h("carol")).text
+        )
     own.rt.engine.dispose()
 
 
 # -- logging an email by hand --------------------------------------------------------------------
 
+
 def test_logged_email_is_not_duplicated_by_a_later_sync(client, sd):
-    payload = {"internet_message_id": "<CAF=logged.1@mail.newco.io>", "subject": "Intro from the add-in",
-               "from": {"name": "Lou Logged", "email": "lou@logged.io"},
-               "to": [{"name": "Alice Rep", "email": "alice@ourco.com"}], "cc": [],
-               "date": (NOW - timedelta(hours=2)).isoformat(), "conversation_id": "AAQk..."}
+    payload = {
+        "internet_message_id": "<CAF=logged.1@mail.newco.io>",
+        "subject": "Intro from the add-in",
+        "from": {"name": "Lou Logged", "email": "lou@logged.io"},
+        "to": [{"name": "Alice Rep", "email": "alice@ourco.com"}],
+        "cc": [],
+        "date": (NOW - timedelta(hours=2)).isoformat(),
+        "conversation_id": "AAQk...",
+    }
     r = client.post("/api/log-email", json=payload, headers=sd.h("alice"))
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["logged"] and out["created"]
-    assert sd.world.scalar("SELECT message_key FROM interaction WHERE id = :i", i=out["interaction_id"]) == \
-        "CAF=logged.1@mail.newco.io"
+    assert (
+        sd.world.scalar("SELECT message_key FROM interaction WHERE id = :i", i=out["interaction_id"])
+        == "CAF=logged.1@mail.newco.io"
+    )
     items = _lookup(client, sd, "bob", "lou@logged.io")["timeline"]["items"]
     assert [i["subject"] for i in items] == ["Intro from the add-in"]
     # The same mail logged again, then synced from alice's mailbox: still one interaction.
     again = client.post("/api/log-email", json=payload, headers=sd.h("bob")).json()
     assert again["logged"] and not again["created"] and again["interaction_id"] == out["interaction_id"]
-    sd.deliver("alice", frm=("Lou Logged", "lou@logged.io"), to=[("Alice Rep", "alice@ourco.com")],
-               subject="Intro from the add-in", when=NOW - timedelta(hours=2), key="CAF=logged.1@mail.newco.io")
+    sd.deliver(
+        "alice",
+        frm=("Lou Logged", "lou@logged.io"),
+        to=[("Alice Rep", "alice@ourco.com")],
+        subject="Intro from the add-in",
+        when=NOW - timedelta(hours=2),
+        key="CAF=logged.1@mail.newco.io",
+    )
     assert sd.world.scalar("SELECT COUNT(*) FROM interaction WHERE message_key = 'CAF=logged.1@mail.newco.io'") == 1
-    assert sd.world.scalar("SELECT COUNT(*) FROM interactionsource WHERE interaction_id = :i",
-                           i=out["interaction_id"]) == 1
+    assert (
+        sd.world.scalar("SELECT COUNT(*) FROM interactionsource WHERE interaction_id = :i", i=out["interaction_id"])
+        == 1
+    )
     # Internal-only mail is not logged, and says why.
-    internal = client.post("/api/log-email", headers=sd.h("alice"), json={
-        **payload, "internet_message_id": "<int.1@ourco.com>", "from": {"email": "bob@ourco.com"}})
+    internal = client.post(
+        "/api/log-email",
+        headers=sd.h("alice"),
+        json={**payload, "internet_message_id": "<int.1@ourco.com>", "from": {"email": "bob@ourco.com"}},
+    )
     assert internal.status_code == 200 and internal.json()["logged"] is False
     assert internal.json()["reason"] == "internal"
     bad = client.post("/api/log-email", headers=sd.h("alice"), json={**payload, "internet_message_id": "a b"})
@@ -298,6 +411,7 @@ def test_logged_email_is_not_duplicated_by_a_later_sync(client, sd):
 
 
 # -- never log ---------------------------------------------------------------------------------------
+
 
 def test_never_log_says_first_how_many_stored_emails_it_would_delete(tmp_path):
     own = seed(tmp_path, jane_messages=3)
@@ -312,8 +426,10 @@ def test_never_log_says_first_how_many_stored_emails_it_would_delete(tmp_path):
         assert ask("alice", "not an address").status_code == 422
         # Asking changes nothing.
         assert own.world.scalar("SELECT COUNT(*) FROM exclusionrule") == 0
-        assert client.post("/api/never-log", json={"email": JANE}, headers=own.h("alice")).json()[
-            "removed_interactions"] == 3
+        assert (
+            client.post("/api/never-log", json={"email": JANE}, headers=own.h("alice")).json()["removed_interactions"]
+            == 3
+        )
     own.rt.engine.dispose()
 
 

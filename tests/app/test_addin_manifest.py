@@ -1,5 +1,6 @@
 """The Outlook add-in manifest, checked structurally with an XML parser (no XSD
 ships offline), and the icons it points at."""
+
 from __future__ import annotations
 
 import struct
@@ -46,9 +47,22 @@ def _root(fetched) -> ET.Element:
 def test_base_manifest_elements(fetched):
     root = _root(fetched)
     assert root.tag == f"{{{NS['o']}}}OfficeApp" and root.get(XSI_TYPE) == "MailApp"
-    for name in ("Id", "Version", "ProviderName", "DefaultLocale", "DisplayName", "Description", "IconUrl",
-                 "HighResolutionIconUrl", "SupportUrl", "Hosts", "Requirements", "FormSettings", "Permissions",
-                 "Rule"):
+    for name in (
+        "Id",
+        "Version",
+        "ProviderName",
+        "DefaultLocale",
+        "DisplayName",
+        "Description",
+        "IconUrl",
+        "HighResolutionIconUrl",
+        "SupportUrl",
+        "Hosts",
+        "Requirements",
+        "FormSettings",
+        "Permissions",
+        "Rule",
+    ):
         assert root.find(f"o:{name}", NS) is not None, name
     assert root.find("v0:VersionOverrides", NS) is not None
     assert root.findtext("o:Permissions", namespaces=NS) == "ReadItem"
@@ -107,7 +121,7 @@ def test_every_url_is_https_and_served_by_the_app(fetched):
         assert url.startswith("https://"), url
         assert url.startswith(PUBLIC), url
     for url in set(urls):
-        path = url[len(PUBLIC):] or "/"
+        path = url[len(PUBLIC) :] or "/"
         if path.startswith("/addin/icon-") or path.startswith("/panel"):
             assert client.get(path).status_code == 200, path
 
@@ -124,9 +138,9 @@ def test_icons_are_png_of_the_right_size(fetched, size):
     # Chunks are well formed (CRC) and the image data inflates to width*height RGBA rows.
     pos, raw = 8, b""
     while pos < len(data):
-        length = struct.unpack(">I", data[pos:pos + 4])[0]
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
+        length = struct.unpack(">I", data[pos : pos + 4])[0]
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0] == zlib.crc32(kind + body)
         if kind == b"IDAT":
             raw += body
         pos += 12 + length

@@ -1,14 +1,15 @@
 """The admin console in real headless Chromium against a live app and a real Dovecot:
 sign in with a token, add a mailbox through the form, test a wrong password, sync,
 pause and remove it."""
+
 from __future__ import annotations
 
 import time
 
 from app.db import session
 from app.services import orgs
-from tests.world import make_world, message
 from tests import factories
+from tests.world import make_world, message
 
 
 def test_console_mailbox_lifecycle(tmp_path, imap_user, live_app, page):
@@ -17,8 +18,9 @@ def test_console_mailbox_lifecycle(tmp_path, imap_user, live_app, page):
     with session(w.rt.engine) as s:
         token = factories.issue_token(s, s.get(orgs.User, admin))
         rep_token = factories.issue_token(s, orgs.find_user(s, w.org_id, "alice@ourco.com"))
-    imap_user.deliver(message("Jane <jane@acme.com>", "alice@ourco.com", "<script>alert(1)</script> Hello",
-                              msgid="c1@acme"))
+    imap_user.deliver(
+        message("Jane <jane@acme.com>", "alice@ourco.com", "<script>alert(1)</script> Hello", msgid="c1@acme")
+    )
     base = live_app(w)
     page.set_viewport_size({"width": 1200, "height": 900})
 

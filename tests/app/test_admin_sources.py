@@ -1,6 +1,7 @@
 """Calendars (CalDAV) and Microsoft 365 in the admin API and console: added through the
 same services as the CLI, against the real test Radicale and the fake Graph/Entra;
 audited, scoped to the admin's organisation, and never echoing a password or secret."""
+
 from __future__ import annotations
 
 import logging
@@ -13,10 +14,10 @@ from app.api import create_app
 from app.db import session
 from app.services import orgs
 from sync.engine import sync_mailbox
+from tests import factories
 from tests.connectors.test_ical import event, stamp, vcalendar
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.world import make_world
-from tests import factories
 
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
 SOON = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
@@ -44,10 +45,11 @@ def no_secret(secret: str, *responses) -> None:
 def test_caldav_account_through_the_api_checks_stores_and_syncs(env, caldav_user, caplog):
     caplog.set_level(logging.DEBUG)
     w, client, _, other = env
-    caldav_user.put("demo.ics", vcalendar(event("demo@ourco.com", stamp(SOON), summary="Demo",
-                                                attendees=(("jane@acme.com", "ACCEPTED"),))))
-    body = {"owner": ALICE, "url": caldav_user.url, "username": caldav_user.username,
-            "password": caldav_user.password}
+    caldav_user.put(
+        "demo.ics",
+        vcalendar(event("demo@ourco.com", stamp(SOON), summary="Demo", attendees=(("jane@acme.com", "ACCEPTED"),))),
+    )
+    body = {"owner": ALICE, "url": caldav_user.url, "username": caldav_user.username, "password": caldav_user.password}
     seen = []
 
     wrong = client.post("/api/admin/mailboxes/caldav", json={**body, "password": "Wrong-pass-1234"})
@@ -68,8 +70,12 @@ def test_caldav_account_through_the_api_checks_stores_and_syncs(env, caldav_user
     assert added.status_code == 201, added.text
     mb = added.json()
     mid = mb["id"]
-    assert (mb["kind"], mb["owner"], mb["url"], mb["username"]) == ("caldav", ALICE, caldav_user.url,
-                                                                    caldav_user.username)
+    assert (mb["kind"], mb["owner"], mb["url"], mb["username"]) == (
+        "caldav",
+        ALICE,
+        caldav_user.url,
+        caldav_user.username,
+    )
     assert mb["calendars"] == [f"/{caldav_user.username}/calendar/"]
     seen.append(added)
     stored = w.sql("SELECT kind, secret_enc, config FROM mailbox WHERE id = :i", i=mid)[0]
@@ -80,7 +86,12 @@ def test_caldav_account_through_the_api_checks_stores_and_syncs(env, caldav_user
     detail = client.get(f"/api/admin/mailboxes/{mid}")
     d = detail.json()
     assert (d["status"], d["health"], d["messages_imported"], d["url"], d["location"]) == (
-        "active", "healthy", 1, caldav_user.url, caldav_user.url)
+        "active",
+        "healthy",
+        1,
+        caldav_user.url,
+        caldav_user.url,
+    )
     assert [f["name"] for f in d["folders"]] == [f"/{caldav_user.username}/calendar/"]
     assert w.scalar("SELECT subject FROM interaction WHERE kind = 'meeting'") == "Demo"
     health = client.get("/api/admin/mailboxes")
@@ -116,8 +127,13 @@ def test_m365_tenant_and_mailboxes_through_the_api(env, graph, caplog):
     w, client, _, other = env
     client_id, secret = graph.register_app()
     graph.mailbox(ALICE)
-    tenant = {"tenant_id": graph.tenant, "client_id": client_id, "client_secret": secret,
-              "authority": graph.authority, "graph_url": graph.graph_url}
+    tenant = {
+        "tenant_id": graph.tenant,
+        "client_id": client_id,
+        "client_secret": secret,
+        "authority": graph.authority,
+        "graph_url": graph.graph_url,
+    }
     seen = []
 
     wrong = client.post("/api/admin/m365/tenants", json={**tenant, "client_secret": "Not-the-secret-99"})
@@ -131,7 +147,11 @@ def test_m365_tenant_and_mailboxes_through_the_api(env, graph, caplog):
     assert added.status_code == 201, added.text
     t = added.json()
     assert (t["tenant_id"], t["client_id"], t["auth_kind"], t["authority"]) == (
-        graph.tenant, client_id, "secret", graph.authority)
+        graph.tenant,
+        client_id,
+        "secret",
+        graph.authority,
+    )
     tenants = client.get("/api/admin/m365/tenants")
     assert [(x["id"], x["mailboxes"]) for x in tenants.json()] == [(t["id"], 0)]
     assert client.get("/api/admin/m365/tenants", headers=other).json() == []
@@ -142,20 +162,35 @@ def test_m365_tenant_and_mailboxes_through_the_api(env, graph, caplog):
     assert one.status_code == 201, one.text
     [row] = one.json()
     assert (row["kind"], row["owner"], row["tenant"], row["user"], row["mode"], row["protocol"]) == (
-        "m365", ALICE, graph.tenant, ALICE, "app", "graph")
+        "m365",
+        ALICE,
+        graph.tenant,
+        ALICE,
+        "app",
+        "graph",
+    )
     again = client.post("/api/admin/mailboxes/m365", json={"tenant": graph.tenant, "owner": ALICE})
     assert again.status_code == 409 and "already" in again.json()["detail"]  # Conflict: fine request, existing state
     nope = client.post("/api/admin/mailboxes/m365", json={"tenant": "nope", "owner": ALICE})
     assert nope.status_code == 422 and nope.json()["field"] == "tenant"  # a value in the body, not the resource
     assert client.post("/api/admin/mailboxes/m365", json={"tenant": graph.tenant}).status_code == 422
-    assert client.post("/api/admin/mailboxes/m365", json={"tenant": graph.tenant, "all_reps": True},
-                       headers=other).status_code == 422
+    assert (
+        client.post(
+            "/api/admin/mailboxes/m365", json={"tenant": graph.tenant, "all_reps": True}, headers=other
+        ).status_code
+        == 422
+    )
     rest = client.post("/api/admin/mailboxes/m365", json={"tenant": str(t["id"]), "all_reps": True})
     assert rest.status_code == 201
     assert BOB in {r["owner"] for r in rest.json()} and ALICE not in {r["owner"] for r in rest.json()}
 
-    graph.add_message(ALICE, internet_message_id="<m365-admin@acme.com>", subject="Pricing",
-                      sender=("Carla", "carla@acme.com"), to=[("Alice", ALICE)])
+    graph.add_message(
+        ALICE,
+        internet_message_id="<m365-admin@acme.com>",
+        subject="Pricing",
+        sender=("Carla", "carla@acme.com"),
+        to=[("Alice", ALICE)],
+    )
     report = sync_mailbox(w.rt.engine, w.rt.box, row["id"])
     assert report.ok, report
     health = client.get("/api/admin/mailboxes")
@@ -170,8 +205,14 @@ def test_m365_tenant_and_mailboxes_through_the_api(env, graph, caplog):
     seen += [one, rest, health, home, page, new, client.get("/admin/audit")]
 
     # the console form: a wrong secret is refused and never shown back
-    form = {"tenant_id": graph.tenant, "client_id": client_id, "client_secret": "Form-wrong-secret-7",
-            "authority": graph.authority, "graph_url": graph.graph_url, "check": "1"}
+    form = {
+        "tenant_id": graph.tenant,
+        "client_id": client_id,
+        "client_secret": "Form-wrong-secret-7",
+        "authority": graph.authority,
+        "graph_url": graph.graph_url,
+        "check": "1",
+    }
     refused = client.post("/admin/m365/tenants", data=form)
     assert refused.status_code == 422 and "Entra" in refused.text and graph.authority in refused.text
     no_secret("Form-wrong-secret-7", refused)

@@ -5,6 +5,7 @@ One world is built per module (two organisations, four mailboxes) because the
 sync is the expensive part; every test only reads it (or writes things no
 other test looks at).
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,14 +20,13 @@ from app.api import create_app
 from app.db import session
 from app.models import Interaction, Mailbox, User
 from app.runtime import open_runtime
-from app.services import mailboxes as mailbox_service
-from app.services import orgs
+from app.services import mailboxes as mailbox_service, orgs
+from app.services.actor import Actor
 from app.settings import load_settings
 from sync.engine import sync_mailbox
+from tests import factories
 from tests.app._mail import new_imap_user, remove_imap_users, rfc5322
 from tests.conftest import ImapUser
-from app.services.actor import Actor
-from tests import factories
 
 XSS_SUBJECT = 'Quote <img src=x onerror=alert(1)> & "friends"'
 XSS_BODY = "<script>alert('x')</script> see the attached quote\r\n"
@@ -38,8 +38,18 @@ MARK = "mark@acme.co.uk"
 PAT = "pat.smith@gmail.com"
 JANE_KEYS = ["m13@acme", "m1@acme", "m2@ourco", "m3@acme", "m4@ourco", "m5@acme", "m6@acme", "m12@ourco"]
 ACME_KEYS = JANE_KEYS + ["m7@acme"]
-ORG1_ONLY_STRINGS = ["Intro call", "Pricing", "Contract", "Hello from Mark", "Personal note", "Proposal for Acme",
-                     "alice@ourco.com", "bob@ourco.com", PAT, MARK]
+ORG1_ONLY_STRINGS = [
+    "Intro call",
+    "Pricing",
+    "Contract",
+    "Hello from Mark",
+    "Personal note",
+    "Proposal for Acme",
+    "alice@ourco.com",
+    "bob@ourco.com",
+    PAT,
+    MARK,
+]
 
 
 @dataclass
@@ -93,43 +103,131 @@ def world(dovecot, tmp_path_factory):
     jane = '"Jane Doe" <jane@sub.acme.co.uk>'
     a, b = imap["alice"], imap["bob"]
     # -- alice's mailbox ------------------------------------------------------------
-    a.deliver(rfc5322(frm=jane, to="Alice Adams <alice@ourco.com>", subject="Intro call", date=t(1), mid="m1@acme",
-                      body="Hi Alice,\r\nshall we talk on Monday?\r\n"), internaldate=t(1))
-    a.deliver(rfc5322(frm="Alice Adams <alice@ourco.com>", to=jane, subject="Re: Intro call", date=t(2),
-                      mid="m2@ourco", in_reply_to="m1@acme"), folder="Sent", internaldate=t(2))
-    a.deliver(rfc5322(frm=jane, to="alice@ourco.com", cc="Bob Brown <bob@ourco.com>", subject=XSS_SUBJECT, date=t(3),
-                      mid="m3@acme", body=XSS_BODY), internaldate=t(3))
+    a.deliver(
+        rfc5322(
+            frm=jane,
+            to="Alice Adams <alice@ourco.com>",
+            subject="Intro call",
+            date=t(1),
+            mid="m1@acme",
+            body="Hi Alice,\r\nshall we talk on Monday?\r\n",
+        ),
+        internaldate=t(1),
+    )
+    a.deliver(
+        rfc5322(
+            frm="Alice Adams <alice@ourco.com>",
+            to=jane,
+            subject="Re: Intro call",
+            date=t(2),
+            mid="m2@ourco",
+            in_reply_to="m1@acme",
+        ),
+        folder="Sent",
+        internaldate=t(2),
+    )
+    a.deliver(
+        rfc5322(
+            frm=jane,
+            to="alice@ourco.com",
+            cc="Bob Brown <bob@ourco.com>",
+            subject=XSS_SUBJECT,
+            date=t(3),
+            mid="m3@acme",
+            body=XSS_BODY,
+        ),
+        internaldate=t(3),
+    )
     contract = rfc5322(frm=jane, to="alice@ourco.com, bob@ourco.com", subject="Contract", date=t(5), mid="m5@acme")
     a.deliver(contract, internaldate=t(5))
     # Same second as m5, sent to alice's alias: a tie the cursor must break by id.
-    a.deliver(rfc5322(frm=jane, to="alice.adams@ourco.com", cc="alice@ourco.com", subject="Same second", date=t(5),
-                      mid="m6@acme"), internaldate=t(5))
+    a.deliver(
+        rfc5322(
+            frm=jane, to="alice.adams@ourco.com", cc="alice@ourco.com", subject="Same second", date=t(5), mid="m6@acme"
+        ),
+        internaldate=t(5),
+    )
     # Only alice's alias is named: still alice's one copy, one interaction.
-    a.deliver(rfc5322(frm=jane, to="Alice <alice.adams@ourco.com>", subject="Early alias note", date=t(0.5),
-                      mid="m13@acme"), internaldate=t(0.5))
-    a.deliver(rfc5322(frm='"Mark Roe" <mark@acme.co.uk>', to="alice@ourco.com", subject="Hello from Mark", date=t(6),
-                      mid="m7@acme"), internaldate=t(6))
-    a.deliver(rfc5322(frm='"Pat Smith" <pat.smith@gmail.com>', to="alice@ourco.com", subject="Personal note",
-                      date=t(7), mid="m8@gmail"), internaldate=t(7))
-    a.deliver(rfc5322(frm='"Acme News" <noreply@acme.co.uk>', to="alice@ourco.com", subject="Newsletter", date=t(7),
-                      mid="m9@acme", headers=("List-Unsubscribe: <mailto:unsub@acme.co.uk>",)), internaldate=t(7))
-    a.deliver(rfc5322(frm="bob@ourco.com", to="alice@ourco.com", subject="Lunch?", date=t(7), mid="m10@ourco"),
-              internaldate=t(7))
-    a.deliver(rfc5322(frm=None, to="alice@ourco.com", subject="No sender at all", date=t(7), mid="m11@x"),
-              internaldate=t(7))
-    a.deliver(rfc5322(frm="alice@ourco.com", to=jane, cc='"Mark Roe" <mark@acme.co.uk>', subject="Proposal for Acme",
-                      date=t(8), mid="m12@ourco"), folder="Sent", internaldate=t(8))
+    a.deliver(
+        rfc5322(frm=jane, to="Alice <alice.adams@ourco.com>", subject="Early alias note", date=t(0.5), mid="m13@acme"),
+        internaldate=t(0.5),
+    )
+    a.deliver(
+        rfc5322(
+            frm='"Mark Roe" <mark@acme.co.uk>',
+            to="alice@ourco.com",
+            subject="Hello from Mark",
+            date=t(6),
+            mid="m7@acme",
+        ),
+        internaldate=t(6),
+    )
+    a.deliver(
+        rfc5322(
+            frm='"Pat Smith" <pat.smith@gmail.com>',
+            to="alice@ourco.com",
+            subject="Personal note",
+            date=t(7),
+            mid="m8@gmail",
+        ),
+        internaldate=t(7),
+    )
+    a.deliver(
+        rfc5322(
+            frm='"Acme News" <noreply@acme.co.uk>',
+            to="alice@ourco.com",
+            subject="Newsletter",
+            date=t(7),
+            mid="m9@acme",
+            headers=("List-Unsubscribe: <mailto:unsub@acme.co.uk>",),
+        ),
+        internaldate=t(7),
+    )
+    a.deliver(
+        rfc5322(frm="bob@ourco.com", to="alice@ourco.com", subject="Lunch?", date=t(7), mid="m10@ourco"),
+        internaldate=t(7),
+    )
+    a.deliver(
+        rfc5322(frm=None, to="alice@ourco.com", subject="No sender at all", date=t(7), mid="m11@x"), internaldate=t(7)
+    )
+    a.deliver(
+        rfc5322(
+            frm="alice@ourco.com",
+            to=jane,
+            cc='"Mark Roe" <mark@acme.co.uk>',
+            subject="Proposal for Acme",
+            date=t(8),
+            mid="m12@ourco",
+        ),
+        folder="Sent",
+        internaldate=t(8),
+    )
     # -- bob's mailbox --------------------------------------------------------------
-    b.deliver(rfc5322(frm="Bob Brown <bob@ourco.com>", to=jane, subject="Pricing", date=t(4), mid="m4@ourco"),
-              folder="Sent", internaldate=t(4))
+    b.deliver(
+        rfc5322(frm="Bob Brown <bob@ourco.com>", to=jane, subject="Pricing", date=t(4), mid="m4@ourco"),
+        folder="Sent",
+        internaldate=t(4),
+    )
     b.deliver(contract, internaldate=t(5))  # the same message in a second mailbox: one interaction
     # -- the other organisation (carol, dave) ----------------------------------------
-    imap["carol"].deliver(rfc5322(frm='"Jane D." <jane@sub.acme.co.uk>', to="carol@otherco.com",
-                                  subject=ORG2_SECRET_SUBJECT, date=t(2), mid="o1@acme"), internaldate=t(2))
-    imap["carol"].deliver(rfc5322(frm='"Zed Zulu" <zed@zeta.io>', to="carol@otherco.com", subject="Zed hello",
-                                  date=t(3), mid="o2@zeta"), internaldate=t(3))
-    imap["dave"].deliver(rfc5322(frm='"Zed Zulu" <zed@zeta.io>', to="dave@otherco.com", subject="Zed to Dave",
-                                 date=t(4), mid="o3@zeta"), internaldate=t(4))
+    imap["carol"].deliver(
+        rfc5322(
+            frm='"Jane D." <jane@sub.acme.co.uk>',
+            to="carol@otherco.com",
+            subject=ORG2_SECRET_SUBJECT,
+            date=t(2),
+            mid="o1@acme",
+        ),
+        internaldate=t(2),
+    )
+    imap["carol"].deliver(
+        rfc5322(frm='"Zed Zulu" <zed@zeta.io>', to="carol@otherco.com", subject="Zed hello", date=t(3), mid="o2@zeta"),
+        internaldate=t(3),
+    )
+    imap["dave"].deliver(
+        rfc5322(frm='"Zed Zulu" <zed@zeta.io>', to="dave@otherco.com", subject="Zed to Dave", date=t(4), mid="o3@zeta"),
+        internaldate=t(4),
+    )
 
     tokens, user_ids, mailbox_ids = {}, {}, {}
     with session(rt.engine) as s:
@@ -157,8 +255,16 @@ def world(dovecot, tmp_path_factory):
     for key in ("alice", "bob", "carol", "dave"):
         u = imap[key]
         actor = Actor.operator(org1_id if key in ("alice", "bob") else org2_id)
-        mb = mailbox_service.add_imap(rt, actor, owner=people[key][1], host=u.host, port=u.port,
-                                      security="none", username=u.username, password=u.password)
+        mb = mailbox_service.add_imap(
+            rt,
+            actor,
+            owner=people[key][1],
+            host=u.host,
+            port=u.port,
+            security="none",
+            username=u.username,
+            password=u.password,
+        )
         mailbox_ids[key] = mb["id"]
 
     for key in ("alice", "bob", "carol", "dave"):
@@ -168,8 +274,7 @@ def world(dovecot, tmp_path_factory):
     w = World(rt, TestClient(create_app(rt)), base, tokens, user_ids, mailbox_ids, imap, org1_id)
     with rt.engine.connect() as conn:
         I = Interaction.__table__
-        for key, iid, at in conn.execute(select(I.c.message_key, I.c.id, I.c.occurred_at)
-                                         .where(I.c.org_id == org1_id)):
+        for key, iid, at in conn.execute(select(I.c.message_key, I.c.id, I.c.occurred_at).where(I.c.org_id == org1_id)):
             w.interactions[key] = (iid, at if at.tzinfo else at.replace(tzinfo=timezone.utc))
     yield w
     w.client.close()
@@ -204,12 +309,14 @@ def _jane(w: World, who: str = "alice") -> dict:
 
 # -- sanity of the world -----------------------------------------------------------
 
+
 def test_sync_built_the_expected_interactions(world):
     # m9 (bulk), m10 (internal) and m11 (no From) are not interactions; m5 is stored once.
     assert sorted(world.interactions) == sorted(ACME_KEYS + ["m8@gmail"])
 
 
 # -- lookup --------------------------------------------------------------------------
+
 
 def test_lookup_contact_card(world):
     data = world.get("alice", "/api/lookup", params={"email": "  Jane@SUB.Acme.co.uk "}).json()
@@ -267,8 +374,9 @@ def test_lookup_limit_pages_the_embedded_timeline(world):
     assert data["timeline"]["next_cursor"]
 
 
-@pytest.mark.parametrize("email", ["nobody@nowhere.example.com", "noreply@acme.co.uk", "alice@ourco.com",
-                                   "not an address"])
+@pytest.mark.parametrize(
+    "email", ["nobody@nowhere.example.com", "noreply@acme.co.uk", "alice@ourco.com", "not an address"]
+)
 def test_lookup_unknown_address_is_404(world, email):
     # noreply@ only sent bulk mail; alice is a colleague, not a contact.
     assert world.get("alice", "/api/lookup", params={"email": email}).status_code == 404
@@ -285,6 +393,7 @@ def test_free_mail_contact_has_no_company(world):
 
 
 # -- pagination ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("limit", [1, 2, 3, 4, 8, 9])
 def test_contact_timeline_cursor_walks_everything_once(world, limit):
@@ -305,15 +414,18 @@ def test_company_timeline_cursor_walks_everything_once(world, limit):
     assert ids == world.expected_order(ACME_KEYS)
 
 
-@pytest.mark.parametrize("cursor", [
-    "not a cursor!",
-    "%%%",
-    base64.urlsafe_b64encode(b"no separator").decode(),
-    base64.urlsafe_b64encode(b"yesterday|12").decode(),
-    base64.urlsafe_b64encode(b"2024-01-01T00:00:00+00:00|twelve").decode(),
-    base64.urlsafe_b64encode(b"2024-01-01T00:00:00+00:00|1|2").decode(),
-    base64.urlsafe_b64encode(b"\xff\xfe|1").decode(),
-])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not a cursor!",
+        "%%%",
+        base64.urlsafe_b64encode(b"no separator").decode(),
+        base64.urlsafe_b64encode(b"yesterday|12").decode(),
+        base64.urlsafe_b64encode(b"2024-01-01T00:00:00+00:00|twelve").decode(),
+        base64.urlsafe_b64encode(b"2024-01-01T00:00:00+00:00|1|2").decode(),
+        base64.urlsafe_b64encode(b"\xff\xfe|1").decode(),
+    ],
+)
 def test_bad_cursor_is_400(world, cursor):
     card = _jane(world)["contact"]
     for url in (f"/api/contacts/{card['id']}/timeline", f"/api/companies/{card['company']['id']}/timeline"):
@@ -340,6 +452,7 @@ def test_timeline_limit_is_bounded(world):
 
 
 # -- search and companies ------------------------------------------------------------------
+
 
 def _search(w: World, q: str, who: str = "alice") -> list[dict]:
     r = w.get(who, "/api/contacts", params={"q": q})
@@ -383,12 +496,18 @@ def test_company_detail_and_timeline(world):
 
 
 def test_unknown_ids_are_404(world):
-    for url in ("/api/contacts/987654", "/api/contacts/987654/timeline", "/api/companies/987654",
-                "/api/companies/987654/timeline", "/api/mailboxes/987654"):
+    for url in (
+        "/api/contacts/987654",
+        "/api/contacts/987654/timeline",
+        "/api/companies/987654",
+        "/api/companies/987654/timeline",
+        "/api/mailboxes/987654",
+    ):
         assert world.get("boss", url).status_code == 404, url
 
 
 # -- mailboxes -------------------------------------------------------------------------------
+
 
 def test_mailbox_status_fields(world):
     rows = world.get("alice", "/api/mailboxes").json()
@@ -457,6 +576,7 @@ def test_sync_now_queues_own_mailbox(world):
 
 # -- auth and tenancy ---------------------------------------------------------------------------
 
+
 def _api_routes(w: World) -> list[tuple[str, str]]:
     # From the OpenAPI document, so routes added later are covered too.
     routes = []
@@ -470,8 +590,11 @@ def _api_routes(w: World) -> list[tuple[str, str]]:
 def _fill(w: World, path: str) -> str:
     """A concrete URL pointing at the FIRST organisation's objects."""
     jane = w.get("alice", "/api/lookup", params={"email": JANE}).json()["contact"]
-    return (path.replace("{contact_id}", str(jane["id"])).replace("{company_id}", str(jane["company"]["id"]))
-            .replace("{mailbox_id}", str(w.mailbox_ids["alice"])))
+    return (
+        path.replace("{contact_id}", str(jane["id"]))
+        .replace("{company_id}", str(jane["company"]["id"]))
+        .replace("{mailbox_id}", str(w.mailbox_ids["alice"]))
+    )
 
 
 QUERY = {"email": PAT, "q": "pat"}
@@ -480,8 +603,14 @@ QUERY = {"email": PAT, "q": "pat"}
 def test_every_api_route_needs_a_token(world):
     for method, path in _api_routes(world):
         url = _fill(world, path)
-        for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Bearer tl_not-a-real-token"},
-                        {"Authorization": f"Basic {world.tokens['alice']}"}, world.h("revoked"), world.h("inactive")):
+        for headers in (
+            {},
+            {"Authorization": "Bearer"},
+            {"Authorization": "Bearer tl_not-a-real-token"},
+            {"Authorization": f"Basic {world.tokens['alice']}"},
+            world.h("revoked"),
+            world.h("inactive"),
+        ):
             r = world.client.request(method, url, params=QUERY, headers=headers)
             assert r.status_code == 401, (method, url, headers, r.status_code)
             assert r.headers.get("www-authenticate", "").lower().startswith("bearer")
@@ -556,6 +685,7 @@ def test_other_organisation_mailboxes(world):
 
 # -- values from email are data -------------------------------------------------------------------
 
+
 def test_values_from_email_come_back_verbatim(world):
     r = world.get("alice", "/api/lookup", params={"email": JANE})
     assert r.headers["content-type"].startswith("application/json")
@@ -570,6 +700,7 @@ def test_values_from_email_come_back_verbatim(world):
 
 # -- ops --------------------------------------------------------------------------------------------
 
+
 def test_healthz_and_docs(world):
     r = world.client.get("/healthz")
     assert r.status_code == 200 and r.json() == {"ok": True}
@@ -579,7 +710,13 @@ def test_healthz_and_docs(world):
     spec = world.client.get("/openapi.json")
     assert spec.status_code == 200
     paths = spec.json()["paths"]
-    for p in ("/api/lookup", "/api/contacts", "/api/contacts/{contact_id}/timeline", "/api/companies/{company_id}",
-              "/api/mailboxes", "/api/mailboxes/{mailbox_id}"):
+    for p in (
+        "/api/lookup",
+        "/api/contacts",
+        "/api/contacts/{contact_id}/timeline",
+        "/api/companies/{company_id}",
+        "/api/mailboxes",
+        "/api/mailboxes/{mailbox_id}",
+    ):
         assert p in paths, p
     assert any(s.get("scheme") == "bearer" for s in spec.json()["components"]["securitySchemes"].values())

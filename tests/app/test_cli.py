@@ -5,6 +5,7 @@ Starting the CLI costs a second or more of imports, so the scenarios run once
 per module, the independent ones side by side, and the tests below check what
 they recorded.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.app._mail import new_imap_user, remove_imap_users, rfc5322
 from tests import factories
+from tests.app._mail import new_imap_user, remove_imap_users, rfc5322
 
 ROOT = Path(__file__).resolve().parents[2]
 JANE = "jane@sub.acme.co.uk"
@@ -34,14 +35,24 @@ class Scenario:
     imap: object
     steps: dict[str, subprocess.CompletedProcess] = field(default_factory=dict)
 
-    def run(self, name: str, *args: str, password: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("THREADLINE_", "FORCE_COLOR", "TTY_", "COLUMNS"))}
+    def run(
+        self, name: str, *args: str, password: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("THREADLINE_", "FORCE_COLOR", "TTY_", "COLUMNS"))
+        }
         env.update(THREADLINE_DATA_DIR=str(self.data_dir), THREADLINE_IDLE="0")
         if password is not None:
             env["THREADLINE_IMAP_PASSWORD"] = password
-        proc = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         self.steps[name] = proc
         return proc
 
@@ -52,14 +63,35 @@ def _flat(text: str) -> str:
 
 
 def _add_imap_args(s: Scenario) -> list[str]:
-    return ["mailbox", "add-imap", "--owner", "alice@ourco.com", "--host", s.imap.host, "--port", str(s.imap.port),
-            "--security", "none", "--username", s.imap.username]
+    return [
+        "mailbox",
+        "add-imap",
+        "--owner",
+        "alice@ourco.com",
+        "--host",
+        s.imap.host,
+        "--port",
+        str(s.imap.port),
+        "--security",
+        "none",
+        "--username",
+        s.imap.username,
+    ]
 
 
 def _main_scenario(s: Scenario) -> None:
     s.run("org_init", "org", "init", "--name", "OurCo", "--domain", "ourco.com", "--domain", "ourco.co.uk")
-    s.run("user_add", "user", "add", "alice@ourco.com", "--name", "Alice Adams", "--admin",
-          "--alias", "alice.adams@ourco.com")
+    s.run(
+        "user_add",
+        "user",
+        "add",
+        "alice@ourco.com",
+        "--name",
+        "Alice Adams",
+        "--admin",
+        "--alias",
+        "alice.adams@ourco.com",
+    )
     with ThreadPoolExecutor(2) as pool:  # independent of each other
         token = pool.submit(s.run, "user_token", "user", "token", "alice@ourco.com")
         add = pool.submit(s.run, "add", *_add_imap_args(s), password=s.imap.password)
@@ -89,9 +121,16 @@ def _wrong_password_scenario(s: Scenario) -> None:
         factories.add_user(db, db.get(orgs.Organisation, org_id), "alice@ourco.com")
     s.run("add_no_env", *_add_imap_args(s))
     s.run("add_refused", *_add_imap_args(s), password=s.imap.password + "-wrong")
-    mailboxes.add_imap(rt, Actor.operator(org_id), owner="alice@ourco.com", host=s.imap.host,
-                       port=s.imap.port, security="none", username=s.imap.username,
-                       password=s.imap.password + "-wrong")
+    mailboxes.add_imap(
+        rt,
+        Actor.operator(org_id),
+        owner="alice@ourco.com",
+        host=s.imap.host,
+        port=s.imap.port,
+        security="none",
+        username=s.imap.username,
+        password=s.imap.password + "-wrong",
+    )
     rt.engine.dispose()
     s.run("sync", "sync", "--once")
     s.run("list_json", "mailbox", "list", "--json")
@@ -139,8 +178,15 @@ def _help_run(tmp: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
     env.update(THREADLINE_DATA_DIR=str(tmp / "help-data"), THREADLINE_IDLE="0")
     driver = f"OUT = {str(out)!r}\n" + HELP_DRIVER
-    proc = subprocess.run([sys.executable, "-c", driver, json.dumps(argvs)], cwd=ROOT, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", driver, json.dumps(argvs)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return {"results": json.loads(out.read_text()), "paths": argvs}
 
@@ -153,22 +199,62 @@ def cli(dovecot, tmp_path_factory):
     wrong = Scenario(tmp_path_factory.mktemp("cli-wrong"), new_imap_user(dovecot, created))
     u = main.imap
     u.create_folder("Sent")
-    u.deliver(rfc5322(frm='"Jane Doe" <jane@sub.acme.co.uk>', to="alice@ourco.com", subject=LONG_SUBJECT,
-                      date=base, mid="c1@acme", body="Can we meet next week?\r\n"), internaldate=base)
-    u.deliver(rfc5322(frm="Alice Adams <alice@ourco.com>", to='"Jane Doe" <jane@sub.acme.co.uk>',
-                      subject="Re: Quarterly review", date=base + timedelta(days=1), mid="c2@ourco",
-                      in_reply_to="c1@acme"), folder="Sent", internaldate=base + timedelta(days=1))
-    u.deliver(rfc5322(frm="Pat <pat@gmail.com>", to="alice.adams@ourco.com", subject="Hi", date=base + timedelta(days=2),
-                      mid="c3@gmail"), internaldate=base + timedelta(days=2))
-    u.deliver(rfc5322(frm="news@acme.co.uk", to="alice@ourco.com", subject="Newsletter", date=base, mid="c4@acme",
-                      headers=("Precedence: bulk",)), internaldate=base)
-    u.deliver(rfc5322(frm=None, to="alice@ourco.com", subject="Nobody sent this", date=base, mid="c5@x"),
-              internaldate=base)
-    wrong.imap.deliver(rfc5322(frm="jane@sub.acme.co.uk", to="alice@ourco.com", subject="x", date=base, mid="w1@x"),
-                       internaldate=base)
+    u.deliver(
+        rfc5322(
+            frm='"Jane Doe" <jane@sub.acme.co.uk>',
+            to="alice@ourco.com",
+            subject=LONG_SUBJECT,
+            date=base,
+            mid="c1@acme",
+            body="Can we meet next week?\r\n",
+        ),
+        internaldate=base,
+    )
+    u.deliver(
+        rfc5322(
+            frm="Alice Adams <alice@ourco.com>",
+            to='"Jane Doe" <jane@sub.acme.co.uk>',
+            subject="Re: Quarterly review",
+            date=base + timedelta(days=1),
+            mid="c2@ourco",
+            in_reply_to="c1@acme",
+        ),
+        folder="Sent",
+        internaldate=base + timedelta(days=1),
+    )
+    u.deliver(
+        rfc5322(
+            frm="Pat <pat@gmail.com>",
+            to="alice.adams@ourco.com",
+            subject="Hi",
+            date=base + timedelta(days=2),
+            mid="c3@gmail",
+        ),
+        internaldate=base + timedelta(days=2),
+    )
+    u.deliver(
+        rfc5322(
+            frm="news@acme.co.uk",
+            to="alice@ourco.com",
+            subject="Newsletter",
+            date=base,
+            mid="c4@acme",
+            headers=("Precedence: bulk",),
+        ),
+        internaldate=base,
+    )
+    u.deliver(
+        rfc5322(frm=None, to="alice@ourco.com", subject="Nobody sent this", date=base, mid="c5@x"), internaldate=base
+    )
+    wrong.imap.deliver(
+        rfc5322(frm="jane@sub.acme.co.uk", to="alice@ourco.com", subject="x", date=base, mid="w1@x"), internaldate=base
+    )
     with ThreadPoolExecutor(3) as pool:
-        futures = [pool.submit(_main_scenario, main), pool.submit(_wrong_password_scenario, wrong),
-                   pool.submit(_help_run, tmp_path_factory.mktemp("cli-help"))]
+        futures = [
+            pool.submit(_main_scenario, main),
+            pool.submit(_wrong_password_scenario, wrong),
+            pool.submit(_help_run, tmp_path_factory.mktemp("cli-help")),
+        ]
         helps = [f.result() for f in futures][-1]
     yield {"main": main, "wrong": wrong, "help": helps}
     remove_imap_users(dovecot, created)
@@ -182,6 +268,7 @@ def _ok(s: Scenario, name: str) -> str:
 
 # -- setup commands -------------------------------------------------------------------
 
+
 def test_org_init(cli):
     out = _flat(_ok(cli["main"], "org_init"))
     assert re.search(r"organisation \d+ created: OurCo \(ourco\.co\.uk, ourco\.com\)", out), out
@@ -193,7 +280,9 @@ def test_user_add_with_admin_and_alias(cli):
     db = sqlite3.connect(f"file:{cli['main'].data_dir / 'threadline.db'}?mode=ro", uri=True)
     try:
         users = db.execute("SELECT email, role FROM app_user").fetchall()
-        aliases = db.execute("SELECT a.address, u.email FROM useralias a JOIN app_user u ON u.id = a.user_id").fetchall()
+        aliases = db.execute(
+            "SELECT a.address, u.email FROM useralias a JOIN app_user u ON u.id = a.user_id"
+        ).fetchall()
     finally:
         db.close()
     assert users == [("alice@ourco.com", "admin")]
@@ -215,8 +304,12 @@ def test_user_token_is_a_working_api_token(cli):
             r = client.get("/api/lookup", params={"email": JANE}, headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == 200, r.text
             assert r.json()["contact"]["email"] == JANE
-            assert client.get("/api/lookup", params={"email": JANE},
-                              headers={"Authorization": "Bearer tl_wrong"}).status_code == 401
+            assert (
+                client.get(
+                    "/api/lookup", params={"email": JANE}, headers={"Authorization": "Bearer tl_wrong"}
+                ).status_code
+                == 401
+            )
     finally:
         rt.engine.dispose()
 
@@ -239,6 +332,7 @@ def test_mailbox_add_imap_without_password_and_terminal_fails_clearly(cli):
 
 # -- the password stays secret ------------------------------------------------------------
 
+
 def test_password_never_stored_or_printed_in_clear(cli):
     for scenario in (cli["main"], cli["wrong"]):
         secrets = [scenario.imap.password, scenario.imap.password + "-wrong"]
@@ -255,10 +349,14 @@ def test_password_never_stored_or_printed_in_clear(cli):
 
 # -- sync ------------------------------------------------------------------------------------
 
+
 def test_sync_once_prints_a_summary_with_counts(cli):
     out = _flat(_ok(cli["main"], "sync"))
-    m = re.search(r"mailbox (\d+): ok — (\d+) copies imported \((\d+) new interactions\), (\d+) skipped, "
-                  r"(\d+) unreadable", out)
+    m = re.search(
+        r"mailbox (\d+): ok — (\d+) copies imported \((\d+) new interactions\), (\d+) skipped, "
+        r"(\d+) unreadable",
+        out,
+    )
     assert m, out
     # INBOX: jane, pat, bulk newsletter (skipped), no From (unreadable); Sent: the reply
     assert tuple(int(g) for g in m.groups()[1:]) == (3, 3, 1, 1), out
@@ -321,6 +419,7 @@ def test_timeline_human_readable(cli):
 
 # -- a wrong password ----------------------------------------------------------------------------
 
+
 def test_wrong_password_sync_fails_with_a_readable_reason(cli):
     proc = cli["wrong"].steps["sync"]
     assert proc.returncode != 0, proc.stdout
@@ -379,19 +478,28 @@ def test_wrong_password_advice_names_a_real_command(cli):
 
 # -- help ---------------------------------------------------------------------------------------------
 
+
 def test_help_of_every_command(cli):
     results = cli["help"]["results"]
     assert len(results) >= 14, sorted(results)
     for argv, (code, text) in results.items():
         assert code == 0, (argv, code, text)
         assert "Usage" in text, (argv, text)
-    for expected in ("org init --help", "user add --help", "user token --help", "mailbox add-imap --help",
-                     "mailbox list --help", "sync --help", "timeline --help", "serve --help", "worker --help"):
+    for expected in (
+        "org init --help",
+        "user add --help",
+        "user token --help",
+        "mailbox add-imap --help",
+        "mailbox list --help",
+        "sync --help",
+        "timeline --help",
+        "serve --help",
+        "worker --help",
+    ):
         assert expected in results, expected
     add_help = _flat(results["mailbox add-imap --help"][1])
     assert "--password" not in add_help  # never on argv
     assert "THREADLINE_IMAP_PASSWORD" in add_help
-
 
 
 def test_org_set_entra_tenant_connects_microsoft_sign_in(cli):
@@ -415,14 +523,26 @@ def test_mailbox_list_keeps_owner_error_and_fix_whole_on_a_100_column_terminal()
 
     from app.cli import mailbox_blocks
 
-    error = ("connection refused while connecting: is the host and port right? The server at "
-             "imap.a-rather-long-hostname.example.com:993 did not accept the connection.")
-    row = {"id": 7, "kind": "imap", "owner": "bartholomew.longname@sales.ourcompany.example", "status": "failed",
-           "stage": "idle", "server": "imap.a-rather-long-hostname.example.com:993",
-           "username": "bartholomew.longname@sales.ourcompany.example", "messages_imported": 1234,
-           "skipped": {"bulk": 3}, "last_success_at": None, "last_error": error, "last_error_kind": "transient",
-           "fix": "Check that the server is up and that its name, port and security setting are right; "
-                  "Threadline retries by itself."}
+    error = (
+        "connection refused while connecting: is the host and port right? The server at "
+        "imap.a-rather-long-hostname.example.com:993 did not accept the connection."
+    )
+    row = {
+        "id": 7,
+        "kind": "imap",
+        "owner": "bartholomew.longname@sales.ourcompany.example",
+        "status": "failed",
+        "stage": "idle",
+        "server": "imap.a-rather-long-hostname.example.com:993",
+        "username": "bartholomew.longname@sales.ourcompany.example",
+        "messages_imported": 1234,
+        "skipped": {"bulk": 3},
+        "last_success_at": None,
+        "last_error": error,
+        "last_error_kind": "transient",
+        "fix": "Check that the server is up and that its name, port and security setting are right; "
+        "Threadline retries by itself.",
+    }
     buf = io.StringIO()
     console = Console(file=buf, width=100, color_system=None)
     for block in mailbox_blocks([row]):

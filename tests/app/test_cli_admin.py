@@ -1,14 +1,15 @@
 """The admin commands as an admin runs them (`python -m app.cli`, a fresh data
 directory): rules, privacy and the audit log they write."""
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 pytestmark = pytest.mark.servers  # real servers or the CLI in subprocesses
 
@@ -18,8 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
     env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0")
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _ok(data_dir: Path, *args: str) -> str:
@@ -39,7 +47,11 @@ def test_rules_privacy_and_audit_from_the_command_line(tmp_path):
 
     exported = json.loads(_ok(tmp_path, "privacy", "export", "jane@acme.com"))
     assert (exported["address"], exported["contact"], exported["interactions"], exported["erased_at"]) == (
-        "jane@acme.com", None, [], None)
+        "jane@acme.com",
+        None,
+        [],
+        None,
+    )
     assert _cli(tmp_path, "privacy", "erase", "jane@acme.com").returncode != 0  # needs --yes
     _ok(tmp_path, "privacy", "erase", "jane@acme.com", "--yes")
 

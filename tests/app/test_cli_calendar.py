@@ -5,6 +5,7 @@ The CLI is started as `python -c "from app.cli import main; main()"`, the way
 the `threadline` console script starts it: under `python -m app.cli` the
 sub-command modules register on the imported `app.cli`, not on `__main__`.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,18 +26,35 @@ def cli(data_dir: Path, *args: str, password: str | None = None) -> subprocess.C
     env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0")
     if password is not None:
         env["THREADLINE_CALDAV_PASSWORD"] = password
-    return subprocess.run([sys.executable, "-c", "from app.cli import main; main()", *args], cwd=ROOT, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", "from app.cli import main; main()", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_add_caldav_sync_and_list(tmp_path, caldav_user):
-    caldav_user.put("demo.ics", vcalendar(event("demo@ourco.com", stamp(SOON), summary="Demo",
-                                                attendees=(("jane@acme.com", "ACCEPTED"),))))
+    caldav_user.put(
+        "demo.ics",
+        vcalendar(event("demo@ourco.com", stamp(SOON), summary="Demo", attendees=(("jane@acme.com", "ACCEPTED"),))),
+    )
     d = tmp_path / "data"
     assert cli(d, "org", "init", "--name", "OurCo", "--domain", "ourco.com").returncode == 0
     assert cli(d, "user", "add", "alice@ourco.com", "--name", "Alice").returncode == 0
-    add = ["calendar", "add-caldav", "--owner", "alice@ourco.com", "--url", caldav_user.url,
-           "--username", caldav_user.username]
+    add = [
+        "calendar",
+        "add-caldav",
+        "--owner",
+        "alice@ourco.com",
+        "--url",
+        caldav_user.url,
+        "--username",
+        caldav_user.username,
+    ]
 
     wrong = cli(d, *add, password="not-the-password")
     assert wrong.returncode == 2 and "auth" in wrong.stderr and "username and password" in wrong.stderr
@@ -55,9 +73,15 @@ def test_add_caldav_sync_and_list(tmp_path, caldav_user):
     assert len(rows) == 1
     row = rows[0]
     assert (row["owner"], row["url"], row["username"], row["status"], row["meetings_imported"]) == (
-        "alice@ourco.com", caldav_user.url, caldav_user.username, "active", 1)
+        "alice@ourco.com",
+        caldav_user.url,
+        caldav_user.username,
+        "active",
+        1,
+    )
     assert [(c["name"], c["status"], c["synced"], c["mode"]) for c in row["calendars"]] == [
-        (f"/{caldav_user.username}/calendar/", "ok", True, "sync")]
+        (f"/{caldav_user.username}/calendar/", "ok", True, "sync")
+    ]
     assert "password" not in json.dumps(row)
 
     timeline = json.loads(cli(d, "timeline", "jane@acme.com", "--json").stdout)

@@ -1,5 +1,6 @@
 """`threadline mailbox add-m365-tenant` / `add-m365`, run for real in subprocesses
 against a temporary data directory and the fake Graph + Entra authority."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,15 @@ def run(data_dir: Path, *args: str, secret: str | None = None, timeout: float = 
     env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0")
     if secret is not None:
         env["THREADLINE_M365_CLIENT_SECRET"] = secret
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def flat(text: str) -> str:
@@ -38,8 +46,13 @@ def test_connect_a_tenant_and_a_delegated_mailbox_then_sync(graph, tmp_path):
     make_world(tmp_path, reps=(("alice@ourco.com", "Alice"), ("bob@ourco.com", "Bob"), ("carol@ourco.com", "Carol")))
     data = tmp_path / "data"  # the world's data directory: the CLI works on the same database and key
     for user in ("alice@ourco.com", "bob@ourco.com", "carol@ourco.com"):
-        graph.add_message(user, internet_message_id=f"<hello-{user}>", subject="Hello", to=[("", user)],
-                          sender=("Carla", "carla@acme.com"))
+        graph.add_message(
+            user,
+            internet_message_id=f"<hello-{user}>",
+            subject="Hello",
+            to=[("", user)],
+            sender=("Carla", "carla@acme.com"),
+        )
     client_id, secret = graph.register_app()
     where = ("--authority", graph.authority, "--graph-url", graph.graph_url)
     tenant_args = ("mailbox", "add-m365-tenant", "--tenant-id", graph.tenant, "--client-id", client_id, *where)
@@ -60,24 +73,52 @@ def test_connect_a_tenant_and_a_delegated_mailbox_then_sync(graph, tmp_path):
 
     graph.device_user = "carol@ourco.com"
     public = graph.register_public_client()
-    again, signed = both((run, data, "mailbox", "add-m365", "--owner", "alice@ourco.com", "--tenant", graph.tenant),
-                         (run, data, "mailbox", "add-m365", "--owner", "carol@ourco.com", "--client-id", public,
-                          "--tenant-id", graph.tenant, *where))
+    again, signed = both(
+        (run, data, "mailbox", "add-m365", "--owner", "alice@ourco.com", "--tenant", graph.tenant),
+        (
+            run,
+            data,
+            "mailbox",
+            "add-m365",
+            "--owner",
+            "carol@ourco.com",
+            "--client-id",
+            public,
+            "--tenant-id",
+            graph.tenant,
+            *where,
+        ),
+    )
     assert again.returncode == 5 and "already has" in flat(again.stderr)
     assert signed.returncode == 0, signed.stderr
     assert "enter the code" in flat(signed.stderr) and "signed in as carol@ourco.com" in flat(signed.stdout)
 
     graph.device_user = "bob@ourco.com"  # signs in with the wrong account for carol
-    mismatch, synced = both((run, data, "mailbox", "add-m365", "--owner", "carol@ourco.com", "--client-id", public,
-                             "--tenant-id", graph.tenant, *where), (run, data, "sync", "--once"))
+    mismatch, synced = both(
+        (
+            run,
+            data,
+            "mailbox",
+            "add-m365",
+            "--owner",
+            "carol@ourco.com",
+            "--client-id",
+            public,
+            "--tenant-id",
+            graph.tenant,
+            *where,
+        ),
+        (run, data, "sync", "--once"),
+    )
     assert mismatch.returncode == 2 and "not carol@ourco.com" in flat(mismatch.stderr)
     assert synced.returncode == 0, synced.stdout + synced.stderr
     assert flat(synced.stdout).count(": ok") == 4
 
     db = sqlite3.connect(data / "threadline.db")
     try:
-        kinds = db.execute("SELECT kind, tenant_ref IS NOT NULL, secret_enc IS NOT NULL FROM mailbox "
-                           "ORDER BY id").fetchall()
+        kinds = db.execute(
+            "SELECT kind, tenant_ref IS NOT NULL, secret_enc IS NOT NULL FROM mailbox ORDER BY id"
+        ).fetchall()
         assert kinds == [("m365", 1, 0)] * 3 + [("m365", 0, 1)]
         assert db.execute("SELECT count(*) FROM interaction").fetchone()[0] == 3
         stored = db.execute("SELECT secret_enc FROM m365tenant").fetchone()[0]
@@ -88,7 +129,9 @@ def test_connect_a_tenant_and_a_delegated_mailbox_then_sync(graph, tmp_path):
 
     # The tenant is listed with its mailboxes; it cannot be removed while they read through it.
     listed = run(data, "mailbox", "list-m365-tenants")
-    assert listed.returncode == 0 and f"{graph.tenant}" in flat(listed.stdout) and "3 mailbox(es)" in flat(listed.stdout)
+    assert (
+        listed.returncode == 0 and f"{graph.tenant}" in flat(listed.stdout) and "3 mailbox(es)" in flat(listed.stdout)
+    )
     refused = run(data, "mailbox", "remove-m365-tenant", graph.tenant)
     assert refused.returncode == 5 and "remove them first" in flat(refused.stderr)
     for mailbox_id in (1, 2, 3):

@@ -4,6 +4,7 @@ markup ("[/old]", "[bold]x[/bold]") or emoji codes (":calendar:") are neither
 styled, replaced nor allowed to crash a command. Run for real in subprocesses on
 the world's data directory, with a Microsoft 365 mailbox on the Graph fake and
 a login refused by Dovecot."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,15 @@ def run(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     """The CLI on the world's data directory; env adds variables (passwords)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("THREADLINE_", "FORCE_COLOR", "TTY_", "COLUMNS"))}
     clean.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0", **env)
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=clean, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=clean,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def flat(value: str) -> str:
@@ -50,40 +58,80 @@ def printed(tmp_path, graph, imap_user):
     world = make_world(tmp_path, reps=((ALICE, "Alice"), ("bob@ourco.com", REP)))
     mid = add_tenant_mailbox(world, graph)
     graph.add_folder(ALICE, FOLDER)
-    graph.add_message(ALICE, internet_message_id="<deal@acme.com>", subject=SUBJECT, sender=(SENDER, "carla@acme.com"),
-                      to=[("Alice", ALICE)])
-    graph.inject(f"mailFolders/{graph.folder_id(ALICE, FOLDER)}/messages/delta", 400,
-                 {"error": {"code": "ErrorX", "message": FOLDER_ERROR}})
+    graph.add_message(
+        ALICE,
+        internet_message_id="<deal@acme.com>",
+        subject=SUBJECT,
+        sender=(SENDER, "carla@acme.com"),
+        to=[("Alice", ALICE)],
+    )
+    graph.inject(
+        f"mailFolders/{graph.folder_id(ALICE, FOLDER)}/messages/delta",
+        400,
+        {"error": {"code": "ErrorX", "message": FOLDER_ERROR}},
+    )
     graph.inject("calendarView/delta", 400, {"error": {"code": "ErrorY", "message": CALENDAR_ERROR}})
     data = tmp_path / "data"
     writers = {
         "sync": lambda: run(data, "sync", "--once", "--mailbox", str(mid)),
         "org set": lambda: run(data, "org", "set", "--name", ORG),
-        "calendar add": lambda: run(data, "calendar", "add-caldav", "--owner", ALICE, "--url",
-                                    "https://dav.example.com/", "--username", "alice", "--no-check",
-                                    THREADLINE_CALDAV_PASSWORD="pw"),
+        "calendar add": lambda: run(
+            data,
+            "calendar",
+            "add-caldav",
+            "--owner",
+            ALICE,
+            "--url",
+            "https://dav.example.com/",
+            "--username",
+            "alice",
+            "--no-check",
+            THREADLINE_CALDAV_PASSWORD="pw",
+        ),
     }
     with ThreadPoolExecutor(len(writers)) as pool:
-        out = dict(zip(writers, pool.map(lambda call: call(), writers.values())))
+        out = dict(zip(writers, pool.map(lambda call: call(), writers.values()), strict=True))
     # What a CalDAV server said about a calendar it names like that.
     with write_transaction(world.rt.engine) as conn:
         account = conn.execute(text("SELECT id FROM mailbox WHERE kind = 'caldav'")).scalar_one()
-        conn.execute(text("INSERT INTO folderstate (org_id, mailbox_id, name, role, selected, cursor, backfill_done, "
-                          "messages, status, last_error) VALUES (:o, :m, :n, 'calendar', true, '{}', false, 0, "
-                          "'error', :e)"), {"o": world.org_id, "m": account, "n": FOLDER, "e": CALENDAR_ERROR})
-        conn.execute(text("UPDATE mailbox SET status = 'failed', last_error = :e WHERE id = :m"),
-                     {"e": FOLDER_ERROR, "m": account})
+        conn.execute(
+            text(
+                "INSERT INTO folderstate (org_id, mailbox_id, name, role, selected, cursor, backfill_done, "
+                "messages, status, last_error) VALUES (:o, :m, :n, 'calendar', true, '{}', false, 0, "
+                "'error', :e)"
+            ),
+            {"o": world.org_id, "m": account, "n": FOLDER, "e": CALENDAR_ERROR},
+        )
+        conn.execute(
+            text("UPDATE mailbox SET status = 'failed', last_error = :e WHERE id = :m"),
+            {"e": FOLDER_ERROR, "m": account},
+        )
     commands = {
-        "mailbox list": ("mailbox", "list"), "calendar list": ("calendar", "list"),
-        "timeline": ("timeline", "carla@acme.com"), "timeline of markup": ("timeline", "[/old]"),
-        "user list": ("user", "list"), "org show": ("org", "show"), "audit": ("audit",),
+        "mailbox list": ("mailbox", "list"),
+        "calendar list": ("calendar", "list"),
+        "timeline": ("timeline", "carla@acme.com"),
+        "timeline of markup": ("timeline", "[/old]"),
+        "user list": ("user", "list"),
+        "org show": ("org", "show"),
+        "audit": ("audit",),
         "calendar list json": ("calendar", "list", "--json"),
     }
     with ThreadPoolExecutor(4) as pool:
-        out.update(zip(commands, pool.map(lambda args: run(data, *args), commands.values())))
-        out["mailbox test"] = run(data, "mailbox", "test", "--host", imap_user.host, "--port", str(imap_user.port),
-                                  "--security", "none", "--username", imap_user.username,
-                                  THREADLINE_IMAP_PASSWORD="wrong")
+        out.update(zip(commands, pool.map(lambda args: run(data, *args), commands.values()), strict=True))
+        out["mailbox test"] = run(
+            data,
+            "mailbox",
+            "test",
+            "--host",
+            imap_user.host,
+            "--port",
+            str(imap_user.port),
+            "--security",
+            "none",
+            "--username",
+            imap_user.username,
+            THREADLINE_IMAP_PASSWORD="wrong",
+        )
     return out
 
 

@@ -1,5 +1,6 @@
 """`threadline worker` syncs due mailboxes on its own and stops cleanly;
 `threadline mailbox set-password` repairs a failing mailbox."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import pytest
-
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(env, *args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -38,13 +38,33 @@ def test_worker_syncs_and_set_password_repairs(tmp_path, imap_user):
     _cli(env, "org", "init", "--name", "OurCo", "--domain", "ourco.com")
     _cli(env, "user", "add", "alice@ourco.com")
     imap_user.deliver(message("Client <client@cust.com>", "alice@ourco.com", "Hello", msgid="w1@cust"))
-    _cli({**env, "THREADLINE_IMAP_PASSWORD": "wrong-password"}, "mailbox", "add-imap", "--owner", "alice@ourco.com",
-         "--host", imap_user.host, "--port", str(imap_user.port), "--security", "none", "--username", imap_user.username,
-         "--no-check")  # a wrong password on purpose: the check would refuse it
+    _cli(
+        {**env, "THREADLINE_IMAP_PASSWORD": "wrong-password"},
+        "mailbox",
+        "add-imap",
+        "--owner",
+        "alice@ourco.com",
+        "--host",
+        imap_user.host,
+        "--port",
+        str(imap_user.port),
+        "--security",
+        "none",
+        "--username",
+        imap_user.username,
+        "--no-check",
+    )  # a wrong password on purpose: the check would refuse it
 
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
+
         def status():
             rows = json.loads(_cli(env, "mailbox", "list", "--json").stdout)
             return rows[0]
@@ -53,7 +73,11 @@ def test_worker_syncs_and_set_password_repairs(tmp_path, imap_user):
         while time.time() < deadline and status()["status"] != "failed":
             time.sleep(0.5)
         failed = status()
-        assert failed["status"] == "failed" and failed["last_error_kind"] == "auth" and "login refused" in failed["last_error"]
+        assert (
+            failed["status"] == "failed"
+            and failed["last_error_kind"] == "auth"
+            and "login refused" in failed["last_error"]
+        )
 
         _cli({**env, "THREADLINE_IMAP_PASSWORD": imap_user.password}, "mailbox", "set-password", str(failed["id"]))
         deadline = time.time() + 60
@@ -76,8 +100,12 @@ def cli_world(request, tmp_path):
     """A world the CLI sees too: (world, env)."""
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
     world = make_world(tmp_path, url=url)
-    env = dict(os.environ, THREADLINE_DATA_DIR=str(world.rt.settings.data_dir), THREADLINE_IDLE="0",
-               THREADLINE_SYNC_LEASE_SECONDS="300")
+    env = dict(
+        os.environ,
+        THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),
+        THREADLINE_IDLE="0",
+        THREADLINE_SYNC_LEASE_SECONDS="300",
+    )
     if url:
         env["THREADLINE_DATABASE_URL"] = url
     return world, env
@@ -85,8 +113,12 @@ def cli_world(request, tmp_path):
 
 def test_a_killed_sync_once_is_taken_over_at_once_by_the_next_run(cli_world, imap_user):
     world, env = cli_world
-    imap_user.deliver_many([(message(f"c{i % 40}@cust{i % 7}.com", "alice@ourco.com", f"S{i}", msgid=f"k{i}@cust"),
-                             "INBOX", None) for i in range(600)])
+    imap_user.deliver_many(
+        [
+            (message(f"c{i % 40}@cust{i % 7}.com", "alice@ourco.com", f"S{i}", msgid=f"k{i}@cust"), "INBOX", None)
+            for i in range(600)
+        ]
+    )
     mid = world.add_imap("alice@ourco.com", imap_user)
     world.set_batch_size(mid, 10)
     world.kill_cli_sync_midway(mid, env)
@@ -117,5 +149,6 @@ def test_sync_once_on_a_mailbox_a_live_worker_holds_is_not_a_success_until_force
     assert world.sql("SELECT message_key FROM interaction") == [("held@cust",)]
     # The holder that was overruled can no longer write.
     with world.rt.engine.begin() as conn, pytest.raises(LeaseLost):
-        _write_batch(conn, None, MailboxContext(mid, 0, 0, ""), live_holder, 60, Folder("INBOX", "inbox"),
-                     Batch([], [], {}))
+        _write_batch(
+            conn, None, MailboxContext(mid, 0, 0, ""), live_holder, 60, Folder("INBOX", "inbox"), Batch([], [], {})
+        )

@@ -6,6 +6,7 @@ One world (module scope) with mailboxes in several states written straight to th
 database: these tests are about the pages, not about syncing. The screenshots in
 docs/ come from test_screenshots_of_every_console_page (THREADLINE_UPDATE_SCREENSHOTS=1).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,15 +30,32 @@ from tests.servers import AppServer
 from tests.world import make_world
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-PAGES = {"signin": "/admin/login", "health": "/admin", "mailbox": "/admin/mailboxes/{alice_box}",
-         "add-mailbox": "/admin/mailboxes/new", "users": "/admin/users", "organisation": "/admin/org",
-         "rules": "/admin/rules", "privacy": "/admin/privacy", "audit": "/admin/audit"}
+PAGES = {
+    "signin": "/admin/login",
+    "health": "/admin",
+    "mailbox": "/admin/mailboxes/{alice_box}",
+    "add-mailbox": "/admin/mailboxes/new",
+    "users": "/admin/users",
+    "organisation": "/admin/org",
+    "rules": "/admin/rules",
+    "privacy": "/admin/privacy",
+    "audit": "/admin/audit",
+}
 
 
 def _mailbox(w, owner_id: int, **values) -> int:
     now = utcnow()
-    row = {"org_id": w.org_id, "owner_id": owner_id, "kind": "imap", "skipped": {}, "status": "active",
-           "sync_stage": "idle", "failure_count": 0, "messages_imported": 0, "created_at": now - timedelta(days=9)}
+    row = {
+        "org_id": w.org_id,
+        "owner_id": owner_id,
+        "kind": "imap",
+        "skipped": {},
+        "status": "active",
+        "sync_stage": "idle",
+        "failure_count": 0,
+        "messages_imported": 0,
+        "created_at": now - timedelta(days=9),
+    }
     row.update(values)
     with write_transaction(w.rt.engine) as conn:
         return conn.execute(insert(Mailbox.__table__).values(**row)).inserted_primary_key[0]
@@ -53,24 +71,52 @@ def console(tmp_path_factory):
         users = {u.email: u.id for u in s.exec(select(orgs.User)).all()}
         factories.issue_token(s, s.get(orgs.User, users["alice@ourco.com"]), "sidebar")
     now = utcnow()
-    alice_box = _mailbox(w, users["alice@ourco.com"], messages_imported=12408,
-                         config={"host": "imap.fastmail.com", "port": 993, "security": "tls",
-                                 "username": "alice@ourco.com"},
-                         last_success_at=now - timedelta(minutes=3), last_attempt_at=now - timedelta(minutes=3),
-                         next_sync_at=now + timedelta(minutes=2), skipped={"bulk": 311, "internal only": 42})
-    _mailbox(w, users["bob@ourco.com"], status="failed", messages_imported=880, last_error_kind="auth",
-             config={"host": "mail.ourco.com", "port": 993, "security": "tls", "username": "bob.rep"},
-             last_error="the server refused the username or password",
-             last_success_at=now - timedelta(days=2, hours=3), last_attempt_at=now - timedelta(minutes=1))
-    _mailbox(w, users["alice@ourco.com"], kind="caldav", status="paused", messages_imported=96,
-             config={"url": "https://dav.ourco.com/calendars/alice/", "username": "alice"},
-             last_success_at=now - timedelta(days=6))
+    alice_box = _mailbox(
+        w,
+        users["alice@ourco.com"],
+        messages_imported=12408,
+        config={"host": "imap.fastmail.com", "port": 993, "security": "tls", "username": "alice@ourco.com"},
+        last_success_at=now - timedelta(minutes=3),
+        last_attempt_at=now - timedelta(minutes=3),
+        next_sync_at=now + timedelta(minutes=2),
+        skipped={"bulk": 311, "internal only": 42},
+    )
+    _mailbox(
+        w,
+        users["bob@ourco.com"],
+        status="failed",
+        messages_imported=880,
+        last_error_kind="auth",
+        config={"host": "mail.ourco.com", "port": 993, "security": "tls", "username": "bob.rep"},
+        last_error="the server refused the username or password",
+        last_success_at=now - timedelta(days=2, hours=3),
+        last_attempt_at=now - timedelta(minutes=1),
+    )
+    _mailbox(
+        w,
+        users["alice@ourco.com"],
+        kind="caldav",
+        status="paused",
+        messages_imported=96,
+        config={"url": "https://dav.ourco.com/calendars/alice/", "username": "alice"},
+        last_success_at=now - timedelta(days=6),
+    )
     with write_transaction(w.rt.engine) as conn:
         for name, role, n in (("INBOX", "inbox", 11902), ("Sent", "sent", 506)):
-            conn.execute(insert(FolderState.__table__).values(
-                org_id=w.org_id, mailbox_id=alice_box, name=name, role=role, selected=True, status="ok",
-                cursor={"uidvalidity": 1712345678, "highestmodseq": 880123, "top_uid": n + 40, "low_uid": 1},
-                backfill_done=True, messages=n, last_synced_at=now - timedelta(minutes=3)))
+            conn.execute(
+                insert(FolderState.__table__).values(
+                    org_id=w.org_id,
+                    mailbox_id=alice_box,
+                    name=name,
+                    role=role,
+                    selected=True,
+                    status="ok",
+                    cursor={"uidvalidity": 1712345678, "highestmodseq": 880123, "top_uid": n + 40, "low_uid": 1},
+                    backfill_done=True,
+                    messages=n,
+                    last_synced_at=now - timedelta(minutes=3),
+                )
+            )
     op = Actor.operator(w.org_id)
     rules.add_rule(w.rt, op, value="newsletter.example")
     rules.add_rule(w.rt, op, value="private@family.example", user_id=users["alice@ourco.com"])
@@ -83,8 +129,9 @@ def console(tmp_path_factory):
 @contextmanager
 def signed_in(browser, console, width: int, *, dark: bool = False, js: bool = True):
     """A page of a fresh browser context, signed in to the console through its form."""
-    context = browser.new_context(viewport={"width": width, "height": 800}, java_script_enabled=js,
-                                  color_scheme="dark" if dark else "light")
+    context = browser.new_context(
+        viewport={"width": width, "height": 800}, java_script_enabled=js, color_scheme="dark" if dark else "light"
+    )
     try:
         page = context.new_page()
         page.goto(console["base"] + "/admin/login")
@@ -107,6 +154,7 @@ def single_line(page, selector: str) -> bool:
 
 # -- the pages ------------------------------------------------------------------------------
 
+
 def test_the_sign_in_page_is_styled_in_the_panes_look_not_browser_defaults(console, browser):
     for width in (1280, 360):
         context = browser.new_context(viewport={"width": width, "height": 800})
@@ -115,7 +163,8 @@ def test_the_sign_in_page_is_styled_in_the_panes_look_not_browser_defaults(conso
             page.goto(console["base"] + "/admin/login")
             button = page.locator("button[type=submit]")
             style = lambda prop, sel="button[type=submit]": page.evaluate(
-                f"getComputedStyle(document.querySelector({sel!r}))[{prop!r}]")
+                f"getComputedStyle(document.querySelector({sel!r}))[{prop!r}]"
+            )
             assert style("backgroundColor") == "rgb(11, 87, 181)"  # the pane's accent
             assert style("borderTopLeftRadius", ".signin") == "8px"
             assert "Segoe UI" in style("fontFamily", "body")
@@ -208,6 +257,7 @@ def test_a_provider_preset_fills_in_server_port_and_security(console, browser):
 
 def test_screenshots_of_every_console_page(console, browser, tmp_path):
     """docs/console-<page>-<width>.png, at 1280 and 360 px, clipped to the first screen."""
+
     def shoot(page, name: str, width: int) -> None:
         assert page.evaluate("document.documentElement.scrollWidth") <= width, name
         out = tmp_path / f"console-{name}-{width}.png"

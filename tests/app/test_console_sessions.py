@@ -1,5 +1,6 @@
 """Admin console sessions live on the server: signing out, revoking the token
 signed in with, or deactivating the admin ends them, whatever the browser kept."""
+
 from __future__ import annotations
 
 import re
@@ -10,8 +11,8 @@ from sqlalchemy import text
 from app.api import create_app
 from app.db import session, write_transaction
 from app.services import orgs
-from tests.world import make_world
 from tests import factories
+from tests.world import make_world
 
 
 def _sign_in(client: TestClient, token: str) -> str:

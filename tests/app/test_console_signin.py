@@ -6,6 +6,7 @@ console's cookies. The attacker here is an admin of another organisation on the
 same Threadline: if the victim's browser ends up in the attacker's console, what
 the victim then types there (a mailbox password, a rule) goes to the attacker.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -104,8 +105,10 @@ def test_a_page_on_another_port_cannot_sign_the_admin_in_to_another_organisation
     # victim's browser from her page on another port of the same host, and has the browser post the
     # console's sign-in form with her own token.
     name, value, field = _sign_in_form(base)
-    attack = (f'<form method="post" action="{base}/admin/login"><input name="csrf" value="{field}">'
-              f'<input name="token" value="{theirs}"></form><script>document.forms[0].submit()</script>')
+    attack = (
+        f'<form method="post" action="{base}/admin/login"><input name="csrf" value="{field}">'
+        f'<input name="token" value="{theirs}"></form><script>document.forms[0].submit()</script>'
+    )
     with _attacker_site([("Set-Cookie", f"{name}={value}; Path=/admin")], attack) as port:
         page.goto(f"http://{LOOPBACK}:{port}/")
         page.wait_for_url(base + "/admin**")
@@ -118,15 +121,15 @@ def test_a_page_on_another_port_cannot_sign_the_admin_in_to_another_organisation
     assert w.scalar("SELECT count(*) FROM consolesession WHERE org_id = :o", o=mallory_org) == 0
 
 
-def test_over_https_a_session_cookie_planted_by_a_plain_http_page_on_the_same_host_is_not_honoured(
-        tmp_path, browser):
+def test_over_https_a_session_cookie_planted_by_a_plain_http_page_on_the_same_host_is_not_honoured(tmp_path, browser):
     w, ours, theirs, _ = _two_orgs(tmp_path)
     cert = _local_certificate(tmp_path / "tls-data", CONSOLE_HOST)
     server = AppServer(create_app(w.rt), tls=cert).start()
     # Chromium treats loopback addresses as secure origins (they may set Secure cookies), so the test
     # gives both sites a real-looking host name: the console on https, Mallory's page on plain http.
-    other = browser.browser_type.launch(executable_path=CHROMIUM,
-                                        args=CHROMIUM_ARGS + [f"--host-resolver-rules=MAP {CONSOLE_HOST} {LOOPBACK}"])
+    other = browser.browser_type.launch(
+        executable_path=CHROMIUM, args=CHROMIUM_ARGS + [f"--host-resolver-rules=MAP {CONSOLE_HOST} {LOOPBACK}"]
+    )
     try:
         context = other.new_context(ignore_https_errors=True)
         page = context.new_page()
@@ -136,12 +139,15 @@ def test_over_https_a_session_cookie_planted_by_a_plain_http_page_on_the_same_ho
         # every name the console might read.
         with httpx.Client(verify=False) as client:
             name, value, field = _sign_in_form(server.url)
-            resp = client.post(server.url + "/admin/login", data={"csrf": field, "token": theirs},
-                               cookies={name: value})
+            resp = client.post(
+                server.url + "/admin/login", data={"csrf": field, "token": theirs}, cookies={name: value}
+            )
         assert resp.status_code == 303, resp.text
         planted = next(v for k, v in resp.cookies.items() if k.endswith("tl_admin"))
-        cookies = [("Set-Cookie", f"tl_admin={planted}; Path=/"),
-                   ("Set-Cookie", f"__Host-tl_admin={planted}; Path=/; Secure")]
+        cookies = [
+            ("Set-Cookie", f"tl_admin={planted}; Path=/"),
+            ("Set-Cookie", f"__Host-tl_admin={planted}; Path=/; Secure"),
+        ]
         with _attacker_site(cookies, "<p>Nothing to see here</p>") as port:
             page.goto(f"http://{CONSOLE_HOST}:{port}/")
         # The browser refuses the prefixed cookie from a plain-http page: only a secure response from
@@ -165,6 +171,7 @@ def test_over_https_a_session_cookie_planted_by_a_plain_http_page_on_the_same_ho
 
 # -- the same rules, request by request -----------------------------------------------------------
 
+
 def _set_cookies(resp) -> dict[str, str]:
     """Set-Cookie headers of a response by cookie name (the whole header line)."""
     return {line.split("=", 1)[0]: line for line in resp.headers.get_list("set-cookie")}
@@ -178,11 +185,11 @@ def _assert_host_cookie(line: str) -> None:
 
 def test_over_https_console_cookies_are_host_prefixed_secure_httponly_and_strict(tmp_path):
     w, ours, _, _ = _two_orgs(tmp_path)
-    behind_proxy = dataclasses.replace(w.rt, settings=dataclasses.replace(
-        w.rt.settings, public_url="https://threadline.ourco.example"))
+    behind_proxy = dataclasses.replace(
+        w.rt, settings=dataclasses.replace(w.rt.settings, public_url="https://threadline.ourco.example")
+    )
     # Served over https directly, or over http behind a TLS proxy named by THREADLINE_PUBLIC_URL.
-    for client in (TestClient(create_app(w.rt), base_url="https://testserver"),
-                   TestClient(create_app(behind_proxy))):
+    for client in (TestClient(create_app(w.rt), base_url="https://testserver"), TestClient(create_app(behind_proxy))):
         form = client.get("/admin/login")
         issued = _set_cookies(form)
         assert list(issued) == ["__Host-tl_login"], issued
@@ -190,8 +197,12 @@ def test_over_https_console_cookies_are_host_prefixed_secure_httponly_and_strict
         value = issued["__Host-tl_login"].split(";")[0].split("=", 1)[1]
         field = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
         client.cookies.clear()
-        signed = client.post("/admin/login", data={"csrf": field, "token": ours}, follow_redirects=False,
-                             headers={"Cookie": f"__Host-tl_login={value}"})
+        signed = client.post(
+            "/admin/login",
+            data={"csrf": field, "token": ours},
+            follow_redirects=False,
+            headers={"Cookie": f"__Host-tl_login={value}"},
+        )
         assert signed.status_code == 303, signed.text
         issued = _set_cookies(signed)
         _assert_host_cookie(issued["__Host-tl_admin"])
@@ -224,8 +235,7 @@ def test_a_sign_in_needs_a_pre_session_value_the_console_issued_to_a_form_of_its
     def post(cookie: str, field: str, **headers):
         client = TestClient(app)
         client.cookies.set("tl_login", cookie, path="/admin")
-        return client.post("/admin/login", data={"csrf": field, "token": ours}, headers=headers,
-                           follow_redirects=False)
+        return client.post("/admin/login", data={"csrf": field, "token": ours}, headers=headers, follow_redirects=False)
 
     made_up = "made-up-by-mallory"
     assert post(made_up, made_up).status_code == 403

@@ -2,6 +2,7 @@
 engine into its own data folder, seeding twice changes nothing, every start
 replaces the previous start's token, a busy port fails before anything is done,
 and the printed links sign in."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from app.api import create_app
-from app.services import demo
 from app.runtime import open_runtime
+from app.services import demo
 from app.settings import demo_settings, get_settings, load_settings
 from tests.servers import free_port
 
@@ -35,8 +36,10 @@ def test_demo_seed_builds_a_usable_timeline_once(tmp_path, monkeypatch):
 
     def counts():
         with rt.engine.connect() as conn:
-            return tuple(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
-                         for t in ("organisation", "mailbox", "interaction", "contact"))
+            return tuple(
+                conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+                for t in ("organisation", "mailbox", "interaction", "contact")
+            )
 
     first = counts()
     assert first[0] == 1 and first[1] == 6 and first[2] > 100 and first[3] > 10
@@ -56,16 +59,22 @@ def test_demo_seed_builds_a_usable_timeline_once(tmp_path, monkeypatch):
     found = client.get("/api/lookup", params={"email": email}, headers={"Authorization": f"Bearer {token}"})
     assert found.status_code == 200 and found.json()["timeline"]["items"]
     # The customer the demo points at is a real one: at a company, with history.
-    card = client.get("/api/lookup", params={"email": again["customer"]},
-                      headers={"Authorization": f"Bearer {token}"}).json()
+    card = client.get(
+        "/api/lookup", params={"email": again["customer"]}, headers={"Authorization": f"Bearer {token}"}
+    ).json()
     assert card["contact"]["company"] and len(card["timeline"]["items"]) >= 5
     # Meetings too, past and upcoming, each once however many reps were on it.
     with rt.engine.connect() as conn:
-        meetings = conn.execute(text("SELECT message_key, occurred_at > CURRENT_TIMESTAMP FROM interaction "
-                                     "WHERE kind = 'meeting'")).all()
-        invited = conn.execute(text("SELECT c.primary_email FROM participant p JOIN contact c ON c.id = p.contact_id "
-                                    "JOIN interaction i ON i.id = p.interaction_id WHERE i.kind = 'meeting' "
-                                    "AND i.occurred_at > CURRENT_TIMESTAMP LIMIT 1")).scalar()
+        meetings = conn.execute(
+            text("SELECT message_key, occurred_at > CURRENT_TIMESTAMP FROM interaction WHERE kind = 'meeting'")
+        ).all()
+        invited = conn.execute(
+            text(
+                "SELECT c.primary_email FROM participant p JOIN contact c ON c.id = p.contact_id "
+                "JOIN interaction i ON i.id = p.interaction_id WHERE i.kind = 'meeting' "
+                "AND i.occurred_at > CURRENT_TIMESTAMP LIMIT 1"
+            )
+        ).scalar()
     assert meetings and len({k for k, _ in meetings}) == len(meetings)
     assert any(up for _, up in meetings) and not all(up for _, up in meetings)
     card = client.get("/api/lookup", params={"email": invited}, headers={"Authorization": f"Bearer {token}"}).json()
@@ -73,6 +82,7 @@ def test_demo_seed_builds_a_usable_timeline_once(tmp_path, monkeypatch):
 
 
 # -- `serve --demo` itself, in this process, up to a real listening server -------------------------
+
 
 class Served:
     def __init__(self, printed: str, server, thread: threading.Thread, port: int):
@@ -178,15 +188,21 @@ def test_a_busy_port_fails_at_once_with_a_clear_error_and_issues_no_token(tmp_pa
 def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
     env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0")
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.servers  # runs the CLI in subprocesses
 def test_the_team_set_up_after_the_demo_gets_its_own_database_and_a_second_org_needs_another(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "DEMO_MESSAGES", 300)
-    demo_rt = open_runtime(demo_settings(load_settings({"THREADLINE_DATA_DIR": str(tmp_path),
-                                                        "THREADLINE_IDLE": "0"})))
+    demo_rt = open_runtime(demo_settings(load_settings({"THREADLINE_DATA_DIR": str(tmp_path), "THREADLINE_IDLE": "0"})))
     demo.seed_demo(demo_rt)
     # The README's set-up, in the same folder the demo ran in.
     init = _cli(tmp_path, "org", "init", "--name", "Our Company", "--domain", "ourco.com")

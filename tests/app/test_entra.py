@@ -1,6 +1,7 @@
 """Microsoft Entra ID access tokens (the Outlook add-in's sign-in), validated by
 the API itself: tokens signed here with a local RSA key, whose JWKS a tiny
 loopback HTTP server publishes the way login.microsoftonline.com does."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ from app.settings import load_settings
 from tests import factories
 
 TENANT = str(uuid.UUID(int=0x11112222333344445555666677778888))
-OTHER_TENANT = str(uuid.UUID(int=0x99990000aaaabbbbccccddddeeeeffff))
+OTHER_TENANT = str(uuid.UUID(int=0x99990000AAAABBBBCCCCDDDDEEEEFFFF))
 CLIENT_ID = "6e0c3a2f-5b1d-4c8e-9f70-1a2b3c4d5e6f"
 KID = "test-key-1"
 
@@ -75,9 +76,13 @@ def env(tmp_path_factory):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     authority = FakeAuthority({TENANT: {"keys": [_jwk(key, KID)]}, OTHER_TENANT: {"keys": [_jwk(stranger, KID)]}})
-    settings = load_settings({"THREADLINE_DATA_DIR": str(tmp_path_factory.mktemp("entra")),
-                              "THREADLINE_ENTRA_CLIENT_ID": CLIENT_ID,
-                              "THREADLINE_ENTRA_AUTHORITY": authority.url})
+    settings = load_settings(
+        {
+            "THREADLINE_DATA_DIR": str(tmp_path_factory.mktemp("entra")),
+            "THREADLINE_ENTRA_CLIENT_ID": CLIENT_ID,
+            "THREADLINE_ENTRA_AUTHORITY": authority.url,
+        }
+    )
     rt = open_runtime(settings)
     with session(rt.engine) as s:
         org = factories.create_org(s, "OurCo", ["ourco.com"])
@@ -101,9 +106,18 @@ def env(tmp_path_factory):
 
 def _claims(env, **over) -> dict:
     now = int(time.time())
-    claims = {"aud": CLIENT_ID, "iss": f"{env['authority'].url}/{TENANT}/v2.0", "tid": TENANT,
-              "oid": "00000000-0000-0000-0000-00000000a11c", "preferred_username": "Alice@OurCo.com",
-              "scp": "User.Read access_as_user", "iat": now - 10, "nbf": now - 10, "exp": now + 3600, "ver": "2.0"}
+    claims = {
+        "aud": CLIENT_ID,
+        "iss": f"{env['authority'].url}/{TENANT}/v2.0",
+        "tid": TENANT,
+        "oid": "00000000-0000-0000-0000-00000000a11c",
+        "preferred_username": "Alice@OurCo.com",
+        "scp": "User.Read access_as_user",
+        "iat": now - 10,
+        "nbf": now - 10,
+        "exp": now + 3600,
+        "ver": "2.0",
+    }
     claims.update(over)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -127,13 +141,26 @@ def test_valid_token_maps_to_the_user_and_binds_the_object_id(env):
     r = _me(env, _token(env, preferred_username="alice.renamed@ourco.com"))
     assert r.status_code == 200 and r.json()["id"] == env["ids"]["alice"]
     # The same user can act (a state-changing call) with it.
-    made = env["client"].post("/api/contacts", json={"email": "jane@acme.com"},
-                              headers={"Authorization": f"Bearer {_token(env)}"})
+    made = env["client"].post(
+        "/api/contacts", json={"email": "jane@acme.com"}, headers={"Authorization": f"Bearer {_token(env)}"}
+    )
     assert made.status_code == 201, made.text
 
 
-@pytest.mark.parametrize("case", ["signature", "audience", "issuer", "expired", "not_yet_valid", "scope",
-                                  "algorithm", "tenant_mismatch", "unknown_user"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "signature",
+        "audience",
+        "issuer",
+        "expired",
+        "not_yet_valid",
+        "scope",
+        "algorithm",
+        "tenant_mismatch",
+        "unknown_user",
+    ],
+)
 def test_bad_tokens_are_refused(env, case):
     if case == "signature":
         token = _token(env, key=env["stranger"])  # same kid, another key
@@ -148,8 +175,9 @@ def test_bad_tokens_are_refused(env, case):
     elif case == "scope":
         token = _token(env, scp="User.Read")
     elif case == "algorithm":
-        token = jwt.encode(_claims(env), "a-shared-secret-that-is-long-enough-for-hs256", algorithm="HS256",
-                           headers={"kid": KID})
+        token = jwt.encode(
+            _claims(env), "a-shared-secret-that-is-long-enough-for-hs256", algorithm="HS256", headers={"kid": KID}
+        )
     elif case == "tenant_mismatch":
         # Our tenant in tid, but issued by another tenant
         token = _token(env, iss=f"{env['authority'].url}/{OTHER_TENANT}/v2.0")

@@ -3,6 +3,7 @@
 is sent to its own sign-in, and the console's first-run page walks a new admin from
 company domains to a real customer in the sidebar. Real Dovecot, real DNS messages
 on loopback, real Chromium."""
+
 from __future__ import annotations
 
 import json
@@ -29,12 +30,23 @@ def mail_domain(tmp_path_factory):
 
 def _cli(data_dir: Path, mail_domain, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0", THREADLINE_DNS_SERVER=mail_domain.dns.address,
-               SSL_CERT_FILE=str(mail_domain.ca_bundle))
+    env.update(
+        THREADLINE_DATA_DIR=str(data_dir),
+        THREADLINE_IDLE="0",
+        THREADLINE_DNS_SERVER=mail_domain.dns.address,
+        SSL_CERT_FILE=str(mail_domain.ca_bundle),
+    )
     if password is not None:
         env["THREADLINE_IMAP_PASSWORD"] = password
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_add_imap_finds_the_server_from_the_address_and_saves_only_what_logged_in(tmp_path, mail_domain):
@@ -48,22 +60,33 @@ def test_add_imap_finds_the_server_from_the_address_and_saves_only_what_logged_i
     assert f"found localhost:{mail_domain.dovecot.port} (starttls, from the DNS SRV records of ourco.example)" in said
     assert "failed at the login step" in said and "not-it" not in said
 
-    m365 = _cli(tmp_path, mail_domain, "mailbox", "add-imap", "--owner", alice, "--email", "bob@m365.example",
-                password="whatever")
+    m365 = _cli(
+        tmp_path,
+        mail_domain,
+        "mailbox",
+        "add-imap",
+        "--owner",
+        alice,
+        "--email",
+        "bob@m365.example",
+        password="whatever",
+    )
     assert m365.returncode == 2 and "Microsoft 365" in m365.stderr and "add-m365" in m365.stderr, m365.stderr
 
     added = _cli(tmp_path, mail_domain, "mailbox", "add-imap", "--owner", alice, password="alice-pw")
     assert added.returncode == 0, added.stderr
     assert f"found localhost:{mail_domain.dovecot.port} (starttls) in the DNS SRV records of ourco.example" in " ".join(
-        added.stdout.split())
+        added.stdout.split()
+    )
     rows = json.loads(_cli(tmp_path, mail_domain, "mailbox", "list", "--json").stdout)
     assert [(r["server"], r["username"]) for r in rows] == [(f"localhost:{mail_domain.dovecot.port}", alice)]
     synced = _cli(tmp_path, mail_domain, "sync", "--once")
     assert synced.returncode == 0 and "ok" in synced.stdout, synced.stdout + synced.stderr
 
 
-def test_the_first_run_page_leads_from_company_domains_to_a_customer_in_the_sidebar(tmp_path, mail_domain, live_app,
-                                                                                     page, monkeypatch):
+def test_the_first_run_page_leads_from_company_domains_to_a_customer_in_the_sidebar(
+    tmp_path, mail_domain, live_app, page, monkeypatch
+):
     import dataclasses
 
     from app.db import session
@@ -72,10 +95,12 @@ def test_the_first_run_page_leads_from_company_domains_to_a_customer_in_the_side
     from tests.world import NOW, make_world, message
 
     alice = mail_domain.add_user("alice.rep", "alice-pw")
-    mail_domain.dovecot.deliver(alice, message("Jane Doe <jane@client.example>", alice, "Our order",
-                                               msgid="o1@client.example", when=NOW))
-    mail_domain.dovecot.deliver(alice, message(alice, "Jane Doe <jane@client.example>", "Re: Our order",
-                                               msgid="o2@ourco.example"))
+    mail_domain.dovecot.deliver(
+        alice, message("Jane Doe <jane@client.example>", alice, "Our order", msgid="o1@client.example", when=NOW)
+    )
+    mail_domain.dovecot.deliver(
+        alice, message(alice, "Jane Doe <jane@client.example>", "Re: Our order", msgid="o2@ourco.example")
+    )
     world = make_world(tmp_path, name="OurCo", domains=("ourco.com",), reps=())
     with session(world.rt.engine) as s:
         admin = factories.add_user(s, orgs.the_org(s, world.org_id), "boss@ourco.example", admin=True)

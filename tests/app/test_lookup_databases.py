@@ -1,6 +1,7 @@
 """The sidebar's lookup reads hand-written SQL with a dialect-specific part
 (the contact's addresses in the card statement): the same mailbox gives the
 same answer on SQLite and on PostgreSQL."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -23,17 +24,29 @@ def test_lookup_reads_the_same_on_both_databases(tmp_path, imap_user_factory, db
     alice = imap_user_factory()
     box = world.add_imap("alice@ourco.com", alice)
     day = timedelta(days=1)
-    alice.deliver(message("Carol Buyer <carol@acme.com>", "alice@ourco.com", "Pricing", msgid="p1@acme.com",
-                          when=NOW - 5 * day, cc="Dan <dan@acme.com>"))
-    alice.deliver(message("alice@ourco.com", "carol@acme.com", "Re: Pricing", msgid="p2@ourco.com",
-                          when=NOW - 4 * day), folder="Sent")
+    alice.deliver(
+        message(
+            "Carol Buyer <carol@acme.com>",
+            "alice@ourco.com",
+            "Pricing",
+            msgid="p1@acme.com",
+            when=NOW - 5 * day,
+            cc="Dan <dan@acme.com>",
+        )
+    )
+    alice.deliver(
+        message("alice@ourco.com", "carol@acme.com", "Re: Pricing", msgid="p2@ourco.com", when=NOW - 4 * day),
+        folder="Sent",
+    )
     alice.deliver(message("Dan <dan@acme.com>", "alice@ourco.com", "Hello", msgid="d1@acme.com", when=NOW - 3 * day))
     assert world.sync(box).ok
     with write_transaction(world.rt.engine) as conn:
         carol = conn.execute(text("SELECT id FROM contact WHERE primary_email = 'carol@acme.com'")).scalar_one()
         # A second address, added after the first: listed after it.
-        conn.execute(text("INSERT INTO contactaddress (org_id, contact_id, address) VALUES (:o, :c, :a)"),
-                     {"o": world.org_id, "c": carol, "a": "carol.b@acme-mail.com"})
+        conn.execute(
+            text("INSERT INTO contactaddress (org_id, contact_id, address) VALUES (:o, :c, :a)"),
+            {"o": world.org_id, "c": carol, "a": "carol.b@acme-mail.com"},
+        )
 
     with read_only(world.rt.engine) as conn:
         found = timeline.lookup(conn, world.org_id, "Carol.B@ACME-mail.com")

@@ -1,5 +1,6 @@
 """The lookup knows the future: upcoming meetings apart from the timeline, the
 next and the last meeting, cancelled ones left out."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -14,21 +15,34 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def _meeting(uid, start, *, status="confirmed", subject=None):
-    return MeetingRecord(remote_id=uid, uid=uid, recurrence_id=None, start=start, end=start + timedelta(hours=1),
-                         subject=subject or uid, organizer=Attendee("alice@ourco.com", "Alice", "organizer"),
-                         attendees=[Attendee("carol@acme.com", "Carol", "attendee", "accepted")], status=status)
+    return MeetingRecord(
+        remote_id=uid,
+        uid=uid,
+        recurrence_id=None,
+        start=start,
+        end=start + timedelta(hours=1),
+        subject=subject or uid,
+        organizer=Attendee("alice@ourco.com", "Alice", "organizer"),
+        attendees=[Attendee("carol@acme.com", "Carol", "attendee", "accepted")],
+        status=status,
+    )
 
 
 def test_upcoming_meetings_are_listed_apart_from_the_timeline(tmp_path, imap_user):
     world = make_world(tmp_path)
     box = _calendar(world, "alice@ourco.com")
     day = timedelta(days=1)
-    records = [_meeting("past-2", NOW - 20 * day), _meeting("past-1", NOW - 2 * day),
-               _meeting("soon", NOW + day), _meeting("later", NOW + 9 * day),
-               _meeting("off", NOW + 3 * day, status="cancelled")]
+    records = [
+        _meeting("past-2", NOW - 20 * day),
+        _meeting("past-1", NOW - 2 * day),
+        _meeting("soon", NOW + day),
+        _meeting("later", NOW + 9 * day),
+        _meeting("off", NOW + 3 * day, status="cancelled"),
+    ]
     assert world.sync(box, connector_factory=lambda *a: ScriptedCalendar([batch(*records)])).ok
-    imap_user.deliver(message("Carol <carol@acme.com>", "alice@ourco.com", "Agenda", msgid="agenda@acme.com",
-                              when=NOW - day))
+    imap_user.deliver(
+        message("Carol <carol@acme.com>", "alice@ourco.com", "Agenda", msgid="agenda@acme.com", when=NOW - day)
+    )
     assert world.sync(world.add_imap("alice@ourco.com", imap_user)).ok
 
     with read_only(world.rt.engine) as conn:

@@ -1,4 +1,5 @@
 """/metrics (Prometheus text) and /healthz."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,6 +27,7 @@ def test_metrics_and_health(tmp_path, imap_user, monkeypatch):
     client = TestClient(app, client=("127.0.0.1", 50000))  # a scraper on this host
     before = _samples(client.get("/metrics").text)
     good, bad = w.sync(ok_box), w.sync(bad_box)
+    assert good.ok and not bad.ok
     # the engine calls sync.metrics.observe_run after every run
     client.get("/healthz")
     resp = client.get("/metrics")
@@ -41,8 +43,13 @@ def test_metrics_and_health(tmp_path, imap_user, monkeypatch):
     assert delta("threadline_sync_messages_total") == good.imported >= 1
     assert delta("threadline_sync_errors_total", (("kind", "auth"),)) == 1
     assert delta("threadline_sync_duration_seconds_count") == 2
-    assert delta("threadline_http_request_duration_seconds_count",
-                 (("method", "GET"), ("route", "/healthz"), ("status", "2xx"))) == 1
+    assert (
+        delta(
+            "threadline_http_request_duration_seconds_count",
+            (("method", "GET"), ("route", "/healthz"), ("status", "2xx")),
+        )
+        == 1
+    )
     assert "jane" not in resp.text and "Secret subject" not in resp.text and "acme" not in resp.text
 
     # Without a token: not through a reverse proxy, not from the internet.
@@ -63,10 +70,26 @@ def test_metrics_and_health(tmp_path, imap_user, monkeypatch):
 
 
 # Every header a common reverse proxy, load balancer or CDN adds to name the client.
-PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "True-Client-IP", "CF-Connecting-IP",
-                 "Fastly-Client-IP", "X-Client-IP", "X-Cluster-Client-IP", "X-Forwarded-Host", "X-Forwarded-Proto",
-                 "X-Forwarded-Port", "X-Forwarded-Server", "Via", "Client-IP", "X-Original-Forwarded-For",
-                 "X-Envoy-External-Address", "X-Azure-ClientIP", "X-AppEngine-User-IP")
+PROXY_HEADERS = (
+    "X-Forwarded-For",
+    "Forwarded",
+    "X-Real-IP",
+    "True-Client-IP",
+    "CF-Connecting-IP",
+    "Fastly-Client-IP",
+    "X-Client-IP",
+    "X-Cluster-Client-IP",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Port",
+    "X-Forwarded-Server",
+    "Via",
+    "Client-IP",
+    "X-Original-Forwarded-For",
+    "X-Envoy-External-Address",
+    "X-Azure-ClientIP",
+    "X-AppEngine-User-IP",
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +105,7 @@ def test_a_local_scraper_without_forwarding_headers_is_answered(local_scraper, m
 
 
 @pytest.mark.parametrize("header", PROXY_HEADERS)
-def test_a_request_carrying_any_proxy_forwarding_header_is_refused_without_a_token(local_scraper, monkeypatch,
-                                                                                    header):
+def test_a_request_carrying_any_proxy_forwarding_header_is_refused_without_a_token(local_scraper, monkeypatch, header):
     # The proxy itself connects from this host; the header says it forwards someone else.
     monkeypatch.delenv("THREADLINE_METRICS_TOKEN", raising=False)
     value = "for=203.0.113.9" if header == "Forwarded" else ("1.1 proxy" if header == "Via" else "203.0.113.9")

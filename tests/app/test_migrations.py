@@ -1,6 +1,7 @@
 """Migrations: a fresh SQLite file and a fresh PostgreSQL database both reach
 head, a second upgrade changes nothing, and the migrated schema is exactly
 what the models declare (what `alembic revision --autogenerate` would see)."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -24,11 +25,14 @@ def _snapshot(engine) -> dict:
         out[table] = {
             "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(table)],
             "pk": insp.get_pk_constraint(table).get("constrained_columns"),
-            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
-                              for i in insp.get_indexes(table)),
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in insp.get_indexes(table)
+            ),
             "uniques": sorted(tuple(u["column_names"]) for u in insp.get_unique_constraints(table)),
-            "fks": sorted((tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]))
-                          for f in insp.get_foreign_keys(table)),
+            "fks": sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]))
+                for f in insp.get_foreign_keys(table)
+            ),
         }
     return out
 
@@ -53,10 +57,14 @@ def _check(url: str) -> None:
         first = _snapshot(engine)
         assert set(first) == set(SQLModel.metadata.tables) | {"alembic_version"}
         with engine.begin() as conn:  # data must survive a second upgrade untouched
-            conn.execute(text("INSERT INTO organisation (name, internal_domains, contact_policy, visibility, "
-                              "backfill_days, sync_interval_seconds, bulk_detection, created_at) VALUES "
-                              "('Keep', '[\"keep.com\"]', 'exchanged', 'snippet', 365, 300, true, "
-                              "'2024-01-01 00:00:00')"))
+            conn.execute(
+                text(
+                    "INSERT INTO organisation (name, internal_domains, contact_policy, visibility, "
+                    "backfill_days, sync_interval_seconds, bulk_detection, created_at) VALUES "
+                    "('Keep', '[\"keep.com\"]', 'exchanged', 'snippet', 365, 300, true, "
+                    "'2024-01-01 00:00:00')"
+                )
+            )
         upgrade(url)  # the app runs this on every start
         assert _version(engine) == [head]
         assert _snapshot(engine) == first
@@ -91,11 +99,13 @@ def test_downgrade_to_base_and_back(backend, tmp_path, request):
 
 
 def _org_and_alice(at: str) -> tuple[str, str]:
-    return ("INSERT INTO organisation (id, name, internal_domains, contact_policy, visibility, backfill_days, "
-            "sync_interval_seconds, bulk_detection, created_at) VALUES (1, 'Old', '[\"ourco.com\"]', 'exchanged', "
-            f"'snippet', 365, 300, true, {at})",
-            f"INSERT INTO app_user (id, org_id, email, name, role, active, created_at) VALUES "
-            f"(1, 1, 'alice@ourco.com', 'Alice', 'rep', true, {at})")
+    return (
+        "INSERT INTO organisation (id, name, internal_domains, contact_policy, visibility, backfill_days, "
+        "sync_interval_seconds, bulk_detection, created_at) VALUES (1, 'Old', '[\"ourco.com\"]', 'exchanged', "
+        f"'snippet', 365, 300, true, {at})",
+        f"INSERT INTO app_user (id, org_id, email, name, role, active, created_at) VALUES "
+        f"(1, 1, 'alice@ourco.com', 'Alice', 'rep', true, {at})",
+    )
 
 
 @contextmanager
@@ -121,18 +131,27 @@ def test_0002_computes_summaries_of_an_existing_timeline(backend, tmp_path, requ
         *_org_and_alice(t.format(d=1)),
         f"INSERT INTO contact (id, org_id, name, search_name, primary_email, tags, created_at) VALUES "
         f"(1, 1, 'Carol', 'carol', 'carol@acme.com', '[]', {t.format(d=1)})",
-        *(f"INSERT INTO interaction (id, org_id, kind, message_key, occurred_at, direction, thread_key, "
-          f"created_at) VALUES ({i}, 1, 'email', 'm{i}', {t.format(d=i)}, '{d}', 'm{i}', {t.format(d=i)})"
-          for i, d in ((1, "in"), (2, "out"), (3, "in"))),
-        *(f"INSERT INTO participant (org_id, interaction_id, occurred_at, address, role, contact_id, user_id) "
-          f"VALUES (1, {i}, {t.format(d=i)}, '{a}', 'to', {c}, {u})"
-          for i in (1, 2, 3) for a, c, u in (("carol@acme.com", 1, "NULL"), ("alice@ourco.com", "NULL", 1))),
+        *(
+            f"INSERT INTO interaction (id, org_id, kind, message_key, occurred_at, direction, thread_key, "
+            f"created_at) VALUES ({i}, 1, 'email', 'm{i}', {t.format(d=i)}, '{d}', 'm{i}', {t.format(d=i)})"
+            for i, d in ((1, "in"), (2, "out"), (3, "in"))
+        ),
+        *(
+            f"INSERT INTO participant (org_id, interaction_id, occurred_at, address, role, contact_id, user_id) "
+            f"VALUES (1, {i}, {t.format(d=i)}, '{a}', 'to', {c}, {u})"
+            for i in (1, 2, 3)
+            for a, c, u in (("carol@acme.com", 1, "NULL"), ("alice@ourco.com", "NULL", 1))
+        ),
     )
     with _old_database(backend, tmp_path, request, "0001", rows) as (url, engine):
         upgrade(url)
         with engine.connect() as conn:
-            row = conn.execute(text("SELECT emails_in, emails_out, meetings, first_email_at, last_email_at "
-                                    "FROM contactstats WHERE contact_id = 1")).one()
+            row = conn.execute(
+                text(
+                    "SELECT emails_in, emails_out, meetings, first_email_at, last_email_at "
+                    "FROM contactstats WHERE contact_id = 1"
+                )
+            ).one()
             colleague = conn.execute(text("SELECT user_id, interactions FROM contactcolleague")).all()
     assert row[:3] == (2, 1, 0)
     assert str(row[3]).startswith("2026-01-01") and str(row[4]).startswith("2026-01-03")
@@ -147,13 +166,21 @@ def test_0005_recounts_folder_messages_from_the_copies_stored(backend, tmp_path,
         *_org_and_alice(t),
         "INSERT INTO mailbox (id, org_id, owner_id, kind, config, sync_stage, status, failure_count, "
         f"messages_imported, skipped, created_at) VALUES (1, 1, 1, 'imap', '{{}}', 'idle', 'active', 0, 9, '{{}}', {t})",
-        *(f"INSERT INTO folderstate (id, org_id, mailbox_id, name, role, selected, cursor, backfill_done, "
-          f"messages, status) VALUES ({i}, 1, 1, '{name}', 'other', true, '{{}}', true, {n}, 'ok')"
-          for i, name, n in ((1, "INBOX", 5), (2, "Archive", 1), (3, "Empty", 0))),
-        *(f"INSERT INTO interaction (id, org_id, kind, message_key, occurred_at, direction, thread_key, "
-          f"created_at) VALUES ({i}, 1, 'email', 'm{i}', {t}, 'in', 'm{i}', {t})" for i in (1, 2, 3)),
-        *(f"INSERT INTO interactionsource (org_id, interaction_id, mailbox_id, folder_id, remote_id) "
-          f"VALUES (1, {i}, 1, {f}, '1/{i}')" for i, f in ((1, 1), (2, 1), (3, 2))),
+        *(
+            f"INSERT INTO folderstate (id, org_id, mailbox_id, name, role, selected, cursor, backfill_done, "
+            f"messages, status) VALUES ({i}, 1, 1, '{name}', 'other', true, '{{}}', true, {n}, 'ok')"
+            for i, name, n in ((1, "INBOX", 5), (2, "Archive", 1), (3, "Empty", 0))
+        ),
+        *(
+            f"INSERT INTO interaction (id, org_id, kind, message_key, occurred_at, direction, thread_key, "
+            f"created_at) VALUES ({i}, 1, 'email', 'm{i}', {t}, 'in', 'm{i}', {t})"
+            for i in (1, 2, 3)
+        ),
+        *(
+            f"INSERT INTO interactionsource (org_id, interaction_id, mailbox_id, folder_id, remote_id) "
+            f"VALUES (1, {i}, 1, {f}, '1/{i}')"
+            for i, f in ((1, 1), (2, 1), (3, 2))
+        ),
     )
     with _old_database(backend, tmp_path, request, "0004", rows) as (url, engine):
         upgrade(url)

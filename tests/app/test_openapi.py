@@ -5,6 +5,7 @@ Routes are enumerated from the app as served, so a route added later is covered:
 it declares a response model (response_model= or a return annotation), or it is
 a declared non-JSON answer (an explicit non-JSON response_class, or 204).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,6 +41,7 @@ NOT_YET: dict[str, str] = {}
 
 
 # -- the checks, as functions (also run on a deliberately bad app below) ------------------
+
 
 def api_routes(app: FastAPI) -> list:
     """Every APIRoute as served, its router's prefix and settings applied. FastAPI
@@ -96,8 +98,10 @@ def undocumented(app: FastAPI, skip: dict[str, str] = NOT_YET) -> list[str]:
             if _json(route):
                 ok = _described(content.get("application/json", {}).get("schema", {}), components)
             else:
-                ok = any(media != "application/json" and _described(c.get("schema", {}), components)
-                         for media, c in content.items())
+                ok = any(
+                    media != "application/json" and _described(c.get("schema", {}), components)
+                    for media, c in content.items()
+                )
             if not ok:
                 out.append(f"{method} {route.path} {status}: {answer}")
     return out
@@ -120,6 +124,7 @@ def assert_exactly(model: Any, value: Any) -> None:
 
 # -- the application ----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory):
     """The sidebar's seed (Jane with mail from two reps), plus what the shapes must
@@ -130,16 +135,27 @@ def sd(tmp_path_factory):
     box = _calendar(w, "alice@ourco.com")
 
     def meeting(uid, start):
-        return MeetingRecord(remote_id=uid, uid=uid, recurrence_id=None, start=start, end=start + timedelta(hours=1),
-                             subject=uid, organizer=Attendee("alice@ourco.com", "Alice", "organizer"),
-                             attendees=[Attendee(JANE, "Jane Doe", "attendee", "accepted")], status="confirmed")
+        return MeetingRecord(
+            remote_id=uid,
+            uid=uid,
+            recurrence_id=None,
+            start=start,
+            end=start + timedelta(hours=1),
+            subject=uid,
+            organizer=Attendee("alice@ourco.com", "Alice", "organizer"),
+            attendees=[Attendee(JANE, "Jane Doe", "attendee", "accepted")],
+            status="confirmed",
+        )
 
     script = [batch(meeting("kickoff", NOW - timedelta(days=5)), meeting("review", NOW + timedelta(days=5)))]
     assert w.sync(box, connector_factory=lambda *a: ScriptedCalendar(script)).ok
     mbx = s.mailboxes["alice"][0]
     with write_transaction(w.rt.engine) as conn:
-        conn.execute(insert(SyncIssue.__table__).values(org_id=w.org_id, mailbox_id=mbx, folder="INBOX",
-                                                        remote_id="1/99", reason="not RFC 5322", created_at=NOW))
+        conn.execute(
+            insert(SyncIssue.__table__).values(
+                org_id=w.org_id, mailbox_id=mbx, folder="INBOX", remote_id="1/99", reason="not RFC 5322", created_at=NOW
+            )
+        )
     yield s
     s.rt.engine.dispose()
 
@@ -159,21 +175,36 @@ def ids(sd, client) -> dict[str, int]:
     jid = contact["id"]
     assert client.patch(f"/api/contacts/{jid}", json={"owner_id": sd.users["alice"]}, headers=h).status_code == 200
     assert client.post(f"/api/contacts/{jid}/notes", json={"body": "Met at the fair"}, headers=h).status_code == 201
-    task = client.post(f"/api/contacts/{jid}/tasks", json={"title": "Send the quote",
-                                                           "due_at": (NOW + timedelta(days=2)).isoformat()}, headers=h)
+    task = client.post(
+        f"/api/contacts/{jid}/tasks",
+        json={"title": "Send the quote", "due_at": (NOW + timedelta(days=2)).isoformat()},
+        headers=h,
+    )
     assert task.status_code == 201
     assert client.patch(f"/api/tasks/{task.json()['id']}", json={"done": True}, headers=h).status_code == 200
     calendar = sd.world.scalar("SELECT id FROM mailbox WHERE kind = 'caldav' OR status <> 'paused' ORDER BY id DESC")
-    return {"contact": jid, "company": contact["company"]["id"], "task": task.json()["id"],
-            "mailbox": sd.mailboxes["alice"][0], "calendar": calendar}
+    return {
+        "contact": jid,
+        "company": contact["company"]["id"],
+        "task": task.json()["id"],
+        "mailbox": sd.mailboxes["alice"][0],
+        "calendar": calendar,
+    }
 
 
 # -- declared and documented --------------------------------------------------------------
 
+
 def test_the_walk_sees_the_routes_of_every_router(client):
     found = {(m, r.path) for r in api_routes(client.app) for m in r.methods}
-    assert {("GET", "/api/lookup"), ("POST", "/api/log-email"), ("GET", "/panel/config.json"), ("GET", "/livez"),
-            ("GET", "/api/admin/org"), ("GET", "/admin/login")} <= found
+    assert {
+        ("GET", "/api/lookup"),
+        ("POST", "/api/log-email"),
+        ("GET", "/panel/config.json"),
+        ("GET", "/livez"),
+        ("GET", "/api/admin/org"),
+        ("GET", "/admin/login"),
+    } <= found
     assert len(found) > 80
 
 
@@ -186,8 +217,11 @@ def test_openapi_shows_a_schema_for_every_success_response(client):
 
 
 def test_every_json_route_is_in_the_docs(client):
-    hidden = [r.path for r in api_routes(client.app)
-              if _json(r) and not r.include_in_schema and r.endpoint.__module__ not in NOT_YET]
+    hidden = [
+        r.path
+        for r in api_routes(client.app)
+        if _json(r) and not r.include_in_schema and r.endpoint.__module__ not in NOT_YET
+    ]
     assert hidden == []
 
 
@@ -230,6 +264,7 @@ def test_the_checks_flag_a_route_that_answers_an_undescribed_dict():
 
 # -- the models say exactly what comes back ---------------------------------------------
 
+
 def test_the_lookup_body_has_exactly_the_shape_of_its_model(sd, client, ids):
     # The lookup is encoded by orjson, not through its model (app/api/contacts.py),
     # so nothing at run time holds its body to what /docs says.
@@ -248,8 +283,13 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
 
     me = {"caller": Caller(sd.users["alice"], sd.world.org_id, "alice@ourco.com", "rep"), "rt": sd.rt}
     contact, company, mailbox = ids["contact"], ids["company"], ids["mailbox"]
-    mail = LogEmailIn(internet_message_id="<logged@acme.com>", subject="Logged by hand",
-                      sender={"name": "Jane Doe", "email": JANE}, to=[{"email": "alice@ourco.com"}], date=NOW)
+    mail = LogEmailIn(
+        internet_message_id="<logged@acme.com>",
+        subject="Logged by hand",
+        sender={"name": "Jane Doe", "email": JANE},
+        to=[{"email": "alice@ourco.com"}],
+        date=NOW,
+    )
     return {
         ("GET", "/healthz"): {},
         ("GET", "/livez"): {},
@@ -258,14 +298,24 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
         ("GET", "/api/stages"): {"caller": me["caller"]},
         ("GET", "/api/lookup"): {**me, "email": JANE, "limit": 100},
         ("GET", "/api/contacts"): {**me, "q": "ja", "limit": 20},
-        ("POST", "/api/contacts"): {**me, "body": ContactIn(email="una@newco.example", name="Una", tags=["trade fair"])},
+        ("POST", "/api/contacts"): {
+            **me,
+            "body": ContactIn(email="una@newco.example", name="Una", tags=["trade fair"]),
+        },
         ("GET", "/api/contacts/{contact_id}"): {**me, "contact_id": contact},
         ("PATCH", "/api/contacts/{contact_id}"): {**me, "contact_id": contact, "body": ContactPatch(title="CTO")},
         ("GET", "/api/contacts/{contact_id}/timeline"): {**me, "contact_id": contact, "cursor": None, "limit": 100},
         ("POST", "/api/contacts/{contact_id}/notes"): {**me, "contact_id": contact, "note": NoteIn(body="Call back")},
-        ("POST", "/api/contacts/{contact_id}/tasks"): {**me, "contact_id": contact,
-                                                       "task": TaskIn(title="Demo", due_at=NOW, body="Bring slides")},
-        ("PATCH", "/api/tasks/{task_id}"): {**me, "task_id": ids["task"], "patch": TaskPatch(title="Send the quote v2")},
+        ("POST", "/api/contacts/{contact_id}/tasks"): {
+            **me,
+            "contact_id": contact,
+            "task": TaskIn(title="Demo", due_at=NOW, body="Bring slides"),
+        },
+        ("PATCH", "/api/tasks/{task_id}"): {
+            **me,
+            "task_id": ids["task"],
+            "patch": TaskPatch(title="Send the quote v2"),
+        },
         ("POST", "/api/log-email"): {**me, "mail": mail},
         ("GET", "/api/never-log"): {**me, "email": JANE, "scope": "address"},
         ("POST", "/api/never-log"): {**me, "body": NeverLogIn(email="nobody@unrelated.example", scope="domain")},
@@ -296,9 +346,14 @@ def test_every_json_route_answers_exactly_its_models_fields(sd, client, ids):
     # must not promise a field nobody sends.
     # The admin API's rows allow fields per source kind (extra="allow", app/api/admin_schemas.py):
     # its shapes are checked by the admin tests; the reps' API is exact.
-    routes = {(m, r.path): r for r in api_routes(client.app) for m in r.methods
-              if r.response_model is not None and r.endpoint.__module__ not in NOT_YET
-              and r.endpoint.__module__ != "app.api.admin"}
+    routes = {
+        (m, r.path): r
+        for r in api_routes(client.app)
+        for m in r.methods
+        if r.response_model is not None
+        and r.endpoint.__module__ not in NOT_YET
+        and r.endpoint.__module__ != "app.api.admin"
+    }
     calls = _calls(sd, ids)
     assert sorted(routes) == sorted(calls), "a new JSON route needs its call in _calls"
     answers = {key: _answer(routes[key], kwargs) for key, kwargs in calls.items()}

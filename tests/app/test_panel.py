@@ -6,6 +6,7 @@ item and ItemChanged. Every other external request is blocked, so nothing
 leaves the machine. One world (module scope) and one browser (session) serve
 all tests; each test gets a fresh browser context.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,10 +32,18 @@ from tests.servers import AppServer
 OFFICE_JS = "https://appsforoffice.microsoft.com/lib/1/hosted/office.js"
 STUB = (Path(__file__).parent / "office_stub.js").read_text()
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-LIGHT = {"bodyBackgroundColor": "#FFFFFF", "bodyForegroundColor": "#242424",
-         "controlBackgroundColor": "#F5F5F5", "controlForegroundColor": "#242424"}
-DARK = {"bodyBackgroundColor": "#1F1F1F", "bodyForegroundColor": "#FFFFFF",
-        "controlBackgroundColor": "#2B2B2B", "controlForegroundColor": "#FFFFFF"}
+LIGHT = {
+    "bodyBackgroundColor": "#FFFFFF",
+    "bodyForegroundColor": "#242424",
+    "controlBackgroundColor": "#F5F5F5",
+    "controlForegroundColor": "#242424",
+}
+DARK = {
+    "bodyBackgroundColor": "#1F1F1F",
+    "bodyForegroundColor": "#FFFFFF",
+    "controlBackgroundColor": "#2B2B2B",
+    "controlForegroundColor": "#FFFFFF",
+}
 ALICE = {"displayName": "Alice Rep", "emailAddress": "alice@ourco.com"}
 
 
@@ -48,19 +57,22 @@ def site(tmp_path_factory):
 
 
 def mail(frm: tuple[str, str], subject: str = "Re: Proposal", *, cc=(), key: str | None = None) -> dict:
-    return {"from": {"displayName": frm[0], "emailAddress": frm[1]}, "to": [ALICE],
-            "cc": [{"displayName": n, "emailAddress": a} for n, a in cc], "subject": subject,
-            "internetMessageId": f"<{key or 'k-' + frm[1]}>", "conversationId": "AAQkAD" + frm[1],
-            "dateTimeCreated": (NOW - timedelta(hours=1)).isoformat()}
+    return {
+        "from": {"displayName": frm[0], "emailAddress": frm[1]},
+        "to": [ALICE],
+        "cc": [{"displayName": n, "emailAddress": a} for n, a in cc],
+        "subject": subject,
+        "internetMessageId": f"<{key or 'k-' + frm[1]}>",
+        "conversationId": "AAQkAD" + frm[1],
+        "dateTimeCreated": (NOW - timedelta(hours=1)).isoformat(),
+    }
 
 
 def open_pane(page, base: str, item: dict | None, *, token: str | None, theme: dict | None = LIGHT):
     """The Outlook task pane with the Office.js stand-in; the token as the add-in keeps it (roamingSettings)."""
-    page.route("**/*", lambda route: route.abort() if not route.request.url.startswith(base)
-               else route.continue_())
+    page.route("**/*", lambda route: route.abort() if not route.request.url.startswith(base) else route.continue_())
     page.route(OFFICE_JS, lambda route: route.fulfill(status=200, body=STUB, content_type="text/javascript"))
-    init = {"item": item, "theme": theme, "userProfile": ALICE,
-            "roaming": {"threadlineToken": token} if token else {}}
+    init = {"item": item, "theme": theme, "userProfile": ALICE, "roaming": {"threadlineToken": token} if token else {}}
     page.add_init_script(f"window.__OFFICE_INIT = {json.dumps(init)};")
     page.goto(f"{base}/panel/outlook")
 
@@ -88,6 +100,7 @@ def standalone(browser, sd, base: str, path: str, *, width: int = 320, who: str 
 
 
 # -- reading ----------------------------------------------------------------------------------
+
 
 def test_card_summary_timeline_for_a_known_sender_and_infinite_scroll(site, page):
     sd, base = site
@@ -161,8 +174,11 @@ def test_relative_days_are_calendar_days_in_the_reps_time_zone(site, browser):
     try:
         page = context.new_page()
         page.goto(f"{base}/panel")
-        got = page.evaluate("""cases => cases.map(([value]) =>
-            window.ThreadlineDates.relativeDay(value, '2024-03-31T09:00:00+02:00'))""", RELATIVE_DAYS)
+        got = page.evaluate(
+            """cases => cases.map(([value]) =>
+            window.ThreadlineDates.relativeDay(value, '2024-03-31T09:00:00+02:00'))""",
+            RELATIVE_DAYS,
+        )
         assert list(zip([v for v, _ in RELATIVE_DAYS], got)) == [(v, want) for v, want in RELATIVE_DAYS]
     finally:
         context.close()
@@ -184,21 +200,35 @@ def _weekly_series_with_rita(sd, past: int, coming: int) -> None:
     for week in range(past + coming):
         at = first + timedelta(weeks=week)
         rid = at.strftime("%Y-%m-%dT%H:%M:%SZ")
-        records.append(MeetingRecord(
-            remote_id=f"weekly.ics#{rid}", uid="weekly-1@recur.io", recurrence_id=rid, start=at,
-            end=at + timedelta(minutes=30), subject="Weekly check-in", location="Room 2",
-            organizer=Attendee("alice@ourco.com", "Alice Rep", "organizer", "accepted"),
-            attendees=[Attendee(RITA, "Rita Recur", "attendee", "accepted")]))
+        records.append(
+            MeetingRecord(
+                remote_id=f"weekly.ics#{rid}",
+                uid="weekly-1@recur.io",
+                recurrence_id=rid,
+                start=at,
+                end=at + timedelta(minutes=30),
+                subject="Weekly check-in",
+                location="Room 2",
+                organizer=Attendee("alice@ourco.com", "Alice Rep", "organizer", "accepted"),
+                attendees=[Attendee(RITA, "Rita Recur", "attendee", "accepted")],
+            )
+        )
     mbx, folder, uid, email = sd.mailboxes["alice"]
     with write_transaction(sd.rt.engine) as conn:
-        ingest_meetings(conn, org_context(conn, sd.world.org_id, sd.rt.box), MailboxContext(mbx, folder, uid, email),
-                        records)
+        ingest_meetings(
+            conn, org_context(conn, sd.world.org_id, sd.rt.box), MailboxContext(mbx, folder, uid, email), records
+        )
 
 
 def test_a_recurring_meeting_is_one_entry_every_week_next_on(site, page):
     sd, base = site
-    sd.deliver("alice", frm=("Rita Recur", RITA), to=[("Alice Rep", "alice@ourco.com")], subject="Agenda",
-               when=NOW - timedelta(hours=3))
+    sd.deliver(
+        "alice",
+        frm=("Rita Recur", RITA),
+        to=[("Alice Rep", "alice@ourco.com")],
+        subject="Agenda",
+        when=NOW - timedelta(hours=3),
+    )
     _weekly_series_with_rita(sd, past=6, coming=4)
     open_pane(page, base, mail(("Rita Recur", RITA)), token=sd.tokens["alice"])
     wait_state(page, "ready", RITA)
@@ -217,12 +247,14 @@ def test_a_recurring_meeting_is_one_entry_every_week_next_on(site, page):
     assert meetings.locator("details.occurrences li").count() == 6
     assert page.locator("#timeline > li").count() == 2  # and the email
     # The cadence in words, from the occurrences' start times.
-    cases = [(["2024-01-01T10:00:00Z", "2024-01-08T10:00:00Z", "2024-01-15T10:00:00Z"], "every week"),
-             (["2024-01-01T10:00:00Z", "2024-01-15T10:00:00Z"], "every 2 weeks"),
-             (["2024-01-01T09:00:00Z", "2024-01-02T09:00:00Z"], "every day"),
-             (["2024-01-31T09:00:00Z", "2024-02-29T09:00:00Z", "2024-03-31T09:00:00Z"], "every month"),
-             (["2024-01-01T09:00:00Z", "2024-01-04T09:00:00Z", "2024-01-15T09:00:00Z"], ""),
-             (["2024-01-01T09:00:00Z"], "")]
+    cases = [
+        (["2024-01-01T10:00:00Z", "2024-01-08T10:00:00Z", "2024-01-15T10:00:00Z"], "every week"),
+        (["2024-01-01T10:00:00Z", "2024-01-15T10:00:00Z"], "every 2 weeks"),
+        (["2024-01-01T09:00:00Z", "2024-01-02T09:00:00Z"], "every day"),
+        (["2024-01-31T09:00:00Z", "2024-02-29T09:00:00Z", "2024-03-31T09:00:00Z"], "every month"),
+        (["2024-01-01T09:00:00Z", "2024-01-04T09:00:00Z", "2024-01-15T09:00:00Z"], ""),
+        (["2024-01-01T09:00:00Z"], ""),
+    ]
     got = page.evaluate("cases => cases.map(([starts]) => window.ThreadlineDates.cadence(starts))", cases)
     assert got == [want for _, want in cases]
 
@@ -243,8 +275,10 @@ def test_switching_person_and_mail_updates_the_pane(site, page):
     assert page.locator("h1").inner_text() == "Sam Spam"
     assert page.locator("nav.people").count() == 0
     # Two quick changes: the pane ends on the last one, whatever order the answers come in.
-    page.evaluate("""([a, b]) => { window.__officeStub.selectItem(a); window.__officeStub.selectItem(b); }""",
-                  [mail(("Jane Doe", JANE)), mail(("Mark Roe", MARK))])
+    page.evaluate(
+        """([a, b]) => { window.__officeStub.selectItem(a); window.__officeStub.selectItem(b); }""",
+        [mail(("Jane Doe", JANE)), mail(("Mark Roe", MARK))],
+    )
     wait_state(page, "ready", MARK)
     page.wait_for_timeout(300)
     assert page.locator("h1").inner_text() == "Mark Roe"
@@ -274,8 +308,13 @@ def test_a_name_and_subject_that_reverse_themselves_are_shown_in_their_real_orde
     sd, base = site
     rlo, rlm = "\u202e", "\u200f"
     anna = (f"{rlm}Anna {rlo}GNP.exe", "anna@bidi.io")  # drawn as "Anna exe.PNG" if left alone
-    sd.deliver("alice", frm=anna, to=[("Alice Rep", "alice@ourco.com")], subject=f"Invoice {rlo}GNP.exe",
-               when=NOW - timedelta(hours=5))
+    sd.deliver(
+        "alice",
+        frm=anna,
+        to=[("Alice Rep", "alice@ourco.com")],
+        subject=f"Invoice {rlo}GNP.exe",
+        when=NOW - timedelta(hours=5),
+    )
     open_pane(page, base, mail(anna, f"Invoice {rlo}GNP.exe"), token=sd.tokens["alice"])
     wait_state(page, "ready", "anna@bidi.io")
     assert page.locator("h1").inner_text() == "Anna [U+202E]GNP.exe"
@@ -292,11 +331,18 @@ def test_a_name_and_subject_that_reverse_themselves_are_shown_in_their_real_orde
 def test_mail_claiming_a_colleague_without_proof_shows_as_received_from_an_unverified_sender(site, page):
     sd, base = site
     vic = ("Vic Tim", "vic@phish-target.io")
-    sd.deliver("alice", frm=vic, to=[("Alice Rep", "alice@ourco.com")], subject="Hello Alice",
-               when=NOW - timedelta(hours=8))
+    sd.deliver(
+        "alice", frm=vic, to=[("Alice Rep", "alice@ourco.com")], subject="Hello Alice", when=NOW - timedelta(hours=8)
+    )
     # In Alice's inbox, claiming Bob; nothing vouches for it (no Sent copy, no trusted stamp).
-    sd.deliver("alice", frm=("Bob Rep", "bob@ourco.com"), to=[("Alice Rep", "alice@ourco.com")], cc=[vic],
-               subject="Wire the deposit today", when=NOW - timedelta(hours=4))
+    sd.deliver(
+        "alice",
+        frm=("Bob Rep", "bob@ourco.com"),
+        to=[("Alice Rep", "alice@ourco.com")],
+        cc=[vic],
+        subject="Wire the deposit today",
+        when=NOW - timedelta(hours=4),
+    )
     open_pane(page, base, mail(vic, "Hello Alice"), token=sd.tokens["alice"])
     wait_state(page, "ready", vic[1])
     forged = page.locator("#timeline > li").first
@@ -311,6 +357,7 @@ def test_mail_claiming_a_colleague_without_proof_shows_as_received_from_an_unver
 
 
 # -- acting ----------------------------------------------------------------------------------
+
 
 def test_add_note_and_task_mark_done_edit_stage_and_tags(site, page):
     sd, base = site
@@ -331,7 +378,8 @@ def test_add_note_and_task_mark_done_edit_stage_and_tags(site, page):
     seen = api(base, sd, "bob", "GET", "/api/lookup", params={"email": JANE}).json()
     assert seen["timeline"]["items"][0]["kind"] == "note"
     assert (seen["timeline"]["items"][0].get("body") or seen["timeline"]["items"][0]["snippet"]).startswith(
-        "Wants a pilot in Q3")
+        "Wants a pilot in Q3"
+    )
     # A follow-up task with a due date, then done.
     page.get_by_role("button", name="Add task", exact=True).click()
     page.locator("form.task-form input[name=title]").fill("Send the pilot plan")
@@ -419,7 +467,9 @@ def test_never_log_sits_in_a_menu_that_says_how_many_stored_emails_it_deletes(si
     consequence = page.locator(".more-actions .consequence")
     page.wait_for_function("() => !document.querySelector('.more-actions button.never-log').disabled")
     # 31 emails with Jane; Bob's one is in his mailbox, not alice's.
-    assert consequence.inner_text().startswith(f"Deletes the 30 stored emails with {JANE} that only your mailbox holds.")
+    assert consequence.inner_text().startswith(
+        f"Deletes the 30 stored emails with {JANE} that only your mailbox holds."
+    )
     assert page.locator("button.never-log").inner_text() == "Never log and delete 30 emails"
     assert sd.world.scalar("SELECT COUNT(*) FROM exclusionrule WHERE value = :v", v=JANE) == 0  # nothing done yet
 
@@ -437,10 +487,12 @@ def test_never_log_the_sender(site, page):
     wait_state(page, "unknown", SAM)
     page.wait_for_selector("#status:has-text('no longer logged')")
     assert sd.world.sql("SELECT user_id, kind, value FROM exclusionrule WHERE value = :v", v=SAM) == [
-        (sd.users["alice"], "address", SAM)]
+        (sd.users["alice"], "address", SAM)
+    ]
 
 
 # -- sign-in ------------------------------------------------------------------------------------
+
 
 def test_tokens_refused_and_other_organisation_sees_nothing(site, page, browser):
     sd, base = site
@@ -469,6 +521,7 @@ def test_tokens_refused_and_other_organisation_sees_nothing(site, page, browser)
 
 # -- standalone panel, themes, screenshots --------------------------------------------------------
 
+
 def test_standalone_panel_with_csp_and_dark_scheme(site, browser):
     sd, base = site
     context = browser.new_context(viewport={"width": 320, "height": 800}, color_scheme="dark")
@@ -488,11 +541,14 @@ def test_standalone_panel_with_csp_and_dark_scheme(site, browser):
         wait_state(page, "ready", JANE)
         assert page.evaluate("document.body.classList.contains('full')")
         # CORS: only the app's own origin and Outlook's hosts.
-        ok = httpx.options(f"{base}/api/lookup", headers={"Origin": "https://outlook.office.com",
-                                                          "Access-Control-Request-Method": "GET"})
+        ok = httpx.options(
+            f"{base}/api/lookup",
+            headers={"Origin": "https://outlook.office.com", "Access-Control-Request-Method": "GET"},
+        )
         assert ok.headers.get("access-control-allow-origin") == "https://outlook.office.com"
-        bad = httpx.options(f"{base}/api/lookup", headers={"Origin": "https://evil.example",
-                                                           "Access-Control-Request-Method": "GET"})
+        bad = httpx.options(
+            f"{base}/api/lookup", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+        )
         assert "access-control-allow-origin" not in bad.headers
     finally:
         context.close()
@@ -524,9 +580,20 @@ def test_the_standalone_panel_finds_contacts_by_name_and_lists_the_recently_view
 def test_outlook_themes_light_and_dark_with_screenshots(site, page, tmp_path):
     sd, base = site
     jane_id = api(base, sd, "alice", "GET", "/api/lookup", params={"email": JANE}).json()["contact"]["id"]
-    r = api(base, sd, "alice", "PATCH", f"/api/contacts/{jane_id}", json={
-        "title": "Head of Data", "phone": "+44 20 7946 0018", "tags": ["pilot", "emea"], "stage": "opportunity",
-        "owner_id": sd.users["alice"]})
+    r = api(
+        base,
+        sd,
+        "alice",
+        "PATCH",
+        f"/api/contacts/{jane_id}",
+        json={
+            "title": "Head of Data",
+            "phone": "+44 20 7946 0018",
+            "tags": ["pilot", "emea"],
+            "stage": "opportunity",
+            "owner_id": sd.users["alice"],
+        },
+    )
     assert r.status_code == 200
     open_pane(page, base, mail(("Jane Doe", JANE), cc=[("Mark Roe", MARK)]), token=sd.tokens["alice"], theme=LIGHT)
     wait_state(page, "ready", JANE)
@@ -550,9 +617,11 @@ def test_screenshots_of_the_pane_at_360_and_1280_px(site, browser, tmp_path):
     THREADLINE_UPDATE_SCREENSHOTS=1 refreshes them."""
     sd, base = site
     jane_id = api(base, sd, "alice", "GET", "/api/lookup", params={"email": JANE}).json()["contact"]["id"]
-    shots = {"pane-360.png": (360, f"/panel?email={JANE}", "ready"),
-             "pane-1280.png": (1280, f"/panel/contact/{jane_id}", "ready"),
-             "pane-unknown-360.png": (360, "/panel?email=lena.lane@acme.com", "unknown")}
+    shots = {
+        "pane-360.png": (360, f"/panel?email={JANE}", "ready"),
+        "pane-1280.png": (1280, f"/panel/contact/{jane_id}", "ready"),
+        "pane-unknown-360.png": (360, "/panel?email=lena.lane@acme.com", "unknown"),
+    }
     for name, (width, path, state) in shots.items():
         with standalone(browser, sd, base, path, width=width) as page:
             wait_state(page, state)

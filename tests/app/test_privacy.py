@@ -1,5 +1,6 @@
 """Privacy requests against a timeline filled by a real IMAP sync (Dovecot): export
 (JSON and vCard 4.0) and erasure, which a later re-sync must not undo."""
+
 from __future__ import annotations
 
 import json
@@ -7,14 +8,13 @@ import json
 from fastapi.testclient import TestClient
 
 from app.api import create_app
-from app.db import session, write_transaction
-from app.services import mailboxes, orgs, privacy
 from app.crypto import rotate_key, secret_box
-from app.db import read_only
-from sync.exclusions import erased_hash, erasure_key, legacy_erased_hash
-from tests.world import make_world, message
+from app.db import read_only, session, write_transaction
+from app.services import mailboxes, orgs, privacy
 from app.services.actor import Actor
+from sync.exclusions import erased_hash, erasure_key, legacy_erased_hash
 from tests import factories
+from tests.world import make_world, message
 
 
 def test_export_and_erase_survive_a_real_resync(tmp_path, imap_user):
@@ -22,8 +22,15 @@ def test_export_and_erase_survive_a_real_resync(tmp_path, imap_user):
     admin = w.add_user("boss@ourco.com", "Boss", admin=True)
     imap_user.deliver(message("Erin Gone <erin@solocorp.com>", "alice@ourco.com", "Only Erin", msgid="e1@solo"))
     imap_user.deliver(message("alice@ourco.com", "erin@solocorp.com", "Reply to Erin", msgid="e2@ourco"))
-    imap_user.deliver(message("Erin Gone <erin@solocorp.com>", "alice@ourco.com", "Erin and Sam",
-                              cc="Sam Stay <sam@sharedcorp.com>", msgid="e3@solo"))
+    imap_user.deliver(
+        message(
+            "Erin Gone <erin@solocorp.com>",
+            "alice@ourco.com",
+            "Erin and Sam",
+            cc="Sam Stay <sam@sharedcorp.com>",
+            msgid="e3@solo",
+        )
+    )
     imap_user.deliver(message("Sam Stay <sam@sharedcorp.com>", "alice@ourco.com", "Only Sam", msgid="s1@shared"))
     mid = w.add_imap("alice@ourco.com", imap_user)
     assert w.sync(mid).ok
@@ -60,15 +67,29 @@ def test_export_and_erase_survive_a_real_resync(tmp_path, imap_user):
 
     after = state()
     # the shared message stays (Sam is on it), without Erin; the company solocorp.com is gone
-    assert after == {"subjects": ["Erin and Sam", "Only Sam"], "erin": 0, "companies": ["sharedcorp.com"],
-                     "contacts": ["sam@sharedcorp.com"]}
+    assert after == {
+        "subjects": ["Erin and Sam", "Only Sam"],
+        "erin": 0,
+        "companies": ["sharedcorp.com"],
+        "contacts": ["sam@sharedcorp.com"],
+    }
     with read_only(w.rt.engine) as conn:
         key = erasure_key(conn, w.rt.box, w.org_id)
     # The tombstone is keyed: its hash cannot be recomputed from the address alone.
-    assert w.scalar("SELECT count(*) FROM erasedperson WHERE address_hash = :h",
-                    h=erased_hash(key, w.org_id, "erin@solocorp.com")) == 1
-    assert w.scalar("SELECT count(*) FROM erasedperson WHERE address_hash = :h",
-                    h=legacy_erased_hash(w.org_id, "erin@solocorp.com")) == 0
+    assert (
+        w.scalar(
+            "SELECT count(*) FROM erasedperson WHERE address_hash = :h",
+            h=erased_hash(key, w.org_id, "erin@solocorp.com"),
+        )
+        == 1
+    )
+    assert (
+        w.scalar(
+            "SELECT count(*) FROM erasedperson WHERE address_hash = :h",
+            h=legacy_erased_hash(w.org_id, "erin@solocorp.com"),
+        )
+        == 0
+    )
     stored_key = w.scalar("SELECT erasure_key_enc FROM organisation WHERE id = :o", o=w.org_id)
     assert stored_key and key.hex() not in stored_key
     # the audit log records the erasure without the address
@@ -87,12 +108,22 @@ def test_export_and_erase_survive_a_real_resync(tmp_path, imap_user):
 
 
 def test_vcard_escapes_and_folds():
-    export = {"address": "a@b.example", "exported_at": "2024-01-01T00:00:00+00:00", "interactions": [],
-              "contact": {"name": "Doe, Jane; \"Q\"", "primary_email": "a@b.example", "addresses": ["a@b.example"],
-                          "company": {"name": "X" * 120, "domain": "b.example"}, "title": None, "phone": None,
-                          "tags": []}}
+    export = {
+        "address": "a@b.example",
+        "exported_at": "2024-01-01T00:00:00+00:00",
+        "interactions": [],
+        "contact": {
+            "name": 'Doe, Jane; "Q"',
+            "primary_email": "a@b.example",
+            "addresses": ["a@b.example"],
+            "company": {"name": "X" * 120, "domain": "b.example"},
+            "title": None,
+            "phone": None,
+            "tags": [],
+        },
+    }
     text = privacy.to_vcard(export)
-    assert "FN:Doe\\, Jane\\; \"Q\"" in text
+    assert 'FN:Doe\\, Jane\\; "Q"' in text
     assert all(len(line.encode()) <= 75 for line in text.split("\r\n"))
     assert "\r\n X" in text  # the long ORG line is folded
 
@@ -112,8 +143,10 @@ def test_erasure_removes_the_rules_and_audit_entries_that_name_the_person(tmp_pa
     w, mid, client, h = _erin_world(tmp_path, imap_user)
     rule = client.post("/api/admin/rules", headers=h, json={"kind": "address", "value": "Erin@solocorp.com"})
     assert rule.status_code in (200, 201), rule.text
-    assert client.post("/api/admin/rules", headers=h, json={"kind": "domain", "value": "spam.example"}).status_code \
-        in (200, 201)
+    assert client.post("/api/admin/rules", headers=h, json={"kind": "domain", "value": "spam.example"}).status_code in (
+        200,
+        201,
+    )
     client.post("/api/admin/privacy/export", headers=h, json={"email": "erin@solocorp.com"})
     before = json.dumps(client.get("/api/admin/audit", headers=h).json()).lower()
     assert "erin@solocorp.com" in before  # the rule's audit entry named her
@@ -137,8 +170,10 @@ def test_tombstones_written_before_keys_existed_still_keep_people_out(tmp_path, 
     with write_transaction(w.rt.engine) as conn:
         from sqlalchemy import text
 
-        conn.execute(text("INSERT INTO erasedperson (org_id, address_hash, erased_at) VALUES (:o, :h, :t)"),
-                     {"o": w.org_id, "h": legacy_erased_hash(w.org_id, "old@gone.example"), "t": "2026-01-01 00:00:00"})
+        conn.execute(
+            text("INSERT INTO erasedperson (org_id, address_hash, erased_at) VALUES (:o, :h, :t)"),
+            {"o": w.org_id, "h": legacy_erased_hash(w.org_id, "old@gone.example"), "t": "2026-01-01 00:00:00"},
+        )
     imap_user.deliver(message("Old <old@gone.example>", "alice@ourco.com", "Back?", msgid="o1@gone"))
     imap_user.deliver(message("New <new@here.example>", "alice@ourco.com", "Hi", msgid="n1@here"))
     mid = w.add_imap("alice@ourco.com", imap_user)
@@ -150,8 +185,12 @@ def test_tombstones_written_before_keys_existed_still_keep_people_out(tmp_path, 
 
 def test_tombstones_survive_a_key_rotation(tmp_path, imap_user):
     w, mid, client, h = _erin_world(tmp_path, imap_user)
-    assert client.post("/api/admin/privacy/erase", headers=h,
-                       json={"email": "erin@solocorp.com", "confirm": True}).status_code == 200
+    assert (
+        client.post(
+            "/api/admin/privacy/erase", headers=h, json={"email": "erin@solocorp.com", "confirm": True}
+        ).status_code
+        == 200
+    )
     counts = rotate_key(w.rt.settings, w.rt.engine)
     assert counts["organisation.erasure_key_enc"] == 1
     w.rt.box = secret_box(w.rt.settings)  # what a restarted process loads: only the new key

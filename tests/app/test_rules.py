@@ -1,4 +1,5 @@
-""""Never log" rules against a timeline filled by a real IMAP sync (Dovecot)."""
+""" "Never log" rules against a timeline filled by a real IMAP sync (Dovecot)."""
+
 from __future__ import annotations
 
 import pytest
@@ -81,8 +82,9 @@ def test_rep_rule_removes_only_what_that_rep_alone_saw(world):
     assert keys(w) == {"m2@acme", "m3@other", "m4@acme", "m5@acme"}
     assert "jane@acme.com" in contacts(w)
     listed = rules.list_rules(_conn(w), w.org_id, w.alice)
-    assert [(r["kind"], r["value"], r["user_email"]) for r in listed] == [("address", "jane@acme.com",
-                                                                          "alice@ourco.com")]
+    assert [(r["kind"], r["value"], r["user_email"]) for r in listed] == [
+        ("address", "jane@acme.com", "alice@ourco.com")
+    ]
     # summaries follow the timeline: Jane now has two emails in
     jane = w.scalar("SELECT contact_id FROM contactaddress WHERE address = 'jane@acme.com'")
     assert w.scalar("SELECT emails_in FROM contactstats WHERE contact_id = :c", c=jane) == 2
@@ -90,7 +92,13 @@ def test_rep_rule_removes_only_what_that_rep_alone_saw(world):
 
 def test_rules_are_validated(world):
     w = world
-    for kind, value in (("domain", "ourco.com"), ("domain", "eu.ourco.com"), ("address", "alice@ourco.com"),
-                        ("domain", "nodot"), ("address", "not an address"), ("bogus", "x.com")):
+    for kind, value in (
+        ("domain", "ourco.com"),
+        ("domain", "eu.ourco.com"),
+        ("address", "alice@ourco.com"),
+        ("domain", "nodot"),
+        ("address", "not an address"),
+        ("bogus", "x.com"),
+    ):
         with pytest.raises(Invalid):
             rules.add_rule(w.rt, Actor.operator(w.org_id), kind=kind, value=value)

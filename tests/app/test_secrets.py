@@ -1,5 +1,6 @@
 """Secrets at rest: no password, client secret or token in the database file, the logs or
 any API response; key rotation re-encrypts everything and the old key goes away."""
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,8 @@ from app.db import session, write_transaction
 from app.models import M365Tenant
 from app.runtime import open_runtime
 from app.services import orgs
-from tests.world import make_world, message
 from tests import factories
+from tests.world import make_world, message
 
 CLIENT_SECRET = "client-secret-Zq7Wv3xK"
 
@@ -29,21 +30,48 @@ def test_no_secret_leaks_and_key_rotation(tmp_path, imap_user, caplog):
     imap_user.deliver(message("Jane <jane@acme.com>", "alice@ourco.com", "Hello", msgid="s1@acme"))
     mid = w.add_imap("alice@ourco.com", imap_user)
     with write_transaction(w.rt.engine) as conn:
-        conn.execute(insert(M365Tenant.__table__).values(org_id=w.org_id, tenant_id="t1", client_id="c1",
-                                                         auth_kind="secret", config={},
-                                                         secret_enc=w.rt.box.encrypt(CLIENT_SECRET)))
+        conn.execute(
+            insert(M365Tenant.__table__).values(
+                org_id=w.org_id,
+                tenant_id="t1",
+                client_id="c1",
+                auth_kind="secret",
+                config={},
+                secret_enc=w.rt.box.encrypt(CLIENT_SECRET),
+            )
+        )
     assert w.sync(mid).ok
     client = TestClient(create_app(w.rt), client=("127.0.0.1", 50000))  # local, so /metrics answers too
     h = {"Authorization": f"Bearer {pat}"}
-    bodies = [client.get(u, headers=h).text for u in ("/api/admin/mailboxes", f"/api/admin/mailboxes/{mid}",
-                                                     "/api/admin/users", "/api/admin/audit", "/api/mailboxes",
-                                                     "/metrics", "/openapi.json")]
+    bodies = [
+        client.get(u, headers=h).text
+        for u in (
+            "/api/admin/mailboxes",
+            f"/api/admin/mailboxes/{mid}",
+            "/api/admin/users",
+            "/api/admin/audit",
+            "/api/mailboxes",
+            "/metrics",
+            "/openapi.json",
+        )
+    ]
     bodies.append(client.post("/api/admin/users/%d/tokens" % admin, headers=h, json={"name": "x"}).text)
-    bodies.append(client.put(f"/api/admin/mailboxes/{mid}/password", headers=h,
-                             json={"password": imap_user.password}).text)
-    bodies.append(client.post("/api/admin/mailboxes/test-imap", headers=h, json={
-        "host": imap_user.host, "port": imap_user.port, "security": "none", "username": imap_user.username,
-        "password": imap_user.password}).text)
+    bodies.append(
+        client.put(f"/api/admin/mailboxes/{mid}/password", headers=h, json={"password": imap_user.password}).text
+    )
+    bodies.append(
+        client.post(
+            "/api/admin/mailboxes/test-imap",
+            headers=h,
+            json={
+                "host": imap_user.host,
+                "port": imap_user.port,
+                "security": "none",
+                "username": imap_user.username,
+                "password": imap_user.password,
+            },
+        ).text
+    )
     secrets = [imap_user.password, CLIENT_SECRET, pat]
     data_dir = Path(w.rt.settings.data_dir)
     w.rt.engine.dispose()

@@ -1,6 +1,7 @@
 """Bidirectional controls in values from mail ("\u202eGNP.exe" drawn as "exe.PNG") are
 neutralised where they are shown (console, CLI; the sidebar in tests/app/test_panel.py),
 and kept as they are in the data and the API."""
+
 from __future__ import annotations
 
 import re
@@ -22,16 +23,19 @@ BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 
 def test_reordering_controls_become_visible_and_marks_go():
     assert shown(f"Invoice {RLO}GNP.exe") == "Invoice [U+202E]GNP.exe"
-    assert shown(f"{LRM}Dana{RLM} {ALM}x\u2066y{PDI}\u202a\u202b\u202c\u202d") == \
-        "Dana x[U+2066]y[U+2069][U+202A][U+202B][U+202C][U+202D]"
+    assert (
+        shown(f"{LRM}Dana{RLM} {ALM}x\u2066y{PDI}\u202a\u202b\u202c\u202d")
+        == "Dana x[U+2066]y[U+2069][U+202A][U+202B][U+202C][U+202D]"
+    )
     assert shown("plain, Ünïcödé and עברית stay as they are") == "plain, Ünïcödé and עברית stay as they are"
     assert shown(None) is None and shown(3) == 3
 
 
 def test_the_cli_timeline_shows_a_reversed_name_and_subject_in_their_real_order(tmp_path, imap_user, monkeypatch):
     w = make_world(tmp_path)
-    imap_user.deliver(message(f'"Anna {RLO}GNP.exe" <anna@bidi.io>', "alice@ourco.com", f"Invoice {RLO}GNP.exe",
-                              msgid="rlo1@bidi.io"))
+    imap_user.deliver(
+        message(f'"Anna {RLO}GNP.exe" <anna@bidi.io>', "alice@ourco.com", f"Invoice {RLO}GNP.exe", msgid="rlo1@bidi.io")
+    )
     assert w.sync(w.add_imap("alice@ourco.com", imap_user)).ok
     # Stored as it came.
     assert w.sql("SELECT subject FROM interaction") == [(f"Invoice {RLO}GNP.exe",)]

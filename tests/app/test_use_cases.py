@@ -2,6 +2,7 @@
 console or the CLI. Each use case checks its actor in its own transaction and writes
 exactly one audit record; these tests enumerate them all, so a new one without a case
 here fails `test_every_use_case_has_a_case`."""
+
 from __future__ import annotations
 
 import inspect
@@ -48,8 +49,16 @@ def _user(w) -> int:
 
 
 def _mailbox(w) -> int:
-    return mailboxes.add_imap(w.rt, w.op, owner="alice@ourco.com", host="127.0.0.1", port=1, security="none",
-                              username=uniq("imap"), password="pw")["id"]
+    return mailboxes.add_imap(
+        w.rt,
+        w.op,
+        owner="alice@ourco.com",
+        host="127.0.0.1",
+        port=1,
+        security="none",
+        username=uniq("imap"),
+        password="pw",
+    )["id"]
 
 
 def _tenant(w) -> str:
@@ -65,60 +74,111 @@ CASES = {
     "orgs.create_user": lambda w: lambda a: orgs.create_user(w.rt, a, f"{uniq('n')}@ourco.com"),
     "orgs.update_user": lambda w: (lambda uid: lambda a: orgs.update_user(w.rt, a, uid, name=uniq("Name")))(_user(w)),
     "orgs.add_alias": lambda w: (lambda uid: lambda a: orgs.add_alias(w.rt, a, uid, f"{uniq('al')}@ourco.com"))(
-        _user(w)),
+        _user(w)
+    ),
     "orgs.remove_alias": lambda w: (lambda aid: lambda a: orgs.remove_alias(w.rt, a, aid))(
-        orgs.add_alias(w.rt, w.op, _user(w), f"{uniq('al')}@ourco.com")["id"]),
+        orgs.add_alias(w.rt, w.op, _user(w), f"{uniq('al')}@ourco.com")["id"]
+    ),
     "orgs.create_token": lambda w: (lambda uid: lambda a: orgs.create_token(w.rt, a, uid, "t"))(_user(w)),
     "orgs.replace_token": lambda w: (lambda uid: lambda a: orgs.replace_token(w.rt, a, uid, "demo"))(_user(w)),
     "orgs.revoke_token": lambda w: (lambda tid: lambda a: orgs.revoke_token(w.rt, a, tid))(
-        orgs.create_token(w.rt, w.op, _user(w), "t")["id"]),
+        orgs.create_token(w.rt, w.op, _user(w), "t")["id"]
+    ),
     "orgs.revoke_user_tokens": lambda w: (lambda uid: lambda a: orgs.revoke_user_tokens(w.rt, a, uid))(_user(w)),
-    "mailboxes.add_imap": lambda w: lambda a: mailboxes.add_imap(
-        w.rt, a, owner="alice@ourco.com", host="127.0.0.1", port=1, security="none", username=uniq("i"),
-        password="pw"),
-    "mailboxes.connect_imap": lambda w: lambda a: mailboxes.connect_imap(
-        w.rt, a, owner="alice@ourco.com", password="pw", host="127.0.0.1", port=1, security="none",
-        username=uniq("c"), check=False),
+    "mailboxes.add_imap": lambda w: (
+        lambda a: mailboxes.add_imap(
+            w.rt,
+            a,
+            owner="alice@ourco.com",
+            host="127.0.0.1",
+            port=1,
+            security="none",
+            username=uniq("i"),
+            password="pw",
+        )
+    ),
+    "mailboxes.connect_imap": lambda w: (
+        lambda a: mailboxes.connect_imap(
+            w.rt,
+            a,
+            owner="alice@ourco.com",
+            password="pw",
+            host="127.0.0.1",
+            port=1,
+            security="none",
+            username=uniq("c"),
+            check=False,
+        )
+    ),
     "mailboxes.pause": lambda w: (lambda mid: lambda a: mailboxes.pause(w.rt, a, mid))(_mailbox(w)),
     "mailboxes.resume": lambda w: (lambda mid: lambda a: mailboxes.resume(w.rt, a, mid))(_mailbox(w)),
     "mailboxes.resync": lambda w: (lambda mid: lambda a: mailboxes.resync(w.rt, a, mid))(_mailbox(w)),
     # a rep may sync their own mailbox (alice's, as the rep actor is alice); an admin any
     "mailboxes.sync_now": lambda w: (lambda mid: lambda a: mailboxes.sync_now(w.rt, a, mid, scheduler=Scheduler()))(
-        _mailbox(w)),
+        _mailbox(w)
+    ),
     "mailboxes.set_password": lambda w: (lambda mid: lambda a: mailboxes.set_password(w.rt, a, mid, "new-pw"))(
-        _mailbox(w)),
+        _mailbox(w)
+    ),
     "mailboxes.remove": lambda w: (lambda mid: lambda a: mailboxes.remove(w.rt, a, mid))(_mailbox(w)),
-    "calendars.add_caldav": lambda w: lambda a: calendars.add_caldav(
-        w.rt, a, owner="alice@ourco.com", url="https://dav.example/", username=uniq("cal"), password="pw",
-        check=False),
-    "m365.add_tenant": lambda w: lambda a: m365.add_tenant(w.rt, a, tenant_id=uniq("t"), client_id="app", secret="s",
-                                                          check=False),
+    "calendars.add_caldav": lambda w: (
+        lambda a: calendars.add_caldav(
+            w.rt,
+            a,
+            owner="alice@ourco.com",
+            url="https://dav.example/",
+            username=uniq("cal"),
+            password="pw",
+            check=False,
+        )
+    ),
+    "m365.add_tenant": lambda w: (
+        lambda a: m365.add_tenant(w.rt, a, tenant_id=uniq("t"), client_id="app", secret="s", check=False)
+    ),
     "m365.remove_tenant": lambda w: (lambda t: lambda a: m365.remove_tenant(w.rt, a, t))(_tenant(w)),
-    "m365.add_tenant_mailboxes": lambda w: (lambda t: lambda a: m365.add_tenant_mailboxes(
-        w.rt, a, tenant=t, owner="bob@ourco.com"))(_tenant(w)),
-    "m365.add_delegated_mailbox": lambda w: (lambda u: lambda a: m365.add_delegated_mailbox(
-        w.rt, a, owner=u, client_id="app", tenant_id="organizations", username=u, token_cache="{}"))(
-        orgs.create_user(w.rt, w.op, f"{uniq('d')}@ourco.com")["email"]),
+    "m365.add_tenant_mailboxes": lambda w: (
+        lambda t: lambda a: m365.add_tenant_mailboxes(w.rt, a, tenant=t, owner="bob@ourco.com")
+    )(_tenant(w)),
+    "m365.add_delegated_mailbox": lambda w: (
+        lambda u: (
+            lambda a: m365.add_delegated_mailbox(
+                w.rt, a, owner=u, client_id="app", tenant_id="organizations", username=u, token_cache="{}"
+            )
+        )
+    )(orgs.create_user(w.rt, w.op, f"{uniq('d')}@ourco.com")["email"]),
     "rules.add_rule": lambda w: lambda a: rules.add_rule(w.rt, a, value=f"{uniq('r')}.example"),
     "rules.remove_rule": lambda w: (lambda rid: lambda a: rules.remove_rule(w.rt, a, rid))(
-        rules.add_rule(w.rt, w.op, value=f"{uniq('r')}.example")["id"]),
+        rules.add_rule(w.rt, w.op, value=f"{uniq('r')}.example")["id"]
+    ),
     "privacy.export_person": lambda w: lambda a: privacy.export_person(w.rt, a, "someone@client.example"),
     "privacy.erase_person": lambda w: (lambda email: lambda a: privacy.erase_person(w.rt, a, email, confirm=True))(
-        people.create_contact(w.rt, w.op, email=f"{uniq('e')}@client.example")["email"]),
+        people.create_contact(w.rt, w.op, email=f"{uniq('e')}@client.example")["email"]
+    ),
     # A rep's own use cases (the sidebar): reps may call them.
     "people.create_contact": lambda w: lambda a: people.create_contact(w.rt, a, email=f"{uniq('p')}@client.example"),
     "people.update_contact": lambda w: (lambda cid: lambda a: people.update_contact(w.rt, a, cid, {"title": "CTO"}))(
-        _contact(w)),
+        _contact(w)
+    ),
     "people.never_log": lambda w: lambda a: people.never_log(w.rt, a, email=f"{uniq('nl')}@client.example"),
     "activity.add_note": lambda w: (lambda cid: lambda a: activity.add_note(w.rt, a, cid, "a note"))(_contact(w)),
     "activity.add_task": lambda w: (lambda cid: lambda a: activity.add_task(w.rt, a, cid, "call back", None))(
-        _contact(w)),
+        _contact(w)
+    ),
     "activity.update_task": lambda w: (lambda tid: lambda a: activity.update_task(w.rt, a, tid, done=True))(
-        activity.add_task(w.rt, w.op, _contact(w), "call back", None)["id"]),
-    "activity.log_email": lambda w: lambda a: activity.log_email(
-        w.rt, a, internet_message_id=f"<{uniq('m')}@client.example>", subject="Hello",
-        sender={"email": "jane@client.example", "name": "Jane"}, to=[{"email": "alice@ourco.com"}], cc=[],
-        date=datetime(2026, 1, 5, tzinfo=timezone.utc)),
+        activity.add_task(w.rt, w.op, _contact(w), "call back", None)["id"]
+    ),
+    "activity.log_email": lambda w: (
+        lambda a: activity.log_email(
+            w.rt,
+            a,
+            internet_message_id=f"<{uniq('m')}@client.example>",
+            subject="Hello",
+            sender={"email": "jane@client.example", "name": "Jane"},
+            to=[{"email": "alice@ourco.com"}],
+            cc=[],
+            date=datetime(2026, 1, 5, tzinfo=timezone.utc),
+        )
+    ),
 }
 REP_CASES = {k for k in CASES if k.split(".")[0] in ("people", "activity")} | {"mailboxes.sync_now"}
 
@@ -134,10 +194,13 @@ def w(tmp_path_factory):
     with Session(w.rt.engine) as s:
         other_org = factories.create_org(s, "Elsewhere", ["elsewhere.example"])
         stranger = factories.add_user(s, other_org, "boss@elsewhere.example", admin=True).id
-    w.actors = {"admin": Actor(w.org_id, admin, "admin"), "rep": Actor(w.org_id, rep, "rep"),
-                "deactivated": Actor(w.org_id, gone, "admin"),
-                # claims our organisation with a user of another one (a forged or stale actor)
-                "foreign": Actor(w.org_id, stranger, "admin")}
+    w.actors = {
+        "admin": Actor(w.org_id, admin, "admin"),
+        "rep": Actor(w.org_id, rep, "rep"),
+        "deactivated": Actor(w.org_id, gone, "admin"),
+        # claims our organisation with a user of another one (a forged or stale actor)
+        "foreign": Actor(w.org_id, stranger, "admin"),
+    }
     return w
 
 
@@ -195,11 +258,19 @@ def test_issuing_a_token_to_a_deactivated_user_is_refused(w):
 
 # -- the CLI goes through the same use cases (these all disagreed with the API before) ----------
 
+
 def _cli(data_dir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
     base.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=base, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=base,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.servers  # runs the CLI in subprocesses
@@ -218,25 +289,64 @@ def test_the_cli_audits_refuses_alias_collisions_and_deactivated_users_like_the_
     assert missing.returncode == 3 and "no user nobody@ourco.com" in missing.stderr
     token = _cli(tmp_path, "user", "token", "alice@ourco.com")
     assert token.returncode == 0 and token.stdout.strip().startswith("tl_")
-    added = _cli(tmp_path, "mailbox", "add-imap", "--owner", "alice@ourco.com", "--host", "127.0.0.1", "--port", "1",
-                 "--security", "none", "--username", "alice", "--no-check",
-                 env={"THREADLINE_IMAP_PASSWORD": "first"})
+    added = _cli(
+        tmp_path,
+        "mailbox",
+        "add-imap",
+        "--owner",
+        "alice@ourco.com",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "1",
+        "--security",
+        "none",
+        "--username",
+        "alice",
+        "--no-check",
+        env={"THREADLINE_IMAP_PASSWORD": "first"},
+    )
     assert added.returncode == 0, added.stderr
     assert _cli(tmp_path, "mailbox", "set-password", "1", env={"THREADLINE_IMAP_PASSWORD": "second"}).returncode == 0
-    tenant = _cli(tmp_path, "mailbox", "add-m365-tenant", "--tenant-id", "ourco.onmicrosoft.com", "--client-id", "app",
-                  "--no-check", env={"THREADLINE_M365_CLIENT_SECRET": "s3cret"})
+    tenant = _cli(
+        tmp_path,
+        "mailbox",
+        "add-m365-tenant",
+        "--tenant-id",
+        "ourco.onmicrosoft.com",
+        "--client-id",
+        "app",
+        "--no-check",
+        env={"THREADLINE_M365_CLIENT_SECRET": "s3cret"},
+    )
     assert tenant.returncode == 0, tenant.stderr
     events = json.loads(_cli(tmp_path, "audit", "--json", "--limit", "50").stdout)
     actions = [e["action"] for e in reversed(events)]
-    assert actions == ["org.create", "user.add", "user.add", "user.deactivate", "token.issue", "mailbox.add",
-                       "mailbox.set_password", "m365.tenant_add"], actions
+    assert actions == [
+        "org.create",
+        "user.add",
+        "user.add",
+        "user.deactivate",
+        "token.issue",
+        "mailbox.add",
+        "mailbox.set_password",
+        "m365.tenant_add",
+    ], actions
     assert all(e["actor"] == "system" for e in events)
     assert "s3cret" not in json.dumps(events) and "second" not in json.dumps(events)
 
 
 def test_a_rep_may_sync_only_their_own_mailbox_and_never_a_paused_one(w):
-    theirs = mailboxes.add_imap(w.rt, w.op, owner="bob@ourco.com", host="127.0.0.1", port=1, security="none",
-                                username=uniq("bob"), password="pw")["id"]
+    theirs = mailboxes.add_imap(
+        w.rt,
+        w.op,
+        owner="bob@ourco.com",
+        host="127.0.0.1",
+        port=1,
+        security="none",
+        username=uniq("bob"),
+        password="pw",
+    )["id"]
     with pytest.raises(NotFound):
         mailboxes.sync_now(w.rt, w.actors["rep"], theirs, scheduler=Scheduler())
     mine = _mailbox(w)

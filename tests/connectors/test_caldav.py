@@ -1,6 +1,7 @@
 """The CalDAV connector against a real Radicale: discovery, sync-token and
 ctag modes, changes, moves, cancellations, deletions, recurring series, an
 expired token, a moving window, errors."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -37,8 +38,9 @@ def sync(conn, folder, cursor):
 
 def weekly(uid, start, count=None, extra="", **kw):
     rule = "RRULE:FREQ=WEEKLY" + (f";COUNT={count}" if count else "")
-    return event(uid, stamp(start), end=stamp(start + timedelta(hours=1)), extra=rule + ("\r\n" + extra if extra else ""),
-                 **kw)
+    return event(
+        uid, stamp(start), end=stamp(start + timedelta(hours=1)), extra=rule + ("\r\n" + extra if extra else ""), **kw
+    )
 
 
 def test_discovery_lists_event_calendars_only(caldav_user):
@@ -63,8 +65,10 @@ def test_incremental_changes_moves_cancellations_and_deletions(caldav_user, sync
     cal = calendar_folder(conn)
 
     records, removed, bad, cursor, batches = sync(conn, cal, {})
-    assert sorted((r.remote_id, r.uid, r.subject) for r in records) == [("a.ics", "a@x", "Demo"),
-                                                                       ("b@x.ics", "b@x", "Pricing")]
+    assert sorted((r.remote_id, r.uid, r.subject) for r in records) == [
+        ("a.ics", "a@x", "Demo"),
+        ("b@x.ics", "b@x", "Pricing"),
+    ]
     assert removed == [] and bad == [] and batches[-1].backfill_done
     assert cursor["mode"] == ("sync" if sync_token else "ctag")
 
@@ -75,15 +79,24 @@ def test_incremental_changes_moves_cancellations_and_deletions(caldav_user, sync
 
     # Moved (new time, SEQUENCE up), cancelled, and a new one.
     later = SOON + timedelta(days=2, hours=3)
-    caldav_user.put("a.ics", vcalendar(event("a@x", stamp(later), end=stamp(later + timedelta(hours=1)),
-                                             summary="Demo", sequence=1)))
-    caldav_user.put("b@x.ics", vcalendar(event("b@x", stamp(SOON + timedelta(days=1)), summary="Pricing",
-                                               sequence=1, extra="STATUS:CANCELLED")))
+    caldav_user.put(
+        "a.ics",
+        vcalendar(event("a@x", stamp(later), end=stamp(later + timedelta(hours=1)), summary="Demo", sequence=1)),
+    )
+    caldav_user.put(
+        "b@x.ics",
+        vcalendar(
+            event("b@x", stamp(SOON + timedelta(days=1)), summary="Pricing", sequence=1, extra="STATUS:CANCELLED")
+        ),
+    )
     caldav_user.put("c.ics", vcalendar(event("c@x", stamp(SOON), attendees=(("dan@ext.com", "TENTATIVE"),))))
     records, removed, bad, cursor, _ = sync(conn, cal, cursor)
     got = {r.uid: (r.start, r.status, r.sequence) for r in records}
-    assert got == {"a@x": (later, "confirmed", 1), "b@x": (SOON + timedelta(days=1), "cancelled", 1),
-                   "c@x": (SOON, "confirmed", 0)}
+    assert got == {
+        "a@x": (later, "confirmed", 1),
+        "b@x": (SOON + timedelta(days=1), "cancelled", 1),
+        "c@x": (SOON, "confirmed", 0),
+    }
     assert removed == []
     assert [a.response for r in records if r.uid == "c@x" for a in r.attendees] == ["tentative"]
 
@@ -111,8 +124,13 @@ def test_recurring_series_changes_report_dropped_occurrences(caldav_user, sync_t
     assert {r.remote_id for r in records} == {f"s.ics#{rid}" for rid in rids}
 
     # Shortened to 2 occurrences, and the second moved by an hour: the dropped ones are removed.
-    moved = event("s@x", stamp(start + timedelta(weeks=1, hours=1)),
-                  extra=f"RECURRENCE-ID:{stamp(start + timedelta(weeks=1))}", summary="Standup (late)", sequence=1)
+    moved = event(
+        "s@x",
+        stamp(start + timedelta(weeks=1, hours=1)),
+        extra=f"RECURRENCE-ID:{stamp(start + timedelta(weeks=1))}",
+        summary="Standup (late)",
+        sequence=1,
+    )
     caldav_user.put("s.ics", vcalendar(weekly("s@x", start, count=2, summary="Standup"), moved))
     records, removed, _, cursor, _ = sync(conn, cal, cursor)
     assert [r.recurrence_id for r in records] == rids[:2]
@@ -132,14 +150,20 @@ def test_recurring_series_changes_report_dropped_occurrences(caldav_user, sync_t
 
 
 def test_time_zones_through_the_server(caldav_user):
-    caldav_user.put("tz.ics", vcalendar(event("tz@x", ";TZID=America/New_York:20300710T100000",
-                                              end=";TZID=America/New_York:20300710T110000")))
+    caldav_user.put(
+        "tz.ics",
+        vcalendar(
+            event("tz@x", ";TZID=America/New_York:20300710T100000", end=";TZID=America/New_York:20300710T110000")
+        ),
+    )
     caldav_user.put("win.ics", vcalendar(event("win@x", ";TZID=W. Europe Standard Time:20300110T100000")))
     conn = connector(caldav_user, window=CalendarWindow(30, 365 * 6))
     records, _, bad, _, _ = sync(conn, calendar_folder(conn), {})
     assert bad == []
-    assert {r.uid: r.start for r in records} == {"tz@x": datetime(2030, 7, 10, 14, 0, tzinfo=timezone.utc),
-                                                 "win@x": datetime(2030, 1, 10, 9, 0, tzinfo=timezone.utc)}
+    assert {r.uid: r.start for r in records} == {
+        "tz@x": datetime(2030, 7, 10, 14, 0, tzinfo=timezone.utc),
+        "win@x": datetime(2030, 1, 10, 9, 0, tzinfo=timezone.utc),
+    }
     conn.close()
 
 
@@ -239,8 +263,9 @@ def test_rate_limits_give_a_number_of_seconds_however_the_server_wrote_it():
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
     in_a_minute = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=60), usegmt=True)
     assert 50 <= retry_after_seconds(in_a_minute) <= 61
-    err = translate(RateLimitError(url="https://dav.example/", reason="Too Many Requests", retry_after="120"),
-                    "listing events")
+    err = translate(
+        RateLimitError(url="https://dav.example/", reason="Too Many Requests", retry_after="120"), "listing events"
+    )
     assert isinstance(err, ThrottledError) and err.retry_after == 120.0
 
 
@@ -280,8 +305,9 @@ def test_a_meeting_booked_beyond_the_window_arrives_when_the_window_reaches_it(c
     records, _, _, cursor, _ = sync(conn, cal, {})
     assert records == []  # 40 days ahead, the window ends at 30
     # Nothing changes on the server; 15 days later the event is inside the window.
-    later = connector(caldav_user, window=window, use_sync_token=sync_token,
-                      now=datetime.now(timezone.utc) + timedelta(days=15))
+    later = connector(
+        caldav_user, window=window, use_sync_token=sync_token, now=datetime.now(timezone.utc) + timedelta(days=15)
+    )
     records, removed, bad, _, _ = sync(later, cal, cursor)
     assert [(r.uid, r.subject) for r in records] == [("far@x", "Renewal talk")] and removed == [] and bad == []
     later.close()

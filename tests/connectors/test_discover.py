@@ -1,5 +1,6 @@
 """Finding a mailbox's IMAP server from its address (connectors/discover.py), against a
 real DNS server and a real HTTPS server on loopback: never the internet."""
+
 from __future__ import annotations
 
 import http.server
@@ -64,7 +65,8 @@ def _resolver(dns_server):
 def test_a_common_provider_is_known_without_asking_anyone(dns_server):
     found = discover("Someone@Gmail.com", resolver=_resolver(dns_server), fetch=lambda url: pytest.fail(url))
     assert [(s.host, s.port, s.security, s.username) for s in found.servers] == [
-        ("imap.gmail.com", 993, "tls", "someone@gmail.com")]
+        ("imap.gmail.com", 993, "tls", "someone@gmail.com")
+    ]
     assert found.provider == GOOGLE and "app password" in found.note
     assert dns_server.asked == []
 
@@ -74,7 +76,10 @@ def test_srv_records_give_tls_servers_first_in_priority_order(dns_server):
     dns_server.add("_imap._tcp.ourco.test", "SRV", "0 1 143 starttls.ourco.test.")
     found = discover("bob@ourco.test", resolver=_resolver(dns_server), fetch=lambda url: pytest.fail(url))
     assert [(s.host, s.port, s.security) for s in found.servers] == [
-        ("mail.ourco.test", 993, "tls"), ("backup.ourco.test", 993, "tls"), ("starttls.ourco.test", 143, "starttls")]
+        ("mail.ourco.test", 993, "tls"),
+        ("backup.ourco.test", 993, "tls"),
+        ("starttls.ourco.test", 143, "starttls"),
+    ]
     assert found.servers[0].source == "the DNS SRV records of ourco.test" and found.provider is None
 
 
@@ -102,12 +107,15 @@ def test_an_autoconfig_file_with_entities_is_refused(dns_server, https_files):
     assert found.servers == []
 
 
-@pytest.mark.parametrize("mx, provider, host", [
-    ("ourco-test.mail.protection.outlook.com.", MICROSOFT, None),
-    ("aspmx.l.google.com.", GOOGLE, "imap.gmail.com"),
-    ("mx1.mail.ovh.net.", None, "ssl0.ovh.net"),
-    ("in1-smtp.messagingengine.com.", None, "imap.fastmail.com"),
-])
+@pytest.mark.parametrize(
+    "mx, provider, host",
+    [
+        ("ourco-test.mail.protection.outlook.com.", MICROSOFT, None),
+        ("aspmx.l.google.com.", GOOGLE, "imap.gmail.com"),
+        ("mx1.mail.ovh.net.", None, "ssl0.ovh.net"),
+        ("in1-smtp.messagingengine.com.", None, "imap.fastmail.com"),
+    ],
+)
 def test_the_mx_host_names_the_provider(dns_server, mx, provider, host):
     dns_server.add("ourco.test", "MX", f"10 {mx}")
     found = discover("bob@ourco.test", resolver=_resolver(dns_server), fetch=lambda url: None)
@@ -120,8 +128,7 @@ def test_the_mx_host_names_the_provider(dns_server, mx, provider, host):
 def test_nothing_found_says_where_it_looked_and_a_silent_dns_costs_seconds_not_minutes(dns_server):
     dns_server.silent = True
     started = time.monotonic()
-    found = discover("bob@nowhere.test", resolver=resolver_for(dns_server.address, timeout=0.5),
-                     fetch=lambda url: None)
+    found = discover("bob@nowhere.test", resolver=resolver_for(dns_server.address, timeout=0.5), fetch=lambda url: None)
     assert time.monotonic() - started < 5
     assert found.servers == [] and found.provider is None
     assert any("SRV" in w for w in found.looked_at) and any("MX" in w for w in found.looked_at)
@@ -130,7 +137,8 @@ def test_nothing_found_says_where_it_looked_and_a_silent_dns_costs_seconds_not_m
 def test_the_autoconfig_locations_are_the_providers_own_over_https():
     assert [u.format(domain="ourco.test", address="a@ourco.test").split("?")[0] for u in AUTOCONFIG_URLS] == [
         "https://autoconfig.ourco.test/mail/config-v1.1.xml",
-        "https://ourco.test/.well-known/autoconfig/mail/config-v1.1.xml"]
+        "https://ourco.test/.well-known/autoconfig/mail/config-v1.1.xml",
+    ]
     assert fetch_https("http://127.0.0.1:1/mail/config-v1.1.xml") is None  # never plain HTTP
 
 

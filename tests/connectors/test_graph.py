@@ -1,21 +1,31 @@
 """The Microsoft Graph connector against the fake Graph + Entra authority (real HTTPS, real msal)."""
+
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from app.services import m365
-from dataclasses import replace
-
 from connectors import graph as graph_connector
-from connectors.base import (AuthError, BadDataError, CalendarWindow, ConnectorSpec, CursorExpiredError, Fix,
-                             MeetingRecord, TenantSpec, ThrottledError, meeting_key)
+from connectors.base import (
+    AuthError,
+    BadDataError,
+    CalendarWindow,
+    ConnectorSpec,
+    CursorExpiredError,
+    Fix,
+    MeetingRecord,
+    TenantSpec,
+    ThrottledError,
+    meeting_key,
+)
 from connectors.graph import CALENDAR_FOLDER
-from sync.fixes import explain_error
 from connectors.mailparse import parse_message_headers
+from sync.fixes import explain_error
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.fakes.graph.imap import FakeOAuthImap
 
@@ -29,10 +39,16 @@ def build(spec: ConnectorSpec, secret: str, want_snippet: bool):
 
 def tenant_mailbox(graph, *, user=USER, page_size=10, window=None, **config):
     client_id, secret = graph.register_app()
-    mailbox = ConnectorSpec("m365", {"user": user, "page_size": page_size, **config}, mailbox_id=1, owner=user,
-                            window=window or CalendarWindow(30, 60),
-                            tenant=TenantSpec(graph.tenant, client_id, "secret",
-                                              {"authority": graph.authority, "graph_url": graph.graph_url}))
+    mailbox = ConnectorSpec(
+        "m365",
+        {"user": user, "page_size": page_size, **config},
+        mailbox_id=1,
+        owner=user,
+        window=window or CalendarWindow(30, 60),
+        tenant=TenantSpec(
+            graph.tenant, client_id, "secret", {"authority": graph.authority, "graph_url": graph.graph_url}
+        ),
+    )
     return mailbox, secret
 
 
@@ -43,10 +59,22 @@ def delegated_mailbox(graph, *, user=USER, imap=False, **config):
     shown = []
     username, cache = m365.device_sign_in(client_id, graph.tenant, shown.append, authority=graph.authority, imap=imap)
     assert username == user and "enter the code" in shown[0]
-    mailbox = ConnectorSpec("m365", {"mode": "delegated", "client_id": client_id, "tenant_id": graph.tenant,
-                                     "authority": graph.authority, "graph_url": graph.graph_url, "user": user,
-                                     "page_size": 10, **config},
-                            mailbox_id=2, owner=user, window=CalendarWindow(30, 60))
+    mailbox = ConnectorSpec(
+        "m365",
+        {
+            "mode": "delegated",
+            "client_id": client_id,
+            "tenant_id": graph.tenant,
+            "authority": graph.authority,
+            "graph_url": graph.graph_url,
+            "user": user,
+            "page_size": 10,
+            **config,
+        },
+        mailbox_id=2,
+        owner=user,
+        window=CalendarWindow(30, 60),
+    )
     return mailbox, cache
 
 
@@ -74,10 +102,20 @@ def test_app_only_token_and_folder_roles(graph):
     # Graph's ids are the folders' remote ids (fetching never looks them up again), not flags.
     inbox = next(f for f in folders if f.name == "Inbox")
     assert inbox.remote_id == graph.folder_id(USER, "inbox") and inbox.flags == ("wk:inbox",)
-    assert roles == {"Inbox": "inbox", "Inbox/Customers": "other", "Sent Items": "sent", "Archive": "archive",
-                     "Archive/2025": "archive", "Deleted Items": "skip", "Junk Email": "skip", "Drafts": "skip",
-                     "Outbox": "skip", "Conversation History": "skip", "RSS Feeds": "skip",
-                     CALENDAR_FOLDER: "calendar"}
+    assert roles == {
+        "Inbox": "inbox",
+        "Inbox/Customers": "other",
+        "Sent Items": "sent",
+        "Archive": "archive",
+        "Archive/2025": "archive",
+        "Deleted Items": "skip",
+        "Junk Email": "skip",
+        "Drafts": "skip",
+        "Outbox": "skip",
+        "Conversation History": "skip",
+        "RSS Feeds": "skip",
+        CALENDAR_FOLDER: "calendar",
+    }
     # Children of skipped folders are not even listed.
     assert not any("Old" in path for _, path in graph.requests if "childFolders" in path and "deleted" in path)
 
@@ -140,10 +178,16 @@ def test_resume_from_a_next_link_after_a_crash(graph):
 
 
 def test_message_fields_and_key_match_imap(graph):
-    graph.add_message(USER, internet_message_id="<CAF=Abc.123+x@mail.gmail.com>", subject="Pricing",
-                      sender=("Carla Buyer", "carla@acme.com"), to=[("Alice Rep", USER)],
-                      cc=[("", "dan@acme.com")], sent=datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc),
-                      preview="  Hello\r\n  Alice,   the price is ...")
+    graph.add_message(
+        USER,
+        internet_message_id="<CAF=Abc.123+x@mail.gmail.com>",
+        subject="Pricing",
+        sender=("Carla Buyer", "carla@acme.com"),
+        to=[("Alice Rep", USER)],
+        cc=[("", "dan@acme.com")],
+        sent=datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc),
+        preview="  Hello\r\n  Alice,   the price is ...",
+    )
     graph.add_message(USER, subject="Automatic reply: Pricing", sender=("Bob", "bob@acme.com"))
     graph.add_message(USER, internet_message_id="", subject="No id")
     bad = graph.add_message(USER, subject="Broken", extra={"from": None, "sender": None})
@@ -156,8 +200,11 @@ def test_message_fields_and_key_match_imap(graph):
     records = {r.subject: r for b in batches for r in b.records}
     bads = [x for b in batches for x in b.bad]
     pricing = records["Pricing"]
-    imap_copy = parse_message_headers("1/1", b"From: carla@acme.com\r\nDate: Sun, 1 Mar 2026 09:30:00 +0000\r\n"
-                                      b"Message-ID: <CAF=Abc.123+x@mail.gmail.com>\r\n\r\n")
+    imap_copy = parse_message_headers(
+        "1/1",
+        b"From: carla@acme.com\r\nDate: Sun, 1 Mar 2026 09:30:00 +0000\r\n"
+        b"Message-ID: <CAF=Abc.123+x@mail.gmail.com>\r\n\r\n",
+    )
     assert pricing.message_key == imap_copy.message_key == "CAF=Abc.123+x@mail.gmail.com"
     assert pricing.from_ == [("Carla Buyer", "carla@acme.com")] and pricing.to == [("Alice Rep", USER)]
     assert pricing.cc == [("", "dan@acme.com")] and pricing.date == datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
@@ -205,11 +252,18 @@ def test_throttling_retry_after_is_honoured(graph):
     c = build(mailbox, secret, want_snippet=False)
     try:
         inbox = folder(c, "Inbox")
-        graph.inject("/messages/delta", 429, {"error": {"code": "ApplicationThrottled", "message": "Application is "
-                                                        "over its MailboxConcurrency limit."}},
-                     headers={"Retry-After": "1"})
-        graph.inject("/messages/delta", 503, {"error": {"code": "ServiceUnavailable", "message": "busy"}},
-                     headers={"Retry-After": "1"})
+        graph.inject(
+            "/messages/delta",
+            429,
+            {"error": {"code": "ApplicationThrottled", "message": "Application is over its MailboxConcurrency limit."}},
+            headers={"Retry-After": "1"},
+        )
+        graph.inject(
+            "/messages/delta",
+            503,
+            {"error": {"code": "ServiceUnavailable", "message": "busy"}},
+            headers={"Retry-After": "1"},
+        )
         started = time.monotonic()
         batches = drain(c, inbox)
         assert time.monotonic() - started >= 2.0
@@ -224,14 +278,23 @@ def test_persistent_throttling_raises_with_retry_after(graph):
     c = build(mailbox, secret, want_snippet=False)
     try:
         inbox = folder(c, "Inbox")
-        graph.inject("/messages/delta", 503, {"error": {"code": "ServiceUnavailable", "message": "busy"}},
-                     headers={"Retry-After": "0"}, times=10)
+        graph.inject(
+            "/messages/delta",
+            503,
+            {"error": {"code": "ServiceUnavailable", "message": "busy"}},
+            headers={"Retry-After": "0"},
+            times=10,
+        )
         with pytest.raises(ThrottledError) as info:
             drain(c, inbox)
         assert c.throttle_waits == [0.0, 0.0, 0.0]
         graph.faults.clear()
-        graph.inject("/messages/delta", 429, {"error": {"code": "TooManyRequests", "message": "slow down"}},
-                     headers={"Retry-After": "120"})
+        graph.inject(
+            "/messages/delta",
+            429,
+            {"error": {"code": "TooManyRequests", "message": "slow down"}},
+            headers={"Retry-After": "120"},
+        )
         with pytest.raises(ThrottledError) as info:  # longer than we wait inside a run: hand it to the engine
             drain(c, inbox)
         assert info.value.retry_after == 120 and info.value.kind == "throttled"
@@ -309,7 +372,6 @@ def test_application_access_policy_is_a_clear_auth_error(graph):
     assert info.value.fix == Fix.ACCESS_POLICY and "ApplicationAccessPolicy" in explain_error(info.value, "m365")
 
 
-
 @pytest.mark.parametrize("case", ["denied", "no-mailbox", "token-refused"])
 def test_graph_refusals_say_what_to_do(graph, case):
     """Each way Graph refuses a mailbox is an auth error carrying its fix code, so
@@ -321,8 +383,12 @@ def test_graph_refusals_say_what_to_do(graph, case):
     elif case == "no-mailbox":
         user = "ghost@ourco.com"  # no such user in the tenant: the fake answers 404 ErrorInvalidUser
     else:  # refused even after a fresh token
-        graph.inject("/mailFolders", 401, {"error": {"code": "InvalidAuthenticationToken",
-                                                     "message": "Access token validation failure."}}, times=50)
+        graph.inject(
+            "/mailFolders",
+            401,
+            {"error": {"code": "InvalidAuthenticationToken", "message": "Access token validation failure."}},
+            times=50,
+        )
     mailbox, secret = tenant_mailbox(graph, user=user)
     c = build(mailbox, secret, want_snippet=False)
     try:
@@ -330,11 +396,14 @@ def test_graph_refusals_say_what_to_do(graph, case):
             c.list_folders()
     finally:
         c.close()
-    fix, expected = {"denied": (Fix.CONSENT, "grant the app Mail.Read and Calendars.Read with admin consent"),
-                     "no-mailbox": (Fix.NO_MAILBOX, "check the rep's address and licence"),
-                     "token-refused": (Fix.APP_CREDENTIAL, "client secret or certificate")}[case]
+    fix, expected = {
+        "denied": (Fix.CONSENT, "grant the app Mail.Read and Calendars.Read with admin consent"),
+        "no-mailbox": (Fix.NO_MAILBOX, "check the rep's address and licence"),
+        "token-refused": (Fix.APP_CREDENTIAL, "client secret or certificate"),
+    }[case]
     assert info.value.fix == fix
     assert expected.lower() in explain_error(info.value, "m365").lower()
+
 
 def test_delegated_sign_in_rotation_and_revocation(graph):
     graph.add_message(USER, subject="Mine")
@@ -393,18 +462,38 @@ def test_calendar_events_become_meetings(graph):
     room = ("Room 1", "room1@ourco.com", "resource", "accepted")
     eve = ("Eve", "eve@acme.com", "required", "notResponded")
     local_start = now + timedelta(days=3)
-    single = graph.add_event(USER, subject="Demo", start=local_start, time_zone="Pacific Standard Time",
-                             attendees=[carla, dan, room, eve], location="Zoom", ical_uid="UID-SINGLE")
-    cancelled = graph.add_event(USER, subject="Cancelled", start=now + timedelta(days=4), time_zone="Europe/Berlin",
-                                attendees=[carla], cancelled=True)
+    single = graph.add_event(
+        USER,
+        subject="Demo",
+        start=local_start,
+        time_zone="Pacific Standard Time",
+        attendees=[carla, dan, room, eve],
+        location="Zoom",
+        ical_uid="UID-SINGLE",
+    )
+    cancelled = graph.add_event(
+        USER,
+        subject="Cancelled",
+        start=now + timedelta(days=4),
+        time_zone="Europe/Berlin",
+        attendees=[carla],
+        cancelled=True,
+    )
     graph.add_event(USER, subject="Focus time", start=now + timedelta(days=1))  # nobody else: not a meeting
     offsite_day = datetime(now.year, now.month, now.day, tzinfo=timezone.utc) + timedelta(days=6)
-    offsite = graph.add_event(USER, subject="Offsite", start=offsite_day, all_day=True,
-                              time_zone="W. Europe Standard Time", attendees=[carla])
+    offsite = graph.add_event(
+        USER, subject="Offsite", start=offsite_day, all_day=True, time_zone="W. Europe Standard Time", attendees=[carla]
+    )
     graph.add_event(USER, subject="Too old", start=now - timedelta(days=90), attendees=[carla])
     starts = [now + timedelta(days=d) for d in (1, 8, 15)]
-    master, occ = graph.add_series(USER, subject="Weekly", starts=starts, ical_uid="UID-SERIES",
-                                   exceptions={1: starts[1] + timedelta(hours=2)}, attendees=[carla])
+    master, occ = graph.add_series(
+        USER,
+        subject="Weekly",
+        starts=starts,
+        ical_uid="UID-SERIES",
+        exceptions={1: starts[1] + timedelta(hours=2)},
+        attendees=[carla],
+    )
     mailbox, secret = tenant_mailbox(graph)
     c = build(mailbox, secret, want_snippet=False)
     try:
@@ -421,16 +510,20 @@ def test_calendar_events_become_meetings(graph):
         assert demo.start == local_start and demo.end == local_start + timedelta(minutes=30)
         assert demo.start.tzinfo is not None and demo.start.utcoffset() == timedelta(0)
         assert [(a.address, a.role, a.response) for a in demo.attendees] == [
-            ("carla@acme.com", "attendee", "accepted"), ("dan@acme.com", "optional", "tentative"),
-            ("eve@acme.com", "attendee", "needs-action")]
+            ("carla@acme.com", "attendee", "accepted"),
+            ("dan@acme.com", "optional", "tentative"),
+            ("eve@acme.com", "attendee", "needs-action"),
+        ]
         assert demo.organizer.address == USER and demo.organizer.role == "organizer"
         assert meetings[cancelled].status == "cancelled" and meetings[cancelled].start == now + timedelta(days=4)
         series = [meetings[i] for i in occ]
         assert {m.uid for m in series} == {"UID-SERIES"}  # not each occurrence's own iCalUId
         assert [m.recurrence_id for m in series] == [s.strftime("%Y-%m-%dT%H:%M:%SZ") for s in starts]
         assert series[1].start == starts[1] + timedelta(hours=2)  # the moved exception keeps its original key
-        assert meeting_key(series[0].uid, series[0].recurrence_id) == \
-            f"ical:UID-SERIES/{starts[0].strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        assert (
+            meeting_key(series[0].uid, series[0].recurrence_id)
+            == f"ical:UID-SERIES/{starts[0].strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        )
         assert sum(1 for _, p in graph.requests if f"/events/{master}" in p) == 1
 
         # Next round: an occurrence deleted, an event loses its attendees, one new.
@@ -445,13 +538,19 @@ def test_calendar_events_become_meetings(graph):
         c.close()
 
 
-
 def test_first_round_reads_past_5000_messages_and_applies_the_window_itself(graph):
     now = datetime.now(timezone.utc)
-    recent = [graph.add_message(USER, subject=f"R{i}", to=[("Alice", USER)], received=now - timedelta(days=1))
-              for i in range(5050)]
-    graph.add_message(USER, subject="Too old", to=[("Alice", USER)], received=now - timedelta(days=400),
-                      sent=now - timedelta(days=400))
+    recent = [
+        graph.add_message(USER, subject=f"R{i}", to=[("Alice", USER)], received=now - timedelta(days=1))
+        for i in range(5050)
+    ]
+    graph.add_message(
+        USER,
+        subject="Too old",
+        to=[("Alice", USER)],
+        received=now - timedelta(days=400),
+        sent=now - timedelta(days=400),
+    )
     graph.add_message(USER, subject="Unsent", to=[("Bo", "bo@prospect.com")], extra={"isDraft": True})
     mailbox, secret = tenant_mailbox(graph, page_size=1000)
     c = build(mailbox, secret, want_snippet=False)
@@ -459,18 +558,25 @@ def test_first_round_reads_past_5000_messages_and_applies_the_window_itself(grap
         first = list(c.fetch_changes(folder(c, "Inbox"), {}, now - timedelta(days=365)))
         assert sorted(r.remote_id for b in first for r in b.records) == sorted(recent)
         # Mail older than the window that is moved into the folder later is new to it: it is read.
-        old = graph.add_message(USER, subject="Old, moved in", to=[("Alice", USER)],
-                                received=now - timedelta(days=500), sent=now - timedelta(days=500))
+        old = graph.add_message(
+            USER,
+            subject="Old, moved in",
+            to=[("Alice", USER)],
+            received=now - timedelta(days=500),
+            sent=now - timedelta(days=500),
+        )
         later = list(c.fetch_changes(folder(c, "Inbox"), first[-1].cursor, now - timedelta(days=365)))
         assert [r.remote_id for b in later for r in b.records] == [old]
     finally:
         c.close()
 
+
 def test_exchange_imap_with_xoauth2(graph):
     imap = FakeOAuthImap(graph).start()
     try:
-        mailbox, cache = delegated_mailbox(graph, imap=True, protocol="imap", host=imap.host, port=imap.port,
-                                           security="none", username=USER)
+        mailbox, cache = delegated_mailbox(
+            graph, imap=True, protocol="imap", host=imap.host, port=imap.port, security="none", username=USER
+        )
         c = build(mailbox, cache, want_snippet=False)
         try:
             roles = {f.name: f.role for f in c.list_folders()}
@@ -498,25 +604,35 @@ def test_certificate_credential(graph):
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     thumbprint = "1F" * 20
     client_id, _ = graph.register_app(thumbprint=thumbprint, public_key_pem=public)
     graph.add_message(USER, subject="By certificate")
     import json as _json
 
-    mailbox = ConnectorSpec("m365", {"user": USER}, mailbox_id=3, owner=USER, window=CalendarWindow(1, 1),
-                            tenant=TenantSpec(graph.tenant, client_id, "certificate",
-                                              {"authority": graph.authority, "graph_url": graph.graph_url}))
+    mailbox = ConnectorSpec(
+        "m365",
+        {"user": USER},
+        mailbox_id=3,
+        owner=USER,
+        window=CalendarWindow(1, 1),
+        tenant=TenantSpec(
+            graph.tenant, client_id, "certificate", {"authority": graph.authority, "graph_url": graph.graph_url}
+        ),
+    )
     c = build(mailbox, _json.dumps({"private_key": private, "thumbprint": thumbprint}), want_snippet=False)
     try:
         assert [r.subject for b in drain(c, folder(c, "Inbox")) for r in b.records] == ["By certificate"]
     finally:
         c.close()
-    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    other = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
     c = build(mailbox, _json.dumps({"private_key": other, "thumbprint": thumbprint}), want_snippet=False)
     try:
         with pytest.raises(AuthError, match="invalid_client"):
@@ -542,8 +658,12 @@ def test_calendar_reads_the_same_default_window_as_caldav_365_days_back(graph):
 
 def test_calendar_window_slides_with_a_fresh_round(graph):
     now = datetime.now(timezone.utc)
-    graph.add_event(USER, subject="Soon", start=now + timedelta(days=2),
-                    attendees=[("Carla", "carla@acme.com", "required", "accepted")])
+    graph.add_event(
+        USER,
+        subject="Soon",
+        start=now + timedelta(days=2),
+        attendees=[("Carla", "carla@acme.com", "required", "accepted")],
+    )
     mailbox, secret = tenant_mailbox(graph)
     c = build(mailbox, secret, want_snippet=False)
     try:
@@ -564,11 +684,22 @@ def test_national_clouds_ask_for_their_own_graph():
     assert graph_scopes(None, delegated=False) == ["https://graph.microsoft.com/.default"]
     assert graph_scopes("https://graph.microsoft.us/v1.0", delegated=False) == ["https://graph.microsoft.us/.default"]
     assert graph_scopes("https://microsoftgraph.chinacloudapi.cn/v1.0", delegated=True) == [
-        "https://microsoftgraph.chinacloudapi.cn/Mail.Read", "https://microsoftgraph.chinacloudapi.cn/Calendars.Read"]
+        "https://microsoftgraph.chinacloudapi.cn/Mail.Read",
+        "https://microsoftgraph.chinacloudapi.cn/Calendars.Read",
+    ]
     assert graph_scopes("https://127.0.0.1:8443/v1.0", delegated=False) == ["https://graph.microsoft.com/.default"]
-    mailbox = ConnectorSpec("m365", {"user": USER}, mailbox_id=1, owner=USER,
-                            tenant=TenantSpec("t", "c", "secret", {"graph_url": "https://graph.microsoft.us/v1.0",
-                                                                   "authority": "https://login.microsoftonline.us/t"}))
+    mailbox = ConnectorSpec(
+        "m365",
+        {"user": USER},
+        mailbox_id=1,
+        owner=USER,
+        tenant=TenantSpec(
+            "t",
+            "c",
+            "secret",
+            {"graph_url": "https://graph.microsoft.us/v1.0", "authority": "https://login.microsoftonline.us/t"},
+        ),
+    )
     c = build(mailbox, "secret", want_snippet=False)
     try:
         assert c.tokens.scopes == ["https://graph.microsoft.us/.default"]

@@ -3,6 +3,7 @@ expansion in the window, overrides, time zones, bad data.
 
 `event()` / `vcalendar()` build the iCalendar text the CalDAV and iMIP tests use too.
 """
+
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
@@ -10,7 +11,11 @@ from zoneinfo import ZoneInfo
 
 from connectors.base import CalendarWindow, meeting_key
 from connectors.ical import (
-    MAX_ATTENDEES, MAX_OCCURRENCES, Window, meetings_from_ics, recurrence_id_utc,
+    MAX_ATTENDEES,
+    MAX_OCCURRENCES,
+    Window,
+    meetings_from_ics,
+    recurrence_id_utc,
 )
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -21,12 +26,23 @@ def stamp(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def event(uid: str, start: str, *, end: str | None = None, summary: str = "Call", organizer: str | None =
-          "alice@ourco.com", attendees=(("bob@ext.com", "ACCEPTED"),), extra: str = "", sequence: int = 0) -> str:
+def event(
+    uid: str,
+    start: str,
+    *,
+    end: str | None = None,
+    summary: str = "Call",
+    organizer: str | None = "alice@ourco.com",
+    attendees=(("bob@ext.com", "ACCEPTED"),),
+    extra: str = "",
+    sequence: int = 0,
+) -> str:
     """One VEVENT. start/end are full property lines' values, e.g. "20250310T100000Z" or
     ";TZID=Europe/Berlin:20250310T100000" (a leading ';' means parameters are included)."""
+
     def prop(name, value):
         return f"{name}{value}" if value.startswith(";") else f"{name}:{value}"
+
     lines = ["BEGIN:VEVENT", f"UID:{uid}", "DTSTAMP:20250101T000000Z", prop("DTSTART", start)]
     if end:
         lines.append(prop("DTEND", end))
@@ -63,12 +79,28 @@ def test_recurrence_id_format_is_the_graph_one():
 
 
 def test_single_event_in_utc():
-    p = parse(vcalendar(event("one@x", "20250310T100000Z", end="20250310T113000Z", summary="Pricing",
-                              extra="LOCATION:Room 1\r\nSTATUS:TENTATIVE")), owner="alice@ourco.com")
+    p = parse(
+        vcalendar(
+            event(
+                "one@x",
+                "20250310T100000Z",
+                end="20250310T113000Z",
+                summary="Pricing",
+                extra="LOCATION:Room 1\r\nSTATUS:TENTATIVE",
+            )
+        ),
+        owner="alice@ourco.com",
+    )
     assert p.bad == [] and not p.recurring and p.ids == [""]
     (r,) = p.records
     assert (r.remote_id, r.uid, r.recurrence_id, r.subject, r.location, r.status) == (
-        "ev.ics", "one@x", None, "Pricing", "Room 1", "tentative")
+        "ev.ics",
+        "one@x",
+        None,
+        "Pricing",
+        "Room 1",
+        "tentative",
+    )
     assert r.start == datetime(2025, 3, 10, 10, 0, tzinfo=timezone.utc)
     assert r.end == datetime(2025, 3, 10, 11, 30, tzinfo=timezone.utc)
     assert (r.organizer.address, r.organizer.role) == ("alice@ourco.com", "organizer")
@@ -77,17 +109,21 @@ def test_single_event_in_utc():
 
 
 def test_attendee_roles_responses_rooms_and_organizer_listed_twice():
-    extra = ("ATTENDEE;PARTSTAT=ACCEPTED:mailto:alice@ourco.com\r\n"
-             "ATTENDEE;ROLE=OPT-PARTICIPANT;PARTSTAT=TENTATIVE:mailto:opt@ext.com\r\n"
-             "ATTENDEE;PARTSTAT=DECLINED:MAILTO:No@Ext.com\r\n"
-             "ATTENDEE;CUTYPE=ROOM:mailto:room-1@ourco.com\r\n"
-             "ATTENDEE;ROLE=NON-PARTICIPANT:mailto:fyi@ext.com\r\n"
-             "ATTENDEE;EMAIL=urn@ext.com:urn:uuid:1234\r\n")
+    extra = (
+        "ATTENDEE;PARTSTAT=ACCEPTED:mailto:alice@ourco.com\r\n"
+        "ATTENDEE;ROLE=OPT-PARTICIPANT;PARTSTAT=TENTATIVE:mailto:opt@ext.com\r\n"
+        "ATTENDEE;PARTSTAT=DECLINED:MAILTO:No@Ext.com\r\n"
+        "ATTENDEE;CUTYPE=ROOM:mailto:room-1@ourco.com\r\n"
+        "ATTENDEE;ROLE=NON-PARTICIPANT:mailto:fyi@ext.com\r\n"
+        "ATTENDEE;EMAIL=urn@ext.com:urn:uuid:1234\r\n"
+    )
     (r,) = parse(vcalendar(event("p@x", "20250310T100000Z", attendees=(), extra=extra))).records
     assert r.organizer.address == "alice@ourco.com"
     assert [(a.address, a.role, a.response) for a in r.attendees] == [
-        ("opt@ext.com", "optional", "tentative"), ("No@Ext.com", "attendee", "declined"),
-        ("urn@ext.com", "attendee", "needs-action")]
+        ("opt@ext.com", "optional", "tentative"),
+        ("No@Ext.com", "attendee", "declined"),
+        ("urn@ext.com", "attendee", "needs-action"),
+    ]
 
 
 def test_meetings_with_nobody_but_the_owner_are_skipped():
@@ -107,10 +143,12 @@ def test_time_zones_olson_windows_vtimezone_and_floating():
     for start, expected in cases.items():
         p = parse(vcalendar(event("tz@x", start)))
         assert p.bad == [] and p.records[0].start == expected, start
-    vtz = ("BEGIN:VTIMEZONE\r\nTZID:Our Office Time\r\nBEGIN:STANDARD\r\nDTSTART:19701025T030000\r\n"
-           "RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU\r\nTZOFFSETFROM:+0300\r\nTZOFFSETTO:+0200\r\nEND:STANDARD\r\n"
-           "BEGIN:DAYLIGHT\r\nDTSTART:19700329T020000\r\nRRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU\r\n"
-           "TZOFFSETFROM:+0200\r\nTZOFFSETTO:+0300\r\nEND:DAYLIGHT\r\nEND:VTIMEZONE\r\n")
+    vtz = (
+        "BEGIN:VTIMEZONE\r\nTZID:Our Office Time\r\nBEGIN:STANDARD\r\nDTSTART:19701025T030000\r\n"
+        "RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU\r\nTZOFFSETFROM:+0300\r\nTZOFFSETTO:+0200\r\nEND:STANDARD\r\n"
+        "BEGIN:DAYLIGHT\r\nDTSTART:19700329T020000\r\nRRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU\r\n"
+        "TZOFFSETFROM:+0200\r\nTZOFFSETTO:+0300\r\nEND:DAYLIGHT\r\nEND:VTIMEZONE\r\n"
+    )
     p = parse(vcalendar(event("vtz@x", ";TZID=Our Office Time:20250710T100000"), extra=vtz))
     assert p.records[0].start == datetime(2025, 7, 10, 7, 0, tzinfo=timezone.utc)
     # Google's X-WR-TIMEZONE gives floating times a zone.
@@ -126,12 +164,27 @@ def test_unknown_time_zone_is_a_bad_record():
 
 def test_weekly_series_with_exdate_moved_and_cancelled_occurrences():
     tz = ";TZID=Europe/Berlin:"
-    master = event("series@x", tz + "20250303T100000", end=tz + "20250303T110000", summary="Weekly",
-                   extra=f"RRULE:FREQ=WEEKLY;COUNT=6\r\nEXDATE{tz}20250310T100000")
-    moved = event("series@x", tz + "20250318T150000", end=tz + "20250318T160000", summary="Moved",
-                  extra=f"RECURRENCE-ID{tz}20250317T100000", sequence=2)
-    cancelled = event("series@x", tz + "20250324T100000", end=tz + "20250324T110000",
-                      extra=f"RECURRENCE-ID{tz}20250324T100000\r\nSTATUS:CANCELLED")
+    master = event(
+        "series@x",
+        tz + "20250303T100000",
+        end=tz + "20250303T110000",
+        summary="Weekly",
+        extra=f"RRULE:FREQ=WEEKLY;COUNT=6\r\nEXDATE{tz}20250310T100000",
+    )
+    moved = event(
+        "series@x",
+        tz + "20250318T150000",
+        end=tz + "20250318T160000",
+        summary="Moved",
+        extra=f"RECURRENCE-ID{tz}20250317T100000",
+        sequence=2,
+    )
+    cancelled = event(
+        "series@x",
+        tz + "20250324T100000",
+        end=tz + "20250324T110000",
+        extra=f"RECURRENCE-ID{tz}20250324T100000\r\nSTATUS:CANCELLED",
+    )
     p = parse(vcalendar(master, moved, cancelled))
     assert p.bad == [] and p.recurring
     got = [(r.recurrence_id, r.start.strftime("%m-%d %H:%M"), r.subject, r.status, r.sequence) for r in p.records]
@@ -146,7 +199,8 @@ def test_weekly_series_with_exdate_moved_and_cancelled_occurrences():
     assert [r.remote_id for r in p.records][0] == "ev.ics#2025-03-03T09:00:00Z"
     assert p.ids == [r.recurrence_id for r in p.records]
     assert {meeting_key(r.uid, r.recurrence_id) for r in p.records} == {
-        f"ical:series@x/{r.recurrence_id}" for r in p.records}
+        f"ical:series@x/{r.recurrence_id}" for r in p.records
+    }
 
 
 def test_endless_series_is_bounded_by_the_window():
@@ -169,10 +223,14 @@ def test_too_dense_series_and_huge_attendee_lists_are_recorded():
 
 
 def test_invalid_icalendar_is_a_bad_record():
-    for text, reason in (("hello", "not an iCalendar object"),
-                         ("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\r\nDTSTART:2025031\r\nEND:VEVENT\r\n"
-                          "END:VCALENDAR\r\n", "unreadable event"),
-                         (vcalendar(event("", "20250310T100000Z")), "event without UID")):
+    for text, reason in (
+        ("hello", "not an iCalendar object"),
+        (
+            "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\r\nDTSTART:2025031\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+            "unreadable event",
+        ),
+        (vcalendar(event("", "20250310T100000Z")), "event without UID"),
+    ):
         p = parse(text)
         assert p.records == [] and reason in p.bad[0].reason, (text, p.bad)
 
@@ -189,10 +247,12 @@ def test_imip_methods():
     assert [(r.method, r.status, r.sequence) for r in req.records] == [("REQUEST", "confirmed", 1)]
     cancel = parse(vcalendar(event("m@x", "20250310T100000Z", sequence=2), method="CANCEL"), method="")
     assert [(r.method, r.status) for r in cancel.records] == [("CANCEL", "cancelled")]
-    reply = parse(vcalendar(event("m@x", "20250310T100000Z", attendees=(("bob@ext.com", "DECLINED"),)),
-                            method="REPLY"), method="")
+    reply = parse(
+        vcalendar(event("m@x", "20250310T100000Z", attendees=(("bob@ext.com", "DECLINED"),)), method="REPLY"), method=""
+    )
     assert [(r.method, [(a.address, a.response) for a in r.attendees]) for r in reply.records] == [
-        ("REPLY", [("bob@ext.com", "declined")])]
+        ("REPLY", [("bob@ext.com", "declined")])
+    ]
     # METHOD from the MIME part when the object has none; PUBLISH and plain files give nothing
     assert parse(vcalendar(event("m@x", "20250310T100000Z")), method="REQUEST").records[0].method == "REQUEST"
     assert parse(vcalendar(event("m@x", "20250310T100000Z"), method="PUBLISH"), method="").records == []
@@ -200,8 +260,7 @@ def test_imip_methods():
 
 
 def test_invitation_to_one_occurrence_has_its_recurrence_id():
-    one = event("s@x", ";TZID=Europe/Berlin:20250318T150000",
-                extra="RECURRENCE-ID;TZID=Europe/Berlin:20250317T100000")
+    one = event("s@x", ";TZID=Europe/Berlin:20250318T150000", extra="RECURRENCE-ID;TZID=Europe/Berlin:20250317T100000")
     (r,) = parse(vcalendar(one, method="REQUEST"), method="").records
     assert r.recurrence_id == "2025-03-17T09:00:00Z" and r.remote_id == "ev.ics#2025-03-17T09:00:00Z"
     assert r.start == datetime(2025, 3, 18, 14, 0, tzinfo=timezone.utc)

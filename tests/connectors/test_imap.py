@@ -1,7 +1,8 @@
 """The IMAP connector on its own: folder roles, batches and cursors, errors."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
@@ -10,31 +11,34 @@ from connectors.imap import ImapConnector, ImapSettings, classify_folder
 from tests.world import NOW, message
 
 
-@pytest.mark.parametrize("name,flags,delim,role", [
-    ("INBOX", (), "/", "inbox"),
-    ("Sent Items", (), "/", "sent"),
-    ("Gesendete Elemente", (), "/", "sent"),
-    ("[Gmail]/Sent Mail", (b"\\Sent",), "/", "sent"),
-    ("[Gmail]/All Mail", (b"\\All",), "/", "archive"),
-    ("[Gmail]/Starred", (b"\\Flagged",), "/", "skip"),
-    ("[Gmail]/Important", (b"\\Important",), "/", "skip"),
-    ("Archive", (), ".", "archive"),
-    ("Deleted Items", (), "/", "skip"),
-    ("Junk E-mail", (), "/", "skip"),
-    ("Trash/Old deals", (), "/", "skip"),
-    ("Weird", (b"\\Noselect",), "/", "skip"),
-    ("Customers/Acme", (), "/", "other"),
-    ("Stuff", (b"\\Junk",), "/", "skip"),
-    # Servers without SPECIAL-USE, in other languages: drafts would otherwise pass for sent mail.
-    ("INBOX.Concepten", (), ".", "skip"),
-    ("Rascunhos", (), "/", "skip"),
-    ("Borradores", (), "/", "skip"),
-    ("INBOX/Éléments supprimés", (), "/", "skip"),
-    ("Verwijderde items", (), "/", "skip"),
-    ("Lixo Eletrônico", (), "/", "skip"),
-    ("Itens Enviados", (), "/", "sent"),
-    ("INBOX.Verzonden items", (), ".", "sent"),
-])
+@pytest.mark.parametrize(
+    "name,flags,delim,role",
+    [
+        ("INBOX", (), "/", "inbox"),
+        ("Sent Items", (), "/", "sent"),
+        ("Gesendete Elemente", (), "/", "sent"),
+        ("[Gmail]/Sent Mail", (b"\\Sent",), "/", "sent"),
+        ("[Gmail]/All Mail", (b"\\All",), "/", "archive"),
+        ("[Gmail]/Starred", (b"\\Flagged",), "/", "skip"),
+        ("[Gmail]/Important", (b"\\Important",), "/", "skip"),
+        ("Archive", (), ".", "archive"),
+        ("Deleted Items", (), "/", "skip"),
+        ("Junk E-mail", (), "/", "skip"),
+        ("Trash/Old deals", (), "/", "skip"),
+        ("Weird", (b"\\Noselect",), "/", "skip"),
+        ("Customers/Acme", (), "/", "other"),
+        ("Stuff", (b"\\Junk",), "/", "skip"),
+        # Servers without SPECIAL-USE, in other languages: drafts would otherwise pass for sent mail.
+        ("INBOX.Concepten", (), ".", "skip"),
+        ("Rascunhos", (), "/", "skip"),
+        ("Borradores", (), "/", "skip"),
+        ("INBOX/Éléments supprimés", (), "/", "skip"),
+        ("Verwijderde items", (), "/", "skip"),
+        ("Lixo Eletrônico", (), "/", "skip"),
+        ("Itens Enviados", (), "/", "sent"),
+        ("INBOX.Verzonden items", (), ".", "sent"),
+    ],
+)
 def test_folder_roles(name, flags, delim, role):
     assert classify_folder(name, flags, delim) == role
 
@@ -46,8 +50,10 @@ def _connector(imap_user, **kw) -> ImapConnector:
 
 def test_batches_new_mail_first_then_backfill_newest_first(imap_user):
     for i in range(7):
-        imap_user.deliver(message(f"p{i}@cust.com", "me@ourco.com", f"M{i}", msgid=f"b{i}@x"),
-                          internaldate=NOW - timedelta(days=7 - i))
+        imap_user.deliver(
+            message(f"p{i}@cust.com", "me@ourco.com", f"M{i}", msgid=f"b{i}@x"),
+            internaldate=NOW - timedelta(days=7 - i),
+        )
     conn = _connector(imap_user)
     inbox = next(f for f in conn.list_folders() if f.role == "inbox")
     since = NOW - timedelta(days=365)
@@ -82,6 +88,7 @@ def test_wrong_password_is_an_auth_error_whose_fix_is_the_password(imap_user):
 
 def test_closed_port_is_transient(imap_user):
     from tests.servers import free_port
+
     settings = ImapSettings("127.0.0.1", free_port(), "none", "x")
     with pytest.raises(TransientError, match="refused"):
         ImapConnector(settings, "pw").list_folders()

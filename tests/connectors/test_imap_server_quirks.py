@@ -2,6 +2,7 @@
 reader and batch loop driven by a scripted server stream. (Everything Dovecot
 can show is tested against Dovecot; these shapes come from Gmail, Yahoo and
 older servers.)"""
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,10 @@ from connectors.imap import ImapConnector, ImapSettings
 from connectors.imapfetch import HEADER_FIELDS_KEY, FetchFailed, read_fetch, send_fetch
 from connectors.mailparse import parse_message_headers
 
-HEADERS = (b"From: Ann <ann@acme.com>\r\nTo: me@ourco.com\r\nSubject: Hello\r\n"
-           b"Date: Mon, 02 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m%d@acme.com>\r\n\r\n")
+HEADERS = (
+    b"From: Ann <ann@acme.com>\r\nTo: me@ourco.com\r\nSubject: Hello\r\n"
+    b"Date: Mon, 02 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m%d@acme.com>\r\n\r\n"
+)
 
 
 class ScriptedServer:
@@ -45,10 +48,14 @@ class ScriptedServer:
         return data
 
 
-def fetch_line(uid: int, header_section: bytes = b'BODY[HEADER.FIELDS (FROM TO)]', extra: bytes = b"") -> bytes:
+def fetch_line(uid: int, header_section: bytes = b"BODY[HEADER.FIELDS (FROM TO)]", extra: bytes = b"") -> bytes:
     block = HEADERS % uid
-    return (b"* %d FETCH (UID %d FLAGS (\\Seen)%s INTERNALDATE \"02-Nov-2026 10:00:00 +0000\" %s {%d}\r\n"
-            % (uid, uid, extra, header_section, len(block)) + block + b")\r\n")
+    return (
+        b'* %d FETCH (UID %d FLAGS (\\Seen)%s INTERNALDATE "02-Nov-2026 10:00:00 +0000" %s {%d}\r\n'
+        % (uid, uid, extra, header_section, len(block))
+        + block
+        + b")\r\n"
+    )
 
 
 def test_header_section_echoed_quoted_or_reordered_and_snippet_with_length():
@@ -66,9 +73,12 @@ def test_header_section_echoed_quoted_or_reordered_and_snippet_with_length():
 
 def test_split_and_unsolicited_fetch_responses_are_merged_not_replaced():
     def answer(tag, uids):
-        return (fetch_line(7)
-                + b"* 7 FETCH (UID 7 FLAGS (\\Seen \\Answered) MODSEQ (12))\r\n"  # a flag change meanwhile
-                + tag + b" OK done\r\n")
+        return (
+            fetch_line(7)
+            + b"* 7 FETCH (UID 7 FLAGS (\\Seen \\Answered) MODSEQ (12))\r\n"  # a flag change meanwhile
+            + tag
+            + b" OK done\r\n"
+        )
 
     server = ScriptedServer(answer)
     got = read_fetch(server, send_fetch(server, [7], "UID"))
@@ -77,10 +87,13 @@ def test_split_and_unsolicited_fetch_responses_are_merged_not_replaced():
 
 def test_drafts_by_flag_or_gmail_label_are_marked():
     def answer(tag, uids):
-        return (fetch_line(1, extra=b" X-GM-LABELS (\\Inbox)")
-                + fetch_line(2, extra=b' X-GM-LABELS ("\\\\Draft" "Clients (old)")')
-                + fetch_line(3).replace(b"FLAGS (\\Seen)", b"FLAGS (\\Draft)")
-                + tag + b" OK done\r\n")
+        return (
+            fetch_line(1, extra=b" X-GM-LABELS (\\Inbox)")
+            + fetch_line(2, extra=b' X-GM-LABELS ("\\\\Draft" "Clients (old)")')
+            + fetch_line(3).replace(b"FLAGS (\\Seen)", b"FLAGS (\\Draft)")
+            + tag
+            + b" OK done\r\n"
+        )
 
     server = ScriptedServer(answer)
     got = read_fetch(server, send_fetch(server, [1, 2, 3], "UID"))
@@ -141,11 +154,14 @@ def test_fetch_failed_carries_what_came_before():
     assert list(caught.value.partial) == [1]
 
 
-@pytest.mark.parametrize("date_header,expected", [
-    ("Mon, 01 Jan 2099 00:00:00 +0000", datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)),  # a broken clock
-    ("Thu, 01 Jan 1970 00:00:00 +0000", datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)),  # epoch zero
-    ("Sun, 01 Nov 2026 09:00:00 +0000", datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)),   # plausible: kept
-])
+@pytest.mark.parametrize(
+    "date_header,expected",
+    [
+        ("Mon, 01 Jan 2099 00:00:00 +0000", datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)),  # a broken clock
+        ("Thu, 01 Jan 1970 00:00:00 +0000", datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)),  # epoch zero
+        ("Sun, 01 Nov 2026 09:00:00 +0000", datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)),  # plausible: kept
+    ],
+)
 def test_implausible_dates_give_way_to_the_server_date(date_header, expected):
     block = re.sub(rb"Date: [^\r]*", b"Date: " + date_header.encode(), HEADERS % 1)
     received = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)

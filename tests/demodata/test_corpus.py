@@ -1,4 +1,5 @@
 """Properties of the demo email corpus generator (demodata/)."""
+
 from __future__ import annotations
 
 import email
@@ -57,6 +58,7 @@ def _addrs(parsed, name):
 # the world
 # --------------------------------------------------------------------------
 
+
 def test_corpus_shape(world):
     corpus, _ = world
     assert isinstance(corpus, Corpus)
@@ -114,6 +116,7 @@ def test_custom_companies_and_reps():
 # the stream
 # --------------------------------------------------------------------------
 
+
 def test_exact_count_and_types(world):
     corpus, msgs = world
     assert len(msgs) == N
@@ -133,6 +136,7 @@ def test_deterministic():
     def run(seed):
         _, it = generate(seed=seed, n_messages=500, now=NOW)
         return [(m.mailbox, m.folder, m.internaldate, m.message_id, m.raw) for m in it]
+
     assert run(11) == run(11)
     assert run(11) != run(12)
 
@@ -170,7 +174,7 @@ def test_message_ids_unique_and_copies_identical(world):
     for m in msgs:
         groups[m.message_id].append(m)
     for mid, copies in groups.items():
-        assert len({c.raw for c in copies}) == 1, mid          # byte-identical copies
+        assert len({c.raw for c in copies}) == 1, mid  # byte-identical copies
         assert len({c.mailbox for c in copies}) == len(copies)  # one copy per mailbox
         assert len({c.kind for c in copies}) == 1
     # a Message-ID is never reused for different content
@@ -231,7 +235,7 @@ def test_threads_refer_to_earlier_messages(unique):
 
 def test_stream_is_chronological(unique):
     dates = [p["Date"].datetime for _, p in unique.values()]
-    assert all(a <= b for a, b in zip(dates, dates[1:]))
+    assert all(a <= b for a, b in zip(dates, dates[1:], strict=False))
 
 
 def test_kind_mix(world, unique):
@@ -255,8 +259,11 @@ def test_kind_mix(world, unique):
         else:
             assert any(corpus.is_internal(a) for a in people)
             assert any(not corpus.is_internal(a) for a in people)
-    assert any(str(p["From"].addresses[0].username).startswith(("no-reply", "notifications"))
-               for m, p in unique.values() if m.kind == "bulk")
+    assert any(
+        str(p["From"].addresses[0].username).startswith(("no-reply", "notifications"))
+        for m, p in unique.values()
+        if m.kind == "bulk"
+    )
 
 
 def test_time_distribution(world, unique):
@@ -268,7 +275,7 @@ def test_time_distribution(world, unique):
     assert (NOW - min(m.internaldate for m in msgs)) > timedelta(days=200)
     business = weekday = 0
     offsets = set()
-    for m, p in unique.values():
+    for _m, p in unique.values():
         dt = p["Date"].datetime  # in the sender's own timezone
         offsets.add(dt.utcoffset())
         business += 8 <= dt.hour < 19
@@ -362,18 +369,33 @@ def test_streaming_is_lazy_and_memory_bounded():
 # hostile samples
 # --------------------------------------------------------------------------
 
+
 def test_malformed_messages():
     samples = malformed_messages()
     names = [n for n, _ in samples]
     assert len(names) == len(set(names))
     assert all(isinstance(n, str) and isinstance(b, bytes) for n, b in samples)
     d = dict(samples)
-    for required in ("missing_from", "missing_date", "missing_message_id", "garbage_date",
-                     "from_not_an_address", "from_double_at", "from_empty_angle",
-                     "unicode_local_part", "bad_charset", "eight_bit_header_bytes",
-                     "rfc2047_invalid_base64", "broken_mime_boundary", "huge_references",
-                     "huge_to_5000_recipients", "nul_in_header", "headers_only_no_body",
-                     "empty", "mixed_line_endings"):
+    for required in (
+        "missing_from",
+        "missing_date",
+        "missing_message_id",
+        "garbage_date",
+        "from_not_an_address",
+        "from_double_at",
+        "from_empty_angle",
+        "unicode_local_part",
+        "bad_charset",
+        "eight_bit_header_bytes",
+        "rfc2047_invalid_base64",
+        "broken_mime_boundary",
+        "huge_references",
+        "huge_to_5000_recipients",
+        "nul_in_header",
+        "headers_only_no_body",
+        "empty",
+        "mixed_line_endings",
+    ):
         assert required in d, required
     assert d["empty"] == b""
     assert b"From:" not in d["missing_from"]
@@ -390,7 +412,7 @@ def test_malformed_messages():
     assert d["huge_to_5000_recipients"].count(b"@bulk-recipients.example") == 5000
     mixed = d["mixed_line_endings"]
     assert b"\r\n" in mixed and re.search(rb"[^\r]\n", mixed)
-    for name, raw in samples:
+    for _name, raw in samples:
         # the stdlib parser must not blow up on them (they exist to test ours)
         email.message_from_bytes(raw, policy=POLICY)
 
@@ -398,6 +420,7 @@ def test_malformed_messages():
 # --------------------------------------------------------------------------
 # maildir
 # --------------------------------------------------------------------------
+
 
 def test_write_maildir(tmp_path, world):
     corpus, msgs = world
@@ -412,8 +435,11 @@ def test_write_maildir(tmp_path, world):
     assert (root / ".Sent" / "maildirfolder").exists()
     assert "Sent" in (root / "subscriptions").read_text().split()
 
-    files = list((root / "cur").iterdir()) + list((root / ".Sent" / "cur").iterdir()) + \
-        list((root / ".Archive" / "cur").iterdir() if (root / ".Archive").exists() else [])
+    files = (
+        list((root / "cur").iterdir())
+        + list((root / ".Sent" / "cur").iterdir())
+        + list((root / ".Archive" / "cur").iterdir() if (root / ".Archive").exists() else [])
+    )
     assert len(files) == len(mine) and len({f.name for f in files}) == len(mine)
     by_bytes = {}
     for m in mine:
@@ -446,11 +472,16 @@ def test_write_maildir_counts_every_message(tmp_path):
 # CLI
 # --------------------------------------------------------------------------
 
+
 def test_cli_prints_stats(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "demodata", "--n", "300", "--now", NOW.isoformat(),
-         "--maildir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True).stdout
+        [sys.executable, "-m", "demodata", "--n", "300", "--now", NOW.isoformat(), "--maildir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     assert "messages/s" in out and "per folder" in out and "bulk" in out and "internal" in out
     for _, rep_email in generate(seed=1, n_messages=0, now=NOW)[0].reps:
         assert rep_email in out

@@ -6,6 +6,7 @@ NXDOMAIN. `silent = True` drops every query (a resolver that never answers). Que
 counted in `asked` (name, type) so tests can tell which lookups happened. Real DNS
 messages on the wire (dnspython), never the internet.
 """
+
 from __future__ import annotations
 
 import socket

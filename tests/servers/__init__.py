@@ -32,13 +32,21 @@ One module per server: ``dovecot``, ``postgres``, ``radicale``, ``faultproxy``
 path and flags); ``base`` holds the errors and free ports, ``processes`` the
 runtime directories and the reaping. Import from ``tests.servers``.
 """
-from tests.servers.base import (LOOPBACK, OWNER_MARKER, RUNTIME_PREFIX, ServerBinaryMissing, ServerError, free_port,
-                                wait_for_port)
-from tests.servers.processes import SHM_DIR, memory_tmpdir, reap_orphans, _pid_alive, _pids_with_title_prefix
+
+from tests.servers.appserver import CHROMIUM, CHROMIUM_ARGS, AppServer
+from tests.servers.base import (
+    LOOPBACK,
+    OWNER_MARKER,
+    RUNTIME_PREFIX,
+    ServerBinaryMissing,
+    ServerError,
+    free_port,
+    wait_for_port,
+)
 from tests.servers.dovecot import Dovecot, imap_utf7_encode
-from tests.servers.postgres import Postgres
 from tests.servers.faultproxy import FaultProxy
-from tests.servers.appserver import AppServer, CHROMIUM, CHROMIUM_ARGS
+from tests.servers.postgres import Postgres
+from tests.servers.processes import SHM_DIR, _pid_alive, _pids_with_title_prefix, memory_tmpdir, reap_orphans
 from tests.servers.radicale import Radicale
 
 __all__ = [

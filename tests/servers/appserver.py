@@ -1,6 +1,6 @@
 """The app itself served on a loopback port, and how tests start headless Chromium."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 from tests.servers.base import LOOPBACK, free_port, wait_for_port
 
@@ -15,8 +15,7 @@ class AppServer:
         self.host, self.port = host, port or free_port(host)
         self.scheme = "https" if tls else "http"
         ssl = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
-        config = uvicorn.Config(fastapi_app, host=self.host, port=self.port, log_level="warning", lifespan="on",
-                                **ssl)
+        config = uvicorn.Config(fastapi_app, host=self.host, port=self.port, log_level="warning", lifespan="on", **ssl)
         self._server = uvicorn.Server(config)
         self._thread = None
 
@@ -39,5 +38,11 @@ class AppServer:
 
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]

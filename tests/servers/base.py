@@ -1,11 +1,11 @@
 """What every test server shares: the loopback address, the errors, free ports."""
+
 from __future__ import annotations
 
 import re
 import socket
 import threading
 import time
-
 
 LOOPBACK = "127.0.0.1"
 OWNER_MARKER = "threadline-owner"

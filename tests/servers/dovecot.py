@@ -1,4 +1,5 @@
 """A private Dovecot IMAP server with Maildir helpers to deliver, flag and reshape mail on disk."""
+
 from __future__ import annotations
 
 import base64
@@ -16,10 +17,22 @@ from pathlib import Path
 from typing import Iterable
 
 from tests.servers.base import _USERNAME_RE, LOOPBACK, OWNER_MARKER, ServerBinaryMissing, ServerError, free_port
-from tests.servers.processes import (_descendants, _ensure_system_user, _find_binary, _kill, _make_runtime_root,
-                                     _pid_alive, _pids_with_title_prefix, _proc_cmdline, _register, _self_marker,
-                                     _tail, _unregister, _wait_dead, reap_orphans)
-
+from tests.servers.processes import (
+    _descendants,
+    _ensure_system_user,
+    _find_binary,
+    _kill,
+    _make_runtime_root,
+    _pid_alive,
+    _pids_with_title_prefix,
+    _proc_cmdline,
+    _register,
+    _self_marker,
+    _tail,
+    _unregister,
+    _wait_dead,
+    reap_orphans,
+)
 
 _SPECIAL_USE_MAILBOXES = (
     ("Sent", "\\Sent"),
@@ -38,7 +51,6 @@ _FLAG_LETTERS = {
     "\\seen": "S",
     "\\deleted": "T",
 }
-
 
 
 def imap_utf7_encode(name: str) -> str:
@@ -320,7 +332,10 @@ service anvil {{
                 with tempfile.TemporaryFile("w+") as out:
                     r = subprocess.run(
                         [self.dovecot_bin, "-c", str(self.conf_path)],
-                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=60,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        timeout=60,
                     )
                     out.seek(0)
                     last = out.read().strip()
@@ -384,7 +399,8 @@ service anvil {{
                 kids = _descendants(pid)
                 proc = subprocess.Popen(
                     [self.doveadm_bin, "-c", str(self.conf_path), "stop"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
                 # The master needs ~1s to shut down (it polls for its children
                 # to exit).  Signalling the children ourselves does not help
@@ -435,20 +451,26 @@ service anvil {{
         return f"<Dovecot {self.host}:{self.port} root={self.root} running={self.running}>"
 
     # -- doveadm ---------------------------------------------------------------
-    def doveadm(self, *args: str, check: bool = True, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
+    def doveadm(
+        self, *args: str, check: bool = True, timeout: float = 120, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         """Run ``doveadm -c CONF ARGS...`` (text mode); raises ServerError on failure if check."""
         if self.root is None:
             raise ServerError("Dovecot not started")
         r = subprocess.run(
             [self.doveadm_bin or self.find_binaries()[1], "-c", str(self.conf_path), *map(str, args)],
-            capture_output=True, text=True, timeout=timeout, input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
         )
         if check and r.returncode != 0:
             raise ServerError(f"doveadm {' '.join(map(str, args))} failed (rc={r.returncode}): {r.stderr.strip()}")
         return r
 
-    def mailbox_status(self, user: str, folder: str = "INBOX",
-                       fields: str = "messages uidvalidity uidnext highestmodseq") -> dict[str, int]:
+    def mailbox_status(
+        self, user: str, folder: str = "INBOX", fields: str = "messages uidvalidity uidnext highestmodseq"
+    ) -> dict[str, int]:
         """Server-side view via ``doveadm mailbox status`` (syncs the Maildir)."""
         out = self.doveadm("mailbox", "status", "-u", user, fields, folder).stdout
         res = {}
@@ -653,8 +675,9 @@ service anvil {{
 
     _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
-    def _write_message(self, f: "Dovecot._FolderFds", base: str, raw: bytes, ts: float,
-                       letters: str, atomic: bool) -> str:
+    def _write_message(
+        self, f: "Dovecot._FolderFds", base: str, raw: bytes, ts: float, letters: str, atomic: bool
+    ) -> str:
         # S= physical size, W= RFC822.SIZE (CRLF) -- Dovecot trusts these and
         # does not need to read the file to answer RFC822.SIZE
         vsize = len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
@@ -668,7 +691,7 @@ service anvil {{
             if n < len(raw):
                 view = memoryview(raw)[n:]
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
             os.fchown(fd, self._uid, self._gid)
             os.utime(fd, (ts, ts))
         finally:
@@ -677,8 +700,9 @@ service anvil {{
             os.rename(base, name, src_dir_fd=f.tmp, dst_dir_fd=f.cur)
         return name
 
-    def deliver(self, user: str, raw: bytes, folder: str = "INBOX",
-                internaldate: "_dt.datetime | float | None" = None, flags="") -> Path:
+    def deliver(
+        self, user: str, raw: bytes, folder: str = "INBOX", internaldate: "_dt.datetime | float | None" = None, flags=""
+    ) -> Path:
         """Write one message into the user's Maildir (``cur/``, owned by the mail user).
 
         ``internaldate`` becomes the file mtime = IMAP INTERNALDATE (naive

@@ -1,4 +1,5 @@
 """A TCP proxy that cuts, refuses or stalls connections on demand, for fault-injection tests."""
+
 from __future__ import annotations
 
 import contextlib
@@ -73,8 +74,7 @@ class FaultProxy:
     ``cuts``, ``bytes_s2c``, ``bytes_c2s``.
     """
 
-    def __init__(self, target_host: str, target_port: int, *, listen_host: str = LOOPBACK,
-                 listen_port: int = 0):
+    def __init__(self, target_host: str, target_port: int, *, listen_host: str = LOOPBACK, listen_port: int = 0):
         self.target = (target_host, int(target_port))
         self.host = listen_host
         self._listen_port = listen_port
@@ -113,7 +113,9 @@ class FaultProxy:
         self._sock = s
         self.port = s.getsockname()[1]
         self._stopping.clear()
-        self._accept_thread = threading.Thread(target=self._accept_loop, name=f"FaultProxy-accept-{self.port}", daemon=True)
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name=f"FaultProxy-accept-{self.port}", daemon=True
+        )
         self._accept_thread.start()
         return self
 

@@ -1,4 +1,5 @@
 """A private PostgreSQL cluster (the Debian binaries) on a loopback port."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,9 +15,20 @@ import threading
 from pathlib import Path
 
 from tests.servers.base import LOOPBACK, OWNER_MARKER, ServerBinaryMissing, ServerError, free_port
-from tests.servers.processes import (_descendants, _ensure_system_user, _find_binary, _kill, _make_runtime_root,
-                                     _pid_alive, _register, _self_marker, _tail, _unregister, _wait_dead,
-                                     reap_orphans)
+from tests.servers.processes import (
+    _descendants,
+    _ensure_system_user,
+    _find_binary,
+    _kill,
+    _make_runtime_root,
+    _pid_alive,
+    _register,
+    _self_marker,
+    _tail,
+    _unregister,
+    _wait_dead,
+    reap_orphans,
+)
 
 
 def _pg_bindir() -> str:
@@ -47,9 +59,17 @@ class Postgres:
     ``postgresql+psycopg2://postgres@127.0.0.1:PORT/postgres``.
     """
 
-    def __init__(self, tmpdir: str | os.PathLike | None = None, *, port: int | None = None,
-                 os_user: str = "postgres", bindir: str | None = None,
-                 settings: dict | None = None, keep_data: bool = False, in_memory: bool = False):
+    def __init__(
+        self,
+        tmpdir: str | os.PathLike | None = None,
+        *,
+        port: int | None = None,
+        os_user: str = "postgres",
+        bindir: str | None = None,
+        settings: dict | None = None,
+        keep_data: bool = False,
+        in_memory: bool = False,
+    ):
         self.tmpdir = Path(tmpdir) if tmpdir is not None else None
         self.host = LOOPBACK
         self._fixed_port = port
@@ -144,15 +164,38 @@ class Postgres:
                     os.chown(d, pw.pw_uid, pw.pw_gid)
                 self.log_path.touch()
                 os.chown(self.log_path, pw.pw_uid, pw.pw_gid)
-                r = self._as_user([
-                    self._bin("initdb"), "-D", str(self.data_dir), "-A", "trust", "-U", self.user,
-                    "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions",
-                ])
+                r = self._as_user(
+                    [
+                        self._bin("initdb"),
+                        "-D",
+                        str(self.data_dir),
+                        "-A",
+                        "trust",
+                        "-U",
+                        self.user,
+                        "-E",
+                        "UTF8",
+                        "--locale=C",
+                        "--no-sync",
+                        "--no-instructions",
+                    ]
+                )
                 if r.returncode != 0 and "--no-instructions" in r.stderr:
-                    r = self._as_user([
-                        self._bin("initdb"), "-D", str(self.data_dir), "-A", "trust", "-U", self.user,
-                        "-E", "UTF8", "--locale=C", "--no-sync",
-                    ])
+                    r = self._as_user(
+                        [
+                            self._bin("initdb"),
+                            "-D",
+                            str(self.data_dir),
+                            "-A",
+                            "trust",
+                            "-U",
+                            self.user,
+                            "-E",
+                            "UTF8",
+                            "--locale=C",
+                            "--no-sync",
+                        ]
+                    )
                 if r.returncode != 0:
                     raise ServerError(f"initdb failed: {r.stdout}\n{r.stderr}")
             else:  # restart (keep_data / caller-owned tmpdir)
@@ -164,10 +207,21 @@ class Postgres:
                     self.port = free_port()
                 opts = [f"-p {self.port}", f"-k {self.socket_dir}", f"-c listen_addresses={self.host}"]
                 opts += [f"-c {k}={v}" for k, v in self.settings.items()]
-                r = self._as_user([
-                    self._bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_path),
-                    "-o", " ".join(opts), "-w", "-t", "60", "start",
-                ])
+                r = self._as_user(
+                    [
+                        self._bin("pg_ctl"),
+                        "-D",
+                        str(self.data_dir),
+                        "-l",
+                        str(self.log_path),
+                        "-o",
+                        " ".join(opts),
+                        "-w",
+                        "-t",
+                        "60",
+                        "start",
+                    ]
+                )
                 if r.returncode == 0:
                     break
                 err = f"{r.stdout}\n{r.stderr}\n{self.log_tail()}"
@@ -189,8 +243,10 @@ class Postgres:
             if pid and _pid_alive(pid):
                 kids = _descendants(pid)
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._as_user([self._bin("pg_ctl"), "-D", str(self.data_dir), "stop", "-m", "fast", "-w", "-t", "30"],
-                                  timeout=40)
+                    self._as_user(
+                        [self._bin("pg_ctl"), "-D", str(self.data_dir), "stop", "-m", "fast", "-w", "-t", "30"],
+                        timeout=40,
+                    )
                 if not _wait_dead([pid], 10):
                     _kill([pid], signal.SIGQUIT)
                     if not _wait_dead([pid], 5):
@@ -224,9 +280,28 @@ class Postgres:
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run SQL with psql (as superuser, over TCP); returns stdout."""
         r = subprocess.run(
-            [self._bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-A", "-t",
-             "-h", self.host, "-p", str(self.port), "-U", self.user, "-d", dbname, "-c", sql],
-            capture_output=True, text=True, timeout=60,
+            [
+                self._bin("psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-A",
+                "-t",
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                dbname,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if r.returncode != 0:
             raise ServerError(f"psql failed: {r.stderr.strip()}")

@@ -1,5 +1,6 @@
 """Processes and runtime directories of test servers: finding binaries, private runtime dirs that
 a dropped-privilege server can traverse, and reaping what a killed test run left behind."""
+
 from __future__ import annotations
 
 import atexit
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from tests.servers.base import OWNER_MARKER, RUNTIME_PREFIX, ServerBinaryMissing, ServerError, _SBIN_DIRS
+from tests.servers.base import _SBIN_DIRS, OWNER_MARKER, RUNTIME_PREFIX, ServerBinaryMissing, ServerError
 
 
 def _proc_stat(pid: int) -> tuple[str, int, int] | None:
@@ -154,8 +155,7 @@ def memory_tmpdir(min_free: int = 1 << 30) -> str | None:
     return SHM_DIR
 
 
-def _make_runtime_root(tmpdir: str | os.PathLike | None, kind: str,
-                       in_memory: bool = False) -> tuple[Path, bool]:
+def _make_runtime_root(tmpdir: str | os.PathLike | None, kind: str, in_memory: bool = False) -> tuple[Path, bool]:
     """Create the runtime dir.  Returns (root, remove_on_stop)."""
     prefix = f"{RUNTIME_PREFIX}{kind}-"
     tmpdir = Path(tmpdir) if tmpdir is not None else None
@@ -166,9 +166,12 @@ def _make_runtime_root(tmpdir: str | os.PathLike | None, kind: str,
         if parent is None:
             raise ServerError(f"in_memory=True but {SHM_DIR} is not a usable tmpfs")
         root, remove = Path(tempfile.mkdtemp(prefix=prefix, dir=parent)), True
-    elif (tmpdir is not None and _others_can_traverse(tmpdir)
-          # keep unix socket paths short (sun_path is 108 bytes)
-          and len(str(tmpdir.resolve())) < 60):
+    elif (
+        tmpdir is not None
+        and _others_can_traverse(tmpdir)
+        # keep unix socket paths short (sun_path is 108 bytes)
+        and len(str(tmpdir.resolve())) < 60
+    ):
         root, remove = Path(tempfile.mkdtemp(prefix=prefix, dir=tmpdir)), False
     else:
         root, remove = Path(tempfile.mkdtemp(prefix=prefix)), True
@@ -194,9 +197,19 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
     if not useradd:
         raise ServerBinaryMissing("useradd not found (needed to create system user %r)" % name)
     r = subprocess.run(
-        [useradd, "--system", "--user-group", "--no-create-home",
-         "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
-        capture_output=True, text=True,
+        [
+            useradd,
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ],
+        capture_output=True,
+        text=True,
     )
     # exit code 9 = already exists (created concurrently by another process)
     if r.returncode not in (0, 9):
@@ -290,8 +303,7 @@ def reap_orphans(tmp: str | None = None) -> list[str]:
 
 def _kill_servers_in(root: Path) -> None:
     """Stop whatever Dovecot/Postgres runs out of runtime dir ``root``."""
-    for pf, sig in ((root / "run" / "master.pid", signal.SIGTERM),
-                    (root / "data" / "postmaster.pid", signal.SIGQUIT)):
+    for pf, sig in ((root / "run" / "master.pid", signal.SIGTERM), (root / "data" / "postmaster.pid", signal.SIGQUIT)):
         try:
             pid = int(pf.read_text().split()[0])
         except (OSError, ValueError, IndexError):

@@ -1,4 +1,5 @@
 """A private Radicale CalDAV server."""
+
 from __future__ import annotations
 
 import base64
@@ -38,8 +39,14 @@ class Radicale:
     The child dies with the process that started it (PR_SET_PDEATHSIG).
     """
 
-    def __init__(self, tmpdir: str | os.PathLike | None = None, *, port: int | None = None,
-                 python: str | None = None, keep_data: bool = False):
+    def __init__(
+        self,
+        tmpdir: str | os.PathLike | None = None,
+        *,
+        port: int | None = None,
+        python: str | None = None,
+        keep_data: bool = False,
+    ):
         import sys
 
         self.tmpdir = Path(tmpdir) if tmpdir is not None else None
@@ -118,8 +125,12 @@ level = warning
                 try:
                     self._proc = subprocess.Popen(
                         [self.python, "-m", "radicale", "--config", str(self.conf_path)],
-                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                        preexec_fn=_die_with_parent, cwd=str(self.root))
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        preexec_fn=_die_with_parent,
+                        cwd=str(self.root),
+                    )
                 finally:
                     log.close()
                 (self.root / "radicale.pid").write_text(str(self._proc.pid))
@@ -134,7 +145,9 @@ level = warning
                             return self
                         except TimeoutError:
                             if time.monotonic() > deadline:
-                                raise ServerError(f"radicale not listening on {self.port}\n{_tail(self.log_path)}")
+                                raise ServerError(
+                                    f"radicale not listening on {self.port}\n{_tail(self.log_path)}"
+                                ) from None
                 except ServerError:
                     self._terminate()
                     if "in use" not in _tail(self.log_path, 5) or self._fixed_port:
@@ -194,8 +207,16 @@ level = warning
     def calendar_url(self, username: str, calendar: str) -> str:
         return f"{self.url}{username}/{calendar}/"
 
-    def request(self, method: str, path_or_url: str, username: str, password: str, body: bytes | str = b"",
-                headers: dict | None = None, timeout: float = 30.0):
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        username: str,
+        password: str,
+        body: bytes | str = b"",
+        headers: dict | None = None,
+        timeout: float = 30.0,
+    ):
         """One plain HTTP request (urllib) as ``username``; returns (status, headers, body bytes)."""
         import urllib.error
         import urllib.request
@@ -211,17 +232,31 @@ level = warning
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
 
-    def make_calendar(self, username: str, password: str, calendar: str = "calendar",
-                      display_name: str | None = None, components: Sequence[str] = ("VEVENT",)) -> str:
+    def make_calendar(
+        self,
+        username: str,
+        password: str,
+        calendar: str = "calendar",
+        display_name: str | None = None,
+        components: Sequence[str] = ("VEVENT",),
+    ) -> str:
         """MKCALENDAR /username/calendar/; returns the calendar's URL."""
         comps = "".join(f'<C:comp name="{c}"/>' for c in components)
-        body = ('<?xml version="1.0" encoding="utf-8"?>'
-                '<C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>'
-                f"<D:displayname>{display_name or calendar}</D:displayname>"
-                f"<C:supported-calendar-component-set>{comps}</C:supported-calendar-component-set>"
-                "</D:prop></D:set></C:mkcalendar>")
-        status, _, text = self.request("MKCALENDAR", f"/{username}/{calendar}/", username, password, body,
-                                       {"Content-Type": "application/xml; charset=utf-8"})
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            '<C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>'
+            f"<D:displayname>{display_name or calendar}</D:displayname>"
+            f"<C:supported-calendar-component-set>{comps}</C:supported-calendar-component-set>"
+            "</D:prop></D:set></C:mkcalendar>"
+        )
+        status, _, text = self.request(
+            "MKCALENDAR",
+            f"/{username}/{calendar}/",
+            username,
+            password,
+            body,
+            {"Content-Type": "application/xml; charset=utf-8"},
+        )
         if status not in (200, 201):
             raise ServerError(f"MKCALENDAR failed: {status} {text[:300]!r}")
         return self.calendar_url(username, calendar)
@@ -229,8 +264,9 @@ level = warning
     def put_event(self, username: str, password: str, calendar: str, name: str, ics: bytes | str) -> str:
         """PUT one calendar object resource; returns its path."""
         path = f"/{username}/{calendar}/{name}"
-        status, _, text = self.request("PUT", path, username, password, ics,
-                                       {"Content-Type": "text/calendar; charset=utf-8"})
+        status, _, text = self.request(
+            "PUT", path, username, password, ics, {"Content-Type": "text/calendar; charset=utf-8"}
+        )
         if status not in (200, 201, 204):
             raise ServerError(f"PUT {path} failed: {status} {text[:300]!r}")
         return path

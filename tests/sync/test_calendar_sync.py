@@ -1,6 +1,7 @@
 """Meetings end to end through sync.engine.sync_mailbox: a real Radicale for
 CalDAV accounts, a real Dovecot for invitations in mail; the timeline is
 checked after every incremental sync."""
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,10 @@ import pytest
 from app.db import session
 from app.services import calendars, orgs
 from app.services.actor import Actor
+from tests import factories
 from tests.connectors.test_ical import event, stamp, vcalendar
 from tests.connectors.test_imip import invitation
 from tests.world import NOW, make_world, message
-from tests import factories
 
 SOON = NOW.replace(minute=0, second=0) + timedelta(days=4)
 RID = "%Y-%m-%dT%H:%M:%SZ"
@@ -28,20 +29,34 @@ def world(tmp_path):
 
 def add_caldav(world, owner: str, user, password: str | None = None, **kw) -> int:
     kw.setdefault("check", False)
-    return calendars.add_caldav(world.rt, Actor.operator(world.org_id), owner=owner, url=user.url,
-                                username=user.username, password=password or user.password, **kw)["id"]
+    return calendars.add_caldav(
+        world.rt,
+        Actor.operator(world.org_id),
+        owner=owner,
+        url=user.url,
+        username=user.username,
+        password=password or user.password,
+        **kw,
+    )["id"]
 
 
 def meetings(world) -> dict[str, tuple]:
-    rows = world.sql("SELECT message_key, occurred_at, status, subject, sequence FROM interaction "
-                     "WHERE kind = 'meeting' ORDER BY message_key")
+    rows = world.sql(
+        "SELECT message_key, occurred_at, status, subject, sequence FROM interaction "
+        "WHERE kind = 'meeting' ORDER BY message_key"
+    )
     return {r[0]: tuple(r[1:]) for r in rows}
 
 
 def people(world, key: str) -> list[tuple]:
-    return [tuple(r) for r in world.sql(
-        "SELECT p.address, p.role, p.response FROM participant p JOIN interaction i ON i.id = p.interaction_id "
-        "WHERE i.message_key = :k ORDER BY p.address", k=key)]
+    return [
+        tuple(r)
+        for r in world.sql(
+            "SELECT p.address, p.role, p.response FROM participant p JOIN interaction i ON i.id = p.interaction_id "
+            "WHERE i.message_key = :k ORDER BY p.address",
+            k=key,
+        )
+    ]
 
 
 def at(dt) -> str:
@@ -50,14 +65,30 @@ def at(dt) -> str:
 
 @pytest.mark.parametrize("sync_mode", ["auto", "ctag"])
 def test_caldav_account_timeline_follows_every_change(world, caldav_user, sync_mode):
-    caldav_user.put("demo.ics", vcalendar(event("demo@ourco.com", stamp(SOON), end=stamp(SOON + timedelta(hours=1)),
-                                                summary="Demo", attendees=(("carla@acme.com", "ACCEPTED"),))))
+    caldav_user.put(
+        "demo.ics",
+        vcalendar(
+            event(
+                "demo@ourco.com",
+                stamp(SOON),
+                end=stamp(SOON + timedelta(hours=1)),
+                summary="Demo",
+                attendees=(("carla@acme.com", "ACCEPTED"),),
+            )
+        ),
+    )
     start = SOON.replace(hour=16)
-    series = event("weekly@ourco.com", ";TZID=America/New_York:" + start.strftime("%Y%m%dT120000"),
-                   summary="Weekly", attendees=(("dan@client.io", "TENTATIVE"),), extra="RRULE:FREQ=WEEKLY;COUNT=3")
+    series = event(
+        "weekly@ourco.com",
+        ";TZID=America/New_York:" + start.strftime("%Y%m%dT120000"),
+        summary="Weekly",
+        attendees=(("dan@client.io", "TENTATIVE"),),
+        extra="RRULE:FREQ=WEEKLY;COUNT=3",
+    )
     caldav_user.put("weekly.ics", vcalendar(series))
-    caldav_user.put("internal.ics", vcalendar(event("int@ourco.com", stamp(SOON), attendees=(("bob@ourco.com",
-                                                                                               "ACCEPTED"),))))
+    caldav_user.put(
+        "internal.ics", vcalendar(event("int@ourco.com", stamp(SOON), attendees=(("bob@ourco.com", "ACCEPTED"),)))
+    )
     mid = add_caldav(world, "alice@ourco.com", caldav_user, sync=sync_mode)
 
     report = world.sync(mid)
@@ -71,8 +102,10 @@ def test_caldav_account_timeline_follows_every_change(world, caldav_user, sync_m
     first = weekly_keys[0].split("/", 1)[1]
     local = datetime.strptime(first[:10], "%Y-%m-%d").replace(hour=12, tzinfo=ZoneInfo("America/New_York"))
     assert first == local.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert people(world, "ical:demo@ourco.com") == [("alice@ourco.com", "organizer", "accepted"),
-                                                    ("carla@acme.com", "attendee", "accepted")]
+    assert people(world, "ical:demo@ourco.com") == [
+        ("alice@ourco.com", "organizer", "accepted"),
+        ("carla@acme.com", "attendee", "accepted"),
+    ]
     assert world.sql("SELECT status, last_error FROM mailbox WHERE id = :m", m=mid) == [("active", None)]
     assert [r[0] for r in world.sql("SELECT role FROM folderstate WHERE mailbox_id = :m", m=mid)] == ["calendar"]
     assert json.loads(world.sql("SELECT skipped FROM mailbox")[0][0]) == {"internal meeting": 1}
@@ -82,12 +115,26 @@ def test_caldav_account_timeline_follows_every_change(world, caldav_user, sync_m
 
     # Moved an hour later (new SEQUENCE), one occurrence cancelled, the series shortened to 2.
     later = SOON + timedelta(hours=1)
-    caldav_user.put("demo.ics", vcalendar(event("demo@ourco.com", stamp(later), summary="Demo (moved)", sequence=1,
-                                                attendees=(("carla@acme.com", "DECLINED"),))))
-    cancelled = event("weekly@ourco.com", ";TZID=America/New_York:" + start.strftime("%Y%m%dT120000"),
-                      summary="Weekly", attendees=(("dan@client.io", "TENTATIVE"),), sequence=1,
-                      extra="RECURRENCE-ID;TZID=America/New_York:" + start.strftime("%Y%m%dT120000")
-                      + "\r\nSTATUS:CANCELLED")
+    caldav_user.put(
+        "demo.ics",
+        vcalendar(
+            event(
+                "demo@ourco.com",
+                stamp(later),
+                summary="Demo (moved)",
+                sequence=1,
+                attendees=(("carla@acme.com", "DECLINED"),),
+            )
+        ),
+    )
+    cancelled = event(
+        "weekly@ourco.com",
+        ";TZID=America/New_York:" + start.strftime("%Y%m%dT120000"),
+        summary="Weekly",
+        attendees=(("dan@client.io", "TENTATIVE"),),
+        sequence=1,
+        extra="RECURRENCE-ID;TZID=America/New_York:" + start.strftime("%Y%m%dT120000") + "\r\nSTATUS:CANCELLED",
+    )
     caldav_user.put("weekly.ics", vcalendar(series.replace("COUNT=3", "COUNT=2"), cancelled))
     assert world.sync(mid).ok
     m2 = meetings(world)
@@ -109,30 +156,46 @@ def test_one_meeting_from_two_calendars_and_an_invitation_is_one_interaction(wor
     alice_cal = _user(radicale, "alice")
     bob_cal = _user(radicale, "bob")
     start = SOON.replace(hour=9)
-    series = event("shared@acme.com", stamp(start), organizer="carla@acme.com", summary="Acme sync",
-                   attendees=(("alice@ourco.com", "ACCEPTED"), ("bob@ourco.com", "TENTATIVE")),
-                   extra="RRULE:FREQ=WEEKLY;COUNT=2")
+    series = event(
+        "shared@acme.com",
+        stamp(start),
+        organizer="carla@acme.com",
+        summary="Acme sync",
+        attendees=(("alice@ourco.com", "ACCEPTED"), ("bob@ourco.com", "TENTATIVE")),
+        extra="RRULE:FREQ=WEEKLY;COUNT=2",
+    )
     alice_cal.put("x1.ics", vcalendar(series))
     bob_cal.put("other-name.ics", vcalendar(series))
     # Carol only has IMAP: the invitation in her inbox.
     with session(world.rt.engine) as s:
         factories.add_user(s, orgs.the_org(s, world.org_id), "carol@ourco.com", name="Carol")
-    imap_user.deliver(invitation(vcalendar(series, method="REQUEST"), msgid="inv-shared@acme.com",
-                                 frm="carla@acme.com", to="carol@ourco.com"))
-    ids = [add_caldav(world, "alice@ourco.com", alice_cal), add_caldav(world, "bob@ourco.com", bob_cal),
-           world.add_imap("carol@ourco.com", imap_user)]
+    imap_user.deliver(
+        invitation(
+            vcalendar(series, method="REQUEST"), msgid="inv-shared@acme.com", frm="carla@acme.com", to="carol@ourco.com"
+        )
+    )
+    ids = [
+        add_caldav(world, "alice@ourco.com", alice_cal),
+        add_caldav(world, "bob@ourco.com", bob_cal),
+        world.add_imap("carol@ourco.com", imap_user),
+    ]
     for mid in ids:
         assert world.sync(mid).ok
     keys = sorted(k for k in meetings(world))
     assert keys == [f"ical:shared@acme.com/{(start + timedelta(weeks=i)).strftime(RID)}" for i in range(2)]
     for key in keys:
-        sources = world.sql("SELECT s.mailbox_id FROM interactionsource s JOIN interaction i "
-                            "ON i.id = s.interaction_id WHERE i.message_key = :k ORDER BY 1", k=key)
+        sources = world.sql(
+            "SELECT s.mailbox_id FROM interactionsource s JOIN interaction i "
+            "ON i.id = s.interaction_id WHERE i.message_key = :k ORDER BY 1",
+            k=key,
+        )
         assert [r[0] for r in sources] == ids
-    assert people(world, keys[0]) == [("alice@ourco.com", "attendee", "accepted"),
-                                      ("bob@ourco.com", "attendee", "tentative"),
-                                      ("carla@acme.com", "organizer", "accepted"),
-                                      ("carol@ourco.com", "attendee", None)]
+    assert people(world, keys[0]) == [
+        ("alice@ourco.com", "attendee", "accepted"),
+        ("bob@ourco.com", "attendee", "tentative"),
+        ("carla@acme.com", "organizer", "accepted"),
+        ("carol@ourco.com", "attendee", None),
+    ]
     # Alice deletes it from her calendar: Bob's and Carol's copies keep it on the timeline.
     alice_cal.delete("x1.ics")
     assert world.sync(ids[0]).ok
@@ -151,23 +214,35 @@ def _user(radicale, prefix: str):
 
 
 def test_imap_only_rep_gets_meetings_from_invitations(world, imap_user):
-    req = event("call@acme.com", stamp(SOON), end=stamp(SOON + timedelta(minutes=30)), organizer="carla@acme.com",
-                summary="Intro call", attendees=(("alice@ourco.com", "NEEDS-ACTION"), ("ed@acme.com", "NEEDS-ACTION")),
-                extra="LOCATION:Zoom")
+    req = event(
+        "call@acme.com",
+        stamp(SOON),
+        end=stamp(SOON + timedelta(minutes=30)),
+        organizer="carla@acme.com",
+        summary="Intro call",
+        attendees=(("alice@ourco.com", "NEEDS-ACTION"), ("ed@acme.com", "NEEDS-ACTION")),
+        extra="LOCATION:Zoom",
+    )
     imap_user.deliver(invitation(vcalendar(req, method="REQUEST"), msgid="inv1@acme.com", frm="carla@acme.com"))
     mid = world.add_imap("alice@ourco.com", imap_user)
     assert world.sync(mid).ok
     ((key, (when, status, subject, sequence)),) = meetings(world).items()
-    assert (key, str(when)[:19], status, subject, sequence) == ("ical:call@acme.com", at(SOON), "confirmed",
-                                                                 "Intro call", 0)
+    assert (key, str(when)[:19], status, subject, sequence) == (
+        "ical:call@acme.com",
+        at(SOON),
+        "confirmed",
+        "Intro call",
+        0,
+    )
     assert world.scalar("SELECT location FROM interaction WHERE message_key = 'ical:call@acme.com'") == "Zoom"
     # the invitation email itself is on the timeline too
     assert world.scalar("SELECT kind FROM interaction WHERE message_key = 'inv1@acme.com'") == "email"
 
     # Ed's REPLY (in Alice's inbox, as the organiser's copy would be) changes his answer only.
     reply = event("call@acme.com", stamp(SOON), organizer="carla@acme.com", attendees=(("ed@acme.com", "ACCEPTED"),))
-    imap_user.deliver(invitation(vcalendar(reply, method="REPLY"), method="REPLY", msgid="rep1@acme.com",
-                                 frm="ed@acme.com"))
+    imap_user.deliver(
+        invitation(vcalendar(reply, method="REPLY"), method="REPLY", msgid="rep1@acme.com", frm="ed@acme.com")
+    )
     assert world.sync(mid).ok
     assert dict((a, r) for a, _, r in people(world, "ical:call@acme.com"))["ed@acme.com"] == "accepted"
     assert world.scalar("SELECT subject FROM interaction WHERE message_key = 'ical:call@acme.com'") == "Intro call"
@@ -176,11 +251,13 @@ def test_imap_only_rep_gets_meetings_from_invitations(world, imap_user):
     moved = req.replace(stamp(SOON), stamp(SOON + timedelta(days=1))).replace("SEQUENCE:0", "SEQUENCE:1")
     imap_user.deliver(invitation(vcalendar(moved, method="REQUEST"), msgid="inv2@acme.com", frm="carla@acme.com"))
     assert world.sync(mid).ok
-    assert str(world.scalar("SELECT occurred_at FROM interaction WHERE message_key = 'ical:call@acme.com'"))[:19] \
-        == at(SOON + timedelta(days=1))
+    assert str(world.scalar("SELECT occurred_at FROM interaction WHERE message_key = 'ical:call@acme.com'"))[:19] == at(
+        SOON + timedelta(days=1)
+    )
     cancel = moved.replace("SEQUENCE:1", "SEQUENCE:2")
-    imap_user.deliver(invitation(vcalendar(cancel, method="CANCEL"), method="CANCEL", msgid="can1@acme.com",
-                                 frm="carla@acme.com"))
+    imap_user.deliver(
+        invitation(vcalendar(cancel, method="CANCEL"), method="CANCEL", msgid="can1@acme.com", frm="carla@acme.com")
+    )
     assert world.sync(mid).ok
     assert world.scalar("SELECT status FROM interaction WHERE message_key = 'ical:call@acme.com'") == "cancelled"
     assert world.scalar("SELECT count(*) FROM interaction WHERE kind = 'meeting'") == 1
@@ -200,8 +277,13 @@ def test_bad_calendar_data_is_recorded_and_never_stops_the_sync(world, caldav_us
     assert any("too dense" in r for r in reasons)
     assert any("attendee list cut to 500 of 600" in r for r in reasons)
     assert sorted(meetings(world)) == ["ical:crowd@x", "ical:fine@x"]
-    assert world.scalar("SELECT count(*) FROM participant p JOIN interaction i ON i.id = p.interaction_id "
-                        "WHERE i.message_key = 'ical:crowd@x'") == 501  # 500 + the organiser (the owner)
+    assert (
+        world.scalar(
+            "SELECT count(*) FROM participant p JOIN interaction i ON i.id = p.interaction_id "
+            "WHERE i.message_key = 'ical:crowd@x'"
+        )
+        == 501
+    )  # 500 + the organiser (the owner)
 
 
 def test_wrong_caldav_password_fails_the_account_with_auth(world, caldav_user):

@@ -1,6 +1,7 @@
 """Several writers at once: what two reps' batches do when their transactions
 overlap must equal what they do one after the other, on SQLite and on
 PostgreSQL (where writers really run at the same time)."""
+
 from __future__ import annotations
 
 import threading
@@ -24,9 +25,18 @@ def db_url(request):
 
 
 def _record(key: str, frm: str, to: list[str], cc: list[str] = (), days: int = 1) -> MessageRecord:
-    return MessageRecord(remote_id=f"1/{key}", message_key=key, date=NOW - timedelta(days=days), from_=[("", frm)],
-                         to=[("", a) for a in to], cc=[("", a) for a in cc], bcc=[], subject=key, in_reply_to=None,
-                         references=[])
+    return MessageRecord(
+        remote_id=f"1/{key}",
+        message_key=key,
+        date=NOW - timedelta(days=days),
+        from_=[("", frm)],
+        to=[("", a) for a in to],
+        cc=[("", a) for a in cc],
+        bcc=[],
+        subject=key,
+        in_reply_to=None,
+        references=[],
+    )
 
 
 def _rep(world, email: str) -> MailboxContext:
@@ -41,8 +51,9 @@ def _wait_until_blocked_or_done(world, thread: threading.Thread, timeout: float 
         if world.rt.engine.dialect.name == "sqlite":
             time.sleep(0.5)  # one writer at a time: it can only be waiting for the lock
             return
-        if world.scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND datname = current_database()"):
+        if world.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ):
             return
         time.sleep(0.02)
 
@@ -66,10 +77,17 @@ def _second_while_first_is_open(world, first: tuple, second: tuple) -> None:
 
 def _kept_and_recounted(world):
     def tables():
-        return (world.sql("SELECT c.primary_email, s.emails_in, s.emails_out, s.first_email_at, s.last_email_at "
-                          "FROM contactstats s JOIN contact c ON c.id = s.contact_id ORDER BY 1"),
-                world.sql("SELECT c.primary_email, u.email, k.interactions, k.last_at FROM contactcolleague k "
-                          "JOIN contact c ON c.id = k.contact_id JOIN app_user u ON u.id = k.user_id ORDER BY 1, 2"))
+        return (
+            world.sql(
+                "SELECT c.primary_email, s.emails_in, s.emails_out, s.first_email_at, s.last_email_at "
+                "FROM contactstats s JOIN contact c ON c.id = s.contact_id ORDER BY 1"
+            ),
+            world.sql(
+                "SELECT c.primary_email, u.email, k.interactions, k.last_at FROM contactcolleague k "
+                "JOIN contact c ON c.id = k.contact_id JOIN app_user u ON u.id = k.user_id ORDER BY 1, 2"
+            ),
+        )
+
     kept = tables()
     with write_transaction(world.rt.engine) as conn:
         ids = [r[0] for r in conn.execute(text("SELECT id FROM contact WHERE org_id = :o"), {"o": world.org_id})]
@@ -88,11 +106,15 @@ def test_a_contact_made_by_another_rep_while_a_batch_is_open_gets_that_batch_s_m
     _second_while_first_is_open(world, (alice, [cc_dave]), (bob, [to_dave]))
 
     dave = world.scalar("SELECT contact_id FROM contactaddress WHERE address = 'dave@beta.org'")
-    timeline = world.sql("SELECT i.message_key FROM participant p JOIN interaction i ON i.id = p.interaction_id "
-                         "WHERE p.contact_id = :c ORDER BY 1", c=dave)
+    timeline = world.sql(
+        "SELECT i.message_key FROM participant p JOIN interaction i ON i.id = p.interaction_id "
+        "WHERE p.contact_id = :c ORDER BY 1",
+        c=dave,
+    )
     assert timeline == [("cc-dave@beta.org",), ("to-dave@ourco.com",)]
-    assert not world.sql("SELECT p.address FROM participant p JOIN contactaddress a ON a.address = p.address "
-                         "WHERE p.contact_id IS NULL")
+    assert not world.sql(
+        "SELECT p.address FROM participant p JOIN contactaddress a ON a.address = p.address WHERE p.contact_id IS NULL"
+    )
     kept, recounted = _kept_and_recounted(world)
     assert kept == recounted
     assert [r[:3] for r in kept[0]] == [("carol@acme.com", 1, 0), ("dave@beta.org", 1, 1)]
@@ -111,8 +133,12 @@ def test_two_reps_adding_people_to_the_same_stored_message_at_once_keep_every_co
 
     kept, recounted = _kept_and_recounted(world)
     assert kept == recounted
-    assert [r[:3] for r in kept[1]] == [("carol@acme.com", "alice@ourco.com", 1), ("carol@acme.com", "bob@ourco.com", 1),
-                                        ("dave@beta.org", "alice@ourco.com", 2), ("dave@beta.org", "bob@ourco.com", 1)]
+    assert [r[:3] for r in kept[1]] == [
+        ("carol@acme.com", "alice@ourco.com", 1),
+        ("carol@acme.com", "bob@ourco.com", 1),
+        ("dave@beta.org", "alice@ourco.com", 2),
+        ("dave@beta.org", "bob@ourco.com", 1),
+    ]
 
 
 class UniqueViolation(Exception):
@@ -141,14 +167,16 @@ def _failing_ingest(monkeypatch, times: int, error):
 def _collision():
     from sqlalchemy.exc import IntegrityError
 
-    return IntegrityError("INSERT INTO contactaddress (org_id, contact_id, address) VALUES (%(org_id)s, "
-                          "%(contact_id)s, %(address)s)", {"org_id": 1, "contact_id": 7, "address": "dave@beta.org"},
-                          UniqueViolation('duplicate key value violates unique constraint '
-                                          '"contactaddress_org_id_address_key"'))
+    return IntegrityError(
+        "INSERT INTO contactaddress (org_id, contact_id, address) VALUES (%(org_id)s, %(contact_id)s, %(address)s)",
+        {"org_id": 1, "contact_id": 7, "address": "dave@beta.org"},
+        UniqueViolation('duplicate key value violates unique constraint "contactaddress_org_id_address_key"'),
+    )
 
 
 def test_a_batch_that_collides_with_another_writer_again_and_again_is_retried_not_failed(
-        tmp_path, db_url, imap_user, monkeypatch):
+    tmp_path, db_url, imap_user, monkeypatch
+):
     from tests.world import message
 
     world = make_world(tmp_path, url=db_url)
@@ -172,9 +200,15 @@ def test_a_database_error_shows_the_admin_no_sql_and_no_parameters(tmp_path, db_
     world = make_world(tmp_path, url=db_url)
     imap_user.deliver(message("Dave <dave@beta.org>", "alice@ourco.com", "Hello", msgid="sql@beta.org"))
     mid = world.add_imap("alice@ourco.com", imap_user)
-    _failing_ingest(monkeypatch, 100, lambda: OperationalError(
-        "INSERT INTO participant (address) VALUES (%(address)s)", {"address": "dave@beta.org"},
-        DataError("value too long for type character varying")))
+    _failing_ingest(
+        monkeypatch,
+        100,
+        lambda: OperationalError(
+            "INSERT INTO participant (address) VALUES (%(address)s)",
+            {"address": "dave@beta.org"},
+            DataError("value too long for type character varying"),
+        ),
+    )
 
     report = world.sync(mid, fetch_in_child=False)
 
@@ -188,29 +222,44 @@ def test_a_database_error_shows_the_admin_no_sql_and_no_parameters(tmp_path, db_
 
 # -- several `threadline worker` processes, killed at random, against one serial run ------------
 
+
 def _everything(world) -> dict:
     """Every table an import writes, by natural keys (ids differ between runs)."""
     q = world.sql
     return {
-        "interactions": q("SELECT message_key, kind, direction, subject, snippet, thread_key, from_address, "
-                          "occurred_at FROM interaction ORDER BY 1"),
-        "participants": q("SELECT i.message_key, p.address, p.name, p.role, u.email, c.primary_email, co.domain, "
-                          "p.occurred_at FROM participant p JOIN interaction i ON i.id = p.interaction_id "
-                          "LEFT JOIN app_user u ON u.id = p.user_id LEFT JOIN contact c ON c.id = p.contact_id "
-                          "LEFT JOIN company co ON co.id = p.company_id ORDER BY 1, 2"),
-        "copies": q("SELECT i.message_key, s.mailbox_id, f.name, s.remote_id FROM interactionsource s "
-                    "JOIN interaction i ON i.id = s.interaction_id JOIN folderstate f ON f.id = s.folder_id "
-                    "ORDER BY 2, 3, 4"),
-        "contacts": q("SELECT a.address, c.name, c.primary_email, co.domain FROM contactaddress a "
-                      "JOIN contact c ON c.id = a.contact_id LEFT JOIN company co ON co.id = c.company_id ORDER BY 1"),
-        "contacts without address": q("SELECT c.primary_email FROM contact c WHERE NOT EXISTS "
-                                      "(SELECT 1 FROM contactaddress a WHERE a.contact_id = c.id)"),
+        "interactions": q(
+            "SELECT message_key, kind, direction, subject, snippet, thread_key, from_address, "
+            "occurred_at FROM interaction ORDER BY 1"
+        ),
+        "participants": q(
+            "SELECT i.message_key, p.address, p.name, p.role, u.email, c.primary_email, co.domain, "
+            "p.occurred_at FROM participant p JOIN interaction i ON i.id = p.interaction_id "
+            "LEFT JOIN app_user u ON u.id = p.user_id LEFT JOIN contact c ON c.id = p.contact_id "
+            "LEFT JOIN company co ON co.id = p.company_id ORDER BY 1, 2"
+        ),
+        "copies": q(
+            "SELECT i.message_key, s.mailbox_id, f.name, s.remote_id FROM interactionsource s "
+            "JOIN interaction i ON i.id = s.interaction_id JOIN folderstate f ON f.id = s.folder_id "
+            "ORDER BY 2, 3, 4"
+        ),
+        "contacts": q(
+            "SELECT a.address, c.name, c.primary_email, co.domain FROM contactaddress a "
+            "JOIN contact c ON c.id = a.contact_id LEFT JOIN company co ON co.id = c.company_id ORDER BY 1"
+        ),
+        "contacts without address": q(
+            "SELECT c.primary_email FROM contact c WHERE NOT EXISTS "
+            "(SELECT 1 FROM contactaddress a WHERE a.contact_id = c.id)"
+        ),
         "companies": q("SELECT domain, name FROM company ORDER BY 1"),
-        "contactstats": q("SELECT c.primary_email, s.emails_in, s.emails_out, s.meetings, s.first_email_at, "
-                          "s.last_email_at FROM contactstats s JOIN contact c ON c.id = s.contact_id ORDER BY 1"),
-        "contactcolleague": q("SELECT c.primary_email, u.email, k.interactions, k.last_at FROM contactcolleague k "
-                              "JOIN contact c ON c.id = k.contact_id JOIN app_user u ON u.id = k.user_id "
-                              "ORDER BY 1, 2"),
+        "contactstats": q(
+            "SELECT c.primary_email, s.emails_in, s.emails_out, s.meetings, s.first_email_at, "
+            "s.last_email_at FROM contactstats s JOIN contact c ON c.id = s.contact_id ORDER BY 1"
+        ),
+        "contactcolleague": q(
+            "SELECT c.primary_email, u.email, k.interactions, k.last_at FROM contactcolleague k "
+            "JOIN contact c ON c.id = k.contact_id JOIN app_user u ON u.id = k.user_id "
+            "ORDER BY 1, 2"
+        ),
         "mailboxes": q("SELECT id, status, sync_stage, messages_imported, skipped, last_error FROM mailbox ORDER BY 1"),
         "folders": q("SELECT mailbox_id, name, messages, skipped, status FROM folderstate ORDER BY 1, 2"),
     }
@@ -231,8 +280,7 @@ def _rep_mailboxes(imap_user_factory, messages) -> dict:
 
 
 def _corpus_world(tmp_path, name, url, corpus, boxes, batch_size):
-    world = make_world(tmp_path / name, url=url, domains=corpus.internal_domains,
-                       reps=[(e, n) for n, e in corpus.reps])
+    world = make_world(tmp_path / name, url=url, domains=corpus.internal_domains, reps=[(e, n) for n, e in corpus.reps])
     ids = [world.add_imap(email, box) for email, box in boxes.items()]
     for mid in ids:
         world.set_batch_size(mid, batch_size)
@@ -240,7 +288,8 @@ def _corpus_world(tmp_path, name, url, corpus, boxes, batch_size):
 
 
 def test_several_workers_killed_at_random_on_postgresql_import_exactly_what_one_process_does(
-        tmp_path, postgres, imap_user_factory):
+    tmp_path, postgres, imap_user_factory
+):
     import os
     import random
     import signal
@@ -259,17 +308,30 @@ def test_several_workers_killed_at_random_on_postgresql_import_exactly_what_one_
     assert len(expected["contactcolleague"]) > len(expected["contacts"]) > 20  # reps share contacts
 
     world, ids = _corpus_world(tmp_path, "workers", postgres.create_database(), corpus, boxes, 25)
-    env = dict(os.environ, THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),
-               THREADLINE_DATABASE_URL=world.rt.settings.database_url, THREADLINE_IDLE="0",
-               THREADLINE_SCHEDULER_TICK="0.2", THREADLINE_SYNC_LEASE_SECONDS="300")
+    env = dict(
+        os.environ,
+        THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),
+        THREADLINE_DATABASE_URL=world.rt.settings.database_url,
+        THREADLINE_IDLE="0",
+        THREADLINE_SCHEDULER_TICK="0.2",
+        THREADLINE_SYNC_LEASE_SECONDS="300",
+    )
     root = Path(__file__).resolve().parents[2]
     workers, logs = [], []
 
     def start_worker():
         log = open(tmp_path / f"worker{len(logs)}.log", "w+")
         logs.append(log)
-        workers.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=root, env=env,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "worker"],
+                cwd=root,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
     def imported():
         return world.scalar("SELECT coalesce(sum(messages_imported), 0) FROM mailbox")
@@ -290,8 +352,9 @@ def test_several_workers_killed_at_random_on_postgresql_import_exactly_what_one_
             time.sleep(chance.uniform(0, 0.05))
             if done():
                 break
-            holders = {o.split(":")[1] for (o,) in world.sql("SELECT lease_owner FROM mailbox WHERE lease_owner "
-                                                             "IS NOT NULL")}
+            holders = {
+                o.split(":")[1] for (o,) in world.sql("SELECT lease_owner FROM mailbox WHERE lease_owner IS NOT NULL")
+            }
             alive = [w for w in workers if w.poll() is None]
             victim = chance.choice([w for w in alive if str(w.pid) in holders] or alive)
             os.killpg(victim.pid, signal.SIGKILL)

@@ -1,5 +1,6 @@
 """The typed contracts between connectors and the engine hold across the fetch
 child's pipe: events, error kinds and fix codes arrive as values."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,15 +15,17 @@ def test_folders_named_like_the_pipes_own_messages_import_through_the_fetch_chil
     # "fatal"); a folder's events start with its name, and must never be read as one.
     names = ("done", "secret", "fatal", "folders")
     for n, name in enumerate(names):
-        imap_user.deliver(message("carol@acme.com", "alice@ourco.com", f"In {name}", msgid=f"<{n}@acme.com>"),
-                          folder=name)
+        imap_user.deliver(
+            message("carol@acme.com", "alice@ourco.com", f"In {name}", msgid=f"<{n}@acme.com>"), folder=name
+        )
     world = make_world(tmp_path)
     mid = world.add_imap("alice@ourco.com", imap_user)
     report = world.sync(mid, fetch_in_child=True)
     assert report.ok and not report.folders_failed, report
     assert report.new_interactions == len(names)
     assert sorted(world.sql("SELECT name, status FROM folderstate WHERE name <> 'INBOX'")) == [
-        (name, "ok") for name in sorted(names)]
+        (name, "ok") for name in sorted(names)
+    ]
 
 
 def test_an_error_in_the_fetch_child_keeps_its_kind_and_fix():
@@ -49,16 +52,19 @@ def test_events_and_specs_are_values():
     assert FolderDone("INBOX").folder == FolderBatch("INBOX", None).folder == "INBOX"
 
 
-@pytest.mark.parametrize("kind,source,fix,expected", [
-    (ErrorKind.AUTH, "imap", None, "set-password"),
-    (ErrorKind.AUTH, "caldav", Fix.PASSWORD, "username and password"),
-    (ErrorKind.AUTH, "m365", None, "add-m365"),
-    (ErrorKind.AUTH, "imap", Fix.SIGN_IN, "add-m365 --owner"),  # the code wins over the source's default
-    (ErrorKind.TRANSIENT, "imap", None, "retries automatically"),
-    (ErrorKind.THROTTLED, "m365", None, "slow down"),
-    (RunError.FOLDER, "imap", None, "some folders failed"),
-    ("no-such-kind", "imap", None, "Sync now"),
-])
+@pytest.mark.parametrize(
+    "kind,source,fix,expected",
+    [
+        (ErrorKind.AUTH, "imap", None, "set-password"),
+        (ErrorKind.AUTH, "caldav", Fix.PASSWORD, "username and password"),
+        (ErrorKind.AUTH, "m365", None, "add-m365"),
+        (ErrorKind.AUTH, "imap", Fix.SIGN_IN, "add-m365 --owner"),  # the code wins over the source's default
+        (ErrorKind.TRANSIENT, "imap", None, "retries automatically"),
+        (ErrorKind.THROTTLED, "m365", None, "slow down"),
+        (RunError.FOLDER, "imap", None, "some folders failed"),
+        ("no-such-kind", "imap", None, "Sync now"),
+    ],
+)
 def test_one_table_gives_every_fix(kind, source, fix, expected):
     text = fix_text(kind, source, fix)
     assert expected.lower() in text.lower() and text[0].isupper() and text.endswith(".")

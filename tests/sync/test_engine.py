@@ -1,5 +1,6 @@
 """The sync engine against a real Dovecot: initial and incremental sync,
 cursors, UIDVALIDITY, shared messages, policies, and bad input."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -17,20 +18,33 @@ def world(tmp_path):
 
 def test_first_sync_builds_the_timeline(world, imap_user):
     imap_user.create_folder("Sent")
-    imap_user.deliver(message('"Carla Buyer" <carla@sub.acme.co.uk>', "Alice Rep <alice@ourco.com>",
-                              "Pricing", msgid="m1@acme"), internaldate=NOW - timedelta(days=3))
-    imap_user.deliver(message("Alice Rep <alice@ourco.com>", "carla@sub.acme.co.uk", "Re: Pricing", msgid="m2@ourco",
-                              extra="In-Reply-To: <m1@acme>\r\nReferences: <m1@acme>"), folder="Sent")
+    imap_user.deliver(
+        message('"Carla Buyer" <carla@sub.acme.co.uk>', "Alice Rep <alice@ourco.com>", "Pricing", msgid="m1@acme"),
+        internaldate=NOW - timedelta(days=3),
+    )
+    imap_user.deliver(
+        message(
+            "Alice Rep <alice@ourco.com>",
+            "carla@sub.acme.co.uk",
+            "Re: Pricing",
+            msgid="m2@ourco",
+            extra="In-Reply-To: <m1@acme>\r\nReferences: <m1@acme>",
+        ),
+        folder="Sent",
+    )
     mid = world.add_imap("alice@ourco.com", imap_user)
 
     report = world.sync(mid)
 
     assert report.ok and report.imported == 2 and report.new_interactions == 2
     rows = world.sql("SELECT message_key, direction, subject, thread_key FROM interaction ORDER BY occurred_at")
-    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [("m1@acme", "in", "Pricing", "m1@acme"),
-                                                         ("m2@ourco", "out", "Re: Pricing", "m1@acme")]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("m1@acme", "in", "Pricing", "m1@acme"),
+        ("m2@ourco", "out", "Re: Pricing", "m1@acme"),
+    ]
     assert world.sql("SELECT c.name, co.domain FROM contact c JOIN company co ON co.id = c.company_id") == [
-        ("Carla Buyer", "acme.co.uk")]
+        ("Carla Buyer", "acme.co.uk")
+    ]
     status = world.sql("SELECT status, sync_stage, messages_imported, last_error FROM mailbox")[0]
     assert status == ("active", "idle", 2, None)
     folders = dict(world.sql("SELECT name, role FROM folderstate"))
@@ -58,6 +72,7 @@ def test_cursor_tracks_condstore_modseq(world, imap_user):
     mid = world.add_imap("alice@ourco.com", imap_user)
     world.sync(mid)
     import json
+
     cursor = json.loads(world.sql("SELECT cursor FROM folderstate WHERE name='INBOX'")[0][0])
     assert cursor["highestmodseq"] >= 1 and cursor["uidvalidity"] > 0 and cursor["backfill_done"]
 
@@ -98,8 +113,9 @@ def test_uidvalidity_change_remaps_without_duplicates(world, imap_user):
 
 def test_same_message_in_two_mailboxes_is_one_interaction(world, imap_user_factory):
     alice_box, bob_box = imap_user_factory(), imap_user_factory()
-    raw = message("Dan Client <dan@client.io>", "alice@ourco.com", "Both of us", cc="bob@ourco.com",
-                  msgid="shared@client.io")
+    raw = message(
+        "Dan Client <dan@client.io>", "alice@ourco.com", "Both of us", cc="bob@ourco.com", msgid="shared@client.io"
+    )
     alice_box.deliver(raw)
     bob_box.deliver(raw)
     a = world.add_imap("alice@ourco.com", alice_box)
@@ -136,8 +152,10 @@ def test_generated_corpus_across_reps_is_exact(world, imap_user_factory, tmp_pat
     assert stored <= keys
     assert len(stored) == w.scalar("SELECT count(*) FROM interaction")
     # Internal-only mail and bulk mail from strangers are not on the timeline.
-    internal_only = w.scalar("SELECT count(*) FROM interaction i WHERE NOT EXISTS (SELECT 1 FROM participant p "
-                             "WHERE p.interaction_id = i.id AND p.user_id IS NULL)")
+    internal_only = w.scalar(
+        "SELECT count(*) FROM interaction i WHERE NOT EXISTS (SELECT 1 FROM participant p "
+        "WHERE p.interaction_id = i.id AND p.user_id IS NULL)"
+    )
     assert internal_only == 0
     assert not w.sql("SELECT domain FROM company WHERE domain IN ('gmail.com','outlook.com','yahoo.com')")
     skipped = w.sql("SELECT skipped FROM mailbox")
@@ -151,8 +169,15 @@ def test_generated_corpus_across_reps_is_exact(world, imap_user_factory, tmp_pat
 
 def test_internal_bulk_and_free_mail_rules(world, imap_user):
     imap_user.deliver(message("bob@ourco.com", "alice@ourco.com", "Lunch?", msgid="int@ourco"))
-    imap_user.deliver(message("news@vendor.com", "alice@ourco.com", "Newsletter", msgid="bulk@vendor",
-                              extra="List-Unsubscribe: <mailto:u@vendor.com>\r\nPrecedence: bulk"))
+    imap_user.deliver(
+        message(
+            "news@vendor.com",
+            "alice@ourco.com",
+            "Newsletter",
+            msgid="bulk@vendor",
+            extra="List-Unsubscribe: <mailto:u@vendor.com>\r\nPrecedence: bulk",
+        )
+    )
     imap_user.deliver(message("no-reply@service.com", "alice@ourco.com", "Your receipt", msgid="auto@service"))
     imap_user.deliver(message("Gina <gina@gmail.com>", "alice@ourco.com", "Question", msgid="free@gmail"))
     mid = world.add_imap("alice@ourco.com", imap_user)
@@ -160,9 +185,9 @@ def test_internal_bulk_and_free_mail_rules(world, imap_user):
     assert [r[0] for r in world.sql("SELECT message_key FROM interaction")] == ["free@gmail"]
     assert world.sql("SELECT primary_email, company_id FROM contact") == [("gina@gmail.com", None)]
     import json
+
     skipped = json.loads(world.sql("SELECT skipped FROM mailbox")[0][0])
     assert skipped == {"internal": 1, "bulk or automated": 2}
-
 
 
 def test_list_headers_on_personal_mail_do_not_drop_it(world, imap_user):
@@ -170,27 +195,64 @@ def test_list_headers_on_personal_mail_do_not_drop_it(world, imap_user):
     group rewrote the From because of the customer's DMARC policy, and a rep's
     sequence mail carrying List-Unsubscribe are all kept; real list mail is not."""
     group = "List-Id: <sales.ourco.com>\r\nList-Unsubscribe: <mailto:sales+unsubscribe@ourco.com>\r\nPrecedence: list"
-    imap_user.deliver(message("Ann Buyer <ann@acme.com>", "Sales <sales@ourco.com>", "Pricing please",
-                              msgid="grp1@acme", extra=group))
-    imap_user.deliver(message("'Jane Doe' via Sales <sales@ourco.com>", "Sales <sales@ourco.com>", "Renewal",
-                              msgid="grp2@bigcorp", extra=group + "\r\nReply-To: Jane Doe <jane@bigcorp.com>"))
-    imap_user.deliver(message("Alice Rep <alice@ourco.com>", "Tom <tom@prospect.com>", "Quick question",
-                              msgid="seq1@ourco", extra="List-Unsubscribe: <https://tool.example/u/123>"),
-                      folder="Sent")
-    imap_user.deliver(message("news@vendor.com", "alice@ourco.com", "Digest", msgid="list1@vendor",
-                              extra="List-Id: <digest.vendor.com>\r\nList-Unsubscribe: <mailto:u@vendor.com>"))
-    imap_user.deliver(message("promo@shop.com", "alice@ourco.com", "Sale", msgid="promo1@shop",
-                              extra="List-Unsubscribe: <mailto:u@shop.com>"))
+    imap_user.deliver(
+        message("Ann Buyer <ann@acme.com>", "Sales <sales@ourco.com>", "Pricing please", msgid="grp1@acme", extra=group)
+    )
+    imap_user.deliver(
+        message(
+            "'Jane Doe' via Sales <sales@ourco.com>",
+            "Sales <sales@ourco.com>",
+            "Renewal",
+            msgid="grp2@bigcorp",
+            extra=group + "\r\nReply-To: Jane Doe <jane@bigcorp.com>",
+        )
+    )
+    imap_user.deliver(
+        message(
+            "Alice Rep <alice@ourco.com>",
+            "Tom <tom@prospect.com>",
+            "Quick question",
+            msgid="seq1@ourco",
+            extra="List-Unsubscribe: <https://tool.example/u/123>",
+        ),
+        folder="Sent",
+    )
+    imap_user.deliver(
+        message(
+            "news@vendor.com",
+            "alice@ourco.com",
+            "Digest",
+            msgid="list1@vendor",
+            extra="List-Id: <digest.vendor.com>\r\nList-Unsubscribe: <mailto:u@vendor.com>",
+        )
+    )
+    imap_user.deliver(
+        message(
+            "promo@shop.com",
+            "alice@ourco.com",
+            "Sale",
+            msgid="promo1@shop",
+            extra="List-Unsubscribe: <mailto:u@shop.com>",
+        )
+    )
     mid = world.add_imap("alice@ourco.com", imap_user)
     assert world.sync(mid).ok
     kept = {r.message_key: r.direction for r in world.sql("SELECT message_key, direction FROM interaction")}
     assert kept == {"grp1@acme": "in", "grp2@bigcorp": "in", "seq1@ourco": "out"}
-    senders = dict(world.sql("SELECT i.message_key, p.address FROM participant p JOIN interaction i "
-                             "ON i.id = p.interaction_id WHERE p.role = 'from'"))
+    senders = dict(
+        world.sql(
+            "SELECT i.message_key, p.address FROM participant p JOIN interaction i "
+            "ON i.id = p.interaction_id WHERE p.role = 'from'"
+        )
+    )
     assert senders["grp2@bigcorp"] == "jane@bigcorp.com"  # not the group
     assert world.scalar("SELECT name FROM contact WHERE primary_email = 'jane@bigcorp.com'") == "Jane Doe"
     assert {r[0] for r in world.sql("SELECT primary_email FROM contact")} == {
-        "ann@acme.com", "jane@bigcorp.com", "tom@prospect.com"}
+        "ann@acme.com",
+        "jane@bigcorp.com",
+        "tom@prospect.com",
+    }
+
 
 def test_contact_policy_exchanged_skips_strangers_in_cc(world, imap_user):
     imap_user.deliver(message("ann@cust.com", "alice@ourco.com", "Hi", cc="stranger@other.com", msgid="p1@cust"))
@@ -198,12 +260,16 @@ def test_contact_policy_exchanged_skips_strangers_in_cc(world, imap_user):
     world.sync(mid)
     assert [r[0] for r in world.sql("SELECT primary_email FROM contact")] == ["ann@cust.com"]
     # The stranger is still a participant, so becoming a contact later brings the history.
-    assert world.scalar("SELECT count(*) FROM participant WHERE address = 'stranger@other.com' "
-                        "AND contact_id IS NULL") == 1
+    assert (
+        world.scalar("SELECT count(*) FROM participant WHERE address = 'stranger@other.com' AND contact_id IS NULL")
+        == 1
+    )
     imap_user.deliver(message("alice@ourco.com", "stranger@other.com", "Nice to meet", msgid="p2@ourco"))
     world.sync(mid)
-    assert world.scalar("SELECT count(*) FROM participant WHERE address = 'stranger@other.com' "
-                        "AND contact_id IS NOT NULL") == 2
+    assert (
+        world.scalar("SELECT count(*) FROM participant WHERE address = 'stranger@other.com' AND contact_id IS NOT NULL")
+        == 2
+    )
 
 
 def test_contact_policy_none_and_visibility_metadata(world, imap_user):
@@ -241,8 +307,12 @@ def test_message_without_message_id_is_never_duplicated(world, imap_user_factory
 def test_backfill_window_and_newest_first(world, imap_user):
     world.set_org(backfill_days=30)
     for i in reversed(range(12)):  # delivered oldest first, as mail arrives
-        imap_user.deliver(message(f"c{i}@cust.com", "alice@ourco.com", f"M{i}", msgid=f"bf{i}@cust",
-                                  when=NOW - timedelta(days=5 * i)), internaldate=NOW - timedelta(days=5 * i))
+        imap_user.deliver(
+            message(
+                f"c{i}@cust.com", "alice@ourco.com", f"M{i}", msgid=f"bf{i}@cust", when=NOW - timedelta(days=5 * i)
+            ),
+            internaldate=NOW - timedelta(days=5 * i),
+        )
     mid = world.add_imap("alice@ourco.com", imap_user)
     world.sync(mid)
     keys = {r[0] for r in world.sql("SELECT message_key FROM interaction")}
@@ -253,7 +323,7 @@ def test_backfill_window_and_newest_first(world, imap_user):
 
 def test_malformed_messages_are_recorded_and_never_stop_the_sync(world, imap_user):
     samples = malformed_messages()
-    for name, raw in samples:
+    for _name, raw in samples:
         imap_user.deliver(raw or b"\r\n")
     imap_user.deliver(message("good@cust.com", "alice@ourco.com", "Still fine", msgid="good@cust"))
     mid = world.add_imap("alice@ourco.com", imap_user)
@@ -265,12 +335,13 @@ def test_malformed_messages_are_recorded_and_never_stop_the_sync(world, imap_use
     assert world.sql("SELECT status FROM mailbox") == [("active",)]
     # Every delivered message is accounted for: imported, skipped with a reason, or unreadable.
     import json
+
     skipped = sum(json.loads(world.sql("SELECT skipped FROM mailbox")[0][0]).values())
     assert report.imported + skipped == len(samples) + 1
 
 
 def test_odd_folder_names_sync_and_system_folders_are_skipped(world, imap_user):
-    names = ["Kunden/Müller & Söhne", "Projects/\"Quoted\" name", "Deals 2026", "Trash", "Junk", "Drafts"]
+    names = ["Kunden/Müller & Söhne", 'Projects/"Quoted" name', "Deals 2026", "Trash", "Junk", "Drafts"]
     for n in names:
         imap_user.create_folder(n)
     for i, n in enumerate(names):
@@ -278,13 +349,18 @@ def test_odd_folder_names_sync_and_system_folders_are_skipped(world, imap_user):
     mid = world.add_imap("alice@ourco.com", imap_user)
     report = world.sync(mid)
     assert report.ok and not report.folders_failed
-    assert {r[0] for r in world.sql("SELECT message_key FROM interaction")} == {"fold0@cust", "fold1@cust", "fold2@cust"}
+    assert {r[0] for r in world.sql("SELECT message_key FROM interaction")} == {
+        "fold0@cust",
+        "fold1@cust",
+        "fold2@cust",
+    }
     skipped = {r[0] for r in world.sql("SELECT name FROM folderstate WHERE selected = 0")}
     assert skipped == {"Trash", "Junk", "Drafts"}
 
 
 def test_a_broken_folder_is_reported_and_the_others_sync(world, imap_user):
     import os
+
     imap_user.create_folder("Broken")
     imap_user.create_folder("Fine")
     imap_user.deliver(message("a@cust.com", "alice@ourco.com", "ok", msgid="ok1@cust"), folder="Fine")
@@ -347,8 +423,10 @@ def test_gmail_shape_archived_mail_in_all_mail_is_imported_once(world, imap_user
     assert world.sync(mid).ok
     roles = dict(world.sql("SELECT name, role FROM folderstate"))
     assert roles["All Mail"] == "archive" and roles["Starred"] == "skip"
-    rows = world.sql("SELECT i.subject, count(s.id) FROM interaction i JOIN interactionsource s "
-                     "ON s.interaction_id = i.id GROUP BY i.id, i.subject ORDER BY i.subject")
+    rows = world.sql(
+        "SELECT i.subject, count(s.id) FROM interaction i JOIN interactionsource s "
+        "ON s.interaction_id = i.id GROUP BY i.id, i.subject ORDER BY i.subject"
+    )
     assert [tuple(r) for r in rows] == [("Archived deal", 1), ("Still in inbox", 2)]
     assert world.scalar("SELECT count(*) FROM contact WHERE primary_email = 'bo@prospect.com'") == 0
 
@@ -357,13 +435,17 @@ def test_a_stored_error_is_one_sentence_without_a_stray_period_and_without_the_f
     from app.services.mailboxes import fix_for
     from sync.engine import _plain
 
-    assert _plain("connection refused while connecting: is the host and port right?") == \
-        "connection refused while connecting: is the host and port right?"
+    assert (
+        _plain("connection refused while connecting: is the host and port right?")
+        == "connection refused while connecting: is the host and port right?"
+    )
     login = _plain("login refused by the server ([AUTHENTICATIONFAILED] Authentication failed.)")
     assert login.endswith("failed.).") and "set-password" not in login
     assert "set-password" in fix_for("auth", "imap", login)
     # A connector that already says what to do (Microsoft 365, CalDAV "reconnect …") gets no second fix.
-    assert fix_for("auth", "m365", "the sign-in expired; reconnect the mailbox: run threadline mailbox add-m365") is None
+    assert (
+        fix_for("auth", "m365", "the sign-in expired; reconnect the mailbox: run threadline mailbox add-m365") is None
+    )
 
 
 def test_the_server_words_of_a_refused_login_are_shown_as_text_not_python_bytes():

@@ -1,6 +1,7 @@
 """Engine rules around calendar sources: a re-listed calendar drops meetings
 deleted meanwhile, the advice for an auth failure follows the connector's fix
 code, and calendars are read over the organisation's window."""
+
 from __future__ import annotations
 
 from app.services.mailboxes import fix_for
@@ -16,14 +17,20 @@ def test_relisting_after_an_expired_cursor_drops_meetings_deleted_meanwhile(tmp_
     assert world.sync(box, connector_factory=lambda *a: ScriptedCalendar(script)).ok
     assert len(_meetings(world)) == 2
     # The sync state expired; "gone" was deleted while we could not see changes.
-    relisted = Batch(records=[meeting("a", uid="keep@acme.com")], bad=[], cursor={"fresh": 1},
-                     backfill_done=True, reset=True)
+    relisted = Batch(
+        records=[meeting("a", uid="keep@acme.com")], bad=[], cursor={"fresh": 1}, backfill_done=True, reset=True
+    )
     report = world.sync(box, connector_factory=lambda *a: ScriptedCalendar([relisted]))
     assert report.ok, report.error
     assert [m[0] for m in _meetings(world)] == ["ical:keep@acme.com"]
     assert world.scalar("SELECT COUNT(*) FROM interactionsource") == 1
-    assert world.scalar("SELECT COUNT(*) FROM participant p JOIN interaction i ON i.id = p.interaction_id "
-                        "WHERE i.message_key = 'ical:gone@acme.com'") == 0
+    assert (
+        world.scalar(
+            "SELECT COUNT(*) FROM participant p JOIN interaction i ON i.id = p.interaction_id "
+            "WHERE i.message_key = 'ical:gone@acme.com'"
+        )
+        == 0
+    )
 
 
 class Refused(ScriptedCalendar):
@@ -56,7 +63,9 @@ def test_the_connectors_fix_code_chooses_the_advice_not_words_in_its_message(tmp
 def test_relisting_one_calendar_never_touches_meetings_kept_from_a_removed_mailbox(tmp_path):
     world = make_world(tmp_path)
     alice, bob = _calendar(world, "alice@ourco.com"), _calendar(world, "bob@ourco.com")
-    assert world.sync(alice, connector_factory=lambda *a: ScriptedCalendar([batch(meeting("a", uid="kept@acme.com"))])).ok
+    assert world.sync(
+        alice, connector_factory=lambda *a: ScriptedCalendar([batch(meeting("a", uid="kept@acme.com"))])
+    ).ok
     # Alice left; her mailbox was removed without purge: the meeting stays, with no copy.
     with world.rt.engine.begin() as conn:
         from sqlalchemy import text

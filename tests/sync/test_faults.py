@@ -1,6 +1,7 @@
 """Exactly once under faults: dropped connections, killed processes, bad
 credentials, unreachable servers. Each run that recovers must converge to
 exactly the timeline a clean run gives."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,11 @@ from tests.world import make_world, message
 def _fill(imap_user, n: int) -> None:
     corpus, messages = generate(seed=11, n_messages=n, reps=2)
     imap_user.create_folder("Sent")
-    items = [(m.raw, m.folder if m.folder in ("INBOX", "Sent") else "INBOX", m.internaldate)
-             for m in messages if m.mailbox == corpus.reps[0][1]]
+    items = [
+        (m.raw, m.folder if m.folder in ("INBOX", "Sent") else "INBOX", m.internaldate)
+        for m in messages
+        if m.mailbox == corpus.reps[0][1]
+    ]
     imap_user.deliver_many(items)
     return corpus
 
@@ -73,8 +77,15 @@ def test_killed_process_converges(mailbox, imap_user, tmp_path):
     world = _world_for(tmp_path, corpus, "killed")
     mid = world.add_imap(corpus.reps[0][1], imap_user)
     _small_batches(world, mid, size=20)
-    world.kill_cli_sync_midway(mid, dict(os.environ, THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),
-                                         THREADLINE_IDLE="0", THREADLINE_SYNC_LEASE_SECONDS="300"))
+    world.kill_cli_sync_midway(
+        mid,
+        dict(
+            os.environ,
+            THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),
+            THREADLINE_IDLE="0",
+            THREADLINE_SYNC_LEASE_SECONDS="300",
+        ),
+    )
     partial = world.scalar("SELECT count(*) FROM interactionsource")
     assert 0 < partial
     assert world.sql("SELECT sync_stage FROM mailbox") == [("running",)]  # the dead run still holds a lease
@@ -90,7 +101,9 @@ def test_wrong_password_fails_with_a_readable_reason_then_recovers(world_factory
     mid = world.add_imap("alice@ourco.com", imap_user, password="not-the-password")
     report = world.sync(mid)
     assert not report.ok and report.error_kind == "auth"
-    status, kind, error, failures = world.sql("SELECT status, last_error_kind, last_error, failure_count FROM mailbox")[0]
+    status, kind, error, failures = world.sql("SELECT status, last_error_kind, last_error, failure_count FROM mailbox")[
+        0
+    ]
     assert (status, kind, failures) == ("failed", "auth", 1)
     from app.services.mailboxes import fix_for
 
@@ -105,6 +118,7 @@ def test_wrong_password_fails_with_a_readable_reason_then_recovers(world_factory
 
     from app.db import session
     from app.models import Mailbox
+
     with session(world.rt.engine) as s:
         mb = s.get(Mailbox, mid)
         mb.secret_enc = world.rt.box.encrypt(imap_user.password)
@@ -125,8 +139,9 @@ def test_unreachable_server_is_a_transient_failure(world_factory, fault_proxy, i
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_a_login_cut_by_the_network_is_shown_as_transient_not_as_a_wrong_password(tmp_path, request, database,
-                                                                                   fault_proxy, imap_user):
+def test_a_login_cut_by_the_network_is_shown_as_transient_not_as_a_wrong_password(
+    tmp_path, request, database, fault_proxy, imap_user
+):
     url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
     world = make_world(tmp_path, url=url)
     proxy = fault_proxy(imap_user)
@@ -149,6 +164,7 @@ def test_a_login_cut_by_the_network_is_shown_as_transient_not_as_a_wrong_passwor
 
 def test_backoff_grows_and_is_capped():
     from sync.engine import MAX_BACKOFF, backoff_seconds
+
     waits = [backoff_seconds(n) for n in range(1, 12)]
     assert waits == sorted(waits) and waits[0] == 30 and waits[-1] == MAX_BACKOFF
 
@@ -160,7 +176,8 @@ def world_factory(tmp_path):
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_counters_and_unreadable_list_describe_the_mailbox_after_any_number_of_uidvalidity_resets(
-        tmp_path, request, database, imap_user):
+    tmp_path, request, database, imap_user
+):
     from demodata.hostile import malformed_messages
 
     url = request.getfixturevalue("postgres_url") if database == "postgresql" else None

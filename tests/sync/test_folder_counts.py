@@ -3,6 +3,7 @@ page) equals the copies stored for that folder after every way copies come and
 go: an IMAP expunge or UIDVALIDITY change (Dovecot), a Graph deletion or move
 (the Graph fake), a CalDAV deletion (Radicale), a "never log" rule, an erasure,
 a resync and a replayed batch. On SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 import os
@@ -36,9 +37,14 @@ def world(request, tmp_path):
 
 def counts(world, mailbox_id: int) -> dict[str, tuple[int, int]]:
     """folder name -> (count shown, copies stored), for every folder of the mailbox."""
-    return {r[0]: (r[1], r[2]) for r in world.sql(
-        "SELECT f.name, f.messages, (SELECT count(*) FROM interactionsource s WHERE s.folder_id = f.id) "
-        "FROM folderstate f WHERE f.mailbox_id = :m", m=mailbox_id)}
+    return {
+        r[0]: (r[1], r[2])
+        for r in world.sql(
+            "SELECT f.name, f.messages, (SELECT count(*) FROM interactionsource s WHERE s.folder_id = f.id) "
+            "FROM folderstate f WHERE f.mailbox_id = :m",
+            m=mailbox_id,
+        )
+    }
 
 
 def assert_exact(world, *mailbox_ids: int) -> None:
@@ -51,10 +57,18 @@ def admin(world, *args: str) -> None:
     """An admin's command, as they would run it (`threadline ...`) on the world's database."""
     settings = world.rt.settings
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    env.update(THREADLINE_DATA_DIR=str(settings.data_dir), THREADLINE_DATABASE_URL=settings.database_url,
-               THREADLINE_IDLE="0")
-    proc = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120)
+    env.update(
+        THREADLINE_DATA_DIR=str(settings.data_dir), THREADLINE_DATABASE_URL=settings.database_url, THREADLINE_IDLE="0"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -89,8 +103,9 @@ def test_an_imap_expunge_takes_the_copy_and_the_count_down(world, imap_user):
 def test_a_new_uidvalidity_leaves_the_count_of_what_the_folder_holds_now(world, imap_user):
     imap_user.create_folder("Archive")
     for i in (1, 2):
-        imap_user.deliver(message("Carla <carla@acme.com>", ALICE, f"Old {i}", msgid=f"old-{i}@acme.com"),
-                          folder="Archive")
+        imap_user.deliver(
+            message("Carla <carla@acme.com>", ALICE, f"Old {i}", msgid=f"old-{i}@acme.com"), folder="Archive"
+        )
     mid = world.add_imap(ALICE, imap_user)
     assert world.sync(mid).ok
     assert counts(world, mid)["Archive"] == (2, 2)
@@ -104,12 +119,25 @@ def test_a_new_uidvalidity_leaves_the_count_of_what_the_folder_holds_now(world, 
 
 def test_a_graph_deletion_or_move_takes_the_count_down(world, graph):
     mid = add_tenant_mailbox(world, graph)
-    archived = graph.add_message(ALICE, "archive", internet_message_id="<old-deal@acme.com>", subject="Old deal",
-                                 sender=CARLA, to=[("Alice Rep", ALICE)])
-    inbox = graph.add_message(ALICE, internet_message_id="<new-deal@acme.com>", subject="New deal", sender=CARLA,
-                              to=[("Alice Rep", ALICE)])
-    demo = graph.add_event(ALICE, subject="Demo", start=NOW + timedelta(days=2), organizer=("Alice Rep", ALICE),
-                           attendees=[(*CARLA, "required", "accepted")], ical_uid="UID-DEMO")
+    archived = graph.add_message(
+        ALICE,
+        "archive",
+        internet_message_id="<old-deal@acme.com>",
+        subject="Old deal",
+        sender=CARLA,
+        to=[("Alice Rep", ALICE)],
+    )
+    inbox = graph.add_message(
+        ALICE, internet_message_id="<new-deal@acme.com>", subject="New deal", sender=CARLA, to=[("Alice Rep", ALICE)]
+    )
+    demo = graph.add_event(
+        ALICE,
+        subject="Demo",
+        start=NOW + timedelta(days=2),
+        organizer=("Alice Rep", ALICE),
+        attendees=[(*CARLA, "required", "accepted")],
+        ical_uid="UID-DEMO",
+    )
     assert world.sync(mid).ok
     before = counts(world, mid)
     assert (before["Archive"], before["Inbox"], before["calendar:Calendar"]) == ((1, 1), (1, 1), (1, 1))
@@ -129,11 +157,22 @@ def test_a_graph_deletion_or_move_takes_the_count_down(world, graph):
 
 def test_a_caldav_deletion_takes_the_count_down(world, caldav_user):
     soon = NOW.replace(minute=0, second=0) + timedelta(days=4)
-    caldav_user.put("demo.ics", vcalendar(event("demo@ourco.com", stamp(soon), summary="Demo",
-                                                attendees=(("carla@acme.com", "ACCEPTED"),))))
-    caldav_user.put("weekly.ics", vcalendar(event("weekly@ourco.com", stamp(soon + timedelta(hours=3)),
-                                                  summary="Weekly", attendees=(("dan@client.io", "ACCEPTED"),),
-                                                  extra="RRULE:FREQ=WEEKLY;COUNT=3")))
+    caldav_user.put(
+        "demo.ics",
+        vcalendar(event("demo@ourco.com", stamp(soon), summary="Demo", attendees=(("carla@acme.com", "ACCEPTED"),))),
+    )
+    caldav_user.put(
+        "weekly.ics",
+        vcalendar(
+            event(
+                "weekly@ourco.com",
+                stamp(soon + timedelta(hours=3)),
+                summary="Weekly",
+                attendees=(("dan@client.io", "ACCEPTED"),),
+                extra="RRULE:FREQ=WEEKLY;COUNT=3",
+            )
+        ),
+    )
     mid = add_caldav(world, ALICE, caldav_user)
     assert world.sync(mid).ok
     [(name, before)] = counts(world, mid).items()

@@ -1,5 +1,6 @@
 """Microsoft 365 mailboxes end to end: services add them, sync.engine syncs them
 from the fake Graph into a real database, push notifications make them due."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +10,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from app.db import session
 from app.models.base import utcnow
-from app.services import m365, orgs
+from app.services import m365
 from app.services.actor import Actor
 from sync import graph_push
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
@@ -28,16 +28,25 @@ def world(tmp_path):
 
 def add_tenant(world, graph, **kw):
     client_id, secret = graph.register_app()
-    tenant = m365.add_tenant(world.rt, Actor.operator(world.org_id), tenant_id=graph.tenant, client_id=client_id,
-                             secret=secret, authority=graph.authority, graph_url=graph.graph_url, **kw)
+    tenant = m365.add_tenant(
+        world.rt,
+        Actor.operator(world.org_id),
+        tenant_id=graph.tenant,
+        client_id=client_id,
+        secret=secret,
+        authority=graph.authority,
+        graph_url=graph.graph_url,
+        **kw,
+    )
     return tenant["id"]
 
 
 def add_tenant_mailbox(world, graph, owner=ALICE, tenant_id=None):
     graph.mailbox(owner)
     tenant_id = tenant_id or add_tenant(world, graph)
-    return m365.add_tenant_mailboxes(world.rt, Actor.operator(world.org_id), tenant=str(tenant_id),
-                                     owner=owner)[0]["id"]
+    return m365.add_tenant_mailboxes(world.rt, Actor.operator(world.org_id), tenant=str(tenant_id), owner=owner)[0][
+        "id"
+    ]
 
 
 def add_delegated_mailbox(world, graph, owner=ALICE):
@@ -45,9 +54,17 @@ def add_delegated_mailbox(world, graph, owner=ALICE):
     graph.device_user = owner
     client_id = graph.register_public_client()
     username, cache = m365.device_sign_in(client_id, graph.tenant, lambda _: None, authority=graph.authority)
-    return m365.add_delegated_mailbox(world.rt, Actor.operator(world.org_id), owner=owner, client_id=client_id,
-                                      tenant_id=graph.tenant, username=username, token_cache=cache,
-                                      authority=graph.authority, graph_url=graph.graph_url)["id"]
+    return m365.add_delegated_mailbox(
+        world.rt,
+        Actor.operator(world.org_id),
+        owner=owner,
+        client_id=client_id,
+        tenant_id=graph.tenant,
+        username=username,
+        token_cache=cache,
+        authority=graph.authority,
+        graph_url=graph.graph_url,
+    )["id"]
 
 
 def as_utc(value) -> datetime:
@@ -58,37 +75,63 @@ def as_utc(value) -> datetime:
 
 
 def mailbox_row(world, mailbox_id):
-    return world.sql("SELECT status, last_error, last_error_kind, next_sync_at, secret_enc, messages_imported "
-                     "FROM mailbox WHERE id = :i", i=mailbox_id)[0]
+    return world.sql(
+        "SELECT status, last_error, last_error_kind, next_sync_at, secret_enc, messages_imported "
+        "FROM mailbox WHERE id = :i",
+        i=mailbox_id,
+    )[0]
 
 
 def test_tenant_mailbox_syncs_mail_and_meetings(world, graph):
     mid = add_tenant_mailbox(world, graph)
-    inbound = graph.add_message(ALICE, internet_message_id="<deal-1@acme.com>", subject="Pricing", sender=CARLA,
-                                to=[("Alice Rep", ALICE)], preview="Can we talk about the price?")
-    graph.add_message(ALICE, "sentitems", internet_message_id="<re-deal-1@ourco.com>", subject="Re: Pricing",
-                      sender=("Alice Rep", ALICE), to=[CARLA])
+    inbound = graph.add_message(
+        ALICE,
+        internet_message_id="<deal-1@acme.com>",
+        subject="Pricing",
+        sender=CARLA,
+        to=[("Alice Rep", ALICE)],
+        preview="Can we talk about the price?",
+    )
+    graph.add_message(
+        ALICE,
+        "sentitems",
+        internet_message_id="<re-deal-1@ourco.com>",
+        subject="Re: Pricing",
+        sender=("Alice Rep", ALICE),
+        to=[CARLA],
+    )
     graph.add_message(ALICE, "junkemail", internet_message_id="<spam@x.com>", subject="Win", sender=("X", "x@x.com"))
-    graph.add_event(ALICE, subject="Demo", start=NOW + timedelta(days=2), organizer=("Alice Rep", ALICE),
-                    attendees=[(*CARLA, "required", "accepted")], ical_uid="UID-DEMO")
+    graph.add_event(
+        ALICE,
+        subject="Demo",
+        start=NOW + timedelta(days=2),
+        organizer=("Alice Rep", ALICE),
+        attendees=[(*CARLA, "required", "accepted")],
+        ical_uid="UID-DEMO",
+    )
     report = world.sync(mid)
     assert report.ok and report.error is None, report
     row = mailbox_row(world, mid)
     assert row.status == "active" and row.last_error is None
     inter = world.sql("SELECT kind, message_key, direction, subject, snippet FROM interaction ORDER BY message_key")
     assert [(i.kind, i.message_key, i.direction, i.subject) for i in inter] == [
-        ("email", "deal-1@acme.com", "in", "Pricing"), ("meeting", "ical:UID-DEMO", inter[1].direction, "Demo"),
-        ("email", "re-deal-1@ourco.com", "out", "Re: Pricing")]
+        ("email", "deal-1@acme.com", "in", "Pricing"),
+        ("meeting", "ical:UID-DEMO", inter[1].direction, "Demo"),
+        ("email", "re-deal-1@ourco.com", "out", "Re: Pricing"),
+    ]
     assert inter[0].snippet == "Can we talk about the price?"
     assert world.scalar("SELECT count(*) FROM contactaddress WHERE address = 'carla@acme.com'") == 1
-    folders = {r.name: (r.role, r.selected, r.backfill_done) for r in
-               world.sql("SELECT name, role, selected, backfill_done FROM folderstate WHERE mailbox_id = :m", m=mid)}
+    folders = {
+        r.name: (r.role, r.selected, r.backfill_done)
+        for r in world.sql("SELECT name, role, selected, backfill_done FROM folderstate WHERE mailbox_id = :m", m=mid)
+    }
     assert folders["Junk Email"] == ("skip", False, False) and folders["calendar:Calendar"][0] == "calendar"
     assert folders["Inbox"] == ("inbox", True, True)
 
     # Second run: a new message and a deleted one; the deleted copy's source row goes.
-    graph.add_message(ALICE, internet_message_id="<deal-2@acme.com>", subject="Contract", sender=CARLA,
-                      to=[("Alice Rep", ALICE)])
+    graph.add_message(
+        ALICE, internet_message_id="<deal-2@acme.com>", subject="Contract", sender=CARLA, to=[("Alice Rep", ALICE)]
+    )
     graph.delete_message(ALICE, inbound)
     before = len(graph.requests)
     report = world.sync(mid)
@@ -100,17 +143,26 @@ def test_tenant_mailbox_syncs_mail_and_meetings(world, graph):
 
 
 def test_same_message_over_imap_and_graph_is_one_interaction(world, graph, imap_user):
-    raw = message('"Carla Buyer" <carla@acme.com>', "Alice Rep <alice@ourco.com>", "Both ways",
-                  msgid="Both.Ways-42@acme.com")
+    raw = message(
+        '"Carla Buyer" <carla@acme.com>', "Alice Rep <alice@ourco.com>", "Both ways", msgid="Both.Ways-42@acme.com"
+    )
     imap_user.deliver(raw)
     imap_box = world.add_imap(BOB, imap_user)
     graph_box = add_tenant_mailbox(world, graph, owner=ALICE)
-    graph.add_message(ALICE, internet_message_id="<Both.Ways-42@acme.com>", subject="Both ways", sender=CARLA,
-                      to=[("Alice Rep", ALICE)], sent=NOW - timedelta(days=1))
+    graph.add_message(
+        ALICE,
+        internet_message_id="<Both.Ways-42@acme.com>",
+        subject="Both ways",
+        sender=CARLA,
+        to=[("Alice Rep", ALICE)],
+        sent=NOW - timedelta(days=1),
+    )
     assert world.sync(imap_box, fetch_in_child=False).ok
     assert world.sync(graph_box).ok
-    rows = world.sql("SELECT i.id, s.mailbox_id FROM interaction i JOIN interactionsource s ON s.interaction_id = i.id "
-                     "WHERE i.message_key = 'Both.Ways-42@acme.com'")
+    rows = world.sql(
+        "SELECT i.id, s.mailbox_id FROM interaction i JOIN interactionsource s ON s.interaction_id = i.id "
+        "WHERE i.message_key = 'Both.Ways-42@acme.com'"
+    )
     assert len({r.id for r in rows}) == 1 and sorted(r.mailbox_id for r in rows) == sorted([imap_box, graph_box])
     assert world.scalar("SELECT count(*) FROM interaction") == 1
 
@@ -120,21 +172,32 @@ def test_recurring_meeting_in_two_reps_calendars_is_one_interaction_per_occurren
     boxes = [add_tenant_mailbox(world, graph, owner=o, tenant_id=tenant) for o in (ALICE, BOB)]
     starts = [NOW + timedelta(days=d) for d in (1, 8)]
     for owner in (ALICE, BOB):
-        graph.add_series(owner, subject="Weekly sync", starts=starts, ical_uid="UID-WEEKLY",
-                         organizer=("Carla Buyer", "carla@acme.com"),
-                         attendees=[("Alice", ALICE, "required", "accepted"), ("Bob", BOB, "required", "declined")])
+        graph.add_series(
+            owner,
+            subject="Weekly sync",
+            starts=starts,
+            ical_uid="UID-WEEKLY",
+            organizer=("Carla Buyer", "carla@acme.com"),
+            attendees=[("Alice", ALICE, "required", "accepted"), ("Bob", BOB, "required", "declined")],
+        )
     for mid in boxes:
         assert world.sync(mid).ok
-    keys = [r.message_key for r in world.sql("SELECT message_key FROM interaction WHERE kind = 'meeting' "
-                                             "ORDER BY message_key")]
+    keys = [
+        r.message_key
+        for r in world.sql("SELECT message_key FROM interaction WHERE kind = 'meeting' ORDER BY message_key")
+    ]
     assert keys == [f"ical:UID-WEEKLY/{s.strftime('%Y-%m-%dT%H:%M:%SZ')}" for s in starts]
     assert world.scalar("SELECT count(*) FROM interactionsource") == 4
 
 
 def test_expired_delta_state_resyncs_without_duplicates(world, graph):
     mid = add_tenant_mailbox(world, graph)
-    ids = [graph.add_message(ALICE, internet_message_id=f"<m{i}@acme.com>", subject=f"S{i}", sender=CARLA,
-                             to=[("Alice", ALICE)]) for i in range(5)]
+    ids = [
+        graph.add_message(
+            ALICE, internet_message_id=f"<m{i}@acme.com>", subject=f"S{i}", sender=CARLA, to=[("Alice", ALICE)]
+        )
+        for i in range(5)
+    ]
     assert world.sync(mid).ok
     first = world.snapshot()
     graph.delete_message(ALICE, ids[0])  # while the state is gone: only a full re-listing notices
@@ -151,8 +214,12 @@ def test_expired_delta_state_resyncs_without_duplicates(world, graph):
 def test_throttling_beyond_patience_backs_off_with_retry_after(world, graph):
     mid = add_tenant_mailbox(world, graph)
     graph.add_message(ALICE, sender=CARLA)
-    graph.inject("/mailFolders", 429, {"error": {"code": "ApplicationThrottled", "message": "Application is over "
-                                                 "its MailboxConcurrency limit."}}, headers={"Retry-After": "300"})
+    graph.inject(
+        "/mailFolders",
+        429,
+        {"error": {"code": "ApplicationThrottled", "message": "Application is over its MailboxConcurrency limit."}},
+        headers={"Retry-After": "300"},
+    )
     report = world.sync(mid)
     assert not report.ok and report.error_kind == "throttled"
     row = mailbox_row(world, mid)
@@ -171,8 +238,9 @@ def test_unreadable_folder_page_is_isolated(world, graph):
     report = world.sync(mid)
     assert report.ok and any("Sent Items" in f for f in report.folders_failed)
     assert world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'ok@acme.com'") == 1
-    status = world.sql("SELECT status, last_error FROM folderstate WHERE mailbox_id = :m AND name = 'Sent Items'",
-                       m=mid)[0]
+    status = world.sql(
+        "SELECT status, last_error FROM folderstate WHERE mailbox_id = :m AND name = 'Sent Items'", m=mid
+    )[0]
     assert status.status == "error" and "invalid JSON" in status.last_error
     assert world.sync(mid).ok
     assert world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'sent@ourco.com'") == 1
@@ -227,8 +295,9 @@ def test_push_subscriptions_notifications_and_lifecycle(world, graph, live_app):
     graph.notification_rewrite = (PUBLIC, app_url)
     summary = graph_push.ensure_subscriptions(world.rt)
     assert summary == {"created": 2, "renewed": 0, "deleted": 0, "failed": {}}
-    subs = world.sql("SELECT subscription_id, resource, expires_at, client_state_enc FROM graphsubscription "
-                     "ORDER BY resource")
+    subs = world.sql(
+        "SELECT subscription_id, resource, expires_at, client_state_enc FROM graphsubscription ORDER BY resource"
+    )
     assert [s.resource for s in subs] == [f"users/{ALICE}/events", f"users/{ALICE}/mailFolders('inbox')/messages"]
     for s in subs:  # Graph holds the plain clientState; we hold it encrypted
         assert graph.subscriptions[s.subscription_id]["clientState"] == world.rt.box.decrypt(s.client_state_enc)
@@ -251,11 +320,13 @@ def test_push_subscriptions_notifications_and_lifecycle(world, graph, live_app):
     time.sleep(0.3)
     assert not due()
     # The same decision without the timing: a guessed clientState matches nothing.
-    real_state = world.rt.box.decrypt(world.scalar(
-        "SELECT client_state_enc FROM graphsubscription WHERE subscription_id = :s", s=inbox_sub))
+    real_state = world.rt.box.decrypt(
+        world.scalar("SELECT client_state_enc FROM graphsubscription WHERE subscription_id = :s", s=inbox_sub)
+    )
     assert graph_push.verified(world.rt, [{"subscriptionId": inbox_sub, "clientState": "guessed"}]) == []
-    assert [m for _, m in graph_push.verified(world.rt, [{"subscriptionId": inbox_sub,
-                                                            "clientState": real_state}])] == [mid]
+    assert [
+        m for _, m in graph_push.verified(world.rt, [{"subscriptionId": inbox_sub, "clientState": real_state}])
+    ] == [mid]
     answer = graph.notify(inbox_sub)
     assert answer.status_code == 202 and wait_until(due)
 
@@ -275,8 +346,9 @@ def test_push_subscriptions_notifications_and_lifecycle(world, graph, live_app):
     assert graph.notify(inbox_sub, lifecycle_event="missed").status_code == 202
     assert wait_until(due)
     graph.notify(inbox_sub, lifecycle_event="subscriptionRemoved")
-    assert wait_until(lambda: world.scalar("SELECT count(*) FROM graphsubscription WHERE subscription_id = :s",
-                                           s=inbox_sub) == 0)
+    assert wait_until(
+        lambda: world.scalar("SELECT count(*) FROM graphsubscription WHERE subscription_id = :s", s=inbox_sub) == 0
+    )
     assert world.scalar("SELECT count(*) FROM graphsubscription") == 2
 
     # A subscription Graph dropped without telling us: the renewal's 404 makes a new one.
@@ -343,22 +415,37 @@ def test_meeting_organised_outside_exchange_is_one_meeting_from_graph_and_from_t
 
     google_uid = "7kq3m2v9ab0cd1ef2gh3@google.com"
     data = b"vCal-Uid" + (1).to_bytes(4, "little") + google_uid.encode() + b"\x00"
-    wrapped = (bytes.fromhex("040000008200E00074C5B7101A82E008") + bytes(20) + len(data).to_bytes(4, "little")
-               + data).hex().upper()
+    wrapped = (
+        (bytes.fromhex("040000008200E00074C5B7101A82E008") + bytes(20) + len(data).to_bytes(4, "little") + data)
+        .hex()
+        .upper()
+    )
     start = (NOW + timedelta(days=3)).replace(minute=0, second=0)
     people = [("Alice", ALICE, "required", "accepted"), ("Bob", BOB, "required", "none")]
     graph.add_event(ALICE, subject="Renewal", start=start, organizer=CARLA, attendees=people, ical_uid=wrapped)
-    req = event(google_uid, stamp(start), end=stamp(start + timedelta(minutes=30)), organizer="carla@acme.com",
-                summary="Renewal", attendees=((ALICE, "ACCEPTED"), (BOB, "NEEDS-ACTION")))
-    imap_user.deliver(invitation(vcalendar(req, method="REQUEST"), msgid="renewal@google.com", frm="carla@acme.com",
-                                 to=BOB))
+    req = event(
+        google_uid,
+        stamp(start),
+        end=stamp(start + timedelta(minutes=30)),
+        organizer="carla@acme.com",
+        summary="Renewal",
+        attendees=((ALICE, "ACCEPTED"), (BOB, "NEEDS-ACTION")),
+    )
+    imap_user.deliver(
+        invitation(vcalendar(req, method="REQUEST"), msgid="renewal@google.com", frm="carla@acme.com", to=BOB)
+    )
     graph_box = add_tenant_mailbox(world, graph, owner=ALICE)
     imap_box = world.add_imap(BOB, imap_user)
     assert world.sync(graph_box).ok and world.sync(imap_box, fetch_in_child=False).ok
     meetings = world.sql("SELECT message_key FROM interaction WHERE kind = 'meeting'")
     assert [m.message_key for m in meetings] == [f"ical:{google_uid}"]
-    assert world.scalar("SELECT count(*) FROM interactionsource s JOIN interaction i ON i.id = s.interaction_id "
-                        "WHERE i.kind = 'meeting'") == 2
+    assert (
+        world.scalar(
+            "SELECT count(*) FROM interactionsource s JOIN interaction i ON i.id = s.interaction_id "
+            "WHERE i.kind = 'meeting'"
+        )
+        == 2
+    )
 
 
 def test_reused_message_ids_keep_different_mail_apart_and_copies_together(world, graph, imap_user):
@@ -366,13 +453,24 @@ def test_reused_message_ids_keep_different_mail_apart_and_copies_together(world,
     it stay two interactions; one such message in an IMAP and a Graph mailbox is one."""
     when = (NOW - timedelta(days=2)).replace(second=0)
     imap_user.deliver(message("Scanner <scan@acme.com>", "bob@ourco.com", "Scan 1", msgid="1@localhost", when=when))
-    imap_user.deliver(message("Printer <print@other.com>", "bob@ourco.com", "Job done", msgid="1@localhost",
-                              when=when - timedelta(days=1)))
+    imap_user.deliver(
+        message(
+            "Printer <print@other.com>", "bob@ourco.com", "Job done", msgid="1@localhost", when=when - timedelta(days=1)
+        )
+    )
     imap_box = world.add_imap(BOB, imap_user)
     graph_box = add_tenant_mailbox(world, graph, owner=ALICE)
-    graph.add_message(ALICE, internet_message_id="<1@localhost>", subject="Scan 1", sender=("Scanner", "scan@acme.com"),
-                      to=[("Bob", BOB), ("Alice", ALICE)], sent=when)
+    graph.add_message(
+        ALICE,
+        internet_message_id="<1@localhost>",
+        subject="Scan 1",
+        sender=("Scanner", "scan@acme.com"),
+        to=[("Bob", BOB), ("Alice", ALICE)],
+        sent=when,
+    )
     assert world.sync(imap_box, fetch_in_child=False).ok and world.sync(graph_box).ok
-    rows = world.sql("SELECT i.subject, count(s.id) FROM interaction i JOIN interactionsource s "
-                     "ON s.interaction_id = i.id GROUP BY i.id, i.subject ORDER BY i.subject")
+    rows = world.sql(
+        "SELECT i.subject, count(s.id) FROM interaction i JOIN interactionsource s "
+        "ON s.interaction_id = i.id GROUP BY i.id, i.subject ORDER BY i.subject"
+    )
     assert [tuple(r) for r in rows] == [("Job done", 1), ("Scan 1", 2)]

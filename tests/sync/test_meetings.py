@@ -1,5 +1,6 @@
 """Meeting records onto the timeline through the real engine: one meeting,
 one interaction, whoever's calendar (or inbox) it came from."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -39,17 +40,38 @@ class ScriptedCalendar:
         pass
 
 
-def meeting(remote_id="e1", uid="m-1@acme.com", *, seq=0, start=START, method=None, status="confirmed",
-            attendees=None, subject="Quarterly review", rid=None):
+def meeting(
+    remote_id="e1",
+    uid="m-1@acme.com",
+    *,
+    seq=0,
+    start=START,
+    method=None,
+    status="confirmed",
+    attendees=None,
+    subject="Quarterly review",
+    rid=None,
+):
     return MeetingRecord(
-        remote_id=remote_id, uid=uid, recurrence_id=rid, start=start, end=start + timedelta(hours=1),
-        subject=subject, organizer=Attendee("carol@acme.com", "Carol Buyer", "organizer", "accepted"),
-        attendees=attendees if attendees is not None else [
+        remote_id=remote_id,
+        uid=uid,
+        recurrence_id=rid,
+        start=start,
+        end=start + timedelta(hours=1),
+        subject=subject,
+        organizer=Attendee("carol@acme.com", "Carol Buyer", "organizer", "accepted"),
+        attendees=attendees
+        if attendees is not None
+        else [
             Attendee("alice@ourco.com", "Alice", "attendee", "accepted"),
             Attendee("bob@ourco.com", "Bob", "attendee", "tentative"),
             Attendee("dan@acme.com", "Dan", "optional", "needs-action"),
         ],
-        status=status, location="Room 1", sequence=seq, method=method)
+        status=status,
+        location="Room 1",
+        sequence=seq,
+        method=method,
+    )
 
 
 def _calendar(world, owner: str) -> int:
@@ -73,13 +95,18 @@ def batch(*records, removed=()):
 
 
 def _meetings(world):
-    return world.sql("SELECT message_key, occurred_at, status, sequence, subject FROM interaction "
-                     "WHERE kind = 'meeting'")
+    return world.sql(
+        "SELECT message_key, occurred_at, status, sequence, subject FROM interaction WHERE kind = 'meeting'"
+    )
 
 
 def _people(world):
-    return {r[0]: r[1:] for r in world.sql(
-        "SELECT address, role, response, user_id IS NOT NULL, contact_id IS NOT NULL FROM participant")}
+    return {
+        r[0]: r[1:]
+        for r in world.sql(
+            "SELECT address, role, response, user_id IS NOT NULL, contact_id IS NOT NULL FROM participant"
+        )
+    }
 
 
 def test_one_meeting_in_two_calendars_is_one_interaction(tmp_path, db_url):
@@ -94,8 +121,13 @@ def test_one_meeting_in_two_calendars_is_one_interaction(tmp_path, db_url):
     assert people["alice@ourco.com"][:3] == ("attendee", "accepted", True)
     assert people["bob@ourco.com"][:3] == ("attendee", "tentative", True)
     assert world.scalar("SELECT COUNT(*) FROM interactionsource") == 2
-    assert world.scalar("SELECT meetings FROM contactstats s JOIN contact c ON c.id = s.contact_id "
-                        "WHERE c.primary_email = 'carol@acme.com'") == 1
+    assert (
+        world.scalar(
+            "SELECT meetings FROM contactstats s JOIN contact c ON c.id = s.contact_id "
+            "WHERE c.primary_email = 'carol@acme.com'"
+        )
+        == 1
+    )
     # The company came from the attendees' domain.
     assert world.scalar("SELECT domain FROM company") == "acme.com"
 
@@ -125,8 +157,13 @@ def test_reply_changes_only_that_attendee_and_cancel_marks_cancelled(tmp_path):
     _run(world, a, batch(meeting("cancel#ics", seq=1, method="CANCEL")))
     assert _meetings(world)[0][2] == "cancelled"
     # A cancelled meeting is not counted as a meeting had with the contact.
-    assert world.scalar("SELECT meetings FROM contactstats s JOIN contact c ON c.id = s.contact_id "
-                        "WHERE c.primary_email = 'carol@acme.com'") == 0
+    assert (
+        world.scalar(
+            "SELECT meetings FROM contactstats s JOIN contact c ON c.id = s.contact_id "
+            "WHERE c.primary_email = 'carol@acme.com'"
+        )
+        == 0
+    )
 
 
 def test_removing_the_last_copy_removes_the_meeting(tmp_path):
@@ -145,10 +182,17 @@ def test_removing_the_last_copy_removes_the_meeting(tmp_path):
 def test_internal_meetings_and_attendee_lists_too_large_are_skipped_with_reasons(tmp_path):
     world = make_world(tmp_path)
     a = _calendar(world, "alice@ourco.com")
-    internal = MeetingRecord("i1", "int@ourco.com", None, START, None, "Standup",
-                             Attendee("bob@ourco.com", "Bob", "organizer"), [Attendee("alice@ourco.com")])
-    huge = meeting("h1", uid="huge@acme.com",
-                   attendees=[Attendee(f"p{i}@acme.com") for i in range(600)])
+    internal = MeetingRecord(
+        "i1",
+        "int@ourco.com",
+        None,
+        START,
+        None,
+        "Standup",
+        Attendee("bob@ourco.com", "Bob", "organizer"),
+        [Attendee("alice@ourco.com")],
+    )
+    huge = meeting("h1", uid="huge@acme.com", attendees=[Attendee(f"p{i}@acme.com") for i in range(600)])
     report = _run(world, a, batch(internal, huge, meeting()))
     assert report.skipped == 2
     skipped = world.scalar("SELECT skipped FROM mailbox WHERE id = :i", i=a)
@@ -162,8 +206,9 @@ def _assert_summaries_equal_a_recount(world):
     with write_transaction(world.rt.engine) as conn:
         stats.recompute(conn, world.org_id, [r[0] for r in conn.execute(text("SELECT id FROM contact"))])
     assert world.sql("SELECT contact_id, emails_in, emails_out, meetings FROM contactstats ORDER BY 1") == before
-    assert world.sql("SELECT contact_id, user_id, interactions, last_at FROM contactcolleague ORDER BY 1, 2") \
-        == colleagues
+    assert (
+        world.sql("SELECT contact_id, user_id, interactions, last_at FROM contactcolleague ORDER BY 1, 2") == colleagues
+    )
 
 
 def test_summaries_after_meeting_changes_equal_a_recount(tmp_path):
@@ -173,12 +218,15 @@ def test_summaries_after_meeting_changes_equal_a_recount(tmp_path):
     _run(world, b, batch(meeting("bob-copy", seq=1, attendees=[Attendee("bob@ourco.com")])))
     _assert_summaries_equal_a_recount(world)
     # Dan was taken off the newer copy of m-1: he keeps only m-2.
-    dan = world.scalar("SELECT s.meetings FROM contactstats s JOIN contact c ON c.id = s.contact_id "
-                       "WHERE c.primary_email = 'dan@acme.com'")
+    dan = world.scalar(
+        "SELECT s.meetings FROM contactstats s JOIN contact c ON c.id = s.contact_id "
+        "WHERE c.primary_email = 'dan@acme.com'"
+    )
     assert dan == 1
 
 
 # -- a REPLY or CANCEL for a whole series ------------------------------------------------------
+
 
 def occurrence(week: int, uid="s-1@acme.com", **kw):
     """One occurrence of a weekly series, as a calendar lists it."""
@@ -196,26 +244,42 @@ def _statuses(world):
 
 
 def _responses(world, address):
-    return dict(world.sql("SELECT i.message_key, p.response FROM participant p JOIN interaction i "
-                          "ON i.id = p.interaction_id WHERE p.address = :a", a=address))
+    return dict(
+        world.sql(
+            "SELECT i.message_key, p.response FROM participant p JOIN interaction i "
+            "ON i.id = p.interaction_id WHERE p.address = :a",
+            a=address,
+        )
+    )
 
 
 def _carol_meetings(world):
-    return world.scalar("SELECT meetings FROM contactstats s JOIN contact c ON c.id = s.contact_id "
-                        "WHERE c.primary_email = 'carol@acme.com'")
+    return world.scalar(
+        "SELECT meetings FROM contactstats s JOIN contact c ON c.id = s.contact_id "
+        "WHERE c.primary_email = 'carol@acme.com'"
+    )
 
 
 def test_cancel_without_recurrence_id_cancels_every_occurrence(tmp_path, db_url):
     world = make_world(tmp_path, url=db_url)
     a, b = _calendar(world, "alice@ourco.com"), _calendar(world, "bob@ourco.com")
-    _run(world, a, batch(occurrence(0), occurrence(1), occurrence(2, seq=3, subject="Review (moved)"),
-                         meeting("other", uid="m-2@acme.com")))
+    _run(
+        world,
+        a,
+        batch(
+            occurrence(0),
+            occurrence(1),
+            occurrence(2, seq=3, subject="Review (moved)"),
+            meeting("other", uid="m-2@acme.com"),
+        ),
+    )
     _run(world, b, batch(occurrence(0, remote_id="bob-0")))
     assert _carol_meetings(world) == 4
     # The organiser cancels the whole series (SEQUENCE 1, no RECURRENCE-ID, no RRULE).
     _run(world, a, batch(meeting("mail-7#ics", "s-1@acme.com", seq=1, method="CANCEL", start=START)))
     assert _statuses(world) == {
-        _key(0): ("cancelled", 1), _key(1): ("cancelled", 1),
+        _key(0): ("cancelled", 1),
+        _key(1): ("cancelled", 1),
         _key(2): ("confirmed", 3),  # changed after the cancellation was sent: a newer SEQUENCE wins
         "ical:m-2@acme.com": ("confirmed", 0),
     }  # and no interaction of its own for the series key
@@ -233,16 +297,34 @@ def test_reply_without_recurrence_id_answers_for_every_occurrence(tmp_path, db_u
     world = make_world(tmp_path, url=db_url)
     a = _calendar(world, "alice@ourco.com")
     _run(world, a, batch(occurrence(0), occurrence(1), occurrence(2), meeting("other", uid="m-2@acme.com")))
-    reply = meeting("mail-9#ics", "s-1@acme.com", method="REPLY",
-                    attendees=[Attendee("dan@acme.com", "Dan", "attendee", "declined")])
+    reply = meeting(
+        "mail-9#ics",
+        "s-1@acme.com",
+        method="REPLY",
+        attendees=[Attendee("dan@acme.com", "Dan", "attendee", "declined")],
+    )
     _run(world, a, batch(reply))
-    assert _responses(world, "dan@acme.com") == {_key(0): "declined", _key(1): "declined", _key(2): "declined",
-                                                 "ical:m-2@acme.com": "needs-action"}
+    assert _responses(world, "dan@acme.com") == {
+        _key(0): "declined",
+        _key(1): "declined",
+        _key(2): "declined",
+        "ical:m-2@acme.com": "needs-action",
+    }
     assert set(_responses(world, "bob@ourco.com").values()) == {"tentative"}
     assert "ical:s-1@acme.com" not in _statuses(world)
     # With nothing of that UID stored, a REPLY is a meeting of its own, as before.
-    _run(world, a, batch(meeting("mail-10#ics", "new@acme.com", method="REPLY",
-                                 attendees=[Attendee("dan@acme.com", "Dan", "attendee", "accepted")])))
+    _run(
+        world,
+        a,
+        batch(
+            meeting(
+                "mail-10#ics",
+                "new@acme.com",
+                method="REPLY",
+                attendees=[Attendee("dan@acme.com", "Dan", "attendee", "accepted")],
+            )
+        ),
+    )
     assert _responses(world, "dan@acme.com")["ical:new@acme.com"] == "accepted"
 
 
@@ -251,8 +333,14 @@ def test_series_cancel_matches_the_uid_exactly(tmp_path, db_url):
     world = make_world(tmp_path, url=db_url)
     a = _calendar(world, "alice@ourco.com")
     uids = ["w_1%@acme.com", "wX1Z@acme.com", "W_1%@acme.com", "w_1%@acme.com.au"]
-    _run(world, a, batch(*[occurrence(k, uid=u, remote_id=f"{u}#{k}") for u in uids for k in (0, 1)],
-                         meeting("single", uid="w_1%@acme.com/x")))
+    _run(
+        world,
+        a,
+        batch(
+            *[occurrence(k, uid=u, remote_id=f"{u}#{k}") for u in uids for k in (0, 1)],
+            meeting("single", uid="w_1%@acme.com/x"),
+        ),
+    )
     _run(world, a, batch(meeting("mail#ics", "w_1%@acme.com", seq=1, method="CANCEL")))
     cancelled = {k for k, (status, _) in _statuses(world).items() if status == "cancelled"}
     # "w_1%@acme.com/x" would be an occurrence's key too: a UID with a "/" is indistinguishable.
@@ -269,20 +357,36 @@ def test_series_cancel_also_cancels_a_single_event_stored_under_the_uid(tmp_path
 
 # -- several records of one key in one batch ---------------------------------------------------
 
+
 def _snapshot(world):
     return {
-        "meetings": sorted(world.sql(
-            "SELECT message_key, occurred_at, ends_at, status, sequence, subject, location, direction FROM interaction "
-            "WHERE kind = 'meeting'")),
-        "people": sorted(world.sql(
-            "SELECT i.message_key, p.address, p.role, p.response, p.name, p.occurred_at, p.user_id, "
-            "p.contact_id IS NOT NULL FROM participant p JOIN interaction i ON i.id = p.interaction_id")),
-        "copies": sorted(world.sql("SELECT i.message_key, s.remote_id FROM interactionsource s "
-                                   "JOIN interaction i ON i.id = s.interaction_id")),
-        "stats": sorted(world.sql("SELECT c.primary_email, s.meetings FROM contactstats s "
-                                  "JOIN contact c ON c.id = s.contact_id")),
-        "colleagues": sorted(world.sql("SELECT c.primary_email, k.user_id, k.interactions, k.last_at "
-                                       "FROM contactcolleague k JOIN contact c ON c.id = k.contact_id")),
+        "meetings": sorted(
+            world.sql(
+                "SELECT message_key, occurred_at, ends_at, status, sequence, subject, location, direction FROM interaction "
+                "WHERE kind = 'meeting'"
+            )
+        ),
+        "people": sorted(
+            world.sql(
+                "SELECT i.message_key, p.address, p.role, p.response, p.name, p.occurred_at, p.user_id, "
+                "p.contact_id IS NOT NULL FROM participant p JOIN interaction i ON i.id = p.interaction_id"
+            )
+        ),
+        "copies": sorted(
+            world.sql(
+                "SELECT i.message_key, s.remote_id FROM interactionsource s "
+                "JOIN interaction i ON i.id = s.interaction_id"
+            )
+        ),
+        "stats": sorted(
+            world.sql("SELECT c.primary_email, s.meetings FROM contactstats s JOIN contact c ON c.id = s.contact_id")
+        ),
+        "colleagues": sorted(
+            world.sql(
+                "SELECT c.primary_email, k.user_id, k.interactions, k.last_at "
+                "FROM contactcolleague k JOIN contact c ON c.id = k.contact_id"
+            )
+        ),
     }
 
 
@@ -301,21 +405,40 @@ SCENARIOS = {
     "older then newer copy": ([], [meeting("bob-copy", seq=1), meeting(seq=2, start=MOVED, subject="moved")]),
     "taken off, then back from an older copy": (
         [meeting()],
-        [meeting(seq=1, attendees=[ALICE]), _reply("accepted"), meeting("old", seq=0, start=MOVED)]),
+        [meeting(seq=1, attendees=[ALICE]), _reply("accepted"), meeting("old", seq=0, start=MOVED)],
+    ),
     "taken off and answers in between": (
         [meeting(), _reply("tentative")],
-        [_reply("declined"), meeting(seq=1, start=MOVED, attendees=[ALICE, DAN]),
-         meeting("new", seq=1, attendees=[ALICE])]),
+        [
+            _reply("declined"),
+            meeting(seq=1, start=MOVED, attendees=[ALICE, DAN]),
+            meeting("new", seq=1, attendees=[ALICE]),
+        ],
+    ),
     "reply first, then the invitation": ([], [_reply("accepted"), meeting(), meeting("two", seq=1, start=MOVED)]),
     "series cancel between occurrences": (
         [occurrence(0)],
-        [occurrence(1), meeting("mail#ics", "s-1@acme.com", method="CANCEL"), occurrence(2),
-         meeting("reply#ics", "s-1@acme.com", method="REPLY",
-                 attendees=[Attendee("dan@acme.com", "Dan", "attendee", "declined")]),
-         occurrence(1, remote_id="later", seq=1)]),
+        [
+            occurrence(1),
+            meeting("mail#ics", "s-1@acme.com", method="CANCEL"),
+            occurrence(2),
+            meeting(
+                "reply#ics",
+                "s-1@acme.com",
+                method="REPLY",
+                attendees=[Attendee("dan@acme.com", "Dan", "attendee", "declined")],
+            ),
+            occurrence(1, remote_id="later", seq=1),
+        ],
+    ),
     "series reply, nothing stored yet": (
-        [], [meeting("reply#ics", "s-1@acme.com", method="REPLY", attendees=[DAN]), occurrence(0),
-             meeting("cancel#ics", "s-1@acme.com", method="CANCEL", seq=2)]),
+        [],
+        [
+            meeting("reply#ics", "s-1@acme.com", method="REPLY", attendees=[DAN]),
+            occurrence(0),
+            meeting("cancel#ics", "s-1@acme.com", method="CANCEL", seq=2),
+        ],
+    ),
 }
 
 
@@ -337,10 +460,19 @@ def test_records_of_one_key_in_one_batch_apply_in_order(tmp_path, name):
 def test_request_cancel_reply_in_one_batch(tmp_path, db_url):
     world = make_world(tmp_path, url=db_url)
     a = _calendar(world, "alice@ourco.com")
-    _run(world, a, batch(meeting(), meeting("cancel#ics", seq=1, method="CANCEL"), _reply("declined"),
-                         meeting("bob-copy", seq=0, subject="stale")))
+    _run(
+        world,
+        a,
+        batch(
+            meeting(),
+            meeting("cancel#ics", seq=1, method="CANCEL"),
+            _reply("declined"),
+            meeting("bob-copy", seq=0, subject="stale"),
+        ),
+    )
     assert [(m[0], m[2], m[3], m[4]) for m in _meetings(world)] == [
-        ("ical:m-1@acme.com", "cancelled", 1, "Quarterly review")]
+        ("ical:m-1@acme.com", "cancelled", 1, "Quarterly review")
+    ]
     assert _people(world)["dan@acme.com"][1] == "declined"
     assert world.scalar("SELECT COUNT(*) FROM interactionsource") == 4
     assert _carol_meetings(world) == 0
@@ -367,10 +499,25 @@ def test_statements_per_batch_do_not_grow_with_the_batch(tmp_path):
         box = _calendar(world, "alice@ourco.com")
         first = [occurrence(k) for k in range(n)]
         newer = [occurrence(k, seq=1, start=MOVED + timedelta(weeks=k), attendees=[ALICE]) for k in range(n)]
-        counts.append((_statements(world, box, first), _statements(world, box, newer),
-                       _statements(world, box, [meeting("c#ics", "s-1@acme.com", method="CANCEL", seq=2),
-                                                meeting("r#ics", "s-1@acme.com", method="REPLY",
-                                                        attendees=[Attendee("alice@ourco.com", "", "", "declined")])])))
+        counts.append(
+            (
+                _statements(world, box, first),
+                _statements(world, box, newer),
+                _statements(
+                    world,
+                    box,
+                    [
+                        meeting("c#ics", "s-1@acme.com", method="CANCEL", seq=2),
+                        meeting(
+                            "r#ics",
+                            "s-1@acme.com",
+                            method="REPLY",
+                            attendees=[Attendee("alice@ourco.com", "", "", "declined")],
+                        ),
+                    ],
+                ),
+            )
+        )
         assert len(_meetings(world)) == n
         assert {r[2] for r in _meetings(world)} == {"cancelled"}
         assert set(_responses(world, "alice@ourco.com").values()) == {"declined"}
@@ -389,10 +536,14 @@ def test_a_meeting_another_writer_inserted_meanwhile_is_folded_over_theirs(tmp_p
 
     def meanwhile(conn, ids):
         if not calls:
-            conn.execute(text("INSERT INTO interaction (org_id, kind, message_key, thread_key, occurred_at, direction, "
-                              "subject, status, sequence, created_at) VALUES (:o, 'meeting', 'ical:m-1@acme.com', "
-                              "'ical:m-1@acme.com', :at, 'in', 'theirs', 'confirmed', 5, :at)"),
-                         {"o": world.org_id, "at": MOVED})
+            conn.execute(
+                text(
+                    "INSERT INTO interaction (org_id, kind, message_key, thread_key, occurred_at, direction, "
+                    "subject, status, sequence, created_at) VALUES (:o, 'meeting', 'ical:m-1@acme.com', "
+                    "'ical:m-1@acme.com', :at, 'in', 'theirs', 'confirmed', 5, :at)"
+                ),
+                {"o": world.org_id, "at": MOVED},
+            )
         calls.append(ids)
         return real(conn, ids)
 

@@ -1,4 +1,5 @@
 """Claims, leases and scheduling, on SQLite and on a real PostgreSQL; IDLE push."""
+
 from __future__ import annotations
 
 import threading
@@ -46,13 +47,15 @@ def test_expired_lease_can_be_taken_over_and_fences_the_old_worker(world, imap_u
     assert not claim(world.rt.engine, mid, "new", 60)
     assert claim(world.rt.engine, mid, "new", 60, now=utcnow() + timedelta(seconds=61))
     # "old" is refused at its next batch commit: it can no longer write.
+    from connectors.base import Batch, Folder
     from sync.engine import LeaseLost, _write_batch
     from sync.ingest import MailboxContext
-    from connectors.base import Batch, Folder
+
     with world.rt.engine.begin() as conn:
         with pytest.raises(LeaseLost):
-            _write_batch(conn, None, MailboxContext(mid, 0, 0, ""), "old", 60, Folder("INBOX", "inbox"),
-                         Batch([], [], {}))
+            _write_batch(
+                conn, None, MailboxContext(mid, 0, 0, ""), "old", 60, Folder("INBOX", "inbox"), Batch([], [], {})
+            )
 
 
 def test_a_mailbox_whose_holder_died_on_this_host_is_due_and_taken_over_at_once(world, imap_user):
@@ -85,6 +88,7 @@ def test_due_mailboxes_and_request_sync(world, imap_user):
     assert mid in due_mailboxes(world.rt.engine)
     with world.rt.engine.begin() as conn:
         from sqlalchemy import text
+
         conn.execute(text("UPDATE mailbox SET status = 'paused'"))
     assert mid not in due_mailboxes(world.rt.engine)
 
@@ -92,18 +96,34 @@ def test_due_mailboxes_and_request_sync(world, imap_user):
 def test_full_sync_on_this_database(world, imap_user_factory):
     a, b = imap_user_factory(), imap_user_factory()
     from tests.world import NOW
-    raw = message("Eve <eve@cust.de>", "alice@ourco.com", "Grüße", cc="bob@ourco.com", msgid="pg@cust",
-                  when=NOW - timedelta(hours=5))
+
+    raw = message(
+        "Eve <eve@cust.de>",
+        "alice@ourco.com",
+        "Grüße",
+        cc="bob@ourco.com",
+        msgid="pg@cust",
+        when=NOW - timedelta(hours=5),
+    )
     a.deliver(raw)
     b.deliver(raw)
-    a.deliver(message("alice@ourco.com", "eve@cust.de", "Re: Grüße", msgid="pg2@ourco",
-                      extra="In-Reply-To: <pg@cust>", when=NOW - timedelta(hours=1)))
+    a.deliver(
+        message(
+            "alice@ourco.com",
+            "eve@cust.de",
+            "Re: Grüße",
+            msgid="pg2@ourco",
+            extra="In-Reply-To: <pg@cust>",
+            when=NOW - timedelta(hours=1),
+        )
+    )
     ma, mb = world.add_imap("alice@ourco.com", a), world.add_imap("bob@ourco.com", b)
     assert world.sync(ma).ok and world.sync(mb).ok
     assert world.scalar("SELECT count(*) FROM interaction") == 2
     assert world.scalar("SELECT count(*) FROM interactionsource") == 3
     assert world.sql("SELECT subject FROM interaction ORDER BY occurred_at") == [("Grüße",), ("Re: Grüße",)]
     from app.services.timeline import lookup
+
     with world.rt.engine.connect() as conn:
         data = lookup(conn, world.org_id, "EVE@cust.de")
     assert data["summary"]["emails_in"] == 1 and data["summary"]["emails_out"] == 1
@@ -116,7 +136,7 @@ def test_two_mailboxes_syncing_at_once_never_duplicate(world, imap_user_factory)
         raw = message(f"c{i % 7}@cust{i % 3}.com", "alice@ourco.com", f"S{i}", cc="bob@ourco.com", msgid=f"conc{i}@x")
         for u in users:
             u.deliver(raw)
-    ids = [world.add_imap(owner, u) for owner, u in zip(("alice@ourco.com", "bob@ourco.com"), users)]
+    ids = [world.add_imap(owner, u) for owner, u in zip(("alice@ourco.com", "bob@ourco.com"), users, strict=True)]
     reports = []
     threads = [threading.Thread(target=lambda m=m: reports.append(world.sync(m, fetch_in_child=False))) for m in ids]
     for t in threads:
@@ -197,15 +217,17 @@ def _watching(service, mid) -> bool:
 
 @pytest.mark.servers  # its own Dovecot, to stop it
 def test_a_push_connection_lost_with_its_server_degrades_the_mailbox_within_a_minute_and_is_logged(tmp_path, caplog):
-    from tests.servers import Dovecot
     from sync.scheduler import SyncService
+    from tests.servers import Dovecot
 
     server = Dovecot(tmp_path / "dovecot").start()
     try:
         server.add_user("alice", "pw-alice")
         world = make_world(tmp_path)
-        mid = world.add_imap("alice@ourco.com", type("U", (), {"host": server.host, "port": server.port,
-                                                                "username": "alice", "password": "pw-alice"}))
+        mid = world.add_imap(
+            "alice@ourco.com",
+            type("U", (), {"host": server.host, "port": server.port, "username": "alice", "password": "pw-alice"}),
+        )
         assert world.sync(mid).ok and _health(world, mid)["health"] == "healthy"
         service = SyncService(world.rt, idle=True)
         service.start()

@@ -1,9 +1,11 @@
 """Contact summaries kept at ingest equal a full recount, whatever the order of
 mailboxes, batches and contact creation."""
+
 from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import text
 
 from app.db import write_transaction
@@ -13,12 +15,16 @@ from tests.world import NOW, make_world, message
 
 def _tables(world):
     return {
-        "stats": world.sql("SELECT c.primary_email, s.emails_in, s.emails_out, s.meetings, s.first_email_at, "
-                           "s.last_email_at FROM contactstats s JOIN contact c ON c.id = s.contact_id "
-                           "ORDER BY c.primary_email"),
-        "colleagues": world.sql("SELECT c.primary_email, u.email, k.interactions, k.last_at FROM contactcolleague k "
-                                "JOIN contact c ON c.id = k.contact_id JOIN app_user u ON u.id = k.user_id "
-                                "ORDER BY c.primary_email, u.email"),
+        "stats": world.sql(
+            "SELECT c.primary_email, s.emails_in, s.emails_out, s.meetings, s.first_email_at, "
+            "s.last_email_at FROM contactstats s JOIN contact c ON c.id = s.contact_id "
+            "ORDER BY c.primary_email"
+        ),
+        "colleagues": world.sql(
+            "SELECT c.primary_email, u.email, k.interactions, k.last_at FROM contactcolleague k "
+            "JOIN contact c ON c.id = k.contact_id JOIN app_user u ON u.id = k.user_id "
+            "ORDER BY c.primary_email, u.email"
+        ),
     }
 
 
@@ -27,9 +33,6 @@ def _recounted(world):
         ids = [r[0] for r in conn.execute(text("SELECT id FROM contact WHERE org_id = :o"), {"o": world.org_id})]
         stats.recompute(conn, world.org_id, ids)
     return _tables(world)
-
-
-import pytest
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -45,12 +48,20 @@ def test_incremental_summaries_equal_a_full_recount(tmp_path, imap_user_factory,
     day = timedelta(days=1)
     # Carol writes to Alice and Bob (one message, two mailboxes); Dave is only
     # mentioned in Cc at first and becomes a contact when he writes himself.
-    shared = message("Carol <carol@acme.com>", "alice@ourco.com, bob@ourco.com", "Pricing", msgid="s1@acme.com",
-                     when=NOW - 5 * day, cc="dave@acme.com")
+    shared = message(
+        "Carol <carol@acme.com>",
+        "alice@ourco.com, bob@ourco.com",
+        "Pricing",
+        msgid="s1@acme.com",
+        when=NOW - 5 * day,
+        cc="dave@acme.com",
+    )
     alice.deliver(shared)
     bob.deliver(shared)
-    alice.deliver(message("alice@ourco.com", "carol@acme.com", "Re: Pricing", msgid="r1@ourco.com",
-                          when=NOW - 4 * day), folder="INBOX")
+    alice.deliver(
+        message("alice@ourco.com", "carol@acme.com", "Re: Pricing", msgid="r1@ourco.com", when=NOW - 4 * day),
+        folder="INBOX",
+    )
     world.sync(a_box)
     first = _tables(world)
     assert [r[:3] for r in first["stats"]] == [("carol@acme.com", 1, 1)]

@@ -1,2 +1,3 @@
 """Fake Microsoft Graph + Entra ID authority (see README.md)."""
-from tests.fakes.graph.server import FakeGraph, POLICY_MESSAGE  # noqa: F401
+
+from tests.fakes.graph.server import POLICY_MESSAGE, FakeGraph  # noqa: F401

@@ -1,7 +1,8 @@
 """pytest fixtures for the fake Graph; import them into a test module:
 
-    from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
+from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 """
+
 from __future__ import annotations
 
 import pytest

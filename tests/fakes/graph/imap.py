@@ -1,6 +1,7 @@
 """A minimal IMAP server that accepts SASL XOAUTH2 with tokens issued by the fake
 authority (Exchange Online's IMAP with OAuth): greeting, CAPABILITY,
 AUTHENTICATE XOAUTH2, LIST, LOGOUT. Enough to prove the login path, not a mail store."""
+
 from __future__ import annotations
 
 import base64
@@ -70,8 +71,11 @@ class FakeOAuthImap:
                         f.readline()
                         send(f"{tag} NO AUTHENTICATE failed.")
                 elif cmd == "LIST" and user:
-                    for name, flags in (("INBOX", r"\HasNoChildren"), ("Sent Items", r"\HasNoChildren \Sent"),
-                                        ("Junk Email", r"\HasNoChildren \Junk")):
+                    for name, flags in (
+                        ("INBOX", r"\HasNoChildren"),
+                        ("Sent Items", r"\HasNoChildren \Sent"),
+                        ("Junk Email", r"\HasNoChildren \Junk"),
+                    ):
                         send(f'* LIST ({flags}) "/" "{name}"')
                     send(f"{tag} OK LIST completed.")
                 elif cmd == "LOGOUT":

@@ -5,6 +5,7 @@ and Graph (what the connector talks to). Tests mutate the in-memory mailboxes
 between sync rounds and inject faults. See README.md for the behaviours
 reproduced and where each is documented.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,15 +42,29 @@ def _iso(dt: datetime) -> str:
 
 
 def _error(status: int, code: str, message: str, headers: dict | None = None) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message,
-                                   "innerError": {"date": _iso(datetime.now(timezone.utc)),
-                                                  "request-id": secrets.token_hex(8)}}},
-                        status_code=status, headers=headers)
+    return JSONResponse(
+        {
+            "error": {
+                "code": code,
+                "message": message,
+                "innerError": {"date": _iso(datetime.now(timezone.utc)), "request-id": secrets.token_hex(8)},
+            }
+        },
+        status_code=status,
+        headers=headers,
+    )
 
 
 def _oauth_error(error: str, description: str, status: int = 400) -> Response:
-    return JSONResponse({"error": error, "error_description": description, "error_codes": [0],
-                         "timestamp": _iso(datetime.now(timezone.utc))}, status_code=status)
+    return JSONResponse(
+        {
+            "error": error,
+            "error_description": description,
+            "error_codes": [0],
+            "timestamp": _iso(datetime.now(timezone.utc)),
+        },
+        status_code=status,
+    )
 
 
 FILTERED_DELTA_CAP = 5000  # messages a $filter-ed delta returns at most
@@ -92,9 +107,16 @@ class UserBox:
         return self.seq
 
 
-WELL_KNOWN = [("inbox", "Inbox"), ("sentitems", "Sent Items"), ("archive", "Archive"),
-              ("deleteditems", "Deleted Items"), ("junkemail", "Junk Email"), ("drafts", "Drafts"),
-              ("outbox", "Outbox"), ("conversationhistory", "Conversation History")]
+WELL_KNOWN = [
+    ("inbox", "Inbox"),
+    ("sentitems", "Sent Items"),
+    ("archive", "Archive"),
+    ("deleteditems", "Deleted Items"),
+    ("junkemail", "Junk Email"),
+    ("drafts", "Drafts"),
+    ("outbox", "Outbox"),
+    ("conversationhistory", "Conversation History"),
+]
 
 
 class FakeGraph:
@@ -157,9 +179,17 @@ class FakeGraph:
         self.ca_bundle = self.tmp_dir / "ca-bundle.pem"
         base = system.read_bytes() if system.exists() and system != self.ca_bundle else b""
         self.ca_bundle.write_bytes(base + b"\n" + self.ca.cert_pem.bytes())
-        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", lifespan="off",
-                                ssl_keyfile=str(key_file), ssl_certfile=str(cert_file), access_log=False,
-                                timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self.app,
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            ssl_keyfile=str(key_file),
+            ssl_certfile=str(cert_file),
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="fake-graph", daemon=True)
         self._thread.start()
@@ -173,8 +203,14 @@ class FakeGraph:
             self._thread.join(timeout=10)
 
     # -- test helpers: identities -----------------------------------------------
-    def register_app(self, client_id: str | None = None, secret: str | None = None, *,
-                     thumbprint: str | None = None, public_key_pem: bytes | None = None) -> tuple[str, str]:
+    def register_app(
+        self,
+        client_id: str | None = None,
+        secret: str | None = None,
+        *,
+        thumbprint: str | None = None,
+        public_key_pem: bytes | None = None,
+    ) -> tuple[str, str]:
         """An app registration with a client secret, or with a certificate (its SHA-1
         thumbprint in hex and the public key the client assertion must verify with)."""
         client_id = client_id or secrets.token_hex(8)
@@ -213,14 +249,28 @@ class FakeGraph:
                     self.add_folder(user, name, well_known=wk)
             return box
 
-    def add_folder(self, user: str, name: str, *, parent: str | None = None, well_known: str | None = None,
-                   folder_id: str | None = None) -> str:
+    def add_folder(
+        self,
+        user: str,
+        name: str,
+        *,
+        parent: str | None = None,
+        well_known: str | None = None,
+        folder_id: str | None = None,
+    ) -> str:
         box = self.users[user.lower()] if user.lower() in self.users else self.mailbox(user)
         fid = folder_id or ("AAMk" + secrets.token_hex(10))
         with self.lock:
-            box.folders[fid] = {"id": fid, "displayName": name, "parentFolderId": parent or "root",
-                                "childFolderCount": 0, "unreadItemCount": 0, "totalItemCount": 0,
-                                "isHidden": False, "_wk": well_known}
+            box.folders[fid] = {
+                "id": fid,
+                "displayName": name,
+                "parentFolderId": parent or "root",
+                "childFolderCount": 0,
+                "unreadItemCount": 0,
+                "totalItemCount": 0,
+                "isHidden": False,
+                "_wk": well_known,
+            }
             if parent:
                 box.folders[parent]["childFolderCount"] += 1
             box.messages[fid] = {}
@@ -234,12 +284,24 @@ class FakeGraph:
                 return fid
         raise KeyError(name_or_wk)
 
-    def add_message(self, user: str, folder: str = "inbox", *, internet_message_id: str | None = None,
-                    subject: str = "Hello", sender: tuple[str, str] = ("Carla", "carla@acme.com"),
-                    to: list[tuple[str, str]] = (), cc: list[tuple[str, str]] = (), bcc=(),
-                    sent: datetime | None = None, received: datetime | None = None, preview: str = "Hi there",
-                    message_id: str | None = None, extra: dict | None = None,
-                    headers: list[tuple[str, str]] | None = None) -> str:
+    def add_message(
+        self,
+        user: str,
+        folder: str = "inbox",
+        *,
+        internet_message_id: str | None = None,
+        subject: str = "Hello",
+        sender: tuple[str, str] = ("Carla", "carla@acme.com"),
+        to: list[tuple[str, str]] = (),
+        cc: list[tuple[str, str]] = (),
+        bcc=(),
+        sent: datetime | None = None,
+        received: datetime | None = None,
+        preview: str = "Hi there",
+        message_id: str | None = None,
+        extra: dict | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> str:
         box = self.mailbox(user)
         fid = self.folder_id(user, folder)
         sent = sent or datetime.now(timezone.utc) - timedelta(hours=1)
@@ -249,15 +311,28 @@ class FakeGraph:
         def rcpt(pairs):
             return [{"emailAddress": {"name": n, "address": a}} for n, a in pairs]
 
-        msg = {"@odata.type": "#microsoft.graph.message", "id": mid,
-               "receivedDateTime": _iso(received), "sentDateTime": _iso(sent),
-               "internetMessageId": internet_message_id if internet_message_id is not None
-               else f"<{secrets.token_hex(8)}@acme.com>",
-               "subject": subject, "bodyPreview": preview, "conversationId": "AAQk" + secrets.token_hex(6),
-               "isDraft": False, "isRead": False, "importance": "normal", "inferenceClassification": "focused",
-               "from": rcpt([sender])[0], "sender": rcpt([sender])[0],
-               "toRecipients": rcpt(to), "ccRecipients": rcpt(cc), "bccRecipients": rcpt(bcc),
-               "body": {"contentType": "html", "content": f"<html><body>{preview}</body></html>"}}
+        msg = {
+            "@odata.type": "#microsoft.graph.message",
+            "id": mid,
+            "receivedDateTime": _iso(received),
+            "sentDateTime": _iso(sent),
+            "internetMessageId": internet_message_id
+            if internet_message_id is not None
+            else f"<{secrets.token_hex(8)}@acme.com>",
+            "subject": subject,
+            "bodyPreview": preview,
+            "conversationId": "AAQk" + secrets.token_hex(6),
+            "isDraft": False,
+            "isRead": False,
+            "importance": "normal",
+            "inferenceClassification": "focused",
+            "from": rcpt([sender])[0],
+            "sender": rcpt([sender])[0],
+            "toRecipients": rcpt(to),
+            "ccRecipients": rcpt(cc),
+            "bccRecipients": rcpt(bcc),
+            "body": {"contentType": "html", "content": f"<html><body>{preview}</body></html>"},
+        }
         if headers is not None:
             # What Exchange stored with the message as it arrived; mail a client
             # saved (Sent Items, drafts) has none.
@@ -270,7 +345,7 @@ class FakeGraph:
     def update_message(self, user: str, message_id: str, **changes) -> None:
         box = self.mailbox(user)
         with self.lock:
-            for fid, items in box.messages.items():
+            for items in box.messages.values():
                 if message_id in items:
                     msg = dict(items[message_id][1], **changes)
                     items[message_id] = (box.tick(), msg)
@@ -305,48 +380,110 @@ class FakeGraph:
             self.mailbox(user).generation += 1
 
     # -- test helpers: calendar --------------------------------------------------------
-    def add_event(self, user: str, *, subject: str = "Meeting", start: datetime, end: datetime | None = None,
-                  time_zone: str = "UTC", organizer: tuple[str, str] = ("Alice", "alice@ourco.com"),
-                  attendees: list[tuple[str, str, str, str]] = (), location: str = "", cancelled: bool = False,
-                  ical_uid: str | None = None, event_type: str = "singleInstance", series_master_id: str | None = None,
-                  original_start: datetime | None = None, event_id: str | None = None,
-                  all_day: bool = False) -> str:
+    def add_event(
+        self,
+        user: str,
+        *,
+        subject: str = "Meeting",
+        start: datetime,
+        end: datetime | None = None,
+        time_zone: str = "UTC",
+        organizer: tuple[str, str] = ("Alice", "alice@ourco.com"),
+        attendees: list[tuple[str, str, str, str]] = (),
+        location: str = "",
+        cancelled: bool = False,
+        ical_uid: str | None = None,
+        event_type: str = "singleInstance",
+        series_master_id: str | None = None,
+        original_start: datetime | None = None,
+        event_id: str | None = None,
+        all_day: bool = False,
+    ) -> str:
         """attendees: (name, address, type required|optional|resource, response).
         all_day: start/end are dates at local midnight in time_zone, isAllDay true."""
         box = self.mailbox(user)
-        eid, ev = self._event(subject=subject, start=start, end=end, time_zone=time_zone, organizer=organizer,
-                              attendees=attendees, location=location, cancelled=cancelled, ical_uid=ical_uid,
-                              event_type=event_type, series_master_id=series_master_id,
-                              original_start=original_start, event_id=event_id, all_day=all_day)
+        eid, ev = self._event(
+            subject=subject,
+            start=start,
+            end=end,
+            time_zone=time_zone,
+            organizer=organizer,
+            attendees=attendees,
+            location=location,
+            cancelled=cancelled,
+            ical_uid=ical_uid,
+            event_type=event_type,
+            series_master_id=series_master_id,
+            original_start=original_start,
+            event_id=event_id,
+            all_day=all_day,
+        )
         with self.lock:
             box.events[eid] = (box.tick(), ev)
         return eid
 
     @staticmethod
-    def _event(*, subject, start, end, time_zone, organizer, attendees, location, cancelled, ical_uid, event_type,
-               series_master_id, original_start, event_id, all_day) -> tuple[str, dict]:
+    def _event(
+        *,
+        subject,
+        start,
+        end,
+        time_zone,
+        organizer,
+        attendees,
+        location,
+        cancelled,
+        ical_uid,
+        event_type,
+        series_master_id,
+        original_start,
+        event_id,
+        all_day,
+    ) -> tuple[str, dict]:
         end = end or start + (timedelta(days=1) if all_day else timedelta(minutes=30))
         eid = event_id or ("AAMkEv" + secrets.token_hex(10))
-        ev = {"@odata.type": "#microsoft.graph.event", "id": eid,
-              "iCalUId": ical_uid or ("040000008200E00074C5B7101A82E008" + secrets.token_hex(24).upper()),
-              "subject": subject, "type": event_type, "isCancelled": cancelled, "isAllDay": all_day,
-              "seriesMasterId": series_master_id,
-              "originalStart": (original_start.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-                                if original_start else None),
-              "start": {"dateTime": _local(start, time_zone, all_day), "timeZone": time_zone},
-              "end": {"dateTime": _local(end, time_zone, all_day), "timeZone": time_zone},
-              "originalStartTimeZone": time_zone,
-              "location": {"displayName": location},
-              "organizer": {"emailAddress": {"name": organizer[0], "address": organizer[1]}},
-              "attendees": [{"type": t, "status": {"response": r, "time": "0001-01-01T00:00:00Z"},
-                             "emailAddress": {"name": n, "address": a}} for n, a, t, r in attendees],
-              "_start": start.astimezone(timezone.utc), "_end": end.astimezone(timezone.utc)}
+        ev = {
+            "@odata.type": "#microsoft.graph.event",
+            "id": eid,
+            "iCalUId": ical_uid or ("040000008200E00074C5B7101A82E008" + secrets.token_hex(24).upper()),
+            "subject": subject,
+            "type": event_type,
+            "isCancelled": cancelled,
+            "isAllDay": all_day,
+            "seriesMasterId": series_master_id,
+            "originalStart": (
+                original_start.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if original_start else None
+            ),
+            "start": {"dateTime": _local(start, time_zone, all_day), "timeZone": time_zone},
+            "end": {"dateTime": _local(end, time_zone, all_day), "timeZone": time_zone},
+            "originalStartTimeZone": time_zone,
+            "location": {"displayName": location},
+            "organizer": {"emailAddress": {"name": organizer[0], "address": organizer[1]}},
+            "attendees": [
+                {
+                    "type": t,
+                    "status": {"response": r, "time": "0001-01-01T00:00:00Z"},
+                    "emailAddress": {"name": n, "address": a},
+                }
+                for n, a, t, r in attendees
+            ],
+            "_start": start.astimezone(timezone.utc),
+            "_end": end.astimezone(timezone.utc),
+        }
         if original_start is None:
             ev.pop("originalStart")
         return eid, ev
 
-    def add_series(self, user: str, *, subject: str, starts: list[datetime], ical_uid: str | None = None,
-                   exceptions: dict[int, datetime] | None = None, **kw) -> tuple[str, list[str]]:
+    def add_series(
+        self,
+        user: str,
+        *,
+        subject: str,
+        starts: list[datetime],
+        ical_uid: str | None = None,
+        exceptions: dict[int, datetime] | None = None,
+        **kw,
+    ) -> tuple[str, list[str]]:
         """A recurring series: a master (not in calendarView, read by id) holding the
         series' subject, organizer, attendees and location, and one instance per start.
         exceptions maps an index to the moved start of that occurrence. As in Graph,
@@ -356,21 +493,39 @@ class FakeGraph:
         master_id = "AAMkMaster" + secrets.token_hex(8)
         uid = ical_uid or ("040000008200E00074C5B7101A82E008" + secrets.token_hex(24).upper())
         _, master = self._event(
-            subject=subject, start=starts[0], end=kw.get("end"), time_zone=kw.get("time_zone", "UTC"),
-            organizer=kw.get("organizer", ("Alice", "alice@ourco.com")), attendees=kw.get("attendees", ()),
-            location=kw.get("location", ""), cancelled=kw.get("cancelled", False), ical_uid=uid,
-            event_type="seriesMaster", series_master_id=None, original_start=None, event_id=master_id,
-            all_day=kw.get("all_day", False))
+            subject=subject,
+            start=starts[0],
+            end=kw.get("end"),
+            time_zone=kw.get("time_zone", "UTC"),
+            organizer=kw.get("organizer", ("Alice", "alice@ourco.com")),
+            attendees=kw.get("attendees", ()),
+            location=kw.get("location", ""),
+            cancelled=kw.get("cancelled", False),
+            ical_uid=uid,
+            event_type="seriesMaster",
+            series_master_id=None,
+            original_start=None,
+            event_id=master_id,
+            all_day=kw.get("all_day", False),
+        )
         with self.lock:
             box.masters[master_id] = master
         ids = []
         for i, original in enumerate(starts):
             moved = (exceptions or {}).get(i)
-            ids.append(self.add_event(
-                user, subject=subject, start=moved or original, event_type="exception" if moved else "occurrence",
-                series_master_id=master_id, original_start=original,
-                # Graph gives every occurrence its own iCalUId.
-                ical_uid=uid[:-8] + secrets.token_hex(4).upper(), **kw))
+            ids.append(
+                self.add_event(
+                    user,
+                    subject=subject,
+                    start=moved or original,
+                    event_type="exception" if moved else "occurrence",
+                    series_master_id=master_id,
+                    original_start=original,
+                    # Graph gives every occurrence its own iCalUId.
+                    ical_uid=uid[:-8] + secrets.token_hex(4).upper(),
+                    **kw,
+                )
+            )
         return master_id, ids
 
     def update_event(self, user: str, event_id: str, **changes) -> None:
@@ -386,8 +541,16 @@ class FakeGraph:
             box.removed_events[event_id] = box.tick()
 
     # -- test helpers: faults and push ---------------------------------------------
-    def inject(self, match: str, status: int, body: dict | str | bytes | None = None, *, headers: dict | None = None,
-               times: int = 1, content_type: str = "application/json") -> None:
+    def inject(
+        self,
+        match: str,
+        status: int,
+        body: dict | str | bytes | None = None,
+        *,
+        headers: dict | None = None,
+        times: int = 1,
+        content_type: str = "application/json",
+    ) -> None:
         """The next `times` requests whose path+query contains `match` get this answer."""
         if isinstance(body, dict):
             raw = json.dumps(body).encode()
@@ -398,25 +561,37 @@ class FakeGraph:
         with self.lock:
             self.faults.append(Fault(match, status, raw, dict(headers or {}), times, content_type))
 
-    def notify(self, subscription_id: str, *, client_state: str | None = None, change_type: str = "created",
-               lifecycle_event: str | None = None) -> httpx.Response:
+    def notify(
+        self,
+        subscription_id: str,
+        *,
+        client_state: str | None = None,
+        change_type: str = "created",
+        lifecycle_event: str | None = None,
+    ) -> httpx.Response:
         """Post a change (or lifecycle) notification the way Graph does; returns the app's answer."""
         sub = self.subscriptions[subscription_id]
-        item = {"subscriptionId": subscription_id, "subscriptionExpirationDateTime": sub["expirationDateTime"],
-                "clientState": sub.get("clientState") if client_state is None else client_state,
-                "tenantId": self.tenant}
+        item = {
+            "subscriptionId": subscription_id,
+            "subscriptionExpirationDateTime": sub["expirationDateTime"],
+            "clientState": sub.get("clientState") if client_state is None else client_state,
+            "tenantId": self.tenant,
+        }
         if lifecycle_event:
             item["lifecycleEvent"] = lifecycle_event
             url = sub["lifecycleNotificationUrl"]
         else:
-            item.update(changeType=change_type, resource=sub["resource"] + "/AAMkNew",
-                        resourceData={"@odata.type": "#Microsoft.Graph.Message", "id": "AAMkNew"})
+            item.update(
+                changeType=change_type,
+                resource=sub["resource"] + "/AAMkNew",
+                resourceData={"@odata.type": "#Microsoft.Graph.Message", "id": "AAMkNew"},
+            )
             url = sub["notificationUrl"]
         return httpx.post(self._reachable(url), json={"value": [item]}, timeout=10)
 
     def _reachable(self, url: str) -> str:
         if self.notification_rewrite and url.startswith(self.notification_rewrite[0]):
-            return self.notification_rewrite[1] + url[len(self.notification_rewrite[0]):]
+            return self.notification_rewrite[1] + url[len(self.notification_rewrite[0]) :]
         return url
 
     # -- the ASGI app --------------------------------------------------------------
@@ -435,8 +610,9 @@ class FakeGraph:
                         fault.times -= 1
                         if path.startswith("/v1.0"):
                             fake.requests.append((request.method, target))
-                        return Response(fault.body, status_code=fault.status, headers=fault.headers,
-                                        media_type=fault.content_type)
+                        return Response(
+                            fault.body, status_code=fault.status, headers=fault.headers, media_type=fault.content_type
+                        )
             if not path.startswith("/v1.0"):
                 return await call_next(request)
             user = fake._user_of(request)
@@ -449,8 +625,12 @@ class FakeGraph:
                 fake.max_inflight[user] = max(fake.max_inflight.get(user, 0), now)
             try:
                 if now > fake.concurrency_limit:
-                    return _error(429, "ApplicationThrottled",
-                                  "Application is over its MailboxConcurrency limit.", {"Retry-After": "1"})
+                    return _error(
+                        429,
+                        "ApplicationThrottled",
+                        "Application is over its MailboxConcurrency limit.",
+                        {"Retry-After": "1"},
+                    )
                 if fake.delay:
                     await asyncio.sleep(fake.delay)
                 request.state.user = user
@@ -463,12 +643,15 @@ class FakeGraph:
         @app.get("/{tenant}/v2.0/.well-known/openid-configuration")
         def openid_configuration(tenant: str):
             base = f"{fake.url}/{tenant}"
-            return {"token_endpoint": f"{base}/oauth2/v2.0/token",
-                    "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                    "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-                    "issuer": f"{fake.url}/{tenant}/v2.0", "jwks_uri": f"{base}/discovery/v2.0/keys",
-                    "response_types_supported": ["code", "id_token", "code id_token", "token id_token"],
-                    "scopes_supported": ["openid", "profile", "email", "offline_access"]}
+            return {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "issuer": f"{fake.url}/{tenant}/v2.0",
+                "jwks_uri": f"{base}/discovery/v2.0/keys",
+                "response_types_supported": ["code", "id_token", "code id_token", "token id_token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            }
 
         @app.post("/{tenant}/oauth2/v2.0/devicecode")
         async def devicecode(tenant: str, request: Request):
@@ -478,12 +661,22 @@ class FakeGraph:
                 return _oauth_error("unauthorized_client", f"AADSTS700016: Application {client_id} not found.")
             code, user_code = secrets.token_urlsafe(24), secrets.token_hex(4).upper()
             with fake.lock:
-                fake.device_codes[code] = {"client_id": client_id, "scope": form.get("scope", [""])[0],
-                                           "tenant": tenant, "user_code": user_code, "user": fake.device_user}
-            return {"device_code": code, "user_code": user_code, "verification_uri": "https://microsoft.com/devicelogin",
-                    "expires_in": 900, "interval": 1,
-                    "message": f"To sign in, use a web browser to open the page https://microsoft.com/devicelogin "
-                               f"and enter the code {user_code} to authenticate."}
+                fake.device_codes[code] = {
+                    "client_id": client_id,
+                    "scope": form.get("scope", [""])[0],
+                    "tenant": tenant,
+                    "user_code": user_code,
+                    "user": fake.device_user,
+                }
+            return {
+                "device_code": code,
+                "user_code": user_code,
+                "verification_uri": "https://microsoft.com/devicelogin",
+                "expires_in": 900,
+                "interval": 1,
+                "message": f"To sign in, use a web browser to open the page https://microsoft.com/devicelogin "
+                f"and enter the code {user_code} to authenticate.",
+            }
 
         @app.post("/{tenant}/oauth2/v2.0/token")
         async def token(tenant: str, request: Request):
@@ -495,8 +688,10 @@ class FakeGraph:
             if grant == "client_credentials":
                 reg = fake.apps.get(client_id)
                 if reg is None:
-                    return _oauth_error("unauthorized_client", f"AADSTS700016: Application with identifier "
-                                        f"'{client_id}' was not found in the directory.")
+                    return _oauth_error(
+                        "unauthorized_client",
+                        f"AADSTS700016: Application with identifier '{client_id}' was not found in the directory.",
+                    )
                 if reg["thumbprint"]:
                     import jwt
 
@@ -504,32 +699,40 @@ class FakeGraph:
                     x5t = base64.urlsafe_b64encode(bytes.fromhex(reg["thumbprint"])).decode()
                     try:
                         header = jwt.get_unverified_header(assertion)
-                        claims = jwt.decode(assertion, reg["public_key"], algorithms=["PS256", "RS256"],
-                                            options={"verify_aud": False})
+                        claims = jwt.decode(
+                            assertion, reg["public_key"], algorithms=["PS256", "RS256"], options={"verify_aud": False}
+                        )
                     except Exception:  # noqa: BLE001 - any failure is a bad assertion
                         header, claims = {}, {}
                     if header.get("x5t", "").rstrip("=") != x5t.rstrip("=") or claims.get("iss") != client_id:
-                        return _oauth_error("invalid_client", "AADSTS700027: Client assertion contains an invalid "
-                                            "signature.", 401)
+                        return _oauth_error(
+                            "invalid_client", "AADSTS700027: Client assertion contains an invalid signature.", 401
+                        )
                 elif form.get("client_secret") != reg["secret"]:
                     return _oauth_error("invalid_client", "AADSTS7000215: Invalid client secret provided.", 401)
                 return fake._issue(tenant, client_id, None, scope, refresh=False)
             if grant == "urn:ietf:params:oauth:grant-type:device_code":
                 flow = fake.device_codes.get(form.get("device_code", ""))
                 if flow is None:
-                    return _oauth_error("expired_token", "AADSTS70020: The provided value for the input parameter "
-                                        "'device_code' is not valid.")
+                    return _oauth_error(
+                        "expired_token",
+                        "AADSTS70020: The provided value for the input parameter 'device_code' is not valid.",
+                    )
                 if flow["user"] is None:
-                    return _oauth_error("authorization_pending", "AADSTS70016: OAuth 2.0 device flow error. "
-                                        "Authorization is pending.")
+                    return _oauth_error(
+                        "authorization_pending", "AADSTS70016: OAuth 2.0 device flow error. Authorization is pending."
+                    )
                 del fake.device_codes[form["device_code"]]
                 return fake._issue(tenant, flow["client_id"], flow["user"], scope or flow["scope"], refresh=True)
             if grant == "refresh_token":
                 entry = fake.refresh_tokens.get(form.get("refresh_token", ""))
                 if entry is None:
-                    return _oauth_error("invalid_grant", "AADSTS50173: The provided grant has expired due to it "
-                                        "being revoked, a fresh auth token is needed. The user might have changed "
-                                        "or reset their password.")
+                    return _oauth_error(
+                        "invalid_grant",
+                        "AADSTS50173: The provided grant has expired due to it "
+                        "being revoked, a fresh auth token is needed. The user might have changed "
+                        "or reset their password.",
+                    )
                 return fake._issue(entry[0], entry[1], entry[2], scope, refresh=True)
             return _oauth_error("unsupported_grant_type", f"AADSTS70003: grant type {grant!r} not supported")
 
@@ -591,8 +794,9 @@ class FakeGraph:
             ev = {k: v for k, v in ev.items() if v is not None} if ev is not None else None
             if ev is None:
                 return _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
-            return fake._select({k: v for k, v in ev.items() if not k.startswith("_")},
-                                request.query_params.get("$select"))
+            return fake._select(
+                {k: v for k, v in ev.items() if not k.startswith("_")}, request.query_params.get("$select")
+            )
 
         @app.post("/v1.0/subscriptions")
         async def create_subscription(request: Request):
@@ -609,13 +813,18 @@ class FakeGraph:
                     if not body.get(url_key):
                         continue
                     try:
-                        answer = await client.post(fake._reachable(body[url_key]) + "?validationToken=" + quote(token),
-                                                   content=b"")
+                        answer = await client.post(
+                            fake._reachable(body[url_key]) + "?validationToken=" + quote(token), content=b""
+                        )
                     except httpx.HTTPError as exc:
                         return _error(400, "InvalidRequest", f"Subscription validation request failed: {exc}")
                     if answer.status_code != 200 or answer.text != token:
-                        return _error(400, "InvalidRequest", "Subscription validation request failed. Response "
-                                      "must exactly match validationToken query parameter.")
+                        return _error(
+                            400,
+                            "InvalidRequest",
+                            "Subscription validation request failed. Response "
+                            "must exactly match validationToken query parameter.",
+                        )
             sid = secrets.token_hex(16)
             sub = dict(body, id=sid, applicationId="fake", creatorId="fake")
             with fake.lock:
@@ -646,27 +855,48 @@ class FakeGraph:
         access = secrets.token_urlsafe(32)
         with self.lock:
             self.tokens[access] = Token(audience, tenant, client_id, user, time.time() + self.access_token_lifetime)
-        out = {"token_type": "Bearer", "scope": " ".join(scopes), "expires_in": self.access_token_lifetime,
-               "ext_expires_in": self.access_token_lifetime, "access_token": access}
+        out = {
+            "token_type": "Bearer",
+            "scope": " ".join(scopes),
+            "expires_in": self.access_token_lifetime,
+            "ext_expires_in": self.access_token_lifetime,
+            "access_token": access,
+        }
         if refresh and user:
             rt = secrets.token_urlsafe(40)
             with self.lock:
                 self.refresh_tokens[rt] = (tenant, client_id, user)
             oid = "00000000-0000-0000-0000-" + user.encode().hex()[:12].ljust(12, "0")
             now = int(time.time())
-            claims = {"aud": client_id, "iss": f"{self.url}/{tenant}/v2.0", "iat": now, "nbf": now, "exp": now + 3600,
-                      "name": user.split("@")[0], "oid": oid, "preferred_username": user, "sub": oid, "tid": tenant,
-                      "ver": "2.0"}
-            out.update(refresh_token=rt, id_token=f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
-                       client_info=_b64({"uid": oid, "utid": tenant}))
+            claims = {
+                "aud": client_id,
+                "iss": f"{self.url}/{tenant}/v2.0",
+                "iat": now,
+                "nbf": now,
+                "exp": now + 3600,
+                "name": user.split("@")[0],
+                "oid": oid,
+                "preferred_username": user,
+                "sub": oid,
+                "tid": tenant,
+                "ver": "2.0",
+            }
+            out.update(
+                refresh_token=rt,
+                id_token=f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
+                client_info=_b64({"uid": oid, "utid": tenant}),
+            )
         return JSONResponse(out)
 
     def _user_of(self, request: Request):
         auth = request.headers.get("authorization", "")
         token = self.tokens.get(auth[7:]) if auth.startswith("Bearer ") else None
         if token is None or token.audience != "graph":
-            return _error(401, "InvalidAuthenticationToken", "Access token is empty." if not auth else
-                          "IDX14100: JWT is not well formed.")
+            return _error(
+                401,
+                "InvalidAuthenticationToken",
+                "Access token is empty." if not auth else "IDX14100: JWT is not well formed.",
+            )
         if token.expires < time.time():
             return _error(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
         parts = request.url.path.split("/")
@@ -711,7 +941,7 @@ class FakeGraph:
         items = [self._folder_json(f) for f in box.folders.values() if f["parentFolderId"] == pid]
         top = int(request.query_params.get("$top", "10"))
         skip = int(request.query_params.get("$skip", "0"))
-        out = {"@odata.context": "fake", "value": items[skip:skip + top]}
+        out = {"@odata.context": "fake", "value": items[skip : skip + top]}
         if skip + top < len(items):
             q = dict(request.query_params)
             q["$skip"] = str(skip + top)
@@ -740,11 +970,16 @@ class FakeGraph:
             token = q.get("$skiptoken") or q.get("$deltatoken")
             state = self.delta_state.get(token)
             if state is None or state["generation"] != box.generation or state["user"] != box.user:
-                return _error(410, "SyncStateNotFound", "The sync state generation is not found.",
-                              {"Location": f"{self.url}{request.url.path}"})
+                return _error(
+                    410,
+                    "SyncStateNotFound",
+                    "The sync state generation is not found.",
+                    {"Location": f"{self.url}{request.url.path}"},
+                )
             if "$deltatoken" in q:  # a new round from a stored state
-                state = self._new_round(box, kind, state["folder"], state["since"], state["select"], state["ge"],
-                                        state["window"])
+                state = self._new_round(
+                    box, kind, state["folder"], state["since"], state["select"], state["ge"], state["window"]
+                )
         else:
             if kind == "messages":
                 folder = self._resolve_folder(box, fid)
@@ -761,8 +996,12 @@ class FakeGraph:
                 window = None
             else:
                 if "startDateTime" not in q or "endDateTime" not in q:
-                    return _error(400, "ErrorInvalidParameter", "This request requires a time window specified by "
-                                  "the query string parameters StartDateTime and EndDateTime.")
+                    return _error(
+                        400,
+                        "ErrorInvalidParameter",
+                        "This request requires a time window specified by "
+                        "the query string parameters StartDateTime and EndDateTime.",
+                    )
                 if "$select" in q or "$filter" in q:
                     return _error(400, "ErrorInvalidUrlQuery", "calendarView delta does not support $select/$filter.")
                 window = (q["startDateTime"], q["endDateTime"])
@@ -774,15 +1013,21 @@ class FakeGraph:
         with self.lock:
             if kind == "messages":
                 live = box.messages[fid]
-                ids = [(seq, mid) for mid, (seq, msg) in live.items() if seq > since
-                       and (ge is None or msg["receivedDateTime"] >= ge)]
+                ids = [
+                    (seq, mid)
+                    for mid, (seq, msg) in live.items()
+                    if seq > since and (ge is None or msg["receivedDateTime"] >= ge)
+                ]
                 if since:
                     ids += [(seq, mid) for mid, seq in box.removed[fid].items() if seq > since]
             else:
                 lo = datetime.fromisoformat(window[0].replace("Z", "+00:00"))
                 hi = datetime.fromisoformat(window[1].replace("Z", "+00:00"))
-                ids = [(seq, eid) for eid, (seq, ev) in box.events.items() if seq > since
-                       and ev["_start"] < hi and ev["_end"] > lo]
+                ids = [
+                    (seq, eid)
+                    for eid, (seq, ev) in box.events.items()
+                    if seq > since and ev["_start"] < hi and ev["_end"] > lo
+                ]
                 if since:  # removed events come back whatever their time
                     ids += [(seq, eid) for eid, seq in box.removed_events.items() if seq > since]
             ids.sort()
@@ -790,13 +1035,23 @@ class FakeGraph:
                 # "Applying $filter in a delta query returns only up to 5,000 messages."
                 # (Microsoft Graph docs, delta-query-messages)
                 ids = ids[:FILTERED_DELTA_CAP]
-            return {"user": box.user, "kind": kind, "folder": fid, "since": since, "round_seq": box.seq,
-                    "select": select, "ge": ge, "window": window, "ids": [i for _, i in ids], "offset": 0,
-                    "generation": box.generation}
+            return {
+                "user": box.user,
+                "kind": kind,
+                "folder": fid,
+                "since": since,
+                "round_seq": box.seq,
+                "select": select,
+                "ge": ge,
+                "window": window,
+                "ids": [i for _, i in ids],
+                "offset": 0,
+                "generation": box.generation,
+            }
 
     def _page(self, request: Request, box: UserBox, kind: str, state: dict, size: int, headers: dict) -> Response:
         offset, ids = state["offset"], state["ids"]
-        chunk = ids[offset:offset + size]
+        chunk = ids[offset : offset + size]
         parts = []
         # Without Prefer: IdType="ImmutableId" Graph hands out ids that change when
         # a message moves to another folder; the fake makes them folder-bound too.
@@ -804,33 +1059,46 @@ class FakeGraph:
 
         def visible(item_id: str) -> str:
             return item_id if immutable else f"{state['folder']}~{item_id}"
+
         with self.lock:
             for item_id in chunk:
                 if kind == "messages":
                     live = box.messages[state["folder"]].get(item_id)
                     if live is None:
                         if item_id in box.removed[state["folder"]]:
-                            parts.append(b'{"@odata.type":"#microsoft.graph.message","id":' + json.dumps(
-                                visible(item_id)).encode() + b',"@removed":{"reason":"deleted"}}')
+                            parts.append(
+                                b'{"@odata.type":"#microsoft.graph.message","id":'
+                                + json.dumps(visible(item_id)).encode()
+                                + b',"@removed":{"reason":"deleted"}}'
+                            )
                         continue
                 else:
                     live = box.events.get(item_id)
                     if live is None:
                         if item_id in box.removed_events:
-                            parts.append(b'{"@odata.type":"#microsoft.graph.event","id":' + json.dumps(item_id)
-                                         .encode() + b',"@removed":{"reason":"deleted"}}')
+                            parts.append(
+                                b'{"@odata.type":"#microsoft.graph.event","id":'
+                                + json.dumps(item_id).encode()
+                                + b',"@removed":{"reason":"deleted"}}'
+                            )
                         continue
                 seq, item = live
                 key = (item_id, seq, state["select"], immutable)
                 raw = self.page_cache.get(key)
                 if raw is None:
-                    clean = {k: v for k, v in item.items() if not k.startswith("_") and v is not None
-                             and k != "internetMessageHeaders"}  # delta never returns them
+                    clean = {
+                        k: v
+                        for k, v in item.items()
+                        if not k.startswith("_") and v is not None and k != "internetMessageHeaders"
+                    }  # delta never returns them
                     if kind == "events" and item.get("type") == "occurrence":
                         # What Graph's calendarView/delta gives a plain occurrence; the
                         # rest is on its series master (microsoft-graph-docs #7632, #22197).
-                        clean = {k: clean[k] for k in ("@odata.type", "id", "seriesMasterId", "type", "start", "end")
-                                 if k in clean}
+                        clean = {
+                            k: clean[k]
+                            for k in ("@odata.type", "id", "seriesMasterId", "type", "start", "end")
+                            if k in clean
+                        }
                     clean["id"] = visible(item_id)
                     raw = json.dumps(self._select(clean, state["select"]), separators=(",", ":")).encode()
                     self.page_cache[key] = raw
@@ -843,8 +1111,15 @@ class FakeGraph:
         else:
             self.delta_state[link_token] = dict(state, since=state["round_seq"], ids=[], offset=0)
             link = b'"@odata.deltaLink":' + json.dumps(f"{base}?$deltatoken={link_token}").encode()
-        body = (b'{"@odata.context":"' + f"{self.graph_url}/$metadata#Collection({kind})".encode() + b'",'
-                + link + b',"value":[' + b",".join(parts) + b"]}")
+        body = (
+            b'{"@odata.context":"'
+            + f"{self.graph_url}/$metadata#Collection({kind})".encode()
+            + b'",'
+            + link
+            + b',"value":['
+            + b",".join(parts)
+            + b"]}"
+        )
         return Response(body, media_type="application/json", headers=headers)
 
     def prewarm(self, user: str, select: str | None) -> None:
@@ -854,16 +1129,21 @@ class FakeGraph:
             for items in box.messages.values():
                 for mid, (seq, item) in items.items():
                     clean = {k: v for k, v in item.items() if not k.startswith("_") and v is not None}
-                    self.page_cache[(mid, seq, select, True)] = json.dumps(self._select(clean, select),
-                                                                     separators=(",", ":")).encode()
+                    self.page_cache[(mid, seq, select, True)] = json.dumps(
+                        self._select(clean, select), separators=(",", ":")
+                    ).encode()
             for eid, (seq, item) in box.events.items():
                 clean = {k: v for k, v in item.items() if not k.startswith("_") and v is not None}
                 self.page_cache[(eid, seq, None, True)] = json.dumps(clean, separators=(",", ":")).encode()
 
 
 # Windows zone names Outlook writes, for the events the fake creates in a local zone.
-_WINDOWS = {"Pacific Standard Time": "America/Los_Angeles", "W. Europe Standard Time": "Europe/Berlin",
-            "Eastern Standard Time": "America/New_York", "GMT Standard Time": "Europe/London"}
+_WINDOWS = {
+    "Pacific Standard Time": "America/Los_Angeles",
+    "W. Europe Standard Time": "Europe/Berlin",
+    "Eastern Standard Time": "America/New_York",
+    "GMT Standard Time": "Europe/London",
+}
 
 
 def _local(dt: datetime, zone: str, date_only: bool = False) -> str:
