@@ -287,6 +287,7 @@ def sync_cmd(
     from sqlmodel import select
 
     from app.models import Mailbox, MailboxStatus
+    from app.services.mailboxes import fix_for
     from sync.engine import lease_holder, sync_mailbox
 
     if not once:
@@ -322,10 +323,8 @@ def sync_cmd(
         if report.folders_failed:
             line += f"; folders failed: {'; '.join(report.folders_failed)}"
         if report.error:
-            from app.services.mailboxes import fix_for
-
             line += f"; error: {report.error}"
-            todo = fix_for(report.error_kind, kinds.get(mid), report.error)
+            todo = fix_for(report.error_kind, kinds.get(mid), report.error_fix)
             if todo:
                 line += f" Fix: {todo}"
             failed += 1

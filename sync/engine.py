@@ -43,7 +43,6 @@ from connectors.base import (
     CalendarWindow,
     ConnectorError,
     ConnectorSpec,
-    Fix,
     Folder,
     FolderBatch,
     FolderDone,
@@ -56,7 +55,7 @@ from connectors.base import (
 from connectors.factory import build_connector, events
 from sync import copies, exclusions, metrics
 from sync.addresses import FREE_MAIL_DOMAINS
-from sync.fixes import RunError, explain_error
+from sync.fixes import RunError
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
 from sync.meetings import drop_meetings_without_copies, ingest_meetings, remove_copies
 
@@ -85,6 +84,7 @@ class RunReport:
     relisted_meetings: dict[str, set[int]] = field(default_factory=dict)
     error: str | None = None
     error_kind: str | None = None
+    error_fix: str | None = None  # connectors.base.Fix: what to do, when the connector knows better than the kind
     seconds: float = 0.0
 
 
@@ -343,13 +343,9 @@ def sync_mailbox(
     except LeaseLost:
         report.error, report.error_kind = "another worker took over this mailbox", RunError.LEASE
     except ConnectorError as exc:
-        # What happened, in one sentence. The fix is shown beside it by its kind
-        # (app/services/mailboxes.py: fix_for), never stored in it, except a fix code that
-        # says more than the kind does (Microsoft 365 consent, sign-in, access policy):
-        # there is no column for the code, so its words (sync/fixes.py) go with the message.
-        specific = exc.fix is not None and exc.fix != Fix.PASSWORD
-        report.error = explain_error(exc, spec.kind) if specific else _plain(str(exc))
-        report.error_kind = exc.kind
+        # What happened, in one sentence; what fixes it is kept as values (kind and fix
+        # code) and worded once beside it (app/services/mailboxes.py: fix_for).
+        report.error, report.error_kind, report.error_fix = _plain(str(exc)), exc.kind, exc.fix
         retry_after = exc.retry_after
     except Exception as exc:  # noqa: BLE001 - a run must always release its claim
         log.exception("sync of mailbox %s failed", mailbox_id)
@@ -645,6 +641,7 @@ def _finish(
                 next_sync_at=now + timedelta(seconds=interval),
                 last_error=(f"some folders could not be synced: {folder_note}" if folder_note else None),
                 last_error_kind=(RunError.FOLDER if folder_note else None),
+                last_error_fix=None,
                 last_error_at=(now if folder_note else None),
             )
         else:
@@ -655,6 +652,7 @@ def _finish(
                 failure_count=failures,
                 last_error=report.error or "unknown error",
                 last_error_kind=report.error_kind,
+                last_error_fix=report.error_fix,
                 last_error_at=now,
                 next_sync_at=now + timedelta(seconds=wait),
             )

@@ -78,7 +78,9 @@ def fix_text(kind: str | None, source: str | None = None, fix: str | None = None
 
 
 def explain(message: str, kind: str, source: str | None = None, fix: str | None = None) -> str:
-    """An error's message followed by what fixes it: what the engine stores as last_error."""
+    """An error's message followed by what fixes it, as one answer: for a refusal met while
+    adding a source (the services' Invalid). A sync's error is stored without it: its kind and
+    fix code are kept as values (mailbox.last_error_kind/last_error_fix) and worded by fix_text."""
     head = message.rstrip() or "unknown error"
     text = fix_text(kind, source, fix)
     if not text:

@@ -137,6 +137,7 @@ def mark_connection_lost(engine, mailbox_id: int, reason: str) -> None:
             .values(
                 last_error=reason if reason.endswith((".", "?", "!")) else reason + ".",
                 last_error_kind="transient",
+                last_error_fix=None,
                 last_error_at=utcnow(),
             )
         )

@@ -44,6 +44,7 @@ class Mailbox(TableModel, table=True):
     failure_count: int = 0
     last_error: str | None = None
     last_error_kind: str | None = None  # connectors.base.ErrorKind or sync.fixes.RunError
+    last_error_fix: str | None = None  # connectors.base.Fix, when the connector knew better than the kind
     last_error_at: datetime | None = None
     last_attempt_at: datetime | None = None
     last_success_at: datetime | None = None

@@ -109,7 +109,7 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
         "next_sync_at": mailbox.next_sync_at,
         "last_error": mailbox.last_error,
         "last_error_kind": mailbox.last_error_kind,
-        "fix": fix_for(mailbox.last_error_kind, mailbox.kind, mailbox.last_error),
+        "fix": fix_for(mailbox.last_error_kind, mailbox.kind, mailbox.last_error_fix),
         "messages_imported": mailbox.messages_imported,
         "skipped": dict(mailbox.skipped or {}),
     }
@@ -161,13 +161,10 @@ MB, FS, SRC = Mailbox.__table__, FolderState.__table__, InteractionSource.__tabl
 ISSUE, GSUB = SyncIssue.__table__, GraphSubscription.__table__
 
 
-def fix_for(kind: str | None, source: str | None = None, error: str | None = None) -> str | None:
-    """What an admin does about a mailbox's last error kind (the table is sync/fixes.py), or None
-    when there is nothing to add: no error, or an error whose own text already says what to do."""
-    text = fix_text(kind, source)
-    if error and (any(w in error.lower() for w in ("reconnect", "fix:")) or (text and text.rstrip(".") in error)):
-        return None
-    return text
+def fix_for(kind: str | None, source: str | None = None, fix: str | None = None) -> str | None:
+    """What an admin does about a mailbox's last error: chosen by its fix code when the connector
+    gave one, else by its kind and source (the table is sync/fixes.py); None when there is no error."""
+    return fix_text(kind, source, fix)
 
 
 def _aware(value):
@@ -227,7 +224,7 @@ def health(session: Session, org_id: int, mailbox_id: int | None = None) -> list
         row["health"] = health_label(row, interval, now)
         row["healthy"] = row["health"] == "healthy"
         kind = mb.last_error_kind or (RunError.FOLDER if bad_folders else None)
-        row["fix"] = fix_for(kind, mb.kind, mb.last_error)
+        row["fix"] = fix_for(kind, mb.kind, mb.last_error_fix)
         rows.append(row)
     return rows
 

@@ -49,14 +49,16 @@ def test_the_connectors_fix_code_chooses_the_advice_not_words_in_its_message(tmp
     box = _calendar(world, "alice@ourco.com")
     report = world.sync(box, connector_factory=lambda *a: Revoked([]))
     assert not report.ok and report.error_kind == "auth"
-    status, error = world.sql("SELECT status, last_error FROM mailbox WHERE id = :i", i=box)[0]
-    assert status == "failed" and error.startswith("the calendar server refused us. ")
-    assert "reconnect" in error and "add-m365" in error and "set-password" not in error
+    status, error, code = world.sql("SELECT status, last_error, last_error_fix FROM mailbox WHERE id = :i", i=box)[0]
+    # The error says what happened; the fix code is kept as a value and chooses the advice.
+    assert status == "failed" and error == "the calendar server refused us." and code == "sign_in"
+    todo = fix_for("auth", "caldav", code)
+    assert "reconnect" in todo and "add-m365" in todo and "set-password" not in todo
     # The same words without a fix code: a refused login, for a calendar account as for IMAP.
     assert not world.sync(box, connector_factory=lambda *a: Refused([])).ok
-    error = world.scalar("SELECT last_error FROM mailbox WHERE id = :i", i=box)
-    assert error == "the calendar server refused us."  # the fix is shown beside it, by its kind
-    todo = fix_for("auth", "caldav", error)
+    error, code = world.sql("SELECT last_error, last_error_fix FROM mailbox WHERE id = :i", i=box)[0]
+    assert error == "the calendar server refused us." and code is None
+    todo = fix_for("auth", "caldav", code)
     assert "username and password" in todo and "set-password" in todo and "add-m365" not in todo
 
 

@@ -107,7 +107,7 @@ def test_wrong_password_fails_with_a_readable_reason_then_recovers(world_factory
     assert (status, kind, failures) == ("failed", "auth", 1)
     from app.services.mailboxes import fix_for
 
-    assert "login refused" in error and "password" in fix_for("auth", "imap", error).lower()
+    assert "login refused" in error and "password" in fix_for("auth", "imap").lower()
     assert imap_user.password not in error and "not-the-password" not in error
 
     again = world.sync(mid)
@@ -158,7 +158,7 @@ def test_a_login_cut_by_the_network_is_shown_as_transient_not_as_a_wrong_passwor
     kind, error = world.sql("SELECT last_error_kind, last_error FROM mailbox")[0]
     from app.services.mailboxes import fix_for
 
-    todo = fix_for(kind, "imap", error)
+    todo = fix_for(kind, "imap")
     assert kind == "transient" and "password" not in error.lower() + todo.lower() and "retries automatically" in todo
 
 

@@ -76,7 +76,7 @@ def as_utc(value) -> datetime:
 
 def mailbox_row(world, mailbox_id):
     return world.sql(
-        "SELECT status, last_error, last_error_kind, next_sync_at, secret_enc, messages_imported "
+        "SELECT status, last_error, last_error_kind, last_error_fix, next_sync_at, secret_enc, messages_imported "
         "FROM mailbox WHERE id = :i",
         i=mailbox_id,
     )[0]
@@ -262,7 +262,12 @@ def test_delegated_mailbox_rotated_token_is_kept_and_revocation_says_reconnect(w
     report = world.sync(mid)
     row = mailbox_row(world, mid)
     assert not report.ok and row.status == "failed" and row.last_error_kind == "auth"
-    assert "reconnect" in row.last_error and "add-m365" in row.last_error
+    # The connector's fix code travels as a value and words the advice beside the error, once.
+    from app.services.mailboxes import fix_for
+
+    advice = fix_for(row.last_error_kind, "m365", row.last_error_fix)
+    assert row.last_error_fix == "sign_in" and "reconnect" in advice and "add-m365" in advice
+    assert "add-m365" not in row.last_error
 
 
 def test_application_access_policy_fails_the_mailbox_with_its_name(world, graph):
