@@ -213,11 +213,10 @@ def _existing(session: Session, owner: User, *, tenant_ref: int | None, protocol
 def _new_tenant_mailbox(
     session: Session, org_id: int, rep: User, tenant: M365Tenant, *, user: str | None = None, imap: bool = False
 ) -> Mailbox:
+    """A new tenant-wide mailbox for `rep` (the caller has checked they have none through this tenant)."""
     if not rep.active:
         raise Conflict(f"{rep.email} is deactivated", field="owner")
     protocol = "imap" if imap else "graph"
-    if _existing(session, rep, tenant_ref=tenant.id, protocol=protocol):
-        raise Conflict(f"{rep.email} already has a Microsoft 365 mailbox through this tenant", field="owner")
     config: dict = {"mode": "app", "protocol": protocol, "user": clean_address(user or rep.email, "user")}
     if imap:
         config.update(EXCHANGE_IMAP, username=config["user"])
@@ -245,21 +244,31 @@ def add_tenant_mailboxes(
     if not all_reps and not (owner or "").strip():
         raise Invalid("give the rep (owner) or choose all reps", field="owner")
     with changing_session(rt.engine, actor) as session:
-        try:  # the tenant and the rep are values in the request: unknown ones make it invalid
+        # The tenant and the rep are values in the request: unknown ones make it invalid.
+        try:
             t = find_tenant(session, actor.org_id, tenant)
-            rep = None if all_reps else find_user(session, actor.org_id, owner)
         except NotFound as exc:
-            raise Invalid(exc.reason, field="owner" if exc.reason.startswith("no user") else "tenant") from None
+            raise Invalid(exc.reason, field="tenant") from None
         if all_reps:
+            # Who already reads Graph mail through this tenant: one query, not one per rep.
+            have = {
+                mb.owner_id
+                for mb in session.exec(
+                    select(Mailbox).where(Mailbox.org_id == actor.org_id, Mailbox.tenant_ref == t.id)
+                )
+                if (mb.config or {}).get("protocol", "graph") == "graph"
+            }
             reps = session.exec(
                 select(User).where(User.org_id == actor.org_id, User.active.is_(True)).order_by(User.id)
             ).all()
-            added = [
-                _new_tenant_mailbox(session, actor.org_id, rep, t)
-                for rep in reps
-                if _existing(session, rep, tenant_ref=t.id, protocol="graph") is None
-            ]
+            added = [_new_tenant_mailbox(session, actor.org_id, rep, t) for rep in reps if rep.id not in have]
         else:
+            try:
+                rep = find_user(session, actor.org_id, owner)
+            except NotFound as exc:
+                raise Invalid(exc.reason, field="owner") from None
+            if _existing(session, rep, tenant_ref=t.id, protocol="imap" if imap else "graph"):
+                raise Conflict(f"{rep.email} already has a Microsoft 365 mailbox through this tenant", field="owner")
             added = [_new_tenant_mailbox(session, actor.org_id, rep, t, user=user, imap=imap)]
         rows = with_sources(session, actor.org_id, [describe(session, mb) for mb in added])
         audit.record(

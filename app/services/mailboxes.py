@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 from app.models import FolderState, Mailbox, Organisation, SyncIssue, User
 from app.services.actor import Actor, changing
 from app.services.errors import Conflict, Invalid, NotFound
-from app.services.orgs import clean_address
+from app.services.orgs import clean_address, user_id_by_email
 
 SECURITY = ("tls", "starttls", "none")
 
@@ -26,13 +26,10 @@ def _check_imap_settings(host: str, port: int, security: str) -> None:
 
 def owner_id(conn, org_id: int, email: str, field: str = "owner") -> int:
     """The id of the organisation's user with this address (a mailbox's owner)."""
-    address = clean_address(email, field)
-    uid = conn.execute(
-        _select(User.__table__.c.id).where(User.__table__.c.org_id == org_id, User.__table__.c.email == address)
-    ).scalar()
-    if uid is None:  # a value in the request, not the resource addressed: the request is invalid
-        raise Invalid(f"no user {address} in this organisation", field=field)
-    return uid
+    try:
+        return user_id_by_email(conn, org_id, email, field)
+    except NotFound as exc:  # a value in the request, not the resource addressed: the request is invalid
+        raise Invalid(exc.reason, field=field) from None
 
 
 def insert_mailbox(conn, **fields) -> int:

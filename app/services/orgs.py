@@ -223,16 +223,24 @@ def update_org(rt, actor: Actor, changes: dict) -> dict:
         return org_settings(conn, actor.org_id)
 
 
-def list_users(conn: Connection, org_id: int) -> list[dict]:
-    aliases: dict[int, list[dict]] = {}
-    for row in conn.execute(_select(_UA).where(_UA.c.org_id == org_id).order_by(_UA.c.address)):
-        aliases.setdefault(row.user_id, []).append({"id": row.id, "address": row.address})
-    tokens: dict[int, list[dict]] = {}
-    for row in conn.execute(
+def list_users(conn: Connection, org_id: int, user_id: int | None = None) -> list[dict]:
+    """The organisation's users with their aliases and tokens (never token values); only
+    `user_id`'s when given, read by index rather than filtered from everyone."""
+    alias_q = _select(_UA).where(_UA.c.org_id == org_id).order_by(_UA.c.address)
+    token_q = (
         _select(_T.c.id, _T.c.user_id, _T.c.name, _T.c.created_at, _T.c.last_used_at, _T.c.revoked_at)
         .where(_T.c.org_id == org_id)
         .order_by(_T.c.id)
-    ):
+    )
+    user_q = _select(_U).where(_U.c.org_id == org_id).order_by(_U.c.email)
+    if user_id is not None:
+        alias_q, token_q = alias_q.where(_UA.c.user_id == user_id), token_q.where(_T.c.user_id == user_id)
+        user_q = user_q.where(_U.c.id == user_id)
+    aliases: dict[int, list[dict]] = {}
+    for row in conn.execute(alias_q):
+        aliases.setdefault(row.user_id, []).append({"id": row.id, "address": row.address})
+    tokens: dict[int, list[dict]] = {}
+    for row in conn.execute(token_q):
         tokens.setdefault(row.user_id, []).append(
             {
                 "id": row.id,
@@ -254,12 +262,12 @@ def list_users(conn: Connection, org_id: int) -> list[dict]:
             "aliases": aliases.get(r.id, []),
             "tokens": tokens.get(r.id, []),
         }
-        for r in conn.execute(_select(_U).where(_U.c.org_id == org_id).order_by(_U.c.email))
+        for r in conn.execute(user_q)
     ]
 
 
 def user_summary(conn: Connection, org_id: int, user_id: int) -> dict:
-    found = [u for u in list_users(conn, org_id) if u["id"] == user_id]
+    found = list_users(conn, org_id, user_id)
     if not found:
         raise NotFound(f"no user {user_id}")
     return found[0]
@@ -272,11 +280,11 @@ def get_user(conn: Connection, org_id: int, user_id: int):
     return row
 
 
-def user_id_by_email(conn: Connection, org_id: int, email: str) -> int:
-    address = clean_address(email)
+def user_id_by_email(conn: Connection, org_id: int, email: str, field: str = "email") -> int:
+    address = clean_address(email, field)
     uid = conn.execute(_select(_U.c.id).where(_U.c.org_id == org_id, _U.c.email == address)).scalar()
     if uid is None:
-        raise NotFound(f"no user {address} in this organisation")
+        raise NotFound(f"no user {address} in this organisation", field=field)
     return uid
 
 

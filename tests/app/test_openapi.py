@@ -33,13 +33,6 @@ from connectors.base import Attendee, MeetingRecord
 from tests.app.test_activity_api import JANE, NOW, seed
 from tests.sync.test_meetings import ScriptedCalendar, _calendar, batch
 
-# Routes not held to this yet, by module. The integrator is rewriting both
-# modules for issue 11 (thin adapters over services); each route gets its
-# response model (JSON) or response_class (console HTML, redirects) then, and
-# its entry here is deleted. Nothing else may be added to this list.
-NOT_YET: dict[str, str] = {}
-
-
 # -- the checks, as functions (also run on a deliberately bad app below) ------------------
 
 
@@ -56,12 +49,10 @@ def _json(route) -> bool:
     return issubclass(cls, JSONResponse)
 
 
-def undeclared(app: FastAPI, skip: dict[str, str] = NOT_YET) -> list[str]:
+def undeclared(app: FastAPI) -> list[str]:
     """Routes that answer JSON without saying its shape."""
     out = []
     for route in api_routes(app):
-        if route.endpoint.__module__ in skip:
-            continue
         if route.response_model is not None or route.status_code == 204 or not _json(route):
             continue
         out.append(f"{sorted(route.methods)} {route.path} ({route.endpoint.__module__}.{route.name})")
@@ -81,13 +72,13 @@ def _described(schema: dict, components: dict) -> bool:
     return kind in ("string", "integer", "number", "boolean")
 
 
-def undocumented(app: FastAPI, skip: dict[str, str] = NOT_YET) -> list[str]:
+def undocumented(app: FastAPI) -> list[str]:
     """Routes in /docs whose success response has no schema there."""
     spec = app.openapi()
     components = spec.get("components", {}).get("schemas", {})
     out = []
     for route in api_routes(app):
-        if not route.include_in_schema or route.endpoint.__module__ in skip:
+        if not route.include_in_schema:
             continue
         for method in route.methods:
             status = str(route.status_code or 200)
@@ -217,11 +208,7 @@ def test_openapi_shows_a_schema_for_every_success_response(client):
 
 
 def test_every_json_route_is_in_the_docs(client):
-    hidden = [
-        r.path
-        for r in api_routes(client.app)
-        if _json(r) and not r.include_in_schema and r.endpoint.__module__ not in NOT_YET
-    ]
+    hidden = [r.path for r in api_routes(client.app) if _json(r) and not r.include_in_schema]
     assert hidden == []
 
 
@@ -233,10 +220,6 @@ def test_the_panel_config_answers_through_its_model_with_the_pages_security_head
     assert {k.lower(): v for k, v in SECURITY.items()}.items() <= dict(r.headers).items()
     assert_exactly(schemas.PanelConfig, r.json())
     assert r.json()["stages"] == list(people.STAGES)
-
-
-def test_no_module_is_excused_any_more(client):
-    assert NOT_YET == {}, "every route declares its answer now: do not add modules to NOT_YET"
 
 
 def test_the_checks_flag_a_route_that_answers_an_undescribed_dict():
@@ -258,8 +241,8 @@ def test_the_checks_flag_a_route_that_answers_an_undescribed_dict():
     def health() -> schemas.Health:
         return schemas.Health(ok=True)
 
-    assert [line.split(" (")[0] for line in undeclared(app, {})] == ["['GET'] /bare"]
-    assert [line.split(" 200")[0] for line in undocumented(app, {})] == ["GET /bare", "GET /dict"]
+    assert [line.split(" (")[0] for line in undeclared(app)] == ["['GET'] /bare"]
+    assert [line.split(" 200")[0] for line in undocumented(app)] == ["GET /bare", "GET /dict"]
 
 
 # -- the models say exactly what comes back ---------------------------------------------
@@ -350,9 +333,7 @@ def test_every_json_route_answers_exactly_its_models_fields(sd, client, ids):
         (m, r.path): r
         for r in api_routes(client.app)
         for m in r.methods
-        if r.response_model is not None
-        and r.endpoint.__module__ not in NOT_YET
-        and r.endpoint.__module__ != "app.api.admin"
+        if r.response_model is not None and r.endpoint.__module__ != "app.api.admin"
     }
     calls = _calls(sd, ids)
     assert sorted(routes) == sorted(calls), "a new JSON route needs its call in _calls"
