@@ -176,21 +176,44 @@ def insert_values(conn: Connection, head: str, rows: list[tuple], tail: str = ""
 
 # COPY's text format: these four characters are escaped, \N is NULL.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_SPECIAL = ("\\", "\t", "\n", "\r")
 
 
-def _copy_field(value) -> str:
-    if value is None:
-        return "\\N"
-    kind = type(value)
-    if kind is str:
-        return value.translate(_COPY_ESCAPES)
-    if kind is int:
-        return str(value)
-    if kind is bool:
-        return "t" if value else "f"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value).translate(_COPY_ESCAPES)
+def _copy_column(values: tuple) -> list[str]:
+    """One column's values as COPY text. Whole columns at a time, with the common
+    cases (integers, plain strings) done by C loops: building this text value by
+    value in Python cost more than PostgreSQL's work on the rows (cProfile, 10,000
+    messages: 1.4 s of 3.2 s in the ingest process)."""
+    kinds = {type(v) for v in values}
+    nulls = type(None) in kinds
+    kinds.discard(type(None))
+    if kinds == {int}:
+        return [r"\N" if v is None else str(v) for v in values] if nulls else list(map(str, values))
+    if kinds and all(issubclass(k, str) for k in kinds):
+        if any(c in "".join(filter(None, values)) for c in _COPY_SPECIAL):
+            return [r"\N" if v is None else v.translate(_COPY_ESCAPES) for v in values]
+        return [r"\N" if v is None else v for v in values] if nulls else list(values)
+    if kinds == {datetime}:
+        return [r"\N" if v is None else v.isoformat() for v in values]
+    out = []
+    for v in values:
+        if v is None:
+            out.append(r"\N")
+        elif type(v) is bool:
+            out.append("t" if v else "f")
+        elif isinstance(v, datetime):
+            out.append(v.isoformat())
+        else:
+            out.append(str(v).translate(_COPY_ESCAPES))
+    return out
+
+
+def _copy_text(rows: list[tuple], numbered: bool = False) -> str:
+    """COPY text of the rows; numbered adds their position as a last column."""
+    columns = [_copy_column(values) for values in zip(*rows, strict=True)]
+    if numbered:
+        columns.append(list(map(str, range(len(rows)))))
+    return "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
 
 
 def bulk_insert_new(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
@@ -214,11 +237,10 @@ def bulk_insert_new(conn: Connection, table: Table, columns: tuple[str, ...], ro
         cursor.close()
 
 
-def _copy(cursor, table_name: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+def _copy(cursor, table_name: str, columns: tuple[str, ...], rows: list[tuple], numbered: bool = False) -> None:
     import io
 
-    field = _copy_field
-    text = "".join("\t".join([field(v) for v in row]) + "\n" for row in rows)
+    text = _copy_text(rows, numbered)
     cursor.copy_expert(f"COPY {table_name} ({', '.join(columns)}) FROM STDIN", io.StringIO(text))
 
 
@@ -258,7 +280,7 @@ def bulk_insert_ignore_returning(
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
             f"SELECT {cols}, 0::bigint AS tl_ord FROM {table.name} WITH NO DATA"
         )
-        _copy(cursor, stage, (*columns, "tl_ord"), [(*row, i) for i, row in enumerate(rows)])
+        _copy(cursor, stage, (*columns, "tl_ord"), rows, numbered=True)
         cursor.execute(
             f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {stage} ORDER BY tl_ord "
             f"ON CONFLICT DO NOTHING RETURNING {ret}"
