@@ -281,13 +281,14 @@ def bulk_insert_ignore_returning(
             f"SELECT {cols}, 0::bigint AS tl_ord FROM {table.name} WITH NO DATA"
         )
         _copy(cursor, stage, (*columns, "tl_ord"), rows, numbered=True)
+        # The stage is emptied by the same statement (a round trip fewer than a
+        # TRUNCATE), ready for a second use in this transaction.
         cursor.execute(
-            f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {stage} ORDER BY tl_ord "
+            f"WITH staged AS (DELETE FROM {stage} RETURNING *) "
+            f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM staged ORDER BY tl_ord "
             f"ON CONFLICT DO NOTHING RETURNING {ret}"
         )
         out.extend(tuple(r) for r in cursor.fetchall())
-        # Emptied at commit anyway; emptied now for a second use in this transaction.
-        cursor.execute(f"TRUNCATE {stage}")
     finally:
         cursor.close()
     return out
