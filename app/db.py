@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -273,7 +274,8 @@ def bulk_insert_ignore_returning(
     # a 10,000-message first import went to the interaction and copy inserts that
     # way, about half as much with COPY (docs/performance.md, issue 18). Rows go in
     # in the caller's order (tl_ord), which the lock-ordering callers rely on.
-    stage = f"tl_stage_{table.name}"
+    # One stage per table and column list (meetings and mail write different columns of interaction).
+    stage = f"tl_stage_{table.name}_{zlib.crc32(cols.encode()):08x}"
     cursor = conn.connection.driver_connection.cursor()
     try:
         cursor.execute(
