@@ -220,12 +220,11 @@ def _copy_text(rows: list[tuple], numbered: bool = False) -> str:
 def bulk_insert_new(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
     """Insert rows that cannot exist yet (they belong to rows this transaction
     has just inserted, and are distinct among themselves). On PostgreSQL this is
-    COPY: no statement text to build and parse, no conflict arbiter. Measured on
-    a first import of 10,000 messages (about 20,000 participant rows):
-    execute_values' INSERT ... ON CONFLICT DO NOTHING took 0.61 s in the driver
-    plus 0.2 s building its text, COPY <0.2 s in all (bench/imap_sync.py --database
-    postgresql, docs/performance.md). A row that did exist would fail the batch,
-    which is rolled back and retried like any other collision. SQLite: INSERT OR IGNORE."""
+    COPY: no statement text to build and parse, no conflict arbiter. Measured at
+    10,000 messages (about 20,000 participant rows, issue 18): the multi-row
+    INSERT ... ON CONFLICT DO NOTHING waited 0.61-0.73 s on the driver, plus its
+    share of 0.33 s of mogrify building the text. A row that did exist fails the
+    batch (rolled back whole) rather than being skipped. SQLite: INSERT OR IGNORE."""
     if conn.dialect.name != "postgresql":
         bulk_insert_ignore(conn, table, columns, rows)
         return
@@ -269,11 +268,12 @@ def bulk_insert_ignore_returning(
             out.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(flat)).fetchall())
         return out
     # PostgreSQL: COPY the rows into a temporary table of this session, then one
-    # INSERT ... SELECT. Parsing a multi-row VALUES list (and building its text with
-    # mogrify, a Python call per row) cost more than inserting the rows: 0.55 s of
-    # a 10,000-message first import went to the interaction and copy inserts that
-    # way, about half as much with COPY (docs/performance.md, issue 18). Rows go in
-    # in the caller's order (tl_ord), which the lock-ordering callers rely on.
+    # INSERT ... SELECT. Building a multi-row VALUES text (mogrify, a Python call
+    # per row) and parsing it cost more than inserting the rows: at 10,000 messages
+    # the interaction and copy inserts waited 0.48-0.65 s on the driver that way,
+    # 0.41-0.50 s with the stage (docs/performance.md, issue 18), and no mogrify.
+    # Rows go in in the caller's order (tl_ord), which the lock-ordering callers
+    # rely on (interactions in key order: no deadlocks between writers).
     # One stage per table and column list (meetings and mail write different columns of interaction).
     stage = f"tl_stage_{table.name}_{zlib.crc32(cols.encode()):08x}"
     cursor = conn.connection.driver_connection.cursor()
