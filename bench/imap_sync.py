@@ -2,6 +2,7 @@
 """Initial IMAP sync: Threadline against mbsync on the same Dovecot mailbox.
 
     .venv/bin/python bench/imap_sync.py [--messages 100000] [--reps 6] [--keep]
+    .venv/bin/python bench/imap_sync.py --database postgresql   # + the same import on PostgreSQL
 
 1. Builds ONE rep's mailbox of exactly N messages (INBOX, Sent, Archive) with
    demodata and writes it into a private Dovecot's Maildir
@@ -11,6 +12,10 @@
    b) Threadline's first sync into a fresh SQLite database, run as its own
       process (`python -m app.cli sync --once --mailbox ID`);
    both under /usr/bin/time -v, with the whole process tree's memory sampled.
+   With --database postgresql, each round also runs Threadline's first sync
+   into a fresh PostgreSQL database (a private cluster started like the tests'
+   one, but with PostgreSQL's durable defaults), so SQLite's and PostgreSQL's
+   messages/s print side by side with their ratio (issue 18).
 3. A no-change re-sync: once as a process (wall time incl. interpreter start)
    and several times in-process with a timing wrapper around the connector,
    so the IMAP part (connect+login, LIST, STATUS per folder) is timed alone.
@@ -202,14 +207,14 @@ def count_maildir_files(root: Path) -> int:
 # -- Threadline -------------------------------------------------------------------------------
 
 
-def setup_threadline(data_dir: Path, corpus, rep: str, host: str, port: int, user: str) -> int:
+def setup_threadline(data_dir: Path, corpus, rep: str, host: str, port: int, user: str, url: str | None = None) -> int:
     from app.db import session
     from app.runtime import open_runtime
     from app.services import mailboxes
     from app.services.actor import Actor
     from app.settings import load_settings
 
-    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir)}))
+    rt = open_runtime(load_settings(threadline_env(data_dir, url, base={})))
     with session(rt.engine) as s:
         org = factories.create_org(s, corpus.org_name, list(corpus.internal_domains))
         for r in corpus.reps:
@@ -222,14 +227,33 @@ def setup_threadline(data_dir: Path, corpus, rep: str, host: str, port: int, use
     return mailbox_id
 
 
-def threadline_env(data_dir: Path) -> dict:
-    env = dict(os.environ)
+def threadline_env(data_dir: Path, url: str | None = None, base: dict | None = None) -> dict:
+    env = dict(os.environ if base is None else base)
     env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0", PYTHONPATH=REPO, COLUMNS="200", TERM="dumb")
+    if url:
+        env["THREADLINE_DATABASE_URL"] = url
     return env
 
 
-def db_counts(db_path: Path) -> dict:
-    con = sqlite3.connect(db_path)
+class _PgCounts:
+    """sqlite3's con.execute(sql).fetchone() on a PostgreSQL database (the queries are plain SQL)."""
+
+    def __init__(self, url: str):
+        import psycopg2
+
+        self._con = psycopg2.connect(url.replace("+psycopg2", ""))
+
+    def execute(self, sql: str):
+        cur = self._con.cursor()
+        cur.execute(sql)
+        return cur
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def db_counts(db_path: Path, url: str | None = None) -> dict:
+    con = _PgCounts(url) if url else sqlite3.connect(db_path)
     try:
         out = {}
         for t in (
@@ -348,15 +372,22 @@ def run_mbsync(dv, work: Path, user: str, fsync: str, name: str, n: int):
     return m
 
 
-def run_threadline(dv, work: Path, corpus, rep: str, user: str, name: str, n: int, *, verbose: bool):
+def run_threadline(dv, work: Path, corpus, rep: str, user: str, name: str, n: int, *, verbose: bool, pg=None):
+    """Threadline's first sync as its own process, into SQLite or (pg: a started
+    tests.servers.Postgres) a fresh PostgreSQL database, whose server CPU is added."""
     data_dir = work / name
-    mailbox_id = setup_threadline(data_dir, corpus, rep, dv.host, dv.port, user)
+    url = pg.create_database() if pg is not None else None
+    mailbox_id = setup_threadline(data_dir, corpus, rep, dv.host, dv.port, user, url)
     argv = [PYTHON, "-m", "app.cli", "sync", "--once", "--mailbox", str(mailbox_id)]
-    m = measured_with_server(dv, argv, env=threadline_env(data_dir), cwd=REPO)
+    pg_before = tree_cpu_seconds(pg.postmaster_pid) if pg is not None else 0.0
+    m = measured_with_server(dv, argv, env=threadline_env(data_dir, url), cwd=REPO)
+    if pg is not None:
+        m.extra["postgres_cpu"] = tree_cpu_seconds(pg.postmaster_pid) - pg_before
     log(
-        f"    Threadline: rc={m.returncode} {m.seconds:.2f}s = {n / m.seconds:,.0f} msg/s, "
+        f"    Threadline{' on PostgreSQL' if pg is not None else ''}: rc={m.returncode} {m.seconds:.2f}s = {n / m.seconds:,.0f} msg/s, "
         f"peak PSS {m.tree_pss_mb:.0f} MB (RSS sum {m.tree_rss_mb:.0f} MB, {m.tree_procs} processes, largest "
         f"{m.tree_single_mb:.0f} MB); load {m.load_before} -> {m.load_after}; {cpu_line(m)}"
+        + (f"; PostgreSQL {m.extra['postgres_cpu']:.2f}s" if pg is not None else "")
     )
     log("      " + m.stdout.strip().replace("\n", "\n      "))
     if m.returncode != 0:
@@ -364,10 +395,11 @@ def run_threadline(dv, work: Path, corpus, rep: str, user: str, name: str, n: in
         raise SystemExit("error: Threadline's sync failed")
     em = re.search(r"([\d.]+)s \(([\d,]+) msg/s\)", m.stdout)
     m.extra["engine_s"] = float(em.group(1)) if em else float("nan")
-    counts = db_counts(data_dir / "threadline.db")
+    counts = db_counts(data_dir / "threadline.db", url)
     mbx = counts["mailbox"]
     try:
-        skipped = sum(json.loads(mbx["skipped"] or "{}").values())
+        skipped_json = mbx["skipped"] or "{}"  # text on SQLite, already a dict on PostgreSQL
+        skipped = sum((json.loads(skipped_json) if isinstance(skipped_json, str) else skipped_json).values())
     except ValueError:
         skipped = 0
     seen = mbx["messages_imported"] + skipped
@@ -398,6 +430,59 @@ def run_threadline(dv, work: Path, corpus, rep: str, user: str, name: str, n: in
     return m
 
 
+PG_DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+TARGET_PG_RATIO = 0.8
+
+
+def log_postgresql_comparison(n: int, tls: list, pgs: list) -> None:
+    """SQLite's and PostgreSQL's first import of the same mailbox, measured in the same rounds."""
+    sq_s, pg_s = median([m.seconds for m in tls]), median([m.seconds for m in pgs])
+    sq_e, pg_e = median([m.extra["engine_s"] for m in tls]), median([m.extra["engine_s"] for m in pgs])
+    ratios = [t.seconds / p.seconds for t, p in zip(tls, pgs, strict=True)]
+    ratio = sq_s / pg_s
+    log("\n== SQLite vs PostgreSQL, first import of the same mailbox (issue 18) ==")
+    log(
+        table(
+            ["database", "messages", "seconds", "messages/s", "engine s", "engine msg/s", "client CPU s", "note"],
+            [
+                ["SQLite", n, sq_s, n / sq_s, sq_e, n / sq_e, median([m.cpu_s for m in tls]), "-"],
+                [
+                    "PostgreSQL",
+                    n,
+                    pg_s,
+                    n / pg_s,
+                    pg_e,
+                    n / pg_e,
+                    median([m.cpu_s for m in pgs]),
+                    f"server CPU {median([m.extra['postgres_cpu'] for m in pgs]):.1f}s",
+                ],
+            ],
+            align="lrrrrrrl",
+        )
+    )
+    log(
+        table(
+            ["figure", "measured", "target", "verdict"],
+            [
+                [
+                    "PostgreSQL / SQLite messages/s (whole processes)",
+                    f"{ratio:.2f}x (rounds: " + ", ".join(f"{x:.2f}" for x in ratios) + ")",
+                    f">= {TARGET_PG_RATIO}x",
+                    verdict(ratio >= TARGET_PG_RATIO),
+                ],
+                ["PostgreSQL / SQLite messages/s (engine, without start-up)", f"{sq_e / pg_e:.2f}x", "-", "-"],
+                [
+                    "PostgreSQL database built like SQLite's (every message seen)",
+                    "yes" if all(m.extra["ok"] for m in pgs) else "NO",
+                    "yes",
+                    verdict(all(m.extra["ok"] for m in pgs)),
+                ],
+            ],
+            align="lrll",
+        )
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=100_000, help="messages in the mailbox (default 100000)")
@@ -424,6 +509,13 @@ def main() -> int:
         help="where mbsync's Maildirs and Threadline's databases go (default: a temp dir under $TMPDIR, "
         "next to Dovecot's data; e.g. /dev/shm to take the disk out of the comparison)",
     )
+    ap.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="postgresql: each round also imports into PostgreSQL (a private cluster) and the report gives "
+        "PostgreSQL's messages/s beside SQLite's, with the ratio (issue 18: target >= 0.8x)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep Dovecot's data and the temp dirs")
     args = ap.parse_args()
     n = args.messages
@@ -449,10 +541,21 @@ def main() -> int:
     os.chmod(work, 0o755)
     local = Path(tempfile.mkdtemp(prefix="tlbench-local-", dir=args.local_dir)) if args.local_dir else work
     dv = Dovecot(work, special_use=True, keep_data=args.keep)
+    pg = None
+    if args.database == "postgresql":
+        from tests.servers.postgres import Postgres
+
+        # The tests' cluster runs with fsync and synchronous_commit off; production does
+        # not, so the comparison uses PostgreSQL's defaults (every commit flushed).
+        (work / "postgres").mkdir()
+        pg = Postgres(work / "postgres", settings=PG_DURABLE)
     try:
         # -- build (not measured) ---------------------------------------------------------
         t0 = time.perf_counter()
         dv.start()
+        if pg is not None:
+            pg.start()
+            log(f"PostgreSQL: {pg.psql('SELECT version()').strip()}; settings {PG_DURABLE}")
         user = "rep"
         corpus, rep, folders, size, generated = build_mailbox(dv, user, args.seed, args.reps, companies, n)
         status = {f: dv.mailbox_status(user, f, "messages")["messages"] for f in sorted(folders)}
@@ -476,13 +579,19 @@ def main() -> int:
         run_mbsync(dv, local, user, "no", "warmup", n)
 
         # -- a) + b) interleaved rounds --------------------------------------------------------
-        mbs, tls = [], []
+        mbs, tls, pgs = [], [], []
         for r in range(1, args.rounds + 1):
             log(f"\nround {r}/{args.rounds} ... uptime: {uptime_line()}")
             order = ("mbsync", "threadline") if r % 2 else ("threadline", "mbsync")
+            if pg is not None:  # PostgreSQL right after SQLite in odd rounds, right before it in even ones
+                order = ("mbsync", "threadline", "postgresql") if r % 2 else ("postgresql", "threadline", "mbsync")
             for tool in order:
                 if tool == "mbsync":
                     mbs.append(run_mbsync(dv, local, user, "no", f"mbsync{r}", n))
+                elif tool == "postgresql":
+                    pgs.append(
+                        run_threadline(dv, local, corpus, rep, user, f"pg{r}", n, verbose=r == args.rounds, pg=pg)
+                    )
                 else:
                     tls.append(
                         run_threadline(dv, local, corpus, rep, user, f"threadline{r}", n, verbose=r == args.rounds)
@@ -617,6 +726,8 @@ def main() -> int:
             ],
         ]
         log(table(["figure", "measured", "target", "verdict"], fig, align="lrll"))
+        if pgs:
+            log_postgresql_comparison(n, tls, pgs)
         log(f"uptime at the end: {uptime_line()}")
         code_at_end = code_fingerprint(CODE)
         if code_at_end != code_at_start:
@@ -630,6 +741,8 @@ def main() -> int:
         return 0
     finally:
         dv.stop()
+        if pg is not None:
+            pg.stop()
         if args.keep:
             log(f"\nkept: {work} {local if local != work else ''}")
         else:

@@ -19,7 +19,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from app.db import advisory_locks, bulk_insert_ignore, bulk_insert_ignore_returning, db_time, insert_ignore
+from app.db import advisory_locks, bulk_insert_ignore_returning, bulk_insert_new, db_time, insert_ignore
 from app.models import Company, Contact, ContactAddress, Interaction, Participant
 from app.models.base import utcnow
 from app.models.timeline import InteractionKind
@@ -580,7 +580,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
                 .with_for_update(key_share=True)
             ).all()
         before.update(_stored_people(conn, adding)[0])
-    bulk_insert_ignore(conn, PARTICIPANT, PARTICIPANT_COLUMNS, fresh)
+    bulk_insert_new(conn, PARTICIPANT, PARTICIPANT_COLUMNS, fresh)
     inserted += bulk_insert_ignore_returning(
         conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants, ("interaction_id", "contact_id", "user_id")
     )

@@ -15,7 +15,7 @@ from typing import Iterable
 from sqlalchemy import delete, text
 from sqlalchemy.engine import Connection
 
-from app.db import db_time
+from app.db import db_time, insert_values
 from app.models import ContactColleague, ContactStats
 from app.models.base import utcnow
 
@@ -134,24 +134,23 @@ def add_email_deltas(
                 if at > p[1]:
                     p[1] = at
     if stats:
-        conn.exec_driver_sql(
+        insert_values(
+            conn,
             "INSERT INTO contactstats (contact_id, org_id, emails_in, emails_out, meetings, first_email_at, "
-            f"last_email_at) VALUES ({_marks(conn, 7)}) ON CONFLICT (contact_id) DO UPDATE SET "
+            "last_email_at)",
+            [(c, org_id, s[0], s[1], 0, s[2], s[3]) for c, s in sorted(stats.items())],
+            "ON CONFLICT (contact_id) DO UPDATE SET "
             "emails_in = contactstats.emails_in + excluded.emails_in, "
             "emails_out = contactstats.emails_out + excluded.emails_out, "
             f"first_email_at = {_earliest(conn, 'contactstats.first_email_at', 'excluded.first_email_at')}, "
             f"last_email_at = {_latest(conn, 'contactstats.last_email_at', 'excluded.last_email_at')}",
-            [(c, org_id, s[0], s[1], 0, s[2], s[3]) for c, s in sorted(stats.items())],
         )
     if pairs:
-        conn.exec_driver_sql(
-            "INSERT INTO contactcolleague (contact_id, user_id, org_id, interactions, last_at) "
-            f"VALUES ({_marks(conn, 5)}) ON CONFLICT (contact_id, user_id) DO UPDATE SET "
+        insert_values(
+            conn,
+            "INSERT INTO contactcolleague (contact_id, user_id, org_id, interactions, last_at)",
+            [(c, u, org_id, p[0], p[1]) for (c, u), p in sorted(pairs.items())],
+            "ON CONFLICT (contact_id, user_id) DO UPDATE SET "
             "interactions = contactcolleague.interactions + excluded.interactions, "
             f"last_at = {_latest(conn, 'contactcolleague.last_at', 'excluded.last_at')}",
-            [(c, u, org_id, p[0], p[1]) for (c, u), p in sorted(pairs.items())],
         )
-
-
-def _marks(conn: Connection, n: int) -> str:
-    return ", ".join(["?" if conn.dialect.name == "sqlite" else "%s"] * n)

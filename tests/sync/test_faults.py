@@ -9,7 +9,6 @@ import os
 import time
 
 import pytest
-from sqlalchemy import text
 
 from demodata import generate
 from tests.world import make_world, message
@@ -27,31 +26,36 @@ def _fill(imap_user, n: int) -> None:
     return corpus
 
 
-def _world_for(tmp_path, corpus, name):
-    return make_world(tmp_path / name, domains=corpus.internal_domains, reps=[(e, n) for n, e in corpus.reps])
+def _world_for(tmp_path, corpus, name, url=None):
+    return make_world(tmp_path / name, url=url, domains=corpus.internal_domains, reps=[(e, n) for n, e in corpus.reps])
 
 
 def _small_batches(world, mailbox_id, size=40):
-    with world.rt.engine.begin() as conn:
-        cfg = json.loads(conn.execute(text("SELECT config FROM mailbox WHERE id = :id"), {"id": mailbox_id}).scalar())
-        cfg["batch_size"] = size
-        conn.execute(text("UPDATE mailbox SET config = :c WHERE id = :id"), {"c": json.dumps(cfg), "id": mailbox_id})
+    world.set_batch_size(mailbox_id, size)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_database(request):
+    """Makes a fresh database for each world of a test: its URL, or None for SQLite in the world's folder."""
+    if request.param == "sqlite":
+        return lambda: None
+    return request.getfixturevalue("postgres").create_database
 
 
 @pytest.fixture
-def mailbox(imap_user, tmp_path):
+def mailbox(imap_user, tmp_path, new_database):
     corpus = _fill(imap_user, 1500)
-    clean = _world_for(tmp_path, corpus, "clean")
+    clean = _world_for(tmp_path, corpus, "clean", new_database())
     clean_id = clean.add_imap(corpus.reps[0][1], imap_user)
     assert clean.sync(clean_id).ok
     return corpus, clean.snapshot()
 
 
 @pytest.mark.parametrize("in_child", [True, False], ids=["child-fetch", "inline-fetch"])
-def test_connection_cut_mid_fetch_converges(mailbox, imap_user, fault_proxy, tmp_path, in_child):
+def test_connection_cut_mid_fetch_converges(mailbox, new_database, imap_user, fault_proxy, tmp_path, in_child):
     corpus, expected = mailbox
     proxy = fault_proxy(imap_user)
-    world = _world_for(tmp_path, corpus, "faulty")
+    world = _world_for(tmp_path, corpus, "faulty", new_database())
     mid = world.add_imap(corpus.reps[0][1], imap_user, port=proxy.port)
     _small_batches(world, mid)
     proxy.cut_after(120_000)
@@ -72,9 +76,9 @@ def test_connection_cut_mid_fetch_converges(mailbox, imap_user, fault_proxy, tmp
     assert world.sql("SELECT status, last_error FROM mailbox")[0] == ("active", None)
 
 
-def test_killed_process_converges(mailbox, imap_user, tmp_path):
+def test_killed_process_converges(mailbox, new_database, imap_user, tmp_path):
     corpus, expected = mailbox
-    world = _world_for(tmp_path, corpus, "killed")
+    world = _world_for(tmp_path, corpus, "killed", new_database())
     mid = world.add_imap(corpus.reps[0][1], imap_user)
     _small_batches(world, mid, size=20)
     world.kill_cli_sync_midway(
@@ -82,6 +86,7 @@ def test_killed_process_converges(mailbox, imap_user, tmp_path):
         dict(
             os.environ,
             THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),
+            THREADLINE_DATABASE_URL=world.rt.settings.database_url,
             THREADLINE_IDLE="0",
             THREADLINE_SYNC_LEASE_SECONDS="300",
         ),
