@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.faults.backfill import fill, world_for
+from tests.faults.timeline import timeline
+
+
+@pytest.fixture
+def mailbox(imap_user, tmp_path):
+    """(corpus, the timeline of a clean import) for 1,500 generated messages in imap_user's mailbox."""
+    corpus = fill(imap_user, 1500)
+    clean = world_for(tmp_path, corpus, "clean")
+    clean_id = clean.add_imap(corpus.reps[0][1], imap_user)
+    assert clean.sync(clean_id).ok
+    return corpus, timeline(clean)
