@@ -19,15 +19,21 @@ def chance(seed: int) -> random.Random:
     return random.Random(seed)
 
 
-def fill(imap_user, n: int, seed: int = 11):
-    """The first rep's share of a generated corpus, in INBOX and Sent; returns the corpus."""
+def rep_mail(n: int, seed: int = 11):
+    """A generated corpus and its first rep's share as (raw, folder, internaldate), in INBOX and Sent."""
     corpus, messages = generate(seed=seed, n_messages=n, reps=2)
-    imap_user.create_folder("Sent")
     items = [
         (m.raw, m.folder if m.folder in ("INBOX", "Sent") else "INBOX", m.internaldate)
         for m in messages
         if m.mailbox == corpus.reps[0][1]
     ]
+    return corpus, items
+
+
+def fill(imap_user, n: int, seed: int = 11):
+    """Deliver rep_mail(n, seed) to imap_user; returns the corpus."""
+    corpus, items = rep_mail(n, seed)
+    imap_user.create_folder("Sent")
     imap_user.deliver_many(items)
     return corpus
 
