@@ -98,11 +98,10 @@ def test_a_hostile_corpus_through_dovecot_is_stored_or_skipped_with_a_reason_in_
     code, output, peak = _sync(world, mid)
 
     _assert_clean_run(code, output, f"seed {seed}")
-    # The bound: a 50 MB message and 1 MB headers in the folder, yet the largest process
-    # stays well below what holding the folder at once would take (measured about ? MB).
-    assert peak < 400 * MB, (seed, peak // MB)
+    # A 50 MB message and 1 MB headers in the folder: the largest process peaked at about
+    # 112 MB on SQLite and PostgreSQL alike (December 2026); twice that is a leak or a whole-folder read.
+    assert peak < 250 * MB, (seed, peak // MB)
     acc = _accounting(world, imap_user, "Hostile")
-    print("DBG", peak // MB, {k: v for k, v in acc.items() if k != "issues"}, acc["issues"][:40])
     _assert_every_message_accounted_for(acc, f"seed {seed}")
     assert acc["stored"] > len(corpus) // 2, (seed, acc["stored"], acc["skipped"])
     # A second run finds nothing new and changes no count.
@@ -127,7 +126,7 @@ def test_a_folder_of_tiny_messages_is_imported_whole_in_bounded_memory(imap_user
 
     _assert_clean_run(code, output, f"{count} tiny messages")
     acc = _accounting(world, imap_user, "Tiny")
-    print("DBG", peak // MB, seconds)
     _assert_every_message_accounted_for(acc, f"{count} tiny messages")
     assert acc["stored"] == count and not acc["skipped"], acc
-    assert peak < 400 * MB, (count, peak // MB, seconds)
+    # About 117 MB peak and 8 s for 10,000 on an idle machine (December 2026).
+    assert peak < 250 * MB, (count, peak // MB, seconds)

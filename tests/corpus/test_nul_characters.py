@@ -1,0 +1,38 @@
+"""Found by the hostile corpus: a NUL can survive parsing (an encoded-word such as
+=?utf-8?q?=00?=, a body's first bytes) and PostgreSQL refuses NUL in text, which
+failed the whole folder. Stored without the NULs, alike on both databases."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from app.db import write_transaction
+from connectors.mailparse import parse_message_headers
+from sync.engine import org_context
+from sync.ingest import MailboxContext, ingest
+from tests.world import make_world
+
+RAW = (
+    b"From: =?utf-8?q?Ev=00il?= <evil@cust.example>\r\nTo: alice@ourco.com\r\n"
+    b"Subject: =?utf-8?q?a=00b?=\r\nMessage-ID: <nul@cust.example>\r\nDate: Tue, 04 Mar 2025 14:02:11 +0000\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_nul_characters_left_by_decoding_are_dropped_before_storing_not_a_failed_folder(tmp_path, request, database):
+    world = make_world(tmp_path, url=request.getfixturevalue("postgres_url") if database == "postgresql" else None)
+    record = parse_message_headers("1/1", RAW, datetime(2026, 1, 1, tzinfo=timezone.utc), b"Hi\x00 there\r\n")
+    assert "\x00" in record.subject and "\x00" in record.from_[0][0]  # what the parser hands on
+    uid = world.scalar("SELECT id FROM app_user WHERE email = 'alice@ourco.com'")
+    with write_transaction(world.rt.engine) as conn:
+        result = ingest(
+            conn,
+            org_context(conn, world.org_id, world.rt.box),
+            MailboxContext(None, None, uid, "alice@ourco.com"),
+            [record],
+        )
+    assert result.imported == 1
+    assert world.sql("SELECT subject, snippet FROM interaction") == [("ab", "Hi there")]
+    assert world.sql("SELECT name FROM participant WHERE address = 'evil@cust.example'") == [("Evil",)]
