@@ -36,3 +36,23 @@ def test_nul_characters_left_by_decoding_are_dropped_before_storing_not_a_failed
     assert result.imported == 1
     assert world.sql("SELECT subject, snippet FROM interaction") == [("ab", "Hi there")]
     assert world.sql("SELECT name FROM participant WHERE address = 'evil@cust.example'") == [("Evil",)]
+
+
+def test_a_nul_in_a_field_name_reads_the_same_whether_dovecot_sends_it_as_0x80_or_drops_it(imap_user):
+    """Found by the hostile corpus cut every K bytes: "From<NUL...>: Mei" came back from
+    Dovecot's first FETCH as "From\\x80...:", from its cache later as "From:", so the same
+    message was unreadable in one import and stored in the other."""
+    from connectors.mailparse import header_fields
+
+    raw = b"From\x00\x00\x00: Mei <mei@harbor.example>\r\nTo: alice@ourco.com\r\nSubject: hi\r\n\r\nbody\r\n"
+    imap_user.deliver(raw)
+    client = imap_user.connect()
+    client.select_folder("INBOX", readonly=True)
+    answers = []
+    for _ in range(2):  # parsed by Dovecot, then from its cache
+        data = client.fetch([1], ["BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT)]"])[1]
+        answers.append(next(v for k, v in data.items() if k.startswith(b"BODY")))
+    client.logout()
+    assert answers[0] != answers[1]  # what the server does: the test would not need the fix otherwise
+    fields = [header_fields(answer) for answer in answers]
+    assert fields[0] == fields[1] and fields[0]["from"] == "Mei <mei@harbor.example>", fields

@@ -12,6 +12,7 @@ from tests.conftest import ImapUser
 from tests.faults.backfill import chance, fault_seed, fill, rep_mail, world_for
 from tests.faults.timeline import assert_same_timeline, timeline
 from tests.servers import Dovecot, free_port
+from tests.world import make_world
 
 
 def _sync_until_ok(world, mid, seed, attempts=200, **kw):
@@ -109,3 +110,31 @@ def test_an_import_whose_folder_gets_a_new_uidvalidity_midway_ends_as_a_clean_im
     clean = world_for(tmp_path, corpus, "clean")  # a clean import of the mailbox as it is now
     assert clean.sync(clean.add_imap(corpus.reps[0][1], imap_user)).ok
     assert_same_timeline(timeline(world), timeline(clean), seed=seed, what=f"INBOX re-created after {resets} copies")
+
+
+def test_the_hostile_corpus_cut_every_k_bytes_keeps_the_counts_and_reasons_of_a_clean_import(
+    imap_user, fault_proxy, tmp_path
+):
+    """Skips and unreadable messages are counted in the batch's own transaction: a cut
+    between batches neither loses nor repeats one."""
+    from tests.corpus.hostile import hostile_corpus
+
+    seed = fault_seed(1511)
+    # Two messages a batch and the next batch fetched ahead: a cut must leave room for four 1 MB headers.
+    every = chance(seed).randint(5_000_000, 6_000_000)
+    imap_user.create_folder("Hostile")
+    imap_user.deliver_many([(raw or b"\r\n", "Hostile") for _, raw in hostile_corpus(seed, mutant_count=200)])
+    clean = make_world(tmp_path / "clean")
+    assert clean.sync(clean.add_imap("alice@ourco.com", imap_user), fetch_in_child=False).ok
+    expected = timeline(clean)
+    assert expected["unreadable"] and expected["folders"]
+
+    proxy = fault_proxy(imap_user)
+    world = make_world(tmp_path / "cut")
+    mid = world.add_imap("alice@ourco.com", imap_user, port=proxy.port)
+    world.set_batch_size(mid, 2)
+    proxy.cut_after(every, once=False)
+    reports = _sync_until_ok(world, mid, seed, attempts=60, fetch_in_child=False)
+
+    assert len(reports) > 1, (seed, every)
+    assert_same_timeline(timeline(world), expected, seed=seed, what=f"the hostile corpus cut every {every} bytes")
