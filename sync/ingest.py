@@ -422,6 +422,12 @@ def _drop_nul(record: MessageRecord) -> None:
     """PostgreSQL refuses NUL in text (SQLite keeps it) and parsing can leave one: an
     encoded-word such as =?utf-8?q?=00?=, a body's first bytes. Dropped, like the
     parser drops raw NULs, so one message never fails its folder."""
+    if "\x00" in record.message_key:
+        record.message_key = record.message_key.replace("\x00", "")
+    if record.in_reply_to and "\x00" in record.in_reply_to:
+        record.in_reply_to = record.in_reply_to.replace("\x00", "")
+    if any("\x00" in r for r in record.references):
+        record.references = [r.replace("\x00", "") for r in record.references]
     if record.subject and "\x00" in record.subject:
         record.subject = record.subject.replace("\x00", "")
     if record.snippet and "\x00" in record.snippet:

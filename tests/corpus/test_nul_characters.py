@@ -12,6 +12,7 @@ from app.db import write_transaction
 from connectors.mailparse import parse_message_headers
 from sync.engine import org_context
 from sync.ingest import MailboxContext, ingest
+from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.world import make_world
 
 RAW = (
@@ -56,3 +57,40 @@ def test_a_nul_in_a_field_name_reads_the_same_whether_dovecot_sends_it_as_0x80_o
     assert answers[0] != answers[1]  # what the server does: the test would not need the fix otherwise
     fields = [header_fields(answer) for answer in answers]
     assert fields[0] == fields[1] and fields[0]["from"] == "Mei <mei@harbor.example>", fields
+
+
+def test_nul_characters_from_microsoft_graph_mail_and_meetings_are_dropped_on_postgresql(tmp_path, postgres_url, graph):
+    """JSON carries \\u0000 as easily as a header does: mail and meetings alike."""
+    from datetime import timedelta
+
+    from tests.sync.test_graph_sync import ALICE, add_tenant_mailbox
+    from tests.world import NOW
+
+    world = make_world(tmp_path, url=postgres_url)
+    mid = add_tenant_mailbox(world, graph)
+    graph.add_message(
+        ALICE,
+        internet_message_id="<g-n\x00ul@cust.example>",
+        subject="a\x00b",
+        sender=("Ev\x00il", "evil@cust.example"),
+        to=[("Alice", ALICE)],
+        preview="Hi\x00 there",
+    )
+    graph.add_event(
+        ALICE,
+        subject="Me\x00et",
+        start=NOW + timedelta(days=1),
+        organizer=("Alice Rep", ALICE),
+        attendees=[("Ev\x00il", "evil@cust.example", "required", "accepted")],
+        location="Ro\x00om",
+        ical_uid="UID-NUL",
+    )
+
+    report = world.sync(mid)
+
+    assert report.ok and not report.folders_failed, report
+    assert sorted(world.sql("SELECT message_key, subject, location FROM interaction")) == [
+        ("g-nul@cust.example", "ab", None),
+        ("ical:UID-NUL", "Meet", "Room"),
+    ]
+    assert {n for (n,) in world.sql("SELECT name FROM participant WHERE address = 'evil@cust.example'")} == {"Evil"}
