@@ -26,12 +26,23 @@ def _sync_until_ok(world, mid, seed, attempts=200, **kw):
     raise AssertionError(f"seed {seed}: no complete sync in {attempts} attempts; last {reports[-1]}")
 
 
+def _once_at(at: int, fired: list, action):
+    """A progress callback that runs action once, after at least `at` copies are imported; fired gets that count."""
+
+    def progress(report):
+        if not fired and report.imported >= at:
+            fired.append(report.imported)
+            action()
+
+    return progress
+
+
 @pytest.mark.parametrize("in_child", [True, False], ids=["child-fetch", "inline-fetch"])
 def test_an_import_whose_link_is_cut_every_k_bytes_ends_as_a_clean_import(
     mailbox, imap_user, fault_proxy, tmp_path, in_child
 ):
     seed = fault_seed(1505)
-    every = chance(seed).randint(40_000, 160_000)
+    every = chance(seed).randint(150_000, 300_000)
     corpus, expected = mailbox
     proxy = fault_proxy(imap_user)
     world = world_for(tmp_path, corpus, "cut")
@@ -68,16 +79,10 @@ def test_an_import_through_a_dovecot_restart_ends_as_a_clean_import(own_dovecot,
     world = world_for(tmp_path, corpus, "restarted")
     mid = world.add_imap(corpus.reps[0][1], box)
     world.set_batch_size(mid, 20)
-    at = chance(seed).randint(20, 400)
     restarts = []
+    restart = _once_at(chance(seed).randint(20, 400), restarts, lambda: (own_dovecot.stop(), own_dovecot.start()))
 
-    def restart_once(report):
-        if not restarts and report.imported >= at:
-            restarts.append(report.imported)
-            own_dovecot.stop()
-            own_dovecot.start()
-
-    first = world.sync(mid, fetch_in_child=in_child, progress=restart_once)
+    first = world.sync(mid, fetch_in_child=in_child, progress=restart)
     assert restarts and not (first.ok and not first.folders_failed), (seed, first)
     _sync_until_ok(world, mid, seed, fetch_in_child=in_child)
     assert_same_timeline(timeline(world), expected, seed=seed, what=f"Dovecot restarted after {restarts}")
@@ -94,16 +99,13 @@ def test_an_import_whose_folder_gets_a_new_uidvalidity_midway_ends_as_a_clean_im
     world = world_for(tmp_path, corpus, "reset")
     mid = world.add_imap(corpus.reps[0][1], imap_user)
     world.set_batch_size(mid, 20)
-    at = chance(seed).randint(20, 300)
     resets = []
 
-    def reset_once(report):
-        if not resets and report.imported >= at:
-            resets.append(report.imported)
-            imap_user.recreate_folder("INBOX")  # the same mail under a new UIDVALIDITY
-            imap_user.deliver_many(inbox)
+    def reset():
+        imap_user.recreate_folder("INBOX")  # the same mail under a new UIDVALIDITY
+        imap_user.deliver_many(inbox)
 
-    world.sync(mid, fetch_in_child=False, progress=reset_once)
+    world.sync(mid, fetch_in_child=False, progress=_once_at(chance(seed).randint(20, 300), resets, reset))
     assert resets, seed
     _sync_until_ok(world, mid, seed, fetch_in_child=False)
 
