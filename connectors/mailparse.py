@@ -83,6 +83,10 @@ def header_fields(block: bytes) -> dict[str, str]:
         if colon:
             # the wanted names are plain field names, so membership also checks the syntax
             key = key.rstrip(" \t")
+            if "\x80" in key:
+                # Dovecot hands a NUL in a field name on as 0x80 until it has cached the
+                # field, then without it: drop both, so the answer never depends on when it is read.
+                key = key.replace("\x80", "")
             name = key.lower()
             if name in _WANTED and (name not in out or name in _REPEATED) and key.isascii():
                 current, parts = name, [value]

@@ -418,10 +418,31 @@ def _stored_people(
     return people, keys
 
 
+def _drop_nul(record: MessageRecord) -> None:
+    """PostgreSQL refuses NUL in text (SQLite keeps it) and parsing can leave one: an
+    encoded-word such as =?utf-8?q?=00?=, a body's first bytes. Dropped, like the
+    parser drops raw NULs, so one message never fails its folder."""
+    if "\x00" in record.message_key:
+        record.message_key = record.message_key.replace("\x00", "")
+    if record.in_reply_to and "\x00" in record.in_reply_to:
+        record.in_reply_to = record.in_reply_to.replace("\x00", "")
+    if any("\x00" in r for r in record.references):
+        record.references = [r.replace("\x00", "") for r in record.references]
+    if record.subject and "\x00" in record.subject:
+        record.subject = record.subject.replace("\x00", "")
+    if record.snippet and "\x00" in record.snippet:
+        record.snippet = record.snippet.replace("\x00", "")
+    for pairs in (record.from_, record.to, record.cc, record.bcc, record.reply_to):
+        for i, (name, address) in enumerate(pairs):
+            if "\x00" in name or "\x00" in address:
+                pairs[i] = (name.replace("\x00", ""), address.replace("\x00", ""))
+
+
 def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list[MessageRecord]) -> IngestResult:
     result = IngestResult()
     prepared: list[_Prepared] = []
     for record in records:
+        _drop_nul(record)
         p = prepare(org, mbx, record)
         if isinstance(p, str):
             result.skipped[p] += 1

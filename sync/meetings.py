@@ -351,10 +351,24 @@ def ingest_meetings(
     return batch.result
 
 
+def _drop_nul(rec: MeetingRecord) -> None:
+    """PostgreSQL refuses NUL in text; a calendar's JSON or iCalendar can carry one (see ingest._drop_nul)."""
+    if "\x00" in rec.uid:
+        rec.uid = rec.uid.replace("\x00", "")
+    if "\x00" in rec.subject:
+        rec.subject = rec.subject.replace("\x00", "")
+    if rec.location and "\x00" in rec.location:
+        rec.location = rec.location.replace("\x00", "")
+    for person in (rec.organizer, *rec.attendees):
+        if person is not None and ("\x00" in person.name or "\x00" in person.address):
+            person.name, person.address = person.name.replace("\x00", ""), person.address.replace("\x00", "")
+
+
 def _kept_items(batch: _Batch, records: list[MeetingRecord]) -> list[_Item]:
     """The records worth keeping, each with its key; the others are counted as skipped with their reason."""
     items: list[_Item] = []
     for rec in records:
+        _drop_nul(rec)
         p = prepare(batch.org, batch.mbx, rec)
         if isinstance(p, str):
             batch.result.skipped[p] += 1

@@ -16,6 +16,7 @@ from connectors.base import MessageRecord
 from sync import stats
 from sync.engine import org_context
 from sync.ingest import MailboxContext, ingest
+from tests.faults.timeline import assert_same_timeline, timeline
 from tests.world import NOW, make_world
 
 
@@ -106,12 +107,12 @@ def test_a_contact_made_by_another_rep_while_a_batch_is_open_gets_that_batch_s_m
     _second_while_first_is_open(world, (alice, [cc_dave]), (bob, [to_dave]))
 
     dave = world.scalar("SELECT contact_id FROM contactaddress WHERE address = 'dave@beta.org'")
-    timeline = world.sql(
+    daves = world.sql(
         "SELECT i.message_key FROM participant p JOIN interaction i ON i.id = p.interaction_id "
         "WHERE p.contact_id = :c ORDER BY 1",
         c=dave,
     )
-    assert timeline == [("cc-dave@beta.org",), ("to-dave@ourco.com",)]
+    assert daves == [("cc-dave@beta.org",), ("to-dave@ourco.com",)]
     assert not world.sql(
         "SELECT p.address FROM participant p JOIN contactaddress a ON a.address = p.address WHERE p.contact_id IS NULL"
     )
@@ -223,48 +224,6 @@ def test_a_database_error_shows_the_admin_no_sql_and_no_parameters(tmp_path, db_
 # -- several `threadline worker` processes, killed at random, against one serial run ------------
 
 
-def _everything(world) -> dict:
-    """Every table an import writes, by natural keys (ids differ between runs)."""
-    q = world.sql
-    return {
-        "interactions": q(
-            "SELECT message_key, kind, direction, subject, snippet, thread_key, from_address, "
-            "occurred_at FROM interaction ORDER BY 1"
-        ),
-        "participants": q(
-            "SELECT i.message_key, p.address, p.name, p.role, u.email, c.primary_email, co.domain, "
-            "p.occurred_at FROM participant p JOIN interaction i ON i.id = p.interaction_id "
-            "LEFT JOIN app_user u ON u.id = p.user_id LEFT JOIN contact c ON c.id = p.contact_id "
-            "LEFT JOIN company co ON co.id = p.company_id ORDER BY 1, 2"
-        ),
-        "copies": q(
-            "SELECT i.message_key, s.mailbox_id, f.name, s.remote_id FROM interactionsource s "
-            "JOIN interaction i ON i.id = s.interaction_id JOIN folderstate f ON f.id = s.folder_id "
-            "ORDER BY 2, 3, 4"
-        ),
-        "contacts": q(
-            "SELECT a.address, c.name, c.primary_email, co.domain FROM contactaddress a "
-            "JOIN contact c ON c.id = a.contact_id LEFT JOIN company co ON co.id = c.company_id ORDER BY 1"
-        ),
-        "contacts without address": q(
-            "SELECT c.primary_email FROM contact c WHERE NOT EXISTS "
-            "(SELECT 1 FROM contactaddress a WHERE a.contact_id = c.id)"
-        ),
-        "companies": q("SELECT domain, name FROM company ORDER BY 1"),
-        "contactstats": q(
-            "SELECT c.primary_email, s.emails_in, s.emails_out, s.meetings, s.first_email_at, "
-            "s.last_email_at FROM contactstats s JOIN contact c ON c.id = s.contact_id ORDER BY 1"
-        ),
-        "contactcolleague": q(
-            "SELECT c.primary_email, u.email, k.interactions, k.last_at FROM contactcolleague k "
-            "JOIN contact c ON c.id = k.contact_id JOIN app_user u ON u.id = k.user_id "
-            "ORDER BY 1, 2"
-        ),
-        "mailboxes": q("SELECT id, status, sync_stage, messages_imported, skipped, last_error FROM mailbox ORDER BY 1"),
-        "folders": q("SELECT mailbox_id, name, messages, skipped, status FROM folderstate ORDER BY 1, 2"),
-    }
-
-
 def _rep_mailboxes(imap_user_factory, messages) -> dict:
     boxes, per_box, folders = {}, {}, {}
     for m in messages:
@@ -304,7 +263,7 @@ def test_several_workers_killed_at_random_on_postgresql_import_exactly_what_one_
     serial, serial_ids = _corpus_world(tmp_path, "serial", postgres.create_database(), corpus, boxes, 25)
     for mid in serial_ids:
         assert serial.sync(mid, fetch_in_child=False).ok
-    expected = _everything(serial)
+    expected = timeline(serial)
     assert len(expected["contactcolleague"]) > len(expected["contacts"]) > 20  # reps share contacts
 
     world, ids = _corpus_world(tmp_path, "workers", postgres.create_database(), corpus, boxes, 25)
@@ -381,8 +340,6 @@ def test_several_workers_killed_at_random_on_postgresql_import_exactly_what_one_
     assert "Traceback" not in output and "UniqueViolation" not in output, output[-3000:]
     assert "met another writer" not in output, output[-3000:]
 
-    got = _everything(world)
-    for table in expected:
-        assert got[table] == expected[table], table
+    assert_same_timeline(timeline(world), expected, seed=21, what="three workers, one killed three times")
     kept, recounted = _kept_and_recounted(world)
     assert kept == recounted

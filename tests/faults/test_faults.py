@@ -5,50 +5,13 @@ exactly the timeline a clean run gives."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
 
-from demodata import generate
+from tests.faults.backfill import cli_env, world_for as _world_for
+from tests.faults.timeline import assert_same_timeline, timeline
 from tests.world import make_world, message
-
-
-def _fill(imap_user, n: int) -> None:
-    corpus, messages = generate(seed=11, n_messages=n, reps=2)
-    imap_user.create_folder("Sent")
-    items = [
-        (m.raw, m.folder if m.folder in ("INBOX", "Sent") else "INBOX", m.internaldate)
-        for m in messages
-        if m.mailbox == corpus.reps[0][1]
-    ]
-    imap_user.deliver_many(items)
-    return corpus
-
-
-def _world_for(tmp_path, corpus, name, url=None):
-    return make_world(tmp_path / name, url=url, domains=corpus.internal_domains, reps=[(e, n) for n, e in corpus.reps])
-
-
-def _small_batches(world, mailbox_id, size=40):
-    world.set_batch_size(mailbox_id, size)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def new_database(request):
-    """Makes a fresh database for each world of a test: its URL, or None for SQLite in the world's folder."""
-    if request.param == "sqlite":
-        return lambda: None
-    return request.getfixturevalue("postgres").create_database
-
-
-@pytest.fixture
-def mailbox(imap_user, tmp_path, new_database):
-    corpus = _fill(imap_user, 1500)
-    clean = _world_for(tmp_path, corpus, "clean", new_database())
-    clean_id = clean.add_imap(corpus.reps[0][1], imap_user)
-    assert clean.sync(clean_id).ok
-    return corpus, clean.snapshot()
 
 
 @pytest.mark.parametrize("in_child", [True, False], ids=["child-fetch", "inline-fetch"])
@@ -57,7 +20,7 @@ def test_connection_cut_mid_fetch_converges(mailbox, new_database, imap_user, fa
     proxy = fault_proxy(imap_user)
     world = _world_for(tmp_path, corpus, "faulty", new_database())
     mid = world.add_imap(corpus.reps[0][1], imap_user, port=proxy.port)
-    _small_batches(world, mid)
+    world.set_batch_size(mid, 40)
     proxy.cut_after(120_000)
 
     first = world.sync(mid, fetch_in_child=in_child)
@@ -69,10 +32,7 @@ def test_connection_cut_mid_fetch_converges(mailbox, new_database, imap_user, fa
     proxy.heal()
     second = world.sync(mid, fetch_in_child=in_child)
     assert second.ok
-    got = world.snapshot()
-    for key in expected:
-        missing, extra = set(expected[key]) - set(got[key]), set(got[key]) - set(expected[key])
-        assert not missing and not extra, (key, sorted(missing)[:5], sorted(extra)[:5])
+    assert_same_timeline(timeline(world), expected, what="a sync cut mid-fetch")
     assert world.sql("SELECT status, last_error FROM mailbox")[0] == ("active", None)
 
 
@@ -80,24 +40,15 @@ def test_killed_process_converges(mailbox, new_database, imap_user, tmp_path):
     corpus, expected = mailbox
     world = _world_for(tmp_path, corpus, "killed", new_database())
     mid = world.add_imap(corpus.reps[0][1], imap_user)
-    _small_batches(world, mid, size=20)
-    world.kill_cli_sync_midway(
-        mid,
-        dict(
-            os.environ,
-            THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),
-            THREADLINE_DATABASE_URL=world.rt.settings.database_url,
-            THREADLINE_IDLE="0",
-            THREADLINE_SYNC_LEASE_SECONDS="300",
-        ),
-    )
+    world.set_batch_size(mid, 20)
+    world.kill_cli_sync_midway(mid, cli_env(world))
     partial = world.scalar("SELECT count(*) FROM interactionsource")
     assert 0 < partial
     assert world.sql("SELECT sync_stage FROM mailbox") == [("running",)]  # the dead run still holds a lease
 
     report = world.sync(mid)  # its holder is gone from this host: taken over at once
     assert report is not None and report.ok
-    assert world.snapshot() == expected
+    assert_same_timeline(timeline(world), expected, what="a sync killed mid-import")
 
 
 def test_wrong_password_fails_with_a_readable_reason_then_recovers(world_factory, imap_user):

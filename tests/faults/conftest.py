@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.faults.backfill import fill, world_for
+from tests.faults.timeline import timeline
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_database(request):
+    """Makes a fresh database for each world of a test: its URL, or None for SQLite in the world's folder."""
+    if request.param == "sqlite":
+        return lambda: None
+    return request.getfixturevalue("postgres").create_database
+
+
+@pytest.fixture
+def mailbox(imap_user, tmp_path, new_database):
+    """(corpus, the timeline of a clean import) for 1,500 generated messages in imap_user's mailbox."""
+    corpus = fill(imap_user, 1500)
+    clean = world_for(tmp_path, corpus, "clean", new_database())
+    clean_id = clean.add_imap(corpus.reps[0][1], imap_user)
+    assert clean.sync(clean_id).ok
+    return corpus, timeline(clean)
