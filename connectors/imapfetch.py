@@ -128,12 +128,14 @@ def _responses(imap: imaplib.IMAP4, tag: bytes):
                 raise FetchFailed(line.decode("utf-8", "replace").strip())
             return
         parts = [line]
-        m = _LITERAL_END.search(line)
+        # endswith first: most lines announce no literal, and the regex search over a
+        # whole line cost more (the pattern matches only at "}\r\n" ending the line).
+        m = _LITERAL_END.search(line) if line.endswith(b"}\r\n") else None
         while m:
             parts.append(read(int(m.group(1))))
             line = readline()
             parts.append(line)
-            m = _LITERAL_END.search(line)
+            m = _LITERAL_END.search(line) if line.endswith(b"}\r\n") else None
         yield parts
 
 
@@ -151,7 +153,8 @@ def read_fetch(imap: imaplib.IMAP4, tag: bytes) -> dict[int, dict]:
                 section = _SECTION_BEFORE_LITERAL.search(announcing)
                 if section:
                     values[section_key(section.group(1))] = literal
-            text = b" ".join(line[: m.start()] if (m := _LITERAL_END.search(line)) else line for line in lines)
+            # Every line but the last announced the literal after it (see _responses).
+            text = b" ".join([line[: line.rfind(b"{")] for line in lines[:-1]] + [lines[-1]])
             uid = _UID.search(text)
             if not uid:
                 continue  # an unsolicited FETCH (flag change) without UID

@@ -25,7 +25,6 @@ from connectors.base import BadDataError, MessageRecord
 
 _UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 _MSGID = re.compile(r"<([^<>\s]+)>")
-_WS = re.compile(r"\s+")
 _WANTED = {
     "from",
     "to",
@@ -64,14 +63,45 @@ def _text(raw: bytes) -> str:
 
 def header_fields(block: bytes) -> dict[str, str]:
     """Wanted fields of a header block, unfolded; the first occurrence wins (see _REPEATED)."""
-    out: dict[str, str] = {}
     end = block.find(b"\r\n\r\n")
     if end < 0:
         end = block.find(b"\n\n")
     if end >= 0:
         block = block[:end]
+    text = _text(block)
+    # Counted in bytes: 4x cheaper than in the decoded str.
+    if len(block) > MAX_FIELD or block.count(b"\n") != block.count(b"\r\n"):
+        return _fields_by_line(text)
+    # What IMAP servers send: every line ends in CRLF and no value can exceed
+    # MAX_FIELD. Unfolding the whole block first then gives exactly what
+    # _fields_by_line gives (a stray CR is a character of its line to both, and
+    # a leading continuation or a line without a colon names no wanted field
+    # either way: tests/connectors/test_mailparse_fast_paths.py), in one loop pass
+    # without two calls per field. bench/imap_sync.py --profile, 20,000 messages:
+    # header_fields was 15% of a single-process first sync (1.26 of 8.4 s); this
+    # path takes 7.3 against 8.6 us a block (process time, demo corpus).
+    if "\r\n " in text or "\r\n\t" in text:
+        text = text.replace("\r\n ", " ").replace("\r\n\t", "\t")
+    out: dict[str, str] = {}
+    for line in text.split("\r\n"):
+        key, colon, value = line.partition(":")
+        if colon:
+            key = key.rstrip(" \t")
+            name = key.lower()
+            if name in _WANTED and key.isascii():
+                if name not in out:
+                    out[name] = value.strip()
+                elif name in _REPEATED and out[name].count("\n") < MAX_REPEATS - 1:
+                    out[name] += "\n" + value.strip()
+    return out
+
+
+def _fields_by_line(text: str) -> dict[str, str]:
+    """header_fields for any text: lines split at LF, a continuation joins the field
+    before it, lines without a colon end the field being read."""
+    out: dict[str, str] = {}
     current, parts = "", None  # the wanted field being read and its lines
-    for line in _text(block).split("\n"):
+    for line in text.split("\n"):
         if line and line[0] in " \t":  # a continuation line
             if parts is not None:
                 parts.append(line)
@@ -149,7 +179,7 @@ def _join(parts) -> str:
             out.append(chunk.decode("utf-8", "replace"))
     # decode_header keeps the spaces of plain runs and drops those between
     # adjacent encoded words, as RFC 2047 asks; concatenation is the whole job.
-    return _WS.sub(" ", "".join(out)).strip()
+    return " ".join("".join(out).split())
 
 
 # Strict encoded words only; whenever the standard library could read the value
@@ -562,7 +592,10 @@ def snippet_from_body(fields: dict[str, str], body: bytes) -> str | None:
         size += len(line) + 1
         if size > SNIPPET_CHARS:
             break
-    text = _WS.sub(" ", " ".join(kept)).strip().replace("\ufffd", "")
+    # str.split() splits at exactly the characters a str pattern's \s matches, so this
+    # is re.sub(r"\s+", " ", text).strip(), 4x cheaper: the substitution was half of
+    # a plain-text snippet's cost (4.8 of 9.3 us, process time, demo corpus).
+    text = " ".join(" ".join(kept).split()).replace("\ufffd", "")
     return text[:SNIPPET_CHARS] or None
 
 
