@@ -70,7 +70,8 @@ def header_fields(block: bytes) -> dict[str, str]:
         block = block[:end]
     text = _text(block)
     # Counted in bytes: 4x cheaper than in the decoded str.
-    if len(block) > MAX_FIELD or block.count(b"\n") != block.count(b"\r\n"):
+    # A 0x80 in a field name is a NUL Dovecot passed on (see _fields_by_line): the slow path handles it.
+    if len(block) > MAX_FIELD or block.count(b"\n") != block.count(b"\r\n") or "\x80" in text:
         return _fields_by_line(text)
     # What IMAP servers send: every line ends in CRLF and no value can exceed
     # MAX_FIELD. Unfolding the whole block first then gives exactly what

@@ -89,6 +89,12 @@ def test_the_fast_header_reader_agrees_on_arbitrary_bytes(block):
     assert header_fields(block) == by_line(block)
 
 
+@pytest.mark.parametrize("block", [b"Sub\x80ject: hi\r\nFrom: a@b.c\r\n\r\n", b"\x80From: a@b.c\r\nTo: x@y.z\r\n"])
+def test_a_nul_dovecot_passed_on_as_0x80_in_a_field_name_reads_the_same_on_both_paths(block):
+    assert header_fields(block) == by_line(block)
+    assert "a@b.c" == header_fields(block)["from"]
+
+
 def test_the_fast_header_reader_agrees_on_long_repeated_and_folded_fields():
     blocks = [
         b"Subject: " + b"x" * (MAX_FIELD + 10) + b"\r\nFrom: a@x.com\r\n\r\n",
