@@ -37,10 +37,12 @@ def folder_numbers(folder: dict) -> dict:
     stored, removed = int(folder.get("messages") or 0), int(folder.get("removed") or 0)
     skipped = sum(int(n) for n in (folder.get("skipped") or {}).values())
     out = {"server_count": server, "stored": stored, "skipped": skipped, "removed": removed, "difference": None}
-    if not folder.get("selected", True) or server is None:
+    if not folder.get("selected", True):
         return {**out, "reconciliation": "not counted"}
-    if not folder.get("backfill_done"):
+    if not folder.get("backfill_done"):  # mid-import: the count comes at the end of the folder's run
         return {**out, "reconciliation": "importing"}
+    if server is None:  # the source gives no count (not IMAP), or not counted yet
+        return {**out, "reconciliation": "not counted"}
     difference = int(server) - stored - skipped - removed
     return {**out, "difference": difference, "reconciliation": "missing" if difference > 0 else "reconciled"}
 
