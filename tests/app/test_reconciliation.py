@@ -244,3 +244,54 @@ def test_doctor_recounts_prints_and_repairs(world, imap_user):
     admin(world, "doctor", "--repair")
     with session(world.rt.engine) as s:
         assert reconcile.summary_check(s.connection(), world.org_id)["disagreeing"] == 0
+
+
+def test_the_console_shows_a_mailbox_that_does_not_add_up_and_repairs_its_summaries(
+    tmp_path, imap_user, live_app, page
+):
+    w = make_world(tmp_path)
+    boss = w.add_user("boss@ourco.com", "Boss", admin=True)
+    with session(w.rt.engine) as s:
+        token = factories.issue_token(s, s.get(orgs.User, boss))
+    for i in range(4):
+        imap_user.deliver(message("Jane <jane@acme.com>", ALICE, f"Deal {i}", msgid=f"con-{i}@acme.com"))
+    mid = w.add_imap(ALICE, imap_user)
+    assert w.sync(mid).ok
+    base = live_app(w)
+    page.goto(base + "/admin")
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/admin")
+    row = page.locator(f"tr.mailbox[data-mailbox='{mid}']")
+    assert row.locator(".badge").inner_text() == "healthy"
+    assert "Not recounted yet" in page.inner_text("#summaries")
+
+    with write_transaction(w.rt.engine) as conn:  # a copy lost, and a contact's summary wrong
+        gone = copies.delete(conn, copies.S.c.mailbox_id == mid, copies.S.c.remote_id.like("%/3"))
+        copies.count_changed(conn, {fid: -n for fid, n in gone.items()})
+        conn.exec_driver_sql("UPDATE contactstats SET emails_in = 40")
+    page.click("#summaries-check")
+    page.wait_for_url(base + "/admin?ok=summaries_check")
+    assert row.locator(".badge").inner_text() == "needs attention"
+    cell = row.locator(".last-error").inner_text()
+    assert "1 message on the server is not on the timeline" in cell
+    assert "the summaries of 1 contact disagree with a recount" in cell and "Fix:" in cell
+    assert "1 of 1 contacts disagree" in page.inner_text("#summaries")
+
+    page.click(f"tr.mailbox[data-mailbox='{mid}'] a")
+    assert page.inner_text("#health") == "needs attention"
+    assert "no: 1 message on the server not on the timeline" in page.inner_text("#reconciled")
+    inbox = page.locator("#folders tr.folder").first
+    assert inbox.locator(".server-count").inner_text() == "4"
+    assert inbox.locator(".reconciliation").inner_text() == "1 missing"
+    assert "re-sync" in page.inner_text("#fix")
+
+    page.goto(base + "/admin")
+    page.click("#summaries-repair")
+    page.wait_for_url(base + "/admin?ok=summaries_repair")
+    assert "The summaries of all 1 contacts agree" in page.inner_text("#summaries")
+    assert "summaries of" not in row.locator(".last-error").inner_text()
+    assert w.scalar("SELECT emails_in FROM contactstats") == 4
+    assert w.scalar("SELECT count(*) FROM auditevent WHERE action = 'summaries.repair' AND actor_id = :b", b=boss) == 1
+    # the lost copy is still missing until the mailbox is read again
+    assert row.locator(".badge").inner_text() == "needs attention"
