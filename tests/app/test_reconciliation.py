@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,6 +23,7 @@ from tests.sync.test_folder_counts import admin
 from tests.world import NOW, make_world, message
 
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -37,6 +39,19 @@ def api(world) -> TestClient:
     client = TestClient(create_app(world.rt), client=("127.0.0.1", 50000))
     client.headers["Authorization"] = f"Bearer {token}"
     return client
+
+
+def admin_output(world, *args: str) -> str:
+    """What `threadline ...` prints on the world's database."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, THREADLINE_DATA_DIR=str(world.rt.settings.data_dir), THREADLINE_IDLE="0", COLUMNS="300")
+    env["THREADLINE_DATABASE_URL"] = world.rt.settings.database_url
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    return proc.stdout + proc.stderr
 
 
 def folder(detail: dict, name: str = "INBOX") -> dict:
@@ -241,6 +256,8 @@ def test_doctor_recounts_prints_and_repairs(world, imap_user):
         admin(world, "doctor")
     with session(world.rt.engine) as s:
         assert reconcile.summary_check(s.connection(), world.org_id)["disagreeing"] == 1
+    listed = admin_output(world, "mailbox", "list")
+    assert "needs attention: the summaries of 1 contact disagree" in listed and "threadline doctor --repair" in listed
     admin(world, "doctor", "--repair")
     with session(world.rt.engine) as s:
         assert reconcile.summary_check(s.connection(), world.org_id)["disagreeing"] == 0
