@@ -54,6 +54,15 @@ def admin_output(world, *args: str) -> str:
     return proc.stdout + proc.stderr
 
 
+def synced(world, imap_user, deals: int, tag: str) -> int:
+    """A mailbox of Alice's holding `deals` mails from Jane, imported."""
+    for i in range(deals):
+        imap_user.deliver(message("Jane <jane@acme.com>", ALICE, f"Deal {i}", msgid=f"{tag}-{i}@acme.com"))
+    mid = world.add_imap(ALICE, imap_user)
+    assert world.sync(mid).ok
+    return mid
+
+
 def folder(detail: dict, name: str = "INBOX") -> dict:
     return next(f for f in detail["folders"] if f["name"] == name)
 
@@ -110,10 +119,7 @@ def test_a_synced_mailbox_adds_up_per_folder_and_says_so_in_the_api(world, imap_
 
 
 def test_a_lost_copy_shows_the_mailbox_needing_attention_everywhere_until_it_is_read_again(world, imap_user):
-    for i in range(5):
-        imap_user.deliver(message("Jane <jane@acme.com>", ALICE, f"Deal {i}", msgid=f"lost-{i}@acme.com"))
-    mid = world.add_imap(ALICE, imap_user)
-    assert world.sync(mid).ok
+    mid = synced(world, imap_user, 5, "lost")
     client = api(world)
     assert client.get(f"/api/mailboxes/{mid}").json()["healthy"] is True
 
@@ -184,10 +190,7 @@ def test_a_mailbox_mid_import_is_importing_not_a_mismatch(world, imap_user):
 
 
 def test_summaries_that_disagree_with_a_recount_are_flagged_and_an_audited_repair_clears_them(world, imap_user):
-    for i in range(3):
-        imap_user.deliver(message("Jane <jane@acme.com>", ALICE, f"Deal {i}", msgid=f"sum-{i}@acme.com"))
-    mid = world.add_imap(ALICE, imap_user)
-    assert world.sync(mid).ok
+    mid = synced(world, imap_user, 3, "sum")
     client = api(world)
     assert client.get("/api/admin/summaries").json()["checked_at"] is None  # never checked
     clean = client.post("/api/admin/summaries/check").json()
@@ -247,9 +250,7 @@ def test_an_extra_colleague_row_is_a_disagreement_but_a_meeting_now_past_is_not(
 
 
 def test_doctor_recounts_prints_and_repairs(world, imap_user):
-    imap_user.deliver(message("Jane <jane@acme.com>", ALICE, "Deal", msgid="doc@acme.com"))
-    mid = world.add_imap(ALICE, imap_user)
-    assert world.sync(mid).ok
+    synced(world, imap_user, 1, "doc")
     with write_transaction(world.rt.engine) as conn:
         conn.exec_driver_sql("UPDATE contactstats SET emails_out = 7")
     with pytest.raises(AssertionError):  # exits 1 while something needs attention
@@ -270,10 +271,7 @@ def test_the_console_shows_a_mailbox_that_does_not_add_up_and_repairs_its_summar
     boss = w.add_user("boss@ourco.com", "Boss", admin=True)
     with session(w.rt.engine) as s:
         token = factories.issue_token(s, s.get(orgs.User, boss))
-    for i in range(4):
-        imap_user.deliver(message("Jane <jane@acme.com>", ALICE, f"Deal {i}", msgid=f"con-{i}@acme.com"))
-    mid = w.add_imap(ALICE, imap_user)
-    assert w.sync(mid).ok
+    mid = synced(w, imap_user, 4, "con")
     base = live_app(w)
     page.goto(base + "/admin")
     page.fill("input[name=token]", token)
