@@ -7,7 +7,7 @@ numbers do not add up is never shown healthy: not in the API, the console, the h
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -312,3 +312,17 @@ def test_the_console_shows_a_mailbox_that_does_not_add_up_and_repairs_its_summar
     assert w.scalar("SELECT count(*) FROM auditevent WHERE action = 'summaries.repair' AND actor_id = :b", b=boss) == 1
     # the lost copy is still missing until the mailbox is read again
     assert row.locator(".badge").inner_text() == "needs attention"
+
+
+def test_the_scheduler_recounts_the_summaries_every_few_hours_not_at_start(tmp_path):
+    from sync.scheduler import SUMMARY_CHECK_SECONDS, SyncService
+
+    w = make_world(tmp_path)
+    service = SyncService(w.rt, idle=False)
+    service.start()
+    try:
+        job = service.scheduler.get_job("summary-check")
+        assert job.trigger.interval.total_seconds() == SUMMARY_CHECK_SECONDS
+        assert (job.next_run_time - datetime.now(timezone.utc)).total_seconds() > 60
+    finally:
+        service.stop()
