@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.api import create_app
 from app.db import session, write_transaction
-from app.services import orgs, reconcile
+from app.services import calendars, orgs, reconcile
 from sync import copies, stats
 from tests import factories
 from tests.sync.test_folder_counts import admin
@@ -249,6 +249,11 @@ def test_an_extra_colleague_row_is_a_disagreement_but_a_meeting_now_past_is_not(
         assert stats.check(conn, world.org_id)[1] == []
         conn.exec_driver_sql(f"UPDATE contactcolleague SET interactions = 2 WHERE contact_id = {carol}")
         assert stats.check(conn, world.org_id)[1] == [carol]
+    with session(world.rt.engine) as s:
+        assert calendars.describe_all(s, world.org_id)[0]["healthy"] is True  # not checked yet
+    assert stats.record_check(world.rt.engine, world.org_id)["mailbox_ids"] == [box]
+    with session(world.rt.engine) as s:
+        assert calendars.describe_all(s, world.org_id)[0]["healthy"] is False
 
 
 def test_doctor_recounts_prints_and_repairs(world, imap_user):
