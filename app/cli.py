@@ -262,6 +262,8 @@ def mailbox_blocks(rows: list[dict]) -> list:
         )
         if r["last_error"]:
             grid.add_row("error", Text(r["last_error"]))
+        if r.get("attention"):
+            grid.add_row("attention", Text(f"needs attention: {r['attention']}"))
         if r.get("fix"):
             grid.add_row("fix", Text(r["fix"]))
         blocks.append(Group(heading, Padding(grid, (0, 0, 0, 3), expand=False), Text("")))

@@ -405,6 +405,40 @@ def audit_cmd(
     out.print(table)
 
 
+@app.command("doctor")
+def doctor_cmd(
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Rebuild the contact summaries from the timeline (audited).")
+    ] = False,
+    org: OrgOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check that what Threadline kept adds up: each mailbox's folders against the server's
+    counts, and the contact summaries against a recount (stored and shown in the console).
+    Exits 1 while something needs attention."""
+    from app.services import mailboxes, reconcile
+
+    rt = _rt()
+    oid = _org_id(rt, org)
+    check = reconcile.repair_summaries(rt, _operator(rt, org)) if repair else reconcile.check_summaries(rt, oid)
+    rows = mailboxes.health_page(rt.engine, oid)
+    if as_json:
+        _print_json({"summaries": check, "mailboxes": rows})
+    else:
+        word = "rebuilt and recounted" if repair else "recounted"
+        out.print(
+            f"contact summaries {word}: {check['disagreeing']} of {check['contacts']} contacts disagree",
+            highlight=False,
+        )
+        for r in rows:
+            state = f"needs attention: {r['attention']}" if r["attention"] else r["health"]
+            out.print(Text(f"mailbox {r['id']} ({r.get('account') or r['owner']}): {state}"))
+            if r["attention"]:
+                out.print(Text(f"  fix: {r['attention_fix']}"))
+    if check["disagreeing"] or any(r["attention"] for r in rows):
+        raise typer.Exit(1)
+
+
 # -- secrets ----------------------------------------------------------------------------------------
 @secrets_app.command("rotate-key")
 def secrets_rotate_key() -> None:

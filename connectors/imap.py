@@ -397,6 +397,7 @@ class ImapConnector:
             and cursor.get("highestmodseq") == status.get("highestmodseq")
             and cursor.get("low_uid") is not None
             and cursor.get("backfill_done")
+            and "server_count" in cursor  # a cursor from before reconciliation gets counted once
         )
         if unchanged:
             return
@@ -416,7 +417,8 @@ class ImapConnector:
         if removed:
             yield Batch([], [], dict(cursor), removed=removed)
         if not cursor:
-            cursor = {**base, "top_uid": status["uidnext"] - 1, "low_uid": None, "backfill_done": False}
+            top0 = status["uidnext"] - 1
+            cursor = {**base, "top_uid": top0, "first_top": top0, "low_uid": None, "backfill_done": False}
             if reset:
                 yield Batch([], [], dict(cursor), reset=True)
         top = int(cursor["top_uid"])
@@ -429,6 +431,8 @@ class ImapConnector:
         if not cursor.get("backfill_done"):
             low = cursor.get("low_uid") or top + 1
             old_uids = []
+            # the window's first day, kept: the reconciliation counts the server's side with it
+            cursor = {**cursor, "since": since.date().isoformat()}
             if low > 1:
                 criteria = ["UID", f"1:{low - 1}", "SINCE", since.date()]
                 old_uids = [u for u in self._search(criteria, folder) if u < low]
@@ -437,9 +441,35 @@ class ImapConnector:
                 cursor = {**cursor, **base, "low_uid": min(chunk)}
                 yield Batch(records, bad, dict(cursor))
             cursor = {**cursor, **base, "low_uid": cursor.get("low_uid") or low, "backfill_done": True}
-            yield Batch([], [], dict(cursor), backfill_done=True)
-        elif cursor.get("uidnext") != status["uidnext"] or cursor.get("highestmodseq") != status.get("highestmodseq"):
-            yield Batch([], [], {**cursor, **base})
+            yield Batch(
+                [], [], {**cursor, "server_count": self._scope_count(folder, cursor, since)}, backfill_done=True
+            )
+        else:
+            yield Batch([], [], {**cursor, **base, "server_count": self._scope_count(folder, cursor, since)})
+
+    def _scope_count(self, folder: Folder, cursor: dict, since: datetime) -> int:
+        """How many messages the server holds that this sync is meant to have read: every
+        UID above the first import's top (new mail, whatever its date) up to the highest
+        read, and below it those inside the backfill window from the lowest read up; drafts
+        are never read. Counted after the folder's batches, so mail arriving meanwhile is
+        not counted before it is read. The reconciliation compares it with the copies stored
+        plus the messages skipped with a reason (app/services/reconcile.py)."""
+        top = int(cursor.get("top_uid") or 0)
+        low = int(cursor.get("low_uid") or top + 1)
+        # a cursor from before these keys: count everything against the window (a count too
+        # low can only hide a gap, never show one that is not there)
+        first = min(int(cursor.get("first_top") or top), top)
+        day = datetime.fromisoformat(cursor["since"]).date() if cursor.get("since") else since.date()
+        drafts = ["NOT", "DRAFT"]
+        if b"X-GM-EXT-1" in self.capabilities:
+            drafts += ["NOT", "X-GM-LABELS", "\\Draft"]
+        count = 0
+        if top > first:  # IMAP reads a:b as b:a when a > b: ask only for real ranges
+            count += sum(1 for u in self._search(["UID", f"{first + 1}:{top}", *drafts], folder) if first < u <= top)
+        if first >= low:
+            criteria = ["UID", f"{low}:{first}", "SINCE", day, *drafts]
+            count += sum(1 for u in self._search(criteria, folder) if low <= u <= first)
+        return count
 
     def _vanished(self, folder: Folder, cursor: dict, status: dict) -> list[str]:
         """Remote ids of the messages expunged since the cursor's HIGHESTMODSEQ, between

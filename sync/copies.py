@@ -34,13 +34,13 @@ def delete(conn: Connection, *where) -> Counter:
     return Counter(conn.execute(_delete(S).where(*where).returning(S.c.folder_id)).scalars())
 
 
-def count_changed(conn: Connection, changes: Mapping[int, int]) -> None:
-    """Add each folder's change to its count, in folder order (two writers lock rows alike)."""
+def count_changed(conn: Connection, changes: Mapping[int, int], *, by_admin: bool = False) -> None:
+    """Add each folder's change to its count, in folder order (two writers lock rows alike).
+    by_admin: copies an admin took off the timeline (a rule, an erasure) while the server
+    still holds the messages; the folder's `removed` keeps them so its reconciliation adds up."""
     rows = [{"b_id": fid, "b_n": n} for fid, n in sorted(changes.items()) if n]
     if rows:
-        conn.execute(
-            update(FOLDER)
-            .where(FOLDER.c.id == bindparam("b_id"))
-            .values(messages=FOLDER.c.messages + bindparam("b_n")),
-            rows,
-        )
+        values = {"messages": FOLDER.c.messages + bindparam("b_n")}
+        if by_admin:
+            values["removed"] = FOLDER.c.removed - bindparam("b_n")
+        conn.execute(update(FOLDER).where(FOLDER.c.id == bindparam("b_id")).values(**values), rows)

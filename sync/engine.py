@@ -574,7 +574,7 @@ def _forget_folder_counts(conn, mbx: MailboxContext, folder_name: str) -> None:
             skipped=_add_counts(current, skipped or {}, -1),
         )
     )
-    conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(skipped={}))
+    conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(skipped={}, removed=0))
     conn.execute(
         delete(SyncIssue.__table__).where(
             SyncIssue.__table__.c.mailbox_id == mbx.mailbox_id, SyncIssue.__table__.c.folder == folder_name

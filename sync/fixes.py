@@ -23,6 +23,13 @@ class RunError(StrEnum):
     INTERNAL = "internal"  # an unexpected exception: a fault in Threadline
 
 
+class Attention(StrEnum):
+    """What makes a mailbox need attention although its runs succeed (app/services/reconcile.py)."""
+
+    UNRECONCILED = "unreconciled"  # messages on the server neither stored nor skipped
+    SUMMARIES = "summaries"  # kept per-contact summaries disagree with a recount
+
+
 ANY = "*"  # any source
 _PASSWORD = (
     "check the username and password, then store the right one: `threadline mailbox set-password ID` "
@@ -61,6 +68,10 @@ TEXTS: dict[tuple[str, str], str] = {
     (RunError.FOLDER, ANY): "some folders failed; see their errors on the mailbox page, then Sync now",
     (RunError.LEASE, ANY): "nothing to do: another worker was syncing this mailbox",
     (RunError.INTERNAL, ANY): "a fault in Threadline: check the server log and report it",
+    (Attention.UNRECONCILED, ANY): "sync the mailbox now; if the messages stay missing, re-sync it from scratch "
+    "(the mailbox page, Re-sync; `threadline mailbox resync ID`), then check the unreadable list and the server log",
+    (Attention.SUMMARIES, ANY): "recompute the summaries: Recompute summaries on the Sync health page, or "
+    "`threadline doctor --repair`",
 }
 
 

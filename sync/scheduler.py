@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -24,6 +24,7 @@ from app.models import Mailbox, MailboxStatus
 from app.models.base import utcnow
 from connectors.base import ConnectorError, close_quietly
 from connectors.factory import build_connector
+from sync import stats
 from sync.engine import due_mailboxes, load_mailbox, request_sync, sync_mailbox
 from sync.runtime import Runtime
 
@@ -40,6 +41,10 @@ MAILBOX = Mailbox.__table__
 # minute (30 + 20 s) instead of never. One exchange per 30 s per mailbox is little.
 IDLE_HEARTBEAT_SECONDS = 30.0
 IDLE_ANSWER_SECONDS = 20.0
+# How often the per-contact summaries are recounted (sync/stats.py: check_due), and the
+# first time after start (not at once: a fresh server is busy with its first imports).
+SUMMARY_CHECK_SECONDS = 6 * 3600
+SUMMARY_CHECK_DELAY = 600
 
 
 class IdleWatcher(threading.Thread):
@@ -172,6 +177,16 @@ class SyncService:
             coalesce=True,
             next_run_time=datetime.now(timezone.utc),
         )
+        # The summaries' recount reads a whole organisation: every few hours, not per page view.
+        self.scheduler.add_job(
+            self._check_summaries,
+            "interval",
+            seconds=SUMMARY_CHECK_SECONDS,
+            id="summary-check",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(timezone.utc) + timedelta(seconds=SUMMARY_CHECK_DELAY),
+        )
         from sync import graph_push
 
         if graph_push.push_enabled(self.rt):
@@ -186,6 +201,12 @@ class SyncService:
                 next_run_time=datetime.now(timezone.utc),
             )
         self.scheduler.start()
+
+    def _check_summaries(self) -> None:
+        try:
+            stats.check_due(self.rt.engine, SUMMARY_CHECK_SECONDS)
+        except Exception:  # noqa: BLE001 - a report; the next one tries again
+            log.exception("could not recount the contact summaries")
 
     def _renew_subscriptions(self) -> None:
         from sync import graph_push

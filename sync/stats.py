@@ -10,21 +10,24 @@ definition the tests check the deltas against.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
-from sqlalchemy import delete, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.engine import Connection
 
-from app.db import db_time, insert_values
-from app.models import ContactColleague, ContactStats
+from app.db import db_time, insert_values, read_only, write_transaction
+from app.models import ContactColleague, ContactStats, Organisation, SummaryCheck
 from app.models.base import utcnow
 
 STATS = ContactStats.__table__
 COLLEAGUE = ContactColleague.__table__
+CHECK = SummaryCheck.__table__
 CHUNK = 500
 
-_STATS_SQL = """
-INSERT INTO contactstats (contact_id, org_id, emails_in, emails_out, meetings, first_email_at, last_email_at)
+# The definition of the summaries, as SELECTs over the timeline: recompute() inserts
+# what they give, check() compares the kept rows with it.
+_STATS_SELECT = """
 SELECT p.contact_id, p.org_id,
        COUNT(DISTINCT CASE WHEN i.kind = 'email' AND i.direction = 'in' THEN i.id END),
        COUNT(DISTINCT CASE WHEN i.kind = 'email' AND i.direction = 'out' THEN i.id END),
@@ -32,21 +35,25 @@ SELECT p.contact_id, p.org_id,
        MIN(CASE WHEN i.kind = 'email' THEN i.occurred_at END),
        MAX(CASE WHEN i.kind = 'email' THEN i.occurred_at END)
 FROM participant p JOIN interaction i ON i.id = p.interaction_id
-WHERE p.org_id = :org AND p.contact_id IN ({ids})
+WHERE p.org_id = :org AND {contacts}
 GROUP BY p.contact_id, p.org_id
 """
+_STATS_SQL = (
+    "INSERT INTO contactstats (contact_id, org_id, emails_in, emails_out, meetings, first_email_at, last_email_at)"
+    + _STATS_SELECT
+)
 
 # Colleagues: emails and meetings that took place (not cancelled, not in the future).
-_COLLEAGUE_SQL = """
-INSERT INTO contactcolleague (contact_id, user_id, org_id, interactions, last_at)
+_COLLEAGUE_SELECT = """
 SELECT c.contact_id, u.user_id, c.org_id, COUNT(DISTINCT c.interaction_id), MAX(c.occurred_at)
 FROM participant c
 JOIN participant u ON u.interaction_id = c.interaction_id AND u.user_id IS NOT NULL
 JOIN interaction i ON i.id = c.interaction_id
-WHERE c.org_id = :org AND c.contact_id IN ({ids})
+WHERE c.org_id = :org AND {contacts}
   AND (i.kind = 'email' OR (i.kind = 'meeting' AND COALESCE(i.status, '') <> 'cancelled' AND i.occurred_at <= :now))
 GROUP BY c.contact_id, u.user_id, c.org_id
 """
+_COLLEAGUE_SQL = "INSERT INTO contactcolleague (contact_id, user_id, org_id, interactions, last_at)" + _COLLEAGUE_SELECT
 
 
 def recompute(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> None:
@@ -58,8 +65,8 @@ def recompute(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> None
         conn.execute(delete(STATS).where(STATS.c.org_id == org_id, STATS.c.contact_id.in_(part)))
         conn.execute(delete(COLLEAGUE).where(COLLEAGUE.c.org_id == org_id, COLLEAGUE.c.contact_id.in_(part)))
         id_list = ", ".join(str(c) for c in part)  # integers only: safe to inline
-        conn.execute(text(_STATS_SQL.format(ids=id_list)), {"org": org_id})
-        conn.execute(text(_COLLEAGUE_SQL.format(ids=id_list)), {"org": org_id, "now": now})
+        conn.execute(text(_STATS_SQL.format(contacts=f"p.contact_id IN ({id_list})")), {"org": org_id})
+        conn.execute(text(_COLLEAGUE_SQL.format(contacts=f"c.contact_id IN ({id_list})")), {"org": org_id, "now": now})
 
 
 def _earliest(conn: Connection, a: str, b: str) -> str:
@@ -154,3 +161,115 @@ def add_email_deltas(
             "interactions = contactcolleague.interactions + excluded.interactions, "
             f"last_at = {_latest(conn, 'contactcolleague.last_at', 'excluded.last_at')}",
         )
+
+
+# -- the recount: do the kept rows agree with the definition? ------------------------------
+
+ALL_CONTACTS = ("p.contact_id IS NOT NULL", "c.contact_id IS NOT NULL")
+_NEVER = datetime(1970, 1, 1, tzinfo=timezone.utc)
+SHOWN = 100  # contacts named in a stored check (the count is exact)
+
+
+def _when(value):
+    """A time as comparable values on both databases (SQLite hands back text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def check(conn: Connection, org_id: int) -> tuple[int, list[int]]:
+    """(contacts recounted, ids of those whose kept summaries disagree with a recount).
+
+    One snapshot (REPEATABLE READ on PostgreSQL; SQLite's read transaction is one), so a
+    batch committing meanwhile cannot make rows look wrong. contactstats must equal the
+    recount. A contactcolleague count must lie between the recount of its emails alone and
+    the recount with every meeting that has taken place by now: a meeting counts from its
+    last recompute on, so one that was ahead then and is past now may be in the recount only.
+    """
+    if conn.dialect.name == "postgresql" and not conn.in_transaction():
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    org = {"org": org_id}
+    zero = (0, 0, 0, None, None)
+    recount = {
+        r[0]: (r[2], r[3], r[4], _when(r[5]), _when(r[6]))
+        for r in conn.execute(text(_STATS_SELECT.format(contacts=ALL_CONTACTS[0])), org)
+    }
+    kept = {
+        r[0]: (r[1], r[2], r[3], _when(r[4]), _when(r[5]))
+        for r in conn.exec_driver_sql(
+            "SELECT contact_id, emails_in, emails_out, meetings, first_email_at, last_email_at FROM contactstats "
+            f"WHERE org_id = {int(org_id)}"
+        )
+    }
+    wrong = {c for c in recount.keys() | kept.keys() if recount.get(c, zero) != kept.get(c, zero)}
+
+    def colleagues(now) -> dict:
+        sql = text(_COLLEAGUE_SELECT.format(contacts=ALL_CONTACTS[1]))
+        return {(r[0], r[1]): (r[3], _when(r[4])) for r in conn.execute(sql, {**org, "now": db_time(conn, now)})}
+
+    low, high = colleagues(_NEVER), colleagues(utcnow())
+    pairs = {
+        (r[0], r[1]): (r[2], _when(r[3]))
+        for r in conn.exec_driver_sql(
+            f"SELECT contact_id, user_id, interactions, last_at FROM contactcolleague WHERE org_id = {int(org_id)}"
+        )
+    }
+    for pair in pairs.keys() | high.keys():
+        k, lo, hi = pairs.get(pair, (0, None)), low.get(pair, (0, None)), high.get(pair, (0, None))
+        if not lo[0] <= k[0] <= hi[0] or (lo == hi and k != lo):
+            wrong.add(pair[0])
+    return len(recount.keys() | kept.keys()), sorted(wrong)
+
+
+def mailboxes_of(conn: Connection, org_id: int, contact_ids: list[int]) -> list[int]:
+    """The mailboxes holding a copy of these contacts' interactions."""
+    found: set[int] = set()
+    for i in range(0, len(contact_ids), CHUNK):
+        ids = ", ".join(str(int(c)) for c in contact_ids[i : i + CHUNK])
+        found.update(
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT DISTINCT s.mailbox_id FROM interactionsource s "
+                "JOIN participant p ON p.interaction_id = s.interaction_id "
+                f"WHERE p.org_id = {int(org_id)} AND p.contact_id IN ({ids})"
+            )
+        )
+    return sorted(found)
+
+
+def record_check(engine, org_id: int) -> dict:
+    """Recount an organisation's summaries (reading only) and store the result, which the
+    health pages show: a mailbox holding mail of a disagreeing contact is not healthy."""
+    with read_only(engine) as conn:
+        contacts, wrong = check(conn, org_id)
+        mailbox_ids = mailboxes_of(conn, org_id, wrong)
+    row = {
+        "org_id": org_id,
+        "checked_at": utcnow(),
+        "contacts": contacts,
+        "disagreeing": len(wrong),
+        "contact_ids": wrong[:SHOWN],
+        "mailbox_ids": mailbox_ids,
+    }
+    with write_transaction(engine) as conn:
+        conn.execute(delete(CHECK).where(CHECK.c.org_id == org_id))
+        conn.execute(insert(CHECK).values(**row))
+    return row
+
+
+def check_due(engine, every_seconds: int) -> list[dict]:
+    """record_check() for each organisation whose last check is older than every_seconds
+    (several workers share the job this way: whoever comes first recounts)."""
+    O = Organisation.__table__
+    cutoff = utcnow() - timedelta(seconds=every_seconds)
+    with read_only(engine) as conn:
+        last = dict(conn.execute(select(CHECK.c.org_id, CHECK.c.checked_at)).all())
+        orgs = list(conn.execute(select(O.c.id).order_by(O.c.id)).scalars())
+    due = [o for o in orgs if last.get(o) is None or _aware(last[o]) < cutoff]
+    return [record_check(engine, o) for o in due]
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

@@ -27,12 +27,13 @@ from app.api.admin_schemas import (
     OrgSettings,
     RemovedCounts,
     RuleOut,
+    SummaryCheckOut,
     SyncStarted,
     TenantOut,
     UserOut,
 )
 from app.api.deps import AdminDep, RuntimeDep, read_conn
-from app.services import audit, calendars, m365, mailboxes, orgs, privacy, rules
+from app.services import audit, calendars, m365, mailboxes, orgs, privacy, reconcile, rules
 from app.services.actor import Actor
 
 
@@ -313,6 +314,26 @@ def add_m365(caller: AdminDep, rt: RuntimeDep, body: NewM365Mailboxes) -> list[M
 @router.get("/mailboxes/{mailbox_id}", summary="One mailbox: health, folders with cursors, unreadable messages")
 def mailbox_detail(caller: AdminDep, rt: RuntimeDep, mailbox_id: int) -> MailboxRow:
     return mailboxes.mailbox_detail(rt.engine, caller.org_id, mailbox_id)
+
+
+def _check_out(check: dict | None) -> SummaryCheckOut:
+    return SummaryCheckOut(**{k: v for k, v in (check or {}).items() if k != "org_id"})
+
+
+@router.get("/summaries", summary="The latest recount of the per-contact summaries")
+def summaries(caller: AdminDep, rt: RuntimeDep) -> SummaryCheckOut:
+    with read_conn(rt) as conn:
+        return _check_out(reconcile.summary_check(conn, caller.org_id))
+
+
+@router.post("/summaries/check", summary="Recount the per-contact summaries now and store the result")
+def check_summaries(caller: AdminDep, rt: RuntimeDep) -> SummaryCheckOut:
+    return _check_out(reconcile.check_summaries(rt, caller.org_id))
+
+
+@router.post("/summaries/repair", summary="Rebuild every contact's summaries from the timeline, then recount")
+def repair_summaries(caller: AdminDep, rt: RuntimeDep) -> SummaryCheckOut:
+    return _check_out(reconcile.repair_summaries(rt, Actor.of(caller)))
 
 
 @router.post("/mailboxes/{mailbox_id}/pause", summary="Stop syncing this mailbox")

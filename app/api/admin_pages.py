@@ -37,7 +37,7 @@ from app.db import read_only, write_transaction
 from app.models import ApiToken, ConsoleSession, Mailbox, Organisation, User
 from app.models.base import utcnow
 from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
-from app.services import audit, calendars, m365, mailboxes, orgs, people, privacy, rules
+from app.services import audit, calendars, m365, mailboxes, orgs, people, privacy, reconcile, rules
 from app.services.actor import Actor
 from app.services.errors import Invalid, NotFound, ServiceError, http_status
 from app.services.orgs import hash_token
@@ -98,6 +98,8 @@ OK_MESSAGES = {
     "tenant_removed": "Tenant app removed, with its credential. Delete the app registration or its secret in "
     "Microsoft Entra too.",
     "m365_all": "Microsoft 365 mailboxes added for every enabled rep who had none through this tenant.",
+    "summaries_check": "Summaries recounted: the result is below.",
+    "summaries_repair": "Summaries rebuilt from the timeline and recounted.",
 }
 SOURCE_KINDS = ("imap", "caldav", "m365")
 # The add-mailbox form's provider list (admin.js fills the form from it): each
@@ -450,7 +452,23 @@ def home(request: Request, con: Console = Depends(console)) -> HTMLResponse:
     rows = mailboxes.health_page(runtime_of(request).engine, con.org_id)
     if not rows:  # nothing to sync yet: the first-run page is the home page
         return _start(request, con)
-    return render(request, "health.html", con, rows=rows)
+    with read_only(runtime_of(request).engine) as conn:
+        check = reconcile.summary_check(conn, con.org_id)
+    return render(request, "health.html", con, rows=rows, check=check)
+
+
+@router.post("/summaries/{action}")
+async def summaries_action(request: Request, action: str, con: Console = Depends(console)) -> Response:
+    """Recount the per-contact summaries now (check), or rebuild them from the timeline (repair)."""
+    await _form(request)
+    rt = runtime_of(request)
+    if action == "check":
+        reconcile.check_summaries(rt, con.org_id)
+    elif action == "repair":
+        reconcile.repair_summaries(rt, con.actor)
+    else:
+        raise HTTPException(404, f"no action {action}")
+    return back("/admin", f"summaries_{action}")
 
 
 # -- first run ---------------------------------------------------------------------------

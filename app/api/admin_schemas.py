@@ -78,6 +78,10 @@ class MailboxRow(BaseModel):
     last_error_kind: Optional[str] = None
     messages_imported: int
     skipped: dict[str, int]
+    reconciled: bool  # see app/services/reconcile.py
+    missing: int
+    attention: Optional[str] = None
+    attention_fix: Optional[str] = None
 
 
 class ConnectionStep(BaseModel):
@@ -139,3 +143,13 @@ class AuditEventOut(BaseModel):
     action: str
     target: str
     detail: dict[str, Any]
+
+
+class SummaryCheckOut(BaseModel):
+    """The latest recount of the organisation's per-contact summaries (sync/stats.py: check)."""
+
+    checked_at: Optional[datetime] = None  # None: never checked yet
+    contacts: int = 0  # contacts recounted
+    disagreeing: int = 0  # contacts whose kept summaries disagree with the recount
+    contact_ids: list[int] = []  # the first 100 of them
+    mailbox_ids: list[int] = []  # mailboxes holding their mail: not shown healthy until repaired

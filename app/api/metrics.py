@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 from app.db import read_only
 from app.models import Mailbox
 from app.models.mail import MailboxStatus
+from app.services import reconcile
 from sync.metrics import REGISTRY
 
 router = APIRouter(tags=["ops"])
@@ -81,11 +82,21 @@ class _MailboxCollector:
         M = Mailbox.__table__
         with read_only(self.engine) as conn:
             rows = conn.execute(select(M.c.org_id, M.c.status, func.count()).group_by(M.c.org_id, M.c.status)).all()
+            attention = reconcile.needing_attention(conn)
         counts = {(str(o), s): n for o, s, n in rows}
         for org in sorted({o for o, _ in counts}):
             for status in MailboxStatus:
                 gauge.add_metric([org, status], counts.get((org, status), 0))
         yield gauge
+        flagged = GaugeMetricFamily(
+            "threadline_mailboxes_needing_attention",
+            "Mailboxes whose numbers do not add up: messages on the server neither stored nor skipped, "
+            "or contacts whose kept summaries disagree with the latest recount.",
+            labels=["org"],
+        )
+        for org in sorted({o for o, _ in counts}):
+            flagged.add_metric([org], attention.get(int(org), 0))
+        yield flagged
 
 
 def _authorised(request: Request) -> bool:

@@ -211,6 +211,11 @@ class MailboxStatus(BaseModel):
     fix: str | None = None  # what to do about last_error, in words (None: nothing to add)
     messages_imported: int
     skipped: dict[str, int]  # messages not kept, by reason
+    # every completed folder's server count = stored + skipped + removed by an admin (see docs/architecture.md)
+    reconciled: bool
+    missing: int  # messages on the server in completed folders that are neither stored nor skipped
+    attention: str | None  # why the mailbox needs attention although its runs succeed (None: nothing)
+    attention_fix: str | None
 
 
 class FolderStatus(BaseModel):
@@ -223,6 +228,13 @@ class FolderStatus(BaseModel):
     backfill_done: bool
     cursor: dict[str, Any]  # the connector's own resume point (IMAP UIDs, Graph delta links, ...)
     last_synced_at: datetime | None
+    # reconciliation (app/services/reconcile.py): server_count = stored + skipped + removed, once backfill is done
+    server_count: int | None  # the server's count as last seen by the sync (None: the source gives none)
+    stored: int  # copies stored (= messages)
+    skipped: int  # skipped with a reason, unreadable included
+    removed: int  # taken off the timeline by an admin (a rule, an erasure)
+    difference: int | None  # server_count - stored - skipped - removed; > 0: messages missing
+    reconciliation: str  # reconciled | missing | importing | not counted
 
 
 class Unreadable(BaseModel):

@@ -23,6 +23,7 @@ from app.models.timeline import (
     InteractionKind,
     InteractionSource,
     Participant,
+    SummaryCheck,
 )
 
 metadata = SQLModel.metadata
@@ -48,6 +49,7 @@ __all__ = [
     "ContactAddress",
     "ContactColleague",
     "ContactStats",
+    "SummaryCheck",
     "Interaction",
     "InteractionKind",
     "InteractionSource",

@@ -69,6 +69,9 @@ class FolderState(TableModel, table=True):
     messages: int = 0
     # reason -> this folder's share of the mailbox's skipped counts (taken back when its ids are reset)
     skipped: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # copies an admin took off the timeline (a rule, an erasure): still on the server, counted
+    # here so the folder's reconciliation adds up (app/services/reconcile.py); zeroed when re-read
+    removed: int = 0
     status: str = "ok"  # ok | error
     last_error: str | None = None
     last_synced_at: datetime | None = None

@@ -146,3 +146,16 @@ class ContactColleague(TableModel, table=True):
     org_id: int = Field(foreign_key="organisation.id")
     interactions: int = 0
     last_at: datetime | None = None
+
+
+class SummaryCheck(TableModel, table=True):
+    """The latest recount of an organisation's kept summaries (sync/stats.py: check), stored so
+    the health pages show it without recounting on every view."""
+
+    org_id: int = Field(foreign_key="organisation.id", primary_key=True)
+    checked_at: datetime
+    contacts: int = 0  # contacts recounted
+    disagreeing: int = 0  # of which the kept rows disagree with the recount
+    # the first of those contacts, and the mailboxes holding their mail (those are not shown healthy)
+    contact_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    mailbox_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

@@ -143,5 +143,5 @@ def remove_from_timeline(conn: Connection, org_id: int, interaction_ids: Iterabl
     refresh_stats(conn, org_id, touched - gone)
     # Last, as a sync batch writes its folder's row last: neither then holds a folder
     # row while it waits for rows the other holds.
-    copies.count_changed(conn, {fid: -n for fid, n in folders.items()})
+    copies.count_changed(conn, {fid: -n for fid, n in folders.items()}, by_admin=True)
     return {"removed_interactions": removed, "removed_contacts": len(gone), "removed_companies": dropped}

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from sqlmodel import Session, select
 
 from app.models import FolderState, Mailbox, SyncIssue, User
-from app.services import audit
+from app.services import audit, reconcile
 from app.services.actor import Actor, changing
 from app.services.errors import Invalid
 from app.services.mailboxes import describe, insert_mailbox, owner_id, with_sources
@@ -123,7 +123,10 @@ def describe_all(session: Session, org_id: int) -> list[dict]:
                 "username": mb.config.get("username"),
                 "status": mb.status,
                 "stage": mb.sync_stage,
-                "healthy": mb.status == "active" and not mb.last_error,
+                # summaries that disagree with a recount make no account healthy (app/services/reconcile.py)
+                "healthy": mb.status == "active"
+                and not mb.last_error
+                and not reconcile.mailbox_state(session.connection(), org_id, [mb.id])[mb.id]["attention"],
                 "last_success_at": mb.last_success_at,
                 "next_sync_at": mb.next_sync_at,
                 "last_error": mb.last_error,

@@ -100,7 +100,7 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
         "username": mailbox.config.get("username"),
         "status": mailbox.status,
         "stage": mailbox.sync_stage,
-        "healthy": mailbox.status == "active" and not mailbox.last_error,
+        "healthy": False,
         "last_success_at": mailbox.last_success_at,
         "last_attempt_at": mailbox.last_attempt_at,
         "next_sync_at": mailbox.next_sync_at,
@@ -110,6 +110,11 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
         "messages_imported": mailbox.messages_imported,
         "skipped": dict(mailbox.skipped or {}),
     }
+    # a mailbox whose numbers do not add up, or whose contacts' summaries disagree with a
+    # recount, is never shown healthy (app/services/reconcile.py)
+    out.update(reconcile.mailbox_state(session.connection(), mailbox.org_id, [mailbox.id])[mailbox.id])
+    out["healthy"] = mailbox.status == "active" and not mailbox.last_error and not out["attention"]
+    out["fix"] = out["fix"] or out["attention_fix"]
     if with_folders:
         folders = session.exec(
             select(FolderState).where(FolderState.mailbox_id == mailbox.id).order_by(FolderState.name)
@@ -125,6 +130,7 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
                 "backfill_done": f.backfill_done,
                 "cursor": f.cursor,
                 "last_synced_at": f.last_synced_at,
+                **reconcile.folder_numbers(f.model_dump()),
             }
             for f in folders
         ]
@@ -151,7 +157,7 @@ from sqlalchemy.engine import Connection  # noqa: E402
 
 from app.models import GraphSubscription, InteractionSource  # noqa: E402
 from app.models.base import utcnow  # noqa: E402
-from app.services import audit  # noqa: E402
+from app.services import audit, reconcile  # noqa: E402
 from sync.fixes import RunError, fix_text  # noqa: E402
 
 MB, FS, SRC = Mailbox.__table__, FolderState.__table__, InteractionSource.__table__
@@ -171,12 +177,15 @@ def _aware(value):
 
 
 def health_label(row: dict, interval: int, now: datetime | None = None) -> str:
-    """healthy | failing | paused | importing | pending | behind: a failing mailbox is never healthy."""
+    """healthy | failing | attention | paused | importing | pending | behind: a failing mailbox, or one
+    whose numbers do not add up (attention), is never healthy."""
     now = now or utcnow()
     if row["status"] == "paused":
         return "paused"
     if row["status"] == "failed" or row.get("last_error") or row.get("folder_errors"):
         return "failing"
+    if row.get("attention"):  # messages missing or summaries wrong, though the runs succeed
+        return "attention"
     if row["status"] in ("pending", "importing"):
         return row["status"]
     last = _aware(row.get("last_success_at"))
@@ -221,7 +230,7 @@ def health(session: Session, org_id: int, mailbox_id: int | None = None) -> list
         row["health"] = health_label(row, interval, now)
         row["healthy"] = row["health"] == "healthy"
         kind = mb.last_error_kind or (RunError.FOLDER if bad_folders else None)
-        row["fix"] = fix_for(kind, mb.kind, mb.last_error_fix)
+        row["fix"] = fix_for(kind, mb.kind, mb.last_error_fix) or row["attention_fix"]
         rows.append(row)
     return rows
 
@@ -235,7 +244,7 @@ def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None
     conn.execute(
         _update(FS)
         .where(FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids))
-        .values(cursor={}, backfill_done=False, skipped={}, status="ok", last_error=None)
+        .values(cursor={}, backfill_done=False, skipped={}, removed=0, status="ok", last_error=None)
     )
     conn.execute(
         _update(MB)

@@ -137,6 +137,9 @@ EXPECT: dict[tuple[str, str], dict] = {
         "json": lambda: {"email": f"{uniq('x')}@gone.example", "confirm": True},
     },
     ("GET", "/api/admin/audit"): {"auth": ADMIN},
+    ("GET", "/api/admin/summaries"): {"auth": ADMIN},
+    ("POST", "/api/admin/summaries/check"): {"auth": ADMIN},
+    ("POST", "/api/admin/summaries/repair"): {"auth": ADMIN},
     # the console
     ("GET", "/admin/login"): {"auth": PUBLIC},
     ("POST", "/admin/login"): {"auth": PUBLIC},  # without the sign-in form's cookie: 403 for everyone
@@ -192,6 +195,7 @@ EXPECT: dict[tuple[str, str], dict] = {
         "form": lambda: {"email": f"{uniq('x')}@gone.example", "confirm": "1"},
     },
     ("GET", "/admin/audit"): {"auth": CONSOLE},
+    ("POST", "/admin/summaries/{action}"): {"auth": CONSOLE, "params": {"action": "repair"}},
 }
 
 

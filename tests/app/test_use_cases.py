@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from app.services import activity, calendars, m365, mailboxes, orgs, people, privacy, rules
+from app.services import activity, calendars, m365, mailboxes, orgs, people, privacy, reconcile, rules
 from app.services.actor import Actor
 from app.services.errors import Conflict, Forbidden, NotFound
 from tests import factories
 from tests.world import make_world
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICE_MODULES = (activity, calendars, m365, mailboxes, orgs, people, privacy, rules)
+SERVICE_MODULES = (activity, calendars, m365, mailboxes, orgs, people, privacy, reconcile, rules)
 _n = itertools.count()
 
 
@@ -146,6 +146,7 @@ CASES = {
             )
         )
     )(orgs.create_user(w.rt, w.op, f"{uniq('d')}@ourco.com")["email"]),
+    "reconcile.repair_summaries": lambda w: lambda a: reconcile.repair_summaries(w.rt, a),
     "rules.add_rule": lambda w: lambda a: rules.add_rule(w.rt, a, value=f"{uniq('r')}.example"),
     "rules.remove_rule": lambda w: (lambda rid: lambda a: rules.remove_rule(w.rt, a, rid))(
         rules.add_rule(w.rt, w.op, value=f"{uniq('r')}.example")["id"]

@@ -1,0 +1,142 @@
+"""Reconciliation: does what the server holds add up to what Threadline kept?
+
+Per folder, compared only once its sync has completed (backfill done): the server's
+count of the messages the sync is meant to read (the connector's, as last seen, kept in
+the folder's cursor as `server_count`; IMAP counts it, other sources do not yet) against
+the copies stored (`folderstate.messages`) plus the messages skipped with a reason
+(`folderstate.skipped`, unreadable ones included) plus the copies an admin took off the
+timeline (`folderstate.removed`). Only a shortfall counts against a mailbox: a message on
+the server that is neither stored nor skipped is missing from the timeline. More kept than
+the server holds is no alarm (mail deleted on a server without QRESYNC keeps its copy; the
+timeline keeps what it learnt).
+
+And per organisation, the kept summaries (contactstats, contactcolleague) against a recount
+(sync/stats.py: check), run by the scheduler and by `threadline doctor`, stored, shown; a
+mailbox holding mail of a contact whose summaries disagree is not healthy either.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from app.models import FolderState, SummaryCheck
+from app.services import audit
+from app.services.actor import Actor, changing
+from sync import stats
+from sync.fixes import Attention, fix_text
+
+FS, CHECK = FolderState.__table__, SummaryCheck.__table__
+
+
+def folder_numbers(folder: dict) -> dict:
+    """A folder's reconciliation: its numbers, the difference and its state
+    (`reconciled`, `missing`, `importing`: backfill not done yet, `not counted`: the
+    source gives no count or the folder is not synced)."""
+    server = (folder.get("cursor") or {}).get("server_count")
+    stored, removed = int(folder.get("messages") or 0), int(folder.get("removed") or 0)
+    skipped = sum(int(n) for n in (folder.get("skipped") or {}).values())
+    out = {"server_count": server, "stored": stored, "skipped": skipped, "removed": removed, "difference": None}
+    if not folder.get("selected", True):
+        return {**out, "reconciliation": "not counted"}
+    if not folder.get("backfill_done"):  # mid-import: the count comes at the end of the folder's run
+        return {**out, "reconciliation": "importing"}
+    if server is None:  # the source gives no count (not IMAP), or not counted yet
+        return {**out, "reconciliation": "not counted"}
+    difference = int(server) - stored - skipped - removed
+    return {**out, "difference": difference, "reconciliation": "missing" if difference > 0 else "reconciled"}
+
+
+def summary(folders: list[dict]) -> dict:
+    """The mailbox's side: reconciled unless a completed folder misses messages."""
+    numbers = [folder_numbers(f) for f in folders]
+    missing = sum(n["difference"] for n in numbers if n["reconciliation"] == "missing")
+    return {"reconciled": missing == 0, "missing": missing}
+
+
+def folders_of(conn: Connection, mailbox_ids: list[int]) -> dict[int, list[dict]]:
+    cols = (FS.c.mailbox_id, FS.c.selected, FS.c.cursor, FS.c.messages, FS.c.skipped, FS.c.removed, FS.c.backfill_done)
+    out: dict[int, list[dict]] = {m: [] for m in mailbox_ids}
+    if mailbox_ids:
+        for row in conn.execute(select(*cols).where(FS.c.mailbox_id.in_(mailbox_ids))).mappings():
+            out[row["mailbox_id"]].append(dict(row))
+    return out
+
+
+def summary_check(conn: Connection, org_id: int) -> dict | None:
+    """The latest recount of the organisation's summaries, or None when never checked."""
+    row = conn.execute(select(CHECK).where(CHECK.c.org_id == org_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def attention(recon: dict, check: dict | None, mailbox_id: int) -> tuple[str | None, str | None]:
+    """(what needs attention, in one sentence; what fixes it), or (None, None)."""
+    problems, fix = [], None
+    if recon["missing"]:
+        n = recon["missing"]
+        problems.append(
+            f"{n} message{'s' if n != 1 else ''} on the server {'are' if n != 1 else 'is'} not on the timeline"
+        )
+        fix = fix_text(Attention.UNRECONCILED)
+    if check and mailbox_id in (check.get("mailbox_ids") or []):
+        n = check["disagreeing"]
+        problems.append(f"the summaries of {n} contact{'s' if n != 1 else ''} disagree with a recount of the timeline")
+        fix = " ".join(t for t in (fix, fix_text(Attention.SUMMARIES)) if t)
+    return ("; ".join(problems) or None), fix
+
+
+def mailbox_state(conn: Connection, org_id: int, mailbox_ids: list[int]) -> dict[int, dict]:
+    """mailbox id -> {reconciled, missing, attention, attention_fix}."""
+    check = summary_check(conn, org_id)
+    out = {}
+    for mid, folders in folders_of(conn, mailbox_ids).items():
+        recon = summary(folders)
+        what, fix = attention(recon, check, mid)
+        out[mid] = {**recon, "attention": what, "attention_fix": fix}
+    return out
+
+
+def needing_attention(conn: Connection) -> dict[int, int]:
+    """organisation id -> how many of its mailboxes need attention (for /metrics)."""
+    rows = conn.execute(
+        select(FS.c.org_id, FS.c.mailbox_id, FS.c.selected, FS.c.cursor, FS.c.messages, FS.c.skipped).add_columns(
+            FS.c.removed, FS.c.backfill_done
+        )
+    ).mappings()
+    by_box: dict[tuple[int, int], list[dict]] = {}
+    for row in rows:
+        by_box.setdefault((row["org_id"], row["mailbox_id"]), []).append(dict(row))
+    flagged = {key for key, folders in by_box.items() if not summary(folders)["reconciled"]}
+    for org_id, mailbox_ids in conn.execute(select(CHECK.c.org_id, CHECK.c.mailbox_ids)).all():
+        flagged.update((org_id, m) for m in mailbox_ids or [])
+    counts: dict[int, int] = {}
+    for org_id, _ in flagged:
+        counts[org_id] = counts.get(org_id, 0) + 1
+    return counts
+
+
+def check_summaries(rt, org_id: int) -> dict:
+    """Recount the organisation's summaries now and store the result (no change to the
+    timeline, so no audit record): what `threadline doctor` and the scheduler run."""
+    return stats.record_check(rt.engine, org_id)
+
+
+def repair_summaries(rt, actor: Actor) -> dict:
+    """Rebuild every contact's summaries of the organisation from the timeline, then recount:
+    the stored check is clean again unless something still disagrees."""
+    from app.models import Contact
+
+    C = Contact.__table__
+    with changing(rt.engine, actor) as conn:
+        before = summary_check(conn, actor.org_id)
+        ids = list(conn.execute(select(C.c.id).where(C.c.org_id == actor.org_id)).scalars())
+        stats.recompute(conn, actor.org_id, ids)
+        audit.record(
+            conn,
+            actor.org_id,
+            actor.user_id,
+            "summaries.repair",
+            f"{len(ids)} contacts",
+            {"contacts": len(ids), "disagreeing_before": (before or {}).get("disagreeing")},
+        )
+    return check_summaries(rt, actor.org_id)
