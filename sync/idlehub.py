@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import resource
 import selectors
 import socket
@@ -167,7 +168,9 @@ class IdleHub:
                     continue
                 self._sessions[mailbox_id] = session
                 self._sel.register(session, selectors.EVENT_READ, mailbox_id)
-                self._due[mailbox_id] = time.monotonic() + self.heartbeat
+                # The first heartbeat at a random point of the period: a thousand connections
+                # opened together would otherwise all renew in the same instant, forever.
+                self._due[mailbox_id] = time.monotonic() + self.heartbeat * random.uniform(0.5, 1.0)
                 self._retry.pop(mailbox_id, None)
                 self.live = frozenset(self._sessions)
                 if mailbox_id in self._lost:

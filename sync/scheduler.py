@@ -40,10 +40,12 @@ MAILBOX = Mailbox.__table__
 # minute (30 + 20 s) instead of never. One exchange per 30 s per mailbox is little.
 IDLE_HEARTBEAT_SECONDS = 30.0
 IDLE_ANSWER_SECONDS = 20.0
+WATCHED_KINDS = ("imap", "m365")  # IDLE; Graph subscriptions (a Graph mailbox needs no connection)
 
 
-def claim_watches(engine, worker: str, lease_seconds: int, limit: int, now: datetime | None = None) -> set[int]:
-    """The IMAP mailboxes this worker holds IDLE on: its own (renewed when half their
+def claim_watches(engine, worker: str, lease_seconds: int, limit: int, now: datetime | None = None) -> dict[int, str]:
+    """The mailboxes this worker watches, with their kind: IMAP ones it holds IDLE on,
+    Microsoft 365 ones whose Graph subscriptions it keeps. Its own (renewed when half their
     lease is gone, so a thousand leases cost one UPDATE now and then) plus free ones up
     to `limit`. Free: nobody's, expired (the holder died on another host or stalled),
     or held by a process gone from this host (killed: taken at once). The claiming
@@ -53,7 +55,10 @@ def claim_watches(engine, worker: str, lease_seconds: int, limit: int, now: date
     instead of all reaching for the same first rows."""
     now = now or utcnow()
     until = now + timedelta(seconds=lease_seconds)
-    watchable = (MAILBOX.c.kind == "imap", MAILBOX.c.status.in_((MailboxStatus.IMPORTING, MailboxStatus.ACTIVE)))
+    watchable = (
+        MAILBOX.c.kind.in_(WATCHED_KINDS),
+        MAILBOX.c.status.in_((MailboxStatus.IMPORTING, MailboxStatus.ACTIVE)),
+    )
     mine = MAILBOX.c.watch_owner == worker
     with write_transaction(engine) as conn:
         conn.execute(
@@ -61,12 +66,8 @@ def claim_watches(engine, worker: str, lease_seconds: int, limit: int, now: date
             .where(mine, MAILBOX.c.watch_until < now + timedelta(seconds=lease_seconds / 2), *watchable)
             .values(watch_until=until)
         )
-        conn.execute(
-            update(MAILBOX)
-            .where(mine, or_(MAILBOX.c.kind != "imap", ~watchable[1]))
-            .values(watch_owner=None, watch_until=None)
-        )
-        held = set(conn.execute(select(MAILBOX.c.id).where(mine)).scalars())
+        conn.execute(update(MAILBOX).where(mine, ~watchable[1]).values(watch_owner=None, watch_until=None))
+        held = dict(conn.execute(select(MAILBOX.c.id, MAILBOX.c.kind).where(mine)).all())
         room = limit - len(held)
         if room > 0:
             owners = conn.execute(select(MAILBOX.c.watch_owner).distinct().where(MAILBOX.c.watch_owner.is_not(None)))
@@ -89,7 +90,7 @@ def claim_watches(engine, worker: str, lease_seconds: int, limit: int, now: date
                     .where(MAILBOX.c.id.in_(candidates), free)
                     .values(watch_owner=worker, watch_until=until)
                 )
-                held = set(conn.execute(select(MAILBOX.c.id).where(mine)).scalars())
+                held = dict(conn.execute(select(MAILBOX.c.id, MAILBOX.c.kind).where(mine)).all())
     return held
 
 
@@ -152,6 +153,8 @@ class SyncService:
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self.running: set[int] = set()
         self.again: set[int] = set()  # new mail came during their run: run once more
+        # Graph mailboxes whose subscriptions this process keeps (by watch lease; None: all of them)
+        self.graph_held: set[int] | None = set() if self.idle_enabled else None
         self.hub: IdleHub | None = None
         if self.idle_enabled:
             self.hub = IdleHub(
@@ -195,7 +198,7 @@ class SyncService:
         from sync import graph_push
 
         try:
-            graph_push.ensure_subscriptions(self.rt)
+            graph_push.ensure_subscriptions(self.rt, mailbox_ids=self.graph_held)
         except Exception:  # noqa: BLE001 - polling still syncs every mailbox
             log.exception("could not renew Microsoft Graph subscriptions")
 
@@ -214,13 +217,24 @@ class SyncService:
         for mailbox_id in due:
             self.submit(mailbox_id)
         if self.hub is not None:
-            try:
-                s = self.rt.settings
-                self.hub.watch_only(
-                    claim_watches(self.rt.engine, s.worker_id, s.idle_lease_seconds, s.idle_max_mailboxes)
-                )
-            except Exception:  # noqa: BLE001 - the next tick tries again; polling still syncs
-                log.exception("could not renew the IDLE leases")
+            self._watch()
+
+    def _watch(self) -> None:
+        """Renew and take watch leases; hold IDLE on the IMAP ones and keep the Graph
+        ones' subscriptions (at once for mailboxes just taken over)."""
+        s = self.rt.settings
+        try:
+            held = claim_watches(self.rt.engine, s.worker_id, s.idle_lease_seconds, s.idle_max_mailboxes)
+        except Exception:  # noqa: BLE001 - the next tick tries again; polling still syncs
+            log.exception("could not renew the IDLE leases")
+            return
+        assert self.hub is not None
+        self.hub.watch_only(m for m, kind in held.items() if kind == "imap")
+        graph = {m for m, kind in held.items() if kind == "m365"}
+        new = graph - (self.graph_held or set())
+        self.graph_held = graph
+        if new and self.scheduler.get_job("graph-subscriptions") is not None:
+            self.scheduler.modify_job("graph-subscriptions", next_run_time=datetime.now(timezone.utc))
 
     def submit(self, mailbox_id: int) -> bool:
         """Run a sync of the mailbox in the pool unless one is running here already."""

@@ -92,7 +92,7 @@ def test_racing_workers_share_the_mailboxes_to_watch_and_never_both_hold_one(wor
 
     def race(name):
         barrier.wait()
-        held[name] = claim_watches(world.rt.engine, name, 60, limit=12)
+        held[name] = set(claim_watches(world.rt.engine, name, 60, limit=12))
 
     threads = [threading.Thread(target=race, args=(f"host{n}:1:x",)) for n in range(3)]
     for t in threads:
