@@ -15,8 +15,9 @@
    fetch children).
 2. IDLE hold: K empty mailboxes (K users on the same Dovecot) synced once, then
    ONE worker (IDLE on) holds them all. Measured: the worker's RSS and threads
-   once all K are held, then new-mail latency: a message appended to a random
-   mailbox, one at a time, until it is on the timeline (polled every 10 ms).
+   once all K are held, its CPU over a quiet minute (heartbeats, leases, ticks),
+   then new-mail latency: a message appended to a random mailbox, one at a time,
+   until it is on the timeline (polled every 10 ms), and the CPU per pushed sync.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from bench._util import (  # noqa: E402
     PYTHON,
     _rss_pss_kb,
     code_fingerprint,
+    cpu_seconds,
     descendants,
     machine_summary,
     percentile,
@@ -225,7 +227,7 @@ def threads_of(pid: int) -> int:
         return 0
 
 
-def idle_run(pg, dv, count: int, samples: int, work: Path) -> dict:
+def idle_run(pg, dv, count: int, samples: int, work: Path, quiet: float = 60.0) -> dict:
     from sqlalchemy import text
 
     from sync.engine import sync_mailbox
@@ -261,6 +263,10 @@ def idle_run(pg, dv, count: int, samples: int, work: Path) -> dict:
         rss_held = _rss_pss_kb(proc.pid)[0] / 1024
         threads = threads_of(proc.pid)
         socks = sockets_of(proc.pid)
+        cpu0, quiet0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(quiet)  # holding only: heartbeats, lease renewals, ticks
+        quiet_cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - quiet0)
+        cpu0 = cpu_seconds(proc.pid)
         rng = random.Random(15)
         latencies = []
         for i in range(samples):
@@ -276,6 +282,7 @@ def idle_run(pg, dv, count: int, samples: int, work: Path) -> dict:
             latencies.append(time.monotonic() - sent)
             time.sleep(0.2)
         rss_after = _rss_pss_kb(proc.pid)[0] / 1024
+        cpu_per_push = (cpu_seconds(proc.pid) - cpu0 - quiet_cpu * samples * 0.2) / samples
     finally:
         stop(proc)
     rt.engine.dispose()
@@ -287,6 +294,8 @@ def idle_run(pg, dv, count: int, samples: int, work: Path) -> dict:
         "rss_after": rss_after,
         "threads": threads,
         "sockets": socks,
+        "quiet_cpu": quiet_cpu,
+        "cpu_per_push": cpu_per_push,
         "lat_p50": percentile(latencies, 50),
         "lat_p99": percentile(latencies, 99),
         "lat_max": latencies[-1],
@@ -366,7 +375,7 @@ def main() -> int:
             log(
                 table(
                     ["mailboxes", "all held after s", "RSS MB held", "RSS MB after", "threads", "sockets"]
-                    + ["new mail p50 s", "p99 s", "max s"],
+                    + ["CPU holding %", "CPU per pushed sync ms", "new mail p50 s", "p99 s", "max s"],
                     [
                         [
                             r["mailboxes"],
@@ -375,6 +384,8 @@ def main() -> int:
                             f"{r['rss_after']:.0f}",
                             r["threads"],
                             r["sockets"],
+                            f"{100 * r['quiet_cpu']:.1f}",
+                            f"{1000 * r['cpu_per_push']:.0f}",
                             f"{r['lat_p50']:.2f}",
                             f"{r['lat_p99']:.2f}",
                             f"{r['lat_max']:.2f}",

@@ -219,6 +219,9 @@ class IdleHub:
         except Exception as exc:  # noqa: BLE001 - reported to the loop
             self._post(("failed", mailbox_id, exc))
             return
+        if self._stopping.is_set() or not self._thread.is_alive():
+            session.close()  # the loop is gone: nobody would close it
+            return
         self._post(("opened", mailbox_id, session))
 
     def _fail(self, mailbox_id: int, exc: Exception) -> None:

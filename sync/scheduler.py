@@ -166,6 +166,8 @@ class SyncService:
                 answer=idle_answer_seconds,
             )
         self._lock = threading.Lock()
+        self._watch_lock = threading.Lock()
+        self.stopping = False
 
     def start(self) -> None:
         if self.hub is not None:
@@ -223,18 +225,24 @@ class SyncService:
         """Renew and take watch leases; hold IDLE on the IMAP ones and keep the Graph
         ones' subscriptions (at once for mailboxes just taken over)."""
         s = self.rt.settings
-        try:
-            held = claim_watches(self.rt.engine, s.worker_id, s.idle_lease_seconds, s.idle_max_mailboxes)
-        except Exception:  # noqa: BLE001 - the next tick tries again; polling still syncs
-            log.exception("could not renew the IDLE leases")
-            return
+        with self._watch_lock:  # never claims again after stop() let them go
+            if self.stopping:
+                return
+            try:
+                held = claim_watches(self.rt.engine, s.worker_id, s.idle_lease_seconds, s.idle_max_mailboxes)
+            except Exception:  # noqa: BLE001 - the next tick tries again; polling still syncs
+                log.exception("could not renew the IDLE leases")
+                return
         assert self.hub is not None
         self.hub.watch_only(m for m, kind in held.items() if kind == "imap")
         graph = {m for m, kind in held.items() if kind == "m365"}
         new = graph - (self.graph_held or set())
         self.graph_held = graph
         if new and self.scheduler.get_job("graph-subscriptions") is not None:
-            self.scheduler.modify_job("graph-subscriptions", next_run_time=datetime.now(timezone.utc))
+            try:
+                self.scheduler.modify_job("graph-subscriptions", next_run_time=datetime.now(timezone.utc))
+            except Exception:  # noqa: BLE001 - shutting down
+                pass
 
     def submit(self, mailbox_id: int) -> bool:
         """Run a sync of the mailbox in the pool unless one is running here already."""
@@ -301,10 +309,12 @@ class SyncService:
             pass
         if self.hub is not None:
             self.hub.stop()
-            try:
-                release_watches(self.rt.engine, self.rt.settings.worker_id)
-            except Exception:  # noqa: BLE001 - the leases expire anyway
-                log.warning("could not release the IDLE leases", exc_info=True)
+            with self._watch_lock:
+                self.stopping = True
+                try:
+                    release_watches(self.rt.engine, self.rt.settings.worker_id)
+                except Exception:  # noqa: BLE001 - the leases expire anyway
+                    log.warning("could not release the IDLE leases", exc_info=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
