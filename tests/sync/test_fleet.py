@@ -69,6 +69,9 @@ def test_one_worker_holds_idle_on_200_mailboxes_with_a_few_threads_and_new_mail_
         assert threading.active_count() - threads_before < 20, threading.active_count()
         time.sleep(0.5)  # the last ones entered IDLE
         rng = random.Random(15)
+        # The first ingest of a process compiles its SQL statements (about 0.3 s here,
+        # seconds on a loaded machine): a one-off at start, not what p99 is about.
+        _latency(world, ids[min(ids)], "warm-up@cust")
         latencies = [_latency(world, ids[mid], f"fleet{i}@cust") for i, mid in enumerate(rng.sample(sorted(ids), 8))]
     finally:
         service.stop()
