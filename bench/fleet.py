@@ -295,6 +295,8 @@ def idle_run(pg, dv, count: int, samples: int, work: Path, quiet: float = 60.0) 
     finally:
         stop(proc)
     rt.engine.dispose()
+    log(f"  baseline: the same {count} mailboxes, a thread and an imapclient each in idle_check...")
+    base_rss, base_threads = thread_baseline(dv, count)
     latencies.sort()
     return {
         "mailboxes": count,
@@ -309,10 +311,56 @@ def idle_run(pg, dv, count: int, samples: int, work: Path, quiet: float = 60.0) 
         "lat_p99": percentile(latencies, 99),
         "lat_max": latencies[-1],
         "first": first,
+        "baseline": (base_rss, base_threads),
     }
 
 
+def thread_per_mailbox_child(host: str, port: int, users: list[str]) -> None:
+    """The first design, as a baseline: a thread per mailbox, each an imapclient in
+    idle_check (what sync/scheduler.py's IdleWatcher did). Prints its RSS and threads
+    once every connection is in IDLE."""
+    from imapclient import IMAPClient
+
+    ready = threading.Semaphore(0)
+    before = _rss_pss_kb(os.getpid())[0] / 1024
+
+    def hold(user: str) -> None:
+        client = IMAPClient(host, port=port, ssl=False, timeout=60)
+        client.login(user, PASSWORD)
+        client.select_folder("INBOX", readonly=True)
+        client.idle()
+        ready.release()
+        while True:
+            client.idle_check(timeout=30)
+
+    for user in users:
+        threading.Thread(target=hold, args=(user,), daemon=True).start()
+    for _ in users:
+        ready.acquire()
+    time.sleep(2)
+    print(f"{_rss_pss_kb(os.getpid())[0] / 1024:.1f} {threads_of(os.getpid())} {before:.1f}", flush=True)
+
+
+def thread_baseline(dv, count: int) -> tuple[float, int, float]:
+    users = [f"idle{i:05d}" for i in range(count)]
+    proc = subprocess.Popen(
+        [PYTHON, __file__, "--baseline-child", dv.host, str(dv.port), ",".join(users)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        rss, threads, before = proc.stdout.readline().split()
+    finally:
+        proc.kill()
+        proc.wait()
+    return float(rss), int(threads), float(before)
+
+
 def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--baseline-child":
+        thread_per_mailbox_child(sys.argv[2], int(sys.argv[3]), sys.argv[4].split(","))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mailboxes", type=int, default=200, help="reps' mailboxes to import (default 200)")
     ap.add_argument("--messages", type=int, default=2000, help="messages per mailbox, about (default 2000)")
@@ -405,6 +453,10 @@ def main() -> int:
                         ]
                     ],
                 )
+            )
+            log(
+                f"baseline, a thread per mailbox (imapclient idle_check): RSS {r['baseline'][0]:.0f} MB, "
+                f"{r['baseline'][1]} threads"
             )
     finally:
         pg.stop()
