@@ -18,20 +18,11 @@ from pathlib import Path
 import pytest
 
 from sync.scheduler import SyncService, claim_watches
+from tests.sync.test_scheduling import _wait_for
 from tests.world import make_world, message
 
 pytestmark = pytest.mark.servers
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait_for(condition, timeout: float, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    return condition()
 
 
 def _mailboxes(world, imap_user_factory, n: int) -> dict[int, object]:
