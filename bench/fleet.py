@@ -296,7 +296,7 @@ def idle_run(pg, dv, count: int, samples: int, work: Path, quiet: float = 60.0) 
         stop(proc)
     rt.engine.dispose()
     log(f"  baseline: the same {count} mailboxes, a thread and an imapclient each in idle_check...")
-    base_rss, base_threads = thread_baseline(dv, count)
+    baseline = thread_baseline(dv, count)
     latencies.sort()
     return {
         "mailboxes": count,
@@ -311,7 +311,7 @@ def idle_run(pg, dv, count: int, samples: int, work: Path, quiet: float = 60.0) 
         "lat_p99": percentile(latencies, 99),
         "lat_max": latencies[-1],
         "first": first,
-        "baseline": (base_rss, base_threads),
+        "baseline": baseline,
     }
 
 
