@@ -24,6 +24,10 @@ class Settings:
     sync_lease_seconds: int = 300
     scheduler_tick_seconds: float = 5.0
     idle_enabled: bool = True
+    # Which worker holds a mailbox's IDLE connection is a lease too (mailbox.watch_owner): a
+    # killed worker's mailboxes are watched by another within this time (at once on the same host).
+    idle_lease_seconds: int = 60
+    idle_max_mailboxes: int = 2000  # IDLE connections one worker holds at most; more workers share the rest
     # Microsoft Entra ID sign-in for the Outlook add-in (nested app authentication).
     entra_client_id: str | None = None  # THREADLINE_ENTRA_CLIENT_ID: the API's app registration (token audience)
     entra_scope: str = "access_as_user"  # THREADLINE_ENTRA_SCOPE: the delegated scope the token must carry
@@ -43,6 +47,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         sync_lease_seconds=int(env.get("THREADLINE_SYNC_LEASE_SECONDS", "300")),
         scheduler_tick_seconds=float(env.get("THREADLINE_SCHEDULER_TICK", "5")),
         idle_enabled=env.get("THREADLINE_IDLE", "1") not in ("0", "false", "no"),
+        idle_lease_seconds=int(env.get("THREADLINE_IDLE_LEASE_SECONDS", "60")),
+        idle_max_mailboxes=int(env.get("THREADLINE_IDLE_MAX_MAILBOXES", "2000")),
         entra_client_id=env.get("THREADLINE_ENTRA_CLIENT_ID") or None,
         entra_scope=env.get("THREADLINE_ENTRA_SCOPE") or "access_as_user",
         entra_authority=(env.get("THREADLINE_ENTRA_AUTHORITY") or "https://login.microsoftonline.com").rstrip("/"),

@@ -1,5 +1,5 @@
 """IMAP connector (imapclient): folders by SPECIAL-USE and name, header-only
-batched fetch, newest-first backfill, UIDVALIDITY-aware cursors, IDLE.
+batched fetch, newest-first backfill, UIDVALIDITY-aware cursors (IDLE: imapidle.py).
 
 Cursor per folder (stored by the engine as given):
   uidvalidity      the UIDVALIDITY the UIDs below belong to
@@ -701,21 +701,6 @@ class ImapConnector:
             except Exception as exc:  # noqa: BLE001 - one message never stops the folder
                 bad.append(BadRecord(remote_id, f"unreadable message: {type(exc).__name__}: {exc}"[:300]))
         return records, bad
-
-    # -- push -----------------------------------------------------------------
-    def idle_wait(self, folder: str = "INBOX", timeout: float = 600.0) -> bool:
-        """Block in IDLE until the server reports new mail (True) or timeout (False)."""
-        client = self.connect()
-        try:
-            client.select_folder(folder, readonly=True)
-            client.idle()
-            try:
-                responses = client.idle_check(timeout=timeout)
-            finally:
-                client.idle_done()
-        except BaseException as exc:  # noqa: BLE001
-            raise translate(exc, "waiting for new mail (IDLE)") from exc
-        return any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
 
 def _calendar_candidates(response: dict) -> tuple[list[int], dict]:

@@ -62,8 +62,10 @@ class Summary(TypedDict):
     failed: dict[int, str]  # mailbox id -> why
 
 
-def ensure_subscriptions(rt: Runtime, *, now: datetime | None = None) -> Summary:
-    """Create missing and renew expiring subscriptions; drop those of paused mailboxes."""
+def ensure_subscriptions(rt: Runtime, *, now: datetime | None = None, mailbox_ids=None) -> Summary:
+    """Create missing and renew expiring subscriptions; drop those of paused mailboxes.
+    mailbox_ids: only these (the ones this worker holds the watch lease of, so that
+    workers never subscribe one mailbox twice); None: all."""
     summary: Summary = {"created": 0, "renewed": 0, "deleted": 0, "failed": {}}
     if not push_enabled(rt):
         return summary
@@ -73,6 +75,8 @@ def ensure_subscriptions(rt: Runtime, *, now: datetime | None = None) -> Summary
         subs = [dict(r._mapping) for r in conn.execute(select(SUB))]
     for box in boxes:
         mine = [s for s in subs if s["mailbox_id"] == box["id"]]
+        if mailbox_ids is not None and box["id"] not in mailbox_ids and box["status"] != MailboxStatus.PAUSED:
+            continue
         if box["status"] == MailboxStatus.PAUSED:
             if mine:
                 summary["deleted"] += _drop_all(rt, box["id"], mine)

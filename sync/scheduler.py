@@ -1,42 +1,42 @@
-"""Scheduling: APScheduler ticks, a bounded pool of sync runs, IDLE watchers.
+"""Scheduling: APScheduler ticks, a bounded pool of sync runs, IDLE on many mailboxes.
 
 Each tick asks the database which mailboxes are due; the claim inside
 sync_mailbox makes it safe for several processes (serve, worker) to tick at
-once. IMAP mailboxes also get an IDLE watcher so new mail is synced within
-seconds instead of waiting for the next interval.
+once. IMAP mailboxes are also held in IDLE (sync/idlehub.py: one selector thread
+for all of a worker's connections) so new mail is synced within seconds instead
+of waiting for the next interval; which worker holds which mailbox's IDLE is a
+lease (claim_watches), so workers share them and survivors take a dead one's over.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from app.db import read_only, write_transaction
 from app.models import Mailbox, MailboxStatus
 from app.models.base import utcnow
-from connectors.base import ConnectorError, close_quietly
-from connectors.factory import build_connector
+from app.settings import holder_gone
+from connectors.base import ConnectorError
+from connectors.imap import ImapSettings
+from connectors.imapidle import IdleSession
 from sync import stats
-from sync.engine import due_mailboxes, load_mailbox, request_sync, sync_mailbox
+from sync.engine import due_mailboxes, request_sync, sync_mailbox
+from sync.idlehub import IdleHub
 from sync.runtime import Runtime
-
-if TYPE_CHECKING:
-    from connectors.imap import ImapConnector
 
 log = logging.getLogger("threadline.scheduler")
 MAILBOX = Mailbox.__table__
 
 
 # IDLE is re-issued this often (RFC 2177 only asks for less than 29 min): each cycle
-# is a round trip (DONE, SELECT, IDLE) that fails within IDLE_ANSWER_SECONDS when the
+# is a round trip (DONE, IDLE) that fails within IDLE_ANSWER_SECONDS when the
 # server is gone or the link stalled, so a dead push connection is noticed within a
 # minute (30 + 20 s) instead of never. One exchange per 30 s per mailbox is little.
 IDLE_HEARTBEAT_SECONDS = 30.0
@@ -45,86 +45,79 @@ IDLE_ANSWER_SECONDS = 20.0
 # first time after start (not at once: a fresh server is busy with its first imports).
 SUMMARY_CHECK_SECONDS = 6 * 3600
 SUMMARY_CHECK_DELAY = 600
+WATCHED_KINDS = ("imap", "m365")  # IDLE; Graph subscriptions (a Graph mailbox needs no connection)
 
 
-class IdleWatcher(threading.Thread):
-    """Holds one IMAP connection in IDLE on the Inbox and wakes the sync on new mail.
-
-    When that connection drops (or cannot be made again) the mailbox is degraded at
-    once: the reason is recorded as its error, the drop is logged, and a sync is
-    requested, which either confirms the failure or, when the server is fine, clears it."""
-
-    def __init__(self, service: "SyncService", mailbox_id: int):
-        super().__init__(name=f"idle-{mailbox_id}", daemon=True)
-        self.service, self.mailbox_id = service, mailbox_id
-        self.stop_event = threading.Event()
-        self.connector: ImapConnector | None = None
-        self.lost = False  # the push connection is down (logged once per outage)
-
-    def run(self) -> None:
-        failures = 0
-        while not self.stop_event.is_set():
-            try:
-                if self.connector is None:
-                    self.connector = self._connector()
-                new_mail = self.connector.idle_wait("INBOX", timeout=self.service.idle_timeout)
-                if self.lost:
-                    self.lost = False
-                    log.warning("IDLE connection of mailbox %s is back", self.mailbox_id)
-                if new_mail:
-                    request_sync(self.service.rt.engine, self.mailbox_id)
-                    self.service.wake()
-                failures = 0
-            except Exception as exc:  # noqa: BLE001 - a watcher must not die silently
-                if self.stop_event.is_set():
-                    break
-                failures += 1
-                self._lost(exc)
-                self._drop()
-                self.stop_event.wait(min(300, 5 * 2 ** min(failures, 6)))
-        self._drop()
-
-    def _lost(self, exc: Exception) -> None:
-        if not isinstance(exc, ConnectorError):
-            log.exception("IDLE watcher for mailbox %s failed", self.mailbox_id)
-            return
-        if exc.kind not in ("transient", "auth"):  # e.g. a server refusing IDLE: polling still syncs it
-            log.info("IDLE on mailbox %s stopped: %s", self.mailbox_id, exc)
-            return
-        if not self.lost:
-            self.lost = True
-            log.warning(
-                "IDLE connection of mailbox %s lost: %s; marking it degraded and syncing it now to check",
-                self.mailbox_id,
-                exc,
+def claim_watches(engine, worker: str, lease_seconds: int, limit: int, now: datetime | None = None) -> dict[int, str]:
+    """The mailboxes this worker watches, with their kind: IMAP ones it holds IDLE on,
+    Microsoft 365 ones whose Graph subscriptions it keeps. Its own (renewed when half their
+    lease is gone, so a thousand leases cost one UPDATE now and then) plus free ones up
+    to `limit`. Free: nobody's, expired (the holder died on another host or stalled),
+    or held by a process gone from this host (killed: taken at once). The claiming
+    UPDATE repeats the condition, so two workers racing for a mailbox cannot both win
+    (PostgreSQL re-checks it on the locked row; SQLite has one writer); on PostgreSQL
+    the candidates are locked with SKIP LOCKED, so workers starting together split them
+    instead of all reaching for the same first rows."""
+    now = now or utcnow()
+    until = now + timedelta(seconds=lease_seconds)
+    watchable = (
+        MAILBOX.c.kind.in_(WATCHED_KINDS),
+        MAILBOX.c.status.in_((MailboxStatus.IMPORTING, MailboxStatus.ACTIVE)),
+    )
+    mine = MAILBOX.c.watch_owner == worker
+    with write_transaction(engine) as conn:
+        conn.execute(
+            update(MAILBOX)
+            .where(mine, MAILBOX.c.watch_until < now + timedelta(seconds=lease_seconds / 2), *watchable)
+            .values(watch_until=until)
+        )
+        conn.execute(update(MAILBOX).where(mine, ~watchable[1]).values(watch_owner=None, watch_until=None))
+        held = dict(conn.execute(select(MAILBOX.c.id, MAILBOX.c.kind).where(mine)).all())
+        room = limit - len(held)
+        if room > 0:
+            owners = conn.execute(select(MAILBOX.c.watch_owner).distinct().where(MAILBOX.c.watch_owner.is_not(None)))
+            gone = [o for o in owners.scalars() if o != worker and holder_gone(o)]
+            free = or_(MAILBOX.c.watch_owner.is_(None), MAILBOX.c.watch_until < now, MAILBOX.c.watch_owner.in_(gone))
+            candidates = (
+                conn.execute(
+                    select(MAILBOX.c.id)
+                    .where(*watchable, free)
+                    .order_by(MAILBOX.c.id)
+                    .limit(room)
+                    .with_for_update(skip_locked=True)  # PostgreSQL: racers take different rows
+                )
+                .scalars()
+                .all()
             )
-            mark_connection_lost(self.service.rt.engine, self.mailbox_id, str(exc))
-            request_sync(self.service.rt.engine, self.mailbox_id)
-            self.service.wake()
-        else:
-            log.info("IDLE on mailbox %s still down: %s", self.mailbox_id, exc)
+            if candidates:
+                conn.execute(
+                    update(MAILBOX)
+                    .where(MAILBOX.c.id.in_(candidates), free)
+                    .values(watch_owner=worker, watch_until=until)
+                )
+                held = dict(conn.execute(select(MAILBOX.c.id, MAILBOX.c.kind).where(mine)).all())
+    return held
 
-    def _connector(self):
-        rt = self.service.rt
-        with read_only(rt.engine) as conn:
-            _, spec, _, _ = load_mailbox(conn, rt.box, self.mailbox_id)
-        connector = build_connector(spec)
-        if hasattr(connector, "settings"):  # answers to the heartbeat must come quickly (see above)
-            connector.settings = dataclasses.replace(connector.settings, timeout=self.service.idle_answer_seconds)
-        return connector
 
-    def _drop(self) -> None:
-        connector, self.connector = self.connector, None
-        close_quietly(connector)
+def release_watches(engine, worker: str) -> None:
+    """A worker stopping cleanly hands its mailboxes to the others at once."""
+    with write_transaction(engine) as conn:
+        conn.execute(update(MAILBOX).where(MAILBOX.c.watch_owner == worker).values(watch_owner=None, watch_until=None))
 
-    def stop(self) -> None:
-        self.stop_event.set()
-        client = getattr(self.connector, "_client", None)
-        if client is not None:
-            try:
-                client.shutdown()  # unblock idle_check at once
-            except Exception:  # noqa: BLE001
-                pass
+
+def open_idle_session(rt: Runtime, mailbox_id: int, answer_seconds: float) -> IdleSession:
+    """An IdleSession for an IMAP mailbox, its answers due within answer_seconds (see above)."""
+    with read_only(rt.engine) as conn:
+        row = conn.execute(select(MAILBOX.c.config, MAILBOX.c.secret_enc).where(MAILBOX.c.id == mailbox_id)).one()
+    cfg = row.config or {}
+    settings = ImapSettings(
+        host=cfg["host"],
+        port=int(cfg["port"]),
+        security=cfg.get("security", "tls"),
+        username=cfg["username"],
+        timeout=answer_seconds,
+    )
+    return IdleSession(settings, rt.box.decrypt(row.secret_enc) if row.secret_enc else "")
 
 
 def mark_connection_lost(engine, mailbox_id: int, reason: str) -> None:
@@ -164,10 +157,26 @@ class SyncService:
         self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sync")
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self.running: set[int] = set()
-        self.watchers: dict[int, IdleWatcher] = {}
+        self.again: set[int] = set()  # new mail came during their run: run once more
+        # Graph mailboxes whose subscriptions this process keeps (by watch lease; None: all of them)
+        self.graph_held: set[int] | None = set() if self.idle_enabled else None
+        self.hub: IdleHub | None = None
+        if self.idle_enabled:
+            self.hub = IdleHub(
+                lambda mailbox_id: open_idle_session(rt, mailbox_id, idle_answer_seconds),
+                on_news=self._news,
+                on_lost=self._lost,
+                on_back=lambda mailbox_id: log.warning("IDLE connection of mailbox %s is back", mailbox_id),
+                heartbeat=idle_timeout,
+                answer=idle_answer_seconds,
+            )
         self._lock = threading.Lock()
+        self._watch_lock = threading.Lock()
+        self.stopping = False
 
     def start(self) -> None:
+        if self.hub is not None:
+            self.hub.start()
         self.scheduler.add_job(
             self.tick,
             "interval",
@@ -212,7 +221,7 @@ class SyncService:
         from sync import graph_push
 
         try:
-            graph_push.ensure_subscriptions(self.rt)
+            graph_push.ensure_subscriptions(self.rt, mailbox_ids=self.graph_held)
         except Exception:  # noqa: BLE001 - polling still syncs every mailbox
             log.exception("could not renew Microsoft Graph subscriptions")
 
@@ -229,13 +238,49 @@ class SyncService:
             log.exception("could not list due mailboxes")
             return
         for mailbox_id in due:
+            self.submit(mailbox_id)
+        if self.hub is not None:
+            self._watch()
+
+    def _watch(self) -> None:
+        """Renew and take watch leases; hold IDLE on the IMAP ones and keep the Graph
+        ones' subscriptions (at once for mailboxes just taken over)."""
+        s = self.rt.settings
+        with self._watch_lock:  # never claims again after stop() let them go
+            if self.stopping:
+                return
+            try:
+                held = claim_watches(self.rt.engine, s.worker_id, s.idle_lease_seconds, s.idle_max_mailboxes)
+            except Exception:  # noqa: BLE001 - the next tick tries again; polling still syncs
+                log.exception("could not renew the IDLE leases")
+                return
+        assert self.hub is not None
+        self.hub.watch_only(m for m, kind in held.items() if kind == "imap")
+        graph = {m for m, kind in held.items() if kind == "m365"}
+        new = graph - (self.graph_held or set())
+        self.graph_held = graph
+        if new and self.scheduler.get_job("graph-subscriptions") is not None:
+            try:
+                self.scheduler.modify_job("graph-subscriptions", next_run_time=datetime.now(timezone.utc))
+            except Exception:  # noqa: BLE001 - shutting down
+                pass
+
+    def submit(self, mailbox_id: int) -> bool:
+        """Run a sync of the mailbox in the pool unless one is running here already."""
+        with self._lock:
+            if mailbox_id in self.running:
+                return False
+            self.running.add(mailbox_id)
+        self.pool.submit(self._run, mailbox_id)
+        return True
+
+    def _news(self, mailbox_id: int) -> None:
+        """The server announced new mail: sync now, without waiting for a tick. The
+        row is marked due first, so a worker that holds the sync lease runs it too."""
+        request_sync(self.rt.engine, mailbox_id)
+        if not self.submit(mailbox_id):
             with self._lock:
-                if mailbox_id in self.running:
-                    continue
-                self.running.add(mailbox_id)
-            self.pool.submit(self._run, mailbox_id)
-        if self.idle_enabled:
-            self._ensure_watchers()
+                self.again.add(mailbox_id)  # the running sync may have read the Inbox already
 
     def _run(self, mailbox_id: int) -> None:
         try:
@@ -253,30 +298,44 @@ class SyncService:
         finally:
             with self._lock:
                 self.running.discard(mailbox_id)
+                again = mailbox_id in self.again
+                self.again.discard(mailbox_id)
+        if again:
+            self.submit(mailbox_id)
 
-    def _ensure_watchers(self) -> None:
-        with read_only(self.rt.engine) as conn:
-            wanted = set(
-                conn.execute(
-                    select(MAILBOX.c.id).where(
-                        MAILBOX.c.kind == "imap", MAILBOX.c.status.in_((MailboxStatus.IMPORTING, MailboxStatus.ACTIVE))
-                    )
-                ).scalars()
-            )
-        for mailbox_id in wanted - set(self.watchers):
-            watcher = IdleWatcher(self, mailbox_id)
-            self.watchers[mailbox_id] = watcher
-            watcher.start()
-        for mailbox_id in set(self.watchers) - wanted:
-            self.watchers.pop(mailbox_id).stop()
+    def _lost(self, mailbox_id: int, exc: Exception, first: bool) -> None:
+        """A held IDLE connection dropped (or could not be made again): the mailbox is
+        degraded at once, the drop is logged, and a sync is requested, which either
+        confirms the failure or, when the server is fine, clears it."""
+        if not isinstance(exc, ConnectorError):
+            log.error("IDLE on mailbox %s failed: %s: %s", mailbox_id, type(exc).__name__, exc)
+            return
+        if exc.kind not in ("transient", "auth"):  # e.g. a server refusing IDLE: polling still syncs it
+            log.info("IDLE on mailbox %s stopped: %s", mailbox_id, exc)
+            return
+        if not first:
+            log.info("IDLE on mailbox %s still down: %s", mailbox_id, exc)
+            return
+        log.warning(
+            "IDLE connection of mailbox %s lost: %s; marking it degraded and syncing it now to check", mailbox_id, exc
+        )
+        mark_connection_lost(self.rt.engine, mailbox_id, str(exc))
+        request_sync(self.rt.engine, mailbox_id)
+        self.submit(mailbox_id)
 
     def stop(self) -> None:
         try:
             self.scheduler.shutdown(wait=False)
         except Exception:  # noqa: BLE001
             pass
-        for watcher in self.watchers.values():
-            watcher.stop()
+        if self.hub is not None:
+            self.hub.stop()
+            with self._watch_lock:
+                self.stopping = True
+                try:
+                    release_watches(self.rt.engine, self.rt.settings.worker_id)
+                except Exception:  # noqa: BLE001 - the leases expire anyway
+                    log.warning("could not release the IDLE leases", exc_info=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -40,6 +40,9 @@ class Mailbox(TableModel, table=True):
     status: str = MailboxStatus.PENDING
     lease_owner: str | None = None
     lease_until: datetime | None = None
+    # The worker holding this mailbox's IDLE connection and until when (sync/scheduler.py: claim_watches).
+    watch_owner: str | None = None
+    watch_until: datetime | None = None
     next_sync_at: datetime | None = Field(default=None, index=True)
     failure_count: int = 0
     last_error: str | None = None

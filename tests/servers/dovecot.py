@@ -115,7 +115,7 @@ class Dovecot:
 
     ``Dovecot(tmpdir=None, special_use=False, *, port=None, separator="/",
     autocreate_special_use=False, max_userip_connections=100,
-    idle_check_interval=1, auth_failure_delay=0, mail_user="vmail",
+    imap_client_limit=1, idle_check_interval=1, auth_failure_delay=0, mail_user="vmail",
     extra_config="", keep_data=False, in_memory=False)``
 
     - ``special_use=True`` declares Sent/Drafts/Trash/Junk/Archive with
@@ -149,6 +149,7 @@ class Dovecot:
         separator: str = "/",
         autocreate_special_use: bool = False,
         max_userip_connections: int = 100,
+        imap_client_limit: int = 1,
         idle_check_interval: int = 1,
         auth_failure_delay: int = 0,
         mail_user: str = "vmail",
@@ -163,6 +164,7 @@ class Dovecot:
         self.autocreate_special_use = autocreate_special_use
         self.separator = separator
         self.max_userip_connections = max_userip_connections
+        self.imap_client_limit = imap_client_limit  # connections per imap process (many IDLE ones: raise it)
         self.idle_check_interval = idle_check_interval
         self.auth_failure_delay = auth_failure_delay
         self.mail_user = mail_user
@@ -293,6 +295,7 @@ service imap-login {{
 service imap {{
   process_min_avail = 2
   process_limit = 1024
+  client_limit = {self.imap_client_limit}
 }}
 service anvil {{
   # no brute-force penalty for 127.0.0.1 (tests do fail logins on purpose)

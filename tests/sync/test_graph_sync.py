@@ -292,6 +292,22 @@ def wait_until(check, timeout=5.0):
     return check()
 
 
+def test_push_subscriptions_are_kept_only_by_the_worker_holding_the_mailboxs_watch_lease(world, graph, live_app):
+    from sync.scheduler import claim_watches
+
+    mid = add_tenant_mailbox(world, graph)
+    with world.rt.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE mailbox SET status = 'active'")
+    world.rt.settings = dataclasses.replace(world.rt.settings, public_url=PUBLIC)
+    graph.notification_rewrite = (PUBLIC, live_app(world))
+    first = claim_watches(world.rt.engine, "host-a:1:x", 60, limit=10)
+    second = claim_watches(world.rt.engine, "host-b:1:x", 60, limit=10)
+    assert first == {mid: "m365"} and second == {}
+    assert graph_push.ensure_subscriptions(world.rt, mailbox_ids=set(second))["created"] == 0
+    assert graph_push.ensure_subscriptions(world.rt, mailbox_ids=set(first))["created"] == 2
+    assert len(graph.subscriptions) == 2
+
+
 def test_push_subscriptions_notifications_and_lifecycle(world, graph, live_app):
     mid = add_tenant_mailbox(world, graph)
     assert graph_push.ensure_subscriptions(world.rt)["created"] == 0  # http public URL: polling only

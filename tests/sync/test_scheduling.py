@@ -160,7 +160,7 @@ def test_idle_push_reaches_the_timeline_within_two_seconds(tmp_path, imap_user):
     service.start()
     try:
         deadline = time.time() + 10
-        while time.time() < deadline and mid not in service.watchers:
+        while time.time() < deadline and mid not in service.hub.live:
             time.sleep(0.05)
         time.sleep(0.5)  # let the watcher enter IDLE
         imap_user.deliver(message("pushed@cust.com", "alice@ourco.com", msgid="idle1@cust"))
@@ -211,8 +211,7 @@ def _health(world, mid):
 
 
 def _watching(service, mid) -> bool:
-    watcher = service.watchers.get(mid)
-    return watcher is not None and watcher.connector is not None and watcher.connector._client is not None
+    return mid in service.hub.live
 
 
 @pytest.mark.servers  # its own Dovecot, to stop it
