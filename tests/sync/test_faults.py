@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from demodata import generate
-from tests.world import make_world, message
+from tests.world import json_value, make_world, message
 
 
 def _fill(imap_user, n: int) -> None:
@@ -33,7 +33,7 @@ def _world_for(tmp_path, corpus, name):
 
 def _small_batches(world, mailbox_id, size=40):
     with world.rt.engine.begin() as conn:
-        cfg = json.loads(conn.execute(text("SELECT config FROM mailbox WHERE id = :id"), {"id": mailbox_id}).scalar())
+        cfg = json_value(conn.execute(text("SELECT config FROM mailbox WHERE id = :id"), {"id": mailbox_id}).scalar())
         cfg["batch_size"] = size
         conn.execute(text("UPDATE mailbox SET config = :c WHERE id = :id"), {"c": json.dumps(cfg), "id": mailbox_id})
 
@@ -82,6 +82,7 @@ def test_killed_process_converges(mailbox, imap_user, tmp_path):
         dict(
             os.environ,
             THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),
+            THREADLINE_DATABASE_URL=world.rt.settings.database_url,
             THREADLINE_IDLE="0",
             THREADLINE_SYNC_LEASE_SECONDS="300",
         ),
