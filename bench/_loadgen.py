@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
 import socket
@@ -227,6 +228,9 @@ async def open_loop(args, requests: list[bytes]) -> dict:
     cpu0 = cpu_now()
     t0 = time.perf_counter() + 0.05
     for i in range(total):
+        if args.stop_file and i % 50 == 0 and os.path.exists(args.stop_file):
+            total = i  # what the load accompanies (an import) has ended
+            break
         due = t0 + i * interval
         delay = due - time.perf_counter()
         if delay > 0:
@@ -270,6 +274,7 @@ def main() -> None:
     ap.add_argument("--prewarm", type=int, default=16)
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--stop-file", help="open loop: stop sending once this file exists (--duration is then the most)")
     args = ap.parse_args()
     try:
         import uvloop

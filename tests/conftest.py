@@ -22,6 +22,7 @@ must mean the integration tests really ran.
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Callable, NamedTuple
 
@@ -101,10 +102,71 @@ SERVER_FIXTURES = frozenset(
 )
 
 
+# Two passes. `./run test` runs the suite on SQLite, then again with --database=postgresql,
+# where each test's runtime and CLI get a database of their own on one PostgreSQL cluster
+# (tests/world.py: runtime_env). The second pass leaves out what cannot differ by database:
+# tests/connectors (that layer never touches the database), the servers' own tests, tests
+# that pick their backend themselves (parametrised "sqlite"/"postgresql": the first pass ran
+# both) and tests marked `sqlite` (about SQLite itself).
+BACKENDS = ("sqlite", "postgresql")
+_NOT_BY_DATABASE = ("tests/connectors/", "tests/test_layers.py", "tests/test_servers.py")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--database",
+        choices=BACKENDS,
+        default=os.environ.get("THREADLINE_TEST_DATABASE") or "sqlite",
+        help="the database each test's runtime gets (default: sqlite, or THREADLINE_TEST_DATABASE)",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite: about SQLite itself; not run again in the PostgreSQL pass")
+
+
+def _picks_its_backend(item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(v in (*BACKENDS, "postgres") for v in params.values() if isinstance(v, str))
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.servers)
+    if config.getoption("database") == "postgresql":
+        keep, drop = [], []
+        for item in items:
+            path = item.nodeid.split("::", 1)[0]
+            skip = path.startswith(_NOT_BY_DATABASE) or _picks_its_backend(item) or item.get_closest_marker("sqlite")
+            (drop if skip else keep).append(item)
+            if not skip:
+                item.add_marker(pytest.mark.servers)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _suite_database(request):
+    """In the PostgreSQL pass, start the cluster before any fixture builds a runtime."""
+    from tests import world
+
+    os.environ.pop("THREADLINE_DATABASE_URL", None)  # a developer's own setting must not leak in
+    if request.config.getoption("database") == "postgresql":
+        world.use_postgres(request.getfixturevalue("postgres"))
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_databases():
+    """Each test's PostgreSQL databases go when it ends (those of wider fixtures stay)."""
+    from tests import world
+
+    before = set(world._databases)
+    yield
+    if world._postgres is not None:
+        world.drop_databases_except(before)
 
 
 def _start_or_fail(server, what: str):

@@ -4,9 +4,11 @@ canonical snapshot of the whole timeline for exact comparisons."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
+from pathlib import Path
 
 from sqlalchemy import text
 
@@ -19,6 +21,87 @@ from sync.engine import sync_mailbox
 from tests import factories
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+# The database a test's runtime (or CLI) gets when the test names none. By default the
+# product's own default, SQLite in the data dir; with `pytest --database=postgresql`
+# (conftest calls use_postgres) a database of its own on the session's PostgreSQL
+# cluster, one per data dir so a CLI subprocess and the test share it.
+_postgres = None
+_template: str | None = None
+_databases: dict[str, str] = {}
+
+
+def use_postgres(cluster) -> None:
+    """Give every data dir from now on a fresh database on `cluster`, copied from one
+    migrated template: CREATE DATABASE ... TEMPLATE is one file copy, where migrating
+    each test's database from the first revision would cost every test the upgrade."""
+    global _postgres, _template
+    from app.db import upgrade
+
+    _template = "t_template_" + secrets.token_hex(4)
+    cluster.create_database(_template)
+    upgrade(cluster.url_for(_template))
+    _postgres = cluster
+
+
+def database_url_for(data_dir) -> str | None:
+    """The suite's database for `data_dir`; None means SQLite in the data dir."""
+    if _postgres is None:
+        return None
+    key = str(Path(data_dir).resolve())
+    if key not in _databases:
+        name = "t_" + secrets.token_hex(6)
+        _postgres.psql(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"')
+        _databases[key] = _postgres.url_for(name)
+    return _databases[key]
+
+
+def drop_databases_except(keep: set[str]) -> None:
+    """Drop the databases made for data dirs other than `keep` (a test's, when it ends)."""
+    for key in set(_databases) - keep:
+        url = _databases.pop(key)
+        _postgres.drop_database(url.rsplit("/", 1)[-1])
+
+
+def database_rows(data_dir, query: str, **params) -> list[tuple]:
+    """Rows of `query` on the database of `data_dir` (what a CLI run there wrote)."""
+    from app.db import make_engine
+
+    engine = make_engine(database_url_for(data_dir) or f"sqlite:///{Path(data_dir) / 'threadline.db'}")
+    try:
+        with read_only(engine) as conn:
+            return [tuple(r) for r in conn.execute(text(query), params)]
+    finally:
+        engine.dispose()
+
+
+def database_bytes(data_dir) -> bytes:
+    """Everything the database of `data_dir` holds, for looking for a secret in it: SQLite's
+    files (the WAL and shared memory too), or pg_dump's output on PostgreSQL."""
+    import subprocess
+
+    url = database_url_for(data_dir)
+    if url is None:
+        files = sorted(p for p in Path(data_dir).iterdir() if p.name.startswith("threadline.db"))
+        assert any(p.name == "threadline.db" for p in files)
+        return b"".join(p.read_bytes() for p in files)
+    dump = [_postgres._bin("pg_dump"), "-h", _postgres.host, "-p", str(_postgres.port), "-U", _postgres.user]
+    return subprocess.run([*dump, url.rsplit("/", 1)[-1]], capture_output=True, check=True, timeout=60).stdout
+
+
+def json_value(value):
+    """A JSON column read with raw SQL: text on SQLite, already decoded on PostgreSQL."""
+    import json
+
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def runtime_env(data_dir, **env) -> dict:
+    """Settings for a runtime or CLI on `data_dir`, on the suite's database."""
+    env = {"THREADLINE_DATA_DIR": str(data_dir), **env}
+    if "THREADLINE_DATABASE_URL" not in env and (url := database_url_for(data_dir)):
+        env["THREADLINE_DATABASE_URL"] = url
+    return env
 
 
 @dataclass
@@ -108,9 +191,7 @@ def make_world(
     domains=("ourco.com",),
     reps=(("alice@ourco.com", "Alice Rep"), ("bob@ourco.com", "Bob Rep")),
 ) -> World:
-    env = {"THREADLINE_DATA_DIR": str(tmp_path / "data"), "THREADLINE_IDLE": "0"}
-    if url:
-        env["THREADLINE_DATABASE_URL"] = url
+    env = runtime_env(tmp_path / "data", THREADLINE_IDLE="0", **({"THREADLINE_DATABASE_URL": url} if url else {}))
     rt = open_runtime(load_settings(env))
     with session(rt.engine) as s:
         org = factories.create_org(s, name, list(domains))

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from app.api import create_app
 from app.runtime import open_runtime
 from app.settings import load_settings
+from tests.world import runtime_env
 
 PUBLIC = "https://crm.example.com:8443"
 NS = {
@@ -25,7 +26,7 @@ XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 
 
 def _client(tmp_path, public_url: str) -> TestClient:
-    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(tmp_path), "THREADLINE_PUBLIC_URL": public_url}))
+    rt = open_runtime(load_settings(runtime_env(tmp_path, THREADLINE_PUBLIC_URL=public_url)))
     return TestClient(create_app(rt))
 
 

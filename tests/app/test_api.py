@@ -27,6 +27,7 @@ from sync.engine import sync_mailbox
 from tests import factories
 from tests.app._mail import new_imap_user, remove_imap_users, rfc5322
 from tests.conftest import ImapUser
+from tests.world import runtime_env
 
 XSS_SUBJECT = 'Quote <img src=x onerror=alert(1)> & "friends"'
 XSS_BODY = "<script>alert('x')</script> see the attached quote\r\n"
@@ -90,7 +91,7 @@ def world(dovecot, tmp_path_factory):
     def imap_user() -> ImapUser:
         return new_imap_user(dovecot, created)
 
-    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(tmp_path_factory.mktemp("api-data"))}))
+    rt = open_runtime(load_settings(runtime_env(tmp_path_factory.mktemp("api-data"))))
     base = (datetime.now(timezone.utc) - timedelta(days=30)).replace(hour=12, minute=0, second=0, microsecond=0)
 
     def t(n: float) -> datetime:

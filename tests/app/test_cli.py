@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ import pytest
 
 from tests import factories
 from tests.app._mail import new_imap_user, remove_imap_users, rfc5322
+from tests.world import database_bytes, database_rows, runtime_env
 
 ROOT = Path(__file__).resolve().parents[2]
 JANE = "jane@sub.acme.co.uk"
@@ -41,7 +41,7 @@ class Scenario:
         env = {
             k: v for k, v in os.environ.items() if not k.startswith(("THREADLINE_", "FORCE_COLOR", "TTY_", "COLUMNS"))
         }
-        env.update(THREADLINE_DATA_DIR=str(self.data_dir), THREADLINE_IDLE="0")
+        env.update(runtime_env(self.data_dir, THREADLINE_IDLE="0"))
         if password is not None:
             env["THREADLINE_IMAP_PASSWORD"] = password
         proc = subprocess.run(
@@ -115,7 +115,7 @@ def _wrong_password_scenario(s: Scenario) -> None:
     from app.services.actor import Actor
     from app.settings import load_settings
 
-    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(s.data_dir)}))
+    rt = open_runtime(load_settings(runtime_env(s.data_dir)))
     with session(rt.engine) as db:
         org_id = factories.create_org(db, "OurCo", ["ourco.com"]).id
         factories.add_user(db, db.get(orgs.Organisation, org_id), "alice@ourco.com")
@@ -176,7 +176,7 @@ def _help_run(tmp: Path) -> dict:
     out = tmp / "help.json"
     argvs = [p + ["--help"] for p in _command_paths()]
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    env.update(THREADLINE_DATA_DIR=str(tmp / "help-data"), THREADLINE_IDLE="0")
+    env.update(runtime_env(tmp / "help-data", THREADLINE_IDLE="0"))
     driver = f"OUT = {str(out)!r}\n" + HELP_DRIVER
     proc = subprocess.run(
         [sys.executable, "-c", driver, json.dumps(argvs)],
@@ -277,14 +277,10 @@ def test_org_init(cli):
 def test_user_add_with_admin_and_alias(cli):
     out = _flat(_ok(cli["main"], "user_add"))
     assert re.search(r"user \d+ added: alice@ourco\.com \(admin\)", out), out
-    db = sqlite3.connect(f"file:{cli['main'].data_dir / 'threadline.db'}?mode=ro", uri=True)
-    try:
-        users = db.execute("SELECT email, role FROM app_user").fetchall()
-        aliases = db.execute(
-            "SELECT a.address, u.email FROM useralias a JOIN app_user u ON u.id = a.user_id"
-        ).fetchall()
-    finally:
-        db.close()
+    users = database_rows(cli["main"].data_dir, "SELECT email, role FROM app_user")
+    aliases = database_rows(
+        cli["main"].data_dir, "SELECT a.address, u.email FROM useralias a JOIN app_user u ON u.id = a.user_id"
+    )
     assert users == [("alice@ourco.com", "admin")]
     assert aliases == [("alice.adams@ourco.com", "alice@ourco.com")]
 
@@ -298,7 +294,7 @@ def test_user_token_is_a_working_api_token(cli):
 
     token = _ok(cli["main"], "user_token").strip()
     assert re.fullmatch(r"tl_[A-Za-z0-9_-]{20,}", token), token
-    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(cli["main"].data_dir)}))
+    rt = open_runtime(load_settings(runtime_env(cli["main"].data_dir)))
     try:
         with TestClient(create_app(rt)) as client:
             r = client.get("/api/lookup", params={"email": JANE}, headers={"Authorization": f"Bearer {token}"})
@@ -336,12 +332,9 @@ def test_mailbox_add_imap_without_password_and_terminal_fails_clearly(cli):
 def test_password_never_stored_or_printed_in_clear(cli):
     for scenario in (cli["main"], cli["wrong"]):
         secrets = [scenario.imap.password, scenario.imap.password + "-wrong"]
-        files = [p for p in scenario.data_dir.iterdir() if p.name.startswith("threadline.db")]
-        assert any(p.name == "threadline.db" for p in files)
-        for p in files:  # the database and its WAL / shared-memory files
-            data = p.read_bytes()
-            for secret in secrets:
-                assert secret.encode() not in data, p
+        data = database_bytes(scenario.data_dir)  # on SQLite with its WAL / shared-memory files
+        for secret in secrets:
+            assert secret.encode() not in data
         for name, proc in scenario.steps.items():
             for secret in secrets:
                 assert secret not in proc.stdout + proc.stderr, name
@@ -509,11 +502,7 @@ def test_org_set_entra_tenant_connects_microsoft_sign_in(cli):
     assert bad.returncode != 0 and "GUID" in _flat(bad.stderr)
     s.run("entra", "org", "set", "--entra-tenant", tid.upper())
     _ok(s, "entra")
-    db = sqlite3.connect(f"file:{s.data_dir / 'threadline.db'}?mode=ro", uri=True)
-    try:
-        assert db.execute("SELECT entra_tenant_id FROM organisation").fetchall() == [(tid,)]
-    finally:
-        db.close()
+    assert database_rows(s.data_dir, "SELECT entra_tenant_id FROM organisation") == [(tid,)]
 
 
 def test_mailbox_list_keeps_owner_error_and_fix_whole_on_a_100_column_terminal():

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.world import runtime_env
+
 pytestmark = pytest.mark.servers  # real servers or the CLI in subprocesses
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0")
+    env.update(runtime_env(data_dir, THREADLINE_IDLE="0"))
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         cwd=ROOT,

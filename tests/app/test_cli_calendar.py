@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from tests.connectors.test_ical import event, stamp, vcalendar
+from tests.world import runtime_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SOON = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
@@ -23,7 +24,7 @@ SOON = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + t
 
 def cli(data_dir: Path, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("THREADLINE_", "FORCE_COLOR", "COLUMNS"))}
-    env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0")
+    env.update(runtime_env(data_dir, THREADLINE_IDLE="0"))
     if password is not None:
         env["THREADLINE_CALDAV_PASSWORD"] = password
     return subprocess.run(

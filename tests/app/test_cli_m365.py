@@ -4,21 +4,20 @@ against a temporary data directory and the fake Graph + Entra authority."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
-from tests.world import make_world
+from tests.world import database_bytes, database_rows, make_world, runtime_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(data_dir: Path, *args: str, secret: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("THREADLINE_", "FORCE_COLOR", "COLUMNS"))}
-    env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0")
+    env.update(runtime_env(data_dir, THREADLINE_IDLE="0"))
     if secret is not None:
         env["THREADLINE_M365_CLIENT_SECRET"] = secret
     return subprocess.run(
@@ -114,18 +113,12 @@ def test_connect_a_tenant_and_a_delegated_mailbox_then_sync(graph, tmp_path):
     assert synced.returncode == 0, synced.stdout + synced.stderr
     assert flat(synced.stdout).count(": ok") == 4
 
-    db = sqlite3.connect(data / "threadline.db")
-    try:
-        kinds = db.execute(
-            "SELECT kind, tenant_ref IS NOT NULL, secret_enc IS NOT NULL FROM mailbox ORDER BY id"
-        ).fetchall()
-        assert kinds == [("m365", 1, 0)] * 3 + [("m365", 0, 1)]
-        assert db.execute("SELECT count(*) FROM interaction").fetchone()[0] == 3
-        stored = db.execute("SELECT secret_enc FROM m365tenant").fetchone()[0]
-        dump = "\n".join(db.iterdump())
-    finally:
-        db.close()
-    assert stored and secret not in dump and "RefreshToken" not in dump
+    kinds = database_rows(data, "SELECT kind, tenant_ref IS NOT NULL, secret_enc IS NOT NULL FROM mailbox ORDER BY id")
+    assert kinds == [("m365", 1, 0)] * 3 + [("m365", 0, 1)]
+    assert database_rows(data, "SELECT count(*) FROM interaction") == [(3,)]
+    assert database_rows(data, "SELECT secret_enc FROM m365tenant")[0][0]
+    dump = database_bytes(data)
+    assert secret.encode() not in dump and b"RefreshToken" not in dump
 
     # The tenant is listed with its mailboxes; it cannot be removed while they read through it.
     listed = run(data, "mailbox", "list-m365-tenants")
@@ -138,9 +131,5 @@ def test_connect_a_tenant_and_a_delegated_mailbox_then_sync(graph, tmp_path):
         assert run(data, "mailbox", "remove", str(mailbox_id)).returncode == 0
     removed = run(data, "mailbox", "remove-m365-tenant", graph.tenant)
     assert removed.returncode == 0 and "removed with its credential" in flat(removed.stdout), removed.stderr
-    db = sqlite3.connect(data / "threadline.db")
-    try:
-        assert db.execute("SELECT count(*) FROM m365tenant").fetchone()[0] == 0
-        assert db.execute("SELECT count(*) FROM auditevent WHERE action = 'm365.tenant_remove'").fetchone()[0] == 1
-    finally:
-        db.close()
+    assert database_rows(data, "SELECT count(*) FROM m365tenant") == [(0,)]
+    assert database_rows(data, "SELECT count(*) FROM auditevent WHERE action = 'm365.tenant_remove'") == [(1,)]

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from app.db import write_transaction
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.sync.test_graph_sync import add_tenant_mailbox
-from tests.world import make_world
+from tests.world import make_world, runtime_env
 
 ROOT = Path(__file__).resolve().parents[2]
 ALICE = "alice@ourco.com"
@@ -36,7 +36,7 @@ REP = "Bob [bold]x[/bold] [/old]"
 def run(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     """The CLI on the world's data directory; env adds variables (passwords)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("THREADLINE_", "FORCE_COLOR", "TTY_", "COLUMNS"))}
-    clean.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0", **env)
+    clean.update(runtime_env(data_dir, THREADLINE_IDLE="0", **env))
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         cwd=ROOT,

@@ -17,7 +17,7 @@ from app import settings as process
 from connectors.base import Batch, Folder
 from sync.engine import LeaseLost, _write_batch, claim
 from sync.ingest import MailboxContext
-from tests.world import make_world, message
+from tests.world import make_world, message, runtime_env
 
 pytestmark = pytest.mark.servers  # real servers or the CLI in subprocesses
 
@@ -34,7 +34,7 @@ def _cli(env, *args, check=True):
 
 
 def test_worker_syncs_and_set_password_repairs(tmp_path, imap_user):
-    env = dict(os.environ, THREADLINE_DATA_DIR=str(tmp_path), THREADLINE_IDLE="0", THREADLINE_SCHEDULER_TICK="0.5")
+    env = dict(os.environ, **runtime_env(tmp_path, THREADLINE_IDLE="0", THREADLINE_SCHEDULER_TICK="0.5"))
     _cli(env, "org", "init", "--name", "OurCo", "--domain", "ourco.com")
     _cli(env, "user", "add", "alice@ourco.com")
     imap_user.deliver(message("Client <client@cust.com>", "alice@ourco.com", "Hello", msgid="w1@cust"))
@@ -105,9 +105,8 @@ def cli_world(request, tmp_path):
         THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),
         THREADLINE_IDLE="0",
         THREADLINE_SYNC_LEASE_SECONDS="300",
+        THREADLINE_DATABASE_URL=world.rt.settings.database_url,
     )
-    if url:
-        env["THREADLINE_DATABASE_URL"] = url
     return world, env
 
 

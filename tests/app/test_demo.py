@@ -24,13 +24,14 @@ from app.runtime import open_runtime
 from app.services import demo
 from app.settings import demo_settings, get_settings, load_settings
 from tests.servers import free_port
+from tests.world import runtime_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_seed_builds_a_usable_timeline_once(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "DEMO_MESSAGES", 600)
-    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(tmp_path), "THREADLINE_IDLE": "0"}))
+    rt = open_runtime(load_settings(runtime_env(tmp_path, THREADLINE_IDLE="0")))
     info = demo.seed_demo(rt)
     token = info["token"]
 
@@ -187,7 +188,7 @@ def test_a_busy_port_fails_at_once_with_a_clear_error_and_issues_no_token(tmp_pa
 
 def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0")
+    env.update(runtime_env(data_dir, THREADLINE_IDLE="0"))
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         cwd=ROOT,

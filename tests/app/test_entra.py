@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from jwt.algorithms import RSAAlgorithm
+from sqlalchemy import text
 
 from app.api import create_app
 from app.auth import entra
@@ -23,6 +24,7 @@ from app.runtime import open_runtime
 from app.services import orgs
 from app.settings import load_settings
 from tests import factories
+from tests.world import runtime_env
 
 TENANT = str(uuid.UUID(int=0x11112222333344445555666677778888))
 OTHER_TENANT = str(uuid.UUID(int=0x99990000AAAABBBBCCCCDDDDEEEEFFFF))
@@ -77,11 +79,11 @@ def env(tmp_path_factory):
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     authority = FakeAuthority({TENANT: {"keys": [_jwk(key, KID)]}, OTHER_TENANT: {"keys": [_jwk(stranger, KID)]}})
     settings = load_settings(
-        {
-            "THREADLINE_DATA_DIR": str(tmp_path_factory.mktemp("entra")),
-            "THREADLINE_ENTRA_CLIENT_ID": CLIENT_ID,
-            "THREADLINE_ENTRA_AUTHORITY": authority.url,
-        }
+        runtime_env(
+            tmp_path_factory.mktemp("entra"),
+            THREADLINE_ENTRA_CLIENT_ID=CLIENT_ID,
+            THREADLINE_ENTRA_AUTHORITY=authority.url,
+        )
     )
     rt = open_runtime(settings)
     with session(rt.engine) as s:
@@ -135,7 +137,9 @@ def test_valid_token_maps_to_the_user_and_binds_the_object_id(env):
     assert r.status_code == 200, r.text
     assert r.json()["id"] == env["ids"]["alice"] and r.json()["email"] == "alice@ourco.com"
     with env["rt"].engine.connect() as conn:
-        oid = conn.exec_driver_sql("SELECT entra_object_id FROM app_user WHERE id = ?", (env["ids"]["alice"],)).scalar()
+        oid = conn.execute(
+            text("SELECT entra_object_id FROM app_user WHERE id = :id"), {"id": env["ids"]["alice"]}
+        ).scalar()
     assert oid == "00000000-0000-0000-0000-00000000a11c"
     # Later sign-ins are matched by the object id, even after a rename of the sign-in name.
     r = _me(env, _token(env, preferred_username="alice.renamed@ourco.com"))

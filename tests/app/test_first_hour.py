@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.app._discovery import start_mail_domain
+from tests.world import runtime_env
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.servers  # its own Dovecot, the CLI in subprocesses, Chromium
@@ -31,7 +32,7 @@ def mail_domain(tmp_path_factory):
 def _cli(data_dir: Path, mail_domain, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
     env.update(
-        THREADLINE_DATA_DIR=str(data_dir),
+        runtime_env(data_dir),
         THREADLINE_IDLE="0",
         THREADLINE_DNS_SERVER=mail_domain.dns.address,
         SSL_CERT_FILE=str(mail_domain.ca_bundle),

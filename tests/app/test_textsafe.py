@@ -15,7 +15,7 @@ from app.services import orgs
 from app.textsafe import shown
 from tests import factories
 from tests.app.test_console_sessions import _sign_in
-from tests.world import make_world, message
+from tests.world import make_world, message, runtime_env
 
 RLO, LRM, RLM, ALM, PDI = "\u202e", "\u200e", "\u200f", "\u061c", "\u2069"
 BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
@@ -40,7 +40,8 @@ def test_the_cli_timeline_shows_a_reversed_name_and_subject_in_their_real_order(
     # Stored as it came.
     assert w.sql("SELECT subject FROM interaction") == [(f"Invoice {RLO}GNP.exe",)]
     assert w.sql("SELECT name FROM contact") == [(f"Anna {RLO}GNP.exe",)]
-    monkeypatch.setenv("THREADLINE_DATA_DIR", str(tmp_path / "data"))
+    for key, value in runtime_env(tmp_path / "data").items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("COLUMNS", "200")
     from app.cli import app
 

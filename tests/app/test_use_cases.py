@@ -21,7 +21,7 @@ from app.services import activity, calendars, m365, mailboxes, orgs, people, pri
 from app.services.actor import Actor
 from app.services.errors import Conflict, Forbidden, NotFound
 from tests import factories
-from tests.world import make_world
+from tests.world import make_world, runtime_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_MODULES = (activity, calendars, m365, mailboxes, orgs, people, privacy, reconcile, rules)
@@ -262,7 +262,7 @@ def test_issuing_a_token_to_a_deactivated_user_is_refused(w):
 
 def _cli(data_dir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    base.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0", **(env or {}))
+    base.update(runtime_env(data_dir, THREADLINE_IDLE="0", **(env or {})))
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         cwd=ROOT,

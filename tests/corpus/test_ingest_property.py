@@ -72,7 +72,7 @@ def test_ingest_never_raises_on_arbitrary_input(tmp_path):
         conn.execute(
             text(
                 "INSERT INTO folderstate (org_id, mailbox_id, name, role, selected, cursor, backfill_done, "
-                "messages, status) VALUES (1, 1, 'INBOX', 'inbox', 1, '{}', 0, 0, 'ok')"
+                "messages, status) VALUES (1, 1, 'INBOX', 'inbox', TRUE, '{}', FALSE, 0, 'ok')"
             )
         )
     mbx = MailboxContext(1, 1, 1, "alice@ourco.com")

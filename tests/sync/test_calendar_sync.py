@@ -4,7 +4,6 @@ checked after every incremental sync."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -16,7 +15,7 @@ from app.services.actor import Actor
 from tests import factories
 from tests.connectors.test_ical import event, stamp, vcalendar
 from tests.connectors.test_imip import invitation
-from tests.world import NOW, make_world, message
+from tests.world import NOW, json_value, make_world, message
 
 SOON = NOW.replace(minute=0, second=0) + timedelta(days=4)
 RID = "%Y-%m-%dT%H:%M:%SZ"
@@ -108,7 +107,7 @@ def test_caldav_account_timeline_follows_every_change(world, caldav_user, sync_m
     ]
     assert world.sql("SELECT status, last_error FROM mailbox WHERE id = :m", m=mid) == [("active", None)]
     assert [r[0] for r in world.sql("SELECT role FROM folderstate WHERE mailbox_id = :m", m=mid)] == ["calendar"]
-    assert json.loads(world.sql("SELECT skipped FROM mailbox")[0][0]) == {"internal meeting": 1}
+    assert json_value(world.sql("SELECT skipped FROM mailbox")[0][0]) == {"internal meeting": 1}
 
     again = world.sync(mid)  # nothing changed
     assert again.ok and again.imported == 0 and meetings(world) == m

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from demodata import generate, malformed_messages
-from tests.world import NOW, make_world, message
+from tests.world import NOW, json_value, make_world, message
 
 
 @pytest.fixture
@@ -71,9 +71,7 @@ def test_cursor_tracks_condstore_modseq(world, imap_user):
     imap_user.deliver(message("x@ext.com", "alice@ourco.com", msgid="c1@ext"))
     mid = world.add_imap("alice@ourco.com", imap_user)
     world.sync(mid)
-    import json
-
-    cursor = json.loads(world.sql("SELECT cursor FROM folderstate WHERE name='INBOX'")[0][0])
+    cursor = json_value(world.sql("SELECT cursor FROM folderstate WHERE name='INBOX'")[0][0])
     assert cursor["highestmodseq"] >= 1 and cursor["uidvalidity"] > 0 and cursor["backfill_done"]
 
     client = imap_user.connect()
@@ -81,7 +79,7 @@ def test_cursor_tracks_condstore_modseq(world, imap_user):
     client.add_flags(client.search(["ALL"]), [b"\\Seen"])
     client.logout()
     report = world.sync(mid)
-    after = json.loads(world.sql("SELECT cursor FROM folderstate WHERE name='INBOX'")[0][0])
+    after = json_value(world.sql("SELECT cursor FROM folderstate WHERE name='INBOX'")[0][0])
     assert report.imported == 0
     assert after["highestmodseq"] > cursor["highestmodseq"]
     # Mail read in another client is still on the timeline: nothing keys on \Seen.
@@ -184,9 +182,8 @@ def test_internal_bulk_and_free_mail_rules(world, imap_user):
     world.sync(mid)
     assert [r[0] for r in world.sql("SELECT message_key FROM interaction")] == ["free@gmail"]
     assert world.sql("SELECT primary_email, company_id FROM contact") == [("gina@gmail.com", None)]
-    import json
 
-    skipped = json.loads(world.sql("SELECT skipped FROM mailbox")[0][0])
+    skipped = json_value(world.sql("SELECT skipped FROM mailbox")[0][0])
     assert skipped == {"internal": 1, "bulk or automated": 2}
 
 
@@ -334,9 +331,8 @@ def test_malformed_messages_are_recorded_and_never_stop_the_sync(world, imap_use
     assert issues and all(reason for (reason,) in issues)
     assert world.sql("SELECT status FROM mailbox") == [("active",)]
     # Every delivered message is accounted for: imported, skipped with a reason, or unreadable.
-    import json
 
-    skipped = sum(json.loads(world.sql("SELECT skipped FROM mailbox")[0][0]).values())
+    skipped = sum(json_value(world.sql("SELECT skipped FROM mailbox")[0][0]).values())
     assert report.imported + skipped == len(samples) + 1
 
 
@@ -354,7 +350,7 @@ def test_odd_folder_names_sync_and_system_folders_are_skipped(world, imap_user):
         "fold1@cust",
         "fold2@cust",
     }
-    skipped = {r[0] for r in world.sql("SELECT name FROM folderstate WHERE selected = 0")}
+    skipped = {r[0] for r in world.sql("SELECT name FROM folderstate WHERE NOT selected")}
     assert skipped == {"Trash", "Junk", "Drafts"}
 
 
@@ -395,6 +391,7 @@ def test_special_use_folders_are_recognised(world, imap_user_factory, dovecot_sp
     assert {roles["Junk"], roles["Trash"], roles["Drafts"]} == {"skip"}
 
 
+@pytest.mark.sqlite
 def test_sqlite_planner_statistics_are_refreshed_after_new_mail(world, imap_user):
     imap_user.deliver(message("stats@cust.com", "alice@ourco.com", msgid="stats@cust"))
     mid = world.add_imap("alice@ourco.com", imap_user)
