@@ -244,6 +244,7 @@ def list_deals(
     pipeline_id: int | None = None,
     status: Annotated[str, Query(pattern="^(open|won|lost|all)$")] = "open",
     owner_id: int | None = None,
+    contact_id: int | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Any:

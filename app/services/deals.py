@@ -645,10 +645,11 @@ def list_deals(
     pipeline_id: int | None = None,
     status: str = "open",
     owner_id: int | None = None,
+    contact_id: int | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> list[dict]:
-    """The deals the viewer may see, by stage order then newest first."""
+    """The deals the viewer may see (one contact's, when given), by stage order then newest first."""
     if status not in STATUSES:
         raise Invalid(f"status is one of {', '.join(STATUSES)}", field="status")
     query = _summary_query().where(D.c.org_id == viewer.org_id, _visible(conn, viewer))
@@ -658,6 +659,10 @@ def list_deals(
         query = query.where(D.c.pipeline_id == pipeline_id)
     if owner_id is not None:
         query = query.where(D.c.owner_id == owner_id)
+    if contact_id is not None:
+        query = query.where(
+            D.c.id.in_(select(DC.c.deal_id).where(DC.c.org_id == viewer.org_id, DC.c.contact_id == contact_id))
+        )
     query = query.order_by(ST.c.position, D.c.id.desc()).limit(max(1, min(limit, 1000))).offset(max(0, offset))
     return [_summary(r) for r in conn.execute(query)]
 

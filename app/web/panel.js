@@ -414,6 +414,8 @@
       mailActions(c.email),
       fullLink(c.id));
     main.append(card);
+    // Deals on this email and with this person (deals.js), under the card.
+    if (window.ThreadlineDeals) main.append(window.ThreadlineDeals.section({ api, el, field, say, contact: c, mail: state.mail }));
 
     // Summary
     const colleagues = s.colleagues || [];
