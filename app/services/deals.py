@@ -15,6 +15,7 @@ cursor like the contact timeline. Every read takes the caller's organisation.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import and_, delete, func, insert, or_, select, true, tuple_, update
 from sqlalchemy.engine import Connection
@@ -98,6 +99,22 @@ def format_amount(amount_minor: int, currency: str) -> str:
     return f"{sign}{whole:,}.{part:0{digits}d} {currency}"
 
 
+def parse_amount(text: str, currency: str) -> int:
+    """ "12,500.50" in EUR -> 1250050 minor units (commas and spaces group thousands)."""
+    currency = _currency(currency)
+    clean = str(text or "").replace(",", "").replace(" ", "").replace("_", "")
+    try:
+        value = Decimal(clean)
+    except InvalidOperation:
+        raise Invalid(f"amount must be a number such as 12500.00, not {text!r}", field="amount") from None
+    minor = value.scaleb(minor_digits(currency))
+    if not value.is_finite() or minor != minor.to_integral_value():
+        raise Invalid(f"{text!r} has more decimals than {currency} has", field="amount")
+    if minor.copy_abs() > MAX_AMOUNT_MINOR * 10:
+        raise Invalid("amount is implausibly large", field="amount")
+    return _amount(int(minor))
+
+
 # -- validation -------------------------------------------------------------------------------
 
 
@@ -169,6 +186,15 @@ def _check_contacts(conn: Connection, org_id: int, ids: list[int]) -> None:
     missing = [i for i in ids if i not in found]
     if missing:
         raise Invalid(f"no contact {missing[0]} in this organisation", field="contact_ids")
+
+
+def contact_id_by_email(conn: Connection, org_id: int, email: str) -> int:
+    found = conn.execute(
+        select(CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address == str(email).strip().lower())
+    ).scalar()
+    if found is None:
+        raise Invalid(f"no contact with the address {email}", field="contact")
+    return found
 
 
 def _check_company(conn: Connection, org_id: int, company_id: int | None) -> None:
