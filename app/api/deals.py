@@ -191,6 +191,7 @@ class DealIn(BaseModel):
     currency: Annotated[str, Field(max_length=10)] = "EUR"
     close_date: date | None = None
     shared: bool = False
+    lost_reason: Annotated[str | None, Field(max_length=deals.MAX_REASON)] = None  # creating a lost deal
     thread_keys: Annotated[list[Annotated[str, Field(max_length=500)]], Field(max_length=deals.MAX_THREADS)] = []
     # the Internet Message-ID of the email being read: its thread is linked
     message_id: Annotated[str | None, Field(max_length=1000)] = None

@@ -347,10 +347,12 @@ def create_deal(
     shared: bool = False,
     thread_keys=(),
     message_ids=(),
+    lost_reason: str | None = None,
 ) -> dict:
-    """A new deal in the first stage of its pipeline (or the stage given). A rep's deal is
-    their own; the company defaults to that of the first contact."""
+    """A new deal in the first stage of its pipeline (or the stage given; a lost one needs
+    the reason). A rep's deal is their own; the company defaults to that of the first contact."""
     name = _name(name)
+    reason = _reason(lost_reason)
     amount_minor, currency = _amount(amount_minor), _currency(currency)
     close = _close_date(close_date)
     contacts = _ids(contact_ids, "contact_ids", MAX_CONTACTS)
@@ -371,6 +373,10 @@ def create_deal(
             ).first()
         else:
             stage = _stage(conn, org_id, stage_id, pid)
+        if stage.kind == StageKind.LOST and not reason:
+            raise Invalid("a lost deal needs a reason", field="lost_reason")
+        if stage.kind != StageKind.LOST and reason:
+            raise Invalid("only a lost deal has a lost reason", field="lost_reason")
         _check_contacts(conn, org_id, contacts)
         _check_company(conn, org_id, company_id)
         if company_id is None and contacts:
@@ -392,6 +398,7 @@ def create_deal(
                 currency=currency,
                 close_date=close,
                 shared=bool(shared),
+                lost_reason=reason,
                 opened_at=now,
                 stage_changed_at=now,
                 closed_at=now if closed else None,

@@ -201,6 +201,12 @@
   }
 
   async function start() {
+    // A link with the token in its fragment (printed by `serve --demo`): keep it, drop it from the address.
+    const fragment = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+    if (fragment) {
+      try { localStorage.setItem(TOKEN_KEY, decodeURIComponent(fragment[1])); } catch (e) { /* private mode */ }
+      history.replaceState(null, "", location.pathname + location.search);
+    }
     await load(new URLSearchParams(location.search).get("pipeline"));
     try {
       const pipes = await api("GET", "/api/pipelines");
