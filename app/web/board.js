@@ -63,6 +63,7 @@
   }
 
   function totalsText(col) {
+    if (col.stage.kind !== "open") return "";  // closed deals leave the board
     const n = col.list.children.length;
     return n + (n === 1 ? " deal" : " deals");
   }

@@ -264,6 +264,7 @@ def test_open_deals_for_filters_by_owner_contact_and_close_date(w):
         assert [d["id"] for d in deals.open_deals_for(conn, w.org_id)] == [a["id"], b["id"]]
         assert [d["id"] for d in deals.open_deals_for(conn, w.org_id, owner_id=w.bob.user_id)] == [b["id"]]
         assert [d["id"] for d in deals.open_deals_for(conn, w.org_id, contact_ids=[w.jane["id"]])] == [a["id"]]
+        assert [d["id"] for d in deals.list_deals(conn, w.alice, contact_id=w.joe["id"])] == [b["id"]]
         overdue = deals.open_deals_for(conn, w.org_id, close_before=date.today())
         assert [d["id"] for d in overdue] == [a["id"]] and overdue[0]["contact_ids"] == [w.jane["id"]]
 

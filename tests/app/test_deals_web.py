@@ -142,6 +142,7 @@ def test_a_deal_created_from_the_email_being_read_links_its_thread(site, browser
         "SELECT message_key FROM interaction WHERE subject = 'Proposal 5' AND org_id = :o", o=sd.world.org_id
     )
     thread = sd.world.scalar("SELECT thread_key FROM interaction WHERE message_key = :k", k=key)
+    new_deal(sd, "Nobody's deal")  # no contact, no thread: not Jane's
     context = browser.new_context(viewport={"width": 360, "height": 1000})
     page = context.new_page()
     try:
@@ -153,6 +154,7 @@ def test_a_deal_created_from_the_email_being_read_links_its_thread(site, browser
         )
         wait_state(page, "ready", JANE)
         page.wait_for_selector("section.deals[data-loaded]")
+        assert "Nobody's deal" not in page.locator("section.deals").inner_text()
         page.get_by_role("button", name="New deal").click()
         form = page.locator("form.new-deal-form")
         assert form.get_by_label("Deal name").input_value() == "Acme: Proposal 5"
@@ -191,14 +193,42 @@ def test_a_deal_created_from_the_email_being_read_links_its_thread(site, browser
 
 
 def test_screenshot_of_the_board(site, browser, tmp_path):
-    """docs/board-1280.png. THREADLINE_UPDATE_SCREENSHOTS=1 refreshes it."""
+    """docs/board-1280.png, a pipeline of its own (?pipeline=). THREADLINE_UPDATE_SCREENSHOTS=1 refreshes it."""
     sd, base = site
+    op = Actor.operator(sd.world.org_id)
+    pipe = deals.create_pipeline(sd.rt, op, name="Renewals")
+    stage = {s["name"]: s["id"] for s in pipe["stages"]}
     jane = sd.world.scalar("SELECT id FROM contact WHERE primary_email = :e", e=JANE)
-    for n, stage in enumerate(("Qualified", "Meeting booked", "Proposal sent", "Negotiation")):
-        new_deal(sd, f"Acme expansion {n + 1}", stage, amount_minor=(n + 1) * 480_000, contact_ids=[jane])
-    with board_page(browser, sd, base, width=1280) as page:
-        assert page.evaluate("document.querySelectorAll('.card').length") >= 4
+    mark = sd.world.scalar("SELECT id FROM contact WHERE primary_email = :e", e=MARK)
+    plan = [
+        ("Acme: analytics renewal", "Qualified", 2_400_000, [jane]),
+        ("Acme: 40 more seats", "Qualified", 960_000, [mark]),
+        ("Acme: forecasting add-on", "Meeting booked", 1_500_000, [jane, mark]),
+        ("Acme: data connectors", "Proposal sent", 4_800_000, [jane]),
+        ("Acme: three-year renewal", "Negotiation", 12_000_000, [jane, mark]),
+    ]
+    for name, at, amount, people in plan:
+        deals.create_deal(
+            sd.rt,
+            op,
+            name=name,
+            pipeline_id=pipe["id"],
+            stage_id=stage[at],
+            owner_id=sd.users["alice"],
+            amount_minor=amount,
+            contact_ids=people,
+        )
+    context = browser.new_context(viewport={"width": 1280, "height": 600})
+    try:
+        page = context.new_page()
+        page.add_init_script(f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens['alice'])});")
+        page.goto(f"{base}/board?pipeline={pipe['id']}")
+        wait_state(page, "ready")
+        assert page.evaluate("document.querySelectorAll('.card').length") == len(plan)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280  # every column fits
         page.screenshot(path=str(tmp_path / "board-1280.png"))
+    finally:
+        context.close()
     assert 5_000 < (tmp_path / "board-1280.png").stat().st_size < 400_000
     if os.environ.get("THREADLINE_UPDATE_SCREENSHOTS") == "1":
         shutil.copyfile(tmp_path / "board-1280.png", DOCS / "board-1280.png")
