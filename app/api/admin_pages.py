@@ -97,6 +97,9 @@ OK_MESSAGES = {
     "tenant": "Microsoft 365 tenant connected: now add its reps' mailboxes below.",
     "tenant_removed": "Tenant app removed, with its credential. Delete the app registration or its secret in "
     "Microsoft Entra too.",
+    "pipeline": "Pipeline created.",
+    "deal": "Deal created.",
+    "deal_visibility": "Deal visibility saved.",
     "m365_all": "Microsoft 365 mailboxes added for every enabled rep who had none through this tenant.",
 }
 SOURCE_KINDS = ("imap", "caldav", "m365")

@@ -256,12 +256,16 @@ def _role(conn: Connection, actor: Actor) -> str:
     return conn.execute(select(U.c.role).where(U.c.id == actor.user_id)).scalar() or "rep"
 
 
+def visibility(conn: Connection, org_id: int) -> str:
+    """The organisation's deal visibility setting (DealVisibility)."""
+    return conn.execute(select(O.c.deal_visibility).where(O.c.id == org_id)).scalar() or DealVisibility.ALL
+
+
 def _visible(conn: Connection, viewer: Actor, role: str | None = None):
     """The condition on `deal` for the deals this viewer may see and edit."""
     if (role or _role(conn, viewer)) == "admin":
         return true()
-    setting = conn.execute(select(O.c.deal_visibility).where(O.c.id == viewer.org_id)).scalar()
-    if setting == DealVisibility.OWN:
+    if visibility(conn, viewer.org_id) == DealVisibility.OWN:
         return or_(D.c.owner_id == viewer.user_id, D.c.shared.is_(True))
     return true()
 

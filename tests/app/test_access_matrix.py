@@ -76,13 +76,14 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/api/pipelines"): {"auth": ADMIN, "json": lambda: {"name": uniq("Pipeline")}},
     ("PATCH", "/api/deal-settings"): {"auth": ADMIN, "json": {"deal_visibility": "all"}},
     ("GET", "/api/deals"): {"auth": USER},
-    ("POST", "/api/deals"): {"auth": USER, "json": lambda: {"name": uniq("Deal")}, "other": (422,)},
+    # the other organisation's admin creates a deal in their own pipeline, or is told there is none
+    ("POST", "/api/deals"): {"auth": USER, "json": lambda: {"name": uniq("Deal")}, "other": (201, 422)},
     ("GET", "/api/deal-prefill"): {"auth": USER, "query": {"email": "jane@acme-org1.com", "message_id": "<m1@x>"}},
     ("GET", "/api/deals/{deal_id}"): {"auth": USER},
     ("PATCH", "/api/deals/{deal_id}"): {"auth": USER, "json": {"amount_minor": 1000}},
     ("POST", "/api/deals/{deal_id}/threads"): {"auth": USER, "json": {"thread_key": "m1@acme-org1.com"}},
     ("GET", "/api/deals/{deal_id}/timeline"): {"auth": USER},
-    ("GET", "/api/board"): {"auth": USER, "other": (422,)},  # the other organisation has no pipeline
+    ("GET", "/api/board"): {"auth": USER, "other": (200, 422)},  # their own pipeline, or none yet
     ("GET", "/board"): {"auth": PUBLIC},
     ("GET", "/api/never-log"): {"auth": USER, "query": {"email": "jane@acme-org1.com"}},
     # Outlook add-in and sidebar assets (the sidebar authenticates its API calls itself)
@@ -205,6 +206,10 @@ EXPECT: dict[tuple[str, str], dict] = {
         "form": lambda: {"email": f"{uniq('x')}@gone.example", "confirm": "1"},
     },
     ("GET", "/admin/audit"): {"auth": CONSOLE},
+    ("GET", "/admin/deals"): {"auth": CONSOLE},
+    ("POST", "/admin/deals"): {"auth": CONSOLE, "form": lambda: {"name": uniq("Deal")}},
+    ("POST", "/admin/deals/pipelines"): {"auth": CONSOLE, "form": lambda: {"name": uniq("Pipeline")}},
+    ("POST", "/admin/deals/visibility"): {"auth": CONSOLE, "form": {"deal_visibility": "all"}},
 }
 
 

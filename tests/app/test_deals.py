@@ -284,3 +284,37 @@ def test_a_pipeline_needs_won_and_lost_stages_and_probabilities_in_range(w):
     with pytest.raises(Forbidden):
         deals.create_pipeline(w.rt, w.alice, name="Mine")
     assert orgs  # the module the world builds users with
+
+
+def test_the_console_lists_deals_creates_them_and_says_which_field_is_wrong(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.api import create_app
+
+    w = make_world(tmp_path)
+    boss = w.add_user("boss@ourco.com", "Boss", admin=True)
+    with Session(w.rt.engine) as s:
+        token = factories.issue_token(s, s.get(orgs.User, boss))
+    people.create_contact(w.rt, Actor.operator(w.org_id), email="jane@acmecorp.com", name="Jane Buyer")
+    h = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(w.rt), follow_redirects=False) as client:
+        assert "Create a pipeline first" in client.get("/admin/deals", headers=h).text
+        made = client.post(
+            "/admin/deals/pipelines", headers=h, data={"name": "Sales", "stages": "New, open, 20\nWon, won\nLost, lost"}
+        )
+        assert made.status_code == 303
+        bad = client.post("/admin/deals", headers=h, data={"name": "<b>Acme</b>", "amount": "-5", "currency": "EUR"})
+        assert bad.status_code == 422 and "negative" in bad.text
+        ok = client.post(
+            "/admin/deals",
+            headers=h,
+            data={"name": "<b>Acme</b>", "amount": "1,200.50", "currency": "EUR", "contacts": "jane@acmecorp.com"},
+        )
+        assert ok.status_code == 303
+        page = client.get("/admin/deals", headers=h).text
+        assert "&lt;b&gt;Acme&lt;/b&gt;" in page and "1,200.50 EUR" in page and "<b>Acme</b>" not in page
+        assert "New (open, 20%)" in page
+        assert client.post("/admin/deals/visibility", headers=h, data={"deal_visibility": "own"}).status_code == 303
+    with read_only(w.rt.engine) as conn:
+        assert deals.visibility(conn, w.org_id) == "own"
+    w.rt.engine.dispose()
