@@ -49,26 +49,28 @@ def _stages(text: str) -> list[dict] | None:
     return out or None
 
 
+def _done(request: Request, con: Console, change, ok: str) -> Response:
+    """Run a form's use case: back to the page with its message, or the page again with the refusal."""
+    try:
+        change(runtime_of(request))
+    except ServiceError as exc:
+        return _page(request, con, **refused(exc))
+    return back("/admin/deals", ok)
+
+
 @router.post("/deals/pipelines")
 async def pipeline_add(request: Request, con: Console = Depends(console)) -> Response:
     form = await _form(request)
-    try:
-        deals.create_pipeline(
-            runtime_of(request), con.actor, name=str(form.get("name", "")), stages=_stages(str(form.get("stages", "")))
-        )
-    except ServiceError as exc:
-        return _page(request, con, **refused(exc))
-    return back("/admin/deals", "pipeline")
+    name, stages = str(form.get("name", "")), str(form.get("stages", ""))
+    return _done(
+        request, con, lambda rt: deals.create_pipeline(rt, con.actor, name=name, stages=_stages(stages)), "pipeline"
+    )
 
 
 @router.post("/deals/visibility")
 async def visibility_set(request: Request, con: Console = Depends(console)) -> Response:
-    form = await _form(request)
-    try:
-        deals.set_visibility(runtime_of(request), con.actor, str(form.get("deal_visibility", "")))
-    except ServiceError as exc:
-        return _page(request, con, **refused(exc))
-    return back("/admin/deals", "deal_visibility")
+    value = str((await _form(request)).get("deal_visibility", ""))
+    return _done(request, con, lambda rt: deals.set_visibility(rt, con.actor, value), "deal_visibility")
 
 
 @router.post("/deals")
