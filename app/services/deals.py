@@ -240,7 +240,7 @@ def _thread_keys(conn: Connection, org_id: int, thread_keys, message_ids) -> lis
     for mid in message_ids or ():
         try:
             key = message_key(mid)
-        except Exception:  # noqa: BLE001 - activity's own Invalid carries the wrong field name
+        except Invalid:  # activity's refusal names its own field
             raise Invalid(f"not a Message-ID: {mid!r}", field="message_id") from None
         stored = conn.execute(select(I.c.thread_key).where(I.c.org_id == org_id, I.c.message_key == key)).scalar()
         keys.append(stored or key[:500])

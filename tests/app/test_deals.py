@@ -232,6 +232,18 @@ def test_linking_a_thread_by_message_id_shows_later_replies_on_the_deal(w):
         assert [x["id"] for x in deals.deals_for_thread(conn, w.alice, f"<{key}>")] == [d["id"]]
 
 
+def test_a_message_id_that_is_none_is_refused_naming_the_field(w):
+    d = deals.create_deal(w.rt, w.alice, name="Acme")
+    for bad in ("two words", "<>"):
+        with pytest.raises(Invalid) as exc:
+            deals.link_thread(w.rt, w.alice, d["id"], message_id=bad)
+        assert exc.value.field == "message_id"
+    with pytest.raises(Invalid) as exc:
+        deals.link_thread(w.rt, w.alice, d["id"])
+    assert exc.value.field == "message_id"
+    assert w.scalar("SELECT count(*) FROM dealthread") == 0
+
+
 def test_the_board_shows_amount_days_in_stage_last_touch_and_next_meeting(w):
     d = deals.create_deal(
         w.rt, w.alice, name="Acme", contact_ids=[w.jane["id"]], amount_minor=9900, currency="USD", thread_keys=["tb"]
