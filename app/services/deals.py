@@ -805,7 +805,10 @@ def board(conn: Connection, viewer: Actor, pipeline_id: int | None = None, now: 
     the number of deals: the deals, then last mail per deal contact (contactstats) and per
     linked thread, and the next meeting per deal contact."""
     now = now or utcnow()
-    pid = _pipeline_id(conn, viewer.org_id, pipeline_id)
+    try:
+        pid = _pipeline_id(conn, viewer.org_id, pipeline_id)
+    except Invalid as exc:  # a read addresses the pipeline: none (of this organisation) is a 404
+        raise NotFound(exc.reason, field="pipeline_id") from None
     shape = pipeline(conn, viewer.org_id, pid)
     rows = conn.execute(
         select(
