@@ -197,7 +197,7 @@ def test_with_own_visibility_a_rep_sees_and_edits_only_their_own_and_shared_deal
 def test_the_deal_timeline_has_its_contacts_and_threads_since_it_opened_and_its_stage_changes(w):
     old = mail(w, contact=w.jane, at=NOW - timedelta(days=30), thread="t-old", subject="before the deal")
     d = deals.create_deal(w.rt, w.alice, name="Acme", contact_ids=[w.jane["id"]], thread_keys=["t-deal"])
-    later = NOW + timedelta(minutes=5)
+    later = d["opened_at"] + timedelta(minutes=5)  # NOW is when the module was imported, maybe long before
     from_jane = mail(w, contact=w.jane, at=later, thread="t-other", subject="jane writes")
     # a reply in the linked thread from someone who is no contact: on the deal by its thread
     reply = mail(w, contact=None, at=later + timedelta(minutes=1), thread="t-deal", subject="Re: proposal")
@@ -220,12 +220,13 @@ def test_the_deal_timeline_has_its_contacts_and_threads_since_it_opened_and_its_
 
 
 def test_linking_a_thread_by_message_id_shows_later_replies_on_the_deal(w):
-    root = mail(w, contact=None, at=NOW + timedelta(minutes=1), thread="root@acmecorp.com", subject="Pricing")
-    key = w.scalar("SELECT message_key FROM interaction WHERE id = :i", i=root)
     d = deals.create_deal(w.rt, w.alice, name="Acme")
+    start = d["opened_at"]
+    root = mail(w, contact=None, at=start + timedelta(minutes=1), thread="root@acmecorp.com", subject="Pricing")
+    key = w.scalar("SELECT message_key FROM interaction WHERE id = :i", i=root)
     linked = deals.link_thread(w.rt, w.alice, d["id"], message_id=f"<{key}>")
     assert linked["thread_keys"] == ["root@acmecorp.com"]
-    reply = mail(w, contact=None, at=NOW + timedelta(minutes=9), thread="root@acmecorp.com", subject="Re: Pricing")
+    reply = mail(w, contact=None, at=start + timedelta(minutes=9), thread="root@acmecorp.com", subject="Re: Pricing")
     with read_only(w.rt.engine) as conn:
         items = deals.deal_timeline(conn, w.alice, d["id"])["items"]
         assert [i["interaction"]["id"] for i in items if i["interaction"]][:2] == [reply, root]
@@ -255,7 +256,7 @@ def test_the_board_shows_amount_days_in_stage_last_touch_and_next_meeting(w):
     won = deals.create_deal(w.rt, w.alice, name="Done deal")
     deals.update_deal(w.rt, w.alice, won["id"], {"stage_id": w.stage["Won"]})
     with read_only(w.rt.engine) as conn:
-        board = deals.board(conn, w.alice, now=NOW + timedelta(days=3, minutes=1))
+        board = deals.board(conn, w.alice, now=d["stage_changed_at"] + timedelta(days=3, minutes=1))
     columns = {c["name"]: c for c in board["columns"]}
     assert list(columns) == ["Qualified", "Meeting booked", "Proposal sent", "Negotiation", "Won", "Lost"]
     (card,) = columns["Qualified"]["deals"]
