@@ -518,6 +518,7 @@ def _running_banner(base: str, demo: dict | None) -> str:
     if demo is None:
         return (
             f"Threadline is running:\n  admin console  {base}/admin\n  sidebar        {base}/panel\n"
+            f"  pipeline board {base}/board\n"
             f"  API            {base}/docs\nCtrl-C stops it."
         )
     token = demo["token"]
@@ -527,6 +528,7 @@ def _running_banner(base: str, demo: dict | None) -> str:
         f"  admin console  {base}/admin/login#token={token}\n"
         f"                 (signs you in as {demo['admin']})\n"
         f"  sidebar        {base}/panel{customer}#token={token}\n"
+        f"  pipeline board {base}/board#token={token}\n"
         f"  API            {base}/docs, with the header Authorization: Bearer {token}\n"
         "This start's token replaces the earlier demo tokens. Ctrl-C stops the demo; to set up your own "
         'team, see README.md "Setting it up for your team" (your data stays apart from the demo\'s).'
@@ -597,7 +599,7 @@ def worker_cmd() -> None:
 
 
 # Commands for the other sources and for administration live in their own modules.
-from app import cli_admin, cli_calendar, cli_m365  # noqa: E402,F401 - they register on `app`
+from app import cli_admin, cli_calendar, cli_deals, cli_m365  # noqa: E402,F401 - they register on `app`
 
 
 def main() -> None:

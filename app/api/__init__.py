@@ -14,9 +14,11 @@ from app.api import (
     activity,
     addin,
     admin,
+    admin_deals,
     admin_pages,
     companies,
     contacts,
+    deals,
     graph_webhooks,
     mailboxes,
     metrics,
@@ -29,7 +31,21 @@ from app.db import read_only
 from app.runtime import Runtime
 from app.services.errors import ServiceError, http_status
 
-ROUTERS = (contacts, companies, mailboxes, activity, people, addin, panel, admin, admin_pages, graph_webhooks, metrics)
+ROUTERS = (
+    contacts,
+    companies,
+    deals,
+    mailboxes,
+    activity,
+    people,
+    addin,
+    panel,
+    admin,
+    admin_deals,
+    admin_pages,
+    graph_webhooks,
+    metrics,
+)
 
 
 def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:

@@ -97,6 +97,9 @@ OK_MESSAGES = {
     "tenant": "Microsoft 365 tenant connected: now add its reps' mailboxes below.",
     "tenant_removed": "Tenant app removed, with its credential. Delete the app registration or its secret in "
     "Microsoft Entra too.",
+    "pipeline": "Pipeline created.",
+    "deal": "Deal created.",
+    "deal_visibility": "Deal visibility saved.",
     "m365_all": "Microsoft 365 mailboxes added for every enabled rep who had none through this tenant.",
     "summaries_check": "Summaries recounted: the result is below.",
     "summaries_repair": "Summaries rebuilt from the timeline and recounted.",

@@ -27,6 +27,9 @@ STATIC = {
     "signin.js": "text/javascript",
     "legacy.js": "text/javascript",
     "dates.js": "text/javascript",
+    "deals.js": "text/javascript",
+    "board.js": "text/javascript",
+    "board.css": "text/css",
 }
 OFFICE_JS = "https://appsforoffice.microsoft.com"
 # The exact file, not the whole CDN: a CSP source with a path allows only it.

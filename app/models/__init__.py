@@ -2,6 +2,16 @@
 
 from sqlmodel import SQLModel
 
+from app.models.deals import (
+    Deal,
+    DealContact,
+    DealStageChange,
+    DealThread,
+    DealVisibility,
+    Pipeline,
+    PipelineStage,
+    StageKind,
+)
 from app.models.mail import FolderState, GraphSubscription, M365Tenant, Mailbox, MailboxStatus, SyncIssue, SyncStage
 from app.models.org import (
     ApiToken,
@@ -54,5 +64,13 @@ __all__ = [
     "InteractionKind",
     "InteractionSource",
     "Participant",
+    "Deal",
+    "DealContact",
+    "DealStageChange",
+    "DealThread",
+    "DealVisibility",
+    "Pipeline",
+    "PipelineStage",
+    "StageKind",
     "metadata",
 ]

@@ -19,6 +19,8 @@ class Organisation(TableModel, table=True):
     contact_policy: str = "exchanged"
     # How much of a message is kept: metadata only, plus subject, plus snippet.
     visibility: str = "snippet"
+    # Which deals a rep sees and edits (app.models.deals.DealVisibility); admins see all.
+    deal_visibility: str = Field(default="all", sa_column_kwargs={"server_default": "all"})
     backfill_days: int = 365
     sync_interval_seconds: int = 300
     bulk_detection: bool = True

@@ -14,6 +14,7 @@ from app.models import Mailbox, Organisation, User
 from app.runtime import Runtime
 from app.services import orgs, people
 from app.services.actor import Actor
+from app.services.demo_deals import seed_deals
 from sync.engine import sync_mailbox
 
 DEMO_SEED = 7
@@ -66,6 +67,7 @@ def seed_demo(rt: Runtime, console=None) -> dict:
                 f"({report.skipped} skipped as internal or bulk)",
                 highlight=False,
             )
+    seed_deals(rt, org_id, corpus)
     with read_only(rt.engine) as conn:
         customer = people.first_customer(conn, org_id)
     return {"org": org_name, "admin": admin.email, "token": token, "customer": customer and customer["email"]}

@@ -471,6 +471,9 @@
     // Timeline
     const list = el("ol", { class: "timeline", id: "timeline", "aria-label": "Timeline, newest first" });
     const more = el("button", { type: "button", class: "sentinel", text: "Load older", onclick: () => loadMore() });
+    // Deals on this email and with this person (deals.js), right above the timeline: it fills in
+    // after the first paint, so nothing above it (the card, the company section) moves.
+    if (window.ThreadlineDeals) main.append(window.ThreadlineDeals.section({ api, el, field, say, contact: c, mail: state.mail }));
     main.append(el("section", { "aria-labelledby": "h-timeline" }, el("h2", { id: "h-timeline", text: "Timeline" }), list, more));
     const tl = data.timeline || { items: [], next_cursor: null };
     appendItems(list, tl.items);

@@ -19,7 +19,7 @@ from sqlalchemy import insert
 from app.api import create_app
 from app.db import session, write_transaction
 from app.models import Company, Contact, ContactAddress, Interaction, Participant
-from app.services import m365, mailboxes, orgs, rules
+from app.services import deals, m365, mailboxes, orgs, rules
 from app.services.actor import Actor
 from tests import factories
 from tests.world import make_world
@@ -71,6 +71,20 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/api/contacts"): {"auth": USER, "json": {}},
     ("PATCH", "/api/contacts/{contact_id}"): {"auth": USER, "json": {}},
     ("POST", "/api/never-log"): {"auth": USER, "json": {}},
+    # deals: reps create and edit the deals they see; pipelines and visibility are the admins'
+    ("GET", "/api/pipelines"): {"auth": USER},
+    ("POST", "/api/pipelines"): {"auth": ADMIN, "json": lambda: {"name": uniq("Pipeline")}},
+    ("PATCH", "/api/deal-settings"): {"auth": ADMIN, "json": {"deal_visibility": "all"}},
+    ("GET", "/api/deals"): {"auth": USER},
+    # the other organisation's admin creates a deal in their own pipeline, or is told there is none
+    ("POST", "/api/deals"): {"auth": USER, "json": lambda: {"name": uniq("Deal")}, "other": (201, 422)},
+    ("GET", "/api/deal-prefill"): {"auth": USER, "query": {"email": "jane@acme-org1.com", "message_id": "<m1@x>"}},
+    ("GET", "/api/deals/{deal_id}"): {"auth": USER},
+    ("PATCH", "/api/deals/{deal_id}"): {"auth": USER, "json": {"amount_minor": 1000}},
+    ("POST", "/api/deals/{deal_id}/threads"): {"auth": USER, "json": {"thread_key": "m1@acme-org1.com"}},
+    ("GET", "/api/deals/{deal_id}/timeline"): {"auth": USER},
+    ("GET", "/api/board"): {"auth": USER, "other": (200, 404)},  # their own pipeline, or none yet
+    ("GET", "/board"): {"auth": PUBLIC},
     ("GET", "/api/never-log"): {"auth": USER, "query": {"email": "jane@acme-org1.com"}},
     # Outlook add-in and sidebar assets (the sidebar authenticates its API calls itself)
     ("GET", "/addin/icon-{size}.png"): {"auth": PUBLIC},
@@ -196,6 +210,10 @@ EXPECT: dict[tuple[str, str], dict] = {
     },
     ("GET", "/admin/audit"): {"auth": CONSOLE},
     ("POST", "/admin/summaries/{action}"): {"auth": CONSOLE, "params": {"action": "repair"}},
+    ("GET", "/admin/deals"): {"auth": CONSOLE},
+    ("POST", "/admin/deals"): {"auth": CONSOLE, "form": lambda: {"name": uniq("Deal")}},
+    ("POST", "/admin/deals/pipelines"): {"auth": CONSOLE, "form": lambda: {"name": uniq("Pipeline")}},
+    ("POST", "/admin/deals/visibility"): {"auth": CONSOLE, "form": {"deal_visibility": "all"}},
 }
 
 
@@ -283,6 +301,7 @@ def env(tmp_path_factory):
                 created_at=now,
             )
         ).inserted_primary_key[0]
+    deals.create_pipeline(w.rt, Actor.operator(w.org_id), name="Sales")
     client = TestClient(create_app(w.rt))
     yield {"w": w, "client": client, "tokens": tokens, "contact": contact, "company": company, "task": task}
     client.close()
@@ -320,6 +339,10 @@ def fresh_param(env, name: str):
     if name == "token_id":
         uid = orgs.create_user(w.rt, op, f"{uniq('t')}@ourco.com")["id"]
         return orgs.create_token(w.rt, op, uid, "m")["id"]
+    if name == "deal_id":
+        with write_transaction(w.rt.engine) as conn:
+            rep = orgs.user_id_by_email(conn, w.org_id, "rep@ourco.com")
+        return deals.create_deal(w.rt, op, name=uniq("Deal"), owner_id=rep, contact_ids=[env["contact"]])["id"]
     if name == "rule_id":
         return rules.add_rule(w.rt, op, kind="domain", value=f"{uniq('r')}.example")["id"]
     return {"size": "64", "name": "panel.css"}.get(name, "x")

@@ -20,7 +20,7 @@ from app.api import create_app
 from app.db import session
 from app.models import Interaction, Mailbox, User
 from app.runtime import open_runtime
-from app.services import mailboxes as mailbox_service, orgs
+from app.services import deals, mailboxes as mailbox_service, orgs
 from app.services.actor import Actor
 from app.settings import load_settings
 from sync.engine import sync_mailbox
@@ -588,6 +588,14 @@ def _api_routes(w: World) -> list[tuple[str, str]]:
     return routes
 
 
+def _deal_id(w: World, jane_id: int) -> int:
+    """A deal of the first organisation with Jane on it (its pipeline made once)."""
+    op = Actor.operator(w.org1_id)
+    if not w.get("alice", "/api/pipelines").json():
+        deals.create_pipeline(w.rt, op, name="Sales")
+    return deals.create_deal(w.rt, op, name="Org1 deal", owner_id=w.user_ids["alice"], contact_ids=[jane_id])["id"]
+
+
 def _fill(w: World, path: str) -> str:
     """A concrete URL pointing at the FIRST organisation's objects."""
     jane = w.get("alice", "/api/lookup", params={"email": JANE}).json()["contact"]
@@ -595,6 +603,7 @@ def _fill(w: World, path: str) -> str:
         path.replace("{contact_id}", str(jane["id"]))
         .replace("{company_id}", str(jane["company"]["id"]))
         .replace("{mailbox_id}", str(w.mailbox_ids["alice"]))
+        .replace("{deal_id}", str(_deal_id(w, jane["id"])) if "{deal_id}" in path else "")
     )
 
 

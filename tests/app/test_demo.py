@@ -48,9 +48,20 @@ def test_demo_seed_builds_a_usable_timeline_once(tmp_path, monkeypatch):
         status = conn.execute(text("SELECT DISTINCT status FROM mailbox")).scalars().all()
         email = conn.execute(text("SELECT primary_email FROM contact ORDER BY id LIMIT 1")).scalar()
     assert status == ["active"]
+    with rt.engine.connect() as conn:  # the demo pipeline has deals at every stage, with their mail threads
+        per_stage = conn.execute(
+            text(
+                "SELECT s.name, count(d.id), count(t.deal_id) FROM pipelinestage s LEFT JOIN deal d ON d.stage_id = s.id "
+                "LEFT JOIN dealthread t ON t.deal_id = d.id GROUP BY s.name, s.position ORDER BY s.position"
+            )
+        ).all()
+    assert [name for name, *_ in per_stage][-2:] == ["Won", "Lost"]
+    assert all(deals > 0 and threads > 0 for _, deals, threads in per_stage), per_stage
 
     again = demo.seed_demo(rt)
     assert counts() == first
+    with rt.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM pipeline")).scalar() == 1  # seeded once
 
     client = TestClient(create_app(rt))
     # Each start issues a token and revokes the previous start's: old ones stop working.
@@ -162,6 +173,12 @@ def test_the_demo_keeps_its_own_data_folder_and_prints_links_that_sign_in(tmp_pa
     page.goto(panel)
     page.wait_for_selector("body[data-state=ready]", timeout=15000)
     assert customer in page.inner_text("body") and token not in page.url
+    # The board link shows the demo pipeline's open deals, signed in.
+    board = served.link("/board#token=")
+    assert board.endswith("#token=" + token)
+    page.goto(board)
+    page.wait_for_selector("body[data-state=ready] .card", timeout=15000)
+    assert page.locator(".column").count() == 6 and token not in page.url
 
 
 def test_a_busy_port_fails_at_once_with_a_clear_error_and_issues_no_token(tmp_path, monkeypatch, capsys):

@@ -22,13 +22,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from app.api import create_app, schemas
 from app.api.deps import Caller
 from app.db import write_transaction
 from app.models import SyncIssue
-from app.services import people
+from app.services import deals, people
+from app.services.actor import Actor
 from connectors.base import Attendee, MeetingRecord
 from tests.app.test_activity_api import JANE, NOW, seed
 from tests.sync.test_meetings import ScriptedCalendar, _calendar, batch
@@ -262,6 +263,7 @@ def test_the_lookup_body_has_exactly_the_shape_of_its_model(sd, client, ids):
 def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
     """The arguments to call each JSON route's endpoint with, as alice."""
     from app.api.activity import LogEmailIn, NoteIn, TaskIn, TaskPatch
+    from app.api.deals import DealIn, DealPatch, PipelineIn, SettingsPatch, ThreadLink
     from app.api.people import ContactIn, ContactPatch, NeverLogIn
 
     me = {"caller": Caller(sd.users["alice"], sd.world.org_id, "alice@ourco.com", "rep"), "rt": sd.rt}
@@ -273,7 +275,43 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
         to=[{"email": "alice@ourco.com"}],
         date=NOW,
     )
+    boss = sd.world.add_user(f"boss{len(sd.users)}@ourco.com", "Boss", admin=True)
+    sd.users[f"boss{boss}"] = boss
+    admin = {"caller": Caller(boss, sd.world.org_id, "boss@ourco.com", "admin"), "rt": sd.rt}
+    pipe = deals.create_pipeline(sd.rt, Actor.of(admin["caller"]), name=f"Sales {boss}")
+    deal = deals.create_deal(
+        sd.rt,
+        Actor.of(me["caller"]),
+        name="Acme rollout",
+        pipeline_id=pipe["id"],
+        contact_ids=[contact],
+        amount_minor=9,
+    )
+    deals.update_deal(sd.rt, Actor.of(me["caller"]), deal["id"], {"stage_id": pipe["stages"][1]["id"]})
+    with write_transaction(sd.rt.engine) as conn:  # opened before Jane's mail, so the timeline has both kinds
+        conn.execute(
+            text("UPDATE deal SET opened_at = :t WHERE id = :i"), {"t": NOW - timedelta(days=90), "i": deal["id"]}
+        )
+    on_deal = {**me, "deal_id": deal["id"]}
     return {
+        ("GET", "/api/pipelines"): me,
+        ("POST", "/api/pipelines"): {**admin, "body": PipelineIn(name=f"Renewals {boss}")},
+        ("PATCH", "/api/deal-settings"): {**admin, "body": SettingsPatch(deal_visibility="all")},
+        ("GET", "/api/deals"): {
+            **me,
+            "pipeline_id": None,
+            "status": "all",
+            "owner_id": None,
+            "limit": 100,
+            "offset": 0,
+        },
+        ("POST", "/api/deals"): {**me, "body": DealIn(name="Second", contact_ids=[contact], message_id="<x@acme.com>")},
+        ("GET", "/api/deal-prefill"): {**me, "message_id": "<x@acme.com>", "email": [JANE], "subject": "Re: Pricing"},
+        ("GET", "/api/deals/{deal_id}"): on_deal,
+        ("PATCH", "/api/deals/{deal_id}"): {**on_deal, "patch": DealPatch(close_date=NOW.date())},
+        ("POST", "/api/deals/{deal_id}/threads"): {**on_deal, "body": ThreadLink(thread_key="t@acme.com")},
+        ("GET", "/api/deals/{deal_id}/timeline"): {**on_deal, "cursor": None, "limit": 100},
+        ("GET", "/api/board"): {**me, "pipeline_id": pipe["id"]},
         ("GET", "/healthz"): {},
         ("GET", "/livez"): {},
         ("GET", "/panel/config.json"): {"rt": sd.rt, "response": Response()},
@@ -340,6 +378,9 @@ def test_every_json_route_answers_exactly_its_models_fields(sd, client, ids):
     answers = {key: _answer(routes[key], kwargs) for key, kwargs in calls.items()}
     mailbox = answers[("GET", "/api/mailboxes/{mailbox_id}")]
     assert mailbox["folders"] and mailbox["unreadable"] and answers[("GET", "/api/contacts")]
+    kinds = {i["type"] for i in answers[("GET", "/api/deals/{deal_id}/timeline")]["items"]}
+    assert kinds == {"interaction", "stage_change"} and answers[("GET", "/api/board")]["columns"][1]["deals"]
+    assert answers[("GET", "/api/deal-prefill")]["deals"] and answers[("GET", "/api/deal-prefill")]["contacts"]
     task = answers[("PATCH", "/api/tasks/{task_id}")]
     assert task["done_at"] and task["author"] and answers[("POST", "/api/log-email")]["created"]
     for key, value in answers.items():

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from app.services import activity, calendars, m365, mailboxes, orgs, people, privacy, reconcile, rules
+from app.services import activity, calendars, deals, m365, mailboxes, orgs, people, privacy, reconcile, rules
 from app.services.actor import Actor
 from app.services.errors import Conflict, Forbidden, NotFound
 from tests import factories
 from tests.world import make_world, runtime_env
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICE_MODULES = (activity, calendars, m365, mailboxes, orgs, people, privacy, reconcile, rules)
+SERVICE_MODULES = (activity, calendars, deals, m365, mailboxes, orgs, people, privacy, reconcile, rules)
 _n = itertools.count()
 
 
@@ -67,6 +67,13 @@ def _tenant(w) -> str:
 
 def _contact(w) -> int:
     return people.create_contact(w.rt, w.op, email=f"{uniq('c')}@client.example", name="Client")["id"]
+
+
+def _deal(w) -> int:
+    if not w.scalar("SELECT count(*) FROM pipeline WHERE org_id = :o", o=w.org_id):
+        deals.create_pipeline(w.rt, w.op, name="Sales")
+    alice = w.scalar("SELECT id FROM app_user WHERE email = 'alice@ourco.com'")
+    return deals.create_deal(w.rt, w.op, name=uniq("Deal"), owner_id=alice)["id"]
 
 
 CASES = {
@@ -168,6 +175,16 @@ CASES = {
     "activity.update_task": lambda w: (lambda tid: lambda a: activity.update_task(w.rt, a, tid, done=True))(
         activity.add_task(w.rt, w.op, _contact(w), "call back", None)["id"]
     ),
+    "deals.create_pipeline": lambda w: lambda a: deals.create_pipeline(w.rt, a, name=uniq("Pipeline")),
+    "deals.set_visibility": lambda w: lambda a: deals.set_visibility(w.rt, a, "all"),
+    # a rep creates deals they own and edits the deals they see
+    "deals.create_deal": lambda w: (lambda _: lambda a: deals.create_deal(w.rt, a, name=uniq("Deal")))(_deal(w)),
+    "deals.update_deal": lambda w: (lambda did: lambda a: deals.update_deal(w.rt, a, did, {"amount_minor": 500}))(
+        _deal(w)
+    ),
+    "deals.link_thread": lambda w: (lambda did: lambda a: deals.link_thread(w.rt, a, did, thread_key=uniq("t")))(
+        _deal(w)
+    ),
     "activity.log_email": lambda w: (
         lambda a: activity.log_email(
             w.rt,
@@ -181,7 +198,12 @@ CASES = {
         )
     ),
 }
-REP_CASES = {k for k in CASES if k.split(".")[0] in ("people", "activity")} | {"mailboxes.sync_now"}
+REP_CASES = {k for k in CASES if k.split(".")[0] in ("people", "activity")} | {
+    "mailboxes.sync_now",
+    "deals.create_deal",
+    "deals.update_deal",
+    "deals.link_thread",
+}
 
 
 @pytest.fixture(scope="module")
