@@ -2,6 +2,7 @@
 
 from sqlmodel import SQLModel
 
+from app.models.followup import FollowUp, FollowUpKind, FollowUpStatus
 from app.models.mail import FolderState, GraphSubscription, M365Tenant, Mailbox, MailboxStatus, SyncIssue, SyncStage
 from app.models.org import (
     ApiToken,
@@ -36,6 +37,9 @@ __all__ = [
     "Organisation",
     "User",
     "UserAlias",
+    "FollowUp",
+    "FollowUpKind",
+    "FollowUpStatus",
     "FolderState",
     "GraphSubscription",
     "M365Tenant",
