@@ -424,8 +424,9 @@
         el("div", {}, el("strong", { text: s.emails_out || 0 }), el("span", { text: "emails out" })),
         el("div", {}, el("strong", { text: s.meetings || 0 }), el("span", { text: "meetings" }))),
       el("p", { class: "meta" }, "First contact ", fmtDate(s.first_interaction_at), " · last ", ago(s.last_interaction_at)),
-      colleagues.length ? el("ul", { class: "plain colleagues", "aria-label": "Colleagues who know them" },
-        colleagues.map(k => el("li", {}, el("span", { text: k.name || k.email }),
+      colleagues.length ? el("ul", { class: "plain colleagues", "aria-label": "Who knows them best" },
+        colleagues.map(k => el("li", { title: k.strength_explanation || "" }, el("span", { text: k.name || k.email }),
+          el("span", { class: "strength", text: " " + (k.strength || 0), "aria-label": "strength " + (k.strength || 0) + ": " + (k.strength_explanation || "") }),
           el("span", { class: "meta", text: " · " + k.interactions + (k.interactions === 1 ? " interaction, " : " interactions, ") + ago(k.last_interaction_at) })))) :
         el("p", { class: "muted", text: "No colleague has emailed them yet." })));
 
