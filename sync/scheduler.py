@@ -20,10 +20,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select, update
 
 from app.db import read_only, write_transaction
-from app.models import Mailbox, MailboxStatus
+from app.models import Mailbox, MailboxStatus, Organisation
 from app.models.base import utcnow
 from connectors.base import ConnectorError, close_quietly
 from connectors.factory import build_connector
+from sync import followups
 from sync.engine import due_mailboxes, load_mailbox, request_sync, sync_mailbox
 from sync.runtime import Runtime
 
@@ -174,6 +175,16 @@ class SyncService:
         )
         from sync import graph_push
 
+        # The follow-up queue's time-based rules (sync/followups.py): replies in other threads and
+        # meetings that arrived out of order, and key accounts going quiet.
+        self.scheduler.add_job(
+            self.sweep_followups,
+            "interval",
+            minutes=5,
+            id="followups",
+            max_instances=1,
+            coalesce=True,
+        )
         if graph_push.push_enabled(self.rt):
             # Microsoft Graph subscriptions live at most ~3 days for mail: renew well before.
             self.scheduler.add_job(
@@ -215,6 +226,16 @@ class SyncService:
             self.pool.submit(self._run, mailbox_id)
         if self.idle_enabled:
             self._ensure_watchers()
+
+    def sweep_followups(self, now: datetime | None = None) -> None:
+        try:
+            with read_only(self.rt.engine) as conn:
+                orgs = list(conn.execute(select(Organisation.__table__.c.id)).scalars())
+            for org_id in orgs:
+                with write_transaction(self.rt.engine) as conn:
+                    followups.sweep(conn, org_id, now)
+        except Exception:  # noqa: BLE001 - the next run tries again
+            log.exception("follow-up sweep failed")
 
     def _run(self, mailbox_id: int) -> None:
         try:

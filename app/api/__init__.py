@@ -17,6 +17,7 @@ from app.api import (
     admin_pages,
     companies,
     contacts,
+    followups,
     graph_webhooks,
     mailboxes,
     metrics,
@@ -29,7 +30,20 @@ from app.db import read_only
 from app.runtime import Runtime
 from app.services.errors import ServiceError, http_status
 
-ROUTERS = (contacts, companies, mailboxes, activity, people, addin, panel, admin, admin_pages, graph_webhooks, metrics)
+ROUTERS = (
+    contacts,
+    companies,
+    followups,
+    mailboxes,
+    activity,
+    people,
+    addin,
+    panel,
+    admin,
+    admin_pages,
+    graph_webhooks,
+    metrics,
+)
 
 
 def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:
