@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
+from app.db import db_time, raw_rows
 from app.models import Company, Interaction, Participant, User
 
 P, I, K, U = Participant.__table__, Interaction.__table__, Company.__table__, User.__table__
@@ -55,21 +56,19 @@ def _since(now: datetime) -> datetime:
     return now - timedelta(days=WINDOW_DAYS)
 
 
-def colleagues(conn: Connection, org_id: int, contact_id: int, now: datetime) -> dict[int, dict]:
-    """user id -> score and words, for every colleague who dealt with this contact lately."""
-    pc, pu = P.alias("pc"), P.alias("pu")
-    rows = conn.execute(
-        select(pu.c.user_id, I.c.kind, I.c.direction, func.count(func.distinct(I.c.id)), func.max(I.c.occurred_at))
-        .select_from(pc.join(I, I.c.id == pc.c.interaction_id).join(pu, pu.c.interaction_id == pc.c.interaction_id))
-        .where(
-            pc.c.org_id == org_id,
-            pc.c.contact_id == contact_id,
-            pc.c.occurred_at >= _since(now),
-            pu.c.user_id.is_not(None),
-            I.c.kind.in_(("email", "meeting")),
-        )
-        .group_by(pu.c.user_id, I.c.kind, I.c.direction)
-    ).all()
+def colleagues(conn, org_id: int, contact_id: int, now: datetime) -> dict[int, dict]:
+    """user id -> score and words, for every colleague who dealt with this contact lately.
+
+    Hand-written SQL: the lookup runs it on its plain sqlite3 reader too (app/db.py SqliteReader)."""
+    rows = raw_rows(
+        conn,
+        """SELECT pu.user_id, i.kind, i.direction, count(DISTINCT i.id), max(i.occurred_at)
+        FROM participant pc JOIN interaction i ON i.id = pc.interaction_id
+        JOIN participant pu ON pu.interaction_id = pc.interaction_id AND pu.user_id IS NOT NULL
+        WHERE pc.org_id = ? AND pc.contact_id = ? AND pc.occurred_at >= ? AND i.kind IN ('email', 'meeting')
+        GROUP BY pu.user_id, i.kind, i.direction""",
+        (org_id, contact_id, db_time(conn, _since(now))),
+    )
     return _fold(rows, now)
 
 
