@@ -222,9 +222,10 @@ def setup_threadline(data_dir: Path, corpus, rep: str, host: str, port: int, use
     return mailbox_id
 
 
-def threadline_env(data_dir: Path) -> dict:
+def threadline_env(data_dir: Path, **extra: str) -> dict:
     env = dict(os.environ)
     env.update(THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0", PYTHONPATH=REPO, COLUMNS="200", TERM="dumb")
+    env.update(extra)
     return env
 
 
@@ -348,11 +349,14 @@ def run_mbsync(dv, work: Path, user: str, fsync: str, name: str, n: int):
     return m
 
 
-def run_threadline(dv, work: Path, corpus, rep: str, user: str, name: str, n: int, *, verbose: bool):
+def run_threadline(
+    dv, work: Path, corpus, rep: str, user: str, name: str, n: int, *, verbose: bool, followups: bool = True
+):
     data_dir = work / name
     mailbox_id = setup_threadline(data_dir, corpus, rep, dv.host, dv.port, user)
     argv = [PYTHON, "-m", "app.cli", "sync", "--once", "--mailbox", str(mailbox_id)]
-    m = measured_with_server(dv, argv, env=threadline_env(data_dir), cwd=REPO)
+    extra = {} if followups else {"THREADLINE_FOLLOWUPS_AT_INGEST": "0"}
+    m = measured_with_server(dv, argv, env=threadline_env(data_dir, **extra), cwd=REPO)
     log(
         f"    Threadline: rc={m.returncode} {m.seconds:.2f}s = {n / m.seconds:,.0f} msg/s, "
         f"peak PSS {m.tree_pss_mb:.0f} MB (RSS sum {m.tree_rss_mb:.0f} MB, {m.tree_procs} processes, largest "
@@ -425,6 +429,11 @@ def main() -> int:
         "next to Dovecot's data; e.g. /dev/shm to take the disk out of the comparison)",
     )
     ap.add_argument("--keep", action="store_true", help="keep Dovecot's data and the temp dirs")
+    ap.add_argument(
+        "--followups-compare",
+        action="store_true",
+        help="also run each Threadline import with the follow-up queue off at ingest, and print the difference",
+    )
     args = ap.parse_args()
     n = args.messages
     companies = args.companies or max(40, n // 1000)
@@ -484,9 +493,16 @@ def main() -> int:
                 if tool == "mbsync":
                     mbs.append(run_mbsync(dv, local, user, "no", f"mbsync{r}", n))
                 else:
+                    if args.followups_compare:  # the follow-up queue's share of the first import
+                        off = run_threadline(
+                            dv, local, corpus, rep, user, f"nofollow{r}", n, verbose=False, followups=False
+                        )
+                        log(f"    (above: follow-ups at ingest switched off: {off.seconds:.2f}s)")
                     tls.append(
                         run_threadline(dv, local, corpus, rep, user, f"threadline{r}", n, verbose=r == args.rounds)
                     )
+                    if args.followups_compare:
+                        log(f"    follow-ups add {100 * (tls[-1].seconds / off.seconds - 1):+.1f}% to the first import")
         fs = None
         if args.fsync_baseline:
             log(f"\nmbsync with isync's default FSync yes ... uptime: {uptime_line()}")

@@ -20,6 +20,7 @@ arrived before the message they answer (backfill runs newest first), and "going 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 from typing import Any, Iterable
@@ -34,6 +35,8 @@ from app.models.base import utcnow
 from app.models.followup import FollowUpKind, FollowUpStatus
 from connectors.graph import AUTO_REPLY_PREFIXES
 
+# bench/imap_sync.py --followups-compare switches the ingest step off to measure its cost; nothing else does.
+AT_INGEST = os.environ.get("THREADLINE_FOLLOWUPS_AT_INGEST", "1") != "0"
 F = FollowUp.__table__
 I = Interaction.__table__  # noqa: E741 - the usual alias in this package's queries
 P = Participant.__table__
@@ -178,7 +181,19 @@ def record(conn: Connection, org_id: int, events: list[MailEvent], now: datetime
             }
         )
     rows.sort(key=lambda r: r["thread_key"])  # one key order for every writer (PostgreSQL)
-    insert_ignore(conn, F, rows)
+    keys = [r["thread_key"] for r in rows]
+    known: set[str] = set()
+    for i in range(0, len(keys), 500):
+        known.update(
+            conn.execute(select(F.c.thread_key).where(F.c.org_id == org_id, F.c.thread_key.in_(keys[i : i + 500])))
+            .scalars()
+            .all()
+        )
+    insert_ignore(conn, F, [r for r in rows if r["thread_key"] not in known])
+    # Only threads that had a row are updated (a first import's threads are mostly new: one
+    # statement per thread there was most of this step's cost). A thread another writer adds
+    # between the read and the insert keeps that writer's row; the next message rewrites it.
+    rows = [r for r in rows if r["thread_key"] in known]
     # The thread already had a row (the insert was ignored): a newer message rewrites it;
     # "since < :at" makes an older copy or a replay a no-op, also against a concurrent writer.
     stmt = (
@@ -186,7 +201,8 @@ def record(conn: Connection, org_id: int, events: list[MailEvent], now: datetime
         .where(F.c.org_id == org_id, F.c.thread_key == _b("k"), F.c.since < _b("since"))
         .values({c: _b(c) for c in _REWRITTEN})
     )
-    conn.execute(stmt, [{**{c: r[c] for c in _REWRITTEN}, "k": r["thread_key"]} for r in rows])
+    if rows:
+        conn.execute(stmt, [{**{c: r[c] for c in _REWRITTEN}, "k": r["thread_key"]} for r in rows])
     _close_across_threads(conn, org_id, list(latest.values()), now)
 
 

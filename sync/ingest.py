@@ -607,7 +607,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
         )
     if recount:
         stats.recompute(conn, org.org_id, recount)
-    if new_ids:
+    if new_ids and followups.AT_INGEST:
         # The follow-up queue sees each email once: only rows this batch created (a re-sync or
         # another mailbox's copy of a stored message is not new), with the people just inserted.
         sent = {p.record.message_key: p.record.date for p in prepared}
