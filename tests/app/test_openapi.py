@@ -273,7 +273,40 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
         to=[{"email": "alice@ourco.com"}],
         date=NOW,
     )
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from app.api.followups import CalendarIn, KeyAccountIn, SnoozeIn
+    from app.db import write_transaction
+    from app.models import FollowUp
+
+    def followup() -> int:
+        at = NOW - timedelta(days=5)
+        with write_transaction(sd.rt.engine) as conn:
+            return conn.execute(
+                insert(FollowUp.__table__).values(
+                    org_id=sd.world.org_id,
+                    thread_key=f"openapi-{at.timestamp()}-{id(conn)}",
+                    kind="waiting",
+                    user_id=sd.users["alice"],
+                    address=JANE,
+                    contact_id=contact,
+                    since=at,
+                    due_at=at,
+                    status="open",
+                    updated_at=at,
+                )
+            ).inserted_primary_key[0]
+
     return {
+        ("GET", "/api/me/day"): me,
+        ("GET", "/api/followups"): {**me, "rep": None},
+        ("POST", "/api/followups/{followup_id}/snooze"): {**me, "followup_id": followup(), "body": SnoozeIn(span="1d")},
+        ("POST", "/api/followups/{followup_id}/done"): {**me, "followup_id": followup()},
+        ("POST", "/api/key-accounts"): {**me, "body": KeyAccountIn(kind="contact", id=contact)},
+        ("PATCH", "/api/me/calendar"): {**me, "body": CalendarIn(timezone="Europe/Paris")},
+        ("GET", "/api/companies"): {**me, "sort": "strength", "limit": 100},
         ("GET", "/healthz"): {},
         ("GET", "/livez"): {},
         ("GET", "/panel/config.json"): {"rt": sd.rt, "response": Response()},
