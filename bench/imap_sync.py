@@ -397,15 +397,21 @@ def run_ceiling(dv, user: str, n: int):
     return m
 
 
-def run_threadline(dv, work: Path, corpus, rep: str, user: str, name: str, n: int, *, verbose: bool, pg=None):
+def run_threadline(
+    dv, work: Path, corpus, rep: str, user: str, name: str, n: int, *, verbose: bool, pg=None, followups: bool = True
+):
     """Threadline's first sync as its own process, into SQLite or (pg: a started
-    tests.servers.Postgres) a fresh PostgreSQL database, whose server CPU is added."""
+    tests.servers.Postgres) a fresh PostgreSQL database, whose server CPU is added;
+    followups=False turns the follow-up queue off at ingest (--followups-compare)."""
     data_dir = work / name
     url = pg.create_database() if pg is not None else None
     mailbox_id = setup_threadline(data_dir, corpus, rep, dv.host, dv.port, user, url)
     argv = [PYTHON, "-m", "app.cli", "sync", "--once", "--mailbox", str(mailbox_id)]
     pg_before = tree_cpu_seconds(pg.postmaster_pid) if pg is not None else 0.0
-    m = measured_with_server(dv, argv, env=threadline_env(data_dir, url), cwd=REPO)
+    env = threadline_env(data_dir, url)
+    if not followups:
+        env["THREADLINE_FOLLOWUPS_AT_INGEST"] = "0"
+    m = measured_with_server(dv, argv, env=env, cwd=REPO)
     if pg is not None:
         m.extra["postgres_cpu"] = tree_cpu_seconds(pg.postmaster_pid) - pg_before
     log(
@@ -543,6 +549,11 @@ def main() -> int:
         "PostgreSQL's messages/s beside SQLite's, with the ratio (issue 18: target >= 0.8x)",
     )
     ap.add_argument("--keep", action="store_true", help="keep Dovecot's data and the temp dirs")
+    ap.add_argument(
+        "--followups-compare",
+        action="store_true",
+        help="also run each Threadline import with the follow-up queue off at ingest, and print the difference",
+    )
     args = ap.parse_args()
     n = args.messages
     companies = args.companies or max(40, n // 1000)
@@ -627,9 +638,16 @@ def main() -> int:
                         run_threadline(dv, local, corpus, rep, user, f"pg{r}", n, verbose=r == args.rounds, pg=pg)
                     )
                 else:
+                    if args.followups_compare:  # the follow-up queue's share of the first import
+                        off = run_threadline(
+                            dv, local, corpus, rep, user, f"nofollow{r}", n, verbose=False, followups=False
+                        )
+                        log(f"    (above: follow-ups at ingest switched off: {off.seconds:.2f}s)")
                     tls.append(
                         run_threadline(dv, local, corpus, rep, user, f"threadline{r}", n, verbose=r == args.rounds)
                     )
+                    if args.followups_compare:
+                        log(f"    follow-ups add {100 * (tls[-1].seconds / off.seconds - 1):+.1f}% to the first import")
         fs = None
         if args.fsync_baseline:
             log(f"\nmbsync with isync's default FSync yes ... uptime: {uptime_line()}")

@@ -24,7 +24,7 @@ from app.models import Company, Contact, ContactAddress, Interaction, Participan
 from app.models.base import utcnow
 from app.models.timeline import InteractionKind
 from connectors.base import MessageRecord
-from sync import addresses as addr, copies, senders, stats
+from sync import addresses as addr, copies, followups, senders, stats
 from sync.exclusions import Exclusions
 
 INTERACTION = Interaction.__table__
@@ -44,6 +44,7 @@ INTERACTION_COLUMNS = (
     "from_address",
     "created_at",
     "unverified_sender",
+    "automated",
 )
 PARTICIPANT_COLUMNS = (
     "org_id",
@@ -518,6 +519,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
                 p.people[0][0] if p.people and p.people[0][2] == "from" else None,
                 now,
                 p.unverified,
+                followups.is_automated(r),
             )
         )
     if conn.dialect.name == "postgresql":
@@ -626,6 +628,17 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
         )
     if recount:
         stats.recompute(conn, org.org_id, recount)
+    if new_ids and followups.AT_INGEST:
+        # The follow-up queue sees each email once: only rows this batch created (a re-sync or
+        # another mailbox's copy of a stored message is not new), with the people just inserted.
+        sent = {p.record.message_key: p.record.date for p in prepared}
+        facts_new = {
+            iid: (row[7], sent[row[2]], row[4], row[10] or row[11])
+            for row in rows
+            if (iid := existing[row[2]]) in new_ids
+        }
+        fallback = users.get(mbx.owner_address)
+        followups.record(conn, org.org_id, followups.events_from_ingest(facts_new, fresh, fallback))
     result.imported = len(sources) if mbx.mailbox_id is not None else len(prepared)
     return result
 

@@ -20,13 +20,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import or_, select, update
 
 from app.db import read_only, write_transaction
-from app.models import Mailbox, MailboxStatus
+from app.models import Mailbox, MailboxStatus, Organisation
 from app.models.base import utcnow
 from app.settings import holder_gone
 from connectors.base import ConnectorError
 from connectors.imap import ImapSettings
 from connectors.imapidle import IdleSession
-from sync import stats
+from sync import followups, stats
 from sync.engine import due_mailboxes, request_sync, sync_mailbox
 from sync.idlehub import IdleHub
 from sync.runtime import Runtime
@@ -198,6 +198,16 @@ class SyncService:
         )
         from sync import graph_push
 
+        # The follow-up queue's time-based rules (sync/followups.py): replies in other threads and
+        # meetings that arrived out of order, and key accounts going quiet.
+        self.scheduler.add_job(
+            self.sweep_followups,
+            "interval",
+            minutes=5,
+            id="followups",
+            max_instances=1,
+            coalesce=True,
+        )
         if graph_push.push_enabled(self.rt):
             # Microsoft Graph subscriptions live at most ~3 days for mail: renew well before.
             self.scheduler.add_job(
@@ -281,6 +291,16 @@ class SyncService:
         if not self.submit(mailbox_id):
             with self._lock:
                 self.again.add(mailbox_id)  # the running sync may have read the Inbox already
+
+    def sweep_followups(self, now: datetime | None = None) -> None:
+        try:
+            with read_only(self.rt.engine) as conn:
+                orgs = list(conn.execute(select(Organisation.__table__.c.id)).scalars())
+            for org_id in orgs:
+                with write_transaction(self.rt.engine) as conn:
+                    followups.sweep(conn, org_id, now)
+        except Exception:  # noqa: BLE001 - the next run tries again
+            log.exception("follow-up sweep failed")
 
     def _run(self, mailbox_id: int) -> None:
         try:

@@ -89,6 +89,12 @@ def panel() -> Response:
     return _page("panel.html", outlook=False)
 
 
+@router.get("/home", response_class=HTMLResponse, include_in_schema=False)
+def home() -> Response:
+    """The rep's day: follow-ups due, tasks, meetings, deals needing attention."""
+    return _page("panel.html", outlook=False)
+
+
 @router.get("/panel/contact/{contact_id}", response_class=HTMLResponse, include_in_schema=False)
 def contact_page(contact_id: int) -> Response:
     """A contact's full record on a page of its own."""

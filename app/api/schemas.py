@@ -47,6 +47,8 @@ class Colleague(BaseModel):
     email: str
     interactions: int
     last_interaction_at: datetime | None
+    strength: int = 0  # 0-100, app/services/strength.py
+    strength_explanation: str = ""  # "12 emails both ways in the last 90 days, met twice"
 
 
 class Summary(BaseModel):

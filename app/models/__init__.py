@@ -12,6 +12,7 @@ from app.models.deals import (
     PipelineStage,
     StageKind,
 )
+from app.models.followup import FollowUp, FollowUpKind, FollowUpStatus
 from app.models.mail import FolderState, GraphSubscription, M365Tenant, Mailbox, MailboxStatus, SyncIssue, SyncStage
 from app.models.org import (
     ApiToken,
@@ -47,6 +48,9 @@ __all__ = [
     "Organisation",
     "User",
     "UserAlias",
+    "FollowUp",
+    "FollowUpKind",
+    "FollowUpStatus",
     "FolderState",
     "GraphSubscription",
     "M365Tenant",

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, false as sa_false
 from sqlmodel import Field
 
 from app.models.base import TableModel, utcnow
@@ -34,6 +34,15 @@ class Organisation(TableModel, table=True):
     # The key of erasure tombstones (sync/exclusions.py), random, encrypted with
     # the secret box; made at the first erasure or export.
     erasure_key_enc: str | None = None
+    # Follow-up queue (sync/followups.py): business days to wait for an answer, business
+    # hours to answer, days without interaction before a key account is "going quiet".
+    followup_wait_days: int = Field(default=3, sa_column_kwargs={"server_default": "3"})
+    followup_reply_hours: int = Field(default=8, sa_column_kwargs={"server_default": "8"})
+    followup_quiet_days: int = Field(default=30, sa_column_kwargs={"server_default": "30"})
+    # The SMTP server the daily digest goes through (host, port, security, username, from);
+    # its password is secret_enc-style encrypted in smtp_secret_enc.
+    smtp: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    smtp_secret_enc: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -48,6 +57,14 @@ class User(TableModel, table=True):
     active: bool = True
     # Entra ID object id (oid claim) once the user has signed in with Microsoft.
     entra_object_id: str | None = None
+    # The rep's calendar for follow-up due dates: IANA time zone, working weekdays (0 = Monday), hours.
+    timezone: str = Field(default="UTC", sa_column_kwargs={"server_default": "UTC"})
+    working_days: list[int] = Field(
+        default_factory=lambda: [0, 1, 2, 3, 4], sa_column=Column(JSON, nullable=False, server_default="[0,1,2,3,4]")
+    )
+    work_start_hour: int = Field(default=9, sa_column_kwargs={"server_default": "9"})
+    work_end_hour: int = Field(default=17, sa_column_kwargs={"server_default": "17"})
+    digest_enabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -15,6 +15,7 @@ class Company(TableModel, table=True):
     org_id: int = Field(foreign_key="organisation.id")
     domain: str  # registrable domain, e.g. example.co.uk
     name: str
+    key_account: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -31,6 +32,7 @@ class Contact(TableModel, table=True):
     stage: str | None = None
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     owner_id: int | None = Field(default=None, foreign_key="app_user.id")
+    key_account: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -71,6 +73,9 @@ class Interaction(TableModel, table=True):
     # email: the From names someone of the organisation, but nothing vouched for it
     # (sync/senders.py), so it is kept as received, not as their sent mail
     unverified_sender: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
+    # email: an auto-reply (out of office) or machine mail kept on the timeline; it never
+    # opens or closes a follow-up (sync/followups.py)
+    automated: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
     # meetings
     ends_at: datetime | None = None
     location: str | None = None

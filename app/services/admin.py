@@ -15,6 +15,7 @@ from app.models import (
     ContactAddress,
     ContactColleague,
     ContactStats,
+    FollowUp,
     Interaction,
     InteractionSource,
     Participant,
@@ -24,6 +25,7 @@ from sync import copies
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
 C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
 STATS, COLLEAGUE = ContactStats.__table__, ContactColleague.__table__
+FU = FollowUp.__table__  # the follow-up queue points at interactions, contacts and companies
 CHUNK = 500
 
 
@@ -65,6 +67,7 @@ def delete_interactions(conn: Connection, org_id: int, interaction_ids: Iterable
         )
         gone.update(copies.delete(conn, S.c.org_id == org_id, S.c.interaction_id.in_(part)))
         conn.execute(delete(P).where(P.c.org_id == org_id, P.c.interaction_id.in_(part)))
+        conn.execute(delete(FU).where(FU.c.org_id == org_id, FU.c.interaction_id.in_(part)))
         removed += conn.execute(delete(I).where(I.c.org_id == org_id, I.c.id.in_(part))).rowcount
     return removed, contacts, gone
 
@@ -87,6 +90,7 @@ def delete_contacts(conn: Connection, org_id: int, contact_ids: Iterable[int]) -
             update(P).where(P.c.org_id == org_id, P.c.contact_id.in_(part)).values(contact_id=None, company_id=None)
         )
         conn.execute(delete(STATS).where(STATS.c.org_id == org_id, STATS.c.contact_id.in_(part)))
+        conn.execute(delete(FU).where(FU.c.org_id == org_id, FU.c.contact_id.in_(part)))
         conn.execute(delete(COLLEAGUE).where(COLLEAGUE.c.org_id == org_id, COLLEAGUE.c.contact_id.in_(part)))
         conn.execute(delete(CA).where(CA.c.org_id == org_id, CA.c.contact_id.in_(part)))
         conn.execute(delete(C).where(C.c.org_id == org_id, C.c.id.in_(part)))
@@ -103,6 +107,7 @@ def drop_empty_companies(conn: Connection, org_id: int, company_ids: Iterable[in
                 CO.c.id.in_(part),
                 ~exists().where(C.c.company_id == CO.c.id),
                 ~exists().where(P.c.company_id == CO.c.id),
+                ~exists().where(FU.c.company_id == CO.c.id),
             )
         ).rowcount
     return removed

@@ -177,11 +177,31 @@ def summary(conn: Connection, org_id: int, contact_id: int, counts: tuple | None
         "meetings": meetings,
         "first_interaction_at": min((t for t in (first, m_first) if t), default=None),
         "last_interaction_at": max((t for t in (last, m_last) if t), default=None),
-        "colleagues": [
-            {"id": uid, "name": name, "email": email, "interactions": n, "last_interaction_at": _ts(at)}
-            for uid, name, email, n, at in colleagues
-        ],
+        "colleagues": _by_strength(conn, org_id, contact_id, colleagues),
     }
+
+
+def _by_strength(conn: Connection, org_id: int, contact_id: int, colleagues) -> list[dict]:
+    """Who knows them best first: relationship strength (app/services/strength.py), then the latest."""
+    from app.services import strength
+
+    now = datetime.now(timezone.utc)
+    scores = strength.colleagues(conn, org_id, contact_id, now) if colleagues else {}
+    none = strength.score(0, 0, 0, None, now)
+    out = [
+        {
+            "id": uid,
+            "name": name,
+            "email": email,
+            "interactions": n,
+            "last_interaction_at": _ts(at),
+            "strength": scores.get(uid, none)["score"],
+            "strength_explanation": scores.get(uid, none)["explanation"],
+        }
+        for uid, name, email, n, at in colleagues
+    ]
+    out.sort(key=lambda c: -c["strength"])  # stable: ties keep the latest first
+    return out
 
 
 def _page(

@@ -276,7 +276,7 @@
       state.seq++;
       body.dataset.state = "empty";
       clear(main);
-      main.append(el("p", { class: "muted", text: "Select an email to see who it is from." }));
+      main.append(dayView(false), el("p", { class: "muted", text: "Select an email to see who it is from." }));
       return;
     }
     state.people = state.mail.people;
@@ -424,8 +424,9 @@
         el("div", {}, el("strong", { text: s.emails_out || 0 }), el("span", { text: "emails out" })),
         el("div", {}, el("strong", { text: s.meetings || 0 }), el("span", { text: "meetings" }))),
       el("p", { class: "meta" }, "First contact ", fmtDate(s.first_interaction_at), " · last ", ago(s.last_interaction_at)),
-      colleagues.length ? el("ul", { class: "plain colleagues", "aria-label": "Colleagues who know them" },
-        colleagues.map(k => el("li", {}, el("span", { text: k.name || k.email }),
+      colleagues.length ? el("ul", { class: "plain colleagues", "aria-label": "Who knows them best" },
+        colleagues.map(k => el("li", { title: k.strength_explanation || "" }, el("span", { text: k.name || k.email }),
+          el("span", { class: "strength", text: " " + (k.strength || 0), "aria-label": "strength " + (k.strength || 0) + ": " + (k.strength_explanation || "") }),
           el("span", { class: "meta", text: " · " + k.interactions + (k.interactions === 1 ? " interaction, " : " interactions, ") + ago(k.last_interaction_at) })))) :
         el("p", { class: "muted", text: "No colleague has emailed them yet." })));
 
@@ -843,6 +844,49 @@
       el("button", { type: "button", class: "link", text: p.name || p.email, onclick: () => openFound(p.email) }),
       el("span", { class: "meta", text: " · " + [p.name ? p.email : null, p.company].filter(Boolean).join(" · ") }))));
   }
+
+  // -- the rep's day (/home, and the top of the pane when no email is selected) -------------
+  function dayView(full) {
+    const box = el("section", { class: "day" + (full ? " full" : ""), "aria-labelledby": "h-day" },
+      el("h2", { id: "h-day", text: "Your day" }), el("p", { class: "muted", text: "Loading…" }));
+    function render(d) {
+      clear(box);
+      box.append(el("h2", { id: "h-day", text: "Your day" }));
+      const fus = el("ul", { class: "plain followups", "aria-label": "Follow-ups due" }, d.followups.map(f => {
+        const act = (path, body, done) => async () => {
+          try { await api("POST", "/api/followups/" + f.id + path, body); say(done, "ok"); load(); }
+          catch (e) { say("Could not change it: " + e.message, "error"); }
+        };
+        return el("li", { "data-followup": f.id },
+          el("span", { class: "kind", text: f.label + (f.overdue ? " · overdue" : "") }), " ",
+          el("button", { type: "button", class: "link", text: (f.who || f.address || "") + (f.subject ? " — " + f.subject : ""),
+            onclick: () => f.address ? openFound(f.address) : null }),
+          el("span", { class: "actions" },
+            el("button", { type: "button", text: "Snooze 1 day", onclick: act("/snooze", { span: "1d" }, "Snoozed for a day.") }),
+            el("button", { type: "button", text: "Snooze 1 week", onclick: act("/snooze", { span: "1w" }, "Snoozed for a week.") }),
+            el("button", { type: "button", text: "Done", onclick: act("/done", undefined, "Done.") })));
+      }));
+      box.append(el("h3", { text: "Follow-ups" }), d.followups.length ? fus : el("p", { class: "muted", text: "Nothing to chase today." }));
+      const list = (title, items, render) => { if (full || items.length) box.append(el("h3", { text: title }),
+        items.length ? el("ul", { class: "plain" }, items.map(render)) : el("p", { class: "muted", text: "None." })); };
+      list("Tasks due", d.tasks, t => el("li", {}, el("span", { text: t.title }), el("span", { class: "meta", text: " · " + (t.who || "") + " · " + fmtDate(t.due_at) })));
+      const meeting = m => el("li", {}, el("span", { text: fmtDate(m.starts_at, true) + " " + m.subject }),
+        el("ul", { class: "plain attendees" }, m.attendees.map(a => el("li", { class: "meta", text: a.name + " · last " + (a.last_interaction_at ? ago(a.last_interaction_at) : "never") }))));
+      list("Meetings today", d.meetings_today, meeting);
+      list("Meetings tomorrow", d.meetings_tomorrow, meeting);
+      list("Deals needing attention", d.deals, x => el("li", {}, el("span", { text: x.name }), el("span", { class: "meta", text: " · " + x.reason })));
+    }
+    async function load() {
+      try { render(await api("GET", "/api/me/day")); }
+      catch (e) {
+        if (e.status === 401) { storeToken(null); showSignIn(e.message); return; }
+        clear(box); box.append(el("p", { class: "error", text: "Could not load your day: " + e.message }));
+      }
+    }
+    load();
+    return box;
+  }
+
   function showSearch() {
     state.seq++;
     body.dataset.state = "empty";
@@ -889,6 +933,13 @@
     const fragment = /(?:^#|&)token=([^&]+)/.exec(location.hash);
     if (fragment) { storeToken(decodeURIComponent(fragment[1])); history.replaceState(null, "", location.pathname + location.search); }
     const params = new URLSearchParams(location.search);
+    if (/^\/home\/?$/.test(location.pathname)) {
+      if (!(state.token || storedToken())) { showSignIn(""); return; }
+      body.classList.add("full");
+      clear(main);
+      main.append(el("h1", { text: "Threadline" }), dayView(true));
+      return;
+    }
     const match = /^\/panel\/contact\/(\d+)\/?$/.exec(location.pathname);
     if (match || params.get("full") === "1") body.classList.add("full");
     if (match) {

@@ -18,7 +18,7 @@ from sqlalchemy import insert
 
 from app.api import create_app
 from app.db import session, write_transaction
-from app.models import Company, Contact, ContactAddress, Interaction, Participant
+from app.models import Company, Contact, ContactAddress, FollowUp, Interaction, Participant
 from app.services import deals, m365, mailboxes, orgs, rules
 from app.services.actor import Actor
 from tests import factories
@@ -67,6 +67,14 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("PATCH", "/api/tasks/{task_id}"): {"auth": USER, "json": {"done": True}},
     ("POST", "/api/log-email"): {"auth": USER, "json": {}},
     ("GET", "/api/me"): {"auth": USER},
+    ("GET", "/api/me/day"): {"auth": USER},
+    ("PATCH", "/api/me/calendar"): {"auth": USER, "json": {"timezone": "Europe/Paris"}},
+    ("GET", "/api/followups"): {"auth": USER},
+    ("POST", "/api/followups/{followup_id}/snooze"): {"auth": USER, "json": {"span": "1d"}},
+    ("POST", "/api/followups/{followup_id}/done"): {"auth": USER},
+    # the first organisation's company is row 1 (made first by the env fixture)
+    ("POST", "/api/key-accounts"): {"auth": USER, "json": {"kind": "company", "id": 1}, "other": (404,)},
+    ("GET", "/api/companies"): {"auth": USER},
     ("GET", "/api/stages"): {"auth": USER},  # the fixed list of pipeline stages
     ("POST", "/api/contacts"): {"auth": USER, "json": {}},
     ("PATCH", "/api/contacts/{contact_id}"): {"auth": USER, "json": {}},
@@ -90,6 +98,7 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("GET", "/addin/icon-{size}.png"): {"auth": PUBLIC},
     ("GET", "/addin/manifest.xml"): {"auth": PUBLIC},
     ("GET", "/panel"): {"auth": PUBLIC},
+    ("GET", "/home"): {"auth": PUBLIC},  # the page; its data comes from /api/me/day
     ("GET", "/panel/contact/{contact_id}"): {"auth": PUBLIC},
     ("GET", "/panel/outlook"): {"auth": PUBLIC},
     ("GET", "/panel/signin"): {"auth": PUBLIC},
@@ -315,6 +324,24 @@ def fresh_param(env, name: str):
         return env["company"]
     if name == "task_id":
         return env["task"]
+    if name == "followup_id":  # a fresh follow-up of the first organisation's rep
+        with write_transaction(w.rt.engine) as conn:
+            rep = orgs.user_id_by_email(conn, w.org_id, "rep@ourco.com")
+            now = datetime.now(timezone.utc)
+            return conn.execute(
+                insert(FollowUp.__table__).values(
+                    org_id=w.org_id,
+                    thread_key=uniq("t"),
+                    kind="waiting",
+                    user_id=rep,
+                    address="jane@acme-org1.com",
+                    contact_id=env["contact"],
+                    since=now,
+                    due_at=now,
+                    status="open",
+                    updated_at=now,
+                )
+            ).inserted_primary_key[0]
     op = Actor.operator(w.org_id)
     if name in ("tenant", "tenant_id"):  # a fresh tenant app of organisation 1, without mailboxes
         t = m365.add_tenant(w.rt, op, tenant_id=uniq("tr"), client_id="app", secret="s-matrix", check=False)

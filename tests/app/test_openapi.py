@@ -275,6 +275,32 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
         to=[{"email": "alice@ourco.com"}],
         date=NOW,
     )
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from app.api.followups import CalendarIn, KeyAccountIn, SnoozeIn
+    from app.db import write_transaction
+    from app.models import FollowUp
+
+    def followup() -> int:
+        at = NOW - timedelta(days=5)
+        with write_transaction(sd.rt.engine) as conn:
+            return conn.execute(
+                insert(FollowUp.__table__).values(
+                    org_id=sd.world.org_id,
+                    thread_key=f"openapi-{at.timestamp()}-{id(conn)}",
+                    kind="waiting",
+                    user_id=sd.users["alice"],
+                    address=JANE,
+                    contact_id=contact,
+                    since=at,
+                    due_at=at,
+                    status="open",
+                    updated_at=at,
+                )
+            ).inserted_primary_key[0]
+
     boss = sd.world.add_user(f"boss{len(sd.users)}@ourco.com", "Boss", admin=True)
     sd.users[f"boss{boss}"] = boss
     admin = {"caller": Caller(boss, sd.world.org_id, "boss@ourco.com", "admin"), "rt": sd.rt}
@@ -312,6 +338,13 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
         ("POST", "/api/deals/{deal_id}/threads"): {**on_deal, "body": ThreadLink(thread_key="t@acme.com")},
         ("GET", "/api/deals/{deal_id}/timeline"): {**on_deal, "cursor": None, "limit": 100},
         ("GET", "/api/board"): {**me, "pipeline_id": pipe["id"]},
+        ("GET", "/api/me/day"): me,
+        ("GET", "/api/followups"): {**me, "rep": None},
+        ("POST", "/api/followups/{followup_id}/snooze"): {**me, "followup_id": followup(), "body": SnoozeIn(span="1d")},
+        ("POST", "/api/followups/{followup_id}/done"): {**me, "followup_id": followup()},
+        ("POST", "/api/key-accounts"): {**me, "body": KeyAccountIn(kind="contact", id=contact)},
+        ("PATCH", "/api/me/calendar"): {**me, "body": CalendarIn(timezone="Europe/Paris")},
+        ("GET", "/api/companies"): {**me, "sort": "strength", "limit": 100},
         ("GET", "/healthz"): {},
         ("GET", "/livez"): {},
         ("GET", "/panel/config.json"): {"rt": sd.rt, "response": Response()},

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from app.services import activity, calendars, deals, m365, mailboxes, orgs, people, privacy, reconcile, rules
+from app.services import activity, calendars, deals, followups, m365, mailboxes, orgs, people, privacy, reconcile, rules
 from app.services.actor import Actor
 from app.services.errors import Conflict, Forbidden, NotFound
 from tests import factories
 from tests.world import make_world, runtime_env
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICE_MODULES = (activity, calendars, deals, m365, mailboxes, orgs, people, privacy, reconcile, rules)
+SERVICE_MODULES = (activity, calendars, deals, followups, m365, mailboxes, orgs, people, privacy, reconcile, rules)
 _n = itertools.count()
 
 
@@ -76,7 +76,47 @@ def _deal(w) -> int:
     return deals.create_deal(w.rt, w.op, name=uniq("Deal"), owner_id=alice)["id"]
 
 
+def _followup(w) -> int:
+    """A fresh open follow-up of the rep alice@ourco.com."""
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from app.db import write_transaction
+    from app.models import FollowUp
+
+    now = datetime.now(timezone.utc) - timedelta(days=5)
+    with write_transaction(w.rt.engine) as conn:
+        rep = orgs.user_id_by_email(conn, w.org_id, "alice@ourco.com")
+        return conn.execute(
+            insert(FollowUp.__table__).values(
+                org_id=w.org_id,
+                thread_key=uniq("thr"),
+                kind="owe",
+                user_id=rep,
+                address="x@client.example",
+                since=now,
+                due_at=now,
+                status="open",
+                updated_at=now,
+            )
+        ).inserted_primary_key[0]
+
+
 CASES = {
+    "followups.snooze": lambda w: (lambda fid: lambda a: followups.snooze(w.rt, a, fid, span="1w"))(_followup(w)),
+    "followups.dismiss": lambda w: (lambda fid: lambda a: followups.dismiss(w.rt, a, fid))(_followup(w)),
+    "followups.set_key_account": lambda w: (
+        lambda cid: lambda a: followups.set_key_account(w.rt, a, kind="contact", target_id=cid)
+    )(_contact(w)),
+    "followups.set_calendar": lambda w: (
+        lambda a: followups.set_calendar(
+            w.rt,
+            a,
+            a.user_id if a.role == "rep" else w.scalar("SELECT id FROM app_user WHERE email = 'alice@ourco.com'"),
+            tz="Europe/Paris",
+        )
+    ),
     "orgs.update_org": lambda w: lambda a: orgs.update_org(w.rt, a, {"backfill_days": 100 + next(_n)}),
     "orgs.create_user": lambda w: lambda a: orgs.create_user(w.rt, a, f"{uniq('n')}@ourco.com"),
     "orgs.update_user": lambda w: (lambda uid: lambda a: orgs.update_user(w.rt, a, uid, name=uniq("Name")))(_user(w)),
@@ -198,7 +238,7 @@ CASES = {
         )
     ),
 }
-REP_CASES = {k for k in CASES if k.split(".")[0] in ("people", "activity")} | {
+REP_CASES = {k for k in CASES if k.split(".")[0] in ("people", "activity", "followups")} | {
     "mailboxes.sync_now",
     "deals.create_deal",
     "deals.update_deal",

@@ -1,0 +1,118 @@
+"""The rep's day: follow-ups due, tasks due, today's and tomorrow's meetings, deals needing attention."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from app.models import ContactStats, Interaction, Participant
+from app.models.base import utcnow
+from app.services import followups
+
+I, P, S = Interaction.__table__, Participant.__table__, ContactStats.__table__
+
+
+def _aware(value):
+    return None if value is None else value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def deals_needing_attention(conn: Connection, org_id: int, user_id: int, now: datetime) -> list[dict]:
+    """Deals of this rep whose close date passed or with no activity lately.
+
+    The deals feature (another branch) fills this in; the day page shows whatever it returns
+    as {"id", "name", "reason"}."""
+    return []
+
+
+def tasks_due(conn: Connection, org_id: int, user_id: int, until: datetime, limit: int = 50) -> list[dict]:
+    rows = conn.execute(
+        select(I.c.id, I.c.subject, I.c.due_at, P.c.contact_id, P.c.name, P.c.address)
+        .join(P, (P.c.interaction_id == I.c.id) & (P.c.role == "about"))
+        .where(
+            I.c.org_id == org_id,
+            I.c.kind == "task",
+            I.c.author_id == user_id,
+            I.c.done_at.is_(None),
+            I.c.due_at < until,
+        )
+        .order_by(I.c.due_at, I.c.id)
+        .limit(limit)
+    ).all()
+    return [
+        {
+            "id": r.id,
+            "title": r.subject or "",
+            "due_at": _aware(r.due_at),
+            "contact_id": r.contact_id,
+            "who": r.name or r.address,
+        }
+        for r in rows
+    ]
+
+
+def meetings(conn: Connection, org_id: int, user_id: int, start: datetime, end: datetime) -> list[dict]:
+    """The rep's meetings between start and end, each with who is coming and their last interaction."""
+    mine = (
+        select(I.c.id, I.c.subject, I.c.occurred_at, I.c.ends_at, I.c.location)
+        .join(P, P.c.interaction_id == I.c.id)
+        .where(
+            P.c.org_id == org_id,
+            P.c.user_id == user_id,
+            I.c.kind == "meeting",
+            I.c.occurred_at >= start,
+            I.c.occurred_at < end,
+            func.coalesce(I.c.status, "confirmed") != "cancelled",
+        )
+        .order_by(I.c.occurred_at, I.c.id)
+        .limit(50)
+    )
+    found = conn.execute(mine).all()
+    ids = [m.id for m in found]
+    people: dict[int, list[dict]] = {}
+    if ids:
+        for r in conn.execute(
+            select(P.c.interaction_id, P.c.name, P.c.address, P.c.contact_id, P.c.user_id, S.c.last_email_at)
+            .outerjoin(S, S.c.contact_id == P.c.contact_id)
+            .where(P.c.interaction_id.in_(ids))
+            .order_by(P.c.interaction_id, P.c.id)
+        ):
+            if r.user_id is not None:
+                continue
+            people.setdefault(r.interaction_id, []).append(
+                {
+                    "name": r.name or r.address,
+                    "address": r.address,
+                    "contact_id": r.contact_id,
+                    "last_interaction_at": _aware(r.last_email_at),
+                }
+            )
+    return [
+        {
+            "id": m.id,
+            "subject": m.subject or "",
+            "starts_at": _aware(m.occurred_at),
+            "ends_at": _aware(m.ends_at),
+            "location": m.location,
+            "attendees": people.get(m.id, []),
+        }
+        for m in found
+    ]
+
+
+def my_day(conn: Connection, org_id: int, user_id: int, now: datetime | None = None) -> dict:
+    now = now or utcnow()
+    cal = followups.calendar_of(conn, org_id, user_id)
+    today_end = followups.end_of_local_day(now, cal)
+    tomorrow_end = followups.end_of_local_day(now, cal, days=1)
+    today_start = followups.end_of_local_day(now, cal, days=-1)
+    return {
+        "now": now,
+        "timezone": cal.tz,
+        "followups": followups.due(conn, org_id, user_id, now),
+        "tasks": tasks_due(conn, org_id, user_id, today_end),
+        "meetings_today": meetings(conn, org_id, user_id, today_start, today_end),
+        "meetings_tomorrow": meetings(conn, org_id, user_id, today_end, tomorrow_end),
+        "deals": deals_needing_attention(conn, org_id, user_id, now),
+    }

@@ -1,0 +1,206 @@
+"""The follow-up queue from real mailboxes (Dovecot): opened and closed by mail alone, once per
+thread, with the clock passed in (no sleeping)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from app.db import read_only, write_transaction
+from app.services import followups as queue
+from app.services.actor import Actor
+from sync import followups
+from tests.world import NOW, make_world, message
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request):
+    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+
+
+def _rows(world):
+    return world.sql(
+        "SELECT f.kind, u.email, f.address, f.status, f.closed_reason FROM followup f "
+        "LEFT JOIN app_user u ON u.id = f.user_id ORDER BY f.thread_key"
+    )
+
+
+def _t(value) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _due(world, email, now):
+    uid = world.scalar("SELECT id FROM app_user WHERE email = :e", e=email)
+    with read_only(world.rt.engine) as conn:
+        return queue.due(conn, world.org_id, uid, now)
+
+
+def test_an_unanswered_email_is_waiting_on_them_after_three_business_days_once_per_thread(
+    tmp_path, imap_user_factory, db_url
+):
+    world = make_world(tmp_path, url=db_url)
+    alice, bob = imap_user_factory(), imap_user_factory()
+    a_box, b_box = world.add_imap("alice@ourco.com", alice), world.add_imap("bob@ourco.com", bob)
+    sent = NOW - 2 * DAY
+    out = message("alice@ourco.com", "carol@acme.com", "Proposal", msgid="p1@ourco.com", when=sent, cc="bob@ourco.com")
+    alice.deliver(out, folder="INBOX")
+    bob.deliver(out)  # the same email in a second mailbox
+    world.sync(a_box)
+    world.sync(b_box)
+    world.sync(a_box)  # a re-sync changes nothing
+    assert _rows(world) == [("waiting", "alice@ourco.com", "carol@acme.com", "open", None)]
+    expected = followups.add_business_days(sent, 3, followups.Calendar())
+    assert _t(world.scalar("SELECT due_at FROM followup")) == expected
+    assert expected - sent >= 3 * DAY
+    # Not on the rep's list before it is due, on it from that day on.
+    assert _due(world, "alice@ourco.com", sent + timedelta(hours=1)) == []
+    listed = _due(world, "alice@ourco.com", expected + timedelta(minutes=1))
+    assert [(f["kind"], f["subject"], f["overdue"]) for f in listed] == [("waiting", "Proposal", True)]
+    assert _due(world, "bob@ourco.com", expected + DAY) == []
+
+
+def test_a_reply_from_anyone_at_their_company_closes_it_and_an_auto_reply_does_not(tmp_path, imap_user_factory, db_url):
+    world = make_world(tmp_path, url=db_url)
+    alice = imap_user_factory()
+    box = world.add_imap("alice@ourco.com", alice)
+    alice.deliver(message("alice@ourco.com", "carol@acme.com", "Quote", msgid="q1@ourco.com", when=NOW - 5 * DAY))
+    alice.deliver(message("alice@ourco.com", "erin@zeta.com", "Demo", msgid="z1@ourco.com", when=NOW - 5 * DAY))
+    world.sync(box)
+    # An out-of-office in the thread, then Dave (same company as Carol) answers in a new thread.
+    alice.deliver(
+        message(
+            "Carol <carol@acme.com>",
+            "alice@ourco.com",
+            "Automatic reply: Quote",
+            msgid="ooo@acme.com",
+            when=NOW - 5 * DAY + timedelta(minutes=1),
+            extra="In-Reply-To: <q1@ourco.com>\r\nAuto-Submitted: auto-replied",
+        )
+    )
+    alice.deliver(
+        message(
+            "Erin <erin@zeta.com>",
+            "alice@ourco.com",
+            "Out of office: Demo",
+            msgid="ooo@zeta.com",
+            when=NOW - 4 * DAY,
+            extra="In-Reply-To: <z1@ourco.com>",
+        )
+    )
+    world.sync(box)
+    assert [r[3] for r in _rows(world)] == ["open", "open"]
+    alice.deliver(
+        message("Dave <dave@acme.com>", "alice@ourco.com", "About your quote", msgid="d1@acme.com", when=NOW - 3 * DAY)
+    )
+    world.sync(box)
+    kinds = {(r[2], r[0], r[3], r[4]) for r in _rows(world)}
+    assert ("carol@acme.com", "waiting", "closed", "reply") in kinds
+    assert ("erin@zeta.com", "waiting", "open", None) in kinds
+    # Dave's email now waits for Alice's answer; answering it in his thread turns it round.
+    assert ("dave@acme.com", "owe", "open", None) in kinds
+    alice.deliver(
+        message(
+            "alice@ourco.com",
+            "dave@acme.com",
+            "Re: About your quote",
+            msgid="r2@ourco.com",
+            when=NOW - 2 * DAY,
+            extra="In-Reply-To: <d1@acme.com>\r\nReferences: <d1@acme.com>",
+        ),
+        folder="INBOX",
+    )
+    world.sync(box)
+    assert ("dave@acme.com", "waiting", "open", None) in {(r[2], r[0], r[3], r[4]) for r in _rows(world)}
+    assert world.scalar("SELECT count(*) FROM followup") == 3
+
+
+def test_you_owe_a_reply_counts_business_hours_in_the_reps_time_zone_and_a_colleague_answer_closes_it(
+    tmp_path, imap_user_factory, db_url
+):
+    world = make_world(tmp_path, url=db_url)
+    alice, bob = imap_user_factory(), imap_user_factory()
+    a_box, b_box = world.add_imap("alice@ourco.com", alice), world.add_imap("bob@ourco.com", bob)
+    uid = world.scalar("SELECT id FROM app_user WHERE email = 'alice@ourco.com'")
+    queue.set_calendar(world.rt, Actor.operator(world.org_id), uid, tz="Asia/Tokyo", start_hour=9, end_hour=17)
+    # A Friday 17:30 in Tokyo (08:30 UTC, no daylight saving), after Alice's day: her 8 hours run
+    # Monday 9:00-17:00 Tokyo (00:00-08:00 UTC); counted in UTC it would have been Friday 16:30.
+    day = (NOW - 7 * DAY).date()
+    day -= timedelta(days=(day.weekday() - 4) % 7)
+    friday = datetime(day.year, day.month, day.day, 8, 30, tzinfo=timezone.utc)
+    monday = friday + timedelta(days=3)
+    asked = message(
+        "Carol <carol@acme.com>", "alice@ourco.com, bob@ourco.com", "Question", msgid="c1@acme.com", when=friday
+    )
+    alice.deliver(asked)
+    bob.deliver(asked)
+    world.sync(a_box)
+    assert _t(world.scalar("SELECT due_at FROM followup WHERE kind = 'owe'")) == monday.replace(hour=8, minute=0)
+    # Bob answers on the thread: Alice owes nothing now; Bob waits on Carol.
+    bob.deliver(
+        message(
+            "bob@ourco.com",
+            "carol@acme.com",
+            "Re: Question",
+            msgid="b1@ourco.com",
+            when=friday + DAY,
+            extra="In-Reply-To: <c1@acme.com>",
+        ),
+    )
+    world.sync(b_box)
+    assert _rows(world) == [("waiting", "bob@ourco.com", "carol@acme.com", "open", None)]
+
+
+def test_a_meeting_closes_waiting_and_a_quiet_key_account_opens_going_quiet(tmp_path, imap_user_factory):
+    world = make_world(tmp_path)
+    alice = imap_user_factory()
+    box = world.add_imap("alice@ourco.com", alice)
+    alice.deliver(message("alice@ourco.com", "carol@acme.com", "Quote", msgid="q1@ourco.com", when=NOW - 5 * DAY))
+    alice.deliver(message("Old <old@legacy.com>", "alice@ourco.com", "Hi", msgid="o1@legacy.com", when=NOW - 60 * DAY))
+    world.sync(box)
+    contact = world.scalar("SELECT id FROM contact WHERE primary_email = 'carol@acme.com'")
+    company = world.scalar("SELECT id FROM company WHERE domain = 'legacy.com'")
+    with write_transaction(world.rt.engine) as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO interaction (org_id, kind, message_key, occurred_at, direction, thread_key, sequence, "
+            "created_at, unverified_sender, automated) VALUES (?, 'meeting', 'ical:m1', ?, 'out', 'ical:m1', 0, ?, 0, 0)",
+            (world.org_id, (NOW - DAY).strftime("%Y-%m-%d %H:%M:%S.%f"), NOW.strftime("%Y-%m-%d %H:%M:%S.%f")),
+        )
+        mid = conn.exec_driver_sql("SELECT id FROM interaction WHERE message_key = 'ical:m1'").scalar()
+        conn.exec_driver_sql(
+            "INSERT INTO participant (org_id, interaction_id, occurred_at, address, role, contact_id, company_id) "
+            "SELECT ?, ?, ?, 'carol@acme.com', 'attendee', id, company_id FROM contact WHERE id = ?",
+            (world.org_id, mid, (NOW - DAY).strftime("%Y-%m-%d %H:%M:%S.%f"), contact),
+        )
+    queue.set_key_account(world.rt, Actor.operator(world.org_id), kind="company", target_id=company)
+    with write_transaction(world.rt.engine) as conn:
+        done = followups.sweep(conn, world.org_id, NOW)
+    assert done["meeting"] == 1 and done["quiet_opened"] == 1
+    rows = {(r[0], r[3], r[4]) for r in _rows(world)}
+    assert ("waiting", "closed", "meeting") in rows and ("quiet", "open", None) in rows
+    with write_transaction(world.rt.engine) as conn:
+        assert followups.sweep(conn, world.org_id, NOW)["quiet_opened"] == 0  # idempotent
+
+
+def test_snooze_hides_it_for_a_day_and_done_closes_it(tmp_path, imap_user_factory):
+    world = make_world(tmp_path)
+    alice = imap_user_factory()
+    box = world.add_imap("alice@ourco.com", alice)
+    alice.deliver(message("alice@ourco.com", "carol@acme.com", "Quote", msgid="q1@ourco.com", when=NOW - 10 * DAY))
+    world.sync(box)
+    uid = world.scalar("SELECT id FROM app_user WHERE email = 'alice@ourco.com'")
+    rep = Actor(world.org_id, uid, "rep")
+    [item] = _due(world, "alice@ourco.com", NOW)
+    queue.snooze(world.rt, rep, item["id"], span="1d", now=NOW)
+    assert (
+        _due(world, "alice@ourco.com", NOW + timedelta(hours=1)) == []
+        or _due(world, "alice@ourco.com", NOW)[0]["due_at"] > NOW
+    )
+    assert [f["id"] for f in _due(world, "alice@ourco.com", NOW + 2 * DAY)] == [item["id"]]
+    queue.dismiss(world.rt, rep, item["id"])
+    assert _due(world, "alice@ourco.com", NOW + 30 * DAY) == []
+    assert world.scalar("SELECT count(*) FROM auditevent WHERE action LIKE 'followup.%'") == 2
