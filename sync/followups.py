@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection
 from app.db import insert_ignore
 from app.models import Company, Contact, ContactColleague, FollowUp, Interaction, Organisation, Participant, User
 from app.models.base import utcnow
+from app.models.deals import Deal, DealContact, PipelineStage, StageKind
 from app.models.followup import FollowUpKind, FollowUpStatus
 from connectors.graph import AUTO_REPLY_PREFIXES
 
@@ -377,10 +378,20 @@ def _plus_window(conn: Connection, column):
 
 
 def open_deal_targets(conn: Connection, org_id: int) -> tuple[set[int], set[int]]:
-    """(contact ids, company ids) with an open deal: they join "going quiet" like key accounts.
-
-    The deals feature (another branch) fills this in; until then no deal makes anyone quiet."""
-    return set(), set()
+    """(contact ids, company ids) with an open deal: they join "going quiet" like key accounts."""
+    d, dc, st = Deal.__table__, DealContact.__table__, PipelineStage.__table__
+    open_deals = (
+        select(d.c.id).join(st, st.c.id == d.c.stage_id).where(d.c.org_id == org_id, st.c.kind == StageKind.OPEN)
+    )
+    contacts = set(
+        conn.execute(select(dc.c.contact_id).where(dc.c.org_id == org_id, dc.c.deal_id.in_(open_deals))).scalars()
+    )
+    companies = set(
+        conn.execute(
+            select(d.c.company_id).where(d.c.id.in_(open_deals), d.c.company_id.is_not(None)).distinct()
+        ).scalars()
+    )
+    return contacts, companies
 
 
 def _last_touch(conn: Connection, org_id: int, column, ids: list[int]) -> dict[int, datetime]:

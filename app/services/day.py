@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from app.models import ContactStats, Interaction, Participant
+from app.models import ContactStats, Interaction, Organisation, Participant
 from app.models.base import utcnow
-from app.services import followups
+from app.services import deals, followups
 
 I, P, S = Interaction.__table__, Participant.__table__, ContactStats.__table__
 
@@ -19,11 +19,34 @@ def _aware(value):
 
 
 def deals_needing_attention(conn: Connection, org_id: int, user_id: int, now: datetime) -> list[dict]:
-    """Deals of this rep whose close date passed or with no activity lately.
-
-    The deals feature (another branch) fills this in; the day page shows whatever it returns
-    as {"id", "name", "reason"}."""
-    return []
+    """This rep's open deals whose expected close date has passed, or with no email or
+    meeting with their contacts (nor a stage change) for the organisation's "going quiet"
+    days; as {"id", "name", "reason"}, close date first."""
+    o = Organisation.__table__
+    quiet_days = conn.execute(select(o.c.followup_quiet_days).where(o.c.id == org_id)).scalar_one()
+    today = now.date()
+    found = deals.open_deals_for(conn, org_id, owner_id=user_id)
+    contact_ids = sorted({c for d in found for c in d["contact_ids"]})
+    last: dict[int, datetime] = {}
+    for i in range(0, len(contact_ids), 500):
+        rows = conn.execute(
+            select(P.c.contact_id, func.max(P.c.occurred_at))
+            .where(P.c.org_id == org_id, P.c.contact_id.in_(contact_ids[i : i + 500]))
+            .group_by(P.c.contact_id)
+        )
+        last.update((c, _aware(at)) for c, at in rows if at is not None)
+    quiet_since = now - timedelta(days=quiet_days)
+    out = []
+    for d in found:
+        if d["close_date"] is not None and d["close_date"] < today:
+            out.append({"id": d["id"], "name": d["name"], "reason": f"close date {d['close_date'].isoformat()} passed"})
+            continue
+        touches = [last[c] for c in d["contact_ids"] if c in last]
+        touches.append(_aware(d["stage_changed_at"]))
+        latest = max(touches)
+        if latest < quiet_since:
+            out.append({"id": d["id"], "name": d["name"], "reason": f"no activity for {(now - latest).days} days"})
+    return out
 
 
 def tasks_due(conn: Connection, org_id: int, user_id: int, until: datetime, limit: int = 50) -> list[dict]:

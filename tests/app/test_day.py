@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from app.services import orgs
 from tests import factories
-from tests.world import NOW, make_world, message
+from tests.world import NOW, make_world, message, runtime_env
 
 DAY = timedelta(days=1)
 
@@ -94,7 +94,8 @@ def test_the_cli_lists_a_reps_follow_ups(synced, monkeypatch):
     world, _, tmp_path = synced
     from app.cli import app
 
-    monkeypatch.setenv("THREADLINE_DATA_DIR", str(tmp_path / "data"))
+    for key, value in runtime_env(world.rt.settings.data_dir).items():
+        monkeypatch.setenv(key, value)
     result = CliRunner().invoke(app, ["followups", "list", "--rep", "alice@ourco.com", "--json"])
     assert result.exit_code == 0, result.output
     assert [(r["kind"], r["subject"]) for r in json.loads(result.output)] == [("waiting", "Proposal")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import text
 
 from app.db import read_only, write_transaction
 from app.services import followups as queue
@@ -165,16 +166,21 @@ def test_a_meeting_closes_waiting_and_a_quiet_key_account_opens_going_quiet(tmp_
     contact = world.scalar("SELECT id FROM contact WHERE primary_email = 'carol@acme.com'")
     company = world.scalar("SELECT id FROM company WHERE domain = 'legacy.com'")
     with write_transaction(world.rt.engine) as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO interaction (org_id, kind, message_key, occurred_at, direction, thread_key, sequence, "
-            "created_at, unverified_sender, automated) VALUES (?, 'meeting', 'ical:m1', ?, 'out', 'ical:m1', 0, ?, 0, 0)",
-            (world.org_id, (NOW - DAY).strftime("%Y-%m-%d %H:%M:%S.%f"), NOW.strftime("%Y-%m-%d %H:%M:%S.%f")),
+        conn.execute(
+            text(
+                "INSERT INTO interaction (org_id, kind, message_key, occurred_at, direction, thread_key, sequence, "
+                "created_at, unverified_sender, automated) "
+                "VALUES (:o, 'meeting', 'ical:m1', :at, 'out', 'ical:m1', 0, :now, :no, :no)"
+            ),
+            {"o": world.org_id, "at": NOW - DAY, "now": NOW, "no": False},
         )
-        mid = conn.exec_driver_sql("SELECT id FROM interaction WHERE message_key = 'ical:m1'").scalar()
-        conn.exec_driver_sql(
-            "INSERT INTO participant (org_id, interaction_id, occurred_at, address, role, contact_id, company_id) "
-            "SELECT ?, ?, ?, 'carol@acme.com', 'attendee', id, company_id FROM contact WHERE id = ?",
-            (world.org_id, mid, (NOW - DAY).strftime("%Y-%m-%d %H:%M:%S.%f"), contact),
+        mid = conn.execute(text("SELECT id FROM interaction WHERE message_key = 'ical:m1'")).scalar()
+        conn.execute(
+            text(
+                "INSERT INTO participant (org_id, interaction_id, occurred_at, address, role, contact_id, company_id) "
+                "SELECT :o, :m, :at, 'carol@acme.com', 'attendee', id, company_id FROM contact WHERE id = :c"
+            ),
+            {"o": world.org_id, "m": mid, "at": NOW - DAY, "c": contact},
         )
     queue.set_key_account(world.rt, Actor.operator(world.org_id), kind="company", target_id=company)
     with write_transaction(world.rt.engine) as conn:
@@ -204,3 +210,40 @@ def test_snooze_hides_it_for_a_day_and_done_closes_it(tmp_path, imap_user_factor
     queue.dismiss(world.rt, rep, item["id"])
     assert _due(world, "alice@ourco.com", NOW + 30 * DAY) == []
     assert world.scalar("SELECT count(*) FROM auditevent WHERE action LIKE 'followup.%'") == 2
+
+
+def test_an_open_deal_makes_its_quiet_contact_going_quiet_and_shows_on_its_owners_day(tmp_path, imap_user_factory):
+    from app.services import day, deals
+
+    world = make_world(tmp_path)
+    alice = imap_user_factory()
+    box = world.add_imap("alice@ourco.com", alice)
+    alice.deliver(message("Dana <dana@quiet.com>", "alice@ourco.com", "Hi", msgid="d1@quiet.com", when=NOW - 60 * DAY))
+    alice.deliver(message("Eve <eve@busy.com>", "alice@ourco.com", "Hi", msgid="e1@busy.com", when=NOW - DAY))
+    world.sync(box)
+    dana = world.scalar("SELECT id FROM contact WHERE primary_email = 'dana@quiet.com'")
+    eve = world.scalar("SELECT id FROM contact WHERE primary_email = 'eve@busy.com'")
+    me = world.scalar("SELECT id FROM app_user WHERE email = 'alice@ourco.com'")
+    op = Actor.operator(world.org_id)
+    deals.create_pipeline(world.rt, op, name="Sales")
+    quiet = deals.create_deal(world.rt, op, name="Quiet deal", contact_ids=[dana], owner_id=me)["id"]
+    late = deals.create_deal(world.rt, op, name="Late deal", contact_ids=[eve], owner_id=me)["id"]
+    deals.create_deal(world.rt, op, name="Fresh deal", contact_ids=[eve], owner_id=me)
+    with write_transaction(world.rt.engine) as conn:  # as if opened long ago; one close date already behind us
+        conn.execute(text("UPDATE deal SET stage_changed_at = :t"), {"t": NOW - 90 * DAY})
+        conn.execute(text("UPDATE deal SET close_date = :d WHERE id = :i"), {"d": (NOW - 2 * DAY).date(), "i": late})
+
+    with write_transaction(world.rt.engine) as conn:
+        opened = followups.sweep(conn, world.org_id, NOW)["quiet_opened"]
+    # Dana and her company (the deal's, 60 days without mail); Eve wrote yesterday
+    assert opened == 2
+    quiet_co = world.scalar("SELECT id FROM company WHERE domain = 'quiet.com'")
+    assert set(world.sql("SELECT contact_id, company_id, status FROM followup WHERE kind = 'quiet'")) == {
+        (dana, None, "open"),
+        (None, quiet_co, "open"),
+    }
+
+    with read_only(world.rt.engine) as conn:
+        attention = day.deals_needing_attention(conn, world.org_id, me, NOW)
+    assert [(d["id"], d["reason"].split(" ")[0]) for d in attention] == [(quiet, "no"), (late, "close")]
+    assert "60 days" in attention[0]["reason"]
