@@ -15,10 +15,10 @@ def new_database(request):
 
 
 @pytest.fixture
-def mailbox(imap_user, tmp_path, new_database):
+def mailbox(imap_user, tmp_path):
     """(corpus, the timeline of a clean import) for 1,500 generated messages in imap_user's mailbox."""
     corpus = fill(imap_user, 1500)
-    clean = world_for(tmp_path, corpus, "clean", new_database())
+    clean = world_for(tmp_path, corpus, "clean")
     clean_id = clean.add_imap(corpus.reps[0][1], imap_user)
     assert clean.sync(clean_id).ok
     return corpus, timeline(clean)

@@ -9,9 +9,19 @@ import time
 
 import pytest
 
-from tests.faults.backfill import cli_env, world_for as _world_for
+from tests.faults.backfill import cli_env, fill, world_for as _world_for
 from tests.faults.timeline import assert_same_timeline, timeline
 from tests.world import make_world, message
+
+
+@pytest.fixture
+def mailbox(imap_user, tmp_path, new_database):
+    """The conftest's mailbox, its clean import made on each database (new_database): the cut
+    and the kill below are compared with a clean import on the same database."""
+    corpus = fill(imap_user, 1500)
+    clean = _world_for(tmp_path, corpus, "clean", new_database())
+    assert clean.sync(clean.add_imap(corpus.reps[0][1], imap_user)).ok
+    return corpus, timeline(clean)
 
 
 @pytest.mark.parametrize("in_child", [True, False], ids=["child-fetch", "inline-fetch"])
