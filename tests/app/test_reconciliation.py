@@ -20,7 +20,7 @@ from app.services import calendars, orgs, reconcile
 from sync import copies, stats
 from tests import factories
 from tests.sync.test_folder_counts import admin
-from tests.world import NOW, make_world, message
+from tests.world import NOW, make_world, message, runtime_env
 
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def admin_output(world, *args: str) -> str:
     import subprocess
     import sys
 
-    env = dict(os.environ, THREADLINE_DATA_DIR=str(world.rt.settings.data_dir), THREADLINE_IDLE="0", COLUMNS="300")
+    env = dict(os.environ, **runtime_env(world.rt.settings.data_dir), THREADLINE_IDLE="0", COLUMNS="300")
     env["THREADLINE_DATABASE_URL"] = world.rt.settings.database_url
     proc = subprocess.run(
         [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
@@ -177,7 +177,7 @@ def test_a_mailbox_mid_import_is_importing_not_a_mismatch(world, imap_user):
     )
     mid = world.add_imap(ALICE, imap_user)
     world.set_batch_size(mid, 10)
-    env = dict(os.environ, THREADLINE_DATA_DIR=str(world.rt.settings.data_dir), THREADLINE_IDLE="0")
+    env = dict(os.environ, **runtime_env(world.rt.settings.data_dir), THREADLINE_IDLE="0")
     env["THREADLINE_DATABASE_URL"] = world.rt.settings.database_url
     world.kill_cli_sync_midway(mid, env)
     client = api(world)

@@ -19,7 +19,7 @@ import pytest
 
 from sync.scheduler import SyncService, claim_watches
 from tests.sync.test_scheduling import _wait_for
-from tests.world import make_world, message
+from tests.world import make_world, message, runtime_env
 
 pytestmark = pytest.mark.servers
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +121,7 @@ def test_a_killed_workers_mailboxes_are_watched_by_another_within_the_lease_time
     ids = _mailboxes(world, imap_user_factory, 20)
     env = dict(
         os.environ,
-        THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),
+        **runtime_env(world.rt.settings.data_dir),
         THREADLINE_SCHEDULER_TICK="0.5",
         THREADLINE_IDLE_LEASE_SECONDS=str(lease),
     )
