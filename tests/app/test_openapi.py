@@ -283,13 +283,15 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
     from app.db import write_transaction
     from app.models import FollowUp
 
+    made = iter(range(1, 1000))
+
     def followup() -> int:
         at = NOW - timedelta(days=5)
         with write_transaction(sd.rt.engine) as conn:
             return conn.execute(
                 insert(FollowUp.__table__).values(
                     org_id=sd.world.org_id,
-                    thread_key=f"openapi-{at.timestamp()}-{id(conn)}",
+                    thread_key=f"openapi-followup-{next(made)}",
                     kind="waiting",
                     user_id=sd.users["alice"],
                     address=JANE,
