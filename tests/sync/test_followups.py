@@ -200,13 +200,13 @@ def test_snooze_hides_it_for_a_day_and_done_closes_it(tmp_path, imap_user_factor
     world.sync(box)
     uid = world.scalar("SELECT id FROM app_user WHERE email = 'alice@ourco.com'")
     rep = Actor(world.org_id, uid, "rep")
-    [item] = _due(world, "alice@ourco.com", NOW)
-    queue.snooze(world.rt, rep, item["id"], span="1d", now=NOW)
-    assert (
-        _due(world, "alice@ourco.com", NOW + timedelta(hours=1)) == []
-        or _due(world, "alice@ourco.com", NOW)[0]["due_at"] > NOW
-    )
-    assert [f["id"] for f in _due(world, "alice@ourco.com", NOW + 2 * DAY)] == [item["id"]]
+    # "Due" means due by the end of the rep's (UTC) day: snooze at noon so the day does not end mid-test.
+    noon = NOW.replace(hour=12, minute=0, second=0)
+    [item] = _due(world, "alice@ourco.com", noon)
+    queue.snooze(world.rt, rep, item["id"], span="1d", now=noon)
+    assert _due(world, "alice@ourco.com", noon) == []
+    assert _due(world, "alice@ourco.com", noon + timedelta(hours=11)) == []
+    assert [f["id"] for f in _due(world, "alice@ourco.com", noon + DAY)] == [item["id"]]
     queue.dismiss(world.rt, rep, item["id"])
     assert _due(world, "alice@ourco.com", NOW + 30 * DAY) == []
     assert world.scalar("SELECT count(*) FROM auditevent WHERE action LIKE 'followup.%'") == 2
