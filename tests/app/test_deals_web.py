@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -181,7 +181,8 @@ def test_a_deal_created_from_the_email_being_read_links_its_thread(site, browser
         page.wait_for_function("() => document.getElementById('status').textContent.includes('Amount saved')")
         assert sd.world.scalar("SELECT amount_minor FROM deal WHERE id = :i", i=created.id) == 2_000_000
         # a later reply in the thread, from someone who is no contact, shows on the deal by its thread
-        reply(sd, thread, NOW + timedelta(minutes=5))
+        # (after the deal opened: NOW is fixed when the module loads, long before this runs in a slow suite)
+        reply(sd, thread, datetime.now(timezone.utc) + timedelta(minutes=5))
         items = httpx.get(f"{base}/api/deals/{created.id}/timeline", headers=sd.h("alice"), timeout=10).json()["items"]
         subjects = [i["interaction"]["subject"] for i in items if i["interaction"]]
         assert subjects[0] == "Re: Proposal 5 (from the partner)"
