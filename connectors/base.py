@@ -192,6 +192,9 @@ class MessageRecord:
     relayed: bool | None = None  # carries a Received field (came over SMTP); None: the source cannot tell
     auth_results: tuple[str, ...] = ()  # Authentication-Results values, topmost (newest) first
     internal_submission: bool = False  # Exchange: submitted by an authenticated sender of the organisation
+    # The source's own thread id where it has no References to give (Graph's conversationId):
+    # ingest keys the thread by it, so a reply read through Graph joins its thread.
+    conversation: str | None = None
 
 
 @dataclass(slots=True)

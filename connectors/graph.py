@@ -20,7 +20,10 @@ resyncRequired) restarts that folder from scratch with reset=True: the engine
 drops the folder's copies and every record is re-linked by its key.
 
 Graph gives delta no internet headers: In-Reply-To/References, List-Id and
-Auto-Submitted are unknown here, so threads are keyed per message, bulk mail
+Auto-Submitted are unknown here, so threads are keyed by the message's
+conversationId (MessageRecord.conversation; Exchange derives it from the
+conversation index a reply carries, so copies in colleagues' mailboxes agree,
+and the follow-up queue's same-people rule joins the rare ones that do not), bulk mail
 is caught only by the sender patterns the ingest pipeline applies to every
 source, and auto-replies by Exchange's localized subject prefixes. Mail whose
 From claims someone of the organisation, with someone outside it among the
@@ -645,6 +648,7 @@ class GraphConnector:
             subject=subject,
             in_reply_to=None,
             references=[],
+            conversation=str(item.get("conversationId") or "") or None,
             auto_reply=subject.lower().startswith(AUTO_REPLY_PREFIXES),
             snippet=" ".join(str(preview).split())[:200] or None if preview else None,
         )

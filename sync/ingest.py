@@ -105,6 +105,21 @@ class _Prepared:
     unverified: bool = False  # claims an internal sender nothing vouched for (sync/senders.py): kept as received
 
 
+def thread_key(r: MessageRecord) -> str:
+    """The thread a message belongs to: the first Message-ID of its References (the thread's
+    first message, the same in every copy from any source), else the one it replies to, else
+    the source's conversation id (Graph gives no References), else the message itself."""
+    if r.references:
+        key = r.references[0]
+    elif r.in_reply_to:
+        key = r.in_reply_to
+    elif r.conversation:
+        key = "conversation:" + r.conversation
+    else:
+        key = r.message_key
+    return key[:500]
+
+
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
@@ -515,7 +530,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
                 p.direction,
                 r.subject if want_subject else None,
                 r.snippet if want_snippet else None,
-                (r.references[0] if r.references else r.in_reply_to or r.message_key)[:500],
+                thread_key(r),
                 p.people[0][0] if p.people and p.people[0][2] == "from" else None,
                 now,
                 p.unverified,

@@ -69,6 +69,7 @@ def _reduce_record(r: MessageRecord):
         r.relayed,
         r.auth_results,
         r.internal_submission,
+        r.conversation,
     )
 
 

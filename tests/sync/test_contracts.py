@@ -85,3 +85,34 @@ def test_an_unreadable_stored_secret_fails_the_run_and_releases_the_mailbox(tmp_
     assert not report.ok and report.error_kind == RunError.INTERNAL
     status, stage, kind, error = world.sql("SELECT status, sync_stage, last_error_kind, last_error FROM mailbox")[0]
     assert (status, stage, kind) == ("failed", "idle", "internal") and "THREADLINE_SECRET_KEY" in error
+
+
+def test_a_message_record_crosses_the_pipe_from_the_fetch_child_with_every_field():
+    # The pipe rebuilds records by a positional constructor call (sync/pipeline.py): a field
+    # added to MessageRecord but not to that call would arrive shifted or lost.
+    import dataclasses
+    import pickle
+    from datetime import datetime, timezone
+
+    from connectors.base import MessageRecord
+    from sync.pipeline import _dumps
+
+    values = {}
+    for i, f in enumerate(dataclasses.fields(MessageRecord)):
+        values[f.name] = {
+            "date": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+            "from_": [("F", f"f{i}@x.com")],
+            "to": [("T", f"t{i}@x.com")],
+            "cc": [("C", f"c{i}@x.com")],
+            "bcc": [("B", f"b{i}@x.com")],
+            "references": [f"r{i}@x.com"],
+            "reply_to": [("R", f"rt{i}@x.com")],
+            "bulk_signals": (f"s{i}",),
+            "auth_results": (f"a{i}",),
+            "bulk": True,
+            "auto_reply": True,
+            "relayed": True,
+            "internal_submission": True,
+        }.get(f.name, f"{f.name}-{i}")
+    record = MessageRecord(**values)
+    assert pickle.loads(_dumps(record)) == record

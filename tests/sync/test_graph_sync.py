@@ -495,3 +495,37 @@ def test_reused_message_ids_keep_different_mail_apart_and_copies_together(world,
         "ON s.interaction_id = i.id GROUP BY i.id, i.subject ORDER BY i.subject"
     )
     assert [tuple(r) for r in rows] == [("Job done", 1), ("Scan 1", 2)]
+
+
+def test_a_reply_read_through_graph_joins_its_thread_by_conversation_id(world, graph):
+    # Graph's delta gives no References: the conversationId is the thread, so Carla's answer
+    # turns Alice's "waiting on them" into one "you owe a reply" row for the same thread.
+    mid = add_tenant_mailbox(world, graph)
+    sent = NOW - timedelta(days=6)
+    graph.add_message(
+        ALICE,
+        "sentitems",
+        internet_message_id="<quote-1@ourco.com>",
+        subject="Quote",
+        sender=("Alice Rep", ALICE),
+        to=[CARLA],
+        sent=sent,
+        conversation_id="AAQkConvQuote",
+    )
+    graph.add_message(
+        ALICE,
+        internet_message_id="<re-quote-1@acme.com>",
+        subject="RE: Quote",
+        sender=CARLA,
+        to=[("Alice Rep", ALICE)],
+        sent=sent + timedelta(days=1),
+        conversation_id="AAQkConvQuote",
+    )
+    graph.add_message(ALICE, internet_message_id="<other@acme.com>", subject="Lunch?", sender=CARLA, to=[("A", ALICE)])
+    assert world.sync(mid).ok
+    threads = dict(world.sql("SELECT message_key, thread_key FROM interaction"))
+    assert threads["quote-1@ourco.com"] == threads["re-quote-1@acme.com"] == "conversation:AAQkConvQuote"
+    assert threads["other@acme.com"] not in (threads["quote-1@ourco.com"], None)
+    rows = world.sql("SELECT thread_key, kind, status FROM followup ORDER BY thread_key")
+    quote = [(r.kind, r.status) for r in rows if r.thread_key == "conversation:AAQkConvQuote"]
+    assert quote == [("owe", "open")]

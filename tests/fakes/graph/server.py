@@ -301,6 +301,7 @@ class FakeGraph:
         message_id: str | None = None,
         extra: dict | None = None,
         headers: list[tuple[str, str]] | None = None,
+        conversation_id: str | None = None,
     ) -> str:
         box = self.mailbox(user)
         fid = self.folder_id(user, folder)
@@ -321,7 +322,8 @@ class FakeGraph:
             else f"<{secrets.token_hex(8)}@acme.com>",
             "subject": subject,
             "bodyPreview": preview,
-            "conversationId": "AAQk" + secrets.token_hex(6),
+            # A new conversation unless the caller says which one a reply belongs to.
+            "conversationId": conversation_id or "AAQk" + secrets.token_hex(6),
             "isDraft": False,
             "isRead": False,
             "importance": "normal",
