@@ -3,7 +3,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint, false as sa_false
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, false as sa_false, text
 from sqlmodel import Field
 
 from app.models.base import TableModel, utcnow
@@ -57,6 +57,24 @@ class Interaction(TableModel, table=True):
     __table_args__ = (
         UniqueConstraint("org_id", "message_key"),
         Index("ix_interaction_thread", "org_id", "thread_key"),
+        # The rep's day (app/services/day.py). Partial, so mail (nearly every row) pays nothing
+        # at import: meetings by time, and tasks and notes by author and due date. Without
+        # them the day took 4 s for a rep on 32,000 emails (bench/day.py).
+        Index(
+            "ix_interaction_meeting_time",
+            "org_id",
+            "occurred_at",
+            sqlite_where=text("kind = 'meeting'"),
+            postgresql_where=text("kind = 'meeting'"),
+        ),
+        Index(
+            "ix_interaction_author_due",
+            "org_id",
+            "author_id",
+            "due_at",
+            sqlite_where=text("author_id IS NOT NULL"),
+            postgresql_where=text("author_id IS NOT NULL"),
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")

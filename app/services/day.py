@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.engine import Connection
 
-from app.models import ContactStats, Interaction, Organisation, Participant
+from app.models import ContactColleague, ContactStats, Interaction, Organisation, Participant
 from app.models.base import utcnow
 from app.services import deals, followups
 
-I, P, S = Interaction.__table__, Participant.__table__, ContactStats.__table__
+I, P, S, CC = Interaction.__table__, Participant.__table__, ContactStats.__table__, ContactColleague.__table__
 
 
 def _aware(value):
@@ -28,11 +28,14 @@ def deals_needing_attention(conn: Connection, org_id: int, user_id: int, now: da
     found = deals.open_deals_for(conn, org_id, owner_id=user_id)
     contact_ids = sorted({c for d in found for c in d["contact_ids"]})
     last: dict[int, datetime] = {}
+    # The kept per-colleague summaries (sync/stats.py: emails, and meetings that took place),
+    # a few rows per contact: the participant rows themselves are thousands for a busy
+    # contact, and reading them made this the slowest part of the day (bench/day.py).
     for i in range(0, len(contact_ids), 500):
         rows = conn.execute(
-            select(P.c.contact_id, func.max(P.c.occurred_at))
-            .where(P.c.org_id == org_id, P.c.contact_id.in_(contact_ids[i : i + 500]))
-            .group_by(P.c.contact_id)
+            select(CC.c.contact_id, func.max(CC.c.last_at))
+            .where(CC.c.org_id == org_id, CC.c.contact_id.in_(contact_ids[i : i + 500]))
+            .group_by(CC.c.contact_id)
         )
         last.update((c, _aware(at)) for c, at in rows if at is not None)
     quiet_since = now - timedelta(days=quiet_days)
@@ -83,7 +86,9 @@ def meetings(conn: Connection, org_id: int, user_id: int, start: datetime, end: 
         .where(
             P.c.org_id == org_id,
             P.c.user_id == user_id,
-            I.c.kind == "meeting",
+            I.c.org_id == org_id,
+            # A literal, not a bound value: only then may SQLite use the partial index of meetings.
+            I.c.kind == literal_column("'meeting'"),
             I.c.occurred_at >= start,
             I.c.occurred_at < end,
             func.coalesce(I.c.status, "confirmed") != "cancelled",
