@@ -100,7 +100,8 @@ class _Found:
         slot = self.by_pair[_pair(a, b)].setdefault(kind, {"kind": kind, "count": 0, "examples": []})
         slot["count"] += 1
         if len(slot["examples"]) < EVIDENCE_PER_KIND:
-            slot["examples"].append({"text": text, **facts})
+            example = {"text": text, "interaction_id": None, "subject": None, "at": None}
+            slot["examples"].append({**example, **facts})
 
 
 def _same_name(conn: Connection, org_id: int, found: _Found) -> None:
@@ -586,3 +587,17 @@ def _same(a, b) -> bool:
     if isinstance(a, list) or isinstance(b, list):
         return list(a or []) == list(b or [])
     return a == b
+
+
+def contact_ref(conn: Connection, org_id: int, ref: str) -> int:
+    """A contact named by its id or by any of its addresses (for the CLI)."""
+    ref = ref.strip()
+    if ref.isdigit():
+        found = conn.execute(select(C.c.id).where(C.c.org_id == org_id, C.c.id == int(ref))).scalar()
+    else:
+        found = conn.execute(
+            select(CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address == ref.lower())
+        ).scalar()
+    if found is None:
+        raise NotFound(f"no contact {ref!r} in this organisation", field="contact")
+    return int(found)
