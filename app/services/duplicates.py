@@ -106,9 +106,10 @@ class _Found:
 
 def _same_name(conn: Connection, org_id: int, found: _Found) -> None:
     """The same display name at one company, or at companies of the same name."""
-    companies = {cid: (domain, name) for cid, domain, name in conn.execute(
-        select(CO.c.id, CO.c.domain, CO.c.name).where(CO.c.org_id == org_id)
-    )}
+    companies = {
+        cid: (domain, name)
+        for cid, domain, name in conn.execute(select(CO.c.id, CO.c.domain, CO.c.name).where(CO.c.org_id == org_id))
+    }
     group_of: dict[int, str] = {cid: (name or domain).strip().casefold() for cid, (domain, name) in companies.items()}
     people: dict[tuple[str, str], list[tuple[int, int, str]]] = defaultdict(list)
     for cid, name, company_id in conn.execute(
@@ -137,7 +138,9 @@ def _together(conn: Connection, org_id: int, found: _Found) -> None:
     lname = func.lower(P.c.name)
     named = and_(P.c.org_id == org_id, P.c.contact_id.is_not(None), P.c.name.is_not(None), P.c.name != "")
     on_message = (
-        select(P.c.interaction_id).where(named).group_by(P.c.interaction_id, lname)
+        select(P.c.interaction_id)
+        .where(named)
+        .group_by(P.c.interaction_id, lname)
         .having(func.count(func.distinct(P.c.contact_id)) > 1)
     )
     rows = conn.execute(
@@ -157,14 +160,22 @@ def _together(conn: Connection, org_id: int, found: _Found) -> None:
         subject, at, name = info[iid]
         for a, b in combinations(sorted(members), 2):
             found.add(
-                a, b, "same_name_on_message", f"{name} appears under both addresses on one message",
-                interaction_id=iid, subject=subject, at=_when(at),
+                a,
+                b,
+                "same_name_on_message",
+                f"{name} appears under both addresses on one message",
+                interaction_id=iid,
+                subject=subject,
+                at=_when(at),
             )
     # Threads: the same name wrote from both addresses (replies from a phone, a home account).
     senders = and_(named, P.c.role == "from")
     in_thread = (
-        select(I.c.thread_key).select_from(P.join(I, I.c.id == P.c.interaction_id)).where(senders)
-        .group_by(I.c.thread_key, lname).having(func.count(func.distinct(P.c.contact_id)) > 1)
+        select(I.c.thread_key)
+        .select_from(P.join(I, I.c.id == P.c.interaction_id))
+        .where(senders)
+        .group_by(I.c.thread_key, lname)
+        .having(func.count(func.distinct(P.c.contact_id)) > 1)
     )
     rows = conn.execute(
         select(I.c.thread_key, P.c.contact_id, P.c.name, I.c.id, I.c.subject, I.c.occurred_at)
@@ -182,21 +193,28 @@ def _together(conn: Connection, org_id: int, found: _Found) -> None:
             # the example is the message where the second address joined the thread
             iid, subject, at, name = max(members[a], members[b], key=lambda m: (m[2], m[0]))
             found.add(
-                a, b, "same_name_in_thread", f"{name} wrote from both addresses in one thread",
-                interaction_id=iid, subject=subject, at=_when(at),
+                a,
+                b,
+                "same_name_in_thread",
+                f"{name} wrote from both addresses in one thread",
+                interaction_id=iid,
+                subject=subject,
+                at=_when(at),
             )
 
 
 def _address_changes(conn: Connection, org_id: int, found: _Found) -> None:
     """Inbound mail whose text announces the sender's new address, which is another contact."""
     rows = conn.execute(
-        select(I.c.id, I.c.from_address, I.c.snippet, I.c.subject, I.c.occurred_at).where(
+        select(I.c.id, I.c.from_address, I.c.snippet, I.c.subject, I.c.occurred_at)
+        .where(
             I.c.org_id == org_id,
             I.c.kind == "email",
             I.c.direction == "in",
             I.c.from_address.is_not(None),
             I.c.snippet.like("%@%"),
-        ).order_by(I.c.occurred_at, I.c.id)
+        )
+        .order_by(I.c.occurred_at, I.c.id)
     ).all()
     wanted: list[tuple] = []
     for iid, sender, snippet, subject, at in rows:
@@ -209,15 +227,22 @@ def _address_changes(conn: Connection, org_id: int, found: _Found) -> None:
     owner: dict[str, int] = {}
     for part in chunks(addresses):
         owner.update(
-            conn.execute(select(CA.c.address, CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address.in_(part))).all()
+            conn.execute(
+                select(CA.c.address, CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address.in_(part))
+            ).all()
         )
     for iid, sender, new, subject, at in wanted:
         old_id, new_id = owner.get(sender), owner.get(new)
         if old_id is None or new_id is None or old_id == new_id:
             continue
         found.add(
-            old_id, new_id, "address_change", f"{sender} wrote that their new address is {new}",
-            interaction_id=iid, subject=subject, at=_when(at),
+            old_id,
+            new_id,
+            "address_change",
+            f"{sender} wrote that their new address is {new}",
+            interaction_id=iid,
+            subject=subject,
+            at=_when(at),
         )
         found.keep_hint[_pair(old_id, new_id)] = new_id  # keep the address they moved to
 
@@ -226,8 +251,15 @@ def _contacts(conn: Connection, org_id: int, ids: list[int]) -> dict[int, dict]:
     out: dict[int, dict] = {}
     for part in chunks(ids):
         for r in conn.execute(
-            select(C.c.id, C.c.name, C.c.primary_email, CO.c.domain, STATS.c.emails_in, STATS.c.emails_out,
-                   STATS.c.last_email_at)
+            select(
+                C.c.id,
+                C.c.name,
+                C.c.primary_email,
+                CO.c.domain,
+                STATS.c.emails_in,
+                STATS.c.emails_out,
+                STATS.c.last_email_at,
+            )
             .outerjoin(CO, CO.c.id == C.c.company_id)
             .outerjoin(STATS, STATS.c.contact_id == C.c.id)
             .where(C.c.org_id == org_id, C.c.id.in_(part))
@@ -242,7 +274,9 @@ def _contacts(conn: Connection, org_id: int, ids: list[int]) -> dict[int, dict]:
                 "last_email_at": r["last_email_at"],
             }
         for cid, address in conn.execute(
-            select(CA.c.contact_id, CA.c.address).where(CA.c.org_id == org_id, CA.c.contact_id.in_(part)).order_by(CA.c.id)
+            select(CA.c.contact_id, CA.c.address)
+            .where(CA.c.org_id == org_id, CA.c.contact_id.in_(part))
+            .order_by(CA.c.id)
         ):
             out[cid]["addresses"].append(address)
     return out
@@ -255,9 +289,7 @@ def find_candidates(conn: Connection, org_id: int, *, limit: int = 200) -> list[
     _same_name(conn, org_id, found)
     _together(conn, org_id, found)
     _address_changes(conn, org_id, found)
-    dismissed = set(
-        conn.execute(select(D.c.contact_a, D.c.contact_b).where(D.c.org_id == org_id)).tuples().all()
-    )
+    dismissed = set(conn.execute(select(D.c.contact_a, D.c.contact_b).where(D.c.org_id == org_id)).tuples().all())
     pairs = [p for p in found.by_pair if p not in dismissed]
     people = _contacts(conn, org_id, sorted({c for p in pairs for c in p}))
     out = []
@@ -298,11 +330,18 @@ def dismiss(rt, actor: Actor, contact_id: int, other_id: int) -> dict:
         ).first()
         if known is None:
             conn.execute(
-                insert(D).values(org_id=actor.org_id, contact_a=a, contact_b=b, dismissed_by=actor.user_id,
-                                 dismissed_at=utcnow())
+                insert(D).values(
+                    org_id=actor.org_id, contact_a=a, contact_b=b, dismissed_by=actor.user_id, dismissed_at=utcnow()
+                )
             )
-            audit.record(conn, actor.org_id, actor.user_id, "contact.duplicate_dismiss", f"contacts {a} and {b}",
-                         {"contact_ids": [a, b]})
+            audit.record(
+                conn,
+                actor.org_id,
+                actor.user_id,
+                "contact.duplicate_dismiss",
+                f"contacts {a} and {b}",
+                {"contact_ids": [a, b]},
+            )
     return {"contact_ids": [a, b], "dismissed": True}
 
 
@@ -338,14 +377,25 @@ def merge(rt, actor: Actor, keep_id: int, merge_id: int) -> dict:
         survivor, loser = rows[keep_id], rows[merge_id]
         record = _move(conn, org_id, survivor, loser)
         merge_row = conn.execute(
-            insert(M).values(
-                org_id=org_id, survivor_id=keep_id, loser_id=merge_id, state=MergeState.MERGED, record=record,
-                merged_at=utcnow(), merged_by=actor.user_id,
-            ).returning(M.c.id)
+            insert(M)
+            .values(
+                org_id=org_id,
+                survivor_id=keep_id,
+                loser_id=merge_id,
+                state=MergeState.MERGED,
+                record=record,
+                merged_at=utcnow(),
+                merged_by=actor.user_id,
+            )
+            .returning(M.c.id)
         ).scalar_one()
         counts = {k: len(record[k]) for k in ("addresses", "participants", "followups", "deals_moved", "deals_dropped")}
         audit.record(
-            conn, org_id, actor.user_id, MERGE_ACTION, f"contact {merge_id} into {keep_id}",
+            conn,
+            org_id,
+            actor.user_id,
+            MERGE_ACTION,
+            f"contact {merge_id} into {keep_id}",
             {"merge_id": merge_row, "survivor_id": keep_id, "loser_id": merge_id, **counts},
         )
         # The event just written in this transaction (another merge's is not visible until it commits).
@@ -368,12 +418,12 @@ def _move(conn: Connection, org_id: int, survivor: dict, loser: dict) -> dict:
     after["tags"] = list(dict.fromkeys(list(before["tags"] or []) + list(loser["tags"] or [])))
     after["key_account"] = bool(before["key_account"] or loser["key_account"])
 
-    addresses = list(conn.execute(
-        select(CA.c.id).where(CA.c.org_id == org_id, CA.c.contact_id == gone).order_by(CA.c.id)
-    ).scalars())
-    participants = list(conn.execute(
-        select(P.c.id).where(P.c.org_id == org_id, P.c.contact_id == gone).order_by(P.c.id)
-    ).scalars())
+    addresses = list(
+        conn.execute(select(CA.c.id).where(CA.c.org_id == org_id, CA.c.contact_id == gone).order_by(CA.c.id)).scalars()
+    )
+    participants = list(
+        conn.execute(select(P.c.id).where(P.c.org_id == org_id, P.c.contact_id == gone).order_by(P.c.id)).scalars()
+    )
     # Participant rows carry their contact's company (for company timelines): both contacts'
     # rows take the survivor's; each changed row keeps its former company for the undo.
     companies = [
@@ -385,22 +435,22 @@ def _move(conn: Connection, org_id: int, survivor: dict, loser: dict) -> dict:
         )
         if company != after["company_id"]
     ]
-    followups = list(conn.execute(
-        select(FU.c.id).where(FU.c.org_id == org_id, FU.c.contact_id == gone).order_by(FU.c.id)
-    ).scalars())
+    followups = list(
+        conn.execute(select(FU.c.id).where(FU.c.org_id == org_id, FU.c.contact_id == gone).order_by(FU.c.id)).scalars()
+    )
     deals = list(conn.execute(select(DC.c.deal_id).where(DC.c.org_id == org_id, DC.c.contact_id == gone)).scalars())
-    on_both = set(conn.execute(
-        select(DC.c.deal_id).where(DC.c.org_id == org_id, DC.c.contact_id == keep, DC.c.deal_id.in_(deals or [-1]))
-    ).scalars())
+    on_both = set(
+        conn.execute(
+            select(DC.c.deal_id).where(DC.c.org_id == org_id, DC.c.contact_id == keep, DC.c.deal_id.in_(deals or [-1]))
+        ).scalars()
+    )
     deals_moved = sorted(d for d in deals if d not in on_both)
     deals_dropped = sorted(on_both)
 
     conn.execute(update(CA).where(CA.c.org_id == org_id, CA.c.contact_id == gone).values(contact_id=keep))
     for part in chunks(participants):
         conn.execute(update(P).where(P.c.id.in_(part)).values(contact_id=keep))
-    conn.execute(
-        update(P).where(P.c.org_id == org_id, P.c.contact_id == keep).values(company_id=after["company_id"])
-    )
+    conn.execute(update(P).where(P.c.org_id == org_id, P.c.contact_id == keep).values(company_id=after["company_id"]))
     conn.execute(update(FU).where(FU.c.org_id == org_id, FU.c.contact_id == gone).values(contact_id=keep))
     if deals_moved:
         conn.execute(update(DC).where(DC.c.contact_id == gone, DC.c.deal_id.in_(deals_moved)).values(contact_id=keep))
@@ -434,7 +484,9 @@ def merges_of(conn: Connection, org_id: int, *, limit: int = 50) -> list[dict]:
     out = []
     for r in conn.execute(
         select(M.c.id, M.c.survivor_id, M.c.loser_id, M.c.audit_id, M.c.state, M.c.merged_at, M.c.record)
-        .where(M.c.org_id == org_id).order_by(desc(M.c.id)).limit(limit)
+        .where(M.c.org_id == org_id)
+        .order_by(desc(M.c.id))
+        .limit(limit)
     ).mappings():
         loser = (r["record"] or {}).get("loser") or {}
         out.append(
@@ -487,8 +539,16 @@ def unmerge(rt, actor: Actor, audit_id: int) -> dict:
             .values(state=MergeState.UNDONE, undone_at=utcnow(), loser_id=result["contact_id"])
         )
         audit.record(
-            conn, org_id, actor.user_id, UNMERGE_ACTION, f"contact {result['contact_id']} out of {keep}",
-            {"merge_id": merge_id, "merge_audit_id": int(audit_id), **{k: v for k, v in result.items() if k != "contact_id"}},
+            conn,
+            org_id,
+            actor.user_id,
+            UNMERGE_ACTION,
+            f"contact {result['contact_id']} out of {keep}",
+            {
+                "merge_id": merge_id,
+                "merge_audit_id": int(audit_id),
+                **{k: v for k, v in result.items() if k != "contact_id"},
+            },
         )
     return {"merge_id": merge_id, "survivor_id": keep, **result}
 
@@ -497,11 +557,15 @@ def _restore(conn: Connection, org_id: int, box, keep: int, gone: int, record: d
     # Addresses the organisation stopped logging since (a "never log" rule, an erasure) stay
     # out: the undo must not make them a contact again.
     rules = exclusions.load(conn, org_id, box)
-    addresses = dict(conn.execute(
-        select(CA.c.id, CA.c.address).where(
-            CA.c.org_id == org_id, CA.c.contact_id == keep, CA.c.id.in_(record["addresses"] or [-1])
+    addresses = dict(
+        conn.execute(
+            select(CA.c.id, CA.c.address).where(
+                CA.c.org_id == org_id, CA.c.contact_id == keep, CA.c.id.in_(record["addresses"] or [-1])
+            )
         )
-    ).tuples().all())
+        .tuples()
+        .all()
+    )
     banned = {i for i, a in addresses.items() if rules.org.matches(a) or rules.is_erased(org_id, a)}
     returning = {i: a for i, a in addresses.items() if i not in banned}
     if not returning:
@@ -516,9 +580,10 @@ def _restore(conn: Connection, org_id: int, box, keep: int, gone: int, record: d
     values["primary_email"] = (
         loser["primary_email"] if loser["primary_email"] in returning.values() else sorted(returning.values())[0]
     )
-    if loser.get("company_id") is not None and conn.execute(
-        select(CO.c.id).where(CO.c.id == loser["company_id"])
-    ).first() is None:
+    if (
+        loser.get("company_id") is not None
+        and conn.execute(select(CO.c.id).where(CO.c.id == loser["company_id"])).first() is None
+    ):
         values["company_id"] = None  # its company was removed since
     restored = conn.execute(insert(C).values(**values).returning(C.c.id)).scalar_one()
 
@@ -535,42 +600,52 @@ def _restore(conn: Connection, org_id: int, box, keep: int, gone: int, record: d
     later = 0
     for part in chunks(sorted(returning.values())):
         later += conn.execute(
-            update(P).where(P.c.org_id == org_id, P.c.contact_id == keep, P.c.address.in_(part))
+            update(P)
+            .where(P.c.org_id == org_id, P.c.contact_id == keep, P.c.address.in_(part))
             .values(contact_id=restored)
         ).rowcount
     before, after = record["survivor_before"], record["survivor_after"]
     for pid_company in record["participant_companies"]:
         conn.execute(
-            update(P).where(P.c.id == pid_company[0], P.c.company_id == after["company_id"])
+            update(P)
+            .where(P.c.id == pid_company[0], P.c.company_id == after["company_id"])
             .values(company_id=pid_company[1])
         )
     loser_company = values.get("company_id")
     if loser_company != after["company_id"]:
         # Mail that reached the loser's addresses since the merge carries the survivor's company.
         conn.execute(
-            update(P).where(P.c.org_id == org_id, P.c.contact_id == restored, P.c.company_id == after["company_id"],
-                            P.c.id.not_in([p for p, _ in record["participant_companies"]] or [-1]))
+            update(P)
+            .where(
+                P.c.org_id == org_id,
+                P.c.contact_id == restored,
+                P.c.company_id == after["company_id"],
+                P.c.id.not_in([p for p, _ in record["participant_companies"]] or [-1]),
+            )
             .values(company_id=loser_company)
         )
     conn.execute(
-        update(FU).where(FU.c.org_id == org_id, FU.c.contact_id == keep, FU.c.id.in_(record["followups"] or [-1]))
+        update(FU)
+        .where(FU.c.org_id == org_id, FU.c.contact_id == keep, FU.c.id.in_(record["followups"] or [-1]))
         .values(contact_id=restored)
     )
     if record["deals_moved"]:
         conn.execute(
-            update(DC).where(DC.c.contact_id == keep, DC.c.deal_id.in_(record["deals_moved"])).values(contact_id=restored)
+            update(DC)
+            .where(DC.c.contact_id == keep, DC.c.deal_id.in_(record["deals_moved"]))
+            .values(contact_id=restored)
         )
-    existing_deals = set(conn.execute(
-        select(DEAL.c.id).where(DEAL.c.org_id == org_id, DEAL.c.id.in_(record["deals_dropped"] or [-1]))
-    ).scalars())
+    existing_deals = set(
+        conn.execute(
+            select(DEAL.c.id).where(DEAL.c.org_id == org_id, DEAL.c.id.in_(record["deals_dropped"] or [-1]))
+        ).scalars()
+    )
     for deal_id in record["deals_dropped"]:
         if deal_id in existing_deals:  # the deal still exists: the loser was on it too
             conn.execute(insert(DC).values(deal_id=deal_id, contact_id=restored, org_id=org_id))
     # The survivor's own fields as they were, where nobody changed them since the merge.
     current = conn.execute(select(C).where(C.c.id == keep)).mappings().one()
-    reverted = {
-        f: before[f] for f in _SURVIVOR_FIELDS if before[f] != after[f] and _same(current[f], after[f])
-    }
+    reverted = {f: before[f] for f in _SURVIVOR_FIELDS if before[f] != after[f] and _same(current[f], after[f])}
     if reverted:
         conn.execute(update(C).where(C.c.id == keep).values(**reverted))
     stats.recompute(conn, org_id, [keep, restored])
@@ -595,9 +670,7 @@ def contact_ref(conn: Connection, org_id: int, ref: str) -> int:
     if ref.isdigit():
         found = conn.execute(select(C.c.id).where(C.c.org_id == org_id, C.c.id == int(ref))).scalar()
     else:
-        found = conn.execute(
-            select(CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address == ref.lower())
-        ).scalar()
+        found = conn.execute(select(CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address == ref.lower())).scalar()
     if found is None:
         raise NotFound(f"no contact {ref!r} in this organisation", field="contact")
     return int(found)

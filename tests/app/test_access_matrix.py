@@ -340,7 +340,11 @@ def fresh_param(env, name: str):
             address = f"{uniq('dup')}@acme-org1.com"
             other = conn.execute(
                 insert(Contact.__table__).values(
-                    org_id=w.org_id, name="Jane Org1", search_name="jane org1", primary_email=address, tags=[],
+                    org_id=w.org_id,
+                    name="Jane Org1",
+                    search_name="jane org1",
+                    primary_email=address,
+                    tags=[],
                     created_at=datetime.now(timezone.utc),
                 )
             ).inserted_primary_key[0]
