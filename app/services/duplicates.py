@@ -302,8 +302,9 @@ def find_candidates(conn: Connection, org_id: int, *, limit: int = 200) -> list[
             doubt *= 1 - CONFIDENCE[e["kind"]]
         first, second = people[a], people[b]
         keep = found.keep_hint.get((a, b))
-        if keep is None:  # the one with more mail, then the older
-            keep = a if (first["emails"], -a) >= (second["emails"], -b) else b
+        if keep is None:  # the one with more mail, then the one at a company (work), then the older
+            rank = {c["id"]: (c["emails"], c["company"] is not None, -c["id"]) for c in (first, second)}
+            keep = a if rank[a] >= rank[b] else b
         out.append(
             {
                 "key": f"{a}-{b}",
