@@ -87,7 +87,9 @@ def test_the_command_line_lists_merges_and_unmerges(synced, tmp_path):
     w = synced
     data = tmp_path / "data"
     found = json.loads(_ok(data, "contacts", "duplicates", "--json"))
-    sam = next(c for c in found if {a for p in c["contacts"] for a in p["addresses"]} == {"sam@oldco.com", "sam@newco.io"})
+    sam = next(
+        c for c in found if {a for p in c["contacts"] for a in p["addresses"]} == {"sam@oldco.com", "sam@newco.io"}
+    )
     assert sam["evidence"][0]["kind"] == "address_change"
     table = _ok(data, "contacts", "duplicates")
     assert "sam@oldco.com wrote that their new address is sam@newco.io" in table
