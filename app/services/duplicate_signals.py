@@ -65,12 +65,49 @@ _PHRASES = [
     r"meu novo (?:endereço|e-?mail)(?: de e-?mail)?(?: é)?",
 ]
 _CHANGE = re.compile(r"(?:" + "|".join(_PHRASES) + r")[^@\n]{0,60}?" + _ADDRESS, re.IGNORECASE)
+# A word every phrase above contains: most snippets hold none, and a substring test is ~25x
+# cheaper than trying twenty alternatives at every position (bench/duplicates.py).
+_WORDS = (
+    "new",
+    "use",
+    "moved",
+    "reach",
+    "changed",
+    "write",
+    "send",
+    "update",
+    "longer",
+    "neue",
+    "verwenden",
+    "nutzen",
+    "schreiben",
+    "sofort",
+    "nouvelle",
+    "utiliser",
+    "écrire",
+    "adresse",
+    "nueva",
+    "utilic",
+    "utiliza",
+    "usa",
+    "escrib",
+    "nuovo",
+    "utilizzare",
+    "usare",
+    "scrivere",
+    "nieuwe",
+    "gebruik",
+    "novo",
+)
 
 
 def announced_addresses(snippet: str | None) -> list[str]:
     """The addresses a message says its sender now uses ("my new email address is x@y"),
     lower-cased, in the order they appear. Addresses merely mentioned are not announced."""
     if not snippet or "@" not in snippet:
+        return []
+    lowered = snippet.casefold()
+    if not any(word in lowered for word in _WORDS):
         return []
     found: list[str] = []
     for match in _CHANGE.finditer(snippet):
