@@ -78,7 +78,10 @@ def build(data_dir: str, n_contacts: int, n_mail: int):
         ids = [r[0] for r in conn.exec_driver_sql("SELECT id FROM contact ORDER BY id")]
         conn.execute(
             insert(ContactAddress.__table__),
-            [{"org_id": org_id, "contact_id": cid, "address": p["primary_email"]} for cid, p in zip(ids, people)],
+            [
+                {"org_id": org_id, "contact_id": cid, "address": p["primary_email"]}
+                for cid, p in zip(ids, people, strict=True)
+            ],
         )
         mail, parts = [], []
         for j in range(n_mail):
@@ -194,8 +197,8 @@ def main() -> None:
         for _ in range(args.rounds):
             recounts.append(timed(recount))
             result: dict = {}
-            merges.append(timed(lambda: result.update(duplicates.merge(rt, op, keep, busy))))
-            undos.append(timed(lambda: duplicates.unmerge(rt, op, result["audit_id"])))
+            merges.append(timed(lambda r=result: r.update(duplicates.merge(rt, op, keep, busy))))
+            undos.append(timed(lambda r=result: duplicates.unmerge(rt, op, r["audit_id"])))
 
         def row(label, values):
             print(f"| {label} | {statistics.median(values):,.1f} | {max(values):,.1f} |")

@@ -606,25 +606,29 @@ def _restore(conn: Connection, org_id: int, box, keep: int, gone: int, record: d
             .values(contact_id=restored)
         ).rowcount
     before, after = record["survivor_before"], record["survivor_after"]
-    for pid_company in record["participant_companies"]:
-        conn.execute(
-            update(P)
-            .where(P.c.id == pid_company[0], P.c.company_id == after["company_id"])
-            .values(company_id=pid_company[1])
-        )
-    loser_company = values.get("company_id")
-    if loser_company != after["company_id"]:
-        # Mail that reached the loser's addresses since the merge carries the survivor's company.
-        conn.execute(
-            update(P)
-            .where(
-                P.c.org_id == org_id,
-                P.c.contact_id == restored,
-                P.c.company_id == after["company_id"],
-                P.c.id.not_in([p for p, _ in record["participant_companies"]] or [-1]),
+    by_company: dict = defaultdict(list)
+    for pid, company in record["participant_companies"]:
+        by_company[company].append(pid)
+    for company, pids in by_company.items():
+        for part in chunks(pids):
+            conn.execute(
+                update(P).where(P.c.id.in_(part), P.c.company_id == after["company_id"]).values(company_id=company)
             )
-            .values(company_id=loser_company)
-        )
+    loser_company = values.get("company_id")
+    if loser_company != after["company_id"] and later:
+        # Mail that reached the loser's addresses since the merge carries the survivor's company.
+        recorded = {pid for pid, _ in record["participant_companies"]}
+        newer = [
+            pid
+            for pid in conn.execute(
+                select(P.c.id).where(
+                    P.c.org_id == org_id, P.c.contact_id == restored, P.c.company_id == after["company_id"]
+                )
+            ).scalars()
+            if pid not in recorded
+        ]
+        for part in chunks(newer):
+            conn.execute(update(P).where(P.c.id.in_(part)).values(company_id=loser_company))
     conn.execute(
         update(FU)
         .where(FU.c.org_id == org_id, FU.c.contact_id == keep, FU.c.id.in_(record["followups"] or [-1]))

@@ -210,6 +210,11 @@ def test_new_mail_to_a_merged_address_lands_on_the_survivor_and_follows_it_back_
     assert w.sql("SELECT emails_in FROM contactstats WHERE contact_id = :c", c=survivor) == [(3,)]
     duplicates.unmerge(w.rt, Actor.operator(w.org_id), result["audit_id"])
     assert w.sql("SELECT DISTINCT contact_id FROM participant WHERE address = 'sam@oldco.com'") == [(loser,)]
+    # the company timelines too: the later mail goes back to the old company's timeline
+    assert w.sql(
+        "SELECT DISTINCT co.domain FROM participant p JOIN company co ON co.id = p.company_id "
+        "WHERE p.address = 'sam@oldco.com'"
+    ) == [("oldco.com",)]
     assert w.sql("SELECT emails_in FROM contactstats WHERE contact_id = :c", c=loser) == [(2,)]
 
 
