@@ -76,6 +76,19 @@ def deliver_world(imap_user) -> None:
             body="Hi Alice,\nmy new email address is sam@newco.io, please update your records.\nSam\n",
         ),
         message("Samuel <sam@newco.io>", "alice@ourco.com", "Hello from NewCo", msgid="s2@newco", when=NOW - 3 * day),
+        # one name at acme.de and acme.com: two companies of the same name
+        message("Kim Lo <kim@acme.de>", "alice@ourco.com", "Angebot", msgid="k1@acme.de", when=NOW - 3 * day),
+        message("Kim Lo <kim.lo@acme.com>", "alice@ourco.com", "Offer", msgid="k2@acme", when=NOW - 3 * day),
+        # a work address writing with the personal one in copy, under the same name
+        message(
+            "Lee Park <lee@initech.com>",
+            "alice@ourco.com",
+            "Intro",
+            cc="Lee Park <lee.park@gmail.com>",
+            msgid="l1@initech",
+            when=NOW - 3 * day,
+        ),
+        message("alice@ourco.com", "Lee Park <lee.park@gmail.com>", "Re: Intro", msgid="l2@ourco", when=NOW - 2 * day),
         # different people sharing a first name (or a whole name) at different companies
         message("Rory Smith <rory@initech.com>", "alice@ourco.com", "Hi", msgid="x1@initech", when=NOW - 2 * day),
         message("Rory Jones <rory@umbrella.com>", "alice@ourco.com", "Hi", msgid="x2@umbrella", when=NOW - 2 * day),
@@ -122,7 +135,14 @@ def test_candidates_from_a_synced_mailbox_come_with_their_evidence(synced):
     assert [e["kind"] for e in sam["evidence"]] == ["address_change"]
     assert sam["confidence"] == 0.95 and sam["keep_id"] == contact_of(w, "sam@newco.io")
     assert "sam@oldco.com wrote that their new address is sam@newco.io" == sam["evidence"][0]["examples"][0]["text"]
-    # The Rorys at initech, umbrella, hooli, piedpiper and umbrella.org are different people.
+    kim = found.pop(frozenset({"kim@acme.de", "kim.lo@acme.com"}))
+    assert [e["kind"] for e in kim["evidence"]] == ["same_name_linked_companies"] and kim["confidence"] == 0.6
+    lee = found.pop(frozenset({"lee@initech.com", "lee.park@gmail.com"}))
+    assert [e["kind"] for e in lee["evidence"]] == ["same_name_on_message"]
+    assert lee["evidence"][0]["examples"][0]["subject"] == "Intro"
+    assert lee["keep_id"] == contact_of(w, "lee.park@gmail.com")  # the one with more mail is kept
+    # The Rorys at initech, umbrella, hooli, piedpiper and umbrella.org are different people
+    # (umbrella.com and umbrella.org are linked by name, but Rory Jones is not Rory Adams).
     assert found == {}
 
 
@@ -133,7 +153,7 @@ def test_a_dismissed_candidate_is_not_proposed_again(synced):
     duplicates.dismiss(w.rt, admin, b, a)
     duplicates.dismiss(w.rt, admin, a, b)  # twice: remembered once
     assert frozenset({"rory.adams@acme.com", "radams@acme.com"}) not in pairs(candidates(w))
-    assert len(candidates(w)) == 2
+    assert len(candidates(w)) == 4
     assert w.scalar("SELECT count(*) FROM duplicatedismissal") == 1
     with pytest.raises(Invalid):
         duplicates.dismiss(w.rt, admin, a, a)
