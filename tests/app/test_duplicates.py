@@ -320,3 +320,21 @@ def test_merge_refuses_reps_other_organisations_and_nonsense(synced):
         duplicates.merge(w.rt, Actor.operator(w.org_id), a, a)
     with write_transaction(w.rt.engine) as conn:
         assert conn.execute(text("SELECT count(*) FROM contactmerge")).scalar() == 0
+
+
+def test_undo_restores_the_merged_contact_even_when_its_id_was_given_to_a_new_contact(synced):
+    w, _ = synced
+    op = Actor.operator(w.org_id)
+    newest = w.scalar("SELECT max(id) FROM contact")
+    keep = contact_of(w, "rory.adams@acme.com")
+    assert newest != keep
+    mail = w.scalar("SELECT count(*) FROM participant WHERE contact_id = :c", c=newest)
+    result = duplicates.merge(w.rt, op, keep, newest)
+    # SQLite hands the highest free id out again; PostgreSQL's sequence never does
+    made = people.create_contact(w.rt, op, email="newcomer@client.example", name="New Comer")["id"]
+    undone = duplicates.unmerge(w.rt, op, result["audit_id"])
+    restored = undone["contact_id"]
+    assert restored not in (keep, made) and (restored == newest) == (made != newest)
+    assert w.scalar("SELECT count(*) FROM participant WHERE contact_id = :c", c=restored) == mail
+    assert contact_of(w, "newcomer@client.example") == made
+    assert w.scalar("SELECT loser_id FROM contactmerge WHERE id = :m", m=result["merge_id"]) == restored
