@@ -240,8 +240,18 @@ def bulk_insert_new(conn: Connection, table: Table, columns: tuple[str, ...], ro
 def _copy(cursor, table_name: str, columns: tuple[str, ...], rows: list[tuple], numbered: bool = False) -> None:
     import io
 
+    import psycopg2
+    from sqlalchemy.exc import DBAPIError
+
     text = _copy_text(rows, numbered)
-    cursor.copy_expert(f"COPY {table_name} ({', '.join(columns)}) FROM STDIN", io.StringIO(text))
+    statement = f"COPY {table_name} ({', '.join(columns)}) FROM STDIN"
+    try:
+        cursor.copy_expert(statement, io.StringIO(text))
+    except psycopg2.Error as exc:
+        # The driver's own cursor raises the driver's errors: give callers SQLAlchemy's, as every
+        # other statement does, so that a batch that lost a race (a key written at the same
+        # moment, a contact merged away since the batch read it) is retried like any other.
+        raise DBAPIError.instance(statement, None, exc, psycopg2.Error) from exc
 
 
 def bulk_insert_ignore_returning(

@@ -12,6 +12,7 @@ from app.models.deals import (
     PipelineStage,
     StageKind,
 )
+from app.models.duplicates import ContactMerge, DuplicateDismissal, MergeState
 from app.models.followup import FollowUp, FollowUpKind, FollowUpStatus
 from app.models.mail import FolderState, GraphSubscription, M365Tenant, Mailbox, MailboxStatus, SyncIssue, SyncStage
 from app.models.org import (
@@ -40,6 +41,9 @@ from app.models.timeline import (
 metadata = SQLModel.metadata
 
 __all__ = [
+    "ContactMerge",
+    "DuplicateDismissal",
+    "MergeState",
     "ApiToken",
     "AuditEvent",
     "ConsoleSession",

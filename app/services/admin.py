@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable
 
-from sqlalchemy import and_, delete, exists, select, update
+from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.engine import Connection
 
 from app.models import (
@@ -14,6 +14,7 @@ from app.models import (
     Contact,
     ContactAddress,
     ContactColleague,
+    ContactMerge,
     ContactStats,
     FollowUp,
     Interaction,
@@ -26,6 +27,7 @@ I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__tabl
 C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
 STATS, COLLEAGUE = ContactStats.__table__, ContactColleague.__table__
 FU = FollowUp.__table__  # the follow-up queue points at interactions, contacts and companies
+MERGE = ContactMerge.__table__
 CHUNK = 500
 
 
@@ -94,6 +96,16 @@ def delete_contacts(conn: Connection, org_id: int, contact_ids: Iterable[int]) -
         conn.execute(delete(COLLEAGUE).where(COLLEAGUE.c.org_id == org_id, COLLEAGUE.c.contact_id.in_(part)))
         conn.execute(delete(CA).where(CA.c.org_id == org_id, CA.c.contact_id.in_(part)))
         conn.execute(delete(C).where(C.c.org_id == org_id, C.c.id.in_(part)))
+        # A merge record keeps the merged contact's row for its undo: once either side is gone
+        # (erased, or left with no mail) it cannot be undone, and must not keep their data.
+        conn.execute(
+            update(MERGE)
+            .where(
+                MERGE.c.org_id == org_id,
+                or_(MERGE.c.survivor_id.in_(part), and_(MERGE.c.loser_id.in_(part), MERGE.c.state == "undone")),
+            )
+            .values(state="void", record={})
+        )
     return companies
 
 

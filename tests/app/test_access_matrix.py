@@ -160,6 +160,11 @@ EXPECT: dict[tuple[str, str], dict] = {
         "json": lambda: {"email": f"{uniq('x')}@gone.example", "confirm": True},
     },
     ("GET", "/api/admin/audit"): {"auth": ADMIN},
+    ("GET", "/api/admin/duplicates"): {"auth": ADMIN},
+    ("POST", "/api/admin/duplicates/{contact_id}/dismiss/{other_id}"): {"auth": ADMIN},
+    ("POST", "/api/admin/contacts/{contact_id}/merge/{other_id}"): {"auth": ADMIN},
+    ("GET", "/api/admin/merges"): {"auth": ADMIN},
+    ("POST", "/api/admin/merges/{audit_id}/undo"): {"auth": ADMIN},
     ("GET", "/api/admin/summaries"): {"auth": ADMIN},
     ("POST", "/api/admin/summaries/check"): {"auth": ADMIN},
     ("POST", "/api/admin/summaries/repair"): {"auth": ADMIN},
@@ -218,6 +223,10 @@ EXPECT: dict[tuple[str, str], dict] = {
         "form": lambda: {"email": f"{uniq('x')}@gone.example", "confirm": "1"},
     },
     ("GET", "/admin/audit"): {"auth": CONSOLE},
+    ("GET", "/admin/duplicates"): {"auth": CONSOLE},
+    ("POST", "/admin/duplicates/{contact_id}/merge/{other_id}"): {"auth": CONSOLE, "form": {"confirm": "1"}},
+    ("POST", "/admin/duplicates/{contact_id}/dismiss/{other_id}"): {"auth": CONSOLE},
+    ("POST", "/admin/merges/{audit_id}/undo"): {"auth": CONSOLE},
     ("POST", "/admin/summaries/{action}"): {"auth": CONSOLE, "params": {"action": "repair"}},
     ("GET", "/admin/deals"): {"auth": CONSOLE},
     ("POST", "/admin/deals"): {"auth": CONSOLE, "form": lambda: {"name": uniq("Deal")}},
@@ -324,6 +333,25 @@ def fresh_param(env, name: str):
         return env["company"]
     if name == "task_id":
         return env["task"]
+    if name in ("other_id", "audit_id"):  # a fresh contact of the first organisation (merged, for an undo)
+        from app.services import duplicates
+
+        with write_transaction(w.rt.engine) as conn:
+            address = f"{uniq('dup')}@acme-org1.com"
+            other = conn.execute(
+                insert(Contact.__table__).values(
+                    org_id=w.org_id,
+                    name="Jane Org1",
+                    search_name="jane org1",
+                    primary_email=address,
+                    tags=[],
+                    created_at=datetime.now(timezone.utc),
+                )
+            ).inserted_primary_key[0]
+            conn.execute(insert(ContactAddress.__table__).values(org_id=w.org_id, contact_id=other, address=address))
+        if name == "other_id":
+            return other
+        return duplicates.merge(w.rt, Actor.operator(w.org_id), env["contact"], other)["audit_id"]
     if name == "followup_id":  # a fresh follow-up of the first organisation's rep
         with write_transaction(w.rt.engine) as conn:
             rep = orgs.user_id_by_email(conn, w.org_id, "rep@ourco.com")

@@ -23,7 +23,7 @@ from app.api import create_app
 from app.db import session, write_transaction
 from app.models import FolderState, Mailbox
 from app.models.base import utcnow
-from app.services import orgs, rules
+from app.services import orgs, people, rules
 from app.services.actor import Actor
 from tests import factories
 from tests.servers import AppServer
@@ -38,6 +38,7 @@ PAGES = {
     "users": "/admin/users",
     "organisation": "/admin/org",
     "rules": "/admin/rules",
+    "duplicates": "/admin/duplicates",
     "privacy": "/admin/privacy",
     "audit": "/admin/audit",
 }
@@ -120,6 +121,9 @@ def console(tmp_path_factory):
     op = Actor.operator(w.org_id)
     rules.add_rule(w.rt, op, value="newsletter.example")
     rules.add_rule(w.rt, op, value="private@family.example", user_id=users["alice@ourco.com"])
+    # two contacts that look like one person, for the duplicates page
+    for email in ("rory.adams@acme-industries.com", "radams@acme-industries.com"):
+        people.create_contact(w.rt, op, email=email, name="Rory Adams")
     server = AppServer(create_app(w.rt, run_scheduler=False)).start()
     yield {"world": w, "base": server.url, "token": token, "users": users, "alice_box": alice_box}
     server.stop()

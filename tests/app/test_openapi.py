@@ -351,6 +351,7 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
         ("GET", "/livez"): {},
         ("GET", "/panel/config.json"): {"rt": sd.rt, "response": Response()},
         ("GET", "/api/me"): me,
+        **_duplicate_calls(sd),
         ("GET", "/api/stages"): {"caller": me["caller"]},
         ("GET", "/api/lookup"): {**me, "email": JANE, "limit": 100},
         ("GET", "/api/contacts"): {**me, "q": "ja", "limit": 20},
@@ -381,6 +382,35 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
         ("GET", "/api/mailboxes/{mailbox_id}"): {**me, "mailbox_id": mailbox},
         # the seed's mail mailboxes are paused (sync now refuses those: 409); alice's calendar is not
         ("POST", "/api/mailboxes/{mailbox_id}/sync"): {**me, "mailbox_id": ids["calendar"]},
+    }
+
+
+def _duplicate_calls(sd) -> dict[tuple[str, str], dict]:
+    """The admin's duplicate routes, on contacts made for them: two Pat Lees at one company
+    (a candidate with evidence), a pair to merge and a merge to undo."""
+    from app.services import duplicates, people
+
+    op = Actor.operator(sd.world.org_id)
+    admin = {"caller": Caller(None, sd.world.org_id, "operator", "admin"), "rt": sd.rt}  # type: ignore[arg-type]
+    made = [
+        people.create_contact(sd.rt, op, email=f"{who}@dupes.example", name="Pat Lee")["id"]
+        for who in ("pat", "plee", "p.lee", "pat.lee", "lee.p")
+    ]
+    undo = duplicates.merge(sd.rt, op, made[3], made[4])["audit_id"]
+    return {
+        ("GET", "/api/admin/duplicates"): {**admin, "limit": 100},
+        ("POST", "/api/admin/duplicates/{contact_id}/dismiss/{other_id}"): {
+            **admin,
+            "contact_id": made[0],
+            "other_id": made[1],
+        },
+        ("POST", "/api/admin/contacts/{contact_id}/merge/{other_id}"): {
+            **admin,
+            "contact_id": made[0],
+            "other_id": made[2],
+        },
+        ("GET", "/api/admin/merges"): {**admin, "limit": 50},
+        ("POST", "/api/admin/merges/{audit_id}/undo"): {**admin, "audit_id": undo},
     }
 
 

@@ -17,14 +17,40 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from app.services import activity, calendars, deals, followups, m365, mailboxes, orgs, people, privacy, reconcile, rules
+from app.services import (
+    activity,
+    calendars,
+    deals,
+    duplicates,
+    followups,
+    m365,
+    mailboxes,
+    orgs,
+    people,
+    privacy,
+    reconcile,
+    rules,
+)
 from app.services.actor import Actor
 from app.services.errors import Conflict, Forbidden, NotFound
 from tests import factories
 from tests.world import make_world, runtime_env
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICE_MODULES = (activity, calendars, deals, followups, m365, mailboxes, orgs, people, privacy, reconcile, rules)
+SERVICE_MODULES = (
+    activity,
+    calendars,
+    deals,
+    duplicates,
+    followups,
+    m365,
+    mailboxes,
+    orgs,
+    people,
+    privacy,
+    reconcile,
+    rules,
+)
 _n = itertools.count()
 
 
@@ -214,6 +240,15 @@ CASES = {
     ),
     "activity.update_task": lambda w: (lambda tid: lambda a: activity.update_task(w.rt, a, tid, done=True))(
         activity.add_task(w.rt, w.op, _contact(w), "call back", None)["id"]
+    ),
+    "duplicates.dismiss": lambda w: (lambda a_, b_: lambda a: duplicates.dismiss(w.rt, a, a_, b_))(
+        _contact(w), _contact(w)
+    ),
+    "duplicates.merge": lambda w: (lambda a_, b_: lambda a: duplicates.merge(w.rt, a, a_, b_))(
+        _contact(w), _contact(w)
+    ),
+    "duplicates.unmerge": lambda w: (lambda audit_id: lambda a: duplicates.unmerge(w.rt, a, audit_id))(
+        duplicates.merge(w.rt, w.op, _contact(w), _contact(w))["audit_id"]
     ),
     "deals.create_pipeline": lambda w: lambda a: deals.create_pipeline(w.rt, a, name=uniq("Pipeline")),
     "deals.set_visibility": lambda w: lambda a: deals.set_visibility(w.rt, a, "all"),

@@ -1,0 +1,681 @@
+"""Duplicate contacts: find the same person under several addresses, dismiss a candidate,
+merge two contacts and undo a merge from the audit log.
+
+Candidates come from what the timeline already holds (headers and participants, never
+signatures), each with its evidence and a confidence:
+- the same display name at the same company (or at two companies of the same name, such as
+  acme.com and acme.de);
+- the same display name under two addresses on one message, or writing from both in one
+  thread (a personal and a work address of one person);
+- an address change announced in mail: an inbound message whose snippet says "my new
+  address is X" (several languages), X being another contact.
+
+A merge moves every row of the merged contact ("loser") to the one kept ("survivor") in one
+transaction: its addresses (so later mail to them lands on the survivor), participations
+(mail, meetings, notes, tasks), follow-ups, deal memberships, tags and key-account flag; the
+survivor's summaries are recounted from the rows. A `contactmerge` row keeps the loser's
+contact row and the id of every row moved or changed, which is what the undo puts back.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timezone
+from itertools import combinations
+
+from sqlalchemy import and_, delete, desc, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from app.models import (
+    AuditEvent,
+    Company,
+    Contact,
+    ContactAddress,
+    ContactMerge,
+    ContactStats,
+    Deal,
+    DealContact,
+    DuplicateDismissal,
+    FollowUp,
+    Interaction,
+    MergeState,
+    Participant,
+)
+from app.models.base import utcnow
+from app.services import audit
+from app.services.actor import Actor, changing
+from app.services.admin import chunks
+from app.services.duplicate_signals import announced_addresses, name_key
+from app.services.errors import Conflict, Invalid, NotFound
+from sync import exclusions, stats
+
+C, CA, CO, I, P = (
+    Contact.__table__,
+    ContactAddress.__table__,
+    Company.__table__,
+    Interaction.__table__,
+    Participant.__table__,
+)
+FU, DC, DEAL, STATS = FollowUp.__table__, DealContact.__table__, Deal.__table__, ContactStats.__table__
+M, D, A = ContactMerge.__table__, DuplicateDismissal.__table__, AuditEvent.__table__
+
+# How much one piece of evidence alone says; several kinds combine (1 - product of doubts).
+CONFIDENCE = {
+    "address_change": 0.95,
+    "same_name_same_company": 0.8,
+    "same_name_in_thread": 0.75,
+    "same_name_on_message": 0.7,
+    "same_name_linked_companies": 0.6,
+}
+EVIDENCE_PER_KIND = 3  # examples kept per kind and pair; the count says how many there were
+MERGE_ACTION, UNMERGE_ACTION = "contact.merge", "contact.unmerge"
+
+# The contact's own columns a merge may fill in on the survivor (blanks only) and an undo puts back.
+_SURVIVOR_FIELDS = ("name", "search_name", "title", "phone", "stage", "tags", "owner_id", "key_account", "company_id")
+
+
+# -- candidates -----------------------------------------------------------------------------
+
+
+def _pair(a: int, b: int) -> tuple[int, int]:
+    return (a, b) if a < b else (b, a)
+
+
+def _when(value) -> str | None:
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    return value
+
+
+class _Found:
+    """Evidence gathered per contact pair."""
+
+    def __init__(self) -> None:
+        self.by_pair: dict[tuple[int, int], dict[str, dict]] = defaultdict(dict)
+        self.keep_hint: dict[tuple[int, int], int] = {}
+
+    def add(self, a: int, b: int, kind: str, text: str, **facts) -> None:
+        if a == b:
+            return
+        slot = self.by_pair[_pair(a, b)].setdefault(kind, {"kind": kind, "count": 0, "examples": []})
+        slot["count"] += 1
+        if len(slot["examples"]) < EVIDENCE_PER_KIND:
+            example = {"text": text, "interaction_id": None, "subject": None, "at": None}
+            slot["examples"].append({**example, **facts})
+
+
+def _same_name(conn: Connection, org_id: int, found: _Found) -> None:
+    """The same display name at one company, or at companies of the same name."""
+    companies = {
+        cid: (domain, name)
+        for cid, domain, name in conn.execute(select(CO.c.id, CO.c.domain, CO.c.name).where(CO.c.org_id == org_id))
+    }
+    group_of: dict[int, str] = {cid: (name or domain).strip().casefold() for cid, (domain, name) in companies.items()}
+    people: dict[tuple[str, str], list[tuple[int, int, str]]] = defaultdict(list)
+    for cid, name, company_id in conn.execute(
+        select(C.c.id, C.c.name, C.c.company_id)
+        .where(C.c.org_id == org_id, C.c.company_id.is_not(None))
+        .order_by(C.c.id)
+    ):
+        key = name_key(name)
+        if key:
+            people[(group_of.get(company_id, str(company_id)), key)].append((cid, company_id, name))
+    for members in people.values():
+        for (a, ca, name), (b, cb, _) in combinations(members, 2):
+            if ca == cb:
+                found.add(a, b, "same_name_same_company", f"both are named {name} at {companies[ca][0]}")
+            else:
+                found.add(
+                    a,
+                    b,
+                    "same_name_linked_companies",
+                    f"both are named {name} at {companies[ca][0]} and {companies[cb][0]}, companies of the same name",
+                )
+
+
+def _together(conn: Connection, org_id: int, found: _Found) -> None:
+    """The same name under two contacts' addresses on one message, or writing from both in one thread."""
+    lname = func.lower(P.c.name)
+    named = and_(P.c.org_id == org_id, P.c.contact_id.is_not(None), P.c.name.is_not(None), P.c.name != "")
+    on_message = (
+        select(P.c.interaction_id)
+        .where(named)
+        .group_by(P.c.interaction_id, lname)
+        .having(func.count(func.distinct(P.c.contact_id)) > 1)
+    )
+    rows = conn.execute(
+        select(P.c.interaction_id, P.c.contact_id, P.c.name, I.c.subject, I.c.occurred_at)
+        .join(I, I.c.id == P.c.interaction_id)
+        .where(named, P.c.interaction_id.in_(on_message))
+        .order_by(I.c.occurred_at, P.c.interaction_id)
+    ).all()
+    groups: dict[tuple[int, str], set[int]] = defaultdict(set)
+    info: dict[int, tuple] = {}
+    for iid, contact_id, name, subject, at in rows:
+        key = name_key(name)
+        if key:
+            groups[(iid, key)].add(contact_id)
+            info[iid] = (subject, at, name)
+    for (iid, _), members in groups.items():
+        subject, at, name = info[iid]
+        for a, b in combinations(sorted(members), 2):
+            found.add(
+                a,
+                b,
+                "same_name_on_message",
+                f"{name} appears under both addresses on one message",
+                interaction_id=iid,
+                subject=subject,
+                at=_when(at),
+            )
+    # Threads: the same name wrote from both addresses (replies from a phone, a home account).
+    senders = and_(named, P.c.role == "from")
+    in_thread = (
+        select(I.c.thread_key)
+        .select_from(P.join(I, I.c.id == P.c.interaction_id))
+        .where(senders)
+        .group_by(I.c.thread_key, lname)
+        .having(func.count(func.distinct(P.c.contact_id)) > 1)
+    )
+    rows = conn.execute(
+        select(I.c.thread_key, P.c.contact_id, P.c.name, I.c.id, I.c.subject, I.c.occurred_at)
+        .join(I, I.c.id == P.c.interaction_id)
+        .where(senders, I.c.org_id == org_id, I.c.thread_key.in_(in_thread))
+        .order_by(I.c.occurred_at, I.c.id)
+    ).all()
+    threads: dict[tuple[str, str], dict[int, tuple]] = defaultdict(dict)
+    for thread, contact_id, name, iid, subject, at in rows:
+        key = name_key(name)
+        if key:  # rows come oldest first: each contact's first message in the thread
+            threads[(thread, key)].setdefault(contact_id, (iid, subject, at, name))
+    for members in threads.values():
+        for a, b in combinations(sorted(members), 2):
+            # the example is the message where the second address joined the thread
+            iid, subject, at, name = max(members[a], members[b], key=lambda m: (m[2], m[0]))
+            found.add(
+                a,
+                b,
+                "same_name_in_thread",
+                f"{name} wrote from both addresses in one thread",
+                interaction_id=iid,
+                subject=subject,
+                at=_when(at),
+            )
+
+
+def _address_changes(conn: Connection, org_id: int, found: _Found) -> None:
+    """Inbound mail whose text announces the sender's new address, which is another contact."""
+    rows = conn.execute(
+        select(I.c.id, I.c.from_address, I.c.snippet, I.c.subject, I.c.occurred_at)
+        .where(
+            I.c.org_id == org_id,
+            I.c.kind == "email",
+            I.c.direction == "in",
+            I.c.from_address.is_not(None),
+            I.c.snippet.like("%@%"),
+        )
+        .order_by(I.c.occurred_at, I.c.id)
+    ).all()
+    wanted: list[tuple] = []
+    for iid, sender, snippet, subject, at in rows:
+        for new in announced_addresses(snippet):
+            if new != sender:
+                wanted.append((iid, sender, new, subject, at))
+    if not wanted:
+        return
+    addresses = sorted({w[1] for w in wanted} | {w[2] for w in wanted})
+    owner: dict[str, int] = {}
+    for part in chunks(addresses):
+        owner.update(
+            conn.execute(
+                select(CA.c.address, CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address.in_(part))
+            ).all()
+        )
+    for iid, sender, new, subject, at in wanted:
+        old_id, new_id = owner.get(sender), owner.get(new)
+        if old_id is None or new_id is None or old_id == new_id:
+            continue
+        found.add(
+            old_id,
+            new_id,
+            "address_change",
+            f"{sender} wrote that their new address is {new}",
+            interaction_id=iid,
+            subject=subject,
+            at=_when(at),
+        )
+        found.keep_hint[_pair(old_id, new_id)] = new_id  # keep the address they moved to
+
+
+def _contacts(conn: Connection, org_id: int, ids: list[int]) -> dict[int, dict]:
+    out: dict[int, dict] = {}
+    for part in chunks(ids):
+        for r in conn.execute(
+            select(
+                C.c.id,
+                C.c.name,
+                C.c.primary_email,
+                CO.c.domain,
+                STATS.c.emails_in,
+                STATS.c.emails_out,
+                STATS.c.last_email_at,
+            )
+            .outerjoin(CO, CO.c.id == C.c.company_id)
+            .outerjoin(STATS, STATS.c.contact_id == C.c.id)
+            .where(C.c.org_id == org_id, C.c.id.in_(part))
+        ).mappings():
+            out[r["id"]] = {
+                "id": r["id"],
+                "name": r["name"],
+                "email": r["primary_email"],
+                "addresses": [],
+                "company": r["domain"],
+                "emails": (r["emails_in"] or 0) + (r["emails_out"] or 0),
+                "last_email_at": r["last_email_at"],
+            }
+        for cid, address in conn.execute(
+            select(CA.c.contact_id, CA.c.address)
+            .where(CA.c.org_id == org_id, CA.c.contact_id.in_(part))
+            .order_by(CA.c.id)
+        ):
+            out[cid]["addresses"].append(address)
+    return out
+
+
+def find_candidates(conn: Connection, org_id: int, *, limit: int = 200) -> list[dict]:
+    """Pairs of contacts that look like one person, most likely first, without those an admin
+    dismissed. Each has the evidence (kind, how often, a few examples) and a confidence in [0, 1]."""
+    found = _Found()
+    _same_name(conn, org_id, found)
+    _together(conn, org_id, found)
+    _address_changes(conn, org_id, found)
+    dismissed = set(conn.execute(select(D.c.contact_a, D.c.contact_b).where(D.c.org_id == org_id)).tuples().all())
+    pairs = [p for p in found.by_pair if p not in dismissed]
+    people = _contacts(conn, org_id, sorted({c for p in pairs for c in p}))
+    out = []
+    for a, b in pairs:
+        if a not in people or b not in people:
+            continue  # merged or erased while we read
+        evidence = sorted(found.by_pair[(a, b)].values(), key=lambda e: -CONFIDENCE[e["kind"]])
+        doubt = 1.0
+        for e in evidence:
+            doubt *= 1 - CONFIDENCE[e["kind"]]
+        first, second = people[a], people[b]
+        keep = found.keep_hint.get((a, b))
+        if keep is None:  # the one with more mail, then the one at a company (work), then the older
+            rank = {c["id"]: (c["emails"], c["company"] is not None, -c["id"]) for c in (first, second)}
+            keep = a if rank[a] >= rank[b] else b
+        out.append(
+            {
+                "key": f"{a}-{b}",
+                "contacts": [first, second],
+                "keep_id": keep,
+                "merge_id": b if keep == a else a,
+                "confidence": round(1 - doubt, 3),
+                "evidence": evidence,
+            }
+        )
+    out.sort(key=lambda c: (-c["confidence"], c["key"]))
+    return out[: max(1, min(int(limit), 1000))]
+
+
+def dismiss(rt, actor: Actor, contact_id: int, other_id: int) -> dict:
+    """Remember that these two contacts are different people: never proposed again."""
+    if contact_id == other_id:
+        raise Invalid("a contact cannot be a duplicate of itself", field="other_id")
+    a, b = _pair(int(contact_id), int(other_id))
+    with changing(rt.engine, actor) as conn:
+        _existing(conn, actor.org_id, [a, b])
+        known = conn.execute(
+            select(D.c.contact_a).where(D.c.org_id == actor.org_id, D.c.contact_a == a, D.c.contact_b == b)
+        ).first()
+        if known is None:
+            conn.execute(
+                insert(D).values(
+                    org_id=actor.org_id, contact_a=a, contact_b=b, dismissed_by=actor.user_id, dismissed_at=utcnow()
+                )
+            )
+            audit.record(
+                conn,
+                actor.org_id,
+                actor.user_id,
+                "contact.duplicate_dismiss",
+                f"contacts {a} and {b}",
+                {"contact_ids": [a, b]},
+            )
+    return {"contact_ids": [a, b], "dismissed": True}
+
+
+def _existing(conn: Connection, org_id: int, ids: list[int], *, lock: bool = False) -> dict[int, dict]:
+    query = select(C).where(C.c.org_id == org_id, C.c.id.in_(ids)).order_by(C.c.id)
+    if lock and conn.dialect.name == "postgresql":
+        # Row locks, in id order: an ingest batch that is writing mail for either contact
+        # (its participant rows' foreign keys share-lock the contact) finishes first, and one
+        # that starts now waits for the merge and then retries with the contact it finds.
+        query = query.with_for_update()
+    rows = {r["id"]: dict(r) for r in conn.execute(query).mappings()}
+    for cid in ids:
+        if cid not in rows:
+            raise NotFound(f"no contact {cid} in this organisation", field="contact_id")
+    return rows
+
+
+# -- merge ----------------------------------------------------------------------------------
+
+
+def _jsonable(row: dict) -> dict:
+    return {k: _when(v) for k, v in row.items()}
+
+
+def merge(rt, actor: Actor, keep_id: int, merge_id: int) -> dict:
+    """Merge contact `merge_id` into `keep_id`, in one transaction, audited; undo with `unmerge`."""
+    keep_id, merge_id = int(keep_id), int(merge_id)
+    if keep_id == merge_id:
+        raise Invalid("choose two different contacts", field="merge_id")
+    with changing(rt.engine, actor) as conn:
+        org_id = actor.org_id
+        rows = _existing(conn, org_id, [keep_id, merge_id], lock=True)
+        survivor, loser = rows[keep_id], rows[merge_id]
+        record = _move(conn, org_id, survivor, loser)
+        merge_row = conn.execute(
+            insert(M)
+            .values(
+                org_id=org_id,
+                survivor_id=keep_id,
+                loser_id=merge_id,
+                state=MergeState.MERGED,
+                record=record,
+                merged_at=utcnow(),
+                merged_by=actor.user_id,
+            )
+            .returning(M.c.id)
+        ).scalar_one()
+        counts = {k: len(record[k]) for k in ("addresses", "participants", "followups", "deals_moved", "deals_dropped")}
+        audit.record(
+            conn,
+            org_id,
+            actor.user_id,
+            MERGE_ACTION,
+            f"contact {merge_id} into {keep_id}",
+            {"merge_id": merge_row, "survivor_id": keep_id, "loser_id": merge_id, **counts},
+        )
+        # The event just written in this transaction (another merge's is not visible until it commits).
+        audit_id = conn.execute(
+            select(A.c.id).where(A.c.org_id == org_id, A.c.action == MERGE_ACTION).order_by(desc(A.c.id)).limit(1)
+        ).scalar_one()
+        conn.execute(update(M).where(M.c.id == merge_row).values(audit_id=audit_id))
+    return {"merge_id": merge_row, "audit_id": audit_id, "survivor_id": keep_id, "loser_id": merge_id, "moved": counts}
+
+
+def _move(conn: Connection, org_id: int, survivor: dict, loser: dict) -> dict:
+    keep, gone = survivor["id"], loser["id"]
+    before = {f: survivor[f] for f in _SURVIVOR_FIELDS}
+    after = dict(before)
+    for f in ("name", "title", "phone", "stage", "owner_id", "company_id"):
+        if not after[f] and loser[f]:
+            after[f] = loser[f]
+    if not before["name"] and after["name"]:
+        after["search_name"] = loser["search_name"] or after["name"].lower()
+    after["tags"] = list(dict.fromkeys(list(before["tags"] or []) + list(loser["tags"] or [])))
+    after["key_account"] = bool(before["key_account"] or loser["key_account"])
+
+    addresses = list(
+        conn.execute(select(CA.c.id).where(CA.c.org_id == org_id, CA.c.contact_id == gone).order_by(CA.c.id)).scalars()
+    )
+    participants = list(
+        conn.execute(select(P.c.id).where(P.c.org_id == org_id, P.c.contact_id == gone).order_by(P.c.id)).scalars()
+    )
+    # Participant rows carry their contact's company (for company timelines): both contacts'
+    # rows take the survivor's; each changed row keeps its former company for the undo.
+    companies = [
+        [pid, company]
+        for pid, company in conn.execute(
+            select(P.c.id, P.c.company_id)
+            .where(P.c.org_id == org_id, P.c.contact_id.in_([keep, gone]))
+            .order_by(P.c.id)
+        )
+        if company != after["company_id"]
+    ]
+    followups = list(
+        conn.execute(select(FU.c.id).where(FU.c.org_id == org_id, FU.c.contact_id == gone).order_by(FU.c.id)).scalars()
+    )
+    deals = list(conn.execute(select(DC.c.deal_id).where(DC.c.org_id == org_id, DC.c.contact_id == gone)).scalars())
+    on_both = set(
+        conn.execute(
+            select(DC.c.deal_id).where(DC.c.org_id == org_id, DC.c.contact_id == keep, DC.c.deal_id.in_(deals or [-1]))
+        ).scalars()
+    )
+    deals_moved = sorted(d for d in deals if d not in on_both)
+    deals_dropped = sorted(on_both)
+
+    conn.execute(update(CA).where(CA.c.org_id == org_id, CA.c.contact_id == gone).values(contact_id=keep))
+    for part in chunks(participants):
+        conn.execute(update(P).where(P.c.id.in_(part)).values(contact_id=keep))
+    conn.execute(update(P).where(P.c.org_id == org_id, P.c.contact_id == keep).values(company_id=after["company_id"]))
+    conn.execute(update(FU).where(FU.c.org_id == org_id, FU.c.contact_id == gone).values(contact_id=keep))
+    if deals_moved:
+        conn.execute(update(DC).where(DC.c.contact_id == gone, DC.c.deal_id.in_(deals_moved)).values(contact_id=keep))
+    if deals_dropped:
+        conn.execute(delete(DC).where(DC.c.contact_id == gone, DC.c.deal_id.in_(deals_dropped)))
+    changed = {f: after[f] for f in _SURVIVOR_FIELDS if after[f] != before[f]}
+    if changed:
+        conn.execute(update(C).where(C.c.id == keep).values(**changed))
+    # The loser's summaries go with it; the survivor's are counted again from its rows.
+    stats.recompute(conn, org_id, [gone])  # deletes them: it has no participant rows left
+    conn.execute(delete(C).where(C.c.id == gone))
+    stats.recompute(conn, org_id, [keep])
+    return {
+        "loser": _jsonable(loser),
+        "survivor_before": before,
+        "survivor_after": after,
+        "addresses": addresses,
+        "participants": participants,
+        "participant_companies": companies,
+        "followups": followups,
+        "deals_moved": deals_moved,
+        "deals_dropped": deals_dropped,
+    }
+
+
+# -- undo -----------------------------------------------------------------------------------
+
+
+def merges_of(conn: Connection, org_id: int, *, limit: int = 50) -> list[dict]:
+    """The latest merges, for the console: who, when, what state, and the audit id to undo."""
+    out = []
+    for r in conn.execute(
+        select(M.c.id, M.c.survivor_id, M.c.loser_id, M.c.audit_id, M.c.state, M.c.merged_at, M.c.record)
+        .where(M.c.org_id == org_id)
+        .order_by(desc(M.c.id))
+        .limit(limit)
+    ).mappings():
+        loser = (r["record"] or {}).get("loser") or {}
+        out.append(
+            {
+                "merge_id": r["id"],
+                "audit_id": r["audit_id"],
+                "survivor_id": r["survivor_id"],
+                "loser_id": r["loser_id"],
+                "loser_email": loser.get("primary_email"),
+                "loser_name": loser.get("name"),
+                "state": r["state"],
+                "merged_at": r["merged_at"],
+            }
+        )
+    return out
+
+
+def unmerge(rt, actor: Actor, audit_id: int) -> dict:
+    """Undo the merge recorded by this audit event: the merged contact comes back with exactly
+    the rows the merge moved (those still there), and the survivor's own fields as they were."""
+    with changing(rt.engine, actor) as conn:
+        org_id = actor.org_id
+        event = conn.execute(
+            select(A.c.action, A.c.detail).where(A.c.org_id == org_id, A.c.id == int(audit_id))
+        ).first()
+        if event is None or event.action != MERGE_ACTION:
+            raise NotFound(f"no merge recorded as audit event {audit_id}", field="audit_id")
+        merge_id = (event.detail or {}).get("merge_id")
+        row = conn.execute(select(M).where(M.c.org_id == org_id, M.c.id == merge_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no merge recorded as audit event {audit_id}", field="audit_id")
+        if row["state"] == MergeState.UNDONE:
+            raise Conflict("this merge was already undone")
+        if row["state"] == MergeState.VOID:
+            raise Conflict("this merge cannot be undone: the merged contact was erased or removed since")
+        keep, gone, record = row["survivor_id"], row["loser_id"], dict(row["record"])
+        found = conn.execute(select(C.c.id).where(C.c.org_id == org_id, C.c.id == keep))
+        if conn.dialect.name == "postgresql":
+            found = conn.execute(select(C.c.id).where(C.c.org_id == org_id, C.c.id == keep).with_for_update())
+        if found.first() is None:
+            later = conn.execute(
+                select(M.c.audit_id).where(M.c.org_id == org_id, M.c.loser_id == keep, M.c.state == MergeState.MERGED)
+            ).scalar()
+            hint = f": undo audit event {later} (its later merge) first" if later else ""
+            raise Conflict(f"this merge cannot be undone: contact {keep} no longer exists{hint}")
+        result = _restore(conn, org_id, rt.box, keep, gone, record)
+        conn.execute(
+            update(M)
+            .where(M.c.id == merge_id)
+            .values(state=MergeState.UNDONE, undone_at=utcnow(), loser_id=result["contact_id"])
+        )
+        audit.record(
+            conn,
+            org_id,
+            actor.user_id,
+            UNMERGE_ACTION,
+            f"contact {result['contact_id']} out of {keep}",
+            {
+                "merge_id": merge_id,
+                "merge_audit_id": int(audit_id),
+                **{k: v for k, v in result.items() if k != "contact_id"},
+            },
+        )
+    return {"merge_id": merge_id, "survivor_id": keep, **result}
+
+
+def _restore(conn: Connection, org_id: int, box, keep: int, gone: int, record: dict) -> dict:
+    # Addresses the organisation stopped logging since (a "never log" rule, an erasure) stay
+    # out: the undo must not make them a contact again.
+    rules = exclusions.load(conn, org_id, box)
+    addresses = dict(
+        conn.execute(
+            select(CA.c.id, CA.c.address).where(
+                CA.c.org_id == org_id, CA.c.contact_id == keep, CA.c.id.in_(record["addresses"] or [-1])
+            )
+        )
+        .tuples()
+        .all()
+    )
+    banned = {i for i, a in addresses.items() if rules.org.matches(a) or rules.is_erased(org_id, a)}
+    returning = {i: a for i, a in addresses.items() if i not in banned}
+    if not returning:
+        raise Conflict(
+            "this merge cannot be undone: none of the merged contact's addresses is still logged "
+            "(erased or excluded by a rule since)"
+        )
+    loser = dict(record["loser"])
+    taken = conn.execute(select(C.c.id).where(C.c.id == loser["id"])).first() is not None
+    values = {k: v for k, v in loser.items() if k != "id" or not taken}
+    values["created_at"] = datetime.fromisoformat(loser["created_at"]) if loser.get("created_at") else utcnow()
+    values["primary_email"] = (
+        loser["primary_email"] if loser["primary_email"] in returning.values() else sorted(returning.values())[0]
+    )
+    if (
+        loser.get("company_id") is not None
+        and conn.execute(select(CO.c.id).where(CO.c.id == loser["company_id"])).first() is None
+    ):
+        values["company_id"] = None  # its company was removed since
+    restored = conn.execute(insert(C).values(**values).returning(C.c.id)).scalar_one()
+
+    conn.execute(update(CA).where(CA.c.id.in_(list(returning))).values(contact_id=restored))
+    if banned:
+        conn.execute(delete(CA).where(CA.c.id.in_(sorted(banned))))
+    moved = 0
+    for part in chunks(record["participants"]):
+        moved += conn.execute(
+            update(P).where(P.c.id.in_(part), P.c.contact_id == keep).values(contact_id=restored)
+        ).rowcount
+    # Mail that reached the merged addresses after the merge was filed under the survivor; it
+    # follows its address back, as if the merge had never been.
+    later = 0
+    for part in chunks(sorted(returning.values())):
+        later += conn.execute(
+            update(P)
+            .where(P.c.org_id == org_id, P.c.contact_id == keep, P.c.address.in_(part))
+            .values(contact_id=restored)
+        ).rowcount
+    before, after = record["survivor_before"], record["survivor_after"]
+    by_company: dict = defaultdict(list)
+    for pid, company in record["participant_companies"]:
+        by_company[company].append(pid)
+    for company, pids in by_company.items():
+        for part in chunks(pids):
+            conn.execute(
+                update(P).where(P.c.id.in_(part), P.c.company_id == after["company_id"]).values(company_id=company)
+            )
+    loser_company = values.get("company_id")
+    if loser_company != after["company_id"] and later:
+        # Mail that reached the loser's addresses since the merge carries the survivor's company.
+        recorded = {pid for pid, _ in record["participant_companies"]}
+        newer = [
+            pid
+            for pid in conn.execute(
+                select(P.c.id).where(
+                    P.c.org_id == org_id, P.c.contact_id == restored, P.c.company_id == after["company_id"]
+                )
+            ).scalars()
+            if pid not in recorded
+        ]
+        for part in chunks(newer):
+            conn.execute(update(P).where(P.c.id.in_(part)).values(company_id=loser_company))
+    conn.execute(
+        update(FU)
+        .where(FU.c.org_id == org_id, FU.c.contact_id == keep, FU.c.id.in_(record["followups"] or [-1]))
+        .values(contact_id=restored)
+    )
+    if record["deals_moved"]:
+        conn.execute(
+            update(DC)
+            .where(DC.c.contact_id == keep, DC.c.deal_id.in_(record["deals_moved"]))
+            .values(contact_id=restored)
+        )
+    existing_deals = set(
+        conn.execute(
+            select(DEAL.c.id).where(DEAL.c.org_id == org_id, DEAL.c.id.in_(record["deals_dropped"] or [-1]))
+        ).scalars()
+    )
+    for deal_id in record["deals_dropped"]:
+        if deal_id in existing_deals:  # the deal still exists: the loser was on it too
+            conn.execute(insert(DC).values(deal_id=deal_id, contact_id=restored, org_id=org_id))
+    # The survivor's own fields as they were, where nobody changed them since the merge.
+    current = conn.execute(select(C).where(C.c.id == keep)).mappings().one()
+    reverted = {f: before[f] for f in _SURVIVOR_FIELDS if before[f] != after[f] and _same(current[f], after[f])}
+    if reverted:
+        conn.execute(update(C).where(C.c.id == keep).values(**reverted))
+    stats.recompute(conn, org_id, [keep, restored])
+    return {
+        "contact_id": restored,
+        "addresses": len(returning),
+        "addresses_not_restored": len(banned),
+        "participants": moved,
+        "later_participants": later,
+    }
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, list) or isinstance(b, list):
+        return list(a or []) == list(b or [])
+    return a == b
+
+
+def contact_ref(conn: Connection, org_id: int, ref: str) -> int:
+    """A contact named by its id or by any of its addresses (for the CLI)."""
+    ref = ref.strip()
+    if ref.isdigit():
+        found = conn.execute(select(C.c.id).where(C.c.org_id == org_id, C.c.id == int(ref))).scalar()
+    else:
+        found = conn.execute(select(CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address == ref.lower())).scalar()
+    if found is None:
+        raise NotFound(f"no contact {ref!r} in this organisation", field="contact")
+    return int(found)
