@@ -363,9 +363,10 @@ def build_db(db_path: Path, n_contacts: int, n_interactions: int, n_users: int, 
     # one pass with the same definition.
     from sync.stats import _COLLEAGUE_SQL, _STATS_SQL
 
-    every = "SELECT id FROM contact"
-    con.execute(_STATS_SQL.format(ids=every).replace(":org", "1"))
-    con.execute(_COLLEAGUE_SQL.format(ids=every).replace(":org", "1").replace(":now", f"'{ts(now)}'"))
+    con.execute(_STATS_SQL.format(contacts="p.contact_id IS NOT NULL").replace(":org", "1"))
+    con.execute(
+        _COLLEAGUE_SQL.format(contacts="c.contact_id IS NOT NULL").replace(":org", "1").replace(":now", f"'{ts(now)}'")
+    )
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
     counts = sorted(per_contact[1:])
