@@ -67,10 +67,7 @@ def _index(columns: list[dict], key: str) -> int:
 
 def _mark(row: int, key: str, value, words: str, shape: str) -> str:
     """One plotted number: its element with the data attributes and a spoken <title>."""
-    return (
-        f'<g data-row="{row}" data-key="{esc(key)}" data-value="{esc(value)}">'
-        f"<title>{esc(words)}</title>{shape}</g>"
-    )
+    return f'<g data-row="{row}" data-key="{esc(key)}" data-value="{esc(value)}"><title>{esc(words)}</title>{shape}</g>'
 
 
 def _legend(keys: list[str], columns: list[dict], x: float, y: float, width: float) -> tuple[str, float]:
@@ -119,8 +116,17 @@ def _axis_y(x0: float, y0: float, h: float, w: float, top: float, step: float) -
 
 
 def _columns_chart(
-    table: dict, rows: list[tuple[int, list]], x0: float, y0: float, w: float, h: float, top: float, *, stacked: bool,
-    x_col: int, prefix: str = ""
+    table: dict,
+    rows: list[tuple[int, list]],
+    x0: float,
+    y0: float,
+    w: float,
+    h: float,
+    top: float,
+    *,
+    stacked: bool,
+    x_col: int,
+    prefix: str = "",
 ) -> str:
     """Vertical bars per row (grouped or stacked) in the box, against a shared maximum."""
     cols, series = table["columns"], table["series"]
@@ -165,9 +171,14 @@ def _columns_chart(
             if _num(value) in (None, 0):
                 continue
             out.append(
-                _mark(ri, key, value, f"{cell_text(row[x_col])}: {_label(cols, key)} {cell_text(value)}",
-                      f'<text x="{x0 + pos * slot + slot / 2:.1f}" y="{y0 - 2:.1f}" text-anchor="middle" '
-                      f'font-size="10" opacity="0.8">{esc(value)}</text>')
+                _mark(
+                    ri,
+                    key,
+                    value,
+                    f"{cell_text(row[x_col])}: {_label(cols, key)} {cell_text(value)}",
+                    f'<text x="{x0 + pos * slot + slot / 2:.1f}" y="{y0 - 2:.1f}" text-anchor="middle" '
+                    f'font-size="10" opacity="0.8">{esc(value)}</text>',
+                )
             )
     return "".join(out)
 
@@ -198,9 +209,7 @@ def columns(table: dict, width: float, *, stacked: bool) -> str:
     y0 = 14 + lh + (12 if table.get("labels") else 0)
     h = 180 if width >= 500 else 150
     top = max(_totals(r, idx, stacked) for r in rows)
-    body = legend + _columns_chart(
-        table, list(enumerate(rows)), 44, y0, width - 52, h, top, stacked=stacked, x_col=0
-    )
+    body = legend + _columns_chart(table, list(enumerate(rows)), 44, y0, width - 52, h, top, stacked=stacked, x_col=0)
     summary = f"{'Stacked' if stacked else 'Grouped'} bars of {', '.join(_label(cols, k) for k in series)} by {cols[0]['label'].lower()}."
     return _frame(table, width, y0 + h + 24, body, summary)
 
@@ -228,11 +237,22 @@ def multiples(table: dict, width: float) -> str:
         parts.append(f'<text x="{gx + 8:.1f}" y="{gy + 14:.1f}" font-weight="600">{esc(_short(name, 40))}</text>')
         parts.append(
             _columns_chart(
-                table, items, gx + 40, gy + 24, pw - 52, ph - 10, top, stacked=False, x_col=1, prefix=f"{name}, week of "
+                table,
+                items,
+                gx + 40,
+                gy + 24,
+                pw - 52,
+                ph - 10,
+                top,
+                stacked=False,
+                x_col=1,
+                prefix=f"{name}, week of ",
             )
         )
     height = y_start + math.ceil(len(groups) / per_row) * (ph + 44)
-    summary = f"Per {cols[0]['label'].lower()}: {', '.join(_label(cols, k) for k in series)} by {cols[1]['label'].lower()}."
+    summary = (
+        f"Per {cols[0]['label'].lower()}: {', '.join(_label(cols, k) for k in series)} by {cols[1]['label'].lower()}."
+    )
     return _frame(table, width, height, "".join(parts), summary)
 
 

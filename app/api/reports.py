@@ -111,10 +111,10 @@ def new_contacts(caller: CallerDep, rt: RuntimeDep, f: FiltersDep) -> Any:
     return _run(rt, caller, "new-contacts", **f.values)
 
 
-@router.get(
-    "/api/reports/cold-accounts", response_model=Report, summary="Companies with no activity for 60 or 90 days"
-)
-def cold_accounts(caller: CallerDep, rt: RuntimeDep, f: FiltersDep, sort: SortQ = "strength", limit: LimitQ = 25) -> Any:
+@router.get("/api/reports/cold-accounts", response_model=Report, summary="Companies with no activity for 60 or 90 days")
+def cold_accounts(
+    caller: CallerDep, rt: RuntimeDep, f: FiltersDep, sort: SortQ = "strength", limit: LimitQ = 25
+) -> Any:
     return _run(rt, caller, "cold-accounts", sort=sort, limit=limit, **f.values)
 
 

@@ -222,8 +222,13 @@ def activity(conn: Connection, actor: Actor, **filters) -> dict:
         "activity",
         "Activity per rep per week",
         "multiples",
-        [_col("rep", "Rep", "text"), _col("week", "Week of", "date"), _col("emails_out", "Emails out"),
-         _col("emails_in", "Emails in"), _col("meetings", "Meetings")],
+        [
+            _col("rep", "Rep", "text"),
+            _col("week", "Week of", "date"),
+            _col("emails_out", "Emails out"),
+            _col("emails_in", "Emails in"),
+            _col("meetings", "Meetings"),
+        ],
         ["emails_out", "emails_in", "meetings"],
         out,
     )
@@ -312,10 +317,15 @@ def response_times(conn: Connection, actor: Actor, **filters) -> dict:
         "response_times",
         "Time to answer (hours)",
         "hbars",
-        [_col("rep", "Rep", "text"), _col("rep_answers", "Rep answers"),
-         _col("rep_median_h", "Rep median (h)", "number"), _col("rep_p90_h", "Rep p90 (h)", "number"),
-         _col("customer_answers", "Customer answers"), _col("customer_median_h", "Customer median (h)", "number"),
-         _col("customer_p90_h", "Customer p90 (h)", "number")],
+        [
+            _col("rep", "Rep", "text"),
+            _col("rep_answers", "Rep answers"),
+            _col("rep_median_h", "Rep median (h)", "number"),
+            _col("rep_p90_h", "Rep p90 (h)", "number"),
+            _col("customer_answers", "Customer answers"),
+            _col("customer_median_h", "Customer median (h)", "number"),
+            _col("customer_p90_h", "Customer p90 (h)", "number"),
+        ],
         ["rep_median_h", "rep_p90_h", "customer_median_h", "customer_p90_h"],
         rows,
         ["rep_answers", "customer_answers"],
@@ -386,7 +396,10 @@ def new_contacts(conn: Connection, actor: Actor, **filters) -> dict:
 
     weeks = s.weeks()
     tables = []
-    for key, title, found in (("contacts", "New contacts per week", contacts), ("companies", "New companies per week", companies)):
+    for key, title, found in (
+        ("contacts", "New contacts per week", contacts),
+        ("companies", "New companies per week", companies),
+    ):
         counts: dict[tuple[str, str], int] = {}
         for r in found:
             counts[(r.wk, source(r))] = counts.get((r.wk, source(r)), 0) + 1
@@ -450,7 +463,9 @@ def cold_accounts(conn: Connection, actor: Actor, *, sort: str = "strength", lim
     ).all()
     acc: dict[int, dict] = {}
     for r in rows:
-        a = acc.setdefault(r.company_id, {"name": r.name, "domain": r.domain, "last": _aware(r.last_at), "n": [0, 0, 0]})
+        a = acc.setdefault(
+            r.company_id, {"name": r.name, "domain": r.domain, "last": _aware(r.last_at), "n": [0, 0, 0]}
+        )
         if r.kind == "meeting":
             a["n"][2] += r.n
         elif r.kind == "email":
@@ -460,9 +475,18 @@ def cold_accounts(conn: Connection, actor: Actor, *, sort: str = "strength", lim
         quiet = (as_of - a["last"]).days
         sc = strength.score(a["n"][0], a["n"][1], a["n"][2], a["last"], a["last"])
         items.append(
-            {"id": cid, "name": a["name"], "domain": a["domain"], "last": a["last"].date().isoformat(),
-             "quiet": quiet, "bucket": f"{COLD_DAYS[1]}+ days" if quiet >= COLD_DAYS[1] else f"{COLD_DAYS[0]}-{COLD_DAYS[1] - 1} days",
-             "score": sc["score"], "why": sc["explanation"]}
+            {
+                "id": cid,
+                "name": a["name"],
+                "domain": a["domain"],
+                "last": a["last"].date().isoformat(),
+                "quiet": quiet,
+                "bucket": f"{COLD_DAYS[1]}+ days"
+                if quiet >= COLD_DAYS[1]
+                else f"{COLD_DAYS[0]}-{COLD_DAYS[1] - 1} days",
+                "score": sc["score"],
+                "why": sc["explanation"],
+            }
         )
     keys = {
         "strength": lambda c: (-c["score"], c["name"].lower(), c["id"]),
@@ -476,9 +500,15 @@ def cold_accounts(conn: Connection, actor: Actor, *, sort: str = "strength", lim
         "cold_accounts",
         "Accounts going cold",
         "hbars",
-        [_col("company", "Company", "text"), _col("domain", "Domain", "text"), _col("last_activity", "Last activity", "date"),
-         _col("days_quiet", "Days quiet"), _col("quiet_for", "Quiet for", "text"), _col("strength", "Strength"),
-         _col("strength_why", "Strength at the last interaction", "text")],
+        [
+            _col("company", "Company", "text"),
+            _col("domain", "Domain", "text"),
+            _col("last_activity", "Last activity", "date"),
+            _col("days_quiet", "Days quiet"),
+            _col("quiet_for", "Quiet for", "text"),
+            _col("strength", "Strength"),
+            _col("strength_why", "Strength at the last interaction", "text"),
+        ],
         ["strength"],
         [[c["name"], c["domain"], c["last"], c["quiet"], c["bucket"], c["score"], c["why"]] for c in shown],
         ["days_quiet"],
@@ -553,7 +583,11 @@ def pipeline(
     for d in deals:
         if d.kind == "open":
             open_by.setdefault(d.stage_id, []).append(d.amount_minor)
-            close = d.close_date if isinstance(d.close_date, date) or d.close_date is None else date.fromisoformat(d.close_date)
+            close = (
+                d.close_date
+                if isinstance(d.close_date, date) or d.close_date is None
+                else date.fromisoformat(d.close_date)
+            )
             if close is not None and _month(close) in forecast:
                 f = forecast[_month(close)]
                 f[0] += 1
@@ -581,12 +615,24 @@ def pipeline(
         ["Average days to close (won)", round(sum(close_days) / len(close_days), 1) if close_days else None],
     ]
     tables = [
-        _table("summary", "Closed in the range", "figures", [_col("measure", "Measure", "text"), _col("value", "Value", "number")], ["value"], summary_rows),
+        _table(
+            "summary",
+            "Closed in the range",
+            "figures",
+            [_col("measure", "Measure", "text"), _col("value", "Value", "number")],
+            ["value"],
+            summary_rows,
+        ),
         _table(
             "stages",
             f"Open value by stage ({cur})",
             "hbars",
-            [_col("stage", "Stage", "text"), _col("probability", "Probability (%)"), _col("deals", "Open deals"), _col("value", f"Value ({cur})", "number")],
+            [
+                _col("stage", "Stage", "text"),
+                _col("probability", "Probability (%)"),
+                _col("deals", "Open deals"),
+                _col("value", f"Value ({cur})", "number"),
+            ],
             ["value"],
             stage_rows,
             ["deals", "probability"],
@@ -595,8 +641,12 @@ def pipeline(
             "forecast",
             f"Forecast by expected close month ({cur})",
             "bars",
-            [_col("month", "Month", "text"), _col("deals", "Deals"), _col("value", f"Value ({cur})", "number"),
-             _col("weighted", f"Weighted ({cur})", "number")],
+            [
+                _col("month", "Month", "text"),
+                _col("deals", "Deals"),
+                _col("value", f"Value ({cur})", "number"),
+                _col("weighted", f"Weighted ({cur})", "number"),
+            ],
             ["value", "weighted"],
             forecast_rows,
             ["deals"],

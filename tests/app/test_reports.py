@@ -65,7 +65,13 @@ def _thread(steps, boxes) -> list[Mail]:
 
 
 A, B = "alice@ourco.com", "bob@ourco.com"
-CAROL, DAN, OLGA, VERA, MAL = "carol@acme.com", "dan@globex.com", "olga@oldco.io", "vera@veryold.net", "mallory@malcorp.com"
+CAROL, DAN, OLGA, VERA, MAL = (
+    "carol@acme.com",
+    "dan@globex.com",
+    "olga@oldco.io",
+    "vera@veryold.net",
+    "mallory@malcorp.com",
+)
 t1 = _day(20)
 t2 = _day(10)
 t3 = _day(40)
@@ -351,10 +357,26 @@ def test_the_pipeline_report_sums_open_value_by_stage_win_rate_time_to_close_and
     first_open = next(s for s in pipe["stages"] if s["kind"] == "open")
     next_month = (date.today().replace(day=1) + timedelta(days=40)).replace(day=10)
     made = [
-        deals.create_deal(w.rt, op, name="A", pipeline_id=pipe["id"], stage_id=first_open["id"], owner_id=ids[A],
-                          amount_minor=100_000, close_date=next_month),
-        deals.create_deal(w.rt, op, name="B", pipeline_id=pipe["id"], stage_id=first_open["id"], owner_id=ids[B],
-                          amount_minor=50_050, close_date=next_month),
+        deals.create_deal(
+            w.rt,
+            op,
+            name="A",
+            pipeline_id=pipe["id"],
+            stage_id=first_open["id"],
+            owner_id=ids[A],
+            amount_minor=100_000,
+            close_date=next_month,
+        ),
+        deals.create_deal(
+            w.rt,
+            op,
+            name="B",
+            pipeline_id=pipe["id"],
+            stage_id=first_open["id"],
+            owner_id=ids[B],
+            amount_minor=50_050,
+            close_date=next_month,
+        ),
     ]
     won_stage = next(s for s in pipe["stages"] if s["kind"] == "won")
     lost_stage = next(s for s in pipe["stages"] if s["kind"] == "lost")
@@ -415,8 +437,12 @@ def test_another_organisation_sees_nothing_of_this_one(api, site):
         r = api("other", f"/api/reports/{name}")
         assert r.status_code == 200
         assert "ourco.com" not in r.text and "acme" not in r.text and "Alice" not in r.text
-        assert all(not any(isinstance(v, (int, float)) and v for v in row) for t in r.json()["tables"] for row in t["rows"]
-                   if t["key"] != "summary")
+        assert all(
+            not any(isinstance(v, (int, float)) and v for v in row)
+            for t in r.json()["tables"]
+            for row in t["rows"]
+            if t["key"] != "summary"
+        )
     assert api("other", "/api/reports/activity", rep=ids[A]).status_code == 422
 
 
@@ -464,8 +490,11 @@ def test_the_csv_holds_exactly_the_numbers_the_chart_plots(api, name):
         svg = api("boss", f"/api/reports/{name}.svg", table=table["key"], **params)
         assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
         got = marks(svg.text)
-        if not any(isinstance(row[keys_of(table).index(k)], (int, float)) and row[keys_of(table).index(k)]
-                   for row in table["rows"] for k in table["series"]):
+        if not any(
+            isinstance(row[keys_of(table).index(k)], (int, float)) and row[keys_of(table).index(k)]
+            for row in table["rows"]
+            for k in table["series"]
+        ):
             assert got == {} and "Nothing in this range." in svg.text  # said in words, not drawn as zeros
             continue
         sheet = read_csv(api("boss", f"/api/reports/{name}.csv", table=table["key"], **params).content)
@@ -509,7 +538,10 @@ def test_any_label_makes_well_formed_svg_that_shows_it_as_text(label, value):
         "key": "t",
         "title": label,
         "chart": "hbars",
-        "columns": [{"key": "name", "label": "Name", "kind": "text"}, {"key": "n", "label": label or "n", "kind": "int"}],
+        "columns": [
+            {"key": "name", "label": "Name", "kind": "text"},
+            {"key": "n", "label": label or "n", "kind": "int"},
+        ],
         "series": ["n"],
         "labels": [],
         "rows": [[label, value]],
@@ -594,3 +626,22 @@ def test_a_rep_on_the_reports_page_gets_their_own_numbers_and_no_rep_choice(serv
     finally:
         context.close()
 
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def test_the_cli_prints_a_reports_tables_as_the_csv_download_does(site, api, monkeypatch):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from tests.world import runtime_env
+
+    w, tokens, ids = site
+    for key, value in runtime_env(w.rt.settings.data_dir).items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(app, ["report", "activity", "--rep", B])
+    assert result.exit_code == 0, result.output
+    download = api("boss", "/api/reports/activity.csv", rep=ids[B]).content.decode("utf-8-sig")
+    assert result.stdout == download and "Bob Rep" in result.stdout
+    bad = CliRunner().invoke(app, ["report", "weekly"])
+    assert bad.exit_code != 0 and "report must be one of" in str(bad.exception)
