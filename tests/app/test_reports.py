@@ -639,9 +639,31 @@ def test_the_cli_prints_a_reports_tables_as_the_csv_download_does(site, api, mon
     w, tokens, ids = site
     for key, value in runtime_env(w.rt.settings.data_dir).items():
         monkeypatch.setenv(key, value)
-    result = CliRunner().invoke(app, ["report", "activity", "--rep", B])
+    org = ["--org", str(w.org_id)]  # the fixture made a second organisation
+    result = CliRunner().invoke(app, ["report", "activity", "--rep", B, *org])
     assert result.exit_code == 0, result.output
     download = api("boss", "/api/reports/activity.csv", rep=ids[B]).content.decode("utf-8-sig")
-    assert result.stdout == download and "Bob Rep" in result.stdout
-    bad = CliRunner().invoke(app, ["report", "weekly"])
+    # the same rows and cells; the runner's captured stdout reads line ends as "\n"
+    assert result.stdout.splitlines() == download.splitlines() and "Bob Rep" in result.stdout
+    bad = CliRunner().invoke(app, ["report", "weekly", *org])
     assert bad.exit_code != 0 and "report must be one of" in str(bad.exception)
+
+
+# -- the manager role -------------------------------------------------------------------------
+
+
+def test_a_manager_is_refused_admin_use_cases_and_the_last_admin_cannot_become_a_manager(tmp_path):
+    from app.services.errors import Conflict
+
+    w = make_world(tmp_path, reps=())
+    op = Actor.operator(w.org_id)
+    boss = orgs.create_user(w.rt, op, "boss@ourco.com", role="admin")["id"]
+    meg = orgs.create_user(w.rt, op, "meg@ourco.com", role="manager")
+    assert meg["role"] == "manager"
+    with pytest.raises(Forbidden):
+        orgs.create_user(w.rt, Actor(w.org_id, meg["id"], "manager"), "new@ourco.com")
+    with pytest.raises(Conflict):
+        orgs.update_user(w.rt, Actor(w.org_id, boss, "admin"), boss, role="manager")
+    with pytest.raises(Invalid):
+        orgs.create_user(w.rt, op, "x@ourco.com", role="boss")
+    w.rt.engine.dispose()
