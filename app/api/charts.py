@@ -305,10 +305,10 @@ def hbars(table: dict, width: float) -> str:
             value = row[_index(cols, key)]
             if value is None:
                 continue
-            words = f"{cell_text(value)} {_label(cols, key).lower()}"
+            words = f"{_label(cols, key)}: {cell_text(value)}"
             text = f'<text x="{lx:.1f}" y="{ly:.1f}" font-size="11" opacity="0.85">{esc(words)}</text>'
             out.append(_mark(ri, key, value, f"{cell_text(row[0])}: {words}", text))
-            lx += 6.2 * len(words) + 12
+            lx += 6.2 * len(words) + 14
     summary = f"Horizontal bars of {', '.join(_label(cols, k) for k in series)} per {cols[0]['label'].lower()}."
     return _frame(table, width, axis_bottom + 24, "".join(out), summary)
 
