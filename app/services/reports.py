@@ -262,6 +262,15 @@ def response_samples(conn: Connection, s: Scope) -> list[tuple[str, int | None, 
     answer does not reset the clock. Automated mail (auto-replies) is left out. The rep of an
     answer is its sender; of a customer's answer, the sender of the turn it answers."""
     secs = _seconds(conn, "occurred_at", "prev_at")
+    # One rep's answers (and their customers') are in threads where the rep wrote in the range:
+    # walking only those threads gives the same samples for them, from their own index rows.
+    threads = (
+        """AND i.thread_key IN (SELECT r.thread_key FROM participant q JOIN interaction r ON r.id = q.interaction_id
+             WHERE q.org_id = :org AND q.user_id = :rep AND q.role = 'from'
+               AND q.occurred_at >= :since AND q.occurred_at < :until)"""
+        if s.rep_id is not None
+        else ""
+    )
     rows = conn.execute(
         text(
             f"""WITH e AS (
@@ -269,7 +278,7 @@ def response_samples(conn: Connection, s: Scope) -> list[tuple[str, int | None, 
                 LAG(i.direction) OVER (PARTITION BY i.thread_key ORDER BY i.occurred_at, i.id) AS prev_dir
               FROM interaction i
               WHERE i.org_id = :org AND i.occurred_at >= :since AND i.occurred_at < :until
-                AND i.kind = 'email' AND i.automated = :no
+                AND i.kind = 'email' AND i.automated = :no {threads}
             ), turns AS (
               SELECT id, thread_key, occurred_at, direction, from_address,
                 LAG(occurred_at) OVER (PARTITION BY thread_key ORDER BY occurred_at, id) AS prev_at,

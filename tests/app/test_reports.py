@@ -259,6 +259,11 @@ def api(site):
     client.close()
 
 
+def site_ids(api) -> dict[str, int]:
+    """User ids by address, as the API lists them to a manager."""
+    return {r["email"]: r["id"] for r in api("boss", "/api/reports/activity").json()["reps"]}
+
+
 def rows_of(report: dict, key: str | None = None) -> list[list]:
     table = report["tables"][0] if key is None else next(t for t in report["tables"] if t["key"] == key)
     return table["rows"]
@@ -296,6 +301,11 @@ def test_response_times_give_the_median_and_p90_of_each_reps_and_customers_answe
             else:
                 assert row[offset + 1] is None and row[offset + 2] is None
     assert {row[0] for row in rows_of(body)} == {name for name, _ in want}
+    # one rep's figures (walked over their own threads only) are their row of the team's
+    team = {row[0]: row for row in rows_of(body)}
+    for rep, name in REPS.items():
+        one = api("boss", "/api/reports/response-times", rep=site_ids(api)[rep]).json()
+        assert rows_of(one) == [team[name]]
     # alice: 3 h and 5 h to Carol (from her first unanswered email, not her reminder), 2 h to Dan, 4 h to Olga
     assert sorted(want[("Alice Rep", "rep")]) == [2.0, 3.0, 4.0, 5.0]
 
