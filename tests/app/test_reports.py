@@ -500,7 +500,7 @@ def test_the_csv_holds_exactly_the_numbers_the_chart_plots(api, name):
         svg = api("boss", f"/api/reports/{name}.svg", table=table["key"], **params)
         assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
         got = marks(svg.text)
-        if not any(
+        if table["chart"] != "figures" and not any(
             isinstance(row[keys_of(table).index(k)], (int, float)) and row[keys_of(table).index(k)]
             for row in table["rows"]
             for k in table["series"]
