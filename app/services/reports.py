@@ -393,22 +393,19 @@ def new_contacts(conn: Connection, actor: Actor, **filters) -> dict:
                  COALESCE(cs.meetings, 0) AS meetings
                FROM contact c LEFT JOIN contactstats cs ON cs.contact_id = c.id
                WHERE c.org_id = :org {rep}"""
-    contacts = conn.execute(
+    # One pass: every contact new in the range, and with it whether it is its company's first
+    # (the window runs over all of them, before the range is applied).
+    found = conn.execute(
         text(
-            f"""SELECT id, {_week(conn, "first_at")} AS wk, emailed, meetings FROM ({base}) f
+            f"""WITH f AS ({base}),
+            r AS (SELECT f.*, ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY first_at, id) AS n FROM f)
+            SELECT id, company_id, {_week(conn, "first_at")} AS wk, emailed, meetings, n FROM r
             WHERE first_at >= :since AND first_at < :until"""
         ),
         _params(conn, s),
     ).all()
-    companies = conn.execute(
-        text(
-            f"""WITH f AS ({base} AND c.company_id IS NOT NULL),
-            r AS (SELECT f.*, ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY first_at, id) AS n FROM f)
-            SELECT id, {_week(conn, "first_at")} AS wk, emailed, meetings FROM r
-            WHERE n = 1 AND first_at >= :since AND first_at < :until"""
-        ),
-        _params(conn, s),
-    ).all()
+    contacts = found
+    companies = [r for r in found if r.company_id is not None and r.n == 1]
     manual = _manual_contacts(conn, s.org_id)
 
     def source(r) -> str:
