@@ -161,7 +161,11 @@ def user_reactivate(email: str, org: OrgOpt = None) -> None:
 
 
 @user_app.command("role")
-def user_role(email: str, role: Annotated[str, typer.Argument(help="rep | admin")], org: OrgOpt = None) -> None:
+def user_role(
+    email: str,
+    role: Annotated[str, typer.Argument(help="rep | manager (sees every rep's reports) | admin")],
+    org: OrgOpt = None,
+) -> None:
     """Make a user a rep or an admin."""
     _set_user(email, org, role=role)
     out.print(f"{email} is now {role}", highlight=False)

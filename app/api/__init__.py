@@ -27,6 +27,7 @@ from app.api import (
     metrics,
     panel,
     people,
+    reports,
 )
 from app.api.panel import OUTLOOK_ORIGINS
 from app.api.schemas import Health, Unhealthy
@@ -51,6 +52,7 @@ ROUTERS = (
     admin_pages,
     graph_webhooks,
     metrics,
+    reports,
 )
 
 

@@ -96,13 +96,13 @@ def patch_org(caller: AdminDep, rt: RuntimeDep, body: OrgUpdate) -> OrgSettings:
 class NewUser(BaseModel):
     email: str
     name: str = ""
-    role: Literal["rep", "admin"] = "rep"
+    role: Literal["rep", "manager", "admin"] = "rep"
     aliases: list[str] = []
 
 
 class UserUpdate(BaseModel):
     name: Optional[str] = None
-    role: Optional[Literal["rep", "admin"]] = None
+    role: Optional[Literal["rep", "manager", "admin"]] = None
     active: Optional[bool] = None
 
 

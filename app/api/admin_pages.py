@@ -498,7 +498,7 @@ def _start(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResp
         users=users,
         rows=rows,
         customer=customer,
-        reps=[u for u in users if u["role"] == "rep"],
+        reps=[u for u in users if u["role"] != "admin"],
         refresh=importing,
         **ctx,
     )

@@ -176,7 +176,7 @@ class Me(BaseModel):
     email: str
     name: str
     organisation: str
-    role: str  # rep | admin
+    role: str  # rep | manager | admin
     stages: list[str]
 
 

@@ -53,7 +53,7 @@ class User(TableModel, table=True):
     org_id: int = Field(foreign_key="organisation.id", index=True)
     email: str
     name: str = ""
-    role: str = "rep"  # rep | admin
+    role: str = "rep"  # rep | manager (every rep's reports, no admin rights) | admin
     active: bool = True
     # Entra ID object id (oid claim) once the user has signed in with Microsoft.
     entra_object_id: str | None = None

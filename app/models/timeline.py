@@ -121,6 +121,8 @@ class Participant(TableModel, table=True):
         Index("ix_participant_contact_time", "org_id", "contact_id", "occurred_at", "interaction_id"),
         Index("ix_participant_company_time", "org_id", "company_id", "occurred_at", "interaction_id"),
         Index("ix_participant_org_address", "org_id", "address"),
+        # a colleague's rows by time (reports: one rep's activity over a range)
+        Index("ix_participant_user_time", "org_id", "user_id", "occurred_at", "role", "interaction_id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")

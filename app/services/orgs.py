@@ -41,7 +41,8 @@ def clean_domain(value: str, field: str = "domain") -> str:
 
 
 _O, _U, _UA, _T = Organisation.__table__, User.__table__, UserAlias.__table__, ApiToken.__table__
-ROLES = ("rep", "admin")
+# A manager sees every rep's reports (app/services/reports.py) and otherwise has a rep's rights.
+ROLES = ("rep", "manager", "admin")
 ORG_FIELDS = (
     "name",
     "internal_domains",
@@ -349,7 +350,9 @@ def update_user(
         if active is not None and active != row.active:
             values["active"] = active
         losing_admin = (
-            row.role == "admin" and row.active and (values.get("role") == "rep" or values.get("active") is False)
+            row.role == "admin"
+            and row.active
+            and (values.get("role", "admin") != "admin" or values.get("active") is False)
         )
         if losing_admin and _active_admins(conn, org_id) == [user_id]:
             raise Conflict("this is the last active admin: make someone else an admin first")

@@ -94,6 +94,16 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("GET", "/api/board"): {"auth": USER, "other": (200, 404)},  # their own pipeline, or none yet
     ("GET", "/board"): {"auth": PUBLIC},
     ("GET", "/api/never-log"): {"auth": USER, "query": {"email": "jane@acme-org1.com"}},
+    # reports: every user; a rep gets their own numbers, managers and admins everyone's
+    ("GET", "/api/reports/activity"): {"auth": USER},
+    ("GET", "/api/reports/response-times"): {"auth": USER},
+    ("GET", "/api/reports/new-contacts"): {"auth": USER},
+    ("GET", "/api/reports/cold-accounts"): {"auth": USER},
+    ("GET", "/api/reports/pipeline"): {"auth": USER},
+    ("GET", "/api/reports/{report}.svg"): {"auth": USER, "params": {"report": "cold-accounts"}},
+    ("GET", "/api/reports/{report}.csv"): {"auth": USER, "params": {"report": "cold-accounts"}},
+    ("GET", "/reports"): {"auth": PUBLIC},  # the page; its data comes from /api/reports/...
+    ("GET", "/reports/static/{name}"): {"auth": PUBLIC},
     # Outlook add-in and sidebar assets (the sidebar authenticates its API calls itself)
     ("GET", "/addin/icon-{size}.png"): {"auth": PUBLIC},
     ("GET", "/addin/manifest.xml"): {"auth": PUBLIC},
@@ -255,8 +265,13 @@ def env(tmp_path_factory):
         org2 = factories.create_org(s, "Other Org", ["other.org"])
         other_admin = factories.add_user(s, org2, "admin@other.org", admin=True)
         rep = orgs.find_user(s, w.org_id, "rep@ourco.com")
+        manager = factories.add_user(s, s.get(orgs.Organisation, w.org_id), "manager@ourco.com", name="Manager")
+        manager.role = "manager"
+        s.add(manager)
+        s.commit()
         tokens = {
             "rep": factories.issue_token(s, rep),
+            "manager": factories.issue_token(s, manager),
             "admin": factories.issue_token(s, s.get(orgs.User, admin_id)),
             "other": factories.issue_token(s, other_admin),
         }
@@ -443,7 +458,7 @@ def test_access(env, key):
         pytest.fail(f"{method} {path} is in EXPECT but not a route any more: remove it")
     spec = EXPECT[key]
     auth = spec["auth"]
-    results = {who: call(env, method, path, spec, who) for who in (None, "rep", "other", "admin")}
+    results = {who: call(env, method, path, spec, who) for who in (None, "rep", "manager", "other", "admin")}
     status = {who: r.status_code for who, (r, _) in results.items()}
     assert all(s < 500 for s in status.values()), status
     anon, _ = results[None]
@@ -460,9 +475,13 @@ def test_access(env, key):
     rep_ok = spec.get("rep_ok", ())
     if auth in (ADMIN, CONSOLE):
         assert status["rep"] == 403, status
+        assert status["manager"] == 403, status  # a manager sees every rep's reports, nothing an admin does
         assert 200 <= status["admin"] < 400, (status, results["admin"][0].text[:300])
     else:
         assert status["rep"] not in (401, 403) or status["rep"] in rep_ok, status
+        # on a rep's own things (follow-ups, mailboxes) a manager is another rep: refused is right
+        mine = results["manager"][1]
+        assert status["manager"] != 401 and (mine or status["manager"] != 403 or status["manager"] in rep_ok), status
         assert status["admin"] not in (401, 403), status
     other, has_ids = results["other"]
     if has_ids:

@@ -321,7 +321,15 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
             text("UPDATE deal SET opened_at = :t WHERE id = :i"), {"t": NOW - timedelta(days=90), "i": deal["id"]}
         )
     on_deal = {**me, "deal_id": deal["id"]}
+    from app.api.reports import Filters
+
+    team = {**admin, "f": Filters()}
     return {
+        ("GET", "/api/reports/activity"): team,
+        ("GET", "/api/reports/response-times"): team,
+        ("GET", "/api/reports/new-contacts"): team,
+        ("GET", "/api/reports/cold-accounts"): {**team, "sort": "strength", "limit": 25},
+        ("GET", "/api/reports/pipeline"): {**team, "pipeline": None, "currency": None},
         ("GET", "/api/pipelines"): me,
         ("POST", "/api/pipelines"): {**admin, "body": PipelineIn(name=f"Renewals {boss}")},
         ("PATCH", "/api/deal-settings"): {**admin, "body": SettingsPatch(deal_visibility="all")},

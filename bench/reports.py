@@ -1,0 +1,193 @@
+#!/usr/bin/env python
+"""Every report rendered on the large data set of bench/api_lookup.py, beside the 300 ms target.
+
+    .venv/bin/python bench/reports.py [--interactions 1000000] [--rounds 5] [--budget 25] [--db PATH]
+
+1. The data set is bench/api_lookup.py's (build_db: 1 organisation, 20 users, contacts/10
+   companies, interactions/10 contacts, skewed activity over a year, 2-3 participants each),
+   plus a pipeline with --deals deals (open, won and lost, close dates over the next months).
+   Building it is not measured. It is cached: --db PATH (default /tmp/tlbench-reports/<n>.db)
+   is reused when it exists, so a second run starts measuring at once.
+2. Each report is rendered in-process as the SVG route does it (the service's SQL, then every
+   table drawn as SVG and written as CSV), for the whole team (what a manager sees first, the
+   largest) and for one rep, --rounds times each with the default filters (the last 12 weeks),
+   stopping a report early once it has spent --budget seconds. No HTTP: the route adds
+   FastAPI's overhead, about a millisecond.
+
+Target (issue 13): every report p99 < 300 ms on 1,000,000 interactions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sqlite3
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+REPO = str(Path(__file__).resolve().parent.parent)
+sys.path.insert(0, REPO)
+
+from bench._util import machine_summary, percentile, table, uptime_line, verdict  # noqa: E402
+
+TARGET_MS = 300.0
+FMT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def add_deals(db_path: Path, n_deals: int, n_users: int, n_companies: int, seed: int) -> None:
+    """A pipeline with the usual six stages and n_deals deals in it, written in bulk."""
+    rng = random.Random(seed)
+    now = datetime.now(timezone.utc)
+    con = sqlite3.connect(db_path, isolation_level=None)
+    con.execute("BEGIN")
+    con.execute(
+        "INSERT INTO pipeline (id, org_id, name, position, created_at) VALUES (1, 1, 'Sales', 0, ?)",
+        (now.strftime(FMT),),
+    )
+    stages = [
+        ("Qualified", "open", 10),
+        ("Meeting booked", "open", 25),
+        ("Proposal sent", "open", 50),
+        ("Negotiation", "open", 75),
+        ("Won", "won", 100),
+        ("Lost", "lost", 0),
+    ]
+    con.executemany(
+        "INSERT INTO pipelinestage (id, org_id, pipeline_id, name, position, kind, probability) "
+        "VALUES (?, 1, 1, ?, ?, ?, ?)",
+        [(i + 1, name, i, kind, p) for i, (name, kind, p) in enumerate(stages)],
+    )
+    rows = []
+    for d in range(1, n_deals + 1):
+        stage = rng.choices(range(1, 7), weights=(30, 20, 15, 10, 15, 10))[0]
+        opened = now - timedelta(days=rng.uniform(1, 300))
+        closed = opened + timedelta(days=rng.uniform(1, 90)) if stage >= 5 else None
+        close_date = (now + timedelta(days=rng.uniform(-30, 200))).date().isoformat()
+        rows.append(
+            (
+                d,
+                stage,
+                f"Deal {d}",
+                rng.randint(1, n_companies),
+                rng.randint(1, n_users),
+                rng.randint(1, 500) * 10_000,
+                close_date,
+                opened.strftime(FMT),
+                closed.strftime(FMT) if closed else None,
+                now.strftime(FMT),
+            )
+        )
+    con.executemany(
+        "INSERT INTO deal (id, org_id, pipeline_id, stage_id, name, company_id, owner_id, amount_minor, currency, "
+        "close_date, shared, opened_at, stage_changed_at, closed_at, updated_at) "
+        "VALUES (?, 1, 1, ?, ?, ?, ?, ?, 'EUR', ?, 0, ?, ?, ?, ?)",
+        [(*r[:7], r[7], r[7], r[8], r[9]) for r in rows],
+    )
+    con.execute("COMMIT")
+    con.close()
+
+
+def build(db_path: Path, args) -> None:
+    from bench.api_lookup import build_db
+
+    t0 = time.perf_counter()
+    info = build_db(db_path, args.contacts, args.interactions, args.users, args.seed)
+    add_deals(db_path, args.deals, args.users, info["companies"], args.seed)
+    print(
+        f"built {db_path} in {time.perf_counter() - t0:.0f} s (not measured): {args.interactions:,} interactions, "
+        f"{info['participants']:,} participants, {args.contacts:,} contacts, {args.deals:,} deals",
+        flush=True,
+    )
+
+
+def render(conn, actor, name: str, rep_id):
+    from app.api import charts
+    from app.api.reports import table_csv
+    from app.services import reports
+
+    data = reports.run(conn, actor, name, rep_id=rep_id)
+    for t in data["tables"]:
+        charts.render(t, 720)
+        table_csv(t)
+    return data
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--interactions", type=int, default=1_000_000)
+    ap.add_argument("--contacts", type=int, default=None, help="default: interactions / 10")
+    ap.add_argument("--users", type=int, default=20)
+    ap.add_argument("--deals", type=int, default=2_000)
+    ap.add_argument("--rounds", type=int, default=5, help="renders per report and scope (default 5)")
+    ap.add_argument("--budget", type=float, default=25.0, help="seconds one report may take in all (default 25)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--db", type=Path, default=None, help="the cached database (built when missing)")
+    args = ap.parse_args()
+    args.contacts = args.contacts or max(100, args.interactions // 10)
+    db_path = args.db or Path(f"/tmp/tlbench-reports/{args.interactions}.db")
+
+    print("== Reports on a large data set ==")
+    print(machine_summary())
+    print(f"uptime: {uptime_line()}", flush=True)
+    if not db_path.exists():
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        build(db_path, args)
+    else:
+        print(f"reusing {db_path} ({db_path.stat().st_size / 2**20:.0f} MiB)")
+
+    from app.db import make_engine, read_only, upgrade
+    from app.services import reports
+    from app.services.actor import Actor
+
+    url = f"sqlite:///{db_path}"
+    upgrade(url)  # the indexes the reports rely on (migration 0015)
+    engine = make_engine(url)
+    manager = Actor.operator(1)  # sees every rep, like a manager or an admin
+    with read_only(engine) as conn:
+        n = conn.exec_driver_sql("SELECT count(*) FROM interaction").scalar()
+        busiest = conn.exec_driver_sql(
+            "SELECT user_id FROM participant WHERE user_id IS NOT NULL GROUP BY user_id ORDER BY count(*) DESC LIMIT 1"
+        ).scalar()
+    print(f"{n:,} interactions; one rep = user {busiest} (the busiest)\n", flush=True)
+
+    rows = []
+    for name in reports.REPORTS:
+        for scope, rep in (("team", None), ("one rep", busiest)):
+            times: list[float] = []
+            spent = 0.0
+            for _ in range(args.rounds + 1):  # the first round warms the caches and is not counted
+                with read_only(engine) as conn:
+                    t0 = time.perf_counter()
+                    data = render(conn, manager, name, rep)
+                    took = time.perf_counter() - t0
+                times.append(took * 1000)
+                spent += took
+                if spent > args.budget:
+                    break
+            counted = sorted(times[1:]) or times
+            size = sum(len(t["rows"]) for t in data["tables"])
+            p50, p99 = percentile(counted, 50), percentile(counted, 99)
+            rows.append(
+                [
+                    name,
+                    scope,
+                    len(counted),
+                    size,
+                    f"{p50:.0f}",
+                    f"{p99:.0f}",
+                    f"{TARGET_MS:.0f}",
+                    verdict(p99 < TARGET_MS),
+                ]
+            )
+            print(f"  {name} ({scope}): p50 {p50:.0f} ms, p99 {p99:.0f} ms", flush=True)
+    print()
+    print(table(["report", "scope", "renders", "rows", "p50 ms", "p99 ms", "target ms", "p99 < target"], rows))
+    print(f"\nuptime at the end: {uptime_line()}")
+    engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
