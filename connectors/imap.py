@@ -69,8 +69,10 @@ imaplib._MAXLINE = max(imaplib._MAXLINE, 64 << 20)  # type: ignore[attr-defined]
 # NO codes (RFC 5530) that mean "try again later", not "this message is broken".
 _TRANSIENT_CODES = (b"[UNAVAILABLE]", b"[LIMIT]", b"[INUSE]", b"[OVERQUOTA]", b"[SERVERBUG]")
 FIRST_BATCH = 200
-# Enough for a 200-character snippet after a multipart preamble and part headers.
-SNIPPET_BYTES = 1024
+# Enough for a 200-character snippet after a multipart preamble and part headers,
+# and for the sender's signature under a short message's own text (most replies:
+# the quoted part that follows tells where their words end). 1 KB before issue 13.
+SNIPPET_BYTES = 4096
 # Invitations (iMIP): only multipart messages can carry a text/calendar part next to
 # the text, so only they get a BODYSTRUCTURE (one FETCH per batch, not per message);
 # a single-part text/calendar message is read whole. See _invitations().
@@ -691,9 +693,10 @@ class ImapConnector:
                         remote_id,
                         data.get(_HEADER_KEY) or b"",
                         (lambda d=raw_date: parse_internaldate(d)) if raw_date else None,
-                        data.get(b"BODY[TEXT]<0>"),
+                        body := data.get(b"BODY[TEXT]<0>"),
                         # anything but the blank line (or nothing: the server did not say) is a field
                         relayed=(received[:1] not in b"\r\n") if received else None,
+                        truncated=body is not None and len(body) >= SNIPPET_BYTES,
                     )
                 )
             except BadDataError as exc:
