@@ -24,7 +24,7 @@ from email.utils import getaddresses, mktime_tz, parsedate_tz
 
 from connectors import signature
 from connectors.base import BadDataError, MessageRecord, Signature
-from connectors.quoted import own_text, quote_start
+from connectors.quoted import quote_start
 
 _UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 _MSGID = re.compile(r"<([^<>\s]+)>")
@@ -505,6 +505,7 @@ def parse_message_headers(
     refs = message_ids(fields.get("references"))
     reply = message_ids(fields.get("in-reply-to"))
     text = body_text(fields, body, truncated) if body else None
+    snippet, sig = _snippet_and_signature(text[0], text[1], sender[0], want_signature) if text else (None, None)
     return MessageRecord(
         remote_id=remote_id,
         message_key=key[:500],
@@ -518,8 +519,8 @@ def parse_message_headers(
         references=refs[:100],
         bulk=bool(signals := bulk_signals(fields)),
         auto_reply=is_auto_reply(fields),
-        snippet=snippet_of(text[0]) if text else None,
-        signature=signature_from_text(text[0], text[1], sender[0]) if text and want_signature else None,
+        snippet=snippet,
+        signature=sig,
         bulk_signals=signals,
         list_id=list_identifier(fields.get("list-id")),
         reply_to=addresses(fields.get("reply-to"))[:5],
@@ -613,9 +614,12 @@ def body_text(fields: dict[str, str], body: bytes, truncated: bool = False) -> t
 def snippet_of(text: str) -> str | None:
     """The first 200 characters of the sender's own words: `>` lines before them are
     skipped, and the quoted reply after them (connectors/quoted.py) is left out."""
-    kept, size = [], 0
     lines = text.splitlines()
-    cut = quote_start(lines)
+    return _snippet(lines, quote_start(lines))
+
+
+def _snippet(lines: list[str], cut: int | None) -> str | None:
+    kept, size = [], 0
     for line in lines[:cut] if cut is not None else lines:
         line = line.strip()
         if not line or line.startswith(">"):
@@ -642,19 +646,22 @@ def snippet_from_body(fields: dict[str, str], body: bytes) -> str | None:
     return snippet_of(found[0]) if found else None
 
 
-def signature_from_text(text: str, complete: bool, sender: tuple[str, str]) -> Signature | None:
-    """The sender's signature, when the text read holds the end of their own words:
-    a quoted reply follows them, or the whole text was read. Never raises: a
-    signature that cannot be read is no signature, and the message stays."""
+def _snippet_and_signature(
+    text: str, complete: bool, sender: tuple[str, str], want_signature: bool
+) -> tuple[str | None, Signature | None]:
+    """One pass over the text's lines for both: where the quoted part starts is found once."""
+    lines = text.splitlines()
+    cut = quote_start(lines)
+    snippet = _snippet(lines, cut)
+    if not want_signature or not (cut is not None or complete):
+        # Without a quoted part the end of a cut-off text is not the end of the sender's words.
+        return snippet, None
     try:
-        own, quoted = own_text(text)
-        if not (quoted or complete):
-            return None
         name, address = sender
         domain = address.rpartition("@")[2].lower()
-        return signature.extract(own, name, domain)
-    except Exception:  # noqa: BLE001 - enrichment must never cost the message
-        return None
+        return snippet, signature.from_own_lines(lines[:cut] if cut is not None else lines, name, domain)
+    except Exception:  # noqa: BLE001 - a signature that cannot be read is none; the message stays
+        return snippet, None
 
 
 # --- Authentication-Results (RFC 8601) --------------------------------------------

@@ -46,21 +46,38 @@ _SEPARATOR = re.compile(
 MAX_CHARS = 64 * 1024  # longer text is cut first: the own text is near the top
 
 
+_FROM_FIRST = frozenset("*FfVvDd")
+
+
 def quote_start(lines: list[str]) -> int | None:
-    """Index of the first line of the quoted part, or None when there is none."""
+    """Index of the first line of the quoted part, or None when there is none.
+
+    Cheap character tests come first: every line of every message goes through
+    this at import, and the patterns only apply to lines that end in a colon or
+    start with ">", "-", "_" or the first letter of a From field."""
+    count = len(lines)
     for i, raw in enumerate(lines):
         line = raw.strip()
         if not line:
             continue
-        if line.startswith(">") or _SEPARATOR.match(line):
+        first = line[0]
+        if first == ">":
             return i
-        if len(line) <= 400 and _ATTRIBUTION.match(line):
+        if first in "-_" and _SEPARATOR.match(line):
             return i
-        if i + 1 < len(lines):
+        if line[-1] == ":" and len(line) <= 400 and _ATTRIBUTION.match(line):
+            return i
+        if i + 1 < count:
             nxt = lines[i + 1].strip()
-            if nxt and len(line) + len(nxt) <= 400 and _ATTRIBUTION.match(f"{line} {nxt}"):
+            if (
+                nxt
+                and nxt[-1] == ":"
+                and len(line) + len(nxt) <= 400
+                and _ATTRIBUTION.match(f"{line} {nxt}")
+                and not _ATTRIBUTION.match(nxt)  # the next line is one on its own: found there
+            ):
                 return i
-        if _FROM.match(line):
+        if first in _FROM_FIRST and ":" in line[:12] and _FROM.match(line):
             for later in lines[i + 1 : i + 5]:
                 if _SENT.match(later.strip()):
                     return i

@@ -60,7 +60,7 @@ _DISCLAIMER = re.compile(
     r"esta\s+mensagem|este\s+e-?mail|detta\s+(?:e-?post|meddelande)|denna\s+e-?post)",
     re.I,
 )
-_SPLIT = re.compile(r"\s+[|•·]\s+|\s*\|\s*|\s+[-–—]\s+")
+_SPLIT = re.compile(r"\s+[|•·/]\s+|\s*\|\s*|\s+[-–—]\s+")
 _PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d \t().\-/]{5,24}\d(?!\w)")
 _URL = re.compile(
     r"(?<![\w@.-])(?:https?://[\w-]+(?:\.[\w-]+)+|www\.[\w-]+(?:\.[\w-]+)+)(?:/[\w\-./?=&%#~+]*)?",
@@ -77,7 +77,9 @@ _MOBILE_LABEL = re.compile(
     re.I,
 )
 _FAX_LABEL = re.compile(r"\b(?:f|fax|telefax|facsimile)\b", re.I)
-_VCARD = re.compile(r"^(BEGIN|END|VERSION|FN|N|TITLE|ROLE|ORG|TEL|URL|EMAIL|ADR)((?:;[^:]{0,60})?):(.*)$", re.I)
+# vCard properties are written in capitals by every client that puts one in a signature;
+# matching them exactly keeps "Tel: ..." a labelled phone line.
+_VCARD = re.compile(r"^(BEGIN|END|VERSION|FN|N|TITLE|ROLE|ORG|TEL|URL|EMAIL|ADR)((?:;[^:]{0,60})?):(.*)$")
 _LABELLED = re.compile(
     r"^(title|job\s+title|position|role|funktion|stellung|poste|fonction|titre|cargo|puesto|ruolo|funzione|"
     r"qualifica|functie|titel|befattning|roll|"
@@ -139,7 +141,12 @@ def extract(text: str, sender_name: str = "", sender_domain: str = "") -> Signat
     none to read. sender_name and sender_domain (registrable domain) help tell the
     name line and the company line; both may be empty."""
     own, _ = own_text(text)
-    block = signature_block(own.splitlines())
+    return from_own_lines(own.splitlines(), sender_name, sender_domain)
+
+
+def from_own_lines(lines: list[str], sender_name: str = "", sender_domain: str = "") -> Signature | None:
+    """extract() for a caller that has cut the quoted part already (connectors/mailparse.py)."""
+    block = signature_block(lines)
     if not block:
         return None
     return read_block(block, sender_name, sender_domain)
@@ -163,13 +170,18 @@ def signature_block(lines: list[str]) -> list[str]:
             start = i + 1
             break
     if start is None:
-        tail = [ln for ln in lines[-6:] if ln.strip()]
-        if not any(_PHONE.search(ln) for ln in tail):
+        card = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].strip().upper() == "BEGIN:VCARD"), None)
+        if card is not None:
+            start = card
+    if start is None:
+        # No delimiter, no valediction: the last paragraph, if it holds a phone number.
+        while lines and not lines[-1].strip():
+            lines = lines[:-1]
+        start = len(lines)
+        while start > 0 and lines[start - 1].strip() and len(lines) - start < MAX_BLOCK_LINES:
+            start -= 1
+        if not any(_PHONE.search(ln) for ln in lines[start:]):
             return []
-        start = len(lines) - len(tail) if tail else len(lines)
-        # Without a delimiter the block is only the short lines at the very end.
-        while start < len(lines) and len(lines[start].strip()) > MAX_LINE // 2:
-            start += 1
     block = []
     for raw in lines[start : start + MAX_BLOCK_LINES]:
         line = raw.strip()
@@ -190,10 +202,6 @@ def read_block(block: list[str], sender_name: str = "", sender_domain: str = "")
         card = _VCARD.match(line)
         if card:
             _vcard_field(card.group(1).upper(), card.group(2), card.group(3).strip(), found)
-            after_title = False
-            continue
-        labelled = _LABELLED.match(line)
-        if labelled and _labelled_field(labelled.group(1), labelled.group(2).strip(), found):
             after_title = False
             continue
         pieces = [p.strip() for p in _SPLIT.split(line) if p and p.strip()] if ("|" in line or " " in line) else [line]
@@ -241,10 +249,13 @@ def _piece(
     if "name" not in found and index <= 1 and _is_name(words, name_tokens):
         found["name"] = piece
         return "name"
+    titled = _TITLE_WORD.search(piece) is not None
+    if titled and "title" not in found and len(words) <= 12 and _split_title_company(piece, found):
+        return "title"
     if _COMPANY_SUFFIX.search(piece) and len(words) <= 8:
         found.setdefault("company", piece)
         return "company"
-    if _TITLE_WORD.search(piece) and len(words) <= 10:
+    if titled and len(words) <= 10:
         if "title" not in found:
             _title_and_company(piece, found)
         return "title"
@@ -258,20 +269,26 @@ def _piece(
 
 
 def _title_and_company(piece: str, found: dict[str, str]) -> None:
+    if not _split_title_company(piece, found):
+        found["title"] = piece
+
+
+def _split_title_company(piece: str, found: dict[str, str]) -> bool:
+    """"Sales Director at Aurora Telecom plc", "IT Lead, Northwind Ltd": both at once."""
     at = _AT_COMPANY.search(piece)
     if at:
         left, right = piece[: at.start()].strip(), piece[at.end() :].strip()
-        if left and right and _TITLE_WORD.search(left):
+        if left and right and _TITLE_WORD.search(left) and right[:1].isupper():
             found["title"] = left
             found.setdefault("company", right)
-            return
+            return True
     if ", " in piece:
         left, right = piece.rsplit(", ", 1)
         if _COMPANY_SUFFIX.search(right) and _TITLE_WORD.search(left):
             found["title"] = left.strip()
             found.setdefault("company", right.strip())
-            return
-    found["title"] = piece
+            return True
+    return False
 
 
 def _phone_in(piece: str) -> tuple[str, str] | None:
