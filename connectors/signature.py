@@ -274,7 +274,7 @@ def _title_and_company(piece: str, found: dict[str, str]) -> None:
 
 
 def _split_title_company(piece: str, found: dict[str, str]) -> bool:
-    """"Sales Director at Aurora Telecom plc", "IT Lead, Northwind Ltd": both at once."""
+    """ "Sales Director at Aurora Telecom plc", "IT Lead, Northwind Ltd": both at once."""
     at = _AT_COMPANY.search(piece)
     if at:
         left, right = piece[: at.start()].strip(), piece[at.end() :].strip()
@@ -323,7 +323,9 @@ def _domain_words(domain: str) -> list[str]:
 def _matches_domain(piece: str, domain_words: list[str]) -> bool:
     letters = re.sub(r"[^a-z0-9]", "", piece.lower())
     joined = "".join(domain_words)
-    return bool(joined) and len(joined) >= 3 and (letters.startswith(joined) or joined.startswith(letters) and letters)
+    if len(joined) < 3 or not letters:
+        return False
+    return letters.startswith(joined) or joined.startswith(letters)
 
 
 def _labelled_field(label: str, value: str, found: dict[str, str]) -> bool:

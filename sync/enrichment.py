@@ -89,19 +89,20 @@ def apply(conn: Connection, org_id: int, candidates: list[Candidate], region: st
     if not latest:
         return 0
     ids = sorted(latest)
-    rows = {}
+    rows: dict = {}
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
-        for row in conn.execute(
+        for stored in conn.execute(
             select(CONTACT.c.id, CONTACT.c.provenance, *(CONTACT.c[f] for f in FIELDS)).where(
                 CONTACT.c.org_id == org_id, CONTACT.c.id.in_(chunk)
             )
         ):
-            rows[row.id] = row
-    changes = []
+            rows[stored.id] = stored
+    changes: list[dict] = []
     companies: dict[int, Candidate] = {}
     for contact_id in ids:
-        c, row = latest[contact_id], rows.get(contact_id)
+        c = latest[contact_id]
+        row = rows.get(contact_id)
         if row is None:
             continue
         at = _iso(c.occurred_at)

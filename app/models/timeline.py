@@ -19,9 +19,7 @@ class Company(TableModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     # Where the name came from: {"name": {"source": "signature" | "typed", "at": ..., "interaction_id": ...}};
     # no entry: split from the domain (sync/enrichment.py).
-    provenance: dict = Field(
-        default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}")
-    )
+    provenance: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}"))
 
 
 class Contact(TableModel, table=True):
@@ -42,9 +40,7 @@ class Contact(TableModel, table=True):
     # Per enriched field, where its value came from: {"title": {"source": "typed" | "signature",
     # "at": ISO time, "interaction_id": ..., "user_id": ...}}. A typed value is never overwritten
     # by a signature; among signatures the latest message wins (sync/enrichment.py).
-    provenance: dict = Field(
-        default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}")
-    )
+    provenance: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}"))
     stage: str | None = None
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     owner_id: int | None = Field(default=None, foreign_key="app_user.id")

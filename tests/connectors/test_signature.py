@@ -237,8 +237,13 @@ DISCLAIMERS = [
     "Diese E-Mail enthält vertrauliche und/oder rechtlich geschützte Informationen. Wenn Sie nicht der richtige Adressat sind, informieren Sie bitte sofort den Absender.",
     "CONFIDENTIAL: the information contained in this message is privileged and intended only for the recipients named above.",
 ]
-FOOTERS = ["Sent from my iPhone", "Von meinem iPhone gesendet", "Envoyé de mon iPhone", "Enviado desde mi iPhone",
-           "Get Outlook for iOS"]
+FOOTERS = [
+    "Sent from my iPhone",
+    "Von meinem iPhone gesendet",
+    "Envoyé de mon iPhone",
+    "Enviado desde mi iPhone",
+    "Get Outlook for iOS",
+]
 LAYOUTS = ["lines", "delimiter", "pipes", "title_at", "labelled", "vcard", "inline_phones", "no_valediction"]
 
 
@@ -293,7 +298,13 @@ def make_case(index: int) -> Case:
         if with_site:
             sig.append(website)
     elif layout == "delimiter":
-        sig = ["-- ", name, title, company, f"{phone_label} {land}" + (f" | {mobile_label} {mob}" if with_mobile else "")]
+        sig = [
+            "-- ",
+            name,
+            title,
+            company,
+            f"{phone_label} {land}" + (f" | {mobile_label} {mob}" if with_mobile else ""),
+        ]
         if with_fax:
             sig.append(fax)
         if with_site:
@@ -302,26 +313,58 @@ def make_case(index: int) -> Case:
         contact = f"{phone_label} {land}" + (f" | {mobile_label} {mob}" if with_mobile else "")
         sig = [val, "", f"{name} | {title} | {company}", contact + (f" | {website}" if with_site else "")]
     elif layout == "title_at":
-        joiner = {"en": "at", "de": "bei", "fr": "chez", "es": "en", "it": "presso", "nl": "bij", "pt": "na",
-                  "sv": "på"}[lang]
+        joiner = {
+            "en": "at",
+            "de": "bei",
+            "fr": "chez",
+            "es": "en",
+            "it": "presso",
+            "nl": "bij",
+            "pt": "na",
+            "sv": "på",
+        }[lang]
         sig = [val, name, f"{title} {joiner} {company}", f"{phone_label} {land}"]
         if with_mobile:
             sig.append(f"{mobile_label} {mob}")
         if with_site:
             sig.append(website)
     elif layout == "labelled":
-        title_label = {"en": "Position", "de": "Funktion", "fr": "Poste", "es": "Cargo", "it": "Ruolo",
-                       "nl": "Functie", "pt": "Cargo", "sv": "Befattning"}[lang]
-        company_label = {"en": "Company", "de": "Firma", "fr": "Société", "es": "Empresa", "it": "Azienda",
-                         "nl": "Bedrijf", "pt": "Empresa", "sv": "Företag"}[lang]
+        title_label = {
+            "en": "Position",
+            "de": "Funktion",
+            "fr": "Poste",
+            "es": "Cargo",
+            "it": "Ruolo",
+            "nl": "Functie",
+            "pt": "Cargo",
+            "sv": "Befattning",
+        }[lang]
+        company_label = {
+            "en": "Company",
+            "de": "Firma",
+            "fr": "Société",
+            "es": "Empresa",
+            "it": "Azienda",
+            "nl": "Bedrijf",
+            "pt": "Empresa",
+            "sv": "Företag",
+        }[lang]
         sig = ["--", name, f"{title_label}: {title}", f"{company_label}: {company}", f"{phone_label} {land}"]
         if with_mobile:
             sig.append(f"{mobile_label} {mob}")
         if with_site:
             sig.append(f"Web: {website}")
     elif layout == "vcard":
-        sig = [val, "", "BEGIN:VCARD", "VERSION:3.0", f"FN:{name}", f"TITLE:{title}", f"ORG:{company};Sales",
-               f"TEL;TYPE=WORK,VOICE:{land}"]
+        sig = [
+            val,
+            "",
+            "BEGIN:VCARD",
+            "VERSION:3.0",
+            f"FN:{name}",
+            f"TITLE:{title}",
+            f"ORG:{company};Sales",
+            f"TEL;TYPE=WORK,VOICE:{land}",
+        ]
         if with_fax:
             sig.append(f"TEL;TYPE=FAX:{land_int[:-2]}99")
         if with_mobile:
@@ -385,7 +428,9 @@ def test_the_generated_cases_cover_every_language_layout_and_quote_style():
 def test_a_message_without_a_signature_gives_nothing():
     assert extract("Hi Sam,\n\nsee you tomorrow at the office.\n\nRory\n") is None
     assert extract("") is None
-    assert extract("Thanks!\n\nOn Mon, 3 Mar 2025, Sam <sam@ourco.com> wrote:\n> --\n> Sam\n> T: +44 20 7946 0000") is None
+    assert (
+        extract("Thanks!\n\nOn Mon, 3 Mar 2025, Sam <sam@ourco.com> wrote:\n> --\n> Sam\n> T: +44 20 7946 0000") is None
+    )
 
 
 def test_a_fax_number_is_never_taken_for_the_phone():
@@ -481,10 +526,33 @@ def test_company_display_names_prefer_the_signature_else_split_the_domain():
 
 
 _FRAGMENTS = [
-    "-- ", "Best regards,", "Mit freundlichen Grüßen", "Rory Adams", "Head of Sales | Aurora Telecom plc",
-    "T: +44 20 7946 0321", "M: 07700 900123", "Fax: 030 1234", "www.aurora.co.uk", "BEGIN:VCARD", "TEL;TYPE=CELL:",
-    "ORG:", "TITLE:", "Position:", "On Mon, Sam wrote:", "> quoted", "Sent from my iPhone", "|", "", "  ",
-    "Von: x", "Gesendet: y", "_____________", "-----Original Message-----", "Director at ", "Ltd", ", ",
+    "-- ",
+    "Best regards,",
+    "Mit freundlichen Grüßen",
+    "Rory Adams",
+    "Head of Sales | Aurora Telecom plc",
+    "T: +44 20 7946 0321",
+    "M: 07700 900123",
+    "Fax: 030 1234",
+    "www.aurora.co.uk",
+    "BEGIN:VCARD",
+    "TEL;TYPE=CELL:",
+    "ORG:",
+    "TITLE:",
+    "Position:",
+    "On Mon, Sam wrote:",
+    "> quoted",
+    "Sent from my iPhone",
+    "|",
+    "",
+    "  ",
+    "Von: x",
+    "Gesendet: y",
+    "_____________",
+    "-----Original Message-----",
+    "Director at ",
+    "Ltd",
+    ", ",
 ]
 
 

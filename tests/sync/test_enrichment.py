@@ -77,8 +77,11 @@ def test_a_synced_signature_fills_title_e164_phones_company_and_website(world, i
     assert card["company_name"] == "Aurora Telecom plc"
     assert card["company"]["name"] == "Aurora Telecom plc"  # better than "Aurora Telecom" from the domain
     iid = world.scalar("SELECT id FROM interaction WHERE message_key = 'q1@aurora'")
-    assert card["provenance"]["title"] == {"source": "signature", "at": card["provenance"]["title"]["at"],
-                                           "interaction_id": iid}
+    assert card["provenance"]["title"] == {
+        "source": "signature",
+        "at": card["provenance"]["title"]["at"],
+        "interaction_id": iid,
+    }
     assert card["provenance"]["title"]["at"].startswith((NOW - timedelta(days=2)).date().isoformat())
     # The snippet is Rory's words, not our quoted reply; our rep's signature touched nothing.
     snippet = world.scalar("SELECT snippet FROM interaction WHERE id = :i", i=iid)
@@ -92,8 +95,11 @@ def test_the_snippet_stops_at_a_german_quoted_reply_and_a_german_signature_is_re
         "Von: Alice Rep <alice@ourco.com>\nGesendet: Montag, 3. März 2025 10:02\nAn: Klaus Berger\n"
         "Betreff: Angebot\n\nSehr geehrter Herr Berger,\nAlice Rep\nTel: +1 212 555 0100\n"
     )
-    imap_user.deliver(message('"Dr. Klaus Berger" <k.berger@nordlicht-maschinenbau.de>', ALICE, "Angebot",
-                              msgid="k1@nordlicht", body=body))
+    imap_user.deliver(
+        message(
+            '"Dr. Klaus Berger" <k.berger@nordlicht-maschinenbau.de>', ALICE, "Angebot", msgid="k1@nordlicht", body=body
+        )
+    )
     mid = world.add_imap("alice@ourco.com", imap_user)
     assert world.sync(mid).ok
 
@@ -103,8 +109,10 @@ def test_the_snippet_stops_at_a_german_quoted_reply_and_a_german_signature_is_re
     assert (card["phone"], card["mobile"]) == ("+494012345678", "+491712345678")  # the fax is not the phone
     assert card["company"]["name"] == "Nordlicht Maschinenbau GmbH"
     snippet = world.scalar("SELECT snippet FROM interaction WHERE message_key = 'k1@nordlicht'")
-    assert snippet == "Hallo Frau Rep, bitte senden Sie uns das Angebot. Mit freundlichen Grüßen Dr. Klaus Berger " \
+    assert (
+        snippet == "Hallo Frau Rep, bitte senden Sie uns das Angebot. Mit freundlichen Grüßen Dr. Klaus Berger "
         "Vertriebsleiter Nordlicht Maschinenbau GmbH Tel.: 040 123456-78 Mobil: 0171 2345678 Fax: 040 123456-99"
+    )
 
 
 def test_a_later_signature_wins_even_when_the_older_message_arrives_after_it(world, imap_user):
@@ -153,7 +161,9 @@ def test_a_value_from_before_enrichment_counts_as_typed(world, imap_user):
     mid = world.add_imap("alice@ourco.com", imap_user)
     assert world.sync(mid).ok
     with transaction(world.rt.engine) as conn:
-        conn.execute(text("UPDATE contact SET title = 'Buyer (from the old CRM)' WHERE primary_email = 'sam@pinecrest.com'"))
+        conn.execute(
+            text("UPDATE contact SET title = 'Buyer (from the old CRM)' WHERE primary_email = 'sam@pinecrest.com'")
+        )
         conn.execute(text("UPDATE organisation SET phone_region = 'US' WHERE id = :o"), {"o": world.org_id})
     body = "Hi,\n\nThanks!\n\n--\nSam Buyer\nVP Purchasing\nPinecrest Software Inc.\n(415) 555-0142\n"
     imap_user.deliver(message("Sam Buyer <sam@pinecrest.com>", ALICE, "Re: Hi", msgid="p1@pinecrest", body=body))
