@@ -298,6 +298,8 @@ class ImapConnector:
         self._password = password
         self._oauth2_token = oauth2_token  # callable giving an OAuth access token (SASL XOAUTH2) instead of LOGIN
         self.want_snippet = want_snippet
+        # The organisation's domains: signatures are read only from everyone else's mail.
+        self.internal_domains: frozenset[str] = frozenset()
         self._ssl_context = ssl_context
         self._client: IMAPClient | None = None
         self.capabilities: set[bytes] = set()
@@ -675,8 +677,9 @@ class ImapConnector:
                     records.append(trusted)
             bad.extend(parsed.bad)
 
-    @staticmethod
-    def _records(uidvalidity: int, uids: list[int], response: dict) -> tuple[list[MessageRecord], list[BadRecord]]:
+    def _records(
+        self, uidvalidity: int, uids: list[int], response: dict
+    ) -> tuple[list[MessageRecord], list[BadRecord]]:
         records, bad = [], []
         for uid in uids:
             data = response.get(uid)
@@ -697,6 +700,7 @@ class ImapConnector:
                         # anything but the blank line (or nothing: the server did not say) is a field
                         relayed=(received[:1] not in b"\r\n") if received else None,
                         truncated=body is not None and len(body) >= SNIPPET_BYTES,
+                        internal_domains=self.internal_domains,
                     )
                 )
             except BadDataError as exc:

@@ -467,6 +467,7 @@ def parse_message_headers(
     relayed: bool | None = None,
     truncated: bool = False,
     want_signature: bool = True,
+    internal_domains: frozenset[str] = frozenset(),
 ) -> MessageRecord:
     """Turn one header block (and optionally the first bytes of the body, for a
     snippet) into a MessageRecord, or raise BadDataError with the reason.
@@ -505,6 +506,8 @@ def parse_message_headers(
     refs = message_ids(fields.get("references"))
     reply = message_ids(fields.get("in-reply-to"))
     text = body_text(fields, body, truncated) if body else None
+    if want_signature and internal_domains:
+        want_signature = not _in_domains(sender[0][1], internal_domains)
     snippet, sig = _snippet_and_signature(text[0], text[1], sender[0], want_signature) if text else (None, None)
     return MessageRecord(
         remote_id=remote_id,
@@ -644,6 +647,15 @@ def snippet_from_body(fields: dict[str, str], body: bytes) -> str | None:
     """Best-effort plain-text snippet from the first bytes of a body."""
     found = body_text(fields, body)
     return snippet_of(found[0]) if found else None
+
+
+def _in_domains(address: str, domains: frozenset[str]) -> bool:
+    domain = address.rpartition("@")[2].lower()
+    while domain:
+        if domain in domains:
+            return True
+        domain = domain.partition(".")[2]
+    return False
 
 
 def _snippet_and_signature(

@@ -133,6 +133,7 @@ _TITLE_WORD = re.compile(
     re.I,
 )
 _AT_COMPANY = re.compile(r"\s(?:at|@|bei|chez|en|presso|bij|p(?:å|a)|na|da)\s", re.I)
+_DIGIT = re.compile(r"\d")
 _NAME_WORD = re.compile(r"^[A-ZÀ-ÖØ-Þ][\w'’.-]*$")
 
 
@@ -149,7 +150,21 @@ def from_own_lines(lines: list[str], sender_name: str = "", sender_domain: str =
     block = signature_block(lines)
     if not block:
         return None
-    return read_block(block, sender_name, sender_domain)
+    # People sign every message the same way: a sync reads the same few hundred
+    # blocks thousands of times, so each is read once (bounded, cleared when full).
+    key = (tuple(block), sender_name, sender_domain)
+    try:
+        return _READ[key]
+    except KeyError:
+        pass
+    if len(_READ) >= _READ_MAX:
+        _READ.clear()
+    found = _READ[key] = read_block(block, sender_name, sender_domain)
+    return found
+
+
+_READ: dict[tuple, Signature | None] = {}
+_READ_MAX = 4096
 
 
 def signature_block(lines: list[str]) -> list[str]:
@@ -243,7 +258,7 @@ def _piece(
         if not _SOCIAL.search(url.group(0)):
             found.setdefault("website", url.group(0).rstrip("./"))
         return "website"
-    if any(ch.isdigit() for ch in piece) or len(piece) > 80:
+    if _DIGIT.search(piece) or len(piece) > 80:
         return "other"  # an address line, a reference
     words = piece.split()
     if "name" not in found and index <= 1 and _is_name(words, name_tokens):
