@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 
 from sqlalchemy import bindparam, select, update
@@ -53,7 +54,12 @@ def _iso(at: datetime) -> str:
 
 def values_from(sig: Signature, address: str, region: str | None) -> dict[str, str]:
     """The contact fields a signature gives, normalised; fields it cannot give are absent."""
-    domain = address.rpartition("@")[2]
+    return dict(_values(sig, address.rpartition("@")[2], region))
+
+
+@lru_cache(maxsize=4096)
+def _values(sig: Signature, domain: str, region: str | None) -> tuple[tuple[str, str], ...]:
+    # A contact signs every message alike: each batch would parse the same numbers again.
     default = region_of_domain(domain) or region
     out: dict[str, str] = {}
     if sig.title:
@@ -67,7 +73,7 @@ def values_from(sig: Signature, address: str, region: str | None) -> dict[str, s
         out["website"] = (site if "://" in site else "https://" + site)[:MAX_VALUE]
     if sig.company:
         out["company_name"] = " ".join(sig.company.split())[:MAX_VALUE]
-    return out
+    return tuple(out.items())
 
 
 def _replaceable(current: object, prov: dict | None, at: str) -> bool:
