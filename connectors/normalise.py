@@ -31,6 +31,11 @@ def region_of_domain(domain: str | None) -> str | None:
     return region
 
 
+def valid_region(code: str) -> bool:
+    """Whether code is a region phonenumbers knows (ISO 3166 alpha-2: GB, DE, US)."""
+    return code in phonenumbers.SUPPORTED_REGIONS
+
+
 def e164(raw: str | None, region: str | None) -> str | None:
     """A phone number as written ("+44 (0)20 7946 0321", "030 1234567") in E.164, or
     None when it is not a possible number. region: the default for numbers written

@@ -575,3 +575,47 @@ def test_the_extractor_never_raises_and_never_returns_a_value_absent_from_the_te
 def test_the_extractor_never_raises_on_arbitrary_text(text):
     sig = extract(text)
     assert sig is None or all(v is None or v in text for v in (sig.title, sig.company, sig.phone, sig.website))
+
+
+# -- through the message parser (connectors/mailparse.py) ------------------------------------
+
+_HEAD = (
+    b"From: Rory Adams <rory@aurora-telecom.co.uk>\r\nTo: alice@ourco.com\r\nSubject: Quote\r\n"
+    b"Date: Mon, 3 Mar 2025 10:00:00 +0000\r\nMessage-ID: <q@aurora>\r\n"
+)
+
+
+def _parse(body: bytes, ctype: str = "text/plain; charset=utf-8", **kw):
+    from connectors.mailparse import parse_message_headers
+
+    return parse_message_headers("1/1", _HEAD + f"Content-Type: {ctype}\r\n\r\n".encode(), None, body, **kw)
+
+
+def test_an_html_only_signature_is_read_line_by_line():
+    body = (
+        b"<html><body><p>Hi Alice,</p><p>Thanks for the quote.</p><p>Kind regards,<br>Rory Adams<br>"
+        b"Head of Procurement<br>Aurora Telecom plc<br>T: +44 20 7946 0321&nbsp;</p>"
+        b'<div id="appendonsend"></div><hr><div><b>From:</b> Alice Rep<br><b>Sent:</b> Monday<br>old</div>'
+        b"</body></html>"
+    )
+    record = _parse(body, "text/html; charset=utf-8")
+    assert record.signature is not None
+    assert (record.signature.title, record.signature.company) == ("Head of Procurement", "Aurora Telecom plc")
+    assert record.signature.phone == "+44 20 7946 0321"
+    assert record.snippet is not None and "Alice Rep" not in record.snippet and "old" not in record.snippet
+
+
+def test_a_cut_off_text_without_a_quoted_part_gives_no_signature():
+    body = (
+        b"Hi,\n\n"
+        + b"A long paragraph of text. " * 200
+        + b"\n\nRegards,\nRory Adams\nSales Director\nT: 020 7946 0321\n"
+    )
+    assert _parse(body[:1500], truncated=True).signature is None  # where it ends is unknown
+    assert _parse(body).signature is not None
+
+
+def test_signatures_of_the_organisations_own_people_are_not_read():
+    body = b"Hi,\n\nRegards,\nRory Adams\nSales Director\nT: 020 7946 0321\n"
+    assert _parse(body, internal_domains=frozenset({"aurora-telecom.co.uk"})).signature is None
+    assert _parse(body, internal_domains=frozenset({"ourco.com"})).signature is not None
