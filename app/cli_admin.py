@@ -82,6 +82,10 @@ def org_set(
     entra_tenant: Annotated[
         Optional[str], typer.Option(help="Microsoft Entra tenant id for sidebar sign-in ('' clears).")
     ] = None,
+    phone_region: Annotated[
+        Optional[str],
+        typer.Option(help="Country (GB, US) of signature phone numbers written without one ('' clears)."),
+    ] = None,
     org: OrgOpt = None,
 ) -> None:
     """Change organisation settings (only the options given)."""
@@ -96,6 +100,7 @@ def org_set(
         "calendar_past_days": calendar_past_days,
         "calendar_future_days": calendar_future_days,
         "entra_tenant_id": entra_tenant,
+        "phone_region": phone_region,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if builtin_free_mail:

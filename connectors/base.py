@@ -164,6 +164,23 @@ class Folder:
     remote_id: str | None = None  # the source's id for it where that is not the name (Graph id, CalDAV URL)
 
 
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """What a sender's own signature says about them (connectors/signature.py).
+    Every value is text exactly as it appears in the message; sync normalises
+    phones and decides whether a value may replace what the contact has."""
+
+    name: str | None = None
+    title: str | None = None
+    company: str | None = None
+    phone: str | None = None  # the first number that is not a mobile or a fax
+    mobile: str | None = None
+    website: str | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.title, self.company, self.phone, self.mobile, self.website))
+
+
 @dataclass(slots=True)
 class MessageRecord:
     """A message reduced to what the timeline needs. Addresses are raw (name, address)
@@ -195,6 +212,7 @@ class MessageRecord:
     # The source's own thread id where it has no References to give (Graph's conversationId):
     # ingest keys the thread by it, so a reply read through Graph joins its thread.
     conversation: str | None = None
+    signature: Signature | None = None  # the sender's signature, when the fetched text holds one
 
 
 @dataclass(slots=True)

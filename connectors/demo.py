@@ -77,7 +77,12 @@ class DemoConnector:
             try:
                 records.append(
                     parse_message_headers(
-                        f"demo/{position}", head + b"\r\n\r\n", m.internaldate, body[:2048], relayed=has_received(head)
+                        f"demo/{position}",
+                        head + b"\r\n\r\n",
+                        m.internaldate,
+                        body[:4096],
+                        relayed=has_received(head),
+                        truncated=len(body) > 4096,
                     )
                 )
             except BadDataError as exc:

@@ -39,6 +39,7 @@ def build_connector(spec: ConnectorSpec):
             batch_size=int(cfg.get("batch_size", 1000)),
         )
         connector = ImapConnector(settings, spec.secret, want_snippet=spec.want_snippet)
+        connector.internal_domains = frozenset(d.lower() for d in (spec.internal or {}).get("domains", ()))
         # Recurring invitations found in mail are expanded over the organisation's calendar window.
         connector.calendar_window = spec.window
         return connector

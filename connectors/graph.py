@@ -74,7 +74,7 @@ from connectors.m365auth import (
     graph_scopes,
     parse_credential,
 )
-from connectors.mailparse import message_ids, message_key_for
+from connectors.mailparse import message_ids, message_key_for, snippet_of
 
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 MAX_CONCURRENT = 4  # Graph: at most 4 concurrent requests per app and mailbox
@@ -650,7 +650,10 @@ class GraphConnector:
             references=[],
             conversation=str(item.get("conversationId") or "") or None,
             auto_reply=subject.lower().startswith(AUTO_REPLY_PREFIXES),
-            snippet=" ".join(str(preview).split())[:200] or None if preview else None,
+            # bodyPreview is Graph's first 255 characters of the text: the snippet stops at a
+            # quoted reply in it as over IMAP, but it is too short for a signature (the body or
+            # uniqueBody would cost a download of the whole text per message).
+            snippet=snippet_of(str(preview)) if preview else None,
         )
 
     def _claims_internal(self, address: str) -> bool:

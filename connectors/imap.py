@@ -69,8 +69,10 @@ imaplib._MAXLINE = max(imaplib._MAXLINE, 64 << 20)  # type: ignore[attr-defined]
 # NO codes (RFC 5530) that mean "try again later", not "this message is broken".
 _TRANSIENT_CODES = (b"[UNAVAILABLE]", b"[LIMIT]", b"[INUSE]", b"[OVERQUOTA]", b"[SERVERBUG]")
 FIRST_BATCH = 200
-# Enough for a 200-character snippet after a multipart preamble and part headers.
-SNIPPET_BYTES = 1024
+# Enough for a 200-character snippet after a multipart preamble and part headers,
+# and for the sender's signature under a short message's own text (most replies:
+# the quoted part that follows tells where their words end). 1 KB before issue 13.
+SNIPPET_BYTES = 4096
 # Invitations (iMIP): only multipart messages can carry a text/calendar part next to
 # the text, so only they get a BODYSTRUCTURE (one FETCH per batch, not per message);
 # a single-part text/calendar message is read whole. See _invitations().
@@ -296,6 +298,8 @@ class ImapConnector:
         self._password = password
         self._oauth2_token = oauth2_token  # callable giving an OAuth access token (SASL XOAUTH2) instead of LOGIN
         self.want_snippet = want_snippet
+        # The organisation's domains: signatures are read only from everyone else's mail.
+        self.internal_domains: frozenset[str] = frozenset()
         self._ssl_context = ssl_context
         self._client: IMAPClient | None = None
         self.capabilities: set[bytes] = set()
@@ -673,8 +677,9 @@ class ImapConnector:
                     records.append(trusted)
             bad.extend(parsed.bad)
 
-    @staticmethod
-    def _records(uidvalidity: int, uids: list[int], response: dict) -> tuple[list[MessageRecord], list[BadRecord]]:
+    def _records(
+        self, uidvalidity: int, uids: list[int], response: dict
+    ) -> tuple[list[MessageRecord], list[BadRecord]]:
         records, bad = [], []
         for uid in uids:
             data = response.get(uid)
@@ -691,9 +696,11 @@ class ImapConnector:
                         remote_id,
                         data.get(_HEADER_KEY) or b"",
                         (lambda d=raw_date: parse_internaldate(d)) if raw_date else None,
-                        data.get(b"BODY[TEXT]<0>"),
+                        body := data.get(b"BODY[TEXT]<0>"),
                         # anything but the blank line (or nothing: the server did not say) is a field
                         relayed=(received[:1] not in b"\r\n") if received else None,
+                        truncated=body is not None and len(body) >= SNIPPET_BYTES,
+                        internal_domains=self.internal_domains,
                     )
                 )
             except BadDataError as exc:

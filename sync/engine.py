@@ -195,6 +195,7 @@ def org_context(conn, org_id: int, box: SecretBox) -> OrgContext:
             else FREE_MAIL_DOMAINS
         ),
         exclusions=exclusions.load(conn, org_id, box),
+        phone_region=org.phone_region,
     )
 
 

@@ -24,7 +24,8 @@ from app.models import Company, Contact, ContactAddress, Interaction, Participan
 from app.models.base import utcnow
 from app.models.timeline import InteractionKind
 from connectors.base import MessageRecord
-from sync import addresses as addr, copies, followups, senders, stats
+from connectors.normalise import person_name
+from sync import addresses as addr, copies, enrichment, followups, senders, stats
 from sync.exclusions import Exclusions
 
 INTERACTION = Interaction.__table__
@@ -75,6 +76,7 @@ class OrgContext:
     bulk_detection: bool = True
     free_mail: frozenset[str] = addr.FREE_MAIL_DOMAINS
     exclusions: Exclusions = Exclusions()
+    phone_region: str | None = None  # default region of signature phones (sync/enrichment.py)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class IngestResult:
     new_contacts: int = 0
     skipped: Counter = field(default_factory=Counter)
     copies: Counter = field(default_factory=Counter)  # folder id -> copy rows this batch inserted
+    enriched: int = 0  # contacts whose fields a signature changed
+    enrichment_failed: int = 0  # batches whose signatures could not be applied (the mail is kept)
 
 
 @dataclass
@@ -364,13 +368,16 @@ def create_contacts(
     ordered = sorted(wanted)
     rows: list[dict] = []
     for address in ordered:
-        name = wanted[address]
+        person = person_name(wanted[address])  # "Adams, Rory" -> Rory Adams; "Dr." apart
+        name = person.name
         domain = addr.company_domain(address, org.free_mail)
         rows.append(
             {
                 "org_id": org.org_id,
                 "name": name,
                 "search_name": name.lower(),
+                "honorific": person.honorific,
+                "name_suffix": person.suffix,
                 "primary_email": address,
                 "company_id": company_ids.get(domain) if domain else None,
                 "tags": [],
@@ -492,7 +499,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             if a not in contacts and (a not in wanted or (not wanted[a] and names[a])):
                 wanted[a] = names[a]
             elif a in unnamed and names[a] and a not in named:
-                named[a] = names[a]
+                named[a] = person_name(names[a]).name
     created: set[str] = set()
     contacts.update(create_contacts(conn, org, wanted, created=created))
     result.new_contacts = len(created)
@@ -654,8 +661,46 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
         }
         fallback = users.get(mbx.owner_address)
         followups.record(conn, org.org_id, followups.events_from_ingest(facts_new, fresh, fallback))
+    _enrich(conn, org, prepared, contacts, existing, result)
     result.imported = len(sources) if mbx.mailbox_id is not None else len(prepared)
     return result
+
+
+def _enrich(
+    conn: Connection,
+    org: OrgContext,
+    prepared: list[_Prepared],
+    contacts: dict[str, tuple[int, int | None]],
+    existing: dict[str, int],
+    result: IngestResult,
+) -> None:
+    """Signatures of inbound mail from contacts onto their contacts (sync/enrichment.py).
+    Only mail the contact sent themselves counts: not a colleague's, not an unverified
+    sender's, not an auto-reply. A failure rolls back to the savepoint and is counted;
+    the batch's messages are kept."""
+    candidates = []
+    for p in prepared:
+        sig = p.record.signature
+        if not sig or p.direction != "in" or p.unverified or p.auto_reply or not p.people:
+            continue
+        address, _, role = p.people[0]
+        contact = contacts.get(address)
+        if role != "from" or contact is None:
+            continue
+        candidates.append(
+            enrichment.Candidate(
+                contact[0], contact[1], _utc(p.record.date), existing[p.record.message_key], address, sig
+            )
+        )
+    if not candidates:
+        return
+    try:
+        with conn.begin_nested():
+            result.enriched = enrichment.apply(conn, org.org_id, candidates, org.phone_region)
+    except Exception as exc:  # noqa: BLE001 - enrichment never costs a message
+        # The type only: the error's text may quote values taken from the mail.
+        enrichment.log.warning("signature enrichment skipped for %d messages: %s", len(candidates), type(exc).__name__)
+        result.enrichment_failed += 1
 
 
 def _vouch_for_stored(

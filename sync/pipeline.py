@@ -34,6 +34,7 @@ from connectors.base import (
     ErrorKind,
     Folder,
     MessageRecord,
+    Signature,
     SyncEvent,
     TransientError,
     close_quietly,
@@ -70,10 +71,15 @@ def _reduce_record(r: MessageRecord):
         r.auth_results,
         r.internal_submission,
         r.conversation,
+        r.signature,
     )
 
 
-_DISPATCH: dict[type, Callable[[Any], Any]] = {MessageRecord: _reduce_record}
+def _reduce_signature(s: Signature):
+    return Signature, (s.name, s.title, s.company, s.phone, s.mobile, s.website)
+
+
+_DISPATCH: dict[type, Callable[[Any], Any]] = {MessageRecord: _reduce_record, Signature: _reduce_signature}
 
 
 def _dumps(event) -> bytes:

@@ -77,6 +77,9 @@ class OrgUpdate(BaseModel):
     free_mail_domains: Optional[list[str]] = Field(None, description="null: the built-in list")
     calendar_past_days: Optional[int] = None
     calendar_future_days: Optional[int] = None
+    phone_region: Optional[str] = Field(
+        None, max_length=2, description="default region of signature phone numbers without a country code (GB, US)"
+    )
 
 
 @router.get("/org", summary="The organisation's settings")

@@ -813,6 +813,7 @@ async def org_save(request: Request, con: Console = Depends(console)) -> Respons
             "sync_interval_seconds",
             "calendar_past_days",
             "calendar_future_days",
+            "phone_region",
         ),
         _org_page,
         "/admin/org",

@@ -27,6 +27,7 @@ class OrgSettings(BaseModel):
     calendar_past_days: int
     calendar_future_days: int
     entra_tenant_id: Optional[str] = None
+    phone_region: Optional[str] = None
 
 
 class AliasOut(BaseModel):

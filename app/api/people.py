@@ -29,9 +29,15 @@ class ContactIn(BaseModel):
 
 
 class ContactPatch(BaseModel):
+    """Fields sent are set and, for those signatures fill in, marked as typed: a later
+    signature never replaces them."""
+
     name: Annotated[str | None, Field(max_length=300)] = None
     title: Annotated[str | None, Field(max_length=300)] = None
     phone: Annotated[str | None, Field(max_length=100)] = None
+    mobile: Annotated[str | None, Field(max_length=100)] = None
+    website: Annotated[str | None, Field(max_length=300)] = None
+    company_name: Annotated[str | None, Field(max_length=300)] = None
     stage: str | None = None
     tags: Annotated[list[Tag] | None, Field(max_length=100)] = None
     owner_id: int | None = None

@@ -14,6 +14,15 @@ class CompanyRef(BaseModel):
     domain: str
 
 
+class FieldSource(BaseModel):
+    """Where an enriched value came from: "typed" by a person, or a "signature" of
+    the contact's own mail (the interaction, and when it was sent)."""
+
+    source: str
+    at: str | None = None
+    interaction_id: int | None = None
+
+
 class ContactCard(BaseModel):
     id: int
     name: str
@@ -26,6 +35,12 @@ class ContactCard(BaseModel):
     owner_id: int | None
     owner: "UserRef | None" = None
     company: CompanyRef | None
+    mobile: str | None = None
+    website: str | None = None
+    company_name: str | None = None  # the employer as the contact signs
+    honorific: str = ""
+    name_suffix: str = ""
+    provenance: dict[str, FieldSource] = {}
 
 
 class UserRef(BaseModel):

@@ -24,6 +24,9 @@ class Organisation(TableModel, table=True):
     backfill_days: int = 365
     sync_interval_seconds: int = 300
     bulk_detection: bool = True
+    # ISO region for phone numbers written without a country code in signatures when the
+    # sender's domain names no country (.com); None: such numbers are not kept.
+    phone_region: str | None = None
     # None means the built-in list (sync/addresses.py FREE_MAIL_DOMAINS).
     free_mail_domains: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     # Calendar window: how far back and ahead meetings are synced.

@@ -17,6 +17,9 @@ class Company(TableModel, table=True):
     name: str
     key_account: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
     created_at: datetime = Field(default_factory=utcnow)
+    # Where the name came from: {"name": {"source": "signature" | "typed", "at": ..., "interaction_id": ...}};
+    # no entry: split from the domain (sync/enrichment.py).
+    provenance: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}"))
 
 
 class Contact(TableModel, table=True):
@@ -28,7 +31,16 @@ class Contact(TableModel, table=True):
     primary_email: str
     company_id: int | None = Field(default=None, foreign_key="company.id", index=True)
     title: str | None = None
-    phone: str | None = None
+    phone: str | None = None  # E.164 when it came from a signature
+    mobile: str | None = None  # E.164 when it came from a signature
+    website: str | None = None
+    company_name: str | None = None  # the employer as the contact signs ("Aurora Telecom plc")
+    honorific: str = Field(default="", sa_column_kwargs={"server_default": ""})  # "Dr.", kept out of name
+    name_suffix: str = Field(default="", sa_column_kwargs={"server_default": ""})  # "Jr.", "PhD"
+    # Per enriched field, where its value came from: {"title": {"source": "typed" | "signature",
+    # "at": ISO time, "interaction_id": ..., "user_id": ...}}. A typed value is never overwritten
+    # by a signature; among signatures the latest message wins (sync/enrichment.py).
+    provenance: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}"))
     stage: str | None = None
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     owner_id: int | None = Field(default=None, foreign_key="app_user.id")

@@ -21,6 +21,7 @@ from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
 from app.services import audit
 from app.services.actor import Actor, changing
 from app.services.errors import Conflict, Forbidden, Invalid, NotFound  # noqa: F401 - re-exported
+from connectors.normalise import valid_region
 from sync.addresses import normalise
 
 TOKEN_PREFIX = "tl_"
@@ -55,6 +56,7 @@ ORG_FIELDS = (
     "calendar_past_days",
     "calendar_future_days",
     "entra_tenant_id",
+    "phone_region",
 )
 
 
@@ -156,7 +158,7 @@ def clean_org_changes(changes: dict) -> dict:
     """Validate and normalise a partial update of the organisation's settings."""
     out: dict = {}
     for key, value in changes.items():
-        if value is None and key != "free_mail_domains":
+        if value is None and key not in ("free_mail_domains", "phone_region"):  # null clears these two
             continue
         if key not in ORG_FIELDS:
             raise Invalid(f"unknown setting {key!r}", field=key)
@@ -197,6 +199,12 @@ def _clean_org_value(key: str, value) -> dict:
         out[key] = bool(value)
     elif key == "free_mail_domains":
         out[key] = None if value is None else sorted({clean_domain(d) for d in value if str(d).strip()})
+    elif key == "phone_region":
+        # Signatures' phone numbers written without a country code, from a .com sender (sync/enrichment.py).
+        region = str(value or "").strip().upper()
+        if region and not valid_region(region):
+            raise Invalid(f"{region!r} is not a region code for phone numbers (ISO 3166, e.g. GB, DE, US)")
+        out[key] = region or None
     elif key == "entra_tenant_id":
         # The Microsoft Entra directory (tenant) id whose signed-in users belong here.
         tid = str(value).strip().lower()

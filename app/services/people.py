@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from app.models import Contact, ContactAddress, User
+from app.models.base import utcnow
 from app.services import audit, timeline
 from app.services.actor import Actor, changing
 from app.services.errors import Conflict, Invalid, NotFound
@@ -21,7 +22,10 @@ C, CA, U = Contact.__table__, ContactAddress.__table__, User.__table__
 # The lifecycle stages, in order: the one list the API, the sidebar and the docs use.
 STAGES: tuple[str, ...] = ("lead", "qualified", "opportunity", "customer", "churned")
 MAX_TAGS, MAX_TAG_CHARS = 20, 40
-TEXT_LIMITS = {"name": 200, "title": 200, "phone": 50}
+TEXT_LIMITS = {"name": 200, "title": 200, "phone": 50, "mobile": 50, "website": 200, "company_name": 200}
+# Fields signatures fill in (sync/enrichment.py): a person's edit marks them typed, and a
+# typed value is never replaced by a signature.
+ENRICHED = ("title", "phone", "mobile", "website", "company_name")
 
 
 def clean_stage(value: str | None) -> str | None:
@@ -134,6 +138,7 @@ def _create_contact(
         .values(
             title=_clean_text("title", title),
             phone=_clean_text("phone", phone),
+            provenance=typed({}, [f for f, v in (("title", title), ("phone", phone)) if v], actor_id),
             stage=stage,
             tags=tags,
             owner_id=owner_id,
@@ -145,7 +150,16 @@ def _create_contact(
     return contact_id
 
 
-EDITABLE = ("name", "title", "phone", "stage", "tags", "owner_id")
+EDITABLE = ("name", "title", "phone", "mobile", "website", "company_name", "stage", "tags", "owner_id")
+
+
+def typed(provenance: dict | None, fields, actor_id: int | None) -> dict:
+    """provenance with these fields marked as typed by the actor, now."""
+    out = dict(provenance or {})
+    at = utcnow().isoformat(timespec="seconds")
+    for field in fields:
+        out[field] = {"source": "typed", "at": at, "user_id": actor_id}
+    return out
 
 
 def update_contact(rt, actor: Actor, contact_id: int, changes: dict) -> dict:
@@ -164,7 +178,7 @@ def _update_contact(conn: Connection, org_id: int, actor_id: int | None, contact
         if field == "name":
             values["name"] = _clean_text("name", value) or ""
             values["search_name"] = values["name"].lower()
-        elif field in ("title", "phone"):
+        elif field in ENRICHED:
             values[field] = _clean_text(field, value)
         elif field == "stage":
             values["stage"] = clean_stage(value)
@@ -173,6 +187,10 @@ def _update_contact(conn: Connection, org_id: int, actor_id: int | None, contact
         elif field == "owner_id":
             _check_owner(conn, org_id, value)
             values["owner_id"] = value
+    marked = [f for f in ENRICHED if f in values]
+    if marked:
+        current = conn.execute(select(C.c.provenance).where(C.c.id == contact_id, C.c.org_id == org_id)).scalar()
+        values["provenance"] = typed(current, marked, actor_id)
     if values:
         conn.execute(update(C).where(C.c.id == contact_id, C.c.org_id == org_id).values(**values))
         audit.record(
@@ -181,7 +199,7 @@ def _update_contact(conn: Connection, org_id: int, actor_id: int | None, contact
             actor_id,
             "contact.update",
             f"contact:{contact_id}",
-            {"fields": sorted(k for k in values if k != "search_name")},
+            {"fields": sorted(k for k in values if k not in ("search_name", "provenance"))},
         )
     return timeline.contact_card(conn, org_id, contact_id)
 

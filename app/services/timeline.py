@@ -75,13 +75,15 @@ _ADDRESSES = {
     "(SELECT address FROM contactaddress x WHERE x.contact_id = c.id ORDER BY x.id))",
     "postgresql": "(SELECT string_agg(address, chr(31) ORDER BY x.id) FROM contactaddress x WHERE x.contact_id = c.id)",
 }
+# What signatures fill in (sync/enrichment.py), after the addresses so the indexes above stay.
+_ENRICHED_COLUMNS = "c.mobile, c.website, c.company_name, c.honorific, c.name_suffix, c.provenance"
 _CARD_SQL = {
-    d: f"SELECT {_CARD_COLUMNS}, {a} FROM contact c {_CARD_JOINS} WHERE c.id = ? AND c.org_id = ?"
+    d: f"SELECT {_CARD_COLUMNS}, {a}, {_ENRICHED_COLUMNS} FROM contact c {_CARD_JOINS} WHERE c.id = ? AND c.org_id = ?"
     for d, a in _ADDRESSES.items()
 }
 # The lookup's first statement: address -> card, addresses, company, owner and counts at once.
 _CARD_BY_ADDRESS_SQL = {
-    d: f"SELECT {_CARD_COLUMNS}, {a} FROM contactaddress a JOIN contact c ON c.id = a.contact_id "
+    d: f"SELECT {_CARD_COLUMNS}, {a}, {_ENRICHED_COLUMNS} FROM contactaddress a JOIN contact c ON c.id = a.contact_id "
     f"{_CARD_JOINS} WHERE a.org_id = ? AND a.address = ?"
     for d, a in _ADDRESSES.items()
 }
@@ -111,6 +113,9 @@ def _card(row) -> dict:
     emails = row[18].split("\x1f") if row[18] else []
     if isinstance(tags, str):
         tags = json.loads(tags)
+    mobile, website, signed_company, honorific, suffix, provenance = row[19:25]
+    if isinstance(provenance, str):
+        provenance = json.loads(provenance)
     return {
         "id": cid,
         "name": name,
@@ -123,6 +128,17 @@ def _card(row) -> dict:
         "owner_id": owner_id,
         "owner": {"id": owner_id, "name": owner_name, "email": owner_email} if owner_id else None,
         "company": {"id": company_id, "name": company_name, "domain": company_domain} if company_id else None,
+        "mobile": mobile,
+        "website": website,
+        "company_name": signed_company,
+        "honorific": honorific or "",
+        "name_suffix": suffix or "",
+        # Where each enriched value came from: typed by a person, or which message's signature.
+        "provenance": {
+            field: {"source": p.get("source", "typed"), "at": p.get("at"), "interaction_id": p.get("interaction_id")}
+            for field, p in (provenance or {}).items()
+            if isinstance(p, dict)
+        },
     }
 
 

@@ -390,7 +390,11 @@
     const company = c.company ? el("span", { class: "chip company", title: c.company.domain, text: c.company.name }) : null;
     const facts = el("dl", { class: "facts" },
       el("dt", { text: "Email" }), el("dd", {}, el("a", { href: "mailto:" + c.email, text: c.email })),
-      c.phone ? [el("dt", { text: "Phone" }), el("dd", {}, el("a", { href: "tel:" + c.phone.replace(/[^+0-9]/g, ""), text: c.phone }))] : null,
+      c.phone ? [el("dt", { text: "Phone" }), el("dd", { title: source(c, "phone") }, el("a", { href: "tel:" + c.phone.replace(/[^+0-9]/g, ""), text: c.phone }))] : null,
+      c.mobile ? [el("dt", { text: "Mobile" }), el("dd", { class: "mobile", title: source(c, "mobile") }, el("a", { href: "tel:" + c.mobile.replace(/[^+0-9]/g, ""), text: c.mobile }))] : null,
+      c.website ? [el("dt", { text: "Website" }), el("dd", { class: "website", title: source(c, "website") },
+        /^https?:\/\//i.test(c.website) ? el("a", { href: c.website, target: "_blank", rel: "noopener noreferrer", text: c.website }) : c.website)] : null,
+      c.company_name && (!c.company || c.company.name !== c.company_name) ? [el("dt", { text: "Works at" }), el("dd", { class: "signed-company", title: source(c, "company_name"), text: c.company_name })] : null,
       el("dt", { text: "Owner" }), el("dd", { class: "owner" }, c.owner ? (c.owner.name || c.owner.email) : [
         el("span", { class: "muted", text: "nobody yet · " }),
         el("button", { type: "button", class: "link take-owner", text: "make me the owner", onclick: async () => {
@@ -403,7 +407,7 @@
     const card = el("section", { class: "card", "aria-labelledby": "contact-name" },
       peopleSwitcher(),
       el("h1", { id: "contact-name", text: c.name || c.email }),
-      el("p", { class: "row" }, c.title ? el("span", { class: "title", text: c.title }) : null, company),
+      el("p", { class: "row" }, c.title ? el("span", { class: "title", title: source(c, "title"), text: c.title }) : null, company),
       facts,
       el("div", { class: "row" }, ...field("Lifecycle stage", stageSelect)),
       el("div", { class: "actions" },
@@ -636,19 +640,34 @@
   }
   function submitting(form, busy) { form.querySelectorAll("button, input, textarea, select").forEach(n => { n.disabled = busy; }); }
 
+  // Where an enriched value came from, as a tooltip: "From their signature, 3 Mar 2025" or "Typed".
+  function source(c, key) {
+    const p = (c.provenance || {})[key];
+    if (!p) return null;
+    if (p.source === "signature") return "From their signature" + (p.at ? ", " + fmtDate(p.at) : "");
+    return "Typed" + (p.at ? ", " + fmtDate(p.at) : "");
+  }
+
   function editForm(c) {
     const name = el("input", { name: "name", value: c.name || "", autocomplete: "off" });
     const title = el("input", { name: "title", value: c.title || "", autocomplete: "off" });
     const phone = el("input", { name: "phone", type: "tel", value: c.phone || "", autocomplete: "off" });
+    const mobile = el("input", { name: "mobile", type: "tel", value: c.mobile || "", autocomplete: "off" });
+    const website = el("input", { name: "website", value: c.website || "", autocomplete: "off" });
     const tags = el("input", { name: "tags", value: (c.tags || []).join(", "), autocomplete: "off" });
     const form = el("form", { class: "edit-form", "aria-label": "Edit contact", onsubmit: async ev => {
       ev.preventDefault();
-      await patchContact({
-        name: name.value, title: title.value || null, phone: phone.value || null,
-        tags: tags.value.split(",").map(t => t.trim()).filter(Boolean),
-      }, "Contact saved", form);
+      // Only what the person changed is sent: a field sent is marked as typed, and a
+      // typed value is never replaced by a signature.
+      const changes = { tags: tags.value.split(",").map(t => t.trim()).filter(Boolean) };
+      if (name.value !== (c.name || "")) changes.name = name.value;
+      for (const [key, input] of [["title", title], ["phone", phone], ["mobile", mobile], ["website", website]]) {
+        if (input.value !== (c[key] || "")) changes[key] = input.value || null;
+      }
+      await patchContact(changes, "Contact saved", form);
     } },
-    field("Name", name), field("Title", title), field("Phone", phone), field("Tags (comma separated)", tags),
+    field("Name", name), field("Title", title), field("Phone", phone), field("Mobile", mobile), field("Website", website),
+    field("Tags (comma separated)", tags),
     el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Save" }),
       el("button", { type: "button", text: "Cancel", onclick: closeForms })));
     return form;
