@@ -599,7 +599,7 @@ def worker_cmd() -> None:
 
 
 # Commands for the other sources and for administration live in their own modules.
-from app import cli_admin, cli_calendar, cli_deals, cli_followups, cli_m365  # noqa: E402,F401 - they register on `app`
+from app import cli_admin, cli_calendar, cli_deals, cli_followups, cli_m365, cli_segments  # noqa: E402,F401 - they register on `app`
 
 
 def main() -> None:

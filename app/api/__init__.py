@@ -25,6 +25,7 @@ from app.api import (
     metrics,
     panel,
     people,
+    segments,
 )
 from app.api.panel import OUTLOOK_ORIGINS
 from app.api.schemas import Health, Unhealthy
@@ -34,6 +35,7 @@ from app.services.errors import ServiceError, http_status
 
 ROUTERS = (
     contacts,
+    segments,
     companies,
     deals,
     followups,

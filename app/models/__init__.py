@@ -14,6 +14,7 @@ from app.models.deals import (
 )
 from app.models.followup import FollowUp, FollowUpKind, FollowUpStatus
 from app.models.mail import FolderState, GraphSubscription, M365Tenant, Mailbox, MailboxStatus, SyncIssue, SyncStage
+from app.models.segments import Segment
 from app.models.org import (
     ApiToken,
     AuditEvent,
@@ -56,6 +57,7 @@ __all__ = [
     "M365Tenant",
     "Mailbox",
     "MailboxStatus",
+    "Segment",
     "SyncIssue",
     "SyncStage",
     "Company",
