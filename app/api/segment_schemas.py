@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from pydantic import BaseModel, Field
 
@@ -40,7 +40,7 @@ class Segment(BaseModel):
     id: int
     name: str
     entity: str
-    filters: SegmentFilters
+    filters: dict[str, Any] = Field(description="the cleaned filter: only the keys it uses (see SegmentFilters)")
     shared: bool
     owner_id: Optional[int]
     owner_email: Optional[str]
@@ -87,7 +87,7 @@ class CompanyRow(BaseModel):
 
 class SegmentPage(BaseModel):
     entity: str
-    filters: SegmentFilters
+    filters: dict[str, Any]
     items: list[Union[ContactRow, CompanyRow]]
     next_after: Optional[int] = Field(description="pass as `after` for the next page; null at the end")
     segment: Optional[Segment] = None

@@ -78,7 +78,7 @@ def query(
     }
     filters = segments.clean_filters(raw)
     with read_conn(rt) as conn:
-        return segments.query(conn, caller.org_id, entity, filters, after_id=after, limit=limit)
+        return {**segments.query(conn, caller.org_id, entity, filters, after_id=after, limit=limit), "segment": None}
 
 
 @router.get("/api/segments/{segment_id}/items", response_model=SegmentPage, summary="A saved segment's matches")
@@ -101,12 +101,22 @@ def delete_segment(caller: CallerDep, rt: RuntimeDep, segment_id: int):
     return {"deleted": segment_id}
 
 
+# JSON, named as Threadline's own document so a client knows the shape it will get.
+ORG_EXPORT_MEDIA = "application/vnd.threadline.org-export+json"
 _MEDIA = {"csv": ("text/csv; charset=utf-8", "csv"), "vcard": ("text/vcard; charset=utf-8", "vcf")}
 
 
 @router.get(
     "/api/export/segments/{segment_id}",
     response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {
+                "text/csv": {"schema": {"type": "string", "description": "a header row, then one row per match"}},
+                "text/vcard": {"schema": {"type": "string", "description": "one vCard per contact"}},
+            }
+        }
+    },
     summary="A saved segment as CSV (formulas neutralised) or vCard 4.0 (`vcard`) / 3.0 (`vcard3`), streamed",
 )
 def export_segment(caller: CallerDep, rt: RuntimeDep, segment_id: int, format: str = "csv"):
@@ -123,13 +133,26 @@ def export_segment(caller: CallerDep, rt: RuntimeDep, segment_id: int, format: s
 @router.get(
     "/api/export/org",
     response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {
+                ORG_EXPORT_MEDIA: {
+                    "schema": {
+                        "type": "string",
+                        "description": "one JSON object: format, version, organisation, users, companies, contacts, "
+                        "contact_addresses, interactions, notes, tasks, pipelines, pipeline_stages, deals",
+                    }
+                }
+            }
+        }
+    },
     summary="The whole organisation as JSON (contacts, companies, interactions' metadata, notes, tasks, deals), streamed",
 )
 def export_org(caller: AdminDep, rt: RuntimeDep):
     chunks = exports.export_org(rt, Actor.of(caller))
     return StreamingResponse(
         (c.encode("utf-8") for c in chunks),
-        media_type="application/json",
+        media_type=ORG_EXPORT_MEDIA,
         headers={"Content-Disposition": 'attachment; filename="threadline-export.json"'},
     )
 

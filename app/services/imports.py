@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
@@ -57,6 +58,7 @@ ALIASES = {
 BATCH = 500
 MAX_ERRORS_KEPT = 1000  # the result lists this many; error_count counts them all
 PREVIEW_ROWS = 5
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the encoding could not read (surrogateescape)
 MAX_CELL = 2000
 
 
@@ -204,6 +206,11 @@ def _csv_records(text: io.TextIOWrapper, entity: str, mapping: dict | None, meta
             return
         if not any(c.strip() for c in cells):
             continue
+        joined = "".join(cells)
+        if not joined.isascii() and _UNDECODED.search(joined):
+            enc = meta["encoding"]
+            yield Record(row=record_no, error=(None, f"not valid {enc} text: choose the file's encoding"))
+            continue
         if len(cells) > len(headers):
             yield Record(row=record_no, error=(None, f"{len(cells)} cells where the header has {len(headers)}"))
             continue
@@ -223,7 +230,7 @@ def _vcard_records(text: io.TextIOWrapper, meta: dict) -> Iterator[Record]:
             "name": f.get("name", ""),
             "title": f.get("title", ""),
             "phone": f.get("phone", ""),
-            "tags": ",".join(t.replace(",", " ") for t in f.get("tags", [])),
+            "tags": list(f.get("tags", [])),
             "company": f.get("company", ""),
         }
         notes = list(card.notes)
@@ -234,7 +241,9 @@ def _vcard_records(text: io.TextIOWrapper, meta: dict) -> Iterator[Record]:
 
 def _records(stream: BinaryIO, fmt: str, entity: str, mapping, encoding, meta: dict) -> tuple[io.TextIOWrapper, Iterator[Record]]:
     if fmt == "csv":
-        text, used, notes = _text(stream, encoding)
+        # Undecodable bytes become surrogates, found in the row that holds them (a decoding
+        # wrapper raising instead would name the row where its read-ahead chunk began).
+        text, used, notes = _text(stream, encoding, errors="surrogateescape")
         meta.update(encoding=used, notes=notes)
         return text, _csv_records(text, entity, mapping, meta)
     if fmt == "vcard":
@@ -260,7 +269,7 @@ def _cell(value: str | None, limit: int) -> str:
 
 def _clean_contact(rec: Record, ctx: dict) -> None:
     v = rec.values
-    if any(len(x or "") > MAX_CELL for x in v.values()):
+    if any(isinstance(x, str) and len(x) > MAX_CELL for x in v.values()):
         rec.error = (None, f"a cell longer than {MAX_CELL} characters")
         return
     address = addr.normalise((v.get("email") or "").strip())
@@ -288,7 +297,8 @@ def _clean_contact(rec: Record, ctx: dict) -> None:
             rec.error = ("stage", f"stage must be one of {', '.join(STAGES)}")
             return
         out["stage"] = stage
-    raw_tags = [t for t in (v.get("tags") or "").replace(";", ",").split(",") if t.strip()]
+    tags_cell = v.get("tags") or ""
+    raw_tags = tags_cell if isinstance(tags_cell, list) else [t for t in tags_cell.replace(";", ",").split(",") if t.strip()]
     if raw_tags:
         try:
             out["tags"] = clean_tags(raw_tags)

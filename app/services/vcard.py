@@ -9,10 +9,13 @@ URI) are skipped, and each card says so.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-MAX_CARD_LINES = 5000  # a card longer than this is refused rather than held in memory
+MAX_CARD_LINES = 100_000
+_PROPERTY = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)?[;:]")
+_BINARY = ("PHOTO", "LOGO", "SOUND", "KEY")  # a card longer than this is refused rather than held in memory
 
 
 @dataclass
@@ -158,7 +161,7 @@ def read_cards(lines: Iterable[str]) -> Iterator[Card]:
                 yield card
             number += 1
             card = Card(number=number, line=line_no)
-            card_lines = 0
+            card_lines, in_binary = 0, False
             continue
         if card is None:
             number += 1
@@ -178,20 +181,21 @@ def read_cards(lines: Iterable[str]) -> Iterator[Card]:
         if card_lines > MAX_CARD_LINES:
             card.error = f"more than {MAX_CARD_LINES} lines in one card"
             continue
+        if in_binary and not _PROPERTY.match(line):
+            continue  # raw bytes of a photo that broke its line: skipped with the photo
+        in_binary = False
+        name = line.split(":", 1)[0].split(";", 1)[0].rpartition(".")[2].upper()
+        if name in _BINARY:
+            _apply(card, name, {}, "")
+            in_binary = True
+            continue
         if any("\udc80" <= ch <= "\udcff" for ch in line):
-            # Bytes that are not UTF-8 (read with surrogateescape): fine inside a photo, which
-            # is skipped, an error anywhere else.
-            name = line.split(":", 1)[0].split(";", 1)[0].rpartition(".")[2].upper()
-            if name in ("PHOTO", "LOGO", "SOUND", "KEY"):
-                _apply(card, name, {}, "")
-                continue
+            # Bytes that are not UTF-8 (read with surrogateescape) outside a photo.
             card.error = f"line {line_no}: {name or 'a property'} is not valid UTF-8 text"
             continue
         try:
             name, params, value = _split_property(line)
         except ValueError:
-            if card.notes and line_no > card.line:  # a raw binary photo's bytes run on over lines
-                continue
             card.error = f"line {line_no}: not a vCard property"
             continue
         _apply(card, name, params, value)
