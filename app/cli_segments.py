@@ -32,7 +32,9 @@ def import_file(
     fmt: Annotated[Optional[str], typer.Option("--format", help="csv or vcard (default: from the file name).")] = None,
     encoding: Annotated[Optional[str], typer.Option(help="The file's encoding when it is not UTF-8.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every row, write nothing.")] = False,
-    preview: Annotated[bool, typer.Option("--preview", help="Show how the first rows are read, write nothing.")] = False,
+    preview: Annotated[
+        bool, typer.Option("--preview", help="Show how the first rows are read, write nothing.")
+    ] = False,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Import the good rows when some fail.")] = False,
     org: OrgOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -101,7 +103,11 @@ def list_segments(
     table = Table("id", "name", "of", "shared", "filters")
     for r in rows:
         table.add_row(
-            str(r["id"]), r["name"], r["entity"], "yes" if r["shared"] else "no", json.dumps(r["filters"], ensure_ascii=False)
+            str(r["id"]),
+            r["name"],
+            r["entity"],
+            "yes" if r["shared"] else "no",
+            json.dumps(r["filters"], ensure_ascii=False),
         )
     out.print(table)
 
@@ -109,7 +115,9 @@ def list_segments(
 @segment_app.command("save")
 def save_segment(
     name: str,
-    filters: Annotated[str, typer.Option(help='The filter as JSON, e.g. \'{"stage": ["customer"], "tags": ["vip"]}\'.')],
+    filters: Annotated[
+        str, typer.Option(help='The filter as JSON, e.g. \'{"stage": ["customer"], "tags": ["vip"]}\'.')
+    ],
     entity: Annotated[str, typer.Option(help="contacts or companies.")] = "contacts",
     org: OrgOpt = None,
 ) -> None:

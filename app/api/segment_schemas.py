@@ -94,7 +94,9 @@ class SegmentPage(BaseModel):
 
 
 class RowError(BaseModel):
-    row: int = Field(description="the row's number as a spreadsheet shows it (the header is row 1); a vCard's card number")
+    row: int = Field(
+        description="the row's number as a spreadsheet shows it (the header is row 1); a vCard's card number"
+    )
     field: Optional[str]
     reason: str
 

@@ -184,7 +184,9 @@ def import_file(
     file: Annotated[UploadFile, File(description="the CSV or vCard file")],
     entity: Annotated[str, Form()] = "contacts",
     format: Annotated[str, Form()] = "csv",
-    map: Annotated[Optional[str], Form(description='field=column pairs ("email=E-mail,name=Full name") or JSON')] = None,
+    map: Annotated[
+        Optional[str], Form(description='field=column pairs ("email=E-mail,name=Full name") or JSON')
+    ] = None,
     encoding: Annotated[Optional[str], Form()] = None,
     dry_run: Annotated[bool, Form()] = False,
     skip_invalid: Annotated[bool, Form(description="import the good rows when some are in error")] = False,

@@ -14,7 +14,6 @@ from app.models.deals import (
 )
 from app.models.followup import FollowUp, FollowUpKind, FollowUpStatus
 from app.models.mail import FolderState, GraphSubscription, M365Tenant, Mailbox, MailboxStatus, SyncIssue, SyncStage
-from app.models.segments import Segment
 from app.models.org import (
     ApiToken,
     AuditEvent,
@@ -25,6 +24,7 @@ from app.models.org import (
     User,
     UserAlias,
 )
+from app.models.segments import Segment
 from app.models.timeline import (
     Company,
     Contact,

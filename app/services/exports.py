@@ -116,7 +116,9 @@ def _matches(rt, org_id: int, entity: str, filters: dict, now: datetime) -> Iter
             after = page["next_after"]
 
 
-def _start(rt, actor: Actor, segment_id: int | None, entity: str, filters: dict | None, fmt: str) -> tuple[str, dict, str]:
+def _start(
+    rt, actor: Actor, segment_id: int | None, entity: str, filters: dict | None, fmt: str
+) -> tuple[str, dict, str]:
     """Checks done before the first byte is sent (so a refusal is a clean HTTP error, not a cut
     stream): the actor, the segment's visibility, the filter, the format. Audited."""
     if fmt not in ("csv", "vcard", "vcard3"):
@@ -144,14 +146,22 @@ def _start(rt, actor: Actor, segment_id: int | None, entity: str, filters: dict 
 
 
 def export_segment(
-    rt, actor: Actor, *, segment_id: int | None = None, entity: str = "contacts", filters: dict | None = None, fmt: str = "csv"
+    rt,
+    actor: Actor,
+    *,
+    segment_id: int | None = None,
+    entity: str = "contacts",
+    filters: dict | None = None,
+    fmt: str = "csv",
 ) -> tuple[str, Iterator[str]]:
     """(file name stem, text chunks) of a saved segment or an unsaved filter."""
     entity, filters, name = _start(rt, actor, segment_id, entity, filters, fmt)
     now = utcnow()
 
     def csv_rows() -> Iterator[str]:
-        columns, cells = (CONTACT_COLUMNS, _contact_cells) if entity == "contacts" else (COMPANY_COLUMNS, _company_cells)
+        columns, cells = (
+            (CONTACT_COLUMNS, _contact_cells) if entity == "contacts" else (COMPANY_COLUMNS, _company_cells)
+        )
         yield _csv_line(columns)
         for page in _matches(rt, actor.org_id, entity, filters, now):
             yield "".join(_csv_line(cells(r)) for r in page)
@@ -181,9 +191,13 @@ def _rows(conn: Connection, table, org_id: int, columns=None) -> Iterator[dict]:
     after = 0
     cols = columns or list(table.c)
     while True:
-        batch = conn.execute(
-            select(*cols).where(table.c.org_id == org_id, table.c.id > after).order_by(table.c.id).limit(CHUNK)
-        ).mappings().all()
+        batch = (
+            conn.execute(
+                select(*cols).where(table.c.org_id == org_id, table.c.id > after).order_by(table.c.id).limit(CHUNK)
+            )
+            .mappings()
+            .all()
+        )
         if not batch:
             return
         yield from batch
@@ -235,8 +249,10 @@ def export_org(rt, actor: Actor) -> Iterator[str]:
             org = conn.execute(select(O.c.id, O.c.name, O.c.internal_domains).where(O.c.id == org_id)).mappings().one()
             yield "{" + _dump("format") + ": " + _dump("threadline-org-export") + ", " + _dump("version") + ": 1,\n"
             yield _dump("exported_at") + ": " + _dump(utcnow()) + ",\n"
-            yield _dump("organisation") + ": " + _dump(
-                {"id": org["id"], "name": org["name"], "domains": list(org["internal_domains"] or [])}
+            yield (
+                _dump("organisation")
+                + ": "
+                + _dump({"id": org["id"], "name": org["name"], "domains": list(org["internal_domains"] or [])})
             )
             yield from section(
                 "users",
@@ -247,12 +263,30 @@ def export_org(rt, actor: Actor) -> Iterator[str]:
             )
             yield from section(
                 "companies",
-                (dict(r) for r in _rows(conn, K, org_id, [K.c.id, K.c.domain, K.c.name, K.c.key_account, K.c.created_at])),
+                (
+                    dict(r)
+                    for r in _rows(conn, K, org_id, [K.c.id, K.c.domain, K.c.name, K.c.key_account, K.c.created_at])
+                ),
             )
 
             def contacts() -> Iterator[dict]:
                 for r in _rows(conn, C, org_id):
-                    yield {k: r[k] for k in ("id", "name", "primary_email", "company_id", "title", "phone", "stage", "tags", "owner_id", "key_account", "created_at")}
+                    yield {
+                        k: r[k]
+                        for k in (
+                            "id",
+                            "name",
+                            "primary_email",
+                            "company_id",
+                            "title",
+                            "phone",
+                            "stage",
+                            "tags",
+                            "owner_id",
+                            "key_account",
+                            "created_at",
+                        )
+                    }
 
             # Addresses come as their own list (one row each) so contacts stay one read per chunk.
             yield from section("contacts", contacts())
@@ -264,12 +298,16 @@ def export_org(rt, actor: Actor) -> Iterator[str]:
             def interactions(kinds: tuple[str, ...], fields: tuple[str, ...]) -> Iterator[dict]:
                 after = 0
                 while True:
-                    batch = conn.execute(
-                        select(*[I.c[f] for f in ("id", *fields)])
-                        .where(I.c.org_id == org_id, I.c.kind.in_(kinds), I.c.id > after)
-                        .order_by(I.c.id)
-                        .limit(CHUNK)
-                    ).mappings().all()
+                    batch = (
+                        conn.execute(
+                            select(*[I.c[f] for f in ("id", *fields)])
+                            .where(I.c.org_id == org_id, I.c.kind.in_(kinds), I.c.id > after)
+                            .order_by(I.c.id)
+                            .limit(CHUNK)
+                        )
+                        .mappings()
+                        .all()
+                    )
                     if not batch:
                         return
                     people: dict[int, list] = {}
@@ -289,15 +327,21 @@ def export_org(rt, actor: Actor) -> Iterator[str]:
             yield from section("interactions", interactions(("email", "meeting"), meta))
             yield from section("notes", interactions(("note",), ("occurred_at", "body", "author_id", "created_at")))
             yield from section(
-                "tasks", interactions(("task",), ("occurred_at", "body", "author_id", "due_at", "done_at", "created_at"))
+                "tasks",
+                interactions(("task",), ("occurred_at", "body", "author_id", "due_at", "done_at", "created_at")),
             )
-            yield from section("pipelines", (dict(r) for r in _rows(conn, PL, org_id, [PL.c.id, PL.c.name, PL.c.position])))
+            yield from section(
+                "pipelines", (dict(r) for r in _rows(conn, PL, org_id, [PL.c.id, PL.c.name, PL.c.position]))
+            )
             yield from section(
                 "pipeline_stages",
                 (
                     dict(r)
                     for r in _rows(
-                        conn, PS, org_id, [PS.c.id, PS.c.pipeline_id, PS.c.name, PS.c.position, PS.c.kind, PS.c.probability]
+                        conn,
+                        PS,
+                        org_id,
+                        [PS.c.id, PS.c.pipeline_id, PS.c.name, PS.c.position, PS.c.kind, PS.c.probability],
                     )
                 ),
             )

@@ -170,7 +170,7 @@ def resolve_mapping(entity: str, headers: list[str], mapping: dict[str, str] | N
                 break
     required = REQUIRED[entity]
     if required not in out:
-        raise Invalid(f"no column gives the {required}: map one (e.g. {required}=\"<column>\")", field="map")
+        raise Invalid(f'no column gives the {required}: map one (e.g. {required}="<column>")', field="map")
     return out
 
 
@@ -239,7 +239,9 @@ def _vcard_records(text: io.TextIOWrapper, meta: dict) -> Iterator[Record]:
         yield Record(row=card.number, values=values, notes=notes)
 
 
-def _records(stream: BinaryIO, fmt: str, entity: str, mapping, encoding, meta: dict) -> tuple[io.TextIOWrapper, Iterator[Record]]:
+def _records(
+    stream: BinaryIO, fmt: str, entity: str, mapping, encoding, meta: dict
+) -> tuple[io.TextIOWrapper, Iterator[Record]]:
     if fmt == "csv":
         # Undecodable bytes become surrogates, found in the row that holds them (a decoding
         # wrapper raising instead would name the row where its read-ahead chunk began).
@@ -284,7 +286,7 @@ def _clean_contact(rec: Record, ctx: dict) -> None:
         rec.error = ("email", "this person asked to be erased; they cannot be imported again")
         return
     if org.exclusions.excluded(address, None):
-        rec.error = ("email", "a \"never log\" rule covers this address")
+        rec.error = ("email", 'a "never log" rule covers this address')
         return
     out: dict = {"email": address}
     for fld in ("name", "title", "phone"):
@@ -298,7 +300,9 @@ def _clean_contact(rec: Record, ctx: dict) -> None:
             return
         out["stage"] = stage
     tags_cell = v.get("tags") or ""
-    raw_tags = tags_cell if isinstance(tags_cell, list) else [t for t in tags_cell.replace(";", ",").split(",") if t.strip()]
+    raw_tags = (
+        tags_cell if isinstance(tags_cell, list) else [t for t in tags_cell.replace(";", ",").split(",") if t.strip()]
+    )
     if raw_tags:
         try:
             out["tags"] = clean_tags(raw_tags)
@@ -400,7 +404,10 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
             lower = {t.lower() for t in merged["tags"]}
             merged["tags"] = merged["tags"] + [t for t in v.get("tags", []) if t.lower() not in lower]
             company_id = old["company_id"]
-            if merged == {**{k: old[k] for k in ("name", "title", "phone", "stage", "owner_id")}, "tags": list(old["tags"] or [])}:
+            if merged == {
+                **{k: old[k] for k in ("name", "title", "phone", "stage", "owner_id")},
+                "tags": list(old["tags"] or []),
+            }:
                 counts["unchanged"] += 1
             else:
                 counts["updated"] += 1
@@ -440,7 +447,9 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
     if company_names:
         # A typed company name replaces only the one made from the domain ("Acmecorp"), never a
         # name someone set.
-        rows = conn.execute(select(K.c.id, K.c.name, K.c.domain).where(K.c.org_id == org_id, K.c.id.in_(list(company_names)))).all()
+        rows = conn.execute(
+            select(K.c.id, K.c.name, K.c.domain).where(K.c.org_id == org_id, K.c.id.in_(list(company_names)))
+        ).all()
         fix = [
             {"b_id": r.id, "b_name": company_names[r.id]}
             for r in rows
@@ -461,7 +470,9 @@ def _write_companies(conn: Connection, ctx: dict, batch: list[Record], counts: d
     existing = {
         r.domain: r
         for r in conn.execute(
-            select(K.c.id, K.c.domain, K.c.name, K.c.key_account).where(K.c.org_id == org_id, K.c.domain.in_(list(wanted)))
+            select(K.c.id, K.c.domain, K.c.name, K.c.key_account).where(
+                K.c.org_id == org_id, K.c.domain.in_(list(wanted))
+            )
         )
     }
     new_rows, changes = [], []
@@ -490,9 +501,9 @@ def _write_companies(conn: Connection, ctx: dict, batch: list[Record], counts: d
         conn.execute(insert(K), new_rows)
     if changes:
         conn.execute(
-            update(K).where(K.c.id == bindparam("b_id"), K.c.org_id == org_id).values(
-                name=bindparam("b_name"), key_account=bindparam("b_key")
-            ),
+            update(K)
+            .where(K.c.id == bindparam("b_id"), K.c.org_id == org_id)
+            .values(name=bindparam("b_name"), key_account=bindparam("b_key")),
             changes,
         )
 
@@ -510,7 +521,9 @@ def _context(conn: Connection, org_id: int, box) -> dict:
     return {"org_id": org_id, "org": org_context(conn, org_id, box), "owners": owners, "seen": {}, "created_ids": []}
 
 
-def preview(rt, actor: Actor, stream: BinaryIO, *, entity: str = "contacts", fmt: str = "csv", mapping=None, encoding=None) -> dict:
+def preview(
+    rt, actor: Actor, stream: BinaryIO, *, entity: str = "contacts", fmt: str = "csv", mapping=None, encoding=None
+) -> dict:
     """The file as it would be read: encoding, headers, the mapping used, and the first rows cleaned
     (with their errors). Reads only the first rows; writes nothing."""
     if entity not in ENTITY_FIELDS:
@@ -548,7 +561,9 @@ def _row_out(rec: Record) -> dict:
     values = {k: v for k, v in rec.values.items()}
     return {
         "row": rec.row,
-        "values": {k: (", ".join(v) if isinstance(v, list) else ("" if v is None else str(v))) for k, v in values.items()},
+        "values": {
+            k: (", ".join(v) if isinstance(v, list) else ("" if v is None else str(v))) for k, v in values.items()
+        },
         "error": None if rec.error is None else {"field": rec.error[0], "reason": rec.error[1]},
         "notes": rec.notes,
     }
@@ -624,7 +639,8 @@ def run_import(
                 "skipped": error_count,
                 "error_count": error_count,
                 "errors": errors,
-                "notes": list(meta.get("notes", [])) + [f"{n} row(s): {note}" for note, n in sorted(notes_count.items())],
+                "notes": list(meta.get("notes", []))
+                + [f"{n} row(s): {note}" for note, n in sorted(notes_count.items())],
             }
             if refused:
                 result["notes"].append("nothing was imported: fix the rows in error, or skip them")
@@ -647,14 +663,16 @@ def run_import(
     except _RollBack as done:
         return done.result
     except UnicodeDecodeError:
-        raise Invalid(f"the file is not valid {meta.get('encoding')} text: choose its encoding", field="encoding") from None
+        raise Invalid(
+            f"the file is not valid {meta.get('encoding')} text: choose its encoding", field="encoding"
+        ) from None
     finally:
         _release(text)
     return result
 
 
 def parse_mapping(text: str | None) -> dict[str, str]:
-    """"email=E-mail,name=Full name" (the CLI's --map) -> {field: header}."""
+    """ "email=E-mail,name=Full name" (the CLI's --map) -> {field: header}."""
     out: dict[str, str] = {}
     for part in (text or "").split(","):
         if not part.strip():

@@ -422,7 +422,9 @@ def query(
     return {"entity": entity, "filters": filters, "items": items, "next_after": next_after}
 
 
-def iterate(conn: Connection, org_id: int, entity: str, filters: dict, *, now: datetime | None = None) -> Iterator[dict]:
+def iterate(
+    conn: Connection, org_id: int, entity: str, filters: dict, *, now: datetime | None = None
+) -> Iterator[dict]:
     """Every match, page by page (for exports): memory stays one page whatever the size."""
     after = 0
     now = now or utcnow()
@@ -500,7 +502,9 @@ def _clean_name(name: str) -> str:
     return name
 
 
-def create_segment(rt, actor: Actor, *, name: str, entity: str = "contacts", filters: dict, shared: bool = False) -> dict:
+def create_segment(
+    rt, actor: Actor, *, name: str, entity: str = "contacts", filters: dict, shared: bool = False
+) -> dict:
     """Save a filter by name: private to its author unless shared (the operator's are always shared,
     there being no one to keep them private for)."""
     name, entity, filters = _clean_name(name), _clean_entity(entity), clean_filters(filters)
@@ -520,7 +524,12 @@ def create_segment(rt, actor: Actor, *, name: str, entity: str = "contacts", fil
             )
         ).inserted_primary_key[0]
         audit.record(
-            conn, actor.org_id, actor.user_id, "segment.create", f"segment:{segment_id}", {"name": name, "shared": shared}
+            conn,
+            actor.org_id,
+            actor.user_id,
+            "segment.create",
+            f"segment:{segment_id}",
+            {"name": name, "shared": shared},
         )
         return get_segment(conn, actor, segment_id)
 
@@ -563,7 +572,9 @@ def delete_segment(rt, actor: Actor, segment_id: int) -> None:
     with changing(rt.engine, actor, admin=False) as conn:
         seg = _editable(conn, actor, segment_id)
         conn.execute(delete(SEG).where(SEG.c.id == segment_id, SEG.c.org_id == actor.org_id))
-        audit.record(conn, actor.org_id, actor.user_id, "segment.delete", f"segment:{segment_id}", {"name": seg["name"]})
+        audit.record(
+            conn, actor.org_id, actor.user_id, "segment.delete", f"segment:{segment_id}", {"name": seg["name"]}
+        )
 
 
 def run_segment(

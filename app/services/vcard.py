@@ -226,8 +226,13 @@ def _finish(card: Card) -> None:
 
 def escape(value: str) -> str:
     return (
-        str(value).replace("\\", "\\\\").replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\n")
-        .replace(",", "\\,").replace(";", "\\;")
+        str(value)
+        .replace("\\", "\\\\")
+        .replace("\r\n", "\n")
+        .replace("\r", "\n")
+        .replace("\n", "\\n")
+        .replace(",", "\\,")
+        .replace(";", "\\;")
     )
 
 

@@ -84,7 +84,11 @@ def test_import_creates_contacts_and_reimporting_the_same_file_changes_nothing(w
     assert (first["created"], first["updated"], first["unchanged"], first["written"]) == (3, 0, 0, True)
     before = contacts(w)
     assert before["ann@acmecorp.com"] == ("Ann Acme", "CTO", "customer", w.alice.user_id)
-    tags = json.loads(w.scalar("SELECT tags FROM contact WHERE primary_email = 'ann@acmecorp.com'") or "[]") if w.rt.engine.dialect.name == "sqlite" else w.scalar("SELECT tags FROM contact WHERE primary_email = 'ann@acmecorp.com'")
+    tags = (
+        json.loads(w.scalar("SELECT tags FROM contact WHERE primary_email = 'ann@acmecorp.com'") or "[]")
+        if w.rt.engine.dialect.name == "sqlite"
+        else w.scalar("SELECT tags FROM contact WHERE primary_email = 'ann@acmecorp.com'")
+    )
     assert tags == ["vip", "emea"]
     again = do(w, csv_bytes(ROWS))
     assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 3)
@@ -207,7 +211,13 @@ def test_segment_csv_export_neutralises_formulas(w):
 @pytest.mark.parametrize("version, fmt", [("3.0", "vcard3"), ("4.0", "vcard")])
 def test_vcard_round_trip_through_export_and_import(w, version, fmt):
     people.create_contact(
-        w.rt, w.op, email="ann@acmecorp.com", name="Ann O'Neil, Jr.", title="CTO; Board", phone="+44 20 7946 0000", tags=["vip", "a,b"]
+        w.rt,
+        w.op,
+        email="ann@acmecorp.com",
+        name="Ann O'Neil, Jr.",
+        title="CTO; Board",
+        phone="+44 20 7946 0000",
+        tags=["vip", "a,b"],
     )
     people.create_contact(w.rt, w.op, email="zoe@globexcorp.com", name="Zoë Ünal")
     seg = segments.create_segment(w.rt, w.alice, name="Everyone", filters={})
@@ -240,7 +250,9 @@ def test_a_vcard_with_binary_photos_imports_its_cards_and_notes_the_photos(w):
         "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Pia Photo\r\nEMAIL;TYPE=INTERNET:pia@acmecorp.com\r\n"
         f"PHOTO;ENCODING=b;TYPE=JPEG:{folded}\r\nEND:VCARD\r\n"
     ).encode()
-    raw = b"BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Raw\r\nEMAIL:raw@acmecorp.com\r\nPHOTO:" + photo[128:] + b"\r\nEND:VCARD\r\n"
+    raw = (
+        b"BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Raw\r\nEMAIL:raw@acmecorp.com\r\nPHOTO:" + photo[128:] + b"\r\nEND:VCARD\r\n"
+    )
     bad = b"BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Bad \xff\xfe name\r\nEMAIL:bad@acmecorp.com\r\nEND:VCARD\r\n"
     none = b"BEGIN:VCARD\r\nVERSION:2.1\r\nFN:Old\r\nEMAIL:old@acmecorp.com\r\nEND:VCARD\r\n"
     data = io.BytesIO(v3 + raw + bad + none)

@@ -329,20 +329,43 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
     from app.services import segments
 
     def segment_id() -> int:
-        return segments.create_segment(sd.rt, Actor.of(me["caller"]), name=f"Seg {next(made)}", filters={"tags": ["x"]})["id"]
+        return segments.create_segment(
+            sd.rt, Actor.of(me["caller"]), name=f"Seg {next(made)}", filters={"tags": ["x"]}
+        )["id"]
 
     def upload() -> UploadFile:
         data = b"email,name,stage\nuna.import@newco.example,Una,lead\nbad,Bad,\n"
         return UploadFile(io.BytesIO(data), filename="people.csv")
 
     query = dict.fromkeys(
-        ("tags", "stage", "owner_id", "domain", "last_before", "last_after", "min_strength", "max_strength", "has_open_deal", "q")
+        (
+            "tags",
+            "stage",
+            "owner_id",
+            "domain",
+            "last_before",
+            "last_after",
+            "min_strength",
+            "max_strength",
+            "has_open_deal",
+            "q",
+        )
     )
     to_import = dict(entity="contacts", format="csv", map=None, encoding=None)
     return {
         ("GET", "/api/segments"): {**me, "entity": None},
-        ("POST", "/api/segments"): {**me, "body": SegmentIn(name="Acme people", filters=SegmentFilters(domain="acme.com"))},
-        ("GET", "/api/segment-query"): {**me, **query, "entity": "contacts", "domain": "acme.com", "after": 0, "limit": 50},
+        ("POST", "/api/segments"): {
+            **me,
+            "body": SegmentIn(name="Acme people", filters=SegmentFilters(domain="acme.com")),
+        },
+        ("GET", "/api/segment-query"): {
+            **me,
+            **query,
+            "entity": "contacts",
+            "domain": "acme.com",
+            "after": 0,
+            "limit": 50,
+        },
         ("GET", "/api/segments/{segment_id}/items"): {**me, "segment_id": segment_id(), "after": 0, "limit": 50},
         ("PATCH", "/api/segments/{segment_id}"): {**me, "segment_id": segment_id(), "body": SegmentPatch(shared=True)},
         ("DELETE", "/api/segments/{segment_id}"): {**me, "segment_id": segment_id()},

@@ -173,7 +173,7 @@ def test_pages_continue_after_the_last_id_and_cover_every_match_once(w):
 
 def test_a_page_takes_the_same_number_of_statements_for_five_or_fifty_contacts(w):
     def count_for(n: int) -> int:
-        for k in range(n):
+        for _k in range(n):
             people.create_contact(w.rt, w.op, email=f"p{next(_n)}@bulk{n}.example", tags=["bulk"])
         statements = []
         with read_only(w.rt.engine) as conn:
