@@ -13,6 +13,7 @@ from sqlalchemy import text
 from app.api import (
     activity,
     addin,
+    admin_contacts,
     admin,
     admin_deals,
     admin_pages,
@@ -47,6 +48,7 @@ ROUTERS = (
     admin,
     admin_deals,
     admin_pages,
+    admin_contacts,
     graph_webhooks,
     metrics,
 )

@@ -146,7 +146,9 @@ def _norm_header(h: str) -> str:
     return "".join(ch for ch in h.strip().lower() if ch not in " _-.")
 
 
-def resolve_mapping(entity: str, headers: list[str], mapping: dict[str, str] | None) -> dict[str, int]:
+def resolve_mapping(
+    entity: str, headers: list[str], mapping: dict[str, str] | None, *, require: bool = True
+) -> dict[str, int]:
     """field -> column index: the mapping given (field -> header), then header names for the rest."""
     fields = ENTITY_FIELDS[entity]
     by_header = {h.strip().lower(): i for i, h in enumerate(headers)}
@@ -169,7 +171,7 @@ def resolve_mapping(entity: str, headers: list[str], mapping: dict[str, str] | N
                 taken.add(i)
                 break
     required = REQUIRED[entity]
-    if required not in out:
+    if required not in out and require:
         raise Invalid(f'no column gives the {required}: map one (e.g. {required}="<column>")', field="map")
     return out
 
@@ -187,7 +189,8 @@ def _csv_records(text: io.TextIOWrapper, entity: str, mapping: dict | None, meta
     except csv.Error as exc:
         raise Invalid(f"row 1: the header cannot be read ({exc})", field="file") from None
     meta["headers"] = headers
-    columns = resolve_mapping(entity, headers, mapping)
+    # The preview reads a file whose key column is not chosen yet: it shows the columns to choose from.
+    columns = resolve_mapping(entity, headers, mapping, require=not meta.get("lenient"))
     meta["mapping"] = {fld: headers[i] for fld, i in columns.items()}
     record_no = 1  # row 1 is the header, as a spreadsheet numbers it
     while True:
@@ -530,13 +533,16 @@ def preview(
         raise Invalid("entity must be contacts or companies", field="entity")
     from app.db import read_only
 
-    meta: dict = {}
+    meta: dict = {"lenient": True}
     text, records = _records(stream, fmt, entity, mapping, encoding, meta)
+    required = REQUIRED[entity]
     try:
         with read_only(rt.engine) as conn:
             ctx = _context(conn, actor.org_id, rt.box)
             rows = []
             for rec in records:
+                if rec.error is None and required not in rec.values:
+                    rec.error = ("map", f"no column gives the {required}: choose one")
                 if rec.error is None:
                     (_clean_contact if entity == "contacts" else _clean_company)(rec, ctx)
                 rows.append(_row_out(rec))
