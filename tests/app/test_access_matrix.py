@@ -243,7 +243,10 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/admin/summaries/{action}"): {"auth": CONSOLE, "params": {"action": "repair"}},
     ("GET", "/admin/deals"): {"auth": CONSOLE},
     ("GET", "/admin/contacts"): {"auth": CONSOLE, "query": {"domain": "acme-org1.com"}},
-    ("POST", "/admin/segments"): {"auth": CONSOLE, "form": lambda: {"name": uniq("Segment"), "domain": "acme-org1.com"}},
+    ("POST", "/admin/segments"): {
+        "auth": CONSOLE,
+        "form": lambda: {"name": uniq("Segment"), "domain": "acme-org1.com"},
+    },
     ("GET", "/admin/contacts/export"): {"auth": CONSOLE, "query": {"domain": "acme-org1.com"}},
     ("GET", "/admin/import"): {"auth": CONSOLE},
     ("POST", "/admin/import/run"): {

@@ -18,7 +18,7 @@ def test_import_segments_and_exports_from_the_command_line(tmp_path: Path):
     _ok(tmp_path, "user", "add", "alice@ourco.com")
     people = tmp_path / "people.csv"
     people.write_text(
-        "Courriel;Nom;Étiquettes\nann@acmecorp.com;Ann Acme;vip\nbad;Bad;\nben@acmecorp.com;=HYPERLINK(\"x\");vip\n",
+        'Courriel;Nom;Étiquettes\nann@acmecorp.com;Ann Acme;vip\nbad;Bad;\nben@acmecorp.com;=HYPERLINK("x");vip\n',
         encoding="cp1252",
     )
     mapping = "email=Courriel,name=Nom,tags=Étiquettes"

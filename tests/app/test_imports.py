@@ -286,3 +286,20 @@ def test_the_organisation_export_holds_every_section_and_no_secret(w):
 
     with pytest.raises(Forbidden):
         exports.export_org(w.rt, w.alice)
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=60).filter(str.strip)
+
+
+@given(name=_text, title=_text, tags=st.lists(_text, max_size=4), version=st.sampled_from(["3.0", "4.0"]))
+@settings(max_examples=200, deadline=None)
+def test_any_text_survives_a_vcard_written_and_read_back(name, title, tags, version):
+    from app.services.vcard import write_card
+
+    contact = {"email": "x@acmecorp.com", "name": name, "title": title, "tags": tags, "phone": None}
+    text = write_card(contact, version)
+    assert all(len(line.encode()) <= 75 for line in text.split("\r\n"))
+    (card,) = list(read_cards(io.StringIO(text)))
+    assert card.error is None
+    assert card.fields["name"] == name and card.fields["title"] == title
+    assert card.fields.get("tags", []) == [t.strip() for t in tags if t.strip()]
