@@ -13,8 +13,8 @@ from sqlalchemy import text
 from app.api import (
     activity,
     addin,
-    admin_contacts,
     admin,
+    admin_contacts,
     admin_deals,
     admin_pages,
     companies,
