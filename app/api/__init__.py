@@ -16,6 +16,7 @@ from app.api import (
     admin,
     admin_contacts,
     admin_deals,
+    admin_import,
     admin_pages,
     companies,
     contacts,
@@ -49,6 +50,7 @@ ROUTERS = (
     admin_deals,
     admin_pages,
     admin_contacts,
+    admin_import,
     graph_webhooks,
     metrics,
 )

@@ -5,14 +5,14 @@ actions below from app/admin/static/import.js so the chosen file stays chosen be
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from app.api.admin_pages import ADMIN_DIR, Console, _form, console, refused, render
 from app.api.deps import runtime_of
 from app.db import read_only
 from app.models import User
 from app.services import exports, imports, segments
-from app.services.errors import Invalid, ServiceError, http_status
+from app.services.errors import ServiceError, http_status
 from app.services.people import STAGES
 
 router = APIRouter(prefix="/admin", include_in_schema=False, default_response_class=HTMLResponse)
@@ -136,43 +136,3 @@ def import_script() -> Response:
         media_type="text/javascript",
         headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
     )
-
-
-async def _import_args(request: Request) -> tuple[dict, object]:
-    form = await _form(request)
-    upload = form.get("file")
-    if upload is None or not hasattr(upload, "file"):
-        raise Invalid("choose a file", field="file")
-    mapping = {
-        fld: str(form.get(f"map_{fld}"))
-        for fld in ("email", "name", "title", "phone", "stage", "tags", "owner", "company", "domain", "key_account")
-        if form.get(f"map_{fld}")
-    }
-    args = {
-        "entity": str(form.get("entity") or "contacts"),
-        "fmt": str(form.get("format") or "csv"),
-        "mapping": mapping,
-        "encoding": str(form.get("encoding") or "") or None,
-    }
-    return {**args, "action": str(form.get("action") or "preview"), "name": upload.filename or ""}, upload
-
-
-@router.post("/import/run", response_class=JSONResponse)
-async def import_run(request: Request, con: Console = Depends(console)) -> Response:
-    """preview | dry_run | import, answered as JSON for the page's script."""
-    rt = runtime_of(request)
-    try:
-        args, upload = await _import_args(request)
-        action = args.pop("action")
-        name = args.pop("name")
-        if action == "preview":
-            result = imports.preview(rt, con.actor, upload.file, **args)
-        elif action in ("dry_run", "import"):
-            result = imports.run_import(
-                rt, con.actor, upload.file, **args, dry_run=action == "dry_run", source_name=name
-            )
-        else:
-            raise Invalid("action must be preview, dry_run or import", field="action")
-    except ServiceError as exc:
-        return JSONResponse(exc.as_dict(), status_code=http_status(exc))
-    return JSONResponse({"action": action, **result})

@@ -140,7 +140,7 @@ def _start(
             actor.user_id,
             "segment.export",
             f"segment:{segment_id}" if segment_id is not None else entity,
-            {"format": fmt, "filters": filters},
+            {"format": fmt, "filters": sorted(filters)},  # which filters, not their values
         )
     return entity, filters, name
 

@@ -325,6 +325,9 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
 
     from fastapi import UploadFile
 
+    from types import SimpleNamespace
+
+    from app.api.admin_pages import Console
     from app.api.segment_schemas import SegmentFilters, SegmentIn, SegmentPatch
     from app.services import segments
 
@@ -377,6 +380,20 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
             "skip_invalid": False,
         },
         ("POST", "/api/contacts/import/preview"): {**admin, **to_import, "file": upload()},
+        ("POST", "/admin/import/run"): {
+            # the console's action: its request only carries the runtime (no session: no CSRF value)
+            "request": SimpleNamespace(
+                app=SimpleNamespace(state=SimpleNamespace(runtime=sd.rt)), state=SimpleNamespace()
+            ),
+            "con": Console(admin["caller"], None, "boss@ourco.com", "OurCo"),
+            "file": upload(),
+            "action": "dry_run",
+            "entity": "contacts",
+            "format": "csv",
+            "encoding": "",
+            "map": '{"email": "email"}',
+            "csrf": "",
+        },
         ("GET", "/api/pipelines"): me,
         ("POST", "/api/pipelines"): {**admin, "body": PipelineIn(name=f"Renewals {boss}")},
         ("PATCH", "/api/deal-settings"): {**admin, "body": SettingsPatch(deal_visibility="all")},
@@ -475,6 +492,7 @@ def test_every_json_route_answers_exactly_its_models_fields(sd, client, ids):
     imported = answers[("POST", "/api/contacts/import")]
     assert imported["errors"][0]["row"] == 3 and imported["dry_run"]
     assert answers[("POST", "/api/contacts/import/preview")]["rows"][1]["error"]["field"] == "email"
+    assert answers[("POST", "/admin/import/run")]["result"]["errors"][0]["row"] == 3
     task = answers[("PATCH", "/api/tasks/{task_id}")]
     assert task["done_at"] and task["author"] and answers[("POST", "/api/log-email")]["created"]
     for key, value in answers.items():

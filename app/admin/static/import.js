@@ -87,6 +87,12 @@
     lastAction = (ev.submitter && ev.submitter.value) || "preview";
     const body = new FormData(form);
     body.set("action", lastAction);
+    const map = {};
+    for (const select of mapping.querySelectorAll("select")) {
+      body.delete(select.name);
+      if (!select.disabled && select.value) map[select.dataset.field] = select.value;
+    }
+    body.set("map", JSON.stringify(map));
     status.textContent = "Working…";
     let resp;
     try {
@@ -102,8 +108,8 @@
       showNotes([]);
       return;
     }
-    showNotes(data.notes);
-    if (data.action === "preview") showPreview(data); else showResult(data);
+    showNotes((data.preview || data.result).notes);
+    if (data.action === "preview") showPreview(data.preview); else showResult(data.result);
   });
   document.getElementById("file").addEventListener("change", function () {
     for (const s of mapping.querySelectorAll("select")) clear(s);
