@@ -322,10 +322,9 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
         )
     on_deal = {**me, "deal_id": deal["id"]}
     import io
+    from types import SimpleNamespace
 
     from fastapi import UploadFile
-
-    from types import SimpleNamespace
 
     from app.api.admin_pages import Console
     from app.api.segment_schemas import SegmentFilters, SegmentIn, SegmentPatch
