@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Iterator
 
 from sqlalchemy import String, and_, cast, delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
@@ -422,20 +421,6 @@ def query(
     return {"entity": entity, "filters": filters, "items": items, "next_after": next_after}
 
 
-def iterate(
-    conn: Connection, org_id: int, entity: str, filters: dict, *, now: datetime | None = None
-) -> Iterator[dict]:
-    """Every match, page by page (for exports): memory stays one page whatever the size."""
-    after = 0
-    now = now or utcnow()
-    while True:
-        page = query(conn, org_id, entity, filters, after_id=after, limit=PAGE_MAX, now=now)
-        yield from page["items"]
-        if page["next_after"] is None:
-            return
-        after = page["next_after"]
-
-
 # -- saved segments ---------------------------------------------------------------------------------
 
 
@@ -596,7 +581,6 @@ __all__ = [
     "delete_segment",
     "find_segment",
     "get_segment",
-    "iterate",
     "list_segments",
     "query",
     "run_segment",
