@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Contact import at scale: 100,000 CSV rows in one transaction, on SQLite.
 
-    .venv/bin/python bench/imports.py [--rows 100000] [--database-url postgresql+psycopg2://...]
+    .venv/bin/python bench/imports.py [--rows 100000] [--dry-run] [--postgresql | --database-url URL]
 
 Each step runs in a fresh child process, so its peak memory (ru_maxrss) is its own:
 
@@ -78,6 +78,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--database-url", default=None)
+    ap.add_argument(
+        "--postgresql",
+        action="store_true",
+        help="run on a private PostgreSQL cluster with production settings (fsync, synchronous_commit on)",
+    )
     ap.add_argument("--dry-run", action="store_true", help="also time a dry run (as long as an import)")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -86,6 +91,22 @@ def main() -> None:
         child(step, data_dir, csv_path, url or None)
         return
     with tempfile.TemporaryDirectory() as tmp:
+        pg = None
+        if args.postgresql:
+            from tests.servers.postgres import Postgres
+
+            (Path(tmp) / "postgres").mkdir()
+            pg = Postgres(Path(tmp) / "postgres", settings={"fsync": "on", "synchronous_commit": "on"}).start()
+            args.database_url = pg.create_database("bench_imports")
+        try:
+            run_all(args, tmp)
+        finally:
+            if pg is not None:
+                pg.stop()
+
+
+def run_all(args, tmp: str) -> None:
+    if True:
         data_dir = str(Path(tmp) / "data")
         csv_path = Path(tmp) / "people.csv"
         make_csv(csv_path, args.rows)

@@ -392,7 +392,7 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
     ).mappings():
         existing[row["address"]] = dict(row)
     new = {a: r.values.get("name", "") for a, r in wanted.items() if a not in existing}
-    made = create_contacts(conn, ctx["org"], new, created=set()) if new else {}
+    made = create_contacts(conn, ctx["org"], new, created=set(), org_locked=True) if new else {}
     changes: list[dict] = []
     company_names: dict[int, str] = {}
     for address, rec in wanted.items():
@@ -603,6 +603,11 @@ def run_import(
     result: dict = {}
     try:
         with changing(rt.engine, actor) as conn:
+            from sync.ingest import lock_organisation
+
+            # One lock for the whole import (PostgreSQL): per-address locks for 100,000 rows held to
+            # the commit would overflow the server's lock table; syncs of this organisation wait.
+            lock_organisation(conn, actor.org_id)
             ctx = _context(conn, actor.org_id, rt.box)
             clean = _clean_contact if entity == "contacts" else _clean_company
             write = _write_contacts if entity == "contacts" else _write_companies
