@@ -301,7 +301,8 @@ def test_any_text_survives_a_vcard_written_and_read_back(name, title, tags, vers
     assert all(len(line.encode()) <= 75 for line in text.split("\r\n"))
     (card,) = list(read_cards(io.StringIO(text)))
     assert card.error is None
-    assert card.fields["name"] == name and card.fields["title"] == title
+    # the reader trims each value (an import collapses white space anyway); the rest is kept exactly
+    assert card.fields["name"] == name.strip() and card.fields["title"] == title.strip()
     assert card.fields.get("tags", []) == [t.strip() for t in tags if t.strip()]
 
 
