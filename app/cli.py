@@ -27,7 +27,10 @@ org_app = typer.Typer(help="The organisation.", no_args_is_help=True)
 user_app = typer.Typer(help="Reps and admins.", no_args_is_help=True)
 mailbox_app = typer.Typer(help="Mailboxes to sync.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+# One group, two modules: cli_segments imports into it, cli_contacts finds and merges duplicates.
+contacts_app = typer.Typer(help="Contacts and companies: import, duplicates and merges.", no_args_is_help=True)
 app.add_typer(org_app, name="org")
+app.add_typer(contacts_app, name="contacts")
 app.add_typer(user_app, name="user")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(db_app, name="db")
@@ -599,7 +602,7 @@ def worker_cmd() -> None:
 
 
 # Commands for the other sources and for administration live in their own modules.
-from app import cli_admin, cli_calendar, cli_contacts, cli_deals, cli_followups, cli_m365, cli_reports  # noqa: E402,F401 - they register on `app`
+from app import cli_admin, cli_calendar, cli_contacts, cli_deals, cli_followups, cli_m365, cli_reports, cli_segments  # noqa: E402,F401 - they register on `app`
 
 
 def main() -> None:

@@ -8,11 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from app.cli import OrgOpt, _json_default, _operator, _org_id, _rt, app, err, out
+from app.cli import OrgOpt, _json_default, _operator, _org_id, _rt, contacts_app, err, out
 from app.db import read_only
 
-contacts_app = typer.Typer(help="Contacts: duplicates and merges.", no_args_is_help=True)
-app.add_typer(contacts_app, name="contacts")
 
 
 @contacts_app.command("duplicates")

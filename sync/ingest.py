@@ -328,6 +328,14 @@ def lock_addresses(conn: Connection, org_id: int, exclusive, shared=()) -> None:
         advisory_locks(conn, [(org_key, False), *sorted(keys.items())])
 
 
+def lock_organisation(conn: Connection, org_id: int) -> None:
+    """On PostgreSQL, the organisation's key exclusively until commit: every writer that makes or
+    records contacts waits (they take it shared first). For a bulk import, whose per-address
+    locks would otherwise pile up in one transaction past the server's lock table."""
+    if conn.dialect.name == "postgresql":
+        advisory_locks(conn, [(_lock_key("org", org_id), True)])
+
+
 def _companies(conn: Connection, org: OrgContext, domains: set[str]) -> dict[str, int]:
     if not domains:
         return {}
@@ -349,7 +357,12 @@ def _companies(conn: Connection, org: OrgContext, domains: set[str]) -> dict[str
 
 
 def create_contacts(
-    conn: Connection, org: OrgContext, wanted: dict[str, str], *, created: set[str] | None = None
+    conn: Connection,
+    org: OrgContext,
+    wanted: dict[str, str],
+    *,
+    created: set[str] | None = None,
+    org_locked: bool = False,
 ) -> dict[str, tuple[int, int | None]]:
     """Create contacts (and their companies) for address -> display name; returns their ids.
     `created` receives the addresses this call made: one another writer made
@@ -360,7 +373,8 @@ def create_contacts(
     """
     if not wanted:
         return {}
-    lock_addresses(conn, org.org_id, wanted)
+    if not org_locked:  # the caller holds lock_organisation() otherwise
+        lock_addresses(conn, org.org_id, wanted)
     domains = {d for d in (addr.company_domain(a, org.free_mail) for a in wanted) if d}
     company_ids = _companies(conn, org, domains)
     now = utcnow()

@@ -14,8 +14,10 @@ from app.api import (
     activity,
     addin,
     admin,
+    admin_contacts,
     admin_deals,
     admin_duplicates,
+    admin_import,
     admin_pages,
     companies,
     contacts,
@@ -28,6 +30,7 @@ from app.api import (
     panel,
     people,
     reports,
+    segments,
 )
 from app.api.panel import OUTLOOK_ORIGINS
 from app.api.schemas import Health, Unhealthy
@@ -37,6 +40,7 @@ from app.services.errors import ServiceError, http_status
 
 ROUTERS = (
     contacts,
+    segments,
     companies,
     deals,
     followups,
@@ -50,6 +54,8 @@ ROUTERS = (
     admin_deals,
     admin_duplicates,
     admin_pages,
+    admin_contacts,
+    admin_import,
     graph_webhooks,
     metrics,
     reports,

@@ -25,6 +25,7 @@ from app.models.org import (
     User,
     UserAlias,
 )
+from app.models.segments import Segment
 from app.models.timeline import (
     Company,
     Contact,
@@ -60,6 +61,7 @@ __all__ = [
     "M365Tenant",
     "Mailbox",
     "MailboxStatus",
+    "Segment",
     "SyncIssue",
     "SyncStage",
     "Company",

@@ -19,7 +19,7 @@ from sqlalchemy import insert
 from app.api import create_app
 from app.db import session, write_transaction
 from app.models import Company, Contact, ContactAddress, FollowUp, Interaction, Participant
-from app.services import deals, m365, mailboxes, orgs, rules
+from app.services import deals, m365, mailboxes, orgs, rules, segments
 from app.services.actor import Actor
 from tests import factories
 from tests.world import make_world
@@ -80,6 +80,27 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("PATCH", "/api/contacts/{contact_id}"): {"auth": USER, "json": {}},
     ("POST", "/api/never-log"): {"auth": USER, "json": {}},
     # deals: reps create and edit the deals they see; pipelines and visibility are the admins'
+    # saved segments, import and export (app/api/segments.py): segments are everyone's, a private
+    # one only its author's; importing and the organisation export are the admins'
+    ("GET", "/api/segments"): {"auth": USER},
+    ("POST", "/api/segments"): {"auth": USER, "json": lambda: {"name": uniq("Segment"), "filters": {"tags": ["vip"]}}},
+    ("GET", "/api/segment-query"): {"auth": USER, "query": {"domain": "acme-org1.com"}},
+    ("GET", "/api/segments/{segment_id}/items"): {"auth": USER},
+    ("PATCH", "/api/segments/{segment_id}"): {"auth": USER, "json": {"name": "Renamed"}, "rep_ok": (403,)},
+    ("DELETE", "/api/segments/{segment_id}"): {"auth": USER, "rep_ok": (403,)},
+    ("GET", "/api/export/segments/{segment_id}"): {"auth": USER},
+    ("GET", "/api/export/org"): {"auth": ADMIN, "other": (200,)},
+    ("POST", "/api/contacts/import"): {
+        "auth": ADMIN,
+        "files": lambda: {"file": ("new.csv", b"email,name\nnew@matrix-import.com,New\n", "text/csv")},
+        "form": {"dry_run": "true"},
+        "other": (200,),
+    },
+    ("POST", "/api/contacts/import/preview"): {
+        "auth": ADMIN,
+        "files": lambda: {"file": ("new.csv", b"email,name\nnew@matrix-import.com,New\n", "text/csv")},
+        "other": (200,),
+    },
     ("GET", "/api/pipelines"): {"auth": USER},
     ("POST", "/api/pipelines"): {"auth": ADMIN, "json": lambda: {"name": uniq("Pipeline")}},
     ("PATCH", "/api/deal-settings"): {"auth": ADMIN, "json": {"deal_visibility": "all"}},
@@ -184,6 +205,7 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("GET", "/admin/static/admin.css"): {"auth": PUBLIC},
     ("GET", "/admin/static/admin.js"): {"auth": PUBLIC},
     ("GET", "/admin/static/login.js"): {"auth": PUBLIC},
+    ("GET", "/admin/static/import.js"): {"auth": PUBLIC},
     ("POST", "/admin/logout"): {"auth": CONSOLE},
     ("GET", "/admin"): {"auth": CONSOLE},
     ("GET", "/admin/start"): {"auth": CONSOLE},
@@ -239,6 +261,18 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/admin/merges/{audit_id}/undo"): {"auth": CONSOLE},
     ("POST", "/admin/summaries/{action}"): {"auth": CONSOLE, "params": {"action": "repair"}},
     ("GET", "/admin/deals"): {"auth": CONSOLE},
+    ("GET", "/admin/contacts"): {"auth": CONSOLE, "query": {"domain": "acme-org1.com"}},
+    ("POST", "/admin/segments"): {
+        "auth": CONSOLE,
+        "form": lambda: {"name": uniq("Segment"), "domain": "acme-org1.com"},
+    },
+    ("GET", "/admin/contacts/export"): {"auth": CONSOLE, "query": {"domain": "acme-org1.com"}},
+    ("GET", "/admin/import"): {"auth": CONSOLE},
+    ("POST", "/admin/import/run"): {
+        "auth": CONSOLE,
+        "files": lambda: {"file": ("new.csv", b"email,name\nnew@matrix-import.com,New\n", "text/csv")},
+        "form": {"action": "dry_run"},
+    },
     ("POST", "/admin/deals"): {"auth": CONSOLE, "form": lambda: {"name": uniq("Deal")}},
     ("POST", "/admin/deals/pipelines"): {"auth": CONSOLE, "form": lambda: {"name": uniq("Pipeline")}},
     ("POST", "/admin/deals/visibility"): {"auth": CONSOLE, "form": {"deal_visibility": "all"}},
@@ -413,6 +447,8 @@ def fresh_param(env, name: str):
         with write_transaction(w.rt.engine) as conn:
             rep = orgs.user_id_by_email(conn, w.org_id, "rep@ourco.com")
         return deals.create_deal(w.rt, op, name=uniq("Deal"), owner_id=rep, contact_ids=[env["contact"]])["id"]
+    if name == "segment_id":  # a fresh shared segment of organisation 1, made at the CLI
+        return segments.create_segment(w.rt, op, name=uniq("Seg"), filters={"domain": "acme-org1.com"})["id"]
     if name == "rule_id":
         return rules.add_rule(w.rt, op, kind="domain", value=f"{uniq('r')}.example")["id"]
     return {"size": "64", "name": "panel.css"}.get(name, "x")
@@ -433,6 +469,9 @@ def call(env, method: str, path: str, spec: dict, who: str | None):
     body = spec.get("json")
     if body is not None:
         kwargs["json"] = body() if callable(body) else body
+    files = spec.get("files")
+    if files is not None:
+        kwargs["files"] = files()
     form = spec.get("form")
     if form is not None:
         kwargs["data"] = form() if callable(form) else form

@@ -324,12 +324,83 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
     from app.api.reports import Filters
 
     team = {**admin, "f": Filters()}
+    import io
+    from types import SimpleNamespace
+
+    from fastapi import UploadFile
+
+    from app.api.admin_pages import Console
+    from app.api.segment_schemas import SegmentFilters, SegmentIn, SegmentPatch
+    from app.services import segments
+
+    def segment_id() -> int:
+        return segments.create_segment(
+            sd.rt, Actor.of(me["caller"]), name=f"Seg {next(made)}", filters={"tags": ["x"]}
+        )["id"]
+
+    def upload() -> UploadFile:
+        data = b"email,name,stage\nuna.import@newco.example,Una,lead\nbad,Bad,\n"
+        return UploadFile(io.BytesIO(data), filename="people.csv")
+
+    query = dict.fromkeys(
+        (
+            "tags",
+            "stage",
+            "owner_id",
+            "domain",
+            "last_before",
+            "last_after",
+            "min_strength",
+            "max_strength",
+            "has_open_deal",
+            "q",
+        )
+    )
+    to_import = dict(entity="contacts", format="csv", map=None, encoding=None)
     return {
         ("GET", "/api/reports/activity"): team,
         ("GET", "/api/reports/response-times"): team,
         ("GET", "/api/reports/new-contacts"): team,
         ("GET", "/api/reports/cold-accounts"): {**team, "sort": "strength", "limit": 25},
         ("GET", "/api/reports/pipeline"): {**team, "pipeline": None, "currency": None},
+        ("GET", "/api/segments"): {**me, "entity": None},
+        ("POST", "/api/segments"): {
+            **me,
+            "body": SegmentIn(name="Acme people", filters=SegmentFilters(domain="acme.com")),
+        },
+        ("GET", "/api/segment-query"): {
+            **me,
+            **query,
+            "entity": "contacts",
+            "domain": "acme.com",
+            "after": 0,
+            "limit": 50,
+        },
+        ("GET", "/api/segments/{segment_id}/items"): {**me, "segment_id": segment_id(), "after": 0, "limit": 50},
+        ("PATCH", "/api/segments/{segment_id}"): {**me, "segment_id": segment_id(), "body": SegmentPatch(shared=True)},
+        ("DELETE", "/api/segments/{segment_id}"): {**me, "segment_id": segment_id()},
+        ("POST", "/api/contacts/import"): {
+            **admin,
+            **to_import,
+            "file": upload(),
+            "dry_run": True,
+            "skip_invalid": False,
+        },
+        ("POST", "/api/contacts/import/preview"): {**admin, **to_import, "file": upload()},
+        ("POST", "/admin/import/run"): {
+            # the console's action: its request only carries the runtime (no session: no CSRF value)
+            "request": SimpleNamespace(
+                app=SimpleNamespace(state=SimpleNamespace(runtime=sd.rt)), state=SimpleNamespace()
+            ),
+            "con": Console(admin["caller"], None, "boss@ourco.com", "OurCo"),
+            "file": upload(),
+            "action": "dry_run",
+            "entity": "contacts",
+            "format": "csv",
+            "encoding": "",
+            "map": '{"email": "email"}',
+            "csrf": "",
+        },
         ("GET", "/api/pipelines"): me,
         ("POST", "/api/pipelines"): {**admin, "body": PipelineIn(name=f"Renewals {boss}")},
         ("PATCH", "/api/deal-settings"): {**admin, "body": SettingsPatch(deal_visibility="all")},
@@ -454,6 +525,11 @@ def test_every_json_route_answers_exactly_its_models_fields(sd, client, ids):
     kinds = {i["type"] for i in answers[("GET", "/api/deals/{deal_id}/timeline")]["items"]}
     assert kinds == {"interaction", "stage_change"} and answers[("GET", "/api/board")]["columns"][1]["deals"]
     assert answers[("GET", "/api/deal-prefill")]["deals"] and answers[("GET", "/api/deal-prefill")]["contacts"]
+    assert answers[("GET", "/api/segment-query")]["items"][0]["company"]["domain"] == "acme.com"
+    imported = answers[("POST", "/api/contacts/import")]
+    assert imported["errors"][0]["row"] == 3 and imported["dry_run"]
+    assert answers[("POST", "/api/contacts/import/preview")]["rows"][1]["error"]["field"] == "email"
+    assert answers[("POST", "/admin/import/run")]["result"]["errors"][0]["row"] == 3
     task = answers[("PATCH", "/api/tasks/{task_id}")]
     assert task["done_at"] and task["author"] and answers[("POST", "/api/log-email")]["created"]
     for key, value in answers.items():
