@@ -12,7 +12,6 @@ from app.cli import OrgOpt, _json_default, _operator, _org_id, _rt, contacts_app
 from app.db import read_only
 
 
-
 @contacts_app.command("duplicates")
 def duplicates_cmd(
     org: OrgOpt = None,
