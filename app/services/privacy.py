@@ -102,7 +102,7 @@ def collect_person(conn: Connection, org_id: int, email: str, box: SecretBox) ->
     if contact_id is not None:
         row = (
             conn.execute(
-                select(C, CO.c.name.label("company_name"), CO.c.domain.label("company_domain"))
+                select(C, CO.c.name.label("company_record_name"), CO.c.domain.label("company_domain"))
                 .outerjoin(CO, CO.c.id == C.c.company_id)
                 .where(C.c.id == contact_id, C.c.org_id == org_id)
             )
@@ -121,10 +121,18 @@ def collect_person(conn: Connection, org_id: int, email: str, box: SecretBox) ->
             "addresses": addresses,
             "title": row["title"],
             "phone": row["phone"],
+            # what signatures taught us about them is theirs to see too
+            "mobile": row["mobile"],
+            "website": row["website"],
+            "company_as_signed": row["company_name"],
+            "honorific": row["honorific"],
+            "name_suffix": row["name_suffix"],
             "stage": row["stage"],
             "tags": list(row["tags"] or []),
             "created_at": _iso(row["created_at"]),
-            "company": ({"name": row["company_name"], "domain": row["company_domain"]} if row["company_id"] else None),
+            "company": (
+                {"name": row["company_record_name"], "domain": row["company_domain"]} if row["company_id"] else None
+            ),
             "summary": (
                 {k: _iso(stats[k]) for k in ("emails_in", "emails_out", "meetings", "first_email_at", "last_email_at")}
                 if stats
