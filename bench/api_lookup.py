@@ -593,8 +593,9 @@ def profile_requests(data_dir: Path, token: str, emails: list[str], n: int, seed
 # -- server and load ------------------------------------------------------------------------
 
 
-def issue_bench_token(data_dir: Path, info: dict) -> str:
-    """A personal access token for the first rep of the database build_db made."""
+def issue_bench_token(data_dir: Path, info: dict | None = None, *, email: str | None = None) -> str:
+    """A personal access token for a user of the database build_db made: the one with this
+    email, else the first rep of info["users"]."""
     from app.db import session
     from app.runtime import open_runtime
     from app.services.orgs import find_user
@@ -604,7 +605,7 @@ def issue_bench_token(data_dir: Path, info: dict) -> str:
     rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir)}))
     try:
         with session(rt.engine) as s:
-            return issue_token(s, find_user(s, 1, info["users"][1][2]), name="bench")
+            return issue_token(s, find_user(s, 1, email or info["users"][1][2]), name="bench")
     finally:
         rt.engine.dispose()
 

@@ -33,13 +33,9 @@ REPO = str(Path(__file__).resolve().parent.parent)
 sys.path.insert(0, REPO)
 
 from bench._util import machine_summary, percentile, table, uptime_line, verdict  # noqa: E402
-from bench.api_lookup import build_db, start_server, stop_server  # noqa: E402
+from bench.api_lookup import build_db, issue_bench_token, log, start_server, stop_server  # noqa: E402
 
 TARGET_MS = 50.0
-
-
-def log(msg: str = "") -> None:
-    print(msg, flush=True)
 
 
 def busiest_rep(conn) -> tuple[int, str, int]:
@@ -54,7 +50,7 @@ def busiest_rep(conn) -> tuple[int, str, int]:
     return row.id, row.email, row.n
 
 
-def fill_the_day(rt, rep: int, now: datetime, seed: int) -> dict:
+def fill_the_day(rt, rep: int, email: str, now: datetime, seed: int) -> dict:
     """What a full day holds for one rep, written in bulk beside the mail build_db made."""
     from sqlalchemy import insert, text
 
@@ -98,42 +94,34 @@ def fill_the_day(rt, rep: int, now: datetime, seed: int) -> dict:
         )
         next_id = conn.execute(text("SELECT max(id) FROM interaction")).scalar() + 1
         rows, people = [], []
-        for i in range(40):  # tasks due today, each about a contact
-            c = contacts[i]
+
+        def interaction(kind, key, at, subject, *, author=None, due=None, ends=None) -> int:
+            nonlocal next_id
             rows.append(
-                {"id": next_id, "org_id": 1, "kind": "task", "message_key": f"task:bench:{i}", "author_id": rep}
-                | {"occurred_at": now - timedelta(days=1), "direction": "out", "subject": f"Call back {i}"}
-                | {"thread_key": f"task:bench:{i}", "due_at": now + timedelta(minutes=i), "created_at": now}
-            )
-            people.append(
-                {"org_id": 1, "interaction_id": next_id, "occurred_at": now, "address": c[3], "role": "about"}
-                | {"contact_id": c[1], "company_id": c[2]}
+                {"id": next_id, "org_id": 1, "kind": kind, "message_key": key, "thread_key": key, "occurred_at": at}
+                | {"direction": "out", "subject": subject, "author_id": author, "due_at": due, "ends_at": ends}
+                | {"created_at": now}
             )
             next_id += 1
+            return next_id - 1
+
+        def person(iid, at, address, role, *, user=None, contact=None, company=None) -> None:
+            people.append(
+                {"org_id": 1, "interaction_id": iid, "occurred_at": at, "address": address, "role": role}
+                | {"user_id": user, "contact_id": contact, "company_id": company}
+            )
+
+        for i, (_, cid, company, address) in enumerate(contacts[:40]):  # tasks due today, each about a contact
+            due = now + timedelta(minutes=i)
+            iid = interaction("task", f"task:bench:{i}", now - timedelta(days=1), f"Call back {i}", author=rep, due=due)
+            person(iid, now, address, "about", contact=cid, company=company)
         for i in range(16):  # meetings: 8 today, 8 tomorrow
             start = now.replace(hour=8, minute=0, second=0, microsecond=0) + timedelta(days=i // 8, hours=i % 8)
-            rows.append(
-                {"id": next_id, "org_id": 1, "kind": "meeting", "message_key": f"ical:bench-{i}", "author_id": None}
-                | {"occurred_at": start, "direction": "out", "subject": f"Review {i}", "thread_key": f"ical:bench-{i}"}
-                | {"due_at": None, "created_at": now, "ends_at": start + timedelta(minutes=45)}
-            )
-            people.append(
-                {"org_id": 1, "interaction_id": next_id, "occurred_at": start, "address": "rep@northwind.io"}
-                | {"role": "organizer", "user_id": rep}
-            )
-            for c in contacts[40 + 3 * i : 43 + 3 * i]:
-                people.append(
-                    {"org_id": 1, "interaction_id": next_id, "occurred_at": start, "address": c[3], "role": "attendee"}
-                    | {"contact_id": c[1], "company_id": c[2]}
-                )
-            next_id += 1
-        for r in rows:
-            r.setdefault("ends_at", None)
+            iid = interaction("meeting", f"ical:bench-{i}", start, f"Review {i}", ends=start + timedelta(minutes=45))
+            person(iid, start, email, "organizer", user=rep)
+            for _, cid, company, address in contacts[40 + 3 * i : 43 + 3 * i]:
+                person(iid, start, address, "attendee", contact=cid, company=company)
         conn.execute(insert(Interaction.__table__), rows)
-        for p in people:
-            p.setdefault("user_id", None)
-            p.setdefault("contact_id", None)
-            p.setdefault("company_id", None)
         conn.execute(insert(Participant.__table__), people)
         deal_rows = [
             {
@@ -225,7 +213,7 @@ def main() -> int:
         now = datetime.now(timezone.utc)
         with read_only(rt.engine) as conn:
             rep, email, n = busiest_rep(conn)
-        added = fill_the_day(rt, rep, now, args.seed)
+        added = fill_the_day(rt, rep, email, now, args.seed)
         log(
             f"built in {time.perf_counter() - t0:.0f}s (not measured): {args.interactions:,} interactions; "
             f"the rep {email} is on {n:,} of them; their day: {added}"
@@ -266,14 +254,7 @@ def main() -> int:
         log(table(["what", "p50 ms", "p99 ms", "max ms"], rows))
         rt.engine.dispose()
 
-        from app.db import session
-        from app.services.orgs import find_user
-        from tests.factories import issue_token
-
-        rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir)}))
-        with session(rt.engine) as s:
-            token = issue_token(s, find_user(s, 1, email), name="bench")
-        rt.engine.dispose()
+        token = issue_bench_token(data_dir, email=email)
         env = dict(os.environ, THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0", PYTHONPATH=REPO)
         server, port = start_server(work, env, workers=1)
         auth = {"Authorization": f"Bearer {token}"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from app.models import ContactColleague, ContactStats, Interaction, Organisation, Participant
@@ -86,9 +86,8 @@ def meetings(conn: Connection, org_id: int, user_id: int, start: datetime, end: 
         .where(
             P.c.org_id == org_id,
             P.c.user_id == user_id,
-            I.c.org_id == org_id,
-            # A literal, not a bound value: only then may SQLite use the partial index of meetings.
-            I.c.kind == literal_column("'meeting'"),
+            I.c.org_id == org_id,  # leads ix_interaction_meeting_time
+            I.c.kind == "meeting",
             I.c.occurred_at >= start,
             I.c.occurred_at < end,
             func.coalesce(I.c.status, "confirmed") != "cancelled",

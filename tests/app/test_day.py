@@ -101,3 +101,35 @@ def test_the_cli_lists_a_reps_follow_ups(synced, monkeypatch):
     assert [(r["kind"], r["subject"]) for r in json.loads(result.output)] == [("waiting", "Proposal")]
     missing = CliRunner().invoke(app, ["followups", "list", "--rep", "nobody@ourco.com"])
     assert missing.exit_code != 0 and "no user 'nobody@ourco.com'" in str(missing.exception)  # main() maps it to 3
+
+
+@pytest.mark.sqlite
+def test_the_days_meetings_and_tasks_are_read_through_their_partial_indexes(tmp_path):
+    # bench/day.py: without them the day took seconds for a busy rep. Each index leads with
+    # org_id, so the queries must name the interaction's organisation, not only the participant's.
+    from sqlalchemy import event
+
+    from app.db import read_only
+    from app.services import day
+
+    world = make_world(tmp_path)
+    seen: list[tuple[str, tuple]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        seen.append((statement, parameters))
+
+    event.listen(world.rt.engine, "before_cursor_execute", capture)
+    try:
+        with read_only(world.rt.engine) as conn:
+            day.tasks_due(conn, world.org_id, 1, NOW)
+            day.meetings(conn, world.org_id, 1, NOW - DAY, NOW)
+    finally:
+        event.remove(world.rt.engine, "before_cursor_execute", capture)
+    with read_only(world.rt.engine) as conn:
+        plans = [
+            " ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall())
+            for sql, params in seen
+            if sql.lstrip().upper().startswith("SELECT") and "FROM interaction" in sql
+        ]
+    assert any("USING INDEX ix_interaction_author_due" in p for p in plans), plans
+    assert any("USING INDEX ix_interaction_meeting_time" in p for p in plans), plans

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -283,7 +284,7 @@ def _calls(sd, ids: dict[str, int]) -> dict[tuple[str, str], dict]:
     from app.db import write_transaction
     from app.models import FollowUp
 
-    made = iter(range(1, 1000))
+    made = itertools.count(1)
 
     def followup() -> int:
         at = NOW - timedelta(days=5)

@@ -88,8 +88,8 @@ def test_an_unreadable_stored_secret_fails_the_run_and_releases_the_mailbox(tmp_
 
 
 def test_a_message_record_crosses_the_pipe_from_the_fetch_child_with_every_field():
-    # The pipe rebuilds records by a positional constructor call (sync/pipeline.py): a field
-    # added to MessageRecord but not to that call would arrive shifted or lost.
+    # The pipe rebuilds records by a positional constructor call (sync/pipeline.py): every
+    # field, each with a value of its own, must arrive in its place.
     import dataclasses
     import pickle
     from datetime import datetime, timezone
