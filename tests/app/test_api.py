@@ -596,6 +596,13 @@ def _deal_id(w: World, jane_id: int) -> int:
     return deals.create_deal(w.rt, op, name="Org1 deal", owner_id=w.user_ids["alice"], contact_ids=[jane_id])["id"]
 
 
+def _segment_id(w: World) -> int:
+    """A shared segment of the first organisation: every contact, so Jane would show if it leaked."""
+    r = w.client.post("/api/segments", json={"name": "Org1 everyone", "shared": True}, headers=w.h("alice"))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
 def _fill(w: World, path: str) -> str:
     """A concrete URL pointing at the FIRST organisation's objects."""
     jane = w.get("alice", "/api/lookup", params={"email": JANE}).json()["contact"]
@@ -604,10 +611,12 @@ def _fill(w: World, path: str) -> str:
         .replace("{company_id}", str(jane["company"]["id"]))
         .replace("{mailbox_id}", str(w.mailbox_ids["alice"]))
         .replace("{deal_id}", str(_deal_id(w, jane["id"])) if "{deal_id}" in path else "")
+        .replace("{segment_id}", str(_segment_id(w)) if "{segment_id}" in path else "")
     )
 
 
 QUERY = {"email": PAT, "q": "pat"}
+REPORTS = ("activity", "response-times", "new-contacts", "cold-accounts", "pipeline")
 
 
 def test_every_api_route_needs_a_token(world):
@@ -642,10 +651,14 @@ def test_revoking_a_token_takes_effect_immediately(world):
 def test_other_organisation_sees_nothing_of_ours_on_any_route(world, who):
     # Reads here, against a timeline built by a real sync; every route, writes
     # included, is in tests/app/test_access_matrix.py.
-    for method, path in [r for r in _api_routes(world) if r[0] == "GET" and not r[1].startswith("/api/admin")]:
+    routes = [r for r in _api_routes(world) if r[0] == "GET" and not r[1].startswith("/api/admin")]
+    # Each report is its own query: every one of them is asked for.
+    routes = [(m, p.replace("{report}", name)) for m, p in routes for name in (REPORTS if "{report}" in p else [""])]
+    for method, path in routes:
         url = _fill(world, path)
         r = world.client.request(method, url, params=QUERY, headers=world.h(who))
-        assert r.status_code in (200, 404), (method, url, r.status_code, r.text)
+        # 403: a route for admins or managers, and this caller is neither (the access matrix checks who may).
+        assert r.status_code in (200, 403, 404), (method, url, r.status_code, r.text)
         if r.status_code == 200:
             for s in ORG1_ONLY_STRINGS + [world.imap["alice"].username, world.imap["bob"].username]:
                 assert s not in r.text, (method, url, s)
