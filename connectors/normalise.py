@@ -102,6 +102,14 @@ def person_name(display: str) -> PersonName:
     return PersonName(name, honorific, suffix)
 
 
+def full_name(name: str, honorific: str = "", suffix: str = "") -> str:
+    """The name as a person would write it out again, honorific and suffix back in place
+    ("Dr. Rory Adams, Jr."): what an export writes, so that re-importing it parses to the same
+    three parts."""
+    written = " ".join(part for part in (honorific, name) if part)
+    return f"{written}, {suffix}" if suffix and written else written or suffix
+
+
 def company_display(signature_company: str | None, domain: str) -> str:
     """The name to show for a company: as its people sign ("Aurora Telecom plc"),
     else the domain's first label split into words (aurora-telecom.co.uk -> Aurora Telecom)."""

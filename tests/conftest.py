@@ -159,6 +159,17 @@ def _suite_database(request):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_settings():
+    """The CLI reads the environment once per process (`get_settings` is cached): a test that
+    runs a command in-process with its own environment must not hand its database to the next."""
+    from app.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def _drop_test_databases():
     """Each test's PostgreSQL databases go when it ends (those of wider fixtures stay)."""
     from tests import world

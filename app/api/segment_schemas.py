@@ -63,6 +63,8 @@ class ContactRow(BaseModel):
     name: str
     email: str
     title: Optional[str]
+    honorific: str = ""  # "Dr.", kept apart from the name
+    name_suffix: str = ""  # "Jr.", "PhD"
     phone: Optional[str]
     stage: Optional[str]
     tags: list[str]

@@ -16,6 +16,8 @@ from app.models import (
     ContactColleague,
     ContactMerge,
     ContactStats,
+    Deal,
+    DealContact,
     FollowUp,
     Interaction,
     InteractionSource,
@@ -28,6 +30,7 @@ C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
 STATS, COLLEAGUE = ContactStats.__table__, ContactColleague.__table__
 FU = FollowUp.__table__  # the follow-up queue points at interactions, contacts and companies
 MERGE = ContactMerge.__table__
+DEAL, DEAL_CONTACT = Deal.__table__, DealContact.__table__  # people put contacts and companies on deals
 CHUNK = 500
 
 
@@ -95,6 +98,8 @@ def delete_contacts(conn: Connection, org_id: int, contact_ids: Iterable[int]) -
         conn.execute(delete(FU).where(FU.c.org_id == org_id, FU.c.contact_id.in_(part)))
         conn.execute(delete(COLLEAGUE).where(COLLEAGUE.c.org_id == org_id, COLLEAGUE.c.contact_id.in_(part)))
         conn.execute(delete(CA).where(CA.c.org_id == org_id, CA.c.contact_id.in_(part)))
+        # An erased person comes off their deals; the deal (a business fact) stays.
+        conn.execute(delete(DEAL_CONTACT).where(DEAL_CONTACT.c.org_id == org_id, DEAL_CONTACT.c.contact_id.in_(part)))
         conn.execute(delete(C).where(C.c.org_id == org_id, C.c.id.in_(part)))
         # A merge record keeps the merged contact's row for its undo: once either side is gone
         # (erased, or left with no mail) it cannot be undone, and must not keep their data.
@@ -110,7 +115,7 @@ def delete_contacts(conn: Connection, org_id: int, contact_ids: Iterable[int]) -
 
 
 def drop_empty_companies(conn: Connection, org_id: int, company_ids: Iterable[int]) -> int:
-    """Delete those of these companies that no contact and no participant refers to any more."""
+    """Delete those of these companies that no contact, participant, follow-up or deal refers to any more."""
     removed = 0
     for part in chunks(sorted(set(company_ids))):
         removed += conn.execute(
@@ -120,13 +125,15 @@ def drop_empty_companies(conn: Connection, org_id: int, company_ids: Iterable[in
                 ~exists().where(C.c.company_id == CO.c.id),
                 ~exists().where(P.c.company_id == CO.c.id),
                 ~exists().where(FU.c.company_id == CO.c.id),
+                ~exists().where(DEAL.c.company_id == CO.c.id),
             )
         ).rowcount
     return removed
 
 
 def orphaned(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> set[int]:
-    """Those of these contacts that take part in no interaction any more."""
+    """Those of these contacts that take part in no interaction any more and are on no deal
+    (someone put them there: removing a mailbox must not take them off it)."""
     found: set[int] = set()
     for part in chunks(sorted(set(contact_ids))):
         found.update(
@@ -135,6 +142,7 @@ def orphaned(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> set[i
                     C.c.org_id == org_id,
                     C.c.id.in_(part),
                     ~exists().where(and_(P.c.contact_id == C.c.id, P.c.org_id == org_id)),
+                    ~exists().where(and_(DEAL_CONTACT.c.contact_id == C.c.id, DEAL_CONTACT.c.org_id == org_id)),
                 )
             ).scalars()
         )

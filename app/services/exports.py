@@ -36,6 +36,7 @@ from app.services import audit, segments
 from app.services.actor import Actor, authorise
 from app.services.errors import Invalid
 from app.services.vcard import write_card
+from connectors.normalise import full_name
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 CONTACT_COLUMNS = (
@@ -79,7 +80,7 @@ def _contact_cells(r: dict) -> list:
     company = r.get("company") or {}
     return [
         r["email"],
-        r["name"],
+        full_name(r["name"], r.get("honorific", ""), r.get("name_suffix", "")),
         r.get("title"),
         r.get("phone"),
         r.get("stage"),

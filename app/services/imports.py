@@ -33,6 +33,7 @@ from app.services.actor import Actor, changing
 from app.services.errors import Invalid, ServiceError
 from app.services.people import STAGES, TEXT_LIMITS, clean_tags
 from app.services.vcard import read_cards
+from connectors.normalise import person_name
 from sync import addresses as addr
 
 C, CA, K, U = Contact.__table__, ContactAddress.__table__, Company.__table__, User.__table__
@@ -60,6 +61,8 @@ MAX_ERRORS_KEPT = 1000  # the result lists this many; error_count counts them al
 PREVIEW_ROWS = 5
 _UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the encoding could not read (surrogateescape)
 MAX_CELL = 2000
+# The contact fields an import sets, compared with what is stored to count a row unchanged.
+_KEPT = ("name", "honorific", "name_suffix", "title", "phone", "stage", "owner_id")
 
 
 class _RollBack(Exception):
@@ -296,6 +299,11 @@ def _clean_contact(rec: Record, ctx: dict) -> None:
         text = _cell(v.get(fld), TEXT_LIMITS[fld])
         if text:
             out[fld] = text
+    if "name" in out:
+        # As mail does it: "Adams, Rory" is Rory Adams, "Dr." and "Jr." kept apart, so a file
+        # exported from here (which writes them back in place) re-imports as unchanged.
+        person = person_name(out["name"])
+        out["name"], out["honorific"], out["name_suffix"] = person.name, person.honorific, person.suffix
     stage = (v.get("stage") or "").strip().lower()
     if stage:
         if stage not in STAGES:
@@ -386,7 +394,7 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
     wanted = {r.values["email"]: r for r in batch}
     existing: dict[str, dict] = {}
     for row in conn.execute(
-        select(CA.c.address, C.c.id, C.c.name, C.c.title, C.c.phone, C.c.stage, C.c.tags, C.c.owner_id, C.c.company_id)
+        select(CA.c.address, C.c.id, C.c.tags, C.c.company_id, *(C.c[k] for k in _KEPT))
         .join(C, C.c.id == CA.c.contact_id)
         .where(CA.c.org_id == org_id, CA.c.address.in_(list(wanted)))
     ).mappings():
@@ -399,16 +407,16 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
         v = rec.values
         if address in existing:
             old = existing[address]
-            merged = {k: old[k] for k in ("name", "title", "phone", "stage", "owner_id")}
+            merged = {k: old[k] for k in _KEPT}
             merged["tags"] = list(old["tags"] or [])
-            for k in ("name", "title", "phone", "stage", "owner_id"):
+            for k in _KEPT:
                 if k in v:
                     merged[k] = v[k]
             lower = {t.lower() for t in merged["tags"]}
             merged["tags"] = merged["tags"] + [t for t in v.get("tags", []) if t.lower() not in lower]
             company_id = old["company_id"]
             if merged == {
-                **{k: old[k] for k in ("name", "title", "phone", "stage", "owner_id")},
+                **{k: old[k] for k in _KEPT},
                 "tags": list(old["tags"] or []),
             }:
                 counts["unchanged"] += 1
@@ -422,6 +430,8 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
                 {
                     "b_id": contact_id,
                     "b_name": v.get("name", ""),
+                    "b_honorific": v.get("honorific", ""),
+                    "b_name_suffix": v.get("name_suffix", ""),
                     "b_title": v.get("title"),
                     "b_phone": v.get("phone"),
                     "b_stage": v.get("stage"),
@@ -438,6 +448,8 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
             .where(C.c.id == bindparam("b_id"), C.c.org_id == org_id)
             .values(
                 name=bindparam("b_name"),
+                honorific=bindparam("b_honorific"),
+                name_suffix=bindparam("b_name_suffix"),
                 search_name=bindparam("b_search"),
                 title=bindparam("b_title"),
                 phone=bindparam("b_phone"),

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from connectors.normalise import full_name
+
 MAX_CARD_LINES = 100_000
 _PROPERTY = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)?[;:]")
 _BINARY = ("PHOTO", "LOGO", "SOUND", "KEY")  # a card longer than this is refused rather than held in memory
@@ -256,11 +258,14 @@ def write_card(contact: dict, version: str = "4.0") -> str:
     """One contact (a segment row: name, email, addresses, title, phone, tags, company) as a vCard."""
     if version not in ("3.0", "4.0"):
         raise ValueError("version must be 3.0 or 4.0")
-    name = contact.get("name") or contact["email"]
+    honorific, suffix = contact.get("honorific") or "", contact.get("name_suffix") or ""
+    name = full_name(contact.get("name") or "", honorific, suffix) or contact["email"]
     bits = (contact.get("name") or "").split()
     family = bits[-1] if len(bits) > 1 else ""
     given = " ".join(bits[:-1]) if len(bits) > 1 else (contact.get("name") or "")
-    lines = ["BEGIN:VCARD", f"VERSION:{version}", f"FN:{escape(name)}", f"N:{escape(family)};{escape(given)};;;"]
+    # N is family;given;additional;prefixes;suffixes (RFC 6350 6.2.2).
+    n = ";".join(escape(part) for part in (family, given, "", honorific, suffix))
+    lines = ["BEGIN:VCARD", f"VERSION:{version}", f"FN:{escape(name)}", f"N:{n}"]
     addresses = [contact["email"]] + [a for a in contact.get("addresses") or [] if a != contact["email"]]
     for i, address in enumerate(addresses):
         if version == "4.0":

@@ -329,3 +329,27 @@ def test_an_import_holds_one_advisory_lock_on_postgresql_whatever_its_size(tmp_p
         assert w.scalar("SELECT count(*) FROM contact") == 3_000
     finally:
         w.rt.engine.dispose()
+
+
+def test_imported_names_are_read_as_mail_reads_them_and_an_export_re_imports_unchanged(w):
+    data = csv_bytes(
+        [
+            ["Email", "Name"],
+            ["rory@acmecorp.com", "Adams, Rory"],
+            ["ann@acmecorp.com", "Dr. Ann Lee, PhD"],
+            ["bo@acmecorp.com", "Bo Diddley"],
+        ]
+    )
+    assert do(w, data)["created"] == 3
+    stored = w.sql("SELECT primary_email, name, honorific, name_suffix FROM contact ORDER BY primary_email")
+    assert stored == [
+        ("ann@acmecorp.com", "Ann Lee", "Dr.", "PhD"),
+        ("bo@acmecorp.com", "Bo Diddley", "", ""),
+        ("rory@acmecorp.com", "Rory Adams", "", ""),
+    ]
+    seg = segments.create_segment(w.rt, w.alice, name="Everyone", filters={})
+    _, chunks = exports.export_segment(w.rt, w.alice, segment_id=seg["id"], fmt="csv")
+    exported = "".join(chunks)
+    assert "Dr. Ann Lee, PhD" in exported
+    again = do(w, io.BytesIO(exported.encode()))
+    assert (again["unchanged"], again["updated"], again["error_count"]) == (3, 0, 0)

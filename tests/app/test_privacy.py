@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from app.api import create_app
 from app.crypto import rotate_key, secret_box
 from app.db import read_only, session, write_transaction
-from app.services import mailboxes, orgs, privacy
+from app.services import deals, mailboxes, orgs, privacy
 from app.services.actor import Actor
 from sync.exclusions import erased_hash, erasure_key, legacy_erased_hash
 from tests import factories
@@ -198,3 +198,37 @@ def test_tombstones_survive_a_key_rotation(tmp_path, imap_user):
     assert w.sync(mid).ok
     assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@solocorp.com'") == 0
     assert w.scalar("SELECT count(*) FROM contact") == 0
+
+
+def test_erasing_a_person_on_a_deal_takes_them_off_it_and_keeps_the_deal_and_its_company(tmp_path, imap_user):
+    w, mid, client, h = _erin_world(tmp_path, imap_user)
+    op = Actor.operator(w.org_id)
+    deals.create_pipeline(w.rt, op, name="Sales")
+    erin = w.scalar("SELECT contact_id FROM contactaddress WHERE address = 'erin@solocorp.com'")
+    alice = w.scalar("SELECT id FROM app_user WHERE email = 'alice@ourco.com'")
+    deal = deals.create_deal(w.rt, op, name="Solo renewal", contact_ids=[erin], owner_id=alice)
+    company = w.scalar("SELECT company_id FROM deal WHERE id = :d", d=deal["id"])
+    assert company is not None  # the deal took Erin's company
+
+    erased = client.post("/api/admin/privacy/erase", headers=h, json={"email": "erin@solocorp.com", "confirm": True})
+
+    assert erased.status_code == 200, erased.text
+    assert w.scalar("SELECT count(*) FROM contact") == 0
+    assert w.sql("SELECT name, company_id FROM deal") == [("Solo renewal", company)]
+    assert w.scalar("SELECT count(*) FROM dealcontact") == 0
+    assert w.scalar("SELECT count(*) FROM company WHERE id = :c", c=company) == 1
+
+
+def test_removing_a_mailbox_with_purge_keeps_a_contact_who_is_on_a_deal(tmp_path, imap_user):
+    w, mid, client, h = _erin_world(tmp_path, imap_user)
+    op = Actor.operator(w.org_id)
+    deals.create_pipeline(w.rt, op, name="Sales")
+    erin = w.scalar("SELECT contact_id FROM contactaddress WHERE address = 'erin@solocorp.com'")
+    alice = w.scalar("SELECT id FROM app_user WHERE email = 'alice@ourco.com'")
+    deal = deals.create_deal(w.rt, op, name="Solo renewal", contact_ids=[erin], owner_id=alice)
+
+    outcome = mailboxes.remove(w.rt, op, mid, purge=True)
+
+    assert outcome["removed_interactions"] == 1 and outcome["removed_contacts"] == 0
+    assert w.sql("SELECT deal_id, contact_id FROM dealcontact") == [(deal["id"], erin)]
+    assert w.scalar("SELECT address FROM contactaddress WHERE contact_id = :c", c=erin) == "erin@solocorp.com"
