@@ -621,8 +621,9 @@ def refuse_unless_reachable(steps: list[dict]) -> None:
 def with_sources(session: Session, org_id: int, rows: list[dict]) -> list[dict]:
     """Add to health rows what identifies each mailbox's source, per kind, never a secret:
     `account` (who signs in) and `location` (where), plus for CalDAV the `url`, for
-    Microsoft 365 the `tenant`, `user`, `mode` (app | delegated) and `protocol`."""
-    from app.services import calendars, m365
+    Microsoft 365 the `tenant`, `user`, `mode` (app | delegated) and `protocol`, for Gmail the
+    `workspace` (its domain) and `user`."""
+    from app.services import calendars, google, m365
 
     for row in rows:
         mb = get_mailbox(session, org_id, row["id"])
@@ -637,6 +638,9 @@ def with_sources(session: Session, org_id: int, rows: list[dict]) -> list[dict]:
                 if row["mode"] == "app"
                 else f"delegated sign-in ({row['tenant'] or 'organizations'})"
             )
+        elif mb.kind == "gmail":
+            row.update(google.mailbox_facts(session, mb))
+            row["account"], row["location"] = row["user"], f"Google Workspace {row['workspace']}"
         else:
             row["account"], row["location"] = row.get("username"), row.get("server")
     return rows
