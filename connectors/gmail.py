@@ -26,6 +26,10 @@ GMAIL_IMAP = {"host": "imap.gmail.com", "port": 993, "security": "tls"}
 
 class GmailConnector(ImapConnector):
     def connect(self):
+        if self._client is None and self._oauth2_token is not None:
+            # The token first: a withdrawn delegation or a rep gone from the domain is told
+            # apart before any connection to Gmail is made (google-auth keeps the token for the login).
+            self._oauth2_token()
         try:
             return super().connect()
         except AuthError as exc:

@@ -26,9 +26,12 @@ from google.oauth2 import service_account
 
 from connectors.base import AuthError, Fix, ThrottledError, TransientError
 
-# IMAP with XOAUTH2 needs Gmail's full scope: the read-only Gmail API scopes are
-# refused by imap.gmail.com (https://developers.google.com/gmail/imap/xoauth2-protocol).
-MAIL_SCOPE = "https://mail.google.com/"
+# Gmail's IMAP takes https://mail.google.com/ with XOAUTH2, or, for a service account with
+# domain-wide delegation, gmail.imap_admin: with it every label and every message is shown
+# over IMAP whatever the user set ("Show in IMAP", folder size limits), so All Mail, the one
+# folder read (connectors/gmail.py), cannot be hidden by a rep's setting.
+# (https://developers.google.com/gmail/imap/xoauth2-protocol, "Domain-wide delegation")
+MAIL_SCOPE = "https://www.googleapis.com/auth/gmail.imap_admin"
 CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar.readonly"
 SCOPES = (MAIL_SCOPE,)
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"

@@ -40,7 +40,7 @@ _SIGN_IN = (
     "(add --imap for an IMAP mailbox)"
 )
 
-_GMAIL_SCOPE = "https://mail.google.com/"  # connectors.googleauth.MAIL_SCOPE: fixes import only connectors.base
+_GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.imap_admin"  # connectors.googleauth.MAIL_SCOPE: fixes import only connectors.base
 
 # (fix code or error kind, source) -> what to do. A fix code wins over the kind;
 # a source's own line over ANY.

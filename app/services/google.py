@@ -3,7 +3,7 @@ mailboxes read through them (IMAP with XOAUTH2, connectors/gmail.py).
 
 Set up once by a Workspace super admin: a service account in Google Cloud, its
 numeric client id authorised in the Admin console for domain-wide delegation
-with https://mail.google.com/, and its JSON key given to Threadline. The key is
+with https://www.googleapis.com/auth/gmail.imap_admin, and its JSON key given to Threadline. The key is
 stored encrypted on the GoogleWorkspace row (as a Microsoft 365 tenant app's
 secret is) and is never shown again; every rep's Gmail is then added by address.
 """
