@@ -198,6 +198,18 @@ EXPECT: dict[tuple[str, str], dict] = {
         "json": {"tenant": MATRIX_TENANT, "all_reps": True},
         "other": (422,),
     },
+    ("GET", "/api/admin/google/workspaces"): {"auth": ADMIN},
+    ("POST", "/api/admin/google/test"): {"auth": ADMIN, "json": {"key": "{}", "user": "rep@ourco.com"}},
+    ("POST", "/api/admin/google/workspaces"): {
+        "auth": ADMIN,
+        "json": lambda: {"domain": "matrix-add.example", "key": service_account_key()},
+    },
+    ("DELETE", "/api/admin/google/workspaces/{workspace}"): {"auth": ADMIN, "other": (404,)},
+    ("POST", "/api/admin/mailboxes/google"): {
+        "auth": ADMIN,
+        "json": {"workspace": MATRIX_WORKSPACE, "all_reps": True},
+        "other": (422,),
+    },
     ("GET", "/api/admin/rules"): {"auth": ADMIN},
     ("POST", "/api/admin/rules"): {"auth": ADMIN, "json": lambda: {"value": f"{uniq('d')}.example"}},
     ("DELETE", "/api/admin/rules/{rule_id}"): {"auth": ADMIN},
@@ -454,8 +466,9 @@ def fresh_param(env, name: str):
     if name in ("tenant", "tenant_id"):  # a fresh tenant app of organisation 1, without mailboxes
         t = m365.add_tenant(w.rt, op, tenant_id=uniq("tr"), client_id="app", secret="s-matrix", check=False)
         return t["tenant_id"] if name == "tenant" else t["id"]
-    if name == "workspace_id":  # a fresh Google Workspace of organisation 1, without mailboxes
-        return google.add_workspace(w.rt, op, key_json=service_account_key(), domain="matrix-fresh.example")["id"]
+    if name in ("workspace", "workspace_id"):  # a fresh Google Workspace of organisation 1, without mailboxes
+        ws = google.add_workspace(w.rt, op, key_json=service_account_key(), domain="matrix-fresh.example")
+        return ws["id"]
     if name == "mailbox_id":
         return mailboxes.add_imap(
             w.rt,

@@ -109,3 +109,39 @@ def test_add_google_workspace_tests_each_step_then_adds_every_reps_gmail(console
     dump = str(w.sql("SELECT secret_enc, config FROM googleworkspace"))
     assert private not in dump and "PRIVATE KEY" not in dump
     assert {e.action for e in w.sql("SELECT action FROM auditevent")} >= {"google.workspace_add", "mailbox.add"}
+
+
+def test_the_admin_api_adds_a_workspace_only_after_its_test_passes_and_never_echoes_the_key(console, google):
+    w, client = console
+    key = google.service_account()
+    client_id = json.loads(key)["client_id"]
+    private = json.loads(key)["private_key"].splitlines()[1]
+    google.add_user(ALICE)
+    seen = [client.post("/api/admin/google/test", json={"key": key, "user": ALICE})]
+    test = seen[-1].json()
+    assert seen[-1].status_code == 200 and test["ok"] is False
+    failed = [s for s in test["steps"] if s["ok"] is False]
+    assert [s["step"] for s in failed] == ["delegation"] and "Manage Domain Wide Delegation" in failed[0]["fix"]
+    seen.append(
+        client.post("/api/admin/google/workspaces", json={"domain": "ourco.com", "key": key, "check_user": ALICE})
+    )
+    refused = seen[-1].json()
+    assert seen[-1].status_code == 422 and refused["field"] == "key" and "delegation step" in refused["detail"]
+    assert [s["step"] for s in refused["steps"] if s["ok"] is False] == ["delegation"]
+    assert client.get("/api/admin/google/workspaces").json() == []
+
+    google.delegate(client_id, [MAIL_SCOPE])
+    seen.append(
+        client.post("/api/admin/google/workspaces", json={"domain": "ourco.com", "key": key, "check_user": ALICE})
+    )
+    assert seen[-1].status_code == 201 and seen[-1].json()["client_id"] == client_id
+    seen.append(client.post("/api/admin/mailboxes/google", json={"all_reps": True}))
+    added = seen[-1].json()
+    assert seen[-1].status_code == 201 and {m["user"] for m in added["added"]} == {ALICE, BOB, "boss@ourco.com"}
+    assert all(m["kind"] == "gmail" and m["location"] == "Google Workspace ourco.com" for m in added["added"])
+    seen.append(client.get("/api/admin/google/workspaces"))
+    assert [(x["domain"], x["mailboxes"]) for x in seen[-1].json()] == [("ourco.com", 3)]
+    seen.append(client.delete("/api/admin/google/workspaces/ourco.com"))
+    assert seen[-1].status_code == 409
+    for response in seen:
+        assert private not in response.text and "PRIVATE KEY" not in response.text

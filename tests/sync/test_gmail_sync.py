@@ -117,6 +117,27 @@ def test_a_withdrawn_delegation_fails_the_mailbox_with_reconnect_and_the_step_to
     advice = fix_for(row.last_error_kind, "gmail", row.last_error_fix)
     assert advice.startswith("Reconnect Google Workspace") and "Manage Domain Wide Delegation" in advice
     assert MAIL_SCOPE in advice and "PRIVATE KEY" not in row.last_error
+    # The admin puts the client id back: the next run reconnects, nothing else to do.
+    google.delegate(json.loads(key)["client_id"], [MAIL_SCOPE])
+    assert world.sync(boxes[ALICE]).ok
+    assert world.scalar("SELECT last_error_fix FROM mailbox WHERE id = :m", m=boxes[ALICE]) is None
+
+
+def test_a_deleted_key_says_store_a_new_one_and_a_new_key_reconnects_every_rep(world, gmail, google, dovecot_gmail):
+    boxes, key = gmail
+    dovecot_gmail.deliver(ALICE, message(CARLA, ALICE, "Before", msgid="before@acme.com"), folder="All Mail")
+    assert world.sync(boxes[ALICE]).ok
+    google.delete_key(key)  # deleted in the Google Cloud console (or expired)
+    assert not world.sync(boxes[ALICE]).ok
+    fix = world.scalar("SELECT last_error_fix FROM mailbox WHERE id = :m", m=boxes[ALICE])
+    assert fix == "service_key" and "add-google-workspace --key" in fix_for("auth", "gmail", fix)
+    rotated = google.new_key(json.loads(key)["client_email"])
+    again = google_service.add_workspace(world.rt, Actor.operator(world.org_id), key_json=rotated, domain="ourco.com")
+    assert again["key_id"] == json.loads(rotated)["private_key_id"]
+    assert world.scalar("SELECT COUNT(*) FROM googleworkspace") == 1  # the same service account, its key replaced
+    dovecot_gmail.deliver(ALICE, message(CARLA, ALICE, "After", msgid="after@acme.com"), folder="All Mail")
+    assert world.sync(boxes[ALICE]).ok and world.sync(boxes[BOB]).ok
+    assert world.scalar("SELECT COUNT(*) FROM interaction WHERE message_key LIKE '%@acme.com%'") == 2
 
 
 def test_a_rep_who_left_the_domain_fails_alone_and_says_so(world, gmail, google):
