@@ -147,3 +147,18 @@ def test_a_rep_who_left_the_domain_fails_alone_and_says_so(world, gmail, google)
     assert not world.sync(boxes[BOB]).ok
     fix = world.scalar("SELECT last_error_fix FROM mailbox WHERE id = :m", m=boxes[BOB])
     assert fix == "no_mailbox" and "Google Workspace domain" in fix_for("auth", "gmail", fix)
+
+
+def test_rotating_the_secret_key_re_encrypts_the_service_account_key_and_gmail_still_syncs(world, gmail):
+    from app.crypto import rotate_key
+    from app.runtime import open_runtime
+    from sync.engine import sync_mailbox
+
+    boxes, key = gmail
+    before = world.scalar("SELECT secret_enc FROM googleworkspace")
+    counts = rotate_key(world.rt.settings, world.rt.engine)
+    after = world.scalar("SELECT secret_enc FROM googleworkspace")
+    assert counts["googleworkspace.secret_enc"] == 1 and after != before
+    fresh = open_runtime(world.rt.settings)
+    assert fresh.box.decrypt(after) == key
+    assert sync_mailbox(fresh.engine, fresh.box, boxes[ALICE]).ok
