@@ -30,7 +30,7 @@ class Mailbox(TableModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id", index=True)
     owner_id: int = Field(foreign_key="app_user.id", index=True)
-    kind: str = "imap"  # imap | m365 | caldav | demo (a calendar account is a mailbox of calendars)
+    kind: str = "imap"  # imap | m365 | gmail | caldav | demo (a calendar account is a mailbox of calendars)
     # For kind m365 with tenant-wide (application) access: the tenant app it uses.
     tenant_ref: int | None = Field(default=None, foreign_key="m365tenant.id")
     # Connection settings without secrets (host, port, security, username, ...).

@@ -140,6 +140,16 @@ def test_a_deleted_key_says_store_a_new_one_and_a_new_key_reconnects_every_rep(w
     assert world.scalar("SELECT COUNT(*) FROM interaction WHERE message_key LIKE '%@acme.com%'") == 2
 
 
+def test_a_gmail_mailbox_has_no_password_to_replace(world, gmail):
+    from app.services import mailboxes
+    from app.services.errors import Invalid
+
+    boxes, _ = gmail
+    with pytest.raises(Invalid, match="no password"):
+        mailboxes.set_password(world.rt, Actor.operator(world.org_id), boxes[ALICE], "hunter2")
+    assert world.scalar("SELECT secret_enc FROM mailbox WHERE id = :m", m=boxes[ALICE]) is None
+
+
 def test_a_rep_who_left_the_domain_fails_alone_and_says_so(world, gmail, google):
     boxes, _ = gmail
     google.suspend(BOB)
