@@ -158,3 +158,20 @@ def test_gmail_refusing_a_valid_token_says_imap_sign_in_not_password(google, dov
     with pytest.raises(AuthError) as caught:
         connector.list_folders()
     assert caught.value.fix == Fix.GMAIL_IMAP
+
+
+def test_without_an_all_mail_folder_gmail_reads_every_label_like_any_imap_server(imap_user):
+    # An admin may hide All Mail from IMAP (without gmail.imap_admin): then nothing is skipped
+    # but what any IMAP mailbox skips, and copies are told apart by Message-ID downstream.
+    from connectors.gmail import GmailConnector
+    from connectors.imap import ImapSettings
+
+    imap_user.create_folder("Clients")
+    imap_user.create_folder("Trash")
+    settings = ImapSettings(imap_user.host, imap_user.port, "none", imap_user.username)
+    connector = GmailConnector(settings, imap_user.password, want_snippet=False)
+    try:
+        roles = {f.name: f.role for f in connector.list_folders()}
+    finally:
+        connector.close()
+    assert roles == {"INBOX": "inbox", "Clients": "other", "Trash": "skip"}
