@@ -110,10 +110,10 @@ def explain(exc: google_errors.GoogleAuthError, subject: str) -> AuthError | Tra
         return AuthError(f"{subject} is not a user of the Google Workspace domain ({said})", fix=Fix.NO_MAILBOX)
     if error in ("invalid_grant", "invalid_client", "disabled_client", "invalid_scope"):
         return AuthError(f"Google refused the service account key ({said})", fix=Fix.SERVICE_KEY)
+    if error == "rate_limit_exceeded":  # before "retryable": google-auth retries a 429 too
+        return ThrottledError(f"Google's sign-in service asked to slow down ({said})", retry_after=30)
     if getattr(exc, "retryable", False) or error in ("temporarily_unavailable", "server_error", "internal_failure"):
         return TransientError(f"Google's sign-in service is unavailable ({said})")
-    if error == "rate_limit_exceeded":
-        return ThrottledError(f"Google's sign-in service asked to slow down ({said})", retry_after=30)
     return AuthError(f"Google refused the token request ({said or 'no token'})", fix=Fix.SERVICE_KEY)
 
 

@@ -73,6 +73,24 @@ def test_a_deleted_key_is_refused_as_an_invalid_signature_with_the_key_fix(googl
     assert exc.fix == Fix.SERVICE_KEY and "Invalid JWT Signature" in str(exc)
 
 
+def test_google_unavailable_is_transient_and_a_rate_limit_is_throttling_after_google_auths_retries(google):
+    from connectors.base import ThrottledError, TransientError
+
+    key = workspace(google)
+    google.inject(503, {"error": "internal_failure", "error_description": "Backend Error"}, times=3)
+    with pytest.raises(TransientError):
+        ServiceAccountTokenSource(key, REP).token()
+    google.inject(429, {"error": "rate_limit_exceeded", "error_description": "Rate Limit Exceeded"}, times=3)
+    with pytest.raises(ThrottledError) as throttled:
+        ServiceAccountTokenSource(key, REP).token()
+    assert throttled.value.retry_after == 30
+    google.inject(503, {"error": "internal_failure"}, times=1)  # one failure: google-auth's own retry gets through
+    assert ServiceAccountTokenSource(key, REP).token().startswith("ya29.")
+    google.inject(503, {"error": "internal_failure"}, times=3)
+    token_step = [s for s in check(key, REP) if s["step"] == "token"][0]
+    assert token_step["ok"] is False and token_step["fix"] is None  # nothing for an admin to fix
+
+
 def test_what_is_not_a_service_account_key_is_refused_without_repeating_it(google):
     secret_text = '{"type": "authorized_user", "refresh_token": "1//very-secret"}'
     with pytest.raises(AuthError) as caught:

@@ -78,6 +78,7 @@ class FakeGoogle:
         self.tokens: dict[str, Issued] = {}
         self.grants: list[dict] = []  # every JWT grant's verified claims (or the error it got)
         self.lifetime = 3599
+        self.faults: list[tuple[int, dict]] = []  # answers given to the next token requests, first first
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -139,6 +140,7 @@ class FakeGoogle:
             self.suspended.clear()
             self.tokens.clear()
             self.grants.clear()
+            self.faults.clear()
             self.lifetime = 3599
 
     @property
@@ -219,7 +221,16 @@ class FakeGoogle:
                 issued.expires = 0
 
     # -- the endpoints ------------------------------------------------------------
+    def inject(self, status: int, body: dict, times: int = 1) -> None:
+        """Answer the next `times` token requests with this, whatever they ask (fault injection)."""
+        with self._lock:
+            self.faults.extend([(status, body)] * times)
+
     def token_request(self, form: dict) -> tuple[int, dict]:
+        with self._lock:
+            fault = self.faults.pop(0) if self.faults else None
+        if fault is not None:
+            return fault
         status, body, claims = self._grant(form)
         with self._lock:
             self.grants.append({"status": status, "error": body.get("error"), "claims": claims})
