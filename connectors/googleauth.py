@@ -208,8 +208,7 @@ def check(key_text: str, user: str, scopes=SCOPES) -> list[dict]:
         step(
             STEP_DELEGATION,
             False,
-            f"client id {key.client_id} is not authorised for domain-wide delegation "
-            f"(or for none of {', '.join(refused)})",
+            f"client id {key.client_id} is not authorised for domain-wide delegation with {', '.join(refused)}",
             Fix.DELEGATION,
         )
         return steps

@@ -57,10 +57,10 @@ TEXTS: dict[tuple[str, str], str] = {
     (Fix.NO_MAILBOX, ANY): "check the rep's address and licence, then reconnect the mailbox",
     (Fix.IMAP_SIGN_IN, ANY): "check that IMAP is enabled for the mailbox, then reconnect it: run `threadline mailbox "
     "add-m365 --imap ...` again",
-    (Fix.DELEGATION, ANY): "reconnect Google Workspace: a super admin opens the Google Admin console, Security > "
-    "Access and data control > API controls > Manage Domain Wide Delegation, and authorises the service account's "
-    f"client id with the scope {_GMAIL_SCOPE}; then Sync now (test it with `threadline mailbox add-google-workspace "
-    "--check-user REP`)",
+    (Fix.DELEGATION, ANY): "reconnect Google Workspace: a super admin authorises the service account's client id "
+    "for domain-wide delegation (Google Admin console, Security > Access and data control > API controls > Manage "
+    f"Domain Wide Delegation) with the scope {_GMAIL_SCOPE}; then Sync now (to test first: `threadline mailbox "
+    "test-google-workspace --user REP`)",
     (Fix.SERVICE_KEY, ANY): "create a new JSON key for the service account (Google Cloud console, IAM & Admin > "
     "Service accounts > Keys), then store it: `threadline mailbox add-google-workspace --key FILE`",
     (Fix.NO_MAILBOX, "gmail"): "check that the rep's address is a user (not an alias or a group) of the Google "
