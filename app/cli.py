@@ -602,7 +602,17 @@ def worker_cmd() -> None:
 
 
 # Commands for the other sources and for administration live in their own modules.
-from app import cli_admin, cli_calendar, cli_contacts, cli_deals, cli_followups, cli_m365, cli_reports, cli_segments  # noqa: E402,F401 - they register on `app`
+from app import (  # noqa: E402,F401 - they register on `app`
+    cli_admin,
+    cli_calendar,
+    cli_contacts,
+    cli_deals,
+    cli_followups,
+    cli_google,
+    cli_m365,
+    cli_reports,
+    cli_segments,
+)
 
 
 def main() -> None:

@@ -105,8 +105,10 @@ def secret_box(settings: Settings) -> SecretBox:
 ENCRYPTED_COLUMNS = (
     ("mailbox", "id", "secret_enc"),
     ("m365tenant", "id", "secret_enc"),
+    ("googleworkspace", "id", "secret_enc"),
     ("graphsubscription", "id", "client_state_enc"),
     ("organisation", "id", "erasure_key_enc"),
+    ("organisation", "id", "smtp_secret_enc"),  # declared for outgoing mail; rotated once it is used
 )
 
 

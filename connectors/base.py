@@ -31,6 +31,9 @@ class Fix(StrEnum):
     ACCESS_POLICY = "access_policy"  # an Exchange application access policy excludes this mailbox
     NO_MAILBOX = "no_mailbox"  # the provider has no usable mailbox for this address (address, licence)
     IMAP_SIGN_IN = "imap_sign_in"  # Exchange Online refused the OAuth (XOAUTH2) IMAP login
+    DELEGATION = "delegation"  # Google: the service account lacks domain-wide delegation (or a scope)
+    SERVICE_KEY = "service_key"  # Google refused (or we cannot read) the service account's key
+    GMAIL_IMAP = "gmail_imap"  # Gmail refused the XOAUTH2 IMAP login (IMAP off for the user)
 
 
 class ConnectorError(Exception):
@@ -141,7 +144,7 @@ class ConnectorSpec:
     """Everything a connector is built from (connectors/factory.py): plain values,
     so it pickles to the fetch child process (sync/pipeline.py) unchanged."""
 
-    kind: str  # imap | m365 | caldav | demo
+    kind: str  # imap | m365 | gmail | caldav | demo
     config: dict  # the mailbox's connection settings, no secrets
     # The mailbox's password or token cache, or for a tenant-wide Microsoft 365
     # mailbox the tenant app's credential. Never in a repr.

@@ -51,6 +51,10 @@ def build_connector(spec: ConnectorSpec):
         from connectors.graph import build
 
         return build(spec)
+    if spec.kind == "gmail":
+        from connectors.gmail import build
+
+        return build(spec)
     if spec.kind == "caldav":
         from connectors.caldav import build
 

@@ -25,6 +25,7 @@ from app.crypto import SecretBox, SecretError
 from app.db import insert_ignore, read_only, write_transaction
 from app.models import (
     FolderState,
+    GoogleWorkspace,
     Interaction,
     InteractionSource,
     M365Tenant,
@@ -209,7 +210,8 @@ def load_mailbox(conn, box: SecretBox, mailbox_id: int):
     the organisation's context; the organisation's sync settings).
 
     For a tenant-wide Microsoft 365 mailbox the spec holds the tenant, and its
-    secret is the tenant app's credential rather than the mailbox's own."""
+    secret is the tenant app's credential rather than the mailbox's own; for a
+    Gmail mailbox the secret is its Google Workspace's service account key."""
     mailbox = dict(conn.execute(select(MAILBOX).where(MAILBOX.c.id == mailbox_id)).mappings().one())
     org = org_context(conn, mailbox["org_id"], box)
     O = Organisation.__table__
@@ -233,6 +235,12 @@ def load_mailbox(conn, box: SecretBox, mailbox_id: int):
         )
         tenant = TenantSpec(row["tenant_id"], row["client_id"], row["auth_kind"], dict(row["config"] or {}))
         secret_enc = row["secret_enc"] or secret_enc
+    elif mailbox["kind"] == "gmail" and (mailbox["config"] or {}).get("workspace"):
+        # Read through the Workspace's service account: its key is the secret.
+        W = GoogleWorkspace.__table__
+        secret_enc = conn.execute(
+            select(W.c.secret_enc).where(W.c.id == int(mailbox["config"]["workspace"]), W.c.org_id == mailbox["org_id"])
+        ).scalar_one_or_none()
     spec = ConnectorSpec(
         kind=mailbox["kind"],
         config=dict(mailbox["config"] or {}),
@@ -248,7 +256,7 @@ def load_mailbox(conn, box: SecretBox, mailbox_id: int):
 
 
 # Mail sources whose first import is large enough to be worth a second process.
-FETCH_IN_CHILD = ("imap", "m365")
+FETCH_IN_CHILD = ("imap", "m365", "gmail")
 
 
 def _needs_import(engine: Engine, mailbox_id: int) -> bool:

@@ -40,6 +40,8 @@ _SIGN_IN = (
     "(add --imap for an IMAP mailbox)"
 )
 
+_GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.imap_admin"  # connectors.googleauth.MAIL_SCOPE: fixes import only connectors.base
+
 # (fix code or error kind, source) -> what to do. A fix code wins over the kind;
 # a source's own line over ANY.
 TEXTS: dict[tuple[str, str], str] = {
@@ -55,9 +57,21 @@ TEXTS: dict[tuple[str, str], str] = {
     (Fix.NO_MAILBOX, ANY): "check the rep's address and licence, then reconnect the mailbox",
     (Fix.IMAP_SIGN_IN, ANY): "check that IMAP is enabled for the mailbox, then reconnect it: run `threadline mailbox "
     "add-m365 --imap ...` again",
+    (Fix.DELEGATION, ANY): "reconnect Google Workspace: a super admin authorises the service account's client id "
+    "for domain-wide delegation (Google Admin console, Security > Access and data control > API controls > Manage "
+    f"Domain Wide Delegation) with the scope {_GMAIL_SCOPE}; then Sync now (to test first: `threadline mailbox "
+    "test-google-workspace --user REP`)",
+    (Fix.SERVICE_KEY, ANY): "create a new JSON key for the service account (Google Cloud console, IAM & Admin > "
+    "Service accounts > Keys), then store it: `threadline mailbox add-google-workspace --key FILE`",
+    (Fix.NO_MAILBOX, "gmail"): "check that the rep's address is a user (not an alias or a group) of the Google "
+    "Workspace domain and is not suspended, then Sync now",
+    (Fix.GMAIL_IMAP, ANY): "turn IMAP on for the rep (Google Admin console, Apps > Google Workspace > Gmail > "
+    "End User Access, POP and IMAP access), then Sync now",
     (ErrorKind.AUTH, ANY): _PASSWORD,
     (ErrorKind.AUTH, "m365"): "reconnect the account: `threadline mailbox add-m365` for a rep's own sign-in, "
     "`threadline mailbox add-m365-tenant` for a tenant app",
+    (ErrorKind.AUTH, "gmail"): "reconnect Google Workspace: `threadline mailbox add-google-workspace --key FILE` "
+    "with the service account's current key",
     (ErrorKind.TRANSIENT, ANY): "Threadline retries automatically; if it persists, check the server name, port and "
     "security setting, and that the server is up",
     (ErrorKind.TRANSIENT, "m365"): "Threadline retries automatically; if it persists, check that Microsoft 365 is "

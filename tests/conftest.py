@@ -96,6 +96,8 @@ SERVER_FIXTURES = frozenset(
         "radicale",
         "browser",
         "fake_graph_server",
+        "fake_google_server",
+        "dovecot_gmail",
         "live_app",
         "fault_proxy",
     }

@@ -21,6 +21,7 @@ from app.api.admin_schemas import (
     AuditEventOut,
     ConnectionTest,
     ErasureOut,
+    GmailAdded,
     IssuedToken,
     MailboxRow,
     Ok,
@@ -31,9 +32,10 @@ from app.api.admin_schemas import (
     SyncStarted,
     TenantOut,
     UserOut,
+    WorkspaceOut,
 )
 from app.api.deps import AdminDep, RuntimeDep, read_conn
-from app.services import audit, calendars, m365, mailboxes, orgs, privacy, reconcile, rules
+from app.services import audit, calendars, google, m365, mailboxes, orgs, privacy, reconcile, rules
 from app.services.actor import Actor
 
 
@@ -311,6 +313,77 @@ def add_m365(caller: AdminDep, rt: RuntimeDep, body: NewM365Mailboxes) -> list[M
         all_reps=body.all_reps,
         user=body.user,
         imap=body.imap,
+    )
+
+
+class NewGoogleWorkspace(BaseModel):
+    domain: str = Field(..., description="The Workspace's primary domain, e.g. ourco.com")
+    key: str = Field(
+        ...,
+        description="The service account's JSON key as the Google Cloud console downloads it",
+        json_schema_extra={"writeOnly": True},
+    )
+    check_user: Optional[str] = Field(
+        None, description="Run the connection test for this address first; nothing is stored if a step fails"
+    )
+
+
+class GoogleTestIn(BaseModel):
+    key: str = Field(..., json_schema_extra={"writeOnly": True})
+    user: str = Field(..., description="A rep's address in the Workspace's domain")
+
+
+class NewGmailMailboxes(BaseModel):
+    workspace: Optional[str] = Field(None, description="Its domain or number (needed only when several)")
+    owner: Optional[str] = Field(None, description="The rep's email address (or all_reps=true)")
+    all_reps: bool = Field(False, description="Every enabled rep of the domain without Gmail through it yet")
+    user: Optional[str] = Field(None, description="The Gmail address if it differs from the rep's address")
+
+
+@router.get("/google/workspaces", summary="Connected Google Workspaces (never their service account keys)")
+def list_google_workspaces(caller: AdminDep, rt: RuntimeDep) -> list[WorkspaceOut]:
+    return google.list_workspaces(rt.engine, caller.org_id)
+
+
+@router.post(
+    "/google/test",
+    summary="Test a service account key for one address: key, token, domain-wide delegation, scopes, user",
+)
+def test_google(caller: AdminDep, body: GoogleTestIn) -> ConnectionTest:
+    steps = google.connection_test(body.key, body.user)
+    return {"ok": all(s["ok"] for s in steps), "steps": steps}
+
+
+@router.post(
+    "/google/workspaces",
+    status_code=201,
+    summary="Connect a Google Workspace (service account with domain-wide delegation) or replace its key; "
+    "with check_user the connection test runs first",
+)
+def add_google_workspace(caller: AdminDep, rt: RuntimeDep, body: NewGoogleWorkspace) -> WorkspaceOut:
+    return google.add_workspace(
+        rt, Actor.of(caller), key_json=body.key, domain=body.domain, check_user=body.check_user or None
+    )
+
+
+@router.delete(
+    "/google/workspaces/{workspace}",
+    status_code=204,
+    summary="Forget a Google Workspace and its key (refused while Gmail mailboxes read through it)",
+)
+def remove_google_workspace(caller: AdminDep, rt: RuntimeDep, workspace: str) -> Response:
+    google.remove_workspace(rt, Actor.of(caller), workspace)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/mailboxes/google",
+    status_code=201,
+    summary="Add reps' Gmail read through a connected Google Workspace: one rep, or all_reps of its domain",
+)
+def add_gmail(caller: AdminDep, rt: RuntimeDep, body: NewGmailMailboxes) -> GmailAdded:
+    return google.add_workspace_mailboxes(
+        rt, Actor.of(caller), workspace=body.workspace, owner=body.owner, all_reps=body.all_reps, user=body.user
     )
 
 

@@ -89,6 +89,7 @@ class ConnectionStep(BaseModel):
     step: str
     ok: Optional[bool] = None
     detail: str
+    fix: Optional[str] = None  # what to do, for a failed step that knows (Google Workspace)
 
 
 class ConnectionTest(BaseModel):
@@ -115,6 +116,23 @@ class TenantOut(BaseModel):
     graph_url: Optional[str] = None
     created_at: Optional[datetime] = None
     mailboxes: Optional[int] = None
+
+
+class WorkspaceOut(BaseModel):
+    """A Google Workspace's service account (never its key)."""
+
+    id: int
+    domain: str
+    client_email: str
+    client_id: str
+    key_id: str
+    created_at: Optional[datetime] = None
+    mailboxes: Optional[int] = None
+
+
+class GmailAdded(BaseModel):
+    added: list[MailboxRow]
+    outside: list[str]  # enabled reps left out: their address is not in the Workspace's domain
 
 
 class RuleOut(BaseModel):

@@ -14,7 +14,16 @@ from app.models.deals import (
 )
 from app.models.duplicates import ContactMerge, DuplicateDismissal, MergeState
 from app.models.followup import FollowUp, FollowUpKind, FollowUpStatus
-from app.models.mail import FolderState, GraphSubscription, M365Tenant, Mailbox, MailboxStatus, SyncIssue, SyncStage
+from app.models.mail import (
+    FolderState,
+    GoogleWorkspace,
+    GraphSubscription,
+    M365Tenant,
+    Mailbox,
+    MailboxStatus,
+    SyncIssue,
+    SyncStage,
+)
 from app.models.org import (
     ApiToken,
     AuditEvent,
@@ -59,6 +68,7 @@ __all__ = [
     "FolderState",
     "GraphSubscription",
     "M365Tenant",
+    "GoogleWorkspace",
     "Mailbox",
     "MailboxStatus",
     "Segment",

@@ -30,7 +30,7 @@ class Mailbox(TableModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id", index=True)
     owner_id: int = Field(foreign_key="app_user.id", index=True)
-    kind: str = "imap"  # imap | m365 | caldav | demo (a calendar account is a mailbox of calendars)
+    kind: str = "imap"  # imap | m365 | gmail | caldav | demo (a calendar account is a mailbox of calendars)
     # For kind m365 with tenant-wide (application) access: the tenant app it uses.
     tenant_ref: int | None = Field(default=None, foreign_key="m365tenant.id")
     # Connection settings without secrets (host, port, security, username, ...).
@@ -105,6 +105,25 @@ class M365Tenant(TableModel, table=True):
     # Client secret, or the PEM private key plus thumbprint for a certificate, encrypted.
     secret_enc: str | None = None
     # authority / graph_url overrides (national clouds, the test fake)
+    config: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class GoogleWorkspace(TableModel, table=True):
+    """A Google Cloud service account with domain-wide delegation in one Workspace
+    domain: every rep's Gmail is read through it by address (kind gmail mailboxes
+    name it in config["workspace"])."""
+
+    __table_args__ = (UniqueConstraint("org_id", "client_email"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id", index=True)
+    domain: str  # the Workspace's primary domain, lower case
+    client_email: str  # the service account (…@PROJECT.iam.gserviceaccount.com)
+    client_id: str  # its numeric OAuth client id: what the admin authorises for delegation
+    key_id: str  # private_key_id of the stored key (shown so a rotated key can be told apart)
+    # The service account's JSON key (with its private key), encrypted like a tenant app's secret.
+    secret_enc: str
+    # imap_host / imap_port / imap_security overrides (a Google-compatible test server)
     config: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -334,6 +334,12 @@ def set_password(rt, actor: Actor, mailbox_id: int, password: str) -> None:
         raise Invalid("the password is empty", field="password")
     with changing(rt.engine, actor) as conn:
         row = _one(conn, actor.org_id, mailbox_id)
+        if row.kind == "gmail":  # read with its Workspace's service account: no password of its own
+            raise Invalid(
+                "a Gmail mailbox has no password: it is read through its Google Workspace's service account "
+                "(replace the key with `threadline mailbox add-google-workspace --key FILE`)",
+                field="password",
+            )
         conn.execute(
             _update(MB)
             .where(MB.c.id == mailbox_id)
@@ -621,8 +627,9 @@ def refuse_unless_reachable(steps: list[dict]) -> None:
 def with_sources(session: Session, org_id: int, rows: list[dict]) -> list[dict]:
     """Add to health rows what identifies each mailbox's source, per kind, never a secret:
     `account` (who signs in) and `location` (where), plus for CalDAV the `url`, for
-    Microsoft 365 the `tenant`, `user`, `mode` (app | delegated) and `protocol`."""
-    from app.services import calendars, m365
+    Microsoft 365 the `tenant`, `user`, `mode` (app | delegated) and `protocol`, for Gmail the
+    `workspace` (its domain) and `user`."""
+    from app.services import calendars, google, m365
 
     for row in rows:
         mb = get_mailbox(session, org_id, row["id"])
@@ -637,6 +644,9 @@ def with_sources(session: Session, org_id: int, rows: list[dict]) -> list[dict]:
                 if row["mode"] == "app"
                 else f"delegated sign-in ({row['tenant'] or 'organizations'})"
             )
+        elif mb.kind == "gmail":
+            row.update(google.mailbox_facts(session, mb))
+            row["account"], row["location"] = row["user"], f"Google Workspace {row['workspace']}"
         else:
             row["account"], row["location"] = row.get("username"), row.get("server")
     return rows

@@ -10,6 +10,7 @@ reach (404/403) and whose data must never appear in its responses.
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -19,7 +20,7 @@ from sqlalchemy import insert
 from app.api import create_app
 from app.db import session, write_transaction
 from app.models import Company, Contact, ContactAddress, FollowUp, Interaction, Participant
-from app.services import deals, m365, mailboxes, orgs, rules, segments
+from app.services import deals, google, m365, mailboxes, orgs, rules, segments
 from app.services.actor import Actor
 from tests import factories
 from tests.world import make_world
@@ -42,6 +43,21 @@ def caldav_body():  # check off: nothing listens there
 
 
 MATRIX_TENANT = "matrix-tenant"  # connected for the first organisation by the env fixture
+MATRIX_WORKSPACE = "matrix-ws.example"  # a Google Workspace, likewise
+
+
+def service_account_key() -> str:
+    """A service account key's JSON as the Google Cloud console gives it (never used to sign here)."""
+    name = uniq("sa")
+    return json.dumps(
+        {
+            "type": "service_account",
+            "client_email": f"{name}@matrix.iam.gserviceaccount.com",
+            "client_id": "1234567890",
+            "private_key_id": name,
+            "private_key": "-----BEGIN PRIVATE KEY-----\nunused\n-----END PRIVATE KEY-----\n",
+        }
+    )
 
 
 EXPECT: dict[tuple[str, str], dict] = {
@@ -182,6 +198,18 @@ EXPECT: dict[tuple[str, str], dict] = {
         "json": {"tenant": MATRIX_TENANT, "all_reps": True},
         "other": (422,),
     },
+    ("GET", "/api/admin/google/workspaces"): {"auth": ADMIN},
+    ("POST", "/api/admin/google/test"): {"auth": ADMIN, "json": {"key": "{}", "user": "rep@ourco.com"}},
+    ("POST", "/api/admin/google/workspaces"): {
+        "auth": ADMIN,
+        "json": lambda: {"domain": "matrix-add.example", "key": service_account_key()},
+    },
+    ("DELETE", "/api/admin/google/workspaces/{workspace}"): {"auth": ADMIN, "other": (404,)},
+    ("POST", "/api/admin/mailboxes/google"): {
+        "auth": ADMIN,
+        "json": {"workspace": MATRIX_WORKSPACE, "all_reps": True},
+        "other": (422,),
+    },
     ("GET", "/api/admin/rules"): {"auth": ADMIN},
     ("POST", "/api/admin/rules"): {"auth": ADMIN, "json": lambda: {"value": f"{uniq('d')}.example"}},
     ("DELETE", "/api/admin/rules/{rule_id}"): {"auth": ADMIN},
@@ -230,6 +258,20 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/admin/mailboxes/m365"): {
         "auth": CONSOLE,
         "form": {"tenant": MATRIX_TENANT, "owner": "*"},
+        "other": (422,),
+    },
+    ("POST", "/admin/google/test"): {
+        "auth": CONSOLE,
+        "form": {"domain": "matrix-add.example", "key": "{}", "check_user": "rep@ourco.com"},
+    },
+    ("POST", "/admin/google/workspaces"): {
+        "auth": CONSOLE,
+        "form": lambda: {"domain": "matrix-add.example", "key": service_account_key()},
+    },
+    ("POST", "/admin/google/workspaces/{workspace_id}/remove"): {"auth": CONSOLE},
+    ("POST", "/admin/mailboxes/google"): {
+        "auth": CONSOLE,
+        "form": {"workspace": MATRIX_WORKSPACE, "owner": "*"},
         "other": (422,),
     },
     ("POST", "/admin/mailboxes/{mailbox_id}/{action}"): {"auth": CONSOLE, "params": {"action": "pause"}},
@@ -312,6 +354,7 @@ def env(tmp_path_factory):
     m365.add_tenant(
         w.rt, Actor.operator(w.org_id), tenant_id=MATRIX_TENANT, client_id="matrix-app", secret="s-matrix", check=False
     )
+    google.add_workspace(w.rt, Actor.operator(w.org_id), key_json=service_account_key(), domain=MATRIX_WORKSPACE)
     now = datetime.now(timezone.utc)
     with write_transaction(w.rt.engine) as conn:
         company = conn.execute(
@@ -423,6 +466,9 @@ def fresh_param(env, name: str):
     if name in ("tenant", "tenant_id"):  # a fresh tenant app of organisation 1, without mailboxes
         t = m365.add_tenant(w.rt, op, tenant_id=uniq("tr"), client_id="app", secret="s-matrix", check=False)
         return t["tenant_id"] if name == "tenant" else t["id"]
+    if name in ("workspace", "workspace_id"):  # a fresh Google Workspace of organisation 1, without mailboxes
+        ws = google.add_workspace(w.rt, op, key_json=service_account_key(), domain="matrix-fresh.example")
+        return ws["id"]
     if name == "mailbox_id":
         return mailboxes.add_imap(
             w.rt,

@@ -35,6 +35,7 @@ PAGES = {
     "health": "/admin",
     "mailbox": "/admin/mailboxes/{alice_box}",
     "add-mailbox": "/admin/mailboxes/new",
+    "add-google": "/admin/mailboxes/new?kind=google",
     "users": "/admin/users",
     "organisation": "/admin/org",
     "rules": "/admin/rules",

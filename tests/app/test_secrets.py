@@ -109,6 +109,20 @@ def test_no_secret_leaks_and_key_rotation(tmp_path, imap_user, caplog):
     assert sync_mailbox(fresh.engine, fresh.box, mid).ok
 
 
+def test_every_encrypted_column_of_the_models_is_rotated():
+    from sqlmodel import SQLModel
+
+    from app.crypto import ENCRYPTED_COLUMNS
+
+    declared = {
+        (table.name, column.name)
+        for table in SQLModel.metadata.tables.values()
+        for column in table.columns
+        if column.name.endswith("_enc")
+    }
+    assert declared == {(table, column) for table, _, column in ENCRYPTED_COLUMNS}
+
+
 def test_an_interrupted_rotation_leaves_secrets_readable(tmp_path):
     w = make_world(tmp_path)
     token = w.rt.box.encrypt("pw")

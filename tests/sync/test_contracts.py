@@ -59,6 +59,10 @@ def test_events_and_specs_are_values():
         (ErrorKind.AUTH, "caldav", Fix.PASSWORD, "username and password"),
         (ErrorKind.AUTH, "m365", None, "add-m365"),
         (ErrorKind.AUTH, "imap", Fix.SIGN_IN, "add-m365 --owner"),  # the code wins over the source's default
+        (ErrorKind.AUTH, "gmail", Fix.DELEGATION, "Manage Domain Wide Delegation"),
+        (ErrorKind.AUTH, "gmail", Fix.NO_MAILBOX, "user (not an alias or a group) of the Google Workspace"),
+        (ErrorKind.AUTH, "m365", Fix.NO_MAILBOX, "address and licence"),  # a source's own words only for it
+        (ErrorKind.AUTH, "gmail", None, "add-google-workspace"),
         (ErrorKind.TRANSIENT, "imap", None, "retries automatically"),
         (ErrorKind.THROTTLED, "m365", None, "slow down"),
         (RunError.FOLDER, "imap", None, "some folders failed"),
@@ -70,6 +74,12 @@ def test_one_table_gives_every_fix(kind, source, fix, expected):
     assert expected.lower() in text.lower() and text[0].isupper() and text.endswith(".")
     assert explain("login refused", kind, source, fix) == f"login refused. {text}"
     assert fix_text(None, source) is None
+
+
+def test_every_fix_code_has_words_for_any_source():
+    from sync.fixes import ANY, TEXTS
+
+    assert [fix for fix in Fix if (fix, ANY) not in TEXTS] == []
 
 
 def test_an_unreadable_stored_secret_fails_the_run_and_releases_the_mailbox(tmp_path, imap_user):
