@@ -31,6 +31,7 @@ def add_google_workspace(
     imap_host: Annotated[Optional[str], typer.Option("--imap-host", hidden=True)] = None,
     imap_port: Annotated[Optional[int], typer.Option("--imap-port", hidden=True)] = None,
     imap_security: Annotated[Optional[str], typer.Option("--imap-security", hidden=True)] = None,
+    calendar_url: Annotated[Optional[str], typer.Option("--calendar-url", hidden=True)] = None,
     org: OrgOpt = None,
 ) -> None:
     """Connect a Google Workspace through a service account with domain-wide delegation.
@@ -50,6 +51,7 @@ def add_google_workspace(
         imap_host=imap_host,
         imap_port=imap_port,
         imap_security=imap_security,
+        calendar_url=calendar_url,
     )
     out.print(
         f"Google Workspace {ws['domain']} ready (service account {ws['client_email']}, key {ws['key_id'][:8]}…); "

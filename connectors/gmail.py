@@ -13,18 +13,29 @@ with two differences:
   fetched once per label. Where an admin hid All Mail from IMAP, every folder
   is read as on any IMAP server and the copies become extra sources of one
   interaction (keyed by Message-ID, as for every mailbox).
+
+The rep's Google Calendar is one more folder, "calendar:primary" (role
+"calendar"), read through the Calendar API with its own token (scope
+calendar.readonly) by connectors/gcal.py, whose cursor contract it follows:
+as a Microsoft 365 mailbox's calendar is a folder of that mailbox.
 """
 
 from __future__ import annotations
 
-from connectors.base import AuthError, ConnectorSpec, Fix, Folder
-from connectors.googleauth import ServiceAccountTokenSource
+from datetime import datetime
+from typing import Iterator
+
+from connectors.base import AuthError, Batch, ConnectorSpec, Fix, Folder
+from connectors.gcal import API_URL, GoogleCalendar, calendar_folder
+from connectors.googleauth import CALENDAR_SCOPE, MAIL_SCOPE, ServiceAccountTokenSource
 from connectors.imap import ImapConnector, ImapSettings
 
 GMAIL_IMAP = {"host": "imap.gmail.com", "port": 993, "security": "tls"}
 
 
 class GmailConnector(ImapConnector):
+    calendar: GoogleCalendar | None = None
+
     def connect(self):
         if self._client is None and self._oauth2_token is not None:
             # The token first: a withdrawn delegation or a rep gone from the domain is told
@@ -45,10 +56,22 @@ class GmailConnector(ImapConnector):
     def list_folders(self) -> list[Folder]:
         folders = super().list_folders()
         every = [f for f in folders if "\\all" in {flag.lower() for flag in f.flags}]
-        if not every:
-            return folders
-        keep = every[0].name
-        return [f if f.name == keep or f.role == "skip" else Folder(f.name, "skip", f.flags) for f in folders]
+        if every:
+            keep = every[0].name
+            folders = [f if f.name == keep or f.role == "skip" else Folder(f.name, "skip", f.flags) for f in folders]
+        if self.calendar is not None:
+            folders.append(calendar_folder())
+        return folders
+
+    def fetch_changes(self, folder: Folder, cursor: dict, since: datetime) -> Iterator[Batch]:
+        if folder.role == "calendar" and self.calendar is not None:
+            return self.calendar.fetch_changes(cursor)
+        return super().fetch_changes(folder, cursor, since)
+
+    def close(self) -> None:
+        if self.calendar is not None:
+            self.calendar.close()
+        super().close()
 
 
 def build(spec: ConnectorSpec) -> GmailConnector:
@@ -56,7 +79,7 @@ def build(spec: ConnectorSpec) -> GmailConnector:
     server; the secret is the service account's JSON key."""
     cfg = spec.config
     user = cfg.get("user") or spec.owner
-    tokens = ServiceAccountTokenSource(spec.secret, user)
+    tokens = ServiceAccountTokenSource(spec.secret, user, [MAIL_SCOPE])
     settings = ImapSettings(
         host=cfg.get("host", GMAIL_IMAP["host"]),
         port=int(cfg.get("port", GMAIL_IMAP["port"])),
@@ -67,4 +90,9 @@ def build(spec: ConnectorSpec) -> GmailConnector:
     connector = GmailConnector(settings, "", want_snippet=spec.want_snippet, oauth2_token=tokens.token)
     connector.internal_domains = frozenset(d.lower() for d in (spec.internal or {}).get("domains", ()))
     connector.calendar_window = spec.window
+    if cfg.get("calendar", True):
+        calendar_tokens = ServiceAccountTokenSource(spec.secret, user, [CALENDAR_SCOPE])
+        connector.calendar = GoogleCalendar(
+            calendar_tokens, api_url=cfg.get("calendar_url") or API_URL, window=spec.window
+        )
     return connector

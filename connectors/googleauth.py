@@ -33,7 +33,7 @@ from connectors.base import AuthError, Fix, ThrottledError, TransientError
 # (https://developers.google.com/gmail/imap/xoauth2-protocol, "Domain-wide delegation")
 MAIL_SCOPE = "https://www.googleapis.com/auth/gmail.imap_admin"
 CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar.readonly"
-SCOPES = (MAIL_SCOPE,)
+SCOPES = (MAIL_SCOPE, CALENDAR_SCOPE)
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 TIMEOUT = 30
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -125,7 +125,7 @@ class ServiceAccountTokenSource:
 
     updated_secret = None  # a service account key never rotates by itself
 
-    def __init__(self, key_text: str, subject: str, scopes=SCOPES):
+    def __init__(self, key_text: str, subject: str, scopes=(MAIL_SCOPE,)):
         info, self.key = parse_key(key_text)
         self.subject = subject.strip().lower()
         self.scopes = list(scopes)

@@ -40,7 +40,8 @@ _SIGN_IN = (
     "(add --imap for an IMAP mailbox)"
 )
 
-_GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.imap_admin"  # connectors.googleauth.MAIL_SCOPE: fixes import only connectors.base
+# connectors.googleauth.SCOPES (fixes import only connectors.base)
+_GOOGLE_SCOPES = "https://www.googleapis.com/auth/gmail.imap_admin,https://www.googleapis.com/auth/calendar.readonly"
 
 # (fix code or error kind, source) -> what to do. A fix code wins over the kind;
 # a source's own line over ANY.
@@ -59,7 +60,7 @@ TEXTS: dict[tuple[str, str], str] = {
     "add-m365 --imap ...` again",
     (Fix.DELEGATION, ANY): "reconnect Google Workspace: a super admin authorises the service account's client id "
     "for domain-wide delegation (Google Admin console, Security > Access and data control > API controls > Manage "
-    f"Domain Wide Delegation) with the scope {_GMAIL_SCOPE}; then Sync now (to test first: `threadline mailbox "
+    f"Domain Wide Delegation) with the scopes {_GOOGLE_SCOPES}; then Sync now (to test first: `threadline mailbox "
     "test-google-workspace --user REP`)",
     (Fix.SERVICE_KEY, ANY): "create a new JSON key for the service account (Google Cloud console, IAM & Admin > "
     "Service accounts > Keys), then store it: `threadline mailbox add-google-workspace --key FILE`",

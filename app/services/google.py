@@ -72,9 +72,11 @@ def add_workspace(
     imap_host: str | None = None,
     imap_port: int | None = None,
     imap_security: str | None = None,
+    calendar_url: str | None = None,
 ) -> dict:
     """Add (or replace the key of) a Workspace's service account. With check_user, the
-    connection test runs first for that address and a failure saves nothing."""
+    connection test runs first for that address and a failure saves nothing.
+    imap_* and calendar_url point Gmail and Google Calendar elsewhere (tests, proxies)."""
     domain = _clean_domain(domain)
     try:
         _, key = parse_key(key_json)
@@ -99,7 +101,10 @@ def add_workspace(
                 secret_enc="",
             )
         ws.domain, ws.client_id, ws.key_id = domain, key.client_id, key.key_id
-        ws.config = _imap_override(imap_host, imap_port, imap_security) or dict(ws.config or {})
+        override = _imap_override(imap_host, imap_port, imap_security)
+        if calendar_url:
+            override["calendar_url"] = calendar_url.strip()
+        ws.config = override or dict(ws.config or {})
         ws.secret_enc = rt.box.encrypt(key_json)
         session.add(ws)
         session.flush()
@@ -228,6 +233,8 @@ def _new_mailbox(session: Session, org_id: int, rep: User, ws: GoogleWorkspace, 
         "port": int(cfg.get("imap_port", GMAIL_IMAP["port"])),
         "security": cfg.get("imap_security", GMAIL_IMAP["security"]),
     }
+    if cfg.get("calendar_url"):
+        config["calendar_url"] = cfg["calendar_url"]
     mailbox = Mailbox(org_id=org_id, owner_id=rep.id, kind="gmail", config=config)
     session.add(mailbox)
     session.flush()

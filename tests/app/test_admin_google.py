@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from app.api import create_app
 from app.db import session
 from app.services import orgs
-from connectors.googleauth import MAIL_SCOPE
+from connectors.googleauth import CALENDAR_SCOPE, MAIL_SCOPE, SCOPES
 from sync.engine import sync_mailbox
 from tests import factories
 from tests.fakes.google.fixtures import fake_google_server, google  # noqa: F401
@@ -71,10 +71,13 @@ def test_add_google_workspace_tests_each_step_then_adds_every_reps_gmail(console
     assert steps_of(seen[-1].text)["delegation"] == "failed"
     assert w.scalar("SELECT COUNT(*) FROM googleworkspace") == 0
 
-    google.delegate(client_id, ["https://www.googleapis.com/auth/calendar.readonly"])  # the wrong scope
+    google.delegate(client_id, ["https://www.googleapis.com/auth/drive.readonly"])  # the wrong scope
     seen.append(client.post("/admin/google/test", data=form))
     assert steps_of(seen[-1].text)["delegation"] == "failed"  # Google says the same for a missing scope
-    google.delegate(client_id, [MAIL_SCOPE])
+    google.delegate(client_id, [MAIL_SCOPE])  # Gmail's scope only: the scopes step names the calendar's
+    seen.append(client.post("/admin/google/test", data=form))
+    assert steps_of(seen[-1].text)["scopes"] == "failed" and CALENDAR_SCOPE in seen[-1].text
+    google.delegate(client_id, SCOPES)
     seen.append(client.post("/admin/google/test", data={**form, "check_user": "stranger@ourco.com"}))
     assert steps_of(seen[-1].text)["user"] == "failed" and "not a user of the Google Workspace" in seen[-1].text
     seen.append(client.post("/admin/google/test", data={**form, "key": '{"type": "authorized_user"}'}))
@@ -130,7 +133,7 @@ def test_the_admin_api_adds_a_workspace_only_after_its_test_passes_and_never_ech
     assert [s["step"] for s in refused["steps"] if s["ok"] is False] == ["delegation"]
     assert client.get("/api/admin/google/workspaces").json() == []
 
-    google.delegate(client_id, [MAIL_SCOPE])
+    google.delegate(client_id, SCOPES)
     seen.append(
         client.post("/api/admin/google/workspaces", json={"domain": "ourco.com", "key": key, "check_user": ALICE})
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from connectors.googleauth import MAIL_SCOPE
+from connectors.googleauth import SCOPES
 from tests.app.test_cli_m365 import both, flat, run
 from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, google  # noqa: F401
 from tests.world import database_bytes, database_rows, make_world, message
@@ -25,6 +25,7 @@ def test_connect_a_workspace_add_every_rep_and_sync(google, dovecot_gmail, tmp_p
         dovecot_gmail.add_user(rep, "not-the-way-in")
         dovecot_gmail.deliver(rep, message("carla@acme.com", rep, msgid=f"hi-{rep}"), folder="All Mail")
     imap = ("--imap-host", dovecot_gmail.host, "--imap-port", str(dovecot_gmail.port), "--imap-security", "none")
+    imap += ("--calendar-url", google.calendar_url)
     add = ("mailbox", "add-google-workspace", "--domain", "ourco.com", "--key", str(key_file), *imap)
 
     # Before the admin authorises the client id, the test names that step and saves nothing.
@@ -38,7 +39,7 @@ def test_connect_a_workspace_add_every_rep_and_sync(google, dovecot_gmail, tmp_p
     assert unknown.returncode == 2 and "add-google-workspace" in flat(unknown.stderr)
     assert database_rows(data, "SELECT count(*) FROM googleworkspace") == [(0,)]
 
-    google.delegate(client_id, [MAIL_SCOPE])
+    google.delegate(client_id, SCOPES)
     ok = run(data, *add, "--check-user", "alice@ourco.com")
     assert ok.returncode == 0 and "Google Workspace ourco.com ready" in flat(ok.stdout), ok.stderr
     added = run(data, "mailbox", "add-google", "--all-reps")

@@ -143,6 +143,8 @@ def test_the_connection_test_names_the_step_that_failed(google):
     google.delegate(json.loads(key)["client_id"], [MAIL_SCOPE])
     assert failed(check(key, REP, both)) == ("scopes", Fix.DELEGATION)
     assert failed(check(key, "stranger@ourco.com")) == ("user", Fix.NO_MAILBOX)
+    assert failed(check(key, REP)) == ("scopes", Fix.DELEGATION)  # Threadline asks for both by default
+    google.delegate(json.loads(key)["client_id"], both)
     steps = check(key, REP)
     assert failed(steps) is None and [s["step"] for s in steps] == ["key", "token", "delegation", "scopes", "user"]
     google.delete_key(key)
@@ -163,8 +165,8 @@ def test_gmail_logs_in_with_xoauth2_and_reads_only_all_mail(google, dovecot_gmai
         folders = {f.name: f.role for f in connector.list_folders()}
     finally:
         connector.close()
-    assert folders["All Mail"] == "archive"
-    assert {name for name, role in folders.items() if role != "skip"} == {"All Mail"}
+    assert folders["All Mail"] == "archive" and folders["calendar:primary"] == "calendar"
+    assert {name for name, role in folders.items() if role not in ("skip", "calendar")} == {"All Mail"}
     assert folders["INBOX"] == folders["Clients"] == folders["Sent"] == "skip"
 
 

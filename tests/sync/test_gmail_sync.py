@@ -11,7 +11,7 @@ import pytest
 from app.services import google as google_service
 from app.services.actor import Actor
 from app.services.mailboxes import fix_for
-from connectors.googleauth import MAIL_SCOPE
+from connectors.googleauth import MAIL_SCOPE, SCOPES
 from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, google  # noqa: F401
 from tests.world import make_world, message
 
@@ -28,7 +28,7 @@ def world(tmp_path):
 def gmail(world, google, dovecot_gmail):
     """The Workspace connected (delegation granted), Alice and Bob in the domain with Gmail."""
     key = google.service_account()
-    google.delegate(json.loads(key)["client_id"], [MAIL_SCOPE])
+    google.delegate(json.loads(key)["client_id"], SCOPES)
     for rep in (ALICE, BOB):
         google.add_user(rep)
         dovecot_gmail.add_user(rep, "not-the-way-in")
@@ -41,6 +41,7 @@ def gmail(world, google, dovecot_gmail):
         imap_host=dovecot_gmail.host,
         imap_port=dovecot_gmail.port,
         imap_security="none",
+        calendar_url=google.calendar_url,
     )
     added = google_service.add_workspace_mailboxes(world.rt, Actor.operator(world.org_id), all_reps=True)["added"]
     yield {row["user"]: row["id"] for row in added}, key
@@ -68,7 +69,7 @@ def test_the_same_message_under_three_labels_is_one_interaction_read_once(world,
     )
     assert [name for (name,) in sources] == ["All Mail"]  # fetched once, not once per label
     selected = world.sql("SELECT name FROM folderstate WHERE mailbox_id = :m AND selected", m=boxes[ALICE])
-    assert [name for (name,) in selected] == ["All Mail"]
+    assert sorted(name for (name,) in selected) == ["All Mail", "calendar:primary"]  # and the rep's calendar
 
 
 def test_a_rep_and_a_colleague_in_one_gmail_thread_give_one_interaction_per_message(world, gmail, dovecot_gmail):
@@ -118,7 +119,7 @@ def test_a_withdrawn_delegation_fails_the_mailbox_with_reconnect_and_the_step_to
     assert advice.startswith("Reconnect Google Workspace") and "Manage Domain Wide Delegation" in advice
     assert MAIL_SCOPE in advice and "PRIVATE KEY" not in row.last_error
     # The admin puts the client id back: the next run reconnects, nothing else to do.
-    google.delegate(json.loads(key)["client_id"], [MAIL_SCOPE])
+    google.delegate(json.loads(key)["client_id"], SCOPES)
     assert world.sync(boxes[ALICE]).ok
     assert world.scalar("SELECT last_error_fix FROM mailbox WHERE id = :m", m=boxes[ALICE]) is None
 

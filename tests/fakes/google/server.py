@@ -19,12 +19,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tests.fakes.google.calendar import CALENDAR_PATH, FakeCalendar
 from tests.servers import LOOPBACK
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -79,6 +80,7 @@ class FakeGoogle:
         self.grants: list[dict] = []  # every JWT grant's verified claims (or the error it got)
         self.lifetime = 3599
         self.faults: list[tuple[int, dict]] = []  # answers given to the next token requests, first first
+        self.calendar = FakeCalendar(self)  # the Calendar API, served on the same port
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -94,9 +96,11 @@ class FakeGoogle:
             def log_message(self, *args):  # quiet
                 pass
 
-            def _send(self, status: int, body: dict) -> None:
+            def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Cache-Control", "no-store")
@@ -113,9 +117,15 @@ class FakeGoogle:
 
             def do_GET(self):
                 parts = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                if parts.path.startswith(CALENDAR_PATH) and parts.path.endswith("/events"):
+                    calendar_id = unquote(parts.path[len(CALENDAR_PATH) : -len("/events")])
+                    status, body, headers = fake.calendar.events_list(
+                        calendar_id, query, self.headers.get("Authorization", "")
+                    )
+                    return self._send(status, body, headers)
                 if parts.path != "/tokeninfo":
                     return self._send(404, {"error": "not_found"})
-                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 status, body = fake.tokeninfo(query.get("access_token", ""))
                 self._send(status, body)
 
@@ -142,6 +152,7 @@ class FakeGoogle:
             self.grants.clear()
             self.faults.clear()
             self.lifetime = 3599
+        self.calendar.reset()
 
     @property
     def url(self) -> str:
@@ -150,6 +161,11 @@ class FakeGoogle:
     @property
     def token_uri(self) -> str:
         return f"{self.url}/token"
+
+    @property
+    def calendar_url(self) -> str:
+        """The Calendar API's base URL (Google's: https://www.googleapis.com/calendar/v3)."""
+        return f"{self.url}{CALENDAR_PATH.removesuffix('/calendars/')}"
 
     @property
     def tokeninfo_url(self) -> str:

@@ -1,0 +1,378 @@
+"""Google Calendar connector: a Workspace rep's primary calendar through the
+Calendar API v3 `events.list`, signed in with the service account's
+domain-wide delegation (connectors/googleauth.py, scope calendar.readonly).
+
+It is one folder of a Gmail mailbox (connectors/gmail.py): "calendar:primary",
+role "calendar", as Microsoft 365's calendar is one folder of a Graph mailbox.
+
+A round (https://developers.google.com/calendar/api/guides/sync, "Synchronize
+resources efficiently"):
+- full: `events.list` with `singleEvents=true` (every occurrence of a recurring
+  event is an event of its own, with `recurringEventId` and `originalStartTime`)
+  over the organisation's CalendarWindow (`timeMin`/`timeMax`), following
+  `nextPageToken` with `pageToken`; the last page carries `nextSyncToken`;
+- incremental: the same request with `syncToken` instead of the time range
+  (the guide: the token is not compatible with timeMin/timeMax; every other
+  parameter must be the same as for the full sync). Deleted and cancelled
+  events come back with `status: "cancelled"` and are removed; a moved
+  occurrence comes back with its new start and the same `originalStartTime`,
+  so it updates the meeting it was.
+- 410 GONE ("fullSyncRequired": the token expired or was invalidated) restarts
+  the calendar from scratch with reset=True, as the guide asks ("clear the
+  client's store and perform a full sync"): the engine drops the folder's
+  copies, the full listing re-links every meeting by its key, and meetings it
+  no longer lists are removed at the end of the round.
+
+Remote id: the event's `id` (an occurrence's is `<series id>_<original start>`).
+Meeting key: `iCalUID` (shared by every occurrence of a series, and the UID the
+invitation in mail and other calendars carry) plus, for an occurrence, its
+original start in UTC (`originalStartTime`; an all-day one keyed by its date).
+
+Cursor (stored by the engine as given):
+  v           1
+  window      [timeMin, timeMax] of the full round the tokens belong to; once the
+              window has moved a week, a fresh full round starts over the new one
+  sync_token  nextSyncToken of the last finished round
+  page_token  the next page of an unfinished round
+  round_token the syncToken the unfinished round was started with (None: full round)
+
+Errors (https://developers.google.com/calendar/api/guides/errors): 429 and 403
+`rateLimitExceeded` / `userRateLimitExceeded` are throttling, retried with
+exponential backoff (Retry-After when given) a few times, then ThrottledError
+so the engine backs off; 500/503 likewise, then TransientError; 401 refreshes
+the token once, then AuthError (reconnect: domain-wide delegation); 403
+otherwise (scope not granted, API not enabled for the project) AuthError too.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import datetime, timezone
+from typing import Callable, Iterator
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from connectors.base import (
+    Attendee,
+    AuthError,
+    BadDataError,
+    BadRecord,
+    Batch,
+    CalendarWindow,
+    ConnectorError,
+    CursorExpiredError,
+    Fix,
+    Folder,
+    MeetingRecord,
+    ThrottledError,
+    TransientError,
+    retry_after_seconds,
+)
+
+API_URL = "https://www.googleapis.com/calendar/v3"
+CALENDAR_FOLDER = "calendar:primary"
+PAGE_SIZE = 250  # events.list's default; at most 2500
+THROTTLE_REASONS = {"ratelimitexceeded", "userratelimitexceeded"}
+RESPONSES = {"accepted": "accepted", "declined": "declined", "tentative": "tentative", "needsaction": "needs-action"}
+FIELDS = (
+    "nextPageToken,nextSyncToken,items(id,status,iCalUID,recurringEventId,originalStartTime,start,end,"
+    "summary,location,organizer,attendees,sequence)"
+)
+
+
+def calendar_folder() -> Folder:
+    return Folder(name=CALENDAR_FOLDER, role="calendar", remote_id="primary")
+
+
+class GoogleCalendar:
+    """One rep's calendar; `tokens.token(force_refresh=...)` gives the access token."""
+
+    def __init__(
+        self,
+        tokens,
+        *,
+        api_url: str = API_URL,
+        calendar_id: str = "primary",
+        window: CalendarWindow = CalendarWindow(),
+        page_size: int = PAGE_SIZE,
+        max_retries: int = 5,
+        max_retry_wait: float = 32.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.tokens = tokens
+        self.api_url = api_url.rstrip("/")
+        self.calendar_id = calendar_id
+        self.window = window
+        self.page_size = page_size
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self._sleep = sleep
+        self.http = httpx.Client(timeout=httpx.Timeout(60.0, connect=15.0), headers={"Accept": "application/json"})
+        self._token: str | None = None
+        # Measurements (tests, benchmarks): requests made, throttling waits.
+        self.requests = 0
+        self.throttle_waits: list[float] = []
+
+    def __repr__(self) -> str:
+        return f"GoogleCalendar({self.api_url}/calendars/{self.calendar_id})"
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- HTTP -----------------------------------------------------------------------
+    def _wait(self, resp: httpx.Response | None, attempt: int) -> float:
+        """Retry-After when the server gave one, else exponential backoff with jitter
+        (the errors guide's advice: 1, 2, 4 ... seconds plus a random fraction)."""
+        told = retry_after_seconds(resp.headers.get("Retry-After")) if resp is not None else None
+        return told if told is not None else min(self.max_retry_wait, 2**attempt + random.random())
+
+    def get(self, params: dict, *, what: str) -> dict:
+        url = f"{self.api_url}/calendars/{quote(self.calendar_id, safe='')}/events?{urlencode(params)}"
+        refreshed = False
+        attempt = 0
+        while True:
+            if self._token is None:
+                self._token = self.tokens.token()
+            try:
+                resp = self.http.get(url, headers={"Authorization": f"Bearer {self._token}"})
+            except httpx.TimeoutException as exc:
+                raise TransientError(f"Google Calendar did not answer in time while {what}") from exc
+            except httpx.HTTPError as exc:
+                raise TransientError(f"cannot reach Google Calendar while {what}: {type(exc).__name__}") from exc
+            finally:
+                self.requests += 1
+            status = resp.status_code
+            if status < 300:
+                try:
+                    data = json.loads(resp.content)
+                except ValueError as exc:
+                    raise BadDataError(f"Google Calendar sent an unreadable answer while {what}") from exc
+                if not isinstance(data, dict):
+                    raise BadDataError(f"Google Calendar sent an unexpected answer while {what}")
+                return data
+            reason, message = _google_error(resp)
+            detail = f"{status} {reason}: {message}"[:300] if reason else f"HTTP {status}"
+            throttled = status == 429 or (status == 403 and reason.lower() in THROTTLE_REASONS)
+            if throttled or status in (500, 502, 503, 504):
+                wait = self._wait(resp, attempt)
+                if attempt < self.max_retries and wait <= self.max_retry_wait:
+                    attempt += 1
+                    self.throttle_waits.append(wait)
+                    self._sleep(wait)
+                    continue
+                if throttled:
+                    raise ThrottledError(
+                        f"Google Calendar is throttling this calendar ({detail}) while {what}", retry_after=wait
+                    )
+                raise TransientError(f"Google Calendar failed while {what} ({detail})")
+            if status == 401 and not refreshed:
+                refreshed = True
+                self._token = self.tokens.token(force_refresh=True)
+                continue
+            raise self._error(status, reason, detail, what)
+
+    def _error(self, status: int, reason: str, detail: str, what: str) -> ConnectorError:
+        if status == 410:
+            return CursorExpiredError(f"the calendar's sync token expired while {what} ({detail})")
+        if status in (401, 403):
+            return AuthError(
+                f"Google Calendar refused access while {what} ({detail}): domain-wide delegation with the "
+                "calendar scope is missing or was withdrawn",
+                fix=Fix.DELEGATION,
+            )
+        if status == 404:
+            return BadDataError(f"Google Calendar has no such calendar ({detail})")
+        if status >= 500:
+            return TransientError(f"Google Calendar failed while {what} ({detail})")
+        return BadDataError(f"Google Calendar refused the request while {what} ({detail})")
+
+    # -- changes --------------------------------------------------------------------
+    def fetch_changes(self, cursor: dict) -> Iterator[Batch]:
+        cursor = dict(cursor or {})
+        start, end = self.window.bounds()
+        window = cursor.get("window")
+        if window:
+            old_start = datetime.fromisoformat(window[0].replace("Z", "+00:00"))
+            # The window slides: a week later, a fresh full round over the new one.
+            # Event ids are stable, so re-listing re-links copies without duplicates.
+            if abs((start - old_start).days) >= 7:
+                cursor, window = {}, None
+        if not window:
+            window = [start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")]
+        base = {"v": 1, "window": list(window)}
+        if cursor.get("page_token"):
+            round_token, page_token = cursor.get("round_token"), cursor["page_token"]
+        else:
+            round_token, page_token = cursor.get("sync_token"), None
+        restarted = False
+        while True:
+            try:
+                yield from self._round(base, round_token, page_token)
+                return
+            except CursorExpiredError:
+                if restarted or round_token is None:
+                    raise
+                restarted = True
+                round_token, page_token = None, None
+                yield Batch([], [], {**base}, reset=True)
+
+    def _round(self, base: dict, round_token: str | None, page_token: str | None) -> Iterator[Batch]:
+        params: dict = {"singleEvents": "true", "maxResults": str(self.page_size), "fields": FIELDS}
+        if round_token:
+            params["syncToken"] = round_token
+        else:
+            params["timeMin"], params["timeMax"] = base["window"]
+        what = "syncing the calendar"
+        for _ in range(100000):
+            page = self.get({**params, **({"pageToken": page_token} if page_token else {})}, what=what)
+            items = page.get("items") or []
+            if not isinstance(items, list):
+                raise BadDataError(f"Google Calendar sent a page without an item list while {what}")
+            next_page, sync_token = page.get("nextPageToken"), page.get("nextSyncToken")
+            if not next_page and not sync_token:
+                raise BadDataError("Google Calendar sent a page with neither nextPageToken nor nextSyncToken")
+            records, bad, removed = self._events(items, incremental=round_token is not None)
+            if next_page:
+                cursor = {**base, "page_token": next_page, "round_token": round_token}
+            else:
+                cursor = {**base, "sync_token": sync_token}
+            yield Batch(records, bad, cursor, removed=removed, backfill_done=not next_page)
+            if not next_page:
+                return
+            page_token = next_page
+
+    def _events(self, items: list, *, incremental: bool):
+        records: list[MeetingRecord] = []
+        bad: list[BadRecord] = []
+        removed: list[str] = []
+        for item in items:
+            rid = item.get("id") if isinstance(item, dict) else None
+            if not rid:
+                bad.append(BadRecord("?", "event without an id"))
+                continue
+            rid = str(rid)
+            if item.get("status") == "cancelled":
+                # Deleted, or a single occurrence cancelled (singleEvents=true lists it
+                # as an instance of its own with status cancelled).
+                removed.append(rid)
+                continue
+            try:
+                record = event_record(rid, item)
+            except BadDataError as exc:
+                bad.append(BadRecord(rid, str(exc)))
+                continue
+            except Exception as exc:  # noqa: BLE001 - one event never stops the calendar
+                bad.append(BadRecord(rid, f"unreadable event: {type(exc).__name__}: {exc}"[:300]))
+                continue
+            if record is None:
+                if incremental:  # its guests all gone: no longer a meeting with anyone
+                    removed.append(rid)
+                continue
+            records.append(record)
+        return records, bad, removed
+
+
+def event_record(rid: str, item: dict) -> MeetingRecord | None:
+    """An event of events.list as a MeetingRecord; None for an event without guests
+    (a rep's own appointment is no interaction with anyone)."""
+    organizer = None
+    org = item.get("organizer") or {}
+    if isinstance(org, dict) and "@" in str(org.get("email") or ""):
+        organizer = Attendee(
+            address=str(org["email"]).strip(),
+            name=str(org.get("displayName") or "").strip(),
+            role="organizer",
+            response="accepted",
+        )
+    attendees = []
+    for a in item.get("attendees") or []:
+        if not isinstance(a, dict) or a.get("resource"):
+            continue  # rooms and equipment
+        address = str(a.get("email") or "").strip()
+        if "@" not in address:
+            continue
+        response = RESPONSES.get(str(a.get("responseStatus") or "needsAction").lower(), "needs-action")
+        if a.get("organizer"):
+            # The organiser is listed among the guests too; the organizer field says who it is.
+            if organizer is None:
+                organizer = Attendee(address, str(a.get("displayName") or ""), "organizer", response)
+            continue
+        attendees.append(
+            Attendee(
+                address=address,
+                name=str(a.get("displayName") or "").strip(),
+                role="optional" if a.get("optional") else "attendee",
+                response=response,
+            )
+        )
+    if not attendees:
+        return None
+    uid = str(item.get("iCalUID") or "").strip()
+    if not uid:
+        raise BadDataError("event without iCalUID")
+    start = _event_time(item.get("start"))
+    if start is None:
+        raise BadDataError("event without a readable start")
+    recurrence_id = None
+    if item.get("recurringEventId"):
+        original = _event_time(item.get("originalStartTime"))
+        if original is None:
+            raise BadDataError("occurrence without originalStartTime")
+        recurrence_id = original.strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = str(item.get("status") or "confirmed")
+    return MeetingRecord(
+        remote_id=rid,
+        uid=uid,
+        recurrence_id=recurrence_id,
+        start=start,
+        end=_event_time(item.get("end")),
+        subject=str(item.get("summary") or "")[:998],
+        organizer=organizer,
+        attendees=attendees,
+        status=status if status in ("confirmed", "tentative") else "confirmed",
+        location=str(item.get("location") or "").strip()[:500] or None,
+        sequence=int(item.get("sequence") or 0),
+    )
+
+
+def _event_time(value) -> datetime | None:
+    """An EventDateTime: `dateTime` (RFC 3339 with its offset) or, all day, `date`
+    (midnight UTC of the date, as connectors.ical reads VALUE=DATE)."""
+    if not isinstance(value, dict):
+        return None
+    if value.get("dateTime"):
+        try:
+            when = datetime.fromisoformat(str(value["dateTime"]).replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise BadDataError(f"unreadable event time {value['dateTime']!r}") from exc
+        if when.tzinfo is None:  # RFC 3339 requires an offset; a zone name may stand for it
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                when = when.replace(tzinfo=ZoneInfo(str(value.get("timeZone") or "UTC")))
+            except (ZoneInfoNotFoundError, ValueError):
+                when = when.replace(tzinfo=timezone.utc)
+        return when.astimezone(timezone.utc)
+    if value.get("date"):
+        try:
+            day = datetime.fromisoformat(str(value["date"]))
+        except ValueError as exc:
+            raise BadDataError(f"unreadable event date {value['date']!r}") from exc
+        return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return None
+
+
+def _google_error(resp: httpx.Response) -> tuple[str, str]:
+    """(reason, message) of a Google API error body: {"error": {"errors": [{"reason"}], "code", "message"}}."""
+    try:
+        err = resp.json().get("error")
+    except (ValueError, AttributeError):
+        return "", resp.text[:200]
+    if not isinstance(err, dict):
+        return str(err or ""), ""
+    errors = err.get("errors") or []
+    reason = str(errors[0].get("reason") or "") if errors and isinstance(errors[0], dict) else ""
+    return reason or str(err.get("status") or ""), str(err.get("message") or "")
