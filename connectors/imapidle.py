@@ -13,9 +13,11 @@ connection; IDLE needs only four commands and untagged lines.
 
 from __future__ import annotations
 
+import base64
 import re
 import socket
 import ssl
+from typing import Callable
 
 from connectors.base import AuthError, BadDataError, ConnectorError, Fix, TransientError
 from connectors.imap import ImapSettings, translate
@@ -28,9 +30,21 @@ _QUOTABLE = re.compile(r"^[\x20-\x7e]*$")
 class IdleSession:
     """One mailbox's Inbox held in IDLE. States: closed -> idling <-> renewing."""
 
-    def __init__(self, settings: ImapSettings, password: str, *, ssl_context: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        settings: ImapSettings,
+        password: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        oauth2_token: Callable[[], str] | None = None,
+        folder: str = "INBOX",
+    ):
+        """oauth2_token: log in with SASL XOAUTH2 and this token instead of the password
+        (Gmail); folder: the one held in IDLE (Gmail: All Mail, the one folder read)."""
         self.settings = settings
         self._password = password
+        self._oauth2_token = oauth2_token
+        self.folder = folder
         self._ssl_context = ssl_context
         self.sock: socket.socket | None = None
         self._buf = bytearray()
@@ -63,7 +77,7 @@ class IdleSession:
             what = "logging in"
             self._login()
             what = "waiting for new mail (IDLE)"
-            self._command(b"EXAMINE INBOX")
+            self._command(b"EXAMINE INBOX" if self.folder.upper() == "INBOX" else b"EXAMINE " + _quoted(self.folder))
             self._start_idle()
             self._read_until_continuation()
             self.state = "idling"
@@ -86,6 +100,14 @@ class IdleSession:
 
     def _login(self) -> None:
         user, password = self.settings.username, self._password
+        if self._oauth2_token is not None:
+            # SASL XOAUTH2 with the initial response (https://developers.google.com/gmail/imap/xoauth2-protocol);
+            # a refusal comes as a continuation carrying an error, answered with an empty line.
+            raw = f"user={user}\x01auth=Bearer {self._oauth2_token()}\x01\x01".encode()
+            tag = self._next_tag()
+            self._send(tag + b" AUTHENTICATE XOAUTH2 " + base64.b64encode(raw) + b"\r\n")
+            self._read_tagged(tag, secret=True, sasl=True)
+            return
         if _QUOTABLE.match(user) and _QUOTABLE.match(password):
             self._command(b"LOGIN " + _quoted(user) + b" " + _quoted(password), secret=True)
             return
@@ -104,16 +126,21 @@ class IdleSession:
         self._send(tag + b" " + command + b"\r\n")
         self._read_tagged(tag, secret=secret)
 
-    def _read_tagged(self, tag: bytes, *, secret: bool = False) -> None:
+    def _read_tagged(self, tag: bytes, *, secret: bool = False, sasl: bool = False) -> None:
         while True:
             line = self._read_line_blocking()
+            if sasl and line.startswith(b"+"):
+                self._send(b"\r\n")
+                continue
             if line.startswith(tag + b" "):
                 status = line[len(tag) + 1 :].split(b" ", 1)[0].upper()
                 if status == b"OK":
                     return
                 words = _words(line[len(tag) + 1 :])
                 if secret:  # LOGIN: the server's answer, never our command
-                    raise AuthError(f"login refused by the server ({words})", fix=Fix.PASSWORD)
+                    raise AuthError(
+                        f"login refused by the server ({words})", fix=Fix.GMAIL_IMAP if sasl else Fix.PASSWORD
+                    )
                 raise BadDataError(f"server refused while waiting for new mail (IDLE): {words}")
             if line.upper().startswith(b"* BYE"):
                 raise TransientError(f"connection lost while waiting for new mail (IDLE): {_words(line)}")

@@ -23,7 +23,7 @@ from app.db import read_only, write_transaction
 from app.models import Mailbox, MailboxStatus, Organisation
 from app.models.base import utcnow
 from app.settings import holder_gone
-from connectors.base import ConnectorError
+from connectors.base import AuthError, ConnectorError, Fix
 from connectors.imap import ImapSettings
 from connectors.imapidle import IdleSession
 from sync import followups, stats
@@ -45,7 +45,8 @@ IDLE_ANSWER_SECONDS = 20.0
 # first time after start (not at once: a fresh server is busy with its first imports).
 SUMMARY_CHECK_SECONDS = 6 * 3600
 SUMMARY_CHECK_DELAY = 600
-WATCHED_KINDS = ("imap", "m365")  # IDLE; Graph subscriptions (a Graph mailbox needs no connection)
+WATCHED_KINDS = ("imap", "gmail", "m365")  # IDLE; Graph subscriptions (a Graph mailbox needs no connection)
+IDLE_KINDS = ("imap", "gmail")  # held in IDLE by the hub (Gmail with XOAUTH2, on All Mail)
 
 
 def claim_watches(engine, worker: str, lease_seconds: int, limit: int, now: datetime | None = None) -> dict[int, str]:
@@ -108,8 +109,12 @@ def release_watches(engine, worker: str) -> None:
 def open_idle_session(rt: Runtime, mailbox_id: int, answer_seconds: float) -> IdleSession:
     """An IdleSession for an IMAP mailbox, its answers due within answer_seconds (see above)."""
     with read_only(rt.engine) as conn:
-        row = conn.execute(select(MAILBOX.c.config, MAILBOX.c.secret_enc).where(MAILBOX.c.id == mailbox_id)).one()
-    cfg = row.config or {}
+        row = conn.execute(
+            select(MAILBOX.c.kind, MAILBOX.c.config, MAILBOX.c.secret_enc).where(MAILBOX.c.id == mailbox_id)
+        ).one()
+        cfg = row.config or {}
+        if row.kind == "gmail":
+            return _gmail_idle_session(rt, conn, mailbox_id, cfg, answer_seconds)
     settings = ImapSettings(
         host=cfg["host"],
         port=int(cfg["port"]),
@@ -118,6 +123,35 @@ def open_idle_session(rt: Runtime, mailbox_id: int, answer_seconds: float) -> Id
         timeout=answer_seconds,
     )
     return IdleSession(settings, rt.box.decrypt(row.secret_enc) if row.secret_enc else "")
+
+
+def _gmail_idle_session(rt: Runtime, conn, mailbox_id: int, cfg: dict, answer_seconds: float) -> IdleSession:
+    """Gmail: XOAUTH2 with a token of the rep from the Workspace's service account, IDLE on the
+    folder the sync reads (All Mail, where every new message lands, sent mail included)."""
+    from app.models import FolderState, GoogleWorkspace
+    from connectors.gmail import GMAIL_IMAP
+    from connectors.googleauth import MAIL_SCOPE, ServiceAccountTokenSource
+
+    W, F = GoogleWorkspace.__table__, FolderState.__table__
+    key_enc = conn.execute(select(W.c.secret_enc).where(W.c.id == int(cfg.get("workspace") or 0))).scalar()
+    if not key_enc:
+        raise AuthError("the Google Workspace of this mailbox is gone", fix=Fix.SERVICE_KEY)
+    folder = conn.execute(
+        select(F.c.name)
+        .where(F.c.mailbox_id == mailbox_id, F.c.selected, F.c.role.notin_(("calendar", "skip")))
+        .order_by((F.c.role == "archive").desc(), F.c.name)
+        .limit(1)
+    ).scalar()
+    user = cfg.get("user") or cfg["username"]
+    tokens = ServiceAccountTokenSource(rt.box.decrypt(key_enc), user, [MAIL_SCOPE])
+    settings = ImapSettings(
+        host=cfg.get("host", GMAIL_IMAP["host"]),
+        port=int(cfg.get("port", GMAIL_IMAP["port"])),
+        security=cfg.get("security", GMAIL_IMAP["security"]),
+        username=cfg.get("username") or user,
+        timeout=answer_seconds,
+    )
+    return IdleSession(settings, "", oauth2_token=tokens.token, folder=folder or "INBOX")
 
 
 def mark_connection_lost(engine, mailbox_id: int, reason: str) -> None:
@@ -265,7 +299,7 @@ class SyncService:
                 log.exception("could not renew the IDLE leases")
                 return
         assert self.hub is not None
-        self.hub.watch_only(m for m, kind in held.items() if kind == "imap")
+        self.hub.watch_only(m for m, kind in held.items() if kind in IDLE_KINDS)
         graph = {m for m, kind in held.items() if kind == "m365"}
         new = graph - (self.graph_held or set())
         self.graph_held = graph

@@ -195,3 +195,23 @@ def test_without_an_all_mail_folder_gmail_reads_every_label_like_any_imap_server
     finally:
         connector.close()
     assert roles == {"INBOX": "inbox", "Clients": "other", "Trash": "skip"}
+
+
+def test_an_idle_session_logs_in_to_gmail_with_xoauth2_and_a_refused_token_says_gmail_imap(google, dovecot_gmail):
+    from connectors.imap import ImapSettings
+    from connectors.imapidle import IdleSession
+
+    key = workspace(google)
+    dovecot_gmail.add_user(REP, "unused-password")
+    settings = ImapSettings(dovecot_gmail.host, dovecot_gmail.port, "none", REP, timeout=5)
+    tokens = ServiceAccountTokenSource(key, REP)
+    session = IdleSession(settings, "", oauth2_token=tokens.token, folder="All Mail")
+    try:
+        session.open()
+        assert session.state == "idling"
+    finally:
+        session.close()
+    refused = IdleSession(settings, "", oauth2_token=lambda: "ya29.not-a-token", folder="All Mail")
+    with pytest.raises(AuthError) as caught:
+        refused.open()
+    assert caught.value.fix == Fix.GMAIL_IMAP and "ya29" not in str(caught.value)

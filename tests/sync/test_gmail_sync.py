@@ -173,3 +173,36 @@ def test_rotating_the_secret_key_re_encrypts_the_service_account_key_and_gmail_s
     fresh = open_runtime(world.rt.settings)
     assert fresh.box.decrypt(after) == key
     assert sync_mailbox(fresh.engine, fresh.box, boxes[ALICE]).ok
+
+
+def test_new_gmail_reaches_the_timeline_within_seconds_through_idle_with_xoauth2(world, gmail, google, dovecot_gmail):
+    import time
+
+    from sync.scheduler import SyncService
+
+    boxes, _ = gmail
+    dovecot_gmail.deliver(ALICE, message(CARLA, ALICE, "Before", msgid="push-0@acme.com"), folder="All Mail")
+    assert world.sync(boxes[ALICE]).ok
+    grants = len(google.grants)
+    service = SyncService(world.rt, idle=True)
+    service.start()
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and boxes[ALICE] not in service.hub.live:
+            time.sleep(0.05)
+        assert boxes[ALICE] in service.hub.live  # in IDLE on All Mail, logged in with XOAUTH2
+        time.sleep(0.5)
+        dovecot_gmail.deliver(ALICE, message(CARLA, ALICE, "Pushed", msgid="push-1@acme.com"), folder="All Mail")
+        sent = time.monotonic()
+        while time.monotonic() - sent < 10:
+            if world.scalar("SELECT count(*) FROM interaction WHERE message_key LIKE '%push-1@acme.com%'"):
+                break
+            time.sleep(0.05)
+        elapsed = time.monotonic() - sent
+    finally:
+        service.stop()
+    assert world.scalar("SELECT count(*) FROM interaction WHERE message_key LIKE '%push-1@acme.com%'") == 1
+    assert elapsed < 5.0, f"new Gmail took {elapsed:.2f}s to reach the timeline"
+    # The IDLE login asked Google for a token of the rep with Gmail's scope only.
+    scopes = {g["claims"]["scope"] for g in google.grants[grants:] if g["claims"] and g["claims"].get("sub") == ALICE}
+    assert MAIL_SCOPE in scopes
