@@ -234,7 +234,7 @@ class GoogleCalendar:
             next_page, sync_token = page.get("nextPageToken"), page.get("nextSyncToken")
             if not next_page and not sync_token:
                 raise BadDataError("Google Calendar sent a page with neither nextPageToken nor nextSyncToken")
-            records, bad, removed = self._events(items, incremental=round_token is not None)
+            records, bad, removed = self._events(items, incremental=round_token is not None, window=base["window"])
             if next_page:
                 cursor = {**base, "page_token": next_page, "round_token": round_token}
             else:
@@ -244,7 +244,11 @@ class GoogleCalendar:
                 return
             page_token = next_page
 
-    def _events(self, items: list, *, incremental: bool):
+    def _events(self, items: list, *, incremental: bool, window: list[str]):
+        """A sync-token round lists changes wherever they fall in time (timeMin/timeMax cannot go
+        with a token): a meeting created or moved outside the window is treated as gone, so the
+        timeline holds what a full round over the same window would."""
+        lo, hi = (datetime.fromisoformat(w.replace("Z", "+00:00")) for w in window)
         records: list[MeetingRecord] = []
         bad: list[BadRecord] = []
         removed: list[str] = []
@@ -267,8 +271,9 @@ class GoogleCalendar:
             except Exception as exc:  # noqa: BLE001 - one event never stops the calendar
                 bad.append(BadRecord(rid, f"unreadable event: {type(exc).__name__}: {exc}"[:300]))
                 continue
-            if record is None:
-                if incremental:  # its guests all gone: no longer a meeting with anyone
+            outside = record is not None and not (lo <= record.start < hi or (record.end and lo < record.end <= hi))
+            if record is None or outside:
+                if incremental:  # its guests all gone, or moved out of the window
                     removed.append(rid)
                 continue
             records.append(record)

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from connectors.base import AuthError, ThrottledError
+from connectors.base import AuthError, CalendarWindow, ThrottledError
 from connectors.gcal import GoogleCalendar, event_record
 from connectors.googleauth import CALENDAR_SCOPE, MAIL_SCOPE, SCOPES, ServiceAccountTokenSource
 from tests.fakes.google.fixtures import fake_google_server, google  # noqa: F401
@@ -149,3 +149,17 @@ def test_attendees_and_their_answers_map_to_roles_and_responses_and_rooms_are_le
     }
     moved = event_record("y", timed)
     assert moved.recurrence_id == "2026-12-10T08:00:00Z" and moved.start.hour == 11
+
+
+def test_a_change_outside_the_calendar_window_is_left_out_as_a_full_round_would(google):
+    cal, _ = calendar(google, window=CalendarWindow(past_days=30, future_days=30))
+    near = meetings(1, google)[0]
+    done = list(cal.fetch_changes({}))[-1].cursor
+    far = google.calendar.add_event(
+        [REP], subject="Next year", start=NOW + timedelta(days=200), organizer=REP, attendees=["carla@acme.com"]
+    )
+    google.calendar.respond(REP, near, "carla@acme.com", "accepted")
+    batches = list(cal.fetch_changes(done))
+    assert [r.remote_id for b in batches for r in b.records] == [near]
+    assert far in [rid for b in batches for rid in b.removed]  # never stored; removing it is a no-op
+    cal.close()
