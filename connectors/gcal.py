@@ -16,7 +16,9 @@ resources efficiently"):
   parameter must be the same as for the full sync). Deleted and cancelled
   events come back with `status: "cancelled"` and are removed; a moved
   occurrence comes back with its new start and the same `originalStartTime`,
-  so it updates the meeting it was.
+  so it updates the meeting it was. A change that falls outside the window
+  (created or moved there) is treated as removed, as a full round would not
+  list it.
 - 410 GONE ("fullSyncRequired": the token expired or was invalidated) restarts
   the calendar from scratch with reset=True, as the guide asks ("clear the
   client's store and perform a full sync"): the engine drops the folder's
