@@ -27,6 +27,7 @@ from app.models.org import (
 )
 from app.models.segments import Segment
 from app.models.timeline import (
+    AnswerSample,
     Company,
     Contact,
     ContactAddress,
@@ -36,6 +37,7 @@ from app.models.timeline import (
     InteractionKind,
     InteractionSource,
     Participant,
+    RepDay,
     SummaryCheck,
 )
 
@@ -74,6 +76,8 @@ __all__ = [
     "InteractionKind",
     "InteractionSource",
     "Participant",
+    "RepDay",
+    "AnswerSample",
     "Deal",
     "DealContact",
     "DealStageChange",

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from app.db import db_time
@@ -126,19 +126,6 @@ def _week(conn: Connection, col: str) -> str:
     return f"date(substr({col}, 1, 10), 'weekday 0', '-6 days')"
 
 
-def _day(conn: Connection, col: str) -> str:
-    """The UTC day of a timestamp column, as YYYY-MM-DD text."""
-    if _pg(conn):
-        return f"to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-    return f"substr({col}, 1, 10)"
-
-
-def _seconds(conn: Connection, later: str, earlier: str) -> str:
-    if _pg(conn):
-        return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
-    return f"(julianday({later}) - julianday({earlier})) * 86400.0"
-
-
 def _minus_days(conn: Connection, col: str, days: int) -> str:
     if _pg(conn):
         return f"({col} - INTERVAL '{int(days)} days')"
@@ -200,33 +187,26 @@ def activity(conn: Connection, actor: Actor, **filters) -> dict:
     """Emails out (the rep sent them), emails in (to, cc or bcc the rep) and meetings (not
     cancelled) per rep and week. An email is counted once per rep however many copies exist."""
     s = scope(conn, actor, **filters)
-    # Grouped by day (a cut of the stored text on SQLite), folded into weeks here: the date
-    # arithmetic per row cost as much as the rest. The colleagues are listed so the index
-    # (org, user, time) is read as one time range per colleague.
-    day = _day(conn, "p.occurred_at")
-    rep = "p.user_id = :rep" if s.rep_id is not None else "p.user_id IN (SELECT id FROM app_user WHERE org_id = :org)"
+    # From the per-day summaries kept at ingest (sync/reportsums.py), folded into weeks here:
+    # 20 reps x 84 days of rows instead of the range's ~480,000 participant rows, which took
+    # 1.27 s for the whole team on 1,000,000 interactions (bench/reports.py, docs/performance.md 12).
+    rep = "AND user_id = :rep" if s.rep_id is not None else ""
     rows = conn.execute(
         text(
-            f"""SELECT p.user_id, {day} AS d,
-              COUNT(DISTINCT CASE WHEN i.kind = 'email' AND i.direction = 'out' AND p.role = 'from'
-                    THEN i.id END) AS sent,
-              COUNT(DISTINCT CASE WHEN i.kind = 'email' AND i.direction = 'in' AND p.role IN ('to', 'cc', 'bcc')
-                    THEN i.id END) AS received,
-              COUNT(DISTINCT CASE WHEN i.kind = 'meeting' AND COALESCE(i.status, '') <> 'cancelled'
-                    THEN i.id END) AS met
-            FROM participant p JOIN interaction i ON i.id = p.interaction_id
-            WHERE p.org_id = :org AND {rep} AND p.occurred_at >= :since AND p.occurred_at < :until
-            GROUP BY p.user_id, {day}"""
+            f"""SELECT user_id, day, emails_out, emails_in, meetings FROM repday
+            WHERE org_id = :org AND day >= :first AND day <= :last {rep}"""
         ),
-        _params(conn, s),
+        {"org": s.org_id, "rep": s.rep_id, "first": s.start.isoformat(), "last": s.end.isoformat()},
     ).all()
     counts: dict[tuple[int, str], list[int]] = {}
     for r in rows:
-        d = date.fromisoformat(r.d)
+        if not (r.emails_out or r.emails_in or r.meetings):
+            continue
+        d = date.fromisoformat(r.day)
         c = counts.setdefault((r.user_id, (d - timedelta(days=d.weekday())).isoformat()), [0, 0, 0])
-        c[0] += int(r.sent)
-        c[1] += int(r.received)
-        c[2] += int(r.met)
+        c[0] += int(r.emails_out)
+        c[1] += int(r.emails_in)
+        c[2] += int(r.meetings)
     names = _name_of(s)
     reps = [s.rep_id] if s.rep_id is not None else sorted({u for u, _ in counts}, key=lambda u: (names.get(u, ""), u))
     out = []
@@ -271,46 +251,27 @@ def _user_addresses(conn: Connection, org_id: int) -> dict[str, int]:
 
 
 def response_samples(conn: Connection, s: Scope) -> list[tuple[str, int | None, float]]:
-    """(who answered: 'rep' or 'customer', the rep concerned, seconds) for every turn of a thread
-    within the range. A turn is a run of emails in one direction; the answer time is from the
-    first email of a turn to the first email of the next turn, so a reminder sent before any
-    answer does not reset the clock. Automated mail (auto-replies) is left out. The rep of an
-    answer is its sender; of a customer's answer, the sender of the turn it answers."""
-    secs = _seconds(conn, "occurred_at", "prev_at")
-    # One rep's answers (and their customers') are in threads where the rep wrote in the range:
-    # walking only those threads gives the same samples for them, from their own index rows.
-    threads = (
-        """AND i.thread_key IN (SELECT r.thread_key FROM participant q JOIN interaction r ON r.id = q.interaction_id
-             WHERE q.org_id = :org AND q.user_id = :rep AND q.role = 'from'
-               AND q.occurred_at >= :since AND q.occurred_at < :until)"""
-        if s.rep_id is not None
-        else ""
-    )
-    rows = conn.execute(
-        text(
-            f"""WITH e AS (
-              SELECT i.id, i.thread_key, i.occurred_at, i.direction, i.from_address,
-                LAG(i.direction) OVER (PARTITION BY i.thread_key ORDER BY i.occurred_at, i.id) AS prev_dir
-              FROM interaction i
-              WHERE i.org_id = :org AND i.occurred_at >= :since AND i.occurred_at < :until
-                AND i.kind = 'email' AND i.automated = :no {threads}
-            ), turns AS (
-              SELECT id, thread_key, occurred_at, direction, from_address,
-                LAG(occurred_at) OVER (PARTITION BY thread_key ORDER BY occurred_at, id) AS prev_at,
-                LAG(from_address) OVER (PARTITION BY thread_key ORDER BY occurred_at, id) AS prev_from
-              FROM e WHERE prev_dir IS NULL OR prev_dir <> direction
-            )
-            SELECT direction, CASE WHEN direction = 'out' THEN from_address ELSE prev_from END AS sender,
-              {secs} AS secs
-            FROM turns WHERE prev_at IS NOT NULL"""
-        ),
-        _params(conn, s, no=False),
-    ).all()
+    """(who answered: 'rep' or 'customer', the rep concerned, seconds) for every answered turn
+    whose question and answer both fall in the range. A turn is a run of emails in one direction
+    of a thread; the answer time is from the first email of a turn to the first email of the
+    next turn, so a reminder sent before any answer does not reset the clock. Automated mail
+    (auto-replies) is left out. The rep of an answer is its sender; of a customer's answer, the
+    sender of the turn it answers. The turns are walked over the whole thread when its mail
+    arrives and kept (sync/reportsums.py: answersample): walking the range's ~373,000 emails
+    per render took 3.3 s for the whole team on 1,000,000 interactions (docs/performance.md 12)."""
     users = _user_addresses(conn, s.org_id)
-    return [
-        ("rep" if r.direction == "out" else "customer", users.get((r.sender or "").lower()), float(r.secs))
-        for r in rows
-    ]
+    params = _params(conn, s)
+    where = "org_id = :org AND answered_at >= :since AND answered_at < :until AND asked_at >= :since"
+    if s.rep_id is not None:
+        # One rep's answers and their customers' are credited to the rep's own addresses.
+        mine = sorted(a for a, u in users.items() if u == s.rep_id)
+        stmt = text(
+            f"SELECT direction, sender, seconds FROM answersample WHERE {where} AND sender IN :mine"
+        ).bindparams(bindparam("mine", expanding=True))
+        rows = conn.execute(stmt, {**params, "mine": mine}).all() if mine else []
+    else:
+        rows = conn.execute(text(f"SELECT direction, sender, seconds FROM answersample WHERE {where}"), params).all()
+    return [("rep" if r.direction == "out" else "customer", users.get(r.sender or ""), float(r.seconds)) for r in rows]
 
 
 def _hours(seconds: float) -> float:
