@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+
 from app.db import read_only, session
 from app.models import Mailbox
 from app.services import duplicates, mailboxes, privacy, reports, rules
@@ -89,9 +90,7 @@ def world(tmp_path, dovecot):
     remove_imap_users(dovecot, created)
 
 
-def test_the_summaries_equal_a_recount_through_sync_resync_erasure_merge_undo_rule_and_mailbox_removal(
-    world, dovecot
-):
+def test_the_summaries_equal_a_recount_through_sync_resync_erasure_merge_undo_rule_and_mailbox_removal(world, dovecot):
     w, created = world
     admin = Actor.operator(w.org_id)
     alice_user, bob_user = new_imap_user(dovecot, created), new_imap_user(dovecot, created)
