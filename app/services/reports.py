@@ -183,10 +183,8 @@ def _name_of(s: Scope) -> dict[int, str]:
 # -- activity per rep per week ---------------------------------------------------------------------
 
 
-def activity(conn: Connection, actor: Actor, **filters) -> dict:
-    """Emails out (the rep sent them), emails in (to, cc or bcc the rep) and meetings (not
-    cancelled) per rep and week. An email is counted once per rep however many copies exist."""
-    s = scope(conn, actor, **filters)
+def activity_counts(conn: Connection, s: Scope) -> dict[tuple[int, str], list[int]]:
+    """(rep, Monday) -> [emails out, emails in, meetings] over the range."""
     # From the per-day summaries kept at ingest (sync/reportsums.py), folded into weeks here:
     # 20 reps x 84 days of rows instead of the range's ~480,000 participant rows, which took
     # 1.27 s for the whole team on 1,000,000 interactions (bench/reports.py, docs/performance.md 12).
@@ -207,6 +205,14 @@ def activity(conn: Connection, actor: Actor, **filters) -> dict:
         c[0] += int(r.emails_out)
         c[1] += int(r.emails_in)
         c[2] += int(r.meetings)
+    return counts
+
+
+def activity(conn: Connection, actor: Actor, **filters) -> dict:
+    """Emails out (the rep sent them), emails in (to, cc or bcc the rep) and meetings (not
+    cancelled) per rep and week. An email is counted once per rep however many copies exist."""
+    s = scope(conn, actor, **filters)
+    counts = activity_counts(conn, s)
     names = _name_of(s)
     reps = [s.rep_id] if s.rep_id is not None else sorted({u for u, _ in counts}, key=lambda u: (names.get(u, ""), u))
     out = []
