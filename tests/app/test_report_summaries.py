@@ -10,11 +10,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from app.db import read_only, session
 from app.models import Mailbox
 from app.services import duplicates, mailboxes, privacy, reports, rules
 from app.services.actor import Actor
+from app.services.errors import ServiceError
 from connectors.base import Attendee, Batch, Folder, MeetingRecord
 from sync import reportsums
 from tests.app._mail import new_imap_user, remove_imap_users
@@ -263,3 +265,73 @@ def test_migration_0018_fills_the_summaries_from_the_timeline_already_there(worl
     command.downgrade(cfg, "0017")
     command.upgrade(cfg, "0018")
     assert agrees(w) == kept
+
+
+# -- any sequence of changes -----------------------------------------------------------------------
+
+POOL = [
+    ("alice", mail("p1@acme.com", CAROL, A, at(12))),
+    ("alice", mail("p2@ourco.com", A, CAROL, at(12) + 5 * H, "p1@acme.com")),
+    ("alice", mail("p3@acme.com", CAROL, A, at(11), "p2@ourco.com")),
+    ("alice", mail("p4@acme.com", CAROL, A, at(11) + H, "p3@acme.com")),
+    ("alice", mail("p5@ourco.com", A, CAROL, at(10), "p4@acme.com")),
+    ("both", mail("p6@globex.com", DAN, B, at(9), cc=A)),
+    ("bob", mail("p7@ourco.com", B, DAN, at(8), "p6@globex.com")),
+    ("both", mail("p8@globex.com", DAN, f"{B}, {A}", at(7), "p7@ourco.com")),
+    ("alice", mail("p9@initech.com", ERIN, A, at(30))),
+    ("both", mail("p10@ourco.com", A, ERIN, at(29), "p9@initech.com", cc=B)),
+    ("bob", mail("p11@acme.com", f"Carol Buyer <{CAROL2}>", B, at(6))),
+    ("bob", mail("p12@ourco.com", B, f"Carol Buyer <{CAROL2}>", at(5), "p11@acme.com")),
+]
+OPS = st.one_of(
+    st.tuples(st.just("deliver"), st.sampled_from(["alice", "bob"]), st.integers(0, len(POOL) - 1)),
+    st.tuples(st.just("erase"), st.sampled_from([CAROL, DAN, ERIN])),
+    st.tuples(st.just("merge"), st.sampled_from([CAROL, CAROL2, DAN]), st.sampled_from([CAROL, CAROL2, ERIN])),
+    st.tuples(st.just("undo")),
+    st.tuples(st.just("rule"), st.sampled_from(["globex.com", "initech.com"])),
+    st.tuples(st.just("remove"), st.sampled_from(["alice", "bob"])),
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ops=st.lists(OPS, min_size=2, max_size=8))
+def test_after_any_sequence_of_syncs_erasures_merges_undos_rules_and_removals_the_summaries_equal_a_recount(
+    tmp_path_factory, dovecot, ops
+):
+    created: list[str] = []
+    w = make_world(tmp_path_factory.mktemp("sums"))
+    admin = Actor.operator(w.org_id)
+    try:
+        users = {"alice": new_imap_user(dovecot, created), "bob": new_imap_user(dovecot, created)}
+        boxes = {"alice": w.add_imap(A, users["alice"]), "bob": w.add_imap(B, users["bob"])}
+        merges: list[int] = []
+        for op in ops:
+            if op[0] == "deliver":
+                who, n = op[1], op[2]
+                if who in boxes and POOL[n][0] in (who, "both"):
+                    users[who].deliver(POOL[n][1])
+                    assert w.sync(boxes[who]).ok
+            elif op[0] == "erase":
+                if contact_of(w, op[1]) is not None:
+                    privacy.erase_person(w.rt, admin, op[1], confirm=True)
+            elif op[0] == "merge":
+                keep, gone = contact_of(w, op[1]), contact_of(w, op[2])
+                if keep is not None and gone is not None and keep != gone:
+                    merges.append(duplicates.merge(w.rt, admin, keep, gone)["audit_id"])
+            elif op[0] == "undo":
+                if merges:
+                    try:
+                        duplicates.unmerge(w.rt, admin, merges.pop())
+                    except ServiceError:
+                        pass  # voided by an erasure, or already undone: nothing moved
+            elif op[0] == "rule":
+                try:
+                    rules.add_rule(w.rt, admin, value=op[1])
+                except ServiceError:
+                    pass  # the same rule twice
+            elif op[0] == "remove" and op[1] in boxes:
+                mailboxes.remove(w.rt, admin, boxes.pop(op[1]), purge=True)
+            agrees(w)
+    finally:
+        w.rt.engine.dispose()
+        remove_imap_users(dovecot, created)
