@@ -140,8 +140,9 @@ def raw_activity_counts(conn, s):
     return counts
 
 
-def raw_response_samples(conn, s):
-    """The baseline: the range's emails walked into turns at every render (the report before the summaries)."""
+def raw_answer_figures(conn, s):
+    """The baseline: the range's emails walked into turns at every render, the samples fetched and
+    sorted in Python (the report before the summaries)."""
     from sqlalchemy import text
 
     from app.db import db_time
@@ -160,11 +161,23 @@ def raw_response_samples(conn, s):
         "until": db_time(conn, s.until),
         "no": False,
     }
-    users = reports._user_addresses(conn, s.org_id)
-    return [
-        ("rep" if r[4] == "out" else "customer", users.get(r[5] or ""), float(r[3]))
-        for r in conn.execute(text(reportsums._samples_sql(conn, where)), params)
-    ]
+    users = {
+        a: u
+        for a, u in conn.execute(
+            text(
+                "SELECT lower(email), id FROM app_user WHERE org_id = :o "
+                "UNION ALL SELECT lower(address), user_id FROM useralias WHERE org_id = :o"
+            ),
+            {"o": s.org_id},
+        )
+    }
+    by: dict = {}
+    for r in conn.execute(text(reportsums._samples_sql(conn, where)), params):
+        rep = users.get(r[5] or "")
+        if rep is None or (s.rep_id is not None and rep != s.rep_id):
+            continue
+        by.setdefault((rep, "rep" if r[4] == "out" else "customer"), []).append(float(r[3]))
+    return {k: reports.figures_of(v) for k, v in by.items()}
 
 
 def measure(engine, manager, name: str, rep, args) -> tuple[list[float], dict]:
@@ -237,7 +250,7 @@ def main() -> int:
     rows = []
     summarised = {
         "activity": ("activity_counts", raw_activity_counts),
-        "response-times": ("response_samples", raw_response_samples),
+        "response-times": ("answer_figures", raw_answer_figures),
     }
     for name in reports.REPORTS:
         for scope, rep in (("team", None), ("one rep", busiest)):

@@ -14,11 +14,10 @@ rep and the whole team; a rep sees only their own numbers (asking for another re
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from app.db import db_time
@@ -239,45 +238,62 @@ def activity(conn: Connection, actor: Actor, **filters) -> dict:
 # -- response times --------------------------------------------------------------------------------
 
 
-def _percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+def nearest_rank(n: int, pct: int) -> int:
+    """The 1-based rank of the pct-th percentile of n values (nearest rank), in integers: a
+    float pct / 100 * n is 9.000000000000002 for the 90th of 10 and would pick the 10th."""
+    return max(1, (pct * n + 99) // 100)
 
 
-def _user_addresses(conn: Connection, org_id: int) -> dict[str, int]:
+def figures_of(samples: list[float]) -> tuple[int, float, float]:
+    """(count, median, 90th percentile) of a non-empty list."""
+    ordered = sorted(samples)
+    n = len(ordered)
+    return n, ordered[nearest_rank(n, 50) - 1], ordered[nearest_rank(n, 90) - 1]
+
+
+Figures = dict[tuple[int, str], tuple[int, float, float]]
+
+
+def answer_figures(conn: Connection, s: Scope) -> Figures:
+    """(rep, 'rep' | 'customer') -> (answers, median seconds, 90th percentile seconds) over every
+    answered turn whose question and answer both fall in the range. A turn is a run of emails
+    in one direction of a thread; the answer time is from the first email of a turn to the
+    first email of the next turn, so a reminder sent before any answer does not reset the
+    clock. Automated mail (auto-replies) is left out. The rep of an answer is its sender; of a
+    customer's answer, the sender of the turn it answers (by their address or an alias).
+
+    The turns are walked over each thread as its mail arrives and kept (sync/reportsums.py:
+    answersample); walking the range's ~373,000 emails at every render took 3.3 s for the whole
+    team on 1,000,000 interactions. The percentiles are picked in SQL (one sort of the range's
+    ~88,000 samples, from a covering index, and 2 rows per rep and side back), since fetching
+    every sample into Python took 1.5 s under load (docs/performance.md, section 12)."""
+    rep = "AND m.u = :rep" if s.rep_id is not None else ""
     rows = conn.execute(
         text(
-            "SELECT lower(email), id FROM app_user WHERE org_id = :o "
-            "UNION ALL SELECT lower(address), user_id FROM useralias WHERE org_id = :o"
+            f"""WITH m AS (
+              SELECT lower(email) AS a, id AS u FROM app_user WHERE org_id = :org
+              UNION SELECT lower(address), user_id FROM useralias WHERE org_id = :org
+            ), x AS (
+              SELECT m.u, a.direction, a.seconds,
+                ROW_NUMBER() OVER (PARTITION BY m.u, a.direction ORDER BY a.seconds) AS rn,
+                COUNT(*) OVER (PARTITION BY m.u, a.direction) AS n
+              FROM answersample a JOIN m ON m.a = a.sender
+              WHERE a.org_id = :org AND a.answered_at >= :since AND a.answered_at < :until
+                AND a.asked_at >= :since {rep}
+            )
+            SELECT u, direction, n, rn, seconds FROM x
+            WHERE rn = (50 * n + 99) / 100 OR rn = (90 * n + 99) / 100"""
         ),
-        {"o": org_id},
+        _params(conn, s),
     ).all()
-    return {a: u for a, u in rows}
-
-
-def response_samples(conn: Connection, s: Scope) -> list[tuple[str, int | None, float]]:
-    """(who answered: 'rep' or 'customer', the rep concerned, seconds) for every answered turn
-    whose question and answer both fall in the range. A turn is a run of emails in one direction
-    of a thread; the answer time is from the first email of a turn to the first email of the
-    next turn, so a reminder sent before any answer does not reset the clock. Automated mail
-    (auto-replies) is left out. The rep of an answer is its sender; of a customer's answer, the
-    sender of the turn it answers. The turns are walked over the whole thread when its mail
-    arrives and kept (sync/reportsums.py: answersample): walking the range's ~373,000 emails
-    per render took 3.3 s for the whole team on 1,000,000 interactions (docs/performance.md 12)."""
-    users = _user_addresses(conn, s.org_id)
-    params = _params(conn, s)
-    where = "org_id = :org AND answered_at >= :since AND answered_at < :until AND asked_at >= :since"
-    if s.rep_id is not None:
-        # One rep's answers and their customers' are credited to the rep's own addresses.
-        mine = sorted(a for a, u in users.items() if u == s.rep_id)
-        stmt = text(
-            f"SELECT direction, sender, seconds FROM answersample WHERE {where} AND sender IN :mine"
-        ).bindparams(bindparam("mine", expanding=True))
-        rows = conn.execute(stmt, {**params, "mine": mine}).all() if mine else []
-    else:
-        rows = conn.execute(text(f"SELECT direction, sender, seconds FROM answersample WHERE {where}"), params).all()
-    return [("rep" if r.direction == "out" else "customer", users.get(r.sender or ""), float(r.seconds)) for r in rows]
+    out: dict[tuple[int, str], list] = {}
+    for r in rows:
+        f = out.setdefault((r.u, "rep" if r.direction == "out" else "customer"), [int(r.n), None, None])
+        if r.rn == nearest_rank(int(r.n), 50):
+            f[1] = float(r.seconds)
+        if r.rn == nearest_rank(int(r.n), 90):
+            f[2] = float(r.seconds)
+    return {k: (v[0], v[1], v[2]) for k, v in out.items()}
 
 
 def _hours(seconds: float) -> float:
@@ -288,21 +304,15 @@ def response_times(conn: Connection, actor: Actor, **filters) -> dict:
     """Median and 90th percentile of the time a rep takes to answer a customer, and a customer
     to answer the rep, per rep (hours)."""
     s = scope(conn, actor, **filters)
-    by: dict[tuple[int | None, str], list[float]] = {}
-    for who, rep, secs in response_samples(conn, s):
-        if rep is None or (s.rep_id is not None and rep != s.rep_id):
-            continue
-        by.setdefault((rep, who), []).append(secs)
+    figures = answer_figures(conn, s)
     names = _name_of(s)
-    reps = sorted({rep for rep, _ in by}, key=lambda u: (names.get(u, ""), u)) if s.rep_id is None else [s.rep_id]
+    reps = sorted({rep for rep, _ in figures}, key=lambda u: (names.get(u, ""), u)) if s.rep_id is None else [s.rep_id]
     rows = []
     for uid in reps:
         row: list = [names.get(uid, f"user {uid}")]
         for who in ("rep", "customer"):
-            samples = by.get((uid, who), [])
-            med = _hours(_percentile(samples, 50)) if samples else None
-            p90 = _hours(_percentile(samples, 90)) if samples else None
-            row += [len(samples), med, p90]
+            f = figures.get((uid, who))
+            row += [f[0], _hours(f[1]), _hours(f[2])] if f else [0, None, None]
         rows.append(row)
     table = _table(
         "response_times",

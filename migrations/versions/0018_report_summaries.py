@@ -64,8 +64,11 @@ def upgrade() -> None:
         sa.Column("direction", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("sender", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     )
-    op.create_index("ix_answersample_org_answered", "answersample", ["org_id", "answered_at"])
-    op.create_index("ix_answersample_org_sender", "answersample", ["org_id", "sender", "answered_at"])
+    op.create_index(
+        "ix_answersample_org_answered",
+        "answersample",
+        ["org_id", "answered_at", "asked_at", "sender", "direction", "seconds"],
+    )
     op.create_index("ix_answersample_org_thread", "answersample", ["org_id", "thread_key"])
     if op.get_bind().dialect.name == "postgresql":
         day = "to_char(p.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
@@ -79,7 +82,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_answersample_org_thread", table_name="answersample")
-    op.drop_index("ix_answersample_org_sender", table_name="answersample")
     op.drop_index("ix_answersample_org_answered", table_name="answersample")
     op.drop_table("answersample")
     op.drop_table("repday")
