@@ -216,8 +216,9 @@ class AnswerSample(TableModel, table=True):
     sender the answer is credited to (the rep's address either way)."""
 
     __table_args__ = (
-        # Covering: a report's range is one index scan, no table reads (reports.answer_figures).
-        Index("ix_answersample_org_answered", "org_id", "answered_at", "asked_at", "sender", "direction", "seconds"),
+        # Each percentile is the k-th entry of one (address, side) in seconds order, read in
+        # place: covering, the range's times included (reports.answer_figures).
+        Index("ix_answersample_org_sender", "org_id", "sender", "direction", "seconds", "answered_at", "asked_at"),
         Index("ix_answersample_org_thread", "org_id", "thread_key"),
     )
     id: int | None = Field(default=None, primary_key=True)

@@ -65,9 +65,9 @@ def upgrade() -> None:
         sa.Column("sender", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     )
     op.create_index(
-        "ix_answersample_org_answered",
+        "ix_answersample_org_sender",
         "answersample",
-        ["org_id", "answered_at", "asked_at", "sender", "direction", "seconds"],
+        ["org_id", "sender", "direction", "seconds", "answered_at", "asked_at"],
     )
     op.create_index("ix_answersample_org_thread", "answersample", ["org_id", "thread_key"])
     if op.get_bind().dialect.name == "postgresql":
@@ -82,6 +82,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_answersample_org_thread", table_name="answersample")
-    op.drop_index("ix_answersample_org_answered", table_name="answersample")
+    op.drop_index("ix_answersample_org_sender", table_name="answersample")
     op.drop_table("answersample")
     op.drop_table("repday")
