@@ -19,7 +19,7 @@ samples are kept rather than a digest: medians and 90th percentiles cannot be ad
 histogram would round the figures the tests compute by hand. The whole team's twelve weeks
 are 87,635 samples on the 1,000,000-interaction bench (bench/reports.py); the report reads no
 sample it does not need, it picks each percentile as the k-th entry of an index in (address,
-side, seconds) order: 0.5-0.6 s at load average 9, against 14 s walking the raw emails at each
+side, seconds) order: 0.2-0.3 s at load average 6 (0.5-0.6 s at 9), against 9-14 s walking the raw emails at each
 render (docs/performance.md, section 12). A thread's samples are recomputed from its emails
 whenever an email of it is added, changed or removed.
 
