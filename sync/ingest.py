@@ -25,7 +25,7 @@ from app.models.base import utcnow
 from app.models.timeline import InteractionKind
 from connectors.base import MessageRecord
 from connectors.normalise import person_name
-from sync import addresses as addr, copies, enrichment, followups, senders, stats
+from sync import addresses as addr, copies, enrichment, followups, reportsums, senders, stats
 from sync.exclusions import Exclusions
 
 INTERACTION = Interaction.__table__
@@ -582,7 +582,8 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             existing[key], direction_of[iid] = iid, direction
             if unverified:
                 unverified_ids.add(iid)
-    upgraded = _vouch_for_stored(conn, org, prepared, existing, unverified_ids, direction_of)
+    report_changes: list[reportsums.Change] = []
+    upgraded = _vouch_for_stored(conn, org, prepared, existing, unverified_ids, direction_of, report_changes)
 
     # Participants (new interactions: everyone; known ones: this copy's colleagues
     # and anyone new) and the copy itself. A new interaction has no participant
@@ -639,6 +640,10 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
                 .with_for_update(key_share=True)
             ).all()
         before.update(_stored_people(conn, adding)[0])
+    if adding:
+        # Stored mail gaining people (another rep's copy names them): what it gave the report
+        # summaries before, read after the locks above so no other writer adds to it meanwhile.
+        report_changes.append(reportsums.changing(conn, org_id, [i for i in adding if i not in upgraded]))
     bulk_insert_new(conn, PARTICIPANT, PARTICIPANT_COLUMNS, fresh)
     inserted += bulk_insert_ignore_returning(
         conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants, ("interaction_id", "contact_id", "user_id")
@@ -676,6 +681,9 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
         fallback = users.get(mbx.owner_address)
         followups.record(conn, org.org_id, followups.events_from_ingest(facts_new, fresh, fallback))
     _enrich(conn, org, prepared, contacts, existing, result)
+    # Last: the report summaries take their thread locks after every other lock of the batch.
+    new_threads = {row[7] for row in rows if existing[row[2]] in new_ids}
+    reportsums.changed(conn, org_id, report_changes, new_ids, new_threads)
     result.imported = len(sources) if mbx.mailbox_id is not None else len(prepared)
     return result
 
@@ -724,6 +732,7 @@ def _vouch_for_stored(
     existing: dict[str, int],
     unverified_ids: set[int],
     direction_of: dict[int, str],
+    report_changes: list,
 ) -> set[int]:
     """Stored mail from an unverified sender that a copy in this batch vouches for
     (the colleague's own Sent copy, say) becomes that colleague's sent mail: the
@@ -736,6 +745,7 @@ def _vouch_for_stored(
             changed[iid] = next(a for a, _, role in p.people if role == "from")
     if not changed:
         return set()
+    report_changes.append(reportsums.changing(conn, org.org_id, changed))
     conn.execute(
         update(INTERACTION).where(INTERACTION.c.id == _bind("b_id")).values(direction="out", unverified_sender=False),
         [{"b_id": i} for i in sorted(changed)],

@@ -36,6 +36,7 @@ from app.models.org import (
 )
 from app.models.segments import Segment
 from app.models.timeline import (
+    AnswerSample,
     Company,
     Contact,
     ContactAddress,
@@ -45,6 +46,7 @@ from app.models.timeline import (
     InteractionKind,
     InteractionSource,
     Participant,
+    RepDay,
     SummaryCheck,
 )
 
@@ -84,6 +86,8 @@ __all__ = [
     "InteractionKind",
     "InteractionSource",
     "Participant",
+    "RepDay",
+    "AnswerSample",
     "Deal",
     "DealContact",
     "DealStageChange",

@@ -23,7 +23,7 @@ from app.models import (
     InteractionSource,
     Participant,
 )
-from sync import copies
+from sync import copies, reportsums
 
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
 C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
@@ -61,6 +61,7 @@ def delete_interactions(conn: Connection, org_id: int, interaction_ids: Iterable
     contacts: set[int] = set()
     removed = 0
     gone: Counter = Counter()
+    report_change = reportsums.changing(conn, org_id, ids)
     for part in chunks(ids):
         contacts.update(
             c
@@ -74,6 +75,7 @@ def delete_interactions(conn: Connection, org_id: int, interaction_ids: Iterable
         conn.execute(delete(P).where(P.c.org_id == org_id, P.c.interaction_id.in_(part)))
         conn.execute(delete(FU).where(FU.c.org_id == org_id, FU.c.interaction_id.in_(part)))
         removed += conn.execute(delete(I).where(I.c.org_id == org_id, I.c.id.in_(part))).rowcount
+    reportsums.changed(conn, org_id, [report_change])
     return removed, contacts, gone
 
 
