@@ -16,6 +16,7 @@ from app.models import (
     ContactColleague,
     ContactMerge,
     ContactStats,
+    DuplicateCandidate,
     FollowUp,
     Interaction,
     InteractionSource,
@@ -28,6 +29,7 @@ C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
 STATS, COLLEAGUE = ContactStats.__table__, ContactColleague.__table__
 FU = FollowUp.__table__  # the follow-up queue points at interactions, contacts and companies
 MERGE = ContactMerge.__table__
+CANDIDATE = DuplicateCandidate.__table__  # stored duplicate pairs (app/services/duplicates.py)
 CHUNK = 500
 
 
@@ -95,6 +97,12 @@ def delete_contacts(conn: Connection, org_id: int, contact_ids: Iterable[int]) -
         conn.execute(delete(FU).where(FU.c.org_id == org_id, FU.c.contact_id.in_(part)))
         conn.execute(delete(COLLEAGUE).where(COLLEAGUE.c.org_id == org_id, COLLEAGUE.c.contact_id.in_(part)))
         conn.execute(delete(CA).where(CA.c.org_id == org_id, CA.c.contact_id.in_(part)))
+        conn.execute(
+            delete(CANDIDATE).where(
+                CANDIDATE.c.org_id == org_id,
+                or_(CANDIDATE.c.contact_a.in_(part), CANDIDATE.c.contact_b.in_(part)),
+            )
+        )
         conn.execute(delete(C).where(C.c.org_id == org_id, C.c.id.in_(part)))
         # A merge record keeps the merged contact's row for its undo: once either side is gone
         # (erased, or left with no mail) it cannot be undone, and must not keep their data.
@@ -158,6 +166,10 @@ def remove_from_timeline(conn: Connection, org_id: int, interaction_ids: Iterabl
     companies = delete_contacts(conn, org_id, gone)
     dropped = drop_empty_companies(conn, org_id, companies)
     refresh_stats(conn, org_id, touched - gone)
+    from app.services import duplicates  # it uses this module's helpers
+
+    # The duplicate candidates of those left: their mail (the evidence) changed.
+    duplicates.refresh(conn, org_id, touched - gone)
     # Last, as a sync batch writes its folder's row last: neither then holds a folder
     # row while it waits for rows the other holds.
     copies.count_changed(conn, {fid: -n for fid, n in folders.items()}, by_admin=True)

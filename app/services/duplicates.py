@@ -23,7 +23,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from itertools import combinations
 
-from sqlalchemy import and_, delete, desc, func, insert, select, update
+from sqlalchemy import and_, delete, desc, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from app.models import (
@@ -35,7 +35,9 @@ from app.models import (
     ContactStats,
     Deal,
     DealContact,
+    DuplicateCandidate,
     DuplicateDismissal,
+    DuplicateScan,
     FollowUp,
     Interaction,
     MergeState,
@@ -58,6 +60,7 @@ C, CA, CO, I, P = (
 )
 FU, DC, DEAL, STATS = FollowUp.__table__, DealContact.__table__, Deal.__table__, ContactStats.__table__
 M, D, A = ContactMerge.__table__, DuplicateDismissal.__table__, AuditEvent.__table__
+SC, SCAN = DuplicateCandidate.__table__, DuplicateScan.__table__
 
 # How much one piece of evidence alone says; several kinds combine (1 - product of doubts).
 CONFIDENCE = {
@@ -90,12 +93,16 @@ def _when(value) -> str | None:
 class _Found:
     """Evidence gathered per contact pair."""
 
-    def __init__(self) -> None:
+    def __init__(self, only: set[int] | None = None) -> None:
         self.by_pair: dict[tuple[int, int], dict[str, dict]] = defaultdict(dict)
         self.keep_hint: dict[tuple[int, int], int] = {}
+        self.only = only  # when set, only pairs with one of these contacts are kept
+
+    def wants(self, a: int, b: int) -> bool:
+        return a != b and (self.only is None or a in self.only or b in self.only)
 
     def add(self, a: int, b: int, kind: str, text: str, **facts) -> None:
-        if a == b:
+        if not self.wants(a, b):
             return
         slot = self.by_pair[_pair(a, b)].setdefault(kind, {"kind": kind, "count": 0, "examples": []})
         slot["count"] += 1
@@ -111,12 +118,21 @@ def _same_name(conn: Connection, org_id: int, found: _Found) -> None:
         for cid, domain, name in conn.execute(select(CO.c.id, CO.c.domain, CO.c.name).where(CO.c.org_id == org_id))
     }
     group_of: dict[int, str] = {cid: (name or domain).strip().casefold() for cid, (domain, name) in companies.items()}
+    query = select(C.c.id, C.c.name, C.c.company_id).where(C.c.org_id == org_id, C.c.company_id.is_not(None))
+    if found.only is None:
+        rows = conn.execute(query.order_by(C.c.id)).all()
+    else:  # the contacts at the companies (of the same name) of those asked about
+        groups = set()
+        for part in chunks(sorted(found.only)):
+            for company_id in conn.execute(select(C.c.company_id).where(C.c.id.in_(part))).scalars():
+                if company_id is not None:
+                    groups.add(group_of.get(company_id, str(company_id)))
+        rows = []
+        for part in chunks(sorted(c for c, g in group_of.items() if g in groups)):
+            rows.extend(conn.execute(query.where(C.c.company_id.in_(part))).all())
+        rows.sort(key=lambda r: r[0])
     people: dict[tuple[str, str], list[tuple[int, int, str]]] = defaultdict(list)
-    for cid, name, company_id in conn.execute(
-        select(C.c.id, C.c.name, C.c.company_id)
-        .where(C.c.org_id == org_id, C.c.company_id.is_not(None))
-        .order_by(C.c.id)
-    ):
+    for cid, name, company_id in rows:
         key = name_key(name)
         if key:
             people[(group_of.get(company_id, str(company_id)), key)].append((cid, company_id, name))
@@ -143,6 +159,15 @@ def _together(conn: Connection, org_id: int, found: _Found) -> None:
         .group_by(P.c.interaction_id, lname)
         .having(func.count(func.distinct(P.c.contact_id)) > 1)
     )
+    theirs = P.alias("theirs")
+    if found.only is not None:  # the messages those asked about are on
+        on_message = on_message.where(
+            P.c.interaction_id.in_(
+                select(theirs.c.interaction_id).where(
+                    theirs.c.org_id == org_id, theirs.c.contact_id.in_(sorted(found.only))
+                )
+            )
+        )
     rows = conn.execute(
         select(P.c.interaction_id, P.c.contact_id, P.c.name, I.c.subject, I.c.occurred_at)
         .join(I, I.c.id == P.c.interaction_id)
@@ -150,15 +175,20 @@ def _together(conn: Connection, org_id: int, found: _Found) -> None:
         .order_by(I.c.occurred_at, P.c.interaction_id)
     ).all()
     groups: dict[tuple[int, str], set[int]] = defaultdict(set)
+    names: dict[tuple[int, int], set[str]] = defaultdict(set)
     info: dict[int, tuple] = {}
     for iid, contact_id, name, subject, at in rows:
         key = name_key(name)
         if key:
             groups[(iid, key)].add(contact_id)
-            info[iid] = (subject, at, name)
+            names[(iid, contact_id)].add(name)
+            info[iid] = (subject, at)
     for (iid, _), members in groups.items():
-        subject, at, name = info[iid]
+        subject, at = info[iid]
         for a, b in combinations(sorted(members), 2):
+            # one of the pair's own spellings, whatever order the rows came in and whoever
+            # else is on the message (the stored list must not change when they go)
+            name = min(names[(iid, a)] | names[(iid, b)])
             found.add(
                 a,
                 b,
@@ -177,6 +207,15 @@ def _together(conn: Connection, org_id: int, found: _Found) -> None:
         .group_by(I.c.thread_key, lname)
         .having(func.count(func.distinct(P.c.contact_id)) > 1)
     )
+    if found.only is not None:  # the threads those asked about wrote in
+        their_mail = I.alias("their_mail")
+        in_thread = in_thread.where(
+            I.c.thread_key.in_(
+                select(their_mail.c.thread_key)
+                .select_from(theirs.join(their_mail, their_mail.c.id == theirs.c.interaction_id))
+                .where(theirs.c.org_id == org_id, theirs.c.role == "from", theirs.c.contact_id.in_(sorted(found.only)))
+            )
+        )
     rows = conn.execute(
         select(I.c.thread_key, P.c.contact_id, P.c.name, I.c.id, I.c.subject, I.c.occurred_at)
         .join(I, I.c.id == P.c.interaction_id)
@@ -205,17 +244,17 @@ def _together(conn: Connection, org_id: int, found: _Found) -> None:
 
 def _address_changes(conn: Connection, org_id: int, found: _Found) -> None:
     """Inbound mail whose text announces the sender's new address, which is another contact."""
-    rows = conn.execute(
-        select(I.c.id, I.c.from_address, I.c.snippet, I.c.subject, I.c.occurred_at)
-        .where(
-            I.c.org_id == org_id,
-            I.c.kind == "email",
-            I.c.direction == "in",
-            I.c.from_address.is_not(None),
-            I.c.snippet.like("%@%"),
-        )
-        .order_by(I.c.occurred_at, I.c.id)
-    ).all()
+    query = select(I.c.id, I.c.from_address, I.c.snippet, I.c.subject, I.c.occurred_at).where(
+        I.c.org_id == org_id,
+        I.c.kind == "email",
+        I.c.direction == "in",
+        I.c.from_address.is_not(None),
+        I.c.snippet.like("%@%"),
+    )
+    if found.only is None:
+        rows = conn.execute(query.order_by(I.c.occurred_at, I.c.id)).all()
+    else:
+        rows = _mail_naming(conn, org_id, query, found.only)
     wanted: list[tuple] = []
     for iid, sender, snippet, subject, at in rows:
         for new in announced_addresses(snippet):
@@ -245,6 +284,23 @@ def _address_changes(conn: Connection, org_id: int, found: _Found) -> None:
             at=_when(at),
         )
         found.keep_hint[_pair(old_id, new_id)] = new_id  # keep the address they moved to
+
+
+def _mail_naming(conn: Connection, org_id: int, query, only: set[int]) -> list:
+    """The messages of `query` sent from, or whose text names, an address of these contacts,
+    oldest first: every message the address-change rule could pair them by."""
+    addresses: list[str] = []
+    for part in chunks(sorted(only)):
+        addresses.extend(
+            conn.execute(select(CA.c.address).where(CA.c.org_id == org_id, CA.c.contact_id.in_(part))).scalars()
+        )
+    rows: dict[int, tuple] = {}
+    # The snippet test is a superset (LIKE's _ and % match more, never less); the rule itself
+    # then reads each snippet. One scan of the inbound mail per 50 addresses.
+    for part in chunks(sorted(addresses), 50):
+        named = or_(I.c.from_address.in_(part), *(func.lower(I.c.snippet).like(f"%{a}%") for a in part))
+        rows.update((r[0], r) for r in conn.execute(query.where(named)))
+    return sorted(rows.values(), key=lambda r: (r[4], r[0]))
 
 
 def _contacts(conn: Connection, org_id: int, ids: list[int]) -> dict[int, dict]:
@@ -282,26 +338,46 @@ def _contacts(conn: Connection, org_id: int, ids: list[int]) -> dict[int, dict]:
     return out
 
 
-def find_candidates(conn: Connection, org_id: int, *, limit: int = 200) -> list[dict]:
-    """Pairs of contacts that look like one person, most likely first, without those an admin
-    dismissed. Each has the evidence (kind, how often, a few examples) and a confidence in [0, 1]."""
-    found = _Found()
+def _gather(conn: Connection, org_id: int, only: set[int] | None = None) -> _Found:
+    found = _Found(only)
     _same_name(conn, org_id, found)
     _together(conn, org_id, found)
     _address_changes(conn, org_id, found)
-    dismissed = set(conn.execute(select(D.c.contact_a, D.c.contact_b).where(D.c.org_id == org_id)).tuples().all())
-    pairs = [p for p in found.by_pair if p not in dismissed]
-    people = _contacts(conn, org_id, sorted({c for p in pairs for c in p}))
+    return found
+
+
+def _scored(found: _Found) -> list[dict]:
+    """Each pair found with its evidence (strongest kind first), confidence and keep hint."""
     out = []
-    for a, b in pairs:
-        if a not in people or b not in people:
-            continue  # merged or erased while we read
-        evidence = sorted(found.by_pair[(a, b)].values(), key=lambda e: -CONFIDENCE[e["kind"]])
+    for (a, b), kinds in found.by_pair.items():
+        evidence = sorted(kinds.values(), key=lambda e: -CONFIDENCE[e["kind"]])
         doubt = 1.0
         for e in evidence:
             doubt *= 1 - CONFIDENCE[e["kind"]]
+        out.append(
+            {
+                "contact_a": a,
+                "contact_b": b,
+                "confidence": round(1 - doubt, 3),
+                "keep_hint": found.keep_hint.get((a, b)),
+                "evidence": evidence,
+            }
+        )
+    return out
+
+
+def _shown(conn: Connection, org_id: int, rows: list[dict], limit: int) -> list[dict]:
+    """Scored pairs as the console and the API show them: most likely first, with both
+    contacts as they are now (their mail counts decide which to keep, unless the evidence does)."""
+    rows = sorted(rows, key=lambda r: (-r["confidence"], r["contact_a"], r["contact_b"]))
+    people = _contacts(conn, org_id, sorted({r[k] for r in rows for k in ("contact_a", "contact_b")}))
+    out = []
+    for r in rows:
+        a, b = r["contact_a"], r["contact_b"]
+        if a not in people or b not in people:
+            continue  # merged or erased while we read
         first, second = people[a], people[b]
-        keep = found.keep_hint.get((a, b))
+        keep = r["keep_hint"]
         if keep is None:  # the one with more mail, then the one at a company (work), then the older
             rank = {c["id"]: (c["emails"], c["company"] is not None, -c["id"]) for c in (first, second)}
             keep = a if rank[a] >= rank[b] else b
@@ -311,12 +387,178 @@ def find_candidates(conn: Connection, org_id: int, *, limit: int = 200) -> list[
                 "contacts": [first, second],
                 "keep_id": keep,
                 "merge_id": b if keep == a else a,
-                "confidence": round(1 - doubt, 3),
-                "evidence": evidence,
+                "confidence": r["confidence"],
+                "evidence": r["evidence"],
             }
         )
-    out.sort(key=lambda c: (-c["confidence"], c["key"]))
-    return out[: max(1, min(int(limit), 1000))]
+    return out[: _bounded(limit)]
+
+
+def _bounded(limit: int) -> int:
+    return max(1, min(int(limit), 1000))
+
+
+def find_candidates(conn: Connection, org_id: int, *, limit: int = 200) -> list[dict]:
+    """Pairs of contacts that look like one person, most likely first, without those an admin
+    dismissed. Each has the evidence (kind, how often, a few examples) and a confidence in [0, 1].
+    This searches the whole organisation (seconds on a large one): pages read the stored list
+    (`candidates`), which `refresh` keeps equal to this."""
+    dismissed = set(conn.execute(select(D.c.contact_a, D.c.contact_b).where(D.c.org_id == org_id)).tuples().all())
+    rows = [r for r in _scored(_gather(conn, org_id)) if (r["contact_a"], r["contact_b"]) not in dismissed]
+    return _shown(conn, org_id, rows, limit)
+
+
+# -- the stored list ------------------------------------------------------------------------
+
+# Above this many contacts to look at again, searching the whole organisation is cheaper than
+# the per-contact queries (each of which reads those contacts' mail and scans the snippets).
+FULL_REFRESH_ABOVE = 1000
+# The whole organisation is searched again this often, whatever changed: edits of a contact's
+# name or company, and rows the incremental check cannot see (see refresh_due).
+FULL_REFRESH_SECONDS = 6 * 3600
+# How often the scheduler looks at the mail that arrived since (sync/scheduler.py housekeeping).
+REFRESH_SECONDS = 300
+
+
+def refresh(conn: Connection, org_id: int, contact_ids=None) -> dict:
+    """Bring the stored candidates up to date, in the caller's transaction: for the pairs with
+    one of `contact_ids` (merged, restored, whose mail was removed or arrived), or all of them
+    (None, or too many to look at one by one)."""
+    only = None if contact_ids is None else {int(c) for c in contact_ids}
+    if only is not None and not only:
+        return {"contacts": 0, "candidates": 0, "full": False}
+    full = only is None or len(only) > FULL_REFRESH_ABOVE
+    if not full and conn.execute(select(SCAN.c.org_id).where(SCAN.c.org_id == org_id)).first() is None:
+        return {"contacts": 0, "candidates": 0, "full": False}  # never searched: the first search does all
+    marks = (
+        conn.execute(select(func.max(P.c.id)).where(P.c.org_id == org_id)).scalar() or 0,
+        conn.execute(select(func.max(C.c.id)).where(C.c.org_id == org_id)).scalar() or 0,
+    )
+    found = _gather(conn, org_id, None if full else only)
+    rows = _scored(found)
+    if full:
+        conn.execute(delete(SC).where(SC.c.org_id == org_id))
+    else:
+        for part in chunks(sorted(only or ())):
+            conn.execute(
+                delete(SC).where(SC.c.org_id == org_id, or_(SC.c.contact_a.in_(part), SC.c.contact_b.in_(part)))
+            )
+    for part in chunks(rows):
+        conn.execute(insert(SC), [{"org_id": org_id, **r} for r in part])
+    now = utcnow()
+    if full:
+        values = {"refreshed_at": now, "full_at": now, "participant_mark": marks[0], "contact_mark": marks[1]}
+        if conn.execute(update(SCAN).where(SCAN.c.org_id == org_id).values(**values)).rowcount == 0:
+            conn.execute(insert(SCAN).values(org_id=org_id, **values))
+    else:
+        conn.execute(update(SCAN).where(SCAN.c.org_id == org_id).values(refreshed_at=now))
+    return {"contacts": None if full else len(only or ()), "candidates": len(rows), "full": full}
+
+
+def refresh_due(engine, *, now: datetime | None = None) -> list[dict]:
+    """The scheduler's job, per organisation: the contacts of the participant rows and the
+    contacts created since the last look are checked again; every FULL_REFRESH_SECONDS (or if
+    never searched) the whole organisation is. Ids are the marks: on PostgreSQL a row whose
+    transaction committed after a later id was read is caught by the next full search."""
+    from app.db import read_only, write_transaction
+    from app.models import Organisation
+
+    now = now or utcnow()
+    with read_only(engine) as conn:
+        orgs = list(conn.execute(select(Organisation.__table__.c.id)).scalars())
+    done = []
+    for org_id in orgs:
+        with write_transaction(engine) as conn:
+            scan = conn.execute(select(SCAN).where(SCAN.c.org_id == org_id)).mappings().first()
+            full_at = scan["full_at"] if scan else None
+            if full_at is not None and full_at.tzinfo is None:
+                full_at = full_at.replace(tzinfo=timezone.utc)
+            if scan is None or full_at is None or (now - full_at).total_seconds() >= FULL_REFRESH_SECONDS:
+                done.append({"org_id": org_id, **refresh(conn, org_id)})
+                continue
+            # The marks first: rows written while this runs are looked at next time.
+            marks = (
+                conn.execute(select(func.max(P.c.id)).where(P.c.org_id == org_id)).scalar() or 0,
+                conn.execute(select(func.max(C.c.id)).where(C.c.org_id == org_id)).scalar() or 0,
+            )
+            touched = set(
+                conn.execute(
+                    select(P.c.contact_id)
+                    .distinct()
+                    .where(
+                        P.c.org_id == org_id,
+                        P.c.id > scan["participant_mark"],
+                        P.c.id <= marks[0],
+                        P.c.contact_id.is_not(None),
+                    )
+                ).scalars()
+            )
+            touched.update(
+                conn.execute(
+                    select(C.c.id).where(C.c.org_id == org_id, C.c.id > scan["contact_mark"], C.c.id <= marks[1])
+                ).scalars()
+            )
+            result = refresh(conn, org_id, touched)
+            if not result["full"]:
+                conn.execute(
+                    update(SCAN)
+                    .where(SCAN.c.org_id == org_id)
+                    .values(refreshed_at=utcnow(), participant_mark=marks[0], contact_mark=marks[1])
+                )
+            done.append({"org_id": org_id, **result})
+    return done
+
+
+def scheduled_jobs(rt) -> list[tuple[str, object, float]]:
+    """What the scheduler runs for duplicates (sync/scheduler.py SyncService jobs)."""
+    return [("duplicate-candidates", lambda: refresh_due(rt.engine), REFRESH_SECONDS)]
+
+
+def freshness(conn: Connection, org_id: int) -> dict:
+    """How fresh the stored list is, for the console: when it was brought up to date, when the
+    whole organisation was last searched, and the participant rows that arrived since."""
+    scan = conn.execute(select(SCAN).where(SCAN.c.org_id == org_id)).mappings().first()
+    if scan is None:
+        return {"refreshed_at": None, "full_at": None, "waiting": None, "every_seconds": REFRESH_SECONDS}
+    waiting = conn.execute(
+        select(func.count()).select_from(P).where(P.c.org_id == org_id, P.c.id > scan["participant_mark"])
+    ).scalar()
+    return {
+        "refreshed_at": scan["refreshed_at"],
+        "full_at": scan["full_at"],
+        "waiting": waiting,
+        "every_seconds": REFRESH_SECONDS,
+    }
+
+
+def candidates(rt, org_id: int, *, limit: int = 200) -> list[dict]:
+    """The stored candidates (what `find_candidates` would say, as of the last refresh),
+    most likely first, without those dismissed. The first view of an organisation never
+    searched searches it once."""
+    from app.db import read_only, write_transaction
+
+    with read_only(rt.engine) as conn:
+        searched = conn.execute(select(SCAN.c.org_id).where(SCAN.c.org_id == org_id)).first() is not None
+    if not searched:
+        with write_transaction(rt.engine) as conn:
+            if conn.execute(select(SCAN.c.org_id).where(SCAN.c.org_id == org_id)).first() is None:
+                refresh(conn, org_id)
+    with read_only(rt.engine) as conn:
+        return stored_candidates(conn, org_id, limit=limit)
+
+
+def stored_candidates(conn: Connection, org_id: int, *, limit: int = 200) -> list[dict]:
+    dismissed = exists().where(D.c.org_id == org_id, D.c.contact_a == SC.c.contact_a, D.c.contact_b == SC.c.contact_b)
+    rows = [
+        dict(r)
+        for r in conn.execute(
+            select(SC.c.contact_a, SC.c.contact_b, SC.c.confidence, SC.c.keep_hint, SC.c.evidence)
+            .where(SC.c.org_id == org_id, ~dismissed)
+            .order_by(desc(SC.c.confidence), SC.c.contact_a, SC.c.contact_b)
+            .limit(_bounded(limit))
+        ).mappings()
+    ]
+    return _shown(conn, org_id, rows, limit)
 
 
 def dismiss(rt, actor: Actor, contact_id: int, other_id: int) -> dict:
@@ -377,6 +619,7 @@ def merge(rt, actor: Actor, keep_id: int, merge_id: int) -> dict:
         rows = _existing(conn, org_id, [keep_id, merge_id], lock=True)
         survivor, loser = rows[keep_id], rows[merge_id]
         record = _move(conn, org_id, survivor, loser)
+        refresh(conn, org_id, [keep_id, merge_id])
         merge_row = conn.execute(
             insert(M)
             .values(
@@ -534,6 +777,7 @@ def unmerge(rt, actor: Actor, audit_id: int) -> dict:
             hint = f": undo audit event {later} (its later merge) first" if later else ""
             raise Conflict(f"this merge cannot be undone: contact {keep} no longer exists{hint}")
         result = _restore(conn, org_id, rt.box, keep, gone, record)
+        refresh(conn, org_id, [keep, gone, result["contact_id"]])
         conn.execute(
             update(M)
             .where(M.c.id == merge_id)

@@ -19,11 +19,12 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import JSON, Integer, String, bindparam, cast, column, insert, select, update, values
 from sqlalchemy.engine import Connection
 
 from app.models import Company, Contact, ContactAddress, User
@@ -432,7 +433,9 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
             ctx["created_ids"].append(contact_id)
         if v.get("company") and company_id:
             company_names[company_id] = v["company"]
-    if changes:
+    if changes and conn.dialect.name == "postgresql":
+        _update_contacts_at_once(conn, org_id, changes)
+    elif changes:
         conn.execute(
             update(C)
             .where(C.c.id == bindparam("b_id"), C.c.org_id == org_id)
@@ -465,6 +468,50 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
         # Mail stored before these addresses became contacts is linked to them now: count it.
         stats.recompute(conn, org_id, ctx["created_ids"])
         ctx["created_ids"].clear()
+
+
+def _update_contacts_at_once(conn: Connection, org_id: int, changes: list[dict]) -> None:
+    """The batch's field updates as one UPDATE ... FROM (VALUES ...) on PostgreSQL: psycopg2's
+    executemany is one round trip per row (3.5 s of a 20,000-row import, bench/imports.py).
+    SQLite's executemany runs in-process and stays as it is."""
+    rows = values(
+        column("id", Integer),
+        column("name", String),
+        column("title", String),
+        column("phone", String),
+        column("stage", String),
+        column("owner_id", Integer),
+        column("tags", String),
+        column("search_name", String),
+        name="changed",
+    ).data(
+        [
+            (
+                c["b_id"],
+                c["b_name"],
+                c["b_title"],
+                c["b_phone"],
+                c["b_stage"],
+                c["b_owner_id"],
+                json.dumps(c["b_tags"]),
+                (c["b_name"] or "").lower(),
+            )
+            for c in changes
+        ]
+    )
+    conn.execute(
+        update(C)
+        .where(C.c.id == rows.c.id, C.c.org_id == org_id)
+        .values(
+            name=rows.c.name,
+            search_name=rows.c.search_name,
+            title=rows.c.title,
+            phone=rows.c.phone,
+            stage=rows.c.stage,
+            owner_id=cast(rows.c.owner_id, Integer),
+            tags=cast(rows.c.tags, JSON),
+        )
+    )
 
 
 def _write_companies(conn: Connection, ctx: dict, batch: list[Record], counts: dict) -> None:
