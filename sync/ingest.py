@@ -19,7 +19,13 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from app.db import advisory_locks, bulk_insert_ignore_returning, bulk_insert_new, db_time, insert_ignore
+from app.db import (
+    advisory_locks,
+    bulk_insert_ignore,
+    bulk_insert_ignore_returning,
+    bulk_insert_new,
+    db_time,
+)
 from app.models import Company, Contact, ContactAddress, Interaction, Participant
 from app.models.base import utcnow
 from app.models.timeline import InteractionKind
@@ -350,13 +356,12 @@ def _companies(conn: Connection, org: OrgContext, domains: set[str]) -> dict[str
     # 20,000-row import whose 2,000 domains all exist after the first batches (bench/imports.py).
     missing = sorted(domains - set(out))
     if missing:
-        insert_ignore(
+        now = db_time(conn, utcnow())
+        bulk_insert_ignore(
             conn,
             COMPANY,
-            [
-                {"org_id": org.org_id, "domain": d, "name": addr.company_name(d), "created_at": utcnow()}
-                for d in missing
-            ],
+            ("org_id", "domain", "name", "created_at"),
+            [(org.org_id, d, addr.company_name(d), now) for d in missing],
         )
         for chunk in _chunked(missing):
             rows = conn.execute(
