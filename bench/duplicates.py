@@ -199,7 +199,8 @@ def main() -> None:
             return run
 
         full = [timed(refresh(None)) for _ in range(args.rounds)]
-        batch = [timed(refresh(ids[5000 + 500 * r : 5500 + 500 * r])) for r in range(args.rounds)]
+        middle = len(ids) // 4
+        batch = [timed(refresh(ids[middle + 500 * r : middle + 500 * (r + 1)])) for r in range(args.rounds)]
         pair = [timed(refresh([ids[10 + r], ids[20 + r]])) for r in range(args.rounds)]
         shown: list = []
         reads = [

@@ -177,3 +177,20 @@ def test_the_whole_organisation_is_searched_again_when_the_last_full_search_is_o
     later = utcnow() + timedelta(seconds=duplicates.FULL_REFRESH_SECONDS + 60)
     assert duplicates.refresh_due(w.rt.engine, now=later)[0]["full"] is True
     assert len(assert_stored_is_fresh(w)) == 5
+
+
+def test_the_web_apps_scheduler_keeps_the_list_with_a_job_of_its_own(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.api import create_app
+
+    w = make_world(tmp_path)
+    for email in ("rory.adams@acme.com", "radams@acme.com"):
+        people.create_contact(w.rt, Actor.operator(w.org_id), email=email, name="Rory Adams")
+    app = create_app(w.rt, run_scheduler=True)
+    with TestClient(app):
+        job = app.state.sync_service.scheduler.get_job("duplicate-candidates")
+        assert job.trigger.interval == timedelta(seconds=duplicates.REFRESH_SECONDS)
+        assert w.scalar("SELECT count(*) FROM duplicatescan") == 0
+        job.func()  # what the scheduler runs: the organisation, never searched, is searched whole
+    assert w.scalar("SELECT count(*) FROM duplicatecandidate") == 1 == len(stored(w))
