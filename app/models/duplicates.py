@@ -75,3 +75,6 @@ class DuplicateScan(TableModel, table=True):
     full_at: datetime = Field(default_factory=utcnow)
     participant_mark: int = 0
     contact_mark: int = 0
+    interaction_mark: int = 0  # the last interaction the whole search read
+    # what it found announced: [interaction id, from address, announced address], oldest first
+    announcements: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

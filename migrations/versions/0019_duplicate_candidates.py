@@ -34,6 +34,8 @@ def upgrade() -> None:
         sa.Column("full_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.Column("participant_mark", sa.Integer(), nullable=False),
         sa.Column("contact_mark", sa.Integer(), nullable=False),
+        sa.Column("interaction_mark", sa.Integer(), nullable=False),
+        sa.Column("announcements", sa.JSON(), nullable=False),
     )
 
 

@@ -151,19 +151,29 @@ def test_new_mail_joins_the_list_when_the_scheduler_looks_at_the_contacts_it_tou
         )
     )
     imap_user.deliver(message("Nia Berg <nia@initech.com>", "alice@ourco.com", "Hello", msgid="n2"))
+    imap_user.deliver(  # an address change announced after the last whole search
+        message(
+            "Rory Smith <rory@initech.com>",
+            "alice@ourco.com",
+            "Moving",
+            msgid="n4",
+            body="Hi,\nmy new email address is rory@hooli.com from Monday.\n",
+        )
+    )
     imap_user.deliver(message("Nia Berg <nberg@initech.com>", "alice@ourco.com", "Hello again", msgid="n3"))
     assert w.sync(mid).ok
     new = set(pairs(fresh(w))) - set(pairs(stored(w)))
     assert new == {
         frozenset({"rory.adams@acme.com", "rory@umbrella.org"}),
         frozenset({"nia@initech.com", "nberg@initech.com"}),
+        frozenset({"rory@initech.com", "rory@hooli.com"}),
     }  # not yet looked at
     with read_only(w.rt.engine) as conn:
         waiting = duplicates.freshness(conn, w.org_id)["waiting"]
     assert waiting >= 6  # each message's sender and recipient
     done = duplicates.refresh_due(w.rt.engine)
     assert [d["full"] for d in done] == [False]  # only the contacts of the new rows
-    assert len(assert_stored_is_fresh(w)) == 7
+    assert len(assert_stored_is_fresh(w)) == 8
     with read_only(w.rt.engine) as conn:
         assert duplicates.freshness(conn, w.org_id)["waiting"] == 0
 
