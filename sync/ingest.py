@@ -380,6 +380,7 @@ def create_contacts(
     *,
     created: set[str] | None = None,
     org_locked: bool = False,
+    columns: dict[str, dict] | None = None,
 ) -> dict[str, tuple[int, int | None]]:
     """Create contacts (and their companies) for address -> display name; returns their ids.
     `created` receives the addresses this call made: one another writer made
@@ -413,6 +414,9 @@ def create_contacts(
                 "company_id": company_ids.get(domain) if domain else None,
                 "tags": [],
                 "created_at": now,
+                # the caller's own values for the new row (an import's name, title, stage...):
+                # written by the INSERT instead of an UPDATE after it
+                **(columns or {}).get(address, {}),
             }
         )
     # RETURNING without an order guarantee lets both databases batch the rows

@@ -393,7 +393,11 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
     ).mappings():
         existing[row["address"]] = dict(row)
     new = {a: r.values.get("name", "") for a, r in wanted.items() if a not in existing}
-    made = create_contacts(conn, ctx["org"], new, created=set(), org_locked=True) if new else {}
+    # The new contacts' fields go into their INSERT: an UPDATE of each after it was a round trip
+    # per row on PostgreSQL, then a join that grew with the table (9.5 s of 100,000 rows).
+    fields = {a: _fields_of(wanted[a].values) for a in new}
+    made_here: set[str] = set()
+    made = create_contacts(conn, ctx["org"], new, created=made_here, org_locked=True, columns=fields) if new else {}
     changes: list[dict] = []
     company_names: dict[int, str] = {}
     for address, rec in wanted.items():
@@ -419,17 +423,10 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
         else:
             contact_id, company_id = made[address]
             counts["created"] += 1
-            changes.append(
-                {
-                    "b_id": contact_id,
-                    "b_name": v.get("name", ""),
-                    "b_title": v.get("title"),
-                    "b_phone": v.get("phone"),
-                    "b_stage": v.get("stage"),
-                    "b_owner_id": v.get("owner_id"),
-                    "b_tags": v.get("tags", []),
-                }
-            )
+            if address not in made_here:  # another writer made it first: ours are changes to it
+                changes.append(
+                    {"b_id": contact_id, **{f"b_{k}": val for k, val in fields[address].items() if k != "search_name"}}
+                )
             ctx["created_ids"].append(contact_id)
         if v.get("company") and company_id:
             company_names[company_id] = v["company"]
@@ -468,6 +465,20 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
         # Mail stored before these addresses became contacts is linked to them now: count it.
         stats.recompute(conn, org_id, ctx["created_ids"])
         ctx["created_ids"].clear()
+
+
+def _fields_of(v: dict) -> dict:
+    """A new contact's own columns from its cleaned row."""
+    name = v.get("name", "")
+    return {
+        "name": name,
+        "search_name": (name or "").lower(),
+        "title": v.get("title"),
+        "phone": v.get("phone"),
+        "stage": v.get("stage"),
+        "owner_id": v.get("owner_id"),
+        "tags": v.get("tags", []),
+    }
 
 
 def _update_contacts_at_once(conn: Connection, org_id: int, changes: list[dict]) -> None:
