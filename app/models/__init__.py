@@ -12,7 +12,7 @@ from app.models.deals import (
     PipelineStage,
     StageKind,
 )
-from app.models.duplicates import ContactMerge, DuplicateDismissal, MergeState
+from app.models.duplicates import ContactMerge, DuplicateCandidate, DuplicateDismissal, DuplicateScan, MergeState
 from app.models.followup import FollowUp, FollowUpKind, FollowUpStatus
 from app.models.mail import (
     FolderState,
@@ -54,7 +54,9 @@ metadata = SQLModel.metadata
 
 __all__ = [
     "ContactMerge",
+    "DuplicateCandidate",
     "DuplicateDismissal",
+    "DuplicateScan",
     "MergeState",
     "ApiToken",
     "AuditEvent",
