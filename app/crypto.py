@@ -107,6 +107,7 @@ ENCRYPTED_COLUMNS = (
     ("m365tenant", "id", "secret_enc"),
     ("graphsubscription", "id", "client_state_enc"),
     ("organisation", "id", "erasure_key_enc"),
+    ("organisation", "id", "smtp_secret_enc"),
 )
 
 

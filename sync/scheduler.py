@@ -15,6 +15,7 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import or_, select, update
@@ -150,8 +151,12 @@ class SyncService:
         idle: bool | None = None,
         idle_timeout: float = IDLE_HEARTBEAT_SECONDS,
         idle_answer_seconds: float = IDLE_ANSWER_SECONDS,
+        jobs: Iterable[tuple[str, Callable[[], None], float]] = (),
     ):
         self.rt = rt
+        # More interval jobs (id, function, seconds) from the composition roots: the daily
+        # digest lives in the services, which sync may not import (docs/architecture.md).
+        self.jobs = list(jobs)
         self.idle_enabled = rt.settings.idle_enabled if idle is None else idle
         self.idle_timeout, self.idle_answer_seconds = idle_timeout, idle_answer_seconds
         self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sync")
@@ -208,6 +213,8 @@ class SyncService:
             max_instances=1,
             coalesce=True,
         )
+        for job_id, run, seconds in self.jobs:
+            self.scheduler.add_job(run, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True)
         if graph_push.push_enabled(self.rt):
             # Microsoft Graph subscriptions live at most ~3 days for mail: renew well before.
             self.scheduler.add_job(
@@ -359,8 +366,8 @@ class SyncService:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_forever(rt: Runtime) -> None:
-    service = SyncService(rt)
+def run_forever(rt: Runtime, jobs: Iterable[tuple[str, Callable[[], None], float]] = ()) -> None:
+    service = SyncService(rt, jobs=jobs)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

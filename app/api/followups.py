@@ -99,6 +99,7 @@ class CalendarIn(BaseModel):
     work_start_hour: int | None = None
     work_end_hour: int | None = None
     digest_enabled: bool | None = None
+    digest_hour: Annotated[int | None, Field(ge=0, le=23, description="local hour the daily digest is sent")] = None
 
 
 class CalendarOut(BaseModel):
@@ -108,6 +109,7 @@ class CalendarOut(BaseModel):
     work_start_hour: int
     work_end_hour: int
     digest_enabled: bool
+    digest_hour: int
 
 
 class CompanyStrength(BaseModel):
@@ -164,6 +166,7 @@ def calendar(caller: CallerDep, rt: RuntimeDep, body: CalendarIn):
         start_hour=body.work_start_hour,
         end_hour=body.work_end_hour,
         digest=body.digest_enabled,
+        digest_hour=body.digest_hour,
     )
 
 
