@@ -1,5 +1,6 @@
 """The daily digest: each rep's local hour and the last local day it was sent (the claim
-that makes it once a day), and the SMTP server's last error shown in the console
+that makes it once a day), and the SMTP server's last error shown in the console; an index
+for the follow-up queue's cross-thread closing at ingest (followup by kind, status, since)
 
 Revision ID: 0020
 Revises: 0017
@@ -17,6 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_index("ix_followup_open_since", "followup", ["org_id", "kind", "status", "since"])
     with op.batch_alter_table("app_user") as b:
         b.add_column(sa.Column("digest_hour", sa.Integer(), nullable=False, server_default="8"))
         b.add_column(sa.Column("digest_sent_on", sa.Date(), nullable=True))
@@ -33,3 +35,4 @@ def downgrade() -> None:
     with op.batch_alter_table("app_user") as b:
         for name in ("digest_sent_on", "digest_hour"):
             b.drop_column(name)
+    op.drop_index("ix_followup_open_since", table_name="followup")
