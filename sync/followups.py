@@ -246,7 +246,7 @@ def _close_across_threads(conn: Connection, org_id: int, events: list[MailEvent]
         by_key: dict[tuple[str, Any], list[tuple[datetime, str]]] = {}
         for e in evs:
             at = _aware(e.at)
-            keys = [("address", e.address)]
+            keys: list[tuple[str, Any]] = [("address", e.address)]
             if e.contact_id:
                 keys.append(("contact", e.contact_id))
             if e.company_id and kind == FollowUpKind.WAITING:  # anyone at the company answers us

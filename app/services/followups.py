@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
+from app.db import write_transaction
 from app.models import Company, Contact, FollowUp, Interaction, User
 from app.models.base import utcnow
 from app.services import audit
@@ -80,6 +81,13 @@ def due(conn: Connection, org_id: int, user_id: int, now: datetime | None = None
         }
         for r in rows
     ]
+
+
+def sweep_now(rt, org_id: int) -> dict[str, int]:
+    """Run the scheduler's time-based rules once (what the 5-minute job does), e.g. after the
+    demo's import, so "going quiet" shows before the job's first run."""
+    with write_transaction(rt.engine) as conn:
+        return engine_rules.sweep(conn, org_id)
 
 
 def user_id_by_email(conn: Connection, org_id: int, email: str) -> int:
