@@ -28,6 +28,7 @@ from typing import Any, Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from app.db import insert_ignore
@@ -143,9 +144,8 @@ def _aware(value: datetime) -> datetime:
 def record(conn: Connection, org_id: int, events: list[MailEvent], now: datetime | None = None) -> None:
     """Apply a batch's new emails to the queue, inside the ingest transaction.
 
-    A few statements per batch: one read of the batch's threads, insert-or-ignore of new
-    threads, one conditional update per changed thread, and one read plus one update for
-    the rows other threads' replies close."""
+    A few statements per batch: one insert-or-rewrite of the batch's threads, and per
+    direction one read plus one update for the rows other threads' replies close."""
     if not events:
         return
     now = _aware(now or utcnow())
@@ -183,28 +183,20 @@ def record(conn: Connection, org_id: int, events: list[MailEvent], now: datetime
             }
         )
     rows.sort(key=lambda r: r["thread_key"])  # one key order for every writer (PostgreSQL)
-    keys = [r["thread_key"] for r in rows]
-    known: set[str] = set()
-    for i in range(0, len(keys), 500):
-        known.update(
-            conn.execute(select(F.c.thread_key).where(F.c.org_id == org_id, F.c.thread_key.in_(keys[i : i + 500])))
-            .scalars()
-            .all()
-        )
-    insert_ignore(conn, F, [r for r in rows if r["thread_key"] not in known])
-    # Only threads that had a row are updated (a first import's threads are mostly new: one
-    # statement per thread there was most of this step's cost). A thread another writer adds
-    # between the read and the insert keeps that writer's row; the next message rewrites it.
-    rows = [r for r in rows if r["thread_key"] in known]
-    # The thread already had a row (the insert was ignored): a newer message rewrites it;
-    # "since < :at" makes an older copy or a replay a no-op, also against a concurrent writer.
-    stmt = (
-        update(F)
-        .where(F.c.org_id == org_id, F.c.thread_key == _b("k"), F.c.since < _b("since"))
-        .values({c: _b(c) for c in _REWRITTEN})
+    # One statement for the batch: a new thread is inserted; a thread that has a row is
+    # rewritten only by a newer message ("since < excluded.since": an older copy, a backfill
+    # or a replay changes nothing, also against a concurrent writer). It replaced a read of
+    # the batch's threads, an insert-or-ignore and an update (docs/performance.md section 10).
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    upsert = dialect.insert(F)
+    conn.execute(
+        upsert.on_conflict_do_update(
+            index_elements=[F.c.org_id, F.c.thread_key],
+            set_={c: upsert.excluded[c] for c in _REWRITTEN},
+            where=F.c.since < upsert.excluded.since,
+        ),
+        rows,
     )
-    if rows:
-        conn.execute(stmt, [{**{c: r[c] for c in _REWRITTEN}, "k": r["thread_key"]} for r in rows])
     _close_across_threads(conn, org_id, list(latest.values()), now)
 
 
