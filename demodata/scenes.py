@@ -7,8 +7,8 @@ reply elsewhere in the stream closes them), make sure `./run demo` shows all thr
 - *waiting on them*: the rep sent a proposal six days ago and heard nothing (due after 3
   business days: overdue);
 - *you owe a reply*: a customer asked something four days ago, unanswered;
-- *going quiet*: a key account (the demo marks it so) the rep last exchanged mail with 40
-  days ago (the organisation's default is 30 days).
+- *going quiet*: a key account (the demo marks it so, and gives the rep an open deal with
+  it) the rep last exchanged mail with 40 days ago (the organisation's default is 30 days).
 
 Deterministic for a corpus and `now`; the shapes are those of demodata.model.Message.
 """
@@ -25,6 +25,7 @@ WAITING = ("Bluepeak Outdoor", "bluepeak-outdoor.com", "Nora Lindqvist", "nora.l
 OWE = ("Cedar & Stone Architects", "cedarstone-arch.com", "Tomas Ferreira", "tomas.ferreira@cedarstone-arch.com")
 QUIET = ("Halvorsen Marine", "halvorsen-marine.no", "Ingrid Halvorsen", "ingrid@halvorsen-marine.no")
 KEY_ACCOUNT_DOMAINS = (QUIET[1],)
+QUIET_DAYS_AGO = 40  # the quiet key account's last email
 
 
 def _raw(frm: str, to: str, subject: str, when: datetime, msgid: str, body: str, extra: str = "") -> bytes:
@@ -54,7 +55,7 @@ def followup_scenes(corpus: Corpus, now: datetime) -> list[Message]:
 
     # Going quiet: a short exchange 40 days ago, nothing since.
     company, domain, name, address = QUIET
-    sent, answered = day - timedelta(days=41), day - timedelta(days=40)
+    sent, answered = day - timedelta(days=QUIET_DAYS_AGO + 1), day - timedelta(days=QUIET_DAYS_AGO)
     add(
         _raw(
             me,

@@ -74,6 +74,7 @@ class DealAttention(BaseModel):
 class Day(BaseModel):
     now: datetime
     timezone: str
+    digest_hour: int | None = Field(description="the local hour the daily digest email goes out; null: no digest")
     followups: list[FollowUpItem]
     tasks: list[TaskDue]
     meetings_today: list[DayMeeting]
