@@ -144,8 +144,9 @@ def _aware(value: datetime) -> datetime:
 def record(conn: Connection, org_id: int, events: list[MailEvent], now: datetime | None = None) -> None:
     """Apply a batch's new emails to the queue, inside the ingest transaction.
 
-    A few statements per batch: one insert-or-rewrite of the batch's threads, and per
-    direction one read plus one update for the rows other threads' replies close."""
+    A few statements per batch: one insert-or-rewrite of the threads with recent mail, one
+    read (and rarely an update) of the threads with old mail, and per direction one read plus
+    one update for the rows other threads' replies close."""
     if not events:
         return
     now = _aware(now or utcnow())
@@ -158,11 +159,11 @@ def record(conn: Connection, org_id: int, events: list[MailEvent], now: datetime
     for e in latest.values():
         at = _aware(e.at)
         cal = cfg.calendars.get(e.user_id, Calendar())
-        if e.direction == "out":
-            kind, due = FollowUpKind.WAITING, add_business_days(at, cfg.wait_days, cal)
-        else:
-            kind, due = FollowUpKind.OWE, add_business_hours(at, cfg.reply_hours, cal)
         old = at < now - MAX_AGE
+        if e.direction == "out":
+            kind, due = FollowUpKind.WAITING, at if old else add_business_days(at, cfg.wait_days, cal)
+        else:
+            kind, due = FollowUpKind.OWE, at if old else add_business_hours(at, cfg.reply_hours, cal)
         rows.append(
             {
                 "org_id": org_id,
@@ -183,20 +184,41 @@ def record(conn: Connection, org_id: int, events: list[MailEvent], now: datetime
             }
         )
     rows.sort(key=lambda r: r["thread_key"])  # one key order for every writer (PostgreSQL)
-    # One statement for the batch: a new thread is inserted; a thread that has a row is
-    # rewritten only by a newer message ("since < excluded.since": an older copy, a backfill
-    # or a replay changes nothing, also against a concurrent writer). It replaced a read of
-    # the batch's threads, an insert-or-ignore and an update (docs/performance.md section 10).
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    upsert = dialect.insert(F)
-    conn.execute(
-        upsert.on_conflict_do_update(
-            index_elements=[F.c.org_id, F.c.thread_key],
-            set_={c: upsert.excluded[c] for c in _REWRITTEN},
-            where=F.c.since < upsert.excluded.since,
-        ),
-        rows,
-    )
+    recent = [r for r in rows if r["closed_reason"] is None]
+    old_rows = [r for r in rows if r["closed_reason"] == "old"]
+    # Recent mail, one statement for the batch: a new thread is inserted; a thread that has a
+    # row is rewritten only by a newer message ("since < excluded.since": an older copy, a
+    # backfill or a replay changes nothing, also against a concurrent writer).
+    if recent:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        upsert = dialect.insert(F)
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[F.c.org_id, F.c.thread_key],
+                set_={c: upsert.excluded[c] for c in _REWRITTEN},
+                where=F.c.since < upsert.excluded.since,
+            ),
+            recent,
+        )
+    # Mail older than MAX_AGE (most of a first import) opens nothing, so it gets no row of its
+    # own: it only closes a thread's row that an older message opened (a backfilled reply).
+    # Writing a closed row per old thread was most of this step's cost (docs/performance.md
+    # section 10); without it a later message in the thread inserts the row just the same.
+    known: set[str] = set()
+    keys = [r["thread_key"] for r in old_rows]
+    for i in range(0, len(keys), 500):
+        known.update(
+            conn.execute(select(F.c.thread_key).where(F.c.org_id == org_id, F.c.thread_key.in_(keys[i : i + 500])))
+            .scalars()
+            .all()
+        )
+    if known:
+        conn.execute(
+            update(F)
+            .where(F.c.org_id == org_id, F.c.thread_key == _b("k"), F.c.since < _b("since"))
+            .values({c: _b(c) for c in _REWRITTEN}),
+            [{**{c: r[c] for c in _REWRITTEN}, "k": r["thread_key"]} for r in old_rows if r["thread_key"] in known],
+        )
     _close_across_threads(conn, org_id, list(latest.values()), now)
 
 

@@ -247,3 +247,40 @@ def test_an_open_deal_makes_its_quiet_contact_going_quiet_and_shows_on_its_owner
         attention = day.deals_needing_attention(conn, world.org_id, me, NOW)
     assert [(d["id"], d["reason"].split(" ")[0]) for d in attention] == [(quiet, "no"), (late, "close")]
     assert "60 days" in attention[0]["reason"]
+
+
+def test_old_mail_opens_nothing_but_an_old_reply_still_closes_the_row_an_older_message_opened(
+    tmp_path, imap_user_factory
+):
+    # A first import's history (older than MAX_AGE) gets no rows of its own; a reply from that
+    # history, backfilled later from another mailbox, still closes the thread's open row.
+    world = make_world(tmp_path)
+    alice, bob = imap_user_factory(), imap_user_factory()
+    a_box, b_box = world.add_imap("alice@ourco.com", alice), world.add_imap("bob@ourco.com", bob)
+    alice.deliver(message("alice@ourco.com", "carol@acme.com", "Quote", msgid="q1@ourco.com", when=NOW - 45 * DAY))
+    alice.deliver(message("alice@ourco.com", "dan@beta.com", "Old news", msgid="o1@ourco.com", when=NOW - 90 * DAY))
+    world.sync(a_box)
+    assert _rows(world) == []
+    # As if the quote had been recorded while it was recent, and nobody had answered since.
+    iid = world.scalar("SELECT id FROM interaction WHERE message_key LIKE '%q1@ourco.com%'")
+    thread = world.scalar("SELECT thread_key FROM interaction WHERE id = :i", i=iid)
+    with write_transaction(world.rt.engine) as conn:
+        followups.record(
+            conn,
+            world.org_id,
+            [followups.MailEvent(iid, thread, NOW - 45 * DAY, "out", 1, "carol@acme.com", None, None)],
+            now=NOW - 20 * DAY,
+        )
+    assert [r.status for r in _rows(world)] == ["open"]
+    bob.deliver(
+        message(
+            "carol@acme.com",
+            "bob@ourco.com",
+            "Re: Quote",
+            msgid="r1@acme.com",
+            when=NOW - 40 * DAY,
+            extra="In-Reply-To: <q1@ourco.com>",
+        )
+    )
+    world.sync(b_box)
+    assert [(r.kind, r.status, r.closed_reason) for r in _rows(world)] == [("owe", "closed", "old")]
