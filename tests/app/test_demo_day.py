@@ -44,11 +44,11 @@ def test_the_demo_admins_day_has_a_follow_up_of_each_kind_on_first_open(demo_com
     base = live_app(demo_company)
     token = demo_company.info["token"]
     day = httpx.get(base + "/api/me/day", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
-    by_kind = {f["kind"]: f for f in day["followups"]}
-    assert set(KINDS) <= set(by_kind), day["followups"]
-    assert all(by_kind[k]["overdue"] for k in KINDS)
-    assert by_kind["waiting"]["who"] == "Nora Lindqvist" and by_kind["owe"]["subject"] == "Question about the renewal"
-    assert "Halvorsen Marine" in {f["who"] for f in day["followups"] if f["kind"] == "quiet"}
+    # The scenes' three (demodata/scenes.py), overdue; the generated stream may add more.
+    shown = {(f["kind"], f["who"], f["subject"], f["overdue"]) for f in day["followups"]}
+    assert ("waiting", "Nora Lindqvist", "Proposal for Bluepeak Outdoor", True) in shown, shown
+    assert ("owe", "Tomas Ferreira", "Question about the renewal", True) in shown, shown
+    assert ("quiet", "Halvorsen Marine", None, True) in shown, shown
     assert "Halvorsen Marine: fleet analytics" in {d["name"] for d in day["deals"]}  # nothing since the last email
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
