@@ -284,3 +284,38 @@ def test_old_mail_opens_nothing_but_an_old_reply_still_closes_the_row_an_older_m
     )
     world.sync(b_box)
     assert [(r.kind, r.status, r.closed_reason) for r in _rows(world)] == [("owe", "closed", "old")]
+
+
+@pytest.mark.sqlite
+def test_the_cross_thread_read_at_ingest_searches_the_open_rows_by_time(tmp_path):
+    # docs/performance.md section 10: reading all of the organisation's rows at every batch made
+    # a first import's follow-up step grow with the mailbox.
+    from sqlalchemy import event
+
+    world = make_world(tmp_path)
+    seen: list[tuple[str, tuple]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "followup.since >=" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(world.rt.engine, "before_cursor_execute", capture)
+    try:
+        with write_transaction(world.rt.engine) as conn:
+            followups.record(
+                conn,
+                world.org_id,
+                [
+                    # old mail: no row is written (there is no interaction to point at here)
+                    followups.MailEvent(1, "t1", NOW - 60 * DAY, "in", 1, "carol@acme.com", None, None),
+                    followups.MailEvent(2, "t2", NOW - 60 * DAY, "out", 1, "dan@beta.com", None, None),
+                ],
+            )
+    finally:
+        event.remove(world.rt.engine, "before_cursor_execute", capture)
+    assert len(seen) == 2  # one per direction
+    with read_only(world.rt.engine) as conn:
+        plans = [
+            " ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + s, p).fetchall()) for s, p in seen
+        ]
+    assert all("USING INDEX ix_followup_open_since" in plan and "since>? AND since<?" in plan for plan in plans), plans
