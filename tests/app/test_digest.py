@@ -320,3 +320,34 @@ def test_the_console_sets_the_server_sends_a_test_and_shows_the_recorded_error(s
     page.click("#smtp-test")
     assert "Test email sent" in page.inner_text("main")
     assert smtp_server.received[0].rcpt_tos == ["boss@ourco.com"]
+
+
+def test_the_cli_sets_the_server_from_stdin_tests_it_and_sets_a_reps_digest(synced, smtp_server, monkeypatch):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    for key, value in runtime_env(synced.rt.settings.data_dir).items():
+        monkeypatch.setenv(key, value)
+    cli = CliRunner()
+    args = ["smtp", "set", "--host", smtp_server.host, "--port", str(smtp_server.port), "--security", "none"]
+    args += ["--username", "digest", "--from", "crm@ourco.com", "--password-stdin"]
+    saved = cli.invoke(app, args, input="wrong-one\n")
+    assert saved.exit_code == 0, saved.output
+    assert "password_set: True" in saved.output and "wrong-one" not in saved.output
+    failed = cli.invoke(app, ["smtp", "test", "--to", "alice@ourco.com"])
+    assert failed.exit_code == 1 and "auth: FAILED" in failed.output and "connect: ok" in failed.output
+    shown = cli.invoke(app, ["smtp", "show"])
+    assert "failed at the auth step" in shown.output and "wrong-one" not in shown.output
+    assert cli.invoke(app, args, input="s3cret\n").exit_code == 0
+    assert cli.invoke(app, ["smtp", "test", "--to", "alice@ourco.com"]).exit_code == 0
+    chosen = cli.invoke(app, ["digest", "set", "--rep", "alice@ourco.com", "--hour", "6"])
+    assert chosen.exit_code == 0 and "daily digest at 06:00 UTC" in chosen.output
+    assert synced.scalar("SELECT digest_hour FROM app_user WHERE email = 'alice@ourco.com'") == 6
+    off = cli.invoke(app, ["digest", "set", "--rep", "alice@ourco.com", "--none"])
+    assert off.exit_code == 0 and not synced.scalar(
+        "SELECT digest_enabled FROM app_user WHERE email = 'alice@ourco.com'"
+    )
+    assert cli.invoke(app, ["digest", "set", "--rep", "alice@ourco.com"]).exit_code == 2
+    events = [r[0] for r in synced.sql("SELECT action FROM auditevent WHERE action LIKE 'smtp.%' ORDER BY id")]
+    assert events == ["smtp.update", "smtp.test", "smtp.update", "smtp.test"]
