@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from app.models import ContactColleague, ContactStats, Interaction, Organisation, Participant
+from app.models import ContactColleague, ContactStats, Interaction, Organisation, Participant, User
 from app.models.base import utcnow
 from app.services import deals, followups
 
@@ -142,9 +142,12 @@ def my_day(conn: Connection, org_id: int, user_id: int, now: datetime | None = N
     today_end = followups.end_of_local_day(now, cal)
     tomorrow_end = followups.end_of_local_day(now, cal, days=1)
     today_start = followups.end_of_local_day(now, cal, days=-1)
+    u = User.__table__
+    digest = conn.execute(select(u.c.digest_enabled, u.c.digest_hour).where(u.c.id == user_id)).first()
     return {
         "now": now,
         "timezone": cal.tz,
+        "digest_hour": digest.digest_hour if digest is not None and digest.digest_enabled else None,
         "followups": followups.due(conn, org_id, user_id, now),
         "tasks": tasks_due(conn, org_id, user_id, today_end),
         "meetings_today": meetings(conn, org_id, user_id, today_start, today_end),
