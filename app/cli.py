@@ -593,12 +593,13 @@ def _local_certificate(data_dir, host: str):
 @app.command("worker")
 def worker_cmd() -> None:
     """Run only the sync scheduler (for deployments that split web and sync)."""
+    from app.services.jobs import scheduled_jobs
     from sync.scheduler import run_forever
 
     _log_to_stderr()
     rt = _rt()
     out.print(f"worker {rt.settings.worker_id} syncing due mailboxes; Ctrl-C to stop")
-    run_forever(rt)
+    run_forever(rt, jobs=scheduled_jobs(rt))
 
 
 # Commands for the other sources and for administration live in their own modules.

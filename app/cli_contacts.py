@@ -23,8 +23,7 @@ def duplicates_cmd(
 
     rt = _rt()
     org_id = _org_id(rt, org)
-    with read_only(rt.engine) as conn:
-        rows = duplicates.find_candidates(conn, org_id, limit=limit)
+    rows = duplicates.candidates(rt, org_id, limit=limit)
     if as_json:
         out.print_json(json.dumps(rows, default=_json_default))
         return

@@ -108,7 +108,7 @@ ENCRYPTED_COLUMNS = (
     ("googleworkspace", "id", "secret_enc"),
     ("graphsubscription", "id", "client_state_enc"),
     ("organisation", "id", "erasure_key_enc"),
-    ("organisation", "id", "smtp_secret_enc"),  # declared for outgoing mail; rotated once it is used
+    ("organisation", "id", "smtp_secret_enc"),
 )
 
 

@@ -18,7 +18,9 @@ time is printed beside the parse baseline.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -66,8 +68,15 @@ def child(step: str, data_dir: str, csv_path: str, url: str | None) -> None:
         with read_only(rt.engine) as conn:
             org_id = conn.exec_driver_sql("SELECT min(id) FROM organisation").scalar()
         started = time.perf_counter()  # the import itself, not the app's start
+        profile_to = os.environ.get("BENCH_PROFILE")
+        profiler = cProfile.Profile() if profile_to and step == "import" else None
+        if profiler:
+            profiler.enable()
         with open(csv_path, "rb") as fh:
             r = imports.run_import(rt, Actor.operator(org_id), fh, dry_run=step == "dry run", source_name="bench.csv")
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
         result = {k: r[k] for k in ("rows", "created", "updated", "unchanged", "error_count")}
     result["seconds"] = time.perf_counter() - started
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -84,12 +93,15 @@ def main() -> None:
         help="run on a private PostgreSQL cluster with production settings (fsync, synchronous_commit on)",
     )
     ap.add_argument("--dry-run", action="store_true", help="also time a dry run (as long as an import)")
+    ap.add_argument("--profile", default=None, help="write a cProfile of the import step to this file")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         step, data_dir, csv_path, url = args.child
         child(step, data_dir, csv_path, url or None)
         return
+    if args.profile:
+        os.environ["BENCH_PROFILE"] = str(Path(args.profile).resolve())
     with tempfile.TemporaryDirectory() as tmp:
         pg = None
         if args.postgresql:

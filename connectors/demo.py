@@ -4,6 +4,7 @@ real engine (claims, batches, cursors, ingest) without any mail server."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 from datetime import datetime, timedelta
 from typing import Iterator
 
@@ -22,13 +23,15 @@ class DemoConnector:
     def list_folders(self) -> list[Folder]:
         return list(FOLDERS)
 
-    def _messages(self, folder: str):
+    def _messages(self, folder: str, *, scenes: bool = True):
+        """The owner's copies in a folder, numbered; then the follow-up scenes (demodata/scenes.py)."""
         from demodata import generate
+        from demodata.scenes import followup_scenes
 
         now = datetime.fromisoformat(self.config["generated_at"])
-        _, messages = generate(seed=self.config["seed"], n_messages=self.config["messages"], now=now)
+        corpus, messages = generate(seed=self.config["seed"], n_messages=self.config["messages"], now=now)
         n = 0
-        for m in messages:
+        for m in itertools.chain(messages, followup_scenes(corpus, now) if scenes else ()):
             if m.mailbox == self.owner and m.folder == folder:
                 n += 1
                 yield n, m
@@ -39,7 +42,8 @@ class DemoConnector:
         the demo shows past and upcoming meetings. Derived from the mail, so
         every rep on a thread gets the same meeting (one interaction)."""
         now = datetime.fromisoformat(self.config["generated_at"])
-        for _, m in (pair for folder in ("INBOX", "Sent", "Archive") for pair in self._messages(folder)):
+        # Not the scenes: a meeting with those customers would close their follow-ups.
+        for _, m in (pair for f in ("INBOX", "Sent", "Archive") for pair in self._messages(f, scenes=False)):
             if m.kind != "external" or m.in_reply_to:
                 continue
             digest = hashlib.sha256(m.message_id.encode()).hexdigest()

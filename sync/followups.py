@@ -21,12 +21,14 @@ arrived before the message they answer (backfill runs newest first), and "going 
 from __future__ import annotations
 
 import os
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from app.db import insert_ignore
@@ -142,9 +144,9 @@ def _aware(value: datetime) -> datetime:
 def record(conn: Connection, org_id: int, events: list[MailEvent], now: datetime | None = None) -> None:
     """Apply a batch's new emails to the queue, inside the ingest transaction.
 
-    A few statements per batch: one read of the batch's threads, insert-or-ignore of new
-    threads, one conditional update per changed thread, and one read plus one update for
-    the rows other threads' replies close."""
+    A few statements per batch: one insert-or-rewrite of the threads with recent mail, one
+    read (and rarely an update) of the threads with old mail, and per direction one read plus
+    one update for the rows other threads' replies close."""
     if not events:
         return
     now = _aware(now or utcnow())
@@ -157,11 +159,11 @@ def record(conn: Connection, org_id: int, events: list[MailEvent], now: datetime
     for e in latest.values():
         at = _aware(e.at)
         cal = cfg.calendars.get(e.user_id, Calendar())
-        if e.direction == "out":
-            kind, due = FollowUpKind.WAITING, add_business_days(at, cfg.wait_days, cal)
-        else:
-            kind, due = FollowUpKind.OWE, add_business_hours(at, cfg.reply_hours, cal)
         old = at < now - MAX_AGE
+        if e.direction == "out":
+            kind, due = FollowUpKind.WAITING, at if old else add_business_days(at, cfg.wait_days, cal)
+        else:
+            kind, due = FollowUpKind.OWE, at if old else add_business_hours(at, cfg.reply_hours, cal)
         rows.append(
             {
                 "org_id": org_id,
@@ -182,28 +184,41 @@ def record(conn: Connection, org_id: int, events: list[MailEvent], now: datetime
             }
         )
     rows.sort(key=lambda r: r["thread_key"])  # one key order for every writer (PostgreSQL)
-    keys = [r["thread_key"] for r in rows]
+    recent = [r for r in rows if r["closed_reason"] is None]
+    old_rows = [r for r in rows if r["closed_reason"] == "old"]
+    # Recent mail, one statement for the batch: a new thread is inserted; a thread that has a
+    # row is rewritten only by a newer message ("since < excluded.since": an older copy, a
+    # backfill or a replay changes nothing, also against a concurrent writer).
+    if recent:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        upsert = dialect.insert(F)
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[F.c.org_id, F.c.thread_key],
+                set_={c: upsert.excluded[c] for c in _REWRITTEN},
+                where=F.c.since < upsert.excluded.since,
+            ),
+            recent,
+        )
+    # Mail older than MAX_AGE (most of a first import) opens nothing, so it gets no row of its
+    # own: it only closes a thread's row that an older message opened (a backfilled reply).
+    # Writing a closed row per old thread was most of this step's cost (docs/performance.md
+    # section 10); without it a later message in the thread inserts the row just the same.
     known: set[str] = set()
+    keys = [r["thread_key"] for r in old_rows]
     for i in range(0, len(keys), 500):
         known.update(
             conn.execute(select(F.c.thread_key).where(F.c.org_id == org_id, F.c.thread_key.in_(keys[i : i + 500])))
             .scalars()
             .all()
         )
-    insert_ignore(conn, F, [r for r in rows if r["thread_key"] not in known])
-    # Only threads that had a row are updated (a first import's threads are mostly new: one
-    # statement per thread there was most of this step's cost). A thread another writer adds
-    # between the read and the insert keeps that writer's row; the next message rewrites it.
-    rows = [r for r in rows if r["thread_key"] in known]
-    # The thread already had a row (the insert was ignored): a newer message rewrites it;
-    # "since < :at" makes an older copy or a replay a no-op, also against a concurrent writer.
-    stmt = (
-        update(F)
-        .where(F.c.org_id == org_id, F.c.thread_key == _b("k"), F.c.since < _b("since"))
-        .values({c: _b(c) for c in _REWRITTEN})
-    )
-    if rows:
-        conn.execute(stmt, [{**{c: r[c] for c in _REWRITTEN}, "k": r["thread_key"]} for r in rows])
+    if known:
+        conn.execute(
+            update(F)
+            .where(F.c.org_id == org_id, F.c.thread_key == _b("k"), F.c.since < _b("since"))
+            .values({c: _b(c) for c in _REWRITTEN}),
+            [{**{c: r[c] for c in _REWRITTEN}, "k": r["thread_key"]} for r in old_rows if r["thread_key"] in known],
+        )
     _close_across_threads(conn, org_id, list(latest.values()), now)
 
 
@@ -231,45 +246,71 @@ def _b(name: str):
 
 
 def _close_across_threads(conn: Connection, org_id: int, events: list[MailEvent], now: datetime) -> None:
-    """Replies that arrived in another thread: the same company answered us, or we answered them."""
-    inbound = [e for e in events if e.direction == "in"]
-    outbound = [e for e in events if e.direction == "out"]
-    candidates = []
-    for kind, evs in ((FollowUpKind.WAITING, inbound), (FollowUpKind.OWE, outbound)):
+    """Replies that arrived in another thread: the same company answered us, or we answered them.
+
+    One read per direction, limited to open rows whose `since` lies within WINDOW before one
+    of the batch's emails (ix_followup_open_since), then each row looks up the batch's
+    emails by company, contact and address, sorted by time, instead of walking all of them:
+    that walk (rows x emails per batch) was two thirds of the follow-up step's cost in a
+    first import (docs/performance.md section 10)."""
+    for kind, direction in ((FollowUpKind.WAITING, "in"), (FollowUpKind.OWE, "out")):
+        evs = [e for e in events if e.direction == direction]
         if not evs:
             continue
-        companies = {e.company_id for e in evs if e.company_id}
-        contacts = {e.contact_id for e in evs if e.contact_id}
-        addresses = {e.address for e in evs}
+        by_key: dict[tuple[str, Any], list[tuple[datetime, str]]] = {}
+        for e in evs:
+            at = _aware(e.at)
+            keys: list[tuple[str, Any]] = [("address", e.address)]
+            if e.contact_id:
+                keys.append(("contact", e.contact_id))
+            if e.company_id and kind == FollowUpKind.WAITING:  # anyone at the company answers us
+                keys.append(("company", e.company_id))
+            for key in keys:
+                by_key.setdefault(key, []).append((at, e.thread_key))
+        for found in by_key.values():
+            found.sort()
+        times = [at for found in by_key.values() for at, _ in found]
+        earliest, latest = min(times), max(times)
+        companies = sorted(k for t, k in by_key if t == "company")
+        contacts = sorted(k for t, k in by_key if t == "contact")
+        addresses = sorted(k for t, k in by_key if t == "address")
+        same_side = [F.c.address.in_(addresses)]
+        if contacts:
+            same_side.append(F.c.contact_id.in_(contacts))
+        if companies:
+            same_side.append(F.c.company_id.in_(companies))
+        closing = []
         for row in conn.execute(
             select(F.c.id, F.c.thread_key, F.c.since, F.c.company_id, F.c.contact_id, F.c.address).where(
                 F.c.org_id == org_id,
                 F.c.kind == kind,
                 F.c.status == FollowUpStatus.OPEN,
-                or_(
-                    F.c.company_id.in_(sorted(companies)),
-                    F.c.contact_id.in_(sorted(contacts)),
-                    F.c.address.in_(sorted(addresses)),
-                ),
+                F.c.since >= earliest - WINDOW,
+                F.c.since < latest,
+                or_(*same_side),
             )
         ):
             since = _aware(row.since)
-            for e in evs:
-                same_side = (
-                    (kind == FollowUpKind.WAITING and row.company_id and row.company_id == e.company_id)
-                    or (row.contact_id and row.contact_id == e.contact_id)
-                    or row.address == e.address
-                )
-                if same_side and e.thread_key != row.thread_key and since < _aware(e.at) <= since + WINDOW:
-                    candidates.append({"fid": row.id})
-                    break
-    if candidates:
-        conn.execute(
-            update(F)
-            .where(F.c.id == _b("fid"))
-            .values(status=FollowUpStatus.CLOSED, closed_reason="reply", closed_at=now),
-            candidates,
-        )
+            keys = [("address", row.address), ("contact", row.contact_id), ("company", row.company_id)]
+            if any(_answered(by_key.get(key, ()), since, row.thread_key) for key in keys if key[1] is not None):
+                closing.append({"fid": row.id})
+        if closing:
+            conn.execute(
+                update(F)
+                .where(F.c.id == _b("fid"))
+                .values(status=FollowUpStatus.CLOSED, closed_reason="reply", closed_at=now),
+                closing,
+            )
+
+
+def _answered(found, since: datetime, thread_key: str) -> bool:
+    """Whether an email of `found` (sorted (at, thread key)) came in another thread within WINDOW after since."""
+    i = bisect_right(found, since, key=lambda f: f[0])  # the first one strictly after since
+    while i < len(found) and found[i][0] <= since + WINDOW:
+        if found[i][1] != thread_key:
+            return True
+        i += 1
+    return False
 
 
 def is_automated(record) -> bool:

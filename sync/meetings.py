@@ -34,7 +34,7 @@ from app.db import bulk_insert_ignore, bulk_insert_ignore_returning, db_time
 from app.models import Interaction, InteractionKind, InteractionSource, Participant
 from app.models.base import utcnow
 from connectors.base import Attendee, MeetingRecord, meeting_key
-from sync import addresses as addr, copies, stats
+from sync import addresses as addr, copies, reportsums, stats
 from sync.ingest import (
     IngestResult,
     MailboxContext,
@@ -344,10 +344,13 @@ def ingest_meetings(
     _link_contacts(batch, items)
     plan, states = _fold_over_stored(batch, items)
     ids = _insert_new(batch, plan, states)
+    # The report summaries: what these meetings gave before (nothing, for the new ones) and after.
+    report_change = reportsums.changing(conn, org.org_id, ids.values())
     _update_changed(batch, states, ids)
     _write_participants_and_copies(batch, states, ids)
     batch.result.imported = len(items)
     stats.recompute(conn, org.org_id, batch.touched)
+    reportsums.changed(conn, org.org_id, [report_change])
     return batch.result
 
 
@@ -571,8 +574,10 @@ def drop_meetings_without_copies(conn: Connection, org_id: int, candidates: set[
                 select(P.c.contact_id).where(P.c.interaction_id.in_(orphans), P.c.contact_id.is_not(None))
             ).scalars()
         )
+        report_change = reportsums.changing(conn, org_id, orphans)
         conn.execute(delete(P).where(P.c.interaction_id.in_(orphans)))
         conn.execute(delete(I).where(I.c.id.in_(orphans)))
         stats.recompute(conn, org_id, contacts)
+        reportsums.changed(conn, org_id, [report_change])
         dropped += len(orphans)
     return dropped

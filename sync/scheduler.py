@@ -15,6 +15,7 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import or_, select, update
@@ -184,8 +185,12 @@ class SyncService:
         idle: bool | None = None,
         idle_timeout: float = IDLE_HEARTBEAT_SECONDS,
         idle_answer_seconds: float = IDLE_ANSWER_SECONDS,
+        jobs: list[tuple[str, Callable[[], object], float]] | None = None,
     ):
         self.rt = rt
+        # Periodic work of the layers above (name, function, seconds), which this layer cannot
+        # import: the composition root (app/api, app/cli) passes it in.
+        self.jobs = list(jobs or [])
         self.idle_enabled = rt.settings.idle_enabled if idle is None else idle
         self.idle_timeout, self.idle_answer_seconds = idle_timeout, idle_answer_seconds
         self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sync")
@@ -242,6 +247,15 @@ class SyncService:
             max_instances=1,
             coalesce=True,
         )
+        for name, job, seconds in self.jobs:
+            self.scheduler.add_job(
+                self._guarded(name, job),
+                "interval",
+                seconds=seconds,
+                id=name,
+                max_instances=1,
+                coalesce=True,
+            )
         if graph_push.push_enabled(self.rt):
             # Microsoft Graph subscriptions live at most ~3 days for mail: renew well before.
             self.scheduler.add_job(
@@ -254,6 +268,16 @@ class SyncService:
                 next_run_time=datetime.now(timezone.utc),
             )
         self.scheduler.start()
+
+    @staticmethod
+    def _guarded(name: str, job: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                job()
+            except Exception:  # noqa: BLE001 - a report; the next run tries again
+                log.exception("scheduled job %s failed", name)
+
+        return run
 
     def _check_summaries(self) -> None:
         try:
@@ -393,8 +417,8 @@ class SyncService:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_forever(rt: Runtime) -> None:
-    service = SyncService(rt)
+def run_forever(rt: Runtime, jobs: list[tuple[str, Callable[[], object], float]] | None = None) -> None:
+    service = SyncService(rt, jobs=jobs)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -67,9 +67,10 @@ def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI):
         service = None
         if run_scheduler:
+            from app.services.jobs import scheduled_jobs
             from sync.scheduler import SyncService
 
-            service = SyncService(rt)
+            service = SyncService(rt, jobs=scheduled_jobs(rt))
             service.start()
         app.state.sync_service = service
         yield

@@ -9,6 +9,7 @@ The console (admin_pages.py) and the CLI call the same services."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Literal, Optional
 
 from fastapi import APIRouter, Query, Request, Response
@@ -19,6 +20,7 @@ from pydantic import BaseModel, Field
 from app.api.admin_schemas import (
     AliasOut,
     AuditEventOut,
+    ConnectionStep,
     ConnectionTest,
     ErasureOut,
     GmailAdded,
@@ -35,7 +37,7 @@ from app.api.admin_schemas import (
     WorkspaceOut,
 )
 from app.api.deps import AdminDep, RuntimeDep, read_conn
-from app.services import audit, calendars, google, m365, mailboxes, orgs, privacy, reconcile, rules
+from app.services import audit, calendars, digest, google, m365, mailboxes, orgs, privacy, reconcile, rules
 from app.services.actor import Actor
 
 
@@ -93,6 +95,67 @@ def get_org(caller: AdminDep, rt: RuntimeDep) -> OrgSettings:
 @router.patch("/org", summary="Change the organisation's settings")
 def patch_org(caller: AdminDep, rt: RuntimeDep, body: OrgUpdate) -> OrgSettings:
     return orgs.update_org(rt, Actor.of(caller), body.model_dump(exclude_unset=True))
+
+
+# -- the digest's SMTP server -------------------------------------------------------------
+
+
+class SmtpIn(BaseModel):
+    host: str = Field(max_length=253)
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls (usually port 587), tls: implicit TLS (465), none: plain (tests, relays)"
+    )
+    username: Optional[str] = Field(None, max_length=320)
+    password: Optional[str] = Field(
+        None, max_length=1000, description="null keeps the stored one, an empty string removes it; never returned"
+    )
+    from_address: str = Field(max_length=320)
+
+
+class SmtpOut(BaseModel):
+    configured: bool
+    host: Optional[str]
+    port: Optional[int]
+    security: Optional[str]
+    username: Optional[str]
+    from_address: Optional[str]
+    password_set: bool
+    last_error: Optional[str]
+    last_error_at: Optional[datetime]
+    last_sent_at: Optional[datetime]
+
+
+class SmtpTestIn(BaseModel):
+    to: Optional[str] = Field(None, max_length=320, description="default: the admin's own address")
+
+
+class SmtpTestOut(BaseModel):
+    ok: bool
+    failed_step: Optional[str] = Field(None, description="connect, tls, auth, sender, recipient or data")
+    detail: str
+    steps: list[ConnectionStep]
+
+
+@router.get("/smtp", summary="The SMTP server the daily digest goes through (never the password)")
+def get_smtp(caller: AdminDep, rt: RuntimeDep) -> SmtpOut:
+    with read_conn(rt) as conn:
+        return SmtpOut(**digest.smtp_settings(conn, caller.org_id))
+
+
+@router.put("/smtp", summary="Set the SMTP server the daily digest goes through")
+def put_smtp(caller: AdminDep, rt: RuntimeDep, body: SmtpIn) -> SmtpOut:
+    return SmtpOut(**digest.set_smtp(rt, Actor.of(caller), **body.model_dump()))
+
+
+@router.delete("/smtp", summary="Remove the SMTP server: no digest is sent")
+def delete_smtp(caller: AdminDep, rt: RuntimeDep) -> SmtpOut:
+    return SmtpOut(**digest.clear_smtp(rt, Actor.of(caller)))
+
+
+@router.post("/smtp/test", summary="Send a test email; says which step failed (connect, tls, auth, recipient)")
+def test_smtp(caller: AdminDep, rt: RuntimeDep, body: SmtpTestIn) -> SmtpTestOut:
+    return SmtpTestOut(**digest.send_test(rt, Actor.of(caller), body.to))
 
 
 # -- users, aliases, tokens -----------------------------------------------------------

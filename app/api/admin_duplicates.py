@@ -35,9 +35,12 @@ KIND_LABELS = {
 
 
 def _page(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResponse:
-    with read_only(runtime_of(request).engine) as conn:
+    rt = runtime_of(request)
+    found = duplicates.candidates(rt, con.org_id)
+    with read_only(rt.engine) as conn:
         ctx.update(
-            candidates=duplicates.find_candidates(conn, con.org_id),
+            candidates=found,
+            fresh=duplicates.freshness(conn, con.org_id),
             merges=duplicates.merges_of(conn, con.org_id),
             labels=KIND_LABELS,
         )

@@ -37,7 +37,7 @@ from app.db import read_only, write_transaction
 from app.models import ApiToken, ConsoleSession, Mailbox, Organisation, User
 from app.models.base import utcnow
 from app.models.org import CONTACT_POLICIES, VISIBILITY_LEVELS
-from app.services import audit, calendars, google, m365, mailboxes, orgs, people, privacy, reconcile, rules
+from app.services import audit, calendars, digest, google, m365, mailboxes, orgs, people, privacy, reconcile, rules
 from app.services.actor import Actor
 from app.services.errors import Invalid, NotFound, ServiceError, http_status
 from app.services.orgs import hash_token
@@ -73,6 +73,7 @@ env.filters["shown"] = shown  # values from mail: bidirectional controls neutral
 
 OK_MESSAGES = {
     "org": "Organisation settings saved.",
+    "smtp": "SMTP server saved: send a test email to check it.",
     "user": "User added.",
     "updated": "User updated.",
     "deactivated": "User deactivated: their tokens are revoked and their mailboxes paused.",
@@ -866,9 +867,52 @@ def _split(text: str) -> list[str]:
 def _org_page(request: Request, con: Console, status: int = 200, **ctx) -> HTMLResponse:
     with read_only(runtime_of(request).engine) as conn:
         org = orgs.org_settings(conn, con.org_id)
+        smtp = digest.smtp_settings(conn, con.org_id)
     return render(
-        request, "org.html", con, status=status, org=org, policies=CONTACT_POLICIES, levels=VISIBILITY_LEVELS, **ctx
+        request,
+        "org.html",
+        con,
+        status=status,
+        org=org,
+        smtp=smtp,
+        policies=CONTACT_POLICIES,
+        levels=VISIBILITY_LEVELS,
+        **ctx,
     )
+
+
+@router.post("/smtp")
+async def smtp_save(request: Request, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    try:
+        digest.set_smtp(
+            runtime_of(request),
+            con.actor,
+            host=str(form.get("host", "")),
+            port=form.get("port", ""),  # type: ignore[arg-type] - the service checks it is a number
+            security=str(form.get("security", "starttls")),
+            username=str(form.get("username", "")),
+            password=str(form["password"]) if form.get("password") else None,  # empty: keep the stored one
+            from_address=str(form.get("from_address", "")),
+        )
+    except ServiceError as exc:
+        return _org_page(request, con, **refused(exc))
+    return back("/admin/org", "smtp")
+
+
+@router.post("/smtp/test")
+async def smtp_test(request: Request, con: Console = Depends(console)) -> Response:
+    form = await _form(request)
+    to = str(form.get("to", "")).strip() or None
+    try:
+        result = digest.send_test(runtime_of(request), con.actor, to)
+    except ServiceError as exc:
+        return _org_page(request, con, **refused(exc))
+    if result["ok"]:
+        return _org_page(
+            request, con, message=f"Test email sent: {result['detail']}.", steps=result["steps"], test_to=to
+        )
+    return _org_page(request, con, error=result["detail"], steps=result["steps"], test_to=to)
 
 
 @router.get("/org")

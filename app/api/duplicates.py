@@ -95,10 +95,11 @@ class Unmerged(BaseModel):
     "/duplicates",
     response_model=list[DuplicateCandidate],
     summary="Contacts that look like one person, with the evidence and a confidence",
+    description="The stored list: brought up to date by each merge, undo and removal, and every few "
+    "minutes for new mail (the console says how fresh it is).",
 )
 def candidates(caller: AdminDep, rt: RuntimeDep, limit: Annotated[int, Query(ge=1, le=1000)] = 200):
-    with read_conn(rt) as conn:
-        return duplicates.find_candidates(conn, caller.org_id, limit=limit)
+    return duplicates.candidates(rt, caller.org_id, limit=limit)
 
 
 @router.post(

@@ -74,6 +74,7 @@ class DealAttention(BaseModel):
 class Day(BaseModel):
     now: datetime
     timezone: str
+    digest_hour: int | None = Field(description="the local hour the daily digest email goes out; null: no digest")
     followups: list[FollowUpItem]
     tasks: list[TaskDue]
     meetings_today: list[DayMeeting]
@@ -99,6 +100,7 @@ class CalendarIn(BaseModel):
     work_start_hour: int | None = None
     work_end_hour: int | None = None
     digest_enabled: bool | None = None
+    digest_hour: Annotated[int | None, Field(ge=0, le=23, description="local hour the daily digest is sent")] = None
 
 
 class CalendarOut(BaseModel):
@@ -108,6 +110,7 @@ class CalendarOut(BaseModel):
     work_start_hour: int
     work_end_hour: int
     digest_enabled: bool
+    digest_hour: int
 
 
 class CompanyStrength(BaseModel):
@@ -164,6 +167,7 @@ def calendar(caller: CallerDep, rt: RuntimeDep, body: CalendarIn):
         start_hour=body.work_start_hour,
         end_hour=body.work_end_hour,
         digest=body.digest_enabled,
+        digest_hour=body.digest_hour,
     )
 
 

@@ -12,7 +12,7 @@ from app.models.deals import (
     PipelineStage,
     StageKind,
 )
-from app.models.duplicates import ContactMerge, DuplicateDismissal, MergeState
+from app.models.duplicates import ContactMerge, DuplicateCandidate, DuplicateDismissal, DuplicateScan, MergeState
 from app.models.followup import FollowUp, FollowUpKind, FollowUpStatus
 from app.models.mail import (
     FolderState,
@@ -36,6 +36,7 @@ from app.models.org import (
 )
 from app.models.segments import Segment
 from app.models.timeline import (
+    AnswerSample,
     Company,
     Contact,
     ContactAddress,
@@ -45,6 +46,7 @@ from app.models.timeline import (
     InteractionKind,
     InteractionSource,
     Participant,
+    RepDay,
     SummaryCheck,
 )
 
@@ -52,7 +54,9 @@ metadata = SQLModel.metadata
 
 __all__ = [
     "ContactMerge",
+    "DuplicateCandidate",
     "DuplicateDismissal",
+    "DuplicateScan",
     "MergeState",
     "ApiToken",
     "AuditEvent",
@@ -84,6 +88,8 @@ __all__ = [
     "InteractionKind",
     "InteractionSource",
     "Participant",
+    "RepDay",
+    "AnswerSample",
     "Deal",
     "DealContact",
     "DealStageChange",

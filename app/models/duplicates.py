@@ -48,3 +48,33 @@ class DuplicateDismissal(TableModel, table=True):
     contact_b: int = Field(primary_key=True)
     dismissed_by: int | None = Field(default=None, foreign_key="app_user.id")
     dismissed_at: datetime = Field(default_factory=utcnow)
+
+
+class DuplicateCandidate(TableModel, table=True):
+    """A stored candidate pair (contact_a < contact_b) with its evidence, as
+    app/services/duplicates.py found it: the console and the API read these rows instead of
+    searching the whole organisation on each view. Dismissed pairs stay here and are left out
+    on reading, so a dismissal needs no refresh."""
+
+    __table_args__ = (Index("ix_duplicatecandidate_org_confidence", "org_id", "confidence"),)
+    org_id: int = Field(foreign_key="organisation.id", primary_key=True)
+    contact_a: int = Field(primary_key=True)
+    contact_b: int = Field(primary_key=True)
+    confidence: float
+    keep_hint: int | None = None  # the contact to keep when the evidence says so (a new address)
+    evidence: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class DuplicateScan(TableModel, table=True):
+    """How fresh an organisation's stored candidates are: when they were last brought up to
+    date, when the whole organisation was last searched, and the participant and contact ids
+    already looked at (the scheduler checks only the contacts of newer rows)."""
+
+    org_id: int = Field(foreign_key="organisation.id", primary_key=True)
+    refreshed_at: datetime = Field(default_factory=utcnow)
+    full_at: datetime = Field(default_factory=utcnow)
+    participant_mark: int = 0
+    contact_mark: int = 0
+    interaction_mark: int = 0  # the last interaction the whole search read
+    # what it found announced: [interaction id, from address, announced address], oldest first
+    announcements: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

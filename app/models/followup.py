@@ -29,6 +29,8 @@ class FollowUp(TableModel, table=True):
     __table_args__ = (
         UniqueConstraint("org_id", "thread_key"),
         Index("ix_followup_user_due", "org_id", "user_id", "status", "due_at"),
+        # Ingest's cross-thread closing reads open rows of one kind by `since` (sync/followups.py).
+        Index("ix_followup_open_since", "org_id", "kind", "status", "since"),
     )
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")

@@ -1,6 +1,6 @@
 """Organisation, its users and their credentials."""
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint, false as sa_false
 from sqlmodel import Field
@@ -46,6 +46,10 @@ class Organisation(TableModel, table=True):
     # its password is secret_enc-style encrypted in smtp_secret_enc.
     smtp: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     smtp_secret_enc: str | None = None
+    # The outcome of the last digest or test email (app/services/digest.py), shown in the console.
+    smtp_last_error: str | None = None
+    smtp_last_error_at: datetime | None = None
+    smtp_last_sent_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -68,6 +72,10 @@ class User(TableModel, table=True):
     work_start_hour: int = Field(default=9, sa_column_kwargs={"server_default": "9"})
     work_end_hour: int = Field(default=17, sa_column_kwargs={"server_default": "17"})
     digest_enabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
+    # The local hour (0-23, in `timezone`) the digest goes out, and the local day it last went:
+    # the conditional UPDATE on it is the claim that sends it once a day (app/services/digest.py).
+    digest_hour: int = Field(default=8, sa_column_kwargs={"server_default": "8"})
+    digest_sent_on: date | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -196,3 +196,36 @@ class SummaryCheck(TableModel, table=True):
     # the first of those contacts, and the mailboxes holding their mail (those are not shown healthy)
     contact_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     mailbox_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class RepDay(TableModel, table=True):
+    """One colleague's activity on one UTC day, kept current at ingest (sync/reportsums.py) so the
+    activity report reads reps x days rows instead of every participant row of the range."""
+
+    org_id: int = Field(foreign_key="organisation.id", primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id", primary_key=True)
+    day: str = Field(primary_key=True)  # YYYY-MM-DD, the UTC day
+    emails_out: int = 0
+    emails_in: int = 0
+    meetings: int = 0
+
+
+class AnswerSample(TableModel, table=True):
+    """One answered turn of an email thread (sync/reportsums.py): who answered (direction out: a
+    rep answered a customer; in: a customer answered), when the turn it answers began, and the
+    sender the answer is credited to (the rep's address either way)."""
+
+    __table_args__ = (
+        # Each percentile is the k-th entry of one (address, side) in seconds order, read in
+        # place: covering, the range's times included (reports.answer_figures).
+        Index("ix_answersample_org_sender", "org_id", "sender", "direction", "seconds", "answered_at", "asked_at"),
+        Index("ix_answersample_org_thread", "org_id", "thread_key"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    thread_key: str
+    asked_at: datetime
+    answered_at: datetime
+    seconds: float
+    direction: str  # out: a rep answered; in: a customer answered
+    sender: str | None = None  # lower-case address of the rep concerned

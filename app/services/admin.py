@@ -18,12 +18,13 @@ from app.models import (
     ContactStats,
     Deal,
     DealContact,
+    DuplicateCandidate,
     FollowUp,
     Interaction,
     InteractionSource,
     Participant,
 )
-from sync import copies
+from sync import copies, reportsums
 
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
 C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
@@ -31,6 +32,7 @@ STATS, COLLEAGUE = ContactStats.__table__, ContactColleague.__table__
 FU = FollowUp.__table__  # the follow-up queue points at interactions, contacts and companies
 MERGE = ContactMerge.__table__
 DEAL, DEAL_CONTACT = Deal.__table__, DealContact.__table__  # people put contacts and companies on deals
+CANDIDATE = DuplicateCandidate.__table__  # stored duplicate pairs (app/services/duplicates.py)
 CHUNK = 500
 
 
@@ -61,6 +63,7 @@ def delete_interactions(conn: Connection, org_id: int, interaction_ids: Iterable
     contacts: set[int] = set()
     removed = 0
     gone: Counter = Counter()
+    report_change = reportsums.changing(conn, org_id, ids)
     for part in chunks(ids):
         contacts.update(
             c
@@ -74,6 +77,7 @@ def delete_interactions(conn: Connection, org_id: int, interaction_ids: Iterable
         conn.execute(delete(P).where(P.c.org_id == org_id, P.c.interaction_id.in_(part)))
         conn.execute(delete(FU).where(FU.c.org_id == org_id, FU.c.interaction_id.in_(part)))
         removed += conn.execute(delete(I).where(I.c.org_id == org_id, I.c.id.in_(part))).rowcount
+    reportsums.changed(conn, org_id, [report_change])
     return removed, contacts, gone
 
 
@@ -100,6 +104,12 @@ def delete_contacts(conn: Connection, org_id: int, contact_ids: Iterable[int]) -
         conn.execute(delete(CA).where(CA.c.org_id == org_id, CA.c.contact_id.in_(part)))
         # An erased person comes off their deals; the deal (a business fact) stays.
         conn.execute(delete(DEAL_CONTACT).where(DEAL_CONTACT.c.org_id == org_id, DEAL_CONTACT.c.contact_id.in_(part)))
+        conn.execute(
+            delete(CANDIDATE).where(
+                CANDIDATE.c.org_id == org_id,
+                or_(CANDIDATE.c.contact_a.in_(part), CANDIDATE.c.contact_b.in_(part)),
+            )
+        )
         conn.execute(delete(C).where(C.c.org_id == org_id, C.c.id.in_(part)))
         # A merge record keeps the merged contact's row for its undo: once either side is gone
         # (erased, or left with no mail) it cannot be undone, and must not keep their data.
@@ -166,6 +176,10 @@ def remove_from_timeline(conn: Connection, org_id: int, interaction_ids: Iterabl
     companies = delete_contacts(conn, org_id, gone)
     dropped = drop_empty_companies(conn, org_id, companies)
     refresh_stats(conn, org_id, touched - gone)
+    from app.services import duplicates  # it uses this module's helpers
+
+    # The duplicate candidates of those left: their mail (the evidence) changed.
+    duplicates.refresh(conn, org_id, touched - gone)
     # Last, as a sync batch writes its folder's row last: neither then holds a folder
     # row while it waits for rows the other holds.
     copies.count_changed(conn, {fid: -n for fid, n in folders.items()}, by_admin=True)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from app.models import ContactColleague, ContactStats, Interaction, Organisation, Participant
+from app.models import ContactColleague, ContactStats, Interaction, Organisation, Participant, User
 from app.models.base import utcnow
 from app.services import deals, followups
 
@@ -80,12 +80,20 @@ def tasks_due(conn: Connection, org_id: int, user_id: int, until: datetime, limi
 
 def meetings(conn: Connection, org_id: int, user_id: int, start: datetime, end: datetime) -> list[dict]:
     """The rep's meetings between start and end, each with who is coming and their last interaction."""
+    # The day's meetings of the whole organisation come from ix_interaction_meeting_time; whether
+    # the rep is on one is a look-up by the meeting's id. A join on the rep's participant rows
+    # instead read all of a busy rep's rows once per meeting (bench/day.py, 70,000 rows: 57 ms).
+    on_it = (
+        select(P.c.id)
+        # No org_id here on purpose: the meeting is already the organisation's, and naming it
+        # lets SQLite pick the rep's index (org_id, user_id, ...) over the meeting's few rows.
+        .where(P.c.interaction_id == I.c.id, P.c.user_id == user_id)
+        .exists()
+    )
     mine = (
         select(I.c.id, I.c.subject, I.c.occurred_at, I.c.ends_at, I.c.location)
-        .join(P, P.c.interaction_id == I.c.id)
         .where(
-            P.c.org_id == org_id,
-            P.c.user_id == user_id,
+            on_it,
             I.c.org_id == org_id,  # leads ix_interaction_meeting_time
             I.c.kind == "meeting",
             I.c.occurred_at >= start,
@@ -134,9 +142,12 @@ def my_day(conn: Connection, org_id: int, user_id: int, now: datetime | None = N
     today_end = followups.end_of_local_day(now, cal)
     tomorrow_end = followups.end_of_local_day(now, cal, days=1)
     today_start = followups.end_of_local_day(now, cal, days=-1)
+    u = User.__table__
+    digest = conn.execute(select(u.c.digest_enabled, u.c.digest_hour).where(u.c.id == user_id)).first()
     return {
         "now": now,
         "timezone": cal.tz,
+        "digest_hour": digest.digest_hour if digest is not None and digest.digest_enabled else None,
         "followups": followups.due(conn, org_id, user_id, now),
         "tasks": tasks_due(conn, org_id, user_id, today_end),
         "meetings_today": meetings(conn, org_id, user_id, today_start, today_end),

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from sqlalchemy import select as select_
 from sqlmodel import select
 
 from app.db import read_only, session
-from app.models import Mailbox, Organisation, User
+from app.models import Company, Mailbox, Organisation, User
 from app.runtime import Runtime
-from app.services import orgs, people
+from app.services import followups, orgs, people
 from app.services.actor import Actor
 from app.services.demo_deals import seed_deals
 from sync.engine import sync_mailbox
@@ -68,6 +69,22 @@ def seed_demo(rt: Runtime, console=None) -> dict:
                 highlight=False,
             )
     seed_deals(rt, org_id, corpus)
+    _mark_key_accounts(rt, org_id)
+    followups.sweep_now(rt, org_id)  # "going quiet" now, not at the scheduler's first sweep
     with read_only(rt.engine) as conn:
         customer = people.first_customer(conn, org_id)
     return {"org": org_name, "admin": admin.email, "token": token, "customer": customer and customer["email"]}
+
+
+def _mark_key_accounts(rt: Runtime, org_id: int) -> None:
+    """The scenes' key account (demodata/scenes.py), through the use case, once."""
+    from demodata.scenes import KEY_ACCOUNT_DOMAINS
+
+    k = Company.__table__
+    with read_only(rt.engine) as conn:
+        found = conn.execute(
+            select_(k.c.id).where(k.c.org_id == org_id, k.c.domain.in_(KEY_ACCOUNT_DOMAINS), k.c.key_account.is_(False))
+        ).scalars()
+        ids = list(found)
+    for company_id in ids:
+        followups.set_key_account(rt, Actor.operator(org_id), kind="company", target_id=company_id)

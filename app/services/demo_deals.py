@@ -80,4 +80,36 @@ def seed_deals(rt: Runtime, org_id: int, corpus) -> int:
             )
             conn.execute(update(DSC).where(DSC.c.deal_id == d["id"]).values(at=moved))
         created += 1
+    created += _scene_deal(rt, org_id, corpus, pipe["id"], stage_ids)
     return created
+
+
+def _scene_deal(rt: Runtime, org_id: int, corpus, pipeline_id: int, stage_ids: dict[str, int]) -> int:
+    """The demo admin's deal with the key account gone quiet (demodata/scenes.py): so their day
+    also lists a deal needing attention. Its last stage change is set back before the scene's
+    last email, so nothing has happened on it since."""
+    from demodata.scenes import QUIET, QUIET_DAYS_AGO
+
+    company, _, name, address = QUIET
+    with rt.engine.connect() as conn:
+        contact = conn.execute(select(CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address == address)).scalar()
+        owner = conn.execute(select(U.c.id).where(U.c.org_id == org_id, U.c.email == corpus.reps[0].email)).scalar()
+    if contact is None or owner is None:
+        return 0
+    d = deals.create_deal(
+        rt,
+        Actor.operator(org_id),
+        name=f"{company}: fleet analytics",
+        stage_id=stage_ids["Proposal sent"],
+        pipeline_id=pipeline_id,
+        contact_ids=[contact],
+        owner_id=owner,
+        amount_minor=3_600_000,
+        currency="EUR",
+        close_date=(utcnow() + timedelta(days=20)).date(),
+    )
+    moved = utcnow() - timedelta(days=QUIET_DAYS_AGO + 2)
+    with write_transaction(rt.engine) as conn:
+        conn.execute(update(D).where(D.c.id == d["id"]).values(opened_at=moved, stage_changed_at=moved))
+        conn.execute(update(DSC).where(DSC.c.deal_id == d["id"]).values(at=moved))
+    return 1

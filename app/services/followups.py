@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
+from app.db import write_transaction
 from app.models import Company, Contact, FollowUp, Interaction, User
 from app.models.base import utcnow
 from app.services import audit
@@ -80,6 +81,13 @@ def due(conn: Connection, org_id: int, user_id: int, now: datetime | None = None
         }
         for r in rows
     ]
+
+
+def sweep_now(rt, org_id: int) -> dict[str, int]:
+    """Run the scheduler's time-based rules once (what the 5-minute job does), e.g. after the
+    demo's import, so "going quiet" shows before the job's first run."""
+    with write_transaction(rt.engine) as conn:
+        return engine_rules.sweep(conn, org_id)
 
 
 def user_id_by_email(conn: Connection, org_id: int, email: str) -> int:
@@ -154,6 +162,7 @@ def set_calendar(
     start_hour: int | None = None,
     end_hour: int | None = None,
     digest: bool | None = None,
+    digest_hour: int | None = None,
 ) -> dict:
     """A rep's time zone, working days and hours (and the daily digest): their own, or anyone's for an admin."""
     values: dict = {}
@@ -174,6 +183,10 @@ def set_calendar(
             values[name] = value
     if digest is not None:
         values["digest_enabled"] = bool(digest)
+    if digest_hour is not None:
+        if not 0 <= digest_hour <= 23:
+            raise Invalid("the digest hour is 0 to 23 (the rep's local time)", field="digest_hour")
+        values["digest_hour"] = digest_hour
     with changing(rt.engine, actor, admin=False) as conn:
         if actor.role != "admin" and user_id != actor.user_id:
             raise Forbidden("a rep sets only their own calendar")
@@ -191,9 +204,14 @@ def set_calendar(
             conn, actor.org_id, actor.user_id, "user.calendar", str(user_id), {k: str(v) for k, v in values.items()}
         )
         out = conn.execute(
-            select(U.c.timezone, U.c.working_days, U.c.work_start_hour, U.c.work_end_hour, U.c.digest_enabled).where(
-                U.c.id == user_id
-            )
+            select(
+                U.c.timezone,
+                U.c.working_days,
+                U.c.work_start_hour,
+                U.c.work_end_hour,
+                U.c.digest_enabled,
+                U.c.digest_hour,
+            ).where(U.c.id == user_id)
         ).one()
     return {
         "user_id": user_id,
@@ -202,4 +220,5 @@ def set_calendar(
         "work_start_hour": out[2],
         "work_end_hour": out[3],
         "digest_enabled": bool(out[4]),
+        "digest_hour": out[5],
     }

@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
@@ -400,7 +401,11 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
     ).mappings():
         existing[row["address"]] = dict(row)
     new = {a: r.values.get("name", "") for a, r in wanted.items() if a not in existing}
-    made = create_contacts(conn, ctx["org"], new, created=set(), org_locked=True) if new else {}
+    # The new contacts' fields go into their INSERT: an UPDATE of each after it was a round trip
+    # per row on PostgreSQL, then a join that grew with the table (9.5 s of 100,000 rows).
+    fields = {a: _fields_of(wanted[a].values) for a in new}
+    made_here: set[str] = set()
+    made = create_contacts(conn, ctx["org"], new, created=made_here, org_locked=True, columns=fields) if new else {}
     changes: list[dict] = []
     company_names: dict[int, str] = {}
     for address, rec in wanted.items():
@@ -426,23 +431,16 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
         else:
             contact_id, company_id = made[address]
             counts["created"] += 1
-            changes.append(
-                {
-                    "b_id": contact_id,
-                    "b_name": v.get("name", ""),
-                    "b_honorific": v.get("honorific", ""),
-                    "b_name_suffix": v.get("name_suffix", ""),
-                    "b_title": v.get("title"),
-                    "b_phone": v.get("phone"),
-                    "b_stage": v.get("stage"),
-                    "b_owner_id": v.get("owner_id"),
-                    "b_tags": v.get("tags", []),
-                }
-            )
+            if address not in made_here:  # another writer made it first: ours are changes to it
+                changes.append(
+                    {"b_id": contact_id, **{f"b_{k}": val for k, val in fields[address].items() if k != "search_name"}}
+                )
             ctx["created_ids"].append(contact_id)
         if v.get("company") and company_id:
             company_names[company_id] = v["company"]
-    if changes:
+    if changes and conn.dialect.name == "postgresql":
+        _update_contacts_at_once(conn, org_id, changes)
+    elif changes:
         conn.execute(
             update(C)
             .where(C.c.id == bindparam("b_id"), C.c.org_id == org_id)
@@ -477,6 +475,52 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
         # Mail stored before these addresses became contacts is linked to them now: count it.
         stats.recompute(conn, org_id, ctx["created_ids"])
         ctx["created_ids"].clear()
+
+
+def _fields_of(v: dict) -> dict:
+    """A new contact's own columns from its cleaned row."""
+    name = v.get("name", "")
+    return {
+        "name": name,
+        "honorific": v.get("honorific", ""),
+        "name_suffix": v.get("name_suffix", ""),
+        "search_name": (name or "").lower(),
+        "title": v.get("title"),
+        "phone": v.get("phone"),
+        "stage": v.get("stage"),
+        "owner_id": v.get("owner_id"),
+        "tags": v.get("tags", []),
+    }
+
+
+def _update_contacts_at_once(conn: Connection, org_id: int, changes: list[dict]) -> None:
+    """The batch's field updates as one UPDATE ... FROM unnest(arrays) on PostgreSQL: psycopg2's
+    executemany is one round trip per row (3.5 s of a 20,000-row import, bench/imports.py), and a
+    VALUES list built by SQLAlchemy cost more in compiling its 4,000 parameters than it saved.
+    Ten arrays are ten parameters. SQLite's executemany runs in-process and stays as it is."""
+    conn.exec_driver_sql(
+        "UPDATE contact SET name = v.name, honorific = v.honorific, name_suffix = v.name_suffix, "
+        "search_name = v.search_name, title = v.title, phone = v.phone, "
+        "stage = v.stage, owner_id = v.owner_id, tags = v.tags::json "
+        "FROM unnest(%(id)s::integer[], %(name)s::text[], %(honorific)s::text[], %(name_suffix)s::text[], "
+        "%(search_name)s::text[], %(title)s::text[], "
+        "%(phone)s::text[], %(stage)s::text[], %(owner_id)s::integer[], %(tags)s::text[]) "
+        "AS v(id, name, honorific, name_suffix, search_name, title, phone, stage, owner_id, tags) "
+        "WHERE contact.id = v.id AND contact.org_id = %(org_id)s",
+        {
+            "org_id": org_id,
+            "id": [c["b_id"] for c in changes],
+            "name": [c["b_name"] for c in changes],
+            "honorific": [c["b_honorific"] for c in changes],
+            "name_suffix": [c["b_name_suffix"] for c in changes],
+            "search_name": [(c["b_name"] or "").lower() for c in changes],
+            "title": [c["b_title"] for c in changes],
+            "phone": [c["b_phone"] for c in changes],
+            "stage": [c["b_stage"] for c in changes],
+            "owner_id": [c["b_owner_id"] for c in changes],
+            "tags": [json.dumps(c["b_tags"]) for c in changes],
+        },
+    )
 
 
 def _write_companies(conn: Connection, ctx: dict, batch: list[Record], counts: dict) -> None:

@@ -201,6 +201,11 @@ def _update_contact(conn: Connection, org_id: int, actor_id: int | None, contact
             f"contact:{contact_id}",
             {"fields": sorted(k for k in values if k not in ("search_name", "provenance"))},
         )
+    if "name" in values:
+        from app.services import duplicates
+
+        # A name is evidence (the same name at one company): its pairs change with it.
+        duplicates.refresh(conn, org_id, [contact_id])
     return timeline.contact_card(conn, org_id, contact_id)
 
 

@@ -34,6 +34,7 @@ from app.services.actor import Actor, changing
 from app.services.admin import chunks, remove_from_timeline
 from app.services.errors import Invalid
 from app.services.orgs import clean_address
+from sync import reportsums
 from sync.exclusions import erased_hash, erasure_key, tombstone_hashes
 
 C, CA, CO, I, P = (
@@ -311,10 +312,20 @@ def _erase(conn: Connection, org_id: int, email: str, *, actor_id: int | None, b
         ).scalars()
     )
     outcome = remove_from_timeline(conn, org_id, only_them)
+    # What the mail they stay on gives the reports (a colleague's row, an answer credited by their
+    # From address) changes with their rows and address going: recounted below.
+    kept_mail = sorted(theirs - set(only_them))
+    report_change = reportsums.changing(conn, org_id, kept_mail)
     # Their remaining participations (in interactions shared with other people), and any trace in headers.
     for part in chunks(sorted(theirs)):
         conn.execute(delete(P).where(P.c.org_id == org_id, P.c.interaction_id.in_(part), P.c.address.in_(addresses)))
+    headers = set(
+        conn.execute(
+            select(I.c.thread_key).distinct().where(I.c.org_id == org_id, I.c.from_address.in_(addresses))
+        ).scalars()
+    )
     conn.execute(update(I).where(I.c.org_id == org_id, I.c.from_address.in_(addresses)).values(from_address=None))
+    reportsums.changed(conn, org_id, [report_change], new_threads=headers)
     companies |= delete_contacts(conn, org_id, erased_contacts)
     removed_companies = drop_empty_companies(conn, org_id, companies) + outcome["removed_companies"]
     key = erasure_key(conn, box, org_id, create=True)

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from app.models import FolderState, SummaryCheck
 from app.services import audit
 from app.services.actor import Actor, changing
-from sync import stats
+from sync import reportsums, stats
 from sync.fixes import Attention, fix_text
 
 FS, CHECK = FolderState.__table__, SummaryCheck.__table__
@@ -122,7 +122,7 @@ def check_summaries(rt, org_id: int) -> dict:
 
 
 def repair_summaries(rt, actor: Actor) -> dict:
-    """Rebuild every contact's summaries of the organisation from the timeline, then recount:
+    """Rebuild every contact's summaries (and the reports' ones) of the organisation from the timeline, then recount:
     the stored check is clean again unless something still disagrees."""
     from app.models import Contact
 
@@ -131,6 +131,7 @@ def repair_summaries(rt, actor: Actor) -> dict:
         before = summary_check(conn, actor.org_id)
         ids = list(conn.execute(select(C.c.id).where(C.c.org_id == actor.org_id)).scalars())
         stats.recompute(conn, actor.org_id, ids)
+        reportsums.rebuild(conn, actor.org_id)  # the reports' summaries too (repday, answersample)
         audit.record(
             conn,
             actor.org_id,

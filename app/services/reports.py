@@ -14,11 +14,10 @@ rep and the whole team; a rep sees only their own numbers (asking for another re
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from app.db import db_time
@@ -126,19 +125,6 @@ def _week(conn: Connection, col: str) -> str:
     return f"date(substr({col}, 1, 10), 'weekday 0', '-6 days')"
 
 
-def _day(conn: Connection, col: str) -> str:
-    """The UTC day of a timestamp column, as YYYY-MM-DD text."""
-    if _pg(conn):
-        return f"to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-    return f"substr({col}, 1, 10)"
-
-
-def _seconds(conn: Connection, later: str, earlier: str) -> str:
-    if _pg(conn):
-        return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
-    return f"(julianday({later}) - julianday({earlier})) * 86400.0"
-
-
 def _minus_days(conn: Connection, col: str, days: int) -> str:
     if _pg(conn):
         return f"({col} - INTERVAL '{int(days)} days')"
@@ -196,37 +182,36 @@ def _name_of(s: Scope) -> dict[int, str]:
 # -- activity per rep per week ---------------------------------------------------------------------
 
 
+def activity_counts(conn: Connection, s: Scope) -> dict[tuple[int, str], list[int]]:
+    """(rep, Monday) -> [emails out, emails in, meetings] over the range."""
+    # From the per-day summaries kept at ingest (sync/reportsums.py), folded into weeks here:
+    # 20 reps x 84 days of rows instead of the range's ~480,000 participant rows, which took
+    # 1.27 s for the whole team on 1,000,000 interactions (bench/reports.py, docs/performance.md 12).
+    rep = "AND user_id = :rep" if s.rep_id is not None else ""
+    rows = conn.execute(
+        text(
+            f"""SELECT user_id, day, emails_out, emails_in, meetings FROM repday
+            WHERE org_id = :org AND day >= :first AND day <= :last {rep}"""
+        ),
+        {"org": s.org_id, "rep": s.rep_id, "first": s.start.isoformat(), "last": s.end.isoformat()},
+    ).all()
+    counts: dict[tuple[int, str], list[int]] = {}
+    for r in rows:
+        if not (r.emails_out or r.emails_in or r.meetings):
+            continue
+        d = date.fromisoformat(r.day)
+        c = counts.setdefault((r.user_id, (d - timedelta(days=d.weekday())).isoformat()), [0, 0, 0])
+        c[0] += int(r.emails_out)
+        c[1] += int(r.emails_in)
+        c[2] += int(r.meetings)
+    return counts
+
+
 def activity(conn: Connection, actor: Actor, **filters) -> dict:
     """Emails out (the rep sent them), emails in (to, cc or bcc the rep) and meetings (not
     cancelled) per rep and week. An email is counted once per rep however many copies exist."""
     s = scope(conn, actor, **filters)
-    # Grouped by day (a cut of the stored text on SQLite), folded into weeks here: the date
-    # arithmetic per row cost as much as the rest. The colleagues are listed so the index
-    # (org, user, time) is read as one time range per colleague.
-    day = _day(conn, "p.occurred_at")
-    rep = "p.user_id = :rep" if s.rep_id is not None else "p.user_id IN (SELECT id FROM app_user WHERE org_id = :org)"
-    rows = conn.execute(
-        text(
-            f"""SELECT p.user_id, {day} AS d,
-              COUNT(DISTINCT CASE WHEN i.kind = 'email' AND i.direction = 'out' AND p.role = 'from'
-                    THEN i.id END) AS sent,
-              COUNT(DISTINCT CASE WHEN i.kind = 'email' AND i.direction = 'in' AND p.role IN ('to', 'cc', 'bcc')
-                    THEN i.id END) AS received,
-              COUNT(DISTINCT CASE WHEN i.kind = 'meeting' AND COALESCE(i.status, '') <> 'cancelled'
-                    THEN i.id END) AS met
-            FROM participant p JOIN interaction i ON i.id = p.interaction_id
-            WHERE p.org_id = :org AND {rep} AND p.occurred_at >= :since AND p.occurred_at < :until
-            GROUP BY p.user_id, {day}"""
-        ),
-        _params(conn, s),
-    ).all()
-    counts: dict[tuple[int, str], list[int]] = {}
-    for r in rows:
-        d = date.fromisoformat(r.d)
-        c = counts.setdefault((r.user_id, (d - timedelta(days=d.weekday())).isoformat()), [0, 0, 0])
-        c[0] += int(r.sent)
-        c[1] += int(r.received)
-        c[2] += int(r.met)
+    counts = activity_counts(conn, s)
     names = _name_of(s)
     reps = [s.rep_id] if s.rep_id is not None else sorted({u for u, _ in counts}, key=lambda u: (names.get(u, ""), u))
     out = []
@@ -253,10 +238,20 @@ def activity(conn: Connection, actor: Actor, **filters) -> dict:
 # -- response times --------------------------------------------------------------------------------
 
 
-def _percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+def nearest_rank(n: int, pct: int) -> int:
+    """The 1-based rank of the pct-th percentile of n values (nearest rank), in integers: a
+    float pct / 100 * n is 9.000000000000002 for the 90th of 10 and would pick the 10th."""
+    return max(1, (pct * n + 99) // 100)
+
+
+def figures_of(samples: list[float]) -> tuple[int, float, float]:
+    """(count, median, 90th percentile) of a non-empty list."""
+    ordered = sorted(samples)
+    n = len(ordered)
+    return n, ordered[nearest_rank(n, 50) - 1], ordered[nearest_rank(n, 90) - 1]
+
+
+Figures = dict[tuple[int, str], tuple[int, float, float]]
 
 
 def _user_addresses(conn: Connection, org_id: int) -> dict[str, int]:
@@ -270,47 +265,58 @@ def _user_addresses(conn: Connection, org_id: int) -> dict[str, int]:
     return {a: u for a, u in rows}
 
 
-def response_samples(conn: Connection, s: Scope) -> list[tuple[str, int | None, float]]:
-    """(who answered: 'rep' or 'customer', the rep concerned, seconds) for every turn of a thread
-    within the range. A turn is a run of emails in one direction; the answer time is from the
-    first email of a turn to the first email of the next turn, so a reminder sent before any
-    answer does not reset the clock. Automated mail (auto-replies) is left out. The rep of an
-    answer is its sender; of a customer's answer, the sender of the turn it answers."""
-    secs = _seconds(conn, "occurred_at", "prev_at")
-    # One rep's answers (and their customers') are in threads where the rep wrote in the range:
-    # walking only those threads gives the same samples for them, from their own index rows.
-    threads = (
-        """AND i.thread_key IN (SELECT r.thread_key FROM participant q JOIN interaction r ON r.id = q.interaction_id
-             WHERE q.org_id = :org AND q.user_id = :rep AND q.role = 'from'
-               AND q.occurred_at >= :since AND q.occurred_at < :until)"""
-        if s.rep_id is not None
-        else ""
-    )
-    rows = conn.execute(
-        text(
-            f"""WITH e AS (
-              SELECT i.id, i.thread_key, i.occurred_at, i.direction, i.from_address,
-                LAG(i.direction) OVER (PARTITION BY i.thread_key ORDER BY i.occurred_at, i.id) AS prev_dir
-              FROM interaction i
-              WHERE i.org_id = :org AND i.occurred_at >= :since AND i.occurred_at < :until
-                AND i.kind = 'email' AND i.automated = :no {threads}
-            ), turns AS (
-              SELECT id, thread_key, occurred_at, direction, from_address,
-                LAG(occurred_at) OVER (PARTITION BY thread_key ORDER BY occurred_at, id) AS prev_at,
-                LAG(from_address) OVER (PARTITION BY thread_key ORDER BY occurred_at, id) AS prev_from
-              FROM e WHERE prev_dir IS NULL OR prev_dir <> direction
-            )
-            SELECT direction, CASE WHEN direction = 'out' THEN from_address ELSE prev_from END AS sender,
-              {secs} AS secs
-            FROM turns WHERE prev_at IS NOT NULL"""
-        ),
-        _params(conn, s, no=False),
-    ).all()
+def answer_figures(conn: Connection, s: Scope) -> Figures:
+    """(rep, 'rep' | 'customer') -> (answers, median seconds, 90th percentile seconds) over every
+    answered turn whose question and answer both fall in the range. A turn is a run of emails
+    in one direction of a thread; the answer time is from the first email of a turn to the
+    first email of the next turn, so a reminder sent before any answer does not reset the
+    clock. Automated mail (auto-replies) is left out. The rep of an answer is its sender; of a
+    customer's answer, the sender of the turn it answers (by their address or an alias).
+
+    The turns are walked over each thread as its mail arrives and kept (sync/reportsums.py:
+    answersample): walking the range's ~373,000 emails at every render took 3.3 s for the whole
+    team on 1,000,000 interactions. Here, one count per address and side, then each percentile
+    is the k-th row of an index kept in (address, side, seconds) order, read in place. Measured
+    on that data set at load average 9 (docs/performance.md, section 12): fetching the range's
+    88,000 samples into Python took 1.5 s, one window-function sort of them in SQL 0.75-1.5 s,
+    this 0.22-0.32 s."""
     users = _user_addresses(conn, s.org_id)
-    return [
-        ("rep" if r.direction == "out" else "customer", users.get((r.sender or "").lower()), float(r.secs))
-        for r in rows
-    ]
+    rng = "org_id = :org AND answered_at >= :since AND answered_at < :until AND asked_at >= :since"
+    params = _params(conn, s)
+    mine = sorted(a for a, u in users.items() if u == s.rep_id) if s.rep_id is not None else []
+    if s.rep_id is not None and not mine:
+        return {}
+    counts = text(
+        f"SELECT sender, direction, COUNT(*) AS n FROM answersample WHERE {rng}"
+        + (" AND sender IN :mine" if mine else "")
+        + " GROUP BY sender, direction"
+    )
+    if mine:
+        counts = counts.bindparams(bindparam("mine", expanding=True))
+    groups: dict[tuple[int, str], tuple[int, list[str]]] = {}
+    for r in conn.execute(counts, {**params, "mine": mine} if mine else params):
+        user = users.get(r.sender or "")
+        if user is None:
+            continue
+        n, addresses = groups.get((user, r.direction), (0, []))
+        groups[(user, r.direction)] = (n + int(r.n), [*addresses, r.sender])
+    pick = text(
+        f"SELECT seconds FROM answersample WHERE {rng} AND sender IN :addresses AND direction = :direction "
+        "ORDER BY seconds LIMIT 1 OFFSET :skip"
+    ).bindparams(bindparam("addresses", expanding=True))
+    out: Figures = {}
+    for (user, direction), (n, addresses) in sorted(groups.items()):
+        at = {
+            pct: float(
+                conn.execute(
+                    pick,
+                    {**params, "addresses": addresses, "direction": direction, "skip": nearest_rank(n, pct) - 1},
+                ).scalar_one()
+            )
+            for pct in (50, 90)
+        }
+        out[(user, "rep" if direction == "out" else "customer")] = (n, at[50], at[90])
+    return out
 
 
 def _hours(seconds: float) -> float:
@@ -321,21 +327,15 @@ def response_times(conn: Connection, actor: Actor, **filters) -> dict:
     """Median and 90th percentile of the time a rep takes to answer a customer, and a customer
     to answer the rep, per rep (hours)."""
     s = scope(conn, actor, **filters)
-    by: dict[tuple[int | None, str], list[float]] = {}
-    for who, rep, secs in response_samples(conn, s):
-        if rep is None or (s.rep_id is not None and rep != s.rep_id):
-            continue
-        by.setdefault((rep, who), []).append(secs)
+    figures = answer_figures(conn, s)
     names = _name_of(s)
-    reps = sorted({rep for rep, _ in by}, key=lambda u: (names.get(u, ""), u)) if s.rep_id is None else [s.rep_id]
+    reps = sorted({rep for rep, _ in figures}, key=lambda u: (names.get(u, ""), u)) if s.rep_id is None else [s.rep_id]
     rows = []
     for uid in reps:
         row: list = [names.get(uid, f"user {uid}")]
         for who in ("rep", "customer"):
-            samples = by.get((uid, who), [])
-            med = _hours(_percentile(samples, 50)) if samples else None
-            p90 = _hours(_percentile(samples, 90)) if samples else None
-            row += [len(samples), med, p90]
+            f = figures.get((uid, who))
+            row += [f[0], _hours(f[1]), _hours(f[2])] if f else [0, None, None]
         rows.append(row)
     table = _table(
         "response_times",

@@ -894,6 +894,23 @@
       list("Meetings today", d.meetings_today, meeting);
       list("Meetings tomorrow", d.meetings_tomorrow, meeting);
       list("Deals needing attention", d.deals, x => el("li", {}, el("span", { text: x.name }), el("span", { class: "meta", text: " · " + x.reason })));
+      if (full) box.append(digestChoice(d));
+    }
+    // None, or the day by email every morning at an hour of the rep's own time zone.
+    function digestChoice(d) {
+      const hours = Array.from({ length: 24 }, (_, h) => String(h).padStart(2, "0") + ":00");
+      const pick = el("select", { id: "digest-hour", name: "digest_hour" },
+        el("option", { value: "", text: "None" }),
+        ...hours.map((t, h) => el("option", { value: String(h), text: "Daily at " + t + " (" + d.timezone + ")" })));
+      pick.value = d.digest_hour === null ? "" : String(d.digest_hour);
+      pick.addEventListener("change", async () => {
+        const on = pick.value !== "";
+        try {
+          await api("PATCH", "/api/me/calendar", on ? { digest_enabled: true, digest_hour: Number(pick.value) } : { digest_enabled: false });
+          say(on ? "Your day will be emailed daily at " + hours[Number(pick.value)] + "." : "No digest email.", "ok");
+        } catch (e) { say("Not saved: " + e.message, "error"); }
+      });
+      return el("p", { class: "digest" }, el("label", { for: "digest-hour", text: "Digest email " }), pick);
     }
     async function load() {
       try { render(await api("GET", "/api/me/day")); }

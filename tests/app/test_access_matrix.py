@@ -20,9 +20,10 @@ from sqlalchemy import insert
 from app.api import create_app
 from app.db import session, write_transaction
 from app.models import Company, Contact, ContactAddress, FollowUp, Interaction, Participant
-from app.services import deals, google, m365, mailboxes, orgs, rules, segments
+from app.services import deals, digest, google, m365, mailboxes, orgs, rules, segments
 from app.services.actor import Actor
 from tests import factories
+from tests.servers.base import free_port
 from tests.world import make_world
 
 PUBLIC, USER, ADMIN, CONSOLE, WEBHOOK = "public", "user", "admin", "console", "webhook"
@@ -60,6 +61,7 @@ def service_account_key() -> str:
     )
 
 
+SMTP_PORT = free_port()  # nothing listens there
 EXPECT: dict[tuple[str, str], dict] = {
     ("GET", "/openapi.json"): {"auth": PUBLIC},
     ("GET", "/docs"): {"auth": PUBLIC},
@@ -157,6 +159,14 @@ EXPECT: dict[tuple[str, str], dict] = {
     # administration API
     ("GET", "/api/admin/org"): {"auth": ADMIN},
     ("PATCH", "/api/admin/org"): {"auth": ADMIN, "json": {"backfill_days": 200}},
+    # the digest's SMTP server: nothing listens on SMTP_PORT, so a test email fails at "connect" (200)
+    ("GET", "/api/admin/smtp"): {"auth": ADMIN},
+    ("PUT", "/api/admin/smtp"): {
+        "auth": ADMIN,
+        "json": lambda: {"host": "127.0.0.1", "port": SMTP_PORT, "security": "none", "from_address": "crm@example.com"},
+    },
+    ("POST", "/api/admin/smtp/test"): {"auth": ADMIN, "json": {"to": "x@example.com"}, "other": (200, 422)},
+    ("DELETE", "/api/admin/smtp"): {"auth": ADMIN},
     ("GET", "/api/admin/users"): {"auth": ADMIN},
     ("POST", "/api/admin/users"): {"auth": ADMIN, "json": lambda: {"email": f"{uniq()}@ourco.com"}},
     ("PATCH", "/api/admin/users/{user_id}"): {"auth": ADMIN, "json": {"name": "Renamed"}},
@@ -277,6 +287,16 @@ EXPECT: dict[tuple[str, str], dict] = {
     ("POST", "/admin/mailboxes/{mailbox_id}/{action}"): {"auth": CONSOLE, "params": {"action": "pause"}},
     ("GET", "/admin/org"): {"auth": CONSOLE},
     ("POST", "/admin/org"): {"auth": CONSOLE, "form": {"backfill_days": "300"}},
+    ("POST", "/admin/smtp"): {
+        "auth": CONSOLE,
+        "form": lambda: {
+            "host": "127.0.0.1",
+            "port": str(SMTP_PORT),
+            "security": "none",
+            "from_address": "crm@example.com",
+        },
+    },
+    ("POST", "/admin/smtp/test"): {"auth": CONSOLE, "form": {"to": "x@example.com"}, "other": (200, 422)},
     ("GET", "/admin/users"): {"auth": CONSOLE},
     ("POST", "/admin/users"): {"auth": CONSOLE, "form": lambda: {"email": f"{uniq()}@ourco.com"}},
     ("POST", "/admin/users/{user_id}/{action}"): {
@@ -355,6 +375,14 @@ def env(tmp_path_factory):
         w.rt, Actor.operator(w.org_id), tenant_id=MATRIX_TENANT, client_id="matrix-app", secret="s-matrix", check=False
     )
     google.add_workspace(w.rt, Actor.operator(w.org_id), key_json=service_account_key(), domain=MATRIX_WORKSPACE)
+    digest.set_smtp(
+        w.rt,
+        Actor.operator(w.org_id),
+        host="127.0.0.1",
+        port=SMTP_PORT,
+        security="none",
+        from_address="crm@example.com",
+    )
     now = datetime.now(timezone.utc)
     with write_transaction(w.rt.engine) as conn:
         company = conn.execute(

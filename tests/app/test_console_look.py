@@ -40,6 +40,9 @@ PAGES = {
     "organisation": "/admin/org",
     "rules": "/admin/rules",
     "duplicates": "/admin/duplicates",
+    "contacts": "/admin/contacts",
+    "import": "/admin/import",
+    "deals": "/admin/deals",
     "privacy": "/admin/privacy",
     "audit": "/admin/audit",
 }
@@ -258,6 +261,20 @@ def test_a_provider_preset_fills_in_server_port_and_security(console, browser):
     with signed_in(browser, console, 1280, js=False) as page:
         page.goto(url(console, "add-mailbox"))
         assert page.locator("#preset").is_hidden() and page.locator("input[name=host]").is_visible()
+
+
+def test_the_navigation_keeps_to_one_line_at_1280_px_and_every_page_stays_on_screen(console, browser):
+    with signed_in(browser, console, 1280) as page:
+        for name in PAGES.keys() - {"signin"}:
+            page.goto(url(console, name))
+            tops = page.evaluate(
+                "[...document.querySelectorAll('header nav a')].map(a => a.getBoundingClientRect().top)"
+            )
+            assert len(tops) >= 13 and len(set(tops)) == 1, (name, tops)
+            assert page.evaluate("(n => n.scrollWidth <= n.clientWidth)(document.querySelector('header nav'))"), name
+            assert page.evaluate(
+                "[...document.querySelectorAll('header nav a')].every(a => a.getClientRects().length === 1)"
+            )
 
 
 def test_screenshots_of_every_console_page(console, browser, tmp_path):

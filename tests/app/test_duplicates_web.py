@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from app.db import session
-from app.services import orgs
+from app.services import duplicates, orgs
 from tests import factories
 from tests.app.test_cli_admin import _cli, _ok
 from tests.app.test_duplicates import contact_of, deliver_world
@@ -52,6 +52,10 @@ def test_the_console_shows_candidates_and_merges_only_when_confirmed_then_undoes
     page.wait_for_url(base + "/admin/duplicates")
     rows = page.locator("tr.candidate")
     assert rows.count() == 6
+    # the first view searched the whole organisation; the page says so, and how it stays fresh
+    fresh = page.locator("#freshness").inner_text()
+    assert "brought up to date" in fresh and "by a search of the whole organisation" in fresh
+    assert f"every {duplicates.REFRESH_SECONDS // 60} minutes" in fresh
     ann = page.locator("tr.candidate", has_text="ann.bell@gmail.com")
     assert f"(“Re: {HOSTILE}”" in ann.inner_text()  # the subject from mail is text, not markup
     assert page.locator("img[src=x]").count() == 0

@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from app.db import write_transaction
+from app.db import read_only, write_transaction
 from connectors.base import MessageRecord
-from sync import stats
+from sync import reportsums, stats
 from sync.engine import org_context
 from sync.ingest import MailboxContext, ingest
 from tests.faults.timeline import assert_same_timeline, timeline
@@ -76,6 +76,13 @@ def _second_while_first_is_open(world, first: tuple, second: tuple) -> None:
     assert not other.is_alive()
 
 
+def _report_summaries_agree(world) -> None:
+    """The reports' summaries (sync/reportsums.py) equal their recount too, and are not empty."""
+    with read_only(world.rt.engine) as conn:
+        assert reportsums.check(conn, world.org_id) == []
+        assert reportsums.kept(conn, world.org_id)[0]
+
+
 def _kept_and_recounted(world):
     def tables():
         return (
@@ -134,6 +141,7 @@ def test_two_reps_adding_people_to_the_same_stored_message_at_once_keep_every_co
 
     kept, recounted = _kept_and_recounted(world)
     assert kept == recounted
+    _report_summaries_agree(world)
     assert [r[:3] for r in kept[1]] == [
         ("carol@acme.com", "alice@ourco.com", 1),
         ("carol@acme.com", "bob@ourco.com", 1),
@@ -343,3 +351,4 @@ def test_several_workers_killed_at_random_on_postgresql_import_exactly_what_one_
     assert_same_timeline(timeline(world), expected, seed=21, what="three workers, one killed three times")
     kept, recounted = _kept_and_recounted(world)
     assert kept == recounted
+    _report_summaries_agree(world)

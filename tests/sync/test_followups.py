@@ -247,3 +247,75 @@ def test_an_open_deal_makes_its_quiet_contact_going_quiet_and_shows_on_its_owner
         attention = day.deals_needing_attention(conn, world.org_id, me, NOW)
     assert [(d["id"], d["reason"].split(" ")[0]) for d in attention] == [(quiet, "no"), (late, "close")]
     assert "60 days" in attention[0]["reason"]
+
+
+def test_old_mail_opens_nothing_but_an_old_reply_still_closes_the_row_an_older_message_opened(
+    tmp_path, imap_user_factory
+):
+    # A first import's history (older than MAX_AGE) gets no rows of its own; a reply from that
+    # history, backfilled later from another mailbox, still closes the thread's open row.
+    world = make_world(tmp_path)
+    alice, bob = imap_user_factory(), imap_user_factory()
+    a_box, b_box = world.add_imap("alice@ourco.com", alice), world.add_imap("bob@ourco.com", bob)
+    alice.deliver(message("alice@ourco.com", "carol@acme.com", "Quote", msgid="q1@ourco.com", when=NOW - 45 * DAY))
+    alice.deliver(message("alice@ourco.com", "dan@beta.com", "Old news", msgid="o1@ourco.com", when=NOW - 90 * DAY))
+    world.sync(a_box)
+    assert _rows(world) == []
+    # As if the quote had been recorded while it was recent, and nobody had answered since.
+    iid = world.scalar("SELECT id FROM interaction WHERE message_key LIKE '%q1@ourco.com%'")
+    thread = world.scalar("SELECT thread_key FROM interaction WHERE id = :i", i=iid)
+    with write_transaction(world.rt.engine) as conn:
+        followups.record(
+            conn,
+            world.org_id,
+            [followups.MailEvent(iid, thread, NOW - 45 * DAY, "out", 1, "carol@acme.com", None, None)],
+            now=NOW - 20 * DAY,
+        )
+    assert [r.status for r in _rows(world)] == ["open"]
+    bob.deliver(
+        message(
+            "carol@acme.com",
+            "bob@ourco.com",
+            "Re: Quote",
+            msgid="r1@acme.com",
+            when=NOW - 40 * DAY,
+            extra="In-Reply-To: <q1@ourco.com>",
+        )
+    )
+    world.sync(b_box)
+    assert [(r.kind, r.status, r.closed_reason) for r in _rows(world)] == [("owe", "closed", "old")]
+
+
+@pytest.mark.sqlite
+def test_the_cross_thread_read_at_ingest_searches_the_open_rows_by_time(tmp_path):
+    # docs/performance.md section 10: reading all of the organisation's rows at every batch made
+    # a first import's follow-up step grow with the mailbox.
+    from sqlalchemy import event
+
+    world = make_world(tmp_path)
+    seen: list[tuple[str, tuple]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "followup.since >=" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(world.rt.engine, "before_cursor_execute", capture)
+    try:
+        with write_transaction(world.rt.engine) as conn:
+            followups.record(
+                conn,
+                world.org_id,
+                [
+                    # old mail: no row is written (there is no interaction to point at here)
+                    followups.MailEvent(1, "t1", NOW - 60 * DAY, "in", 1, "carol@acme.com", None, None),
+                    followups.MailEvent(2, "t2", NOW - 60 * DAY, "out", 1, "dan@beta.com", None, None),
+                ],
+            )
+    finally:
+        event.remove(world.rt.engine, "before_cursor_execute", capture)
+    assert len(seen) == 2  # one per direction
+    with read_only(world.rt.engine) as conn:
+        plans = [
+            " ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + s, p).fetchall()) for s, p in seen
+        ]
+    assert all("USING INDEX ix_followup_open_since" in plan and "since>? AND since<?" in plan for plan in plans), plans

@@ -15,7 +15,7 @@ import pytest
 from app.db import read_only
 from app.services import timeline
 from connectors.base import MessageRecord
-from sync import pipeline
+from sync import pipeline, reportsums
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.sync.test_graph_sync import add_tenant_mailbox
 from tests.sync.test_stats import _recounted, _tables, db_url  # noqa: F401 - the fixture: SQLite and PostgreSQL
@@ -162,6 +162,10 @@ def test_a_colleagues_mail_counts_once_as_their_sent_mail_when_their_sent_folder
             ("carla@acme.com", "bob@ourco.com", 1),
         ]
         assert _recounted(w) == kept
+        with read_only(w.rt.engine) as conn:  # the reports' summaries follow the vouching too
+            assert reportsums.check(conn, w.org_id) == []
+            days = reportsums.kept(conn, w.org_id)[0]
+        assert [v[0] for v in days.values()] == [1]  # one email sent, Bob's, whichever copy came first
         snap = w.snapshot()
         snap["sources"] = [s[:3] for s in snap["sources"]]  # UIDVALIDITY differs between the two Dovecot users
         worlds[run] = (snap, kept)
