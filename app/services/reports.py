@@ -382,25 +382,49 @@ def new_contacts(conn: Connection, actor: Actor, **filters) -> dict:
     else "email" or "meeting" by what brought it in. A company is new with its first contact,
     from that contact's source. For one rep: the contacts they own or exchanged mail with."""
     s = scope(conn, actor, **filters)
-    first = "CASE WHEN cs.first_email_at IS NOT NULL AND cs.first_email_at < c.created_at THEN cs.first_email_at ELSE c.created_at END"
-    rep = (
-        "AND (c.owner_id = :rep OR EXISTS (SELECT 1 FROM contactcolleague cc "
-        "WHERE cc.contact_id = c.id AND cc.user_id = :rep))"
-        if s.rep_id is not None
-        else ""
-    )
-    base = f"""SELECT c.id, c.company_id, {first} AS first_at, cs.first_email_at IS NOT NULL AS emailed,
-                 COALESCE(cs.meetings, 0) AS meetings
-               FROM contact c LEFT JOIN contactstats cs ON cs.contact_id = c.id
-               WHERE c.org_id = :org {rep}"""
-    # One pass: every contact new in the range, and with it whether it is its company's first
-    # (the window runs over all of them, before the range is applied).
+
+    def first_at(c: str, cs: str) -> str:
+        return (
+            f"CASE WHEN {cs}.first_email_at IS NOT NULL AND {cs}.first_email_at < {c}.created_at "
+            f"THEN {cs}.first_email_at ELSE {c}.created_at END"
+        )
+
+    def mine(c: str) -> str:
+        if s.rep_id is None:
+            return ""
+        return (
+            f"AND ({c}.owner_id = :rep OR EXISTS (SELECT 1 FROM contactcolleague cc "
+            f"WHERE cc.contact_id = {c}.id AND cc.user_id = :rep))"
+        )
+
+    # Read from the range, not from every contact: a contact's first time is the earlier of its
+    # creation and its first email, so one that is new in the range was created or first emailed
+    # in it, and the two indexes of migration 0020 find those. Whether it is its company's first
+    # is then one look at the company's other contacts (ix_contact_company_id) for an earlier one.
+    # Kept times would need upkeep on every path that creates, merges, erases or re-files a
+    # contact or its mail; the indexes are kept by the database. Joining all 100,000 contacts
+    # and numbering them per company took 302-411 ms quiet, 621-690 ms at load 6, on 1,000,000
+    # interactions (bench/reports.py, docs/performance.md section 12).
     found = conn.execute(
         text(
-            f"""WITH f AS ({base}),
-            r AS (SELECT f.*, ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY first_at, id) AS n FROM f)
-            SELECT id, company_id, {_week(conn, "first_at")} AS wk, emailed, meetings, n FROM r
-            WHERE first_at >= :since AND first_at < :until"""
+            f"""WITH ids AS (
+              SELECT id FROM contact WHERE org_id = :org AND created_at >= :since AND created_at < :until
+              UNION SELECT contact_id FROM contactstats
+              WHERE org_id = :org AND first_email_at >= :since AND first_email_at < :until
+            ),
+            f AS (
+              SELECT c.id, c.company_id, {first_at("c", "cs")} AS first_at,
+                cs.first_email_at IS NOT NULL AS emailed, COALESCE(cs.meetings, 0) AS meetings
+              FROM ids JOIN contact c ON c.id = ids.id LEFT JOIN contactstats cs ON cs.contact_id = c.id
+              WHERE c.org_id = :org {mine("c")}
+            )
+            SELECT f.id, f.company_id, {_week(conn, "f.first_at")} AS wk, f.emailed, f.meetings,
+              CASE WHEN f.company_id IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM contact o LEFT JOIN contactstats os ON os.contact_id = o.id
+                WHERE o.company_id = f.company_id AND o.org_id = :org AND o.id <> f.id {mine("o")}
+                  AND ({first_at("o", "os")} < f.first_at OR ({first_at("o", "os")} = f.first_at AND o.id < f.id))
+              ) THEN 1 ELSE 0 END AS n
+            FROM f WHERE f.first_at >= :since AND f.first_at < :until"""
         ),
         _params(conn, s),
     ).all()
@@ -461,18 +485,24 @@ def cold_accounts(conn: Connection, actor: Actor, *, sort: str = "strength", lim
     as_of = s.until
     cutoff = as_of - timedelta(days=COLD_DAYS[0])
     rep = (
-        "AND p.company_id IN (SELECT c.company_id FROM contactcolleague cc JOIN contact c ON c.id = cc.contact_id "
+        "AND k.id IN (SELECT c.company_id FROM contactcolleague cc JOIN contact c ON c.id = cc.contact_id "
         "WHERE cc.org_id = :org AND cc.user_id = :rep AND c.company_id IS NOT NULL)"
         if s.rep_id is not None
         else ""
     )
     window = _minus_days(conn, "l.last_at", strength.WINDOW_DAYS)
+    # Each company's last activity is the last entry of its run of ix_participant_company_time,
+    # one index seek per company (10,000 on the bench) instead of grouping all 2.3 M participant
+    # rows by company: 155-228 ms quiet, 326-452 ms at load 6 on 1,000,000 interactions
+    # (bench/reports.py, docs/performance.md section 12). Nothing to keep at ingest.
     rows = conn.execute(
         text(
             f"""WITH l AS (
-              SELECT p.company_id, MAX(p.occurred_at) AS last_at FROM participant p
-              WHERE p.org_id = :org AND p.company_id IS NOT NULL {rep}
-              GROUP BY p.company_id HAVING MAX(p.occurred_at) < :cutoff AND MAX(p.occurred_at) >= :since
+              SELECT company_id, last_at FROM (
+                SELECT k.id AS company_id,
+                  (SELECT MAX(p.occurred_at) FROM participant p WHERE p.org_id = :org AND p.company_id = k.id) AS last_at
+                FROM company k WHERE k.org_id = :org {rep}
+              ) m WHERE last_at < :cutoff AND last_at >= :since
             )
             SELECT l.company_id, l.last_at, k.name, k.domain, i.kind, i.direction, COUNT(DISTINCT i.id) AS n
             FROM l JOIN company k ON k.id = l.company_id
