@@ -376,12 +376,9 @@ def _manual_contacts(conn: Connection, org_id: int) -> set[int]:
     return {int(t.split(":", 1)[1]) for t in rows if t and t.startswith("contact:") and t[8:].isdigit()}
 
 
-def new_contacts(conn: Connection, actor: Actor, **filters) -> dict:
-    """New contacts and companies per week by source. A contact is new in the week of its first
-    email (or, with none, the week it was added); its source is "manual" when a person added it,
-    else "email" or "meeting" by what brought it in. A company is new with its first contact,
-    from that contact's source. For one rep: the contacts they own or exchanged mail with."""
-    s = scope(conn, actor, **filters)
+def first_contacts(conn: Connection, s: Scope) -> list:
+    """The contacts new in the range: (id, company_id, wk: their Monday, emailed, meetings, n: 1 when
+    the first of their company, else 0)."""
 
     def first_at(c: str, cs: str) -> str:
         return (
@@ -400,12 +397,15 @@ def new_contacts(conn: Connection, actor: Actor, **filters) -> dict:
     # Read from the range, not from every contact: a contact's first time is the earlier of its
     # creation and its first email, so one that is new in the range was created or first emailed
     # in it, and the two indexes of migration 0020 find those. Whether it is its company's first
-    # is then one look at the company's other contacts (ix_contact_company_id) for an earlier one.
+    # is then one look at the company's other contacts (ix_contact_company_id) for an earlier one;
+    # the look names no org_id (a company's contacts are all in its organisation), or SQLite seeks
+    # ix_contact_org_created on the org and reads every contact for each candidate: 70-90 s on the
+    # bench with every contact created in the range (a first import), against 0.37-0.8 s before.
     # Kept times would need upkeep on every path that creates, merges, erases or re-files a
     # contact or its mail; the indexes are kept by the database. Joining all 100,000 contacts
     # and numbering them per company took 302-411 ms quiet, 621-690 ms at load 6, on 1,000,000
     # interactions (bench/reports.py, docs/performance.md section 12).
-    found = conn.execute(
+    return conn.execute(
         text(
             f"""WITH ids AS (
               SELECT id FROM contact WHERE org_id = :org AND created_at >= :since AND created_at < :until
@@ -421,13 +421,22 @@ def new_contacts(conn: Connection, actor: Actor, **filters) -> dict:
             SELECT f.id, f.company_id, {_week(conn, "f.first_at")} AS wk, f.emailed, f.meetings,
               CASE WHEN f.company_id IS NOT NULL AND NOT EXISTS (
                 SELECT 1 FROM contact o LEFT JOIN contactstats os ON os.contact_id = o.id
-                WHERE o.company_id = f.company_id AND o.org_id = :org AND o.id <> f.id {mine("o")}
+                WHERE o.company_id = f.company_id AND o.id <> f.id {mine("o")}
                   AND ({first_at("o", "os")} < f.first_at OR ({first_at("o", "os")} = f.first_at AND o.id < f.id))
               ) THEN 1 ELSE 0 END AS n
             FROM f WHERE f.first_at >= :since AND f.first_at < :until"""
         ),
         _params(conn, s),
     ).all()
+
+
+def new_contacts(conn: Connection, actor: Actor, **filters) -> dict:
+    """New contacts and companies per week by source. A contact is new in the week of its first
+    email (or, with none, the week it was added); its source is "manual" when a person added it,
+    else "email" or "meeting" by what brought it in. A company is new with its first contact,
+    from that contact's source. For one rep: the contacts they own or exchanged mail with."""
+    s = scope(conn, actor, **filters)
+    found = first_contacts(conn, s)
     contacts = found
     companies = [r for r in found if r.company_id is not None and r.n == 1]
     manual = _manual_contacts(conn, s.org_id)
@@ -467,6 +476,40 @@ def new_contacts(conn: Connection, actor: Actor, **filters) -> dict:
 COLD_SORTS = ("strength", "quiet", "name")
 
 
+def quiet_companies(conn: Connection, s: Scope, cutoff: datetime) -> list:
+    """The companies whose last activity is from the range's start to before cutoff, one row per
+    (company_id, last_at, name, domain, kind, direction) with n: the distinct emails and meetings
+    of that kind and direction in the strength window before last_at."""
+    rep = (
+        "AND k.id IN (SELECT c.company_id FROM contactcolleague cc JOIN contact c ON c.id = cc.contact_id "
+        "WHERE cc.org_id = :org AND cc.user_id = :rep AND c.company_id IS NOT NULL)"
+        if s.rep_id is not None
+        else ""
+    )
+    window = _minus_days(conn, "l.last_at", strength.WINDOW_DAYS)
+    # Each company's last activity is the last entry of its run of ix_participant_company_time,
+    # one index seek per company (10,000 on the bench) instead of grouping all 2.3 M participant
+    # rows by company: 155-228 ms quiet, 326-452 ms at load 6 on 1,000,000 interactions
+    # (bench/reports.py, docs/performance.md section 12). Nothing to keep at ingest.
+    return conn.execute(
+        text(
+            f"""WITH l AS (
+              SELECT company_id, last_at FROM (
+                SELECT k.id AS company_id,
+                  (SELECT MAX(p.occurred_at) FROM participant p WHERE p.org_id = :org AND p.company_id = k.id) AS last_at
+                FROM company k WHERE k.org_id = :org {rep}
+              ) m WHERE last_at < :cutoff AND last_at >= :since
+            )
+            SELECT l.company_id, l.last_at, k.name, k.domain, i.kind, i.direction, COUNT(DISTINCT i.id) AS n
+            FROM l JOIN company k ON k.id = l.company_id
+            LEFT JOIN participant p ON p.org_id = :org AND p.company_id = l.company_id AND p.occurred_at >= {window}
+            LEFT JOIN interaction i ON i.id = p.interaction_id AND i.kind IN ('email', 'meeting')
+            GROUP BY l.company_id, l.last_at, k.name, k.domain, i.kind, i.direction"""
+        ),
+        _params(conn, s, cutoff=db_time(conn, cutoff)),
+    ).all()
+
+
 def cold_accounts(conn: Connection, actor: Actor, *, sort: str = "strength", limit: int = 25, **filters) -> dict:
     """Companies with past activity (an email, meeting, note or task) and none in the 60 days up
     to the range's end, strongest relationship first. Strength is the one of
@@ -484,34 +527,7 @@ def cold_accounts(conn: Connection, actor: Actor, *, sort: str = "strength", lim
     s = scope(conn, actor, **filters)
     as_of = s.until
     cutoff = as_of - timedelta(days=COLD_DAYS[0])
-    rep = (
-        "AND k.id IN (SELECT c.company_id FROM contactcolleague cc JOIN contact c ON c.id = cc.contact_id "
-        "WHERE cc.org_id = :org AND cc.user_id = :rep AND c.company_id IS NOT NULL)"
-        if s.rep_id is not None
-        else ""
-    )
-    window = _minus_days(conn, "l.last_at", strength.WINDOW_DAYS)
-    # Each company's last activity is the last entry of its run of ix_participant_company_time,
-    # one index seek per company (10,000 on the bench) instead of grouping all 2.3 M participant
-    # rows by company: 155-228 ms quiet, 326-452 ms at load 6 on 1,000,000 interactions
-    # (bench/reports.py, docs/performance.md section 12). Nothing to keep at ingest.
-    rows = conn.execute(
-        text(
-            f"""WITH l AS (
-              SELECT company_id, last_at FROM (
-                SELECT k.id AS company_id,
-                  (SELECT MAX(p.occurred_at) FROM participant p WHERE p.org_id = :org AND p.company_id = k.id) AS last_at
-                FROM company k WHERE k.org_id = :org {rep}
-              ) m WHERE last_at < :cutoff AND last_at >= :since
-            )
-            SELECT l.company_id, l.last_at, k.name, k.domain, i.kind, i.direction, COUNT(DISTINCT i.id) AS n
-            FROM l JOIN company k ON k.id = l.company_id
-            LEFT JOIN participant p ON p.org_id = :org AND p.company_id = l.company_id AND p.occurred_at >= {window}
-            LEFT JOIN interaction i ON i.id = p.interaction_id AND i.kind IN ('email', 'meeting')
-            GROUP BY l.company_id, l.last_at, k.name, k.domain, i.kind, i.direction"""
-        ),
-        _params(conn, s, cutoff=db_time(conn, cutoff)),
-    ).all()
+    rows = quiet_companies(conn, s, cutoff)
     acc: dict[int, dict] = {}
     for r in rows:
         a = acc.setdefault(
