@@ -184,9 +184,9 @@ def raw_answer_figures(conn, s):
     return {k: reports.figures_of(v) for k, v in by.items()}
 
 
-def raw_first_contacts(conn, s):
+def raw_new_contact_counts(conn, s):
     """The baseline: every contact joined to its summary and numbered within its company by a
-    window, the range applied after (the report before migration 0020)."""
+    window, the range applied after, the rows counted in Python (the report before migration 0020)."""
     from sqlalchemy import text
 
     from app.services import reports
@@ -205,7 +205,7 @@ def raw_first_contacts(conn, s):
                  COALESCE(cs.meetings, 0) AS meetings
                FROM contact c LEFT JOIN contactstats cs ON cs.contact_id = c.id
                WHERE c.org_id = :org {rep}"""
-    return conn.execute(
+    found = conn.execute(
         text(
             f"""WITH f AS ({base}),
             r AS (SELECT f.*, ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY first_at, id) AS n FROM f)
@@ -214,6 +214,16 @@ def raw_first_contacts(conn, s):
         ),
         reports._params(conn, s),
     ).all()
+    targets = conn.execute(
+        text("SELECT target FROM auditevent WHERE org_id = :o AND action = 'contact.create'"), {"o": s.org_id}
+    ).scalars()
+    manual = {int(t[8:]) for t in targets if t and t.startswith("contact:") and t[8:].isdigit()}
+    out: dict = {"contacts": {}, "companies": {}}
+    for r in found:
+        src = "manual" if r.id in manual else "email" if r.emailed else "meeting" if r.meetings else "other"
+        for key in ("contacts", "companies") if r.company_id is not None and r.n == 1 else ("contacts",):
+            out[key][(r.wk, src)] = out[key].get((r.wk, src), 0) + 1
+    return out
 
 
 def raw_quiet_companies(conn, s, cutoff):
@@ -319,7 +329,7 @@ def main() -> int:
     summarised = {
         "activity": ("activity_counts", raw_activity_counts),
         "response-times": ("answer_figures", raw_answer_figures),
-        "new-contacts": ("first_contacts", raw_first_contacts),
+        "new-contacts": ("new_contact_counts", raw_new_contact_counts),
         "cold-accounts": ("quiet_companies", raw_quiet_companies),
     }
     for name in reports.REPORTS:

@@ -368,17 +368,9 @@ def response_times(conn: Connection, actor: Actor, **filters) -> dict:
 SOURCES = ("email", "meeting", "manual", "other")
 
 
-def _manual_contacts(conn: Connection, org_id: int) -> set[int]:
-    """Contacts a person added (the sidebar's or the API's contact.create), from the audit log."""
-    rows = conn.execute(
-        text("SELECT target FROM auditevent WHERE org_id = :o AND action = 'contact.create'"), {"o": org_id}
-    ).scalars()
-    return {int(t.split(":", 1)[1]) for t in rows if t and t.startswith("contact:") and t[8:].isdigit()}
-
-
-def first_contacts(conn: Connection, s: Scope) -> list:
-    """The contacts new in the range: (id, company_id, wk: their Monday, emailed, meetings, n: 1 when
-    the first of their company, else 0)."""
+def new_contact_counts(conn: Connection, s: Scope) -> dict[str, dict[tuple[str, str], int]]:
+    """ "contacts" and "companies" -> (Monday, source) -> how many are new in that week from that
+    source (a company with its first contact, from that contact's source)."""
 
     def first_at(c: str, cs: str) -> str:
         return (
@@ -401,11 +393,14 @@ def first_contacts(conn: Connection, s: Scope) -> list:
     # the look names no org_id (a company's contacts are all in its organisation), or SQLite seeks
     # ix_contact_org_created on the org and reads every contact for each candidate: 70-90 s on the
     # bench with every contact created in the range (a first import), against 0.37-0.8 s before.
+    # Counted by week and source here, not in Python: with 21,000 contacts new in the range,
+    # fetching their rows took 200-450 ms of a 270-530 ms render at load 4-5 (the SQL alone: 66 ms).
+    # Manual contacts are those a person added (contact.create in the audit log).
     # Kept times would need upkeep on every path that creates, merges, erases or re-files a
     # contact or its mail; the indexes are kept by the database. Joining all 100,000 contacts
     # and numbering them per company took 302-411 ms quiet, 621-690 ms at load 6, on 1,000,000
     # interactions (bench/reports.py, docs/performance.md section 12).
-    return conn.execute(
+    rows = conn.execute(
         text(
             f"""WITH ids AS (
               SELECT id FROM contact WHERE org_id = :org AND created_at >= :since AND created_at < :until
@@ -417,17 +412,28 @@ def first_contacts(conn: Connection, s: Scope) -> list:
                 cs.first_email_at IS NOT NULL AS emailed, COALESCE(cs.meetings, 0) AS meetings
               FROM ids JOIN contact c ON c.id = ids.id LEFT JOIN contactstats cs ON cs.contact_id = c.id
               WHERE c.org_id = :org {mine("c")}
-            )
-            SELECT f.id, f.company_id, {_week(conn, "f.first_at")} AS wk, f.emailed, f.meetings,
+            ),
+            m AS (SELECT target FROM auditevent WHERE org_id = :org AND action = 'contact.create')
+            SELECT wk, src, COUNT(*) AS contacts, SUM(n) AS companies FROM (
+            SELECT {_week(conn, "f.first_at")} AS wk,
+              CASE WHEN EXISTS (SELECT 1 FROM m WHERE m.target = 'contact:' || f.id) THEN 'manual'
+                WHEN f.emailed THEN 'email' WHEN f.meetings > 0 THEN 'meeting' ELSE 'other' END AS src,
               CASE WHEN f.company_id IS NOT NULL AND NOT EXISTS (
                 SELECT 1 FROM contact o LEFT JOIN contactstats os ON os.contact_id = o.id
                 WHERE o.company_id = f.company_id AND o.id <> f.id {mine("o")}
                   AND ({first_at("o", "os")} < f.first_at OR ({first_at("o", "os")} = f.first_at AND o.id < f.id))
               ) THEN 1 ELSE 0 END AS n
-            FROM f WHERE f.first_at >= :since AND f.first_at < :until"""
+            FROM f WHERE f.first_at >= :since AND f.first_at < :until
+            ) g GROUP BY wk, src"""
         ),
         _params(conn, s),
     ).all()
+    out: dict[str, dict[tuple[str, str], int]] = {"contacts": {}, "companies": {}}
+    for r in rows:
+        out["contacts"][(r.wk, r.src)] = int(r.contacts)
+        if r.companies:
+            out["companies"][(r.wk, r.src)] = int(r.companies)
+    return out
 
 
 def new_contacts(conn: Connection, actor: Actor, **filters) -> dict:
@@ -436,28 +442,11 @@ def new_contacts(conn: Connection, actor: Actor, **filters) -> dict:
     else "email" or "meeting" by what brought it in. A company is new with its first contact,
     from that contact's source. For one rep: the contacts they own or exchanged mail with."""
     s = scope(conn, actor, **filters)
-    found = first_contacts(conn, s)
-    contacts = found
-    companies = [r for r in found if r.company_id is not None and r.n == 1]
-    manual = _manual_contacts(conn, s.org_id)
-
-    def source(r) -> str:
-        if r.id in manual:
-            return "manual"
-        if r.emailed:
-            return "email"
-        return "meeting" if r.meetings else "other"
-
+    counts = new_contact_counts(conn, s)
     weeks = s.weeks()
     tables = []
-    for key, title, found in (
-        ("contacts", "New contacts per week", contacts),
-        ("companies", "New companies per week", companies),
-    ):
-        counts: dict[tuple[str, str], int] = {}
-        for r in found:
-            counts[(r.wk, source(r))] = counts.get((r.wk, source(r)), 0) + 1
-        rows = [[wk, *(counts.get((wk, src), 0) for src in SOURCES)] for wk in weeks]
+    for key, title in (("contacts", "New contacts per week"), ("companies", "New companies per week")):
+        rows = [[wk, *(counts[key].get((wk, src), 0) for src in SOURCES)] for wk in weeks]
         tables.append(
             _table(
                 key,
