@@ -17,6 +17,10 @@
    them, the baseline: the same reports computed from the raw rows over the range, as they were
    before the summaries (the summaries' own definitions, restricted to the range). When the
    cached database has no summaries yet they are built first (timed, not part of a render).
+4. New contacts and cold accounts read only what their range needs (the indexes of migration
+   0020; one index seek per company). Beside them, the baseline: the full scans they ran before
+   (every contact numbered per company; every participant row grouped by company). Their
+   tables must be equal to the baseline's.
 
 Target (issue 13): every report p99 < 300 ms on 1,000,000 interactions.
 """
@@ -180,6 +184,80 @@ def raw_answer_figures(conn, s):
     return {k: reports.figures_of(v) for k, v in by.items()}
 
 
+def raw_new_contact_counts(conn, s):
+    """The baseline: every contact joined to its summary and numbered within its company by a
+    window, the range applied after, the rows counted in Python (the report before migration 0020)."""
+    from sqlalchemy import text
+
+    from app.services import reports
+
+    first = (
+        "CASE WHEN cs.first_email_at IS NOT NULL AND cs.first_email_at < c.created_at "
+        "THEN cs.first_email_at ELSE c.created_at END"
+    )
+    rep = (
+        "AND (c.owner_id = :rep OR EXISTS (SELECT 1 FROM contactcolleague cc "
+        "WHERE cc.contact_id = c.id AND cc.user_id = :rep))"
+        if s.rep_id is not None
+        else ""
+    )
+    base = f"""SELECT c.id, c.company_id, {first} AS first_at, cs.first_email_at IS NOT NULL AS emailed,
+                 COALESCE(cs.meetings, 0) AS meetings
+               FROM contact c LEFT JOIN contactstats cs ON cs.contact_id = c.id
+               WHERE c.org_id = :org {rep}"""
+    found = conn.execute(
+        text(
+            f"""WITH f AS ({base}),
+            r AS (SELECT f.*, ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY first_at, id) AS n FROM f)
+            SELECT id, company_id, {reports._week(conn, "first_at")} AS wk, emailed, meetings, n FROM r
+            WHERE first_at >= :since AND first_at < :until"""
+        ),
+        reports._params(conn, s),
+    ).all()
+    targets = conn.execute(
+        text("SELECT target FROM auditevent WHERE org_id = :o AND action = 'contact.create'"), {"o": s.org_id}
+    ).scalars()
+    manual = {int(t[8:]) for t in targets if t and t.startswith("contact:") and t[8:].isdigit()}
+    out: dict = {"contacts": {}, "companies": {}}
+    for r in found:
+        src = "manual" if r.id in manual else "email" if r.emailed else "meeting" if r.meetings else "other"
+        for key in ("contacts", "companies") if r.company_id is not None and r.n == 1 else ("contacts",):
+            out[key][(r.wk, src)] = out[key].get((r.wk, src), 0) + 1
+    return out
+
+
+def raw_quiet_companies(conn, s, cutoff):
+    """The baseline: every participant row with a company grouped by company for its last activity
+    (the report before one index seek per company)."""
+    from sqlalchemy import text
+
+    from app.db import db_time
+    from app.services import reports, strength
+
+    rep = (
+        "AND p.company_id IN (SELECT c.company_id FROM contactcolleague cc JOIN contact c ON c.id = cc.contact_id "
+        "WHERE cc.org_id = :org AND cc.user_id = :rep AND c.company_id IS NOT NULL)"
+        if s.rep_id is not None
+        else ""
+    )
+    window = reports._minus_days(conn, "l.last_at", strength.WINDOW_DAYS)
+    return conn.execute(
+        text(
+            f"""WITH l AS (
+              SELECT p.company_id, MAX(p.occurred_at) AS last_at FROM participant p
+              WHERE p.org_id = :org AND p.company_id IS NOT NULL {rep}
+              GROUP BY p.company_id HAVING MAX(p.occurred_at) < :cutoff AND MAX(p.occurred_at) >= :since
+            )
+            SELECT l.company_id, l.last_at, k.name, k.domain, i.kind, i.direction, COUNT(DISTINCT i.id) AS n
+            FROM l JOIN company k ON k.id = l.company_id
+            LEFT JOIN participant p ON p.org_id = :org AND p.company_id = l.company_id AND p.occurred_at >= {window}
+            LEFT JOIN interaction i ON i.id = p.interaction_id AND i.kind IN ('email', 'meeting')
+            GROUP BY l.company_id, l.last_at, k.name, k.domain, i.kind, i.direction"""
+        ),
+        reports._params(conn, s, cutoff=db_time(conn, cutoff)),
+    ).all()
+
+
 def measure(engine, manager, name: str, rep, args) -> tuple[list[float], dict]:
     from app.db import read_only
 
@@ -227,7 +305,7 @@ def main() -> int:
     from sync import reportsums
 
     url = f"sqlite:///{db_path}"
-    upgrade(url)  # the indexes the reports rely on (migration 0015) and the summaries (0018)
+    upgrade(url)  # the indexes the reports rely on (0015, 0020) and the summaries (0019)
     engine = make_engine(url)
     manager = Actor.operator(1)  # sees every rep, like a manager or an admin
     with read_only(engine) as conn:
@@ -251,6 +329,8 @@ def main() -> int:
     summarised = {
         "activity": ("activity_counts", raw_activity_counts),
         "response-times": ("answer_figures", raw_answer_figures),
+        "new-contacts": ("new_contact_counts", raw_new_contact_counts),
+        "cold-accounts": ("quiet_companies", raw_quiet_companies),
     }
     for name in reports.REPORTS:
         for scope, rep in (("team", None), ("one rep", busiest)):
@@ -265,9 +345,10 @@ def main() -> int:
                     setattr(reports, attr, kept_fn)
                 base = f"{percentile(before, 50):.0f} / {percentile(before, 99):.0f}"
             counted, data = measure(engine, manager, name, rep, args)
-            if name == "activity":
-                # the summaries give the figures the raw rows give
-                assert data["tables"] == before_data["tables"], f"{name} ({scope}): summaries differ from the raw rows"
+            if name in ("activity", "new-contacts", "cold-accounts"):
+                # the summaries (activity) and the range reads give the figures the full scans give
+                assert data["tables"] == before_data["tables"], f"{name} ({scope}): differs from the baseline"
+                assert data["notes"] == before_data["notes"], f"{name} ({scope}): differs from the baseline"
             elif name == "response-times":
                 # The same but at the range's start: the baseline walked turns from the first email
                 # in the range, so a turn begun before it (a reminder inside it) counted from the reminder.

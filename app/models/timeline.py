@@ -23,7 +23,11 @@ class Company(TableModel, table=True):
 
 
 class Contact(TableModel, table=True):
-    __table_args__ = (Index("ix_contact_org_search", "org_id", "search_name"),)
+    # ix_contact_org_created: the new-contacts report range-scans creation times (app/services/reports.py)
+    __table_args__ = (
+        Index("ix_contact_org_search", "org_id", "search_name"),
+        Index("ix_contact_org_created", "org_id", "created_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
     name: str = ""
@@ -166,6 +170,8 @@ class ContactStats(TableModel, table=True):
     """A contact's relationship summary, kept current at ingest (sync/stats.py)
     so a lookup reads one row instead of aggregating the whole history."""
 
+    # the new-contacts report range-scans first emails (app/services/reports.py)
+    __table_args__ = (Index("ix_contactstats_org_first_email", "org_id", "first_email_at"),)
     contact_id: int = Field(foreign_key="contact.id", primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
     emails_in: int = 0
@@ -178,6 +184,8 @@ class ContactStats(TableModel, table=True):
 class ContactColleague(TableModel, table=True):
     """How many emails one colleague exchanged with a contact, and the latest."""
 
+    # one rep's contacts, for the reports scoped to a rep (app/services/reports.py)
+    __table_args__ = (Index("ix_contactcolleague_org_user", "org_id", "user_id", "contact_id"),)
     contact_id: int = Field(foreign_key="contact.id", primary_key=True)
     user_id: int = Field(foreign_key="app_user.id", primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")

@@ -368,12 +368,72 @@ def response_times(conn: Connection, actor: Actor, **filters) -> dict:
 SOURCES = ("email", "meeting", "manual", "other")
 
 
-def _manual_contacts(conn: Connection, org_id: int) -> set[int]:
-    """Contacts a person added (the sidebar's or the API's contact.create), from the audit log."""
+def new_contact_counts(conn: Connection, s: Scope) -> dict[str, dict[tuple[str, str], int]]:
+    """ "contacts" and "companies" -> (Monday, source) -> how many are new in that week from that
+    source (a company with its first contact, from that contact's source)."""
+
+    def first_at(c: str, cs: str) -> str:
+        return (
+            f"CASE WHEN {cs}.first_email_at IS NOT NULL AND {cs}.first_email_at < {c}.created_at "
+            f"THEN {cs}.first_email_at ELSE {c}.created_at END"
+        )
+
+    def mine(c: str) -> str:
+        if s.rep_id is None:
+            return ""
+        return (
+            f"AND ({c}.owner_id = :rep OR EXISTS (SELECT 1 FROM contactcolleague cc "
+            f"WHERE cc.contact_id = {c}.id AND cc.user_id = :rep))"
+        )
+
+    # Read from the range, not from every contact: a contact's first time is the earlier of its
+    # creation and its first email, so one that is new in the range was created or first emailed
+    # in it, and the two indexes of migration 0022 find those. Whether it is its company's first
+    # is then one look at the company's other contacts (ix_contact_company_id) for an earlier one;
+    # the look names no org_id (a company's contacts are all in its organisation), or SQLite seeks
+    # ix_contact_org_created on the org and reads every contact for each candidate: 70-90 s on the
+    # bench with every contact created in the range (a first import), against 0.37-0.8 s before.
+    # Counted by week and source here, not in Python: with 21,000 contacts new in the range,
+    # fetching their rows took 200-450 ms of a 270-530 ms render at load 4-5 (the SQL alone: 66 ms).
+    # Manual contacts are those a person added (contact.create in the audit log).
+    # Kept times would need upkeep on every path that creates, merges, erases or re-files a
+    # contact or its mail; the indexes are kept by the database. Joining all 100,000 contacts
+    # and numbering them per company took 302-411 ms quiet, 621-690 ms at load 6, on 1,000,000
+    # interactions (bench/reports.py, docs/performance.md section 12).
     rows = conn.execute(
-        text("SELECT target FROM auditevent WHERE org_id = :o AND action = 'contact.create'"), {"o": org_id}
-    ).scalars()
-    return {int(t.split(":", 1)[1]) for t in rows if t and t.startswith("contact:") and t[8:].isdigit()}
+        text(
+            f"""WITH ids AS (
+              SELECT id FROM contact WHERE org_id = :org AND created_at >= :since AND created_at < :until
+              UNION SELECT contact_id FROM contactstats
+              WHERE org_id = :org AND first_email_at >= :since AND first_email_at < :until
+            ),
+            f AS (
+              SELECT c.id, c.company_id, {first_at("c", "cs")} AS first_at,
+                cs.first_email_at IS NOT NULL AS emailed, COALESCE(cs.meetings, 0) AS meetings
+              FROM ids JOIN contact c ON c.id = ids.id LEFT JOIN contactstats cs ON cs.contact_id = c.id
+              WHERE c.org_id = :org {mine("c")}
+            ),
+            m AS (SELECT target FROM auditevent WHERE org_id = :org AND action = 'contact.create')
+            SELECT wk, src, COUNT(*) AS contacts, SUM(n) AS companies FROM (
+            SELECT {_week(conn, "f.first_at")} AS wk,
+              CASE WHEN EXISTS (SELECT 1 FROM m WHERE m.target = 'contact:' || f.id) THEN 'manual'
+                WHEN f.emailed THEN 'email' WHEN f.meetings > 0 THEN 'meeting' ELSE 'other' END AS src,
+              CASE WHEN f.company_id IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM contact o LEFT JOIN contactstats os ON os.contact_id = o.id
+                WHERE o.company_id = f.company_id AND o.id <> f.id {mine("o")}
+                  AND ({first_at("o", "os")} < f.first_at OR ({first_at("o", "os")} = f.first_at AND o.id < f.id))
+              ) THEN 1 ELSE 0 END AS n
+            FROM f WHERE f.first_at >= :since AND f.first_at < :until
+            ) g GROUP BY wk, src"""
+        ),
+        _params(conn, s),
+    ).all()
+    out: dict[str, dict[tuple[str, str], int]] = {"contacts": {}, "companies": {}}
+    for r in rows:
+        out["contacts"][(r.wk, r.src)] = int(r.contacts)
+        if r.companies:
+            out["companies"][(r.wk, r.src)] = int(r.companies)
+    return out
 
 
 def new_contacts(conn: Connection, actor: Actor, **filters) -> dict:
@@ -382,49 +442,11 @@ def new_contacts(conn: Connection, actor: Actor, **filters) -> dict:
     else "email" or "meeting" by what brought it in. A company is new with its first contact,
     from that contact's source. For one rep: the contacts they own or exchanged mail with."""
     s = scope(conn, actor, **filters)
-    first = "CASE WHEN cs.first_email_at IS NOT NULL AND cs.first_email_at < c.created_at THEN cs.first_email_at ELSE c.created_at END"
-    rep = (
-        "AND (c.owner_id = :rep OR EXISTS (SELECT 1 FROM contactcolleague cc "
-        "WHERE cc.contact_id = c.id AND cc.user_id = :rep))"
-        if s.rep_id is not None
-        else ""
-    )
-    base = f"""SELECT c.id, c.company_id, {first} AS first_at, cs.first_email_at IS NOT NULL AS emailed,
-                 COALESCE(cs.meetings, 0) AS meetings
-               FROM contact c LEFT JOIN contactstats cs ON cs.contact_id = c.id
-               WHERE c.org_id = :org {rep}"""
-    # One pass: every contact new in the range, and with it whether it is its company's first
-    # (the window runs over all of them, before the range is applied).
-    found = conn.execute(
-        text(
-            f"""WITH f AS ({base}),
-            r AS (SELECT f.*, ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY first_at, id) AS n FROM f)
-            SELECT id, company_id, {_week(conn, "first_at")} AS wk, emailed, meetings, n FROM r
-            WHERE first_at >= :since AND first_at < :until"""
-        ),
-        _params(conn, s),
-    ).all()
-    contacts = found
-    companies = [r for r in found if r.company_id is not None and r.n == 1]
-    manual = _manual_contacts(conn, s.org_id)
-
-    def source(r) -> str:
-        if r.id in manual:
-            return "manual"
-        if r.emailed:
-            return "email"
-        return "meeting" if r.meetings else "other"
-
+    counts = new_contact_counts(conn, s)
     weeks = s.weeks()
     tables = []
-    for key, title, found in (
-        ("contacts", "New contacts per week", contacts),
-        ("companies", "New companies per week", companies),
-    ):
-        counts: dict[tuple[str, str], int] = {}
-        for r in found:
-            counts[(r.wk, source(r))] = counts.get((r.wk, source(r)), 0) + 1
-        rows = [[wk, *(counts.get((wk, src), 0) for src in SOURCES)] for wk in weeks]
+    for key, title in (("contacts", "New contacts per week"), ("companies", "New companies per week")):
+        rows = [[wk, *(counts[key].get((wk, src), 0) for src in SOURCES)] for wk in weeks]
         tables.append(
             _table(
                 key,
@@ -441,6 +463,40 @@ def new_contacts(conn: Connection, actor: Actor, **filters) -> dict:
 # -- accounts going cold ---------------------------------------------------------------------------
 
 COLD_SORTS = ("strength", "quiet", "name")
+
+
+def quiet_companies(conn: Connection, s: Scope, cutoff: datetime) -> list:
+    """The companies whose last activity is from the range's start to before cutoff, one row per
+    (company_id, last_at, name, domain, kind, direction) with n: the distinct emails and meetings
+    of that kind and direction in the strength window before last_at."""
+    rep = (
+        "AND k.id IN (SELECT c.company_id FROM contactcolleague cc JOIN contact c ON c.id = cc.contact_id "
+        "WHERE cc.org_id = :org AND cc.user_id = :rep AND c.company_id IS NOT NULL)"
+        if s.rep_id is not None
+        else ""
+    )
+    window = _minus_days(conn, "l.last_at", strength.WINDOW_DAYS)
+    # Each company's last activity is the last entry of its run of ix_participant_company_time,
+    # one index seek per company (10,000 on the bench) instead of grouping all 2.3 M participant
+    # rows by company: 155-228 ms quiet, 326-452 ms at load 6 on 1,000,000 interactions
+    # (bench/reports.py, docs/performance.md section 12). Nothing to keep at ingest.
+    return conn.execute(
+        text(
+            f"""WITH l AS (
+              SELECT company_id, last_at FROM (
+                SELECT k.id AS company_id,
+                  (SELECT MAX(p.occurred_at) FROM participant p WHERE p.org_id = :org AND p.company_id = k.id) AS last_at
+                FROM company k WHERE k.org_id = :org {rep}
+              ) m WHERE last_at < :cutoff AND last_at >= :since
+            )
+            SELECT l.company_id, l.last_at, k.name, k.domain, i.kind, i.direction, COUNT(DISTINCT i.id) AS n
+            FROM l JOIN company k ON k.id = l.company_id
+            LEFT JOIN participant p ON p.org_id = :org AND p.company_id = l.company_id AND p.occurred_at >= {window}
+            LEFT JOIN interaction i ON i.id = p.interaction_id AND i.kind IN ('email', 'meeting')
+            GROUP BY l.company_id, l.last_at, k.name, k.domain, i.kind, i.direction"""
+        ),
+        _params(conn, s, cutoff=db_time(conn, cutoff)),
+    ).all()
 
 
 def cold_accounts(conn: Connection, actor: Actor, *, sort: str = "strength", limit: int = 25, **filters) -> dict:
@@ -460,28 +516,7 @@ def cold_accounts(conn: Connection, actor: Actor, *, sort: str = "strength", lim
     s = scope(conn, actor, **filters)
     as_of = s.until
     cutoff = as_of - timedelta(days=COLD_DAYS[0])
-    rep = (
-        "AND p.company_id IN (SELECT c.company_id FROM contactcolleague cc JOIN contact c ON c.id = cc.contact_id "
-        "WHERE cc.org_id = :org AND cc.user_id = :rep AND c.company_id IS NOT NULL)"
-        if s.rep_id is not None
-        else ""
-    )
-    window = _minus_days(conn, "l.last_at", strength.WINDOW_DAYS)
-    rows = conn.execute(
-        text(
-            f"""WITH l AS (
-              SELECT p.company_id, MAX(p.occurred_at) AS last_at FROM participant p
-              WHERE p.org_id = :org AND p.company_id IS NOT NULL {rep}
-              GROUP BY p.company_id HAVING MAX(p.occurred_at) < :cutoff AND MAX(p.occurred_at) >= :since
-            )
-            SELECT l.company_id, l.last_at, k.name, k.domain, i.kind, i.direction, COUNT(DISTINCT i.id) AS n
-            FROM l JOIN company k ON k.id = l.company_id
-            LEFT JOIN participant p ON p.org_id = :org AND p.company_id = l.company_id AND p.occurred_at >= {window}
-            LEFT JOIN interaction i ON i.id = p.interaction_id AND i.kind IN ('email', 'meeting')
-            GROUP BY l.company_id, l.last_at, k.name, k.domain, i.kind, i.direction"""
-        ),
-        _params(conn, s, cutoff=db_time(conn, cutoff)),
-    ).all()
+    rows = quiet_companies(conn, s, cutoff)
     acc: dict[int, dict] = {}
     for r in rows:
         a = acc.setdefault(
