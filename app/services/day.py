@@ -34,7 +34,10 @@ def deals_needing_attention(conn: Connection, org_id: int, user_id: int, now: da
     for i in range(0, len(contact_ids), 500):
         rows = conn.execute(
             select(CC.c.contact_id, func.max(CC.c.last_at))
-            .where(CC.c.org_id == org_id, CC.c.contact_id.in_(contact_ids[i : i + 500]))
+            # By the contacts' key alone: they are this organisation's (its deals'), and naming
+            # org_id let SQLite walk the whole organisation through ix_contactcolleague_org_user
+            # (bench/day.py at 700,000 interactions: 33 ms a day, against about 1 ms by key).
+            .where(CC.c.contact_id.in_(contact_ids[i : i + 500]))
             .group_by(CC.c.contact_id)
         )
         last.update((c, _aware(at)) for c, at in rows if at is not None)
