@@ -128,6 +128,19 @@ class CalendarWindow:
         today = datetime.combine(now.astimezone(timezone.utc).date(), time(0), tzinfo=timezone.utc)
         return today - timedelta(days=int(self.past_days)), today + timedelta(days=int(self.future_days) + 1)
 
+    def for_cursor(self, stored: list | None, now: datetime | None = None) -> tuple[list[str], bool]:
+        """The [start, end] (ISO, UTC) a calendar cursor's links belong to: the stored one until
+        the window has slid a week, then the current one; the flag says it slid, and the
+        connector starts a fresh full round over the new window (event ids are stable, so
+        re-listing re-links copies without duplicating anything)."""
+        start, end = self.bounds(now)
+        if stored:
+            old_start = datetime.fromisoformat(stored[0].replace("Z", "+00:00"))
+            if abs((start - old_start).days) < 7:
+                return list(stored), False
+        current = [start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")]
+        return current, bool(stored)
+
 
 @dataclass(frozen=True)
 class TenantSpec:

@@ -194,16 +194,9 @@ class GoogleCalendar:
     # -- changes --------------------------------------------------------------------
     def fetch_changes(self, cursor: dict) -> Iterator[Batch]:
         cursor = dict(cursor or {})
-        start, end = self.window.bounds()
-        window = cursor.get("window")
-        if window:
-            old_start = datetime.fromisoformat(window[0].replace("Z", "+00:00"))
-            # The window slides: a week later, a fresh full round over the new one.
-            # Event ids are stable, so re-listing re-links copies without duplicates.
-            if abs((start - old_start).days) >= 7:
-                cursor, window = {}, None
-        if not window:
-            window = [start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")]
+        window, slid = self.window.for_cursor(cursor.get("window"))
+        if slid:
+            cursor = {}
         base = {"v": 1, "window": list(window)}
         if cursor.get("page_token"):
             round_token, page_token = cursor.get("round_token"), cursor["page_token"]

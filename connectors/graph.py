@@ -710,17 +710,9 @@ class GraphConnector:
     # -- calendar -------------------------------------------------------------------
     def _calendar_changes(self, cursor: dict) -> Iterator[Batch]:
         cursor = dict(cursor or {})
-        start, end = self.window.bounds()
-        window = cursor.get("window")
-        if window:
-            old_start = datetime.fromisoformat(window[0].replace("Z", "+00:00"))
-            # The window slides: a week later, start a fresh round over the new one.
-            # Ids are stable, so re-listing re-links copies without duplicating anything.
-            if abs((start - old_start).days) >= 7:
-                cursor = {"masters": cursor.get("masters", {})}
-                window = None
-        if not window:
-            window = [start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")]
+        window, slid = self.window.for_cursor(cursor.get("window"))
+        if slid:
+            cursor = {"masters": cursor.get("masters", {})}
         self._masters = dict(cursor.get("masters") or {})
         win = list(window)
 

@@ -31,9 +31,10 @@ def stamp(when) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def connect(world, google, dovecot_gmail) -> dict[str, int]:
-    """The Workspace connected with every scope delegated; Alice and Bob have Gmail."""
-    key = google.service_account()
+def connect(world, google, dovecot_gmail, key: str | None = None) -> dict[str, int]:
+    """The Workspace connected with every scope delegated (through this service account key,
+    or a new one); Alice and Bob have Gmail."""
+    key = key or google.service_account()
     google.delegate(json.loads(key)["client_id"], SCOPES)
     for rep in (ALICE, BOB):
         google.add_user(rep)

@@ -13,6 +13,7 @@ from app.services.actor import Actor
 from app.services.mailboxes import fix_for
 from connectors.googleauth import MAIL_SCOPE, SCOPES
 from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, google  # noqa: F401
+from tests.sync.test_gcal_sync import connect
 from tests.world import make_world, message
 
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
@@ -28,23 +29,7 @@ def world(tmp_path):
 def gmail(world, google, dovecot_gmail):
     """The Workspace connected (delegation granted), Alice and Bob in the domain with Gmail."""
     key = google.service_account()
-    google.delegate(json.loads(key)["client_id"], SCOPES)
-    for rep in (ALICE, BOB):
-        google.add_user(rep)
-        dovecot_gmail.add_user(rep, "not-the-way-in")
-    google_service.add_workspace(
-        world.rt,
-        Actor.operator(world.org_id),
-        key_json=key,
-        domain="ourco.com",
-        check_user=ALICE,
-        imap_host=dovecot_gmail.host,
-        imap_port=dovecot_gmail.port,
-        imap_security="none",
-        calendar_url=google.calendar_url,
-    )
-    added = google_service.add_workspace_mailboxes(world.rt, Actor.operator(world.org_id), all_reps=True)["added"]
-    yield {row["user"]: row["id"] for row in added}, key
+    yield connect(world, google, dovecot_gmail, key), key
     for rep in (ALICE, BOB):
         dovecot_gmail.remove_user(rep)
 
