@@ -37,6 +37,7 @@ from connectors.base import (
     Fix,
     Folder,
     MessageRecord,
+    ThrottledError,
     TransientError,
 )
 from connectors.imapfetch import (
@@ -48,6 +49,7 @@ from connectors.imapfetch import (
     read_fetch,
     read_structures,
     send_fetch,
+    throttled,
 )
 from connectors.mailparse import parse_message_headers
 
@@ -67,7 +69,33 @@ RECEIVED_ITEM = "BODY.PEEK[HEADER.FIELDS (RECEIVED)]<0.1>"
 # UIDs) passes imaplib's 1 MB line limit.
 imaplib._MAXLINE = max(imaplib._MAXLINE, 64 << 20)  # type: ignore[attr-defined]  # private, so not in typeshed
 # NO codes (RFC 5530) that mean "try again later", not "this message is broken".
-_TRANSIENT_CODES = (b"[UNAVAILABLE]", b"[LIMIT]", b"[INUSE]", b"[OVERQUOTA]", b"[SERVERBUG]")
+_TRANSIENT_CODES = (b"[UNAVAILABLE]", b"[LIMIT]", b"[INUSE]", b"[SERVERBUG]")
+# Gmail's answers when an account is over its limits (docs/architecture.md, "Gmail's limits"):
+# "NO [OVERQUOTA] Account exceeded command or bandwidth limits." (the daily IMAP download
+# allowance: the account is blocked for up to 24 hours), "[THROTTLED]" (commands slowed down;
+# on OK answers too) and, at login, "NO [ALERT] Too many simultaneous connections." (15 per
+# account). All three are the provider asking Threadline to slow down: ThrottledError, the run
+# ends, the engine backs off (30 s doubling; an hour for over-quota).
+OVERQUOTA_WAIT = 3600
+_OVERQUOTA = b"[OVERQUOTA]"
+_THROTTLED = b"[THROTTLED]"
+_TOO_MANY_CONNECTIONS = b"TOO MANY SIMULTANEOUS CONNECTIONS"
+
+
+def rate_limited(text: str | bytes, what: str) -> ThrottledError | None:
+    """The ThrottledError for a server answer that says the account is over a limit, else None."""
+    said = (text.decode("utf-8", "replace") if isinstance(text, bytes) else text).strip()[:200]
+    raw = said.encode("utf-8", "replace").upper()
+    if _OVERQUOTA in raw:
+        return ThrottledError(
+            f"the server says the account is over its quota while {what} ({said}); retrying in an hour",
+            retry_after=OVERQUOTA_WAIT,
+        )
+    if _THROTTLED in raw or _TOO_MANY_CONNECTIONS in raw:
+        return ThrottledError(f"the server asked to slow down while {what} ({said})")
+    return None
+
+
 FIRST_BATCH = 200
 # Enough for a 200-character snippet after a multipart preamble and part headers,
 # and for the sender's signature under a short message's own text (most replies:
@@ -234,6 +262,10 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
     """Map imapclient/socket failures to the shared error kinds."""
     if isinstance(exc, ConnectorError):
         return exc
+    if isinstance(exc, (imaplib.IMAP4.error, imap_errors.LoginError)) and not isinstance(exc, imaplib.IMAP4.abort):
+        limited = rate_limited(server_text(exc), what)
+        if limited is not None:
+            return limited
     if isinstance(exc, imap_errors.LoginError):
         if login_link_broke(exc):
             return TransientError(f"connection lost while {what}: {_msg(exc)}")
@@ -570,6 +602,10 @@ class ImapConnector:
             if parts:
                 self._add_meetings(uidvalidity, parts, records, bad)
             yield chunk, records, bad
+            if throttled(imap) and i + 1 < len(chunks):
+                # Gmail answered OK but [THROTTLED]: this batch is committed (the caller has
+                # handled it), the rest waits for the engine's backoff instead of pressing on.
+                raise ThrottledError(f"the server asked to slow down while {what} (OK [THROTTLED])")
 
     @staticmethod
     def _salvage(
@@ -579,6 +615,9 @@ class ImapConnector:
         broken on their side): keep what came, fetch the rest one by one, and record
         only the messages the server still refuses. A "try later" code, or every
         message refused, is a transient failure instead: nothing is skipped."""
+        limited = rate_limited(str(failure), f"fetching from folder {folder.name!r}")
+        if limited is not None:
+            raise limited
         if any(code in str(failure).encode().upper() for code in _TRANSIENT_CODES):
             raise TransientError(f"the server refused to send mail from folder {folder.name!r} for now: {failure}")
         response = dict(failure.partial)
@@ -587,6 +626,9 @@ class ImapConnector:
             try:
                 response.update(read_fetch(imap, send_fetch(imap, [uid], items)))
             except FetchFailed as exc:
+                limited = rate_limited(str(exc), f"fetching from folder {folder.name!r}")
+                if limited is not None:
+                    raise limited from exc
                 if any(code in str(exc).encode().upper() for code in _TRANSIENT_CODES):
                     raise TransientError(
                         f"the server refused to send mail from folder {folder.name!r} for now: {exc}"

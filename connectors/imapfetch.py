@@ -100,6 +100,15 @@ def _uid_set(uids: list[int]) -> str:
     return ",".join(parts)
 
 
+_THROTTLED_ATTR = "threadline_throttled"
+
+
+def throttled(imap: imaplib.IMAP4) -> bool:
+    """Whether a FETCH on this connection was answered OK [THROTTLED] (Gmail asking the
+    client to slow down while still answering)."""
+    return bool(getattr(imap, _THROTTLED_ATTR, False))
+
+
 def uid_fetch(imap: imaplib.IMAP4, uids: list[int], items: str) -> dict[int, dict]:
     """UID FETCH `items` for `uids`; returns uid -> {b"INTERNALDATE": raw bytes, section: bytes}."""
     return read_fetch(imap, send_fetch(imap, uids, items))
@@ -126,6 +135,8 @@ def _responses(imap: imaplib.IMAP4, tag: bytes):
             status = line[len(tag) + 1 :].split(b" ", 1)[0].upper()
             if status != b"OK":
                 raise FetchFailed(line.decode("utf-8", "replace").strip())
+            if b"[THROTTLED]" in line.upper():  # Gmail: done, but slow down (see throttled())
+                setattr(imap, _THROTTLED_ATTR, True)
             return
         parts = [line]
         # endswith first: most lines announce no literal, and the regex search over a
