@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from app.cli import OrgOpt, _fail, _operator, _rt, mailbox_app, out
+from app.cli import OrgOpt, _fail, _operator, _rt, err, mailbox_app, out
 
 
 def _read_key(path: Path) -> str:
@@ -69,13 +71,44 @@ def add_google(
     user: Annotated[
         Optional[str], typer.Option("--user", help="The Gmail address if it differs from the rep's address.")
     ] = None,
+    client_id: Annotated[
+        Optional[str],
+        typer.Option(
+            "--client-id",
+            help="The rep signs in themselves through this Desktop OAuth client (no Workspace admin needed); "
+            "its secret from THREADLINE_GOOGLE_CLIENT_SECRET or a prompt.",
+        ),
+    ] = None,
+    auth_uri: Annotated[Optional[str], typer.Option("--auth-uri", hidden=True)] = None,
+    token_uri: Annotated[Optional[str], typer.Option("--token-uri", hidden=True)] = None,
+    imap_host: Annotated[Optional[str], typer.Option("--imap-host", hidden=True)] = None,
+    imap_port: Annotated[Optional[int], typer.Option("--imap-port", hidden=True)] = None,
+    imap_security: Annotated[Optional[str], typer.Option("--imap-security", hidden=True)] = None,
+    calendar_url: Annotated[Optional[str], typer.Option("--calendar-url", hidden=True)] = None,
     org: OrgOpt = None,
 ) -> None:
-    """Add reps' Gmail, read through the Workspace's service account (no sign-in by the rep)."""
+    """Add reps' Gmail: read through the Workspace's service account (no sign-in by the rep), or
+    with --client-id signed in by the rep themselves (Google's installed-app flow with PKCE)."""
     from app.services import google
 
     if not owner and not all_reps:
         _fail("pass --owner REP or --all-reps")
+    if client_id is not None:
+        if all_reps or not owner:
+            _fail("--client-id needs --owner REP: each rep signs in for their own mailbox")
+        _rep_signs_in(
+            owner=owner or "",
+            client_id=client_id,
+            user=user,
+            org=org,
+            auth_uri=auth_uri,
+            token_uri=token_uri,
+            imap_host=imap_host,
+            imap_port=imap_port,
+            imap_security=imap_security,
+            calendar_url=calendar_url,
+        )
+        return
     rt = _rt()
     result = google.add_workspace_mailboxes(
         rt, _operator(rt, org), workspace=workspace, owner=owner, all_reps=all_reps, user=user
@@ -86,6 +119,48 @@ def add_google(
         out.print("every enabled rep of the domain already has a Gmail mailbox")
     if result["outside"]:
         out.print(f"not in the Workspace's domain, left out: {', '.join(result['outside'])}", highlight=False)
+
+
+SECRET_ENV = "THREADLINE_GOOGLE_CLIENT_SECRET"
+
+
+def _client_secret() -> str:
+    """The Desktop client's secret: the environment, else a prompt (may be left empty), never argv."""
+    secret = os.environ.get(SECRET_ENV)
+    if secret is None and sys.stdin.isatty():
+        secret = getpass.getpass("client secret of the Desktop OAuth client (Enter if it has none): ")
+    return (secret or "").strip()
+
+
+def _rep_signs_in(*, owner: str, client_id: str, user: str | None, org, **overrides) -> None:
+    """Print the consent URL, read back the address the browser went to, store the sign-in."""
+    from app.services import google
+
+    secret = _client_secret()
+    rt = _rt()
+    actor = _operator(rt, org)
+    started = google.start_rep_sign_in(
+        rt, actor, owner=owner, client_id=client_id, client_secret=secret, user=user, **overrides
+    )
+    err.print(
+        f"The rep ({started['user']}) opens this address in a browser, signs in to their Google account and "
+        f"allows access:\n\n{started['url']}\n\nThe browser then goes to an address starting with "
+        f"{started['redirect_uri']} that does not open: copy that whole address from the address bar and "
+        f"paste it here (within {started['expires_in'] // 60} minutes).",
+        highlight=False,
+        soft_wrap=True,
+    )
+    err.print("Redirected address: ", end="", highlight=False)
+    redirected = sys.stdin.readline().strip()
+    if not redirected:
+        _fail("nothing pasted: nothing was saved")
+    mb = google.finish_rep_sign_in(rt, actor, state=started["state"], redirected=redirected)
+    verb = "reconnected" if mb.get("reconnected") else "added"
+    out.print(
+        f"mailbox {mb['id']} {verb} for {started['owner']} (Gmail {mb['user']}, the rep's own Google sign-in); "
+        f"run `threadline sync --once --mailbox {mb['id']}`",
+        highlight=False,
+    )
 
 
 def test_google_workspace(

@@ -34,6 +34,7 @@ class Fix(StrEnum):
     DELEGATION = "delegation"  # Google: the service account lacks domain-wide delegation (or a scope)
     SERVICE_KEY = "service_key"  # Google refused (or we cannot read) the service account's key
     GMAIL_IMAP = "gmail_imap"  # Gmail refused the XOAUTH2 IMAP login (IMAP off for the user)
+    GOOGLE_SIGN_IN = "google_sign_in"  # a rep's own Google sign-in was revoked, expired or is unusable
 
 
 class ConnectorError(Exception):

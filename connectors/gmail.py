@@ -1,5 +1,6 @@
 """Gmail (Google Workspace) over IMAP with SASL XOAUTH2, signed in through a
-service account with domain-wide delegation (connectors/googleauth.py).
+service account with domain-wide delegation, or by the rep themselves (installed-app
+sign-in, a refresh token) (connectors/googleauth.py).
 
 It is the IMAP connector (connectors/imap.py, whose cursor contract it keeps)
 with two differences:
@@ -27,7 +28,7 @@ from typing import Iterator
 
 from connectors.base import AuthError, Batch, ConnectorSpec, Fix, Folder
 from connectors.gcal import API_URL, GoogleCalendar, calendar_folder
-from connectors.googleauth import CALENDAR_SCOPE, MAIL_SCOPE, ServiceAccountTokenSource
+from connectors.googleauth import CALENDAR_SCOPE, MAIL_SCOPE, RefreshTokenSource, ServiceAccountTokenSource
 from connectors.imap import ImapConnector, ImapSettings
 
 GMAIL_IMAP = {"host": "imap.gmail.com", "port": 993, "security": "tls"}
@@ -35,6 +36,13 @@ GMAIL_IMAP = {"host": "imap.gmail.com", "port": 993, "security": "tls"}
 
 class GmailConnector(ImapConnector):
     calendar: GoogleCalendar | None = None
+    # A rep's own sign-in (RefreshTokenSource), whose refresh token Google may rotate.
+    own_sign_in: RefreshTokenSource | None = None
+
+    @property
+    def updated_secret(self) -> str | None:
+        """The rotated refresh token's secret to store, when Google gave a new one."""
+        return self.own_sign_in.updated_secret if self.own_sign_in is not None else None
 
     def connect(self):
         if self._client is None and self._oauth2_token is not None:
@@ -76,10 +84,18 @@ class GmailConnector(ImapConnector):
 
 def build(spec: ConnectorSpec) -> GmailConnector:
     """A Gmail connector for spec: config has the rep's address (`user`) and the IMAP
-    server; the secret is the service account's JSON key."""
+    server; the secret is the service account's JSON key, or (config mode "installed",
+    a rep's own sign-in) the rep's refresh token and the Desktop client's secret."""
     cfg = spec.config
     user = cfg.get("user") or spec.owner
-    tokens = ServiceAccountTokenSource(spec.secret, user, [MAIL_SCOPE])
+    own: RefreshTokenSource | None = None
+    if cfg.get("mode") == "installed":
+        # One grant covers Gmail and Calendar: one token source for both.
+        own = RefreshTokenSource(spec.secret, str(cfg.get("client_id") or ""), user, token_uri=cfg.get("token_uri"))
+        tokens = calendar_tokens = own
+    else:
+        tokens = ServiceAccountTokenSource(spec.secret, user, [MAIL_SCOPE])
+        calendar_tokens = None
     settings = ImapSettings(
         host=cfg.get("host", GMAIL_IMAP["host"]),
         port=int(cfg.get("port", GMAIL_IMAP["port"])),
@@ -88,10 +104,12 @@ def build(spec: ConnectorSpec) -> GmailConnector:
         batch_size=int(cfg.get("batch_size", 1000)),
     )
     connector = GmailConnector(settings, "", want_snippet=spec.want_snippet, oauth2_token=tokens.token)
+    connector.own_sign_in = own
     connector.internal_domains = frozenset(d.lower() for d in (spec.internal or {}).get("domains", ()))
     connector.calendar_window = spec.window
     if cfg.get("calendar", True):
-        calendar_tokens = ServiceAccountTokenSource(spec.secret, user, [CALENDAR_SCOPE])
+        if calendar_tokens is None:
+            calendar_tokens = ServiceAccountTokenSource(spec.secret, user, [CALENDAR_SCOPE])
         connector.calendar = GoogleCalendar(
             calendar_tokens, api_url=cfg.get("calendar_url") or API_URL, window=spec.window
         )

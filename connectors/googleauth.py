@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
@@ -219,3 +219,233 @@ def check(key_text: str, user: str, scopes=SCOPES) -> list[dict]:
     step(STEP_SCOPES, True, ", ".join(results))
     step(STEP_USER, True, f"{user} is a user of the domain")
     return steps
+
+
+# -- one rep's own sign-in (installed app, PKCE) ---------------------------------
+# A rep without a Workspace admin signs in through a "Desktop app" OAuth client of the
+# organisation's Google Cloud project: Google's installed-app flow with PKCE (S256), the
+# code coming back to a loopback redirect the rep copies from the browser's address bar
+# (https://developers.google.com/identity/protocols/oauth2/native-app). Not the device flow:
+# Google's limited-input device flow accepts only a short list of scopes, and neither Gmail's
+# nor Calendar's is on it (invalid_scope; docs/architecture.md). google-auth-oauthlib makes the
+# URL, the verifier and the exchange; google-auth refreshes.
+USER_MAIL_SCOPE = "https://mail.google.com/"  # Gmail's IMAP with XOAUTH2 for a user's own grant
+EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
+USER_SCOPES = (USER_MAIL_SCOPE, CALENDAR_SCOPE, "openid", EMAIL_SCOPE)
+GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
+# Desktop clients may redirect to any port of the loopback address without registering it;
+# nothing needs to listen there: the rep copies the URL the browser could not open.
+LOOPBACK_REDIRECT = "http://127.0.0.1:8749/"
+
+
+def _endpoint(url: str | None, default: str, what: str) -> str:
+    url = (url or default).strip()
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+        raise AuthError(f"Google's {what} must be an https:// URL, not {url!r}", fix=Fix.GOOGLE_SIGN_IN)
+    return url
+
+
+def _flow(client_id: str, client_secret: str, auth_uri: str, token_uri: str, **kwargs):
+    from google_auth_oauthlib.flow import Flow
+
+    config = {
+        "installed": {
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "auth_uri": auth_uri,
+            "token_uri": token_uri,
+            "redirect_uris": [LOOPBACK_REDIRECT],
+        }
+    }
+    return Flow.from_client_config(config, scopes=list(USER_SCOPES), redirect_uri=LOOPBACK_REDIRECT, **kwargs)
+
+
+@dataclass(frozen=True)
+class PendingSignIn:
+    """What the second step needs of the first: the consent URL for the rep, the state
+    Google sends back, and the PKCE verifier (a secret until the code is exchanged)."""
+
+    url: str
+    state: str
+    code_verifier: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    refresh_token: str = field(repr=False)
+    email: str  # who signed in (from the ID token the token endpoint gave), "" if Google did not say
+    scopes: tuple[str, ...]
+
+
+def start_installed_sign_in(
+    client_id: str,
+    client_secret: str,
+    *,
+    login_hint: str = "",
+    state: str | None = None,
+    code_verifier: str | None = None,
+    auth_uri: str | None = None,
+    token_uri: str | None = None,
+) -> PendingSignIn:
+    """The consent URL (offline access, consent prompt so a refresh token is always issued,
+    PKCE S256 from code_verifier, or one google-auth-oauthlib makes) for the rep to open."""
+    flow = _flow(
+        client_id,
+        client_secret,
+        _endpoint(auth_uri, GOOGLE_AUTH_URI, "authorization endpoint"),
+        _endpoint(token_uri, GOOGLE_TOKEN_URI, "token endpoint"),
+        state=state,
+        code_verifier=code_verifier,
+    )
+    extra = {"login_hint": login_hint} if login_hint else {}
+    url, given_state = flow.authorization_url(access_type="offline", prompt="consent", **extra)
+    return PendingSignIn(url, given_state, flow.code_verifier)
+
+
+def code_from(redirected: str, state: str) -> str:
+    """The authorization code from what the rep pasted: the whole redirected URL (whose state
+    must be ours) or the code alone. Google's refusal (access_denied) is an AuthError."""
+    from urllib.parse import parse_qs
+
+    text = (redirected or "").strip()
+    if not text:
+        raise AuthError("paste the address the browser went to after the consent (or its code)")
+    if "://" not in text and "=" not in text:
+        return text
+    query = parse_qs(urlsplit(text).query if "://" in text else text)
+    if query.get("error"):
+        raise AuthError(
+            f"Google did not give access ({query['error'][0]}): the rep must allow every permission asked",
+            fix=Fix.GOOGLE_SIGN_IN,
+        )
+    if query.get("state", [""])[0] != state:
+        raise AuthError("that address belongs to another sign-in (its state differs): start again")
+    code = query.get("code", [""])[0]
+    if not code:
+        raise AuthError("that address has no code: copy the whole address the browser went to")
+    return code
+
+
+def finish_installed_sign_in(
+    client_id: str,
+    client_secret: str,
+    *,
+    code: str,
+    code_verifier: str,
+    state: str,
+    auth_uri: str | None = None,
+    token_uri: str | None = None,
+) -> SignedIn:
+    """Exchange the code (with the PKCE verifier) at Google's token endpoint."""
+    from google.auth import jwt as google_jwt
+    from oauthlib.oauth2.rfc6749.errors import OAuth2Error
+
+    flow = _flow(
+        client_id,
+        client_secret,
+        _endpoint(auth_uri, GOOGLE_AUTH_URI, "authorization endpoint"),
+        _endpoint(token_uri, GOOGLE_TOKEN_URI, "token endpoint"),
+        state=state,
+        code_verifier=code_verifier,
+    )
+    try:
+        token = flow.fetch_token(code=code)
+    except OAuth2Error as exc:
+        said = f"{exc.error}: {exc.description or ''}".strip(": ")[:300]
+        raise AuthError(f"Google refused the sign-in code ({said})", fix=Fix.GOOGLE_SIGN_IN) from None
+    except Warning as exc:  # oauthlib: the rep granted fewer scopes than asked (granular consent)
+        token = getattr(exc, "token", None) or {}
+    except requests.RequestException as exc:
+        raise TransientError(f"cannot reach Google's sign-in service: {type(exc).__name__}") from None
+    granted = tuple(str(token.get("scope") or "").split()) if isinstance(token.get("scope"), str) else tuple(
+        token.get("scope") or ()
+    )
+    missing = [s for s in (USER_MAIL_SCOPE, CALENDAR_SCOPE) if granted and s not in granted]
+    if missing:
+        raise AuthError(
+            f"the rep did not allow {', '.join(missing)}: sign in again and leave every permission ticked",
+            fix=Fix.GOOGLE_SIGN_IN,
+        )
+    if not token.get("refresh_token"):
+        raise AuthError("Google gave no refresh token: sign in again (the consent must be shown)", fix=Fix.GOOGLE_SIGN_IN)
+    email = ""
+    if token.get("id_token"):
+        # Straight from the token endpoint over TLS, so its signature need not be checked
+        # (OpenID Connect Core 3.1.3.7); only the address is read.
+        claims = google_jwt.decode(token["id_token"], verify=False)
+        if claims.get("email_verified") in (True, "true"):
+            email = str(claims.get("email") or "").strip().lower()
+    return SignedIn(str(token["refresh_token"]), email, granted)
+
+
+def installed_secret(client_secret: str, refresh_token: str) -> str:
+    """The mailbox's secret for a rep's own sign-in (stored encrypted)."""
+    return json.dumps({"client_secret": client_secret, "refresh_token": refresh_token})
+
+
+def explain_refresh(exc: google_errors.GoogleAuthError, subject: str) -> AuthError | TransientError | ThrottledError:
+    """A refused refresh of a rep's own grant. invalid_grant "Token has been expired or
+    revoked." is a revoked grant, a password change on a Gmail scope, a refresh token
+    unused for six months or a test-mode app's seven-day limit
+    (https://developers.google.com/identity/protocols/oauth2#expiration): the rep signs in again."""
+    if isinstance(exc, google_errors.TransportError):
+        return TransientError(f"cannot reach Google's sign-in service: {type(exc.__cause__ or exc).__name__}")
+    data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+    error = str(data.get("error") or "")
+    desc = str(data.get("error_description") or "")[:300]
+    said = f"{error}: {desc}" if error else str(exc.args[0] if exc.args else exc)[:300]
+    if error == "invalid_grant":
+        return AuthError(f"{subject}'s Google sign-in was revoked or has expired ({said})", fix=Fix.GOOGLE_SIGN_IN)
+    if error == "rate_limit_exceeded":
+        return ThrottledError(f"Google's sign-in service asked to slow down ({said})", retry_after=30)
+    if getattr(exc, "retryable", False) or error in ("temporarily_unavailable", "server_error", "internal_failure"):
+        return TransientError(f"Google's sign-in service is unavailable ({said})")
+    return AuthError(f"Google refused {subject}'s sign-in ({said or 'no token'})", fix=Fix.GOOGLE_SIGN_IN)
+
+
+class RefreshTokenSource:
+    """Access tokens from a rep's own refresh token (the installed-app sign-in).
+
+    Google may answer a refresh with a new refresh token; the old one may then stop working,
+    so `updated_secret` holds the new secret and the engine stores it (encrypted)."""
+
+    def __init__(self, secret: str, client_id: str, subject: str, *, token_uri: str | None = None):
+        from google.oauth2.credentials import Credentials
+
+        try:
+            data = json.loads(secret or "")
+            refresh_token = str(data["refresh_token"])
+        except (ValueError, KeyError, TypeError):
+            raise AuthError("the stored Google sign-in is unreadable", fix=Fix.GOOGLE_SIGN_IN) from None
+        self.subject = subject.strip().lower()
+        self._client_secret = str(data.get("client_secret") or "")
+        self._refresh_token = refresh_token
+        self._credentials = Credentials(
+            token=None,
+            refresh_token=refresh_token,
+            token_uri=_endpoint(token_uri, GOOGLE_TOKEN_URI, "token endpoint"),
+            client_id=client_id,
+            client_secret=self._client_secret,
+        )
+        self.updated_secret: str | None = None
+        self._lock = threading.Lock()
+        self._session = requests.Session()
+
+    def __repr__(self) -> str:
+        return f"RefreshTokenSource({self.subject})"
+
+    def token(self, *, force_refresh: bool = False) -> str:
+        with self._lock:
+            creds = self._credentials
+            if force_refresh or not creds.valid:
+                try:
+                    creds.refresh(Request(self._session))
+                except google_errors.GoogleAuthError as exc:
+                    raise explain_refresh(exc, self.subject) from None
+                except requests.RequestException as exc:
+                    raise TransientError(f"cannot reach Google's sign-in service: {type(exc).__name__}") from None
+                if creds.refresh_token and creds.refresh_token != self._refresh_token:  # rotated: keep the new one
+                    self._refresh_token = creds.refresh_token
+                    self.updated_secret = installed_secret(self._client_secret, creds.refresh_token)
+            return str(creds.token)

@@ -68,6 +68,11 @@ TEXTS: dict[tuple[str, str], str] = {
     "Workspace domain and is not suspended, then Sync now",
     (Fix.GMAIL_IMAP, ANY): "turn IMAP on for the rep (Google Admin console, Apps > Google Workspace > Gmail > "
     "End User Access, POP and IMAP access), then Sync now",
+    (Fix.GOOGLE_SIGN_IN, ANY): "reconnect the mailbox: the rep signs in to Google again, "
+    "`threadline mailbox add-google --owner REP --client-id CLIENT_ID` (console: Add a mailbox > Google, "
+    "Sign in as the rep); the folders and what was imported are kept. If it keeps expiring after a week, "
+    "publish the app's OAuth consent screen (Google Cloud console, Google Auth platform > Audience): grants "
+    "of an app in Testing expire after 7 days",
     (ErrorKind.AUTH, ANY): _PASSWORD,
     (ErrorKind.AUTH, "m365"): "reconnect the account: `threadline mailbox add-m365` for a rep's own sign-in, "
     "`threadline mailbox add-m365-tenant` for a tenant app",

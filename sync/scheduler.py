@@ -115,7 +115,7 @@ def open_idle_session(rt: Runtime, mailbox_id: int, answer_seconds: float) -> Id
         ).one()
         cfg = row.config or {}
         if row.kind == "gmail":
-            return _gmail_idle_session(rt, conn, mailbox_id, cfg, answer_seconds)
+            return _gmail_idle_session(rt, conn, mailbox_id, cfg, answer_seconds, row.secret_enc)
     settings = ImapSettings(
         host=cfg["host"],
         port=int(cfg["port"]),
@@ -126,17 +126,28 @@ def open_idle_session(rt: Runtime, mailbox_id: int, answer_seconds: float) -> Id
     return IdleSession(settings, rt.box.decrypt(row.secret_enc) if row.secret_enc else "")
 
 
-def _gmail_idle_session(rt: Runtime, conn, mailbox_id: int, cfg: dict, answer_seconds: float) -> IdleSession:
-    """Gmail: XOAUTH2 with a token of the rep from the Workspace's service account, IDLE on the
-    folder the sync reads (All Mail, where every new message lands, sent mail included)."""
+def _gmail_idle_session(
+    rt: Runtime, conn, mailbox_id: int, cfg: dict, answer_seconds: float, secret_enc: str | None = None
+) -> IdleSession:
+    """Gmail: XOAUTH2 with a token of the rep from the Workspace's service account (or the rep's
+    own sign-in), IDLE on the folder the sync reads (All Mail, where every new message lands,
+    sent mail included)."""
     from app.models import FolderState, GoogleWorkspace
     from connectors.gmail import GMAIL_IMAP
-    from connectors.googleauth import MAIL_SCOPE, ServiceAccountTokenSource
+    from connectors.googleauth import MAIL_SCOPE, RefreshTokenSource, ServiceAccountTokenSource
 
     W, F = GoogleWorkspace.__table__, FolderState.__table__
-    key_enc = conn.execute(select(W.c.secret_enc).where(W.c.id == int(cfg.get("workspace") or 0))).scalar()
+    own = cfg.get("mode") == "installed"
+    key_enc = (
+        secret_enc
+        if own
+        else conn.execute(select(W.c.secret_enc).where(W.c.id == int(cfg.get("workspace") or 0))).scalar()
+    )
     if not key_enc:
-        raise AuthError("the Google Workspace of this mailbox is gone", fix=Fix.SERVICE_KEY)
+        raise AuthError(
+            "the Google sign-in of this mailbox is gone" if own else "the Google Workspace of this mailbox is gone",
+            fix=Fix.GOOGLE_SIGN_IN if own else Fix.SERVICE_KEY,
+        )
     folder = conn.execute(
         select(F.c.name)
         .where(F.c.mailbox_id == mailbox_id, F.c.selected, F.c.role.notin_(("calendar", "skip")))
@@ -144,7 +155,24 @@ def _gmail_idle_session(rt: Runtime, conn, mailbox_id: int, cfg: dict, answer_se
         .limit(1)
     ).scalar()
     user = cfg.get("user") or cfg["username"]
-    tokens = ServiceAccountTokenSource(rt.box.decrypt(key_enc), user, [MAIL_SCOPE])
+    if own:
+        refresh = RefreshTokenSource(
+            rt.box.decrypt(key_enc), str(cfg.get("client_id") or ""), user, token_uri=cfg.get("token_uri")
+        )
+
+        def token() -> str:
+            value = refresh.token()
+            if refresh.updated_secret:  # rotated while opening IDLE: the stored secret must follow
+                with write_transaction(rt.engine) as wconn:
+                    wconn.execute(
+                        update(MAILBOX)
+                        .where(MAILBOX.c.id == mailbox_id)
+                        .values(secret_enc=rt.box.encrypt(refresh.updated_secret))
+                    )
+                refresh.updated_secret = None
+            return value
+    else:
+        token = ServiceAccountTokenSource(rt.box.decrypt(key_enc), user, [MAIL_SCOPE]).token
     settings = ImapSettings(
         host=cfg.get("host", GMAIL_IMAP["host"]),
         port=int(cfg.get("port", GMAIL_IMAP["port"])),
@@ -152,7 +180,7 @@ def _gmail_idle_session(rt: Runtime, conn, mailbox_id: int, cfg: dict, answer_se
         username=cfg.get("username") or user,
         timeout=answer_seconds,
     )
-    return IdleSession(settings, "", oauth2_token=tokens.token, folder=folder or "INBOX")
+    return IdleSession(settings, "", oauth2_token=token, folder=folder or "INBOX")
 
 
 def mark_connection_lost(engine, mailbox_id: int, reason: str) -> None:

@@ -450,6 +450,58 @@ def add_gmail(caller: AdminDep, rt: RuntimeDep, body: NewGmailMailboxes) -> Gmai
     )
 
 
+class GoogleSignInIn(BaseModel):
+    owner: str = Field(..., description="The rep whose Gmail and Google Calendar this is")
+    client_id: str = Field(..., description="The OAuth client id of the Desktop app (Google Cloud console, Clients)")
+    client_secret: Optional[str] = Field(
+        None, description="The Desktop client's secret, as Google issued it", json_schema_extra={"writeOnly": True}
+    )
+    user: Optional[str] = Field(None, description="The Gmail address if it differs from the rep's address")
+
+
+class GoogleSignInStarted(BaseModel):
+    url: str  # the consent page the rep opens, signed in to their own Google account
+    state: str  # give it back with the redirected address (it expires after expires_in seconds)
+    redirect_uri: str  # where the browser goes after the consent; nothing listens there
+    owner: str
+    user: str
+    expires_in: int
+
+
+class GoogleSignInFinish(BaseModel):
+    state: str = Field(..., description="The state the start answered")
+    redirected_url: str = Field(
+        ...,
+        description="The whole address the browser went to after the rep allowed access (or its code)",
+        json_schema_extra={"writeOnly": True},
+    )
+
+
+@router.post(
+    "/mailboxes/google/sign-in",
+    summary="Start a rep's own Google sign-in (installed app with PKCE): the consent URL for the rep to open",
+)
+def start_google_sign_in(caller: AdminDep, rt: RuntimeDep, body: GoogleSignInIn) -> GoogleSignInStarted:
+    return google.start_rep_sign_in(
+        rt,
+        Actor.of(caller),
+        owner=body.owner,
+        client_id=body.client_id,
+        client_secret=body.client_secret or "",
+        user=body.user,
+    )
+
+
+@router.post(
+    "/mailboxes/google/sign-in/finish",
+    status_code=201,
+    summary="Finish a rep's own Google sign-in: the redirected address is exchanged for a refresh token, "
+    "stored encrypted; the rep's Gmail mailbox is added (or reconnected)",
+)
+def finish_google_sign_in(caller: AdminDep, rt: RuntimeDep, body: GoogleSignInFinish) -> MailboxRow:
+    return google.finish_rep_sign_in(rt, Actor.of(caller), state=body.state, redirected=body.redirected_url)
+
+
 @router.get("/mailboxes/{mailbox_id}", summary="One mailbox: health, folders with cursors, unreadable messages")
 def mailbox_detail(caller: AdminDep, rt: RuntimeDep, mailbox_id: int) -> MailboxRow:
     return mailboxes.mailbox_detail(rt.engine, caller.org_id, mailbox_id)

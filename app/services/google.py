@@ -10,6 +10,8 @@ secret is) and is never shown again; every rep's Gmail is then added by address.
 
 from __future__ import annotations
 
+import json
+
 from sqlmodel import Session, select
 
 from app.models import GoogleWorkspace, Mailbox, User
@@ -291,3 +293,190 @@ def add_workspace_mailboxes(
                 {"workspace": ws.domain, "all_reps": all_reps, "mailboxes": [r["id"] for r in rows]},
             )
         return {"added": rows, "outside": outside}
+
+
+# -- a rep's own sign-in (installed app with PKCE) ----------------------------------
+# The sign-in in progress travels in the OAuth `state`, encrypted with the server's key
+# (Fernet): whichever web process or CLI gets the redirected address back can finish it, and
+# nothing is stored until Google has given a refresh token. It names the organisation and
+# the admin who started it, and expires after SIGN_IN_MINUTES.
+SIGN_IN_MINUTES = 15
+
+
+def _endpoint_or_none(value: str | None, what: str) -> str | None:
+    if not value:
+        return None
+    value = value.strip()
+    if not (value.startswith("https://") or value.startswith(("http://127.0.0.1", "http://localhost"))):
+        raise Invalid(f"the {what} must be an https:// URL", field=what.replace(" ", "_"))
+    return value
+
+
+def start_rep_sign_in(
+    rt,
+    actor: Actor,
+    *,
+    owner: str,
+    client_id: str,
+    client_secret: str = "",
+    user: str | None = None,
+    auth_uri: str | None = None,
+    token_uri: str | None = None,
+    imap_host: str | None = None,
+    imap_port: int | None = None,
+    imap_security: str | None = None,
+    calendar_url: str | None = None,
+) -> dict:
+    """The first step of a rep's own Google sign-in: the consent URL for the rep to open and
+    the state to give back with the address the browser is sent to. Nothing is stored."""
+    import secrets
+    import time
+
+    from connectors.googleauth import LOOPBACK_REDIRECT, start_installed_sign_in
+
+    client_id = (client_id or "").strip()
+    if not client_id or " " in client_id:
+        raise Invalid("give the OAuth client id of the Desktop app (Google Cloud console, Clients)", field="client_id")
+    with Session(rt.engine) as session:
+        try:
+            rep = find_user(session, actor.org_id, owner or "")
+        except NotFound as exc:
+            raise Invalid(exc.reason, field="owner") from None
+        if not rep.active:
+            raise Conflict(f"{rep.email} is deactivated", field="owner")
+        address = clean_address(user or rep.email, "user")
+    verifier = secrets.token_urlsafe(64)  # PKCE code verifier (RFC 7636: 43-128 unreserved characters)
+    pending = {
+        "org": actor.org_id,
+        "by": actor.user_id,
+        "owner": rep.email,
+        "user": address,
+        "client_id": client_id,
+        "client_secret": client_secret or "",
+        "verifier": verifier,
+        "auth_uri": _endpoint_or_none(auth_uri, "auth uri"),
+        "token_uri": _endpoint_or_none(token_uri, "token uri"),
+        "imap": _imap_override(imap_host, imap_port, imap_security),
+        "calendar_url": (calendar_url or "").strip() or None,
+        "at": time.time(),
+    }
+    state = rt.box.encrypt(json.dumps(pending))
+    try:
+        started = start_installed_sign_in(
+            client_id,
+            pending["client_secret"],
+            login_hint=address,
+            state=state,
+            code_verifier=verifier,
+            auth_uri=pending["auth_uri"],
+            token_uri=pending["token_uri"],
+        )
+    except ConnectorError as exc:
+        raise Invalid(explain(str(exc), exc.kind, SOURCE, exc.fix), field="client_id") from None
+    return {
+        "url": started.url,
+        "state": started.state,
+        "redirect_uri": LOOPBACK_REDIRECT,
+        "owner": rep.email,
+        "user": address,
+        "expires_in": SIGN_IN_MINUTES * 60,
+    }
+
+
+def _pending(rt, actor: Actor, state: str) -> dict:
+    import time
+
+    try:
+        pending = json.loads(rt.box.decrypt((state or "").strip()))
+    except Exception:  # noqa: BLE001 - not ours, altered, or from before a key rotation
+        raise Invalid("this sign-in is unknown: start it again", field="state") from None
+    if pending.get("org") != actor.org_id or pending.get("by") != actor.user_id:
+        raise Invalid("this sign-in was started by someone else: start it again", field="state")
+    if time.time() - float(pending.get("at") or 0) > SIGN_IN_MINUTES * 60:
+        raise Invalid(f"this sign-in is older than {SIGN_IN_MINUTES} minutes: start it again", field="state")
+    return pending
+
+
+def finish_rep_sign_in(rt, actor: Actor, *, state: str, redirected: str) -> dict:
+    """The second step: the address the browser was sent to after the rep allowed access (or
+    the code alone) is exchanged, with the PKCE verifier, for a refresh token, which is stored
+    encrypted as the mailbox's secret. Signing in again for the same rep reconnects their
+    mailbox, keeping its folders and cursors."""
+    from app.models import UserAlias
+    from app.services.mailboxes import describe, with_sources
+    from connectors.googleauth import code_from, finish_installed_sign_in, installed_secret
+
+    pending = _pending(rt, actor, state)
+    try:
+        code = code_from(redirected, state.strip())
+    except ConnectorError as exc:
+        raise Invalid(explain(str(exc), exc.kind, SOURCE, exc.fix), field="redirected_url") from None
+    try:
+        signed = finish_installed_sign_in(
+            pending["client_id"],
+            pending["client_secret"],
+            code=code,
+            code_verifier=pending["verifier"],
+            state=state.strip(),
+            auth_uri=pending["auth_uri"],
+            token_uri=pending["token_uri"],
+        )
+    except ConnectorError as exc:
+        raise Invalid(explain(str(exc), exc.kind, SOURCE, exc.fix), field="redirected_url") from None
+    with changing_session(rt.engine, actor) as session:
+        try:
+            rep = find_user(session, actor.org_id, pending["owner"])
+        except NotFound as exc:
+            raise Invalid(exc.reason, field="owner") from None
+        aliases = {a.lower() for a in session.exec(select(UserAlias.address).where(UserAlias.user_id == rep.id))}
+        if signed.email and signed.email not in {rep.email, pending["user"], *aliases}:
+            raise Invalid(
+                f"the sign-in was for {signed.email}, not {pending['user']}: the rep must sign in with their own "
+                f"Google account (or add {signed.email} as an alias of {rep.email})",
+                field="owner",
+            )
+        address = signed.email or pending["user"]
+        imap = pending["imap"] or {}
+        config = {
+            "mode": "installed",
+            "client_id": pending["client_id"],
+            "user": address,
+            "username": address,
+            "host": imap.get("imap_host", GMAIL_IMAP["host"]),
+            "port": int(imap.get("imap_port", GMAIL_IMAP["port"])),
+            "security": imap.get("imap_security", GMAIL_IMAP["security"]),
+        }
+        for key in ("token_uri", "calendar_url"):
+            if pending.get(key):
+                config[key] = pending[key]
+        mailbox = next(
+            (
+                mb
+                for mb in session.exec(
+                    select(Mailbox).where(
+                        Mailbox.org_id == actor.org_id, Mailbox.owner_id == rep.id, Mailbox.kind == "gmail"
+                    )
+                )
+                if (mb.config or {}).get("mode") == "installed"
+            ),
+            None,
+        )
+        reconnect = mailbox is not None
+        if mailbox is None:
+            mailbox = Mailbox(org_id=actor.org_id, owner_id=rep.id, kind="gmail")
+        else:  # reconnecting: keep the folders and cursors, replace the sign-in, sync soon
+            mailbox.failure_count = 0
+            mailbox.next_sync_at = None
+        mailbox.config = config
+        mailbox.secret_enc = rt.box.encrypt(installed_secret(pending["client_secret"], signed.refresh_token))
+        session.add(mailbox)
+        session.flush()
+        audit.record(
+            session.connection(),
+            actor.org_id,
+            actor.user_id,
+            "mailbox.reconnect" if reconnect else "mailbox.add",
+            f"mailbox {mailbox.id} (gmail {address}, own sign-in)",
+            {"mode": "installed", "owner": rep.email, "client_id": pending["client_id"]},
+        )
+        return with_sources(session, actor.org_id, [describe(session, mailbox)])[0] | {"reconnected": reconnect}

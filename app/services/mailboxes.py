@@ -646,7 +646,10 @@ def with_sources(session: Session, org_id: int, rows: list[dict]) -> list[dict]:
             )
         elif mb.kind == "gmail":
             row.update(google.mailbox_facts(session, mb))
-            row["account"], row["location"] = row["user"], f"Google Workspace {row['workspace']}"
+            row["account"] = row["user"]
+            row["location"] = (
+                f"Google Workspace {row['workspace']}" if row["workspace"] else "the rep's own Google sign-in"
+            )
         else:
             row["account"], row["location"] = row.get("username"), row.get("server")
     return rows

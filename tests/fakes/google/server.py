@@ -13,13 +13,14 @@ client id for delegation with scopes, add, suspend and remove users.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,6 +30,9 @@ from tests.fakes.google.calendar import CALENDAR_PATH, FakeCalendar
 from tests.servers import LOOPBACK
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+AUTHORIZATION_CODE = "authorization_code"
+REFRESH_TOKEN = "refresh_token"
+REVOKED = "Token has been expired or revoked."
 # The JWT's aud is Google's token endpoint whatever URL the request goes to (the
 # documented value; google-auth sends it even when the key's token_uri differs).
 AUDIENCE = "https://oauth2.googleapis.com/token"
@@ -60,6 +64,29 @@ class ServiceAccount:
 
 
 @dataclass
+class Consent:
+    """An authorization code waiting for its exchange."""
+
+    client_id: str
+    redirect_uri: str
+    challenge: str
+    email: str
+    scopes: tuple[str, ...]
+    expires: float
+    used: bool = False
+
+
+@dataclass
+class Grant:
+    """A refresh token of a user's consent to a Desktop client."""
+
+    client_id: str
+    email: str
+    scopes: tuple[str, ...]
+    revoked: bool = False
+
+
+@dataclass
 class Issued:
     token: str
     client_id: str
@@ -80,6 +107,11 @@ class FakeGoogle:
         self.grants: list[dict] = []  # every JWT grant's verified claims (or the error it got)
         self.lifetime = 3599
         self.faults: list[tuple[int, dict]] = []  # answers given to the next token requests, first first
+        self.clients: dict[str, str] = {}  # Desktop OAuth clients: client id -> client secret
+        self.consents: dict[str, Consent] = {}  # authorization code ->
+        self.refresh_tokens: dict[str, Grant] = {}
+        self.rotate = False  # refreshes answer a new refresh token, and the old one stops working
+        self.exchanges: list[dict] = []  # every code / refresh grant request (secrets left out) and its answer
         self.calendar = FakeCalendar(self)  # the Calendar API, served on the same port
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -109,10 +141,15 @@ class FakeGoogle:
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
-                form = parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode(), keep_blank_values=True).items()}
                 if urlsplit(self.path).path != "/token":
                     return self._send(404, {"error": "not_found"})
-                status, body = fake.token_request({k: v[0] for k, v in form.items()})
+                basic = self.headers.get("Authorization", "")
+                if basic.startswith("Basic "):  # client_secret_basic (RFC 6749 2.3.1), as requests-oauthlib sends it
+                    user, _, password = base64.b64decode(basic[6:]).decode().partition(":")
+                    form.setdefault("client_id", unquote(user))
+                    form.setdefault("client_secret", unquote(password))
+                status, body = fake.token_request(form)
                 self._send(status, body)
 
             def do_GET(self):
@@ -150,6 +187,11 @@ class FakeGoogle:
             self.suspended.clear()
             self.tokens.clear()
             self.grants.clear()
+            self.clients.clear()
+            self.consents.clear()
+            self.refresh_tokens.clear()
+            self.exchanges.clear()
+            self.rotate = False
             self.faults.clear()
             self.lifetime = 3599
         self.calendar.reset()
@@ -166,6 +208,11 @@ class FakeGoogle:
     def calendar_url(self) -> str:
         """The Calendar API's base URL (Google's: https://www.googleapis.com/calendar/v3)."""
         return f"{self.url}{CALENDAR_PATH.removesuffix('/calendars/')}"
+
+    @property
+    def auth_uri(self) -> str:
+        """Google's is https://accounts.google.com/o/oauth2/auth (the consent page)."""
+        return f"{self.url}/o/oauth2/auth"
 
     @property
     def tokeninfo_url(self) -> str:
@@ -236,6 +283,125 @@ class FakeGoogle:
             for issued in self.tokens.values():
                 issued.expires = 0
 
+    # -- a rep's own sign-in (installed app, PKCE) ------------------------------------
+    def desktop_client(self) -> tuple[str, str]:
+        """Google Cloud console > Clients > Create client > Desktop app: (client id, secret)."""
+        client_id = f"{secrets.randbelow(10**12)}-{secrets.token_hex(16)}.apps.googleusercontent.com"
+        secret = "GOCSPX-" + secrets.token_urlsafe(21)
+        with self._lock:
+            self.clients[client_id] = secret
+        return client_id, secret
+
+    def consent(self, url: str, email: str, *, allow: bool = True, drop_scopes=()) -> str:
+        """The rep opens the consent URL in a browser, signs in as `email` and allows (or
+        denies) access: returns the address the browser is sent to, as Google builds it."""
+        query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+        assert urlsplit(url).path == "/o/oauth2/auth", url
+        client_id, redirect = query.get("client_id", ""), query.get("redirect_uri", "")
+        # What Google checks before showing the consent screen (error pages, no redirect).
+        assert client_id in self.clients, "Error 401: invalid_client"
+        loopback = urlsplit(redirect)
+        assert loopback.scheme == "http" and loopback.hostname in ("127.0.0.1", "localhost", "::1"), redirect
+        assert query.get("response_type") == "code"
+        assert query.get("code_challenge_method") == "S256" and len(query.get("code_challenge", "")) == 43
+        assert query.get("access_type") == "offline"
+        scopes = tuple(s for s in query.get("scope", "").split() if s not in drop_scopes)
+        back = {"state": query.get("state", "")}
+        if not allow:
+            return f"{redirect}?{urlencode({'error': 'access_denied', **back})}"
+        assert email.lower() in self.users, f"{email} has no Google account here"
+        code = "4/0" + secrets.token_urlsafe(40)
+        with self._lock:
+            self.consents[code] = Consent(
+                client_id, redirect, query["code_challenge"], email.lower(), scopes, time.time() + 600
+            )
+        return f"{redirect}?{urlencode({**back, 'code': code, 'scope': ' '.join(scopes)})}"
+
+    def revoke(self, email: str) -> None:
+        """The rep removes the app's access (myaccount.google.com > Security > Third-party
+        connections), or an admin resets their password: every refresh token of theirs stops working."""
+        with self._lock:
+            for grant in self.refresh_tokens.values():
+                if grant.email == email.lower():
+                    grant.revoked = True
+
+    def _issue(self, client_id: str, email: str, scopes: tuple[str, ...]) -> str:
+        token = "ya29." + secrets.token_urlsafe(32)
+        self.tokens[token] = Issued(token, client_id, email, self.users[email], scopes, time.time() + self.lifetime)
+        return token
+
+    def _id_token(self, client_id: str, email: str) -> str:
+        import jwt
+
+        now = int(time.time())
+        claims = {
+            "iss": "https://accounts.google.com",
+            "aud": client_id,
+            "azp": client_id,
+            "sub": self.users[email],
+            "email": email,
+            "email_verified": True,
+            "iat": now,
+            "exp": now + 3600,
+        }
+        return jwt.encode(claims, secrets.token_bytes(32), algorithm="HS256")  # unchecked by the client (OIDC 3.1.3.7)
+
+    def _client_ok(self, form: dict) -> bool:
+        secret = self.clients.get(form.get("client_id", ""))
+        return secret is not None and secrets.compare_digest(secret, form.get("client_secret", ""))
+
+    def _code_grant(self, form: dict) -> tuple[int, dict]:
+        def error(code: str, description: str, status: int = 400):
+            return status, {"error": code, "error_description": description}
+
+        if not self._client_ok(form):
+            return error("invalid_client", "Unauthorized", 401)
+        with self._lock:
+            consent = self.consents.get(form.get("code", ""))
+            if consent is None or consent.used or consent.expires < time.time():
+                return error("invalid_grant", "Bad Request")  # Google's answer for a used or unknown code
+            if consent.client_id != form["client_id"] or consent.redirect_uri != form.get("redirect_uri"):
+                return error("invalid_grant", "Bad Request")
+            verifier = form.get("code_verifier", "")
+            if not verifier:
+                return error("invalid_grant", "Missing code verifier.")
+            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            if not secrets.compare_digest(digest, consent.challenge):
+                return error("invalid_grant", "Invalid code verifier.")
+            consent.used = True
+            refresh = "1//0" + secrets.token_urlsafe(60)
+            self.refresh_tokens[refresh] = Grant(consent.client_id, consent.email, consent.scopes)
+            body = {
+                "access_token": self._issue(consent.client_id, consent.email, consent.scopes),
+                "expires_in": self.lifetime,
+                "refresh_token": refresh,
+                "scope": " ".join(consent.scopes),
+                "token_type": "Bearer",
+            }
+            if "openid" in consent.scopes:
+                body["id_token"] = self._id_token(consent.client_id, consent.email)
+        return 200, body
+
+    def _refresh_grant(self, form: dict) -> tuple[int, dict]:
+        if not self._client_ok(form):
+            return 401, {"error": "invalid_client", "error_description": "Unauthorized"}
+        with self._lock:
+            grant = self.refresh_tokens.get(form.get("refresh_token", ""))
+            if grant is None or grant.revoked or grant.client_id != form["client_id"]:
+                return 400, {"error": "invalid_grant", "error_description": REVOKED}
+            body = {
+                "access_token": self._issue(grant.client_id, grant.email, grant.scopes),
+                "expires_in": self.lifetime,
+                "scope": " ".join(grant.scopes),
+                "token_type": "Bearer",
+            }
+            if self.rotate:
+                grant.revoked = True  # the old one stops working, so only a client that kept the new one goes on
+                fresh = "1//0" + secrets.token_urlsafe(60)
+                self.refresh_tokens[fresh] = Grant(grant.client_id, grant.email, grant.scopes)
+                body["refresh_token"] = fresh
+        return 200, body
+
     # -- the endpoints ------------------------------------------------------------
     def inject(self, status: int, body: dict, times: int = 1) -> None:
         """Answer the next `times` token requests with this, whatever they ask (fault injection)."""
@@ -247,6 +413,21 @@ class FakeGoogle:
             fault = self.faults.pop(0) if self.faults else None
         if fault is not None:
             return fault
+        if form.get("grant_type") in (AUTHORIZATION_CODE, REFRESH_TOKEN):
+            code_grant = form["grant_type"] == AUTHORIZATION_CODE
+            status, body = self._code_grant(form) if code_grant else self._refresh_grant(form)
+            with self._lock:
+                self.exchanges.append(
+                    {
+                        "grant_type": form["grant_type"],
+                        "client_id": form.get("client_id"),
+                        "pkce": bool(form.get("code_verifier")),
+                        "status": status,
+                        "error": body.get("error"),
+                        "rotated": "refresh_token" in body and not code_grant,
+                    }
+                )
+            return status, body
         status, body, claims = self._grant(form)
         with self._lock:
             self.grants.append({"status": status, "error": body.get("error"), "claims": claims})
