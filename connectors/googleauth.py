@@ -15,6 +15,7 @@ Google Cloud console gives, kept out of every repr and message.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -229,6 +230,10 @@ def check(key_text: str, user: str, scopes=SCOPES) -> list[dict]:
 # Google's limited-input device flow accepts only a short list of scopes, and neither Gmail's
 # nor Calendar's is on it (invalid_scope; docs/architecture.md). google-auth-oauthlib makes the
 # URL, the verifier and the exchange; google-auth refreshes.
+# requests-oauthlib logs the token request's body and the tokens obtained at DEBUG: a secret
+# never reaches a log, whatever level the process logs at.
+for _name in ("requests_oauthlib", "oauthlib"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 USER_MAIL_SCOPE = "https://mail.google.com/"  # Gmail's IMAP with XOAUTH2 for a user's own grant
 EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
 USER_SCOPES = (USER_MAIL_SCOPE, CALENDAR_SCOPE, "openid", EMAIL_SCOPE)
@@ -358,8 +363,10 @@ def finish_installed_sign_in(
         token = getattr(exc, "token", None) or {}
     except requests.RequestException as exc:
         raise TransientError(f"cannot reach Google's sign-in service: {type(exc).__name__}") from None
-    granted = tuple(str(token.get("scope") or "").split()) if isinstance(token.get("scope"), str) else tuple(
-        token.get("scope") or ()
+    granted = (
+        tuple(str(token.get("scope") or "").split())
+        if isinstance(token.get("scope"), str)
+        else tuple(token.get("scope") or ())
     )
     missing = [s for s in (USER_MAIL_SCOPE, CALENDAR_SCOPE) if granted and s not in granted]
     if missing:
@@ -368,7 +375,9 @@ def finish_installed_sign_in(
             fix=Fix.GOOGLE_SIGN_IN,
         )
     if not token.get("refresh_token"):
-        raise AuthError("Google gave no refresh token: sign in again (the consent must be shown)", fix=Fix.GOOGLE_SIGN_IN)
+        raise AuthError(
+            "Google gave no refresh token: sign in again (the consent must be shown)", fix=Fix.GOOGLE_SIGN_IN
+        )
     email = ""
     if token.get("id_token"):
         # Straight from the token endpoint over TLS, so its signature need not be checked

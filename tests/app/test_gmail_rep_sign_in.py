@@ -160,7 +160,7 @@ def test_the_admin_api_signs_a_rep_in_then_a_revoked_grant_shows_reconnect(conso
     # The API starts with Google's real endpoints; the test points the same use case at the fake.
     seen.append(client.post("/api/admin/mailboxes/google/sign-in", json={"owner": ALICE, "client_id": client_id}))
     assert seen[-1].status_code == 200 and seen[-1].json()["url"].startswith("https://accounts.google.com/")
-    boss = w.sql("SELECT id FROM \"user\" WHERE email = 'boss@ourco.com'")[0][0]
+    boss = w.sql("SELECT id FROM app_user WHERE email = 'boss@ourco.com'")[0][0]
     actor = Actor(org_id=w.org_id, user_id=boss, role="admin")
     started = google_service.start_rep_sign_in(
         w.rt, actor, owner=ALICE, client_id=client_id, client_secret=secret, **overrides(google, dovecot_gmail)
@@ -216,7 +216,8 @@ def test_the_admin_api_signs_a_rep_in_then_a_revoked_grant_shows_reconnect(conso
     refresh_tokens = list(google.refresh_tokens)
     for response in seen:
         assert secret not in response.text and all(t not in response.text for t in refresh_tokens)
-    assert secret not in caplog.text and all(t not in caplog.text for t in refresh_tokens)
+    leaks = [r for r in caplog.records if secret in r.getMessage() or any(t in r.getMessage() for t in refresh_tokens)]
+    assert not leaks, [(r.name, r.getMessage()[:200]) for r in leaks]
     actions = [a for (a,) in w.sql("SELECT action FROM auditevent ORDER BY id")]
     assert actions[-2:] == ["mailbox.add", "mailbox.reconnect"]
     dovecot_gmail.remove_user(ALICE)
