@@ -220,6 +220,18 @@ EXPECT: dict[tuple[str, str], dict] = {
         "json": {"workspace": MATRIX_WORKSPACE, "all_reps": True},
         "other": (422,),
     },
+    ("POST", "/api/admin/mailboxes/google/sign-in"): {
+        "auth": ADMIN,
+        "json": {"owner": "rep@ourco.com", "client_id": "1-matrix.apps.googleusercontent.com"},
+        "other": (422,),
+    },
+    # A sign-in the first organisation's admin started and the rep allowed (at the fake Google):
+    # another organisation's admin cannot finish it.
+    ("POST", "/api/admin/mailboxes/google/sign-in/finish"): {
+        "auth": ADMIN,
+        "json": lambda: google_sign_in_allowed(),
+        "other": (422,),
+    },
     ("GET", "/api/admin/rules"): {"auth": ADMIN},
     ("POST", "/api/admin/rules"): {"auth": ADMIN, "json": lambda: {"value": f"{uniq('d')}.example"}},
     ("DELETE", "/api/admin/rules/{rule_id}"): {"auth": ADMIN},
@@ -353,8 +365,41 @@ def all_routes(routes, prefix: str = ""):
                 yield method, prefix + r.path
 
 
+_SIGN_IN: dict = {}  # the fake Google and the admin who starts the rep's sign-in (set by env)
+
+
+def google_sign_in_allowed() -> dict:
+    """The finish request of a rep's own Google sign-in started by the first organisation's admin."""
+    w, fake, (client_id, secret) = _SIGN_IN["w"], _SIGN_IN["fake"], _SIGN_IN["client"]
+    started = google.start_rep_sign_in(
+        w.rt,
+        Actor(org_id=w.org_id, user_id=_SIGN_IN["admin_id"], role="admin"),
+        owner="rep@ourco.com",
+        client_id=client_id,
+        client_secret=secret,
+        auth_uri=fake.auth_uri,
+        token_uri=fake.token_uri,
+    )
+    return {"state": started["state"], "redirected_url": fake.consent(started["url"], "rep@ourco.com")}
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
+    from tests.fakes.google.server import FakeGoogle
+
+    fake = FakeGoogle().start()
+    fake.add_user("rep@ourco.com")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake's token endpoint is plain HTTP on loopback
+    try:
+        yield from _env(tmp_path_factory, fake)
+    finally:
+        patch.undo()
+        fake.stop()
+        _SIGN_IN.clear()
+
+
+def _env(tmp_path_factory, fake):
     w = make_world(tmp_path_factory.mktemp("matrix"), reps=(("rep@ourco.com", "Rep One"),))
     admin_id = w.add_user("boss@ourco.com", "Boss", admin=True)
     with session(w.rt.engine) as s:
@@ -365,6 +410,7 @@ def env(tmp_path_factory):
         manager.role = "manager"
         s.add(manager)
         s.commit()
+        _SIGN_IN.update(w=w, admin_id=admin_id, fake=fake, client=fake.desktop_client())
         tokens = {
             "rep": factories.issue_token(s, rep),
             "manager": factories.issue_token(s, manager),
