@@ -826,6 +826,44 @@ async def add_gmail(request: Request, con: Console = Depends(console)) -> Respon
     return back(f"/admin/mailboxes/{added[0]['id']}", "added")
 
 
+@router.post("/google/sign-in")
+async def start_google_sign_in(request: Request, con: Console = Depends(console)) -> HTMLResponse:
+    """A rep's own Google sign-in, first step: the page again with the consent link for the rep
+    and the form to paste back the address the browser went to. Nothing is stored."""
+    form = await _form(request)
+    values = {k: str(form.get(k, "")).strip() for k in ("owner", "client_id", "user")}
+    try:
+        started = google.start_rep_sign_in(
+            runtime_of(request),
+            con.actor,
+            owner=values["owner"],
+            client_id=values["client_id"],
+            client_secret=str(form.get("client_secret", "")).strip(),
+            user=values["user"] or None,
+        )
+    except ServiceError as exc:
+        return _mailbox_form(request, con, kind="google", values=values, **refused(exc))
+    return _mailbox_form(request, con, kind="google", values=values, sign_in=started)
+
+
+@router.post("/google/sign-in/finish")
+async def finish_google_sign_in(request: Request, con: Console = Depends(console)) -> Response:
+    """Second step: the redirected address is exchanged for the rep's refresh token (stored encrypted)."""
+    form = await _form(request)
+    try:
+        mb = await run_in_threadpool(  # asks Google's token endpoint
+            lambda: google.finish_rep_sign_in(
+                runtime_of(request),
+                con.actor,
+                state=str(form.get("state", "")),
+                redirected=str(form.get("redirected_url", "")),
+            )
+        )
+    except ServiceError as exc:
+        return _mailbox_form(request, con, kind="google", values={}, **refused(exc))
+    return back(f"/admin/mailboxes/{mb['id']}", "added")
+
+
 @router.get("/mailboxes/{mailbox_id}")
 def mailbox_page(request: Request, mailbox_id: int, con: Console = Depends(console)) -> HTMLResponse:
     mb = mailboxes.mailbox_detail(runtime_of(request).engine, con.org_id, mailbox_id)

@@ -296,6 +296,16 @@ EXPECT: dict[tuple[str, str], dict] = {
         "form": {"workspace": MATRIX_WORKSPACE, "owner": "*"},
         "other": (422,),
     },
+    ("POST", "/admin/google/sign-in"): {
+        "auth": CONSOLE,
+        "form": {"owner": "rep@ourco.com", "client_id": "1-matrix.apps.googleusercontent.com"},
+        "other": (422,),
+    },
+    ("POST", "/admin/google/sign-in/finish"): {
+        "auth": CONSOLE,
+        "form": lambda: google_sign_in_allowed(),
+        "other": (422,),
+    },
     ("POST", "/admin/mailboxes/{mailbox_id}/{action}"): {"auth": CONSOLE, "params": {"action": "pause"}},
     ("GET", "/admin/org"): {"auth": CONSOLE},
     ("POST", "/admin/org"): {"auth": CONSOLE, "form": {"backfill_days": "300"}},

@@ -203,15 +203,23 @@ def test_the_admin_api_signs_a_rep_in_then_a_revoked_grant_shows_reconnect(conso
     seen.append(client.get(f"/admin/mailboxes/{mb['id']}"))
     assert "Reconnect the mailbox: the rep signs in to Google again" in seen[-1].text
 
-    # Signing in again reconnects the same mailbox.
+    # Signing in again, here from the console's form beside the domain-wide one, reconnects the same mailbox.
+    seen.append(client.get("/admin/mailboxes/new?kind=google"))
+    assert 'id="google-sign-in"' in seen[-1].text and 'id="add-workspace"' in seen[-1].text
+    form = {"owner": ALICE, "client_id": client_id, "client_secret": secret}
+    seen.append(client.post("/admin/google/sign-in", data=form))
+    assert seen[-1].status_code == 200 and 'id="google-sign-in-finish"' in seen[-1].text
+    assert "https://accounts.google.com/o/oauth2/auth?" in seen[-1].text
     again = google_service.start_rep_sign_in(
         w.rt, actor, owner=ALICE, client_id=client_id, client_secret=secret, **overrides(google, dovecot_gmail)
     )
-    done = google_service.finish_rep_sign_in(
-        w.rt, actor, state=again["state"], redirected=google.consent(again["url"], ALICE)
-    )
-    assert done["id"] == mb["id"] and done["reconnected"]
+    finish = {"state": again["state"], "redirected_url": google.consent(again["url"], ALICE)}
+    seen.append(client.post("/admin/google/sign-in/finish", data=finish, follow_redirects=False))
+    assert seen[-1].status_code == 303 and seen[-1].headers["location"] == f"/admin/mailboxes/{mb['id']}?ok=added"
+    assert w.sql("SELECT COUNT(*) FROM mailbox")[0][0] == 1
     assert sync_mailbox(w.rt.engine, w.rt.box, mb["id"], fetch_in_child=False).ok
+    seen.append(client.get(f"/admin/mailboxes/{mb['id']}"))
+    assert "signs in to Google again" not in seen[-1].text
 
     refresh_tokens = list(google.refresh_tokens)
     for response in seen:
