@@ -89,6 +89,8 @@ def build(spec: ConnectorSpec) -> GmailConnector:
     cfg = spec.config
     user = cfg.get("user") or spec.owner
     own: RefreshTokenSource | None = None
+    tokens: RefreshTokenSource | ServiceAccountTokenSource
+    calendar_tokens: RefreshTokenSource | ServiceAccountTokenSource | None
     if cfg.get("mode") == "installed":
         # One grant covers Gmail and Calendar: one token source for both.
         own = RefreshTokenSource(spec.secret, str(cfg.get("client_id") or ""), user, token_uri=cfg.get("token_uri"))
