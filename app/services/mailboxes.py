@@ -334,10 +334,11 @@ def set_password(rt, actor: Actor, mailbox_id: int, password: str) -> None:
         raise Invalid("the password is empty", field="password")
     with changing(rt.engine, actor) as conn:
         row = _one(conn, actor.org_id, mailbox_id)
-        if row.kind == "gmail":  # read with its Workspace's service account: no password of its own
+        if row.kind == "gmail":  # a service account or the rep's own sign-in: no password of its own
             raise Invalid(
                 "a Gmail mailbox has no password: it is read through its Google Workspace's service account "
-                "(replace the key with `threadline mailbox add-google-workspace --key FILE`)",
+                "(replace the key with `threadline mailbox add-google-workspace --key FILE`) or the rep's own "
+                "Google sign-in (sign in again: `threadline mailbox add-google --owner REP --client-id ID`)",
                 field="password",
             )
         conn.execute(

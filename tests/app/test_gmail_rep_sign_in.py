@@ -221,6 +221,22 @@ def test_the_admin_api_signs_a_rep_in_then_a_revoked_grant_shows_reconnect(conso
     seen.append(client.get(f"/admin/mailboxes/{mb['id']}"))
     assert "signs in to Google again" not in seen[-1].text
 
+    # While `serve` runs, IDLE signs in with the rep's refresh token too, and keeps a rotated one.
+    from sync.scheduler import open_idle_session
+
+    google.rotate = True
+    google.expire_tokens()
+    before = w.sql("SELECT secret_enc FROM mailbox WHERE id = :i", i=mb["id"])[0][0]
+    idle = open_idle_session(w.rt, mb["id"], 5)
+    try:
+        idle.open()
+        assert idle.state == "idling" and idle.folder == "All Mail"
+    finally:
+        idle.close()
+    assert w.sql("SELECT secret_enc FROM mailbox WHERE id = :i", i=mb["id"])[0][0] != before
+    google.expire_tokens()  # the old refresh token is refused now: the run works only with the stored new one
+    assert sync_mailbox(w.rt.engine, w.rt.box, mb["id"], fetch_in_child=False).ok
+
     refresh_tokens = list(google.refresh_tokens)
     for response in seen:
         assert secret not in response.text and all(t not in response.text for t in refresh_tokens)
