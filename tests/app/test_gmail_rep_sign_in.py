@@ -245,3 +245,54 @@ def test_the_admin_api_signs_a_rep_in_then_a_revoked_grant_shows_reconnect(conso
     actions = [a for (a,) in w.sql("SELECT action FROM auditevent ORDER BY id")]
     assert actions[-2:] == ["mailbox.add", "mailbox.reconnect"]
     dovecot_gmail.remove_user(ALICE)
+
+
+def test_the_fake_checks_the_pkce_verifier_and_a_grant_without_gmail_or_calendar_saves_nothing(google, tmp_path):
+    import requests
+
+    from app.services import google as google_service
+    from app.services.actor import Actor
+    from app.services.errors import Invalid
+    from connectors.googleauth import LOOPBACK_REDIRECT, start_installed_sign_in
+
+    google.add_user(ALICE)
+    client_id, secret = google.desktop_client()
+    # The token endpoint takes a code only with the verifier whose S256 challenge the consent URL carried.
+    started = start_installed_sign_in(client_id, secret, auth_uri=google.auth_uri, token_uri=google.token_uri)
+    code = parse_qs(urlsplit(google.consent(started.url, ALICE)).query)["code"][0]
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": LOOPBACK_REDIRECT}
+    form |= {"client_id": client_id, "client_secret": secret}
+    assert requests.post(google.token_uri, data=form, timeout=10).json()["error_description"] == (
+        "Missing code verifier."
+    )
+    wrong = requests.post(google.token_uri, data={**form, "code_verifier": "x" * 64}, timeout=10)
+    assert wrong.status_code == 400 and wrong.json()["error_description"] == "Invalid code verifier."
+    right = requests.post(google.token_uri, data={**form, "code_verifier": started.code_verifier}, timeout=10)
+    assert right.status_code == 200 and right.json()["refresh_token"]
+    again = requests.post(google.token_uri, data={**form, "code_verifier": started.code_verifier}, timeout=10)
+    assert again.json()["error"] == "invalid_grant"  # a code is used once
+
+    # The rep unticks Calendar on Google's consent screen: nothing is saved, and the reason is named.
+    w = make_world(tmp_path)
+    op = Actor.operator(w.org_id)
+    pending = google_service.start_rep_sign_in(
+        w.rt, op, owner=ALICE, client_id=client_id, client_secret=secret,
+        auth_uri=google.auth_uri, token_uri=google.token_uri,
+    )  # fmt: skip
+    partial = google.consent(pending["url"], ALICE, drop_scopes=(CALENDAR_SCOPE,))
+    with pytest.raises(Invalid) as caught:
+        google_service.finish_rep_sign_in(w.rt, op, state=pending["state"], redirected=partial)
+    assert CALENDAR_SCOPE in caught.value.reason and "every permission" in caught.value.reason
+    assert w.sql("SELECT COUNT(*) FROM mailbox")[0][0] == 0
+    # Another sign-in for someone else's account is refused too.
+    google.add_user("mallory@gmail.com")
+    other = google_service.start_rep_sign_in(
+        w.rt, op, owner=ALICE, client_id=client_id, client_secret=secret,
+        auth_uri=google.auth_uri, token_uri=google.token_uri,
+    )  # fmt: skip
+    with pytest.raises(Invalid) as caught:
+        google_service.finish_rep_sign_in(
+            w.rt, op, state=other["state"], redirected=google.consent(other["url"], "mallory@gmail.com")
+        )
+    assert "mallory@gmail.com, not alice@ourco.com" in caught.value.reason
+    assert w.sql("SELECT COUNT(*) FROM mailbox")[0][0] == 0
