@@ -14,6 +14,10 @@ from connectors.mailparse import has_received, parse_message_headers
 CALENDAR = Folder("calendar:Demo", "calendar")
 FOLDERS = (Folder("INBOX", "inbox"), Folder("Sent", "sent"), Folder("Archive", "archive"), CALENDAR)
 MEETING_EVERY = 12  # one external thread in twelve led to a meeting
+# Of the threads of the last ten days, one in three has a call booked in the coming week, so a
+# small demo (the tests seed 600 messages) still shows upcoming meetings whatever the day: at one
+# in twelve, 600 messages gave between 0 and 5 of them depending on the hour they were generated.
+UPCOMING_EVERY = 3
 
 
 class DemoConnector:
@@ -47,14 +51,15 @@ class DemoConnector:
             if m.kind != "external" or m.in_reply_to:
                 continue
             digest = hashlib.sha256(m.message_id.encode()).hexdigest()
-            if int(digest[:8], 16) % MEETING_EVERY:
+            fresh = now - m.internaldate < timedelta(days=10)
+            if int(digest[:8], 16) % (UPCOMING_EVERY if fresh else MEETING_EVERY):
                 continue
             head = parse_message_headers("demo", m.raw.partition(b"\r\n\r\n")[0] + b"\r\n\r\n", m.internaldate)
             people = [Attendee(a, n) for n, a in head.from_ + head.to + head.cc]
-            fresh = now - m.internaldate < timedelta(days=10)
-            day = (m.internaldate + timedelta(days=9 if fresh else 2)).replace(
-                hour=9 + int(digest[8], 16) % 8, minute=0, second=0, microsecond=0
-            )
+            # A recent thread's call is booked 1 to 7 days after the demo was generated (so it is
+            # upcoming), an older one's two days after its first mail (so it is past).
+            when = now + timedelta(days=1 + int(digest[9], 16) % 7) if fresh else m.internaldate + timedelta(days=2)
+            day = when.replace(hour=9 + int(digest[8], 16) % 8, minute=0, second=0, microsecond=0)
             yield MeetingRecord(
                 remote_id=f"demo-meeting/{digest[:16]}",
                 uid=f"{digest[:24]}@demo.threadline",

@@ -593,7 +593,9 @@ class ImapConnector:
                     multipart, single = _calendar_candidates(response)
                     if multipart or single:
                         parts = self._invitation_parts(imap, multipart, single)
-                if i + 1 < len(chunks):
+                # The next batch's FETCH goes out before this one is handled (they overlap),
+                # unless Gmail answered this one OK [THROTTLED]: then nothing more is asked.
+                if i + 1 < len(chunks) and not throttled(imap):
                     pending = send_fetch(imap, chunks[i + 1], items)
             except BaseException as exc:  # noqa: BLE001
                 raise translate(exc, what) from exc
