@@ -114,6 +114,32 @@ def error_of(kind: str, message: str, *, retry_after: float | None = None, fix: 
     return ERRORS.get(kind, TransientError)(message, retry_after=retry_after, fix=Fix(fix) if fix else None)
 
 
+# How often a folder's server count (the reconciliation's side, app/services/reconcile.py) is
+# taken again once its backfill is done: at most hourly, and at once after a removal or a
+# full re-read, so a message deleted or added on the server moves the numbers without a
+# count on every run.
+RECOUNT_SECONDS = 3600
+
+
+def utc_stamp(now: datetime | None = None) -> str:
+    """An instant as a cursor keeps it: ISO 8601, UTC, whole seconds, with Z."""
+    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def recount_due(cursor: dict, *, changed: bool = False, now: datetime | None = None) -> bool:
+    """Whether a completed folder's server count is to be taken now: never counted (or
+    counted before `counted_at` was kept), something left the folder or it was read again
+    from scratch (`changed`), or the last count is RECOUNT_SECONDS old."""
+    if changed or "server_count" not in cursor or not cursor.get("counted_at"):
+        return True
+    try:
+        counted = datetime.fromisoformat(str(cursor["counted_at"]).replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    age = ((now or datetime.now(timezone.utc)) - counted).total_seconds()
+    return age >= RECOUNT_SECONDS or age < 0
+
+
 @dataclass(frozen=True)
 class CalendarWindow:
     """How far back and ahead calendars are read, in days: the organisation's

@@ -14,6 +14,14 @@ Cursor per folder (stored by the engine as given):
   window      [start, end] of the calendar window the links belong to (calendar);
               once the window has moved a week, a fresh round starts over the new one
   masters     series master id -> its iCalUId (calendar, a small cache)
+  since       the backfill window's first instant (mail folders): the first round passes
+              over mail received before it, and the count below uses the same instant
+  round_started  when the unfinished round began: the count covers mail received before it
+  server_count   what the reconciliation (app/services/reconcile.py) compares with the copies
+              stored plus the skipped ones, once a round is done: mail folders, Graph's
+              `$count=true` of messages received in [since, round start) that are no drafts
+  counted_at  when server_count was taken: again at most hourly (base.RECOUNT_SECONDS), and
+              at once after a removal or a full re-read
 
 A round ends at @odata.deltaLink. An expired state (410, SyncStateNotFound,
 resyncRequired) restarts that folder from scratch with reset=True: the engine
@@ -64,7 +72,9 @@ from connectors.base import (
     MessageRecord,
     ThrottledError,
     TransientError,
+    recount_due,
     retry_after_seconds,
+    utc_stamp,
 )
 from connectors.m365auth import (
     IMAP_APP_SCOPES,
@@ -528,6 +538,16 @@ class GraphConnector:
         if cursor and cursor.get("id") != fid:  # deleted and re-created under the same name
             cursor, reset = {}, True
         select = ",".join(MESSAGE_FIELDS + (("bodyPreview",) if self.want_snippet else ()))
+        incremental = bool(cursor.get("delta_link") or cursor.get("incremental"))
+        # The backfill window's first instant, kept for the folder: the first round passes over
+        # mail received before it, and the server count (the reconciliation's side) uses the same.
+        start = cursor.get("since") or utc_stamp(since)
+        since = _parse_time(start) or since
+        # When this round began (kept while it spans runs): the count covers mail received
+        # before it, which the round lists; later mail is the next round's to read and count.
+        round_started = cursor.get("round_started") if cursor.get("next_link") else None
+        base = {"id": fid, "since": start, "round_started": round_started or utc_stamp()}
+        counted = {k: cursor[k] for k in ("server_count", "counted_at") if k in cursor}
 
         def fresh() -> str:
             # No $filter on receivedDateTime: Graph then returns at most 5,000 messages
@@ -539,15 +559,45 @@ class GraphConnector:
             self._transport_facts(records, folder.role)
             return records, bad, removed
 
-        yield from self._rounds(
+        changed = reset  # something left the folder, or it is read again from scratch: count again
+        for batch in self._rounds(
             cursor.get("next_link") or cursor.get("delta_link") or fresh(),
             fresh,
-            {"id": fid},
+            base,
             convert,
             reset,
             what=f"syncing folder {folder.name!r}",
-            incremental=bool(cursor.get("delta_link") or cursor.get("incremental")),
+            incremental=incremental,
+        ):
+            if batch.reset:
+                changed, counted = True, {}
+            changed = changed or bool(batch.removed)
+            if batch.backfill_done:
+                if not incremental or recount_due(counted, changed=changed):
+                    n = self._count_messages(fid, folder, start, base["round_started"])
+                    counted = {"server_count": n, "counted_at": utc_stamp()}
+                batch.cursor.update(counted)
+                batch.cursor.pop("round_started", None)  # the next round starts its own
+            elif counted:
+                batch.cursor.update(counted)  # an incremental round spanning runs keeps the last count
+            yield batch
+
+    def _count_messages(self, fid: str, folder: Folder, start: str, before: str) -> int:
+        """How many messages of the folder the sync is meant to have read: received from the
+        window's start until this round began, drafts left out (as _messages leaves them out).
+        Graph's $count=true answers the total of the filtered collection as @odata.count
+        (ConsistencyLevel: eventual, as advanced queries ask); one item is listed, not read."""
+        flt = f"receivedDateTime ge {start} and receivedDateTime lt {before} and isDraft eq false"
+        url = (
+            f"{self.user_path}/mailFolders/{quote(fid)}/messages"
+            f"?$count=true&$top=1&$select=id&$filter={quote(flt, safe='')}"
         )
+        what = f"counting the messages of folder {folder.name!r}"
+        data = self.get_json(url, what=what, headers={"ConsistencyLevel": "eventual"})
+        count = data.get("@odata.count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise BadDataError(f"Microsoft Graph sent no @odata.count while {what}")
+        return count
 
     def _rounds(
         self,

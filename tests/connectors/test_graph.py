@@ -131,7 +131,9 @@ def test_delta_rounds_pages_removals_and_cursor(graph):
         assert [b.backfill_done for b in batches] == [False, False, True]
         assert "next_link" in batches[0].cursor and batches[0].cursor["next_link"].startswith(graph.url)
         final = batches[-1].cursor
-        assert set(final) == {"id", "delta_link"} and "$deltatoken=" in final["delta_link"]
+        # the window's start and the server's count of the folder (the reconciliation's side) ride along
+        assert set(final) == {"id", "delta_link", "since", "server_count", "counted_at"}
+        assert "$deltatoken=" in final["delta_link"] and final["server_count"] == 25
         assert sorted(r.remote_id for b in batches for r in b.records) == sorted(ids)
         assert all(r.snippet is None for b in batches for r in b.records)
         delta_calls = [p for _, p in graph.requests if "/messages/delta" in p and "$select=" in p]
@@ -226,7 +228,9 @@ def test_expired_delta_state_restarts_the_folder_with_reset(graph):
         batches = drain(c, inbox, cursor)
     finally:
         c.close()
-    assert batches[0].reset and batches[0].records == [] and batches[0].cursor == {"id": cursor["id"]}
+    assert batches[0].reset and batches[0].records == [] and batches[0].cursor["id"] == cursor["id"]
+    assert not {"delta_link", "next_link", "server_count"} & set(batches[0].cursor)  # the old count went too
+    assert batches[-1].cursor["server_count"] == 11  # counted again at once after the re-read
     assert not any(b.reset for b in batches[1:])
     assert sorted(r.remote_id for b in batches for r in b.records) == sorted(ids[1:])
     assert "delta_link" in batches[-1].cursor and batches[-1].backfill_done

@@ -766,6 +766,44 @@ class FakeGraph:
         def messages_delta(request: Request, fid: str, uid: str = ""):
             return fake._delta(request, box_of(request), "messages", fid)
 
+        @app.get("/v1.0/users/{uid}/mailFolders/{fid}/messages")
+        @app.get("/v1.0/me/mailFolders/{fid}/messages")
+        def list_messages(request: Request, fid: str, uid: str = ""):
+            box = box_of(request)
+            folder = fake._resolve_folder(box, fid)
+            if folder is None:
+                return _error(404, "ErrorItemNotFound", "The specified folder was not found in the store.")
+            keep = _message_filter(request.query_params.get("$filter"))
+            if keep is None:
+                return _error(400, "ErrorInvalidUrlQueryFilter", "The filter expression is not supported.")
+            with fake.lock:
+                items = [dict(m) for _, m in sorted(box.messages[folder["id"]].values(), key=lambda sm: sm[0])]
+            return fake._listing(request, [m for m in items if keep(m)])
+
+        @app.get("/v1.0/users/{uid}/calendarView")
+        @app.get("/v1.0/me/calendarView")
+        def calendar_view(request: Request, uid: str = ""):
+            box = box_of(request)
+            q = request.query_params
+            if "startDateTime" not in q or "endDateTime" not in q:
+                return _error(
+                    400,
+                    "ErrorInvalidParameter",
+                    "This request requires a time window specified by "
+                    "the query string parameters StartDateTime and EndDateTime.",
+                )
+            lo = datetime.fromisoformat(q["startDateTime"].replace("Z", "+00:00"))
+            hi = datetime.fromisoformat(q["endDateTime"].replace("Z", "+00:00"))
+            with fake.lock:
+                # Occurrences, exceptions and single events overlapping the window; series
+                # masters are not instances and calendarView never lists them.
+                items = [
+                    dict(ev)
+                    for _, ev in sorted(box.events.values(), key=lambda se: se[0])
+                    if ev.get("type") != "seriesMaster" and ev["_start"] < hi and ev["_end"] > lo
+                ]
+            return fake._listing(request, items)
+
         @app.get("/v1.0/users/{uid}/messages/{mid}")
         @app.get("/v1.0/me/messages/{mid}")
         def get_message(request: Request, mid: str, uid: str = ""):
@@ -957,6 +995,30 @@ class FakeGraph:
         wanted = set(select.split(","))
         return {k: v for k, v in item.items() if k in wanted or k in ("id", "@odata.type")}
 
+    def _listing(self, request: Request, items: list[dict]):
+        """A plain (not delta) collection page: `$top` (default 10) and `$skip`, an absolute
+        `@odata.nextLink` while more remain, `$select` honoured; with `$count=true` the total
+        of the filtered collection, whatever the page holds, as `@odata.count` ("$count:
+        Retrieves the total count of matching resources", Graph's query parameters page)."""
+        q = request.query_params
+        count = q.get("$count")
+        if count not in (None, "true", "false"):
+            return _error(400, "BadRequest", "Invalid $count value.")
+        top, skip = int(q.get("$top", "10")), int(q.get("$skip", "0"))
+        page = [
+            self._select({k: v for k, v in i.items() if not k.startswith("_") and v is not None}, q.get("$select"))
+            for i in items[skip : skip + top]
+        ]
+        out: dict = {"@odata.context": "fake"}
+        if count == "true":
+            out["@odata.count"] = len(items)
+        out["value"] = page
+        if skip + top < len(items):
+            more = dict(q)
+            more["$skip"] = str(skip + top)
+            out["@odata.nextLink"] = f"{self.url}{request.url.path}?{urlencode(more)}"
+        return out
+
     def _page_size(self, request: Request) -> int:
         for part in request.headers.get("prefer", "").split(","):
             part = part.strip()
@@ -1137,6 +1199,37 @@ class FakeGraph:
             for eid, (seq, item) in box.events.items():
                 clean = {k: v for k, v in item.items() if not k.startswith("_") and v is not None}
                 self.page_cache[(eid, seq, None, True)] = json.dumps(clean, separators=(",", ":")).encode()
+
+
+def _message_filter(expression: str | None):
+    """The message `$filter`s the fake understands: clauses joined by `and`, each
+    `receivedDateTime ge|gt|le|lt <UTC ISO time>` or `isDraft eq|ne true|false`. A
+    predicate on a message, or None for anything else (Graph's 400)."""
+    if not expression:
+        return lambda m: True
+    tests = []
+    for clause in expression.split(" and "):
+        parts = clause.strip().split(" ")
+        if len(parts) != 3:
+            return None
+        field_, op, value = parts
+        if field_ == "receivedDateTime" and op in ("ge", "gt", "le", "lt"):
+            try:
+                when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            compare = {"ge": "__ge__", "gt": "__gt__", "le": "__le__", "lt": "__lt__"}[op]
+            tests.append(
+                lambda m, when=when, compare=compare: getattr(
+                    datetime.fromisoformat(m["receivedDateTime"].replace("Z", "+00:00")), compare
+                )(when)
+            )
+        elif field_ == "isDraft" and op in ("eq", "ne") and value in ("true", "false"):
+            wanted = (value == "true") == (op == "eq")
+            tests.append(lambda m, wanted=wanted: bool(m.get("isDraft")) == wanted)
+        else:
+            return None
+    return lambda m: all(t(m) for t in tests)
 
 
 # Windows zone names Outlook writes, for the events the fake creates in a local zone.

@@ -1,0 +1,135 @@
+"""Reconciliation for every source, not only IMAP: per folder, the server's count of what
+the sync is meant to read (Graph's $count on the same filter, a calendar's listing in the
+window) against the copies stored plus the items skipped with a reason. A clean sync adds
+up, a copy that was not stored shows `missing` and the mailbox is not healthy, a skipped
+item keeps the folder reconciled, and the count is taken again at most hourly, or at once
+after something left the folder. The fake Graph and Google servers, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from urllib.parse import unquote
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from app.api import create_app
+from app.db import session, write_transaction
+from app.models import FolderState
+from app.services import orgs
+from sync import copies
+from tests import factories
+from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
+from tests.sync.test_graph_sync import add_tenant_mailbox
+from tests.world import NOW, make_world
+
+ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
+CARLA = ("Carla Buyer", "carla@acme.com")
+FS = FolderState.__table__
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request, tmp_path):
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    return make_world(tmp_path, url=url)
+
+
+def api(world) -> TestClient:
+    boss = world.add_user(f"boss{os.urandom(3).hex()}@ourco.com", "Boss", admin=True)
+    with session(world.rt.engine) as s:
+        token = factories.issue_token(s, s.get(orgs.User, boss))
+    client = TestClient(create_app(world.rt), client=("127.0.0.1", 50000))
+    client.headers["Authorization"] = f"Bearer {token}"
+    return client
+
+
+def folder(detail: dict, name: str) -> dict:
+    return next(f for f in detail["folders"] if f["name"] == name)
+
+
+def count_requests(graph) -> int:
+    return sum(1 for _, target in graph.requests if "$count=true" in target)
+
+
+def lose_a_copy(world, mailbox_id: int, remote_id: str) -> None:
+    """A copy gone as a batch that lost rows would leave it: the folder's count moves with it."""
+    with write_transaction(world.rt.engine) as conn:
+        gone = copies.delete(conn, copies.S.c.mailbox_id == mailbox_id, copies.S.c.remote_id == remote_id)
+        copies.count_changed(conn, {fid: -n for fid, n in gone.items()})
+
+
+def count_taken_long_ago(world, mailbox_id: int, name: str) -> None:
+    """As if the folder's last count were two hours old."""
+    with write_transaction(world.rt.engine) as conn:
+        cursor = conn.execute(select(FS.c.cursor).where(FS.c.mailbox_id == mailbox_id, FS.c.name == name)).scalar_one()
+        when = (datetime.now(timezone.utc) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        conn.execute(
+            update(FS)
+            .where(FS.c.mailbox_id == mailbox_id, FS.c.name == name)
+            .values(cursor={**cursor, "counted_at": when})
+        )
+
+
+def test_a_graph_mail_folder_is_counted_with_the_syncs_own_filter_and_adds_up(world, graph):
+    mid = add_tenant_mailbox(world, graph)
+    kept = [
+        graph.add_message(ALICE, internet_message_id=f"<deal-{i}@acme.com>", sender=CARLA, to=[("Alice", ALICE)])
+        for i in range(3)
+    ]
+    graph.add_message(ALICE, internet_message_id="<lunch@ourco.com>", sender=("Bob", BOB), to=[("Alice", ALICE)])
+    graph.add_message(ALICE, internet_message_id="<draft@ourco.com>", sender=("Alice", ALICE), extra={"isDraft": True})
+    old = NOW - timedelta(days=800)
+    graph.add_message(ALICE, internet_message_id="<old@acme.com>", sender=CARLA, sent=old, received=old)
+    assert world.sync(mid).ok
+    client = api(world)
+    detail = client.get(f"/api/mailboxes/{mid}").json()
+    inbox = folder(detail, "Inbox")
+    # 6 on the server: the draft and the mail older than the window are not the sync's to read
+    assert (inbox["server_count"], inbox["stored"], inbox["skipped"]) == (4, 3, 1)
+    assert (inbox["difference"], inbox["reconciliation"]) == (0, "reconciled")
+    assert (detail["reconciled"], detail["missing"], detail["healthy"]) == (True, 0, True)
+    cursor = inbox["cursor"]
+    assert cursor["since"] and cursor["counted_at"] and cursor["delta_link"]
+    asked = unquote(next(t for _, t in graph.requests if "$count=true" in t))
+    assert f"receivedDateTime ge {cursor['since']}" in asked and "isDraft eq false" in asked
+
+    # A copy that was not stored: missing, and the mailbox is not healthy.
+    lose_a_copy(world, mid, kept[1])
+    detail = client.get(f"/api/mailboxes/{mid}").json()
+    inbox = folder(detail, "Inbox")
+    assert (inbox["difference"], inbox["reconciliation"]) == (1, "missing")
+    assert (detail["healthy"], detail["missing"]) == (False, 1)
+    assert detail["attention"] == "1 message on the server is not on the timeline"
+
+
+def test_a_graph_count_is_taken_again_at_most_hourly_and_at_once_after_a_removal(world, graph):
+    mid = add_tenant_mailbox(world, graph)
+    first = graph.add_message(ALICE, internet_message_id="<a@acme.com>", sender=CARLA, to=[("Alice", ALICE)])
+    assert world.sync(mid).ok
+    client = api(world)
+    assert folder(client.get(f"/api/mailboxes/{mid}").json(), "Inbox")["server_count"] == 1
+    counts = count_requests(graph)
+
+    # New mail is read, but not counted at every run: more stored than counted is no alarm.
+    graph.add_message(ALICE, internet_message_id="<b@acme.com>", sender=CARLA, to=[("Alice", ALICE)])
+    assert world.sync(mid).ok
+    assert count_requests(graph) == counts
+    inbox = folder(client.get(f"/api/mailboxes/{mid}").json(), "Inbox")
+    assert (inbox["server_count"], inbox["stored"], inbox["reconciliation"]) == (1, 2, "reconciled")
+
+    # A deletion on the server: the copy goes and the folder is counted again at once.
+    graph.delete_message(ALICE, first)
+    assert world.sync(mid).ok
+    assert count_requests(graph) == counts + 1
+    inbox = folder(client.get(f"/api/mailboxes/{mid}").json(), "Inbox")
+    assert (inbox["server_count"], inbox["stored"], inbox["reconciliation"]) == (1, 1, "reconciled")
+
+    # An hour after the last count, the next run counts again.
+    graph.add_message(ALICE, internet_message_id="<c@acme.com>", sender=CARLA, to=[("Alice", ALICE)])
+    count_taken_long_ago(world, mid, "Inbox")
+    assert world.sync(mid).ok
+    assert count_requests(graph) == counts + 2
+    inbox = folder(client.get(f"/api/mailboxes/{mid}").json(), "Inbox")
+    assert (inbox["server_count"], inbox["stored"], inbox["reconciliation"]) == (2, 2, "reconciled")
