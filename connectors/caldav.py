@@ -32,6 +32,12 @@ Cursor per calendar (stored by the engine as given):
   items     member -> [etag digest ("" in sync mode), recurring 0/1, [recurrence ids emitted]]
             ("" stands for a single event's record). Members that gave nothing and
             need no tracking are left out in sync mode.
+  server_count  what the reconciliation (app/services/reconcile.py) compares with the copies
+            stored plus the skipped ones: the occurrences (and single events) the sync read
+            and keeps, counted from `items` (one per recurrence id, history behind the window
+            included, as its copies stay). CalDAV has no count of a calendar's meetings: this
+            is the sync's own, so it shows a copy that was read but not stored, not a meeting
+            the server holds that the listing missed. Counted from the cursor, so at no cost.
 The window moves a day at a time: when it has moved, recurring members are read
 again (one multiget per `chunk` of them) so new occurrences appear. Occurrences
 that fall behind the window's start stay on the timeline as history and stay in
@@ -296,6 +302,8 @@ class CalDavConnector:
         if mode == "ctag":
             ctag = self._ctag(cal_url)
             if cursor.get("mode") == "ctag" and ctag and ctag == cursor.get("ctag") and not moved:
+                if "server_count" not in cursor:  # a cursor from before the count: counted once
+                    yield Batch([], [], _cursor({**cursor, "items": items}), backfill_done=True)
                 return
             listing = self._etags(cal_url, cal_path)
             etags = {m: _etag_digest(e) for m, e in listing.items()}
@@ -304,8 +312,9 @@ class CalDavConnector:
             new_marker = {"ctag": ctag}
             complete = True
         if not changed and not deleted and not moved and cursor.get("token" if mode == "sync" else "ctag"):
-            if any(cursor.get(k) != v for k, v in new_marker.items()):
-                yield Batch([], [], {**cursor, **new_marker}, backfill_done=True)  # remember the new token/ctag
+            if any(cursor.get(k) != v for k, v in new_marker.items()) or "server_count" not in cursor:
+                # remember the new token/ctag (and count a cursor from before the count)
+                yield Batch([], [], _cursor({**cursor, **new_marker, "items": items}), backfill_done=True)
             return
         to_read = list(dict.fromkeys(changed))
         if moved:
@@ -480,8 +489,11 @@ def _history(rid: str, single_before: bool, window: Window) -> bool:
 
 
 def _cursor(state: dict) -> dict:
+    """The cursor to store, with its server_count: the occurrences the sync read (and keeps)."""
     items = state.get("items") or {}
-    return {**state, "items": {k: [v[0], v[1], list(v[2])] for k, v in items.items()}}
+    out = {**state, "items": {k: [v[0], v[1], list(v[2])] for k, v in items.items()}}
+    out["server_count"] = sum(len(v[2]) for v in items.values())
+    return out
 
 
 def _responses(tree):

@@ -37,6 +37,14 @@ Cursor (stored by the engine as given):
   sync_token  nextSyncToken of the last finished round
   page_token  the next page of an unfinished round
   round_token the syncToken the unfinished round was started with (None: full round)
+  listed      meetings an unfinished full round has listed so far
+  server_count  what the reconciliation (app/services/reconcile.py) compares with the copies
+              stored plus the skipped ones: the events of the window with guests (plus the
+              unreadable ones) that the last full listing gave, one per occurrence. Google
+              gives no count, so it is the listing's: a full round's own, and after a
+              sync-token round a listing of the window made for it
+  counted_at  when server_count was taken: again at most hourly (base.RECOUNT_SECONDS), at
+              once after a removal or a full re-read
 
 Errors (https://developers.google.com/calendar/api/guides/errors): 429 and 403
 `rateLimitExceeded` / `userRateLimitExceeded` are throttling, retried with
@@ -71,7 +79,9 @@ from connectors.base import (
     MeetingRecord,
     ThrottledError,
     TransientError,
+    recount_due,
     retry_after_seconds,
+    utc_stamp,
 )
 
 API_URL = "https://www.googleapis.com/calendar/v3"
@@ -202,17 +212,50 @@ class GoogleCalendar:
             round_token, page_token = cursor.get("round_token"), cursor["page_token"]
         else:
             round_token, page_token = cursor.get("sync_token"), None
-        restarted = False
+        counted = {k: cursor[k] for k in ("server_count", "counted_at") if k in cursor}
+        # meetings a full round spanning runs has listed so far (its count, once done)
+        listed = int(cursor.get("listed") or 0) if page_token and round_token is None else 0
+        restarted = changed = False
         while True:
             try:
-                yield from self._round(base, round_token, page_token)
+                for batch in self._round(base, round_token, page_token):
+                    changed = changed or bool(batch.removed)
+                    if round_token is None:  # a full round: its listing is the count
+                        listed += len(batch.records) + len(batch.bad)
+                        if batch.backfill_done:
+                            counted = {"server_count": listed, "counted_at": utc_stamp()}
+                        else:
+                            batch.cursor["listed"] = listed
+                    elif batch.backfill_done and recount_due(counted, changed=changed):
+                        counted = {"server_count": self._count(list(window)), "counted_at": utc_stamp()}
+                    batch.cursor.update(counted)
+                    yield batch
                 return
             except CursorExpiredError:
                 if restarted or round_token is None:
                     raise
-                restarted = True
-                round_token, page_token = None, None
+                restarted = changed = True
+                round_token, page_token, listed, counted = None, None, 0, {}
                 yield Batch([], [], {**base}, reset=True)
+
+    def _count(self, window: list[str]) -> int:
+        """The meetings a full round over the window would read (events.list gives no count:
+        the same listing, counted): events with guests inside the window, plus the ones that
+        cannot be read (skipped as unreadable). Occurrences count one each (singleEvents)."""
+        params: dict = {"singleEvents": "true", "maxResults": str(self.page_size), "fields": FIELDS}
+        params["timeMin"], params["timeMax"] = window
+        count, page_token = 0, None
+        for _ in range(100000):
+            page = self.get({**params, **({"pageToken": page_token} if page_token else {})}, what="counting meetings")
+            items = page.get("items") or []
+            if not isinstance(items, list):
+                raise BadDataError("Google Calendar sent a page without an item list while counting meetings")
+            records, bad, _ = self._events(items, incremental=False, window=window)
+            count += len(records) + len(bad)
+            page_token = page.get("nextPageToken")
+            if not page_token:
+                break
+        return count
 
     def _round(self, base: dict, round_token: str | None, page_token: str | None) -> Iterator[Batch]:
         params: dict = {"singleEvents": "true", "maxResults": str(self.page_size), "fields": FIELDS}

@@ -19,7 +19,9 @@ Cursor per folder (stored by the engine as given):
   round_started  when the unfinished round began: the count covers mail received before it
   server_count   what the reconciliation (app/services/reconcile.py) compares with the copies
               stored plus the skipped ones, once a round is done: mail folders, Graph's
-              `$count=true` of messages received in [since, round start) that are no drafts
+              `$count=true` of messages received in [since, round start) that are no drafts;
+              the calendar, the calendarView instances in the window with someone invited
+              (counted by listing them; occurrences count one each, as the sync keeps them)
   counted_at  when server_count was taken: again at most hourly (base.RECOUNT_SECONDS), and
               at once after a removal or a full re-read
 
@@ -770,6 +772,9 @@ class GraphConnector:
             return f"{self.user_path}/calendarView/delta?startDateTime={win[0]}&endDateTime={win[1]}"
 
         base = {"window": win, "masters": self._masters}
+        incremental = bool(cursor.get("delta_link") or cursor.get("incremental"))
+        counted = {k: cursor[k] for k in ("server_count", "counted_at") if k in cursor}
+        changed = False
         for batch in self._rounds(
             cursor.get("next_link") or cursor.get("delta_link") or fresh(),
             fresh,
@@ -777,12 +782,46 @@ class GraphConnector:
             self._events,
             False,
             what="syncing the calendar",
-            incremental=bool(cursor.get("delta_link") or cursor.get("incremental")),
+            incremental=incremental,
         ):
             if len(self._masters) > 2000:  # keep the cursor small; misses are looked up again
                 self._masters = dict(list(self._masters.items())[-1000:])
             batch.cursor["masters"] = dict(self._masters)
+            if batch.reset:
+                changed, counted = True, {}
+            changed = changed or bool(batch.removed)
+            if batch.backfill_done and (not incremental or recount_due(counted, changed=changed)):
+                counted = {"server_count": self._count_meetings(win), "counted_at": utc_stamp()}
+            batch.cursor.update(counted)
             yield batch
+
+    def _count_meetings(self, window: list[str]) -> int:
+        """How many instances in the window the calendar sync is meant to read: calendarView
+        (single events, occurrences and exceptions; never series masters) with someone invited,
+        as _event reads them (a rep's own appointment is no meeting). Graph's $count=true gives
+        the collection's total with the first page: a listing that ends short of it is an
+        incomplete answer, tried again later. Counted as instances, as the sync keeps them."""
+        url = (
+            f"{self.user_path}/calendarView?startDateTime={window[0]}&endDateTime={window[1]}"
+            f"&$count=true&$top={self.page_size}&$select=id,type,attendees"
+        )
+        what = "counting the calendar's meetings"
+        total, listed, meetings = None, 0, 0
+        for _ in range(10000):
+            page = self.get_json(url, what=what, headers={"ConsistencyLevel": "eventual"})
+            value = page.get("value")
+            if not isinstance(value, list):
+                raise BadDataError(f"Microsoft Graph sent a page without a value list while {what}")
+            if total is None and isinstance(page.get("@odata.count"), int):
+                total = page["@odata.count"]
+            listed += len(value)
+            meetings += sum(1 for item in value if isinstance(item, dict) and _invited(item))
+            url = page.get("@odata.nextLink") or ""
+            if not url:
+                break
+        if total is not None and listed < total:
+            raise TransientError(f"Microsoft Graph listed {listed} of {total} events while {what}")
+        return meetings
 
     def _events(self, items: list, incremental: bool, base: dict):
         records, bad, removed = [], [], []
@@ -850,9 +889,7 @@ class GraphConnector:
                 raise BadDataError(f"recurring meeting whose series {item.get('seriesMasterId')!r} cannot be read")
             item = {**series, **item}
         attendees = []
-        for a in item.get("attendees") or []:
-            if not isinstance(a, dict) or a.get("type") == "resource":
-                continue  # rooms and equipment
+        for a in _people(item):
             addr = _address(a)
             if addr is None:
                 continue
@@ -962,6 +999,16 @@ def _retry_after(resp: httpx.Response, attempt: int) -> float:
     """The server's Retry-After (seconds or an HTTP date), else exponential backoff."""
     told = retry_after_seconds(resp.headers.get("Retry-After"))
     return told if told is not None else float(min(60, 2 ** (attempt + 1)))
+
+
+def _people(item: dict) -> list[dict]:
+    """An event's attendees that are people (rooms and equipment left out)."""
+    return [a for a in item.get("attendees") or [] if isinstance(a, dict) and a.get("type") != "resource"]
+
+
+def _invited(item: dict) -> bool:
+    """Whether an event has someone invited, as _event requires of a meeting."""
+    return item.get("type") != "seriesMaster" and any(_address(a) is not None for a in _people(item))
 
 
 def _sparse(item: dict) -> bool:

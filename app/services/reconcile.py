@@ -2,13 +2,24 @@
 
 Per folder, compared only once its sync has completed (backfill done): the server's
 count of the messages the sync is meant to read (the connector's, as last seen, kept in
-the folder's cursor as `server_count`; IMAP counts it, other sources do not yet) against
+the folder's cursor as `server_count`, with `counted_at`; taken again at most hourly, and
+at once after a removal or a full re-read, connectors/base.py RECOUNT_SECONDS) against
 the copies stored (`folderstate.messages`) plus the messages skipped with a reason
 (`folderstate.skipped`, unreadable ones included) plus the copies an admin took off the
 timeline (`folderstate.removed`). Only a shortfall counts against a mailbox: a message on
 the server that is neither stored nor skipped is missing from the timeline. More kept than
 the server holds is no alarm (mail deleted on a server without QRESYNC keeps its copy; the
 timeline keeps what it learnt).
+
+Who counts what (each connector's cursor contract says more):
+- IMAP (and Gmail, Exchange over IMAP): SEARCH of the UIDs the sync covers, drafts left out;
+- Microsoft Graph mail: `$count=true` of the messages received since the window's start
+  (kept in the cursor) before the round began, drafts left out;
+- Microsoft Graph calendar: the calendarView instances in the window with someone invited;
+- Google Calendar: the events with guests in the window, one per occurrence, as listed;
+- CalDAV: the occurrences the sync read and keeps (no server-side count exists: it shows a
+  copy read but not stored, not an event the listing missed).
+Calendars count instances (one per occurrence), as their copies are kept.
 
 And per organisation, the kept summaries (contactstats, contactcolleague) against a recount
 (sync/stats.py: check), run by the scheduler and by `threadline doctor`, stored, shown; a
@@ -41,7 +52,7 @@ def folder_numbers(folder: dict) -> dict:
         return {**out, "reconciliation": "not counted"}
     if not folder.get("backfill_done"):  # mid-import: the count comes at the end of the folder's run
         return {**out, "reconciliation": "importing"}
-    if server is None:  # the source gives no count (not IMAP), or not counted yet
+    if server is None:  # the source gives no count, or not counted yet
         return {**out, "reconciliation": "not counted"}
     difference = int(server) - stored - skipped - removed
     return {**out, "difference": difference, "reconciliation": "missing" if difference > 0 else "reconciled"}

@@ -21,6 +21,7 @@ from app.models import FolderState
 from app.services import orgs
 from sync import copies
 from tests import factories
+from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, google  # noqa: F401
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.sync.test_graph_sync import add_tenant_mailbox
 from tests.world import NOW, make_world
@@ -133,3 +134,99 @@ def test_a_graph_count_is_taken_again_at_most_hourly_and_at_once_after_a_removal
     assert count_requests(graph) == counts + 2
     inbox = folder(client.get(f"/api/mailboxes/{mid}").json(), "Inbox")
     assert (inbox["server_count"], inbox["stored"], inbox["reconciliation"]) == (2, 2, "reconciled")
+
+
+def test_a_graph_calendar_counts_the_meetings_in_its_window_and_recounts_after_a_deletion(world, graph):
+    mid = add_tenant_mailbox(world, graph)
+    soon = NOW + timedelta(days=2)
+    carla = [(*CARLA, "required", "accepted")]
+    demo = graph.add_event(ALICE, subject="Demo", start=soon, organizer=("Alice", ALICE), attendees=carla)
+    graph.add_event(ALICE, subject="Dentist", start=soon + timedelta(hours=3), organizer=("Alice", ALICE))
+    graph.add_event(
+        ALICE, subject="1:1", start=soon, organizer=("Alice", ALICE), attendees=[("Bob", BOB, "required", "none")]
+    )
+    graph.add_series(ALICE, subject="Weekly", starts=[soon + timedelta(days=7 * w) for w in range(3)], attendees=carla)
+    assert world.sync(mid).ok
+    client = api(world)
+    detail = client.get(f"/api/mailboxes/{mid}").json()
+    calendar = folder(detail, "calendar:Calendar")
+    # the dentist is nobody else's business: not counted; the 1:1 is skipped as internal
+    assert (calendar["server_count"], calendar["stored"], calendar["skipped"]) == (5, 4, 1)
+    assert calendar["reconciliation"] == "reconciled" and detail["healthy"] is True
+
+    counts = count_requests(graph)
+    graph.delete_event(ALICE, demo)
+    assert world.sync(mid).ok
+    assert count_requests(graph) > counts  # counted again at once after the removal
+    calendar = folder(client.get(f"/api/mailboxes/{mid}").json(), "calendar:Calendar")
+    assert (calendar["server_count"], calendar["stored"], calendar["reconciliation"]) == (4, 3, "reconciled")
+
+    lose_a_copy(world, mid, world.scalar("SELECT remote_id FROM interactionsource ORDER BY id DESC LIMIT 1"))
+    detail = client.get(f"/api/mailboxes/{mid}").json()
+    assert folder(detail, "calendar:Calendar")["reconciliation"] == "missing"
+    assert (detail["healthy"], detail["missing"]) == (False, 1)
+
+
+def test_a_caldav_calendar_counts_the_occurrences_it_read_and_a_lost_copy_is_missing(world, caldav_user):
+    from tests.connectors.test_ical import event, stamp, vcalendar
+    from tests.sync.test_calendar_sync import SOON, add_caldav
+
+    carla = (("carla@acme.com", "ACCEPTED"),)
+    caldav_user.put("demo.ics", vcalendar(event("demo@ourco.com", stamp(SOON), summary="Demo", attendees=carla)))
+    caldav_user.put(
+        "weekly.ics",
+        vcalendar(event("weekly@ourco.com", stamp(SOON), attendees=carla, extra="RRULE:FREQ=WEEKLY;COUNT=3")),
+    )
+    caldav_user.put("int.ics", vcalendar(event("int@ourco.com", stamp(SOON), attendees=(("bob@ourco.com", "X"),))))
+    caldav_user.put("own.ics", vcalendar(event("own@ourco.com", stamp(SOON), attendees=())))
+    mid = add_caldav(world, ALICE, caldav_user)
+    assert world.sync(mid).ok
+    client = api(world)
+    detail = client.get(f"/api/mailboxes/{mid}").json()
+    (calendar,) = detail["folders"]
+    assert (calendar["server_count"], calendar["stored"], calendar["skipped"]) == (5, 4, 1)
+    assert calendar["reconciliation"] == "reconciled" and detail["healthy"] is True
+
+    caldav_user.delete("demo.ics")
+    assert world.sync(mid).ok
+    (calendar,) = client.get(f"/api/mailboxes/{mid}").json()["folders"]
+    assert (calendar["server_count"], calendar["stored"], calendar["reconciliation"]) == (4, 3, "reconciled")
+
+    lose_a_copy(world, mid, world.scalar("SELECT remote_id FROM interactionsource ORDER BY id DESC LIMIT 1"))
+    detail = client.get(f"/api/mailboxes/{mid}").json()
+    assert detail["folders"][0]["reconciliation"] == "missing" and detail["healthy"] is False
+
+
+def test_a_google_calendar_counts_its_listed_meetings_and_recounts_after_a_cancellation(world, google, dovecot_gmail):
+    from connectors.gcal import CALENDAR_FOLDER
+    from tests.sync.test_gcal_sync import connect
+
+    boxes = connect(world, google, dovecot_gmail)
+    try:
+        soon = NOW.replace(minute=0, second=0) + timedelta(days=2)
+        cal = google.calendar
+        cal.add_event([ALICE], subject="Demo", start=soon, organizer=ALICE, attendees=[CARLA[1]])
+        cal.add_event([ALICE], subject="Dentist", start=soon + timedelta(hours=3), organizer=ALICE, attendees=[])
+        cal.add_event([ALICE], subject="1:1", start=soon, organizer=ALICE, attendees=[BOB])
+        starts = [soon + timedelta(days=7 * w) for w in range(3)]
+        sid = cal.add_series([ALICE], subject="Weekly", starts=starts, organizer=CARLA[1], attendees=[ALICE])
+        assert world.sync(boxes[ALICE]).ok
+        client = api(world)
+        detail = client.get(f"/api/mailboxes/{boxes[ALICE]}").json()
+        calendar = folder(detail, CALENDAR_FOLDER)
+        # the dentist has no guests: not a meeting, not counted; the 1:1 is skipped as internal
+        assert (calendar["server_count"], calendar["stored"], calendar["skipped"]) == (5, 4, 1)
+        assert calendar["reconciliation"] == "reconciled" and detail["healthy"] is True
+        assert "listed" not in calendar["cursor"] and calendar["cursor"]["counted_at"]
+
+        cal.cancel_occurrence(sid, starts[1])
+        assert world.sync(boxes[ALICE]).ok  # a removal: listed again and counted at once
+        calendar = folder(client.get(f"/api/mailboxes/{boxes[ALICE]}").json(), CALENDAR_FOLDER)
+        assert (calendar["server_count"], calendar["stored"], calendar["reconciliation"]) == (4, 3, "reconciled")
+
+        lose_a_copy(world, boxes[ALICE], f"{sid}_" + starts[0].strftime("%Y%m%dT%H%M%SZ"))
+        detail = client.get(f"/api/mailboxes/{boxes[ALICE]}").json()
+        assert folder(detail, CALENDAR_FOLDER)["reconciliation"] == "missing" and detail["healthy"] is False
+    finally:
+        for rep in (ALICE, BOB):
+            dovecot_gmail.remove_user(rep)
