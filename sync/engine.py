@@ -59,6 +59,7 @@ from sync.addresses import FREE_MAIL_DOMAINS
 from sync.fixes import RunError
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
 from sync.meetings import drop_meetings_without_copies, ingest_meetings, remove_copies
+from sync.skipped import forget_folder as forget_skipped_items, record as record_skipped_items
 
 log = logging.getLogger("threadline.sync")
 MAILBOX = Mailbox.__table__
@@ -517,6 +518,7 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
         result.new_interactions += more.new_interactions
         result.new_contacts += more.new_contacts
         result.skipped.update(more.skipped)
+        result.skipped_items += more.skipped_items
         result.copies.update(more.copies)
     changes.update(result.copies)
     if batch.removed:
@@ -536,6 +538,7 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
             for b in batch.bad
         ],
     )
+    record_skipped_items(conn, org.org_id, mbx.mailbox_id, folder.name, result.skipped_items, now)
     values = {"cursor": batch.cursor, "last_synced_at": now}
     if batch.backfill_done:
         values["backfill_done"] = True
@@ -584,6 +587,7 @@ def _forget_folder_counts(conn, mbx: MailboxContext, folder_name: str) -> None:
         )
     )
     conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(skipped={}, removed=0))
+    forget_skipped_items(conn, mbx.mailbox_id, folder_name)
     conn.execute(
         delete(SyncIssue.__table__).where(
             SyncIssue.__table__.c.mailbox_id == mbx.mailbox_id, SyncIssue.__table__.c.folder == folder_name

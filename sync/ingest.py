@@ -100,6 +100,7 @@ class IngestResult:
     new_interactions: int = 0
     new_contacts: int = 0
     skipped: Counter = field(default_factory=Counter)
+    skipped_items: list[tuple[str, str]] = field(default_factory=list)  # (remote id, reason), sync/skipped.py
     copies: Counter = field(default_factory=Counter)  # folder id -> copy rows this batch inserted
     enriched: int = 0  # contacts whose fields a signature changed
     enrichment_failed: int = 0  # batches whose signatures could not be applied (the mail is kept)
@@ -520,6 +521,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
         p = prepare(org, mbx, record)
         if isinstance(p, str):
             result.skipped[p] += 1
+            result.skipped_items.append((record.remote_id, p))
         else:
             prepared.append(p)
     if not prepared:

@@ -375,6 +375,7 @@ def _kept_items(batch: _Batch, records: list[MeetingRecord]) -> list[_Item]:
         p = prepare(batch.org, batch.mbx, rec)
         if isinstance(p, str):
             batch.result.skipped[p] += 1
+            batch.result.skipped_items.append((rec.remote_id, p))
             continue
         series = rec.recurrence_id is None and rec.method in ("REPLY", "CANCEL")
         items.append(_Item(len(items), rec, p, meeting_key(rec.uid, rec.recurrence_id)[:900], series))

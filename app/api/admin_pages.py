@@ -867,7 +867,15 @@ async def finish_google_sign_in(request: Request, con: Console = Depends(console
 @router.get("/mailboxes/{mailbox_id}")
 def mailbox_page(request: Request, mailbox_id: int, con: Console = Depends(console)) -> HTMLResponse:
     mb = mailboxes.mailbox_detail(runtime_of(request).engine, con.org_id, mailbox_id)
-    return render(request, "mailbox.html", con, mb=mb, folders=mb["folders"], unreadable=mb["unreadable"])
+    return render(
+        request,
+        "mailbox.html",
+        con,
+        mb=mb,
+        folders=mb["folders"],
+        unreadable=mb["unreadable"],
+        skipped_items=mb["skipped_items"],
+    )
 
 
 @router.post("/mailboxes/{mailbox_id}/{action}")

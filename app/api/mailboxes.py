@@ -31,7 +31,7 @@ def list_mailboxes(caller: CallerDep, rt: RuntimeDep) -> Any:
 @router.get(
     "/api/mailboxes/{mailbox_id}",
     response_model=MailboxDetail,
-    summary="One mailbox with its folders, cursors and unreadable messages",
+    summary="One mailbox with its folders, cursors, unreadable messages and items skipped with their reason",
 )
 def get_mailbox(caller: CallerDep, rt: RuntimeDep, mailbox_id: int) -> Any:
     with Session(rt.engine) as s:

@@ -243,10 +243,13 @@ class FolderStatus(BaseModel):
     last_error: str | None
     messages: int
     backfill_done: bool
-    cursor: dict[str, Any]  # the connector's own resume point (IMAP UIDs, Graph delta links, ...)
+    # the connector's own resume point (IMAP UIDs, Graph delta links, ...), with server_count and counted_at
+    cursor: dict[str, Any]
     last_synced_at: datetime | None
     # reconciliation (app/services/reconcile.py): server_count = stored + skipped + removed, once backfill is done
-    server_count: int | None  # the server's count as last seen by the sync (None: the source gives none)
+    # the server's count of what the sync is meant to read, as last taken (at most hourly, and at once
+    # after a removal or a re-read); calendars count instances in their window (None: not counted yet)
+    server_count: int | None
     stored: int  # copies stored (= messages)
     skipped: int  # skipped with a reason, unreadable included
     removed: int  # taken off the timeline by an admin (a rule, an erasure)
@@ -260,9 +263,19 @@ class Unreadable(BaseModel):
     reason: str
 
 
+class SkippedItem(BaseModel):
+    """An item the sync read and left off the timeline on purpose, with why."""
+
+    folder: str
+    remote_id: str
+    reason: str  # internal | bulk or automated | excluded by rule | internal meeting | ...
+    skipped_at: datetime
+
+
 class MailboxDetail(MailboxStatus):
     folders: list[FolderStatus]
     unreadable: list[Unreadable]  # the latest 50
+    skipped_items: list[SkippedItem]  # the latest 50, newest first (each folder keeps its newest 200)
 
 
 class Queued(BaseModel):

@@ -21,6 +21,7 @@ from app.models.mail import (
     M365Tenant,
     Mailbox,
     MailboxStatus,
+    SkippedItem,
     SyncIssue,
     SyncStage,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "Mailbox",
     "MailboxStatus",
     "Segment",
+    "SkippedItem",
     "SyncIssue",
     "SyncStage",
     "Company",

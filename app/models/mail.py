@@ -93,6 +93,22 @@ class SyncIssue(TableModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class SkippedItem(TableModel, table=True):
+    """An item a sync read and left off the timeline on purpose, with why (internal, bulk
+    or automated, excluded by rule ...): its folder's `skipped` counts it, the reconciliation
+    adds it to the copies stored, and admins see the latest ones per mailbox. Bounded: each
+    folder keeps its newest SKIPPED_ITEMS_PER_FOLDER (sync/skipped.py)."""
+
+    __table_args__ = (UniqueConstraint("mailbox_id", "folder", "remote_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    mailbox_id: int = Field(foreign_key="mailbox.id", index=True)
+    folder: str
+    remote_id: str
+    reason: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class M365Tenant(TableModel, table=True):
     """An Entra app registration with application permissions for one tenant."""
 

@@ -7,7 +7,7 @@ import threading
 
 from sqlmodel import Session, select
 
-from app.models import FolderState, Mailbox, Organisation, SyncIssue, User
+from app.models import FolderState, Mailbox, Organisation, SkippedItem, SyncIssue, User
 from app.services.actor import Actor, changing
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.orgs import clean_address, user_id_by_email
@@ -138,6 +138,13 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
             select(SyncIssue).where(SyncIssue.mailbox_id == mailbox.id).order_by(SyncIssue.id.desc()).limit(50)
         ).all()
         out["unreadable"] = [{"folder": i.folder, "remote_id": i.remote_id, "reason": i.reason} for i in issues]
+        skipped = session.exec(
+            select(SkippedItem).where(SkippedItem.mailbox_id == mailbox.id).order_by(SkippedItem.id.desc()).limit(50)
+        ).all()
+        out["skipped_items"] = [
+            {"folder": i.folder, "remote_id": i.remote_id, "reason": i.reason, "skipped_at": i.created_at}
+            for i in skipped
+        ]
     return out
 
 
@@ -161,7 +168,7 @@ from app.services import audit, reconcile  # noqa: E402
 from sync.fixes import RunError, fix_text  # noqa: E402
 
 MB, FS, SRC = Mailbox.__table__, FolderState.__table__, InteractionSource.__table__
-ISSUE, GSUB = SyncIssue.__table__, GraphSubscription.__table__
+ISSUE, GSUB, SKIPPED = SyncIssue.__table__, GraphSubscription.__table__, SkippedItem.__table__
 
 
 def fix_for(kind: str | None, source: str | None = None, fix: str | None = None) -> str | None:
@@ -251,6 +258,8 @@ def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None
         .where(MB.c.org_id == org_id, MB.c.id.in_(mailbox_ids))
         .values(messages_imported=0, skipped={}, next_sync_at=utcnow(), failure_count=0)
     )
+    # the counts restart, and so do the items behind them: the new reading skips them again
+    conn.execute(_delete(SKIPPED).where(SKIPPED.c.org_id == org_id, SKIPPED.c.mailbox_id.in_(mailbox_ids)))
 
 
 def _one(conn: Connection, org_id: int, mailbox_id: int):
@@ -370,7 +379,7 @@ def remove(rt, actor: Actor, mailbox_id: int, *, purge: bool = False) -> dict:
                 )
             )
             outcome = remove_from_timeline(conn, org_id, list(conn.execute(only_here).scalars()))
-        for table in (SRC, ISSUE, GSUB, FS):
+        for table in (SRC, ISSUE, SKIPPED, GSUB, FS):
             conn.execute(_delete(table).where(table.c.mailbox_id == mailbox_id))
         conn.execute(_delete(MB).where(MB.c.id == mailbox_id, MB.c.org_id == org_id))
         audit.record(conn, org_id, actor.user_id, "mailbox.remove", _target(row), {"purge": purge, **outcome})
@@ -663,11 +672,17 @@ def health_page(engine, org_id: int) -> list[dict]:
 
 
 def mailbox_detail(engine, org_id: int, mailbox_id: int) -> dict:
-    """One mailbox's health row with its folders (and their cursors) and unreadable messages."""
+    """One mailbox's health row with its folders (and their cursors), unreadable messages and
+    the latest items skipped with their reason."""
     with Session(engine) as s:
         rows = health(s, org_id, mailbox_id)
         if not rows:
             raise NotFound(f"no mailbox {mailbox_id}")
         with_sources(s, org_id, rows)
         detail = describe(s, get_mailbox(s, org_id, mailbox_id), with_folders=True)
-        return {**rows[0], "folders": detail["folders"], "unreadable": detail["unreadable"]}
+        return {
+            **rows[0],
+            "folders": detail["folders"],
+            "unreadable": detail["unreadable"],
+            "skipped_items": detail["skipped_items"],
+        }

@@ -79,7 +79,9 @@ def test_a_graph_mail_folder_is_counted_with_the_syncs_own_filter_and_adds_up(wo
         graph.add_message(ALICE, internet_message_id=f"<deal-{i}@acme.com>", sender=CARLA, to=[("Alice", ALICE)])
         for i in range(3)
     ]
-    graph.add_message(ALICE, internet_message_id="<lunch@ourco.com>", sender=("Bob", BOB), to=[("Alice", ALICE)])
+    lunch = graph.add_message(
+        ALICE, internet_message_id="<lunch@ourco.com>", sender=("Bob", BOB), to=[("Alice", ALICE)]
+    )
     graph.add_message(ALICE, internet_message_id="<draft@ourco.com>", sender=("Alice", ALICE), extra={"isDraft": True})
     old = NOW - timedelta(days=800)
     graph.add_message(ALICE, internet_message_id="<old@acme.com>", sender=CARLA, sent=old, received=old)
@@ -94,6 +96,10 @@ def test_a_graph_mail_folder_is_counted_with_the_syncs_own_filter_and_adds_up(wo
     cursor = inbox["cursor"]
     assert cursor["since"] and cursor["counted_at"] and cursor["delta_link"]
     asked = unquote(next(t for _, t in graph.requests if "$count=true" in t))
+    # the skipped one keeps the folder reconciled, and shows with its reason
+    (item,) = detail["skipped_items"]
+    assert (item["folder"], item["remote_id"], item["reason"]) == ("Inbox", lunch, "internal")
+    assert item["skipped_at"]
     assert f"receivedDateTime ge {cursor['since']}" in asked and "isDraft eq false" in asked
 
     # A copy that was not stored: missing, and the mailbox is not healthy.
@@ -185,6 +191,7 @@ def test_a_caldav_calendar_counts_the_occurrences_it_read_and_a_lost_copy_is_mis
     detail = client.get(f"/api/mailboxes/{mid}").json()
     (calendar,) = detail["folders"]
     assert (calendar["server_count"], calendar["stored"], calendar["skipped"]) == (5, 4, 1)
+    assert [(i["remote_id"], i["reason"]) for i in detail["skipped_items"]] == [("int.ics", "internal meeting")]
     assert calendar["reconciliation"] == "reconciled" and detail["healthy"] is True
 
     caldav_user.delete("demo.ics")
@@ -230,3 +237,72 @@ def test_a_google_calendar_counts_its_listed_meetings_and_recounts_after_a_cance
     finally:
         for rep in (ALICE, BOB):
             dovecot_gmail.remove_user(rep)
+
+
+def test_an_imap_folder_is_counted_again_at_most_hourly_and_at_once_after_an_expunge(world, imap_user):
+    from tests.world import message
+
+    for i in range(3):
+        imap_user.deliver(message("Jane <jane@acme.com>", ALICE, f"Deal {i}", msgid=f"deal-{i}@acme.com"))
+    mid = world.add_imap(ALICE, imap_user)
+    assert world.sync(mid).ok
+    client = api(world)
+    inbox = folder(client.get(f"/api/mailboxes/{mid}").json(), "INBOX")
+    assert (inbox["server_count"], inbox["stored"], inbox["reconciliation"]) == (3, 3, "reconciled")
+    counted_at = inbox["cursor"]["counted_at"]
+
+    # New mail is read, not counted: the copies outnumbering the count is no alarm.
+    imap_user.deliver(message("Jane <jane@acme.com>", ALICE, "Deal 3", msgid="deal-3@acme.com"))
+    assert world.sync(mid).ok
+    inbox = folder(client.get(f"/api/mailboxes/{mid}").json(), "INBOX")
+    assert (inbox["server_count"], inbox["stored"], inbox["reconciliation"]) == (3, 4, "reconciled")
+    assert inbox["cursor"]["counted_at"] == counted_at
+
+    # An expunge: the copy goes and the folder is counted again at once.
+    c = imap_user.connect()
+    c.select_folder("INBOX")
+    c.delete_messages(c.search(["HEADER", "Message-ID", "deal-0@acme.com"]))
+    c.expunge()
+    c.logout()
+    assert world.sync(mid).ok
+    inbox = folder(client.get(f"/api/mailboxes/{mid}").json(), "INBOX")
+    assert (inbox["server_count"], inbox["stored"], inbox["reconciliation"]) == (3, 3, "reconciled")
+
+    # An hour after the last count, the next run that finds the folder changed counts again.
+    imap_user.deliver(message("Jane <jane@acme.com>", ALICE, "Deal 4", msgid="deal-4@acme.com"))
+    count_taken_long_ago(world, mid, "INBOX")
+    assert world.sync(mid).ok
+    inbox = folder(client.get(f"/api/mailboxes/{mid}").json(), "INBOX")
+    assert (inbox["server_count"], inbox["stored"], inbox["reconciliation"]) == (4, 4, "reconciled")
+
+
+def test_skipped_items_are_kept_newest_first_bounded_per_folder_and_go_with_a_re_read(world, imap_user, monkeypatch):
+    from sync import skipped
+    from tests.world import message
+
+    monkeypatch.setattr(skipped, "PER_FOLDER", 3)
+    for i in range(5):
+        imap_user.deliver(message(f"Bob <{BOB}>", ALICE, f"Lunch {i}", msgid=f"lunch-{i}@ourco.com"))
+    imap_user.deliver(message("Jane <jane@acme.com>", ALICE, "Deal", msgid="deal@acme.com"))
+    mid = world.add_imap(ALICE, imap_user)
+    world.set_batch_size(mid, 2)  # several batches: pruned as they come
+    assert world.sync(mid).ok
+    client = api(world)
+    detail = client.get(f"/api/mailboxes/{mid}").json()
+    inbox = folder(detail, "INBOX")
+    # all 5 counted (the counts stay exact), the newest 3 kept to show
+    assert (inbox["server_count"], inbox["stored"], inbox["skipped"], inbox["reconciliation"]) == (
+        6,
+        1,
+        5,
+        "reconciled",
+    )
+    items = detail["skipped_items"]
+    assert len(items) == 3 and {i["reason"] for i in items} == {"internal"}
+    assert world.scalar("SELECT count(*) FROM skippeditem") == 3
+
+    assert client.post(f"/api/admin/mailboxes/{mid}/resync").status_code == 200
+    assert client.get(f"/api/mailboxes/{mid}").json()["skipped_items"] == []
+    assert world.sync(mid).ok
+    detail = client.get(f"/api/mailboxes/{mid}").json()
+    assert len(detail["skipped_items"]) == 3 and folder(detail, "INBOX")["skipped"] == 5

@@ -1,0 +1,68 @@
+"""Skipped items: what a sync read and left off the timeline on purpose, one row per item
+with why (app.models.SkippedItem), beside the per-reason counts a folder keeps
+(folderstate.skipped, which the reconciliation adds to the copies stored).
+
+The counts stay exact however old the items; the rows are for people to see why, so they
+are bounded: each folder keeps its newest PER_FOLDER, older ones pruned as new ones come.
+A folder read again from scratch drops its rows (the new listing skips and lists them again).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, select
+
+from app.db import insert_ignore
+from app.models import SkippedItem
+
+ITEM = SkippedItem.__table__
+PER_FOLDER = 200  # rows kept per folder; the console shows a mailbox's latest 50
+
+
+def record(conn, org_id: int, mailbox_id: int | None, folder: str, items: list[tuple[str, str]], now: datetime) -> None:
+    """Keep these (remote id, reason) pairs of one folder; the same item again keeps its first row."""
+    if not items:
+        return
+    insert_ignore(
+        conn,
+        ITEM,
+        [
+            {
+                "org_id": org_id,
+                "mailbox_id": mailbox_id,
+                "folder": folder,
+                "remote_id": remote_id[:900],
+                "reason": reason[:500],
+                "created_at": now,
+            }
+            for remote_id, reason in items
+        ],
+    )
+    # The folder's newest PER_FOLDER stay: the id of the oldest one kept, and everything older goes.
+    oldest_kept = conn.execute(
+        select(ITEM.c.id)
+        .where(ITEM.c.mailbox_id == mailbox_id, ITEM.c.folder == folder)
+        .order_by(ITEM.c.id.desc())
+        .offset(PER_FOLDER - 1)
+        .limit(1)
+    ).scalar()
+    if oldest_kept is not None:
+        conn.execute(
+            delete(ITEM).where(ITEM.c.mailbox_id == mailbox_id, ITEM.c.folder == folder, ITEM.c.id < oldest_kept)
+        )
+
+
+def forget_folder(conn, mailbox_id: int | None, folder: str) -> None:
+    conn.execute(delete(ITEM).where(ITEM.c.mailbox_id == mailbox_id, ITEM.c.folder == folder))
+
+
+def latest(conn, mailbox_id: int, limit: int = 50) -> list[dict]:
+    """The mailbox's latest skipped items, newest first."""
+    rows = conn.execute(
+        select(ITEM.c.folder, ITEM.c.remote_id, ITEM.c.reason, ITEM.c.created_at)
+        .where(ITEM.c.mailbox_id == mailbox_id)
+        .order_by(ITEM.c.id.desc())
+        .limit(limit)
+    ).mappings()
+    return [dict(r) for r in rows]
