@@ -306,3 +306,30 @@ def test_skipped_items_are_kept_newest_first_bounded_per_folder_and_go_with_a_re
     assert world.sync(mid).ok
     detail = client.get(f"/api/mailboxes/{mid}").json()
     assert len(detail["skipped_items"]) == 3 and folder(detail, "INBOX")["skipped"] == 5
+
+
+def test_the_console_mailbox_page_shows_what_was_skipped_and_why(tmp_path, imap_user, live_app, page):
+    from tests.world import message
+
+    w = make_world(tmp_path)
+    boss = w.add_user("boss@ourco.com", "Boss", admin=True)
+    with session(w.rt.engine) as s:
+        token = factories.issue_token(s, s.get(orgs.User, boss))
+    imap_user.deliver(message("Jane <jane@acme.com>", ALICE, "Deal", msgid="deal@acme.com"))
+    imap_user.deliver(message(f"Bob <{BOB}>", ALICE, "Lunch", msgid="lunch@ourco.com"))
+    mid = w.add_imap(ALICE, imap_user)
+    assert w.sync(mid).ok
+    base = live_app(w)
+    page.goto(base + "/admin")
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/admin")
+    page.goto(f"{base}/admin/mailboxes/{mid}")
+    assert page.inner_text("#health") == "healthy"
+    inbox = page.locator("#folders tr.folder").first
+    assert inbox.locator(".server-count").inner_text() == "2"
+    assert inbox.locator(".reconciliation").inner_text() == "adds up"
+    rows = page.locator("#skipped-items tr.skipped-item")
+    assert rows.count() == 1
+    assert rows.first.locator(".reason").inner_text() == "internal"
+    assert "INBOX" in rows.first.inner_text()
