@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from app.db import read_only, session
-from app.runtime import Runtime, open_runtime
+from app.runtime import Runtime, freeze_startup_heap, open_runtime
 from app.services import orgs as org_service
 from app.services.actor import Actor
 from app.services.errors import ServiceError, exit_code
@@ -298,6 +298,7 @@ def sync_cmd(
     if not once:
         _fail("use `threadline sync --once` here, or `threadline worker` to keep syncing")
     rt = _rt()
+    freeze_startup_heap()
     with session(rt.engine) as s:
         query = select(Mailbox.id, Mailbox.kind).where(Mailbox.status != MailboxStatus.PAUSED).order_by(Mailbox.id)
         if mailbox is not None:
@@ -598,6 +599,7 @@ def worker_cmd() -> None:
 
     _log_to_stderr()
     rt = _rt()
+    freeze_startup_heap()
     out.print(f"worker {rt.settings.worker_id} syncing due mailboxes; Ctrl-C to stop")
     run_forever(rt, jobs=scheduled_jobs(rt))
 

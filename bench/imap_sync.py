@@ -64,6 +64,8 @@ TARGET_RSS_MB, TARGET_NOCHANGE_MS = 300.0, 50.0
 TARGET_CEILING_SHARE, MUST_CEILING_SHARE = 0.50, 0.35
 TARGET_VS_MBSYNC_DEFAULT, TARGET_VS_MBSYNC_NOFSYNC = 3.0, 1.0
 CEILING = str(Path(__file__).resolve().parent / "_fetch_ceiling.py")
+OWN_CPU = str(Path(__file__).resolve().parent / "_own_cpu.py")
+TARGET_FOLLOWUPS = 0.15  # issue 12: the follow-up step adds at most 15% to the first import
 
 
 def log(msg: str = "") -> None:
@@ -272,8 +274,16 @@ def db_counts(db_path: Path, url: str | None = None) -> dict:
             "company",
             "interactionsource",
             "syncissue",
+            "followup",
         ):
             out[t] = con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        # the queue's result, to compare builds: (kind, status, closed reason) -> rows
+        out["followups"] = sorted(
+            con.execute(
+                "SELECT kind, status, coalesce(closed_reason, ''), count(*) FROM followup "
+                "GROUP BY kind, status, closed_reason"
+            ).fetchall()
+        )
         row = con.execute("SELECT status, messages_imported, skipped, last_error FROM mailbox").fetchone()
         out["mailbox"] = {"status": row[0], "messages_imported": row[1], "skipped": row[2], "last_error": row[3]}
         out["folders"] = con.execute(
@@ -398,11 +408,24 @@ def run_ceiling(dv, user: str, n: int):
 
 
 def run_threadline(
-    dv, work: Path, corpus, rep: str, user: str, name: str, n: int, *, verbose: bool, pg=None, followups: bool = True
+    dv,
+    work: Path,
+    corpus,
+    rep: str,
+    user: str,
+    name: str,
+    n: int,
+    *,
+    verbose: bool,
+    pg=None,
+    followups: bool = True,
+    own_cpu: bool = False,
 ):
     """Threadline's first sync as its own process, into SQLite or (pg: a started
     tests.servers.Postgres) a fresh PostgreSQL database, whose server CPU is added;
-    followups=False turns the follow-up queue off at ingest (--followups-compare)."""
+    followups=False turns the follow-up queue off at ingest (--followups-compare);
+    own_cpu: run it through bench/_own_cpu.py, which records the ingesting process's
+    own CPU seconds (m.extra["own_cpu"]), the fetch child's left out."""
     data_dir = work / name
     url = pg.create_database() if pg is not None else None
     mailbox_id = setup_threadline(data_dir, corpus, rep, dv.host, dv.port, user, url)
@@ -411,7 +434,17 @@ def run_threadline(
     env = threadline_env(data_dir, url)
     if not followups:
         env["THREADLINE_FOLLOWUPS_AT_INGEST"] = "0"
-    m = measured_with_server(dv, argv, env=env, cwd=REPO)
+    cpu_file = data_dir / "own_cpu.json"
+    if own_cpu:
+        env["TLBENCH_OWN_CPU"] = str(cpu_file)
+        m = measured_with_server(dv, [PYTHON, OWN_CPU, *argv[3:]], env=env, cwd=REPO)
+        try:
+            usage = json.loads(cpu_file.read_text())
+            m.extra["own_cpu"] = usage["user"] + usage["sys"]
+        except (OSError, ValueError, KeyError):
+            m.extra["own_cpu"] = float("nan")
+    else:
+        m = measured_with_server(dv, argv, env=env, cwd=REPO)
     if pg is not None:
         m.extra["postgres_cpu"] = tree_cpu_seconds(pg.postmaster_pid) - pg_before
     log(
@@ -419,6 +452,7 @@ def run_threadline(
         f"peak PSS {m.tree_pss_mb:.0f} MB (RSS sum {m.tree_rss_mb:.0f} MB, {m.tree_procs} processes, largest "
         f"{m.tree_single_mb:.0f} MB); load {m.load_before} -> {m.load_after}; {cpu_line(m)}"
         + (f"; PostgreSQL {m.extra['postgres_cpu']:.2f}s" if pg is not None else "")
+        + (f"; ingesting process's own CPU {m.extra['own_cpu']:.2f}s" if own_cpu else "")
     )
     log("      " + m.stdout.strip().replace("\n", "\n      "))
     if m.returncode != 0:
@@ -514,6 +548,83 @@ def log_postgresql_comparison(n: int, tls: list, pgs: list) -> None:
     )
 
 
+def run_followups_pair(dv, local: Path, corpus, rep: str, user: str, n: int, r: int, *, verbose: bool):
+    """One round of --followups-compare: the first import with the follow-up step off and on.
+
+    The order alternates per round (odd rounds off first, even rounds on first), so a machine
+    getting busier or quieter during a round does not favour one side; the figure compared is
+    the ingesting process's own CPU (bench/_own_cpu.py), not wall time, which swings by 3x
+    between rounds on this shared machine (docs/performance.md section 10)."""
+    order = (False, True) if r % 2 else (True, False)
+    got = {}
+    for on in order:
+        got[on] = run_threadline(
+            dv,
+            local,
+            corpus,
+            rep,
+            user,
+            f"{'threadline' if on else 'nofollow'}{r}",
+            n,
+            verbose=verbose and on,
+            followups=on,
+            own_cpu=True,
+        )
+        log(f"    (above: follow-ups at ingest {'ON' if on else 'off'})")
+    off, on = got[False], got[True]
+    log(
+        f"    round {r} ({'off, on' if order[0] is False else 'on, off'}): own CPU off {off.extra['own_cpu']:.2f}s, "
+        f"on {on.extra['own_cpu']:.2f}s ({100 * (on.extra['own_cpu'] / off.extra['own_cpu'] - 1):+.1f}%); "
+        f"wall {off.seconds:.2f}s, {on.seconds:.2f}s ({100 * (on.seconds / off.seconds - 1):+.1f}%)"
+    )
+    return off, on, order
+
+
+def log_followups_comparison(n: int, pairs: list) -> None:
+    """Off and on side by side per round, then the medians against issue 12's 15%."""
+    rows = []
+    for r, (off, on, order) in enumerate(pairs, 1):
+        rows.append(
+            [
+                r,
+                "off, on" if order[0] is False else "on, off",
+                off.extra["own_cpu"],
+                on.extra["own_cpu"],
+                f"{100 * (on.extra['own_cpu'] / off.extra['own_cpu'] - 1):+.1f}%",
+                off.seconds,
+                on.seconds,
+                f"{100 * (on.seconds / off.seconds - 1):+.1f}%",
+                f"{off.load_before} -> {on.load_after}"
+                if order[0] is False
+                else f"{on.load_before} -> {off.load_after}",
+            ]
+        )
+    log(f"\n== follow-up queue at ingest: {n:,} messages, {len(pairs)} round(s) ==")
+    log(
+        table(
+            ["round", "order", "off CPU s", "on CPU s", "CPU diff", "off wall s", "on wall s", "wall diff", "load"],
+            rows,
+            align="llrrrrrrl",
+        )
+    )
+    off_cpu = median([p[0].extra["own_cpu"] for p in pairs])
+    on_cpu = median([p[1].extra["own_cpu"] for p in pairs])
+    diffs = [p[1].extra["own_cpu"] / p[0].extra["own_cpu"] - 1 for p in pairs]
+    walls = [p[1].seconds / p[0].seconds - 1 for p in pairs]
+    log(
+        f"ingesting process's own CPU, medians: off {off_cpu:.2f}s, on {on_cpu:.2f}s: "
+        f"{100 * (on_cpu / off_cpu - 1):+.1f}% (median of the rounds' differences {100 * median(diffs):+.1f}%; "
+        f"wall {100 * median(walls):+.1f}%); target <= +{100 * TARGET_FOLLOWUPS:.0f}%: "
+        f"{verdict(on_cpu / off_cpu - 1 <= TARGET_FOLLOWUPS)}"
+    )
+    ok = all(p[0].extra["ok"] and p[1].extra["ok"] for p in pairs)
+    follow = {tuple(tuple(r) for r in p[1].extra["counts"]["followups"]) for p in pairs}
+    log(
+        f"every import complete: {'yes' if ok else 'NO'}; follow-up rows with the step on, "
+        f"(kind, status, reason, rows): {' / '.join(str(list(f)) for f in sorted(follow))}"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=100_000, help="messages in the mailbox (default 100000)")
@@ -552,9 +663,17 @@ def main() -> int:
     ap.add_argument(
         "--followups-compare",
         action="store_true",
-        help="also run each Threadline import with the follow-up queue off at ingest, and print the difference",
+        help="also run each Threadline import with the follow-up queue off at ingest (the order alternating "
+        "per round), and print the ingesting process's own CPU off and on, with the difference",
+    )
+    ap.add_argument(
+        "--followups-only",
+        action="store_true",
+        help="only --followups-compare's imports: no fetch-only ceiling, mbsync or no-change runs (fast)",
     )
     args = ap.parse_args()
+    if args.followups_only:
+        args.followups_compare = True
     n = args.messages
     companies = args.companies or max(40, n // 1000)
 
@@ -614,10 +733,20 @@ def main() -> int:
         )
         log("\nwarm-up (not measured):")
         run_mbsync(dv, local, user, "no", "warmup", n)
+        if args.followups_only:
+            pairs = []
+            for r in range(1, args.rounds + 1):
+                log(f"\nround {r}/{args.rounds} ... uptime: {uptime_line()}")
+                pairs.append(run_followups_pair(dv, local, corpus, rep, user, n, r, verbose=r == args.rounds))
+            log_followups_comparison(n, pairs)
+            log(f"uptime at the end: {uptime_line()}")
+            if code_fingerprint(CODE) != code_at_start:
+                log("WARNING: the application code changed during the run; later rounds measured the newer code")
+            return 0
 
         # -- a) + b) + c) interleaved rounds: the ratios compare runs made minutes apart on a
         # machine shared with other jobs, so each round runs all three and the order rotates.
-        mbs, tls, cls, pgs = [], [], [], []
+        mbs, tls, cls, pgs, pairs = [], [], [], [], []
         orders = [
             ("ceiling", "mbsync", "threadline"),
             ("threadline", "ceiling", "mbsync"),
@@ -637,17 +766,14 @@ def main() -> int:
                     pgs.append(
                         run_threadline(dv, local, corpus, rep, user, f"pg{r}", n, verbose=r == args.rounds, pg=pg)
                     )
+                elif args.followups_compare:  # the follow-up queue's share of the first import
+                    pair = run_followups_pair(dv, local, corpus, rep, user, n, r, verbose=r == args.rounds)
+                    pairs.append(pair)
+                    tls.append(pair[1])
                 else:
-                    if args.followups_compare:  # the follow-up queue's share of the first import
-                        off = run_threadline(
-                            dv, local, corpus, rep, user, f"nofollow{r}", n, verbose=False, followups=False
-                        )
-                        log(f"    (above: follow-ups at ingest switched off: {off.seconds:.2f}s)")
                     tls.append(
                         run_threadline(dv, local, corpus, rep, user, f"threadline{r}", n, verbose=r == args.rounds)
                     )
-                    if args.followups_compare:
-                        log(f"    follow-ups add {100 * (tls[-1].seconds / off.seconds - 1):+.1f}% to the first import")
         fs = None
         if args.fsync_baseline:
             log(f"\nmbsync with isync's default FSync yes ... uptime: {uptime_line()}")
@@ -802,6 +928,8 @@ def main() -> int:
         log(table(["figure", "measured", "target", "verdict"], fig, align="lrll"))
         if pgs:
             log_postgresql_comparison(n, tls, pgs)
+        if pairs:
+            log_followups_comparison(n, pairs)
         log(f"uptime at the end: {uptime_line()}")
         code_at_end = code_fingerprint(CODE)
         if code_at_end != code_at_start:

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -54,7 +54,7 @@ from connectors.base import (
     close_quietly,
 )
 from connectors.factory import build_connector, events
-from sync import copies, exclusions, metrics
+from sync import copies, exclusions, followups, metrics
 from sync.addresses import FREE_MAIL_DOMAINS
 from sync.fixes import RunError
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
@@ -305,6 +305,8 @@ def sync_mailbox(
         metrics.observe_run(report)
         return report
     owner_email = spec.owner
+    # The follow-up queue's context, read once for the run rather than in every batch (sync/followups.py: RunCache).
+    org = replace(org, followups=followups.RunCache())
     since = (now or datetime.now(timezone.utc)) - timedelta(days=settings.backfill_days)
     if mailbox["status"] in (MailboxStatus.PENDING, MailboxStatus.FAILED) and mailbox["last_success_at"] is None:
         _set(engine, mailbox_id, worker, status=MailboxStatus.IMPORTING)
@@ -454,6 +456,8 @@ def _commit_batch(
         try:
             with write_transaction(engine) as conn:
                 result, relisted = _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch)
+            if org.followups is not None:  # committed: what the batch wrote to the queue stands
+                org.followups.confirm()
             break
         except (IntegrityError, OperationalError) as exc:
             # Ingest's locks keep writers of one organisation from colliding; this is

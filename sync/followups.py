@@ -117,18 +117,18 @@ class Settings:
     calendars: dict[int, Calendar]
 
 
-def load_settings(conn: Connection, org_id: int, user_ids: Iterable[int]) -> Settings:
+def load_settings(conn: Connection, org_id: int, user_ids: Iterable[int] | None = None) -> Settings:
+    """The organisation's follow-up settings and its reps' calendars (user_ids None: every user's)."""
     o = Organisation.__table__
     wait, reply = conn.execute(select(o.c.followup_wait_days, o.c.followup_reply_hours).where(o.c.id == org_id)).one()
     u = User.__table__
-    ids = sorted(set(user_ids))
+    query = select(u.c.id, u.c.timezone, u.c.working_days, u.c.work_start_hour, u.c.work_end_hour).where(
+        u.c.org_id == org_id
+    )
+    if user_ids is not None:
+        query = query.where(u.c.id.in_(sorted(set(user_ids))))
     cals = {
-        uid: Calendar(tz or "UTC", tuple(days or ()), start, end)
-        for uid, tz, days, start, end in conn.execute(
-            select(u.c.id, u.c.timezone, u.c.working_days, u.c.work_start_hour, u.c.work_end_hour).where(
-                u.c.org_id == org_id, u.c.id.in_(ids)
-            )
-        )
+        uid: Calendar(tz or "UTC", tuple(days or ()), start, end) for uid, tz, days, start, end in conn.execute(query)
     }
     return Settings(wait, reply, cals)
 
@@ -141,20 +141,178 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-def record(conn: Connection, org_id: int, events: list[MailEvent], now: datetime | None = None) -> None:
+# An open "waiting" or "owe" row as the run knows it: (id, kind, thread key, since (aware),
+# company id, contact id, address).
+OpenRow = tuple[int, str, str, datetime, Any, Any, Any]
+_CROSS_KINDS = (FollowUpKind.WAITING, FollowUpKind.OWE)
+_MARK = "followups.last_record"  # the token of the RunCache whose record() used this connection last
+_ROW_COLUMNS = (F.c.id, F.c.kind, F.c.thread_key, F.c.since, F.c.company_id, F.c.contact_id, F.c.address)
+
+
+class RunCache:
+    """The organisation's follow-up context for one sync run, instead of reading it again in
+    every batch: the settings and reps' calendars, and the open "waiting"/"owe" rows of the
+    `since` range the run's batches have needed so far, indexed by address, contact and company.
+
+    Re-reading these in every batch was most of what the follow-up step still cost in a first
+    import (docs/performance.md section 10). It stays what the database holds:
+    - this run's own writes update it (the batch's upsert returns the rows it wrote; the rows
+      the batch closes are taken out);
+    - on SQLite, a batch first asks `PRAGMA data_version`, which changes when another connection
+      (another worker syncing another mailbox of the organisation, the web app) committed
+      anything since the run's previous batch on this connection; then the rows are forgotten
+      and read again for the `since` range the batch needs, as without the cache. One small
+      statement per batch, and nothing another writer did goes unseen, rewrites included;
+    - on PostgreSQL, where there is no such cheap signal, every batch reads its range again
+      (as before the cache); the settings, and the rest below, are still kept for the run;
+    - a batch whose transaction did not commit (a retry after a collision, a broken folder) is
+      not confirmed (`confirm()`, called by the engine after each commit), and the next batch
+      starts from nothing.
+    The settings are those at the run's start (a run lasts minutes)."""
+
+    def __init__(self) -> None:
+        self._token = object()  # this cache's mark on a connection (not the cache: it would outlive the run)
+        self.reset()
+
+    def reset(self) -> None:
+        self.settings: Settings | None = None
+        self.forget_rows()
+        self.unconfirmed = False
+        self._dbapi: Any = None  # the SQLite connection, and its data_version, at the last batch
+        self._version: Any = None
+
+    def forget_rows(self) -> None:
+        self.rows: dict[int, OpenRow] = {}
+        self.index: dict[tuple[str, str, Any], set[int]] = {}  # (kind, "address"|"contact"|"company", value)
+        self.lo: datetime | None = None  # every open row with lo <= since < hi is in rows
+        self.hi: datetime | None = None
+
+    def confirm(self) -> None:
+        """The transaction of the last record() committed: what it wrote stands."""
+        self.unconfirmed = False
+
+    def start(self, conn: Connection, org_id: int) -> None:
+        """At the start of a batch: drop what an uncommitted batch wrote, and the rows if another
+        writer may have changed them."""
+        if self.unconfirmed:
+            self.reset()
+        self.unconfirmed = True
+        if self.settings is None:
+            self.settings = load_settings(conn, org_id)
+        if not self._nobody_else_wrote(conn):
+            self.forget_rows()
+
+    def _nobody_else_wrote(self, conn: Connection) -> bool:
+        """Whether the rows held are still what the database holds (SQLite only).
+
+        data_version shows other connections' commits, not this connection's own: another run
+        in this process (the worker's threads share the pool) may have used this connection
+        since, so record() also leaves its mark on the connection (pool info, kept with it)."""
+        if conn.dialect.name != "sqlite":
+            return False
+        dbapi, info = conn.connection.dbapi_connection, conn.connection.info
+        version = conn.exec_driver_sql("PRAGMA data_version").scalar()
+        same = dbapi is self._dbapi and version == self._version and info.get(_MARK) is self._token
+        self._dbapi, self._version, info[_MARK] = dbapi, version, self._token
+        return same
+
+    # -- the rows ------------------------------------------------------------------------
+
+    def _keys(self, row: OpenRow):
+        _, kind, _, _, company, contact, address = row
+        if address is not None:
+            yield (kind, "address", address)
+        if contact is not None:
+            yield (kind, "contact", contact)
+        if company is not None:
+            yield (kind, "company", company)
+
+    def drop(self, fid: int) -> None:
+        row = self.rows.pop(fid, None)
+        if row is not None:
+            for key in self._keys(row):
+                ids = self.index.get(key)
+                if ids is not None:
+                    ids.discard(fid)
+
+    def _put(self, row: OpenRow) -> None:
+        self.rows[row[0]] = row
+        for key in self._keys(row):
+            self.index.setdefault(key, set()).add(row[0])
+
+    def apply(self, fid: int, kind: str, status: str, thread_key: str, since, company, contact, address) -> None:
+        """A row as this run's batch wrote it."""
+        self.drop(fid)
+        since = _aware(since)
+        if (
+            status == FollowUpStatus.OPEN
+            and kind in _CROSS_KINDS
+            and self.lo is not None
+            and self.hi is not None
+            and self.lo <= since < self.hi
+        ):
+            self._put((fid, kind, thread_key, since, company, contact, address))
+
+    def _load(self, conn: Connection, org_id: int, lo: datetime, hi: datetime) -> None:
+        for row in conn.execute(
+            select(*_ROW_COLUMNS).where(
+                F.c.org_id == org_id,
+                F.c.kind.in_(_CROSS_KINDS),
+                F.c.status == FollowUpStatus.OPEN,
+                F.c.since >= lo,
+                F.c.since < hi,
+            )
+        ):
+            self.drop(row.id)
+            self._put(
+                (row.id, row.kind, row.thread_key, _aware(row.since), row.company_id, row.contact_id, row.address)
+            )
+
+    def cover(self, conn: Connection, org_id: int, lo: datetime, hi: datetime) -> None:
+        """Hold every open row with lo <= since < hi, reading only the part not held yet
+        (a first import goes newest first: each batch reads the slice below the last)."""
+        if self.lo is None or self.hi is None or hi < self.lo or lo > self.hi:
+            if self.lo is not None and self.hi is not None:  # apart from what is held: start again
+                self.forget_rows()
+            self._load(conn, org_id, lo, hi)
+            self.lo, self.hi = lo, hi
+            return
+        if lo < self.lo:
+            self._load(conn, org_id, lo, self.lo)
+            self.lo = lo
+        if hi > self.hi:
+            self._load(conn, org_id, self.hi, hi)
+            self.hi = hi
+
+
+def record(
+    conn: Connection,
+    org_id: int,
+    events: list[MailEvent],
+    now: datetime | None = None,
+    cache: RunCache | None = None,
+) -> None:
     """Apply a batch's new emails to the queue, inside the ingest transaction.
 
-    A few statements per batch: one insert-or-rewrite of the threads with recent mail, one
-    read (and rarely an update) of the threads with old mail, and per direction one read plus
-    one update for the rows other threads' replies close."""
+    cache: the run's RunCache (sync/engine.py keeps one per run and confirms it after each
+    commit); None reads what it needs for this call only.
+
+    A few statements per batch: one insert-or-rewrite of the threads with recent mail (those
+    another email of the same batch already answered are written closed), one read (and rarely
+    an update) of the threads with old mail, and the rows other threads' replies close: one
+    read by id of those, one update per direction."""
     if not events:
         return
+    cache = cache if cache is not None else RunCache()
+    cache.start(conn, org_id)
     now = _aware(now or utcnow())
     latest: dict[str, MailEvent] = {}
     for e in events:
         if e.thread_key not in latest or _aware(e.at) > _aware(latest[e.thread_key].at):
             latest[e.thread_key] = e
-    cfg = load_settings(conn, org_id, {e.user_id for e in latest.values()})
+    cfg = cache.settings
+    assert cfg is not None  # start() loaded them
+    replies: dict[str, Replies] = {kind: _replies(list(latest.values()), kind) for kind in _CROSS_KINDS}
     rows: list[dict[str, Any]] = []
     for e in latest.values():
         at = _aware(e.at)
@@ -164,6 +322,12 @@ def record(conn: Connection, org_id: int, events: list[MailEvent], now: datetime
             kind, due = FollowUpKind.WAITING, at if old else add_business_days(at, cfg.wait_days, cal)
         else:
             kind, due = FollowUpKind.OWE, at if old else add_business_hours(at, cfg.reply_hours, cal)
+        reason = "old" if old else None
+        if not old and _is_answered(replies[kind], at, e.thread_key, e.address, e.contact_id, e.company_id):
+            # Another email of this batch, in another thread, already answers it: written closed
+            # at once rather than inserted open and then updated by the cross-thread step below
+            # (the same end state, one statement fewer per such row).
+            reason = "reply"
         rows.append(
             {
                 "org_id": org_id,
@@ -176,50 +340,59 @@ def record(conn: Connection, org_id: int, events: list[MailEvent], now: datetime
                 "address": e.address,
                 "since": at,
                 "due_at": due,
-                "status": FollowUpStatus.CLOSED if old else FollowUpStatus.OPEN,
-                "closed_reason": "old" if old else None,
-                "closed_at": now if old else None,
+                "status": FollowUpStatus.CLOSED if reason else FollowUpStatus.OPEN,
+                "closed_reason": reason,
+                "closed_at": now if reason else None,
                 "snoozed_until": None,
                 "updated_at": now,
             }
         )
     rows.sort(key=lambda r: r["thread_key"])  # one key order for every writer (PostgreSQL)
-    recent = [r for r in rows if r["closed_reason"] is None]
+    recent = [r for r in rows if r["closed_reason"] != "old"]
     old_rows = [r for r in rows if r["closed_reason"] == "old"]
+    # The open rows this batch may close lie within WINDOW before one of its emails; with them
+    # held, the upsert's returned rows land in the cache too.
+    times = [_aware(e.at) for e in latest.values()]
+    cache.cover(conn, org_id, min(times) - WINDOW, max(times))
     # Recent mail, one statement for the batch: a new thread is inserted; a thread that has a
     # row is rewritten only by a newer message ("since < excluded.since": an older copy, a
-    # backfill or a replay changes nothing, also against a concurrent writer).
+    # backfill or a replay changes nothing, also against a concurrent writer). It returns the
+    # rows it wrote, so the run's cache follows without reading them back.
     if recent:
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         upsert = dialect.insert(F)
-        conn.execute(
+        written = conn.execute(
             upsert.on_conflict_do_update(
                 index_elements=[F.c.org_id, F.c.thread_key],
                 set_={c: upsert.excluded[c] for c in _REWRITTEN},
                 where=F.c.since < upsert.excluded.since,
-            ),
+            ).returning(*_ROW_COLUMNS, F.c.status),
             recent,
         )
+        for row in written:
+            cache.apply(row.id, row.kind, row.status, row.thread_key, row.since, *row[4:7])
     # Mail older than MAX_AGE (most of a first import) opens nothing, so it gets no row of its
     # own: it only closes a thread's row that an older message opened (a backfilled reply).
     # Writing a closed row per old thread was most of this step's cost (docs/performance.md
     # section 10); without it a later message in the thread inserts the row just the same.
-    known: set[str] = set()
+    older: dict[str, tuple[int, datetime]] = {}
     keys = [r["thread_key"] for r in old_rows]
     for i in range(0, len(keys), 500):
-        known.update(
-            conn.execute(select(F.c.thread_key).where(F.c.org_id == org_id, F.c.thread_key.in_(keys[i : i + 500])))
-            .scalars()
-            .all()
-        )
-    if known:
+        for fid, key, since in conn.execute(
+            select(F.c.id, F.c.thread_key, F.c.since).where(F.c.org_id == org_id, F.c.thread_key.in_(keys[i : i + 500]))
+        ):
+            older[key] = (fid, _aware(since))
+    rewrite = [r for r in old_rows if r["thread_key"] in older and older[r["thread_key"]][1] < r["since"]]
+    if rewrite:
         conn.execute(
             update(F)
             .where(F.c.org_id == org_id, F.c.thread_key == _b("k"), F.c.since < _b("since"))
             .values({c: _b(c) for c in _REWRITTEN}),
-            [{**{c: r[c] for c in _REWRITTEN}, "k": r["thread_key"]} for r in old_rows if r["thread_key"] in known],
+            [{**{c: r[c] for c in _REWRITTEN}, "k": r["thread_key"]} for r in rewrite],
         )
-    _close_across_threads(conn, org_id, list(latest.values()), now)
+        for r in rewrite:  # closed now ("old")
+            cache.drop(older[r["thread_key"]][0])
+    _close_across_threads(conn, org_id, replies, cache, now)
 
 
 _REWRITTEN = (
@@ -245,62 +418,75 @@ def _b(name: str):
     return bindparam(name)
 
 
-def _close_across_threads(conn: Connection, org_id: int, events: list[MailEvent], now: datetime) -> None:
+Replies = dict[tuple[str, Any], list[tuple[datetime, str]]]
+
+
+def _replies(events: list[MailEvent], kind: str) -> Replies:
+    """The batch's emails that answer rows of `kind`, by company, contact and address, sorted
+    by time: "waiting" rows are answered by inbound mail (anyone at the company), "owe" rows by
+    outbound mail to the contact or address."""
+    direction = "in" if kind == FollowUpKind.WAITING else "out"
+    by_key: Replies = {}
+    for e in events:
+        if e.direction != direction:
+            continue
+        at = _aware(e.at)
+        by_key.setdefault(("address", e.address), []).append((at, e.thread_key))
+        if e.contact_id:
+            by_key.setdefault(("contact", e.contact_id), []).append((at, e.thread_key))
+        if e.company_id and kind == FollowUpKind.WAITING:  # anyone at the company answers us
+            by_key.setdefault(("company", e.company_id), []).append((at, e.thread_key))
+    for found in by_key.values():
+        found.sort()
+    return by_key
+
+
+def _is_answered(by_key: Replies, since: datetime, thread_key: str, address, contact, company) -> bool:
+    if not by_key:
+        return False
+    keys = (("address", address), ("contact", contact), ("company", company))
+    return any(_answered(by_key.get(key, ()), since, thread_key) for key in keys if key[1] is not None)
+
+
+def _close_across_threads(
+    conn: Connection, org_id: int, replies: dict[str, Replies], cache: RunCache, now: datetime
+) -> None:
     """Replies that arrived in another thread: the same company answered us, or we answered them.
 
-    One read per direction, limited to open rows whose `since` lies within WINDOW before one
-    of the batch's emails (ix_followup_open_since), then each row looks up the batch's
-    emails by company, contact and address, sorted by time, instead of walking all of them:
-    that walk (rows x emails per batch) was two thirds of the follow-up step's cost in a
-    first import (docs/performance.md section 10)."""
-    for kind, direction in ((FollowUpKind.WAITING, "in"), (FollowUpKind.OWE, "out")):
-        evs = [e for e in events if e.direction == direction]
-        if not evs:
-            continue
-        by_key: dict[tuple[str, Any], list[tuple[datetime, str]]] = {}
-        for e in evs:
-            at = _aware(e.at)
-            keys: list[tuple[str, Any]] = [("address", e.address)]
-            if e.contact_id:
-                keys.append(("contact", e.contact_id))
-            if e.company_id and kind == FollowUpKind.WAITING:  # anyone at the company answers us
-                keys.append(("company", e.company_id))
-            for key in keys:
-                by_key.setdefault(key, []).append((at, e.thread_key))
-        for found in by_key.values():
-            found.sort()
-        times = [at for found in by_key.values() for at, _ in found]
-        earliest, latest = min(times), max(times)
-        companies = sorted(k for t, k in by_key if t == "company")
-        contacts = sorted(k for t, k in by_key if t == "contact")
-        addresses = sorted(k for t, k in by_key if t == "address")
-        same_side = [F.c.address.in_(addresses)]
-        if contacts:
-            same_side.append(F.c.contact_id.in_(contacts))
-        if companies:
-            same_side.append(F.c.company_id.in_(companies))
-        closing = []
-        for row in conn.execute(
-            select(F.c.id, F.c.thread_key, F.c.since, F.c.company_id, F.c.contact_id, F.c.address).where(
-                F.c.org_id == org_id,
-                F.c.kind == kind,
-                F.c.status == FollowUpStatus.OPEN,
-                F.c.since >= earliest - WINDOW,
-                F.c.since < latest,
-                or_(*same_side),
-            )
-        ):
-            since = _aware(row.since)
-            keys = [("address", row.address), ("contact", row.contact_id), ("company", row.company_id)]
-            if any(_answered(by_key.get(key, ()), since, row.thread_key) for key in keys if key[1] is not None):
-                closing.append({"fid": row.id})
-        if closing:
+    The open rows come from the run's cache (RunCache.cover() holds those within WINDOW before
+    the batch's emails), looked up by the batch's companies, contacts and addresses and kept
+    when their `since` lies within WINDOW before one of that key's emails; each then looks up
+    the batch's emails by the same keys, sorted by time. Walking all rows against all emails
+    (rows x emails per batch) was two thirds of the step's cost in a first import, and reading
+    the rows again per batch most of the rest (docs/performance.md section 10). Then one UPDATE
+    per direction, ids sorted (one lock order for every writer on PostgreSQL)."""
+    rows, index = cache.rows, cache.index
+    for kind in _CROSS_KINDS:
+        by_key = replies[kind]
+        seen: set[int] = set()
+        closing: list[int] = []
+        for (key_kind, value), found in by_key.items():
+            ids = index.get((kind, key_kind, value))
+            if not ids:
+                continue
+            lo, hi = found[0][0] - WINDOW, found[-1][0]
+            for fid in ids:
+                if fid in seen:
+                    continue
+                _, _, thread_key, since, company, contact, address = rows[fid]
+                if lo <= since < hi:
+                    seen.add(fid)
+                    if _is_answered(by_key, since, thread_key, address, contact, company):
+                        closing.append(fid)
+        closing.sort()
+        for i in range(0, len(closing), 500):
             conn.execute(
                 update(F)
-                .where(F.c.id == _b("fid"))
-                .values(status=FollowUpStatus.CLOSED, closed_reason="reply", closed_at=now),
-                closing,
+                .where(F.c.id.in_(closing[i : i + 500]), F.c.status == FollowUpStatus.OPEN)
+                .values(status=FollowUpStatus.CLOSED, closed_reason="reply", closed_at=now)
             )
+        for fid in closing:
+            cache.drop(fid)
 
 
 def _answered(found, since: datetime, thread_key: str) -> bool:

@@ -83,6 +83,9 @@ class OrgContext:
     free_mail: frozenset[str] = addr.FREE_MAIL_DOMAINS
     exclusions: Exclusions = Exclusions()
     phone_region: str | None = None  # default region of signature phones (sync/enrichment.py)
+    # The follow-up queue's context held for one sync run (sync/engine.py sets one per run and
+    # confirms it after each commit); None: read per batch.
+    followups: followups.RunCache | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -718,7 +721,9 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             if (iid := existing[row[2]]) in new_ids
         }
         fallback = users.get(mbx.owner_address)
-        followups.record(conn, org.org_id, followups.events_from_ingest(facts_new, fresh, fallback))
+        followups.record(
+            conn, org.org_id, followups.events_from_ingest(facts_new, fresh, fallback), cache=org.followups
+        )
     _enrich(conn, org, prepared, contacts, existing, result)
     # Last: the report summaries take their thread locks after every other lock of the batch.
     new_threads = {row[7] for row in rows if existing[row[2]] in new_ids}

@@ -287,9 +287,10 @@ def test_old_mail_opens_nothing_but_an_old_reply_still_closes_the_row_an_older_m
 
 
 @pytest.mark.sqlite
-def test_the_cross_thread_read_at_ingest_searches_the_open_rows_by_time(tmp_path):
+def test_the_cross_thread_read_at_ingest_searches_the_open_rows_by_time_once_per_run(tmp_path):
     # docs/performance.md section 10: reading all of the organisation's rows at every batch made
-    # a first import's follow-up step grow with the mailbox.
+    # a first import's follow-up step grow with the mailbox; reading the window's rows again in
+    # every batch was most of what was left. A run's cache reads each part of the window once.
     from sqlalchemy import event
 
     world = make_world(tmp_path)
@@ -299,23 +300,88 @@ def test_the_cross_thread_read_at_ingest_searches_the_open_rows_by_time(tmp_path
         if statement.lstrip().upper().startswith("SELECT") and "followup.since >=" in statement:
             seen.append((statement, parameters))
 
-    event.listen(world.rt.engine, "before_cursor_execute", capture)
-    try:
+    cache = followups.RunCache()
+
+    def batch(at, n):
         with write_transaction(world.rt.engine) as conn:
             followups.record(
                 conn,
                 world.org_id,
                 [
                     # old mail: no row is written (there is no interaction to point at here)
-                    followups.MailEvent(1, "t1", NOW - 60 * DAY, "in", 1, "carol@acme.com", None, None),
-                    followups.MailEvent(2, "t2", NOW - 60 * DAY, "out", 1, "dan@beta.com", None, None),
+                    followups.MailEvent(1, f"t{n}", at, "in", 1, "carol@acme.com", None, None),
+                    followups.MailEvent(2, f"u{n}", at, "out", 1, "dan@beta.com", None, None),
                 ],
+                cache=cache,
             )
+        cache.confirm()
+
+    event.listen(world.rt.engine, "before_cursor_execute", capture)
+    try:
+        batch(NOW - 60 * DAY, 1)
+        batch(NOW - 60 * DAY, 2)  # within what is held: nothing read
+        batch(NOW - 50 * DAY, 3)  # only the ten days after what is held
     finally:
         event.remove(world.rt.engine, "before_cursor_execute", capture)
-    assert len(seen) == 2  # one per direction
+    assert len(seen) == 2, seen  # both kinds in one read
+    assert _t(seen[1][1][-2]) == _t(seen[0][1][-1]) == _t(NOW - 60 * DAY)
+    assert _t(seen[1][1][-1]) == _t(NOW - 50 * DAY)
     with read_only(world.rt.engine) as conn:
         plans = [
             " ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + s, p).fetchall()) for s, p in seen
         ]
     assert all("USING INDEX ix_followup_open_since" in plan and "since>? AND since<?" in plan for plan in plans), plans
+
+
+def test_another_workers_rows_between_two_batches_of_a_run_are_closed_and_respected(
+    tmp_path, imap_user_factory, db_url
+):
+    # A run holds the open rows it has read (sync/followups.py: RunCache). Between its two
+    # batches another worker imports another mailbox of the organisation: it opens a new row
+    # and turns a row the run holds from "waiting" into "owe". The run's next batch must see both.
+    world = make_world(tmp_path, url=db_url)
+    alice, bob = imap_user_factory(), imap_user_factory()
+    a_box, b_box = world.add_imap("alice@ourco.com", alice), world.add_imap("bob@ourco.com", bob)
+    bob.deliver(message("bob@ourco.com", "frank@delta.com", "Offer", msgid="offer@ourco.com", when=NOW - 10 * DAY))
+    world.sync(b_box)
+    assert _rows(world) == [("waiting", "bob@ourco.com", "frank@delta.com", "open", None)]
+    world.set_batch_size(a_box, 1)
+    # Alice's mailbox, one message per batch, imported newest (highest UID) first: the later
+    # batches answer what Bob's mailbox holds by then, each in a thread of its own ...
+    alice.deliver(message("Dave <dave@acme.com>", "alice@ourco.com", "Yes", msgid="d1@acme.com", when=NOW - 3 * DAY))
+    alice.deliver(
+        message("alice@ourco.com", "frank@delta.com", "Contract", msgid="c1@ourco.com", when=NOW - 3 * DAY),
+        folder="INBOX",
+    )
+    # ... after the first, which reads the open rows of the 30 days before it (Bob's offer among them).
+    alice.deliver(message("Zed <zed@zeta.com>", "alice@ourco.com", "Hello", msgid="z1@zeta.com", when=NOW - 2 * DAY))
+    batches = []
+
+    def between(report):
+        batches.append(report.imported)
+        if len(batches) != 1:
+            return
+        # Bob's proposal to Carol (Dave's company), and Frank's reply to Bob's offer in its thread
+        bob.deliver(message("bob@ourco.com", "carol@acme.com", "Proposal", msgid="p1@ourco.com", when=NOW - 5 * DAY))
+        bob.deliver(
+            message(
+                "Frank <frank@delta.com>",
+                "bob@ourco.com",
+                "Re: Offer",
+                msgid="f1@delta.com",
+                when=NOW - 6 * DAY,
+                extra="In-Reply-To: <offer@ourco.com>\r\nReferences: <offer@ourco.com>",
+            )
+        )
+        assert world.sync(b_box, worker="other-worker").ok
+        assert ("owe", "open") in {(r[0], r[3]) for r in _rows(world) if r[2] == "frank@delta.com"}
+
+    assert world.sync(a_box, progress=between).ok
+    assert len(batches) >= 2
+    rows = {(r[2], r[0], r[3], r[4]) for r in _rows(world)}
+    # Dave answered Bob's proposal (same company, another thread, after it): closed.
+    assert ("carol@acme.com", "waiting", "closed", "reply") in rows
+    # Alice wrote to Frank after his reply to Bob: what Bob owed Frank is closed too.
+    assert ("frank@delta.com", "owe", "closed", "reply") in rows
+    assert ("zed@zeta.com", "owe", "open", None) in rows
+    assert world.scalar("SELECT count(*) FROM followup") == 5
