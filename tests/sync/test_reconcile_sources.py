@@ -102,6 +102,16 @@ def test_a_graph_mail_folder_is_counted_with_the_syncs_own_filter_and_adds_up(wo
     assert item["skipped_at"]
     assert f"receivedDateTime ge {cursor['since']}" in asked and "isDraft eq false" in asked
 
+    # The skipped one changed on the server (read): listed again by the next delta round, counted once.
+    graph.update_message(ALICE, lunch, isRead=True)
+    assert world.sync(mid).ok
+    detail = client.get(f"/api/mailboxes/{mid}").json()
+    assert (folder(detail, "Inbox")["skipped"], detail["skipped"], len(detail["skipped_items"])) == (
+        1,
+        {"internal": 1},
+        1,
+    )
+
     # A copy that was not stored: missing, and the mailbox is not healthy.
     lose_a_copy(world, mid, kept[1])
     detail = client.get(f"/api/mailboxes/{mid}").json()
