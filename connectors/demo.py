@@ -75,7 +75,8 @@ class DemoConnector:
     def fetch_changes(self, folder: Folder, cursor: dict, since: datetime) -> Iterator[Batch]:
         if folder == CALENDAR:
             if not cursor.get("done"):
-                yield Batch(list(self._meetings()), [], {"done": True}, backfill_done=True)
+                meetings = list(self._meetings())
+                yield Batch(meetings, [], {"done": True, "server_count": len(meetings)}, backfill_done=True)
             return
         done = int(cursor.get("position", 0))
         records, bad, position = [], [], done
@@ -99,7 +100,8 @@ class DemoConnector:
             if len(records) + len(bad) >= self.batch_size:
                 yield Batch(records, bad, {"position": position})
                 records, bad = [], []
-        yield Batch(records, bad, {"position": position}, backfill_done=True)
+        # every message of the folder was numbered on the way: the last number is its count
+        yield Batch(records, bad, {"position": position, "server_count": position}, backfill_done=True)
 
     def close(self) -> None:
         pass

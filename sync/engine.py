@@ -542,7 +542,7 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
             for b in batch.bad
         ],
     )
-    record_skipped_items(conn, org.org_id, mbx.mailbox_id, folder.name, result.skipped_items, now)
+    record_skipped_items(conn, org.org_id, mbx.mailbox_id, folder.name, result.skipped_items, now, result.skipped)
     values = {"cursor": batch.cursor, "last_synced_at": now}
     if batch.backfill_done:
         values["backfill_done"] = True

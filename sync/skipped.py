@@ -2,13 +2,16 @@
 with why (app.models.SkippedItem), beside the per-reason counts a folder keeps
 (folderstate.skipped, which the reconciliation adds to the copies stored).
 
-The counts stay exact however old the items; the rows are for people to see why, so they
-are bounded: each folder keeps its newest PER_FOLDER, older ones pruned as new ones come.
+The rows also keep an item listed again (a changed message in a Graph delta round, a changed
+meeting) from being counted twice. They are for people to see why, so they are bounded: each
+folder keeps its newest PER_FOLDER, older ones pruned as new ones come (an item pruned and
+listed again would be counted again: a count too high only hides a gap, never shows one).
 A folder read again from scratch drops its rows (the new listing skips and lists them again).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 
 from sqlalchemy import delete, select
@@ -20,25 +23,54 @@ ITEM = SkippedItem.__table__
 PER_FOLDER = 200  # rows kept per folder; the console shows a mailbox's latest 50
 
 
-def record(conn, org_id: int, mailbox_id: int | None, folder: str, items: list[tuple[str, str]], now: datetime) -> None:
-    """Keep these (remote id, reason) pairs of one folder; the same item again keeps its first row."""
+def record(
+    conn,
+    org_id: int,
+    mailbox_id: int | None,
+    folder: str,
+    items: list[tuple[str, str]],
+    now: datetime,
+    counts: Counter | None = None,
+) -> None:
+    """Keep these (remote id, reason) pairs of one folder. An item already kept (a delta or
+    sync-token round lists a changed item again) keeps its first row and is taken out of
+    `counts`, the batch's skipped counts by reason, so the folder counts it once."""
     if not items:
         return
-    insert_ignore(
-        conn,
-        ITEM,
-        [
+    wanted = {remote_id[:900] for remote_id, _ in items}
+    known: set[str] = set()
+    listed = sorted(wanted)
+    for i in range(0, len(listed), 500):
+        known.update(
+            conn.execute(
+                select(ITEM.c.remote_id).where(
+                    ITEM.c.mailbox_id == mailbox_id, ITEM.c.folder == folder, ITEM.c.remote_id.in_(listed[i : i + 500])
+                )
+            ).scalars()
+        )
+    rows = []
+    for remote_id, reason in items:
+        remote_id = remote_id[:900]
+        if remote_id in known:
+            if counts is not None and counts.get(reason, 0) > 0:
+                counts[reason] -= 1
+                if not counts[reason]:
+                    del counts[reason]
+            continue
+        known.add(remote_id)
+        rows.append(
             {
                 "org_id": org_id,
                 "mailbox_id": mailbox_id,
                 "folder": folder,
-                "remote_id": remote_id[:900],
+                "remote_id": remote_id,
                 "reason": reason[:500],
                 "created_at": now,
             }
-            for remote_id, reason in items
-        ],
-    )
+        )
+    if not rows:
+        return
+    insert_ignore(conn, ITEM, rows)
     # The folder's newest PER_FOLDER stay: the id of the oldest one kept, and everything older goes.
     oldest_kept = conn.execute(
         select(ITEM.c.id)

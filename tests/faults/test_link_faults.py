@@ -129,7 +129,7 @@ def test_the_hostile_corpus_cut_every_k_bytes_keeps_the_counts_and_reasons_of_a_
     clean = make_world(tmp_path / "clean")
     assert clean.sync(clean.add_imap("alice@ourco.com", imap_user), fetch_in_child=False).ok
     expected = timeline(clean)
-    assert expected["unreadable"] and expected["folders"]
+    assert expected["unreadable"] and expected["folders"] and expected["skipped_items"]
 
     proxy = fault_proxy(imap_user)
     world = make_world(tmp_path / "cut")

@@ -48,6 +48,7 @@ TABLES = {
         "JOIN mailbox m ON m.id = f.mailbox_id WHERE m.org_id = :org"
     ),
     "unreadable": "SELECT mailbox_id, folder, remote_id, reason FROM syncissue WHERE org_id = :org",
+    "skipped_items": "SELECT mailbox_id, folder, remote_id, reason FROM skippeditem WHERE org_id = :org",
 }
 
 

@@ -102,6 +102,16 @@ def test_a_graph_mail_folder_is_counted_with_the_syncs_own_filter_and_adds_up(wo
     assert item["skipped_at"]
     assert f"receivedDateTime ge {cursor['since']}" in asked and "isDraft eq false" in asked
 
+    # The skipped one changed on the server (read): listed again by the next delta round, counted once.
+    graph.update_message(ALICE, lunch, isRead=True)
+    assert world.sync(mid).ok
+    detail = client.get(f"/api/mailboxes/{mid}").json()
+    assert (folder(detail, "Inbox")["skipped"], detail["skipped"], len(detail["skipped_items"])) == (
+        1,
+        {"internal": 1},
+        1,
+    )
+
     # A copy that was not stored: missing, and the mailbox is not healthy.
     lose_a_copy(world, mid, kept[1])
     detail = client.get(f"/api/mailboxes/{mid}").json()
@@ -333,3 +343,21 @@ def test_the_console_mailbox_page_shows_what_was_skipped_and_why(tmp_path, imap_
     assert rows.count() == 1
     assert rows.first.locator(".reason").inner_text() == "internal"
     assert "INBOX" in rows.first.inner_text()
+
+
+def test_the_demo_companys_mailboxes_and_calendars_reconcile_after_their_first_sync(tmp_path, monkeypatch):
+    from app.runtime import open_runtime
+    from app.services import demo, reconcile
+    from app.settings import load_settings
+    from tests.world import runtime_env
+
+    monkeypatch.setattr(demo, "DEMO_MESSAGES", 600)
+    rt = open_runtime(load_settings(runtime_env(tmp_path, THREADLINE_IDLE="0")))
+    demo.seed_demo(rt)
+    with session(rt.engine) as s:
+        conn = s.connection()
+        boxes = list(conn.exec_driver_sql("SELECT id FROM mailbox").scalars())
+        folders = [f for fs in reconcile.folders_of(conn, boxes).values() for f in fs]
+    numbers = [reconcile.folder_numbers(f) for f in folders]
+    assert numbers and {n["reconciliation"] for n in numbers} == {"reconciled"}, numbers
+    assert all(n["difference"] == 0 for n in numbers), numbers
