@@ -66,6 +66,7 @@ TARGET_VS_MBSYNC_DEFAULT, TARGET_VS_MBSYNC_NOFSYNC = 3.0, 1.0
 CEILING = str(Path(__file__).resolve().parent / "_fetch_ceiling.py")
 OWN_CPU = str(Path(__file__).resolve().parent / "_own_cpu.py")
 TARGET_FOLLOWUPS = 0.15  # issue 12: the follow-up step adds at most 15% to the first import
+COUNTER = str(Path(__file__).resolve().parent / "_count_statements.py")
 
 
 def log(msg: str = "") -> None:
@@ -420,16 +421,20 @@ def run_threadline(
     pg=None,
     followups: bool = True,
     own_cpu: bool = False,
+    statements: bool = False,
 ):
     """Threadline's first sync as its own process, into SQLite or (pg: a started
     tests.servers.Postgres) a fresh PostgreSQL database, whose server CPU is added;
     followups=False turns the follow-up queue off at ingest (--followups-compare);
     own_cpu: run it through bench/_own_cpu.py, which records the ingesting process's
-    own CPU seconds (m.extra["own_cpu"]), the fetch child's left out."""
+    own CPU seconds (m.extra["own_cpu"]), the fetch child's left out; statements counts its
+    SQL statements and round trips (bench/_count_statements.py). One wrapper at a time."""
     data_dir = work / name
     url = pg.create_database() if pg is not None else None
     mailbox_id = setup_threadline(data_dir, corpus, rep, dv.host, dv.port, user, url)
     argv = [PYTHON, "-m", "app.cli", "sync", "--once", "--mailbox", str(mailbox_id)]
+    counts_file = work / f"{name}-statements.json"
+    run_argv = [PYTHON, COUNTER, str(counts_file), *argv[3:]] if statements else argv
     pg_before = tree_cpu_seconds(pg.postmaster_pid) if pg is not None else 0.0
     env = threadline_env(data_dir, url)
     if not followups:
@@ -444,9 +449,28 @@ def run_threadline(
         except (OSError, ValueError, KeyError):
             m.extra["own_cpu"] = float("nan")
     else:
-        m = measured_with_server(dv, argv, env=env, cwd=REPO)
+        m = measured_with_server(dv, run_argv, env=env, cwd=REPO)
     if pg is not None:
         m.extra["postgres_cpu"] = tree_cpu_seconds(pg.postmaster_pid) - pg_before
+    if statements and counts_file.exists():
+        db = "postgresql" if pg is not None else "sqlite"
+        got = json.loads(counts_file.read_text())
+        m.extra["statements"] = got.get(f"{db}.statements", 0)
+        m.extra["round_trips"] = got.get(f"{db}.round_trips") if pg is not None else None
+        m.extra["commits"] = got.get(f"{db}.commits")
+        log(
+            f"    statements sent: {m.extra['statements']:,}"
+            + (
+                f", round trips to the server: {m.extra['round_trips']:,} (commits {m.extra['commits']:,})"
+                if pg is not None
+                else " (in-process: no round trips)"
+            )
+            + f"; per 10,000 messages: {m.extra['statements'] * 10_000 / n:,.0f}"
+            + (f" / {m.extra['round_trips'] * 10_000 / n:,.0f}" if pg is not None else "")
+        )
+        if pg is not None and verbose:
+            top = list(got.get("postgresql.round_trips_by_statement", {}).items())[:12]
+            log("      round trips by statement: " + "; ".join(f"{k!r} {v:,}" for k, v in top))
     log(
         f"    Threadline{' on PostgreSQL' if pg is not None else ''}: rc={m.returncode} {m.seconds:.2f}s = {n / m.seconds:,.0f} msg/s, "
         f"peak PSS {m.tree_pss_mb:.0f} MB (RSS sum {m.tree_rss_mb:.0f} MB, {m.tree_procs} processes, largest "
@@ -505,6 +529,7 @@ def log_postgresql_comparison(n: int, tls: list, pgs: list) -> None:
     sq_e, pg_e = median([m.extra["engine_s"] for m in tls]), median([m.extra["engine_s"] for m in pgs])
     ratios = [t.seconds / p.seconds for t, p in zip(tls, pgs, strict=True)]
     ratio = sq_s / pg_s
+    per_round = median(ratios)
     log("\n== SQLite vs PostgreSQL, first import of the same mailbox (issue 18) ==")
     log(
         table(
@@ -535,6 +560,12 @@ def log_postgresql_comparison(n: int, tls: list, pgs: list) -> None:
                     f">= {TARGET_PG_RATIO}x",
                     verdict(ratio >= TARGET_PG_RATIO),
                 ],
+                [
+                    "PostgreSQL / SQLite messages/s, median of the rounds' ratios",
+                    f"{per_round:.2f}x",
+                    f">= {TARGET_PG_RATIO}x",
+                    verdict(per_round >= TARGET_PG_RATIO),
+                ],
                 ["PostgreSQL / SQLite messages/s (engine, without start-up)", f"{sq_e / pg_e:.2f}x", "-", "-"],
                 [
                     "PostgreSQL database built like SQLite's (every message seen)",
@@ -546,6 +577,27 @@ def log_postgresql_comparison(n: int, tls: list, pgs: list) -> None:
             align="lrll",
         )
     )
+    if all("statements" in m.extra for m in (*tls, *pgs)):
+        rows = []
+        for db, ms in (("SQLite", tls), ("PostgreSQL", pgs)):
+            st = median([m.extra["statements"] for m in ms])
+            trips = median([m.extra["round_trips"] for m in ms]) if db == "PostgreSQL" else None
+            rows.append(
+                [
+                    db,
+                    f"{st:,.0f}",
+                    f"{st * 10_000 / n:,.0f}",
+                    "-" if trips is None else f"{trips:,.0f}",
+                    "-" if trips is None else f"{trips * 10_000 / n:,.0f}",
+                ]
+            )
+        log(
+            table(
+                ["database", "statements", "per 10,000 messages", "round trips", "per 10,000 messages"],
+                rows,
+                align="lrrrr",
+            )
+        )
 
 
 def run_followups_pair(dv, local: Path, corpus, rep: str, user: str, n: int, r: int, *, verbose: bool):
@@ -659,6 +711,12 @@ def main() -> int:
         help="postgresql: each round also imports into PostgreSQL (a private cluster) and the report gives "
         "PostgreSQL's messages/s beside SQLite's, with the ratio (issue 18: target >= 0.8x)",
     )
+    ap.add_argument(
+        "--statements",
+        action="store_true",
+        help="count the SQL statements each Threadline import sends and, on PostgreSQL, its round trips to the "
+        "server (SQLAlchemy's event hooks and a counting driver cursor), printed per database",
+    )
     ap.add_argument("--keep", action="store_true", help="keep Dovecot's data and the temp dirs")
     ap.add_argument(
         "--followups-compare",
@@ -755,8 +813,11 @@ def main() -> int:
         for r in range(1, args.rounds + 1):
             log(f"\nround {r}/{args.rounds} ... uptime: {uptime_line()}")
             order = orders[(r - 1) % len(orders)]
-            if pg is not None:  # PostgreSQL right after SQLite's run in each round
-                order = tuple(t for tool in order for t in ((tool, "postgresql") if tool == "threadline" else (tool,)))
+            if pg is not None:
+                # PostgreSQL and SQLite back to back, PostgreSQL first in even rounds: whichever runs
+                # second finds the page cache warmed by the first (and the machine's load may drift).
+                pair = ("postgresql", "threadline") if r % 2 == 0 else ("threadline", "postgresql")
+                order = tuple(t for tool in order for t in (pair if tool == "threadline" else (tool,)))
             for tool in order:
                 if tool == "ceiling":
                     cls.append(run_ceiling(dv, user, n))
@@ -764,7 +825,18 @@ def main() -> int:
                     mbs.append(run_mbsync(dv, local, user, "no", f"mbsync{r}", n))
                 elif tool == "postgresql":
                     pgs.append(
-                        run_threadline(dv, local, corpus, rep, user, f"pg{r}", n, verbose=r == args.rounds, pg=pg)
+                        run_threadline(
+                            dv,
+                            local,
+                            corpus,
+                            rep,
+                            user,
+                            f"pg{r}",
+                            n,
+                            verbose=r == args.rounds,
+                            pg=pg,
+                            statements=args.statements,
+                        )
                     )
                 elif args.followups_compare:  # the follow-up queue's share of the first import
                     pair = run_followups_pair(dv, local, corpus, rep, user, n, r, verbose=r == args.rounds)
@@ -772,7 +844,17 @@ def main() -> int:
                     tls.append(pair[1])
                 else:
                     tls.append(
-                        run_threadline(dv, local, corpus, rep, user, f"threadline{r}", n, verbose=r == args.rounds)
+                        run_threadline(
+                            dv,
+                            local,
+                            corpus,
+                            rep,
+                            user,
+                            f"threadline{r}",
+                            n,
+                            verbose=r == args.rounds,
+                            statements=args.statements,
+                        )
                     )
         fs = None
         if args.fsync_baseline:

@@ -483,14 +483,22 @@ def _commit_batch(
 
 def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[IngestResult, list[int]]:
     now = utcnow()
-    # Fencing: write only while we still hold the lease.
+    # Fencing: write only while we still hold the lease. The same statement hands back the
+    # skipped counts the batch adds to (the mailbox's and its folder's), which used to take a
+    # read of their own each: on PostgreSQL every statement is a round trip the ingest waits
+    # for (docs/performance.md section 6). The UPDATE locks the mailbox row until this
+    # transaction ends, and only the lease holder writes these counts (another worker's
+    # writes wait behind its own fencing UPDATE on that row), so they cannot change
+    # underneath; on SQLite the transaction holds the write lock from BEGIN anyway.
     held = conn.execute(
         update(MAILBOX)
         .where(MAILBOX.c.id == mbx.mailbox_id, MAILBOX.c.lease_owner == worker)
         .values(lease_until=now + timedelta(seconds=lease_seconds))
-    ).rowcount
-    if held != 1:
+        .returning(MAILBOX.c.skipped, select(FOLDER.c.skipped).where(FOLDER.c.id == mbx.folder_id).scalar_subquery())
+    ).first()
+    if held is None:
         raise LeaseLost()
+    mailbox_skipped, folder_skipped = held[0] or {}, held[1] or {}
     relisted: list[int] = []
     changes: Counter = Counter()  # folder id -> copies added minus copies removed by this batch
     if batch.reset:
@@ -512,7 +520,8 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
             .all()
         )
         changes.subtract(copies.delete(conn, S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id))
-        _forget_folder_counts(conn, mbx, folder.name)
+        mailbox_skipped = _forget_folder_counts(conn, mbx, folder.name, mailbox_skipped)
+        folder_skipped = {}
     mail = [r for r in batch.records if isinstance(r, MessageRecord)]
     meetings = [r for r in batch.records if isinstance(r, MeetingRecord)]
     result = ingest(conn, org, mbx, mail)
@@ -543,27 +552,29 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
         ],
     )
     record_skipped_items(conn, org.org_id, mbx.mailbox_id, folder.name, result.skipped_items, now, result.skipped)
-    values = {"cursor": batch.cursor, "last_synced_at": now}
-    if batch.backfill_done:
-        values["backfill_done"] = True
-    conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(**values))
-    copies.count_changed(conn, changes)
     skipped_now = dict(result.skipped)
     if batch.bad:
         skipped_now["unreadable"] = skipped_now.get("unreadable", 0) + len(batch.bad)
+    # The folder's bookkeeping in one UPDATE: cursor (committed with the rows it covers),
+    # its count of copies and its skipped counts; then the other folders whose copies this
+    # batch changed (a re-listing, removals), and the mailbox's totals in one more.
+    values: dict[str, Any] = {"cursor": batch.cursor, "last_synced_at": now}
+    if batch.backfill_done:
+        values["backfill_done"] = True
+    mine = changes.pop(mbx.folder_id, 0)
+    if mine:
+        values["messages"] = FOLDER.c.messages + mine
     if skipped_now:
-        current = conn.execute(select(MAILBOX.c.skipped).where(MAILBOX.c.id == mbx.mailbox_id)).scalar_one() or {}
-        conn.execute(
-            update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id).values(skipped=_add_counts(current, skipped_now))
-        )
-        mine = conn.execute(select(FOLDER.c.skipped).where(FOLDER.c.id == mbx.folder_id)).scalar_one() or {}
-        conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(skipped=_add_counts(mine, skipped_now)))
+        values["skipped"] = _add_counts(folder_skipped, skipped_now)
+    conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(**values))
+    copies.count_changed(conn, changes)
+    totals: dict[str, Any] = {}
+    if skipped_now:
+        totals["skipped"] = _add_counts(mailbox_skipped, skipped_now)
     if result.imported:
-        conn.execute(
-            update(MAILBOX)
-            .where(MAILBOX.c.id == mbx.mailbox_id)
-            .values(messages_imported=MAILBOX.c.messages_imported + result.imported)
-        )
+        totals["messages_imported"] = MAILBOX.c.messages_imported + result.imported
+    if totals:
+        conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id).values(**totals))
     return result, relisted
 
 
@@ -574,21 +585,19 @@ def _add_counts(counts: dict, more: dict, sign: int = 1) -> dict:
     return {reason: n for reason, n in merged.items() if n > 0}
 
 
-def _forget_folder_counts(conn, mbx: MailboxContext, folder_name: str) -> None:
+def _forget_folder_counts(conn, mbx: MailboxContext, folder_name: str, mailbox_skipped: dict) -> dict:
     """A folder read again from scratch (new ids) takes back from the mailbox's
     counters what it had counted, and its unreadable messages (listed under the
-    old ids) go: the new listing counts and lists them again."""
+    old ids) go: the new listing counts and lists them again. Returns the mailbox's
+    skipped counts as they are now (given: as they were)."""
     messages, skipped = conn.execute(
         select(FOLDER.c.messages, FOLDER.c.skipped).where(FOLDER.c.id == mbx.folder_id)
     ).one()
-    current = conn.execute(select(MAILBOX.c.skipped).where(MAILBOX.c.id == mbx.mailbox_id)).scalar_one() or {}
+    current = _add_counts(mailbox_skipped, skipped or {}, -1)
     conn.execute(
         update(MAILBOX)
         .where(MAILBOX.c.id == mbx.mailbox_id)
-        .values(
-            messages_imported=MAILBOX.c.messages_imported - (messages or 0),
-            skipped=_add_counts(current, skipped or {}, -1),
-        )
+        .values(messages_imported=MAILBOX.c.messages_imported - (messages or 0), skipped=current)
     )
     conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(skipped={}, removed=0))
     forget_skipped_items(conn, mbx.mailbox_id, folder_name)
@@ -597,6 +606,7 @@ def _forget_folder_counts(conn, mbx: MailboxContext, folder_name: str) -> None:
             SyncIssue.__table__.c.mailbox_id == mbx.mailbox_id, SyncIssue.__table__.c.folder == folder_name
         )
     )
+    return current
 
 
 def _drop_meetings_without_copies(engine: Engine, org_id: int, candidates: set[int]) -> None:
