@@ -24,14 +24,16 @@ import os
 from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
+from enum import StrEnum
+from functools import lru_cache
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from app.db import insert_ignore
+from app.db import db_time, insert_ignore
 from app.models import Company, Contact, ContactColleague, FollowUp, Interaction, Organisation, Participant, User
 from app.models.base import utcnow
 from app.models.deals import Deal, DealContact, PipelineStage, StageKind
@@ -57,10 +59,16 @@ class Calendar:
     end_hour: int = 17
 
     def zone(self):
-        try:
-            return ZoneInfo(self.tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            return timezone.utc
+        return _zone(self.tz)
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str):
+    """A time zone by name, looked up once per process (every recent email's due date needs one)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
 
 
 def add_business_days(since: datetime, n: int, cal: Calendar) -> datetime:
@@ -186,6 +194,12 @@ class RunCache:
         self.index: dict[tuple[str, str, Any], set[int]] = {}  # (kind, "address"|"contact"|"company", value)
         self.lo: datetime | None = None  # every open row with lo <= since < hi is in rows
         self.hi: datetime | None = None
+        # thread key -> a time its row's `since` is at least (the row describes a message that
+        # new): what this run wrote or read. `since` only ever grows (a row is rewritten only
+        # by a newer message), so an older message of such a thread would change nothing and
+        # is not sent to the database at all: in a first import, folder after folder, a third
+        # of the recent rows (docs/performance.md section 10).
+        self.since_at_least: dict[str, datetime] = {}
 
     def confirm(self) -> None:
         """The transaction of the last record() committed: what it wrote stands."""
@@ -264,16 +278,22 @@ class RunCache:
             )
         ):
             self.drop(row.id)
-            self._put(
-                (row.id, row.kind, row.thread_key, _aware(row.since), row.company_id, row.contact_id, row.address)
-            )
+            since = _aware(row.since)
+            self._put((row.id, row.kind, row.thread_key, since, row.company_id, row.contact_id, row.address))
+            self.at_least(row.thread_key, since)
+
+    def at_least(self, thread_key: str, since: datetime) -> None:
+        held = self.since_at_least.get(thread_key)
+        if held is None or held < since:
+            self.since_at_least[thread_key] = since
 
     def cover(self, conn: Connection, org_id: int, lo: datetime, hi: datetime) -> None:
         """Hold every open row with lo <= since < hi, reading only the part not held yet
         (a first import goes newest first: each batch reads the slice below the last)."""
         if self.lo is None or self.hi is None or hi < self.lo or lo > self.hi:
             if self.lo is not None and self.hi is not None:  # apart from what is held: start again
-                self.forget_rows()
+                self.rows.clear()
+                self.index.clear()
             self._load(conn, org_id, lo, hi)
             self.lo, self.hi = lo, hi
             return
@@ -306,17 +326,24 @@ def record(
     cache = cache if cache is not None else RunCache()
     cache.start(conn, org_id)
     now = _aware(now or utcnow())
-    latest: dict[str, MailEvent] = {}
+    latest: dict[str, tuple[MailEvent, datetime]] = {}  # thread key -> its newest email, sent at (aware)
     for e in events:
-        if e.thread_key not in latest or _aware(e.at) > _aware(latest[e.thread_key].at):
-            latest[e.thread_key] = e
+        at = _aware(e.at)
+        held = latest.get(e.thread_key)
+        if held is None or at > held[1]:
+            latest[e.thread_key] = (e, at)
     cfg = cache.settings
     assert cfg is not None  # start() loaded them
-    replies: dict[str, Replies] = {kind: _replies(list(latest.values()), kind) for kind in _CROSS_KINDS}
+    newest = list(latest.values())
+    replies: dict[str, Replies] = {kind: _replies(newest, kind) for kind in _CROSS_KINDS}
     rows: list[dict[str, Any]] = []
-    for e in latest.values():
-        at = _aware(e.at)
-        cal = cfg.calendars.get(e.user_id, Calendar())
+    default = Calendar()
+    floors = cache.since_at_least
+    for e, at in newest:
+        floor = floors.get(e.thread_key)
+        if floor is not None and floor >= at:
+            continue  # the thread's row already describes a message this new: nothing to write
+        cal = cfg.calendars.get(e.user_id, default)
         old = at < now - MAX_AGE
         if e.direction == "out":
             kind, due = FollowUpKind.WAITING, at if old else add_business_days(at, cfg.wait_days, cal)
@@ -352,25 +379,19 @@ def record(
     old_rows = [r for r in rows if r["closed_reason"] == "old"]
     # The open rows this batch may close lie within WINDOW before one of its emails; with them
     # held, the upsert's returned rows land in the cache too.
-    times = [_aware(e.at) for e in latest.values()]
+    times = [at for _, at in newest]
     cache.cover(conn, org_id, min(times) - WINDOW, max(times))
     # Recent mail, one statement for the batch: a new thread is inserted; a thread that has a
     # row is rewritten only by a newer message ("since < excluded.since": an older copy, a
     # backfill or a replay changes nothing, also against a concurrent writer). It returns the
     # rows it wrote, so the run's cache follows without reading them back.
     if recent:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        upsert = dialect.insert(F)
-        written = conn.execute(
-            upsert.on_conflict_do_update(
-                index_elements=[F.c.org_id, F.c.thread_key],
-                set_={c: upsert.excluded[c] for c in _REWRITTEN},
-                where=F.c.since < upsert.excluded.since,
-            ).returning(*_ROW_COLUMNS, F.c.status),
-            recent,
-        )
-        for row in written:
-            cache.apply(row.id, row.kind, row.status, row.thread_key, row.since, *row[4:7])
+        by_thread = {r["thread_key"]: r for r in recent}
+        for fid, thread_key, status in _upsert(conn, recent):
+            r = by_thread[thread_key]
+            cache.apply(fid, r["kind"], status, thread_key, r["since"], r["company_id"], r["contact_id"], r["address"])
+        for r in recent:  # written, or the row there is newer still
+            cache.at_least(r["thread_key"], r["since"])
     # Mail older than MAX_AGE (most of a first import) opens nothing, so it gets no row of its
     # own: it only closes a thread's row that an older message opened (a backfilled reply).
     # Writing a closed row per old thread was most of this step's cost (docs/performance.md
@@ -382,6 +403,7 @@ def record(
             select(F.c.id, F.c.thread_key, F.c.since).where(F.c.org_id == org_id, F.c.thread_key.in_(keys[i : i + 500]))
         ):
             older[key] = (fid, _aware(since))
+            cache.at_least(key, older[key][1])
     rewrite = [r for r in old_rows if r["thread_key"] in older and older[r["thread_key"]][1] < r["since"]]
     if rewrite:
         conn.execute(
@@ -392,7 +414,75 @@ def record(
         )
         for r in rewrite:  # closed now ("old")
             cache.drop(older[r["thread_key"]][0])
+            cache.at_least(r["thread_key"], r["since"])
     _close_across_threads(conn, org_id, replies, cache, now)
+
+
+_UPSERT_COLUMNS = (
+    "org_id",
+    "thread_key",
+    "kind",
+    "user_id",
+    "interaction_id",
+    "contact_id",
+    "company_id",
+    "address",
+    "since",
+    "due_at",
+    "status",
+    "closed_reason",
+    "closed_at",
+    "snoozed_until",
+    "updated_at",
+)
+_UPSERT_TIMES = ("since", "due_at", "closed_at", "snoozed_until", "updated_at")
+
+
+def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
+    """Insert or rewrite (only by a newer message) the rows; (id, thread key, status) of those written.
+
+    On SQLite as plain multi-row statements with the values already in the database's form
+    (app.db.db_time), like ingest's other bulk writes: through Core, binding and returning
+    fifteen columns per row was about a third of the follow-up step's own time at 60,000
+    messages (docs/performance.md section 10)."""
+    if conn.dialect.name != "sqlite":
+        upsert = postgresql.insert(F)
+        written = conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[F.c.org_id, F.c.thread_key],
+                set_={c: upsert.excluded[c] for c in _REWRITTEN},
+                where=F.c.since < upsert.excluded.since,
+            ).returning(F.c.id, F.c.thread_key, F.c.status),
+            rows,
+        )
+        return [(fid, key, status) for fid, key, status in written]
+    one = "(" + ", ".join("?" * len(_UPSERT_COLUMNS)) + ")"
+    head = f"INSERT INTO {F.name} ({', '.join(_UPSERT_COLUMNS)}) VALUES "
+    tail = (
+        " ON CONFLICT (org_id, thread_key) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in _REWRITTEN)
+        + f" WHERE {F.name}.since < excluded.since RETURNING id, thread_key, status"
+    )
+    out: list[tuple[int, str, str]] = []
+    texts: dict[datetime, str] = {}  # the batch's times in the database's text, each formatted once
+    for i in range(0, len(rows), 500):  # 15 x 500 values, within SQLite's 32,766
+        part = rows[i : i + 500]
+        values: list[Any] = []
+        for r in part:
+            for c in _UPSERT_COLUMNS:
+                v = r[c]
+                if v is None:
+                    pass
+                elif c in _UPSERT_TIMES:
+                    text = texts.get(v)
+                    if text is None:
+                        text = texts[v] = db_time(conn, v)
+                    v = text
+                elif isinstance(v, StrEnum):
+                    v = v.value
+                values.append(v)
+        out.extend(tuple(x) for x in conn.exec_driver_sql(head + ", ".join([one] * len(part)) + tail, tuple(values)))
+    return out
 
 
 _REWRITTEN = (
@@ -421,16 +511,15 @@ def _b(name: str):
 Replies = dict[tuple[str, Any], list[tuple[datetime, str]]]
 
 
-def _replies(events: list[MailEvent], kind: str) -> Replies:
+def _replies(events: list[tuple[MailEvent, datetime]], kind: str) -> Replies:
     """The batch's emails that answer rows of `kind`, by company, contact and address, sorted
     by time: "waiting" rows are answered by inbound mail (anyone at the company), "owe" rows by
     outbound mail to the contact or address."""
     direction = "in" if kind == FollowUpKind.WAITING else "out"
     by_key: Replies = {}
-    for e in events:
+    for e, at in events:
         if e.direction != direction:
             continue
-        at = _aware(e.at)
         by_key.setdefault(("address", e.address), []).append((at, e.thread_key))
         if e.contact_id:
             by_key.setdefault(("contact", e.contact_id), []).append((at, e.thread_key))
@@ -514,31 +603,54 @@ def events_from_ingest(
     """MailEvents for the new, non-automated emails of an ingest batch.
 
     interactions: id -> (thread key, occurred at, direction, automated or unverified);
-    people: participant rows (org, interaction id, at, address, name, role, user, contact, company)."""
-    by_iid: dict[int, list[tuple]] = {}
+    people: participant rows (org, interaction id, at, address, name, role, user, contact, company).
+
+    One pass over the rows keeping, per email, its first sender and its first colleague and
+    first outsider among the recipients (To before Cc before Bcc, then in the order given),
+    instead of grouping every email's rows and sorting its recipients (a first import passes
+    every participant of every email through here)."""
+    rank = {"to": 0, "cc": 1, "bcc": 2}
+    order: list[int] = []
+    senders: dict[int, tuple] = {}
+    outsiders: dict[int, tuple[int, tuple]] = {}  # first recipient who is no colleague: (rank, row)
+    colleagues: dict[int, tuple[int, tuple]] = {}  # first recipient who is a colleague
+    seen: set[int] = set()
     for row in people:
-        if row[1] in interactions:
-            by_iid.setdefault(row[1], []).append(row)
+        iid = row[1]
+        if iid not in interactions:
+            continue
+        if iid not in seen:
+            seen.add(iid)
+            order.append(iid)
+        role = row[5]
+        if role == "from":
+            senders.setdefault(iid, row)
+            continue
+        r = rank.get(role)
+        if r is None:
+            continue
+        best = outsiders if row[6] is None else colleagues
+        held = best.get(iid)
+        if held is None or r < held[0]:
+            best[iid] = (r, row)
     events = []
-    for iid, rows in by_iid.items():
+    for iid in order:
         thread, at, direction, skip = interactions[iid]
         if skip:
             continue
-        sender = next((r for r in rows if r[5] == "from"), None)
+        sender = senders.get(iid)
         if sender is None:
             continue
-        recipients = sorted(
-            (r for r in rows if r[5] in ("to", "cc", "bcc")), key=lambda r: ("to", "cc", "bcc").index(r[5])
-        )
         if direction == "out":
-            other = next((r for r in recipients if r[6] is None), None)
+            other = outsiders.get(iid)
             if sender[6] is None or other is None:
                 continue
-            user, side = sender[6], other
+            user, side = sender[6], other[1]
         else:
             if sender[6] is not None:
                 continue
-            user = next((r[6] for r in recipients if r[6] is not None), fallback_user)
+            colleague = colleagues.get(iid)
+            user = colleague[1][6] if colleague is not None else fallback_user
             if user is None:
                 continue
             side = sender
