@@ -21,10 +21,9 @@ arrived before the message they answer (backfill runs newest first), and "going 
 from __future__ import annotations
 
 import os
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
-from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -192,6 +191,7 @@ class RunCache:
     def forget_rows(self) -> None:
         self.rows: dict[int, OpenRow] = {}
         self.index: dict[tuple[str, str, Any], set[int]] = {}  # (kind, "address"|"contact"|"company", value)
+        self.by_since: list[tuple[datetime, int]] = []  # (since, id) of the rows, sorted
         self.lo: datetime | None = None  # every open row with lo <= since < hi is in rows
         self.hi: datetime | None = None
         # thread key -> a time its row's `since` is at least (the row describes a message that
@@ -244,6 +244,9 @@ class RunCache:
     def drop(self, fid: int) -> None:
         row = self.rows.pop(fid, None)
         if row is not None:
+            i = bisect_left(self.by_since, (row[3], fid))
+            if i < len(self.by_since) and self.by_since[i] == (row[3], fid):
+                del self.by_since[i]
             for key in self._keys(row):
                 ids = self.index.get(key)
                 if ids is not None:
@@ -251,6 +254,7 @@ class RunCache:
 
     def _put(self, row: OpenRow) -> None:
         self.rows[row[0]] = row
+        insort(self.by_since, (row[3], row[0]))
         for key in self._keys(row):
             self.index.setdefault(key, set()).add(row[0])
 
@@ -282,6 +286,11 @@ class RunCache:
             self._put((row.id, row.kind, row.thread_key, since, row.company_id, row.contact_id, row.address))
             self.at_least(row.thread_key, since)
 
+    def any_between(self, lo: datetime, hi: datetime) -> bool:
+        """Whether an open row held has lo <= since < hi."""
+        i = bisect_left(self.by_since, (lo, -1))
+        return i < len(self.by_since) and self.by_since[i][0] < hi
+
     def at_least(self, thread_key: str, since: datetime) -> None:
         held = self.since_at_least.get(thread_key)
         if held is None or held < since:
@@ -294,6 +303,7 @@ class RunCache:
             if self.lo is not None and self.hi is not None:  # apart from what is held: start again
                 self.rows.clear()
                 self.index.clear()
+                self.by_since.clear()
             self._load(conn, org_id, lo, hi)
             self.lo, self.hi = lo, hi
             return
@@ -335,52 +345,43 @@ def record(
     cfg = cache.settings
     assert cfg is not None  # start() loaded them
     newest = list(latest.values())
-    replies: dict[str, Replies] = {kind: _replies(newest, kind) for kind in _CROSS_KINDS}
+    # The open rows this batch may close lie within WINDOW before one of its emails; with them
+    # held, the upsert's returned rows land in the cache too.
+    times = [at for _, at in newest]
+    earliest, last = min(times), max(times)
+    cache.cover(conn, org_id, earliest - WINDOW, last)
+    cutoff = now - MAX_AGE
+    # The batch's emails as answers by company, contact and address: needed when it has recent
+    # mail (its rows may be answered within the batch) or open rows lie in its window. Most of a
+    # first import is old mail with no open row anywhere near it (old mail opens nothing).
+    if last >= cutoff or cache.any_between(earliest - WINDOW, last):
+        replies: dict[str, Replies] = {kind: _replies(newest, kind) for kind in _CROSS_KINDS}
+    else:
+        replies = {kind: {} for kind in _CROSS_KINDS}
     rows: list[dict[str, Any]] = []
+    old_events: list[tuple[MailEvent, datetime, str]] = []
     default = Calendar()
     floors = cache.since_at_least
     for e, at in newest:
         floor = floors.get(e.thread_key)
         if floor is not None and floor >= at:
             continue  # the thread's row already describes a message this new: nothing to write
+        kind = FollowUpKind.WAITING if e.direction == "out" else FollowUpKind.OWE
+        if at < cutoff:
+            old_events.append((e, at, kind))
+            continue
         cal = cfg.calendars.get(e.user_id, default)
-        old = at < now - MAX_AGE
-        if e.direction == "out":
-            kind, due = FollowUpKind.WAITING, at if old else add_business_days(at, cfg.wait_days, cal)
+        if kind == FollowUpKind.WAITING:
+            due = add_business_days(at, cfg.wait_days, cal)
         else:
-            kind, due = FollowUpKind.OWE, at if old else add_business_hours(at, cfg.reply_hours, cal)
-        reason = "old" if old else None
-        if not old and _is_answered(replies[kind], at, e.thread_key, e.address, e.contact_id, e.company_id):
-            # Another email of this batch, in another thread, already answers it: written closed
-            # at once rather than inserted open and then updated by the cross-thread step below
-            # (the same end state, one statement fewer per such row).
-            reason = "reply"
-        rows.append(
-            {
-                "org_id": org_id,
-                "thread_key": e.thread_key,
-                "kind": kind,
-                "user_id": e.user_id,
-                "interaction_id": e.interaction_id,
-                "contact_id": e.contact_id,
-                "company_id": e.company_id,
-                "address": e.address,
-                "since": at,
-                "due_at": due,
-                "status": FollowUpStatus.CLOSED if reason else FollowUpStatus.OPEN,
-                "closed_reason": reason,
-                "closed_at": now if reason else None,
-                "snoozed_until": None,
-                "updated_at": now,
-            }
-        )
+            due = add_business_hours(at, cfg.reply_hours, cal)
+        # Another email of this batch, in another thread, may already answer it: then it is
+        # written closed at once rather than inserted open and updated by the cross-thread step
+        # below (the same end state, one statement fewer per such row).
+        answered = _is_answered(replies[kind], at, e.thread_key, e.address, e.contact_id, e.company_id)
+        rows.append(_row(org_id, e, kind, at, due, "reply" if answered else None, now))
     rows.sort(key=lambda r: r["thread_key"])  # one key order for every writer (PostgreSQL)
-    recent = [r for r in rows if r["closed_reason"] != "old"]
-    old_rows = [r for r in rows if r["closed_reason"] == "old"]
-    # The open rows this batch may close lie within WINDOW before one of its emails; with them
-    # held, the upsert's returned rows land in the cache too.
-    times = [at for _, at in newest]
-    cache.cover(conn, org_id, min(times) - WINDOW, max(times))
+    recent = rows
     # Recent mail, one statement for the batch: a new thread is inserted; a thread that has a
     # row is rewritten only by a newer message ("since < excluded.since": an older copy, a
     # backfill or a replay changes nothing, also against a concurrent writer). It returns the
@@ -397,14 +398,21 @@ def record(
     # Writing a closed row per old thread was most of this step's cost (docs/performance.md
     # section 10); without it a later message in the thread inserts the row just the same.
     older: dict[str, tuple[int, datetime]] = {}
-    keys = [r["thread_key"] for r in old_rows]
+    keys = sorted(e.thread_key for e, _, _ in old_events)
     for i in range(0, len(keys), 500):
         for fid, key, since in conn.execute(
             select(F.c.id, F.c.thread_key, F.c.since).where(F.c.org_id == org_id, F.c.thread_key.in_(keys[i : i + 500]))
         ):
             older[key] = (fid, _aware(since))
             cache.at_least(key, older[key][1])
-    rewrite = [r for r in old_rows if r["thread_key"] in older and older[r["thread_key"]][1] < r["since"]]
+    rewrite = sorted(
+        (
+            _row(org_id, e, kind, at, at, "old", now)
+            for e, at, kind in old_events
+            if e.thread_key in older and older[e.thread_key][1] < at
+        ),
+        key=lambda r: r["thread_key"],
+    )
     if rewrite:
         conn.execute(
             update(F)
@@ -416,6 +424,29 @@ def record(
             cache.drop(older[r["thread_key"]][0])
             cache.at_least(r["thread_key"], r["since"])
     _close_across_threads(conn, org_id, replies, cache, now)
+
+
+def _row(
+    org_id: int, e: MailEvent, kind: str, at: datetime, due: datetime, reason: str | None, now: datetime
+) -> dict[str, Any]:
+    """The follow-up row of a thread whose newest email is e; reason: None (open), reply or old."""
+    return {
+        "org_id": org_id,
+        "thread_key": e.thread_key,
+        "kind": kind,
+        "user_id": e.user_id,
+        "interaction_id": e.interaction_id,
+        "contact_id": e.contact_id,
+        "company_id": e.company_id,
+        "address": e.address,
+        "since": at,
+        "due_at": due,
+        "status": FollowUpStatus.CLOSED if reason else FollowUpStatus.OPEN,
+        "closed_reason": reason,
+        "closed_at": now if reason else None,
+        "snoozed_until": None,
+        "updated_at": now,
+    }
 
 
 _UPSERT_COLUMNS = (
@@ -435,7 +466,6 @@ _UPSERT_COLUMNS = (
     "snoozed_until",
     "updated_at",
 )
-_UPSERT_TIMES = ("since", "due_at", "closed_at", "snoozed_until", "updated_at")
 
 
 def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
@@ -464,23 +494,30 @@ def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> list[tuple[int, str
         + f" WHERE {F.name}.since < excluded.since RETURNING id, thread_key, status"
     )
     out: list[tuple[int, str, str]] = []
-    texts: dict[datetime, str] = {}  # the batch's times in the database's text, each formatted once
+    now = {r["updated_at"] for r in rows}  # one value per batch: formatted once
+    text = {t: db_time(conn, t) for t in now}
     for i in range(0, len(rows), 500):  # 15 x 500 values, within SQLite's 32,766
         part = rows[i : i + 500]
         values: list[Any] = []
         for r in part:
-            for c in _UPSERT_COLUMNS:
-                v = r[c]
-                if v is None:
-                    pass
-                elif c in _UPSERT_TIMES:
-                    text = texts.get(v)
-                    if text is None:
-                        text = texts[v] = db_time(conn, v)
-                    v = text
-                elif isinstance(v, StrEnum):
-                    v = v.value
-                values.append(v)
+            closed = r["closed_at"]
+            values += (
+                r["org_id"],
+                r["thread_key"],
+                str(r["kind"]),
+                r["user_id"],
+                r["interaction_id"],
+                r["contact_id"],
+                r["company_id"],
+                r["address"],
+                db_time(conn, r["since"]),
+                db_time(conn, r["due_at"]),
+                str(r["status"]),
+                r["closed_reason"],
+                None if closed is None else text.get(closed) or db_time(conn, closed),
+                db_time(conn, r["snoozed_until"]),
+                text[r["updated_at"]],
+            )
         out.extend(tuple(x) for x in conn.exec_driver_sql(head + ", ".join([one] * len(part)) + tail, tuple(values)))
     return out
 
