@@ -525,21 +525,7 @@ def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> list[tuple[int, str
     return out
 
 
-_REWRITTEN = (
-    "kind",
-    "user_id",
-    "interaction_id",
-    "contact_id",
-    "company_id",
-    "address",
-    "since",
-    "due_at",
-    "status",
-    "closed_reason",
-    "closed_at",
-    "snoozed_until",
-    "updated_at",
-)
+_REWRITTEN = _UPSERT_COLUMNS[2:]  # all but the conflict key (org_id, thread_key)
 
 
 def _b(name: str):
