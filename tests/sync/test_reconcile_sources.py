@@ -286,7 +286,10 @@ def test_an_imap_folder_is_counted_again_at_most_hourly_and_at_once_after_an_exp
     assert (inbox["server_count"], inbox["stored"], inbox["reconciliation"]) == (4, 4, "reconciled")
 
 
-def test_skipped_items_are_kept_newest_first_bounded_per_folder_and_go_with_a_re_read(world, imap_user, monkeypatch):
+@pytest.mark.parametrize("batch_size", [2, 10])  # pruned as batches come; a batch larger than the bound
+def test_skipped_items_are_kept_newest_first_bounded_per_folder_and_go_with_a_re_read(
+    world, imap_user, monkeypatch, batch_size
+):
     from sync import skipped
     from tests.world import message
 
@@ -295,7 +298,7 @@ def test_skipped_items_are_kept_newest_first_bounded_per_folder_and_go_with_a_re
         imap_user.deliver(message(f"Bob <{BOB}>", ALICE, f"Lunch {i}", msgid=f"lunch-{i}@ourco.com"))
     imap_user.deliver(message("Jane <jane@acme.com>", ALICE, "Deal", msgid="deal@acme.com"))
     mid = world.add_imap(ALICE, imap_user)
-    world.set_batch_size(mid, 2)  # several batches: pruned as they come
+    world.set_batch_size(mid, batch_size)
     assert world.sync(mid).ok
     client = api(world)
     detail = client.get(f"/api/mailboxes/{mid}").json()
