@@ -126,6 +126,17 @@ def utc_stamp(now: datetime | None = None) -> str:
     return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def counted(n: int, now: datetime | None = None) -> dict:
+    """The cursor keys a server count is kept under: the count and when it was taken."""
+    return {"server_count": n, "counted_at": utc_stamp(now)}
+
+
+def kept_count(cursor: dict) -> dict:
+    """The last count a cursor holds (both keys, or whichever an older cursor has), to carry
+    into the next cursor when this run does not count again."""
+    return {k: cursor[k] for k in ("server_count", "counted_at") if k in cursor}
+
+
 def recount_due(cursor: dict, *, changed: bool = False, now: datetime | None = None) -> bool:
     """Whether a completed folder's server count is to be taken now: never counted (or
     counted before `counted_at` was kept), something left the folder or it was read again

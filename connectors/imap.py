@@ -39,8 +39,8 @@ from connectors.base import (
     MessageRecord,
     ThrottledError,
     TransientError,
+    counted,
     recount_due,
-    utc_stamp,
 )
 from connectors.imapfetch import (
     HEADER_FIELDS_KEY as _HEADER_KEY,
@@ -479,12 +479,12 @@ class ImapConnector:
                 cursor = {**cursor, **base, "low_uid": min(chunk)}
                 yield Batch(records, bad, dict(cursor))
             cursor = {**cursor, **base, "low_uid": cursor.get("low_uid") or low, "backfill_done": True}
-            count = {"server_count": self._scope_count(folder, cursor, since), "counted_at": utc_stamp()}
+            count = counted(self._scope_count(folder, cursor, since))
             yield Batch([], [], {**cursor, **count}, backfill_done=True)
         elif recount_due(cursor, changed=bool(removed)):
             # at most hourly, and at once after messages were expunged: new mail read meanwhile
             # only makes the copies outnumber the count, which is no alarm
-            count = {"server_count": self._scope_count(folder, cursor, since), "counted_at": utc_stamp()}
+            count = counted(self._scope_count(folder, cursor, since))
             yield Batch([], [], {**cursor, **base, **count})
         else:
             yield Batch([], [], {**cursor, **base})
