@@ -325,7 +325,11 @@ def sync_mailbox(
         states = _upsert_folders(engine, mailbox, folders)
         work = [(folder, state["cursor"]) for folder, state in states if state["selected"]]
         state_by_name = {folder.name: (folder, state) for folder, state in states}
-        stream = connector.run(work, since) if fetch_in_child else events(connector, work, since)
+        if fetch_in_child:
+            # Read ahead only where the writer waits on a server (pipeline._ReadAhead says why).
+            stream = connector.run(work, since, read_ahead=2 if engine.dialect.name == "postgresql" else 0)
+        else:
+            stream = events(connector, work, since)
         broken: set[str] = set()
         for event in stream:
             name = event.folder
