@@ -276,10 +276,12 @@ def bulk_insert_ignore_returning(
     rows: list[tuple],
     returning: tuple[str, ...],
     chunk: int = 500,
+    on_conflict: str = "ON CONFLICT DO NOTHING",
 ) -> list[tuple]:
     """Like bulk_insert_ignore, but returns `returning` columns of the rows that
     were really inserted (rows hitting a unique key are left out), so callers can
-    count exactly what is new even with several writers at once."""
+    count exactly what is new even with several writers at once. `on_conflict` may
+    be a DO UPDATE clause instead (an upsert): the rows it rewrites are returned too."""
     if not rows:
         return []
     cols, ret = ", ".join(columns), ", ".join(returning)
@@ -288,7 +290,9 @@ def bulk_insert_ignore_returning(
         one = "(" + ", ".join("?" * len(columns)) + ")"
         for i in range(0, len(rows), chunk):
             part = rows[i : i + chunk]
-            sql = f"INSERT OR IGNORE INTO {table.name} ({cols}) VALUES {', '.join([one] * len(part))} RETURNING {ret}"
+            verb = "INSERT OR IGNORE" if on_conflict == "ON CONFLICT DO NOTHING" else "INSERT"
+            tail = "" if verb == "INSERT OR IGNORE" else f" {on_conflict}"
+            sql = f"{verb} INTO {table.name} ({cols}) VALUES {', '.join([one] * len(part))}{tail} RETURNING {ret}"
             flat = [v for row in part for v in row]
             out.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(flat)).fetchall())
         return out
@@ -317,7 +321,7 @@ def bulk_insert_ignore_returning(
         cursor.execute(
             f"WITH staged AS (DELETE FROM {stage} RETURNING *) "
             f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM staged ORDER BY tl_ord "
-            f"ON CONFLICT DO NOTHING RETURNING {ret}"
+            f"{on_conflict} RETURNING {ret}"
         )
         out.extend(tuple(r) for r in cursor.fetchall())
     finally:
