@@ -150,13 +150,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _suite_database(request):
-    """In the PostgreSQL pass, start the cluster before any fixture builds a runtime."""
+def _suite_database(request, tmp_path_factory):
+    """In the PostgreSQL pass, start the cluster before any fixture builds a runtime; in the
+    SQLite pass, name the file the migrated template goes to (made when a test first needs it)."""
     from tests import world
 
     os.environ.pop("THREADLINE_DATABASE_URL", None)  # a developer's own setting must not leak in
     if request.config.getoption("database") == "postgresql":
         world.use_postgres(request.getfixturevalue("postgres"))
+    else:
+        world.use_sqlite_template(tmp_path_factory.mktemp("sqlite-template") / "threadline.db")
     yield
 
 
