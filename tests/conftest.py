@@ -9,6 +9,7 @@ imap_user_factory    function ``make(server=None, password=None) -> ImapUser`` (
                               or users on ``dovecot_special_use``)
 postgres             session  Postgres cluster (``.url``, ``.create_database()``)
 postgres_url         function URL of a fresh, empty database on ``postgres``
+postgres_migrated_url function URL of a fresh database on ``postgres`` at the newest schema
 fault_proxy          function factory ``make(target_or_host, port=None) -> FaultProxy``
 live_app             function factory ``serve(world, run_scheduler=False) -> base URL`` (uvicorn, loopback)
 browser              session  headless Debian Chromium driven by Playwright
@@ -249,6 +250,21 @@ def postgres(tmp_path_factory) -> Postgres:
 def postgres_url(postgres) -> str:
     name = f"t_{secrets.token_hex(6)}"
     url = postgres.create_database(name)
+    yield url
+    try:
+        postgres.drop_database(name)
+    except Exception:  # pragma: no cover
+        pass
+
+
+@pytest.fixture
+def postgres_migrated_url(postgres) -> str:
+    """URL of a fresh database on ``postgres`` already at the newest schema: a copy of the
+    session's migrated template (tests/world.py), for tests that are not about migrating."""
+    from tests import world
+
+    name = f"t_{secrets.token_hex(6)}"
+    url = world.migrated_database(postgres, name)
     yield url
     try:
         postgres.drop_database(name)

@@ -37,16 +37,33 @@ _sqlite_template: Path | None = None
 _sqlite_lock = threading.Lock()
 
 
+_migrated: dict[int, str] = {}  # id(cluster) -> its migrated template database
+
+
+def migrated_template(cluster) -> str:
+    """The name of a database on `cluster` migrated to head, made once a session, to copy."""
+    if id(cluster) not in _migrated:
+        from app.db import upgrade
+
+        name = "t_template_" + secrets.token_hex(4)
+        cluster.create_database(name)
+        upgrade(cluster.url_for(name))
+        _migrated[id(cluster)] = name
+    return _migrated[id(cluster)]
+
+
+def migrated_database(cluster, name: str) -> str:
+    """CREATE DATABASE `name` as a copy of the migrated template; its URL."""
+    cluster.psql(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template(cluster)}"')
+    return cluster.url_for(name)
+
+
 def use_postgres(cluster) -> None:
     """Give every data dir from now on a fresh database on `cluster`, copied from one
     migrated template: CREATE DATABASE ... TEMPLATE is one file copy, where migrating
     each test's database from the first revision would cost every test the upgrade."""
     global _postgres, _template
-    from app.db import upgrade
-
-    _template = "t_template_" + secrets.token_hex(4)
-    cluster.create_database(_template)
-    upgrade(cluster.url_for(_template))
+    _template = migrated_template(cluster)
     _postgres = cluster
 
 
@@ -84,9 +101,7 @@ def database_url_for(data_dir) -> str | None:
         return None
     key = str(Path(data_dir).resolve())
     if key not in _databases:
-        name = "t_" + secrets.token_hex(6)
-        _postgres.psql(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"')
-        _databases[key] = _postgres.url_for(name)
+        _databases[key] = migrated_database(_postgres, "t_" + secrets.token_hex(6))
     return _databases[key]
 
 
