@@ -9,6 +9,7 @@ imap_user_factory    function ``make(server=None, password=None) -> ImapUser`` (
                               or users on ``dovecot_special_use``)
 postgres             session  Postgres cluster (``.url``, ``.create_database()``)
 postgres_url         function URL of a fresh, empty database on ``postgres``
+postgres_migrated_url function URL of a fresh database on ``postgres`` at the newest schema
 fault_proxy          function factory ``make(target_or_host, port=None) -> FaultProxy``
 live_app             function factory ``serve(world, run_scheduler=False) -> base URL`` (uvicorn, loopback)
 browser              session  headless Debian Chromium driven by Playwright
@@ -150,13 +151,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _suite_database(request):
-    """In the PostgreSQL pass, start the cluster before any fixture builds a runtime."""
+def _suite_database(request, tmp_path_factory):
+    """In the PostgreSQL pass, start the cluster before any fixture builds a runtime; in the
+    SQLite pass, name the file the migrated template goes to (made when a test first needs it)."""
     from tests import world
 
     os.environ.pop("THREADLINE_DATABASE_URL", None)  # a developer's own setting must not leak in
     if request.config.getoption("database") == "postgresql":
         world.use_postgres(request.getfixturevalue("postgres"))
+    else:
+        world.use_sqlite_template(tmp_path_factory.mktemp("sqlite-template") / "threadline.db")
     yield
 
 
@@ -246,6 +250,21 @@ def postgres(tmp_path_factory) -> Postgres:
 def postgres_url(postgres) -> str:
     name = f"t_{secrets.token_hex(6)}"
     url = postgres.create_database(name)
+    yield url
+    try:
+        postgres.drop_database(name)
+    except Exception:  # pragma: no cover
+        pass
+
+
+@pytest.fixture
+def postgres_migrated_url(postgres) -> str:
+    """URL of a fresh database on ``postgres`` already at the newest schema: a copy of the
+    session's migrated template (tests/world.py), for tests that are not about migrating."""
+    from tests import world
+
+    name = f"t_{secrets.token_hex(6)}"
+    url = world.migrated_database(postgres, name)
     yield url
     try:
         postgres.drop_database(name)

@@ -1,35 +1,16 @@
-"""The admin commands as an admin runs them (`python -m app.cli`, a fresh data
-directory): rules, privacy and the audit log they write."""
+"""The admin commands as an admin runs them (`threadline ...` on a fresh data directory,
+in-process: tests/cli.py): rules, privacy and the audit log they write."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-from tests.world import runtime_env
-
-pytestmark = pytest.mark.servers  # real servers or the CLI in subprocesses
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli import CliResult, cli_env, run_cli
 
 
-def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    env.update(runtime_env(data_dir, THREADLINE_IDLE="0"))
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _cli(data_dir: Path, *args: str) -> CliResult:
+    return run_cli(args, cli_env(data_dir))
 
 
 def _ok(data_dir: Path, *args: str) -> str:

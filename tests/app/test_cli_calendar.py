@@ -1,41 +1,23 @@
-"""`threadline calendar ...` run for real in subprocesses against a temporary
-data directory and the test Radicale.
-
-The CLI is started as `python -c "from app.cli import main; main()"`, the way
-the `threadline` console script starts it: under `python -m app.cli` the
-sub-command modules register on the imported `app.cli`, not on `__main__`.
-"""
+"""`threadline calendar ...` against a temporary data directory and the test Radicale,
+run in-process through the console script's entry point (tests/cli.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from tests.cli import CliResult, cli_env, run_cli
 from tests.connectors.test_ical import event, stamp, vcalendar
-from tests.world import runtime_env
 
-ROOT = Path(__file__).resolve().parents[2]
 SOON = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
 
 
-def cli(data_dir: Path, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("THREADLINE_", "FORCE_COLOR", "COLUMNS"))}
-    env.update(runtime_env(data_dir, THREADLINE_IDLE="0"))
+def cli(data_dir: Path, *args: str, password: str | None = None) -> CliResult:
+    env = cli_env(data_dir)
     if password is not None:
         env["THREADLINE_CALDAV_PASSWORD"] = password
-    return subprocess.run(
-        [sys.executable, "-c", "from app.cli import main; main()", *args],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(args, env)
 
 
 def test_add_caldav_sync_and_list(tmp_path, caldav_user):

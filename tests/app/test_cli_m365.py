@@ -1,34 +1,20 @@
-"""`threadline mailbox add-m365-tenant` / `add-m365`, run for real in subprocesses
-against a temporary data directory and the fake Graph + Entra authority."""
+"""`threadline mailbox add-m365-tenant` / `add-m365` against a temporary data directory and
+the fake Graph + Entra authority, run in-process through the CLI's entry point (tests/cli.py)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tests.cli import CliResult, cli_env, run_cli
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
-from tests.world import database_bytes, database_rows, make_world, runtime_env
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.world import database_bytes, database_rows, make_world
 
 
-def run(data_dir: Path, *args: str, secret: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("THREADLINE_", "FORCE_COLOR", "COLUMNS"))}
-    env.update(runtime_env(data_dir, THREADLINE_IDLE="0"))
+def run(data_dir: Path, *args: str, secret: str | None = None) -> CliResult:
+    env = cli_env(data_dir)
     if secret is not None:
         env["THREADLINE_M365_CLIENT_SECRET"] = secret
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli(args, env)
 
 
 def flat(text: str) -> str:
@@ -36,9 +22,8 @@ def flat(text: str) -> str:
 
 
 def both(*calls):
-    """Independent CLI runs side by side (each costs a second or two of imports)."""
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return [f.result() for f in [pool.submit(*c) for c in calls]]
+    """Two independent CLI runs, one after the other."""
+    return [call[0](*call[1:]) for call in calls]
 
 
 def test_connect_a_tenant_and_a_delegated_mailbox_then_sync(graph, tmp_path):

@@ -1,28 +1,24 @@
 """Whatever came from a server or a mail is printed by the CLI exactly as it is:
 folder names, server errors, subjects and people's names that look like rich
 markup ("[/old]", "[bold]x[/bold]") or emoji codes (":calendar:") are neither
-styled, replaced nor allowed to crash a command. Run for real in subprocesses on
-the world's data directory, with a Microsoft 365 mailbox on the Graph fake and
+styled, replaced nor allowed to crash a command. Run through the CLI's entry point
+(in-process, tests/cli.py) on the world's data directory, with a Microsoft 365 mailbox on the Graph fake and
 a login refused by Dovecot."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from app.db import write_transaction
+from tests.cli import CliResult, cli_env, run_cli
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.sync.test_graph_sync import add_tenant_mailbox
-from tests.world import make_world, runtime_env
+from tests.world import make_world
 
-ROOT = Path(__file__).resolve().parents[2]
 ALICE = "alice@ourco.com"
 FOLDER = "[/old] [bold]x[/bold] :calendar:"  # a mail folder's name
 FOLDER_ERROR = "calendar:Calendar: boom [/old]"  # what the server says about that folder
@@ -33,19 +29,9 @@ ORG = "Acme [/i] :calendar:"
 REP = "Bob [bold]x[/bold] [/old]"
 
 
-def run(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+def run(data_dir: Path, *args: str, **env: str) -> CliResult:
     """The CLI on the world's data directory; env adds variables (passwords)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("THREADLINE_", "FORCE_COLOR", "TTY_", "COLUMNS"))}
-    clean.update(runtime_env(data_dir, THREADLINE_IDLE="0", **env))
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env=clean,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(args, cli_env(data_dir, **env))
 
 
 def flat(value: str) -> str:
@@ -89,8 +75,7 @@ def printed(tmp_path, graph, imap_user):
             THREADLINE_CALDAV_PASSWORD="pw",
         ),
     }
-    with ThreadPoolExecutor(len(writers)) as pool:
-        out = dict(zip(writers, pool.map(lambda call: call(), writers.values()), strict=True))
+    out = {name: call() for name, call in writers.items()}
     # What a CalDAV server said about a calendar it names like that.
     with write_transaction(world.rt.engine) as conn:
         account = conn.execute(text("SELECT id FROM mailbox WHERE kind = 'caldav'")).scalar_one()
@@ -116,22 +101,21 @@ def printed(tmp_path, graph, imap_user):
         "audit": ("audit",),
         "calendar list json": ("calendar", "list", "--json"),
     }
-    with ThreadPoolExecutor(4) as pool:
-        out.update(zip(commands, pool.map(lambda args: run(data, *args), commands.values()), strict=True))
-        out["mailbox test"] = run(
-            data,
-            "mailbox",
-            "test",
-            "--host",
-            imap_user.host,
-            "--port",
-            str(imap_user.port),
-            "--security",
-            "none",
-            "--username",
-            imap_user.username,
-            THREADLINE_IMAP_PASSWORD="wrong",
-        )
+    out.update((name, run(data, *args)) for name, args in commands.items())
+    out["mailbox test"] = run(
+        data,
+        "mailbox",
+        "test",
+        "--host",
+        imap_user.host,
+        "--port",
+        str(imap_user.port),
+        "--security",
+        "none",
+        "--username",
+        imap_user.username,
+        THREADLINE_IMAP_PASSWORD="wrong",
+    )
     return out
 
 

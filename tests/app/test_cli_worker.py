@@ -98,7 +98,7 @@ def test_worker_syncs_and_set_password_repairs(tmp_path, imap_user):
 @pytest.fixture(params=["sqlite", "postgresql"])
 def cli_world(request, tmp_path):
     """A world the CLI sees too: (world, env)."""
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    url = request.getfixturevalue("postgres_migrated_url") if request.param == "postgresql" else None
     world = make_world(tmp_path, url=url)
     env = dict(
         os.environ,

@@ -22,7 +22,7 @@ from tests.world import make_world
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def w(request, tmp_path):
-    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    url = request.getfixturevalue("postgres_migrated_url") if request.param == "postgres" else None
     w = make_world(tmp_path, url=url)
     w.op = Actor.operator(w.org_id)
     w.admin = Actor(w.org_id, w.add_user("boss@ourco.com", "Boss", admin=True), "admin")
@@ -306,12 +306,12 @@ def test_any_text_survives_a_vcard_written_and_read_back(name, title, tags, vers
     assert card.fields.get("tags", []) == [t.strip() for t in tags if t.strip()]
 
 
-def test_an_import_holds_one_advisory_lock_on_postgresql_whatever_its_size(tmp_path, postgres_url):
+def test_an_import_holds_one_advisory_lock_on_postgresql_whatever_its_size(tmp_path, postgres_migrated_url):
     # Per-address advisory locks held to the commit overflowed the server's lock table at 100,000
     # rows (bench/imports.py): the import takes the organisation's lock once instead.
     from sqlalchemy import event
 
-    w = make_world(tmp_path, url=postgres_url)
+    w = make_world(tmp_path, url=postgres_migrated_url)
     held: list[int] = []
 
     def at_commit(conn) -> None:

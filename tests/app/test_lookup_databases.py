@@ -16,7 +16,7 @@ from tests.world import NOW, make_world, message
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request):
-    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    return request.getfixturevalue("postgres_migrated_url") if request.param == "postgresql" else None
 
 
 def test_lookup_reads_the_same_on_both_databases(tmp_path, imap_user_factory, db_url):

@@ -25,7 +25,7 @@ _n = itertools.count(1)
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def w(request, tmp_path):
-    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    url = request.getfixturevalue("postgres_migrated_url") if request.param == "postgres" else None
     w = make_world(tmp_path, url=url)
     w.op = Actor.operator(w.org_id)
     w.admin = Actor(w.org_id, w.add_user("boss@ourco.com", "Boss", admin=True), "admin")

@@ -92,7 +92,9 @@ def test_a_hostile_corpus_through_dovecot_is_stored_or_skipped_with_a_reason_in_
     assert len(corpus) >= 1000 and len(charsets()) > 300
     imap_user.create_folder("Hostile")
     imap_user.deliver_many([(raw or b"\r\n", "Hostile") for _, raw in corpus] + [(big_message(), "Hostile")])
-    world = make_world(tmp_path, url=request.getfixturevalue("postgres_url") if database == "postgresql" else None)
+    world = make_world(
+        tmp_path, url=request.getfixturevalue("postgres_migrated_url") if database == "postgresql" else None
+    )
     mid = world.add_imap("alice@ourco.com", imap_user)
 
     code, output, peak = _sync(world, mid)

@@ -23,7 +23,9 @@ RAW = (
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_nul_characters_left_by_decoding_are_dropped_before_storing_not_a_failed_folder(tmp_path, request, database):
-    world = make_world(tmp_path, url=request.getfixturevalue("postgres_url") if database == "postgresql" else None)
+    world = make_world(
+        tmp_path, url=request.getfixturevalue("postgres_migrated_url") if database == "postgresql" else None
+    )
     record = parse_message_headers("1/1", RAW, datetime(2026, 1, 1, tzinfo=timezone.utc), b"Hi\x00 there\r\n")
     assert "\x00" in record.subject and "\x00" in record.from_[0][0]  # what the parser hands on
     uid = world.scalar("SELECT id FROM app_user WHERE email = 'alice@ourco.com'")
@@ -59,14 +61,16 @@ def test_a_nul_in_a_field_name_reads_the_same_whether_dovecot_sends_it_as_0x80_o
     assert fields[0] == fields[1] and fields[0]["from"] == "Mei <mei@harbor.example>", fields
 
 
-def test_nul_characters_from_microsoft_graph_mail_and_meetings_are_dropped_on_postgresql(tmp_path, postgres_url, graph):
+def test_nul_characters_from_microsoft_graph_mail_and_meetings_are_dropped_on_postgresql(
+    tmp_path, postgres_migrated_url, graph
+):
     """JSON carries \\u0000 as easily as a header does: mail and meetings alike."""
     from datetime import timedelta
 
     from tests.sync.test_graph_sync import ALICE, add_tenant_mailbox
     from tests.world import NOW
 
-    world = make_world(tmp_path, url=postgres_url)
+    world = make_world(tmp_path, url=postgres_migrated_url)
     mid = add_tenant_mailbox(world, graph)
     graph.add_message(
         ALICE,

@@ -22,7 +22,7 @@ from tests.world import NOW, make_world
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request):
-    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    return request.getfixturevalue("postgres_migrated_url") if request.param == "postgresql" else None
 
 
 def _record(key: str, frm: str, to: list[str], cc: list[str] = (), days: int = 1) -> MessageRecord:

@@ -108,7 +108,7 @@ def test_unreachable_server_is_a_transient_failure(world_factory, fault_proxy, i
 def test_a_login_cut_by_the_network_is_shown_as_transient_not_as_a_wrong_password(
     tmp_path, request, database, fault_proxy, imap_user
 ):
-    url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
+    url = request.getfixturevalue("postgres_migrated_url") if database == "postgresql" else None
     world = make_world(tmp_path, url=url)
     proxy = fault_proxy(imap_user)
     client = imap_user.connect(login=False, port=proxy.port)  # how many bytes come before the answer to LOGIN
@@ -146,7 +146,7 @@ def test_counters_and_unreadable_list_describe_the_mailbox_after_any_number_of_u
 ):
     from demodata.hostile import malformed_messages
 
-    url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
+    url = request.getfixturevalue("postgres_migrated_url") if database == "postgresql" else None
     world = make_world(tmp_path, url=url)
     mail = [message(f"p{i}@ext.com", "alice@ourco.com", f"S{i}", msgid=f"r{i}@ext") for i in range(4)]
     mail.append(message("bob@ourco.com", "alice@ourco.com", "Lunch?", msgid="internal@ourco"))  # skipped: internal

@@ -16,7 +16,7 @@ AWKWARD = ["tab\there", "new\nline\r\n", "back\\slash", "\\N", "", "comma, \"quo
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request):
-    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    return request.getfixturevalue("postgres_migrated_url") if request.param == "postgresql" else None
 
 
 def test_bulk_writes_keep_tabs_newlines_backslashes_and_nulls_as_written_and_return_only_new_rows(tmp_path, db_url):

@@ -73,7 +73,7 @@ def test_one_worker_holds_idle_on_200_mailboxes_with_a_few_threads_and_new_mail_
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def world(request, tmp_path):
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    url = request.getfixturevalue("postgres_migrated_url") if request.param == "postgresql" else None
     return make_world(tmp_path, url=url)
 
 

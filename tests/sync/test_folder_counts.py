@@ -31,7 +31,7 @@ ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def world(request, tmp_path):
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    url = request.getfixturevalue("postgres_migrated_url") if request.param == "postgresql" else None
     return make_world(tmp_path, url=url)
 
 

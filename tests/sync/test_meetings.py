@@ -19,7 +19,7 @@ START = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request):
-    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    return request.getfixturevalue("postgres_migrated_url") if request.param == "postgresql" else None
 
 
 class ScriptedCalendar:

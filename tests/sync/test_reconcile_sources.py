@@ -33,7 +33,7 @@ FS = FolderState.__table__
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def world(request, tmp_path):
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    url = request.getfixturevalue("postgres_migrated_url") if request.param == "postgresql" else None
     return make_world(tmp_path, url=url)
 
 

@@ -14,7 +14,7 @@ from tests.world import make_world, message
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def world(request, tmp_path):
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    url = request.getfixturevalue("postgres_migrated_url") if request.param == "postgresql" else None
     return make_world(tmp_path, url=url)
 
 

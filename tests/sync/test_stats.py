@@ -37,7 +37,7 @@ def _recounted(world):
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request):
-    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    return request.getfixturevalue("postgres_migrated_url") if request.param == "postgresql" else None
 
 
 def test_incremental_summaries_equal_a_full_recount(tmp_path, imap_user_factory, db_url):
