@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import zlib
 from contextlib import contextmanager
 from datetime import datetime
@@ -375,6 +376,112 @@ class SqliteReader:
         self._conn.close()
 
 
+class PostgresReader:
+    """The PostgreSQL counterpart of SqliteReader: one plain psycopg2 connection for the
+    API's hottest reads, with none of SQLAlchemy's pool and execution context. Read-only at
+    the server (default_transaction_read_only), autocommit: a single statement needs no
+    BEGIN/COMMIT; snapshot() makes one read-only REPEATABLE READ transaction, so that a
+    lookup's statements see one state of the database, as on SQLite. Not shared between
+    threads at once: PostgresReaders hands each call its own."""
+
+    class _Dialect:
+        name = "postgresql"
+
+    dialect = _Dialect()
+
+    def __init__(self, conn):
+        conn.set_session(readonly=True, autocommit=True)
+        self._conn = conn
+        self._cur = conn.cursor()
+
+    @property
+    def broken(self) -> bool:
+        """The connection is gone (server restarted, backend terminated, network cut)."""
+        return self._conn.closed != 0
+
+    def rows(self, sql: str, params: tuple = ()) -> list:
+        self._cur.execute(_PG_SQL.get(sql) or _PG_SQL.setdefault(sql, sql.replace("?", "%s")), params)
+        return self._cur.fetchall()
+
+    @contextmanager
+    def snapshot(self) -> Iterator["PostgresReader"]:
+        self._cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            yield self
+        except BaseException:
+            if not self.broken:
+                self._cur.execute("ROLLBACK")
+            raise
+        self._cur.execute("COMMIT")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresReaders:
+    """Idle PostgresReaders for the API's thread pool, the most recently used first.
+
+    No pre-ping (SQLAlchemy's pool_pre_ping is a round trip per checkout): a reader whose
+    connection turns out broken is dropped together with every idle one (they went with the
+    same server), and the call runs once more on a new connection. The calls are reads, so
+    running one again is safe. At most as many readers exist as calls run at once, which
+    the thread pool bounds (40 threads); MAX_IDLE keeps that many for the next burst."""
+
+    MAX_IDLE = 40
+
+    def __init__(self, engine: Engine):
+        cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        self._connect = lambda: engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
+        self._idle: list[PostgresReader] = []
+        self._lock = threading.Lock()
+
+    def run(self, func, args: tuple = (), snapshot: bool = True):
+        """func(reader, *args) on an idle reader (or a new one); in one snapshot unless told not."""
+        import psycopg2
+
+        reader = self._take()
+        try:
+            try:
+                return self._call(reader, func, args, snapshot)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                if not reader.broken:
+                    raise
+            reader.close()
+            self.close()
+            reader = PostgresReader(self._connect())
+            return self._call(reader, func, args, snapshot)
+        finally:
+            self._give(reader)
+
+    @staticmethod
+    def _call(reader: PostgresReader, func, args: tuple, snapshot: bool):
+        if not snapshot:
+            return func(reader, *args)
+        with reader.snapshot():
+            return func(reader, *args)
+
+    def _take(self) -> PostgresReader:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return PostgresReader(self._connect())
+
+    def _give(self, reader: PostgresReader) -> None:
+        if not reader.broken:
+            with self._lock:
+                if len(self._idle) < self.MAX_IDLE:
+                    self._idle.append(reader)
+                    return
+        reader.close()
+
+    def close(self) -> None:
+        """Close the idle readers (those in use are closed when they come back broken, or kept)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for reader in idle:
+            reader.close()
+
+
 def sqlite_path(url: str) -> str | None:
     """The file of a SQLite URL (None for other databases or in-memory SQLite)."""
     if not url.startswith("sqlite"):
@@ -389,8 +496,8 @@ _PG_SQL: dict[str, str] = {}
 def raw_rows(conn, sql: str, params: tuple = ()) -> list:
     """Rows of hand-written SQL (with ? placeholders) run straight on the driver,
     for hot reads where compiling SQLAlchemy statements costs more than running
-    them. conn is a SQLAlchemy Connection or a SqliteReader."""
-    if isinstance(conn, SqliteReader):
+    them. conn is a SQLAlchemy Connection, a SqliteReader or a PostgresReader."""
+    if isinstance(conn, (SqliteReader, PostgresReader)):
         return conn.rows(sql, params)
     if conn.dialect.name != "sqlite":
         sql = _PG_SQL.get(sql) or _PG_SQL.setdefault(sql, sql.replace("?", "%s"))
