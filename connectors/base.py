@@ -267,6 +267,14 @@ class MessageRecord:
     # ingest keys the thread by it, so a reply read through Graph joins its thread.
     conversation: str | None = None
     signature: Signature | None = None  # the sender's signature, when the fetched text holds one
+    # The provider's own ids where it has them (Gmail's X-GM-MSGID and X-GM-THRID, unsigned 64-bit
+    # numbers as decimal text); None for every other source. Both hold within one mailbox only:
+    # the message id is the same in every folder (label) of the mailbox and survives a change of
+    # UIDVALIDITY, the thread id groups the mailbox's conversation. Ingest stores them on the
+    # copy (sync/ingest.py: a copy is recognised by its message id; a message with no
+    # References joins the thread Gmail put it in).
+    provider_id: str | None = None
+    provider_thread: str | None = None
 
 
 @dataclass(slots=True)
