@@ -71,6 +71,11 @@ def run_cli(args, env: dict[str, str], *, input: str = "") -> CliResult:
             opened.append(rt)
             return rt
 
+        # app.cli builds its consoles when first imported, for a terminal if the test process
+        # had one then (`pytest -s`): a command's output is a pipe's, as in a process.
+        consoles = [c for c in (app.cli.out, app.cli.err) if not c.soft_wrap]
+        for console in consoles:
+            console.width, console.soft_wrap = 250, True
         out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="")
         err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="")
         frozen = gc.get_freeze_count()
@@ -96,6 +101,8 @@ def run_cli(args, env: dict[str, str], *, input: str = "") -> CliResult:
             sys.stdin, sys.stdout, sys.stderr = saved_streams
             sys.argv, sys.excepthook = saved_argv, saved_hook
             app.cli.open_runtime = real_open_runtime
+            for console in consoles:
+                console.width, console.soft_wrap = None, False
             os.environ.clear()
             os.environ.update(saved_env)
             get_settings.cache_clear()

@@ -1,9 +1,8 @@
-"""The `threadline` command line, run for real: `python -m app.cli ...` in
-subprocesses against a temporary data directory and a real Dovecot.
+"""The `threadline` command line against a temporary data directory and a real Dovecot.
 
-Starting the CLI costs a second or more of imports, so the scenarios run once
-per module, the independent ones side by side, and the tests below check what
-they recorded.
+The scenarios run once per module and the tests below check what they recorded. Their
+commands run in-process through the console script's entry point (tests/cli.py); every
+command's --help runs in one real `python -m app.cli` process.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import pytest
 
 from tests import factories
 from tests.app._mail import new_imap_user, remove_imap_users, rfc5322
+from tests.cli import CliResult, cli_env, run_cli
 from tests.world import database_bytes, database_rows, runtime_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,26 +33,13 @@ LONG_SUBJECT = "Quarterly review" + " and a very long subject line" * 6
 class Scenario:
     data_dir: Path
     imap: object
-    steps: dict[str, subprocess.CompletedProcess] = field(default_factory=dict)
+    steps: dict[str, CliResult] = field(default_factory=dict)
 
-    def run(
-        self, name: str, *args: str, password: str | None = None, timeout: float = 120
-    ) -> subprocess.CompletedProcess:
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("THREADLINE_", "FORCE_COLOR", "TTY_", "COLUMNS"))
-        }
-        env.update(runtime_env(self.data_dir, THREADLINE_IDLE="0"))
+    def run(self, name: str, *args: str, password: str | None = None) -> CliResult:
+        env = cli_env(self.data_dir)
         if password is not None:
             env["THREADLINE_IMAP_PASSWORD"] = password
-        proc = subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        proc = run_cli(args, env)
         self.steps[name] = proc
         return proc
 
@@ -92,23 +79,17 @@ def _main_scenario(s: Scenario) -> None:
         "--alias",
         "alice.adams@ourco.com",
     )
-    with ThreadPoolExecutor(2) as pool:  # independent of each other
-        token = pool.submit(s.run, "user_token", "user", "token", "alice@ourco.com")
-        add = pool.submit(s.run, "add", *_add_imap_args(s), password=s.imap.password)
-        token.result(), add.result()
+    s.run("user_token", "user", "token", "alice@ourco.com")
+    s.run("add", *_add_imap_args(s), password=s.imap.password)
     s.run("sync", "sync", "--once")
-    readers = {
-        "list": ("mailbox", "list"),
-        "list_json": ("mailbox", "list", "--json"),
-        "timeline_json": ("timeline", JANE, "--json"),
-        "timeline": ("timeline", JANE),
-    }
-    with ThreadPoolExecutor(len(readers)) as pool:
-        list(pool.map(lambda kv: s.run(kv[0], *kv[1]), readers.items()))
+    s.run("list", "mailbox", "list")
+    s.run("list_json", "mailbox", "list", "--json")
+    s.run("timeline_json", "timeline", JANE, "--json")
+    s.run("timeline", "timeline", JANE)
 
 
 def _wrong_password_scenario(s: Scenario) -> None:
-    # Set up in-process (the main scenario covers those commands): starting the CLI costs seconds.
+    # Set up through the services (the main scenario covers those commands).
     from app.db import session
     from app.runtime import open_runtime
     from app.services import mailboxes, orgs
@@ -249,13 +230,11 @@ def cli(dovecot, tmp_path_factory):
     wrong.imap.deliver(
         rfc5322(frm="jane@sub.acme.co.uk", to="alice@ourco.com", subject="x", date=base, mid="w1@x"), internaldate=base
     )
-    with ThreadPoolExecutor(3) as pool:
-        futures = [
-            pool.submit(_main_scenario, main),
-            pool.submit(_wrong_password_scenario, wrong),
-            pool.submit(_help_run, tmp_path_factory.mktemp("cli-help")),
-        ]
-        helps = [f.result() for f in futures][-1]
+    with ThreadPoolExecutor(1) as pool:  # the help process runs while the scenarios do
+        helps = pool.submit(_help_run, tmp_path_factory.mktemp("cli-help"))
+        _main_scenario(main)
+        _wrong_password_scenario(wrong)
+        helps = helps.result()
     yield {"main": main, "wrong": wrong, "help": helps}
     remove_imap_users(dovecot, created)
 

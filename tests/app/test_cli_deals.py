@@ -1,16 +1,12 @@
 """`threadline pipeline ...` and `threadline deal list|show|create|move` as an admin runs them
-at the server: a fresh data directory, the CLI in a subprocess, refusals as exit codes."""
+at the server: a fresh data directory, the CLI in-process (tests/cli.py), refusals as exit codes."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.app.test_cli_admin import _cli, _ok
-
-pytestmark = pytest.mark.servers  # the CLI in subprocesses
 
 
 def test_pipelines_and_deals_from_the_command_line(tmp_path: Path):

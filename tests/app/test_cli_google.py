@@ -1,5 +1,6 @@
-"""`threadline mailbox add-google-workspace` / `add-google --all-reps`, run for real in
-subprocesses against a temporary data directory, the fake Google and a Gmail-shaped Dovecot."""
+"""`threadline mailbox add-google-workspace` / `add-google --all-reps`, run in-process through
+the CLI's entry point (tests/cli.py) against a temporary data directory, the fake Google and a
+Gmail-shaped Dovecot."""
 
 from __future__ import annotations
 

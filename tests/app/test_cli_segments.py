@@ -1,16 +1,12 @@
 """`threadline contacts import`, `threadline segment list|save|export` and `threadline export org`
-as an admin runs them at the server: the CLI in a subprocess, row errors as exit code 2."""
+as an admin runs them at the server: the CLI in-process (tests/cli.py), row errors as exit code 2."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.app.test_cli_admin import _cli, _ok
-
-pytestmark = pytest.mark.servers  # the CLI in subprocesses
 
 
 def test_import_segments_and_exports_from_the_command_line(tmp_path: Path):

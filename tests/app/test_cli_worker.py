@@ -17,6 +17,7 @@ from app import settings as process
 from connectors.base import Batch, Folder
 from sync.engine import LeaseLost, _write_batch, claim
 from sync.ingest import MailboxContext
+from tests.cli import run_cli
 from tests.world import make_world, message, runtime_env
 
 pytestmark = pytest.mark.servers  # real servers or the CLI in subprocesses
@@ -25,12 +26,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(env, *args, check=True):
-    proc = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    """A command in-process (tests/cli.py), with `env` as its whole environment."""
+    proc = run_cli(args, env)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
+
+
+def _cli_process(env, *args):
+    """A command in a process of its own: a lease holder other than this test's process
+    (in-process, the command's worker id would be this test's)."""
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_worker_syncs_and_set_password_repairs(tmp_path, imap_user):
@@ -138,13 +146,13 @@ def test_sync_once_on_a_mailbox_a_live_worker_holds_is_not_a_success_until_force
     live_holder = process.worker_id()  # this test's own process: alive
     assert claim(world.rt.engine, mid, live_holder, 300)
 
-    busy = _cli(env, "sync", "--once", "--mailbox", str(mid), check=False)
+    busy = _cli_process(env, "sync", "--once", "--mailbox", str(mid))
     assert busy.returncode == 1, busy.stdout + busy.stderr
     assert "NOT synced" in busy.stdout and live_holder in busy.stdout and "--force" in busy.stdout
     assert world.scalar("SELECT count(*) FROM interaction") == 0
 
-    forced = _cli(env, "sync", "--once", "--mailbox", str(mid), "--force")
-    assert f"mailbox {mid}: ok" in forced.stdout
+    forced = _cli_process(env, "sync", "--once", "--mailbox", str(mid), "--force")
+    assert f"mailbox {mid}: ok" in forced.stdout, forced.stdout + forced.stderr
     assert world.sql("SELECT message_key FROM interaction") == [("held@cust",)]
     # The holder that was overruled can no longer write.
     with world.rt.engine.begin() as conn, pytest.raises(LeaseLost):

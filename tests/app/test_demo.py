@@ -5,10 +5,7 @@ and the printed links sign in."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,10 +20,9 @@ from app.api import create_app
 from app.runtime import open_runtime
 from app.services import demo
 from app.settings import demo_settings, get_settings, load_settings
+from tests.cli import CliResult, cli_env, run_cli
 from tests.servers import free_port
 from tests.world import runtime_env
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_seed_builds_a_usable_timeline_once(tmp_path, monkeypatch):
@@ -203,21 +199,10 @@ def test_a_busy_port_fails_at_once_with_a_clear_error_and_issues_no_token(tmp_pa
     assert not (tmp_path / "demo").exists()  # nothing was seeded
 
 
-def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    env.update(runtime_env(data_dir, THREADLINE_IDLE="0"))
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _cli(data_dir: Path, *args: str) -> CliResult:
+    return run_cli(args, cli_env(data_dir))
 
 
-@pytest.mark.servers  # runs the CLI in subprocesses
 def test_the_team_set_up_after_the_demo_gets_its_own_database_and_a_second_org_needs_another(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "DEMO_MESSAGES", 300)
     demo_rt = open_runtime(demo_settings(load_settings({"THREADLINE_DATA_DIR": str(tmp_path), "THREADLINE_IDLE": "0"})))

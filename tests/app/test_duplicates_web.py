@@ -1,6 +1,6 @@
 """Duplicate contacts through the front doors: the console page in real headless Chromium
 (evidence shown as text, merge only with confirmation, undo from the page and the audit log)
-and the CLI (`threadline contacts duplicates|merge|unmerge`) in a subprocess."""
+and the CLI (`threadline contacts duplicates|merge|unmerge`, in-process: tests/cli.py)."""
 
 from __future__ import annotations
 

@@ -7,18 +7,14 @@ on loopback, real Chromium."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.app._discovery import start_mail_domain
-from tests.world import runtime_env
+from tests.cli import CliResult, cli_env, run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.servers  # its own Dovecot, the CLI in subprocesses, Chromium
+pytestmark = pytest.mark.servers  # its own Dovecot, Chromium
 
 
 @pytest.fixture(scope="module")
@@ -29,25 +25,11 @@ def mail_domain(tmp_path_factory):
     domain.stop()
 
 
-def _cli(data_dir: Path, mail_domain, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    env.update(
-        runtime_env(data_dir),
-        THREADLINE_IDLE="0",
-        THREADLINE_DNS_SERVER=mail_domain.dns.address,
-        SSL_CERT_FILE=str(mail_domain.ca_bundle),
-    )
+def _cli(data_dir: Path, mail_domain, *args: str, password: str | None = None) -> CliResult:
+    env = cli_env(data_dir, THREADLINE_DNS_SERVER=mail_domain.dns.address, SSL_CERT_FILE=str(mail_domain.ca_bundle))
     if password is not None:
         env["THREADLINE_IMAP_PASSWORD"] = password
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(args, env)
 
 
 def test_add_imap_finds_the_server_from_the_address_and_saves_only_what_logged_in(tmp_path, mail_domain):

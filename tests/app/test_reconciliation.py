@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,11 +18,11 @@ from app.db import session, write_transaction
 from app.services import calendars, orgs, reconcile
 from sync import copies, stats
 from tests import factories
+from tests.cli import cli_env, run_cli
 from tests.sync.test_folder_counts import admin
 from tests.world import NOW, make_world, message, runtime_env
 
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -43,14 +42,8 @@ def api(world) -> TestClient:
 
 def admin_output(world, *args: str) -> str:
     """What `threadline ...` prints on the world's database."""
-    import subprocess
-    import sys
-
-    env = dict(os.environ, **runtime_env(world.rt.settings.data_dir), THREADLINE_IDLE="0", COLUMNS="300")
-    env["THREADLINE_DATABASE_URL"] = world.rt.settings.database_url
-    proc = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    env = cli_env(world.rt.settings.data_dir, COLUMNS="300", THREADLINE_DATABASE_URL=world.rt.settings.database_url)
+    proc = run_cli(args, env)
     return proc.stdout + proc.stderr
 
 

@@ -8,9 +8,6 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,9 +31,9 @@ from app.services import (
 from app.services.actor import Actor
 from app.services.errors import Conflict, Forbidden, NotFound
 from tests import factories
-from tests.world import make_world, runtime_env
+from tests.cli import CliResult, cli_env, run_cli
+from tests.world import make_world
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVICE_MODULES = (
     activity,
     calendars,
@@ -357,21 +354,10 @@ def test_issuing_a_token_to_a_deactivated_user_is_refused(w):
 # -- the CLI goes through the same use cases (these all disagreed with the API before) ----------
 
 
-def _cli(data_dir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    base.update(runtime_env(data_dir, THREADLINE_IDLE="0", **(env or {})))
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env=base,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _cli(data_dir: Path, *args: str, env: dict | None = None) -> CliResult:
+    return run_cli(args, cli_env(data_dir, **(env or {})))
 
 
-@pytest.mark.servers  # runs the CLI in subprocesses
 def test_the_cli_audits_refuses_alias_collisions_and_deactivated_users_like_the_api(tmp_path):
     assert _cli(tmp_path, "org", "init", "--name", "OurCo", "--domain", "ourco.com").returncode == 0
     assert _cli(tmp_path, "user", "add", "alice@ourco.com", "--admin", "--alias", "al@ourco.com").returncode == 0

@@ -6,18 +6,15 @@ a resync and a replayed batch. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from app.db import write_transaction
 from sync import copies
+from tests.cli import cli_env, run_cli
 from tests.connectors.test_ical import event, stamp, vcalendar
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.sync.test_calendar_sync import add_caldav
@@ -25,7 +22,6 @@ from tests.sync.test_graph_sync import CARLA, add_tenant_mailbox
 from tests.sync.test_meetings import _calendar, _run, batch, meeting
 from tests.world import NOW, make_world, message
 
-ROOT = Path(__file__).resolve().parents[2]
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
 
 
@@ -54,21 +50,9 @@ def assert_exact(world, *mailbox_ids: int) -> None:
 
 
 def admin(world, *args: str) -> None:
-    """An admin's command, as they would run it (`threadline ...`) on the world's database."""
+    """An admin's command, as they would run it (`threadline ...`, in-process: tests/cli.py) on the world's database."""
     settings = world.rt.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    env.update(
-        THREADLINE_DATA_DIR=str(settings.data_dir), THREADLINE_DATABASE_URL=settings.database_url, THREADLINE_IDLE="0"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli(args, cli_env(settings.data_dir, THREADLINE_DATABASE_URL=settings.database_url))
     assert proc.returncode == 0, proc.stderr
 
 
