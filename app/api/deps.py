@@ -172,8 +172,9 @@ async def run_db(rt: Runtime, func, *args, snapshot: bool = True):
     connection (app/db.py SqliteReader): a few index probes of CPU, where a hop
     to the thread pool or SQLAlchemy's machinery cost more than the query. On
     PostgreSQL it runs on the thread pool, since it waits on the network, on a
-    plain connection too (app/db.py PostgresReaders).
-    snapshot=False for a single statement, which is consistent on its own."""
+    plain connection too (app/db.py PostgresReaders), each statement on its own
+    as before (it says why). snapshot=False for a single statement, which is
+    consistent on its own."""
     reader = rt.sqlite_reader()
     if reader is not None:
         if not snapshot:
@@ -182,7 +183,7 @@ async def run_db(rt: Runtime, func, *args, snapshot: bool = True):
             return func(reader, *args)
     readers = rt.postgres_readers()
     if readers is not None:
-        return await run_in_threadpool(readers.run, func, args, snapshot)
+        return await run_in_threadpool(readers.run, func, *args)
 
     def call():
         with read_only(rt.engine) as conn:

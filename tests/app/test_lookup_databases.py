@@ -94,11 +94,11 @@ def test_lookup_reads_the_same_on_both_databases(tmp_path, imap_user_factory, db
 
 
 def on_reader(rt, func, *args):
-    """func(conn, *args) as the API runs it: on the plain reader of this database, in one snapshot."""
+    """func(conn, *args) as the API runs it: on the plain reader of this database."""
     if (reader := rt.sqlite_reader()) is not None:
         with reader.snapshot():
             return func(reader, *args)
-    return rt.postgres_readers().run(func, args)
+    return rt.postgres_readers().run(func, *args)
 
 
 def on_orm(rt, func, *args):
@@ -272,16 +272,20 @@ def test_the_postgresql_readers_reconnect_once_after_a_restart(own_postgres, tmp
 def test_a_postgresql_reader_is_read_only_and_statement_errors_keep_it(postgres_url, tmp_path):
     world = make_world(tmp_path, url=postgres_url)
     readers = world.rt.postgres_readers()
-    with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
-        readers.run(lambda r: r.rows("UPDATE organisation SET name = 'x'"), snapshot=False)
-    with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
-        readers.run(lambda r: r.rows("UPDATE organisation SET name = 'x'"))
-    with pytest.raises(psycopg2.errors.UndefinedTable):
-        readers.run(lambda r: r.rows("SELECT * FROM no_such_table"))
+    for _ in range(2):
+        with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+            readers.run(lambda r: r.rows("UPDATE organisation SET name = ? WHERE id = ?", ("x", world.org_id)))
+        with pytest.raises(psycopg2.errors.UndefinedTable):
+            readers.run(lambda r: r.rows("SELECT * FROM no_such_table"))
     # Still usable, out of any transaction, and the same connection: nothing was reopened.
     assert len(readers._idle) == 1
-    assert readers.run(lambda r: r.rows("SELECT name FROM organisation")) == [("OurCo",)]
-    assert readers.run(lambda r: r.rows("SELECT 1"), snapshot=False) == [(1,)]
+    for _ in range(3):  # prepared the first time, executed after
+        assert readers.run(lambda r: r.rows("SELECT name FROM organisation WHERE id = ?", (world.org_id,))) == [
+            ("OurCo",)
+        ]
+    assert readers.run(lambda r: r.rows("SELECT 1")) == [(1,)]
+    assert readers.run(lambda r: r.rows("SELECT count(*) FROM pg_prepared_statements"))[0][0] >= 2
+    assert readers.run(lambda r: r.rows("SELECT now() = statement_timestamp()")) == [(True,)]  # no open transaction
     # Threads at once get readers of their own.
     barrier = threading.Barrier(4)
     pids = []
@@ -297,3 +301,19 @@ def test_a_postgresql_reader_is_read_only_and_statement_errors_keep_it(postgres_
         t.join()
     assert len(set(pids)) == 4
     assert world.scalar("SELECT name FROM organisation WHERE id = :o", o=world.org_id) == "OurCo"
+
+
+def test_a_reader_whose_prepared_statements_went_stops_preparing(tmp_path, imap_user_factory, postgres_url):
+    """DISCARD ALL (or a pooler handing over another server session) takes a session's
+    prepared statements: the call runs again, unprepared, with the same answer."""
+    world, _ = carol_world(tmp_path, imap_user_factory, postgres_url)
+    rt = world.rt
+    expected = on_orm(rt, timeline.lookup, world.org_id, "carol@acme.com")
+    assert on_reader(rt, timeline.lookup, world.org_id, "carol@acme.com") == expected
+    readers = rt.postgres_readers()
+    reader = readers._idle[0]
+    assert reader.prepare and reader._prepared
+    reader._cur.execute("DEALLOCATE ALL")
+    assert on_reader(rt, timeline.lookup, world.org_id, "carol@acme.com") == expected
+    assert readers._idle == [reader] and not reader.prepare and not reader._prepared
+    assert on_reader(rt, timeline.lookup, world.org_id, "carol@acme.com") == expected
