@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -37,25 +38,25 @@ _sqlite_template: Path | None = None
 _sqlite_lock = threading.Lock()
 
 
-_migrated: dict[int, str] = {}  # id(cluster) -> its migrated template database
+_migrated: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # cluster -> its migrated template
 
 
 def migrated_template(cluster) -> str:
-    """The name of a database on `cluster` migrated to head, made once a session, to copy."""
-    if id(cluster) not in _migrated:
+    """The name of a database on `cluster` migrated to head, made once per cluster, to copy."""
+    if cluster not in _migrated:
         from app.db import upgrade
 
         name = "t_template_" + secrets.token_hex(4)
         cluster.create_database(name)
         upgrade(cluster.url_for(name))
-        _migrated[id(cluster)] = name
-    return _migrated[id(cluster)]
+        _migrated[cluster] = name
+    return _migrated[cluster]
 
 
-def migrated_database(cluster, name: str) -> str:
-    """CREATE DATABASE `name` as a copy of the migrated template; its URL."""
-    cluster.psql(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template(cluster)}"')
-    return cluster.url_for(name)
+def migrated_database(cluster, name: str | None = None) -> str:
+    """A new database on `cluster` (named `name`, or at random) copied from the migrated
+    template: the URL of a database at the newest schema, for tests not about migrating."""
+    return cluster.create_database(name, template=migrated_template(cluster))
 
 
 def use_postgres(cluster) -> None:

@@ -4,14 +4,17 @@ import pytest
 
 from tests.faults.backfill import fill, world_for
 from tests.faults.timeline import timeline
+from tests.world import migrated_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def new_database(request):
-    """Makes a fresh database for each world of a test: its URL, or None for SQLite in the world's folder."""
+    """Makes a fresh database for each world of a test: its URL (at the newest schema, copied from
+    the migrated template), or None for SQLite in the world's folder."""
     if request.param == "sqlite":
         return lambda: None
-    return request.getfixturevalue("postgres").create_database
+    postgres = request.getfixturevalue("postgres")
+    return lambda: migrated_database(postgres)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from sync import reportsums, stats
 from sync.engine import org_context
 from sync.ingest import MailboxContext, ingest
 from tests.faults.timeline import assert_same_timeline, timeline
-from tests.world import NOW, make_world
+from tests.world import NOW, make_world, migrated_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -268,13 +268,13 @@ def test_several_workers_killed_at_random_on_postgresql_import_exactly_what_one_
 
     corpus, messages = generate(seed=21, n_messages=2000, reps=3)  # long enough for three kills on an idle machine
     boxes = _rep_mailboxes(imap_user_factory, list(messages))
-    serial, serial_ids = _corpus_world(tmp_path, "serial", postgres.create_database(), corpus, boxes, 25)
+    serial, serial_ids = _corpus_world(tmp_path, "serial", migrated_database(postgres), corpus, boxes, 25)
     for mid in serial_ids:
         assert serial.sync(mid, fetch_in_child=False).ok
     expected = timeline(serial)
     assert len(expected["contactcolleague"]) > len(expected["contacts"]) > 20  # reps share contacts
 
-    world, ids = _corpus_world(tmp_path, "workers", postgres.create_database(), corpus, boxes, 25)
+    world, ids = _corpus_world(tmp_path, "workers", migrated_database(postgres), corpus, boxes, 25)
     env = dict(
         os.environ,
         THREADLINE_DATA_DIR=str(world.rt.settings.data_dir),

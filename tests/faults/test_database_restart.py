@@ -11,6 +11,7 @@ import sync.engine as engine_module
 from tests.faults.backfill import chance, fault_seed, fill, world_for
 from tests.faults.timeline import assert_same_timeline, timeline
 from tests.servers import Postgres, free_port
+from tests.world import migrated_database
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +28,11 @@ def test_postgresql_restarted_mid_batch_loses_only_that_batch_and_the_next_run_e
 ):
     seed = fault_seed(1508)
     corpus = fill(imap_user, 1500)
-    clean = world_for(tmp_path, corpus, "clean-pg", url=own_postgres.create_database())
+    clean = world_for(tmp_path, corpus, "clean-pg", url=migrated_database(own_postgres))
     assert clean.sync(clean.add_imap(corpus.reps[0][1], imap_user)).ok
     expected = timeline(clean)
 
-    world = world_for(tmp_path, corpus, "restarted-pg", url=own_postgres.create_database())
+    world = world_for(tmp_path, corpus, "restarted-pg", url=migrated_database(own_postgres))
     mid = world.add_imap(corpus.reps[0][1], imap_user)
     world.set_batch_size(mid, 20)
     real_ingest, calls, restarted = engine_module.ingest, [], []

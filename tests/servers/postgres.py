@@ -89,6 +89,7 @@ class Postgres:
         self._remove_root = False
         self._started = False
         self._lock = threading.RLock()
+        self._admin_conn = None  # see admin()
 
     user = "postgres"
 
@@ -237,6 +238,7 @@ class Postgres:
 
     def stop(self) -> None:
         with self._lock:
+            self._close_admin()
             if self.root is None:
                 return
             pid = self.postmaster_pid
@@ -307,15 +309,43 @@ class Postgres:
             raise ServerError(f"psql failed: {r.stderr.strip()}")
         return r.stdout
 
-    def create_database(self, name: str | None = None, driver: str = "psycopg2") -> str:
-        """CREATE DATABASE (random name if None) and return its SQLAlchemy URL."""
+    def admin(self, sql: str) -> None:
+        """Run one statement outside a transaction (CREATE/DROP DATABASE) on a connection kept
+        open for it: the suite makes and drops a database or two per test, and a psql process
+        each time cost 20-55 ms of a busy machine (measured), a statement here 10-20 ms."""
+        import psycopg2
+
+        with self._lock:
+            for attempt in (1, 2):
+                conn = self._admin_conn
+                try:
+                    if conn is None or conn.closed:
+                        conn = self._admin_conn = psycopg2.connect(self.dsn, connect_timeout=30)
+                        conn.autocommit = True
+                    with conn.cursor() as cur:
+                        cur.execute(sql)
+                    return
+                except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                    self._close_admin()
+                    if attempt == 2:  # the server restarted under the connection: once more on a new one
+                        raise
+
+    def _close_admin(self) -> None:
+        conn, self._admin_conn = self._admin_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def create_database(self, name: str | None = None, driver: str = "psycopg2", template: str | None = None) -> str:
+        """CREATE DATABASE (random name if None; a copy of `template` if given) and return its SQLAlchemy URL."""
         name = name or "t_" + secrets.token_hex(6)
-        if not _DBNAME_RE.match(name):
-            raise ValueError(f"database name must match {_DBNAME_RE.pattern}: {name!r}")
-        self.psql(f'CREATE DATABASE "{name}"')
+        for n in (name, template or name):
+            if not _DBNAME_RE.match(n):
+                raise ValueError(f"database name must match {_DBNAME_RE.pattern}: {n!r}")
+        self.admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         return self.url_for(name, driver)
 
     def drop_database(self, name: str) -> None:
         if not _DBNAME_RE.match(name):
             raise ValueError(f"bad database name {name!r}")
-        self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

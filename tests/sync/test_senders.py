@@ -19,7 +19,7 @@ from sync import pipeline, reportsums
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.sync.test_graph_sync import add_tenant_mailbox
 from tests.sync.test_stats import _recounted, _tables, db_url  # noqa: F401 - the fixture: SQLite and PostgreSQL
-from tests.world import NOW, make_world, message
+from tests.world import NOW, make_world, message, migrated_database
 
 RECEIVED = (
     "Received: from mail.evil-corp.example (mail.evil-corp.example [203.0.113.7])\r\n"
@@ -129,7 +129,7 @@ def test_a_colleagues_mail_counts_once_as_their_sent_mail_when_their_sent_folder
 ):
     worlds = {}
     for run in ("inbox copy first", "sent copy first"):
-        url = request.getfixturevalue("postgres").create_database() if db_url else None
+        url = migrated_database(request.getfixturevalue("postgres")) if db_url else None
         w = make_world(tmp_path / run.replace(" ", "-"), url=url)
         w.set_org(contact_policy="sent")
         alice, bob = imap_user_factory(), with_sent_folder(imap_user_factory)
