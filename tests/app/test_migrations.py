@@ -121,15 +121,20 @@ def test_every_revision_goes_up_down_and_up_again_one_at_a_time(backend, tmp_pat
 
 
 def _schema(engine) -> dict:
-    """Tables with their columns and indexes, as the database reports them."""
+    """Tables with their columns and indexes, as the database reports them.
+
+    Read for all tables at once (get_multi_*): table by table, PostgreSQL's catalog queries
+    made up 9.5 s of this test's 13.9 s (four reads per revision), all at once 0.02 s a read
+    against 0.16 s (measured on the head schema, same result)."""
     insp = inspect(engine)
     insp.clear_cache()
+    columns, indexes = insp.get_multi_columns(), insp.get_multi_indexes()
     return {
         t: (
-            sorted((c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(t)),
-            sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in insp.get_indexes(t)),
+            sorted((c["name"], str(c["type"]), c["nullable"]) for c in columns[(schema, t)]),
+            sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in indexes[(schema, t)]),
         )
-        for t in insp.get_table_names()
+        for schema, t in columns
         if t != "alembic_version"
     }
 
