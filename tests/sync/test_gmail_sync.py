@@ -12,7 +12,6 @@ from app.services import google as google_service
 from app.services.actor import Actor
 from app.services.mailboxes import fix_for
 from connectors.googleauth import MAIL_SCOPE, SCOPES
-from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, google  # noqa: F401
 from tests.sync.test_gcal_sync import connect
 from tests.world import make_world, message
 
