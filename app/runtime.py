@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 
 from app.crypto import SecretBox, secret_box
-from app.db import SqliteReader, make_engine, sqlite_path, upgrade
+from app.db import PostgresReaders, SqliteReader, make_engine, sqlite_path, upgrade
 from app.settings import Settings, get_settings
 
 
@@ -19,6 +19,8 @@ class Runtime:
     engine: Engine
     box: SecretBox
     _readers: threading.local = field(default_factory=threading.local, repr=False)
+    _pg_readers: PostgresReaders | None = field(default=None, repr=False)
+    _pg_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def sqlite_reader(self) -> SqliteReader | None:
         """This thread's plain SQLite connection for hot reads; None on PostgreSQL."""
@@ -29,6 +31,21 @@ class Runtime:
         if reader is None:
             reader = self._readers.reader = SqliteReader(path)
         return reader
+
+    def postgres_readers(self) -> PostgresReaders | None:
+        """The plain PostgreSQL connections for hot reads; None on other databases."""
+        if self._pg_readers is None:
+            if self.engine.dialect.name != "postgresql":
+                return None
+            with self._pg_lock:
+                if self._pg_readers is None:
+                    self._pg_readers = PostgresReaders(self.engine)
+        return self._pg_readers
+
+    def close_readers(self) -> None:
+        """Close the idle PostgreSQL readers (the app's shutdown)."""
+        if self._pg_readers is not None:
+            self._pg_readers.close()
 
 
 def open_runtime(settings: Settings | None = None, *, migrate: bool = True) -> Runtime:

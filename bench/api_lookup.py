@@ -2,6 +2,7 @@
 """The sidebar's lookup API under load: GET /api/lookup?email=... on a big database.
 
     .venv/bin/python bench/api_lookup.py [--contacts 100000] [--interactions 1000000] [--duration 20]
+                                         [--database sqlite|postgresql]
 
 1. Builds a SQLite database with the app's schema (alembic, app.db.upgrade) and
    fills it with bulk SQL straight through sqlite3: 1 organisation, 20 users,
@@ -9,7 +10,9 @@
    2-3 participants each (the contact and one or two colleagues). Activity is
    skewed: contact k (in a random order) gets a share ~ 1/(k+30), so most
    contacts have a handful of interactions and the busiest thousands.
-   Timed separately, not part of the measurement.
+   Timed separately, not part of the measurement. With --database postgresql the
+   same rows are then copied (COPY) into a database with the app's migrations on a
+   private PostgreSQL cluster (tests/servers), which the server reads instead.
 2. Issues a personal access token, starts the app under uvicorn in its own
    process (no sync scheduler) and drives it from a load generator in another
    process (bench/_loadgen.py: raw asyncio keep-alive HTTP/1.1, its CPU use is
@@ -24,6 +27,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import random
@@ -390,20 +394,84 @@ def build_db(db_path: Path, n_contacts: int, n_interactions: int, n_users: int, 
     }
 
 
+def copy_to_postgres(db_path: Path, pg) -> str:
+    """A database on the cluster `pg` with the app's migrations and every row of the SQLite
+    database build_db made (COPY, the secondary indexes dropped for the load and built again);
+    its sequences moved past the copied ids and ANALYZE run, as autovacuum would after a load
+    this size. Returns its URL."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    from app.db import _copy_text, upgrade
+
+    url = pg.create_database("bench")
+    upgrade(url)
+    u = make_url(url)
+    src = sqlite3.connect(db_path)
+    dst = psycopg2.connect(host=u.host, port=u.port, user=u.username, dbname=u.database)
+    try:
+        cur = dst.cursor()
+        cur.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND indexname NOT IN "
+            "(SELECT conname FROM pg_constraint)"
+        )
+        indexes = cur.fetchall()
+        for name, _ in indexes:
+            cur.execute(f'DROP INDEX "{name}"')
+        tables = [
+            r[0]
+            for r in src.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                "AND name <> 'alembic_version'"
+            )
+        ]
+        # Parents first: the foreign keys are checked row by row.
+        order = ["organisation", "app_user", "company", "contact", "contactaddress", "interaction", "participant"]
+        tables.sort(key=lambda t: order.index(t) if t in order else len(order))
+        for tbl in tables:
+            cols = [r[1] for r in src.execute(f"PRAGMA table_info({tbl})")]
+            cur.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s", (tbl,))
+            types = dict(cur.fetchall())
+            cols = [c for c in cols if c in types]
+            booleans = {i for i, c in enumerate(cols) if types[c] == "boolean"}
+            rows = src.execute(f"SELECT {', '.join(cols)} FROM {tbl}")
+            while chunk := rows.fetchmany(100_000):
+                if booleans:  # SQLite keeps 0/1
+                    chunk = [
+                        tuple(bool(v) if i in booleans and v is not None else v for i, v in enumerate(r)) for r in chunk
+                    ]
+                cur.copy_expert(f"COPY {tbl} ({', '.join(cols)}) FROM STDIN", io.StringIO(_copy_text(chunk)))
+            if "id" in cols:
+                cur.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{tbl}', 'id'), (SELECT max(id) FROM {tbl})) "
+                    f"WHERE EXISTS (SELECT 1 FROM {tbl}) AND pg_get_serial_sequence('{tbl}', 'id') IS NOT NULL"
+                )
+        for _, sql in indexes:
+            cur.execute(sql)
+        dst.commit()
+        dst.autocommit = True
+        cur.execute("VACUUM ANALYZE")
+    finally:
+        dst.close()
+        src.close()
+    return url
+
+
 # -- in-process SQL look ------------------------------------------------------------------
 
 
 def sql_profile(
-    db_path: Path, emails: list[str], typical: str, busiest: list[str], samples: int, seed: int, budget_s: float = 30.0
+    url: str, emails: list[str], typical: str, busiest: list[str], samples: int, seed: int, budget_s: float = 30.0
 ) -> dict:
     """Service time of timeline.lookup in-process (no HTTP), and per statement with
-    SQLite's query plan for a typical and for the busiest contact."""
+    the database's query plan for a typical and for the busiest contact."""
     from sqlalchemy import event
 
     from app.db import make_engine
     from app.services import timeline
 
-    engine = make_engine(f"sqlite:///{db_path}")
+    engine = make_engine(url)
+    on_sqlite = engine.dialect.name == "sqlite"
     statements: list[list] = []
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -433,10 +501,16 @@ def sql_profile(
             for stmt, params, secs in list(statements):
                 if stmt.strip().upper() == "BEGIN":
                     continue
-                try:
-                    plan = [r[3] for r in raw.execute("EXPLAIN QUERY PLAN " + stmt, params).fetchall()]
-                except sqlite3.Error as exc:
-                    plan = [f"(no plan: {exc})"]
+                if on_sqlite:
+                    try:
+                        plan = [r[3] for r in raw.execute("EXPLAIN QUERY PLAN " + stmt, params).fetchall()]
+                    except sqlite3.Error as exc:
+                        plan = [f"(no plan: {exc})"]
+                else:
+                    cur = raw.cursor()
+                    cur.execute("EXPLAIN " + stmt, params)
+                    plan = [r[0] for r in cur.fetchall()]
+                    cur.close()
                 got.append({"ms": secs * 1000, "sql": " ".join(stmt.split()), "plan": plan})
             return got
 
@@ -501,7 +575,7 @@ def print_sql_profile(prof: dict, typical_n: int, busiest_n: int) -> None:
         )
     log(
         f"    the statements of one lookup: ms for a typical contact ({typical_n} interactions) | ms for the "
-        f"busiest ({busiest_n}), SQL, SQLite's plan"
+        f"busiest ({busiest_n}), SQL, the database's plan"
     )
     for t, b in zip(prof["typical_statements"], prof["busiest_statements"], strict=False):
         log(f"      {t['ms']:9.2f} | {b['ms']:9.2f} ms  {t['sql'][:150]}")
@@ -512,7 +586,7 @@ def print_sql_profile(prof: dict, typical_n: int, busiest_n: int) -> None:
                 log(f"                              plan for the busiest contact: {line}")
 
 
-def profile_requests(data_dir: Path, token: str, emails: list[str], n: int, seed: int) -> None:
+def profile_requests(settings_env: dict, token: str, emails: list[str], n: int, seed: int) -> None:
     """Where one lookup request's CPU goes: n sequential requests through the ASGI app
     in this process (FastAPI's thread hand-offs run inline so cProfile sees them),
     time grouped by library."""
@@ -541,7 +615,7 @@ def profile_requests(data_dir: Path, token: str, emails: list[str], n: int, seed
     froute.run_in_threadpool = inline
     fdu.run_in_threadpool = inline
     fdu.contextmanager_in_threadpool = inline_cm
-    app = create_app(open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir)}), migrate=False))
+    app = create_app(open_runtime(load_settings(settings_env), migrate=False))
     rng = random.Random(seed)
     picks = [rng.choice(emails) for _ in range(n)]
 
@@ -571,6 +645,8 @@ def profile_requests(data_dir: Path, token: str, emails: list[str], n: int, seed
             g = "SQLAlchemy (building, compiling, executing statements; rows)"
         elif "sqlite3" in name:
             g = "sqlite3 (SQLite itself: execute/fetch)"
+        elif "psycopg2" in fn or "psycopg2" in name or "cursor" in name:
+            g = "psycopg2 (PostgreSQL: execute/fetch, waiting on the server)"
         elif "pydantic" in fn or "pydantic" in name:
             g = "pydantic"
         elif "fastapi" in fn or "starlette" in fn:
@@ -593,21 +669,46 @@ def profile_requests(data_dir: Path, token: str, emails: list[str], n: int, seed
 # -- server and load ------------------------------------------------------------------------
 
 
-def issue_bench_token(data_dir: Path, info: dict | None = None, *, email: str | None = None) -> str:
-    """A personal access token for a user of the database build_db made: the one with this
-    email, else the first rep of info["users"]."""
+def issue_bench_token(
+    data_dir: Path, info: dict | None = None, *, email: str | None = None, url: str | None = None
+) -> str:
+    """A personal access token for a user of the database build_db made (or its PostgreSQL
+    copy at url): the one with this email, else the first rep of info["users"]."""
     from app.db import session
     from app.runtime import open_runtime
     from app.services.orgs import find_user
     from app.settings import load_settings
     from tests.factories import issue_token
 
-    rt = open_runtime(load_settings({"THREADLINE_DATA_DIR": str(data_dir)}))
+    rt = open_runtime(load_settings(settings_env(data_dir, url)))
     try:
         with session(rt.engine) as s:
             return issue_token(s, find_user(s, 1, email or info["users"][1][2]), name="bench")
     finally:
         rt.engine.dispose()
+
+
+def settings_env(data_dir: Path, url: str | None) -> dict:
+    """The app's settings for the bench database: SQLite in data_dir, or the PostgreSQL copy."""
+    env = {"THREADLINE_DATA_DIR": str(data_dir)}
+    if url:
+        env["THREADLINE_DATABASE_URL"] = url
+    return env
+
+
+def start_database(args, work: Path, db_path: Path):
+    """--database postgresql: a private cluster with a copy of the SQLite database build_db
+    made. Returns (url or None, the cluster to stop or None)."""
+    if getattr(args, "database", "sqlite") != "postgresql":
+        return None, None
+    from tests.servers import Postgres
+
+    (work / "postgres").mkdir()
+    pg = Postgres(work / "postgres").start()
+    t0 = time.perf_counter()
+    url = copy_to_postgres(db_path, pg)
+    log(f"copied into PostgreSQL (COPY, indexes, VACUUM ANALYZE) in {time.perf_counter() - t0:.1f}s (not measured)")
+    return url, pg
 
 
 def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -752,9 +853,17 @@ def main() -> int:
         help="at the end, profile sequential lookups in-process and group the CPU time by library",
     )
     ap.add_argument("--keep", action="store_true", help="keep the database directory")
+    ap.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the database the server reads: SQLite (default) or a PostgreSQL copy of it",
+    )
     args = ap.parse_args()
+    if args.also_analyzed and args.database != "sqlite":
+        ap.error("--also-analyzed is about SQLite's plans (the PostgreSQL copy is analyzed already)")
 
-    log("== API lookup under load ==")
+    log(f"== API lookup under load ({args.database}) ==")
     log(machine_summary())
     log(f"uptime: {uptime_line()}")
     code_at_start = code_fingerprint(CODE)
@@ -763,7 +872,7 @@ def main() -> int:
     data_dir = work / "data"
     data_dir.mkdir()
     db_path = data_dir / "threadline.db"
-    server = None
+    server = pg = None
     try:
         # -- build (not measured) ---------------------------------------------------------
         t0 = time.perf_counter()
@@ -781,7 +890,9 @@ def main() -> int:
             f"{a['with_none']:,} with none"
         )
 
-        token = issue_bench_token(data_dir, info)
+        pg_url, pg = start_database(args, work, db_path)
+        url = pg_url or f"sqlite:///{db_path}"
+        token = issue_bench_token(data_dir, info, url=pg_url)
         emails = info["contact_email"][1:]
         emails_file = work / "emails.txt"
         emails_file.write_text("\n".join(emails) + "\n")
@@ -792,10 +903,10 @@ def main() -> int:
 
         # -- in-process SQL ----------------------------------------------------------------
         log(f"\n[sql] timeline.lookup in-process, no HTTP (each list bounded to ~30 s) ... uptime: {uptime_line()}")
-        prof = sql_profile(db_path, emails, info["contact_email"][typical], busiest, 500, args.seed)
+        prof = sql_profile(url, emails, info["contact_email"][typical], busiest, 500, args.seed)
         print_sql_profile(prof, per[typical], max(per))
 
-        env = dict(os.environ, THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0", PYTHONPATH=REPO)
+        env = dict(os.environ, THREADLINE_IDLE="0", PYTHONPATH=REPO, **settings_env(data_dir, pg_url))
         try:
             import uvloop  # noqa: F401
 
@@ -887,7 +998,7 @@ def main() -> int:
             con.commit()
             con.close()
             log(f"    ANALYZE took {time.perf_counter() - t_an:.1f}s")
-            prof_an = sql_profile(db_path, emails, info["contact_email"][typical], busiest, 500, args.seed)
+            prof_an = sql_profile(url, emails, info["contact_email"][typical], busiest, 500, args.seed)
             print_sql_profile(prof_an, per[typical], max(per))
             analyzed = {"open": phase("open", "lookup", rate=args.rate)}
             log(describe("lookup, open loop, after ANALYZE", analyzed["open"]))
@@ -905,8 +1016,8 @@ def main() -> int:
         ratio = closed_lookup["throughput"] / closed_health["throughput"] if closed_health["throughput"] else 0.0
         log("\n== results ==")
         log(
-            f"{args.contacts:,} contacts, {args.interactions:,} interactions, {info['participants']:,} participants; "
-            f"uvicorn {args.workers} worker(s); {machine_summary()}"
+            f"{args.database}: {args.contacts:,} contacts, {args.interactions:,} interactions, "
+            f"{info['participants']:,} participants; uvicorn {args.workers} worker(s); {machine_summary()}"
         )
         phases = [
             (f"lookup, open loop {args.rate:.0f}/s", open_r),
@@ -1014,10 +1125,12 @@ def main() -> int:
             )
         if args.profile_request:
             log(f"\n[profile] one lookup request's CPU, {'after ANALYZE' if analyzed else 'database as built'}")
-            profile_requests(data_dir, token, emails, 300, args.seed)
+            profile_requests(settings_env(data_dir, pg_url), token, emails, 300, args.seed)
         return 0
     finally:
         stop_server(server)
+        if pg is not None:
+            pg.stop()
         if args.keep:
             log(f"\nkept: {work}")
         else:

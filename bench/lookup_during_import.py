@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -106,8 +107,18 @@ def run_one(name: str, url: str | None, work: Path, corpus, rep: str, dv, user: 
     emails.write_text("\n".join(c.email for c in corpus.contacts) + "\n")
     stop_file = work / f"{name}-import-done"
     server, port = start_server(work, env, 1)
+    spy = None
     try:
         cpu0 = tree_cpu_seconds(server.pid)
+        if args.py_spy:
+            # Where the API's time goes during the import: py-spy samples the server (all its
+            # threads, idle ones left out) into collapsed stacks, one line per stack and its count.
+            spy = subprocess.Popen(
+                [args.py_spy, "record", "--pid", str(server.pid), "--format", "raw", "--rate", "200"]
+                + ["--output", str(Path(args.spy_dir) / f"{name}-api.txt"), "--nonblocking"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         loadgen = subprocess.Popen(
             [PYTHON, str(Path(REPO) / "bench" / "_loadgen.py"), "--port", str(port), "--token", token]
             + ["--path", "lookup", "--emails", str(emails), "--mode", "open", "--rate", str(args.rate)]
@@ -132,6 +143,9 @@ def run_one(name: str, url: str | None, work: Path, corpus, rep: str, dv, user: 
         reader.join()
         server_cpu = tree_cpu_seconds(server.pid) - cpu0
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
+            spy.wait(60)
         stop_server(server)
     stdout, stderr = out["stdout"]
     if loadgen.returncode != 0:
@@ -167,6 +181,10 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
+    ap.add_argument(
+        "--py-spy", metavar="PATH", help="diagnostic: sample the API server with this py-spy binary during the import"
+    )
+    ap.add_argument("--spy-dir", default=".", help="where --py-spy writes <database>-api.txt (collapsed stacks)")
     args = ap.parse_args()
     n = args.messages
     names = ("sqlite", "postgresql") if args.database == "both" else (args.database,)

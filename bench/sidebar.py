@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/sidebar.py [--contacts 100000] [--interactions 1000000] [--duration 20]
     .venv/bin/python bench/sidebar.py --smoke      # small data, a few seconds per phase
+    .venv/bin/python bench/sidebar.py --database postgresql   # the server on a PostgreSQL copy of the data
 
 Reuses bench/api_lookup.py (database builder, server launcher bench/_api_server.py,
 load generator bench/_loadgen.py) and measures:
@@ -41,6 +42,8 @@ from bench.api_lookup import (  # noqa: E402
     ms,
     ms_unit,
     run_load,
+    settings_env,
+    start_database,
     start_server,
     stop_server,
 )
@@ -95,17 +98,19 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--smoke", action="store_true", help="2,000 contacts, 20,000 interactions, 3 s phases")
+    ap.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     args = ap.parse_args()
     if args.smoke:
         args.contacts, args.interactions, args.duration = 2_000, 20_000, 3.0
 
-    log("== sidebar under load ==")
+    log(f"== sidebar under load ({args.database}) ==")
     log(machine_summary())
     log(f"uptime: {uptime_line()}")
     work = Path(tempfile.mkdtemp(prefix="tlbench-sidebar-"))
     data_dir = work / "data"
     data_dir.mkdir()
     db_path = data_dir / "threadline.db"
+    pg = None
     try:
         t0 = time.perf_counter()
         info = build_db(db_path, args.contacts, args.interactions, args.users, args.seed)
@@ -113,12 +118,13 @@ def main() -> int:
             f"built {args.contacts:,} contacts / {args.interactions:,} interactions in "
             f"{time.perf_counter() - t0:.1f}s (not measured)"
         )
-        token = issue_bench_token(data_dir, info)
+        pg_url, pg = start_database(args, work, db_path)
+        token = issue_bench_token(data_dir, info, url=pg_url)
         emails = info["contact_email"][1:]
         check_same_call(emails)
         emails_file = work / "emails.txt"
         emails_file.write_text("\n".join(emails) + "\n")
-        env = dict(os.environ, THREADLINE_DATA_DIR=str(data_dir), THREADLINE_IDLE="0", PYTHONPATH=REPO)
+        env = dict(os.environ, THREADLINE_IDLE="0", PYTHONPATH=REPO, **settings_env(data_dir, pg_url))
 
         def phase(mode: str, path: str, **kw) -> dict:
             server, port = start_server(work, env, 1)
@@ -209,6 +215,8 @@ def main() -> int:
             log("(smoke run: small data and short phases; the figures prove the harness, not the target)")
         return 0
     finally:
+        if pg is not None:
+            pg.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

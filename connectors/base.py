@@ -126,6 +126,17 @@ def utc_stamp(now: datetime | None = None) -> str:
     return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def counted(n: int, now: datetime | None = None) -> dict:
+    """The cursor keys a server count is kept under: the count and when it was taken."""
+    return {"server_count": n, "counted_at": utc_stamp(now)}
+
+
+def kept_count(cursor: dict) -> dict:
+    """The last count a cursor holds (both keys, or whichever an older cursor has), to carry
+    into the next cursor when this run does not count again."""
+    return {k: cursor[k] for k in ("server_count", "counted_at") if k in cursor}
+
+
 def recount_due(cursor: dict, *, changed: bool = False, now: datetime | None = None) -> bool:
     """Whether a completed folder's server count is to be taken now: never counted (or
     counted before `counted_at` was kept), something left the folder or it was read again
@@ -256,6 +267,14 @@ class MessageRecord:
     # ingest keys the thread by it, so a reply read through Graph joins its thread.
     conversation: str | None = None
     signature: Signature | None = None  # the sender's signature, when the fetched text holds one
+    # The provider's own ids where it has them (Gmail's X-GM-MSGID and X-GM-THRID, unsigned 64-bit
+    # numbers as decimal text); None for every other source. Both hold within one mailbox only:
+    # the message id is the same in every folder (label) of the mailbox and survives a change of
+    # UIDVALIDITY, the thread id groups the mailbox's conversation. Ingest stores them on the
+    # copy (sync/ingest.py: a copy is recognised by its message id; a message with no
+    # References joins the thread Gmail put it in).
+    provider_id: str | None = None
+    provider_thread: str | None = None
 
 
 @dataclass(slots=True)

@@ -79,9 +79,10 @@ from connectors.base import (
     MeetingRecord,
     ThrottledError,
     TransientError,
+    counted,
+    kept_count,
     recount_due,
     retry_after_seconds,
-    utc_stamp,
 )
 
 API_URL = "https://www.googleapis.com/calendar/v3"
@@ -212,7 +213,7 @@ class GoogleCalendar:
             round_token, page_token = cursor.get("round_token"), cursor["page_token"]
         else:
             round_token, page_token = cursor.get("sync_token"), None
-        counted = {k: cursor[k] for k in ("server_count", "counted_at") if k in cursor}
+        count = kept_count(cursor)
         # meetings a full round spanning runs has listed so far (its count, once done)
         listed = int(cursor.get("listed") or 0) if page_token and round_token is None else 0
         restarted = changed = False
@@ -223,19 +224,19 @@ class GoogleCalendar:
                     if round_token is None:  # a full round: its listing is the count
                         listed += len(batch.records) + len(batch.bad)
                         if batch.backfill_done:
-                            counted = {"server_count": listed, "counted_at": utc_stamp()}
+                            count = counted(listed)
                         else:
                             batch.cursor["listed"] = listed
-                    elif batch.backfill_done and recount_due(counted, changed=changed):
-                        counted = {"server_count": self._count(list(window)), "counted_at": utc_stamp()}
-                    batch.cursor.update(counted)
+                    elif batch.backfill_done and recount_due(count, changed=changed):
+                        count = counted(self._count(list(window)))
+                    batch.cursor.update(count)
                     yield batch
                 return
             except CursorExpiredError:
                 if restarted or round_token is None:
                     raise
                 restarted = changed = True
-                round_token, page_token, listed, counted = None, None, 0, {}
+                round_token, page_token, listed, count = None, None, 0, {}
                 yield Batch([], [], {**base}, reset=True)
 
     def _count(self, window: list[str]) -> int:

@@ -15,6 +15,11 @@ with two differences:
   is read as on any IMAP server and the copies become extra sources of one
   interaction (keyed by Message-ID, as for every mailbox).
 
+Gmail advertises X-GM-EXT-1, so each record also carries X-GM-MSGID and X-GM-THRID
+(MessageRecord.provider_id / provider_thread: connectors/imap.py). Within the
+mailbox the message id recognises a copy whatever folder or UIDVALIDITY it is read
+under, and the thread id threads mail that has no References (sync/ingest.py).
+
 The rep's Google Calendar is one more folder, "calendar:primary" (role
 "calendar"), read through the Calendar API with its own token (scope
 calendar.readonly) by connectors/gcal.py, whose cursor contract it follows:

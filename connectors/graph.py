@@ -74,6 +74,8 @@ from connectors.base import (
     MessageRecord,
     ThrottledError,
     TransientError,
+    counted,
+    kept_count,
     recount_due,
     retry_after_seconds,
     utc_stamp,
@@ -549,7 +551,7 @@ class GraphConnector:
         # before it, which the round lists; later mail is the next round's to read and count.
         round_started = cursor.get("round_started") if cursor.get("next_link") else None
         base = {"id": fid, "since": start, "round_started": round_started or utc_stamp()}
-        counted = {k: cursor[k] for k in ("server_count", "counted_at") if k in cursor}
+        count = kept_count(cursor)
 
         def fresh() -> str:
             # No $filter on receivedDateTime: Graph then returns at most 5,000 messages
@@ -572,16 +574,16 @@ class GraphConnector:
             incremental=incremental,
         ):
             if batch.reset:
-                changed, counted = True, {}
+                changed, count = True, {}
             changed = changed or bool(batch.removed)
             if batch.backfill_done:
-                if not incremental or recount_due(counted, changed=changed):
+                if not incremental or recount_due(count, changed=changed):
                     n = self._count_messages(fid, folder, start, base["round_started"])
-                    counted = {"server_count": n, "counted_at": utc_stamp()}
-                batch.cursor.update(counted)
+                    count = counted(n)
+                batch.cursor.update(count)
                 batch.cursor.pop("round_started", None)  # the next round starts its own
-            elif counted:
-                batch.cursor.update(counted)  # an incremental round spanning runs keeps the last count
+            elif count:
+                batch.cursor.update(count)  # an incremental round spanning runs keeps the last count
             yield batch
 
     def _count_messages(self, fid: str, folder: Folder, start: str, before: str) -> int:
@@ -773,7 +775,7 @@ class GraphConnector:
 
         base = {"window": win, "masters": self._masters}
         incremental = bool(cursor.get("delta_link") or cursor.get("incremental"))
-        counted = {k: cursor[k] for k in ("server_count", "counted_at") if k in cursor}
+        count = kept_count(cursor)
         changed = False
         for batch in self._rounds(
             cursor.get("next_link") or cursor.get("delta_link") or fresh(),
@@ -788,11 +790,11 @@ class GraphConnector:
                 self._masters = dict(list(self._masters.items())[-1000:])
             batch.cursor["masters"] = dict(self._masters)
             if batch.reset:
-                changed, counted = True, {}
+                changed, count = True, {}
             changed = changed or bool(batch.removed)
-            if batch.backfill_done and (not incremental or recount_due(counted, changed=changed)):
-                counted = {"server_count": self._count_meetings(win), "counted_at": utc_stamp()}
-            batch.cursor.update(counted)
+            if batch.backfill_done and (not incremental or recount_due(count, changed=changed)):
+                count = counted(self._count_meetings(win))
+            batch.cursor.update(count)
             yield batch
 
     def _count_meetings(self, window: list[str]) -> int:

@@ -8,6 +8,11 @@ Cursor per folder (stored by the engine as given):
   top_uid          every UID above this is new mail
   low_uid          newest-first backfill has imported everything in the window
                    from here up to top_uid; null before the first batch
+
+A record's remote_id is "UIDVALIDITY/UID". Where the server advertises X-GM-EXT-1
+(Gmail), each record also carries Gmail's X-GM-MSGID (provider_id: the same in every
+folder of the mailbox and across a change of UIDVALIDITY) and X-GM-THRID
+(provider_thread), as decimal text; None for every other server.
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ from connectors.base import (
     MessageRecord,
     ThrottledError,
     TransientError,
+    counted,
     recount_due,
-    utc_stamp,
 )
 from connectors.imapfetch import (
     HEADER_FIELDS_KEY as _HEADER_KEY,
@@ -479,12 +484,12 @@ class ImapConnector:
                 cursor = {**cursor, **base, "low_uid": min(chunk)}
                 yield Batch(records, bad, dict(cursor))
             cursor = {**cursor, **base, "low_uid": cursor.get("low_uid") or low, "backfill_done": True}
-            count = {"server_count": self._scope_count(folder, cursor, since), "counted_at": utc_stamp()}
+            count = counted(self._scope_count(folder, cursor, since))
             yield Batch([], [], {**cursor, **count}, backfill_done=True)
         elif recount_due(cursor, changed=bool(removed)):
             # at most hourly, and at once after messages were expunged: new mail read meanwhile
             # only makes the copies outnumber the count, which is no alarm
-            count = {"server_count": self._scope_count(folder, cursor, since), "counted_at": utc_stamp()}
+            count = counted(self._scope_count(folder, cursor, since))
             yield Batch([], [], {**cursor, **base, **count})
         else:
             yield Batch([], [], {**cursor, **base})
@@ -556,10 +561,12 @@ class ImapConnector:
 
     def _fetch_items(self) -> str:
         # FLAGS (and Gmail's labels) to leave out drafts: Gmail's All Mail holds them,
-        # often with only the \Draft label.
+        # often with only the \Draft label. Gmail's own ids come in the same FETCH (a number
+        # each): the message id recognises a copy, the thread id threads mail that has no
+        # References (MessageRecord.provider_id / provider_thread, sync/ingest.py).
         items = f"UID FLAGS INTERNALDATE {HEADER_ITEM} {RECEIVED_ITEM}"
         if b"X-GM-EXT-1" in self.capabilities:
-            items += " X-GM-LABELS"
+            items += " X-GM-LABELS X-GM-MSGID X-GM-THRID"
         if self.want_snippet:
             items += f" BODY.PEEK[TEXT]<0.{SNIPPET_BYTES}>"
         return items
@@ -741,18 +748,22 @@ class ImapConnector:
             raw_date = data.get(b"INTERNALDATE")
             received = data.get(RECEIVED_KEY) or b""
             try:
-                records.append(
-                    parse_message_headers(
-                        remote_id,
-                        data.get(_HEADER_KEY) or b"",
-                        (lambda d=raw_date: parse_internaldate(d)) if raw_date else None,
-                        body := data.get(b"BODY[TEXT]<0>"),
-                        # anything but the blank line (or nothing: the server did not say) is a field
-                        relayed=(received[:1] not in b"\r\n") if received else None,
-                        truncated=body is not None and len(body) >= SNIPPET_BYTES,
-                        internal_domains=self.internal_domains,
-                    )
+                record = parse_message_headers(
+                    remote_id,
+                    data.get(_HEADER_KEY) or b"",
+                    (lambda d=raw_date: parse_internaldate(d)) if raw_date else None,
+                    body := data.get(b"BODY[TEXT]<0>"),
+                    # anything but the blank line (or nothing: the server did not say) is a field
+                    relayed=(received[:1] not in b"\r\n") if received else None,
+                    truncated=body is not None and len(body) >= SNIPPET_BYTES,
+                    internal_domains=self.internal_domains,
                 )
+                gm_id, gm_thread = data.get(b"X-GM-MSGID"), data.get(b"X-GM-THRID")
+                if gm_id is not None:
+                    record.provider_id = gm_id.decode("ascii")
+                if gm_thread is not None:
+                    record.provider_thread = gm_thread.decode("ascii")
+                records.append(record)
             except BadDataError as exc:
                 bad.append(BadRecord(remote_id, str(exc)))
             except Exception as exc:  # noqa: BLE001 - one message never stops the folder

@@ -27,6 +27,13 @@ _PARTIAL = re.compile(rb"<(\d+)(?:\.\d+)?>$")
 # FLAGS (...) and Gmail's X-GM-LABELS (...): lists of atoms and quoted strings.
 _FLAG_LIST = re.compile(rb'\b(FLAGS|X-GM-LABELS) \(((?:[^()"]|"(?:[^"\\]|\\.)*")*)\)', re.I)
 _DRAFT = re.compile(rb'(?:^|\s)"?\\{1,2}Draft"?(?=\s|$)', re.I)
+# Gmail's X-GM-MSGID and X-GM-THRID: a 64-bit unsigned number each, in decimal
+# (https://developers.google.com/gmail/imap/imap-extensions). Quoted strings are matched
+# first and passed over, so text inside one (a header echoed as a quoted string) is never
+# taken for an item; a value quoted, negative, longer than 20 digits or beyond 2**64 - 1
+# is not one either (the message is then recognised by its Message-ID, as elsewhere).
+_GMAIL_IDS = re.compile(rb'"(?:[^"\\]|\\.)*"|\bX-GM-(MSGID|THRID)[ \t]+(\d{1,20})(?![\w.+-])', re.I)
+_U64 = 1 << 64
 _MONTHS = {
     m: i
     for i, m in enumerate(
@@ -152,7 +159,8 @@ def _responses(imap: imaplib.IMAP4, tag: bytes):
 
 def read_fetch(imap: imaplib.IMAP4, tag: bytes) -> dict[int, dict]:
     """uid -> {section key (see section_key): bytes, b"INTERNALDATE": raw, b"DRAFT": True
-    when FLAGS or X-GM-LABELS say \\Draft}. Raises FetchFailed (with .partial) on NO/BAD."""
+    when FLAGS or X-GM-LABELS say \\Draft, b"X-GM-MSGID" / b"X-GM-THRID": decimal bytes where
+    Gmail sent them}. Raises FetchFailed (with .partial) on NO/BAD."""
     out: dict[int, dict] = {}
     try:
         for parts in _responses(imap, tag):
@@ -176,6 +184,8 @@ def read_fetch(imap: imaplib.IMAP4, tag: bytes) -> dict[int, dict]:
                 values[b"INTERNALDATE"] = date.group(1)
             if b"raft" in text and any(_DRAFT.search(m.group(2)) for m in _FLAG_LIST.finditer(text)):
                 values[b"DRAFT"] = True
+            if b"GM-" in text or b"gm-" in text:
+                _gmail_ids(text, values)
             # A server may split one message's items over several FETCH responses, or
             # send an unsolicited one (a flag change, with CONDSTORE) after it: merge.
             out.setdefault(int(uid.group(1)), {}).update(values)
@@ -183,6 +193,18 @@ def read_fetch(imap: imaplib.IMAP4, tag: bytes) -> dict[int, dict]:
         exc.partial = out
         raise
     return out
+
+
+def _gmail_ids(text: bytes, values: dict) -> None:
+    """X-GM-MSGID and X-GM-THRID of one FETCH response into values (b"X-GM-MSGID": b"<decimal>"),
+    each as its canonical decimal (no leading zeros); 0 and values past 64 bits are left out."""
+    for m in _GMAIL_IDS.finditer(text):
+        name = m.group(1)
+        if name is None:
+            continue  # a quoted string
+        number = int(m.group(2))
+        if 0 < number < _U64:
+            values[b"X-GM-" + name.upper()] = b"%d" % number
 
 
 # --- BODYSTRUCTURE (invitations in mail) -------------------------------------------

@@ -6,6 +6,12 @@ reports what that statement itself changed (INSERT … RETURNING, DELETE …
 RETURNING): a copy another writer inserted or removed at the same moment is
 never counted twice, and the caller adds the change to the folder's count in the
 same transaction as the rows.
+
+Gmail's copies also carry the message's X-GM-MSGID (`provider_id`) and X-GM-THRID
+(`provider_thread`): a copy is recognised by its message id within the mailbox
+(sync/ingest.py), so a folder read again from scratch (UIDVALIDITY changed) keeps
+those copies set aside (`set_aside`) for the new listing to re-link (`relink`),
+and drops the ones it did not list when it ends (`drop_set_aside`).
 """
 
 from __future__ import annotations
@@ -13,20 +19,66 @@ from __future__ import annotations
 from collections import Counter
 from typing import Mapping
 
-from sqlalchemy import bindparam, delete as _delete, update
+from sqlalchemy import bindparam, delete as _delete, literal, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import aliased
 
 from app.db import bulk_insert_ignore_returning
 from app.models import FolderState, InteractionSource
 
 S, FOLDER = InteractionSource.__table__, FolderState.__table__
-COLUMNS = ("org_id", "interaction_id", "mailbox_id", "folder_id", "remote_id")
+COLUMNS = ("org_id", "interaction_id", "mailbox_id", "folder_id", "remote_id", "provider_id", "provider_thread")
+# The remote id of a copy set aside: its folder's ids changed, the provider id will find it again.
+SET_ASIDE = "stale:"
 
 
 def insert(conn: Connection, rows: list[tuple]) -> Counter:
     """Insert copies (tuples in COLUMNS order), ignoring ones already stored; within
     the rows, the first of two with one remote id wins. Returns folder id -> copies inserted."""
     return Counter(r[0] for r in bulk_insert_ignore_returning(conn, S, COLUMNS, rows, ("folder_id",)))
+
+
+def relink(conn: Connection, moves: list[tuple[int, str]]) -> None:
+    """Give copies (by row id) the remote id their message has now: the same Gmail message
+    (X-GM-MSGID) listed under a new UID of the same folder. The row, and so the folder's
+    count, stays; a copy already stored under the new id keeps it (the move is left out)."""
+    if not moves:
+        return
+    other = aliased(S)
+    taken = (
+        select(other.c.id)
+        .where(
+            other.c.mailbox_id == S.c.mailbox_id,
+            other.c.folder_id == S.c.folder_id,
+            other.c.remote_id == bindparam("b_remote"),
+        )
+        .exists()
+    )
+    conn.execute(
+        update(S).where(S.c.id == bindparam("b_id"), ~taken).values(remote_id=bindparam("b_remote")),
+        [{"b_id": copy_id, "b_remote": remote_id} for copy_id, remote_id in sorted(moves)],
+    )
+
+
+def set_aside(conn: Connection, mailbox_id: int, folder_id: int) -> None:
+    """The folder's ids changed (a new UIDVALIDITY): copies with a provider id are kept, their
+    remote ids marked as no longer the server's, for the new listing to re-link them."""
+    conn.execute(
+        update(S)
+        .where(
+            S.c.mailbox_id == mailbox_id,
+            S.c.folder_id == folder_id,
+            S.c.provider_id.is_not(None),
+            ~S.c.remote_id.startswith(SET_ASIDE),
+        )
+        .values(remote_id=literal(SET_ASIDE) + S.c.remote_id)
+    )
+
+
+def drop_set_aside(conn: Connection, mailbox_id: int, folder_id: int) -> Counter:
+    """The folder's new listing has ended: copies it did not re-link are gone from the server.
+    Returns folder id -> copies deleted."""
+    return delete(conn, S.c.mailbox_id == mailbox_id, S.c.folder_id == folder_id, S.c.remote_id.startswith(SET_ASIDE))
 
 
 def delete(conn: Connection, *where) -> Counter:

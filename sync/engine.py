@@ -325,7 +325,11 @@ def sync_mailbox(
         states = _upsert_folders(engine, mailbox, folders)
         work = [(folder, state["cursor"]) for folder, state in states if state["selected"]]
         state_by_name = {folder.name: (folder, state) for folder, state in states}
-        stream = connector.run(work, since) if fetch_in_child else events(connector, work, since)
+        if fetch_in_child:
+            # Read ahead only where the writer waits on a server (pipeline._ReadAhead says why).
+            stream = connector.run(work, since, read_ahead=2 if engine.dialect.name == "postgresql" else 0)
+        else:
+            stream = events(connector, work, since)
         broken: set[str] = set()
         for event in stream:
             name = event.folder
@@ -501,11 +505,14 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
     mailbox_skipped, folder_skipped = held[0] or {}, held[1] or {}
     relisted: list[int] = []
     changes: Counter = Counter()  # folder id -> copies added minus copies removed by this batch
+    S = InteractionSource.__table__
     if batch.reset:
         # The folder's ids mean nothing now (UIDVALIDITY changed, a delta state
         # expired). The interactions stay; the new listing re-links every copy by
         # its key, and meetings it no longer lists are removed when it is done.
-        S = InteractionSource.__table__
+        # Copies with a provider id (Gmail's X-GM-MSGID) are set aside instead of
+        # deleted: the new listing recognises them by it and moves them to their new
+        # ids, and those it did not list go when it ends (below).
         relisted = (
             conn.execute(
                 select(S.c.interaction_id)
@@ -519,7 +526,12 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
             .scalars()
             .all()
         )
-        changes.subtract(copies.delete(conn, S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id))
+        changes.subtract(
+            copies.delete(
+                conn, S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id, S.c.provider_id.is_(None)
+            )
+        )
+        copies.set_aside(conn, mbx.mailbox_id, mbx.folder_id)
         mailbox_skipped = _forget_folder_counts(conn, mbx, folder.name, mailbox_skipped)
         folder_skipped = {}
     mail = [r for r in batch.records if isinstance(r, MessageRecord)]
@@ -536,6 +548,10 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
     changes.update(result.copies)
     if batch.removed:
         changes.subtract(remove_copies(conn, org.org_id, mbx, batch.removed))
+    if batch.backfill_done:
+        # The folder's listing has ended: copies set aside at a reset that it did not re-link
+        # left the server meanwhile (none unless the folder was read again from scratch).
+        changes.subtract(copies.drop_set_aside(conn, mbx.mailbox_id, mbx.folder_id))
     insert_ignore(
         conn,
         SyncIssue.__table__,

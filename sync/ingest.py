@@ -26,7 +26,7 @@ from app.db import (
     bulk_insert_new,
     db_time,
 )
-from app.models import Company, Contact, ContactAddress, Interaction, Participant
+from app.models import Company, Contact, ContactAddress, Interaction, InteractionSource, Participant
 from app.models.base import utcnow
 from app.models.timeline import InteractionKind
 from connectors.base import MessageRecord
@@ -39,6 +39,7 @@ PARTICIPANT = Participant.__table__
 CONTACT = Contact.__table__
 CONTACT_ADDRESS = ContactAddress.__table__
 COMPANY = Company.__table__
+SOURCE = InteractionSource.__table__
 INTERACTION_COLUMNS = (
     "org_id",
     "kind",
@@ -122,7 +123,9 @@ class _Prepared:
 def thread_key(r: MessageRecord) -> str:
     """The thread a message belongs to: the first Message-ID of its References (the thread's
     first message, the same in every copy from any source), else the one it replies to, else
-    the source's conversation id (Graph gives no References), else the message itself."""
+    the source's conversation id (Graph gives no References), else the message itself.
+    (Gmail mail with neither References nor In-Reply-To may join a thread of its mailbox
+    instead: see _gmail_threads.)"""
     if r.references:
         key = r.references[0]
     elif r.in_reply_to:
@@ -516,6 +519,79 @@ def _drop_nul(record: MessageRecord) -> None:
                 pairs[i] = (name.replace("\x00", ""), address.replace("\x00", ""))
 
 
+def _recognise_copies(conn: Connection, mbx: MailboxContext, prepared: list[_Prepared]) -> list[tuple[int, str]]:
+    """Gmail: a message is recognised within its mailbox by its X-GM-MSGID (provider_id),
+    the same in every label and across a change of UIDVALIDITY. A record whose id a stored
+    copy of this mailbox carries takes that copy's interaction (its message key), whatever
+    key its headers would give now; its copy in this folder, stored under another UID (the
+    folder was read again from scratch), is moved to the new one rather than added again.
+    Returns those moves: (copy row id, new remote id). The ids are per mailbox (a colleague's
+    Gmail numbers the same message otherwise): across mailboxes the message key unites copies."""
+    wanted = sorted({p.record.provider_id for p in prepared if p.record.provider_id})
+    key_of: dict[str, str] = {}
+    here: dict[str, tuple[int, str]] = {}
+    I = INTERACTION
+    for chunk in _chunked(wanted):
+        rows = conn.execute(
+            select(SOURCE.c.provider_id, SOURCE.c.folder_id, SOURCE.c.id, SOURCE.c.remote_id, I.c.message_key)
+            .join(I, I.c.id == SOURCE.c.interaction_id)
+            .where(SOURCE.c.mailbox_id == mbx.mailbox_id, SOURCE.c.provider_id.in_(chunk))
+            .order_by(SOURCE.c.id)
+        )
+        for pid, folder_id, copy_id, remote_id, key in rows:
+            if folder_id == mbx.folder_id:
+                here[pid] = (copy_id, remote_id)
+                key_of[pid] = key  # this folder's own copy says best what the message is
+            else:
+                key_of.setdefault(pid, key)
+    moves: dict[int, str] = {}
+    for p in prepared:
+        pid = p.record.provider_id
+        if not pid or pid not in key_of:
+            continue
+        p.record.message_key = key_of[pid]
+        if pid in here and here[pid][1] != p.record.remote_id:
+            moves.setdefault(here[pid][0], p.record.remote_id)
+    return list(moves.items())
+
+
+def _gmail_threads(conn: Connection, mbx: MailboxContext, prepared: list[_Prepared]) -> dict[str, str]:
+    """Gmail: message key -> thread key for mail with neither References nor In-Reply-To that
+    Gmail put in a thread (X-GM-THRID, provider_thread) holding other mail of this mailbox.
+
+    Thread keys are company-wide (two colleagues' copies of one thread share one, from the
+    headers), while Gmail's thread ids differ per account; so the Gmail thread only decides
+    where the headers say nothing: such a message joins the thread key of the thread's earliest
+    message stored from this mailbox, else of its earliest message in this batch. Mail whose
+    headers link it keeps its own (References first, as everywhere)."""
+    loose = [
+        p.record for p in prepared if p.record.provider_thread and not p.record.references and not p.record.in_reply_to
+    ]
+    if not loose:
+        return {}
+    wanted = {r.provider_thread for r in loose if r.provider_thread}
+    found: dict[str, tuple[datetime, str]] = {}
+    I = INTERACTION
+    for chunk in _chunked(sorted(wanted)):
+        rows = conn.execute(
+            select(SOURCE.c.provider_thread, I.c.occurred_at, I.c.thread_key)
+            .join(I, I.c.id == SOURCE.c.interaction_id)
+            .where(SOURCE.c.mailbox_id == mbx.mailbox_id, SOURCE.c.provider_thread.in_(chunk))
+        )
+        for thread, at, key in rows:
+            if thread not in found or (at, key) < found[thread]:
+                found[thread] = (at, key)
+    first_here: dict[str, tuple[datetime, str]] = {}
+    for p in prepared:
+        r, thread = p.record, p.record.provider_thread
+        if thread in wanted and thread not in found:
+            candidate = (_utc(r.date), thread_key(r))
+            if thread not in first_here or candidate < first_here[thread]:
+                first_here[thread] = candidate
+    found.update(first_here)
+    return {r.message_key: found[r.provider_thread][1] for r in loose if r.provider_thread in found}
+
+
 def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list[MessageRecord]) -> IngestResult:
     result = IngestResult()
     prepared: list[_Prepared] = []
@@ -532,6 +608,15 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     if any(p.unverified for p in prepared):
         # Two copies of one message in a batch: the vouched-for one makes the row.
         prepared.sort(key=lambda p: p.unverified)
+    # Gmail's own ids (X-GM-MSGID, X-GM-THRID), where the connector gave them: the copy recognised
+    # by its message id, and mail without References threaded as Gmail threads it.
+    moves: list[tuple[int, str]] = []
+    gmail_threads: dict[str, str] = {}
+    if mbx.mailbox_id is not None:
+        if any(p.record.provider_id for p in prepared):
+            moves = _recognise_copies(conn, mbx, prepared)
+        if any(p.record.provider_thread for p in prepared):
+            gmail_threads = _gmail_threads(conn, mbx, prepared)
 
     # Contacts: known ones, plus the ones the policy creates now.
     all_external = sorted({a for p in prepared for a in p.external})
@@ -593,7 +678,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
                 p.direction,
                 r.subject if want_subject else None,
                 r.snippet if want_snippet else None,
-                thread_key(r),
+                gmail_threads.get(r.message_key) or thread_key(r),
                 p.people[0][0] if p.people and p.people[0][2] == "from" else None,
                 now,
                 p.unverified,
@@ -666,7 +751,8 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             else:
                 participants.append(row)
         if mbx.mailbox_id is not None:  # None: logged by hand from the sidebar, no mailbox copy
-            sources.append((org_id, iid, mbx.mailbox_id, mbx.folder_id, p.record.remote_id))
+            r = p.record
+            sources.append((org_id, iid, mbx.mailbox_id, mbx.folder_id, r.remote_id, r.provider_id, r.provider_thread))
     known = sorted({iid for iid in existing.values() if iid not in new_ids})
     before, stored = _stored_people(conn, known)
     adding = sorted({row[1] for row in participants if (row[1], row[3]) not in stored})
@@ -690,6 +776,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     inserted += bulk_insert_ignore_returning(
         conn, PARTICIPANT, PARTICIPANT_COLUMNS, participants, ("interaction_id", "contact_id", "user_id")
     )
+    copies.relink(conn, moves)  # before the insert: a moved copy is then already there
     result.copies = copies.insert(conn, sources)
     facts = {
         existing[p.record.message_key]: (direction_of[existing[p.record.message_key]], at)
@@ -727,7 +814,9 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     _enrich(conn, org, prepared, contacts, existing, result)
     # Last: the report summaries take their thread locks after every other lock of the batch.
     new_threads = {row[7] for row in rows if existing[row[2]] in new_ids}
-    reportsums.changed(conn, org_id, report_changes, new_ids, new_threads)
+    # What the new emails give the activity counts: their participant rows are all in `fresh`.
+    given = reportsums.given_by_new_emails(conn, ((r[1], r[2], r[5], r[6]) for r in fresh), direction_of)
+    reportsums.changed(conn, org_id, report_changes, new_ids, new_threads, new_given=given)
     result.imported = len(sources) if mbx.mailbox_id is not None else len(prepared)
     return result
 

@@ -519,7 +519,7 @@ def _write_participants_and_copies(batch: _Batch, states: dict[str, _State], ids
             elif pp.changed:
                 answers.append({"b_iid": iid, "b_address": address, "b_response": pp.response})
         if mbx.mailbox_id is not None:
-            sources.extend((n, (org_id, iid, mbx.mailbox_id, mbx.folder_id, r)) for n, r in st.sources)
+            sources.extend((n, (org_id, iid, mbx.mailbox_id, mbx.folder_id, r, None, None)) for n, r in st.sources)
     if gone:
         conn.execute(
             delete(P).where(P.c.interaction_id == bindparam("b_iid"), P.c.address == bindparam("b_address")), gone

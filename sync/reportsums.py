@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
@@ -92,6 +92,35 @@ def _given_by(conn: Connection, org_id: int, interaction_ids: Iterable[int]) -> 
             c[1] += got
             c[2] += met
     return out
+
+
+def given_by_new_emails(conn: Connection, people: Iterable[tuple[int, Any, str, int | None]], direction_of) -> Counts:
+    """What new emails give, from the participant rows the batch just wrote for them
+    (interaction id, occurred_at as written, role, user id), without reading them back:
+    the same counts as _given_by (one per interaction, colleague and day). Reading them
+    back was 43 statements and 0.5 s waited on PostgreSQL in a 20,000-message import."""
+    seen: dict[tuple[int, str], tuple[set, set]] = {}
+    sqlite = conn.dialect.name == "sqlite"
+    for iid, at, role, user_id in people:
+        if user_id is None:
+            continue
+        direction = direction_of[iid]
+        if direction == "out" and role == "from":
+            side = 0
+        elif direction == "in" and role in ("to", "cc", "bcc"):
+            side = 1
+        else:
+            continue
+        day = at[:10] if sqlite else _utc_day(at)
+        seen.setdefault((user_id, day), (set(), set()))[side].add(iid)
+    return {key: [len(sent), len(got), 0] for key, (sent, got) in seen.items()}
+
+
+def _utc_day(at: datetime) -> str:
+    """The UTC day of an instant (day_of's counterpart; a naive value is UTC, as stored)."""
+    if at.tzinfo is not None:
+        at = at.astimezone(timezone.utc)
+    return at.strftime("%Y-%m-%d")
 
 
 def _add(conn: Connection, org_id: int, delta: Counts) -> None:
@@ -155,6 +184,18 @@ def recount_threads(conn: Connection, org_id: int, thread_keys: Iterable[str]) -
         + _samples_sql(conn, "i.thread_key IN :keys")
         + ") s"
     ).bindparams(bindparam("keys", expanding=True))
+    if conn.dialect.name == "postgresql":
+        # One statement: the DELETE as a data-modifying CTE of the INSERT, which reads only
+        # interaction rows, so neither part needs the other's effect (a round trip a batch fewer).
+        both = text(
+            "WITH gone AS (DELETE FROM answersample WHERE org_id = :org AND thread_key IN :keys) "
+            f"INSERT INTO answersample {_SAMPLE_COLUMNS} SELECT :org, s.* FROM ("
+            + _samples_sql(conn, "i.thread_key IN :keys")
+            + ") s"
+        ).bindparams(bindparam("keys", expanding=True))
+        for n in range(0, len(keys), CHUNK):
+            conn.execute(both, {"org": org_id, "keys": keys[n : n + CHUNK], "no": False})
+        return
     for n in range(0, len(keys), CHUNK):
         part = keys[n : n + CHUNK]
         conn.execute(delete, {"org": org_id, "keys": part})
@@ -200,9 +241,11 @@ def changed(
     changes: Iterable[Change] = (),
     new_ids: Iterable[int] = (),
     new_threads: Iterable[str] = (),
+    new_given: Counts | None = None,
 ) -> None:
     """Call after: the rows take what the new interactions give and the difference the changed ones
-    make, in one upsert; then every thread touched is recounted (one set of locks, in one order)."""
+    make, in one upsert; then every thread touched is recounted (one set of locks, in one order).
+    new_given: what new_ids give, when the caller knows it (given_by_new_emails)."""
     delta: Counts = {}
 
     def plus(counts: Counts, sign: int) -> None:
@@ -212,7 +255,7 @@ def changed(
                 d[n] += sign * c[n]
 
     threads = set(new_threads)
-    plus(_given_by(conn, org_id, new_ids), 1)
+    plus(_given_by(conn, org_id, new_ids) if new_given is None else new_given, 1)
     for ch in changes:
         plus(_given_by(conn, org_id, ch.ids), 1)
         plus(ch.before, -1)

@@ -73,18 +73,17 @@ def record(
     # Only the batch's newest PER_FOLDER can outlive the pruning below: a first import skipping
     # 15,154 of 100,000 messages inserted all of them to delete all but 200 of each folder.
     insert_ignore(conn, ITEM, rows[-PER_FOLDER:])
-    # The folder's newest PER_FOLDER stay: the id of the oldest one kept, and everything older goes.
-    oldest_kept = conn.execute(
+    # The folder's newest PER_FOLDER stay: everything older than the oldest one kept goes, in one
+    # statement (no oldest one kept: fewer than PER_FOLDER, the comparison with NULL deletes nothing).
+    oldest_kept = (
         select(ITEM.c.id)
         .where(ITEM.c.mailbox_id == mailbox_id, ITEM.c.folder == folder)
         .order_by(ITEM.c.id.desc())
         .offset(PER_FOLDER - 1)
         .limit(1)
-    ).scalar()
-    if oldest_kept is not None:
-        conn.execute(
-            delete(ITEM).where(ITEM.c.mailbox_id == mailbox_id, ITEM.c.folder == folder, ITEM.c.id < oldest_kept)
-        )
+        .scalar_subquery()
+    )
+    conn.execute(delete(ITEM).where(ITEM.c.mailbox_id == mailbox_id, ITEM.c.folder == folder, ITEM.c.id < oldest_kept))
 
 
 def forget_folder(conn, mailbox_id: int | None, folder: str) -> None:

@@ -17,7 +17,7 @@ page                 function a fresh browser context + page (320x800 unless res
 radicale             session  Radicale CalDAV server (htpasswd, plain passwords)
 caldav_user          function fresh random user with an empty calendar on ``radicale`` -> CalDavUser
 fake_graph_server, graph                    the Microsoft Graph fake (tests/fakes/graph/fixtures.py)
-fake_google_server, google, dovecot_gmail   the Google fake and a Gmail-shaped Dovecot (tests/fakes/google/fixtures.py)
+fake_google_server, google, dovecot_gmail, gmail_imap   the Google fake, a Gmail-shaped Dovecot and IMAP shim (tests/fakes/google/fixtures.py)
 
 Missing server software makes these fixtures *fail* (not skip): a green run
 must mean the integration tests really ran.
@@ -34,7 +34,7 @@ import pytest
 # The fakes' fixtures, here once: imported into each test module instead, every module got a
 # session fixture of its own (10 fake Graphs, 8 fake Googles, 6 Gmail-shaped Dovecots in one
 # SQLite pass, each Dovecot taking 1.15 s to stop at the end, measured).
-from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, google  # noqa: F401
+from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, gmail_imap, google  # noqa: F401
 from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.servers import (
     CHROMIUM,

@@ -76,6 +76,7 @@ def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:
         yield
         if service is not None:
             service.stop()
+        rt.close_readers()
 
     app = FastAPI(
         title="Threadline",

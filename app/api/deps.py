@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Iterator
+from typing import Annotated, Callable, Iterator
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Connection
+from starlette.datastructures import QueryParams
 
 from app.db import raw_rows, read_only
 from app.models import ApiToken, User
@@ -62,32 +63,97 @@ async def get_caller(
     return await caller_from(request.app.state.runtime, creds)
 
 
+def _is_entra(rt: Runtime, token: str) -> bool:
+    if not rt.settings.entra_client_id or token.startswith(TOKEN_PREFIX):
+        return False
+    from app.auth import entra
+
+    return entra.looks_like_jwt(token)
+
+
+def _missing_token() -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _invalid_token() -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
 async def caller_from(rt: Runtime, creds: HTTPAuthorizationCredentials | None) -> Caller:
     if creds is None or not creds.credentials:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise _missing_token()
     token = creds.credentials
-    if rt.settings.entra_client_id and not token.startswith(TOKEN_PREFIX):
+    if _is_entra(rt, token):
         from app.auth import entra
 
-        if entra.looks_like_jwt(token):
-            try:
-                # May fetch the tenant's signing keys: off the event loop.
-                user = await run_in_threadpool(entra.authenticate, rt.engine, rt.settings, token)
-            except entra.EntraError as exc:
-                raise HTTPException(
-                    status.HTTP_401_UNAUTHORIZED,
-                    f"Microsoft sign-in refused: {exc}",
-                    headers={"WWW-Authenticate": "Bearer"},
-                ) from None
-            return Caller(user.user_id, user.org_id, user.email, user.role)
+        try:
+            # May fetch the tenant's signing keys: off the event loop.
+            user = await run_in_threadpool(entra.authenticate, rt.engine, rt.settings, token)
+        except entra.EntraError as exc:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                f"Microsoft sign-in refused: {exc}",
+                headers={"WWW-Authenticate": "Bearer"},
+            ) from None
+        return Caller(user.user_id, user.org_id, user.email, user.role)
     row = await run_db(rt, _token_owner, hash_token(token), snapshot=False)
     if row is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise _invalid_token()
     return Caller(*row)
+
+
+@dataclass(frozen=True)
+class PendingToken:
+    """A personal access token not checked yet: run_db_as checks it in the endpoint's own read."""
+
+    token_hash: str
+
+
+def caller_checked_with_read(query_ok: Callable[[QueryParams], bool]):
+    """A dependency for a hot read endpoint: the caller, or their personal access token still
+    to be checked in the same database call as the endpoint's read (run_db_as). On PostgreSQL
+    each call is a thread-pool hop and a connection, and a lookup made two of them (three for
+    an unknown address) before this.
+
+    A refused token must still answer 401 before the query is validated (422), as every other
+    endpoint does: so the check is left for later only when query_ok says the query string
+    will pass validation; any other request checks the token first, as before."""
+
+    async def dependency(
+        request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Caller | PendingToken:
+        rt = request.app.state.runtime
+        if creds is None or not creds.credentials:
+            raise _missing_token()
+        if _is_entra(rt, creds.credentials) or not query_ok(request.query_params):
+            return await caller_from(rt, creds)
+        return PendingToken(hash_token(creds.credentials))
+
+    return dependency
+
+
+_REFUSED = object()
+
+
+async def run_db_as(rt: Runtime, who: Caller | PendingToken, func, *args):
+    """func(conn, caller, *args) as run_db runs a read, a pending token checked first in the
+    same call (and the same snapshot): 401 if it is refused."""
+
+    def call(conn):
+        caller = who
+        if isinstance(who, PendingToken):
+            row = _token_owner(conn, who.token_hash)
+            if row is None:
+                return _REFUSED
+            caller = Caller(*row)
+        return func(conn, caller, *args)
+
+    result = await run_db(rt, call)
+    if result is _REFUSED:
+        raise _invalid_token()
+    return result
 
 
 _TOKEN_SQL = (
@@ -105,14 +171,19 @@ async def run_db(rt: Runtime, func, *args, snapshot: bool = True):
     """Run a short read. On SQLite it runs inline on this thread's plain
     connection (app/db.py SqliteReader): a few index probes of CPU, where a hop
     to the thread pool or SQLAlchemy's machinery cost more than the query. On
-    PostgreSQL it runs on the thread pool, since it waits on the network.
-    snapshot=False for a single statement, which is consistent on its own."""
+    PostgreSQL it runs on the thread pool, since it waits on the network, on a
+    plain connection too (app/db.py PostgresReaders), each statement on its own
+    as before (it says why). snapshot=False for a single statement, which is
+    consistent on its own."""
     reader = rt.sqlite_reader()
     if reader is not None:
         if not snapshot:
             return func(reader, *args)
         with reader.snapshot():
             return func(reader, *args)
+    readers = rt.postgres_readers()
+    if readers is not None:
+        return await run_in_threadpool(readers.run, func, *args)
 
     def call():
         with read_only(rt.engine) as conn:

@@ -156,14 +156,43 @@ class Participant(TableModel, table=True):
 class InteractionSource(TableModel, table=True):
     """One mailbox copy of an interaction: where it was seen, exactly."""
 
-    __table_args__ = (UniqueConstraint("mailbox_id", "folder_id", "remote_id"),)
+    __table_args__ = (
+        UniqueConstraint("mailbox_id", "folder_id", "remote_id"),
+        # Gmail: one copy per message id and folder, and the mailbox's copies of a message (or of
+        # a thread) found by its id (sync/ingest.py). Partial: every other source's copies
+        # (provider ids NULL) cost nothing.
+        Index(
+            "ix_interactionsource_provider_id",
+            "mailbox_id",
+            "provider_id",
+            "folder_id",
+            unique=True,
+            sqlite_where=text("provider_id IS NOT NULL"),
+            postgresql_where=text("provider_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_interactionsource_provider_thread",
+            "mailbox_id",
+            "provider_thread",
+            sqlite_where=text("provider_thread IS NOT NULL"),
+            postgresql_where=text("provider_thread IS NOT NULL"),
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organisation.id")
     interaction_id: int = Field(foreign_key="interaction.id", index=True)
     mailbox_id: int = Field(foreign_key="mailbox.id")
     folder_id: int = Field(foreign_key="folderstate.id")
-    # The provider's id of this copy: "UIDVALIDITY/UID" for IMAP.
+    # The provider's id of this copy: "UIDVALIDITY/UID" for IMAP. A copy whose folder was read
+    # again from scratch (UIDVALIDITY changed) but which a provider id can recognise is kept as
+    # "stale:" + its old id until the new listing re-links it (or, when the listing ends
+    # without it, deleted: sync/engine.py).
     remote_id: str
+    # The provider's own id of the message, the same in every folder of the mailbox and for
+    # good (Gmail's X-GM-MSGID, an unsigned 64-bit number as decimal text), and of its
+    # conversation in this mailbox (X-GM-THRID). NULL for every other source.
+    provider_id: str | None = None
+    provider_thread: str | None = None
 
 
 class ContactStats(TableModel, table=True):

@@ -228,3 +228,49 @@ def test_0005_recounts_folder_messages_from_the_copies_stored(backend, tmp_path,
         with engine.connect() as conn:
             counts = conn.execute(text("SELECT name, messages FROM folderstate ORDER BY id")).all()
     assert counts == [("INBOX", 2), ("Archive", 1), ("Empty", 0)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_0024_keeps_every_copy_without_gmail_ids_and_its_downgrade_keeps_them_without_the_columns(
+    backend, tmp_path, request
+):
+    t = "'2026-01-01 10:00:00'"
+    rows = (
+        *_org_and_alice(t),
+        "INSERT INTO mailbox (id, org_id, owner_id, kind, config, sync_stage, status, failure_count, "
+        f"messages_imported, skipped, created_at) VALUES (1, 1, 1, 'gmail', '{{}}', 'idle', 'active', 0, 2, '{{}}', {t})",
+        "INSERT INTO folderstate (id, org_id, mailbox_id, name, role, selected, cursor, backfill_done, "
+        "messages, skipped, removed, status) VALUES (1, 1, 1, 'All Mail', 'archive', true, '{}', true, 2, '{}', 0, 'ok')",
+        *(
+            f"INSERT INTO interaction (id, org_id, kind, message_key, occurred_at, direction, thread_key, "
+            f"created_at) VALUES ({i}, 1, 'email', 'm{i}', {t}, 'in', 'm{i}', {t})"
+            for i in (1, 2)
+        ),
+        *(
+            f"INSERT INTO interactionsource (org_id, interaction_id, mailbox_id, folder_id, remote_id) "
+            f"VALUES (1, {i}, 1, 1, '7/{i}')"
+            for i in (1, 2)
+        ),
+    )
+    with _old_database(backend, tmp_path, request, "0023", rows) as (url, engine):
+        upgrade(url)
+        with engine.connect() as conn:
+            got = conn.execute(
+                text("SELECT remote_id, provider_id, provider_thread FROM interactionsource ORDER BY remote_id")
+            ).all()
+        assert [tuple(r) for r in got] == [("7/1", None, None), ("7/2", None, None)]
+        with engine.begin() as conn:  # one message id per folder: a second copy of it there is refused
+            conn.execute(
+                text("UPDATE interactionsource SET provider_id = '18446744073709551615' WHERE remote_id = '7/1'")
+            )
+            with pytest.raises(Exception, match="(?i)unique"):
+                with conn.begin_nested():
+                    conn.execute(
+                        text(
+                            "UPDATE interactionsource SET provider_id = '18446744073709551615' WHERE remote_id = '7/2'"
+                        )
+                    )
+        command.downgrade(alembic_config(url), "0023")
+        assert "provider_id" not in {c["name"] for c in inspect(engine).get_columns("interactionsource")}
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM interactionsource")).scalar() == 2

@@ -100,6 +100,76 @@ def test_drafts_by_flag_or_gmail_label_are_marked():
     assert [bool(got[u].get(b"DRAFT")) for u in (1, 2, 3)] == [False, True, True]
 
 
+GMAIL_ID = 1278455344230334865  # the X-GM-MSGID of Google's own example
+BIGGEST = 2**64 - 1
+
+
+def test_gmail_message_and_thread_ids_are_read_as_unsigned_64_bit_numbers_wherever_they_stand():
+    def answer(tag, uids):
+        return (
+            # before the header literal, as Gmail answers
+            fetch_line(1, extra=b" X-GM-MSGID %d X-GM-THRID %d" % (GMAIL_ID, BIGGEST))
+            # after the literal, on the closing line, in lower case, the thread id padded
+            + fetch_line(2).replace(b")\r\n", b" x-gm-thrid 000042 x-gm-msgid 18446744073709551614)\r\n")
+            # split over two FETCH responses
+            + fetch_line(3)
+            + b'* 3 FETCH (UID 3 X-GM-MSGID 9 X-GM-LABELS (\\Inbox "X-GM-THRID 1"))\r\n'
+            + tag
+            + b" OK Success\r\n"
+        )
+
+    server = ScriptedServer(answer)
+    got = read_fetch(server, send_fetch(server, [1, 2, 3], "UID X-GM-MSGID X-GM-THRID"))
+    ids = {u: (got[u].get(b"X-GM-MSGID"), got[u].get(b"X-GM-THRID")) for u in (1, 2, 3)}
+    assert ids == {
+        1: (b"1278455344230334865", b"18446744073709551615"),
+        2: (b"18446744073709551614", b"42"),
+        3: (b"9", None),  # a label named like the item is not one
+    }
+    assert all(got[u][HEADER_FIELDS_KEY] == HEADERS % u for u in (1, 2, 3))
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        b" X-GM-MSGID 18446744073709551616",  # 2**64: past 64 bits
+        b" X-GM-MSGID 123456789012345678901",  # 21 digits
+        b" X-GM-MSGID -5",
+        b" X-GM-MSGID 0",
+        b" X-GM-MSGID 0x11bc2",
+        b' X-GM-MSGID "12345"',
+        b" X-GM-MSGID NIL",
+        b" X-GM-MSGID 12.5",
+        b" X-GM-MSGID",
+        b' BODY[TEXT]<0> "quoting X-GM-MSGID 77 in the text"',
+    ],
+)
+def test_anything_else_sent_as_a_gmail_id_is_left_out_and_the_message_kept(items):
+    def answer(tag, uids):
+        return fetch_line(1, extra=items) + tag + b" OK Success\r\n"
+
+    server = ScriptedServer(answer)
+    got = read_fetch(server, send_fetch(server, [1], "UID X-GM-MSGID"))
+    assert b"X-GM-MSGID" not in got[1] and got[1][HEADER_FIELDS_KEY] == HEADERS % 1
+
+
+@pytest.mark.parametrize("gmail", [True, False])
+def test_gmail_ids_are_asked_for_only_where_x_gm_ext_1_is_advertised_and_carried_on_the_record(gmail):
+    def answer(tag, uids):
+        extra = b" X-GM-MSGID %d X-GM-THRID %d" % (GMAIL_ID, GMAIL_ID + 1) if gmail else b""
+        return b"".join(fetch_line(u, extra=extra) for u in uids) + tag + b" OK Success\r\n"
+
+    server = ScriptedServer(answer)
+    conn = _connector_on(server)
+    if gmail:
+        conn.capabilities.add(b"X-GM-EXT-1")
+    [(_, records, bad)] = list(conn._batches(FOLDER, 77, [3]))
+    assert (b"X-GM-MSGID X-GM-THRID" in server.sent[0]) is gmail and not bad
+    [record] = records
+    expected = (str(GMAIL_ID), str(GMAIL_ID + 1)) if gmail else (None, None)
+    assert (record.provider_id, record.provider_thread) == expected
+
+
 def _connector_on(server) -> ImapConnector:
     conn = ImapConnector(ImapSettings("imap.example", 993, "tls", "me", batch_size=10), "pw")
     conn.capabilities = {b"IMAP4REV1"}

@@ -30,9 +30,11 @@ def stamp(when) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def connect(world, google, dovecot_gmail, key: str | None = None) -> dict[str, int]:
+def connect(world, google, dovecot_gmail, key: str | None = None, imap=None) -> dict[str, int]:
     """The Workspace connected with every scope delegated (through this service account key,
-    or a new one); Alice and Bob have Gmail."""
+    or a new one); Alice and Bob have Gmail, read at `imap` (host, port: Gmail's extensions in
+    front of Dovecot, tests/fakes/google/imapshim.py) or at the Dovecot itself."""
+    imap = imap or dovecot_gmail
     key = key or google.service_account()
     google.delegate(json.loads(key)["client_id"], SCOPES)
     for rep in (ALICE, BOB):
@@ -44,8 +46,8 @@ def connect(world, google, dovecot_gmail, key: str | None = None) -> dict[str, i
         key_json=key,
         domain="ourco.com",
         check_user=ALICE,
-        imap_host=dovecot_gmail.host,
-        imap_port=dovecot_gmail.port,
+        imap_host=imap.host,
+        imap_port=imap.port,
         imap_security="none",
         calendar_url=google.calendar_url,
     )

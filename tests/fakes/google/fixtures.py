@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.google.imapshim import GmailShim, GmailStore
 from tests.fakes.google.server import FakeGoogle
 from tests.servers import Dovecot, ServerBinaryMissing, ServerError
 
@@ -61,3 +62,13 @@ def dovecot_gmail(fake_google_server, tmp_path_factory):
         pytest.fail(f"could not start Dovecot with the oauth2 passdb: {exc}", pytrace=False)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def gmail_imap(dovecot_gmail):
+    """Gmail's IMAP with its extensions (X-GM-EXT-1: X-GM-MSGID, X-GM-THRID, X-GM-LABELS) in
+    front of `dovecot_gmail`: connect to its host and port; `gmail_imap.store.deliver(...)`
+    puts a rep's message under its labels (imapshim.py)."""
+    shim = GmailShim(dovecot_gmail.host, dovecot_gmail.port, GmailStore(dovecot_gmail))
+    yield shim
+    shim.stop()
