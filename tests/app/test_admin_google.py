@@ -16,7 +16,6 @@ from app.services import orgs
 from connectors.googleauth import CALENDAR_SCOPE, MAIL_SCOPE, SCOPES
 from sync.engine import sync_mailbox
 from tests import factories
-from tests.fakes.google.fixtures import fake_google_server, google  # noqa: F401
 from tests.world import make_world
 
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"

@@ -16,7 +16,6 @@ from app.services import orgs
 from sync.engine import sync_mailbox
 from tests import factories
 from tests.connectors.test_ical import event, stamp, vcalendar
-from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.world import make_world
 
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"

@@ -8,7 +8,6 @@ import json
 
 from connectors.googleauth import SCOPES
 from tests.app.test_cli_m365 import both, flat, run
-from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, google  # noqa: F401
 from tests.world import database_bytes, database_rows, make_world, message
 
 REPS = (("alice@ourco.com", "Alice"), ("bob@ourco.com", "Bob"), ("pat@partner.org", "Pat"))

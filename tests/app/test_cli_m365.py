@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.cli import CliResult, cli_env, run_cli
-from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.world import database_bytes, database_rows, make_world
 
 

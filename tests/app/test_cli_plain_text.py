@@ -15,7 +15,6 @@ from sqlalchemy import text
 
 from app.db import write_transaction
 from tests.cli import CliResult, cli_env, run_cli
-from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.sync.test_graph_sync import add_tenant_mailbox
 from tests.world import make_world
 

@@ -22,7 +22,6 @@ from connectors.googleauth import CALENDAR_SCOPE, USER_MAIL_SCOPE
 from sync.engine import sync_mailbox
 from tests import factories
 from tests.app.test_cli_m365 import flat, run
-from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, google  # noqa: F401
 from tests.world import database_bytes, database_rows, make_world, message, runtime_env
 
 ALICE = "alice@ourco.com"

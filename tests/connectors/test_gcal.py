@@ -12,7 +12,6 @@ import pytest
 from connectors.base import AuthError, CalendarWindow, ThrottledError
 from connectors.gcal import GoogleCalendar, event_record
 from connectors.googleauth import CALENDAR_SCOPE, MAIL_SCOPE, SCOPES, ServiceAccountTokenSource
-from tests.fakes.google.fixtures import fake_google_server, google  # noqa: F401
 
 REP = "rep@ourco.com"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

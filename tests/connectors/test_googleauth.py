@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from connectors.base import AuthError, ConnectorSpec, Fix
 from connectors.gmail import build
 from connectors.googleauth import CALENDAR_SCOPE, MAIL_SCOPE, ServiceAccountTokenSource, check, parse_key
-from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, google  # noqa: F401
 from tests.fakes.google.server import AUDIENCE, JWT_BEARER
 
 REP = "rep@ourco.com"

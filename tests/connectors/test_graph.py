@@ -26,7 +26,6 @@ from connectors.base import (
 from connectors.graph import CALENDAR_FOLDER
 from connectors.mailparse import parse_message_headers
 from sync.fixes import explain_error
-from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.fakes.graph.imap import FakeOAuthImap
 
 USER = "alice@ourco.com"

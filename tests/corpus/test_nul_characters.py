@@ -12,7 +12,6 @@ from app.db import write_transaction
 from connectors.mailparse import parse_message_headers
 from sync.engine import org_context
 from sync.ingest import MailboxContext, ingest
-from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.world import make_world
 
 RAW = (

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.faults.backfill import chance, fault_seed
 from tests.faults.timeline import assert_same_timeline, timeline
 from tests.sync.test_graph_sync import ALICE, add_tenant_mailbox

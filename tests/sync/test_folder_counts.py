@@ -16,7 +16,6 @@ from app.db import write_transaction
 from sync import copies
 from tests.cli import cli_env, run_cli
 from tests.connectors.test_ical import event, stamp, vcalendar
-from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.sync.test_calendar_sync import add_caldav
 from tests.sync.test_graph_sync import CARLA, add_tenant_mailbox
 from tests.sync.test_meetings import _calendar, _run, batch, meeting

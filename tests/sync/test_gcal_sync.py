@@ -13,7 +13,6 @@ from app.services import google as google_service
 from app.services.actor import Actor
 from connectors.gcal import CALENDAR_FOLDER
 from connectors.googleauth import SCOPES
-from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, google  # noqa: F401
 from tests.world import NOW, make_world
 
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"

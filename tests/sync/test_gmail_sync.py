@@ -13,7 +13,6 @@ from app.services import google as google_service
 from app.services.actor import Actor
 from app.services.mailboxes import fix_for
 from connectors.googleauth import MAIL_SCOPE, SCOPES
-from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, gmail_imap, google  # noqa: F401
 from tests.sync.test_gcal_sync import connect
 from tests.world import NOW, make_world, message
 

@@ -14,7 +14,6 @@ from app.models.base import utcnow
 from app.services import m365
 from app.services.actor import Actor
 from sync import graph_push
-from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.world import NOW, make_world, message
 
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"

@@ -21,8 +21,6 @@ from app.models import FolderState
 from app.services import orgs
 from sync import copies
 from tests import factories
-from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, google  # noqa: F401
-from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.sync.test_graph_sync import add_tenant_mailbox
 from tests.world import NOW, make_world
 

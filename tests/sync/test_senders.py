@@ -16,7 +16,6 @@ from app.db import read_only
 from app.services import timeline
 from connectors.base import MessageRecord
 from sync import pipeline, reportsums
-from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
 from tests.sync.test_graph_sync import add_tenant_mailbox
 from tests.sync.test_stats import _recounted, _tables, db_url  # noqa: F401 - the fixture: SQLite and PostgreSQL
 from tests.world import NOW, make_world, message, migrated_database

@@ -1,7 +1,5 @@
-"""pytest fixtures for the fake Google; import them into a test module:
-
-from tests.fakes.google.fixtures import dovecot_gmail, fake_google_server, gmail_imap, google  # noqa: F401
-"""
+"""pytest fixtures for the fake Google, for every test (tests/conftest.py imports them once:
+imported into a test module, they would start servers of its own for that module)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""pytest fixtures for the fake Graph; import them into a test module:
-
-from tests.fakes.graph.fixtures import fake_graph_server, graph  # noqa: F401
-"""
+"""pytest fixtures for the fake Graph, for every test (tests/conftest.py imports them once:
+imported into a test module, they would start a server of its own for that module)."""
 
 from __future__ import annotations
 
