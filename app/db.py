@@ -454,9 +454,10 @@ class PostgresReaders:
     connection turns out broken is dropped together with every idle one (they went with the
     same server), and the call runs once more on a new connection. The calls are reads, so
     running one again is safe. At most as many readers exist as calls run at once, which
-    the thread pool bounds (40 threads); MAX_IDLE keeps that many for the next burst."""
+    the API bounds to MAX_OPEN (app/api/deps.py, _reader_limiter, says why); that many are
+    kept for the next burst."""
 
-    MAX_IDLE = 40
+    MAX_OPEN = 8
 
     def __init__(self, engine: Engine):
         cargs, cparams = engine.dialect.create_connect_args(engine.url)
@@ -496,7 +497,7 @@ class PostgresReaders:
     def _give(self, reader: PostgresReader) -> None:
         if not reader.broken:
             with self._lock:
-                if len(self._idle) < self.MAX_IDLE:
+                if len(self._idle) < self.MAX_OPEN:
                     self._idle.append(reader)
                     return
         reader.close()

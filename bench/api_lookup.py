@@ -365,12 +365,21 @@ def build_db(db_path: Path, n_contacts: int, n_interactions: int, n_users: int, 
         con.execute(sql)
     # The per-contact summaries ingest keeps (sync/stats.py), computed here in
     # one pass with the same definition.
-    from sync.stats import _COLLEAGUE_SQL, _STATS_SQL
+    from sync import stats
 
-    con.execute(_STATS_SQL.format(contacts="p.contact_id IS NOT NULL").replace(":org", "1"))
+    con.execute(stats._STATS_SQL.format(contacts="p.contact_id IS NOT NULL").replace(":org", "1"))
     con.execute(
-        _COLLEAGUE_SQL.format(contacts="c.contact_id IS NOT NULL").replace(":org", "1").replace(":now", f"'{ts(now)}'")
+        stats._COLLEAGUE_SQL.format(contacts="c.contact_id IS NOT NULL")
+        .replace(":org", "1")
+        .replace(":now", f"'{ts(now)}'")
     )
+    if hasattr(stats, "_DAY_SELECT"):  # relationship strength's per-day summary, where the code has it
+        day = "substr(c.occurred_at, 1, 10)"
+        con.execute(
+            (stats._DAY_INSERT + stats._DAY_SELECT.format(day=day, contacts="c.contact_id IS NOT NULL")).replace(
+                ":org", "1"
+            )
+        )
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
     counts = sorted(per_contact[1:])

@@ -2,6 +2,7 @@
 """The sidebar's lookup API while a big first import runs, on SQLite and on PostgreSQL.
 
     .venv/bin/python bench/lookup_during_import.py [--messages 100000] [--database both] [--rate 500]
+                                                   [--import-nice N] [--py-spy PATH --spy-dir DIR]
 
 1. Builds ONE rep's mailbox of N messages on a private Dovecot (bench/imap_sync.py's
    builder, demodata). Not measured.
@@ -132,7 +133,8 @@ def run_one(name: str, url: str | None, work: Path, corpus, rep: str, dv, user: 
         reader.start()
         t0 = time.perf_counter()
         sync = subprocess.run(
-            [PYTHON, "-m", "app.cli", "sync", "--once", "--mailbox", str(mailbox_id)],
+            (["nice", "-n", str(args.import_nice)] if args.import_nice else [])
+            + [PYTHON, "-m", "app.cli", "sync", "--once", "--mailbox", str(mailbox_id)],
             env=env,
             cwd=REPO,
             capture_output=True,
@@ -185,13 +187,20 @@ def main() -> int:
         "--py-spy", metavar="PATH", help="diagnostic: sample the API server with this py-spy binary during the import"
     )
     ap.add_argument("--spy-dir", default=".", help="where --py-spy writes <database>-api.txt (collapsed stacks)")
+    ap.add_argument(
+        "--import-nice",
+        type=int,
+        default=0,
+        help="run the import under `nice -n N` (a worker sharing the API's host, run at a lower CPU priority)",
+    )
     args = ap.parse_args()
     n = args.messages
     names = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
 
     from tests.servers import Dovecot, Postgres
 
-    log(f"== /api/lookup at {args.rate:.0f}/s during a {n:,}-message first import ==")
+    niced = f", the import under nice -n {args.import_nice}" if args.import_nice else ""
+    log(f"== /api/lookup at {args.rate:.0f}/s during a {n:,}-message first import{niced} ==")
     log(machine_summary())
     log("code measured: " + code_fingerprint(CODE))
     work = Path(tempfile.mkdtemp(prefix="tlbench-lookup-import-"))

@@ -1,8 +1,8 @@
 """Per-contact relationship summaries, kept current as the timeline changes.
 
 A lookup must not aggregate a contact's whole history (a busy contact has
-thousands of interactions), so ContactStats and ContactColleague hold the
-counts. Ingest adds exact deltas for the participant rows it really inserted;
+thousands of interactions), so ContactStats, ContactColleague and, for
+relationship strength's 90 days, ContactColleagueDay hold the counts. Ingest adds exact deltas for the participant rows it really inserted;
 anything that removes or rewrites history (rules, erasure, meeting changes)
 calls recompute() for the contacts it touched. recompute() is also the
 definition the tests check the deltas against.
@@ -17,11 +17,12 @@ from sqlalchemy import delete, insert, select, text
 from sqlalchemy.engine import Connection
 
 from app.db import db_time, insert_values, read_only, write_transaction
-from app.models import ContactColleague, ContactStats, Organisation, SummaryCheck
+from app.models import ContactColleague, ContactColleagueDay, ContactStats, Organisation, SummaryCheck
 from app.models.base import utcnow
 
 STATS = ContactStats.__table__
 COLLEAGUE = ContactColleague.__table__
+COLLEAGUE_DAY = ContactColleagueDay.__table__
 CHECK = SummaryCheck.__table__
 CHUNK = 500
 
@@ -55,6 +56,40 @@ GROUP BY c.contact_id, u.user_id, c.org_id
 """
 _COLLEAGUE_SQL = "INSERT INTO contactcolleague (contact_id, user_id, org_id, interactions, last_at)" + _COLLEAGUE_SELECT
 
+# What relationship strength counts (app/services/strength.py), per contact, colleague and UTC
+# day: emails in, emails out (any other direction) and meetings whatever their status or date.
+_DAY_SELECT = """
+SELECT c.contact_id, {day}, u.user_id, c.org_id,
+       COUNT(DISTINCT CASE WHEN i.kind = 'email' AND i.direction = 'in' THEN i.id END),
+       COUNT(DISTINCT CASE WHEN i.kind = 'email' AND COALESCE(i.direction, '') <> 'in' THEN i.id END),
+       COUNT(DISTINCT CASE WHEN i.kind = 'meeting' THEN i.id END),
+       MAX(i.occurred_at)
+FROM participant c
+JOIN participant u ON u.interaction_id = c.interaction_id AND u.user_id IS NOT NULL
+JOIN interaction i ON i.id = c.interaction_id
+WHERE c.org_id = :org AND {contacts} AND i.kind IN ('email', 'meeting')
+GROUP BY c.contact_id, {day}, u.user_id, c.org_id
+"""
+_DAY_INSERT = (
+    "INSERT INTO contactcolleagueday (contact_id, day, user_id, org_id, emails_in, emails_out, meetings, last_at)"
+)
+
+
+def day_of(conn: Connection, col: str) -> str:
+    """The UTC day of a timestamp column as YYYY-MM-DD text (SQLite keeps UTC text)."""
+    if conn.dialect.name == "postgresql":
+        return f"to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    return f"substr({col}, 1, 10)"
+
+
+def day_key(at) -> str:
+    """The UTC day of a time in database form (SQLite's UTC text or a datetime), as day_of gives it."""
+    if isinstance(at, str):
+        return at[:10]
+    if at.tzinfo is not None:
+        at = at.astimezone(timezone.utc)
+    return at.strftime("%Y-%m-%d")
+
 
 def recompute(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> None:
     """Rebuild the summaries of these contacts from the timeline itself."""
@@ -64,9 +99,16 @@ def recompute(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> None
         part = ids[i : i + CHUNK]
         conn.execute(delete(STATS).where(STATS.c.org_id == org_id, STATS.c.contact_id.in_(part)))
         conn.execute(delete(COLLEAGUE).where(COLLEAGUE.c.org_id == org_id, COLLEAGUE.c.contact_id.in_(part)))
+        conn.execute(
+            delete(COLLEAGUE_DAY).where(COLLEAGUE_DAY.c.org_id == org_id, COLLEAGUE_DAY.c.contact_id.in_(part))
+        )
         id_list = ", ".join(str(c) for c in part)  # integers only: safe to inline
         conn.execute(text(_STATS_SQL.format(contacts=f"p.contact_id IN ({id_list})")), {"org": org_id})
         conn.execute(text(_COLLEAGUE_SQL.format(contacts=f"c.contact_id IN ({id_list})")), {"org": org_id, "now": now})
+        day = day_of(conn, "c.occurred_at")
+        conn.execute(
+            text(_DAY_INSERT + _DAY_SELECT.format(day=day, contacts=f"c.contact_id IN ({id_list})")), {"org": org_id}
+        )
 
 
 def _earliest(conn: Connection, a: str, b: str) -> str:
@@ -97,6 +139,7 @@ def add_email_deltas(
     """
     stats: dict[int, list] = {}
     pairs: dict[tuple[int, int], list] = {}
+    days: dict[tuple[int, str, int], list] = {}
     new_by_interaction: dict[int, tuple[list, list]] = {}
     for iid, contact_id, user_id in new_rows:
         entry = new_by_interaction.get(iid)
@@ -132,6 +175,7 @@ def add_email_deltas(
                 s[2] = at
             if at > s[3]:
                 s[3] = at
+        day = day_key(at) if fresh_pairs else ""
         for pair in fresh_pairs:
             p = pairs.get(pair)
             if p is None:
@@ -140,6 +184,13 @@ def add_email_deltas(
                 p[0] += 1
                 if at > p[1]:
                     p[1] = at
+            key = (pair[0], day, pair[1])
+            d = days.get(key)
+            if d is None:
+                days[key] = d = [0, 0, at]
+            d[slot] += 1
+            if at > d[2]:
+                d[2] = at
     if stats:
         insert_values(
             conn,
@@ -160,6 +211,16 @@ def add_email_deltas(
             "ON CONFLICT (contact_id, user_id) DO UPDATE SET "
             "interactions = contactcolleague.interactions + excluded.interactions, "
             f"last_at = {_latest(conn, 'contactcolleague.last_at', 'excluded.last_at')}",
+        )
+    if days:
+        insert_values(
+            conn,
+            _DAY_INSERT,
+            [(c, d, u, org_id, n[0], n[1], 0, n[2]) for (c, d, u), n in sorted(days.items())],
+            "ON CONFLICT (contact_id, day, user_id) DO UPDATE SET "
+            "emails_in = contactcolleagueday.emails_in + excluded.emails_in, "
+            "emails_out = contactcolleagueday.emails_out + excluded.emails_out, "
+            f"last_at = {_latest(conn, 'contactcolleagueday.last_at', 'excluded.last_at')}",
         )
 
 
@@ -183,8 +244,8 @@ def check(conn: Connection, org_id: int) -> tuple[int, list[int]]:
     """(contacts recounted, ids of those whose kept summaries disagree with a recount).
 
     One snapshot (REPEATABLE READ on PostgreSQL; SQLite's read transaction is one), so a
-    batch committing meanwhile cannot make rows look wrong. contactstats must equal the
-    recount. A contactcolleague count must lie between the recount of its emails alone and
+    batch committing meanwhile cannot make rows look wrong. contactstats and
+    contactcolleagueday must equal the recount. A contactcolleague count must lie between the recount of its emails alone and
     the recount with every meeting that has taken place by now: a meeting counts from its
     last recompute on, so one that was ahead then and is past now may be in the recount only.
     """
@@ -220,6 +281,16 @@ def check(conn: Connection, org_id: int) -> tuple[int, list[int]]:
         k, lo, hi = pairs.get(pair, (0, None)), low.get(pair, (0, None)), high.get(pair, (0, None))
         if not lo[0] <= k[0] <= hi[0] or (lo == hi and k != lo):
             wrong.add(pair[0])
+    day_sql = text(_DAY_SELECT.format(day=day_of(conn, "c.occurred_at"), contacts=ALL_CONTACTS[1]))
+    days = {(r[0], r[1], r[2]): (r[4], r[5], r[6], _when(r[7])) for r in conn.execute(day_sql, org)}
+    kept_days = {
+        (r[0], r[1], r[2]): (r[3], r[4], r[5], _when(r[6]))
+        for r in conn.exec_driver_sql(
+            "SELECT contact_id, day, user_id, emails_in, emails_out, meetings, last_at FROM contactcolleagueday "
+            f"WHERE org_id = {int(org_id)}"
+        )
+    }
+    wrong.update(key[0] for key in days.keys() | kept_days.keys() if days.get(key) != kept_days.get(key))
     return len(recount.keys() | kept.keys()), sorted(wrong)
 
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Callable, Iterator
 
+import anyio
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Connection
 from starlette.datastructures import QueryParams
 
-from app.db import raw_rows, read_only
+from app.db import PostgresReaders, raw_rows, read_only
 from app.models import ApiToken, User
 from app.runtime import Runtime
 from app.services.orgs import TOKEN_PREFIX, hash_token
@@ -183,13 +186,30 @@ async def run_db(rt: Runtime, func, *args, snapshot: bool = True):
             return func(reader, *args)
     readers = rt.postgres_readers()
     if readers is not None:
-        return await run_in_threadpool(readers.run, func, *args)
+        return await anyio.to_thread.run_sync(readers.run, func, *args, limiter=_reader_limiter())
 
     def call():
         with read_only(rt.engine) as conn:
             return func(conn, *args)
 
     return await run_in_threadpool(call)
+
+
+_reader_limiters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _reader_limiter() -> anyio.CapacityLimiter:
+    """At most PostgresReaders.MAX_OPEN reads at once per event loop, not the thread pool's 40:
+    each further connection prepares and plans its statements again and adds a server process
+    competing for the same cores. 32 clients back to back on 20,000 contacts: 40 at once cost
+    1.60-1.66 ms of the API's CPU and 1.50-1.55 ms of PostgreSQL's per lookup, 8 at once
+    1.38-1.57 and 1.10-1.25, 3 at once 1.41-1.43 and 1.03-1.11, at the same throughput
+    (docs/performance.md, section 8). A request past the limit waits on the event loop."""
+    loop = asyncio.get_running_loop()
+    limiter = _reader_limiters.get(loop)
+    if limiter is None:
+        limiter = _reader_limiters[loop] = anyio.CapacityLimiter(PostgresReaders.MAX_OPEN)
+    return limiter
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -317,3 +317,31 @@ def test_a_reader_whose_prepared_statements_went_stops_preparing(tmp_path, imap_
     assert on_reader(rt, timeline.lookup, world.org_id, "carol@acme.com") == expected
     assert readers._idle == [reader] and not reader.prepare and not reader._prepared
     assert on_reader(rt, timeline.lookup, world.org_id, "carol@acme.com") == expected
+
+
+def test_lookups_at_once_share_a_few_postgresql_connections(tmp_path, imap_user_factory, postgres_url):
+    import asyncio
+
+    import httpx
+
+    world, _ = carol_world(tmp_path, imap_user_factory, postgres_url)
+    with session(world.rt.engine) as s:
+        from app.services.orgs import find_user
+
+        token = factories.issue_token(s, find_user(s, world.org_id, "alice@ourco.com"))
+    readers = world.rt.postgres_readers()
+    opened = []
+    real_connect = readers._connect
+    readers._connect = lambda: opened.append(1) or real_connect()
+
+    async def burst():
+        transport = httpx.ASGITransport(app=create_app(world.rt))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            headers = {"Authorization": f"Bearer {token}"}
+            return await asyncio.gather(
+                *(client.get("/api/lookup", params={"email": "carol@acme.com"}, headers=headers) for _ in range(40))
+            )
+
+    answers = asyncio.run(burst())
+    assert [r.status_code for r in answers] == [200] * 40
+    assert 1 <= len(opened) <= PostgresReaders.MAX_OPEN

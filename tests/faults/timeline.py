@@ -37,6 +37,11 @@ TABLES = {
         "SELECT c.primary_email, u.email, k.interactions, k.last_at FROM contactcolleague k "
         "JOIN contact c ON c.id = k.contact_id JOIN app_user u ON u.id = k.user_id WHERE c.org_id = :org"
     ),
+    "contactcolleagueday": (
+        "SELECT c.primary_email, k.day, u.email, k.emails_in, k.emails_out, k.meetings, k.last_at "
+        "FROM contactcolleagueday k JOIN contact c ON c.id = k.contact_id JOIN app_user u ON u.id = k.user_id "
+        "WHERE c.org_id = :org"
+    ),
     "meetings": (
         "SELECT message_key, occurred_at, ends_at, location, status, sequence FROM interaction "
         "WHERE org_id = :org AND kind = 'meeting'"

@@ -25,6 +25,11 @@ def _tables(world):
             "JOIN contact c ON c.id = k.contact_id JOIN app_user u ON u.id = k.user_id "
             "ORDER BY c.primary_email, u.email"
         ),
+        "days": world.sql(
+            "SELECT c.primary_email, k.day, u.email, k.emails_in, k.emails_out, k.meetings, k.last_at "
+            "FROM contactcolleagueday k JOIN contact c ON c.id = k.contact_id JOIN app_user u ON u.id = k.user_id "
+            "ORDER BY c.primary_email, k.day, u.email"
+        ),
     }
 
 
