@@ -7,7 +7,7 @@ import secrets
 import threading
 import zlib
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -129,6 +129,23 @@ def upgrade(url: str) -> None:
 
 def session(engine: Engine) -> Session:
     return Session(engine, expire_on_commit=False)
+
+
+def utc_day_sql(conn: Connection, col: str) -> str:
+    """SQL for the UTC day of a timestamp column, as YYYY-MM-DD text (SQLite keeps UTC text)."""
+    if conn.dialect.name == "postgresql":
+        return f"to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    return f"substr({col}, 1, 10)"
+
+
+def utc_day(at) -> str:
+    """The UTC day of a time in database form (db_time's SQLite text, or a datetime; a naive one
+    is UTC, as stored), as utc_day_sql gives it."""
+    if isinstance(at, str):
+        return at[:10]
+    if at.tzinfo is not None:
+        at = at.astimezone(timezone.utc)
+    return at.strftime("%Y-%m-%d")
 
 
 def db_time(conn: Connection, value):

@@ -815,7 +815,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     # Last: the report summaries take their thread locks after every other lock of the batch.
     new_threads = {row[7] for row in rows if existing[row[2]] in new_ids}
     # What the new emails give the activity counts: their participant rows are all in `fresh`.
-    given = reportsums.given_by_new_emails(conn, ((r[1], r[2], r[5], r[6]) for r in fresh), direction_of)
+    given = reportsums.given_by_new_emails(((r[1], r[2], r[5], r[6]) for r in fresh), direction_of)
     reportsums.changed(conn, org_id, report_changes, new_ids, new_threads, new_given=given)
     result.imported = len(sources) if mbx.mailbox_id is not None else len(prepared)
     return result

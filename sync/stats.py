@@ -16,7 +16,7 @@ from typing import Iterable
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.engine import Connection
 
-from app.db import db_time, insert_values, read_only, write_transaction
+from app.db import db_time, insert_values, read_only, utc_day, utc_day_sql, write_transaction
 from app.models import ContactColleague, ContactColleagueDay, ContactStats, Organisation, SummaryCheck
 from app.models.base import utcnow
 
@@ -75,22 +75,6 @@ _DAY_INSERT = (
 )
 
 
-def day_of(conn: Connection, col: str) -> str:
-    """The UTC day of a timestamp column as YYYY-MM-DD text (SQLite keeps UTC text)."""
-    if conn.dialect.name == "postgresql":
-        return f"to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-    return f"substr({col}, 1, 10)"
-
-
-def day_key(at) -> str:
-    """The UTC day of a time in database form (SQLite's UTC text or a datetime), as day_of gives it."""
-    if isinstance(at, str):
-        return at[:10]
-    if at.tzinfo is not None:
-        at = at.astimezone(timezone.utc)
-    return at.strftime("%Y-%m-%d")
-
-
 def recompute(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> None:
     """Rebuild the summaries of these contacts from the timeline itself."""
     ids = sorted({int(c) for c in contact_ids if c is not None})
@@ -105,7 +89,7 @@ def recompute(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> None
         id_list = ", ".join(str(c) for c in part)  # integers only: safe to inline
         conn.execute(text(_STATS_SQL.format(contacts=f"p.contact_id IN ({id_list})")), {"org": org_id})
         conn.execute(text(_COLLEAGUE_SQL.format(contacts=f"c.contact_id IN ({id_list})")), {"org": org_id, "now": now})
-        day = day_of(conn, "c.occurred_at")
+        day = utc_day_sql(conn, "c.occurred_at")
         conn.execute(
             text(_DAY_INSERT + _DAY_SELECT.format(day=day, contacts=f"c.contact_id IN ({id_list})")), {"org": org_id}
         )
@@ -175,7 +159,7 @@ def add_email_deltas(
                 s[2] = at
             if at > s[3]:
                 s[3] = at
-        day = day_key(at) if fresh_pairs else ""
+        day = utc_day(at) if fresh_pairs else ""
         for pair in fresh_pairs:
             p = pairs.get(pair)
             if p is None:
@@ -281,7 +265,7 @@ def check(conn: Connection, org_id: int) -> tuple[int, list[int]]:
         k, lo, hi = pairs.get(pair, (0, None)), low.get(pair, (0, None)), high.get(pair, (0, None))
         if not lo[0] <= k[0] <= hi[0] or (lo == hi and k != lo):
             wrong.add(pair[0])
-    day_sql = text(_DAY_SELECT.format(day=day_of(conn, "c.occurred_at"), contacts=ALL_CONTACTS[1]))
+    day_sql = text(_DAY_SELECT.format(day=utc_day_sql(conn, "c.occurred_at"), contacts=ALL_CONTACTS[1]))
     days = {(r[0], r[1], r[2]): (r[4], r[5], r[6], _when(r[7])) for r in conn.execute(day_sql, org)}
     kept_days = {
         (r[0], r[1], r[2]): (r[3], r[4], r[5], _when(r[6]))
