@@ -94,6 +94,23 @@ def imported(env: dict) -> tuple[int, int, str]:
         with engine.connect() as conn:
             inter = conn.execute(text("SELECT count(*) FROM interaction")).scalar()
             done, skipped, status = conn.execute(text("SELECT messages_imported, skipped, status FROM mailbox")).one()
+            if conn.dialect.name == "postgresql":
+                # How the tables were read during the run: rows read by sequential scans mean a plan
+                # that did not use an index (on tables that grew from empty during the import).
+                scans = conn.execute(
+                    text(
+                        "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_live_tup, autoanalyze_count "
+                        "FROM pg_stat_user_tables WHERE seq_tup_read > 100000 OR relname IN "
+                        "('participant', 'interaction', 'contact', 'contactaddress', 'contactcolleagueday') "
+                        "ORDER BY seq_tup_read DESC"
+                    )
+                ).all()
+                log("  PostgreSQL tables (seq scans, rows they read, index scans, live rows, auto-analyzes):")
+                for r in scans:
+                    log(
+                        f"    {r[0]}: {r[1]:,} seq scans reading {r[2]:,} rows, {r[3] or 0:,} index scans, "
+                        f"{r[4]:,} rows, analyzed {r[5]}x"
+                    )
     finally:
         engine.dispose()
     if isinstance(skipped, str):  # JSON: text on SQLite, decoded on PostgreSQL

@@ -142,7 +142,7 @@ _REFUSED = object()
 
 async def run_db_as(rt: Runtime, who: Caller | PendingToken, func, *args):
     """func(conn, caller, *args) as run_db runs a read, a pending token checked first in the
-    same call (and the same snapshot): 401 if it is refused."""
+    same call (on SQLite in the same snapshot): 401 if it is refused."""
 
     def call(conn):
         caller = who
@@ -175,9 +175,9 @@ async def run_db(rt: Runtime, func, *args, snapshot: bool = True):
     connection (app/db.py SqliteReader): a few index probes of CPU, where a hop
     to the thread pool or SQLAlchemy's machinery cost more than the query. On
     PostgreSQL it runs on the thread pool, since it waits on the network, on a
-    plain connection too (app/db.py PostgresReaders), each statement on its own
-    as before (it says why). snapshot=False for a single statement, which is
-    consistent on its own."""
+    plain connection too (app/db.py PostgresReaders), in autocommit: each statement
+    reads the latest committed state, as before (PostgresReader says why a snapshot
+    was left out). snapshot=False for a single statement, which is consistent on its own."""
     reader = rt.sqlite_reader()
     if reader is not None:
         if not snapshot:

@@ -269,8 +269,8 @@ def test_the_postgresql_readers_reconnect_once_after_a_restart(own_postgres, tmp
             assert r.status_code == 200 and r.json()["contact"]["name"] == "Carol Buyer"
 
 
-def test_a_postgresql_reader_is_read_only_and_statement_errors_keep_it(postgres_migrated_url, tmp_path):
-    world = make_world(tmp_path, url=postgres_migrated_url)
+def test_a_postgresql_reader_is_read_only_and_statement_errors_keep_it(postgres_url, tmp_path):
+    world = make_world(tmp_path, url=postgres_url)
     readers = world.rt.postgres_readers()
     for _ in range(2):
         with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
@@ -303,10 +303,10 @@ def test_a_postgresql_reader_is_read_only_and_statement_errors_keep_it(postgres_
     assert world.scalar("SELECT name FROM organisation WHERE id = :o", o=world.org_id) == "OurCo"
 
 
-def test_a_reader_whose_prepared_statements_went_stops_preparing(tmp_path, imap_user_factory, postgres_migrated_url):
+def test_a_reader_whose_prepared_statements_went_stops_preparing(tmp_path, imap_user_factory, postgres_url):
     """DISCARD ALL (or a pooler handing over another server session) takes a session's
     prepared statements: the call runs again, unprepared, with the same answer."""
-    world, _ = carol_world(tmp_path, imap_user_factory, postgres_migrated_url)
+    world, _ = carol_world(tmp_path, imap_user_factory, postgres_url)
     rt = world.rt
     expected = on_orm(rt, timeline.lookup, world.org_id, "carol@acme.com")
     assert on_reader(rt, timeline.lookup, world.org_id, "carol@acme.com") == expected
@@ -321,6 +321,7 @@ def test_a_reader_whose_prepared_statements_went_stops_preparing(tmp_path, imap_
 
 def test_lookups_at_once_share_a_few_postgresql_connections(tmp_path, imap_user_factory, postgres_url):
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     import httpx
 
@@ -342,12 +343,8 @@ def test_lookups_at_once_share_a_few_postgresql_connections(tmp_path, imap_user_
                 *(client.get("/api/lookup", params={"email": "carol@acme.com"}, headers=headers) for _ in range(40))
             )
 
-    # A loop of its own in a thread of its own: the session's Playwright browser keeps an event
-    # loop running on this thread, where asyncio.run() refuses to start another.
-    result: list = []
-    runner = threading.Thread(target=lambda: result.append(asyncio.run(burst())))
-    runner.start()
-    runner.join(timeout=120)
-    answers = result[0]
+    # On a thread of its own: an earlier test may leave an event loop running on this one.
+    with ThreadPoolExecutor(1) as pool:
+        answers = pool.submit(asyncio.run, burst()).result()
     assert [r.status_code for r in answers] == [200] * 40
     assert 1 <= len(opened) <= PostgresReaders.MAX_OPEN
