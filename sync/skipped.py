@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
-from app.db import insert_ignore
+from app.db import db_time, insert_values
 from app.models import SkippedItem
 
 ITEM = SkippedItem.__table__
@@ -49,6 +49,7 @@ def record(
             ).scalars()
         )
     rows = []
+    created = db_time(conn, now)
     for remote_id, reason in items:
         remote_id = remote_id[:900]
         if remote_id in known:
@@ -58,21 +59,19 @@ def record(
                     del counts[reason]
             continue
         known.add(remote_id)
-        rows.append(
-            {
-                "org_id": org_id,
-                "mailbox_id": mailbox_id,
-                "folder": folder,
-                "remote_id": remote_id,
-                "reason": reason[:500],
-                "created_at": now,
-            }
-        )
+        rows.append((org_id, mailbox_id, folder, remote_id, reason[:500], created))
     if not rows:
         return
     # Only the batch's newest PER_FOLDER can outlive the pruning below: a first import skipping
     # 15,154 of 100,000 messages inserted all of them to delete all but 200 of each folder.
-    insert_ignore(conn, ITEM, rows[-PER_FOLDER:])
+    # One multi-row statement on PostgreSQL: through executemany each row was a round trip
+    # (2,893 of them in a 20,000-message first import, docs/performance.md section 6).
+    insert_values(
+        conn,
+        "INSERT INTO skippeditem (org_id, mailbox_id, folder, remote_id, reason, created_at)",
+        rows[-PER_FOLDER:],
+        "ON CONFLICT DO NOTHING",
+    )
     # The folder's newest PER_FOLDER stay: everything older than the oldest one kept goes, in one
     # statement (no oldest one kept: fewer than PER_FOLDER, the comparison with NULL deletes nothing).
     oldest_kept = (
