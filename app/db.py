@@ -185,22 +185,34 @@ def bulk_insert_ignore(conn: Connection, table: Table, columns: tuple[str, ...],
         cursor.close()
 
 
-def insert_values(conn: Connection, head: str, rows: list[tuple], tail: str = "", page: int = 5000) -> None:
-    """`head VALUES (...) tail` for many rows. psycopg2's executemany sends one
-    statement per row (a round trip each: 0.27 s of a 10,000-message first import
-    went to the summary upserts that way); on PostgreSQL the rows go as multi-row
-    VALUES pages instead. On SQLite, executemany in-process is already the fast way."""
+# Fewer rows than this go to PostgreSQL as one multi-row VALUES statement (one round trip);
+# more are staged by COPY (two round trips, but no statement text to build and parse).
+STAGE_FROM = 100
+
+
+def insert_values(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple], tail: str = "") -> None:
+    """`INSERT INTO table (columns) ... tail` for many rows (tail: an ON CONFLICT clause).
+    psycopg2's executemany sends one statement per row (a round trip each: 0.27 s of a
+    10,000-message first import went to the summary upserts that way); on PostgreSQL the rows
+    go as one multi-row VALUES statement, or, from STAGE_FROM rows on, staged by COPY: the
+    per-day strength summary's upsert waited 0.4 s of a 20,000-message import as VALUES pages,
+    most of it building and parsing their text (docs/performance.md section 6). On SQLite,
+    executemany in-process is already the fast way."""
     if not rows:
         return
+    head = f"INSERT INTO {table} ({', '.join(columns)})"
     if conn.dialect.name == "sqlite":
-        marks = ", ".join("?" * len(rows[0]))
+        marks = ", ".join("?" * len(columns))
         conn.exec_driver_sql(f"{head} VALUES ({marks}) {tail}", rows)
+        return
+    if len(rows) >= STAGE_FROM:
+        _staged_insert(conn, table, columns, rows, tail)
         return
     from psycopg2.extras import execute_values
 
     cursor = conn.connection.driver_connection.cursor()
     try:
-        execute_values(cursor, f"{head} VALUES %s {tail}", rows, page_size=page)
+        execute_values(cursor, f"{head} VALUES %s {tail}", rows, page_size=len(rows))
     finally:
         cursor.close()
 
@@ -316,15 +328,20 @@ def bulk_insert_ignore_returning(
             flat = [v for row in part for v in row]
             out.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(flat)).fetchall())
         return out
-    # PostgreSQL: COPY the rows into a temporary table of this session, then one
-    # INSERT ... SELECT. Building a multi-row VALUES text (mogrify, a Python call
-    # per row) and parsing it cost more than inserting the rows: at 10,000 messages
-    # the interaction and copy inserts waited 0.48-0.65 s on the driver that way,
-    # 0.41-0.50 s with the stage (docs/performance.md, issue 18), and no mogrify.
-    # Rows go in in the caller's order (tl_ord), which the lock-ordering callers
-    # rely on (interactions in key order: no deadlocks between writers).
+    return _staged_insert(conn, table.name, columns, rows, f"{on_conflict} RETURNING {ret}")
+
+
+def _staged_insert(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple], tail: str) -> list[tuple]:
+    """PostgreSQL: COPY the rows into a temporary table of this session, then one
+    INSERT ... SELECT ... tail; what a RETURNING in the tail hands back. Building a
+    multi-row VALUES text (mogrify, a Python call per row) and parsing it cost more
+    than inserting the rows: at 10,000 messages the interaction and copy inserts waited
+    0.48-0.65 s on the driver that way, 0.41-0.50 s with the stage (docs/performance.md,
+    issue 18), and no mogrify. Rows go in in the caller's order (tl_ord), which the
+    lock-ordering callers rely on (interactions in key order: no deadlocks between writers)."""
+    cols = ", ".join(columns)
     # One stage per table and column list (meetings and mail write different columns of interaction).
-    stage = f"tl_stage_{table.name}_{zlib.crc32(cols.encode()):08x}"
+    stage = f"tl_stage_{table}_{zlib.crc32(cols.encode()):08x}"
     cursor = conn.connection.driver_connection.cursor()
     try:
         # The stage is made (when this session has none yet) in the COPY's own request: a
@@ -333,20 +350,18 @@ def bulk_insert_ignore_returning(
         # rolls back and takes the table with it.
         create = (
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
-            f"SELECT {cols}, 0::bigint AS tl_ord FROM {table.name} WITH NO DATA; "
+            f"SELECT {cols}, 0::bigint AS tl_ord FROM {table} WITH NO DATA; "
         )
         _copy(cursor, stage, (*columns, "tl_ord"), rows, numbered=True, before=create)
         # The stage is emptied by the same statement (a round trip fewer than a
         # TRUNCATE), ready for a second use in this transaction.
         cursor.execute(
             f"WITH staged AS (DELETE FROM {stage} RETURNING *) "
-            f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM staged ORDER BY tl_ord "
-            f"{on_conflict} RETURNING {ret}"
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM staged ORDER BY tl_ord {tail}"
         )
-        out.extend(tuple(r) for r in cursor.fetchall())
+        return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
     finally:
         cursor.close()
-    return out
 
 
 READER_MMAP_BYTES = 1 << 30

@@ -113,7 +113,8 @@ def _add(conn: Connection, org_id: int, delta: Counts) -> None:
     rows = [(org_id, key[0], key[1], *delta[key]) for key in sorted(delta) if any(delta[key])]
     insert_values(
         conn,
-        "INSERT INTO repday (org_id, user_id, day, emails_out, emails_in, meetings)",
+        "repday",
+        ("org_id", "user_id", "day", "emails_out", "emails_in", "meetings"),
         rows,
         "ON CONFLICT (org_id, user_id, day) DO UPDATE SET "
         "emails_out = repday.emails_out + excluded.emails_out, "

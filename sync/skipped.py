@@ -68,7 +68,8 @@ def record(
     # (2,893 of them in a 20,000-message first import, docs/performance.md section 6).
     insert_values(
         conn,
-        "INSERT INTO skippeditem (org_id, mailbox_id, folder, remote_id, reason, created_at)",
+        "skippeditem",
+        ("org_id", "mailbox_id", "folder", "remote_id", "reason", "created_at"),
         rows[-PER_FOLDER:],
         "ON CONFLICT DO NOTHING",
     )

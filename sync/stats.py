@@ -70,9 +70,8 @@ JOIN interaction i ON i.id = c.interaction_id
 WHERE c.org_id = :org AND {contacts} AND i.kind IN ('email', 'meeting')
 GROUP BY c.contact_id, {day}, u.user_id, c.org_id
 """
-_DAY_INSERT = (
-    "INSERT INTO contactcolleagueday (contact_id, day, user_id, org_id, emails_in, emails_out, meetings, last_at)"
-)
+_DAY_COLUMNS = ("contact_id", "day", "user_id", "org_id", "emails_in", "emails_out", "meetings", "last_at")
+_DAY_INSERT = f"INSERT INTO contactcolleagueday ({', '.join(_DAY_COLUMNS)})"
 
 
 def recompute(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> None:
@@ -178,8 +177,8 @@ def add_email_deltas(
     if stats:
         insert_values(
             conn,
-            "INSERT INTO contactstats (contact_id, org_id, emails_in, emails_out, meetings, first_email_at, "
-            "last_email_at)",
+            "contactstats",
+            ("contact_id", "org_id", "emails_in", "emails_out", "meetings", "first_email_at", "last_email_at"),
             [(c, org_id, s[0], s[1], 0, s[2], s[3]) for c, s in sorted(stats.items())],
             "ON CONFLICT (contact_id) DO UPDATE SET "
             "emails_in = contactstats.emails_in + excluded.emails_in, "
@@ -190,7 +189,8 @@ def add_email_deltas(
     if pairs:
         insert_values(
             conn,
-            "INSERT INTO contactcolleague (contact_id, user_id, org_id, interactions, last_at)",
+            "contactcolleague",
+            ("contact_id", "user_id", "org_id", "interactions", "last_at"),
             [(c, u, org_id, p[0], p[1]) for (c, u), p in sorted(pairs.items())],
             "ON CONFLICT (contact_id, user_id) DO UPDATE SET "
             "interactions = contactcolleague.interactions + excluded.interactions, "
@@ -199,7 +199,8 @@ def add_email_deltas(
     if days:
         insert_values(
             conn,
-            _DAY_INSERT,
+            "contactcolleagueday",
+            _DAY_COLUMNS,
             [(c, d, u, org_id, n[0], n[1], 0, n[2]) for (c, d, u), n in sorted(days.items())],
             "ON CONFLICT (contact_id, day, user_id) DO UPDATE SET "
             "emails_in = contactcolleagueday.emails_in + excluded.emails_in, "
