@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Many mailboxes, several workers: `threadline worker` processes on PostgreSQL.
 
-    .venv/bin/python bench/fleet.py [--mailboxes 200] [--messages 2000] [--workers 1,2,4]
+    .venv/bin/python bench/fleet.py [--mailboxes 200] [--messages 2000] [--companies N] [--workers 1,2,4]
                                     [--idle-mailboxes 1000] [--idle-samples 60] [--skip-import] [--skip-idle]
 
 1. Import: a generated company of N reps, each rep's mailbox of exactly M messages
