@@ -3,6 +3,7 @@ processes (wall time, CPU, peak memory of the whole process tree), tables."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -302,6 +304,80 @@ def run_measured(
 def _time_field(text: str, label: str) -> float:
     m = re.search(re.escape(label) + r":\s*([\d.]+)", text)
     return float(m.group(1)) if m else 0.0
+
+
+# -- generated mailboxes (demodata) ------------------------------------------------------
+
+
+def stream_counts(seed: int, reps: int, companies, probe: int):
+    """A probe of demodata's stream: (corpus, copies per rep address, probe size). A rep's
+    count / probe is its share of the stream, which says how many copies must be generated
+    for its mailbox to hold n of them (reps share threads, and the busiest get far more)."""
+    from demodata import generate
+
+    corpus, it = generate(seed=seed, n_messages=probe, reps=reps, companies=companies)
+    return corpus, Counter(m.mailbox for m in it), probe
+
+
+def deliver_exact(
+    dv,
+    users: dict[str, str],
+    password: str,
+    n: int,
+    share: float,
+    *,
+    seed: int,
+    reps: int,
+    companies,
+    log=print,
+    chunk: int = 1000,
+):
+    """Deliver exactly n messages into each of the given reps' mailboxes on Dovecot `dv`.
+
+    One generated company (demodata: INBOX, Sent, Archive; threads shared between reps):
+    each copy goes to its rep's Dovecot user (users: rep address -> user) until that
+    mailbox holds n, so every mailbox gets the first n of its copies in the stream's time
+    order and a thread between two of them stays in both. `share` is the smallest share
+    of the stream among those reps (stream_counts); the stream is sized from it,
+    ceil(n / share * 1.04) + 200 copies, and made again 15% longer while a mailbox came
+    out short. Generation stops once every mailbox is full. Writes straight into the
+    Maildirs (no IMAP session may be open on them).
+    Returns (corpus, {user: Counter of folders}, bytes delivered, copies generated)."""
+    from demodata import generate
+
+    margin = 1.04
+    while True:
+        total = int(math.ceil(n / share * margin)) + 200
+        corpus, it = generate(seed=seed, n_messages=total, reps=reps, companies=companies)
+        for user in users.values():
+            dv.add_user(user, password)
+        folders = {user: Counter() for user in users.values()}
+        got = dict.fromkeys(users.values(), 0)
+        pending: dict[str, list] = {user: [] for user in users.values()}
+        size, short = 0, len(users)
+        for m in it:
+            user = users.get(m.mailbox)
+            if user is None or got[user] == n:
+                continue
+            got[user] += 1
+            folders[user][m.folder] += 1
+            size += len(m.raw)
+            pending[user].append((m.raw, m.folder, m.internaldate, "S"))
+            if got[user] == n or len(pending[user]) >= chunk:
+                dv.deliver_many(user, pending[user], atomic=False)
+                pending[user] = []
+                if got[user] == n:
+                    short -= 1
+                    if not short:
+                        return corpus, folders, size, total
+        low = min(got, key=got.get)
+        log(
+            f"  only {got[low]} of {n} messages for {low} ({short} mailboxes short) in {total:,} generated; "
+            "retrying with more"
+        )
+        for user in users.values():
+            dv.remove_user(user)
+        margin *= 1.15
 
 
 # -- numbers and tables ---------------------------------------------------------------

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Many mailboxes, several workers: `threadline worker` processes on PostgreSQL.
 
-    .venv/bin/python bench/fleet.py [--mailboxes 200] [--messages 2000] [--workers 1,2,4]
+    .venv/bin/python bench/fleet.py [--mailboxes 200] [--messages 2000] [--companies N] [--workers 1,2,4]
                                     [--idle-mailboxes 1000] [--idle-samples 60] [--skip-import] [--skip-idle]
 
-1. Import: a generated company of N reps, each rep's mailbox of about M messages
-   (demodata: INBOX, Sent, Archive; threads shared between reps) on one Dovecot.
+1. Import: a generated company of N reps, each rep's mailbox of exactly M messages
+   (demodata: INBOX, Sent, Archive; threads shared between reps; bench/_util.py's
+   deliver_exact, as bench/imap_sync.py fills its one mailbox) on one Dovecot, which
+   must see all N x M before anything is measured.
    For each worker count W: a fresh PostgreSQL database, the organisation and N
    IMAP mailboxes added through the services, then W `threadline worker`
    processes (IDLE off) started together. Measured: the wall time until every
@@ -43,9 +45,11 @@ from bench._util import (  # noqa: E402
     _rss_pss_kb,
     code_fingerprint,
     cpu_seconds,
+    deliver_exact,
     descendants,
     machine_summary,
     percentile,
+    stream_counts,
     table,
     tree_cpu_seconds,
     uptime_line,
@@ -134,28 +138,39 @@ class Peaks(threading.Thread):
 # -- 1. import ------------------------------------------------------------------------
 
 
-def build_company(dv, reps: int, per_mailbox: int, seed: int):
-    """Deliver a generated company's mail: each rep's copies into their own Dovecot user."""
-    from demodata import generate
-
-    corpus, it = generate(seed=seed, n_messages=reps * per_mailbox, reps=reps)
+def build_company(dv, reps: int, per_mailbox: int, seed: int, companies: int):
+    """Deliver a generated company's mail, exactly per_mailbox messages into each rep's own
+    Dovecot user (bench/_util.py's deliver_exact: each mailbox gets the first per_mailbox of
+    its copies in the stream's time order, threads between reps stay shared). The stream is
+    sized by the rep with the smallest share of it in a probe (the manager, who owns no
+    customer, gets the least mail), so busier reps' mailboxes fill earlier in the year.
+    Returns (corpus, users: rep address -> Dovecot user, folders: user -> Counter, bytes,
+    copies generated)."""
+    corpus, per, probe = stream_counts(seed, reps, companies, min(max(reps * per_mailbox, 5000), 100_000))
     users = {r.email: f"rep{i:04d}" for i, r in enumerate(corpus.reps)}
-    for user in users.values():
-        dv.add_user(user, PASSWORD)
-    counts: dict = defaultdict(int)
-    by_user: dict = defaultdict(list)
-    for m in it:
-        by_user[users[m.mailbox]].append((m.raw, m.folder, m.internaldate, "S"))
-        counts[m.mailbox] += 1
-    for user, items in by_user.items():
-        dv.deliver_many(user, items, atomic=False)
-    return corpus, users, counts
+    share = max(min(per[rep] for rep in users), 1) / probe
+    corpus, folders, size, generated = deliver_exact(
+        dv, users, PASSWORD, per_mailbox, share, seed=seed, reps=reps, companies=companies, log=log
+    )
+    return corpus, users, folders, size, generated
+
+
+def dovecot_counts(dv, users) -> dict[str, int]:
+    """Messages Dovecot itself sees in each user's mailbox, every folder (doveadm)."""
+
+    def count(user: str) -> int:
+        out = dv.doveadm("mailbox", "status", "-u", user, "messages", "*").stdout
+        return sum(int(tok.split("=", 1)[1]) for tok in out.split() if tok.startswith("messages="))
+
+    with ThreadPoolExecutor(4) as pool:
+        return dict(zip(users, pool.map(count, users), strict=True))
 
 
 def import_run(pg, dv, corpus, users: dict, workers: int, work: Path) -> dict:
     from sqlalchemy import text
 
-    url = pg.create_database(f"fleet_{workers}w_{int(time.time())}")
+    dbname = f"fleet_{workers}w_{int(time.time())}"
+    url = pg.create_database(dbname)
     data_dir = work / f"data-{workers}w"
     data_dir.mkdir()
     rt = runtime(data_dir, url)
@@ -195,6 +210,7 @@ def import_run(pg, dv, corpus, users: dict, workers: int, work: Path) -> dict:
         interactions = conn.execute(text("SELECT count(*) FROM interaction")).scalar()
         copies = conn.execute(text("SELECT count(*) FROM interactionsource")).scalar()
     rt.engine.dispose()
+    pg.drop_database(dbname)  # the cluster lives in memory: the next run starts from a fresh one anyway
     lags = sorted(max(0.0, first_claim.get(mid, done_at) - started) for mid in ids)
     return {
         "workers": workers,
@@ -363,7 +379,13 @@ def main() -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mailboxes", type=int, default=200, help="reps' mailboxes to import (default 200)")
-    ap.add_argument("--messages", type=int, default=2000, help="messages per mailbox, about (default 2000)")
+    ap.add_argument("--messages", type=int, default=2000, help="messages in every mailbox, exactly (default 2000)")
+    ap.add_argument(
+        "--companies",
+        type=int,
+        default=None,
+        help="customer companies in the corpus (default max(40, all messages/1000))",
+    )
     ap.add_argument("--workers", default="1,2,4", help="worker counts to compare (default 1,2,4)")
     ap.add_argument("--idle-mailboxes", type=int, default=1000, help="mailboxes one worker holds in IDLE")
     ap.add_argument("--idle-samples", type=int, default=60, help="new messages timed in the IDLE part")
@@ -389,12 +411,24 @@ def main() -> int:
     try:
         if not args.skip_import:
             t0 = time.time()
-            corpus, users, counts = build_company(dv, args.mailboxes, args.messages, args.seed)
+            companies = args.companies or max(40, args.mailboxes * args.messages // 1000)
+            corpus, users, folders, size, generated = build_company(
+                dv, args.mailboxes, args.messages, args.seed, companies
+            )
+            counts = {user: sum(f.values()) for user, f in folders.items()}
             total = sum(counts.values())
+            seen = dovecot_counts(dv, list(users.values()))
             log(
                 f"\n## Import: {len(users)} mailboxes, {total:,} messages "
-                f"({min(counts.values())}-{max(counts.values())} per mailbox), built in {time.time() - t0:.0f} s"
+                f"({min(counts.values())}-{max(counts.values())} per mailbox; Dovecot sees {sum(seen.values()):,}, "
+                f"{min(seen.values())}-{max(seen.values())} per mailbox), {size / total / 1024:.1f} KiB mean; "
+                f"corpus: {len(corpus.reps)} reps, {companies} companies, {generated:,} copies generated to fill "
+                f"every mailbox; built in {time.time() - t0:.0f} s"
             )
+            if seen != counts:
+                bad = [u for u in counts if seen[u] != counts[u]][:5]
+                log(f"error: Dovecot does not see every delivered message: {[(u, counts[u], seen[u]) for u in bad]}")
+                return 1
             rows = []
             for w in [int(x) for x in args.workers.split(",")]:
                 log(f"  {w} worker(s)... {uptime_line()}")
@@ -412,7 +446,7 @@ def main() -> int:
                         " / ".join(f"{1e6 * c / total:.0f}" for c in r["cpu"]),
                     ]
                 )
-                log(f"    {rows[-1]}")
+                log(f"    {rows[-1]}  {uptime_line()}")
             log(
                 table(
                     [

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -45,9 +44,11 @@ sys.path.insert(0, REPO)
 from bench._util import (  # noqa: E402
     PYTHON,
     code_fingerprint,
+    deliver_exact,
     machine_summary,
     median,
     run_measured,
+    stream_counts,
     table,
     tree_cpu_seconds,
     uptime_line,
@@ -78,47 +79,18 @@ def log(msg: str = "") -> None:
 
 def pick_mailbox(seed: int, reps: int, companies: int, n: int) -> tuple[str, float]:
     """The rep whose mailbox gets the biggest share of the stream, and that share."""
-    from demodata import generate
-
-    probe = min(max(n, 5000), 30000)
-    _, it = generate(seed=seed, n_messages=probe, reps=reps, companies=companies)
-    per = Counter(m.mailbox for m in it)
+    _, per, probe = stream_counts(seed, reps, companies, min(max(n, 5000), 30000))
     rep, count = per.most_common(1)[0]
     return rep, count / probe
 
 
 def build_mailbox(dv, user: str, seed: int, reps: int, companies: int, n: int):
     """Deliver exactly n messages of one rep's mailbox; returns (corpus, rep, per-folder counts, bytes)."""
-    from demodata import generate
-
     rep, share = pick_mailbox(seed, reps, companies, n)
-    margin = 1.04
-    while True:
-        total = int(math.ceil(n / share * margin)) + 200
-        corpus, it = generate(seed=seed, n_messages=total, reps=reps, companies=companies)
-        folders: Counter = Counter()
-        size = 0
-
-        def items(it=it, folders=folders):
-            nonlocal size
-            got = 0
-            for m in it:
-                if m.mailbox != rep:
-                    continue
-                folders[m.folder] += 1
-                size += len(m.raw)
-                yield m.raw, m.folder, m.internaldate, "S"
-                got += 1
-                if got == n:
-                    return
-
-        dv.add_user(user, PASSWORD)
-        dv.deliver_many(user, items(), atomic=False)
-        if sum(folders.values()) == n:
-            return corpus, rep, dict(folders), size, total
-        log(f"  only {sum(folders.values())} of {n} messages for {rep} in {total} generated; retrying with more")
-        dv.remove_user(user)
-        margin *= 1.15
+    corpus, folders, size, total = deliver_exact(
+        dv, {rep: user}, PASSWORD, n, share, seed=seed, reps=reps, companies=companies, log=log
+    )
+    return corpus, rep, dict(folders[user]), size, total
 
 
 def dovecot_cpu(dv) -> float:
