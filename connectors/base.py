@@ -306,6 +306,10 @@ class MeetingRecord:
     location: str | None = None
     sequence: int = 0
     method: str | None = None  # iMIP: REQUEST | REPLY | CANCEL (None for calendar copies)
+    # iMIP: the mail the invitation came in, whose From is its author (checked by the
+    # connector) and whose transport fields say whether anything vouches for that From
+    # (sync/senders.py). None for calendar copies.
+    via_mail: MessageRecord | None = None
 
 
 def meeting_key(uid: str, recurrence_id: str | None) -> str:

@@ -693,11 +693,7 @@ class ImapConnector:
 
     def _add_meetings(self, uidvalidity: int, parts: dict, records: list, bad: list) -> None:
         window = ical.Window.of(self.calendar_window)
-        senders = {
-            r.remote_id: (r.from_[0][1].strip().lower() if r.from_ else None)
-            for r in records
-            if isinstance(r, MessageRecord)
-        }
+        mails = {r.remote_id: r for r in records if isinstance(r, MessageRecord)}
         for uid, (info, raw) in sorted(parts.items()):
             base = f"{uidvalidity}/{uid}#ics"
             if raw is None:
@@ -719,9 +715,12 @@ class ImapConnector:
             except Exception as exc:  # noqa: BLE001 - one invitation never stops the folder
                 bad.append(BadRecord(base, f"unreadable invitation: {type(exc).__name__}: {exc}"[:300]))
                 continue
-            sender = senders.get(f"{uidvalidity}/{uid}")
+            mail = mails.get(f"{uidvalidity}/{uid}")
+            sender = mail.from_[0][1].strip().lower() if mail is not None and mail.from_ else None
             for meeting in parsed.records:
                 trusted = _from_its_author(meeting, sender)
+                if trusted is not None:
+                    trusted.via_mail = mail  # what vouches for its From, if anything: sync/meetings.py
                 if trusted is None:
                     bad.append(
                         BadRecord(

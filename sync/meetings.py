@@ -34,7 +34,7 @@ from app.db import bulk_insert_ignore, bulk_insert_ignore_returning, db_time
 from app.models import Interaction, InteractionKind, InteractionSource, Participant
 from app.models.base import utcnow
 from connectors.base import Attendee, MeetingRecord, meeting_key
-from sync import addresses as addr, copies, reportsums, stats
+from sync import addresses as addr, copies, reportsums, senders, stats
 from sync.ingest import (
     IngestResult,
     MailboxContext,
@@ -88,9 +88,36 @@ def _people(org: OrgContext, mbx: MailboxContext, rec: MeetingRecord) -> dict[st
     return people
 
 
+# A skip reason shown to admins beside each invitation it kept off the timeline.
+UNVOUCHED_INVITATION = "invitation from a colleague's address that nothing vouches for"
+
+
+def _unvouched_colleague(org: OrgContext, mbx: MailboxContext, rec: MeetingRecord) -> bool:
+    """Whether an invitation in mail claims to come from a colleague and nothing vouches for it.
+
+    Threat: anyone can mail a rep an .ics whose ORGANIZER is another rep, sent under that
+    rep's From: taken at its word it puts a meeting "organised" by the colleague with
+    strangers of the forger's choosing on the timeline, and makes them contacts the colleague
+    met. The connector already keeps only invitations whose author is the mail's From
+    (connectors/imap.py: _from_its_author); a From naming the organisation is then believed
+    on the same terms as mail (sync/senders.py: their Sent folder, no SMTP hop, the
+    organisation's server passing the domain, Exchange's own stamp). The genuine meeting
+    still arrives from a copy that is vouched for: the colleague's Sent folder or calendar."""
+    mail = rec.via_mail
+    if mail is None or not mail.from_:
+        return False
+    sender = addr.normalise(mail.from_[0][1] or "")
+    if not sender or not _internal(org, sender):
+        return False
+    owner_is_sender = org.users_by_address.get(sender) == mbx.owner_id
+    return not senders.vouched(mail, sender, owner_is_sender, mbx.folder_role, org.internal_domains)
+
+
 def prepare(org: OrgContext, mbx: MailboxContext, rec: MeetingRecord) -> dict | str:
     if len(rec.attendees) > MAX_ATTENDEES:
         return f"more than {MAX_ATTENDEES} attendees"
+    if _unvouched_colleague(org, mbx, rec):
+        return UNVOUCHED_INVITATION
     people = _people(org, mbx, rec)
     external = [a for a in people if not _internal(org, a)]
     ex = org.exclusions

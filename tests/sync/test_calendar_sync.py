@@ -262,6 +262,55 @@ def test_imap_only_rep_gets_meetings_from_invitations(world, imap_user):
     assert world.scalar("SELECT count(*) FROM interaction WHERE kind = 'meeting'") == 1
 
 
+def test_an_invitation_sent_in_a_colleagues_name_counts_only_when_something_vouches_for_it(world, imap_user):
+    # Bob is Alice's colleague. A forger mails Alice an invitation "organised" by Bob with a
+    # stranger on it, under Bob's From, over SMTP (a Received field) and with nothing
+    # that vouches for the From: it must not become Bob's meeting with the stranger.
+    def bobs_call(uid: str) -> str:
+        return vcalendar(
+            event(
+                uid,
+                stamp(SOON),
+                organizer="bob@ourco.com",
+                summary="Pricing",
+                attendees=(("alice@ourco.com", "NEEDS-ACTION"), ("stranger@evil.example", "ACCEPTED")),
+            ),
+            method="REQUEST",
+        )
+
+    hop = b"Received: from mx.evil.example by mx.ourco.com; Mon, 1 Jun 2026 10:00:00 +0000\r\n"
+    imap_user.deliver(hop + invitation(bobs_call("forged@x"), msgid="forged@evil.example", frm="bob@ourco.com"))
+    # An outside organiser's invitation over SMTP is taken as before.
+    outside = event("outside@acme.com", stamp(SOON), organizer="carla@acme.com", attendees=(("alice@ourco.com", ""),))
+    imap_user.deliver(
+        hop + invitation(vcalendar(outside, method="REQUEST"), msgid="out@acme.com", frm="carla@acme.com")
+    )
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    assert world.sync(mid).ok
+    assert sorted(meetings(world)) == ["ical:outside@acme.com"]
+    assert world.scalar("SELECT count(*) FROM participant WHERE address = 'stranger@evil.example'") == 0
+    from sync.meetings import UNVOUCHED_INVITATION
+
+    assert [
+        tuple(r)
+        for r in world.sql("SELECT remote_id, reason FROM skippeditem WHERE reason = :r", r=UNVOUCHED_INVITATION)
+    ]
+    skipped = json_value(world.scalar("SELECT skipped FROM mailbox WHERE id = :m", m=mid))
+    assert skipped.get(UNVOUCHED_INVITATION) == 1
+
+    # The same invitation that never crossed SMTP (no Received field: put there by a client
+    # of the mailbox, as a Sent copy is) is vouched for, and is Bob's meeting.
+    imap_user.deliver(invitation(bobs_call("genuine@x"), msgid="genuine@ourco.com", frm="bob@ourco.com"))
+    assert world.sync(mid).ok
+    assert sorted(meetings(world)) == ["ical:genuine@x", "ical:outside@acme.com"]
+    organiser = world.sql(
+        "SELECT p.address, p.user_id IS NOT NULL FROM participant p JOIN interaction i ON i.id = p.interaction_id "
+        "WHERE i.message_key = 'ical:genuine@x' AND p.role = 'organizer'"
+    )
+    assert [tuple(r) for r in organiser] == [("bob@ourco.com", True)]
+    assert world.scalar("SELECT direction FROM interaction WHERE message_key = 'ical:genuine@x'") == "out"
+
+
 def test_bad_calendar_data_is_recorded_and_never_stops_the_sync(world, caldav_user):
     caldav_user.put("mars.ics", vcalendar(event("mars@x", ";TZID=Mars/Olympus:20300101T100000")))
     caldav_user.put("dense.ics", vcalendar(event("dense@x", stamp(SOON), extra="RRULE:FREQ=MINUTELY")))
