@@ -348,3 +348,50 @@ def test_lookups_at_once_share_a_few_postgresql_connections(tmp_path, imap_user_
         answers = pool.submit(asyncio.run, burst()).result()
     assert [r.status_code for r in answers] == [200] * 40
     assert 1 <= len(opened) <= PostgresReaders.MAX_OPEN
+
+
+@pytest.mark.sqlite
+def test_the_lookups_colleagues_are_read_by_the_contacts_key_not_through_the_organisations_rows(
+    tmp_path, imap_user_factory
+):
+    # Without table statistics (a database no sync has analysed yet: one filled by an import or
+    # a restore) SQLite took the reports' (org, colleague, contact) index on contactcolleague for
+    # the lookup's colleagues and read every row of the organisation per lookup (5.5-9 ms at
+    # 20,000 contacts, bench/lookup_cpu.py). Many contacts, no statistics.
+    from sqlalchemy import event
+
+    from app.models import Contact, ContactColleague
+
+    world, carol = carol_world(tmp_path, imap_user_factory, None)
+    with session(world.rt.engine) as db:
+        org_users = text("SELECT id FROM app_user WHERE org_id = :o")
+        users = [r[0] for r in db.connection().execute(org_users, {"o": world.org_id})]
+        contacts = [Contact(org_id=world.org_id, name="", primary_email=f"c{n}@many.example") for n in range(3000)]
+        db.add_all(contacts)
+        db.flush()
+        db.add_all(
+            ContactColleague(contact_id=c.id, user_id=u, org_id=world.org_id, interactions=1, last_at=NOW)
+            for c in contacts
+            for u in users
+        )
+        db.commit()
+    with write_transaction(world.rt.engine) as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS sqlite_stat1")
+    world.rt.engine.dispose()  # connections read the statistics when they open
+    seen: list[tuple[str, tuple]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        seen.append((statement, parameters))
+
+    event.listen(world.rt.engine, "before_cursor_execute", capture)
+    try:
+        with read_only(world.rt.engine) as conn:
+            colleagues = timeline.summary(conn, world.org_id, carol)["colleagues"]
+    finally:
+        event.remove(world.rt.engine, "before_cursor_execute", capture)
+    assert [c["email"] for c in colleagues] == ["alice@ourco.com"]
+    ((sql, params),) = [(s, p) for s, p in seen if "FROM contactcolleague k" in s]
+    with read_only(world.rt.engine) as conn:
+        plan = " ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall())
+    assert "ix_contactcolleague_org_user" not in plan, plan
+    assert "SEARCH k USING" in plan and "contact_id=?" in plan, plan
