@@ -107,30 +107,19 @@ def test_the_cli_lists_a_reps_follow_ups(synced, monkeypatch):
 def test_the_days_meetings_and_tasks_are_read_through_their_partial_indexes_and_never_walk_the_reps_rows(tmp_path):
     # bench/day.py: without them the day took seconds for a busy rep. Each index leads with
     # org_id, so the queries must name the interaction's organisation, not only the participant's.
-    from sqlalchemy import event
-
     from app.db import read_only
     from app.services import day
+    from tests.sqlplans import sqlite_plan, statements
 
     world = make_world(tmp_path)
-    seen: list[tuple[str, tuple]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        seen.append((statement, parameters))
-
-    event.listen(world.rt.engine, "before_cursor_execute", capture)
-    try:
-        with read_only(world.rt.engine) as conn:
-            day.tasks_due(conn, world.org_id, 1, NOW)
-            day.meetings(conn, world.org_id, 1, NOW - DAY, NOW)
-    finally:
-        event.remove(world.rt.engine, "before_cursor_execute", capture)
-    with read_only(world.rt.engine) as conn:
-        plans = [
-            " ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall())
-            for sql, params in seen
-            if sql.lstrip().upper().startswith("SELECT") and "FROM interaction" in sql
-        ]
+    with statements(world.rt.engine) as seen, read_only(world.rt.engine) as conn:
+        day.tasks_due(conn, world.org_id, 1, NOW)
+        day.meetings(conn, world.org_id, 1, NOW - DAY, NOW)
+    plans = [
+        sqlite_plan(world.rt.engine, sql, params)
+        for sql, params in seen
+        if sql.lstrip().upper().startswith("SELECT") and "FROM interaction" in sql
+    ]
     assert any("USING INDEX ix_interaction_author_due" in p for p in plans), plans
     meetings_plan = next(p for p in plans if "USING INDEX ix_interaction_meeting_time" in p)
     # Whether the rep is on a meeting: a look-up by the meeting, never a walk of the rep's rows.

@@ -358,9 +358,8 @@ def test_the_lookups_colleagues_are_read_by_the_contacts_key_not_through_the_org
     # a restore) SQLite took the reports' (org, colleague, contact) index on contactcolleague for
     # the lookup's colleagues and read every row of the organisation per lookup (5.5-9 ms at
     # 20,000 contacts, bench/lookup_cpu.py). Many contacts, no statistics.
-    from sqlalchemy import event
-
     from app.models import Contact, ContactColleague
+    from tests.sqlplans import sqlite_plan, statements
 
     world, carol = carol_world(tmp_path, imap_user_factory, None)
     with session(world.rt.engine) as db:
@@ -378,20 +377,10 @@ def test_the_lookups_colleagues_are_read_by_the_contacts_key_not_through_the_org
     with write_transaction(world.rt.engine) as conn:
         conn.exec_driver_sql("DROP TABLE IF EXISTS sqlite_stat1")
     world.rt.engine.dispose()  # connections read the statistics when they open
-    seen: list[tuple[str, tuple]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        seen.append((statement, parameters))
-
-    event.listen(world.rt.engine, "before_cursor_execute", capture)
-    try:
-        with read_only(world.rt.engine) as conn:
-            colleagues = timeline.summary(conn, world.org_id, carol)["colleagues"]
-    finally:
-        event.remove(world.rt.engine, "before_cursor_execute", capture)
+    with statements(world.rt.engine) as seen, read_only(world.rt.engine) as conn:
+        colleagues = timeline.summary(conn, world.org_id, carol)["colleagues"]
     assert [c["email"] for c in colleagues] == ["alice@ourco.com"]
     ((sql, params),) = [(s, p) for s, p in seen if "FROM contactcolleague k" in s]
-    with read_only(world.rt.engine) as conn:
-        plan = " ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall())
+    plan = sqlite_plan(world.rt.engine, sql, params)
     assert "ix_contactcolleague_org_user" not in plan, plan
     assert "SEARCH k USING" in plan and "contact_id=?" in plan, plan

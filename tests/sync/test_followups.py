@@ -291,15 +291,9 @@ def test_the_cross_thread_read_at_ingest_searches_the_open_rows_by_time_once_per
     # docs/performance.md section 10: reading all of the organisation's rows at every batch made
     # a first import's follow-up step grow with the mailbox; reading the window's rows again in
     # every batch was most of what was left. A run's cache reads each part of the window once.
-    from sqlalchemy import event
+    from tests.sqlplans import sqlite_plan, statements
 
     world = make_world(tmp_path)
-    seen: list[tuple[str, tuple]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT") and "followup.since >=" in statement:
-            seen.append((statement, parameters))
-
     cache = followups.RunCache()
 
     def batch(at, n):
@@ -316,20 +310,15 @@ def test_the_cross_thread_read_at_ingest_searches_the_open_rows_by_time_once_per
             )
         cache.confirm()
 
-    event.listen(world.rt.engine, "before_cursor_execute", capture)
-    try:
+    with statements(world.rt.engine) as sent:
         batch(NOW - 60 * DAY, 1)
         batch(NOW - 60 * DAY, 2)  # within what is held: nothing read
         batch(NOW - 50 * DAY, 3)  # only the ten days after what is held
-    finally:
-        event.remove(world.rt.engine, "before_cursor_execute", capture)
+    seen = [(s, p) for s, p in sent if s.lstrip().upper().startswith("SELECT") and "followup.since >=" in s]
     assert len(seen) == 2, seen  # both kinds in one read
     assert _t(seen[1][1][-2]) == _t(seen[0][1][-1]) == _t(NOW - 60 * DAY)
     assert _t(seen[1][1][-1]) == _t(NOW - 50 * DAY)
-    with read_only(world.rt.engine) as conn:
-        plans = [
-            " ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + s, p).fetchall()) for s, p in seen
-        ]
+    plans = [sqlite_plan(world.rt.engine, s, p) for s, p in seen]
     assert all("USING INDEX ix_followup_open_since" in plan and "since>? AND since<?" in plan for plan in plans), plans
 
 
