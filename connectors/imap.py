@@ -719,8 +719,6 @@ class ImapConnector:
             sender = mail.from_[0][1].strip().lower() if mail is not None and mail.from_ else None
             for meeting in parsed.records:
                 trusted = _from_its_author(meeting, sender)
-                if trusted is not None:
-                    trusted.via_mail = mail  # what vouches for its From, if anything: sync/meetings.py
                 if trusted is None:
                     bad.append(
                         BadRecord(
@@ -730,6 +728,7 @@ class ImapConnector:
                         )
                     )
                 else:
+                    trusted.via_mail = mail  # what vouches for its From, if anything: sync/meetings.py
                     records.append(trusted)
             bad.extend(parsed.bad)
 

@@ -2,8 +2,8 @@
 
 A lookup must not aggregate a contact's whole history (a busy contact has
 thousands of interactions), so ContactStats, ContactColleague and, for
-relationship strength's 90 days, ContactColleagueDay hold the counts. Ingest adds exact deltas for the participant rows it really inserted;
-anything that removes or rewrites history (rules, erasure, meeting changes)
+relationship strength's 90 days, ContactColleagueDay hold the counts. Ingest
+adds exact deltas for the participant rows it really inserted; anything that removes or rewrites history (rules, erasure, meeting changes)
 calls recompute() for the contacts it touched. recompute() is also the
 definition the tests check the deltas against.
 """
@@ -74,17 +74,20 @@ _DAY_COLUMNS = ("contact_id", "day", "user_id", "org_id", "emails_in", "emails_o
 _DAY_INSERT = f"INSERT INTO contactcolleagueday ({', '.join(_DAY_COLUMNS)})"
 
 
+def forget(conn: Connection, org_id: int, contact_ids: list[int]) -> None:
+    """Drop these contacts' kept summaries, every table of them (at most CHUNK ids): before a
+    recount, or when the contacts go (app/services/admin.py: delete_contacts)."""
+    for table in (STATS, COLLEAGUE, COLLEAGUE_DAY):
+        conn.execute(delete(table).where(table.c.org_id == org_id, table.c.contact_id.in_(contact_ids)))
+
+
 def recompute(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> None:
     """Rebuild the summaries of these contacts from the timeline itself."""
     ids = sorted({int(c) for c in contact_ids if c is not None})
     now = db_time(conn, utcnow())
     for i in range(0, len(ids), CHUNK):
         part = ids[i : i + CHUNK]
-        conn.execute(delete(STATS).where(STATS.c.org_id == org_id, STATS.c.contact_id.in_(part)))
-        conn.execute(delete(COLLEAGUE).where(COLLEAGUE.c.org_id == org_id, COLLEAGUE.c.contact_id.in_(part)))
-        conn.execute(
-            delete(COLLEAGUE_DAY).where(COLLEAGUE_DAY.c.org_id == org_id, COLLEAGUE_DAY.c.contact_id.in_(part))
-        )
+        forget(conn, org_id, part)
         id_list = ", ".join(str(c) for c in part)  # integers only: safe to inline
         conn.execute(text(_STATS_SQL.format(contacts=f"p.contact_id IN ({id_list})")), {"org": org_id})
         conn.execute(text(_COLLEAGUE_SQL.format(contacts=f"c.contact_id IN ({id_list})")), {"org": org_id, "now": now})
@@ -230,8 +233,8 @@ def check(conn: Connection, org_id: int) -> tuple[int, list[int]]:
 
     One snapshot (REPEATABLE READ on PostgreSQL; SQLite's read transaction is one), so a
     batch committing meanwhile cannot make rows look wrong. contactstats and
-    contactcolleagueday must equal the recount. A contactcolleague count must lie between the recount of its emails alone and
-    the recount with every meeting that has taken place by now: a meeting counts from its
+    contactcolleagueday must equal the recount. A contactcolleague count must lie between
+    the recount of its emails alone and the recount with every meeting that has taken place by now: a meeting counts from its
     last recompute on, so one that was ahead then and is past now may be in the recount only.
     """
     if conn.dialect.name == "postgresql" and not conn.in_transaction():

@@ -13,10 +13,7 @@ from app.models import (
     Company,
     Contact,
     ContactAddress,
-    ContactColleague,
-    ContactColleagueDay,
     ContactMerge,
-    ContactStats,
     Deal,
     DealContact,
     DuplicateCandidate,
@@ -25,11 +22,10 @@ from app.models import (
     InteractionSource,
     Participant,
 )
-from sync import copies, reportsums
+from sync import copies, reportsums, stats
 
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
 C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
-STATS, COLLEAGUE, COLLEAGUE_DAY = ContactStats.__table__, ContactColleague.__table__, ContactColleagueDay.__table__
 FU = FollowUp.__table__  # the follow-up queue points at interactions, contacts and companies
 MERGE = ContactMerge.__table__
 DEAL, DEAL_CONTACT = Deal.__table__, DealContact.__table__  # people put contacts and companies on deals
@@ -99,12 +95,8 @@ def delete_contacts(conn: Connection, org_id: int, contact_ids: Iterable[int]) -
         conn.execute(
             update(P).where(P.c.org_id == org_id, P.c.contact_id.in_(part)).values(contact_id=None, company_id=None)
         )
-        conn.execute(delete(STATS).where(STATS.c.org_id == org_id, STATS.c.contact_id.in_(part)))
+        stats.forget(conn, org_id, part)
         conn.execute(delete(FU).where(FU.c.org_id == org_id, FU.c.contact_id.in_(part)))
-        conn.execute(delete(COLLEAGUE).where(COLLEAGUE.c.org_id == org_id, COLLEAGUE.c.contact_id.in_(part)))
-        conn.execute(
-            delete(COLLEAGUE_DAY).where(COLLEAGUE_DAY.c.org_id == org_id, COLLEAGUE_DAY.c.contact_id.in_(part))
-        )
         conn.execute(delete(CA).where(CA.c.org_id == org_id, CA.c.contact_id.in_(part)))
         # An erased person comes off their deals; the deal (a business fact) stays.
         conn.execute(delete(DEAL_CONTACT).where(DEAL_CONTACT.c.org_id == org_id, DEAL_CONTACT.c.contact_id.in_(part)))

@@ -110,10 +110,10 @@ def test_strength_from_the_day_summary_equals_strength_from_the_timeline(tmp_pat
         reader = world.rt.sqlite_reader()
     if reader is not None:
         with reader.snapshot():
-            assert both(reader, carol, NOW)[0] == both(reader, carol, NOW)[1]
+            summary, timeline = both(reader, carol, NOW)
     else:
-        readers = world.rt.postgres_readers()
-        assert readers.run(lambda r: both(r, carol, NOW)[0]) == readers.run(lambda r: both(r, carol, NOW)[1])
+        summary, timeline = world.rt.postgres_readers().run(lambda r: both(r, carol, NOW))
+    assert summary == timeline and set(summary) == {alice, bob}
 
 
 def test_the_day_summary_keeps_to_its_organisation(tmp_path, db_url):
