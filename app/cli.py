@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from app.db import read_only, session
-from app.runtime import Runtime, freeze_startup_heap, open_runtime
+from app.runtime import Runtime, freeze_startup_heap, lower_cpu_priority, open_runtime
 from app.services import orgs as org_service
 from app.services.actor import Actor
 from app.services.errors import ServiceError, exit_code
@@ -599,8 +599,9 @@ def worker_cmd() -> None:
 
     _log_to_stderr()
     rt = _rt()
+    nice = lower_cpu_priority(rt.settings.worker_nice)
     freeze_startup_heap()
-    out.print(f"worker {rt.settings.worker_id} syncing due mailboxes; Ctrl-C to stop")
+    out.print(f"worker {rt.settings.worker_id} syncing due mailboxes at nice {nice}; Ctrl-C to stop")
     run_forever(rt, jobs=scheduled_jobs(rt))
 
 

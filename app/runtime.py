@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -65,3 +66,18 @@ def freeze_startup_heap() -> None:
     imported and the runtime opened (measured in docs/performance.md section 10)."""
     gc.collect()
     gc.freeze()
+
+
+def lower_cpu_priority(nice: int) -> int:
+    """Run this process at nice value `nice` at least, and return the value it now has.
+
+    The worker calls it first, before it starts a thread or a fetch child: on Linux a nice value
+    belongs to a thread and is inherited by the threads and processes created after it is set.
+    On a host shared with the web app, a first import at normal priority keeps both cores busy
+    and reps' lookups queue behind it; niced, the import takes what the requests leave
+    (docs/performance.md section 8). Never raises the priority: that needs privileges, and an
+    operator who started the worker nicer meant it."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        os.setpriority(os.PRIO_PROCESS, 0, min(nice, 19))
+    return os.getpriority(os.PRIO_PROCESS, 0)

@@ -33,6 +33,9 @@ class Settings:
     entra_scope: str = "access_as_user"  # THREADLINE_ENTRA_SCOPE: the delegated scope the token must carry
     entra_authority: str = "https://login.microsoftonline.com"  # THREADLINE_ENTRA_AUTHORITY (JWKS and issuer base)
     dns_server: str | None = None  # THREADLINE_DNS_SERVER: host[:port] for finding mail servers; else the system's
+    # `threadline worker` runs at this nice value (0 = as started): a first import sharing a host
+    # with the web app then gives the CPU to reps' requests first (docs/performance.md section 8).
+    worker_nice: int = 10
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -53,6 +56,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         entra_scope=env.get("THREADLINE_ENTRA_SCOPE") or "access_as_user",
         entra_authority=(env.get("THREADLINE_ENTRA_AUTHORITY") or "https://login.microsoftonline.com").rstrip("/"),
         dns_server=env.get("THREADLINE_DNS_SERVER") or None,
+        worker_nice=int(env.get("THREADLINE_WORKER_NICE", "10")),
     )
 
 

@@ -2,14 +2,15 @@
 """The sidebar's lookup API while a big first import runs, on SQLite and on PostgreSQL.
 
     .venv/bin/python bench/lookup_during_import.py [--messages 100000] [--database both] [--rate 500]
-                                                   [--import-nice N] [--py-spy PATH --spy-dir DIR]
+                                                   [--import-nice 10] [--py-spy PATH --spy-dir DIR]
 
 1. Builds ONE rep's mailbox of N messages on a private Dovecot (bench/imap_sync.py's
    builder, demodata). Not measured.
 2. For each database (SQLite in the data dir; a database on a private PostgreSQL
    cluster): an organisation with the corpus's reps, the rep's IMAP mailbox, a token;
    the API under uvicorn in its own process (bench/_api_server.py, no scheduler).
-3. Starts the first import (`python -m app.cli sync --once`, its own process) and at
+3. Starts the first import (`python -m app.cli sync --once`, its own process, under
+   `nice -n 10` as `threadline worker` runs by default; `--import-nice 0` for none) and at
    the same moment an open-loop load of GET /api/lookup at --rate requests/s for the
    corpus's contact addresses (bench/_loadgen.py), which stops when the import ends.
    Latency counts from each request's scheduled send time. 200 (known contact) and
@@ -207,8 +208,9 @@ def main() -> int:
     ap.add_argument(
         "--import-nice",
         type=int,
-        default=0,
-        help="run the import under `nice -n N` (a worker sharing the API's host, run at a lower CPU priority)",
+        default=10,
+        help="run the import under `nice -n N` (default 10, the nice value `threadline worker` runs at by default, "
+        "THREADLINE_WORKER_NICE; 0 = normal priority)",
     )
     args = ap.parse_args()
     n = args.messages

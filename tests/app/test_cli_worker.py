@@ -87,6 +87,9 @@ def test_worker_syncs_and_set_password_repairs(tmp_path, imap_user):
             and "login refused" in failed["last_error"]
         )
 
+        # It gives the CPU to the web app's requests first: the worker runs niced (setting default 10).
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == max(10, os.getpriority(os.PRIO_PROCESS, 0))
+
         _cli({**env, "THREADLINE_IMAP_PASSWORD": imap_user.password}, "mailbox", "set-password", str(failed["id"]))
         deadline = time.time() + 60
         while time.time() < deadline and status()["status"] != "active":
@@ -101,6 +104,26 @@ def test_worker_syncs_and_set_password_repairs(tmp_path, imap_user):
     # The worker said so when the mailbox failed, with the time and the reason.
     assert "WARNING threadline.scheduler: sync of mailbox 1 failed (auth)" in output, output
     assert imap_user.password not in output and "wrong-password" not in output
+
+
+def test_lowering_cpu_priority_never_raises_it_and_reaches_threads_and_children_made_after():
+    script = (
+        "import os, subprocess, sys, threading\n"
+        "from app.runtime import lower_cpu_priority\n"
+        "first = lower_cpu_priority(7)\n"
+        "second = lower_cpu_priority(3)\n"
+        "seen = []\n"
+        "t = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))\n"
+        "t.start(); t.join()\n"
+        "child = subprocess.run([sys.executable, '-c', 'import os; print(os.getpriority(os.PRIO_PROCESS, 0))'],"
+        " capture_output=True, text=True).stdout.strip()\n"
+        "print(first, second, seen[0], child)\n"
+    )
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    want = max(7, base)
+    assert proc.stdout.split() == [str(want)] * 4
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
