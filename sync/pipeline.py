@@ -77,10 +77,26 @@ def _dumps(event) -> bytes:
     return buf.getvalue()
 
 
-def _write(stream: IO[bytes], event) -> None:
-    data = _dumps(event)
-    stream.write(_HEADER.pack(len(data)) + data)
+def _write_frame(stream: IO[bytes], data: bytes) -> None:
+    """One event's frame, whole, whatever kind of stream carries it.
+
+    The child's stdout is a raw FileIO, not a buffered writer, when Python runs unbuffered
+    (`python -u`, or PYTHONUNBUFFERED=1, which container images commonly set), and a raw
+    write is one system call: a signal that stops and continues the process (job control,
+    a profiler or debugger attaching) cuts a large write to a full pipe short. Ignoring the
+    count lost the rest of the frame, and the reader took the next frame's bytes for this
+    one's (measured: under SIGSTOP/SIGCONT every few milliseconds, the import failed with
+    an unpickling error within 20 frames of a few hundred KB, every time). A buffered
+    writer returns the whole length, so the loop costs it nothing."""
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        written = stream.write(view)
+        view = view[written or 0 :]  # None: a non-blocking stream took nothing (never ours)
     stream.flush()
+
+
+def _write(stream: IO[bytes], event) -> None:
+    _write_frame(stream, _dumps(event))
 
 
 class _BackgroundWriter:
@@ -103,8 +119,7 @@ class _BackgroundWriter:
             if self.error is not None:
                 continue  # drain: the reader is gone
             try:
-                self._stream.write(_HEADER.pack(len(data)) + data)
-                self._stream.flush()
+                _write_frame(self._stream, data)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 self.error = exc
 
@@ -121,12 +136,29 @@ class _BackgroundWriter:
             raise self.error
 
 
+def _read_exactly(stream: IO[bytes], size: int) -> bytes:
+    """`size` bytes, or fewer only at the end of the stream. A buffered reader (Popen's, and
+    stdin's) loops by itself; a raw one returns what one system call read (see _write_frame)."""
+    data = stream.read(size) or b""
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    missing = size - len(data)
+    while missing:
+        more = stream.read(missing)
+        if not more:
+            break
+        parts.append(more)
+        missing -= len(more)
+    return b"".join(parts)
+
+
 def _read(stream: IO[bytes]):
-    head = stream.read(_HEADER.size)
+    head = _read_exactly(stream, _HEADER.size)
     if len(head) < _HEADER.size:
         return None
     (size,) = _HEADER.unpack(head)
-    data = stream.read(size)
+    data = _read_exactly(stream, size)
     if len(data) < size:
         return None
     return pickle.loads(data)
