@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from app.crypto import SecretBox, SecretError
 from app.db import insert_ignore, read_only, write_transaction
+from app.dberrors import database_trouble
 from app.models import (
     FolderState,
     GoogleWorkspace,
@@ -290,8 +291,16 @@ def sync_mailbox(
     A first import fetches in a child process (see pipeline.py) so fetching and
     ingesting use both cores; small incremental runs stay in this process.
     """
-    if not claim(engine, mailbox_id, worker, lease_seconds, force=force):
-        return None
+    try:
+        if not claim(engine, mailbox_id, worker, lease_seconds, force=force):
+            return None
+    except DBAPIError as exc:
+        # The database cannot take the claim (read-only, full, unreachable): nothing can be
+        # recorded there either, so the report and the log carry the reason.
+        if not database_trouble(exc):
+            raise
+        log.error("sync of mailbox %s not started: %s", mailbox_id, _describe(exc))
+        return RunReport(mailbox_id, error=_describe(exc), error_kind=RunError.DATABASE)
     started = time.monotonic()
     report = RunReport(mailbox_id)
     connector: Any = None  # a connector, or the ChildFetcher running one in a child process (duck-typed)
@@ -365,13 +374,24 @@ def sync_mailbox(
         retry_after = exc.retry_after
     except Exception as exc:  # noqa: BLE001 - a run must always release its claim
         log.exception("sync of mailbox %s failed", mailbox_id)
-        report.error, report.error_kind = f"internal error: {_describe(exc)}", RunError.INTERNAL
+        if database_trouble(exc):  # the database's own trouble, not a fault in Threadline
+            report.error, report.error_kind = _describe(exc), RunError.DATABASE
+        else:
+            report.error, report.error_kind = f"internal error: {_describe(exc)}", RunError.INTERNAL
     finally:
         _keep_rotated_secret(engine, box, mailbox, connector)
         close_quietly(connector)
     report.seconds = time.monotonic() - started
     if report.error_kind != RunError.LEASE:
-        _finish(engine, mailbox_id, worker, report, settings.sync_interval_seconds, retry_after=retry_after)
+        try:
+            _finish(engine, mailbox_id, worker, report, settings.sync_interval_seconds, retry_after=retry_after)
+        except DBAPIError as exc:
+            if not database_trouble(exc):
+                raise
+            # The outcome cannot be stored: the lease stays until it expires, the report says why.
+            log.error("sync of mailbox %s: its outcome was not stored: %s", mailbox_id, _describe(exc))
+            report.ok = False
+            report.error, report.error_kind = _describe(exc), RunError.DATABASE
     metrics.observe_run(report)
     if report.new_interactions:
         refresh_planner_statistics(engine)
@@ -383,7 +403,9 @@ def _describe(exc: BaseException) -> str:
     carries the SQL statement and its parameters (addresses, subjects): only the
     log gets those."""
     if isinstance(exc, DBAPIError):
-        return f"database error ({type(exc.orig).__name__}); the next run tries again"
+        trouble = database_trouble(exc)
+        said = f"{trouble} ({type(exc.orig).__name__})" if trouble else f"({type(exc.orig).__name__})"
+        return f"database error: {said}; the next run tries again"
     return f"{type(exc).__name__}: {exc}"
 
 

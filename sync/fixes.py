@@ -21,6 +21,7 @@ class RunError(StrEnum):
     FOLDER = "folder"  # the run went on; some folders failed
     LEASE = "lease"  # another worker took the mailbox over
     INTERNAL = "internal"  # an unexpected exception: a fault in Threadline
+    DATABASE = "database"  # the database itself in trouble: disk full, read-only, unreachable (app/dberrors.py)
 
 
 class Attention(StrEnum):
@@ -88,6 +89,8 @@ TEXTS: dict[tuple[str, str], str] = {
     (RunError.FOLDER, ANY): "some folders failed; see their errors on the mailbox page, then Sync now",
     (RunError.LEASE, ANY): "nothing to do: another worker was syncing this mailbox",
     (RunError.INTERNAL, ANY): "a fault in Threadline: check the server log and report it",
+    (RunError.DATABASE, ANY): "the database needs its administrator (the error says what is wrong); nothing imported "
+    "is lost, and the next run carries on where this one stopped",
     (Attention.UNRECONCILED, ANY): "sync the mailbox now; if the messages stay missing, re-sync it from scratch "
     "(the mailbox page, Re-sync; `threadline mailbox resync ID`), then check the unreadable list and the server log",
     (Attention.SUMMARIES, ANY): "recompute the summaries: Recompute summaries on the Sync health page, or "

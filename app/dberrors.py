@@ -1,0 +1,62 @@
+"""A database's own trouble in words an admin can act on: the disk is full, the database is
+read-only, the connection was lost.
+
+A driver's message is never shown: it can carry the SQL statement and its parameters
+(addresses, subjects), which only the log gets (sync/engine.py: _describe). The condition is
+read from the error's code instead: SQLite's result code (`sqlite3.Error.sqlite_errorcode`, its
+primary code in the low byte) and PostgreSQL's SQLSTATE (`psycopg2.Error.pgcode`). Anything
+else, a constraint violation for one, is not the database's trouble but a fault in Threadline,
+and gets None.
+"""
+
+from __future__ import annotations
+
+# SQLite primary result codes (https://www.sqlite.org/rescode.html)
+_SQLITE: dict[int, str] = {
+    5: "the database stayed locked by another process",  # SQLITE_BUSY, after busy_timeout
+    6: "the database stayed locked by another process",  # SQLITE_LOCKED
+    7: "the database ran out of memory",  # SQLITE_NOMEM
+    8: "the database file is read-only",  # SQLITE_READONLY: permissions, a read-only mount
+    10: "the disk reported an I/O error while writing the database",  # SQLITE_IOERR
+    11: "the database file is damaged",  # SQLITE_CORRUPT
+    13: "the database's disk is full",  # SQLITE_FULL (or its max_page_count reached)
+    14: "the database file cannot be opened",  # SQLITE_CANTOPEN
+    26: "the database file is damaged",  # SQLITE_NOTADB
+}
+
+# PostgreSQL SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html), exact codes
+# first, then classes (the first two characters).
+_POSTGRES: dict[str, str] = {
+    "53100": "the database server's disk is full",  # disk_full
+    "53200": "the database server ran out of memory",  # out_of_memory
+    "53300": "the database server has no free connection",  # too_many_connections
+    "25006": "the database is read-only (a standby server, or one set read-only)",  # read_only_sql_transaction
+    "42501": "the database user lacks a privilege it needs",  # insufficient_privilege
+    "57014": "a statement ran past the server's statement timeout",  # query_canceled
+    "57P01": "the database server shut down",  # admin_shutdown
+    "57P02": "the database server crashed and restarted",  # crash_shutdown
+    "57P03": "the database server is starting up or shutting down",  # cannot_connect_now
+    "58030": "the database server's disk reported an I/O error",  # io_error
+    "XX001": "the database server found damaged data",  # data_corrupted
+    "XX002": "the database server found a damaged index",  # index_corrupted
+}
+_POSTGRES_CLASSES: dict[str, str] = {
+    "08": "the connection to the database server was lost",  # connection_exception
+    "53": "the database server ran out of a resource",  # insufficient_resources
+}
+
+
+def database_trouble(exc: BaseException) -> str | None:
+    """What is wrong with the database itself, if that is what `exc` (a SQLAlchemy DBAPIError or a
+    driver's error) says; None otherwise."""
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return _SQLITE.get(code & 0xFF)
+    state = getattr(orig, "pgcode", None)
+    if isinstance(state, str) and state:
+        return _POSTGRES.get(state) or _POSTGRES_CLASSES.get(state[:2])
+    if type(orig).__name__ in ("OperationalError", "InterfaceError") and type(orig).__module__.startswith("psycopg2"):
+        # psycopg2 gives no SQLSTATE when there is no connection (server down, socket closed)
+        return "the database server could not be reached, or the connection to it was lost"
+    return None

@@ -1,0 +1,138 @@
+"""The database itself in trouble during an import: its disk fills up, or it turns read-only.
+The run says what is wrong in words an admin can act on (never the driver's message, which
+carries SQL and addresses), loses nothing, and once the trouble is gone the next run ends as a
+clean import, row for row."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg2
+import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from app.dberrors import database_trouble
+from sync.fixes import RunError
+from tests.cli import run_cli
+from tests.faults.backfill import cli_env, fill, world_for
+from tests.faults.timeline import assert_same_timeline, timeline
+from tests.world import migrated_database
+
+
+def test_a_sqlite_database_that_fills_up_mid_import_says_so_and_the_next_run_ends_as_a_clean_import(
+    imap_user, tmp_path
+):
+    corpus = fill(imap_user, 1500)
+    clean = world_for(tmp_path, corpus, "clean")
+    assert clean.sync(clean.add_imap(corpus.reps[0][1], imap_user)).ok
+    expected = timeline(clean)
+
+    world = world_for(tmp_path, corpus, "full")
+    mid = world.add_imap(corpus.reps[0][1], imap_user)
+    world.set_batch_size(mid, 40)
+    with world.rt.engine.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+
+    # A full disk, as SQLite reports it (SQLITE_FULL): the file may not grow past ~600 KB more.
+    def cap(dbapi_conn, _record):
+        dbapi_conn.execute(f"PRAGMA max_page_count={pages + 150}")
+
+    event.listen(world.rt.engine, "connect", cap)
+    world.rt.engine.dispose()
+    first = world.sync(mid)
+    event.remove(world.rt.engine, "connect", cap)
+    world.rt.engine.dispose()
+
+    assert 0 < first.imported < len(expected["interactions"]), first
+    assert first.folders_failed and all("the database's disk is full" in f for f in first.folders_failed), first
+    status, error = world.sql("SELECT status, last_error FROM mailbox")[0]
+    assert status == "importing" and "the database's disk is full" in error
+    assert "INSERT" not in error and "@" not in error  # no SQL, no addresses
+
+    second = world.sync(mid)  # space freed
+    assert second.ok and not second.folders_failed, second
+    assert_same_timeline(timeline(world), expected, what="an import whose database filled up")
+    assert world.sql("SELECT status, last_error FROM mailbox")[0] == ("active", None)
+
+
+def test_a_postgresql_database_set_read_only_fails_the_run_with_its_reason_and_fix_and_the_next_run_recovers(
+    postgres, imap_user, tmp_path
+):
+    corpus = fill(imap_user, 300)
+    url = migrated_database(postgres)
+    world = world_for(tmp_path, corpus, "read-only", url=url)
+    mid = world.add_imap(corpus.reps[0][1], imap_user)
+    dbname = url.rsplit("/", 1)[-1]
+    admin = psycopg2.connect(host=postgres.host, port=postgres.port, user=postgres.user, dbname="postgres")
+    admin.autocommit = True
+
+    def read_only(on: bool) -> None:
+        # As on a standby, or a database an operator set read-only for maintenance.
+        setting = "SET default_transaction_read_only = on" if on else "RESET default_transaction_read_only"
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{dbname}" {setting}')
+        world.rt.engine.dispose()
+
+    try:
+        read_only(True)
+        first = world.sync(mid)
+        assert first is not None and not first.ok, first
+        assert first.error_kind == RunError.DATABASE and "the database is read-only" in first.error, first
+        assert "UPDATE" not in first.error  # the driver's message, with its SQL, only in the log
+        # The command line says it, with what to do (nothing could be written to the database).
+        cli = run_cli(["sync", "--once", "--mailbox", str(mid)], cli_env(world))
+        assert cli.returncode == 1, cli
+        assert "FAILED" in cli.stdout and "the database is read-only" in cli.stdout, cli.stdout
+        assert "nothing imported is lost" in cli.stdout, cli.stdout
+        assert world.sql("SELECT lease_owner, messages_imported FROM mailbox") == [(None, 0)]
+
+        read_only(False)
+        second = world.sync(mid)
+        assert second.ok and second.imported > 0, second
+        assert world.sql("SELECT status, last_error FROM mailbox")[0] == ("active", None)
+    finally:
+        admin.close()
+
+
+def _error(orig: BaseException) -> DBAPIError:
+    return DBAPIError.instance("INSERT INTO contact VALUES (...)", {"a": "x@y.com"}, orig, sqlite3.Error)
+
+
+def test_only_the_databases_own_trouble_gets_words_and_a_constraint_violation_stays_a_fault_in_threadline(
+    tmp_path,
+):
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = 13
+    extended_readonly = sqlite3.OperationalError("attempt to write a readonly database")
+    extended_readonly.sqlite_errorcode = 8 | (1 << 8)  # SQLITE_READONLY_RECOVERY: the primary code counts
+    assert database_trouble(_error(full)) == "the database's disk is full"
+    assert database_trouble(_error(extended_readonly)) == "the database file is read-only"
+
+    db = sqlite3.connect(tmp_path / "x.db")
+    db.execute("CREATE TABLE t (a INTEGER PRIMARY KEY)")
+    db.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(sqlite3.IntegrityError) as unique:
+        db.execute("INSERT INTO t VALUES (1)")
+    assert database_trouble(IntegrityError.instance("INSERT", {}, unique.value, sqlite3.Error)) is None
+    assert database_trouble(ValueError("not a database error")) is None
+
+
+def test_postgresql_conditions_are_read_from_the_sqlstate(postgres):
+    conn = psycopg2.connect(host=postgres.host, port=postgres.port, user=postgres.user, dbname="postgres")
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur, pytest.raises(psycopg2.Error) as read_only:
+            cur.execute("SET default_transaction_read_only = on")
+            cur.execute("CREATE TEMP TABLE t (a int)")
+        assert read_only.value.pgcode == "25006"
+        assert database_trouble(_error(read_only.value)).startswith("the database is read-only")
+        with conn.cursor() as cur, pytest.raises(psycopg2.Error) as division:
+            cur.execute("SET default_transaction_read_only = off")
+            cur.execute("SELECT 1/0")
+        assert database_trouble(_error(division.value)) is None  # 22012, a fault of the statement
+    finally:
+        conn.close()
+    with pytest.raises(psycopg2.InterfaceError) as closed:
+        conn.cursor().execute("SELECT 1")
+    assert "could not be reached" in database_trouble(_error(closed.value))
