@@ -327,7 +327,7 @@ def sync_mailbox(
         if fetch_in_child:
             from sync.pipeline import ChildFetcher
 
-            connector = ChildFetcher(spec)
+            connector = ChildFetcher(spec, silence_limit=lease_seconds)
         else:
             connector = (connector_factory or build_connector)(spec)
         folders = connector.list_folders()

@@ -22,6 +22,7 @@ import operator
 import os
 import pickle
 import queue
+import select
 import struct
 import subprocess
 import sys
@@ -137,8 +138,9 @@ class _BackgroundWriter:
 
 
 def _read_exactly(stream: IO[bytes], size: int) -> bytes:
-    """`size` bytes, or fewer only at the end of the stream. A buffered reader (Popen's, and
-    stdin's) loops by itself; a raw one returns what one system call read (see _write_frame)."""
+    """`size` bytes, or fewer only at the end of the stream. A buffered reader (the child's
+    stdin) loops by itself; a raw one (the parent's end, _Watched) returns what one system call
+    read: at most what the pipe holds, 64 KiB."""
     data = stream.read(size) or b""
     if len(data) == size or not data:
         return data
@@ -278,20 +280,50 @@ class _ReadAhead:
             self._stopped.set()
 
 
-class ChildFetcher:
-    """list_folders and fetch_changes of one connector, run in a child process."""
+class _Watched:
+    """The child's end of the event pipe, read with a limit on how long the child may stay silent.
 
-    def __init__(self, spec: ConnectorSpec):
+    A child that stops sending (stopped by a signal and never continued, stuck on a server that
+    keeps its connection open without answering) would otherwise hold this run, its worker thread
+    and its lease for good. Unbuffered, so that waiting for the descriptor is waiting for data
+    (a buffered reader may hold bytes the descriptor no longer shows); poll, not select, because a
+    worker holding thousands of IDLE connections has descriptors past select's 1,024."""
+
+    def __init__(self, raw: IO[bytes], limit: float):
+        self._raw = raw
+        self._limit_ms = max(1, int(limit * 1000))
+        self._limit = limit
+        self._poll = select.poll()
+        self._poll.register(raw.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
+
+    def read(self, size: int) -> bytes:
+        if not self._poll.poll(self._limit_ms):
+            raise TransientError(
+                f"the fetch process sent nothing for {self._limit:.0f} s (stopped or stuck); "
+                "it was ended and the next run tries again"
+            )
+        return self._raw.read(size) or b""
+
+
+class ChildFetcher:
+    """list_folders and fetch_changes of one connector, run in a child process.
+
+    silence_limit: how long the child may send nothing before the run fails (the engine passes
+    its lease time: a run silent that long has lost its lease anyway)."""
+
+    def __init__(self, spec: ConnectorSpec, silence_limit: float = 300.0):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "sync.pipeline"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            bufsize=0,  # raw pipes: _Watched polls the descriptor; frames are written and read whole
             cwd=str(ROOT),
             env=env,
         )
         # The two pipes asked for above (Popen types them as optional).
-        self._to_child, self._from_child = cast(IO[bytes], self._proc.stdin), cast(IO[bytes], self._proc.stdout)
+        self._to_child = cast(IO[bytes], self._proc.stdin)
+        self._from_child = cast(IO[bytes], _Watched(cast(IO[bytes], self._proc.stdout), silence_limit))
         # The password travels over the pipe, never in argv or the environment.
         _write(self._to_child, spec)
         # While the child starts and logs in this process only waits: load what the
@@ -338,9 +370,10 @@ class ChildFetcher:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
-        for stream in (self._to_child, self._from_child):
+        for stream in (self._proc.stdin, self._proc.stdout):
             try:
-                stream.close()
+                if stream is not None:
+                    stream.close()
             except OSError:
                 pass
 

@@ -1,6 +1,7 @@
 """The fetch child's event pipe survives its processes being stopped and continued: job
 control (Ctrl-Z, `fg`), a profiler or a debugger attaching. Each stop cuts a large write to a
-full pipe short; a frame must still arrive whole, and in order.
+full pipe short; a frame must still arrive whole, and in order. A child stopped for good (or
+stuck) fails the run once it has been silent for the lease time, instead of holding it forever.
 
 The child runs unbuffered (PYTHONUNBUFFERED=1, as container images commonly set): its stdout
 is then a raw stream that writes what one system call took (sync/pipeline.py: _write_frame)."""
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 
 from sync import pipeline
+from tests.faults.backfill import world_for
+from tests.faults.timeline import assert_same_timeline, timeline
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAMES = 120
@@ -82,3 +85,66 @@ def test_every_event_crosses_the_pipe_whole_and_in_order_while_the_writer_is_sto
         _, err = child.communicate(timeout=30)
     assert received == list(range(FRAMES)), err[-2000:]
     assert stops[0] >= 20, f"only {stops[0]} stops landed while the events crossed"
+
+
+def test_a_fetch_child_stopped_for_good_fails_the_run_after_the_lease_time_and_the_next_run_ends_as_a_clean_import(
+    mailbox, imap_user, tmp_path
+):
+    corpus, expected = mailbox
+    world = world_for(tmp_path, corpus, "stopped")
+    mid = world.add_imap(corpus.reps[0][1], imap_user)
+    world.set_batch_size(mid, 20)
+    imported = lambda: world.scalar("SELECT messages_imported FROM mailbox WHERE id = :i", i=mid)  # noqa: E731
+    stopped: list[int] = []
+    finished = threading.Event()
+
+    def stop_the_child_once_it_has_sent_batches():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not stopped and not finished.is_set():
+            child = _fetch_child(os.getpid())
+            if child and imported() >= 100:
+                os.kill(child, signal.SIGSTOP)  # and never continued
+                stopped.append(child)
+            time.sleep(0.005)
+        if stopped and not finished.wait(60):
+            os.kill(stopped[0], signal.SIGKILL)  # a run still held after a minute: free it, and fail below
+
+    watcher = threading.Thread(target=stop_the_child_once_it_has_sent_batches)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        first = world.sync(mid, fetch_in_child=True, lease_seconds=4)
+    finally:
+        finished.set()
+        took = time.monotonic() - started
+        watcher.join()
+
+    assert stopped, "the child was never stopped"
+    assert not first.ok and first.error_kind == "transient", first
+    assert "the fetch process sent nothing for 4 s" in first.error, first
+    assert 0 < first.imported < len(expected["interactions"]) and took < 60, (first, took)
+    assert not Path(f"/proc/{stopped[0]}").exists() or _state(stopped[0]) == "Z"  # ended, not left stopped
+    status, error = world.sql("SELECT status, last_error FROM mailbox")[0]
+    assert status == "failed" and "sent nothing" in error
+
+    second = world.sync(mid, fetch_in_child=True)
+    assert second.ok, second
+    assert_same_timeline(timeline(world), expected, what="an import whose fetch child was stopped for good")
+
+
+def _fetch_child(parent: int) -> int | None:
+    try:
+        kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    except OSError:
+        return None
+    for kid in kids:
+        try:
+            if b"sync.pipeline" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                return int(kid)
+        except OSError:
+            continue
+    return None
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
