@@ -56,7 +56,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         entra_scope=env.get("THREADLINE_ENTRA_SCOPE") or "access_as_user",
         entra_authority=(env.get("THREADLINE_ENTRA_AUTHORITY") or "https://login.microsoftonline.com").rstrip("/"),
         dns_server=env.get("THREADLINE_DNS_SERVER") or None,
-        worker_nice=int(env.get("THREADLINE_WORKER_NICE", "10")),
+        worker_nice=int(env.get("THREADLINE_WORKER_NICE") or "10"),
     )
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from app.crypto import SecretBox, SecretError
 from app.db import insert_ignore, read_only, write_transaction
-from app.dberrors import database_trouble
+from app.dberrors import database_trouble, is_database_error
 from app.models import (
     FolderState,
     GoogleWorkspace,
@@ -300,7 +300,9 @@ def sync_mailbox(
         if not database_trouble(exc):
             raise
         log.error("sync of mailbox %s not started: %s", mailbox_id, _describe(exc))
-        return RunReport(mailbox_id, error=_describe(exc), error_kind=RunError.DATABASE)
+        report = RunReport(mailbox_id, error=_describe(exc), error_kind=RunError.DATABASE)
+        metrics.observe_run(report)
+        return report
     started = time.monotonic()
     report = RunReport(mailbox_id)
     connector: Any = None  # a connector, or the ChildFetcher running one in a child process (duck-typed)
@@ -308,22 +310,27 @@ def sync_mailbox(
     try:
         with read_only(engine) as conn:
             mailbox, spec, org, settings = load_mailbox(conn, box, mailbox_id)
-    except SecretError as exc:  # the connector's secret is unreadable (a wrong key): fail the run, release it
-        report.error, report.error_kind = f"internal error: SecretError: {exc}", RunError.INTERNAL
-        _finish(engine, mailbox_id, worker, report, 0, retry_after=None)
+    except (SecretError, DBAPIError) as exc:
+        if isinstance(exc, SecretError):  # the connector's secret is unreadable (a wrong key): fail the run, release it
+            report.error, report.error_kind = f"internal error: SecretError: {exc}", RunError.INTERNAL
+        elif database_trouble(exc):
+            report.error, report.error_kind = _describe(exc), RunError.DATABASE
+        else:
+            raise
+        _unless_the_database_refuses(report, lambda: _finish(engine, mailbox_id, worker, report, 0, retry_after=None))
         metrics.observe_run(report)
         return report
     owner_email = spec.owner
     # The follow-up queue's context, read once for the run rather than in every batch (sync/followups.py: RunCache).
     org = replace(org, followups=followups.RunCache())
     since = (now or datetime.now(timezone.utc)) - timedelta(days=settings.backfill_days)
-    if mailbox["status"] in (MailboxStatus.PENDING, MailboxStatus.FAILED) and mailbox["last_success_at"] is None:
-        _set(engine, mailbox_id, worker, status=MailboxStatus.IMPORTING)
-    if fetch_in_child is None:
-        fetch_in_child = (
-            connector_factory is None and mailbox["kind"] in FETCH_IN_CHILD and _needs_import(engine, mailbox_id)
-        )
     try:
+        if mailbox["status"] in (MailboxStatus.PENDING, MailboxStatus.FAILED) and mailbox["last_success_at"] is None:
+            _set(engine, mailbox_id, worker, status=MailboxStatus.IMPORTING)
+        if fetch_in_child is None:
+            fetch_in_child = (
+                connector_factory is None and mailbox["kind"] in FETCH_IN_CHILD and _needs_import(engine, mailbox_id)
+            )
         if fetch_in_child:
             from sync.pipeline import ChildFetcher
 
@@ -379,33 +386,45 @@ def sync_mailbox(
         else:
             report.error, report.error_kind = f"internal error: {_describe(exc)}", RunError.INTERNAL
     finally:
-        _keep_rotated_secret(engine, box, mailbox, connector)
+        _unless_the_database_refuses(report, lambda: _keep_rotated_secret(engine, box, mailbox, connector))
         close_quietly(connector)
     report.seconds = time.monotonic() - started
     if report.error_kind != RunError.LEASE:
-        try:
-            _finish(engine, mailbox_id, worker, report, settings.sync_interval_seconds, retry_after=retry_after)
-        except DBAPIError as exc:
-            if not database_trouble(exc):
-                raise
-            # The outcome cannot be stored: the lease stays until it expires, the report says why.
-            log.error("sync of mailbox %s: its outcome was not stored: %s", mailbox_id, _describe(exc))
-            report.ok = False
-            report.error, report.error_kind = _describe(exc), RunError.DATABASE
+        _unless_the_database_refuses(
+            report,
+            lambda: _finish(
+                engine, mailbox_id, worker, report, settings.sync_interval_seconds, retry_after=retry_after
+            ),
+        )
     metrics.observe_run(report)
     if report.new_interactions:
         refresh_planner_statistics(engine)
     return report
 
 
+def _unless_the_database_refuses(report: RunReport, write: Callable[[], None]) -> None:
+    """Run a write of the run's bookkeeping (its outcome, a rotated secret). When the database
+    itself refuses it (read-only, full, gone), the report and the log say so instead: the lease
+    then stays until it expires, and a rotated secret lives only as long as this process."""
+    try:
+        write()
+    except DBAPIError as exc:
+        if not database_trouble(exc):
+            raise
+        log.error("sync of mailbox %s: not stored: %s", report.mailbox_id, _describe(exc))
+        report.ok = False
+        report.error, report.error_kind = _describe(exc), RunError.DATABASE
+
+
 def _describe(exc: BaseException) -> str:
     """An unexpected failure in words an admin sees. A database error's own text
     carries the SQL statement and its parameters (addresses, subjects): only the
     log gets those."""
-    if isinstance(exc, DBAPIError):
+    if is_database_error(exc):  # wrapped by SQLAlchemy, or raw from a driver's cursor (app/db.py's bulk paths)
+        driver_error = type(getattr(exc, "orig", None) or exc).__name__
         trouble = database_trouble(exc)
-        said = f"{trouble} ({type(exc.orig).__name__})" if trouble else f"({type(exc.orig).__name__})"
-        return f"database error: {said}; the next run tries again"
+        said = f": {trouble} ({driver_error})" if trouble else f" ({driver_error})"
+        return f"database error{said}; the next run tries again"
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -92,7 +92,9 @@ def _write_frame(stream: IO[bytes], data: bytes) -> None:
     view = memoryview(_HEADER.pack(len(data)) + data)
     while view:
         written = stream.write(view)
-        view = view[written or 0 :]  # None: a non-blocking stream took nothing (never ours)
+        if not written:  # None: a non-blocking stream would block (ours never are); never spin on it
+            raise BlockingIOError("the event pipe took nothing")
+        view = view[written:]
     stream.flush()
 
 
@@ -141,13 +143,17 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
     """`size` bytes, or fewer only at the end of the stream. A buffered reader (the child's
     stdin) loops by itself; a raw one (the parent's end, _Watched) returns what one system call
     read: at most what the pipe holds, 64 KiB."""
-    data = stream.read(size) or b""
+    data = stream.read(size)
+    if data is None:  # a non-blocking stream with nothing to read (ours never are): not the end
+        raise BlockingIOError("the event pipe had nothing to read")
     if len(data) == size or not data:
         return data
     parts = [data]
     missing = size - len(data)
     while missing:
         more = stream.read(missing)
+        if more is None:
+            raise BlockingIOError("the event pipe had nothing to read")
         if not more:
             break
         parts.append(more)
@@ -302,7 +308,7 @@ class _Watched:
                 f"the fetch process sent nothing for {self._limit:.0f} s (stopped or stuck); "
                 "it was ended and the next run tries again"
             )
-        return self._raw.read(size) or b""
+        return self._raw.read(size)
 
 
 class ChildFetcher:

@@ -17,6 +17,7 @@ from sync.fixes import RunError
 from tests.cli import run_cli
 from tests.faults.backfill import cli_env, fill, world_for
 from tests.faults.timeline import assert_same_timeline, timeline
+from tests.servers import free_port
 from tests.world import migrated_database
 
 
@@ -95,8 +96,46 @@ def test_a_postgresql_database_set_read_only_fails_the_run_with_its_reason_and_f
         admin.close()
 
 
+def test_a_disk_that_refuses_every_write_ends_the_run_with_the_reason_although_its_outcome_cannot_be_stored(
+    mailbox, imap_user, tmp_path
+):
+    corpus, expected = mailbox
+    world = world_for(tmp_path, corpus, "every-write-refused")
+    mid = world.add_imap(corpus.reps[0][1], imap_user)
+    world.set_batch_size(mid, 40)
+    transactions = []
+
+    # A real full disk: once a few batches are in, every write fails (the WAL cannot grow either),
+    # the batch's, the folder's error and the run's outcome alike.
+    def full_disk(conn, cursor, statement, *_):
+        sql = statement.lstrip().upper()
+        if sql.startswith("BEGIN IMMEDIATE"):  # every write transaction on SQLite (app/db.py)
+            transactions.append(1)
+        writes = sql.startswith(("BEGIN IMMEDIATE", "INSERT", "UPDATE", "DELETE"))
+        if writes and len(transactions) > 6:
+            error = sqlite3.OperationalError("database or disk is full")
+            error.sqlite_errorcode = 13
+            raise error
+
+    event.listen(world.rt.engine, "before_cursor_execute", full_disk)
+    try:
+        first = world.sync(mid)
+    finally:
+        event.remove(world.rt.engine, "before_cursor_execute", full_disk)
+    assert first is not None and not first.ok, first
+    assert first.error_kind == RunError.DATABASE and "the database's disk is full" in first.error, first
+    assert "INSERT" not in first.error and "@" not in first.error
+    kept = world.scalar("SELECT count(*) FROM interaction")
+    assert 0 < kept < len(expected["interactions"])
+
+    second = world.sync(mid, force=True)  # the refused run could not release its lease
+    assert second is not None and second.ok and not second.folders_failed, second
+    assert_same_timeline(timeline(world), expected, what="an import whose disk refused every write")
+
+
 def _error(orig: BaseException) -> DBAPIError:
-    return DBAPIError.instance("INSERT INTO contact VALUES (...)", {"a": "x@y.com"}, orig, sqlite3.Error)
+    base = psycopg2.Error if isinstance(orig, psycopg2.Error) else sqlite3.Error
+    return DBAPIError.instance("INSERT INTO contact VALUES (...)", {"a": "x@y.com"}, orig, base)
 
 
 def test_only_the_databases_own_trouble_gets_words_and_a_constraint_violation_stays_a_fault_in_threadline(
@@ -106,8 +145,12 @@ def test_only_the_databases_own_trouble_gets_words_and_a_constraint_violation_st
     full.sqlite_errorcode = 13
     extended_readonly = sqlite3.OperationalError("attempt to write a readonly database")
     extended_readonly.sqlite_errorcode = 8 | (1 << 8)  # SQLITE_READONLY_RECOVERY: the primary code counts
+    assert isinstance(_error(full), DBAPIError)
     assert database_trouble(_error(full)) == "the database's disk is full"
     assert database_trouble(_error(extended_readonly)) == "the database file is read-only"
+    same_connection = sqlite3.OperationalError("database table is locked")
+    same_connection.sqlite_errorcode = 6  # SQLITE_LOCKED: a conflict inside one connection, our own fault
+    assert database_trouble(_error(same_connection)) is None
 
     db = sqlite3.connect(tmp_path / "x.db")
     db.execute("CREATE TABLE t (a INTEGER PRIMARY KEY)")
@@ -126,13 +169,20 @@ def test_postgresql_conditions_are_read_from_the_sqlstate(postgres):
             cur.execute("SET default_transaction_read_only = on")
             cur.execute("CREATE TEMP TABLE t (a int)")
         assert read_only.value.pgcode == "25006"
+        assert isinstance(_error(read_only.value), DBAPIError)
         assert database_trouble(_error(read_only.value)).startswith("the database is read-only")
         with conn.cursor() as cur, pytest.raises(psycopg2.Error) as division:
             cur.execute("SET default_transaction_read_only = off")
             cur.execute("SELECT 1/0")
         assert database_trouble(_error(division.value)) is None  # 22012, a fault of the statement
+        # A closed cursor is a fault in the code, not a lost connection.
+        cur = conn.cursor()
+        cur.close()
+        with pytest.raises(psycopg2.InterfaceError) as closed_cursor:
+            cur.execute("SELECT 1")
+        assert database_trouble(_error(closed_cursor.value)) is None
     finally:
         conn.close()
-    with pytest.raises(psycopg2.InterfaceError) as closed:
-        conn.cursor().execute("SELECT 1")
-    assert "could not be reached" in database_trouble(_error(closed.value))
+    with pytest.raises(psycopg2.OperationalError) as unreachable:
+        psycopg2.connect(host=postgres.host, port=free_port(), user=postgres.user, dbname="postgres", connect_timeout=5)
+    assert "could not be reached" in database_trouble(_error(unreachable.value))
