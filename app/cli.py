@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from app.db import read_only, session
+from app.dberrors import DATABASE_ERRORS, database_trouble
 from app.runtime import Runtime, freeze_startup_heap, lower_cpu_priority, open_runtime
 from app.services import orgs as org_service
 from app.services.actor import Actor
@@ -628,6 +629,13 @@ def main() -> None:
         err.print("error: ", style="red", end="")
         err.print(exc.reason, markup=False, highlight=False, emoji=False)
         raise SystemExit(exit_code(exc)) from None
+    except DATABASE_ERRORS as exc:
+        trouble = database_trouble(exc)  # the database's own trouble, in words (app/dberrors.py)
+        if trouble is None:
+            raise
+        err.print("error: ", style="red", end="")
+        err.print(trouble, markup=False, highlight=False, emoji=False)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -67,6 +67,21 @@ def database_trouble(exc: BaseException) -> str | None:
 
 def is_database_error(exc: BaseException) -> bool:
     """A driver's error, raw or wrapped by SQLAlchemy: its text may quote SQL and parameters."""
+    return isinstance(exc, DATABASE_ERRORS)
+
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
     from sqlalchemy.exc import DBAPIError
 
-    return isinstance(exc, DBAPIError) or type(exc).__module__.split(".")[0] in ("psycopg2", "sqlite3")
+    try:
+        import psycopg2
+    except ImportError:  # SQLite only
+        return (DBAPIError, sqlite3.Error)
+    return (DBAPIError, sqlite3.Error, psycopg2.Error)
+
+
+# What a database statement can raise: SQLAlchemy's wrapper, or a driver's own error from the plain
+# readers and bulk paths (app/db.py). For the API's and the CLI's one mapping of database trouble.
+DATABASE_ERRORS = _database_errors()

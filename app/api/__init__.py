@@ -35,6 +35,7 @@ from app.api import (
 from app.api.panel import OUTLOOK_ORIGINS
 from app.api.schemas import Health, Unhealthy
 from app.db import read_only
+from app.dberrors import DATABASE_ERRORS, database_trouble
 from app.runtime import Runtime
 from app.services.errors import ServiceError, http_status
 
@@ -104,6 +105,22 @@ def create_app(rt: Runtime, *, run_scheduler: bool = False) -> FastAPI:
     @app.exception_handler(ServiceError)
     async def service_error(request, exc: ServiceError):
         return JSONResponse(exc.as_dict(), status_code=http_status(exc))
+
+    # The database itself in trouble (full, read-only, unreachable: app/dberrors.py) is neither the
+    # request's fault nor a fault in Threadline: 503 with the reason, never the driver's text (it
+    # quotes SQL and parameters). Any other database error stays a 500, logged with its traceback.
+    async def database_error(request, exc: Exception):
+        trouble = database_trouble(exc)
+        if trouble is None:
+            raise exc
+        return JSONResponse(
+            {"detail": f"{trouble}; try again later, or tell your administrator", "error": "database"},
+            status_code=503,
+            headers={"Retry-After": "30"},
+        )
+
+    for kind in DATABASE_ERRORS:
+        app.add_exception_handler(kind, database_error)
 
     @app.get(
         "/healthz",

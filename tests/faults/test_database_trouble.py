@@ -9,16 +9,21 @@ import sqlite3
 
 import psycopg2
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from app.api import create_app
+from app.db import session
 from app.dberrors import database_trouble
+from app.models import User
 from sync.fixes import RunError
 from tests.cli import run_cli
 from tests.faults.backfill import cli_env, fill, world_for
 from tests.faults.timeline import assert_same_timeline, timeline
+from tests import factories
 from tests.servers import free_port
-from tests.world import migrated_database
+from tests.world import message, migrated_database
 
 
 def test_a_sqlite_database_that_fills_up_mid_import_says_so_and_the_next_run_ends_as_a_clean_import(
@@ -131,6 +136,51 @@ def test_a_disk_that_refuses_every_write_ends_the_run_with_the_reason_although_i
     second = world.sync(mid, force=True)  # the refused run could not release its lease
     assert second is not None and second.ok and not second.folders_failed, second
     assert_same_timeline(timeline(world), expected, what="an import whose disk refused every write")
+
+
+def test_a_read_only_database_keeps_the_sidebar_readable_and_refuses_writes_with_the_reason(
+    postgres, imap_user, tmp_path
+):
+    url = migrated_database(postgres)
+    world = world_for(tmp_path, fill_one(imap_user), "api-read-only", url=url)
+    assert world.sync(world.add_imap("alice@ourco.com", imap_user)).ok
+    contact_id = world.scalar("SELECT contact_id FROM contactaddress WHERE address = 'carol@acme.com'")
+    with session(world.rt.engine) as s:
+        token = factories.issue_token(s, s.query(User).filter(User.email == "alice@ourco.com").one(), name="t")
+    auth = {"Authorization": f"Bearer {token}"}
+    dbname = url.rsplit("/", 1)[-1]
+    admin = psycopg2.connect(postgres.dsn)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
+        world.rt.engine.dispose()
+        with TestClient(create_app(world.rt)) as client:
+            assert client.get("/api/lookup?email=carol@acme.com", headers=auth).status_code == 200
+            refused = client.post(f"/api/contacts/{contact_id}/notes", json={"body": "Call back"}, headers=auth)
+        assert refused.status_code == 503 and refused.headers["retry-after"], refused.text
+        assert refused.json()["error"] == "database" and "read-only" in refused.json()["detail"]
+        assert "INSERT" not in refused.text
+        cli = run_cli(["user", "add", "dora@ourco.com"], cli_env(world))
+        assert cli.returncode == 1 and "error: the database is read-only" in cli.stderr, cli
+        assert "Traceback" not in cli.stderr and "INSERT" not in cli.stderr
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only')
+        admin.close()
+        world.rt.engine.dispose()
+    assert world.scalar("SELECT count(*) FROM app_user WHERE email = 'dora@ourco.com'") == 0
+
+
+def fill_one(imap_user):
+    """One customer mail in the rep's INBOX; the corpus shape world_for wants."""
+    imap_user.deliver(message("Carol Buyer <carol@acme.com>", "alice@ourco.com", "Quote", msgid="q1@acme"))
+
+    class Corpus:
+        internal_domains = ("ourco.com",)
+        reps = [("Alice Rep", "alice@ourco.com")]
+
+    return Corpus
 
 
 def _error(orig: BaseException) -> DBAPIError:
