@@ -18,10 +18,10 @@ from app.db import session
 from app.dberrors import database_trouble
 from app.models import User
 from sync.fixes import RunError
+from tests import factories
 from tests.cli import run_cli
 from tests.faults.backfill import cli_env, fill, world_for
 from tests.faults.timeline import assert_same_timeline, timeline
-from tests import factories
 from tests.servers import free_port
 from tests.world import message, migrated_database
 
