@@ -1,7 +1,7 @@
-"""The database itself in trouble during an import: its disk fills up, or it turns read-only.
-The run says what is wrong in words an admin can act on (never the driver's message, which
-carries SQL and addresses), loses nothing, and once the trouble is gone the next run ends as a
-clean import, row for row."""
+"""The database itself in trouble: its disk fills up, or it turns read-only. An import says what
+is wrong in words an admin can act on (never the driver's message, which carries SQL and
+addresses), loses nothing, and once the trouble is gone the next run ends as a clean import, row
+for row. The API answers a refused write with 503 and the reason, the CLI with the reason."""
 
 from __future__ import annotations
 
