@@ -2,6 +2,7 @@
 control (Ctrl-Z, `fg`), a profiler or a debugger attaching. Each stop cuts a large write to a
 full pipe short; a frame must still arrive whole, and in order. A child stopped for good (or
 stuck) fails the run once it has been silent for the lease time, instead of holding it forever.
+The CLI's own standard output keeps every byte of a large export under the same stops.
 
 The child runs unbuffered (PYTHONUNBUFFERED=1, as container images commonly set): its stdout
 is then a raw stream that writes what one system call took (sync/pipeline.py: _write_frame)."""
@@ -18,6 +19,8 @@ import time
 from pathlib import Path
 
 from sync import pipeline
+from tests.app.test_cli_admin import _ok
+from tests.cli import cli_env
 from tests.faults.backfill import world_for
 from tests.faults.timeline import assert_same_timeline, timeline
 
@@ -148,3 +151,48 @@ def _fetch_child(parent: int) -> int | None:
 
 def _state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+
+
+def test_a_segment_exported_to_a_pipe_arrives_whole_while_the_command_is_stopped_and_continued(tmp_path):
+    """`threadline segment export All | gzip` with Ctrl-Z and fg, under PYTHONUNBUFFERED=1: the CLI's
+    standard output must not drop the part of a write a stop cut short (app/cli.py: _whole_writes)."""
+    _ok(tmp_path, "org", "init", "--name", "OurCo", "--domain", "ourco.com")
+    people = tmp_path / "people.csv"
+    rows = [f"buyer{i}@customer{i % 400}.com,Buyer Number {i},{'purchasing ' * 8}" for i in range(20_000)]
+    people.write_text("email,name,title\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    _ok(tmp_path, "contacts", "import", str(people))
+    _ok(tmp_path, "segment", "save", "All", "--filters", "{}")
+    whole = tmp_path / "all.csv"
+    _ok(tmp_path, "segment", "export", "All", "--out", str(whole))
+    expected = whole.read_bytes()
+    assert expected.count(b"\n") >= 20_000
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "segment", "export", "All"],
+        cwd=ROOT,
+        env=dict(cli_env(tmp_path), PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    done = threading.Event()
+    stops: list[int] = []
+    pester = threading.Thread(target=lambda: stops.append(_stop_and_continue(proc.pid, done, random.Random(5))))
+    received = bytearray()
+    try:
+        while not received:  # the command's start-up, unstopped
+            chunk = proc.stdout.read1(1 << 14)
+            if not chunk:
+                break
+            received += chunk
+        pester.start()
+        while chunk := proc.stdout.read1(1 << 14):
+            received += chunk
+            time.sleep(0.002)  # a slow consumer (gzip, a network copy): the pipe stays full
+    finally:
+        done.set()
+        if pester.is_alive():
+            pester.join()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert stops and stops[0] >= 20, stops
+    assert len(received) == len(expected) and bytes(received) == expected
