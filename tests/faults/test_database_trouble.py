@@ -26,6 +26,7 @@ from tests.servers import free_port
 from tests.world import message, migrated_database
 
 
+@pytest.mark.sqlite  # SQLite's own full disk; PostgreSQL's trouble is the read-only tests below
 def test_a_sqlite_database_that_fills_up_mid_import_says_so_and_the_next_run_ends_as_a_clean_import(
     imap_user, tmp_path
 ):
@@ -101,6 +102,7 @@ def test_a_postgresql_database_set_read_only_fails_the_run_with_its_reason_and_f
         admin.close()
 
 
+@pytest.mark.sqlite  # SQLite's own full disk; PostgreSQL's trouble is the read-only tests below
 def test_a_disk_that_refuses_every_write_ends_the_run_with_the_reason_although_its_outcome_cannot_be_stored(
     mailbox, imap_user, tmp_path
 ):

@@ -404,9 +404,9 @@ def test_first_import_fetches_in_a_child_process_and_keeps_its_rotated_token(wor
     real = pipeline.ChildFetcher
 
     class Counting(real):
-        def __init__(self, spec):
+        def __init__(self, spec, **kw):
             started.append(spec.kind)
-            super().__init__(spec)
+            super().__init__(spec, **kw)
 
     monkeypatch.setattr(pipeline, "ChildFetcher", Counting)
     mid = add_delegated_mailbox(world, graph)
