@@ -236,10 +236,17 @@ def _utc(value) -> datetime:
 
 
 def _address(value) -> tuple[str, str] | None:
-    """(address, name) of a CAL-ADDRESS, or None when it is no email address."""
+    """(address, name) of a CAL-ADDRESS, or None when it is no email address.
+
+    RFC 5545 wants a mailto: URI, but booking tools and older clients write the bare
+    address: without a scheme it is taken as written (another URI, "invalid:nomail" or
+    "urn:uuid:…", is no address)."""
     raw = str(value or "").strip()
     params = getattr(value, "params", {}) or {}
-    addr = raw[7:] if raw.lower().startswith("mailto:") else ""
+    if raw.lower().startswith("mailto:"):
+        addr = raw[7:]
+    else:
+        addr = raw if ":" not in raw else ""
     if "@" not in addr:
         email = str(params.get("EMAIL") or "").strip()
         addr = email[7:] if email.lower().startswith("mailto:") else email

@@ -430,3 +430,27 @@ def test_a_calendar_copy_of_a_moved_series_outranks_the_old_invitation_in_mail(w
         assert world.sync(mid).ok
     live = sorted(str(when)[11:16] for when, status, *_ in meetings(world).values() if status != "cancelled")
     assert live == ["14:00"] * 3
+
+
+def test_people_written_without_mailto_are_on_the_meeting(world, caldav_user):
+    # Some booking tools and older clients write a bare address where RFC 5545 wants a mailto: URI.
+    bare = event(
+        "bare@booking.example",
+        stamp(SOON),
+        organizer=None,
+        attendees=(),
+        extra="ORGANIZER;CN=Carla:Carla@Acme.com\r\n"
+        "ATTENDEE;PARTSTAT=ACCEPTED:alice@ourco.com\r\n"
+        "ATTENDEE;CN=Dan;PARTSTAT=TENTATIVE:dan@acme.com\r\n"
+        "ATTENDEE;PARTSTAT=ACCEPTED:MAILTO:Ed@Acme.com\r\n"
+        "ATTENDEE;CN=Nobody;PARTSTAT=ACCEPTED:invalid:nomail",
+    )
+    caldav_user.put("bare.ics", vcalendar(bare))
+    mid = add_caldav(world, "alice@ourco.com", caldav_user)
+    assert world.sync(mid).ok
+    assert people(world, "ical:bare@booking.example") == [
+        ("alice@ourco.com", "attendee", "accepted"),
+        ("carla@acme.com", "organizer", "accepted"),
+        ("dan@acme.com", "attendee", "tentative"),
+        ("ed@acme.com", "attendee", "accepted"),
+    ]
