@@ -310,6 +310,11 @@ class MeetingRecord:
     # connector) and whose transport fields say whether anything vouches for that From
     # (sync/senders.py). None for calendar copies.
     via_mail: MessageRecord | None = None
+    # An occurrence read from a whole series (its rule expanded from this recurrence id on: the
+    # window's start). The copy then lists every occurrence from there on, so an occurrence of
+    # the UID it lacks and that is older (lower SEQUENCE) was moved or cut from the series
+    # (sync/meetings.py). None for single events, invitations to one occurrence and Graph's.
+    series_from: str | None = None
 
 
 def meeting_key(uid: str, recurrence_id: str | None) -> str:

@@ -10,6 +10,9 @@ What a record is:
   `recurrence_id_utc(dt)` = "YYYY-MM-DDTHH:MM:SSZ", the same string the Graph
   connector produces, so the same occurrence has the same meeting_key from
   every source. Single (non-recurring) events have recurrence_id None.
+- An occurrence expanded from a series carries `series_from`, the window's start as a
+  recurrence id: the object lists every occurrence from there on, so one it lacks is no
+  longer part of the series (moved or cut short; sync/meetings.py).
 - remote_id is `base` for a single event and `base + "#" + recurrence_id` for
   an occurrence (base: the CalDAV member name, or the IMAP message id + "#ics").
 
@@ -233,10 +236,17 @@ def _utc(value) -> datetime:
 
 
 def _address(value) -> tuple[str, str] | None:
-    """(address, name) of a CAL-ADDRESS, or None when it is no email address."""
+    """(address, name) of a CAL-ADDRESS, or None when it is no email address.
+
+    RFC 5545 wants a mailto: URI, but booking tools and older clients write the bare
+    address: without a scheme it is taken as written (another URI, "invalid:nomail" or
+    "urn:uuid:…", is no address)."""
     raw = str(value or "").strip()
     params = getattr(value, "params", {}) or {}
-    addr = raw[7:] if raw.lower().startswith("mailto:") else ""
+    if raw.lower().startswith("mailto:"):
+        addr = raw[7:]
+    else:
+        addr = raw if ":" not in raw else ""
     if "@" not in addr:
         email = str(params.get("EMAIL") or "").strip()
         addr = email[7:] if email.lower().startswith("mailto:") else email
@@ -444,17 +454,20 @@ def _expand(
         by_rid[recurrence_id_utc(_utc(comp.get("RECURRENCE-ID").dt))] = comp
     query = recurring_ical_events.of(one)
     records: list[MeetingRecord] = []
+    since = recurrence_id_utc(window.start)
     done = False
     for series in query.series:
         for occ in series.between(window.start, window.end):
             rid_value = occ.recurrence_ids[0] if occ.recurrence_ids else occ.start
             rid = recurrence_id_utc(_utc(rid_value))
             comp = by_rid.get(rid, master)
-            records.append(
-                _record(comp, uid=uid, rid=rid, start=occ.start, end=occ.end, bid=bid, method=method, bad=bad)
-            )
+            rec = _record(comp, uid=uid, rid=rid, start=occ.start, end=occ.end, bid=bid, method=method, bad=bad)
+            rec.series_from = since
+            records.append(rec)
             if len(records) >= MAX_OCCURRENCES:
                 bad.append(BadRecord(bid, f"recurrence cut at {MAX_OCCURRENCES} occurrences in the sync window"))
+                for cut in records:  # what lies past the cut was not read: never taken as removed
+                    cut.series_from = None
                 done = True
                 break
         if done:

@@ -14,6 +14,13 @@ them cancelled unless it holds a newer SEQUENCE, a REPLY sets the replying
 attendee's answer on each. Only when nothing of that UID is stored does it
 become an interaction of its own, as before.
 
+A copy of a whole series (MeetingRecord.series_from: a calendar's, or a REQUEST
+whose rule was expanded) lists every occurrence from the window's start on. A
+stored occurrence of its UID that it lacks and that has a lower SEQUENCE was
+moved or cut from the series (a new time, "this and following" ending it early):
+it is marked cancelled with the copy's SEQUENCE, so the old invitation still in
+a mailbox never brings it back.
+
 One call handles one batch with a constant number of statements (IN lists of
 at most ingest.IN_CHUNK): the batch's records are grouped by key, each group is folded
 in Python, in order, into the final state of its interaction and participants
@@ -23,6 +30,7 @@ state is written with bulk statements.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,6 +56,7 @@ from sync.ingest import (
 
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
 MAX_ATTENDEES = 500
+_RID = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")  # connectors.ical.recurrence_id_utc's form
 SERIES_CHUNK = 50  # series prefixes per statement (each is one OR branch)
 DETAILS = ("occurred_at", "ends_at", "direction", "subject", "location", "status", "sequence")
 STORED = (I.c.id, I.c.message_key) + tuple(I.c[c] for c in DETAILS)
@@ -213,9 +222,12 @@ def _fold(
     exists = stored is not None
     for item, whole in steps:
         rec, p = item.rec, item.p
-        if not whole and rec.method == "CANCEL":
-            # The series is cancelled: this occurrence too, unless it was changed later.
-            if rec.sequence >= st.cols["sequence"]:
+        if not whole and rec.method != "REPLY":
+            # Not this occurrence's own copy: the series is cancelled, or a newer copy of the
+            # series no longer lists it (moved or cut short). Either way it is off, unless it
+            # was changed later; a copy of the same SEQUENCE only cancels when it says so.
+            seq = st.cols["sequence"]
+            if rec.sequence > seq or (rec.method == "CANCEL" and rec.sequence == seq):
                 st.cols["status"], st.cols["sequence"] = "cancelled", rec.sequence
             continue
         newer = existed = False
@@ -309,12 +321,45 @@ def _load_people(conn: Connection, ids: list[int]) -> dict[int, dict[str, tuple[
     return out
 
 
+def _copy_of(rec: MeetingRecord) -> tuple[str, str, str] | None:
+    """(UID, the copy's remote id, series_from) when rec is an occurrence of a whole-series copy."""
+    if rec.series_from is None or rec.recurrence_id is None or rec.method not in (None, "REQUEST"):
+        return None
+    return rec.uid, rec.remote_id[: -len(rec.recurrence_id) - 1], rec.series_from
+
+
+def _series_copies(items: list[_Item]) -> dict[int, tuple[str, str, set[str]]]:
+    """The whole-series copies among the items (a calendar's or a REQUEST's expansion of a
+    series, see MeetingRecord.series_from; a copy's occurrences come one after another), by
+    the index of each one's last item: (series key 'ical:UID', the recurrence id it lists
+    from, the keys it lists)."""
+    ends: dict[int, tuple[str, str, set[str]]] = {}
+    run: tuple[str, str, str] | None = None
+    listed: set[str] = set()
+    for item in items:
+        copy = _copy_of(item.rec)
+        if copy is None:
+            run = None
+            continue
+        if copy == run:
+            del ends[item.index - 1]  # the copy goes on: it ends here or later
+        else:
+            run, listed = copy, set()
+        listed.add(item.key)
+        ends[item.index] = (meeting_key(item.rec.uid, None)[:900], copy[2], listed)
+    return ends
+
+
 def _plan(items: list[_Item], stored_keys: set[str], bases: set[str]) -> dict[str, list[tuple[_Item, bool]]]:
     """Each key's steps in batch order; a series REPLY/CANCEL goes to every
     occurrence of its UID known at that point (stored, or seen earlier in the
-    batch) and to the series key itself if that is known or nothing else is."""
+    batch) and to the series key itself if that is known or nothing else is.
+    After the last item of a whole-series copy, every occurrence of its UID known
+    at that point, from where the copy lists on, that the copy lacks gets a step
+    from it (the fold cancels it if the copy is newer)."""
     present = set(stored_keys)
-    occurrences: dict[str, set[str]] = {b: set() for b in bases}
+    copies_end = _series_copies(items)
+    occurrences: dict[str, set[str]] = {b: set() for b in bases | {base for base, _, _ in copies_end.values()}}
 
     def note(k: str) -> None:  # k is an occurrence of every series key that is a prefix of it up to a "/"
         at = k.find("/")
@@ -339,6 +384,12 @@ def _plan(items: list[_Item], stored_keys: set[str], bases: set[str]) -> dict[st
         present.add(item.key)
         if occurrences:
             note(item.key)
+        if item.index in copies_end:
+            base, since, listed = copies_end[item.index]
+            for k in sorted(occurrences[base] - listed):
+                rid = k[len(base) + 1 :]
+                if _RID.fullmatch(rid) and rid >= since:  # not a longer UID that starts with this one
+                    plan.setdefault(k, []).append((item, False))
     return plan
 
 
@@ -432,9 +483,11 @@ def _fold_over_stored(batch: _Batch, items: list[_Item]) -> tuple[dict, dict[str
     REPLY/CANCEL is for."""
     conn, org_id = batch.conn, batch.org.org_id
     bases = {it.key for it in items if it.series}
+    # whole-series copies: their UID's other occurrences may be ones they moved or cut
+    wholes = {meeting_key(it.rec.uid, None)[:900] for it in items if _copy_of(it.rec)}
     stored = _load_keys(conn, org_id, list({it.key for it in items}))
-    if bases:
-        stored.update(_load_series(conn, org_id, list(bases)))
+    if bases or wholes:
+        stored.update(_load_series(conn, org_id, list(bases | wholes)))
     plan = _plan(items, set(stored), bases)
     people = _load_people(conn, [stored[k]["id"] for k in plan if k in stored])
     states: dict[str, _State] = {}

@@ -274,3 +274,15 @@ def test_window_moves_a_day_at_a_time():
     assert a.end - a.start == timedelta(days=365 + 180 + 1)  # the one default: CalendarWindow()
     w = Window.of(CalendarWindow(past_days=10, future_days=5), NOW)
     assert (w.start.date().isoformat(), w.end.date().isoformat()) == ("2025-05-22", "2025-06-07")
+
+
+def test_an_expanded_series_says_from_where_it_lists_every_occurrence():
+    series = parse(vcalendar(event("s@x", "20250303T100000Z", extra="RRULE:FREQ=WEEKLY;COUNT=3")))
+    assert {r.series_from for r in series.records} == {recurrence_id_utc(WINDOW.start)}
+    # an invitation to one occurrence, or a single event, lists nothing else
+    one = event("s@x", "20250318T150000Z", extra="RECURRENCE-ID:20250317T100000Z")
+    assert parse(vcalendar(one, method="REQUEST"), method="").records[0].series_from is None
+    assert parse(vcalendar(event("one@x", "20250310T100000Z"))).records[0].series_from is None
+    # a series cut at MAX_OCCURRENCES did not list what lies past the cut
+    cut = parse(vcalendar(event("hourly@x", "20250101T000000Z", extra="RRULE:FREQ=HOURLY;INTERVAL=3")))
+    assert {r.series_from for r in cut.records} == {None}

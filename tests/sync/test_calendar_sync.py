@@ -349,3 +349,108 @@ def test_mail_without_invitations_is_unchanged(world, imap_user):
     mid = world.add_imap("alice@ourco.com", imap_user)
     assert world.sync(mid).ok
     assert world.sql("SELECT kind, message_key FROM interaction") == [("email", "p@x")]
+
+
+def test_a_newer_invitation_to_a_series_replaces_the_occurrences_it_moved_or_cut(world, imap_user):
+    # Carla's weekly call with Alice, by invitation: four weeks at 10:00.
+    start = SOON.replace(hour=10)
+
+    def weekly(hour: int, rule: str, sequence: int, method: str = "REQUEST") -> str:
+        series = event(
+            "weekly@acme.com",
+            stamp(start.replace(hour=hour)),
+            end=stamp(start.replace(hour=hour) + timedelta(minutes=30)),
+            organizer="carla@acme.com",
+            summary="Weekly",
+            attendees=(("alice@ourco.com", "NEEDS-ACTION"),),
+            extra=f"RRULE:FREQ=WEEKLY;{rule}",
+            sequence=sequence,
+        )
+        return vcalendar(series, method=method)
+
+    def deliver(ics: str, msgid: str, method: str = "REQUEST") -> None:
+        imap_user.deliver(invitation(ics, method=method, msgid=msgid, frm="carla@acme.com"))
+
+    def live(world) -> list[str]:
+        return sorted(str(when)[:16] for when, status, *_ in meetings(world).values() if status != "cancelled")
+
+    def weeks(hour: int, n: int) -> list[str]:
+        return [(start.replace(hour=hour) + timedelta(weeks=i)).strftime("%Y-%m-%d %H:%M") for i in range(n)]
+
+    deliver(weekly(10, "COUNT=4", 0), "w0@acme.com")
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    assert world.sync(mid).ok
+    assert live(world) == weeks(10, 4)
+
+    # The whole series moved to 11:00 (SEQUENCE 1): four calls at 11:00, not eight calls.
+    deliver(weekly(11, "COUNT=4", 1), "w1@acme.com")
+    assert world.sync(mid).ok
+    assert live(world) == weeks(11, 4)
+
+    # "This and all following" from the third week: the series ends after two (Outlook and
+    # Google send the old series cut short with UNTIL; the rest comes as a new series).
+    until = stamp(start.replace(hour=11) + timedelta(weeks=1, hours=1))
+    deliver(weekly(11, f"UNTIL={until}", 2), "w2@acme.com")
+    assert world.sync(mid).ok
+    assert live(world) == weeks(11, 2)
+
+    # Re-reading the old invitations (still in the inbox) never brings the old times back.
+    assert world.sync(mid).ok
+    assert live(world) == weeks(11, 2)
+
+    # The series cancelled: nothing of it is left live.
+    deliver(weekly(11, f"UNTIL={until}", 3, method="CANCEL"), "w3@acme.com", method="CANCEL")
+    assert world.sync(mid).ok
+    assert live(world) == []
+
+
+def test_a_calendar_copy_of_a_moved_series_outranks_the_old_invitation_in_mail(world, radicale, imap_user):
+    # Alice has both: the first invitation in her inbox and the meeting in her CalDAV calendar.
+    # The organiser moves the series; her calendar has the new times, her inbox still the old mail.
+    cal = _user(radicale, "alice")
+    start = SOON.replace(hour=10)
+
+    def weekly(hour: int, sequence: int) -> str:
+        return event(
+            "moved@acme.com",
+            stamp(start.replace(hour=hour)),
+            organizer="carla@acme.com",
+            attendees=(("alice@ourco.com", "ACCEPTED"),),
+            extra="RRULE:FREQ=WEEKLY;COUNT=3",
+            sequence=sequence,
+        )
+
+    imap_user.deliver(invitation(vcalendar(weekly(10, 0), method="REQUEST"), msgid="m0@acme.com", frm="carla@acme.com"))
+    cal.put("moved.ics", vcalendar(weekly(10, 0)))
+    ids = [world.add_imap("alice@ourco.com", imap_user), add_caldav(world, "alice@ourco.com", cal)]
+    for mid in ids:
+        assert world.sync(mid).ok
+    cal.put("moved.ics", vcalendar(weekly(14, 1)))
+    for mid in ids:
+        assert world.sync(mid).ok
+    live = sorted(str(when)[11:16] for when, status, *_ in meetings(world).values() if status != "cancelled")
+    assert live == ["14:00"] * 3
+
+
+def test_people_written_without_mailto_are_on_the_meeting(world, caldav_user):
+    # Some booking tools and older clients write a bare address where RFC 5545 wants a mailto: URI.
+    bare = event(
+        "bare@booking.example",
+        stamp(SOON),
+        organizer=None,
+        attendees=(),
+        extra="ORGANIZER;CN=Carla:Carla@Acme.com\r\n"
+        "ATTENDEE;PARTSTAT=ACCEPTED:alice@ourco.com\r\n"
+        "ATTENDEE;CN=Dan;PARTSTAT=TENTATIVE:dan@acme.com\r\n"
+        "ATTENDEE;PARTSTAT=ACCEPTED:MAILTO:Ed@Acme.com\r\n"
+        "ATTENDEE;CN=Nobody;PARTSTAT=ACCEPTED:invalid:nomail",
+    )
+    caldav_user.put("bare.ics", vcalendar(bare))
+    mid = add_caldav(world, "alice@ourco.com", caldav_user)
+    assert world.sync(mid).ok
+    assert people(world, "ical:bare@booking.example") == [
+        ("alice@ourco.com", "attendee", "accepted"),
+        ("carla@acme.com", "organizer", "accepted"),
+        ("dan@acme.com", "attendee", "tentative"),
+        ("ed@acme.com", "attendee", "accepted"),
+    ]
