@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Table, create_engine, event
+from sqlalchemy import Table, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
@@ -67,7 +67,21 @@ def make_engine(url: str, **kwargs) -> Engine:
         # cost is that an executemany UPDATE or DELETE reports no rowcount, which nothing reads.
         kwargs.setdefault("executemany_mode", "values_plus_batch")
         kwargs.setdefault("executemany_batch_page_size", 500)
+        connect_args = kwargs.setdefault("connect_args", {})
+        connect_args["options"] = utc_session(connect_args.get("options") or make_url(url).query.get("options"))
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def utc_session(options) -> str:
+    """libpq `options` that also set the session's TimeZone to UTC.
+
+    A server's TimeZone is the host's by default (Debian's initdb takes it), and a session
+    returns timestamps and formats them in it: with the server in Pacific/Kiritimati a meeting
+    at 03:00 UTC read back as 17:00+14:00, and text made from such a value (a CSV cell, a
+    day) depended on where the database runs. UTC for every session makes every server answer
+    alike; the stored values never depended on it (timestamptz)."""
+    given = options if isinstance(options, str) else " ".join(options or ())
+    return f"{given} -c TimeZone=UTC".strip()
 
 
 @contextmanager
@@ -493,6 +507,7 @@ class PostgresReaders:
 
     def __init__(self, engine: Engine):
         cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        cparams = {**cparams, "options": utc_session(cparams.get("options"))}  # as the engine's sessions
         self._connect = lambda: engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
         self._idle: list[PostgresReader] = []
         self._lock = threading.Lock()

@@ -2,19 +2,23 @@
 databases or roles) owning its database, with PUBLIC's privileges on that database revoked, as
 hardened servers do. Migrations from the first revision, a first import through the bulk paths
 (COPY into session temporary tables), and the sidebar's lookup on its plain readers all work as
-that role; README.md's "PostgreSQL" section sets it up the same way."""
+that role; README.md's "PostgreSQL" section sets it up the same way. And a server whose time
+zone is not UTC (the host's, by default) answers every session in UTC all the same."""
 
 from __future__ import annotations
 
 import secrets
+from datetime import datetime, timedelta, timezone
 
 import psycopg2
+import pytest
 from fastapi.testclient import TestClient
 
 from app.api import create_app
-from app.db import session
+from app.db import PostgresReaders, session
 from app.models import User
 from tests import factories
+from tests.servers import Postgres, free_port
 from tests.world import make_world, message
 
 
@@ -53,3 +57,32 @@ def test_an_ordinary_role_owning_its_database_migrates_imports_and_serves_lookup
         found = client.get("/api/lookup?email=buyer7@acme1.com", headers={"Authorization": f"Bearer {token}"})
     assert found.status_code == 200, found.text
     assert found.json()["contact"]["email"] == "buyer7@acme1.com"
+
+
+@pytest.fixture(scope="module")
+def far_east_postgres(tmp_path_factory):
+    """A server whose TimeZone is the host's, and the host 14 hours ahead of UTC."""
+    server = Postgres(
+        tmp_path_factory.mktemp("kiritimati"), port=free_port(), settings={"timezone": "Pacific/Kiritimati"}
+    )
+    yield server.start()
+    server.stop()
+
+
+def test_every_session_reads_times_in_utc_whatever_the_servers_time_zone(far_east_postgres, imap_user, tmp_path):
+    url = far_east_postgres.url_for("tz_" + secrets.token_hex(4))
+    far_east_postgres.create_database(url.rsplit("/", 1)[-1])
+    world = make_world(tmp_path, url=url)
+    at = datetime(2026, 12, 1, 3, 0, tzinfo=timezone.utc)
+    imap_user.deliver(message("Carla <carla@acme.com>", "alice@ourco.com", "Demo", msgid="tz1@acme", when=at))
+    assert world.sync(world.add_imap("alice@ourco.com", imap_user)).ok
+
+    assert world.scalar("SHOW TimeZone") == "UTC"
+    stored = world.scalar("SELECT occurred_at FROM interaction")
+    assert stored.utcoffset() == timedelta(0) and str(stored)[:19] == "2026-12-01 03:00:00"
+    readers = PostgresReaders(world.rt.engine)
+    try:
+        assert readers.run(lambda r: r.rows("SELECT current_setting('TimeZone')")) == [("UTC",)]
+        assert readers.run(lambda r: r.rows("SELECT occurred_at FROM interaction"))[0][0] == stored
+    finally:
+        readers.close()
