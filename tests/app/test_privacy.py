@@ -252,3 +252,24 @@ def test_erasure_leaves_no_follow_up_naming_the_person_even_where_they_were_no_c
     assert w.scalar("SELECT count(*) FROM followup WHERE address = 'erin@acme.com'") == 0
     assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@acme.com'") == 0
     assert w.scalar("SELECT count(*) FROM interaction WHERE from_address = 'erin@acme.com'") == 0
+
+
+def test_a_person_erased_while_a_sync_runs_is_left_out_of_its_later_batches(tmp_path, imap_user):
+    w = make_world(tmp_path)
+    for n in range(3):
+        imap_user.deliver(message("Erin <erin@acme.com>", "alice@ourco.com", f"Mail {n}", msgid=f"m{n}@acme"))
+    imap_user.deliver(message("Dan <dan@acme.com>", "alice@ourco.com", "Hello", msgid="d1@acme"))
+    mid = w.add_imap("alice@ourco.com", imap_user)
+    w.set_batch_size(mid, 1)
+    erased = []
+
+    def erase_after_the_first_batch(report):
+        if not erased and w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@acme.com'"):
+            erased.append(privacy.erase_person(w.rt, Actor.operator(w.org_id), "erin@acme.com", confirm=True))
+
+    assert w.sync(mid, fetch_in_child=False, progress=erase_after_the_first_batch).ok
+    assert erased and erased[0]["removed_contacts"] == 1
+    # The run read its "never log" rules and tombstones when it started; the erasure still holds.
+    assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@acme.com'") == 0
+    assert w.scalar("SELECT count(*) FROM contactaddress WHERE address = 'erin@acme.com'") == 0
+    assert w.sql("SELECT subject FROM interaction") == [("Hello",)]
