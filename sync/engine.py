@@ -355,7 +355,7 @@ def sync_mailbox(
             if isinstance(event, FolderBatch):
                 mbx = MailboxContext(mailbox_id, state["id"], mailbox["owner_id"], owner_email, folder.role)
                 try:
-                    _commit_batch(engine, org, mbx, worker, lease_seconds, folder, event.batch, report)
+                    org = _commit_batch(engine, box, org, mbx, worker, lease_seconds, folder, event.batch, report)
                 except LeaseLost:
                     raise
                 except Exception as exc:  # noqa: BLE001 - one broken folder never stops the others
@@ -489,6 +489,7 @@ def _conflict(exc: DBAPIError) -> bool:
 
 def _commit_batch(
     engine: Engine,
+    box: SecretBox,
     org: OrgContext,
     mbx: MailboxContext,
     worker: str,
@@ -496,11 +497,13 @@ def _commit_batch(
     folder: Folder,
     batch: Batch,
     report: RunReport,
-) -> None:
+) -> OrgContext:
+    """Write one batch; returns the organisation's context for the next (its exclusions read
+    again when they changed since the run began)."""
     for attempt in range(COMMIT_ATTEMPTS):
         try:
             with write_transaction(engine) as conn:
-                result, relisted = _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch)
+                result, relisted, org = _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch, box)
             if org.followups is not None:  # committed: what the batch wrote to the queue stands
                 org.followups.confirm()
             break
@@ -524,9 +527,12 @@ def _commit_batch(
     report.new_interactions += result.new_interactions
     report.skipped += sum(result.skipped.values())
     report.bad += len(batch.bad)
+    return org
 
 
-def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[IngestResult, list[int]]:
+def _write_batch(
+    conn, org, mbx, worker, lease_seconds, folder, batch, box: SecretBox | None = None
+) -> tuple[IngestResult, list[int], OrgContext]:
     now = utcnow()
     # Fencing: write only while we still hold the lease. The same statement hands back the
     # skipped counts the batch adds to (the mailbox's and its folder's), which used to take a
@@ -539,11 +545,20 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
         update(MAILBOX)
         .where(MAILBOX.c.id == mbx.mailbox_id, MAILBOX.c.lease_owner == worker)
         .values(lease_until=now + timedelta(seconds=lease_seconds))
-        .returning(MAILBOX.c.skipped, select(FOLDER.c.skipped).where(FOLDER.c.id == mbx.folder_id).scalar_subquery())
+        .returning(
+            MAILBOX.c.skipped,
+            select(FOLDER.c.skipped).where(FOLDER.c.id == mbx.folder_id).scalar_subquery(),
+            *exclusions.stamp_of(MAILBOX.c.org_id),
+        )
     ).first()
     if held is None:
         raise LeaseLost()
     mailbox_skipped, folder_skipped = held[0] or {}, held[1] or {}
+    if box is not None and tuple(held[2:]) != org.exclusions.stamp:
+        # A "never log" rule or an erasure was made since the run read them: a run lasts as long
+        # as a first import does, and an erased person must not come back in its later batches.
+        # Read in this transaction, what this batch writes is checked against what it sees.
+        org = replace(org, exclusions=exclusions.load(conn, org.org_id, box))
     relisted: list[int] = []
     changes: Counter = Counter()  # folder id -> copies added minus copies removed by this batch
     S = InteractionSource.__table__
@@ -632,7 +647,7 @@ def _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch) -> tuple[
         totals["messages_imported"] = MAILBOX.c.messages_imported + result.imported
     if totals:
         conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id).values(**totals))
-    return result, relisted
+    return result, relisted, org
 
 
 def _add_counts(counts: dict, more: dict, sign: int = 1) -> dict:

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Literal, overload
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from app.crypto import SecretBox
@@ -100,6 +100,9 @@ class Exclusions:
     by_user: dict[int, RuleSet] = field(default_factory=dict)
     erased: frozenset[str] = frozenset()
     erasure_key: bytes | None = field(default=None, repr=False)
+    # What they were loaded from, as stamp_of() reads it: a sync run compares it with every
+    # batch's, so a rule or an erasure made while it runs holds from its next batch on.
+    stamp: tuple = ()
 
     def excluded(self, address: str, owner_id: int | None) -> bool:
         """A message involving this address is not logged (for this owner's mailbox)."""
@@ -114,10 +117,23 @@ class Exclusions:
         return any(h in self.erased for h in tombstone_hashes(self.erasure_key, org_id, address))
 
 
+def stamp_of(org_id) -> list:
+    """Scalar subqueries whose values change with the organisation's rules and tombstones
+    (`org_id` a value or a column to correlate with): tombstones are only ever added, and a
+    rule added or removed changes the count or the highest id."""
+    rule, erased = ExclusionRule.__table__, ErasedPerson.__table__
+    return [
+        select(func.count()).select_from(erased).where(erased.c.org_id == org_id).scalar_subquery(),
+        select(func.count()).select_from(rule).where(rule.c.org_id == org_id).scalar_subquery(),
+        select(func.coalesce(func.max(rule.c.id), 0)).where(rule.c.org_id == org_id).scalar_subquery(),
+    ]
+
+
 def load(conn: Connection, org_id: int, box: SecretBox) -> Exclusions:
     rule = ExclusionRule.__table__
     org_rules: dict[str, set[str]] = {"address": set(), "domain": set()}
     users: dict[int, dict[str, set[str]]] = {}
+    stamp = tuple(conn.execute(select(*stamp_of(org_id))).one())
     for user_id, kind, value in conn.execute(
         select(rule.c.user_id, rule.c.kind, rule.c.value).where(rule.c.org_id == org_id)
     ):
@@ -131,4 +147,5 @@ def load(conn: Connection, org_id: int, box: SecretBox) -> Exclusions:
         by_user={u: RuleSet(frozenset(r["address"]), frozenset(r["domain"])) for u, r in users.items()},
         erased=hashes,
         erasure_key=erasure_key(conn, box, org_id) if hashes else None,
+        stamp=stamp,
     )

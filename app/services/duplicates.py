@@ -41,6 +41,7 @@ from app.models import (
     DuplicateDismissal,
     DuplicateScan,
     FollowUp,
+    FollowUpKind,
     Interaction,
     MergeState,
     Participant,
@@ -779,6 +780,15 @@ def _move(conn: Connection, org_id: int, survivor: dict, loser: dict) -> dict:
     followups = list(
         conn.execute(select(FU.c.id).where(FU.c.org_id == org_id, FU.c.contact_id == gone).order_by(FU.c.id)).scalars()
     )
+    # A follow-up of mail carries its message's company, as the participant row does: both
+    # contacts' take the survivor's, each keeping its former company for the undo.
+    followup_companies = [
+        [fid, company]
+        for fid, company in conn.execute(
+            select(FU.c.id, FU.c.company_id).where(_mail_followups(org_id, [keep, gone])).order_by(FU.c.id)
+        )
+        if company != after["company_id"]
+    ]
     deals = list(conn.execute(select(DC.c.deal_id).where(DC.c.org_id == org_id, DC.c.contact_id == gone)).scalars())
     on_both = set(
         conn.execute(
@@ -793,6 +803,7 @@ def _move(conn: Connection, org_id: int, survivor: dict, loser: dict) -> dict:
         conn.execute(update(P).where(P.c.id.in_(part)).values(contact_id=keep))
     conn.execute(update(P).where(P.c.org_id == org_id, P.c.contact_id == keep).values(company_id=after["company_id"]))
     conn.execute(update(FU).where(FU.c.org_id == org_id, FU.c.contact_id == gone).values(contact_id=keep))
+    conn.execute(update(FU).where(_mail_followups(org_id, [keep])).values(company_id=after["company_id"]))
     if deals_moved:
         conn.execute(update(DC).where(DC.c.contact_id == gone, DC.c.deal_id.in_(deals_moved)).values(contact_id=keep))
     if deals_dropped:
@@ -812,9 +823,15 @@ def _move(conn: Connection, org_id: int, survivor: dict, loser: dict) -> dict:
         "participants": participants,
         "participant_companies": companies,
         "followups": followups,
+        "followup_companies": followup_companies,
         "deals_moved": deals_moved,
         "deals_dropped": deals_dropped,
     }
+
+
+def _mail_followups(org_id: int, contact_ids: list[int]):
+    """The follow-ups these contacts have for mail (a quiet key account's row has no company of its own)."""
+    return and_(FU.c.org_id == org_id, FU.c.contact_id.in_(contact_ids), FU.c.kind != FollowUpKind.QUIET)
 
 
 # -- undo -----------------------------------------------------------------------------------
@@ -975,6 +992,7 @@ def _restore(conn: Connection, org_id: int, box, keep: int, gone: int, record: d
         .where(FU.c.org_id == org_id, FU.c.contact_id == keep, FU.c.id.in_(record["followups"] or [-1]))
         .values(contact_id=restored)
     )
+    _restore_followups(conn, org_id, keep, restored, record, returning.values(), loser_company)
     if record["deals_moved"]:
         conn.execute(
             update(DC)
@@ -1002,6 +1020,29 @@ def _restore(conn: Connection, org_id: int, box, keep: int, gone: int, record: d
         "participants": moved,
         "later_participants": later,
     }
+
+
+def _restore_followups(conn: Connection, org_id: int, keep: int, restored: int, record: dict, addresses, company):
+    """Follow-ups as their mail is after the undo: the companies the merge changed back, and those
+    opened since the merge by mail from the merged addresses on the merged contact, at its company."""
+    after = record["survivor_after"]["company_id"]
+    by_company: dict = defaultdict(list)
+    for fid, former in record.get("followup_companies", []):  # merges recorded before kept none
+        by_company[former].append(fid)
+    for former, fids in by_company.items():
+        for part in chunks(fids):
+            conn.execute(update(FU).where(FU.c.id.in_(part), FU.c.company_id == after).values(company_id=former))
+    recorded = set(record["followups"])
+    for part in chunks(sorted(addresses)):
+        later = [
+            fid
+            for fid in conn.execute(
+                select(FU.c.id).where(_mail_followups(org_id, [keep]), FU.c.address.in_(part))
+            ).scalars()
+            if fid not in recorded
+        ]
+        if later:
+            conn.execute(update(FU).where(FU.c.id.in_(later)).values(contact_id=restored, company_id=company))
 
 
 def _same(a, b) -> bool:

@@ -32,7 +32,7 @@ from app.models.base import utcnow
 from app.services import audit
 from app.services.actor import Actor, changing
 from app.services.errors import Invalid, ServiceError
-from app.services.people import STAGES, TEXT_LIMITS, clean_tags
+from app.services.people import ENRICHED, STAGES, TEXT_LIMITS, clean_tags, typed
 from app.services.vcard import read_cards
 from connectors.normalise import person_name
 from sync import addresses as addr
@@ -407,11 +407,13 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
     made_here: set[str] = set()
     made = create_contacts(conn, ctx["org"], new, created=made_here, org_locked=True, columns=fields) if new else {}
     changes: list[dict] = []
+    marked: dict[int, list[str]] = {}  # contact -> the fields a signature may have set that this file sets
     company_names: dict[int, str] = {}
     for address, rec in wanted.items():
         v = rec.values
         if address in existing:
             old = existing[address]
+            marked[old["id"]] = [k for k in ENRICHED if k in _KEPT and k in v and v[k] != old[k]]
             merged = {k: old[k] for k in _KEPT}
             merged["tags"] = list(old["tags"] or [])
             for k in _KEPT:
@@ -435,6 +437,7 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
                 changes.append(
                     {"b_id": contact_id, **{f"b_{k}": val for k, val in fields[address].items() if k != "search_name"}}
                 )
+                marked[contact_id] = [k for k in ENRICHED if fields[address].get(k)]
             ctx["created_ids"].append(contact_id)
         if v.get("company") and company_id:
             company_names[company_id] = v["company"]
@@ -457,6 +460,7 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
             ),
             [{**c, "b_search": (c["b_name"] or "").lower()} for c in changes],
         )
+    _mark_typed(conn, org_id, ctx["actor_id"], {c: fs for c, fs in marked.items() if fs})
     if company_names:
         # A typed company name replaces only the one made from the domain ("Acmecorp"), never a
         # name someone set.
@@ -475,6 +479,19 @@ def _write_contacts(conn: Connection, ctx: dict, batch: list[Record], counts: di
         # Mail stored before these addresses became contacts is linked to them now: count it.
         stats.recompute(conn, org_id, ctx["created_ids"])
         ctx["created_ids"].clear()
+
+
+def _mark_typed(conn: Connection, org_id: int, actor_id: int | None, marked: dict[int, list[str]]) -> None:
+    """A title or phone from a file was given by a person: a later signature must keep off it
+    (sync/enrichment.py) as off one typed in the sidebar, not take it back as its own. Contacts the
+    file creates need nothing: a value without provenance already counts as typed."""
+    if not marked:
+        return
+    rows = conn.execute(select(C.c.id, C.c.provenance).where(C.c.org_id == org_id, C.c.id.in_(list(marked))))
+    conn.execute(
+        update(C).where(C.c.id == bindparam("b_id")).values(provenance=bindparam("b_provenance")),
+        [{"b_id": r.id, "b_provenance": typed(r.provenance, marked[r.id], actor_id)} for r in rows],
+    )
 
 
 def _fields_of(v: dict) -> dict:
@@ -529,7 +546,7 @@ def _write_companies(conn: Connection, ctx: dict, batch: list[Record], counts: d
     existing = {
         r.domain: r
         for r in conn.execute(
-            select(K.c.id, K.c.domain, K.c.name, K.c.key_account).where(
+            select(K.c.id, K.c.domain, K.c.name, K.c.key_account, K.c.provenance).where(
                 K.c.org_id == org_id, K.c.domain.in_(list(wanted))
             )
         )
@@ -544,7 +561,9 @@ def _write_companies(conn: Connection, ctx: dict, batch: list[Record], counts: d
                 counts["unchanged"] += 1
             else:
                 counts["updated"] += 1
-                changes.append({"b_id": old.id, "b_name": name, "b_key": key})
+                # A name from the file is typed: a later signature must not rename the company back.
+                provenance = typed(old.provenance, ["name"], ctx["actor_id"]) if name != old.name else old.provenance
+                changes.append({"b_id": old.id, "b_name": name, "b_key": key, "b_provenance": provenance or {}})
         else:
             counts["created"] += 1
             new_rows.append(
@@ -562,7 +581,7 @@ def _write_companies(conn: Connection, ctx: dict, batch: list[Record], counts: d
         conn.execute(
             update(K)
             .where(K.c.id == bindparam("b_id"), K.c.org_id == org_id)
-            .values(name=bindparam("b_name"), key_account=bindparam("b_key")),
+            .values(name=bindparam("b_name"), key_account=bindparam("b_key"), provenance=bindparam("b_provenance")),
             changes,
         )
 
@@ -570,14 +589,21 @@ def _write_companies(conn: Connection, ctx: dict, batch: list[Record], counts: d
 # -- use cases --------------------------------------------------------------------------------------
 
 
-def _context(conn: Connection, org_id: int, box) -> dict:
+def _context(conn: Connection, org_id: int, box, actor_id: int | None = None) -> dict:
     from sync.engine import org_context
 
     owners = {
         email.lower(): uid
         for uid, email in conn.execute(select(U.c.id, U.c.email).where(U.c.org_id == org_id, U.c.active.is_(True)))
     }
-    return {"org_id": org_id, "org": org_context(conn, org_id, box), "owners": owners, "seen": {}, "created_ids": []}
+    return {
+        "org_id": org_id,
+        "actor_id": actor_id,  # who typed what the file gives (provenance)
+        "org": org_context(conn, org_id, box),
+        "owners": owners,
+        "seen": {},
+        "created_ids": [],
+    }
 
 
 def preview(
@@ -664,7 +690,7 @@ def run_import(
             # One lock for the whole import (PostgreSQL): per-address locks for 100,000 rows held to
             # the commit would overflow the server's lock table; syncs of this organisation wait.
             lock_organisation(conn, actor.org_id)
-            ctx = _context(conn, actor.org_id, rt.box)
+            ctx = _context(conn, actor.org_id, rt.box, actor.user_id)
             clean = _clean_contact if entity == "contacts" else _clean_company
             write = _write_contacts if entity == "contacts" else _write_companies
             batch: list[Record] = []

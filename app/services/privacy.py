@@ -23,6 +23,7 @@ from app.models import (
     ContactStats,
     ErasedPerson,
     ExclusionRule,
+    FollowUp,
     Interaction,
     InteractionSource,
     Mailbox,
@@ -51,7 +52,7 @@ S, M, U, E, R = (
     ErasedPerson.__table__,
     ExclusionRule.__table__,
 )
-STATS = ContactStats.__table__
+STATS, FU = ContactStats.__table__, FollowUp.__table__
 
 
 def _iso(value):
@@ -325,6 +326,9 @@ def _erase(conn: Connection, org_id: int, email: str, *, actor_id: int | None, b
         ).scalars()
     )
     conn.execute(update(I).where(I.c.org_id == org_id, I.c.from_address.in_(addresses)).values(from_address=None))
+    # A follow-up names the other side by address, a contact or not: one naming them would keep
+    # the address in clear (and, with their From row gone, a new reading opens none for them).
+    conn.execute(delete(FU).where(FU.c.org_id == org_id, FU.c.address.in_(addresses)))
     reportsums.changed(conn, org_id, [report_change], new_threads=headers)
     companies |= delete_contacts(conn, org_id, erased_contacts)
     removed_companies = drop_empty_companies(conn, org_id, companies) + outcome["removed_companies"]

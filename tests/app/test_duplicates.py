@@ -13,6 +13,7 @@ from app.db import read_only, write_transaction
 from app.services import activity, deals, duplicates, followups, people, privacy, rules, timeline
 from app.services.actor import Actor
 from app.services.errors import Conflict, Forbidden, Invalid, NotFound
+from sync import stats
 from tests.world import NOW, make_world, message
 
 # Every table that holds a contact id or what a merge changes, compared row for row.
@@ -236,6 +237,37 @@ def test_new_mail_to_a_merged_address_lands_on_the_survivor_and_follows_it_back_
         "WHERE p.address = 'sam@oldco.com'"
     ) == [("oldco.com",)]
     assert w.sql("SELECT emails_in FROM contactstats WHERE contact_id = :c", c=loser) == [(2,)]
+
+
+def followup_of(w, thread_key: str) -> tuple:
+    return w.sql("SELECT contact_id, company_id FROM followup WHERE thread_key = :t", t=thread_key)[0]
+
+
+def company_of(w, domain: str) -> int:
+    return w.scalar("SELECT id FROM company WHERE domain = :d", d=domain)
+
+
+def test_follow_ups_go_with_their_mail_through_a_merge_later_mail_and_its_undo(synced, imap_user):
+    w, mid = synced
+    op = Actor.operator(w.org_id)
+    survivor, loser = contact_of(w, "sam@newco.io"), contact_of(w, "sam@oldco.com")
+    newco, oldco = company_of(w, "newco.io"), company_of(w, "oldco.com")
+    assert followup_of(w, "s1@oldco") == (loser, oldco)
+    result = duplicates.merge(w.rt, op, survivor, loser)
+    # merged, the old mail's "you owe a reply" is the survivor's, at the survivor's company, as its mail is
+    assert followup_of(w, "s1@oldco") == (survivor, newco)
+    imap_user.deliver(message("Sam Old <sam@oldco.com>", "alice@ourco.com", "Still here", msgid="s3@oldco"))
+    assert w.sync(mid).ok
+    assert followup_of(w, "s3@oldco") == (survivor, newco)
+
+    duplicates.unmerge(w.rt, op, result["audit_id"])
+
+    # as if the merge had never been: the follow-ups of mail from the old address are Sam Old's again
+    assert followup_of(w, "s1@oldco") == (loser, oldco)
+    assert followup_of(w, "s3@oldco") == (loser, oldco)
+    assert followup_of(w, "s2@newco") == (survivor, newco)
+    with read_only(w.rt.engine) as conn:
+        assert stats.check(conn, w.org_id)[1] == []
 
 
 def test_erasing_the_survivor_erases_every_merged_address_and_voids_the_undo(synced, imap_user):

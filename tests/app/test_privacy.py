@@ -232,3 +232,44 @@ def test_removing_a_mailbox_with_purge_keeps_a_contact_who_is_on_a_deal(tmp_path
     assert outcome["removed_interactions"] == 1 and outcome["removed_contacts"] == 0
     assert w.sql("SELECT deal_id, contact_id FROM dealcontact") == [(deal["id"], erin)]
     assert w.scalar("SELECT address FROM contactaddress WHERE contact_id = :c", c=erin) == "erin@solocorp.com"
+
+
+def test_erasure_leaves_no_follow_up_naming_the_person_even_where_they_were_no_contact(tmp_path, imap_user):
+    w = make_world(tmp_path)
+    w.set_org(contact_policy="none")  # nobody becomes a contact: follow-ups name the address alone
+    imap_user.deliver(message("Erin <erin@acme.com>", "alice@ourco.com", "Terms", msgid="t1@acme", cc="dan@acme.com"))
+    imap_user.deliver(
+        message("alice@ourco.com", "erin@acme.com", "Offer", msgid="o1@ourco", cc="dan@acme.com"), folder="Sent"
+    )
+    mid = w.add_imap("alice@ourco.com", imap_user)
+    assert w.sync(mid).ok
+    assert w.scalar("SELECT count(*) FROM followup WHERE address = 'erin@acme.com'") == 2
+
+    privacy.erase_person(w.rt, Actor.operator(w.org_id), "erin@acme.com", confirm=True)
+
+    # The mail stays (Dan is on it), but nothing stored names her any more.
+    assert w.scalar("SELECT count(*) FROM interaction") == 2
+    assert w.scalar("SELECT count(*) FROM followup WHERE address = 'erin@acme.com'") == 0
+    assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@acme.com'") == 0
+    assert w.scalar("SELECT count(*) FROM interaction WHERE from_address = 'erin@acme.com'") == 0
+
+
+def test_a_person_erased_while_a_sync_runs_is_left_out_of_its_later_batches(tmp_path, imap_user):
+    w = make_world(tmp_path)
+    for n in range(3):
+        imap_user.deliver(message("Erin <erin@acme.com>", "alice@ourco.com", f"Mail {n}", msgid=f"m{n}@acme"))
+    imap_user.deliver(message("Dan <dan@acme.com>", "alice@ourco.com", "Hello", msgid="d1@acme"))
+    mid = w.add_imap("alice@ourco.com", imap_user)
+    w.set_batch_size(mid, 1)
+    erased = []
+
+    def erase_after_the_first_batch(report):
+        if not erased and w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@acme.com'"):
+            erased.append(privacy.erase_person(w.rt, Actor.operator(w.org_id), "erin@acme.com", confirm=True))
+
+    assert w.sync(mid, fetch_in_child=False, progress=erase_after_the_first_batch).ok
+    assert erased and erased[0]["removed_contacts"] == 1
+    # The run read its "never log" rules and tombstones when it started; the erasure still holds.
+    assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@acme.com'") == 0
+    assert w.scalar("SELECT count(*) FROM contactaddress WHERE address = 'erin@acme.com'") == 0
+    assert w.sql("SELECT subject FROM interaction") == [("Hello",)]

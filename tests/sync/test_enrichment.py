@@ -152,6 +152,30 @@ def test_a_typed_value_is_never_overwritten_by_a_signature(world, imap_user):
     assert card["phone"] == "+442079460777"  # not typed: the newer signature's
 
 
+def test_a_value_imported_over_a_signatures_is_typed_and_a_later_signature_keeps_off_it(world, imap_user):
+    import io
+
+    from app.services import imports
+
+    imap_user.deliver(rory_mail("Head of Procurement", "020 7946 0321", NOW - timedelta(days=5), "i1@aurora"))
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    assert world.sync(mid).ok
+    assert contact(world, "rory@aurora-telecom.co.uk")["provenance"]["title"]["source"] == "signature"
+    assert world.scalar("SELECT name FROM company") == "Aurora Telecom plc"
+    op = Actor.operator(world.org_id)
+    rows = "email,title\nrory@aurora-telecom.co.uk,Our champion (CPO)\n"
+    assert imports.run_import(world.rt, op, io.BytesIO(rows.encode()))["updated"] == 1
+    rows = "domain,name\naurora-telecom.co.uk,Aurora Group\n"
+    assert imports.run_import(world.rt, op, io.BytesIO(rows.encode()), entity="companies")["updated"] == 1
+
+    imap_user.deliver(rory_mail("Chief Procurement Officer", "020 7946 0777", NOW - timedelta(hours=1), "i2@aurora"))
+    assert world.sync(mid).ok
+    card = contact(world, "rory@aurora-telecom.co.uk")
+    assert card["title"] == "Our champion (CPO)"  # imported by a person: kept
+    assert card["phone"] == "+442079460777"  # not in the file: the newer signature's
+    assert world.scalar("SELECT name FROM company") == "Aurora Group"
+
+
 def test_a_value_from_before_enrichment_counts_as_typed(world, imap_user):
     from sqlalchemy import text
 
