@@ -276,7 +276,7 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
     if isinstance(exc, imap_errors.LoginError):
         if login_link_broke(exc):
             return TransientError(f"connection lost while {what}: {_msg(exc)}")
-        return AuthError(f"login refused by the server ({_msg(exc)})", fix=Fix.PASSWORD)
+        return login_refused(_msg(exc))
     if isinstance(exc, ssl.SSLError):
         return TransientError(f"TLS failed while {what}: {_msg(exc)}")
     if isinstance(exc, socket.gaierror):
@@ -290,6 +290,23 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
     if isinstance(exc, imaplib.IMAP4.error):
         return BadDataError(f"server refused while {what}: {_msg(exc)}")
     return TransientError(f"unexpected failure while {what}: {type(exc).__name__}: {_msg(exc)}")
+
+
+def login_refused(said: str, fix: Fix = Fix.PASSWORD) -> ConnectorError:
+    """The error for a server's NO to LOGIN (or AUTHENTICATE). Most mean the credentials,
+    but RFC 5530 codes say otherwise: [LIMIT] is a connection limit (Dovecot's
+    mail_max_userip_connections, reached while IDLE or the rep's own mail client holds the
+    connections it allows), [UNAVAILABLE] / [INUSE] / [SERVERBUG] a server that cannot log
+    anyone in now. Those were told to check a password that was right; they wait instead."""
+    limited = rate_limited(said, "logging in")
+    if limited is not None:
+        return limited
+    raw = said.encode("utf-8", "replace").upper()
+    if b"[LIMIT]" in raw:
+        return ThrottledError(f"the server allows no more connections for this account now ({said})")
+    if any(code in raw for code in _TRANSIENT_CODES):
+        return TransientError(f"the server cannot log in this account now ({said})")
+    return AuthError(f"login refused by the server ({said})", fix=fix)
 
 
 def login_link_broke(exc: BaseException) -> bool:

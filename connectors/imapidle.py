@@ -19,8 +19,8 @@ import socket
 import ssl
 from typing import Callable
 
-from connectors.base import AuthError, BadDataError, ConnectorError, Fix, TransientError
-from connectors.imap import ImapSettings, translate
+from connectors.base import BadDataError, ConnectorError, Fix, TransientError
+from connectors.imap import ImapSettings, login_refused, translate
 
 _LITERAL = re.compile(rb"\{(\d+)\}$")
 _NEWS = re.compile(rb"^\* \d+ (EXISTS|RECENT)\b", re.I)
@@ -138,9 +138,7 @@ class IdleSession:
                     return
                 words = _words(line[len(tag) + 1 :])
                 if secret:  # LOGIN: the server's answer, never our command
-                    raise AuthError(
-                        f"login refused by the server ({words})", fix=Fix.GMAIL_IMAP if sasl else Fix.PASSWORD
-                    )
+                    raise login_refused(words, Fix.GMAIL_IMAP if sasl else Fix.PASSWORD)
                 raise BadDataError(f"server refused while waiting for new mail (IDLE): {words}")
             if line.upper().startswith(b"* BYE"):
                 raise TransientError(f"connection lost while waiting for new mail (IDLE): {_words(line)}")
