@@ -418,19 +418,38 @@ class ImapConnector:
             listing = client.list_folders()
         except BaseException as exc:  # noqa: BLE001
             raise translate(exc, "listing folders") from exc
+        foreign = self._foreign_namespaces(client)
         folders = []
         for flags, delimiter, name in listing:
             if isinstance(name, bytes):  # undecodable modified UTF-7: keep it usable
                 name = name.decode("utf-8", "replace")
             delim = delimiter.decode() if isinstance(delimiter, bytes) else delimiter
-            folders.append(
-                Folder(
-                    name=name,
-                    role=classify_folder(name, tuple(flags), delim),
-                    flags=tuple(f.decode("ascii", "replace") for f in flags),
-                )
-            )
+            role = classify_folder(name, tuple(flags), delim)
+            if any(name.startswith(prefix) or name == prefix.rstrip(sep) for prefix, sep in foreign):
+                role = "skip"
+            folders.append(Folder(name=name, role=role, flags=tuple(f.decode("ascii", "replace") for f in flags)))
         return folders
+
+    def _foreign_namespaces(self, client: IMAPClient) -> list[tuple[str, str]]:
+        """(prefix, separator) of the namespaces that are not the rep's own (RFC 2342): other
+        users' mailboxes shared with the rep (`shared/bob/INBOX`, `Other Users/bob`) and public
+        folders (`Public/Support`). LIST shows them beside the rep's folders; read as the rep's
+        own mail, a colleague's inbox or a team's folder became the rep's conversations. They
+        are listed but not selected (role "skip"). A server without NAMESPACE has one."""
+        if b"NAMESPACE" not in self.capabilities:
+            return []
+        try:
+            spaces = client.namespace()
+        except BaseException as exc:  # noqa: BLE001
+            raise translate(exc, "listing namespaces") from exc
+        foreign = []
+        for space in (spaces.other, spaces.shared):
+            for prefix, sep in space or ():
+                prefix = prefix.decode("utf-8", "replace") if isinstance(prefix, bytes) else prefix
+                sep = (sep.decode() if isinstance(sep, bytes) else sep) or ""
+                if prefix and prefix.upper().rstrip(sep) != "INBOX":
+                    foreign.append((prefix, sep))
+        return foreign
 
     def folder_status(self, name: str) -> dict:
         client = self.connect()

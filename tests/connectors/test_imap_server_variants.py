@@ -64,3 +64,75 @@ def test_an_idle_session_refused_for_too_many_connections_is_a_wait_not_a_wrong_
         holder.logout()
     assert not isinstance(caught.value, AuthError), caught.value
     assert caught.value.kind in (ErrorKind.THROTTLED, ErrorKind.TRANSIENT)
+
+
+# -- other users' and public namespaces ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dovecot_shared_namespaces(tmp_path_factory):
+    """A server with two more namespaces (RFC 2342), as Dovecot, Cyrus and Courier sites set
+    them up: `shared/<user>/` shows what colleagues shared with the rep (ACLs), `Public/`
+    the organisation's public folders."""
+    config = """
+namespace shared {
+  type = shared
+  separator = /
+  prefix = shared/%%u/
+  location = maildir:%h/../%%u
+  list = yes
+  subscriptions = no
+}
+namespace public {
+  type = public
+  separator = /
+  prefix = Public/
+  location = maildir:%h/../.public-folders
+  list = yes
+  subscriptions = no
+}
+mail_plugins = $mail_plugins acl
+protocol imap {
+  mail_plugins = $mail_plugins imap_acl
+}
+plugin {
+  acl = vfile
+  acl_shared_dict = file:%h/../.shared-mailboxes.db
+}
+"""
+    server = _start_or_fail(
+        Dovecot(tmp_path_factory.mktemp("dovecot-shared"), extra_config=config), "Dovecot (shared namespaces)"
+    )
+    # Public folders live beside the users' Maildirs; everyone may look and read.
+    public = server.mail_root / ".public-folders"
+    for sub in ("", "cur", "new", "tmp", ".Support", ".Support/cur", ".Support/new", ".Support/tmp"):
+        server._makedirs_owned(public / sub)
+    for acl in (public / "dovecot-acl", public / ".Support" / "dovecot-acl"):
+        acl.write_text("anyone lr\n")
+    yield server
+    server.stop()
+
+
+def test_colleagues_shared_mailboxes_and_public_folders_are_not_imported_as_the_reps_own_mail(
+    imap_user_factory, dovecot_shared_namespaces
+):
+    from datetime import timedelta
+
+    from tests.world import NOW, message
+
+    server = dovecot_shared_namespaces
+    alice, bob = imap_user_factory(server=server), imap_user_factory(server=server)
+    alice.create_folder("Clients")
+    alice.deliver(message("carla@cust.com", "alice@ourco.com", msgid="a1@cust"), internaldate=NOW - timedelta(days=2))
+    bob.deliver(message("dan@cust.com", "bob@ourco.com", msgid="b1@cust"), internaldate=NOW - timedelta(days=2))
+    server.doveadm("acl", "set", "-u", bob.username, "INBOX", f"user={alice.username}", "lookup", "read")
+
+    conn = _connector(alice)
+    try:
+        roles = {f.name: f.role for f in conn.list_folders()}
+        shared_inbox = f"shared/{bob.username}"
+        assert shared_inbox in roles and "Public/Support" in roles  # the server does show them
+        mine = {name for name, role in roles.items() if role != "skip"}
+        assert mine == {"INBOX", "Clients"}, roles
+    finally:
+        conn.close()
