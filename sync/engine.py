@@ -339,6 +339,7 @@ def sync_mailbox(
             connector = (connector_factory or build_connector)(spec)
         folders = connector.list_folders()
         states = _upsert_folders(engine, mailbox, folders)
+        _drop_unlisted_folders(engine, mailbox, folders, worker)
         work = [(folder, state["cursor"]) for folder, state in states if state["selected"]]
         state_by_name = {folder.name: (folder, state) for folder, state in states}
         if fetch_in_child:
@@ -477,6 +478,62 @@ def _upsert_folders(engine: Engine, mailbox, folders: list[Folder]) -> list[tupl
     pairs = [(f, by_name[f.name]) for f in folders if f.name in by_name]
     pairs.sort(key=lambda p: (ROLE_ORDER.get(p[0].role, 9), p[0].name))
     return pairs
+
+
+def _drop_unlisted_folders(engine: Engine, mailbox, folders: list[Folder], worker: str) -> None:
+    """Folders the source no longer lists (renamed, deleted, or gone between a listing and
+    the read that failed on them) leave the mailbox as a first import of the source as it is
+    now would have them: their copies go (a renamed folder's messages come back as copies of
+    its new name, the same interactions), with their share of the mailbox's counters, their
+    unreadable and skipped lists, and meetings no copy holds any more. Emails stay on the
+    timeline, as when a message is expunged. Kept, such a folder's row held the mailbox at
+    "importing" for good when its first read had not finished, and its copies were counted
+    twice after a rename. An empty listing drops nothing (no IMAP server lacks INBOX)."""
+    if not folders:
+        return
+    listed = {f.name for f in folders}
+    with write_transaction(engine) as conn:
+        gone = [
+            dict(r)
+            for r in conn.execute(select(FOLDER).where(FOLDER.c.mailbox_id == mailbox["id"])).mappings()
+            if r["name"] not in listed
+        ]
+        if not gone:
+            return
+        held = conn.execute(
+            update(MAILBOX)
+            .where(MAILBOX.c.id == mailbox["id"], MAILBOX.c.lease_owner == worker)
+            .values(lease_owner=worker)
+            .returning(MAILBOX.c.skipped)
+        ).first()
+        if held is None:
+            raise LeaseLost()
+        skipped = held[0] or {}
+        S = InteractionSource.__table__
+        ids = [f["id"] for f in gone]
+        affected = set(conn.execute(select(S.c.interaction_id).where(S.c.folder_id.in_(ids))).scalars())
+        copies.delete(conn, S.c.mailbox_id == mailbox["id"], S.c.folder_id.in_(ids))
+        for f in gone:
+            log.info(
+                "mailbox %s: folder %r is no longer on the server; its copies are dropped", mailbox["id"], f["name"]
+            )
+            skipped = _add_counts(skipped, f["skipped"] or {}, -1)
+            forget_skipped_items(conn, mailbox["id"], f["name"])
+            conn.execute(
+                delete(SyncIssue.__table__).where(
+                    SyncIssue.__table__.c.mailbox_id == mailbox["id"], SyncIssue.__table__.c.folder == f["name"]
+                )
+            )
+        conn.execute(
+            update(MAILBOX)
+            .where(MAILBOX.c.id == mailbox["id"])
+            .values(
+                messages_imported=MAILBOX.c.messages_imported - sum(f["messages"] or 0 for f in gone),
+                skipped=skipped,
+            )
+        )
+        conn.execute(delete(FOLDER).where(FOLDER.c.id.in_(ids)))
+        drop_meetings_without_copies(conn, mailbox["org_id"], affected)
 
 
 def _conflict(exc: DBAPIError) -> bool:
