@@ -2,7 +2,8 @@
 (or Exchange Online IMAP with XOAUTH2, reusing the IMAP connector).
 
 Folders: every mail folder except the ones Exchange marks by well-known name
-as junk, deleted, drafts, outbox and the like (locale-proof), named by its path
+as junk, deleted, drafts, outbox and the like (locale-proof) and search folders
+(@odata.type mailSearchFolder: views of other folders' mail), named by its path
 of display names, its Graph id as Folder.remote_id; plus one folder
 "calendar:Calendar" with role "calendar" for calendarView/delta over the
 organisation's CalendarWindow.
@@ -473,7 +474,10 @@ class GraphConnector:
                 if not fid or not name or item.get("isHidden"):
                     continue
                 wk = well_known.get(fid)
-                if wk in SKIP_WELL_KNOWN or inherited == "skip":
+                # A search folder is a view of messages that live in other folders (Deleted
+                # Items and Junk Email too); Graph lists it among the folders by its type.
+                search = str(item.get("@odata.type") or "").lower().endswith("mailsearchfolder")
+                if wk in SKIP_WELL_KNOWN or inherited == "skip" or search:
                     role = "skip"
                 elif wk in ROLE_BY_WELL_KNOWN:
                     role = ROLE_BY_WELL_KNOWN[wk]

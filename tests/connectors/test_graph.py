@@ -18,6 +18,7 @@ from connectors.base import (
     ConnectorSpec,
     CursorExpiredError,
     Fix,
+    Folder,
     MeetingRecord,
     TenantSpec,
     ThrottledError,
@@ -117,6 +118,29 @@ def test_app_only_token_and_folder_roles(graph):
     }
     # Children of skipped folders are not even listed.
     assert not any("Old" in path for _, path in graph.requests if "childFolders" in path and "deleted" in path)
+
+
+def test_search_folders_are_not_read_as_folders_of_their_own(graph):
+    """Graph lists mail search folders among the mail folders (typed mailSearchFolder). They
+    are views of messages living in other folders, Deleted Items and Junk Email included: read
+    as folders they would give every message a second copy and bring in mail the sync leaves out."""
+    graph.add_message(USER, "deleteditems", subject="Binned", sender=("Carla", "carla@acme.com"))
+    graph.add_message(USER, "inbox", subject="Kept", sender=("Carla", "carla@acme.com"))
+    graph.add_search_folder(USER, "From Carla", ["inbox", "deleteditems"])
+    graph.add_search_folder(USER, "Weekly digests", ["inbox"], parent=graph.folder_id(USER, "inbox"))
+    graph.add_folder(USER, "Clutter", hidden=True)
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        # The fake serves the search folder's view as Graph would: the binned message too.
+        view = drain(c, Folder(name="x", role="other", remote_id=graph.folder_id(USER, "From Carla")))
+        assert sorted(r.subject for b in view for r in b.records) == ["Binned", "Kept"]
+        roles = {f.name: f.role for f in c.list_folders()}
+    finally:
+        c.close()
+    assert roles["From Carla"] == "skip" and roles["Inbox/Weekly digests"] == "skip"
+    assert "Clutter" not in roles  # hidden folders are not listed unless asked for
+    assert [n for n, r in roles.items() if r not in ("skip", "calendar")] == ["Inbox", "Sent Items", "Archive"]
 
 
 def test_delta_rounds_pages_removals_and_cursor(graph):

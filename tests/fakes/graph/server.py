@@ -257,6 +257,7 @@ class FakeGraph:
         parent: str | None = None,
         well_known: str | None = None,
         folder_id: str | None = None,
+        hidden: bool = False,
     ) -> str:
         box = self.users[user.lower()] if user.lower() in self.users else self.mailbox(user)
         fid = folder_id or ("AAMk" + secrets.token_hex(10))
@@ -268,7 +269,7 @@ class FakeGraph:
                 "childFolderCount": 0,
                 "unreadItemCount": 0,
                 "totalItemCount": 0,
-                "isHidden": False,
+                "isHidden": hidden,
                 "_wk": well_known,
             }
             if parent:
@@ -276,6 +277,41 @@ class FakeGraph:
             box.messages[fid] = {}
             box.removed[fid] = {}
         return fid
+
+    def add_search_folder(
+        self, user: str, name: str, sources: list[str], *, parent: str | None = None, filter_query: str = ""
+    ) -> str:
+        """A mail search folder: a virtual folder whose messages are those of its source
+        folders (names or well-known names), each still living in its own folder. Graph
+        lists it among the folders, typed "#microsoft.graph.mailSearchFolder" ("The
+        returned collection includes any mail search folders directly under the root",
+        https://learn.microsoft.com/en-us/graph/api/user-list-mailfolders; "a virtual
+        folder in the user's mailbox that contains all the email items matching specified
+        search criteria", https://learn.microsoft.com/en-us/graph/api/resources/mailsearchfolder)."""
+        source_ids = [self.folder_id(user, s) for s in sources]
+        fid = self.add_folder(user, name, parent=parent)
+        with self.lock:
+            self.mailbox(user).folders[fid].update(
+                {
+                    "@odata.type": "#microsoft.graph.mailSearchFolder",
+                    "isSupported": True,
+                    "includeNestedFolders": False,
+                    "sourceFolderIds": source_ids,
+                    "filterQuery": filter_query,
+                    "_search": source_ids,
+                }
+            )
+        return fid
+
+    def _items(self, box: UserBox, fid: str) -> dict:
+        """A folder's messages (id -> (seq, message)); a search folder's are its sources'."""
+        sources = box.folders[fid].get("_search")
+        if sources is None:
+            return box.messages[fid]
+        merged: dict = {}
+        for source in sources:
+            merged.update(box.messages[source])
+        return merged
 
     def folder_id(self, user: str, name_or_wk: str) -> str:
         box = self.mailbox(user)
@@ -777,7 +813,7 @@ class FakeGraph:
             if keep is None:
                 return _error(400, "ErrorInvalidUrlQueryFilter", "The filter expression is not supported.")
             with fake.lock:
-                items = [dict(m) for _, m in sorted(box.messages[folder["id"]].values(), key=lambda sm: sm[0])]
+                items = [dict(m) for _, m in sorted(fake._items(box, folder["id"]).values(), key=lambda sm: sm[0])]
             return fake._listing(request, [m for m in items if keep(m)])
 
         @app.get("/v1.0/users/{uid}/calendarView")
@@ -978,7 +1014,15 @@ class FakeGraph:
     def _folders(self, box: UserBox, parent: str, request: Request):
         folder = self._resolve_folder(box, parent) if parent != "root" else None
         pid = folder["id"] if folder else "root"
-        items = [self._folder_json(f) for f in box.folders.values() if f["parentFolderId"] == pid]
+        # "By default, this operation does not return hidden folders. Use a query parameter
+        # includeHiddenFolders to include them" (https://learn.microsoft.com/en-us/graph/api/user-list-mailfolders,
+        # and the same for childFolders: https://learn.microsoft.com/en-us/graph/api/mailfolder-list-childfolders).
+        hidden = request.query_params.get("includeHiddenFolders", "").lower() == "true"
+        items = [
+            self._folder_json(f)
+            for f in box.folders.values()
+            if f["parentFolderId"] == pid and (hidden or not f["isHidden"])
+        ]
         top = int(request.query_params.get("$top", "10"))
         skip = int(request.query_params.get("$skip", "0"))
         out = {"@odata.context": "fake", "value": items[skip : skip + top]}
@@ -1076,14 +1120,14 @@ class FakeGraph:
     def _new_round(self, box, kind, fid, since, select, ge, window) -> dict:
         with self.lock:
             if kind == "messages":
-                live = box.messages[fid]
+                live = self._items(box, fid)
                 ids = [
                     (seq, mid)
                     for mid, (seq, msg) in live.items()
                     if seq > since and (ge is None or msg["receivedDateTime"] >= ge)
                 ]
                 if since:
-                    ids += [(seq, mid) for mid, seq in box.removed[fid].items() if seq > since]
+                    ids += [(seq, mid) for mid, seq in box.removed.get(fid, {}).items() if seq > since]
             else:
                 lo = datetime.fromisoformat(window[0].replace("Z", "+00:00"))
                 hi = datetime.fromisoformat(window[1].replace("Z", "+00:00"))
@@ -1127,7 +1171,7 @@ class FakeGraph:
         with self.lock:
             for item_id in chunk:
                 if kind == "messages":
-                    live = box.messages[state["folder"]].get(item_id)
+                    live = self._items(box, state["folder"]).get(item_id)
                     if live is None:
                         if item_id in box.removed[state["folder"]]:
                             parts.append(
