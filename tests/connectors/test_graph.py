@@ -183,6 +183,23 @@ def test_delta_rounds_pages_removals_and_cursor(graph):
         c.close()
 
 
+def test_an_item_named_twice_in_a_page_is_what_its_last_entry_says(graph):
+    ids = [graph.add_message(USER, subject=f"S{i}") for i in range(3)]
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        inbox = folder(c, "Inbox")
+        cursor = drain(c, inbox)[-1].cursor
+        graph.move_message(USER, ids[0], "archive")  # out and back: its removal, then the message
+        graph.move_message(USER, ids[0], "inbox")
+        graph.move_message(USER, ids[1], "archive")
+        batches = drain(c, inbox, cursor)
+    finally:
+        c.close()
+    assert [r.remote_id for b in batches for r in b.records] == [ids[0]]
+    assert [x for b in batches for x in b.removed] == [ids[1]]
+
+
 def test_resume_from_a_next_link_after_a_crash(graph):
     for i in range(25):
         graph.add_message(USER, subject=f"S{i}")

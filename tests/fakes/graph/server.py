@@ -1122,22 +1122,29 @@ class FakeGraph:
             if kind == "messages":
                 live = self._items(box, fid)
                 ids = [
-                    (seq, mid)
+                    (seq, mid, False)
                     for mid, (seq, msg) in live.items()
                     if seq > since and (ge is None or msg["receivedDateTime"] >= ge)
                 ]
                 if since:
-                    ids += [(seq, mid) for mid, seq in box.removed.get(fid, {}).items() if seq > since]
+                    ids += [(seq, mid, True) for mid, seq in box.removed.get(fid, {}).items() if seq > since]
             else:
                 lo = datetime.fromisoformat(window[0].replace("Z", "+00:00"))
                 hi = datetime.fromisoformat(window[1].replace("Z", "+00:00"))
                 ids = [
-                    (seq, eid)
+                    (seq, eid, False)
                     for eid, (seq, ev) in box.events.items()
                     if seq > since and ev["_start"] < hi and ev["_end"] > lo
                 ]
                 if since:  # removed events come back whatever their time
-                    ids += [(seq, eid) for eid, seq in box.removed_events.items() if seq > since]
+                    ids += [(seq, eid, True) for eid, seq in box.removed_events.items() if seq > since]
+            # In the order the changes happened. An item that left and came back since the
+            # last round (moved out of the folder and back, keeping its immutable id) is in
+            # the round twice: its removal, then the item. "It's possible that a single entity
+            # will be contained multiple times in the response, if that entity was changed
+            # multiple times" and "Assume that the same item can show up anywhere in the
+            # @odata.nextLink sequence and handle that in your merge logic"
+            # (https://learn.microsoft.com/en-us/graph/delta-query-overview).
             ids.sort()
             if ge is not None:
                 # "Applying $filter in a delta query returns only up to 5,000 messages."
@@ -1152,7 +1159,7 @@ class FakeGraph:
                 "select": select,
                 "ge": ge,
                 "window": window,
-                "ids": [i for _, i in ids],
+                "ids": [(i, gone) for _, i, gone in ids],  # gone: this entry is the item's removal
                 "offset": 0,
                 "generation": box.generation,
             }
@@ -1169,9 +1176,9 @@ class FakeGraph:
             return item_id if immutable else f"{state['folder']}~{item_id}"
 
         with self.lock:
-            for item_id in chunk:
+            for item_id, gone in chunk:
                 if kind == "messages":
-                    live = self._items(box, state["folder"]).get(item_id)
+                    live = None if gone else self._items(box, state["folder"]).get(item_id)
                     if live is None:
                         if item_id in box.removed[state["folder"]]:
                             parts.append(
@@ -1181,7 +1188,7 @@ class FakeGraph:
                             )
                         continue
                 else:
-                    live = box.events.get(item_id)
+                    live = None if gone else box.events.get(item_id)
                     if live is None:
                         if item_id in box.removed_events:
                             parts.append(
