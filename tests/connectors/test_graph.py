@@ -219,6 +219,23 @@ def test_resume_from_a_next_link_after_a_crash(graph):
         c.close()
 
 
+def test_a_next_link_the_round_has_left_behind_restarts_the_folder(graph):
+    """Exchange keeps only the last few generations of a round: an older nextLink answers 410
+    SyncStateNotFound. Resuming from one reads the folder again from scratch (reset)."""
+    ids = [graph.add_message(USER, subject=f"S{i}") for i in range(50)]
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        inbox = folder(c, "Inbox")
+        batches = drain(c, inbox)
+        assert len(batches) == 5
+        again = drain(c, inbox, batches[0].cursor)  # the round has since handed out 4 more pages
+    finally:
+        c.close()
+    assert again[0].reset and not any(b.reset for b in again[1:])
+    assert sorted(r.remote_id for b in again for r in b.records) == sorted(ids)
+
+
 def test_message_fields_and_key_match_imap(graph):
     graph.add_message(
         USER,

@@ -68,6 +68,13 @@ def _oauth_error(error: str, description: str, status: int = 400) -> Response:
 
 
 FILTERED_DELTA_CAP = 5000  # messages a $filter-ed delta returns at most
+# Pages of a round whose @odata.nextLink still works once the round has moved on: Exchange
+# keeps the last few generations of a round's sync state and answers an older $skiptoken
+# with 410 SyncStateNotFound ("The sync state generation is not found; generation=518;
+# [highest=523][523][521][522]", https://github.com/microsoftgraph/microsoft-graph-docs/issues/2162;
+# "In case of an expired token, the service should respond with a 40X-series error with error
+# codes such as syncStateNotFound", https://learn.microsoft.com/en-us/graph/delta-query-overview).
+KEPT_GENERATIONS = 3
 
 
 @dataclass
@@ -141,6 +148,7 @@ class FakeGraph:
             self.device_codes: dict[str, dict] = {}
             self.device_user: str | None = None  # who approves device codes (auto-approval)
             self.delta_state: dict[str, dict] = {}
+            self.round_highest: dict[str, int] = {}  # round -> the newest page generation handed out
             self.faults: list[Fault] = []
             self.subscriptions: dict[str, dict] = {}
             self.notification_rewrite: tuple[str, str] | None = None  # (public prefix, reachable prefix)
@@ -1077,7 +1085,12 @@ class FakeGraph:
         if "$skiptoken" in q or "$deltatoken" in q:
             token = q.get("$skiptoken") or q.get("$deltatoken")
             state = self.delta_state.get(token)
-            if state is None or state["generation"] != box.generation or state["user"] != box.user:
+            if (
+                state is None
+                or state["generation"] != box.generation
+                or state["user"] != box.user
+                or ("$skiptoken" in q and state["step"] <= self.round_highest[state["round"]] - KEPT_GENERATIONS)
+            ):
                 return _error(
                     410,
                     "SyncStateNotFound",
@@ -1162,6 +1175,8 @@ class FakeGraph:
                 "ids": [(i, gone) for _, i, gone in ids],  # gone: this entry is the item's removal
                 "offset": 0,
                 "generation": box.generation,
+                "round": secrets.token_hex(6),
+                "step": 0,
             }
 
     def _page(self, request: Request, box: UserBox, kind: str, state: dict, size: int, headers: dict) -> Response:
@@ -1221,7 +1236,9 @@ class FakeGraph:
         base = f"{self.url}{request.url.path}"
         link_token = secrets.token_urlsafe(18)
         if offset + size < len(ids):
-            self.delta_state[link_token] = dict(state, offset=offset + size)
+            step = state["step"] + 1
+            self.delta_state[link_token] = dict(state, offset=offset + size, step=step)
+            self.round_highest[state["round"]] = max(self.round_highest.get(state["round"], 0), step)
             link = b'"@odata.nextLink":' + json.dumps(f"{base}?$skiptoken={link_token}").encode()
         else:
             self.delta_state[link_token] = dict(state, since=state["round_seq"], ids=[], offset=0)
