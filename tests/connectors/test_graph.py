@@ -27,6 +27,7 @@ from connectors.base import (
 from connectors.graph import CALENDAR_FOLDER
 from connectors.mailparse import parse_message_headers
 from sync.fixes import explain_error
+from tests.fakes.graph import POLICY_MESSAGE, POLICY_MESSAGE_RAOP
 from tests.fakes.graph.imap import FakeOAuthImap
 
 USER = "alice@ourco.com"
@@ -419,9 +420,10 @@ def test_wrong_client_secret_is_an_auth_error(graph):
     assert "not-the-secret" not in str(info.value)
 
 
-def test_application_access_policy_is_a_clear_auth_error(graph):
+@pytest.mark.parametrize("message", [POLICY_MESSAGE, POLICY_MESSAGE_RAOP])
+def test_application_access_policy_is_a_clear_auth_error(graph, message):
     graph.add_message(USER)
-    graph.block_user(USER)
+    graph.block_user(USER, message=message)
     mailbox, secret = tenant_mailbox(graph)
     c = build(mailbox, secret, want_snippet=False)
     try:

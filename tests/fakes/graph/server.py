@@ -30,7 +30,13 @@ from tests.servers import LOOPBACK, free_port, wait_for_port
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 IMAP_AUDIENCES = ("https://outlook.office.com", "https://outlook.office365.com")
 RESERVED = {"openid", "profile", "offline_access"}
-POLICY_MESSAGE = "Access to OData is disabled: Blocked by tenant configured AppOnly AccessPolicy settings."
+# The 403 an application access policy answers, as documented ("Handling API errors",
+# https://learn.microsoft.com/en-us/graph/auth-limit-mailbox-access); tenants are also seen to
+# answer the longer POLICY_MESSAGE_RAOP (graph.block_user(user, message=...)).
+POLICY_MESSAGE = "Access to OData is disabled."
+POLICY_MESSAGE_RAOP = (
+    "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings."
+)
 
 
 def _b64(data: dict) -> str:
@@ -107,7 +113,7 @@ class UserBox:
     removed_events: dict = field(default_factory=dict)  # event id -> seq
     seq: int = 0
     generation: int = 0  # bumped to expire every delta token (HTTP 410)
-    blocked: bool = False  # application access policy denies app-only access
+    blocked: str | None = None  # application access policy denies app-only access: the 403's message
 
     def tick(self) -> int:
         self.seq += 1
@@ -243,8 +249,8 @@ class FakeGraph:
             for rt in [rt for rt, v in self.refresh_tokens.items() if user is None or v[2] == user]:
                 del self.refresh_tokens[rt]
 
-    def block_user(self, user: str, blocked: bool = True) -> None:
-        self.mailbox(user).blocked = blocked
+    def block_user(self, user: str, blocked: bool = True, *, message: str = POLICY_MESSAGE) -> None:
+        self.mailbox(user).blocked = message if blocked else None
 
     # -- test helpers: mail -----------------------------------------------------------
     def mailbox(self, user: str) -> UserBox:
@@ -998,7 +1004,7 @@ class FakeGraph:
         if box is None:
             return _error(404, "ErrorInvalidUser", f"The requested user '{user}' is invalid.")
         if box.blocked and token.user is None:
-            return _error(403, "ErrorAccessDenied", POLICY_MESSAGE)
+            return _error(403, "ErrorAccessDenied", box.blocked)
         return user
 
     def imap_token_user(self, access: str) -> str | None:
