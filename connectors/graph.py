@@ -2,7 +2,8 @@
 (or Exchange Online IMAP with XOAUTH2, reusing the IMAP connector).
 
 Folders: every mail folder except the ones Exchange marks by well-known name
-as junk, deleted, drafts, outbox and the like (locale-proof), named by its path
+as junk, deleted, drafts, outbox and the like (locale-proof) and search folders
+(@odata.type mailSearchFolder: views of other folders' mail), named by its path
 of display names, its Graph id as Folder.remote_id; plus one folder
 "calendar:Calendar" with role "calendar" for calendarView/delta over the
 organisation's CalendarWindow.
@@ -25,7 +26,8 @@ Cursor per folder (stored by the engine as given):
   counted_at  when server_count was taken: again at most hourly (base.RECOUNT_SECONDS), and
               at once after a removal or a full re-read
 
-A round ends at @odata.deltaLink. An expired state (410, SyncStateNotFound,
+A round ends at @odata.deltaLink. An item named more than once in a page counts
+at its last entry (see _last_entries). An expired state (410, SyncStateNotFound,
 resyncRequired) restarts that folder from scratch with reset=True: the engine
 drops the folder's copies and every record is re-linked by its key.
 
@@ -473,7 +475,10 @@ class GraphConnector:
                 if not fid or not name or item.get("isHidden"):
                     continue
                 wk = well_known.get(fid)
-                if wk in SKIP_WELL_KNOWN or inherited == "skip":
+                # A search folder is a view of messages that live in other folders (Deleted
+                # Items and Junk Email too); Graph lists it among the folders by its type.
+                search = str(item.get("@odata.type") or "").lower().endswith("mailsearchfolder")
+                if wk in SKIP_WELL_KNOWN or inherited == "skip" or search:
                     role = "skip"
                 elif wk in ROLE_BY_WELL_KNOWN:
                     role = ROLE_BY_WELL_KNOWN[wk]
@@ -646,7 +651,7 @@ class GraphConnector:
                     raise BadDataError(f"Microsoft Graph sent a page with neither nextLink nor deltaLink while {what}")
                 if next_link:
                     pending = self._pool.submit(self.get_json, next_link, what=what, headers=headers)
-                records, bad, removed = convert(value, incremental, base)
+                records, bad, removed = convert(_last_entries(value), incremental, base)
                 if next_link:
                     cursor = {**base, "next_link": next_link, "incremental": incremental}
                 else:
@@ -995,6 +1000,26 @@ def _graph_error(resp: httpx.Response) -> tuple[str, str]:
     if isinstance(err, dict):
         return str(err.get("code") or ""), str(err.get("message") or "")
     return str(err or ""), ""
+
+
+def _last_entries(items: list) -> list:
+    """A delta page with each item only at its last entry. Graph may name an item more than
+    once in a round, in the order its changes happened: a message moved out of the folder and
+    back (its immutable id kept) comes as its removal and then the message. Split into records
+    and removals, which the engine applies in that order, the earlier removal would drop the
+    copy the later entry keeps; the last entry is what the folder holds now. Pages are
+    batches applied in order, so a later page still overrides an earlier one."""
+    last: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("id"):
+            last[str(item["id"])] = i
+    if len(last) == sum(1 for item in items if isinstance(item, dict) and item.get("id")):
+        return items
+    return [
+        item
+        for i, item in enumerate(items)
+        if not (isinstance(item, dict) and item.get("id")) or last[str(item["id"])] == i
+    ]
 
 
 def _retry_after(resp: httpx.Response, attempt: int) -> float:

@@ -18,6 +18,7 @@ from connectors.base import (
     ConnectorSpec,
     CursorExpiredError,
     Fix,
+    Folder,
     MeetingRecord,
     TenantSpec,
     ThrottledError,
@@ -26,6 +27,7 @@ from connectors.base import (
 from connectors.graph import CALENDAR_FOLDER
 from connectors.mailparse import parse_message_headers
 from sync.fixes import explain_error
+from tests.fakes.graph import POLICY_MESSAGE, POLICY_MESSAGE_RAOP
 from tests.fakes.graph.imap import FakeOAuthImap
 
 USER = "alice@ourco.com"
@@ -119,6 +121,29 @@ def test_app_only_token_and_folder_roles(graph):
     assert not any("Old" in path for _, path in graph.requests if "childFolders" in path and "deleted" in path)
 
 
+def test_search_folders_are_not_read_as_folders_of_their_own(graph):
+    """Graph lists mail search folders among the mail folders (typed mailSearchFolder). They
+    are views of messages living in other folders, Deleted Items and Junk Email included: read
+    as folders they would give every message a second copy and bring in mail the sync leaves out."""
+    graph.add_message(USER, "deleteditems", subject="Binned", sender=("Carla", "carla@acme.com"))
+    graph.add_message(USER, "inbox", subject="Kept", sender=("Carla", "carla@acme.com"))
+    graph.add_search_folder(USER, "From Carla", ["inbox", "deleteditems"])
+    graph.add_search_folder(USER, "Weekly digests", ["inbox"], parent=graph.folder_id(USER, "inbox"))
+    graph.add_folder(USER, "Clutter", hidden=True)
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        # The fake serves the search folder's view as Graph would: the binned message too.
+        view = drain(c, Folder(name="x", role="other", remote_id=graph.folder_id(USER, "From Carla")))
+        assert sorted(r.subject for b in view for r in b.records) == ["Binned", "Kept"]
+        roles = {f.name: f.role for f in c.list_folders()}
+    finally:
+        c.close()
+    assert roles["From Carla"] == "skip" and roles["Inbox/Weekly digests"] == "skip"
+    assert "Clutter" not in roles  # hidden folders are not listed unless asked for
+    assert [n for n, r in roles.items() if r not in ("skip", "calendar")] == ["Inbox", "Sent Items", "Archive"]
+
+
 def test_delta_rounds_pages_removals_and_cursor(graph):
     ids = [graph.add_message(USER, subject=f"S{i}", to=[("Alice", USER)], preview=f"preview {i}") for i in range(25)]
     mailbox, secret = tenant_mailbox(graph)
@@ -159,6 +184,23 @@ def test_delta_rounds_pages_removals_and_cursor(graph):
         c.close()
 
 
+def test_an_item_named_twice_in_a_page_is_what_its_last_entry_says(graph):
+    ids = [graph.add_message(USER, subject=f"S{i}") for i in range(3)]
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        inbox = folder(c, "Inbox")
+        cursor = drain(c, inbox)[-1].cursor
+        graph.move_message(USER, ids[0], "archive")  # out and back: its removal, then the message
+        graph.move_message(USER, ids[0], "inbox")
+        graph.move_message(USER, ids[1], "archive")
+        batches = drain(c, inbox, cursor)
+    finally:
+        c.close()
+    assert [r.remote_id for b in batches for r in b.records] == [ids[0]]
+    assert [x for b in batches for x in b.removed] == [ids[1]]
+
+
 def test_resume_from_a_next_link_after_a_crash(graph):
     for i in range(25):
         graph.add_message(USER, subject=f"S{i}")
@@ -176,6 +218,23 @@ def test_resume_from_a_next_link_after_a_crash(graph):
         assert all(r.snippet for b in rest for r in b.records)
     finally:
         c.close()
+
+
+def test_a_next_link_the_round_has_left_behind_restarts_the_folder(graph):
+    """Exchange keeps only the last few generations of a round: an older nextLink answers 410
+    SyncStateNotFound. Resuming from one reads the folder again from scratch (reset)."""
+    ids = [graph.add_message(USER, subject=f"S{i}") for i in range(50)]
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        inbox = folder(c, "Inbox")
+        batches = drain(c, inbox)
+        assert len(batches) == 5
+        again = drain(c, inbox, batches[0].cursor)  # the round has since handed out 4 more pages
+    finally:
+        c.close()
+    assert again[0].reset and not any(b.reset for b in again[1:])
+    assert sorted(r.remote_id for b in again for r in b.records) == sorted(ids)
 
 
 def test_message_fields_and_key_match_imap(graph):
@@ -361,9 +420,10 @@ def test_wrong_client_secret_is_an_auth_error(graph):
     assert "not-the-secret" not in str(info.value)
 
 
-def test_application_access_policy_is_a_clear_auth_error(graph):
+@pytest.mark.parametrize("message", [POLICY_MESSAGE, POLICY_MESSAGE_RAOP])
+def test_application_access_policy_is_a_clear_auth_error(graph, message):
     graph.add_message(USER)
-    graph.block_user(USER)
+    graph.block_user(USER, message=message)
     mailbox, secret = tenant_mailbox(graph)
     c = build(mailbox, secret, want_snippet=False)
     try:

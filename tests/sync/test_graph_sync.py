@@ -210,6 +210,24 @@ def test_expired_delta_state_resyncs_without_duplicates(world, graph):
     assert any("$deltatoken" in p for _, p in graph.requests)
 
 
+def test_a_message_moved_out_and_back_between_rounds_keeps_its_copy(world, graph):
+    """Its immutable id is the same; Graph's next round of the folder names it twice, its
+    removal and then the message: the later entry is what the folder holds now."""
+    mid = add_tenant_mailbox(world, graph)
+    ids = [
+        graph.add_message(
+            ALICE, internet_message_id=f"<b{i}@acme.com>", subject=f"S{i}", sender=CARLA, to=[("Alice", ALICE)]
+        )
+        for i in range(3)
+    ]
+    assert world.sync(mid).ok
+    first = world.snapshot()
+    graph.move_message(ALICE, ids[1], "junkemail")  # filed by mistake, then put back
+    graph.move_message(ALICE, ids[1], "inbox")
+    assert world.sync(mid).ok
+    assert world.snapshot()["sources"] == first["sources"]
+
+
 def test_throttling_beyond_patience_backs_off_with_retry_after(world, graph):
     mid = add_tenant_mailbox(world, graph)
     graph.add_message(ALICE, sender=CARLA)

@@ -1,3 +1,3 @@
 """Fake Microsoft Graph + Entra ID authority (see README.md)."""
 
-from tests.fakes.graph.server import POLICY_MESSAGE, FakeGraph  # noqa: F401
+from tests.fakes.graph.server import POLICY_MESSAGE, POLICY_MESSAGE_RAOP, FakeGraph  # noqa: F401

@@ -30,7 +30,13 @@ from tests.servers import LOOPBACK, free_port, wait_for_port
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 IMAP_AUDIENCES = ("https://outlook.office.com", "https://outlook.office365.com")
 RESERVED = {"openid", "profile", "offline_access"}
-POLICY_MESSAGE = "Access to OData is disabled: Blocked by tenant configured AppOnly AccessPolicy settings."
+# The 403 an application access policy answers, as documented ("Handling API errors",
+# https://learn.microsoft.com/en-us/graph/auth-limit-mailbox-access); tenants are also seen to
+# answer the longer POLICY_MESSAGE_RAOP (graph.block_user(user, message=...)).
+POLICY_MESSAGE = "Access to OData is disabled."
+POLICY_MESSAGE_RAOP = (
+    "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings."
+)
 
 
 def _b64(data: dict) -> str:
@@ -68,6 +74,13 @@ def _oauth_error(error: str, description: str, status: int = 400) -> Response:
 
 
 FILTERED_DELTA_CAP = 5000  # messages a $filter-ed delta returns at most
+# Pages of a round whose @odata.nextLink still works once the round has moved on: Exchange
+# keeps the last few generations of a round's sync state and answers an older $skiptoken
+# with 410 SyncStateNotFound ("The sync state generation is not found; generation=518;
+# [highest=523][523][521][522]", https://github.com/microsoftgraph/microsoft-graph-docs/issues/2162;
+# "In case of an expired token, the service should respond with a 40X-series error with error
+# codes such as syncStateNotFound", https://learn.microsoft.com/en-us/graph/delta-query-overview).
+KEPT_GENERATIONS = 3
 
 
 @dataclass
@@ -100,7 +113,7 @@ class UserBox:
     removed_events: dict = field(default_factory=dict)  # event id -> seq
     seq: int = 0
     generation: int = 0  # bumped to expire every delta token (HTTP 410)
-    blocked: bool = False  # application access policy denies app-only access
+    blocked: str | None = None  # application access policy denies app-only access: the 403's message
 
     def tick(self) -> int:
         self.seq += 1
@@ -141,6 +154,7 @@ class FakeGraph:
             self.device_codes: dict[str, dict] = {}
             self.device_user: str | None = None  # who approves device codes (auto-approval)
             self.delta_state: dict[str, dict] = {}
+            self.round_highest: dict[str, int] = {}  # round -> the newest page generation handed out
             self.faults: list[Fault] = []
             self.subscriptions: dict[str, dict] = {}
             self.notification_rewrite: tuple[str, str] | None = None  # (public prefix, reachable prefix)
@@ -235,8 +249,8 @@ class FakeGraph:
             for rt in [rt for rt, v in self.refresh_tokens.items() if user is None or v[2] == user]:
                 del self.refresh_tokens[rt]
 
-    def block_user(self, user: str, blocked: bool = True) -> None:
-        self.mailbox(user).blocked = blocked
+    def block_user(self, user: str, blocked: bool = True, *, message: str = POLICY_MESSAGE) -> None:
+        self.mailbox(user).blocked = message if blocked else None
 
     # -- test helpers: mail -----------------------------------------------------------
     def mailbox(self, user: str) -> UserBox:
@@ -257,6 +271,7 @@ class FakeGraph:
         parent: str | None = None,
         well_known: str | None = None,
         folder_id: str | None = None,
+        hidden: bool = False,
     ) -> str:
         box = self.users[user.lower()] if user.lower() in self.users else self.mailbox(user)
         fid = folder_id or ("AAMk" + secrets.token_hex(10))
@@ -268,7 +283,7 @@ class FakeGraph:
                 "childFolderCount": 0,
                 "unreadItemCount": 0,
                 "totalItemCount": 0,
-                "isHidden": False,
+                "isHidden": hidden,
                 "_wk": well_known,
             }
             if parent:
@@ -276,6 +291,41 @@ class FakeGraph:
             box.messages[fid] = {}
             box.removed[fid] = {}
         return fid
+
+    def add_search_folder(
+        self, user: str, name: str, sources: list[str], *, parent: str | None = None, filter_query: str = ""
+    ) -> str:
+        """A mail search folder: a virtual folder whose messages are those of its source
+        folders (names or well-known names), each still living in its own folder. Graph
+        lists it among the folders, typed "#microsoft.graph.mailSearchFolder" ("The
+        returned collection includes any mail search folders directly under the root",
+        https://learn.microsoft.com/en-us/graph/api/user-list-mailfolders; "a virtual
+        folder in the user's mailbox that contains all the email items matching specified
+        search criteria", https://learn.microsoft.com/en-us/graph/api/resources/mailsearchfolder)."""
+        source_ids = [self.folder_id(user, s) for s in sources]
+        fid = self.add_folder(user, name, parent=parent)
+        with self.lock:
+            self.mailbox(user).folders[fid].update(
+                {
+                    "@odata.type": "#microsoft.graph.mailSearchFolder",
+                    "isSupported": True,
+                    "includeNestedFolders": False,
+                    "sourceFolderIds": source_ids,
+                    "filterQuery": filter_query,
+                    "_search": source_ids,
+                }
+            )
+        return fid
+
+    def _items(self, box: UserBox, fid: str) -> dict:
+        """A folder's messages (id -> (seq, message)); a search folder's are its sources'."""
+        sources = box.folders[fid].get("_search")
+        if sources is None:
+            return box.messages[fid]
+        merged: dict = {}
+        for source in sources:
+            merged.update(box.messages[source])
+        return merged
 
     def folder_id(self, user: str, name_or_wk: str) -> str:
         box = self.mailbox(user)
@@ -777,7 +827,7 @@ class FakeGraph:
             if keep is None:
                 return _error(400, "ErrorInvalidUrlQueryFilter", "The filter expression is not supported.")
             with fake.lock:
-                items = [dict(m) for _, m in sorted(box.messages[folder["id"]].values(), key=lambda sm: sm[0])]
+                items = [dict(m) for _, m in sorted(fake._items(box, folder["id"]).values(), key=lambda sm: sm[0])]
             return fake._listing(request, [m for m in items if keep(m)])
 
         @app.get("/v1.0/users/{uid}/calendarView")
@@ -954,7 +1004,7 @@ class FakeGraph:
         if box is None:
             return _error(404, "ErrorInvalidUser", f"The requested user '{user}' is invalid.")
         if box.blocked and token.user is None:
-            return _error(403, "ErrorAccessDenied", POLICY_MESSAGE)
+            return _error(403, "ErrorAccessDenied", box.blocked)
         return user
 
     def imap_token_user(self, access: str) -> str | None:
@@ -978,7 +1028,15 @@ class FakeGraph:
     def _folders(self, box: UserBox, parent: str, request: Request):
         folder = self._resolve_folder(box, parent) if parent != "root" else None
         pid = folder["id"] if folder else "root"
-        items = [self._folder_json(f) for f in box.folders.values() if f["parentFolderId"] == pid]
+        # "By default, this operation does not return hidden folders. Use a query parameter
+        # includeHiddenFolders to include them" (https://learn.microsoft.com/en-us/graph/api/user-list-mailfolders,
+        # and the same for childFolders: https://learn.microsoft.com/en-us/graph/api/mailfolder-list-childfolders).
+        hidden = request.query_params.get("includeHiddenFolders", "").lower() == "true"
+        items = [
+            self._folder_json(f)
+            for f in box.folders.values()
+            if f["parentFolderId"] == pid and (hidden or not f["isHidden"])
+        ]
         top = int(request.query_params.get("$top", "10"))
         skip = int(request.query_params.get("$skip", "0"))
         out = {"@odata.context": "fake", "value": items[skip : skip + top]}
@@ -1033,7 +1091,12 @@ class FakeGraph:
         if "$skiptoken" in q or "$deltatoken" in q:
             token = q.get("$skiptoken") or q.get("$deltatoken")
             state = self.delta_state.get(token)
-            if state is None or state["generation"] != box.generation or state["user"] != box.user:
+            if (
+                state is None
+                or state["generation"] != box.generation
+                or state["user"] != box.user
+                or ("$skiptoken" in q and state["step"] <= self.round_highest[state["round"]] - KEPT_GENERATIONS)
+            ):
                 return _error(
                     410,
                     "SyncStateNotFound",
@@ -1076,24 +1139,31 @@ class FakeGraph:
     def _new_round(self, box, kind, fid, since, select, ge, window) -> dict:
         with self.lock:
             if kind == "messages":
-                live = box.messages[fid]
+                live = self._items(box, fid)
                 ids = [
-                    (seq, mid)
+                    (seq, mid, False)
                     for mid, (seq, msg) in live.items()
                     if seq > since and (ge is None or msg["receivedDateTime"] >= ge)
                 ]
                 if since:
-                    ids += [(seq, mid) for mid, seq in box.removed[fid].items() if seq > since]
+                    ids += [(seq, mid, True) for mid, seq in box.removed.get(fid, {}).items() if seq > since]
             else:
                 lo = datetime.fromisoformat(window[0].replace("Z", "+00:00"))
                 hi = datetime.fromisoformat(window[1].replace("Z", "+00:00"))
                 ids = [
-                    (seq, eid)
+                    (seq, eid, False)
                     for eid, (seq, ev) in box.events.items()
                     if seq > since and ev["_start"] < hi and ev["_end"] > lo
                 ]
                 if since:  # removed events come back whatever their time
-                    ids += [(seq, eid) for eid, seq in box.removed_events.items() if seq > since]
+                    ids += [(seq, eid, True) for eid, seq in box.removed_events.items() if seq > since]
+            # In the order the changes happened. An item that left and came back since the
+            # last round (moved out of the folder and back, keeping its immutable id) is in
+            # the round twice: its removal, then the item. "It's possible that a single entity
+            # will be contained multiple times in the response, if that entity was changed
+            # multiple times" and "Assume that the same item can show up anywhere in the
+            # @odata.nextLink sequence and handle that in your merge logic"
+            # (https://learn.microsoft.com/en-us/graph/delta-query-overview).
             ids.sort()
             if ge is not None:
                 # "Applying $filter in a delta query returns only up to 5,000 messages."
@@ -1108,9 +1178,11 @@ class FakeGraph:
                 "select": select,
                 "ge": ge,
                 "window": window,
-                "ids": [i for _, i in ids],
+                "ids": [(i, gone) for _, i, gone in ids],  # gone: this entry is the item's removal
                 "offset": 0,
                 "generation": box.generation,
+                "round": secrets.token_hex(6),
+                "step": 0,
             }
 
     def _page(self, request: Request, box: UserBox, kind: str, state: dict, size: int, headers: dict) -> Response:
@@ -1125,9 +1197,9 @@ class FakeGraph:
             return item_id if immutable else f"{state['folder']}~{item_id}"
 
         with self.lock:
-            for item_id in chunk:
+            for item_id, gone in chunk:
                 if kind == "messages":
-                    live = box.messages[state["folder"]].get(item_id)
+                    live = None if gone else self._items(box, state["folder"]).get(item_id)
                     if live is None:
                         if item_id in box.removed[state["folder"]]:
                             parts.append(
@@ -1137,7 +1209,7 @@ class FakeGraph:
                             )
                         continue
                 else:
-                    live = box.events.get(item_id)
+                    live = None if gone else box.events.get(item_id)
                     if live is None:
                         if item_id in box.removed_events:
                             parts.append(
@@ -1170,7 +1242,9 @@ class FakeGraph:
         base = f"{self.url}{request.url.path}"
         link_token = secrets.token_urlsafe(18)
         if offset + size < len(ids):
-            self.delta_state[link_token] = dict(state, offset=offset + size)
+            step = state["step"] + 1
+            self.delta_state[link_token] = dict(state, offset=offset + size, step=step)
+            self.round_highest[state["round"]] = max(self.round_highest.get(state["round"], 0), step)
             link = b'"@odata.nextLink":' + json.dumps(f"{base}?$skiptoken={link_token}").encode()
         else:
             self.delta_state[link_token] = dict(state, since=state["round_seq"], ids=[], offset=0)
