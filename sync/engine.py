@@ -492,6 +492,10 @@ def _drop_unlisted_folders(engine: Engine, mailbox, folders: list[Folder], worke
     if not folders:
         return
     listed = {f.name for f in folders}
+    with read_only(engine) as conn:  # nearly always nothing is gone: no write lock for that
+        stored = conn.execute(select(FOLDER.c.name).where(FOLDER.c.mailbox_id == mailbox["id"])).scalars().all()
+    if listed.issuperset(stored):
+        return
     with write_transaction(engine) as conn:
         gone = [
             dict(r)
