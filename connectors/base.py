@@ -210,6 +210,11 @@ class ConnectorSpec:
     internal: dict | None = field(default=None, hash=False)
 
 
+# The most mail folders a listing returns (Graph's walk stops there). A listing that long may
+# have left folders out, so sync drops no folder on its word (sync/engine.py: _drop_folders_left_out).
+MAX_LISTED_FOLDERS = 1000
+
+
 @dataclass(frozen=True)
 class Folder:
     name: str

@@ -61,6 +61,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 
 from connectors.base import (
+    MAX_LISTED_FOLDERS,
     Attendee,
     AuthError,
     BadDataError,
@@ -467,7 +468,7 @@ class GraphConnector:
         well_known = self._well_known_ids()
         folders: list[Folder] = []
         queue: list[tuple[str, str, str | None]] = [(f"{self.user_path}/mailFolders", "", None)]
-        while queue and len(folders) < 1000:
+        while queue and len(folders) < MAX_LISTED_FOLDERS:
             url, prefix, inherited = queue.pop(0)
             url += "?$top=250&$select=id,displayName,childFolderCount,isHidden"
             for item in self._all_pages(url, what="listing mail folders"):

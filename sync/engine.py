@@ -41,6 +41,7 @@ from app.models import (
 from app.models.base import utcnow
 from app.settings import holder_gone
 from connectors.base import (
+    MAX_LISTED_FOLDERS,
     Batch,
     CalendarWindow,
     ConnectorError,
@@ -338,8 +339,8 @@ def sync_mailbox(
         else:
             connector = (connector_factory or build_connector)(spec)
         folders = connector.list_folders()
+        _drop_folders_left_out(engine, mailbox, folders, worker)
         states = _upsert_folders(engine, mailbox, folders)
-        _drop_unlisted_folders(engine, mailbox, folders, worker)
         work = [(folder, state["cursor"]) for folder, state in states if state["selected"]]
         state_by_name = {folder.name: (folder, state) for folder, state in states}
         if fetch_in_child:
@@ -480,28 +481,47 @@ def _upsert_folders(engine: Engine, mailbox, folders: list[Folder]) -> list[tupl
     return pairs
 
 
-def _drop_unlisted_folders(engine: Engine, mailbox, folders: list[Folder], worker: str) -> None:
-    """Folders the source no longer lists (renamed, deleted, or gone between a listing and
-    the read that failed on them) leave the mailbox as a first import of the source as it is
-    now would have them: their copies go (a renamed folder's messages come back as copies of
-    its new name, the same interactions), with their share of the mailbox's counters, their
-    unreadable and skipped lists, and meetings no copy holds any more. Emails stay on the
-    timeline, as when a message is expunged. Kept, such a folder's row held the mailbox at
-    "importing" for good when its first read had not finished, and its copies were counted
-    twice after a rename. An empty listing drops nothing (no IMAP server lacks INBOX)."""
-    if not folders:
+def _left_out(stored: list, folders: list[Folder]) -> list:
+    """The stored mail folders a first import of this listing would not have: gone from the
+    server (renamed, deleted), or now skipped (another user's or a public namespace, a search
+    folder: rules added after the folder was first stored, which insert_ignore never updates)."""
+    listed = {f.name: f.role for f in folders}
+    return [
+        r
+        for r in stored
+        if r["role"] != "calendar"
+        and (r["name"] not in listed or (listed[r["name"]] == "skip" and r["role"] != "skip"))
+    ]
+
+
+def _drop_folders_left_out(engine: Engine, mailbox, folders: list[Folder], worker: str) -> None:
+    """Folders a first import of the source as it is now would not read (_left_out) leave the
+    mailbox: their copies go (a renamed folder's messages come back as copies of its new name,
+    the same interactions), with their share of the mailbox's counters, their unreadable and
+    skipped lists, and meetings no copy holds any more. Emails stay on the timeline, as when a
+    message is expunged. Kept, such a folder's row held the mailbox at "importing" for good when
+    its first read had not finished, its copies were counted twice after a rename, and a
+    colleague's shared folder went on being read. Runs before the listing is stored, so a folder
+    now skipped comes back as a skipped row.
+
+    Only on the word of a listing that can be whole: one with the mail source's INBOX (an IMAP
+    server always has it; Graph's resolves by its well-known name) and shorter than
+    MAX_LISTED_FOLDERS. Calendars are never dropped here (a CalDAV listing cut short would take
+    their meetings)."""
+    mail = [f for f in folders if f.role != "calendar"]
+    if not any(f.role == "inbox" for f in mail) or len(mail) >= MAX_LISTED_FOLDERS:
         return
-    listed = {f.name for f in folders}
-    with read_only(engine) as conn:  # nearly always nothing is gone: no write lock for that
-        stored = conn.execute(select(FOLDER.c.name).where(FOLDER.c.mailbox_id == mailbox["id"])).scalars().all()
-    if listed.issuperset(stored):
+    with read_only(engine) as conn:  # nearly always nothing is left out: no write lock for that
+        stored = (
+            conn.execute(select(FOLDER.c.name, FOLDER.c.role).where(FOLDER.c.mailbox_id == mailbox["id"]))
+            .mappings()
+            .all()
+        )
+    if not _left_out(list(stored), folders):
         return
     with write_transaction(engine) as conn:
-        gone = [
-            dict(r)
-            for r in conn.execute(select(FOLDER).where(FOLDER.c.mailbox_id == mailbox["id"])).mappings()
-            if r["name"] not in listed
-        ]
+        rows = conn.execute(select(FOLDER).where(FOLDER.c.mailbox_id == mailbox["id"])).mappings()
+        gone = [dict(r) for r in _left_out(list(rows), folders)]
         if not gone:
             return
         held = conn.execute(
@@ -519,7 +539,9 @@ def _drop_unlisted_folders(engine: Engine, mailbox, folders: list[Folder], worke
         copies.delete(conn, S.c.mailbox_id == mailbox["id"], S.c.folder_id.in_(ids))
         for f in gone:
             log.info(
-                "mailbox %s: folder %r is no longer on the server; its copies are dropped", mailbox["id"], f["name"]
+                "mailbox %s: folder %r is no longer read (gone from the server, or skipped); its copies are dropped",
+                mailbox["id"],
+                f["name"],
             )
             skipped = _add_counts(skipped, f["skipped"] or {}, -1)
             forget_skipped_items(conn, mailbox["id"], f["name"])

@@ -136,3 +136,37 @@ def test_colleagues_shared_mailboxes_and_public_folders_are_not_imported_as_the_
         assert mine == {"INBOX", "Clients"}, roles
     finally:
         conn.close()
+
+
+def test_a_shared_folder_read_before_namespaces_were_known_stops_being_read_and_loses_its_copies(
+    imap_user_factory, dovecot_shared_namespaces, tmp_path, monkeypatch
+):
+    """A mailbox first synced by a version that did not ask for namespaces had stored the
+    colleague's shared folder as its own: the next run skips it and drops its copies."""
+    from datetime import timedelta
+
+    from tests.world import NOW, make_world, message
+
+    server = dovecot_shared_namespaces
+    alice, bob = imap_user_factory(server=server), imap_user_factory(server=server)
+    alice.deliver(message("carla@cust.com", "alice@ourco.com", msgid="s1@cust"), internaldate=NOW - timedelta(days=2))
+    bob.deliver(message("dan@cust.com", "bob@ourco.com", msgid="s2@cust"), internaldate=NOW - timedelta(days=2))
+    server.doveadm("acl", "set", "-u", bob.username, "INBOX", f"user={alice.username}", "lookup", "read")
+    world = make_world(tmp_path)
+    mid = world.add_imap("alice@ourco.com", alice)
+    shared = f"shared/{bob.username}"
+    copies_in = "SELECT count(*) FROM interactionsource s JOIN folderstate f ON f.id = s.folder_id WHERE f.name = :n"
+
+    with monkeypatch.context() as m:
+        m.setattr(ImapConnector, "_foreign_namespaces", lambda self, client: [])  # as before
+        assert world.sync(mid, fetch_in_child=False).ok
+    assert world.sql("SELECT role <> 'skip', selected FROM folderstate WHERE name = :n", n=shared) == [(True, True)]
+    assert world.scalar(copies_in, n=shared) == 1
+
+    bob.deliver(message("erin@cust.com", "bob@ourco.com", msgid="s3@cust"), internaldate=NOW - timedelta(hours=2))
+    report = world.sync(mid, fetch_in_child=False)
+    assert report.ok, report
+    assert world.sql("SELECT role, selected FROM folderstate WHERE name = :n", n=shared) == [("skip", False)]
+    assert world.scalar(copies_in, n=shared) == 0
+    assert world.scalar("SELECT count(*) FROM interaction WHERE message_key LIKE '%s3@cust%'") == 0
+    assert world.scalar("SELECT messages_imported FROM mailbox") == 1  # Carla's, the rep's own
