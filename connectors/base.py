@@ -320,6 +320,7 @@ class MeetingRecord:
     # the UID it lacks and that is older (lower SEQUENCE) was moved or cut from the series
     # (sync/meetings.py). None for single events, invitations to one occurrence and Graph's.
     series_from: str | None = None
+    series_to: str | None = None  # ... and up to this one (the window's end), not including it
 
 
 def meeting_key(uid: str, recurrence_id: str | None) -> str:

@@ -10,9 +10,10 @@ What a record is:
   `recurrence_id_utc(dt)` = "YYYY-MM-DDTHH:MM:SSZ", the same string the Graph
   connector produces, so the same occurrence has the same meeting_key from
   every source. Single (non-recurring) events have recurrence_id None.
-- An occurrence expanded from a series carries `series_from`, the window's start as a
-  recurrence id: the object lists every occurrence from there on, so one it lacks is no
-  longer part of the series (moved or cut short; sync/meetings.py).
+- An occurrence expanded from a series carries `series_from` and `series_to`, the window's
+  start and end as recurrence ids: the object lists every occurrence between them, so one it
+  lacks is no longer part of the series (moved or cut short; sync/meetings.py). Not when the
+  expansion was cut, or an override moved an occurrence of the window outside it.
 - remote_id is `base` for a single event and `base + "#" + recurrence_id` for
   an occurrence (base: the CalDAV member name, or the IMAP message id + "#ics").
 
@@ -454,7 +455,7 @@ def _expand(
         by_rid[recurrence_id_utc(_utc(comp.get("RECURRENCE-ID").dt))] = comp
     query = recurring_ical_events.of(one)
     records: list[MeetingRecord] = []
-    since = recurrence_id_utc(window.start)
+    since, until = recurrence_id_utc(window.start), recurrence_id_utc(window.end)
     done = False
     for series in query.series:
         for occ in series.between(window.start, window.end):
@@ -462,15 +463,20 @@ def _expand(
             rid = recurrence_id_utc(_utc(rid_value))
             comp = by_rid.get(rid, master)
             rec = _record(comp, uid=uid, rid=rid, start=occ.start, end=occ.end, bid=bid, method=method, bad=bad)
-            rec.series_from = since
+            rec.series_from, rec.series_to = since, until
             records.append(rec)
             if len(records) >= MAX_OCCURRENCES:
                 bad.append(BadRecord(bid, f"recurrence cut at {MAX_OCCURRENCES} occurrences in the sync window"))
-                for cut in records:  # what lies past the cut was not read: never taken as removed
-                    cut.series_from = None
                 done = True
                 break
         if done:
             break
+    listed = {r.recurrence_id for r in records}
+    if done or any(since <= rid < until and rid not in listed for rid in by_rid):
+        # What lies past a cut was not read; an occurrence its override moved out of the window
+        # is still the series' (its recurrence id is in the window, its time is not). Either way
+        # the copy does not list the whole window, and nothing it lacks may be taken as removed.
+        for rec in records:
+            rec.series_from = rec.series_to = None
     records.sort(key=lambda r: r.start)
     return records

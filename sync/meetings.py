@@ -14,12 +14,15 @@ them cancelled unless it holds a newer SEQUENCE, a REPLY sets the replying
 attendee's answer on each. Only when nothing of that UID is stored does it
 become an interaction of its own, as before.
 
-A copy of a whole series (MeetingRecord.series_from: a calendar's, or a REQUEST
-whose rule was expanded) lists every occurrence from the window's start on. A
-stored occurrence of its UID that it lacks and that has a lower SEQUENCE was
-moved or cut from the series (a new time, "this and following" ending it early):
-it is marked cancelled with the copy's SEQUENCE, so the old invitation still in
-a mailbox never brings it back.
+A copy of a whole series (MeetingRecord.series_from/series_to: a calendar's, or
+a REQUEST whose rule was expanded) lists every occurrence of the sync window. A
+stored occurrence of its UID in that window that it lacks and that has a lower
+SEQUENCE than the series' own was moved or cut from the series (a new time,
+"this and following" ending it early): it is marked cancelled with that
+SEQUENCE, so the old invitation, read again later, does not bring it back. This
+depends on order: a first import reads mail newest first, so an older invitation
+read after the newer one still creates its occurrences (left as it is: it needs a
+record of what each series' newest copy listed).
 
 One call handles one batch with a constant number of statements (IN lists of
 at most ingest.IN_CHUNK): the batch's records are grouped by key, each group is folded
@@ -321,32 +324,46 @@ def _load_people(conn: Connection, ids: list[int]) -> dict[int, dict[str, tuple[
     return out
 
 
-def _copy_of(rec: MeetingRecord) -> tuple[str, str, str] | None:
-    """(UID, the copy's remote id, series_from) when rec is an occurrence of a whole-series copy."""
-    if rec.series_from is None or rec.recurrence_id is None or rec.method not in (None, "REQUEST"):
+def _copy_of(rec: MeetingRecord) -> tuple[str, str, str, str] | None:
+    """(UID, the copy's remote id, series_from, series_to) when rec is an occurrence of a
+    whole-series copy."""
+    if rec.series_from is None or rec.series_to is None or rec.recurrence_id is None:
         return None
-    return rec.uid, rec.remote_id[: -len(rec.recurrence_id) - 1], rec.series_from
+    if rec.method not in (None, "REQUEST"):
+        return None
+    return rec.uid, rec.remote_id[: -len(rec.recurrence_id) - 1], rec.series_from, rec.series_to
 
 
-def _series_copies(items: list[_Item]) -> dict[int, tuple[str, str, set[str]]]:
+@dataclass
+class _SeriesCopy:
+    base: str  # the series key, 'ical:UID'
+    since: str  # the recurrence ids it lists, from ...
+    until: str  # ... up to (not including)
+    listed: set[str]  # the occurrence keys it lists
+    master: _Item  # its occurrence with the lowest SEQUENCE: the series' own (an override's may be higher)
+
+
+def _series_copies(items: list[_Item]) -> dict[int, _SeriesCopy]:
     """The whole-series copies among the items (a calendar's or a REQUEST's expansion of a
     series, see MeetingRecord.series_from; a copy's occurrences come one after another), by
-    the index of each one's last item: (series key 'ical:UID', the recurrence id it lists
-    from, the keys it lists)."""
-    ends: dict[int, tuple[str, str, set[str]]] = {}
-    run: tuple[str, str, str] | None = None
-    listed: set[str] = set()
+    the index of each one's last item."""
+    ends: dict[int, _SeriesCopy] = {}
+    run: tuple[str, str, str, str] | None = None
+    current: _SeriesCopy | None = None
     for item in items:
         copy = _copy_of(item.rec)
         if copy is None:
             run = None
             continue
-        if copy == run:
+        if copy == run and current is not None:
             del ends[item.index - 1]  # the copy goes on: it ends here or later
+            if item.rec.sequence < current.master.rec.sequence:
+                current.master = item
         else:
-            run, listed = copy, set()
-        listed.add(item.key)
-        ends[item.index] = (meeting_key(item.rec.uid, None)[:900], copy[2], listed)
+            run = copy
+            current = _SeriesCopy(meeting_key(item.rec.uid, None)[:900], copy[2], copy[3], set(), item)
+        current.listed.add(item.key)
+        ends[item.index] = current
     return ends
 
 
@@ -359,7 +376,7 @@ def _plan(items: list[_Item], stored_keys: set[str], bases: set[str]) -> dict[st
     from it (the fold cancels it if the copy is newer)."""
     present = set(stored_keys)
     copies_end = _series_copies(items)
-    occurrences: dict[str, set[str]] = {b: set() for b in bases | {base for base, _, _ in copies_end.values()}}
+    occurrences: dict[str, set[str]] = {b: set() for b in bases | {c.base for c in copies_end.values()}}
 
     def note(k: str) -> None:  # k is an occurrence of every series key that is a prefix of it up to a "/"
         at = k.find("/")
@@ -385,11 +402,14 @@ def _plan(items: list[_Item], stored_keys: set[str], bases: set[str]) -> dict[st
         if occurrences:
             note(item.key)
         if item.index in copies_end:
-            base, since, listed = copies_end[item.index]
-            for k in sorted(occurrences[base] - listed):
-                rid = k[len(base) + 1 :]
-                if _RID.fullmatch(rid) and rid >= since:  # not a longer UID that starts with this one
-                    plan.setdefault(k, []).append((item, False))
+            copy = copies_end[item.index]
+            for k in sorted(occurrences[copy.base] - copy.listed):
+                rid = k[len(copy.base) + 1 :]
+                # Only inside the window the copy covers (an occurrence past it, stored when the
+                # window reached further, is not the copy's to judge); _RID: not a longer UID
+                # that starts with this one.
+                if _RID.fullmatch(rid) and copy.since <= rid < copy.until:
+                    plan.setdefault(k, []).append((copy.master, False))
     return plan
 
 

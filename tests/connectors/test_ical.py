@@ -278,7 +278,9 @@ def test_window_moves_a_day_at_a_time():
 
 def test_an_expanded_series_says_from_where_it_lists_every_occurrence():
     series = parse(vcalendar(event("s@x", "20250303T100000Z", extra="RRULE:FREQ=WEEKLY;COUNT=3")))
-    assert {r.series_from for r in series.records} == {recurrence_id_utc(WINDOW.start)}
+    assert {(r.series_from, r.series_to) for r in series.records} == {
+        (recurrence_id_utc(WINDOW.start), recurrence_id_utc(WINDOW.end))
+    }
     # an invitation to one occurrence, or a single event, lists nothing else
     one = event("s@x", "20250318T150000Z", extra="RECURRENCE-ID:20250317T100000Z")
     assert parse(vcalendar(one, method="REQUEST"), method="").records[0].series_from is None
@@ -286,3 +288,18 @@ def test_an_expanded_series_says_from_where_it_lists_every_occurrence():
     # a series cut at MAX_OCCURRENCES did not list what lies past the cut
     cut = parse(vcalendar(event("hourly@x", "20250101T000000Z", extra="RRULE:FREQ=HOURLY;INTERVAL=3")))
     assert {r.series_from for r in cut.records} == {None}
+    # an occurrence of the window moved out of it by its override is still the series': the
+    # copy does not list the whole window then
+    first = datetime(2025, 3, 3, 10, tzinfo=timezone.utc)
+    last = first + timedelta(weeks=(WINDOW.end - first).days // 7)  # the series' last Monday in the window
+    assert last < WINDOW.end
+    weekly = event("w@x", "20250303T100000Z", extra="RRULE:FREQ=WEEKLY;COUNT=200")
+    moved_out = event(
+        "w@x", (WINDOW.end + timedelta(days=2)).strftime("%Y%m%dT100000Z"), extra=f"RECURRENCE-ID:{last:%Y%m%dT%H%M%SZ}"
+    )
+    kept = parse(vcalendar(weekly))
+    assert recurrence_id_utc(last) in {r.recurrence_id for r in kept.records}
+    assert {r.series_from for r in kept.records} == {recurrence_id_utc(WINDOW.start)}
+    moved = parse(vcalendar(weekly, moved_out))
+    assert recurrence_id_utc(last) not in {r.recurrence_id for r in moved.records}
+    assert moved.records and {(r.series_from, r.series_to) for r in moved.records} == {(None, None)}
