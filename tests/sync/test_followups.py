@@ -156,6 +156,42 @@ def test_you_owe_a_reply_counts_business_hours_in_the_reps_time_zone_and_a_colle
     assert _rows(world) == [("waiting", "bob@ourco.com", "carol@acme.com", "open", None)]
 
 
+def test_a_colleagues_answer_seen_first_unverified_in_the_reps_inbox_closes_it_once_their_sent_copy_vouches(
+    tmp_path, imap_user_factory, db_url
+):
+    # Bob answers Carol's question with Alice in Cc. Alice's copy came through the organisation's
+    # relay with no results stamp: received mail from an unverified sender, which opens and
+    # closes nothing. Bob's Sent folder then vouches for it: it is his answer, and Alice owes
+    # nothing any more.
+    world = make_world(tmp_path, url=db_url)
+    alice, bob = imap_user_factory(), imap_user_factory()
+    a_box, b_box = world.add_imap("alice@ourco.com", alice), world.add_imap("bob@ourco.com", bob)
+    hop = (
+        b"Received: from mail.ourco.com (mail.ourco.com [10.0.0.2]) by mx.ourco.com; Mon, 1 Jun 2026 10:00:00 +0000\r\n"
+    )
+    alice.deliver(
+        hop + message("Carol <carol@acme.com>", "alice@ourco.com", "Question", msgid="c1@acme.com", when=NOW - 2 * DAY)
+    )
+    world.sync(a_box)
+    answer = message(
+        "bob@ourco.com",
+        "carol@acme.com",
+        "Re: Question",
+        msgid="b1@ourco.com",
+        when=NOW - DAY,
+        cc="alice@ourco.com",
+        extra="In-Reply-To: <c1@acme.com>\r\nReferences: <c1@acme.com>",
+    )
+    alice.deliver(hop + answer)
+    world.sync(a_box)
+    assert world.scalar("SELECT unverified_sender FROM interaction WHERE message_key = 'b1@ourco.com'")
+    assert _rows(world) == [("owe", "alice@ourco.com", "carol@acme.com", "open", None)]
+    bob.deliver(answer, folder="Sent")
+    world.sync(b_box)
+    assert _rows(world) == [("waiting", "bob@ourco.com", "carol@acme.com", "open", None)]
+    assert _due(world, "alice@ourco.com", NOW + 7 * DAY) == []
+
+
 def test_a_meeting_closes_waiting_and_a_quiet_key_account_opens_going_quiet(tmp_path, imap_user_factory):
     world = make_world(tmp_path)
     alice = imap_user_factory()
