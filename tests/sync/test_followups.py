@@ -4,6 +4,7 @@ thread, with the clock passed in (no sleeping)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import pytest
 from sqlalchemy import text
@@ -190,6 +191,54 @@ def test_a_colleagues_answer_seen_first_unverified_in_the_reps_inbox_closes_it_o
     world.sync(b_box)
     assert _rows(world) == [("waiting", "bob@ourco.com", "carol@acme.com", "open", None)]
     assert _due(world, "alice@ourco.com", NOW + 7 * DAY) == []
+
+
+def _bounce(frm: str, bounced: str, msgid: str, when: datetime) -> bytes:
+    """A delivery status notification (RFC 3464 in RFC 6522 multipart/report), threaded to the
+    bounced message as Exchange's are, from an address that looks like anyone's."""
+    return "\r\n".join(
+        [
+            f"From: {frm}",
+            "To: alice@ourco.com",
+            "Subject: Undeliverable: Quote",
+            f"Date: {format_datetime(when)}",
+            f"Message-ID: <{msgid}>",
+            f"In-Reply-To: <{bounced}>",
+            f"References: <{bounced}>",
+            "MIME-Version: 1.0",
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"',
+            "",
+            "--b1",
+            "Content-Type: text/plain",
+            "",
+            "Delivery has failed to these recipients: carol@acme.com",
+            "--b1",
+            "Content-Type: message/delivery-status",
+            "",
+            "Reporting-MTA: dns; mx.acme.com",
+            "",
+            "Final-Recipient: rfc822; carol@acme.com",
+            "Action: failed",
+            "Status: 5.1.1",
+            "--b1--",
+            "",
+        ]
+    ).encode()
+
+
+def test_a_bounce_is_not_the_customers_answer_nor_an_email_to_answer(tmp_path, imap_user_factory, db_url):
+    world = make_world(tmp_path, url=db_url)
+    alice = imap_user_factory()
+    box = world.add_imap("alice@ourco.com", alice)
+    sent = NOW - 2 * DAY
+    alice.deliver(message("alice@ourco.com", "carol@acme.com", "Quote", msgid="q1@ourco.com", when=sent), folder="Sent")
+    world.sync(box)
+    exchange = "Microsoft Outlook <MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@acme.com>"
+    alice.deliver(_bounce(exchange, "q1@ourco.com", "ndr1@acme.com", sent + timedelta(minutes=1)))
+    world.sync(box)
+    # Nobody at Acme answered: Alice still waits on Carol, and owes the bounce nothing.
+    assert _rows(world) == [("waiting", "alice@ourco.com", "carol@acme.com", "open", None)]
+    assert world.scalar("SELECT count(*) FROM contact WHERE primary_email LIKE 'microsoftexchange%'") == 0
 
 
 def test_a_meeting_closes_waiting_and_a_quiet_key_account_opens_going_quiet(tmp_path, imap_user_factory):
