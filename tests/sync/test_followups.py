@@ -277,6 +277,64 @@ def test_a_meeting_closes_waiting_and_a_quiet_key_account_opens_going_quiet(tmp_
         assert followups.sweep(conn, world.org_id, NOW)["quiet_opened"] == 0  # idempotent
 
 
+def test_a_cancelled_meeting_neither_closes_waiting_nor_keeps_a_key_account_from_going_quiet(
+    tmp_path, imap_user_factory, db_url
+):
+    from tests.connectors.test_ical import event, stamp, vcalendar
+    from tests.connectors.test_imip import invitation
+
+    world = make_world(tmp_path, url=db_url)
+    alice = imap_user_factory()
+    box = world.add_imap("alice@ourco.com", alice)
+    alice.deliver(message("alice@ourco.com", "carol@acme.com", "Quote", msgid="q1@ourco.com", when=NOW - 5 * DAY))
+    alice.deliver(message("Old <old@legacy.com>", "alice@ourco.com", "Hi", msgid="o1@legacy.com", when=NOW - 60 * DAY))
+    # Alice invites Carol to a call about the quote, then calls it off before it takes place.
+    start = NOW - timedelta(hours=12)
+
+    def call(sequence: int) -> str:
+        return event(
+            "call@ourco.com",
+            stamp(start),
+            end=stamp(start + timedelta(minutes=30)),
+            attendees=(("carol@acme.com", "NEEDS-ACTION"),),
+            sequence=sequence,
+        )
+
+    for method, msgid, seq in (("REQUEST", "inv@ourco.com", 0), ("CANCEL", "cxl@ourco.com", 1)):
+        alice.deliver(
+            invitation(vcalendar(call(seq), method=method), method=method, msgid=msgid, frm="alice@ourco.com"),
+            folder="Sent",
+        )
+    world.sync(box)
+    assert world.sql("SELECT status FROM interaction WHERE kind = 'meeting'") == [("cancelled",)]
+    # Legacy, a key account quiet for 60 days, had a call booked too, also called off.
+    company = world.scalar("SELECT id FROM company WHERE domain = 'legacy.com'")
+    with write_transaction(world.rt.engine) as conn:
+        conn.execute(
+            text(
+                "INSERT INTO interaction (org_id, kind, message_key, occurred_at, direction, thread_key, sequence, "
+                "created_at, unverified_sender, automated, status) "
+                "VALUES (:o, 'meeting', 'ical:m2', :at, 'out', 'ical:m2', 1, :now, :no, :no, 'cancelled')"
+            ),
+            {"o": world.org_id, "at": NOW - DAY, "now": NOW, "no": False},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO participant (org_id, interaction_id, occurred_at, address, role, contact_id, company_id) "
+                "SELECT :o, i.id, i.occurred_at, c.primary_email, 'attendee', c.id, c.company_id "
+                "FROM interaction i, contact c WHERE i.message_key = 'ical:m2' AND c.company_id = :k"
+            ),
+            {"o": world.org_id, "k": company},
+        )
+    queue.set_key_account(world.rt, Actor.operator(world.org_id), kind="company", target_id=company)
+    with write_transaction(world.rt.engine) as conn:
+        done = followups.sweep(conn, world.org_id, NOW)
+    assert done["meeting"] == 0 and done["quiet_opened"] == 1
+    rows = world.sql("SELECT kind, thread_key, status FROM followup ORDER BY thread_key")
+    assert ("waiting", "q1@ourco.com", "open") in rows
+    assert (("quiet", f"quiet:company:{company}", "open")) in rows
+
+
 def test_snooze_hides_it_for_a_day_and_done_closes_it(tmp_path, imap_user_factory):
     world = make_world(tmp_path)
     alice = imap_user_factory()
