@@ -431,6 +431,13 @@ def is_auto_reply(fields: dict[str, str]) -> bool:
     )
 
 
+def is_report(fields: dict[str, str]) -> bool:
+    """A delivery status or read notification (RFC 6522 multipart/report): a bounce's sender is
+    often an ordinary-looking address of the recipient's domain (MicrosoftExchange...@acme.com),
+    and it names the bounced message in In-Reply-To, so only its type tells it from an answer."""
+    return fields.get("content-type", "").lstrip().lower().startswith("multipart/report")
+
+
 def is_bulk(fields: dict[str, str]) -> bool:
     return bool(bulk_signals(fields))
 
@@ -521,7 +528,8 @@ def parse_message_headers(
         in_reply_to=reply[0] if reply else None,
         references=refs[:100],
         bulk=bool(signals := bulk_signals(fields)),
-        auto_reply=is_auto_reply(fields),
+        # A report is answered by no person either: kept like an out-of-office (no contact, no follow-up).
+        auto_reply=is_auto_reply(fields) or is_report(fields),
         snippet=snippet,
         signature=sig,
         bulk_signals=signals,

@@ -714,7 +714,7 @@ def sweep(conn: Connection, org_id: int, now: datetime | None = None) -> dict[st
     done["reply"] += conn.execute(
         update(F).where(open_waiting, answered).values(status="closed", closed_reason="reply", closed_at=now)
     ).rowcount
-    met = exists(base.where(same_side, I.c.kind == "meeting", P.c.occurred_at <= now))
+    met = exists(base.where(same_side, I.c.kind == "meeting", P.c.occurred_at <= now, _not_cancelled()))
     done["meeting"] = conn.execute(
         update(F).where(open_waiting, met).values(status="closed", closed_reason="meeting", closed_at=now)
     ).rowcount
@@ -735,6 +735,12 @@ def sweep(conn: Connection, org_id: int, now: datetime | None = None) -> dict[st
     q = _sweep_quiet(conn, org_id, now)
     done["quiet_opened"], done["quiet_closed"] = q
     return done
+
+
+def _not_cancelled():
+    """A meeting called off (an iMIP CANCEL, a calendar's cancelled event) is no meeting with
+    them: as in the contacts' summaries (sync/stats.py), it neither closes nor keeps anything."""
+    return func.coalesce(I.c.status, "confirmed") != "cancelled"
 
 
 def _plus_window(conn: Connection, column):
@@ -767,7 +773,7 @@ def _last_touch(conn: Connection, org_id: int, column, ids: list[int]) -> dict[i
         for key, last in conn.execute(
             select(column, func.max(P.c.occurred_at))
             .select_from(P.join(I, I.c.id == P.c.interaction_id))
-            .where(P.c.org_id == org_id, column.in_(chunk), I.c.automated.is_(False))
+            .where(P.c.org_id == org_id, column.in_(chunk), I.c.automated.is_(False), _not_cancelled())
             .group_by(column)
         ):
             out[key] = _aware(last)

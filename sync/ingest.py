@@ -798,7 +798,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
         )
     if recount:
         stats.recompute(conn, org.org_id, recount)
-    if new_ids and followups.AT_INGEST:
+    if (new_ids or upgraded) and followups.AT_INGEST:
         # The follow-up queue sees each email once: only rows this batch created (a re-sync or
         # another mailbox's copy of a stored message is not new), with the people just inserted.
         sent = {p.record.message_key: p.record.date for p in prepared}
@@ -808,9 +808,12 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             if (iid := existing[row[2]]) in new_ids
         }
         fallback = users.get(mbx.owner_address)
-        followups.record(
-            conn, org.org_id, followups.events_from_ingest(facts_new, fresh, fallback), cache=org.followups
-        )
+        events = followups.events_from_ingest(facts_new, fresh, fallback)
+        # Stored mail from an unverified sender that this batch vouched for (a colleague's answer
+        # seen first in someone else's inbox, then in their own Sent folder) was never an event:
+        # as received mail it neither opened nor closed anything. Now it is their sent mail.
+        events += _vouched_events(conn, sorted(upgraded - new_ids))
+        followups.record(conn, org.org_id, events, cache=org.followups)
     _enrich(conn, org, prepared, contacts, existing, result)
     # Last: the report summaries take their thread locks after every other lock of the batch.
     new_threads = {row[7] for row in rows if existing[row[2]] in new_ids}
@@ -856,6 +859,33 @@ def _enrich(
         # The type only: the error's text may quote values taken from the mail.
         enrichment.log.warning("signature enrichment skipped for %d messages: %s", len(candidates), type(exc).__name__)
         result.enrichment_failed += 1
+
+
+def _vouched_events(conn: Connection, interaction_ids: list[int]) -> list[followups.MailEvent]:
+    """The follow-up events of stored emails just turned into a colleague's sent mail, from
+    their stored rows (every copy's people, the From row now credited)."""
+    if not interaction_ids:
+        return []
+    facts: dict[int, tuple[str, datetime, str, bool]] = {}
+    people: list[tuple] = []
+    for chunk in _chunked(interaction_ids):
+        for iid, key, at, direction, automated, unverified in conn.execute(
+            select(
+                INTERACTION.c.id,
+                INTERACTION.c.thread_key,
+                INTERACTION.c.occurred_at,
+                INTERACTION.c.direction,
+                INTERACTION.c.automated,
+                INTERACTION.c.unverified_sender,
+            ).where(INTERACTION.c.id.in_(chunk))
+        ):
+            facts[iid] = (key, _utc(at), direction, bool(automated or unverified))
+        people += conn.execute(
+            select(*(PARTICIPANT.c[c] for c in PARTICIPANT_COLUMNS))
+            .where(PARTICIPANT.c.interaction_id.in_(chunk))
+            .order_by(PARTICIPANT.c.interaction_id, PARTICIPANT.c.id)
+        ).all()
+    return followups.events_from_ingest(facts, people, None)
 
 
 def _vouch_for_stored(

@@ -4,6 +4,7 @@ thread, with the clock passed in (no sleeping)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import pytest
 from sqlalchemy import text
@@ -156,6 +157,90 @@ def test_you_owe_a_reply_counts_business_hours_in_the_reps_time_zone_and_a_colle
     assert _rows(world) == [("waiting", "bob@ourco.com", "carol@acme.com", "open", None)]
 
 
+def test_a_colleagues_answer_seen_first_unverified_in_the_reps_inbox_closes_it_once_their_sent_copy_vouches(
+    tmp_path, imap_user_factory, db_url
+):
+    # Bob answers Carol's question with Alice in Cc. Alice's copy came through the organisation's
+    # relay with no results stamp: received mail from an unverified sender, which opens and
+    # closes nothing. Bob's Sent folder then vouches for it: it is his answer, and Alice owes
+    # nothing any more.
+    world = make_world(tmp_path, url=db_url)
+    alice, bob = imap_user_factory(), imap_user_factory()
+    a_box, b_box = world.add_imap("alice@ourco.com", alice), world.add_imap("bob@ourco.com", bob)
+    hop = (
+        b"Received: from mail.ourco.com (mail.ourco.com [10.0.0.2]) by mx.ourco.com; Mon, 1 Jun 2026 10:00:00 +0000\r\n"
+    )
+    alice.deliver(
+        hop + message("Carol <carol@acme.com>", "alice@ourco.com", "Question", msgid="c1@acme.com", when=NOW - 2 * DAY)
+    )
+    world.sync(a_box)
+    answer = message(
+        "bob@ourco.com",
+        "carol@acme.com",
+        "Re: Question",
+        msgid="b1@ourco.com",
+        when=NOW - DAY,
+        cc="alice@ourco.com",
+        extra="In-Reply-To: <c1@acme.com>\r\nReferences: <c1@acme.com>",
+    )
+    alice.deliver(hop + answer)
+    world.sync(a_box)
+    assert world.scalar("SELECT unverified_sender FROM interaction WHERE message_key = 'b1@ourco.com'")
+    assert _rows(world) == [("owe", "alice@ourco.com", "carol@acme.com", "open", None)]
+    bob.deliver(answer, folder="Sent")
+    world.sync(b_box)
+    assert _rows(world) == [("waiting", "bob@ourco.com", "carol@acme.com", "open", None)]
+    assert _due(world, "alice@ourco.com", NOW + 7 * DAY) == []
+
+
+def _bounce(frm: str, bounced: str, msgid: str, when: datetime) -> bytes:
+    """A delivery status notification (RFC 3464 in RFC 6522 multipart/report), threaded to the
+    bounced message as Exchange's are, from an address that looks like anyone's."""
+    return "\r\n".join(
+        [
+            f"From: {frm}",
+            "To: alice@ourco.com",
+            "Subject: Undeliverable: Quote",
+            f"Date: {format_datetime(when)}",
+            f"Message-ID: <{msgid}>",
+            f"In-Reply-To: <{bounced}>",
+            f"References: <{bounced}>",
+            "MIME-Version: 1.0",
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"',
+            "",
+            "--b1",
+            "Content-Type: text/plain",
+            "",
+            "Delivery has failed to these recipients: carol@acme.com",
+            "--b1",
+            "Content-Type: message/delivery-status",
+            "",
+            "Reporting-MTA: dns; mx.acme.com",
+            "",
+            "Final-Recipient: rfc822; carol@acme.com",
+            "Action: failed",
+            "Status: 5.1.1",
+            "--b1--",
+            "",
+        ]
+    ).encode()
+
+
+def test_a_bounce_is_not_the_customers_answer_nor_an_email_to_answer(tmp_path, imap_user_factory, db_url):
+    world = make_world(tmp_path, url=db_url)
+    alice = imap_user_factory()
+    box = world.add_imap("alice@ourco.com", alice)
+    sent = NOW - 2 * DAY
+    alice.deliver(message("alice@ourco.com", "carol@acme.com", "Quote", msgid="q1@ourco.com", when=sent), folder="Sent")
+    world.sync(box)
+    exchange = "Microsoft Outlook <MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@acme.com>"
+    alice.deliver(_bounce(exchange, "q1@ourco.com", "ndr1@acme.com", sent + timedelta(minutes=1)))
+    world.sync(box)
+    # Nobody at Acme answered: Alice still waits on Carol, and owes the bounce nothing.
+    assert _rows(world) == [("waiting", "alice@ourco.com", "carol@acme.com", "open", None)]
+    assert world.scalar("SELECT count(*) FROM contact WHERE primary_email LIKE 'microsoftexchange%'") == 0
+
+
 def test_a_meeting_closes_waiting_and_a_quiet_key_account_opens_going_quiet(tmp_path, imap_user_factory):
     world = make_world(tmp_path)
     alice = imap_user_factory()
@@ -190,6 +275,64 @@ def test_a_meeting_closes_waiting_and_a_quiet_key_account_opens_going_quiet(tmp_
     assert ("waiting", "closed", "meeting") in rows and ("quiet", "open", None) in rows
     with write_transaction(world.rt.engine) as conn:
         assert followups.sweep(conn, world.org_id, NOW)["quiet_opened"] == 0  # idempotent
+
+
+def test_a_cancelled_meeting_neither_closes_waiting_nor_keeps_a_key_account_from_going_quiet(
+    tmp_path, imap_user_factory, db_url
+):
+    from tests.connectors.test_ical import event, stamp, vcalendar
+    from tests.connectors.test_imip import invitation
+
+    world = make_world(tmp_path, url=db_url)
+    alice = imap_user_factory()
+    box = world.add_imap("alice@ourco.com", alice)
+    alice.deliver(message("alice@ourco.com", "carol@acme.com", "Quote", msgid="q1@ourco.com", when=NOW - 5 * DAY))
+    alice.deliver(message("Old <old@legacy.com>", "alice@ourco.com", "Hi", msgid="o1@legacy.com", when=NOW - 60 * DAY))
+    # Alice invites Carol to a call about the quote, then calls it off before it takes place.
+    start = NOW - timedelta(hours=12)
+
+    def call(sequence: int) -> str:
+        return event(
+            "call@ourco.com",
+            stamp(start),
+            end=stamp(start + timedelta(minutes=30)),
+            attendees=(("carol@acme.com", "NEEDS-ACTION"),),
+            sequence=sequence,
+        )
+
+    for method, msgid, seq in (("REQUEST", "inv@ourco.com", 0), ("CANCEL", "cxl@ourco.com", 1)):
+        alice.deliver(
+            invitation(vcalendar(call(seq), method=method), method=method, msgid=msgid, frm="alice@ourco.com"),
+            folder="Sent",
+        )
+    world.sync(box)
+    assert world.sql("SELECT status FROM interaction WHERE kind = 'meeting'") == [("cancelled",)]
+    # Legacy, a key account quiet for 60 days, had a call booked too, also called off.
+    company = world.scalar("SELECT id FROM company WHERE domain = 'legacy.com'")
+    with write_transaction(world.rt.engine) as conn:
+        conn.execute(
+            text(
+                "INSERT INTO interaction (org_id, kind, message_key, occurred_at, direction, thread_key, sequence, "
+                "created_at, unverified_sender, automated, status) "
+                "VALUES (:o, 'meeting', 'ical:m2', :at, 'out', 'ical:m2', 1, :now, :no, :no, 'cancelled')"
+            ),
+            {"o": world.org_id, "at": NOW - DAY, "now": NOW, "no": False},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO participant (org_id, interaction_id, occurred_at, address, role, contact_id, company_id) "
+                "SELECT :o, i.id, i.occurred_at, c.primary_email, 'attendee', c.id, c.company_id "
+                "FROM interaction i, contact c WHERE i.message_key = 'ical:m2' AND c.company_id = :k"
+            ),
+            {"o": world.org_id, "k": company},
+        )
+    queue.set_key_account(world.rt, Actor.operator(world.org_id), kind="company", target_id=company)
+    with write_transaction(world.rt.engine) as conn:
+        done = followups.sweep(conn, world.org_id, NOW)
+    assert done["meeting"] == 0 and done["quiet_opened"] == 1
+    rows = world.sql("SELECT kind, thread_key, status FROM followup ORDER BY thread_key")
+    assert ("waiting", "q1@ourco.com", "open") in rows
+    assert (("quiet", f"quiet:company:{company}", "open")) in rows
 
 
 def test_snooze_hides_it_for_a_day_and_done_closes_it(tmp_path, imap_user_factory):
