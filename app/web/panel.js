@@ -13,6 +13,7 @@
   // Subresource integrity of that exact file (from the npm package): a changed CDN copy is refused.
   const MSAL_SRI = "sha384-8zg7Eb13Jv4vByCkXozj1LKSUykPghS+Zp1Q9BA8lYkMDbushxoDjh+RQ+4r1DNd";
   const TOKEN_KEY = "threadline.token";
+  const LOADING_AFTER_MS = 200; // a quicker answer replaces the last person without a flash of "Loading"
   const body = document.body;
   const mode = body.dataset.mode; // outlook | panel
   const inOutlook = mode === "outlook";
@@ -27,7 +28,8 @@
     msal: null,
     mail: null, // the Outlook item, reduced
     people: [], // external participants of the mail [{email, name}]
-    email: null, // the person shown
+    email: null, // the person asked for
+    shownEmail: null, // the person whose card or "not in Threadline yet" is on screen
     contact: null,
     nextCursor: null,
     loadingPage: false,
@@ -65,7 +67,10 @@
     }
     return node;
   }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+  function clear(node) {
+    if (node === main) main.removeAttribute("aria-busy");
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
   function say(message, kind) {
     statusBox.textContent = shown(message || "");
     statusBox.className = "status" + (kind ? " " + kind : "");
@@ -315,6 +320,20 @@
   // -- showing a person -------------------------------------------------------------------------
   async function show(email) {
     const seq = ++state.seq;
+    // Refreshing the person on screen keeps their card until the answer; another person's
+    // card is not left under this email while a slow answer is on its way (a note typed
+    // there would go to them), so it gives way to "Loading …" unless the answer is quick.
+    const showing = (body.dataset.state === "ready" || body.dataset.state === "unknown") && state.shownEmail === email;
+    if (!showing) {
+      state.shownEmail = null;
+      const person = state.people.find(p => p.email === email);
+      setTimeout(() => {
+        if (seq !== state.seq || body.dataset.state !== "loading") return;
+        clear(main);
+        main.append(el("p", { class: "muted loading", text: "Loading " + ((person && person.name) || email) + "…" }));
+        main.setAttribute("aria-busy", "true");
+      }, LOADING_AFTER_MS);
+    }
     state.email = email;
     body.dataset.state = "loading";
     body.dataset.email = email;
@@ -378,6 +397,7 @@
     const c = data.contact;
     const s = data.summary || {};
     state.contact = c;
+    state.shownEmail = state.email;
     rememberPerson(c);
     body.dataset.state = "ready";
     body.dataset.contactId = c.id;
@@ -788,6 +808,7 @@
   function renderUnknown(email, about) {
     body.dataset.state = "unknown";
     state.contact = null;
+    state.shownEmail = email;
     clear(main);
     about = about || {};
     const person = state.people.find(p => p.email === email) || { email, name: "" };

@@ -1,0 +1,55 @@
+"""The sidebar when things go wrong or take long, and used with the keyboard only: a slow
+answer, a server out of reach, a database refusing a write, focus kept where the rep was
+(real headless Chromium against the app on loopback)."""
+
+from __future__ import annotations
+
+from tests.app.test_activity_api import JANE, MARK
+from tests.app.test_panel import mail, open_pane, site, wait_state  # noqa: F401 - site is the module's fixture
+
+# Holds every call to the API for window.__delay ms before it leaves the browser: a slow server.
+SLOW_FETCH = """(() => {
+  const real = window.fetch;
+  window.__delay = 0;
+  window.fetch = (url, init) => new Promise(r => setTimeout(r, window.__delay)).then(() => real(url, init));
+})()"""
+
+
+def focused(page) -> str:
+    return page.evaluate(
+        "(() => { const a = document.activeElement; return a.tagName + ' ' + (a.name || a.textContent.trim()); })()"
+    )
+
+
+def test_while_a_slow_answer_is_on_its_way_the_pane_says_whom_it_loads_and_no_longer_shows_the_last_person(site, page):  # noqa: F811
+    sd, base = site
+    page.add_init_script(SLOW_FETCH)
+    open_pane(page, base, mail(("Jane Doe", JANE)), token=sd.tokens["alice"])
+    wait_state(page, "ready", JANE)
+    page.evaluate("window.__delay = 4000")
+    page.evaluate("item => window.__officeStub.selectItem(item)", mail(("Mark Roe", MARK)))
+    page.wait_for_timeout(1000)
+    main = page.locator("main")
+    # Jane's card, with buttons that would add a note to her, is not left under Mark's email.
+    assert "Jane Doe" not in main.inner_text()
+    assert page.locator("main button").count() == 0
+    assert "Loading Mark Roe" in main.inner_text()
+    assert main.get_attribute("aria-busy") == "true"
+    wait_state(page, "ready", MARK)
+    assert page.locator("h1").inner_text() == "Mark Roe"
+    assert main.get_attribute("aria-busy") is None
+
+
+def test_a_quick_refresh_of_the_same_person_keeps_the_card_on_screen(site, page):  # noqa: F811
+    sd, base = site
+    open_pane(page, base, mail(("Jane Doe", JANE)), token=sd.tokens["alice"])
+    wait_state(page, "ready", JANE)
+    page.evaluate("""() => { window.__blank = false; new MutationObserver(() => {
+        if (!document.querySelector('main h1')) window.__blank = true; }).observe(document.querySelector('main'), {childList: true}); }""")
+    page.get_by_role("button", name="Edit", exact=True).click()
+    page.locator("form.edit-form input[name=title]").fill("Head of Data")
+    page.locator("form.edit-form button[type=submit]").click()
+    page.wait_for_selector("#status:has-text('Contact saved')")
+    wait_state(page, "ready", JANE)
+    assert page.locator(".title").inner_text() == "Head of Data"
+    assert page.evaluate("window.__blank") is False
