@@ -197,7 +197,13 @@
     const headers = { Accept: "application/json", Authorization: "Bearer " + token };
     const init = { method, headers, cache: "no-store" };
     if (payload !== undefined) { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(payload); }
-    const r = await fetch(path, init);
+    let r;
+    try {
+      r = await fetch(path, init);
+    } catch (e) {
+      // No answer at all (offline, server down, refused): the browser's "Failed to fetch" says nothing to a rep.
+      throw new ApiError(0, "Threadline could not be reached: check your connection, then try again.");
+    }
     let data = null;
     try { data = await r.json(); } catch (e) { data = null; }
     if (!r.ok) {

@@ -53,3 +53,17 @@ def test_a_quick_refresh_of_the_same_person_keeps_the_card_on_screen(site, page)
     wait_state(page, "ready", JANE)
     assert page.locator(".title").inner_text() == "Head of Data"
     assert page.evaluate("window.__blank") is False
+
+
+def test_a_server_out_of_reach_is_named_as_such_with_a_way_to_try_again(site, page):  # noqa: F811
+    sd, base = site
+    open_pane(page, base, mail(("Jane Doe", JANE)), token=sd.tokens["alice"])
+    wait_state(page, "ready", JANE)
+    page.route("**/api/lookup*", lambda route: route.abort("connectionrefused"))
+    page.evaluate("item => window.__officeStub.selectItem(item)", mail(("Mark Roe", MARK)))
+    wait_state(page, "error", MARK)
+    text = page.locator("main [role=alert]").inner_text()
+    assert "Threadline could not be reached" in text and "Failed to fetch" not in text
+    page.unroute("**/api/lookup*")
+    page.get_by_role("button", name="Try again").click()
+    wait_state(page, "ready", MARK)
