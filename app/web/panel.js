@@ -659,12 +659,25 @@
     const first = form.querySelector("input, textarea, select");
     if (first) first.focus();
   }
+  // Closing a form (Cancel, or saved) puts the keyboard back on the button that opened it.
   function closeForms() {
     const slot = document.getElementById("form-slot");
+    const opener = main.querySelector(".card .actions button[aria-expanded=true]");
     if (slot) clear(slot);
     main.querySelectorAll(".card .actions button[aria-expanded]").forEach(b => b.setAttribute("aria-expanded", "false"));
+    if (opener) opener.focus();
   }
-  function submitting(form, busy) { form.querySelectorAll("button, input, textarea, select").forEach(n => { n.disabled = busy; }); }
+  // A form is disabled while it is sent, which drops the keyboard focus to the page; when it
+  // comes back (refused, unreachable) the focus returns to the field the rep was in, or the first.
+  function submitting(form, busy) {
+    if (busy) form.__focused = form.contains(document.activeElement) ? document.activeElement : null;
+    form.querySelectorAll("button, input, textarea, select").forEach(n => { n.disabled = busy; });
+    if (!busy && form.isConnected) {
+      const back = form.__focused && form.__focused.matches("input, textarea, select") ? form.__focused
+        : form.querySelector("input, textarea, select");
+      if (back) back.focus();
+    }
+  }
 
   // Where an enriched value came from, as a tooltip: "From their signature, 3 Mar 2025" or "Typed".
   function source(c, key) {

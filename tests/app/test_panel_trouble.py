@@ -4,6 +4,8 @@ answer, a server out of reach, a database refusing a write, focus kept where the
 
 from __future__ import annotations
 
+import json
+
 from tests.app.test_activity_api import JANE, MARK
 from tests.app.test_panel import mail, open_pane, site, wait_state  # noqa: F401 - site is the module's fixture
 
@@ -67,3 +69,33 @@ def test_a_server_out_of_reach_is_named_as_such_with_a_way_to_try_again(site, pa
     page.unroute("**/api/lookup*")
     page.get_by_role("button", name="Try again").click()
     wait_state(page, "ready", MARK)
+
+
+def test_a_note_refused_by_the_database_or_lost_on_the_way_says_why_and_keeps_the_text(site, page):  # noqa: F811
+    sd, base = site
+    open_pane(page, base, mail(("Jane Doe", JANE)), token=sd.tokens["alice"])
+    wait_state(page, "ready", JANE)
+    refused = {"detail": "the database is read-only; try again later, or tell your administrator", "error": "database"}
+    page.route(
+        "**/notes",
+        lambda route: route.fulfill(status=503, content_type="application/json", body=json.dumps(refused)),
+    )
+    page.get_by_role("button", name="Add note", exact=True).click()
+    note = page.locator("form.note-form textarea[name=note]")
+    note.fill("Called: <b>wants</b> the pilot in Q3 \u2014 \u05e9\u05dc\u05d5\u05dd")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#status:has-text('Note not saved')")
+    assert page.locator("#status").inner_text() == "Note not saved: " + refused["detail"]
+    assert note.input_value() == "Called: <b>wants</b> the pilot in Q3 \u2014 \u05e9\u05dc\u05d5\u05dd"
+    assert focused(page) == "TEXTAREA note"  # the keyboard is back where the text is
+    page.unroute("**/notes")
+    page.route("**/notes", lambda route: route.abort("connectionrefused"))
+    page.locator("form.note-form button[type=submit]").click()
+    page.wait_for_selector("#status:has-text('could not be reached')")
+    assert "Failed to fetch" not in page.locator("#status").inner_text()
+    assert note.input_value().startswith("Called: <b>wants</b>")
+    page.unroute("**/notes")
+    page.locator("form.note-form button[type=submit]").click()
+    page.wait_for_selector("#status:has-text('Note added')")
+    assert focused(page) == "BUTTON Add note"
