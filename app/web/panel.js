@@ -411,7 +411,7 @@
     const stages = (state.config && state.config.stages) || [];
 
     // Card
-    const stageSelect = el("select", { name: "stage", onchange: ev => patchContact({ stage: ev.target.value || null }, "Stage saved") },
+    const stageSelect = el("select", { name: "stage", onchange: stageSaver(c) },
       el("option", { value: "", text: "—" }), stages.map(st => el("option", { value: st, text: st, selected: c.stage === st })));
     const company = c.company ? el("span", { class: "chip company", title: c.company.domain, text: c.company.name }) : null;
     const facts = el("dl", { class: "facts" },
@@ -712,6 +712,34 @@
     return form;
   }
 
+  // The stage is saved where it is chosen, without drawing the card again: Chromium (and
+  // Outlook's WebView2) fires "change" at every arrow key on a closed select, so a redraw
+  // would drop the keyboard focus after the first step. Saves go one at a time, the last
+  // choice last; a refusal puts back the stage last saved.
+  function stageSaver(c) {
+    let busy = false, wanted;
+    return async ev => {
+      const select = ev.target;
+      wanted = select.value || null;
+      if (busy) return;
+      busy = true;
+      try {
+        let value;
+        do {
+          value = wanted;
+          await api("PATCH", "/api/contacts/" + encodeURIComponent(c.id), { stage: value });
+          c.stage = value;
+        } while (wanted !== value);
+        say("Stage saved", "okay");
+      } catch (e) {
+        if (select.isConnected) select.value = c.stage || "";
+        say("Stage not saved: " + e.message, "error");
+      } finally {
+        busy = false;
+      }
+    };
+  }
+
   async function patchContact(changes, done, form) {
     if (form) submitting(form, true);
     try {
@@ -719,6 +747,9 @@
       say(done, "okay");
       await show(state.email);
       say(done, "okay");
+      // The card is drawn anew: the keyboard goes back to the Edit button the form came from.
+      const edit = form && [...main.querySelectorAll(".card .actions button")].find(b => b.textContent === "Edit");
+      if (edit) edit.focus();
     } catch (e) {
       if (form) submitting(form, false);
       say("Not saved: " + e.message, "error");

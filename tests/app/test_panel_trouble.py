@@ -99,3 +99,38 @@ def test_a_note_refused_by_the_database_or_lost_on_the_way_says_why_and_keeps_th
     page.locator("form.note-form button[type=submit]").click()
     page.wait_for_selector("#status:has-text('Note added')")
     assert focused(page) == "BUTTON Add note"
+
+
+def test_the_stage_can_be_chosen_with_the_arrow_keys_and_the_last_one_is_saved(site, page):  # noqa: F811
+    sd, base = site
+    open_pane(page, base, mail(("Mark Roe", MARK)), token=sd.tokens["alice"])
+    wait_state(page, "ready", MARK)
+    stage = page.locator("select[name=stage]")
+    assert stage.input_value() == ""
+    stage.focus()
+    # Chromium (and Outlook's WebView2) fires "change" at every arrow key on a closed select.
+    for _ in range(3):
+        page.keyboard.press("ArrowDown")
+        page.wait_for_timeout(150)
+    assert focused(page) == "SELECT stage"
+    assert stage.input_value() == "opportunity"
+    page.wait_for_selector("#status:has-text('Stage saved')")
+    page.wait_for_timeout(300)
+    assert sd.world.scalar("SELECT stage FROM contact WHERE primary_email = :e", e=MARK) == "opportunity"
+    assert stage.input_value() == "opportunity"
+    assert focused(page) == "SELECT stage"
+
+
+def test_saving_the_edit_form_with_the_keyboard_leaves_the_focus_on_edit(site, page):  # noqa: F811
+    sd, base = site
+    open_pane(page, base, mail(("Mark Roe", MARK)), token=sd.tokens["alice"])
+    wait_state(page, "ready", MARK)
+    page.get_by_role("button", name="Edit", exact=True).focus()
+    page.keyboard.press("Enter")
+    assert focused(page) == "INPUT name"
+    page.keyboard.press("Tab")
+    page.keyboard.type("CFO")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#status:has-text('Contact saved')")
+    page.wait_for_selector(".title:has-text('CFO')")
+    assert focused(page) == "BUTTON Edit"
