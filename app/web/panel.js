@@ -943,9 +943,17 @@
       clear(box);
       box.append(el("h2", { id: "h-day", text: "Your day" }));
       const fus = el("ul", { class: "plain followups", "aria-label": "Follow-ups due" }, d.followups.map(f => {
-        const act = (path, body, done) => async () => {
-          try { await api("POST", "/api/followups/" + f.id + path, body); say(done, "ok"); load(); }
-          catch (e) { say("Could not change it: " + e.message, "error"); }
+        const act = (path, body, done) => async ev => {
+          // The list is drawn anew without this follow-up: the keyboard goes on to the same
+          // button of the one that takes its place (or the last), not back to the top of the page.
+          const li = ev.currentTarget.closest("li"), label = ev.currentTarget.textContent;
+          const at = [...li.parentNode.children].indexOf(li);
+          try { await api("POST", "/api/followups/" + f.id + path, body); say(done, "okay"); await load(); }
+          catch (e) { say("Could not change it: " + e.message, "error"); return; }
+          const items = box.querySelectorAll(".followups > li");
+          const next = items[Math.min(at, items.length - 1)];
+          const target = next ? [...next.querySelectorAll("button")].find(b => b.textContent === label) : box.querySelector("h3");
+          if (target) target.focus();
         };
         return el("li", { "data-followup": f.id },
           el("span", { class: "kind", text: f.label + (f.overdue ? " · overdue" : "") }), " ",
@@ -956,7 +964,7 @@
             el("button", { type: "button", text: "Snooze 1 week", onclick: act("/snooze", { span: "1w" }, "Snoozed for a week.") }),
             el("button", { type: "button", text: "Done", onclick: act("/done", undefined, "Done.") })));
       }));
-      box.append(el("h3", { text: "Follow-ups" }), d.followups.length ? fus : el("p", { class: "muted", text: "Nothing to chase today." }));
+      box.append(el("h3", { text: "Follow-ups", tabindex: "-1" }), d.followups.length ? fus : el("p", { class: "muted", text: "Nothing to chase today." }));
       const list = (title, items, render) => { if (full || items.length) box.append(el("h3", { text: title }),
         items.length ? el("ul", { class: "plain" }, items.map(render)) : el("p", { class: "muted", text: "None." })); };
       list("Tasks due", d.tasks, t => el("li", {}, el("span", { text: t.title }), el("span", { class: "meta", text: " · " + (t.who || "") + " · " + fmtDate(t.due_at) })));

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from tests.app.test_activity_api import JANE, MARK
-from tests.app.test_panel import mail, open_pane, site, wait_state  # noqa: F401 - site is the module's fixture
+from tests.app.test_panel import mail, open_pane, site, standalone, wait_state  # noqa: F401 - site is the module's fixture
 
 # Holds every call to the API for window.__delay ms before it leaves the browser: a slow server.
 SLOW_FETCH = """(() => {
@@ -134,3 +134,18 @@ def test_saving_the_edit_form_with_the_keyboard_leaves_the_focus_on_edit(site, p
     page.wait_for_selector("#status:has-text('Contact saved')")
     page.wait_for_selector(".title:has-text('CFO')")
     assert focused(page) == "BUTTON Edit"
+
+
+def test_done_on_a_follow_up_with_the_keyboard_moves_the_focus_to_the_next_one(site, browser):  # noqa: F811
+    sd, base = site
+    with standalone(browser, sd, base, "/home") as page:
+        page.wait_for_selector(".followups > li")
+        before = page.locator(".followups > li").count()
+        assert before >= 2
+        second = page.locator(".followups > li").nth(1).get_attribute("data-followup")
+        page.locator(".followups > li").first.get_by_role("button", name="Done").focus()
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"() => document.querySelectorAll('.followups > li').length === {before - 1}")
+        page.wait_for_selector("#status:has-text('Done.')")
+        assert focused(page) == "BUTTON Done"
+        assert page.evaluate("document.activeElement.closest('li').dataset.followup") == second
