@@ -13,6 +13,7 @@
   // Subresource integrity of that exact file (from the npm package): a changed CDN copy is refused.
   const MSAL_SRI = "sha384-8zg7Eb13Jv4vByCkXozj1LKSUykPghS+Zp1Q9BA8lYkMDbushxoDjh+RQ+4r1DNd";
   const TOKEN_KEY = "threadline.token";
+  const LOADING_AFTER_MS = 200; // a quicker answer replaces the last person without a flash of "Loading"
   const body = document.body;
   const mode = body.dataset.mode; // outlook | panel
   const inOutlook = mode === "outlook";
@@ -27,7 +28,8 @@
     msal: null,
     mail: null, // the Outlook item, reduced
     people: [], // external participants of the mail [{email, name}]
-    email: null, // the person shown
+    email: null, // the person asked for
+    shownEmail: null, // the person whose card or "not in Threadline yet" is on screen
     contact: null,
     nextCursor: null,
     loadingPage: false,
@@ -65,7 +67,10 @@
     }
     return node;
   }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+  function clear(node) {
+    if (node === main) main.removeAttribute("aria-busy");
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
   function say(message, kind) {
     statusBox.textContent = shown(message || "");
     statusBox.className = "status" + (kind ? " " + kind : "");
@@ -192,7 +197,13 @@
     const headers = { Accept: "application/json", Authorization: "Bearer " + token };
     const init = { method, headers, cache: "no-store" };
     if (payload !== undefined) { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(payload); }
-    const r = await fetch(path, init);
+    let r;
+    try {
+      r = await fetch(path, init);
+    } catch (e) {
+      // No answer at all (offline, server down, refused): the browser's "Failed to fetch" says nothing to a rep.
+      throw new ApiError(0, "Threadline could not be reached: check your connection, then try again.");
+    }
     let data = null;
     try { data = await r.json(); } catch (e) { data = null; }
     if (!r.ok) {
@@ -315,6 +326,20 @@
   // -- showing a person -------------------------------------------------------------------------
   async function show(email) {
     const seq = ++state.seq;
+    // Refreshing the person on screen keeps their card until the answer; another person's
+    // card is not left under this email while a slow answer is on its way (a note typed
+    // there would go to them), so it gives way to "Loading …" unless the answer is quick.
+    const showing = (body.dataset.state === "ready" || body.dataset.state === "unknown") && state.shownEmail === email;
+    if (!showing) {
+      state.shownEmail = null;
+      const person = state.people.find(p => p.email === email);
+      setTimeout(() => {
+        if (seq !== state.seq || body.dataset.state !== "loading") return;
+        clear(main);
+        main.append(el("p", { class: "muted loading", text: "Loading " + ((person && person.name) || email) + "…" }));
+        main.setAttribute("aria-busy", "true");
+      }, LOADING_AFTER_MS);
+    }
     state.email = email;
     body.dataset.state = "loading";
     body.dataset.email = email;
@@ -378,6 +403,7 @@
     const c = data.contact;
     const s = data.summary || {};
     state.contact = c;
+    state.shownEmail = state.email;
     rememberPerson(c);
     body.dataset.state = "ready";
     body.dataset.contactId = c.id;
@@ -385,7 +411,7 @@
     const stages = (state.config && state.config.stages) || [];
 
     // Card
-    const stageSelect = el("select", { name: "stage", onchange: ev => patchContact({ stage: ev.target.value || null }, "Stage saved") },
+    const stageSelect = el("select", { name: "stage", onchange: stageSaver(c) },
       el("option", { value: "", text: "—" }), stages.map(st => el("option", { value: st, text: st, selected: c.stage === st })));
     const company = c.company ? el("span", { class: "chip company", title: c.company.domain, text: c.company.name }) : null;
     const facts = el("dl", { class: "facts" },
@@ -633,12 +659,25 @@
     const first = form.querySelector("input, textarea, select");
     if (first) first.focus();
   }
+  // Closing a form (Cancel, or saved) puts the keyboard back on the button that opened it.
   function closeForms() {
     const slot = document.getElementById("form-slot");
+    const opener = main.querySelector(".card .actions button[aria-expanded=true]");
     if (slot) clear(slot);
     main.querySelectorAll(".card .actions button[aria-expanded]").forEach(b => b.setAttribute("aria-expanded", "false"));
+    if (opener) opener.focus();
   }
-  function submitting(form, busy) { form.querySelectorAll("button, input, textarea, select").forEach(n => { n.disabled = busy; }); }
+  // A form is disabled while it is sent, which drops the keyboard focus to the page; when it
+  // comes back (refused, unreachable) the focus returns to the field the rep was in, or the first.
+  function submitting(form, busy) {
+    if (busy) form.__focused = form.contains(document.activeElement) ? document.activeElement : null;
+    form.querySelectorAll("button, input, textarea, select").forEach(n => { n.disabled = busy; });
+    if (!busy && form.isConnected) {
+      const back = form.__focused && form.__focused.matches("input, textarea, select") ? form.__focused
+        : form.querySelector("input, textarea, select");
+      if (back) back.focus();
+    }
+  }
 
   // Where an enriched value came from, as a tooltip: "From their signature, 3 Mar 2025" or "Typed".
   function source(c, key) {
@@ -673,6 +712,34 @@
     return form;
   }
 
+  // The stage is saved where it is chosen, without drawing the card again: Chromium (and
+  // Outlook's WebView2) fires "change" at every arrow key on a closed select, so a redraw
+  // would drop the keyboard focus after the first step. Saves go one at a time, the last
+  // choice last; a refusal puts back the stage last saved.
+  function stageSaver(c) {
+    let busy = false, wanted;
+    return async ev => {
+      const select = ev.target;
+      wanted = select.value || null;
+      if (busy) return;
+      busy = true;
+      try {
+        let value;
+        do {
+          value = wanted;
+          await api("PATCH", "/api/contacts/" + encodeURIComponent(c.id), { stage: value });
+          c.stage = value;
+        } while (wanted !== value);
+        say("Stage saved", "okay");
+      } catch (e) {
+        if (select.isConnected) select.value = c.stage || "";
+        say("Stage not saved: " + e.message, "error");
+      } finally {
+        busy = false;
+      }
+    };
+  }
+
   async function patchContact(changes, done, form) {
     if (form) submitting(form, true);
     try {
@@ -680,6 +747,9 @@
       say(done, "okay");
       await show(state.email);
       say(done, "okay");
+      // The card is drawn anew: the keyboard goes back to the Edit button the form came from.
+      const edit = form && [...main.querySelectorAll(".card .actions button")].find(b => b.textContent === "Edit");
+      if (edit) edit.focus();
     } catch (e) {
       if (form) submitting(form, false);
       say("Not saved: " + e.message, "error");
@@ -788,6 +858,7 @@
   function renderUnknown(email, about) {
     body.dataset.state = "unknown";
     state.contact = null;
+    state.shownEmail = email;
     clear(main);
     about = about || {};
     const person = state.people.find(p => p.email === email) || { email, name: "" };
@@ -872,9 +943,17 @@
       clear(box);
       box.append(el("h2", { id: "h-day", text: "Your day" }));
       const fus = el("ul", { class: "plain followups", "aria-label": "Follow-ups due" }, d.followups.map(f => {
-        const act = (path, body, done) => async () => {
-          try { await api("POST", "/api/followups/" + f.id + path, body); say(done, "ok"); load(); }
-          catch (e) { say("Could not change it: " + e.message, "error"); }
+        const act = (path, body, done) => async ev => {
+          // The list is drawn anew without this follow-up: the keyboard goes on to the same
+          // button of the one that takes its place (or the last), not back to the top of the page.
+          const li = ev.currentTarget.closest("li"), label = ev.currentTarget.textContent;
+          const at = [...li.parentNode.children].indexOf(li);
+          try { await api("POST", "/api/followups/" + f.id + path, body); say(done, "okay"); await load(); }
+          catch (e) { say("Could not change it: " + e.message, "error"); return; }
+          const items = box.querySelectorAll(".followups > li");
+          const next = items[Math.min(at, items.length - 1)];
+          const target = next ? [...next.querySelectorAll("button")].find(b => b.textContent === label) : box.querySelector("h3");
+          if (target) target.focus();
         };
         return el("li", { "data-followup": f.id },
           el("span", { class: "kind", text: f.label + (f.overdue ? " · overdue" : "") }), " ",
@@ -885,7 +964,7 @@
             el("button", { type: "button", text: "Snooze 1 week", onclick: act("/snooze", { span: "1w" }, "Snoozed for a week.") }),
             el("button", { type: "button", text: "Done", onclick: act("/done", undefined, "Done.") })));
       }));
-      box.append(el("h3", { text: "Follow-ups" }), d.followups.length ? fus : el("p", { class: "muted", text: "Nothing to chase today." }));
+      box.append(el("h3", { text: "Follow-ups", tabindex: "-1" }), d.followups.length ? fus : el("p", { class: "muted", text: "Nothing to chase today." }));
       const list = (title, items, render) => { if (full || items.length) box.append(el("h3", { text: title }),
         items.length ? el("ul", { class: "plain" }, items.map(render)) : el("p", { class: "muted", text: "None." })); };
       list("Tasks due", d.tasks, t => el("li", {}, el("span", { text: t.title }), el("span", { class: "meta", text: " · " + (t.who || "") + " · " + fmtDate(t.due_at) })));
