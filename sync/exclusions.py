@@ -119,13 +119,14 @@ class Exclusions:
 
 def stamp_of(org_id) -> list:
     """Scalar subqueries whose values change with the organisation's rules and tombstones
-    (`org_id` a value or a column to correlate with): tombstones are only ever added, and a
-    rule added or removed changes the count or the highest id."""
+    (`org_id` a value or a column to correlate with): tombstones are only ever added; rules are
+    added or removed, never edited, so a change moves their count or their latest creation time
+    (not their highest id: SQLite gives a removed highest id to the next rule)."""
     rule, erased = ExclusionRule.__table__, ErasedPerson.__table__
     return [
         select(func.count()).select_from(erased).where(erased.c.org_id == org_id).scalar_subquery(),
         select(func.count()).select_from(rule).where(rule.c.org_id == org_id).scalar_subquery(),
-        select(func.coalesce(func.max(rule.c.id), 0)).where(rule.c.org_id == org_id).scalar_subquery(),
+        select(func.max(rule.c.created_at)).where(rule.c.org_id == org_id).scalar_subquery(),
     ]
 
 

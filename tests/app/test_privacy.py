@@ -273,3 +273,27 @@ def test_a_person_erased_while_a_sync_runs_is_left_out_of_its_later_batches(tmp_
     assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@acme.com'") == 0
     assert w.scalar("SELECT count(*) FROM contactaddress WHERE address = 'erin@acme.com'") == 0
     assert w.sql("SELECT subject FROM interaction") == [("Hello",)]
+
+
+def test_the_exclusions_stamp_moves_when_the_newest_rule_is_replaced(tmp_path):
+    # SQLite gives a removed highest id to the next row: a stamp of (count, highest id) stayed
+    # the same, and a running sync kept the removed rule and missed the new one.
+    from sqlalchemy import select
+
+    from app.services import rules
+    from sync.exclusions import stamp_of
+
+    w = make_world(tmp_path)
+    actor = Actor.operator(w.org_id)
+
+    def stamp():
+        with read_only(w.rt.engine) as conn:
+            return tuple(conn.execute(select(*stamp_of(w.org_id))).one())
+
+    rules.add_rule(w.rt, actor, value="old@acme.com")
+    newest = rules.add_rule(w.rt, actor, value="typo@acmme.com")
+    before = stamp()
+    rules.remove_rule(w.rt, actor, newest["id"])
+    again = rules.add_rule(w.rt, actor, value="typo@acme.com")
+    assert again["id"] == newest["id"] or w.rt.engine.dialect.name != "sqlite"  # the id came back
+    assert stamp() != before
