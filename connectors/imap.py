@@ -21,6 +21,7 @@ import ast
 import base64
 import binascii
 import imaplib
+import logging
 import quopri
 import re
 import socket
@@ -87,6 +88,8 @@ OVERQUOTA_WAIT = 3600
 _OVERQUOTA = b"[OVERQUOTA]"
 _THROTTLED = b"[THROTTLED]"
 _TOO_MANY_CONNECTIONS = b"TOO MANY SIMULTANEOUS CONNECTIONS"
+
+log = logging.getLogger("threadline.imap")
 
 
 def rate_limited(text: str | bytes, what: str) -> ThrottledError | None:
@@ -440,7 +443,12 @@ class ImapConnector:
             return []
         try:
             spaces = client.namespace()
-        except BaseException as exc:  # noqa: BLE001
+        except imaplib.IMAP4.error as exc:
+            # A server that advertises NAMESPACE and then refuses it (NO/BAD) is read as one
+            # without: failing every run over an optional answer would stop the whole mailbox.
+            log.warning("IMAP server refused NAMESPACE (%s); every listed folder is taken as the rep's", exc)
+            return []
+        except BaseException as exc:  # noqa: BLE001 - a broken connection: the run's error
             raise translate(exc, "listing namespaces") from exc
         foreign = []
         for space in (spaces.other, spaces.shared):

@@ -170,3 +170,22 @@ def test_a_shared_folder_read_before_namespaces_were_known_stops_being_read_and_
     assert world.scalar(copies_in, n=shared) == 0
     assert world.scalar("SELECT count(*) FROM interaction WHERE message_key LIKE '%s3@cust%'") == 0
     assert world.scalar("SELECT messages_imported FROM mailbox") == 1  # Carla's, the rep's own
+
+
+def test_a_server_that_refuses_namespace_is_read_as_one_without(imap_user, monkeypatch):
+    # It advertises NAMESPACE and answers NO: the rep's folders are listed all the same.
+    import imaplib
+
+    from imapclient import IMAPClient
+
+    def refuse(self):
+        raise imaplib.IMAP4.error("NAMESPACE failed: not now")
+
+    monkeypatch.setattr(IMAPClient, "namespace", refuse)
+    imap_user.create_folder("Clients")
+    conn = _connector(imap_user)
+    try:
+        roles = {f.name: f.role for f in conn.list_folders()}
+    finally:
+        conn.close()
+    assert roles.get("INBOX") == "inbox" and roles.get("Clients") == "other", roles
