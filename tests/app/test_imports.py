@@ -353,3 +353,37 @@ def test_imported_names_are_read_as_mail_reads_them_and_an_export_re_imports_unc
     assert "Dr. Ann Lee, PhD" in exported
     again = do(w, io.BytesIO(exported.encode()))
     assert (again["unchanged"], again["updated"], again["error_count"]) == (3, 0, 0)
+
+
+# -- files as other tools write them ----------------------------------------------------------------
+
+
+def stored(w, email: str) -> tuple:
+    return w.sql("SELECT name, title, phone FROM contact WHERE primary_email = :e", e=email)[0]
+
+
+def test_doubled_quotes_past_the_first_rows_are_read_as_excel_writes_them(w):
+    # The dialect was sniffed from the first 8 KB: with no "" there, a later "Bob ""The Builder"""
+    # was read with its quotes doubled and a stray one at the end.
+    rows = [["Email", "Name", "Job Title"]]
+    rows += [[f"p{i}@acmecorp.com", f"Person {i}", "Engineer"] for i in range(400)]
+    rows += [["bob@acmecorp.com", 'Bob "The Builder" Smith', 'Head of "Ops", EMEA']]
+    result = do(w, csv_bytes(rows))
+    assert (result["created"], result["error_count"]) == (401, 0)
+    assert stored(w, "bob@acmecorp.com")[:2] == ('Bob "The Builder" Smith', 'Head of "Ops", EMEA')
+
+
+def test_a_name_in_single_quotes_does_not_make_the_apostrophe_the_quote_character(w):
+    # One nickname in single quotes near the top and no double-quoted cell: the sniffer took ' for
+    # the quote character, and a cell that starts with an apostrophe swallowed the rows after it.
+    rows = [
+        ["Email", "Name", "Phone"],
+        ["nan@acmecorp.com", "Ann 'Nan' Smith", "020 7946 0000"],
+        ["rory@acmecorp.com", "Rory O'Neil", "020 7946 0001"],
+        ["bo@acmecorp.com", "Bo", "'020 7946 0002"],
+        ["cy@acmecorp.com", "Cy", "020 7946 0003"],
+    ]
+    result = do(w, csv_bytes(rows))
+    assert (result["created"], result["error_count"]) == (4, 0), result["errors"]
+    assert stored(w, "nan@acmecorp.com")[0] == "Ann 'Nan' Smith"
+    assert stored(w, "cy@acmecorp.com")[2] == "020 7946 0003"
