@@ -32,6 +32,7 @@ from app.models.base import utcnow
 from app.services import audit
 from app.services.actor import Actor, changing
 from app.services.errors import Invalid, ServiceError
+from app.services.exports import FORMULA_START
 from app.services.people import ENRICHED, STAGES, TEXT_LIMITS, clean_tags, typed
 from app.services.vcard import read_cards
 from connectors.normalise import person_name
@@ -229,8 +230,14 @@ def _csv_records(text: io.TextIOWrapper, entity: str, mapping: dict | None, meta
         if len(cells) > len(headers):
             yield Record(row=record_no, error=(None, f"{len(cells)} cells where the header has {len(headers)}"))
             continue
-        values = {fld: (cells[i] if i < len(cells) else "") for fld, i in columns.items()}
+        values = {fld: _unneutralised(cells[i]) if i < len(cells) else "" for fld, i in columns.items()}
         yield Record(row=record_no, values=values)
+
+
+def _unneutralised(cell: str) -> str:
+    """The cell without the apostrophe a CSV export (ours, app/services/exports.py) puts before a
+    value a spreadsheet would run as a formula: '+44 20 7946 0000 is the phone +44 20 7946 0000."""
+    return cell[1:] if cell[:1] == "'" and cell[1:].startswith(FORMULA_START) else cell
 
 
 def _vcard_records(text: io.TextIOWrapper, meta: dict) -> Iterator[Record]:

@@ -387,3 +387,21 @@ def test_a_name_in_single_quotes_does_not_make_the_apostrophe_the_quote_characte
     assert (result["created"], result["error_count"]) == (4, 0), result["errors"]
     assert stored(w, "nan@acmecorp.com")[0] == "Ann 'Nan' Smith"
     assert stored(w, "cy@acmecorp.com")[2] == "020 7946 0003"
+
+
+def test_a_csv_export_re_imports_unchanged_though_its_formula_cells_carry_an_apostrophe(w):
+    # The export writes '+44 … so a spreadsheet shows a phone, not a formula; the import kept the
+    # apostrophe: every international phone number was "updated" to '+44 … by the round trip.
+    people.create_contact(w.rt, w.op, email="ann@globexcorp.com", name="Ann O'Neil", phone="+44 20 7946 0000")
+    people.create_contact(w.rt, w.op, email="bob@globexcorp.com", name="Bob", title="-", phone="+1 555 0100")
+    people.create_contact(w.rt, w.op, email="cy@globexcorp.com", name="Cy", title="'Buyer'", phone="020 7946 0001")
+    before = w.sql("SELECT primary_email, name, title, phone FROM contact ORDER BY primary_email")
+    seg = segments.create_segment(w.rt, w.alice, name="Everyone", filters={})
+    _, chunks = exports.export_segment(w.rt, w.alice, segment_id=seg["id"], fmt="csv")
+    exported = "".join(chunks)
+    assert "'+44 20 7946 0000" in exported
+    preview = imports.preview(w.rt, w.admin, io.BytesIO(exported.encode()))
+    assert preview["rows"][0]["values"]["phone"] == "+44 20 7946 0000"
+    again = do(w, io.BytesIO(exported.encode()))
+    assert (again["unchanged"], again["updated"], again["error_count"]) == (3, 0, 0)
+    assert w.sql("SELECT primary_email, name, title, phone FROM contact ORDER BY primary_email") == before
