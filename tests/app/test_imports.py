@@ -405,3 +405,70 @@ def test_a_csv_export_re_imports_unchanged_though_its_formula_cells_carry_an_apo
     again = do(w, io.BytesIO(exported.encode()))
     assert (again["unchanged"], again["updated"], again["error_count"]) == (3, 0, 0)
     assert w.sql("SELECT primary_email, name, title, phone FROM contact ORDER BY primary_email") == before
+
+
+OUTLOOK = [
+    "Title", "First Name", "Middle Name", "Last Name", "Suffix", "Company", "Department", "Job Title",
+    "Business Street", "Business City", "Business Fax", "Business Phone", "Home Phone", "Mobile Phone",
+    "Account", "Categories", "E-mail Address", "E-mail Type", "E-mail Display Name", "E-mail 2 Address",
+    "E-mail 2 Type", "Notes",
+]  # fmt: skip
+
+
+def test_an_outlook_contacts_export_imports_names_and_job_titles(w):
+    # Outlook has no full-name column and its "Title" is Mr./Ms.: contacts came in nameless, with
+    # "Mr." as their job title.
+    buf = io.StringIO()
+    out = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    out.writerow(OUTLOOK)
+    out.writerow(
+        ["Mr.", "Hans", "", "Müller", "", "Müller AG", "Sales", "Head of Sales", "Hauptstr. 1", "München", "",
+         "+49 89 1234", "", "+49 170 1", "", "VIP;Partner", "hans@muellerag.de", "SMTP",
+         "Hans Müller (hans@muellerag.de)", "h.mueller@gmail.com", "SMTP", ""]
+    )  # fmt: skip
+    out.writerow(
+        ["", "Zoë", "", "Ünal", "", "", "", "", "", "", "", "", "", "", "", "", "zoe@xcorp.fr", "SMTP"] + [""] * 4
+    )
+    data = io.BytesIO(buf.getvalue().encode("cp1252"))  # Outlook writes the system's ANSI code page
+    preview = imports.preview(w.rt, w.admin, data)
+    assert preview["mapping"]["title"] == "Job Title" and preview["mapping"]["email"] == "E-mail Address"
+    result = do(w, data)
+    assert (result["created"], result["error_count"]) == (2, 0), result["errors"]
+    assert stored(w, "hans@muellerag.de") == ("Hans Müller", "Head of Sales", "+49 89 1234")
+    assert stored(w, "zoe@xcorp.fr")[0] == "Zoë Ünal"
+
+
+def test_a_google_contacts_export_finds_its_address_phone_and_organisation_columns(w):
+    header = [
+        "Name", "Given Name", "Additional Name", "Family Name", "Name Prefix", "Name Suffix", "Nickname",
+        "Group Membership", "E-mail 1 - Type", "E-mail 1 - Value", "E-mail 2 - Type", "E-mail 2 - Value",
+        "Phone 1 - Type", "Phone 1 - Value", "Organization 1 - Type", "Organization 1 - Name",
+        "Organization 1 - Title",
+    ]  # fmt: skip
+    rows = [
+        header,
+        ["Ann Acme", "Ann", "", "Acme", "", "", "", "* myContacts", "* Work", "ann@acmecorp.com", "Home",
+         "ann@home.example", "Mobile", "+1 555 0100", "", "Acme Corp", "CTO"],
+        # two addresses of one type share a cell, separated by " ::: "
+        ["", "Ben", "", "Bold", "", "", "", "* myContacts", "* Work", "ben@globexcorp.com ::: b.bold@globexcorp.com",
+         "", "", "", "", "", "Globex", ""],
+    ]  # fmt: skip
+    data = csv_bytes(rows)
+    preview = imports.preview(w.rt, w.admin, data)
+    assert preview["mapping"]["email"] == "E-mail 1 - Value"
+    assert preview["mapping"]["company"] == "Organization 1 - Name"
+    result = do(w, data)
+    assert (result["created"], result["error_count"]) == (2, 0), result["errors"]
+    assert stored(w, "ann@acmecorp.com") == ("Ann Acme", "CTO", "+1 555 0100")
+    assert stored(w, "ben@globexcorp.com")[0] == "Ben Bold"
+    assert any("more address" in n for n in result["notes"])
+
+
+def test_a_company_name_column_in_a_contacts_file_is_the_company_not_the_persons_name(w):
+    # HubSpot's contacts export: First Name, Last Name, Company Name (no full name). The company's
+    # name became every contact's name.
+    rows = [["First Name", "Last Name", "Email", "Company Name"], ["Ann", "Acme", "ann@acmecorp.com", "Acme Corp"]]
+    preview = imports.preview(w.rt, w.admin, csv_bytes(rows))
+    assert preview["mapping"].get("company") == "Company Name" and "name" not in preview["mapping"]
+    do(w, csv_bytes(rows))
+    assert stored(w, "ann@acmecorp.com")[0] == "Ann Acme"
