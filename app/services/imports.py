@@ -176,7 +176,14 @@ def _dialect(sample: str):
     try:
         sniffed = csv.Sniffer().sniff(sample, delimiters=",;\t|")
     except csv.Error:
-        return csv.excel
+        # The sniffer wants as many delimiters on every line: rows ending in empty cells the header
+        # does not have defeat it. The header line's own delimiter is then the best guess.
+        header = re.sub(r'"[^"]*"', "", sample.splitlines()[0] if sample else "")
+        counts = {d: header.count(d) for d in ",;\t|"}
+        best = max(counts, key=lambda d: counts[d])
+        if not counts[best]:
+            return csv.excel
+        return type("_Header", (_Read,), {"delimiter": best})
     return type("_Sniffed", (_Read,), {"delimiter": sniffed.delimiter, "skipinitialspace": sniffed.skipinitialspace})
 
 
@@ -255,7 +262,7 @@ def _csv_records(text: io.TextIOWrapper, entity: str, mapping: dict | None, meta
             enc = meta["encoding"]
             yield Record(row=record_no, error=(None, f"not valid {enc} text: choose the file's encoding"))
             continue
-        if len(cells) > len(headers):
+        if len(cells) > len(headers) and any(c.strip() for c in cells[len(headers) :]):
             yield Record(row=record_no, error=(None, f"{len(cells)} cells where the header has {len(headers)}"))
             continue
         values = {fld: _unneutralised(cells[i]) if i < len(cells) else "" for fld, i in columns.items()}

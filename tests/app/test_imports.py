@@ -472,3 +472,15 @@ def test_a_company_name_column_in_a_contacts_file_is_the_company_not_the_persons
     assert preview["mapping"].get("company") == "Company Name" and "name" not in preview["mapping"]
     do(w, csv_bytes(rows))
     assert stored(w, "ann@acmecorp.com")[0] == "Ann Acme"
+
+
+def test_empty_cells_past_the_last_column_are_not_an_error(w):
+    # Rows written with trailing delimiters the header does not have (a stray cell to the right, or
+    # a tool ending every row with ";"): the delimiter was not recognised (the file read as one
+    # column: "no column gives the email"), and each such row was refused ("4 cells where the
+    # header has 2").
+    data = io.BytesIO("E-mail;Name\r\nann@acmecorp.com;Ann Acme;;\r\nben@acmecorp.com;Ben;\r\n".encode("cp1252"))
+    result = do(w, data)
+    assert (result["created"], result["error_count"]) == (2, 0), result["errors"]
+    refused = do(w, io.BytesIO(b"email,name\r\ncy@acmecorp.com,Cy,surplus\r\n"))
+    assert refused["errors"][0]["row"] == 2 and "3 cells" in refused["errors"][0]["reason"]
