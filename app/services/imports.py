@@ -196,7 +196,11 @@ def resolve_mapping(
 ) -> dict[str, int]:
     """field -> column index: the mapping given (field -> header), then header names for the rest."""
     fields = ENTITY_FIELDS[entity]
-    by_header = {h.strip().lower(): i for i, h in enumerate(headers)}
+    by_header: dict[str, int] = {}
+    for i, h in enumerate(headers):
+        # A repeated header names its first column, the one the preview's own choice shows: the
+        # console sends the preview's mapping back by header name.
+        by_header.setdefault(h.strip().lower(), i)
     out: dict[str, int] = {}
     for fld, header in (mapping or {}).items():
         if fld not in fields:

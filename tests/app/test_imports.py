@@ -484,3 +484,13 @@ def test_empty_cells_past_the_last_column_are_not_an_error(w):
     assert (result["created"], result["error_count"]) == (2, 0), result["errors"]
     refused = do(w, io.BytesIO(b"email,name\r\ncy@acmecorp.com,Cy,surplus\r\n"))
     assert refused["errors"][0]["row"] == 2 and "3 cells" in refused["errors"][0]["reason"]
+
+
+def test_a_mapping_naming_a_repeated_header_takes_the_column_the_preview_showed(w):
+    # Two "Email" columns: the preview chose the first, the console sends back {"email": "Email"},
+    # and the import then read the last one: other addresses than the ones previewed.
+    rows = [["Email", "Name", "Email"], ["ann@acmecorp.com", "Ann", "ann.private@example.org"]]
+    preview = imports.preview(w.rt, w.admin, csv_bytes(rows))
+    assert preview["rows"][0]["values"]["email"] == "ann@acmecorp.com"
+    result = do(w, csv_bytes(rows), mapping=preview["mapping"])
+    assert result["created"] == 1 and set(contacts(w)) == {"ann@acmecorp.com"}
