@@ -97,7 +97,9 @@ def _split_property(line: str) -> tuple[str, dict[str, str], str]:
     params: dict[str, str] = {}
     for bit in bits[1:]:
         key, eq, val = bit.partition("=")
-        if eq:
+        if eq and key.upper() == "TYPE":  # TYPE may repeat (Apple: type=INTERNET;type=pref): all count
+            params["TYPE"] = ",".join(p for p in (params.get("TYPE", ""), val.strip('"')) if p)
+        elif eq:
             params[key.upper()] = val.strip('"')
         else:  # vCard 2.1/3 bare types: TEL;WORK;VOICE
             params.setdefault("TYPE", "")

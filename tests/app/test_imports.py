@@ -494,3 +494,29 @@ def test_a_mapping_naming_a_repeated_header_takes_the_column_the_preview_showed(
     assert preview["rows"][0]["values"]["email"] == "ann@acmecorp.com"
     result = do(w, csv_bytes(rows), mapping=preview["mapping"])
     assert result["created"] == 1 and set(contacts(w)) == {"ann@acmecorp.com"}
+
+
+def apple_card(photo_lines: str) -> str:
+    return (
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nPRODID:-//Apple Inc.//macOS 14.0//EN\r\nN:Ünal;Zoë;;Dr.;\r\n"
+        "FN:Dr. Zoë Ünal\r\nORG:Acme Corp;Research;\r\nTITLE:Head of R&D\r\n"
+        "item1.EMAIL;type=INTERNET;type=HOME:zoe.unal@example.org\r\nitem1.X-ABLabel:_$!<Home>!$_\r\n"
+        "item2.EMAIL;type=pref;type=INTERNET;type=WORK:zoe@acmecorp.com\r\n"
+        "TEL;type=WORK;type=VOICE:+44 20 7946 0000\r\nTEL;type=pref;type=CELL;type=VOICE:+44 7700 900123\r\n"
+        "NOTE:Met at the Berlin fair\\, 2023. Interested in the enterprise plan and in the API for their\r\n"
+        "  own portal.\r\n"
+        f"PHOTO;ENCODING=b;TYPE=JPEG:{photo_lines}\r\nCATEGORIES:VIP,Partners\r\nEND:VCARD\r\n"
+    )
+
+
+def test_a_vcard_3_from_apple_contacts_takes_the_preferred_address_whatever_the_order_of_its_types(w):
+    # TYPE given more than once (type=pref;type=INTERNET): only the last was kept, so "pref" was
+    # lost and the home address became the contact's.
+    import base64
+
+    b64 = base64.b64encode(bytes(range(256)) * 8).decode()
+    card = apple_card("\r\n  ".join(b64[i : i + 72] for i in range(0, len(b64), 72)))
+    result = do(w, io.BytesIO(card.encode()), fmt="vcard")
+    assert (result["created"], result["error_count"]) == (1, 0), result["errors"]
+    assert stored(w, "zoe@acmecorp.com") == ("Zoë Ünal", "Head of R&D", "+44 7700 900123")
+    assert any("photo ignored" in n for n in result["notes"])
