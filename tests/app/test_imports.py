@@ -520,3 +520,19 @@ def test_a_vcard_3_from_apple_contacts_takes_the_preferred_address_whatever_the_
     assert (result["created"], result["error_count"]) == (1, 0), result["errors"]
     assert stored(w, "zoe@acmecorp.com") == ("Zoë Ünal", "Head of R&D", "+44 7700 900123")
     assert any("photo ignored" in n for n in result["notes"])
+
+
+def test_a_vcard_2_1_from_outlook_is_refused_as_version_2_1(w):
+    # Quoted-printable values with soft line breaks and Latin-1 text were refused as "not a vCard
+    # property" or "not valid UTF-8 text": the admin was not told the version is the problem.
+    qp = (
+        "BEGIN:VCARD\r\nVERSION:2.1\r\nN;CHARSET=ISO-8859-1;ENCODING=QUOTED-PRINTABLE:M=FCller;J=FCrgen\r\n"
+        "FN;CHARSET=ISO-8859-1;ENCODING=QUOTED-PRINTABLE:J=FCrgen M=FCller\r\n"
+        "NOTE;ENCODING=QUOTED-PRINTABLE:Rief am Montag an, m=F6chte ein Angebot f=FCr die Abteilung und ei=\r\n"
+        "nen Termin im M=E4rz\r\nEMAIL;PREF;INTERNET:juergen@muellerag.de\r\nEND:VCARD\r\n"
+    ).encode()
+    latin = "BEGIN:VCARD\r\nVERSION:2.1\r\nFN;CHARSET=ISO-8859-1:René Façade\r\nEMAIL:rene@x.fr\r\nEND:VCARD\r\n"
+    result = do(w, io.BytesIO(qp + latin.encode("latin-1")), fmt="vcard")
+    assert [e["row"] for e in result["errors"]] == [1, 2]
+    assert all("2.1" in e["reason"] for e in result["errors"]), result["errors"]
+    assert contacts(w) == {}
