@@ -32,6 +32,7 @@ from app.models.base import utcnow
 from app.services import audit
 from app.services.actor import Actor, changing
 from app.services.errors import Invalid, ServiceError
+from app.services.exports import FORMULA_START
 from app.services.people import ENRICHED, STAGES, TEXT_LIMITS, clean_tags, typed
 from app.services.vcard import read_cards
 from connectors.normalise import person_name
@@ -40,23 +41,48 @@ from sync import addresses as addr
 C, CA, K, U = Contact.__table__, ContactAddress.__table__, Company.__table__, User.__table__
 
 ENTITY_FIELDS = {
-    "contacts": ("email", "name", "title", "phone", "stage", "tags", "owner", "company"),
+    "contacts": ("email", "name", "first_name", "last_name", "title", "phone", "stage", "tags", "owner", "company"),
     "companies": ("domain", "name", "key_account"),
 }
 REQUIRED = {"contacts": "email", "companies": "domain"}
-# Header words matched when no mapping names the field (lower-cased, spaces and _ - removed).
+# Header words matched when no mapping names the field (lower-cased, spaces and _ - . removed), the
+# first alias that a header matches winning: Outlook's export has both "Title" (Mr., Ms.) and "Job
+# Title". Outlook and Google name the first address "E-mail Address" and "E-mail 1 - Value".
 ALIASES = {
-    "email": ("email", "emailaddress", "e-mail", "mail", "primaryemail", "email1", "emailaddress1"),
-    "name": ("name", "fullname", "displayname", "contact", "contactname", "companyname"),
-    "title": ("title", "jobtitle", "position", "role"),
-    "phone": ("phone", "phonenumber", "telephone", "tel", "mobile", "mobilephone", "businessphone"),
+    "email": ("email", "emailaddress", "e-mail", "mail", "primaryemail", "email1", "emailaddress1", "email1value"),
+    "name": ("name", "fullname", "displayname", "contact", "contactname"),
+    "first_name": ("firstname", "givenname", "first"),
+    "last_name": ("lastname", "familyname", "surname", "last"),
+    "title": ("jobtitle", "title", "position", "role", "organization1title", "organizationtitle"),
+    "phone": (
+        "phone",
+        "phonenumber",
+        "telephone",
+        "tel",
+        "businessphone",
+        "primaryphone",
+        "mobile",
+        "mobilephone",
+        "phone1value",
+    ),
     "stage": ("stage", "lifecyclestage", "status"),
     "tags": ("tags", "tag", "labels", "categories"),
     "owner": ("owner", "owneremail", "contactowner", "accountowner"),
-    "company": ("company", "organisation", "organization", "account", "org"),
+    "company": (
+        "company",
+        "companyname",
+        "organisation",
+        "organization",
+        "organization1name",
+        "organizationname",
+        "account",
+        "org",
+    ),
     "domain": ("domain", "website", "companydomain", "url", "web"),
     "key_account": ("keyaccount", "key"),
 }
+# A companies file's "Company name" is the company's name (in a contacts file, the company's).
+ENTITY_ALIASES = {"companies": {"name": ALIASES["name"] + ("companyname",)}}
 BATCH = 500
 MAX_ERRORS_KEPT = 1000  # the result lists this many; error_count counts them all
 PREVIEW_ROWS = 5
@@ -139,11 +165,26 @@ def _release(wrapper: io.TextIOWrapper) -> None:
         pass
 
 
+class _Read(csv.excel):
+    """Excel's quoting ("…" with "" inside), whatever the sample suggests."""
+
+
 def _dialect(sample: str):
+    """Only the delimiter is taken from the sniffer. Its quote guesses come from the sample alone: a
+    nickname in single quotes made ' the quote character, and a sample without a doubled "" turned
+    doubling off for the rest of the file. Every spreadsheet and CRM export quotes as Excel does."""
     try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t|")
+        sniffed = csv.Sniffer().sniff(sample, delimiters=",;\t|")
     except csv.Error:
-        return csv.excel
+        # The sniffer wants as many delimiters on every line: rows ending in empty cells the header
+        # does not have defeat it. The header line's own delimiter is then the best guess.
+        header = re.sub(r'"[^"]*"', "", sample.splitlines()[0] if sample else "")
+        counts = {d: header.count(d) for d in ",;\t|"}
+        best = max(counts, key=lambda d: counts[d])
+        if not counts[best]:
+            return csv.excel
+        return type("_Header", (_Read,), {"delimiter": best})
+    return type("_Sniffed", (_Read,), {"delimiter": sniffed.delimiter, "skipinitialspace": sniffed.skipinitialspace})
 
 
 def _norm_header(h: str) -> str:
@@ -155,7 +196,11 @@ def resolve_mapping(
 ) -> dict[str, int]:
     """field -> column index: the mapping given (field -> header), then header names for the rest."""
     fields = ENTITY_FIELDS[entity]
-    by_header = {h.strip().lower(): i for i, h in enumerate(headers)}
+    by_header: dict[str, int] = {}
+    for i, h in enumerate(headers):
+        # A repeated header names its first column, the one the preview's own choice shows: the
+        # console sends the preview's mapping back by header name.
+        by_header.setdefault(h.strip().lower(), i)
     out: dict[str, int] = {}
     for fld, header in (mapping or {}).items():
         if fld not in fields:
@@ -166,11 +211,14 @@ def resolve_mapping(
             raise Invalid(f"no column {header!r} in the file (it has {', '.join(headers)})", field="map")
         out[fld] = by_header[header.strip().lower()]
     taken = set(out.values())
+    normalised = [_norm_header(h) for h in headers]
     for fld in fields:
         if fld in out or fld in (mapping or {}):
             continue
-        for i, h in enumerate(headers):
-            if i not in taken and _norm_header(h) in {_norm_header(a) for a in ALIASES.get(fld, ())}:
+        aliases = ENTITY_ALIASES.get(entity, {}).get(fld) or ALIASES.get(fld, ())
+        for alias in (_norm_header(a) for a in aliases):
+            i = next((i for i, h in enumerate(normalised) if h == alias and i not in taken), None)
+            if i is not None:
                 out[fld] = i
                 taken.add(i)
                 break
@@ -218,11 +266,17 @@ def _csv_records(text: io.TextIOWrapper, entity: str, mapping: dict | None, meta
             enc = meta["encoding"]
             yield Record(row=record_no, error=(None, f"not valid {enc} text: choose the file's encoding"))
             continue
-        if len(cells) > len(headers):
+        if len(cells) > len(headers) and any(c.strip() for c in cells[len(headers) :]):
             yield Record(row=record_no, error=(None, f"{len(cells)} cells where the header has {len(headers)}"))
             continue
-        values = {fld: (cells[i] if i < len(cells) else "") for fld, i in columns.items()}
+        values = {fld: _unneutralised(cells[i]) if i < len(cells) else "" for fld, i in columns.items()}
         yield Record(row=record_no, values=values)
+
+
+def _unneutralised(cell: str) -> str:
+    """The cell without the apostrophe a CSV export (ours, app/services/exports.py) puts before a
+    value a spreadsheet would run as a formula: '+44 20 7946 0000 is the phone +44 20 7946 0000."""
+    return cell[1:] if cell[:1] == "'" and cell[1:].startswith(FORMULA_START) else cell
 
 
 def _vcard_records(text: io.TextIOWrapper, meta: dict) -> Iterator[Record]:
@@ -281,7 +335,11 @@ def _clean_contact(rec: Record, ctx: dict) -> None:
     if any(isinstance(x, str) and len(x) > MAX_CELL for x in v.values()):
         rec.error = (None, f"a cell longer than {MAX_CELL} characters")
         return
-    address = addr.normalise((v.get("email") or "").strip())
+    email = (v.get("email") or "").strip()
+    if " ::: " in email:  # Google's export: two addresses of one type in one cell
+        email, _, more = email.partition(" ::: ")
+        rec.notes.append(f"{more.count(' ::: ') + 1} more address(es) not imported")
+    address = addr.normalise(email.strip())
     if address is None:
         rec.error = ("email", f"not a valid email address: {(v.get('email') or '')[:100]!r}")
         return
@@ -296,6 +354,9 @@ def _clean_contact(rec: Record, ctx: dict) -> None:
         rec.error = ("email", 'a "never log" rule covers this address')
         return
     out: dict = {"email": address}
+    if not _cell(v.get("name"), 1):
+        # Outlook, Google and most CRMs export first and last names apart, some with no full name.
+        v["name"] = " ".join(p for p in (_cell(v.get("first_name"), 200), _cell(v.get("last_name"), 200)) if p)
     for fld in ("name", "title", "phone"):
         text = _cell(v.get(fld), TEXT_LIMITS[fld])
         if text:
@@ -696,10 +757,10 @@ def run_import(
             batch: list[Record] = []
             for rec in records:
                 counts["rows"] += 1
-                for note in rec.notes:
-                    notes_count[note] = notes_count.get(note, 0) + 1
                 if rec.error is None:
                     clean(rec, ctx)
+                for note in rec.notes:
+                    notes_count[note] = notes_count.get(note, 0) + 1
                 if rec.error is not None:
                     error_count += 1
                     if len(errors) < MAX_ERRORS_KEPT:

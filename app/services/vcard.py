@@ -97,7 +97,9 @@ def _split_property(line: str) -> tuple[str, dict[str, str], str]:
     params: dict[str, str] = {}
     for bit in bits[1:]:
         key, eq, val = bit.partition("=")
-        if eq:
+        if eq and key.upper() == "TYPE":  # TYPE may repeat (Apple: type=INTERNET;type=pref): all count
+            params["TYPE"] = ",".join(p for p in (params.get("TYPE", ""), val.strip('"')) if p)
+        elif eq:
             params[key.upper()] = val.strip('"')
         else:  # vCard 2.1/3 bare types: TEL;WORK;VOICE
             params.setdefault("TYPE", "")
@@ -114,6 +116,9 @@ def _apply(card: Card, name: str, params: dict[str, str], value: str) -> None:
     f = card.fields
     if name == "VERSION":
         card.version = value.strip()
+        # Said at once: the rest of a vCard 2.1 (quoted-printable, other charsets) would otherwise be
+        # refused line by line as "not a vCard property" or "not valid UTF-8 text".
+        card.error = _unsupported(card.version)
     elif name == "FN":
         f["name"] = unescape(value).strip()
     elif name == "N" and "n" not in f:
@@ -206,11 +211,17 @@ def read_cards(lines: Iterable[str]) -> Iterator[Card]:
         yield card
 
 
+def _unsupported(version: str) -> str | None:
+    if version in ("3.0", "4.0"):
+        return None
+    return f"vCard version {version or '(none)'} is not supported: 3.0 and 4.0 are (export as vCard 3.0 or CSV)"
+
+
 def _finish(card: Card) -> None:
     if card.error:
         return
-    if card.version not in ("3.0", "4.0"):
-        card.error = f"vCard version {card.version or '(none)'} is not supported: 3.0 and 4.0 are"
+    card.error = _unsupported(card.version)
+    if card.error:
         return
     f = card.fields
     if not f.get("name") and f.get("n"):

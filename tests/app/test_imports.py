@@ -353,3 +353,186 @@ def test_imported_names_are_read_as_mail_reads_them_and_an_export_re_imports_unc
     assert "Dr. Ann Lee, PhD" in exported
     again = do(w, io.BytesIO(exported.encode()))
     assert (again["unchanged"], again["updated"], again["error_count"]) == (3, 0, 0)
+
+
+# -- files as other tools write them ----------------------------------------------------------------
+
+
+def stored(w, email: str) -> tuple:
+    return w.sql("SELECT name, title, phone FROM contact WHERE primary_email = :e", e=email)[0]
+
+
+def test_doubled_quotes_past_the_first_rows_are_read_as_excel_writes_them(w):
+    # The dialect was sniffed from the first 8 KB: with no "" there, a later "Bob ""The Builder"""
+    # was read with its quotes doubled and a stray one at the end.
+    rows = [["Email", "Name", "Job Title"]]
+    rows += [[f"p{i}@acmecorp.com", f"Person {i}", "Engineer"] for i in range(400)]
+    rows += [["bob@acmecorp.com", 'Bob "The Builder" Smith', 'Head of "Ops", EMEA']]
+    result = do(w, csv_bytes(rows))
+    assert (result["created"], result["error_count"]) == (401, 0)
+    assert stored(w, "bob@acmecorp.com")[:2] == ('Bob "The Builder" Smith', 'Head of "Ops", EMEA')
+
+
+def test_a_name_in_single_quotes_does_not_make_the_apostrophe_the_quote_character(w):
+    # One nickname in single quotes near the top and no double-quoted cell: the sniffer took ' for
+    # the quote character, and a cell that starts with an apostrophe swallowed the rows after it.
+    rows = [
+        ["Email", "Name", "Phone"],
+        ["nan@acmecorp.com", "Ann 'Nan' Smith", "020 7946 0000"],
+        ["rory@acmecorp.com", "Rory O'Neil", "020 7946 0001"],
+        ["bo@acmecorp.com", "Bo", "'020 7946 0002"],
+        ["cy@acmecorp.com", "Cy", "020 7946 0003"],
+    ]
+    result = do(w, csv_bytes(rows))
+    assert (result["created"], result["error_count"]) == (4, 0), result["errors"]
+    assert stored(w, "nan@acmecorp.com")[0] == "Ann 'Nan' Smith"
+    assert stored(w, "cy@acmecorp.com")[2] == "020 7946 0003"
+
+
+def test_a_csv_export_re_imports_unchanged_though_its_formula_cells_carry_an_apostrophe(w):
+    # The export writes '+44 … so a spreadsheet shows a phone, not a formula; the import kept the
+    # apostrophe: every international phone number was "updated" to '+44 … by the round trip.
+    people.create_contact(w.rt, w.op, email="ann@globexcorp.com", name="Ann O'Neil", phone="+44 20 7946 0000")
+    people.create_contact(w.rt, w.op, email="bob@globexcorp.com", name="Bob", title="-", phone="+1 555 0100")
+    people.create_contact(w.rt, w.op, email="cy@globexcorp.com", name="Cy", title="'Buyer'", phone="020 7946 0001")
+    before = w.sql("SELECT primary_email, name, title, phone FROM contact ORDER BY primary_email")
+    seg = segments.create_segment(w.rt, w.alice, name="Everyone", filters={})
+    _, chunks = exports.export_segment(w.rt, w.alice, segment_id=seg["id"], fmt="csv")
+    exported = "".join(chunks)
+    assert "'+44 20 7946 0000" in exported
+    preview = imports.preview(w.rt, w.admin, io.BytesIO(exported.encode()))
+    assert preview["rows"][0]["values"]["phone"] == "+44 20 7946 0000"
+    again = do(w, io.BytesIO(exported.encode()))
+    assert (again["unchanged"], again["updated"], again["error_count"]) == (3, 0, 0)
+    assert w.sql("SELECT primary_email, name, title, phone FROM contact ORDER BY primary_email") == before
+
+
+OUTLOOK = [
+    "Title", "First Name", "Middle Name", "Last Name", "Suffix", "Company", "Department", "Job Title",
+    "Business Street", "Business City", "Business Fax", "Business Phone", "Home Phone", "Mobile Phone",
+    "Account", "Categories", "E-mail Address", "E-mail Type", "E-mail Display Name", "E-mail 2 Address",
+    "E-mail 2 Type", "Notes",
+]  # fmt: skip
+
+
+def test_an_outlook_contacts_export_imports_names_and_job_titles(w):
+    # Outlook has no full-name column and its "Title" is Mr./Ms.: contacts came in nameless, with
+    # "Mr." as their job title.
+    buf = io.StringIO()
+    out = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    out.writerow(OUTLOOK)
+    out.writerow(
+        ["Mr.", "Hans", "", "Müller", "", "Müller AG", "Sales", "Head of Sales", "Hauptstr. 1", "München", "",
+         "+49 89 1234", "", "+49 170 1", "", "VIP;Partner", "hans@muellerag.de", "SMTP",
+         "Hans Müller (hans@muellerag.de)", "h.mueller@gmail.com", "SMTP", ""]
+    )  # fmt: skip
+    out.writerow(
+        ["", "Zoë", "", "Ünal", "", "", "", "", "", "", "", "", "", "", "", "", "zoe@xcorp.fr", "SMTP"] + [""] * 4
+    )
+    data = io.BytesIO(buf.getvalue().encode("cp1252"))  # Outlook writes the system's ANSI code page
+    preview = imports.preview(w.rt, w.admin, data)
+    assert preview["mapping"]["title"] == "Job Title" and preview["mapping"]["email"] == "E-mail Address"
+    result = do(w, data)
+    assert (result["created"], result["error_count"]) == (2, 0), result["errors"]
+    assert stored(w, "hans@muellerag.de") == ("Hans Müller", "Head of Sales", "+49 89 1234")
+    assert stored(w, "zoe@xcorp.fr")[0] == "Zoë Ünal"
+
+
+def test_a_google_contacts_export_finds_its_address_phone_and_organisation_columns(w):
+    header = [
+        "Name", "Given Name", "Additional Name", "Family Name", "Name Prefix", "Name Suffix", "Nickname",
+        "Group Membership", "E-mail 1 - Type", "E-mail 1 - Value", "E-mail 2 - Type", "E-mail 2 - Value",
+        "Phone 1 - Type", "Phone 1 - Value", "Organization 1 - Type", "Organization 1 - Name",
+        "Organization 1 - Title",
+    ]  # fmt: skip
+    rows = [
+        header,
+        ["Ann Acme", "Ann", "", "Acme", "", "", "", "* myContacts", "* Work", "ann@acmecorp.com", "Home",
+         "ann@home.example", "Mobile", "+1 555 0100", "", "Acme Corp", "CTO"],
+        # two addresses of one type share a cell, separated by " ::: "
+        ["", "Ben", "", "Bold", "", "", "", "* myContacts", "* Work", "ben@globexcorp.com ::: b.bold@globexcorp.com",
+         "", "", "", "", "", "Globex", ""],
+    ]  # fmt: skip
+    data = csv_bytes(rows)
+    preview = imports.preview(w.rt, w.admin, data)
+    assert preview["mapping"]["email"] == "E-mail 1 - Value"
+    assert preview["mapping"]["company"] == "Organization 1 - Name"
+    result = do(w, data)
+    assert (result["created"], result["error_count"]) == (2, 0), result["errors"]
+    assert stored(w, "ann@acmecorp.com") == ("Ann Acme", "CTO", "+1 555 0100")
+    assert stored(w, "ben@globexcorp.com")[0] == "Ben Bold"
+    assert any("more address" in n for n in result["notes"])
+
+
+def test_a_company_name_column_in_a_contacts_file_is_the_company_not_the_persons_name(w):
+    # HubSpot's contacts export: First Name, Last Name, Company Name (no full name). The company's
+    # name became every contact's name.
+    rows = [["First Name", "Last Name", "Email", "Company Name"], ["Ann", "Acme", "ann@acmecorp.com", "Acme Corp"]]
+    preview = imports.preview(w.rt, w.admin, csv_bytes(rows))
+    assert preview["mapping"].get("company") == "Company Name" and "name" not in preview["mapping"]
+    do(w, csv_bytes(rows))
+    assert stored(w, "ann@acmecorp.com")[0] == "Ann Acme"
+
+
+def test_empty_cells_past_the_last_column_are_not_an_error(w):
+    # Rows written with trailing delimiters the header does not have (a stray cell to the right, or
+    # a tool ending every row with ";"): the delimiter was not recognised (the file read as one
+    # column: "no column gives the email"), and each such row was refused ("4 cells where the
+    # header has 2").
+    data = io.BytesIO("E-mail;Name\r\nann@acmecorp.com;Ann Acme;;\r\nben@acmecorp.com;Ben;\r\n".encode("cp1252"))
+    result = do(w, data)
+    assert (result["created"], result["error_count"]) == (2, 0), result["errors"]
+    refused = do(w, io.BytesIO(b"email,name\r\ncy@acmecorp.com,Cy,surplus\r\n"))
+    assert refused["errors"][0]["row"] == 2 and "3 cells" in refused["errors"][0]["reason"]
+
+
+def test_a_mapping_naming_a_repeated_header_takes_the_column_the_preview_showed(w):
+    # Two "Email" columns: the preview chose the first, the console sends back {"email": "Email"},
+    # and the import then read the last one: other addresses than the ones previewed.
+    rows = [["Email", "Name", "Email"], ["ann@acmecorp.com", "Ann", "ann.private@example.org"]]
+    preview = imports.preview(w.rt, w.admin, csv_bytes(rows))
+    assert preview["rows"][0]["values"]["email"] == "ann@acmecorp.com"
+    result = do(w, csv_bytes(rows), mapping=preview["mapping"])
+    assert result["created"] == 1 and set(contacts(w)) == {"ann@acmecorp.com"}
+
+
+def apple_card(photo_lines: str) -> str:
+    return (
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nPRODID:-//Apple Inc.//macOS 14.0//EN\r\nN:Ünal;Zoë;;Dr.;\r\n"
+        "FN:Dr. Zoë Ünal\r\nORG:Acme Corp;Research;\r\nTITLE:Head of R&D\r\n"
+        "item1.EMAIL;type=INTERNET;type=HOME:zoe.unal@example.org\r\nitem1.X-ABLabel:_$!<Home>!$_\r\n"
+        "item2.EMAIL;type=pref;type=INTERNET;type=WORK:zoe@acmecorp.com\r\n"
+        "TEL;type=WORK;type=VOICE:+44 20 7946 0000\r\nTEL;type=pref;type=CELL;type=VOICE:+44 7700 900123\r\n"
+        "NOTE:Met at the Berlin fair\\, 2023. Interested in the enterprise plan and in the API for their\r\n"
+        "  own portal.\r\n"
+        f"PHOTO;ENCODING=b;TYPE=JPEG:{photo_lines}\r\nCATEGORIES:VIP,Partners\r\nEND:VCARD\r\n"
+    )
+
+
+def test_a_vcard_3_from_apple_contacts_takes_the_preferred_address_whatever_the_order_of_its_types(w):
+    # TYPE given more than once (type=pref;type=INTERNET): only the last was kept, so "pref" was
+    # lost and the home address became the contact's.
+    import base64
+
+    b64 = base64.b64encode(bytes(range(256)) * 8).decode()
+    card = apple_card("\r\n  ".join(b64[i : i + 72] for i in range(0, len(b64), 72)))
+    result = do(w, io.BytesIO(card.encode()), fmt="vcard")
+    assert (result["created"], result["error_count"]) == (1, 0), result["errors"]
+    assert stored(w, "zoe@acmecorp.com") == ("Zoë Ünal", "Head of R&D", "+44 7700 900123")
+    assert any("photo ignored" in n for n in result["notes"])
+
+
+def test_a_vcard_2_1_from_outlook_is_refused_as_version_2_1(w):
+    # Quoted-printable values with soft line breaks and Latin-1 text were refused as "not a vCard
+    # property" or "not valid UTF-8 text": the admin was not told the version is the problem.
+    qp = (
+        "BEGIN:VCARD\r\nVERSION:2.1\r\nN;CHARSET=ISO-8859-1;ENCODING=QUOTED-PRINTABLE:M=FCller;J=FCrgen\r\n"
+        "FN;CHARSET=ISO-8859-1;ENCODING=QUOTED-PRINTABLE:J=FCrgen M=FCller\r\n"
+        "NOTE;ENCODING=QUOTED-PRINTABLE:Rief am Montag an, m=F6chte ein Angebot f=FCr die Abteilung und ei=\r\n"
+        "nen Termin im M=E4rz\r\nEMAIL;PREF;INTERNET:juergen@muellerag.de\r\nEND:VCARD\r\n"
+    ).encode()
+    latin = "BEGIN:VCARD\r\nVERSION:2.1\r\nFN;CHARSET=ISO-8859-1:René Façade\r\nEMAIL:rene@x.fr\r\nEND:VCARD\r\n"
+    result = do(w, io.BytesIO(qp + latin.encode("latin-1")), fmt="vcard")
+    assert [e["row"] for e in result["errors"]] == [1, 2]
+    assert all("2.1" in e["reason"] for e in result["errors"]), result["errors"]
+    assert contacts(w) == {}
