@@ -5,7 +5,7 @@ contact, a removed mailbox and a folder whose UIDVALIDITY changed."""
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -218,3 +218,43 @@ def test_after_a_uidvalidity_reset_the_kept_summaries_equal_a_recount_and_the_ha
     assert activity(w) == {("Alice Rep", WEEK1): (1, 2, 0), ("Alice Rep", WEEK2): (1, 0, 0)}
     rep = answers(w)["Alice Rep"]
     assert rep[0] == 2 and rep[3] == 1
+
+
+def cold(w, **kw) -> dict[str, str]:
+    with read_only(w.rt.engine) as conn:
+        out = reports.cold_accounts(conn, Actor.operator(w.org_id), **kw)
+    return {r[1]: r[2] for r in out["tables"][0]["rows"]}
+
+
+def days_ago(n: int) -> datetime:
+    return (NOW - timedelta(days=n)).replace(hour=10, minute=0, second=0)
+
+
+def test_cold_accounts_on_a_past_end_date_are_those_quiet_then_whatever_came_after(world, dovecot):
+    w, created = world
+    u = new_imap_user(dovecot, created)
+    box = w.add_imap(A, u)
+    u.deliver(mail("k1@acme.com", CAROL, A, days_ago(130)))
+    u.deliver(mail("k2@globex.com", DAN, A, days_ago(130)))
+    u.deliver(mail("k3@globex.com", DAN, A, days_ago(10)))  # after the end: Globex was quiet on it
+    assert w.sync(box).ok
+    end = (NOW - timedelta(days=40)).date()
+    last = days_ago(130).date().isoformat()
+    assert cold(w, end=end) == {"acme.com": last, "globex.com": last}
+    assert cold(w) == {"acme.com": last}  # today Globex is not cold
+
+
+def test_a_cancelled_meeting_does_not_keep_an_account_warm(world, dovecot):
+    from tests.app.test_report_summaries import calendar_of, meeting, play
+
+    w, created = world
+    u = new_imap_user(dovecot, created)
+    box = w.add_imap(A, u)
+    u.deliver(mail("q1@acme.com", CAROL, A, days_ago(100)))
+    assert w.sync(box).ok
+    cal = calendar_of(w, A)
+    play(w, cal, [meeting("qm", days_ago(20), (A,), status="cancelled")])
+    assert w.scalar("SELECT count(*) FROM interaction WHERE kind = 'meeting'") == 1
+    assert cold(w) == {"acme.com": days_ago(100).date().isoformat()}
+    play(w, cal, [meeting("qm", days_ago(20), (A,), seq=1)])  # it took place after all: not cold
+    assert cold(w) == {}
