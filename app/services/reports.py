@@ -466,7 +466,8 @@ COLD_SORTS = ("strength", "quiet", "name")
 
 
 def quiet_companies(conn: Connection, s: Scope, cutoff: datetime) -> list:
-    """The companies whose last activity is from the range's start to before cutoff, one row per
+    """The companies whose last activity before the range's end (not a cancelled meeting) is from
+    the range's start to before cutoff, one row per
     (company_id, last_at, name, domain, kind, direction) with n: the distinct emails and meetings
     of that kind and direction in the strength window before last_at."""
     rep = (
@@ -476,8 +477,9 @@ def quiet_companies(conn: Connection, s: Scope, cutoff: datetime) -> list:
         else ""
     )
     window = _minus_days(conn, "l.last_at", strength.WINDOW_DAYS)
-    # Each company's last activity is the last entry of its run of ix_participant_company_time,
-    # one index seek per company (10,000 on the bench) instead of grouping all 2.3 M participant
+    # Each company's last activity up to the range's end (what came after does not warm it on that
+    # day; a cancelled meeting never took place) is read from the end of its run of
+    # ix_participant_company_time, one index seek per company (10,000 on the bench) instead of grouping all 2.3 M participant
     # rows by company: 155-228 ms quiet, 326-452 ms at load 6 on 1,000,000 interactions
     # (bench/reports.py, docs/performance.md section 12). Nothing to keep at ingest.
     return conn.execute(
@@ -485,13 +487,17 @@ def quiet_companies(conn: Connection, s: Scope, cutoff: datetime) -> list:
             f"""WITH l AS (
               SELECT company_id, last_at FROM (
                 SELECT k.id AS company_id,
-                  (SELECT MAX(p.occurred_at) FROM participant p WHERE p.org_id = :org AND p.company_id = k.id) AS last_at
+                  (SELECT p.occurred_at FROM participant p JOIN interaction i ON i.id = p.interaction_id
+                   WHERE p.org_id = :org AND p.company_id = k.id AND p.occurred_at < :until
+                     AND (i.kind <> 'meeting' OR COALESCE(i.status, '') <> 'cancelled')
+                   ORDER BY p.occurred_at DESC LIMIT 1) AS last_at
                 FROM company k WHERE k.org_id = :org {rep}
               ) m WHERE last_at < :cutoff AND last_at >= :since
             )
             SELECT l.company_id, l.last_at, k.name, k.domain, i.kind, i.direction, COUNT(DISTINCT i.id) AS n
             FROM l JOIN company k ON k.id = l.company_id
             LEFT JOIN participant p ON p.org_id = :org AND p.company_id = l.company_id AND p.occurred_at >= {window}
+              AND p.occurred_at <= l.last_at
             LEFT JOIN interaction i ON i.id = p.interaction_id AND i.kind IN ('email', 'meeting')
             GROUP BY l.company_id, l.last_at, k.name, k.domain, i.kind, i.direction"""
         ),

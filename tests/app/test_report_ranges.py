@@ -148,10 +148,12 @@ def expected_new(contacts: list[dict], rep: str | None) -> dict[str, dict[tuple[
 
 def expected_cold(contacts: list[dict], activity: list[tuple], rep: str | None) -> dict[str, str]:
     """The definition: the companies (of one rep's mailed contacts) whose last activity of any kind
-    falls from a year before the range's end to 60 days before it: domain -> last activity's day."""
+    up to the range's end falls from a year before that end to 60 days before it (activity after
+    the end does not warm it on that day): domain -> last activity's day."""
     last: dict[int, datetime] = {}
     for firm, at, _ in activity:
-        last[firm] = max(last.get(firm, at), at)
+        if at < UNTIL:
+            last[firm] = max(last.get(firm, at), at)
     if rep is not None:
         theirs = {c["company"] for c in contacts if rep in c["colleagues"] and c["company"] is not None}
         last = {f: at for f, at in last.items() if f in theirs}
