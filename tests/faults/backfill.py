@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 from demodata import generate
 from tests.world import make_world
@@ -52,3 +53,19 @@ def cli_env(world, **extra) -> dict:
         THREADLINE_SYNC_LEASE_SECONDS="300",
         **extra,
     )
+
+
+def fetch_child(pid: int) -> int | None:
+    """The `python -m sync.pipeline` child of a sync process, once it runs."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    for kid in kids:
+        try:
+            argv = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"sync.pipeline" in argv:
+            return int(kid)
+    return None

@@ -14,27 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from tests.faults.backfill import chance, cli_env, fault_seed, world_for
+from tests.faults.backfill import chance, cli_env, fault_seed, fetch_child, world_for
 from tests.faults.timeline import assert_same_timeline, timeline
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 8
-
-
-def _fetch_child(pid: int) -> int | None:
-    """The `python -m sync.pipeline` child of a sync process, once it runs."""
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return None
-    for kid in kids:
-        try:
-            argv = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"sync.pipeline" in argv:
-            return int(kid)
-    return None
 
 
 def test_a_backfill_killed_at_random_many_times_including_its_fetch_child_ends_as_a_clean_import(
@@ -67,7 +51,7 @@ def test_a_backfill_killed_at_random_many_times_including_its_fetch_child_ends_a
         deadline = time.monotonic() + 60
         victim = None
         while proc.poll() is None and time.monotonic() < deadline:
-            child = _fetch_child(proc.pid)
+            child = fetch_child(proc.pid)
             if child and imported() >= when:
                 victim = child if target == "child" else None
                 break

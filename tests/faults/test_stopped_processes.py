@@ -21,7 +21,7 @@ from pathlib import Path
 from sync import pipeline
 from tests.app.test_cli_admin import _ok
 from tests.cli import cli_env
-from tests.faults.backfill import world_for
+from tests.faults.backfill import fetch_child, world_for
 from tests.faults.timeline import assert_same_timeline, timeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +104,7 @@ def test_a_fetch_child_stopped_for_good_fails_the_run_after_the_lease_time_and_t
     def stop_the_child_once_it_has_sent_batches():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not stopped and not finished.is_set():
-            child = _fetch_child(os.getpid())
+            child = fetch_child(os.getpid())
             if child and imported() >= 100:
                 os.kill(child, signal.SIGSTOP)  # and never continued
                 stopped.append(child)
@@ -133,20 +133,6 @@ def test_a_fetch_child_stopped_for_good_fails_the_run_after_the_lease_time_and_t
     second = world.sync(mid, fetch_in_child=True)
     assert second.ok, second
     assert_same_timeline(timeline(world), expected, what="an import whose fetch child was stopped for good")
-
-
-def _fetch_child(parent: int) -> int | None:
-    try:
-        kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    except OSError:
-        return None
-    for kid in kids:
-        try:
-            if b"sync.pipeline" in Path(f"/proc/{kid}/cmdline").read_bytes():
-                return int(kid)
-        except OSError:
-            continue
-    return None
 
 
 def _state(pid: int) -> str:
