@@ -1,5 +1,6 @@
 """A rep's mailbox with a realistic backfill on the test Dovecot, a world to
-import it into, and the seed every fault test draws its random choices from."""
+import it into, the seed every fault test draws its random choices from, and
+the fetch child of a running sync (the process some faults are aimed at)."""
 
 from __future__ import annotations
 
