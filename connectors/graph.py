@@ -1011,10 +1011,12 @@ def _last_entries(items: list) -> list:
     copy the later entry keeps; the last entry is what the folder holds now. Pages are
     batches applied in order, so a later page still overrides an earlier one."""
     last: dict[str, int] = {}
+    named = 0
     for i, item in enumerate(items):
         if isinstance(item, dict) and item.get("id"):
             last[str(item["id"])] = i
-    if len(last) == sum(1 for item in items if isinstance(item, dict) and item.get("id")):
+            named += 1
+    if len(last) == named:  # every item named once: the page as it came
         return items
     return [
         item

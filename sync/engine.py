@@ -298,10 +298,9 @@ def sync_mailbox(
     except DBAPIError as exc:
         # The database cannot take the claim (read-only, full, unreachable): nothing can be
         # recorded there either, so the report and the log carry the reason.
-        if not database_trouble(exc):
+        report = RunReport(mailbox_id)
+        if not _refused_by_the_database(report, exc):
             raise
-        log.error("sync of mailbox %s not started: %s", mailbox_id, _describe(exc))
-        report = RunReport(mailbox_id, error=_describe(exc), error_kind=RunError.DATABASE)
         metrics.observe_run(report)
         return report
     started = time.monotonic()
@@ -314,9 +313,7 @@ def sync_mailbox(
     except (SecretError, DBAPIError) as exc:
         if isinstance(exc, SecretError):  # the connector's secret is unreadable (a wrong key): fail the run, release it
             report.error, report.error_kind = f"internal error: SecretError: {exc}", RunError.INTERNAL
-        elif database_trouble(exc):
-            report.error, report.error_kind = _describe(exc), RunError.DATABASE
-        else:
+        elif not _refused_by_the_database(report, exc):
             raise
         _unless_the_database_refuses(report, lambda: _finish(engine, mailbox_id, worker, report, 0, retry_after=None))
         metrics.observe_run(report)
@@ -411,11 +408,19 @@ def _unless_the_database_refuses(report: RunReport, write: Callable[[], None]) -
     try:
         write()
     except DBAPIError as exc:
-        if not database_trouble(exc):
+        if not _refused_by_the_database(report, exc):
             raise
-        log.error("sync of mailbox %s: not stored: %s", report.mailbox_id, _describe(exc))
-        report.ok = False
-        report.error, report.error_kind = _describe(exc), RunError.DATABASE
+
+
+def _refused_by_the_database(report: RunReport, exc: DBAPIError) -> bool:
+    """Whether exc is the database's own trouble (app/dberrors.py); if so the report (failed,
+    kind database) and the log say what it is."""
+    if not database_trouble(exc):
+        return False
+    log.error("sync of mailbox %s: %s", report.mailbox_id, _describe(exc))
+    report.ok = False
+    report.error, report.error_kind = _describe(exc), RunError.DATABASE
+    return True
 
 
 def _describe(exc: BaseException) -> str:
@@ -543,21 +548,7 @@ def _drop_folders_left_out(engine: Engine, mailbox, folders: list[Folder], worke
                 mailbox["id"],
                 f["name"],
             )
-            skipped = _add_counts(skipped, f["skipped"] or {}, -1)
-            forget_skipped_items(conn, mailbox["id"], f["name"])
-            conn.execute(
-                delete(SyncIssue.__table__).where(
-                    SyncIssue.__table__.c.mailbox_id == mailbox["id"], SyncIssue.__table__.c.folder == f["name"]
-                )
-            )
-        conn.execute(
-            update(MAILBOX)
-            .where(MAILBOX.c.id == mailbox["id"])
-            .values(
-                messages_imported=MAILBOX.c.messages_imported - sum(f["messages"] or 0 for f in gone),
-                skipped=skipped,
-            )
-        )
+            skipped = _forget_folder_counts(conn, mailbox["id"], f["id"], f["name"], skipped)
         conn.execute(delete(FOLDER).where(FOLDER.c.id.in_(ids)))
         drop_meetings_without_copies(conn, mailbox["org_id"], affected)
 
@@ -671,7 +662,7 @@ def _write_batch(
             )
         )
         copies.set_aside(conn, mbx.mailbox_id, mbx.folder_id)
-        mailbox_skipped = _forget_folder_counts(conn, mbx, folder.name, mailbox_skipped)
+        mailbox_skipped = _forget_folder_counts(conn, mbx.mailbox_id, mbx.folder_id, folder.name, mailbox_skipped)
         folder_skipped = {}
     mail = [r for r in batch.records if isinstance(r, MessageRecord)]
     meetings = [r for r in batch.records if isinstance(r, MeetingRecord)]
@@ -740,25 +731,23 @@ def _add_counts(counts: dict, more: dict, sign: int = 1) -> dict:
     return {reason: n for reason, n in merged.items() if n > 0}
 
 
-def _forget_folder_counts(conn, mbx: MailboxContext, folder_name: str, mailbox_skipped: dict) -> dict:
+def _forget_folder_counts(conn, mailbox_id: int, folder_id: int, folder_name: str, mailbox_skipped: dict) -> dict:
     """A folder read again from scratch (new ids) takes back from the mailbox's
     counters what it had counted, and its unreadable messages (listed under the
     old ids) go: the new listing counts and lists them again. Returns the mailbox's
     skipped counts as they are now (given: as they were)."""
-    messages, skipped = conn.execute(
-        select(FOLDER.c.messages, FOLDER.c.skipped).where(FOLDER.c.id == mbx.folder_id)
-    ).one()
+    messages, skipped = conn.execute(select(FOLDER.c.messages, FOLDER.c.skipped).where(FOLDER.c.id == folder_id)).one()
     current = _add_counts(mailbox_skipped, skipped or {}, -1)
     conn.execute(
         update(MAILBOX)
-        .where(MAILBOX.c.id == mbx.mailbox_id)
+        .where(MAILBOX.c.id == mailbox_id)
         .values(messages_imported=MAILBOX.c.messages_imported - (messages or 0), skipped=current)
     )
-    conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(skipped={}, removed=0))
-    forget_skipped_items(conn, mbx.mailbox_id, folder_name)
+    conn.execute(update(FOLDER).where(FOLDER.c.id == folder_id).values(skipped={}, removed=0))
+    forget_skipped_items(conn, mailbox_id, folder_name)
     conn.execute(
         delete(SyncIssue.__table__).where(
-            SyncIssue.__table__.c.mailbox_id == mbx.mailbox_id, SyncIssue.__table__.c.folder == folder_name
+            SyncIssue.__table__.c.mailbox_id == mailbox_id, SyncIssue.__table__.c.folder == folder_name
         )
     )
     return current

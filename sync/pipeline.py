@@ -143,22 +143,17 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
     """`size` bytes, or fewer only at the end of the stream. A buffered reader (the child's
     stdin) loops by itself; a raw one (the parent's end, _Watched) returns what one system call
     read: at most what the pipe holds, 64 KiB."""
-    data = stream.read(size)
-    if data is None:  # a non-blocking stream with nothing to read (ours never are): not the end
-        raise BlockingIOError("the event pipe had nothing to read")
-    if len(data) == size or not data:
-        return data
-    parts = [data]
-    missing = size - len(data)
+    parts: list[bytes] = []
+    missing = size
     while missing:
         more = stream.read(missing)
-        if more is None:
+        if more is None:  # a non-blocking stream with nothing to read (ours never are): not the end
             raise BlockingIOError("the event pipe had nothing to read")
         if not more:
             break
         parts.append(more)
         missing -= len(more)
-    return b"".join(parts)
+    return b"".join(parts)  # one part (a buffered reader's answer) is returned as it is, not copied
 
 
 def _read(stream: IO[bytes]):
