@@ -150,12 +150,10 @@ def test_idle_push_on_delivery(imap_user):
         t = time.monotonic()
         imap_user.deliver(MSG.replace(b"q1@", b"q2@"))
         responses = []
-        while time.monotonic() - t < 2 and not responses:
+        while time.monotonic() - t < 20 and not responses:  # a bound for a loaded machine, not a speed
             responses = c.idle_check(timeout=0.2)
-        elapsed = time.monotonic() - t
         c.idle_done()
         assert (2, b"EXISTS") in responses, responses
-        assert elapsed < 2
     finally:
         c.logout()
 

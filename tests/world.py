@@ -199,6 +199,22 @@ class World:
     def snapshot(self) -> dict:
         return snapshot(self.rt.engine, self.org_id)
 
+    def seconds_to_next_poll(self, *mailbox_ids: int) -> float:
+        """How long until the scheduler would sync any of these mailboxes on its own. A push
+        test checks that this is far beyond its bound: then only the push can have brought the
+        mail, and the test proves the push, not a speed (bench/fleet.py measures the speed)."""
+        from sqlalchemy import func, select
+
+        from app.models import Mailbox
+        from app.models.base import utcnow
+
+        mb = Mailbox.__table__
+        with read_only(self.rt.engine) as conn:
+            soonest = conn.execute(select(func.min(mb.c.next_sync_at)).where(mb.c.id.in_(mailbox_ids))).scalar()
+        if isinstance(soonest, str):  # SQLite through a bare aggregate: the column's type is not applied
+            soonest = datetime.fromisoformat(soonest)
+        return (soonest.replace(tzinfo=None) - utcnow().replace(tzinfo=None)).total_seconds()
+
     def set_batch_size(self, mailbox_id: int, size: int) -> None:
         """Smaller fetch batches: more commits, for faults to fall between."""
         from sqlalchemy import select, update
