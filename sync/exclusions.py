@@ -21,6 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from app.crypto import SecretBox
+from app.db import advisory_locks
 from app.models import ErasedPerson, ExclusionRule, Organisation
 
 KEYED_PREFIX = "k1:"
@@ -128,6 +129,33 @@ def stamp_of(org_id) -> list:
         select(func.count()).select_from(rule).where(rule.c.org_id == org_id).scalar_subquery(),
         select(func.max(rule.c.created_at)).where(rule.c.org_id == org_id).scalar_subquery(),
     ]
+
+
+def _gate(org_id: int) -> int:
+    digest = hashlib.blake2b(f"exclusions\0{org_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# The threat: on PostgreSQL a batch reads the rules and tombstones (stamp_of, in its fencing
+# UPDATE) and writes for a second or so afterwards. An erasure or a new rule that commits in
+# between deleted the person's stored mail, and the batch then wrote their mail back, from the
+# rules it had read. So every batch holds the organisation's exclusions gate shared from its
+# first statement to its commit, and every change to the exclusions holds it exclusively from
+# its first statement: the change waits for the batches in flight (and removes what they
+# wrote), and batches begun meanwhile wait for it and read the new stamp. Each side takes the
+# gate before any other lock, so neither can hold something the other waits for (no deadlock),
+# and a batch never upgrades it. SQLite has one writer at a time: nothing to do there.
+
+
+def hold_for_batch(conn: Connection, org_id: int) -> None:
+    """The gate, shared, until commit: a batch's first statement (PostgreSQL)."""
+    advisory_locks(conn, [(_gate(org_id), False)])
+
+
+def hold_for_change(conn: Connection, org_id: int) -> None:
+    """The gate, exclusively, until commit: the first statement of a change to the rules or
+    tombstones (PostgreSQL)."""
+    advisory_locks(conn, [(_gate(org_id), True)])
 
 
 def load(conn: Connection, org_id: int, box: SecretBox) -> Exclusions:

@@ -35,7 +35,7 @@ from app.services.actor import Actor, changing
 from app.services.admin import chunks, remove_from_timeline
 from app.services.errors import Invalid
 from app.services.orgs import clean_address
-from sync import reportsums
+from sync import exclusions, reportsums
 from sync.exclusions import erased_hash, erasure_key, tombstone_hashes
 
 C, CA, CO, I, P = (
@@ -267,6 +267,7 @@ def erase_person(rt, actor: Actor, email: str, *, confirm: bool = False) -> dict
 
 
 def _erase(conn: Connection, org_id: int, email: str, *, actor_id: int | None, box: SecretBox) -> dict:
+    exclusions.hold_for_change(conn, org_id)  # no batch in flight writes their mail back afterwards
     address = clean_address(email)
     contact_id, addresses = _addresses(conn, org_id, address)
     # Interactions they took part in; those with no other external person go entirely.

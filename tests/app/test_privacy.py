@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.api import create_app
@@ -297,3 +298,50 @@ def test_the_exclusions_stamp_moves_when_the_newest_rule_is_replaced(tmp_path):
     again = rules.add_rule(w.rt, actor, value="typo@acme.com")
     assert again["id"] == newest["id"] or w.rt.engine.dialect.name != "sqlite"  # the id came back
     assert stamp() != before
+
+
+@pytest.mark.parametrize("change", ["erasure", "never-log rule"])
+def test_a_change_to_the_exclusions_made_while_a_batch_writes_waits_for_it_and_removes_what_it_wrote(
+    tmp_path, imap_user, monkeypatch, change
+):
+    # On PostgreSQL the batch had read the exclusions before the change committed, and then
+    # wrote the person's new mail back onto the timeline (sync/exclusions.py: the gate).
+    import threading
+
+    import sync.engine as engine_module
+    from app.services import rules
+
+    w = make_world(tmp_path)
+    imap_user.deliver(message("Erin <erin@acme.com>", "alice@ourco.com", "Before", msgid="e0@acme"))
+    mid = w.add_imap("alice@ourco.com", imap_user)
+    assert w.sync(mid, fetch_in_child=False).ok
+    imap_user.deliver(message("Erin <erin@acme.com>", "alice@ourco.com", "During", msgid="e1@acme"))
+    imap_user.deliver(message("Dan <dan@acme.com>", "alice@ourco.com", "Hello", msgid="d1@acme"))
+    real_ingest, writing, go_on = engine_module.ingest, threading.Event(), threading.Event()
+
+    def ingest_after_a_pause(conn, org, mbx, mail):
+        if mail and not writing.is_set():  # the batch has read its stamp and holds its locks
+            writing.set()
+            go_on.wait(30)
+        return real_ingest(conn, org, mbx, mail)
+
+    monkeypatch.setattr(engine_module, "ingest", ingest_after_a_pause)
+    reports: list = []
+    sync = threading.Thread(target=lambda: reports.append(w.sync(mid, fetch_in_child=False)))
+    sync.start()
+    assert writing.wait(30)
+    actor = Actor.operator(w.org_id)
+    if change == "erasure":
+        act = lambda: privacy.erase_person(w.rt, actor, "erin@acme.com", confirm=True)  # noqa: E731
+    else:
+        act = lambda: rules.add_rule(w.rt, actor, value="erin@acme.com")  # noqa: E731
+    changing = threading.Thread(target=act)
+    changing.start()
+    changing.join(2)  # the old code committed here, under the batch's feet
+    go_on.set()
+    sync.join(60)
+    changing.join(60)
+    assert not sync.is_alive() and not changing.is_alive()
+    assert reports and reports[0].ok
+    assert w.sql("SELECT subject FROM interaction ORDER BY subject") == [("Hello",)]
+    assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@acme.com'") == 0
