@@ -96,6 +96,9 @@ from connectors.mailparse import message_ids, message_key_for, snippet_of
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 MAX_CONCURRENT = 4  # Graph: at most 4 concurrent requests per app and mailbox
 PAGE_SIZE = 1000
+# Ids that stay when an item moves to another folder. The preference applies to the one request
+# that carries it (Graph's "Obtain immutable identifiers" page), so every item request sends it.
+IMMUTABLE_IDS = {"Prefer": 'IdType="ImmutableId"'}
 CALENDAR_FOLDER = "calendar:Calendar"
 # What each Graph mailbox subscribes to for change notifications.
 SUBSCRIBED = ("mailFolders('inbox')/messages", "events")
@@ -459,7 +462,7 @@ class GraphConnector:
         return data
 
     def _prefer(self, *extra: str) -> dict:
-        return {"Prefer": ", ".join((f"odata.maxpagesize={self.page_size}", 'IdType="ImmutableId"') + extra)}
+        return {"Prefer": ", ".join((f"odata.maxpagesize={self.page_size}", IMMUTABLE_IDS["Prefer"]) + extra)}
 
     # -- folders ----------------------------------------------------------------
     def list_folders(self) -> list[Folder]:
@@ -565,7 +568,7 @@ class GraphConnector:
             return f"{self.user_path}/mailFolders/{quote(fid)}/messages/delta?$select={select}"
 
         def convert(items: list, incremental: bool, base: dict):
-            records, bad, removed = self._messages(items, incremental, base, None if incremental else since)
+            records, bad, removed = self._messages(items, None if incremental else since)
             self._transport_facts(records, folder.role)
             return records, bad, removed
 
@@ -663,8 +666,10 @@ class GraphConnector:
         finally:
             pending.cancel()
 
-    def _messages(self, items: list, incremental: bool, base: dict, since: datetime | None = None):
-        """since: the backfill window's start, for a first round (older mail is passed over)."""
+    def _messages(self, items: list, since: datetime | None):
+        """since: the backfill window's start, for a first round (older mail is passed over).
+        Later rounds read what they list whatever its date, as IMAP reads every new UID: old
+        mail moved into the folder is new to it."""
         records, bad, removed = [], [], []
         for item in items:
             rid = item.get("id") if isinstance(item, dict) else None
@@ -749,6 +754,7 @@ class GraphConnector:
                     self.get_json,
                     f"{self.user_path}/messages/{quote(r.remote_id, safe='')}?$select=internetMessageHeaders",
                     what=what,
+                    headers=IMMUTABLE_IDS,
                 ),
             )
             for r in wanted
@@ -878,6 +884,7 @@ class GraphConnector:
                 data = self.get_json(
                     f"{self.user_path}/events/{quote(master_id)}?$select={MASTER_FIELDS}",
                     what="reading a recurring meeting's series",
+                    headers=IMMUTABLE_IDS,
                 )
             except BadDataError:
                 return master_id, None

@@ -588,6 +588,7 @@ def test_calendar_events_become_meetings(graph):
             == f"ical:UID-SERIES/{starts[0].strftime('%Y-%m-%dT%H:%M:%SZ')}"
         )
         assert sum(1 for _, p in graph.requests if f"/events/{master}" in p) == 1
+        assert graph.mutable_id_reads == []  # the series was read by the immutable id the delta gave
 
         # Next round: an occurrence deleted, an event loses its attendees, one new.
         graph.delete_event(USER, occ[2])

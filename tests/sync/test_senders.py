@@ -313,6 +313,8 @@ def test_mail_claiming_a_colleague_in_microsoft_365_counts_as_theirs_only_when_e
     # Headers are read only for mail claiming a colleague and written to someone outside.
     asked = [path for method, path in graph.requests if "internetMessageHeaders" in path]
     assert len(asked) == 2, asked
+    # by the ids the delta gave, which stay only for requests that ask for immutable ids
+    assert graph.mutable_id_reads == []
 
 
 @pytest.fixture

@@ -159,6 +159,9 @@ class FakeGraph:
             self.subscriptions: dict[str, dict] = {}
             self.notification_rewrite: tuple[str, str] | None = None  # (public prefix, reachable prefix)
             self.requests: list[tuple[str, str]] = []  # (method, path?query) of Graph calls
+            # Item reads sent without Prefer: IdType="ImmutableId" (the preference applies to one
+            # request only; such a read hands out an id that changes when the item moves)
+            self.mutable_id_reads: list[str] = []
             self.token_requests: list[str] = []  # grant types seen by the token endpoint
             self.inflight: dict[str, int] = {}
             self.max_inflight: dict[str, int] = {}
@@ -865,6 +868,9 @@ class FakeGraph:
                 return _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
             item = {k: v for k, v in found[1].items() if not k.startswith("_") and v is not None}
             item["id"] = mid
+            if not fake._immutable(request):
+                fake.mutable_id_reads.append(request.url.path)
+                item["id"] = f"{next(f for f, items in box.messages.items() if plain in items)}~{plain}"
             select = request.query_params.get("$select")
             if not select or "internetMessageHeaders" not in select.split(","):
                 # "Returned only on applying a $select query option."
@@ -884,6 +890,8 @@ class FakeGraph:
             ev = {k: v for k, v in ev.items() if v is not None} if ev is not None else None
             if ev is None:
                 return _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+            if not fake._immutable(request):
+                fake.mutable_id_reads.append(request.url.path)
             return fake._select(
                 {k: v for k, v in ev.items() if not k.startswith("_")}, request.query_params.get("$select")
             )
@@ -1185,13 +1193,17 @@ class FakeGraph:
                 "step": 0,
             }
 
+    @staticmethod
+    def _immutable(request: Request) -> bool:
+        return 'idtype="immutableid"' in request.headers.get("prefer", "").lower()
+
     def _page(self, request: Request, box: UserBox, kind: str, state: dict, size: int, headers: dict) -> Response:
         offset, ids = state["offset"], state["ids"]
         chunk = ids[offset : offset + size]
         parts = []
         # Without Prefer: IdType="ImmutableId" Graph hands out ids that change when
         # a message moves to another folder; the fake makes them folder-bound too.
-        immutable = kind != "messages" or 'idtype="immutableid"' in request.headers.get("prefer", "").lower()
+        immutable = kind != "messages" or self._immutable(request)
 
         def visible(item_id: str) -> str:
             return item_id if immutable else f"{state['folder']}~{item_id}"
