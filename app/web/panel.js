@@ -14,6 +14,7 @@
   const MSAL_SRI = "sha384-8zg7Eb13Jv4vByCkXozj1LKSUykPghS+Zp1Q9BA8lYkMDbushxoDjh+RQ+4r1DNd";
   const TOKEN_KEY = "threadline.token";
   const LOADING_AFTER_MS = 200; // a quicker answer replaces the last person without a flash of "Loading"
+  const ANSWER_WITHIN_MS = 20000; // then a call is given up and the rep told so (api below)
   const body = document.body;
   const mode = body.dataset.mode; // outlook | panel
   const inOutlook = mode === "outlook";
@@ -195,17 +196,35 @@
     const token = await bearer();
     if (!token) throw new ApiError(401, "Sign in to see this person's history.");
     const headers = { Accept: "application/json", Authorization: "Bearer " + token };
-    const init = { method, headers, cache: "no-store" };
+    // A server that never answers must not leave "Loading …" (or a form being sent) on screen for good.
+    const gaveUp = new AbortController();
+    const timer = setTimeout(() => gaveUp.abort(), ANSWER_WITHIN_MS);
+    const init = { method, headers, cache: "no-store", signal: gaveUp.signal };
     if (payload !== undefined) { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(payload); }
-    let r;
+    let r, data = null;
     try {
       r = await fetch(path, init);
+      try { data = await r.json(); } catch (e) { if (gaveUp.signal.aborted) throw e; data = null; }
     } catch (e) {
+      if (gaveUp.signal.aborted) {
+        const waited = "Threadline did not answer within " + ANSWER_WITHIN_MS / 1000 + " seconds";
+        // A change may have been made all the same: saving it again blindly could make it twice.
+        throw new ApiError(0, method === "GET" ? waited + ": try again." : waited + ". It may have been saved all the same: look before saving again.");
+      }
       // No answer at all (offline, server down, refused): the browser's "Failed to fetch" says nothing to a rep.
       throw new ApiError(0, "Threadline could not be reached: check your connection, then try again.");
+    } finally {
+      clearTimeout(timer);
     }
-    let data = null;
-    try { data = await r.json(); } catch (e) { data = null; }
+    if (r.status === 401) {
+      // The token was revoked or has expired while the pane was open: forget it, and offer a
+      // sign-in above whatever the rep was doing, so a note being typed is not lost.
+      if (state.entra && state.entra.token === token) state.entra = null;
+      else storeToken(null);
+      offerSignIn();
+      const reason = data && typeof data.detail === "string" ? data.detail : "the token was revoked or has expired";
+      throw new ApiError(401, "your sign-in was refused (" + reason + "): sign in again.");
+    }
     if (!r.ok) {
       const detail = data && typeof data.detail === "string" ? data.detail : ("HTTP " + r.status);
       const err = new ApiError(r.status, detail);
@@ -221,36 +240,58 @@
   }
 
   // -- sign-in ---------------------------------------------------------------------------
-  function showSignIn(message) {
-    state.seq++;
-    body.dataset.state = "signin";
-    clear(main);
+  // The ways to sign in (a personal access token; Microsoft in Outlook when configured); `done`
+  // runs once signed in. Used by the sign-in screen and by the strip offered mid-session.
+  function signInControls(err, done) {
     const input = el("input", { type: "password", autocomplete: "off", spellcheck: "false", name: "token" });
-    const err = el("p", { class: "error", role: "alert", text: message || "" });
     const form = el("form", {
+      class: "token-form",
       onsubmit: async ev => {
         ev.preventDefault();
         const token = input.value.trim();
         if (!token) { err.textContent = "Paste your personal access token."; return; }
         storeToken(token);
-        start();
+        done();
       },
     },
     field("Personal access token", input),
     el("p", { class: "muted", text: "Ask your admin for one (threadline user token you@company.com). It is kept on this device." }),
     el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Save token" })));
-    main.append(el("h1", { text: "Sign in to Threadline" }), err);
+    const parts = [];
     if (inOutlook && state.config && state.config.entra) {
-      main.append(el("div", { class: "actions" }, el("button", {
+      parts.push(el("div", { class: "actions" }, el("button", {
         type: "button", class: "primary", text: "Sign in with Microsoft",
         onclick: async () => {
-          try { storeToken(null); await entraToken(true); start(); }
+          try { storeToken(null); await entraToken(true); done(); }
           catch (e) { err.textContent = "Microsoft sign-in failed: " + e.message; }
         },
       })), el("p", { class: "muted", text: "Not on Microsoft 365? Use a personal access token:" }));
     }
-    main.append(form);
+    parts.push(form);
+    return { parts, input };
+  }
+
+  function showSignIn(message) {
+    state.seq++;
+    body.dataset.state = "signin";
+    clear(main);
+    const err = el("p", { class: "error", role: "alert", text: message || "" });
+    const { parts, input } = signInControls(err, start);
+    main.append(el("h1", { text: "Sign in to Threadline" }), err, ...parts);
     input.focus();
+  }
+
+  // Mid-session (a note half typed, a task being ticked): sign in above it, keep everything else.
+  function offerSignIn() {
+    if (body.dataset.state === "signin" || document.getElementById("reauth")) return;
+    const err = el("p", { class: "error", role: "alert",
+      text: "Your sign-in has ended: the token was revoked or has expired. Sign in again here; what you typed stays below." });
+    const { parts } = signInControls(err, () => {
+      strip.remove();
+      say("Signed in again: you can save now.", "okay");
+    });
+    const strip = el("section", { id: "reauth", class: "reauth", "aria-label": "Sign in again" }, err, ...parts);
+    main.prepend(strip);
   }
 
   // -- the mail being read (Outlook) ------------------------------------------------------

@@ -149,3 +149,54 @@ def test_done_on_a_follow_up_with_the_keyboard_moves_the_focus_to_the_next_one(s
         page.wait_for_selector("#status:has-text('Done.')")
         assert focused(page) == "BUTTON Done"
         assert page.evaluate("document.activeElement.closest('li').dataset.followup") == second
+
+
+def test_a_token_revoked_while_a_note_is_typed_offers_a_sign_in_above_it_and_the_note_is_saved_once_after(site, page):  # noqa: F811
+    from app.services import orgs
+    from app.services.actor import Actor
+
+    sd, base = site
+    actor = Actor.operator(sd.world.org_id)
+    issued = orgs.create_token(sd.rt, actor, sd.users["alice"], "pane, revoked")
+    open_pane(page, base, mail(("Jane Doe", JANE)), token=issued["token"])
+    wait_state(page, "ready", JANE)
+    page.get_by_role("button", name="Add note", exact=True).click()
+    note = page.locator("form.note-form textarea[name=note]")
+    text = "Revoked mid-note: wants the pilot in Q3"
+    note.fill(text)
+    orgs.revoke_token(sd.rt, actor, issued["id"])
+    page.locator("form.note-form button[type=submit]").click()
+    page.wait_for_selector("#reauth", timeout=10_000)
+    assert page.locator("#status").inner_text() == (
+        "Note not saved: your sign-in was refused (invalid or revoked token): sign in again."
+    )
+    assert "revoked or has expired" in page.locator("#reauth [role=alert]").inner_text()
+    assert note.input_value() == text  # nothing the rep typed is lost
+    fresh = orgs.create_token(sd.rt, actor, sd.users["alice"], "pane, fresh")
+    page.locator("#reauth input[name=token]").fill(fresh["token"])
+    page.locator("#reauth button[type=submit]").click()
+    page.wait_for_selector("#status:has-text('Signed in again')")
+    assert page.locator("#reauth").count() == 0 and note.input_value() == text
+    page.locator("form.note-form button[type=submit]").click()
+    page.wait_for_selector("#status:has-text('Note added')")
+    assert sd.world.scalar("SELECT count(*) FROM interaction WHERE kind = 'note' AND body = :b", b=text) == 1
+    # The new token is the one kept on this device.
+    assert page.evaluate("localStorage.getItem('threadline.token')") == fresh["token"]
+
+
+def test_a_server_that_never_answers_is_given_up_after_twenty_seconds_with_a_way_to_try_again(site, page):  # noqa: F811
+    sd, base = site
+    page.clock.install()
+    open_pane(page, base, mail(("Jane Doe", JANE)), token=sd.tokens["alice"])
+    wait_state(page, "ready", JANE)
+    page.route("**/api/lookup*", lambda route: None)  # taken, never answered
+    page.evaluate("item => window.__officeStub.selectItem(item)", mail(("Mark Roe", MARK)))
+    page.wait_for_selector("main .loading:has-text('Loading Mark Roe')")
+    page.clock.fast_forward(19_000)
+    assert page.evaluate("document.body.dataset.state") == "loading"
+    page.clock.fast_forward(2_000)
+    wait_state(page, "error", MARK)
+    assert "did not answer within 20 seconds" in page.locator("main [role=alert]").inner_text()
+    page.unroute_all(behavior="ignoreErrors")
+    page.get_by_role("button", name="Try again").click()
+    wait_state(page, "ready", MARK)
