@@ -280,6 +280,11 @@ class MessageRecord:
     # References joins the thread Gmail put it in).
     provider_id: str | None = None
     provider_thread: str | None = None
+    # The iMIP method (REQUEST, REPLY, CANCEL, COUNTER...) when the message is a calendar
+    # message: an invitation, its acceptance or its cancellation. The meeting it carries is
+    # read as a meeting; as mail it neither opens nor closes a follow-up (sync/followups.py).
+    # Graph's plain eventMessage does not say which it is and reads as REQUEST.
+    invitation: str | None = None
 
 
 @dataclass(slots=True)

@@ -715,6 +715,7 @@ class GraphConnector:
             references=[],
             conversation=str(item.get("conversationId") or "") or None,
             auto_reply=subject.lower().startswith(AUTO_REPLY_PREFIXES),
+            invitation=_calendar_message(item),
             # bodyPreview is Graph's first 255 characters of the text: the snippet stops at a
             # quoted reply in it as over IMAP, but it is too short for a signature (the body or
             # uniqueBody would cost a download of the whole text per message).
@@ -998,6 +999,16 @@ class GraphConnector:
 
 
 # -- helpers --------------------------------------------------------------------------
+
+# Graph types a meeting request, its cancellation and an attendee's answer as eventMessage
+# subtypes, named by @odata.type. A plain eventMessage may be a request or a cancellation (only
+# meetingMessageType, a property of the subtype the delta's $select cannot name, would say).
+_EVENT_MESSAGE_TYPES = {"eventmessage": "REQUEST", "eventmessagerequest": "REQUEST", "eventmessageresponse": "REPLY"}
+
+
+def _calendar_message(item: dict) -> str | None:
+    """The iMIP method an eventMessage stands for; None for ordinary mail."""
+    return _EVENT_MESSAGE_TYPES.get(str(item.get("@odata.type") or "").rpartition(".")[2].lower())
 
 
 def _graph_error(resp: httpx.Response) -> tuple[str, str]:

@@ -740,6 +740,12 @@ class ImapConnector:
         mails = {r.remote_id: r for r in records if isinstance(r, MessageRecord)}
         for uid, (info, raw) in sorted(parts.items()):
             base = f"{uidvalidity}/{uid}#ics"
+            mail = mails.get(f"{uidvalidity}/{uid}")
+            # RFC 6047: an iMIP part names its method in its Content-Type (a plain .ics file
+            # attached to a written email has none, and that email stays ordinary mail).
+            method = str(info.get("method") or "").strip().upper()
+            if mail is not None and method:
+                mail.invitation = method
             if raw is None:
                 size = info.get("size", 0)
                 bad.append(
@@ -759,7 +765,8 @@ class ImapConnector:
             except Exception as exc:  # noqa: BLE001 - one invitation never stops the folder
                 bad.append(BadRecord(base, f"unreadable invitation: {type(exc).__name__}: {exc}"[:300]))
                 continue
-            mail = mails.get(f"{uidvalidity}/{uid}")
+            if mail is not None and not mail.invitation:  # an .ics attached alone, its METHOD inside
+                mail.invitation = next((m.method for m in parsed.records if m.method), None)
             sender = mail.from_[0][1].strip().lower() if mail is not None and mail.from_ else None
             for meeting in parsed.records:
                 trusted = _from_its_author(meeting, sender)

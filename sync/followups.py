@@ -11,8 +11,8 @@ copy) changes nothing, so the result is the same whatever order mail arrives in.
 Across threads (a reply that started a new thread), the same people close it: an inbound
 email from anyone at the contact's company closes that company's open "waiting" rows sent
 before it (within WINDOW), an outbound one to a contact closes what we owed them. A meeting
-with them closes "waiting" too (sweep()). Auto-replies and machine mail (interaction.automated)
-never open or close anything; internal-only and bulk mail never reach the timeline at all.
+with them closes "waiting" too (sweep()). Auto-replies, machine mail and calendar messages
+(interaction.automated) never open or close anything; internal-only and bulk mail never reach the timeline at all.
 
 `sweep()` is the scheduled part (sync/scheduler.py): broken-thread replies and meetings that
 arrived before the message they answer (backfill runs newest first), and "going quiet".
@@ -616,10 +616,12 @@ def _answered(found, since: datetime, thread_key: str) -> bool:
 
 
 def is_automated(record) -> bool:
-    """Auto-replies (Auto-Submitted: auto-replied, X-Autoreply, the usual subject prefixes) and
-    bulk or machine mail kept on the timeline (bulk detection off) never open or close a follow-up."""
+    """Auto-replies (Auto-Submitted: auto-replied, X-Autoreply, the usual subject prefixes),
+    bulk or machine mail kept on the timeline (bulk detection off) and calendar messages (an
+    invitation, "Accepted: ...", a cancellation: the meeting itself counts, see sweep()) never
+    open or close a follow-up."""
     subject = (record.subject or "").lower()
-    return bool(record.auto_reply or record.bulk or subject.startswith(AUTO_REPLY_PREFIXES))
+    return bool(record.auto_reply or record.bulk or record.invitation or subject.startswith(AUTO_REPLY_PREFIXES))
 
 
 def events_from_ingest(

@@ -274,6 +274,39 @@ def test_message_fields_and_key_match_imap(graph):
     assert [x.remote_id for x in bads] == [bad] and "sender" in bads[0].reason
 
 
+def test_meeting_requests_answers_and_cancellations_are_calendar_messages(graph):
+    # Graph types them as eventMessage subtypes (@odata.type); a plain eventMessage (a cancellation
+    # here) does not say which it is, and reads as a request.
+    kinds = {
+        "Invitation: Demo": {
+            "@odata.type": "#microsoft.graph.eventMessageRequest",
+            "meetingMessageType": "meetingRequest",
+        },
+        "Accepted: Demo": {
+            "@odata.type": "#microsoft.graph.eventMessageResponse",
+            "meetingMessageType": "meetingAccepted",
+        },
+        "Declined: Demo": {"@odata.type": "#microsoft.graph.eventMessageResponse"},
+        "Canceled: Demo": {"@odata.type": "#microsoft.graph.eventMessage", "meetingMessageType": "meetingCancelled"},
+        "Demo notes": {},
+    }
+    for subject, extra in kinds.items():
+        graph.add_message(USER, subject=subject, sender=("Carla Buyer", "carla@acme.com"), extra=extra)
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        records = {r.subject: r.invitation for b in drain(c, folder(c, "Inbox")) for r in b.records}
+    finally:
+        c.close()
+    assert records == {
+        "Invitation: Demo": "REQUEST",
+        "Accepted: Demo": "REPLY",
+        "Declined: Demo": "REPLY",
+        "Canceled: Demo": "REQUEST",
+        "Demo notes": None,
+    }
+
+
 def test_expired_delta_state_restarts_the_folder_with_reset(graph):
     ids = [graph.add_message(USER, subject=f"S{i}") for i in range(12)]
     mailbox, secret = tenant_mailbox(graph)

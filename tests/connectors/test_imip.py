@@ -127,6 +127,13 @@ def test_request_reply_cancel_from_mail(imap_user):
     messages, meetings, bad, batches = fetch_all(imap_user)
     assert bad == []
     assert sorted(m.message_key for m in messages) == ["cancel@ext.com", "plain@x", "reply@ext.com", "req@ext.com"]
+    # As mail they are calendar messages (no follow-up is opened or closed by them); the plain one is not.
+    assert {m.message_key: m.invitation for m in messages} == {
+        "cancel@ext.com": "CANCEL",
+        "plain@x": None,
+        "reply@ext.com": "REPLY",
+        "req@ext.com": "REQUEST",
+    }
     by_method = {m.method: m for m in meetings}
     assert sorted(by_method) == ["CANCEL", "REPLY", "REQUEST"] and len(meetings) == 3
     r = by_method["REQUEST"]

@@ -241,6 +241,39 @@ def test_a_bounce_is_not_the_customers_answer_nor_an_email_to_answer(tmp_path, i
     assert world.scalar("SELECT count(*) FROM contact WHERE primary_email LIKE 'microsoftexchange%'") == 0
 
 
+def test_an_invitation_and_its_acceptance_open_no_follow_up_while_the_customers_written_question_does(
+    tmp_path, imap_user_factory, db_url
+):
+    from tests.connectors.test_imip import SOON, event, invitation, stamp, vcalendar
+
+    world = make_world(tmp_path, url=db_url)
+    alice = imap_user_factory()
+    box = world.add_imap("alice@ourco.com", alice)
+    demo = dict(organizer="alice@ourco.com", summary="Demo")
+    request = vcalendar(
+        event("demo@ourco.com", stamp(SOON), attendees=(("carol@acme.com", "NEEDS-ACTION"),), **demo), method="REQUEST"
+    )
+    accepted = vcalendar(
+        event("demo@ourco.com", stamp(SOON), attendees=(("carol@acme.com", "ACCEPTED"),), **demo), method="REPLY"
+    )
+    invite = invitation(request, msgid="inv1@ourco.com", frm="Alice <alice@ourco.com>", to="carol@acme.com")
+    alice.deliver(invite, folder="Sent")
+    answer = invitation(
+        accepted, method="REPLY", msgid="acc1@acme.com", frm="Carol <carol@acme.com>", subject="Accepted: Demo"
+    )
+    alice.deliver(answer)
+    alice.deliver(message("carol@acme.com", "alice@ourco.com", "Agenda?", msgid="q1@acme.com", when=NOW - DAY))
+    world.sync(box)
+    # Booking the meeting is not waiting on Carol, and her acceptance is owed no answer; her question is.
+    assert _rows(world) == [("owe", "alice@ourco.com", "carol@acme.com", "open", None)]
+    assert world.scalar("SELECT thread_key FROM followup") == world.scalar(
+        "SELECT thread_key FROM interaction WHERE message_key = 'q1@acme.com'"
+    )
+    # Both stay on the timeline as mail, and the meeting is there.
+    assert world.scalar("SELECT count(*) FROM interaction WHERE kind = 'email'") == 3
+    assert world.scalar("SELECT count(*) FROM interaction WHERE kind = 'meeting'") == 1
+
+
 def test_a_meeting_closes_waiting_and_a_quiet_key_account_opens_going_quiet(tmp_path, imap_user_factory):
     world = make_world(tmp_path)
     alice = imap_user_factory()
