@@ -35,6 +35,7 @@ from app.models.base import utcnow
 from app.services import audit, segments
 from app.services.actor import Actor, authorise
 from app.services.errors import Invalid
+from app.services.people import tags_cell
 from app.services.vcard import write_card
 from connectors.normalise import full_name
 
@@ -84,7 +85,7 @@ def _contact_cells(r: dict) -> list:
         r.get("title"),
         r.get("phone"),
         r.get("stage"),
-        ", ".join(r.get("tags") or []),
+        tags_cell(r.get("tags") or []),
         r.get("owner_email"),
         company.get("name"),
         company.get("domain"),

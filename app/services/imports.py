@@ -33,7 +33,7 @@ from app.services import audit
 from app.services.actor import Actor, changing
 from app.services.errors import Invalid, ServiceError
 from app.services.exports import FORMULA_START
-from app.services.people import ENRICHED, STAGES, TEXT_LIMITS, clean_tags, typed
+from app.services.people import ENRICHED, STAGES, TEXT_LIMITS, clean_tags, tags_from_cell, typed
 from app.services.vcard import read_cards
 from connectors.normalise import person_name
 from sync import addresses as addr
@@ -373,9 +373,7 @@ def _clean_contact(rec: Record, ctx: dict) -> None:
             return
         out["stage"] = stage
     tags_cell = v.get("tags") or ""
-    raw_tags = (
-        tags_cell if isinstance(tags_cell, list) else [t for t in tags_cell.replace(";", ",").split(",") if t.strip()]
-    )
+    raw_tags = tags_cell if isinstance(tags_cell, list) else tags_from_cell(tags_cell)
     if raw_tags:
         try:
             out["tags"] = clean_tags(raw_tags)

@@ -48,6 +48,42 @@ def clean_tags(values: list[str]) -> list[str]:
     return out
 
 
+def tags_cell(tags: list[str]) -> str:
+    """The tags in one cell of a file: comma separated; a tag that holds a comma, a semicolon
+    or a double quote is written in double quotes (a quote doubled), so that it comes back one."""
+
+    def one(tag: str) -> str:
+        return '"' + tag.replace('"', '""') + '"' if any(c in tag for c in ',;"') else tag
+
+    return ", ".join(one(t) for t in tags)
+
+
+def tags_from_cell(cell: str) -> list[str]:
+    """A file's tags cell: separated by commas or semicolons (as spreadsheets and other CRMs
+    write them), a tag in double quotes taken whole (as tags_cell writes one)."""
+    tags, part, quoted, i = [], [], False, 0
+    while i < len(cell):
+        ch = cell[i]
+        if quoted:
+            if ch == '"' and cell[i + 1 : i + 2] == '"':
+                part.append('"')
+                i += 1
+            elif ch == '"':
+                quoted = False
+            else:
+                part.append(ch)
+        elif ch == '"' and not "".join(part).strip():
+            quoted, part = True, []
+        elif ch in ",;":
+            tags.append("".join(part))
+            part = []
+        else:
+            part.append(ch)
+        i += 1
+    tags.append("".join(part))
+    return [t.strip() for t in tags if t.strip()]
+
+
 def _clean_text(field: str, value: str | None) -> str | None:
     if value is None:
         return None

@@ -17,7 +17,7 @@ from app.services.actor import Actor
 from app.services.errors import Invalid
 from app.services.exports import neutralise
 from app.services.vcard import read_cards
-from tests.world import make_world
+from tests.world import json_value, make_world
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -405,6 +405,20 @@ def test_a_csv_export_re_imports_unchanged_though_its_formula_cells_carry_an_apo
     again = do(w, io.BytesIO(exported.encode()))
     assert (again["unchanged"], again["updated"], again["error_count"]) == (3, 0, 0)
     assert w.sql("SELECT primary_email, name, title, phone FROM contact ORDER BY primary_email") == before
+
+
+def test_a_tag_holding_a_comma_comes_back_from_a_csv_export_as_one_tag(w):
+    # The export joined tags with ", ", and its import split "Acme, Inc" into two new tags.
+    tags = ["vip", "Acme, Inc", 'the "A" list', "EMEA; DACH"]
+    people.create_contact(w.rt, w.op, email="ann@globexcorp.com", name="Ann", tags=tags)
+    seg = segments.create_segment(w.rt, w.alice, name="Everyone", filters={})
+    _, chunks = exports.export_segment(w.rt, w.alice, segment_id=seg["id"], fmt="csv")
+    again = do(w, io.BytesIO("".join(chunks).encode()))
+    assert (again["unchanged"], again["updated"], again["error_count"]) == (1, 0, 0)
+    assert json_value(w.scalar("SELECT tags FROM contact WHERE primary_email = 'ann@globexcorp.com'")) == tags
+    # Cells written by people and other tools: commas or semicolons, spaces around them.
+    assert people.tags_from_cell(" vip;emea , ,  key account ") == ["vip", "emea", "key account"]
+    assert people.tags_from_cell('"Acme, Inc"; b') == ["Acme, Inc", "b"]
 
 
 OUTLOOK = [
