@@ -129,6 +129,13 @@ def pytest_addoption(parser):
         default=os.environ.get("THREADLINE_TEST_DATABASE") or "sqlite",
         help="the database each test's runtime gets (default: sqlite, or THREADLINE_TEST_DATABASE)",
     )
+    parser.addoption(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run part I of N of the selected tests: whole test files, balanced by their tests' weight "
+        "(./run test runs the parts of both passes side by side)",
+    )
 
 
 def pytest_configure(config):
@@ -155,6 +162,38 @@ def pytest_collection_modifyitems(config, items):
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
+    _keep_shard(config, items)
+
+
+# A test that starts or uses a real server (Dovecot, PostgreSQL, Chromium...) takes several times
+# as long as one that does not: the weight the parts are balanced by.
+SERVER_WEIGHT = 4
+
+
+def _keep_shard(config, items) -> None:
+    """--shard I/N: the files go, heaviest first, to the lightest part so far (a file stays whole,
+    so its module fixtures are built once); the same on every run of the same selection."""
+    spec = config.getoption("shard")
+    if not spec:
+        return
+    index, count = (int(x) for x in spec.split("/"))
+    if not 1 <= index <= count:
+        raise pytest.UsageError(f"--shard {spec}: I must be between 1 and N")
+    weight: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        weight[path] = weight.get(path, 0) + (SERVER_WEIGHT if item.get_closest_marker("servers") else 1)
+    loads, mine = [0] * count, set()
+    for path, w in sorted(weight.items(), key=lambda kv: (-kv[1], kv[0])):
+        part = loads.index(min(loads))
+        loads[part] += w
+        if part == index - 1:
+            mine.add(path)
+    keep = [i for i in items if i.nodeid.split("::", 1)[0] in mine]
+    drop = [i for i in items if i.nodeid.split("::", 1)[0] not in mine]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session", autouse=True)
