@@ -15,7 +15,7 @@ import pytest
 
 from app import settings as process
 from connectors.base import Batch, Folder
-from sync.engine import LeaseLost, _write_batch, claim
+from sync.engine import LeaseLost, _write_batch, claim, load_mailbox
 from sync.ingest import MailboxContext
 from tests.cli import run_cli
 from tests.world import make_world, message, runtime_env
@@ -179,6 +179,7 @@ def test_sync_once_on_a_mailbox_a_live_worker_holds_is_not_a_success_until_force
     assert world.sql("SELECT message_key FROM interaction") == [("held@cust",)]
     # The holder that was overruled can no longer write.
     with world.rt.engine.begin() as conn, pytest.raises(LeaseLost):
+        org = load_mailbox(conn, world.rt.box, mid)[2]
         _write_batch(
-            conn, None, MailboxContext(mid, 0, 0, ""), live_holder, 60, Folder("INBOX", "inbox"), Batch([], [], {})
+            conn, org, MailboxContext(mid, 0, 0, ""), live_holder, 60, Folder("INBOX", "inbox"), Batch([], [], {})
         )

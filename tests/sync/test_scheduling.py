@@ -48,13 +48,14 @@ def test_expired_lease_can_be_taken_over_and_fences_the_old_worker(world, imap_u
     assert claim(world.rt.engine, mid, "new", 60, now=utcnow() + timedelta(seconds=61))
     # "old" is refused at its next batch commit: it can no longer write.
     from connectors.base import Batch, Folder
-    from sync.engine import LeaseLost, _write_batch
+    from sync.engine import LeaseLost, _write_batch, load_mailbox
     from sync.ingest import MailboxContext
 
     with world.rt.engine.begin() as conn:
+        org = load_mailbox(conn, world.rt.box, mid)[2]
         with pytest.raises(LeaseLost):
             _write_batch(
-                conn, None, MailboxContext(mid, 0, 0, ""), "old", 60, Folder("INBOX", "inbox"), Batch([], [], {})
+                conn, org, MailboxContext(mid, 0, 0, ""), "old", 60, Folder("INBOX", "inbox"), Batch([], [], {})
             )
 
 
