@@ -43,6 +43,9 @@ MAX_ATTENDEES = 500
 MAX_OCCURRENCES = 1000  # per series inside the window
 MAX_ICS_BYTES = 2 * 1024 * 1024
 METHODS = ("REQUEST", "REPLY", "CANCEL")
+# RFC 5546's methods that schedule (all but PUBLISH, which only shares an event): a message
+# carrying one is a calendar message, whether or not it gives a record.
+SCHEDULING_METHODS = frozenset(("REQUEST", "REPLY", "ADD", "CANCEL", "REFRESH", "COUNTER", "DECLINECOUNTER"))
 _RESPONSES = {
     "ACCEPTED": "accepted",
     "DECLINED": "declined",

@@ -741,10 +741,11 @@ class ImapConnector:
         for uid, (info, raw) in sorted(parts.items()):
             base = f"{uidvalidity}/{uid}#ics"
             mail = mails.get(f"{uidvalidity}/{uid}")
-            # RFC 6047: an iMIP part names its method in its Content-Type (a plain .ics file
-            # attached to a written email has none, and that email stays ordinary mail).
+            # RFC 6047: an iMIP message carries a text/calendar part that names its scheduling
+            # method in its Content-Type. An .ics file attached to a written email (application/ics,
+            # or a PUBLISH) is no such message: that email stays ordinary mail.
             method = str(info.get("method") or "").strip().upper()
-            if mail is not None and method:
+            if mail is not None and info.get("type") == (b"text", b"calendar") and method in ical.SCHEDULING_METHODS:
                 mail.invitation = method
             if raw is None:
                 size = info.get("size", 0)
@@ -765,8 +766,6 @@ class ImapConnector:
             except Exception as exc:  # noqa: BLE001 - one invitation never stops the folder
                 bad.append(BadRecord(base, f"unreadable invitation: {type(exc).__name__}: {exc}"[:300]))
                 continue
-            if mail is not None and not mail.invitation:  # an .ics attached alone, its METHOD inside
-                mail.invitation = next((m.method for m in parsed.records if m.method), None)
             sender = mail.from_[0][1].strip().lower() if mail is not None and mail.from_ else None
             for meeting in parsed.records:
                 trusted = _from_its_author(meeting, sender)

@@ -11,8 +11,8 @@ copy) changes nothing, so the result is the same whatever order mail arrives in.
 Across threads (a reply that started a new thread), the same people close it: an inbound
 email from anyone at the contact's company closes that company's open "waiting" rows sent
 before it (within WINDOW), an outbound one to a contact closes what we owed them. A meeting
-with them closes "waiting" too (sweep()). Auto-replies, machine mail and calendar messages
-(interaction.automated) never open or close anything; internal-only and bulk mail never reach the timeline at all.
+with them closes "waiting" too (sweep()). Auto-replies and machine mail never open or close
+anything, calendar messages (an invitation, its acceptance) close and never open (mail_role); internal-only and bulk mail never reach the timeline at all.
 
 `sweep()` is the scheduled part (sync/scheduler.py): broken-thread replies and meetings that
 arrived before the message they answer (backfill runs newest first), and "going quiet".
@@ -114,6 +114,7 @@ class MailEvent:
     address: str  # the other side's first address
     contact_id: int | None
     company_id: int | None
+    opens: bool = True  # False: a calendar message, which closes (mail_role "close")
 
 
 @dataclass(frozen=True)
@@ -380,6 +381,9 @@ def record(
         # Another email of this batch, in another thread, may already answer it: then it is
         # written closed at once rather than inserted open and updated by the cross-thread step
         # below (the same end state, one statement fewer per such row).
+        if not e.opens:  # the thread's newest message arranged a meeting: nobody waits
+            rows.append(_row(org_id, e, kind, at, due, "meeting", now))
+            continue
         answered = _is_answered(replies[kind], at, e.thread_key, e.address, e.contact_id, e.company_id)
         rows.append(_row(org_id, e, kind, at, due, "reply" if answered else None, now))
     rows.sort(key=lambda r: r["thread_key"])  # one key order for every writer (PostgreSQL)
@@ -615,23 +619,32 @@ def _answered(found, since: datetime, thread_key: str) -> bool:
     return False
 
 
-def is_automated(record) -> bool:
-    """Auto-replies (Auto-Submitted: auto-replied, X-Autoreply, the usual subject prefixes),
-    bulk or machine mail kept on the timeline (bulk detection off) and calendar messages (an
-    invitation, "Accepted: ...", a cancellation: the meeting itself counts, see sweep()) never
-    open or close a follow-up."""
+def mail_role(record) -> str:
+    """What an email can do to the queue. "none": auto-replies (Auto-Submitted: auto-replied,
+    X-Autoreply, the usual subject prefixes) and bulk or machine mail kept on the timeline (bulk
+    detection off). "close": calendar messages (an invitation, "Accepted: ...", a cancellation):
+    they answer a thread (a rep replying with a meeting, the customer accepting) but wait on no
+    one, so they close and never open. "open": every other email."""
     subject = (record.subject or "").lower()
-    return bool(record.auto_reply or record.bulk or record.invitation or subject.startswith(AUTO_REPLY_PREFIXES))
+    if record.auto_reply or record.bulk or subject.startswith(AUTO_REPLY_PREFIXES):
+        return "none"
+    return "close" if record.invitation else "open"
+
+
+def is_automated(record) -> bool:
+    """interaction.automated: mail that opens no follow-up, and that reply-time reports leave out."""
+    return mail_role(record) != "open"
 
 
 def events_from_ingest(
-    interactions: dict[int, tuple[str, datetime, str, bool]],
+    interactions: dict[int, tuple[str, datetime, str, bool, bool]],
     people: Iterable[tuple],
     fallback_user: int | None,
 ) -> list[MailEvent]:
-    """MailEvents for the new, non-automated emails of an ingest batch.
+    """MailEvents for the new emails of an ingest batch that count (mail_role).
 
-    interactions: id -> (thread key, occurred at, direction, automated or unverified);
+    interactions: id -> (thread key, occurred at, direction, counts for nothing (mail_role "none",
+    or an unverified sender), closes only (mail_role "close"));
     people: participant rows (org, interaction id, at, address, name, role, user, contact, company).
 
     One pass over the rows keeping, per email, its first sender and its first colleague and
@@ -664,7 +677,7 @@ def events_from_ingest(
             best[iid] = (r, row)
     events = []
     for iid in order:
-        thread, at, direction, skip = interactions[iid]
+        thread, at, direction, skip, closes_only = interactions[iid]
         if skip:
             continue
         sender = senders.get(iid)
@@ -683,7 +696,7 @@ def events_from_ingest(
             if user is None:
                 continue
             side = sender
-        events.append(MailEvent(iid, thread, at, direction, user, side[3], side[7], side[8]))
+        events.append(MailEvent(iid, thread, at, direction, user, side[3], side[7], side[8], not closes_only))
     return events
 
 

@@ -801,9 +801,9 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
     if (new_ids or upgraded) and followups.AT_INGEST:
         # The follow-up queue sees each email once: only rows this batch created (a re-sync or
         # another mailbox's copy of a stored message is not new), with the people just inserted.
-        sent = {p.record.message_key: p.record.date for p in prepared}
+        sent = {p.record.message_key: (p.record.date, followups.mail_role(p.record)) for p in prepared}
         facts_new = {
-            iid: (row[7], sent[row[2]], row[4], row[10] or row[11])
+            iid: (row[7], sent[row[2]][0], row[4], row[10] or sent[row[2]][1] == "none", sent[row[2]][1] == "close")
             for row in rows
             if (iid := existing[row[2]]) in new_ids
         }
@@ -866,7 +866,7 @@ def _vouched_events(conn: Connection, interaction_ids: list[int]) -> list[follow
     their stored rows (every copy's people, the From row now credited)."""
     if not interaction_ids:
         return []
-    facts: dict[int, tuple[str, datetime, str, bool]] = {}
+    facts: dict[int, tuple[str, datetime, str, bool, bool]] = {}
     people: list[tuple] = []
     for chunk in _chunked(interaction_ids):
         for iid, key, at, direction, automated, unverified in conn.execute(
@@ -879,7 +879,8 @@ def _vouched_events(conn: Connection, interaction_ids: list[int]) -> list[follow
                 INTERACTION.c.unverified_sender,
             ).where(INTERACTION.c.id.in_(chunk))
         ):
-            facts[iid] = (key, _utc(at), direction, bool(automated or unverified))
+            # (a stored calendar message is automated too: it stays out, as before it was vouched for)
+            facts[iid] = (key, _utc(at), direction, bool(automated or unverified), False)
         people += conn.execute(
             select(*(PARTICIPANT.c[c] for c in PARTICIPANT_COLUMNS))
             .where(PARTICIPANT.c.interaction_id.in_(chunk))

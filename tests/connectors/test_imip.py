@@ -123,11 +123,10 @@ def test_request_reply_cancel_from_mail(imap_user):
         )
     )
     imap_user.deliver(single_part_invitation(cancel, msgid="cancel@ext.com", method="CANCEL"))
-
     messages, meetings, bad, batches = fetch_all(imap_user)
     assert bad == []
     assert sorted(m.message_key for m in messages) == ["cancel@ext.com", "plain@x", "reply@ext.com", "req@ext.com"]
-    # As mail they are calendar messages (no follow-up is opened or closed by them); the plain one is not.
+    # As mail they are calendar messages (they open no follow-up); the plain one is not.
     assert {m.message_key: m.invitation for m in messages} == {
         "cancel@ext.com": "CANCEL",
         "plain@x": None,
@@ -156,6 +155,29 @@ def test_request_reply_cancel_from_mail(imap_user):
     assert (by_method["CANCEL"].status, by_method["CANCEL"].sequence) == ("cancelled", 3)
     assert by_method["CANCEL"].remote_id == uid_of["cancel@ext.com"] + "#ics"
     assert {meeting_key(m.uid, m.recurrence_id) for m in meetings} == {"ical:demo@ext.com"}
+
+
+def test_written_mail_with_an_ics_attached_or_a_shared_event_is_not_a_calendar_message(imap_user):
+    req = vcalendar(
+        event("demo@ext.com", stamp(SOON), organizer="bob@ext.com", attendees=(("alice@ourco.com", "NEEDS-ACTION"),)),
+        method="REQUEST",
+    )
+    # Written mail with an .ics file attached, and an event shared (PUBLISH): not calendar messages.
+    attached = (
+        f"From: Bob <bob@ext.com>\r\nTo: alice@ourco.com\r\nSubject: Contract and invite\r\n"
+        f"Date: {format_datetime(NOW - timedelta(days=1))}\r\nMessage-ID: <attached@ext.com>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="MIX"\r\n\r\n'
+        "--MIX\r\nContent-Type: text/plain\r\n\r\nInvite attached; can you send the signed contract?\r\n"
+        '--MIX\r\nContent-Type: application/ics; name="invite.ics"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        f"{base64.encodebytes(req.encode()).decode()}\r\n--MIX--\r\n"
+    ).encode()
+    imap_user.deliver(attached)
+    imap_user.deliver(
+        single_part_invitation(req.replace("METHOD:REQUEST", "METHOD:PUBLISH"), msgid="pub@ext.com", method="PUBLISH")
+    )
+
+    messages, _, _, _ = fetch_all(imap_user)
+    assert {m.message_key: m.invitation for m in messages} == {"attached@ext.com": None, "pub@ext.com": None}
 
 
 def test_recurring_invitation_expands_like_the_calendar(imap_user):

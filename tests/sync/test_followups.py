@@ -241,9 +241,7 @@ def test_a_bounce_is_not_the_customers_answer_nor_an_email_to_answer(tmp_path, i
     assert world.scalar("SELECT count(*) FROM contact WHERE primary_email LIKE 'microsoftexchange%'") == 0
 
 
-def test_an_invitation_and_its_acceptance_open_no_follow_up_while_the_customers_written_question_does(
-    tmp_path, imap_user_factory, db_url
-):
+def test_a_meeting_arranged_by_mail_closes_what_it_answers_and_opens_nothing(tmp_path, imap_user_factory, db_url):
     from tests.connectors.test_imip import SOON, event, invitation, stamp, vcalendar
 
     world = make_world(tmp_path, url=db_url)
@@ -256,21 +254,31 @@ def test_an_invitation_and_its_acceptance_open_no_follow_up_while_the_customers_
     accepted = vcalendar(
         event("demo@ourco.com", stamp(SOON), attendees=(("carol@acme.com", "ACCEPTED"),), **demo), method="REPLY"
     )
+    # Carol asks for a call; Alice answers with an invitation (a day ago), Carol accepts it.
+    alice.deliver(message("carol@acme.com", "alice@ourco.com", "A call?", msgid="q1@acme.com", when=NOW - 2 * DAY))
     invite = invitation(request, msgid="inv1@ourco.com", frm="Alice <alice@ourco.com>", to="carol@acme.com")
     alice.deliver(invite, folder="Sent")
     answer = invitation(
         accepted, method="REPLY", msgid="acc1@acme.com", frm="Carol <carol@acme.com>", subject="Accepted: Demo"
     )
     alice.deliver(answer)
-    alice.deliver(message("carol@acme.com", "alice@ourco.com", "Agenda?", msgid="q1@acme.com", when=NOW - DAY))
+    # Later, a written question: that one is owed an answer.
+    alice.deliver(message("carol@acme.com", "alice@ourco.com", "Agenda?", msgid="q2@acme.com", when=NOW - DAY / 4))
     world.sync(box)
-    # Booking the meeting is not waiting on Carol, and her acceptance is owed no answer; her question is.
-    assert _rows(world) == [("owe", "alice@ourco.com", "carol@acme.com", "open", None)]
-    assert world.scalar("SELECT thread_key FROM followup") == world.scalar(
-        "SELECT thread_key FROM interaction WHERE message_key = 'q1@acme.com'"
+    by_message = dict(
+        world.sql(
+            "SELECT i.message_key, f.kind || ' ' || f.status || ' ' || coalesce(f.closed_reason, '-') "
+            "FROM followup f JOIN interaction i ON i.id = f.interaction_id"
+        )
     )
+    assert by_message == {
+        "q1@acme.com": "owe closed reply",  # answered by the invitation
+        "inv1@ourco.com": "waiting closed meeting",  # booking a meeting waits on nobody
+        "acc1@acme.com": "owe closed meeting",  # an acceptance is owed no answer
+        "q2@acme.com": "owe open -",
+    }
     # Both stay on the timeline as mail, and the meeting is there.
-    assert world.scalar("SELECT count(*) FROM interaction WHERE kind = 'email'") == 3
+    assert world.scalar("SELECT count(*) FROM interaction WHERE kind = 'email'") == 4
     assert world.scalar("SELECT count(*) FROM interaction WHERE kind = 'meeting'") == 1
 
 
