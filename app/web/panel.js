@@ -26,6 +26,7 @@
     configPromise: null,
     token: null,
     entra: null, // {token, expires}
+    entraRefused: null, // the Entra token the server last refused (not to be taken from MSAL's cache again)
     msal: null,
     mail: null, // the Outlook item, reduced
     people: [], // external participants of the mail [{email, name}]
@@ -153,11 +154,13 @@
       }
       let result;
       try {
-        result = await state.msal.acquireTokenSilent({ scopes });
+        result = await state.msal.acquireTokenSilent({ scopes, forceRefresh: !!state.entraRefused });
       } catch (e) {
         if (!interactive) return null;
         result = await state.msal.acquireTokenPopup({ scopes });
       }
+      if (result.accessToken === state.entraRefused) return null; // still the refused one
+      state.entraRefused = null;
       state.entra = { token: result.accessToken, expires: result.expiresOn ? new Date(result.expiresOn).getTime() : Date.now() + 3000000 };
       return state.entra.token;
     }
@@ -192,9 +195,12 @@
     constructor(status, detail) { super(detail || ("HTTP " + status)); this.status = status; }
   }
 
-  async function api(method, path, payload) {
+  async function api(method, path, payload, retried) {
     const token = await bearer();
-    if (!token) throw new ApiError(401, "Sign in to see this person's history.");
+    if (!token) {
+      offerSignIn();
+      throw new ApiError(401, "Sign in to see this person's history.");
+    }
     const headers = { Accept: "application/json", Authorization: "Bearer " + token };
     // A server that never answers must not leave "Loading …" (or a form being sent) on screen for good.
     const gaveUp = new AbortController();
@@ -217,10 +223,17 @@
       clearTimeout(timer);
     }
     if (r.status === 401) {
+      // Sent with a token the rep has replaced since (signed in again while it was on its way):
+      // it says nothing about the new one, which is tried once instead of being forgotten.
+      if (!retried && token !== (await bearer())) return api(method, path, payload, true);
       // The token was revoked or has expired while the pane was open: forget it, and offer a
       // sign-in above whatever the rep was doing, so a note being typed is not lost.
-      if (state.entra && state.entra.token === token) state.entra = null;
-      else storeToken(null);
+      if (state.entra && state.entra.token === token) {
+        state.entra = null;
+        state.entraRefused = token; // MSAL's cache would hand the same one back: ask Entra anew
+      } else if (state.token === token || storedToken() === token) {
+        storeToken(null);
+      }
       offerSignIn();
       const reason = data && typeof data.detail === "string" ? data.detail : "the token was revoked or has expired";
       throw new ApiError(401, "your sign-in was refused (" + reason + "): sign in again.");

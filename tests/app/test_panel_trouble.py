@@ -9,11 +9,15 @@ import json
 from tests.app.test_activity_api import JANE, MARK
 from tests.app.test_panel import mail, open_pane, site, standalone, wait_state  # noqa: F401 - site is the module's fixture
 
-# Holds every call to the API for window.__delay ms before it leaves the browser: a slow server.
+# Holds every call to the API for window.__delay ms before it leaves the browser (its headers
+# already set): a slow server. window.__delayLookups holds only the lookups.
 SLOW_FETCH = """(() => {
   const real = window.fetch;
   window.__delay = 0;
-  window.fetch = (url, init) => new Promise(r => setTimeout(r, window.__delay)).then(() => real(url, init));
+  window.__delayLookups = 0;
+  window.fetch = (url, init) => new Promise(r => setTimeout(r,
+    String(url).includes("/api/lookup") ? window.__delayLookups || window.__delay : window.__delay))
+    .then(() => real(url, init));
 })()"""
 
 
@@ -200,3 +204,31 @@ def test_a_server_that_never_answers_is_given_up_after_twenty_seconds_with_a_way
     page.unroute_all(behavior="ignoreErrors")
     page.get_by_role("button", name="Try again").click()
     wait_state(page, "ready", MARK)
+
+
+def test_a_refusal_of_a_token_already_replaced_does_not_sign_the_rep_out_again(site, page):  # noqa: F811
+    from app.services import orgs
+    from app.services.actor import Actor
+
+    sd, base = site
+    actor = Actor.operator(sd.world.org_id)
+    issued = orgs.create_token(sd.rt, actor, sd.users["alice"], "pane, replaced")
+    page.add_init_script(SLOW_FETCH)
+    open_pane(page, base, mail(("Jane Doe", JANE)), token=issued["token"])
+    wait_state(page, "ready", JANE)
+    page.get_by_role("button", name="Add note", exact=True).click()
+    page.locator("form.note-form textarea[name=note]").fill("Replaced token")
+    orgs.revoke_token(sd.rt, actor, issued["id"])
+    # A refresh of Jane leaves with the old token and is answered late...
+    page.evaluate("window.__delayLookups = 4000")
+    page.evaluate("item => window.__officeStub.selectItem(item)", mail(("Jane Doe", JANE)))
+    # ... after the note's refusal has offered a sign-in and the rep has signed in again.
+    page.locator("form.note-form button[type=submit]").click()
+    page.wait_for_selector("#reauth", timeout=10_000)
+    fresh = orgs.create_token(sd.rt, actor, sd.users["alice"], "pane, replacement")
+    page.locator("#reauth input[name=token]").fill(fresh["token"])
+    page.locator("#reauth button[type=submit]").click()
+    page.wait_for_selector("#status:has-text('Signed in again')")
+    page.wait_for_timeout(4500)  # the late refusal has come back
+    wait_state(page, "ready", JANE)
+    assert page.evaluate("window.__officeStub.roaming.threadlineToken") == fresh["token"]
