@@ -608,7 +608,7 @@ def _write_batch(
     conn, org, mbx, worker, lease_seconds, folder, batch, box: SecretBox | None = None
 ) -> tuple[IngestResult, list[int], OrgContext]:
     now = utcnow()
-    exclusions.hold_for_batch(conn, org.org_id)  # before the stamp below is read (exclusions.py says why)
+    exclusions.hold_to_apply(conn, org.org_id)  # before the stamp below is read (exclusions.py says why)
     # Fencing: write only while we still hold the lease. The same statement hands back the
     # skipped counts the batch adds to (the mailbox's and its folder's), which used to take a
     # read of their own each: on PostgreSQL every statement is a round trip the ingest waits

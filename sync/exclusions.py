@@ -139,20 +139,23 @@ def _gate(org_id: int) -> int:
 # The threat: on PostgreSQL a batch reads the rules and tombstones (stamp_of, in its fencing
 # UPDATE) and writes for a second or so afterwards. An erasure or a new rule that commits in
 # between deleted the person's stored mail, and the batch then wrote their mail back, from the
-# rules it had read. So every batch holds the organisation's exclusions gate shared from its
-# first statement to its commit, and every change to the exclusions holds it exclusively from
-# its first statement: the change waits for the batches in flight (and removes what they
-# wrote), and batches begun meanwhile wait for it and read the new stamp. Each side takes the
-# gate before any other lock, so neither can hold something the other waits for (no deadlock),
-# and a batch never upgrades it. SQLite has one writer at a time: nothing to do there.
+# rules it had read. The same holds for every other writer that applies them (an email logged by
+# hand, a contact created, a file imported, a merge undone). So each of those holds the
+# organisation's exclusions gate shared from its first statement to its commit, and every change
+# to the exclusions holds it exclusively from its first statement: the change waits for the
+# writers in flight (and removes what they wrote), and writers begun meanwhile wait for it and
+# read the new rules. Each side takes the gate before any other lock, so neither can hold
+# something the other waits for (no deadlock), and no one upgrades it. SQLite has one writer at
+# a time: nothing to do there.
 
 
-def hold_for_batch(conn: Connection, org_id: int) -> None:
-    """The gate, shared, until commit: a batch's first statement (PostgreSQL)."""
+def hold_to_apply(conn: Connection, org_id: int) -> None:
+    """The gate, shared, until commit: the first statement of a writer that applies the rules
+    and tombstones (a sync batch, a logged email, a new contact, an import, an undone merge)."""
     advisory_locks(conn, [(_gate(org_id), False)])
 
 
-def hold_for_change(conn: Connection, org_id: int) -> None:
+def hold_to_change(conn: Connection, org_id: int) -> None:
     """The gate, exclusively, until commit: the first statement of a change to the rules or
     tombstones (PostgreSQL)."""
     advisory_locks(conn, [(_gate(org_id), True)])

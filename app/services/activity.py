@@ -23,7 +23,7 @@ from app.services.actor import Actor, changing
 from app.services.errors import Invalid, NotFound
 from connectors.base import MessageRecord
 from connectors.mailparse import message_ids
-from sync import addresses as addr
+from sync import addresses as addr, exclusions
 
 C, I, P, U = Contact.__table__, Interaction.__table__, Participant.__table__, User.__table__
 MAX_BODY = 20_000
@@ -253,6 +253,7 @@ def log_email(
     )
     with changing(rt.engine, actor, admin=False) as conn:
         org_id = actor.org_id
+        exclusions.hold_to_apply(conn, org_id)  # first: see sync/exclusions.py
         user_email = conn.execute(select(U.c.email).where(U.c.id == actor.user_id)).scalar()
         existing = conn.execute(select(I.c.id).where(I.c.org_id == org_id, I.c.message_key == key)).scalar()
         org = org_context(conn, org_id, rt.box)

@@ -867,6 +867,7 @@ def unmerge(rt, actor: Actor, audit_id: int) -> dict:
     the rows the merge moved (those still there), and the survivor's own fields as they were."""
     with changing(rt.engine, actor) as conn:
         org_id = actor.org_id
+        exclusions.hold_to_apply(conn, org_id)  # first: the rules it re-applies stay (sync/exclusions.py)
         event = conn.execute(
             select(A.c.action, A.c.detail).where(A.c.org_id == org_id, A.c.id == int(audit_id))
         ).first()

@@ -36,7 +36,7 @@ from app.services.exports import FORMULA_START
 from app.services.people import ENRICHED, STAGES, TEXT_LIMITS, clean_tags, tags_from_cell, typed
 from app.services.vcard import read_cards
 from connectors.normalise import person_name
-from sync import addresses as addr
+from sync import addresses as addr, exclusions
 
 C, CA, K, U = Contact.__table__, ContactAddress.__table__, Company.__table__, User.__table__
 
@@ -746,8 +746,10 @@ def run_import(
         with changing(rt.engine, actor) as conn:
             from sync.ingest import lock_organisation
 
-            # One lock for the whole import (PostgreSQL): per-address locks for 100,000 rows held to
-            # the commit would overflow the server's lock table; syncs of this organisation wait.
+            # First the exclusions gate (sync/exclusions.py), then one lock for the whole import
+            # (PostgreSQL): per-address locks for 100,000 rows held to the commit would overflow
+            # the server's lock table; syncs of this organisation wait.
+            exclusions.hold_to_apply(conn, actor.org_id)
             lock_organisation(conn, actor.org_id)
             ctx = _context(conn, actor.org_id, rt.box, actor.user_id)
             clean = _clean_contact if entity == "contacts" else _clean_company

@@ -15,7 +15,7 @@ from app.models.base import utcnow
 from app.services import audit, timeline
 from app.services.actor import Actor, changing
 from app.services.errors import Conflict, Invalid, NotFound
-from sync import addresses as addr
+from sync import addresses as addr, exclusions
 
 C, CA, U = Contact.__table__, ContactAddress.__table__, User.__table__
 
@@ -115,6 +115,7 @@ def create_contact(
     (as the sync makes them), linked to any mail already stored with that address.
     Returns its card."""
     with changing(rt.engine, actor, admin=False) as conn:
+        exclusions.hold_to_apply(conn, actor.org_id)  # first: see sync/exclusions.py
         contact_id = _create_contact(
             conn,
             actor.org_id,

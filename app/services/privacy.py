@@ -267,7 +267,7 @@ def erase_person(rt, actor: Actor, email: str, *, confirm: bool = False) -> dict
 
 
 def _erase(conn: Connection, org_id: int, email: str, *, actor_id: int | None, box: SecretBox) -> dict:
-    exclusions.hold_for_change(conn, org_id)  # no batch in flight writes their mail back afterwards
+    exclusions.hold_to_change(conn, org_id)  # no batch in flight writes their mail back afterwards
     address = clean_address(email)
     contact_id, addresses = _addresses(conn, org_id, address)
     # Interactions they took part in; those with no other external person go entirely.

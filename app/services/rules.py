@@ -132,7 +132,7 @@ def store_rule(conn: Connection, actor: Actor, *, kind: str, value: str, user_id
     caller's checked transaction; writes the one audit record."""
     org_id, actor_id = actor.org_id, actor.user_id
     value = normalise_rule(kind, value)
-    exclusions.hold_for_change(conn, org_id)  # no batch in flight writes by the old rules
+    exclusions.hold_to_change(conn, org_id)  # no batch in flight writes by the old rules
     _check_not_internal(conn, org_id, kind, value)
     if user_id is not None:
         if conn.execute(select(U.c.id).where(U.c.id == user_id, U.c.org_id == org_id)).first() is None:
@@ -168,7 +168,7 @@ def remove_rule(rt, actor: Actor, rule_id: int) -> None:
 
 def _remove_rule(conn: Connection, org_id: int, rule_id: int, actor_id: int | None) -> None:
     # No batch in flight advances a cursor past mail it left out by this rule after the reset below.
-    exclusions.hold_for_change(conn, org_id)
+    exclusions.hold_to_change(conn, org_id)
     row = conn.execute(select(R).where(R.c.id == rule_id, R.c.org_id == org_id)).first()
     if row is None:
         raise NotFound(f"no rule {rule_id}")

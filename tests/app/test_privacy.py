@@ -345,3 +345,51 @@ def test_a_change_to_the_exclusions_made_while_a_batch_writes_waits_for_it_and_r
     assert reports and reports[0].ok
     assert w.sql("SELECT subject FROM interaction ORDER BY subject") == [("Hello",)]
     assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@acme.com'") == 0
+
+
+def test_an_email_logged_by_hand_while_its_sender_is_erased_is_not_written_back(tmp_path, monkeypatch):
+    # The sidebar's "log this email" applies the exclusions like a sync batch: on PostgreSQL it
+    # read them before the erasure committed and then wrote Erin's mail and a new contact for her.
+    import threading
+
+    import sync.ingest as ingest_module
+    from app.services import activity
+
+    w = make_world(tmp_path)
+    alice = Actor(w.org_id, w.scalar("SELECT id FROM app_user WHERE email = 'alice@ourco.com'"), "rep")
+    real_ingest, writing, go_on = ingest_module.ingest, threading.Event(), threading.Event()
+
+    def ingest_after_a_pause(conn, org, mbx, mail):
+        writing.set()
+        go_on.wait(30)
+        return real_ingest(conn, org, mbx, mail)
+
+    monkeypatch.setattr(ingest_module, "ingest", ingest_after_a_pause)
+    logged: list = []
+    log = threading.Thread(
+        target=lambda: logged.append(
+            activity.log_email(
+                w.rt,
+                alice,
+                internet_message_id="<erin-1@acme.com>",
+                subject="Pricing",
+                sender={"email": "erin@acme.com", "name": "Erin"},
+                to=[{"email": "alice@ourco.com"}],
+                cc=[],
+                date=None,
+            )
+        )
+    )
+    log.start()
+    assert writing.wait(30)
+    erasing = threading.Thread(
+        target=lambda: privacy.erase_person(w.rt, Actor.operator(w.org_id), "erin@acme.com", confirm=True)
+    )
+    erasing.start()
+    erasing.join(2)  # the old code committed here, under the logging's feet
+    go_on.set()
+    log.join(60)
+    erasing.join(60)
+    assert not log.is_alive() and not erasing.is_alive() and logged
+    assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@acme.com'") == 0
+    assert w.scalar("SELECT count(*) FROM contactaddress WHERE address = 'erin@acme.com'") == 0
