@@ -72,7 +72,8 @@ COMMIT_ATTEMPTS = 8  # a batch that collides with another writer: about 5 s of r
 
 
 class LeaseLost(Exception):
-    """Another worker took the mailbox over (our lease expired): stop writing."""
+    """The run's lease is gone: another worker took the mailbox over (it expired), or its folders
+    were reset to be read from the beginning (app/services/mailboxes.py: reset_folders). Stop writing."""
 
 
 @dataclass
@@ -372,7 +373,8 @@ def sync_mailbox(
                 _folder_failed(engine, state["id"], event.reason, report, name)
         report.ok = True
     except LeaseLost:
-        report.error, report.error_kind = "another worker took over this mailbox", RunError.LEASE
+        report.error = "another worker took over this mailbox, or it is to be read again from the beginning"
+        report.error_kind = RunError.LEASE
     except ConnectorError as exc:
         # What happened, in one sentence; what fixes it is kept as values (kind and fix
         # code) and worded once beside it (app/services/mailboxes.py: fix_for).

@@ -7,7 +7,7 @@ import threading
 
 from sqlmodel import Session, select
 
-from app.models import FolderState, Mailbox, Organisation, SkippedItem, SyncIssue, User
+from app.models import FolderState, Mailbox, Organisation, SkippedItem, SyncIssue, SyncStage, User
 from app.services.actor import Actor, changing
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.orgs import clean_address, user_id_by_email
@@ -253,10 +253,21 @@ def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None
         .where(FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids))
         .values(cursor={}, backfill_done=False, skipped={}, removed=0, status="ok", last_error=None)
     )
+    # A run going on now would write its cursors back over these at its next batch (a rule removed
+    # or a re-read asked for mid-import would be lost): its lease ends here, so its next batch's
+    # fencing stops it (sync/engine.py: LeaseLost), and the next run starts from the beginning.
     conn.execute(
         _update(MB)
         .where(MB.c.org_id == org_id, MB.c.id.in_(mailbox_ids))
-        .values(messages_imported=0, skipped={}, next_sync_at=utcnow(), failure_count=0)
+        .values(
+            messages_imported=0,
+            skipped={},
+            next_sync_at=utcnow(),
+            failure_count=0,
+            sync_stage=SyncStage.IDLE,
+            lease_owner=None,
+            lease_until=None,
+        )
     )
     # the counts restart, and so do the items behind them: the new reading skips them again
     conn.execute(_delete(SKIPPED).where(SKIPPED.c.org_id == org_id, SKIPPED.c.mailbox_id.in_(mailbox_ids)))

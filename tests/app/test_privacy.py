@@ -393,3 +393,28 @@ def test_an_email_logged_by_hand_while_its_sender_is_erased_is_not_written_back(
     assert not log.is_alive() and not erasing.is_alive() and logged
     assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@acme.com'") == 0
     assert w.scalar("SELECT count(*) FROM contactaddress WHERE address = 'erin@acme.com'") == 0
+
+
+def test_a_rule_removed_while_a_sync_runs_brings_back_the_mail_it_kept_out(tmp_path, imap_user):
+    # The run went on with the cursors it had read, and wrote them back over the reset: the mail
+    # the rule had kept out, already passed over, never came back.
+    from app.services import rules
+
+    w = make_world(tmp_path)
+    for n in range(3):
+        imap_user.deliver(message("Dan <dan@acme.com>", "alice@ourco.com", f"Dan {n}", msgid=f"d{n}@acme"))
+    imap_user.deliver(message("Erin <erin@acme.com>", "alice@ourco.com", "Erin", msgid="e1@acme"))  # read first
+    mid = w.add_imap("alice@ourco.com", imap_user)
+    w.set_batch_size(mid, 1)
+    rule = rules.add_rule(w.rt, Actor.operator(w.org_id), value="erin@acme.com")
+    removed = []
+
+    def remove_after_the_first_batch(report):
+        if not removed:
+            rules.remove_rule(w.rt, Actor.operator(w.org_id), rule["id"])
+            removed.append(report.imported)
+
+    first = w.sync(mid, fetch_in_child=False, progress=remove_after_the_first_batch)
+    assert removed and not first.ok and first.error_kind == "lease"  # stopped: read again from the start
+    assert w.sync(mid, fetch_in_child=False).ok
+    assert sorted(r[0] for r in w.sql("SELECT subject FROM interaction")) == ["Dan 0", "Dan 1", "Dan 2", "Erin"]
