@@ -19,10 +19,12 @@ a REQUEST whose rule was expanded) lists every occurrence of the sync window. A
 stored occurrence of its UID in that window that it lacks and that has a lower
 SEQUENCE than the series' own was moved or cut from the series (a new time,
 "this and following" ending it early): it is marked cancelled with that
-SEQUENCE, so the old invitation, read again later, does not bring it back. This
-depends on order: a first import reads mail newest first, so an older invitation
-read after the newer one still creates its occurrences (left as it is: it needs a
-record of what each series' newest copy listed).
+SEQUENCE, so the old invitation, read again later, does not bring it back. The
+other order is a first import's (mail is read newest first): the newest copy
+seen of each series is kept (meetingseries: its SEQUENCE, window and the
+occurrences it listed), and an older invitation read after it creates none of the
+occurrences that copy's window holds and it did not list. Either order ends with
+the same timeline.
 
 One call handles one batch with a constant number of statements (IN lists of
 at most ingest.IN_CHUNK): the batch's records are grouped by key, each group is folded
@@ -42,7 +44,7 @@ from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from app.db import bulk_insert_ignore, bulk_insert_ignore_returning, db_time
-from app.models import Interaction, InteractionKind, InteractionSource, Participant
+from app.models import Interaction, InteractionKind, InteractionSource, MeetingSeries, Participant
 from app.models.base import utcnow
 from connectors.base import Attendee, MeetingRecord, meeting_key
 from sync import addresses as addr, copies, reportsums, senders, stats
@@ -58,6 +60,7 @@ from sync.ingest import (
 )
 
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
+SERIES = MeetingSeries.__table__
 MAX_ATTENDEES = 500
 _RID = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")  # connectors.ical.recurrence_id_utc's form
 SERIES_CHUNK = 50  # series prefixes per statement (each is one OR branch)
@@ -343,10 +346,10 @@ class _SeriesCopy:
     master: _Item  # its occurrence with the lowest SEQUENCE: the series' own (an override's may be higher)
 
 
-def _series_copies(items: list[_Item]) -> dict[int, _SeriesCopy]:
+def _series_copies(items: list[_Item], of_item: dict[int, _SeriesCopy] | None = None) -> dict[int, _SeriesCopy]:
     """The whole-series copies among the items (a calendar's or a REQUEST's expansion of a
     series, see MeetingRecord.series_from; a copy's occurrences come one after another), by
-    the index of each one's last item."""
+    the index of each one's last item; of_item receives each item's copy by its index."""
     ends: dict[int, _SeriesCopy] = {}
     run: tuple[str, str, str, str] | None = None
     current: _SeriesCopy | None = None
@@ -364,10 +367,76 @@ def _series_copies(items: list[_Item]) -> dict[int, _SeriesCopy]:
             current = _SeriesCopy(meeting_key(item.rec.uid, None)[:900], copy[2], copy[3], set(), item)
         current.listed.add(item.key)
         ends[item.index] = current
+        if of_item is not None:
+            of_item[item.index] = current
     return ends
 
 
-def _plan(items: list[_Item], stored_keys: set[str], bases: set[str]) -> dict[str, list[tuple[_Item, bool]]]:
+@dataclass
+class _Newest:
+    """The newest copy seen of a series (a meetingseries row): SEQUENCE, window, recurrence ids listed."""
+
+    sequence: int
+    since: str
+    until: str
+    listed: set[str]
+    changed: bool = False
+    stored: bool = True
+
+    def cut(self, copy: _SeriesCopy, rid: str) -> bool:
+        """Whether an older copy's occurrence rid is one this newer copy moved or cut."""
+        return self.sequence > copy.master.rec.sequence and self.since <= rid < self.until and rid not in self.listed
+
+    def take(self, copy: _SeriesCopy) -> None:
+        """Fold a copy of the series in: a newer one replaces what is known, the same SEQUENCE
+        read over another window (or from another source) adds to it, an older one changes nothing."""
+        base = len(copy.base) + 1
+        rids = {k[base:] for k in copy.listed}
+        seq = copy.master.rec.sequence
+        if seq > self.sequence:
+            self.sequence, self.since, self.until, self.listed = seq, copy.since, copy.until, rids
+        elif seq == self.sequence and not (
+            copy.since >= self.since and copy.until <= self.until and rids <= self.listed
+        ):
+            self.since, self.until = min(self.since, copy.since), max(self.until, copy.until)
+            self.listed |= rids
+        else:
+            return
+        self.changed = True
+
+
+def _load_newest(conn: Connection, org_id: int, bases: set[str]) -> dict[str, _Newest]:
+    out: dict[str, _Newest] = {}
+    for part in _chunked(sorted(bases)):
+        for key, seq, since, until, listed in conn.execute(
+            select(SERIES.c.series_key, SERIES.c.sequence, SERIES.c.since, SERIES.c.until, SERIES.c.listed).where(
+                SERIES.c.org_id == org_id, SERIES.c.series_key.in_(part)
+            )
+        ):
+            out[key] = _Newest(seq, since, until, set(listed or ()))
+    return out
+
+
+def _save_newest(conn: Connection, org_id: int, newest: dict[str, _Newest]) -> None:
+    now = utcnow()
+    for key in sorted(k for k, n in newest.items() if n.changed):  # one key order for every writer
+        n = newest[key]
+        values = {
+            "sequence": n.sequence,
+            "since": n.since,
+            "until": n.until,
+            "listed": sorted(n.listed),
+            "updated_at": now,
+        }
+        if n.stored:
+            conn.execute(update(SERIES).where(SERIES.c.org_id == org_id, SERIES.c.series_key == key).values(**values))
+        else:  # another writer inserting it first meets the unique key: the batch is tried again
+            conn.execute(SERIES.insert().values(org_id=org_id, series_key=key, **values))
+
+
+def _plan(
+    items: list[_Item], stored_keys: set[str], bases: set[str], newest: dict[str, _Newest] | None = None
+) -> dict[str, list[tuple[_Item, bool]]]:
     """Each key's steps in batch order; a series REPLY/CANCEL goes to every
     occurrence of its UID known at that point (stored, or seen earlier in the
     batch) and to the series key itself if that is known or nothing else is.
@@ -375,7 +444,9 @@ def _plan(items: list[_Item], stored_keys: set[str], bases: set[str]) -> dict[st
     at that point, from where the copy lists on, that the copy lacks gets a step
     from it (the fold cancels it if the copy is newer)."""
     present = set(stored_keys)
-    copies_end = _series_copies(items)
+    copy_of_item: dict[int, _SeriesCopy] = {}
+    copies_end = _series_copies(items, copy_of_item)
+    newest = {} if newest is None else newest
     occurrences: dict[str, set[str]] = {b: set() for b in bases | {c.base for c in copies_end.values()}}
 
     def note(k: str) -> None:  # k is an occurrence of every series key that is a prefix of it up to a "/"
@@ -397,12 +468,28 @@ def _plan(items: list[_Item], stored_keys: set[str], bases: set[str]) -> dict[st
                 plan.setdefault(item.key, []).append((item, True))
                 present.add(item.key)
             continue
-        plan.setdefault(item.key, []).append((item, True))
-        present.add(item.key)
-        if occurrences:
-            note(item.key)
+        copy = copy_of_item.get(item.index)
+        seen = newest.get(copy.base) if copy is not None else None
+        # An invitation older than the newest copy seen of its series: an occurrence that copy
+        # moved or cut is not made again (a calendar's copy is its current state: always read).
+        cut = (
+            copy is not None
+            and seen is not None
+            and item.key not in present
+            and item.rec.method == "REQUEST"
+            and seen.cut(copy, item.key[len(copy.base) + 1 :])
+        )
+        if not cut:
+            plan.setdefault(item.key, []).append((item, True))
+            present.add(item.key)
+            if occurrences:
+                note(item.key)
         if item.index in copies_end:
             copy = copies_end[item.index]
+            seen = newest.get(copy.base)
+            if seen is None:
+                seen = newest[copy.base] = _Newest(-1, copy.since, copy.until, set(), stored=False)
+            seen.take(copy)
             for k in sorted(occurrences[copy.base] - copy.listed):
                 rid = k[len(copy.base) + 1 :]
                 # Only inside the window the copy covers (an occurrence past it, stored when the
@@ -508,7 +595,9 @@ def _fold_over_stored(batch: _Batch, items: list[_Item]) -> tuple[dict, dict[str
     stored = _load_keys(conn, org_id, list({it.key for it in items}))
     if bases or wholes:
         stored.update(_load_series(conn, org_id, list(bases | wholes)))
-    plan = _plan(items, set(stored), bases)
+    newest = _load_newest(conn, org_id, wholes) if wholes else {}
+    plan = _plan(items, set(stored), bases, newest)
+    _save_newest(conn, org_id, newest)
     people = _load_people(conn, [stored[k]["id"] for k in plan if k in stored])
     states: dict[str, _State] = {}
     for key, steps in plan.items():

@@ -283,3 +283,20 @@ class AnswerSample(TableModel, table=True):
     seconds: float
     direction: str  # out: a rep answered; in: a customer answered
     sender: str | None = None  # lower-case address of the rep concerned
+
+
+class MeetingSeries(TableModel, table=True):
+    """The newest invitation seen of a recurring meeting's whole series: its SEQUENCE and the
+    occurrences it listed in the window it was read over. A first import reads mail newest first,
+    so an older invitation of the series comes after it; the occurrences that one lists and this
+    one did not (moved, or cut by "this and following") stay off the timeline (sync/meetings.py)."""
+
+    __table_args__ = (UniqueConstraint("org_id", "series_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    series_key: str = Field(max_length=900)  # 'ical:UID', as meeting_key(uid, None)
+    sequence: int = 0
+    since: str  # the recurrence ids of its window, from ...
+    until: str  # ... up to (not including)
+    listed: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # its recurrence ids
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -46,6 +46,7 @@ TABLES = {
         "SELECT message_key, occurred_at, ends_at, location, status, sequence FROM interaction "
         "WHERE org_id = :org AND kind = 'meeting'"
     ),
+    "meeting series": "SELECT series_key, sequence, since, until, listed FROM meetingseries WHERE org_id = :org",
     # What the console shows about the import: the counters must not drift with retries either.
     "mailboxes": "SELECT id, status, sync_stage, messages_imported, skipped, last_error FROM mailbox WHERE org_id = :org",
     "folders": (

@@ -404,6 +404,38 @@ def test_a_newer_invitation_to_a_series_replaces_the_occurrences_it_moved_or_cut
     assert live(world) == []
 
 
+@pytest.mark.parametrize("batch_size", [1, 1000], ids=["one invitation a batch", "all in one batch"])
+def test_a_first_import_reading_the_newest_invitation_first_ends_as_reading_them_in_order(world, imap_user, batch_size):
+    # A first import reads mail newest first: the series cut short (SEQUENCE 2) came before the
+    # older invitations, which brought back the calls it had moved or cut.
+    start = SOON.replace(hour=10)
+
+    def weekly(hour: int, rule: str, sequence: int) -> str:
+        series = event(
+            "weekly@acme.com",
+            stamp(start.replace(hour=hour)),
+            end=stamp(start.replace(hour=hour) + timedelta(minutes=30)),
+            organizer="carla@acme.com",
+            summary="Weekly",
+            attendees=(("alice@ourco.com", "NEEDS-ACTION"),),
+            extra=f"RRULE:FREQ=WEEKLY;{rule}",
+            sequence=sequence,
+        )
+        return vcalendar(series, method="REQUEST")
+
+    until = stamp(start.replace(hour=11) + timedelta(weeks=1, hours=1))
+    for n, ics in enumerate((weekly(10, "COUNT=4", 0), weekly(11, "COUNT=4", 1), weekly(11, f"UNTIL={until}", 2))):
+        imap_user.deliver(invitation(ics, msgid=f"w{n}@acme.com", frm="carla@acme.com"))
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    world.set_batch_size(mid, batch_size)
+    assert world.sync(mid).ok
+    live = sorted(str(when)[:16] for when, status, *_ in meetings(world).values() if status != "cancelled")
+    assert live == [(start.replace(hour=11) + timedelta(weeks=i)).strftime("%Y-%m-%d %H:%M") for i in range(2)]
+    # Read again, and the series' newest copy as it was kept: the same.
+    assert world.sync(mid).ok
+    assert world.sql("SELECT series_key, sequence FROM meetingseries") == [("ical:weekly@acme.com", 2)]
+
+
 def test_a_calendar_copy_of_a_moved_series_outranks_the_old_invitation_in_mail(world, radicale, imap_user):
     # Alice has both: the first invitation in her inbox and the meeting in her CalDAV calendar.
     # The organiser moves the series; her calendar has the new times, her inbox still the old mail.
