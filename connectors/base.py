@@ -326,6 +326,9 @@ class MeetingRecord:
     # (sync/meetings.py). None for single events, invitations to one occurrence and Graph's.
     series_from: str | None = None
     series_to: str | None = None  # ... and up to this one (the window's end), not including it
+    # The series' own SEQUENCE (its master component's) on every occurrence of such a copy: an
+    # override may keep an older one, or carry a newer one, than the series it belongs to.
+    series_sequence: int | None = None
 
 
 def meeting_key(uid: str, recurrence_id: str | None) -> str:

@@ -459,6 +459,10 @@ def _expand(
     query = recurring_ical_events.of(one)
     records: list[MeetingRecord] = []
     since, until = recurrence_id_utc(window.start), recurrence_id_utc(window.end)
+    try:
+        own_sequence = max(0, int(str(master.get("SEQUENCE") or 0)))
+    except ValueError:
+        own_sequence = 0
     done = False
     for series in query.series:
         for occ in series.between(window.start, window.end):
@@ -466,7 +470,7 @@ def _expand(
             rid = recurrence_id_utc(_utc(rid_value))
             comp = by_rid.get(rid, master)
             rec = _record(comp, uid=uid, rid=rid, start=occ.start, end=occ.end, bid=bid, method=method, bad=bad)
-            rec.series_from, rec.series_to = since, until
+            rec.series_from, rec.series_to, rec.series_sequence = since, until, own_sequence
             records.append(rec)
             if len(records) >= MAX_OCCURRENCES:
                 bad.append(BadRecord(bid, f"recurrence cut at {MAX_OCCURRENCES} occurrences in the sync window"))

@@ -60,7 +60,7 @@ from sync import copies, exclusions, followups, metrics
 from sync.addresses import FREE_MAIL_DOMAINS
 from sync.fixes import RunError
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
-from sync.meetings import drop_meetings_without_copies, ingest_meetings, remove_copies
+from sync.meetings import SeriesChanged, drop_meetings_without_copies, ingest_meetings, remove_copies
 from sync.skipped import forget_folder as forget_skipped_items, record as record_skipped_items
 
 log = logging.getLogger("threadline.sync")
@@ -555,10 +555,11 @@ def _drop_folders_left_out(engine: Engine, mailbox, folders: list[Folder], worke
         drop_meetings_without_copies(conn, mailbox["org_id"], affected)
 
 
-def _conflict(exc: DBAPIError) -> bool:
+def _conflict(exc: DBAPIError | SeriesChanged) -> bool:
     """Whether a failed write lost a race with another writer and succeeds if tried again:
-    a key written at the same moment, a deadlock or serialization failure, a busy SQLite."""
-    if isinstance(exc, IntegrityError):
+    a key written at the same moment, a series' newest copy changed meanwhile, a deadlock or
+    serialization failure, a busy SQLite."""
+    if isinstance(exc, (IntegrityError, SeriesChanged)):
         return True
     return getattr(exc.orig, "pgcode", None) in ("40001", "40P01") or "locked" in str(exc.orig).lower()
 
@@ -583,7 +584,7 @@ def _commit_batch(
             if org.followups is not None:  # committed: what the batch wrote to the queue stands
                 org.followups.confirm()
             break
-        except (IntegrityError, OperationalError) as exc:
+        except (IntegrityError, OperationalError, SeriesChanged) as exc:
             # Ingest's locks keep writers of one organisation from colliding; this is
             # the safety net. A collision rolls the whole batch back, so retrying is
             # safe; the pause (with jitter, so two losers do not meet again) lets the
@@ -594,7 +595,7 @@ def _commit_batch(
                 "mailbox %s, folder %s: the batch met another writer (%s); trying again",
                 mbx.mailbox_id,
                 folder.name,
-                type(exc.orig).__name__,
+                type(getattr(exc, "orig", exc)).__name__,
             )
             time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
     if batch.reset:
@@ -834,7 +835,9 @@ def _finish(
             values.pop("status", None)
         conn.execute(
             update(MAILBOX)
-            .where(MAILBOX.c.id == mailbox_id, or_(MAILBOX.c.lease_owner == worker, MAILBOX.c.lease_owner.is_(None)))
+            # Only while this run holds the lease: one another worker took over, or a reset ended
+            # (app/services/mailboxes.py: reset_folders), is no longer this run's to finish.
+            .where(MAILBOX.c.id == mailbox_id, MAILBOX.c.lease_owner == worker)
             .values(**values)
         )
 

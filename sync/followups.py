@@ -622,13 +622,18 @@ def _answered(found, since: datetime, thread_key: str) -> bool:
 def mail_role(record) -> str:
     """What an email can do to the queue. "none": auto-replies (Auto-Submitted: auto-replied,
     X-Autoreply, the usual subject prefixes) and bulk or machine mail kept on the timeline (bulk
-    detection off). "close": calendar messages (an invitation, "Accepted: ...", a cancellation):
-    they answer a thread (a rep replying with a meeting, the customer accepting) but wait on no
-    one, so they close and never open. "open": every other email."""
+    detection off), and calendar messages that answer nothing (a cancellation). "close": an
+    invitation or an answer to one ("Accepted: ..."): they answer a thread (a rep replying with
+    a meeting, the customer accepting) but wait on no one, so they close and never open.
+    "open": every other email."""
     subject = (record.subject or "").lower()
     if record.auto_reply or record.bulk or subject.startswith(AUTO_REPLY_PREFIXES):
         return "none"
-    return "close" if record.invitation else "open"
+    if not record.invitation:
+        return "open"
+    # An invitation or an answer to one is someone taking part; a cancellation (or a counter-
+    # proposal, a refresh) answers nothing, and closing what waits on them would hide it.
+    return "close" if record.invitation in ("REQUEST", "REPLY") else "none"
 
 
 def is_automated(record) -> bool:

@@ -372,6 +372,11 @@ def _series_copies(items: list[_Item], of_item: dict[int, _SeriesCopy] | None = 
     return ends
 
 
+class SeriesChanged(Exception):
+    """Another writer changed a series' newest copy while this batch read it: try the batch again
+    (sync/engine.py counts it among the collisions it retries)."""
+
+
 @dataclass
 class _Newest:
     """The newest copy seen of a series (a meetingseries row): SEQUENCE, window, recurrence ids listed."""
@@ -382,18 +387,20 @@ class _Newest:
     listed: set[str]
     changed: bool = False
     stored: bool = True
+    read_at: object = None  # the stored row's updated_at: written back only if it is still that
 
     def cut(self, copy: _SeriesCopy, rid: str) -> bool:
         """Whether an older copy's occurrence rid is one this newer copy moved or cut."""
-        return self.sequence > copy.master.rec.sequence and self.since <= rid < self.until and rid not in self.listed
+        return self.sequence > _own_sequence(copy) and self.since <= rid < self.until and rid not in self.listed
 
     def take(self, copy: _SeriesCopy) -> None:
-        """Fold a copy of the series in: a newer one replaces what is known, the same SEQUENCE
-        read over another window (or from another source) adds to it, an older one changes nothing."""
+        """Fold a copy of the series in: a newer one replaces what is known; the same SEQUENCE read
+        over an overlapping window (or from another source) adds to it, over a window apart from
+        it replaces it (what lies between was read by neither); an older one changes nothing."""
         base = len(copy.base) + 1
         rids = {k[base:] for k in copy.listed}
-        seq = copy.master.rec.sequence
-        if seq > self.sequence:
+        seq = _own_sequence(copy)
+        if seq > self.sequence or (seq == self.sequence and (copy.since > self.until or copy.until < self.since)):
             self.sequence, self.since, self.until, self.listed = seq, copy.since, copy.until, rids
         elif seq == self.sequence and not (
             copy.since >= self.since and copy.until <= self.until and rids <= self.listed
@@ -405,15 +412,27 @@ class _Newest:
         self.changed = True
 
 
+def _own_sequence(copy: _SeriesCopy) -> int:
+    """The series' own SEQUENCE: its master component's where the source says (an override may
+    keep an older one), else the lowest of the copy's occurrences."""
+    own = copy.master.rec.series_sequence
+    return own if own is not None else copy.master.rec.sequence
+
+
 def _load_newest(conn: Connection, org_id: int, bases: set[str]) -> dict[str, _Newest]:
     out: dict[str, _Newest] = {}
     for part in _chunked(sorted(bases)):
-        for key, seq, since, until, listed in conn.execute(
-            select(SERIES.c.series_key, SERIES.c.sequence, SERIES.c.since, SERIES.c.until, SERIES.c.listed).where(
-                SERIES.c.org_id == org_id, SERIES.c.series_key.in_(part)
-            )
+        for key, seq, since, until, listed, at in conn.execute(
+            select(
+                SERIES.c.series_key,
+                SERIES.c.sequence,
+                SERIES.c.since,
+                SERIES.c.until,
+                SERIES.c.listed,
+                SERIES.c.updated_at,
+            ).where(SERIES.c.org_id == org_id, SERIES.c.series_key.in_(part))
         ):
-            out[key] = _Newest(seq, since, until, set(listed or ()))
+            out[key] = _Newest(seq, since, until, set(listed or ()), read_at=at)
     return out
 
 
@@ -429,7 +448,16 @@ def _save_newest(conn: Connection, org_id: int, newest: dict[str, _Newest]) -> N
             "updated_at": now,
         }
         if n.stored:
-            conn.execute(update(SERIES).where(SERIES.c.org_id == org_id, SERIES.c.series_key == key).values(**values))
+            # Only over the row as it was read: another writer's newer copy committed since (or
+            # committing now: PostgreSQL re-checks the row once it is theirs no more) must not be
+            # overwritten by this one. Then the batch is tried again, and reads theirs.
+            done = conn.execute(
+                update(SERIES)
+                .where(SERIES.c.org_id == org_id, SERIES.c.series_key == key, SERIES.c.updated_at == n.read_at)
+                .values(**values)
+            ).rowcount
+            if done != 1:
+                raise SeriesChanged(key)
         else:  # another writer inserting it first meets the unique key: the batch is tried again
             conn.execute(SERIES.insert().values(org_id=org_id, series_key=key, **values))
 

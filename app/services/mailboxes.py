@@ -248,11 +248,8 @@ def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None
     does each folder's count of its copies; the mailbox's counters restart."""
     if not mailbox_ids:
         return
-    conn.execute(
-        _update(FS)
-        .where(FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids))
-        .values(cursor={}, backfill_done=False, skipped={}, removed=0, status="ok", last_error=None)
-    )
+    # The mailbox row first, as a batch locks it first (its fencing), then the folders: two writers
+    # taking them in one order never wait for each other in a cycle (PostgreSQL).
     # A run going on now would write its cursors back over these at its next batch (a rule removed
     # or a re-read asked for mid-import would be lost): its lease ends here, so its next batch's
     # fencing stops it (sync/engine.py: LeaseLost), and the next run starts from the beginning.
@@ -268,6 +265,11 @@ def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None
             lease_owner=None,
             lease_until=None,
         )
+    )
+    conn.execute(
+        _update(FS)
+        .where(FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids))
+        .values(cursor={}, backfill_done=False, skipped={}, removed=0, status="ok", last_error=None)
     )
     # the counts restart, and so do the items behind them: the new reading skips them again
     conn.execute(_delete(SKIPPED).where(SKIPPED.c.org_id == org_id, SKIPPED.c.mailbox_id.in_(mailbox_ids)))

@@ -159,7 +159,10 @@
         if (!interactive) return null;
         result = await state.msal.acquireTokenPopup({ scopes });
       }
-      if (result.accessToken === state.entraRefused) return null; // still the refused one
+      if (result.accessToken === state.entraRefused) { // still the refused one
+        if (!interactive) return null;
+        result = await state.msal.acquireTokenPopup({ scopes });
+      }
       state.entraRefused = null;
       state.entra = { token: result.accessToken, expires: result.expiresOn ? new Date(result.expiresOn).getTime() : Date.now() + 3000000 };
       return state.entra.token;

@@ -276,6 +276,16 @@ def test_window_moves_a_day_at_a_time():
     assert (w.start.date().isoformat(), w.end.date().isoformat()) == ("2025-05-22", "2025-06-07")
 
 
+def test_every_occurrence_of_an_expanded_series_carries_the_series_own_sequence():
+    # The whole series was edited (SEQUENCE 2); an override kept the SEQUENCE of its own edit (0),
+    # as Google leaves it. The copy is the series at 2, whatever its lowest occurrence says.
+    master = event("s@x", "20250303T100000Z", extra="RRULE:FREQ=WEEKLY;COUNT=3", sequence=2)
+    moved = event("s@x", "20250310T150000Z", extra="RECURRENCE-ID:20250310T100000Z", sequence=0)
+    records = parse(vcalendar(master + moved)).records
+    assert sorted(r.sequence for r in records) == [0, 2, 2]
+    assert {r.series_sequence for r in records} == {2}
+
+
 def test_an_expanded_series_says_from_where_it_lists_every_occurrence():
     series = parse(vcalendar(event("s@x", "20250303T100000Z", extra="RRULE:FREQ=WEEKLY;COUNT=3")))
     assert {(r.series_from, r.series_to) for r in series.records} == {

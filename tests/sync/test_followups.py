@@ -558,3 +558,19 @@ def test_another_workers_rows_between_two_batches_of_a_run_are_closed_and_respec
     assert ("frank@delta.com", "owe", "closed", "reply") in rows
     assert ("zed@zeta.com", "owe", "open", None) in rows
     assert world.scalar("SELECT count(*) FROM followup") == 5
+
+
+def test_what_each_kind_of_calendar_message_can_do_to_the_queue():
+    from connectors.base import MessageRecord
+
+    def mail(invitation, subject="Demo"):
+        return MessageRecord(
+            "1/1", "k@x", NOW, [("", "carol@acme.com")], [], [], [], subject, None, [], invitation=invitation
+        )
+
+    # An invitation and an answer to one take part: they close what they answer, and open nothing.
+    assert followups.mail_role(mail("REQUEST")) == followups.mail_role(mail("REPLY")) == "close"
+    # A cancellation (or a counter-proposal) answers nothing: what waits on them stays open.
+    assert followups.mail_role(mail("CANCEL")) == followups.mail_role(mail("COUNTER")) == "none"
+    assert followups.mail_role(mail(None)) == "open"
+    assert followups.mail_role(mail(None, "Automatic reply: Demo")) == "none"

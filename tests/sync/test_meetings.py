@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import event, text
 
-from app.db import session, write_transaction
+from app.db import read_only, session, write_transaction
 from app.models import Mailbox
 from connectors.base import Attendee, Batch, Folder, MeetingRecord
 from sync import stats
@@ -564,3 +564,59 @@ def test_a_reply_never_adds_someone_to_a_known_meeting(tmp_path):
     crasher = meeting("mail#ics", method="REPLY", attendees=[Attendee("mallory@evil.com", "M", "attendee", "accepted")])
     _run(world, a, batch(crasher))
     assert "mallory@evil.com" not in _people(world)
+
+
+def test_a_series_newest_copy_another_writer_changed_meanwhile_is_never_written_back_over(tmp_path, db_url):
+    # Two mailboxes' batches read the same row; the one holding the older copy wrote last and the
+    # row went back to it, so the occurrences the newer copy had cut came back later.
+    from sync.meetings import SeriesChanged, _load_newest, _save_newest
+
+    w = make_world(tmp_path, url=db_url)
+    key = "ical:weekly@acme.com"
+    with write_transaction(w.rt.engine) as conn:
+        conn.execute(
+            text(
+                "INSERT INTO meetingseries (org_id, series_key, sequence, since, until, listed, updated_at) "
+                "VALUES (:org, :k, 1, '2026-01-01T00:00:00Z', '2027-01-01T00:00:00Z', '[]', :at)"
+            ),
+            {"org": w.org_id, "k": key, "at": datetime(2026, 12, 1, tzinfo=timezone.utc)},
+        )
+    with read_only(w.rt.engine) as conn:  # what this batch read ...
+        mine = _load_newest(conn, w.org_id, {key})
+    with write_transaction(w.rt.engine) as other:  # ... before another writer's newer copy committed
+        other.execute(
+            text("UPDATE meetingseries SET sequence = 3, updated_at = :at"), {"at": datetime.now(timezone.utc)}
+        )
+    mine[key].sequence, mine[key].changed = 2, True
+    with pytest.raises(SeriesChanged), write_transaction(w.rt.engine) as conn:
+        _save_newest(conn, w.org_id, mine)
+    assert w.scalar("SELECT sequence FROM meetingseries") == 3
+
+
+def test_a_series_copy_of_the_same_sequence_over_a_window_apart_replaces_the_one_kept():
+    # Merged across the gap, the months between counted as read and listing nothing: an older
+    # invitation's occurrence there was taken for one the newer copy had cut.
+    from sync.meetings import _Item, _Newest, _SeriesCopy
+
+    def copy(since: str, until: str, rids: list[str]) -> _SeriesCopy:
+        start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        rec = MeetingRecord("r", "weekly@acme.com", rids[0], start, None, "W", None, [], sequence=2)
+        rec.series_sequence = 2
+        item = _Item(0, rec, {}, f"ical:weekly@acme.com/{rids[0]}", False)
+        return _SeriesCopy("ical:weekly@acme.com", since, until, {f"ical:weekly@acme.com/{r}" for r in rids}, item)
+
+    kept = _Newest(2, "2026-01-01T00:00:00Z", "2026-01-15T00:00:00Z", {"2026-01-05T10:00:00Z"})
+    kept.take(copy("2026-03-01T00:00:00Z", "2026-03-15T00:00:00Z", ["2026-03-02T10:00:00Z"]))
+    assert (kept.since, kept.until, kept.listed) == (
+        "2026-03-01T00:00:00Z",
+        "2026-03-15T00:00:00Z",
+        {"2026-03-02T10:00:00Z"},
+    )
+    older = copy("2026-01-01T00:00:00Z", "2026-12-31T00:00:00Z", ["2026-02-02T10:00:00Z"])
+    older.master.rec.series_sequence = 1
+    assert not kept.cut(older, "2026-02-02T10:00:00Z")  # read by neither copy: kept
+    assert kept.cut(older, "2026-03-09T10:00:00Z")  # inside the newer window and not listed there: cut
+    # Overlapping windows of the same copy are one: it lists what either read listed.
+    kept.take(copy("2026-03-10T00:00:00Z", "2026-04-01T00:00:00Z", ["2026-03-16T10:00:00Z"]))
+    assert (kept.since, kept.until) == ("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z")
+    assert kept.listed == {"2026-03-02T10:00:00Z", "2026-03-16T10:00:00Z"}

@@ -274,3 +274,29 @@ def test_a_stalled_push_connection_is_noticed_by_the_heartbeat(tmp_path, imap_us
     finally:
         proxy.heal()
         service.stop()
+
+
+def test_a_reread_asked_for_as_a_run_ends_stays_due_and_the_next_run_reads_from_the_start(
+    world, imap_user, monkeypatch
+):
+    # The run whose lease the reset had ended still finished the mailbox as synced: its
+    # next_sync_at (the interval away) hid the re-read the admin had asked for.
+    import sync.engine as engine_module
+    from app.services import mailboxes
+    from app.services.actor import Actor
+
+    imap_user.deliver(message("carol@acme.com", "alice@ourco.com", msgid="only@acme"))
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    real_finish = engine_module._finish
+
+    def reread_then_finish(*args, **kw):
+        mailboxes.resync(world.rt, Actor.operator(world.org_id), mid)  # after the last batch, before the end
+        return real_finish(*args, **kw)
+
+    monkeypatch.setattr(engine_module, "_finish", reread_then_finish)
+    world.sync(mid, fetch_in_child=False)
+    monkeypatch.setattr(engine_module, "_finish", real_finish)
+    assert mid in due_mailboxes(world.rt.engine)
+    assert world.scalar("SELECT count(*) FROM folderstate WHERE mailbox_id = :m AND backfill_done", m=mid) == 0
+    assert world.sync(mid, fetch_in_child=False).ok
+    assert world.scalar("SELECT count(*) FROM folderstate WHERE mailbox_id = :m AND backfill_done", m=mid) > 0
