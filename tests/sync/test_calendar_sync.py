@@ -351,22 +351,27 @@ def test_mail_without_invitations_is_unchanged(world, imap_user):
     assert world.sql("SELECT kind, message_key FROM interaction") == [("email", "p@x")]
 
 
+def _weekly(start, hour: int, rule: str, sequence: int, method: str = "REQUEST") -> str:
+    """Carla's weekly call with Alice, an invitation to its whole series from `start` at `hour`."""
+    series = event(
+        "weekly@acme.com",
+        stamp(start.replace(hour=hour)),
+        end=stamp(start.replace(hour=hour) + timedelta(minutes=30)),
+        organizer="carla@acme.com",
+        summary="Weekly",
+        attendees=(("alice@ourco.com", "NEEDS-ACTION"),),
+        extra=f"RRULE:FREQ=WEEKLY;{rule}",
+        sequence=sequence,
+    )
+    return vcalendar(series, method=method)
+
+
 def test_a_newer_invitation_to_a_series_replaces_the_occurrences_it_moved_or_cut(world, imap_user):
     # Carla's weekly call with Alice, by invitation: four weeks at 10:00.
     start = SOON.replace(hour=10)
 
     def weekly(hour: int, rule: str, sequence: int, method: str = "REQUEST") -> str:
-        series = event(
-            "weekly@acme.com",
-            stamp(start.replace(hour=hour)),
-            end=stamp(start.replace(hour=hour) + timedelta(minutes=30)),
-            organizer="carla@acme.com",
-            summary="Weekly",
-            attendees=(("alice@ourco.com", "NEEDS-ACTION"),),
-            extra=f"RRULE:FREQ=WEEKLY;{rule}",
-            sequence=sequence,
-        )
-        return vcalendar(series, method=method)
+        return _weekly(start, hour, rule, sequence, method)
 
     def deliver(ics: str, msgid: str, method: str = "REQUEST") -> None:
         imap_user.deliver(invitation(ics, method=method, msgid=msgid, frm="carla@acme.com"))
@@ -409,22 +414,13 @@ def test_a_first_import_reading_the_newest_invitation_first_ends_as_reading_them
     # A first import reads mail newest first: the series cut short (SEQUENCE 2) came before the
     # older invitations, which brought back the calls it had moved or cut.
     start = SOON.replace(hour=10)
-
-    def weekly(hour: int, rule: str, sequence: int) -> str:
-        series = event(
-            "weekly@acme.com",
-            stamp(start.replace(hour=hour)),
-            end=stamp(start.replace(hour=hour) + timedelta(minutes=30)),
-            organizer="carla@acme.com",
-            summary="Weekly",
-            attendees=(("alice@ourco.com", "NEEDS-ACTION"),),
-            extra=f"RRULE:FREQ=WEEKLY;{rule}",
-            sequence=sequence,
-        )
-        return vcalendar(series, method="REQUEST")
-
     until = stamp(start.replace(hour=11) + timedelta(weeks=1, hours=1))
-    for n, ics in enumerate((weekly(10, "COUNT=4", 0), weekly(11, "COUNT=4", 1), weekly(11, f"UNTIL={until}", 2))):
+    copies = (
+        _weekly(start, 10, "COUNT=4", 0),
+        _weekly(start, 11, "COUNT=4", 1),
+        _weekly(start, 11, f"UNTIL={until}", 2),
+    )
+    for n, ics in enumerate(copies):
         imap_user.deliver(invitation(ics, msgid=f"w{n}@acme.com", frm="carla@acme.com"))
     mid = world.add_imap("alice@ourco.com", imap_user)
     world.set_batch_size(mid, batch_size)
