@@ -7,7 +7,7 @@ from __future__ import annotations
 TABLES = {
     "interactions": (
         "SELECT message_key, kind, direction, subject, snippet, thread_key, from_address, occurred_at, "
-        "ends_at, location, status, sequence FROM interaction WHERE org_id = :org"
+        "ends_at, location, status, sequence, automated, unverified_sender FROM interaction WHERE org_id = :org"
     ),
     "participants": (
         "SELECT i.message_key, p.address, p.name, p.role, p.response, u.email, c.primary_email, co.domain, "
@@ -16,7 +16,8 @@ TABLES = {
         "LEFT JOIN company co ON co.id = p.company_id WHERE p.org_id = :org"
     ),
     "copies": (
-        "SELECT i.message_key, s.mailbox_id, f.name, s.remote_id FROM interactionsource s "
+        "SELECT i.message_key, s.mailbox_id, f.name, s.remote_id, s.provider_id, s.provider_thread "
+        "FROM interactionsource s "
         "JOIN interaction i ON i.id = s.interaction_id JOIN folderstate f ON f.id = s.folder_id "
         "WHERE s.org_id = :org"
     ),
@@ -28,7 +29,12 @@ TABLES = {
         "SELECT c.primary_email, c.name FROM contact c WHERE c.org_id = :org AND NOT EXISTS "
         "(SELECT 1 FROM contactaddress a WHERE a.contact_id = c.id)"
     ),
-    "companies": "SELECT domain, name FROM company WHERE org_id = :org",
+    # What signatures filled in (sync/enrichment.py), and where each value came from.
+    "contact details": (
+        "SELECT primary_email, search_name, title, phone, mobile, website, company_name, provenance "
+        "FROM contact WHERE org_id = :org"
+    ),
+    "companies": "SELECT domain, name, provenance FROM company WHERE org_id = :org",
     "contactstats": (
         "SELECT c.primary_email, s.emails_in, s.emails_out, s.meetings, s.first_email_at, s.last_email_at "
         "FROM contactstats s JOIN contact c ON c.id = s.contact_id WHERE c.org_id = :org"
@@ -47,10 +53,28 @@ TABLES = {
         "WHERE org_id = :org AND kind = 'meeting'"
     ),
     "meeting series": "SELECT series_key, sequence, since, until, listed FROM meetingseries WHERE org_id = :org",
+    # The follow-up queue, as it stands once the scheduler's sweep has run (timeline() runs it).
+    # Wall-clock columns (updated_at, closed_at) are left out.
+    "follow-ups": (
+        "SELECT f.thread_key, f.kind, u.email, i.message_key, c.primary_email, co.domain, f.address, f.since, "
+        "f.due_at, f.status, f.closed_reason, f.snoozed_until FROM followup f "
+        "LEFT JOIN app_user u ON u.id = f.user_id LEFT JOIN interaction i ON i.id = f.interaction_id "
+        "LEFT JOIN contact c ON c.id = f.contact_id LEFT JOIN company co ON co.id = f.company_id "
+        "WHERE f.org_id = :org"
+    ),
+    # The reports' summaries (sync/reportsums.py), kept at ingest.
+    "rep days": (
+        "SELECT u.email, r.day, r.emails_out, r.emails_in, r.meetings FROM repday r "
+        "JOIN app_user u ON u.id = r.user_id WHERE r.org_id = :org"
+    ),
+    "answer samples": (
+        "SELECT thread_key, asked_at, answered_at, seconds, direction, sender FROM answersample WHERE org_id = :org"
+    ),
     # What the console shows about the import: the counters must not drift with retries either.
     "mailboxes": "SELECT id, status, sync_stage, messages_imported, skipped, last_error FROM mailbox WHERE org_id = :org",
     "folders": (
-        "SELECT f.mailbox_id, f.name, f.messages, f.skipped, f.status, f.backfill_done FROM folderstate f "
+        "SELECT f.mailbox_id, f.name, f.messages, f.skipped, f.status, f.backfill_done, f.removed, f.cursor "
+        "FROM folderstate f "
         "JOIN mailbox m ON m.id = f.mailbox_id WHERE m.org_id = :org"
     ),
     "unreadable": "SELECT mailbox_id, folder, remote_id, reason FROM syncissue WHERE org_id = :org",
@@ -58,7 +82,14 @@ TABLES = {
 }
 
 
-def _canonical(value):
+# JSON keys that hold surrogate ids or wall-clock times, which differ between two runs: a
+# provenance's interaction or contact, a cursor's "counted at". A folder's cursor is compared by what the
+# console shows from it (the server's count, for reconciliation), not by the server's own state.
+_RUN_KEYS = {"interaction_id", "contact_id", "counted_at"}
+_CURSOR_KEYS = {"server_count"}
+
+
+def _canonical(value, keep: set[str] | None = None):
     """JSON columns come back as dicts (PostgreSQL) or text (SQLite): compare them as sorted items."""
     if isinstance(value, str) and value.startswith("{"):
         import json
@@ -68,18 +99,34 @@ def _canonical(value):
         except ValueError:
             return value
     if isinstance(value, dict):
-        return tuple(sorted((k, v) for k, v in value.items() if v))
+        return tuple(
+            sorted(
+                (k, _canonical(v)) for k, v in value.items() if v and k not in _RUN_KEYS and (keep is None or k in keep)
+            )
+        )
     return value
+
+
+def _settle(world) -> None:
+    """The scheduler's follow-up sweep, which a worker runs every few minutes: an interrupted
+    import ends its last run without the sweep a whole run ends with (sync/engine.py)."""
+    from app.db import write_transaction
+    from sync import followups
+
+    with write_transaction(world.rt.engine) as conn:
+        followups.sweep(conn, world.org_id)
 
 
 def timeline(world, skip: tuple[str, ...] = ()) -> dict[str, list[tuple]]:
     """Every table an import writes for the world's organisation, rows sorted."""
+    _settle(world)
     out = {}
     for name, sql in TABLES.items():
         if name in skip:
             continue
         rows = world.sql(sql, org=world.org_id)
-        out[name] = sorted((tuple(_canonical(v) for v in row) for row in rows), key=repr)
+        keep = _CURSOR_KEYS if name == "folders" else None
+        out[name] = sorted((tuple(_canonical(v, keep) for v in row) for row in rows), key=repr)
     return out
 
 

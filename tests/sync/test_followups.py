@@ -470,6 +470,30 @@ def test_old_mail_opens_nothing_but_an_old_reply_still_closes_the_row_an_older_m
     assert [(r.kind, r.status, r.closed_reason) for r in _rows(world)] == [("owe", "closed", "old")]
 
 
+def test_a_first_import_leaves_no_row_open_that_a_newer_answer_in_another_thread_already_closed(
+    tmp_path, imap_user_factory, db_url
+):
+    # An import reads newest first: the customer's answer (a new thread) is stored before the
+    # rep's email it answers, so the ingest writes that email's row open. The run settles the
+    # queue before it ends; without that the row stayed open until the scheduler's sweep, and
+    # `threadline sync --once` has no scheduler.
+    world = make_world(tmp_path, url=db_url)
+    alice = imap_user_factory()
+    box = world.add_imap("alice@ourco.com", alice)
+    world.set_batch_size(box, 1)  # one email a batch: the answer cannot close it within its batch
+    alice.deliver(message("alice@ourco.com", "carol@acme.com", "Quote", msgid="q1@ourco.com", when=NOW - 5 * DAY))
+    alice.deliver(
+        message("Dave <dave@acme.com>", "alice@ourco.com", "About your quote", msgid="d1@acme.com", when=NOW - 3 * DAY)
+    )
+    assert world.sync(box).ok
+    assert {(r[2], r[0], r[3], r[4]) for r in _rows(world)} == {
+        ("carol@acme.com", "waiting", "closed", "reply"),
+        ("dave@acme.com", "owe", "open", None),
+    }
+    with write_transaction(world.rt.engine) as conn:
+        assert followups.sweep(conn, world.org_id)["reply"] == 0  # nothing left for the scheduler
+
+
 @pytest.mark.sqlite
 def test_the_cross_thread_read_at_ingest_searches_the_open_rows_by_time_once_per_run(tmp_path):
     # docs/performance.md section 10: reading all of the organisation's rows at every batch made
