@@ -81,6 +81,7 @@ class MailboxRow(BaseModel):
     skipped: dict[str, int]
     reconciled: bool  # see app/services/reconcile.py
     missing: int
+    kept_more: int = 0
     attention: Optional[str] = None
     attention_fix: Optional[str] = None
 

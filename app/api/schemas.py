@@ -231,6 +231,7 @@ class MailboxStatus(BaseModel):
     # every completed folder's server count = stored + skipped + removed by an admin (see docs/architecture.md)
     reconciled: bool
     missing: int  # messages on the server in completed folders that are neither stored nor skipped
+    kept_more: int = 0  # copies kept beyond what the servers hold (mail deleted there); no alarm
     attention: str | None  # why the mailbox needs attention although its runs succeed (None: nothing)
     attention_fix: str | None
 
@@ -250,11 +251,11 @@ class FolderStatus(BaseModel):
     # the server's count of what the sync is meant to read, as last taken (at most hourly, and at once
     # after a removal or a re-read); calendars count instances in their window (None: not counted yet)
     server_count: int | None
-    stored: int  # copies stored (= messages)
+    stored: int  # copies stored, counted (messages is the folder's running count of them)
     skipped: int  # skipped with a reason, unreadable included
     removed: int  # taken off the timeline by an admin (a rule, an erasure)
-    difference: int | None  # server_count - stored - skipped - removed; > 0: messages missing
-    reconciliation: str  # reconciled | missing | importing | not counted
+    difference: int | None  # server_count - stored - skipped - removed; > 0: missing; < 0: kept more
+    reconciliation: str  # reconciled | missing | kept more | importing | not counted
 
 
 class Unreadable(BaseModel):

@@ -119,6 +119,7 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
         folders = session.exec(
             select(FolderState).where(FolderState.mailbox_id == mailbox.id).order_by(FolderState.name)
         ).all()
+        stored = reconcile.copies_by_folder(session.connection(), [mailbox.id])
         out["folders"] = [
             {
                 "name": f.name,
@@ -130,7 +131,7 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
                 "backfill_done": f.backfill_done,
                 "cursor": f.cursor,
                 "last_synced_at": f.last_synced_at,
-                **reconcile.folder_numbers(f.model_dump()),
+                **reconcile.folder_numbers({**f.model_dump(), "copies": stored.get(f.id, 0)}),
             }
             for f in folders
         ]

@@ -4,12 +4,15 @@ Per folder, compared only once its sync has completed (backfill done): the serve
 count of the messages the sync is meant to read (the connector's, as last seen, kept in
 the folder's cursor as `server_count`, with `counted_at`; taken again at most hourly, and
 at once after a removal or a full re-read, connectors/base.py RECOUNT_SECONDS) against
-the copies stored (`folderstate.messages`) plus the messages skipped with a reason
-(`folderstate.skipped`, unreadable ones included) plus the copies an admin took off the
-timeline (`folderstate.removed`). Only a shortfall counts against a mailbox: a message on
-the server that is neither stored nor skipped is missing from the timeline. More kept than
-the server holds is no alarm (mail deleted on a server without QRESYNC keeps its copy; the
-timeline keeps what it learnt).
+the copies stored (counted in `interactionsource`, not taken from the folder's running count
+`folderstate.messages`: a copy lost by a fault that left the count alone must show) plus the
+messages skipped with a reason (`folderstate.skipped`, unreadable ones included) plus the
+copies an admin took off the timeline (`folderstate.removed`). Only a shortfall counts against
+a mailbox: a message on the server that is neither stored nor skipped is missing from the
+timeline. More kept than the server holds is shown as such ("kept more"), never as adding up,
+but is no alarm: mail deleted on a server that does not say what left (no QRESYNC: Gmail
+among them) keeps its copy, and the timeline keeps what it learnt. Counting the copies costs
+an index range scan per mailbox: 8-9 ms for 84,000 copies on SQLite (94 ms cold).
 
 Who counts what (each connector's cursor contract says more):
 - IMAP (and Gmail, Exchange over IMAP): SEARCH of the UIDs the sync covers, drafts left out;
@@ -28,24 +31,26 @@ mailbox holding mail of a contact whose summaries disagree is not healthy either
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from app.models import FolderState, SummaryCheck
+from app.models import FolderState, InteractionSource, SummaryCheck
 from app.services import audit
 from app.services.actor import Actor, changing
 from sync import reportsums, stats
 from sync.fixes import Attention, fix_text
 
-FS, CHECK = FolderState.__table__, SummaryCheck.__table__
+FS, CHECK, SRC = FolderState.__table__, SummaryCheck.__table__, InteractionSource.__table__
 
 
 def folder_numbers(folder: dict) -> dict:
     """A folder's reconciliation: its numbers, the difference and its state
-    (`reconciled`, `missing`, `importing`: backfill not done yet, `not counted`: the
-    source gives no count or the folder is not synced)."""
+    (`reconciled`, `missing`, `kept more`: more stored than the server holds, `importing`:
+    backfill not done yet, `not counted`: the source gives no count or the folder is not
+    synced). `copies`: the copies counted (copies_by_folder); else its running count."""
     server = (folder.get("cursor") or {}).get("server_count")
-    stored, removed = int(folder.get("messages") or 0), int(folder.get("removed") or 0)
+    stored = int(folder["copies"] if "copies" in folder else folder.get("messages") or 0)
+    removed = int(folder.get("removed") or 0)
     skipped = sum(int(n) for n in (folder.get("skipped") or {}).values())
     out = {"server_count": server, "stored": stored, "skipped": skipped, "removed": removed, "difference": None}
     if not folder.get("selected", True):
@@ -55,22 +60,43 @@ def folder_numbers(folder: dict) -> dict:
     if server is None:  # the source gives no count, or not counted yet
         return {**out, "reconciliation": "not counted"}
     difference = int(server) - stored - skipped - removed
-    return {**out, "difference": difference, "reconciliation": "missing" if difference > 0 else "reconciled"}
+    state = "missing" if difference > 0 else "kept more" if difference < 0 else "reconciled"
+    return {**out, "difference": difference, "reconciliation": state}
 
 
 def summary(folders: list[dict]) -> dict:
-    """The mailbox's side: reconciled unless a completed folder misses messages."""
+    """The mailbox's side: reconciled unless a completed folder misses messages; `kept_more`:
+    how many more its other completed folders keep than their servers hold."""
     numbers = [folder_numbers(f) for f in folders]
     missing = sum(n["difference"] for n in numbers if n["reconciliation"] == "missing")
-    return {"reconciled": missing == 0, "missing": missing}
+    kept_more = -sum(n["difference"] for n in numbers if n["reconciliation"] == "kept more")
+    return {"reconciled": missing == 0, "missing": missing, "kept_more": kept_more}
+
+
+def copies_by_folder(conn: Connection, mailbox_ids: list[int] | None = None) -> dict[int, int]:
+    """folder id -> the copies stored in it (of these mailboxes; None: every mailbox)."""
+    query = select(SRC.c.folder_id, func.count()).group_by(SRC.c.mailbox_id, SRC.c.folder_id)
+    if mailbox_ids is not None:
+        query = query.where(SRC.c.mailbox_id.in_(sorted(set(mailbox_ids))))
+    return dict(conn.execute(query).all())  # type: ignore[arg-type]
 
 
 def folders_of(conn: Connection, mailbox_ids: list[int]) -> dict[int, list[dict]]:
-    cols = (FS.c.mailbox_id, FS.c.selected, FS.c.cursor, FS.c.messages, FS.c.skipped, FS.c.removed, FS.c.backfill_done)
+    cols = (
+        FS.c.id,
+        FS.c.mailbox_id,
+        FS.c.selected,
+        FS.c.cursor,
+        FS.c.messages,
+        FS.c.skipped,
+        FS.c.removed,
+        FS.c.backfill_done,
+    )
     out: dict[int, list[dict]] = {m: [] for m in mailbox_ids}
     if mailbox_ids:
+        stored = copies_by_folder(conn, mailbox_ids)
         for row in conn.execute(select(*cols).where(FS.c.mailbox_id.in_(mailbox_ids))).mappings():
-            out[row["mailbox_id"]].append(dict(row))
+            out[row["mailbox_id"]].append({**row, "copies": stored.get(row["id"], 0)})
     return out
 
 
@@ -108,15 +134,17 @@ def mailbox_state(conn: Connection, org_id: int, mailbox_ids: list[int]) -> dict
 
 
 def needing_attention(conn: Connection) -> dict[int, int]:
-    """organisation id -> how many of its mailboxes need attention (for /metrics)."""
+    """organisation id -> how many of its mailboxes need attention (for /metrics). Counts every
+    copy stored: about 0.1 s a scrape per million copies on SQLite."""
     rows = conn.execute(
-        select(FS.c.org_id, FS.c.mailbox_id, FS.c.selected, FS.c.cursor, FS.c.messages, FS.c.skipped).add_columns(
+        select(FS.c.id, FS.c.org_id, FS.c.mailbox_id, FS.c.selected, FS.c.cursor, FS.c.skipped).add_columns(
             FS.c.removed, FS.c.backfill_done
         )
     ).mappings()
+    stored = copies_by_folder(conn)
     by_box: dict[tuple[int, int], list[dict]] = {}
     for row in rows:
-        by_box.setdefault((row["org_id"], row["mailbox_id"]), []).append(dict(row))
+        by_box.setdefault((row["org_id"], row["mailbox_id"]), []).append({**row, "copies": stored.get(row["id"], 0)})
     flagged = {key for key, folders in by_box.items() if not summary(folders)["reconciled"]}
     for org_id, mailbox_ids in conn.execute(select(CHECK.c.org_id, CHECK.c.mailbox_ids)).all():
         flagged.update((org_id, m) for m in mailbox_ids or [])

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select, update
 
 from app.api import create_app
 from app.db import session, write_transaction
@@ -142,6 +143,38 @@ def test_a_lost_copy_shows_the_mailbox_needing_attention_everywhere_until_it_is_
     detail = client.get(f"/api/mailboxes/{mid}").json()
     assert (detail["healthy"], detail["missing"], folder(detail)["stored"]) == (True, 0, 5)
     assert attention_gauge(client, world.org_id) == 0
+
+
+def test_a_copy_lost_without_its_folder_count_moving_still_shows_missing(world, imap_user):
+    # Reconciliation counts the copies stored: a fault that lost a copy row and left the folder's
+    # running count alone must not leave the mailbox "adding up".
+    mid = synced(world, imap_user, 5, "uncounted")
+    client = api(world)
+    with write_transaction(world.rt.engine) as conn:
+        copies.delete(conn, copies.S.c.mailbox_id == mid, copies.S.c.remote_id.like("%/2"))
+    detail = client.get(f"/api/mailboxes/{mid}").json()
+    inbox = folder(detail)
+    assert (inbox["messages"], inbox["stored"], inbox["difference"], inbox["reconciliation"]) == (5, 4, 1, "missing")
+    assert (detail["healthy"], detail["missing"]) == (False, 1)
+    assert client.get("/api/admin/mailboxes").json()[0]["health"] == "attention"
+    assert attention_gauge(client, world.org_id) == 1
+
+
+def test_more_kept_than_the_server_holds_is_shown_as_such_never_as_adding_up(world, imap_user):
+    # Mail deleted on a server that does not say what left (no QRESYNC, Gmail) keeps its copy:
+    # no alarm, but the numbers do not add up and the folder says so.
+    mid = synced(world, imap_user, 5, "kept")
+    client = api(world)
+    fs = reconcile.FS
+    inbox_of = (fs.c.mailbox_id == mid) & (fs.c.name == "INBOX")
+    with write_transaction(world.rt.engine) as conn:  # two of the five deleted on the server, as it would count
+        cursor = conn.execute(select(fs.c.cursor).where(inbox_of)).scalar_one()
+        conn.execute(update(fs).where(inbox_of).values(cursor={**cursor, "server_count": 3}))
+    detail = client.get(f"/api/mailboxes/{mid}").json()
+    inbox = folder(detail)
+    assert (inbox["server_count"], inbox["stored"], inbox["difference"]) == (3, 5, -2)
+    assert inbox["reconciliation"] == "kept more"
+    assert (detail["reconciled"], detail["missing"], detail["kept_more"], detail["healthy"]) == (True, 0, 2, True)
 
 
 def test_rules_and_erasures_taking_mail_off_the_timeline_are_no_false_alarm(world, imap_user):
