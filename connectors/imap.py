@@ -862,7 +862,7 @@ def _decode_part(raw: bytes, encoding: str, charset: str) -> str:
         raw = quopri.decodestring(raw)
     try:
         return raw.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, UnicodeError, ValueError, TypeError):  # as mailparse.body_text: idna, hex...
         return raw.decode("utf-8", "replace")
 
 

@@ -179,7 +179,7 @@ def _join(parts) -> str:
             continue
         try:
             out.append(chunk.decode(charset or "ascii"))
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, UnicodeError, ValueError, TypeError):  # idna, punycode raise plain UnicodeError
             out.append(chunk.decode("utf-8", "replace"))
     # decode_header keeps the spaces of plain runs and drops those between
     # adjacent encoded words, as RFC 2047 asks; concatenation is the whole job.
@@ -613,7 +613,9 @@ def body_text(fields: dict[str, str], body: bytes, truncated: bool = False) -> t
     charset = m.group(1) if m else "utf-8"
     try:
         text = body.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, UnicodeError, ValueError, TypeError):
+        # No such charset, no text encoding (hex, zlib) or one that cannot replace what it cannot
+        # read (idna, undefined): read as UTF-8 rather than lose the message.
         text = body.decode("utf-8", "replace")
     if ctype.lower().startswith("text/html"):
         text = _TAGS.sub(" ", _BLOCK_TAGS.sub("\n", text.replace("\n", " ").replace("\r", "")))

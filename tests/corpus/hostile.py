@@ -5,7 +5,10 @@ bytes with a name that says what is wrong with it. Generated, never stored:
 from __future__ import annotations
 
 import base64
+import codecs
+import encodings
 import encodings.aliases
+import pkgutil
 import random
 from collections.abc import Iterator
 
@@ -23,8 +26,22 @@ def _msg(n: str, *headers: str, body: bytes = b"Hello.\r\n", frm: str | None = N
 
 
 def charsets() -> list[str]:
-    """Every name Python's encodings.aliases knows, aliases and the codecs they name."""
-    return sorted(set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values()))
+    """Every codec Python ships and every alias of one: encodings.aliases alone leaves out the
+    codecs nobody gave an alias (cp737, cp874, koi8_u, mac_croatian, utf_8_sig...)."""
+    shipped = {
+        m.name
+        for m in pkgutil.iter_modules(encodings.__path__)
+        if m.name != "aliases" and not m.name.startswith("_") and _known(m.name)
+    }
+    return sorted(set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values()) | shipped)
+
+
+def _known(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except LookupError:  # a helper module of the package (mbcs off Windows, idna's tables...)
+        return False
+    return True
 
 
 def _encoded(text: str, charset: str) -> bytes:
