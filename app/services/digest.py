@@ -106,12 +106,25 @@ def set_smtp(
     from_address: str,
 ) -> dict:
     """Set the SMTP server digests go through. `password` None keeps the stored one, "" removes
-    it; it is stored encrypted with the secret box and never written to the audit log."""
+    it; it is stored encrypted with the secret box and never written to the audit log.
+
+    A kept password is kept only for the same server, security and username (another port of the
+    same server keeps it). Threat: an admin (or a stolen admin session) who does not know the
+    password points the settings at a server of their own and presses "send a test": the stored
+    password would log in there, or cross the network in clear once security is "none". Changing
+    any of those three asks for the password again."""
     cfg = _clean_smtp(host, port, security, username, from_address)
     if password is not None and any(c in password for c in "\r\n"):
         raise Invalid("the password cannot contain line breaks", field="password")
     with changing(rt.engine, actor) as conn:
         before = smtp_settings(conn, actor.org_id)
+        moved = [k for k in ("host", "security", "username") if before[k] != cfg[k]]
+        if password is None and before["password_set"] and cfg["username"] and moved:  # no username: no login
+            raise Invalid(
+                f"enter the password again: the stored one is kept only for the same server and user "
+                f"({', '.join(moved)} changed)",
+                field="password",
+            )
         values: dict = {"smtp": cfg}
         if password is not None:
             values["smtp_secret_enc"] = rt.box.encrypt(password) if password else None

@@ -263,6 +263,18 @@ def test_the_smtp_password_is_encrypted_at_rest_never_returned_and_its_change_au
         timeout=10,
     )
     assert synced.rt.box.decrypt(synced.scalar("SELECT smtp_secret_enc FROM organisation")) == "pa55-w0rd!"
+    # Another server, or the same one in clear, with the stored password: an admin who does not know
+    # it could send it to a server of their own with "send a test". Asked for again instead.
+    for moved in ({"host": "smtp.elsewhere.example"}, {"security": "none"}, {"username": "other"}):
+        asked = httpx.put(
+            base + "/api/admin/smtp",
+            json=body | {"port": 2525, "password": None, "from_address": "crm@ourco.com"} | moved,
+            headers=h,
+            timeout=10,
+        )
+        assert asked.status_code == 422 and asked.json()["field"] == "password", (moved, asked.text)
+        assert "enter the password again" in asked.json()["detail"]
+    assert httpx.get(base + "/api/admin/smtp", headers=h, timeout=10).json()["host"] == "smtp.ourco.com"
     events = httpx.get(base + "/api/admin/audit", params={"action": "smtp.*"}, headers=h, timeout=10).json()
     assert [e["action"] for e in events] == ["smtp.update", "smtp.update"]
     assert events[1]["detail"]["password"] == "changed" and events[0]["detail"]["changed"] == {
