@@ -98,7 +98,10 @@ def explain(exc: google_errors.GoogleAuthError, subject: str) -> AuthError | Tra
     data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
     error = str(data.get("error") or "")
     desc = str(data.get("error_description") or "")[:300]
-    said = f"{error}: {desc}" if error else str(exc.args[0] if exc.args else exc)[:300]
+    # Only Google's own error fields are repeated, never the answer's body: a key's token_uri is
+    # whatever the admin uploaded, and an endpoint inside the network must not have its answer
+    # shown back to whoever pointed the key at it.
+    said = f"{error}: {desc}" if error else "an answer without an OAuth error code"
     if error in ("unauthorized_client", "access_denied"):
         return AuthError(
             f"Google refused a token for {subject}: domain-wide delegation is not granted for this service "
@@ -403,7 +406,8 @@ def explain_refresh(exc: google_errors.GoogleAuthError, subject: str) -> AuthErr
     data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
     error = str(data.get("error") or "")
     desc = str(data.get("error_description") or "")[:300]
-    said = f"{error}: {desc}" if error else str(exc.args[0] if exc.args else exc)[:300]
+    # Never the answer's body, as in explain(): the token endpoint is the admin's to set.
+    said = f"{error}: {desc}" if error else "an answer without an OAuth error code"
     if error == "invalid_grant":
         return AuthError(f"{subject}'s Google sign-in was revoked or has expired ({said})", fix=Fix.GOOGLE_SIGN_IN)
     if error == "rate_limit_exceeded":

@@ -110,6 +110,36 @@ def test_what_is_not_a_service_account_key_is_refused_without_repeating_it(googl
         parse_key(json.dumps(key | {"token_uri": "http://tokens.example.net/token"}))
 
 
+def test_a_token_endpoint_that_is_not_google_never_has_its_answer_shown(google):
+    # A key's token_uri is what the admin uploaded: pointed at a service inside the network, the
+    # refusal must not carry that service's answer back to the console.
+    import http.server
+    import threading
+
+    class Internal(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b"INTERNAL-ONLY: db_password=hunter2"
+            self.send_response(403)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Internal)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        key = json.loads(workspace(google)) | {"token_uri": f"http://127.0.0.1:{server.server_port}/token"}
+        refused = refusal(json.dumps(key))
+    finally:
+        server.shutdown()
+    assert "hunter2" not in str(refused) and "INTERNAL" not in str(refused)
+    assert refused.fix == Fix.SERVICE_KEY and "without an OAuth error code" in str(refused)
+
+
 def _assertion(google, key_json: str, *, private_key=None, **claims) -> dict:
     key = json.loads(key_json)
     now = int(time.time())
