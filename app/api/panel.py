@@ -30,6 +30,7 @@ STATIC = {
     "deals.js": "text/javascript",
     "board.js": "text/javascript",
     "board.css": "text/css",
+    "tokenlink.js": "text/javascript",
 }
 OFFICE_JS = "https://appsforoffice.microsoft.com"
 # The exact file, not the whole CDN: a CSP source with a path allows only it.

@@ -205,12 +205,10 @@
   }
 
   async function start() {
-    // A link with the token in its fragment (printed by `serve --demo`): keep it, drop it from the address.
-    const fragment = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-    if (fragment) {
-      try { localStorage.setItem(TOKEN_KEY, decodeURIComponent(fragment[1])); } catch (e) { /* private mode */ }
-      history.replaceState(null, "", location.pathname + location.search);
-    }
+    // A sign-in link (#token=..., tokenlink.js): someone else's sign-in is asked about first.
+    await window.ThreadlineTokenLink.take(token(), t => {
+      try { localStorage.setItem(TOKEN_KEY, t); } catch (e) { /* private mode */ }
+    });
     await load(new URLSearchParams(location.search).get("pipeline"));
     try {
       const pipes = await api("GET", "/api/pipelines");

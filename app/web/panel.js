@@ -1101,9 +1101,11 @@
   function start() {
     config();
     if (inOutlook) { onItemChanged(); return; }
-    // A link with the token in its fragment (printed by `serve --demo`): keep it, drop it from the address.
-    const fragment = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-    if (fragment) { storeToken(decodeURIComponent(fragment[1])); history.replaceState(null, "", location.pathname + location.search); }
+    // A sign-in link (#token=..., tokenlink.js): someone else's sign-in is asked about first.
+    if (/(?:^#|&)token=/.test(location.hash) && window.ThreadlineTokenLink) {
+      window.ThreadlineTokenLink.take(storedToken(), storeToken).then(start);
+      return;
+    }
     const params = new URLSearchParams(location.search);
     if (/^\/home\/?$/.test(location.pathname)) {
       if (!(state.token || storedToken())) { showSignIn(""); return; }
