@@ -47,7 +47,7 @@ def contacts_page(request: Request, con: Console = Depends(console)) -> HTMLResp
             else:
                 filters = segments.clean_filters(raw)
             after = int(params.get("after") or 0) if (params.get("after") or "0").isdigit() else 0
-            page = segments.query(conn, con.org_id, entity, filters, after_id=after, limit=50)
+            page = segments.query(conn, con.org_id, entity, filters, after_id=after, limit=50, viewer=con.actor)
         except ServiceError as exc:
             status, error, error_field = http_status(exc), exc.reason, exc.field
     shown = {k: (", ".join(v) if isinstance(v, list) else ("" if v is None else str(v))) for k, v in raw.items()}

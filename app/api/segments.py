@@ -78,7 +78,10 @@ def query(
     }
     filters = segments.clean_filters(raw)
     with read_conn(rt) as conn:
-        return {**segments.query(conn, caller.org_id, entity, filters, after_id=after, limit=limit), "segment": None}
+        page = segments.query(
+            conn, caller.org_id, entity, filters, after_id=after, limit=limit, viewer=Actor.of(caller)
+        )
+        return {**page, "segment": None}
 
 
 @router.get("/api/segments/{segment_id}/items", response_model=SegmentPage, summary="A saved segment's matches")

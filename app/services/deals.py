@@ -270,6 +270,11 @@ def _visible(conn: Connection, viewer: Actor, role: str | None = None):
     return true()
 
 
+def visible_deals(conn: Connection, viewer: Actor):
+    """The condition on `deal` for the deals this viewer may see (for other services' queries)."""
+    return _visible(conn, viewer)
+
+
 def _deal_row(conn: Connection, viewer: Actor, deal_id: int):
     row = conn.execute(select(D).where(D.c.id == deal_id, D.c.org_id == viewer.org_id, _visible(conn, viewer))).first()
     if row is None:

@@ -105,12 +105,14 @@ def _company_cells(r: dict) -> list:
     ]
 
 
-def _matches(rt, org_id: int, entity: str, filters: dict, now: datetime) -> Iterator[list[dict]]:
+def _matches(rt, actor: Actor, entity: str, filters: dict, now: datetime) -> Iterator[list[dict]]:
     """The matches page by page, on a read connection held for the whole export."""
     with read_only(rt.engine) as conn:
         after = 0
         while True:
-            page = segments.query(conn, org_id, entity, filters, after_id=after, limit=segments.PAGE_MAX, now=now)
+            page = segments.query(
+                conn, actor.org_id, entity, filters, after_id=after, limit=segments.PAGE_MAX, now=now, viewer=actor
+            )
             if page["items"]:
                 yield page["items"]
             if page["next_after"] is None:
@@ -165,13 +167,13 @@ def export_segment(
             (CONTACT_COLUMNS, _contact_cells) if entity == "contacts" else (COMPANY_COLUMNS, _company_cells)
         )
         yield _csv_line(columns)
-        for page in _matches(rt, actor.org_id, entity, filters, now):
+        for page in _matches(rt, actor, entity, filters, now):
             yield "".join(_csv_line(cells(r)) for r in page)
 
     def cards() -> Iterator[str]:
         version = "3.0" if fmt == "vcard3" else "4.0"
         with read_only(rt.engine) as conn:
-            for page in _matches(rt, actor.org_id, entity, filters, now):
+            for page in _matches(rt, actor, entity, filters, now):
                 extra: dict[int, list[str]] = {}
                 ca = ContactAddress.__table__
                 for cid, address in conn.execute(

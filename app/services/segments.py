@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import String, and_, cast, delete, exists, func, insert, or_, select, update
+from sqlalchemy import String, and_, cast, delete, exists, func, insert, or_, select, true, update
 from sqlalchemy.engine import Connection
 
 from app.models import (
@@ -29,7 +29,7 @@ from app.models import (
     User,
 )
 from app.models.base import utcnow
-from app.services import audit, strength
+from app.services import audit, deals, strength
 from app.services.actor import Actor, authorise, changing
 from app.services.errors import Forbidden, Invalid, NotFound
 from app.services.people import STAGES, clean_tags
@@ -181,23 +181,25 @@ def _last_company(org_id: int, now: datetime):
     )
 
 
-def _open_deal_of_contact(org_id: int, contact_col):
+def _open_deal_of_contact(org_id: int, contact_col, seen):
     return exists(
         select(DC.c.deal_id)
         .select_from(DC.join(D, D.c.id == DC.c.deal_id).join(PS, PS.c.id == D.c.stage_id))
-        .where(DC.c.org_id == org_id, DC.c.contact_id == contact_col, D.c.org_id == org_id, PS.c.kind == "open")
+        .where(DC.c.org_id == org_id, DC.c.contact_id == contact_col, D.c.org_id == org_id, PS.c.kind == "open", seen)
     )
 
 
-def _open_deal_of_company(org_id: int):
+def _open_deal_of_company(org_id: int, seen):
     by_company = exists(
         select(D.c.id)
         .select_from(D.join(PS, PS.c.id == D.c.stage_id))
-        .where(D.c.org_id == org_id, D.c.company_id == K.c.id, PS.c.kind == "open")
+        .where(D.c.org_id == org_id, D.c.company_id == K.c.id, PS.c.kind == "open", seen)
     )
     c2 = C.alias("c2")
     by_contact = exists(
-        select(c2.c.id).where(c2.c.org_id == org_id, c2.c.company_id == K.c.id, _open_deal_of_contact(org_id, c2.c.id))
+        select(c2.c.id).where(
+            c2.c.org_id == org_id, c2.c.company_id == K.c.id, _open_deal_of_contact(org_id, c2.c.id, seen)
+        )
     )
     return or_(by_company, by_contact)
 
@@ -216,7 +218,7 @@ def _domain_match(column, domain: str):
     return or_(column == domain, column.like("%." + _like_prefix(domain)[:-1], escape="\\"))
 
 
-def _contact_where(org_id: int, f: dict, last, now: datetime) -> list:
+def _contact_where(org_id: int, f: dict, last, now: datetime, seen) -> list:
     where = [C.c.org_id == org_id]
     if "tags" in f:
         where.append(_tags_match(C.c.tags, f["tags"]))
@@ -246,7 +248,7 @@ def _contact_where(org_id: int, f: dict, last, now: datetime) -> list:
     if "last_after" in f:
         where.append(last >= _start_of(f["last_after"]))
     if "has_open_deal" in f:
-        deal = _open_deal_of_contact(org_id, C.c.id)
+        deal = _open_deal_of_contact(org_id, C.c.id, seen)
         where.append(deal if f["has_open_deal"] else ~deal)
     if "q" in f:
         pattern = _like_prefix(f["q"])
@@ -254,7 +256,7 @@ def _contact_where(org_id: int, f: dict, last, now: datetime) -> list:
     return where
 
 
-def _company_where(org_id: int, f: dict, last, now: datetime) -> list:
+def _company_where(org_id: int, f: dict, last, now: datetime, seen) -> list:
     where = [K.c.org_id == org_id]
     people = [C.c.org_id == org_id, C.c.company_id == K.c.id]
     if "tags" in f:
@@ -272,7 +274,7 @@ def _company_where(org_id: int, f: dict, last, now: datetime) -> list:
     if "last_after" in f:
         where.append(last >= _start_of(f["last_after"]))
     if "has_open_deal" in f:
-        deal = _open_deal_of_company(org_id)
+        deal = _open_deal_of_company(org_id, seen)
         where.append(deal if f["has_open_deal"] else ~deal)
     if "q" in f:
         pattern = _like_prefix(f["q"])
@@ -312,7 +314,7 @@ def _aware(value):
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
-def _contact_page(conn: Connection, org_id: int, f: dict, after_id: int, size: int, now: datetime) -> list[dict]:
+def _contact_page(conn: Connection, org_id: int, f: dict, after_id: int, size: int, now: datetime, seen) -> list[dict]:
     last = _last_contact(org_id, now).label("last_at")
     rows = conn.execute(
         select(
@@ -333,7 +335,7 @@ def _contact_page(conn: Connection, org_id: int, f: dict, after_id: int, size: i
             last,
         )
         .select_from(C.outerjoin(K, K.c.id == C.c.company_id).outerjoin(U, U.c.id == C.c.owner_id))
-        .where(*_contact_where(org_id, f, _last_contact(org_id, now), now), C.c.id > after_id)
+        .where(*_contact_where(org_id, f, _last_contact(org_id, now), now, seen), C.c.id > after_id)
         .order_by(C.c.id)
         .limit(size)
     ).all()
@@ -359,12 +361,12 @@ def _contact_page(conn: Connection, org_id: int, f: dict, after_id: int, size: i
     ]
 
 
-def _company_page(conn: Connection, org_id: int, f: dict, after_id: int, size: int, now: datetime) -> list[dict]:
+def _company_page(conn: Connection, org_id: int, f: dict, after_id: int, size: int, now: datetime, seen) -> list[dict]:
     last = _last_company(org_id, now).label("last_at")
     people = select(func.count(C.c.id)).where(C.c.org_id == org_id, C.c.company_id == K.c.id).scalar_subquery()
     rows = conn.execute(
         select(K.c.id, K.c.name, K.c.domain, K.c.key_account, people.label("contacts"), last)
-        .where(*_company_where(org_id, f, _last_company(org_id, now), now), K.c.id > after_id)
+        .where(*_company_where(org_id, f, _last_company(org_id, now), now, seen), K.c.id > after_id)
         .order_by(K.c.id)
         .limit(size)
     ).all()
@@ -390,10 +392,16 @@ def query(
     after_id: int = 0,
     limit: int = 50,
     now: datetime | None = None,
+    viewer: Actor | None = None,
 ) -> dict:
     """One page of the contacts (or companies) matching a cleaned filter, by id, each with its
-    strength. `next_after` is the id to continue after, None at the end."""
+    strength. `next_after` is the id to continue after, None at the end.
+
+    `viewer`: whose deals "has an open deal" looks at (None: every deal, the operator's view).
+    Threat: where reps see only their own deals, the filter would otherwise tell a rep which
+    contacts are in a colleague's open deal."""
     entity = _clean_entity(entity)
+    seen = deals.visible_deals(conn, viewer) if viewer is not None else true()
     limit = _int_in("limit", limit, 1, PAGE_MAX)
     now = now or utcnow()
     page_of = _contact_page if entity == "contacts" else _company_page
@@ -406,7 +414,7 @@ def query(
     # 90 days, not a column); pages are fetched until this one is full, each with its one grouped query.
     while more and len(items) < limit:
         size = limit if not wants_strength else max(limit * 2, 100)
-        rows = page_of(conn, org_id, filters, cursor, size, now)
+        rows = page_of(conn, org_id, filters, cursor, size, now, seen)
         more = len(rows) == size
         if not rows:
             break
@@ -572,7 +580,9 @@ def run_segment(
     """A saved segment's page, checked visible to the actor (who must still be active)."""
     authorise(conn, actor, admin=False)
     seg = get_segment(conn, actor, segment_id)
-    page = query(conn, actor.org_id, seg["entity"], seg["filters"], after_id=after_id, limit=limit, now=now)
+    page = query(
+        conn, actor.org_id, seg["entity"], seg["filters"], after_id=after_id, limit=limit, now=now, viewer=actor
+    )
     return {**page, "segment": seg}
 
 

@@ -143,6 +143,27 @@ def test_each_filter_matches_the_contacts_computed_from_the_test_data(w):
     }
 
 
+def test_where_reps_see_only_their_own_deals_the_open_deal_filter_looks_only_at_those(w):
+    # Otherwise "has an open deal" tells a rep which contacts and companies are in a colleague's
+    # deals, which deal visibility "own" keeps from them.
+    made = people_set(w)
+    pipe = deals.create_pipeline(w.rt, w.admin, name="Sales")
+    deals.create_deal(w.rt, w.bob, name="Bob's", pipeline_id=pipe["id"], contact_ids=[made[2]["id"]])
+    deals.create_deal(w.rt, w.alice, name="Alice's", pipeline_id=pipe["id"], contact_ids=[made[0]["id"]])
+    deals.set_visibility(w.rt, w.admin, "own")
+    mine, everyone = {made[0]["email"]}, {made[0]["email"], made[2]["email"]}
+    assert ids(run(w, {"has_open_deal": True}, viewer=w.alice)) == mine
+    assert made[2]["email"] in ids(run(w, {"has_open_deal": False}, viewer=w.alice))
+    assert ids(run(w, {"has_open_deal": True}, viewer=w.admin)) == everyone
+    companies = {r["domain"] for r in run(w, {"has_open_deal": True}, "companies", viewer=w.alice)["items"]}
+    assert made[2]["email"].split("@")[1] not in companies
+    seg = segments.create_segment(w.rt, w.alice, name="In a deal", filters={"has_open_deal": True})
+    with read_only(w.rt.engine) as conn:
+        assert ids(segments.run_segment(conn, w.alice, seg["id"], now=NOW)) == mine
+    deals.set_visibility(w.rt, w.admin, "all")
+    assert ids(run(w, {"has_open_deal": True}, viewer=w.alice)) == everyone
+
+
 def test_company_segments_filter_by_their_people_domain_and_open_deals(w):
     made = people_set(w)
     pipe = deals.create_pipeline(w.rt, w.admin, name="Sales")
