@@ -942,9 +942,11 @@ def _restore(conn: Connection, org_id: int, box, keep: int, gone: int, record: d
     )
     if (
         loser.get("company_id") is not None
-        and conn.execute(select(CO.c.id).where(CO.c.id == loser["company_id"])).first() is None
+        and conn.execute(select(CO.c.id).where(CO.c.org_id == org_id, CO.c.id == loser["company_id"])).first() is None
     ):
-        values["company_id"] = None  # its company was removed since
+        # Its company was removed since. By id within the organisation: SQLite gives a deleted
+        # row's id to the next row made, which may be another organisation's company.
+        values["company_id"] = None
     restored = conn.execute(insert(C).values(**values).returning(C.c.id)).scalar_one()
 
     conn.execute(update(CA).where(CA.c.id.in_(list(returning))).values(contact_id=restored))
@@ -953,7 +955,7 @@ def _restore(conn: Connection, org_id: int, box, keep: int, gone: int, record: d
     moved = 0
     for part in chunks(record["participants"]):
         moved += conn.execute(
-            update(P).where(P.c.id.in_(part), P.c.contact_id == keep).values(contact_id=restored)
+            update(P).where(P.c.org_id == org_id, P.c.id.in_(part), P.c.contact_id == keep).values(contact_id=restored)
         ).rowcount
     # Mail that reached the merged addresses after the merge was filed under the survivor; it
     # follows its address back, as if the merge had never been.
@@ -966,12 +968,16 @@ def _restore(conn: Connection, org_id: int, box, keep: int, gone: int, record: d
         ).rowcount
     before, after = record["survivor_before"], record["survivor_after"]
     by_company: dict = defaultdict(list)
+    recorded_companies = sorted({c for _, c in record["participant_companies"] if c is not None})
+    alive = set(conn.execute(select(CO.c.id).where(CO.c.org_id == org_id, CO.c.id.in_(recorded_companies))).scalars())
     for pid, company in record["participant_companies"]:
-        by_company[company].append(pid)
+        by_company[company if company in alive else None].append(pid)  # a company gone since: none
     for company, pids in by_company.items():
         for part in chunks(pids):
             conn.execute(
-                update(P).where(P.c.id.in_(part), P.c.company_id == after["company_id"]).values(company_id=company)
+                update(P)
+                .where(P.c.org_id == org_id, P.c.id.in_(part), P.c.company_id == after["company_id"])
+                .values(company_id=company)
             )
     loser_company = values.get("company_id")
     if loser_company != after["company_id"] and later:

@@ -354,6 +354,39 @@ def test_merge_refuses_reps_other_organisations_and_nonsense(synced):
         assert conn.execute(text("SELECT count(*) FROM contactmerge")).scalar() == 0
 
 
+def test_undo_never_links_the_contact_to_another_organisations_company_that_took_its_companys_id(synced):
+    # SQLite gives a deleted row's id to the next row made: the merged contact's company, removed
+    # since the merge, may come back as that id in another organisation. The undo must not link to it.
+    from sqlalchemy import insert
+
+    from app.db import session
+    from app.models import Company
+    from app.models.base import utcnow
+    from tests import factories
+
+    w, _ = synced
+    op = Actor.operator(w.org_id)
+    survivor, loser = contact_of(w, "kim.lo@acme.com"), contact_of(w, "kim@acme.de")
+    gone = w.scalar("SELECT company_id FROM contact WHERE id = :c", c=loser)
+    assert gone is not None and gone != w.scalar("SELECT company_id FROM contact WHERE id = :c", c=survivor)
+    result = duplicates.merge(w.rt, op, survivor, loser)
+    with write_transaction(w.rt.engine) as conn:
+        conn.execute(text("UPDATE participant SET company_id = NULL WHERE company_id = :g"), {"g": gone})
+        conn.execute(text("DELETE FROM company WHERE id = :g"), {"g": gone})
+    with session(w.rt.engine) as s:
+        other = factories.create_org(s, "OtherCo", ["otherco.example"]).id
+    with write_transaction(w.rt.engine) as conn:
+        conn.execute(
+            insert(Company.__table__).values(
+                id=gone, org_id=other, domain="acme.de", name="Not Yours", created_at=utcnow(), provenance={}
+            )
+        )
+    restored = duplicates.unmerge(w.rt, op, result["audit_id"])["contact_id"]
+    assert w.scalar("SELECT company_id FROM contact WHERE id = :c", c=restored) is None
+    assert w.scalar("SELECT count(*) FROM participant WHERE company_id = :g", g=gone) == 0
+    assert w.scalar("SELECT count(*) FROM participant WHERE contact_id = :c", c=restored) > 0
+
+
 def test_undo_restores_the_merged_contact_even_when_its_id_was_given_to_a_new_contact(synced):
     w, _ = synced
     op = Actor.operator(w.org_id)
