@@ -56,6 +56,17 @@ def _fill_tenant_mailbox(graph, rnd) -> None:
         )
 
 
+def _pages_of(world, mailbox_id: int, size: int) -> None:
+    from sqlalchemy import select, update
+
+    from app.models import Mailbox
+
+    mb = Mailbox.__table__
+    with world.rt.engine.begin() as conn:
+        cfg = conn.execute(select(mb.c.config).where(mb.c.id == mailbox_id)).scalar()
+        conn.execute(update(mb).where(mb.c.id == mailbox_id).values(config={**cfg, "page_size": size}))
+
+
 def test_an_import_through_storms_of_429_503_and_410_ends_as_a_clean_import(graph, tmp_path):
     seed = fault_seed(1509)
     rnd = chance(seed)
@@ -67,7 +78,17 @@ def test_an_import_through_storms_of_429_503_and_410_ends_as_a_clean_import(grap
 
     world = make_world(tmp_path / "storm")
     mid = add_tenant_mailbox(world, graph)
+    _pages_of(world, mid, 10)  # the backfill spans pages: a storm can land in the middle of it
     storms, reports = [], []
+    # First a 429 storm, then a 503 one, on continuation pages of the first import, each longer
+    # than the client's own retries: both fail a run mid-backfill, with part of the mail stored.
+    for status, body in ((429, THROTTLED), (503, UNAVAILABLE)):
+        graph.inject("$skiptoken", status, body, headers={"Retry-After": "0"}, times=4)
+        storms.append((status, "$skiptoken", 4))
+        report = world.sync(mid)
+        reports.append(report)
+        stored = world.scalar("SELECT count(*) FROM interaction WHERE kind = 'email'")
+        assert report.error_kind == "throttled" and 0 < stored < 90, (seed, status, report, stored)
     for _ in range(12):
         status = rnd.choice([429, 503, 410])
         # Graph answers 410 only for a delta state (a folder listing has none).
