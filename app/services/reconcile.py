@@ -9,9 +9,9 @@ the copies stored (counted in `interactionsource`, not taken from the folder's r
 messages skipped with a reason (`folderstate.skipped`, unreadable ones included) plus the
 copies an admin took off the timeline (`folderstate.removed`). Only a shortfall counts against
 a mailbox: a message on the server that is neither stored nor skipped is missing from the
-timeline. More kept than the server holds is shown as such ("kept more"), never as adding up,
-but is no alarm: mail deleted on a server that does not say what left (no QRESYNC: Gmail
-among them) keeps its copy, and the timeline keeps what it learnt. Counting the copies costs
+timeline. More stored than the server's count is shown as such ("kept more"), never as adding
+up, but is no alarm: mail read since the last count (taken at most hourly), or deleted on a
+server that does not say what left (no QRESYNC: Gmail among them), whose copy the timeline keeps. Counting the copies costs
 an index range scan per mailbox: 8-9 ms for 84,000 copies on SQLite (94 ms cold).
 
 Who counts what (each connector's cursor contract says more):
