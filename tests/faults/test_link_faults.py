@@ -88,8 +88,9 @@ def test_an_import_through_a_dovecot_restart_ends_as_a_clean_import(own_dovecot,
     assert_same_timeline(timeline(world), expected, seed=seed, what=f"Dovecot restarted after {restarts}")
 
 
+@pytest.mark.parametrize("in_child", [False, True], ids=["inline", "fetch-child"])
 def test_an_import_whose_folder_gets_a_new_uidvalidity_midway_ends_as_a_clean_import_of_the_new_folder(
-    imap_user, tmp_path
+    imap_user, tmp_path, in_child
 ):
     seed = fault_seed(1507)
     corpus, items = rep_mail(1500)
@@ -105,9 +106,9 @@ def test_an_import_whose_folder_gets_a_new_uidvalidity_midway_ends_as_a_clean_im
         imap_user.recreate_folder("INBOX")  # the same mail under a new UIDVALIDITY
         imap_user.deliver_many(inbox)
 
-    world.sync(mid, fetch_in_child=False, progress=_once_at(chance(seed).randint(20, 300), resets, reset))
+    world.sync(mid, fetch_in_child=in_child, progress=_once_at(chance(seed).randint(20, 300), resets, reset))
     assert resets, seed
-    _sync_until_ok(world, mid, seed, fetch_in_child=False)
+    _sync_until_ok(world, mid, seed, fetch_in_child=in_child)
 
     clean = world_for(tmp_path, corpus, "clean")  # a clean import of the mailbox as it is now
     assert clean.sync(clean.add_imap(corpus.reps[0][1], imap_user)).ok
