@@ -1,6 +1,7 @@
 """SIGKILL at random points of a first import, many times over: sometimes the
 whole `threadline sync` process group, sometimes only its fetch child
-(sync/pipeline.py runs connectors/imapfetch.py there). Whatever was committed
+(sync/pipeline.py runs connectors/imapfetch.py there), and first the group while it
+starts (claim, login, folder listing), before anything is committed. Whatever was committed
 stays, nothing is counted twice, and the import that finally completes leaves
 the timeline a clean import leaves, row for row."""
 
@@ -34,6 +35,23 @@ def test_a_backfill_killed_at_random_many_times_including_its_fetch_child_ends_a
     total = sum(row[3] for row in expected["mailboxes"])
     imported = lambda: world.scalar("SELECT messages_imported FROM mailbox WHERE id = :i", i=mid)  # noqa: E731
     log = []
+
+    # First, twice, the whole group while it starts (claim, login, folder listing), before any commit.
+    early = chance(seed + 1)
+    for round_ in range(2):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "sync", "--once", "--mailbox", str(mid)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(early.uniform(0.05, 0.6))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(60)
+        log.append((f"early {round_}", "group", 0, imported(), proc.returncode))
 
     for round_ in range(KILLS):
         target = "child" if rnd.random() < 0.4 else "group"
@@ -77,7 +95,13 @@ def test_a_backfill_killed_at_random_many_times_including_its_fetch_child_ends_a
         ):
             break  # the import completed between two kills
 
-    kills = [entry for entry in log if entry[4] == -signal.SIGKILL or (entry[1] == "child" and entry[4] != 0)]
+    starts = [entry for entry in log if str(entry[0]).startswith("early")]
+    assert all(entry[4] == -signal.SIGKILL for entry in starts), f"seed {seed}: a start ran to its end: {log}"
+    kills = [
+        entry
+        for entry in log
+        if entry not in starts and (entry[4] == -signal.SIGKILL or (entry[1] == "child" and entry[4] != 0))
+    ]
     assert len(kills) >= 4, f"seed {seed}: too few kills landed during the import: {log}"
     report = world.sync(mid)  # a holder killed on this host is taken over at once
     assert report is not None and report.ok, (seed, report)
