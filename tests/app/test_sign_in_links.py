@@ -6,6 +6,7 @@ organisation (app/web/tokenlink.js)."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 from app.db import session
 from app.services import orgs
@@ -15,34 +16,35 @@ from tests.app.test_panel import site, wait_state  # noqa: F401 - site is the mo
 STORED = "localStorage.getItem('threadline.token')"
 
 
+@contextmanager
 def fresh_page(browser, sd, base: str, path: str, *, who: str | None):
+    """A new browser context at `path`, with `who`'s token stored before the first load only."""
     context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    if who:
-        page.add_init_script(
-            "if (!sessionStorage.getItem('seeded')) { sessionStorage.setItem('seeded', '1'); "
-            f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens[who])}); }}"
-        )
-    page.goto(base + path)
-    return context, page
-
-
-def test_a_link_where_nobody_is_signed_in_signs_in_and_leaves_the_address(site, browser):  # noqa: F811
-    sd, base = site
-    context, page = fresh_page(browser, sd, base, "/panel#token=" + sd.tokens["alice"], who=None)
     try:
-        wait_state(page, "empty")
-        assert page.evaluate(STORED) == sd.tokens["alice"]
-        assert "token" not in page.url
-        assert page.locator("#switch-signin").count() == 0
+        page = context.new_page()
+        if who:
+            page.add_init_script(
+                "if (!sessionStorage.getItem('seeded')) { sessionStorage.setItem('seeded', '1'); "
+                f"localStorage.setItem('threadline.token', {json.dumps(sd.tokens[who])}); }}"
+            )
+        page.goto(base + path)
+        yield page
     finally:
         context.close()
 
 
+def test_a_link_where_nobody_is_signed_in_signs_in_and_leaves_the_address(site, browser):  # noqa: F811
+    sd, base = site
+    with fresh_page(browser, sd, base, "/panel#token=" + sd.tokens["alice"], who=None) as page:
+        wait_state(page, "empty")
+        assert page.evaluate(STORED) == sd.tokens["alice"]
+        assert "token" not in page.url
+        assert page.locator("#switch-signin").count() == 0
+
+
 def test_a_link_with_someone_elses_sign_in_is_asked_about_and_staying_keeps_the_reps_own(site, browser):  # noqa: F811
     sd, base = site
-    context, page = fresh_page(browser, sd, base, "/panel#token=" + sd.tokens["carol"], who="alice")
-    try:
+    with fresh_page(browser, sd, base, "/panel#token=" + sd.tokens["carol"], who="alice") as page:
         page.wait_for_selector("#switch-signin")
         text = page.locator("#switch-signin").inner_text()
         assert "Carol (carol@otherco.com) of OtherCo" in text and "Alice Rep (alice@ourco.com) of OurCo" in text
@@ -52,40 +54,31 @@ def test_a_link_with_someone_elses_sign_in_is_asked_about_and_staying_keeps_the_
         wait_state(page, "empty")
         assert page.evaluate(STORED) == sd.tokens["alice"]
         assert page.locator("#switch-signin").count() == 0
-    finally:
-        context.close()
 
 
 def test_switching_takes_the_links_sign_in(site, browser):  # noqa: F811
     sd, base = site
-    context, page = fresh_page(browser, sd, base, "/panel#token=" + sd.tokens["carol"], who="alice")
-    try:
+    with fresh_page(browser, sd, base, "/panel#token=" + sd.tokens["carol"], who="alice") as page:
         page.get_by_role("button", name="Switch to carol@otherco.com").click()
         wait_state(page, "empty")
         assert page.evaluate(STORED) == sd.tokens["carol"]
-    finally:
-        context.close()
 
 
 def test_a_new_token_of_the_same_rep_or_a_refused_link_asks_nothing(site, browser):  # noqa: F811
     sd, base = site
     with session(sd.rt.engine) as s:
         again = factories.issue_token(s, orgs.find_user(s, sd.world.org_id, "alice@ourco.com"), "second device")
-    context, page = fresh_page(browser, sd, base, "/panel#token=" + again, who="alice")
-    try:
+    with fresh_page(browser, sd, base, "/panel#token=" + again, who="alice") as page:
         wait_state(page, "empty")
         assert page.evaluate(STORED) == again and page.locator("#switch-signin").count() == 0
         page.goto(base + "/panel?again=1#token=tl_not-a-token")
         wait_state(page, "empty")
         assert page.evaluate(STORED) == again and page.locator("#switch-signin").count() == 0
-    finally:
-        context.close()
 
 
 def test_the_board_asks_the_same_before_taking_someone_elses_sign_in(site, browser):  # noqa: F811
     sd, base = site
-    context, page = fresh_page(browser, sd, base, "/board#token=" + sd.tokens["carol"], who="alice")
-    try:
+    with fresh_page(browser, sd, base, "/board#token=" + sd.tokens["carol"], who="alice") as page:
         page.wait_for_selector("#switch-signin")
         assert "carol@otherco.com" in page.locator("#switch-signin").inner_text()
         assert page.evaluate(STORED) == sd.tokens["alice"]
@@ -94,5 +87,3 @@ def test_the_board_asks_the_same_before_taking_someone_elses_sign_in(site, brows
         page.wait_for_selector("body:not([data-state=loading]):not([data-state=switch-signin])")
         assert page.evaluate("document.body.dataset.state") != "signin"
         assert page.evaluate(STORED) == sd.tokens["alice"]
-    finally:
-        context.close()

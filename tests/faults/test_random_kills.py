@@ -36,10 +36,8 @@ def test_a_backfill_killed_at_random_many_times_including_its_fetch_child_ends_a
     imported = lambda: world.scalar("SELECT messages_imported FROM mailbox WHERE id = :i", i=mid)  # noqa: E731
     log = []
 
-    # First, twice, the whole group while it starts (claim, login, folder listing), before any commit.
-    early = chance(seed + 1)
-    for round_ in range(2):
-        proc = subprocess.Popen(
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
             [sys.executable, "-m", "app.cli", "sync", "--once", "--mailbox", str(mid)],
             cwd=ROOT,
             env=env,
@@ -47,6 +45,11 @@ def test_a_backfill_killed_at_random_many_times_including_its_fetch_child_ends_a
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+    # First, twice, the whole group while it starts (claim, login, folder listing), before any commit.
+    early = chance(seed + 1)
+    for round_ in range(2):
+        proc = start()
         time.sleep(early.uniform(0.05, 0.6))
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -58,14 +61,7 @@ def test_a_backfill_killed_at_random_many_times_including_its_fetch_child_ends_a
         # Somewhere in what is left: the import moves on a little between kills.
         left = total - imported()
         when = imported() + int(left * rnd.uniform(0.01, 0.08))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "sync", "--once", "--mailbox", str(mid)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        proc = start()
         deadline = time.monotonic() + 60
         victim = None
         while proc.poll() is None and time.monotonic() < deadline:
