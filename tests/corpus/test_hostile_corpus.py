@@ -123,11 +123,8 @@ def test_a_hostile_corpus_through_dovecot_is_stored_or_skipped_with_a_reason_in_
     assert _accounting(world, imap_user, "Hostile") == acc
 
 
-TINY = [10_000, pytest.param(100_000, marks=pytest.mark.full_corpus)]
-
-
-@pytest.mark.parametrize("count", TINY)
-def test_a_folder_of_tiny_messages_is_imported_whole_in_bounded_memory(imap_user, tmp_path, count):
+def test_a_folder_of_100000_tiny_messages_is_imported_whole_in_bounded_memory(imap_user, tmp_path):
+    count = 100_000
     imap_user.create_folder("Tiny")
     imap_user.deliver_many((raw, "Tiny") for raw in tiny_messages(count))
     world = make_world(tmp_path)
@@ -141,5 +138,6 @@ def test_a_folder_of_tiny_messages_is_imported_whole_in_bounded_memory(imap_user
     acc = _accounting(world, imap_user, "Tiny")
     _assert_every_message_accounted_for(acc, f"{count} tiny messages")
     assert acc["stored"] == count and not acc["skipped"], acc
-    # About 117 MB peak and 8 s for 10,000 on an idle machine (December 2026).
+    # 204 MB peak and 11.6 s for the import (18 s with the delivery) on a quiet machine (2026-12-07);
+    # 10,000 peaked at 136 MB. A whole-folder read would grow with the folder, past this bound.
     assert peak < 250 * MB, (count, peak // MB, seconds)
