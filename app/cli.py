@@ -295,17 +295,19 @@ def sync_cmd(
 
     from app.models import Mailbox, MailboxStatus
     from app.services.mailboxes import fix_for
-    from sync.engine import lease_holder, sync_mailbox
+    from sync.engine import lease_holder, settle_followups, sync_mailbox
 
     if not once:
         _fail("use `threadline sync --once` here, or `threadline worker` to keep syncing")
     rt = _rt()
     freeze_startup_heap()
     with session(rt.engine) as s:
-        query = select(Mailbox.id, Mailbox.kind).where(Mailbox.status != MailboxStatus.PAUSED).order_by(Mailbox.id)
+        query = select(Mailbox.id, Mailbox.kind, Mailbox.org_id).where(Mailbox.status != MailboxStatus.PAUSED)
         if mailbox is not None:
-            query = select(Mailbox.id, Mailbox.kind).where(Mailbox.id == mailbox)
-        kinds = dict(s.exec(query).all())
+            query = select(Mailbox.id, Mailbox.kind, Mailbox.org_id).where(Mailbox.id == mailbox)
+        rows = s.exec(query.order_by(Mailbox.id)).all()
+        kinds = {mid: kind for mid, kind, _ in rows}
+        org_ids = sorted({org_id for _, _, org_id in rows})
         ids = list(kinds)
     if mailbox is not None and not ids:
         _fail(f"no mailbox {mailbox}")
@@ -337,6 +339,10 @@ def sync_cmd(
                 line += f" Fix: {todo}"
             failed += 1
         out.print(line, highlight=False)
+    # No scheduler runs here: the follow-up sweep a worker runs every few minutes, once. A run that
+    # imported ends with it already, but an import killed after its last batch left it undone.
+    for org_id in org_ids:
+        settle_followups(rt.engine, org_id)
     raise typer.Exit(1 if failed else 0)
 
 

@@ -339,6 +339,8 @@ def sync_mailbox(
         folders = connector.list_folders()
         _drop_folders_left_out(engine, mailbox, folders, worker)
         states = _upsert_folders(engine, mailbox, folders)
+        # A folder listed for the first time (a new folder or label) is read from its start too.
+        importing = importing or any(state["selected"] and not state["backfill_done"] for _, state in states)
         work = [(folder, state["cursor"]) for folder, state in states if state["selected"]]
         state_by_name = {folder.name: (folder, state) for folder, state in states}
         if fetch_in_child:

@@ -61,6 +61,7 @@ def me(caller: CallerDep, rt: RuntimeDep) -> Me:
         email=caller.email,
         name=row.name if row else "",
         organisation=row.org if row else "",
+        organisation_id=caller.org_id,
         role=caller.role,
         stages=list(people.STAGES),
     )

@@ -191,6 +191,7 @@ class Me(BaseModel):
     email: str
     name: str
     organisation: str
+    organisation_id: int  # names can be alike: a sign-in link of another organisation is told by this
     role: str  # rep | manager | admin
     stages: list[str]
 

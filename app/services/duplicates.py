@@ -1033,12 +1033,19 @@ def _restore_followups(conn: Connection, org_id: int, keep: int, restored: int, 
     """Follow-ups as their mail is after the undo: the companies the merge changed back, and those
     opened since the merge by mail from the merged addresses on the merged contact, at its company."""
     after = record["survivor_after"]["company_id"]
+    recorded_followups = record.get("followup_companies", [])  # merges recorded before kept none
+    formers = sorted({c for _, c in recorded_followups if c is not None})
+    alive = set(conn.execute(select(CO.c.id).where(CO.c.org_id == org_id, CO.c.id.in_(formers))).scalars())
     by_company: dict = defaultdict(list)
-    for fid, former in record.get("followup_companies", []):  # merges recorded before kept none
-        by_company[former].append(fid)
+    for fid, former in recorded_followups:
+        by_company[former if former in alive else None].append(fid)  # a company gone since: none
     for former, fids in by_company.items():
         for part in chunks(fids):
-            conn.execute(update(FU).where(FU.c.id.in_(part), FU.c.company_id == after).values(company_id=former))
+            conn.execute(
+                update(FU)
+                .where(FU.c.org_id == org_id, FU.c.id.in_(part), FU.c.company_id == after)
+                .values(company_id=former)
+            )
     recorded = set(record["followups"])
     for part in chunks(sorted(addresses)):
         later = [

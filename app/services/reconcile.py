@@ -74,8 +74,14 @@ def summary(folders: list[dict]) -> dict:
 
 
 def copies_by_folder(conn: Connection, mailbox_ids: list[int] | None = None) -> dict[int, int]:
-    """folder id -> the copies stored in it (of these mailboxes; None: every mailbox)."""
-    query = select(SRC.c.folder_id, func.count()).group_by(SRC.c.mailbox_id, SRC.c.folder_id)
+    """folder id -> the copies stored in it (of these mailboxes; None: every mailbox). The meetings
+    an invitation brought (`uid#ics…`, connectors/ical.py) sit beside their email's copy and are
+    not messages of the server's count: left out."""
+    query = (
+        select(SRC.c.folder_id, func.count())
+        .where(SRC.c.remote_id.not_like("%#ics%"))
+        .group_by(SRC.c.mailbox_id, SRC.c.folder_id)
+    )
     if mailbox_ids is not None:
         query = query.where(SRC.c.mailbox_id.in_(sorted(set(mailbox_ids))))
     return dict(conn.execute(query).all())  # type: ignore[arg-type]

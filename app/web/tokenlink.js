@@ -12,11 +12,14 @@
 (function () {
   "use strict";
 
+  // Whose token it is: the user, "refused" (401: revoked, expired, unknown), or null when that
+  // cannot be told now (offline, a server error): then nothing is decided on it.
   async function who(token) {
     try {
       const r = await fetch("/api/me", {
         headers: { Accept: "application/json", Authorization: "Bearer " + token }, cache: "no-store",
       });
+      if (r.status === 401) return "refused";
       return r.ok ? await r.json() : null;
     } catch (e) {
       return null;
@@ -40,6 +43,12 @@
       const text = document.createElement("p");
       text.textContent = "This link signs you in as " + named(linked) + ". You are signed in as " +
         named(current) + ". Switch only if you expected this link.";
+      // Names are each organisation's own to choose: one can look like another. The ids cannot.
+      const other = document.createElement("p");
+      other.className = "error";
+      other.textContent = "This link belongs to another organisation than the one you are signed in to, " +
+        "whatever its name says: what you enter after switching goes to that organisation.";
+      other.hidden = linked.organisation_id === current.organisation_id;
       const stay = document.createElement("button");
       stay.type = "button";
       stay.className = "primary";
@@ -50,7 +59,7 @@
       const actions = document.createElement("div");
       actions.className = "actions";
       actions.append(stay, change);
-      box.append(title, text, actions);
+      box.append(title, text, other, actions);
       const done = choice => () => { box.remove(); resolve(choice); };
       stay.addEventListener("click", done(false));
       change.addEventListener("click", done(true));
@@ -62,16 +71,18 @@
 
   // The token to use from now on: the link's, or the one kept (`current`). `store` keeps a token.
   async function take(current, store) {
-    const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+    const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
     if (!m) return current;
+    // Off the address first, whatever it holds: the caller starts again once this resolves.
     history.replaceState(null, "", location.pathname + location.search);
     let offered = "";
     try { offered = decodeURIComponent(m[1]).trim(); } catch (e) { /* a broken link: nothing to take */ }
     if (!offered || offered === current) return current;
     if (!current) { store(offered); return offered; }
     const [now, linked] = await Promise.all([who(current), who(offered)]);
-    if (!linked) return current; // the link's sign-in is refused: the rep's own stays
-    if (!now || now.id === linked.id) { store(offered); return offered; }
+    if (!linked || linked === "refused") return current; // the link's sign-in is refused or cannot be told
+    if (now === "refused" || (now && now.id === linked.id)) { store(offered); return offered; }
+    if (!now) return current; // the rep's own cannot be checked now: it stays
     if (await ask(now, linked)) { store(offered); return offered; }
     return current;
   }

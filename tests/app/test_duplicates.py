@@ -368,10 +368,12 @@ def test_undo_never_links_the_contact_to_another_organisations_company_that_took
     op = Actor.operator(w.org_id)
     survivor, loser = contact_of(w, "kim.lo@acme.com"), contact_of(w, "kim@acme.de")
     gone = w.scalar("SELECT company_id FROM contact WHERE id = :c", c=loser)
+    assert w.scalar("SELECT count(*) FROM followup WHERE company_id = :g", g=gone) >= 1  # Kim's email to answer
     assert gone is not None and gone != w.scalar("SELECT company_id FROM contact WHERE id = :c", c=survivor)
     result = duplicates.merge(w.rt, op, survivor, loser)
     with write_transaction(w.rt.engine) as conn:
         conn.execute(text("UPDATE participant SET company_id = NULL WHERE company_id = :g"), {"g": gone})
+        conn.execute(text("UPDATE followup SET company_id = NULL WHERE company_id = :g"), {"g": gone})
         conn.execute(text("DELETE FROM company WHERE id = :g"), {"g": gone})
     with session(w.rt.engine) as s:
         other = factories.create_org(s, "OtherCo", ["otherco.example"]).id
@@ -384,6 +386,7 @@ def test_undo_never_links_the_contact_to_another_organisations_company_that_took
     restored = duplicates.unmerge(w.rt, op, result["audit_id"])["contact_id"]
     assert w.scalar("SELECT company_id FROM contact WHERE id = :c", c=restored) is None
     assert w.scalar("SELECT count(*) FROM participant WHERE company_id = :g", g=gone) == 0
+    assert w.scalar("SELECT count(*) FROM followup WHERE company_id = :g", g=gone) == 0
     assert w.scalar("SELECT count(*) FROM participant WHERE contact_id = :c", c=restored) > 0
 
 

@@ -160,6 +160,39 @@ def test_a_copy_lost_without_its_folder_count_moving_still_shows_missing(world, 
     assert attention_gauge(client, world.org_id) == 1
 
 
+def test_an_invitations_meeting_beside_its_email_is_not_counted_as_a_stored_message(world, imap_user):
+    # An invitation is one message on the server and two copies here (its email, `uid`, and its
+    # meeting, `uid#ics…`): counted as two, it hid a lost copy of another message.
+    from tests.connectors.test_ical import event, stamp, vcalendar
+    from tests.connectors.test_imip import invitation
+
+    soon = NOW + timedelta(days=2)
+    req = event(
+        "call@acme.com",
+        stamp(soon),
+        end=stamp(soon + timedelta(minutes=30)),
+        organizer="carla@acme.com",
+        summary="Intro call",
+        attendees=((ALICE, "NEEDS-ACTION"),),
+    )
+    imap_user.deliver(invitation(vcalendar(req, method="REQUEST"), msgid="inv1@acme.com", frm="carla@acme.com"))
+    imap_user.deliver(message("Jane <jane@acme.com>", ALICE, "Deal", msgid="deal@acme.com"))
+    mid = world.add_imap(ALICE, imap_user)
+    assert world.sync(mid).ok
+    assert world.scalar("SELECT count(*) FROM interactionsource WHERE remote_id LIKE '%#ics%'") == 1
+    inbox = folder(api(world).get(f"/api/mailboxes/{mid}").json())
+    assert (inbox["server_count"], inbox["stored"], inbox["reconciliation"]) == (2, 2, "reconciled")
+    with write_transaction(world.rt.engine) as conn:  # the plain email's copy lost: missing, not hidden
+        copies.delete(
+            conn,
+            copies.S.c.mailbox_id == mid,
+            copies.S.c.remote_id.not_like("%#ics%"),
+            copies.S.c.interaction_id == world.scalar("SELECT id FROM interaction WHERE message_key = 'deal@acme.com'"),
+        )
+    inbox = folder(api(world).get(f"/api/mailboxes/{mid}").json())
+    assert (inbox["stored"], inbox["difference"], inbox["reconciliation"]) == (1, 1, "missing")
+
+
 def test_more_kept_than_the_server_holds_is_shown_as_such_never_as_adding_up(world, imap_user):
     # Mail deleted on a server that does not say what left (no QRESYNC, Gmail) keeps its copy:
     # no alarm, but the numbers do not add up and the folder says so.

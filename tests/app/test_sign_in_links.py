@@ -48,6 +48,7 @@ def test_a_link_with_someone_elses_sign_in_is_asked_about_and_staying_keeps_the_
         page.wait_for_selector("#switch-signin")
         text = page.locator("#switch-signin").inner_text()
         assert "Carol (carol@otherco.com) of OtherCo" in text and "Alice Rep (alice@ourco.com) of OurCo" in text
+        assert "belongs to another organisation" in text  # told by id: names can be made alike
         assert page.evaluate(STORED) == sd.tokens["alice"]  # nothing taken before the rep chose
         assert "token" not in page.url
         page.get_by_role("button", name="Stay signed in as alice@ourco.com").click()
@@ -74,6 +75,14 @@ def test_a_new_token_of_the_same_rep_or_a_refused_link_asks_nothing(site, browse
         page.goto(base + "/panel?again=1#token=tl_not-a-token")
         wait_state(page, "empty")
         assert page.evaluate(STORED) == again and page.locator("#switch-signin").count() == 0
+
+
+def test_a_link_with_an_empty_token_leaves_the_address_and_changes_nothing(site, browser):  # noqa: F811
+    sd, base = site
+    for fragment in ("#token=", "#token=&x=1"):
+        with fresh_page(browser, sd, base, "/panel" + fragment, who="alice") as page:
+            wait_state(page, "empty")
+            assert page.evaluate(STORED) == sd.tokens["alice"] and "token" not in page.url
 
 
 def test_the_board_asks_the_same_before_taking_someone_elses_sign_in(site, browser):  # noqa: F811

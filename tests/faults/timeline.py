@@ -117,6 +117,13 @@ def _settle(world) -> None:
         followups.sweep(conn, world.org_id)
 
 
+def _row(table: str, row) -> tuple:
+    values = [_canonical(v) for v in row]
+    if table == "folders":  # its last column is the cursor: only what reconciliation shows of it
+        values[-1] = _canonical(row[-1], _CURSOR_KEYS)
+    return tuple(values)
+
+
 def timeline(world, skip: tuple[str, ...] = ()) -> dict[str, list[tuple]]:
     """Every table an import writes for the world's organisation, rows sorted."""
     _settle(world)
@@ -125,8 +132,7 @@ def timeline(world, skip: tuple[str, ...] = ()) -> dict[str, list[tuple]]:
         if name in skip:
             continue
         rows = world.sql(sql, org=world.org_id)
-        keep = _CURSOR_KEYS if name == "folders" else None
-        out[name] = sorted((tuple(_canonical(v, keep) for v in row) for row in rows), key=repr)
+        out[name] = sorted((_row(name, row) for row in rows), key=repr)
     return out
 
 
