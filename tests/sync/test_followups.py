@@ -494,6 +494,29 @@ def test_a_first_import_leaves_no_row_open_that_a_newer_answer_in_another_thread
         assert followups.sweep(conn, world.org_id)["reply"] == 0  # nothing left for the scheduler
 
 
+def test_sync_once_ends_with_the_sweep_even_when_nothing_new_came(tmp_path, imap_user_factory, db_url):
+    # An import killed after its last batch never ran the sweep its run ends with, and the next run
+    # imports nothing: without a scheduler (`threadline sync --once`), the queue stayed wrong.
+    from tests.cli import run_cli
+    from tests.faults.backfill import cli_env
+
+    world = make_world(tmp_path, url=db_url)
+    alice = imap_user_factory()
+    box = world.add_imap("alice@ourco.com", alice)
+    alice.deliver(message("alice@ourco.com", "carol@acme.com", "Quote", msgid="q1@ourco.com", when=NOW - 5 * DAY))
+    alice.deliver(
+        message("Dave <dave@acme.com>", "alice@ourco.com", "About your quote", msgid="d1@acme.com", when=NOW - 3 * DAY)
+    )
+    assert world.sync(box).ok
+    with write_transaction(world.rt.engine) as conn:  # as the killed run left it
+        conn.exec_driver_sql(
+            "UPDATE followup SET status = 'open', closed_reason = NULL, closed_at = NULL WHERE kind = 'waiting'"
+        )
+    cli = run_cli(["sync", "--once"], cli_env(world))
+    assert cli.returncode == 0, cli
+    assert ("carol@acme.com", "waiting", "closed", "reply") in {(r[2], r[0], r[3], r[4]) for r in _rows(world)}
+
+
 @pytest.mark.sqlite
 def test_the_cross_thread_read_at_ingest_searches_the_open_rows_by_time_once_per_run(tmp_path):
     # docs/performance.md section 10: reading all of the organisation's rows at every batch made
