@@ -458,3 +458,28 @@ def test_the_server_words_of_a_refused_login_are_shown_as_text_not_python_bytes(
     assert "b'" not in str(translate(wrapped, "logging in"))
     assert server_text(LoginError(b"[AUTH] nope")) == "[AUTH] nope"
     assert server_text(OSError("plain words")) == "plain words"
+
+
+def test_on_postgresql_an_import_leaves_the_planner_statistics_of_what_it_filled(tmp_path, imap_user, request):
+    # Autovacuum analyses a grown table only a while later: until then the follow-up sweep that ends
+    # the import, and every lookup, planned on the empty tables (the sweep: 7.8 s against 0.09 s at
+    # 20,000 messages). An incremental run leaves it to autovacuum.
+    world = make_world(tmp_path, url=request.getfixturevalue("postgres_migrated_url"))
+    for i in range(3):
+        imap_user.deliver(message("Jane <jane@acme.com>", "alice@ourco.com", f"Deal {i}", msgid=f"deal-{i}@acme.com"))
+    mid = world.add_imap("alice@ourco.com", imap_user)
+
+    def analysed() -> dict:
+        return dict(
+            world.sql(
+                "SELECT relname, last_analyze FROM pg_stat_user_tables WHERE relname IN ('participant', 'followup')"
+            )
+        )
+
+    before = analysed()
+    assert world.sync(mid).ok
+    after = analysed()
+    assert all(after[t] is not None and after[t] != before.get(t) for t in ("participant", "followup")), after
+    imap_user.deliver(message("Jane <jane@acme.com>", "alice@ourco.com", "Deal 3", msgid="deal-3@acme.com"))
+    assert world.sync(mid).ok
+    assert analysed() == after
