@@ -327,9 +327,10 @@ def sync_mailbox(
     try:
         if mailbox["status"] in (MailboxStatus.PENDING, MailboxStatus.FAILED) and mailbox["last_success_at"] is None:
             _set(engine, mailbox_id, worker, status=MailboxStatus.IMPORTING)
-        importing = _needs_import(engine, mailbox_id)
         if fetch_in_child is None:
-            fetch_in_child = connector_factory is None and mailbox["kind"] in FETCH_IN_CHILD and importing
+            fetch_in_child = (
+                connector_factory is None and mailbox["kind"] in FETCH_IN_CHILD and _needs_import(engine, mailbox_id)
+            )
         if fetch_in_child:
             from sync.pipeline import ChildFetcher
 
@@ -339,8 +340,8 @@ def sync_mailbox(
         folders = connector.list_folders()
         _drop_folders_left_out(engine, mailbox, folders, worker)
         states = _upsert_folders(engine, mailbox, folders)
-        # A folder listed for the first time (a new folder or label) is read from its start too.
-        importing = importing or any(state["selected"] and not state["backfill_done"] for _, state in states)
+        # A first import, a folder read again, or one listed for the first time (a new folder or label).
+        importing = any(state["selected"] and not state["backfill_done"] for _, state in states)
         work = [(folder, state["cursor"]) for folder, state in states if state["selected"]]
         state_by_name = {folder.name: (folder, state) for folder, state in states}
         if fetch_in_child:

@@ -261,7 +261,7 @@ def visibility(conn: Connection, org_id: int) -> str:
     return conn.execute(select(O.c.deal_visibility).where(O.c.id == org_id)).scalar() or DealVisibility.ALL
 
 
-def _visible(conn: Connection, viewer: Actor, role: str | None = None):
+def visible_deals(conn: Connection, viewer: Actor, role: str | None = None):
     """The condition on `deal` for the deals this viewer may see and edit."""
     if (role or _role(conn, viewer)) == "admin":
         return true()
@@ -270,13 +270,10 @@ def _visible(conn: Connection, viewer: Actor, role: str | None = None):
     return true()
 
 
-def visible_deals(conn: Connection, viewer: Actor):
-    """The condition on `deal` for the deals this viewer may see (for other services' queries)."""
-    return _visible(conn, viewer)
-
-
 def _deal_row(conn: Connection, viewer: Actor, deal_id: int):
-    row = conn.execute(select(D).where(D.c.id == deal_id, D.c.org_id == viewer.org_id, _visible(conn, viewer))).first()
+    row = conn.execute(
+        select(D).where(D.c.id == deal_id, D.c.org_id == viewer.org_id, visible_deals(conn, viewer))
+    ).first()
     if row is None:
         raise NotFound(f"no deal {deal_id}")
     return row
@@ -630,7 +627,7 @@ def _summary_query():
 def deal(conn: Connection, viewer: Actor, deal_id: int) -> dict:
     """One deal the viewer may see, with its contacts, linked threads and stage history."""
     row = conn.execute(
-        _summary_query().where(D.c.id == deal_id, D.c.org_id == viewer.org_id, _visible(conn, viewer))
+        _summary_query().where(D.c.id == deal_id, D.c.org_id == viewer.org_id, visible_deals(conn, viewer))
     ).first()
     if row is None:
         raise NotFound(f"no deal {deal_id}")
@@ -694,7 +691,7 @@ def list_deals(
     """The deals the viewer may see (one contact's, when given), by stage order then newest first."""
     if status not in STATUSES:
         raise Invalid(f"status is one of {', '.join(STATUSES)}", field="status")
-    query = _summary_query().where(D.c.org_id == viewer.org_id, _visible(conn, viewer))
+    query = _summary_query().where(D.c.org_id == viewer.org_id, visible_deals(conn, viewer))
     if status != "all":
         query = query.where(ST.c.kind == status)
     if pipeline_id is not None:
@@ -831,7 +828,12 @@ def board(conn: Connection, viewer: Actor, pipeline_id: int | None = None, now: 
         .join(ST, ST.c.id == D.c.stage_id)
         .join(U, U.c.id == D.c.owner_id)
         .outerjoin(CO, CO.c.id == D.c.company_id)
-        .where(D.c.org_id == viewer.org_id, D.c.pipeline_id == pid, ST.c.kind == StageKind.OPEN, _visible(conn, viewer))
+        .where(
+            D.c.org_id == viewer.org_id,
+            D.c.pipeline_id == pid,
+            ST.c.kind == StageKind.OPEN,
+            visible_deals(conn, viewer),
+        )
         .order_by(D.c.stage_changed_at, D.c.id)
     ).all()
     open_deals = (
@@ -907,7 +909,7 @@ def deals_for_thread(conn: Connection, viewer: Actor, message_id: str) -> list[d
     """The deals the viewer may see that the thread of this message is linked to."""
     keys = _thread_keys(conn, viewer.org_id, (), [message_id])
     ids = select(DT.c.deal_id).where(DT.c.org_id == viewer.org_id, DT.c.thread_key.in_(keys))
-    query = _summary_query().where(D.c.org_id == viewer.org_id, D.c.id.in_(ids), _visible(conn, viewer))
+    query = _summary_query().where(D.c.org_id == viewer.org_id, D.c.id.in_(ids), visible_deals(conn, viewer))
     return [_summary(r) for r in conn.execute(query.order_by(D.c.id.desc()))]
 
 

@@ -940,13 +940,9 @@ def _restore(conn: Connection, org_id: int, box, keep: int, gone: int, record: d
     values["primary_email"] = (
         loser["primary_email"] if loser["primary_email"] in returning.values() else sorted(returning.values())[0]
     )
-    if (
-        loser.get("company_id") is not None
-        and conn.execute(select(CO.c.id).where(CO.c.org_id == org_id, CO.c.id == loser["company_id"])).first() is None
-    ):
-        # Its company was removed since. By id within the organisation: SQLite gives a deleted
-        # row's id to the next row made, which may be another organisation's company.
-        values["company_id"] = None
+    company = loser.get("company_id")
+    if company is not None and company not in _companies_still_there(conn, org_id, [company]):
+        values["company_id"] = None  # its company was removed since
     restored = conn.execute(insert(C).values(**values).returning(C.c.id)).scalar_one()
 
     conn.execute(update(CA).where(CA.c.id.in_(list(returning))).values(contact_id=restored))
@@ -968,8 +964,7 @@ def _restore(conn: Connection, org_id: int, box, keep: int, gone: int, record: d
         ).rowcount
     before, after = record["survivor_before"], record["survivor_after"]
     by_company: dict = defaultdict(list)
-    recorded_companies = sorted({c for _, c in record["participant_companies"] if c is not None})
-    alive = set(conn.execute(select(CO.c.id).where(CO.c.org_id == org_id, CO.c.id.in_(recorded_companies))).scalars())
+    alive = _companies_still_there(conn, org_id, [c for _, c in record["participant_companies"]])
     for pid, company in record["participant_companies"]:
         by_company[company if company in alive else None].append(pid)  # a company gone since: none
     for company, pids in by_company.items():
@@ -1029,13 +1024,22 @@ def _restore(conn: Connection, org_id: int, box, keep: int, gone: int, record: d
     }
 
 
+def _companies_still_there(conn: Connection, org_id: int, company_ids) -> set[int]:
+    """Which of the companies a merge recorded are still the organisation's. By id within the
+    organisation: SQLite gives a deleted row's id to the next row made, which may be another
+    organisation's company."""
+    wanted = sorted({c for c in company_ids if c is not None})
+    if not wanted:
+        return set()
+    return set(conn.execute(select(CO.c.id).where(CO.c.org_id == org_id, CO.c.id.in_(wanted))).scalars())
+
+
 def _restore_followups(conn: Connection, org_id: int, keep: int, restored: int, record: dict, addresses, company):
     """Follow-ups as their mail is after the undo: the companies the merge changed back, and those
     opened since the merge by mail from the merged addresses on the merged contact, at its company."""
     after = record["survivor_after"]["company_id"]
     recorded_followups = record.get("followup_companies", [])  # merges recorded before kept none
-    formers = sorted({c for _, c in recorded_followups if c is not None})
-    alive = set(conn.execute(select(CO.c.id).where(CO.c.org_id == org_id, CO.c.id.in_(formers))).scalars())
+    alive = _companies_still_there(conn, org_id, [c for _, c in recorded_followups])
     by_company: dict = defaultdict(list)
     for fid, former in recorded_followups:
         by_company[former if former in alive else None].append(fid)  # a company gone since: none

@@ -47,10 +47,9 @@ def folder_numbers(folder: dict) -> dict:
     """A folder's reconciliation: its numbers, the difference and its state
     (`reconciled`, `missing`, `kept more`: more stored than the server holds, `importing`:
     backfill not done yet, `not counted`: the source gives no count or the folder is not
-    synced). `copies`: the copies counted (copies_by_folder); else its running count."""
+    synced). `copies`: the copies counted in it (copies_by_folder)."""
     server = (folder.get("cursor") or {}).get("server_count")
-    stored = int(folder["copies"] if "copies" in folder else folder.get("messages") or 0)
-    removed = int(folder.get("removed") or 0)
+    stored, removed = int(folder["copies"]), int(folder.get("removed") or 0)
     skipped = sum(int(n) for n in (folder.get("skipped") or {}).values())
     out = {"server_count": server, "stored": stored, "skipped": skipped, "removed": removed, "difference": None}
     if not folder.get("selected", True):
@@ -88,16 +87,7 @@ def copies_by_folder(conn: Connection, mailbox_ids: list[int] | None = None) -> 
 
 
 def folders_of(conn: Connection, mailbox_ids: list[int]) -> dict[int, list[dict]]:
-    cols = (
-        FS.c.id,
-        FS.c.mailbox_id,
-        FS.c.selected,
-        FS.c.cursor,
-        FS.c.messages,
-        FS.c.skipped,
-        FS.c.removed,
-        FS.c.backfill_done,
-    )
+    cols = (FS.c.id, FS.c.mailbox_id, FS.c.selected, FS.c.cursor, FS.c.skipped, FS.c.removed, FS.c.backfill_done)
     out: dict[int, list[dict]] = {m: [] for m in mailbox_ids}
     if mailbox_ids:
         stored = copies_by_folder(conn, mailbox_ids)

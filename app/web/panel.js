@@ -1102,7 +1102,7 @@
     config();
     if (inOutlook) { onItemChanged(); return; }
     // A sign-in link (#token=..., tokenlink.js): someone else's sign-in is asked about first.
-    if (/(?:^#|&)token=/.test(location.hash) && window.ThreadlineTokenLink) {
+    if (window.ThreadlineTokenLink && window.ThreadlineTokenLink.offered()) {
       window.ThreadlineTokenLink.take(storedToken(), storeToken).then(start);
       return;
     }

@@ -69,9 +69,14 @@
     });
   }
 
+  const LINK = /(?:^#|&)token=([^&]*)/;
+
+  // Whether the address carries a sign-in link (take() then takes it off).
+  function offered() { return LINK.test(location.hash); }
+
   // The token to use from now on: the link's, or the one kept (`current`). `store` keeps a token.
   async function take(current, store) {
-    const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+    const m = LINK.exec(location.hash);
     if (!m) return current;
     // Off the address first, whatever it holds: the caller starts again once this resolves.
     history.replaceState(null, "", location.pathname + location.search);
@@ -87,5 +92,5 @@
     return current;
   }
 
-  window.ThreadlineTokenLink = { take };
+  window.ThreadlineTokenLink = { offered, take };
 })();
