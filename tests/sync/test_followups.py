@@ -494,6 +494,27 @@ def test_a_first_import_leaves_no_row_open_that_a_newer_answer_in_another_thread
         assert followups.sweep(conn, world.org_id)["reply"] == 0  # nothing left for the scheduler
 
 
+def test_a_folder_listed_for_the_first_time_is_settled_like_a_first_import(tmp_path, imap_user_factory, db_url):
+    # A folder (or label) made after the first import is read from its start, newest first, in a
+    # run whose other folders were done long ago: that run ends with the sweep too.
+    world = make_world(tmp_path, url=db_url)
+    alice = imap_user_factory()
+    box = world.add_imap("alice@ourco.com", alice)
+    world.set_batch_size(box, 1)
+    assert world.sync(box).ok
+    alice.create_folder("Projects")
+    alice.deliver(
+        message("alice@ourco.com", "carol@acme.com", "Quote", msgid="q1@ourco.com", when=NOW - 5 * DAY),
+        folder="Projects",
+    )
+    alice.deliver(
+        message("Dave <dave@acme.com>", "alice@ourco.com", "About your quote", msgid="d1@acme.com", when=NOW - 3 * DAY),
+        folder="Projects",
+    )
+    assert world.sync(box).ok
+    assert ("carol@acme.com", "waiting", "closed", "reply") in {(r[2], r[0], r[3], r[4]) for r in _rows(world)}
+
+
 def test_sync_once_ends_with_the_sweep_even_when_nothing_new_came(tmp_path, imap_user_factory, db_url):
     # An import killed after its last batch never ran the sweep its run ends with, and the next run
     # imports nothing: without a scheduler (`threadline sync --once`), the queue stayed wrong.
