@@ -107,16 +107,6 @@ def _canonical(value, keep: set[str] | None = None):
     return value
 
 
-def _settle(world) -> None:
-    """The scheduler's follow-up sweep, which a worker runs every few minutes: an interrupted
-    import ends its last run without the sweep a whole run ends with (sync/engine.py)."""
-    from app.db import write_transaction
-    from sync import followups
-
-    with write_transaction(world.rt.engine) as conn:
-        followups.sweep(conn, world.org_id)
-
-
 def _row(table: str, row) -> tuple:
     values = [_canonical(v) for v in row]
     if table == "folders":  # its last column is the cursor: only what reconciliation shows of it
@@ -125,8 +115,12 @@ def _row(table: str, row) -> tuple:
 
 
 def timeline(world, skip: tuple[str, ...] = ()) -> dict[str, list[tuple]]:
-    """Every table an import writes for the world's organisation, rows sorted."""
-    _settle(world)
+    """Every table an import writes for the world's organisation, rows sorted, once the follow-up
+    sweep a worker runs every few minutes has run (an interrupted import ends its last run
+    without the one a whole run ends with)."""
+    from sync.engine import settle_followups
+
+    settle_followups(world.rt.engine, world.org_id)
     out = {}
     for name, sql in TABLES.items():
         if name in skip:
