@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
+from app import netguard
 from app.crypto import SecretBox, secret_box
 from app.db import PostgresReaders, SqliteReader, make_engine, sqlite_path, upgrade
 from app.settings import Settings, get_settings
@@ -52,6 +53,7 @@ class Runtime:
 def open_runtime(settings: Settings | None = None, *, migrate: bool = True) -> Runtime:
     settings = settings or get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    netguard.install(settings.refuse_private_hosts, settings.private_hosts_allowed, settings.dns_server)
     if migrate:
         upgrade(settings.database_url)
     return Runtime(settings, make_engine(settings.database_url), secret_box(settings))

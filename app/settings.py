@@ -36,6 +36,10 @@ class Settings:
     # `threadline worker` runs at this nice value (0 = as started): a first import sharing a host
     # with the web app then gives the CPU to reps' requests first (docs/performance.md section 8).
     worker_nice: int = 10
+    # Refuse connections to loopback, private and link-local addresses (mailbox, calendar and SMTP
+    # servers): for a server shared by several companies (app/netguard.py says why).
+    refuse_private_hosts: bool = False  # THREADLINE_REFUSE_PRIVATE_HOSTS
+    private_hosts_allowed: str = ""  # THREADLINE_PRIVATE_HOSTS_ALLOWED: addresses or networks, comma-separated
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -57,6 +61,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         entra_authority=(env.get("THREADLINE_ENTRA_AUTHORITY") or "https://login.microsoftonline.com").rstrip("/"),
         dns_server=env.get("THREADLINE_DNS_SERVER") or None,
         worker_nice=int(env.get("THREADLINE_WORKER_NICE") or "10"),
+        refuse_private_hosts=env.get("THREADLINE_REFUSE_PRIVATE_HOSTS", "0").lower() not in ("0", "", "false", "no"),
+        private_hosts_allowed=env.get("THREADLINE_PRIVATE_HOSTS_ALLOWED", ""),
     )
 
 

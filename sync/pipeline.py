@@ -31,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Callable, Iterator, cast
 
+from app import netguard
 from connectors.base import (
     ConnectorError,
     ConnectorSpec,
@@ -174,6 +175,7 @@ def child_main() -> None:
     ("secret", new secret) may come before either end."""
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write to the event pipe
+    netguard.install_from_env()  # the parent's refusal of private addresses (ChildFetcher passes it)
     connector = None
 
     def send_secret() -> None:
@@ -313,7 +315,11 @@ class ChildFetcher:
     its lease time: a run silent that long has lost its lease anyway)."""
 
     def __init__(self, spec: ConnectorSpec, silence_limit: float = 300.0):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        env = dict(
+            os.environ,
+            **netguard.child_env(),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        )
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "sync.pipeline"],
             stdin=subprocess.PIPE,

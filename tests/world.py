@@ -259,8 +259,12 @@ def make_world(
     name: str = "OurCo",
     domains=("ourco.com",),
     reps=(("alice@ourco.com", "Alice Rep"), ("bob@ourco.com", "Bob Rep")),
+    env: dict[str, str] | None = None,
 ) -> World:
-    env = runtime_env(tmp_path / "data", THREADLINE_IDLE="0", **({"THREADLINE_DATABASE_URL": url} if url else {}))
+    """An organisation with its reps on a fresh database; `env`: more settings (THREADLINE_...)."""
+    env = runtime_env(
+        tmp_path / "data", THREADLINE_IDLE="0", **({"THREADLINE_DATABASE_URL": url} if url else {}), **(env or {})
+    )
     rt = open_runtime(load_settings(env))
     with session(rt.engine) as s:
         org = factories.create_org(s, name, list(domains))

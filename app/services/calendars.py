@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from sqlmodel import Session, select
 
+from app import netguard
 from app.models import FolderState, Mailbox, SyncIssue, User
 from app.services import audit, reconcile
 from app.services.actor import Actor, changing
@@ -23,6 +24,13 @@ def check_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise Invalid(f"not a CalDAV URL (http:// or https://): {url!r}", field="url")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise Invalid(f"not a port number in {url!r}", field="url") from None
+    refused = netguard.refusal(parts.hostname or "", port)
+    if refused:
+        raise Invalid(refused, field="url")
     return url
 
 

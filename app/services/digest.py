@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection
 
+from app import netguard
 from app.db import read_only, write_transaction
 from app.models import Organisation, User
 from app.models.base import utcnow
@@ -82,6 +83,9 @@ def _clean_smtp(host, port, security, username, from_address) -> dict:
         raise Invalid("the port must be between 1 and 65535", field="port")
     if security not in smtp.SECURITY:
         raise Invalid(f"security must be one of {', '.join(smtp.SECURITY)}", field="security")
+    refused = netguard.refusal(host, port)
+    if refused:
+        raise Invalid(refused, field="host")
     username = str(username or "").strip() or None
     if username is not None and any(c in username for c in "\r\n"):
         raise Invalid("the user name cannot contain line breaks", field="username")

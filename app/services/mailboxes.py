@@ -7,6 +7,7 @@ import threading
 
 from sqlmodel import Session, select
 
+from app import netguard
 from app.models import FolderState, Mailbox, Organisation, SkippedItem, SyncIssue, SyncStage, User
 from app.services.actor import Actor, changing
 from app.services.errors import Conflict, Invalid, NotFound
@@ -22,6 +23,9 @@ def _check_imap_settings(host: str, port: int, security: str) -> None:
         raise Invalid("the IMAP host is required", field="host")
     if not 0 < int(port) < 65536:
         raise Invalid(f"not a port number: {port}", field="port")
+    refused = netguard.refusal(host.strip(), int(port))
+    if refused:
+        raise Invalid(refused, field="host")
 
 
 def owner_id(conn, org_id: int, email: str, field: str = "owner") -> int:
@@ -418,7 +422,10 @@ def _resolve(host: str, port: int) -> tuple[bool, str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, ValueError) as exc:
         return False, f"cannot resolve {host!r}: {exc.strerror if hasattr(exc, 'strerror') and exc.strerror else exc}"
-    addresses = sorted({i[4][0] for i in infos})
+    addresses = sorted({str(i[4][0]) for i in infos})
+    refused = netguard.refusal(host, port)
+    if refused:
+        return False, refused
     return True, f"{host} resolves to {', '.join(addresses[:4])}"
 
 
@@ -428,6 +435,8 @@ def _reach(host: str, port: int, timeout: float) -> tuple[bool, str]:
         sock.close()
     except (socket.timeout, TimeoutError):
         return False, f"no answer from {host}:{port} within {timeout:.0f} s (firewall, or wrong port?)"
+    except netguard.RefusedDestination as exc:  # resolved elsewhere since the dns step
+        return False, str(exc)
     except OSError as exc:
         return False, f"cannot connect to {host}:{port}: {exc.strerror or exc} (is the port right?)"
     return True, f"connected to {host}:{port}"
