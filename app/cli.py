@@ -423,7 +423,12 @@ def timeline_cmd(
             f"{item['occurred_at']:%Y-%m-%d %H:%M}",
             item["direction"] + (" (unverified sender)" if item.get("unverified_sender") else ""),
             shown(item["subject"] or ""),
-            shown(", ".join(k["name"] or k["address"] for k in item["colleagues"])),
+            shown(", ".join(k["name"] or k["address"] for k in item["colleagues"]))
+            + (
+                f" (and {item['recipients_not_kept']:,} recipients not listed)"
+                if item.get("recipients_not_kept")
+                else ""
+            ),
         )
     out.print(table)
 

@@ -285,6 +285,9 @@ class MessageRecord:
     # read as a meeting; as mail it neither opens nor closes a follow-up (sync/followups.py).
     # Graph's plain eventMessage does not say which it is and reads as REQUEST.
     invitation: str | None = None
+    # Recipients (To, Cc, Bcc) the source named beyond the MAX_ADDRESSES a field keeps: a mass
+    # mailing to 10,000 people keeps 500 of each field as participants and says how many it left out.
+    recipients_not_kept: int = 0
 
 
 @dataclass(slots=True)

@@ -720,6 +720,9 @@ class GraphConnector:
             # quoted reply in it as over IMAP, but it is too short for a signature (the body or
             # uniqueBody would cost a download of the whole text per message).
             snippet=snippet_of(str(preview)) if preview else None,
+            recipients_not_kept=sum(
+                _not_kept(item.get(name)) for name in ("toRecipients", "ccRecipients", "bccRecipients")
+            ),
         )
 
     def _claims_internal(self, address: str) -> bool:
@@ -1074,13 +1077,23 @@ def _address(value) -> tuple[str, str] | None:
     return str(email.get("name") or "").strip(), addr
 
 
+MAX_ADDRESSES = 500  # recipients kept per field, as for mail read over IMAP (connectors/mailparse.py)
+
+
 def _addresses(values) -> list[tuple[str, str]]:
     out = []
     for v in values or []:
         a = _address(v)
         if a:
             out.append(a)
-    return out[:500]
+    return out[:MAX_ADDRESSES]
+
+
+def _not_kept(values) -> int:
+    """How many recipients of this list `_addresses` leaves out."""
+    if not isinstance(values, list) or len(values) <= MAX_ADDRESSES:
+        return 0
+    return max(0, sum(1 for v in values if _address(v)) - MAX_ADDRESSES)
 
 
 def _parse_time(value) -> datetime | None:

@@ -129,9 +129,16 @@ def _fields_by_line(text: str) -> dict[str, str]:
     return out
 
 
+# Under this key plus a recipient field's name, header_fields keeps how many addresses ("@")
+# the field held past MAX_FIELD, where it was cut (a 10,000-recipient Cc): counted as not kept.
+CUT = "\x00cut:"
+
+
 def _keep(out: dict[str, str], name: str, parts: list[str]) -> None:
     if name not in out:
         out[name] = _unfolded(parts)
+        if name in ("to", "cc", "bcc") and sum(len(p) + 1 for p in parts) > MAX_FIELD:
+            out[CUT + name] = str("\n".join(parts)[MAX_FIELD:].count("@"))
     elif out[name].count("\n") < MAX_REPEATS - 1:
         out[name] += "\n" + _unfolded(parts)  # unfolded values hold no line breaks
 
@@ -324,6 +331,21 @@ def _addresses(value: str) -> tuple:
             continue
         out.append((decode_words(name).strip() if name else "", addr.strip()))
     return tuple(out)
+
+
+def addresses_not_kept(value: str | None) -> int:
+    """How many addresses of this field `addresses` leaves out (it keeps MAX_ADDRESSES entries).
+    Counted only when the field could hold more: the full parse of a long field is rare and slow."""
+    if not value or (value.count(",") < MAX_ADDRESSES and value.count("@") <= MAX_ADDRESSES):
+        return 0
+    everyone = sum(1 for _, addr in getaddresses([value]) if addr and "@" in addr)
+    return max(0, everyone - len(addresses(value)))
+
+
+def recipients_not_kept(fields: dict[str, str]) -> int:
+    """To, Cc and Bcc addresses beyond what the record keeps: past MAX_ADDRESSES of a field, and
+    those of a field cut at MAX_FIELD (counted by their "@")."""
+    return sum(addresses_not_kept(fields.get(name)) + int(fields.get(CUT + name, 0)) for name in ("to", "cc", "bcc"))
 
 
 _MONTHS = {
@@ -537,6 +559,7 @@ def parse_message_headers(
         reply_to=addresses(fields.get("reply-to"))[:5],
         relayed=relayed,
         auth_results=tuple(auth.split("\n")) if (auth := fields.get("authentication-results")) else (),
+        recipients_not_kept=recipients_not_kept(fields),
     )
 
 

@@ -53,6 +53,7 @@ INTERACTION_COLUMNS = (
     "created_at",
     "unverified_sender",
     "automated",
+    "recipients_not_kept",
 )
 PARTICIPANT_COLUMNS = (
     "org_id",
@@ -683,6 +684,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
                 now,
                 p.unverified,
                 followups.is_automated(r),
+                r.recipients_not_kept,
             )
         )
     if conn.dialect.name == "postgresql":

@@ -108,6 +108,8 @@ class TimelineItem(BaseModel):
     # forgery, or internal mail not yet seen in the sender's own Sent folder):
     # kept as received, the sender shown as claimed, not credited as a colleague.
     unverified_sender: bool = False
+    # Recipients the message named beyond the 500 per field kept as participants (a mass mailing).
+    recipients_not_kept: int = 0
     colleagues: list[ColleagueRef]
     participants: list[Person]
     # meetings

@@ -110,6 +110,9 @@ class Interaction(TableModel, table=True):
     # email: an auto-reply (out of office) or machine mail kept on the timeline; it never
     # opens or closes a follow-up (sync/followups.py)
     automated: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
+    # email: recipients the message named beyond the 500 of each field kept as participants
+    # (connectors/mailparse.py MAX_ADDRESSES), so a mass mailing says what it left out
+    recipients_not_kept: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # meetings
     ends_at: datetime | None = None
     location: str | None = None

@@ -275,7 +275,7 @@ def _page(
 
 _ITEM_COLUMNS = (
     "id, org_id, kind, occurred_at, direction, subject, snippet, thread_key, ends_at, location, status, "
-    "body, author_id, due_at, done_at, unverified_sender"
+    "body, author_id, due_at, done_at, unverified_sender, recipients_not_kept"
 )
 
 
@@ -332,6 +332,7 @@ def interactions(conn: Connection, org_id: int, ids: list[int]) -> list[dict]:
                 "due_at": _ts(r[13]),
                 "done_at": _ts(r[14]),
                 "unverified_sender": bool(r[15]),
+                "recipients_not_kept": int(r[16] or 0),
                 "author": {"id": r[12], "name": names.get(r[12])} if r[12] else None,
                 "sender": ({"address": sender[2], "name": sender[7] or sender[3]} if sender else None),
                 "colleagues": [{"id": p[6], "name": p[7], "address": p[2], "response": p[8]} for p in ps if p[6]],

@@ -675,6 +675,8 @@
       const others = (it.colleagues || []).filter(k => k.address !== sender);
       if (others.length) who.push("with " + others.map(k => k.name || k.address).join(", "));
       if (it.location) who.push(it.location);
+      // A mass mailing: the first 500 recipients of each field are on the timeline, the rest counted.
+      if (it.recipients_not_kept > 0) who.push("and " + it.recipients_not_kept.toLocaleString() + " more recipients not listed");
       if (who.length) li.append(el("p", { class: "meta", text: who.join(" · ") }));
     }
     if (it.author && (it.kind === "note" || it.kind === "task")) li.append(el("p", { class: "meta", text: "by " + (it.author.name || it.author.email) }));

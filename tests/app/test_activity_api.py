@@ -55,6 +55,7 @@ class Seed:
         when: datetime,
         key: str | None = None,
         cc: list[tuple[str, str]] = (),
+        recipients_not_kept: int = 0,
     ) -> str:
         """One message into a rep's mailbox through the real ingest (what a sync does)."""
         self.n += 1
@@ -72,6 +73,7 @@ class Seed:
             in_reply_to=None,
             references=[],
             snippet=f"snippet of {subject}"[:200],
+            recipients_not_kept=recipients_not_kept,
         )
         with write_transaction(self.rt.engine) as conn:
             ingest(

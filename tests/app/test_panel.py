@@ -356,6 +356,27 @@ def test_mail_claiming_a_colleague_without_proof_shows_as_received_from_an_unver
     assert page.locator("#timeline > li").nth(1).locator(".chip.unverified").count() == 0
 
 
+def test_a_mass_mailing_lists_its_kept_recipients_and_says_how_many_more_it_named(site, page):
+    sd, base = site
+    dora = ("Dora Crowd", "dora@crowd-events.io")
+    crowd = [(f"Guest {i}", f"guest{i}@crowd-events.io") for i in range(3)]
+    sd.deliver(
+        "alice",
+        frm=dora,
+        to=[("Alice Rep", "alice@ourco.com")],
+        cc=crowd,
+        subject="Summit invitation",
+        when=NOW - timedelta(hours=2),
+        recipients_not_kept=9_500,
+    )
+    item = api(base, sd, "alice", "GET", "/api/lookup", params={"email": dora[1]}).json()["timeline"]["items"][0]
+    assert (item["subject"], item["recipients_not_kept"]) == ("Summit invitation", 9_500)
+    open_pane(page, base, mail(dora, "Summit invitation"), token=sd.tokens["alice"])
+    wait_state(page, "ready", dora[1])
+    shown = page.locator("#timeline > li").first.locator(".meta").all_inner_texts()
+    assert any("and 9,500 more recipients not listed" in line for line in shown), shown
+
+
 # -- acting ----------------------------------------------------------------------------------
 
 

@@ -810,3 +810,16 @@ def test_recurring_all_day_exception_in_a_zone_outside_the_short_table():
     assert str(zone("SE Asia Standard Time")) == "Asia/Bangkok"
     assert str(zone("W. Australia Standard Time")) == "Australia/Perth"
     assert str(_first_zone("tzone://Microsoft/Custom", "Pacific Standard Time")) == "America/Los_Angeles"
+
+
+def test_recipients_beyond_the_kept_500_of_a_list_are_counted(graph):
+    crowd = [(f"Person {i}", f"p{i}@crowd.example") for i in range(1_200)]
+    graph.add_message(USER, subject="all hands", to=[("Alice", USER)], cc=crowd, bcc=crowd[:501])
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        (record,) = [r for b in drain(c, folder(c, "Inbox")) for r in b.records]
+    finally:
+        c.close()
+    assert len(record.cc) == 500 and len(record.bcc) == 500 and len(record.to) == 1
+    assert record.recipients_not_kept == 700 + 1

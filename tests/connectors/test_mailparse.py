@@ -230,3 +230,24 @@ def test_authentication_results_are_read_through_comments_quotes_and_spacing():
     assert authentication_results("mx.google.com; none") == ("mx.google.com", [])
     # Exchange Online writes no authserv-id: nothing says whose verdict it is.
     assert authentication_results("spf=pass (sender IP is 40.107.1.1) smtp.mailfrom=ourco.com") is None
+
+
+@pytest.mark.parametrize(
+    "field, count, kept, not_kept",
+    [
+        ("To", 499, 499, 0),
+        ("To", 700, 500, 200),
+        ("Cc", 10_000, 500, 9_500),  # 350 KB: cut at MAX_FIELD, the rest counted by its "@"
+        ("Bcc", 2_000, 500, 1_500),
+    ],
+)
+def test_recipients_beyond_the_kept_500_of_a_field_are_counted_not_dropped_silently(field, count, kept, not_kept):
+    crowd = ", ".join(f"Person {i} <p{i}@crowd{i % 97}.example>" for i in range(count))
+    rec = parse_message_headers(
+        "1/9",
+        f"From: a@x.com\r\n{field}: {crowd}\r\nSubject: all hands\r\nDate: Tue, 3 Nov 2026 10:00:00 +0100\r\n"
+        "Message-ID: <crowd@x.com>\r\n\r\n".encode(),
+        INTERNAL,
+    )
+    assert len(getattr(rec, field.lower())) == kept
+    assert rec.recipients_not_kept == not_kept

@@ -117,6 +117,14 @@ def test_a_hostile_corpus_through_dovecot_is_stored_or_skipped_with_a_reason_in_
     acc = _accounting(world, imap_user, "Hostile")
     _assert_every_message_accounted_for(acc, f"seed {seed}")
     assert acc["stored"] > len(corpus) // 2, (seed, acc["stored"], acc["skipped"])
+    # The 10,000-recipient messages keep 500 of them as participants and count the rest.
+    crowds = world.sql(
+        "SELECT i.subject, i.recipients_not_kept, COUNT(p.id) FROM interaction i JOIN participant p "
+        "ON p.interaction_id = i.id WHERE i.subject IN ('all hands', 'newsletter') "
+        "GROUP BY i.subject, i.recipients_not_kept ORDER BY i.subject"
+    )
+    assert [(subject, not_kept) for subject, not_kept, _ in crowds] == [("all hands", 9_500), ("newsletter", 9_500)]
+    assert all(500 <= people <= 502 for _, _, people in crowds), crowds
     # A second run finds nothing new and changes no count.
     code, output, _ = _sync(world, mid)
     _assert_clean_run(code, output, f"seed {seed}, second run")
