@@ -45,6 +45,12 @@ class Candidate:
     interaction_id: int
     address: str  # the sender, normalised
     signature: Signature
+    # The message's key breaks a tie between two signatures of the same second: the order batches
+    # and copies come in, and interaction ids, differ between two imports of the same mail.
+    message_key: str = ""
+
+    def order(self) -> tuple[str, str]:
+        return _iso(self.occurred_at), self.message_key
 
 
 def _iso(at: datetime) -> str:
@@ -76,13 +82,29 @@ def _values(sig: Signature, domain: str, region: str | None) -> tuple[tuple[str,
     return tuple(out.items())
 
 
-def _replaceable(current: object, prov: dict | None, at: str) -> bool:
-    """Whether a signature dated `at` may set a field holding `current` with provenance `prov`."""
+def _later(prov: dict, c: Candidate) -> bool:
+    """Whether candidate `c` is as late as the signature `prov` records, or later (same second: the
+    greater message key; a provenance kept before the key was recorded loses a tie)."""
+    return (str(prov.get("at", "")), str(prov.get("key", ""))) <= c.order()
+
+
+def _mark(c: Candidate, **more) -> dict:
+    return {
+        "source": "signature",
+        "at": _iso(c.occurred_at),
+        "key": c.message_key,
+        "interaction_id": c.interaction_id,
+        **more,
+    }
+
+
+def _replaceable(current: object, prov: dict | None, c: Candidate) -> bool:
+    """Whether candidate `c`'s signature may set a field holding `current` with provenance `prov`."""
     if prov is None:
         return not current  # a value from before enrichment was typed or imported by a person
     if prov.get("source") != "signature":
         return False
-    return str(prov.get("at", "")) <= at
+    return _later(prov, c)
 
 
 def apply(conn: Connection, org_id: int, candidates: list[Candidate], region: str | None) -> int:
@@ -90,7 +112,7 @@ def apply(conn: Connection, org_id: int, candidates: list[Candidate], region: st
     latest: dict[int, Candidate] = {}
     for c in candidates:
         seen = latest.get(c.contact_id)
-        if seen is None or (c.occurred_at, c.interaction_id) > (seen.occurred_at, seen.interaction_id):
+        if seen is None or c.order() > seen.order():
             latest[c.contact_id] = c
     if not latest:
         return 0
@@ -111,14 +133,13 @@ def apply(conn: Connection, org_id: int, candidates: list[Candidate], region: st
         row = rows.get(contact_id)
         if row is None:
             continue
-        at = _iso(c.occurred_at)
         values = values_from(c.signature, c.address, region)
         provenance = dict(row.provenance or {})
         change = {}
         for field, value in values.items():
-            if not _replaceable(getattr(row, field), provenance.get(field), at):
+            if not _replaceable(getattr(row, field), provenance.get(field), c):
                 continue
-            mark = {"source": "signature", "at": at, "interaction_id": c.interaction_id}
+            mark = _mark(c)
             if getattr(row, field) == value and provenance.get(field) == mark:
                 continue
             change[field] = value
@@ -127,7 +148,7 @@ def apply(conn: Connection, org_id: int, candidates: list[Candidate], region: st
             changes.append({"b_id": contact_id, "b_provenance": provenance, **{f"b_{k}": v for k, v in change.items()}})
         if c.company_id is not None and "company_name" in values:
             known = companies.get(c.company_id)
-            if known is None or (c.occurred_at, c.interaction_id) > (known.occurred_at, known.interaction_id):
+            if known is None or c.order() > known.order():
                 companies[c.company_id] = c
     # One UPDATE per set of changed columns (executemany needs the same parameters).
     by_shape: dict[tuple[str, ...], list[dict]] = {}
@@ -159,14 +180,13 @@ def _name_companies(conn: Connection, org_id: int, latest: dict[int, Candidate])
             signed = c.signature.company or ""
             if not company_matches_domain(signed, domain):
                 continue  # a consultant's or a forwarded signature: not this company's name
-            at = _iso(c.occurred_at)
             prov = (provenance or {}).get("name")
             if prov is None and name != addr.company_name(domain):
                 continue  # a name someone gave the company by hand
-            if prov is not None and (prov.get("source") != "signature" or str(prov.get("at", "")) > at):
+            if prov is not None and (prov.get("source") != "signature" or not _later(prov, c)):
                 continue
             display = company_display(signed, domain)
-            mark = {"source": "signature", "at": at, "interaction_id": c.interaction_id, "contact_id": c.contact_id}
+            mark = _mark(c, contact_id=c.contact_id)
             if display == name and prov == mark:
                 continue
             params.append({"b_id": cid, "b_name": display, "b_provenance": {**(provenance or {}), "name": mark}})

@@ -849,7 +849,13 @@ def _enrich(
             continue
         candidates.append(
             enrichment.Candidate(
-                contact[0], contact[1], _utc(p.record.date), existing[p.record.message_key], address, sig
+                contact[0],
+                contact[1],
+                _utc(p.record.date),
+                existing[p.record.message_key],
+                address,
+                sig,
+                p.record.message_key,
             )
         )
     if not candidates:

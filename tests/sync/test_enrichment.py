@@ -136,6 +136,25 @@ def test_a_later_signature_wins_even_when_the_older_message_arrives_after_it(wor
     assert card["provenance"]["phone"]["interaction_id"] == newest
 
 
+@pytest.mark.parametrize("first", ["r-a@aurora", "r-b@aurora"])
+def test_two_signatures_of_the_same_second_give_the_same_winner_whichever_is_read_first(world, imap_user, first):
+    """A tie is broken by the message key, not by the order the mail is read in (a killed and
+    resumed import reads it in another order than a clean one, and numbers rows differently)."""
+    when = NOW - timedelta(days=2)
+    titles = {"r-a@aurora": "Procurement Manager", "r-b@aurora": "Head of Procurement"}
+    later = next(k for k in titles if k != first)
+    imap_user.deliver(rory_mail(titles[first], "020 7946 0321", when, first))
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    assert world.sync(mid).ok
+    imap_user.deliver(rory_mail(titles[later], "020 7946 0321", when, later))
+    assert world.sync(mid).ok
+    card = contact(world, "rory@aurora-telecom.co.uk")
+    assert card["title"] == "Head of Procurement"  # from r-b, the greater key, in both orders
+    assert card["provenance"]["title"]["interaction_id"] == world.scalar(
+        "SELECT id FROM interaction WHERE message_key = 'r-b@aurora'"
+    )
+
+
 def test_a_typed_value_is_never_overwritten_by_a_signature(world, imap_user):
     imap_user.deliver(rory_mail("Head of Procurement", "020 7946 0321", NOW - timedelta(days=5), "t1@aurora"))
     mid = world.add_imap("alice@ourco.com", imap_user)
