@@ -17,7 +17,12 @@ The services also check a host when it is saved (`refusal`), to give the admin a
 
 What it leaves alone: UDP (the resolver's queries), Unix sockets, and connections made by
 C libraries (libpq to PostgreSQL never passes through Python's socket module). The resolvers
-of /etc/resolv.conf and THREADLINE_DNS_SERVER stay reachable over TCP as well.
+of /etc/resolv.conf and THREADLINE_DNS_SERVER stay reachable over TCP, on their DNS port only.
+An IPv6 address carrying an IPv4 one (mapped, NAT64, 6to4, Teredo) is judged by both.
+
+Not covered: an HTTP proxy (HTTPS_PROXY) set for the process. The hook then sees the proxy's
+address only, and where the proxy connects is the proxy's to check; a shared server that
+refuses private addresses runs without one, or with a proxy that refuses them too.
 """
 
 from __future__ import annotations
@@ -40,12 +45,37 @@ class RefusedDestination(ConnectionRefusedError):
     library treats it as the connection failure it is)."""
 
 
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits: IPv4-compatible (::/96),
+# IPv4-translated (::ffff:0:0:0/96) and the NAT64 well-known prefix (64:ff9b::/96). Through a NAT64
+# gateway, 64:ff9b::a00:7 reaches 10.0.0.7: the address inside is the one checked.
+_EMBEDDING = tuple(ipaddress.ip_network(n) for n in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96"))
+# NAT64 for a network's own addresses (RFC 8215): whatever it embeds, it is the network's own.
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def _inner(addr: Address) -> list[Address]:
+    """The address itself and the IPv4 addresses an IPv6 one carries (mapped, embedded, 6to4, Teredo)."""
+    if not isinstance(addr, ipaddress.IPv6Address):
+        return [addr]
+    out: list[Address] = [addr]
+    if addr.ipv4_mapped is not None:
+        out.append(addr.ipv4_mapped)
+    if addr.sixtofour is not None:
+        out.append(addr.sixtofour)
+    if addr.teredo is not None:
+        out.extend(addr.teredo)
+    if any(addr in net for net in _EMBEDDING) and not addr.is_loopback and not addr.is_unspecified:
+        out.append(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
+    return out
+
+
 @dataclass(frozen=True)
 class Policy:
-    allowed: tuple[Network, ...] = ()
+    allowed: tuple[Network, ...] = ()  # any port
+    resolvers: tuple[tuple[Address, int], ...] = ()  # DNS over TCP only: (address, port)
 
-    def reason(self, ip: str) -> str | None:
-        """Why a connection to `ip` is refused, or None when it may go ahead."""
+    def reason(self, ip: str, port: int | None = None) -> str | None:
+        """Why a connection to `ip` (on `port`) is refused, or None when it may go ahead."""
         try:
             addr: Address = ipaddress.ip_address(ip.split("%", 1)[0])
         except ValueError:
@@ -54,9 +84,17 @@ class Policy:
             addr = addr.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
         if any(addr in net for net in self.allowed):
             return None
-        if addr.is_global and not addr.is_multicast:
+        if port is not None and (addr, port) in self.resolvers:
             return None
-        return f"{addr} is a {_kind(addr)} address, and this server refuses those ({ENV_REFUSE})"
+        for part in _inner(addr):
+            if not part.is_global or part.is_multicast or _site_local(part) or part in _LOCAL_NAT64:
+                kind = _kind(part)
+                return f"{addr} is {'an' if kind[0] in 'aeiou' else 'a'} {kind} address, and this server refuses those ({ENV_REFUSE})"
+        return None
+
+
+def _site_local(addr: Address) -> bool:
+    return isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local  # fec0::/10, deprecated, never global
 
 
 def _kind(addr: Address) -> str:
@@ -87,20 +125,26 @@ def _parse_allowed(text: str) -> tuple[Network, ...]:
     return tuple(nets)
 
 
-def _resolvers(dns_server: str | None) -> tuple[Network, ...]:
-    """The machine's own resolvers: a lookup that falls back to TCP must still reach them."""
-    found = []
+def _resolvers(dns_server: str | None) -> tuple[tuple[Address, int], ...]:
+    """The machine's own resolvers, on their DNS port alone: a lookup that falls back to TCP must
+    still reach them, and nothing else may (127.0.0.53 or 169.254.169.254 serve more than DNS)."""
+    found: list[tuple[str, int]] = []
     try:
         with open("/etc/resolv.conf") as f:
-            found = [line.split()[1] for line in f if line.startswith("nameserver") and len(line.split()) > 1]
+            found = [(line.split()[1], 53) for line in f if line.startswith("nameserver") and len(line.split()) > 1]
     except OSError:
         pass
-    if dns_server:
-        found.append(dns_server.rsplit(":", 1)[0] if dns_server.count(":") == 1 else dns_server)
+    if dns_server:  # host[:port], an IPv6 address in brackets when it has a port
+        host, port = dns_server, 53
+        if dns_server.count(":") == 1 or dns_server.startswith("["):
+            head, _, tail = dns_server.rpartition(":")
+            if tail.isdigit():
+                host, port = head, int(tail)
+        found.append((host.strip("[]"), port))
     out = []
-    for ip in found:
+    for ip, port in found:
         try:
-            out.append(ipaddress.ip_network(ip.strip("[]").split("%", 1)[0]))
+            out.append((ipaddress.ip_address(ip.split("%", 1)[0]), port))
         except ValueError:
             continue
     return tuple(out)
@@ -110,7 +154,7 @@ def policy_from(refuse: bool, allowed: str = "", dns_server: str | None = None) 
     """The policy the settings ask for; None when private addresses are allowed (the default)."""
     if not refuse:
         return None
-    return Policy(allowed=_parse_allowed(allowed) + _resolvers(dns_server))
+    return Policy(allowed=_parse_allowed(allowed), resolvers=_resolvers(dns_server))
 
 
 def install(refuse: bool, allowed: str = "", dns_server: str | None = None) -> None:
@@ -153,14 +197,15 @@ def refusal(host: str, port: int) -> str | None:
     except (OSError, UnicodeError, ValueError):
         return None  # cannot resolve: the connection test says so in its own words
     for info in infos:
-        why = policy.reason(str(info[4][0]))
+        why = policy.reason(str(info[4][0]), port)
         if why is not None:
             return f"{host} resolves to {why}"
     return None
 
 
 def _hook(event: str, args: tuple) -> None:
-    if event != "socket.connect" or _policy is None:
+    policy = _policy  # read once: another thread may install another policy meanwhile
+    if event != "socket.connect" or policy is None:
         return
     sock, address = args
     if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
@@ -169,9 +214,11 @@ def _hook(event: str, args: tuple) -> None:
     try:
         ipaddress.ip_address(str(host).split("%", 1)[0])
         ips = [str(host)]
-    except ValueError:  # a name given to connect() directly: check what it resolves to
+    except ValueError:
+        # A name given to connect() itself (the libraries the app uses resolve first and connect
+        # to an address): checked as it resolves now; connect() resolves it again.
         ips = [str(i[4][0]) for i in socket.getaddrinfo(host, port, sock.family, socket.SOCK_STREAM)]
     for ip in ips:
-        why = _policy.reason(ip)
+        why = policy.reason(ip, port)
         if why is not None:
             raise RefusedDestination(f"connection to {ip} port {port} refused: {why}")

@@ -103,6 +103,18 @@ class BadDataError(ConnectorError):
     kind = ErrorKind.BAD_DATA
 
 
+def own_refusal(exc: BaseException | None) -> str | None:
+    """The reason of a connection this process refused by its own rule (a ConnectionRefusedError
+    with a message and no errno: app/netguard.py), found through the wrappers HTTP clients add."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, ConnectionRefusedError) and exc.errno is None and str(exc):
+            return str(exc)
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
 # Keyed by ErrorKind, whose members equal their strings: the string a pipe carries finds its class.
 ERRORS: dict[str, type[ConnectorError]] = {
     cls.kind: cls for cls in (AuthError, TransientError, ThrottledError, CursorExpiredError, BadDataError)

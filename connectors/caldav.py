@@ -69,6 +69,7 @@ from connectors.base import (
     MeetingRecord,
     ThrottledError,
     TransientError,
+    own_refusal,
 )
 from connectors.ical import Window, meetings_from_ics, parse_rid, remote_id
 
@@ -556,6 +557,9 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
         return TransientError(f"TLS failed while {what}: {exc}")
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return TransientError(f"the CalDAV server did not answer in time while {what}")
+    refused = own_refusal(exc)
+    if refused:
+        return TransientError(f"{refused} (while {what})")
     name = type(exc).__name__
     if isinstance(exc, OSError) or name in (
         "ConnectionError",

@@ -46,6 +46,7 @@ from connectors.base import (
     ThrottledError,
     TransientError,
     counted,
+    own_refusal,
     recount_due,
 )
 from connectors.imapfetch import (
@@ -285,8 +286,8 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
     if isinstance(exc, socket.gaierror):
         return TransientError(f"cannot resolve the server name while {what}: {_msg(exc)}")
     if isinstance(exc, ConnectionRefusedError):
-        if exc.errno is None and str(exc):  # refused by this process's own rule (app/netguard.py), which says why
-            return TransientError(f"{_msg(exc)} (while {what})")
+        if refused := own_refusal(exc):  # refused by this process's own rule, which says why
+            return TransientError(f"{refused} (while {what})")
         return TransientError(f"connection refused while {what}: is the host and port right?")
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return TransientError(f"server did not answer in time while {what}")

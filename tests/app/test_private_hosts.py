@@ -7,7 +7,6 @@ on loopback; loopback is one of the refused kinds)."""
 from __future__ import annotations
 
 import socket
-import threading
 
 import pytest
 
@@ -43,12 +42,18 @@ def _guard_off_afterwards():
         ("fd00::5", "private or reserved"),
         ("0.0.0.0", "unspecified"),
         ("224.0.0.251", "multicast"),
+        # IPv6 forms that carry an IPv4 address: judged by the address inside as well
+        ("64:ff9b::a00:7", "private or reserved"),  # NAT64 to 10.0.0.7
+        ("2002:7f00:1::", "loopback"),  # 6to4 of 127.0.0.1
+        ("::127.0.0.1", "loopback"),  # IPv4-compatible
+        ("::ffff:0:7f00:1", "loopback"),  # IPv4-translated
+        ("fec0::1", "private or reserved"),  # site-local
     ],
 )
 def test_loopback_private_link_local_and_special_addresses_are_refused(ip, kind):
     policy = netguard.policy_from(True)
     assert policy is not None
-    assert f"a {kind} address" in (policy.reason(ip) or "")
+    assert f" {kind} address, and this server refuses those" in (policy.reason(ip) or "")
 
 
 def test_public_addresses_pass_and_the_allowed_networks_alone_open_private_ones():
@@ -61,6 +66,14 @@ def test_public_addresses_pass_and_the_allowed_networks_alone_open_private_ones(
     assert netguard.policy_from(False, "10.0.0.0/8") is None  # off: nothing is checked
 
 
+def test_the_dns_server_stays_reachable_on_its_dns_port_alone():
+    policy = netguard.policy_from(True, dns_server="10.9.9.9:5353")
+    assert policy is not None
+    assert policy.reason("10.9.9.9", 5353) is None
+    assert "10.9.9.9 is a private or reserved address" in (policy.reason("10.9.9.9", 80) or "")
+    assert policy.reason("10.9.9.9") is not None
+
+
 def test_a_malformed_allowed_list_stops_the_start_with_the_setting_named():
     with pytest.raises(ValueError, match="THREADLINE_PRIVATE_HOSTS_ALLOWED: 'ten.0.0.0/8'"):
         netguard.install(True, "ten.0.0.0/8")
@@ -70,12 +83,8 @@ def test_every_tcp_connection_of_the_process_is_checked_after_the_name_is_resolv
     """The socket-level check: a host name that resolves to loopback ("localhost", as a name
     rebound after it was saved would) is refused before a packet leaves, whichever library
     connects."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.5)
+    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
     port = listener.getsockname()[1]
-    accepted = []
-    t = threading.Thread(target=lambda: _accept_all(listener, accepted))
-    t.start()
     try:
         netguard.install(True)
         for host in ("127.0.0.1", "localhost"):
@@ -83,23 +92,19 @@ def test_every_tcp_connection_of_the_process_is_checked_after_the_name_is_resolv
                 socket.create_connection((host, port), timeout=2)
         with pytest.raises(netguard.RefusedDestination):
             socket.socket().connect(("localhost", port))  # a name handed to connect() itself
+        with pytest.raises(netguard.RefusedDestination):
+            socket.socket().connect_ex(("127.0.0.1", port))
         netguard.install(True, "127.0.0.0/8")
-        socket.create_connection(("localhost", port), timeout=2).close()
+        allowed = socket.create_connection(("localhost", port), timeout=2)
     finally:
         netguard.install(False)
-        t.join()
-        listener.close()
-    assert len(accepted) == 1  # only the allowed connection reached the listener
-
-
-def _accept_all(listener, accepted):
-    try:
-        while True:
-            conn, _ = listener.accept()
-            accepted.append(conn)
-            conn.close()
-    except OSError:  # the timeout once nobody connects any more
-        return
+    listener.settimeout(10)
+    listener.accept()[0].close()  # the allowed connection arrived
+    allowed.close()
+    listener.setblocking(False)
+    with pytest.raises(BlockingIOError):  # and nothing else ever did
+        listener.accept()
+    listener.close()
 
 
 def test_an_imap_mailbox_on_a_refused_address_is_not_added_and_its_connection_test_names_the_reason(
@@ -135,6 +140,24 @@ def test_a_mailbox_saved_before_the_operator_refused_private_addresses_is_not_re
     allowed = make_world(tmp_path, env={**REFUSE, "THREADLINE_PRIVATE_HOSTS_ALLOWED": "127.0.0.1"})
     assert allowed.sync(box).ok
     assert allowed.scalar("SELECT COUNT(*) FROM interaction") == 1
+
+
+def test_a_calendar_account_saved_before_the_refusal_is_not_read_and_says_why(tmp_path, caldav_user):
+    before = make_world(tmp_path)
+    account = calendars.add_caldav(
+        before.rt,
+        Actor.operator(before.org_id),
+        owner="alice@ourco.com",
+        url=caldav_user.url,
+        username=caldav_user.username,
+        password=caldav_user.password,
+    )["id"]
+    before.rt.engine.dispose()
+    refused = make_world(tmp_path, env=REFUSE)
+    assert not refused.sync(account).ok
+    (error,) = refused.sql("SELECT last_error FROM mailbox WHERE id = :m", m=account)[0]
+    # The HTTP client's wrappers around the refusal do not hide the reason.
+    assert "refused: 127.0.0.1 is a loopback address" in error, error
 
 
 def test_a_calendar_and_an_smtp_server_on_a_refused_address_are_not_saved(tmp_path, caldav_user):
