@@ -702,14 +702,16 @@ class GraphConnector:
             raise BadDataError("no usable sentDateTime or receivedDateTime")
         subject = str(item.get("subject") or "")[:998]
         preview = item.get("bodyPreview") if self.want_snippet else None
+        to, cc = _addresses(item.get("toRecipients")), _addresses(item.get("ccRecipients"))
+        bcc = _addresses(item.get("bccRecipients"))
         return MessageRecord(
             remote_id=rid,
             message_key=message_key(item, sender, date, subject),
             date=date,
             from_=[sender],
-            to=_addresses(item.get("toRecipients")),
-            cc=_addresses(item.get("ccRecipients")),
-            bcc=_addresses(item.get("bccRecipients")),
+            to=to,
+            cc=cc,
+            bcc=bcc,
             subject=subject,
             in_reply_to=None,
             references=[],
@@ -720,9 +722,7 @@ class GraphConnector:
             # quoted reply in it as over IMAP, but it is too short for a signature (the body or
             # uniqueBody would cost a download of the whole text per message).
             snippet=snippet_of(str(preview)) if preview else None,
-            recipients_not_kept=sum(
-                _not_kept(item.get(name)) for name in ("toRecipients", "ccRecipients", "bccRecipients")
-            ),
+            recipients_not_kept=_not_kept(item, [sender, *to, *cc, *bcc]),
         )
 
     def _claims_internal(self, address: str) -> bool:
@@ -1089,11 +1089,13 @@ def _addresses(values) -> list[tuple[str, str]]:
     return out[:MAX_ADDRESSES]
 
 
-def _not_kept(values) -> int:
-    """How many recipients of this list `_addresses` leaves out."""
-    if not isinstance(values, list) or len(values) <= MAX_ADDRESSES:
+def _not_kept(item: dict, kept: list[tuple[str, str]]) -> int:
+    """How many distinct recipients of the message are not among `kept` (what the record keeps)."""
+    lists = [item.get(name) for name in ("toRecipients", "ccRecipients", "bccRecipients")]
+    if not any(isinstance(values, list) and len(values) > MAX_ADDRESSES for values in lists):
         return 0
-    return max(0, sum(1 for v in values if _address(v)) - MAX_ADDRESSES)
+    everyone = {a[1].lower() for values in lists if isinstance(values, list) for v in values if (a := _address(v))}
+    return len(everyone - {addr.lower() for _, addr in kept})
 
 
 def _parse_time(value) -> datetime | None:

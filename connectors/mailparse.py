@@ -129,8 +129,8 @@ def _fields_by_line(text: str) -> dict[str, str]:
     return out
 
 
-# Under this key plus a recipient field's name, header_fields keeps how many addresses ("@")
-# the field held past MAX_FIELD, where it was cut (a 10,000-recipient Cc): counted as not kept.
+# Under this key plus a recipient field's name, header_fields keeps the whole value of a field
+# it cut at MAX_FIELD (a 10,000-recipient Cc): the addresses past the cut are counted as not kept.
 CUT = "\x00cut:"
 
 
@@ -138,7 +138,7 @@ def _keep(out: dict[str, str], name: str, parts: list[str]) -> None:
     if name not in out:
         out[name] = _unfolded(parts)
         if name in ("to", "cc", "bcc") and sum(len(p) + 1 for p in parts) > MAX_FIELD:
-            out[CUT + name] = str("\n".join(parts)[MAX_FIELD:].count("@"))
+            out[CUT + name] = _UNFOLD.sub("", "\n".join(parts))
     elif out[name].count("\n") < MAX_REPEATS - 1:
         out[name] += "\n" + _unfolded(parts)  # unfolded values hold no line breaks
 
@@ -333,19 +333,25 @@ def _addresses(value: str) -> tuple:
     return tuple(out)
 
 
-def addresses_not_kept(value: str | None) -> int:
-    """How many addresses of this field `addresses` leaves out (it keeps MAX_ADDRESSES entries).
-    Counted only when the field could hold more: the full parse of a long field is rare and slow."""
-    if not value or (value.count(",") < MAX_ADDRESSES and value.count("@") <= MAX_ADDRESSES):
+def _may_hold_more(value: str | None) -> bool:
+    return value is not None and (value.count(",") >= MAX_ADDRESSES or value.count("@") > MAX_ADDRESSES)
+
+
+def recipients_not_kept(fields: dict[str, str], kept: list[tuple[str, str]]) -> int:
+    """How many distinct To, Cc and Bcc addresses are not among `kept` (every address the record
+    keeps): those past MAX_ADDRESSES of a field, and those of a field cut at MAX_FIELD. Counted
+    only when a field could hold more: the full parse of a long field is rare and slow."""
+    names = ("to", "cc", "bcc")
+    if not any(_may_hold_more(fields.get(n)) or CUT + n in fields for n in names):
         return 0
-    everyone = sum(1 for _, addr in getaddresses([value]) if addr and "@" in addr)
-    return max(0, everyone - len(addresses(value)))
-
-
-def recipients_not_kept(fields: dict[str, str]) -> int:
-    """To, Cc and Bcc addresses beyond what the record keeps: past MAX_ADDRESSES of a field, and
-    those of a field cut at MAX_FIELD (counted by their "@")."""
-    return sum(addresses_not_kept(fields.get(name)) + int(fields.get(CUT + name, 0)) for name in ("to", "cc", "bcc"))
+    everyone = {
+        addr.strip().lower()
+        for n in names
+        if (value := fields.get(CUT + n) or fields.get(n))
+        for _, addr in getaddresses([value])
+        if addr and "@" in addr
+    }
+    return len(everyone - {addr.strip().lower() for _, addr in kept})
 
 
 _MONTHS = {
@@ -538,14 +544,15 @@ def parse_message_headers(
     if want_signature and internal_domains:
         want_signature = not _in_domains(sender[0][1], internal_domains)
     snippet, sig = _snippet_and_signature(text[0], text[1], sender[0], want_signature) if text else (None, None)
+    to, cc, bcc = addresses(fields.get("to")), addresses(fields.get("cc")), addresses(fields.get("bcc"))
     return MessageRecord(
         remote_id=remote_id,
         message_key=key[:500],
         date=date,
         from_=sender[:1],
-        to=addresses(fields.get("to")),
-        cc=addresses(fields.get("cc")),
-        bcc=addresses(fields.get("bcc")),
+        to=to,
+        cc=cc,
+        bcc=bcc,
         subject=subject,
         in_reply_to=reply[0] if reply else None,
         references=refs[:100],
@@ -559,7 +566,7 @@ def parse_message_headers(
         reply_to=addresses(fields.get("reply-to"))[:5],
         relayed=relayed,
         auth_results=tuple(auth.split("\n")) if (auth := fields.get("authentication-results")) else (),
-        recipients_not_kept=recipients_not_kept(fields),
+        recipients_not_kept=recipients_not_kept(fields, sender[:1] + to + cc + bcc),
     )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -478,8 +478,6 @@ def create_contacts(
 
 
 def _bind(name: str):
-    from sqlalchemy import bindparam
-
     return bindparam(name)
 
 
@@ -711,6 +709,7 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             existing[key], direction_of[iid] = iid, direction
             if unverified:
                 unverified_ids.add(iid)
+    _widen_recipients_not_kept(conn, prepared, existing)
     report_changes: list[reportsums.Change] = []
     upgraded = _vouch_for_stored(conn, org, prepared, existing, unverified_ids, direction_of, report_changes)
 
@@ -867,6 +866,23 @@ def _enrich(
         # The type only: the error's text may quote values taken from the mail.
         enrichment.log.warning("signature enrichment skipped for %d messages: %s", len(candidates), type(exc).__name__)
         result.enrichment_failed += 1
+
+
+def _widen_recipients_not_kept(conn: Connection, prepared: list[_Prepared], existing: dict[str, int]) -> None:
+    """A copy naming more recipients than the stored row counts (the sender's Sent copy, with its
+    Bcc, read after a recipient's copy; or a row stored before the count was kept) raises it."""
+    most: dict[int, int] = {}
+    for p in prepared:
+        if p.record.recipients_not_kept > 0:
+            iid = existing[p.record.message_key]
+            most[iid] = max(most.get(iid, 0), p.record.recipients_not_kept)
+    if most:
+        conn.execute(
+            update(INTERACTION)
+            .where(INTERACTION.c.id == bindparam("b_id"), INTERACTION.c.recipients_not_kept < bindparam("b_n"))
+            .values(recipients_not_kept=bindparam("b_n")),
+            [{"b_id": iid, "b_n": n} for iid, n in sorted(most.items())],
+        )
 
 
 def _vouched_events(conn: Connection, interaction_ids: list[int]) -> list[followups.MailEvent]:

@@ -43,8 +43,9 @@ class LogEmailIn(BaseModel):
     internet_message_id: Annotated[str, Field(min_length=1, max_length=1000)]
     subject: Annotated[str, Field(max_length=2000)] = ""
     sender: Address = Field(alias="from")
-    to: Annotated[list[Address], Field(max_length=500)] = []
-    cc: Annotated[list[Address], Field(max_length=500)] = []
+    # A mass mailing can be logged: 500 of each become participants, the rest are counted.
+    to: Annotated[list[Address], Field(max_length=20_000)] = []
+    cc: Annotated[list[Address], Field(max_length=20_000)] = []
     date: datetime | None = None
     conversation_id: Annotated[str | None, Field(max_length=1000)] = None
     snippet: Annotated[str | None, Field(max_length=2000)] = None

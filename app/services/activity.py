@@ -217,6 +217,14 @@ def _pairs(people: list[dict] | None) -> list[tuple[str, str]]:
     return [(str(p.get("name") or ""), str(p.get("email") or "")) for p in (people or []) if p.get("email")]
 
 
+KEPT_PER_FIELD = 500  # recipients of a field that become participants, as for synced mail
+
+
+def _not_kept(fields: list[list[tuple[str, str]]], kept: list[tuple[str, str]]) -> int:
+    everyone = {a.strip().lower() for field in fields for _, a in field}
+    return len(everyone - {a.strip().lower() for _, a in kept})
+
+
 def log_email(
     rt,
     actor: Actor,
@@ -238,18 +246,21 @@ def log_email(
     key = message_key(internet_message_id)
     if not sender or not addr.normalise(str(sender.get("email") or "")):
         raise Invalid("the message has no valid sender", field="sender")
+    to_all, cc_all = _pairs(to), _pairs(cc)
+    kept_to, kept_cc = to_all[:KEPT_PER_FIELD], cc_all[:KEPT_PER_FIELD]
     record = MessageRecord(
         remote_id=f"manual:{key}"[:500],
         message_key=key,
         date=_aware(date) or utcnow(),
         from_=_pairs([sender]),
-        to=_pairs(to),
-        cc=_pairs(cc),
+        to=kept_to,
+        cc=kept_cc,
         bcc=[],
         subject=(subject or "")[:998],
         in_reply_to=None,
         references=[],
         snippet=_snippet(snippet) if snippet else None,
+        recipients_not_kept=_not_kept([to_all, cc_all], _pairs([sender]) + kept_to + kept_cc),
     )
     with changing(rt.engine, actor, admin=False) as conn:
         org_id = actor.org_id

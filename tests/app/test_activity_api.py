@@ -412,6 +412,26 @@ def test_logged_email_is_not_duplicated_by_a_later_sync(client, sd):
     assert bad.status_code == 422
 
 
+def test_a_mass_mailing_logged_by_hand_keeps_500_recipients_a_field_and_counts_the_rest(client, sd):
+    crowd = [{"name": f"Guest {i}", "email": f"guest{i}@crowd-events.io"} for i in range(1_200)]
+    r = client.post(
+        "/api/log-email",
+        headers=sd.h("alice"),
+        json={
+            "internet_message_id": "<summit.1@crowd-events.io>",
+            "subject": "Summit",
+            "from": {"name": "Dora", "email": "dora@crowd-events.io"},
+            "to": [{"name": "Alice Rep", "email": "alice@ourco.com"}, *crowd[:10]],
+            "cc": crowd,  # ten of them are in To as well: counted once
+            "date": (NOW - timedelta(hours=3)).isoformat(),
+        },
+    )
+    assert r.status_code == 200, r.text
+    iid = r.json()["interaction_id"]
+    assert sd.world.scalar("SELECT recipients_not_kept FROM interaction WHERE id = :i", i=iid) == 700
+    assert sd.world.scalar("SELECT COUNT(*) FROM participant WHERE interaction_id = :i", i=iid) == 502
+
+
 # -- never log ---------------------------------------------------------------------------------------
 
 

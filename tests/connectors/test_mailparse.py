@@ -251,3 +251,17 @@ def test_recipients_beyond_the_kept_500_of_a_field_are_counted_not_dropped_silen
     )
     assert len(getattr(rec, field.lower())) == kept
     assert rec.recipients_not_kept == not_kept
+
+
+def test_a_recipient_named_twice_is_counted_once_and_a_kept_one_never():
+    crowd = [f"p{i}@crowd.example" for i in range(500)]
+    rec = parse_message_headers(
+        "1/10",
+        (
+            f"From: a@x.com\r\nTo: {', '.join(crowd + crowd[:100])}\r\nCc: {', '.join(crowd[:3])}, extra@crowd.example"
+            "\r\nSubject: again\r\nDate: Tue, 3 Nov 2026 10:00:00 +0100\r\nMessage-ID: <again@x.com>\r\n\r\n"
+        ).encode(),
+        INTERNAL,
+    )
+    assert len(rec.to) == 500 and len(rec.cc) == 4
+    assert rec.recipients_not_kept == 0

@@ -483,3 +483,27 @@ def test_on_postgresql_an_import_leaves_the_planner_statistics_of_what_it_filled
     imap_user.deliver(message("Jane <jane@acme.com>", "alice@ourco.com", "Deal 3", msgid="deal-3@acme.com"))
     assert world.sync(mid).ok
     assert analysed() == after
+
+
+def test_the_senders_copy_with_its_bcc_raises_the_count_of_recipients_not_kept_read_after_a_recipients_copy(
+    tmp_path, imap_user_factory
+):
+    """A Bcc is in the sender's copy alone: read after a recipient's copy (stored with no Bcc),
+    it adds its first 500 people and raises the count of the rest, never lowers it."""
+    world = make_world(tmp_path)
+    bob, alice = imap_user_factory(), imap_user_factory()
+    guests = ", ".join(f"guest{i}@crowd.example" for i in range(600))
+    head = ("alice@ourco.com", "carol@acme.com", "Launch")
+    bob.deliver(message(*head, msgid="launch@ourco.com", cc="bob@ourco.com"))
+    alice.deliver(message(*head, msgid="launch@ourco.com", cc="bob@ourco.com", extra=f"Bcc: {guests}"), folder="Sent")
+    counted = "SELECT recipients_not_kept FROM interaction WHERE message_key = 'launch@ourco.com'"
+    people = (
+        "SELECT COUNT(*) FROM participant p JOIN interaction i ON i.id = p.interaction_id "
+        "WHERE i.message_key = 'launch@ourco.com'"
+    )
+    assert world.sync(world.add_imap("bob@ourco.com", bob)).ok
+    assert (world.scalar(counted), world.scalar(people)) == (0, 3)
+    assert world.sync(world.add_imap("alice@ourco.com", alice)).ok
+    assert (world.scalar(counted), world.scalar(people)) == (100, 503)  # Alice, Carol, Bob and 500 guests
+    assert world.sync(world.add_imap("bob@ourco.com", bob)).ok  # read again: never lowered
+    assert world.scalar(counted) == 100
