@@ -108,15 +108,23 @@ def _replaceable(current: object, prov: dict | None, c: Candidate) -> bool:
 
 
 def apply(conn: Connection, org_id: int, candidates: list[Candidate], region: str | None) -> int:
-    """Apply the batch's signatures; returns how many contacts changed."""
-    latest: dict[int, Candidate] = {}
-    for c in candidates:
-        seen = latest.get(c.contact_id)
-        if seen is None or c.order() > seen.order():
-            latest[c.contact_id] = c
-    if not latest:
+    """Apply the batch's signatures; returns how many contacts changed.
+
+    Field by field, as across batches: a field takes the latest signature that gives it, so an
+    older signature's phone stays when a newer one has no phone, whether or not both came in
+    one batch (batches split differently when an import is resumed)."""
+    best: dict[int, dict[str, tuple[str, Candidate]]] = {}  # contact -> field -> (value, its signature)
+    named: dict[int, list[Candidate]] = {}  # company -> the signatures that name one
+    for c in sorted(candidates, key=Candidate.order):
+        values = values_from(c.signature, c.address, region)
+        fields = best.setdefault(c.contact_id, {})
+        for field, value in values.items():
+            fields[field] = (value, c)
+        if c.company_id is not None and "company_name" in values:
+            named.setdefault(c.company_id, []).append(c)
+    if not best:
         return 0
-    ids = sorted(latest)
+    ids = sorted(best)
     rows: dict = {}
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
@@ -127,16 +135,13 @@ def apply(conn: Connection, org_id: int, candidates: list[Candidate], region: st
         ):
             rows[stored.id] = stored
     changes: list[dict] = []
-    companies: dict[int, Candidate] = {}
     for contact_id in ids:
-        c = latest[contact_id]
         row = rows.get(contact_id)
         if row is None:
             continue
-        values = values_from(c.signature, c.address, region)
         provenance = dict(row.provenance or {})
         change = {}
-        for field, value in values.items():
+        for field, (value, c) in best[contact_id].items():
             if not _replaceable(getattr(row, field), provenance.get(field), c):
                 continue
             mark = _mark(c)
@@ -146,10 +151,6 @@ def apply(conn: Connection, org_id: int, candidates: list[Candidate], region: st
             provenance[field] = mark
         if change:
             changes.append({"b_id": contact_id, "b_provenance": provenance, **{f"b_{k}": v for k, v in change.items()}})
-        if c.company_id is not None and "company_name" in values:
-            known = companies.get(c.company_id)
-            if known is None or c.order() > known.order():
-                companies[c.company_id] = c
     # One UPDATE per set of changed columns (executemany needs the same parameters).
     by_shape: dict[tuple[str, ...], list[dict]] = {}
     for change in changes:
@@ -161,13 +162,15 @@ def apply(conn: Connection, org_id: int, candidates: list[Candidate], region: st
             .values(provenance=bindparam("b_provenance"), **{k[2:]: bindparam(k) for k in shape}),
             params,
         )
-    if companies:
-        _name_companies(conn, org_id, companies)
+    if named:
+        _name_companies(conn, org_id, named)
     return len(changes)
 
 
-def _name_companies(conn: Connection, org_id: int, latest: dict[int, Candidate]) -> None:
-    ids = sorted(latest)
+def _name_companies(conn: Connection, org_id: int, named: dict[int, list[Candidate]]) -> None:
+    """Each company takes the name of the latest signature that plausibly is its own (a
+    consultant's signature of another company, later, does not hide an employee's)."""
+    ids = sorted(named)
     params = []
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
@@ -176,10 +179,14 @@ def _name_companies(conn: Connection, org_id: int, latest: dict[int, Candidate])
                 COMPANY.c.org_id == org_id, COMPANY.c.id.in_(chunk)
             )
         ):
-            c = latest[cid]
+            # Newest first: the first whose company is this domain's (not a consultant's or a
+            # forwarded signature) is the one to weigh.
+            c = next(
+                (c for c in reversed(named[cid]) if company_matches_domain(c.signature.company or "", domain)), None
+            )
+            if c is None:
+                continue
             signed = c.signature.company or ""
-            if not company_matches_domain(signed, domain):
-                continue  # a consultant's or a forwarded signature: not this company's name
             prov = (provenance or {}).get("name")
             if prov is None and name != addr.company_name(domain):
                 continue  # a name someone gave the company by hand

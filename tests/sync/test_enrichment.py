@@ -242,6 +242,48 @@ def test_a_consultants_signature_does_not_rename_the_company_of_their_domain(wor
     assert card["company"]["name"] == "Aurora Telecom"
 
 
+NO_PHONE = "Hello Alice,\n\nsee below.\n\nKind regards,\nRory Adams\nChief Procurement Officer\nAurora Telecom plc\n"
+
+
+@pytest.mark.parametrize("batches", [1, 2])
+def test_each_field_takes_the_latest_signature_giving_it_however_the_mail_is_batched(world, imap_user, batches):
+    """A newer signature without a phone leaves the older one's phone, in one batch as in two
+    (an import resumed after a kill batches the same mail differently)."""
+    older = rory_mail("Head of Procurement", "020 7946 0321", NOW - timedelta(days=9), "p1@aurora")
+    newer = message(RORY, ALICE, "Update", msgid="p2@aurora", when=NOW - timedelta(days=1), body=NO_PHONE)
+    imap_user.deliver(older)
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    if batches == 2:
+        assert world.sync(mid).ok
+    imap_user.deliver(newer)
+    assert world.sync(mid).ok
+    card = contact(world, "rory@aurora-telecom.co.uk")
+    assert (card["title"], card["phone"]) == ("Chief Procurement Officer", "+442079460321")
+    keys = {
+        f: world.scalar("SELECT message_key FROM interaction WHERE id = :i", i=card["provenance"][f]["interaction_id"])
+        for f in ("title", "phone")
+    }
+    assert keys == {"title": "p2@aurora", "phone": "p1@aurora"}
+
+
+def test_a_later_consultants_signature_in_the_same_batch_does_not_hide_an_employees(world, imap_user):
+    employee = "Hi,\n\nthanks.\n\nRegards,\nRory Adams\nHead of Procurement\nAurora Telecom plc\n"
+    consultant = "Hi,\n\nattached.\n\nRegards,\nJo Smith\nSenior Consultant\nBigFour Advisory LLP\n"
+    imap_user.deliver(message(RORY, ALICE, "Thanks", msgid="e1@aurora", when=NOW - timedelta(days=3), body=employee))
+    imap_user.deliver(
+        message(
+            "Jo Smith <jo@aurora-telecom.co.uk>",
+            ALICE,
+            "Report",
+            msgid="e2@aurora",
+            when=NOW - timedelta(days=1),
+            body=consultant,
+        )
+    )
+    assert world.sync(world.add_imap("alice@ourco.com", imap_user)).ok
+    assert contact(world, "rory@aurora-telecom.co.uk")["company"]["name"] == "Aurora Telecom plc"
+
+
 def test_an_enrichment_failure_keeps_every_message_and_is_no_sync_error(world, imap_user, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("simulated enrichment bug")
