@@ -26,7 +26,7 @@ def test_bulk_writes_keep_tabs_newlines_backslashes_and_nulls_as_written_and_ret
         when = db_time(conn, at)
 
         def interaction(key, subject):
-            return (world.org_id, "email", key, when, "in", subject, None, key, None, when, False, False)
+            return (world.org_id, "email", key, when, "in", subject, None, key, None, when, False, False, 0)
 
         first = bulk_insert_ignore_returning(
             conn, INTERACTION, INTERACTION_COLUMNS, [interaction("k0", None)], ("message_key", "id")
