@@ -74,12 +74,21 @@ class Policy:
     allowed: tuple[Network, ...] = ()  # any port
     resolvers: tuple[tuple[Address, int], ...] = ()  # DNS over TCP only: (address, port)
 
-    def reason(self, ip: str, port: int | None = None) -> str | None:
-        """Why a connection to `ip` (on `port`) is refused, or None when it may go ahead."""
+    def reason(self, ip: str, port: int | None = None, host: str | None = None) -> str | None:
+        """Why a connection to `ip` (on `port`) is refused, or None when it may go ahead; `host`:
+        the name that resolved to it, to say so."""
+        what = self.refused_kind(ip, port)
+        if what is None:
+            return None
+        said = f"{host} resolves to {ip}, {what}" if host and host != ip else f"{ip} is {what}"
+        return f"{said}, and this server refuses those ({ENV_REFUSE})"
+
+    def refused_kind(self, ip: str, port: int | None = None) -> str | None:
+        """What kind of address `ip` is, when a connection to it (on `port`) is refused."""
         try:
             addr: Address = ipaddress.ip_address(ip.split("%", 1)[0])
         except ValueError:
-            return f"{ip!r} is not an address"
+            return "not an address"
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
         if any(addr in net for net in self.allowed):
@@ -89,7 +98,7 @@ class Policy:
         for part in _inner(addr):
             if not part.is_global or part.is_multicast or _site_local(part) or part in _LOCAL_NAT64:
                 kind = _kind(part)
-                return f"{addr} is {'an' if kind[0] in 'aeiou' else 'a'} {kind} address, and this server refuses those ({ENV_REFUSE})"
+                return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} address"
         return None
 
 
@@ -197,9 +206,9 @@ def refusal(host: str, port: int) -> str | None:
     except (OSError, UnicodeError, ValueError):
         return None  # cannot resolve: the connection test says so in its own words
     for info in infos:
-        why = policy.reason(str(info[4][0]), port)
+        why = policy.reason(str(info[4][0]), port, host)
         if why is not None:
-            return f"{host} resolves to {why}"
+            return why
     return None
 
 
