@@ -38,11 +38,14 @@ class DealPlan(NamedTuple):
     lost_reason: str | None
 
 
-def deal_plan(corpus: Corpus, per_stage: int = 3) -> list[DealPlan]:
+def deal_plan(corpus: Corpus, per_stage: int = 3, known: set[str] | None = None) -> list[DealPlan]:
+    """Deals at every stage with the corpus's companies. `known`: the contacts' addresses that
+    made it onto the timeline (a small demo's mail names some companies only at some hours of
+    the day); only companies with one of them get a deal, so every stage has its deals."""
     rng = random.Random(f"deals:{corpus.seed}")
     people: dict[str, list[str]] = {}
     for contact in corpus.contacts:
-        if not contact.is_freemail:
+        if not contact.is_freemail and (known is None or contact.email.lower() in known):
             people.setdefault(contact.company_domain, []).append(contact.email)
     companies = [c for c in corpus.companies if people.get(c.domain)]
     plans = []

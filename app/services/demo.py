@@ -23,10 +23,10 @@ DEMO_MESSAGES = 4000
 TOKEN_NAME = "demo"
 
 
-def seed_demo(rt: Runtime, console=None) -> dict:
+def seed_demo(rt: Runtime, console=None, *, now: datetime | None = None) -> dict:
     """Create (once) and sync the demo company. Returns what the demo prints: the organisation,
     its admin, a fresh admin token (earlier demo tokens are revoked) and a customer worth
-    looking up."""
+    looking up. `now`: when the demo's mail is generated up to (the tests pin the hour)."""
     from demodata import generate
 
     corpus, _ = generate(seed=DEMO_SEED, n_messages=DEMO_MESSAGES)
@@ -37,7 +37,7 @@ def seed_demo(rt: Runtime, console=None) -> dict:
         # The demo company is set up through the same use cases as a real one (audited).
         org_id = orgs.create_org(rt, corpus.org_name, list(corpus.internal_domains))["id"]
         actor = Actor.operator(org_id)
-        generated_at = datetime.now(timezone.utc).isoformat()
+        generated_at = (now or datetime.now(timezone.utc)).isoformat()
         with session(rt.engine) as s:
             for n, (name, email) in enumerate(corpus.reps):
                 user = orgs.create_user(rt, actor, email, name=name, role="admin" if n == 0 else "rep")

@@ -40,7 +40,9 @@ def seed_deals(rt: Runtime, org_id: int, corpus) -> int:
     stage_ids = {s["name"]: s["id"] for s in pipe["stages"]}
     created = 0
     now = utcnow()
-    for plan in deal_plan(corpus):
+    with rt.engine.connect() as conn:
+        known = {a.lower() for a in conn.execute(select(CA.c.address).where(CA.c.org_id == org_id)).scalars()}
+    for plan in deal_plan(corpus, known=known):
         with rt.engine.connect() as conn:
             contact_ids = list(
                 conn.execute(

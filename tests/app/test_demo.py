@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,26 @@ from app.settings import demo_settings, get_settings, load_settings
 from tests.cli import CliResult, cli_env, run_cli
 from tests.servers import free_port
 from tests.world import runtime_env
+
+
+@pytest.mark.parametrize("hour", [4, 14])
+def test_the_demo_has_deals_at_every_stage_whatever_the_hour_it_is_generated(tmp_path, monkeypatch, hour):
+    """A small demo's mail names some companies only at some hours: the deals go to companies
+    whose people made it onto the timeline (at 600 messages, 04:07 and 14:07 left a stage empty)."""
+    monkeypatch.setattr(demo, "DEMO_MESSAGES", 600)
+    rt = open_runtime(load_settings(runtime_env(tmp_path, THREADLINE_IDLE="0")))
+    yesterday = datetime.now(timezone.utc).replace(hour=hour, minute=7, second=0, microsecond=0) - timedelta(days=1)
+    demo.seed_demo(rt, now=yesterday)
+    with rt.engine.connect() as conn:
+        per_stage = conn.execute(
+            text(
+                "SELECT s.name, count(DISTINCT d.id), count(t.deal_id) FROM pipelinestage s "
+                "LEFT JOIN deal d ON d.stage_id = s.id LEFT JOIN dealthread t ON t.deal_id = d.id "
+                "GROUP BY s.name, s.position ORDER BY s.position"
+            )
+        ).all()
+    rt.engine.dispose()
+    assert len(per_stage) == 6 and all(deals >= 3 and threads >= 3 for _, deals, threads in per_stage), per_stage
 
 
 def test_demo_seed_builds_a_usable_timeline_once(tmp_path, monkeypatch):
