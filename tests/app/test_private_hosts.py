@@ -145,16 +145,20 @@ def test_a_mailbox_saved_before_the_operator_refused_private_addresses_is_not_re
     assert allowed.scalar("SELECT COUNT(*) FROM interaction") == 1
 
 
-def test_a_calendar_account_saved_before_the_refusal_is_not_read_and_says_why(tmp_path, caldav_user):
-    before = make_world(tmp_path)
-    account = calendars.add_caldav(
-        before.rt,
-        Actor.operator(before.org_id),
+def _add_calendar(world, caldav_user) -> int:
+    return calendars.add_caldav(
+        world.rt,
+        Actor.operator(world.org_id),
         owner="alice@ourco.com",
         url=caldav_user.url,
         username=caldav_user.username,
         password=caldav_user.password,
     )["id"]
+
+
+def test_a_calendar_account_saved_before_the_refusal_is_not_read_and_says_why(tmp_path, caldav_user):
+    before = make_world(tmp_path)
+    account = _add_calendar(before, caldav_user)
     before.rt.engine.dispose()
     refused = make_world(tmp_path, env=REFUSE)
     assert not refused.sync(account).ok
@@ -168,14 +172,7 @@ def test_a_calendar_and_an_smtp_server_on_a_refused_address_are_not_saved(tmp_pa
         world = make_world(tmp_path, env=REFUSE)
         admin = Actor.operator(world.org_id)
         with pytest.raises(Invalid, match="loopback address") as caught:
-            calendars.add_caldav(
-                world.rt,
-                admin,
-                owner="alice@ourco.com",
-                url=caldav_user.url,
-                username=caldav_user.username,
-                password=caldav_user.password,
-            )
+            _add_calendar(world, caldav_user)
         assert caught.value.field == "url"
         with pytest.raises(Invalid, match="loopback address") as caught:
             digest.set_smtp(
