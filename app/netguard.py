@@ -84,21 +84,26 @@ class Policy:
         return f"{said}, and this server refuses those ({ENV_REFUSE})"
 
     def refused_kind(self, ip: str, port: int | None = None) -> str | None:
-        """What kind of address `ip` is, when a connection to it (on `port`) is refused."""
+        """What kind of address `ip` is, when a connection to it (on `port`) is refused: "a
+        loopback address", or what it carries ("64:ff9b::a00:7 carries 10.0.0.7, a private...")."""
         try:
             addr: Address = ipaddress.ip_address(ip.split("%", 1)[0])
         except ValueError:
             return "not an address"
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
-        if any(addr in net for net in self.allowed):
-            return None
         if port is not None and (addr, port) in self.resolvers:
             return None
-        for part in _inner(addr):
+        parts = _inner(addr)
+        # The operator's allowed networks open an address and what it carries (10.0.0.0/8 allowed:
+        # 10.0.0.7 reached through NAT64 as 64:ff9b::a00:7 too).
+        if any(part in net for part in parts for net in self.allowed):
+            return None
+        for part in parts:
             if not part.is_global or part.is_multicast or _site_local(part) or part in _LOCAL_NAT64:
                 kind = _kind(part)
-                return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} address"
+                what = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} address"
+                return what if part == addr else f"an address that carries {part}, {what}"
         return None
 
 
@@ -230,4 +235,4 @@ def _hook(event: str, args: tuple) -> None:
     for ip in ips:
         why = policy.reason(ip, port)
         if why is not None:
-            raise RefusedDestination(f"connection to {ip} port {port} refused: {why}")
+            raise RefusedDestination(f"connection to port {port} refused: {why}")

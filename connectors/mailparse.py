@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import html
+import inspect
 import ipaddress
 import quopri
 import re
@@ -54,6 +55,7 @@ _REPEATED = frozenset({"authentication-results"})
 MAX_REPEATS = 5
 MAX_FIELD = 64 * 1024  # a header longer than this is cut, not trusted whole
 MAX_ADDRESSES = 500
+MAX_COUNTED = 1 << 20  # of a recipient field cut at MAX_FIELD, what is read to count what was not kept
 
 
 def _text(raw: bytes) -> str:
@@ -138,7 +140,7 @@ def _keep(out: dict[str, str], name: str, parts: list[str]) -> None:
     if name not in out:
         out[name] = _unfolded(parts)
         if name in ("to", "cc", "bcc") and sum(len(p) + 1 for p in parts) > MAX_FIELD:
-            out[CUT + name] = _UNFOLD.sub("", "\n".join(parts))
+            out[CUT + name] = _UNFOLD.sub("", "\n".join(parts)[:MAX_COUNTED])
     elif out[name].count("\n") < MAX_REPEATS - 1:
         out[name] += "\n" + _unfolded(parts)  # unfolded values hold no line breaks
 
@@ -321,10 +323,35 @@ def addresses(value: str | None) -> list[tuple[str, str]]:
     return list(out)
 
 
+# An address's shape, for a value the standard parser cannot take: thousands of nested "("
+# (comments), which it reads by recursing once per level.
+_DELIMITERS = re.compile(r'[\s<>,;:"()\[\]\\]+')
+
+
+def _address_tokens(value: str) -> list[str]:
+    """The words of a value shaped like one address (local@domain), in one linear pass: a
+    pattern for the address itself backtracks quadratically over a long run without "@"."""
+    return [w for w in _DELIMITERS.split(value) if w.count("@") == 1 and w[0] != "@" and w[-1] != "@"]
+
+
+# Python 3.13 (and the security releases of 3.11 and 3.12 since) parse strictly by default and
+# read a whole field as no address at all when a part of it is malformed (a trailing comma in
+# a group, a stray bracket); the lenient reading is the one this parser is tested with.
+_LENIENT = {"strict": False} if "strict" in inspect.signature(getaddresses).parameters else {}
+
+
+def _parse_pairs(value: str) -> list[tuple[str, str]]:
+    """(name, address) pairs of a field by the standard parser, read leniently on every Python."""
+    try:
+        return getaddresses([value], **_LENIENT)
+    except RecursionError:
+        return [("", a) for a in _address_tokens(value)]
+
+
 def _addresses(value: str) -> tuple:
     pairs = _simple_addresses(value)
     if pairs is None:
-        pairs = getaddresses([value])[:MAX_ADDRESSES]
+        pairs = _parse_pairs(value)[:MAX_ADDRESSES]
     out = []
     for name, addr in pairs:
         if not addr or "@" not in addr:
@@ -345,17 +372,18 @@ def _may_hold_more(value: str | None) -> bool:
 def recipients_not_kept(fields: dict[str, str], kept: list[tuple[str, str]]) -> int:
     """How many distinct To, Cc and Bcc addresses are not among `kept` (every address the record
     keeps): those past MAX_ADDRESSES of a field, and those of a field cut at MAX_FIELD. Counted
-    only when a field could hold more: the full parse of a long field is rare and slow."""
-    names = ("to", "cc", "bcc")
-    if not any(_may_hold_more(fields.get(n)) or CUT + n in fields for n in names):
+    only when a field could hold more: the full parse of a long field is rare and slow. A cut
+    field (up to MAX_COUNTED of it) is read by the addresses' shape, in one linear pass: the
+    standard parser took 0.9-3.4 s and 60 times the field's size in memory on a 1 MB field."""
+    everyone: set[str] = set()
+    for name in ("to", "cc", "bcc"):
+        whole = fields.get(CUT + name)
+        if whole is not None:
+            everyone.update(a.lower() for a in _address_tokens(whole))
+        elif _may_hold_more(value := fields.get(name)):
+            everyone.update(a.strip().lower() for _, a in _parse_pairs(value or "") if a and "@" in a)
+    if not everyone:
         return 0
-    everyone = {
-        addr.strip().lower()
-        for n in names
-        if (value := fields.get(CUT + n) or fields.get(n))
-        for _, addr in getaddresses([value])
-        if addr and "@" in addr
-    }
     return len(everyone - {addr.strip().lower() for _, addr in kept})
 
 

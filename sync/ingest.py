@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -709,9 +709,9 @@ def ingest(conn: Connection, org: OrgContext, mbx: MailboxContext, records: list
             existing[key], direction_of[iid] = iid, direction
             if unverified:
                 unverified_ids.add(iid)
-    _widen_recipients_not_kept(conn, prepared, existing)
+    wider = _recipients_to_widen(prepared, existing, new_ids)
     report_changes: list[reportsums.Change] = []
-    upgraded = _vouch_for_stored(conn, org, prepared, existing, unverified_ids, direction_of, report_changes)
+    upgraded = _vouch_for_stored(conn, org, prepared, existing, unverified_ids, direction_of, report_changes, wider)
 
     # Participants (new interactions: everyone; known ones: this copy's colleagues
     # and anyone new) and the copy itself. A new interaction has no participant
@@ -868,21 +868,20 @@ def _enrich(
         result.enrichment_failed += 1
 
 
-def _widen_recipients_not_kept(conn: Connection, prepared: list[_Prepared], existing: dict[str, int]) -> None:
-    """A copy naming more recipients than the stored row counts (the sender's Sent copy, with its
-    Bcc, read after a recipient's copy; or a row stored before the count was kept) raises it."""
+def _recipients_to_widen(prepared: list[_Prepared], existing: dict[str, int], new_ids: set[int]) -> dict[int, int]:
+    """Stored rows a copy of this batch names more recipients for than the row counts (the
+    sender's Sent copy, with its Bcc, read after a recipient's copy; or a row stored before the
+    count was kept): interaction id -> the count. A row this batch inserted is left out unless
+    another of its copies here names more than the one it was inserted from."""
+    first: dict[str, int] = {}
     most: dict[int, int] = {}
     for p in prepared:
-        if p.record.recipients_not_kept > 0:
-            iid = existing[p.record.message_key]
-            most[iid] = max(most.get(iid, 0), p.record.recipients_not_kept)
-    if most:
-        conn.execute(
-            update(INTERACTION)
-            .where(INTERACTION.c.id == bindparam("b_id"), INTERACTION.c.recipients_not_kept < bindparam("b_n"))
-            .values(recipients_not_kept=bindparam("b_n")),
-            [{"b_id": iid, "b_n": n} for iid, n in sorted(most.items())],
-        )
+        key, n = p.record.message_key, p.record.recipients_not_kept
+        first.setdefault(key, n)
+        iid = existing[key]
+        if n > 0 and (iid not in new_ids or n > first[key]):
+            most[iid] = max(most.get(iid, 0), n)
+    return most
 
 
 def _vouched_events(conn: Connection, interaction_ids: list[int]) -> list[followups.MailEvent]:
@@ -921,23 +920,42 @@ def _vouch_for_stored(
     unverified_ids: set[int],
     direction_of: dict[int, str],
     report_changes: list,
+    wider: dict[int, int],
 ) -> set[int]:
     """Stored mail from an unverified sender that a copy in this batch vouches for
     (the colleague's own Sent copy, say) becomes that colleague's sent mail: the
     same interaction, direction out, the From row credited to them. Returns the
-    interactions changed (their contacts' summaries are recounted)."""
+    interactions changed (their contacts' summaries are recounted).
+
+    `wider`: rows whose count of recipients not kept grows (_recipients_to_widen). Both
+    changes are one UPDATE per row, in id order: two passes each in order would not be one
+    order, and two batches could each lock a row the other waits for (a deadlock)."""
     changed: dict[int, str] = {}
     for p in prepared:
         iid = existing[p.record.message_key]
         if iid in unverified_ids and not p.unverified and p.direction == "out" and iid not in changed:
             changed[iid] = next(a for a, _, role in p.people if role == "from")
+    if changed:
+        report_changes.append(reportsums.changing(conn, org.org_id, changed))
+    if changed or wider:
+        conn.execute(
+            update(INTERACTION)
+            .where(INTERACTION.c.id == _bind("b_id"))
+            .values(
+                direction=case((_bind("b_vouch"), "out"), else_=INTERACTION.c.direction),
+                unverified_sender=case((_bind("b_vouch"), False), else_=INTERACTION.c.unverified_sender),
+                recipients_not_kept=case(
+                    (INTERACTION.c.recipients_not_kept < _bind("b_n"), _bind("b_n")),
+                    else_=INTERACTION.c.recipients_not_kept,
+                ),
+            ),
+            [
+                {"b_id": i, "b_vouch": i in changed, "b_n": wider.get(i, 0)}
+                for i in sorted(changed.keys() | wider.keys())
+            ],
+        )
     if not changed:
         return set()
-    report_changes.append(reportsums.changing(conn, org.org_id, changed))
-    conn.execute(
-        update(INTERACTION).where(INTERACTION.c.id == _bind("b_id")).values(direction="out", unverified_sender=False),
-        [{"b_id": i} for i in sorted(changed)],
-    )
     credited = [
         {"b_id": i, "b_address": a, "b_user": org.users_by_address[a]}
         for i, a in sorted(changed.items())

@@ -44,8 +44,8 @@ class LogEmailIn(BaseModel):
     subject: Annotated[str, Field(max_length=2000)] = ""
     sender: Address = Field(alias="from")
     # A mass mailing can be logged: 500 of each become participants, the rest are counted.
-    to: Annotated[list[Address], Field(max_length=20_000)] = []
-    cc: Annotated[list[Address], Field(max_length=20_000)] = []
+    to: Annotated[list[Address], Field(max_length=10_000)] = []
+    cc: Annotated[list[Address], Field(max_length=10_000)] = []
     date: datetime | None = None
     conversation_id: Annotated[str | None, Field(max_length=1000)] = None
     snippet: Annotated[str | None, Field(max_length=2000)] = None

@@ -221,8 +221,10 @@ KEPT_PER_FIELD = 500  # recipients of a field that become participants, as for s
 
 
 def _not_kept(fields: list[list[tuple[str, str]]], kept: list[tuple[str, str]]) -> int:
-    everyone = {a.strip().lower() for field in fields for _, a in field}
-    return len(everyone - {a.strip().lower() for _, a in kept})
+    """Distinct valid addresses of the fields not among `kept` (what ingest would have dropped
+    as no address is not counted either)."""
+    everyone = {n for field in fields for _, a in field if (n := addr.normalise(a))}
+    return len(everyone - {addr.normalise(a) for _, a in kept})
 
 
 def log_email(

@@ -66,6 +66,14 @@ def test_public_addresses_pass_and_the_allowed_networks_alone_open_private_ones(
     assert netguard.policy_from(False, "10.0.0.0/8") is None  # off: nothing is checked
 
 
+def test_an_allowed_network_is_allowed_through_nat64_too_and_a_refusal_names_what_an_address_carries():
+    assert netguard.policy_from(True, "10.0.0.0/8").reason("64:ff9b::a00:7") is None
+    refused = netguard.policy_from(True).reason("64:ff9b::a00:7")
+    assert refused is not None and refused.startswith(
+        "64:ff9b::a00:7 is an address that carries 10.0.0.7, a private or reserved address"
+    )
+
+
 def test_the_dns_server_stays_reachable_on_its_dns_port_alone():
     policy = netguard.policy_from(True, dns_server="10.9.9.9:5353")
     assert policy is not None
@@ -88,7 +96,9 @@ def test_every_tcp_connection_of_the_process_is_checked_after_the_name_is_resolv
     try:
         netguard.install(True)
         for host in ("127.0.0.1", "localhost"):
-            with pytest.raises(netguard.RefusedDestination, match=f"127.0.0.1 port {port} refused: .*loopback"):
+            with pytest.raises(
+                netguard.RefusedDestination, match=f"connection to port {port} refused: 127.0.0.1 is a loopback"
+            ):
                 socket.create_connection((host, port), timeout=2)
         with pytest.raises(netguard.RefusedDestination):
             socket.socket().connect(("localhost", port))  # a name handed to connect() itself
@@ -135,7 +145,7 @@ def test_a_mailbox_saved_before_the_operator_refused_private_addresses_is_not_re
     report = refused.sync(box)  # a first import: the fetch process is the one that connects
     assert not report.ok
     error, kind = refused.sql("SELECT last_error, last_error_kind FROM mailbox WHERE id = :m", m=box)[0]
-    assert "127.0.0.1 port" in error and "loopback address" in error, error
+    assert "refused: 127.0.0.1 is a loopback address" in error, error
     assert kind == "transient"
     assert refused.scalar("SELECT COUNT(*) FROM interaction") == 0
     refused.rt.engine.dispose()

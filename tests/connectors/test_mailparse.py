@@ -265,3 +265,17 @@ def test_a_recipient_named_twice_is_counted_once_and_a_kept_one_never():
     )
     assert len(rec.to) == 500 and len(rec.cc) == 4
     assert rec.recipients_not_kept == 0
+
+
+def test_thousands_of_nested_brackets_in_a_field_keep_the_message_and_its_addresses():
+    """The standard parser recurses once per "(": past about a thousand it raised RecursionError
+    and the message was skipped as unreadable. The addresses are then read by their shape."""
+    assert addresses("Ann <ann@acme.com>, bob@acme.com " + "(" * 3000) == [("", "ann@acme.com"), ("", "bob@acme.com")]
+    crowd = ", ".join(f"p{i}@crowd.example" for i in range(5_000)) + " " + "(" * 3_000
+    rec = parse_message_headers(
+        "1/11",
+        f"From: a@x.com\r\nTo: {crowd}\r\nSubject: s\r\nDate: Tue, 3 Nov 2026 10:00:00 +0100\r\n"
+        "Message-ID: <nested@x.com>\r\n\r\n".encode(),
+        INTERNAL,
+    )
+    assert len(rec.to) == 500 and rec.recipients_not_kept == 4_500
