@@ -61,7 +61,11 @@ from sync.addresses import FREE_MAIL_DOMAINS
 from sync.fixes import RunError
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
 from sync.meetings import SeriesChanged, drop_meetings_without_copies, ingest_meetings, remove_copies
-from sync.skipped import forget_folder as forget_skipped_items, record as record_skipped_items
+from sync.skipped import (
+    forget as forget_skipped,
+    forget_folder as forget_skipped_items,
+    record as record_skipped_items,
+)
 
 log = logging.getLogger("threadline.sync")
 MAILBOX = Mailbox.__table__
@@ -722,8 +726,10 @@ def _write_batch(
         result.skipped_items += more.skipped_items
         result.copies.update(more.copies)
     changes.update(result.copies)
+    gone: Counter = Counter()  # skipped items that left the server, by reason
     if batch.removed:
         changes.subtract(remove_copies(conn, org.org_id, mbx, batch.removed))
+        gone = forget_skipped(conn, mbx.mailbox_id, folder.name, batch.removed)
     if batch.backfill_done:
         # The folder's listing has ended: copies set aside at a reset that it did not re-link
         # left the server meanwhile (none unless the folder was read again from scratch).
@@ -756,13 +762,13 @@ def _write_batch(
     mine = changes.pop(mbx.folder_id, 0)
     if mine:
         values["messages"] = FOLDER.c.messages + mine
-    if skipped_now:
-        values["skipped"] = _add_counts(folder_skipped, skipped_now)
+    if skipped_now or gone:
+        values["skipped"] = _add_counts(_add_counts(folder_skipped, skipped_now), gone, -1)
     conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(**values))
     copies.count_changed(conn, changes)
     totals: dict[str, Any] = {}
-    if skipped_now:
-        totals["skipped"] = _add_counts(mailbox_skipped, skipped_now)
+    if skipped_now or gone:
+        totals["skipped"] = _add_counts(_add_counts(mailbox_skipped, skipped_now), gone, -1)
     if result.imported:
         totals["messages_imported"] = MAILBOX.c.messages_imported + result.imported
     if totals:

@@ -2,11 +2,14 @@
 with why (app.models.SkippedItem), beside the per-reason counts a folder keeps
 (folderstate.skipped, which the reconciliation adds to the copies stored).
 
-The rows also keep an item listed again (a changed message in a Graph delta round, a changed
-meeting) from being counted twice. They are for people to see why, so they are bounded: each
-folder keeps its newest PER_FOLDER, older ones pruned as new ones come (an item pruned and
-listed again would be counted again: a count too high only hides a gap, never shows one).
-A folder read again from scratch drops its rows (the new listing skips and lists them again).
+The rows also keep the counts exact: an item listed again (a changed message in a Graph delta
+round, a changed meeting) is found and not counted twice, and an item that leaves the server
+(a Graph or CalDAV removal, an IMAP expunge reported by QRESYNC) takes its row and its count
+with it (`forget`). So every skipped item keeps its row, as every stored one keeps its copy:
+a first import of 100,000 messages keeps about 15,000. Before, each folder kept its newest 200,
+and an item pruned and listed again was counted again: a count too high, which could hide a
+missing copy in the reconciliation. A folder read again from scratch drops its rows (the new
+listing skips and lists them again).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from app.db import db_time, insert_values
 from app.models import SkippedItem
 
 ITEM = SkippedItem.__table__
-PER_FOLDER = 200  # rows kept per folder; the console shows a mailbox's latest 50
 
 
 def record(
@@ -62,28 +64,28 @@ def record(
         rows.append((org_id, mailbox_id, folder, remote_id, reason[:500], created))
     if not rows:
         return
-    # Only the batch's newest PER_FOLDER can outlive the pruning below: a first import skipping
-    # 15,154 of 100,000 messages inserted all of them to delete all but 200 of each folder.
     # One multi-row statement on PostgreSQL: through executemany each row was a round trip
     # (2,893 of them in a 20,000-message first import, docs/performance.md section 6).
     insert_values(
         conn,
         "skippeditem",
         ("org_id", "mailbox_id", "folder", "remote_id", "reason", "created_at"),
-        rows[-PER_FOLDER:],
+        rows,
         "ON CONFLICT DO NOTHING",
     )
-    # The folder's newest PER_FOLDER stay: everything older than the oldest one kept goes, in one
-    # statement (no oldest one kept: fewer than PER_FOLDER, the comparison with NULL deletes nothing).
-    oldest_kept = (
-        select(ITEM.c.id)
-        .where(ITEM.c.mailbox_id == mailbox_id, ITEM.c.folder == folder)
-        .order_by(ITEM.c.id.desc())
-        .offset(PER_FOLDER - 1)
-        .limit(1)
-        .scalar_subquery()
-    )
-    conn.execute(delete(ITEM).where(ITEM.c.mailbox_id == mailbox_id, ITEM.c.folder == folder, ITEM.c.id < oldest_kept))
+
+
+def forget(conn, mailbox_id: int | None, folder: str, remote_ids: list[str]) -> Counter:
+    """Items that left the folder on the server: their rows go, and what they counted is returned
+    (reason -> how many), to be taken off the folder's and the mailbox's skipped counts."""
+    gone: Counter = Counter()
+    listed = sorted({r[:900] for r in remote_ids})
+    for i in range(0, len(listed), 500):
+        chunk = listed[i : i + 500]
+        where = (ITEM.c.mailbox_id == mailbox_id, ITEM.c.folder == folder, ITEM.c.remote_id.in_(chunk))
+        gone.update(conn.execute(select(ITEM.c.reason).where(*where)).scalars())
+        conn.execute(delete(ITEM).where(*where))
+    return gone
 
 
 def forget_folder(conn, mailbox_id: int | None, folder: str) -> None:

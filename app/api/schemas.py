@@ -279,7 +279,7 @@ class SkippedItem(BaseModel):
 class MailboxDetail(MailboxStatus):
     folders: list[FolderStatus]
     unreadable: list[Unreadable]  # the latest 50
-    skipped_items: list[SkippedItem]  # the latest 50, newest first (each folder keeps its newest 200)
+    skipped_items: list[SkippedItem]  # the latest 50, newest first
 
 
 class Queued(BaseModel):

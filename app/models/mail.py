@@ -96,8 +96,8 @@ class SyncIssue(TableModel, table=True):
 class SkippedItem(TableModel, table=True):
     """An item a sync read and left off the timeline on purpose, with why (internal, bulk
     or automated, excluded by rule ...): its folder's `skipped` counts it, the reconciliation
-    adds it to the copies stored, and admins see the latest ones per mailbox. Bounded: each
-    folder keeps its newest SKIPPED_ITEMS_PER_FOLDER (sync/skipped.py)."""
+    adds it to the copies stored, and admins see the latest ones per mailbox. Every one is kept,
+    so a count is never taken twice and an item gone from the server leaves it (sync/skipped.py)."""
 
     __table_args__ = (UniqueConstraint("mailbox_id", "folder", "remote_id"),)
     id: int | None = Field(default=None, primary_key=True)

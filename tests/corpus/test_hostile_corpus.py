@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from sync import skipped as skipped_items
 from tests.corpus.hostile import big_message, charsets, hostile_corpus, tiny_messages
 from tests.faults.backfill import cli_env, fault_seed
 from tests.world import make_world
@@ -80,13 +79,10 @@ def _assert_every_message_accounted_for(acc: dict, what: str) -> None:
         "skipped"
     ]
     assert len(acc["issues"]) == acc["skipped"].get("unreadable", 0), (what, acc["issues"][:5], acc["skipped"])
-    # Each message skipped on purpose is listed with its reason (the console's "skipped" list), up to
-    # the newest PER_FOLDER of a folder (sync/skipped.py); unreadable ones are the issues above.
+    # Each message skipped on purpose is listed with its reason (the console's "skipped" list,
+    # sync/skipped.py); unreadable ones are the issues above.
     on_purpose = {reason: n for reason, n in acc["skipped"].items() if reason != "unreadable"}
-    if sum(on_purpose.values()) <= skipped_items.PER_FOLDER:
-        assert acc["skipped_items"] == Counter(on_purpose), (what, acc["skipped_items"], on_purpose)
-    else:
-        assert sum(acc["skipped_items"].values()) == skipped_items.PER_FOLDER, (what, acc["skipped_items"])
+    assert acc["skipped_items"] == Counter(on_purpose), (what, acc["skipped_items"], on_purpose)
     assert all(reason.strip() for _, reason in acc["issues"]), (what, acc["issues"])
 
 

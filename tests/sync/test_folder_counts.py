@@ -19,7 +19,7 @@ from tests.connectors.test_ical import event, stamp, vcalendar
 from tests.sync.test_calendar_sync import add_caldav
 from tests.sync.test_graph_sync import CARLA, add_tenant_mailbox
 from tests.sync.test_meetings import _calendar, _run, batch, meeting
-from tests.world import NOW, make_world, message
+from tests.world import NOW, json_value, make_world, message
 
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
 
@@ -81,6 +81,47 @@ def test_an_imap_expunge_takes_the_copy_and_the_count_down(world, imap_user):
     assert world.sync(mid).ok
     assert counts(world, mid)["INBOX"] == (1, 1)
     assert_exact(world, mid)
+
+
+def skipped_counts(world, mailbox_id: int, folder: str) -> tuple[dict, int]:
+    """A folder's skipped counts by reason, and the skipped items listed for it."""
+    raw = world.scalar("SELECT skipped FROM folderstate WHERE mailbox_id = :m AND name = :f", m=mailbox_id, f=folder)
+    rows = world.scalar(
+        "SELECT count(*) FROM skippeditem WHERE mailbox_id = :m AND folder = :f", m=mailbox_id, f=folder
+    )
+    return json_value(raw) or {}, rows
+
+
+def test_a_skipped_message_expunged_leaves_the_skipped_count_too(world, imap_user):
+    """Without it, the skipped count stayed high: server count = stored + skipped could then
+    add up while a copy was missing."""
+    imap_user.deliver(message("Carla <carla@acme.com>", ALICE, "Offer", msgid="offer@acme.com"))
+    for i in (1, 2):
+        imap_user.deliver(message(f"Bob <{BOB}>", ALICE, f"Lunch {i}", msgid=f"lunch-{i}@ourco.com"))
+    mid = world.add_imap(ALICE, imap_user)
+    assert world.sync(mid).ok
+    assert skipped_counts(world, mid, "INBOX") == ({"internal": 2}, 2)
+    expunge(imap_user, "INBOX", [2])  # Lunch 1
+    assert world.sync(mid).ok
+    assert skipped_counts(world, mid, "INBOX") == ({"internal": 1}, 1)
+    mailbox = json_value(world.scalar("SELECT skipped FROM mailbox WHERE id = :m", m=mid))
+    assert mailbox == {"internal": 1}
+    assert counts(world, mid)["INBOX"] == (1, 1)
+
+
+def test_a_skipped_graph_message_deleted_leaves_the_skipped_count(world, graph):
+    mid = add_tenant_mailbox(world, graph)
+    kept = graph.add_message(ALICE, internet_message_id="<deal@acme.com>", subject="Deal", sender=CARLA)
+    lunch = graph.add_message(ALICE, internet_message_id="<lunch@ourco.com>", subject="Lunch", sender=("Bob", BOB))
+    assert world.sync(mid).ok
+    assert skipped_counts(world, mid, "Inbox") == ({"internal": 1}, 1)
+    graph.update_message(ALICE, lunch, subject="Lunch, moved to Friday")  # listed again: counted once
+    assert world.sync(mid).ok
+    assert skipped_counts(world, mid, "Inbox") == ({"internal": 1}, 1)
+    graph.delete_message(ALICE, lunch)
+    assert world.sync(mid).ok
+    assert skipped_counts(world, mid, "Inbox") == ({}, 0)
+    assert counts(world, mid)["Inbox"] == (1, 1) and kept
 
 
 def test_a_new_uidvalidity_leaves_the_count_of_what_the_folder_holds_now(world, imap_user):

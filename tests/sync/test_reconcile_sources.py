@@ -286,14 +286,10 @@ def test_an_imap_folder_is_counted_again_at_most_hourly_and_at_once_after_an_exp
     assert (inbox["server_count"], inbox["stored"], inbox["reconciliation"]) == (4, 4, "reconciled")
 
 
-@pytest.mark.parametrize("batch_size", [2, 10])  # pruned as batches come; a batch larger than the bound
-def test_skipped_items_are_kept_newest_first_bounded_per_folder_and_go_with_a_re_read(
-    world, imap_user, monkeypatch, batch_size
-):
-    from sync import skipped
+@pytest.mark.parametrize("batch_size", [2, 10])
+def test_every_skipped_item_is_kept_with_its_reason_and_goes_with_a_re_read(world, imap_user, batch_size):
     from tests.world import message
 
-    monkeypatch.setattr(skipped, "PER_FOLDER", 3)
     for i in range(5):
         imap_user.deliver(message(f"Bob <{BOB}>", ALICE, f"Lunch {i}", msgid=f"lunch-{i}@ourco.com"))
     imap_user.deliver(message("Jane <jane@acme.com>", ALICE, "Deal", msgid="deal@acme.com"))
@@ -303,7 +299,6 @@ def test_skipped_items_are_kept_newest_first_bounded_per_folder_and_go_with_a_re
     client = api(world)
     detail = client.get(f"/api/mailboxes/{mid}").json()
     inbox = folder(detail, "INBOX")
-    # all 5 counted (the counts stay exact), the newest 3 kept to show
     assert (inbox["server_count"], inbox["stored"], inbox["skipped"], inbox["reconciliation"]) == (
         6,
         1,
@@ -311,14 +306,14 @@ def test_skipped_items_are_kept_newest_first_bounded_per_folder_and_go_with_a_re
         "reconciled",
     )
     items = detail["skipped_items"]
-    assert len(items) == 3 and {i["reason"] for i in items} == {"internal"}
-    assert world.scalar("SELECT count(*) FROM skippeditem") == 3
+    assert len(items) == 5 and {i["reason"] for i in items} == {"internal"}
+    assert world.scalar("SELECT count(*) FROM skippeditem") == 5
 
     assert client.post(f"/api/admin/mailboxes/{mid}/resync").status_code == 200
     assert client.get(f"/api/mailboxes/{mid}").json()["skipped_items"] == []
     assert world.sync(mid).ok
     detail = client.get(f"/api/mailboxes/{mid}").json()
-    assert len(detail["skipped_items"]) == 3 and folder(detail, "INBOX")["skipped"] == 5
+    assert len(detail["skipped_items"]) == 5 and folder(detail, "INBOX")["skipped"] == 5
 
 
 def test_the_console_mailbox_page_shows_what_was_skipped_and_why(tmp_path, imap_user, live_app, page):
