@@ -65,6 +65,7 @@ from sync.skipped import (
     forget as forget_skipped,
     forget_folder as forget_skipped_items,
     record as record_skipped_items,
+    record_unreadable,
 )
 
 log = logging.getLogger("threadline.sync")
@@ -734,25 +735,11 @@ def _write_batch(
         # The folder's listing has ended: copies set aside at a reset that it did not re-link
         # left the server meanwhile (none unless the folder was read again from scratch).
         changes.subtract(copies.drop_set_aside(conn, mbx.mailbox_id, mbx.folder_id))
-    insert_ignore(
-        conn,
-        SyncIssue.__table__,
-        [
-            {
-                "org_id": org.org_id,
-                "mailbox_id": mbx.mailbox_id,
-                "folder": folder.name,
-                "remote_id": b.remote_id,
-                "reason": b.reason[:500],
-                "created_at": now,
-            }
-            for b in batch.bad
-        ],
-    )
+    unreadable = record_unreadable(conn, org.org_id, mbx.mailbox_id, folder.name, batch.bad, now)
     record_skipped_items(conn, org.org_id, mbx.mailbox_id, folder.name, result.skipped_items, now, result.skipped)
     skipped_now = dict(result.skipped)
-    if batch.bad:
-        skipped_now["unreadable"] = skipped_now.get("unreadable", 0) + len(batch.bad)
+    if unreadable:
+        skipped_now["unreadable"] = skipped_now.get("unreadable", 0) + unreadable
     # The folder's bookkeeping in one UPDATE: cursor (committed with the rows it covers),
     # its count of copies and its skipped counts; then the other folders whose copies this
     # batch changed (a re-listing, removals), and the mailbox's totals in one more.

@@ -9,7 +9,8 @@ with it (`forget`). So every skipped item keeps its row, as every stored one kee
 a first import of 100,000 messages keeps about 15,000. Before, each folder kept its newest 200,
 and an item pruned and listed again was counted again: a count too high, which could hide a
 missing copy in the reconciliation. A folder read again from scratch drops its rows (the new
-listing skips and lists them again).
+listing skips and lists them again). Items that could not be read are kept the same way, in
+`syncissue` with why (`record_unreadable`), and counted as "unreadable".
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
-from app.db import db_time, insert_values
-from app.models import SkippedItem
+from app.db import db_time, insert_ignore, insert_values
+from app.models import SkippedItem, SyncIssue
+from connectors.base import BadRecord
 
 ITEM = SkippedItem.__table__
+ISSUE = SyncIssue.__table__
 
 
 def record(
@@ -75,16 +78,58 @@ def record(
     )
 
 
+def record_unreadable(conn, org_id: int, mailbox_id: int | None, folder: str, bad: list[BadRecord], now) -> int:
+    """Keep the items that could not be read (syncissue, with why) and return how many are new:
+    one listed again (a changed message in a delta round) keeps its row and is not counted again."""
+    if not bad:
+        return 0
+    listed = sorted({b.remote_id for b in bad})
+    known: set[str] = set()
+    for i in range(0, len(listed), 500):
+        known.update(
+            conn.execute(
+                select(ISSUE.c.remote_id).where(
+                    ISSUE.c.mailbox_id == mailbox_id,
+                    ISSUE.c.folder == folder,
+                    ISSUE.c.remote_id.in_(listed[i : i + 500]),
+                )
+            ).scalars()
+        )
+    rows: dict[str, dict] = {}
+    for b in bad:
+        if b.remote_id not in known and b.remote_id not in rows:
+            rows[b.remote_id] = {
+                "org_id": org_id,
+                "mailbox_id": mailbox_id,
+                "folder": folder,
+                "remote_id": b.remote_id,
+                "reason": b.reason[:500],
+                "created_at": now,
+            }
+    insert_ignore(conn, ISSUE, list(rows.values()))
+    return len(rows)
+
+
 def forget(conn, mailbox_id: int | None, folder: str, remote_ids: list[str]) -> Counter:
-    """Items that left the folder on the server: their rows go, and what they counted is returned
-    (reason -> how many), to be taken off the folder's and the mailbox's skipped counts."""
+    """Items that left the folder on the server: their rows go (skipped with a reason, or
+    unreadable), and what they counted is returned (reason -> how many, "unreadable" for
+    the latter), to be taken off the folder's and the mailbox's skipped counts."""
     gone: Counter = Counter()
-    listed = sorted({r[:900] for r in remote_ids})
+    listed = sorted(set(remote_ids))
     for i in range(0, len(listed), 500):
         chunk = listed[i : i + 500]
-        where = (ITEM.c.mailbox_id == mailbox_id, ITEM.c.folder == folder, ITEM.c.remote_id.in_(chunk))
+        where = (
+            ITEM.c.mailbox_id == mailbox_id,
+            ITEM.c.folder == folder,
+            ITEM.c.remote_id.in_([r[:900] for r in chunk]),
+        )
         gone.update(conn.execute(select(ITEM.c.reason).where(*where)).scalars())
         conn.execute(delete(ITEM).where(*where))
+        issues = (ISSUE.c.mailbox_id == mailbox_id, ISSUE.c.folder == folder, ISSUE.c.remote_id.in_(chunk))
+        unreadable = len(conn.execute(select(ISSUE.c.id).where(*issues)).all())
+        if unreadable:
+            gone["unreadable"] += unreadable
+            conn.execute(delete(ISSUE).where(*issues))
     return gone
 
 

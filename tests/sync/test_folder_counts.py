@@ -124,6 +124,22 @@ def test_a_skipped_graph_message_deleted_leaves_the_skipped_count(world, graph):
     assert counts(world, mid)["Inbox"] == (1, 1) and kept
 
 
+def test_an_unreadable_graph_message_listed_again_is_counted_once_and_leaves_with_its_deletion(world, graph):
+    mid = add_tenant_mailbox(world, graph)
+    graph.add_message(ALICE, internet_message_id="<deal@acme.com>", subject="Deal", sender=CARLA)
+    broken = graph.add_message(ALICE, subject="No sender", extra={"from": None, "sender": None})
+    assert world.sync(mid).ok
+    issues = "SELECT count(*) FROM syncissue WHERE mailbox_id = :m"
+    assert skipped_counts(world, mid, "Inbox")[0] == {"unreadable": 1} and world.scalar(issues, m=mid) == 1
+    graph.update_message(ALICE, broken, subject="Still no sender")  # listed again, still unreadable
+    assert world.sync(mid).ok
+    assert skipped_counts(world, mid, "Inbox")[0] == {"unreadable": 1}
+    graph.delete_message(ALICE, broken)
+    assert world.sync(mid).ok
+    assert skipped_counts(world, mid, "Inbox")[0] == {} and world.scalar(issues, m=mid) == 0
+    assert counts(world, mid)["Inbox"] == (1, 1)
+
+
 def test_a_new_uidvalidity_leaves_the_count_of_what_the_folder_holds_now(world, imap_user):
     imap_user.create_folder("Archive")
     for i in (1, 2):
