@@ -91,7 +91,7 @@ from connectors.m365auth import (
     graph_scopes,
     parse_credential,
 )
-from connectors.mailparse import message_ids, message_key_for, snippet_of
+from connectors.mailparse import MAX_ADDRESSES, message_ids, message_key_for, snippet_of
 
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 MAX_CONCURRENT = 4  # Graph: at most 4 concurrent requests per app and mailbox
@@ -1075,9 +1075,6 @@ def _address(value) -> tuple[str, str] | None:
     if "@" not in addr:
         return None
     return str(email.get("name") or "").strip(), addr
-
-
-MAX_ADDRESSES = 500  # recipients kept per field, as for mail read over IMAP (connectors/mailparse.py)
 
 
 def _addresses(values) -> list[tuple[str, str]]:

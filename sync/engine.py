@@ -749,13 +749,15 @@ def _write_batch(
     mine = changes.pop(mbx.folder_id, 0)
     if mine:
         values["messages"] = FOLDER.c.messages + mine
-    if skipped_now or gone:
-        values["skipped"] = _add_counts(_add_counts(folder_skipped, skipped_now), gone, -1)
+    skipped_change = Counter(skipped_now)
+    skipped_change.subtract(gone)  # what this batch skipped, less what left the server
+    if skipped_change:
+        values["skipped"] = _add_counts(folder_skipped, skipped_change)
     conn.execute(update(FOLDER).where(FOLDER.c.id == mbx.folder_id).values(**values))
     copies.count_changed(conn, changes)
     totals: dict[str, Any] = {}
-    if skipped_now or gone:
-        totals["skipped"] = _add_counts(_add_counts(mailbox_skipped, skipped_now), gone, -1)
+    if skipped_change:
+        totals["skipped"] = _add_counts(mailbox_skipped, skipped_change)
     if result.imported:
         totals["messages_imported"] = MAILBOX.c.messages_imported + result.imported
     if totals:

@@ -42,17 +42,7 @@ def record(
     `counts`, the batch's skipped counts by reason, so the folder counts it once."""
     if not items:
         return
-    wanted = {remote_id[:900] for remote_id, _ in items}
-    known: set[str] = set()
-    listed = sorted(wanted)
-    for i in range(0, len(listed), 500):
-        known.update(
-            conn.execute(
-                select(ITEM.c.remote_id).where(
-                    ITEM.c.mailbox_id == mailbox_id, ITEM.c.folder == folder, ITEM.c.remote_id.in_(listed[i : i + 500])
-                )
-            ).scalars()
-        )
+    known = _kept(conn, ITEM, mailbox_id, folder, {remote_id[:900] for remote_id, _ in items})
     rows = []
     created = db_time(conn, now)
     for remote_id, reason in items:
@@ -83,18 +73,7 @@ def record_unreadable(conn, org_id: int, mailbox_id: int | None, folder: str, ba
     one listed again (a changed message in a delta round) keeps its row and is not counted again."""
     if not bad:
         return 0
-    listed = sorted({b.remote_id for b in bad})
-    known: set[str] = set()
-    for i in range(0, len(listed), 500):
-        known.update(
-            conn.execute(
-                select(ISSUE.c.remote_id).where(
-                    ISSUE.c.mailbox_id == mailbox_id,
-                    ISSUE.c.folder == folder,
-                    ISSUE.c.remote_id.in_(listed[i : i + 500]),
-                )
-            ).scalars()
-        )
+    known = _kept(conn, ISSUE, mailbox_id, folder, {b.remote_id for b in bad})
     rows: dict[str, dict] = {}
     for b in bad:
         if b.remote_id not in known and b.remote_id not in rows:
@@ -116,21 +95,32 @@ def forget(conn, mailbox_id: int | None, folder: str, remote_ids: list[str]) -> 
     the latter), to be taken off the folder's and the mailbox's skipped counts."""
     gone: Counter = Counter()
     listed = sorted(set(remote_ids))
-    for i in range(0, len(listed), 500):
-        chunk = listed[i : i + 500]
-        where = (
-            ITEM.c.mailbox_id == mailbox_id,
-            ITEM.c.folder == folder,
-            ITEM.c.remote_id.in_([r[:900] for r in chunk]),
+    for i in range(0, len(listed), CHUNK):
+        chunk = listed[i : i + CHUNK]
+        items = _in_folder(ITEM, mailbox_id, folder, [r[:900] for r in chunk])
+        gone.update(conn.execute(delete(ITEM).where(*items).returning(ITEM.c.reason)).scalars())
+        issues = _in_folder(ISSUE, mailbox_id, folder, chunk)
+        gone["unreadable"] += len(conn.execute(delete(ISSUE).where(*issues).returning(ISSUE.c.id)).all())
+    return +gone  # without zero counts
+
+
+CHUNK = 500  # remote ids per IN (...) list
+
+
+def _in_folder(table, mailbox_id: int | None, folder: str, remote_ids: list[str]) -> tuple:
+    return (table.c.mailbox_id == mailbox_id, table.c.folder == folder, table.c.remote_id.in_(remote_ids))
+
+
+def _kept(conn, table, mailbox_id: int | None, folder: str, remote_ids: set[str]) -> set[str]:
+    """Which of these remote ids already have a row of `table` (skippeditem, syncissue) in the folder."""
+    listed, known = sorted(remote_ids), set()
+    for i in range(0, len(listed), CHUNK):
+        known.update(
+            conn.execute(
+                select(table.c.remote_id).where(*_in_folder(table, mailbox_id, folder, listed[i : i + CHUNK]))
+            ).scalars()
         )
-        gone.update(conn.execute(select(ITEM.c.reason).where(*where)).scalars())
-        conn.execute(delete(ITEM).where(*where))
-        issues = (ISSUE.c.mailbox_id == mailbox_id, ISSUE.c.folder == folder, ISSUE.c.remote_id.in_(chunk))
-        unreadable = len(conn.execute(select(ISSUE.c.id).where(*issues)).all())
-        if unreadable:
-            gone["unreadable"] += unreadable
-            conn.execute(delete(ISSUE).where(*issues))
-    return gone
+    return known
 
 
 def forget_folder(conn, mailbox_id: int | None, folder: str) -> None:

@@ -22,7 +22,7 @@ from app.services import audit, timeline
 from app.services.actor import Actor, changing
 from app.services.errors import Invalid, NotFound
 from connectors.base import MessageRecord
-from connectors.mailparse import message_ids
+from connectors.mailparse import MAX_ADDRESSES, message_ids
 from sync import addresses as addr, exclusions
 
 C, I, P, U = Contact.__table__, Interaction.__table__, Participant.__table__, User.__table__
@@ -217,9 +217,6 @@ def _pairs(people: list[dict] | None) -> list[tuple[str, str]]:
     return [(str(p.get("name") or ""), str(p.get("email") or "")) for p in (people or []) if p.get("email")]
 
 
-KEPT_PER_FIELD = 500  # recipients of a field that become participants, as for synced mail
-
-
 def _not_kept(fields: list[list[tuple[str, str]]], kept: list[tuple[str, str]]) -> int:
     """Distinct valid addresses of the fields not among `kept` (what ingest would have dropped
     as no address is not counted either)."""
@@ -249,7 +246,7 @@ def log_email(
     if not sender or not addr.normalise(str(sender.get("email") or "")):
         raise Invalid("the message has no valid sender", field="sender")
     to_all, cc_all = _pairs(to), _pairs(cc)
-    kept_to, kept_cc = to_all[:KEPT_PER_FIELD], cc_all[:KEPT_PER_FIELD]
+    kept_to, kept_cc = to_all[:MAX_ADDRESSES], cc_all[:MAX_ADDRESSES]  # as for synced mail
     record = MessageRecord(
         remote_id=f"manual:{key}"[:500],
         message_key=key,
