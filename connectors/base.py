@@ -366,6 +366,10 @@ class Batch:
     cursor: dict
     # remote ids that left this folder or calendar (deleted, moved away)
     removed: list[str] = field(default_factory=list)
+    # Where a source cannot say what left (IMAP without QRESYNC): every id the folder holds
+    # within what its cursor covers. What is stored or skipped for the folder and not listed
+    # here left it, as if it had been in `removed` (sync/engine.py). None: no listing.
+    listed: frozenset[str] | None = None
     backfill_done: bool = False
     reset: bool = False  # cursor was invalidated: copies recorded under the old cursor are stale
     extra: dict = field(default_factory=dict)

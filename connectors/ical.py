@@ -40,6 +40,10 @@ from datetime import date, datetime, time, timedelta, timezone
 from connectors.base import Attendee, BadRecord, CalendarWindow, MeetingRecord
 
 MAX_ATTENDEES = 500
+# What an IMAP message's id gets after it for the meetings its invitation brought: they sit
+# beside the email's copy, and are no message of the server's (app/services/reconcile.py,
+# sync/copies.py `unlisted`).
+INVITATION_PART = "#ics"
 MAX_OCCURRENCES = 1000  # per series inside the window
 MAX_ICS_BYTES = 2 * 1024 * 1024
 METHODS = ("REQUEST", "REPLY", "CANCEL")

@@ -5,6 +5,8 @@ Cursor per folder (stored by the engine as given):
   uidvalidity      the UIDVALIDITY the UIDs below belong to
   uidnext          UIDNEXT when the folder was last looked at (no-change check)
   highestmodseq    HIGHESTMODSEQ at that time, where the server has CONDSTORE
+  messages         MESSAGES at that time: without QRESYNC, fewer than UIDNEXT's move
+                   allows means expunges, and the folder is listed (Batch.listed)
   top_uid          every UID above this is new mail
   low_uid          newest-first backfill has imported everything in the window
                    from here up to top_uid; null before the first batch
@@ -485,6 +487,7 @@ class ImapConnector:
         unchanged = (
             cursor.get("uidnext") == status["uidnext"]
             and cursor.get("highestmodseq") == status.get("highestmodseq")
+            and cursor.get("messages") == status["messages"]  # an expunge, where nothing else tells
             and cursor.get("low_uid") is not None
             and cursor.get("backfill_done")
             and "server_count" in cursor  # a cursor from before reconciliation gets counted once
@@ -500,12 +503,15 @@ class ImapConnector:
             "uidvalidity": status["uidvalidity"],
             "uidnext": status["uidnext"],
             "highestmodseq": status.get("highestmodseq"),
+            "messages": status["messages"],
         }
         # Messages expunged since last time, before anything else: the batch keeps the
-        # old cursor, so an interrupted run still fetches what came in meanwhile.
+        # old cursor, so an interrupted run still fetches what came in meanwhile (and,
+        # without QRESYNC, lists the folder again).
         removed = self._vanished(folder, cursor, status) if cursor else []
-        if removed:
-            yield Batch([], [], dict(cursor), removed=removed)
+        listed = self._listing(folder, cursor, status) if cursor and not self.qresync else None
+        if removed or listed is not None:
+            yield Batch([], [], dict(cursor), removed=removed, listed=listed)
         if not cursor:
             top0 = status["uidnext"] - 1
             cursor = {**base, "top_uid": top0, "first_top": top0, "low_uid": None, "backfill_done": False}
@@ -533,7 +539,7 @@ class ImapConnector:
             cursor = {**cursor, **base, "low_uid": cursor.get("low_uid") or low, "backfill_done": True}
             count = counted(self._scope_count(folder, cursor, since))
             yield Batch([], [], {**cursor, **count}, backfill_done=True)
-        elif recount_due(cursor, changed=bool(removed)):
+        elif recount_due(cursor, changed=bool(removed) or listed is not None):
             # at most hourly, and at once after messages were expunged: new mail read meanwhile
             # only makes the copies outnumber the count, which is no alarm
             count = counted(self._scope_count(folder, cursor, since))
@@ -568,7 +574,7 @@ class ImapConnector:
     def _vanished(self, folder: Folder, cursor: dict, status: dict) -> list[str]:
         """Remote ids of the messages expunged since the cursor's HIGHESTMODSEQ, between
         its lowest and highest imported UID (RFC 7162 VANISHED). Servers without QRESYNC
-        do not say; their copies stay until the folder is read again from scratch."""
+        do not say: `_listing` finds out."""
         since, top = cursor.get("highestmodseq"), int(cursor.get("top_uid") or 0)
         low = int(cursor.get("low_uid") or 1)
         if not self.qresync or since is None or since == status.get("highestmodseq") or top < low:
@@ -590,6 +596,22 @@ class ImapConnector:
                 a, b = sorted((int(first), int(last or first)))
                 uids.update(range(max(a, low), min(b, top) + 1))
         return [f"{status['uidvalidity']}/{uid}" for uid in sorted(uids)]
+
+    def _listing(self, folder: Folder, cursor: dict, status: dict) -> frozenset[str] | None:
+        """Without QRESYNC a server does not say which messages left, but STATUS says that some
+        did: MESSAGES grows by at most what UIDNEXT moved, so a smaller count means expunges
+        (or mail expunged before it was read, which costs one listing for nothing). Then the
+        UIDs between the lowest and the highest read are listed (Batch.listed): what is stored
+        or skipped for the folder and not among them left. None: nothing left, or a cursor
+        from before MESSAGES was kept (it is from this run on)."""
+        before, uidnext = cursor.get("messages"), cursor.get("uidnext")
+        top, low = int(cursor.get("top_uid") or 0), int(cursor.get("low_uid") or 1)
+        if before is None or uidnext is None or top < low:
+            return None
+        if status["messages"] >= int(before) + status["uidnext"] - int(uidnext):
+            return None
+        uids = self._search(["UID", f"{low}:{top}"], folder)
+        return frozenset(f"{status['uidvalidity']}/{uid}" for uid in uids if low <= uid <= top)
 
     def _unselect(self) -> None:
         client = self._client
@@ -742,7 +764,7 @@ class ImapConnector:
         window = ical.Window.of(self.calendar_window)
         mails = {r.remote_id: r for r in records if isinstance(r, MessageRecord)}
         for uid, (info, raw) in sorted(parts.items()):
-            base = f"{uidvalidity}/{uid}#ics"
+            base = f"{uidvalidity}/{uid}{ical.INVITATION_PART}"
             mail = mails.get(f"{uidvalidity}/{uid}")
             # RFC 6047: an iMIP message carries a text/calendar part that names its scheduling
             # method in its Content-Type. An .ics file attached to a written email (application/ics,

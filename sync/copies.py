@@ -25,6 +25,7 @@ from sqlalchemy.orm import aliased
 
 from app.db import bulk_insert_ignore_returning
 from app.models import FolderState, InteractionSource
+from connectors.ical import INVITATION_PART
 
 S, FOLDER = InteractionSource.__table__, FolderState.__table__
 COLUMNS = ("org_id", "interaction_id", "mailbox_id", "folder_id", "remote_id", "provider_id", "provider_thread")
@@ -79,6 +80,22 @@ def drop_set_aside(conn: Connection, mailbox_id: int, folder_id: int) -> Counter
     """The folder's new listing has ended: copies it did not re-link are gone from the server.
     Returns folder id -> copies deleted."""
     return delete(conn, S.c.mailbox_id == mailbox_id, S.c.folder_id == folder_id, S.c.remote_id.startswith(SET_ASIDE))
+
+
+def unlisted(conn: Connection, mailbox_id: int, folder_id: int, listed: frozenset[str]) -> list[str]:
+    """The remote ids of the folder's copies that the server's listing of it (Batch.listed) lacks:
+    their messages left. As with the ids a server says left (QRESYNC's VANISHED), the meetings an
+    invitation brought (`uid#ics…`) are not among them; and copies set aside for a re-listing
+    wait for it (`drop_set_aside`)."""
+    stored = conn.execute(
+        select(S.c.remote_id).where(
+            S.c.mailbox_id == mailbox_id,
+            S.c.folder_id == folder_id,
+            S.c.remote_id.not_like(f"%{INVITATION_PART}%"),
+            S.c.remote_id.not_like(f"{SET_ASIDE}%"),
+        )
+    ).scalars()
+    return [remote_id for remote_id in stored if remote_id not in listed]
 
 
 def delete(conn: Connection, *where) -> Counter:

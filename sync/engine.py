@@ -66,6 +66,7 @@ from sync.skipped import (
     forget_folder as forget_skipped_items,
     record as record_skipped_items,
     record_unreadable,
+    unlisted as unlisted_skipped,
 )
 
 log = logging.getLogger("threadline.sync")
@@ -728,9 +729,13 @@ def _write_batch(
         result.copies.update(more.copies)
     changes.update(result.copies)
     gone: Counter = Counter()  # skipped items that left the server, by reason
-    if batch.removed:
-        changes.subtract(remove_copies(conn, org.org_id, mbx, batch.removed))
-        gone = forget_skipped(conn, mbx.mailbox_id, folder.name, batch.removed)
+    removed = list(batch.removed)
+    if batch.listed is not None:  # the source listed what the folder holds: the rest left
+        removed += copies.unlisted(conn, mbx.mailbox_id, mbx.folder_id, batch.listed)
+        removed += unlisted_skipped(conn, mbx.mailbox_id, folder.name, batch.listed)
+    if removed:
+        changes.subtract(remove_copies(conn, org.org_id, mbx, removed))
+        gone = forget_skipped(conn, mbx.mailbox_id, folder.name, removed)
     if batch.backfill_done:
         # The folder's listing has ended: copies set aside at a reset that it did not re-link
         # left the server meanwhile (none unless the folder was read again from scratch).

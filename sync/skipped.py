@@ -4,7 +4,7 @@ with why (app.models.SkippedItem), beside the per-reason counts a folder keeps
 
 The rows also keep the counts exact: an item listed again (a changed message in a Graph delta
 round, a changed meeting) is found and not counted twice, and an item that leaves the server
-(a Graph or CalDAV removal, an IMAP expunge reported by QRESYNC) takes its row and its count
+(a Graph or CalDAV removal, an IMAP expunge, told by QRESYNC or found by listing) takes its row and its count
 with it (`forget`). So every skipped item keeps its row, as every stored one keeps its copy:
 a first import of 100,000 messages keeps about 15,000. Before, each folder kept its newest 200,
 and an item pruned and listed again was counted again: a count too high, which could hide a
@@ -23,6 +23,7 @@ from sqlalchemy import delete, select
 from app.db import db_time, insert_ignore, insert_values
 from app.models import SkippedItem, SyncIssue
 from connectors.base import BadRecord
+from connectors.ical import INVITATION_PART
 
 ITEM = SkippedItem.__table__
 ISSUE = SyncIssue.__table__
@@ -102,6 +103,23 @@ def forget(conn, mailbox_id: int | None, folder: str, remote_ids: list[str]) -> 
         issues = _in_folder(ISSUE, mailbox_id, folder, chunk)
         gone["unreadable"] += len(conn.execute(delete(ISSUE).where(*issues).returning(ISSUE.c.id)).all())
     return +gone  # without zero counts
+
+
+def unlisted(conn, mailbox_id: int | None, folder: str, listed: frozenset[str]) -> list[str]:
+    """The folder's skipped and unreadable items that the server's listing of it (Batch.listed)
+    lacks: they left, to be `forget`-ten. Parts of a message (an invitation's, `uid#ics…`) are
+    left out, as from the ids a server says left (sync/copies.py `unlisted`)."""
+    found: list[str] = []
+    for table in (ITEM, ISSUE):
+        rows = conn.execute(
+            select(table.c.remote_id).where(
+                table.c.mailbox_id == mailbox_id,
+                table.c.folder == folder,
+                table.c.remote_id.not_like(f"%{INVITATION_PART}%"),
+            )
+        ).scalars()
+        found.extend(remote_id for remote_id in rows if remote_id not in listed)
+    return found
 
 
 CHUNK = 500  # remote ids per IN (...) list

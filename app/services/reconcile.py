@@ -10,8 +10,8 @@ messages skipped with a reason (`folderstate.skipped`, unreadable ones included)
 copies an admin took off the timeline (`folderstate.removed`). Only a shortfall counts against
 a mailbox: a message on the server that is neither stored nor skipped is missing from the
 timeline. More stored than the server's count is shown as such ("kept more"), never as adding
-up, but is no alarm: mail read since the last count (taken at most hourly), or deleted on a
-server that does not say what left (no QRESYNC: Gmail among them), whose copy the timeline keeps. Counting the copies costs
+up, but is no alarm: mail read since the last count (taken at most hourly, and again after
+an expunge). Counting the copies costs
 an index range scan per mailbox: 8-9 ms for 84,000 copies on SQLite (94 ms cold).
 
 Who counts what (each connector's cursor contract says more):
@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection
 from app.models import FolderState, InteractionSource, SummaryCheck
 from app.services import audit
 from app.services.actor import Actor, changing
+from connectors.ical import INVITATION_PART
 from sync import reportsums, stats
 from sync.fixes import Attention, fix_text
 
@@ -78,7 +79,7 @@ def copies_by_folder(conn: Connection, mailbox_ids: list[int] | None = None) -> 
     not messages of the server's count: left out."""
     query = (
         select(SRC.c.folder_id, func.count())
-        .where(SRC.c.remote_id.not_like("%#ics%"))
+        .where(SRC.c.remote_id.not_like(f"%{INVITATION_PART}%"))
         .group_by(SRC.c.mailbox_id, SRC.c.folder_id)
     )
     if mailbox_ids is not None:

@@ -194,8 +194,8 @@ def test_an_invitations_meeting_beside_its_email_is_not_counted_as_a_stored_mess
 
 
 def test_more_kept_than_the_server_holds_is_shown_as_such_never_as_adding_up(world, imap_user):
-    # Mail deleted on a server that does not say what left (no QRESYNC, Gmail) keeps its copy:
-    # no alarm, but the numbers do not add up and the folder says so.
+    # A count lower than the copies (mail read or deleted since it was taken): no alarm, but
+    # the numbers do not add up and the folder says so.
     mid = synced(world, imap_user, 5, "kept")
     client = api(world)
     fs = reconcile.FS

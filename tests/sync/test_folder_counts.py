@@ -16,6 +16,7 @@ from app.db import write_transaction
 from sync import copies
 from tests.cli import cli_env, run_cli
 from tests.connectors.test_ical import event, stamp, vcalendar
+from tests.servers.dovecot import Dovecot
 from tests.sync.test_calendar_sync import add_caldav
 from tests.sync.test_graph_sync import CARLA, add_tenant_mailbox
 from tests.sync.test_meetings import _calendar, _run, batch, meeting
@@ -138,6 +139,109 @@ def test_an_unreadable_graph_message_listed_again_is_counted_once_and_leaves_wit
     assert world.sync(mid).ok
     assert skipped_counts(world, mid, "Inbox")[0] == {} and world.scalar(issues, m=mid) == 0
     assert counts(world, mid)["Inbox"] == (1, 1)
+
+
+# Servers that do not say what left a folder: one without CONDSTORE at all (as many
+# hosted and older servers), and one with CONDSTORE but no QRESYNC (as Gmail).
+_NO_QRESYNC = {
+    "plain": "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT LITERAL+ UIDPLUS NAMESPACE UNSELECT CHILDREN MOVE",
+    "condstore": "IMAP4rev1 SASL-IR ID ENABLE IDLE LITERAL+ UIDPLUS NAMESPACE UNSELECT CHILDREN MOVE CONDSTORE",
+}
+
+
+@pytest.fixture(scope="module", params=sorted(_NO_QRESYNC))
+def dovecot_without_qresync(request, tmp_path_factory):
+    server = Dovecot(
+        tmp_path_factory.mktemp("dovecot-no-qresync"), extra_config=f"imap_capability = {_NO_QRESYNC[request.param]}"
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def server_ids(imap_user, folder: str = "INBOX") -> set[str]:
+    client = imap_user.connect()
+    uidvalidity = client.select_folder(folder, readonly=True)[b"UIDVALIDITY"]
+    uids = client.search(["ALL"])
+    client.logout()
+    return {f"{uidvalidity}/{uid}" for uid in uids}
+
+
+def stored_ids(world, mailbox_id: int) -> set[str]:
+    return {r[0] for r in world.sql("SELECT remote_id FROM interactionsource WHERE mailbox_id = :m", m=mailbox_id)}
+
+
+def test_without_qresync_an_expunge_still_takes_the_copy_and_the_skipped_count_down(
+    world, imap_user_factory, dovecot_without_qresync
+):
+    """The server says nothing of what left; STATUS says that something did, and the folder's
+    listing says what. Before, the copies and skipped counts of expunged mail stayed for
+    good on such servers, so the reconciliation could add up while a copy was missing."""
+    user = imap_user_factory(dovecot_without_qresync)
+    for i in (1, 2, 3, 4):
+        user.deliver(message("Carla <carla@acme.com>", ALICE, f"Offer {i}", msgid=f"offer-{i}@acme.com"))
+    user.deliver(message(f"Bob <{BOB}>", ALICE, "Lunch", msgid="lunch@ourco.com"))  # internal: skipped
+    mid = world.add_imap(ALICE, user)
+    assert world.sync(mid).ok
+    assert counts(world, mid)["INBOX"] == (4, 4)
+    assert skipped_counts(world, mid, "INBOX") == ({"internal": 1}, 1)
+
+    expunge(user, "INBOX", [2, 5])  # Offer 2 and the lunch; nothing new, UIDNEXT stays
+    assert world.sync(mid).ok
+    assert counts(world, mid)["INBOX"] == (3, 3)
+    assert skipped_counts(world, mid, "INBOX") == ({}, 0)
+    assert stored_ids(world, mid) == server_ids(user)
+    # The mail stays on the timeline (the company keeps what it learnt); only the copy goes.
+    assert world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'offer-2@acme.com'") == 1
+
+    # New mail and an expunge in one interval: MESSAGES grew by less than UIDNEXT moved.
+    user.deliver(message("Carla <carla@acme.com>", ALICE, "Offer 5", msgid="offer-5@acme.com"))
+    user.deliver(message("Carla <carla@acme.com>", ALICE, "Offer 6", msgid="offer-6@acme.com"))
+    expunge(user, "INBOX", [1])
+    assert world.sync(mid).ok
+    assert counts(world, mid)["INBOX"] == (4, 4)
+    assert stored_ids(world, mid) == server_ids(user)
+    assert_exact(world, mid)
+
+    # Mail expunged before it was ever read: a listing for nothing, nothing else changes.
+    user.deliver(message("Carla <carla@acme.com>", ALICE, "Offer 7", msgid="offer-7@acme.com"))
+    expunge(user, "INBOX", [max(int(r.split("/")[1]) for r in server_ids(user))])
+    assert world.sync(mid).ok
+    assert stored_ids(world, mid) == server_ids(user)
+    assert world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'offer-7@acme.com'") == 0
+
+    mailbox = json_value(world.scalar("SELECT skipped FROM mailbox WHERE id = :m", m=mid))
+    assert mailbox in ({}, None)
+
+
+def test_without_qresync_an_invitation_expunged_keeps_its_meeting_as_with_qresync(
+    world, imap_user_factory, dovecot_without_qresync
+):
+    """Outlook deletes an invitation once it is accepted: the meeting it brought stays on the
+    timeline, whether or not the server says what left."""
+    from tests.connectors.test_imip import invitation
+
+    soon = NOW + timedelta(days=2)
+    req = event(
+        "call@acme.com",
+        stamp(soon),
+        end=stamp(soon + timedelta(minutes=30)),
+        organizer="carla@acme.com",
+        summary="Intro call",
+        attendees=((ALICE, "NEEDS-ACTION"),),
+    )
+    user = imap_user_factory(dovecot_without_qresync)
+    user.deliver(invitation(vcalendar(req, method="REQUEST"), msgid="inv1@acme.com", frm="carla@acme.com"))
+    user.deliver(message("Jane <jane@acme.com>", ALICE, "Deal", msgid="deal@acme.com"))
+    mid = world.add_imap(ALICE, user)
+    assert world.sync(mid).ok
+    meeting_copies = "SELECT count(*) FROM interactionsource WHERE mailbox_id = :m AND remote_id LIKE '%#ics%'"
+    assert world.scalar(meeting_copies, m=mid) == 1
+    expunge(user, "INBOX", [1])
+    assert world.sync(mid).ok
+    assert {r for r in stored_ids(world, mid) if "#ics" not in r} == server_ids(user)
+    assert world.scalar(meeting_copies, m=mid) == 1
+    assert world.scalar("SELECT count(*) FROM interaction WHERE kind = 'meeting'") == 1
 
 
 def test_a_new_uidvalidity_leaves_the_count_of_what_the_folder_holds_now(world, imap_user):
