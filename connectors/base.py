@@ -370,6 +370,9 @@ class Batch:
     # within what its cursor covers. What is stored or skipped for the folder and not listed
     # here left it, as if it had been in `removed` (sync/engine.py). None: no listing.
     listed: frozenset[str] | None = None
+    # Every record is read for the first time under the folder's cursor (IMAP's new UIDs and
+    # backfill: a UID is never listed again): none can be one skipped before and stored now.
+    first_reading: bool = False
     backfill_done: bool = False
     reset: bool = False  # cursor was invalidated: copies recorded under the old cursor are stale
     extra: dict = field(default_factory=dict)

@@ -522,7 +522,7 @@ class ImapConnector:
         new_uids = [u for u in self._search(["UID", f"{top + 1}:*"], folder) if u > top]
         for chunk, records, bad in self._batches(folder, status["uidvalidity"], sorted(new_uids)):
             cursor = {**cursor, **base, "top_uid": max(chunk)}
-            yield Batch(records, bad, dict(cursor))
+            yield Batch(records, bad, dict(cursor), first_reading=True)
         # 2. Backfill inside the window, newest first, so the sidebar is useful early.
         if not cursor.get("backfill_done"):
             low = cursor.get("low_uid") or top + 1
@@ -535,7 +535,7 @@ class ImapConnector:
             old_uids.sort(reverse=True)
             for chunk, records, bad in self._batches(folder, status["uidvalidity"], old_uids):
                 cursor = {**cursor, **base, "low_uid": min(chunk)}
-                yield Batch(records, bad, dict(cursor))
+                yield Batch(records, bad, dict(cursor), first_reading=True)
             cursor = {**cursor, **base, "low_uid": cursor.get("low_uid") or low, "backfill_done": True}
             count = counted(self._scope_count(folder, cursor, since))
             yield Batch([], [], {**cursor, **count}, backfill_done=True)

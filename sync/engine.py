@@ -733,9 +733,21 @@ def _write_batch(
     if batch.listed is not None:  # the source listed what the folder holds: the rest left
         removed += copies.unlisted(conn, mbx.mailbox_id, mbx.folder_id, batch.listed)
         removed += unlisted_skipped(conn, mbx.mailbox_id, folder.name, batch.listed)
+    skipped_ids = {remote_id for remote_id, _ in result.skipped_items}
+    # A meeting stored before and skipped now (its customers were taken off the invitation)
+    # leaves as a clean run would not have it: its copy goes, and with its last copy the meeting.
+    removed += [m.remote_id for m in meetings if m.remote_id in skipped_ids]
     if removed:
         changes.subtract(remove_copies(conn, org.org_id, mbx, removed))
-        gone = forget_skipped(conn, mbx.mailbox_id, folder.name, removed)
+    # An item skipped or unreadable before and stored now (a meeting that gained a customer, a
+    # changed message readable at last) is skipped no more: its row and its count go, as do those
+    # of what left the server. A folder that has counted no skipped item yet holds no such row,
+    # and an IMAP batch's UIDs were never read before (the look costs 0.7 ms a batch on SQLite).
+    forgotten = removed
+    if folder_skipped and not batch.first_reading:
+        forgotten = removed + [r.remote_id for r in batch.records if r.remote_id not in skipped_ids]
+    if forgotten:
+        gone = forget_skipped(conn, mbx.mailbox_id, folder.name, forgotten)
     if batch.backfill_done:
         # The folder's listing has ended: copies set aside at a reset that it did not re-link
         # left the server meanwhile (none unless the folder was read again from scratch).

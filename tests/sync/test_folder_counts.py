@@ -244,6 +244,20 @@ def test_without_qresync_an_invitation_expunged_keeps_its_meeting_as_with_qresyn
     assert world.scalar("SELECT count(*) FROM interaction WHERE kind = 'meeting'") == 1
 
 
+def test_an_unreadable_graph_message_readable_once_changed_is_stored_and_counted_unreadable_no_more(world, graph):
+    mid = add_tenant_mailbox(world, graph)
+    broken = graph.add_message(ALICE, subject="No sender", extra={"from": None, "sender": None})
+    assert world.sync(mid).ok
+    issues = "SELECT count(*) FROM syncissue WHERE mailbox_id = :m"
+    assert skipped_counts(world, mid, "Inbox")[0] == {"unreadable": 1} and world.scalar(issues, m=mid) == 1
+    carla = {"emailAddress": {"name": CARLA[0], "address": CARLA[1]}}
+    graph.update_message(ALICE, broken, subject="Sender back", **{"from": carla, "sender": carla})
+    assert world.sync(mid).ok
+    assert skipped_counts(world, mid, "Inbox")[0] == {} and world.scalar(issues, m=mid) == 0
+    assert counts(world, mid)["Inbox"] == (1, 1)
+    assert json_value(world.scalar("SELECT skipped FROM mailbox WHERE id = :m", m=mid)) in ({}, None)
+
+
 def test_a_new_uidvalidity_leaves_the_count_of_what_the_folder_holds_now(world, imap_user):
     imap_user.create_folder("Archive")
     for i in (1, 2):

@@ -213,6 +213,44 @@ def test_a_caldav_calendar_counts_the_occurrences_it_read_and_a_lost_copy_is_mis
     assert detail["folders"][0]["reconciliation"] == "missing" and detail["healthy"] is False
 
 
+def test_a_meeting_that_gains_or_loses_its_customers_is_counted_once_as_a_clean_sync_would(world, caldav_user):
+    """Skipped as internal, then a customer invited: stored, and skipped no more. Before, its
+    skipped row and count stayed, so the folder showed one more kept than the server holds.
+    The customer taken off again: skipped, and the meeting leaves the timeline."""
+    from tests.connectors.test_ical import event, stamp, vcalendar
+    from tests.sync.test_calendar_sync import SOON, add_caldav
+
+    bob, carla = ("bob@ourco.com", "ACCEPTED"), ("carla@acme.com", "ACCEPTED")
+
+    def plan(sequence: int, *attendees) -> str:
+        return vcalendar(event("plan@ourco.com", stamp(SOON), summary="Plan", sequence=sequence, attendees=attendees))
+
+    caldav_user.put("plan.ics", plan(0, bob))
+    caldav_user.put("demo.ics", vcalendar(event("demo@ourco.com", stamp(SOON), summary="Demo", attendees=(carla,))))
+    mid = add_caldav(world, ALICE, caldav_user)
+    assert world.sync(mid).ok
+    client = api(world)
+
+    def calendar() -> tuple:
+        detail = client.get(f"/api/mailboxes/{mid}").json()
+        (cal,) = detail["folders"]
+        skipped = sorted((i["remote_id"], i["reason"]) for i in detail["skipped_items"])
+        return cal["server_count"], cal["stored"], cal["skipped"], cal["reconciliation"], skipped
+
+    assert calendar() == (2, 1, 1, "reconciled", [("plan.ics", "internal meeting")])
+    meetings = "SELECT subject FROM interaction WHERE kind = 'meeting' ORDER BY subject"
+
+    caldav_user.put("plan.ics", plan(1, bob, carla))
+    assert world.sync(mid).ok
+    assert calendar() == (2, 2, 0, "reconciled", [])
+    assert [r[0] for r in world.sql(meetings)] == ["Demo", "Plan"]
+
+    caldav_user.put("plan.ics", plan(2, bob))
+    assert world.sync(mid).ok
+    assert calendar() == (2, 1, 1, "reconciled", [("plan.ics", "internal meeting")])
+    assert [r[0] for r in world.sql(meetings)] == ["Demo"]
+
+
 def test_a_google_calendar_counts_its_listed_meetings_and_recounts_after_a_cancellation(world, google, dovecot_gmail):
     from connectors.gcal import CALENDAR_FOLDER
     from tests.sync.test_gcal_sync import connect
