@@ -24,6 +24,10 @@ def check_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise Invalid(f"not a CalDAV URL (http:// or https://): {url!r}", field="url")
+    if parts.username is not None or parts.password is not None:
+        # The URL is kept in clear (the mailbox's settings, the audit log, the console); only the
+        # password field is encrypted. Not echoed: it may hold the password.
+        raise Invalid("the CalDAV URL holds a username or password: give them in their own fields instead", field="url")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:

@@ -158,6 +158,10 @@ def _create_contact(
         raise Invalid("this address belongs to your organisation, not to a contact", field="email")
     if org.exclusions.is_erased(org_id, address):
         raise Invalid("this person asked to be erased; they cannot be added again", field="email")
+    if org.exclusions.excluded(address, actor_id):
+        # The mail of such an address is never logged; a contact made by hand would put the person
+        # in search, segments and exports all the same (imports refuse them too).
+        raise Invalid('a "never log" rule covers this address', field="email")
     existing = conn.execute(select(CA.c.contact_id).where(CA.c.org_id == org_id, CA.c.address == address)).scalar()
     if existing is not None:
         raise Conflict("this address is already a contact", field="email", facts={"contact_id": existing})

@@ -135,3 +135,30 @@ def test_an_interrupted_rotation_leaves_secrets_readable(tmp_path):
     (data_dir / "secret.key.old").write_bytes((data_dir / "secret.key").read_bytes())
     assert secret_box(w.rt.settings).decrypt(Fernet(new).encrypt(b"pw").decode()) == "pw"
     assert secret_box(w.rt.settings).decrypt(token) == "pw"
+
+
+def test_a_caldav_url_holding_a_password_is_refused_and_never_echoed(tmp_path):
+    """The URL is kept in clear (the mailbox's settings, the audit log, the console); a password
+    pasted into it would sit there unencrypted."""
+    import pytest
+
+    from app.services import calendars
+    from app.services.actor import Actor
+    from app.services.errors import Invalid
+
+    w = make_world(tmp_path)
+    for url in ("https://alice:S3cret-Pw@dav.example.com/cal/", "https://alice@dav.example.com/cal/"):
+        with pytest.raises(Invalid) as refused:
+            calendars.add_caldav(
+                w.rt,
+                Actor.operator(w.org_id),
+                owner="alice@ourco.com",
+                url=url,
+                username="alice",
+                password="pw",
+                check=False,
+            )
+        assert refused.value.field == "url" and "own fields" in str(refused.value)
+        assert "S3cret-Pw" not in str(refused.value)
+    assert w.scalar("SELECT count(*) FROM mailbox") == 0
+    assert w.scalar("SELECT count(*) FROM auditevent") == 0
