@@ -103,13 +103,32 @@ def delete(conn: Connection, *where) -> Counter:
     return Counter(conn.execute(_delete(S).where(*where).returning(S.c.folder_id)).scalars())
 
 
-def count_changed(conn: Connection, changes: Mapping[int, int], *, by_admin: bool = False) -> None:
+def delete_by_admin(conn: Connection, *where) -> tuple[Counter, Counter]:
+    """Delete the copies matching `where` for an admin taking mail off the timeline (a rule, an
+    erasure) while the server still holds it. Returns folder id -> copies deleted, and folder id
+    -> of those, the server's messages: what the folder's `removed` keeps so its reconciliation
+    adds up (an invitation's meeting copy, `uid#ics…`, is no message of the server's count)."""
+    gone: Counter = Counter()
+    messages: Counter = Counter()
+    for folder_id, remote_id in conn.execute(_delete(S).where(*where).returning(S.c.folder_id, S.c.remote_id)):
+        gone[folder_id] += 1
+        if INVITATION_PART not in remote_id:
+            messages[folder_id] += 1
+    return gone, messages
+
+
+def count_changed(conn: Connection, changes: Mapping[int, int], *, removed: Mapping[int, int] | None = None) -> None:
     """Add each folder's change to its count, in folder order (two writers lock rows alike).
-    by_admin: copies an admin took off the timeline (a rule, an erasure) while the server
-    still holds the messages; the folder's `removed` keeps them so its reconciliation adds up."""
-    rows = [{"b_id": fid, "b_n": n} for fid, n in sorted(changes.items()) if n]
+    removed: messages an admin took off the timeline (`delete_by_admin`), added to the folder's
+    `removed`."""
+    removed = removed or {}
+    rows = [
+        {"b_id": fid, "b_n": changes.get(fid, 0), "b_r": removed.get(fid, 0)}
+        for fid in sorted(set(changes) | set(removed))
+        if changes.get(fid) or removed.get(fid)
+    ]
     if rows:
         values = {"messages": FOLDER.c.messages + bindparam("b_n")}
-        if by_admin:
-            values["removed"] = FOLDER.c.removed - bindparam("b_n")
+        if removed:
+            values["removed"] = FOLDER.c.removed + bindparam("b_r")
         conn.execute(update(FOLDER).where(FOLDER.c.id == bindparam("b_id")).values(**values), rows)

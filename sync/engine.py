@@ -62,6 +62,7 @@ from sync.fixes import RunError
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
 from sync.meetings import SeriesChanged, drop_meetings_without_copies, ingest_meetings, remove_copies
 from sync.skipped import (
+    counted as counted_skip,
     forget as forget_skipped,
     forget_folder as forget_skipped_items,
     record as record_skipped_items,
@@ -724,7 +725,7 @@ def _write_batch(
         result.imported += more.imported
         result.new_interactions += more.new_interactions
         result.new_contacts += more.new_contacts
-        result.skipped.update(more.skipped)
+        result.skipped.update(reason for remote_id, reason in more.skipped_items if counted_skip(remote_id))
         result.skipped_items += more.skipped_items
         result.copies.update(more.copies)
     changes.update(result.copies)

@@ -29,6 +29,14 @@ ITEM = SkippedItem.__table__
 ISSUE = SyncIssue.__table__
 
 
+def counted(remote_id: str) -> bool:
+    """Whether an item counts in the folder's skipped counts. The meetings an invitation brought
+    (`uid#ics…`) keep their rows but are not counted: the reconciliation compares the counts with
+    the server's messages, and one internal weekly invitation is dozens of skipped occurrences,
+    which would hide as many missing copies."""
+    return INVITATION_PART not in remote_id
+
+
 def record(
     conn,
     org_id: int,
@@ -49,7 +57,7 @@ def record(
     for remote_id, reason in items:
         remote_id = remote_id[:900]
         if remote_id in known:
-            if counts is not None and counts.get(reason, 0) > 0:
+            if counts is not None and counted(remote_id) and counts.get(reason, 0) > 0:
                 counts[reason] -= 1
                 if not counts[reason]:
                     del counts[reason]
@@ -70,8 +78,9 @@ def record(
 
 
 def record_unreadable(conn, org_id: int, mailbox_id: int | None, folder: str, bad: list[BadRecord], now) -> int:
-    """Keep the items that could not be read (syncissue, with why) and return how many are new:
-    one listed again (a changed message in a delta round) keeps its row and is not counted again."""
+    """Keep the items that could not be read (syncissue, with why) and return how many new ones
+    count (`counted`): one listed again (a changed message in a delta round) keeps its row and is
+    not counted again."""
     if not bad:
         return 0
     known = _kept(conn, ISSUE, mailbox_id, folder, {b.remote_id for b in bad})
@@ -87,7 +96,7 @@ def record_unreadable(conn, org_id: int, mailbox_id: int | None, folder: str, ba
                 "created_at": now,
             }
     insert_ignore(conn, ISSUE, list(rows.values()))
-    return len(rows)
+    return sum(1 for remote_id in rows if counted(remote_id))
 
 
 def forget(conn, mailbox_id: int | None, folder: str, remote_ids: list[str]) -> Counter:
@@ -99,9 +108,11 @@ def forget(conn, mailbox_id: int | None, folder: str, remote_ids: list[str]) -> 
     for i in range(0, len(listed), CHUNK):
         chunk = listed[i : i + CHUNK]
         items = _in_folder(ITEM, mailbox_id, folder, [r[:900] for r in chunk])
-        gone.update(conn.execute(delete(ITEM).where(*items).returning(ITEM.c.reason)).scalars())
+        deleted = conn.execute(delete(ITEM).where(*items).returning(ITEM.c.remote_id, ITEM.c.reason))
+        gone.update(reason for remote_id, reason in deleted if counted(remote_id))
         issues = _in_folder(ISSUE, mailbox_id, folder, chunk)
-        gone["unreadable"] += len(conn.execute(delete(ISSUE).where(*issues).returning(ISSUE.c.id)).all())
+        deleted = conn.execute(delete(ISSUE).where(*issues).returning(ISSUE.c.remote_id)).scalars()
+        gone["unreadable"] += sum(1 for remote_id in deleted if counted(remote_id))
     return +gone  # without zero counts
 
 

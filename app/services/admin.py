@@ -50,16 +50,20 @@ def address_matches(column, kind: str, value: str):
     return column.like(f"%@{esc}", escape="\\") | column.like(f"%@%.{esc}", escape="\\")
 
 
-def delete_interactions(conn: Connection, org_id: int, interaction_ids: Iterable[int]) -> tuple[int, set[int], Counter]:
+def delete_interactions(
+    conn: Connection, org_id: int, interaction_ids: Iterable[int]
+) -> tuple[int, set[int], Counter, Counter]:
     """Delete these interactions with their participants and copies.
 
     Returns how many were deleted, the contacts that took part in them (so the
-    caller can drop the orphans and refresh the summaries of the others) and
-    folder id -> copies deleted (for the folders' counts)."""
+    caller can drop the orphans and refresh the summaries of the others),
+    folder id -> copies deleted and folder id -> of those, the server's messages
+    (for the folders' counts: copies.delete_by_admin)."""
     ids = sorted(set(interaction_ids))
     contacts: set[int] = set()
     removed = 0
     gone: Counter = Counter()
+    messages: Counter = Counter()
     report_change = reportsums.changing(conn, org_id, ids)
     for part in chunks(ids):
         contacts.update(
@@ -70,12 +74,14 @@ def delete_interactions(conn: Connection, org_id: int, interaction_ids: Iterable
                 .where(P.c.org_id == org_id, P.c.interaction_id.in_(part), P.c.contact_id.is_not(None))
             ).scalars()
         )
-        gone.update(copies.delete(conn, S.c.org_id == org_id, S.c.interaction_id.in_(part)))
+        deleted, of_messages = copies.delete_by_admin(conn, S.c.org_id == org_id, S.c.interaction_id.in_(part))
+        gone.update(deleted)
+        messages.update(of_messages)
         conn.execute(delete(P).where(P.c.org_id == org_id, P.c.interaction_id.in_(part)))
         conn.execute(delete(FU).where(FU.c.org_id == org_id, FU.c.interaction_id.in_(part)))
         removed += conn.execute(delete(I).where(I.c.org_id == org_id, I.c.id.in_(part))).rowcount
     reportsums.changed(conn, org_id, [report_change])
-    return removed, contacts, gone
+    return removed, contacts, gone, messages
 
 
 def delete_contacts(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> set[int]:
@@ -167,7 +173,7 @@ def refresh_stats(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> 
 def remove_from_timeline(conn: Connection, org_id: int, interaction_ids: Iterable[int]) -> dict:
     """Delete interactions, then the contacts left with no participation and their emptied companies,
     and refresh the summaries of the contacts that remain. One transaction: the caller's."""
-    removed, touched, folders = delete_interactions(conn, org_id, interaction_ids)
+    removed, touched, folders, messages = delete_interactions(conn, org_id, interaction_ids)
     gone = orphaned(conn, org_id, touched)
     companies = delete_contacts(conn, org_id, gone)
     dropped = drop_empty_companies(conn, org_id, companies)
@@ -178,5 +184,5 @@ def remove_from_timeline(conn: Connection, org_id: int, interaction_ids: Iterabl
     duplicates.refresh(conn, org_id, touched - gone)
     # Last, as a sync batch writes its folder's row last: neither then holds a folder
     # row while it waits for rows the other holds.
-    copies.count_changed(conn, {fid: -n for fid, n in folders.items()}, by_admin=True)
+    copies.count_changed(conn, {fid: -n for fid, n in folders.items()}, removed=messages)
     return {"removed_interactions": removed, "removed_contacts": len(gone), "removed_companies": dropped}

@@ -276,8 +276,10 @@ def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None
         .where(FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids))
         .values(cursor={}, backfill_done=False, skipped={}, removed=0, status="ok", last_error=None)
     )
-    # the counts restart, and so do the items behind them: the new reading skips them again
+    # the counts restart, and so do the items behind them: the new reading skips them again, and
+    # finds again what it cannot read (kept, those rows made it count none: "missing" for good)
     conn.execute(_delete(SKIPPED).where(SKIPPED.c.org_id == org_id, SKIPPED.c.mailbox_id.in_(mailbox_ids)))
+    conn.execute(_delete(ISSUE).where(ISSUE.c.org_id == org_id, ISSUE.c.mailbox_id.in_(mailbox_ids)))
 
 
 def _one(conn: Connection, org_id: int, mailbox_id: int):

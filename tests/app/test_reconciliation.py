@@ -193,6 +193,50 @@ def test_an_invitations_meeting_beside_its_email_is_not_counted_as_a_stored_mess
     assert (inbox["stored"], inbox["difference"], inbox["reconciliation"]) == (1, 1, "missing")
 
 
+def test_an_invitations_skipped_occurrences_and_removed_meeting_count_for_no_message_of_the_server(world, imap_user):
+    """A colleague's weekly invitation is one message on the server; its occurrences, skipped as
+    internal meetings, were counted as skipped too (dozens for one message), and a rule taking the
+    email off counted its meeting's copy as a second removed message: either hid as many lost
+    copies of other mail. The rows stay, listed with their reasons; the counts are of messages."""
+    from tests.connectors.test_ical import event, stamp, vcalendar
+    from tests.connectors.test_imip import invitation
+
+    soon = NOW + timedelta(days=2)
+    weekly = event(
+        "weekly@ourco.com",
+        stamp(soon),
+        end=stamp(soon + timedelta(minutes=30)),
+        organizer=BOB,
+        summary="Team weekly",
+        attendees=((ALICE, "NEEDS-ACTION"),),
+        extra="RRULE:FREQ=WEEKLY;COUNT=20",
+    )
+    imap_user.deliver(invitation(vcalendar(weekly, method="REQUEST"), msgid="weekly@ourco.com", frm=f"Bob <{BOB}>"))
+    call = event(
+        "call@acme.com",
+        stamp(soon),
+        end=stamp(soon + timedelta(minutes=30)),
+        organizer="carla@acme.com",
+        summary="Intro call",
+        attendees=((ALICE, "NEEDS-ACTION"),),
+    )
+    imap_user.deliver(invitation(vcalendar(call, method="REQUEST"), msgid="call@acme.com", frm="carla@acme.com"))
+    imap_user.deliver(message("Jane <jane@acme.com>", ALICE, "Deal", msgid="deal@acme.com"))
+    mid = world.add_imap(ALICE, imap_user)
+    assert world.sync(mid).ok
+    rows = "SELECT count(*) FROM skippeditem WHERE mailbox_id = :m AND reason = 'internal meeting'"
+    assert world.scalar(rows, m=mid) == 20  # every occurrence listed with why
+    client = api(world)
+    inbox = folder(client.get(f"/api/mailboxes/{mid}").json())
+    assert (inbox["server_count"], inbox["stored"], inbox["skipped"]) == (3, 2, 1)  # Bob's email: internal
+    assert inbox["reconciliation"] == "reconciled"
+
+    admin(world, "rule", "add", "acme.com")  # Carla's invitation and its meeting, Jane's deal
+    inbox = folder(client.get(f"/api/mailboxes/{mid}").json())
+    assert (inbox["stored"], inbox["skipped"], inbox["removed"], inbox["difference"]) == (0, 1, 2, 0)
+    assert inbox["reconciliation"] == "reconciled"
+
+
 def test_more_kept_than_the_server_holds_is_shown_as_such_never_as_adding_up(world, imap_user):
     # A count lower than the copies (mail read or deleted since it was taken): no alarm, but
     # the numbers do not add up and the folder says so.

@@ -258,6 +258,24 @@ def test_an_unreadable_graph_message_readable_once_changed_is_stored_and_counted
     assert json_value(world.scalar("SELECT skipped FROM mailbox WHERE id = :m", m=mid)) in ({}, None)
 
 
+def test_a_mailbox_read_again_counts_its_unreadable_messages_again(world, graph):
+    """Read again (an admin's resync, a rule removed), the unreadable rows stayed while their
+    counts restarted: found again, they counted as known, and the folder showed them missing."""
+    from app.services import mailboxes
+    from app.services.actor import Actor
+
+    mid = add_tenant_mailbox(world, graph)
+    graph.add_message(ALICE, internet_message_id="<deal@acme.com>", subject="Deal", sender=CARLA)
+    graph.add_message(ALICE, subject="No sender", extra={"from": None, "sender": None})
+    assert world.sync(mid).ok
+    assert skipped_counts(world, mid, "Inbox")[0] == {"unreadable": 1}
+    mailboxes.resync(world.rt, Actor.operator(world.org_id), mid)
+    assert world.sync(mid).ok
+    assert skipped_counts(world, mid, "Inbox")[0] == {"unreadable": 1}
+    assert json_value(world.scalar("SELECT skipped FROM mailbox WHERE id = :m", m=mid)) == {"unreadable": 1}
+    assert world.scalar("SELECT count(*) FROM syncissue WHERE mailbox_id = :m", m=mid) == 1
+
+
 def test_a_new_uidvalidity_leaves_the_count_of_what_the_folder_holds_now(world, imap_user):
     imap_user.create_folder("Archive")
     for i in (1, 2):
