@@ -103,17 +103,18 @@ def delete(conn: Connection, *where) -> Counter:
     return Counter(conn.execute(_delete(S).where(*where).returning(S.c.folder_id)).scalars())
 
 
-def delete_by_admin(conn: Connection, *where) -> tuple[Counter, Counter]:
+def delete_by_admin(conn: Connection, *where) -> tuple[Counter, list[tuple[int, str]]]:
     """Delete the copies matching `where` for an admin taking mail off the timeline (a rule, an
-    erasure) while the server still holds it. Returns folder id -> copies deleted, and folder id
-    -> of those, the server's messages: what the folder's `removed` keeps so its reconciliation
-    adds up (an invitation's meeting copy, `uid#ics…`, is no message of the server's count)."""
+    erasure) while the server still holds it. Returns folder id -> copies deleted, and the
+    (folder id, remote id) of those that are the server's messages: what the folder's `removed`
+    keeps so its reconciliation adds up (sync/skipped.py `record_removed`; an invitation's meeting
+    copy, `uid#ics…`, is no message of the server's count)."""
     gone: Counter = Counter()
-    messages: Counter = Counter()
+    messages: list[tuple[int, str]] = []
     for folder_id, remote_id in conn.execute(_delete(S).where(*where).returning(S.c.folder_id, S.c.remote_id)):
         gone[folder_id] += 1
         if INVITATION_PART not in remote_id:
-            messages[folder_id] += 1
+            messages.append((folder_id, remote_id))
     return gone, messages
 
 

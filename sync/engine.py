@@ -62,6 +62,7 @@ from sync.fixes import RunError
 from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
 from sync.meetings import SeriesChanged, drop_meetings_without_copies, ingest_meetings, remove_copies
 from sync.skipped import (
+    REMOVED as REMOVED_BY_ADMIN,
     counted as counted_skip,
     forget as forget_skipped,
     forget_folder as forget_skipped_items,
@@ -675,13 +676,14 @@ def _write_batch(
         .returning(
             MAILBOX.c.skipped,
             select(FOLDER.c.skipped).where(FOLDER.c.id == mbx.folder_id).scalar_subquery(),
+            select(FOLDER.c.removed).where(FOLDER.c.id == mbx.folder_id).scalar_subquery(),
             *exclusions.stamp_of(MAILBOX.c.org_id),
         )
     ).first()
     if held is None:
         raise LeaseLost()
-    mailbox_skipped, folder_skipped = held[0] or {}, held[1] or {}
-    if box is not None and tuple(held[2:]) != org.exclusions.stamp:
+    mailbox_skipped, folder_skipped, folder_removed = held[0] or {}, held[1] or {}, held[2] or 0
+    if box is not None and tuple(held[3:]) != org.exclusions.stamp:
         # A "never log" rule or an erasure was made since the run read them: a run lasts as long
         # as a first import does, and an erased person must not come back in its later batches.
         # Read in this transaction, what this batch writes is checked against what it sees.
@@ -716,7 +718,7 @@ def _write_batch(
         )
         copies.set_aside(conn, mbx.mailbox_id, mbx.folder_id)
         mailbox_skipped = _forget_folder_counts(conn, mbx.mailbox_id, mbx.folder_id, folder.name, mailbox_skipped)
-        folder_skipped = {}
+        folder_skipped, folder_removed = {}, 0
     mail = [r for r in batch.records if isinstance(r, MessageRecord)]
     meetings = [r for r in batch.records if isinstance(r, MeetingRecord)]
     result = ingest(conn, org, mbx, mail)
@@ -742,10 +744,11 @@ def _write_batch(
         changes.subtract(remove_copies(conn, org.org_id, mbx, removed))
     # An item skipped or unreadable before and stored now (a meeting that gained a customer, a
     # changed message readable at last) is skipped no more: its row and its count go, as do those
-    # of what left the server. A folder that has counted no skipped item yet holds no such row,
-    # and an IMAP batch's UIDs were never read before (the look costs 0.7 ms a batch on SQLite).
+    # of what left the server; so do an admin's removal's (a message purged, listed again and
+    # stored). A folder that has counted no skipped or removed item holds no such row, and an
+    # IMAP batch's UIDs were never read before (the look costs 0.7 ms a batch on SQLite).
     forgotten = removed
-    if folder_skipped and not batch.first_reading:
+    if (folder_skipped or folder_removed) and not batch.first_reading:
         forgotten = removed + [r.remote_id for r in batch.records if r.remote_id not in skipped_ids]
     if forgotten:
         gone = forget_skipped(conn, mbx.mailbox_id, folder.name, forgotten)
@@ -767,6 +770,9 @@ def _write_batch(
     mine = changes.pop(mbx.folder_id, 0)
     if mine:
         values["messages"] = FOLDER.c.messages + mine
+    taken_back = gone.pop(REMOVED_BY_ADMIN, 0)  # an admin's removals that left the server (or came back)
+    if taken_back:
+        values["removed"] = FOLDER.c.removed - taken_back
     skipped_change = Counter(skipped_now)
     skipped_change.subtract(gone)  # what this batch skipped, less what left the server
     if skipped_change:

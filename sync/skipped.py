@@ -21,12 +21,56 @@ from datetime import datetime
 from sqlalchemy import delete, select
 
 from app.db import db_time, insert_ignore, insert_values
-from app.models import SkippedItem, SyncIssue
+from app.models import FolderState, SkippedItem, SyncIssue
 from connectors.base import BadRecord
 from connectors.ical import INVITATION_PART
 
 ITEM = SkippedItem.__table__
 ISSUE = SyncIssue.__table__
+FOLDER = FolderState.__table__
+
+
+# An admin took the item off the timeline (a rule, an erasure) while the server still holds it. Its
+# row counts in the folder's `removed`, not in its skipped counts; it keeps a later listing of the
+# item (a changed message in a delta round, skipped by the rule) from counting it a second time, and
+# the item leaving the server takes it off `removed` (sync/engine.py). Before, `removed` only grew.
+REMOVED = "taken off the timeline by an admin"
+
+
+def record_removed(conn, org_id: int, copies: list[tuple[int, str]], now: datetime) -> Counter:
+    """Keep the (folder id, remote id) of the messages whose copies an admin deleted, and return
+    folder id -> how many are new: what the folders' `removed` counts grow by."""
+    if not copies:
+        return Counter()
+    folders = dict(
+        (fid, (mailbox_id, name))
+        for fid, mailbox_id, name in conn.execute(
+            select(FOLDER.c.id, FOLDER.c.mailbox_id, FOLDER.c.name).where(
+                FOLDER.c.id.in_(sorted({fid for fid, _ in copies}))
+            )
+        )
+    )
+    created = db_time(conn, now)
+    rows: dict[tuple[int, str], tuple] = {}
+    for fid, remote_id in copies:
+        mailbox_id, name = folders[fid]
+        rows[(fid, remote_id[:900])] = (org_id, mailbox_id, name, remote_id[:900], REMOVED, created)
+    known: set[tuple[int, str]] = set()
+    by_folder: dict[int, set[str]] = {}
+    for fid, remote_id in rows:
+        by_folder.setdefault(fid, set()).add(remote_id)
+    for fid, ids in by_folder.items():
+        mailbox_id, name = folders[fid]
+        known.update((fid, r) for r in _kept(conn, ITEM, mailbox_id, name, ids))
+    new = {key: row for key, row in rows.items() if key not in known}
+    insert_values(
+        conn,
+        "skippeditem",
+        ("org_id", "mailbox_id", "folder", "remote_id", "reason", "created_at"),
+        list(new.values()),
+        "ON CONFLICT DO NOTHING",
+    )
+    return Counter(fid for fid, _ in new)
 
 
 def counted(remote_id: str) -> bool:

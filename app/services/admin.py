@@ -22,7 +22,8 @@ from app.models import (
     InteractionSource,
     Participant,
 )
-from sync import copies, reportsums, stats
+from app.models.base import utcnow
+from sync import copies, reportsums, skipped, stats
 
 I, P, S = Interaction.__table__, Participant.__table__, InteractionSource.__table__
 C, CA, CO = Contact.__table__, ContactAddress.__table__, Company.__table__
@@ -52,18 +53,18 @@ def address_matches(column, kind: str, value: str):
 
 def delete_interactions(
     conn: Connection, org_id: int, interaction_ids: Iterable[int]
-) -> tuple[int, set[int], Counter, Counter]:
+) -> tuple[int, set[int], Counter, list[tuple[int, str]]]:
     """Delete these interactions with their participants and copies.
 
     Returns how many were deleted, the contacts that took part in them (so the
     caller can drop the orphans and refresh the summaries of the others),
-    folder id -> copies deleted and folder id -> of those, the server's messages
-    (for the folders' counts: copies.delete_by_admin)."""
+    folder id -> copies deleted and the (folder id, remote id) of those that are the
+    server's messages (for the folders' counts: copies.delete_by_admin)."""
     ids = sorted(set(interaction_ids))
     contacts: set[int] = set()
     removed = 0
     gone: Counter = Counter()
-    messages: Counter = Counter()
+    messages: list[tuple[int, str]] = []
     report_change = reportsums.changing(conn, org_id, ids)
     for part in chunks(ids):
         contacts.update(
@@ -76,7 +77,7 @@ def delete_interactions(
         )
         deleted, of_messages = copies.delete_by_admin(conn, S.c.org_id == org_id, S.c.interaction_id.in_(part))
         gone.update(deleted)
-        messages.update(of_messages)
+        messages.extend(of_messages)
         conn.execute(delete(P).where(P.c.org_id == org_id, P.c.interaction_id.in_(part)))
         conn.execute(delete(FU).where(FU.c.org_id == org_id, FU.c.interaction_id.in_(part)))
         removed += conn.execute(delete(I).where(I.c.org_id == org_id, I.c.id.in_(part))).rowcount
@@ -184,5 +185,6 @@ def remove_from_timeline(conn: Connection, org_id: int, interaction_ids: Iterabl
     duplicates.refresh(conn, org_id, touched - gone)
     # Last, as a sync batch writes its folder's row last: neither then holds a folder
     # row while it waits for rows the other holds.
-    copies.count_changed(conn, {fid: -n for fid, n in folders.items()}, removed=messages)
+    taken = skipped.record_removed(conn, org_id, messages, utcnow())
+    copies.count_changed(conn, {fid: -n for fid, n in folders.items()}, removed=taken)
     return {"removed_interactions": removed, "removed_contacts": len(gone), "removed_companies": dropped}

@@ -319,19 +319,22 @@ def test_create_contact_with_company_from_domain(client, sd):
     assert free.status_code == 201 and free.json()["company"] is None
 
 
-def test_an_address_a_never_log_rule_covers_cannot_be_added_as_a_contact_by_hand(client, sd):
+def test_an_address_a_never_log_rule_covers_cannot_be_added_as_a_contact_by_hand(tmp_path):
     """The rule keeps the person's mail off the timeline; a contact made from the sidebar would have
     put them in search, segments and exports all the same (imports already refused them)."""
     from app.services import rules
     from app.services.actor import Actor
 
-    rules.add_rule(sd.rt, Actor.operator(sd.world.org_id), value="lawfirm.example")  # the company's rule
-    r = client.post("/api/contacts", json={"email": "counsel@lawfirm.example"}, headers=sd.h("alice"))
-    assert r.status_code == 422 and "never log" in r.text
-    assert client.post("/api/never-log", json={"email": UNA}, headers=sd.h("alice")).status_code == 201
-    assert client.post("/api/contacts", json={"email": UNA}, headers=sd.h("alice")).status_code == 422  # her own rule
-    assert client.post("/api/contacts", json={"email": UNA}, headers=sd.h("bob")).status_code == 201  # not his
-    assert sd.world.scalar("SELECT count(*) FROM contactaddress WHERE address = 'counsel@lawfirm.example'") == 0
+    own = seed(tmp_path)
+    rules.add_rule(own.rt, Actor.operator(own.world.org_id), value="lawfirm.example")  # the company's rule
+    with TestClient(create_app(own.rt)) as client:
+        r = client.post("/api/contacts", json={"email": "counsel@lawfirm.example"}, headers=own.h("alice"))
+        assert r.status_code == 422 and "never log" in r.text
+        assert client.post("/api/never-log", json={"email": UNA}, headers=own.h("alice")).status_code == 201
+        mine = client.post("/api/contacts", json={"email": UNA}, headers=own.h("alice"))
+        assert mine.status_code == 422  # her own rule
+        assert client.post("/api/contacts", json={"email": UNA}, headers=own.h("bob")).status_code == 201  # not his
+    assert own.world.scalar("SELECT count(*) FROM contactaddress WHERE address = 'counsel@lawfirm.example'") == 0
 
 
 def test_an_unknown_address_at_a_known_company_comes_with_the_companys_context(tmp_path):

@@ -258,6 +258,26 @@ def test_an_unreadable_graph_message_readable_once_changed_is_stored_and_counted
     assert json_value(world.scalar("SELECT skipped FROM mailbox WHERE id = :m", m=mid)) in ({}, None)
 
 
+def test_mail_an_admin_took_off_is_counted_once_when_listed_again_and_leaves_with_its_deletion(world, graph):
+    """A rule takes Carla's message off the timeline: `removed` counts it. Read in Outlook, it is
+    listed again and skipped by the rule: it was counted a second time (skipped too), and once
+    deleted it stayed in `removed` for good, either way hiding a lost copy."""
+    mid = add_tenant_mailbox(world, graph)
+    deal = graph.add_message(ALICE, internet_message_id="<deal@acme.com>", subject="Deal", sender=CARLA)
+    graph.add_message(ALICE, internet_message_id="<other@third.com>", subject="Other", sender=("Dan", "dan@third.com"))
+    assert world.sync(mid).ok
+    removed = "SELECT removed FROM folderstate WHERE mailbox_id = :m AND name = 'Inbox'"
+    admin(world, "rule", "add", "acme.com")
+    assert (world.scalar(removed, m=mid), counts(world, mid)["Inbox"]) == (1, (1, 1))
+    graph.update_message(ALICE, deal, isRead=True)  # listed again by the next delta round
+    assert world.sync(mid).ok
+    assert (world.scalar(removed, m=mid), skipped_counts(world, mid, "Inbox")) == (1, ({}, 1))
+    graph.delete_message(ALICE, deal)
+    assert world.sync(mid).ok
+    assert (world.scalar(removed, m=mid), skipped_counts(world, mid, "Inbox")) == (0, ({}, 0))
+    assert counts(world, mid)["Inbox"] == (1, 1)
+
+
 def test_a_mailbox_read_again_counts_its_unreadable_messages_again(world, graph):
     """Read again (an admin's resync, a rule removed), the unreadable rows stayed while their
     counts restarted: found again, they counted as known, and the folder showed them missing."""
