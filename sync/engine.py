@@ -93,8 +93,6 @@ class RunReport:
     skipped: int = 0
     bad: int = 0
     folders_failed: list[str] = field(default_factory=list)
-    # meetings whose copies a re-listed folder dropped, by folder: re-linked or, at the end, removed
-    relisted_meetings: dict[str, set[int]] = field(default_factory=dict)
     error: str | None = None
     error_kind: str | None = None
     error_fix: str | None = None  # connectors.base.Fix: what to do, when the connector knows better than the kind
@@ -378,8 +376,6 @@ def sync_mailbox(
                     progress(report)
             elif isinstance(event, FolderDone):
                 _folder_ok(engine, state["id"])
-                if name in report.relisted_meetings:
-                    _drop_meetings_without_copies(engine, mailbox["org_id"], report.relisted_meetings.pop(name))
             elif isinstance(event, FolderFailed):
                 broken.add(name)
                 _folder_failed(engine, state["id"], event.reason, report, name)
@@ -630,7 +626,7 @@ def _commit_batch(
     for attempt in range(COMMIT_ATTEMPTS):
         try:
             with write_transaction(engine) as conn:
-                result, relisted, org = _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch, box)
+                result, org = _write_batch(conn, org, mbx, worker, lease_seconds, folder, batch, box)
             if org.followups is not None:  # committed: what the batch wrote to the queue stands
                 org.followups.confirm()
             break
@@ -648,8 +644,6 @@ def _commit_batch(
                 type(getattr(exc, "orig", exc)).__name__,
             )
             time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
-    if batch.reset:
-        report.relisted_meetings.setdefault(folder.name, set()).update(relisted)
     report.imported += result.imported
     report.new_interactions += result.new_interactions
     report.skipped += sum(result.skipped.values())
@@ -659,7 +653,7 @@ def _commit_batch(
 
 def _write_batch(
     conn, org, mbx, worker, lease_seconds, folder, batch, box: SecretBox | None = None
-) -> tuple[IngestResult, list[int], OrgContext]:
+) -> tuple[IngestResult, OrgContext]:
     now = utcnow()
     exclusions.hold_to_apply(conn, org.org_id)  # before the stamp below is read (exclusions.py says why)
     # Fencing: write only while we still hold the lease. The same statement hands back the
@@ -677,28 +671,31 @@ def _write_batch(
             MAILBOX.c.skipped,
             select(FOLDER.c.skipped).where(FOLDER.c.id == mbx.folder_id).scalar_subquery(),
             select(FOLDER.c.removed).where(FOLDER.c.id == mbx.folder_id).scalar_subquery(),
+            select(FOLDER.c.relisted).where(FOLDER.c.id == mbx.folder_id).scalar_subquery(),
             *exclusions.stamp_of(MAILBOX.c.org_id),
         )
     ).first()
     if held is None:
         raise LeaseLost()
     mailbox_skipped, folder_skipped, folder_removed = held[0] or {}, held[1] or {}, held[2] or 0
-    if box is not None and tuple(held[3:]) != org.exclusions.stamp:
+    # meetings the folder held when it was last read again from scratch, its listing not ended yet
+    relisted: set[int] = set(held[3] or ())
+    if box is not None and tuple(held[4:]) != org.exclusions.stamp:
         # A "never log" rule or an erasure was made since the run read them: a run lasts as long
         # as a first import does, and an erased person must not come back in its later batches.
         # Read in this transaction, what this batch writes is checked against what it sees.
         org = replace(org, exclusions=exclusions.load(conn, org.org_id, box))
-    relisted: list[int] = []
     changes: Counter = Counter()  # folder id -> copies added minus copies removed by this batch
     S = InteractionSource.__table__
     if batch.reset:
         # The folder's ids mean nothing now (UIDVALIDITY changed, a delta state
         # expired). The interactions stay; the new listing re-links every copy by
-        # its key, and meetings it no longer lists are removed when it is done.
+        # its key, and meetings it no longer lists are removed when it is done (the
+        # candidates kept with the folder meanwhile, should the listing span runs).
         # Copies with a provider id (Gmail's X-GM-MSGID) are set aside instead of
         # deleted: the new listing recognises them by it and moves them to their new
         # ids, and those it did not list go when it ends (below).
-        relisted = (
+        relisted.update(
             conn.execute(
                 select(S.c.interaction_id)
                 .join(Interaction.__table__, Interaction.__table__.c.id == S.c.interaction_id)
@@ -707,9 +704,7 @@ def _write_batch(
                     S.c.folder_id == mbx.folder_id,
                     Interaction.__table__.c.kind == "meeting",
                 )
-            )
-            .scalars()
-            .all()
+            ).scalars()
         )
         changes.subtract(
             copies.delete(
@@ -754,8 +749,13 @@ def _write_batch(
         gone = forget_skipped(conn, mbx.mailbox_id, folder.name, forgotten)
     if batch.backfill_done:
         # The folder's listing has ended: copies set aside at a reset that it did not re-link
-        # left the server meanwhile (none unless the folder was read again from scratch).
+        # left the server meanwhile (none unless the folder was read again from scratch), and
+        # so did the meetings it held then that no copy holds now: they leave the timeline, as
+        # they would have had their deletion been seen.
         changes.subtract(copies.drop_set_aside(conn, mbx.mailbox_id, mbx.folder_id))
+        if relisted:
+            drop_meetings_without_copies(conn, org.org_id, relisted)
+            relisted = set()
     unreadable = record_unreadable(conn, org.org_id, mbx.mailbox_id, folder.name, batch.bad, now)
     record_skipped_items(conn, org.org_id, mbx.mailbox_id, folder.name, result.skipped_items, now, result.skipped)
     skipped_now = dict(result.skipped)
@@ -767,6 +767,8 @@ def _write_batch(
     values: dict[str, Any] = {"cursor": batch.cursor, "last_synced_at": now}
     if batch.backfill_done:
         values["backfill_done"] = True
+    if batch.reset or batch.backfill_done:
+        values["relisted"] = sorted(relisted)
     mine = changes.pop(mbx.folder_id, 0)
     if mine:
         values["messages"] = FOLDER.c.messages + mine
@@ -786,7 +788,7 @@ def _write_batch(
         totals["messages_imported"] = MAILBOX.c.messages_imported + result.imported
     if totals:
         conn.execute(update(MAILBOX).where(MAILBOX.c.id == mbx.mailbox_id).values(**totals))
-    return result, relisted, org
+    return result, org
 
 
 def _add_counts(counts: dict, more: dict, sign: int = 1) -> dict:
@@ -816,15 +818,6 @@ def _forget_folder_counts(conn, mailbox_id: int, folder_id: int, folder_name: st
         )
     )
     return current
-
-
-def _drop_meetings_without_copies(engine: Engine, org_id: int, candidates: set[int]) -> None:
-    """After a folder was listed again from scratch (its cursor had expired), a
-    meeting it held that was deleted meanwhile has no copy left anywhere: it
-    leaves the timeline, as it would have had the deletion been seen."""
-    if candidates:
-        with write_transaction(engine) as conn:
-            drop_meetings_without_copies(conn, org_id, candidates)
 
 
 def _folder_ok(engine: Engine, folder_id: int) -> None:

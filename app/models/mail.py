@@ -75,6 +75,10 @@ class FolderState(TableModel, table=True):
     # copies an admin took off the timeline (a rule, an erasure): still on the server, counted
     # here so the folder's reconciliation adds up (app/services/reconcile.py); zeroed when re-read
     removed: int = 0
+    # meetings whose copies this folder held when it was read again from scratch: re-linked by the
+    # new listing, or dropped when it ends if no copy is left anywhere (sync/engine.py); kept here,
+    # not in the run, so a listing interrupted meanwhile still ends with them (migration 0028)
+    relisted: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     status: str = "ok"  # ok | error
     last_error: str | None = None
     last_synced_at: datetime | None = None

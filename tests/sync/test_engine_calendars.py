@@ -5,7 +5,7 @@ code, and calendars are read over the organisation's window."""
 from __future__ import annotations
 
 from app.services.mailboxes import fix_for
-from connectors.base import AuthError, Batch, CalendarWindow, ConnectorSpec, Fix
+from connectors.base import AuthError, Batch, CalendarWindow, ConnectorSpec, Fix, TransientError
 from tests.sync.test_meetings import ScriptedCalendar, _calendar, _meetings, batch, meeting
 from tests.world import make_world
 
@@ -31,6 +31,32 @@ def test_relisting_after_an_expired_cursor_drops_meetings_deleted_meanwhile(tmp_
         )
         == 0
     )
+
+
+class CutOff(ScriptedCalendar):
+    """Plays its batches back, then the link drops."""
+
+    def fetch_changes(self, folder, cursor, since):
+        yield from self.script
+        raise TransientError("the connection dropped")
+
+
+def test_a_relisting_interrupted_and_resumed_still_drops_meetings_deleted_meanwhile(tmp_path):
+    """The meetings to check at the listing's end were kept in the run: a relisting that spanned
+    two runs forgot them, and a meeting deleted while the cursor had expired stayed on the
+    timeline with no copy."""
+    world = make_world(tmp_path)
+    box = _calendar(world, "alice@ourco.com")
+    script = [batch(meeting("a", uid="keep@acme.com"), meeting("b", uid="gone@acme.com"))]
+    assert world.sync(box, connector_factory=lambda *a: ScriptedCalendar(script)).ok
+    first_page = Batch(records=[meeting("a", uid="keep@acme.com")], bad=[], cursor={"page": 2}, reset=True)
+    report = world.sync(box, connector_factory=lambda *a: CutOff([first_page]))
+    assert not report.ok
+    assert len(_meetings(world)) == 2  # the listing has not ended: nothing is decided yet
+    last_page = Batch(records=[], bad=[], cursor={"delta": 1}, backfill_done=True)
+    assert world.sync(box, connector_factory=lambda *a: ScriptedCalendar([last_page])).ok
+    assert [m[0] for m in _meetings(world)] == ["ical:keep@acme.com"]
+    assert world.scalar("SELECT relisted FROM folderstate WHERE mailbox_id = :m", m=box) in ("[]", [])
 
 
 class Refused(ScriptedCalendar):
