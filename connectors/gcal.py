@@ -33,7 +33,8 @@ original start in UTC (`originalStartTime`; an all-day one keyed by its date).
 Cursor (stored by the engine as given):
   v           1
   window      [timeMin, timeMax] of the full round the tokens belong to; once the
-              window has moved a week, a fresh full round starts over the new one
+              window has moved a week, a fresh full round starts over the new one, after
+              the old token's changes are read to their end (a deletion meanwhile)
   sync_token  nextSyncToken of the last finished round
   page_token  the next page of an unfinished round
   round_token the syncToken the unfinished round was started with (None: full round)
@@ -59,6 +60,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 from urllib.parse import quote, urlencode
@@ -207,6 +209,7 @@ class GoogleCalendar:
         cursor = dict(cursor or {})
         window, slid = self.window.for_cursor(cursor.get("window"))
         if slid:
+            yield from self._finish_round(cursor)
             cursor = {}
         base = {"v": 1, "window": list(window)}
         if cursor.get("page_token"):
@@ -238,6 +241,24 @@ class GoogleCalendar:
                 restarted = changed = True
                 round_token, page_token, listed, count = None, None, 0, {}
                 yield Batch([], [], {**base}, reset=True)
+
+    def _finish_round(self, cursor: dict) -> Iterator[Batch]:
+        """The old window's sync-token round read to its end before a full round over the new
+        window: a meeting deleted since the last round is told only by the token's changes (the
+        full round just does not list it, and its copy stayed on the timeline for good). Its
+        batches end no listing; a full round cut short or an expired token has nothing to finish."""
+        old = cursor.get("window")
+        if cursor.get("page_token"):
+            token, page = cursor.get("round_token"), cursor["page_token"]
+        else:
+            token, page = cursor.get("sync_token"), None
+        if not old or not token:
+            return
+        try:
+            for batch in self._round({"v": 1, "window": list(old)}, token, page):
+                yield replace(batch, backfill_done=False)
+        except CursorExpiredError:
+            return
 
     def _count(self, window: list[str]) -> int:
         """The meetings a full round over the window would read (events.list gives no count:

@@ -13,7 +13,8 @@ Cursor per folder (stored by the engine as given):
   next_link   the next page of an unfinished round (absolute URL, followed verbatim)
   delta_link  the state token of the last finished round
   window      [start, end] of the calendar window the links belong to (calendar);
-              once the window has moved a week, a fresh round starts over the new one
+              once the window has moved a week, a fresh round starts over the new one,
+              after the old round is read to its end (a deletion meanwhile)
   masters     series master id -> its iCalUId (calendar, a small cache)
   since       the backfill window's first instant (mail folders): the first round passes
               over mail received before it, and the count below uses the same instant
@@ -781,9 +782,10 @@ class GraphConnector:
     def _calendar_changes(self, cursor: dict) -> Iterator[Batch]:
         cursor = dict(cursor or {})
         window, slid = self.window.for_cursor(cursor.get("window"))
-        if slid:
-            cursor = {"masters": cursor.get("masters", {})}
         self._masters = dict(cursor.get("masters") or {})
+        if slid:
+            yield from self._finish_round(cursor)
+            cursor = {"masters": self._masters}
         win = list(window)
 
         def fresh() -> str:
@@ -811,6 +813,24 @@ class GraphConnector:
             if batch.backfill_done and (not incremental or recount_due(count, changed=changed)):
                 count = counted(self._count_meetings(win))
             batch.cursor.update(count)
+            yield batch
+
+    def _finish_round(self, cursor: dict) -> Iterator[Batch]:
+        """The old window's round read to its end before a fresh round over the new window: a
+        meeting deleted since its last round is told only by its delta (the fresh round just
+        does not list it, and its copy stayed on the timeline for good). Its batches end no
+        listing (the fresh round is the folder's listing); an expired state has nothing to finish."""
+        link, old = cursor.get("next_link") or cursor.get("delta_link"), cursor.get("window")
+        if not link or not old:
+            return
+        base = {"window": list(old), "masters": self._masters}
+        incremental = bool(cursor.get("delta_link") or cursor.get("incremental"))
+        what = "finishing the calendar's last round before its window moves"
+        for batch in self._rounds(link, lambda: link, base, self._events, False, what=what, incremental=incremental):
+            if batch.reset:
+                return
+            batch.cursor["masters"] = dict(self._masters)
+            batch.backfill_done = False
             yield batch
 
     def _count_meetings(self, window: list[str]) -> int:

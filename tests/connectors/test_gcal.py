@@ -162,3 +162,24 @@ def test_a_change_outside_the_calendar_window_is_left_out_as_a_full_round_would(
     assert [r.remote_id for b in batches for r in b.records] == [near]
     assert far in [rid for b in batches for rid in b.removed]  # never stored; removing it is a no-op
     cal.close()
+
+
+def test_a_window_slide_first_finishes_the_old_rounds_changes_so_a_deletion_meanwhile_is_seen(google):
+    """The window moves a week at a time, and the next run lists the new window afresh. A meeting
+    deleted since the last round is told only by the sync token's changes: the full round just did
+    not list it, and its copy stayed on the timeline for good."""
+    cal, _ = calendar(google)
+    ids = meetings(2, google)
+    done = list(cal.fetch_changes({}))[-1].cursor
+    google.calendar.delete_event(ids[0])
+    slid = dict(done, window=["2020-01-01T00:00:00Z", "2020-09-01T00:00:00Z"])
+    batches = list(cal.fetch_changes(slid))
+    assert ids[0] in [x for b in batches for x in b.removed] and not any(b.reset for b in batches)
+    assert [b.backfill_done for b in batches] == [False] * (len(batches) - 1) + [True]  # one listing: the new
+    assert [r.remote_id for b in batches for r in b.records] == ids[1:]
+    assert batches[-1].cursor["window"] == done["window"]
+    # The old token expired meanwhile: nothing to finish, the new window is listed as before.
+    google.calendar.expire_sync_tokens()
+    again = list(cal.fetch_changes(dict(batches[-1].cursor, window=slid["window"])))
+    assert [r.remote_id for b in again for r in b.records] == ids[1:] and not any(b.reset for b in again)
+    cal.close()

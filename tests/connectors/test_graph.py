@@ -775,6 +775,29 @@ def test_calendar_window_slides_with_a_fresh_round(graph):
         c.close()
 
 
+def test_a_window_slide_first_finishes_the_old_round_so_a_meeting_deleted_meanwhile_leaves(graph):
+    """The fresh round over the new window just does not list a meeting deleted since the last
+    round: only the old round's delta tells, so it is read to its end first."""
+    now = datetime.now(timezone.utc)
+    carla = [("Carla", "carla@acme.com", "required", "accepted")]
+    graph.add_event(USER, subject="Soon", start=now + timedelta(days=2), attendees=carla)
+    gone = graph.add_event(USER, subject="Dropped", start=now + timedelta(days=3), attendees=carla)
+    mailbox, secret = tenant_mailbox(graph)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        cal = folder(c, CALENDAR_FOLDER)
+        cursor = drain(c, cal)[-1].cursor
+        graph.delete_event(USER, gone)
+        slid = dict(cursor, window=["2020-01-01T00:00:00Z", "2020-09-01T00:00:00Z"])
+        again = drain(c, cal, slid)
+        assert gone in [x for b in again for x in b.removed] and not any(b.reset for b in again)
+        assert [b.backfill_done for b in again] == [False] * (len(again) - 1) + [True]
+        assert [r.subject for b in again for r in b.records] == ["Soon"]
+        assert again[-1].cursor["window"] == cursor["window"]
+    finally:
+        c.close()
+
+
 def test_national_clouds_ask_for_their_own_graph():
     from connectors.m365auth import graph_scopes
 
