@@ -384,6 +384,22 @@ class CalDavConnector:
                     removed.append(remote_id(member, rid or None))
             records += parsed.records
             bad += parsed.bad
+            # What could not be read is listed with the member too: the server holds it (counted,
+            # as it is counted unreadable), and its deletion or repair takes its unreadable row off.
+            # Not a warning about a record that was read (attendees or occurrences cut).
+            read = {r.remote_id for r in parsed.records}
+            for b in parsed.bad:
+                if b.remote_id in read or any(r.startswith(b.remote_id + "#") for r in read):
+                    continue
+                if b.remote_id == member:
+                    rid = ""
+                elif b.remote_id.startswith(member + "#"):
+                    rid = b.remote_id[len(member) + 1 :]
+                else:
+                    continue
+                if rid not in keep:
+                    new_ids.append(rid)
+                    keep.add(rid)
             digest = etags.get(member) or (_etag_digest(etag) if mode == "ctag" else "")
             # Kept, and read again whenever the window moves (see _changes): series, whose
             # occurrences enter the window, and single events booked beyond it, which

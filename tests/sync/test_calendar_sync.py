@@ -483,3 +483,31 @@ def test_people_written_without_mailto_are_on_the_meeting(world, caldav_user):
         ("dan@acme.com", "attendee", "tentative"),
         ("ed@acme.com", "attendee", "accepted"),
     ]
+
+
+def test_an_unreadable_calendar_object_is_counted_and_leaves_with_its_deletion_or_repair(world, caldav_user):
+    """It used to be counted unreadable but not on the server's side (stored + skipped then
+    exceeded the count, hiding a lost copy), and once deleted or fixed its unreadable row and
+    count stayed for good."""
+    from tests.app.test_reconciliation import api
+
+    carla = (("carla@acme.com", "ACCEPTED"),)
+    caldav_user.put("mars.ics", vcalendar(event("mars@x", ";TZID=Mars/Olympus:20300101T100000", attendees=carla)))
+    caldav_user.put("venus.ics", vcalendar(event("venus@x", ";TZID=Venus/Maxwell:20300101T100000", attendees=carla)))
+    caldav_user.put("fine.ics", vcalendar(event("fine@x", stamp(SOON), attendees=carla)))
+    mid = add_caldav(world, "alice@ourco.com", caldav_user)
+    assert world.sync(mid).ok
+    client = api(world)
+
+    def calendar() -> tuple:
+        (cal,) = client.get(f"/api/mailboxes/{mid}").json()["folders"]
+        issues = world.scalar("SELECT count(*) FROM syncissue WHERE mailbox_id = :m", m=mid)
+        return cal["server_count"], cal["stored"], cal["skipped"], issues, cal["reconciliation"]
+
+    assert calendar() == (3, 1, 2, 2, "reconciled")
+    caldav_user.delete("mars.ics")
+    assert world.sync(mid).ok
+    assert calendar() == (2, 1, 1, 1, "reconciled")
+    caldav_user.put("venus.ics", vcalendar(event("venus@x", stamp(SOON), attendees=carla, sequence=1)))  # repaired
+    assert world.sync(mid).ok
+    assert calendar() == (2, 2, 0, 0, "reconciled")
