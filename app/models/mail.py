@@ -51,6 +51,8 @@ class Mailbox(TableModel, table=True):
     last_error_at: datetime | None = None
     last_attempt_at: datetime | None = None
     last_success_at: datetime | None = None
+    # records the runs stored, a tally of work (a message a source lists again counts again);
+    # what admins see as imported is the copies held (app/services/reconcile.py mailbox_state)
     messages_imported: int = 0
     # reason -> count of messages deliberately not stored (bulk, internal, ...)
     skipped: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -121,6 +121,7 @@ def describe_all(session: Session, org_id: int) -> list[dict]:
     ).all()
     for mb in accounts:
         owner = session.get(User, mb.owner_id)
+        state = reconcile.mailbox_state(session.connection(), org_id, [mb.id])[mb.id]
         folders = session.exec(
             select(FolderState).where(FolderState.mailbox_id == mb.id).order_by(FolderState.name)
         ).all()
@@ -136,14 +137,12 @@ def describe_all(session: Session, org_id: int) -> list[dict]:
                 "status": mb.status,
                 "stage": mb.sync_stage,
                 # summaries that disagree with a recount make no account healthy (app/services/reconcile.py)
-                "healthy": mb.status == "active"
-                and not mb.last_error
-                and not reconcile.mailbox_state(session.connection(), org_id, [mb.id])[mb.id]["attention"],
+                "healthy": mb.status == "active" and not mb.last_error and not state["attention"],
                 "last_success_at": mb.last_success_at,
                 "next_sync_at": mb.next_sync_at,
                 "last_error": mb.last_error,
                 "last_error_kind": mb.last_error_kind,
-                "meetings_imported": mb.messages_imported,
+                "meetings_imported": state["stored"],
                 "skipped": dict(mb.skipped or {}),
                 "calendars": [
                     {

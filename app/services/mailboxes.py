@@ -111,12 +111,12 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
         "last_error": mailbox.last_error,
         "last_error_kind": mailbox.last_error_kind,
         "fix": fix_for(mailbox.last_error_kind, mailbox.kind, mailbox.last_error_fix),
-        "messages_imported": mailbox.messages_imported,
         "skipped": dict(mailbox.skipped or {}),
     }
     # a mailbox whose numbers do not add up, or whose contacts' summaries disagree with a
     # recount, is never shown healthy (app/services/reconcile.py)
     out.update(reconcile.mailbox_state(session.connection(), mailbox.org_id, [mailbox.id])[mailbox.id])
+    out["messages_imported"] = out.pop("stored")
     out["healthy"] = mailbox.status == "active" and not mailbox.last_error and not out["attention"]
     out["fix"] = out["fix"] or out["attention_fix"]
     if with_folders:

@@ -120,13 +120,17 @@ def attention(recon: dict, check: dict | None, mailbox_id: int) -> tuple[str | N
 
 
 def mailbox_state(conn: Connection, org_id: int, mailbox_ids: list[int]) -> dict[int, dict]:
-    """mailbox id -> {reconciled, missing, attention, attention_fix}."""
+    """mailbox id -> {reconciled, missing, attention, attention_fix, stored}. `stored`: the messages
+    (or a calendar's meetings) the mailbox holds copies of, what admins see as imported: a tally
+    of runs counted a message again each time a source listed it again (a Graph message read or
+    flagged), and never took off what left the server."""
     check = summary_check(conn, org_id)
     out = {}
     for mid, folders in folders_of(conn, mailbox_ids).items():
         recon = summary(folders)
         what, fix = attention(recon, check, mid)
-        out[mid] = {**recon, "attention": what, "attention_fix": fix}
+        stored = sum(int(f["copies"]) for f in folders)
+        out[mid] = {**recon, "attention": what, "attention_fix": fix, "stored": stored}
     return out
 
 

@@ -278,6 +278,27 @@ def test_mail_an_admin_took_off_is_counted_once_when_listed_again_and_leaves_wit
     assert counts(world, mid)["Inbox"] == (1, 1)
 
 
+def test_messages_imported_are_the_messages_held_not_a_tally_of_listings(world, graph):
+    """Each time Graph listed a message again (read, flagged) the mailbox's "imported" grew by one,
+    and a message deleted on the server was never taken off it."""
+    from tests.app.test_reconciliation import api
+
+    mid = add_tenant_mailbox(world, graph)
+    deal = graph.add_message(ALICE, internet_message_id="<deal@acme.com>", subject="Deal", sender=CARLA)
+    graph.add_message(ALICE, internet_message_id="<other@third.com>", subject="Other", sender=("Dan", "dan@third.com"))
+    assert world.sync(mid).ok
+    client = api(world)
+    imported = lambda: client.get(f"/api/mailboxes/{mid}").json()["messages_imported"]  # noqa: E731
+    assert imported() == 2
+    for n in range(3):
+        graph.update_message(ALICE, deal, isRead=bool(n % 2 == 0))
+        assert world.sync(mid).ok
+    assert imported() == 2
+    graph.delete_message(ALICE, deal)
+    assert world.sync(mid).ok
+    assert imported() == 1
+
+
 def test_a_mailbox_read_again_counts_its_unreadable_messages_again(world, graph):
     """Read again (an admin's resync, a rule removed), the unreadable rows stayed while their
     counts restarted: found again, they counted as known, and the folder showed them missing."""
