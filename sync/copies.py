@@ -113,7 +113,8 @@ def delete_by_admin(conn: Connection, *where) -> tuple[Counter, list[tuple[int, 
     messages: list[tuple[int, str]] = []
     for folder_id, remote_id in conn.execute(_delete(S).where(*where).returning(S.c.folder_id, S.c.remote_id)):
         gone[folder_id] += 1
-        if INVITATION_PART not in remote_id:
+        # a copy set aside for a re-listing (`stale:`) is counted when the listing finds it again
+        if INVITATION_PART not in remote_id and not remote_id.startswith(SET_ASIDE):
             messages.append((folder_id, remote_id))
     return gone, messages
 

@@ -731,20 +731,25 @@ def _write_batch(
     if batch.listed is not None:  # the source listed what the folder holds: the rest left
         removed += copies.unlisted(conn, mbx.mailbox_id, mbx.folder_id, batch.listed)
         removed += unlisted_skipped(conn, mbx.mailbox_id, folder.name, batch.listed)
-    skipped_ids = {remote_id for remote_id, _ in result.skipped_items}
-    # A meeting stored before and skipped now (its customers were taken off the invitation)
-    # leaves as a clean run would not have it: its copy goes, and with its last copy the meeting.
-    removed += [m.remote_id for m in meetings if m.remote_id in skipped_ids]
+    if not batch.first_reading:
+        # An item listed again (a changed message in a delta round, a changed event) ends as a clean
+        # sync would have it. Stored before and skipped or unreadable now: its copy goes (a meeting
+        # with its last copy leaves the timeline; an email stays, the company keeps what it learnt).
+        # Not for a warning about a record read (a calendar's attendees cut): it is stored.
+        read = {r.remote_id for r in batch.records}
+        removed += [remote_id for remote_id, _ in result.skipped_items]
+        removed += [b.remote_id for b in batch.bad if b.remote_id not in read]
     if removed:
         changes.subtract(remove_copies(conn, org.org_id, mbx, removed))
-    # An item skipped or unreadable before and stored now (a meeting that gained a customer, a
-    # changed message readable at last) is skipped no more: its row and its count go, as do those
-    # of what left the server; so do an admin's removal's (a message purged, listed again and
-    # stored). A folder that has counted no skipped or removed item holds no such row, and an
-    # IMAP batch's UIDs were never read before (the look costs 0.7 ms a batch on SQLite).
+    # What left the server takes its skipped or unreadable row and count with it. So does every
+    # item listed again: the rows it has go, and this batch records again what still applies, so
+    # an item that went from skipped to stored, unreadable to skipped, skipped to unreadable (or
+    # stays as it was) is counted once, under what it is now. A folder that has counted nothing
+    # skipped or removed holds no such row, and an IMAP batch's UIDs were never read before (the
+    # look costs 0.7 ms a batch on SQLite).
     forgotten = removed
     if (folder_skipped or folder_removed) and not batch.first_reading:
-        forgotten = removed + [r.remote_id for r in batch.records if r.remote_id not in skipped_ids]
+        forgotten = removed + [r.remote_id for r in batch.records]
     if forgotten:
         gone = forget_skipped(conn, mbx.mailbox_id, folder.name, forgotten)
     if batch.backfill_done:

@@ -22,12 +22,12 @@ from app.services.mailboxes import describe, insert_mailbox, owner_id, with_sour
 def check_url(url: str) -> str:
     url = (url or "").strip()
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise Invalid(f"not a CalDAV URL (http:// or https://): {url!r}", field="url")
     if parts.username is not None or parts.password is not None:
         # The URL is kept in clear (the mailbox's settings, the audit log, the console); only the
-        # password field is encrypted. Not echoed: it may hold the password.
+        # password field is encrypted. Checked first, and never echoed: it may hold the password.
         raise Invalid("the CalDAV URL holds a username or password: give them in their own fields instead", field="url")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Invalid(f"not a CalDAV URL (http:// or https://): {url!r}", field="url")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:

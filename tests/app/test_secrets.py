@@ -147,7 +147,11 @@ def test_a_caldav_url_holding_a_password_is_refused_and_never_echoed(tmp_path):
     from app.services.errors import Invalid
 
     w = make_world(tmp_path)
-    for url in ("https://alice:S3cret-Pw@dav.example.com/cal/", "https://alice@dav.example.com/cal/"):
+    for url in (
+        "https://alice:S3cret-Pw@dav.example.com/cal/",
+        "https://alice@dav.example.com/cal/",
+        "htps://alice:S3cret-Pw@dav.example.com/cal/",  # a mistyped scheme: not echoed either
+    ):
         with pytest.raises(Invalid) as refused:
             calendars.add_caldav(
                 w.rt,
