@@ -62,7 +62,7 @@ import random
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -208,10 +208,13 @@ class GoogleCalendar:
     def fetch_changes(self, cursor: dict) -> Iterator[Batch]:
         cursor = dict(cursor or {})
         window, slid = self.window.for_cursor(cursor.get("window"))
+        expired = False
         if slid:
-            yield from self._finish_round(cursor)
+            expired = yield from self._finish_round(cursor)
             cursor = {}
         base = {"v": 1, "window": list(window)}
+        if expired:  # what the old token would have told is lost: the full round is a re-listing
+            yield Batch([], [], {**base}, reset=True)
         if cursor.get("page_token"):
             round_token, page_token = cursor.get("round_token"), cursor["page_token"]
         else:
@@ -242,23 +245,25 @@ class GoogleCalendar:
                 round_token, page_token, listed, count = None, None, 0, {}
                 yield Batch([], [], {**base}, reset=True)
 
-    def _finish_round(self, cursor: dict) -> Iterator[Batch]:
+    def _finish_round(self, cursor: dict) -> Generator[Batch, None, bool]:
         """The old window's sync-token round read to its end before a full round over the new
         window: a meeting deleted since the last round is told only by the token's changes (the
         full round just does not list it, and its copy stayed on the timeline for good). Its
-        batches end no listing; a full round cut short or an expired token has nothing to finish."""
+        batches end no listing; a full round cut short has nothing to finish. Returns whether the
+        token had expired (the full round is then a re-listing, `reset`)."""
         old = cursor.get("window")
         if cursor.get("page_token"):
             token, page = cursor.get("round_token"), cursor["page_token"]
         else:
             token, page = cursor.get("sync_token"), None
         if not old or not token:
-            return
+            return False
         try:
             for batch in self._round({"v": 1, "window": list(old)}, token, page):
                 yield replace(batch, backfill_done=False)
         except CursorExpiredError:
-            return
+            return True
+        return False
 
     def _count(self, window: list[str]) -> int:
         """The meetings a full round over the window would read (events.list gives no count:

@@ -55,7 +55,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -783,8 +783,9 @@ class GraphConnector:
         cursor = dict(cursor or {})
         window, slid = self.window.for_cursor(cursor.get("window"))
         self._masters = dict(cursor.get("masters") or {})
+        expired = False
         if slid:
-            yield from self._finish_round(cursor)
+            expired = yield from self._finish_round(cursor)
             cursor = {"masters": self._masters}
         win = list(window)
 
@@ -800,7 +801,7 @@ class GraphConnector:
             fresh,
             base,
             self._events,
-            False,
+            expired,  # the old round's state expired: what it would have told is lost, read afresh
             what="syncing the calendar",
             incremental=incremental,
         ):
@@ -815,23 +816,25 @@ class GraphConnector:
             batch.cursor.update(count)
             yield batch
 
-    def _finish_round(self, cursor: dict) -> Iterator[Batch]:
+    def _finish_round(self, cursor: dict) -> Generator[Batch, None, bool]:
         """The old window's round read to its end before a fresh round over the new window: a
         meeting deleted since its last round is told only by its delta (the fresh round just
         does not list it, and its copy stayed on the timeline for good). Its batches end no
-        listing (the fresh round is the folder's listing); an expired state has nothing to finish."""
+        listing (the fresh round is the folder's listing). Returns whether its state had expired:
+        the fresh round is then a re-listing (`reset`), as after any expired state."""
         link, old = cursor.get("next_link") or cursor.get("delta_link"), cursor.get("window")
         if not link or not old:
-            return
+            return False
         base = {"window": list(old), "masters": self._masters}
         incremental = bool(cursor.get("delta_link") or cursor.get("incremental"))
         what = "finishing the calendar's last round before its window moves"
         for batch in self._rounds(link, lambda: link, base, self._events, False, what=what, incremental=incremental):
             if batch.reset:
-                return
+                return True
             batch.cursor["masters"] = dict(self._masters)
             batch.backfill_done = False
             yield batch
+        return False
 
     def _count_meetings(self, window: list[str]) -> int:
         """How many instances in the window the calendar sync is meant to read: calendarView
