@@ -7,6 +7,8 @@ Cursor per folder (stored by the engine as given):
   highestmodseq    HIGHESTMODSEQ at that time, where the server has CONDSTORE
   messages         MESSAGES at that time: without QRESYNC, fewer than UIDNEXT's move
                    allows means expunges, and the folder is listed (Batch.listed)
+  expunged         without QRESYNC: a listing is owed (put off: at most one per
+                   LISTING_SECONDS, or its answer was short); listed_at: the last one
   top_uid          every UID above this is new mail
   low_uid          newest-first backfill has imported everything in the window
                    from here up to top_uid; null before the first batch
@@ -50,6 +52,7 @@ from connectors.base import (
     counted,
     own_refusal,
     recount_due,
+    utc_stamp,
 )
 from connectors.imapfetch import (
     HEADER_FIELDS_KEY as _HEADER_KEY,
@@ -488,6 +491,7 @@ class ImapConnector:
             cursor.get("uidnext") == status["uidnext"]
             and cursor.get("highestmodseq") == status.get("highestmodseq")
             and cursor.get("messages") == status["messages"]  # an expunge, where nothing else tells
+            and not cursor.get("expunged")  # a listing put off (`_listing`)
             and cursor.get("low_uid") is not None
             and cursor.get("backfill_done")
             and "server_count" in cursor  # a cursor from before reconciliation gets counted once
@@ -496,7 +500,7 @@ class ImapConnector:
             return
         client = self.connect()
         try:
-            client.select_folder(folder.name, readonly=True)
+            selected = client.select_folder(folder.name, readonly=True)
         except BaseException as exc:  # noqa: BLE001
             raise translate(exc, f"opening folder {folder.name!r}") from exc
         base = {
@@ -509,7 +513,11 @@ class ImapConnector:
         # old cursor, so an interrupted run still fetches what came in meanwhile (and,
         # without QRESYNC, lists the folder again).
         removed = self._vanished(folder, cursor, status) if cursor else []
-        listed = self._listing(folder, cursor, status) if cursor and not self.qresync else None
+        listed = None
+        if cursor and not self.qresync:
+            listed, base["expunged"] = self._listing(folder, cursor, status, int(selected.get(b"EXISTS") or 0))
+            if listed is not None:
+                base["listed_at"] = utc_stamp()
         if removed or listed is not None:
             yield Batch([], [], dict(cursor), removed=removed, listed=listed)
         if not cursor:
@@ -597,21 +605,36 @@ class ImapConnector:
                 uids.update(range(max(a, low), min(b, top) + 1))
         return [f"{status['uidvalidity']}/{uid}" for uid in sorted(uids)]
 
-    def _listing(self, folder: Folder, cursor: dict, status: dict) -> frozenset[str] | None:
+    def _listing(self, folder: Folder, cursor: dict, status: dict, exists: int) -> tuple[frozenset[str] | None, bool]:
         """Without QRESYNC a server does not say which messages left, but STATUS says that some
-        did: MESSAGES grows by at most what UIDNEXT moved, so a smaller count means expunges
-        (or mail expunged before it was read, which costs one listing for nothing). Then the
-        UIDs between the lowest and the highest read are listed (Batch.listed): what is stored
-        or skipped for the folder and not among them left. None: nothing left, or a cursor
-        from before MESSAGES was kept (it is from this run on)."""
+        did: MESSAGES grows by at most what UIDNEXT moved, so a smaller count means expunges (or
+        mail expunged before it was read, which costs one listing for nothing). Then every UID
+        of the folder is listed (Batch.listed): what is stored or skipped for it and not among
+        them left. Returns (the listing or None, whether one is still owed).
+
+        At most every LISTING_SECONDS: on Gmail, archiving lowers INBOX's count and deleting All
+        Mail's, and a listing of 100,000 UIDs is about 700 KB; one put off is owed (`expunged` in
+        the cursor) until it is done. An answer with fewer UIDs than the folder's EXISTS is not
+        trusted (mail expunged meanwhile, or a server cutting it short): all it would take off
+        is kept, and the listing stays owed. A cursor from before MESSAGES was kept lists once."""
+        owed = bool(cursor.get("expunged"))
         before, uidnext = cursor.get("messages"), cursor.get("uidnext")
-        top, low = int(cursor.get("top_uid") or 0), int(cursor.get("low_uid") or 1)
-        if before is None or uidnext is None or top < low:
-            return None
-        if status["messages"] >= int(before) + status["uidnext"] - int(uidnext):
-            return None
-        uids = self._search(["UID", f"{low}:{top}"], folder)
-        return frozenset(f"{status['uidvalidity']}/{uid}" for uid in uids if low <= uid <= top)
+        if before is None or uidnext is None:
+            owed = owed or bool(cursor.get("backfill_done"))
+        elif status["messages"] < int(before) + status["uidnext"] - int(uidnext):
+            owed = True
+        if not owed or not listing_due(cursor):
+            return None, owed
+        uids = self._search(["ALL"], folder)
+        if len(uids) < exists:
+            log.warning(
+                "folder %r listed %d UIDs of the %d it holds; what left it is looked for again later",
+                folder.name,
+                len(uids),
+                exists,
+            )
+            return None, True
+        return frozenset(f"{status['uidvalidity']}/{uid}" for uid in uids), False
 
     def _unselect(self) -> None:
         client = self._client
@@ -894,6 +917,20 @@ def _decode_part(raw: bytes, encoding: str, charset: str) -> str:
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+# How often a folder on a server without QRESYNC may be listed to find what left it (`_listing`).
+LISTING_SECONDS = 900
+
+
+def listing_due(cursor: dict, now: datetime | None = None) -> bool:
+    """Whether the folder's last listing (`listed_at`) is LISTING_SECONDS old, or there was none."""
+    try:
+        last = datetime.fromisoformat(str(cursor["listed_at"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return True
+    age = ((now or datetime.now(timezone.utc)) - last).total_seconds()
+    return age >= LISTING_SECONDS or age < 0
 
 
 def since_date(days: int, now: datetime | None = None) -> datetime:

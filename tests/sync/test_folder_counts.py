@@ -194,10 +194,16 @@ def test_without_qresync_an_expunge_still_takes_the_copy_and_the_skipped_count_d
     # The mail stays on the timeline (the company keeps what it learnt); only the copy goes.
     assert world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'offer-2@acme.com'") == 1
 
-    # New mail and an expunge in one interval: MESSAGES grew by less than UIDNEXT moved.
+    # New mail and an expunge in one interval: MESSAGES grew by less than UIDNEXT moved. A folder
+    # is listed at most every LISTING_SECONDS: this one was a moment ago, so the listing is owed.
     user.deliver(message("Carla <carla@acme.com>", ALICE, "Offer 5", msgid="offer-5@acme.com"))
     user.deliver(message("Carla <carla@acme.com>", ALICE, "Offer 6", msgid="offer-6@acme.com"))
     expunge(user, "INBOX", [1])
+    assert world.sync(mid).ok
+    assert len(stored_ids(world, mid)) == 5 and len(server_ids(user)) == 4
+    assert world.sync(mid).ok  # still owed, not forgotten: nothing else says the folder changed
+    assert len(stored_ids(world, mid)) == 5
+    a_while_later(world, mid)
     assert world.sync(mid).ok
     assert counts(world, mid)["INBOX"] == (4, 4)
     assert stored_ids(world, mid) == server_ids(user)
@@ -206,12 +212,56 @@ def test_without_qresync_an_expunge_still_takes_the_copy_and_the_skipped_count_d
     # Mail expunged before it was ever read: a listing for nothing, nothing else changes.
     user.deliver(message("Carla <carla@acme.com>", ALICE, "Offer 7", msgid="offer-7@acme.com"))
     expunge(user, "INBOX", [max(int(r.split("/")[1]) for r in server_ids(user))])
+    a_while_later(world, mid)
     assert world.sync(mid).ok
     assert stored_ids(world, mid) == server_ids(user)
     assert world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'offer-7@acme.com'") == 0
 
     mailbox = json_value(world.scalar("SELECT skipped FROM mailbox WHERE id = :m", m=mid))
     assert mailbox in ({}, None)
+
+
+def a_while_later(world, mailbox_id: int) -> None:
+    """The folders' last listing (connectors/imap.py `listing_due`) made two hours ago."""
+    from sqlalchemy import select, update
+
+    from app.models import FolderState
+
+    fs = FolderState.__table__
+    with write_transaction(world.rt.engine) as conn:
+        for fid, cursor in conn.execute(select(fs.c.id, fs.c.cursor).where(fs.c.mailbox_id == mailbox_id)).all():
+            if cursor.get("listed_at"):
+                aged = {**cursor, "listed_at": "2000-01-01T00:00:00Z"}
+                conn.execute(update(fs).where(fs.c.id == fid).values(cursor=aged))
+
+
+def test_without_qresync_a_short_answer_to_the_listing_takes_nothing_off(
+    world, imap_user_factory, dovecot_without_qresync
+):
+    """A listing with fewer UIDs than the folder holds (mail expunged meanwhile, a server cutting
+    its answer short) would take off copies of mail still there: it is not trusted, and is owed."""
+    from connectors import imap
+
+    user = imap_user_factory(dovecot_without_qresync)
+    for i in (1, 2, 3):
+        user.deliver(message("Carla <carla@acme.com>", ALICE, f"Offer {i}", msgid=f"offer-{i}@acme.com"))
+    mid = world.add_imap(ALICE, user)
+    assert world.sync(mid).ok
+    expunge(user, "INBOX", [2])
+    real = imap.ImapConnector._search
+
+    def short(self, criteria, folder):
+        found = real(self, criteria, folder)
+        return found[:1] if criteria == ["ALL"] else found
+
+    imap.ImapConnector._search = short
+    try:
+        assert world.sync(mid, fetch_in_child=False).ok
+    finally:
+        imap.ImapConnector._search = real
+    assert len(stored_ids(world, mid)) == 3  # nothing taken off on a short answer
+    assert world.sync(mid, fetch_in_child=False).ok  # owed, and due: it was never done
+    assert stored_ids(world, mid) == server_ids(user)
 
 
 def test_without_qresync_an_invitation_expunged_keeps_its_meeting_as_with_qresync(
