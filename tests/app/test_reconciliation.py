@@ -163,19 +163,9 @@ def test_a_copy_lost_without_its_folder_count_moving_still_shows_missing(world, 
 def test_an_invitations_meeting_beside_its_email_is_not_counted_as_a_stored_message(world, imap_user):
     # An invitation is one message on the server and two copies here (its email, `uid`, and its
     # meeting, `uid#ics…`): counted as two, it hid a lost copy of another message.
-    from tests.connectors.test_ical import event, stamp, vcalendar
-    from tests.connectors.test_imip import invitation
+    from tests.connectors.test_imip import intro_call
 
-    soon = NOW + timedelta(days=2)
-    req = event(
-        "call@acme.com",
-        stamp(soon),
-        end=stamp(soon + timedelta(minutes=30)),
-        organizer="carla@acme.com",
-        summary="Intro call",
-        attendees=((ALICE, "NEEDS-ACTION"),),
-    )
-    imap_user.deliver(invitation(vcalendar(req, method="REQUEST"), msgid="inv1@acme.com", frm="carla@acme.com"))
+    imap_user.deliver(intro_call(ALICE))
     imap_user.deliver(message("Jane <jane@acme.com>", ALICE, "Deal", msgid="deal@acme.com"))
     mid = world.add_imap(ALICE, imap_user)
     assert world.sync(mid).ok
@@ -199,7 +189,7 @@ def test_an_invitations_skipped_occurrences_and_removed_meeting_count_for_no_mes
     email off counted its meeting's copy as a second removed message: either hid as many lost
     copies of other mail. The rows stay, listed with their reasons; the counts are of messages."""
     from tests.connectors.test_ical import event, stamp, vcalendar
-    from tests.connectors.test_imip import invitation
+    from tests.connectors.test_imip import intro_call, invitation
 
     soon = NOW + timedelta(days=2)
     weekly = event(
@@ -212,15 +202,7 @@ def test_an_invitations_skipped_occurrences_and_removed_meeting_count_for_no_mes
         extra="RRULE:FREQ=WEEKLY;COUNT=20",
     )
     imap_user.deliver(invitation(vcalendar(weekly, method="REQUEST"), msgid="weekly@ourco.com", frm=f"Bob <{BOB}>"))
-    call = event(
-        "call@acme.com",
-        stamp(soon),
-        end=stamp(soon + timedelta(minutes=30)),
-        organizer="carla@acme.com",
-        summary="Intro call",
-        attendees=((ALICE, "NEEDS-ACTION"),),
-    )
-    imap_user.deliver(invitation(vcalendar(call, method="REQUEST"), msgid="call@acme.com", frm="carla@acme.com"))
+    imap_user.deliver(intro_call(ALICE, msgid="call@acme.com"))
     imap_user.deliver(message("Jane <jane@acme.com>", ALICE, "Deal", msgid="deal@acme.com"))
     mid = world.add_imap(ALICE, imap_user)
     assert world.sync(mid).ok

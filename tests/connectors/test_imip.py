@@ -57,6 +57,20 @@ def invitation(
     return (head + parts).encode()
 
 
+def intro_call(to: str = "alice@ourco.com", *, msgid: str = "inv1@acme.com") -> bytes:
+    """Carla (a customer) invites `to` to a half-hour intro call two days from now."""
+    soon = NOW + timedelta(days=2)
+    req = event(
+        "call@acme.com",
+        stamp(soon),
+        end=stamp(soon + timedelta(minutes=30)),
+        organizer="carla@acme.com",
+        summary="Intro call",
+        attendees=((to, "NEEDS-ACTION"),),
+    )
+    return invitation(vcalendar(req, method="REQUEST"), msgid=msgid, frm="carla@acme.com", to=to)
+
+
 def single_part_invitation(ics: str, *, msgid: str, method: str = "REQUEST") -> bytes:
     head = (
         f"From: bob@ext.com\r\nTo: alice@ourco.com\r\nSubject: Invite\r\n"

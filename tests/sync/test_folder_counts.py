@@ -269,19 +269,10 @@ def test_without_qresync_an_invitation_expunged_keeps_its_meeting_as_with_qresyn
 ):
     """Outlook deletes an invitation once it is accepted: the meeting it brought stays on the
     timeline, whether or not the server says what left."""
-    from tests.connectors.test_imip import invitation
+    from tests.connectors.test_imip import intro_call
 
-    soon = NOW + timedelta(days=2)
-    req = event(
-        "call@acme.com",
-        stamp(soon),
-        end=stamp(soon + timedelta(minutes=30)),
-        organizer="carla@acme.com",
-        summary="Intro call",
-        attendees=((ALICE, "NEEDS-ACTION"),),
-    )
     user = imap_user_factory(dovecot_without_qresync)
-    user.deliver(invitation(vcalendar(req, method="REQUEST"), msgid="inv1@acme.com", frm="carla@acme.com"))
+    user.deliver(intro_call(ALICE))
     user.deliver(message("Jane <jane@acme.com>", ALICE, "Deal", msgid="deal@acme.com"))
     mid = world.add_imap(ALICE, user)
     assert world.sync(mid).ok
