@@ -4,6 +4,7 @@ what the models declare (what `alembic revision --autogenerate` would see)."""
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 
 import pytest
@@ -274,3 +275,39 @@ def test_0024_keeps_every_copy_without_gmail_ids_and_its_downgrade_keeps_them_wi
         assert "provider_id" not in {c["name"] for c in inspect(engine).get_columns("interactionsource")}
         with engine.connect() as conn:
             assert conn.execute(text("SELECT COUNT(*) FROM interactionsource")).scalar() == 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_0029_takes_an_invitations_parts_out_of_the_skipped_counts(backend, tmp_path, request):
+    """A weekly internal invitation's 20 occurrences were counted as 20 skipped messages, and an
+    unreadable invitation part as an unreadable one: the upgrade takes back what their rows added."""
+    t = "'2026-01-01 10:00:00'"
+    counts = '{"internal meeting": 20, "internal": 1, "unreadable": 2}'
+    rows = (
+        *_org_and_alice(t),
+        "INSERT INTO mailbox (id, org_id, owner_id, kind, config, sync_stage, status, failure_count, "
+        f"messages_imported, skipped, created_at) VALUES (1, 1, 1, 'imap', '{{}}', 'idle', 'active', 0, 0, "
+        f"'{counts}', {t})",
+        "INSERT INTO folderstate (id, org_id, mailbox_id, name, role, selected, cursor, backfill_done, "
+        f"messages, skipped, removed, status) VALUES (1, 1, 1, 'INBOX', 'inbox', true, '{{}}', true, 0, "
+        f"'{counts}', 0, 'ok')",
+        *(
+            "INSERT INTO skippeditem (org_id, mailbox_id, folder, remote_id, reason, created_at) "
+            f"VALUES (1, 1, 'INBOX', '{rid}', '{why}', {t})"
+            for rid, why in [
+                *((f"7/1#ics#2026-01-{d:02d}T10:00:00Z", "internal meeting") for d in range(1, 21)),
+                ("7/1", "internal"),
+            ]
+        ),
+        "INSERT INTO syncissue (org_id, mailbox_id, folder, remote_id, reason, created_at) "
+        f"VALUES (1, 1, 'INBOX', '7/2#ics', 'invitation ignored', {t})",
+        "INSERT INTO syncissue (org_id, mailbox_id, folder, remote_id, reason, created_at) "
+        f"VALUES (1, 1, 'INBOX', '7/3', 'unreadable message', {t})",
+    )
+    with _old_database(backend, tmp_path, request, "0028", rows) as (url, engine):
+        upgrade(url)
+        with engine.connect() as conn:
+            folder = conn.execute(text("SELECT skipped FROM folderstate")).scalar()
+            mailbox = conn.execute(text("SELECT skipped FROM mailbox")).scalar()
+    as_dict = lambda v: json.loads(v) if isinstance(v, str) else v  # noqa: E731
+    assert as_dict(folder) == as_dict(mailbox) == {"internal": 1, "unreadable": 1}
