@@ -61,15 +61,20 @@ def relink(conn: Connection, moves: list[tuple[int, str]]) -> None:
     )
 
 
-def set_aside(conn: Connection, mailbox_id: int, folder_id: int) -> None:
+def set_aside(conn: Connection, mailbox_id: int, folder_id: int, *, every: bool = False) -> None:
     """The folder's ids changed (a new UIDVALIDITY): copies with a provider id are kept, their
-    remote ids marked as no longer the server's, for the new listing to re-link them."""
+    remote ids marked as no longer the server's, for the new listing to re-link them. every: the
+    folder is read again from the start with its ids unchanged (an admin's re-read): every copy
+    of a message is set aside, the new listing re-links (Gmail) or stores again what the server
+    still holds, and its end drops the rest (`drop_set_aside`). An invitation's meeting copies
+    (`uid#ics…`) stay as they are, as when their email is expunged."""
+    which = [S.c.remote_id.not_like(f"%{INVITATION_PART}%")] if every else [S.c.provider_id.is_not(None)]
     conn.execute(
         update(S)
         .where(
             S.c.mailbox_id == mailbox_id,
             S.c.folder_id == folder_id,
-            S.c.provider_id.is_not(None),
+            *which,
             ~S.c.remote_id.startswith(SET_ASIDE),
         )
         .values(remote_id=literal(SET_ASIDE) + S.c.remote_id)

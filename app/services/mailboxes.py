@@ -170,6 +170,7 @@ from sqlalchemy.engine import Connection  # noqa: E402
 from app.models import GraphSubscription, InteractionSource  # noqa: E402
 from app.models.base import utcnow  # noqa: E402
 from app.services import audit, reconcile  # noqa: E402
+from sync import copies  # noqa: E402
 from sync.fixes import RunError, fix_text  # noqa: E402
 
 MB, FS, SRC = Mailbox.__table__, FolderState.__table__, InteractionSource.__table__
@@ -276,6 +277,15 @@ def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None
         .where(FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids))
         .values(cursor={}, backfill_done=False, skipped={}, removed=0, status="ok", last_error=None)
     )
+    # Mail deleted on the server since the last run is told by no cursor any more: each mail folder's
+    # copies are set aside for the new reading to re-link or store again, and its end drops the rest.
+    # Not a calendar's: its reading covers the window only, and copies behind it are the history.
+    for folder_id, mailbox_id in conn.execute(
+        _select(FS.c.id, FS.c.mailbox_id).where(
+            FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids), FS.c.selected, FS.c.role != "calendar"
+        )
+    ).all():
+        copies.set_aside(conn, mailbox_id, folder_id, every=True)
     # the counts restart, and so do the items behind them: the new reading skips them again, and
     # finds again what it cannot read (kept, those rows made it count none: "missing" for good)
     conn.execute(_delete(SKIPPED).where(SKIPPED.c.org_id == org_id, SKIPPED.c.mailbox_id.in_(mailbox_ids)))

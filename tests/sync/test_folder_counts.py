@@ -368,6 +368,25 @@ def test_a_graph_message_that_changes_state_is_counted_once_under_what_it_is_now
     assert mailbox == {"unreadable": 1}
 
 
+def test_mail_deleted_before_an_admins_re_read_leaves_with_it(world, imap_user):
+    """Read again from the start (a resync, a rule removed), the folder's cursor is gone, and with
+    it what would tell of mail deleted since the last run: its copy stayed for good."""
+    from app.services import mailboxes
+    from app.services.actor import Actor
+
+    for i in (1, 2, 3):
+        imap_user.deliver(message("Carla <carla@acme.com>", ALICE, f"Offer {i}", msgid=f"offer-{i}@acme.com"))
+    mid = world.add_imap(ALICE, imap_user)
+    assert world.sync(mid).ok
+    expunge(imap_user, "INBOX", [2])
+    mailboxes.resync(world.rt, Actor.operator(world.org_id), mid)
+    assert world.sync(mid).ok
+    assert stored_ids(world, mid) == server_ids(imap_user)
+    assert counts(world, mid)["INBOX"] == (2, 2)
+    assert world.scalar("SELECT count(*) FROM interaction WHERE message_key = 'offer-2@acme.com'") == 1  # stays
+    assert_exact(world, mid)
+
+
 def test_a_mailbox_read_again_counts_its_unreadable_messages_again(world, graph):
     """Read again (an admin's resync, a rule removed), the unreadable rows stayed while their
     counts restarted: found again, they counted as known, and the folder showed them missing."""
