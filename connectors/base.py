@@ -153,14 +153,20 @@ def recount_due(cursor: dict, *, changed: bool = False, now: datetime | None = N
     """Whether a completed folder's server count is to be taken now: never counted (or
     counted before `counted_at` was kept), something left the folder or it was read again
     from scratch (`changed`), or the last count is RECOUNT_SECONDS old."""
-    if changed or "server_count" not in cursor or not cursor.get("counted_at"):
+    if changed or "server_count" not in cursor:
         return True
+    return older_than(cursor.get("counted_at"), RECOUNT_SECONDS, now)
+
+
+def older_than(stamp: str | None, seconds: float, now: datetime | None = None) -> bool:
+    """Whether a cursor's instant (`utc_stamp`) is `seconds` old, or missing, unreadable or ahead
+    of the clock (a clock set back): each means "do it now"."""
     try:
-        counted = datetime.fromisoformat(str(cursor["counted_at"]).replace("Z", "+00:00"))
+        then = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
     except ValueError:
         return True
-    age = ((now or datetime.now(timezone.utc)) - counted).total_seconds()
-    return age >= RECOUNT_SECONDS or age < 0
+    age = ((now or datetime.now(timezone.utc)) - then).total_seconds()
+    return age >= seconds or age < 0
 
 
 @dataclass(frozen=True)
@@ -366,9 +372,9 @@ class Batch:
     cursor: dict
     # remote ids that left this folder or calendar (deleted, moved away)
     removed: list[str] = field(default_factory=list)
-    # Where a source cannot say what left (IMAP without QRESYNC): every id the folder holds
-    # within what its cursor covers. What is stored or skipped for the folder and not listed
-    # here left it, as if it had been in `removed` (sync/engine.py). None: no listing.
+    # Where a source cannot say what left (IMAP without QRESYNC): every id the folder holds.
+    # What is stored or skipped for the folder and not listed here left it, as if it had been
+    # in `removed` (sync/engine.py). None: no listing.
     listed: frozenset[str] | None = None
     # Every record is read for the first time under the folder's cursor (IMAP's new UIDs and
     # backfill: a UID is never listed again): none can be one skipped before and stored now.

@@ -50,6 +50,7 @@ from connectors.base import (
     ThrottledError,
     TransientError,
     counted,
+    older_than,
     own_refusal,
     recount_due,
     utc_stamp,
@@ -925,12 +926,7 @@ LISTING_SECONDS = 900
 
 def listing_due(cursor: dict, now: datetime | None = None) -> bool:
     """Whether the folder's last listing (`listed_at`) is LISTING_SECONDS old, or there was none."""
-    try:
-        last = datetime.fromisoformat(str(cursor["listed_at"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return True
-    age = ((now or datetime.now(timezone.utc)) - last).total_seconds()
-    return age >= LISTING_SECONDS or age < 0
+    return older_than(cursor.get("listed_at"), LISTING_SECONDS, now)
 
 
 def since_date(days: int, now: datetime | None = None) -> datetime:

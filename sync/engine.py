@@ -63,7 +63,6 @@ from sync.ingest import IngestResult, MailboxContext, OrgContext, ingest
 from sync.meetings import SeriesChanged, drop_meetings_without_copies, ingest_meetings, remove_copies
 from sync.skipped import (
     REMOVED as REMOVED_BY_ADMIN,
-    counted as counted_skip,
     forget as forget_skipped,
     forget_folder as forget_skipped_items,
     record as record_skipped_items,
@@ -722,7 +721,6 @@ def _write_batch(
         result.imported += more.imported
         result.new_interactions += more.new_interactions
         result.new_contacts += more.new_contacts
-        result.skipped.update(reason for remote_id, reason in more.skipped_items if counted_skip(remote_id))
         result.skipped_items += more.skipped_items
         result.copies.update(more.copies)
     changes.update(result.copies)
@@ -762,7 +760,8 @@ def _write_batch(
             drop_meetings_without_copies(conn, org.org_id, relisted)
             relisted = set()
     unreadable = record_unreadable(conn, org.org_id, mbx.mailbox_id, folder.name, batch.bad, now)
-    record_skipped_items(conn, org.org_id, mbx.mailbox_id, folder.name, result.skipped_items, now, result.skipped)
+    # what the batch skipped that is new, by reason (an item already kept, or a meeting's part, counts nothing)
+    result.skipped = record_skipped_items(conn, org.org_id, mbx.mailbox_id, folder.name, result.skipped_items, now)
     skipped_now = dict(result.skipped)
     if unreadable:
         skipped_now["unreadable"] = skipped_now.get("unreadable", 0) + unreadable

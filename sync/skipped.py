@@ -20,7 +20,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
-from app.db import db_time, insert_ignore, insert_values
+from app.db import bulk_insert_ignore_returning, db_time
 from app.models import FolderState, SkippedItem, SyncIssue
 from connectors.base import BadRecord
 from connectors.ical import INVITATION_PART
@@ -28,6 +28,7 @@ from connectors.ical import INVITATION_PART
 ITEM = SkippedItem.__table__
 ISSUE = SyncIssue.__table__
 FOLDER = FolderState.__table__
+COLUMNS = ("org_id", "mailbox_id", "folder", "remote_id", "reason", "created_at")  # of both tables
 
 
 # An admin took the item off the timeline (a rule, an erasure) while the server still holds it. Its
@@ -42,35 +43,21 @@ def record_removed(conn, org_id: int, copies: list[tuple[int, str]], now: dateti
     folder id -> how many are new: what the folders' `removed` counts grow by."""
     if not copies:
         return Counter()
-    folders = dict(
-        (fid, (mailbox_id, name))
+    folders = {
+        fid: (mailbox_id, name)
         for fid, mailbox_id, name in conn.execute(
             select(FOLDER.c.id, FOLDER.c.mailbox_id, FOLDER.c.name).where(
                 FOLDER.c.id.in_(sorted({fid for fid, _ in copies}))
             )
         )
-    )
+    }
     created = db_time(conn, now)
-    rows: dict[tuple[int, str], tuple] = {}
-    for fid, remote_id in copies:
-        mailbox_id, name = folders[fid]
-        rows[(fid, remote_id[:900])] = (org_id, mailbox_id, name, remote_id[:900], REMOVED, created)
-    known: set[tuple[int, str]] = set()
-    by_folder: dict[int, set[str]] = {}
-    for fid, remote_id in rows:
-        by_folder.setdefault(fid, set()).add(remote_id)
-    for fid, ids in by_folder.items():
-        mailbox_id, name = folders[fid]
-        known.update((fid, r) for r in _kept(conn, ITEM, mailbox_id, name, ids))
-    new = {key: row for key, row in rows.items() if key not in known}
-    insert_values(
-        conn,
-        "skippeditem",
-        ("org_id", "mailbox_id", "folder", "remote_id", "reason", "created_at"),
-        list(new.values()),
-        "ON CONFLICT DO NOTHING",
-    )
-    return Counter(fid for fid, _ in new)
+    rows = {
+        (fid, remote_id[:900]): (org_id, *folders[fid], remote_id[:900], REMOVED, created) for fid, remote_id in copies
+    }
+    folder_of = {place: fid for fid, place in folders.items()}
+    inserted = bulk_insert_ignore_returning(conn, ITEM, COLUMNS, list(rows.values()), ("mailbox_id", "folder"))
+    return Counter(folder_of[(mailbox_id, name)] for mailbox_id, name in inserted)
 
 
 def counted(remote_id: str) -> bool:
@@ -81,66 +68,27 @@ def counted(remote_id: str) -> bool:
     return INVITATION_PART not in remote_id
 
 
-def record(
-    conn,
-    org_id: int,
-    mailbox_id: int | None,
-    folder: str,
-    items: list[tuple[str, str]],
-    now: datetime,
-    counts: Counter | None = None,
-) -> None:
-    """Keep these (remote id, reason) pairs of one folder. An item already kept (a delta or
-    sync-token round lists a changed item again) keeps its first row and is taken out of
-    `counts`, the batch's skipped counts by reason, so the folder counts it once."""
-    if not items:
-        return
-    known = _kept(conn, ITEM, mailbox_id, folder, {remote_id[:900] for remote_id, _ in items})
-    rows = []
+def record(conn, org_id: int, mailbox_id: int | None, folder: str, items: list[tuple[str, str]], now) -> Counter:
+    """Keep these (remote id, reason) pairs of one folder, and return what the new rows count,
+    by reason (`counted`): an item already kept (its row written by an earlier batch) is counted
+    no second time. Only the rows really inserted are counted, as copies are (sync/copies.py)."""
     created = db_time(conn, now)
-    for remote_id, reason in items:
-        remote_id = remote_id[:900]
-        if remote_id in known:
-            if counts is not None and counted(remote_id) and counts.get(reason, 0) > 0:
-                counts[reason] -= 1
-                if not counts[reason]:
-                    del counts[reason]
-            continue
-        known.add(remote_id)
-        rows.append((org_id, mailbox_id, folder, remote_id, reason[:500], created))
-    if not rows:
-        return
-    # One multi-row statement on PostgreSQL: through executemany each row was a round trip
-    # (2,893 of them in a 20,000-message first import, docs/performance.md section 6).
-    insert_values(
-        conn,
-        "skippeditem",
-        ("org_id", "mailbox_id", "folder", "remote_id", "reason", "created_at"),
-        rows,
-        "ON CONFLICT DO NOTHING",
-    )
+    rows: dict[str, tuple] = {}
+    for remote_id, reason in items:  # an id twice in one batch: its first reason
+        rows.setdefault(remote_id[:900], (org_id, mailbox_id, folder, remote_id[:900], reason[:500], created))
+    inserted = bulk_insert_ignore_returning(conn, ITEM, COLUMNS, list(rows.values()), ("remote_id", "reason"))
+    return Counter(reason for remote_id, reason in inserted if counted(remote_id))
 
 
 def record_unreadable(conn, org_id: int, mailbox_id: int | None, folder: str, bad: list[BadRecord], now) -> int:
-    """Keep the items that could not be read (syncissue, with why) and return how many new ones
-    count (`counted`): one listed again (a changed message in a delta round) keeps its row and is
-    not counted again."""
-    if not bad:
-        return 0
-    known = _kept(conn, ISSUE, mailbox_id, folder, {b.remote_id for b in bad})
-    rows: dict[str, dict] = {}
+    """Keep the items that could not be read (syncissue, with why) and return how many new rows
+    count (`counted`): one already kept (an earlier batch wrote it) is counted no second time."""
+    created = db_time(conn, now)
+    rows: dict[str, tuple] = {}
     for b in bad:
-        if b.remote_id not in known and b.remote_id not in rows:
-            rows[b.remote_id] = {
-                "org_id": org_id,
-                "mailbox_id": mailbox_id,
-                "folder": folder,
-                "remote_id": b.remote_id,
-                "reason": b.reason[:500],
-                "created_at": now,
-            }
-    insert_ignore(conn, ISSUE, list(rows.values()))
-    return sum(1 for remote_id in rows if counted(remote_id))
+        rows.setdefault(b.remote_id, (org_id, mailbox_id, folder, b.remote_id, b.reason[:500], created))
+    inserted = bulk_insert_ignore_returning(conn, ISSUE, COLUMNS, list(rows.values()), ("remote_id",))
+    return sum(1 for (remote_id,) in inserted if counted(remote_id))
 
 
 def forget(conn, mailbox_id: int | None, folder: str, remote_ids: list[str]) -> Counter:
@@ -182,18 +130,6 @@ CHUNK = 500  # remote ids per IN (...) list
 
 def _in_folder(table, mailbox_id: int | None, folder: str, remote_ids: list[str]) -> tuple:
     return (table.c.mailbox_id == mailbox_id, table.c.folder == folder, table.c.remote_id.in_(remote_ids))
-
-
-def _kept(conn, table, mailbox_id: int | None, folder: str, remote_ids: set[str]) -> set[str]:
-    """Which of these remote ids already have a row of `table` (skippeditem, syncissue) in the folder."""
-    listed, known = sorted(remote_ids), set()
-    for i in range(0, len(listed), CHUNK):
-        known.update(
-            conn.execute(
-                select(table.c.remote_id).where(*_in_folder(table, mailbox_id, folder, listed[i : i + CHUNK]))
-            ).scalars()
-        )
-    return known
 
 
 def forget_folder(conn, mailbox_id: int | None, folder: str) -> None:
