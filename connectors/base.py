@@ -381,6 +381,10 @@ class Batch:
     first_reading: bool = False
     backfill_done: bool = False
     reset: bool = False  # cursor was invalidated: copies recorded under the old cursor are stale
+    # With reset, for a calendar: the listing that follows covers meetings from this instant on
+    # (its window). The folder's meetings from before it are history it will not list again: their
+    # copies stay, as when the window slides past them. None: the listing covers the whole folder.
+    relists_from: datetime | None = None
     extra: dict = field(default_factory=dict)
 
 

@@ -23,7 +23,9 @@ resources efficiently"):
   the calendar from scratch with reset=True, as the guide asks ("clear the
   client's store and perform a full sync"): the engine drops the folder's
   copies, the full listing re-links every meeting by its key, and meetings it
-  no longer lists are removed at the end of the round.
+  no longer lists are removed at the end of the round. The listing covers the
+  window only: the reset says where it starts (Batch.relists_from), and the
+  meetings from before it keep their copies as history.
 
 Remote id: the event's `id` (an occurrence's is `<series id>_<original start>`).
 Meeting key: `iCalUID` (shared by every occurrence of a series, and the UID the
@@ -213,8 +215,10 @@ class GoogleCalendar:
             expired = yield from self._finish_round(cursor)
             cursor = {}
         base = {"v": 1, "window": list(window)}
+        # a full round lists the window: the meetings behind it stay as history at a re-listing
+        relists_from = datetime.fromisoformat(window[0].replace("Z", "+00:00"))
         if expired:  # what the old token would have told is lost: the full round is a re-listing
-            yield Batch([], [], {**base}, reset=True)
+            yield Batch([], [], {**base}, reset=True, relists_from=relists_from)
         if cursor.get("page_token"):
             round_token, page_token = cursor.get("round_token"), cursor["page_token"]
         else:
@@ -243,7 +247,7 @@ class GoogleCalendar:
                     raise
                 restarted = changed = True
                 round_token, page_token, listed, count = None, None, 0, {}
-                yield Batch([], [], {**base}, reset=True)
+                yield Batch([], [], {**base}, reset=True, relists_from=relists_from)
 
     def _finish_round(self, cursor: dict) -> Generator[Batch, None, bool]:
         """The old window's sync-token round read to its end before a full round over the new

@@ -30,7 +30,9 @@ Cursor per folder (stored by the engine as given):
 A round ends at @odata.deltaLink. An item named more than once in a page counts
 at its last entry (see _last_entries). An expired state (410, SyncStateNotFound,
 resyncRequired) restarts that folder from scratch with reset=True: the engine
-drops the folder's copies and every record is re-linked by its key.
+drops the folder's copies and every record is re-linked by its key. The
+calendar's listing covers its window only: its reset carries the window's start
+(Batch.relists_from), and the meetings from before it keep their copies as history.
 
 Graph gives delta no internet headers: In-Reply-To/References, List-Id and
 Auto-Submitted are unknown here, so threads are keyed by the message's
@@ -624,14 +626,16 @@ class GraphConnector:
         what: str,
         incremental: bool,
         headers: dict | None = None,
+        relists_from: datetime | None = None,
     ) -> Iterator[Batch]:
         """Follow nextLinks verbatim up to the deltaLink; the next page is fetched while
-        the engine ingests the current one. An expired state restarts once from scratch."""
+        the engine ingests the current one. An expired state restarts once from scratch.
+        relists_from: where a fresh listing starts (a calendar's window), told with a reset."""
         headers = headers or self._prefer()
         restarted = False
         if reset:
             incremental = False
-            yield Batch([], [], {**base}, reset=True)
+            yield Batch([], [], {**base}, reset=True, relists_from=relists_from)
             reset = False
         pending: Future = self._pool.submit(self.get_json, url, what=what, headers=headers)
         try:
@@ -643,7 +647,7 @@ class GraphConnector:
                     if restarted:
                         raise
                     restarted, incremental = True, False
-                    yield Batch([], [], {**base}, reset=True)
+                    yield Batch([], [], {**base}, reset=True, relists_from=relists_from)
                     pending = self._pool.submit(self.get_json, fresh(), what=what, headers=headers)
                     continue
                 finally:
@@ -804,6 +808,7 @@ class GraphConnector:
             expired,  # the old round's state expired: what it would have told is lost, read afresh
             what="syncing the calendar",
             incremental=incremental,
+            relists_from=_parse_time(win[0]),
         ):
             if len(self._masters) > 2000:  # keep the cursor small; misses are looked up again
                 self._masters = dict(list(self._masters.items())[-1000:])

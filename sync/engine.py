@@ -694,22 +694,26 @@ def _write_batch(
         # Copies with a provider id (Gmail's X-GM-MSGID) are set aside instead of
         # deleted: the new listing recognises them by it and moves them to their new
         # ids, and those it did not list go when it ends (below).
+        # A calendar's listing covers its window: the meetings behind it are history it will not
+        # list again, and keep their copies (Batch.relists_from).
+        I = Interaction.__table__
+        listed_again = [S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id]
+        if batch.relists_from is not None:
+            past = I.alias("past")
+            listed_again.append(
+                ~select(past.c.id)
+                .where(past.c.id == S.c.interaction_id, past.c.kind == "meeting")
+                .where(past.c.occurred_at < batch.relists_from)
+                .exists()
+            )
         relisted.update(
             conn.execute(
                 select(S.c.interaction_id)
-                .join(Interaction.__table__, Interaction.__table__.c.id == S.c.interaction_id)
-                .where(
-                    S.c.mailbox_id == mbx.mailbox_id,
-                    S.c.folder_id == mbx.folder_id,
-                    Interaction.__table__.c.kind == "meeting",
-                )
+                .join(I, I.c.id == S.c.interaction_id)
+                .where(*listed_again, I.c.kind == "meeting")
             ).scalars()
         )
-        changes.subtract(
-            copies.delete(
-                conn, S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id, S.c.provider_id.is_(None)
-            )
-        )
+        changes.subtract(copies.delete(conn, *listed_again, S.c.provider_id.is_(None)))
         copies.set_aside(conn, mbx.mailbox_id, mbx.folder_id)
         mailbox_skipped = _forget_folder_counts(conn, mbx.mailbox_id, mbx.folder_id, folder.name, mailbox_skipped)
         folder_skipped, folder_removed = {}, 0

@@ -320,6 +320,7 @@ def test_expired_delta_state_restarts_the_folder_with_reset(graph):
     finally:
         c.close()
     assert batches[0].reset and batches[0].records == [] and batches[0].cursor["id"] == cursor["id"]
+    assert batches[0].relists_from is None  # a mail folder's re-listing is the whole folder
     assert not {"delta_link", "next_link", "server_count"} & set(batches[0].cursor)  # the old count went too
     assert batches[-1].cursor["server_count"] == 11  # counted again at once after the re-read
     assert not any(b.reset for b in batches[1:])
@@ -798,6 +799,8 @@ def test_a_window_slide_first_finishes_the_old_round_so_a_meeting_deleted_meanwh
         graph.expire_delta_tokens(USER)
         expired = drain(c, cal, dict(again[-1].cursor, window=slid["window"]))
         assert expired[0].reset and not any(b.reset for b in expired[1:])
+        # the re-listing covers the new window: what is behind it stays as history (the engine)
+        assert expired[0].relists_from == datetime.fromisoformat(cursor["window"][0].replace("Z", "+00:00"))
         assert [r.subject for b in expired for r in b.records] == ["Soon"]
     finally:
         c.close()

@@ -4,9 +4,11 @@ code, and calendars are read over the organisation's window."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from app.services.mailboxes import fix_for
 from connectors.base import AuthError, Batch, CalendarWindow, ConnectorSpec, Fix, TransientError
-from tests.sync.test_meetings import ScriptedCalendar, _calendar, _meetings, batch, meeting
+from tests.sync.test_meetings import START, ScriptedCalendar, _calendar, _meetings, batch, meeting
 from tests.world import make_world
 
 
@@ -31,6 +33,37 @@ def test_relisting_after_an_expired_cursor_drops_meetings_deleted_meanwhile(tmp_
         )
         == 0
     )
+
+
+def test_relisting_a_calendar_keeps_the_history_behind_its_window(tmp_path):
+    """A calendar's listing covers its window only (a year back by default). After an expired
+    state the re-listing dropped every meeting behind the window that this calendar alone held:
+    a rep's past meetings left the contacts' timelines at each expiry. The listing says where it
+    starts (Batch.relists_from); what is older stays as history, as it does when the window slides."""
+    world = make_world(tmp_path)
+    box = _calendar(world, "alice@ourco.com")
+    window_start = START - timedelta(days=365)
+    old = meeting("old", uid="old@acme.com", start=window_start - timedelta(days=30))
+    script = [batch(old, meeting("a", uid="keep@acme.com"), meeting("b", uid="gone@acme.com"))]
+    assert world.sync(box, connector_factory=lambda *a: ScriptedCalendar(script)).ok
+    relisted = Batch(
+        records=[meeting("a", uid="keep@acme.com")],
+        bad=[],
+        cursor={"fresh": 1},
+        backfill_done=True,
+        reset=True,
+        relists_from=window_start,
+    )
+    report = world.sync(box, connector_factory=lambda *a: ScriptedCalendar([relisted]))
+    assert report.ok, report.error
+    assert sorted(m[0] for m in _meetings(world)) == ["ical:keep@acme.com", "ical:old@acme.com"]
+    # the history keeps its copy (a later deletion of it, told by the source, still takes it off)
+    assert world.scalar("SELECT COUNT(*) FROM interactionsource") == 2
+    assert world.scalar("SELECT messages FROM folderstate WHERE mailbox_id = :m", m=box) == 2
+    assert world.scalar("SELECT relisted FROM folderstate WHERE mailbox_id = :m", m=box) in ("[]", [])
+    deleted = Batch(records=[], bad=[], cursor={"delta": 2}, backfill_done=True, removed=["old"])
+    assert world.sync(box, connector_factory=lambda *a: ScriptedCalendar([deleted])).ok
+    assert [m[0] for m in _meetings(world)] == ["ical:keep@acme.com"]
 
 
 class CutOff(ScriptedCalendar):

@@ -185,6 +185,33 @@ def test_an_expired_sync_token_converges_to_exactly_the_timeline_of_a_clean_run(
         assert clean.snapshot()[part] == after[part], part
 
 
+def test_an_expired_sync_token_keeps_the_meetings_behind_the_window_on_the_timeline(world, boxes, google):
+    """The full listing after an expired token covers the calendar's window only: a meeting
+    behind it (history, kept as the window moved past it) left the timeline at the listing's end."""
+    past = google.calendar.add_event(
+        [ALICE], subject="Kick-off", start=NOW - timedelta(days=100), organizer=ALICE, attendees=[CARLA]
+    )
+    google.calendar.add_event(
+        [ALICE], subject="Review", start=NOW + timedelta(days=2), organizer=ALICE, attendees=[CARLA]
+    )
+    assert world.sync(boxes[ALICE]).ok
+    assert sorted(m[1] for m in meetings(world)) == ["Kick-off", "Review"]
+    world.set_org(calendar_past_days=30)  # the window moves past the kick-off: history now
+    assert world.sync(boxes[ALICE]).ok
+    google.calendar.expire_sync_tokens()
+    assert world.sync(boxes[ALICE]).ok
+    assert 410 in [status for _, _, status in google.calendar.requests]
+    assert sorted(m[1] for m in meetings(world)) == ["Kick-off", "Review"]
+    assert (
+        world.scalar(
+            "SELECT COUNT(*) FROM interactionsource s JOIN interaction i ON i.id = s.interaction_id "
+            "WHERE i.message_key = :k",
+            k=f"ical:{past}@google.com",
+        )
+        == 1
+    )
+
+
 def test_a_429_storm_ends_with_the_same_timeline(world, boxes, google):
     google.calendar.add_series(
         [ALICE],
