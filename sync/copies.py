@@ -17,6 +17,7 @@ and drops the ones it did not list when it ends (`drop_set_aside`).
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Mapping
 
 from sqlalchemy import bindparam, delete as _delete, literal, select, update
@@ -24,7 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
 from app.db import bulk_insert_ignore_returning
-from app.models import FolderState, InteractionSource
+from app.models import FolderState, Interaction, InteractionSource
 from connectors.ical import INVITATION_PART
 
 S, FOLDER = InteractionSource.__table__, FolderState.__table__
@@ -78,6 +79,25 @@ def set_aside(conn: Connection, mailbox_id: int, folder_id: int, *, every: bool 
             ~S.c.remote_id.startswith(SET_ASIDE),
         )
         .values(remote_id=literal(SET_ASIDE) + S.c.remote_id)
+    )
+
+
+def set_aside_meetings(conn: Connection, mailbox_id: int, folder_id: int, since: datetime) -> list[int]:
+    """A calendar read again from the start with its ids unchanged (an admin's re-read): its copies
+    of meetings from `since` on (what the reading lists) are set aside as `set_aside(every=True)`
+    does a mail folder's, the history before stays. Returns the meetings set aside: those the
+    reading does not list and no other copy holds leave the timeline when it ends (the engine's
+    `relisted`), as they would have had their deletion been seen."""
+    I = Interaction.__table__
+    listed = select(I.c.id).where(I.c.id == S.c.interaction_id, I.c.occurred_at >= since).exists()
+    return list(
+        conn.execute(
+            update(S)
+            .where(S.c.mailbox_id == mailbox_id, S.c.folder_id == folder_id, listed)
+            .where(~S.c.remote_id.startswith(SET_ASIDE))
+            .values(remote_id=literal(SET_ASIDE) + S.c.remote_id)
+            .returning(S.c.interaction_id)
+        ).scalars()
     )
 
 

@@ -157,7 +157,7 @@ def describe(session: Session, mailbox: Mailbox, *, with_folders: bool = False) 
 
 import socket  # noqa: E402
 import ssl  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
+from datetime import datetime, timedelta, timezone  # noqa: E402
 
 from sqlalchemy import (  # noqa: E402
     delete as _delete,
@@ -170,11 +170,13 @@ from sqlalchemy.engine import Connection  # noqa: E402
 from app.models import GraphSubscription, InteractionSource  # noqa: E402
 from app.models.base import utcnow  # noqa: E402
 from app.services import audit, reconcile  # noqa: E402
+from connectors.base import CalendarWindow  # noqa: E402
 from sync import copies  # noqa: E402
 from sync.fixes import RunError, fix_text  # noqa: E402
 
 MB, FS, SRC = Mailbox.__table__, FolderState.__table__, InteractionSource.__table__
 ISSUE, GSUB, SKIPPED = SyncIssue.__table__, GraphSubscription.__table__, SkippedItem.__table__
+ORG = Organisation.__table__
 
 
 def fix_for(kind: str | None, source: str | None = None, fix: str | None = None) -> str | None:
@@ -279,17 +281,33 @@ def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None
     )
     # Mail deleted on the server since the last run is told by no cursor any more: each mail folder's
     # copies are set aside for the new reading to re-link or store again, and its end drops the rest.
-    # Not a calendar's: its reading covers the window only, and copies behind it are the history.
-    for folder_id, mailbox_id in conn.execute(
-        _select(FS.c.id, FS.c.mailbox_id).where(
-            FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids), FS.c.selected, FS.c.role != "calendar"
+    # A calendar's reading covers its window only: the copies from the window's start on are set
+    # aside, their meetings kept with the folder (`relisted`) for the reading's end to drop those no
+    # copy holds then; the history behind the window stays. A week inside the window: it moves a day
+    # at a time, and a reading that starts a day or two later must still list every meeting set aside.
+    window_start = CalendarWindow(*_calendar_days(conn, org_id)).bounds()[0] + timedelta(days=7)
+    for folder_id, mailbox_id, role, relisted in conn.execute(
+        _select(FS.c.id, FS.c.mailbox_id, FS.c.role, FS.c.relisted).where(
+            FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids), FS.c.selected
         )
     ).all():
-        copies.set_aside(conn, mailbox_id, folder_id, every=True)
+        if role != "calendar":
+            copies.set_aside(conn, mailbox_id, folder_id, every=True)
+            continue
+        meetings = copies.set_aside_meetings(conn, mailbox_id, folder_id, window_start)
+        if meetings:
+            candidates = sorted(set(relisted or ()) | set(meetings))
+            conn.execute(_update(FS).where(FS.c.id == folder_id).values(relisted=candidates))
     # the counts restart, and so do the items behind them: the new reading skips them again, and
     # finds again what it cannot read (kept, those rows made it count none: "missing" for good)
     conn.execute(_delete(SKIPPED).where(SKIPPED.c.org_id == org_id, SKIPPED.c.mailbox_id.in_(mailbox_ids)))
     conn.execute(_delete(ISSUE).where(ISSUE.c.org_id == org_id, ISSUE.c.mailbox_id.in_(mailbox_ids)))
+
+
+def _calendar_days(conn: Connection, org_id: int) -> tuple[int, int]:
+    """The organisation's calendar window setting (past days, future days)."""
+    row = conn.execute(_select(ORG.c.calendar_past_days, ORG.c.calendar_future_days).where(ORG.c.id == org_id)).one()
+    return int(row[0]), int(row[1])
 
 
 def _one(conn: Connection, org_id: int, mailbox_id: int):

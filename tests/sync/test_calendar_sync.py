@@ -511,3 +511,28 @@ def test_an_unreadable_calendar_object_is_counted_and_leaves_with_its_deletion_o
     caldav_user.put("venus.ics", vcalendar(event("venus@x", stamp(SOON), attendees=carla, sequence=1)))  # repaired
     assert world.sync(mid).ok
     assert calendar() == (2, 2, 0, 0, "reconciled")
+
+
+def test_an_admins_re_read_of_a_calendar_drops_a_meeting_deleted_since_and_keeps_the_history(world, caldav_user):
+    """A re-read (resync, a rule removed) forgets the calendar's cursor, which alone would have told
+    of a meeting deleted since the last run: its copy stayed on the timeline for good."""
+    from app.services import mailboxes
+    from tests.app.test_reconciliation import api
+
+    carla = (("carla@acme.com", "ACCEPTED"),)
+    past = NOW.replace(minute=0, second=0) - timedelta(days=100)
+    caldav_user.put("kickoff.ics", vcalendar(event("kickoff@x", stamp(past), attendees=carla)))
+    caldav_user.put("review.ics", vcalendar(event("review@x", stamp(SOON), attendees=carla)))
+    caldav_user.put("demo.ics", vcalendar(event("demo@x", stamp(SOON + timedelta(days=1)), attendees=carla)))
+    mid = add_caldav(world, "alice@ourco.com", caldav_user)
+    assert world.sync(mid).ok
+    world.set_org(calendar_past_days=30)  # the window moves past the kick-off: history now
+    assert world.sync(mid).ok
+    assert sorted(meetings(world)) == ["ical:demo@x", "ical:kickoff@x", "ical:review@x"]
+    caldav_user.delete("demo.ics")
+    mailboxes.resync(world.rt, Actor.operator(world.org_id), mid)
+    assert world.sync(mid).ok
+    assert sorted(meetings(world)) == ["ical:kickoff@x", "ical:review@x"]
+    (cal,) = api(world).get(f"/api/mailboxes/{mid}").json()["folders"]
+    # CalDAV counts what its listing read: the re-read lists the window, the history is kept beyond it
+    assert (cal["server_count"], cal["stored"], cal["reconciliation"]) == (1, 2, "kept more")

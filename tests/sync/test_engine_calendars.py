@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from app.services import mailboxes
+from app.services.actor import Actor
 from app.services.mailboxes import fix_for
 from connectors.base import AuthError, Batch, CalendarWindow, ConnectorSpec, Fix, TransientError
 from tests.sync.test_meetings import START, ScriptedCalendar, _calendar, _meetings, batch, meeting
@@ -64,6 +66,28 @@ def test_relisting_a_calendar_keeps_the_history_behind_its_window(tmp_path):
     deleted = Batch(records=[], bad=[], cursor={"delta": 2}, backfill_done=True, removed=["old"])
     assert world.sync(box, connector_factory=lambda *a: ScriptedCalendar([deleted])).ok
     assert [m[0] for m in _meetings(world)] == ["ical:keep@acme.com"]
+
+
+def test_an_admins_re_read_of_a_calendar_drops_the_meetings_deleted_since_the_last_run(tmp_path):
+    """A re-read (resync, a rule removed) forgets the calendar's cursor, and with it what would
+    tell of a meeting deleted since the last run: its copy stayed for good. The copies inside the
+    window are set aside and their meetings kept with the folder; the reading's end drops those it
+    did not list. The history behind the window keeps its copies: the reading will not see it."""
+    world = make_world(tmp_path)
+    box = _calendar(world, "alice@ourco.com")
+    old = meeting("old", uid="old@acme.com", start=START - timedelta(days=400))
+    script = [batch(old, meeting("a", uid="keep@acme.com"), meeting("b", uid="gone@acme.com"))]
+    assert world.sync(box, connector_factory=lambda *a: ScriptedCalendar(script)).ok
+    mailboxes.resync(world.rt, Actor.operator(world.org_id), box)
+    first_page = Batch(records=[meeting("a", uid="keep@acme.com")], bad=[], cursor={"page": 2})
+    assert not world.sync(box, connector_factory=lambda *a: CutOff([first_page])).ok
+    assert len(_meetings(world)) == 3  # the reading has not ended: nothing is decided yet
+    last_page = Batch(records=[], bad=[], cursor={"delta": 1}, backfill_done=True)
+    assert world.sync(box, connector_factory=lambda *a: ScriptedCalendar([last_page])).ok
+    assert sorted(m[0] for m in _meetings(world)) == ["ical:keep@acme.com", "ical:old@acme.com"]
+    assert sorted(r[0] for r in world.sql("SELECT remote_id FROM interactionsource")) == ["a", "old"]
+    assert world.scalar("SELECT messages FROM folderstate WHERE mailbox_id = :m", m=box) == 2
+    assert world.scalar("SELECT relisted FROM folderstate WHERE mailbox_id = :m", m=box) in ("[]", [])
 
 
 class CutOff(ScriptedCalendar):
