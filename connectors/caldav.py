@@ -353,7 +353,8 @@ class CalDavConnector:
             state["ctag"] = None
         else:
             state["token"] = None
-        return Batch(records, bad, _cursor(state), removed=removed, backfill_done=True)
+        # what the listing covers (its window): meetings before it that it did not read are history
+        return Batch(records, bad, _cursor(state), removed=removed, backfill_done=True, relists_from=window.start)
 
     def _read_chunk(
         self, cal_url: str, cal_path: str, members: list[str], items: dict, etags: dict, window: Window, mode: str
@@ -494,6 +495,19 @@ class CalDavConnector:
             etag = props.get(f"{_D}getetag")
             out[member] = ((etag.text or "").strip() if etag is not None else "", data.text)
         return out
+
+
+def reread_cursor(cursor: dict | None) -> dict:
+    """The cursor an admin's re-read (app/services/mailboxes.py reset_folders) starts a calendar
+    from: a full listing, as from no cursor, that keeps the members it tracks with their change
+    markers cleared. So every member is read again, one gone since is told as removed (exactly,
+    where a listing from nothing could only set copies aside), and history behind the window that
+    the listing does not read stays tracked: its deletion still removes it, and it is counted."""
+    cursor = cursor or {}
+    if cursor.get("v") != CURSOR_VERSION or not isinstance(cursor.get("items"), dict):
+        return {}
+    items = {member: ["", v[1], list(v[2])] for member, v in cursor["items"].items()}
+    return {"v": CURSOR_VERSION, "mode": cursor.get("mode"), "items": items}
 
 
 def _history(rid: str, single_before: bool, window: Window) -> bool:

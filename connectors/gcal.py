@@ -216,7 +216,7 @@ class GoogleCalendar:
             cursor = {}
         base = {"v": 1, "window": list(window)}
         # a full round lists the window: the meetings behind it stay as history at a re-listing
-        relists_from = datetime.fromisoformat(window[0].replace("Z", "+00:00"))
+        relists_from = _instant(window[0])
         if expired:  # what the old token would have told is lost: the full round is a re-listing
             yield Batch([], [], {**base}, reset=True, relists_from=relists_from)
         if cursor.get("page_token"):
@@ -308,7 +308,9 @@ class GoogleCalendar:
                 cursor = {**base, "page_token": next_page, "round_token": round_token}
             else:
                 cursor = {**base, "sync_token": sync_token}
-            yield Batch(records, bad, cursor, removed=removed, backfill_done=not next_page)
+            # a full round's end tells what it covered (the window), as its reset did
+            covered = _instant(base["window"][0]) if not next_page and round_token is None else None
+            yield Batch(records, bad, cursor, removed=removed, backfill_done=not next_page, relists_from=covered)
             if not next_page:
                 return
             page_token = next_page
@@ -450,3 +452,8 @@ def _google_error(resp: httpx.Response) -> tuple[str, str]:
     errors = err.get("errors") or []
     reason = str(errors[0].get("reason") or "") if errors and isinstance(errors[0], dict) else ""
     return reason or str(err.get("status") or ""), str(err.get("message") or "")
+
+
+def _instant(stamp: str) -> datetime:
+    """A window bound as the cursor keeps it (ISO, Z) as an aware datetime."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))

@@ -584,6 +584,7 @@ class GraphConnector:
             reset,
             what=f"syncing folder {folder.name!r}",
             incremental=incremental,
+            relists_from=since,  # a fresh round reads the backfill window
         ):
             if batch.reset:
                 changed, count = True, {}
@@ -630,7 +631,8 @@ class GraphConnector:
     ) -> Iterator[Batch]:
         """Follow nextLinks verbatim up to the deltaLink; the next page is fetched while
         the engine ingests the current one. An expired state restarts once from scratch.
-        relists_from: where a fresh listing starts (a calendar's window), told with a reset."""
+        relists_from: where a fresh listing starts (the window it reads), told with a reset and
+        at the listing's end."""
         headers = headers or self._prefer()
         restarted = False
         if reset:
@@ -665,7 +667,9 @@ class GraphConnector:
                     cursor = {**base, "next_link": next_link, "incremental": incremental}
                 else:
                     cursor = {**base, "delta_link": delta_link}
-                yield Batch(records, bad, cursor, removed=removed, backfill_done=bool(delta_link))
+                # a fresh listing's end tells what it covered, as its reset did
+                covered = relists_from if delta_link and not incremental else None
+                yield Batch(records, bad, cursor, removed=removed, backfill_done=bool(delta_link), relists_from=covered)
                 if delta_link:
                     return
         finally:

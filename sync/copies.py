@@ -20,7 +20,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Mapping
 
-from sqlalchemy import bindparam, delete as _delete, literal, select, update
+from sqlalchemy import bindparam, delete as _delete, func, literal, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
@@ -62,42 +62,76 @@ def relink(conn: Connection, moves: list[tuple[int, str]]) -> None:
     )
 
 
-def set_aside(conn: Connection, mailbox_id: int, folder_id: int, *, every: bool = False) -> None:
+def set_aside(conn: Connection, mailbox_id: int, folder_id: int, *, every: bool = False) -> Counter:
     """The folder's ids changed (a new UIDVALIDITY): copies with a provider id are kept, their
     remote ids marked as no longer the server's, for the new listing to re-link them. every: the
     folder is read again from the start with its ids unchanged (an admin's re-read): every copy
     of a message is set aside, the new listing re-links (Gmail) or stores again what the server
     still holds, and its end drops the rest (`drop_set_aside`). An invitation's meeting copies
-    (`uid#ics…`) stay as they are, as when their email is expunged."""
+    (`uid#ics…`) stay as they are, as when their email is expunged. Returns folder id -> copies
+    deleted (`_set_aside`)."""
     which = [S.c.remote_id.not_like(f"%{INVITATION_PART}%")] if every else [S.c.provider_id.is_not(None)]
+    gone, _ = _set_aside(conn, mailbox_id, folder_id, *which)
+    return gone
+
+
+def set_aside_meetings(conn: Connection, mailbox_id: int, folder_id: int, since: datetime) -> tuple[Counter, list[int]]:
+    """A calendar read again from the start with its ids unchanged (an admin's re-read): its copies
+    of meetings from `since` on (what the reading lists) are set aside as `set_aside(every=True)`
+    does a mail folder's, the history before stays. Returns folder id -> copies deleted, and the
+    meetings set aside: those the reading does not list and no other copy holds leave the timeline
+    when it ends (the engine's `relisted`), as they would have had their deletion been seen."""
+    I = Interaction.__table__
+    listed = select(I.c.id).where(I.c.id == S.c.interaction_id, I.c.occurred_at >= since).exists()
+    return _set_aside(conn, mailbox_id, folder_id, listed)
+
+
+def _set_aside(conn: Connection, mailbox_id: int, folder_id: int, *which) -> tuple[Counter, list[int]]:
+    """Mark the folder's copies matching `which` as no longer the server's (SET_ASIDE + remote id).
+    A copy the reading going on has stored again beside its set-aside twin (a second re-read before
+    the first one ended) goes: the twin stands for it, and renaming it too would collide with it.
+    Returns folder id -> copies deleted, and the interactions of the copies set aside."""
+    twin = aliased(S)
+    has_twin = (
+        select(twin.c.id)
+        .where(
+            twin.c.mailbox_id == S.c.mailbox_id,
+            twin.c.folder_id == S.c.folder_id,
+            twin.c.remote_id == literal(SET_ASIDE) + S.c.remote_id,
+        )
+        .exists()
+    )
+    mine = [S.c.mailbox_id == mailbox_id, S.c.folder_id == folder_id, *which, ~S.c.remote_id.startswith(SET_ASIDE)]
+    gone = delete(conn, *mine, has_twin)
+    moved = conn.execute(
+        update(S).where(*mine).values(remote_id=literal(SET_ASIDE) + S.c.remote_id).returning(S.c.interaction_id)
+    ).scalars()
+    return gone, list(moved)
+
+
+def restore_set_aside_meetings(conn: Connection, mailbox_id: int, folder_id: int, before: datetime) -> None:
+    """The folder's listing has ended, and it covered items from `before` on (Batch.relists_from).
+    Copies set aside of meetings dated before that were not its to list again (history behind a
+    calendar's window, older than it was when they were set aside; an invitation older than the
+    backfill window): they get their remote ids back instead of leaving with `drop_set_aside`,
+    unless the listing stored their item again (a meeting overlapping the window's start)."""
+    I = Interaction.__table__
+    bare = func.substr(S.c.remote_id, len(SET_ASIDE) + 1)
+    twin = aliased(S)
     conn.execute(
         update(S)
         .where(
             S.c.mailbox_id == mailbox_id,
             S.c.folder_id == folder_id,
-            *which,
-            ~S.c.remote_id.startswith(SET_ASIDE),
+            S.c.remote_id.startswith(SET_ASIDE),
+            select(I.c.id)
+            .where(I.c.id == S.c.interaction_id, I.c.kind == "meeting", I.c.occurred_at < before)
+            .exists(),
+            ~select(twin.c.id)
+            .where(twin.c.mailbox_id == S.c.mailbox_id, twin.c.folder_id == S.c.folder_id, twin.c.remote_id == bare)
+            .exists(),
         )
-        .values(remote_id=literal(SET_ASIDE) + S.c.remote_id)
-    )
-
-
-def set_aside_meetings(conn: Connection, mailbox_id: int, folder_id: int, since: datetime) -> list[int]:
-    """A calendar read again from the start with its ids unchanged (an admin's re-read): its copies
-    of meetings from `since` on (what the reading lists) are set aside as `set_aside(every=True)`
-    does a mail folder's, the history before stays. Returns the meetings set aside: those the
-    reading does not list and no other copy holds leave the timeline when it ends (the engine's
-    `relisted`), as they would have had their deletion been seen."""
-    I = Interaction.__table__
-    listed = select(I.c.id).where(I.c.id == S.c.interaction_id, I.c.occurred_at >= since).exists()
-    return list(
-        conn.execute(
-            update(S)
-            .where(S.c.mailbox_id == mailbox_id, S.c.folder_id == folder_id, listed)
-            .where(~S.c.remote_id.startswith(SET_ASIDE))
-            .values(remote_id=literal(SET_ASIDE) + S.c.remote_id)
-            .returning(S.c.interaction_id)
-        ).scalars()
+        .values(remote_id=bare)
     )
 
 

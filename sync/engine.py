@@ -714,7 +714,7 @@ def _write_batch(
             ).scalars()
         )
         changes.subtract(copies.delete(conn, *listed_again, S.c.provider_id.is_(None)))
-        copies.set_aside(conn, mbx.mailbox_id, mbx.folder_id)
+        changes.subtract(copies.set_aside(conn, mbx.mailbox_id, mbx.folder_id))
         mailbox_skipped = _forget_folder_counts(conn, mbx.mailbox_id, mbx.folder_id, folder.name, mailbox_skipped)
         folder_skipped, folder_removed = {}, 0
     mail = [r for r in batch.records if isinstance(r, MessageRecord)]
@@ -759,6 +759,8 @@ def _write_batch(
         # left the server meanwhile (none unless the folder was read again from scratch), and
         # so did the meetings it held then that no copy holds now: they leave the timeline, as
         # they would have had their deletion been seen.
+        if batch.relists_from is not None:  # what the listing did not cover is not its to drop
+            copies.restore_set_aside_meetings(conn, mbx.mailbox_id, mbx.folder_id, batch.relists_from)
         changes.subtract(copies.drop_set_aside(conn, mbx.mailbox_id, mbx.folder_id))
         if relisted:
             drop_meetings_without_copies(conn, org.org_id, relisted)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
 from sqlmodel import Session, select
 
@@ -170,6 +171,7 @@ from sqlalchemy.engine import Connection  # noqa: E402
 from app.models import GraphSubscription, InteractionSource  # noqa: E402
 from app.models.base import utcnow  # noqa: E402
 from app.services import audit, reconcile  # noqa: E402
+from connectors import caldav  # noqa: E402
 from connectors.base import CalendarWindow  # noqa: E402
 from sync import copies  # noqa: E402
 from sync.fixes import RunError, fix_text  # noqa: E402
@@ -274,30 +276,49 @@ def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None
             lease_until=None,
         )
     )
+    # A CalDAV calendar keeps the members its cursor tracks (connectors/caldav.py reread_cursor).
+    kept = {
+        folder_id: caldav.reread_cursor(cursor)
+        for folder_id, cursor in conn.execute(
+            _select(FS.c.id, FS.c.cursor)
+            .join(MB, MB.c.id == FS.c.mailbox_id)
+            .where(
+                FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids), FS.c.role == "calendar", MB.c.kind == "caldav"
+            )
+        ).all()
+    }
     conn.execute(
         _update(FS)
         .where(FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids))
         .values(cursor={}, backfill_done=False, skipped={}, removed=0, status="ok", last_error=None)
     )
+    for folder_id, cursor in kept.items():
+        if cursor:
+            conn.execute(_update(FS).where(FS.c.id == folder_id).values(cursor=cursor))
     # Mail deleted on the server since the last run is told by no cursor any more: each mail folder's
     # copies are set aside for the new reading to re-link or store again, and its end drops the rest.
     # A calendar's reading covers its window only: the copies from the window's start on are set
     # aside, their meetings kept with the folder (`relisted`) for the reading's end to drop those no
     # copy holds then; the history behind the window stays. A week inside the window: it moves a day
     # at a time, and a reading that starts a day or two later must still list every meeting set aside.
+    # (Should the reading list less, it gives back at its end what it did not cover: Batch.relists_from.)
+    # A copy stored again by a reading not ended yet, beside its set-aside twin, goes (`_set_aside`).
     window_start = CalendarWindow(*_calendar_days(conn, org_id)).bounds()[0] + timedelta(days=7)
+    gone: Counter = Counter()
     for folder_id, mailbox_id, role, relisted in conn.execute(
         _select(FS.c.id, FS.c.mailbox_id, FS.c.role, FS.c.relisted).where(
             FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids), FS.c.selected
         )
     ).all():
         if role != "calendar":
-            copies.set_aside(conn, mailbox_id, folder_id, every=True)
+            gone.update(copies.set_aside(conn, mailbox_id, folder_id, every=True))
             continue
-        meetings = copies.set_aside_meetings(conn, mailbox_id, folder_id, window_start)
+        dropped, meetings = copies.set_aside_meetings(conn, mailbox_id, folder_id, window_start)
+        gone.update(dropped)
         if meetings:
             candidates = sorted(set(relisted or ()) | set(meetings))
             conn.execute(_update(FS).where(FS.c.id == folder_id).values(relisted=candidates))
+    copies.count_changed(conn, {folder_id: -n for folder_id, n in gone.items()})
     # the counts restart, and so do the items behind them: the new reading skips them again, and
     # finds again what it cannot read (kept, those rows made it count none: "missing" for good)
     conn.execute(_delete(SKIPPED).where(SKIPPED.c.org_id == org_id, SKIPPED.c.mailbox_id.in_(mailbox_ids)))

@@ -70,6 +70,7 @@ def test_a_gone_sync_token_restarts_the_calendar_from_a_full_listing_marked_rese
     assert batches[0].reset and not batches[0].records
     # the full listing covers the window: the meetings behind it stay as history (the engine)
     assert batches[0].relists_from == datetime.fromisoformat(done["window"][0].replace("Z", "+00:00"))
+    assert batches[-1].backfill_done and batches[-1].relists_from == batches[0].relists_from  # and its end
     assert [r.remote_id for b in batches for r in b.records] == ids[1:]  # the deletion shows by absence
     assert [s for _, _, s in google.calendar.requests][-2:] == [410, 200]
     cal.close()

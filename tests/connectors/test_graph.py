@@ -320,7 +320,8 @@ def test_expired_delta_state_restarts_the_folder_with_reset(graph):
     finally:
         c.close()
     assert batches[0].reset and batches[0].records == [] and batches[0].cursor["id"] == cursor["id"]
-    assert batches[0].relists_from is None  # a mail folder's re-listing is the whole folder
+    # the re-listing reads the backfill window: the meetings of older invitations stay (the engine)
+    assert batches[0].relists_from == datetime.fromisoformat(cursor["since"].replace("Z", "+00:00"))
     assert not {"delta_link", "next_link", "server_count"} & set(batches[0].cursor)  # the old count went too
     assert batches[-1].cursor["server_count"] == 11  # counted again at once after the re-read
     assert not any(b.reset for b in batches[1:])
@@ -801,6 +802,7 @@ def test_a_window_slide_first_finishes_the_old_round_so_a_meeting_deleted_meanwh
         assert expired[0].reset and not any(b.reset for b in expired[1:])
         # the re-listing covers the new window: what is behind it stays as history (the engine)
         assert expired[0].relists_from == datetime.fromisoformat(cursor["window"][0].replace("Z", "+00:00"))
+        assert expired[-1].backfill_done and expired[-1].relists_from == expired[0].relists_from  # and its end
         assert [r.subject for b in expired for r in b.records] == ["Soon"]
     finally:
         c.close()

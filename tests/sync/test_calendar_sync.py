@@ -513,7 +513,10 @@ def test_an_unreadable_calendar_object_is_counted_and_leaves_with_its_deletion_o
     assert calendar() == (2, 2, 0, 0, "reconciled")
 
 
-def test_an_admins_re_read_of_a_calendar_drops_a_meeting_deleted_since_and_keeps_the_history(world, caldav_user):
+@pytest.mark.parametrize("sync_mode", ["auto", "ctag"])
+def test_an_admins_re_read_of_a_calendar_drops_a_meeting_deleted_since_and_keeps_the_history(
+    world, caldav_user, sync_mode
+):
     """A re-read (resync, a rule removed) forgets the calendar's cursor, which alone would have told
     of a meeting deleted since the last run: its copy stayed on the timeline for good."""
     from app.services import mailboxes
@@ -524,7 +527,7 @@ def test_an_admins_re_read_of_a_calendar_drops_a_meeting_deleted_since_and_keeps
     caldav_user.put("kickoff.ics", vcalendar(event("kickoff@x", stamp(past), attendees=carla)))
     caldav_user.put("review.ics", vcalendar(event("review@x", stamp(SOON), attendees=carla)))
     caldav_user.put("demo.ics", vcalendar(event("demo@x", stamp(SOON + timedelta(days=1)), attendees=carla)))
-    mid = add_caldav(world, "alice@ourco.com", caldav_user)
+    mid = add_caldav(world, "alice@ourco.com", caldav_user, sync=sync_mode)
     assert world.sync(mid).ok
     world.set_org(calendar_past_days=30)  # the window moves past the kick-off: history now
     assert world.sync(mid).ok
@@ -534,5 +537,33 @@ def test_an_admins_re_read_of_a_calendar_drops_a_meeting_deleted_since_and_keeps
     assert world.sync(mid).ok
     assert sorted(meetings(world)) == ["ical:kickoff@x", "ical:review@x"]
     (cal,) = api(world).get(f"/api/mailboxes/{mid}").json()["folders"]
-    # CalDAV counts what its listing read: the re-read lists the window, the history is kept beyond it
-    assert (cal["server_count"], cal["stored"], cal["reconciliation"]) == (1, 2, "kept more")
+    # the history stays tracked through the re-read: counted, and its deletion still takes it off
+    assert (cal["server_count"], cal["stored"], cal["reconciliation"]) == (2, 2, "reconciled")
+    caldav_user.delete("kickoff.ics")
+    assert world.sync(mid).ok
+    assert sorted(meetings(world)) == ["ical:review@x"]
+
+
+def test_a_new_uidvalidity_keeps_the_meetings_of_invitations_older_than_the_backfill_window(world, imap_user):
+    """A folder read again from scratch (a server migration gives every folder a new UIDVALIDITY)
+    re-reads the backfill window only. An invitation older than it, read when it came in, keeps
+    its email on the timeline; its meeting left with the listing's end. Both stay now."""
+    past = NOW.replace(minute=0, second=0) - timedelta(days=95)
+    kickoff = event(
+        "kickoff@acme.com", stamp(past), organizer="carla@acme.com", attendees=(("alice@ourco.com", "ACCEPTED"),)
+    )
+    old = invitation(vcalendar(kickoff, method="REQUEST"), msgid="old-inv@acme.com", frm="carla@acme.com")
+    recent = message("carla@acme.com", "alice@ourco.com", "Next steps", msgid="recent@acme.com")
+    imap_user.create_folder("Archive")
+    imap_user.deliver(old, folder="Archive", internaldate=NOW - timedelta(days=100))
+    imap_user.deliver(recent, folder="Archive", internaldate=NOW - timedelta(days=2))
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    assert world.sync(mid).ok
+    assert "ical:kickoff@acme.com" in meetings(world)
+    world.set_org(backfill_days=30)
+    imap_user.recreate_folder("Archive")  # the same mail under new UIDs
+    imap_user.deliver(old, folder="Archive", internaldate=NOW - timedelta(days=100))
+    imap_user.deliver(recent, folder="Archive", internaldate=NOW - timedelta(days=2))
+    assert world.sync(mid).ok
+    assert "ical:kickoff@acme.com" in meetings(world)
+    assert world.scalar("SELECT kind FROM interaction WHERE message_key = 'old-inv@acme.com'") == "email"

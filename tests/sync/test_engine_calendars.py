@@ -4,7 +4,7 @@ code, and calendars are read over the organisation's window."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from app.services import mailboxes
 from app.services.actor import Actor
@@ -75,19 +75,49 @@ def test_an_admins_re_read_of_a_calendar_drops_the_meetings_deleted_since_the_la
     did not list. The history behind the window keeps its copies: the reading will not see it."""
     world = make_world(tmp_path)
     box = _calendar(world, "alice@ourco.com")
-    old = meeting("old", uid="old@acme.com", start=START - timedelta(days=400))
-    script = [batch(old, meeting("a", uid="keep@acme.com"), meeting("b", uid="gone@acme.com"))]
+    soon = datetime.now(timezone.utc) + timedelta(days=3)  # reset_folders reads the window off the clock
+    old = meeting("old", uid="old@acme.com", start=soon - timedelta(days=400))
+    script = [batch(old, meeting("a", uid="keep@acme.com", start=soon), meeting("b", uid="gone@acme.com", start=soon))]
     assert world.sync(box, connector_factory=lambda *a: ScriptedCalendar(script)).ok
     mailboxes.resync(world.rt, Actor.operator(world.org_id), box)
-    first_page = Batch(records=[meeting("a", uid="keep@acme.com")], bad=[], cursor={"page": 2})
+    first_page = Batch(records=[meeting("a", uid="keep@acme.com", start=soon)], bad=[], cursor={"page": 2})
     assert not world.sync(box, connector_factory=lambda *a: CutOff([first_page])).ok
     assert len(_meetings(world)) == 3  # the reading has not ended: nothing is decided yet
+    # A second re-read before the first ended: "a" is stored again beside its set-aside twin.
+    mailboxes.resync(world.rt, Actor.operator(world.org_id), box)
+    assert sorted(r[0] for r in world.sql("SELECT remote_id FROM interactionsource")) == ["old", "stale:a", "stale:b"]
+    assert world.scalar("SELECT messages FROM folderstate WHERE mailbox_id = :m", m=box) == 3
+    assert not world.sync(box, connector_factory=lambda *a: CutOff([first_page])).ok
     last_page = Batch(records=[], bad=[], cursor={"delta": 1}, backfill_done=True)
     assert world.sync(box, connector_factory=lambda *a: ScriptedCalendar([last_page])).ok
     assert sorted(m[0] for m in _meetings(world)) == ["ical:keep@acme.com", "ical:old@acme.com"]
     assert sorted(r[0] for r in world.sql("SELECT remote_id FROM interactionsource")) == ["a", "old"]
     assert world.scalar("SELECT messages FROM folderstate WHERE mailbox_id = :m", m=box) == 2
     assert world.scalar("SELECT relisted FROM folderstate WHERE mailbox_id = :m", m=box) in ("[]", [])
+
+
+def test_a_re_read_that_lists_a_narrower_window_gives_back_what_it_did_not_cover(tmp_path):
+    """The copies are set aside over the window of the day of the re-read; the reading may run
+    weeks later (a paused mailbox) or over fewer days (the setting lowered). Its end says where
+    its listing started, and the meetings before that stay, with their copies."""
+    world = make_world(tmp_path)
+    box = _calendar(world, "alice@ourco.com")
+    now = datetime.now(timezone.utc)
+    spring = meeting("spring", uid="spring@acme.com", start=now - timedelta(days=200))
+    script = [batch(spring, meeting("a", uid="keep@acme.com", start=now + timedelta(days=3)))]
+    assert world.sync(box, connector_factory=lambda *a: ScriptedCalendar(script)).ok
+    mailboxes.resync(world.rt, Actor.operator(world.org_id), box)
+    narrower = Batch(
+        records=[meeting("a", uid="keep@acme.com", start=now + timedelta(days=3))],
+        bad=[],
+        cursor={"delta": 1},
+        backfill_done=True,
+        relists_from=now - timedelta(days=30),
+    )
+    assert world.sync(box, connector_factory=lambda *a: ScriptedCalendar([narrower])).ok
+    assert sorted(m[0] for m in _meetings(world)) == ["ical:keep@acme.com", "ical:spring@acme.com"]
+    assert sorted(r[0] for r in world.sql("SELECT remote_id FROM interactionsource")) == ["a", "spring"]
+    assert world.scalar("SELECT messages FROM folderstate WHERE mailbox_id = :m", m=box) == 2
 
 
 class CutOff(ScriptedCalendar):
