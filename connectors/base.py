@@ -381,12 +381,11 @@ class Batch:
     first_reading: bool = False
     backfill_done: bool = False
     reset: bool = False  # cursor was invalidated: copies recorded under the old cursor are stale
-    # With reset: the listing that follows covers items from this instant on (a calendar's window,
-    # a mail folder's backfill window); with backfill_done, the listing that ends covered them. The
-    # folder's meetings from before it (their invitations, in mail) are history it does not list
-    # again: their copies stay, as when a calendar's window slides past them (at a reset none is
-    # dropped; at the end, those set aside meanwhile are given back). Emails' copies go either way
-    # (their interactions stay). None: the listing covers the whole folder.
+    # A calendar's listing: with reset, the listing that follows covers meetings from this instant
+    # on (its window); with backfill_done, the listing that ends covered them. The meetings from
+    # before it are history it does not list again: their copies stay, as when the window slides
+    # past them (at a reset none is dropped; at the end, those set aside meanwhile are given back).
+    # None: the listing covers the whole folder (a mail folder's invitation copies stay anyway).
     relists_from: datetime | None = None
     extra: dict = field(default_factory=dict)
 

@@ -506,7 +506,8 @@ def reread_cursor(cursor: dict | None) -> dict:
     cursor = cursor or {}
     if cursor.get("v") != CURSOR_VERSION or not isinstance(cursor.get("items"), dict):
         return {}
-    items = {member: ["", v[1], list(v[2])] for member, v in cursor["items"].items()}
+    # None: no digest equals it (a member without an ETag has the digest "")
+    items = {member: [None, v[1], list(v[2])] for member, v in cursor["items"].items()}
     return {"v": CURSOR_VERSION, "mode": cursor.get("mode"), "items": items}
 
 

@@ -584,7 +584,6 @@ class GraphConnector:
             reset,
             what=f"syncing folder {folder.name!r}",
             incremental=incremental,
-            relists_from=since,  # a fresh round reads the backfill window
         ):
             if batch.reset:
                 changed, count = True, {}

@@ -13,8 +13,9 @@ Cursor per folder (stored by the engine as given):
   low_uid          newest-first backfill has imported everything in the window
                    from here up to top_uid; null before the first batch
 
-A new UIDVALIDITY starts the folder again (a Batch with reset, relists_from the backfill
-window's first day: what the new listing reads; meetings of older invitations stay).
+A new UIDVALIDITY starts the folder again (a Batch with reset): the engine drops the old
+copies and the new listing re-links every message by its key; an invitation's meeting
+copies stay, as when its email is expunged.
 
 A record's remote_id is "UIDVALIDITY/UID". Where the server advertises X-GM-EXT-1
 (Gmail), each record also carries Gmail's X-GM-MSGID (provider_id: the same in every
@@ -34,7 +35,7 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 from imapclient import IMAPClient, exceptions as imap_errors
@@ -524,13 +525,11 @@ class ImapConnector:
                 base["listed_at"] = utc_stamp()
         if removed or listed is not None:
             yield Batch([], [], dict(cursor), removed=removed, listed=listed)
-        # what a listing from scratch reads: the backfill window (SINCE its first day) and what comes in
-        first_day = datetime.combine(since.date(), time(0), tzinfo=timezone.utc)
         if not cursor:
             top0 = status["uidnext"] - 1
             cursor = {**base, "top_uid": top0, "first_top": top0, "low_uid": None, "backfill_done": False}
             if reset:
-                yield Batch([], [], dict(cursor), reset=True, relists_from=first_day)
+                yield Batch([], [], dict(cursor), reset=True)
         top = int(cursor["top_uid"])
         # 1. New mail since last time, oldest first so top_uid only ever grows.
         new_uids = [u for u in self._search(["UID", f"{top + 1}:*"], folder) if u > top]
@@ -552,8 +551,7 @@ class ImapConnector:
                 yield Batch(records, bad, dict(cursor), first_reading=True)
             cursor = {**cursor, **base, "low_uid": cursor.get("low_uid") or low, "backfill_done": True}
             count = counted(self._scope_count(folder, cursor, since))
-            # the listing's end tells what it covered, as its reset did
-            yield Batch([], [], {**cursor, **count}, backfill_done=True, relists_from=first_day)
+            yield Batch([], [], {**cursor, **count}, backfill_done=True)
         elif recount_due(cursor, changed=bool(removed) or listed is not None):
             # at most hourly, and at once after messages were expunged: new mail read meanwhile
             # only makes the copies outnumber the count, which is no alarm

@@ -90,7 +90,7 @@ def _set_aside(conn: Connection, mailbox_id: int, folder_id: int, *which) -> tup
     """Mark the folder's copies matching `which` as no longer the server's (SET_ASIDE + remote id).
     A copy the reading going on has stored again beside its set-aside twin (a second re-read before
     the first one ended) goes: the twin stands for it, and renaming it too would collide with it.
-    Returns folder id -> copies deleted, and the interactions of the copies set aside."""
+    Returns folder id -> copies deleted, and the interactions of the copies set aside or deleted."""
     twin = aliased(S)
     has_twin = (
         select(twin.c.id)
@@ -102,19 +102,25 @@ def _set_aside(conn: Connection, mailbox_id: int, folder_id: int, *which) -> tup
         .exists()
     )
     mine = [S.c.mailbox_id == mailbox_id, S.c.folder_id == folder_id, *which, ~S.c.remote_id.startswith(SET_ASIDE)]
-    gone = delete(conn, *mine, has_twin)
+    gone: Counter = Counter()
+    touched: list[int] = []
+    for folder, interaction_id in conn.execute(
+        _delete(S).where(*mine, has_twin).returning(S.c.folder_id, S.c.interaction_id)
+    ):
+        gone[folder] += 1
+        touched.append(interaction_id)
     moved = conn.execute(
         update(S).where(*mine).values(remote_id=literal(SET_ASIDE) + S.c.remote_id).returning(S.c.interaction_id)
     ).scalars()
-    return gone, list(moved)
+    return gone, touched + list(moved)
 
 
 def restore_set_aside_meetings(conn: Connection, mailbox_id: int, folder_id: int, before: datetime) -> None:
-    """The folder's listing has ended, and it covered items from `before` on (Batch.relists_from).
+    """A calendar's listing has ended, and it covered meetings from `before` on (Batch.relists_from).
     Copies set aside of meetings dated before that were not its to list again (history behind a
-    calendar's window, older than it was when they were set aside; an invitation older than the
-    backfill window): they get their remote ids back instead of leaving with `drop_set_aside`,
-    unless the listing stored their item again (a meeting overlapping the window's start)."""
+    window that moved on since they were set aside, or was made narrower): they get their remote
+    ids back instead of leaving with `drop_set_aside`, unless the listing stored their item again
+    (a meeting overlapping the window's start)."""
     I = Interaction.__table__
     bare = func.substr(S.c.remote_id, len(SET_ASIDE) + 1)
     twin = aliased(S)

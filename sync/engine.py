@@ -56,6 +56,7 @@ from connectors.base import (
     close_quietly,
 )
 from connectors.factory import build_connector, events
+from connectors.ical import INVITATION_PART
 from sync import copies, exclusions, followups, metrics
 from sync.addresses import FREE_MAIL_DOMAINS
 from sync.fixes import RunError
@@ -695,9 +696,15 @@ def _write_batch(
         # deleted: the new listing recognises them by it and moves them to their new
         # ids, and those it did not list go when it ends (below).
         # A calendar's listing covers its window: the meetings behind it are history it will not
-        # list again, and keep their copies (Batch.relists_from).
+        # list again, and keep their copies (Batch.relists_from). An invitation's meeting copies in
+        # mail (`uid#ics…`) stay as they are, as when their email is expunged: the new listing reads
+        # the backfill window by the emails' dates, and an older invitation is not read again.
         I = Interaction.__table__
-        listed_again = [S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id]
+        listed_again = [
+            S.c.mailbox_id == mbx.mailbox_id,
+            S.c.folder_id == mbx.folder_id,
+            S.c.remote_id.not_like(f"%{INVITATION_PART}%"),
+        ]
         if batch.relists_from is not None:
             past = I.alias("past")
             listed_again.append(

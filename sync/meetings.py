@@ -754,14 +754,16 @@ def _write_participants_and_copies(batch: _Batch, states: dict[str, _State], ids
 
 
 def remove_copies(conn: Connection, org_id: int, mbx: MailboxContext, remote_ids: list[str]) -> Counter:
-    """Copies that left a folder or calendar. A meeting with no copy left leaves
+    """Copies that left a folder or calendar (set aside or not). A meeting with no copy left leaves
     the timeline; an email stays (the company keeps what it learnt) unless an
     admin purges it. Returns folder id -> copies deleted."""
     removed: Counter = Counter()
     affected: set[int] = set()
     for i in range(0, len(remote_ids), 500):
         part = remote_ids[i : i + 500]
-        mine = (S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id, S.c.remote_id.in_(part))
+        # a copy set aside for a re-read going on (copies.SET_ASIDE) left as well
+        ids = part + [copies.SET_ASIDE + remote_id for remote_id in part]
+        mine = (S.c.mailbox_id == mbx.mailbox_id, S.c.folder_id == mbx.folder_id, S.c.remote_id.in_(ids))
         affected.update(conn.execute(select(S.c.interaction_id).where(*mine)).scalars())
         removed.update(copies.delete(conn, *mine))
     drop_meetings_without_copies(conn, org_id, affected)
