@@ -528,6 +528,21 @@ def _upsert_folders(engine: Engine, mailbox, folders: list[Folder]) -> list[tupl
             ],
         )
         rows = conn.execute(select(FOLDER).where(FOLDER.c.mailbox_id == mailbox["id"])).mappings().all()
+        # A folder listed with another role than its row's (insert_ignore keeps the first one): the
+        # listing's role is what a first import would give it. One skipped for a while (a \Junk flag
+        # set and taken off again; _drop_folders_left_out turned its row into a skipped one) is read
+        # again: kept unselected, its mail never reached the timeline.
+        listed = {f.name: f.role for f in folders}
+        changed = [
+            r for r in rows if r["name"] in listed and r["role"] != listed[r["name"]] and listed[r["name"]] != "skip"
+        ]
+        for r in changed:
+            values: dict[str, Any] = {"role": listed[r["name"]]}
+            if r["role"] == "skip":
+                values["selected"] = True
+            conn.execute(update(FOLDER).where(FOLDER.c.id == r["id"]).values(**values))
+        if changed:
+            rows = conn.execute(select(FOLDER).where(FOLDER.c.mailbox_id == mailbox["id"])).mappings().all()
     by_name = {r["name"]: dict(r) for r in rows}
     pairs = [(f, by_name[f.name]) for f in folders if f.name in by_name]
     pairs.sort(key=lambda p: (ROLE_ORDER.get(p[0].role, 9), p[0].name))

@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import pytest
 
+from connectors.base import Folder
+from connectors.factory import build_connector
 from tests.faults.timeline import assert_same_timeline, timeline
 from tests.world import NOW, make_world, message
 
@@ -74,3 +76,37 @@ def test_a_folder_that_failed_and_then_left_the_server_does_not_keep_the_mailbox
     assert report.ok and not report.folders_failed
     assert world.sql("SELECT status, last_error FROM mailbox") == [("active", None)]
     assert [r[0] for r in world.sql("SELECT name FROM folderstate")] == ["INBOX"]
+
+
+class Relabelled:
+    """The real IMAP connector, with some folders listed as skipped (a \\Junk flag set on them
+    for a while, say): a source whose classification of a folder changes between runs."""
+
+    def __init__(self, inner, skipped: set[str]):
+        self.inner, self.skipped = inner, skipped
+
+    def list_folders(self):
+        return [
+            Folder(f.name, "skip", f.flags, f.remote_id) if f.name in self.skipped else f
+            for f in self.inner.list_folders()
+        ]
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_folder_skipped_for_a_while_is_read_again_once_listed_as_mail(world, imap_user, tmp_path):
+    """Its row came back as a skipped one, and the stored row was never updated: the folder stayed
+    unselected for good, and its mail never reached the timeline."""
+    _fill(imap_user)
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    assert world.sync(mid).ok
+    assert world.sync(mid, connector_factory=lambda spec: Relabelled(build_connector(spec), {"Projects"})).ok
+    assert world.sql("SELECT role, selected FROM folderstate WHERE name = 'Projects'") == [("skip", False)]
+    assert world.sync(mid).ok
+    assert world.sql("SELECT role, selected FROM folderstate WHERE name = 'Projects'") == [("other", True)]
+    assert_same_timeline(
+        timeline(world, skip=("unreadable", "skipped_items")),
+        _clean_import(tmp_path, imap_user),
+        what="an incremental sync after a folder was skipped for a while",
+    )
