@@ -17,7 +17,10 @@ Cursor per folder (stored by the engine as given):
               after the old round is read to its end (a deletion meanwhile)
   masters     series master id -> its iCalUId (calendar, a small cache)
   since       the backfill window's first instant (mail folders): the first round passes
-              over mail received before it, and the count below uses the same instant
+              over mail received before it, and the count below uses the same instant; when
+              the organisation's window starts earlier (backfill_days raised), the mail
+              between is listed and read first (widen_to: the new instant; widen_next: the
+              next page of that listing, should it be interrupted)
   round_started  when the unfinished round began: the count covers mail received before it
   server_count   what the reconciliation (app/services/reconcile.py) compares with the copies
               stored plus the skipped ones, once a round is done: mail folders, Graph's
@@ -553,6 +556,7 @@ class GraphConnector:
         reset = False
         if cursor and cursor.get("id") != fid:  # deleted and re-created under the same name
             cursor, reset = {}, True
+        wanted = since  # the organisation's backfill window as it is now
         select = ",".join(MESSAGE_FIELDS + (("bodyPreview",) if self.want_snippet else ()))
         incremental = bool(cursor.get("delta_link") or cursor.get("incremental"))
         # The backfill window's first instant, kept for the folder: the first round passes over
@@ -576,6 +580,11 @@ class GraphConnector:
             return records, bad, removed
 
         changed = reset  # something left the folder, or it is read again from scratch: count again
+        if cursor.get("delta_link") and not reset and (cursor.get("widen_to") or wanted < since):
+            start = yield from self._widen(
+                fid, folder, cursor, select, start, cursor.get("widen_to") or utc_stamp(wanted)
+            )
+            since, base["since"], changed = _parse_time(start) or since, start, True
         for batch in self._rounds(
             cursor.get("next_link") or cursor.get("delta_link") or fresh(),
             fresh,
@@ -597,6 +606,34 @@ class GraphConnector:
             elif count:
                 batch.cursor.update(count)  # an incremental round spanning runs keeps the last count
             yield batch
+
+    def _widen(
+        self, fid: str, folder: Folder, cursor: dict, select: str, old: str, new: str
+    ) -> Generator[Batch, None, str]:
+        """The backfill window made wider (backfill_days raised) after the folder's first round:
+        the mail received between the new start and the one that round passed over is read as it
+        would have read it. Listed by the folder's messages filtered on receivedDateTime (a delta
+        round lists only changes), page by page; an interrupted pass resumes at its next page
+        (`widen_next`). The delta state is kept and read after it. Returns the new start."""
+        flt = f"receivedDateTime ge {new} and receivedDateTime lt {old}"
+        first = (
+            f"{self.user_path}/mailFolders/{quote(fid)}/messages"
+            f"?$select={select}&$top={self.page_size}&$filter={quote(flt, safe='')}"
+        )
+        url = cursor.get("widen_next") or first
+        what = f"reading the older mail of folder {folder.name!r}"
+        kept = {k: v for k, v in cursor.items() if k not in ("widen_to", "widen_next")}
+        while url:
+            page = self.get_json(url, what=what, headers={"Prefer": IMMUTABLE_IDS["Prefer"]})
+            value = page.get("value")
+            if not isinstance(value, list):
+                raise BadDataError(f"Microsoft Graph sent a page without a value list while {what}")
+            records, bad, _ = self._messages(_last_entries(value), None)
+            self._transport_facts(records, folder.role)
+            url = page.get("@odata.nextLink") or ""
+            state = {**kept, "widen_to": new, "widen_next": url} if url else {**kept, "since": new}
+            yield Batch(records, bad, state)
+        return new
 
     def _count_messages(self, fid: str, folder: Folder, start: str, before: str) -> int:
         """How many messages of the folder the sync is meant to have read: received from the

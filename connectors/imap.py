@@ -12,6 +12,10 @@ Cursor per folder (stored by the engine as given):
   top_uid          every UID above this is new mail
   low_uid          newest-first backfill has imported everything in the window
                    from here up to top_uid; null before the first batch
+  since            the backfill window's first day the folder was read from; when the
+                   organisation's window starts earlier (backfill_days raised), the mail
+                   between is read newest first (widen_to: that new day; widen_below: the
+                   lowest UID a widening pass has read, should it be interrupted)
 
 A new UIDVALIDITY starts the folder again (a Batch with reset): the engine drops the old
 copies and the new listing re-links every message by its key; an invitation's meeting
@@ -35,7 +39,7 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Iterator
 
 from imapclient import IMAPClient, exceptions as imap_errors
@@ -492,8 +496,10 @@ class ImapConnector:
         reset = False
         if cursor and cursor.get("uidvalidity") != status["uidvalidity"]:
             cursor, reset = {}, True
+        widen_to = _widen_to(cursor, since)
         unchanged = (
-            cursor.get("uidnext") == status["uidnext"]
+            widen_to is None
+            and cursor.get("uidnext") == status["uidnext"]
             and cursor.get("highestmodseq") == status.get("highestmodseq")
             and cursor.get("messages") == status["messages"]  # an expunge, where nothing else tells
             and not cursor.get("expunged")  # a listing put off (`_listing`)
@@ -550,6 +556,27 @@ class ImapConnector:
                 cursor = {**cursor, **base, "low_uid": min(chunk)}
                 yield Batch(records, bad, dict(cursor), first_reading=True)
             cursor = {**cursor, **base, "low_uid": cursor.get("low_uid") or low, "backfill_done": True}
+            count = counted(self._scope_count(folder, cursor, since))
+            yield Batch([], [], {**cursor, **count}, backfill_done=True)
+        elif widen_to is not None:
+            # 3. The backfill window made wider (backfill_days raised): the mail between its new
+            #    first day and the one the folder was read from, newest first, as the backfill was.
+            #    A clean import would have it. `widening` keeps where an interrupted pass stood.
+            first = int(cursor.get("first_top") or top)
+            below = min(int(cursor.get("widen_below") or first + 1), first + 1)
+            old_day = date.fromisoformat(cursor["since"])
+            uids: list[int] = []
+            if below > 1:
+                criteria = ["UID", f"1:{below - 1}", "SINCE", widen_to, "BEFORE", old_day]
+                uids = sorted((u for u in self._search(criteria, folder) if u < below), reverse=True)
+            cursor = {**cursor, "widen_to": widen_to.isoformat()}
+            for chunk, records, bad in self._batches(folder, status["uidvalidity"], uids):
+                cursor = {**cursor, **base, "widen_below": min(chunk)}
+                yield Batch(records, bad, dict(cursor), first_reading=True)
+            # every UID up to the first import's top inside the wider window is read now
+            cursor = {**cursor, **base, "since": widen_to.isoformat(), "low_uid": 1}
+            cursor.pop("widen_to", None)
+            cursor.pop("widen_below", None)
             count = counted(self._scope_count(folder, cursor, since))
             yield Batch([], [], {**cursor, **count}, backfill_done=True)
         elif recount_due(cursor, changed=bool(removed) or listed is not None):
@@ -931,6 +958,22 @@ LISTING_SECONDS = 900
 def listing_due(cursor: dict, now: datetime | None = None) -> bool:
     """Whether the folder's last listing (`listed_at`) is LISTING_SECONDS old, or there was none."""
     return older_than(cursor.get("listed_at"), LISTING_SECONDS, now)
+
+
+def _widen_to(cursor: dict, since: datetime) -> date | None:
+    """The new first day of a folder's backfill window when the organisation's window now starts
+    before the day the folder was read from (its `since`), or a widening pass not ended yet
+    (`widen_to`); None otherwise. Only for a folder whose backfill is done: one still in its
+    backfill reads the wider window as it goes."""
+    if not cursor.get("backfill_done") or not cursor.get("since"):
+        return None
+    if cursor.get("widen_to"):
+        return date.fromisoformat(cursor["widen_to"])
+    try:
+        kept = date.fromisoformat(cursor["since"])
+    except ValueError:
+        return None
+    return since.date() if since.date() < kept else None
 
 
 def since_date(days: int, now: datetime | None = None) -> datetime:

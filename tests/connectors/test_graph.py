@@ -23,6 +23,7 @@ from connectors.base import (
     TenantSpec,
     ThrottledError,
     meeting_key,
+    utc_stamp,
 )
 from connectors.graph import CALENDAR_FOLDER
 from connectors.mailparse import parse_message_headers
@@ -857,3 +858,28 @@ def test_recipients_beyond_the_kept_500_of_a_list_are_counted(graph):
         c.close()
     assert len(record.cc) == 500 and len(record.bcc) == 500 and len(record.to) == 1
     assert record.recipients_not_kept == 700 + 101  # the Cc past 500, and the others the Bcc could not keep
+
+
+def test_a_wider_backfill_window_lists_the_older_mail_by_date_and_resumes_at_its_next_page(graph):
+    now = datetime.now(timezone.utc)
+    for days in (2, 50, 60, 70, 400):
+        graph.add_message(USER, subject=f"{days} days", received=now - timedelta(days=days))
+    mailbox, secret = tenant_mailbox(graph, page_size=2)
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        inbox = folder(c, "Inbox")
+        cursor = list(c.fetch_changes(inbox, {}, now - timedelta(days=30)))[-1].cursor
+        wider = now - timedelta(days=365)
+        first = next(iter(c.fetch_changes(inbox, cursor, wider)))  # the run stops after one page
+    finally:
+        c.close()
+    assert len(first.records) == 2 and first.cursor["widen_next"] and first.cursor["delta_link"] == cursor["delta_link"]
+    c = build(mailbox, secret, want_snippet=False)
+    try:
+        rest = list(c.fetch_changes(folder(c, "Inbox"), first.cursor, wider))
+    finally:
+        c.close()
+    read = sorted(r.subject for b in [first, *rest] for r in b.records)
+    assert read == ["50 days", "60 days", "70 days"]  # each once; the delta round after lists no change
+    done = rest[-1].cursor
+    assert done["server_count"] == 4 and done["since"] == utc_stamp(wider) and "widen_to" not in done

@@ -132,3 +132,28 @@ def test_a_connection_cut_during_login_is_transient_not_a_wrong_password(imap_us
     with pytest.raises(AuthError) as refused:
         ImapConnector(settings, "not-the-password").list_folders()
     assert refused.value.fix == Fix.PASSWORD  # the fix (check the password) travels as a value
+
+
+def test_a_wider_backfill_window_is_read_newest_first_and_an_interrupted_pass_resumes_where_it_stood(imap_user):
+    for days in (400, 80, 70, 60, 50, 40, 2):  # delivered oldest first, as mail arrives
+        imap_user.deliver(
+            message("p@cust.com", "me@ourco.com", f"{days} days", msgid=f"d{days}@x"),
+            internaldate=NOW - timedelta(days=days),
+        )
+    conn = _connector(imap_user, batch=2)
+    inbox = next(f for f in conn.list_folders() if f.role == "inbox")
+    cursor = list(conn.fetch_changes(inbox, {}, NOW - timedelta(days=30)))[-1].cursor
+    wider = NOW - timedelta(days=365)
+    first = next(iter(conn.fetch_changes(inbox, cursor, wider)))
+    conn.close()  # the run stops after one batch
+    assert [r.subject for r in first.records] == ["40 days", "50 days"] and first.first_reading
+    conn = _connector(imap_user, batch=2)
+    try:
+        rest = list(conn.fetch_changes(inbox, first.cursor, wider))
+        assert [r.subject for b in rest for r in b.records] == ["60 days", "70 days", "80 days"]
+        done = rest[-1]
+        assert done.backfill_done and done.cursor["since"] == wider.date().isoformat()
+        assert done.cursor["server_count"] == 6 and not {"widen_to", "widen_below"} & set(done.cursor)
+        assert list(conn.fetch_changes(inbox, done.cursor, wider)) == []  # nothing owed any more
+    finally:
+        conn.close()

@@ -6,6 +6,7 @@ a resync and a replayed batch. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from datetime import timedelta
@@ -547,3 +548,40 @@ def test_two_writers_deleting_the_same_copy_take_it_from_the_count_once(world):
     second.join(timeout=30)
     assert not second.is_alive()
     assert counts(world, box) == {"calendar:Work": (1, 1)}
+
+
+def test_a_wider_backfill_window_imports_the_older_mail_a_clean_import_would_have(world, imap_user, tmp_path, request):
+    """backfill_days raised after the first import: the folder had been read from the old window's
+    first day, and nothing read the mail between. Now it is read (newest first, resumable), and
+    the folder is counted against the wider window."""
+    from tests.app.test_reconciliation import api
+    from tests.faults.timeline import assert_same_timeline, timeline
+
+    for days, msgid in ((3, "new@acme"), (50, "mid@acme"), (200, "old@acme"), (500, "ancient@acme")):
+        imap_user.deliver(
+            message("carla@acme.com", "alice@ourco.com", msgid, msgid=msgid), internaldate=NOW - timedelta(days=days)
+        )
+    world.set_org(backfill_days=30)
+    mid = world.add_imap("alice@ourco.com", imap_user)
+    assert world.sync(mid).ok
+    keys = "SELECT message_key FROM interaction ORDER BY message_key"
+    assert [r[0] for r in world.sql(keys)] == ["new@acme"]
+    world.set_org(backfill_days=365)
+    assert world.sync(mid).ok
+    assert [r[0] for r in world.sql(keys)] == ["mid@acme", "new@acme", "old@acme"]
+    (inbox,) = [f for f in api(world).get(f"/api/mailboxes/{mid}").json()["folders"] if f["name"] == "INBOX"]
+    assert (inbox["server_count"], inbox["stored"], inbox["reconciliation"]) == (3, 3, "reconciled")
+    assert world.sync(mid).ok  # nothing owed any more: the folder is unchanged
+    url = None
+    if world.rt.engine.dialect.name == "postgresql":  # the clean run on the same kind of database
+        from tests import world as worlds
+
+        url = worlds.migrated_database(request.getfixturevalue("postgres"), f"t_{secrets.token_hex(6)}")
+    clean = make_world(tmp_path / "clean", url=url)
+    clean.set_org(backfill_days=365)
+    assert clean.sync(clean.add_imap("alice@ourco.com", imap_user)).ok
+    assert_same_timeline(
+        timeline(world, skip=("unreadable", "skipped_items")),
+        timeline(clean, skip=("unreadable", "skipped_items")),
+        what="a folder whose backfill window was made wider",
+    )

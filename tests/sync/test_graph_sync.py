@@ -14,7 +14,7 @@ from app.models.base import utcnow
 from app.services import m365
 from app.services.actor import Actor
 from sync import graph_push
-from tests.world import NOW, make_world, message
+from tests.world import NOW, json_value, make_world, message
 
 ALICE, BOB = "alice@ourco.com", "bob@ourco.com"
 CARLA = ("Carla Buyer", "carla@acme.com")
@@ -546,3 +546,39 @@ def test_a_reply_read_through_graph_joins_its_thread_by_conversation_id(world, g
     rows = world.sql("SELECT thread_key, kind, status FROM followup ORDER BY thread_key")
     quote = [(r.kind, r.status) for r in rows if r.thread_key == "conversation:AAQkConvQuote"]
     assert quote == [("owe", "open")]
+
+
+def test_a_wider_backfill_window_reads_the_older_mail_and_keeps_the_delta_state(world, graph, tmp_path):
+    """backfill_days raised after the first round: that round had passed over the older mail and
+    delta rounds list only changes, so nothing read it. The mail between is listed by date (page by
+    page) and read; the folder is counted against the wider window; the delta state goes on."""
+    now = datetime.now(timezone.utc)
+    for days in (2, 50, 60, 70, 400):
+        graph.add_message(
+            ALICE,
+            internet_message_id=f"<d{days}@acme.com>",
+            subject=f"{days} days",
+            sender=CARLA,
+            to=[("Alice", ALICE)],
+            received=now - timedelta(days=days),
+        )
+    world.set_org(backfill_days=30)
+    mid = add_tenant_mailbox(world, graph)
+    assert world.sync(mid).ok
+    subjects = "SELECT subject FROM interaction ORDER BY subject"
+    assert [r[0] for r in world.sql(subjects)] == ["2 days"]
+    world.set_org(backfill_days=365)
+    assert world.sync(mid).ok
+    assert [r[0] for r in world.sql(subjects)] == ["2 days", "50 days", "60 days", "70 days"]
+    listed = [p for _, p in graph.requests if "/messages?" in p and "receivedDateTime" in p and "$count" not in p]
+    assert len(listed) == 3 and any("$deltatoken" in p for _, p in graph.requests)  # one per mail folder
+    (inbox,) = [
+        f for f in world.sql("SELECT name, cursor FROM folderstate WHERE mailbox_id = :m", m=mid) if f[0] == "Inbox"
+    ]
+    cursor = json_value(inbox[1])
+    assert cursor["server_count"] == 4 and "widen_to" not in cursor and cursor.get("delta_link")
+    graph.add_message(
+        ALICE, internet_message_id="<later@acme.com>", subject="later", sender=CARLA, to=[("Alice", ALICE)]
+    )
+    assert world.sync(mid).ok
+    assert world.scalar("SELECT COUNT(*) FROM interaction") == 5
