@@ -353,7 +353,11 @@ def record(
     times = [at for _, at in newest]
     earliest, last = min(times), max(times)
     cache.cover(conn, org_id, earliest - WINDOW, last)
-    cutoff = now - MAX_AGE
+    # Counted in whole days (from midnight UTC), as the calendar window is: mail a few seconds
+    # either side of "30 days ago" opened a row in one import and none in another a minute later
+    # (two reps' mailboxes, a run killed and resumed), so the same mail gave different queues.
+    n = now.astimezone(timezone.utc)
+    cutoff = datetime.combine(n.date(), time(0), tzinfo=timezone.utc) - MAX_AGE
     # The batch's emails as answers by company, contact and address: needed when it has recent
     # mail (its rows may be answered within the batch) or open rows lie in its window. Most of a
     # first import is old mail with no open row anywhere near it (old mail opens nothing).

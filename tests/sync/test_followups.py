@@ -642,3 +642,36 @@ def test_what_each_kind_of_calendar_message_can_do_to_the_queue():
     assert followups.mail_role(mail("CANCEL")) == followups.mail_role(mail("COUNTER")) == "none"
     assert followups.mail_role(mail(None)) == "open"
     assert followups.mail_role(mail(None, "Automatic reply: Demo")) == "none"
+
+
+def test_mail_about_thirty_days_old_opens_a_row_or_not_by_its_day_whatever_the_minute_of_the_run(tmp_path):
+    """The age limit was counted to the second: a message at the edge opened a row in one import
+    and none in another a minute later (two reps' copies, a killed run resumed), so one mailbox's
+    queue depended on when it was read. Now the limit is a day (from midnight UTC)."""
+    world = make_world(tmp_path)
+    run = datetime(2026, 12, 7, 19, 40, tzinfo=timezone.utc)
+    with write_transaction(world.rt.engine) as conn:
+        for n, sent in enumerate((run - 30 * DAY + timedelta(minutes=1), run - 30 * DAY - timedelta(minutes=1))):
+            iid = conn.execute(
+                text(
+                    "INSERT INTO interaction (org_id, kind, message_key, occurred_at, direction, thread_key, "
+                    "unverified_sender, automated, recipients_not_kept, created_at) "
+                    "VALUES (:o, 'email', :k, :at, 'out', :k, false, false, 0, :at) RETURNING id"
+                ),
+                {"o": world.org_id, "k": f"edge{n}@ourco.com", "at": sent},
+            ).scalar_one()
+            event = followups.MailEvent(iid, f"edge{n}@ourco.com", sent, "out", 1, f"c{n}@acme.com", None, None)
+            followups.record(conn, world.org_id, [event], now=run + timedelta(minutes=2 * n))
+        run_next_day = run + timedelta(days=1)
+        iid = conn.execute(
+            text(
+                "INSERT INTO interaction (org_id, kind, message_key, occurred_at, direction, thread_key, "
+                "unverified_sender, automated, recipients_not_kept, created_at) "
+                "VALUES (:o, 'email', 'late@ourco.com', :at, 'out', 'late@ourco.com', false, false, 0, :at) RETURNING id"
+            ),
+            {"o": world.org_id, "at": run - 30 * DAY},
+        ).scalar_one()
+        late = followups.MailEvent(iid, "late@ourco.com", run - 30 * DAY, "out", 1, "d@acme.com", None, None)
+        followups.record(conn, world.org_id, [late], now=run_next_day)
+    # both edge messages were sent on the day 30 days before the run's: each opened its row
+    assert sorted(r[0] for r in world.sql("SELECT thread_key FROM followup")) == ["edge0@ourco.com", "edge1@ourco.com"]
