@@ -171,6 +171,20 @@ def refresh_stats(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> 
     recompute(conn, org_id, ids)
 
 
+def remove_copies_of(conn: Connection, org_id: int, interactions, mailbox_ids) -> int:
+    """Take these mailboxes' copies of these interactions (ids, or a query of them) off while the
+    interactions stay on the timeline through other mailboxes' copies: a rep's rule over mail a
+    colleague holds too. A clean sync of the rep's mailboxes under the rule would have skipped
+    them; their folders count them as taken off (`removed`), so each still reconciles. Returns
+    the copies deleted."""
+    folders, messages = copies.delete_by_admin(
+        conn, S.c.org_id == org_id, S.c.interaction_id.in_(interactions), S.c.mailbox_id.in_(mailbox_ids)
+    )
+    taken = skipped.record_removed(conn, org_id, messages, utcnow())
+    copies.count_changed(conn, {fid: -n for fid, n in folders.items()}, removed=taken)
+    return sum(folders.values())
+
+
 def remove_from_timeline(conn: Connection, org_id: int, interaction_ids: Iterable[int]) -> dict:
     """Delete interactions, then the contacts left with no participation and their emptied companies,
     and refresh the summaries of the contacts that remain. One transaction: the caller's."""

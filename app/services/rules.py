@@ -28,7 +28,7 @@ from app.models import (
 )
 from app.services import audit
 from app.services.actor import Actor, changing
-from app.services.admin import address_matches, remove_from_timeline
+from app.services.admin import address_matches, remove_copies_of, remove_from_timeline
 from app.services.errors import Invalid, NotFound
 from app.services.orgs import clean_address, clean_domain
 from sync import exclusions
@@ -147,6 +147,11 @@ def store_rule(conn: Connection, actor: Actor, *, kind: str, value: str, user_id
         ).inserted_primary_key[0]
     ids = list(conn.execute(_matching(org_id, kind, value, user_id)).scalars())
     outcome = remove_from_timeline(conn, org_id, ids)
+    if user_id is not None:
+        # What the rule matches that colleagues' mailboxes hold too stays on the timeline through
+        # theirs; the rep's own copies of it go, as a clean sync under the rule would skip them.
+        theirs = select(M.c.id).where(M.c.org_id == org_id, M.c.owner_id == user_id)
+        outcome["removed_copies"] = remove_copies_of(conn, org_id, _matching(org_id, kind, value, None), theirs)
     audit.record(
         conn, org_id, actor_id, "rule.add", f"{kind}:{value}", {"rule_id": existing, "user_id": user_id, **outcome}
     )

@@ -88,6 +88,17 @@ def test_rep_rule_removes_only_what_that_rep_alone_saw(world):
     # summaries follow the timeline: Jane now has two emails in
     jane = w.scalar("SELECT contact_id FROM contactaddress WHERE address = 'jane@acme.com'")
     assert w.scalar("SELECT emails_in FROM contactstats WHERE contact_id = :c", c=jane) == 2
+    # m5 stays through Bob's copy; Alice's own copy goes, as a clean sync under the rule skips it
+    copies_of_m5 = (
+        "SELECT s.mailbox_id FROM interactionsource s JOIN interaction i ON i.id = s.interaction_id "
+        "WHERE i.message_key = 'm5@acme'"
+    )
+    assert [r[0] for r in w.sql(copies_of_m5)] == [w.mailbox_b]
+    assert result["removed_interactions"] == 1
+    # Alice's INBOX holds 4 messages: 2 stored, 2 taken off by the rule (m1 with its interaction)
+    assert w.sql(
+        "SELECT messages, removed FROM folderstate WHERE mailbox_id = :m AND name = 'INBOX'", m=w.mailbox_a
+    ) == [(2, 2)]
 
 
 def test_rules_are_validated(world):
