@@ -255,6 +255,25 @@ def test_erasure_leaves_no_follow_up_naming_the_person_even_where_they_were_no_c
     assert w.scalar("SELECT count(*) FROM interaction WHERE from_address = 'erin@acme.com'") == 0
 
 
+def test_mail_claiming_a_colleagues_from_with_only_the_erased_person_outside_goes_with_them(tmp_path, imap_user):
+    """A colleague's From that nothing vouched for is stored without their user: erasure took that
+    row for another external person and kept the mail, where a clean sync skips it (erased person)."""
+    w = make_world(tmp_path)
+    hop = (
+        b"Received: from mail.ourco.com (mail.ourco.com [10.0.0.2]) by mx.ourco.com; Mon, 1 Jun 2026 10:00:00 +0000\r\n"
+    )
+    imap_user.deliver(hop + message("bob@ourco.com", "erin@acme.com", "Terms", msgid="t1@ourco", cc="alice@ourco.com"))
+    imap_user.deliver(message("Dan <dan@acme.com>", "alice@ourco.com", "Hello", msgid="h1@acme"))
+    mid = w.add_imap("alice@ourco.com", imap_user)
+    assert w.sync(mid).ok
+    assert w.scalar("SELECT unverified_sender FROM interaction WHERE message_key = 't1@ourco'")
+
+    privacy.erase_person(w.rt, Actor.operator(w.org_id), "erin@acme.com", confirm=True)
+
+    assert [r[0] for r in w.sql("SELECT message_key FROM interaction")] == ["h1@acme"]
+    assert w.scalar("SELECT count(*) FROM participant WHERE address = 'erin@acme.com'") == 0
+
+
 def test_a_person_erased_while_a_sync_runs_is_left_out_of_its_later_batches(tmp_path, imap_user):
     w = make_world(tmp_path)
     for n in range(3):
