@@ -186,13 +186,15 @@ class CalendarWindow:
 
     def for_cursor(self, stored: list | None, now: datetime | None = None) -> tuple[list[str], bool]:
         """The [start, end] (ISO, UTC) a calendar cursor's links belong to: the stored one until
-        the window has slid a week, then the current one; the flag says it slid, and the
+        the window has slid a week or the setting changed its length, then the current one; the flag says it slid, and the
         connector starts a fresh full round over the new window (event ids are stable, so
         re-listing re-links copies without duplicating anything)."""
         start, end = self.bounds(now)
         if stored:
             old_start = datetime.fromisoformat(stored[0].replace("Z", "+00:00"))
-            if abs((start - old_start).days) < 7:
+            old_end = datetime.fromisoformat(stored[1].replace("Z", "+00:00"))
+            # a window of another length: the setting changed, and the new one applies at once
+            if abs((start - old_start).days) < 7 and old_end - old_start == end - start:
                 return list(stored), False
         current = [start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")]
         return current, bool(stored)

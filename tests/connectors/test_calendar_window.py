@@ -24,3 +24,14 @@ def test_a_stored_window_is_kept_until_it_has_slid_a_week_then_the_current_one_r
     assert W.for_cursor(six_days_old, NOW) == (six_days_old, False)
     week_old = [iso(start - timedelta(days=7)), iso(end - timedelta(days=7))]
     assert W.for_cursor(week_old, NOW) == ([iso(start), iso(end)], True)
+
+
+def test_a_window_setting_changed_starts_the_current_window_at_once():
+    """Reading further ahead (or back) by a few days moved the start by less than a week, so the
+    old window was kept for up to a week and the meetings the new setting takes in waited."""
+    start, end = W.bounds(NOW)
+    stored = [iso(start - timedelta(days=2)), iso(end - timedelta(days=2))]
+    further_ahead = CalendarWindow(past_days=30, future_days=13)
+    assert further_ahead.for_cursor(stored, NOW) == ([iso(x) for x in further_ahead.bounds(NOW)], True)
+    further_back = CalendarWindow(past_days=33, future_days=10)
+    assert further_back.for_cursor(stored, NOW) == ([iso(x) for x in further_back.bounds(NOW)], True)
