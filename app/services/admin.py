@@ -145,21 +145,30 @@ def drop_empty_companies(conn: Connection, org_id: int, company_ids: Iterable[in
 
 
 def orphaned(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> set[int]:
-    """Those of these contacts that take part in no interaction any more and are on no deal
-    (someone put them there: removing a mailbox must not take them off it)."""
+    """Those of these contacts that take part in no interaction any more and that no rep worked
+    on: on no deal, no stage, owner, key account, tag or typed field. That work is the reps' own,
+    as notes and tasks are: a rule (which can be removed again) or a mailbox removed must not take
+    it, and the mail it comes back with finds the contact as it was."""
     found: set[int] = set()
     for part in chunks(sorted(set(contact_ids))):
+        rows = conn.execute(
+            select(C.c.id, C.c.stage, C.c.owner_id, C.c.key_account, C.c.tags, C.c.provenance).where(
+                C.c.org_id == org_id,
+                C.c.id.in_(part),
+                ~exists().where(and_(P.c.contact_id == C.c.id, P.c.org_id == org_id)),
+                ~exists().where(and_(DEAL_CONTACT.c.contact_id == C.c.id, DEAL_CONTACT.c.org_id == org_id)),
+            )
+        )
         found.update(
-            conn.execute(
-                select(C.c.id).where(
-                    C.c.org_id == org_id,
-                    C.c.id.in_(part),
-                    ~exists().where(and_(P.c.contact_id == C.c.id, P.c.org_id == org_id)),
-                    ~exists().where(and_(DEAL_CONTACT.c.contact_id == C.c.id, DEAL_CONTACT.c.org_id == org_id)),
-                )
-            ).scalars()
+            contact_id
+            for contact_id, stage, owner_id, key_account, tags, provenance in rows
+            if not (stage or owner_id or key_account or tags or _typed(provenance))
         )
     return found
+
+
+def _typed(provenance) -> bool:
+    return any(isinstance(v, dict) and v.get("source") == "typed" for v in (provenance or {}).values())
 
 
 def refresh_stats(conn: Connection, org_id: int, contact_ids: Iterable[int]) -> None:

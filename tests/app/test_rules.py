@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 
 from app.services import rules
 from app.services.actor import Actor
@@ -113,3 +114,25 @@ def test_rules_are_validated(world):
     ):
         with pytest.raises(Invalid):
             rules.add_rule(w.rt, Actor.operator(w.org_id), kind=kind, value=value)
+
+
+def test_a_rule_keeps_the_contacts_reps_worked_on_and_the_mail_comes_back_to_them(world):
+    """A rule took every contact left without mail, with the stage, owner and tags reps had given
+    them: removing the rule brought the mail back to a bare new contact."""
+    w = world
+    jane = w.scalar("SELECT contact_id FROM contactaddress WHERE address = 'jane@acme.com'")
+    with w.rt.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE contact SET stage = 'qualified', tags = :t, owner_id = :u WHERE id = :c"),
+            {"t": '["renewal"]', "u": w.alice, "c": jane},
+        )
+    rule = rules.add_rule(w.rt, Actor.operator(w.org_id), kind="domain", value="acme.com")
+    assert keys(w) == {"m3@other"}
+    assert contacts(w) == {"pat@other.com", "jane@acme.com"}  # Joe, whom nobody worked on, went
+    assert w.sql("SELECT stage, owner_id FROM contact WHERE id = :c", c=jane) == [("qualified", w.alice)]
+    rules.remove_rule(w.rt, Actor.operator(w.org_id), rule["id"])
+    for mid in (w.mailbox_a, w.mailbox_b):
+        assert w.sync(mid).ok
+    assert keys(w) == {"m1@acme", "m2@acme", "m3@other", "m4@acme", "m5@acme"}
+    assert w.scalar("SELECT contact_id FROM contactaddress WHERE address = 'jane@acme.com'") == jane
+    assert w.scalar("SELECT count(DISTINCT interaction_id) FROM participant WHERE contact_id = :c", c=jane) == 3
