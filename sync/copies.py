@@ -46,19 +46,22 @@ def relink(conn: Connection, moves: list[tuple[int, str]]) -> None:
     count, stays; a copy already stored under the new id keeps it (the move is left out)."""
     if not moves:
         return
-    other = aliased(S)
-    taken = (
-        select(other.c.id)
-        .where(
-            other.c.mailbox_id == S.c.mailbox_id,
-            other.c.folder_id == S.c.folder_id,
-            other.c.remote_id == bindparam("b_remote"),
-        )
-        .exists()
-    )
     conn.execute(
-        update(S).where(S.c.id == bindparam("b_id"), ~taken).values(remote_id=bindparam("b_remote")),
+        update(S)
+        .where(S.c.id == bindparam("b_id"), ~_folder_holds(bindparam("b_remote")))
+        .values(remote_id=bindparam("b_remote")),
         [{"b_id": copy_id, "b_remote": remote_id} for copy_id, remote_id in sorted(moves)],
+    )
+
+
+def _folder_holds(remote_id):
+    """Whether the folder of the copy a statement changes holds a copy under this remote id
+    (an expression over that copy's row, or a parameter)."""
+    other = aliased(S)
+    return (
+        select(other.c.id)
+        .where(other.c.mailbox_id == S.c.mailbox_id, other.c.folder_id == S.c.folder_id, other.c.remote_id == remote_id)
+        .exists()
     )
 
 
@@ -91,16 +94,7 @@ def _set_aside(conn: Connection, mailbox_id: int, folder_id: int, *which) -> tup
     A copy the reading going on has stored again beside its set-aside twin (a second re-read before
     the first one ended) goes: the twin stands for it, and renaming it too would collide with it.
     Returns folder id -> copies deleted, and the interactions of the copies set aside or deleted."""
-    twin = aliased(S)
-    has_twin = (
-        select(twin.c.id)
-        .where(
-            twin.c.mailbox_id == S.c.mailbox_id,
-            twin.c.folder_id == S.c.folder_id,
-            twin.c.remote_id == literal(SET_ASIDE) + S.c.remote_id,
-        )
-        .exists()
-    )
+    has_twin = _folder_holds(literal(SET_ASIDE) + S.c.remote_id)
     mine = [S.c.mailbox_id == mailbox_id, S.c.folder_id == folder_id, *which, ~S.c.remote_id.startswith(SET_ASIDE)]
     gone: Counter = Counter()
     touched: list[int] = []
@@ -123,7 +117,6 @@ def restore_set_aside_meetings(conn: Connection, mailbox_id: int, folder_id: int
     (a meeting overlapping the window's start)."""
     I = Interaction.__table__
     bare = func.substr(S.c.remote_id, len(SET_ASIDE) + 1)
-    twin = aliased(S)
     conn.execute(
         update(S)
         .where(
@@ -133,9 +126,7 @@ def restore_set_aside_meetings(conn: Connection, mailbox_id: int, folder_id: int
             select(I.c.id)
             .where(I.c.id == S.c.interaction_id, I.c.kind == "meeting", I.c.occurred_at < before)
             .exists(),
-            ~select(twin.c.id)
-            .where(twin.c.mailbox_id == S.c.mailbox_id, twin.c.folder_id == S.c.folder_id, twin.c.remote_id == bare)
-            .exists(),
+            ~_folder_holds(bare),
         )
         .values(remote_id=bare)
     )
