@@ -19,8 +19,8 @@ Cursor per folder (stored by the engine as given):
   since       the backfill window's first instant (mail folders): the first round passes
               over mail received before it, and the count below uses the same instant; when
               the organisation's window starts earlier (backfill_days raised), the mail
-              between is listed and read first (widen_to: the new instant; widen_next: the
-              next page of that listing, should it be interrupted)
+              between is listed and read first (widen_to: the new instant; widen_upper and
+              widen_seen: where that listing stood, should it be interrupted)
   round_started  when the unfinished round began: the count covers mail received before it
   server_count   what the reconciliation (app/services/reconcile.py) compares with the copies
               stored plus the skipped ones, once a round is done: mail folders, Graph's
@@ -612,28 +612,45 @@ class GraphConnector:
     ) -> Generator[Batch, None, str]:
         """The backfill window made wider (backfill_days raised) after the folder's first round:
         the mail received between the new start and the one that round passed over is read as it
-        would have read it. Listed by the folder's messages filtered on receivedDateTime (a delta
-        round lists only changes), page by page; an interrupted pass resumes at its next page
-        (`widen_next`). The delta state is kept and read after it. Returns the new start."""
-        flt = f"receivedDateTime ge {new} and receivedDateTime lt {old}"
-        first = (
-            f"{self.user_path}/mailFolders/{quote(fid)}/messages"
-            f"?$select={select}&$top={self.page_size}&$filter={quote(flt, safe='')}"
-        )
-        url = cursor.get("widen_next") or first
+        would have read it. Listed by the folder's messages filtered on receivedDateTime, newest
+        first (a delta round lists only changes), a page at a time from where the last page ended
+        (`widen_upper`, and the ids read at that very instant, `widen_seen`): a nextLink counts
+        by position, and a message deleted meanwhile would make it skip one. An interrupted pass
+        resumes there. The delta state is kept and read after it. Returns the new start."""
+        upper = cursor.get("widen_upper") or old
+        seen = set(cursor.get("widen_seen") or ())
+        bound = "le" if cursor.get("widen_upper") else "lt"  # the old start itself was read
         what = f"reading the older mail of folder {folder.name!r}"
-        kept = {k: v for k, v in cursor.items() if k not in ("widen_to", "widen_next")}
-        while url:
+        kept = {k: v for k, v in cursor.items() if k not in ("widen_to", "widen_upper", "widen_seen")}
+        url = ""
+        while True:
+            if not url:
+                flt = f"receivedDateTime ge {new} and receivedDateTime {bound} {upper}"
+                url = (
+                    f"{self.user_path}/mailFolders/{quote(fid)}/messages?$select={select}&$top={self.page_size}"
+                    f"&$filter={quote(flt, safe='')}&$orderby={quote('receivedDateTime desc', safe='')}"
+                )
             page = self.get_json(url, what=what, headers={"Prefer": IMMUTABLE_IDS["Prefer"]})
+            url = ""
             value = page.get("value")
             if not isinstance(value, list):
                 raise BadDataError(f"Microsoft Graph sent a page without a value list while {what}")
-            records, bad, _ = self._messages(_last_entries(value), None)
+            items = [i for i in value if isinstance(i, dict) and i.get("id") not in seen]
+            if not items and value and page.get("@odata.nextLink"):
+                # a whole page received at the instant already reached: its nextLink goes past them
+                url = page["@odata.nextLink"]
+                continue
+            records, bad, _ = self._messages(_last_entries(items), None)
             self._transport_facts(records, folder.role)
-            url = page.get("@odata.nextLink") or ""
-            state = {**kept, "widen_to": new, "widen_next": url} if url else {**kept, "since": new}
-            yield Batch(records, bad, state)
-        return new
+            stamps = {i.get("id"): utc_stamp(t) for i in items if (t := _parse_time(i.get("receivedDateTime")))}
+            if not page.get("@odata.nextLink") or not stamps:
+                yield Batch(records, bad, {**kept, "since": new})
+                return new
+            oldest = min(stamps.values())
+            at_oldest = {rid for rid, stamp in stamps.items() if stamp == oldest}
+            seen = (seen | at_oldest) if (bound == "le" and oldest == upper) else at_oldest
+            upper, bound = oldest, "le"
+            yield Batch(records, bad, {**kept, "widen_to": new, "widen_upper": upper, "widen_seen": sorted(seen)})
 
     def _count_messages(self, fid: str, folder: Folder, start: str, before: str) -> int:
         """How many messages of the folder the sync is meant to have read: received from the

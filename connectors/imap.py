@@ -546,39 +546,28 @@ class ImapConnector:
         if not cursor.get("backfill_done"):
             low = cursor.get("low_uid") or top + 1
             old_uids = []
-            # the window's first day, kept: the reconciliation counts the server's side with it
-            cursor = {**cursor, "since": since.date().isoformat()}
+            # The window's first day, kept: the reconciliation counts the server's side with it. A day
+            # kept from an earlier run and later than today's window start stays: the window was made
+            # wider meanwhile, and what the UIDs above low_uid hold from the days between is read by
+            # the widening pass below once this backfill is done. A narrower window applies at once.
+            kept = _day(cursor.get("since"))
+            day = kept if kept is not None and kept > since.date() else since.date()
+            cursor = {**cursor, "since": day.isoformat()}
             if low > 1:
-                criteria = ["UID", f"1:{low - 1}", "SINCE", since.date()]
+                criteria = ["UID", f"1:{low - 1}", "SINCE", day]
                 old_uids = [u for u in self._search(criteria, folder) if u < low]
             old_uids.sort(reverse=True)
             for chunk, records, bad in self._batches(folder, status["uidvalidity"], old_uids):
                 cursor = {**cursor, **base, "low_uid": min(chunk)}
                 yield Batch(records, bad, dict(cursor), first_reading=True)
             cursor = {**cursor, **base, "low_uid": cursor.get("low_uid") or low, "backfill_done": True}
-            count = counted(self._scope_count(folder, cursor, since))
-            yield Batch([], [], {**cursor, **count}, backfill_done=True)
-        elif widen_to is not None:
-            # 3. The backfill window made wider (backfill_days raised): the mail between its new
-            #    first day and the one the folder was read from, newest first, as the backfill was.
-            #    A clean import would have it. `widening` keeps where an interrupted pass stood.
-            first = int(cursor.get("first_top") or top)
-            below = min(int(cursor.get("widen_below") or first + 1), first + 1)
-            old_day = date.fromisoformat(cursor["since"])
-            uids: list[int] = []
-            if below > 1:
-                criteria = ["UID", f"1:{below - 1}", "SINCE", widen_to, "BEFORE", old_day]
-                uids = sorted((u for u in self._search(criteria, folder) if u < below), reverse=True)
-            cursor = {**cursor, "widen_to": widen_to.isoformat()}
-            for chunk, records, bad in self._batches(folder, status["uidvalidity"], uids):
-                cursor = {**cursor, **base, "widen_below": min(chunk)}
-                yield Batch(records, bad, dict(cursor), first_reading=True)
-            # every UID up to the first import's top inside the wider window is read now
-            cursor = {**cursor, **base, "since": widen_to.isoformat(), "low_uid": 1}
-            cursor.pop("widen_to", None)
-            cursor.pop("widen_below", None)
-            count = counted(self._scope_count(folder, cursor, since))
-            yield Batch([], [], {**cursor, **count}, backfill_done=True)
+            widen_to = _widen_to(cursor, since)
+            if widen_to is None:
+                count = counted(self._scope_count(folder, cursor, since))
+                yield Batch([], [], {**cursor, **count}, backfill_done=True)
+                return
+        if widen_to is not None:
+            yield from self._widen(folder, status["uidvalidity"], cursor, base, top, widen_to, since)
         elif recount_due(cursor, changed=bool(removed) or listed is not None):
             # at most hourly, and at once after messages were expunged: new mail read meanwhile
             # only makes the copies outnumber the count, which is no alarm
@@ -586,6 +575,30 @@ class ImapConnector:
             yield Batch([], [], {**cursor, **base, **count})
         else:
             yield Batch([], [], {**cursor, **base})
+
+    def _widen(
+        self, folder: Folder, uidvalidity: int, cursor: dict, base: dict, top: int, widen_to: date, since: datetime
+    ) -> Iterator[Batch]:
+        """3. The backfill window made wider (backfill_days raised): the mail between its new first
+        day and the one the folder was read from, newest first, as the backfill was; a clean import
+        would have it. `widen_below` keeps where an interrupted pass stood."""
+        first = int(cursor["first_top"]) if cursor.get("first_top") is not None else top
+        below = min(int(cursor.get("widen_below") or first + 1), first + 1)
+        old_day = date.fromisoformat(cursor["since"])
+        uids: list[int] = []
+        if below > 1:
+            criteria = ["UID", f"1:{below - 1}", "SINCE", widen_to, "BEFORE", old_day]
+            uids = sorted((u for u in self._search(criteria, folder) if u < below), reverse=True)
+        cursor = {**cursor, "widen_to": widen_to.isoformat()}
+        for chunk, records, bad in self._batches(folder, uidvalidity, uids):
+            cursor = {**cursor, **base, "widen_below": min(chunk)}
+            yield Batch(records, bad, dict(cursor), first_reading=True)
+        # every UID up to the first import's top inside the wider window is read now
+        cursor = {**cursor, **base, "since": widen_to.isoformat(), "low_uid": 1}
+        cursor.pop("widen_to", None)
+        cursor.pop("widen_below", None)
+        count = counted(self._scope_count(folder, cursor, since))
+        yield Batch([], [], {**cursor, **count}, backfill_done=True)
 
     def _scope_count(self, folder: Folder, cursor: dict, since: datetime) -> int:
         """How many messages the server holds that this sync is meant to have read: every
@@ -598,7 +611,7 @@ class ImapConnector:
         low = int(cursor.get("low_uid") or top + 1)
         # a cursor from before these keys: count everything against the window (a count too
         # low can only hide a gap, never show one that is not there)
-        first = min(int(cursor.get("first_top") or top), top)
+        first = min(int(cursor["first_top"]) if cursor.get("first_top") is not None else top, top)
         day = datetime.fromisoformat(cursor["since"]).date() if cursor.get("since") else since.date()
         drafts = ["NOT", "DRAFT"]
         if b"X-GM-EXT-1" in self.capabilities:
@@ -617,6 +630,8 @@ class ImapConnector:
         do not say: `_listing` finds out."""
         since, top = cursor.get("highestmodseq"), int(cursor.get("top_uid") or 0)
         low = int(cursor.get("low_uid") or 1)
+        if cursor.get("widen_below"):  # a widening pass not ended has read below low_uid too
+            low = min(low, int(cursor["widen_below"]))
         if not self.qresync or since is None or since == status.get("highestmodseq") or top < low:
             return []
         imap = self.connect()._imap  # imapclient cannot pass the VANISHED modifier; see imapfetch.py
@@ -969,11 +984,16 @@ def _widen_to(cursor: dict, since: datetime) -> date | None:
         return None
     if cursor.get("widen_to"):
         return date.fromisoformat(cursor["widen_to"])
+    kept = _day(cursor["since"])
+    return since.date() if kept is not None and since.date() < kept else None
+
+
+def _day(value) -> date | None:
+    """A cursor's day (ISO), or None when absent or unreadable."""
     try:
-        kept = date.fromisoformat(cursor["since"])
+        return date.fromisoformat(str(value)) if value else None
     except ValueError:
         return None
-    return since.date() if since.date() < kept else None
 
 
 def since_date(days: int, now: datetime | None = None) -> datetime:

@@ -128,11 +128,12 @@ def delete_contacts(conn: Connection, org_id: int, contact_ids: Iterable[int]) -
 
 
 def drop_empty_companies(conn: Connection, org_id: int, company_ids: Iterable[int]) -> int:
-    """Delete those of these companies that no contact, participant, follow-up or deal refers to any more."""
+    """Delete those of these companies that no contact, participant, follow-up or deal refers to any
+    more and that no rep worked on (a key account, a typed field: kept as `orphaned` keeps contacts)."""
     removed = 0
     for part in chunks(sorted(set(company_ids))):
-        removed += conn.execute(
-            delete(CO).where(
+        empty = conn.execute(
+            select(CO.c.id, CO.c.key_account, CO.c.provenance).where(
                 CO.c.org_id == org_id,
                 CO.c.id.in_(part),
                 ~exists().where(C.c.company_id == CO.c.id),
@@ -140,7 +141,10 @@ def drop_empty_companies(conn: Connection, org_id: int, company_ids: Iterable[in
                 ~exists().where(FU.c.company_id == CO.c.id),
                 ~exists().where(DEAL.c.company_id == CO.c.id),
             )
-        ).rowcount
+        ).all()
+        gone = [company_id for company_id, key_account, provenance in empty if not (key_account or _typed(provenance))]
+        if gone:
+            removed += conn.execute(delete(CO).where(CO.c.org_id == org_id, CO.c.id.in_(gone))).rowcount
     return removed
 
 

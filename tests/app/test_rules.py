@@ -126,6 +126,7 @@ def test_a_rule_keeps_the_contacts_reps_worked_on_and_the_mail_comes_back_to_the
             text("UPDATE contact SET stage = 'qualified', tags = :t, owner_id = :u WHERE id = :c"),
             {"t": '["renewal"]', "u": w.alice, "c": jane},
         )
+
     rule = rules.add_rule(w.rt, Actor.operator(w.org_id), kind="domain", value="acme.com")
     assert keys(w) == {"m3@other"}
     assert contacts(w) == {"pat@other.com", "jane@acme.com"}  # Joe, whom nobody worked on, went
@@ -136,3 +137,13 @@ def test_a_rule_keeps_the_contacts_reps_worked_on_and_the_mail_comes_back_to_the
     assert keys(w) == {"m1@acme", "m2@acme", "m3@other", "m4@acme", "m5@acme"}
     assert w.scalar("SELECT contact_id FROM contactaddress WHERE address = 'jane@acme.com'") == jane
     assert w.scalar("SELECT count(DISTINCT interaction_id) FROM participant WHERE contact_id = :c", c=jane) == 3
+
+
+def test_a_rule_keeps_a_key_account_company_whose_contacts_all_go(world):
+    w = world
+    with w.rt.engine.begin() as conn:
+        conn.execute(text("UPDATE company SET key_account = true WHERE domain = 'acme.com'"))
+    acme = w.scalar("SELECT id FROM company WHERE domain = 'acme.com'")
+    rules.add_rule(w.rt, Actor.operator(w.org_id), kind="domain", value="acme.com")
+    assert contacts(w) == {"pat@other.com"}
+    assert w.sql("SELECT id, key_account FROM company WHERE domain = 'acme.com'") == [(acme, True)]

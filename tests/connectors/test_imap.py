@@ -157,3 +157,26 @@ def test_a_wider_backfill_window_is_read_newest_first_and_an_interrupted_pass_re
         assert list(conn.fetch_changes(inbox, done.cursor, wider)) == []  # nothing owed any more
     finally:
         conn.close()
+
+
+def test_a_window_made_wider_during_the_first_import_still_reads_what_the_uids_above_its_low_mark_hold(imap_user):
+    """The backfill went on with the new first day, but only below the lowest UID read: mail above it
+    from the days between (moved in before the first import, so its UID is high) was never read."""
+    for days in (400, 60, 10, 5, 3, 50):  # the last one was moved in from another folder
+        imap_user.deliver(
+            message("p@cust.com", "me@ourco.com", f"{days} days", msgid=f"w{days}@x"),
+            internaldate=NOW - timedelta(days=days),
+        )
+    conn = _connector(imap_user, batch=2)
+    inbox = next(f for f in conn.list_folders() if f.role == "inbox")
+    first = next(iter(conn.fetch_changes(inbox, {}, NOW - timedelta(days=30))))
+    conn.close()  # the first import stops after one batch
+    assert [r.subject for r in first.records] == ["3 days", "5 days"]
+    conn = _connector(imap_user, batch=2)
+    try:
+        rest = list(conn.fetch_changes(inbox, first.cursor, NOW - timedelta(days=365)))
+    finally:
+        conn.close()
+    read = sorted(r.subject for b in rest for r in b.records)
+    assert read == ["10 days", "50 days", "60 days"]
+    assert rest[-1].backfill_done and rest[-1].cursor["server_count"] == 5

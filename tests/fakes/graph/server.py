@@ -829,8 +829,13 @@ class FakeGraph:
             keep = _message_filter(request.query_params.get("$filter"))
             if keep is None:
                 return _error(400, "ErrorInvalidUrlQueryFilter", "The filter expression is not supported.")
+            order = (request.query_params.get("$orderby") or "").strip().lower()
+            if order not in ("", "receiveddatetime", "receiveddatetime asc", "receiveddatetime desc"):
+                return _error(400, "ErrorInvalidUrlQuery", "The $orderby expression is not supported.")
             with fake.lock:
                 items = [dict(m) for _, m in sorted(fake._items(box, folder["id"]).values(), key=lambda sm: sm[0])]
+            if order:  # stable: messages received at one instant keep the store's order
+                items.sort(key=lambda m: m["receivedDateTime"], reverse=order.endswith("desc"))
             return fake._listing(request, [m for m in items if keep(m)])
 
         @app.get("/v1.0/users/{uid}/calendarView")
