@@ -138,6 +138,11 @@ def utc_stamp(now: datetime | None = None) -> str:
     return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_stamp(stamp: str) -> datetime:
+    """A cursor's instant (`utc_stamp`) back as an aware datetime; ValueError when unreadable."""
+    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+
+
 def counted(n: int, now: datetime | None = None) -> dict:
     """The cursor keys a server count is kept under: the count and when it was taken."""
     return {"server_count": n, "counted_at": utc_stamp(now)}
@@ -162,7 +167,7 @@ def older_than(stamp: str | None, seconds: float, now: datetime | None = None) -
     """Whether a cursor's instant (`utc_stamp`) is `seconds` old, or missing, unreadable or ahead
     of the clock (a clock set back): each means "do it now"."""
     try:
-        then = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+        then = parse_stamp(str(stamp))
     except ValueError:
         return True
     age = ((now or datetime.now(timezone.utc)) - then).total_seconds()
@@ -186,13 +191,12 @@ class CalendarWindow:
 
     def for_cursor(self, stored: list | None, now: datetime | None = None) -> tuple[list[str], bool]:
         """The [start, end] (ISO, UTC) a calendar cursor's links belong to: the stored one until
-        the window has slid a week or the setting changed its length, then the current one; the flag says it slid, and the
-        connector starts a fresh full round over the new window (event ids are stable, so
-        re-listing re-links copies without duplicating anything)."""
+        the window has slid a week or the setting changed its length, then the current one; the
+        flag says it slid, and the connector starts a fresh full round over the new window (event
+        ids are stable, so re-listing re-links copies without duplicating anything)."""
         start, end = self.bounds(now)
         if stored:
-            old_start = datetime.fromisoformat(stored[0].replace("Z", "+00:00"))
-            old_end = datetime.fromisoformat(stored[1].replace("Z", "+00:00"))
+            old_start, old_end = parse_stamp(stored[0]), parse_stamp(stored[1])
             # a window of another length: the setting changed, and the new one applies at once
             if abs((start - old_start).days) < 7 and old_end - old_start == end - start:
                 return list(stored), False

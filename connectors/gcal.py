@@ -85,6 +85,7 @@ from connectors.base import (
     TransientError,
     counted,
     kept_count,
+    parse_stamp,
     recount_due,
     retry_after_seconds,
 )
@@ -216,7 +217,7 @@ class GoogleCalendar:
             cursor = {}
         base = {"v": 1, "window": list(window)}
         # a full round lists the window: the meetings behind it stay as history at a re-listing
-        relists_from = _instant(window[0])
+        relists_from = parse_stamp(window[0])
         if expired:  # what the old token would have told is lost: the full round is a re-listing
             yield Batch([], [], {**base}, reset=True, relists_from=relists_from)
         if cursor.get("page_token"):
@@ -309,7 +310,7 @@ class GoogleCalendar:
             else:
                 cursor = {**base, "sync_token": sync_token}
             # a full round's end tells what it covered (the window), as its reset did
-            covered = _instant(base["window"][0]) if not next_page and round_token is None else None
+            covered = parse_stamp(base["window"][0]) if not next_page and round_token is None else None
             yield Batch(records, bad, cursor, removed=removed, backfill_done=not next_page, relists_from=covered)
             if not next_page:
                 return
@@ -319,7 +320,7 @@ class GoogleCalendar:
         """A sync-token round lists changes wherever they fall in time (timeMin/timeMax cannot go
         with a token): a meeting created or moved outside the window is treated as gone, so the
         timeline holds what a full round over the same window would."""
-        lo, hi = (datetime.fromisoformat(w.replace("Z", "+00:00")) for w in window)
+        lo, hi = (parse_stamp(w) for w in window)
         records: list[MeetingRecord] = []
         bad: list[BadRecord] = []
         removed: list[str] = []
@@ -452,8 +453,3 @@ def _google_error(resp: httpx.Response) -> tuple[str, str]:
     errors = err.get("errors") or []
     reason = str(errors[0].get("reason") or "") if errors and isinstance(errors[0], dict) else ""
     return reason or str(err.get("status") or ""), str(err.get("message") or "")
-
-
-def _instant(stamp: str) -> datetime:
-    """A window bound as the cursor keeps it (ISO, Z) as an aware datetime."""
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))

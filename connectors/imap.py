@@ -584,7 +584,7 @@ class ImapConnector:
         would have it. `widen_below` keeps where an interrupted pass stood."""
         first = int(cursor["first_top"]) if cursor.get("first_top") is not None else top
         below = min(int(cursor.get("widen_below") or first + 1), first + 1)
-        old_day = date.fromisoformat(cursor["since"])
+        old_day = _day(cursor["since"])
         uids: list[int] = []
         if below > 1:
             criteria = ["UID", f"1:{below - 1}", "SINCE", widen_to, "BEFORE", old_day]
@@ -612,7 +612,7 @@ class ImapConnector:
         # a cursor from before these keys: count everything against the window (a count too
         # low can only hide a gap, never show one that is not there)
         first = min(int(cursor["first_top"]) if cursor.get("first_top") is not None else top, top)
-        day = datetime.fromisoformat(cursor["since"]).date() if cursor.get("since") else since.date()
+        day = _day(cursor.get("since")) or since.date()
         drafts = ["NOT", "DRAFT"]
         if b"X-GM-EXT-1" in self.capabilities:
             drafts += ["NOT", "X-GM-LABELS", "\\Draft"]
@@ -979,7 +979,7 @@ def _widen_to(cursor: dict, since: datetime) -> date | None:
     """The new first day of a folder's backfill window when the organisation's window now starts
     before the day the folder was read from (its `since`), or a widening pass not ended yet
     (`widen_to`); None otherwise. Only for a folder whose backfill is done: one still in its
-    backfill reads the wider window as it goes."""
+    backfill keeps the later day, and widens once done (fetch_changes)."""
     if not cursor.get("backfill_done") or not cursor.get("since"):
         return None
     if cursor.get("widen_to"):

@@ -65,6 +65,13 @@ def _folder_holds(remote_id):
     )
 
 
+def of_meeting_before(at: datetime):
+    """Whether the copy a statement reads or changes is of a meeting dated before `at`: history
+    behind a calendar's window, which a listing of the window does not see (Batch.relists_from)."""
+    I = Interaction.__table__.alias("dated")
+    return select(I.c.id).where(I.c.id == S.c.interaction_id, I.c.kind == "meeting", I.c.occurred_at < at).exists()
+
+
 def set_aside(conn: Connection, mailbox_id: int, folder_id: int, *, every: bool = False) -> Counter:
     """The folder's ids changed (a new UIDVALIDITY): copies with a provider id are kept, their
     remote ids marked as no longer the server's, for the new listing to re-link them. every: the
@@ -84,9 +91,7 @@ def set_aside_meetings(conn: Connection, mailbox_id: int, folder_id: int, since:
     does a mail folder's, the history before stays. Returns folder id -> copies deleted, and the
     meetings set aside: those the reading does not list and no other copy holds leave the timeline
     when it ends (the engine's `relisted`), as they would have had their deletion been seen."""
-    I = Interaction.__table__
-    listed = select(I.c.id).where(I.c.id == S.c.interaction_id, I.c.occurred_at >= since).exists()
-    return _set_aside(conn, mailbox_id, folder_id, listed)
+    return _set_aside(conn, mailbox_id, folder_id, ~of_meeting_before(since))
 
 
 def _set_aside(conn: Connection, mailbox_id: int, folder_id: int, *which) -> tuple[Counter, list[int]]:
@@ -115,7 +120,6 @@ def restore_set_aside_meetings(conn: Connection, mailbox_id: int, folder_id: int
     window that moved on since they were set aside, or was made narrower): they get their remote
     ids back instead of leaving with `drop_set_aside`, unless the listing stored their item again
     (a meeting overlapping the window's start)."""
-    I = Interaction.__table__
     bare = func.substr(S.c.remote_id, len(SET_ASIDE) + 1)
     conn.execute(
         update(S)
@@ -123,9 +127,7 @@ def restore_set_aside_meetings(conn: Connection, mailbox_id: int, folder_id: int
             S.c.mailbox_id == mailbox_id,
             S.c.folder_id == folder_id,
             S.c.remote_id.startswith(SET_ASIDE),
-            select(I.c.id)
-            .where(I.c.id == S.c.interaction_id, I.c.kind == "meeting", I.c.occurred_at < before)
-            .exists(),
+            of_meeting_before(before),
             ~_folder_holds(bare),
         )
         .values(remote_id=bare)

@@ -721,13 +721,7 @@ def _write_batch(
             S.c.remote_id.not_like(f"%{INVITATION_PART}%"),
         ]
         if batch.relists_from is not None:
-            past = I.alias("past")
-            listed_again.append(
-                ~select(past.c.id)
-                .where(past.c.id == S.c.interaction_id, past.c.kind == "meeting")
-                .where(past.c.occurred_at < batch.relists_from)
-                .exists()
-            )
+            listed_again.append(~copies.of_meeting_before(batch.relists_from))
         relisted.update(
             conn.execute(
                 select(S.c.interaction_id)

@@ -89,6 +89,10 @@ class OrgContext:
     # confirms it after each commit); None: read per batch.
     followups: followups.RunCache | None = field(default=None, compare=False, repr=False)
 
+    def owns(self, address: str) -> bool:
+        """Whether an address is the organisation's own: a user's, an alias, an internal domain's."""
+        return address in self.users_by_address or addr.is_internal(address, self.internal_domains)
+
 
 @dataclass(frozen=True)
 class MailboxContext:
@@ -145,7 +149,7 @@ def _utc(value: datetime) -> datetime:
 
 
 def _internal(org: OrgContext, address: str) -> bool:
-    return address in org.users_by_address or addr.is_internal(address, org.internal_domains)
+    return org.owns(address)
 
 
 # Per organisation of the last call: address -> internal?, and the classification

@@ -193,9 +193,15 @@ def remove_copies_of(conn: Connection, org_id: int, interactions, mailbox_ids) -
     folders, messages = copies.delete_by_admin(
         conn, S.c.org_id == org_id, S.c.interaction_id.in_(interactions), S.c.mailbox_id.in_(mailbox_ids)
     )
+    _count_taken_off(conn, org_id, folders, messages)
+    return sum(folders.values())
+
+
+def _count_taken_off(conn: Connection, org_id: int, folders: Counter, messages: list[tuple[int, str]]) -> None:
+    """The folders' counts after an admin deleted copies (`copies.delete_by_admin`): fewer copies,
+    and the server's messages among them kept as taken off (`removed`), so each still reconciles."""
     taken = skipped.record_removed(conn, org_id, messages, utcnow())
     copies.count_changed(conn, {fid: -n for fid, n in folders.items()}, removed=taken)
-    return sum(folders.values())
 
 
 def remove_from_timeline(conn: Connection, org_id: int, interaction_ids: Iterable[int]) -> dict:
@@ -212,6 +218,5 @@ def remove_from_timeline(conn: Connection, org_id: int, interaction_ids: Iterabl
     duplicates.refresh(conn, org_id, touched - gone)
     # Last, as a sync batch writes its folder's row last: neither then holds a folder
     # row while it waits for rows the other holds.
-    taken = skipped.record_removed(conn, org_id, messages, utcnow())
-    copies.count_changed(conn, {fid: -n for fid, n in folders.items()}, removed=taken)
+    _count_taken_off(conn, org_id, folders, messages)
     return {"removed_interactions": removed, "removed_contacts": len(gone), "removed_companies": dropped}

@@ -12,7 +12,7 @@ from app import netguard
 from app.models import FolderState, Mailbox, Organisation, SkippedItem, SyncIssue, SyncStage, User
 from app.services.actor import Actor, changing
 from app.services.errors import Conflict, Invalid, NotFound
-from app.services.orgs import clean_address, user_id_by_email
+from app.services.orgs import clean_address, org_settings, user_id_by_email
 
 SECURITY = ("tls", "starttls", "none")
 
@@ -178,7 +178,6 @@ from sync.fixes import RunError, fix_text  # noqa: E402
 
 MB, FS, SRC = Mailbox.__table__, FolderState.__table__, InteractionSource.__table__
 ISSUE, GSUB, SKIPPED = SyncIssue.__table__, GraphSubscription.__table__, SkippedItem.__table__
-ORG = Organisation.__table__
 
 
 def fix_for(kind: str | None, source: str | None = None, fix: str | None = None) -> str | None:
@@ -276,25 +275,16 @@ def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None
             lease_until=None,
         )
     )
-    # A CalDAV calendar keeps the members its cursor tracks (connectors/caldav.py reread_cursor).
-    kept = {
-        folder_id: caldav.reread_cursor(cursor)
-        for folder_id, cursor in conn.execute(
-            _select(FS.c.id, FS.c.cursor)
-            .join(MB, MB.c.id == FS.c.mailbox_id)
-            .where(
-                FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids), FS.c.role == "calendar", MB.c.kind == "caldav"
-            )
-        ).all()
-    }
+    folders = conn.execute(
+        _select(FS.c.id, FS.c.mailbox_id, FS.c.role, FS.c.selected, FS.c.relisted, FS.c.cursor, MB.c.kind)
+        .join(MB, MB.c.id == FS.c.mailbox_id)
+        .where(FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids))
+    ).all()
     conn.execute(
         _update(FS)
         .where(FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids))
         .values(cursor={}, backfill_done=False, skipped={}, removed=0, status="ok", last_error=None)
     )
-    for folder_id, cursor in kept.items():
-        if cursor:
-            conn.execute(_update(FS).where(FS.c.id == folder_id).values(cursor=cursor))
     # Mail deleted on the server since the last run is told by no cursor any more: each mail folder's
     # copies are set aside for the new reading to re-link or store again, and its end drops the rest.
     # A calendar's reading covers its window only: the copies from the window's start on are set
@@ -303,32 +293,31 @@ def reset_folders(conn: Connection, org_id: int, mailbox_ids: list[int]) -> None
     # at a time, and a reading that starts a day or two later must still list every meeting set aside.
     # (Should the reading list less, it gives back at its end what it did not cover: Batch.relists_from.)
     # A copy stored again by a reading not ended yet, beside its set-aside twin, goes (`_set_aside`).
-    window_start = CalendarWindow(*_calendar_days(conn, org_id)).bounds()[0] + timedelta(days=7)
+    # A CalDAV calendar keeps the members its cursor tracks (connectors/caldav.py reread_cursor).
+    settings = org_settings(conn, org_id)
+    window = CalendarWindow(settings["calendar_past_days"], settings["calendar_future_days"])
+    window_start = window.bounds()[0] + timedelta(days=7)
     gone: Counter = Counter()
-    for folder_id, mailbox_id, role, relisted in conn.execute(
-        _select(FS.c.id, FS.c.mailbox_id, FS.c.role, FS.c.relisted).where(
-            FS.c.org_id == org_id, FS.c.mailbox_id.in_(mailbox_ids), FS.c.selected
-        )
-    ).all():
-        if role != "calendar":
-            gone.update(copies.set_aside(conn, mailbox_id, folder_id, every=True))
+    for f in folders:
+        if f.role != "calendar":
+            if f.selected:
+                gone.update(copies.set_aside(conn, f.mailbox_id, f.id, every=True))
             continue
-        dropped, meetings = copies.set_aside_meetings(conn, mailbox_id, folder_id, window_start)
-        gone.update(dropped)
-        if meetings:
-            candidates = sorted(set(relisted or ()) | set(meetings))
-            conn.execute(_update(FS).where(FS.c.id == folder_id).values(relisted=candidates))
+        values: dict = {}
+        if f.kind == "caldav" and (cursor := caldav.reread_cursor(f.cursor)):
+            values["cursor"] = cursor
+        if f.selected:
+            dropped, meetings = copies.set_aside_meetings(conn, f.mailbox_id, f.id, window_start)
+            gone.update(dropped)
+            if meetings:
+                values["relisted"] = sorted(set(f.relisted or ()) | set(meetings))
+        if values:
+            conn.execute(_update(FS).where(FS.c.id == f.id).values(**values))
     copies.count_changed(conn, {folder_id: -n for folder_id, n in gone.items()})
     # the counts restart, and so do the items behind them: the new reading skips them again, and
     # finds again what it cannot read (kept, those rows made it count none: "missing" for good)
     conn.execute(_delete(SKIPPED).where(SKIPPED.c.org_id == org_id, SKIPPED.c.mailbox_id.in_(mailbox_ids)))
     conn.execute(_delete(ISSUE).where(ISSUE.c.org_id == org_id, ISSUE.c.mailbox_id.in_(mailbox_ids)))
-
-
-def _calendar_days(conn: Connection, org_id: int) -> tuple[int, int]:
-    """The organisation's calendar window setting (past days, future days)."""
-    row = conn.execute(_select(ORG.c.calendar_past_days, ORG.c.calendar_future_days).where(ORG.c.id == org_id)).one()
-    return int(row[0]), int(row[1])
 
 
 def _one(conn: Connection, org_id: int, mailbox_id: int):

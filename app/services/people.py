@@ -154,7 +154,7 @@ def _create_contact(
     if address is None:
         raise Invalid("not a valid email address", field="email")
     org = org_context(conn, org_id, box)
-    if address in org.users_by_address or addr.is_internal(address, org.internal_domains):
+    if org.owns(address):
         raise Invalid("this address belongs to your organisation, not to a contact", field="email")
     if org.exclusions.is_erased(org_id, address):
         raise Invalid("this person asked to be erased; they cannot be added again", field="email")

@@ -27,10 +27,8 @@ from app.models import (
     Interaction,
     InteractionSource,
     Mailbox,
-    Organisation,
     Participant,
     User,
-    UserAlias,
 )
 from app.services import audit
 from app.services.actor import Actor, changing
@@ -38,7 +36,6 @@ from app.services.admin import chunks, remove_from_timeline
 from app.services.errors import Invalid
 from app.services.orgs import clean_address
 from sync import exclusions, reportsums
-from sync.addresses import is_internal
 from sync.exclusions import erased_hash, erasure_key, tombstone_hashes
 
 C, CA, CO, I, P = (
@@ -56,7 +53,6 @@ S, M, U, E, R = (
     ExclusionRule.__table__,
 )
 STATS, FU = ContactStats.__table__, FollowUp.__table__
-O, UA = Organisation.__table__, UserAlias.__table__
 
 
 def _iso(value):
@@ -270,14 +266,6 @@ def erase_person(rt, actor: Actor, email: str, *, confirm: bool = False) -> dict
         return _erase(conn, actor.org_id, email, actor_id=actor.user_id, box=rt.box)
 
 
-def _internal_test(conn: Connection, org_id: int):
-    """Whether an address is the organisation's own (a user's, an alias, an internal domain's)."""
-    domains = frozenset(conn.execute(select(O.c.internal_domains).where(O.c.id == org_id)).scalar_one() or ())
-    own = set(conn.execute(select(U.c.email).where(U.c.org_id == org_id)).scalars())
-    own |= set(conn.execute(select(UA.c.address).where(UA.c.org_id == org_id)).scalars())
-    return lambda address: address in own or is_internal(address, domains)
-
-
 def _erase(conn: Connection, org_id: int, email: str, *, actor_id: int | None, box: SecretBox) -> dict:
     exclusions.hold_to_change(conn, org_id)  # no batch in flight writes their mail back afterwards
     address = clean_address(email)
@@ -291,7 +279,9 @@ def _erase(conn: Connection, org_id: int, email: str, *, actor_id: int | None, b
     only_them: list[int] = []
     # Another external person keeps the mail, as the sync judges it (sync/ingest.py): not a
     # colleague's address on a row with no user (mail claiming their From that nothing vouched for).
-    internal = _internal_test(conn, org_id)
+    from sync.engine import org_context
+
+    org = org_context(conn, org_id, box)
     for part in chunks(sorted(theirs)):
         others = P.alias("others")
         shared = {
@@ -306,7 +296,7 @@ def _erase(conn: Connection, org_id: int, email: str, *, actor_id: int | None, b
                     others.c.address.not_in(addresses),
                 )
             ).all()
-            if not internal(other)
+            if not org.owns(other)
         }
         only_them.extend(i for i in part if i not in shared)
     from app.services.admin import delete_contacts, drop_empty_companies

@@ -134,12 +134,17 @@ def test_a_connection_cut_during_login_is_transient_not_a_wrong_password(imap_us
     assert refused.value.fix == Fix.PASSWORD  # the fix (check the password) travels as a value
 
 
-def test_a_wider_backfill_window_is_read_newest_first_and_an_interrupted_pass_resumes_where_it_stood(imap_user):
-    for days in (400, 80, 70, 60, 50, 40, 2):  # delivered oldest first, as mail arrives
+def _aged(imap_user, ages: tuple[int, ...]) -> None:
+    """One message per age in days, delivered in this order (UIDs follow it), "<n> days" its subject."""
+    for days in ages:
         imap_user.deliver(
-            message("p@cust.com", "me@ourco.com", f"{days} days", msgid=f"d{days}@x"),
+            message("p@cust.com", "me@ourco.com", f"{days} days", msgid=f"aged{days}@x"),
             internaldate=NOW - timedelta(days=days),
         )
+
+
+def test_a_wider_backfill_window_is_read_newest_first_and_an_interrupted_pass_resumes_where_it_stood(imap_user):
+    _aged(imap_user, (400, 80, 70, 60, 50, 40, 2))  # delivered oldest first, as mail arrives
     conn = _connector(imap_user, batch=2)
     inbox = next(f for f in conn.list_folders() if f.role == "inbox")
     cursor = list(conn.fetch_changes(inbox, {}, NOW - timedelta(days=30)))[-1].cursor
@@ -162,11 +167,7 @@ def test_a_wider_backfill_window_is_read_newest_first_and_an_interrupted_pass_re
 def test_a_window_made_wider_during_the_first_import_still_reads_what_the_uids_above_its_low_mark_hold(imap_user):
     """The backfill went on with the new first day, but only below the lowest UID read: mail above it
     from the days between (moved in before the first import, so its UID is high) was never read."""
-    for days in (400, 60, 10, 5, 3, 50):  # the last one was moved in from another folder
-        imap_user.deliver(
-            message("p@cust.com", "me@ourco.com", f"{days} days", msgid=f"w{days}@x"),
-            internaldate=NOW - timedelta(days=days),
-        )
+    _aged(imap_user, (400, 60, 10, 5, 3, 50))  # the last one was moved in from another folder
     conn = _connector(imap_user, batch=2)
     inbox = next(f for f in conn.list_folders() if f.role == "inbox")
     first = next(iter(conn.fetch_changes(inbox, {}, NOW - timedelta(days=30))))
@@ -180,3 +181,28 @@ def test_a_window_made_wider_during_the_first_import_still_reads_what_the_uids_a
     read = sorted(r.subject for b in rest for r in b.records)
     assert read == ["10 days", "50 days", "60 days"]
     assert rest[-1].backfill_done and rest[-1].cursor["server_count"] == 5
+
+
+def test_an_expunge_during_an_interrupted_widening_pass_is_told_for_what_it_read(imap_user):
+    """VANISHED was asked from the low mark up, and a widening pass reads below it: a message it
+    read, expunged before the pass ended, kept its copy for good."""
+    _aged(imap_user, (80, 70, 60, 50, 3))
+    conn = _connector(imap_user, batch=2)
+    inbox = next(f for f in conn.list_folders() if f.role == "inbox")
+    cursor = list(conn.fetch_changes(inbox, {}, NOW - timedelta(days=30)))[-1].cursor
+    first = next(iter(conn.fetch_changes(inbox, cursor, NOW - timedelta(days=365))))
+    conn.close()  # the pass stops after one batch: 50 and 60 days read
+    assert [r.subject for r in first.records] == ["50 days", "60 days"] and first.cursor["low_uid"] == 5
+    gone = next(r.remote_id for r in first.records if r.subject == "60 days")
+    client = imap_user.connect()
+    client.select_folder("INBOX")
+    client.delete_messages([int(gone.rpartition("/")[2])])
+    client.expunge()
+    client.logout()
+    conn = _connector(imap_user, batch=2)
+    try:
+        rest = list(conn.fetch_changes(inbox, first.cursor, NOW - timedelta(days=365)))
+    finally:
+        conn.close()
+    assert gone in [x for b in rest for x in b.removed]
+    assert sorted(r.subject for b in rest for r in b.records) == ["70 days", "80 days"]
